@@ -1,0 +1,334 @@
+//! Kafka record batch v2 (magic 2): the unit sluice's log writes, checks and reads.
+//!
+//! Batches are stored byte for byte as Kafka stores them (see shared/reference/kafka-log-format.md),
+//! so that a segment can later be served to Kafka clients or moved to Kafka unchanged. This is a
+//! lean codec of our own rather than the `kafka-protocol` crate: the log needs only uncompressed
+//! batches, and the generated protocol crate would add a large build for one struct.
+//!
+//! Layout (big-endian): baseOffset i64, batchLength i32, partitionLeaderEpoch i32, magic i8,
+//! crc u32 (CRC-32C of everything after it), attributes i16, lastOffsetDelta i32,
+//! baseTimestamp i64, maxTimestamp i64, producerId i64, producerEpoch i16, baseSequence i32,
+//! record count i32, records.
+
+use bytes::Bytes;
+
+use crate::LogError;
+
+/// Bytes before the records: every batch has this fixed header.
+pub const BATCH_HEADER_LEN: usize = 61;
+/// Bytes of `baseOffset` + `batchLength`, the part not counted in `batchLength`.
+pub const BATCH_PREFIX_LEN: usize = 12;
+const MAGIC: i8 = 2;
+const CRC_START: usize = 21;
+/// Upper bound on one batch; anything larger in a header is corruption, not data.
+pub const MAX_BATCH_LEN: usize = 256 * 1024 * 1024;
+
+/// A header on a record: UTF-8 key, optional bytes value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    pub key: String,
+    pub value: Option<Bytes>,
+}
+
+/// A record to append. Offsets are assigned by the partition.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Record {
+    pub key: Option<Bytes>,
+    /// `None` is a tombstone.
+    pub value: Option<Bytes>,
+    pub timestamp_ms: i64,
+    pub headers: Vec<Header>,
+}
+
+/// A record read back, with its offset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredRecord {
+    pub offset: u64,
+    pub timestamp_ms: i64,
+    pub key: Option<Bytes>,
+    pub value: Option<Bytes>,
+    pub headers: Vec<Header>,
+}
+
+/// The fixed header of a batch, read without touching its records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchHeader {
+    pub base_offset: u64,
+    /// Whole batch length in bytes, prefix included.
+    pub total_len: usize,
+    pub last_offset_delta: u32,
+    pub max_timestamp_ms: i64,
+    pub record_count: u32,
+}
+
+impl BatchHeader {
+    /// Offset after the last record of the batch.
+    pub fn next_offset(&self) -> u64 {
+        self.base_offset + u64::from(self.last_offset_delta) + 1
+    }
+
+    /// Parses the fixed header; checks bounds and magic but not the CRC.
+    pub fn parse(bytes: &[u8]) -> Result<BatchHeader, LogError> {
+        if bytes.len() < BATCH_HEADER_LEN {
+            return Err(LogError::corrupt("batch header is truncated"));
+        }
+        let base_offset = i64::from_be_bytes(bytes[0..8].try_into().expect("8 bytes"));
+        let batch_len = i32::from_be_bytes(bytes[8..12].try_into().expect("4 bytes"));
+        let magic = bytes[16] as i8;
+        if magic != MAGIC {
+            return Err(LogError::corrupt(format!("batch magic is {magic}, expected 2")));
+        }
+        let base_offset = u64::try_from(base_offset)
+            .map_err(|_| LogError::corrupt("batch base offset is negative"))?;
+        let total_len = usize::try_from(batch_len)
+            .ok()
+            .map(|len| len + BATCH_PREFIX_LEN)
+            .filter(|len| (BATCH_HEADER_LEN..=MAX_BATCH_LEN).contains(len))
+            .ok_or_else(|| LogError::corrupt(format!("batch length {batch_len} is out of bounds")))?;
+        let last_offset_delta = i32::from_be_bytes(bytes[23..27].try_into().expect("4 bytes"));
+        let max_timestamp_ms = i64::from_be_bytes(bytes[35..43].try_into().expect("8 bytes"));
+        let record_count = i32::from_be_bytes(bytes[57..61].try_into().expect("4 bytes"));
+        let last_offset_delta = u32::try_from(last_offset_delta)
+            .map_err(|_| LogError::corrupt("batch last offset delta is negative"))?;
+        let record_count = u32::try_from(record_count)
+            .ok()
+            .filter(|count| *count == last_offset_delta + 1)
+            .ok_or_else(|| LogError::corrupt("batch record count does not match its offsets"))?;
+        Ok(BatchHeader { base_offset, total_len, last_offset_delta, max_timestamp_ms, record_count })
+    }
+}
+
+/// Appends one encoded batch holding `records` at `base_offset` to `out`.
+pub fn encode(base_offset: u64, records: &[Record], out: &mut Vec<u8>) {
+    assert!(!records.is_empty(), "a batch holds at least one record");
+    let start = out.len();
+    let base_timestamp = records.iter().map(|r| r.timestamp_ms).min().unwrap_or(0);
+    let max_timestamp = records.iter().map(|r| r.timestamp_ms).max().unwrap_or(0);
+    let last_offset_delta = i32::try_from(records.len() - 1).expect("batch record count fits i32");
+    out.extend_from_slice(&(base_offset as i64).to_be_bytes());
+    out.extend_from_slice(&0i32.to_be_bytes()); // batchLength, patched below
+    out.extend_from_slice(&0i32.to_be_bytes()); // partitionLeaderEpoch
+    out.push(MAGIC as u8);
+    out.extend_from_slice(&0u32.to_be_bytes()); // crc, patched below
+    out.extend_from_slice(&0i16.to_be_bytes()); // attributes: no compression, CreateTime
+    out.extend_from_slice(&last_offset_delta.to_be_bytes());
+    out.extend_from_slice(&base_timestamp.to_be_bytes());
+    out.extend_from_slice(&max_timestamp.to_be_bytes());
+    out.extend_from_slice(&(-1i64).to_be_bytes()); // producerId
+    out.extend_from_slice(&(-1i16).to_be_bytes()); // producerEpoch
+    out.extend_from_slice(&(-1i32).to_be_bytes()); // baseSequence
+    out.extend_from_slice(&(last_offset_delta + 1).to_be_bytes());
+    let mut body = Vec::new();
+    for (delta, record) in records.iter().enumerate() {
+        body.clear();
+        body.push(0); // record attributes
+        put_varlong(&mut body, record.timestamp_ms - base_timestamp);
+        put_varlong(&mut body, delta as i64);
+        put_bytes(&mut body, record.key.as_deref());
+        put_bytes(&mut body, record.value.as_deref());
+        put_varlong(&mut body, record.headers.len() as i64);
+        for header in &record.headers {
+            put_bytes(&mut body, Some(header.key.as_bytes()));
+            put_bytes(&mut body, header.value.as_deref());
+        }
+        put_varlong(out, body.len() as i64);
+        out.extend_from_slice(&body);
+    }
+    let batch_len = i32::try_from(out.len() - start - BATCH_PREFIX_LEN).expect("batch fits i32");
+    out[start + 8..start + 12].copy_from_slice(&batch_len.to_be_bytes());
+    let crc = crc32c::crc32c(&out[start + CRC_START..]);
+    out[start + 17..start + 21].copy_from_slice(&crc.to_be_bytes());
+}
+
+/// Checks the CRC of a whole batch (`bytes` is exactly one batch).
+pub fn verify(bytes: &[u8]) -> Result<BatchHeader, LogError> {
+    let header = BatchHeader::parse(bytes)?;
+    if bytes.len() != header.total_len {
+        return Err(LogError::corrupt("batch is truncated"));
+    }
+    let stored = u32::from_be_bytes(bytes[17..21].try_into().expect("4 bytes"));
+    let computed = crc32c::crc32c(&bytes[CRC_START..]);
+    if stored != computed {
+        return Err(LogError::corrupt(format!(
+            "batch at offset {} fails its CRC (stored {stored:08x}, computed {computed:08x})",
+            header.base_offset
+        )));
+    }
+    Ok(header)
+}
+
+/// Decodes the records of one CRC-checked batch; `batch` is a slice of a shared read buffer so
+/// keys and values are not copied.
+pub fn decode(batch: &Bytes, out: &mut Vec<StoredRecord>) -> Result<BatchHeader, LogError> {
+    let header = verify(batch)?;
+    let attributes = i16::from_be_bytes(batch[21..23].try_into().expect("2 bytes"));
+    if attributes & 0x7 != 0 {
+        return Err(LogError::corrupt("compressed batches are not supported by the embedded log"));
+    }
+    let base_timestamp = i64::from_be_bytes(batch[27..35].try_into().expect("8 bytes"));
+    let mut cursor = Cursor { bytes: batch, pos: BATCH_HEADER_LEN };
+    for _ in 0..header.record_count {
+        let len = cursor.varint_len()?;
+        let end = cursor.pos + len;
+        if end > batch.len() {
+            return Err(LogError::corrupt("record runs past its batch"));
+        }
+        cursor.pos += 1; // record attributes
+        let timestamp_delta = cursor.varlong()?;
+        let offset_delta = cursor.varlong()?;
+        let key = cursor.nullable_bytes()?;
+        let value = cursor.nullable_bytes()?;
+        let header_count = cursor.varint_len()?;
+        let mut headers = Vec::with_capacity(header_count.min(64));
+        for _ in 0..header_count {
+            let key = cursor.nullable_bytes()?.unwrap_or_default();
+            let key = String::from_utf8(key.to_vec())
+                .map_err(|_| LogError::corrupt("record header key is not UTF-8"))?;
+            let value = cursor.nullable_bytes()?;
+            headers.push(Header { key, value });
+        }
+        if cursor.pos != end {
+            return Err(LogError::corrupt("record length does not match its fields"));
+        }
+        let offset_delta =
+            u64::try_from(offset_delta).map_err(|_| LogError::corrupt("negative offset delta"))?;
+        out.push(StoredRecord {
+            offset: header.base_offset + offset_delta,
+            timestamp_ms: base_timestamp.wrapping_add(timestamp_delta),
+            key,
+            value,
+            headers,
+        });
+    }
+    Ok(header)
+}
+
+struct Cursor<'a> {
+    bytes: &'a Bytes,
+    pos: usize,
+}
+
+impl Cursor<'_> {
+    fn varlong(&mut self) -> Result<i64, LogError> {
+        let mut raw: u64 = 0;
+        for shift in (0..70).step_by(7) {
+            let byte = *self
+                .bytes
+                .get(self.pos)
+                .ok_or_else(|| LogError::corrupt("varint runs past its batch"))?;
+            self.pos += 1;
+            raw |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                return Ok(((raw >> 1) as i64) ^ -((raw & 1) as i64));
+            }
+        }
+        Err(LogError::corrupt("varint is longer than 10 bytes"))
+    }
+
+    fn varint_len(&mut self) -> Result<usize, LogError> {
+        let value = self.varlong()?;
+        usize::try_from(value).map_err(|_| LogError::corrupt("negative length"))
+    }
+
+    fn nullable_bytes(&mut self) -> Result<Option<Bytes>, LogError> {
+        let len = self.varlong()?;
+        if len < 0 {
+            return Ok(None);
+        }
+        let len = usize::try_from(len).map_err(|_| LogError::corrupt("length overflows"))?;
+        let end = self.pos.checked_add(len).filter(|end| *end <= self.bytes.len());
+        let end = end.ok_or_else(|| LogError::corrupt("field runs past its batch"))?;
+        let slice = self.bytes.slice(self.pos..end);
+        self.pos = end;
+        Ok(Some(slice))
+    }
+}
+
+fn put_varlong(out: &mut Vec<u8>, value: i64) {
+    let mut raw = ((value << 1) ^ (value >> 63)) as u64;
+    while raw >= 0x80 {
+        out.push((raw as u8) | 0x80);
+        raw >>= 7;
+    }
+    out.push(raw as u8);
+}
+
+fn put_bytes(out: &mut Vec<u8>, bytes: Option<&[u8]>) {
+    match bytes {
+        None => put_varlong(out, -1),
+        Some(bytes) => {
+            put_varlong(out, bytes.len() as i64);
+            out.extend_from_slice(bytes);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(key: &str, value: Option<&str>, ts: i64) -> Record {
+        Record {
+            key: Some(Bytes::copy_from_slice(key.as_bytes())),
+            value: value.map(|v| Bytes::copy_from_slice(v.as_bytes())),
+            timestamp_ms: ts,
+            headers: vec![Header { key: "h".into(), value: Some(Bytes::from_static(b"v")) }],
+        }
+    }
+
+    #[test]
+    fn round_trips_records_with_tombstones_and_headers() {
+        let records = vec![record("a", Some("1"), 1000), record("b", None, 999), record("c", Some(""), 5000)];
+        let mut buf = Vec::new();
+        encode(42, &records, &mut buf);
+        let bytes = Bytes::from(buf);
+        let mut out = Vec::new();
+        let header = decode(&bytes, &mut out).unwrap();
+        assert_eq!(header.base_offset, 42);
+        assert_eq!(header.next_offset(), 45);
+        assert_eq!(header.max_timestamp_ms, 5000);
+        assert_eq!(out.len(), 3);
+        for (i, (stored, original)) in out.iter().zip(&records).enumerate() {
+            assert_eq!(stored.offset, 42 + i as u64);
+            assert_eq!(stored.key, original.key);
+            assert_eq!(stored.value, original.value);
+            assert_eq!(stored.timestamp_ms, original.timestamp_ms);
+            assert_eq!(stored.headers, original.headers);
+        }
+    }
+
+    #[test]
+    fn detects_any_flipped_byte_after_the_crc() {
+        let mut buf = Vec::new();
+        encode(0, &[record("key", Some("value"), 7)], &mut buf);
+        for i in CRC_START..buf.len() {
+            let mut damaged = buf.clone();
+            damaged[i] ^= 0x40;
+            assert!(verify(&damaged).is_err(), "flip at byte {i} went unnoticed");
+        }
+    }
+
+    #[test]
+    fn rejects_truncated_batches_without_panicking() {
+        let mut buf = Vec::new();
+        encode(0, &[record("key", Some("value"), 7)], &mut buf);
+        for len in 0..buf.len() {
+            let bytes = Bytes::copy_from_slice(&buf[..len]);
+            assert!(decode(&bytes, &mut Vec::new()).is_err());
+        }
+    }
+
+    #[test]
+    fn zigzag_varints_match_kafka_for_edge_values() {
+        for value in [0i64, -1, 1, 63, -64, 64, i32::MAX as i64, i64::MIN, i64::MAX] {
+            let mut out = Vec::new();
+            put_varlong(&mut out, value);
+            let bytes = Bytes::from(out);
+            let mut cursor = Cursor { bytes: &bytes, pos: 0 };
+            assert_eq!(cursor.varlong().unwrap(), value);
+        }
+        let mut out = Vec::new();
+        put_varlong(&mut out, -1);
+        assert_eq!(out, vec![1]);
+    }
+}

@@ -1,0 +1,499 @@
+//! sluice-log: the embedded, partitioned, durable log every event passes through.
+//!
+//! Layout of a log directory:
+//! ```text
+//! .lock                          held by the one process that writes this log
+//! control/{base:020}.log         commit records (see `commit`)
+//! topics/<topic>/topic.json      {"partitions": N}
+//! topics/<topic>/<p>/{base:020}.log   segments of Kafka v2 record batches (see `segment`)
+//! groups/<group>.json            committed consumer offsets
+//! ```
+//! A writer appends a transaction to several partitions with [`Log::append_txn`]; it becomes
+//! visible to readers all at once, after it is durable under the fsync policy, and a crash in the
+//! middle leaves none of it visible. Readers read committed records by offset and wait for new
+//! ones on [`Log::subscribe`]. This crate knows nothing of sluice's events: keys, values and
+//! checkpoints are bytes and strings.
+
+mod batch;
+mod commit;
+mod groups;
+mod partition;
+mod segment;
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+pub use batch::{Header, Record, StoredRecord};
+pub use commit::WriterState;
+use partition::parking::Guarded;
+use partition::Partition;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+/// When appended data is fsynced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FsyncPolicy {
+    /// Before a transaction is acknowledged (one fsync per touched file per transaction).
+    Always,
+    /// At most this long after an append; acknowledgements do not wait for it.
+    Interval(Duration),
+    /// Left to the operating system.
+    Never,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogOptions {
+    pub fsync: FsyncPolicy,
+    /// A segment rolls when the next batch would take it past this size.
+    pub segment_bytes: u64,
+}
+
+impl Default for LogOptions {
+    fn default() -> Self {
+        LogOptions { fsync: FsyncPolicy::Always, segment_bytes: 128 * 1024 * 1024 }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error("could not {action} {}: {source}", path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("log data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("topic {0} does not exist")]
+    UnknownTopic(String),
+    #[error("topic {topic} has {partitions} partitions; there is no partition {partition}")]
+    UnknownPartition { topic: String, partition: u32, partitions: u32 },
+    #[error("{kind} name {name:?} is invalid: use 1 to 249 characters of a-z, A-Z, 0-9, '.', '_' and '-'")]
+    InvalidName { kind: &'static str, name: String },
+    #[error("offset {offset} of {partition} is before the log start offset {start}")]
+    OffsetOutOfRange { partition: String, offset: u64, start: u64 },
+    #[error("the log at {} is in use by another process (another `sluice run` on the same [log] dir?)", .0.display())]
+    Locked(PathBuf),
+    #[error(
+        "partition {topic}/{partition} ends at offset {found} but its last commit recorded {committed}: \
+         acknowledged data is missing from disk (was fsync off when the machine crashed?)"
+    )]
+    CommittedDataMissing { topic: String, partition: u32, found: u64, committed: u64 },
+    #[error("the log was opened read-only")]
+    ReadOnly,
+}
+
+impl LogError {
+    pub(crate) fn io(action: &'static str, path: &Path, source: io::Error) -> LogError {
+        LogError::Io { action, path: path.to_path_buf(), source }
+    }
+
+    pub(crate) fn corrupt(message: impl Into<String>) -> LogError {
+        LogError::Corrupt(message.into())
+    }
+}
+
+/// One partition's slice of a transaction.
+#[derive(Debug, Clone)]
+pub struct PartitionBatch {
+    pub topic: String,
+    pub partition: u32,
+    pub records: Vec<Record>,
+}
+
+/// Offsets of a partition: readers see `[start, stable)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionOffsets {
+    pub start: u64,
+    pub stable: u64,
+}
+
+struct Topic {
+    partitions: Vec<Guarded>,
+}
+
+struct Control {
+    partition: Partition,
+    writers: BTreeMap<String, WriterState>,
+}
+
+/// The log. Share it as `Arc<Log>`: appends and reads take `&self`.
+///
+/// Concurrency: each partition has one writer; calls of `append_txn` for the same writer must
+/// not overlap. Any number of readers read concurrently with the writer.
+pub struct Log {
+    dir: PathBuf,
+    options: LogOptions,
+    writable: bool,
+    _lock: Option<File>,
+    topics: RwLock<BTreeMap<String, Arc<Topic>>>,
+    control: Mutex<Control>,
+    last_sync: Mutex<Instant>,
+    commits: watch::Sender<u64>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct TopicMeta {
+    partitions: u32,
+}
+
+impl Log {
+    /// Opens (creating if needed) the log at `dir` for writing, recovering from any unclean stop.
+    pub fn open(dir: impl AsRef<Path>, options: LogOptions) -> Result<Log, LogError> {
+        let dir = dir.as_ref().to_path_buf();
+        for sub in ["control", "topics", "groups"] {
+            let path = dir.join(sub);
+            fs::create_dir_all(&path).map_err(|e| LogError::io("create log directory", &path, e))?;
+        }
+        let lock_path = dir.join(".lock");
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| LogError::io("open lock file", &lock_path, e))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => return Err(LogError::Locked(dir)),
+            Err(fs::TryLockError::Error(e)) => return Err(LogError::io("lock", &lock_path, e)),
+        }
+        Log::load(dir, options, Some(lock))
+    }
+
+    /// Opens an existing log for reading while another process may be writing it. Shows what
+    /// was committed when it was opened; nothing on disk changes.
+    pub fn open_read_only(dir: impl AsRef<Path>) -> Result<Log, LogError> {
+        let dir = dir.as_ref().to_path_buf();
+        if !dir.join("control").is_dir() {
+            return Err(LogError::io(
+                "open log",
+                &dir,
+                io::Error::new(io::ErrorKind::NotFound, "no sluice log here (no control/ directory)"),
+            ));
+        }
+        Log::load(dir, LogOptions::default(), None)
+    }
+
+    fn load(dir: PathBuf, options: LogOptions, lock: Option<File>) -> Result<Log, LogError> {
+        let writable = lock.is_some();
+        let mut control_partition = Partition::open(dir.join("control"), u64::MAX, writable)?;
+        control_partition.stable_offset = control_partition.end_offset();
+        let mut writers = BTreeMap::new();
+        let control_guard = Guarded::new(control_partition);
+        let mut offset = control_guard.lock().start_offset();
+        loop {
+            let records = partition::read(&control_guard, offset, 1 << 20)?;
+            let Some(last) = records.last() else { break };
+            offset = last.offset + 1;
+            commit::replay(&records, &mut writers)?;
+        }
+        let control_partition = control_guard.into_inner();
+
+        let mut committed: BTreeMap<(String, u32), u64> = BTreeMap::new();
+        for state in writers.values() {
+            for (tp, end) in &state.ends {
+                let entry = committed.entry(tp.clone()).or_default();
+                *entry = (*entry).max(*end);
+            }
+        }
+
+        let mut topics = BTreeMap::new();
+        let topics_dir = dir.join("topics");
+        let entries = fs::read_dir(&topics_dir).map_err(|e| LogError::io("list topics", &topics_dir, e))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| LogError::io("list topics", &topics_dir, e))?;
+            let Some(name) = entry.file_name().to_str().map(str::to_owned) else { continue };
+            let meta_path = entry.path().join("topic.json");
+            let Ok(meta) = fs::read(&meta_path) else {
+                // A topic whose creation never completed holds no committed data.
+                continue;
+            };
+            let meta: TopicMeta = serde_json::from_slice(&meta)
+                .map_err(|e| LogError::corrupt(format!("{} is unreadable: {e}", meta_path.display())))?;
+            let mut partitions = Vec::new();
+            for p in 0..meta.partitions {
+                let pdir = partition::partition_dir(&entry.path(), p);
+                let mut part = if pdir.is_dir() || !writable {
+                    Partition::open(pdir, options.segment_bytes, writable)?
+                } else {
+                    Partition::create(pdir, options.segment_bytes)?
+                };
+                let committed_end = committed.get(&(name.clone(), p)).copied().unwrap_or(0);
+                let found = part.end_offset();
+                if found < committed_end {
+                    return Err(LogError::CommittedDataMissing { topic: name, partition: p, found, committed: committed_end });
+                }
+                if found > committed_end && writable {
+                    tracing::info!(topic = %name, partition = p, from = found, to = committed_end,
+                        "recovery: cutting uncommitted records");
+                    part.truncate_to(committed_end)?;
+                }
+                part.stable_offset = committed_end;
+                partitions.push(Guarded::new(part));
+            }
+            topics.insert(name, Arc::new(Topic { partitions }));
+        }
+
+        let (commits, _) = watch::channel(0);
+        Ok(Log {
+            dir,
+            options,
+            writable,
+            _lock: lock,
+            topics: RwLock::new(topics),
+            control: Mutex::new(Control { partition: control_partition, writers }),
+            last_sync: Mutex::new(Instant::now()),
+            commits,
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Creates a topic if it does not exist; returns its partition count (an existing topic
+    /// keeps the count it has).
+    pub fn create_topic(&self, name: &str, partitions: u32) -> Result<u32, LogError> {
+        if !self.writable {
+            return Err(LogError::ReadOnly);
+        }
+        validate_name("topic", name)?;
+        if let Some(existing) = self.topic_partitions(name) {
+            return Ok(existing);
+        }
+        let mut topics = self.topics.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(topic) = topics.get(name) {
+            return Ok(topic.partitions.len() as u32);
+        }
+        let partitions = partitions.max(1);
+        let topic_dir = self.dir.join("topics").join(name);
+        fs::create_dir_all(&topic_dir).map_err(|e| LogError::io("create topic directory", &topic_dir, e))?;
+        let mut parts = Vec::new();
+        for p in 0..partitions {
+            parts.push(Guarded::new(Partition::create(partition::partition_dir(&topic_dir, p), self.options.segment_bytes)?));
+        }
+        let meta = serde_json::to_vec(&TopicMeta { partitions }).expect("topic metadata serializes");
+        write_atomically(&topic_dir.join("topic.json"), &meta)?;
+        sync_dir(&self.dir.join("topics"))?;
+        topics.insert(name.to_owned(), Arc::new(Topic { partitions: parts }));
+        Ok(partitions)
+    }
+
+    pub fn topic_partitions(&self, name: &str) -> Option<u32> {
+        let topics = self.topics.read().unwrap_or_else(|p| p.into_inner());
+        topics.get(name).map(|t| t.partitions.len() as u32)
+    }
+
+    pub fn topics(&self) -> Vec<String> {
+        self.topics.read().unwrap_or_else(|p| p.into_inner()).keys().cloned().collect()
+    }
+
+    fn topic(&self, name: &str) -> Result<Arc<Topic>, LogError> {
+        let topics = self.topics.read().unwrap_or_else(|p| p.into_inner());
+        topics.get(name).cloned().ok_or_else(|| LogError::UnknownTopic(name.to_owned()))
+    }
+
+    fn with_partition<T>(&self, topic: &str, partition: u32, f: impl FnOnce(&Guarded) -> T) -> Result<T, LogError> {
+        let t = self.topic(topic)?;
+        let guarded = t.partitions.get(partition as usize).ok_or(LogError::UnknownPartition {
+            topic: topic.to_owned(),
+            partition,
+            partitions: t.partitions.len() as u32,
+        })?;
+        Ok(f(guarded))
+    }
+
+    /// Appends a transaction: `batches` to their partitions, then `checkpoint` as the writer's
+    /// commit. Returns when the transaction is committed under the fsync policy; then readers
+    /// see all of it. On error nothing of it becomes visible (recovery cuts it off).
+    pub fn append_txn(&self, writer: &str, batches: &[PartitionBatch], checkpoint: &str) -> Result<(), LogError> {
+        if !self.writable {
+            return Err(LogError::ReadOnly);
+        }
+        let mut ends = Vec::with_capacity(batches.len());
+        let mut to_sync: Vec<(Arc<File>, PathBuf)> = Vec::new();
+        for batch in batches.iter().filter(|b| !b.records.is_empty()) {
+            let end = self.with_partition(&batch.topic, batch.partition, |guarded| {
+                let mut partition = guarded.lock();
+                let end = partition.append(&batch.records)?;
+                let handle = partition.sync_handle();
+                if !to_sync.iter().any(|(_, path)| *path == handle.1) {
+                    to_sync.push(handle);
+                }
+                Ok::<_, LogError>(end)
+            })??;
+            ends.push((batch.topic.clone(), batch.partition, end));
+        }
+        let sync_now = self.sync_due();
+        if sync_now {
+            for (file, path) in &to_sync {
+                file.sync_data().map_err(|e| LogError::io("fsync segment", path, e))?;
+            }
+        }
+        {
+            let mut control = self.lock_control();
+            let state = control.writers.entry(writer.to_owned()).or_default();
+            state.checkpoint = checkpoint.to_owned();
+            for (topic, partition, end) in &ends {
+                state.ends.insert((topic.clone(), *partition), *end);
+            }
+            let record = commit::encode(writer, state, now_ms());
+            control.partition.append(std::slice::from_ref(&record))?;
+            if sync_now {
+                let (file, path) = control.partition.sync_handle();
+                file.sync_data().map_err(|e| LogError::io("fsync control segment", &path, e))?;
+            }
+            let end = control.partition.end_offset();
+            control.partition.stable_offset = end;
+            if self.control_needs_roll(&control) {
+                self.roll_control(&mut control)?;
+            }
+        }
+        for (topic, partition, end) in &ends {
+            self.with_partition(topic, *partition, |guarded| guarded.lock().stable_offset = *end)?;
+        }
+        self.commits.send_modify(|generation| *generation += 1);
+        Ok(())
+    }
+
+    fn lock_control(&self) -> MutexGuard<'_, Control> {
+        self.control.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn sync_due(&self) -> bool {
+        match self.options.fsync {
+            FsyncPolicy::Always => true,
+            FsyncPolicy::Never => false,
+            FsyncPolicy::Interval(every) => {
+                let mut last = self.last_sync.lock().unwrap_or_else(|p| p.into_inner());
+                if last.elapsed() >= every {
+                    *last = Instant::now();
+                    true
+                } else {
+                    false
+                }
+            }
+        }
+    }
+
+    fn control_needs_roll(&self, control: &Control) -> bool {
+        let (file, _) = control.partition.sync_handle();
+        file.metadata().map(|m| m.len() > commit::CONTROL_SEGMENT_BYTES).unwrap_or(false)
+    }
+
+    /// Starts a new control segment that restates every writer's latest commit, then deletes
+    /// the older control segments.
+    fn roll_control(&self, control: &mut Control) -> Result<(), LogError> {
+        let now = now_ms();
+        let records: Vec<Record> =
+            control.writers.iter().map(|(writer, state)| commit::encode(writer, state, now)).collect();
+        control.partition.roll()?;
+        if !records.is_empty() {
+            control.partition.append(&records)?;
+        }
+        let (file, path) = control.partition.sync_handle();
+        file.sync_data().map_err(|e| LogError::io("fsync control segment", &path, e))?;
+        control.partition.stable_offset = control.partition.end_offset();
+        control.partition.remove_older_segments()
+    }
+
+    /// The last checkpoint committed by `writer`, if any.
+    pub fn checkpoint(&self, writer: &str) -> Option<String> {
+        self.lock_control().writers.get(writer).map(|s| s.checkpoint.clone())
+    }
+
+    /// Every writer's last committed state.
+    pub fn writers(&self) -> BTreeMap<String, WriterState> {
+        self.lock_control().writers.clone()
+    }
+
+    /// Committed records of a partition from `offset` on, about `max_bytes` at most (at least
+    /// one batch when any is available). Empty when the reader is caught up.
+    pub fn read(&self, topic: &str, partition: u32, offset: u64, max_bytes: usize) -> Result<Vec<StoredRecord>, LogError> {
+        self.with_partition(topic, partition, |guarded| partition::read(guarded, offset, max_bytes))?
+    }
+
+    pub fn offsets(&self, topic: &str, partition: u32) -> Result<PartitionOffsets, LogError> {
+        self.with_partition(topic, partition, |guarded| {
+            let p = guarded.lock();
+            PartitionOffsets { start: p.start_offset(), stable: p.stable_offset }
+        })
+    }
+
+    /// A receiver that changes whenever a transaction commits: tailing readers wait on it.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.commits.subscribe()
+    }
+
+    /// Stores a consumer group's offsets (the next offset to read) durably, merged with what
+    /// the group had.
+    pub fn commit_offsets(&self, group: &str, offsets: &[(String, u32, u64)]) -> Result<(), LogError> {
+        if !self.writable {
+            return Err(LogError::ReadOnly);
+        }
+        validate_name("group", group)?;
+        groups::commit(&self.dir.join("groups"), group, offsets)
+    }
+
+    /// A consumer group's committed offsets: `(topic, partition) → next offset`.
+    pub fn group_offsets(&self, group: &str) -> Result<BTreeMap<(String, u32), u64>, LogError> {
+        validate_name("group", group)?;
+        groups::load(&self.dir.join("groups"), group)
+    }
+
+    /// Fsyncs everything appended so far (used at shutdown under `interval` and `never`).
+    pub fn flush(&self) -> Result<(), LogError> {
+        if !self.writable {
+            return Ok(());
+        }
+        let topics: Vec<Arc<Topic>> = self.topics.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
+        for topic in topics {
+            for guarded in &topic.partitions {
+                let (file, path) = guarded.lock().sync_handle();
+                file.sync_data().map_err(|e| LogError::io("fsync segment", &path, e))?;
+            }
+        }
+        let (file, path) = self.lock_control().partition.sync_handle();
+        file.sync_data().map_err(|e| LogError::io("fsync control segment", &path, e))
+    }
+}
+
+fn validate_name(kind: &'static str, name: &str) -> Result<(), LogError> {
+    let ok = !name.is_empty()
+        && name.len() <= 249
+        && name != "."
+        && name != ".."
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(LogError::InvalidName { kind, name: name.to_owned() })
+    }
+}
+
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Fsyncs a directory so that entries created, renamed or removed in it survive a crash.
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), LogError> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| LogError::io("fsync directory", dir, e))
+}
+
+/// Replaces `path` with `bytes` crash-atomically: temp file, fsync, rename, fsync directory.
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), LogError> {
+    let tmp = path.with_extension("tmp");
+    let write = || -> io::Result<()> {
+        let mut file = File::create(&tmp)?;
+        io::Write::write_all(&mut file, bytes)?;
+        file.sync_all()?;
+        fs::rename(&tmp, path)
+    };
+    write().map_err(|e| LogError::io("write", path, e))?;
+    sync_dir(path.parent().unwrap_or(Path::new(".")))
+}

@@ -1,0 +1,228 @@
+//! A partition: an ordered run of segments with one writer and any number of readers.
+//!
+//! The writer appends batches at the log end offset; readers see only offsets below the stable
+//! offset, which the log advances when a transaction's commit record is durable. Recovery cuts a
+//! partition back to the end its last commit recorded: anything past it was never acknowledged.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::batch::{self, BatchHeader, Record, StoredRecord};
+use crate::segment::{self, ReadRequest, Scan, Segment, SegmentView};
+use crate::LogError;
+
+pub(crate) struct Partition {
+    pub dir: PathBuf,
+    segments: Vec<Segment>,
+    /// Readers see offsets below this.
+    pub stable_offset: u64,
+    segment_bytes: u64,
+    encode_buf: Vec<u8>,
+}
+
+impl Partition {
+    pub fn create(dir: PathBuf, segment_bytes: u64) -> Result<Partition, LogError> {
+        fs::create_dir_all(&dir).map_err(|e| LogError::io("create partition directory", &dir, e))?;
+        let segment = Segment::create(&dir, 0)?;
+        crate::sync_dir(&dir)?;
+        Ok(Partition { dir, segments: vec![segment], stable_offset: 0, segment_bytes, encode_buf: Vec::new() })
+    }
+
+    /// Opens a partition directory. `writable` opens for appending and repairs torn tails;
+    /// otherwise nothing on disk changes.
+    pub fn open(dir: PathBuf, segment_bytes: u64, writable: bool) -> Result<Partition, LogError> {
+        let mut bases = Vec::new();
+        let entries = fs::read_dir(&dir).map_err(|e| LogError::io("list partition directory", &dir, e))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| LogError::io("list partition directory", &dir, e))?;
+            if let Some(base) = entry.file_name().to_str().and_then(segment::parse_file_name) {
+                bases.push(base);
+            }
+        }
+        bases.sort_unstable();
+        if bases.is_empty() {
+            if !writable {
+                return Err(LogError::corrupt(format!("partition {} has no segments", dir.display())));
+            }
+            return Partition::create(dir, segment_bytes);
+        }
+        let mut segments: Vec<Segment> = Vec::with_capacity(bases.len());
+        let last = bases.len() - 1;
+        for (i, base) in bases.iter().copied().enumerate() {
+            let path = dir.join(segment::file_name(base));
+            if let Some(previous) = segments.last() {
+                if previous.next_offset != base {
+                    // A gap or overlap after a damaged segment: later segments cannot be trusted.
+                    tracing::warn!(partition = %dir.display(), segment = base, expected = previous.next_offset,
+                        "segment does not continue its predecessor; dropping it and later segments");
+                    if writable {
+                        for later in &bases[i..] {
+                            let path = dir.join(segment::file_name(*later));
+                            fs::remove_file(&path).map_err(|e| LogError::io("remove segment", &path, e))?;
+                        }
+                        crate::sync_dir(&dir)?;
+                    }
+                    break;
+                }
+            }
+            let scan = if i == last { Scan::Repair } else { Scan::Headers };
+            let (segment, problem) = Segment::open(&path, base, scan, writable)?;
+            if let Some(problem) = problem {
+                tracing::warn!(segment = %path.display(), problem = %problem, "recovered segment: cut torn tail");
+            }
+            segments.push(segment);
+        }
+        Ok(Partition { dir, segments, stable_offset: 0, segment_bytes, encode_buf: Vec::new() })
+    }
+
+    pub fn start_offset(&self) -> u64 {
+        self.segments.first().map_or(0, |s| s.base_offset)
+    }
+
+    /// Log end offset: the next offset to be written.
+    pub fn end_offset(&self) -> u64 {
+        self.segments.last().map_or(0, |s| s.next_offset)
+    }
+
+    fn active(&mut self) -> &mut Segment {
+        self.segments.last_mut().expect("a partition always has a segment")
+    }
+
+    /// Appends records as one batch; returns the offset after it. Not synced, not visible.
+    pub fn append(&mut self, records: &[Record]) -> Result<u64, LogError> {
+        let base = self.end_offset();
+        let mut buf = std::mem::take(&mut self.encode_buf);
+        buf.clear();
+        batch::encode(base, records, &mut buf);
+        let header = BatchHeader::parse(&buf)?;
+        let segment_bytes = self.segment_bytes;
+        let active = self.active();
+        if active.size > 0 && active.size + buf.len() as u64 > segment_bytes {
+            // Roll: make the new segment durable in the directory before writing into it.
+            self.roll()?;
+        }
+        let result = self.active().append(&buf, &header);
+        self.encode_buf = buf;
+        result?;
+        Ok(header.next_offset())
+    }
+
+    /// Starts a new, empty segment at the log end offset.
+    pub fn roll(&mut self) -> Result<(), LogError> {
+        let base = self.end_offset();
+        if self.active().size == 0 {
+            return Ok(());
+        }
+        self.active().sync()?;
+        let segment = Segment::create(&self.dir, base)?;
+        crate::sync_dir(&self.dir)?;
+        self.segments.push(segment);
+        Ok(())
+    }
+
+    /// Deletes every segment but the active one.
+    pub fn remove_older_segments(&mut self) -> Result<(), LogError> {
+        let keep = self.segments.split_off(self.segments.len() - 1);
+        for segment in std::mem::replace(&mut self.segments, keep) {
+            fs::remove_file(&segment.path).map_err(|e| LogError::io("remove segment", &segment.path, e))?;
+        }
+        crate::sync_dir(&self.dir)
+    }
+
+    /// Handle to fsync what `append` wrote: the active segment file.
+    pub fn sync_handle(&self) -> (Arc<std::fs::File>, PathBuf) {
+        let active = self.segments.last().expect("a partition always has a segment");
+        (active.file.clone(), active.path.clone())
+    }
+
+    /// Cuts the partition back to `offset`, removing later segments. Used by recovery only.
+    pub fn truncate_to(&mut self, offset: u64) -> Result<(), LogError> {
+        if offset >= self.end_offset() {
+            return Ok(());
+        }
+        while self.segments.len() > 1 && self.active().base_offset >= offset && self.active().base_offset > 0 {
+            if self.segments[self.segments.len() - 2].next_offset < offset {
+                break;
+            }
+            let segment = self.segments.pop().expect("checked above");
+            fs::remove_file(&segment.path).map_err(|e| LogError::io("remove segment", &segment.path, e))?;
+        }
+        crate::sync_dir(&self.dir)?;
+        self.active().truncate_to(offset)
+    }
+
+    /// Where a reader of `offset` starts: the segment holding it, bounded to whole batches.
+    pub fn view_for(&self, offset: u64) -> Option<SegmentView> {
+        let i = self.segments.partition_point(|s| s.base_offset <= offset).checked_sub(1)?;
+        let mut i = i;
+        // An offset at the very end of a full segment lives at the start of the next one.
+        while offset >= self.segments[i].next_offset && i + 1 < self.segments.len() {
+            i += 1;
+        }
+        let segment = &self.segments[i];
+        Some(SegmentView {
+            file: segment.file.clone(),
+            path: segment.path.clone(),
+            start_pos: segment.position_before(offset),
+            end_pos: segment.size,
+        })
+    }
+}
+
+/// Reads committed records of a partition from `offset`, at most about `max_bytes`.
+pub(crate) fn read(
+    partition: &parking::Guarded,
+    offset: u64,
+    max_bytes: usize,
+) -> Result<Vec<StoredRecord>, LogError> {
+    let (view, stable_offset) = {
+        let partition = partition.lock();
+        if offset >= partition.stable_offset {
+            return Ok(Vec::new());
+        }
+        if offset < partition.start_offset() {
+            return Err(LogError::OffsetOutOfRange {
+                partition: partition.dir.display().to_string(),
+                offset,
+                start: partition.start_offset(),
+            });
+        }
+        match partition.view_for(offset) {
+            Some(view) => (view, partition.stable_offset),
+            None => return Ok(Vec::new()),
+        }
+    };
+    let mut out = Vec::new();
+    let request = ReadRequest { from_offset: offset, stable_offset, max_bytes };
+    segment::read_batches(&view, &request, &mut out)?;
+    Ok(out)
+}
+
+/// The lock around a partition (std's mutex; a poisoned lock means a writer panicked mid-append,
+/// and recovery on the next open is the only safe way on).
+pub(crate) mod parking {
+    use std::sync::{Mutex, MutexGuard};
+
+    use super::Partition;
+
+    pub struct Guarded(Mutex<Partition>);
+
+    impl Guarded {
+        pub fn new(partition: Partition) -> Guarded {
+            Guarded(Mutex::new(partition))
+        }
+
+        pub fn into_inner(self) -> Partition {
+            self.0.into_inner().unwrap_or_else(|poisoned| poisoned.into_inner())
+        }
+
+        pub fn lock(&self) -> MutexGuard<'_, Partition> {
+            self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        }
+    }
+}
+
+pub(crate) fn partition_dir(topic_dir: &Path, partition: u32) -> PathBuf {
+    topic_dir.join(partition.to_string())
+}
