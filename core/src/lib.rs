@@ -1,1 +1,23 @@
-//! placeholder
+//! sluice-core: the vocabulary of sluice and its runtime.
+//!
+//! - `value`, `event`, `position`, `checkpoint`: what flows and where it came from;
+//! - `source`, `sink`, `encode`, `event_log`: the contracts connectors and backends implement;
+//! - `pipeline`: the runtime that moves batches from sources into the log and from the log to
+//!   sinks, with its shutdown order; `task`: spawning and stopping; `retry`: error policy;
+//! - `topic`: topic names and partitioning; `metrics`: metric names.
+//!
+//! core depends on no database driver.
+
+pub mod checkpoint;
+pub mod encode;
+pub mod event;
+pub mod event_log;
+pub mod metrics;
+pub mod pipeline;
+pub mod position;
+pub mod retry;
+pub mod sink;
+pub mod source;
+pub mod task;
+pub mod topic;
+pub mod value;

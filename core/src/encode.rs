@@ -1,0 +1,28 @@
+//! The encoder contract: turning a change event into log record key and value bytes.
+//!
+//! Encoders live in sluice-schema-registry (Debezium JSON, Avro); the runtime is generic over
+//! them. Topic and partition are chosen by the runtime (`topic`), not the encoder.
+
+use bytes::Bytes;
+
+use crate::event::ChangeEvent;
+
+/// One log record made from an event. A delete may produce two: the event and a tombstone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodedRecord {
+    pub key: Option<Bytes>,
+    /// `None` is a tombstone.
+    pub value: Option<Bytes>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot encode a change of {table}: {reason}")]
+pub struct EncodeError {
+    pub table: String,
+    pub reason: String,
+}
+
+pub trait EventEncoder: Send + 'static {
+    /// Appends the records for `event` to `out`.
+    fn encode(&mut self, event: &ChangeEvent, out: &mut Vec<EncodedRecord>) -> Result<(), EncodeError>;
+}

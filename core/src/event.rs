@@ -1,0 +1,137 @@
+//! Change events: the one shape every source produces and every encoder reads.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::position::Position;
+use crate::value::Value;
+
+/// What happened to a row (Debezium's `op`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Op {
+    Create,
+    Update,
+    Delete,
+    /// A row read by a snapshot.
+    Read,
+    Truncate,
+    /// A logical decoding message (Postgres `pg_logical_emit_message`).
+    Message,
+}
+
+impl Op {
+    /// Debezium's op code.
+    pub fn code(self) -> &'static str {
+        match self {
+            Op::Create => "c",
+            Op::Update => "u",
+            Op::Delete => "d",
+            Op::Read => "r",
+            Op::Truncate => "t",
+            Op::Message => "m",
+        }
+    }
+}
+
+/// A table: Postgres schema and table, or MySQL database and table.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TableId {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl std::fmt::Display for TableId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.namespace, self.name)
+    }
+}
+
+/// A column as the source describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Column {
+    pub name: String,
+    /// The source's type name, e.g. `numeric(10,2)`, `timestamptz`, `_int4`.
+    pub type_name: String,
+    /// Part of the primary key (the event key).
+    pub key: bool,
+    pub nullable: bool,
+}
+
+/// One version of a table's schema. Events point at the version their row was written under.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableSchema {
+    pub table: TableId,
+    pub columns: Vec<Column>,
+    /// Bumped by the source each time the table's columns change.
+    pub version: u32,
+}
+
+impl TableSchema {
+    pub fn key_columns(&self) -> impl Iterator<Item = (usize, &Column)> {
+        self.columns.iter().enumerate().filter(|(_, c)| c.key)
+    }
+
+    pub fn has_key(&self) -> bool {
+        self.columns.iter().any(|c| c.key)
+    }
+}
+
+/// Whether an event came from a snapshot, and where in it (Debezium's `source.snapshot`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SnapshotMarker {
+    No,
+    First,
+    Yes,
+    Last,
+}
+
+impl SnapshotMarker {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SnapshotMarker::No => "false",
+            SnapshotMarker::First => "first",
+            SnapshotMarker::Yes => "true",
+            SnapshotMarker::Last => "last",
+        }
+    }
+}
+
+/// The source transaction an event belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TxnInfo {
+    /// `txid:lsn` for Postgres, the GTID for MySQL.
+    pub id: Arc<str>,
+    /// 1-based position of the event within its transaction.
+    pub total_order: u64,
+}
+
+/// A logical decoding message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogicalMessage {
+    pub prefix: String,
+    pub content: Bytes,
+    pub transactional: bool,
+}
+
+/// One change.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChangeEvent {
+    pub op: Op,
+    /// The table and schema version; `None` only for `Message`.
+    pub table: Option<Arc<TableSchema>>,
+    /// Row before the change, in column order of `table`. For Postgres under REPLICA IDENTITY
+    /// DEFAULT only the key columns are set (others `Null`); see `before_is_key_only`.
+    pub before: Option<Vec<Value>>,
+    pub before_is_key_only: bool,
+    pub after: Option<Vec<Value>>,
+    pub snapshot: SnapshotMarker,
+    /// Commit time of the source transaction, microseconds since the Unix epoch.
+    pub commit_ts_us: i64,
+    /// Position of this change in the source stream.
+    pub position: Position,
+    /// Source transaction id (Postgres xid), when the source has one.
+    pub xid: Option<u64>,
+    pub txn: Option<TxnInfo>,
+    pub message: Option<LogicalMessage>,
+}

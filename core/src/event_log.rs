@@ -1,0 +1,136 @@
+//! The log as the runtime sees it: a trait, so that the embedded log and (later) Kafka are
+//! interchangeable without touching sources or sinks.
+//!
+//! [`EmbeddedLog`] adapts sluice-log, running its blocking file I/O on tokio's blocking pool.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use sluice_log::{Log, LogError, PartitionBatch, StoredRecord};
+use tokio::sync::watch;
+
+use crate::sink::Offsets;
+
+/// What the pipeline runtime needs from a log backend.
+///
+/// `append_txn` is atomic: after it returns `Ok` every batch is durable (under the backend's
+/// policy) and visible to readers together with the writer's checkpoint; after a crash either
+/// all of it or none of it is there. Readers see only committed records.
+pub trait EventLog: Send + Sync + 'static {
+    /// Creates `topic` when missing; returns its partition count.
+    fn ensure_topic(&self, topic: &str) -> impl Future<Output = Result<u32, LogError>> + Send;
+
+    fn append_txn(
+        &self,
+        writer: &str,
+        batches: Vec<PartitionBatch>,
+        checkpoint: String,
+    ) -> impl Future<Output = Result<(), LogError>> + Send;
+
+    /// The checkpoint of the writer's last committed transaction.
+    fn checkpoint(&self, writer: &str) -> impl Future<Output = Result<Option<String>, LogError>> + Send;
+
+    fn topics(&self) -> Vec<String>;
+
+    fn partitions(&self, topic: &str) -> Option<u32>;
+
+    fn read(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        max_bytes: usize,
+    ) -> impl Future<Output = Result<Vec<StoredRecord>, LogError>> + Send;
+
+    fn group_offsets(&self, group: &str) -> impl Future<Output = Result<Offsets, LogError>> + Send;
+
+    fn commit_offsets(&self, group: &str, offsets: Offsets) -> impl Future<Output = Result<(), LogError>> + Send;
+
+    /// Changes whenever a transaction commits.
+    fn subscribe(&self) -> watch::Receiver<u64>;
+
+    /// Makes everything appended so far durable (shutdown under relaxed fsync policies).
+    fn flush(&self) -> impl Future<Output = Result<(), LogError>> + Send;
+}
+
+/// sluice-log behind [`EventLog`].
+#[derive(Clone)]
+pub struct EmbeddedLog {
+    log: Arc<Log>,
+    partitions: u32,
+}
+
+impl EmbeddedLog {
+    /// `partitions` is the count new topics get.
+    pub fn new(log: Arc<Log>, partitions: u32) -> EmbeddedLog {
+        EmbeddedLog { log, partitions }
+    }
+
+    pub fn inner(&self) -> &Arc<Log> {
+        &self.log
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Log) -> Result<T, LogError> + Send + 'static,
+    ) -> Result<T, LogError> {
+        let log = self.log.clone();
+        match tokio::task::spawn_blocking(move || f(&log)).await {
+            Ok(result) => result,
+            Err(join) => std::panic::resume_unwind(join.into_panic()),
+        }
+    }
+}
+
+impl EventLog for EmbeddedLog {
+    async fn ensure_topic(&self, topic: &str) -> Result<u32, LogError> {
+        if let Some(partitions) = self.log.topic_partitions(topic) {
+            return Ok(partitions);
+        }
+        let (topic, partitions) = (topic.to_owned(), self.partitions);
+        self.blocking(move |log| log.create_topic(&topic, partitions)).await
+    }
+
+    async fn append_txn(&self, writer: &str, batches: Vec<PartitionBatch>, checkpoint: String) -> Result<(), LogError> {
+        let writer = writer.to_owned();
+        self.blocking(move |log| log.append_txn(&writer, &batches, &checkpoint)).await
+    }
+
+    async fn checkpoint(&self, writer: &str) -> Result<Option<String>, LogError> {
+        Ok(self.log.checkpoint(writer))
+    }
+
+    fn topics(&self) -> Vec<String> {
+        self.log.topics()
+    }
+
+    fn partitions(&self, topic: &str) -> Option<u32> {
+        self.log.topic_partitions(topic)
+    }
+
+    async fn read(&self, topic: &str, partition: u32, offset: u64, max_bytes: usize) -> Result<Vec<StoredRecord>, LogError> {
+        // Reads hit the page cache almost always; a blocking-pool hop would cost more than it saves.
+        self.log.read(topic, partition, offset, max_bytes)
+    }
+
+    async fn group_offsets(&self, group: &str) -> Result<Offsets, LogError> {
+        self.log.group_offsets(group)
+    }
+
+    async fn commit_offsets(&self, group: &str, offsets: Offsets) -> Result<(), LogError> {
+        let group = group.to_owned();
+        self.blocking(move |log| {
+            let offsets: Vec<(String, u32, u64)> = offsets.into_iter().map(|((t, p), o)| (t, p, o)).collect();
+            log.commit_offsets(&group, &offsets)
+        })
+        .await
+    }
+
+    fn subscribe(&self) -> watch::Receiver<u64> {
+        self.log.subscribe()
+    }
+
+    async fn flush(&self) -> Result<(), LogError> {
+        self.blocking(|log| log.flush()).await
+    }
+}

@@ -1,0 +1,17 @@
+//! Metric names of the runtime (Prometheus style). Labels: `source` or `sink` (the connector
+//! name from the config), and `stage` for errors.
+
+/// Events a source produced (counter).
+pub const SOURCE_EVENTS: &str = "sluice_source_events_total";
+/// Source transactions or snapshot chunks made durable in the log (counter).
+pub const SOURCE_BATCHES_COMMITTED: &str = "sluice_source_batches_committed_total";
+/// Records appended to the log by a source (counter).
+pub const LOG_RECORDS_APPENDED: &str = "sluice_log_records_appended_total";
+/// Seconds from source commit to durable in the log, of the last batch (gauge).
+pub const SOURCE_LAG_SECONDS: &str = "sluice_source_lag_seconds";
+/// Records a sink delivered (counter).
+pub const SINK_RECORDS: &str = "sluice_sink_records_total";
+/// Records in the log a sink has not delivered yet (gauge).
+pub const SINK_LAG_RECORDS: &str = "sluice_sink_lag_records";
+/// Errors, by `stage`: source, encode, log, sink (counter).
+pub const ERRORS: &str = "sluice_errors_total";

@@ -1,0 +1,158 @@
+//! Runs one sink: reads committed records from the log and delivers them at the sink's pace.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::PipelineError;
+use crate::event_log::EventLog;
+use crate::metrics;
+use crate::retry::{Backoff, Classify, ErrorKind};
+use crate::sink::{Offsets, Sink, SinkRecord};
+
+/// How a sink runs.
+#[derive(Debug, Clone)]
+pub struct SinkSettings {
+    /// The sink's name; its consumer group in the log is `sink.<name>`.
+    pub name: String,
+    /// Topic patterns: exact names or with `*` wildcards (`shop.public.*`).
+    pub topics: Vec<String>,
+    /// Upper bound of one read from one partition.
+    pub max_read_bytes: usize,
+    /// How often to look for new topics matching the patterns when idle.
+    pub topic_refresh: Duration,
+}
+
+impl SinkSettings {
+    pub fn group(&self) -> String {
+        format!("sink.{}", self.name)
+    }
+}
+
+/// Whether `topic` matches `pattern`, where `*` matches any run of characters.
+pub fn topic_matches(pattern: &str, topic: &str) -> bool {
+    fn go(p: &[u8], t: &[u8]) -> bool {
+        match p.split_first() {
+            None => t.is_empty(),
+            Some((b'*', rest)) => (0..=t.len()).any(|i| go(rest, &t[i..])),
+            Some((c, rest)) => t.first() == Some(c) && go(rest, &t[1..]),
+        }
+    }
+    go(pattern.as_bytes(), topic.as_bytes())
+}
+
+/// Runs `sink` until `cancel` fires or a definite error.
+pub async fn run_sink<K, L>(settings: SinkSettings, mut sink: K, log: L, cancel: CancellationToken) -> Result<(), PipelineError>
+where
+    K: Sink,
+    L: EventLog,
+{
+    let name = settings.name.clone();
+    let group = settings.group();
+    let sink_error = |err: K::Error| PipelineError::Sink { name: name.clone(), source: Box::new(err) };
+    let log_error = |source| PipelineError::Log { name: name.clone(), source };
+    let mut backoff = Backoff::new();
+    let mut commits = log.subscribe();
+    'open: loop {
+        if cancel.is_cancelled() {
+            break;
+        }
+        let stored = match sink.open().await {
+            Ok(stored) => stored,
+            Err(err) if err.kind() == ErrorKind::Definite => return Err(sink_error(err)),
+            Err(err) => {
+                let delay = backoff.next_delay();
+                ::metrics::counter!(metrics::ERRORS, "sink" => name.clone(), "stage" => "sink").increment(1);
+                tracing::warn!(error = %err, retry_in_ms = delay.as_millis() as u64, "sink open failed; retrying");
+                tokio::select! {
+                    _ = cancel.cancelled() => break 'open,
+                    _ = tokio::time::sleep(delay) => continue 'open,
+                }
+            }
+        };
+        let mut offsets: Offsets = match stored {
+            Some(offsets) => offsets,
+            None => log.group_offsets(&group).await.map_err(log_error)?,
+        };
+        tracing::info!(partitions = offsets.len(), "sink open; resuming from committed offsets");
+        let mut assigned: Vec<(Arc<str>, u32)> = Vec::new();
+        let mut last_refresh = None::<tokio::time::Instant>;
+        loop {
+            if cancel.is_cancelled() {
+                break 'open;
+            }
+            if last_refresh.is_none_or(|at: tokio::time::Instant| at.elapsed() >= settings.topic_refresh) {
+                assigned = assignment(&settings, &log);
+                last_refresh = Some(tokio::time::Instant::now());
+            }
+            // Mark what exists now, then read: a commit after this point wakes the wait below.
+            commits.borrow_and_update();
+            let mut records = Vec::new();
+            for (topic, partition) in &assigned {
+                let offset = offsets.get(&(topic.to_string(), *partition)).copied().unwrap_or(0);
+                let read = log.read(topic, *partition, offset, settings.max_read_bytes).await.map_err(log_error)?;
+                records.extend(read.into_iter().map(|record| SinkRecord { topic: topic.clone(), partition: *partition, record }));
+            }
+            if records.is_empty() {
+                tokio::select! {
+                    _ = cancel.cancelled() => break 'open,
+                    _ = commits.changed() => {}
+                    _ = tokio::time::sleep(settings.topic_refresh) => last_refresh = None,
+                }
+                continue;
+            }
+            if let Err(err) = sink.write(&records).await {
+                if err.kind() == ErrorKind::Definite {
+                    return Err(sink_error(err));
+                }
+                let delay = backoff.next_delay();
+                ::metrics::counter!(metrics::ERRORS, "sink" => name.clone(), "stage" => "sink").increment(1);
+                tracing::warn!(error = %err, retry_in_ms = delay.as_millis() as u64, "sink write failed; reopening");
+                tokio::select! {
+                    _ = cancel.cancelled() => break 'open,
+                    _ = tokio::time::sleep(delay) => continue 'open,
+                }
+            }
+            backoff.reset();
+            let mut advanced = BTreeMap::new();
+            for record in &records {
+                advanced.insert((record.topic.to_string(), record.partition), record.record.offset + 1);
+            }
+            offsets.extend(advanced.clone());
+            ::metrics::counter!(metrics::SINK_RECORDS, "sink" => name.clone()).increment(records.len() as u64);
+            log.commit_offsets(&group, advanced).await.map_err(log_error)?;
+        }
+    }
+    sink.close().await.map_err(sink_error)?;
+    Ok(())
+}
+
+fn assignment<L: EventLog>(settings: &SinkSettings, log: &L) -> Vec<(Arc<str>, u32)> {
+    let mut assigned = Vec::new();
+    for topic in log.topics() {
+        if settings.topics.iter().any(|pattern| topic_matches(pattern, &topic)) {
+            let topic: Arc<str> = Arc::from(topic.as_str());
+            for partition in 0..log.partitions(&topic).unwrap_or(0) {
+                assigned.push((topic.clone(), partition));
+            }
+        }
+    }
+    assigned
+}
+
+#[cfg(test)]
+mod tests {
+    use super::topic_matches;
+
+    #[test]
+    fn topic_patterns_match_with_wildcards() {
+        assert!(topic_matches("shop.public.*", "shop.public.orders"));
+        assert!(topic_matches("shop.*.orders", "shop.public.orders"));
+        assert!(topic_matches("shop.public.orders", "shop.public.orders"));
+        assert!(!topic_matches("shop.public.orders", "shop.public.orders2"));
+        assert!(!topic_matches("shop.public.*", "shop.private.orders"));
+        assert!(topic_matches("*", "anything"));
+    }
+}

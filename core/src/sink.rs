@@ -1,0 +1,42 @@
+//! The sink contract: how the runtime hands records from the log to a destination.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+
+use sluice_log::StoredRecord;
+
+use crate::retry::Classify;
+
+/// Next offset to read, per `(topic, partition)`.
+pub type Offsets = BTreeMap<(String, u32), u64>;
+
+/// A record read from the log for a sink.
+#[derive(Debug, Clone)]
+pub struct SinkRecord {
+    pub topic: Arc<str>,
+    pub partition: u32,
+    pub record: StoredRecord,
+}
+
+/// A destination fed from the log.
+///
+/// Contract:
+/// - Delivery is at-least-once: after a crash or a transient error the runtime calls `open`
+///   again and re-sends records after the last offsets it knows to be applied. Sinks that can
+///   store offsets atomically with their data return them from `open`, which makes the effect
+///   exactly once; the runtime then resumes from those, not from the log's consumer group.
+/// - Records of one partition arrive in offset order (per key: source commit order). Calls
+///   never overlap.
+/// - When `write` returns `Ok`, the records are durable in the destination; the runtime then
+///   commits their offsets to the log's consumer group for this sink.
+/// - `close` is called once at shutdown, after the last `write`.
+pub trait Sink: Send {
+    type Error: std::error::Error + Classify + Send + Sync + 'static;
+
+    fn open(&mut self) -> impl Future<Output = Result<Option<Offsets>, Self::Error>> + Send;
+
+    fn write(&mut self, records: &[SinkRecord]) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    fn close(&mut self) -> impl Future<Output = Result<(), Self::Error>> + Send;
+}

@@ -1,0 +1,43 @@
+//! The source contract: how the runtime pulls changes from a database and tells it what is safe.
+
+use std::future::Future;
+
+use crate::checkpoint::Checkpoint;
+use crate::event::ChangeEvent;
+use crate::retry::Classify;
+
+/// A batch of changes that ends on a source transaction boundary.
+#[derive(Debug, Clone)]
+pub struct SourceBatch {
+    /// Whole source transactions (or snapshot rows), in commit order.
+    pub events: Vec<ChangeEvent>,
+    /// Where the source stands after this batch; committed to the log with it.
+    pub checkpoint: Checkpoint,
+}
+
+/// A change source (a database's replication stream), pulled by the runtime.
+///
+/// Contract:
+/// - `start` is called once before anything else and again after each transient error, with
+///   the checkpoint of the last batch that is durable in the log (`None` on a fresh start). The
+///   source resumes right after that checkpoint: every transaction after it, none at or before it.
+/// - `next_batch` returns whole source transactions in commit order, closing a batch on size or
+///   time, whichever comes first. It returns `Ok(None)` when nothing arrived within its idle
+///   tick (about a second), so that the runtime can call `commit` regularly; it must keep the
+///   server connection alive (keepalives, status updates) while it waits.
+/// - `commit` is called, never overlapping `next_batch`, with the checkpoint of a batch once the
+///   log holds that batch durably; only then may the source acknowledge it upstream (and never
+///   beyond it).
+/// - `shutdown` is called last, after the final `commit`: acknowledge that final position
+///   upstream and close connections.
+pub trait Source: Send {
+    type Error: std::error::Error + Classify + Send + Sync + 'static;
+
+    fn start(&mut self, resume: Option<Checkpoint>) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    fn next_batch(&mut self) -> impl Future<Output = Result<Option<SourceBatch>, Self::Error>> + Send;
+
+    fn commit(&mut self, checkpoint: &Checkpoint) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    fn shutdown(&mut self) -> impl Future<Output = Result<(), Self::Error>> + Send;
+}

@@ -1,0 +1,81 @@
+//! The one way sluice spawns long-lived tasks: named, inside a tracing span, tracked for
+//! shutdown, and cancelled together when any of them fails.
+
+use std::error::Error;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+/// A task that ended with an error.
+#[derive(Debug)]
+pub struct TaskFailure {
+    pub task: String,
+    pub error: Box<dyn Error + Send + Sync>,
+}
+
+/// Tracks a pipeline's tasks and the token that stops them.
+#[derive(Clone, Default)]
+pub struct Tasks {
+    tracker: TaskTracker,
+    cancel: CancellationToken,
+    failures: Arc<Mutex<Vec<TaskFailure>>>,
+}
+
+impl Tasks {
+    pub fn new() -> Tasks {
+        Tasks::default()
+    }
+
+    /// Cancelled when shutdown starts (a signal, or any task failing).
+    pub fn cancel_token(&self) -> CancellationToken {
+        self.cancel.clone()
+    }
+
+    /// Spawns `future` as the task `name` inside `span`. If it fails, every task is told to stop
+    /// and the failure is kept for [`Tasks::shutdown`] to report.
+    pub fn spawn<F, E>(&self, name: impl Into<String>, span: tracing::Span, future: F)
+    where
+        F: Future<Output = Result<(), E>> + Send + 'static,
+        E: Into<Box<dyn Error + Send + Sync>>,
+    {
+        let name = name.into();
+        let cancel = self.cancel.clone();
+        let failures = self.failures.clone();
+        self.tracker.spawn(
+            async move {
+                if let Err(error) = future.await {
+                    let error = error.into();
+                    tracing::error!(task = %name, error = %error, "task failed; stopping the pipeline");
+                    failures.lock().unwrap_or_else(|p| p.into_inner()).push(TaskFailure { task: name, error });
+                    cancel.cancel();
+                }
+            }
+            .instrument(span),
+        );
+    }
+
+    /// Waits until every task has ended or failed, or until `cancel` fires.
+    pub async fn wait_cancelled(&self) {
+        self.cancel.cancelled().await;
+    }
+
+    /// Stops everything: cancels, waits up to `deadline` for tasks to finish their shutdown
+    /// sequence, and returns the failures. Tasks still running after the deadline are left to
+    /// be dropped with the runtime (their work is not acknowledged, so nothing is lost).
+    pub async fn shutdown(&self, deadline: Duration) -> Result<Vec<TaskFailure>, Vec<TaskFailure>> {
+        self.cancel.cancel();
+        self.tracker.close();
+        let finished = tokio::time::timeout(deadline, self.tracker.wait()).await.is_ok();
+        let failures = std::mem::take(&mut *self.failures.lock().unwrap_or_else(|p| p.into_inner()));
+        if finished {
+            Ok(failures)
+        } else {
+            tracing::warn!(deadline_s = deadline.as_secs(), "tasks did not stop in time; aborting them");
+            Err(failures)
+        }
+    }
+}

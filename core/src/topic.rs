@@ -1,0 +1,93 @@
+//! Topic names and partition choice for source events.
+//!
+//! Topics are `<source>.<schema>.<table>` (Postgres) or `<source>.<database>.<table>` (MySQL);
+//! characters the log does not allow in names become `_`, as Debezium does. Records go to the
+//! partition Kafka's default partitioner would pick for the same key bytes (murmur2), so that
+//! moving the log to Kafka keeps every key in the partition it had.
+
+use crate::event::{ChangeEvent, TableId};
+
+/// The topic for a table's events.
+pub fn table_topic(source: &str, table: &TableId) -> String {
+    sanitize(&format!("{source}.{}.{}", table.namespace, table.name))
+}
+
+/// The topic for events without a table (logical messages).
+pub fn message_topic(source: &str) -> String {
+    sanitize(&format!("{source}.message"))
+}
+
+pub fn event_topic(source: &str, event: &ChangeEvent) -> String {
+    match &event.table {
+        Some(schema) => table_topic(source, &schema.table),
+        None => message_topic(source),
+    }
+}
+
+fn sanitize(name: &str) -> String {
+    name.chars()
+        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '_' })
+        .collect()
+}
+
+/// Kafka's murmur2 of `key`, as its default partitioner computes it.
+pub fn murmur2(key: &[u8]) -> u32 {
+    const SEED: u32 = 0x9747_b28c;
+    const M: u32 = 0x5bd1_e995;
+    let len = key.len();
+    let mut h = SEED ^ (len as u32);
+    let mut chunks = key.chunks_exact(4);
+    for chunk in &mut chunks {
+        let mut k = u32::from_le_bytes(chunk.try_into().expect("4 bytes"));
+        k = k.wrapping_mul(M);
+        k ^= k >> 24;
+        k = k.wrapping_mul(M);
+        h = h.wrapping_mul(M);
+        h ^= k;
+    }
+    let tail = chunks.remainder();
+    if tail.len() >= 3 {
+        h ^= u32::from(tail[2]) << 16;
+    }
+    if tail.len() >= 2 {
+        h ^= u32::from(tail[1]) << 8;
+    }
+    if !tail.is_empty() {
+        h ^= u32::from(tail[0]);
+        h = h.wrapping_mul(M);
+    }
+    h ^= h >> 13;
+    h = h.wrapping_mul(M);
+    h ^= h >> 15;
+    h
+}
+
+/// Partition for a record key; records without a key go to partition 0.
+pub fn partition_for(key: Option<&[u8]>, partitions: u32) -> u32 {
+    match key {
+        Some(key) if partitions > 1 => (murmur2(key) & 0x7fff_ffff) % partitions,
+        _ => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn murmur2_matches_kafkas_reference_values() {
+        // Values from Kafka's UtilsTest.testMurmur2.
+        assert_eq!(murmur2(b"21") as i32, -973932308);
+        assert_eq!(murmur2(b"foobar") as i32, -790332482);
+        assert_eq!(murmur2(b"a-little-bit-long-string") as i32, -985981536);
+        assert_eq!(murmur2(b"a-little-bit-longer-string") as i32, -1486304829);
+        assert_eq!(murmur2(b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8") as i32, -58897971);
+        assert_eq!(murmur2(b"abc") as i32, 479470107);
+    }
+
+    #[test]
+    fn topic_names_replace_characters_the_log_refuses() {
+        let table = TableId { namespace: "public".into(), name: "Order Lines$".into() };
+        assert_eq!(table_topic("shop", &table), "shop.public.Order_Lines_");
+    }
+}

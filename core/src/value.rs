@@ -1,0 +1,293 @@
+//! Typed column values: what every source decodes into and every encoder and sink reads.
+//!
+//! Values stay exact: decimals keep their digits, unsigned 64-bit integers stay unsigned, times
+//! keep microseconds, and the special values databases allow (NaN, ±infinity) have their own
+//! variants instead of being squeezed into a neighbour. docs/types.md maps each source type here.
+
+use std::fmt;
+
+use bytes::Bytes;
+
+/// One column value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Null,
+    Bool(bool),
+    Int8(i8),
+    Int16(i16),
+    Int32(i32),
+    Int64(i64),
+    UInt8(u8),
+    UInt16(u16),
+    UInt32(u32),
+    UInt64(u64),
+    Float32(f32),
+    Float64(f64),
+    Decimal(Decimal),
+    Text(String),
+    Bytes(Bytes),
+    Uuid([u8; 16]),
+    /// JSON document as the source printed it.
+    Json(String),
+    Date(Date),
+    /// Microseconds since midnight.
+    Time(i64),
+    /// Microseconds since midnight, and the zone offset east of UTC in seconds.
+    TimeTz { micros: i64, offset_seconds: i32 },
+    /// Wall-clock timestamp without zone.
+    Timestamp(Timestamp),
+    /// Instant, in UTC.
+    TimestampTz(Timestamp),
+    Interval(Interval),
+    Array(Vec<Value>),
+    /// Label of an enum (Postgres enum, MySQL ENUM).
+    Enum(String),
+    /// Labels of a MySQL SET.
+    Set(Vec<String>),
+    /// The source did not send this value (Postgres: an unchanged TOASTed column).
+    Unavailable,
+}
+
+/// An exact decimal number, or one of the special values Postgres `numeric` allows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decimal {
+    /// Canonical text: optional '-', digits, optional '.' and digits; no exponent.
+    Finite(String),
+    NaN,
+    PositiveInfinity,
+    NegativeInfinity,
+}
+
+/// Days since 1970-01-01 (proleptic Gregorian), or an infinity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Date {
+    Days(i32),
+    PositiveInfinity,
+    NegativeInfinity,
+}
+
+/// Microseconds since 1970-01-01 00:00:00, or an infinity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Timestamp {
+    Micros(i64),
+    PositiveInfinity,
+    NegativeInfinity,
+}
+
+/// A Postgres-style interval: months, days and microseconds are kept apart because their
+/// lengths differ (a month is not 30 days, a day is not always 24 hours).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Interval {
+    pub months: i32,
+    pub days: i32,
+    pub micros: i64,
+}
+
+impl Decimal {
+    /// Parses a plain decimal (`-12.340`) or `NaN`/`Infinity`/`-Infinity`.
+    pub fn parse(text: &str) -> Option<Decimal> {
+        match text {
+            "NaN" => return Some(Decimal::NaN),
+            "Infinity" | "+Infinity" => return Some(Decimal::PositiveInfinity),
+            "-Infinity" => return Some(Decimal::NegativeInfinity),
+            _ => {}
+        }
+        let digits = text.strip_prefix('-').unwrap_or(text);
+        let (int, frac) = digits.split_once('.').unwrap_or((digits, ""));
+        let valid = !int.is_empty()
+            && int.bytes().all(|b| b.is_ascii_digit())
+            && frac.bytes().all(|b| b.is_ascii_digit())
+            && !(digits.contains('.') && frac.is_empty());
+        valid.then(|| Decimal::Finite(text.to_owned()))
+    }
+}
+
+impl fmt::Display for Decimal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Decimal::Finite(text) => f.write_str(text),
+            Decimal::NaN => f.write_str("NaN"),
+            Decimal::PositiveInfinity => f.write_str("Infinity"),
+            Decimal::NegativeInfinity => f.write_str("-Infinity"),
+        }
+    }
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (year 0 is 1 BC).
+pub fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let m = i64::from(month);
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(day) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// The proleptic Gregorian date of a day count since 1970-01-01: (year, month, day).
+pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+pub const MICROS_PER_SECOND: i64 = 1_000_000;
+pub const MICROS_PER_DAY: i64 = 86_400 * MICROS_PER_SECOND;
+
+/// Writes `HH:MM:SS[.ffffff]` for microseconds since midnight (trailing zeros trimmed).
+pub fn write_time_of_day(out: &mut String, micros: i64) {
+    use fmt::Write;
+    let secs = micros.div_euclid(MICROS_PER_SECOND);
+    let frac = micros.rem_euclid(MICROS_PER_SECOND);
+    let _ = write!(out, "{:02}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60);
+    write_fraction(out, frac);
+}
+
+fn write_fraction(out: &mut String, frac_micros: i64) {
+    use fmt::Write;
+    if frac_micros != 0 {
+        let mut text = format!("{frac_micros:06}");
+        while text.ends_with('0') {
+            text.pop();
+        }
+        let _ = write!(out, ".{text}");
+    }
+}
+
+/// Writes an instant as ISO-8601 UTC: `2024-01-02T03:04:05.123456Z`.
+pub fn write_utc_timestamp(out: &mut String, micros: i64) {
+    use fmt::Write;
+    let days = micros.div_euclid(MICROS_PER_DAY);
+    let (year, month, day) = civil_from_days(days);
+    if (0..=9999).contains(&year) {
+        let _ = write!(out, "{year:04}-{month:02}-{day:02}T");
+    } else {
+        let _ = write!(out, "{year:+05}-{month:02}-{day:02}T");
+    }
+    write_time_of_day(out, micros.rem_euclid(MICROS_PER_DAY));
+    out.push('Z');
+}
+
+/// Writes a zone offset as `+hh:mm` (or `+hh:mm:ss` when it has seconds).
+pub fn write_offset(out: &mut String, offset_seconds: i32) {
+    use fmt::Write;
+    let sign = if offset_seconds < 0 { '-' } else { '+' };
+    let abs = offset_seconds.unsigned_abs();
+    let _ = write!(out, "{sign}{:02}:{:02}", abs / 3600, abs / 60 % 60);
+    if abs % 60 != 0 {
+        let _ = write!(out, ":{:02}", abs % 60);
+    }
+}
+
+impl fmt::Display for Interval {
+    /// ISO-8601 duration, as Postgres prints with IntervalStyle iso_8601: `P1Y2M3DT4H5M6.5S`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if *self == Interval::default() {
+            return f.write_str("PT0S");
+        }
+        let mut out = String::from("P");
+        use fmt::Write;
+        let (years, months) = (self.months / 12, self.months % 12);
+        if years != 0 {
+            let _ = write!(out, "{years}Y");
+        }
+        if months != 0 {
+            let _ = write!(out, "{months}M");
+        }
+        if self.days != 0 {
+            let _ = write!(out, "{}D", self.days);
+        }
+        if self.micros != 0 {
+            out.push('T');
+            let negative = self.micros < 0;
+            let abs = self.micros.unsigned_abs();
+            let secs = abs / 1_000_000;
+            let (hours, minutes, seconds, frac) = (secs / 3600, secs / 60 % 60, secs % 60, abs % 1_000_000);
+            let sign = if negative { "-" } else { "" };
+            if hours != 0 {
+                let _ = write!(out, "{sign}{hours}H");
+            }
+            if minutes != 0 {
+                let _ = write!(out, "{sign}{minutes}M");
+            }
+            if seconds != 0 || frac != 0 {
+                let _ = write!(out, "{sign}{seconds}");
+                write_fraction(&mut out, frac as i64);
+                out.push('S');
+            }
+        }
+        f.write_str(&out)
+    }
+}
+
+/// Canonical text of a UUID: `8-4-4-4-12` lowercase hex.
+pub fn uuid_to_string(bytes: &[u8; 16]) -> String {
+    let mut out = String::with_capacity(36);
+    for (i, b) in bytes.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            out.push('-');
+        }
+        out.push(char::from_digit(u32::from(b >> 4), 16).expect("nibble"));
+        out.push(char::from_digit(u32::from(b & 0xf), 16).expect("nibble"));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn civil_dates_round_trip_across_eras() {
+        for days in [-800_000i64, -719_468, -1, 0, 1, 10_957, 2_932_896, 3_000_000] {
+            let (y, m, d) = civil_from_days(days);
+            assert_eq!(days_from_civil(y, m, d), days, "{y}-{m}-{d}");
+        }
+        assert_eq!(days_from_civil(1970, 1, 1), 0);
+        assert_eq!(days_from_civil(2000, 1, 1), 10_957);
+        assert_eq!(civil_from_days(-1), (1969, 12, 31));
+        assert_eq!(days_from_civil(0, 3, 1), -719_468);
+    }
+
+    #[test]
+    fn decimals_keep_their_digits_and_reject_garbage() {
+        let forty = "1234567890123456789012345678901234567890.0123456789";
+        assert_eq!(Decimal::parse(forty), Some(Decimal::Finite(forty.into())));
+        assert_eq!(Decimal::parse("NaN"), Some(Decimal::NaN));
+        assert_eq!(Decimal::parse("-Infinity"), Some(Decimal::NegativeInfinity));
+        for bad in ["", "-", "1.", "1e5", "abc", "1.2.3"] {
+            assert_eq!(Decimal::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn intervals_print_as_iso_8601() {
+        let i = Interval { months: 14, days: 3, micros: (4 * 3600 + 5 * 60 + 6) * 1_000_000 + 500_000 };
+        assert_eq!(i.to_string(), "P1Y2M3DT4H5M6.5S");
+        assert_eq!(Interval::default().to_string(), "PT0S");
+        assert_eq!(Interval { months: 0, days: 0, micros: -1_000_000 }.to_string(), "PT-1S");
+    }
+
+    #[test]
+    fn utc_timestamps_print_with_microseconds() {
+        let mut out = String::new();
+        write_utc_timestamp(&mut out, 1_704_164_645_123_456);
+        assert_eq!(out, "2024-01-02T03:04:05.123456Z");
+        out.clear();
+        write_utc_timestamp(&mut out, -1);
+        assert_eq!(out, "1969-12-31T23:59:59.999999Z");
+    }
+
+    #[test]
+    fn uuids_print_canonically() {
+        let bytes = [0xa0, 0xee, 0xbc, 0x99, 0x9c, 0x0b, 0x4e, 0xf8, 0xbb, 0x6d, 0x6b, 0xb9, 0xbd, 0x38, 0x0a, 0x11];
+        assert_eq!(uuid_to_string(&bytes), "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11");
+    }
+}
