@@ -1,0 +1,380 @@
+//! Debezium's JSON envelope (payload only, no inline schema), written straight into a buffer.
+//!
+//! Key: the primary-key columns as an object (`{"id":1}`), or null for keyless tables and
+//! truncates. Value: `{"before","after","source","op","ts_ms","ts_us","transaction"}`; a delete
+//! is followed by a tombstone (same key, null value) when enabled. Value mapping per type is in
+//! docs/types.md; where Debezium's defaults lose information, sluice stays exact: decimals are
+//! strings, unsigned 64-bit integers are plain numbers, intervals are ISO-8601 strings.
+
+use std::io::Write;
+
+use base64::Engine;
+use bytes::Bytes;
+use sluice_core::encode::{EncodeError, EncodedRecord, EventEncoder};
+use sluice_core::event::{ChangeEvent, Op, TableSchema};
+use sluice_core::position::Position;
+use sluice_core::value::{self, Date, Timestamp, Value};
+
+/// What Debezium puts for a value the source did not send (unchanged TOAST).
+pub const UNAVAILABLE_VALUE: &str = "__debezium_unavailable_value";
+/// Debezium's sentinels for Postgres `timestamp` ±infinity (microseconds).
+pub const TIMESTAMP_POSITIVE_INFINITY_US: i64 = 9_223_372_036_825_200_000;
+pub const TIMESTAMP_NEGATIVE_INFINITY_US: i64 = -9_223_372_036_832_400_000;
+
+/// Static facts about the source, written into every event's `source` block.
+#[derive(Debug, Clone)]
+pub struct SourceBlock {
+    /// `postgresql`, `mysql` or `mariadb`.
+    pub connector: &'static str,
+    /// The source name (the topic prefix).
+    pub name: String,
+    /// The database name.
+    pub db: String,
+}
+
+/// Encodes events as Debezium JSON envelopes.
+pub struct JsonEnvelopeEncoder {
+    source: SourceBlock,
+    tombstones_on_delete: bool,
+    buf: Vec<u8>,
+    text: String,
+}
+
+impl JsonEnvelopeEncoder {
+    pub fn new(source: SourceBlock, tombstones_on_delete: bool) -> JsonEnvelopeEncoder {
+        JsonEnvelopeEncoder { source, tombstones_on_delete, buf: Vec::with_capacity(1024), text: String::new() }
+    }
+
+    fn key(&mut self, event: &ChangeEvent) -> Option<Bytes> {
+        let schema = event.table.as_ref()?;
+        if event.op == Op::Truncate || !schema.has_key() {
+            return None;
+        }
+        let row = event.after.as_ref().or(event.before.as_ref())?;
+        self.buf.clear();
+        self.buf.push(b'{');
+        for (n, (i, column)) in schema.key_columns().enumerate() {
+            if n > 0 {
+                self.buf.push(b',');
+            }
+            write_str(&mut self.buf, &column.name);
+            self.buf.push(b':');
+            write_value(&mut self.buf, &mut self.text, &row[i]);
+        }
+        self.buf.push(b'}');
+        Some(Bytes::copy_from_slice(&self.buf))
+    }
+
+    fn value(&mut self, event: &ChangeEvent) -> Bytes {
+        let buf = &mut self.buf;
+        buf.clear();
+        buf.push(b'{');
+        if !matches!(event.op, Op::Truncate | Op::Message) {
+            let schema = event.table.as_deref();
+            buf.extend_from_slice(b"\"before\":");
+            write_row(buf, &mut self.text, schema, event.before.as_deref());
+            buf.extend_from_slice(b",\"after\":");
+            write_row(buf, &mut self.text, schema, event.after.as_deref());
+            buf.push(b',');
+        }
+        buf.extend_from_slice(b"\"source\":");
+        write_source(buf, &self.source, event);
+        buf.extend_from_slice(b",\"op\":\"");
+        buf.extend_from_slice(event.op.code().as_bytes());
+        let now_us = now_us();
+        let _ = write!(buf, "\",\"ts_ms\":{},\"ts_us\":{}", now_us.div_euclid(1000), now_us);
+        if let Some(message) = &event.message {
+            buf.extend_from_slice(b",\"message\":{\"prefix\":");
+            write_str(buf, &message.prefix);
+            buf.extend_from_slice(b",\"content\":\"");
+            buf.extend_from_slice(base64::engine::general_purpose::STANDARD.encode(&message.content).as_bytes());
+            buf.extend_from_slice(b"\"}");
+        }
+        buf.extend_from_slice(b",\"transaction\":");
+        match &event.txn {
+            Some(txn) => {
+                buf.extend_from_slice(b"{\"id\":");
+                write_str(buf, &txn.id);
+                let _ = write!(buf, ",\"total_order\":{}}}", txn.total_order);
+            }
+            None => buf.extend_from_slice(b"null"),
+        }
+        buf.push(b'}');
+        Bytes::copy_from_slice(buf)
+    }
+}
+
+impl EventEncoder for JsonEnvelopeEncoder {
+    fn encode(&mut self, event: &ChangeEvent, out: &mut Vec<EncodedRecord>) -> Result<(), EncodeError> {
+        if event.op != Op::Message && event.table.is_none() {
+            return Err(EncodeError { table: "?".into(), reason: format!("a {:?} event has no table", event.op) });
+        }
+        let key = self.key(event);
+        let value = self.value(event);
+        out.push(EncodedRecord { key: key.clone(), value: Some(value) });
+        if event.op == Op::Delete && self.tombstones_on_delete && key.is_some() {
+            out.push(EncodedRecord { key, value: None });
+        }
+        Ok(())
+    }
+}
+
+fn write_row(buf: &mut Vec<u8>, text: &mut String, schema: Option<&TableSchema>, row: Option<&[Value]>) {
+    let (Some(schema), Some(row)) = (schema, row) else {
+        buf.extend_from_slice(b"null");
+        return;
+    };
+    buf.push(b'{');
+    for (i, (column, value)) in schema.columns.iter().zip(row).enumerate() {
+        if i > 0 {
+            buf.push(b',');
+        }
+        write_str(buf, &column.name);
+        buf.push(b':');
+        write_value(buf, text, value);
+    }
+    buf.push(b'}');
+}
+
+fn write_source(buf: &mut Vec<u8>, source: &SourceBlock, event: &ChangeEvent) {
+    let commit_us = event.commit_ts_us;
+    buf.extend_from_slice(b"{\"version\":\"sluice-");
+    buf.extend_from_slice(env!("CARGO_PKG_VERSION").as_bytes());
+    buf.extend_from_slice(b"\",\"connector\":\"");
+    buf.extend_from_slice(source.connector.as_bytes());
+    buf.extend_from_slice(b"\",\"name\":");
+    write_str(buf, &source.name);
+    let _ = write!(buf, ",\"ts_ms\":{},\"ts_us\":{},\"snapshot\":\"{}\",\"db\":", commit_us.div_euclid(1000), commit_us, event.snapshot.as_str());
+    write_str(buf, &source.db);
+    if let Some(schema) = &event.table {
+        let namespace_field: &[u8] = if source.connector == "postgresql" { b",\"schema\":" } else { b",\"db_schema\":" };
+        buf.extend_from_slice(namespace_field);
+        write_str(buf, &schema.table.namespace);
+        buf.extend_from_slice(b",\"table\":");
+        write_str(buf, &schema.table.name);
+    }
+    match &event.position {
+        Position::PgLsn(lsn) => {
+            let _ = write!(buf, ",\"lsn\":{}", lsn.0);
+            match event.xid {
+                Some(xid) => {
+                    let _ = write!(buf, ",\"txId\":{xid}");
+                }
+                None => buf.extend_from_slice(b",\"txId\":null"),
+            }
+        }
+        Position::MysqlGtidSet(gtid) | Position::MariadbGtidList(gtid) => {
+            buf.extend_from_slice(b",\"gtid\":");
+            write_str(buf, gtid);
+        }
+        Position::BinlogFile { file, offset } => {
+            buf.extend_from_slice(b",\"file\":");
+            write_str(buf, file);
+            let _ = write!(buf, ",\"pos\":{offset}");
+        }
+    }
+    buf.push(b'}');
+}
+
+/// Writes one value as JSON (see docs/types.md for the mapping).
+pub fn write_value(buf: &mut Vec<u8>, text: &mut String, value: &Value) {
+    match value {
+        Value::Null => buf.extend_from_slice(b"null"),
+        Value::Bool(b) => buf.extend_from_slice(if *b { b"true" } else { b"false" }),
+        Value::Int8(v) => write_display(buf, v),
+        Value::Int16(v) => write_display(buf, v),
+        Value::Int32(v) => write_display(buf, v),
+        Value::Int64(v) => write_display(buf, v),
+        Value::UInt8(v) => write_display(buf, v),
+        Value::UInt16(v) => write_display(buf, v),
+        Value::UInt32(v) => write_display(buf, v),
+        Value::UInt64(v) => write_display(buf, v),
+        Value::Float32(v) => write_float(buf, f64::from(*v), v.is_finite(), || v.to_string()),
+        Value::Float64(v) => write_float(buf, *v, v.is_finite(), || v.to_string()),
+        Value::Decimal(d) => {
+            text.clear();
+            use std::fmt::Write as _;
+            let _ = write!(text, "{d}");
+            write_str(buf, text);
+        }
+        Value::Text(s) | Value::Json(s) | Value::Enum(s) => write_str(buf, s),
+        Value::Bytes(b) => {
+            buf.push(b'"');
+            buf.extend_from_slice(base64::engine::general_purpose::STANDARD.encode(b).as_bytes());
+            buf.push(b'"');
+        }
+        Value::Uuid(u) => write_str(buf, &value::uuid_to_string(u)),
+        Value::Date(Date::Days(days)) => write_display(buf, days),
+        Value::Date(Date::PositiveInfinity) => write_display(buf, &i32::MAX),
+        Value::Date(Date::NegativeInfinity) => write_display(buf, &i32::MIN),
+        Value::Time(micros) => write_display(buf, micros),
+        Value::TimeTz { micros, offset_seconds } => {
+            text.clear();
+            value::write_time_of_day(text, *micros);
+            value::write_offset(text, *offset_seconds);
+            write_str(buf, text);
+        }
+        Value::Timestamp(Timestamp::Micros(micros)) => write_display(buf, micros),
+        Value::Timestamp(Timestamp::PositiveInfinity) => write_display(buf, &TIMESTAMP_POSITIVE_INFINITY_US),
+        Value::Timestamp(Timestamp::NegativeInfinity) => write_display(buf, &TIMESTAMP_NEGATIVE_INFINITY_US),
+        Value::TimestampTz(Timestamp::Micros(micros)) => {
+            text.clear();
+            value::write_utc_timestamp(text, *micros);
+            write_str(buf, text);
+        }
+        Value::TimestampTz(Timestamp::PositiveInfinity) => buf.extend_from_slice(b"\"infinity\""),
+        Value::TimestampTz(Timestamp::NegativeInfinity) => buf.extend_from_slice(b"\"-infinity\""),
+        Value::Interval(interval) => write_str(buf, &interval.to_string()),
+        Value::Array(items) => {
+            buf.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    buf.push(b',');
+                }
+                write_value(buf, text, item);
+            }
+            buf.push(b']');
+        }
+        Value::Set(labels) => write_str(buf, &labels.join(",")),
+        Value::Unavailable => write_str(buf, UNAVAILABLE_VALUE),
+    }
+}
+
+fn write_display(buf: &mut Vec<u8>, value: &impl std::fmt::Display) {
+    let _ = write!(buf, "{value}");
+}
+
+/// Finite floats are JSON numbers; NaN and ±Infinity, which JSON lacks, are strings.
+fn write_float(buf: &mut Vec<u8>, value: f64, finite: bool, shortest: impl Fn() -> String) {
+    if finite {
+        let text = shortest();
+        buf.extend_from_slice(text.as_bytes());
+        if !text.contains(['.', 'e', 'E']) {
+            buf.extend_from_slice(b".0");
+        }
+    } else if value.is_nan() {
+        buf.extend_from_slice(b"\"NaN\"");
+    } else if value > 0.0 {
+        buf.extend_from_slice(b"\"Infinity\"");
+    } else {
+        buf.extend_from_slice(b"\"-Infinity\"");
+    }
+}
+
+fn write_str(buf: &mut Vec<u8>, s: &str) {
+    serde_json::to_writer(&mut *buf, s).expect("writing to a Vec cannot fail");
+}
+
+fn now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}
+
+/// Shared handle used by tests and tools that only need the value mapping.
+pub fn value_to_json(value: &Value) -> serde_json::Value {
+    let mut buf = Vec::new();
+    write_value(&mut buf, &mut String::new(), value);
+    serde_json::from_slice(&buf).expect("write_value writes valid JSON")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use sluice_core::event::{Column, SnapshotMarker, TableId, TxnInfo};
+    use sluice_core::position::Lsn;
+    use sluice_core::value::{Decimal, Interval};
+
+    fn schema() -> Arc<TableSchema> {
+        let column = |name: &str, key| Column { name: name.into(), type_name: "int4".into(), key, nullable: !key };
+        Arc::new(TableSchema {
+            table: TableId { namespace: "public".into(), name: "orders".into() },
+            columns: vec![column("id", true), column("qty", false)],
+            version: 1,
+        })
+    }
+
+    fn event(op: Op, before: Option<Vec<Value>>, after: Option<Vec<Value>>) -> ChangeEvent {
+        ChangeEvent {
+            op,
+            table: Some(schema()),
+            before,
+            before_is_key_only: false,
+            after,
+            snapshot: SnapshotMarker::No,
+            commit_ts_us: 1_559_033_904_863_123,
+            position: Position::PgLsn(Lsn(24_023_128)),
+            xid: Some(556),
+            txn: Some(TxnInfo { id: "556:24023128".into(), total_order: 1 }),
+            message: None,
+        }
+    }
+
+    fn encoder() -> JsonEnvelopeEncoder {
+        JsonEnvelopeEncoder::new(SourceBlock { connector: "postgresql", name: "shop".into(), db: "shop".into() }, true)
+    }
+
+    fn json(bytes: &Option<Bytes>) -> serde_json::Value {
+        serde_json::from_slice(bytes.as_ref().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn an_update_is_a_debezium_envelope_with_key_and_source() {
+        let mut out = Vec::new();
+        let ev = event(Op::Update, Some(vec![Value::Int32(1), Value::Int32(2)]), Some(vec![Value::Int32(1), Value::Int32(3)]));
+        encoder().encode(&ev, &mut out).unwrap();
+        assert_eq!(out.len(), 1);
+        assert_eq!(json(&out[0].key), serde_json::json!({"id": 1}));
+        let value = json(&out[0].value);
+        assert_eq!(value["op"], "u");
+        assert_eq!(value["before"], serde_json::json!({"id": 1, "qty": 2}));
+        assert_eq!(value["after"], serde_json::json!({"id": 1, "qty": 3}));
+        assert_eq!(value["source"]["connector"], "postgresql");
+        assert_eq!(value["source"]["table"], "orders");
+        assert_eq!(value["source"]["schema"], "public");
+        assert_eq!(value["source"]["lsn"], 24_023_128);
+        assert_eq!(value["source"]["txId"], 556);
+        assert_eq!(value["source"]["ts_ms"], 1_559_033_904_863i64);
+        assert_eq!(value["source"]["snapshot"], "false");
+        assert_eq!(value["transaction"]["total_order"], 1);
+    }
+
+    #[test]
+    fn a_delete_is_followed_by_a_tombstone_and_a_truncate_has_no_rows() {
+        let mut out = Vec::new();
+        let mut enc = encoder();
+        enc.encode(&event(Op::Delete, Some(vec![Value::Int32(7), Value::Null]), None), &mut out).unwrap();
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[1].value, None);
+        assert_eq!(out[1].key, out[0].key);
+        out.clear();
+        enc.encode(&event(Op::Truncate, None, None), &mut out).unwrap();
+        let value = json(&out[0].value);
+        assert_eq!(out[0].key, None);
+        assert_eq!(value["op"], "t");
+        assert!(value.get("before").is_none() && value.get("after").is_none());
+    }
+
+    #[test]
+    fn values_map_exactly() {
+        let cases = [
+            (Value::UInt64(u64::MAX), serde_json::json!(18446744073709551615u64)),
+            (Value::Decimal(Decimal::Finite("-12345678901234567890.123".into())), serde_json::json!("-12345678901234567890.123")),
+            (Value::Decimal(Decimal::NaN), serde_json::json!("NaN")),
+            (Value::Float64(f64::NEG_INFINITY), serde_json::json!("-Infinity")),
+            (Value::Float64(1.0), serde_json::json!(1.0)),
+            (Value::Bytes(Bytes::from_static(b"\x00\xff")), serde_json::json!("AP8=")),
+            (Value::Interval(Interval { months: 1, days: 2, micros: 3_000_000 }), serde_json::json!("P1M2DT3S")),
+            (Value::TimestampTz(Timestamp::Micros(0)), serde_json::json!("1970-01-01T00:00:00Z")),
+            (Value::Timestamp(Timestamp::PositiveInfinity), serde_json::json!(TIMESTAMP_POSITIVE_INFINITY_US)),
+            (Value::TimeTz { micros: 3_600_000_000, offset_seconds: 19_800 }, serde_json::json!("01:00:00+05:30")),
+            (Value::Array(vec![Value::Int32(1), Value::Null]), serde_json::json!([1, null])),
+            (Value::Text("ünï \"q\"".into()), serde_json::json!("ünï \"q\"")),
+        ];
+        for (value, expected) in cases {
+            assert_eq!(value_to_json(&value), expected, "{value:?}");
+        }
+    }
+}
