@@ -1,1 +1,77 @@
-//! placeholder
+//! sluice-connectors: one module per external system, each behind a Cargo feature.
+//!
+//! - `postgres`: the Postgres source (logical replication, pgoutput);
+//! - `jsonl`: the JSON-lines file sink.
+//!
+//! [`SourceConfig`] and [`SinkConfig`] are the tagged enums of the config file's `[[sources]]`
+//! and `[[sinks]]`; the binary maps each variant to its constructor in one `match`.
+
+#[cfg(feature = "jsonl")]
+pub mod jsonl;
+#[cfg(feature = "postgres")]
+pub mod postgres;
+
+use serde::Deserialize;
+
+/// A config value that failed validation: where it is (`sources[0].url`) and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{key}: {message}")]
+pub struct ConfigError {
+    pub key: String,
+    pub message: String,
+}
+
+/// One `[[sources]]` entry, chosen by `kind`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum SourceConfig {
+    #[cfg(feature = "postgres")]
+    Postgres(postgres::PostgresSourceConfig),
+}
+
+impl SourceConfig {
+    pub fn name(&self) -> &str {
+        match self {
+            #[cfg(feature = "postgres")]
+            SourceConfig::Postgres(config) => &config.name,
+        }
+    }
+
+    pub fn validate(&self, key: &str) -> Result<(), ConfigError> {
+        match self {
+            #[cfg(feature = "postgres")]
+            SourceConfig::Postgres(config) => config.validate(key),
+        }
+    }
+}
+
+/// One `[[sinks]]` entry, chosen by `kind`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum SinkConfig {
+    #[cfg(feature = "jsonl")]
+    Jsonl(jsonl::JsonlSinkConfig),
+}
+
+impl SinkConfig {
+    pub fn name(&self) -> &str {
+        match self {
+            #[cfg(feature = "jsonl")]
+            SinkConfig::Jsonl(config) => &config.name,
+        }
+    }
+
+    pub fn topics(&self) -> &[String] {
+        match self {
+            #[cfg(feature = "jsonl")]
+            SinkConfig::Jsonl(config) => &config.topics,
+        }
+    }
+
+    pub fn validate(&self, key: &str) -> Result<(), ConfigError> {
+        match self {
+            #[cfg(feature = "jsonl")]
+            SinkConfig::Jsonl(config) => config.validate(key),
+        }
+    }
+}

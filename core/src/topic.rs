@@ -70,9 +70,32 @@ pub fn partition_for(key: Option<&[u8]>, partitions: u32) -> u32 {
     }
 }
 
+/// Whether `text` matches `pattern`, where `*` matches any run of characters (topic and
+/// table patterns).
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    fn go(p: &[u8], t: &[u8]) -> bool {
+        match p.split_first() {
+            None => t.is_empty(),
+            Some((b'*', rest)) => (0..=t.len()).any(|i| go(rest, &t[i..])),
+            Some((c, rest)) => t.first() == Some(c) && go(rest, &t[1..]),
+        }
+    }
+    go(pattern.as_bytes(), text.as_bytes())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn glob_patterns_match_with_wildcards() {
+        assert!(glob_match("shop.public.*", "shop.public.orders"));
+        assert!(glob_match("shop.*.orders", "shop.public.orders"));
+        assert!(glob_match("shop.public.orders", "shop.public.orders"));
+        assert!(!glob_match("shop.public.orders", "shop.public.orders2"));
+        assert!(!glob_match("shop.public.*", "shop.private.orders"));
+        assert!(glob_match("*", "anything"));
+    }
 
     #[test]
     fn murmur2_matches_kafkas_reference_values() {

@@ -11,6 +11,7 @@ use crate::event_log::EventLog;
 use crate::metrics;
 use crate::retry::{Backoff, Classify, ErrorKind};
 use crate::sink::{Offsets, Sink, SinkRecord};
+use crate::topic::glob_match;
 
 /// How a sink runs.
 #[derive(Debug, Clone)]
@@ -29,18 +30,6 @@ impl SinkSettings {
     pub fn group(&self) -> String {
         format!("sink.{}", self.name)
     }
-}
-
-/// Whether `topic` matches `pattern`, where `*` matches any run of characters.
-pub fn topic_matches(pattern: &str, topic: &str) -> bool {
-    fn go(p: &[u8], t: &[u8]) -> bool {
-        match p.split_first() {
-            None => t.is_empty(),
-            Some((b'*', rest)) => (0..=t.len()).any(|i| go(rest, &t[i..])),
-            Some((c, rest)) => t.first() == Some(c) && go(rest, &t[1..]),
-        }
-    }
-    go(pattern.as_bytes(), topic.as_bytes())
 }
 
 /// Runs `sink` until `cancel` fires or a definite error.
@@ -132,7 +121,7 @@ where
 fn assignment<L: EventLog>(settings: &SinkSettings, log: &L) -> Vec<(Arc<str>, u32)> {
     let mut assigned = Vec::new();
     for topic in log.topics() {
-        if settings.topics.iter().any(|pattern| topic_matches(pattern, &topic)) {
+        if settings.topics.iter().any(|pattern| glob_match(pattern, &topic)) {
             let topic: Arc<str> = Arc::from(topic.as_str());
             for partition in 0..log.partitions(&topic).unwrap_or(0) {
                 assigned.push((topic.clone(), partition));
@@ -140,19 +129,4 @@ fn assignment<L: EventLog>(settings: &SinkSettings, log: &L) -> Vec<(Arc<str>, u
         }
     }
     assigned
-}
-
-#[cfg(test)]
-mod tests {
-    use super::topic_matches;
-
-    #[test]
-    fn topic_patterns_match_with_wildcards() {
-        assert!(topic_matches("shop.public.*", "shop.public.orders"));
-        assert!(topic_matches("shop.*.orders", "shop.public.orders"));
-        assert!(topic_matches("shop.public.orders", "shop.public.orders"));
-        assert!(!topic_matches("shop.public.orders", "shop.public.orders2"));
-        assert!(!topic_matches("shop.public.*", "shop.private.orders"));
-        assert!(topic_matches("*", "anything"));
-    }
 }

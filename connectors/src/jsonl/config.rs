@@ -1,0 +1,42 @@
+//! Configuration of the JSON-lines sink.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use crate::ConfigError;
+
+/// `[[sinks]] kind = "jsonl"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JsonlSinkConfig {
+    /// Sink name; its consumer group in the log is `sink.<name>`. Required.
+    pub name: String,
+    /// The file to append to (created if missing). Required.
+    pub path: PathBuf,
+    /// Topics to deliver: names or `*` patterns (`shop.public.*`). Required.
+    pub topics: Vec<String>,
+}
+
+impl JsonlSinkConfig {
+    pub fn validate(&self, key: &str) -> Result<(), ConfigError> {
+        let err = |field: &str, message: &str| ConfigError { key: format!("{key}.{field}"), message: message.to_owned() };
+        if self.name.is_empty() || !self.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+            return Err(err("name", "use letters, digits, '_' and '-'"));
+        }
+        if self.path.as_os_str().is_empty() || self.path.file_name().is_none() {
+            return Err(err("path", "name a file, e.g. \"data/audit.jsonl\""));
+        }
+        if self.topics.is_empty() {
+            return Err(err("topics", "list at least one topic or pattern, e.g. [\"shop.public.*\"]"));
+        }
+        Ok(())
+    }
+
+    /// Where the committed length and offsets are kept.
+    pub fn offsets_path(&self) -> PathBuf {
+        let mut name = self.path.file_name().unwrap_or_default().to_os_string();
+        name.push(".offsets.json");
+        self.path.with_file_name(name)
+    }
+}

@@ -1,0 +1,429 @@
+//! Postgres source: logical replication with pgoutput.
+//!
+//! Where things happen:
+//! - `config`: the `[[sources]] kind = "postgres"` settings and their validation;
+//! - `setup`: server checks with fixes, publication, slot;
+//! - `snapshot`: the initial snapshot, parallel COPY over the slot's exported snapshot;
+//! - `replication`: streaming, transaction batching, resume, standby status updates;
+//! - `protocol`: the replication-mode wire protocol; `decode`: pgoutput messages;
+//!   `text_format`: value texts into typed values; `catalog`: tables, columns, types.
+//!
+//! Lifecycle: `start` reads the log's last checkpoint. Without one (or with a snapshot left
+//! unfinished) it creates the slot with an exported snapshot, snapshots, then streams from the
+//! slot's consistent point. With one it streams from the checkpoint's LSN. A transient failure
+//! (connection lost, server restarting) makes the runtime call `start` again with the last
+//! durable checkpoint; definite failures (settings, privileges, a lost slot, an unmappable type)
+//! stop the pipeline with what to do.
+
+mod catalog;
+pub mod config;
+mod decode;
+mod protocol;
+mod replication;
+mod setup;
+mod snapshot;
+pub mod text_format;
+
+use std::sync::Arc;
+
+use sluice_core::checkpoint::{Checkpoint, SnapshotProgress};
+use sluice_core::event::{ChangeEvent, Column, SnapshotMarker, TableSchema};
+use sluice_core::position::{Lsn, Position};
+use sluice_core::retry::{Classify, ErrorKind};
+use sluice_core::source::{Source, SourceBatch};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+pub use self::config::PostgresSourceConfig;
+use self::config::SnapshotMode;
+pub use self::protocol::ServerError;
+use self::protocol::ReplicationConnection;
+use self::replication::{BatchLimits, RelationContext, Stream};
+use self::snapshot::SnapshotTable;
+
+/// Errors of the Postgres source, classified for retry in [`Classify`].
+#[derive(Debug, thiserror::Error)]
+pub enum PostgresError {
+    #[error("cannot connect to Postgres at {address}: {source}")]
+    Connect {
+        address: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("Postgres rejected user {user}: {reason}")]
+    Auth { user: String, reason: String },
+    #[error("connection to Postgres lost: {0}")]
+    Io(#[source] std::io::Error),
+    #[error("Postgres error: {0}")]
+    Server(ServerError),
+    #[error("Postgres query failed: {0}")]
+    Query(#[from] tokio_postgres::Error),
+    #[error("replication protocol error: {0}")]
+    Protocol(String),
+    #[error("the server ended the replication stream")]
+    StreamEnded,
+    #[error(transparent)]
+    Decode(#[from] decode::DecodeError),
+    #[error("table {table} column {column}: {source}")]
+    Value {
+        table: String,
+        column: String,
+        #[source]
+        source: text_format::InvalidText,
+    },
+    #[error(
+        "table {table} column {column} has type {type_name}, which sluice cannot map; \
+         set unknown_types = \"text\" in the source config to pass it through as text"
+    )]
+    UnknownType { table: String, column: String, type_name: String },
+    #[error("{problem}; to fix: {fix}")]
+    Setup { problem: String, fix: String },
+}
+
+impl PostgresError {
+    pub(crate) fn protocol(message: impl Into<String>) -> PostgresError {
+        PostgresError::Protocol(message.into())
+    }
+}
+
+/// SQLSTATEs worth retrying: connection trouble, resources, shutdown, a slot still held by a
+/// previous connection.
+fn transient_sqlstate(code: &str) -> bool {
+    code.starts_with("08") || code.starts_with("53") || code.starts_with("57P") || matches!(code, "40001" | "40P01" | "55006")
+}
+
+impl Classify for PostgresError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            PostgresError::Connect { .. } | PostgresError::Io(_) | PostgresError::StreamEnded => ErrorKind::Transient,
+            PostgresError::Server(error) if transient_sqlstate(&error.code) => ErrorKind::Transient,
+            PostgresError::Query(error) => match error.code() {
+                Some(code) if !transient_sqlstate(code.code()) => ErrorKind::Definite,
+                _ => ErrorKind::Transient,
+            },
+            _ => ErrorKind::Definite,
+        }
+    }
+}
+
+enum Phase {
+    Stopped,
+    Snapshot(SnapshotPhase),
+    Streaming(Stream),
+}
+
+struct SnapshotPhase {
+    /// The replication connection that exported the snapshot; it streams once the snapshot ends.
+    conn: ReplicationConnection,
+    rx: mpsc::Receiver<Result<Vec<ChangeEvent>, PostgresError>>,
+    consistent_point: Lsn,
+    /// The last event read, held back so that the snapshot's final event can be marked `last`.
+    held_back: Option<ChangeEvent>,
+    first_emitted: bool,
+}
+
+/// The Postgres source (see the module docs).
+pub struct PostgresSource {
+    config: PostgresSourceConfig,
+    phase: Phase,
+    ctx: Option<RelationContext>,
+    catalog_task: Option<JoinHandle<()>>,
+}
+
+impl PostgresSource {
+    /// Builds the source; nothing connects until `start`.
+    pub fn new(config: PostgresSourceConfig) -> PostgresSource {
+        PostgresSource { config, phase: Phase::Stopped, ctx: None, catalog_task: None }
+    }
+
+    fn limits(&self) -> BatchLimits {
+        BatchLimits { max_events: self.config.max_batch_events, max_age: self.config.max_batch_age() }
+    }
+
+    fn pg_config(&self) -> Result<tokio_postgres::Config, PostgresError> {
+        self.config.pg_config().map_err(|problem| PostgresError::Setup { problem, fix: "correct the source url".into() })
+    }
+
+    async fn connect_replication(&self) -> Result<ReplicationConnection, PostgresError> {
+        let params = self.config.connect_params().map_err(|problem| PostgresError::Setup { problem, fix: "correct the source url".into() })?;
+        ReplicationConnection::connect(&params).await
+    }
+
+    async fn begin_snapshot(&mut self, server_version: i32, tables: &[catalog::CapturedTable]) -> Result<(), PostgresError> {
+        let slot = self.config.slot_name();
+        let ctx = self.ctx.as_mut().expect("catalog connected in start");
+        let mut snapshot_tables = Vec::with_capacity(tables.len());
+        for table in tables {
+            let columns = catalog::table_columns(&ctx.client, table.oid).await?;
+            let mut schema_columns = Vec::with_capacity(columns.len());
+            let mut types = Vec::with_capacity(columns.len());
+            for column in &columns {
+                types.push(ctx.resolver.resolve(&ctx.client, column.type_oid, &table.id, &column.name, &column.type_name).await?);
+                schema_columns.push(Column {
+                    name: column.name.clone(),
+                    type_name: column.type_name.clone(),
+                    key: column.primary_key,
+                    nullable: !column.not_null,
+                });
+            }
+            let blocks: i64 = ctx
+                .client
+                .query_one("SELECT (pg_relation_size($1) / current_setting('block_size')::int)::int8", &[&table.oid])
+                .await?
+                .get(0);
+            snapshot_tables.push(SnapshotTable {
+                table: table.clone(),
+                schema: Arc::new(TableSchema { table: table.id.clone(), columns: schema_columns, version: 1 }),
+                types,
+                blocks: u64::try_from(blocks).unwrap_or(0),
+            });
+        }
+        if setup::slot_state(&ctx.client, &slot).await?.is_some() {
+            setup::drop_slot(&ctx.client, &slot).await?;
+        }
+        let mut conn = self.connect_replication().await?;
+        let created = setup::create_slot(&mut conn, &slot, true).await?;
+        let snapshot_name = created.snapshot_name.ok_or_else(|| PostgresError::protocol("the slot exported no snapshot"))?;
+        let rx = snapshot::spawn(
+            self.pg_config()?,
+            snapshot_name,
+            snapshot_tables,
+            self.config.snapshot_parallelism,
+            server_version >= 140_000,
+            created.consistent_point,
+            now_us(),
+        );
+        self.phase = Phase::Snapshot(SnapshotPhase { conn, rx, consistent_point: created.consistent_point, held_back: None, first_emitted: false });
+        Ok(())
+    }
+
+    async fn next_snapshot_batch(&mut self) -> Result<Option<SourceBatch>, PostgresError> {
+        let limits = self.limits();
+        let Phase::Snapshot(phase) = &mut self.phase else { unreachable!("called in the snapshot phase") };
+        let mut events: Vec<ChangeEvent> = Vec::new();
+        let mut finished = false;
+        let idle_until = tokio::time::Instant::now() + std::time::Duration::from_secs(1);
+        while events.len() < limits.max_events {
+            let chunk = if events.is_empty() {
+                match tokio::time::timeout_at(idle_until, phase.rx.recv()).await {
+                    Ok(chunk) => chunk,
+                    Err(_) => return Ok(None),
+                }
+            } else {
+                match phase.rx.try_recv() {
+                    Ok(chunk) => Some(chunk),
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => None,
+                }
+            };
+            match chunk {
+                Some(chunk) => events.extend(chunk?),
+                None => {
+                    finished = true;
+                    break;
+                }
+            }
+        }
+        // Hold the newest event back: only once the snapshot ends is it known to be the last.
+        if let Some(held) = phase.held_back.take() {
+            events.insert(0, held);
+        }
+        if !finished {
+            phase.held_back = events.pop();
+        } else if let Some(last) = events.last_mut() {
+            last.snapshot = SnapshotMarker::Last;
+        }
+        if !phase.first_emitted {
+            let only_event = finished && events.len() == 1;
+            if let Some(first) = events.first_mut() {
+                first.snapshot = if only_event { SnapshotMarker::Last } else { SnapshotMarker::First };
+                phase.first_emitted = true;
+            }
+        }
+        let position = Position::PgLsn(phase.consistent_point);
+        if !finished {
+            if events.is_empty() {
+                return Ok(None);
+            }
+            return Ok(Some(SourceBatch { events, checkpoint: Checkpoint { position, snapshot: SnapshotProgress::InProgress } }));
+        }
+        tracing::info!(consistent_point = %phase.consistent_point, "snapshot complete");
+        let Phase::Snapshot(phase) = std::mem::replace(&mut self.phase, Phase::Stopped) else { unreachable!() };
+        let stream = Stream::start(
+            phase.conn,
+            &self.config.slot_name(),
+            &self.config.publication_name(),
+            phase.consistent_point,
+            limits,
+            std::time::Duration::from_secs(self.config.status_interval_s),
+        )
+        .await?;
+        self.phase = Phase::Streaming(stream);
+        Ok(Some(SourceBatch { events, checkpoint: Checkpoint { position, snapshot: SnapshotProgress::Done } }))
+    }
+}
+
+impl Source for PostgresSource {
+    type Error = PostgresError;
+
+    async fn start(&mut self, resume: Option<Checkpoint>) -> Result<(), PostgresError> {
+        self.shutdown().await?;
+        let (client, connection) = self.pg_config()?.connect(tokio_postgres::NoTls).await.map_err(|err| {
+            if err.code().is_none() && err.as_db_error().is_none() {
+                let address = self.config.connect_params().map(|p| format!("{}:{}", p.host, p.port)).unwrap_or_default();
+                PostgresError::Connect { address, source: std::io::Error::other(err.to_string()) }
+            } else {
+                PostgresError::Query(err)
+            }
+        })?;
+        self.catalog_task = Some(tokio::spawn(async move {
+            if let Err(err) = connection.await {
+                tracing::debug!(error = %err, "catalog connection ended");
+            }
+        }));
+        let server = setup::check_server(&client).await?;
+        let tables = catalog::resolve_tables(&client, &self.config.tables).await?;
+        setup::check_tables(&tables, &self.config.tables)?;
+        let publication = self.config.publication_name();
+        setup::ensure_publication(&client, &publication, &self.config.tables, &tables, &server, self.config.publication.is_none()).await?;
+        let slot_name = self.config.slot_name();
+        let slot = setup::slot_state(&client, &slot_name).await?;
+        self.ctx = Some(RelationContext {
+            client,
+            resolver: catalog::TypeResolver::new(self.config.unknown_types),
+            patterns: self.config.tables.clone(),
+        });
+
+        let resume_lsn = match &resume {
+            Some(Checkpoint { position: Position::PgLsn(lsn), snapshot: SnapshotProgress::Done }) => Some(*lsn),
+            Some(Checkpoint { position: Position::PgLsn(_), snapshot: SnapshotProgress::InProgress }) => {
+                tracing::warn!("the last run stopped during the initial snapshot; taking it again from the start");
+                None
+            }
+            Some(Checkpoint { position, .. }) => {
+                return Err(PostgresError::Setup {
+                    problem: format!("the log's checkpoint for this source is {position}, not a Postgres position"),
+                    fix: "give this source a new name, or point [log] dir at this source's own log".into(),
+                })
+            }
+            None => None,
+        };
+        let snapshot_mode = self.config.snapshot;
+        let start_lsn = match (resume_lsn, &slot) {
+            (None, _) if snapshot_mode != SnapshotMode::Never || resume.is_some() => {
+                return self.begin_snapshot(server.version_num, &tables).await;
+            }
+            (None, Some(state)) => state.confirmed_flush.unwrap_or_default(),
+            (None, None) => {
+                let mut conn = self.connect_replication().await?;
+                let created = setup::create_slot(&mut conn, &slot_name, false).await?;
+                return self.stream_from(conn, created.consistent_point).await;
+            }
+            (Some(lsn), None) => {
+                if snapshot_mode == SnapshotMode::WhenNeeded {
+                    tracing::warn!(slot = %slot_name, "replication slot is gone; taking a new snapshot (snapshot = when_needed)");
+                    return self.begin_snapshot(server.version_num, &tables).await;
+                }
+                return Err(PostgresError::Setup {
+                    problem: format!("replication slot {slot_name} does not exist, so changes after {lsn} may be lost"),
+                    fix: "set snapshot = \"when_needed\" to take a new snapshot, or recreate the pipeline with a fresh [log] dir".into(),
+                });
+            }
+            (Some(lsn), Some(state)) => {
+                let dbname = self.config.connect_params().map(|p| p.dbname).unwrap_or_default();
+                if state.database.as_deref() != Some(dbname.as_str()) {
+                    return Err(PostgresError::Setup {
+                        problem: format!("replication slot {slot_name} belongs to database {:?}, not {dbname}", state.database),
+                        fix: "name another slot with `slot =`".into(),
+                    });
+                }
+                if state.plugin.as_deref() != Some("pgoutput") {
+                    return Err(PostgresError::Setup {
+                        problem: format!("replication slot {slot_name} uses plugin {:?}, not pgoutput", state.plugin),
+                        fix: "drop the slot or name another one with `slot =`".into(),
+                    });
+                }
+                if let Some(confirmed) = state.confirmed_flush.filter(|confirmed| *confirmed > lsn) {
+                    if snapshot_mode == SnapshotMode::WhenNeeded {
+                        tracing::warn!(slot = %slot_name, confirmed_flush = %confirmed, log = %lsn, "slot advanced past the log; taking a new snapshot");
+                        return self.begin_snapshot(server.version_num, &tables).await;
+                    }
+                    return Err(PostgresError::Setup {
+                        problem: format!(
+                            "replication slot {slot_name} is at {confirmed}, past the log's last position {lsn}: \
+                             another consumer advanced it and the changes in between are lost to sluice"
+                        ),
+                        fix: "set snapshot = \"when_needed\" to take a new snapshot; give each consumer its own slot".into(),
+                    });
+                }
+                if let Some(pid) = state.active_pid {
+                    return Err(PostgresError::Server(ServerError {
+                        code: "55006".into(),
+                        message: format!("replication slot {slot_name} is in use by process {pid}"),
+                        detail: None,
+                        hint: Some("another sluice or a previous connection still holds it; retrying".into()),
+                    }));
+                }
+                lsn
+            }
+        };
+        let conn = self.connect_replication().await?;
+        self.stream_from(conn, start_lsn).await
+    }
+
+    async fn next_batch(&mut self) -> Result<Option<SourceBatch>, PostgresError> {
+        match &mut self.phase {
+            Phase::Stopped => Err(PostgresError::protocol("next_batch before start")),
+            Phase::Snapshot(_) => self.next_snapshot_batch().await,
+            Phase::Streaming(stream) => {
+                let ctx = self.ctx.as_mut().expect("catalog connected in start");
+                Ok(stream.next_batch(ctx).await?.map(|(events, end)| SourceBatch {
+                    events,
+                    checkpoint: Checkpoint { position: Position::PgLsn(end), snapshot: SnapshotProgress::Done },
+                }))
+            }
+        }
+    }
+
+    async fn commit(&mut self, checkpoint: &Checkpoint) -> Result<(), PostgresError> {
+        if let (Phase::Streaming(stream), Position::PgLsn(lsn), SnapshotProgress::Done) = (&mut self.phase, &checkpoint.position, checkpoint.snapshot) {
+            stream.acknowledge(*lsn).await?;
+        }
+        Ok(())
+    }
+
+    async fn shutdown(&mut self) -> Result<(), PostgresError> {
+        match std::mem::replace(&mut self.phase, Phase::Stopped) {
+            Phase::Streaming(stream) => stream.close().await,
+            Phase::Snapshot(phase) => phase.conn.close().await,
+            Phase::Stopped => {}
+        }
+        self.ctx = None;
+        if let Some(task) = self.catalog_task.take() {
+            task.abort();
+        }
+        Ok(())
+    }
+}
+
+impl PostgresSource {
+    async fn stream_from(&mut self, conn: ReplicationConnection, start: Lsn) -> Result<(), PostgresError> {
+        let stream = Stream::start(
+            conn,
+            &self.config.slot_name(),
+            &self.config.publication_name(),
+            start,
+            self.limits(),
+            std::time::Duration::from_secs(self.config.status_interval_s),
+        )
+        .await?;
+        self.phase = Phase::Streaming(stream);
+        Ok(())
+    }
+}
+
+fn now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}

@@ -1,0 +1,153 @@
+//! What the source reads from Postgres' catalog over an ordinary connection: which tables match
+//! the configured patterns, their columns and keys, and how to decode types that are not
+//! built in (enums, domains, arrays of those).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+
+use sluice_core::event::TableId;
+use sluice_core::topic::glob_match;
+use tokio_postgres::Client;
+
+use super::config::UnknownTypes;
+use super::text_format::PgType;
+use super::PostgresError;
+
+/// A table the source captures.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CapturedTable {
+    pub oid: u32,
+    pub id: TableId,
+    /// `d` default, `n` nothing, `f` full, `i` index.
+    pub replica_identity: u8,
+    pub has_primary_key: bool,
+}
+
+/// A column as the catalog describes it.
+#[derive(Debug, Clone)]
+pub struct ColumnInfo {
+    pub name: String,
+    pub type_oid: u32,
+    /// `format_type`: `numeric(10,2)`, `character varying(20)`, `integer[]`.
+    pub type_name: String,
+    pub not_null: bool,
+    pub primary_key: bool,
+}
+
+pub fn table_matches(patterns: &[String], table: &TableId) -> bool {
+    let name = format!("{}.{}", table.namespace, table.name);
+    patterns.iter().any(|pattern| glob_match(pattern, &name))
+}
+
+/// Ordinary tables matching `patterns`, in name order.
+pub async fn resolve_tables(client: &Client, patterns: &[String]) -> Result<Vec<CapturedTable>, PostgresError> {
+    let rows = client
+        .query(
+            "SELECT c.oid, n.nspname, c.relname, c.relreplident::text, \
+                    EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary) \
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
+               AND n.nspname NOT LIKE 'pg\\_toast%' \
+             ORDER BY n.nspname, c.relname",
+            &[],
+        )
+        .await?;
+    let mut tables = Vec::new();
+    for row in rows {
+        let id = TableId { namespace: row.get(1), name: row.get(2) };
+        if table_matches(patterns, &id) {
+            let identity: String = row.get(3);
+            tables.push(CapturedTable {
+                oid: row.get(0),
+                id,
+                replica_identity: identity.bytes().next().unwrap_or(b'd'),
+                has_primary_key: row.get(4),
+            });
+        }
+    }
+    Ok(tables)
+}
+
+/// Columns of a table in attribute order (dropped and generated columns left out, as pgoutput
+/// leaves them out).
+pub async fn table_columns(client: &Client, oid: u32) -> Result<Vec<ColumnInfo>, PostgresError> {
+    let rows = client
+        .query(
+            "SELECT a.attname, a.atttypid, format_type(a.atttypid, a.atttypmod), a.attnotnull, \
+                    COALESCE(a.attnum = ANY(i.indkey), false) \
+             FROM pg_attribute a \
+             LEFT JOIN pg_index i ON i.indrelid = a.attrelid AND i.indisprimary \
+             WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '' \
+             ORDER BY a.attnum",
+            &[&oid],
+        )
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| ColumnInfo {
+            name: row.get(0),
+            type_oid: row.get(1),
+            type_name: row.get(2),
+            not_null: row.get(3),
+            primary_key: row.get(4),
+        })
+        .collect())
+}
+
+/// Resolves type OIDs to decoders, caching what it learns.
+pub struct TypeResolver {
+    cache: HashMap<u32, Option<PgType>>,
+    unknown_types: UnknownTypes,
+}
+
+impl TypeResolver {
+    pub fn new(unknown_types: UnknownTypes) -> TypeResolver {
+        TypeResolver { cache: HashMap::new(), unknown_types }
+    }
+
+    /// The decoder of `oid` for `table`.`column`; an unmappable type is an error naming both,
+    /// or text passthrough when configured.
+    pub async fn resolve(
+        &mut self,
+        client: &Client,
+        oid: u32,
+        table: &TableId,
+        column: &str,
+        type_name: &str,
+    ) -> Result<PgType, PostgresError> {
+        match self.lookup(client, oid).await? {
+            Some(ty) => Ok(ty),
+            None if self.unknown_types == UnknownTypes::Text => Ok(PgType::Passthrough),
+            None => Err(PostgresError::UnknownType { table: table.to_string(), column: column.to_owned(), type_name: type_name.to_owned() }),
+        }
+    }
+
+    fn lookup<'a>(&'a mut self, client: &'a Client, oid: u32) -> Pin<Box<dyn Future<Output = Result<Option<PgType>, PostgresError>> + Send + 'a>> {
+        Box::pin(async move {
+            if let Some(ty) = PgType::builtin(oid) {
+                return Ok(Some(ty));
+            }
+            if let Some(cached) = self.cache.get(&oid) {
+                return Ok(cached.clone());
+            }
+            let row = client
+                .query_opt("SELECT typtype::text, typelem, typbasetype, typcategory::text FROM pg_type WHERE oid = $1", &[&oid])
+                .await?;
+            let ty = match row {
+                None => None,
+                Some(row) => {
+                    let (typtype, elem, base, category): (String, u32, u32, String) = (row.get(0), row.get(1), row.get(2), row.get(3));
+                    match (typtype.as_str(), category.as_str()) {
+                        ("e", _) => Some(PgType::Enum),
+                        ("d", _) => self.lookup(client, base).await?,
+                        (_, "A") if elem != 0 => self.lookup(client, elem).await?.map(|e| PgType::Array(Box::new(e))),
+                        _ => None,
+                    }
+                }
+            };
+            self.cache.insert(oid, ty.clone());
+            Ok(ty)
+        })
+    }
+}

@@ -1,0 +1,257 @@
+//! Configuration of the Postgres source: typed, validated without I/O, with defaults.
+
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::protocol::ConnectParams;
+use crate::ConfigError;
+
+/// `[[sources]] kind = "postgres"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresSourceConfig {
+    /// Source name: the topic prefix (`<name>.<schema>.<table>`) and the log writer id. Required.
+    pub name: String,
+    /// `postgres://user[:password]@host[:port]/database`. Required. The user needs the
+    /// REPLICATION attribute (or superuser) and SELECT on the captured tables.
+    pub url: String,
+    /// File whose content (trailing newline trimmed) is the password; overrides one in `url`.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// Tables to capture as `schema.table`; `*` matches any run of characters. Default `["public.*"]`.
+    #[serde(default = "default_tables")]
+    pub tables: Vec<String>,
+    /// `initial` (snapshot on first start, then stream), `never` (stream only), or
+    /// `when_needed` (also snapshot again when the slot is gone). Default `initial`.
+    #[serde(default)]
+    pub snapshot: SnapshotMode,
+    /// Replication slot name. Default `sluice_<name>`.
+    #[serde(default)]
+    pub slot: Option<String>,
+    /// Publication name. Default `sluice_<name>`.
+    #[serde(default)]
+    pub publication: Option<String>,
+    /// Columns of types sluice cannot map: `error` (default: stop naming table and column) or
+    /// `text` (pass the Postgres text form through as a string).
+    #[serde(default)]
+    pub unknown_types: UnknownTypes,
+    /// Follow each delete with a tombstone (same key, null value). Default true.
+    #[serde(default = "default_true")]
+    pub tombstones: bool,
+    /// A batch closes at the first transaction boundary after this many events. Default 20000.
+    #[serde(default = "default_max_batch_events")]
+    pub max_batch_events: usize,
+    /// …or this many milliseconds after its first event. Default 50.
+    #[serde(default = "default_max_batch_ms")]
+    pub max_batch_ms: u64,
+    /// Connections that COPY the initial snapshot in parallel. Default 2.
+    #[serde(default = "default_snapshot_parallelism")]
+    pub snapshot_parallelism: usize,
+    /// Seconds between standby status updates to the server, even when idle. Default 10.
+    #[serde(default = "default_status_interval_s")]
+    pub status_interval_s: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SnapshotMode {
+    #[default]
+    Initial,
+    Never,
+    WhenNeeded,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnknownTypes {
+    #[default]
+    Error,
+    Text,
+}
+
+fn default_tables() -> Vec<String> {
+    vec!["public.*".to_owned()]
+}
+fn default_true() -> bool {
+    true
+}
+fn default_max_batch_events() -> usize {
+    20_000
+}
+fn default_max_batch_ms() -> u64 {
+    50
+}
+fn default_snapshot_parallelism() -> usize {
+    2
+}
+fn default_status_interval_s() -> u64 {
+    10
+}
+
+impl PostgresSourceConfig {
+    /// Checks everything that can be checked without connecting. `key` is where this source
+    /// sits in the file (`sources[0]`), for error messages.
+    pub fn validate(&self, key: &str) -> Result<(), ConfigError> {
+        let err = |field: &str, message: String| ConfigError { key: format!("{key}.{field}"), message };
+        if self.name.is_empty() || !self.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+            return Err(err("name", format!("{:?} is not a valid source name: use letters, digits, '_' and '-'", self.name)));
+        }
+        self.connect_params().map_err(|message| err("url", message))?;
+        if self.tables.is_empty() {
+            return Err(err("tables", "list at least one table pattern, e.g. [\"public.*\"]".into()));
+        }
+        for pattern in &self.tables {
+            if pattern.split('.').count() != 2 || pattern.split('.').any(str::is_empty) {
+                return Err(err("tables", format!("{pattern:?} is not of the form schema.table (wildcards allowed: public.*)")));
+            }
+        }
+        for (field, name) in [("slot", self.slot_name()), ("publication", self.publication_name())] {
+            if name.is_empty() || name.len() > 63 || !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') {
+                return Err(err(field, format!("{name:?} is not a valid name: use at most 63 of a-z, 0-9 and '_'")));
+            }
+        }
+        if self.max_batch_events == 0 {
+            return Err(err("max_batch_events", "must be at least 1".into()));
+        }
+        if !(1..=64).contains(&self.snapshot_parallelism) {
+            return Err(err("snapshot_parallelism", "must be between 1 and 64".into()));
+        }
+        if !(1..=3600).contains(&self.status_interval_s) {
+            return Err(err("status_interval_s", "must be between 1 and 3600 seconds".into()));
+        }
+        Ok(())
+    }
+
+    pub fn slot_name(&self) -> String {
+        self.slot.clone().unwrap_or_else(|| default_object_name(&self.name))
+    }
+
+    pub fn publication_name(&self) -> String {
+        self.publication.clone().unwrap_or_else(|| default_object_name(&self.name))
+    }
+
+    pub fn max_batch_age(&self) -> Duration {
+        Duration::from_millis(self.max_batch_ms)
+    }
+
+    /// The tokio-postgres form of the URL (for ordinary connections).
+    pub fn pg_config(&self) -> Result<tokio_postgres::Config, String> {
+        let mut config = tokio_postgres::Config::from_str(&self.url)
+            .map_err(|e| format!("{} is not a valid Postgres URL: {e}", redact_url(&self.url)))?;
+        if let Some(password) = self.file_password()? {
+            config.password(password);
+        }
+        let options: Vec<String> =
+            super::protocol::SESSION_SETTINGS.iter().map(|(name, value)| format!("-c {name}={value}")).collect();
+        config.options(options.join(" "));
+        config.application_name("sluice");
+        Ok(config)
+    }
+
+    fn file_password(&self) -> Result<Option<Vec<u8>>, String> {
+        let Some(path) = &self.password_file else { return Ok(None) };
+        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read password_file {}: {e}", path.display()))?;
+        Ok(Some(text.trim_end_matches(['\n', '\r']).as_bytes().to_vec()))
+    }
+
+    /// Host, port, user and database for the replication connection.
+    pub fn connect_params(&self) -> Result<ConnectParams, String> {
+        let config = tokio_postgres::Config::from_str(&self.url)
+            .map_err(|e| format!("{} is not a valid Postgres URL: {e}", redact_url(&self.url)))?;
+        let host = match config.get_hosts() {
+            [tokio_postgres::config::Host::Tcp(host)] => host.clone(),
+            [] => return Err(format!("{} names no host", redact_url(&self.url))),
+            [_] => return Err("unix-socket hosts are not supported yet: use a TCP host such as 127.0.0.1".into()),
+            _ => return Err("several hosts are not supported: name one".into()),
+        };
+        let port = config.get_ports().first().copied().unwrap_or(5432);
+        let user = config.get_user().ok_or_else(|| format!("{} names no user (postgres://USER@host/db)", redact_url(&self.url)))?;
+        let dbname = config.get_dbname().unwrap_or(user).to_owned();
+        if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
+            return Err("sslmode=require is not supported yet; connect over a trusted network or a local tunnel".into());
+        }
+        let password = match self.file_password()? {
+            Some(password) => Some(password),
+            None => config.get_password().map(<[u8]>::to_vec),
+        };
+        Ok(ConnectParams {
+            host,
+            port,
+            user: user.to_owned(),
+            password,
+            dbname,
+            connect_timeout: config.get_connect_timeout().copied().unwrap_or(Duration::from_secs(10)),
+        })
+    }
+}
+
+/// `sluice_<name>` with characters Postgres object names should not have replaced by `_`.
+fn default_object_name(source: &str) -> String {
+    let name: String = source
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
+        .collect();
+    format!("sluice_{name}")
+}
+
+/// The URL without its password, for messages and logs.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &url[scheme_end + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(toml_text: &str) -> PostgresSourceConfig {
+        let value: serde_json::Value = serde_json::from_str(toml_text).unwrap();
+        serde_json::from_value(value).unwrap()
+    }
+
+    #[test]
+    fn defaults_fill_in_and_validate() {
+        let config = parse(r#"{"name": "shop", "url": "postgres://postgres@127.0.0.1:5432/shop"}"#);
+        config.validate("sources[0]").unwrap();
+        assert_eq!(config.slot_name(), "sluice_shop");
+        assert_eq!(config.tables, ["public.*"]);
+        assert_eq!(config.snapshot, SnapshotMode::Initial);
+        let params = config.connect_params().unwrap();
+        assert_eq!((params.host.as_str(), params.port, params.user.as_str(), params.dbname.as_str()), ("127.0.0.1", 5432, "postgres", "shop"));
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let config = parse(r#"{"name": "shop", "url": "mysql://nope"}"#);
+        let err = config.validate("sources[0]").unwrap_err();
+        assert_eq!(err.key, "sources[0].url");
+        let config = parse(r#"{"name": "shop", "url": "postgres://u@h/db", "tables": ["orders"]}"#);
+        assert_eq!(config.validate("sources[1]").unwrap_err().key, "sources[1].tables");
+        let config = parse(r#"{"name": "shop", "url": "postgres://u@h/db", "slot": "Bad-Slot"}"#);
+        assert_eq!(config.validate("s").unwrap_err().key, "s.slot");
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let value: serde_json::Value = serde_json::from_str(r#"{"name": "a", "url": "postgres://u@h/d", "tabels": []}"#).unwrap();
+        let err = serde_json::from_value::<PostgresSourceConfig>(value).unwrap_err();
+        assert!(err.to_string().contains("tabels"), "{err}");
+    }
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(redact_url("postgres://u:secret@h:5432/db"), "postgres://u:***@h:5432/db");
+        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
+    }
+}

@@ -1,0 +1,398 @@
+//! Streaming: pgoutput from the slot, assembled into whole transactions and batches.
+//!
+//! - Resume: the stream starts at the log's last checkpoint (the end LSN of the last
+//!   transaction durable in the log) and skips any transaction whose commit record starts
+//!   before it, so each source transaction reaches the log exactly once.
+//! - Batches: whole transactions, closed at the first commit after `max_batch_events` events or
+//!   `max_batch_age` after the batch's first event. A transaction is held in memory until its
+//!   commit (protocol 1); protocol 2 streaming would let a huge one go to the log in pieces.
+//! - Acknowledgement: standby status updates carry `write` = the last commit received and
+//!   `flush` = the last commit durable in the log (never beyond), at least every
+//!   `status_interval` even when idle, at once when the server asks, and once more at shutdown.
+//! - Failure: a lost connection is a transient error (the runtime reconnects from the last
+//!   durable checkpoint); undecodable data or an unmappable type is definite.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sluice_core::event::{ChangeEvent, Column, LogicalMessage, Op, SnapshotMarker, TableId, TableSchema, TxnInfo};
+use sluice_core::position::{Lsn, Position};
+use sluice_core::value::Value;
+use tokio::time::Instant;
+use tokio_postgres::Client;
+
+use super::catalog::{self, TypeResolver};
+use super::decode::{self, OldTuple, PgOutput, RelationMessage, TupleValue};
+use super::protocol::{quote_ident, ReplicationConnection, ReplicationMessage};
+use super::text_format::{self, PgType};
+use super::PostgresError;
+
+/// How long `next_batch` waits for data before returning empty-handed.
+const IDLE_TICK: Duration = Duration::from_secs(1);
+/// Least time between two status updates sent because a commit became durable.
+const ACK_STATUS_SPACING: Duration = Duration::from_millis(100);
+
+/// A relation as the stream described it, with its decoders.
+struct Relation {
+    schema: Arc<TableSchema>,
+    types: Vec<PgType>,
+    captured: bool,
+}
+
+/// What the stream needs from the catalog to understand relations.
+pub struct RelationContext {
+    pub client: Client,
+    pub resolver: TypeResolver,
+    pub patterns: Vec<String>,
+}
+
+struct OpenTxn {
+    xid: u32,
+    commit_ts_us: i64,
+    id: Arc<str>,
+    events: Vec<ChangeEvent>,
+    skip: bool,
+}
+
+/// Batch limits.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchLimits {
+    pub max_events: usize,
+    pub max_age: Duration,
+}
+
+pub struct Stream {
+    conn: ReplicationConnection,
+    resume_lsn: Lsn,
+    received_lsn: Lsn,
+    durable_lsn: Lsn,
+    last_status: Instant,
+    status_interval: Duration,
+    relations: HashMap<u32, Relation>,
+    txn: Option<OpenTxn>,
+    ready: Vec<ChangeEvent>,
+    batch_end: Option<Lsn>,
+    batch_started: Option<Instant>,
+    limits: BatchLimits,
+}
+
+impl Stream {
+    /// Starts streaming `slot` from `start` (transactions committed at or before it are skipped).
+    pub async fn start(
+        mut conn: ReplicationConnection,
+        slot: &str,
+        publication: &str,
+        start: Lsn,
+        limits: BatchLimits,
+        status_interval: Duration,
+    ) -> Result<Stream, PostgresError> {
+        let command = format!(
+            "START_REPLICATION SLOT {} LOGICAL {start} (proto_version '1', publication_names '{}', messages 'true')",
+            quote_ident(slot),
+            quote_ident(publication).replace('\'', "''"),
+        );
+        conn.start_replication(&command).await?;
+        tracing::info!(slot, from = %start, "streaming");
+        Ok(Stream {
+            conn,
+            resume_lsn: start,
+            received_lsn: start,
+            durable_lsn: start,
+            last_status: Instant::now(),
+            status_interval,
+            relations: HashMap::new(),
+            txn: None,
+            ready: Vec::new(),
+            batch_end: None,
+            batch_started: None,
+            limits,
+        })
+    }
+
+    /// The next batch of whole transactions and the end LSN of its last one, or `None` after an
+    /// idle tick.
+    pub async fn next_batch(&mut self, ctx: &mut RelationContext) -> Result<Option<(Vec<ChangeEvent>, Lsn)>, PostgresError> {
+        let idle_until = Instant::now() + IDLE_TICK;
+        loop {
+            let now = Instant::now();
+            if let Some(started) = self.batch_started {
+                if self.ready.len() >= self.limits.max_events || now >= started + self.limits.max_age {
+                    return Ok(self.take_batch());
+                }
+            }
+            if now >= self.last_status + self.status_interval {
+                self.send_status(false).await?;
+            }
+            let message = match self.conn.try_recv()? {
+                Some(message) => message,
+                None => {
+                    let deadline = match self.batch_started {
+                        Some(started) => started + self.limits.max_age,
+                        None => idle_until.min(self.last_status + self.status_interval),
+                    };
+                    match tokio::time::timeout_at(deadline, self.conn.recv()).await {
+                        Ok(message) => message?,
+                        Err(_) if self.batch_started.is_some() => return Ok(self.take_batch()),
+                        Err(_) if Instant::now() >= idle_until => return Ok(None),
+                        Err(_) => continue,
+                    }
+                }
+            };
+            match message {
+                ReplicationMessage::XLogData { wal_start, data, .. } => {
+                    let message = decode::parse(data)?;
+                    self.handle(message, wal_start, ctx).await?;
+                }
+                ReplicationMessage::Keepalive { reply_requested, .. } => {
+                    if reply_requested {
+                        self.send_status(false).await?;
+                    }
+                }
+            }
+        }
+    }
+
+    fn take_batch(&mut self) -> Option<(Vec<ChangeEvent>, Lsn)> {
+        self.batch_started = None;
+        let end = self.batch_end.take()?;
+        Some((std::mem::take(&mut self.ready), end))
+    }
+
+    /// Records that the log holds everything up to `lsn`; tells the server soon.
+    pub async fn acknowledge(&mut self, lsn: Lsn) -> Result<(), PostgresError> {
+        if lsn > self.durable_lsn {
+            self.durable_lsn = lsn;
+            if self.last_status.elapsed() >= ACK_STATUS_SPACING {
+                self.send_status(false).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn send_status(&mut self, reply_requested: bool) -> Result<(), PostgresError> {
+        let write = self.received_lsn.max(self.durable_lsn);
+        self.conn.send_status(write, self.durable_lsn, reply_requested).await?;
+        self.last_status = Instant::now();
+        Ok(())
+    }
+
+    /// Sends the final status update (flush = what is durable) and closes the connection.
+    pub async fn close(mut self) {
+        if let Err(err) = self.send_status(false).await {
+            tracing::warn!(error = %err, "final status update failed");
+        } else {
+            tracing::info!(flush_lsn = %self.durable_lsn, "acknowledged to the server");
+        }
+        self.conn.close().await;
+    }
+
+    async fn handle(&mut self, message: PgOutput, wal_start: Lsn, ctx: &mut RelationContext) -> Result<(), PostgresError> {
+        match message {
+            PgOutput::Begin { final_lsn, commit_ts_us, xid } => {
+                self.txn = Some(OpenTxn {
+                    xid,
+                    commit_ts_us,
+                    id: Arc::from(format!("{xid}:{}", final_lsn.0)),
+                    events: Vec::new(),
+                    skip: final_lsn < self.resume_lsn,
+                });
+            }
+            PgOutput::Commit { end_lsn, .. } => {
+                let txn = self.txn.take().ok_or_else(|| PostgresError::protocol("commit without begin"))?;
+                self.received_lsn = self.received_lsn.max(end_lsn);
+                if txn.skip {
+                    tracing::debug!(xid = txn.xid, end_lsn = %end_lsn, "skipping a transaction already in the log");
+                    return Ok(());
+                }
+                if txn.events.is_empty() {
+                    return Ok(());
+                }
+                if self.ready.is_empty() {
+                    self.ready = txn.events;
+                } else {
+                    self.ready.extend(txn.events);
+                }
+                self.batch_end = Some(end_lsn);
+                self.batch_started.get_or_insert_with(Instant::now);
+            }
+            PgOutput::Relation(relation) => self.relation(relation, ctx).await?,
+            PgOutput::Origin { .. } | PgOutput::Type { .. } => {}
+            PgOutput::Insert { relation, new } => {
+                let Some((rel, txn)) = self.target(relation)? else { return Ok(()) };
+                let after = row(rel, &new, None)?;
+                push(txn, rel, Op::Create, None, false, Some(after), wal_start);
+            }
+            PgOutput::Update { relation, old, new } => {
+                let Some((rel, txn)) = self.target(relation)? else { return Ok(()) };
+                let before = old.as_ref().map(|old| row(rel, &old.values, None)).transpose()?;
+                let after = row(rel, &new, old.as_ref())?;
+                let key_only = old.as_ref().is_some_and(|o| o.key_only);
+                let key_changed = before.as_ref().is_some_and(|before| {
+                    rel.schema.key_columns().any(|(i, _)| before[i] != after[i]) && rel.schema.has_key()
+                });
+                if key_changed {
+                    // As Debezium: a key change is a delete of the old key and a create of the new.
+                    push(txn, rel, Op::Delete, before, key_only, None, wal_start);
+                    push(txn, rel, Op::Create, None, false, Some(after), wal_start);
+                } else {
+                    push(txn, rel, Op::Update, before, key_only, Some(after), wal_start);
+                }
+            }
+            PgOutput::Delete { relation, old } => {
+                let Some((rel, txn)) = self.target(relation)? else { return Ok(()) };
+                let before = row(rel, &old.values, None)?;
+                push(txn, rel, Op::Delete, Some(before), old.key_only, None, wal_start);
+            }
+            PgOutput::Truncate { relations, .. } => {
+                for relation in relations {
+                    let Some((rel, txn)) = self.target(relation)? else { continue };
+                    push(txn, rel, Op::Truncate, None, false, None, wal_start);
+                }
+            }
+            PgOutput::Message { transactional, lsn, prefix, content } => {
+                let message = LogicalMessage { prefix, content, transactional };
+                let mut event = ChangeEvent {
+                    op: Op::Message,
+                    table: None,
+                    before: None,
+                    before_is_key_only: false,
+                    after: None,
+                    snapshot: SnapshotMarker::No,
+                    commit_ts_us: now_us(),
+                    position: Position::PgLsn(lsn),
+                    xid: None,
+                    txn: None,
+                    message: Some(message),
+                };
+                match self.txn.as_mut() {
+                    Some(txn) if transactional => {
+                        if !txn.skip {
+                            event.commit_ts_us = txn.commit_ts_us;
+                            event.xid = Some(u64::from(txn.xid));
+                            event.txn = Some(TxnInfo { id: txn.id.clone(), total_order: txn.events.len() as u64 + 1 });
+                            txn.events.push(event);
+                        }
+                    }
+                    // Non-transactional messages are delivered at least once: they carry no
+                    // commit to resume after.
+                    _ => {
+                        self.ready.push(event);
+                        self.batch_started.get_or_insert_with(Instant::now);
+                        if self.batch_end.is_none() {
+                            self.batch_end = Some(self.durable_lsn.max(self.received_lsn));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The relation and open transaction a data message applies to; `None` when the
+    /// transaction is skipped or the table is not captured.
+    fn target(&mut self, relation: u32) -> Result<Option<(&Relation, &mut OpenTxn)>, PostgresError> {
+        let txn = self.txn.as_mut().ok_or_else(|| PostgresError::protocol("data message outside a transaction"))?;
+        if txn.skip {
+            return Ok(None);
+        }
+        let rel = self
+            .relations
+            .get(&relation)
+            .ok_or_else(|| PostgresError::protocol(format!("data for relation {relation} before its description")))?;
+        Ok(rel.captured.then_some((rel, txn)))
+    }
+
+    async fn relation(&mut self, message: RelationMessage, ctx: &mut RelationContext) -> Result<(), PostgresError> {
+        let id = TableId { namespace: message.namespace.clone(), name: message.name.clone() };
+        if !catalog::table_matches(&ctx.patterns, &id) {
+            let schema = Arc::new(TableSchema { table: id, columns: Vec::new(), version: 0 });
+            self.relations.insert(message.oid, Relation { schema, types: Vec::new(), captured: false });
+            return Ok(());
+        }
+        let catalog_columns = catalog::table_columns(&ctx.client, message.oid).await?;
+        let has_primary_key = catalog_columns.iter().any(|c| c.primary_key);
+        let mut columns = Vec::with_capacity(message.columns.len());
+        let mut types = Vec::with_capacity(message.columns.len());
+        for column in &message.columns {
+            let info = catalog_columns.iter().find(|c| c.name == column.name);
+            let type_name = info.map_or_else(|| format!("oid {}", column.type_oid), |c| c.type_name.clone());
+            let key = if has_primary_key {
+                info.is_some_and(|c| c.primary_key)
+            } else {
+                // REPLICA IDENTITY USING INDEX without a primary key: the index columns are the key.
+                message.replica_identity == b'i' && column.identity
+            };
+            types.push(ctx.resolver.resolve(&ctx.client, column.type_oid, &id, &column.name, &type_name).await?);
+            columns.push(Column { name: column.name.clone(), type_name, key, nullable: !info.is_some_and(|c| c.not_null) });
+        }
+        let version = match self.relations.get(&message.oid) {
+            Some(previous) if previous.schema.columns == columns => previous.schema.version,
+            Some(previous) => {
+                tracing::info!(table = %id, version = previous.schema.version + 1, "table schema changed");
+                previous.schema.version + 1
+            }
+            None => 1,
+        };
+        let schema = Arc::new(TableSchema { table: id, columns, version });
+        self.relations.insert(message.oid, Relation { schema, types, captured: true });
+        Ok(())
+    }
+}
+
+fn push(txn: &mut OpenTxn, rel: &Relation, op: Op, before: Option<Vec<Value>>, before_is_key_only: bool, after: Option<Vec<Value>>, lsn: Lsn) {
+    let total_order = txn.events.len() as u64 + 1;
+    txn.events.push(ChangeEvent {
+        op,
+        table: Some(rel.schema.clone()),
+        before,
+        before_is_key_only,
+        after,
+        snapshot: SnapshotMarker::No,
+        commit_ts_us: txn.commit_ts_us,
+        position: Position::PgLsn(lsn),
+        xid: Some(u64::from(txn.xid)),
+        txn: Some(TxnInfo { id: txn.id.clone(), total_order }),
+        message: None,
+    });
+}
+
+/// Decodes a tuple. Unchanged TOAST values come from the old row when the server sent one
+/// (REPLICA IDENTITY FULL), otherwise they are `Unavailable`.
+fn row(rel: &Relation, values: &[TupleValue], old: Option<&OldTuple>) -> Result<Vec<Value>, PostgresError> {
+    if values.len() != rel.types.len() {
+        return Err(PostgresError::protocol(format!(
+            "tuple of {} has {} columns, its relation {}",
+            rel.schema.table,
+            values.len(),
+            rel.types.len()
+        )));
+    }
+    let mut out = Vec::with_capacity(values.len());
+    for (i, value) in values.iter().enumerate() {
+        out.push(match value {
+            TupleValue::Null => Value::Null,
+            TupleValue::Unchanged => match old.and_then(|o| o.values.get(i)) {
+                Some(TupleValue::Text(text)) if !old.is_some_and(|o| o.key_only) => parse(rel, i, text)?,
+                _ => Value::Unavailable,
+            },
+            TupleValue::Text(text) => parse(rel, i, text)?,
+            TupleValue::Binary(_) => return Err(PostgresError::protocol("binary tuple data without the binary option")),
+        });
+    }
+    Ok(out)
+}
+
+fn parse(rel: &Relation, column: usize, text: &[u8]) -> Result<Value, PostgresError> {
+    text_format::parse(&rel.types[column], text).map_err(|source| PostgresError::Value {
+        table: rel.schema.table.to_string(),
+        column: rel.schema.columns[column].name.clone(),
+        source,
+    })
+}
+
+fn now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}
