@@ -36,8 +36,8 @@ use tokio::task::JoinHandle;
 
 pub use self::config::PostgresSourceConfig;
 use self::config::SnapshotMode;
-pub use self::protocol::ServerError;
 use self::protocol::ReplicationConnection;
+pub use self::protocol::ServerError;
 use self::replication::{BatchLimits, RelationContext, Stream};
 use self::snapshot::SnapshotTable;
 
@@ -75,7 +75,11 @@ pub enum PostgresError {
         "table {table} column {column} has type {type_name}, which sluice cannot map; \
          set unknown_types = \"text\" in the source config to pass it through as text"
     )]
-    UnknownType { table: String, column: String, type_name: String },
+    UnknownType {
+        table: String,
+        column: String,
+        type_name: String,
+    },
     #[error("{problem}; to fix: {fix}")]
     Setup { problem: String, fix: String },
 }
@@ -89,18 +93,28 @@ impl PostgresError {
 /// SQLSTATEs worth retrying: connection trouble, resources, shutdown, a slot still held by a
 /// previous connection.
 fn transient_sqlstate(code: &str) -> bool {
-    code.starts_with("08") || code.starts_with("53") || code.starts_with("57P") || matches!(code, "40001" | "40P01" | "55006")
+    code.starts_with("08")
+        || code.starts_with("53")
+        || code.starts_with("57P")
+        || matches!(code, "40001" | "40P01" | "55006")
 }
 
 impl Classify for PostgresError {
     fn kind(&self) -> ErrorKind {
         match self {
-            PostgresError::Connect { .. } | PostgresError::Io(_) | PostgresError::StreamEnded => ErrorKind::Transient,
+            PostgresError::Connect { .. } | PostgresError::Io(_) | PostgresError::StreamEnded => {
+                ErrorKind::Transient
+            }
             PostgresError::Server(error) if transient_sqlstate(&error.code) => ErrorKind::Transient,
-            PostgresError::Query(error) => match error.code() {
-                Some(code) if !transient_sqlstate(code.code()) => ErrorKind::Definite,
-                _ => ErrorKind::Transient,
-            },
+            PostgresError::Query(error) => {
+                let io = std::error::Error::source(error)
+                    .is_some_and(|source| source.is::<std::io::Error>());
+                match error.code() {
+                    Some(code) if transient_sqlstate(code.code()) => ErrorKind::Transient,
+                    None if io || error.is_closed() => ErrorKind::Transient,
+                    _ => ErrorKind::Definite,
+                }
+            }
             _ => ErrorKind::Definite,
         }
     }
@@ -133,23 +147,46 @@ pub struct PostgresSource {
 impl PostgresSource {
     /// Builds the source; nothing connects until `start`.
     pub fn new(config: PostgresSourceConfig) -> PostgresSource {
-        PostgresSource { config, phase: Phase::Stopped, ctx: None, catalog_task: None }
+        PostgresSource {
+            config,
+            phase: Phase::Stopped,
+            ctx: None,
+            catalog_task: None,
+        }
     }
 
     fn limits(&self) -> BatchLimits {
-        BatchLimits { max_events: self.config.max_batch_events, max_age: self.config.max_batch_age() }
+        BatchLimits {
+            max_events: self.config.max_batch_events,
+            max_age: self.config.max_batch_age(),
+        }
     }
 
     fn pg_config(&self) -> Result<tokio_postgres::Config, PostgresError> {
-        self.config.pg_config().map_err(|problem| PostgresError::Setup { problem, fix: "correct the source url".into() })
+        self.config
+            .pg_config()
+            .map_err(|problem| PostgresError::Setup {
+                problem,
+                fix: "correct the source url".into(),
+            })
     }
 
     async fn connect_replication(&self) -> Result<ReplicationConnection, PostgresError> {
-        let params = self.config.connect_params().map_err(|problem| PostgresError::Setup { problem, fix: "correct the source url".into() })?;
+        let params = self
+            .config
+            .connect_params()
+            .map_err(|problem| PostgresError::Setup {
+                problem,
+                fix: "correct the source url".into(),
+            })?;
         ReplicationConnection::connect(&params).await
     }
 
-    async fn begin_snapshot(&mut self, server_version: i32, tables: &[catalog::CapturedTable]) -> Result<(), PostgresError> {
+    async fn begin_snapshot(
+        &mut self,
+        server_version: i32,
+        tables: &[catalog::CapturedTable],
+    ) -> Result<(), PostgresError> {
         let slot = self.config.slot_name();
         let ctx = self.ctx.as_mut().expect("catalog connected in start");
         let mut snapshot_tables = Vec::with_capacity(tables.len());
@@ -158,7 +195,17 @@ impl PostgresSource {
             let mut schema_columns = Vec::with_capacity(columns.len());
             let mut types = Vec::with_capacity(columns.len());
             for column in &columns {
-                types.push(ctx.resolver.resolve(&ctx.client, column.type_oid, &table.id, &column.name, &column.type_name).await?);
+                types.push(
+                    ctx.resolver
+                        .resolve(
+                            &ctx.client,
+                            column.type_oid,
+                            &table.id,
+                            &column.name,
+                            &column.type_name,
+                        )
+                        .await?,
+                );
                 schema_columns.push(Column {
                     name: column.name.clone(),
                     type_name: column.type_name.clone(),
@@ -168,12 +215,16 @@ impl PostgresSource {
             }
             let blocks: i64 = ctx
                 .client
-                .query_one("SELECT (pg_relation_size($1) / current_setting('block_size')::int)::int8", &[&table.oid])
+                .query_one("SELECT (pg_relation_size($1::oid::regclass) / current_setting('block_size')::int)::int8", &[&table.oid])
                 .await?
                 .get(0);
             snapshot_tables.push(SnapshotTable {
                 table: table.clone(),
-                schema: Arc::new(TableSchema { table: table.id.clone(), columns: schema_columns, version: 1 }),
+                schema: Arc::new(TableSchema {
+                    table: table.id.clone(),
+                    columns: schema_columns,
+                    version: 1,
+                }),
                 types,
                 blocks: u64::try_from(blocks).unwrap_or(0),
             });
@@ -183,7 +234,9 @@ impl PostgresSource {
         }
         let mut conn = self.connect_replication().await?;
         let created = setup::create_slot(&mut conn, &slot, true).await?;
-        let snapshot_name = created.snapshot_name.ok_or_else(|| PostgresError::protocol("the slot exported no snapshot"))?;
+        let snapshot_name = created
+            .snapshot_name
+            .ok_or_else(|| PostgresError::protocol("the slot exported no snapshot"))?;
         let rx = snapshot::spawn(
             self.pg_config()?,
             snapshot_name,
@@ -193,13 +246,21 @@ impl PostgresSource {
             created.consistent_point,
             now_us(),
         );
-        self.phase = Phase::Snapshot(SnapshotPhase { conn, rx, consistent_point: created.consistent_point, held_back: None, first_emitted: false });
+        self.phase = Phase::Snapshot(SnapshotPhase {
+            conn,
+            rx,
+            consistent_point: created.consistent_point,
+            held_back: None,
+            first_emitted: false,
+        });
         Ok(())
     }
 
     async fn next_snapshot_batch(&mut self) -> Result<Option<SourceBatch>, PostgresError> {
         let limits = self.limits();
-        let Phase::Snapshot(phase) = &mut self.phase else { unreachable!("called in the snapshot phase") };
+        let Phase::Snapshot(phase) = &mut self.phase else {
+            unreachable!("called in the snapshot phase")
+        };
         let mut events: Vec<ChangeEvent> = Vec::new();
         let mut finished = false;
         let idle_until = tokio::time::Instant::now() + std::time::Duration::from_secs(1);
@@ -236,7 +297,11 @@ impl PostgresSource {
         if !phase.first_emitted {
             let only_event = finished && events.len() == 1;
             if let Some(first) = events.first_mut() {
-                first.snapshot = if only_event { SnapshotMarker::Last } else { SnapshotMarker::First };
+                first.snapshot = if only_event {
+                    SnapshotMarker::Last
+                } else {
+                    SnapshotMarker::First
+                };
                 phase.first_emitted = true;
             }
         }
@@ -245,10 +310,18 @@ impl PostgresSource {
             if events.is_empty() {
                 return Ok(None);
             }
-            return Ok(Some(SourceBatch { events, checkpoint: Checkpoint { position, snapshot: SnapshotProgress::InProgress } }));
+            return Ok(Some(SourceBatch {
+                events,
+                checkpoint: Checkpoint {
+                    position,
+                    snapshot: SnapshotProgress::InProgress,
+                },
+            }));
         }
         tracing::info!(consistent_point = %phase.consistent_point, "snapshot complete");
-        let Phase::Snapshot(phase) = std::mem::replace(&mut self.phase, Phase::Stopped) else { unreachable!() };
+        let Phase::Snapshot(phase) = std::mem::replace(&mut self.phase, Phase::Stopped) else {
+            unreachable!()
+        };
         let stream = Stream::start(
             phase.conn,
             &self.config.slot_name(),
@@ -259,7 +332,13 @@ impl PostgresSource {
         )
         .await?;
         self.phase = Phase::Streaming(stream);
-        Ok(Some(SourceBatch { events, checkpoint: Checkpoint { position, snapshot: SnapshotProgress::Done } }))
+        Ok(Some(SourceBatch {
+            events,
+            checkpoint: Checkpoint {
+                position,
+                snapshot: SnapshotProgress::Done,
+            },
+        }))
     }
 }
 
@@ -268,14 +347,25 @@ impl Source for PostgresSource {
 
     async fn start(&mut self, resume: Option<Checkpoint>) -> Result<(), PostgresError> {
         self.shutdown().await?;
-        let (client, connection) = self.pg_config()?.connect(tokio_postgres::NoTls).await.map_err(|err| {
-            if err.code().is_none() && err.as_db_error().is_none() {
-                let address = self.config.connect_params().map(|p| format!("{}:{}", p.host, p.port)).unwrap_or_default();
-                PostgresError::Connect { address, source: std::io::Error::other(err.to_string()) }
-            } else {
-                PostgresError::Query(err)
-            }
-        })?;
+        let (client, connection) = self
+            .pg_config()?
+            .connect(tokio_postgres::NoTls)
+            .await
+            .map_err(|err| {
+                if err.code().is_none() && err.as_db_error().is_none() {
+                    let address = self
+                        .config
+                        .connect_params()
+                        .map(|p| format!("{}:{}", p.host, p.port))
+                        .unwrap_or_default();
+                    PostgresError::Connect {
+                        address,
+                        source: std::io::Error::other(err.to_string()),
+                    }
+                } else {
+                    PostgresError::Query(err)
+                }
+            })?;
         self.catalog_task = Some(tokio::spawn(async move {
             if let Err(err) = connection.await {
                 tracing::debug!(error = %err, "catalog connection ended");
@@ -285,7 +375,15 @@ impl Source for PostgresSource {
         let tables = catalog::resolve_tables(&client, &self.config.tables).await?;
         setup::check_tables(&tables, &self.config.tables)?;
         let publication = self.config.publication_name();
-        setup::ensure_publication(&client, &publication, &self.config.tables, &tables, &server, self.config.publication.is_none()).await?;
+        setup::ensure_publication(
+            &client,
+            &publication,
+            &self.config.tables,
+            &tables,
+            &server,
+            self.config.publication.is_none(),
+        )
+        .await?;
         let slot_name = self.config.slot_name();
         let slot = setup::slot_state(&client, &slot_name).await?;
         self.ctx = Some(RelationContext {
@@ -295,17 +393,24 @@ impl Source for PostgresSource {
         });
 
         let resume_lsn = match &resume {
-            Some(Checkpoint { position: Position::PgLsn(lsn), snapshot: SnapshotProgress::Done }) => Some(*lsn),
-            Some(Checkpoint { position: Position::PgLsn(_), snapshot: SnapshotProgress::InProgress }) => {
+            Some(Checkpoint {
+                position: Position::PgLsn(lsn),
+                snapshot: SnapshotProgress::Done,
+            }) => Some(*lsn),
+            Some(Checkpoint {
+                position: Position::PgLsn(_),
+                snapshot: SnapshotProgress::InProgress,
+            }) => {
                 tracing::warn!("the last run stopped during the initial snapshot; taking it again from the start");
                 None
             }
-            Some(Checkpoint { position, .. }) => {
-                return Err(PostgresError::Setup {
-                    problem: format!("the log's checkpoint for this source is {position}, not a Postgres position"),
-                    fix: "give this source a new name, or point [log] dir at this source's own log".into(),
-                })
-            }
+            Some(Checkpoint { position, .. }) => return Err(PostgresError::Setup {
+                problem: format!(
+                    "the log's checkpoint for this source is {position}, not a Postgres position"
+                ),
+                fix: "give this source a new name, or point [log] dir at this source's own log"
+                    .into(),
+            }),
             None => None,
         };
         let snapshot_mode = self.config.snapshot;
@@ -330,20 +435,31 @@ impl Source for PostgresSource {
                 });
             }
             (Some(lsn), Some(state)) => {
-                let dbname = self.config.connect_params().map(|p| p.dbname).unwrap_or_default();
+                let dbname = self
+                    .config
+                    .connect_params()
+                    .map(|p| p.dbname)
+                    .unwrap_or_default();
                 if state.database.as_deref() != Some(dbname.as_str()) {
                     return Err(PostgresError::Setup {
-                        problem: format!("replication slot {slot_name} belongs to database {:?}, not {dbname}", state.database),
+                        problem: format!(
+                            "replication slot {slot_name} belongs to database {:?}, not {dbname}",
+                            state.database
+                        ),
                         fix: "name another slot with `slot =`".into(),
                     });
                 }
                 if state.plugin.as_deref() != Some("pgoutput") {
                     return Err(PostgresError::Setup {
-                        problem: format!("replication slot {slot_name} uses plugin {:?}, not pgoutput", state.plugin),
+                        problem: format!(
+                            "replication slot {slot_name} uses plugin {:?}, not pgoutput",
+                            state.plugin
+                        ),
                         fix: "drop the slot or name another one with `slot =`".into(),
                     });
                 }
-                if let Some(confirmed) = state.confirmed_flush.filter(|confirmed| *confirmed > lsn) {
+                if let Some(confirmed) = state.confirmed_flush.filter(|confirmed| *confirmed > lsn)
+                {
                     if snapshot_mode == SnapshotMode::WhenNeeded {
                         tracing::warn!(slot = %slot_name, confirmed_flush = %confirmed, log = %lsn, "slot advanced past the log; taking a new snapshot");
                         return self.begin_snapshot(server.version_num, &tables).await;
@@ -361,7 +477,10 @@ impl Source for PostgresSource {
                         code: "55006".into(),
                         message: format!("replication slot {slot_name} is in use by process {pid}"),
                         detail: None,
-                        hint: Some("another sluice or a previous connection still holds it; retrying".into()),
+                        hint: Some(
+                            "another sluice or a previous connection still holds it; retrying"
+                                .into(),
+                        ),
                     }));
                 }
                 lsn
@@ -377,16 +496,24 @@ impl Source for PostgresSource {
             Phase::Snapshot(_) => self.next_snapshot_batch().await,
             Phase::Streaming(stream) => {
                 let ctx = self.ctx.as_mut().expect("catalog connected in start");
-                Ok(stream.next_batch(ctx).await?.map(|(events, end)| SourceBatch {
-                    events,
-                    checkpoint: Checkpoint { position: Position::PgLsn(end), snapshot: SnapshotProgress::Done },
-                }))
+                Ok(stream
+                    .next_batch(ctx)
+                    .await?
+                    .map(|(events, end)| SourceBatch {
+                        events,
+                        checkpoint: Checkpoint {
+                            position: Position::PgLsn(end),
+                            snapshot: SnapshotProgress::Done,
+                        },
+                    }))
             }
         }
     }
 
     async fn commit(&mut self, checkpoint: &Checkpoint) -> Result<(), PostgresError> {
-        if let (Phase::Streaming(stream), Position::PgLsn(lsn), SnapshotProgress::Done) = (&mut self.phase, &checkpoint.position, checkpoint.snapshot) {
+        if let (Phase::Streaming(stream), Position::PgLsn(lsn), SnapshotProgress::Done) =
+            (&mut self.phase, &checkpoint.position, checkpoint.snapshot)
+        {
             stream.acknowledge(*lsn).await?;
         }
         Ok(())
@@ -407,7 +534,11 @@ impl Source for PostgresSource {
 }
 
 impl PostgresSource {
-    async fn stream_from(&mut self, conn: ReplicationConnection, start: Lsn) -> Result<(), PostgresError> {
+    async fn stream_from(
+        &mut self,
+        conn: ReplicationConnection,
+        start: Lsn,
+    ) -> Result<(), PostgresError> {
         let stream = Stream::start(
             conn,
             &self.config.slot_name(),
@@ -420,6 +551,36 @@ impl PostgresSource {
         self.phase = Phase::Streaming(stream);
         Ok(())
     }
+}
+
+/// Connects and checks what `start` would check, without creating anything: server settings,
+/// privileges, the tables the patterns match and their replica identity. Returns a summary.
+pub async fn probe(config: &PostgresSourceConfig) -> Result<String, PostgresError> {
+    let pg_config = config.pg_config().map_err(|problem| PostgresError::Setup {
+        problem,
+        fix: "correct the source url".into(),
+    })?;
+    let (client, connection) = pg_config.connect(tokio_postgres::NoTls).await?;
+    let connection = tokio::spawn(connection);
+    let server = setup::check_server(&client).await?;
+    let tables = catalog::resolve_tables(&client, &config.tables).await?;
+    setup::check_tables(&tables, &config.tables)?;
+    let slot = setup::slot_state(&client, &config.slot_name()).await?;
+    drop(client);
+    connection.abort();
+    let names: Vec<String> = tables.iter().map(|t| t.id.to_string()).collect();
+    Ok(format!(
+        "server {}, wal_level logical, replication allowed, {} table(s): {}; slot {} {}",
+        server.version_num,
+        tables.len(),
+        names.join(", "),
+        config.slot_name(),
+        if slot.is_some() {
+            "exists"
+        } else {
+            "will be created"
+        }
+    ))
 }
 
 fn now_us() -> i64 {

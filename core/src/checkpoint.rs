@@ -38,15 +38,27 @@ pub struct CheckpointParseError {
 
 impl Checkpoint {
     pub fn to_json(&self) -> String {
-        let stored = Stored { position: self.position.to_string(), snapshot: self.snapshot };
+        let stored = Stored {
+            position: self.position.to_string(),
+            snapshot: self.snapshot,
+        };
         serde_json::to_string(&stored).expect("checkpoints serialize")
     }
 
     pub fn from_json(text: &str) -> Result<Checkpoint, CheckpointParseError> {
-        let error = |reason: String| CheckpointParseError { text: text.to_owned(), reason };
+        let error = |reason: String| CheckpointParseError {
+            text: text.to_owned(),
+            reason,
+        };
         let stored: Stored = serde_json::from_str(text).map_err(|e| error(e.to_string()))?;
-        let position = stored.position.parse().map_err(|e: crate::position::PositionParseError| error(e.to_string()))?;
-        Ok(Checkpoint { position, snapshot: stored.snapshot })
+        let position = stored
+            .position
+            .parse()
+            .map_err(|e: crate::position::PositionParseError| error(e.to_string()))?;
+        Ok(Checkpoint {
+            position,
+            snapshot: stored.snapshot,
+        })
     }
 }
 
@@ -57,7 +69,10 @@ mod tests {
 
     #[test]
     fn checkpoints_round_trip_and_garbage_is_an_error() {
-        let checkpoint = Checkpoint { position: Position::PgLsn(Lsn(0x1_0000_0010)), snapshot: SnapshotProgress::Done };
+        let checkpoint = Checkpoint {
+            position: Position::PgLsn(Lsn(0x1_0000_0010)),
+            snapshot: SnapshotProgress::Done,
+        };
         let json = checkpoint.to_json();
         assert_eq!(json, r#"{"position":"pg:1/10","snapshot":"done"}"#);
         assert_eq!(Checkpoint::from_json(&json).unwrap(), checkpoint);

@@ -24,5 +24,9 @@ pub struct EncodeError {
 
 pub trait EventEncoder: Send + 'static {
     /// Appends the records for `event` to `out`.
-    fn encode(&mut self, event: &ChangeEvent, out: &mut Vec<EncodedRecord>) -> Result<(), EncodeError>;
+    fn encode(
+        &mut self,
+        event: &ChangeEvent,
+        out: &mut Vec<EncodedRecord>,
+    ) -> Result<(), EncodeError>;
 }

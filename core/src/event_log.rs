@@ -28,7 +28,10 @@ pub trait EventLog: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), LogError>> + Send;
 
     /// The checkpoint of the writer's last committed transaction.
-    fn checkpoint(&self, writer: &str) -> impl Future<Output = Result<Option<String>, LogError>> + Send;
+    fn checkpoint(
+        &self,
+        writer: &str,
+    ) -> impl Future<Output = Result<Option<String>, LogError>> + Send;
 
     fn topics(&self) -> Vec<String>;
 
@@ -44,7 +47,11 @@ pub trait EventLog: Send + Sync + 'static {
 
     fn group_offsets(&self, group: &str) -> impl Future<Output = Result<Offsets, LogError>> + Send;
 
-    fn commit_offsets(&self, group: &str, offsets: Offsets) -> impl Future<Output = Result<(), LogError>> + Send;
+    fn commit_offsets(
+        &self,
+        group: &str,
+        offsets: Offsets,
+    ) -> impl Future<Output = Result<(), LogError>> + Send;
 
     /// Changes whenever a transaction commits.
     fn subscribe(&self) -> watch::Receiver<u64>;
@@ -88,12 +95,19 @@ impl EventLog for EmbeddedLog {
             return Ok(partitions);
         }
         let (topic, partitions) = (topic.to_owned(), self.partitions);
-        self.blocking(move |log| log.create_topic(&topic, partitions)).await
+        self.blocking(move |log| log.create_topic(&topic, partitions))
+            .await
     }
 
-    async fn append_txn(&self, writer: &str, batches: Vec<PartitionBatch>, checkpoint: String) -> Result<(), LogError> {
+    async fn append_txn(
+        &self,
+        writer: &str,
+        batches: Vec<PartitionBatch>,
+        checkpoint: String,
+    ) -> Result<(), LogError> {
         let writer = writer.to_owned();
-        self.blocking(move |log| log.append_txn(&writer, &batches, &checkpoint)).await
+        self.blocking(move |log| log.append_txn(&writer, &batches, &checkpoint))
+            .await
     }
 
     async fn checkpoint(&self, writer: &str) -> Result<Option<String>, LogError> {
@@ -108,7 +122,13 @@ impl EventLog for EmbeddedLog {
         self.log.topic_partitions(topic)
     }
 
-    async fn read(&self, topic: &str, partition: u32, offset: u64, max_bytes: usize) -> Result<Vec<StoredRecord>, LogError> {
+    async fn read(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        max_bytes: usize,
+    ) -> Result<Vec<StoredRecord>, LogError> {
         // Reads hit the page cache almost always; a blocking-pool hop would cost more than it saves.
         self.log.read(topic, partition, offset, max_bytes)
     }
@@ -120,7 +140,8 @@ impl EventLog for EmbeddedLog {
     async fn commit_offsets(&self, group: &str, offsets: Offsets) -> Result<(), LogError> {
         let group = group.to_owned();
         self.blocking(move |log| {
-            let offsets: Vec<(String, u32, u64)> = offsets.into_iter().map(|((t, p), o)| (t, p, o)).collect();
+            let offsets: Vec<(String, u32, u64)> =
+                offsets.into_iter().map(|((t, p), o)| (t, p, o)).collect();
             log.commit_offsets(&group, &offsets)
         })
         .await

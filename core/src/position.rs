@@ -26,16 +26,23 @@ pub struct PositionParseError {
 }
 
 fn parse_error(text: &str, reason: &'static str) -> PositionParseError {
-    PositionParseError { text: text.to_owned(), reason }
+    PositionParseError {
+        text: text.to_owned(),
+        reason,
+    }
 }
 
 impl FromStr for Lsn {
     type Err = PositionParseError;
 
     fn from_str(text: &str) -> Result<Lsn, PositionParseError> {
-        let (high, low) = text.split_once('/').ok_or_else(|| parse_error(text, "an LSN looks like 16/B374D848"))?;
-        let high = u32::from_str_radix(high, 16).map_err(|_| parse_error(text, "LSN high half is not hex"))?;
-        let low = u32::from_str_radix(low, 16).map_err(|_| parse_error(text, "LSN low half is not hex"))?;
+        let (high, low) = text
+            .split_once('/')
+            .ok_or_else(|| parse_error(text, "an LSN looks like 16/B374D848"))?;
+        let high = u32::from_str_radix(high, 16)
+            .map_err(|_| parse_error(text, "LSN high half is not hex"))?;
+        let low = u32::from_str_radix(low, 16)
+            .map_err(|_| parse_error(text, "LSN low half is not hex"))?;
         Ok(Lsn((u64::from(high) << 32) | u64::from(low)))
     }
 }
@@ -68,17 +75,29 @@ impl FromStr for Position {
     type Err = PositionParseError;
 
     fn from_str(text: &str) -> Result<Position, PositionParseError> {
-        let (kind, rest) = text.split_once(':').ok_or_else(|| parse_error(text, "expected KIND:VALUE"))?;
+        let (kind, rest) = text
+            .split_once(':')
+            .ok_or_else(|| parse_error(text, "expected KIND:VALUE"))?;
         match kind {
             "pg" => Ok(Position::PgLsn(rest.parse()?)),
             "mysql-gtid" => Ok(Position::MysqlGtidSet(rest.to_owned())),
             "mariadb-gtid" => Ok(Position::MariadbGtidList(rest.to_owned())),
             "binlog" => {
-                let (file, offset) = rest.rsplit_once(':').ok_or_else(|| parse_error(text, "expected binlog:FILE:OFFSET"))?;
-                let offset = offset.parse().map_err(|_| parse_error(text, "binlog offset is not a number"))?;
-                Ok(Position::BinlogFile { file: file.to_owned(), offset })
+                let (file, offset) = rest
+                    .rsplit_once(':')
+                    .ok_or_else(|| parse_error(text, "expected binlog:FILE:OFFSET"))?;
+                let offset = offset
+                    .parse()
+                    .map_err(|_| parse_error(text, "binlog offset is not a number"))?;
+                Ok(Position::BinlogFile {
+                    file: file.to_owned(),
+                    offset,
+                })
             }
-            _ => Err(parse_error(text, "unknown position kind (pg, mysql-gtid, mariadb-gtid, binlog)")),
+            _ => Err(parse_error(
+                text,
+                "unknown position kind (pg, mysql-gtid, mariadb-gtid, binlog)",
+            )),
         }
     }
 }
@@ -89,9 +108,16 @@ impl PartialOrd for Position {
     fn partial_cmp(&self, other: &Position) -> Option<Ordering> {
         match (self, other) {
             (Position::PgLsn(a), Position::PgLsn(b)) => Some(a.cmp(b)),
-            (Position::BinlogFile { file: fa, offset: oa }, Position::BinlogFile { file: fb, offset: ob }) => {
-                Some(fa.cmp(fb).then(oa.cmp(ob)))
-            }
+            (
+                Position::BinlogFile {
+                    file: fa,
+                    offset: oa,
+                },
+                Position::BinlogFile {
+                    file: fb,
+                    offset: ob,
+                },
+            ) => Some(fa.cmp(fb).then(oa.cmp(ob))),
             _ => (self == other).then_some(Ordering::Equal),
         }
     }
@@ -108,7 +134,10 @@ mod tests {
             Position::PgLsn(Lsn(0)),
             Position::MysqlGtidSet("3E11FA47-71CA-11E1-9E33-C80AA9429562:1-5".into()),
             Position::MariadbGtidList("0-1-42,1-2-7".into()),
-            Position::BinlogFile { file: "mysql-bin.000003".into(), offset: 4 },
+            Position::BinlogFile {
+                file: "mysql-bin.000003".into(),
+                offset: 4,
+            },
         ];
         for position in cases {
             let text = position.to_string();
@@ -119,7 +148,9 @@ mod tests {
 
     #[test]
     fn lsns_order_numerically_and_bad_text_is_refused() {
-        assert!("pg:1/0".parse::<Position>().unwrap() > "pg:0/FFFFFFFF".parse::<Position>().unwrap());
+        assert!(
+            "pg:1/0".parse::<Position>().unwrap() > "pg:0/FFFFFFFF".parse::<Position>().unwrap()
+        );
         for bad in ["", "pg:", "pg:zz/1", "nope:1", "binlog:file"] {
             assert!(bad.parse::<Position>().is_err(), "{bad}");
         }

@@ -60,8 +60,13 @@ mod tests {
     #[test]
     fn backoff_doubles_up_to_its_cap_and_resets() {
         let mut backoff = Backoff::new();
-        let delays: Vec<u64> = (0..9).map(|_| backoff.next_delay().as_millis() as u64).collect();
-        assert_eq!(delays, [500, 1000, 2000, 4000, 8000, 16000, 30000, 30000, 30000]);
+        let delays: Vec<u64> = (0..9)
+            .map(|_| backoff.next_delay().as_millis() as u64)
+            .collect();
+        assert_eq!(
+            delays,
+            [500, 1000, 2000, 4000, 8000, 16000, 30000, 30000, 30000]
+        );
         backoff.reset();
         assert_eq!(backoff.next_delay(), Duration::from_millis(500));
     }

@@ -36,7 +36,10 @@ pub trait Sink: Send {
 
     fn open(&mut self) -> impl Future<Output = Result<Option<Offsets>, Self::Error>> + Send;
 
-    fn write(&mut self, records: &[SinkRecord]) -> impl Future<Output = Result<(), Self::Error>> + Send;
+    fn write(
+        &mut self,
+        records: &[SinkRecord],
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
 
     fn close(&mut self) -> impl Future<Output = Result<(), Self::Error>> + Send;
 }

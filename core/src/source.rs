@@ -33,11 +33,19 @@ pub struct SourceBatch {
 pub trait Source: Send {
     type Error: std::error::Error + Classify + Send + Sync + 'static;
 
-    fn start(&mut self, resume: Option<Checkpoint>) -> impl Future<Output = Result<(), Self::Error>> + Send;
+    fn start(
+        &mut self,
+        resume: Option<Checkpoint>,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
 
-    fn next_batch(&mut self) -> impl Future<Output = Result<Option<SourceBatch>, Self::Error>> + Send;
+    fn next_batch(
+        &mut self,
+    ) -> impl Future<Output = Result<Option<SourceBatch>, Self::Error>> + Send;
 
-    fn commit(&mut self, checkpoint: &Checkpoint) -> impl Future<Output = Result<(), Self::Error>> + Send;
+    fn commit(
+        &mut self,
+        checkpoint: &Checkpoint,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
 
     fn shutdown(&mut self) -> impl Future<Output = Result<(), Self::Error>> + Send;
 }

@@ -69,12 +69,18 @@ impl Tasks {
     pub async fn shutdown(&self, deadline: Duration) -> Result<Vec<TaskFailure>, Vec<TaskFailure>> {
         self.cancel.cancel();
         self.tracker.close();
-        let finished = tokio::time::timeout(deadline, self.tracker.wait()).await.is_ok();
-        let failures = std::mem::take(&mut *self.failures.lock().unwrap_or_else(|p| p.into_inner()));
+        let finished = tokio::time::timeout(deadline, self.tracker.wait())
+            .await
+            .is_ok();
+        let failures =
+            std::mem::take(&mut *self.failures.lock().unwrap_or_else(|p| p.into_inner()));
         if finished {
             Ok(failures)
         } else {
-            tracing::warn!(deadline_s = deadline.as_secs(), "tasks did not stop in time; aborting them");
+            tracing::warn!(
+                deadline_s = deadline.as_secs(),
+                "tasks did not stop in time; aborting them"
+            );
             Err(failures)
         }
     }

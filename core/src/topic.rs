@@ -26,7 +26,13 @@ pub fn event_topic(source: &str, event: &ChangeEvent) -> String {
 
 fn sanitize(name: &str) -> String {
     name.chars()
-        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect()
 }
 
@@ -104,13 +110,19 @@ mod tests {
         assert_eq!(murmur2(b"foobar") as i32, -790332482);
         assert_eq!(murmur2(b"a-little-bit-long-string") as i32, -985981536);
         assert_eq!(murmur2(b"a-little-bit-longer-string") as i32, -1486304829);
-        assert_eq!(murmur2(b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8") as i32, -58897971);
+        assert_eq!(
+            murmur2(b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8") as i32,
+            -58897971
+        );
         assert_eq!(murmur2(b"abc") as i32, 479470107);
     }
 
     #[test]
     fn topic_names_replace_characters_the_log_refuses() {
-        let table = TableId { namespace: "public".into(), name: "Order Lines$".into() };
+        let table = TableId {
+            namespace: "public".into(),
+            name: "Order Lines$".into(),
+        };
         assert_eq!(table_topic("shop", &table), "shop.public.Order_Lines_");
     }
 }

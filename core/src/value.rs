@@ -33,7 +33,10 @@ pub enum Value {
     /// Microseconds since midnight.
     Time(i64),
     /// Microseconds since midnight, and the zone offset east of UTC in seconds.
-    TimeTz { micros: i64, offset_seconds: i32 },
+    TimeTz {
+        micros: i64,
+        offset_seconds: i32,
+    },
     /// Wall-clock timestamp without zone.
     Timestamp(Timestamp),
     /// Instant, in UTC.
@@ -146,7 +149,13 @@ pub fn write_time_of_day(out: &mut String, micros: i64) {
     use fmt::Write;
     let secs = micros.div_euclid(MICROS_PER_SECOND);
     let frac = micros.rem_euclid(MICROS_PER_SECOND);
-    let _ = write!(out, "{:02}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60);
+    let _ = write!(
+        out,
+        "{:02}:{:02}:{:02}",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    );
     write_fraction(out, frac);
 }
 
@@ -181,7 +190,7 @@ pub fn write_offset(out: &mut String, offset_seconds: i32) {
     let sign = if offset_seconds < 0 { '-' } else { '+' };
     let abs = offset_seconds.unsigned_abs();
     let _ = write!(out, "{sign}{:02}:{:02}", abs / 3600, abs / 60 % 60);
-    if abs % 60 != 0 {
+    if !abs.is_multiple_of(60) {
         let _ = write!(out, ":{:02}", abs % 60);
     }
 }
@@ -209,7 +218,8 @@ impl fmt::Display for Interval {
             let negative = self.micros < 0;
             let abs = self.micros.unsigned_abs();
             let secs = abs / 1_000_000;
-            let (hours, minutes, seconds, frac) = (secs / 3600, secs / 60 % 60, secs % 60, abs % 1_000_000);
+            let (hours, minutes, seconds, frac) =
+                (secs / 3600, secs / 60 % 60, secs % 60, abs % 1_000_000);
             let sign = if negative { "-" } else { "" };
             if hours != 0 {
                 let _ = write!(out, "{sign}{hours}H");
@@ -246,7 +256,16 @@ mod tests {
 
     #[test]
     fn civil_dates_round_trip_across_eras() {
-        for days in [-800_000i64, -719_468, -1, 0, 1, 10_957, 2_932_896, 3_000_000] {
+        for days in [
+            -800_000i64,
+            -719_468,
+            -1,
+            0,
+            1,
+            10_957,
+            2_932_896,
+            3_000_000,
+        ] {
             let (y, m, d) = civil_from_days(days);
             assert_eq!(days_from_civil(y, m, d), days, "{y}-{m}-{d}");
         }
@@ -269,10 +288,22 @@ mod tests {
 
     #[test]
     fn intervals_print_as_iso_8601() {
-        let i = Interval { months: 14, days: 3, micros: (4 * 3600 + 5 * 60 + 6) * 1_000_000 + 500_000 };
+        let i = Interval {
+            months: 14,
+            days: 3,
+            micros: (4 * 3600 + 5 * 60 + 6) * 1_000_000 + 500_000,
+        };
         assert_eq!(i.to_string(), "P1Y2M3DT4H5M6.5S");
         assert_eq!(Interval::default().to_string(), "PT0S");
-        assert_eq!(Interval { months: 0, days: 0, micros: -1_000_000 }.to_string(), "PT-1S");
+        assert_eq!(
+            Interval {
+                months: 0,
+                days: 0,
+                micros: -1_000_000
+            }
+            .to_string(),
+            "PT-1S"
+        );
     }
 
     #[test]
@@ -287,7 +318,13 @@ mod tests {
 
     #[test]
     fn uuids_print_canonically() {
-        let bytes = [0xa0, 0xee, 0xbc, 0x99, 0x9c, 0x0b, 0x4e, 0xf8, 0xbb, 0x6d, 0x6b, 0xb9, 0xbd, 0x38, 0x0a, 0x11];
-        assert_eq!(uuid_to_string(&bytes), "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11");
+        let bytes = [
+            0xa0, 0xee, 0xbc, 0x99, 0x9c, 0x0b, 0x4e, 0xf8, 0xbb, 0x6d, 0x6b, 0xb9, 0xbd, 0x38,
+            0x0a, 0x11,
+        ];
+        assert_eq!(
+            uuid_to_string(&bytes),
+            "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"
+        );
     }
 }

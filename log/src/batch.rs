@@ -76,7 +76,9 @@ impl BatchHeader {
         let batch_len = i32::from_be_bytes(bytes[8..12].try_into().expect("4 bytes"));
         let magic = bytes[16] as i8;
         if magic != MAGIC {
-            return Err(LogError::corrupt(format!("batch magic is {magic}, expected 2")));
+            return Err(LogError::corrupt(format!(
+                "batch magic is {magic}, expected 2"
+            )));
         }
         let base_offset = u64::try_from(base_offset)
             .map_err(|_| LogError::corrupt("batch base offset is negative"))?;
@@ -84,7 +86,9 @@ impl BatchHeader {
             .ok()
             .map(|len| len + BATCH_PREFIX_LEN)
             .filter(|len| (BATCH_HEADER_LEN..=MAX_BATCH_LEN).contains(len))
-            .ok_or_else(|| LogError::corrupt(format!("batch length {batch_len} is out of bounds")))?;
+            .ok_or_else(|| {
+                LogError::corrupt(format!("batch length {batch_len} is out of bounds"))
+            })?;
         let last_offset_delta = i32::from_be_bytes(bytes[23..27].try_into().expect("4 bytes"));
         let max_timestamp_ms = i64::from_be_bytes(bytes[35..43].try_into().expect("8 bytes"));
         let record_count = i32::from_be_bytes(bytes[57..61].try_into().expect("4 bytes"));
@@ -94,7 +98,13 @@ impl BatchHeader {
             .ok()
             .filter(|count| *count == last_offset_delta + 1)
             .ok_or_else(|| LogError::corrupt("batch record count does not match its offsets"))?;
-        Ok(BatchHeader { base_offset, total_len, last_offset_delta, max_timestamp_ms, record_count })
+        Ok(BatchHeader {
+            base_offset,
+            total_len,
+            last_offset_delta,
+            max_timestamp_ms,
+            record_count,
+        })
     }
 }
 
@@ -163,10 +173,15 @@ pub fn decode(batch: &Bytes, out: &mut Vec<StoredRecord>) -> Result<BatchHeader,
     let header = verify(batch)?;
     let attributes = i16::from_be_bytes(batch[21..23].try_into().expect("2 bytes"));
     if attributes & 0x7 != 0 {
-        return Err(LogError::corrupt("compressed batches are not supported by the embedded log"));
+        return Err(LogError::corrupt(
+            "compressed batches are not supported by the embedded log",
+        ));
     }
     let base_timestamp = i64::from_be_bytes(batch[27..35].try_into().expect("8 bytes"));
-    let mut cursor = Cursor { bytes: batch, pos: BATCH_HEADER_LEN };
+    let mut cursor = Cursor {
+        bytes: batch,
+        pos: BATCH_HEADER_LEN,
+    };
     for _ in 0..header.record_count {
         let len = cursor.varint_len()?;
         let end = cursor.pos + len;
@@ -236,7 +251,10 @@ impl Cursor<'_> {
             return Ok(None);
         }
         let len = usize::try_from(len).map_err(|_| LogError::corrupt("length overflows"))?;
-        let end = self.pos.checked_add(len).filter(|end| *end <= self.bytes.len());
+        let end = self
+            .pos
+            .checked_add(len)
+            .filter(|end| *end <= self.bytes.len());
         let end = end.ok_or_else(|| LogError::corrupt("field runs past its batch"))?;
         let slice = self.bytes.slice(self.pos..end);
         self.pos = end;
@@ -272,13 +290,20 @@ mod tests {
             key: Some(Bytes::copy_from_slice(key.as_bytes())),
             value: value.map(|v| Bytes::copy_from_slice(v.as_bytes())),
             timestamp_ms: ts,
-            headers: vec![Header { key: "h".into(), value: Some(Bytes::from_static(b"v")) }],
+            headers: vec![Header {
+                key: "h".into(),
+                value: Some(Bytes::from_static(b"v")),
+            }],
         }
     }
 
     #[test]
     fn round_trips_records_with_tombstones_and_headers() {
-        let records = vec![record("a", Some("1"), 1000), record("b", None, 999), record("c", Some(""), 5000)];
+        let records = vec![
+            record("a", Some("1"), 1000),
+            record("b", None, 999),
+            record("c", Some(""), 5000),
+        ];
         let mut buf = Vec::new();
         encode(42, &records, &mut buf);
         let bytes = Bytes::from(buf);
@@ -320,11 +345,24 @@ mod tests {
 
     #[test]
     fn zigzag_varints_match_kafka_for_edge_values() {
-        for value in [0i64, -1, 1, 63, -64, 64, i32::MAX as i64, i64::MIN, i64::MAX] {
+        for value in [
+            0i64,
+            -1,
+            1,
+            63,
+            -64,
+            64,
+            i32::MAX as i64,
+            i64::MIN,
+            i64::MAX,
+        ] {
             let mut out = Vec::new();
             put_varlong(&mut out, value);
             let bytes = Bytes::from(out);
-            let mut cursor = Cursor { bytes: &bytes, pos: 0 };
+            let mut cursor = Cursor {
+                bytes: &bytes,
+                pos: 0,
+            };
             assert_eq!(cursor.varlong().unwrap(), value);
         }
         let mut out = Vec::new();

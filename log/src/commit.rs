@@ -51,7 +51,11 @@ pub(crate) fn encode(writer: &str, state: &WriterState, timestamp_ms: i64) -> Re
         ends: state
             .ends
             .iter()
-            .map(|((topic, partition), end)| PartitionEnd { topic: topic.clone(), partition: *partition, end: *end })
+            .map(|((topic, partition), end)| PartitionEnd {
+                topic: topic.clone(),
+                partition: *partition,
+                end: *end,
+            })
             .collect(),
     };
     let value = serde_json::to_vec(&record).expect("commit records serialize");
@@ -64,13 +68,33 @@ pub(crate) fn encode(writer: &str, state: &WriterState, timestamp_ms: i64) -> Re
 }
 
 /// Folds control records, oldest first, into each writer's latest state.
-pub(crate) fn replay(records: &[StoredRecord], writers: &mut BTreeMap<String, WriterState>) -> Result<(), LogError> {
+pub(crate) fn replay(
+    records: &[StoredRecord],
+    writers: &mut BTreeMap<String, WriterState>,
+) -> Result<(), LogError> {
     for stored in records {
-        let value = stored.value.as_ref().ok_or_else(|| LogError::corrupt("commit record without a value"))?;
-        let record: CommitRecord = serde_json::from_slice(value)
-            .map_err(|e| LogError::corrupt(format!("commit record at offset {} is unreadable: {e}", stored.offset)))?;
-        let ends = record.ends.into_iter().map(|e| ((e.topic, e.partition), e.end)).collect();
-        writers.insert(record.writer, WriterState { checkpoint: record.checkpoint, ends });
+        let value = stored
+            .value
+            .as_ref()
+            .ok_or_else(|| LogError::corrupt("commit record without a value"))?;
+        let record: CommitRecord = serde_json::from_slice(value).map_err(|e| {
+            LogError::corrupt(format!(
+                "commit record at offset {} is unreadable: {e}",
+                stored.offset
+            ))
+        })?;
+        let ends = record
+            .ends
+            .into_iter()
+            .map(|e| ((e.topic, e.partition), e.end))
+            .collect();
+        writers.insert(
+            record.writer,
+            WriterState {
+                checkpoint: record.checkpoint,
+                ends,
+            },
+        );
     }
     Ok(())
 }

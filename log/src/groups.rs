@@ -29,10 +29,18 @@ pub(crate) fn load(dir: &Path, group: &str) -> Result<BTreeMap<(String, u32), u6
     };
     let file: GroupFile = serde_json::from_slice(&bytes)
         .map_err(|e| LogError::corrupt(format!("{} is unreadable: {e}", path.display())))?;
-    Ok(file.offsets.into_iter().map(|o| ((o.topic, o.partition), o.offset)).collect())
+    Ok(file
+        .offsets
+        .into_iter()
+        .map(|o| ((o.topic, o.partition), o.offset))
+        .collect())
 }
 
-pub(crate) fn commit(dir: &Path, group: &str, offsets: &[(String, u32, u64)]) -> Result<(), LogError> {
+pub(crate) fn commit(
+    dir: &Path,
+    group: &str,
+    offsets: &[(String, u32, u64)],
+) -> Result<(), LogError> {
     let mut merged = load(dir, group)?;
     for (topic, partition, offset) in offsets {
         merged.insert((topic.clone(), *partition), *offset);
@@ -40,7 +48,11 @@ pub(crate) fn commit(dir: &Path, group: &str, offsets: &[(String, u32, u64)]) ->
     let file = GroupFile {
         offsets: merged
             .into_iter()
-            .map(|((topic, partition), offset)| GroupOffset { topic, partition, offset })
+            .map(|((topic, partition), offset)| GroupOffset {
+                topic,
+                partition,
+                offset,
+            })
             .collect(),
     };
     let bytes = serde_json::to_vec_pretty(&file).expect("group offsets serialize");

@@ -54,7 +54,10 @@ pub struct LogOptions {
 
 impl Default for LogOptions {
     fn default() -> Self {
-        LogOptions { fsync: FsyncPolicy::Always, segment_bytes: 128 * 1024 * 1024 }
+        LogOptions {
+            fsync: FsyncPolicy::Always,
+            segment_bytes: 128 * 1024 * 1024,
+        }
     }
 }
 
@@ -72,25 +75,42 @@ pub enum LogError {
     #[error("topic {0} does not exist")]
     UnknownTopic(String),
     #[error("topic {topic} has {partitions} partitions; there is no partition {partition}")]
-    UnknownPartition { topic: String, partition: u32, partitions: u32 },
+    UnknownPartition {
+        topic: String,
+        partition: u32,
+        partitions: u32,
+    },
     #[error("{kind} name {name:?} is invalid: use 1 to 249 characters of a-z, A-Z, 0-9, '.', '_' and '-'")]
     InvalidName { kind: &'static str, name: String },
     #[error("offset {offset} of {partition} is before the log start offset {start}")]
-    OffsetOutOfRange { partition: String, offset: u64, start: u64 },
+    OffsetOutOfRange {
+        partition: String,
+        offset: u64,
+        start: u64,
+    },
     #[error("the log at {} is in use by another process (another `sluice run` on the same [log] dir?)", .0.display())]
     Locked(PathBuf),
     #[error(
         "partition {topic}/{partition} ends at offset {found} but its last commit recorded {committed}: \
          acknowledged data is missing from disk (was fsync off when the machine crashed?)"
     )]
-    CommittedDataMissing { topic: String, partition: u32, found: u64, committed: u64 },
+    CommittedDataMissing {
+        topic: String,
+        partition: u32,
+        found: u64,
+        committed: u64,
+    },
     #[error("the log was opened read-only")]
     ReadOnly,
 }
 
 impl LogError {
     pub(crate) fn io(action: &'static str, path: &Path, source: io::Error) -> LogError {
-        LogError::Io { action, path: path.to_path_buf(), source }
+        LogError::Io {
+            action,
+            path: path.to_path_buf(),
+            source,
+        }
     }
 
     pub(crate) fn corrupt(message: impl Into<String>) -> LogError {
@@ -148,7 +168,8 @@ impl Log {
         let dir = dir.as_ref().to_path_buf();
         for sub in ["control", "topics", "groups"] {
             let path = dir.join(sub);
-            fs::create_dir_all(&path).map_err(|e| LogError::io("create log directory", &path, e))?;
+            fs::create_dir_all(&path)
+                .map_err(|e| LogError::io("create log directory", &path, e))?;
         }
         let lock_path = dir.join(".lock");
         let lock = OpenOptions::new()
@@ -173,7 +194,10 @@ impl Log {
             return Err(LogError::io(
                 "open log",
                 &dir,
-                io::Error::new(io::ErrorKind::NotFound, "no sluice log here (no control/ directory)"),
+                io::Error::new(
+                    io::ErrorKind::NotFound,
+                    "no sluice log here (no control/ directory)",
+                ),
             ));
         }
         Log::load(dir, LogOptions::default(), None)
@@ -204,17 +228,21 @@ impl Log {
 
         let mut topics = BTreeMap::new();
         let topics_dir = dir.join("topics");
-        let entries = fs::read_dir(&topics_dir).map_err(|e| LogError::io("list topics", &topics_dir, e))?;
+        let entries =
+            fs::read_dir(&topics_dir).map_err(|e| LogError::io("list topics", &topics_dir, e))?;
         for entry in entries {
             let entry = entry.map_err(|e| LogError::io("list topics", &topics_dir, e))?;
-            let Some(name) = entry.file_name().to_str().map(str::to_owned) else { continue };
+            let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
             let meta_path = entry.path().join("topic.json");
             let Ok(meta) = fs::read(&meta_path) else {
                 // A topic whose creation never completed holds no committed data.
                 continue;
             };
-            let meta: TopicMeta = serde_json::from_slice(&meta)
-                .map_err(|e| LogError::corrupt(format!("{} is unreadable: {e}", meta_path.display())))?;
+            let meta: TopicMeta = serde_json::from_slice(&meta).map_err(|e| {
+                LogError::corrupt(format!("{} is unreadable: {e}", meta_path.display()))
+            })?;
             let mut partitions = Vec::new();
             for p in 0..meta.partitions {
                 let pdir = partition::partition_dir(&entry.path(), p);
@@ -226,7 +254,12 @@ impl Log {
                 let committed_end = committed.get(&(name.clone(), p)).copied().unwrap_or(0);
                 let found = part.end_offset();
                 if found < committed_end {
-                    return Err(LogError::CommittedDataMissing { topic: name, partition: p, found, committed: committed_end });
+                    return Err(LogError::CommittedDataMissing {
+                        topic: name,
+                        partition: p,
+                        found,
+                        committed: committed_end,
+                    });
                 }
                 if found > committed_end && writable {
                     tracing::info!(topic = %name, partition = p, from = found, to = committed_end,
@@ -246,7 +279,10 @@ impl Log {
             writable,
             _lock: lock,
             topics: RwLock::new(topics),
-            control: Mutex::new(Control { partition: control_partition, writers }),
+            control: Mutex::new(Control {
+                partition: control_partition,
+                writers,
+            }),
             last_sync: Mutex::new(Instant::now()),
             commits,
         })
@@ -272,12 +308,17 @@ impl Log {
         }
         let partitions = partitions.max(1);
         let topic_dir = self.dir.join("topics").join(name);
-        fs::create_dir_all(&topic_dir).map_err(|e| LogError::io("create topic directory", &topic_dir, e))?;
+        fs::create_dir_all(&topic_dir)
+            .map_err(|e| LogError::io("create topic directory", &topic_dir, e))?;
         let mut parts = Vec::new();
         for p in 0..partitions {
-            parts.push(Guarded::new(Partition::create(partition::partition_dir(&topic_dir, p), self.options.segment_bytes)?));
+            parts.push(Guarded::new(Partition::create(
+                partition::partition_dir(&topic_dir, p),
+                self.options.segment_bytes,
+            )?));
         }
-        let meta = serde_json::to_vec(&TopicMeta { partitions }).expect("topic metadata serializes");
+        let meta =
+            serde_json::to_vec(&TopicMeta { partitions }).expect("topic metadata serializes");
         write_atomically(&topic_dir.join("topic.json"), &meta)?;
         sync_dir(&self.dir.join("topics"))?;
         topics.insert(name.to_owned(), Arc::new(Topic { partitions: parts }));
@@ -290,28 +331,49 @@ impl Log {
     }
 
     pub fn topics(&self) -> Vec<String> {
-        self.topics.read().unwrap_or_else(|p| p.into_inner()).keys().cloned().collect()
+        self.topics
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .cloned()
+            .collect()
     }
 
     fn topic(&self, name: &str) -> Result<Arc<Topic>, LogError> {
         let topics = self.topics.read().unwrap_or_else(|p| p.into_inner());
-        topics.get(name).cloned().ok_or_else(|| LogError::UnknownTopic(name.to_owned()))
+        topics
+            .get(name)
+            .cloned()
+            .ok_or_else(|| LogError::UnknownTopic(name.to_owned()))
     }
 
-    fn with_partition<T>(&self, topic: &str, partition: u32, f: impl FnOnce(&Guarded) -> T) -> Result<T, LogError> {
+    fn with_partition<T>(
+        &self,
+        topic: &str,
+        partition: u32,
+        f: impl FnOnce(&Guarded) -> T,
+    ) -> Result<T, LogError> {
         let t = self.topic(topic)?;
-        let guarded = t.partitions.get(partition as usize).ok_or(LogError::UnknownPartition {
-            topic: topic.to_owned(),
-            partition,
-            partitions: t.partitions.len() as u32,
-        })?;
+        let guarded = t
+            .partitions
+            .get(partition as usize)
+            .ok_or(LogError::UnknownPartition {
+                topic: topic.to_owned(),
+                partition,
+                partitions: t.partitions.len() as u32,
+            })?;
         Ok(f(guarded))
     }
 
     /// Appends a transaction: `batches` to their partitions, then `checkpoint` as the writer's
     /// commit. Returns when the transaction is committed under the fsync policy; then readers
     /// see all of it. On error nothing of it becomes visible (recovery cuts it off).
-    pub fn append_txn(&self, writer: &str, batches: &[PartitionBatch], checkpoint: &str) -> Result<(), LogError> {
+    pub fn append_txn(
+        &self,
+        writer: &str,
+        batches: &[PartitionBatch],
+        checkpoint: &str,
+    ) -> Result<(), LogError> {
         if !self.writable {
             return Err(LogError::ReadOnly);
         }
@@ -332,7 +394,8 @@ impl Log {
         let sync_now = self.sync_due();
         if sync_now {
             for (file, path) in &to_sync {
-                file.sync_data().map_err(|e| LogError::io("fsync segment", path, e))?;
+                file.sync_data()
+                    .map_err(|e| LogError::io("fsync segment", path, e))?;
             }
         }
         {
@@ -346,7 +409,8 @@ impl Log {
             control.partition.append(std::slice::from_ref(&record))?;
             if sync_now {
                 let (file, path) = control.partition.sync_handle();
-                file.sync_data().map_err(|e| LogError::io("fsync control segment", &path, e))?;
+                file.sync_data()
+                    .map_err(|e| LogError::io("fsync control segment", &path, e))?;
             }
             let end = control.partition.end_offset();
             control.partition.stable_offset = end;
@@ -355,7 +419,9 @@ impl Log {
             }
         }
         for (topic, partition, end) in &ends {
-            self.with_partition(topic, *partition, |guarded| guarded.lock().stable_offset = *end)?;
+            self.with_partition(topic, *partition, |guarded| {
+                guarded.lock().stable_offset = *end
+            })?;
         }
         self.commits.send_modify(|generation| *generation += 1);
         Ok(())
@@ -383,28 +449,37 @@ impl Log {
 
     fn control_needs_roll(&self, control: &Control) -> bool {
         let (file, _) = control.partition.sync_handle();
-        file.metadata().map(|m| m.len() > commit::CONTROL_SEGMENT_BYTES).unwrap_or(false)
+        file.metadata()
+            .map(|m| m.len() > commit::CONTROL_SEGMENT_BYTES)
+            .unwrap_or(false)
     }
 
     /// Starts a new control segment that restates every writer's latest commit, then deletes
     /// the older control segments.
     fn roll_control(&self, control: &mut Control) -> Result<(), LogError> {
         let now = now_ms();
-        let records: Vec<Record> =
-            control.writers.iter().map(|(writer, state)| commit::encode(writer, state, now)).collect();
+        let records: Vec<Record> = control
+            .writers
+            .iter()
+            .map(|(writer, state)| commit::encode(writer, state, now))
+            .collect();
         control.partition.roll()?;
         if !records.is_empty() {
             control.partition.append(&records)?;
         }
         let (file, path) = control.partition.sync_handle();
-        file.sync_data().map_err(|e| LogError::io("fsync control segment", &path, e))?;
+        file.sync_data()
+            .map_err(|e| LogError::io("fsync control segment", &path, e))?;
         control.partition.stable_offset = control.partition.end_offset();
         control.partition.remove_older_segments()
     }
 
     /// The last checkpoint committed by `writer`, if any.
     pub fn checkpoint(&self, writer: &str) -> Option<String> {
-        self.lock_control().writers.get(writer).map(|s| s.checkpoint.clone())
+        self.lock_control()
+            .writers
+            .get(writer)
+            .map(|s| s.checkpoint.clone())
     }
 
     /// Every writer's last committed state.
@@ -414,14 +489,25 @@ impl Log {
 
     /// Committed records of a partition from `offset` on, about `max_bytes` at most (at least
     /// one batch when any is available). Empty when the reader is caught up.
-    pub fn read(&self, topic: &str, partition: u32, offset: u64, max_bytes: usize) -> Result<Vec<StoredRecord>, LogError> {
-        self.with_partition(topic, partition, |guarded| partition::read(guarded, offset, max_bytes))?
+    pub fn read(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        max_bytes: usize,
+    ) -> Result<Vec<StoredRecord>, LogError> {
+        self.with_partition(topic, partition, |guarded| {
+            partition::read(guarded, offset, max_bytes)
+        })?
     }
 
     pub fn offsets(&self, topic: &str, partition: u32) -> Result<PartitionOffsets, LogError> {
         self.with_partition(topic, partition, |guarded| {
             let p = guarded.lock();
-            PartitionOffsets { start: p.start_offset(), stable: p.stable_offset }
+            PartitionOffsets {
+                start: p.start_offset(),
+                stable: p.stable_offset,
+            }
         })
     }
 
@@ -432,7 +518,11 @@ impl Log {
 
     /// Stores a consumer group's offsets (the next offset to read) durably, merged with what
     /// the group had.
-    pub fn commit_offsets(&self, group: &str, offsets: &[(String, u32, u64)]) -> Result<(), LogError> {
+    pub fn commit_offsets(
+        &self,
+        group: &str,
+        offsets: &[(String, u32, u64)],
+    ) -> Result<(), LogError> {
         if !self.writable {
             return Err(LogError::ReadOnly);
         }
@@ -451,15 +541,23 @@ impl Log {
         if !self.writable {
             return Ok(());
         }
-        let topics: Vec<Arc<Topic>> = self.topics.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
+        let topics: Vec<Arc<Topic>> = self
+            .topics
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
         for topic in topics {
             for guarded in &topic.partitions {
                 let (file, path) = guarded.lock().sync_handle();
-                file.sync_data().map_err(|e| LogError::io("fsync segment", &path, e))?;
+                file.sync_data()
+                    .map_err(|e| LogError::io("fsync segment", &path, e))?;
             }
         }
         let (file, path) = self.lock_control().partition.sync_handle();
-        file.sync_data().map_err(|e| LogError::io("fsync control segment", &path, e))
+        file.sync_data()
+            .map_err(|e| LogError::io("fsync control segment", &path, e))
     }
 }
 
@@ -468,21 +566,30 @@ fn validate_name(kind: &'static str, name: &str) -> Result<(), LogError> {
         && name.len() <= 249
         && name != "."
         && name != ".."
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
     if ok {
         Ok(())
     } else {
-        Err(LogError::InvalidName { kind, name: name.to_owned() })
+        Err(LogError::InvalidName {
+            kind,
+            name: name.to_owned(),
+        })
     }
 }
 
 pub(crate) fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Fsyncs a directory so that entries created, renamed or removed in it survive a crash.
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), LogError> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| LogError::io("fsync directory", dir, e))
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| LogError::io("fsync directory", dir, e))
 }
 
 /// Replaces `path` with `bytes` crash-atomically: temp file, fsync, rename, fsync directory.

@@ -23,27 +23,42 @@ pub(crate) struct Partition {
 
 impl Partition {
     pub fn create(dir: PathBuf, segment_bytes: u64) -> Result<Partition, LogError> {
-        fs::create_dir_all(&dir).map_err(|e| LogError::io("create partition directory", &dir, e))?;
+        fs::create_dir_all(&dir)
+            .map_err(|e| LogError::io("create partition directory", &dir, e))?;
         let segment = Segment::create(&dir, 0)?;
         crate::sync_dir(&dir)?;
-        Ok(Partition { dir, segments: vec![segment], stable_offset: 0, segment_bytes, encode_buf: Vec::new() })
+        Ok(Partition {
+            dir,
+            segments: vec![segment],
+            stable_offset: 0,
+            segment_bytes,
+            encode_buf: Vec::new(),
+        })
     }
 
     /// Opens a partition directory. `writable` opens for appending and repairs torn tails;
     /// otherwise nothing on disk changes.
     pub fn open(dir: PathBuf, segment_bytes: u64, writable: bool) -> Result<Partition, LogError> {
         let mut bases = Vec::new();
-        let entries = fs::read_dir(&dir).map_err(|e| LogError::io("list partition directory", &dir, e))?;
+        let entries =
+            fs::read_dir(&dir).map_err(|e| LogError::io("list partition directory", &dir, e))?;
         for entry in entries {
             let entry = entry.map_err(|e| LogError::io("list partition directory", &dir, e))?;
-            if let Some(base) = entry.file_name().to_str().and_then(segment::parse_file_name) {
+            if let Some(base) = entry
+                .file_name()
+                .to_str()
+                .and_then(segment::parse_file_name)
+            {
                 bases.push(base);
             }
         }
         bases.sort_unstable();
         if bases.is_empty() {
             if !writable {
-                return Err(LogError::corrupt(format!("partition {} has no segments", dir.display())));
+                return Err(LogError::corrupt(format!(
+                    "partition {} has no segments",
+                    dir.display()
+                )));
             }
             return Partition::create(dir, segment_bytes);
         }
@@ -59,21 +74,32 @@ impl Partition {
                     if writable {
                         for later in &bases[i..] {
                             let path = dir.join(segment::file_name(*later));
-                            fs::remove_file(&path).map_err(|e| LogError::io("remove segment", &path, e))?;
+                            fs::remove_file(&path)
+                                .map_err(|e| LogError::io("remove segment", &path, e))?;
                         }
                         crate::sync_dir(&dir)?;
                     }
                     break;
                 }
             }
-            let scan = if i == last { Scan::Repair } else { Scan::Headers };
+            let scan = if i == last {
+                Scan::Repair
+            } else {
+                Scan::Headers
+            };
             let (segment, problem) = Segment::open(&path, base, scan, writable)?;
             if let Some(problem) = problem {
                 tracing::warn!(segment = %path.display(), problem = %problem, "recovered segment: cut torn tail");
             }
             segments.push(segment);
         }
-        Ok(Partition { dir, segments, stable_offset: 0, segment_bytes, encode_buf: Vec::new() })
+        Ok(Partition {
+            dir,
+            segments,
+            stable_offset: 0,
+            segment_bytes,
+            encode_buf: Vec::new(),
+        })
     }
 
     pub fn start_offset(&self) -> u64 {
@@ -86,7 +112,9 @@ impl Partition {
     }
 
     fn active(&mut self) -> &mut Segment {
-        self.segments.last_mut().expect("a partition always has a segment")
+        self.segments
+            .last_mut()
+            .expect("a partition always has a segment")
     }
 
     /// Appends records as one batch; returns the offset after it. Not synced, not visible.
@@ -125,14 +153,18 @@ impl Partition {
     pub fn remove_older_segments(&mut self) -> Result<(), LogError> {
         let keep = self.segments.split_off(self.segments.len() - 1);
         for segment in std::mem::replace(&mut self.segments, keep) {
-            fs::remove_file(&segment.path).map_err(|e| LogError::io("remove segment", &segment.path, e))?;
+            fs::remove_file(&segment.path)
+                .map_err(|e| LogError::io("remove segment", &segment.path, e))?;
         }
         crate::sync_dir(&self.dir)
     }
 
     /// Handle to fsync what `append` wrote: the active segment file.
     pub fn sync_handle(&self) -> (Arc<std::fs::File>, PathBuf) {
-        let active = self.segments.last().expect("a partition always has a segment");
+        let active = self
+            .segments
+            .last()
+            .expect("a partition always has a segment");
         (active.file.clone(), active.path.clone())
     }
 
@@ -141,12 +173,16 @@ impl Partition {
         if offset >= self.end_offset() {
             return Ok(());
         }
-        while self.segments.len() > 1 && self.active().base_offset >= offset && self.active().base_offset > 0 {
+        while self.segments.len() > 1
+            && self.active().base_offset >= offset
+            && self.active().base_offset > 0
+        {
             if self.segments[self.segments.len() - 2].next_offset < offset {
                 break;
             }
             let segment = self.segments.pop().expect("checked above");
-            fs::remove_file(&segment.path).map_err(|e| LogError::io("remove segment", &segment.path, e))?;
+            fs::remove_file(&segment.path)
+                .map_err(|e| LogError::io("remove segment", &segment.path, e))?;
         }
         crate::sync_dir(&self.dir)?;
         self.active().truncate_to(offset)
@@ -154,7 +190,10 @@ impl Partition {
 
     /// Where a reader of `offset` starts: the segment holding it, bounded to whole batches.
     pub fn view_for(&self, offset: u64) -> Option<SegmentView> {
-        let i = self.segments.partition_point(|s| s.base_offset <= offset).checked_sub(1)?;
+        let i = self
+            .segments
+            .partition_point(|s| s.base_offset <= offset)
+            .checked_sub(1)?;
         let mut i = i;
         // An offset at the very end of a full segment lives at the start of the next one.
         while offset >= self.segments[i].next_offset && i + 1 < self.segments.len() {
@@ -194,7 +233,11 @@ pub(crate) fn read(
         }
     };
     let mut out = Vec::new();
-    let request = ReadRequest { from_offset: offset, stable_offset, max_bytes };
+    let request = ReadRequest {
+        from_offset: offset,
+        stable_offset,
+        max_bytes,
+    };
     segment::read_batches(&view, &request, &mut out)?;
     Ok(out)
 }
@@ -214,11 +257,15 @@ pub(crate) mod parking {
         }
 
         pub fn into_inner(self) -> Partition {
-            self.0.into_inner().unwrap_or_else(|poisoned| poisoned.into_inner())
+            self.0
+                .into_inner()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
         }
 
         pub fn lock(&self) -> MutexGuard<'_, Partition> {
-            self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+            self.0
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
         }
     }
 }

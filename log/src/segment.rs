@@ -63,9 +63,13 @@ impl Segment {
             .truncate(false)
             .open(&path)
             .map_err(|e| LogError::io("create segment", &path, e))?;
-        let len = file.metadata().map_err(|e| LogError::io("stat segment", &path, e))?.len();
+        let len = file
+            .metadata()
+            .map_err(|e| LogError::io("stat segment", &path, e))?
+            .len();
         if len != 0 {
-            file.set_len(0).map_err(|e| LogError::io("truncate segment", &path, e))?;
+            file.set_len(0)
+                .map_err(|e| LogError::io("truncate segment", &path, e))?;
         }
         Ok(Segment {
             base_offset,
@@ -80,13 +84,21 @@ impl Segment {
 
     /// Opens an existing segment, scanning it to find its end and build its index. With
     /// `Scan::Repair` a torn or corrupt tail is truncated away (and reported in the result).
-    pub fn open(path: &Path, base_offset: u64, scan: Scan, writable: bool) -> Result<(Segment, Option<String>), LogError> {
+    pub fn open(
+        path: &Path,
+        base_offset: u64,
+        scan: Scan,
+        writable: bool,
+    ) -> Result<(Segment, Option<String>), LogError> {
         let file = OpenOptions::new()
             .read(true)
             .write(writable)
             .open(path)
             .map_err(|e| LogError::io("open segment", path, e))?;
-        let file_len = file.metadata().map_err(|e| LogError::io("stat segment", path, e))?.len();
+        let file_len = file
+            .metadata()
+            .map_err(|e| LogError::io("stat segment", path, e))?
+            .len();
         let mut segment = Segment {
             base_offset,
             path: path.to_path_buf(),
@@ -102,7 +114,10 @@ impl Segment {
         while segment.size < file_len {
             let pos = segment.size;
             if file_len - pos < BATCH_HEADER_LEN as u64 {
-                problem = Some(format!("{} bytes of a torn batch header at position {pos}", file_len - pos));
+                problem = Some(format!(
+                    "{} bytes of a torn batch header at position {pos}",
+                    file_len - pos
+                ));
                 break;
             }
             segment
@@ -124,7 +139,10 @@ impl Segment {
                 break;
             }
             if pos + header.total_len as u64 > file_len {
-                problem = Some(format!("torn batch at position {pos} (offset {})", header.base_offset));
+                problem = Some(format!(
+                    "torn batch at position {pos} (offset {})",
+                    header.base_offset
+                ));
                 break;
             }
             if scan == Scan::Repair {
@@ -151,7 +169,10 @@ impl Segment {
     }
 
     fn note_appended(&mut self, header: &BatchHeader, pos: u64) {
-        if self.last_indexed_pos.is_none_or(|last| pos - last >= INDEX_INTERVAL) {
+        if self
+            .last_indexed_pos
+            .is_none_or(|last| pos - last >= INDEX_INTERVAL)
+        {
             self.index.push((header.base_offset, pos));
             self.last_indexed_pos = Some(pos);
         }
@@ -187,7 +208,10 @@ impl Segment {
         let mut header_buf = [0u8; BATCH_HEADER_LEN];
         loop {
             if pos >= self.size {
-                return Err(LogError::corrupt(format!("offset {offset} is not a batch boundary in {}", self.path.display())));
+                return Err(LogError::corrupt(format!(
+                    "offset {offset} is not a batch boundary in {}",
+                    self.path.display()
+                )));
             }
             self.file
                 .read_exact_at(&mut header_buf, pos)
@@ -196,7 +220,9 @@ impl Segment {
             if header.base_offset == offset {
                 break;
             }
-            if header.base_offset > offset || header.next_offset() > offset && header.base_offset < offset {
+            if header.base_offset > offset
+                || header.next_offset() > offset && header.base_offset < offset
+            {
                 return Err(LogError::corrupt(format!(
                     "offset {offset} falls inside a batch in {}",
                     self.path.display()
@@ -216,7 +242,9 @@ impl Segment {
     }
 
     pub fn sync(&self) -> Result<(), LogError> {
-        self.file.sync_data().map_err(|e| LogError::io("fsync segment", &self.path, e))
+        self.file
+            .sync_data()
+            .map_err(|e| LogError::io("fsync segment", &self.path, e))
     }
 }
 
@@ -244,7 +272,11 @@ pub(crate) fn read_batches(
     out: &mut Vec<batch::StoredRecord>,
 ) -> Result<bool, LogError> {
     let (file, path, end_pos) = (&*view.file, view.path.as_path(), view.end_pos);
-    let ReadRequest { from_offset, stable_offset, max_bytes } = *request;
+    let ReadRequest {
+        from_offset,
+        stable_offset,
+        max_bytes,
+    } = *request;
     let mut pos = view.start_pos;
     let mut header_buf = [0u8; BATCH_HEADER_LEN];
     // First find the batch holding `from_offset`: the index may point a few batches earlier.
@@ -252,7 +284,8 @@ pub(crate) fn read_batches(
         if pos >= end_pos {
             return Ok(true);
         }
-        file.read_exact_at(&mut header_buf, pos).map_err(|e| LogError::io("read segment", path, e))?;
+        file.read_exact_at(&mut header_buf, pos)
+            .map_err(|e| LogError::io("read segment", path, e))?;
         let header = BatchHeader::parse(&header_buf)?;
         if header.base_offset >= stable_offset {
             return Ok(true);
@@ -266,12 +299,14 @@ pub(crate) fn read_batches(
     let mut want = (end_pos - pos).min(max_bytes as u64) as usize;
     want = want.max(BATCH_HEADER_LEN);
     let mut buf = vec![0u8; want];
-    file.read_exact_at(&mut buf, pos).map_err(|e| LogError::io("read segment", path, e))?;
+    file.read_exact_at(&mut buf, pos)
+        .map_err(|e| LogError::io("read segment", path, e))?;
     let first = BatchHeader::parse(&buf)?;
     if first.total_len > buf.len() {
         // One batch larger than max_bytes: read it whole.
         buf.resize(first.total_len, 0);
-        file.read_exact_at(&mut buf, pos).map_err(|e| LogError::io("read segment", path, e))?;
+        file.read_exact_at(&mut buf, pos)
+            .map_err(|e| LogError::io("read segment", path, e))?;
     }
     let buf = bytes::Bytes::from(buf);
     let mut at = 0usize;
@@ -287,7 +322,10 @@ pub(crate) fn read_batches(
         }
         let start = out.len();
         batch::decode(&buf.slice(at..at + header.total_len), out)?;
-        let skip = out[start..].iter().take_while(|r| r.offset < from_offset).count();
+        let skip = out[start..]
+            .iter()
+            .take_while(|r| r.offset < from_offset)
+            .count();
         out.drain(start..start + skip);
         at += header.total_len;
     }

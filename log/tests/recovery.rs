@@ -16,7 +16,11 @@ fn record(value: &str) -> Record {
 }
 
 fn batch(topic: &str, partition: u32, values: &[&str]) -> PartitionBatch {
-    PartitionBatch { topic: topic.into(), partition, records: values.iter().map(|v| record(v)).collect() }
+    PartitionBatch {
+        topic: topic.into(),
+        partition,
+        records: values.iter().map(|v| record(v)).collect(),
+    }
 }
 
 fn values(log: &Log, topic: &str, partition: u32) -> Vec<String> {
@@ -24,14 +28,23 @@ fn values(log: &Log, topic: &str, partition: u32) -> Vec<String> {
     let mut offset = 0;
     loop {
         let records = log.read(topic, partition, offset, 1 << 16).unwrap();
-        let Some(last) = records.last() else { return out };
+        let Some(last) = records.last() else {
+            return out;
+        };
         offset = last.offset + 1;
-        out.extend(records.iter().map(|r| String::from_utf8(r.value.clone().unwrap().to_vec()).unwrap()));
+        out.extend(
+            records
+                .iter()
+                .map(|r| String::from_utf8(r.value.clone().unwrap().to_vec()).unwrap()),
+        );
     }
 }
 
 fn small_segments() -> LogOptions {
-    LogOptions { segment_bytes: 300, ..LogOptions::default() }
+    LogOptions {
+        segment_bytes: 300,
+        ..LogOptions::default()
+    }
 }
 
 #[test]
@@ -42,7 +55,12 @@ fn committed_transactions_survive_reopen_across_many_segments() {
         let log = Log::open(dir.path(), small_segments()).unwrap();
         log.create_topic("t", 2).unwrap();
         for (i, value) in expected.iter().enumerate() {
-            log.append_txn("w", &[batch("t", 0, &[value]), batch("t", 1, &[value])], &format!("pos-{i}")).unwrap();
+            log.append_txn(
+                "w",
+                &[batch("t", 0, &[value]), batch("t", 1, &[value])],
+                &format!("pos-{i}"),
+            )
+            .unwrap();
         }
     }
     let log = Log::open(dir.path(), small_segments()).unwrap();
@@ -61,13 +79,17 @@ fn a_torn_tail_is_cut_and_only_committed_records_remain() {
     {
         let log = Log::open(dir.path(), LogOptions::default()).unwrap();
         log.create_topic("t", 1).unwrap();
-        log.append_txn("w", &[batch("t", 0, &["a", "b"])], "1").unwrap();
+        log.append_txn("w", &[batch("t", 0, &["a", "b"])], "1")
+            .unwrap();
         log.append_txn("w", &[batch("t", 0, &["c"])], "2").unwrap();
     }
     // Garbage after the last batch, as a crash mid-write leaves it.
     let segment = dir.path().join("topics/t/0/00000000000000000000.log");
     let mut file = OpenOptions::new().append(true).open(&segment).unwrap();
-    file.write_all(&[0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x03, 0x00, 0x00, 0x10]).unwrap();
+    file.write_all(&[
+        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x03, 0x00, 0x00, 0x10,
+    ])
+    .unwrap();
     drop(file);
     let log = Log::open(dir.path(), LogOptions::default()).unwrap();
     assert_eq!(values(&log, "t", 0), ["a", "b", "c"]);
@@ -84,12 +106,19 @@ fn data_appended_without_its_commit_record_is_invisible_and_cut_on_reopen() {
         let log = Log::open(dir.path(), LogOptions::default()).unwrap();
         log.create_topic("a", 1).unwrap();
         log.create_topic("b", 1).unwrap();
-        log.append_txn("w", &[batch("a", 0, &["a1"]), batch("b", 0, &["b1"])], "1").unwrap();
+        log.append_txn("w", &[batch("a", 0, &["a1"]), batch("b", 0, &["b1"])], "1")
+            .unwrap();
         control_len_after_first = std::fs::metadata(&control).unwrap().len();
-        log.append_txn("w", &[batch("a", 0, &["a2"]), batch("b", 0, &["b2"])], "2").unwrap();
+        log.append_txn("w", &[batch("a", 0, &["a2"]), batch("b", 0, &["b2"])], "2")
+            .unwrap();
     }
     // Remove the second commit record: as if the crash came after the data, before the commit.
-    OpenOptions::new().write(true).open(&control).unwrap().set_len(control_len_after_first).unwrap();
+    OpenOptions::new()
+        .write(true)
+        .open(&control)
+        .unwrap()
+        .set_len(control_len_after_first)
+        .unwrap();
     let log = Log::open(dir.path(), LogOptions::default()).unwrap();
     assert_eq!(log.checkpoint("w").as_deref(), Some("1"));
     assert_eq!(values(&log, "a", 0), ["a1"]);
@@ -118,30 +147,44 @@ fn consumer_group_offsets_are_durable_and_merged() {
     let dir = tempfile::tempdir().unwrap();
     {
         let log = Log::open(dir.path(), LogOptions::default()).unwrap();
-        log.commit_offsets("g", &[("t".into(), 0, 5), ("t".into(), 1, 7)]).unwrap();
+        log.commit_offsets("g", &[("t".into(), 0, 5), ("t".into(), 1, 7)])
+            .unwrap();
         log.commit_offsets("g", &[("t".into(), 0, 9)]).unwrap();
     }
     let log = Log::open(dir.path(), LogOptions::default()).unwrap();
     let offsets = log.group_offsets("g").unwrap();
     assert_eq!(offsets.get(&("t".into(), 0)), Some(&9));
     assert_eq!(offsets.get(&("t".into(), 1)), Some(&7));
-    assert!(matches!(log.commit_offsets("../x", &[]), Err(LogError::InvalidName { .. })));
+    assert!(matches!(
+        log.commit_offsets("../x", &[]),
+        Err(LogError::InvalidName { .. })
+    ));
 }
 
 #[test]
 fn control_segment_rolls_and_keeps_every_writers_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let log = Log::open(dir.path(), LogOptions { fsync: sluice_log::FsyncPolicy::Never, ..LogOptions::default() }).unwrap();
+        let log = Log::open(
+            dir.path(),
+            LogOptions {
+                fsync: sluice_log::FsyncPolicy::Never,
+                ..LogOptions::default()
+            },
+        )
+        .unwrap();
         log.create_topic("t", 1).unwrap();
-        log.append_txn("quiet", &[batch("t", 0, &["q"])], "quiet-pos").unwrap();
+        log.append_txn("quiet", &[batch("t", 0, &["q"])], "quiet-pos")
+            .unwrap();
         // Each commit record is ~100 bytes: enough of them roll the 8 MiB control segment.
         let big_checkpoint = "x".repeat(4000);
         for _ in 0..2500 {
             log.append_txn("busy", &[], &big_checkpoint).unwrap();
         }
     }
-    let segments = std::fs::read_dir(dir.path().join("control")).unwrap().count();
+    let segments = std::fs::read_dir(dir.path().join("control"))
+        .unwrap()
+        .count();
     assert_eq!(segments, 1, "old control segments are deleted after a roll");
     let log = Log::open(dir.path(), LogOptions::default()).unwrap();
     assert_eq!(log.checkpoint("quiet").as_deref(), Some("quiet-pos"));

@@ -42,7 +42,12 @@ pub struct JsonEnvelopeEncoder {
 
 impl JsonEnvelopeEncoder {
     pub fn new(source: SourceBlock, tombstones_on_delete: bool) -> JsonEnvelopeEncoder {
-        JsonEnvelopeEncoder { source, tombstones_on_delete, buf: Vec::with_capacity(1024), text: String::new() }
+        JsonEnvelopeEncoder {
+            source,
+            tombstones_on_delete,
+            buf: Vec::with_capacity(1024),
+            text: String::new(),
+        }
     }
 
     fn key(&mut self, event: &ChangeEvent) -> Option<Bytes> {
@@ -82,12 +87,21 @@ impl JsonEnvelopeEncoder {
         buf.extend_from_slice(b",\"op\":\"");
         buf.extend_from_slice(event.op.code().as_bytes());
         let now_us = now_us();
-        let _ = write!(buf, "\",\"ts_ms\":{},\"ts_us\":{}", now_us.div_euclid(1000), now_us);
+        let _ = write!(
+            buf,
+            "\",\"ts_ms\":{},\"ts_us\":{}",
+            now_us.div_euclid(1000),
+            now_us
+        );
         if let Some(message) = &event.message {
             buf.extend_from_slice(b",\"message\":{\"prefix\":");
             write_str(buf, &message.prefix);
             buf.extend_from_slice(b",\"content\":\"");
-            buf.extend_from_slice(base64::engine::general_purpose::STANDARD.encode(&message.content).as_bytes());
+            buf.extend_from_slice(
+                base64::engine::general_purpose::STANDARD
+                    .encode(&message.content)
+                    .as_bytes(),
+            );
             buf.extend_from_slice(b"\"}");
         }
         buf.extend_from_slice(b",\"transaction\":");
@@ -105,13 +119,23 @@ impl JsonEnvelopeEncoder {
 }
 
 impl EventEncoder for JsonEnvelopeEncoder {
-    fn encode(&mut self, event: &ChangeEvent, out: &mut Vec<EncodedRecord>) -> Result<(), EncodeError> {
+    fn encode(
+        &mut self,
+        event: &ChangeEvent,
+        out: &mut Vec<EncodedRecord>,
+    ) -> Result<(), EncodeError> {
         if event.op != Op::Message && event.table.is_none() {
-            return Err(EncodeError { table: "?".into(), reason: format!("a {:?} event has no table", event.op) });
+            return Err(EncodeError {
+                table: "?".into(),
+                reason: format!("a {:?} event has no table", event.op),
+            });
         }
         let key = self.key(event);
         let value = self.value(event);
-        out.push(EncodedRecord { key: key.clone(), value: Some(value) });
+        out.push(EncodedRecord {
+            key: key.clone(),
+            value: Some(value),
+        });
         if event.op == Op::Delete && self.tombstones_on_delete && key.is_some() {
             out.push(EncodedRecord { key, value: None });
         }
@@ -119,7 +143,12 @@ impl EventEncoder for JsonEnvelopeEncoder {
     }
 }
 
-fn write_row(buf: &mut Vec<u8>, text: &mut String, schema: Option<&TableSchema>, row: Option<&[Value]>) {
+fn write_row(
+    buf: &mut Vec<u8>,
+    text: &mut String,
+    schema: Option<&TableSchema>,
+    row: Option<&[Value]>,
+) {
     let (Some(schema), Some(row)) = (schema, row) else {
         buf.extend_from_slice(b"null");
         return;
@@ -144,10 +173,20 @@ fn write_source(buf: &mut Vec<u8>, source: &SourceBlock, event: &ChangeEvent) {
     buf.extend_from_slice(source.connector.as_bytes());
     buf.extend_from_slice(b"\",\"name\":");
     write_str(buf, &source.name);
-    let _ = write!(buf, ",\"ts_ms\":{},\"ts_us\":{},\"snapshot\":\"{}\",\"db\":", commit_us.div_euclid(1000), commit_us, event.snapshot.as_str());
+    let _ = write!(
+        buf,
+        ",\"ts_ms\":{},\"ts_us\":{},\"snapshot\":\"{}\",\"db\":",
+        commit_us.div_euclid(1000),
+        commit_us,
+        event.snapshot.as_str()
+    );
     write_str(buf, &source.db);
     if let Some(schema) = &event.table {
-        let namespace_field: &[u8] = if source.connector == "postgresql" { b",\"schema\":" } else { b",\"db_schema\":" };
+        let namespace_field: &[u8] = if source.connector == "postgresql" {
+            b",\"schema\":"
+        } else {
+            b",\"db_schema\":"
+        };
         buf.extend_from_slice(namespace_field);
         write_str(buf, &schema.table.namespace);
         buf.extend_from_slice(b",\"table\":");
@@ -200,7 +239,11 @@ pub fn write_value(buf: &mut Vec<u8>, text: &mut String, value: &Value) {
         Value::Text(s) | Value::Json(s) | Value::Enum(s) => write_str(buf, s),
         Value::Bytes(b) => {
             buf.push(b'"');
-            buf.extend_from_slice(base64::engine::general_purpose::STANDARD.encode(b).as_bytes());
+            buf.extend_from_slice(
+                base64::engine::general_purpose::STANDARD
+                    .encode(b)
+                    .as_bytes(),
+            );
             buf.push(b'"');
         }
         Value::Uuid(u) => write_str(buf, &value::uuid_to_string(u)),
@@ -208,15 +251,22 @@ pub fn write_value(buf: &mut Vec<u8>, text: &mut String, value: &Value) {
         Value::Date(Date::PositiveInfinity) => write_display(buf, &i32::MAX),
         Value::Date(Date::NegativeInfinity) => write_display(buf, &i32::MIN),
         Value::Time(micros) => write_display(buf, micros),
-        Value::TimeTz { micros, offset_seconds } => {
+        Value::TimeTz {
+            micros,
+            offset_seconds,
+        } => {
             text.clear();
             value::write_time_of_day(text, *micros);
             value::write_offset(text, *offset_seconds);
             write_str(buf, text);
         }
         Value::Timestamp(Timestamp::Micros(micros)) => write_display(buf, micros),
-        Value::Timestamp(Timestamp::PositiveInfinity) => write_display(buf, &TIMESTAMP_POSITIVE_INFINITY_US),
-        Value::Timestamp(Timestamp::NegativeInfinity) => write_display(buf, &TIMESTAMP_NEGATIVE_INFINITY_US),
+        Value::Timestamp(Timestamp::PositiveInfinity) => {
+            write_display(buf, &TIMESTAMP_POSITIVE_INFINITY_US)
+        }
+        Value::Timestamp(Timestamp::NegativeInfinity) => {
+            write_display(buf, &TIMESTAMP_NEGATIVE_INFINITY_US)
+        }
         Value::TimestampTz(Timestamp::Micros(micros)) => {
             text.clear();
             value::write_utc_timestamp(text, *micros);
@@ -288,9 +338,17 @@ mod tests {
     use sluice_core::value::{Decimal, Interval};
 
     fn schema() -> Arc<TableSchema> {
-        let column = |name: &str, key| Column { name: name.into(), type_name: "int4".into(), key, nullable: !key };
+        let column = |name: &str, key| Column {
+            name: name.into(),
+            type_name: "int4".into(),
+            key,
+            nullable: !key,
+        };
         Arc::new(TableSchema {
-            table: TableId { namespace: "public".into(), name: "orders".into() },
+            table: TableId {
+                namespace: "public".into(),
+                name: "orders".into(),
+            },
             columns: vec![column("id", true), column("qty", false)],
             version: 1,
         })
@@ -307,13 +365,23 @@ mod tests {
             commit_ts_us: 1_559_033_904_863_123,
             position: Position::PgLsn(Lsn(24_023_128)),
             xid: Some(556),
-            txn: Some(TxnInfo { id: "556:24023128".into(), total_order: 1 }),
+            txn: Some(TxnInfo {
+                id: "556:24023128".into(),
+                total_order: 1,
+            }),
             message: None,
         }
     }
 
     fn encoder() -> JsonEnvelopeEncoder {
-        JsonEnvelopeEncoder::new(SourceBlock { connector: "postgresql", name: "shop".into(), db: "shop".into() }, true)
+        JsonEnvelopeEncoder::new(
+            SourceBlock {
+                connector: "postgresql",
+                name: "shop".into(),
+                db: "shop".into(),
+            },
+            true,
+        )
     }
 
     fn json(bytes: &Option<Bytes>) -> serde_json::Value {
@@ -323,7 +391,11 @@ mod tests {
     #[test]
     fn an_update_is_a_debezium_envelope_with_key_and_source() {
         let mut out = Vec::new();
-        let ev = event(Op::Update, Some(vec![Value::Int32(1), Value::Int32(2)]), Some(vec![Value::Int32(1), Value::Int32(3)]));
+        let ev = event(
+            Op::Update,
+            Some(vec![Value::Int32(1), Value::Int32(2)]),
+            Some(vec![Value::Int32(1), Value::Int32(3)]),
+        );
         encoder().encode(&ev, &mut out).unwrap();
         assert_eq!(out.len(), 1);
         assert_eq!(json(&out[0].key), serde_json::json!({"id": 1}));
@@ -345,12 +417,17 @@ mod tests {
     fn a_delete_is_followed_by_a_tombstone_and_a_truncate_has_no_rows() {
         let mut out = Vec::new();
         let mut enc = encoder();
-        enc.encode(&event(Op::Delete, Some(vec![Value::Int32(7), Value::Null]), None), &mut out).unwrap();
+        enc.encode(
+            &event(Op::Delete, Some(vec![Value::Int32(7), Value::Null]), None),
+            &mut out,
+        )
+        .unwrap();
         assert_eq!(out.len(), 2);
         assert_eq!(out[1].value, None);
         assert_eq!(out[1].key, out[0].key);
         out.clear();
-        enc.encode(&event(Op::Truncate, None, None), &mut out).unwrap();
+        enc.encode(&event(Op::Truncate, None, None), &mut out)
+            .unwrap();
         let value = json(&out[0].value);
         assert_eq!(out[0].key, None);
         assert_eq!(value["op"], "t");
@@ -360,18 +437,55 @@ mod tests {
     #[test]
     fn values_map_exactly() {
         let cases = [
-            (Value::UInt64(u64::MAX), serde_json::json!(18446744073709551615u64)),
-            (Value::Decimal(Decimal::Finite("-12345678901234567890.123".into())), serde_json::json!("-12345678901234567890.123")),
+            (
+                Value::UInt64(u64::MAX),
+                serde_json::json!(18446744073709551615u64),
+            ),
+            (
+                Value::Decimal(Decimal::Finite("-12345678901234567890.123".into())),
+                serde_json::json!("-12345678901234567890.123"),
+            ),
             (Value::Decimal(Decimal::NaN), serde_json::json!("NaN")),
-            (Value::Float64(f64::NEG_INFINITY), serde_json::json!("-Infinity")),
+            (
+                Value::Float64(f64::NEG_INFINITY),
+                serde_json::json!("-Infinity"),
+            ),
             (Value::Float64(1.0), serde_json::json!(1.0)),
-            (Value::Bytes(Bytes::from_static(b"\x00\xff")), serde_json::json!("AP8=")),
-            (Value::Interval(Interval { months: 1, days: 2, micros: 3_000_000 }), serde_json::json!("P1M2DT3S")),
-            (Value::TimestampTz(Timestamp::Micros(0)), serde_json::json!("1970-01-01T00:00:00Z")),
-            (Value::Timestamp(Timestamp::PositiveInfinity), serde_json::json!(TIMESTAMP_POSITIVE_INFINITY_US)),
-            (Value::TimeTz { micros: 3_600_000_000, offset_seconds: 19_800 }, serde_json::json!("01:00:00+05:30")),
-            (Value::Array(vec![Value::Int32(1), Value::Null]), serde_json::json!([1, null])),
-            (Value::Text("ünï \"q\"".into()), serde_json::json!("ünï \"q\"")),
+            (
+                Value::Bytes(Bytes::from_static(b"\x00\xff")),
+                serde_json::json!("AP8="),
+            ),
+            (
+                Value::Interval(Interval {
+                    months: 1,
+                    days: 2,
+                    micros: 3_000_000,
+                }),
+                serde_json::json!("P1M2DT3S"),
+            ),
+            (
+                Value::TimestampTz(Timestamp::Micros(0)),
+                serde_json::json!("1970-01-01T00:00:00Z"),
+            ),
+            (
+                Value::Timestamp(Timestamp::PositiveInfinity),
+                serde_json::json!(TIMESTAMP_POSITIVE_INFINITY_US),
+            ),
+            (
+                Value::TimeTz {
+                    micros: 3_600_000_000,
+                    offset_seconds: 19_800,
+                },
+                serde_json::json!("01:00:00+05:30"),
+            ),
+            (
+                Value::Array(vec![Value::Int32(1), Value::Null]),
+                serde_json::json!([1, null]),
+            ),
+            (
+                Value::Text("ünï \"q\"".into()),
+                serde_json::json!("ünï \"q\""),
+            ),
         ];
         for (value, expected) in cases {
             assert_eq!(value_to_json(&value), expected, "{value:?}");

@@ -20,15 +20,26 @@ pub struct JsonlSinkConfig {
 
 impl JsonlSinkConfig {
     pub fn validate(&self, key: &str) -> Result<(), ConfigError> {
-        let err = |field: &str, message: &str| ConfigError { key: format!("{key}.{field}"), message: message.to_owned() };
-        if self.name.is_empty() || !self.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+        let err = |field: &str, message: &str| ConfigError {
+            key: format!("{key}.{field}"),
+            message: message.to_owned(),
+        };
+        if self.name.is_empty()
+            || !self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
             return Err(err("name", "use letters, digits, '_' and '-'"));
         }
         if self.path.as_os_str().is_empty() || self.path.file_name().is_none() {
             return Err(err("path", "name a file, e.g. \"data/audit.jsonl\""));
         }
         if self.topics.is_empty() {
-            return Err(err("topics", "list at least one topic or pattern, e.g. [\"shop.public.*\"]"));
+            return Err(err(
+                "topics",
+                "list at least one topic or pattern, e.g. [\"shop.public.*\"]",
+            ));
         }
         Ok(())
     }

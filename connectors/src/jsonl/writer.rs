@@ -24,7 +24,12 @@ pub enum JsonlError {
          move both files away to start over",
         path.display(), offsets.display()
     )]
-    FileShrank { path: PathBuf, offsets: PathBuf, found: u64, committed: u64 },
+    FileShrank {
+        path: PathBuf,
+        offsets: PathBuf,
+        found: u64,
+        committed: u64,
+    },
     #[error("{} is unreadable: {reason}", path.display())]
     BadOffsets { path: PathBuf, reason: String },
 }
@@ -40,7 +45,11 @@ impl Classify for JsonlError {
 }
 
 fn io_error<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> JsonlError + 'a {
-    move |source| JsonlError::Io { action, path: path.to_path_buf(), source }
+    move |source| JsonlError::Io {
+        action,
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 #[derive(Serialize, Deserialize, Default)]
@@ -66,17 +75,32 @@ pub struct JsonlSink {
 
 impl JsonlSink {
     pub fn new(config: JsonlSinkConfig) -> JsonlSink {
-        JsonlSink { config, file: None, file_len: 0, offsets: Offsets::new(), buf: Vec::new() }
+        JsonlSink {
+            config,
+            file: None,
+            file_len: 0,
+            offsets: Offsets::new(),
+            buf: Vec::new(),
+        }
     }
 
     fn load_committed(&self) -> Result<Option<Committed>, JsonlError> {
         let path = self.config.offsets_path();
         match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|e| JsonlError::BadOffsets { path, reason: e.to_string() }),
+            Ok(bytes) => {
+                serde_json::from_slice(&bytes)
+                    .map(Some)
+                    .map_err(|e| JsonlError::BadOffsets {
+                        path,
+                        reason: e.to_string(),
+                    })
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(JsonlError::Io { action: "read", path, source: e }),
+            Err(e) => Err(JsonlError::Io {
+                action: "read",
+                path,
+                source: e,
+            }),
         }
     }
 
@@ -86,7 +110,11 @@ impl JsonlSink {
             offsets: self
                 .offsets
                 .iter()
-                .map(|((topic, partition), offset)| CommittedOffset { topic: topic.clone(), partition: *partition, offset: *offset })
+                .map(|((topic, partition), offset)| CommittedOffset {
+                    topic: topic.clone(),
+                    partition: *partition,
+                    offset: *offset,
+                })
                 .collect(),
         };
         let path = self.config.offsets_path();
@@ -97,7 +125,12 @@ impl JsonlSink {
             file.write_all(&bytes)?;
             file.sync_all()?;
             std::fs::rename(&tmp, &path)?;
-            File::open(path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")))?.sync_all()
+            File::open(
+                path.parent()
+                    .filter(|p| !p.as_os_str().is_empty())
+                    .unwrap_or(Path::new(".")),
+            )?
+            .sync_all()
         };
         write().map_err(io_error("write", &path))
     }
@@ -111,20 +144,35 @@ impl Sink for JsonlSink {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(io_error("create directory for", &path))?;
         }
-        let file = OpenOptions::new().create(true).append(true).open(&path).map_err(io_error("open", &path))?;
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(io_error("open", &path))?;
         let found = file.metadata().map_err(io_error("stat", &path))?.len();
         let committed = self.load_committed()?;
         let stored = match committed {
             Some(committed) => {
                 if found < committed.file_len {
-                    return Err(JsonlError::FileShrank { path, offsets: self.config.offsets_path(), found, committed: committed.file_len });
+                    return Err(JsonlError::FileShrank {
+                        path,
+                        offsets: self.config.offsets_path(),
+                        found,
+                        committed: committed.file_len,
+                    });
                 }
                 if found > committed.file_len {
                     tracing::info!(path = %path.display(), bytes = found - committed.file_len, "cutting lines written but not committed before the last stop");
-                    file.set_len(committed.file_len).and_then(|()| file.sync_all()).map_err(io_error("truncate", &path))?;
+                    file.set_len(committed.file_len)
+                        .and_then(|()| file.sync_all())
+                        .map_err(io_error("truncate", &path))?;
                 }
                 self.file_len = committed.file_len;
-                self.offsets = committed.offsets.into_iter().map(|o| ((o.topic, o.partition), o.offset)).collect();
+                self.offsets = committed
+                    .offsets
+                    .into_iter()
+                    .map(|o| ((o.topic, o.partition), o.offset))
+                    .collect();
                 Some(self.offsets.clone())
             }
             None => {
@@ -145,9 +193,13 @@ impl Sink for JsonlSink {
                 self.buf.extend_from_slice(value);
                 self.buf.push(b'\n');
             }
-            self.offsets.insert((record.topic.to_string(), record.partition), record.record.offset + 1);
+            self.offsets.insert(
+                (record.topic.to_string(), record.partition),
+                record.record.offset + 1,
+            );
         }
-        file.write_all(&self.buf).map_err(io_error("append to", path))?;
+        file.write_all(&self.buf)
+            .map_err(io_error("append to", path))?;
         file.sync_data().map_err(io_error("fsync", path))?;
         self.file_len += self.buf.len() as u64;
         self.store_committed()

@@ -41,7 +41,10 @@ pub fn table_matches(patterns: &[String], table: &TableId) -> bool {
 }
 
 /// Ordinary tables matching `patterns`, in name order.
-pub async fn resolve_tables(client: &Client, patterns: &[String]) -> Result<Vec<CapturedTable>, PostgresError> {
+pub async fn resolve_tables(
+    client: &Client,
+    patterns: &[String],
+) -> Result<Vec<CapturedTable>, PostgresError> {
     let rows = client
         .query(
             "SELECT c.oid, n.nspname, c.relname, c.relreplident::text, \
@@ -55,7 +58,10 @@ pub async fn resolve_tables(client: &Client, patterns: &[String]) -> Result<Vec<
         .await?;
     let mut tables = Vec::new();
     for row in rows {
-        let id = TableId { namespace: row.get(1), name: row.get(2) };
+        let id = TableId {
+            namespace: row.get(1),
+            name: row.get(2),
+        };
         if table_matches(patterns, &id) {
             let identity: String = row.get(3);
             tables.push(CapturedTable {
@@ -103,7 +109,10 @@ pub struct TypeResolver {
 
 impl TypeResolver {
     pub fn new(unknown_types: UnknownTypes) -> TypeResolver {
-        TypeResolver { cache: HashMap::new(), unknown_types }
+        TypeResolver {
+            cache: HashMap::new(),
+            unknown_types,
+        }
     }
 
     /// The decoder of `oid` for `table`.`column`; an unmappable type is an error naming both,
@@ -119,11 +128,19 @@ impl TypeResolver {
         match self.lookup(client, oid).await? {
             Some(ty) => Ok(ty),
             None if self.unknown_types == UnknownTypes::Text => Ok(PgType::Passthrough),
-            None => Err(PostgresError::UnknownType { table: table.to_string(), column: column.to_owned(), type_name: type_name.to_owned() }),
+            None => Err(PostgresError::UnknownType {
+                table: table.to_string(),
+                column: column.to_owned(),
+                type_name: type_name.to_owned(),
+            }),
         }
     }
 
-    fn lookup<'a>(&'a mut self, client: &'a Client, oid: u32) -> Pin<Box<dyn Future<Output = Result<Option<PgType>, PostgresError>> + Send + 'a>> {
+    fn lookup<'a>(
+        &'a mut self,
+        client: &'a Client,
+        oid: u32,
+    ) -> Pin<Box<dyn Future<Output = Result<Option<PgType>, PostgresError>> + Send + 'a>> {
         Box::pin(async move {
             if let Some(ty) = PgType::builtin(oid) {
                 return Ok(Some(ty));
@@ -137,11 +154,15 @@ impl TypeResolver {
             let ty = match row {
                 None => None,
                 Some(row) => {
-                    let (typtype, elem, base, category): (String, u32, u32, String) = (row.get(0), row.get(1), row.get(2), row.get(3));
+                    let (typtype, elem, base, category): (String, u32, u32, String) =
+                        (row.get(0), row.get(1), row.get(2), row.get(3));
                     match (typtype.as_str(), category.as_str()) {
                         ("e", _) => Some(PgType::Enum),
                         ("d", _) => self.lookup(client, base).await?,
-                        (_, "A") if elem != 0 => self.lookup(client, elem).await?.map(|e| PgType::Array(Box::new(e))),
+                        (_, "A") if elem != 0 => self
+                            .lookup(client, elem)
+                            .await?
+                            .map(|e| PgType::Array(Box::new(e))),
                         _ => None,
                     }
                 }

@@ -95,42 +95,86 @@ impl PostgresSourceConfig {
     /// Checks everything that can be checked without connecting. `key` is where this source
     /// sits in the file (`sources[0]`), for error messages.
     pub fn validate(&self, key: &str) -> Result<(), ConfigError> {
-        let err = |field: &str, message: String| ConfigError { key: format!("{key}.{field}"), message };
-        if self.name.is_empty() || !self.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
-            return Err(err("name", format!("{:?} is not a valid source name: use letters, digits, '_' and '-'", self.name)));
+        let err = |field: &str, message: String| ConfigError {
+            key: format!("{key}.{field}"),
+            message,
+        };
+        if self.name.is_empty()
+            || !self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            return Err(err(
+                "name",
+                format!(
+                    "{:?} is not a valid source name: use letters, digits, '_' and '-'",
+                    self.name
+                ),
+            ));
         }
-        self.connect_params().map_err(|message| err("url", message))?;
+        self.connect_params()
+            .map_err(|message| err("url", message))?;
         if self.tables.is_empty() {
-            return Err(err("tables", "list at least one table pattern, e.g. [\"public.*\"]".into()));
+            return Err(err(
+                "tables",
+                "list at least one table pattern, e.g. [\"public.*\"]".into(),
+            ));
         }
         for pattern in &self.tables {
             if pattern.split('.').count() != 2 || pattern.split('.').any(str::is_empty) {
-                return Err(err("tables", format!("{pattern:?} is not of the form schema.table (wildcards allowed: public.*)")));
+                return Err(err(
+                    "tables",
+                    format!(
+                        "{pattern:?} is not of the form schema.table (wildcards allowed: public.*)"
+                    ),
+                ));
             }
         }
-        for (field, name) in [("slot", self.slot_name()), ("publication", self.publication_name())] {
-            if name.is_empty() || name.len() > 63 || !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') {
-                return Err(err(field, format!("{name:?} is not a valid name: use at most 63 of a-z, 0-9 and '_'")));
+        for (field, name) in [
+            ("slot", self.slot_name()),
+            ("publication", self.publication_name()),
+        ] {
+            if name.is_empty()
+                || name.len() > 63
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+            {
+                return Err(err(
+                    field,
+                    format!("{name:?} is not a valid name: use at most 63 of a-z, 0-9 and '_'"),
+                ));
             }
         }
         if self.max_batch_events == 0 {
             return Err(err("max_batch_events", "must be at least 1".into()));
         }
         if !(1..=64).contains(&self.snapshot_parallelism) {
-            return Err(err("snapshot_parallelism", "must be between 1 and 64".into()));
+            return Err(err(
+                "snapshot_parallelism",
+                "must be between 1 and 64".into(),
+            ));
         }
         if !(1..=3600).contains(&self.status_interval_s) {
-            return Err(err("status_interval_s", "must be between 1 and 3600 seconds".into()));
+            return Err(err(
+                "status_interval_s",
+                "must be between 1 and 3600 seconds".into(),
+            ));
         }
         Ok(())
     }
 
     pub fn slot_name(&self) -> String {
-        self.slot.clone().unwrap_or_else(|| default_object_name(&self.name))
+        self.slot
+            .clone()
+            .unwrap_or_else(|| default_object_name(&self.name))
     }
 
     pub fn publication_name(&self) -> String {
-        self.publication.clone().unwrap_or_else(|| default_object_name(&self.name))
+        self.publication
+            .clone()
+            .unwrap_or_else(|| default_object_name(&self.name))
     }
 
     pub fn max_batch_age(&self) -> Duration {
@@ -144,17 +188,24 @@ impl PostgresSourceConfig {
         if let Some(password) = self.file_password()? {
             config.password(password);
         }
-        let options: Vec<String> =
-            super::protocol::SESSION_SETTINGS.iter().map(|(name, value)| format!("-c {name}={value}")).collect();
+        let options: Vec<String> = super::protocol::SESSION_SETTINGS
+            .iter()
+            .map(|(name, value)| format!("-c {name}={value}"))
+            .collect();
         config.options(options.join(" "));
         config.application_name("sluice");
         Ok(config)
     }
 
     fn file_password(&self) -> Result<Option<Vec<u8>>, String> {
-        let Some(path) = &self.password_file else { return Ok(None) };
-        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read password_file {}: {e}", path.display()))?;
-        Ok(Some(text.trim_end_matches(['\n', '\r']).as_bytes().to_vec()))
+        let Some(path) = &self.password_file else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read password_file {}: {e}", path.display()))?;
+        Ok(Some(
+            text.trim_end_matches(['\n', '\r']).as_bytes().to_vec(),
+        ))
     }
 
     /// Host, port, user and database for the replication connection.
@@ -164,11 +215,21 @@ impl PostgresSourceConfig {
         let host = match config.get_hosts() {
             [tokio_postgres::config::Host::Tcp(host)] => host.clone(),
             [] => return Err(format!("{} names no host", redact_url(&self.url))),
-            [_] => return Err("unix-socket hosts are not supported yet: use a TCP host such as 127.0.0.1".into()),
+            [_] => {
+                return Err(
+                    "unix-socket hosts are not supported yet: use a TCP host such as 127.0.0.1"
+                        .into(),
+                )
+            }
             _ => return Err("several hosts are not supported: name one".into()),
         };
         let port = config.get_ports().first().copied().unwrap_or(5432);
-        let user = config.get_user().ok_or_else(|| format!("{} names no user (postgres://USER@host/db)", redact_url(&self.url)))?;
+        let user = config.get_user().ok_or_else(|| {
+            format!(
+                "{} names no user (postgres://USER@host/db)",
+                redact_url(&self.url)
+            )
+        })?;
         let dbname = config.get_dbname().unwrap_or(user).to_owned();
         if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
             return Err("sslmode=require is not supported yet; connect over a trusted network or a local tunnel".into());
@@ -183,7 +244,10 @@ impl PostgresSourceConfig {
             user: user.to_owned(),
             password,
             dbname,
-            connect_timeout: config.get_connect_timeout().copied().unwrap_or(Duration::from_secs(10)),
+            connect_timeout: config
+                .get_connect_timeout()
+                .copied()
+                .unwrap_or(Duration::from_secs(10)),
         })
     }
 }
@@ -192,7 +256,13 @@ impl PostgresSourceConfig {
 fn default_object_name(source: &str) -> String {
     let name: String = source
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
         .collect();
     format!("sluice_{name}")
 }
@@ -228,7 +298,15 @@ mod tests {
         assert_eq!(config.tables, ["public.*"]);
         assert_eq!(config.snapshot, SnapshotMode::Initial);
         let params = config.connect_params().unwrap();
-        assert_eq!((params.host.as_str(), params.port, params.user.as_str(), params.dbname.as_str()), ("127.0.0.1", 5432, "postgres", "shop"));
+        assert_eq!(
+            (
+                params.host.as_str(),
+                params.port,
+                params.user.as_str(),
+                params.dbname.as_str()
+            ),
+            ("127.0.0.1", 5432, "postgres", "shop")
+        );
     }
 
     #[test]
@@ -237,21 +315,29 @@ mod tests {
         let err = config.validate("sources[0]").unwrap_err();
         assert_eq!(err.key, "sources[0].url");
         let config = parse(r#"{"name": "shop", "url": "postgres://u@h/db", "tables": ["orders"]}"#);
-        assert_eq!(config.validate("sources[1]").unwrap_err().key, "sources[1].tables");
+        assert_eq!(
+            config.validate("sources[1]").unwrap_err().key,
+            "sources[1].tables"
+        );
         let config = parse(r#"{"name": "shop", "url": "postgres://u@h/db", "slot": "Bad-Slot"}"#);
         assert_eq!(config.validate("s").unwrap_err().key, "s.slot");
     }
 
     #[test]
     fn unknown_fields_are_refused() {
-        let value: serde_json::Value = serde_json::from_str(r#"{"name": "a", "url": "postgres://u@h/d", "tabels": []}"#).unwrap();
+        let value: serde_json::Value =
+            serde_json::from_str(r#"{"name": "a", "url": "postgres://u@h/d", "tabels": []}"#)
+                .unwrap();
         let err = serde_json::from_value::<PostgresSourceConfig>(value).unwrap_err();
         assert!(err.to_string().contains("tabels"), "{err}");
     }
 
     #[test]
     fn passwords_are_redacted() {
-        assert_eq!(redact_url("postgres://u:secret@h:5432/db"), "postgres://u:***@h:5432/db");
+        assert_eq!(
+            redact_url("postgres://u:secret@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
         assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
     }
 }

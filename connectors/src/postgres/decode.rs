@@ -12,16 +12,49 @@ use super::protocol::PG_EPOCH_OFFSET_US;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum PgOutput {
-    Begin { final_lsn: Lsn, commit_ts_us: i64, xid: u32 },
-    Commit { commit_lsn: Lsn, end_lsn: Lsn, commit_ts_us: i64 },
-    Origin { name: String },
+    Begin {
+        final_lsn: Lsn,
+        commit_ts_us: i64,
+        xid: u32,
+    },
+    Commit {
+        commit_lsn: Lsn,
+        end_lsn: Lsn,
+        commit_ts_us: i64,
+    },
+    Origin {
+        name: String,
+    },
     Relation(RelationMessage),
-    Type { oid: u32, namespace: String, name: String },
-    Insert { relation: u32, new: Vec<TupleValue> },
-    Update { relation: u32, old: Option<OldTuple>, new: Vec<TupleValue> },
-    Delete { relation: u32, old: OldTuple },
-    Truncate { relations: Vec<u32>, cascade: bool, restart_identity: bool },
-    Message { transactional: bool, lsn: Lsn, prefix: String, content: Bytes },
+    Type {
+        oid: u32,
+        namespace: String,
+        name: String,
+    },
+    Insert {
+        relation: u32,
+        new: Vec<TupleValue>,
+    },
+    Update {
+        relation: u32,
+        old: Option<OldTuple>,
+        new: Vec<TupleValue>,
+    },
+    Delete {
+        relation: u32,
+        old: OldTuple,
+    },
+    Truncate {
+        relations: Vec<u32>,
+        cascade: bool,
+        restart_identity: bool,
+    },
+    Message {
+        transactional: bool,
+        lsn: Lsn,
+        prefix: String,
+        content: Bytes,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -104,8 +137,13 @@ impl Reader {
         Ok(self.data.get_i64())
     }
     fn cstring(&mut self, what: &str) -> Result<String, DecodeError> {
-        let end = self.data.iter().position(|b| *b == 0).ok_or_else(|| error(format!("unterminated {what}")))?;
-        let text = String::from_utf8(self.data[..end].to_vec()).map_err(|_| error(format!("{what} is not UTF-8")))?;
+        let end = self
+            .data
+            .iter()
+            .position(|b| *b == 0)
+            .ok_or_else(|| error(format!("unterminated {what}")))?;
+        let text = String::from_utf8(self.data[..end].to_vec())
+            .map_err(|_| error(format!("{what} is not UTF-8")))?;
         self.data.advance(end + 1);
         Ok(text)
     }
@@ -127,7 +165,8 @@ impl Reader {
                 b'u' => TupleValue::Unchanged,
                 kind @ (b't' | b'b') => {
                     let len = self.i32("tuple value length")?;
-                    let len = usize::try_from(len).map_err(|_| error("negative tuple value length"))?;
+                    let len =
+                        usize::try_from(len).map_err(|_| error("negative tuple value length"))?;
                     let data = self.bytes(len, "tuple value")?;
                     if kind == b't' {
                         TupleValue::Text(data)
@@ -146,93 +185,132 @@ impl Reader {
 pub fn parse(data: Bytes) -> Result<PgOutput, DecodeError> {
     let mut r = Reader { data };
     let tag = r.u8("message tag")?;
-    let message = match tag {
-        b'B' => PgOutput::Begin {
-            final_lsn: Lsn(r.u64("begin lsn")?),
-            commit_ts_us: r.timestamp("begin timestamp")?,
-            xid: r.u32("begin xid")?,
-        },
-        b'C' => {
-            let _flags = r.u8("commit flags")?;
-            PgOutput::Commit {
-                commit_lsn: Lsn(r.u64("commit lsn")?),
-                end_lsn: Lsn(r.u64("commit end lsn")?),
-                commit_ts_us: r.timestamp("commit timestamp")?,
+    let message =
+        match tag {
+            b'B' => PgOutput::Begin {
+                final_lsn: Lsn(r.u64("begin lsn")?),
+                commit_ts_us: r.timestamp("begin timestamp")?,
+                xid: r.u32("begin xid")?,
+            },
+            b'C' => {
+                let _flags = r.u8("commit flags")?;
+                PgOutput::Commit {
+                    commit_lsn: Lsn(r.u64("commit lsn")?),
+                    end_lsn: Lsn(r.u64("commit end lsn")?),
+                    commit_ts_us: r.timestamp("commit timestamp")?,
+                }
             }
-        }
-        b'O' => {
-            let _lsn = r.u64("origin lsn")?;
-            PgOutput::Origin { name: r.cstring("origin name")? }
-        }
-        b'R' => {
-            let oid = r.u32("relation oid")?;
-            let namespace = r.cstring("relation namespace")?;
-            let name = r.cstring("relation name")?;
-            let replica_identity = r.u8("replica identity")?;
-            let count = r.i16("relation column count")?;
-            let count = usize::try_from(count).map_err(|_| error("negative relation column count"))?;
-            let mut columns = Vec::with_capacity(count);
-            for _ in 0..count {
-                let flags = r.u8("column flags")?;
-                columns.push(RelationColumn {
-                    identity: flags & 1 == 1,
-                    name: r.cstring("column name")?,
-                    type_oid: r.u32("column type")?,
-                    type_modifier: r.i32("column type modifier")?,
-                });
+            b'O' => {
+                let _lsn = r.u64("origin lsn")?;
+                PgOutput::Origin {
+                    name: r.cstring("origin name")?,
+                }
             }
-            PgOutput::Relation(RelationMessage { oid, namespace, name, replica_identity, columns })
-        }
-        b'Y' => PgOutput::Type { oid: r.u32("type oid")?, namespace: r.cstring("type namespace")?, name: r.cstring("type name")? },
-        b'I' => {
-            let relation = r.u32("insert relation")?;
-            if r.u8("insert tuple tag")? != b'N' {
-                return Err(error("insert without a new tuple"));
+            b'R' => {
+                let oid = r.u32("relation oid")?;
+                let namespace = r.cstring("relation namespace")?;
+                let name = r.cstring("relation name")?;
+                let replica_identity = r.u8("replica identity")?;
+                let count = r.i16("relation column count")?;
+                let count =
+                    usize::try_from(count).map_err(|_| error("negative relation column count"))?;
+                let mut columns = Vec::with_capacity(count);
+                for _ in 0..count {
+                    let flags = r.u8("column flags")?;
+                    columns.push(RelationColumn {
+                        identity: flags & 1 == 1,
+                        name: r.cstring("column name")?,
+                        type_oid: r.u32("column type")?,
+                        type_modifier: r.i32("column type modifier")?,
+                    });
+                }
+                PgOutput::Relation(RelationMessage {
+                    oid,
+                    namespace,
+                    name,
+                    replica_identity,
+                    columns,
+                })
             }
-            PgOutput::Insert { relation, new: r.tuple()? }
-        }
-        b'U' => {
-            let relation = r.u32("update relation")?;
-            let mut old = None;
-            let mut kind = r.u8("update tuple tag")?;
-            if kind == b'K' || kind == b'O' {
-                old = Some(OldTuple { key_only: kind == b'K', values: r.tuple()? });
-                kind = r.u8("update tuple tag")?;
+            b'Y' => PgOutput::Type {
+                oid: r.u32("type oid")?,
+                namespace: r.cstring("type namespace")?,
+                name: r.cstring("type name")?,
+            },
+            b'I' => {
+                let relation = r.u32("insert relation")?;
+                if r.u8("insert tuple tag")? != b'N' {
+                    return Err(error("insert without a new tuple"));
+                }
+                PgOutput::Insert {
+                    relation,
+                    new: r.tuple()?,
+                }
             }
-            if kind != b'N' {
-                return Err(error("update without a new tuple"));
+            b'U' => {
+                let relation = r.u32("update relation")?;
+                let mut old = None;
+                let mut kind = r.u8("update tuple tag")?;
+                if kind == b'K' || kind == b'O' {
+                    old = Some(OldTuple {
+                        key_only: kind == b'K',
+                        values: r.tuple()?,
+                    });
+                    kind = r.u8("update tuple tag")?;
+                }
+                if kind != b'N' {
+                    return Err(error("update without a new tuple"));
+                }
+                PgOutput::Update {
+                    relation,
+                    old,
+                    new: r.tuple()?,
+                }
             }
-            PgOutput::Update { relation, old, new: r.tuple()? }
-        }
-        b'D' => {
-            let relation = r.u32("delete relation")?;
-            let kind = r.u8("delete tuple tag")?;
-            if kind != b'K' && kind != b'O' {
-                return Err(error("delete without an old tuple"));
+            b'D' => {
+                let relation = r.u32("delete relation")?;
+                let kind = r.u8("delete tuple tag")?;
+                if kind != b'K' && kind != b'O' {
+                    return Err(error("delete without an old tuple"));
+                }
+                PgOutput::Delete {
+                    relation,
+                    old: OldTuple {
+                        key_only: kind == b'K',
+                        values: r.tuple()?,
+                    },
+                }
             }
-            PgOutput::Delete { relation, old: OldTuple { key_only: kind == b'K', values: r.tuple()? } }
-        }
-        b'T' => {
-            let count = r.u32("truncate relation count")?;
-            let options = r.u8("truncate options")?;
-            let mut relations = Vec::with_capacity(count.min(1024) as usize);
-            for _ in 0..count {
-                relations.push(r.u32("truncate relation")?);
+            b'T' => {
+                let count = r.u32("truncate relation count")?;
+                let options = r.u8("truncate options")?;
+                let mut relations = Vec::with_capacity(count.min(1024) as usize);
+                for _ in 0..count {
+                    relations.push(r.u32("truncate relation")?);
+                }
+                PgOutput::Truncate {
+                    relations,
+                    cascade: options & 1 != 0,
+                    restart_identity: options & 2 != 0,
+                }
             }
-            PgOutput::Truncate { relations, cascade: options & 1 != 0, restart_identity: options & 2 != 0 }
-        }
-        b'M' => {
-            let flags = r.u8("message flags")?;
-            let lsn = Lsn(r.u64("message lsn")?);
-            let prefix = r.cstring("message prefix")?;
-            let len = r.u32("message length")? as usize;
-            PgOutput::Message { transactional: flags & 1 == 1, lsn, prefix, content: r.bytes(len, "message content")? }
-        }
-        b'S' | b'E' | b'c' | b'A' => {
-            return Err(error("streamed transaction messages need protocol 2, which this source does not request"))
-        }
-        other => return Err(error(format!("unknown message tag {other:#x}"))),
-    };
+            b'M' => {
+                let flags = r.u8("message flags")?;
+                let lsn = Lsn(r.u64("message lsn")?);
+                let prefix = r.cstring("message prefix")?;
+                let len = r.u32("message length")? as usize;
+                PgOutput::Message {
+                    transactional: flags & 1 == 1,
+                    lsn,
+                    prefix,
+                    content: r.bytes(len, "message content")?,
+                }
+            }
+            b'S' | b'E' | b'c' | b'A' => return Err(error(
+                "streamed transaction messages need protocol 2, which this source does not request",
+            )),
+            other => return Err(error(format!("unknown message tag {other:#x}"))),
+        };
     Ok(message)
 }
 
@@ -262,7 +340,9 @@ mod tests {
 
     #[test]
     fn parses_relation_and_update_with_old_tuple_and_toast() {
-        let PgOutput::Relation(relation) = parse(relation_bytes()).unwrap() else { panic!() };
+        let PgOutput::Relation(relation) = parse(relation_bytes()).unwrap() else {
+            panic!()
+        };
         assert_eq!(relation.name, "orders");
         assert_eq!(relation.replica_identity, b'f');
         assert!(relation.columns[0].identity && !relation.columns[1].identity);
@@ -282,11 +362,16 @@ mod tests {
         b.put_i32(1);
         b.put_slice(b"7");
         b.put_u8(b'u');
-        let PgOutput::Update { relation, old, new } = parse(b.freeze()).unwrap() else { panic!() };
+        let PgOutput::Update { relation, old, new } = parse(b.freeze()).unwrap() else {
+            panic!()
+        };
         assert_eq!(relation, 16384);
         let old = old.unwrap();
         assert!(!old.key_only);
-        assert_eq!(old.values, vec![TupleValue::Text(Bytes::from_static(b"7")), TupleValue::Null]);
+        assert_eq!(
+            old.values,
+            vec![TupleValue::Text(Bytes::from_static(b"7")), TupleValue::Null]
+        );
         assert_eq!(new[1], TupleValue::Unchanged);
     }
 
@@ -300,7 +385,11 @@ mod tests {
         b.put_i64(0);
         assert_eq!(
             parse(b.freeze()).unwrap(),
-            PgOutput::Commit { commit_lsn: Lsn(0x10), end_lsn: Lsn(0x20), commit_ts_us: PG_EPOCH_OFFSET_US }
+            PgOutput::Commit {
+                commit_lsn: Lsn(0x10),
+                end_lsn: Lsn(0x20),
+                commit_ts_us: PG_EPOCH_OFFSET_US
+            }
         );
     }
 
@@ -308,7 +397,10 @@ mod tests {
     fn every_truncation_of_a_message_is_an_error() {
         let full = relation_bytes();
         for len in 0..full.len() {
-            assert!(parse(full.slice(..len)).is_err(), "prefix of {len} bytes parsed");
+            assert!(
+                parse(full.slice(..len)).is_err(),
+                "prefix of {len} bytes parsed"
+            );
         }
     }
 }

@@ -53,8 +53,15 @@ impl std::fmt::Display for ServerError {
 }
 
 impl ServerError {
-    fn from_fields(mut fields: postgres_protocol::message::backend::ErrorFields<'_>) -> ServerError {
-        let mut error = ServerError { code: String::new(), message: String::new(), detail: None, hint: None };
+    fn from_fields(
+        mut fields: postgres_protocol::message::backend::ErrorFields<'_>,
+    ) -> ServerError {
+        let mut error = ServerError {
+            code: String::new(),
+            message: String::new(),
+            detail: None,
+            hint: None,
+        };
         while let Ok(Some(field)) = fields.next() {
             let value = String::from_utf8_lossy(field.value_bytes()).into_owned();
             match field.type_() {
@@ -120,7 +127,10 @@ impl ReplicationConnection {
                 address: address.clone(),
                 source: io::Error::new(io::ErrorKind::TimedOut, "connect timed out"),
             })?
-            .map_err(|source| PostgresError::Connect { address: address.clone(), source })?;
+            .map_err(|source| PostgresError::Connect {
+                address: address.clone(),
+                source,
+            })?;
         stream.set_nodelay(true).map_err(PostgresError::Io)?;
         let mut conn = ReplicationConnection {
             stream,
@@ -134,13 +144,18 @@ impl ReplicationConnection {
             ("application_name", "sluice"),
         ];
         startup.extend_from_slice(SESSION_SETTINGS);
-        frontend::startup_message(startup.iter().copied(), &mut conn.write_buf).map_err(PostgresError::Io)?;
+        frontend::startup_message(startup.iter().copied(), &mut conn.write_buf)
+            .map_err(PostgresError::Io)?;
         conn.flush().await?;
         conn.authenticate(params).await?;
         loop {
             match conn.next_message().await? {
                 Message::ReadyForQuery(_) => return Ok(conn),
-                Message::ErrorResponse(body) => return Err(PostgresError::Server(ServerError::from_fields(body.fields()))),
+                Message::ErrorResponse(body) => {
+                    return Err(PostgresError::Server(ServerError::from_fields(
+                        body.fields(),
+                    )))
+                }
                 _ => {}
             }
         }
@@ -205,7 +220,10 @@ impl ReplicationConnection {
     }
 
     /// Runs a replication command or query with the simple protocol; returns its rows as text.
-    pub async fn simple_query(&mut self, sql: &str) -> Result<Vec<Vec<Option<String>>>, PostgresError> {
+    pub async fn simple_query(
+        &mut self,
+        sql: &str,
+    ) -> Result<Vec<Vec<Option<String>>>, PostgresError> {
         frontend::query(sql, &mut self.write_buf).map_err(PostgresError::Io)?;
         self.flush().await?;
         let mut rows = Vec::new();
@@ -221,7 +239,9 @@ impl ReplicationConnection {
                     }
                     rows.push(row);
                 }
-                Message::ErrorResponse(body) => error = Some(ServerError::from_fields(body.fields())),
+                Message::ErrorResponse(body) => {
+                    error = Some(ServerError::from_fields(body.fields()))
+                }
                 Message::ReadyForQuery(_) => break,
                 _ => {}
             }
@@ -241,14 +261,11 @@ impl ReplicationConnection {
                 Frame::CopyBothResponse => return Ok(()),
                 Frame::Message(message) => message,
             };
-            match message {
-                Message::ErrorResponse(body) => {
-                    let error = ServerError::from_fields(body.fields());
-                    // Drain to ReadyForQuery so the connection stays usable.
-                    while !matches!(self.next_message().await?, Message::ReadyForQuery(_)) {}
-                    return Err(PostgresError::Server(error));
-                }
-                _ => {}
+            if let Message::ErrorResponse(body) = message {
+                let error = ServerError::from_fields(body.fields());
+                // Drain to ReadyForQuery so the connection stays usable.
+                while !matches!(self.next_message().await?, Message::ReadyForQuery(_)) {}
+                return Err(PostgresError::Server(error));
             }
         }
     }
@@ -268,22 +285,37 @@ impl ReplicationConnection {
         loop {
             let message = match self.buffered_frame()? {
                 None => return Ok(None),
-                Some(Frame::CopyBothResponse) => return Err(PostgresError::protocol("unexpected CopyBothResponse")),
+                Some(Frame::CopyBothResponse) => {
+                    return Err(PostgresError::protocol("unexpected CopyBothResponse"))
+                }
                 Some(Frame::Message(message)) => message,
             };
             match message {
                 Message::CopyData(body) => return decode_copy_data(body.into_bytes()).map(Some),
                 Message::CopyDone => return Err(PostgresError::StreamEnded),
-                Message::ErrorResponse(body) => return Err(PostgresError::Server(ServerError::from_fields(body.fields()))),
+                Message::ErrorResponse(body) => {
+                    return Err(PostgresError::Server(ServerError::from_fields(
+                        body.fields(),
+                    )))
+                }
                 Message::NoticeResponse(_) | Message::ParameterStatus(_) => {}
-                _ => return Err(PostgresError::protocol("unexpected message in the replication stream")),
+                _ => {
+                    return Err(PostgresError::protocol(
+                        "unexpected message in the replication stream",
+                    ))
+                }
             }
         }
     }
 
     /// Sends a standby status update: `write` is what was received, `flush` what is durable in
     /// the log (the server keeps WAL from `flush` on and reports it as `confirmed_flush_lsn`).
-    pub async fn send_status(&mut self, write: Lsn, flush: Lsn, reply_requested: bool) -> Result<(), PostgresError> {
+    pub async fn send_status(
+        &mut self,
+        write: Lsn,
+        flush: Lsn,
+        reply_requested: bool,
+    ) -> Result<(), PostgresError> {
         let mut body = BytesMut::with_capacity(34);
         body.put_u8(b'r');
         body.put_u64(write.0);
@@ -291,7 +323,9 @@ impl ReplicationConnection {
         body.put_u64(flush.0); // apply: sluice applies nothing itself; durable is applied
         body.put_i64(pg_now_us());
         body.put_u8(u8::from(reply_requested));
-        frontend::CopyData::new(body.freeze()).map_err(PostgresError::Io)?.write(&mut self.write_buf);
+        frontend::CopyData::new(body.freeze())
+            .map_err(PostgresError::Io)?
+            .write(&mut self.write_buf);
         self.flush().await
     }
 
@@ -303,7 +337,10 @@ impl ReplicationConnection {
     }
 
     async fn flush(&mut self) -> Result<(), PostgresError> {
-        self.stream.write_all(&self.write_buf).await.map_err(PostgresError::Io)?;
+        self.stream
+            .write_all(&self.write_buf)
+            .await
+            .map_err(PostgresError::Io)?;
         self.write_buf.clear();
         Ok(())
     }
@@ -337,7 +374,9 @@ impl ReplicationConnection {
             }
             return Ok(None);
         }
-        Ok(Message::parse(&mut self.read_buf).map_err(PostgresError::Io)?.map(Frame::Message))
+        Ok(Message::parse(&mut self.read_buf)
+            .map_err(PostgresError::Io)?
+            .map(Frame::Message))
     }
 
     /// Reads more bytes from the socket. Cancel-safe.
@@ -345,9 +384,16 @@ impl ReplicationConnection {
         if self.read_buf.capacity() - self.read_buf.len() < 64 * 1024 {
             self.read_buf.reserve(256 * 1024);
         }
-        let read = self.stream.read_buf(&mut self.read_buf).await.map_err(PostgresError::Io)?;
+        let read = self
+            .stream
+            .read_buf(&mut self.read_buf)
+            .await
+            .map_err(PostgresError::Io)?;
         if read == 0 {
-            return Err(PostgresError::Io(io::Error::new(io::ErrorKind::UnexpectedEof, "the server closed the connection")));
+            return Err(PostgresError::Io(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the server closed the connection",
+            )));
         }
         Ok(())
     }
@@ -370,17 +416,27 @@ fn decode_copy_data(mut data: Bytes) -> Result<ReplicationMessage, PostgresError
             let reply_requested = data.get_u8() == 1;
             Ok(ReplicationMessage::Keepalive { reply_requested })
         }
-        other => Err(PostgresError::protocol(format!("unknown replication message tag {other:#x}"))),
+        other => Err(PostgresError::protocol(format!(
+            "unknown replication message tag {other:#x}"
+        ))),
     }
 }
 
-fn auth_error(params: &ConnectParams, body: postgres_protocol::message::backend::ErrorResponseBody) -> PostgresError {
+fn auth_error(
+    params: &ConnectParams,
+    body: postgres_protocol::message::backend::ErrorResponseBody,
+) -> PostgresError {
     let error = ServerError::from_fields(body.fields());
-    PostgresError::Auth { user: params.user.clone(), reason: error.to_string() }
+    PostgresError::Auth {
+        user: params.user.clone(),
+        reason: error.to_string(),
+    }
 }
 
 fn pg_now_us() -> i64 {
-    let unix = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as i64);
+    let unix = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64);
     unix - PG_EPOCH_OFFSET_US
 }
 

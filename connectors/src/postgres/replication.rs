@@ -16,7 +16,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sluice_core::event::{ChangeEvent, Column, LogicalMessage, Op, SnapshotMarker, TableId, TableSchema, TxnInfo};
+use sluice_core::event::{
+    ChangeEvent, Column, LogicalMessage, Op, SnapshotMarker, TableId, TableSchema, TxnInfo,
+};
 use sluice_core::position::{Lsn, Position};
 use sluice_core::value::Value;
 use tokio::time::Instant;
@@ -112,12 +114,17 @@ impl Stream {
 
     /// The next batch of whole transactions and the end LSN of its last one, or `None` after an
     /// idle tick.
-    pub async fn next_batch(&mut self, ctx: &mut RelationContext) -> Result<Option<(Vec<ChangeEvent>, Lsn)>, PostgresError> {
+    pub async fn next_batch(
+        &mut self,
+        ctx: &mut RelationContext,
+    ) -> Result<Option<(Vec<ChangeEvent>, Lsn)>, PostgresError> {
         let idle_until = Instant::now() + IDLE_TICK;
         loop {
             let now = Instant::now();
             if let Some(started) = self.batch_started {
-                if self.ready.len() >= self.limits.max_events || now >= started + self.limits.max_age {
+                if self.ready.len() >= self.limits.max_events
+                    || now >= started + self.limits.max_age
+                {
                     return Ok(self.take_batch());
                 }
             }
@@ -140,11 +147,15 @@ impl Stream {
                 }
             };
             match message {
-                ReplicationMessage::XLogData { wal_start, data, .. } => {
+                ReplicationMessage::XLogData {
+                    wal_start, data, ..
+                } => {
                     let message = decode::parse(data)?;
                     self.handle(message, wal_start, ctx).await?;
                 }
-                ReplicationMessage::Keepalive { reply_requested, .. } => {
+                ReplicationMessage::Keepalive {
+                    reply_requested, ..
+                } => {
                     if reply_requested {
                         self.send_status(false).await?;
                     }
@@ -172,7 +183,9 @@ impl Stream {
 
     async fn send_status(&mut self, reply_requested: bool) -> Result<(), PostgresError> {
         let write = self.received_lsn.max(self.durable_lsn);
-        self.conn.send_status(write, self.durable_lsn, reply_requested).await?;
+        self.conn
+            .send_status(write, self.durable_lsn, reply_requested)
+            .await?;
         self.last_status = Instant::now();
         Ok(())
     }
@@ -187,9 +200,18 @@ impl Stream {
         self.conn.close().await;
     }
 
-    async fn handle(&mut self, message: PgOutput, wal_start: Lsn, ctx: &mut RelationContext) -> Result<(), PostgresError> {
+    async fn handle(
+        &mut self,
+        message: PgOutput,
+        wal_start: Lsn,
+        ctx: &mut RelationContext,
+    ) -> Result<(), PostgresError> {
         match message {
-            PgOutput::Begin { final_lsn, commit_ts_us, xid } => {
+            PgOutput::Begin {
+                final_lsn,
+                commit_ts_us,
+                xid,
+            } => {
                 self.txn = Some(OpenTxn {
                     xid,
                     commit_ts_us,
@@ -199,7 +221,10 @@ impl Stream {
                 });
             }
             PgOutput::Commit { end_lsn, .. } => {
-                let txn = self.txn.take().ok_or_else(|| PostgresError::protocol("commit without begin"))?;
+                let txn = self
+                    .txn
+                    .take()
+                    .ok_or_else(|| PostgresError::protocol("commit without begin"))?;
                 self.received_lsn = self.received_lsn.max(end_lsn);
                 if txn.skip {
                     tracing::debug!(xid = txn.xid, end_lsn = %end_lsn, "skipping a transaction already in the log");
@@ -219,39 +244,76 @@ impl Stream {
             PgOutput::Relation(relation) => self.relation(relation, ctx).await?,
             PgOutput::Origin { .. } | PgOutput::Type { .. } => {}
             PgOutput::Insert { relation, new } => {
-                let Some((rel, txn)) = self.target(relation)? else { return Ok(()) };
+                let Some((rel, txn)) = self.target(relation)? else {
+                    return Ok(());
+                };
                 let after = row(rel, &new, None)?;
                 push(txn, rel, Op::Create, None, false, Some(after), wal_start);
             }
             PgOutput::Update { relation, old, new } => {
-                let Some((rel, txn)) = self.target(relation)? else { return Ok(()) };
-                let before = old.as_ref().map(|old| row(rel, &old.values, None)).transpose()?;
+                let Some((rel, txn)) = self.target(relation)? else {
+                    return Ok(());
+                };
+                let before = old
+                    .as_ref()
+                    .map(|old| row(rel, &old.values, None))
+                    .transpose()?;
                 let after = row(rel, &new, old.as_ref())?;
                 let key_only = old.as_ref().is_some_and(|o| o.key_only);
                 let key_changed = before.as_ref().is_some_and(|before| {
-                    rel.schema.key_columns().any(|(i, _)| before[i] != after[i]) && rel.schema.has_key()
+                    rel.schema.key_columns().any(|(i, _)| before[i] != after[i])
+                        && rel.schema.has_key()
                 });
                 if key_changed {
                     // As Debezium: a key change is a delete of the old key and a create of the new.
                     push(txn, rel, Op::Delete, before, key_only, None, wal_start);
                     push(txn, rel, Op::Create, None, false, Some(after), wal_start);
                 } else {
-                    push(txn, rel, Op::Update, before, key_only, Some(after), wal_start);
+                    push(
+                        txn,
+                        rel,
+                        Op::Update,
+                        before,
+                        key_only,
+                        Some(after),
+                        wal_start,
+                    );
                 }
             }
             PgOutput::Delete { relation, old } => {
-                let Some((rel, txn)) = self.target(relation)? else { return Ok(()) };
+                let Some((rel, txn)) = self.target(relation)? else {
+                    return Ok(());
+                };
                 let before = row(rel, &old.values, None)?;
-                push(txn, rel, Op::Delete, Some(before), old.key_only, None, wal_start);
+                push(
+                    txn,
+                    rel,
+                    Op::Delete,
+                    Some(before),
+                    old.key_only,
+                    None,
+                    wal_start,
+                );
             }
             PgOutput::Truncate { relations, .. } => {
                 for relation in relations {
-                    let Some((rel, txn)) = self.target(relation)? else { continue };
+                    let Some((rel, txn)) = self.target(relation)? else {
+                        continue;
+                    };
                     push(txn, rel, Op::Truncate, None, false, None, wal_start);
                 }
             }
-            PgOutput::Message { transactional, lsn, prefix, content } => {
-                let message = LogicalMessage { prefix, content, transactional };
+            PgOutput::Message {
+                transactional,
+                lsn,
+                prefix,
+                content,
+            } => {
+                let message = LogicalMessage {
+                    prefix,
+                    content,
+                    transactional,
+                };
                 let mut event = ChangeEvent {
                     op: Op::Message,
                     table: None,
@@ -270,7 +332,10 @@ impl Stream {
                         if !txn.skip {
                             event.commit_ts_us = txn.commit_ts_us;
                             event.xid = Some(u64::from(txn.xid));
-                            event.txn = Some(TxnInfo { id: txn.id.clone(), total_order: txn.events.len() as u64 + 1 });
+                            event.txn = Some(TxnInfo {
+                                id: txn.id.clone(),
+                                total_order: txn.events.len() as u64 + 1,
+                            });
                             txn.events.push(event);
                         }
                     }
@@ -291,23 +356,48 @@ impl Stream {
 
     /// The relation and open transaction a data message applies to; `None` when the
     /// transaction is skipped or the table is not captured.
-    fn target(&mut self, relation: u32) -> Result<Option<(&Relation, &mut OpenTxn)>, PostgresError> {
-        let txn = self.txn.as_mut().ok_or_else(|| PostgresError::protocol("data message outside a transaction"))?;
+    fn target(
+        &mut self,
+        relation: u32,
+    ) -> Result<Option<(&Relation, &mut OpenTxn)>, PostgresError> {
+        let txn = self
+            .txn
+            .as_mut()
+            .ok_or_else(|| PostgresError::protocol("data message outside a transaction"))?;
         if txn.skip {
             return Ok(None);
         }
-        let rel = self
-            .relations
-            .get(&relation)
-            .ok_or_else(|| PostgresError::protocol(format!("data for relation {relation} before its description")))?;
+        let rel = self.relations.get(&relation).ok_or_else(|| {
+            PostgresError::protocol(format!(
+                "data for relation {relation} before its description"
+            ))
+        })?;
         Ok(rel.captured.then_some((rel, txn)))
     }
 
-    async fn relation(&mut self, message: RelationMessage, ctx: &mut RelationContext) -> Result<(), PostgresError> {
-        let id = TableId { namespace: message.namespace.clone(), name: message.name.clone() };
+    async fn relation(
+        &mut self,
+        message: RelationMessage,
+        ctx: &mut RelationContext,
+    ) -> Result<(), PostgresError> {
+        let id = TableId {
+            namespace: message.namespace.clone(),
+            name: message.name.clone(),
+        };
         if !catalog::table_matches(&ctx.patterns, &id) {
-            let schema = Arc::new(TableSchema { table: id, columns: Vec::new(), version: 0 });
-            self.relations.insert(message.oid, Relation { schema, types: Vec::new(), captured: false });
+            let schema = Arc::new(TableSchema {
+                table: id,
+                columns: Vec::new(),
+                version: 0,
+            });
+            self.relations.insert(
+                message.oid,
+                Relation {
+                    schema,
+                    types: Vec::new(),
+                    captured: false,
+                },
+            );
             return Ok(());
         }
         let catalog_columns = catalog::table_columns(&ctx.client, message.oid).await?;
@@ -316,15 +406,27 @@ impl Stream {
         let mut types = Vec::with_capacity(message.columns.len());
         for column in &message.columns {
             let info = catalog_columns.iter().find(|c| c.name == column.name);
-            let type_name = info.map_or_else(|| format!("oid {}", column.type_oid), |c| c.type_name.clone());
+            let type_name = info.map_or_else(
+                || format!("oid {}", column.type_oid),
+                |c| c.type_name.clone(),
+            );
             let key = if has_primary_key {
                 info.is_some_and(|c| c.primary_key)
             } else {
                 // REPLICA IDENTITY USING INDEX without a primary key: the index columns are the key.
                 message.replica_identity == b'i' && column.identity
             };
-            types.push(ctx.resolver.resolve(&ctx.client, column.type_oid, &id, &column.name, &type_name).await?);
-            columns.push(Column { name: column.name.clone(), type_name, key, nullable: !info.is_some_and(|c| c.not_null) });
+            types.push(
+                ctx.resolver
+                    .resolve(&ctx.client, column.type_oid, &id, &column.name, &type_name)
+                    .await?,
+            );
+            columns.push(Column {
+                name: column.name.clone(),
+                type_name,
+                key,
+                nullable: !info.is_some_and(|c| c.not_null),
+            });
         }
         let version = match self.relations.get(&message.oid) {
             Some(previous) if previous.schema.columns == columns => previous.schema.version,
@@ -334,13 +436,32 @@ impl Stream {
             }
             None => 1,
         };
-        let schema = Arc::new(TableSchema { table: id, columns, version });
-        self.relations.insert(message.oid, Relation { schema, types, captured: true });
+        let schema = Arc::new(TableSchema {
+            table: id,
+            columns,
+            version,
+        });
+        self.relations.insert(
+            message.oid,
+            Relation {
+                schema,
+                types,
+                captured: true,
+            },
+        );
         Ok(())
     }
 }
 
-fn push(txn: &mut OpenTxn, rel: &Relation, op: Op, before: Option<Vec<Value>>, before_is_key_only: bool, after: Option<Vec<Value>>, lsn: Lsn) {
+fn push(
+    txn: &mut OpenTxn,
+    rel: &Relation,
+    op: Op,
+    before: Option<Vec<Value>>,
+    before_is_key_only: bool,
+    after: Option<Vec<Value>>,
+    lsn: Lsn,
+) {
     let total_order = txn.events.len() as u64 + 1;
     txn.events.push(ChangeEvent {
         op,
@@ -352,14 +473,21 @@ fn push(txn: &mut OpenTxn, rel: &Relation, op: Op, before: Option<Vec<Value>>, b
         commit_ts_us: txn.commit_ts_us,
         position: Position::PgLsn(lsn),
         xid: Some(u64::from(txn.xid)),
-        txn: Some(TxnInfo { id: txn.id.clone(), total_order }),
+        txn: Some(TxnInfo {
+            id: txn.id.clone(),
+            total_order,
+        }),
         message: None,
     });
 }
 
 /// Decodes a tuple. Unchanged TOAST values come from the old row when the server sent one
 /// (REPLICA IDENTITY FULL), otherwise they are `Unavailable`.
-fn row(rel: &Relation, values: &[TupleValue], old: Option<&OldTuple>) -> Result<Vec<Value>, PostgresError> {
+fn row(
+    rel: &Relation,
+    values: &[TupleValue],
+    old: Option<&OldTuple>,
+) -> Result<Vec<Value>, PostgresError> {
     if values.len() != rel.types.len() {
         return Err(PostgresError::protocol(format!(
             "tuple of {} has {} columns, its relation {}",
@@ -373,11 +501,17 @@ fn row(rel: &Relation, values: &[TupleValue], old: Option<&OldTuple>) -> Result<
         out.push(match value {
             TupleValue::Null => Value::Null,
             TupleValue::Unchanged => match old.and_then(|o| o.values.get(i)) {
-                Some(TupleValue::Text(text)) if !old.is_some_and(|o| o.key_only) => parse(rel, i, text)?,
+                Some(TupleValue::Text(text)) if !old.is_some_and(|o| o.key_only) => {
+                    parse(rel, i, text)?
+                }
                 _ => Value::Unavailable,
             },
             TupleValue::Text(text) => parse(rel, i, text)?,
-            TupleValue::Binary(_) => return Err(PostgresError::protocol("binary tuple data without the binary option")),
+            TupleValue::Binary(_) => {
+                return Err(PostgresError::protocol(
+                    "binary tuple data without the binary option",
+                ))
+            }
         });
     }
     Ok(out)

@@ -8,7 +8,10 @@ use super::protocol::{quote_ident, ReplicationConnection};
 use super::PostgresError;
 
 fn setup_error(problem: impl Into<String>, fix: impl Into<String>) -> PostgresError {
-    PostgresError::Setup { problem: problem.into(), fix: fix.into() }
+    PostgresError::Setup {
+        problem: problem.into(),
+        fix: fix.into(),
+    }
 }
 
 /// Facts about the server the source needs.
@@ -43,10 +46,16 @@ pub async fn check_server(client: &Client) -> Result<ServerInfo, PostgresError> 
         ));
     }
     if max_slots == 0 {
-        return Err(setup_error("max_replication_slots is 0", "set max_replication_slots = 10 (or more) and restart Postgres"));
+        return Err(setup_error(
+            "max_replication_slots is 0",
+            "set max_replication_slots = 10 (or more) and restart Postgres",
+        ));
     }
     if version_num < 100_000 {
-        return Err(setup_error(format!("server version {version_num} has no pgoutput"), "use Postgres 10 or later (15+ recommended)"));
+        return Err(setup_error(
+            format!("server version {version_num} has no pgoutput"),
+            "use Postgres 10 or later (15+ recommended)",
+        ));
     }
     Ok(ServerInfo { version_num })
 }
@@ -94,29 +103,55 @@ pub async fn ensure_publication(
     let mut listed: Vec<String> = Vec::new();
     for pattern in patterns {
         match pattern.strip_suffix(".*") {
-            Some(schema) if server.version_num >= 150_000 && !schema.contains('*') => schemas.push(schema),
+            Some(schema) if server.version_num >= 150_000 && !schema.contains('*') => {
+                schemas.push(schema)
+            }
             _ => {}
         }
     }
     for table in tables {
         if !schemas.contains(&table.id.namespace.as_str()) {
-            listed.push(format!("{}.{}", quote_ident(&table.id.namespace), quote_ident(&table.id.name)));
+            listed.push(format!(
+                "{}.{}",
+                quote_ident(&table.id.namespace),
+                quote_ident(&table.id.name)
+            ));
         }
     }
     let mut targets = Vec::new();
     if !schemas.is_empty() {
-        targets.push(format!("TABLES IN SCHEMA {}", schemas.iter().map(|s| quote_ident(s)).collect::<Vec<_>>().join(", ")));
+        targets.push(format!(
+            "TABLES IN SCHEMA {}",
+            schemas
+                .iter()
+                .map(|s| quote_ident(s))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
     }
     if !listed.is_empty() {
         targets.push(format!("TABLE {}", listed.join(", ")));
     }
     let targets = targets.join(", ");
-    let exists = client.query_opt("SELECT 1 FROM pg_publication WHERE pubname = $1", &[&name]).await?.is_some();
+    let exists = client
+        .query_opt("SELECT 1 FROM pg_publication WHERE pubname = $1", &[&name])
+        .await?
+        .is_some();
     if !exists {
         tracing::info!(publication = name, "creating publication");
-        client.batch_execute(&format!("CREATE PUBLICATION {} FOR {targets}", quote_ident(name))).await?;
+        client
+            .batch_execute(&format!(
+                "CREATE PUBLICATION {} FOR {targets}",
+                quote_ident(name)
+            ))
+            .await?;
     } else if owned {
-        client.batch_execute(&format!("ALTER PUBLICATION {} SET {targets}", quote_ident(name))).await?;
+        client
+            .batch_execute(&format!(
+                "ALTER PUBLICATION {} SET {targets}",
+                quote_ident(name)
+            ))
+            .await?;
     }
     Ok(())
 }
@@ -140,7 +175,9 @@ pub async fn slot_state(client: &Client, slot: &str) -> Result<Option<SlotState>
         .await?;
     Ok(row.map(|row| SlotState {
         plugin: row.get(0),
-        confirmed_flush: row.get::<_, Option<String>>(1).and_then(|lsn| lsn.parse().ok()),
+        confirmed_flush: row
+            .get::<_, Option<String>>(1)
+            .and_then(|lsn| lsn.parse().ok()),
         active_pid: row.get(2),
         database: row.get(3),
     }))
@@ -148,7 +185,9 @@ pub async fn slot_state(client: &Client, slot: &str) -> Result<Option<SlotState>
 
 pub async fn drop_slot(client: &Client, slot: &str) -> Result<(), PostgresError> {
     tracing::info!(slot, "dropping replication slot");
-    client.execute("SELECT pg_drop_replication_slot($1)", &[&slot]).await?;
+    client
+        .execute("SELECT pg_drop_replication_slot($1)", &[&slot])
+        .await?;
     Ok(())
 }
 
@@ -161,8 +200,16 @@ pub struct CreatedSlot {
 
 /// Creates a pgoutput slot on the replication connection. With `export_snapshot` the
 /// connection must stay idle until every snapshot reader has imported the snapshot.
-pub async fn create_slot(conn: &mut ReplicationConnection, slot: &str, export_snapshot: bool) -> Result<CreatedSlot, PostgresError> {
-    let snapshot = if export_snapshot { "EXPORT_SNAPSHOT" } else { "NOEXPORT_SNAPSHOT" };
+pub async fn create_slot(
+    conn: &mut ReplicationConnection,
+    slot: &str,
+    export_snapshot: bool,
+) -> Result<CreatedSlot, PostgresError> {
+    let snapshot = if export_snapshot {
+        "EXPORT_SNAPSHOT"
+    } else {
+        "NOEXPORT_SNAPSHOT"
+    };
     let rows = conn
         .simple_query(&format!("CREATE_REPLICATION_SLOT {} LOGICAL pgoutput {snapshot}", quote_ident(slot)))
         .await
@@ -173,13 +220,20 @@ pub async fn create_slot(conn: &mut ReplicationConnection, slot: &str, export_sn
             ),
             other => other,
         })?;
-    let row = rows.first().ok_or_else(|| PostgresError::protocol("CREATE_REPLICATION_SLOT returned no row"))?;
+    let row = rows
+        .first()
+        .ok_or_else(|| PostgresError::protocol("CREATE_REPLICATION_SLOT returned no row"))?;
     let consistent_point = row
         .get(1)
         .and_then(|v| v.as_deref())
         .and_then(|v| v.parse().ok())
-        .ok_or_else(|| PostgresError::protocol("CREATE_REPLICATION_SLOT returned no consistent point"))?;
+        .ok_or_else(|| {
+            PostgresError::protocol("CREATE_REPLICATION_SLOT returned no consistent point")
+        })?;
     let snapshot_name = row.get(2).cloned().flatten();
     tracing::info!(slot, consistent_point = %consistent_point, "created replication slot");
-    Ok(CreatedSlot { consistent_point, snapshot_name })
+    Ok(CreatedSlot {
+        consistent_point,
+        snapshot_name,
+    })
 }

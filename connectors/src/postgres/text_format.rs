@@ -6,7 +6,9 @@
 //! user data and must not reach logs).
 
 use bytes::Bytes;
-use sluice_core::value::{self, Date, Decimal, Interval, Timestamp, Value, MICROS_PER_DAY, MICROS_PER_SECOND};
+use sluice_core::value::{
+    self, Date, Decimal, Interval, Timestamp, Value, MICROS_PER_DAY, MICROS_PER_SECOND,
+};
 
 /// How a column's text is turned into a value.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,7 +52,9 @@ impl PgType {
             700 => PgType::Float4,
             701 => PgType::Float8,
             1700 => PgType::Numeric,
-            25 | 1043 | 1042 | 19 | 18 | 869 | 650 | 829 | 774 | 142 | 1560 | 1562 | 790 => PgType::Text,
+            25 | 1043 | 1042 | 19 | 18 | 869 | 650 | 829 | 774 | 142 | 1560 | 1562 | 790 => {
+                PgType::Text
+            }
             17 => PgType::Bytea,
             2950 => PgType::Uuid,
             114 | 3802 => PgType::Json,
@@ -60,7 +64,10 @@ impl PgType {
             1114 => PgType::Timestamp,
             1184 => PgType::TimestampTz,
             1186 => PgType::Interval,
-            _ => return PgType::builtin_array_element(oid).map(|element| PgType::Array(Box::new(element))),
+            _ => {
+                return PgType::builtin_array_element(oid)
+                    .map(|element| PgType::Array(Box::new(element)))
+            }
         };
         Some(scalar)
     }
@@ -117,13 +124,23 @@ pub fn parse(ty: &PgType, text: &[u8]) -> Result<Value, InvalidText> {
             b"f" => Value::Bool(false),
             _ => return Err(invalid("boolean")),
         },
-        PgType::Int2 => Value::Int16(str_of("smallint")?.parse().map_err(|_| invalid("smallint"))?),
+        PgType::Int2 => Value::Int16(
+            str_of("smallint")?
+                .parse()
+                .map_err(|_| invalid("smallint"))?,
+        ),
         PgType::Int4 => Value::Int32(str_of("integer")?.parse().map_err(|_| invalid("integer"))?),
         PgType::Int8 => Value::Int64(str_of("bigint")?.parse().map_err(|_| invalid("bigint"))?),
         PgType::Oid => Value::UInt32(str_of("oid")?.parse().map_err(|_| invalid("oid"))?),
         PgType::Float4 => Value::Float32(str_of("real")?.parse().map_err(|_| invalid("real"))?),
-        PgType::Float8 => Value::Float64(str_of("double precision")?.parse().map_err(|_| invalid("double precision"))?),
-        PgType::Numeric => Value::Decimal(Decimal::parse(str_of("numeric")?).ok_or(invalid("numeric"))?),
+        PgType::Float8 => Value::Float64(
+            str_of("double precision")?
+                .parse()
+                .map_err(|_| invalid("double precision"))?,
+        ),
+        PgType::Numeric => {
+            Value::Decimal(Decimal::parse(str_of("numeric")?).ok_or(invalid("numeric"))?)
+        }
         PgType::Text | PgType::Passthrough => Value::Text(str_of("text")?.to_owned()),
         PgType::Enum => Value::Enum(str_of("enum")?.to_owned()),
         PgType::Json => Value::Json(str_of("json")?.to_owned()),
@@ -134,7 +151,10 @@ pub fn parse(ty: &PgType, text: &[u8]) -> Result<Value, InvalidText> {
         PgType::TimeTz => {
             let text = str_of("timetz")?;
             let split = text.rfind(['+', '-']).ok_or(invalid("timetz"))?;
-            Value::TimeTz { micros: parse_time(&text[..split])?, offset_seconds: parse_offset(&text[split..])? }
+            Value::TimeTz {
+                micros: parse_time(&text[..split])?,
+                offset_seconds: parse_offset(&text[split..])?,
+            }
         }
         PgType::Timestamp => Value::Timestamp(parse_timestamp(str_of("timestamp")?, false)?),
         PgType::TimestampTz => Value::TimestampTz(parse_timestamp(str_of("timestamptz")?, true)?),
@@ -150,7 +170,10 @@ fn parse_bytea(text: &[u8]) -> Result<Bytes, InvalidText> {
     }
     let mut out = Vec::with_capacity(hex.len() / 2);
     for pair in hex.chunks_exact(2) {
-        out.push((hex_digit(pair[0]).ok_or(invalid("bytea"))? << 4) | hex_digit(pair[1]).ok_or(invalid("bytea"))?);
+        out.push(
+            (hex_digit(pair[0]).ok_or(invalid("bytea"))? << 4)
+                | hex_digit(pair[1]).ok_or(invalid("bytea"))?,
+        );
     }
     Ok(Bytes::from(out))
 }
@@ -187,7 +210,9 @@ fn parse_date(text: &str) -> Result<Date, InvalidText> {
     }
     let (text, bc) = strip_bc(text);
     let days = civil_days(text, bc).ok_or(invalid("date"))?;
-    Ok(Date::Days(i32::try_from(days).map_err(|_| invalid("date"))?))
+    Ok(Date::Days(
+        i32::try_from(days).map_err(|_| invalid("date"))?,
+    ))
 }
 
 fn strip_bc(text: &str) -> (&str, bool) {
@@ -295,27 +320,51 @@ fn parse_interval(text: &str) -> Result<Interval, InvalidText> {
     for (number, unit) in iso_parts(date_part).ok_or_else(bad)? {
         let n: i32 = number.parse().map_err(|_| bad())?;
         match unit {
-            'Y' => interval.months = interval.months.checked_add(n.checked_mul(12).ok_or_else(bad)?).ok_or_else(bad)?,
+            'Y' => {
+                interval.months = interval
+                    .months
+                    .checked_add(n.checked_mul(12).ok_or_else(bad)?)
+                    .ok_or_else(bad)?
+            }
             'M' => interval.months = interval.months.checked_add(n).ok_or_else(bad)?,
-            'W' => interval.days = interval.days.checked_add(n.checked_mul(7).ok_or_else(bad)?).ok_or_else(bad)?,
+            'W' => {
+                interval.days = interval
+                    .days
+                    .checked_add(n.checked_mul(7).ok_or_else(bad)?)
+                    .ok_or_else(bad)?
+            }
             'D' => interval.days = interval.days.checked_add(n).ok_or_else(bad)?,
             _ => return Err(bad()),
         }
     }
     for (number, unit) in iso_parts(time_part).ok_or_else(bad)? {
         let micros = match unit {
-            'H' => number.parse::<i64>().map_err(|_| bad())?.checked_mul(3600 * MICROS_PER_SECOND),
-            'M' => number.parse::<i64>().map_err(|_| bad())?.checked_mul(60 * MICROS_PER_SECOND),
+            'H' => number
+                .parse::<i64>()
+                .map_err(|_| bad())?
+                .checked_mul(3600 * MICROS_PER_SECOND),
+            'M' => number
+                .parse::<i64>()
+                .map_err(|_| bad())?
+                .checked_mul(60 * MICROS_PER_SECOND),
             'S' => {
                 let negative = number.starts_with('-');
-                let (whole, frac) = number.trim_start_matches('-').split_once('.').unwrap_or((number.trim_start_matches('-'), ""));
+                let (whole, frac) = number
+                    .trim_start_matches('-')
+                    .split_once('.')
+                    .unwrap_or((number.trim_start_matches('-'), ""));
                 let whole: i64 = whole.parse().map_err(|_| bad())?;
-                let total = whole.checked_mul(MICROS_PER_SECOND).and_then(|w| w.checked_add(fraction_micros(frac)?));
+                let total = whole
+                    .checked_mul(MICROS_PER_SECOND)
+                    .and_then(|w| w.checked_add(fraction_micros(frac)?));
                 total.map(|t| if negative { -t } else { t })
             }
             _ => None,
         };
-        interval.micros = interval.micros.checked_add(micros.ok_or_else(bad)?).ok_or_else(bad)?;
+        interval.micros = interval
+            .micros
+            .checked_add(micros.ok_or_else(bad)?)
+            .ok_or_else(bad)?;
     }
     Ok(interval)
 }
@@ -387,7 +436,11 @@ fn parse_array_level(element: &PgType, text: &[u8], pos: &mut usize) -> Result<V
                 items.push(parse(element, &raw)?);
             }
             _ => {
-                let end = text[*pos..].iter().position(|b| matches!(b, b',' | b'}')).ok_or_else(bad)? + *pos;
+                let end = text[*pos..]
+                    .iter()
+                    .position(|b| matches!(b, b',' | b'}'))
+                    .ok_or_else(bad)?
+                    + *pos;
                 let token = &text[*pos..end];
                 *pos = end;
                 if token.eq_ignore_ascii_case(b"NULL") {
@@ -418,11 +471,20 @@ mod tests {
 
     #[test]
     fn scalars_parse_exactly() {
-        assert_eq!(p(PgType::Int8, "-9223372036854775808"), Value::Int64(i64::MIN));
+        assert_eq!(
+            p(PgType::Int8, "-9223372036854775808"),
+            Value::Int64(i64::MIN)
+        );
         assert_eq!(p(PgType::Numeric, "NaN"), Value::Decimal(Decimal::NaN));
-        assert_eq!(p(PgType::Float8, "-Infinity"), Value::Float64(f64::NEG_INFINITY));
+        assert_eq!(
+            p(PgType::Float8, "-Infinity"),
+            Value::Float64(f64::NEG_INFINITY)
+        );
         assert!(matches!(p(PgType::Float4, "NaN"), Value::Float32(v) if v.is_nan()));
-        assert_eq!(p(PgType::Bytea, "\\x00ff10"), Value::Bytes(Bytes::from_static(&[0, 255, 16])));
+        assert_eq!(
+            p(PgType::Bytea, "\\x00ff10"),
+            Value::Bytes(Bytes::from_static(&[0, 255, 16]))
+        );
         assert_eq!(p(PgType::Bool, "t"), Value::Bool(true));
         let uuid = p(PgType::Uuid, "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11");
         assert!(matches!(uuid, Value::Uuid(bytes) if bytes[0] == 0xa0 && bytes[15] == 0x11));
@@ -431,16 +493,41 @@ mod tests {
     #[test]
     fn dates_and_times_handle_bc_infinity_and_offsets() {
         assert_eq!(p(PgType::Date, "1970-01-02"), Value::Date(Date::Days(1)));
-        assert_eq!(p(PgType::Date, "infinity"), Value::Date(Date::PositiveInfinity));
-        assert_eq!(p(PgType::Date, "0001-12-31 BC"), Value::Date(Date::Days(value::days_from_civil(0, 12, 31) as i32)));
+        assert_eq!(
+            p(PgType::Date, "infinity"),
+            Value::Date(Date::PositiveInfinity)
+        );
+        assert_eq!(
+            p(PgType::Date, "0001-12-31 BC"),
+            Value::Date(Date::Days(value::days_from_civil(0, 12, 31) as i32))
+        );
         assert_eq!(p(PgType::Time, "24:00:00"), Value::Time(MICROS_PER_DAY));
         assert_eq!(p(PgType::Time, "00:00:00.5"), Value::Time(500_000));
-        assert_eq!(p(PgType::TimeTz, "10:00:00-05:30"), Value::TimeTz { micros: 36_000_000_000, offset_seconds: -19_800 });
-        assert_eq!(p(PgType::Timestamp, "1970-01-01 00:00:01.000001"), Value::Timestamp(Timestamp::Micros(1_000_001)));
-        assert_eq!(p(PgType::TimestampTz, "1970-01-01 01:00:00+01"), Value::TimestampTz(Timestamp::Micros(0)));
-        assert_eq!(p(PgType::TimestampTz, "-infinity"), Value::TimestampTz(Timestamp::NegativeInfinity));
-        let max = value::days_from_civil(294_276, 12, 31) * MICROS_PER_DAY + MICROS_PER_DAY - 1;
-        assert_eq!(p(PgType::Timestamp, "294276-12-31 23:59:59.999999"), Value::Timestamp(Timestamp::Micros(max)));
+        assert_eq!(
+            p(PgType::TimeTz, "10:00:00-05:30"),
+            Value::TimeTz {
+                micros: 36_000_000_000,
+                offset_seconds: -19_800
+            }
+        );
+        assert_eq!(
+            p(PgType::Timestamp, "1970-01-01 00:00:01.000001"),
+            Value::Timestamp(Timestamp::Micros(1_000_001))
+        );
+        assert_eq!(
+            p(PgType::TimestampTz, "1970-01-01 01:00:00+01"),
+            Value::TimestampTz(Timestamp::Micros(0))
+        );
+        assert_eq!(
+            p(PgType::TimestampTz, "-infinity"),
+            Value::TimestampTz(Timestamp::NegativeInfinity)
+        );
+        let late = value::days_from_civil(294_000, 12, 31) * MICROS_PER_DAY + MICROS_PER_DAY - 1;
+        assert_eq!(p(PgType::Timestamp, "294000-12-31 23:59:59.999999"), Value::Timestamp(Timestamp::Micros(late)));
+        // Postgres' own maximum lies past i64 microseconds since 1970: a clear error, not a wrap.
+        assert!(parse(&PgType::Timestamp, b"294276-12-31 23:59:59.999999").is_err());
+        let early = value::days_from_civil(-4713, 11, 24) * MICROS_PER_DAY;
+        assert_eq!(p(PgType::Timestamp, "4714-11-24 00:00:00 BC"), Value::Timestamp(Timestamp::Micros(early)));
     }
 
     #[test]
@@ -449,9 +536,23 @@ mod tests {
             Value::Interval(i) => i,
             other => panic!("{other:?}"),
         };
-        assert_eq!(i("P1Y2M3DT4H5M6.5S"), Interval { months: 14, days: 3, micros: 14_706_500_000 });
+        assert_eq!(
+            i("P1Y2M3DT4H5M6.5S"),
+            Interval {
+                months: 14,
+                days: 3,
+                micros: 14_706_500_000
+            }
+        );
         assert_eq!(i("PT0S"), Interval::default());
-        assert_eq!(i("P-1Y-2M3DT-4H-5M-6.25S"), Interval { months: -14, days: 3, micros: -14_706_250_000 });
+        assert_eq!(
+            i("P-1Y-2M3DT-4H-5M-6.25S"),
+            Interval {
+                months: -14,
+                days: 3,
+                micros: -14_706_250_000
+            }
+        );
         assert!(parse(&PgType::Interval, b"1 day").is_err());
     }
 
@@ -459,7 +560,10 @@ mod tests {
     fn arrays_parse_nested_quoted_and_null() {
         let ints = PgType::Array(Box::new(PgType::Int4));
         assert_eq!(p(ints.clone(), "{}"), Value::Array(vec![]));
-        assert_eq!(p(ints.clone(), "{1,NULL,-3}"), Value::Array(vec![Value::Int32(1), Value::Null, Value::Int32(-3)]));
+        assert_eq!(
+            p(ints.clone(), "{1,NULL,-3}"),
+            Value::Array(vec![Value::Int32(1), Value::Null, Value::Int32(-3)])
+        );
         assert_eq!(
             p(ints.clone(), "{{1,2},{3,4}}"),
             Value::Array(vec![
@@ -467,7 +571,10 @@ mod tests {
                 Value::Array(vec![Value::Int32(3), Value::Int32(4)])
             ])
         );
-        assert_eq!(p(ints, "[0:1]={5,6}"), Value::Array(vec![Value::Int32(5), Value::Int32(6)]));
+        assert_eq!(
+            p(ints, "[0:1]={5,6}"),
+            Value::Array(vec![Value::Int32(5), Value::Int32(6)])
+        );
         let texts = PgType::Array(Box::new(PgType::Text));
         assert_eq!(
             p(texts, r#"{"a b","c\"d",NULL,"NULL",ü}"#),

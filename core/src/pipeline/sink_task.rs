@@ -33,15 +33,26 @@ impl SinkSettings {
 }
 
 /// Runs `sink` until `cancel` fires or a definite error.
-pub async fn run_sink<K, L>(settings: SinkSettings, mut sink: K, log: L, cancel: CancellationToken) -> Result<(), PipelineError>
+pub async fn run_sink<K, L>(
+    settings: SinkSettings,
+    mut sink: K,
+    log: L,
+    cancel: CancellationToken,
+) -> Result<(), PipelineError>
 where
     K: Sink,
     L: EventLog,
 {
     let name = settings.name.clone();
     let group = settings.group();
-    let sink_error = |err: K::Error| PipelineError::Sink { name: name.clone(), source: Box::new(err) };
-    let log_error = |source| PipelineError::Log { name: name.clone(), source };
+    let sink_error = |err: K::Error| PipelineError::Sink {
+        name: name.clone(),
+        source: Box::new(err),
+    };
+    let log_error = |source| PipelineError::Log {
+        name: name.clone(),
+        source,
+    };
     let mut backoff = Backoff::new();
     let mut commits = log.subscribe();
     'open: loop {
@@ -53,7 +64,8 @@ where
             Err(err) if err.kind() == ErrorKind::Definite => return Err(sink_error(err)),
             Err(err) => {
                 let delay = backoff.next_delay();
-                ::metrics::counter!(metrics::ERRORS, "sink" => name.clone(), "stage" => "sink").increment(1);
+                ::metrics::counter!(metrics::ERRORS, "sink" => name.clone(), "stage" => "sink")
+                    .increment(1);
                 tracing::warn!(error = %err, retry_in_ms = delay.as_millis() as u64, "sink open failed; retrying");
                 tokio::select! {
                     _ = cancel.cancelled() => break 'open,
@@ -65,14 +77,19 @@ where
             Some(offsets) => offsets,
             None => log.group_offsets(&group).await.map_err(log_error)?,
         };
-        tracing::info!(partitions = offsets.len(), "sink open; resuming from committed offsets");
+        tracing::info!(
+            partitions = offsets.len(),
+            "sink open; resuming from committed offsets"
+        );
         let mut assigned: Vec<(Arc<str>, u32)> = Vec::new();
         let mut last_refresh = None::<tokio::time::Instant>;
         loop {
             if cancel.is_cancelled() {
                 break 'open;
             }
-            if last_refresh.is_none_or(|at: tokio::time::Instant| at.elapsed() >= settings.topic_refresh) {
+            if last_refresh
+                .is_none_or(|at: tokio::time::Instant| at.elapsed() >= settings.topic_refresh)
+            {
                 assigned = assignment(&settings, &log);
                 last_refresh = Some(tokio::time::Instant::now());
             }
@@ -80,9 +97,19 @@ where
             commits.borrow_and_update();
             let mut records = Vec::new();
             for (topic, partition) in &assigned {
-                let offset = offsets.get(&(topic.to_string(), *partition)).copied().unwrap_or(0);
-                let read = log.read(topic, *partition, offset, settings.max_read_bytes).await.map_err(log_error)?;
-                records.extend(read.into_iter().map(|record| SinkRecord { topic: topic.clone(), partition: *partition, record }));
+                let offset = offsets
+                    .get(&(topic.to_string(), *partition))
+                    .copied()
+                    .unwrap_or(0);
+                let read = log
+                    .read(topic, *partition, offset, settings.max_read_bytes)
+                    .await
+                    .map_err(log_error)?;
+                records.extend(read.into_iter().map(|record| SinkRecord {
+                    topic: topic.clone(),
+                    partition: *partition,
+                    record,
+                }));
             }
             if records.is_empty() {
                 tokio::select! {
@@ -97,7 +124,8 @@ where
                     return Err(sink_error(err));
                 }
                 let delay = backoff.next_delay();
-                ::metrics::counter!(metrics::ERRORS, "sink" => name.clone(), "stage" => "sink").increment(1);
+                ::metrics::counter!(metrics::ERRORS, "sink" => name.clone(), "stage" => "sink")
+                    .increment(1);
                 tracing::warn!(error = %err, retry_in_ms = delay.as_millis() as u64, "sink write failed; reopening");
                 tokio::select! {
                     _ = cancel.cancelled() => break 'open,
@@ -107,11 +135,17 @@ where
             backoff.reset();
             let mut advanced = BTreeMap::new();
             for record in &records {
-                advanced.insert((record.topic.to_string(), record.partition), record.record.offset + 1);
+                advanced.insert(
+                    (record.topic.to_string(), record.partition),
+                    record.record.offset + 1,
+                );
             }
             offsets.extend(advanced.clone());
-            ::metrics::counter!(metrics::SINK_RECORDS, "sink" => name.clone()).increment(records.len() as u64);
-            log.commit_offsets(&group, advanced).await.map_err(log_error)?;
+            ::metrics::counter!(metrics::SINK_RECORDS, "sink" => name.clone())
+                .increment(records.len() as u64);
+            log.commit_offsets(&group, advanced)
+                .await
+                .map_err(log_error)?;
         }
     }
     sink.close().await.map_err(sink_error)?;
@@ -121,7 +155,11 @@ where
 fn assignment<L: EventLog>(settings: &SinkSettings, log: &L) -> Vec<(Arc<str>, u32)> {
     let mut assigned = Vec::new();
     for topic in log.topics() {
-        if settings.topics.iter().any(|pattern| glob_match(pattern, &topic)) {
+        if settings
+            .topics
+            .iter()
+            .any(|pattern| glob_match(pattern, &topic))
+        {
             let topic: Arc<str> = Arc::from(topic.as_str());
             for partition in 0..log.partitions(&topic).unwrap_or(0) {
                 assigned.push((topic.clone(), partition));

@@ -1,8 +1,8 @@
 //! Runs one source: pulls batches, hands them to the log writer, feeds durable checkpoints back.
 
+use sluice_log::{PartitionBatch, Record};
 use std::collections::HashMap;
 use std::sync::Arc;
-use sluice_log::{PartitionBatch, Record};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -15,6 +15,9 @@ use crate::metrics;
 use crate::retry::{Backoff, Classify, ErrorKind};
 use crate::source::{Source, SourceBatch};
 use crate::topic;
+
+/// Attempts to start a source before an unreachable server is reported as a failure.
+const STARTUP_ATTEMPTS: u32 = 3;
 
 /// How a source runs.
 #[derive(Debug, Clone)]
@@ -40,20 +43,49 @@ where
     L: EventLog + Clone,
 {
     let name = settings.name.clone();
-    let resume = match log.checkpoint(&name).await.map_err(|source| PipelineError::Log { name: name.clone(), source })? {
-        Some(text) => Some(Checkpoint::from_json(&text).map_err(|source| PipelineError::Checkpoint { name: name.clone(), source })?),
+    let resume = match log
+        .checkpoint(&name)
+        .await
+        .map_err(|source| PipelineError::Log {
+            name: name.clone(),
+            source,
+        })? {
+        Some(text) => {
+            Some(
+                Checkpoint::from_json(&text).map_err(|source| PipelineError::Checkpoint {
+                    name: name.clone(),
+                    source,
+                })?,
+            )
+        }
         None => None,
     };
     match &resume {
-        Some(checkpoint) => tracing::info!(position = %checkpoint.position, snapshot = ?checkpoint.snapshot, "resuming from the log's last checkpoint"),
+        Some(checkpoint) => {
+            tracing::info!(position = %checkpoint.position, snapshot = ?checkpoint.snapshot, "resuming from the log's last checkpoint")
+        }
         None => tracing::info!("no checkpoint in the log: fresh start"),
     }
 
     let (batch_tx, batch_rx) = mpsc::channel::<SourceBatch>(settings.channel_batches.max(1));
     let (durable_tx, mut durable_rx) = watch::channel::<Option<Checkpoint>>(resume.clone());
-    let writer = tokio::spawn(write_batches(name.clone(), encoder, log, batch_rx, durable_tx));
+    let writer = tokio::spawn(write_batches(
+        name.clone(),
+        encoder,
+        log,
+        batch_rx,
+        durable_tx,
+    ));
 
-    let source_result = pull(&name, &mut source, resume, &batch_tx, &mut durable_rx, &cancel).await;
+    let source_result = pull(
+        &name,
+        &mut source,
+        resume,
+        &batch_tx,
+        &mut durable_rx,
+        &cancel,
+    )
+    .await;
     drop(batch_tx);
     // Drain: the writer appends every batch already read before it returns.
     let writer_result = match writer.await {
@@ -82,26 +114,35 @@ async fn pull<S: Source>(
     durable_rx: &mut watch::Receiver<Option<Checkpoint>>,
     cancel: &CancellationToken,
 ) -> Result<(), PipelineError> {
-    let source_error = |err: S::Error| PipelineError::Source { name: name.to_owned(), source: Box::new(err) };
+    let source_error = |err: S::Error| PipelineError::Source {
+        name: name.to_owned(),
+        source: Box::new(err),
+    };
     let mut backoff = Backoff::new();
     let mut start_from = resume;
     let mut last_sent = start_from.clone();
+    let mut ever_started = false;
     'connect: loop {
         if cancel.is_cancelled() {
             return Ok(());
         }
         if let Err(err) = source.start(start_from.clone()).await {
-            if err.kind() == ErrorKind::Definite {
+            // At startup a server that cannot be reached is reported, not waited for forever:
+            // the operator is watching. Once running, transient failures are retried for good.
+            let give_up = !ever_started && backoff.attempts() + 1 >= STARTUP_ATTEMPTS;
+            if err.kind() == ErrorKind::Definite || give_up {
                 return Err(source_error(err));
             }
             let delay = backoff.next_delay();
-            ::metrics::counter!(metrics::ERRORS, "source" => name.to_owned(), "stage" => "source").increment(1);
+            ::metrics::counter!(metrics::ERRORS, "source" => name.to_owned(), "stage" => "source")
+                .increment(1);
             tracing::warn!(error = %err, retry_in_ms = delay.as_millis() as u64, attempt = backoff.attempts(), "source start failed; retrying");
             tokio::select! {
                 _ = cancel.cancelled() => return Ok(()),
                 _ = tokio::time::sleep(delay) => continue 'connect,
             }
         }
+        ever_started = true;
         loop {
             if cancel.is_cancelled() {
                 return Ok(());
@@ -109,13 +150,17 @@ async fn pull<S: Source>(
             if durable_rx.has_changed().unwrap_or(false) {
                 let checkpoint = durable_rx.borrow_and_update().clone();
                 if let Some(checkpoint) = checkpoint {
-                    source.commit(&checkpoint).await.map_err(|e| classify_or_fail(e, name))?;
+                    source
+                        .commit(&checkpoint)
+                        .await
+                        .map_err(|e| classify_or_fail(e, name))?;
                 }
             }
             let err = match source.next_batch().await {
                 Ok(Some(batch)) => {
                     backoff.reset();
-                    ::metrics::counter!(metrics::SOURCE_EVENTS, "source" => name.to_owned()).increment(batch.events.len() as u64);
+                    ::metrics::counter!(metrics::SOURCE_EVENTS, "source" => name.to_owned())
+                        .increment(batch.events.len() as u64);
                     last_sent = Some(batch.checkpoint.clone());
                     if batch_tx.send(batch).await.is_err() {
                         // The writer stopped; its error is reported by the caller.
@@ -127,7 +172,8 @@ async fn pull<S: Source>(
                 Err(err) if err.kind() == ErrorKind::Definite => return Err(source_error(err)),
                 Err(err) => err,
             };
-            ::metrics::counter!(metrics::ERRORS, "source" => name.to_owned(), "stage" => "source").increment(1);
+            ::metrics::counter!(metrics::ERRORS, "source" => name.to_owned(), "stage" => "source")
+                .increment(1);
             // Resume after the last batch handed to the writer, once it is durable: restarting
             // from an older checkpoint would write those transactions twice.
             while *durable_rx.borrow_and_update() != last_sent {
@@ -147,8 +193,14 @@ async fn pull<S: Source>(
     }
 }
 
-fn classify_or_fail<E: std::error::Error + Classify + Send + Sync + 'static>(err: E, name: &str) -> PipelineError {
-    PipelineError::Source { name: name.to_owned(), source: Box::new(err) }
+fn classify_or_fail<E: std::error::Error + Classify + Send + Sync + 'static>(
+    err: E,
+    name: &str,
+) -> PipelineError {
+    PipelineError::Source {
+        name: name.to_owned(),
+        source: Box::new(err),
+    }
 }
 
 /// The log side: encode each batch, append it as one transaction with its checkpoint, publish
@@ -160,7 +212,10 @@ async fn write_batches<E: EventEncoder, L: EventLog>(
     mut batch_rx: mpsc::Receiver<SourceBatch>,
     durable_tx: watch::Sender<Option<Checkpoint>>,
 ) -> Result<(), PipelineError> {
-    let log_error = |source| PipelineError::Log { name: name.clone(), source };
+    let log_error = |source| PipelineError::Log {
+        name: name.clone(),
+        source,
+    };
     let mut partitions: HashMap<String, u32> = HashMap::new();
     let mut encoded = Vec::new();
     // Events of one table come in runs: remember the last table's topic instead of rebuilding it.
@@ -173,7 +228,10 @@ async fn write_batches<E: EventEncoder, L: EventLog>(
             encoded.clear();
             encoder
                 .encode(event, &mut encoded)
-                .map_err(|source| PipelineError::Encode { name: name.clone(), source })?;
+                .map_err(|source| PipelineError::Encode {
+                    name: name.clone(),
+                    source,
+                })?;
             let topic = match (&event.table, &last_table) {
                 (Some(table), Some((last, topic))) if Arc::ptr_eq(table, last) => topic.clone(),
                 (Some(table), _) => {
@@ -196,20 +254,36 @@ async fn write_batches<E: EventEncoder, L: EventLog>(
             for EncodedRecord { key, value } in encoded.drain(..) {
                 let partition = topic::partition_for(key.as_deref(), count);
                 // A batch touches few partitions; the most recent one is the likely match.
-                let slot = match batches.iter().rposition(|b| b.partition == partition && b.topic == topic) {
+                let slot = match batches
+                    .iter()
+                    .rposition(|b| b.partition == partition && b.topic == topic)
+                {
                     Some(slot) => slot,
                     None => {
-                        batches.push(PartitionBatch { topic: topic.clone(), partition, records: Vec::new() });
+                        batches.push(PartitionBatch {
+                            topic: topic.clone(),
+                            partition,
+                            records: Vec::new(),
+                        });
                         batches.len() - 1
                     }
                 };
-                batches[slot].records.push(Record { key, value, timestamp_ms, headers: Vec::new() });
+                batches[slot].records.push(Record {
+                    key,
+                    value,
+                    timestamp_ms,
+                    headers: Vec::new(),
+                });
                 appended += 1;
             }
         }
-        log.append_txn(&name, batches, batch.checkpoint.to_json()).await.map_err(log_error)?;
-        ::metrics::counter!(metrics::LOG_RECORDS_APPENDED, "source" => name.clone()).increment(appended);
-        ::metrics::counter!(metrics::SOURCE_BATCHES_COMMITTED, "source" => name.clone()).increment(1);
+        log.append_txn(&name, batches, batch.checkpoint.to_json())
+            .await
+            .map_err(log_error)?;
+        ::metrics::counter!(metrics::LOG_RECORDS_APPENDED, "source" => name.clone())
+            .increment(appended);
+        ::metrics::counter!(metrics::SOURCE_BATCHES_COMMITTED, "source" => name.clone())
+            .increment(1);
         if newest_commit_us > 0 {
             let lag = (now_us() - newest_commit_us).max(0) as f64 / 1e6;
             ::metrics::gauge!(metrics::SOURCE_LAG_SECONDS, "source" => name.clone()).set(lag);

@@ -1,0 +1,114 @@
+//! Command-line interface (clap) and dispatch to the commands.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::{config, log_cmd, run, Failure};
+
+#[derive(Parser)]
+#[command(
+    name = "sluice",
+    version,
+    about = "Change data capture: database WAL and binlogs into a durable log, out to sinks"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run the pipelines of a config file until Ctrl-C or SIGTERM.
+    Run {
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Validate a config file without connecting; with --connect, also probe each server.
+    Check {
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+        /// Connect to each source and check its server settings, privileges and tables.
+        #[arg(long)]
+        connect: bool,
+    },
+    /// Inspect the embedded log.
+    Log {
+        #[command(subcommand)]
+        command: LogCommand,
+    },
+}
+
+#[derive(Args, Clone)]
+pub struct LogLocation {
+    /// Config file whose [log] dir to read.
+    #[arg(short, long, value_name = "FILE", conflicts_with = "dir")]
+    pub config: Option<PathBuf>,
+    /// The log directory.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+pub enum LogCommand {
+    /// List topics with their partitions and offsets.
+    Topics {
+        #[command(flatten)]
+        location: LogLocation,
+    },
+    /// Print the records of a topic.
+    Tail {
+        topic: String,
+        #[command(flatten)]
+        location: LogLocation,
+        /// Start at the first record (default: only new records with --follow, else everything).
+        #[arg(long)]
+        from_beginning: bool,
+        /// Start at this offset in every partition.
+        #[arg(long, value_name = "N", conflicts_with = "from_beginning")]
+        from_offset: Option<u64>,
+        #[arg(long, value_enum, default_value_t = Format::Json)]
+        format: Format,
+        /// Keep printing records as they are committed.
+        #[arg(long)]
+        follow: bool,
+    },
+    /// Show a consumer group's committed offsets.
+    Offsets {
+        group: String,
+        #[command(flatten)]
+        location: LogLocation,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Format {
+    /// One JSON object per record: topic, partition, offset, timestamp, key, value.
+    Json,
+    /// The value bytes, one record per line.
+    Raw,
+}
+
+pub fn dispatch(cli: Cli) -> Result<(), Failure> {
+    match cli.command {
+        Command::Run { config } => {
+            let loaded = config::load(&config).map_err(Failure::config)?;
+            run::run(loaded)
+        }
+        Command::Check { config, connect } => {
+            let loaded = config::load(&config).map_err(Failure::config)?;
+            println!(
+                "{}: valid ({} source(s), {} sink(s), log at {})",
+                config.display(),
+                loaded.sources.len(),
+                loaded.sinks.len(),
+                loaded.log.dir.display()
+            );
+            if connect {
+                run::probe(&loaded)?;
+            }
+            Ok(())
+        }
+        Command::Log { command } => log_cmd::dispatch(command),
+    }
+}

@@ -1,0 +1,242 @@
+//! The pipeline config file: TOML or YAML, loaded with the `config` crate, with environment
+//! overrides `SLUICE__SECTION__KEY` (array entries by index: `SLUICE__SOURCES__0__URL`).
+//! Unknown keys, missing fields and wrong types are errors that name the key and the file;
+//! then every connector validates its own section, still without any I/O.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+use serde::Deserialize;
+use sluice_connectors::{SinkConfig, SourceConfig};
+use sluice_log::{FsyncPolicy, LogOptions};
+
+/// The whole file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    #[serde(default)]
+    pub log: LogSection,
+    /// Confluent-compatible schema registry (not served yet; accepted so configs stay valid).
+    #[serde(default)]
+    pub registry: Option<ListenSection>,
+    /// Admin REST API and metrics (not served yet; accepted so configs stay valid).
+    #[serde(default)]
+    pub api: Option<ListenSection>,
+    #[serde(default)]
+    pub sources: Vec<SourceConfig>,
+    #[serde(default)]
+    pub sinks: Vec<SinkConfig>,
+}
+
+/// `[log]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSection {
+    /// `embedded` (default). `kafka` is planned.
+    #[serde(default = "default_kind")]
+    pub kind: String,
+    /// Log directory. Default `data/log`.
+    #[serde(default = "default_dir")]
+    pub dir: PathBuf,
+    /// `always` (default: fsync before acknowledging), `interval:100ms`, or `never`.
+    #[serde(default = "default_fsync")]
+    pub fsync: String,
+    /// Partitions of each new topic. Default 1.
+    #[serde(default = "default_partitions")]
+    pub partitions: u32,
+    /// Segment size in bytes before a new segment starts. Default 128 MiB.
+    #[serde(default = "default_segment_bytes")]
+    pub segment_bytes: u64,
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        LogSection {
+            kind: default_kind(),
+            dir: default_dir(),
+            fsync: default_fsync(),
+            partitions: default_partitions(),
+            segment_bytes: default_segment_bytes(),
+        }
+    }
+}
+
+fn default_kind() -> String {
+    "embedded".into()
+}
+fn default_dir() -> PathBuf {
+    PathBuf::from("data/log")
+}
+fn default_fsync() -> String {
+    "always".into()
+}
+fn default_partitions() -> u32 {
+    1
+}
+fn default_segment_bytes() -> u64 {
+    128 * 1024 * 1024
+}
+
+/// `[registry]` and `[api]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenSection {
+    pub listen: String,
+}
+
+impl LogSection {
+    pub fn options(&self) -> anyhow::Result<LogOptions> {
+        Ok(LogOptions {
+            fsync: parse_fsync(&self.fsync)?,
+            segment_bytes: self.segment_bytes,
+        })
+    }
+}
+
+/// `always`, `never` or `interval:<n>ms|s`.
+pub fn parse_fsync(text: &str) -> anyhow::Result<FsyncPolicy> {
+    match text {
+        "always" => Ok(FsyncPolicy::Always),
+        "never" => Ok(FsyncPolicy::Never),
+        other => {
+            let spec = other.strip_prefix("interval:").ok_or_else(|| {
+                anyhow!("log.fsync: {other:?} is not one of always, interval:<duration>, never")
+            })?;
+            let duration = if let Some(ms) = spec.strip_suffix("ms") {
+                ms.parse().map(Duration::from_millis)
+            } else if let Some(s) = spec.strip_suffix('s') {
+                s.parse().map(Duration::from_secs)
+            } else {
+                bail!("log.fsync: {spec:?} needs a unit, e.g. interval:100ms or interval:1s")
+            };
+            let duration =
+                duration.map_err(|_| anyhow!("log.fsync: {spec:?} is not a duration"))?;
+            Ok(FsyncPolicy::Interval(duration))
+        }
+    }
+}
+
+/// Reads, overrides from the environment, deserializes and validates `path`.
+pub fn load(path: &Path) -> anyhow::Result<FileConfig> {
+    let format = match path.extension().and_then(|e| e.to_str()) {
+        Some("toml") => config::FileFormat::Toml,
+        Some("yaml" | "yml") => config::FileFormat::Yaml,
+        _ => bail!(
+            "{}: the config file must end in .toml, .yaml or .yml",
+            path.display()
+        ),
+    };
+    if !path.is_file() {
+        bail!("{}: no such config file", path.display());
+    }
+    let mut builder = config::Config::builder().add_source(config::File::from(path).format(format));
+    for (key, value) in std::env::vars() {
+        if let Some(rest) = key.strip_prefix("SLUICE__") {
+            builder = builder
+                .set_override(env_key_path(rest), value)
+                .with_context(|| format!("environment variable {key}"))?;
+        }
+    }
+    let raw = builder
+        .build()
+        .map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    let config: FileConfig = raw
+        .try_deserialize()
+        .map_err(|e| anyhow!("{}: {}", path.display(), describe(e)))?;
+    validate(&config).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    Ok(config)
+}
+
+/// `SOURCES__0__URL` → `sources[0].url`.
+fn env_key_path(rest: &str) -> String {
+    let mut path = String::new();
+    for part in rest.split("__") {
+        if part.chars().all(|c| c.is_ascii_digit()) && !part.is_empty() {
+            path.push_str(&format!("[{part}]"));
+        } else {
+            if !path.is_empty() {
+                path.push('.');
+            }
+            path.push_str(&part.to_ascii_lowercase());
+        }
+    }
+    path
+}
+
+/// The config crate's messages, made to say which key is wrong.
+fn describe(error: config::ConfigError) -> String {
+    let text = error.to_string();
+    if text.contains("missing field")
+        || text.contains("unknown field")
+        || text.contains("unknown variant")
+    {
+        text.replace("unknown variant", "unknown kind")
+    } else {
+        text
+    }
+}
+
+fn validate(config: &FileConfig) -> anyhow::Result<()> {
+    if config.log.kind != "embedded" {
+        bail!(
+            "log.kind: {:?} is not supported yet; use \"embedded\"",
+            config.log.kind
+        );
+    }
+    config.log.options()?;
+    if !(1..=1024).contains(&config.log.partitions) {
+        bail!("log.partitions: must be between 1 and 1024");
+    }
+    if config.log.segment_bytes < 1024 * 1024 {
+        bail!("log.segment_bytes: must be at least 1 MiB");
+    }
+    if config.sources.is_empty() && config.sinks.is_empty() {
+        bail!("no [[sources]] or [[sinks]]: nothing to run");
+    }
+    let mut names = std::collections::HashSet::new();
+    for (i, source) in config.sources.iter().enumerate() {
+        source.validate(&format!("sources[{i}]"))?;
+        if !names.insert(format!("source:{}", source.name())) {
+            bail!("sources[{i}].name: {:?} is used twice", source.name());
+        }
+    }
+    for (i, sink) in config.sinks.iter().enumerate() {
+        sink.validate(&format!("sinks[{i}]"))?;
+        if !names.insert(format!("sink:{}", sink.name())) {
+            bail!("sinks[{i}].name: {:?} is used twice", sink.name());
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn environment_keys_map_to_config_paths() {
+        assert_eq!(env_key_path("SOURCES__0__URL"), "sources[0].url");
+        assert_eq!(env_key_path("LOG__FSYNC"), "log.fsync");
+    }
+
+    #[test]
+    fn fsync_policies_parse_and_bad_ones_say_why() {
+        assert_eq!(
+            parse_fsync("interval:100ms").unwrap(),
+            FsyncPolicy::Interval(Duration::from_millis(100))
+        );
+        assert_eq!(
+            parse_fsync("interval:2s").unwrap(),
+            FsyncPolicy::Interval(Duration::from_secs(2))
+        );
+        assert!(parse_fsync("sometimes")
+            .unwrap_err()
+            .to_string()
+            .contains("log.fsync"));
+        assert!(parse_fsync("interval:5")
+            .unwrap_err()
+            .to_string()
+            .contains("unit"));
+    }
+}

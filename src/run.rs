@@ -1,0 +1,166 @@
+//! `sluice run` and `sluice check --connect`: builds each configured connector (one `match` per
+//! kind) and hands them to the pipeline runtime.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::anyhow;
+use sluice_connectors::{SinkConfig, SourceConfig};
+use sluice_core::event_log::{EmbeddedLog, EventLog};
+use sluice_core::pipeline::{run_sink, run_source, SinkSettings, SourceSettings};
+use sluice_core::task::Tasks;
+use sluice_log::Log;
+use sluice_schema_registry::json::{JsonEnvelopeEncoder, SourceBlock};
+
+use crate::config::FileConfig;
+use crate::Failure;
+
+/// How long shutdown may take before what is left is abandoned.
+const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(30);
+
+pub fn run(config: FileConfig) -> Result<(), Failure> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(Failure::runtime)?;
+    runtime.block_on(run_async(config))
+}
+
+async fn run_async(config: FileConfig) -> Result<(), Failure> {
+    if let Some(registry) = &config.registry {
+        tracing::warn!(listen = %registry.listen, "[registry] is not served by this version yet");
+    }
+    if let Some(api) = &config.api {
+        tracing::warn!(listen = %api.listen, "[api] is not served by this version yet");
+    }
+    let options = config.log.options().map_err(Failure::config)?;
+    let dir = config.log.dir.clone();
+    let log = tokio::task::spawn_blocking(move || Log::open(&dir, options))
+        .await
+        .map_err(Failure::runtime)?
+        .map_err(|e| Failure::runtime(anyhow!(e)))?;
+    tracing::info!(dir = %config.log.dir.display(), topics = log.topics().len(), "log open");
+    let backend = EmbeddedLog::new(Arc::new(log), config.log.partitions);
+    let tasks = Tasks::new();
+
+    for source in config.sources {
+        let name = source.name().to_owned();
+        let settings = SourceSettings {
+            name: name.clone(),
+            channel_batches: 4,
+        };
+        let span = tracing::info_span!("source", source = %name);
+        match source {
+            SourceConfig::Postgres(pg) => {
+                let db = pg.connect_params().map(|p| p.dbname).unwrap_or_default();
+                let encoder = JsonEnvelopeEncoder::new(
+                    SourceBlock {
+                        connector: "postgresql",
+                        name: name.clone(),
+                        db,
+                    },
+                    pg.tombstones,
+                );
+                let source = sluice_connectors::postgres::PostgresSource::new(pg);
+                tasks.spawn(
+                    format!("source {name}"),
+                    span,
+                    run_source(
+                        settings,
+                        source,
+                        encoder,
+                        backend.clone(),
+                        tasks.cancel_token(),
+                    ),
+                );
+            }
+        }
+    }
+    for sink in config.sinks {
+        let name = sink.name().to_owned();
+        let settings = SinkSettings {
+            name: name.clone(),
+            topics: sink.topics().to_vec(),
+            max_read_bytes: 1 << 20,
+            topic_refresh: Duration::from_secs(1),
+        };
+        let span = tracing::info_span!("sink", sink = %name);
+        match sink {
+            SinkConfig::Jsonl(jsonl) => {
+                let sink = sluice_connectors::jsonl::JsonlSink::new(jsonl);
+                tasks.spawn(
+                    format!("sink {name}"),
+                    span,
+                    run_sink(settings, sink, backend.clone(), tasks.cancel_token()),
+                );
+            }
+        }
+    }
+
+    tokio::select! {
+        signal = shutdown_signal() => tracing::info!(signal, "shutting down: stopping sources, draining, acknowledging"),
+        () = tasks.wait_cancelled() => {}
+    }
+    let result = tasks.shutdown(SHUTDOWN_DEADLINE).await;
+    if let Err(err) = backend.flush().await {
+        tracing::error!(error = %err, "final log flush failed");
+    }
+    let (failures, in_time) = match result {
+        Ok(failures) => (failures, true),
+        Err(failures) => (failures, false),
+    };
+    if let Some(first) = failures.into_iter().next() {
+        return Err(Failure::runtime(anyhow!("{}: {}", first.task, first.error)));
+    }
+    if !in_time {
+        return Err(Failure::runtime(anyhow!(
+            "shutdown did not finish within {}s",
+            SHUTDOWN_DEADLINE.as_secs()
+        )));
+    }
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+async fn shutdown_signal() -> &'static str {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return "SIGINT";
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => "SIGINT",
+        _ = term.recv() => "SIGTERM",
+    }
+}
+
+/// `sluice check --connect`: probes every source's server.
+pub fn probe(config: &FileConfig) -> Result<(), Failure> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(Failure::runtime)?;
+    let mut failed = false;
+    for source in &config.sources {
+        let result = match source {
+            SourceConfig::Postgres(pg) => runtime
+                .block_on(sluice_connectors::postgres::probe(pg))
+                .map_err(anyhow::Error::from),
+        };
+        match result {
+            Ok(summary) => println!("source {}: ok: {summary}", source.name()),
+            Err(err) => {
+                println!("source {}: FAILED: {err:#}", source.name());
+                failed = true;
+            }
+        }
+    }
+    if failed {
+        return Err(Failure::runtime(anyhow!(
+            "some sources failed their checks (see above)"
+        )));
+    }
+    Ok(())
+}
