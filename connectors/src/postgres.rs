@@ -229,7 +229,15 @@ impl PostgresSource {
                 blocks: u64::try_from(blocks).unwrap_or(0),
             });
         }
-        if setup::slot_state(&ctx.client, &slot).await?.is_some() {
+        if let Some(state) = setup::slot_state(&ctx.client, &slot).await? {
+            let dbname = self.config.connect_params().map(|p| p.dbname).unwrap_or_default();
+            if state.database.as_deref() != Some(dbname.as_str()) {
+                return Err(PostgresError::Setup {
+                    problem: format!("replication slot {slot} already exists for database {:?}", state.database),
+                    fix: "slot names are shared by the whole server: name another one with `slot =`".into(),
+                });
+            }
+            // No committed stream position depends on this slot: start it over.
             setup::drop_slot(&ctx.client, &slot).await?;
         }
         let mut conn = self.connect_replication().await?;

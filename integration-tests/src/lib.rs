@@ -1,1 +1,250 @@
-//! End-to-end tests live in tests/.
+//! Harness for end-to-end tests against the real servers `dev/services up` starts on 127.0.0.1:
+//! a fresh database per test, the `sluice` binary run as a child process on a temp config, the
+//! log read back through sluice-log, and a notify-or-timeout wait.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Once;
+use std::time::{Duration, Instant};
+
+use serde_json::Value as Json;
+
+pub const PG_URL: &str = "postgres://postgres@127.0.0.1:5432";
+
+/// The `sluice` binary, built once per test run.
+pub fn sluice_bin() -> PathBuf {
+    static BUILD: Once = Once::new();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf();
+    BUILD.call_once(|| {
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "--quiet", "--bin", "sluice"])
+            .current_dir(&root)
+            .status()
+            .expect("run cargo build");
+        assert!(status.success(), "building the sluice binary failed");
+    });
+    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
+    target.join("debug").join("sluice")
+}
+
+/// A name no other test (or earlier run) uses.
+pub fn unique_name(prefix: &str) -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    format!("{prefix}_{}_{}_{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed), nanos % 100_000)
+}
+
+fn psql(db: &str, sql: &str) -> std::process::Output {
+    Command::new("psql")
+        .args(["-h", "127.0.0.1", "-U", "postgres", "-d", db, "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql])
+        .output()
+        .expect("run psql (is postgresql-client installed? run dev/services up)")
+}
+
+/// A database of its own for one test; dropped (with its slots) when the test ends.
+pub struct TestDb {
+    pub name: String,
+}
+
+impl TestDb {
+    pub fn create() -> TestDb {
+        let name = unique_name("sluice_t");
+        let out = psql("postgres", &format!("CREATE DATABASE {name}"));
+        assert!(out.status.success(), "create database: {} (is Postgres up? run dev/services up)", String::from_utf8_lossy(&out.stderr));
+        TestDb { name }
+    }
+
+    pub fn url(&self) -> String {
+        format!("{PG_URL}/{}", self.name)
+    }
+
+    pub async fn client(&self) -> tokio_postgres::Client {
+        let (client, connection) = tokio_postgres::connect(&self.url(), tokio_postgres::NoTls).await.expect("connect to the test database");
+        tokio::spawn(connection);
+        client
+    }
+
+    /// Runs SQL through psql (for setup scripts with several statements).
+    pub fn exec(&self, sql: &str) -> String {
+        let out = psql(&self.name, sql);
+        assert!(out.status.success(), "psql failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let sql = format!(
+            "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE database = '{0}' AND active_pid IS NOT NULL; \
+             SELECT pg_sleep(0.2); \
+             SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = '{0}'; \
+             DROP DATABASE IF EXISTS {0} WITH (FORCE);",
+            self.name
+        );
+        let _ = psql("postgres", &sql);
+    }
+}
+
+/// A sluice process on a config written into its own temp directory.
+pub struct Sluice {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    child: Option<Child>,
+}
+
+impl Sluice {
+    /// Writes `config_body` (TOML without the [log] section) after a [log] section pointing into
+    /// the temp directory. `{dir}` in the body is replaced by the temp directory.
+    pub fn new(config_body: &str) -> Sluice {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = dir.path().join("sluice.toml");
+        let body = config_body.replace("{dir}", &dir.path().display().to_string());
+        let text = format!("[log]\ndir = \"{}/log\"\nfsync = \"always\"\n\n{body}", dir.path().display());
+        std::fs::write(&config, text).expect("write config");
+        Sluice { dir, config, child: None }
+    }
+
+    pub fn log_dir(&self) -> PathBuf {
+        self.dir.path().join("log")
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn start(&mut self) {
+        assert!(self.child.is_none(), "already running");
+        let stderr = std::fs::OpenOptions::new().create(true).append(true).open(self.path("sluice.stderr")).expect("stderr file");
+        let child = Command::new(sluice_bin())
+            .args(["run", "-c"])
+            .arg(&self.config)
+            .env("SLUICE_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn sluice");
+        self.child = Some(child);
+    }
+
+    /// The process's log output so far (for assertion messages).
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.path("sluice.stderr")).unwrap_or_default()
+    }
+
+    /// kill -9.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, then waits for a clean exit; returns the exit code.
+    pub fn stop(&mut self) -> Option<i32> {
+        let mut child = self.child.take()?;
+        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(40);
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("sluice did not stop within 40s after SIGTERM:\n{}", self.stderr());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        match &mut self.child {
+            Some(child) => child.try_wait().expect("wait").is_none(),
+            None => false,
+        }
+    }
+
+    /// Every committed record of `topic` in the log: (key, value) as JSON, in offset order per
+    /// partition (partitions one after another).
+    pub fn records(&self, topic: &str) -> Vec<(Json, Json)> {
+        read_topic(&self.log_dir(), topic)
+    }
+}
+
+impl Drop for Sluice {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            eprintln!("--- sluice stderr ---\n{}--- end ---", self.stderr());
+        }
+    }
+}
+
+pub fn read_topic(log_dir: &Path, topic: &str) -> Vec<(Json, Json)> {
+    let Ok(log) = sluice_log::Log::open_read_only(log_dir) else { return Vec::new() };
+    let Some(partitions) = log.topic_partitions(topic) else { return Vec::new() };
+    let mut out = Vec::new();
+    for partition in 0..partitions {
+        let mut offset = 0;
+        loop {
+            let records = log.read(topic, partition, offset, 4 << 20).expect("read log");
+            let Some(last) = records.last() else { break };
+            offset = last.offset + 1;
+            for record in records {
+                let parse = |bytes: Option<bytes::Bytes>| bytes.map_or(Json::Null, |b| serde_json::from_slice(&b).expect("record is JSON"));
+                out.push((parse(record.key), parse(record.value)));
+            }
+        }
+    }
+    out
+}
+
+/// Data events (not tombstones) of a topic.
+pub fn events(records: &[(Json, Json)]) -> Vec<Json> {
+    records.iter().filter(|(_, v)| !v.is_null()).map(|(_, v)| v.clone()).collect()
+}
+
+/// Waits until `condition` holds, checking every 100 ms; panics with `what` after `timeout`.
+pub async fn wait_for<F: FnMut() -> bool>(timeout: Duration, what: &str, mut condition: F) {
+    let deadline = Instant::now() + timeout;
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Folds change events into the final row per key (`r`, `c`, `u` set; `d` removes; `t` clears).
+pub fn fold_rows(events: &[Json], key_column: &str) -> BTreeMap<String, Json> {
+    let mut rows = BTreeMap::new();
+    for event in events {
+        match event["op"].as_str().unwrap_or_default() {
+            "r" | "c" | "u" => {
+                let after = &event["after"];
+                rows.insert(after[key_column].to_string(), after.clone());
+            }
+            "d" => {
+                rows.remove(&event["before"][key_column].to_string());
+            }
+            "t" => rows.clear(),
+            _ => {}
+        }
+    }
+    rows
+}
+
+/// A small deterministic random source for workloads.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed | 1)
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
