@@ -166,15 +166,17 @@ fn env_key_path(rest: &str) -> String {
 
 /// The config crate's messages, made to say which key is wrong.
 fn describe(error: config::ConfigError) -> String {
-    let text = error.to_string();
-    if text.contains("missing field")
-        || text.contains("unknown field")
-        || text.contains("unknown variant")
-    {
-        text.replace("unknown variant", "unknown kind")
-    } else {
-        text
+    let text = error.to_string().replace("unknown variant", "unknown kind");
+    // The crate writes `sources[0]url`; make it the `sources[0].url` the docs use.
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        out.push(c);
+        if c == ']' && chars.peek().is_some_and(|next| next.is_ascii_alphabetic()) {
+            out.push('.');
+        }
     }
+    out
 }
 
 fn validate(config: &FileConfig) -> anyhow::Result<()> {

@@ -110,7 +110,7 @@ async fn run_async(config: FileConfig) -> Result<(), Failure> {
         Err(failures) => (failures, false),
     };
     if let Some(first) = failures.into_iter().next() {
-        return Err(Failure::runtime(anyhow!("{}: {}", first.task, first.error)));
+        return Err(Failure::runtime(anyhow!("{}", first.error)));
     }
     if !in_time {
         return Err(Failure::runtime(anyhow!(

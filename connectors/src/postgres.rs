@@ -230,11 +230,20 @@ impl PostgresSource {
             });
         }
         if let Some(state) = setup::slot_state(&ctx.client, &slot).await? {
-            let dbname = self.config.connect_params().map(|p| p.dbname).unwrap_or_default();
+            let dbname = self
+                .config
+                .connect_params()
+                .map(|p| p.dbname)
+                .unwrap_or_default();
             if state.database.as_deref() != Some(dbname.as_str()) {
                 return Err(PostgresError::Setup {
-                    problem: format!("replication slot {slot} already exists for database {:?}", state.database),
-                    fix: "slot names are shared by the whole server: name another one with `slot =`".into(),
+                    problem: format!(
+                        "replication slot {slot} already exists for database {:?}",
+                        state.database
+                    ),
+                    fix:
+                        "slot names are shared by the whole server: name another one with `slot =`"
+                            .into(),
                 });
             }
             // No committed stream position depends on this slot: start it over.
@@ -355,30 +364,8 @@ impl Source for PostgresSource {
 
     async fn start(&mut self, resume: Option<Checkpoint>) -> Result<(), PostgresError> {
         self.shutdown().await?;
-        let (client, connection) = self
-            .pg_config()?
-            .connect(tokio_postgres::NoTls)
-            .await
-            .map_err(|err| {
-                if err.code().is_none() && err.as_db_error().is_none() {
-                    let address = self
-                        .config
-                        .connect_params()
-                        .map(|p| format!("{}:{}", p.host, p.port))
-                        .unwrap_or_default();
-                    PostgresError::Connect {
-                        address,
-                        source: std::io::Error::other(err.to_string()),
-                    }
-                } else {
-                    PostgresError::Query(err)
-                }
-            })?;
-        self.catalog_task = Some(tokio::spawn(async move {
-            if let Err(err) = connection.await {
-                tracing::debug!(error = %err, "catalog connection ended");
-            }
-        }));
+        let (client, task) = connect_catalog(&self.config).await?;
+        self.catalog_task = Some(task);
         let server = setup::check_server(&client).await?;
         let tables = catalog::resolve_tables(&client, &self.config.tables).await?;
         setup::check_tables(&tables, &self.config.tables)?;
@@ -412,13 +399,15 @@ impl Source for PostgresSource {
                 tracing::warn!("the last run stopped during the initial snapshot; taking it again from the start");
                 None
             }
-            Some(Checkpoint { position, .. }) => return Err(PostgresError::Setup {
-                problem: format!(
+            Some(Checkpoint { position, .. }) => {
+                return Err(PostgresError::Setup {
+                    problem: format!(
                     "the log's checkpoint for this source is {position}, not a Postgres position"
                 ),
-                fix: "give this source a new name, or point [log] dir at this source's own log"
-                    .into(),
-            }),
+                    fix: "give this source a new name, or point [log] dir at this source's own log"
+                        .into(),
+                })
+            }
             None => None,
         };
         let snapshot_mode = self.config.snapshot;
@@ -564,12 +553,7 @@ impl PostgresSource {
 /// Connects and checks what `start` would check, without creating anything: server settings,
 /// privileges, the tables the patterns match and their replica identity. Returns a summary.
 pub async fn probe(config: &PostgresSourceConfig) -> Result<String, PostgresError> {
-    let pg_config = config.pg_config().map_err(|problem| PostgresError::Setup {
-        problem,
-        fix: "correct the source url".into(),
-    })?;
-    let (client, connection) = pg_config.connect(tokio_postgres::NoTls).await?;
-    let connection = tokio::spawn(connection);
+    let (client, connection) = connect_catalog(config).await?;
     let server = setup::check_server(&client).await?;
     let tables = catalog::resolve_tables(&client, &config.tables).await?;
     setup::check_tables(&tables, &config.tables)?;
@@ -589,6 +573,48 @@ pub async fn probe(config: &PostgresSourceConfig) -> Result<String, PostgresErro
             "will be created"
         }
     ))
+}
+
+/// An ordinary connection for catalog queries, its connection task running in the background.
+async fn connect_catalog(
+    config: &PostgresSourceConfig,
+) -> Result<(tokio_postgres::Client, JoinHandle<()>), PostgresError> {
+    let pg_config = config.pg_config().map_err(|problem| PostgresError::Setup {
+        problem,
+        fix: "correct the source url".into(),
+    })?;
+    let (client, connection) = pg_config
+        .connect(tokio_postgres::NoTls)
+        .await
+        .map_err(|err| {
+            if err.as_db_error().is_some() {
+                return PostgresError::Query(err);
+            }
+            let address = config
+                .connect_params()
+                .map(|p| format!("{}:{}", p.host, p.port))
+                .unwrap_or_default();
+            // tokio-postgres keeps the reason (refused, timed out) in its source chain.
+            let mut reason = err.to_string();
+            let mut cause = std::error::Error::source(&err);
+            while let Some(inner) = cause {
+                let inner_text = inner.to_string();
+                if !reason.contains(&inner_text) {
+                    reason = format!("{reason}: {inner_text}");
+                }
+                cause = inner.source();
+            }
+            PostgresError::Connect {
+                address,
+                source: std::io::Error::other(reason),
+            }
+        })?;
+    let task = tokio::spawn(async move {
+        if let Err(err) = connection.await {
+            tracing::debug!(error = %err, "catalog connection ended");
+        }
+    });
+    Ok((client, task))
 }
 
 fn now_us() -> i64 {

@@ -16,7 +16,10 @@ pub const PG_URL: &str = "postgres://postgres@127.0.0.1:5432";
 /// The `sluice` binary, built once per test run.
 pub fn sluice_bin() -> PathBuf {
     static BUILD: Once = Once::new();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf();
     BUILD.call_once(|| {
         let status = Command::new(env!("CARGO"))
             .args(["build", "--quiet", "--bin", "sluice"])
@@ -25,20 +28,45 @@ pub fn sluice_bin() -> PathBuf {
             .expect("run cargo build");
         assert!(status.success(), "building the sluice binary failed");
     });
-    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
     target.join("debug").join("sluice")
 }
 
 /// A name no other test (or earlier run) uses.
 pub fn unique_name(prefix: &str) -> String {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
-    format!("{prefix}_{}_{}_{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed), nanos % 100_000)
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!(
+        "{prefix}_{}_{}_{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed),
+        nanos % 100_000
+    )
 }
 
 fn psql(db: &str, sql: &str) -> std::process::Output {
     Command::new("psql")
-        .args(["-h", "127.0.0.1", "-U", "postgres", "-d", db, "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql])
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-d",
+            db,
+            "-X",
+            "-q",
+            "-A",
+            "-t",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-c",
+            sql,
+        ])
         .output()
         .expect("run psql (is postgresql-client installed? run dev/services up)")
 }
@@ -52,7 +80,11 @@ impl TestDb {
     pub fn create() -> TestDb {
         let name = unique_name("sluice_t");
         let out = psql("postgres", &format!("CREATE DATABASE {name}"));
-        assert!(out.status.success(), "create database: {} (is Postgres up? run dev/services up)", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "create database: {} (is Postgres up? run dev/services up)",
+            String::from_utf8_lossy(&out.stderr)
+        );
         TestDb { name }
     }
 
@@ -61,7 +93,9 @@ impl TestDb {
     }
 
     pub async fn client(&self) -> tokio_postgres::Client {
-        let (client, connection) = tokio_postgres::connect(&self.url(), tokio_postgres::NoTls).await.expect("connect to the test database");
+        let (client, connection) = tokio_postgres::connect(&self.url(), tokio_postgres::NoTls)
+            .await
+            .expect("connect to the test database");
         tokio::spawn(connection);
         client
     }
@@ -69,7 +103,11 @@ impl TestDb {
     /// Runs SQL through psql (for setup scripts with several statements).
     pub fn exec(&self, sql: &str) -> String {
         let out = psql(&self.name, sql);
-        assert!(out.status.success(), "psql failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "psql failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
     }
 }
@@ -101,9 +139,16 @@ impl Sluice {
         let dir = tempfile::tempdir().expect("tempdir");
         let config = dir.path().join("sluice.toml");
         let body = config_body.replace("{dir}", &dir.path().display().to_string());
-        let text = format!("[log]\ndir = \"{}/log\"\nfsync = \"always\"\n\n{body}", dir.path().display());
+        let text = format!(
+            "[log]\ndir = \"{}/log\"\nfsync = \"always\"\n\n{body}",
+            dir.path().display()
+        );
         std::fs::write(&config, text).expect("write config");
-        Sluice { dir, config, child: None }
+        Sluice {
+            dir,
+            config,
+            child: None,
+        }
     }
 
     pub fn log_dir(&self) -> PathBuf {
@@ -116,7 +161,11 @@ impl Sluice {
 
     pub fn start(&mut self) {
         assert!(self.child.is_none(), "already running");
-        let stderr = std::fs::OpenOptions::new().create(true).append(true).open(self.path("sluice.stderr")).expect("stderr file");
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.path("sluice.stderr"))
+            .expect("stderr file");
         let child = Command::new(sluice_bin())
             .args(["run", "-c"])
             .arg(&self.config)
@@ -144,7 +193,9 @@ impl Sluice {
     /// SIGTERM, then waits for a clean exit; returns the exit code.
     pub fn stop(&mut self) -> Option<i32> {
         let mut child = self.child.take()?;
-        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
         let deadline = Instant::now() + Duration::from_secs(40);
         loop {
             if let Some(status) = child.try_wait().expect("wait") {
@@ -152,7 +203,10 @@ impl Sluice {
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
-                panic!("sluice did not stop within 40s after SIGTERM:\n{}", self.stderr());
+                panic!(
+                    "sluice did not stop within 40s after SIGTERM:\n{}",
+                    self.stderr()
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -182,17 +236,27 @@ impl Drop for Sluice {
 }
 
 pub fn read_topic(log_dir: &Path, topic: &str) -> Vec<(Json, Json)> {
-    let Ok(log) = sluice_log::Log::open_read_only(log_dir) else { return Vec::new() };
-    let Some(partitions) = log.topic_partitions(topic) else { return Vec::new() };
+    let Ok(log) = sluice_log::Log::open_read_only(log_dir) else {
+        return Vec::new();
+    };
+    let Some(partitions) = log.topic_partitions(topic) else {
+        return Vec::new();
+    };
     let mut out = Vec::new();
     for partition in 0..partitions {
         let mut offset = 0;
         loop {
-            let records = log.read(topic, partition, offset, 4 << 20).expect("read log");
+            let records = log
+                .read(topic, partition, offset, 4 << 20)
+                .expect("read log");
             let Some(last) = records.last() else { break };
             offset = last.offset + 1;
             for record in records {
-                let parse = |bytes: Option<bytes::Bytes>| bytes.map_or(Json::Null, |b| serde_json::from_slice(&b).expect("record is JSON"));
+                let parse = |bytes: Option<bytes::Bytes>| {
+                    bytes.map_or(Json::Null, |b| {
+                        serde_json::from_slice(&b).expect("record is JSON")
+                    })
+                };
                 out.push((parse(record.key), parse(record.value)));
             }
         }
@@ -202,14 +266,21 @@ pub fn read_topic(log_dir: &Path, topic: &str) -> Vec<(Json, Json)> {
 
 /// Data events (not tombstones) of a topic.
 pub fn events(records: &[(Json, Json)]) -> Vec<Json> {
-    records.iter().filter(|(_, v)| !v.is_null()).map(|(_, v)| v.clone()).collect()
+    records
+        .iter()
+        .filter(|(_, v)| !v.is_null())
+        .map(|(_, v)| v.clone())
+        .collect()
 }
 
 /// Waits until `condition` holds, checking every 100 ms; panics with `what` after `timeout`.
 pub async fn wait_for<F: FnMut() -> bool>(timeout: Duration, what: &str, mut condition: F) {
     let deadline = Instant::now() + timeout;
     while !condition() {
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

@@ -30,7 +30,10 @@ async fn changes_arrive_in_commit_order_per_key_with_before_images() {
     sluice.start();
     let client = db.client().await;
     wait_for(Duration::from_secs(20), "the slot to exist", || {
-        db.exec(&format!("SELECT count(*) FROM pg_replication_slots WHERE slot_name = '{slot}'", slot = db.name)) == "1"
+        db.exec(&format!(
+            "SELECT count(*) FROM pg_replication_slots WHERE slot_name = '{slot}'",
+            slot = db.name
+        )) == "1"
     })
     .await;
     // One string per transaction: a multi-statement string would run as one implicit transaction.
@@ -47,20 +50,37 @@ async fn changes_arrive_in_commit_order_per_key_with_before_images() {
         client.batch_execute(txn).await.unwrap();
     }
     wait_for(Duration::from_secs(20), "all events in the log", || {
-        events(&sluice.records("src.public.full_t")).len() >= 6 && events(&sluice.records("src.public.dflt_t")).len() >= 5
+        events(&sluice.records("src.public.full_t")).len() >= 6
+            && events(&sluice.records("src.public.dflt_t")).len() >= 5
     })
     .await;
 
     let full = events(&sluice.records("src.public.full_t"));
-    let summary: Vec<(String, Json, Json)> =
-        full.iter().map(|e| (e["op"].as_str().unwrap().to_owned(), e["before"].clone(), e["after"].clone())).collect();
+    let summary: Vec<(String, Json, Json)> = full
+        .iter()
+        .map(|e| {
+            (
+                e["op"].as_str().unwrap().to_owned(),
+                e["before"].clone(),
+                e["after"].clone(),
+            )
+        })
+        .collect();
     assert_eq!(
         summary,
         vec![
             ("c".into(), Json::Null, json!({"id": 1, "v": "a", "n": 1})),
             ("c".into(), Json::Null, json!({"id": 2, "v": "b", "n": 2})),
-            ("u".into(), json!({"id": 1, "v": "a", "n": 1}), json!({"id": 1, "v": "a2", "n": 10})),
-            ("u".into(), json!({"id": 1, "v": "a2", "n": 10}), json!({"id": 1, "v": "a2", "n": 11})),
+            (
+                "u".into(),
+                json!({"id": 1, "v": "a", "n": 1}),
+                json!({"id": 1, "v": "a2", "n": 10})
+            ),
+            (
+                "u".into(),
+                json!({"id": 1, "v": "a2", "n": 10}),
+                json!({"id": 1, "v": "a2", "n": 11})
+            ),
             ("d".into(), json!({"id": 2, "v": "b", "n": 2}), Json::Null),
             // A key change is a delete of the old key and a create of the new one.
             ("d".into(), json!({"id": 1, "v": "a2", "n": 11}), Json::Null),
@@ -74,7 +94,10 @@ async fn changes_arrive_in_commit_order_per_key_with_before_images() {
     // Keys and tombstones.
     let records = sluice.records("src.public.full_t");
     assert_eq!(records[0].0, json!({"id": 1}));
-    let tombstone = records.iter().position(|(_, v)| v.is_null()).expect("a tombstone after the delete");
+    let tombstone = records
+        .iter()
+        .position(|(_, v)| v.is_null())
+        .expect("a tombstone after the delete");
     assert_eq!(records[tombstone - 1].1["op"], "d");
     assert_eq!(records[tombstone].0, records[tombstone - 1].0);
 
@@ -89,7 +112,10 @@ async fn changes_arrive_in_commit_order_per_key_with_before_images() {
 
     // The JSONL sink got every event, tombstones left out.
     wait_for(Duration::from_secs(10), "the sink to catch up", || {
-        std::fs::read_to_string(sluice.path("out.jsonl")).map(|t| t.lines().count()).unwrap_or(0) >= full.len() + dflt.len()
+        std::fs::read_to_string(sluice.path("out.jsonl"))
+            .map(|t| t.lines().count())
+            .unwrap_or(0)
+            >= full.len() + dflt.len()
     })
     .await;
     assert_eq!(sluice.stop(), Some(0), "clean exit:\n{}", sluice.stderr());
@@ -103,36 +129,58 @@ async fn snapshot_under_concurrent_writes_has_no_gap_and_no_duplicate() {
     db.exec("CREATE TABLE t (id int PRIMARY KEY, v int NOT NULL); INSERT INTO t SELECT g, 0 FROM generate_series(1, 30000) g;");
     let writer_db = db.url();
     let writer = tokio::spawn(async move {
-        let (client, connection) = tokio_postgres::connect(&writer_db, tokio_postgres::NoTls).await.unwrap();
+        let (client, connection) = tokio_postgres::connect(&writer_db, tokio_postgres::NoTls)
+            .await
+            .unwrap();
         tokio::spawn(connection);
-        client.batch_execute("SET synchronous_commit = off").await.unwrap();
+        client
+            .batch_execute("SET synchronous_commit = off")
+            .await
+            .unwrap();
         let mut rng = Rng::new(7);
         let mut next_id = 30_001;
         for i in 0..3000 {
             if i % 3 == 0 {
-                client.execute("INSERT INTO t VALUES ($1, 0)", &[&next_id]).await.unwrap();
+                client
+                    .execute("INSERT INTO t VALUES ($1, 0)", &[&next_id])
+                    .await
+                    .unwrap();
                 next_id += 1;
             } else {
                 let id = 1 + rng.below(30_000) as i32;
-                client.execute("UPDATE t SET v = v + 1 WHERE id = $1", &[&id]).await.unwrap();
+                client
+                    .execute("UPDATE t SET v = v + 1 WHERE id = $1", &[&id])
+                    .await
+                    .unwrap();
             }
         }
     });
     // Start while the writer is busy.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut sluice = Sluice::new(&source_config(&db, "snapshot_parallelism = 2\nmax_batch_events = 5000"));
+    let mut sluice = Sluice::new(&source_config(
+        &db,
+        "snapshot_parallelism = 2\nmax_batch_events = 5000",
+    ));
     sluice.start();
     writer.await.unwrap();
     db.exec("CREATE TABLE IF NOT EXISTS done (id int PRIMARY KEY); INSERT INTO done VALUES (1);");
     db.exec("INSERT INTO t VALUES (-1, 0)");
     wait_for(Duration::from_secs(60), "the marker row in the log", || {
-        events(&sluice.records("src.public.t")).iter().any(|e| e["after"]["id"] == -1)
+        events(&sluice.records("src.public.t"))
+            .iter()
+            .any(|e| e["after"]["id"] == -1)
     })
     .await;
 
     let all = events(&sluice.records("src.public.t"));
-    assert!(all.iter().any(|e| e["op"] == "r"), "the snapshot emitted reads");
-    assert!(all.iter().any(|e| e["op"] == "u"), "changes were streamed after the snapshot");
+    assert!(
+        all.iter().any(|e| e["op"] == "r"),
+        "the snapshot emitted reads"
+    );
+    assert!(
+        all.iter().any(|e| e["op"] == "u"),
+        "changes were streamed after the snapshot"
+    );
     // Each row's v must go up by exactly one per event: a gap skips a value, a duplicate repeats one.
     let mut seen: BTreeMap<i64, i64> = BTreeMap::new();
     for event in &all {
@@ -140,7 +188,9 @@ async fn snapshot_under_concurrent_writes_has_no_gap_and_no_duplicate() {
         let v = event["after"]["v"].as_i64().unwrap();
         match (event["op"].as_str().unwrap(), seen.get(&id)) {
             ("r" | "c", None) => {}
-            ("u", Some(previous)) => assert_eq!(v, previous + 1, "row {id}: v went from {previous} to {v}"),
+            ("u", Some(previous)) => {
+                assert_eq!(v, previous + 1, "row {id}: v went from {previous} to {v}")
+            }
             (op, previous) => panic!("row {id}: unexpected {op} after {previous:?}"),
         }
         seen.insert(id, v);
@@ -154,7 +204,11 @@ async fn snapshot_under_concurrent_writes_has_no_gap_and_no_duplicate() {
         })
         .collect();
     assert_eq!(seen, table, "the log folds to exactly the table's content");
-    let markers: Vec<&str> = all.iter().filter_map(|e| e["source"]["snapshot"].as_str()).filter(|s| *s == "first" || *s == "last").collect();
+    let markers: Vec<&str> = all
+        .iter()
+        .filter_map(|e| e["source"]["snapshot"].as_str())
+        .filter(|s| *s == "first" || *s == "last")
+        .collect();
     assert_eq!(markers, ["first", "last"]);
 }
 
@@ -185,9 +239,15 @@ async fn every_mapped_type_round_trips_exactly_through_snapshot_and_stream() {
     db.exec(&row(1)); // read by the snapshot (COPY)
     let mut sluice = Sluice::new(&source_config(&db, ""));
     sluice.start();
-    wait_for(Duration::from_secs(30), "the snapshot row", || !events(&sluice.records("src.public.types")).is_empty()).await;
+    wait_for(Duration::from_secs(30), "the snapshot row", || {
+        !events(&sluice.records("src.public.types")).is_empty()
+    })
+    .await;
     db.exec(&row(2)); // streamed (pgoutput)
-    wait_for(Duration::from_secs(30), "the streamed row", || events(&sluice.records("src.public.types")).len() >= 2).await;
+    wait_for(Duration::from_secs(30), "the streamed row", || {
+        events(&sluice.records("src.public.types")).len() >= 2
+    })
+    .await;
 
     let all = events(&sluice.records("src.public.types"));
     assert_eq!(all[0]["op"], "r");
@@ -225,35 +285,67 @@ async fn unmappable_types_stop_with_table_and_column_or_pass_through_as_text() {
     db.exec("CREATE TABLE geo (id int PRIMARY KEY, p point); INSERT INTO geo VALUES (1, '(1,2)');");
     let mut sluice = Sluice::new(&source_config(&db, ""));
     sluice.start();
-    wait_for(Duration::from_secs(20), "sluice to fail", || !sluice.is_running()).await;
+    wait_for(Duration::from_secs(20), "sluice to fail", || {
+        !sluice.is_running()
+    })
+    .await;
     let stderr = sluice.stderr();
-    assert!(stderr.contains("table public.geo column p has type point"), "{stderr}");
-    assert!(stderr.contains("unknown_types = \\\"text\\\"") || stderr.contains("unknown_types = \"text\""), "{stderr}");
+    assert!(
+        stderr.contains("table public.geo column p has type point"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("unknown_types = \\\"text\\\"")
+            || stderr.contains("unknown_types = \"text\""),
+        "{stderr}"
+    );
 
-    let mut sluice = Sluice::new(&source_config(&db, "unknown_types = \"text\"\nslot = \"sluice_text\"\npublication = \"sluice_text\""));
+    let mut sluice = Sluice::new(&source_config(
+        &db,
+        "unknown_types = \"text\"\nslot = \"sluice_text\"\npublication = \"sluice_text\"",
+    ));
     sluice.start();
-    wait_for(Duration::from_secs(20), "the row", || !events(&sluice.records("src.public.geo")).is_empty()).await;
-    assert_eq!(events(&sluice.records("src.public.geo"))[0]["after"]["p"], "(1,2)");
+    wait_for(Duration::from_secs(20), "the row", || {
+        !events(&sluice.records("src.public.geo")).is_empty()
+    })
+    .await;
+    assert_eq!(
+        events(&sluice.records("src.public.geo"))[0]["after"]["p"],
+        "(1,2)"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_during_20000_transactions_keeps_each_exactly_once() {
     let db = TestDb::create();
     db.exec("CREATE TABLE k (id int PRIMARY KEY, payload text)");
-    let mut sluice = Sluice::new(&(source_config(&db, "max_batch_events = 500") + &jsonl_sink("\"src.public.k\"")));
+    let mut sluice = Sluice::new(
+        &(source_config(&db, "max_batch_events = 500") + &jsonl_sink("\"src.public.k\"")),
+    );
     sluice.start();
     wait_for(Duration::from_secs(20), "the slot", || {
-        db.exec(&format!("SELECT count(*) FROM pg_replication_slots WHERE slot_name = '{slot}'", slot = db.name)) == "1"
+        db.exec(&format!(
+            "SELECT count(*) FROM pg_replication_slots WHERE slot_name = '{slot}'",
+            slot = db.name
+        )) == "1"
     })
     .await;
     let writer_db = db.url();
     let total = 20_000;
     let (progress_tx, mut progress_rx) = tokio::sync::watch::channel(0);
     let writer = tokio::spawn(async move {
-        let (client, connection) = tokio_postgres::connect(&writer_db, tokio_postgres::NoTls).await.unwrap();
+        let (client, connection) = tokio_postgres::connect(&writer_db, tokio_postgres::NoTls)
+            .await
+            .unwrap();
         tokio::spawn(connection);
-        client.batch_execute("SET synchronous_commit = off").await.unwrap();
-        let insert = client.prepare("INSERT INTO k VALUES ($1, 'p')").await.unwrap();
+        client
+            .batch_execute("SET synchronous_commit = off")
+            .await
+            .unwrap();
+        let insert = client
+            .prepare("INSERT INTO k VALUES ($1, 'p')")
+            .await
+            .unwrap();
         for id in 1..=total {
             client.execute(&insert, &[&id]).await.unwrap();
             if id % 100 == 0 {
@@ -272,32 +364,63 @@ async fn kill_9_during_20000_transactions_keeps_each_exactly_once() {
         sluice.start();
     }
     writer.await.unwrap();
-    wait_for(Duration::from_secs(120), "all 20,000 transactions in the log", || {
-        events(&sluice.records("src.public.k")).len() >= total as usize
-    })
+    wait_for(
+        Duration::from_secs(120),
+        "all 20,000 transactions in the log",
+        || events(&sluice.records("src.public.k")).len() >= total as usize,
+    )
     .await;
     let all = events(&sluice.records("src.public.k"));
     let mut counts: BTreeMap<i64, usize> = BTreeMap::new();
     for event in &all {
         assert_eq!(event["op"], "c");
-        *counts.entry(event["after"]["id"].as_i64().unwrap()).or_default() += 1;
+        *counts
+            .entry(event["after"]["id"].as_i64().unwrap())
+            .or_default() += 1;
     }
-    assert_eq!(counts.len(), total as usize, "every transaction is in the log");
+    assert_eq!(
+        counts.len(),
+        total as usize,
+        "every transaction is in the log"
+    );
     let duplicated: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(duplicated.is_empty(), "transactions in the log twice: {duplicated:?}");
+    assert!(
+        duplicated.is_empty(),
+        "transactions in the log twice: {duplicated:?}"
+    );
     // Commit order is kept: ids were committed in increasing order.
-    let ids: Vec<i64> = all.iter().map(|e| e["after"]["id"].as_i64().unwrap()).collect();
-    assert!(ids.windows(2).all(|w| w[0] < w[1]), "log order follows commit order");
+    let ids: Vec<i64> = all
+        .iter()
+        .map(|e| e["after"]["id"].as_i64().unwrap())
+        .collect();
+    assert!(
+        ids.windows(2).all(|w| w[0] < w[1]),
+        "log order follows commit order"
+    );
 
     // The file sink, killed along with it, also has each event exactly once.
     wait_for(Duration::from_secs(60), "the sink to catch up", || {
-        std::fs::read_to_string(sluice.path("out.jsonl")).map(|t| t.lines().count()).unwrap_or(0) >= total as usize
+        std::fs::read_to_string(sluice.path("out.jsonl"))
+            .map(|t| t.lines().count())
+            .unwrap_or(0)
+            >= total as usize
     })
     .await;
     assert_eq!(sluice.stop(), Some(0), "{}", sluice.stderr());
     let file = std::fs::read_to_string(sluice.path("out.jsonl")).unwrap();
-    let file_ids: Vec<i64> = file.lines().map(|l| serde_json::from_str::<Json>(l).unwrap()["after"]["id"].as_i64().unwrap()).collect();
-    assert_eq!(file_ids, (1..=total as i64).collect::<Vec<_>>(), "the file holds each event once, in order");
+    let file_ids: Vec<i64> = file
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Json>(l).unwrap()["after"]["id"]
+                .as_i64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(
+        file_ids,
+        (1..=total as i64).collect::<Vec<_>>(),
+        "the file holds each event once, in order"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -305,13 +428,21 @@ async fn confirmed_flush_lsn_advances_while_no_sink_reads() {
     let db = TestDb::create();
     db.exec("CREATE TABLE w (id int PRIMARY KEY)");
     // A sink on a topic that never gets data: nothing consumes what the source writes.
-    let mut sluice = Sluice::new(&(source_config(&db, "status_interval_s = 1") + &jsonl_sink("\"nothing.here\"")));
+    let mut sluice = Sluice::new(
+        &(source_config(&db, "status_interval_s = 1") + &jsonl_sink("\"nothing.here\"")),
+    );
     sluice.start();
     wait_for(Duration::from_secs(20), "the slot", || {
-        db.exec(&format!("SELECT count(*) FROM pg_replication_slots WHERE slot_name = '{slot}' AND active", slot = db.name)) == "1"
+        db.exec(&format!(
+            "SELECT count(*) FROM pg_replication_slots WHERE slot_name = '{slot}' AND active",
+            slot = db.name
+        )) == "1"
     })
     .await;
-    let before = db.exec(&format!("SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = '{slot}'", slot = db.name));
+    let before = db.exec(&format!(
+        "SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = '{slot}'",
+        slot = db.name
+    ));
     // WAL is shared with other tests' databases: the insert's commit lies past this point, and
     // the slot can only move past it by acknowledging that commit.
     let target = db.exec("SELECT pg_current_wal_lsn()");
@@ -320,11 +451,19 @@ async fn confirmed_flush_lsn_advances_while_no_sink_reads() {
         db.exec(&format!("SELECT confirmed_flush_lsn > '{target}'::pg_lsn FROM pg_replication_slots WHERE slot_name = '{slot}'", slot = db.name)) == "t"
     })
     .await;
-    let after = db.exec(&format!("SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = '{slot}'", slot = db.name));
+    let after = db.exec(&format!(
+        "SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = '{slot}'",
+        slot = db.name
+    ));
     assert_ne!(before, after);
     assert_eq!(events(&sluice.records("src.public.w")).len(), 1000);
     // Nothing was delivered, and yet the server may recycle the WAL.
-    assert!(!sluice.path("out.jsonl").exists() || std::fs::read_to_string(sluice.path("out.jsonl")).unwrap().is_empty());
+    assert!(
+        !sluice.path("out.jsonl").exists()
+            || std::fs::read_to_string(sluice.path("out.jsonl"))
+                .unwrap()
+                .is_empty()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -333,18 +472,34 @@ async fn a_clean_restart_resumes_without_gap_or_duplicate() {
     db.exec("CREATE TABLE r (id int PRIMARY KEY); INSERT INTO r SELECT generate_series(1, 100);");
     let mut sluice = Sluice::new(&source_config(&db, ""));
     sluice.start();
-    wait_for(Duration::from_secs(20), "the snapshot", || events(&sluice.records("src.public.r")).len() == 100).await;
+    wait_for(Duration::from_secs(20), "the snapshot", || {
+        events(&sluice.records("src.public.r")).len() == 100
+    })
+    .await;
     db.exec("INSERT INTO r SELECT generate_series(101, 150)");
-    wait_for(Duration::from_secs(20), "streamed rows", || events(&sluice.records("src.public.r")).len() == 150).await;
+    wait_for(Duration::from_secs(20), "streamed rows", || {
+        events(&sluice.records("src.public.r")).len() == 150
+    })
+    .await;
     assert_eq!(sluice.stop(), Some(0), "{}", sluice.stderr());
     // Changes made while sluice is down arrive after the restart, once.
     db.exec("INSERT INTO r SELECT generate_series(151, 200)");
     sluice.start();
-    wait_for(Duration::from_secs(20), "rows written while stopped", || events(&sluice.records("src.public.r")).len() >= 200).await;
+    wait_for(
+        Duration::from_secs(20),
+        "rows written while stopped",
+        || events(&sluice.records("src.public.r")).len() >= 200,
+    )
+    .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let ids: Vec<i64> = events(&sluice.records("src.public.r")).iter().map(|e| e["after"]["id"].as_i64().unwrap()).collect();
+    let ids: Vec<i64> = events(&sluice.records("src.public.r"))
+        .iter()
+        .map(|e| e["after"]["id"].as_i64().unwrap())
+        .collect();
     assert_eq!(ids, (1..=200).collect::<Vec<_>>());
     let rows = fold_rows(&events(&sluice.records("src.public.r")), "id");
     assert_eq!(rows.len(), 200);
-    assert!(sluice.stderr().contains("resuming from the log's last checkpoint"));
+    assert!(sluice
+        .stderr()
+        .contains("resuming from the log's last checkpoint"));
 }

@@ -336,7 +336,7 @@ mod tests {
         };
         let ranges = plan(&[table(99_990), table(10)], 2, true);
         let big: Vec<_> = ranges.iter().filter(|r| r.table == 0).collect();
-                assert_eq!(big[0].blocks, Some((0, Some(12_500))));
+        assert_eq!(big[0].blocks, Some((0, Some(12_500))));
         assert_eq!(big.last().unwrap().blocks.unwrap().1, None);
         assert_eq!(big.len(), 8);
         assert!(ranges.iter().any(|r| r.table == 1 && r.blocks.is_none()));

@@ -523,11 +523,17 @@ mod tests {
             Value::TimestampTz(Timestamp::NegativeInfinity)
         );
         let late = value::days_from_civil(294_000, 12, 31) * MICROS_PER_DAY + MICROS_PER_DAY - 1;
-        assert_eq!(p(PgType::Timestamp, "294000-12-31 23:59:59.999999"), Value::Timestamp(Timestamp::Micros(late)));
+        assert_eq!(
+            p(PgType::Timestamp, "294000-12-31 23:59:59.999999"),
+            Value::Timestamp(Timestamp::Micros(late))
+        );
         // Postgres' own maximum lies past i64 microseconds since 1970: a clear error, not a wrap.
         assert!(parse(&PgType::Timestamp, b"294276-12-31 23:59:59.999999").is_err());
         let early = value::days_from_civil(-4713, 11, 24) * MICROS_PER_DAY;
-        assert_eq!(p(PgType::Timestamp, "4714-11-24 00:00:00 BC"), Value::Timestamp(Timestamp::Micros(early)));
+        assert_eq!(
+            p(PgType::Timestamp, "4714-11-24 00:00:00 BC"),
+            Value::Timestamp(Timestamp::Micros(early))
+        );
     }
 
     #[test]

@@ -1,0 +1,133 @@
+//! The command line: exit codes and messages for bad configs and unreachable servers, and every
+//! example config in configs/ is valid.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use sluice_integration_tests::sluice_bin;
+
+/// Runs `sluice ARGS` on a config with `body`; returns (exit code, stderr, stdout).
+fn sluice_with_config(args: &[&str], body: &str) -> (i32, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pipeline.toml");
+    std::fs::write(
+        &path,
+        format!("[log]\ndir = \"{}/log\"\n{body}", dir.path().display()),
+    )
+    .unwrap();
+    let output = Command::new(sluice_bin())
+        .args(args)
+        .arg("-c")
+        .arg(&path)
+        .output()
+        .unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+    )
+}
+
+const SOURCE: &str = "[[sources]]\nname = \"a\"\nkind = \"postgres\"\n";
+
+#[test]
+fn config_mistakes_exit_2_naming_the_key_and_the_file() {
+    let cases = [
+        (format!("{SOURCE}url = \"postgres://u@h/d\"\ntabels = [\"x\"]\n"), "unknown field `tabels`"),
+        (SOURCE.to_owned(), "missing configuration field \"sources[0].url\""),
+        (format!("{SOURCE}url = \"postgres://u@h/d\"\nmax_batch_events = \"many\"\n"), "expected usize for key `sources[0]`"),
+        ("[[sources]]\nname = \"a\"\nkind = \"postgress\"\nurl = \"x\"\n".to_owned(), "unknown kind `postgress`"),
+        (format!("{SOURCE}url = \"mysql://u@h/d\"\n"), "sources[0].url"),
+        (format!("{SOURCE}url = \"postgres://u@h/d\"\ntables = [\"orders\"]\n"), "sources[0].tables"),
+        (format!("[api]\nlistn = \"x\"\n{SOURCE}url = \"postgres://u@h/d\"\n"), "unknown field `listn`"),
+        (format!("{SOURCE}url = \"postgres://u@h/d\"\n[[sinks]]\nname = \"f\"\nkind = \"jsonl\"\ntopics = []\npath = \"x\"\n"), "sinks[0].topics"),
+    ];
+    for (body, expected) in cases {
+        for command in ["check", "run"] {
+            let (code, stderr, _) = sluice_with_config(&[command], &body);
+            assert_eq!(code, 2, "{command} on:\n{body}\nstderr: {stderr}");
+            assert!(
+                stderr.contains(expected),
+                "{command}: expected {expected:?} in: {stderr}"
+            );
+            assert!(
+                stderr.contains("pipeline.toml"),
+                "the message names the file: {stderr}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_missing_file_and_bad_usage_exit_2() {
+    let output = Command::new(sluice_bin())
+        .args(["run", "-c", "/nonexistent/x.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("no such config file"));
+    let output = Command::new(sluice_bin())
+        .args(["frobnicate"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+}
+
+#[test]
+fn an_unreachable_server_exits_1_saying_where_it_tried() {
+    let started = Instant::now();
+    let (code, stderr, _) = sluice_with_config(
+        &["run"],
+        &format!("{SOURCE}url = \"postgres://postgres@127.0.0.1:1/db\"\n"),
+    );
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("cannot connect to Postgres at 127.0.0.1:1"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("refused"), "{stderr}");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "gave up in time"
+    );
+
+    let (code, stdout_and_err, out) = sluice_with_config(
+        &["check", "--connect"],
+        &format!("{SOURCE}url = \"postgres://postgres@127.0.0.1:1/db\"\n"),
+    );
+    assert_eq!(code, 1, "{stdout_and_err}");
+    assert!(out.contains("source a: FAILED: cannot connect"), "{out}");
+}
+
+#[test]
+fn every_example_config_is_valid() {
+    let configs = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .join("configs");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&configs).unwrap() {
+        let path = entry.unwrap().path();
+        if !matches!(
+            path.extension().and_then(|e| e.to_str()),
+            Some("toml" | "yaml" | "yml")
+        ) {
+            continue;
+        }
+        let output = Command::new(sluice_bin())
+            .arg("check")
+            .arg("-c")
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}: {}",
+            path.display(),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        checked += 1;
+    }
+    assert!(checked >= 2, "configs/ holds the examples");
+}
