@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use sluice_core::position::Position;
 
 use crate::{config, log_cmd, run, Failure};
 
@@ -23,6 +24,10 @@ pub enum Command {
     Run {
         #[arg(short, long, value_name = "FILE")]
         config: PathBuf,
+        /// Stop cleanly once every source has made durable a transaction at or past this
+        /// position (e.g. `pg:16/B374D848`), as for a cut-over.
+        #[arg(long, value_name = "POSITION")]
+        stop_at: Option<Position>,
     },
     /// Validate a config file without connecting; with --connect, also probe each server.
     Check {
@@ -91,9 +96,9 @@ pub enum Format {
 
 pub fn dispatch(cli: Cli) -> Result<(), Failure> {
     match cli.command {
-        Command::Run { config } => {
+        Command::Run { config, stop_at } => {
             let loaded = config::load(&config).map_err(Failure::config)?;
-            run::run(loaded)
+            run::run(loaded, stop_at)
         }
         Command::Check { config, connect } => {
             let loaded = config::load(&config).map_err(Failure::config)?;

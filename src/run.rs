@@ -8,6 +8,7 @@ use anyhow::anyhow;
 use sluice_connectors::{SinkConfig, SourceConfig};
 use sluice_core::event_log::{EmbeddedLog, EventLog};
 use sluice_core::pipeline::{run_sink, run_source, SinkSettings, SourceSettings};
+use sluice_core::position::Position;
 use sluice_core::task::Tasks;
 use sluice_log::Log;
 use sluice_schema_registry::json::{JsonEnvelopeEncoder, SourceBlock};
@@ -18,15 +19,15 @@ use crate::Failure;
 /// How long shutdown may take before what is left is abandoned.
 const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(30);
 
-pub fn run(config: FileConfig) -> Result<(), Failure> {
+pub fn run(config: FileConfig, stop_at: Option<Position>) -> Result<(), Failure> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(Failure::runtime)?;
-    runtime.block_on(run_async(config))
+    runtime.block_on(run_async(config, stop_at))
 }
 
-async fn run_async(config: FileConfig) -> Result<(), Failure> {
+async fn run_async(config: FileConfig, stop_at: Option<Position>) -> Result<(), Failure> {
     if let Some(registry) = &config.registry {
         tracing::warn!(listen = %registry.listen, "[registry] is not served by this version yet");
     }
@@ -48,6 +49,7 @@ async fn run_async(config: FileConfig) -> Result<(), Failure> {
         let settings = SourceSettings {
             name: name.clone(),
             channel_batches: 4,
+            stop_at: stop_at.clone(),
         };
         let span = tracing::info_span!("source", source = %name);
         match source {

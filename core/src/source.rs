@@ -24,7 +24,9 @@ pub struct SourceBatch {
 /// - `next_batch` returns whole source transactions in commit order, closing a batch on size or
 ///   time, whichever comes first. It returns `Ok(None)` when nothing arrived within its idle
 ///   tick (about a second), so that the runtime can call `commit` regularly; it must keep the
-///   server connection alive (keepalives, status updates) while it waits.
+///   server connection alive (keepalives, status updates) while it waits. It must be
+///   cancel-safe to the extent that, after its future is dropped at shutdown, `commit` and
+///   `shutdown` still work (the runtime stops waiting for it when the pipeline stops).
 /// - `commit` is called, never overlapping `next_batch`, with the checkpoint of a batch once the
 ///   log holds that batch durably; only then may the source acknowledge it upstream (and never
 ///   beyond it).

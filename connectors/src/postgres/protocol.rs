@@ -336,12 +336,16 @@ impl ReplicationConnection {
         let _ = tokio::time::timeout(Duration::from_secs(2), self.flush()).await;
     }
 
+    /// Writes out the write buffer. Cancel-safe: bytes leave the buffer only once written, so
+    /// a message cut off by cancellation is completed by the next flush.
     async fn flush(&mut self) -> Result<(), PostgresError> {
-        self.stream
-            .write_all(&self.write_buf)
-            .await
-            .map_err(PostgresError::Io)?;
-        self.write_buf.clear();
+        while !self.write_buf.is_empty() {
+            let written = self.stream.write(&self.write_buf).await.map_err(PostgresError::Io)?;
+            if written == 0 {
+                return Err(PostgresError::Io(io::Error::new(io::ErrorKind::WriteZero, "the server stopped reading")));
+            }
+            self.write_buf.advance(written);
+        }
         Ok(())
     }
 

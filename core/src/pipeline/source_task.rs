@@ -7,11 +7,12 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::PipelineError;
-use crate::checkpoint::Checkpoint;
+use crate::checkpoint::{Checkpoint, SnapshotProgress};
 use crate::encode::{EncodedRecord, EventEncoder};
 use crate::event::TableSchema;
 use crate::event_log::EventLog;
 use crate::metrics;
+use crate::position::Position;
 use crate::retry::{Backoff, Classify, ErrorKind};
 use crate::source::{Source, SourceBatch};
 use crate::topic;
@@ -26,6 +27,9 @@ pub struct SourceSettings {
     pub name: String,
     /// Batches in flight between the source and the log writer.
     pub channel_batches: usize,
+    /// Stop the whole pipeline once a checkpoint at or past this position is durable (after
+    /// any snapshot): `sluice run --stop-at`, for cut-overs and benchmarks.
+    pub stop_at: Option<Position>,
 }
 
 /// Runs `source` until `cancel` fires or a definite error; see the pipeline module for the
@@ -69,12 +73,17 @@ where
 
     let (batch_tx, batch_rx) = mpsc::channel::<SourceBatch>(settings.channel_batches.max(1));
     let (durable_tx, mut durable_rx) = watch::channel::<Option<Checkpoint>>(resume.clone());
+    let stop = settings
+        .stop_at
+        .clone()
+        .map(|position| (position, cancel.clone()));
     let writer = tokio::spawn(write_batches(
         name.clone(),
         encoder,
         log,
         batch_rx,
         durable_tx,
+        stop,
     ));
 
     let source_result = pull(
@@ -156,7 +165,12 @@ async fn pull<S: Source>(
                         .map_err(|e| classify_or_fail(e, name))?;
                 }
             }
-            let err = match source.next_batch().await {
+            let next = tokio::select! {
+                biased;
+                _ = cancel.cancelled() => return Ok(()),
+                next = source.next_batch() => next,
+            };
+            let err = match next {
                 Ok(Some(batch)) => {
                     backoff.reset();
                     ::metrics::counter!(metrics::SOURCE_EVENTS, "source" => name.to_owned())
@@ -211,6 +225,7 @@ async fn write_batches<E: EventEncoder, L: EventLog>(
     log: L,
     mut batch_rx: mpsc::Receiver<SourceBatch>,
     durable_tx: watch::Sender<Option<Checkpoint>>,
+    stop: Option<(Position, CancellationToken)>,
 ) -> Result<(), PipelineError> {
     let log_error = |source| PipelineError::Log {
         name: name.clone(),
@@ -289,6 +304,18 @@ async fn write_batches<E: EventEncoder, L: EventLog>(
             ::metrics::gauge!(metrics::SOURCE_LAG_SECONDS, "source" => name.clone()).set(lag);
         }
         tracing::trace!(position = %batch.checkpoint.position, events = batch.events.len(), "batch durable");
+        if let Some((stop_at, cancel)) = &stop {
+            let reached = batch.checkpoint.snapshot == SnapshotProgress::Done
+                && batch
+                    .checkpoint
+                    .position
+                    .partial_cmp(stop_at)
+                    .is_some_and(|order| order.is_ge());
+            if reached && !cancel.is_cancelled() {
+                tracing::info!(position = %batch.checkpoint.position, stop_at = %stop_at, "reached the stop position; stopping");
+                cancel.cancel();
+            }
+        }
         durable_tx.send_replace(Some(batch.checkpoint));
     }
     Ok(())

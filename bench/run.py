@@ -1,0 +1,177 @@
+"""sluice's ratio benchmarks: each case runs sluice and a physical reference on the same data,
+in the same run, with the same server settings, and reports ours / reference as a speed ratio
+(> 1 means sluice is faster). Absolute numbers drift on shared machines; ratios do not.
+
+Cases:
+  pg_stream          1,000,000 rows in 1,000 transactions, streamed from a slot into the log
+                     (fsync always) vs pg_recvlogical (pgoutput, proto 1) to /dev/null.
+  pg_stream_one_txn  the same rows in one transaction.
+  pg_snapshot        initial snapshot of a 1,000,000-row table into the log vs psql \\copy to /dev/null.
+Peak RSS of sluice is reported for pg_stream (goal <= 64 MB).
+"""
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+SLUICE = os.environ.get("SLUICE_BIN", "target/release/sluice")
+TINY = "--tiny" in sys.argv
+CASES = [a for a in sys.argv[1:] if not a.startswith("--")]
+ROWS = 2_000 if TINY else 1_000_000
+TXNS = 20 if TINY else 1_000
+PSQL = ["psql", "-h", "127.0.0.1", "-U", "postgres", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"]
+DB = "sluice_bench"
+
+
+def psql(sql, db=DB):
+    return subprocess.run(PSQL + ["-d", db, "-c", sql], check=True, capture_output=True, text=True).stdout.strip()
+
+
+def reset_db():
+    psql(f"SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = '{DB}'", "postgres")
+    psql(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)", "postgres")
+    psql(f"CREATE DATABASE {DB}", "postgres")
+    psql(
+        "CREATE TABLE t (id bigint PRIMARY KEY, customer int NOT NULL, amount numeric(12,2) NOT NULL, "
+        "note text, created timestamptz NOT NULL DEFAULT now()); "
+        "CREATE TABLE marker (id int PRIMARY KEY); "
+        "CREATE PUBLICATION bench FOR TABLE t, marker;"
+    )
+
+
+def fill(txns, rows_per_txn):
+    """Inserts txns transactions of rows_per_txn rows each, in one psql session."""
+    statements = []
+    for i in range(txns):
+        lo, hi = i * rows_per_txn + 1, (i + 1) * rows_per_txn
+        statements.append(
+            f"INSERT INTO t (id, customer, amount, note) SELECT g, g % 1000, (g % 100000) / 100.0, "
+            f"'order note number ' || g FROM generate_series({lo}, {hi}) g;"
+        )
+    subprocess.run(PSQL + ["-d", DB], input="\n".join(statements), check=True, capture_output=True, text=True)
+
+
+def end_marker():
+    """The WAL position after all data, then one more transaction past it, so both readers have
+    data at or beyond the end position."""
+    end = psql("SELECT pg_current_wal_lsn()")
+    psql("INSERT INTO marker VALUES (1)")
+    return end
+
+
+def run_timed(cmd):
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    elapsed = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return elapsed
+
+
+def peak_rss_mb_of(cmd):
+    """Runs cmd under a fresh child and returns (seconds, peak RSS in MB)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    elapsed = run_timed(cmd)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    # ru_maxrss of children is the max over all waited-for children: only a rise is ours.
+    return elapsed, (after if after > before else None)
+
+
+def sluice_config(workdir, slot, snapshot):
+    path = os.path.join(workdir, "bench.toml")
+    with open(path, "w") as f:
+        f.write(
+            f'[log]\ndir = "{workdir}/log"\nfsync = "always"\n\n'
+            f'[[sources]]\nname = "bench"\nkind = "postgres"\n'
+            f'url = "postgres://postgres@127.0.0.1:5432/{DB}"\n'
+            f'tables = ["public.t", "public.marker"]\nslot = "{slot}"\npublication = "bench"\nsnapshot = "{snapshot}"\n'
+        )
+    return path
+
+
+def lsn_position(lsn):
+    return "pg:" + lsn
+
+
+def case_stream(name, txns):
+    reset_db()
+    psql("SELECT pg_create_logical_replication_slot('bench_ref', 'pgoutput')")
+    psql("SELECT pg_create_logical_replication_slot('bench_sluice', 'pgoutput')")
+    fill(txns, ROWS // txns)
+    end = end_marker()
+    psql("CHECKPOINT")
+    ref = run_timed([
+        "pg_recvlogical", "-h", "127.0.0.1", "-U", "postgres", "-d", DB, "--slot", "bench_ref", "--start",
+        "-o", "proto_version=1", "-o", "publication_names=bench", "--endpos", end, "--no-loop", "-f", "/dev/null",
+    ])
+    with tempfile.TemporaryDirectory() as workdir:
+        config = sluice_config(workdir, "bench_sluice", "never")
+        ours, rss = peak_rss_mb_of([SLUICE, "run", "-c", config, "--stop-at", lsn_position(end)])
+        records = count_records(workdir, "bench.public.t")
+    if records < ROWS:
+        raise SystemExit(f"{name}: only {records} of {ROWS} rows reached the log")
+    return ours, ref, rss
+
+
+def count_records(workdir, topic):
+    out = subprocess.run([SLUICE, "log", "topics", "--dir", f"{workdir}/log"], check=True, capture_output=True, text=True).stdout
+    for line in out.splitlines():
+        fields = line.split("\t")
+        if fields[0] == topic:
+            return int(fields[2].split("=")[1])
+    return 0
+
+
+def case_snapshot():
+    reset_db()
+    fill(max(1, TXNS // 10), ROWS // max(1, TXNS // 10))
+    psql("VACUUM ANALYZE t")
+    ref = run_timed(PSQL + ["-d", DB, "-c", "\\copy (SELECT * FROM t) TO /dev/null"])
+    end = psql("SELECT pg_current_wal_lsn()")
+    with tempfile.TemporaryDirectory() as workdir:
+        config = sluice_config(workdir, "bench_snapshot", "initial")
+        ours, rss = peak_rss_mb_of([SLUICE, "run", "-c", config, "--stop-at", lsn_position(end)])
+        records = count_records(workdir, "bench.public.t")
+    if records < ROWS:
+        raise SystemExit(f"pg_snapshot: only {records} of {ROWS} rows reached the log")
+    return ours, ref, rss
+
+
+def main():
+    results = []
+    print(f"{'case':<22}{'ours_s':>10}{'reference_s':>13}{'ratio':>8}   notes")
+    plan = [
+        ("pg_stream", lambda: case_stream("pg_stream", TXNS)),
+        ("pg_stream_one_txn", lambda: case_stream("pg_stream_one_txn", 1)),
+        ("pg_snapshot", case_snapshot),
+    ]
+    wm = psql("SHOW logical_decoding_work_mem", "postgres")
+    for name, run in plan:
+        if CASES and name not in CASES:
+            continue
+        ours, ref, rss = run()
+        ratio = ref / ours
+        notes = f"rows={ROWS}"
+        if rss is not None:
+            notes += f" sluice_peak_rss_mb={rss / 1024:.1f}"
+        if name == "pg_stream_one_txn":
+            notes += f" logical_decoding_work_mem={wm}"
+        print(f"{name:<22}{ours:>10.3f}{ref:>13.3f}{ratio:>8.2f}   {notes}", flush=True)
+        results.append({"case": name, "ours_s": ours, "reference_s": ref, "ratio": ratio, "rows": ROWS,
+                        "peak_rss_mb": rss / 1024 if rss else None})
+    psql(f"SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = '{DB}'", "postgres")
+    psql(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)", "postgres")
+    os.makedirs("bench/results", exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    out = f"bench/results/{stamp}{'-tiny' if TINY else ''}.json"
+    with open(out, "w") as f:
+        json.dump({"when": stamp, "tiny": TINY, "results": results}, f, indent=2)
+    print(f"results: {out}")
+
+
+if __name__ == "__main__":
+    main()
