@@ -12,7 +12,6 @@ Peak RSS of sluice is reported for pg_stream (goal <= 64 MB).
 
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -73,12 +72,17 @@ def run_timed(cmd):
 
 
 def peak_rss_mb_of(cmd):
-    """Runs cmd under a fresh child and returns (seconds, peak RSS in MB)."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    elapsed = run_timed(cmd)
-    after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    # ru_maxrss of children is the max over all waited-for children: only a rise is ours.
-    return elapsed, (after if after > before else None)
+    """Runs cmd and returns (seconds, its own peak RSS in KiB, from wait4)."""
+    start = time.perf_counter()
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)
+        elapsed = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode != 0:
+            err.seek(0)
+            raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{err.read().decode()[-3000:]}")
+    return elapsed, usage.ru_maxrss
 
 
 def sluice_config(workdir, slot, snapshot):
@@ -143,7 +147,7 @@ def case_snapshot():
 
 def main():
     results = []
-    print(f"{'case':<22}{'ours_s':>10}{'reference_s':>13}{'ratio':>8}   notes")
+    print(f"{'case':<22}{'ours_s':>10}{'reference_s':>13}{'ratio':>8}   notes", flush=True)
     plan = [
         ("pg_stream", lambda: case_stream("pg_stream", TXNS)),
         ("pg_stream_one_txn", lambda: case_stream("pg_stream_one_txn", 1)),

@@ -134,7 +134,7 @@ pub fn load(path: &Path) -> anyhow::Result<FileConfig> {
     for (key, value) in std::env::vars() {
         if let Some(rest) = key.strip_prefix("SLUICE__") {
             builder = builder
-                .set_override(env_key_path(rest), value)
+                .set_override(env_key_path(rest), typed_env_value(value))
                 .with_context(|| format!("environment variable {key}"))?;
         }
     }
@@ -146,6 +146,18 @@ pub fn load(path: &Path) -> anyhow::Result<FileConfig> {
         .map_err(|e| anyhow!("{}: {}", path.display(), describe(e)))?;
     validate(&config).map_err(|e| anyhow!("{}: {e}", path.display()))?;
     Ok(config)
+}
+
+/// An environment value as the type it looks like: numbers and booleans become numbers and
+/// booleans (string fields accept them back as text), anything else stays a string.
+fn typed_env_value(value: String) -> config::Value {
+    if let Ok(number) = value.parse::<i64>() {
+        number.into()
+    } else if let Ok(flag) = value.parse::<bool>() {
+        flag.into()
+    } else {
+        value.into()
+    }
 }
 
 /// `SOURCES__0__URL` → `sources[0].url`.

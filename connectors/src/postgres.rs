@@ -329,10 +329,10 @@ impl PostgresSource {
             }
             return Ok(Some(SourceBatch {
                 events,
-                checkpoint: Checkpoint {
+                checkpoint: Some(Checkpoint {
                     position,
                     snapshot: SnapshotProgress::InProgress,
-                },
+                }),
             }));
         }
         tracing::info!(consistent_point = %phase.consistent_point, "snapshot complete");
@@ -351,10 +351,10 @@ impl PostgresSource {
         self.phase = Phase::Streaming(stream);
         Ok(Some(SourceBatch {
             events,
-            checkpoint: Checkpoint {
+            checkpoint: Some(Checkpoint {
                 position,
                 snapshot: SnapshotProgress::Done,
-            },
+            }),
         }))
     }
 }
@@ -498,10 +498,10 @@ impl Source for PostgresSource {
                     .await?
                     .map(|(events, end)| SourceBatch {
                         events,
-                        checkpoint: Checkpoint {
+                        checkpoint: end.map(|end| Checkpoint {
                             position: Position::PgLsn(end),
                             snapshot: SnapshotProgress::Done,
-                        },
+                        }),
                     }))
             }
         }

@@ -13,19 +13,25 @@ use crate::sink::Offsets;
 
 /// What the pipeline runtime needs from a log backend.
 ///
-/// `append_txn` is atomic: after it returns `Ok` every batch is durable (under the backend's
-/// policy) and visible to readers together with the writer's checkpoint; after a crash either
-/// all of it or none of it is there. Readers see only committed records.
+/// A committing `append` is atomic: after it returns `Ok` every batch is durable (under the
+/// backend's policy) and visible to readers together with the writer's checkpoint; after a crash
+/// either all of it or none of it is there. Readers see only committed records.
 pub trait EventLog: Send + Sync + 'static {
     /// Creates `topic` when missing; returns its partition count.
     fn ensure_topic(&self, topic: &str) -> impl Future<Output = Result<u32, LogError>> + Send;
 
-    fn append_txn(
+    /// Appends `batches`. With a checkpoint this commits a transaction: the batches and
+    /// everything the writer appended uncommitted since its last commit become visible together
+    /// with the checkpoint. Without one the batches stay invisible until such a commit.
+    fn append(
         &self,
         writer: &str,
         batches: Vec<PartitionBatch>,
-        checkpoint: String,
+        checkpoint: Option<String>,
     ) -> impl Future<Output = Result<(), LogError>> + Send;
+
+    /// Discards the writer's uncommitted appends.
+    fn rollback(&self, writer: &str) -> impl Future<Output = Result<(), LogError>> + Send;
 
     /// The checkpoint of the writer's last committed transaction.
     fn checkpoint(
@@ -99,15 +105,18 @@ impl EventLog for EmbeddedLog {
             .await
     }
 
-    async fn append_txn(
-        &self,
-        writer: &str,
-        batches: Vec<PartitionBatch>,
-        checkpoint: String,
-    ) -> Result<(), LogError> {
+    async fn append(&self, writer: &str, batches: Vec<PartitionBatch>, checkpoint: Option<String>) -> Result<(), LogError> {
         let writer = writer.to_owned();
-        self.blocking(move |log| log.append_txn(&writer, &batches, &checkpoint))
-            .await
+        self.blocking(move |log| match checkpoint {
+            Some(checkpoint) => log.append_txn(&writer, &batches, &checkpoint),
+            None => log.append_uncommitted(&writer, &batches),
+        })
+        .await
+    }
+
+    async fn rollback(&self, writer: &str) -> Result<(), LogError> {
+        let writer = writer.to_owned();
+        self.blocking(move |log| log.rollback(&writer)).await
     }
 
     async fn checkpoint(&self, writer: &str) -> Result<Option<String>, LogError> {

@@ -11,8 +11,11 @@ use crate::retry::Classify;
 pub struct SourceBatch {
     /// Whole source transactions (or snapshot rows), in commit order.
     pub events: Vec<ChangeEvent>,
-    /// Where the source stands after this batch; committed to the log with it.
-    pub checkpoint: Checkpoint,
+    /// Where the source stands after this batch; committed to the log with it. `None` when the
+    /// batch is part of a transaction too large to hold in memory and more of it follows: such
+    /// parts are written to the log but stay invisible until the batch that ends the
+    /// transaction commits them, and are discarded if the source restarts before that.
+    pub checkpoint: Option<Checkpoint>,
 }
 
 /// A change source (a database's replication stream), pulled by the runtime.
@@ -22,7 +25,8 @@ pub struct SourceBatch {
 ///   the checkpoint of the last batch that is durable in the log (`None` on a fresh start). The
 ///   source resumes right after that checkpoint: every transaction after it, none at or before it.
 /// - `next_batch` returns whole source transactions in commit order, closing a batch on size or
-///   time, whichever comes first. It returns `Ok(None)` when nothing arrived within its idle
+///   time, whichever comes first; a transaction larger than a batch comes in parts, all but the
+///   last without a checkpoint. It returns `Ok(None)` when nothing arrived within its idle
 ///   tick (about a second), so that the runtime can call `commit` regularly; it must keep the
 ///   server connection alive (keepalives, status updates) while it waits. It must be
 ///   cancel-safe to the extent that, after its future is dropped at shutdown, `commit` and

@@ -40,22 +40,33 @@ impl Tasks {
     pub fn spawn<F, E>(&self, name: impl Into<String>, span: tracing::Span, future: F)
     where
         F: Future<Output = Result<(), E>> + Send + 'static,
-        E: Into<Box<dyn Error + Send + Sync>>,
+        E: Into<Box<dyn Error + Send + Sync>> + Send + 'static,
     {
         let name = name.into();
         let cancel = self.cancel.clone();
         let failures = self.failures.clone();
-        self.tracker.spawn(
-            async move {
-                if let Err(error) = future.await {
-                    let error = error.into();
-                    tracing::error!(task = %name, error = %error, "task failed; stopping the pipeline");
-                    failures.lock().unwrap_or_else(|p| p.into_inner()).push(TaskFailure { task: name, error });
-                    cancel.cancel();
+        // The work runs in its own task so that a panic is caught here, reported like an
+        // error, and stops the pipeline instead of leaving it running without that task.
+        let work = tokio::spawn(future.instrument(span));
+        self.tracker.spawn(async move {
+            let error: Box<dyn Error + Send + Sync> = match work.await {
+                Ok(Ok(())) => return,
+                Ok(Err(error)) => error.into(),
+                Err(join) if join.is_panic() => {
+                    let panic = join.into_panic();
+                    let message = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "unknown panic".to_owned());
+                    format!("panicked: {message} (a bug: please report it)").into()
                 }
-            }
-            .instrument(span),
-        );
+                Err(_) => return,
+            };
+            tracing::error!(task = %name, error = %error, "task failed; stopping the pipeline");
+            failures.lock().unwrap_or_else(|p| p.into_inner()).push(TaskFailure { task: name, error });
+            cancel.cancel();
+        });
     }
 
     /// Waits until every task has ended or failed, or until `cancel` fires.

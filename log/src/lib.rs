@@ -102,6 +102,8 @@ pub enum LogError {
     },
     #[error("the log was opened read-only")]
     ReadOnly,
+    #[error("a record is larger than the log's largest batch ({max} bytes)")]
+    RecordTooLarge { max: usize },
 }
 
 impl LogError {
@@ -155,6 +157,8 @@ pub struct Log {
     control: Mutex<Control>,
     last_sync: Mutex<Instant>,
     commits: watch::Sender<u64>,
+    /// Per writer, partitions with uncommitted appends and where those end.
+    pending: Mutex<BTreeMap<String, BTreeMap<(String, u32), u64>>>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -285,6 +289,7 @@ impl Log {
             }),
             last_sync: Mutex::new(Instant::now()),
             commits,
+            pending: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -368,49 +373,55 @@ impl Log {
     /// Appends a transaction: `batches` to their partitions, then `checkpoint` as the writer's
     /// commit. Returns when the transaction is committed under the fsync policy; then readers
     /// see all of it. On error nothing of it becomes visible (recovery cuts it off).
-    pub fn append_txn(
-        &self,
-        writer: &str,
-        batches: &[PartitionBatch],
-        checkpoint: &str,
-    ) -> Result<(), LogError> {
+    pub fn append_txn(&self, writer: &str, batches: &[PartitionBatch], checkpoint: &str) -> Result<(), LogError> {
+        self.append(writer, batches, Some(checkpoint))
+    }
+
+    /// Appends part of a transaction too large to hold in memory: written now, invisible until
+    /// a later `append_txn` of the same writer commits it together with everything it appended
+    /// since its last commit. `rollback` (or a crash) discards it.
+    pub fn append_uncommitted(&self, writer: &str, batches: &[PartitionBatch]) -> Result<(), LogError> {
+        self.append(writer, batches, None)
+    }
+
+    fn append(&self, writer: &str, batches: &[PartitionBatch], checkpoint: Option<&str>) -> Result<(), LogError> {
         if !self.writable {
             return Err(LogError::ReadOnly);
         }
         let mut ends = Vec::with_capacity(batches.len());
-        let mut to_sync: Vec<(Arc<File>, PathBuf)> = Vec::new();
         for batch in batches.iter().filter(|b| !b.records.is_empty()) {
-            let end = self.with_partition(&batch.topic, batch.partition, |guarded| {
-                let mut partition = guarded.lock();
-                let end = partition.append(&batch.records)?;
-                let handle = partition.sync_handle();
-                if !to_sync.iter().any(|(_, path)| *path == handle.1) {
-                    to_sync.push(handle);
-                }
-                Ok::<_, LogError>(end)
-            })??;
-            ends.push((batch.topic.clone(), batch.partition, end));
+            let end = self.with_partition(&batch.topic, batch.partition, |guarded| guarded.lock().append(&batch.records))??;
+            ends.push(((batch.topic.clone(), batch.partition), end));
+        }
+        let Some(checkpoint) = checkpoint else {
+            let mut pending = self.lock_pending();
+            pending.entry(writer.to_owned()).or_default().extend(ends);
+            return Ok(());
+        };
+        // Everything the writer appended since its last commit is part of this commit.
+        let mut ends: BTreeMap<(String, u32), u64> = ends.into_iter().collect();
+        if let Some(earlier) = self.lock_pending().remove(writer) {
+            for (tp, end) in earlier {
+                ends.entry(tp).or_insert(end);
+            }
         }
         let sync_now = self.sync_due();
         if sync_now {
-            for (file, path) in &to_sync {
-                file.sync_data()
-                    .map_err(|e| LogError::io("fsync segment", path, e))?;
+            for (topic, partition) in ends.keys() {
+                let (file, path) = self.with_partition(topic, *partition, |guarded| guarded.lock().sync_handle())?;
+                file.sync_data().map_err(|e| LogError::io("fsync segment", &path, e))?;
             }
         }
         {
             let mut control = self.lock_control();
             let state = control.writers.entry(writer.to_owned()).or_default();
             state.checkpoint = checkpoint.to_owned();
-            for (topic, partition, end) in &ends {
-                state.ends.insert((topic.clone(), *partition), *end);
-            }
+            state.ends.extend(ends.iter().map(|(tp, end)| (tp.clone(), *end)));
             let record = commit::encode(writer, state, now_ms());
             control.partition.append(std::slice::from_ref(&record))?;
             if sync_now {
                 let (file, path) = control.partition.sync_handle();
-                file.sync_data()
-                    .map_err(|e| LogError::io("fsync control segment", &path, e))?;
+                file.sync_data().map_err(|e| LogError::io("fsync control segment", &path, e))?;
             }
             let end = control.partition.end_offset();
             control.partition.stable_offset = end;
@@ -418,13 +429,27 @@ impl Log {
                 self.roll_control(&mut control)?;
             }
         }
-        for (topic, partition, end) in &ends {
-            self.with_partition(topic, *partition, |guarded| {
-                guarded.lock().stable_offset = *end
-            })?;
+        for ((topic, partition), end) in &ends {
+            self.with_partition(topic, *partition, |guarded| guarded.lock().stable_offset = *end)?;
         }
         self.commits.send_modify(|generation| *generation += 1);
         Ok(())
+    }
+
+    /// Discards what `writer` appended with `append_uncommitted` since its last commit (a source
+    /// restarting in the middle of a large transaction sends it again from its start).
+    pub fn rollback(&self, writer: &str) -> Result<(), LogError> {
+        let Some(pending) = self.lock_pending().remove(writer) else { return Ok(()) };
+        let committed = self.lock_control().writers.get(writer).map(|state| state.ends.clone()).unwrap_or_default();
+        for (tp, _) in pending {
+            let end = committed.get(&tp).copied().unwrap_or(0);
+            self.with_partition(&tp.0, tp.1, |guarded| guarded.lock().truncate_to(end))??;
+        }
+        Ok(())
+    }
+
+    fn lock_pending(&self) -> MutexGuard<'_, BTreeMap<String, BTreeMap<(String, u32), u64>>> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn lock_control(&self) -> MutexGuard<'_, Control> {

@@ -12,6 +12,15 @@ use crate::batch::{self, BatchHeader, Record, StoredRecord};
 use crate::segment::{self, ReadRequest, Scan, Segment, SegmentView};
 use crate::LogError;
 
+/// Records per batch are gathered up to about this many bytes.
+const TARGET_BATCH_BYTES: usize = 1024 * 1024;
+
+/// Roughly the encoded size of a record.
+fn record_size(record: &Record) -> usize {
+    let headers: usize = record.headers.iter().map(|h| h.key.len() + h.value.as_ref().map_or(0, |v| v.len()) + 4).sum();
+    record.key.as_ref().map_or(0, |k| k.len()) + record.value.as_ref().map_or(0, |v| v.len()) + headers + 24
+}
+
 pub(crate) struct Partition {
     pub dir: PathBuf,
     segments: Vec<Segment>,
@@ -118,12 +127,35 @@ impl Partition {
     }
 
     /// Appends records as one batch; returns the offset after it. Not synced, not visible.
+    /// Appends records as batches of about `TARGET_BATCH_BYTES` each (Kafka's default largest
+    /// batch is 1 MiB); returns the offset after the last. Not synced, not visible.
     pub fn append(&mut self, records: &[Record]) -> Result<u64, LogError> {
+        let mut start = 0;
+        while start < records.len() {
+            let mut end = start;
+            let mut bytes = 0;
+            while end < records.len() && (end == start || bytes + record_size(&records[end]) <= TARGET_BATCH_BYTES) {
+                bytes += record_size(&records[end]);
+                end += 1;
+            }
+            self.append_batch(&records[start..end])?;
+            start = end;
+        }
+        Ok(self.end_offset())
+    }
+
+    fn append_batch(&mut self, records: &[Record]) -> Result<(), LogError> {
         let base = self.end_offset();
         let mut buf = std::mem::take(&mut self.encode_buf);
         buf.clear();
         batch::encode(base, records, &mut buf);
-        let header = BatchHeader::parse(&buf)?;
+        let header = match BatchHeader::parse(&buf) {
+            Ok(header) => header,
+            Err(_) => {
+                self.encode_buf = buf;
+                return Err(LogError::RecordTooLarge { max: batch::MAX_BATCH_LEN });
+            }
+        };
         let segment_bytes = self.segment_bytes;
         let active = self.active();
         if active.size > 0 && active.size + buf.len() as u64 > segment_bytes {
@@ -132,8 +164,7 @@ impl Partition {
         }
         let result = self.active().append(&buf, &header);
         self.encode_buf = buf;
-        result?;
-        Ok(header.next_offset())
+        result
     }
 
     /// Starts a new, empty segment at the log end offset.

@@ -41,7 +41,8 @@ pub struct PostgresSourceConfig {
     /// Follow each delete with a tombstone (same key, null value). Default true.
     #[serde(default = "default_true")]
     pub tombstones: bool,
-    /// A batch closes at the first transaction boundary after this many events. Default 20000.
+    /// A batch closes at the first transaction boundary after this many events; a larger
+    /// transaction goes to the log in parts of this size. Default 5000.
     #[serde(default = "default_max_batch_events")]
     pub max_batch_events: usize,
     /// …or this many milliseconds after its first event. Default 50.
@@ -79,7 +80,7 @@ fn default_true() -> bool {
     true
 }
 fn default_max_batch_events() -> usize {
-    20_000
+    5_000
 }
 fn default_max_batch_ms() -> u64 {
     50

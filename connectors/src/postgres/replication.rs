@@ -4,8 +4,10 @@
 //!   transaction durable in the log) and skips any transaction whose commit record starts
 //!   before it, so each source transaction reaches the log exactly once.
 //! - Batches: whole transactions, closed at the first commit after `max_batch_events` events or
-//!   `max_batch_age` after the batch's first event. A transaction is held in memory until its
-//!   commit (protocol 1); protocol 2 streaming would let a huge one go to the log in pieces.
+//!   `max_batch_age` after the batch's first event. A transaction larger than `max_batch_events`
+//!   goes out in parts without a checkpoint, which the log keeps invisible until the part with
+//!   the commit arrives, so memory stays bounded. (With protocol 1 the server still decodes a
+//!   large transaction only once it commits; protocol 2 would let it flow while in progress.)
 //! - Acknowledgement: standby status updates carry `write` = the last commit received and
 //!   `flush` = the last commit durable in the log (never beyond), at least every
 //!   `status_interval` even when idle, at once when the server asks, and once more at shutdown.
@@ -54,6 +56,8 @@ struct OpenTxn {
     commit_ts_us: i64,
     id: Arc<str>,
     events: Vec<ChangeEvent>,
+    /// Events already handed out as parts of this (large) transaction.
+    emitted: u64,
     skip: bool,
 }
 
@@ -117,16 +121,22 @@ impl Stream {
     pub async fn next_batch(
         &mut self,
         ctx: &mut RelationContext,
-    ) -> Result<Option<(Vec<ChangeEvent>, Lsn)>, PostgresError> {
+    ) -> Result<Option<(Vec<ChangeEvent>, Option<Lsn>)>, PostgresError> {
         let idle_until = Instant::now() + IDLE_TICK;
         loop {
             let now = Instant::now();
+            let open_txn_full = self.txn.as_ref().is_some_and(|txn| txn.events.len() >= self.limits.max_events);
             if let Some(started) = self.batch_started {
-                if self.ready.len() >= self.limits.max_events
-                    || now >= started + self.limits.max_age
-                {
+                if self.ready.len() >= self.limits.max_events || now >= started + self.limits.max_age || open_txn_full {
                     return Ok(self.take_batch());
                 }
+            }
+            if open_txn_full {
+                // A transaction larger than a batch goes to the log in parts, committed when
+                // its last part arrives; memory stays bounded whatever its size.
+                let txn = self.txn.as_mut().expect("checked above");
+                txn.emitted += txn.events.len() as u64;
+                return Ok(Some((std::mem::take(&mut txn.events), None)));
             }
             if now >= self.last_status + self.status_interval {
                 self.send_status(false).await?;
@@ -164,10 +174,10 @@ impl Stream {
         }
     }
 
-    fn take_batch(&mut self) -> Option<(Vec<ChangeEvent>, Lsn)> {
+    fn take_batch(&mut self) -> Option<(Vec<ChangeEvent>, Option<Lsn>)> {
         self.batch_started = None;
         let end = self.batch_end.take()?;
-        Some((std::mem::take(&mut self.ready), end))
+        Some((std::mem::take(&mut self.ready), Some(end)))
     }
 
     /// Records that the log holds everything up to `lsn`; tells the server soon.
@@ -217,6 +227,7 @@ impl Stream {
                     commit_ts_us,
                     id: Arc::from(format!("{xid}:{}", final_lsn.0)),
                     events: Vec::new(),
+                    emitted: 0,
                     skip: final_lsn < self.resume_lsn,
                 });
             }
@@ -334,7 +345,7 @@ impl Stream {
                             event.xid = Some(u64::from(txn.xid));
                             event.txn = Some(TxnInfo {
                                 id: txn.id.clone(),
-                                total_order: txn.events.len() as u64 + 1,
+                                total_order: txn.emitted + txn.events.len() as u64 + 1,
                             });
                             txn.events.push(event);
                         }
@@ -462,7 +473,7 @@ fn push(
     after: Option<Vec<Value>>,
     lsn: Lsn,
 ) {
-    let total_order = txn.events.len() as u64 + 1;
+    let total_order = txn.emitted + txn.events.len() as u64 + 1;
     txn.events.push(ChangeEvent {
         op,
         table: Some(rel.schema.clone()),

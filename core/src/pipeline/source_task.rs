@@ -1,8 +1,9 @@
 //! Runs one source: pulls batches, hands them to the log writer, feeds durable checkpoints back.
 
-use sluice_log::{PartitionBatch, Record};
 use std::collections::HashMap;
 use std::sync::Arc;
+
+use sluice_log::{PartitionBatch, Record};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -32,6 +33,15 @@ pub struct SourceSettings {
     pub stop_at: Option<Position>,
 }
 
+/// What the writer reports back to the source side.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct WriterProgress {
+    /// Checkpoint of the last committed batch.
+    durable: Option<Checkpoint>,
+    /// Batches handled so far, committed or not.
+    handled: u64,
+}
+
 /// Runs `source` until `cancel` fires or a definite error; see the pipeline module for the
 /// shutdown order.
 pub async fn run_source<S, E, L>(
@@ -47,54 +57,34 @@ where
     L: EventLog + Clone,
 {
     let name = settings.name.clone();
-    let resume = match log
-        .checkpoint(&name)
-        .await
-        .map_err(|source| PipelineError::Log {
-            name: name.clone(),
-            source,
-        })? {
-        Some(text) => {
-            Some(
-                Checkpoint::from_json(&text).map_err(|source| PipelineError::Checkpoint {
-                    name: name.clone(),
-                    source,
-                })?,
-            )
-        }
+    let log_error = |source| PipelineError::Log { name: name.clone(), source };
+    let resume = match log.checkpoint(&name).await.map_err(log_error)? {
+        Some(text) => Some(Checkpoint::from_json(&text).map_err(|source| PipelineError::Checkpoint { name: name.clone(), source })?),
         None => None,
     };
     match &resume {
-        Some(checkpoint) => {
-            tracing::info!(position = %checkpoint.position, snapshot = ?checkpoint.snapshot, "resuming from the log's last checkpoint")
-        }
+        Some(checkpoint) => tracing::info!(position = %checkpoint.position, snapshot = ?checkpoint.snapshot, "resuming from the log's last checkpoint"),
         None => tracing::info!("no checkpoint in the log: fresh start"),
     }
 
+    // `halt` stops the source side when the pipeline stops or when the writer fails.
+    let halt = cancel.child_token();
     let (batch_tx, batch_rx) = mpsc::channel::<SourceBatch>(settings.channel_batches.max(1));
-    let (durable_tx, mut durable_rx) = watch::channel::<Option<Checkpoint>>(resume.clone());
-    let stop = settings
-        .stop_at
-        .clone()
-        .map(|position| (position, cancel.clone()));
-    let writer = tokio::spawn(write_batches(
-        name.clone(),
-        encoder,
-        log,
-        batch_rx,
-        durable_tx,
-        stop,
-    ));
+    let (progress_tx, mut progress_rx) = watch::channel(WriterProgress { durable: resume.clone(), handled: 0 });
+    let stop = settings.stop_at.clone().map(|position| (position, cancel.clone()));
+    let writer_halt = halt.clone();
+    let writer_log = log.clone();
+    let writer_name = name.clone();
+    let writer = tokio::spawn(async move {
+        let result = write_batches(writer_name, encoder, writer_log, batch_rx, progress_tx, stop).await;
+        if result.is_err() {
+            writer_halt.cancel();
+        }
+        result
+    });
 
-    let source_result = pull(
-        &name,
-        &mut source,
-        resume,
-        &batch_tx,
-        &mut durable_rx,
-        &cancel,
-    )
-    .await;
+    let mut puller = Puller { name: &name, log: &log, batch_tx: &batch_tx, progress_rx: &mut progress_rx, halt: &halt, sent: 0 };
+    let source_result = puller.run(&mut source, resume).await;
     drop(batch_tx);
     // Drain: the writer appends every batch already read before it returns.
     let writer_result = match writer.await {
@@ -102,7 +92,7 @@ where
         Err(join) => std::panic::resume_unwind(join.into_panic()),
     };
     // Acknowledge upstream exactly what is durable, then close.
-    let final_checkpoint = durable_rx.borrow_and_update().clone();
+    let final_checkpoint = progress_rx.borrow_and_update().durable.clone();
     if let Some(checkpoint) = final_checkpoint {
         if let Err(err) = source.commit(&checkpoint).await {
             tracing::warn!(error = %err, "final acknowledgement upstream failed; the source will resend from its last acknowledged position");
@@ -111,126 +101,107 @@ where
     if let Err(err) = source.shutdown().await {
         tracing::warn!(error = %err, "source shutdown failed");
     }
-    source_result.and(writer_result)
+    writer_result.and(source_result)
 }
 
 /// The source side: pull, send, apply durable checkpoints, retry transient failures.
-async fn pull<S: Source>(
-    name: &str,
-    source: &mut S,
-    resume: Option<Checkpoint>,
-    batch_tx: &mpsc::Sender<SourceBatch>,
-    durable_rx: &mut watch::Receiver<Option<Checkpoint>>,
-    cancel: &CancellationToken,
-) -> Result<(), PipelineError> {
-    let source_error = |err: S::Error| PipelineError::Source {
-        name: name.to_owned(),
-        source: Box::new(err),
-    };
-    let mut backoff = Backoff::new();
-    let mut start_from = resume;
-    let mut last_sent = start_from.clone();
-    let mut ever_started = false;
-    'connect: loop {
-        if cancel.is_cancelled() {
-            return Ok(());
-        }
-        if let Err(err) = source.start(start_from.clone()).await {
-            // At startup a server that cannot be reached is reported, not waited for forever:
-            // the operator is watching. Once running, transient failures are retried for good.
-            let give_up = !ever_started && backoff.attempts() + 1 >= STARTUP_ATTEMPTS;
-            if err.kind() == ErrorKind::Definite || give_up {
-                return Err(source_error(err));
-            }
-            let delay = backoff.next_delay();
-            ::metrics::counter!(metrics::ERRORS, "source" => name.to_owned(), "stage" => "source")
-                .increment(1);
-            tracing::warn!(error = %err, retry_in_ms = delay.as_millis() as u64, attempt = backoff.attempts(), "source start failed; retrying");
-            tokio::select! {
-                _ = cancel.cancelled() => return Ok(()),
-                _ = tokio::time::sleep(delay) => continue 'connect,
-            }
-        }
-        ever_started = true;
-        loop {
-            if cancel.is_cancelled() {
+struct Puller<'a, L> {
+    name: &'a str,
+    log: &'a L,
+    batch_tx: &'a mpsc::Sender<SourceBatch>,
+    progress_rx: &'a mut watch::Receiver<WriterProgress>,
+    halt: &'a CancellationToken,
+    sent: u64,
+}
+
+impl<L: EventLog> Puller<'_, L> {
+    async fn run<S: Source>(&mut self, source: &mut S, resume: Option<Checkpoint>) -> Result<(), PipelineError> {
+        let name = self.name;
+        let source_error = |err: S::Error| PipelineError::Source { name: name.to_owned(), source: Box::new(err) };
+        let mut backoff = Backoff::new();
+        let mut start_from = resume;
+        let mut ever_started = false;
+        'connect: loop {
+            if self.halt.is_cancelled() {
                 return Ok(());
             }
-            if durable_rx.has_changed().unwrap_or(false) {
-                let checkpoint = durable_rx.borrow_and_update().clone();
-                if let Some(checkpoint) = checkpoint {
-                    source
-                        .commit(&checkpoint)
-                        .await
-                        .map_err(|e| classify_or_fail(e, name))?;
+            if let Err(err) = source.start(start_from.clone()).await {
+                // At startup a server that cannot be reached is reported, not waited for
+                // forever: the operator is watching. Once running, transient failures are
+                // retried for good.
+                let give_up = !ever_started && backoff.attempts() + 1 >= STARTUP_ATTEMPTS;
+                if err.kind() == ErrorKind::Definite || give_up {
+                    return Err(source_error(err));
                 }
-            }
-            let next = tokio::select! {
-                biased;
-                _ = cancel.cancelled() => return Ok(()),
-                next = source.next_batch() => next,
-            };
-            let err = match next {
-                Ok(Some(batch)) => {
-                    backoff.reset();
-                    ::metrics::counter!(metrics::SOURCE_EVENTS, "source" => name.to_owned())
-                        .increment(batch.events.len() as u64);
-                    last_sent = Some(batch.checkpoint.clone());
-                    if batch_tx.send(batch).await.is_err() {
-                        // The writer stopped; its error is reported by the caller.
-                        return Ok(());
-                    }
-                    continue;
-                }
-                Ok(None) => continue,
-                Err(err) if err.kind() == ErrorKind::Definite => return Err(source_error(err)),
-                Err(err) => err,
-            };
-            ::metrics::counter!(metrics::ERRORS, "source" => name.to_owned(), "stage" => "source")
-                .increment(1);
-            // Resume after the last batch handed to the writer, once it is durable: restarting
-            // from an older checkpoint would write those transactions twice.
-            while *durable_rx.borrow_and_update() != last_sent {
+                let delay = backoff.next_delay();
+                ::metrics::counter!(metrics::ERRORS, "source" => name.to_owned(), "stage" => "source").increment(1);
+                tracing::warn!(error = %err, retry_in_ms = delay.as_millis() as u64, attempt = backoff.attempts(), "source start failed; retrying");
                 tokio::select! {
-                    changed = durable_rx.changed() => if changed.is_err() { return Ok(()) },
-                    _ = cancel.cancelled() => return Ok(()),
+                    _ = self.halt.cancelled() => return Ok(()),
+                    _ = tokio::time::sleep(delay) => continue 'connect,
                 }
             }
-            start_from = last_sent.clone();
-            let delay = backoff.next_delay();
-            tracing::warn!(error = %err, retry_in_ms = delay.as_millis() as u64, "source stream failed; reconnecting from the last durable position");
-            tokio::select! {
-                _ = cancel.cancelled() => return Ok(()),
-                _ = tokio::time::sleep(delay) => continue 'connect,
+            ever_started = true;
+            loop {
+                if self.progress_rx.has_changed().unwrap_or(false) {
+                    let durable = self.progress_rx.borrow_and_update().durable.clone();
+                    if let Some(checkpoint) = durable {
+                        source.commit(&checkpoint).await.map_err(source_error)?;
+                    }
+                }
+                let next = tokio::select! {
+                    biased;
+                    _ = self.halt.cancelled() => return Ok(()),
+                    next = source.next_batch() => next,
+                };
+                let err = match next {
+                    Ok(Some(batch)) => {
+                        backoff.reset();
+                        ::metrics::counter!(metrics::SOURCE_EVENTS, "source" => name.to_owned()).increment(batch.events.len() as u64);
+                        if self.batch_tx.send(batch).await.is_err() {
+                            return Ok(()); // the writer stopped; the caller reports its error
+                        }
+                        self.sent += 1;
+                        continue;
+                    }
+                    Ok(None) => continue,
+                    Err(err) if err.kind() == ErrorKind::Definite => return Err(source_error(err)),
+                    Err(err) => err,
+                };
+                ::metrics::counter!(metrics::ERRORS, "source" => name.to_owned(), "stage" => "source").increment(1);
+                // Resume after the last batch handed to the writer, once everything sent is
+                // handled: restarting from an older checkpoint would write transactions twice.
+                // Parts of an unfinished large transaction are discarded; it comes again whole.
+                while self.progress_rx.borrow_and_update().handled < self.sent {
+                    tokio::select! {
+                        changed = self.progress_rx.changed() => if changed.is_err() { return Ok(()) },
+                        _ = self.halt.cancelled() => return Ok(()),
+                    }
+                }
+                self.log.rollback(name).await.map_err(|source| PipelineError::Log { name: name.to_owned(), source })?;
+                start_from = self.progress_rx.borrow().durable.clone();
+                let delay = backoff.next_delay();
+                tracing::warn!(error = %err, retry_in_ms = delay.as_millis() as u64, "source stream failed; reconnecting from the last durable position");
+                tokio::select! {
+                    _ = self.halt.cancelled() => return Ok(()),
+                    _ = tokio::time::sleep(delay) => continue 'connect,
+                }
             }
         }
     }
 }
 
-fn classify_or_fail<E: std::error::Error + Classify + Send + Sync + 'static>(
-    err: E,
-    name: &str,
-) -> PipelineError {
-    PipelineError::Source {
-        name: name.to_owned(),
-        source: Box::new(err),
-    }
-}
-
-/// The log side: encode each batch, append it as one transaction with its checkpoint, publish
-/// the checkpoint as durable.
+/// The log side: encode each batch, append it (as one transaction when it carries a
+/// checkpoint), publish the checkpoint as durable.
 async fn write_batches<E: EventEncoder, L: EventLog>(
     name: String,
     mut encoder: E,
     log: L,
     mut batch_rx: mpsc::Receiver<SourceBatch>,
-    durable_tx: watch::Sender<Option<Checkpoint>>,
+    progress_tx: watch::Sender<WriterProgress>,
     stop: Option<(Position, CancellationToken)>,
 ) -> Result<(), PipelineError> {
-    let log_error = |source| PipelineError::Log {
-        name: name.clone(),
-        source,
-    };
+    let log_error = |source| PipelineError::Log { name: name.clone(), source };
     let mut partitions: HashMap<String, u32> = HashMap::new();
     let mut encoded = Vec::new();
     // Events of one table come in runs: remember the last table's topic instead of rebuilding it.
@@ -241,12 +212,7 @@ async fn write_batches<E: EventEncoder, L: EventLog>(
         let mut newest_commit_us = i64::MIN;
         for event in &batch.events {
             encoded.clear();
-            encoder
-                .encode(event, &mut encoded)
-                .map_err(|source| PipelineError::Encode {
-                    name: name.clone(),
-                    source,
-                })?;
+            encoder.encode(event, &mut encoded).map_err(|source| PipelineError::Encode { name: name.clone(), source })?;
             let topic = match (&event.table, &last_table) {
                 (Some(table), Some((last, topic))) if Arc::ptr_eq(table, last) => topic.clone(),
                 (Some(table), _) => {
@@ -269,54 +235,42 @@ async fn write_batches<E: EventEncoder, L: EventLog>(
             for EncodedRecord { key, value } in encoded.drain(..) {
                 let partition = topic::partition_for(key.as_deref(), count);
                 // A batch touches few partitions; the most recent one is the likely match.
-                let slot = match batches
-                    .iter()
-                    .rposition(|b| b.partition == partition && b.topic == topic)
-                {
+                let slot = match batches.iter().rposition(|b| b.partition == partition && b.topic == topic) {
                     Some(slot) => slot,
                     None => {
-                        batches.push(PartitionBatch {
-                            topic: topic.clone(),
-                            partition,
-                            records: Vec::new(),
-                        });
+                        batches.push(PartitionBatch { topic: topic.clone(), partition, records: Vec::new() });
                         batches.len() - 1
                     }
                 };
-                batches[slot].records.push(Record {
-                    key,
-                    value,
-                    timestamp_ms,
-                    headers: Vec::new(),
-                });
+                batches[slot].records.push(Record { key, value, timestamp_ms, headers: Vec::new() });
                 appended += 1;
             }
         }
-        log.append_txn(&name, batches, batch.checkpoint.to_json())
-            .await
-            .map_err(log_error)?;
-        ::metrics::counter!(metrics::LOG_RECORDS_APPENDED, "source" => name.clone())
-            .increment(appended);
-        ::metrics::counter!(metrics::SOURCE_BATCHES_COMMITTED, "source" => name.clone())
-            .increment(1);
+        let checkpoint = batch.checkpoint;
+        log.append(&name, batches, checkpoint.as_ref().map(Checkpoint::to_json)).await.map_err(log_error)?;
+        ::metrics::counter!(metrics::LOG_RECORDS_APPENDED, "source" => name.clone()).increment(appended);
+        let Some(checkpoint) = checkpoint else {
+            progress_tx.send_modify(|progress| progress.handled += 1);
+            continue;
+        };
+        ::metrics::counter!(metrics::SOURCE_BATCHES_COMMITTED, "source" => name.clone()).increment(1);
         if newest_commit_us > 0 {
             let lag = (now_us() - newest_commit_us).max(0) as f64 / 1e6;
             ::metrics::gauge!(metrics::SOURCE_LAG_SECONDS, "source" => name.clone()).set(lag);
         }
-        tracing::trace!(position = %batch.checkpoint.position, events = batch.events.len(), "batch durable");
+        tracing::trace!(position = %checkpoint.position, events = batch.events.len(), "batch durable");
         if let Some((stop_at, cancel)) = &stop {
-            let reached = batch.checkpoint.snapshot == SnapshotProgress::Done
-                && batch
-                    .checkpoint
-                    .position
-                    .partial_cmp(stop_at)
-                    .is_some_and(|order| order.is_ge());
+            let reached = checkpoint.snapshot == SnapshotProgress::Done
+                && checkpoint.position.partial_cmp(stop_at).is_some_and(|order| order.is_ge());
             if reached && !cancel.is_cancelled() {
-                tracing::info!(position = %batch.checkpoint.position, stop_at = %stop_at, "reached the stop position; stopping");
+                tracing::info!(position = %checkpoint.position, stop_at = %stop_at, "reached the stop position; stopping");
                 cancel.cancel();
             }
         }
-        durable_tx.send_replace(Some(batch.checkpoint));
+        progress_tx.send_modify(|progress| {
+            progress.handled += 1;
+            progress.durable = Some(checkpoint);
+        });
     }
     Ok(())
 }
