@@ -105,7 +105,12 @@ impl EventLog for EmbeddedLog {
             .await
     }
 
-    async fn append(&self, writer: &str, batches: Vec<PartitionBatch>, checkpoint: Option<String>) -> Result<(), LogError> {
+    async fn append(
+        &self,
+        writer: &str,
+        batches: Vec<PartitionBatch>,
+        checkpoint: Option<String>,
+    ) -> Result<(), LogError> {
         let writer = writer.to_owned();
         self.blocking(move |log| match checkpoint {
             Some(checkpoint) => log.append_txn(&writer, &batches, &checkpoint),

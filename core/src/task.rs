@@ -64,7 +64,10 @@ impl Tasks {
                 Err(_) => return,
             };
             tracing::error!(task = %name, error = %error, "task failed; stopping the pipeline");
-            failures.lock().unwrap_or_else(|p| p.into_inner()).push(TaskFailure { task: name, error });
+            failures
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(TaskFailure { task: name, error });
             cancel.cancel();
         });
     }

@@ -503,3 +503,43 @@ async fn a_clean_restart_resumes_without_gap_or_duplicate() {
         .stderr()
         .contains("resuming from the log's last checkpoint"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_larger_than_a_batch_arrives_whole_and_once() {
+    let db = TestDb::create();
+    db.exec("CREATE TABLE big (id int PRIMARY KEY, note text)");
+    let mut sluice = Sluice::new(&source_config(&db, "max_batch_events = 1000"));
+    sluice.start();
+    wait_for(Duration::from_secs(20), "the slot", || {
+        db.exec(&format!(
+            "SELECT count(*) FROM pg_replication_slots WHERE slot_name = '{slot}' AND active",
+            slot = db.name
+        )) == "1"
+    })
+    .await;
+    db.exec("INSERT INTO big SELECT g, 'row ' || g FROM generate_series(1, 12000) g");
+    db.exec("INSERT INTO big VALUES (-1, 'after')");
+    wait_for(
+        Duration::from_secs(60),
+        "the transaction after the big one",
+        || {
+            events(&sluice.records("src.public.big"))
+                .iter()
+                .any(|e| e["after"]["id"] == -1)
+        },
+    )
+    .await;
+    let all = events(&sluice.records("src.public.big"));
+    assert_eq!(all.len(), 12_001);
+    let big_txn = &all[0]["transaction"]["id"];
+    for (i, event) in all[..12_000].iter().enumerate() {
+        assert_eq!(event["after"]["id"], i as i64 + 1);
+        assert_eq!(&event["transaction"]["id"], big_txn, "one transaction");
+        assert_eq!(
+            event["transaction"]["total_order"],
+            i as i64 + 1,
+            "order within the transaction"
+        );
+    }
+    assert_ne!(&all[12_000]["transaction"]["id"], big_txn);
+}

@@ -120,6 +120,9 @@ impl LogError {
     }
 }
 
+/// End offset per `(topic, partition)`.
+pub type PartitionEnds = BTreeMap<(String, u32), u64>;
+
 /// One partition's slice of a transaction.
 #[derive(Debug, Clone)]
 pub struct PartitionBatch {
@@ -158,7 +161,7 @@ pub struct Log {
     last_sync: Mutex<Instant>,
     commits: watch::Sender<u64>,
     /// Per writer, partitions with uncommitted appends and where those end.
-    pending: Mutex<BTreeMap<String, BTreeMap<(String, u32), u64>>>,
+    pending: Mutex<BTreeMap<String, PartitionEnds>>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -373,24 +376,40 @@ impl Log {
     /// Appends a transaction: `batches` to their partitions, then `checkpoint` as the writer's
     /// commit. Returns when the transaction is committed under the fsync policy; then readers
     /// see all of it. On error nothing of it becomes visible (recovery cuts it off).
-    pub fn append_txn(&self, writer: &str, batches: &[PartitionBatch], checkpoint: &str) -> Result<(), LogError> {
+    pub fn append_txn(
+        &self,
+        writer: &str,
+        batches: &[PartitionBatch],
+        checkpoint: &str,
+    ) -> Result<(), LogError> {
         self.append(writer, batches, Some(checkpoint))
     }
 
     /// Appends part of a transaction too large to hold in memory: written now, invisible until
     /// a later `append_txn` of the same writer commits it together with everything it appended
     /// since its last commit. `rollback` (or a crash) discards it.
-    pub fn append_uncommitted(&self, writer: &str, batches: &[PartitionBatch]) -> Result<(), LogError> {
+    pub fn append_uncommitted(
+        &self,
+        writer: &str,
+        batches: &[PartitionBatch],
+    ) -> Result<(), LogError> {
         self.append(writer, batches, None)
     }
 
-    fn append(&self, writer: &str, batches: &[PartitionBatch], checkpoint: Option<&str>) -> Result<(), LogError> {
+    fn append(
+        &self,
+        writer: &str,
+        batches: &[PartitionBatch],
+        checkpoint: Option<&str>,
+    ) -> Result<(), LogError> {
         if !self.writable {
             return Err(LogError::ReadOnly);
         }
         let mut ends = Vec::with_capacity(batches.len());
         for batch in batches.iter().filter(|b| !b.records.is_empty()) {
-            let end = self.with_partition(&batch.topic, batch.partition, |guarded| guarded.lock().append(&batch.records))??;
+            let end = self.with_partition(&batch.topic, batch.partition, |guarded| {
+                guarded.lock().append(&batch.records)
+            })??;
             ends.push(((batch.topic.clone(), batch.partition), end));
         }
         let Some(checkpoint) = checkpoint else {
@@ -408,20 +427,25 @@ impl Log {
         let sync_now = self.sync_due();
         if sync_now {
             for (topic, partition) in ends.keys() {
-                let (file, path) = self.with_partition(topic, *partition, |guarded| guarded.lock().sync_handle())?;
-                file.sync_data().map_err(|e| LogError::io("fsync segment", &path, e))?;
+                let (file, path) =
+                    self.with_partition(topic, *partition, |guarded| guarded.lock().sync_handle())?;
+                file.sync_data()
+                    .map_err(|e| LogError::io("fsync segment", &path, e))?;
             }
         }
         {
             let mut control = self.lock_control();
             let state = control.writers.entry(writer.to_owned()).or_default();
             state.checkpoint = checkpoint.to_owned();
-            state.ends.extend(ends.iter().map(|(tp, end)| (tp.clone(), *end)));
+            state
+                .ends
+                .extend(ends.iter().map(|(tp, end)| (tp.clone(), *end)));
             let record = commit::encode(writer, state, now_ms());
             control.partition.append(std::slice::from_ref(&record))?;
             if sync_now {
                 let (file, path) = control.partition.sync_handle();
-                file.sync_data().map_err(|e| LogError::io("fsync control segment", &path, e))?;
+                file.sync_data()
+                    .map_err(|e| LogError::io("fsync control segment", &path, e))?;
             }
             let end = control.partition.end_offset();
             control.partition.stable_offset = end;
@@ -430,7 +454,9 @@ impl Log {
             }
         }
         for ((topic, partition), end) in &ends {
-            self.with_partition(topic, *partition, |guarded| guarded.lock().stable_offset = *end)?;
+            self.with_partition(topic, *partition, |guarded| {
+                guarded.lock().stable_offset = *end
+            })?;
         }
         self.commits.send_modify(|generation| *generation += 1);
         Ok(())
@@ -439,8 +465,15 @@ impl Log {
     /// Discards what `writer` appended with `append_uncommitted` since its last commit (a source
     /// restarting in the middle of a large transaction sends it again from its start).
     pub fn rollback(&self, writer: &str) -> Result<(), LogError> {
-        let Some(pending) = self.lock_pending().remove(writer) else { return Ok(()) };
-        let committed = self.lock_control().writers.get(writer).map(|state| state.ends.clone()).unwrap_or_default();
+        let Some(pending) = self.lock_pending().remove(writer) else {
+            return Ok(());
+        };
+        let committed = self
+            .lock_control()
+            .writers
+            .get(writer)
+            .map(|state| state.ends.clone())
+            .unwrap_or_default();
         for (tp, _) in pending {
             let end = committed.get(&tp).copied().unwrap_or(0);
             self.with_partition(&tp.0, tp.1, |guarded| guarded.lock().truncate_to(end))??;
@@ -448,7 +481,7 @@ impl Log {
         Ok(())
     }
 
-    fn lock_pending(&self) -> MutexGuard<'_, BTreeMap<String, BTreeMap<(String, u32), u64>>> {
+    fn lock_pending(&self) -> MutexGuard<'_, BTreeMap<String, PartitionEnds>> {
         self.pending.lock().unwrap_or_else(|p| p.into_inner())
     }
 

@@ -17,8 +17,15 @@ const TARGET_BATCH_BYTES: usize = 1024 * 1024;
 
 /// Roughly the encoded size of a record.
 fn record_size(record: &Record) -> usize {
-    let headers: usize = record.headers.iter().map(|h| h.key.len() + h.value.as_ref().map_or(0, |v| v.len()) + 4).sum();
-    record.key.as_ref().map_or(0, |k| k.len()) + record.value.as_ref().map_or(0, |v| v.len()) + headers + 24
+    let headers: usize = record
+        .headers
+        .iter()
+        .map(|h| h.key.len() + h.value.as_ref().map_or(0, |v| v.len()) + 4)
+        .sum();
+    record.key.as_ref().map_or(0, |k| k.len())
+        + record.value.as_ref().map_or(0, |v| v.len())
+        + headers
+        + 24
 }
 
 pub(crate) struct Partition {
@@ -134,7 +141,9 @@ impl Partition {
         while start < records.len() {
             let mut end = start;
             let mut bytes = 0;
-            while end < records.len() && (end == start || bytes + record_size(&records[end]) <= TARGET_BATCH_BYTES) {
+            while end < records.len()
+                && (end == start || bytes + record_size(&records[end]) <= TARGET_BATCH_BYTES)
+            {
                 bytes += record_size(&records[end]);
                 end += 1;
             }
@@ -153,7 +162,9 @@ impl Partition {
             Ok(header) => header,
             Err(_) => {
                 self.encode_buf = buf;
-                return Err(LogError::RecordTooLarge { max: batch::MAX_BATCH_LEN });
+                return Err(LogError::RecordTooLarge {
+                    max: batch::MAX_BATCH_LEN,
+                });
             }
         };
         let segment_bytes = self.segment_bytes;

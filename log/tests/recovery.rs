@@ -196,21 +196,29 @@ fn a_large_transaction_appended_in_parts_appears_at_once_on_commit() {
     let dir = tempfile::tempdir().unwrap();
     let log = Log::open(dir.path(), LogOptions::default()).unwrap();
     log.create_topic("t", 1).unwrap();
-    log.append_txn("w", &[batch("t", 0, &["before"])], "0").unwrap();
+    log.append_txn("w", &[batch("t", 0, &["before"])], "0")
+        .unwrap();
     // 3 MiB of records: several Kafka batches.
     let big = "x".repeat(1000);
     let part: Vec<&str> = (0..1500).map(|_| big.as_str()).collect();
-    log.append_uncommitted("w", &[batch("t", 0, &part)]).unwrap();
-    log.append_uncommitted("w", &[batch("t", 0, &part)]).unwrap();
+    log.append_uncommitted("w", &[batch("t", 0, &part)])
+        .unwrap();
+    log.append_uncommitted("w", &[batch("t", 0, &part)])
+        .unwrap();
     assert_eq!(values(&log, "t", 0), ["before"], "parts stay invisible");
     assert_eq!(log.checkpoint("w").as_deref(), Some("0"));
-    log.append_txn("w", &[batch("t", 0, &["last"])], "1").unwrap();
+    log.append_txn("w", &[batch("t", 0, &["last"])], "1")
+        .unwrap();
     let all = values(&log, "t", 0);
     assert_eq!(all.len(), 1 + 3000 + 1);
     assert_eq!(all.last().map(String::as_str), Some("last"));
     drop(log);
     let log = Log::open(dir.path(), LogOptions::default()).unwrap();
-    assert_eq!(values(&log, "t", 0).len(), 3002, "committed parts survive reopen");
+    assert_eq!(
+        values(&log, "t", 0).len(),
+        3002,
+        "committed parts survive reopen"
+    );
 }
 
 #[test]
@@ -220,17 +228,23 @@ fn rolled_back_and_crashed_parts_are_discarded() {
         let log = Log::open(dir.path(), LogOptions::default()).unwrap();
         log.create_topic("t", 1).unwrap();
         log.append_txn("w", &[batch("t", 0, &["a"])], "1").unwrap();
-        log.append_uncommitted("w", &[batch("t", 0, &["partial-1", "partial-2"])]).unwrap();
+        log.append_uncommitted("w", &[batch("t", 0, &["partial-1", "partial-2"])])
+            .unwrap();
         log.rollback("w").unwrap();
         log.append_txn("w", &[batch("t", 0, &["b"])], "2").unwrap();
         assert_eq!(values(&log, "t", 0), ["a", "b"]);
         // A part left behind by a crash (no rollback, no commit).
-        log.append_uncommitted("w", &[batch("t", 0, &["orphan"])]).unwrap();
+        log.append_uncommitted("w", &[batch("t", 0, &["orphan"])])
+            .unwrap();
     }
     let log = Log::open(dir.path(), LogOptions::default()).unwrap();
     assert_eq!(values(&log, "t", 0), ["a", "b"]);
     log.append_txn("w", &[batch("t", 0, &["c"])], "3").unwrap();
     let records = log.read("t", 0, 0, 1 << 20).unwrap();
     let offsets: Vec<u64> = records.iter().map(|r| r.offset).collect();
-    assert_eq!(offsets, [0, 1, 2], "offsets stay contiguous after discarding");
+    assert_eq!(
+        offsets,
+        [0, 1, 2],
+        "offsets stay contiguous after discarding"
+    );
 }

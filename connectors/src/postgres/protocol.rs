@@ -340,9 +340,16 @@ impl ReplicationConnection {
     /// a message cut off by cancellation is completed by the next flush.
     async fn flush(&mut self) -> Result<(), PostgresError> {
         while !self.write_buf.is_empty() {
-            let written = self.stream.write(&self.write_buf).await.map_err(PostgresError::Io)?;
+            let written = self
+                .stream
+                .write(&self.write_buf)
+                .await
+                .map_err(PostgresError::Io)?;
             if written == 0 {
-                return Err(PostgresError::Io(io::Error::new(io::ErrorKind::WriteZero, "the server stopped reading")));
+                return Err(PostgresError::Io(io::Error::new(
+                    io::ErrorKind::WriteZero,
+                    "the server stopped reading",
+                )));
             }
             self.write_buf.advance(written);
         }

@@ -125,9 +125,15 @@ impl Stream {
         let idle_until = Instant::now() + IDLE_TICK;
         loop {
             let now = Instant::now();
-            let open_txn_full = self.txn.as_ref().is_some_and(|txn| txn.events.len() >= self.limits.max_events);
+            let open_txn_full = self
+                .txn
+                .as_ref()
+                .is_some_and(|txn| txn.events.len() >= self.limits.max_events);
             if let Some(started) = self.batch_started {
-                if self.ready.len() >= self.limits.max_events || now >= started + self.limits.max_age || open_txn_full {
+                if self.ready.len() >= self.limits.max_events
+                    || now >= started + self.limits.max_age
+                    || open_txn_full
+                {
                     return Ok(self.take_batch());
                 }
             }

@@ -57,33 +57,66 @@ where
     L: EventLog + Clone,
 {
     let name = settings.name.clone();
-    let log_error = |source| PipelineError::Log { name: name.clone(), source };
+    let log_error = |source| PipelineError::Log {
+        name: name.clone(),
+        source,
+    };
     let resume = match log.checkpoint(&name).await.map_err(log_error)? {
-        Some(text) => Some(Checkpoint::from_json(&text).map_err(|source| PipelineError::Checkpoint { name: name.clone(), source })?),
+        Some(text) => {
+            Some(
+                Checkpoint::from_json(&text).map_err(|source| PipelineError::Checkpoint {
+                    name: name.clone(),
+                    source,
+                })?,
+            )
+        }
         None => None,
     };
     match &resume {
-        Some(checkpoint) => tracing::info!(position = %checkpoint.position, snapshot = ?checkpoint.snapshot, "resuming from the log's last checkpoint"),
+        Some(checkpoint) => {
+            tracing::info!(position = %checkpoint.position, snapshot = ?checkpoint.snapshot, "resuming from the log's last checkpoint")
+        }
         None => tracing::info!("no checkpoint in the log: fresh start"),
     }
 
     // `halt` stops the source side when the pipeline stops or when the writer fails.
     let halt = cancel.child_token();
     let (batch_tx, batch_rx) = mpsc::channel::<SourceBatch>(settings.channel_batches.max(1));
-    let (progress_tx, mut progress_rx) = watch::channel(WriterProgress { durable: resume.clone(), handled: 0 });
-    let stop = settings.stop_at.clone().map(|position| (position, cancel.clone()));
+    let (progress_tx, mut progress_rx) = watch::channel(WriterProgress {
+        durable: resume.clone(),
+        handled: 0,
+    });
+    let stop = settings
+        .stop_at
+        .clone()
+        .map(|position| (position, cancel.clone()));
     let writer_halt = halt.clone();
     let writer_log = log.clone();
     let writer_name = name.clone();
     let writer = tokio::spawn(async move {
-        let result = write_batches(writer_name, encoder, writer_log, batch_rx, progress_tx, stop).await;
+        let result = write_batches(
+            writer_name,
+            encoder,
+            writer_log,
+            batch_rx,
+            progress_tx,
+            stop,
+        )
+        .await;
         if result.is_err() {
             writer_halt.cancel();
         }
         result
     });
 
-    let mut puller = Puller { name: &name, log: &log, batch_tx: &batch_tx, progress_rx: &mut progress_rx, halt: &halt, sent: 0 };
+    let mut puller = Puller {
+        name: &name,
+        log: &log,
+        batch_tx: &batch_tx,
+        progress_rx: &mut progress_rx,
+        halt: &halt,
+        sent: 0,
+    };
     let source_result = puller.run(&mut source, resume).await;
     drop(batch_tx);
     // Drain: the writer appends every batch already read before it returns.
@@ -115,9 +148,16 @@ struct Puller<'a, L> {
 }
 
 impl<L: EventLog> Puller<'_, L> {
-    async fn run<S: Source>(&mut self, source: &mut S, resume: Option<Checkpoint>) -> Result<(), PipelineError> {
+    async fn run<S: Source>(
+        &mut self,
+        source: &mut S,
+        resume: Option<Checkpoint>,
+    ) -> Result<(), PipelineError> {
         let name = self.name;
-        let source_error = |err: S::Error| PipelineError::Source { name: name.to_owned(), source: Box::new(err) };
+        let source_error = |err: S::Error| PipelineError::Source {
+            name: name.to_owned(),
+            source: Box::new(err),
+        };
         let mut backoff = Backoff::new();
         let mut start_from = resume;
         let mut ever_started = false;
@@ -157,7 +197,8 @@ impl<L: EventLog> Puller<'_, L> {
                 let err = match next {
                     Ok(Some(batch)) => {
                         backoff.reset();
-                        ::metrics::counter!(metrics::SOURCE_EVENTS, "source" => name.to_owned()).increment(batch.events.len() as u64);
+                        ::metrics::counter!(metrics::SOURCE_EVENTS, "source" => name.to_owned())
+                            .increment(batch.events.len() as u64);
                         if self.batch_tx.send(batch).await.is_err() {
                             return Ok(()); // the writer stopped; the caller reports its error
                         }
@@ -178,7 +219,13 @@ impl<L: EventLog> Puller<'_, L> {
                         _ = self.halt.cancelled() => return Ok(()),
                     }
                 }
-                self.log.rollback(name).await.map_err(|source| PipelineError::Log { name: name.to_owned(), source })?;
+                self.log
+                    .rollback(name)
+                    .await
+                    .map_err(|source| PipelineError::Log {
+                        name: name.to_owned(),
+                        source,
+                    })?;
                 start_from = self.progress_rx.borrow().durable.clone();
                 let delay = backoff.next_delay();
                 tracing::warn!(error = %err, retry_in_ms = delay.as_millis() as u64, "source stream failed; reconnecting from the last durable position");
@@ -201,7 +248,10 @@ async fn write_batches<E: EventEncoder, L: EventLog>(
     progress_tx: watch::Sender<WriterProgress>,
     stop: Option<(Position, CancellationToken)>,
 ) -> Result<(), PipelineError> {
-    let log_error = |source| PipelineError::Log { name: name.clone(), source };
+    let log_error = |source| PipelineError::Log {
+        name: name.clone(),
+        source,
+    };
     let mut partitions: HashMap<String, u32> = HashMap::new();
     let mut encoded = Vec::new();
     // Events of one table come in runs: remember the last table's topic instead of rebuilding it.
@@ -212,7 +262,12 @@ async fn write_batches<E: EventEncoder, L: EventLog>(
         let mut newest_commit_us = i64::MIN;
         for event in &batch.events {
             encoded.clear();
-            encoder.encode(event, &mut encoded).map_err(|source| PipelineError::Encode { name: name.clone(), source })?;
+            encoder
+                .encode(event, &mut encoded)
+                .map_err(|source| PipelineError::Encode {
+                    name: name.clone(),
+                    source,
+                })?;
             let topic = match (&event.table, &last_table) {
                 (Some(table), Some((last, topic))) if Arc::ptr_eq(table, last) => topic.clone(),
                 (Some(table), _) => {
@@ -235,25 +290,41 @@ async fn write_batches<E: EventEncoder, L: EventLog>(
             for EncodedRecord { key, value } in encoded.drain(..) {
                 let partition = topic::partition_for(key.as_deref(), count);
                 // A batch touches few partitions; the most recent one is the likely match.
-                let slot = match batches.iter().rposition(|b| b.partition == partition && b.topic == topic) {
+                let slot = match batches
+                    .iter()
+                    .rposition(|b| b.partition == partition && b.topic == topic)
+                {
                     Some(slot) => slot,
                     None => {
-                        batches.push(PartitionBatch { topic: topic.clone(), partition, records: Vec::new() });
+                        batches.push(PartitionBatch {
+                            topic: topic.clone(),
+                            partition,
+                            records: Vec::new(),
+                        });
                         batches.len() - 1
                     }
                 };
-                batches[slot].records.push(Record { key, value, timestamp_ms, headers: Vec::new() });
+                batches[slot].records.push(Record {
+                    key,
+                    value,
+                    timestamp_ms,
+                    headers: Vec::new(),
+                });
                 appended += 1;
             }
         }
         let checkpoint = batch.checkpoint;
-        log.append(&name, batches, checkpoint.as_ref().map(Checkpoint::to_json)).await.map_err(log_error)?;
-        ::metrics::counter!(metrics::LOG_RECORDS_APPENDED, "source" => name.clone()).increment(appended);
+        log.append(&name, batches, checkpoint.as_ref().map(Checkpoint::to_json))
+            .await
+            .map_err(log_error)?;
+        ::metrics::counter!(metrics::LOG_RECORDS_APPENDED, "source" => name.clone())
+            .increment(appended);
         let Some(checkpoint) = checkpoint else {
             progress_tx.send_modify(|progress| progress.handled += 1);
             continue;
         };
-        ::metrics::counter!(metrics::SOURCE_BATCHES_COMMITTED, "source" => name.clone()).increment(1);
+        ::metrics::counter!(metrics::SOURCE_BATCHES_COMMITTED, "source" => name.clone())
+            .increment(1);
         if newest_commit_us > 0 {
             let lag = (now_us() - newest_commit_us).max(0) as f64 / 1e6;
             ::metrics::gauge!(metrics::SOURCE_LAG_SECONDS, "source" => name.clone()).set(lag);
@@ -261,7 +332,10 @@ async fn write_batches<E: EventEncoder, L: EventLog>(
         tracing::trace!(position = %checkpoint.position, events = batch.events.len(), "batch durable");
         if let Some((stop_at, cancel)) = &stop {
             let reached = checkpoint.snapshot == SnapshotProgress::Done
-                && checkpoint.position.partial_cmp(stop_at).is_some_and(|order| order.is_ge());
+                && checkpoint
+                    .position
+                    .partial_cmp(stop_at)
+                    .is_some_and(|order| order.is_ge());
             if reached && !cancel.is_cancelled() {
                 tracing::info!(position = %checkpoint.position, stop_at = %stop_at, "reached the stop position; stopping");
                 cancel.cancel();
