@@ -278,14 +278,20 @@ impl PostgresSource {
         let Phase::Snapshot(phase) = &mut self.phase else {
             unreachable!("called in the snapshot phase")
         };
-        let mut events: Vec<ChangeEvent> = Vec::new();
+        // The newest event is held back: only once the snapshot ends is it known to be the last.
+        let mut events: Vec<ChangeEvent> = Vec::with_capacity(limits.max_events + 1);
+        events.extend(phase.held_back.take());
+        let mut received = 0;
         let mut finished = false;
         let idle_until = tokio::time::Instant::now() + std::time::Duration::from_secs(1);
-        while events.len() < limits.max_events {
-            let chunk = if events.is_empty() {
+        while received < limits.max_events {
+            let chunk = if received == 0 {
                 match tokio::time::timeout_at(idle_until, phase.rx.recv()).await {
                     Ok(chunk) => chunk,
-                    Err(_) => return Ok(None),
+                    Err(_) => {
+                        phase.held_back = events.pop();
+                        return Ok(None);
+                    }
                 }
             } else {
                 match phase.rx.try_recv() {
@@ -295,16 +301,16 @@ impl PostgresSource {
                 }
             };
             match chunk {
-                Some(chunk) => events.extend(chunk?),
+                Some(chunk) => {
+                    let chunk = chunk?;
+                    received += chunk.len();
+                    events.extend(chunk);
+                }
                 None => {
                     finished = true;
                     break;
                 }
             }
-        }
-        // Hold the newest event back: only once the snapshot ends is it known to be the last.
-        if let Some(held) = phase.held_back.take() {
-            events.insert(0, held);
         }
         if !finished {
             phase.held_back = events.pop();

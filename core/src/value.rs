@@ -146,27 +146,39 @@ pub const MICROS_PER_DAY: i64 = 86_400 * MICROS_PER_SECOND;
 
 /// Writes `HH:MM:SS[.ffffff]` for microseconds since midnight (trailing zeros trimmed).
 pub fn write_time_of_day(out: &mut String, micros: i64) {
-    use fmt::Write;
     let secs = micros.div_euclid(MICROS_PER_SECOND);
     let frac = micros.rem_euclid(MICROS_PER_SECOND);
-    let _ = write!(
-        out,
-        "{:02}:{:02}:{:02}",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
-    );
+    push_two_digits(out, secs / 3600);
+    out.push(':');
+    push_two_digits(out, secs / 60 % 60);
+    out.push(':');
+    push_two_digits(out, secs % 60);
     write_fraction(out, frac);
 }
 
+/// Two decimal digits of `value` (0..=99; larger values print in full).
+fn push_two_digits(out: &mut String, value: i64) {
+    if (0..100).contains(&value) {
+        out.push(char::from(b'0' + (value / 10) as u8));
+        out.push(char::from(b'0' + (value % 10) as u8));
+    } else {
+        use fmt::Write;
+        let _ = write!(out, "{value}");
+    }
+}
+
+/// `.ffffff` without trailing zeros; nothing for a whole second.
 fn write_fraction(out: &mut String, frac_micros: i64) {
-    use fmt::Write;
     if frac_micros != 0 {
-        let mut text = format!("{frac_micros:06}");
-        while text.ends_with('0') {
-            text.pop();
+        let mut digits = [b'0'; 6];
+        let mut rest = frac_micros;
+        for digit in digits.iter_mut().rev() {
+            *digit = b'0' + (rest % 10) as u8;
+            rest /= 10;
         }
-        let _ = write!(out, ".{text}");
+        let len = 6 - digits.iter().rev().take_while(|d| **d == b'0').count();
+        out.push('.');
+        out.extend(digits[..len].iter().map(|d| char::from(*d)));
     }
 }
 
@@ -176,10 +188,16 @@ pub fn write_utc_timestamp(out: &mut String, micros: i64) {
     let days = micros.div_euclid(MICROS_PER_DAY);
     let (year, month, day) = civil_from_days(days);
     if (0..=9999).contains(&year) {
-        let _ = write!(out, "{year:04}-{month:02}-{day:02}T");
+        push_two_digits(out, year / 100);
+        push_two_digits(out, year % 100);
     } else {
-        let _ = write!(out, "{year:+05}-{month:02}-{day:02}T");
+        let _ = write!(out, "{year:+05}");
     }
+    out.push('-');
+    push_two_digits(out, i64::from(month));
+    out.push('-');
+    push_two_digits(out, i64::from(day));
+    out.push('T');
     write_time_of_day(out, micros.rem_euclid(MICROS_PER_DAY));
     out.push('Z');
 }

@@ -6,10 +6,8 @@
 //! docs/types.md; where Debezium's defaults lose information, sluice stays exact: decimals are
 //! strings, unsigned 64-bit integers are plain numbers, intervals are ISO-8601 strings.
 
-use std::io::Write;
-
 use base64::Engine;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use sluice_core::encode::{EncodeError, EncodedRecord, EventEncoder};
 use sluice_core::event::{ChangeEvent, Op, TableSchema};
 use sluice_core::position::Position;
@@ -38,7 +36,12 @@ pub struct JsonEnvelopeEncoder {
     tombstones_on_delete: bool,
     buf: Vec<u8>,
     text: String,
+    /// Encoded keys and values are carved out of this, saving an allocation per record.
+    arena: BytesMut,
 }
+
+/// Bytes the arena grows by.
+const ARENA_CHUNK: usize = 256 * 1024;
 
 impl JsonEnvelopeEncoder {
     pub fn new(source: SourceBlock, tombstones_on_delete: bool) -> JsonEnvelopeEncoder {
@@ -47,6 +50,7 @@ impl JsonEnvelopeEncoder {
             tombstones_on_delete,
             buf: Vec::with_capacity(1024),
             text: String::new(),
+            arena: BytesMut::new(),
         }
     }
 
@@ -67,7 +71,7 @@ impl JsonEnvelopeEncoder {
             write_value(&mut self.buf, &mut self.text, &row[i]);
         }
         self.buf.push(b'}');
-        Some(Bytes::copy_from_slice(&self.buf))
+        Some(self.take_buf())
     }
 
     fn value(&mut self, event: &ChangeEvent) -> Bytes {
@@ -87,12 +91,10 @@ impl JsonEnvelopeEncoder {
         buf.extend_from_slice(b",\"op\":\"");
         buf.extend_from_slice(event.op.code().as_bytes());
         let now_us = now_us();
-        let _ = write!(
-            buf,
-            "\",\"ts_ms\":{},\"ts_us\":{}",
-            now_us.div_euclid(1000),
-            now_us
-        );
+        buf.extend_from_slice(b"\",\"ts_ms\":");
+        write_int(buf, now_us.div_euclid(1000));
+        buf.extend_from_slice(b",\"ts_us\":");
+        write_int(buf, now_us);
         if let Some(message) = &event.message {
             buf.extend_from_slice(b",\"message\":{\"prefix\":");
             write_str(buf, &message.prefix);
@@ -109,12 +111,23 @@ impl JsonEnvelopeEncoder {
             Some(txn) => {
                 buf.extend_from_slice(b"{\"id\":");
                 write_str(buf, &txn.id);
-                let _ = write!(buf, ",\"total_order\":{}}}", txn.total_order);
+                buf.extend_from_slice(b",\"total_order\":");
+                write_int(buf, txn.total_order);
+                buf.push(b'}');
             }
             None => buf.extend_from_slice(b"null"),
         }
         buf.push(b'}');
-        Bytes::copy_from_slice(buf)
+        self.take_buf()
+    }
+
+    /// Moves what `buf` holds into the arena and hands it out as shared bytes.
+    fn take_buf(&mut self) -> Bytes {
+        if self.arena.capacity() < self.buf.len() {
+            self.arena.reserve(ARENA_CHUNK.max(self.buf.len()));
+        }
+        self.arena.extend_from_slice(&self.buf);
+        self.arena.split().freeze()
     }
 }
 
@@ -173,13 +186,13 @@ fn write_source(buf: &mut Vec<u8>, source: &SourceBlock, event: &ChangeEvent) {
     buf.extend_from_slice(source.connector.as_bytes());
     buf.extend_from_slice(b"\",\"name\":");
     write_str(buf, &source.name);
-    let _ = write!(
-        buf,
-        ",\"ts_ms\":{},\"ts_us\":{},\"snapshot\":\"{}\",\"db\":",
-        commit_us.div_euclid(1000),
-        commit_us,
-        event.snapshot.as_str()
-    );
+    buf.extend_from_slice(b",\"ts_ms\":");
+    write_int(buf, commit_us.div_euclid(1000));
+    buf.extend_from_slice(b",\"ts_us\":");
+    write_int(buf, commit_us);
+    buf.extend_from_slice(b",\"snapshot\":\"");
+    buf.extend_from_slice(event.snapshot.as_str().as_bytes());
+    buf.extend_from_slice(b"\",\"db\":");
     write_str(buf, &source.db);
     if let Some(schema) = &event.table {
         let namespace_field: &[u8] = if source.connector == "postgresql" {
@@ -194,10 +207,12 @@ fn write_source(buf: &mut Vec<u8>, source: &SourceBlock, event: &ChangeEvent) {
     }
     match &event.position {
         Position::PgLsn(lsn) => {
-            let _ = write!(buf, ",\"lsn\":{}", lsn.0);
+            buf.extend_from_slice(b",\"lsn\":");
+            write_int(buf, lsn.0);
             match event.xid {
                 Some(xid) => {
-                    let _ = write!(buf, ",\"txId\":{xid}");
+                    buf.extend_from_slice(b",\"txId\":");
+                    write_int(buf, xid);
                 }
                 None => buf.extend_from_slice(b",\"txId\":null"),
             }
@@ -209,7 +224,8 @@ fn write_source(buf: &mut Vec<u8>, source: &SourceBlock, event: &ChangeEvent) {
         Position::BinlogFile { file, offset } => {
             buf.extend_from_slice(b",\"file\":");
             write_str(buf, file);
-            let _ = write!(buf, ",\"pos\":{offset}");
+            buf.extend_from_slice(b",\"pos\":");
+            write_int(buf, *offset);
         }
     }
     buf.push(b'}');
@@ -220,14 +236,14 @@ pub fn write_value(buf: &mut Vec<u8>, text: &mut String, value: &Value) {
     match value {
         Value::Null => buf.extend_from_slice(b"null"),
         Value::Bool(b) => buf.extend_from_slice(if *b { b"true" } else { b"false" }),
-        Value::Int8(v) => write_display(buf, v),
-        Value::Int16(v) => write_display(buf, v),
-        Value::Int32(v) => write_display(buf, v),
-        Value::Int64(v) => write_display(buf, v),
-        Value::UInt8(v) => write_display(buf, v),
-        Value::UInt16(v) => write_display(buf, v),
-        Value::UInt32(v) => write_display(buf, v),
-        Value::UInt64(v) => write_display(buf, v),
+        Value::Int8(v) => write_int(buf, *v),
+        Value::Int16(v) => write_int(buf, *v),
+        Value::Int32(v) => write_int(buf, *v),
+        Value::Int64(v) => write_int(buf, *v),
+        Value::UInt8(v) => write_int(buf, *v),
+        Value::UInt16(v) => write_int(buf, *v),
+        Value::UInt32(v) => write_int(buf, *v),
+        Value::UInt64(v) => write_int(buf, *v),
         Value::Float32(v) => write_float(buf, f64::from(*v), v.is_finite(), || v.to_string()),
         Value::Float64(v) => write_float(buf, *v, v.is_finite(), || v.to_string()),
         Value::Decimal(d) => {
@@ -247,10 +263,10 @@ pub fn write_value(buf: &mut Vec<u8>, text: &mut String, value: &Value) {
             buf.push(b'"');
         }
         Value::Uuid(u) => write_str(buf, &value::uuid_to_string(u)),
-        Value::Date(Date::Days(days)) => write_display(buf, days),
-        Value::Date(Date::PositiveInfinity) => write_display(buf, &i32::MAX),
-        Value::Date(Date::NegativeInfinity) => write_display(buf, &i32::MIN),
-        Value::Time(micros) => write_display(buf, micros),
+        Value::Date(Date::Days(days)) => write_int(buf, *days),
+        Value::Date(Date::PositiveInfinity) => write_int(buf, i32::MAX),
+        Value::Date(Date::NegativeInfinity) => write_int(buf, i32::MIN),
+        Value::Time(micros) => write_int(buf, *micros),
         Value::TimeTz {
             micros,
             offset_seconds,
@@ -260,12 +276,12 @@ pub fn write_value(buf: &mut Vec<u8>, text: &mut String, value: &Value) {
             value::write_offset(text, *offset_seconds);
             write_str(buf, text);
         }
-        Value::Timestamp(Timestamp::Micros(micros)) => write_display(buf, micros),
+        Value::Timestamp(Timestamp::Micros(micros)) => write_int(buf, *micros),
         Value::Timestamp(Timestamp::PositiveInfinity) => {
-            write_display(buf, &TIMESTAMP_POSITIVE_INFINITY_US)
+            write_int(buf, TIMESTAMP_POSITIVE_INFINITY_US)
         }
         Value::Timestamp(Timestamp::NegativeInfinity) => {
-            write_display(buf, &TIMESTAMP_NEGATIVE_INFINITY_US)
+            write_int(buf, TIMESTAMP_NEGATIVE_INFINITY_US)
         }
         Value::TimestampTz(Timestamp::Micros(micros)) => {
             text.clear();
@@ -290,8 +306,8 @@ pub fn write_value(buf: &mut Vec<u8>, text: &mut String, value: &Value) {
     }
 }
 
-fn write_display(buf: &mut Vec<u8>, value: &impl std::fmt::Display) {
-    let _ = write!(buf, "{value}");
+fn write_int(buf: &mut Vec<u8>, value: impl itoa::Integer) {
+    buf.extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
 }
 
 /// Finite floats are JSON numbers; NaN and ±Infinity, which JSON lacks, are strings.

@@ -176,7 +176,10 @@ impl Sink for JsonlSink {
                 Some(self.offsets.clone())
             }
             None => {
+                // First open of this file: record its current length as committed before
+                // writing anything, so that a crash before the first commit cuts back to it.
                 self.file_len = found;
+                self.store_committed()?;
                 None
             }
         };

@@ -184,19 +184,32 @@ impl Reader {
         query.push_str(") TO STDOUT");
         let stream = client.copy_out(query.as_str()).await?;
         futures_util::pin_mut!(stream);
+        // Rows are parsed straight out of each chunk; only a row split across two chunks is
+        // copied, into `carry`.
         let mut carry = BytesMut::new();
         let mut events = Vec::with_capacity(EVENTS_PER_CHUNK);
         while let Some(chunk) = stream.next().await {
             let chunk: Bytes = chunk?;
-            carry.extend_from_slice(&chunk);
-            while let Some(newline) = carry.iter().position(|b| *b == b'\n') {
-                let line = carry.split_to(newline + 1);
-                events.push(self.row_event(table, &line[..newline])?);
-                if events.len() >= EVENTS_PER_CHUNK {
-                    let full = std::mem::replace(&mut events, Vec::with_capacity(EVENTS_PER_CHUNK));
-                    if tx.send(Ok(full)).await.is_err() {
-                        return Ok(false);
-                    }
+            let mut rest = &chunk[..];
+            if !carry.is_empty() {
+                let Some(newline) = rest.iter().position(|b| *b == b'\n') else {
+                    carry.extend_from_slice(rest);
+                    continue;
+                };
+                carry.extend_from_slice(&rest[..newline]);
+                events.push(self.row_event(table, &carry)?);
+                carry.clear();
+                rest = &rest[newline + 1..];
+            }
+            while let Some(newline) = rest.iter().position(|b| *b == b'\n') {
+                events.push(self.row_event(table, &rest[..newline])?);
+                rest = &rest[newline + 1..];
+            }
+            carry.extend_from_slice(rest);
+            if events.len() >= EVENTS_PER_CHUNK {
+                let full = std::mem::replace(&mut events, Vec::with_capacity(EVENTS_PER_CHUNK));
+                if tx.send(Ok(full)).await.is_err() {
+                    return Ok(false);
                 }
             }
         }

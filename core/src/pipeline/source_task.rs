@@ -238,56 +238,67 @@ impl<L: EventLog> Puller<'_, L> {
     }
 }
 
-/// The log side: encode each batch, append it (as one transaction when it carries a
-/// checkpoint), publish the checkpoint as durable.
-async fn write_batches<E: EventEncoder, L: EventLog>(
+/// A source batch encoded into log records, ready to append.
+struct EncodedBatch {
+    batches: Vec<PartitionBatch>,
+    checkpoint: Option<Checkpoint>,
+    records: u64,
+    newest_commit_us: i64,
+}
+
+/// Encodes events into per-partition record batches, remembering topics it has seen.
+struct BatchEncoder<E> {
     name: String,
-    mut encoder: E,
-    log: L,
-    mut batch_rx: mpsc::Receiver<SourceBatch>,
-    progress_tx: watch::Sender<WriterProgress>,
-    stop: Option<(Position, CancellationToken)>,
-) -> Result<(), PipelineError> {
-    let log_error = |source| PipelineError::Log {
-        name: name.clone(),
-        source,
-    };
-    let mut partitions: HashMap<String, u32> = HashMap::new();
-    let mut encoded = Vec::new();
-    // Events of one table come in runs: remember the last table's topic instead of rebuilding it.
-    let mut last_table: Option<(Arc<TableSchema>, String)> = None;
-    while let Some(batch) = batch_rx.recv().await {
+    encoder: E,
+    partitions: HashMap<String, u32>,
+    encoded: Vec<EncodedRecord>,
+    /// Events of one table come in runs: the last table's topic, instead of rebuilding it.
+    last_table: Option<(Arc<TableSchema>, String)>,
+}
+
+impl<E: EventEncoder> BatchEncoder<E> {
+    async fn encode<L: EventLog>(
+        &mut self,
+        batch: SourceBatch,
+        log: &L,
+    ) -> Result<EncodedBatch, PipelineError> {
         let mut batches: Vec<PartitionBatch> = Vec::new();
-        let mut appended = 0u64;
+        let mut records = 0u64;
         let mut newest_commit_us = i64::MIN;
         for event in &batch.events {
-            encoded.clear();
-            encoder
-                .encode(event, &mut encoded)
+            self.encoded.clear();
+            self.encoder
+                .encode(event, &mut self.encoded)
                 .map_err(|source| PipelineError::Encode {
-                    name: name.clone(),
+                    name: self.name.clone(),
                     source,
                 })?;
-            let topic = match (&event.table, &last_table) {
+            let topic = match (&event.table, &self.last_table) {
                 (Some(table), Some((last, topic))) if Arc::ptr_eq(table, last) => topic.clone(),
                 (Some(table), _) => {
-                    let topic = topic::event_topic(&name, event);
-                    last_table = Some((table.clone(), topic.clone()));
+                    let topic = topic::event_topic(&self.name, event);
+                    self.last_table = Some((table.clone(), topic.clone()));
                     topic
                 }
-                (None, _) => topic::event_topic(&name, event),
+                (None, _) => topic::event_topic(&self.name, event),
             };
-            let count = match partitions.get(&topic) {
+            let count = match self.partitions.get(&topic) {
                 Some(count) => *count,
                 None => {
-                    let count = log.ensure_topic(&topic).await.map_err(log_error)?;
-                    partitions.insert(topic.clone(), count);
+                    let count =
+                        log.ensure_topic(&topic)
+                            .await
+                            .map_err(|source| PipelineError::Log {
+                                name: self.name.clone(),
+                                source,
+                            })?;
+                    self.partitions.insert(topic.clone(), count);
                     count
                 }
             };
             let timestamp_ms = event.commit_ts_us.div_euclid(1000);
             newest_commit_us = newest_commit_us.max(event.commit_ts_us);
-            for EncodedRecord { key, value } in encoded.drain(..) {
+            for EncodedRecord { key, value } in self.encoded.drain(..) {
                 let partition = topic::partition_for(key.as_deref(), count);
                 // A batch touches few partitions; the most recent one is the likely match.
                 let slot = match batches
@@ -310,43 +321,150 @@ async fn write_batches<E: EventEncoder, L: EventLog>(
                     timestamp_ms,
                     headers: Vec::new(),
                 });
-                appended += 1;
+                records += 1;
             }
         }
-        let checkpoint = batch.checkpoint;
-        log.append(&name, batches, checkpoint.as_ref().map(Checkpoint::to_json))
-            .await
-            .map_err(log_error)?;
-        ::metrics::counter!(metrics::LOG_RECORDS_APPENDED, "source" => name.clone())
-            .increment(appended);
-        let Some(checkpoint) = checkpoint else {
-            progress_tx.send_modify(|progress| progress.handled += 1);
-            continue;
+        Ok(EncodedBatch {
+            batches,
+            checkpoint: batch.checkpoint,
+            records,
+            newest_commit_us,
+        })
+    }
+}
+
+/// An append running in the background while the next batch is encoded.
+type InFlight = tokio::task::JoinHandle<(
+    Result<(), sluice_log::LogError>,
+    Option<Checkpoint>,
+    u64,
+    i64,
+)>;
+
+/// The log side: encode each batch, append it (as one transaction when it carries a
+/// checkpoint), publish the checkpoint as durable. Encoding of batch k+1 overlaps the append
+/// (and fsync) of batch k; appends stay strictly in order, one at a time.
+async fn write_batches<E: EventEncoder, L: EventLog + Clone>(
+    name: String,
+    encoder: E,
+    log: L,
+    mut batch_rx: mpsc::Receiver<SourceBatch>,
+    progress_tx: watch::Sender<WriterProgress>,
+    stop: Option<(Position, CancellationToken)>,
+) -> Result<(), PipelineError> {
+    let mut batch_encoder = BatchEncoder {
+        name: name.clone(),
+        encoder,
+        partitions: HashMap::new(),
+        encoded: Vec::new(),
+        last_table: None,
+    };
+    let mut in_flight: Option<InFlight> = None;
+    let finish = |joined: Result<
+        (
+            Result<(), sluice_log::LogError>,
+            Option<Checkpoint>,
+            u64,
+            i64,
+        ),
+        tokio::task::JoinError,
+    >| {
+        let (result, checkpoint, records, newest_commit_us) = match joined {
+            Ok(done) => done,
+            Err(join) => std::panic::resume_unwind(join.into_panic()),
         };
-        ::metrics::counter!(metrics::SOURCE_BATCHES_COMMITTED, "source" => name.clone())
-            .increment(1);
-        if newest_commit_us > 0 {
-            let lag = (now_us() - newest_commit_us).max(0) as f64 / 1e6;
-            ::metrics::gauge!(metrics::SOURCE_LAG_SECONDS, "source" => name.clone()).set(lag);
+        result.map_err(|source| PipelineError::Log {
+            name: name.clone(),
+            source,
+        })?;
+        report(
+            &name,
+            &progress_tx,
+            &stop,
+            checkpoint,
+            records,
+            newest_commit_us,
+        );
+        Ok::<(), PipelineError>(())
+    };
+    loop {
+        let next = match in_flight.as_mut() {
+            Some(handle) => tokio::select! {
+                joined = handle => {
+                    in_flight = None;
+                    finish(joined)?;
+                    continue;
+                }
+                next = batch_rx.recv() => next,
+            },
+            None => batch_rx.recv().await,
+        };
+        let Some(batch) = next else { break };
+        let encoded = batch_encoder.encode(batch, &log).await?;
+        if let Some(handle) = in_flight.take() {
+            finish(handle.await)?;
         }
-        tracing::trace!(position = %checkpoint.position, events = batch.events.len(), "batch durable");
-        if let Some((stop_at, cancel)) = &stop {
-            let reached = checkpoint.snapshot == SnapshotProgress::Done
-                && checkpoint
-                    .position
-                    .partial_cmp(stop_at)
-                    .is_some_and(|order| order.is_ge());
-            if reached && !cancel.is_cancelled() {
-                tracing::info!(position = %checkpoint.position, stop_at = %stop_at, "reached the stop position; stopping");
-                cancel.cancel();
-            }
-        }
-        progress_tx.send_modify(|progress| {
-            progress.handled += 1;
-            progress.durable = Some(checkpoint);
-        });
+        let (log, writer) = (log.clone(), name.clone());
+        in_flight = Some(tokio::spawn(async move {
+            let EncodedBatch {
+                batches,
+                checkpoint,
+                records,
+                newest_commit_us,
+            } = encoded;
+            let result = log
+                .append(
+                    &writer,
+                    batches,
+                    checkpoint.as_ref().map(Checkpoint::to_json),
+                )
+                .await;
+            (result, checkpoint, records, newest_commit_us)
+        }));
+    }
+    if let Some(handle) = in_flight.take() {
+        finish(handle.await)?;
     }
     Ok(())
+}
+
+/// Publishes a finished append: metrics, the stop position, and the durable checkpoint.
+fn report(
+    name: &str,
+    progress_tx: &watch::Sender<WriterProgress>,
+    stop: &Option<(Position, CancellationToken)>,
+    checkpoint: Option<Checkpoint>,
+    records: u64,
+    newest_commit_us: i64,
+) {
+    ::metrics::counter!(metrics::LOG_RECORDS_APPENDED, "source" => name.to_owned())
+        .increment(records);
+    let Some(checkpoint) = checkpoint else {
+        progress_tx.send_modify(|progress| progress.handled += 1);
+        return;
+    };
+    ::metrics::counter!(metrics::SOURCE_BATCHES_COMMITTED, "source" => name.to_owned())
+        .increment(1);
+    if newest_commit_us > 0 {
+        let lag = (now_us() - newest_commit_us).max(0) as f64 / 1e6;
+        ::metrics::gauge!(metrics::SOURCE_LAG_SECONDS, "source" => name.to_owned()).set(lag);
+    }
+    tracing::trace!(position = %checkpoint.position, records, "batch durable");
+    if let Some((stop_at, cancel)) = stop {
+        let reached = checkpoint.snapshot == SnapshotProgress::Done
+            && checkpoint
+                .position
+                .partial_cmp(stop_at)
+                .is_some_and(|order| order.is_ge());
+        if reached && !cancel.is_cancelled() {
+            tracing::info!(position = %checkpoint.position, stop_at = %stop_at, "reached the stop position; stopping");
+            cancel.cancel();
+        }
+    }
+    progress_tx.send_modify(|progress| {
+        progress.handled += 1;
+        progress.durable = Some(checkpoint);
+    });
 }
 
 fn now_us() -> i64 {
