@@ -374,7 +374,9 @@ async fn kill_9_during_20000_transactions_keeps_each_exactly_once() {
     let mut counts: BTreeMap<i64, usize> = BTreeMap::new();
     let unexpected: Vec<String> = all
         .iter()
-        .filter(|e| e["op"] != "c")
+        // A kill before the first snapshot commits makes the restart snapshot again: rows
+        // inserted by then arrive as reads. Either way, once.
+        .filter(|e| e["op"] != "c" && e["op"] != "r")
         .take(3)
         .map(|e| {
             format!(
