@@ -22,7 +22,9 @@ pub struct EncodeError {
     pub reason: String,
 }
 
-pub trait EventEncoder: Send + 'static {
+/// Clones may encode different events of one batch in parallel: a clone must encode an event
+/// exactly as the original would.
+pub trait EventEncoder: Send + Clone + 'static {
     /// Appends the records for `event` to `out`.
     fn encode(
         &mut self,

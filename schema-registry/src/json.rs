@@ -31,6 +31,7 @@ pub struct SourceBlock {
 }
 
 /// Encodes events as Debezium JSON envelopes.
+#[derive(Clone)]
 pub struct JsonEnvelopeEncoder {
     source: SourceBlock,
     tombstones_on_delete: bool,

@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use super::PipelineError;
 use crate::checkpoint::{Checkpoint, SnapshotProgress};
 use crate::encode::{EncodedRecord, EventEncoder};
-use crate::event::TableSchema;
+use crate::event::{ChangeEvent, TableSchema};
 use crate::event_log::EventLog;
 use crate::metrics;
 use crate::position::Position;
@@ -246,14 +246,43 @@ struct EncodedBatch {
     newest_commit_us: i64,
 }
 
-/// Encodes events into per-partition record batches, remembering topics it has seen.
+/// Batches at least this large are encoded by two threads, each on half of the events.
+const PARALLEL_ENCODE_MIN_EVENTS: usize = 1_000;
+
+/// Topic names and partition counts the writer has seen.
+#[derive(Clone, Default)]
+struct Topics {
+    partitions: HashMap<String, u32>,
+    /// Events of one table come in runs: the last table's topic, instead of rebuilding it.
+    last_table: Option<(Arc<TableSchema>, String)>,
+}
+
+impl Topics {
+    fn topic_for(&mut self, source: &str, event: &ChangeEvent) -> String {
+        match (&event.table, &self.last_table) {
+            (Some(table), Some((last, topic))) if Arc::ptr_eq(table, last) => topic.clone(),
+            (Some(table), _) => {
+                let topic = topic::event_topic(source, event);
+                self.last_table = Some((table.clone(), topic.clone()));
+                topic
+            }
+            (None, _) => topic::event_topic(source, event),
+        }
+    }
+}
+
+/// Encodes events into per-partition record batches.
 struct BatchEncoder<E> {
     name: String,
     encoder: E,
-    partitions: HashMap<String, u32>,
-    encoded: Vec<EncodedRecord>,
-    /// Events of one table come in runs: the last table's topic, instead of rebuilding it.
-    last_table: Option<(Arc<TableSchema>, String)>,
+    topics: Topics,
+}
+
+/// Records of a run of events, per partition in event order.
+struct EncodedPart {
+    batches: Vec<PartitionBatch>,
+    records: u64,
+    newest_commit_us: i64,
 }
 
 impl<E: EventEncoder> BatchEncoder<E> {
@@ -262,75 +291,118 @@ impl<E: EventEncoder> BatchEncoder<E> {
         batch: SourceBatch,
         log: &L,
     ) -> Result<EncodedBatch, PipelineError> {
-        let mut batches: Vec<PartitionBatch> = Vec::new();
-        let mut records = 0u64;
-        let mut newest_commit_us = i64::MIN;
+        // Topics first (creating one is I/O), so that encoding itself never waits.
         for event in &batch.events {
-            self.encoded.clear();
-            self.encoder
-                .encode(event, &mut self.encoded)
-                .map_err(|source| PipelineError::Encode {
-                    name: self.name.clone(),
-                    source,
-                })?;
-            let topic = match (&event.table, &self.last_table) {
-                (Some(table), Some((last, topic))) if Arc::ptr_eq(table, last) => topic.clone(),
-                (Some(table), _) => {
-                    let topic = topic::event_topic(&self.name, event);
-                    self.last_table = Some((table.clone(), topic.clone()));
-                    topic
-                }
-                (None, _) => topic::event_topic(&self.name, event),
-            };
-            let count = match self.partitions.get(&topic) {
-                Some(count) => *count,
-                None => {
-                    let count =
-                        log.ensure_topic(&topic)
-                            .await
-                            .map_err(|source| PipelineError::Log {
-                                name: self.name.clone(),
-                                source,
-                            })?;
-                    self.partitions.insert(topic.clone(), count);
-                    count
-                }
-            };
-            let timestamp_ms = event.commit_ts_us.div_euclid(1000);
-            newest_commit_us = newest_commit_us.max(event.commit_ts_us);
-            for EncodedRecord { key, value } in self.encoded.drain(..) {
-                let partition = topic::partition_for(key.as_deref(), count);
-                // A batch touches few partitions; the most recent one is the likely match.
-                let slot = match batches
-                    .iter()
-                    .rposition(|b| b.partition == partition && b.topic == topic)
-                {
-                    Some(slot) => slot,
-                    None => {
-                        batches.push(PartitionBatch {
-                            topic: topic.clone(),
-                            partition,
-                            records: Vec::new(),
-                        });
-                        batches.len() - 1
-                    }
-                };
-                batches[slot].records.push(Record {
-                    key,
-                    value,
-                    timestamp_ms,
-                    headers: Vec::new(),
-                });
-                records += 1;
+            let topic = self.topics.topic_for(&self.name, event);
+            if !self.topics.partitions.contains_key(&topic) {
+                let count =
+                    log.ensure_topic(&topic)
+                        .await
+                        .map_err(|source| PipelineError::Log {
+                            name: self.name.clone(),
+                            source,
+                        })?;
+                self.topics.partitions.insert(topic, count);
             }
         }
+        let SourceBatch {
+            mut events,
+            checkpoint,
+        } = batch;
+        let part = if events.len() >= PARALLEL_ENCODE_MIN_EVENTS {
+            // The second half goes to a blocking thread with a clone of the encoder while this
+            // task encodes the first; per partition, the first half's records come first.
+            let second_half = events.split_off(events.len() / 2);
+            let (name, mut encoder, mut topics) =
+                (self.name.clone(), self.encoder.clone(), self.topics.clone());
+            let second = tokio::task::spawn_blocking(move || {
+                encode_events(&name, &mut encoder, &mut topics, &second_half)
+            });
+            let mut first =
+                encode_events(&self.name, &mut self.encoder, &mut self.topics, &events)?;
+            let second = match second.await {
+                Ok(result) => result?,
+                Err(join) => std::panic::resume_unwind(join.into_panic()),
+            };
+            for batch in second.batches {
+                match first
+                    .batches
+                    .iter_mut()
+                    .find(|b| b.partition == batch.partition && b.topic == batch.topic)
+                {
+                    Some(existing) => existing.records.extend(batch.records),
+                    None => first.batches.push(batch),
+                }
+            }
+            first.records += second.records;
+            first.newest_commit_us = first.newest_commit_us.max(second.newest_commit_us);
+            first
+        } else {
+            encode_events(&self.name, &mut self.encoder, &mut self.topics, &events)?
+        };
         Ok(EncodedBatch {
-            batches,
-            checkpoint: batch.checkpoint,
-            records,
-            newest_commit_us,
+            batches: part.batches,
+            checkpoint,
+            records: part.records,
+            newest_commit_us: part.newest_commit_us,
         })
     }
+}
+
+/// Encodes `events` (whose topics all exist in `topics`) into per-partition batches.
+fn encode_events<E: EventEncoder>(
+    name: &str,
+    encoder: &mut E,
+    topics: &mut Topics,
+    events: &[ChangeEvent],
+) -> Result<EncodedPart, PipelineError> {
+    let mut batches: Vec<PartitionBatch> = Vec::new();
+    let mut records = 0u64;
+    let mut newest_commit_us = i64::MIN;
+    let mut encoded = Vec::new();
+    for event in events {
+        encoded.clear();
+        encoder
+            .encode(event, &mut encoded)
+            .map_err(|source| PipelineError::Encode {
+                name: name.to_owned(),
+                source,
+            })?;
+        let topic = topics.topic_for(name, event);
+        let count = topics.partitions.get(&topic).copied().unwrap_or(1);
+        let timestamp_ms = event.commit_ts_us.div_euclid(1000);
+        newest_commit_us = newest_commit_us.max(event.commit_ts_us);
+        for EncodedRecord { key, value } in encoded.drain(..) {
+            let partition = topic::partition_for(key.as_deref(), count);
+            // A batch touches few partitions; the most recent one is the likely match.
+            let slot = match batches
+                .iter()
+                .rposition(|b| b.partition == partition && b.topic == topic)
+            {
+                Some(slot) => slot,
+                None => {
+                    batches.push(PartitionBatch {
+                        topic: topic.clone(),
+                        partition,
+                        records: Vec::new(),
+                    });
+                    batches.len() - 1
+                }
+            };
+            batches[slot].records.push(Record {
+                key,
+                value,
+                timestamp_ms,
+                headers: Vec::new(),
+            });
+            records += 1;
+        }
+    }
+    Ok(EncodedPart {
+        batches,
+        records,
+        newest_commit_us,
+    })
 }
 
 /// An append running in the background while the next batch is encoded.
@@ -355,9 +427,7 @@ async fn write_batches<E: EventEncoder, L: EventLog + Clone>(
     let mut batch_encoder = BatchEncoder {
         name: name.clone(),
         encoder,
-        partitions: HashMap::new(),
-        encoded: Vec::new(),
-        last_table: None,
+        topics: Topics::default(),
     };
     let mut in_flight: Option<InFlight> = None;
     let finish = |joined: Result<
