@@ -405,13 +405,16 @@ fn encode_events<E: EventEncoder>(
     })
 }
 
+/// A finished append, with what is needed to report it.
+struct Appended {
+    result: Result<(), sluice_log::LogError>,
+    checkpoint: Option<Checkpoint>,
+    records: u64,
+    newest_commit_us: i64,
+}
+
 /// An append running in the background while the next batch is encoded.
-type InFlight = tokio::task::JoinHandle<(
-    Result<(), sluice_log::LogError>,
-    Option<Checkpoint>,
-    u64,
-    i64,
-)>;
+type InFlight = tokio::task::JoinHandle<Appended>;
 
 /// The log side: encode each batch, append it (as one transaction when it carries a
 /// checkpoint), publish the checkpoint as durable. Encoding of batch k+1 overlaps the append
@@ -430,20 +433,12 @@ async fn write_batches<E: EventEncoder, L: EventLog + Clone>(
         topics: Topics::default(),
     };
     let mut in_flight: Option<InFlight> = None;
-    let finish = |joined: Result<
-        (
-            Result<(), sluice_log::LogError>,
-            Option<Checkpoint>,
-            u64,
-            i64,
-        ),
-        tokio::task::JoinError,
-    >| {
-        let (result, checkpoint, records, newest_commit_us) = match joined {
-            Ok(done) => done,
+    let finish = |joined: Result<Appended, tokio::task::JoinError>| {
+        let appended = match joined {
+            Ok(appended) => appended,
             Err(join) => std::panic::resume_unwind(join.into_panic()),
         };
-        result.map_err(|source| PipelineError::Log {
+        appended.result.map_err(|source| PipelineError::Log {
             name: name.clone(),
             source,
         })?;
@@ -451,9 +446,9 @@ async fn write_batches<E: EventEncoder, L: EventLog + Clone>(
             &name,
             &progress_tx,
             &stop,
-            checkpoint,
-            records,
-            newest_commit_us,
+            appended.checkpoint,
+            appended.records,
+            appended.newest_commit_us,
         );
         Ok::<(), PipelineError>(())
     };
@@ -489,7 +484,12 @@ async fn write_batches<E: EventEncoder, L: EventLog + Clone>(
                     checkpoint.as_ref().map(Checkpoint::to_json),
                 )
                 .await;
-            (result, checkpoint, records, newest_commit_us)
+            Appended {
+                result,
+                checkpoint,
+                records,
+                newest_commit_us,
+            }
         }));
     }
     if let Some(handle) = in_flight.take() {
