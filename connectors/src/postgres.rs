@@ -155,6 +155,13 @@ impl PostgresSource {
         }
     }
 
+    fn dbname(&self) -> String {
+        self.config
+            .connect_params()
+            .map(|p| p.dbname)
+            .unwrap_or_default()
+    }
+
     fn limits(&self) -> BatchLimits {
         BatchLimits {
             max_events: self.config.max_batch_events,
@@ -188,6 +195,7 @@ impl PostgresSource {
         tables: &[catalog::CapturedTable],
     ) -> Result<(), PostgresError> {
         let slot = self.config.slot_name();
+        let dbname = self.dbname();
         let ctx = self.ctx.as_mut().expect("catalog connected in start");
         let mut snapshot_tables = Vec::with_capacity(tables.len());
         for table in tables {
@@ -230,22 +238,7 @@ impl PostgresSource {
             });
         }
         if let Some(state) = setup::slot_state(&ctx.client, &slot).await? {
-            let dbname = self
-                .config
-                .connect_params()
-                .map(|p| p.dbname)
-                .unwrap_or_default();
-            if state.database.as_deref() != Some(dbname.as_str()) {
-                return Err(PostgresError::Setup {
-                    problem: format!(
-                        "replication slot {slot} already exists for database {:?}",
-                        state.database
-                    ),
-                    fix:
-                        "slot names are shared by the whole server: name another one with `slot =`"
-                            .into(),
-                });
-            }
+            setup::check_slot_database(&slot, &state, &dbname)?;
             // No committed stream position depends on this slot: start it over.
             setup::drop_slot(&ctx.client, &slot).await?;
         }
@@ -438,20 +431,7 @@ impl Source for PostgresSource {
                 });
             }
             (Some(lsn), Some(state)) => {
-                let dbname = self
-                    .config
-                    .connect_params()
-                    .map(|p| p.dbname)
-                    .unwrap_or_default();
-                if state.database.as_deref() != Some(dbname.as_str()) {
-                    return Err(PostgresError::Setup {
-                        problem: format!(
-                            "replication slot {slot_name} belongs to database {:?}, not {dbname}",
-                            state.database
-                        ),
-                        fix: "name another slot with `slot =`".into(),
-                    });
-                }
+                setup::check_slot_database(&slot_name, state, &self.dbname())?;
                 if state.plugin.as_deref() != Some("pgoutput") {
                     return Err(PostgresError::Setup {
                         problem: format!(

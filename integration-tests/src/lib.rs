@@ -100,6 +100,21 @@ impl TestDb {
         client
     }
 
+    /// Waits until sluice streams from this database's slot (the tests name it after the
+    /// database): the snapshot is done and changes from now on are streamed.
+    pub async fn wait_for_streaming(&self) {
+        let sql = format!(
+            "SELECT count(*) FROM pg_replication_slots WHERE slot_name = '{}' AND active",
+            self.name
+        );
+        wait_for(
+            Duration::from_secs(30),
+            "sluice to stream from the slot",
+            || self.exec(&sql) == "1",
+        )
+        .await;
+    }
+
     /// Runs SQL through psql (for setup scripts with several statements).
     pub fn exec(&self, sql: &str) -> String {
         let out = psql(&self.name, sql);

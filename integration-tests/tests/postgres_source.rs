@@ -29,13 +29,7 @@ async fn changes_arrive_in_commit_order_per_key_with_before_images() {
     let mut sluice = Sluice::new(&(source_config(&db, "") + &jsonl_sink("\"src.public.*\"")));
     sluice.start();
     let client = db.client().await;
-    wait_for(Duration::from_secs(20), "the slot to exist", || {
-        db.exec(&format!(
-            "SELECT count(*) FROM pg_replication_slots WHERE slot_name = '{slot}'",
-            slot = db.name
-        )) == "1"
-    })
-    .await;
+    db.wait_for_streaming().await;
     // One string per transaction: a multi-statement string would run as one implicit transaction.
     for txn in [
         "BEGIN; INSERT INTO full_t VALUES (1, 'a', 1), (2, 'b', 2); INSERT INTO dflt_t VALUES (1, 'x'); COMMIT",
@@ -323,13 +317,7 @@ async fn kill_9_during_20000_transactions_keeps_each_exactly_once() {
         &(source_config(&db, "max_batch_events = 500") + &jsonl_sink("\"src.public.k\"")),
     );
     sluice.start();
-    wait_for(Duration::from_secs(20), "the slot", || {
-        db.exec(&format!(
-            "SELECT count(*) FROM pg_replication_slots WHERE slot_name = '{slot}'",
-            slot = db.name
-        )) == "1"
-    })
-    .await;
+    db.wait_for_streaming().await;
     let writer_db = db.url();
     let total = 20_000;
     let (progress_tx, mut progress_rx) = tokio::sync::watch::channel(0);
@@ -453,13 +441,7 @@ async fn confirmed_flush_lsn_advances_while_no_sink_reads() {
         &(source_config(&db, "status_interval_s = 1") + &jsonl_sink("\"nothing.here\"")),
     );
     sluice.start();
-    wait_for(Duration::from_secs(20), "the slot", || {
-        db.exec(&format!(
-            "SELECT count(*) FROM pg_replication_slots WHERE slot_name = '{slot}' AND active",
-            slot = db.name
-        )) == "1"
-    })
-    .await;
+    db.wait_for_streaming().await;
     let before = db.exec(&format!(
         "SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = '{slot}'",
         slot = db.name
@@ -531,13 +513,7 @@ async fn a_transaction_larger_than_a_batch_arrives_whole_and_once() {
     db.exec("CREATE TABLE big (id int PRIMARY KEY, note text)");
     let mut sluice = Sluice::new(&source_config(&db, "max_batch_events = 1000"));
     sluice.start();
-    wait_for(Duration::from_secs(20), "the slot", || {
-        db.exec(&format!(
-            "SELECT count(*) FROM pg_replication_slots WHERE slot_name = '{slot}' AND active",
-            slot = db.name
-        )) == "1"
-    })
-    .await;
+    db.wait_for_streaming().await;
     db.exec("INSERT INTO big SELECT g, 'row ' || g FROM generate_series(1, 12000) g");
     db.exec("INSERT INTO big VALUES (-1, 'after')");
     wait_for(

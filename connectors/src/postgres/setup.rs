@@ -183,6 +183,25 @@ pub async fn slot_state(client: &Client, slot: &str) -> Result<Option<SlotState>
     }))
 }
 
+/// Slot names are shared by the whole server: a slot of another database is not ours to use
+/// or drop.
+pub fn check_slot_database(
+    slot: &str,
+    state: &SlotState,
+    dbname: &str,
+) -> Result<(), PostgresError> {
+    if state.database.as_deref() == Some(dbname) {
+        return Ok(());
+    }
+    Err(setup_error(
+        format!(
+            "replication slot {slot} belongs to database {:?}, not {dbname}",
+            state.database
+        ),
+        "slot names are shared by the whole server: name another one with `slot =`",
+    ))
+}
+
 pub async fn drop_slot(client: &Client, slot: &str) -> Result<(), PostgresError> {
     tracing::info!(slot, "dropping replication slot");
     client
