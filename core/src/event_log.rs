@@ -43,6 +43,9 @@ pub trait EventLog: Send + Sync + 'static {
 
     fn partitions(&self, topic: &str) -> Option<u32>;
 
+    /// The offset after the last committed record of a partition (0 when unknown).
+    fn stable_offset(&self, topic: &str, partition: u32) -> u64;
+
     fn read(
         &self,
         topic: &str,
@@ -77,10 +80,6 @@ impl EmbeddedLog {
     /// `partitions` is the count new topics get.
     pub fn new(log: Arc<Log>, partitions: u32) -> EmbeddedLog {
         EmbeddedLog { log, partitions }
-    }
-
-    pub fn inner(&self) -> &Arc<Log> {
-        &self.log
     }
 
     async fn blocking<T: Send + 'static>(
@@ -134,6 +133,12 @@ impl EventLog for EmbeddedLog {
 
     fn partitions(&self, topic: &str) -> Option<u32> {
         self.log.topic_partitions(topic)
+    }
+
+    fn stable_offset(&self, topic: &str, partition: u32) -> u64 {
+        self.log
+            .offsets(topic, partition)
+            .map_or(0, |offsets| offsets.stable)
     }
 
     async fn read(

@@ -296,10 +296,6 @@ impl Log {
         })
     }
 
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     /// Creates a topic if it does not exist; returns its partition count (an existing topic
     /// keeps the count it has).
     pub fn create_topic(&self, name: &str, partitions: u32) -> Result<u32, LogError> {
@@ -538,11 +534,6 @@ impl Log {
             .writers
             .get(writer)
             .map(|s| s.checkpoint.clone())
-    }
-
-    /// Every writer's last committed state.
-    pub fn writers(&self) -> BTreeMap<String, WriterState> {
-        self.lock_control().writers.clone()
     }
 
     /// Committed records of a partition from `offset` on, about `max_bytes` at most (at least

@@ -146,6 +146,17 @@ where
             log.commit_offsets(&group, advanced)
                 .await
                 .map_err(log_error)?;
+            let lag: u64 = assigned
+                .iter()
+                .map(|(topic, partition)| {
+                    let next = offsets
+                        .get(&(topic.to_string(), *partition))
+                        .copied()
+                        .unwrap_or(0);
+                    log.stable_offset(topic, *partition).saturating_sub(next)
+                })
+                .sum();
+            ::metrics::gauge!(metrics::SINK_LAG_RECORDS, "sink" => name.clone()).set(lag as f64);
         }
     }
     sink.close().await.map_err(sink_error)?;
