@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use sluice_core::position::Position;
 
-use crate::{config, log_cmd, run, Failure};
+use crate::{config, log_cmd, run, status, Failure};
 
 #[derive(Parser)]
 #[command(
@@ -36,6 +36,11 @@ pub enum Command {
         /// Connect to each source and check its server settings, privileges and tables.
         #[arg(long)]
         connect: bool,
+    },
+    /// Where each source and sink stands: committed position, slot and WAL held, sink lag.
+    Status {
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
     },
     /// Inspect the embedded log.
     Log {
@@ -113,6 +118,10 @@ pub fn dispatch(cli: Cli) -> Result<(), Failure> {
                 run::probe(&loaded)?;
             }
             Ok(())
+        }
+        Command::Status { config } => {
+            let loaded = config::load(&config).map_err(Failure::config)?;
+            status::status(&loaded)
         }
         Command::Log { command } => log_cmd::dispatch(command),
     }

@@ -5,6 +5,7 @@ mod cli;
 mod config;
 mod log_cmd;
 mod run;
+mod status;
 
 use std::process::ExitCode;
 

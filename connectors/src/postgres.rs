@@ -536,6 +536,45 @@ impl PostgresSource {
     }
 }
 
+/// The replication slot as the server sees it, for `sluice status`: whether a connection
+/// streams from it, what it has confirmed, and how much WAL it holds back.
+pub async fn slot_status(config: &PostgresSourceConfig) -> Result<String, PostgresError> {
+    let (client, connection) = connect_catalog(config).await?;
+    let row = client
+        .query_opt(
+            "SELECT active, confirmed_flush_lsn::text, \
+                    pg_size_pretty(pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)), \
+                    pg_size_pretty(pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)) \
+             FROM pg_replication_slots WHERE slot_name = $1",
+            &[&config.slot_name()],
+        )
+        .await?;
+    connection.abort();
+    Ok(match row {
+        None => format!("slot {} does not exist (yet)", config.slot_name()),
+        Some(row) => {
+            let (active, confirmed, retained, behind): (
+                bool,
+                Option<String>,
+                Option<String>,
+                Option<String>,
+            ) = (row.get(0), row.get(1), row.get(2), row.get(3));
+            format!(
+                "slot {} {}, confirmed_flush_lsn {}, {} behind the server, holding {} of WAL",
+                config.slot_name(),
+                if active {
+                    "streaming"
+                } else {
+                    "idle (no connection)"
+                },
+                confirmed.unwrap_or_else(|| "-".into()),
+                behind.unwrap_or_else(|| "-".into()),
+                retained.unwrap_or_else(|| "-".into()),
+            )
+        }
+    })
+}
+
 /// Connects and checks what `start` would check, without creating anything: server settings,
 /// privileges, the tables the patterns match and their replica identity. Returns a summary.
 pub async fn probe(config: &PostgresSourceConfig) -> Result<String, PostgresError> {

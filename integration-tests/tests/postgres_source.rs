@@ -115,6 +115,22 @@ async fn changes_arrive_in_commit_order_per_key_with_before_images() {
     assert_eq!(sluice.stop(), Some(0), "clean exit:\n{}", sluice.stderr());
     let lines = std::fs::read_to_string(sluice.path("out.jsonl")).unwrap();
     assert_eq!(lines.lines().count(), full.len() + dflt.len());
+
+    // `sluice status` tells where everything stands.
+    let status = std::process::Command::new(sluice_integration_tests::sluice_bin())
+        .args(["status", "-c"])
+        .arg(&sluice.config)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(status.status.success(), "{text}");
+    assert!(text.contains("source src: last committed pg:"), "{text}");
+    assert!(text.contains("2 topic(s)"), "{text}");
+    assert!(text.contains("idle (no connection)"), "{text}");
+    assert!(
+        text.contains("sink file (jsonl): 2 partition(s), 0 record(s) behind the log"),
+        "{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

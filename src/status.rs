@@ -1,0 +1,100 @@
+//! `sluice status -c FILE`: where each source and sink of a pipeline stands, read from the log
+//! (which any process may read while `sluice run` writes it) and, for sources, from the server.
+//! What the operator at 3 a.m. asks first: is the source keeping up, is WAL piling up, which
+//! sink is behind and by how much.
+
+use anyhow::anyhow;
+use sluice_connectors::{SinkConfig, SourceConfig};
+use sluice_core::checkpoint::Checkpoint;
+use sluice_core::topic::glob_match;
+use sluice_log::Log;
+
+use crate::config::FileConfig;
+use crate::Failure;
+
+pub fn status(config: &FileConfig) -> Result<(), Failure> {
+    let log = Log::open_read_only(&config.log.dir).map_err(|e| {
+        Failure::runtime(anyhow!(
+            "{e} (has `sluice run` been started with this config?)"
+        ))
+    })?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(Failure::runtime)?;
+    println!("log {}", config.log.dir.display());
+    for source in &config.sources {
+        let name = source.name();
+        let checkpoint = match log.checkpoint(name) {
+            None => "nothing committed yet".to_owned(),
+            Some(text) => match Checkpoint::from_json(&text) {
+                Ok(checkpoint) => format!(
+                    "last committed {} (snapshot {:?})",
+                    checkpoint.position, checkpoint.snapshot
+                ),
+                Err(err) => format!("unreadable checkpoint: {err}"),
+            },
+        };
+        let prefix = format!("{name}.");
+        let topics: Vec<String> = log
+            .topics()
+            .into_iter()
+            .filter(|t| t.starts_with(&prefix))
+            .collect();
+        let records: u64 = topics.iter().map(|t| records_in(&log, t)).sum();
+        println!(
+            "source {name}: {checkpoint}; {} topic(s), {records} record(s)",
+            topics.len()
+        );
+        let server = match source {
+            SourceConfig::Postgres(pg) => {
+                runtime.block_on(sluice_connectors::postgres::slot_status(pg))
+            }
+        };
+        match server {
+            Ok(line) => println!("  server: {line}"),
+            Err(err) => println!("  server: unreachable: {err}"),
+        }
+    }
+    for sink in &config.sinks {
+        let name = sink.name();
+        let offsets = log
+            .group_offsets(&format!("sink.{name}"))
+            .map_err(|e| Failure::runtime(anyhow!(e)))?;
+        let mut lag = 0u64;
+        let mut partitions = 0;
+        for topic in log.topics() {
+            if !sink
+                .topics()
+                .iter()
+                .any(|pattern| glob_match(pattern, &topic))
+            {
+                continue;
+            }
+            for partition in 0..log.topic_partitions(&topic).unwrap_or(0) {
+                let stable = log
+                    .offsets(&topic, partition)
+                    .map(|o| o.stable)
+                    .unwrap_or(0);
+                let next = offsets
+                    .get(&(topic.clone(), partition))
+                    .copied()
+                    .unwrap_or(0);
+                lag += stable.saturating_sub(next);
+                partitions += 1;
+            }
+        }
+        let kind = match sink {
+            SinkConfig::Jsonl(_) => "jsonl",
+        };
+        println!("sink {name} ({kind}): {partitions} partition(s), {lag} record(s) behind the log");
+    }
+    Ok(())
+}
+
+fn records_in(log: &Log, topic: &str) -> u64 {
+    (0..log.topic_partitions(topic).unwrap_or(0))
+        .filter_map(|p| log.offsets(topic, p).ok())
+        .map(|o| o.stable - o.start)
+        .sum()
+}
