@@ -344,6 +344,37 @@ mod tests {
     }
 
     #[test]
+    fn random_and_mutated_bytes_never_panic_the_decoder() {
+        let mut state = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let mut valid = Vec::new();
+        encode(7, &[record("key", Some("value"), 1), record("k2", None, 2)], &mut valid);
+        for _ in 0..20_000 {
+            let mut bytes = if next() % 2 == 0 {
+                let mut mutated = valid.clone();
+                for _ in 0..1 + next() % 4 {
+                    let at = (next() as usize) % mutated.len();
+                    mutated[at] = next() as u8;
+                }
+                mutated
+            } else {
+                (0..next() % 200).map(|_| next() as u8).collect()
+            };
+            // Half the time fix the CRC so that the record parser itself is exercised.
+            if bytes.len() >= BATCH_HEADER_LEN && next() % 2 == 0 {
+                let crc = crc32c::crc32c(&bytes[CRC_START..]);
+                bytes[17..21].copy_from_slice(&crc.to_be_bytes());
+            }
+            let _ = decode(&Bytes::from(bytes), &mut Vec::new());
+        }
+    }
+
+    #[test]
     fn zigzag_varints_match_kafka_for_edge_values() {
         for value in [
             0i64,

@@ -248,3 +248,90 @@ fn rolled_back_and_crashed_parts_are_discarded() {
         "offsets stay contiguous after discarding"
     );
 }
+
+/// Writes two committed transactions, then a third whose commit never happened (its data was
+/// being written when the machine stopped); returns the segment file and the byte range the
+/// third one occupies.
+fn log_with_unfinished_third_txn(dir: &std::path::Path) -> (std::path::PathBuf, u64, u64) {
+    let log = Log::open(dir, LogOptions::default()).unwrap();
+    log.create_topic("t", 1).unwrap();
+    log.append_txn("w", &[batch("t", 0, &["a1", "a2"])], "1").unwrap();
+    log.append_txn("w", &[batch("t", 0, &["b1"])], "2").unwrap();
+    let segment = dir.join("topics/t/0/00000000000000000000.log");
+    let start = std::fs::metadata(&segment).unwrap().len();
+    log.append_uncommitted("w", &[batch("t", 0, &["c1", "c2", "c3"])]).unwrap();
+    let end = std::fs::metadata(&segment).unwrap().len();
+    drop(log);
+    (segment, start, end)
+}
+
+#[test]
+fn a_torn_write_at_every_byte_of_the_last_batch_leaves_exactly_the_committed_records() {
+    let template = tempfile::tempdir().unwrap();
+    let (_, start, end) = log_with_unfinished_third_txn(template.path());
+    for cut in start..=end {
+        let dir = tempfile::tempdir().unwrap();
+        let (segment, _, _) = log_with_unfinished_third_txn(dir.path());
+        OpenOptions::new().write(true).open(&segment).unwrap().set_len(cut).unwrap();
+        let log = Log::open(dir.path(), LogOptions::default()).unwrap();
+        assert_eq!(values(&log, "t", 0), ["a1", "a2", "b1"], "cut at byte {cut}");
+        assert_eq!(log.checkpoint("w").as_deref(), Some("2"));
+        log.append_txn("w", &[batch("t", 0, &["d"])], "3").unwrap();
+        assert_eq!(values(&log, "t", 0), ["a1", "a2", "b1", "d"], "appends continue after a cut at {cut}");
+    }
+}
+
+#[test]
+fn a_zeroed_tail_is_cut_without_losing_committed_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let (segment, start, end) = log_with_unfinished_third_txn(dir.path());
+    // A crash can leave the file longer than what was written, filled with zeros.
+    let mut file = OpenOptions::new().write(true).open(&segment).unwrap();
+    std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(start)).unwrap();
+    file.write_all(&vec![0u8; (end - start + 4096) as usize]).unwrap();
+    drop(file);
+    let log = Log::open(dir.path(), LogOptions::default()).unwrap();
+    assert_eq!(values(&log, "t", 0), ["a1", "a2", "b1"]);
+    assert_eq!(std::fs::metadata(&segment).unwrap().len(), start, "the tail is truncated away");
+}
+
+#[test]
+fn a_torn_commit_record_loses_only_its_own_unacknowledged_transaction() {
+    let template = tempfile::tempdir().unwrap();
+    let control = |dir: &std::path::Path| dir.join("control/00000000000000000000.log");
+    let build = |dir: &std::path::Path| {
+        let log = Log::open(dir, LogOptions::default()).unwrap();
+        log.create_topic("t", 1).unwrap();
+        log.append_txn("w", &[batch("t", 0, &["a"])], "1").unwrap();
+        let before = std::fs::metadata(control(dir)).unwrap().len();
+        log.append_txn("w", &[batch("t", 0, &["b"])], "2").unwrap();
+        let after = std::fs::metadata(control(dir)).unwrap().len();
+        (before, after)
+    };
+    let (before, after) = build(template.path());
+    for cut in before..after {
+        let dir = tempfile::tempdir().unwrap();
+        build(dir.path());
+        OpenOptions::new().write(true).open(control(dir.path())).unwrap().set_len(cut).unwrap();
+        let log = Log::open(dir.path(), LogOptions::default()).unwrap();
+        assert_eq!(values(&log, "t", 0), ["a"], "commit record cut at byte {cut}");
+        assert_eq!(log.checkpoint("w").as_deref(), Some("1"));
+    }
+}
+
+#[test]
+fn a_missing_committed_segment_is_reported_not_silently_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let log = Log::open(dir.path(), LogOptions::default()).unwrap();
+        log.create_topic("t", 1).unwrap();
+        log.append_txn("w", &[batch("t", 0, &["a", "b"])], "1").unwrap();
+    }
+    OpenOptions::new().write(true).open(dir.path().join("topics/t/0/00000000000000000000.log")).unwrap().set_len(0).unwrap();
+    match Log::open(dir.path(), LogOptions::default()) {
+        Err(err @ LogError::CommittedDataMissing { .. }) => {
+            assert!(err.to_string().contains("acknowledged data is missing"), "{err}");
+        }
+        other => panic!("expected CommittedDataMissing, got {:?}", other.err()),
+    }
+}
