@@ -7,6 +7,10 @@ Cases:
                      (fsync always) vs pg_recvlogical (pgoutput, proto 1) to /dev/null.
   pg_stream_one_txn  the same rows in one transaction.
   pg_snapshot        initial snapshot of a 1,000,000-row table into the log vs psql \\copy to /dev/null.
+  log_append_fsync_* 4 producers appending to the log with fsync=always vs dd conv=fdatasync.
+  log_append_nofsync 100-byte records with fsync=never vs the goal of 1M records/s.
+  log_ack_latency    p99 append-to-acknowledgement at 10,000 records/s vs the 5 ms goal.
+  log_read           reading every record back from the page cache vs cat of the segments.
 Peak RSS of sluice is reported for pg_stream (goal <= 64 MB).
 """
 
@@ -165,10 +169,64 @@ def case_snapshot():
     return min(ours_a, ours_b), min(ref_a, ref_b), max(rss_a, rss_b)
 
 
+LOG_BENCH = os.environ.get("LOG_BENCH_BIN", "target/release/log-bench")
+
+
+def log_bench(*args):
+    out = subprocess.run([LOG_BENCH, *args], check=True, capture_output=True, text=True).stdout
+    return json.loads(out)
+
+
+def case_log_append_fsync(size):
+    """4 producers, fsync=always, 1,000-record transactions, vs dd writing the same bytes with
+    conv=fdatasync. Ratio = dd's time / ours (> 1: the log is faster)."""
+    records = (4_000 if TINY else 400_000) * (1024 // size if size < 1024 else 1)
+    with tempfile.TemporaryDirectory() as workdir:
+        ours = log_bench("append", f"{workdir}/log", "--producers", "4", "--records", str(records),
+                         "--size", str(size), "--batch", "1000", "--fsync", "always")
+        mb = max(1, ours["bytes"] // (1024 * 1024))
+        ref = run_timed(["dd", "if=/dev/zero", f"of={workdir}/dd.out", "bs=1M", f"count={mb}", "conv=fdatasync"])
+    return ours["seconds"], ref, f"records={ours['records']} record_bytes={size} records_per_s={ours['records_per_s']:.0f}"
+
+
+def case_log_append_nofsync():
+    """One producer, fsync=never, 100-byte records; the reference is the goal, 1M records/s."""
+    records = 20_000 if TINY else 2_000_000
+    with tempfile.TemporaryDirectory() as workdir:
+        ours = log_bench("append", f"{workdir}/log", "--producers", "1", "--records", str(records),
+                         "--size", "100", "--batch", "1000", "--fsync", "never")
+    goal_seconds = ours["records"] / 1_000_000
+    return ours["seconds"], goal_seconds, f"records_per_s={ours['records_per_s']:.0f} (reference = goal of 1M/s)"
+
+
+def case_log_ack_latency():
+    """10,000 records/s, fsync=always: p99 from append to acknowledgement vs the 5 ms goal."""
+    with tempfile.TemporaryDirectory() as workdir:
+        ours = log_bench("latency", f"{workdir}/log", "--rate", "10000", "--seconds", "1" if TINY else "5")
+    return ours["p99_ms"] / 1000, 0.005, f"p50_ms={ours['p50_ms']:.3f} p99_ms={ours['p99_ms']:.3f} (reference = 5 ms goal)"
+
+
+def case_log_read():
+    """Sequential read of every record from the page cache vs cat of the same segment files."""
+    records = 20_000 if TINY else 2_000_000
+    with tempfile.TemporaryDirectory() as workdir:
+        log_bench("append", f"{workdir}/log", "--producers", "1", "--records", str(records), "--size", "100",
+                  "--batch", "1000", "--fsync", "never")
+        run_timed(["sh", "-c", f"cat {workdir}/log/topics/*/*/*.log > /dev/null"])  # warm the cache
+        ours = log_bench("read", f"{workdir}/log")
+        ref = run_timed(["sh", "-c", f"cat {workdir}/log/topics/*/*/*.log > /dev/null"])
+    return ours["seconds"], ref, f"records={ours['records']}"
+
+
 def main():
     results = []
     print(f"{'case':<22}{'ours_s':>10}{'reference_s':>13}{'ratio':>8}   notes", flush=True)
     plan = [
+        ("log_append_fsync_1k", lambda: case_log_append_fsync(1024)),
+        ("log_append_fsync_100b", lambda: case_log_append_fsync(100)),
+        ("log_append_nofsync", case_log_append_nofsync),
+        ("log_ack_latency", case_log_ack_latency),
+        ("log_read", case_log_read),
         ("pg_stream", lambda: case_stream("pg_stream", TXNS)),
         ("pg_stream_one_txn", lambda: case_stream("pg_stream_one_txn", 1)),
         ("pg_snapshot", case_snapshot),
@@ -177,9 +235,13 @@ def main():
     for name, run in plan:
         if CASES and name not in CASES:
             continue
-        ours, ref, rss = run()
+        if name.startswith("log_"):
+            ours, ref, notes = run()
+            rss = None
+        else:
+            ours, ref, rss = run()
+            notes = f"rows={ROWS}"
         ratio = ref / ours
-        notes = f"rows={ROWS}"
         if rss is not None:
             notes += f" sluice_peak_rss_mb={rss / 1024:.1f}"
         if name == "pg_stream_one_txn":

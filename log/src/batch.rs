@@ -353,7 +353,11 @@ mod tests {
             state
         };
         let mut valid = Vec::new();
-        encode(7, &[record("key", Some("value"), 1), record("k2", None, 2)], &mut valid);
+        encode(
+            7,
+            &[record("key", Some("value"), 1), record("k2", None, 2)],
+            &mut valid,
+        );
         for _ in 0..20_000 {
             let mut bytes = if next() % 2 == 0 {
                 let mut mutated = valid.clone();

@@ -33,18 +33,32 @@ fn options(rng: &mut Rng) -> LogOptions {
     // Tiny segments so that rolls happen all the time.
     let segment_bytes = [200, 1_000, 64 * 1024][rng.below(3) as usize];
     let fsync = [FsyncPolicy::Always, FsyncPolicy::Never][rng.below(2) as usize];
-    LogOptions { fsync, segment_bytes }
+    LogOptions {
+        fsync,
+        segment_bytes,
+    }
 }
 
 fn read_all(log: &Log, topic: &str, partition: u32) -> Vec<String> {
     let mut out = Vec::new();
     let mut offset = 0;
     loop {
-        let records = log.read(topic, partition, offset, 1 + offset as usize % 700).unwrap();
-        let Some(last) = records.last() else { return out };
-        assert_eq!(records[0].offset, offset, "reads start exactly at the asked offset");
+        let records = log
+            .read(topic, partition, offset, 1 + offset as usize % 700)
+            .unwrap();
+        let Some(last) = records.last() else {
+            return out;
+        };
+        assert_eq!(
+            records[0].offset, offset,
+            "reads start exactly at the asked offset"
+        );
         offset = last.offset + 1;
-        out.extend(records.iter().map(|r| String::from_utf8(r.value.clone().unwrap().to_vec()).unwrap()));
+        out.extend(
+            records
+                .iter()
+                .map(|r| String::from_utf8(r.value.clone().unwrap().to_vec()).unwrap()),
+        );
     }
 }
 
@@ -74,9 +88,18 @@ fn run(seed: u64) {
                     appended.push(((topic.to_owned(), partition), values.clone()));
                     let records = values
                         .iter()
-                        .map(|v| Record { key: None, value: Some(Bytes::from(v.clone())), timestamp_ms: 0, headers: Vec::new() })
+                        .map(|v| Record {
+                            key: None,
+                            value: Some(Bytes::from(v.clone())),
+                            timestamp_ms: 0,
+                            headers: Vec::new(),
+                        })
                         .collect();
-                    batches.push(PartitionBatch { topic: topic.into(), partition, records });
+                    batches.push(PartitionBatch {
+                        topic: topic.into(),
+                        partition,
+                        records,
+                    });
                 }
                 if rng.below(4) == 0 {
                     log.append_uncommitted("w", &batches).unwrap();
@@ -109,8 +132,15 @@ fn run(seed: u64) {
                 // A crash leaving garbage after the last segment's data.
                 drop(log);
                 let topic = TOPICS[rng.below(2) as usize];
-                let pdir = dir.path().join("topics").join(topic).join(rng.below(u64::from(PARTITIONS)).to_string());
-                let mut segments: Vec<_> = std::fs::read_dir(&pdir).unwrap().map(|e| e.unwrap().path()).collect();
+                let pdir = dir
+                    .path()
+                    .join("topics")
+                    .join(topic)
+                    .join(rng.below(u64::from(PARTITIONS)).to_string());
+                let mut segments: Vec<_> = std::fs::read_dir(&pdir)
+                    .unwrap()
+                    .map(|e| e.unwrap().path())
+                    .collect();
                 segments.sort();
                 let last = segments.last().unwrap();
                 let garbage: Vec<u8> = (0..rng.below(100)).map(|_| rng.below(256) as u8).collect();
@@ -122,18 +152,38 @@ fn run(seed: u64) {
             _ => {
                 let topic = TOPICS[rng.below(2) as usize];
                 let partition = rng.below(u64::from(PARTITIONS)) as u32;
-                let expected = model.committed.get(&(topic.to_owned(), partition)).cloned().unwrap_or_default();
-                assert_eq!(read_all(&log, topic, partition), expected, "seed {seed} step {step}: {topic}/{partition}");
+                let expected = model
+                    .committed
+                    .get(&(topic.to_owned(), partition))
+                    .cloned()
+                    .unwrap_or_default();
+                assert_eq!(
+                    read_all(&log, topic, partition),
+                    expected,
+                    "seed {seed} step {step}: {topic}/{partition}"
+                );
             }
         }
-        assert_eq!(log.checkpoint("w"), model.checkpoint, "seed {seed} step {step}: checkpoint");
+        assert_eq!(
+            log.checkpoint("w"),
+            model.checkpoint,
+            "seed {seed} step {step}: checkpoint"
+        );
     }
     drop(log);
     let log = Log::open(dir.path(), LogOptions::default()).unwrap();
     for topic in TOPICS {
         for partition in 0..PARTITIONS {
-            let expected = model.committed.get(&(topic.to_owned(), partition)).cloned().unwrap_or_default();
-            assert_eq!(read_all(&log, topic, partition), expected, "seed {seed} at the end: {topic}/{partition}");
+            let expected = model
+                .committed
+                .get(&(topic.to_owned(), partition))
+                .cloned()
+                .unwrap_or_default();
+            assert_eq!(
+                read_all(&log, topic, partition),
+                expected,
+                "seed {seed} at the end: {topic}/{partition}"
+            );
         }
     }
 }

@@ -255,11 +255,13 @@ fn rolled_back_and_crashed_parts_are_discarded() {
 fn log_with_unfinished_third_txn(dir: &std::path::Path) -> (std::path::PathBuf, u64, u64) {
     let log = Log::open(dir, LogOptions::default()).unwrap();
     log.create_topic("t", 1).unwrap();
-    log.append_txn("w", &[batch("t", 0, &["a1", "a2"])], "1").unwrap();
+    log.append_txn("w", &[batch("t", 0, &["a1", "a2"])], "1")
+        .unwrap();
     log.append_txn("w", &[batch("t", 0, &["b1"])], "2").unwrap();
     let segment = dir.join("topics/t/0/00000000000000000000.log");
     let start = std::fs::metadata(&segment).unwrap().len();
-    log.append_uncommitted("w", &[batch("t", 0, &["c1", "c2", "c3"])]).unwrap();
+    log.append_uncommitted("w", &[batch("t", 0, &["c1", "c2", "c3"])])
+        .unwrap();
     let end = std::fs::metadata(&segment).unwrap().len();
     drop(log);
     (segment, start, end)
@@ -272,12 +274,25 @@ fn a_torn_write_at_every_byte_of_the_last_batch_leaves_exactly_the_committed_rec
     for cut in start..=end {
         let dir = tempfile::tempdir().unwrap();
         let (segment, _, _) = log_with_unfinished_third_txn(dir.path());
-        OpenOptions::new().write(true).open(&segment).unwrap().set_len(cut).unwrap();
+        OpenOptions::new()
+            .write(true)
+            .open(&segment)
+            .unwrap()
+            .set_len(cut)
+            .unwrap();
         let log = Log::open(dir.path(), LogOptions::default()).unwrap();
-        assert_eq!(values(&log, "t", 0), ["a1", "a2", "b1"], "cut at byte {cut}");
+        assert_eq!(
+            values(&log, "t", 0),
+            ["a1", "a2", "b1"],
+            "cut at byte {cut}"
+        );
         assert_eq!(log.checkpoint("w").as_deref(), Some("2"));
         log.append_txn("w", &[batch("t", 0, &["d"])], "3").unwrap();
-        assert_eq!(values(&log, "t", 0), ["a1", "a2", "b1", "d"], "appends continue after a cut at {cut}");
+        assert_eq!(
+            values(&log, "t", 0),
+            ["a1", "a2", "b1", "d"],
+            "appends continue after a cut at {cut}"
+        );
     }
 }
 
@@ -288,11 +303,16 @@ fn a_zeroed_tail_is_cut_without_losing_committed_records() {
     // A crash can leave the file longer than what was written, filled with zeros.
     let mut file = OpenOptions::new().write(true).open(&segment).unwrap();
     std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(start)).unwrap();
-    file.write_all(&vec![0u8; (end - start + 4096) as usize]).unwrap();
+    file.write_all(&vec![0u8; (end - start + 4096) as usize])
+        .unwrap();
     drop(file);
     let log = Log::open(dir.path(), LogOptions::default()).unwrap();
     assert_eq!(values(&log, "t", 0), ["a1", "a2", "b1"]);
-    assert_eq!(std::fs::metadata(&segment).unwrap().len(), start, "the tail is truncated away");
+    assert_eq!(
+        std::fs::metadata(&segment).unwrap().len(),
+        start,
+        "the tail is truncated away"
+    );
 }
 
 #[test]
@@ -312,9 +332,18 @@ fn a_torn_commit_record_loses_only_its_own_unacknowledged_transaction() {
     for cut in before..after {
         let dir = tempfile::tempdir().unwrap();
         build(dir.path());
-        OpenOptions::new().write(true).open(control(dir.path())).unwrap().set_len(cut).unwrap();
+        OpenOptions::new()
+            .write(true)
+            .open(control(dir.path()))
+            .unwrap()
+            .set_len(cut)
+            .unwrap();
         let log = Log::open(dir.path(), LogOptions::default()).unwrap();
-        assert_eq!(values(&log, "t", 0), ["a"], "commit record cut at byte {cut}");
+        assert_eq!(
+            values(&log, "t", 0),
+            ["a"],
+            "commit record cut at byte {cut}"
+        );
         assert_eq!(log.checkpoint("w").as_deref(), Some("1"));
     }
 }
@@ -325,12 +354,21 @@ fn a_missing_committed_segment_is_reported_not_silently_skipped() {
     {
         let log = Log::open(dir.path(), LogOptions::default()).unwrap();
         log.create_topic("t", 1).unwrap();
-        log.append_txn("w", &[batch("t", 0, &["a", "b"])], "1").unwrap();
+        log.append_txn("w", &[batch("t", 0, &["a", "b"])], "1")
+            .unwrap();
     }
-    OpenOptions::new().write(true).open(dir.path().join("topics/t/0/00000000000000000000.log")).unwrap().set_len(0).unwrap();
+    OpenOptions::new()
+        .write(true)
+        .open(dir.path().join("topics/t/0/00000000000000000000.log"))
+        .unwrap()
+        .set_len(0)
+        .unwrap();
     match Log::open(dir.path(), LogOptions::default()) {
         Err(err @ LogError::CommittedDataMissing { .. }) => {
-            assert!(err.to_string().contains("acknowledged data is missing"), "{err}");
+            assert!(
+                err.to_string().contains("acknowledged data is missing"),
+                "{err}"
+            );
         }
         other => panic!("expected CommittedDataMissing, got {:?}", other.err()),
     }
