@@ -20,7 +20,7 @@ pub struct FileConfig {
     /// Confluent-compatible schema registry (not served yet; accepted so configs stay valid).
     #[serde(default)]
     pub registry: Option<ListenSection>,
-    /// Admin REST API and metrics (not served yet; accepted so configs stay valid).
+    /// Admin HTTP endpoint: `/metrics` (Prometheus) and `/health`, e.g. `listen = "127.0.0.1:8083"`.
     #[serde(default)]
     pub api: Option<ListenSection>,
     #[serde(default)]

@@ -1,6 +1,7 @@
 //! The `sluice` binary: command line, config loading, and the wiring of connectors into the
 //! pipeline runtime.
 
+mod api;
 mod cli;
 mod config;
 mod log_cmd;

@@ -31,9 +31,14 @@ async fn run_async(config: FileConfig, stop_at: Option<Position>) -> Result<(), 
     if let Some(registry) = &config.registry {
         tracing::warn!(listen = %registry.listen, "[registry] is not served by this version yet");
     }
-    if let Some(api) = &config.api {
-        tracing::warn!(listen = %api.listen, "[api] is not served by this version yet");
-    }
+    let api = match &config.api {
+        Some(api) => Some(
+            crate::api::bind(&api.listen)
+                .await
+                .map_err(Failure::runtime)?,
+        ),
+        None => None,
+    };
     let options = config.log.options().map_err(Failure::config)?;
     let dir = config.log.dir.clone();
     let log = tokio::task::spawn_blocking(move || Log::open(&dir, options))
@@ -43,6 +48,13 @@ async fn run_async(config: FileConfig, stop_at: Option<Position>) -> Result<(), 
     tracing::info!(dir = %config.log.dir.display(), topics = log.topics().len(), "log open");
     let backend = EmbeddedLog::new(Arc::new(log), config.log.partitions);
     let tasks = Tasks::new();
+    if let Some((listener, metrics)) = api {
+        tasks.spawn(
+            "api",
+            tracing::info_span!("api"),
+            crate::api::serve(listener, metrics, tasks.cancel_token()),
+        );
+    }
 
     for source in config.sources {
         let name = source.name().to_owned();

@@ -556,3 +556,62 @@ async fn a_transaction_larger_than_a_batch_arrives_whole_and_once() {
     }
     assert_ne!(&all[12_000]["transaction"]["id"], big_txn);
 }
+
+/// GET `path` from a local HTTP endpoint; returns (status line, body).
+fn http_get(port: u16, path: &str) -> (String, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    (
+        head.lines().next().unwrap_or_default().to_owned(),
+        body.to_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_and_health_are_served_while_running() {
+    let db = TestDb::create();
+    db.exec("CREATE TABLE m (id int PRIMARY KEY)");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut sluice = Sluice::new(&format!(
+        "[api]\nlisten = \"127.0.0.1:{port}\"\n\n{}{}",
+        source_config(&db, ""),
+        jsonl_sink("\"src.public.m\"")
+    ));
+    sluice.start();
+    db.wait_for_streaming().await;
+    db.exec("INSERT INTO m SELECT generate_series(1, 25)");
+    wait_for(Duration::from_secs(20), "the sink to deliver", || {
+        std::fs::read_to_string(sluice.path("out.jsonl"))
+            .map(|t| t.lines().count())
+            .unwrap_or(0)
+            == 25
+    })
+    .await;
+    let (status, body) = http_get(port, "/health");
+    assert!(status.contains("200"), "{status}");
+    assert_eq!(body, "ok\n");
+    let (status, metrics) = http_get(port, "/metrics");
+    assert!(status.contains("200"), "{status}");
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|line| line.starts_with(name))
+            .and_then(|line| line.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing from:\n{metrics}"))
+    };
+    assert!(value("sluice_source_events_total{source=\"src\"}") >= 25.0);
+    assert!(value("sluice_log_records_appended_total{source=\"src\"}") >= 25.0);
+    assert!(value("sluice_sink_records_total{sink=\"file\"}") >= 25.0);
+    assert_eq!(value("sluice_sink_lag_records{sink=\"file\"}"), 0.0);
+    let (status, _) = http_get(port, "/nope");
+    assert!(status.contains("404"), "{status}");
+}
