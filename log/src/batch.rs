@@ -128,21 +128,24 @@ pub fn encode(base_offset: u64, records: &[Record], out: &mut Vec<u8>) {
     out.extend_from_slice(&(-1i16).to_be_bytes()); // producerEpoch
     out.extend_from_slice(&(-1i32).to_be_bytes()); // baseSequence
     out.extend_from_slice(&(last_offset_delta + 1).to_be_bytes());
-    let mut body = Vec::new();
+    out.reserve(records.iter().map(|r| record_len(r, 0, 0) + 10).sum());
     for (delta, record) in records.iter().enumerate() {
-        body.clear();
-        body.push(0); // record attributes
-        put_varlong(&mut body, record.timestamp_ms - base_timestamp);
-        put_varlong(&mut body, delta as i64);
-        put_bytes(&mut body, record.key.as_deref());
-        put_bytes(&mut body, record.value.as_deref());
-        put_varlong(&mut body, record.headers.len() as i64);
+        // The length prefix comes first, so it is computed rather than measured after writing.
+        let timestamp_delta = record.timestamp_ms - base_timestamp;
+        put_varlong(
+            out,
+            record_len(record, timestamp_delta, delta as i64) as i64,
+        );
+        out.push(0); // record attributes
+        put_varlong(out, timestamp_delta);
+        put_varlong(out, delta as i64);
+        put_bytes(out, record.key.as_deref());
+        put_bytes(out, record.value.as_deref());
+        put_varlong(out, record.headers.len() as i64);
         for header in &record.headers {
-            put_bytes(&mut body, Some(header.key.as_bytes()));
-            put_bytes(&mut body, header.value.as_deref());
+            put_bytes(out, Some(header.key.as_bytes()));
+            put_bytes(out, header.value.as_deref());
         }
-        put_varlong(out, body.len() as i64);
-        out.extend_from_slice(&body);
     }
     let batch_len = i32::try_from(out.len() - start - BATCH_PREFIX_LEN).expect("batch fits i32");
     out[start + 8..start + 12].copy_from_slice(&batch_len.to_be_bytes());
@@ -262,6 +265,29 @@ impl Cursor<'_> {
     }
 }
 
+/// Encoded size of a record's body (everything after its length prefix).
+fn record_len(record: &Record, timestamp_delta: i64, offset_delta: i64) -> usize {
+    let bytes_len =
+        |b: Option<&[u8]>| b.map_or(varlong_len(-1), |b| varlong_len(b.len() as i64) + b.len());
+    let headers: usize = record
+        .headers
+        .iter()
+        .map(|h| bytes_len(Some(h.key.as_bytes())) + bytes_len(h.value.as_deref()))
+        .sum();
+    1 + varlong_len(timestamp_delta)
+        + varlong_len(offset_delta)
+        + bytes_len(record.key.as_deref())
+        + bytes_len(record.value.as_deref())
+        + varlong_len(record.headers.len() as i64)
+        + headers
+}
+
+/// Bytes of a zig-zag varint.
+fn varlong_len(value: i64) -> usize {
+    let raw = ((value << 1) ^ (value >> 63)) as u64;
+    (64 - raw.leading_zeros() as usize).max(1).div_ceil(7)
+}
+
 fn put_varlong(out: &mut Vec<u8>, value: i64) {
     let mut raw = ((value << 1) ^ (value >> 63)) as u64;
     while raw >= 0x80 {
@@ -376,6 +402,29 @@ mod tests {
             }
             let _ = decode(&Bytes::from(bytes), &mut Vec::new());
         }
+    }
+
+    #[test]
+    fn computed_record_lengths_match_what_is_written() {
+        for value in [0i64, 1, -1, 63, 64, -65, 8191, 8192, i64::MAX, i64::MIN] {
+            let mut out = Vec::new();
+            put_varlong(&mut out, value);
+            assert_eq!(varlong_len(value), out.len(), "{value}");
+        }
+        let big = Record {
+            value: Some(Bytes::from(vec![7u8; 70_000])),
+            ..record("k", None, 5)
+        };
+        let mut buf = Vec::new();
+        encode(
+            0,
+            &[big.clone(), record("a", Some("b"), 1_000_000)],
+            &mut buf,
+        );
+        let mut out = Vec::new();
+        decode(&Bytes::from(buf), &mut out).unwrap();
+        assert_eq!(out[0].value, big.value);
+        assert_eq!(out[1].timestamp_ms, 1_000_000);
     }
 
     #[test]
