@@ -66,6 +66,12 @@ pub enum LogCommand {
         #[command(flatten)]
         location: LogLocation,
     },
+    /// Show a topic's partitions: offsets, segments, bytes.
+    Describe {
+        topic: String,
+        #[command(flatten)]
+        location: LogLocation,
+    },
     /// Print the records of a topic.
     Tail {
         topic: String,
@@ -77,6 +83,10 @@ pub enum LogCommand {
         /// Start at this offset in every partition.
         #[arg(long, value_name = "N", conflicts_with = "from_beginning")]
         from_offset: Option<u64>,
+        /// Start at the first record at or after this time: RFC 3339 (2024-01-02T03:04:05Z) or
+        /// milliseconds since the Unix epoch.
+        #[arg(long, value_name = "TIME", conflicts_with_all = ["from_beginning", "from_offset"])]
+        from_time: Option<String>,
         #[arg(long, value_enum, default_value_t = Format::Json)]
         format: Format,
         /// Keep printing records as they are committed.

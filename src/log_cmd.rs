@@ -63,26 +63,117 @@ pub fn dispatch(command: LogCommand) -> Result<(), Failure> {
             }
             Ok(())
         }
+        LogCommand::Describe { topic, location } => {
+            let log = open(&location)?;
+            let partitions = log
+                .topic_partitions(&topic)
+                .ok_or_else(|| Failure::runtime(anyhow!("topic {topic} does not exist")))?;
+            println!("topic {topic}: {partitions} partition(s)");
+            for partition in 0..partitions {
+                let d = log
+                    .describe(&topic, partition)
+                    .map_err(|e| Failure::runtime(anyhow!(e)))?;
+                let uncommitted = if d.end > d.stable {
+                    format!(" ({} uncommitted past it)", d.end - d.stable)
+                } else {
+                    String::new()
+                };
+                println!(
+                    "  partition {partition}: offsets {}..{} committed{uncommitted}, {} segment(s), {} bytes",
+                    d.start, d.stable, d.segments, d.bytes
+                );
+            }
+            Ok(())
+        }
         LogCommand::Tail {
             topic,
             location,
             from_beginning,
             from_offset,
+            from_time,
             format,
             follow,
         } => {
             let dir = log_dir(&location)?;
-            tail(&dir, &topic, from_beginning, from_offset, format, follow)
-                .map_err(Failure::runtime)
+            let start = match (from_beginning, from_offset, from_time) {
+                (_, Some(offset), _) => Start::Offset(offset),
+                (_, _, Some(time)) => Start::Time(parse_time(&time).map_err(Failure::config)?),
+                (false, _, _) if follow => Start::End,
+                _ => Start::Beginning,
+            };
+            tail(&dir, &topic, start, format, follow).map_err(Failure::runtime)
         }
     }
+}
+
+/// `sluice log tail … | head` closes the pipe early: that is the reader's choice, not an error.
+fn quiet_on_closed_pipe(err: std::io::Error) -> anyhow::Result<()> {
+    if err.kind() == std::io::ErrorKind::BrokenPipe {
+        Ok(())
+    } else {
+        Err(err.into())
+    }
+}
+
+/// Where `tail` starts in each partition.
+enum Start {
+    Beginning,
+    End,
+    Offset(u64),
+    Time(i64),
+}
+
+/// RFC 3339 (`2024-01-02T03:04:05.123Z`, `…+02:00`) or milliseconds since the epoch.
+fn parse_time(text: &str) -> anyhow::Result<i64> {
+    if let Ok(ms) = text.parse::<i64>() {
+        return Ok(ms);
+    }
+    let bad = || {
+        anyhow!("--from-time: {text:?} is neither RFC 3339 (2024-01-02T03:04:05Z) nor milliseconds since the epoch")
+    };
+    let (date, rest) = text.split_once('T').ok_or_else(bad)?;
+    let mut parts = date
+        .splitn(3, '-')
+        .map(|p| p.parse::<i64>().map_err(|_| bad()));
+    let (year, month, day) = (
+        parts.next().ok_or_else(bad)??,
+        parts.next().ok_or_else(bad)??,
+        parts.next().ok_or_else(bad)??,
+    );
+    let (time, offset_seconds) = match rest.find(['Z', 'z', '+', '-']) {
+        Some(i) if rest[i..].eq_ignore_ascii_case("z") => (&rest[..i], 0),
+        Some(i) => {
+            let sign = if rest[i..].starts_with('-') { -1 } else { 1 };
+            let (h, m) = rest[i + 1..].split_once(':').ok_or_else(bad)?;
+            (
+                &rest[..i],
+                sign * (h.parse::<i64>().map_err(|_| bad())? * 3600
+                    + m.parse::<i64>().map_err(|_| bad())? * 60),
+            )
+        }
+        None => return Err(bad()),
+    };
+    let (hms, fraction) = time.split_once('.').unwrap_or((time, ""));
+    let mut hms = hms
+        .splitn(3, ':')
+        .map(|p| p.parse::<i64>().map_err(|_| bad()));
+    let (h, m, s) = (
+        hms.next().ok_or_else(bad)??,
+        hms.next().ok_or_else(bad)??,
+        hms.next().ok_or_else(bad)??,
+    );
+    let millis: i64 = format!("{fraction:0<3}")[..3].parse().map_err(|_| bad())?;
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) {
+        return Err(bad());
+    }
+    let days = sluice_core::value::days_from_civil(year, month as u32, day as u32);
+    Ok(((days * 86_400 + h * 3600 + m * 60 + s - offset_seconds) * 1000) + millis)
 }
 
 fn tail(
     dir: &PathBuf,
     topic: &str,
-    from_beginning: bool,
-    from_offset: Option<u64>,
+    start: Start,
     format: Format,
     follow: bool,
 ) -> anyhow::Result<()> {
@@ -94,10 +185,11 @@ fn tail(
     let mut next: Vec<u64> = (0..partitions)
         .map(|p| {
             let offsets = log.offsets(topic, p)?;
-            Ok(match from_offset {
-                Some(offset) => offset.max(offsets.start),
-                None if follow && !from_beginning => offsets.stable,
-                None => offsets.start,
+            Ok(match start {
+                Start::Offset(offset) => offset.max(offsets.start),
+                Start::End => offsets.stable,
+                Start::Beginning => offsets.start,
+                Start::Time(ms) => log.offset_for_time(topic, p, ms)?.unwrap_or(offsets.stable),
             })
         })
         .collect::<Result<_, sluice_log::LogError>>()?;
@@ -111,12 +203,16 @@ fn tail(
                 let Some(last) = records.last() else { break };
                 next[partition as usize] = last.offset + 1;
                 for record in &records {
-                    print_record(&mut out, topic, partition, record, format)?;
+                    if let Err(err) = print_record(&mut out, topic, partition, record, format) {
+                        return quiet_on_closed_pipe(err);
+                    }
                 }
                 printed = true;
             }
         }
-        out.flush()?;
+        if let Err(err) = out.flush() {
+            return quiet_on_closed_pipe(err);
+        }
         if !follow {
             return Ok(());
         }
@@ -154,6 +250,24 @@ fn print_record(
             serde_json::to_writer(&mut *out, &line)?;
             out.write_all(b"\n")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_time;
+
+    #[test]
+    fn times_parse_as_rfc_3339_or_epoch_milliseconds() {
+        assert_eq!(parse_time("1700000000123").unwrap(), 1_700_000_000_123);
+        assert_eq!(parse_time("1970-01-01T00:00:01Z").unwrap(), 1000);
+        assert_eq!(parse_time("1970-01-01T01:00:00.5+01:00").unwrap(), 500);
+        assert_eq!(
+            parse_time("2024-01-02T03:04:05Z").unwrap(),
+            1_704_164_645_000
+        );
+        assert!(parse_time("yesterday").is_err());
+        assert!(parse_time("2024-13-02T03:04:05Z").is_err());
     }
 }
 

@@ -521,6 +521,40 @@ async fn a_clean_restart_resumes_without_gap_or_duplicate() {
     assert!(sluice
         .stderr()
         .contains("resuming from the log's last checkpoint"));
+
+    // The log reads back through the CLI, one JSON object per record.
+    let output = std::process::Command::new(sluice_integration_tests::sluice_bin())
+        .args([
+            "log",
+            "tail",
+            "src.public.r",
+            "--from-beginning",
+            "--format",
+            "json",
+            "-c",
+        ])
+        .arg(&sluice.config)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let lines: Vec<Json> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 200);
+    assert_eq!(lines[0]["topic"], "src.public.r");
+    assert_eq!(lines[0]["offset"], 0);
+    assert_eq!(lines[0]["key"], json!({"id": 1}));
+    assert_eq!(lines[199]["value"]["after"]["id"], 200);
+    let keys: Vec<&String> = lines[0].as_object().unwrap().keys().collect();
+    assert_eq!(
+        keys,
+        ["topic", "partition", "offset", "timestamp", "key", "value"]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -131,6 +131,18 @@ pub struct PartitionBatch {
     pub records: Vec<Record>,
 }
 
+/// What `sluice log describe` shows of a partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionDescription {
+    pub start: u64,
+    /// Readers see offsets below this.
+    pub stable: u64,
+    /// Next offset to be written (past `stable` while a transaction is being appended).
+    pub end: u64,
+    pub segments: usize,
+    pub bytes: u64,
+}
+
 /// Offsets of a partition: readers see `[start, stable)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PartitionOffsets {
@@ -556,6 +568,33 @@ impl Log {
             PartitionOffsets {
                 start: p.start_offset(),
                 stable: p.stable_offset,
+            }
+        })
+    }
+
+    /// The first committed offset at or after `timestamp_ms`, or `None` when every record is older.
+    pub fn offset_for_time(
+        &self,
+        topic: &str,
+        partition: u32,
+        timestamp_ms: i64,
+    ) -> Result<Option<u64>, LogError> {
+        self.with_partition(topic, partition, |guarded| {
+            guarded.lock().offset_for_time(timestamp_ms)
+        })?
+    }
+
+    /// Log end offset, segment count and bytes of a partition (for `sluice log describe`).
+    pub fn describe(&self, topic: &str, partition: u32) -> Result<PartitionDescription, LogError> {
+        self.with_partition(topic, partition, |guarded| {
+            let p = guarded.lock();
+            let (segments, bytes) = p.footprint();
+            PartitionDescription {
+                start: p.start_offset(),
+                stable: p.stable_offset,
+                end: p.end_offset(),
+                segments,
+                bytes,
             }
         })
     }

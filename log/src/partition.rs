@@ -230,6 +230,36 @@ impl Partition {
         self.active().truncate_to(offset)
     }
 
+    /// Segment count and bytes on disk.
+    pub fn footprint(&self) -> (usize, u64) {
+        (
+            self.segments.len(),
+            self.segments.iter().map(|s| s.size).sum(),
+        )
+    }
+
+    /// The first committed offset whose batch holds a timestamp at or after `timestamp_ms`
+    /// (batch granularity: Kafka's answer to a time lookup), walking batch headers.
+    pub fn offset_for_time(&self, timestamp_ms: i64) -> Result<Option<u64>, LogError> {
+        let mut header = [0u8; crate::batch::BATCH_HEADER_LEN];
+        for segment in &self.segments {
+            let mut pos = 0;
+            while pos < segment.size {
+                std::os::unix::fs::FileExt::read_exact_at(&*segment.file, &mut header, pos)
+                    .map_err(|e| LogError::io("read segment", &segment.path, e))?;
+                let parsed = BatchHeader::parse(&header)?;
+                if parsed.base_offset >= self.stable_offset {
+                    return Ok(None);
+                }
+                if parsed.max_timestamp_ms >= timestamp_ms {
+                    return Ok(Some(parsed.base_offset));
+                }
+                pos += parsed.total_len as u64;
+            }
+        }
+        Ok(None)
+    }
+
     /// Where a reader of `offset` starts: the segment holding it, bounded to whole batches.
     pub fn view_for(&self, offset: u64) -> Option<SegmentView> {
         let i = self

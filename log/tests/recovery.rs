@@ -373,3 +373,47 @@ fn a_missing_committed_segment_is_reported_not_silently_skipped() {
         other => panic!("expected CommittedDataMissing, got {:?}", other.err()),
     }
 }
+
+#[test]
+fn time_lookups_find_the_first_batch_at_or_after_a_timestamp() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), LogOptions::default()).unwrap();
+    log.create_topic("t", 1).unwrap();
+    for (i, ts) in [1_000i64, 2_000, 3_000].into_iter().enumerate() {
+        let record = Record {
+            timestamp_ms: ts,
+            ..record(&format!("v{i}"))
+        };
+        log.append_txn(
+            "w",
+            &[PartitionBatch {
+                topic: "t".into(),
+                partition: 0,
+                records: vec![record],
+            }],
+            "c",
+        )
+        .unwrap();
+    }
+    assert_eq!(log.offset_for_time("t", 0, 0).unwrap(), Some(0));
+    assert_eq!(log.offset_for_time("t", 0, 1_500).unwrap(), Some(1));
+    assert_eq!(log.offset_for_time("t", 0, 3_000).unwrap(), Some(2));
+    assert_eq!(log.offset_for_time("t", 0, 3_001).unwrap(), None);
+    let described = log.describe("t", 0).unwrap();
+    assert_eq!(
+        (
+            described.start,
+            described.stable,
+            described.end,
+            described.segments
+        ),
+        (0, 3, 3, 1)
+    );
+    log.append_uncommitted("w", &[batch("t", 0, &["pending"])])
+        .unwrap();
+    assert_eq!(
+        log.describe("t", 0).unwrap().end,
+        4,
+        "uncommitted records show as past the stable offset"
+    );
+}
