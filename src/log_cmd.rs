@@ -253,6 +253,12 @@ fn print_record(
     }
 }
 
+/// Record bytes as JSON: parsed when they are JSON, else a string.
+fn decode(bytes: &[u8]) -> Json {
+    serde_json::from_slice(bytes)
+        .unwrap_or_else(|_| Json::String(String::from_utf8_lossy(bytes).into_owned()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::parse_time;
@@ -269,10 +275,4 @@ mod tests {
         assert!(parse_time("yesterday").is_err());
         assert!(parse_time("2024-13-02T03:04:05Z").is_err());
     }
-}
-
-/// Record bytes as JSON: parsed when they are JSON, else a string.
-fn decode(bytes: &[u8]) -> Json {
-    serde_json::from_slice(bytes)
-        .unwrap_or_else(|_| Json::String(String::from_utf8_lossy(bytes).into_owned()))
 }
