@@ -48,6 +48,13 @@ pub struct LogSection {
     /// Segment size in bytes before a new segment starts. Default 128 MiB.
     #[serde(default = "default_segment_bytes")]
     pub segment_bytes: u64,
+    /// Committed segments whose last write is older than this are deleted; 0 keeps everything.
+    /// Default 168 (7 days). A sink that falls further behind skips what was deleted.
+    #[serde(default = "default_retention_hours")]
+    pub retention_hours: u64,
+    /// Oldest committed segments are deleted while a partition holds more than this. Default none.
+    #[serde(default)]
+    pub retention_bytes: Option<u64>,
 }
 
 impl Default for LogSection {
@@ -58,6 +65,8 @@ impl Default for LogSection {
             fsync: default_fsync(),
             partitions: default_partitions(),
             segment_bytes: default_segment_bytes(),
+            retention_hours: default_retention_hours(),
+            retention_bytes: None,
         }
     }
 }
@@ -73,6 +82,9 @@ fn default_fsync() -> String {
 }
 fn default_partitions() -> u32 {
     1
+}
+fn default_retention_hours() -> u64 {
+    168
 }
 fn default_segment_bytes() -> u64 {
     128 * 1024 * 1024
@@ -90,6 +102,11 @@ impl LogSection {
         Ok(LogOptions {
             fsync: parse_fsync(&self.fsync)?,
             segment_bytes: self.segment_bytes,
+            retention: sluice_log::Retention {
+                max_age: (self.retention_hours > 0)
+                    .then(|| Duration::from_secs(self.retention_hours * 3600)),
+                max_bytes: self.retention_bytes,
+            },
         })
     }
 }

@@ -18,6 +18,8 @@ use crate::Failure;
 
 /// How long shutdown may take before what is left is abandoned.
 const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(30);
+/// How often old segments are checked against the retention limits.
+const RETENTION_CHECK: Duration = Duration::from_secs(60);
 
 pub fn run(config: FileConfig, stop_at: Option<Position>) -> Result<(), Failure> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -46,8 +48,14 @@ async fn run_async(config: FileConfig, stop_at: Option<Position>) -> Result<(), 
         .map_err(Failure::runtime)?
         .map_err(|e| Failure::runtime(anyhow!(e)))?;
     tracing::info!(dir = %config.log.dir.display(), topics = log.topics().len(), "log open");
-    let backend = EmbeddedLog::new(Arc::new(log), config.log.partitions);
+    let log = Arc::new(log);
+    let backend = EmbeddedLog::new(log.clone(), config.log.partitions);
     let tasks = Tasks::new();
+    tasks.spawn(
+        "retention",
+        tracing::info_span!("retention"),
+        enforce_retention(log, tasks.cancel_token()),
+    );
     if let Some((listener, metrics)) = api {
         tasks.spawn(
             "api",
@@ -134,6 +142,26 @@ async fn run_async(config: FileConfig, stop_at: Option<Position>) -> Result<(), 
     }
     tracing::info!("stopped cleanly");
     Ok(())
+}
+
+/// Deletes segments past the retention limits, once a minute.
+async fn enforce_retention(
+    log: Arc<Log>,
+    cancel: tokio_util::sync::CancellationToken,
+) -> Result<(), sluice_log::LogError> {
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(RETENTION_CHECK) => {}
+        }
+        let log = log.clone();
+        let deleted = tokio::task::spawn_blocking(move || log.enforce_retention())
+            .await
+            .unwrap_or(Ok(0))?;
+        if deleted > 0 {
+            tracing::info!(segments = deleted, "retention deleted old segments");
+        }
+    }
 }
 
 async fn shutdown_signal() -> &'static str {

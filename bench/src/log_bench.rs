@@ -29,6 +29,7 @@ fn open(dir: &str, fsync: FsyncPolicy) -> Arc<Log> {
             LogOptions {
                 fsync,
                 segment_bytes: 256 * 1024 * 1024,
+                ..LogOptions::default()
             },
         )
         .expect("open log"),

@@ -50,6 +50,8 @@ pub struct LogOptions {
     pub fsync: FsyncPolicy,
     /// A segment rolls when the next batch would take it past this size.
     pub segment_bytes: u64,
+    /// Which old segments [`Log::enforce_retention`] deletes.
+    pub retention: Retention,
 }
 
 impl Default for LogOptions {
@@ -57,8 +59,18 @@ impl Default for LogOptions {
         LogOptions {
             fsync: FsyncPolicy::Always,
             segment_bytes: 128 * 1024 * 1024,
+            retention: Retention::default(),
         }
     }
+}
+
+/// Retention per partition. Only whole, committed segments older than the active one are ever
+/// deleted; a segment's age is the time of its last append (not its records' source times,
+/// which can be old when a source catches up).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Retention {
+    pub max_age: Option<Duration>,
+    pub max_bytes: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -570,6 +582,31 @@ impl Log {
                 stable: p.stable_offset,
             }
         })
+    }
+
+    /// Deletes old segments as the retention options allow, in every partition; returns how
+    /// many. Readers holding a deleted segment open finish reading it.
+    pub fn enforce_retention(&self) -> Result<usize, LogError> {
+        if !self.writable || self.options.retention == Retention::default() {
+            return Ok(0);
+        }
+        let topics: Vec<Arc<Topic>> = self
+            .topics
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        let now = SystemTime::now();
+        let mut deleted = 0;
+        for topic in topics {
+            for guarded in &topic.partitions {
+                deleted += guarded
+                    .lock()
+                    .enforce_retention(&self.options.retention, now)?;
+            }
+        }
+        Ok(deleted)
     }
 
     /// The first committed offset at or after `timestamp_ms`, or `None` when every record is older.

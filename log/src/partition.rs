@@ -230,6 +230,46 @@ impl Partition {
         self.active().truncate_to(offset)
     }
 
+    /// Deletes the oldest segments that retention allows: never the active one, never one
+    /// holding records past the stable offset. Returns how many were deleted.
+    pub fn enforce_retention(
+        &mut self,
+        retention: &crate::Retention,
+        now: std::time::SystemTime,
+    ) -> Result<usize, LogError> {
+        let mut total: u64 = self.segments.iter().map(|s| s.size).sum();
+        let mut deleted = 0;
+        while self.segments.len() > 1 {
+            let oldest = &self.segments[0];
+            if oldest.next_offset > self.stable_offset {
+                break;
+            }
+            let modified = oldest
+                .file
+                .metadata()
+                .and_then(|m| m.modified())
+                .map_err(|e| LogError::io("stat segment", &oldest.path, e))?;
+            let expired = retention.max_age.is_some_and(|age| {
+                now.duration_since(modified)
+                    .is_ok_and(|elapsed| elapsed > age)
+            });
+            let oversized = retention.max_bytes.is_some_and(|max| total > max);
+            if !expired && !oversized {
+                break;
+            }
+            let segment = self.segments.remove(0);
+            fs::remove_file(&segment.path)
+                .map_err(|e| LogError::io("remove segment", &segment.path, e))?;
+            tracing::info!(segment = %segment.path.display(), expired, oversized, "retention: deleted segment");
+            total -= segment.size;
+            deleted += 1;
+        }
+        if deleted > 0 {
+            crate::sync_dir(&self.dir)?;
+        }
+        Ok(deleted)
+    }
+
     /// Segment count and bytes on disk.
     pub fn footprint(&self) -> (usize, u64) {
         (

@@ -36,6 +36,7 @@ fn options(rng: &mut Rng) -> LogOptions {
     LogOptions {
         fsync,
         segment_bytes,
+        ..LogOptions::default()
     }
 }
 

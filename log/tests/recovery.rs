@@ -417,3 +417,59 @@ fn time_lookups_find_the_first_batch_at_or_after_a_timestamp() {
         "uncommitted records show as past the stable offset"
     );
 }
+
+#[test]
+fn retention_deletes_only_old_committed_segments_and_reads_before_them_say_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = |retention| LogOptions {
+        segment_bytes: 300,
+        retention,
+        ..LogOptions::default()
+    };
+    let by_size = sluice_log::Retention {
+        max_age: None,
+        max_bytes: Some(1_000),
+    };
+    let log = Log::open(dir.path(), options(by_size)).unwrap();
+    log.create_topic("t", 1).unwrap();
+    for i in 0..60 {
+        log.append_txn(
+            "w",
+            &[batch("t", 0, &[&format!("value-{i:03}")])],
+            &i.to_string(),
+        )
+        .unwrap();
+    }
+    // A transaction being appended holds its segments back from retention.
+    log.append_uncommitted("w", &[batch("t", 0, &["pending"])])
+        .unwrap();
+    let before = log.describe("t", 0).unwrap();
+    let deleted = log.enforce_retention().unwrap();
+    let after = log.describe("t", 0).unwrap();
+    assert!(deleted > 0 && after.segments < before.segments);
+    assert!(after.bytes <= 1_000 + 300, "{after:?}");
+    assert!(after.start > 0);
+    assert_eq!(after.stable, 60, "nothing committed recently is touched");
+    match log.read("t", 0, 0, 1 << 16) {
+        Err(LogError::OffsetOutOfRange { start, .. }) => assert_eq!(start, after.start),
+        other => panic!("expected OffsetOutOfRange, got {other:?}"),
+    }
+    let last = log.read("t", 0, 59, 1 << 16).unwrap();
+    assert_eq!(last[0].value.as_deref(), Some(&b"value-059"[..]));
+    log.append_txn("w", &[], "60").unwrap();
+    drop(log);
+    // Reopened, the log starts where retention left it; time-based retention takes the rest.
+    let by_age = sluice_log::Retention {
+        max_age: Some(std::time::Duration::ZERO),
+        max_bytes: None,
+    };
+    let log = Log::open(dir.path(), options(by_age)).unwrap();
+    assert_eq!(log.offsets("t", 0).unwrap().start, after.start);
+    std::thread::sleep(std::time::Duration::from_millis(10));
+    log.enforce_retention().unwrap();
+    assert_eq!(
+        log.describe("t", 0).unwrap().segments,
+        1,
+        "all but the active segment expire"
+    );
+}

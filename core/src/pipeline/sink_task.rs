@@ -101,10 +101,24 @@ where
                     .get(&(topic.to_string(), *partition))
                     .copied()
                     .unwrap_or(0);
-                let read = log
+                let read = match log
                     .read(topic, *partition, offset, settings.max_read_bytes)
                     .await
-                    .map_err(log_error)?;
+                {
+                    Ok(read) => read,
+                    Err(sluice_log::LogError::OffsetOutOfRange { start, .. }) => {
+                        // Retention deleted what this sink had not read yet: say so loudly and
+                        // go on from what is left, rather than stop the sink for good.
+                        tracing::error!(%topic, partition, from = offset, to = start,
+                            "sink fell behind the log's retention; records in between are lost to this sink");
+                        ::metrics::counter!(metrics::ERRORS, "sink" => name.clone(), "stage" => "retention").increment(1);
+                        offsets.insert((topic.to_string(), *partition), start);
+                        log.read(topic, *partition, start, settings.max_read_bytes)
+                            .await
+                            .map_err(log_error)?
+                    }
+                    Err(err) => return Err(log_error(err)),
+                };
                 records.extend(read.into_iter().map(|record| SinkRecord {
                     topic: topic.clone(),
                     partition: *partition,
