@@ -57,11 +57,11 @@ fn append(dir: &str, args: &[String]) {
     };
     let log = open(dir, fsync);
     log.create_topic("bench", producers as u32).unwrap();
-    let value = payload(size);
     let started = Instant::now();
     let threads: Vec<_> = (0..producers)
         .map(|p| {
-            let (log, value) = (log.clone(), value.clone());
+            // Each producer its own payload: a shared one would make every clone contend on one refcount.
+            let (log, value) = (log.clone(), payload(size));
             std::thread::spawn(move || {
                 let mine = records / producers;
                 let mut done = 0;

@@ -24,7 +24,7 @@ use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub use batch::{Header, Record, StoredRecord};
@@ -186,6 +186,15 @@ pub struct Log {
     commits: watch::Sender<u64>,
     /// Per writer, partitions with uncommitted appends and where those end.
     pending: Mutex<BTreeMap<String, PartitionEnds>>,
+    /// Group commit of the control partition (see `sync_control_through`).
+    control_sync: Mutex<ControlSync>,
+    control_synced: Condvar,
+}
+
+/// How far the control partition is known durable, and whether a sync is under way.
+struct ControlSync {
+    durable_end: u64,
+    leader: bool,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -248,6 +257,7 @@ impl Log {
             commit::replay(&records, &mut writers)?;
         }
         let control_partition = control_guard.into_inner();
+        let control_end = control_partition.end_offset();
 
         let mut committed: BTreeMap<(String, u32), u64> = BTreeMap::new();
         for state in writers.values() {
@@ -317,6 +327,11 @@ impl Log {
             last_sync: Mutex::new(Instant::now()),
             commits,
             pending: Mutex::new(BTreeMap::new()),
+            control_sync: Mutex::new(ControlSync {
+                durable_end: control_end,
+                leader: false,
+            }),
+            control_synced: Condvar::new(),
         })
     }
 
@@ -453,7 +468,7 @@ impl Log {
                     .map_err(|e| LogError::io("fsync segment", &path, e))?;
             }
         }
-        {
+        let commit_end = {
             let mut control = self.lock_control();
             let state = control.writers.entry(writer.to_owned()).or_default();
             state.checkpoint = checkpoint.to_owned();
@@ -462,16 +477,15 @@ impl Log {
                 .extend(ends.iter().map(|(tp, end)| (tp.clone(), *end)));
             let record = commit::encode(writer, state, now_ms());
             control.partition.append(std::slice::from_ref(&record))?;
-            if sync_now {
-                let (file, path) = control.partition.sync_handle();
-                file.sync_data()
-                    .map_err(|e| LogError::io("fsync control segment", &path, e))?;
-            }
             let end = control.partition.end_offset();
             control.partition.stable_offset = end;
             if self.control_needs_roll(&control) {
                 self.roll_control(&mut control)?;
             }
+            end
+        };
+        if sync_now {
+            self.sync_control_through(commit_end)?;
         }
         for ((topic, partition), end) in &ends {
             self.with_partition(topic, *partition, |guarded| {
@@ -503,6 +517,40 @@ impl Log {
 
     fn lock_pending(&self) -> MutexGuard<'_, BTreeMap<String, PartitionEnds>> {
         self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Group commit: makes the control partition durable through `end`. Concurrent committers
+    /// share fsyncs: one of them (the leader) syncs everything appended so far while the others
+    /// wait, and each returns as soon as a sync covered its commit record.
+    fn sync_control_through(&self, end: u64) -> Result<(), LogError> {
+        let mut state = self.control_sync.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if state.durable_end >= end {
+                return Ok(());
+            }
+            if state.leader {
+                state = self
+                    .control_synced
+                    .wait(state)
+                    .unwrap_or_else(|p| p.into_inner());
+                continue;
+            }
+            state.leader = true;
+            drop(state);
+            let (file, path, target) = {
+                let control = self.lock_control();
+                let (file, path) = control.partition.sync_handle();
+                (file, path, control.partition.end_offset())
+            };
+            let result = file.sync_data();
+            state = self.control_sync.lock().unwrap_or_else(|p| p.into_inner());
+            state.leader = false;
+            if result.is_ok() {
+                state.durable_end = state.durable_end.max(target);
+            }
+            self.control_synced.notify_all();
+            result.map_err(|e| LogError::io("fsync control segment", &path, e))?;
+        }
     }
 
     fn lock_control(&self) -> MutexGuard<'_, Control> {

@@ -473,3 +473,39 @@ fn retention_deletes_only_old_committed_segments_and_reads_before_them_say_so() 
         "all but the active segment expire"
     );
 }
+
+#[test]
+fn concurrent_writers_share_commits_and_each_keeps_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let log = std::sync::Arc::new(Log::open(dir.path(), LogOptions::default()).unwrap());
+        log.create_topic("t", 4).unwrap();
+        let threads: Vec<_> = (0..4u32)
+            .map(|p| {
+                let log = log.clone();
+                std::thread::spawn(move || {
+                    for i in 0..200 {
+                        let value = format!("{p}-{i}");
+                        log.append_txn(
+                            &format!("w{p}"),
+                            &[batch("t", p, &[&value])],
+                            &i.to_string(),
+                        )
+                        .unwrap();
+                        // Acknowledged means visible.
+                        assert_eq!(log.offsets("t", p).unwrap().stable, i + 1);
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().unwrap();
+        }
+    }
+    let log = Log::open(dir.path(), LogOptions::default()).unwrap();
+    for p in 0..4u32 {
+        assert_eq!(log.checkpoint(&format!("w{p}")).as_deref(), Some("199"));
+        let expected: Vec<String> = (0..200).map(|i| format!("{p}-{i}")).collect();
+        assert_eq!(values(&log, "t", p), expected);
+    }
+}
