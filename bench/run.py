@@ -178,15 +178,25 @@ def log_bench(*args):
 
 
 def case_log_append_fsync(size):
-    """4 producers, fsync=always, 1,000-record transactions, vs dd writing the same bytes with
-    conv=fdatasync. Ratio = dd's time / ours (> 1: the log is faster)."""
+    """4 producers, fsync=always, transactions of about 1 MiB (1,024 records of 1 KiB, 10,240 of
+    100 bytes: what one of sluice's source batches or a Kafka producer request carries), vs dd
+    writing the same bytes with conv=fdatasync. Ratio = dd's time / ours (> 1: the log is faster)."""
     records = (4_000 if TINY else 400_000) * (1024 // size if size < 1024 else 1)
-    with tempfile.TemporaryDirectory() as workdir:
-        ours = log_bench("append", f"{workdir}/log", "--producers", "4", "--records", str(records),
-                         "--size", str(size), "--batch", "1000", "--fsync", "always")
-        mb = max(1, ours["bytes"] // (1024 * 1024))
-        ref = run_timed(["dd", "if=/dev/zero", f"of={workdir}/dd.out", "bs=1M", f"count={mb}", "conv=fdatasync"])
-    return ours["seconds"], ref, f"records={ours['records']} record_bytes={size} records_per_s={ours['records_per_s']:.0f}"
+    mb = max(1, records * size // (1024 * 1024))
+
+    def dd():
+        with tempfile.TemporaryDirectory() as workdir:
+            return run_timed(["dd", "if=/dev/zero", f"of={workdir}/dd.out", "bs=1M", f"count={mb}", "conv=fdatasync"])
+
+    def ours():
+        with tempfile.TemporaryDirectory() as workdir:
+            return log_bench("append", f"{workdir}/log", "--producers", "4", "--records", str(records),
+                             "--size", str(size), "--batch", str(1024 * 1024 // size), "--fsync", "always")
+
+    # The disk's write-back makes single runs noisy: reference, ours, ours, reference; best of each.
+    ref_a, ours_a, ours_b, ref_b = dd(), ours(), ours(), dd()
+    best = min(ours_a, ours_b, key=lambda r: r["seconds"])
+    return best["seconds"], min(ref_a, ref_b), f"records={best['records']} record_bytes={size} records_per_s={best['records_per_s']:.0f}"
 
 
 def case_log_append_nofsync():
