@@ -48,6 +48,10 @@ pub struct LogSection {
     /// Segment size in bytes before a new segment starts. Default 128 MiB.
     #[serde(default = "default_segment_bytes")]
     pub segment_bytes: u64,
+    /// A segment also rolls after this many hours as the active one, so that time-based
+    /// retention can delete it; 0 rolls by size only. Default 24.
+    #[serde(default = "default_segment_hours")]
+    pub segment_hours: u64,
     /// Committed segments whose last write is older than this are deleted; 0 keeps everything.
     /// Default 168 (7 days). A sink that falls further behind skips what was deleted.
     #[serde(default = "default_retention_hours")]
@@ -65,6 +69,7 @@ impl Default for LogSection {
             fsync: default_fsync(),
             partitions: default_partitions(),
             segment_bytes: default_segment_bytes(),
+            segment_hours: default_segment_hours(),
             retention_hours: default_retention_hours(),
             retention_bytes: None,
         }
@@ -82,6 +87,9 @@ fn default_fsync() -> String {
 }
 fn default_partitions() -> u32 {
     1
+}
+fn default_segment_hours() -> u64 {
+    24
 }
 fn default_retention_hours() -> u64 {
     168
@@ -102,6 +110,8 @@ impl LogSection {
         Ok(LogOptions {
             fsync: parse_fsync(&self.fsync)?,
             segment_bytes: self.segment_bytes,
+            segment_max_age: (self.segment_hours > 0)
+                .then(|| Duration::from_secs(self.segment_hours * 3600)),
             retention: sluice_log::Retention {
                 max_age: (self.retention_hours > 0)
                     .then(|| Duration::from_secs(self.retention_hours * 3600)),

@@ -50,8 +50,19 @@ pub struct LogOptions {
     pub fsync: FsyncPolicy,
     /// A segment rolls when the next batch would take it past this size.
     pub segment_bytes: u64,
+    /// A segment also rolls once it has been the active one this long. Default none.
+    pub segment_max_age: Option<Duration>,
     /// Which old segments [`Log::enforce_retention`] deletes.
     pub retention: Retention,
+}
+
+impl LogOptions {
+    fn rolling(&self) -> partition::Rolling {
+        partition::Rolling {
+            bytes: self.segment_bytes,
+            max_age: self.segment_max_age,
+        }
+    }
 }
 
 impl Default for LogOptions {
@@ -59,6 +70,7 @@ impl Default for LogOptions {
         LogOptions {
             fsync: FsyncPolicy::Always,
             segment_bytes: 128 * 1024 * 1024,
+            segment_max_age: None,
             retention: Retention::default(),
         }
     }
@@ -245,7 +257,14 @@ impl Log {
 
     fn load(dir: PathBuf, options: LogOptions, lock: Option<File>) -> Result<Log, LogError> {
         let writable = lock.is_some();
-        let mut control_partition = Partition::open(dir.join("control"), u64::MAX, writable)?;
+        let mut control_partition = Partition::open(
+            dir.join("control"),
+            partition::Rolling {
+                bytes: u64::MAX,
+                max_age: None,
+            },
+            writable,
+        )?;
         control_partition.stable_offset = control_partition.end_offset();
         let mut writers = BTreeMap::new();
         let control_guard = Guarded::new(control_partition);
@@ -288,9 +307,9 @@ impl Log {
             for p in 0..meta.partitions {
                 let pdir = partition::partition_dir(&entry.path(), p);
                 let mut part = if pdir.is_dir() || !writable {
-                    Partition::open(pdir, options.segment_bytes, writable)?
+                    Partition::open(pdir, options.rolling(), writable)?
                 } else {
-                    Partition::create(pdir, options.segment_bytes)?
+                    Partition::create(pdir, options.rolling())?
                 };
                 let committed_end = committed.get(&(name.clone(), p)).copied().unwrap_or(0);
                 let found = part.end_offset();
@@ -357,7 +376,7 @@ impl Log {
         for p in 0..partitions {
             parts.push(Guarded::new(Partition::create(
                 partition::partition_dir(&topic_dir, p),
-                self.options.segment_bytes,
+                self.options.rolling(),
             )?));
         }
         let meta =

@@ -3,6 +3,10 @@
 //! The writer appends batches at the log end offset; readers see only offsets below the stable
 //! offset, which the log advances when a transaction's commit record is durable. Recovery cuts a
 //! partition back to the end its last commit recorded: anything past it was never acknowledged.
+//!
+//! A segment is fsynced before the partition rolls to a new one, so the start of the active
+//! segment is the recovery point: on open only the active segment is re-read with CRC checks,
+//! older ones are walked header by header (to rebuild their indexes).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -11,6 +15,15 @@ use std::sync::Arc;
 use crate::batch::{self, BatchHeader, Record, StoredRecord};
 use crate::segment::{self, ReadRequest, Scan, Segment, SegmentView};
 use crate::LogError;
+
+/// When a partition starts a new segment.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Rolling {
+    /// Before a batch would take the active segment past this size.
+    pub bytes: u64,
+    /// Before appending to an active segment opened this long ago.
+    pub max_age: Option<std::time::Duration>,
+}
 
 /// Records per batch are gathered up to about this many bytes.
 const TARGET_BATCH_BYTES: usize = 1024 * 1024;
@@ -33,12 +46,12 @@ pub(crate) struct Partition {
     segments: Vec<Segment>,
     /// Readers see offsets below this.
     pub stable_offset: u64,
-    segment_bytes: u64,
+    rolling: Rolling,
     encode_buf: Vec<u8>,
 }
 
 impl Partition {
-    pub fn create(dir: PathBuf, segment_bytes: u64) -> Result<Partition, LogError> {
+    pub fn create(dir: PathBuf, rolling: Rolling) -> Result<Partition, LogError> {
         fs::create_dir_all(&dir)
             .map_err(|e| LogError::io("create partition directory", &dir, e))?;
         let segment = Segment::create(&dir, 0)?;
@@ -47,14 +60,14 @@ impl Partition {
             dir,
             segments: vec![segment],
             stable_offset: 0,
-            segment_bytes,
+            rolling,
             encode_buf: Vec::new(),
         })
     }
 
     /// Opens a partition directory. `writable` opens for appending and repairs torn tails;
     /// otherwise nothing on disk changes.
-    pub fn open(dir: PathBuf, segment_bytes: u64, writable: bool) -> Result<Partition, LogError> {
+    pub fn open(dir: PathBuf, rolling: Rolling, writable: bool) -> Result<Partition, LogError> {
         let mut bases = Vec::new();
         let entries =
             fs::read_dir(&dir).map_err(|e| LogError::io("list partition directory", &dir, e))?;
@@ -76,7 +89,7 @@ impl Partition {
                     dir.display()
                 )));
             }
-            return Partition::create(dir, segment_bytes);
+            return Partition::create(dir, rolling);
         }
         let mut segments: Vec<Segment> = Vec::with_capacity(bases.len());
         let last = bases.len() - 1;
@@ -90,8 +103,7 @@ impl Partition {
                     if writable {
                         for later in &bases[i..] {
                             let path = dir.join(segment::file_name(*later));
-                            fs::remove_file(&path)
-                                .map_err(|e| LogError::io("remove segment", &path, e))?;
+                            segment::remove_files(&path)?;
                         }
                         crate::sync_dir(&dir)?;
                     }
@@ -109,11 +121,22 @@ impl Partition {
             }
             segments.push(segment);
         }
+        if writable {
+            // Index files are derived: check each against the log just scanned, and keep only
+            // the active segment's open for appends.
+            let count = segments.len();
+            for (i, segment) in segments.iter_mut().enumerate() {
+                segment.write_index_files()?;
+                if i + 1 < count {
+                    segment.seal();
+                }
+            }
+        }
         Ok(Partition {
             dir,
             segments,
             stable_offset: 0,
-            segment_bytes,
+            rolling,
             encode_buf: Vec::new(),
         })
     }
@@ -167,9 +190,13 @@ impl Partition {
                 });
             }
         };
-        let segment_bytes = self.segment_bytes;
+        let rolling = self.rolling;
         let active = self.active();
-        if active.size > 0 && active.size + buf.len() as u64 > segment_bytes {
+        let full = active.size + buf.len() as u64 > rolling.bytes;
+        let old = rolling
+            .max_age
+            .is_some_and(|age| active.opened.elapsed() >= age);
+        if active.size > 0 && (full || old) {
             // Roll: make the new segment durable in the directory before writing into it.
             self.roll()?;
         }
@@ -185,6 +212,7 @@ impl Partition {
             return Ok(());
         }
         self.active().sync()?;
+        self.active().seal();
         let segment = Segment::create(&self.dir, base)?;
         crate::sync_dir(&self.dir)?;
         self.segments.push(segment);
@@ -195,8 +223,7 @@ impl Partition {
     pub fn remove_older_segments(&mut self) -> Result<(), LogError> {
         let keep = self.segments.split_off(self.segments.len() - 1);
         for segment in std::mem::replace(&mut self.segments, keep) {
-            fs::remove_file(&segment.path)
-                .map_err(|e| LogError::io("remove segment", &segment.path, e))?;
+            segment::remove_files(&segment.path)?;
         }
         crate::sync_dir(&self.dir)
     }
@@ -223,8 +250,7 @@ impl Partition {
                 break;
             }
             let segment = self.segments.pop().expect("checked above");
-            fs::remove_file(&segment.path)
-                .map_err(|e| LogError::io("remove segment", &segment.path, e))?;
+            segment::remove_files(&segment.path)?;
         }
         crate::sync_dir(&self.dir)?;
         self.active().truncate_to(offset)
@@ -258,8 +284,7 @@ impl Partition {
                 break;
             }
             let segment = self.segments.remove(0);
-            fs::remove_file(&segment.path)
-                .map_err(|e| LogError::io("remove segment", &segment.path, e))?;
+            segment::remove_files(&segment.path)?;
             tracing::info!(segment = %segment.path.display(), expired, oversized, "retention: deleted segment");
             total -= segment.size;
             deleted += 1;
@@ -283,7 +308,7 @@ impl Partition {
     pub fn offset_for_time(&self, timestamp_ms: i64) -> Result<Option<u64>, LogError> {
         let mut header = [0u8; crate::batch::BATCH_HEADER_LEN];
         for segment in &self.segments {
-            let mut pos = 0;
+            let mut pos = segment.position_for_time(timestamp_ms);
             while pos < segment.size {
                 std::os::unix::fs::FileExt::read_exact_at(&*segment.file, &mut header, pos)
                     .map_err(|e| LogError::io("read segment", &segment.path, e))?;

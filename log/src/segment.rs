@@ -6,7 +6,12 @@
 //! - `size` is the end of the last batch known to be whole. Bytes past it (a torn write) are cut
 //!   off by recovery before anything is appended.
 //! - The sparse index maps a batch's base offset to its file position, one entry at least every
-//!   `INDEX_INTERVAL` bytes; it is derived data, rebuilt by scanning whenever a segment is opened.
+//!   `INDEX_INTERVAL` bytes; the time index maps the largest timestamp seen so far to the batch
+//!   where it was reached. Both are derived data: kept in memory, mirrored to
+//!   `{base_offset:020}.index` (8-byte entries: relative offset u32, position u32) and
+//!   `.timeindex` (12-byte entries: timestamp i64, relative offset u32) as Kafka lays them out,
+//!   and rebuilt from the log whenever a segment is opened, so a missing or damaged index file
+//!   never matters.
 //! - A batch is visible to readers only when the partition's stable offset passes it; the segment
 //!   itself knows nothing of visibility.
 
@@ -31,6 +36,17 @@ pub(crate) struct Segment {
     pub next_offset: u64,
     index: Vec<(u64, u64)>,
     last_indexed_pos: Option<u64>,
+    /// `(largest timestamp so far, base offset of the batch that reached it)`.
+    time_index: Vec<(i64, u64)>,
+    /// When this segment was created or opened, for rolling by age.
+    pub opened: std::time::Instant,
+    index_files: Option<IndexFiles>,
+}
+
+/// The on-disk mirrors of the indexes (writable segments only).
+struct IndexFiles {
+    index: File,
+    time_index: File,
 }
 
 /// How much to trust a segment being opened.
@@ -45,6 +61,28 @@ pub(crate) enum Scan {
 
 pub(crate) fn file_name(base_offset: u64) -> String {
     format!("{base_offset:020}.log")
+}
+
+/// The segment's files besides the log itself.
+pub(crate) fn index_paths(log_path: &Path) -> [PathBuf; 2] {
+    [
+        log_path.with_extension("index"),
+        log_path.with_extension("timeindex"),
+    ]
+}
+
+/// Removes a segment's log and index files.
+pub(crate) fn remove_files(log_path: &Path) -> Result<(), LogError> {
+    std::fs::remove_file(log_path).map_err(|e| LogError::io("remove segment", log_path, e))?;
+    for path in index_paths(log_path) {
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(LogError::io("remove index", &path, e))
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// Parses `{base_offset:020}.log`.
@@ -71,7 +109,7 @@ impl Segment {
             file.set_len(0)
                 .map_err(|e| LogError::io("truncate segment", &path, e))?;
         }
-        Ok(Segment {
+        let mut segment = Segment {
             base_offset,
             path,
             file: Arc::new(file),
@@ -79,7 +117,61 @@ impl Segment {
             next_offset: base_offset,
             index: Vec::new(),
             last_indexed_pos: None,
-        })
+            time_index: Vec::new(),
+            opened: std::time::Instant::now(),
+            index_files: None,
+        };
+        segment.write_index_files()?;
+        Ok(segment)
+    }
+
+    /// Brings both index files in line with the in-memory indexes (rewriting a file only when
+    /// it differs), and keeps them open for appends while `self` is the active segment.
+    pub fn write_index_files(&mut self) -> Result<(), LogError> {
+        let [index_path, time_path] = index_paths(&self.path);
+        let mut index_bytes = Vec::with_capacity(self.index.len() * 8);
+        for (offset, pos) in &self.index {
+            index_bytes.extend_from_slice(&self.relative(*offset).to_be_bytes());
+            index_bytes.extend_from_slice(&(*pos as u32).to_be_bytes());
+        }
+        let mut time_bytes = Vec::with_capacity(self.time_index.len() * 12);
+        for (timestamp, offset) in &self.time_index {
+            time_bytes.extend_from_slice(&timestamp.to_be_bytes());
+            time_bytes.extend_from_slice(&self.relative(*offset).to_be_bytes());
+        }
+        let sync = |path: &Path, bytes: &[u8]| -> Result<File, LogError> {
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(path)
+                .map_err(|e| LogError::io("open index", path, e))?;
+            let mut existing = Vec::new();
+            std::io::Read::read_to_end(&mut &file, &mut existing)
+                .map_err(|e| LogError::io("read index", path, e))?;
+            if existing != bytes {
+                file.set_len(0)
+                    .and_then(|()| file.write_all_at(bytes, 0))
+                    .map_err(|e| LogError::io("write index", path, e))?;
+            }
+            Ok(file)
+        };
+        let files = IndexFiles {
+            index: sync(&index_path, &index_bytes)?,
+            time_index: sync(&time_path, &time_bytes)?,
+        };
+        self.index_files = Some(files);
+        Ok(())
+    }
+
+    /// Closes the index files once the segment is no longer the active one.
+    pub fn seal(&mut self) {
+        self.index_files = None;
+    }
+
+    fn relative(&self, offset: u64) -> u32 {
+        u32::try_from(offset - self.base_offset).unwrap_or(u32::MAX)
     }
 
     /// Opens an existing segment, scanning it to find its end and build its index. With
@@ -107,6 +199,9 @@ impl Segment {
             next_offset: base_offset,
             index: Vec::new(),
             last_indexed_pos: None,
+            time_index: Vec::new(),
+            opened: std::time::Instant::now(),
+            index_files: None,
         };
         let mut header_buf = [0u8; BATCH_HEADER_LEN];
         let mut batch_buf = Vec::new();
@@ -168,16 +263,25 @@ impl Segment {
         Ok((segment, problem))
     }
 
-    fn note_appended(&mut self, header: &BatchHeader, pos: u64) {
-        if self
-            .last_indexed_pos
-            .is_none_or(|last| pos - last >= INDEX_INTERVAL)
-        {
-            self.index.push((header.base_offset, pos));
-            self.last_indexed_pos = Some(pos);
-        }
+    /// Updates size, next offset and indexes for a batch at `pos`; true when index entries
+    /// were added.
+    fn note_appended(&mut self, header: &BatchHeader, pos: u64) -> bool {
         self.size = pos + header.total_len as u64;
         self.next_offset = header.next_offset();
+        if self
+            .last_indexed_pos
+            .is_some_and(|last| pos - last < INDEX_INTERVAL)
+        {
+            return false;
+        }
+        self.index.push((header.base_offset, pos));
+        self.last_indexed_pos = Some(pos);
+        let largest = self.time_index.last().map_or(i64::MIN, |(ts, _)| *ts);
+        if header.max_timestamp_ms > largest {
+            self.time_index
+                .push((header.max_timestamp_ms, header.base_offset));
+        }
+        true
     }
 
     /// Writes one encoded batch at the end of the segment (not synced).
@@ -186,8 +290,51 @@ impl Segment {
         self.file
             .write_all_at(bytes, pos)
             .map_err(|e| LogError::io("append to segment", &self.path, e))?;
-        self.note_appended(header, pos);
+        let time_entries = self.time_index.len();
+        if self.note_appended(header, pos) {
+            self.mirror_last_entries(time_entries)?;
+        }
         Ok(())
+    }
+
+    /// Appends the newest index entry (and time entry, if one was added) to the index files.
+    fn mirror_last_entries(&mut self, time_entries_before: usize) -> Result<(), LogError> {
+        let Some(files) = &self.index_files else {
+            return Ok(());
+        };
+        let [index_path, time_path] = index_paths(&self.path);
+        let (offset, pos) = *self.index.last().expect("an entry was just added");
+        let mut entry = [0u8; 12];
+        entry[..4].copy_from_slice(&self.relative(offset).to_be_bytes());
+        entry[4..8].copy_from_slice(&(pos as u32).to_be_bytes());
+        let at = (self.index.len() as u64 - 1) * 8;
+        files
+            .index
+            .write_all_at(&entry[..8], at)
+            .map_err(|e| LogError::io("append to index", &index_path, e))?;
+        if self.time_index.len() > time_entries_before {
+            let (timestamp, offset) = *self.time_index.last().expect("a time entry was just added");
+            entry[..8].copy_from_slice(&timestamp.to_be_bytes());
+            entry[8..].copy_from_slice(&self.relative(offset).to_be_bytes());
+            let at = (self.time_index.len() as u64 - 1) * 12;
+            files
+                .time_index
+                .write_all_at(&entry, at)
+                .map_err(|e| LogError::io("append to time index", &time_path, e))?;
+        }
+        Ok(())
+    }
+
+    /// File position to start a walk for the first batch at or after `timestamp_ms`.
+    pub fn position_for_time(&self, timestamp_ms: i64) -> u64 {
+        // Entries before the first one reaching the timestamp hold only older batches.
+        match self
+            .time_index
+            .partition_point(|(ts, _)| *ts < timestamp_ms)
+        {
+            0 => 0,
+            i => self.position_before(self.time_index[i - 1].1),
+        }
     }
 
     /// The file position of the batch holding `offset`, or the nearest indexed batch before it.
@@ -238,6 +385,10 @@ impl Segment {
         self.next_offset = offset;
         self.index.retain(|(_, p)| *p < pos);
         self.last_indexed_pos = self.index.last().map(|(_, p)| *p);
+        self.time_index.retain(|(_, o)| *o < offset);
+        if self.index_files.is_some() {
+            self.write_index_files()?;
+        }
         Ok(())
     }
 

@@ -184,6 +184,13 @@ fn control_segment_rolls_and_keeps_every_writers_checkpoint() {
     }
     let segments = std::fs::read_dir(dir.path().join("control"))
         .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "log")
+        })
         .count();
     assert_eq!(segments, 1, "old control segments are deleted after a roll");
     let log = Log::open(dir.path(), LogOptions::default()).unwrap();
@@ -508,4 +515,89 @@ fn concurrent_writers_share_commits_and_each_keeps_its_own() {
         let expected: Vec<String> = (0..200).map(|i| format!("{p}-{i}")).collect();
         assert_eq!(values(&log, "t", p), expected);
     }
+}
+
+#[test]
+fn index_files_mirror_kafkas_layout_and_are_rebuilt_when_damaged() {
+    let dir = tempfile::tempdir().unwrap();
+    let pdir = dir.path().join("topics/t/0");
+    {
+        let log = Log::open(dir.path(), small_segments()).unwrap();
+        log.create_topic("t", 1).unwrap();
+        for i in 0..50 {
+            let record = Record {
+                timestamp_ms: 1_000 + i,
+                ..record(&format!("v{i}"))
+            };
+            log.append_txn(
+                "w",
+                &[PartitionBatch {
+                    topic: "t".into(),
+                    partition: 0,
+                    records: vec![record],
+                }],
+                "c",
+            )
+            .unwrap();
+        }
+    }
+    let mut names: Vec<String> = std::fs::read_dir(&pdir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert!(
+        names.contains(&"00000000000000000000.index".to_owned()),
+        "{names:?}"
+    );
+    assert!(
+        names.contains(&"00000000000000000000.timeindex".to_owned()),
+        "{names:?}"
+    );
+    let index = std::fs::read(pdir.join("00000000000000000000.index")).unwrap();
+    assert_eq!(index.len() % 8, 0);
+    assert_eq!(
+        &index[..8],
+        &[0, 0, 0, 0, 0, 0, 0, 0],
+        "first entry: relative offset 0 at position 0"
+    );
+    let time_index = std::fs::read(pdir.join("00000000000000000000.timeindex")).unwrap();
+    assert_eq!(time_index.len() % 12, 0);
+    assert_eq!(
+        i64::from_be_bytes(time_index[..8].try_into().unwrap()),
+        1_000
+    );
+    // Damage and delete index files: the log rebuilds them and reads as before.
+    std::fs::write(pdir.join("00000000000000000000.index"), b"garbage!").unwrap();
+    let second = names
+        .iter()
+        .find(|n| n.ends_with(".timeindex") && !n.starts_with("00000000000000000000"))
+        .unwrap();
+    std::fs::remove_file(pdir.join(second)).unwrap();
+    let log = Log::open(dir.path(), small_segments()).unwrap();
+    assert_eq!(
+        std::fs::read(pdir.join("00000000000000000000.index")).unwrap(),
+        index
+    );
+    assert!(pdir.join(second).exists());
+    assert_eq!(values(&log, "t", 0).len(), 50);
+    assert_eq!(log.offset_for_time("t", 0, 1_030).unwrap(), Some(30));
+}
+
+#[test]
+fn segments_roll_by_age_as_well_as_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = LogOptions {
+        segment_max_age: Some(std::time::Duration::from_millis(20)),
+        ..LogOptions::default()
+    };
+    let log = Log::open(dir.path(), options).unwrap();
+    log.create_topic("t", 1).unwrap();
+    log.append_txn("w", &[batch("t", 0, &["a"])], "1").unwrap();
+    log.append_txn("w", &[batch("t", 0, &["b"])], "2").unwrap();
+    assert_eq!(log.describe("t", 0).unwrap().segments, 1);
+    std::thread::sleep(std::time::Duration::from_millis(30));
+    log.append_txn("w", &[batch("t", 0, &["c"])], "3").unwrap();
+    assert_eq!(log.describe("t", 0).unwrap().segments, 2);
+    assert_eq!(values(&log, "t", 0), ["a", "b", "c"]);
 }
