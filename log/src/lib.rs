@@ -30,9 +30,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 pub use batch::{Header, Record, StoredRecord};
 pub use commit::WriterState;
 use partition::parking::Guarded;
-use partition::Partition;
+use partition::{Opening, Partition};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
+
+/// Written on clean close, removed on open: without it the active segments are CRC-checked.
+const CLEAN_SHUTDOWN_MARKER: &str = ".clean_shutdown";
 
 /// When appended data is fsynced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -257,13 +260,25 @@ impl Log {
 
     fn load(dir: PathBuf, options: LogOptions, lock: Option<File>) -> Result<Log, LogError> {
         let writable = lock.is_some();
+        let marker = dir.join(CLEAN_SHUTDOWN_MARKER);
+        let opening = match (writable, marker.exists()) {
+            (false, _) => Opening::ReadOnly,
+            (true, true) => Opening::AfterCleanStop,
+            (true, false) => Opening::AfterCrash,
+        };
+        if writable && opening == Opening::AfterCleanStop {
+            // From here until the next clean close, a stop is not clean.
+            fs::remove_file(&marker)
+                .map_err(|e| LogError::io("remove clean-shutdown marker", &marker, e))?;
+            sync_dir(&dir)?;
+        }
         let mut control_partition = Partition::open(
             dir.join("control"),
             partition::Rolling {
                 bytes: u64::MAX,
                 max_age: None,
             },
-            writable,
+            opening,
         )?;
         control_partition.stable_offset = control_partition.end_offset();
         let mut writers = BTreeMap::new();
@@ -307,7 +322,7 @@ impl Log {
             for p in 0..meta.partitions {
                 let pdir = partition::partition_dir(&entry.path(), p);
                 let mut part = if pdir.is_dir() || !writable {
-                    Partition::open(pdir, options.rolling(), writable)?
+                    Partition::open(pdir, options.rolling(), opening)?
                 } else {
                     Partition::create(pdir, options.rolling())?
                 };
@@ -750,6 +765,26 @@ impl Log {
         let (file, path) = self.lock_control().partition.sync_handle();
         file.sync_data()
             .map_err(|e| LogError::io("fsync control segment", &path, e))
+    }
+}
+
+impl Drop for Log {
+    /// A clean close: everything synced, then the marker that lets the next open skip CRC
+    /// checks of the active segments. Any failure leaves the marker out (a crash recovery next).
+    fn drop(&mut self) {
+        if !self.writable {
+            return;
+        }
+        let marker = self.dir.join(CLEAN_SHUTDOWN_MARKER);
+        let result = self.flush().and_then(|()| {
+            File::create(&marker)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| LogError::io("write clean-shutdown marker", &marker, e))?;
+            sync_dir(&self.dir)
+        });
+        if let Err(err) = result {
+            tracing::warn!(error = %err, "log not closed cleanly; the next open will check it");
+        }
     }
 }
 

@@ -16,6 +16,17 @@ use crate::batch::{self, BatchHeader, Record, StoredRecord};
 use crate::segment::{self, ReadRequest, Scan, Segment, SegmentView};
 use crate::LogError;
 
+/// How a partition is being opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Opening {
+    /// By a reader while another process may write: nothing on disk changes.
+    ReadOnly,
+    /// For writing, after the last writer stopped cleanly.
+    AfterCleanStop,
+    /// For writing, after a crash or kill: the active segment is checked batch by batch.
+    AfterCrash,
+}
+
 /// When a partition starts a new segment.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Rolling {
@@ -67,7 +78,8 @@ impl Partition {
 
     /// Opens a partition directory. `writable` opens for appending and repairs torn tails;
     /// otherwise nothing on disk changes.
-    pub fn open(dir: PathBuf, rolling: Rolling, writable: bool) -> Result<Partition, LogError> {
+    pub fn open(dir: PathBuf, rolling: Rolling, opening: Opening) -> Result<Partition, LogError> {
+        let writable = opening != Opening::ReadOnly;
         let mut bases = Vec::new();
         let entries =
             fs::read_dir(&dir).map_err(|e| LogError::io("list partition directory", &dir, e))?;
@@ -110,10 +122,11 @@ impl Partition {
                     break;
                 }
             }
-            let scan = if i == last {
-                Scan::Repair
-            } else {
-                Scan::Headers
+            // After a clean stop even the active segment is whole: its headers suffice.
+            let scan = match (i == last, opening) {
+                (false, _) => Scan::Headers,
+                (true, Opening::AfterCleanStop) => Scan::HeadersThenCut,
+                (true, _) => Scan::Repair,
             };
             let (segment, problem) = Segment::open(&path, base, scan, writable)?;
             if let Some(problem) = problem {

@@ -52,10 +52,12 @@ struct IndexFiles {
 /// How much to trust a segment being opened.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Scan {
-    /// Check the CRC of every batch and cut the file at the first bad one.
+    /// The active segment after a crash: check the CRC of every batch, cut the file at the first
+    /// bad one.
     Repair,
-    /// Walk batch headers only (a segment older than the recovery point); stop at the first bad
-    /// header without changing the file.
+    /// The active segment after a clean stop: walk headers, cut anything unparsable after them.
+    HeadersThenCut,
+    /// A segment older than the recovery point: walk headers only, change nothing.
     Headers,
 }
 
@@ -253,7 +255,7 @@ impl Segment {
             }
             segment.note_appended(&header, pos);
         }
-        if problem.is_some() && scan == Scan::Repair && writable {
+        if problem.is_some() && scan != Scan::Headers && writable {
             segment
                 .file
                 .set_len(segment.size)

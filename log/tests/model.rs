@@ -130,8 +130,9 @@ fn run(seed: u64) {
                 model.pending.clear();
             }
             75..=79 => {
-                // A crash leaving garbage after the last segment's data.
+                // A crash leaving garbage after the last segment's data (and no clean marker).
                 drop(log);
+                let _ = std::fs::remove_file(dir.path().join(".clean_shutdown"));
                 let topic = TOPICS[rng.below(2) as usize];
                 let pdir = dir
                     .path()

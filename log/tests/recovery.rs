@@ -271,6 +271,8 @@ fn log_with_unfinished_third_txn(dir: &std::path::Path) -> (std::path::PathBuf, 
         .unwrap();
     let end = std::fs::metadata(&segment).unwrap().len();
     drop(log);
+    // It was a crash, not a clean close: no marker.
+    std::fs::remove_file(dir.join(".clean_shutdown")).unwrap();
     (segment, start, end)
 }
 
@@ -600,4 +602,52 @@ fn segments_roll_by_age_as_well_as_size() {
     log.append_txn("w", &[batch("t", 0, &["c"])], "3").unwrap();
     assert_eq!(log.describe("t", 0).unwrap().segments, 2);
     assert_eq!(values(&log, "t", 0), ["a", "b", "c"]);
+}
+
+#[test]
+fn a_clean_close_leaves_a_marker_that_the_next_open_consumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join(".clean_shutdown");
+    {
+        let log = Log::open(dir.path(), LogOptions::default()).unwrap();
+        log.create_topic("t", 1).unwrap();
+        log.append_txn("w", &[batch("t", 0, &["a"])], "1").unwrap();
+    }
+    assert!(marker.exists(), "clean close");
+    let log = Log::open(dir.path(), LogOptions::default()).unwrap();
+    assert!(!marker.exists(), "an open log is not cleanly closed");
+    assert_eq!(values(&log, "t", 0), ["a"]);
+    log.append_txn("w", &[batch("t", 0, &["b"])], "2").unwrap();
+    // A crash: no drop, no marker; the garbage tail is found by the CRC scan.
+    std::mem::forget(log);
+    let segment = dir.path().join("topics/t/0/00000000000000000000.log");
+    let mut file = OpenOptions::new().append(true).open(&segment).unwrap();
+    file.write_all(&[7u8; 100]).unwrap();
+    drop(file);
+    // The lock of the forgotten log is still held by this process: release it by reopening
+    // from a fresh file handle is not possible, so copy the directory instead.
+    let copy = tempfile::tempdir().unwrap();
+    for entry in walk(dir.path()) {
+        let target = copy.path().join(entry.strip_prefix(dir.path()).unwrap());
+        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+        if entry.file_name().unwrap() != ".lock" {
+            std::fs::copy(&entry, &target).unwrap();
+        }
+    }
+    assert!(!copy.path().join(".clean_shutdown").exists());
+    let log = Log::open(copy.path(), LogOptions::default()).unwrap();
+    assert_eq!(values(&log, "t", 0), ["a", "b"]);
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
 }
