@@ -183,16 +183,22 @@ impl<L: EventLog> Puller<'_, L> {
             }
             ever_started = true;
             loop {
-                if self.progress_rx.has_changed().unwrap_or(false) {
-                    let durable = self.progress_rx.borrow_and_update().durable.clone();
-                    if let Some(checkpoint) = durable {
-                        source.commit(&checkpoint).await.map_err(source_error)?;
-                    }
-                }
-                let next = tokio::select! {
-                    biased;
-                    _ = self.halt.cancelled() => return Ok(()),
-                    next = source.next_batch() => next,
+                let durable = match self.progress_rx.has_changed() {
+                    Ok(true) => self.progress_rx.borrow_and_update().durable.clone(),
+                    _ => None,
+                };
+                let committed = match durable {
+                    Some(checkpoint) => source.commit(&checkpoint).await,
+                    None => Ok(()),
+                };
+                // A lost connection while acknowledging is handled like one while reading.
+                let next = match committed {
+                    Ok(()) => tokio::select! {
+                        biased;
+                        _ = self.halt.cancelled() => return Ok(()),
+                        next = source.next_batch() => next,
+                    },
+                    Err(err) => Err(err),
                 };
                 let err = match next {
                     Ok(Some(batch)) => {
