@@ -649,3 +649,56 @@ async fn metrics_and_health_are_served_while_running() {
     let (status, _) = http_get(port, "/nope");
     assert!(status.contains("404"), "{status}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_replication_connection_reconnects_without_loss_or_duplicates() {
+    let db = TestDb::create();
+    db.exec("CREATE TABLE d (id int PRIMARY KEY)");
+    let mut sluice = Sluice::new(&source_config(&db, "max_batch_events = 200"));
+    sluice.start();
+    db.wait_for_streaming().await;
+    let writer_db = db.url();
+    let writer = tokio::spawn(async move {
+        let (client, connection) = tokio_postgres::connect(&writer_db, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        for id in 1..=3000 {
+            client
+                .execute("INSERT INTO d VALUES ($1)", &[&id])
+                .await
+                .unwrap();
+        }
+    });
+    // Cut the walsender twice while the writer commits; sluice must reconnect on its own.
+    for _ in 0..2 {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        db.exec(&format!(
+            "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = '{}' AND active_pid IS NOT NULL",
+            db.name
+        ));
+    }
+    writer.await.unwrap();
+    wait_for(Duration::from_secs(60), "all 3000 rows in the log", || {
+        events(&sluice.records("src.public.d")).len() >= 3000
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let ids: Vec<i64> = events(&sluice.records("src.public.d"))
+        .iter()
+        .map(|e| e["after"]["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        (1..=3000).collect::<Vec<_>>(),
+        "each row once, in commit order"
+    );
+    assert!(sluice.is_running(), "a dropped connection is not fatal");
+    assert!(
+        sluice
+            .stderr()
+            .contains("reconnecting from the last durable position"),
+        "{}",
+        sluice.stderr()
+    );
+}
