@@ -16,6 +16,7 @@
 
 mod batch;
 mod commit;
+pub mod failpoint;
 mod groups;
 mod partition;
 mod segment;
@@ -129,6 +130,8 @@ pub enum LogError {
     },
     #[error("the log was opened read-only")]
     ReadOnly,
+    #[error("an earlier write to the log failed; restart sluice so that the log recovers to what was committed")]
+    Failed,
     #[error("a record is larger than the log's largest batch ({max} bytes)")]
     RecordTooLarge { max: usize },
 }
@@ -201,6 +204,8 @@ pub struct Log {
     commits: watch::Sender<u64>,
     /// Per writer, partitions with uncommitted appends and where those end.
     pending: Mutex<BTreeMap<String, PartitionEnds>>,
+    /// Set when a write failed midway: no more writes (see `fail`).
+    failed: std::sync::atomic::AtomicBool,
     /// Group commit of the control partition (see `sync_control_through`).
     control_sync: Mutex<ControlSync>,
     control_synced: Condvar,
@@ -361,6 +366,7 @@ impl Log {
             last_sync: Mutex::new(Instant::now()),
             commits,
             pending: Mutex::new(BTreeMap::new()),
+            failed: std::sync::atomic::AtomicBool::new(false),
             control_sync: Mutex::new(ControlSync {
                 durable_end: control_end,
                 leader: false,
@@ -474,6 +480,7 @@ impl Log {
         if !self.writable {
             return Err(LogError::ReadOnly);
         }
+        self.check_not_failed()?;
         let mut ends = Vec::with_capacity(batches.len());
         for batch in batches.iter().filter(|b| !b.records.is_empty()) {
             let end = self.with_partition(&batch.topic, batch.partition, |guarded| {
@@ -498,10 +505,13 @@ impl Log {
             for (topic, partition) in ends.keys() {
                 let (file, path) =
                     self.with_partition(topic, *partition, |guarded| guarded.lock().sync_handle())?;
-                file.sync_data()
-                    .map_err(|e| LogError::io("fsync segment", &path, e))?;
+                failpoint::hit("fsync-segment")
+                    .and_then(|()| file.sync_data())
+                    .map_err(|e| self.fail(LogError::io("fsync segment", &path, e)))?;
             }
         }
+        failpoint::hit("before-commit-record")
+            .map_err(|e| self.fail(LogError::io("append commit record", &self.dir, e)))?;
         let commit_end = {
             let mut control = self.lock_control();
             let state = control.writers.entry(writer.to_owned()).or_default();
@@ -533,6 +543,7 @@ impl Log {
     /// Discards what `writer` appended with `append_uncommitted` since its last commit (a source
     /// restarting in the middle of a large transaction sends it again from its start).
     pub fn rollback(&self, writer: &str) -> Result<(), LogError> {
+        self.check_not_failed()?;
         let Some(pending) = self.lock_pending().remove(writer) else {
             return Ok(());
         };
@@ -576,15 +587,31 @@ impl Log {
                 let (file, path) = control.partition.sync_handle();
                 (file, path, control.partition.end_offset())
             };
-            let result = file.sync_data();
+            let result = failpoint::hit("fsync-control").and_then(|()| file.sync_data());
             state = self.control_sync.lock().unwrap_or_else(|p| p.into_inner());
             state.leader = false;
             if result.is_ok() {
                 state.durable_end = state.durable_end.max(target);
             }
             self.control_synced.notify_all();
-            result.map_err(|e| LogError::io("fsync control segment", &path, e))?;
+            result.map_err(|e| self.fail(LogError::io("fsync control segment", &path, e)))?;
         }
+    }
+
+    /// Records that a write or fsync failed midway through an append. After that the state of
+    /// the files is unknown (a failed fsync may have dropped dirty pages), so the log takes no
+    /// more writes: reopening it recovers exactly what was committed.
+    fn fail(&self, error: LogError) -> LogError {
+        self.failed.store(true, std::sync::atomic::Ordering::SeqCst);
+        tracing::error!(error = %error, "log write failed; refusing further writes until reopened");
+        error
+    }
+
+    fn check_not_failed(&self) -> Result<(), LogError> {
+        if self.failed.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(LogError::Failed);
+        }
+        Ok(())
     }
 
     fn lock_control(&self) -> MutexGuard<'_, Control> {
