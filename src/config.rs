@@ -56,6 +56,9 @@ pub struct LogSection {
     /// Default 168 (7 days). A sink that falls further behind skips what was deleted.
     #[serde(default = "default_retention_hours")]
     pub retention_hours: u64,
+    /// Tombstones in compacted topics are kept this long, so readers see deletes. Default 24.
+    #[serde(default = "default_tombstone_retention_hours")]
+    pub tombstone_retention_hours: u64,
     /// Oldest committed segments are deleted while a partition holds more than this. Default none.
     #[serde(default)]
     pub retention_bytes: Option<u64>,
@@ -71,6 +74,7 @@ impl Default for LogSection {
             segment_bytes: default_segment_bytes(),
             segment_hours: default_segment_hours(),
             retention_hours: default_retention_hours(),
+            tombstone_retention_hours: default_tombstone_retention_hours(),
             retention_bytes: None,
         }
     }
@@ -89,6 +93,9 @@ fn default_partitions() -> u32 {
     1
 }
 fn default_segment_hours() -> u64 {
+    24
+}
+fn default_tombstone_retention_hours() -> u64 {
     24
 }
 fn default_retention_hours() -> u64 {

@@ -18,8 +18,8 @@ use crate::Failure;
 
 /// How long shutdown may take before what is left is abandoned.
 const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(30);
-/// How often old segments are checked against the retention limits.
-const RETENTION_CHECK: Duration = Duration::from_secs(60);
+/// How often retention and compaction run.
+const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(60);
 
 pub fn run(config: FileConfig, stop_at: Option<Position>) -> Result<(), Failure> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -51,10 +51,11 @@ async fn run_async(config: FileConfig, stop_at: Option<Position>) -> Result<(), 
     let log = Arc::new(log);
     let backend = EmbeddedLog::new(log.clone(), config.log.partitions);
     let tasks = Tasks::new();
+    let tombstone_retention = Duration::from_secs(config.log.tombstone_retention_hours * 3600);
     tasks.spawn(
-        "retention",
-        tracing::info_span!("retention"),
-        enforce_retention(log, tasks.cancel_token()),
+        "log maintenance",
+        tracing::info_span!("log_maintenance"),
+        maintain(log, tombstone_retention, tasks.cancel_token()),
     );
     if let Some((listener, metrics)) = api {
         tasks.spawn(
@@ -144,22 +145,33 @@ async fn run_async(config: FileConfig, stop_at: Option<Position>) -> Result<(), 
     Ok(())
 }
 
-/// Deletes segments past the retention limits, once a minute.
-async fn enforce_retention(
+/// Once a minute: deletes segments past the retention limits and compacts compacted topics.
+async fn maintain(
     log: Arc<Log>,
+    tombstone_retention: Duration,
     cancel: tokio_util::sync::CancellationToken,
 ) -> Result<(), sluice_log::LogError> {
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return Ok(()),
-            _ = tokio::time::sleep(RETENTION_CHECK) => {}
+            _ = tokio::time::sleep(MAINTENANCE_INTERVAL) => {}
         }
         let log = log.clone();
-        let deleted = tokio::task::spawn_blocking(move || log.enforce_retention())
+        let work = move || -> Result<_, sluice_log::LogError> {
+            Ok((log.enforce_retention()?, log.compact(tombstone_retention)?))
+        };
+        let (deleted, compacted) = tokio::task::spawn_blocking(work)
             .await
-            .unwrap_or(Ok(0))?;
+            .unwrap_or(Ok((0, Default::default())))?;
         if deleted > 0 {
             tracing::info!(segments = deleted, "retention deleted old segments");
+        }
+        if compacted.records_removed > 0 {
+            tracing::info!(
+                records = compacted.records_removed,
+                segments = compacted.segments_rewritten,
+                "compaction removed superseded records"
+            );
         }
     }
 }

@@ -96,7 +96,9 @@ impl BatchHeader {
             .map_err(|_| LogError::corrupt("batch last offset delta is negative"))?;
         let record_count = u32::try_from(record_count)
             .ok()
-            .filter(|count| *count == last_offset_delta + 1)
+            // Compacted batches keep their offsets and so can have gaps: fewer records than the
+            // offset range, never more.
+            .filter(|count| (1..=last_offset_delta + 1).contains(count))
             .ok_or_else(|| LogError::corrupt("batch record count does not match its offsets"))?;
         Ok(BatchHeader {
             base_offset,
@@ -110,11 +112,25 @@ impl BatchHeader {
 
 /// Appends one encoded batch holding `records` at `base_offset` to `out`.
 pub fn encode(base_offset: u64, records: &[Record], out: &mut Vec<u8>) {
+    encode_with_deltas(base_offset, records, None, out);
+}
+
+/// Like [`encode`], with each record's offset given as a delta from `base_offset` (increasing;
+/// gaps allowed), as compaction writes them.
+pub fn encode_with_deltas(
+    base_offset: u64,
+    records: &[Record],
+    offset_deltas: Option<&[u32]>,
+    out: &mut Vec<u8>,
+) {
     assert!(!records.is_empty(), "a batch holds at least one record");
+    let delta_of = |i: usize| offset_deltas.map_or(i as i64, |d| i64::from(d[i]));
     let start = out.len();
     let base_timestamp = records.iter().map(|r| r.timestamp_ms).min().unwrap_or(0);
     let max_timestamp = records.iter().map(|r| r.timestamp_ms).max().unwrap_or(0);
-    let last_offset_delta = i32::try_from(records.len() - 1).expect("batch record count fits i32");
+    let last_offset_delta =
+        i32::try_from(delta_of(records.len() - 1)).expect("batch offsets fit i32");
+    let record_count = i32::try_from(records.len()).expect("batch record count fits i32");
     out.extend_from_slice(&(base_offset as i64).to_be_bytes());
     out.extend_from_slice(&0i32.to_be_bytes()); // batchLength, patched below
     out.extend_from_slice(&0i32.to_be_bytes()); // partitionLeaderEpoch
@@ -127,18 +143,16 @@ pub fn encode(base_offset: u64, records: &[Record], out: &mut Vec<u8>) {
     out.extend_from_slice(&(-1i64).to_be_bytes()); // producerId
     out.extend_from_slice(&(-1i16).to_be_bytes()); // producerEpoch
     out.extend_from_slice(&(-1i32).to_be_bytes()); // baseSequence
-    out.extend_from_slice(&(last_offset_delta + 1).to_be_bytes());
+    out.extend_from_slice(&record_count.to_be_bytes());
     out.reserve(records.iter().map(|r| record_len(r, 0, 0) + 10).sum());
-    for (delta, record) in records.iter().enumerate() {
+    for (i, record) in records.iter().enumerate() {
         // The length prefix comes first, so it is computed rather than measured after writing.
         let timestamp_delta = record.timestamp_ms - base_timestamp;
-        put_varlong(
-            out,
-            record_len(record, timestamp_delta, delta as i64) as i64,
-        );
+        let delta = delta_of(i);
+        put_varlong(out, record_len(record, timestamp_delta, delta) as i64);
         out.push(0); // record attributes
         put_varlong(out, timestamp_delta);
-        put_varlong(out, delta as i64);
+        put_varlong(out, delta);
         put_bytes(out, record.key.as_deref());
         put_bytes(out, record.value.as_deref());
         put_varlong(out, record.headers.len() as i64);

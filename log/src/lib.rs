@@ -16,6 +16,7 @@
 
 mod batch;
 mod commit;
+mod compaction;
 pub mod failpoint;
 mod groups;
 mod partition;
@@ -30,6 +31,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub use batch::{Header, Record, StoredRecord};
 pub use commit::WriterState;
+pub use compaction::CompactionStats;
 use partition::parking::Guarded;
 use partition::{Opening, Partition};
 use serde::{Deserialize, Serialize};
@@ -61,10 +63,11 @@ pub struct LogOptions {
 }
 
 impl LogOptions {
-    fn rolling(&self) -> partition::Rolling {
-        partition::Rolling {
+    fn settings(&self, compacted: bool) -> partition::Settings {
+        partition::Settings {
             bytes: self.segment_bytes,
             max_age: self.segment_max_age,
+            compacted,
         }
     }
 }
@@ -182,6 +185,7 @@ pub struct PartitionOffsets {
 
 struct Topic {
     partitions: Vec<Guarded>,
+    compact: bool,
 }
 
 struct Control {
@@ -220,6 +224,9 @@ struct ControlSync {
 #[derive(Serialize, Deserialize)]
 struct TopicMeta {
     partitions: u32,
+    /// Key-compacted (latest value per key) rather than deleted by retention.
+    #[serde(default)]
+    compact: bool,
 }
 
 impl Log {
@@ -279,9 +286,10 @@ impl Log {
         }
         let mut control_partition = Partition::open(
             dir.join("control"),
-            partition::Rolling {
+            partition::Settings {
                 bytes: u64::MAX,
                 max_age: None,
+                compacted: false,
             },
             opening,
         )?;
@@ -327,9 +335,9 @@ impl Log {
             for p in 0..meta.partitions {
                 let pdir = partition::partition_dir(&entry.path(), p);
                 let mut part = if pdir.is_dir() || !writable {
-                    Partition::open(pdir, options.rolling(), opening)?
+                    Partition::open(pdir, options.settings(meta.compact), opening)?
                 } else {
-                    Partition::create(pdir, options.rolling())?
+                    Partition::create(pdir, options.settings(meta.compact))?
                 };
                 let committed_end = committed.get(&(name.clone(), p)).copied().unwrap_or(0);
                 let found = part.end_offset();
@@ -349,7 +357,13 @@ impl Log {
                 part.stable_offset = committed_end;
                 partitions.push(Guarded::new(part));
             }
-            topics.insert(name, Arc::new(Topic { partitions }));
+            topics.insert(
+                name,
+                Arc::new(Topic {
+                    partitions,
+                    compact: meta.compact,
+                }),
+            );
         }
 
         let (commits, _) = watch::channel(0);
@@ -378,6 +392,20 @@ impl Log {
     /// Creates a topic if it does not exist; returns its partition count (an existing topic
     /// keeps the count it has).
     pub fn create_topic(&self, name: &str, partitions: u32) -> Result<u32, LogError> {
+        self.create_topic_with(name, partitions, false)
+    }
+
+    /// Creates a key-compacted topic (see [`Log::compact`]) if it does not exist.
+    pub fn create_compacted_topic(&self, name: &str, partitions: u32) -> Result<u32, LogError> {
+        self.create_topic_with(name, partitions, true)
+    }
+
+    fn create_topic_with(
+        &self,
+        name: &str,
+        partitions: u32,
+        compact: bool,
+    ) -> Result<u32, LogError> {
         if !self.writable {
             return Err(LogError::ReadOnly);
         }
@@ -397,14 +425,23 @@ impl Log {
         for p in 0..partitions {
             parts.push(Guarded::new(Partition::create(
                 partition::partition_dir(&topic_dir, p),
-                self.options.rolling(),
+                self.options.settings(compact),
             )?));
         }
-        let meta =
-            serde_json::to_vec(&TopicMeta { partitions }).expect("topic metadata serializes");
+        let meta = serde_json::to_vec(&TopicMeta {
+            partitions,
+            compact,
+        })
+        .expect("topic metadata serializes");
         write_atomically(&topic_dir.join("topic.json"), &meta)?;
         sync_dir(&self.dir.join("topics"))?;
-        topics.insert(name.to_owned(), Arc::new(Topic { partitions: parts }));
+        topics.insert(
+            name.to_owned(),
+            Arc::new(Topic {
+                partitions: parts,
+                compact,
+            }),
+        );
         Ok(partitions)
     }
 
@@ -716,6 +753,33 @@ impl Log {
             }
         }
         Ok(deleted)
+    }
+
+    /// Compacts every compacted topic: closed segments keep only the latest record per key, and
+    /// tombstones older than `tombstone_retention`. Runs beside appends and reads.
+    pub fn compact(&self, tombstone_retention: Duration) -> Result<CompactionStats, LogError> {
+        if !self.writable {
+            return Ok(CompactionStats::default());
+        }
+        self.check_not_failed()?;
+        let topics: Vec<Arc<Topic>> = self
+            .topics
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .filter(|t| t.compact)
+            .cloned()
+            .collect();
+        let now = SystemTime::now();
+        let mut total = CompactionStats::default();
+        for topic in topics {
+            for guarded in &topic.partitions {
+                let stats = compaction::compact_partition(guarded, tombstone_retention, now)?;
+                total.segments_rewritten += stats.segments_rewritten;
+                total.records_removed += stats.records_removed;
+            }
+        }
+        Ok(total)
     }
 
     /// The first committed offset at or after `timestamp_ms`, or `None` when every record is older.

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::batch::{self, BatchHeader, Record, StoredRecord};
+use crate::compaction::ClosedSegment;
 use crate::segment::{self, ReadRequest, Scan, Segment, SegmentView};
 use crate::LogError;
 
@@ -27,13 +28,15 @@ pub(crate) enum Opening {
     AfterCrash,
 }
 
-/// When a partition starts a new segment.
+/// How a partition's segments are kept.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Rolling {
-    /// Before a batch would take the active segment past this size.
+pub(crate) struct Settings {
+    /// Roll before a batch would take the active segment past this size.
     pub bytes: u64,
-    /// Before appending to an active segment opened this long ago.
+    /// Roll before appending to an active segment opened this long ago.
     pub max_age: Option<std::time::Duration>,
+    /// Key-compacted: offsets may have gaps where compaction removed records.
+    pub compacted: bool,
 }
 
 /// Records per batch are gathered up to about this many bytes.
@@ -57,12 +60,12 @@ pub(crate) struct Partition {
     segments: Vec<Segment>,
     /// Readers see offsets below this.
     pub stable_offset: u64,
-    rolling: Rolling,
+    settings: Settings,
     encode_buf: Vec<u8>,
 }
 
 impl Partition {
-    pub fn create(dir: PathBuf, rolling: Rolling) -> Result<Partition, LogError> {
+    pub fn create(dir: PathBuf, settings: Settings) -> Result<Partition, LogError> {
         fs::create_dir_all(&dir)
             .map_err(|e| LogError::io("create partition directory", &dir, e))?;
         let segment = Segment::create(&dir, 0)?;
@@ -71,20 +74,32 @@ impl Partition {
             dir,
             segments: vec![segment],
             stable_offset: 0,
-            rolling,
+            settings,
             encode_buf: Vec::new(),
         })
     }
 
     /// Opens a partition directory. `writable` opens for appending and repairs torn tails;
     /// otherwise nothing on disk changes.
-    pub fn open(dir: PathBuf, rolling: Rolling, opening: Opening) -> Result<Partition, LogError> {
+    pub fn open(dir: PathBuf, settings: Settings, opening: Opening) -> Result<Partition, LogError> {
         let writable = opening != Opening::ReadOnly;
         let mut bases = Vec::new();
         let entries =
             fs::read_dir(&dir).map_err(|e| LogError::io("list partition directory", &dir, e))?;
         for entry in entries {
             let entry = entry.map_err(|e| LogError::io("list partition directory", &dir, e))?;
+            if writable
+                && entry
+                    .file_name()
+                    .to_str()
+                    .is_some_and(|name| name.ends_with(".cleaned"))
+            {
+                // A compaction interrupted before its swap: the original segment is intact.
+                fs::remove_file(entry.path()).map_err(|e| {
+                    LogError::io("remove leftover compaction file", &entry.path(), e)
+                })?;
+                continue;
+            }
             if let Some(base) = entry
                 .file_name()
                 .to_str()
@@ -101,14 +116,16 @@ impl Partition {
                     dir.display()
                 )));
             }
-            return Partition::create(dir, rolling);
+            return Partition::create(dir, settings);
         }
         let mut segments: Vec<Segment> = Vec::with_capacity(bases.len());
         let last = bases.len() - 1;
         for (i, base) in bases.iter().copied().enumerate() {
             let path = dir.join(segment::file_name(base));
             if let Some(previous) = segments.last() {
-                if previous.next_offset != base {
+                if base < previous.next_offset
+                    || (base > previous.next_offset && !settings.compacted)
+                {
                     // A gap or overlap after a damaged segment: later segments cannot be trusted.
                     tracing::warn!(partition = %dir.display(), segment = base, expected = previous.next_offset,
                         "segment does not continue its predecessor; dropping it and later segments");
@@ -128,7 +145,8 @@ impl Partition {
                 (true, Opening::AfterCleanStop) => Scan::HeadersThenCut,
                 (true, _) => Scan::Repair,
             };
-            let (segment, problem) = Segment::open(&path, base, scan, writable)?;
+            let (segment, problem) =
+                Segment::open(&path, base, scan, writable, settings.compacted)?;
             if let Some(problem) = problem {
                 tracing::warn!(segment = %path.display(), problem = %problem, "recovered segment: cut torn tail");
             }
@@ -149,7 +167,7 @@ impl Partition {
             dir,
             segments,
             stable_offset: 0,
-            rolling,
+            settings,
             encode_buf: Vec::new(),
         })
     }
@@ -203,10 +221,10 @@ impl Partition {
                 });
             }
         };
-        let rolling = self.rolling;
+        let settings = self.settings;
         let active = self.active();
-        let full = active.size + buf.len() as u64 > rolling.bytes;
-        let old = rolling
+        let full = active.size + buf.len() as u64 > settings.bytes;
+        let old = settings
             .max_age
             .is_some_and(|age| active.opened.elapsed() >= age);
         if active.size > 0 && (full || old) {
@@ -308,6 +326,84 @@ impl Partition {
         Ok(deleted)
     }
 
+    /// For compaction: the closed segments (all but the active one, wholly committed), a view of
+    /// every segment, and the stable offset.
+    #[allow(clippy::type_complexity)]
+    pub fn compaction_snapshot(
+        &self,
+    ) -> Result<(Vec<ClosedSegment>, Vec<(u64, SegmentView)>, u64), LogError> {
+        let view = |s: &Segment| SegmentView {
+            file: s.file.clone(),
+            path: s.path.clone(),
+            start_pos: 0,
+            end_pos: s.size,
+        };
+        let mut closed = Vec::new();
+        for segment in &self.segments[..self.segments.len() - 1] {
+            if segment.next_offset > self.stable_offset {
+                break;
+            }
+            let modified = segment
+                .file
+                .metadata()
+                .and_then(|m| m.modified())
+                .map_err(|e| LogError::io("stat segment", &segment.path, e))?;
+            closed.push(ClosedSegment {
+                base_offset: segment.base_offset,
+                view: view(segment),
+                modified,
+            });
+        }
+        let all = self
+            .segments
+            .iter()
+            .map(|s| (s.base_offset, view(s)))
+            .collect();
+        Ok((closed, all, self.stable_offset))
+    }
+
+    /// Swaps a compacted copy in for the closed segment at `base` (rename over it), or deletes
+    /// the segment when nothing of it is left (`cleaned` is `None`).
+    pub fn replace_closed_segment(
+        &mut self,
+        base: u64,
+        cleaned: Option<PathBuf>,
+    ) -> Result<(), LogError> {
+        let Some(i) = self.segments[..self.segments.len() - 1]
+            .iter()
+            .position(|s| s.base_offset == base)
+        else {
+            // Retention removed it meanwhile.
+            if let Some(cleaned) = cleaned {
+                let _ = fs::remove_file(cleaned);
+            }
+            return Ok(());
+        };
+        let path = self.segments[i].path.clone();
+        match cleaned {
+            None => {
+                segment::remove_files(&path)?;
+                self.segments.remove(i);
+            }
+            Some(cleaned) => {
+                fs::rename(&cleaned, &path)
+                    .map_err(|e| LogError::io("swap in compacted segment", &path, e))?;
+                let (mut replacement, problem) =
+                    Segment::open(&path, base, Scan::Headers, true, true)?;
+                if let Some(problem) = problem {
+                    return Err(LogError::corrupt(format!(
+                        "compacted segment {}: {problem}",
+                        path.display()
+                    )));
+                }
+                replacement.write_index_files()?;
+                replacement.seal();
+                self.segments[i] = replacement;
+            }
+        }
+        crate::sync_dir(&self.dir)
+    }
+
     /// Segment count and bytes on disk.
     pub fn footprint(&self) -> (usize, u64) {
         (
@@ -339,7 +435,8 @@ impl Partition {
     }
 
     /// Where a reader of `offset` starts: the segment holding it, bounded to whole batches.
-    pub fn view_for(&self, offset: u64) -> Option<SegmentView> {
+    /// The view for reading at `offset`, and the base offset of the segment after it.
+    pub fn view_for(&self, offset: u64) -> Option<(SegmentView, Option<u64>)> {
         let i = self
             .segments
             .partition_point(|s| s.base_offset <= offset)
@@ -350,12 +447,13 @@ impl Partition {
             i += 1;
         }
         let segment = &self.segments[i];
-        Some(SegmentView {
+        let view = SegmentView {
             file: segment.file.clone(),
             path: segment.path.clone(),
             start_pos: segment.position_before(offset),
             end_pos: segment.size,
-        })
+        };
+        Some((view, self.segments.get(i + 1).map(|next| next.base_offset)))
     }
 }
 
@@ -365,31 +463,43 @@ pub(crate) fn read(
     offset: u64,
     max_bytes: usize,
 ) -> Result<Vec<StoredRecord>, LogError> {
-    let (view, stable_offset) = {
-        let partition = partition.lock();
-        if offset >= partition.stable_offset {
-            return Ok(Vec::new());
+    let mut from = offset;
+    loop {
+        let (view, stable_offset, next_base) = {
+            let partition = partition.lock();
+            if from < partition.start_offset() {
+                // Compaction may delete whole segments of a compacted topic: reading from
+                // before them starts at what is left. Elsewhere the records are gone.
+                if !partition.settings.compacted {
+                    return Err(LogError::OffsetOutOfRange {
+                        partition: partition.dir.display().to_string(),
+                        offset: from,
+                        start: partition.start_offset(),
+                    });
+                }
+                from = partition.start_offset();
+            }
+            if from >= partition.stable_offset {
+                return Ok(Vec::new());
+            }
+            let Some((view, next_base)) = partition.view_for(from) else {
+                return Ok(Vec::new());
+            };
+            (view, partition.stable_offset, next_base)
+        };
+        let mut out = Vec::new();
+        let request = ReadRequest {
+            from_offset: from,
+            stable_offset,
+            max_bytes,
+        };
+        segment::read_batches(&view, &request, &mut out)?;
+        // Compaction can leave nothing at or after `from` in a segment: go on to the next one.
+        match next_base {
+            Some(next) if out.is_empty() && next < stable_offset => from = from.max(next),
+            _ => return Ok(out),
         }
-        if offset < partition.start_offset() {
-            return Err(LogError::OffsetOutOfRange {
-                partition: partition.dir.display().to_string(),
-                offset,
-                start: partition.start_offset(),
-            });
-        }
-        match partition.view_for(offset) {
-            Some(view) => (view, partition.stable_offset),
-            None => return Ok(Vec::new()),
-        }
-    };
-    let mut out = Vec::new();
-    let request = ReadRequest {
-        from_offset: offset,
-        stable_offset,
-        max_bytes,
-    };
-    segment::read_batches(&view, &request, &mut out)?;
-    Ok(out)
+    }
 }
 
 /// The lock around a partition (std's mutex; a poisoned lock means a writer panicked mid-append,

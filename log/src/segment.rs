@@ -183,6 +183,7 @@ impl Segment {
         base_offset: u64,
         scan: Scan,
         writable: bool,
+        gaps_allowed: bool,
     ) -> Result<(Segment, Option<String>), LogError> {
         let file = OpenOptions::new()
             .read(true)
@@ -228,7 +229,8 @@ impl Segment {
                     break;
                 }
             };
-            if header.base_offset != segment.next_offset {
+            let gap = header.base_offset > segment.next_offset;
+            if header.base_offset < segment.next_offset || (gap && !gaps_allowed) {
                 problem = Some(format!(
                     "batch at position {pos} has offset {}, expected {}",
                     header.base_offset, segment.next_offset
