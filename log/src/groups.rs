@@ -1,60 +1,78 @@
-//! Committed consumer-group offsets: one small JSON file per group, replaced crash-atomically.
+//! Consumer-group offsets, kept in the compacted topic `__consumer_offsets`: one record per
+//! (group, topic, partition) with the next offset to read, written as a log transaction (so
+//! durable under the fsync policy) and folded into memory when the log opens. Compaction keeps
+//! the topic at about one record per key.
 
 use std::collections::BTreeMap;
-use std::io::ErrorKind;
-use std::path::Path;
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use crate::batch::{Record, StoredRecord};
 use crate::LogError;
 
-#[derive(Serialize, Deserialize, Default)]
-struct GroupFile {
-    offsets: Vec<GroupOffset>,
-}
+/// The internal topic (names starting with `__` are not listed to sinks).
+pub(crate) const TOPIC: &str = "__consumer_offsets";
+/// The log writer that owns the topic.
+pub(crate) const WRITER: &str = "__consumer_offsets";
+
+/// Every group's offsets: `group → (topic, partition) → next offset`.
+pub(crate) type Groups = BTreeMap<String, BTreeMap<(String, u32), u64>>;
 
 #[derive(Serialize, Deserialize)]
-struct GroupOffset {
+struct Key {
+    group: String,
     topic: String,
     partition: u32,
-    offset: u64,
 }
 
-pub(crate) fn load(dir: &Path, group: &str) -> Result<BTreeMap<(String, u32), u64>, LogError> {
-    let path = dir.join(format!("{group}.json"));
-    let bytes = match std::fs::read(&path) {
-        Ok(bytes) => bytes,
-        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(BTreeMap::new()),
-        Err(e) => return Err(LogError::io("read group offsets", &path, e)),
-    };
-    let file: GroupFile = serde_json::from_slice(&bytes)
-        .map_err(|e| LogError::corrupt(format!("{} is unreadable: {e}", path.display())))?;
-    Ok(file
-        .offsets
-        .into_iter()
-        .map(|o| ((o.topic, o.partition), o.offset))
-        .collect())
-}
-
-pub(crate) fn commit(
-    dir: &Path,
+pub(crate) fn record(
     group: &str,
-    offsets: &[(String, u32, u64)],
-) -> Result<(), LogError> {
-    let mut merged = load(dir, group)?;
-    for (topic, partition, offset) in offsets {
-        merged.insert((topic.clone(), *partition), *offset);
-    }
-    let file = GroupFile {
-        offsets: merged
-            .into_iter()
-            .map(|((topic, partition), offset)| GroupOffset {
-                topic,
-                partition,
-                offset,
-            })
-            .collect(),
+    topic: &str,
+    partition: u32,
+    offset: u64,
+    timestamp_ms: i64,
+) -> Record {
+    let key = Key {
+        group: group.to_owned(),
+        topic: topic.to_owned(),
+        partition,
     };
-    let bytes = serde_json::to_vec_pretty(&file).expect("group offsets serialize");
-    crate::write_atomically(&dir.join(format!("{group}.json")), &bytes)
+    Record {
+        key: Some(Bytes::from(
+            serde_json::to_vec(&key).expect("keys serialize"),
+        )),
+        value: Some(Bytes::from(offset.to_string())),
+        timestamp_ms,
+        headers: Vec::new(),
+    }
+}
+
+/// Folds records, oldest first, into `groups`.
+pub(crate) fn fold(records: &[StoredRecord], groups: &mut Groups) -> Result<(), LogError> {
+    for stored in records {
+        let bad = |what: &str| {
+            LogError::corrupt(format!(
+                "{TOPIC} record at offset {}: {what}",
+                stored.offset
+            ))
+        };
+        let key: Key = serde_json::from_slice(stored.key.as_deref().ok_or_else(|| bad("no key"))?)
+            .map_err(|_| bad("unreadable key"))?;
+        let entry = groups.entry(key.group).or_default();
+        match &stored.value {
+            // A tombstone forgets the offset.
+            None => {
+                entry.remove(&(key.topic, key.partition));
+            }
+            Some(value) => {
+                let offset = std::str::from_utf8(value)
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .ok_or_else(|| bad("unreadable offset"))?;
+                entry.insert((key.topic, key.partition), offset);
+            }
+        }
+    }
+    Ok(())
 }

@@ -4,9 +4,9 @@
 //! ```text
 //! .lock                          held by the one process that writes this log
 //! control/{base:020}.log         commit records (see `commit`)
-//! topics/<topic>/topic.json      {"partitions": N}
+//! topics/<topic>/topic.json      {"partitions": N, "compact": bool}
 //! topics/<topic>/<p>/{base:020}.log   segments of Kafka v2 record batches (see `segment`)
-//! groups/<group>.json            committed consumer offsets
+//! topics/__consumer_offsets/0/   committed consumer offsets, compacted (see `groups`)
 //! ```
 //! A writer appends a transaction to several partitions with [`Log::append_txn`]; it becomes
 //! visible to readers all at once, after it is durable under the fsync policy, and a crash in the
@@ -212,6 +212,8 @@ pub struct Log {
     failed: std::sync::atomic::AtomicBool,
     /// Group commit of the control partition (see `sync_control_through`).
     control_sync: Mutex<ControlSync>,
+    /// Consumer-group offsets (see `groups`); the lock also serializes their commits.
+    groups: Mutex<groups::Groups>,
     control_synced: Condvar,
 }
 
@@ -233,7 +235,7 @@ impl Log {
     /// Opens (creating if needed) the log at `dir` for writing, recovering from any unclean stop.
     pub fn open(dir: impl AsRef<Path>, options: LogOptions) -> Result<Log, LogError> {
         let dir = dir.as_ref().to_path_buf();
-        for sub in ["control", "topics", "groups"] {
+        for sub in ["control", "topics"] {
             let path = dir.join(sub);
             fs::create_dir_all(&path)
                 .map_err(|e| LogError::io("create log directory", &path, e))?;
@@ -366,8 +368,18 @@ impl Log {
             );
         }
 
+        let mut groups = groups::Groups::new();
+        if let Some(topic) = topics.get(groups::TOPIC) {
+            let mut offset = 0;
+            loop {
+                let records = partition::read(&topic.partitions[0], offset, 1 << 20)?;
+                let Some(last) = records.last() else { break };
+                offset = last.offset + 1;
+                groups::fold(&records, &mut groups)?;
+            }
+        }
         let (commits, _) = watch::channel(0);
-        Ok(Log {
+        let log = Log {
             dir,
             options,
             writable,
@@ -386,7 +398,12 @@ impl Log {
                 leader: false,
             }),
             control_synced: Condvar::new(),
-        })
+            groups: Mutex::new(groups),
+        };
+        if writable {
+            log.create_compacted_topic(groups::TOPIC, 1)?;
+        }
+        Ok(log)
     }
 
     /// Creates a topic if it does not exist; returns its partition count (an existing topic
@@ -450,11 +467,12 @@ impl Log {
         topics.get(name).map(|t| t.partitions.len() as u32)
     }
 
+    /// The topics, without internal ones (names starting with `__`).
     pub fn topics(&self) -> Vec<String> {
-        self.topics
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
+        let topics = self.topics.read().unwrap_or_else(|p| p.into_inner());
+        topics
             .keys()
+            .filter(|name| !name.starts_with("__"))
             .cloned()
             .collect()
     }
@@ -825,13 +843,38 @@ impl Log {
             return Err(LogError::ReadOnly);
         }
         validate_name("group", group)?;
-        groups::commit(&self.dir.join("groups"), group, offsets)
+        // Held across the append: the offsets topic has one writer, and commits must not overlap.
+        let mut groups = self.groups.lock().unwrap_or_else(|p| p.into_inner());
+        let now = now_ms();
+        let records = offsets
+            .iter()
+            .map(|(topic, partition, offset)| {
+                groups::record(group, topic, *partition, *offset, now)
+            })
+            .collect();
+        let batch = PartitionBatch {
+            topic: groups::TOPIC.to_owned(),
+            partition: 0,
+            records,
+        };
+        self.append_txn(groups::WRITER, std::slice::from_ref(&batch), "")?;
+        let entry = groups.entry(group.to_owned()).or_default();
+        for (topic, partition, offset) in offsets {
+            entry.insert((topic.clone(), *partition), *offset);
+        }
+        Ok(())
     }
 
     /// A consumer group's committed offsets: `(topic, partition) → next offset`.
     pub fn group_offsets(&self, group: &str) -> Result<BTreeMap<(String, u32), u64>, LogError> {
         validate_name("group", group)?;
-        groups::load(&self.dir.join("groups"), group)
+        Ok(self
+            .groups
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(group)
+            .cloned()
+            .unwrap_or_default())
     }
 
     /// Fsyncs everything appended so far (used at shutdown under `interval` and `never`).
