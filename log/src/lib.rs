@@ -18,6 +18,8 @@ mod batch;
 mod commit;
 mod compaction;
 pub mod failpoint;
+#[doc(hidden)]
+pub mod fuzzing;
 mod groups;
 mod partition;
 mod segment;
