@@ -144,7 +144,15 @@ pub fn encode_with_deltas(
     out.extend_from_slice(&(-1i16).to_be_bytes()); // producerEpoch
     out.extend_from_slice(&(-1i32).to_be_bytes()); // baseSequence
     out.extend_from_slice(&record_count.to_be_bytes());
-    out.reserve(records.iter().map(|r| record_len(r, 0, 0) + 10).sum());
+    // A close upper estimate is enough to avoid regrowing; exact lengths come per record below.
+    out.reserve(
+        records
+            .iter()
+            .map(|r| {
+                r.key.as_ref().map_or(0, |k| k.len()) + r.value.as_ref().map_or(0, |v| v.len()) + 40
+            })
+            .sum(),
+    );
     for (i, record) in records.iter().enumerate() {
         // The length prefix comes first, so it is computed rather than measured after writing.
         let timestamp_delta = record.timestamp_ms - base_timestamp;
