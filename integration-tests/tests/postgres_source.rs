@@ -138,6 +138,9 @@ async fn snapshot_under_concurrent_writes_has_no_gap_and_no_duplicate() {
     let db = TestDb::create();
     db.exec("CREATE TABLE t (id int PRIMARY KEY, v int NOT NULL); INSERT INTO t SELECT g, 0 FROM generate_series(1, 30000) g;");
     let writer_db = db.url();
+    // The writer commits before, during and after the snapshot, until told to stop.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer_stop = stop.clone();
     let writer = tokio::spawn(async move {
         let (client, connection) = tokio_postgres::connect(&writer_db, tokio_postgres::NoTls)
             .await
@@ -149,7 +152,10 @@ async fn snapshot_under_concurrent_writes_has_no_gap_and_no_duplicate() {
             .unwrap();
         let mut rng = Rng::new(7);
         let mut next_id = 30_001;
-        for i in 0..3000 {
+        for i in 0..50_000 {
+            if writer_stop.load(std::sync::atomic::Ordering::Relaxed) {
+                break;
+            }
             if i % 3 == 0 {
                 client
                     .execute("INSERT INTO t VALUES ($1, 0)", &[&next_id])
@@ -172,8 +178,11 @@ async fn snapshot_under_concurrent_writes_has_no_gap_and_no_duplicate() {
         "snapshot_parallelism = 2\nmax_batch_events = 5000",
     ));
     sluice.start();
+    db.wait_for_streaming().await;
+    // Keep writing for a while once streaming runs, then stop.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
     writer.await.unwrap();
-    db.exec("CREATE TABLE IF NOT EXISTS done (id int PRIMARY KEY); INSERT INTO done VALUES (1);");
     db.exec("INSERT INTO t VALUES (-1, 0)");
     wait_for(Duration::from_secs(60), "the marker row in the log", || {
         events(&sluice.records("src.public.t"))
