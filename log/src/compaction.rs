@@ -17,7 +17,7 @@ use bytes::Bytes;
 use crate::batch::{self, Record, StoredRecord};
 use crate::partition::parking::Guarded;
 use crate::segment::{self, ReadRequest, SegmentView};
-use crate::LogError;
+use crate::{Log, LogError};
 
 /// Records per cleaned batch are gathered up to about this many bytes.
 const CLEANED_BATCH_BYTES: usize = 1024 * 1024;
@@ -147,4 +147,26 @@ fn write_cleaned(path: &PathBuf, records: &[StoredRecord]) -> Result<(), LogErro
         file.sync_all()
     };
     write().map_err(|e| LogError::io("write compacted segment", path, e))
+}
+
+impl Log {
+    /// Compacts every compacted topic: closed segments keep only the latest record per key, and
+    /// tombstones older than `tombstone_retention`. Runs beside appends and reads.
+    pub fn compact(&self, tombstone_retention: Duration) -> Result<CompactionStats, LogError> {
+        if !self.writable {
+            return Ok(CompactionStats::default());
+        }
+        self.check_not_failed()?;
+        let topics = self.all_topics().into_iter().filter(|t| t.compact);
+        let now = SystemTime::now();
+        let mut total = CompactionStats::default();
+        for topic in topics {
+            for guarded in &topic.partitions {
+                let stats = compact_partition(guarded, tombstone_retention, now)?;
+                total.segments_rewritten += stats.segments_rewritten;
+                total.records_removed += stats.records_removed;
+            }
+        }
+        Ok(total)
+    }
 }

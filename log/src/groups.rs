@@ -9,7 +9,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::batch::{Record, StoredRecord};
-use crate::LogError;
+use crate::{now_ms, validate_name, Log, LogError, PartitionBatch};
 
 /// The internal topic (names starting with `__` are not listed to sinks).
 pub(crate) const TOPIC: &str = "__consumer_offsets";
@@ -75,4 +75,49 @@ pub(crate) fn fold(records: &[StoredRecord], groups: &mut Groups) -> Result<(), 
         }
     }
     Ok(())
+}
+
+impl Log {
+    /// Stores a consumer group's offsets (the next offset to read) durably, merged with what
+    /// the group had.
+    pub fn commit_offsets(
+        &self,
+        group: &str,
+        offsets: &[(String, u32, u64)],
+    ) -> Result<(), LogError> {
+        if !self.writable {
+            return Err(LogError::ReadOnly);
+        }
+        validate_name("group", group)?;
+        // Held across the append: the offsets topic has one writer, and commits must not overlap.
+        let mut groups = self.groups.lock().unwrap_or_else(|p| p.into_inner());
+        let now = now_ms();
+        let records = offsets
+            .iter()
+            .map(|(topic, partition, offset)| record(group, topic, *partition, *offset, now))
+            .collect();
+        let batch = PartitionBatch {
+            topic: TOPIC.to_owned(),
+            partition: 0,
+            records,
+        };
+        self.append_txn(WRITER, std::slice::from_ref(&batch), "")?;
+        let entry = groups.entry(group.to_owned()).or_default();
+        for (topic, partition, offset) in offsets {
+            entry.insert((topic.clone(), *partition), *offset);
+        }
+        Ok(())
+    }
+
+    /// A consumer group's committed offsets: `(topic, partition) → next offset`.
+    pub fn group_offsets(&self, group: &str) -> Result<BTreeMap<(String, u32), u64>, LogError> {
+        validate_name("group", group)?;
+        Ok(self
+            .groups
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(group)
+            .cloned()
+            .unwrap_or_default())
+    }
 }

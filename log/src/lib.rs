@@ -14,6 +14,7 @@
 //! ones on [`Log::subscribe`]. This crate knows nothing of sluice's events: keys, values and
 //! checkpoints are bytes and strings.
 
+mod append;
 mod batch;
 mod commit;
 mod compaction;
@@ -22,6 +23,8 @@ pub mod failpoint;
 pub mod fuzzing;
 mod groups;
 mod partition;
+mod recovery;
+mod retention;
 mod segment;
 
 use std::collections::BTreeMap;
@@ -35,7 +38,7 @@ pub use batch::{Header, Record, StoredRecord};
 pub use commit::WriterState;
 pub use compaction::CompactionStats;
 use partition::parking::Guarded;
-use partition::{Opening, Partition};
+use partition::Partition;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
@@ -274,140 +277,6 @@ impl Log {
         Log::load(dir, LogOptions::default(), None)
     }
 
-    fn load(dir: PathBuf, options: LogOptions, lock: Option<File>) -> Result<Log, LogError> {
-        let writable = lock.is_some();
-        let marker = dir.join(CLEAN_SHUTDOWN_MARKER);
-        let opening = match (writable, marker.exists()) {
-            (false, _) => Opening::ReadOnly,
-            (true, true) => Opening::AfterCleanStop,
-            (true, false) => Opening::AfterCrash,
-        };
-        if writable && opening == Opening::AfterCleanStop {
-            // From here until the next clean close, a stop is not clean.
-            fs::remove_file(&marker)
-                .map_err(|e| LogError::io("remove clean-shutdown marker", &marker, e))?;
-            sync_dir(&dir)?;
-        }
-        let mut control_partition = Partition::open(
-            dir.join("control"),
-            partition::Settings {
-                bytes: u64::MAX,
-                max_age: None,
-                compacted: false,
-            },
-            opening,
-        )?;
-        control_partition.stable_offset = control_partition.end_offset();
-        let mut writers = BTreeMap::new();
-        let control_guard = Guarded::new(control_partition);
-        let mut offset = control_guard.lock().start_offset();
-        loop {
-            let records = partition::read(&control_guard, offset, 1 << 20)?;
-            let Some(last) = records.last() else { break };
-            offset = last.offset + 1;
-            commit::replay(&records, &mut writers)?;
-        }
-        let control_partition = control_guard.into_inner();
-        let control_end = control_partition.end_offset();
-
-        let mut committed: BTreeMap<(String, u32), u64> = BTreeMap::new();
-        for state in writers.values() {
-            for (tp, end) in &state.ends {
-                let entry = committed.entry(tp.clone()).or_default();
-                *entry = (*entry).max(*end);
-            }
-        }
-
-        let mut topics = BTreeMap::new();
-        let topics_dir = dir.join("topics");
-        let entries =
-            fs::read_dir(&topics_dir).map_err(|e| LogError::io("list topics", &topics_dir, e))?;
-        for entry in entries {
-            let entry = entry.map_err(|e| LogError::io("list topics", &topics_dir, e))?;
-            let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
-                continue;
-            };
-            let meta_path = entry.path().join("topic.json");
-            let Ok(meta) = fs::read(&meta_path) else {
-                // A topic whose creation never completed holds no committed data.
-                continue;
-            };
-            let meta: TopicMeta = serde_json::from_slice(&meta).map_err(|e| {
-                LogError::corrupt(format!("{} is unreadable: {e}", meta_path.display()))
-            })?;
-            let mut partitions = Vec::new();
-            for p in 0..meta.partitions {
-                let pdir = partition::partition_dir(&entry.path(), p);
-                let mut part = if pdir.is_dir() || !writable {
-                    Partition::open(pdir, options.settings(meta.compact), opening)?
-                } else {
-                    Partition::create(pdir, options.settings(meta.compact))?
-                };
-                let committed_end = committed.get(&(name.clone(), p)).copied().unwrap_or(0);
-                let found = part.end_offset();
-                if found < committed_end {
-                    return Err(LogError::CommittedDataMissing {
-                        topic: name,
-                        partition: p,
-                        found,
-                        committed: committed_end,
-                    });
-                }
-                if found > committed_end && writable {
-                    tracing::info!(topic = %name, partition = p, from = found, to = committed_end,
-                        "recovery: cutting uncommitted records");
-                    part.truncate_to(committed_end)?;
-                }
-                part.stable_offset = committed_end;
-                partitions.push(Guarded::new(part));
-            }
-            topics.insert(
-                name,
-                Arc::new(Topic {
-                    partitions,
-                    compact: meta.compact,
-                }),
-            );
-        }
-
-        let mut groups = groups::Groups::new();
-        if let Some(topic) = topics.get(groups::TOPIC) {
-            let mut offset = 0;
-            loop {
-                let records = partition::read(&topic.partitions[0], offset, 1 << 20)?;
-                let Some(last) = records.last() else { break };
-                offset = last.offset + 1;
-                groups::fold(&records, &mut groups)?;
-            }
-        }
-        let (commits, _) = watch::channel(0);
-        let log = Log {
-            dir,
-            options,
-            writable,
-            _lock: lock,
-            topics: RwLock::new(topics),
-            control: Mutex::new(Control {
-                partition: control_partition,
-                writers,
-            }),
-            last_sync: Mutex::new(Instant::now()),
-            commits,
-            pending: Mutex::new(BTreeMap::new()),
-            failed: std::sync::atomic::AtomicBool::new(false),
-            control_sync: Mutex::new(ControlSync {
-                durable_end: control_end,
-                leader: false,
-            }),
-            control_synced: Condvar::new(),
-            groups: Mutex::new(groups),
-        };
-        if writable {
-            log.create_compacted_topic(groups::TOPIC, 1)?;
-        }
-        Ok(log)
-    }
-
     /// Creates a topic if it does not exist; returns its partition count (an existing topic
     /// keeps the count it has).
     pub fn create_topic(&self, name: &str, partitions: u32) -> Result<u32, LogError> {
@@ -479,6 +348,16 @@ impl Log {
             .collect()
     }
 
+    /// Every topic, internal ones included.
+    pub(crate) fn all_topics(&self) -> Vec<Arc<Topic>> {
+        self.topics
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
     fn topic(&self, name: &str) -> Result<Arc<Topic>, LogError> {
         let topics = self.topics.read().unwrap_or_else(|p| p.into_inner());
         topics
@@ -505,217 +384,8 @@ impl Log {
         Ok(f(guarded))
     }
 
-    /// Appends a transaction: `batches` to their partitions, then `checkpoint` as the writer's
-    /// commit. Returns when the transaction is committed under the fsync policy; then readers
-    /// see all of it. On error nothing of it becomes visible (recovery cuts it off).
-    pub fn append_txn(
-        &self,
-        writer: &str,
-        batches: &[PartitionBatch],
-        checkpoint: &str,
-    ) -> Result<(), LogError> {
-        self.append(writer, batches, Some(checkpoint))
-    }
-
-    /// Appends part of a transaction too large to hold in memory: written now, invisible until
-    /// a later `append_txn` of the same writer commits it together with everything it appended
-    /// since its last commit. `rollback` (or a crash) discards it.
-    pub fn append_uncommitted(
-        &self,
-        writer: &str,
-        batches: &[PartitionBatch],
-    ) -> Result<(), LogError> {
-        self.append(writer, batches, None)
-    }
-
-    fn append(
-        &self,
-        writer: &str,
-        batches: &[PartitionBatch],
-        checkpoint: Option<&str>,
-    ) -> Result<(), LogError> {
-        if !self.writable {
-            return Err(LogError::ReadOnly);
-        }
-        self.check_not_failed()?;
-        let mut ends = Vec::with_capacity(batches.len());
-        for batch in batches.iter().filter(|b| !b.records.is_empty()) {
-            let end = self.with_partition(&batch.topic, batch.partition, |guarded| {
-                guarded.lock().append(&batch.records)
-            })??;
-            ends.push(((batch.topic.clone(), batch.partition), end));
-        }
-        let Some(checkpoint) = checkpoint else {
-            let mut pending = self.lock_pending();
-            pending.entry(writer.to_owned()).or_default().extend(ends);
-            return Ok(());
-        };
-        // Everything the writer appended since its last commit is part of this commit.
-        let mut ends: BTreeMap<(String, u32), u64> = ends.into_iter().collect();
-        if let Some(earlier) = self.lock_pending().remove(writer) {
-            for (tp, end) in earlier {
-                ends.entry(tp).or_insert(end);
-            }
-        }
-        let sync_now = self.sync_due();
-        if sync_now {
-            for (topic, partition) in ends.keys() {
-                let (file, path) =
-                    self.with_partition(topic, *partition, |guarded| guarded.lock().sync_handle())?;
-                failpoint::hit("fsync-segment")
-                    .and_then(|()| file.sync_data())
-                    .map_err(|e| self.fail(LogError::io("fsync segment", &path, e)))?;
-            }
-        }
-        failpoint::hit("before-commit-record")
-            .map_err(|e| self.fail(LogError::io("append commit record", &self.dir, e)))?;
-        let commit_end = {
-            let mut control = self.lock_control();
-            let state = control.writers.entry(writer.to_owned()).or_default();
-            state.checkpoint = checkpoint.to_owned();
-            state
-                .ends
-                .extend(ends.iter().map(|(tp, end)| (tp.clone(), *end)));
-            let record = commit::encode(writer, state, now_ms());
-            control.partition.append(std::slice::from_ref(&record))?;
-            let end = control.partition.end_offset();
-            control.partition.stable_offset = end;
-            if self.control_needs_roll(&control) {
-                self.roll_control(&mut control)?;
-            }
-            end
-        };
-        if sync_now {
-            self.sync_control_through(commit_end)?;
-        }
-        for ((topic, partition), end) in &ends {
-            self.with_partition(topic, *partition, |guarded| {
-                guarded.lock().stable_offset = *end
-            })?;
-        }
-        self.commits.send_modify(|generation| *generation += 1);
-        Ok(())
-    }
-
-    /// Discards what `writer` appended with `append_uncommitted` since its last commit (a source
-    /// restarting in the middle of a large transaction sends it again from its start).
-    pub fn rollback(&self, writer: &str) -> Result<(), LogError> {
-        self.check_not_failed()?;
-        let Some(pending) = self.lock_pending().remove(writer) else {
-            return Ok(());
-        };
-        let committed = self
-            .lock_control()
-            .writers
-            .get(writer)
-            .map(|state| state.ends.clone())
-            .unwrap_or_default();
-        for (tp, _) in pending {
-            let end = committed.get(&tp).copied().unwrap_or(0);
-            self.with_partition(&tp.0, tp.1, |guarded| guarded.lock().truncate_to(end))??;
-        }
-        Ok(())
-    }
-
-    fn lock_pending(&self) -> MutexGuard<'_, BTreeMap<String, PartitionEnds>> {
-        self.pending.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Group commit: makes the control partition durable through `end`. Concurrent committers
-    /// share fsyncs: one of them (the leader) syncs everything appended so far while the others
-    /// wait, and each returns as soon as a sync covered its commit record.
-    fn sync_control_through(&self, end: u64) -> Result<(), LogError> {
-        let mut state = self.control_sync.lock().unwrap_or_else(|p| p.into_inner());
-        loop {
-            if state.durable_end >= end {
-                return Ok(());
-            }
-            if state.leader {
-                state = self
-                    .control_synced
-                    .wait(state)
-                    .unwrap_or_else(|p| p.into_inner());
-                continue;
-            }
-            state.leader = true;
-            drop(state);
-            let (file, path, target) = {
-                let control = self.lock_control();
-                let (file, path) = control.partition.sync_handle();
-                (file, path, control.partition.end_offset())
-            };
-            let result = failpoint::hit("fsync-control").and_then(|()| file.sync_data());
-            state = self.control_sync.lock().unwrap_or_else(|p| p.into_inner());
-            state.leader = false;
-            if result.is_ok() {
-                state.durable_end = state.durable_end.max(target);
-            }
-            self.control_synced.notify_all();
-            result.map_err(|e| self.fail(LogError::io("fsync control segment", &path, e)))?;
-        }
-    }
-
-    /// Records that a write or fsync failed midway through an append. After that the state of
-    /// the files is unknown (a failed fsync may have dropped dirty pages), so the log takes no
-    /// more writes: reopening it recovers exactly what was committed.
-    fn fail(&self, error: LogError) -> LogError {
-        self.failed.store(true, std::sync::atomic::Ordering::SeqCst);
-        tracing::error!(error = %error, "log write failed; refusing further writes until reopened");
-        error
-    }
-
-    fn check_not_failed(&self) -> Result<(), LogError> {
-        if self.failed.load(std::sync::atomic::Ordering::SeqCst) {
-            return Err(LogError::Failed);
-        }
-        Ok(())
-    }
-
     fn lock_control(&self) -> MutexGuard<'_, Control> {
         self.control.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn sync_due(&self) -> bool {
-        match self.options.fsync {
-            FsyncPolicy::Always => true,
-            FsyncPolicy::Never => false,
-            FsyncPolicy::Interval(every) => {
-                let mut last = self.last_sync.lock().unwrap_or_else(|p| p.into_inner());
-                if last.elapsed() >= every {
-                    *last = Instant::now();
-                    true
-                } else {
-                    false
-                }
-            }
-        }
-    }
-
-    fn control_needs_roll(&self, control: &Control) -> bool {
-        let (file, _) = control.partition.sync_handle();
-        file.metadata()
-            .map(|m| m.len() > commit::CONTROL_SEGMENT_BYTES)
-            .unwrap_or(false)
-    }
-
-    /// Starts a new control segment that restates every writer's latest commit, then deletes
-    /// the older control segments.
-    fn roll_control(&self, control: &mut Control) -> Result<(), LogError> {
-        let now = now_ms();
-        let records: Vec<Record> = control
-            .writers
-            .iter()
-            .map(|(writer, state)| commit::encode(writer, state, now))
-            .collect();
-        control.partition.roll()?;
-        if !records.is_empty() {
-            control.partition.append(&records)?;
-        }
-        let (file, path) = control.partition.sync_handle();
-        file.sync_data()
-            .map_err(|e| LogError::io("fsync control segment", &path, e))?;
-        control.partition.stable_offset = control.partition.end_offset();
-        control.partition.remove_older_segments()
     }
 
     /// The last checkpoint committed by `writer`, if any.
@@ -750,58 +420,6 @@ impl Log {
         })
     }
 
-    /// Deletes old segments as the retention options allow, in every partition; returns how
-    /// many. Readers holding a deleted segment open finish reading it.
-    pub fn enforce_retention(&self) -> Result<usize, LogError> {
-        if !self.writable || self.options.retention == Retention::default() {
-            return Ok(0);
-        }
-        let topics: Vec<Arc<Topic>> = self
-            .topics
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect();
-        let now = SystemTime::now();
-        let mut deleted = 0;
-        for topic in topics {
-            for guarded in &topic.partitions {
-                deleted += guarded
-                    .lock()
-                    .enforce_retention(&self.options.retention, now)?;
-            }
-        }
-        Ok(deleted)
-    }
-
-    /// Compacts every compacted topic: closed segments keep only the latest record per key, and
-    /// tombstones older than `tombstone_retention`. Runs beside appends and reads.
-    pub fn compact(&self, tombstone_retention: Duration) -> Result<CompactionStats, LogError> {
-        if !self.writable {
-            return Ok(CompactionStats::default());
-        }
-        self.check_not_failed()?;
-        let topics: Vec<Arc<Topic>> = self
-            .topics
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .filter(|t| t.compact)
-            .cloned()
-            .collect();
-        let now = SystemTime::now();
-        let mut total = CompactionStats::default();
-        for topic in topics {
-            for guarded in &topic.partitions {
-                let stats = compaction::compact_partition(guarded, tombstone_retention, now)?;
-                total.segments_rewritten += stats.segments_rewritten;
-                total.records_removed += stats.records_removed;
-            }
-        }
-        Ok(total)
-    }
-
     /// The first committed offset at or after `timestamp_ms`, or `None` when every record is older.
     pub fn offset_for_time(
         &self,
@@ -834,63 +452,12 @@ impl Log {
         self.commits.subscribe()
     }
 
-    /// Stores a consumer group's offsets (the next offset to read) durably, merged with what
-    /// the group had.
-    pub fn commit_offsets(
-        &self,
-        group: &str,
-        offsets: &[(String, u32, u64)],
-    ) -> Result<(), LogError> {
-        if !self.writable {
-            return Err(LogError::ReadOnly);
-        }
-        validate_name("group", group)?;
-        // Held across the append: the offsets topic has one writer, and commits must not overlap.
-        let mut groups = self.groups.lock().unwrap_or_else(|p| p.into_inner());
-        let now = now_ms();
-        let records = offsets
-            .iter()
-            .map(|(topic, partition, offset)| {
-                groups::record(group, topic, *partition, *offset, now)
-            })
-            .collect();
-        let batch = PartitionBatch {
-            topic: groups::TOPIC.to_owned(),
-            partition: 0,
-            records,
-        };
-        self.append_txn(groups::WRITER, std::slice::from_ref(&batch), "")?;
-        let entry = groups.entry(group.to_owned()).or_default();
-        for (topic, partition, offset) in offsets {
-            entry.insert((topic.clone(), *partition), *offset);
-        }
-        Ok(())
-    }
-
-    /// A consumer group's committed offsets: `(topic, partition) → next offset`.
-    pub fn group_offsets(&self, group: &str) -> Result<BTreeMap<(String, u32), u64>, LogError> {
-        validate_name("group", group)?;
-        Ok(self
-            .groups
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(group)
-            .cloned()
-            .unwrap_or_default())
-    }
-
     /// Fsyncs everything appended so far (used at shutdown under `interval` and `never`).
     pub fn flush(&self) -> Result<(), LogError> {
         if !self.writable {
             return Ok(());
         }
-        let topics: Vec<Arc<Topic>> = self
-            .topics
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect();
+        let topics = self.all_topics();
         for topic in topics {
             for guarded in &topic.partitions {
                 let (file, path) = guarded.lock().sync_handle();
