@@ -140,6 +140,20 @@ impl Drop for TestDb {
     }
 }
 
+/// A connection for a workload writer: commits do not wait for the WAL flush, so tests can
+/// commit thousands of transactions quickly (each is still its own transaction).
+pub async fn writer_client(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("connect the writer");
+    tokio::spawn(connection);
+    client
+        .batch_execute("SET synchronous_commit = off")
+        .await
+        .expect("set synchronous_commit");
+    client
+}
+
 /// A sluice process on a config written into its own temp directory.
 pub struct Sluice {
     pub dir: tempfile::TempDir,

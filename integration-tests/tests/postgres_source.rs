@@ -142,14 +142,7 @@ async fn snapshot_under_concurrent_writes_has_no_gap_and_no_duplicate() {
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writer_stop = stop.clone();
     let writer = tokio::spawn(async move {
-        let (client, connection) = tokio_postgres::connect(&writer_db, tokio_postgres::NoTls)
-            .await
-            .unwrap();
-        tokio::spawn(connection);
-        client
-            .batch_execute("SET synchronous_commit = off")
-            .await
-            .unwrap();
+        let client = sluice_integration_tests::writer_client(&writer_db).await;
         let mut rng = Rng::new(7);
         let mut next_id = 30_001;
         for i in 0..50_000 {
@@ -347,14 +340,7 @@ async fn kill_9_during_20000_transactions_keeps_each_exactly_once() {
     let total = 20_000;
     let (progress_tx, mut progress_rx) = tokio::sync::watch::channel(0);
     let writer = tokio::spawn(async move {
-        let (client, connection) = tokio_postgres::connect(&writer_db, tokio_postgres::NoTls)
-            .await
-            .unwrap();
-        tokio::spawn(connection);
-        client
-            .batch_execute("SET synchronous_commit = off")
-            .await
-            .unwrap();
+        let client = sluice_integration_tests::writer_client(&writer_db).await;
         let insert = client
             .prepare("INSERT INTO k VALUES ($1, 'p')")
             .await
@@ -641,15 +627,24 @@ async fn metrics_and_health_are_served_while_running() {
     let (status, body) = http_get(port, "/health");
     assert!(status.contains("200"), "{status}");
     assert_eq!(body, "ok\n");
-    let (status, metrics) = http_get(port, "/metrics");
-    assert!(status.contains("200"), "{status}");
-    let value = |name: &str| -> f64 {
+    let metric = |metrics: &str, name: &str| -> Option<f64> {
         metrics
             .lines()
             .find(|line| line.starts_with(name))
             .and_then(|line| line.rsplit(' ').next())
             .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("{name} missing from:\n{metrics}"))
+    };
+    // The file is written before the sink's counters move: wait for them too.
+    wait_for(Duration::from_secs(20), "the sink's metrics", || {
+        let (_, metrics) = http_get(port, "/metrics");
+        metric(&metrics, "sluice_sink_records_total{sink=\"file\"}").is_some_and(|v| v >= 25.0)
+            && metric(&metrics, "sluice_sink_lag_records{sink=\"file\"}") == Some(0.0)
+    })
+    .await;
+    let (status, metrics) = http_get(port, "/metrics");
+    assert!(status.contains("200"), "{status}");
+    let value = |name: &str| -> f64 {
+        metric(&metrics, name).unwrap_or_else(|| panic!("{name} missing from:\n{metrics}"))
     };
     assert!(value("sluice_source_events_total{source=\"src\"}") >= 25.0);
     assert!(value("sluice_log_records_appended_total{source=\"src\"}") >= 25.0);
@@ -668,10 +663,7 @@ async fn a_dropped_replication_connection_reconnects_without_loss_or_duplicates(
     db.wait_for_streaming().await;
     let writer_db = db.url();
     let writer = tokio::spawn(async move {
-        let (client, connection) = tokio_postgres::connect(&writer_db, tokio_postgres::NoTls)
-            .await
-            .unwrap();
-        tokio::spawn(connection);
+        let client = sluice_integration_tests::writer_client(&writer_db).await;
         for id in 1..=3000 {
             client
                 .execute("INSERT INTO d VALUES ($1)", &[&id])
