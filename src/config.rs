@@ -59,6 +59,10 @@ pub struct LogSection {
     /// Tombstones in compacted topics are kept this long, so readers see deletes. Default 24.
     #[serde(default = "default_tombstone_retention_hours")]
     pub tombstone_retention_hours: u64,
+    /// Per-topic fsync policies (`[[log.topic_fsync]]`); the first matching pattern wins over
+    /// `fsync`. Default none.
+    #[serde(default)]
+    pub topic_fsync: Vec<TopicFsync>,
     /// Oldest committed segments are deleted while a partition holds more than this. Default none.
     #[serde(default)]
     pub retention_bytes: Option<u64>,
@@ -76,6 +80,7 @@ impl Default for LogSection {
             retention_hours: default_retention_hours(),
             tombstone_retention_hours: default_tombstone_retention_hours(),
             retention_bytes: None,
+            topic_fsync: Vec::new(),
         }
     }
 }
@@ -105,6 +110,16 @@ fn default_segment_bytes() -> u64 {
     128 * 1024 * 1024
 }
 
+/// `[[log.topic_fsync]]`: an fsync policy for the topics a pattern matches.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopicFsync {
+    /// Topic name or pattern with `*` wildcards, e.g. `shop.public.page_views`.
+    pub topics: String,
+    /// `always`, `interval:<duration>` or `never`.
+    pub fsync: String,
+}
+
 /// `[registry]` and `[api]`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -124,6 +139,11 @@ impl LogSection {
                     .then(|| Duration::from_secs(self.retention_hours * 3600)),
                 max_bytes: self.retention_bytes,
             },
+            topic_fsync: self
+                .topic_fsync
+                .iter()
+                .map(|t| Ok((t.topics.clone(), parse_fsync(&t.fsync)?)))
+                .collect::<anyhow::Result<_>>()?,
         })
     }
 }

@@ -64,15 +64,33 @@ impl Log {
                 ends.entry(tp).or_insert(end);
             }
         }
-        let sync_now = self.sync_due();
-        if sync_now {
-            for (topic, partition) in ends.keys() {
-                let (file, path) =
-                    self.with_partition(topic, *partition, |guarded| guarded.lock().sync_handle())?;
-                failpoint::hit("fsync-segment")
-                    .and_then(|()| file.sync_data())
-                    .map_err(|e| self.fail(LogError::io("fsync segment", &path, e)))?;
+        // Each topic's own policy decides whether its data is synced; the commit record is
+        // synced when any of the data was.
+        let interval_due = self.interval_due();
+        let mut sync_now = false;
+        for (topic, partition) in ends.keys() {
+            let due = match self.options.fsync_for(topic) {
+                FsyncPolicy::Always => true,
+                FsyncPolicy::Never => false,
+                FsyncPolicy::Interval(_) => interval_due,
+            };
+            if !due {
+                continue;
             }
+            sync_now = true;
+            let (file, path) =
+                self.with_partition(topic, *partition, |guarded| guarded.lock().sync_handle())?;
+            failpoint::hit("fsync-segment")
+                .and_then(|()| file.sync_data())
+                .map_err(|e| self.fail(LogError::io("fsync segment", &path, e)))?;
+        }
+        if ends.is_empty() {
+            // A commit without data (a checkpoint only) follows the log-wide policy.
+            sync_now = match self.options.fsync {
+                FsyncPolicy::Always => true,
+                FsyncPolicy::Never => false,
+                FsyncPolicy::Interval(_) => interval_due,
+            };
         }
         failpoint::hit("before-commit-record")
             .map_err(|e| self.fail(LogError::io("append commit record", &self.dir, e)))?;
@@ -178,19 +196,18 @@ impl Log {
         Ok(())
     }
 
-    pub(crate) fn sync_due(&self) -> bool {
-        match self.options.fsync {
-            FsyncPolicy::Always => true,
-            FsyncPolicy::Never => false,
-            FsyncPolicy::Interval(every) => {
-                let mut last = self.last_sync.lock().unwrap_or_else(|p| p.into_inner());
-                if last.elapsed() >= every {
-                    *last = Instant::now();
-                    true
-                } else {
-                    false
-                }
-            }
+    /// Whether topics under an `interval` policy are due a sync (the shortest interval of the
+    /// log-wide and per-topic policies applies); resets the timer when they are.
+    pub(crate) fn interval_due(&self) -> bool {
+        let Some(every) = self.options.shortest_interval() else {
+            return false;
+        };
+        let mut last = self.last_sync.lock().unwrap_or_else(|p| p.into_inner());
+        if last.elapsed() >= every {
+            *last = Instant::now();
+            true
+        } else {
+            false
         }
     }
 

@@ -65,9 +65,30 @@ pub struct LogOptions {
     pub segment_max_age: Option<Duration>,
     /// Which old segments [`Log::enforce_retention`] deletes.
     pub retention: Retention,
+    /// Per-topic fsync policies: the first pattern (`*` wildcards) matching a topic name wins
+    /// over `fsync`.
+    pub topic_fsync: Vec<(String, FsyncPolicy)>,
 }
 
 impl LogOptions {
+    /// The fsync policy of `topic`.
+    pub fn fsync_for(&self, topic: &str) -> FsyncPolicy {
+        self.topic_fsync
+            .iter()
+            .find(|(pattern, _)| glob_match(pattern, topic))
+            .map_or(self.fsync, |(_, policy)| *policy)
+    }
+
+    fn shortest_interval(&self) -> Option<Duration> {
+        std::iter::once(self.fsync)
+            .chain(self.topic_fsync.iter().map(|(_, policy)| *policy))
+            .filter_map(|policy| match policy {
+                FsyncPolicy::Interval(every) => Some(every),
+                _ => None,
+            })
+            .min()
+    }
+
     fn settings(&self, compacted: bool) -> partition::Settings {
         partition::Settings {
             bytes: self.segment_bytes,
@@ -84,6 +105,7 @@ impl Default for LogOptions {
             segment_bytes: 128 * 1024 * 1024,
             segment_max_age: None,
             retention: Retention::default(),
+            topic_fsync: Vec::new(),
         }
     }
 }
@@ -489,6 +511,18 @@ impl Drop for Log {
             tracing::warn!(error = %err, "log not closed cleanly; the next open will check it");
         }
     }
+}
+
+/// Whether `text` matches `pattern`, where `*` matches any run of characters (topic patterns).
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    fn go(p: &[u8], t: &[u8]) -> bool {
+        match p.split_first() {
+            None => t.is_empty(),
+            Some((b'*', rest)) => (0..=t.len()).any(|i| go(rest, &t[i..])),
+            Some((c, rest)) => t.first() == Some(c) && go(rest, &t[1..]),
+        }
+    }
+    go(pattern.as_bytes(), text.as_bytes())
 }
 
 fn validate_name(kind: &'static str, name: &str) -> Result<(), LogError> {

@@ -83,4 +83,30 @@ fn a_failing_fsync_or_commit_write_is_not_acknowledged_and_recovery_keeps_what_w
             "{point}: writable again after reopen"
         );
     }
+
+    // Per-topic policies: only topics whose policy syncs touch the (failing) fsync.
+    let dir = tempfile::tempdir().unwrap();
+    let options = LogOptions {
+        fsync: sluice_log::FsyncPolicy::Never,
+        topic_fsync: vec![("important.*".into(), sluice_log::FsyncPolicy::Always)],
+        ..LogOptions::default()
+    };
+    let log = Log::open(dir.path(), options).unwrap();
+    log.create_topic("t", 1).unwrap();
+    log.create_topic("important.orders", 1).unwrap();
+    failpoint::arm("fsync-segment", 0);
+    log.append_txn("w", &batch(&["not synced"]), "1")
+        .expect("topic t never syncs, so the failing fsync is not reached");
+    let to_important = vec![PartitionBatch {
+        topic: "important.orders".into(),
+        partition: 0,
+        records: batch(&["x"]).remove(0).records,
+    }];
+    assert!(
+        matches!(
+            log.append_txn("w", &to_important, "2"),
+            Err(LogError::Io { .. })
+        ),
+        "important.* syncs"
+    );
 }
