@@ -144,6 +144,7 @@ impl LogSection {
                 .iter()
                 .map(|t| Ok((t.topics.clone(), parse_fsync(&t.fsync)?)))
                 .collect::<anyhow::Result<_>>()?,
+            ..LogOptions::default()
         })
     }
 }

@@ -49,7 +49,16 @@ impl Log {
         for batch in batches.iter().filter(|b| !b.records.is_empty()) {
             let end = self.with_partition(&batch.topic, batch.partition, |guarded| {
                 guarded.lock().append(&batch.records)
-            })??;
+            })?;
+            // A write that failed midway leaves this transaction's earlier parts on disk past
+            // the stable offsets: no later commit may cover them, so the log stops here.
+            let end = match end {
+                Ok(end) => end,
+                Err(LogError::RecordTooLarge { max }) if ends.is_empty() => {
+                    return Err(LogError::RecordTooLarge { max })
+                }
+                Err(err) => return Err(self.fail(err)),
+            };
             ends.push(((batch.topic.clone(), batch.partition), end));
         }
         let Some(checkpoint) = checkpoint else {
@@ -213,8 +222,8 @@ impl Log {
 
     pub(crate) fn control_needs_roll(&self, control: &Control) -> bool {
         let (file, _) = control.partition.sync_handle();
-        file.metadata()
-            .map(|m| m.len() > commit::CONTROL_SEGMENT_BYTES)
+        file.size()
+            .map(|len| len > commit::CONTROL_SEGMENT_BYTES)
             .unwrap_or(false)
     }
 

@@ -36,7 +36,14 @@ pub fn recover_segment(data: &[u8]) {
     let _ = std::fs::create_dir_all(&dir);
     let path = dir.join(crate::segment::file_name(0));
     if std::fs::write(&path, data).is_ok() {
-        if let Ok((mut segment, _)) = Segment::open(&path, 0, Scan::Repair, true, false) {
+        if let Ok((mut segment, _)) = Segment::open(
+            &crate::storage::FileSystem,
+            &path,
+            0,
+            Scan::Repair,
+            true,
+            false,
+        ) {
             let _ = segment.write_index_files();
         }
     }

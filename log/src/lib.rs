@@ -26,6 +26,7 @@ mod partition;
 mod recovery;
 mod retention;
 mod segment;
+pub mod storage;
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
@@ -68,6 +69,8 @@ pub struct LogOptions {
     /// Per-topic fsync policies: the first pattern (`*` wildcards) matching a topic name wins
     /// over `fsync`.
     pub topic_fsync: Vec<(String, FsyncPolicy)>,
+    /// Where segment files live: the file system, or a fault-injecting stand-in in tests.
+    pub storage: Arc<dyn storage::Storage>,
 }
 
 impl LogOptions {
@@ -91,6 +94,7 @@ impl LogOptions {
 
     fn settings(&self, compacted: bool) -> partition::Settings {
         partition::Settings {
+            storage: self.storage.clone(),
             bytes: self.segment_bytes,
             max_age: self.segment_max_age,
             compacted,
@@ -106,6 +110,7 @@ impl Default for LogOptions {
             segment_max_age: None,
             retention: Retention::default(),
             topic_fsync: Vec::new(),
+            storage: Arc::new(storage::FileSystem),
         }
     }
 }

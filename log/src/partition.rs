@@ -15,6 +15,7 @@ use std::sync::Arc;
 use crate::batch::{self, BatchHeader, Record, StoredRecord};
 use crate::compaction::ClosedSegment;
 use crate::segment::{self, ReadRequest, Scan, Segment, SegmentView};
+use crate::storage::{SegmentFile, Storage};
 use crate::LogError;
 
 /// How a partition is being opened.
@@ -29,14 +30,23 @@ pub(crate) enum Opening {
 }
 
 /// How a partition's segments are kept.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct Settings {
+    /// Where segment files live (a fault-injecting one in tests).
+    pub storage: Arc<dyn Storage>,
     /// Roll before a batch would take the active segment past this size.
     pub bytes: u64,
     /// Roll before appending to an active segment opened this long ago.
     pub max_age: Option<std::time::Duration>,
     /// Key-compacted: offsets may have gaps where compaction removed records.
     pub compacted: bool,
+}
+
+/// Fsyncs a directory through `storage`.
+fn sync_dir(storage: &dyn Storage, dir: &Path) -> Result<(), LogError> {
+    storage
+        .sync_dir(dir)
+        .map_err(|e| LogError::io("fsync directory", dir, e))
 }
 
 /// Records per batch are gathered up to about this many bytes.
@@ -68,8 +78,8 @@ impl Partition {
     pub fn create(dir: PathBuf, settings: Settings) -> Result<Partition, LogError> {
         fs::create_dir_all(&dir)
             .map_err(|e| LogError::io("create partition directory", &dir, e))?;
-        let segment = Segment::create(&dir, 0)?;
-        crate::sync_dir(&dir)?;
+        let segment = Segment::create(&*settings.storage, &dir, 0)?;
+        sync_dir(&*settings.storage, &dir)?;
         Ok(Partition {
             dir,
             segments: vec![segment],
@@ -132,9 +142,9 @@ impl Partition {
                     if writable {
                         for later in &bases[i..] {
                             let path = dir.join(segment::file_name(*later));
-                            segment::remove_files(&path)?;
+                            segment::remove_files(&*settings.storage, &path)?;
                         }
-                        crate::sync_dir(&dir)?;
+                        sync_dir(&*settings.storage, &dir)?;
                     }
                     break;
                 }
@@ -145,8 +155,14 @@ impl Partition {
                 (true, Opening::AfterCleanStop) => Scan::HeadersThenCut,
                 (true, _) => Scan::Repair,
             };
-            let (segment, problem) =
-                Segment::open(&path, base, scan, writable, settings.compacted)?;
+            let (segment, problem) = Segment::open(
+                &*settings.storage,
+                &path,
+                base,
+                scan,
+                writable,
+                settings.compacted,
+            )?;
             if let Some(problem) = problem {
                 tracing::warn!(segment = %path.display(), problem = %problem, "recovered segment: cut torn tail");
             }
@@ -221,12 +237,10 @@ impl Partition {
                 });
             }
         };
-        let settings = self.settings;
+        let (max_bytes, max_age) = (self.settings.bytes, self.settings.max_age);
         let active = self.active();
-        let full = active.size + buf.len() as u64 > settings.bytes;
-        let old = settings
-            .max_age
-            .is_some_and(|age| active.opened.elapsed() >= age);
+        let full = active.size + buf.len() as u64 > max_bytes;
+        let old = max_age.is_some_and(|age| active.opened.elapsed() >= age);
         if active.size > 0 && (full || old) {
             // Roll: make the new segment durable in the directory before writing into it.
             self.roll()?;
@@ -244,8 +258,8 @@ impl Partition {
         }
         self.active().sync()?;
         self.active().seal();
-        let segment = Segment::create(&self.dir, base)?;
-        crate::sync_dir(&self.dir)?;
+        let segment = Segment::create(&*self.settings.storage, &self.dir, base)?;
+        sync_dir(&*self.settings.storage, &self.dir)?;
         self.segments.push(segment);
         Ok(())
     }
@@ -254,13 +268,13 @@ impl Partition {
     pub fn remove_older_segments(&mut self) -> Result<(), LogError> {
         let keep = self.segments.split_off(self.segments.len() - 1);
         for segment in std::mem::replace(&mut self.segments, keep) {
-            segment::remove_files(&segment.path)?;
+            segment::remove_files(&*self.settings.storage, &segment.path)?;
         }
-        crate::sync_dir(&self.dir)
+        sync_dir(&*self.settings.storage, &self.dir)
     }
 
     /// Handle to fsync what `append` wrote: the active segment file.
-    pub fn sync_handle(&self) -> (Arc<std::fs::File>, PathBuf) {
+    pub fn sync_handle(&self) -> (Arc<dyn SegmentFile>, PathBuf) {
         let active = self
             .segments
             .last()
@@ -281,9 +295,9 @@ impl Partition {
                 break;
             }
             let segment = self.segments.pop().expect("checked above");
-            segment::remove_files(&segment.path)?;
+            segment::remove_files(&*self.settings.storage, &segment.path)?;
         }
-        crate::sync_dir(&self.dir)?;
+        sync_dir(&*self.settings.storage, &self.dir)?;
         self.active().truncate_to(offset)
     }
 
@@ -303,8 +317,7 @@ impl Partition {
             }
             let modified = oldest
                 .file
-                .metadata()
-                .and_then(|m| m.modified())
+                .modified()
                 .map_err(|e| LogError::io("stat segment", &oldest.path, e))?;
             let expired = retention.max_age.is_some_and(|age| {
                 now.duration_since(modified)
@@ -315,13 +328,13 @@ impl Partition {
                 break;
             }
             let segment = self.segments.remove(0);
-            segment::remove_files(&segment.path)?;
+            segment::remove_files(&*self.settings.storage, &segment.path)?;
             tracing::info!(segment = %segment.path.display(), expired, oversized, "retention: deleted segment");
             total -= segment.size;
             deleted += 1;
         }
         if deleted > 0 {
-            crate::sync_dir(&self.dir)?;
+            sync_dir(&*self.settings.storage, &self.dir)?;
         }
         Ok(deleted)
     }
@@ -345,8 +358,7 @@ impl Partition {
             }
             let modified = segment
                 .file
-                .metadata()
-                .and_then(|m| m.modified())
+                .modified()
                 .map_err(|e| LogError::io("stat segment", &segment.path, e))?;
             closed.push(ClosedSegment {
                 base_offset: segment.base_offset,
@@ -382,14 +394,22 @@ impl Partition {
         let path = self.segments[i].path.clone();
         match cleaned {
             None => {
-                segment::remove_files(&path)?;
+                segment::remove_files(&*self.settings.storage, &path)?;
                 self.segments.remove(i);
             }
             Some(cleaned) => {
-                fs::rename(&cleaned, &path)
+                self.settings
+                    .storage
+                    .rename(&cleaned, &path)
                     .map_err(|e| LogError::io("swap in compacted segment", &path, e))?;
-                let (mut replacement, problem) =
-                    Segment::open(&path, base, Scan::Headers, true, true)?;
+                let (mut replacement, problem) = Segment::open(
+                    &*self.settings.storage,
+                    &path,
+                    base,
+                    Scan::Headers,
+                    true,
+                    true,
+                )?;
                 if let Some(problem) = problem {
                     return Err(LogError::corrupt(format!(
                         "compacted segment {}: {problem}",
@@ -401,7 +421,7 @@ impl Partition {
                 self.segments[i] = replacement;
             }
         }
-        crate::sync_dir(&self.dir)
+        sync_dir(&*self.settings.storage, &self.dir)
     }
 
     /// Segment count and bytes on disk.
@@ -419,7 +439,9 @@ impl Partition {
         for segment in &self.segments {
             let mut pos = segment.position_for_time(timestamp_ms);
             while pos < segment.size {
-                std::os::unix::fs::FileExt::read_exact_at(&*segment.file, &mut header, pos)
+                segment
+                    .file
+                    .read_exact_at(&mut header, pos)
                     .map_err(|e| LogError::io("read segment", &segment.path, e))?;
                 let parsed = BatchHeader::parse(&header)?;
                 if parsed.base_offset >= self.stable_offset {

@@ -39,6 +39,7 @@ impl Log {
         let mut control_partition = Partition::open(
             dir.join("control"),
             partition::Settings {
+                storage: options.storage.clone(),
                 bytes: u64::MAX,
                 max_age: None,
                 compacted: false,

@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::batch::{self, BatchHeader, BATCH_HEADER_LEN};
+use crate::storage::{SegmentFile, Storage};
 use crate::LogError;
 
 /// Bytes of log between two sparse index entries.
@@ -29,7 +30,7 @@ const INDEX_INTERVAL: u64 = 4096;
 pub(crate) struct Segment {
     pub base_offset: u64,
     pub path: PathBuf,
-    pub file: Arc<File>,
+    pub file: Arc<dyn SegmentFile>,
     /// Bytes of whole batches.
     pub size: u64,
     /// Offset after the last record in this segment.
@@ -74,8 +75,10 @@ pub(crate) fn index_paths(log_path: &Path) -> [PathBuf; 2] {
 }
 
 /// Removes a segment's log and index files.
-pub(crate) fn remove_files(log_path: &Path) -> Result<(), LogError> {
-    std::fs::remove_file(log_path).map_err(|e| LogError::io("remove segment", log_path, e))?;
+pub(crate) fn remove_files(storage: &dyn Storage, log_path: &Path) -> Result<(), LogError> {
+    storage
+        .remove(log_path)
+        .map_err(|e| LogError::io("remove segment", log_path, e))?;
     for path in index_paths(log_path) {
         match std::fs::remove_file(&path) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
@@ -94,19 +97,18 @@ pub(crate) fn parse_file_name(name: &str) -> Option<u64> {
 }
 
 impl Segment {
-    pub fn create(dir: &Path, base_offset: u64) -> Result<Segment, LogError> {
+    pub fn create(
+        storage: &dyn Storage,
+        dir: &Path,
+        base_offset: u64,
+    ) -> Result<Segment, LogError> {
         let path = dir.join(file_name(base_offset));
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
+        let file = storage
+            .open(&path, true, true)
             .map_err(|e| LogError::io("create segment", &path, e))?;
         let len = file
-            .metadata()
-            .map_err(|e| LogError::io("stat segment", &path, e))?
-            .len();
+            .size()
+            .map_err(|e| LogError::io("stat segment", &path, e))?;
         if len != 0 {
             file.set_len(0)
                 .map_err(|e| LogError::io("truncate segment", &path, e))?;
@@ -114,7 +116,7 @@ impl Segment {
         let mut segment = Segment {
             base_offset,
             path,
-            file: Arc::new(file),
+            file,
             size: 0,
             next_offset: base_offset,
             index: Vec::new(),
@@ -154,7 +156,7 @@ impl Segment {
                 .map_err(|e| LogError::io("read index", path, e))?;
             if existing != bytes {
                 file.set_len(0)
-                    .and_then(|()| file.write_all_at(bytes, 0))
+                    .and_then(|()| FileExt::write_all_at(&file, bytes, 0))
                     .map_err(|e| LogError::io("write index", path, e))?;
             }
             Ok(file)
@@ -179,25 +181,23 @@ impl Segment {
     /// Opens an existing segment, scanning it to find its end and build its index. With
     /// `Scan::Repair` a torn or corrupt tail is truncated away (and reported in the result).
     pub fn open(
+        storage: &dyn Storage,
         path: &Path,
         base_offset: u64,
         scan: Scan,
         writable: bool,
         gaps_allowed: bool,
     ) -> Result<(Segment, Option<String>), LogError> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(writable)
-            .open(path)
+        let file = storage
+            .open(path, writable, false)
             .map_err(|e| LogError::io("open segment", path, e))?;
         let file_len = file
-            .metadata()
-            .map_err(|e| LogError::io("stat segment", path, e))?
-            .len();
+            .size()
+            .map_err(|e| LogError::io("stat segment", path, e))?;
         let mut segment = Segment {
             base_offset,
             path: path.to_path_buf(),
-            file: Arc::new(file),
+            file,
             size: 0,
             next_offset: base_offset,
             index: Vec::new(),
@@ -312,18 +312,14 @@ impl Segment {
         entry[..4].copy_from_slice(&self.relative(offset).to_be_bytes());
         entry[4..8].copy_from_slice(&(pos as u32).to_be_bytes());
         let at = (self.index.len() as u64 - 1) * 8;
-        files
-            .index
-            .write_all_at(&entry[..8], at)
+        FileExt::write_all_at(&files.index, &entry[..8], at)
             .map_err(|e| LogError::io("append to index", &index_path, e))?;
         if self.time_index.len() > time_entries_before {
             let (timestamp, offset) = *self.time_index.last().expect("a time entry was just added");
             entry[..8].copy_from_slice(&timestamp.to_be_bytes());
             entry[8..].copy_from_slice(&self.relative(offset).to_be_bytes());
             let at = (self.time_index.len() as u64 - 1) * 12;
-            files
-                .time_index
-                .write_all_at(&entry, at)
+            FileExt::write_all_at(&files.time_index, &entry, at)
                 .map_err(|e| LogError::io("append to time index", &time_path, e))?;
         }
         Ok(())
@@ -405,7 +401,7 @@ impl Segment {
 
 /// What a reader took from a segment under the partition lock, so that it can read without it.
 pub(crate) struct SegmentView {
-    pub file: Arc<File>,
+    pub file: Arc<dyn SegmentFile>,
     pub path: PathBuf,
     pub start_pos: u64,
     pub end_pos: u64,
