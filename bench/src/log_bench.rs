@@ -36,6 +36,15 @@ fn open(dir: &str, fsync: FsyncPolicy) -> Arc<Log> {
     )
 }
 
+fn record(value: &Bytes) -> Record {
+    Record {
+        key: None,
+        value: Some(value.clone()),
+        timestamp_ms: 0,
+        headers: Vec::new(),
+    }
+}
+
 fn payload(size: usize) -> Bytes {
     Bytes::from(
         (0..size)
@@ -67,14 +76,7 @@ fn append(dir: &str, args: &[String]) {
                 let mut done = 0;
                 // A producer hands the log ready records: what is measured is the log's work.
                 let prepared = |n: u64| {
-                    let records = (0..n)
-                        .map(|_| Record {
-                            key: None,
-                            value: Some(value.clone()),
-                            timestamp_ms: 0,
-                            headers: Vec::new(),
-                        })
-                        .collect();
+                    let records = (0..n).map(|_| record(&value)).collect();
                     [PartitionBatch {
                         topic: "bench".into(),
                         partition: p as u32,
@@ -134,15 +136,7 @@ fn latency(dir: &str, args: &[String]) {
             arrivals.push(next_arrival);
             next_arrival += interval;
         }
-        let records = arrivals
-            .iter()
-            .map(|_| Record {
-                key: None,
-                value: Some(value.clone()),
-                timestamp_ms: 0,
-                headers: Vec::new(),
-            })
-            .collect();
+        let records = arrivals.iter().map(|_| record(&value)).collect();
         log.append_txn(
             "latency",
             &[PartitionBatch {

@@ -24,6 +24,7 @@ mod setup;
 mod snapshot;
 pub mod text_format;
 
+use sluice_core::clock::now_us;
 use std::sync::Arc;
 
 use sluice_core::checkpoint::{Checkpoint, SnapshotProgress};
@@ -640,10 +641,4 @@ async fn connect_catalog(
         }
     });
     Ok((client, task))
-}
-
-fn now_us() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as i64)
 }

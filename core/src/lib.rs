@@ -9,6 +9,7 @@
 //! core depends on no database driver.
 
 pub mod checkpoint;
+pub mod clock;
 pub mod encode;
 pub mod event;
 pub mod event_log;

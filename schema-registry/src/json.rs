@@ -8,6 +8,7 @@
 
 use base64::Engine;
 use bytes::{Bytes, BytesMut};
+use sluice_core::clock::now_us;
 use sluice_core::encode::{EncodeError, EncodedRecord, EventEncoder};
 use sluice_core::event::{ChangeEvent, Op, TableSchema};
 use sluice_core::position::Position;
@@ -330,12 +331,6 @@ fn write_float(buf: &mut Vec<u8>, value: f64, finite: bool, shortest: impl Fn() 
 
 fn write_str(buf: &mut Vec<u8>, s: &str) {
     serde_json::to_writer(&mut *buf, s).expect("writing to a Vec cannot fail");
-}
-
-fn now_us() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as i64)
 }
 
 /// Shared handle used by tests and tools that only need the value mapping.

@@ -14,6 +14,7 @@
 //! - Failure: a lost connection is a transient error (the runtime reconnects from the last
 //!   durable checkpoint); undecodable data or an unmappable type is definite.
 
+use sluice_core::clock::now_us;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -540,10 +541,4 @@ fn parse(rel: &Relation, column: usize, text: &[u8]) -> Result<Value, PostgresEr
         column: rel.schema.columns[column].name.clone(),
         source,
     })
-}
-
-fn now_us() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as i64)
 }

@@ -1,5 +1,6 @@
 //! Runs one source: pulls batches, hands them to the log writer, feeds durable checkpoints back.
 
+use crate::clock::now_us;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -541,10 +542,4 @@ fn report(
         progress.handled += 1;
         progress.durable = Some(checkpoint);
     });
-}
-
-fn now_us() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as i64)
 }
