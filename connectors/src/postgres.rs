@@ -28,7 +28,7 @@ use sluice_core::clock::now_us;
 use std::sync::Arc;
 
 use sluice_core::checkpoint::{Checkpoint, SnapshotProgress};
-use sluice_core::event::{ChangeEvent, Column, SnapshotMarker, TableSchema};
+use sluice_core::event::{ChangeEvent, Column, DataType, SnapshotMarker, TableSchema};
 use sluice_core::position::{Lsn, Position};
 use sluice_core::retry::{Classify, ErrorKind};
 use sluice_core::source::{Source, SourceBatch};
@@ -37,6 +37,7 @@ use tokio::task::JoinHandle;
 
 pub use self::config::PostgresSourceConfig;
 use self::config::SnapshotMode;
+use self::text_format::PgType;
 use self::protocol::ReplicationConnection;
 pub use self::protocol::ServerError;
 use self::replication::{BatchLimits, RelationContext, Stream};
@@ -215,9 +216,13 @@ impl PostgresSource {
                         )
                         .await?,
                 );
+                let data_type = types.last().map_or(DataType::Text, |t: &PgType| {
+                    t.data_type(&column.type_name)
+                });
                 schema_columns.push(Column {
                     name: column.name.clone(),
                     type_name: column.type_name.clone(),
+                    data_type,
                     key: column.primary_key,
                     nullable: !column.not_null,
                 });

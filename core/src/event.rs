@@ -47,12 +47,81 @@ impl std::fmt::Display for TableId {
     }
 }
 
+/// A column's type in sluice's own terms, the same for every source: what encoders derive
+/// schemas from and sinks create target columns from. `type_name` keeps the source's spelling
+/// for same-engine targets.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum DataType {
+    Bool,
+    Int8,
+    Int16,
+    Int32,
+    Int64,
+    UInt8,
+    UInt16,
+    UInt32,
+    UInt64,
+    Float32,
+    Float64,
+    /// Exact decimal; `None` precision means unconstrained (Postgres `numeric`), whose scale
+    /// varies per value and which may hold NaN and ±infinity.
+    Decimal {
+        precision: Option<u32>,
+        scale: Option<u32>,
+    },
+    Text,
+    Bytes,
+    Uuid,
+    Json,
+    Date,
+    Time,
+    TimeTz,
+    Timestamp,
+    TimestampTz,
+    Interval,
+    Enum,
+    Set,
+    Array(Box<DataType>),
+}
+
+impl DataType {
+    /// Whether every value of `self` fits `wider` without loss: what a sink may apply as a
+    /// column type change, and what a schema registry accepts as a promotion.
+    pub fn widens_to(&self, wider: &DataType) -> bool {
+        use DataType::*;
+        if self == wider {
+            return true;
+        }
+        match (self, wider) {
+            (Int8, Int16 | Int32 | Int64) | (Int16, Int32 | Int64) | (Int32, Int64) => true,
+            (UInt8, UInt16 | UInt32 | UInt64 | Int16 | Int32 | Int64) => true,
+            (UInt16, UInt32 | UInt64 | Int32 | Int64) | (UInt32, UInt64 | Int64) => true,
+            (Float32, Float64) => true,
+            (
+                Decimal {
+                    precision: Some(p1),
+                    scale: Some(s1),
+                },
+                Decimal {
+                    precision: Some(p2),
+                    scale: Some(s2),
+                },
+            ) => s1 == s2 && p1 <= p2,
+            (Decimal { .. }, Decimal { precision: None, .. }) => true,
+            (Enum, Text) | (Set, Text) => true,
+            (Array(a), Array(b)) => a.widens_to(b),
+            _ => false,
+        }
+    }
+}
+
 /// A column as the source describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Column {
     pub name: String,
     /// The source's type name, e.g. `numeric(10,2)`, `timestamptz`, `_int4`.
     pub type_name: String,
+    pub data_type: DataType,
     /// Part of the primary key (the event key).
     pub key: bool,
     pub nullable: bool,

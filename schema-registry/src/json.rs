@@ -7,12 +7,14 @@
 //! strings, unsigned 64-bit integers are plain numbers, intervals are ISO-8601 strings.
 
 use base64::Engine;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use sluice_core::clock::now_us;
 use sluice_core::encode::{EncodeError, EncodedRecord, EventEncoder};
 use sluice_core::event::{ChangeEvent, Op, TableSchema};
 use sluice_core::position::Position;
 use sluice_core::value::{self, Date, Timestamp, Value};
+
+use crate::arena::Arena;
 
 /// What Debezium puts for a value the source did not send (unchanged TOAST).
 pub const UNAVAILABLE_VALUE: &str = "__debezium_unavailable_value";
@@ -38,12 +40,8 @@ pub struct JsonEnvelopeEncoder {
     tombstones_on_delete: bool,
     buf: Vec<u8>,
     text: String,
-    /// Encoded keys and values are carved out of this, saving an allocation per record.
-    arena: BytesMut,
+    arena: Arena,
 }
-
-/// Bytes the arena grows by.
-const ARENA_CHUNK: usize = 256 * 1024;
 
 impl JsonEnvelopeEncoder {
     pub fn new(source: SourceBlock, tombstones_on_delete: bool) -> JsonEnvelopeEncoder {
@@ -52,7 +50,7 @@ impl JsonEnvelopeEncoder {
             tombstones_on_delete,
             buf: Vec::with_capacity(1024),
             text: String::new(),
-            arena: BytesMut::new(),
+            arena: Arena::default(),
         }
     }
 
@@ -123,13 +121,8 @@ impl JsonEnvelopeEncoder {
         self.take_buf()
     }
 
-    /// Moves what `buf` holds into the arena and hands it out as shared bytes.
     fn take_buf(&mut self) -> Bytes {
-        if self.arena.capacity() < self.buf.len() {
-            self.arena.reserve(ARENA_CHUNK.max(self.buf.len()));
-        }
-        self.arena.extend_from_slice(&self.buf);
-        self.arena.split().freeze()
+        self.arena.take(&self.buf)
     }
 }
 
@@ -353,6 +346,7 @@ mod tests {
         let column = |name: &str, key| Column {
             name: name.into(),
             type_name: "int4".into(),
+            data_type: sluice_core::event::DataType::Int32,
             key,
             nullable: !key,
         };

@@ -1,6 +1,14 @@
-//! sluice-schema-registry: event encodings, and (to come) the Confluent-compatible registry.
+//! sluice-schema-registry: the Confluent-compatible schema registry and the event encoders.
 //!
-//! - `json`: the Debezium JSON envelope, what sluice writes to the log by default, so that
-//!   Debezium consumers read sluice's topics unchanged.
+//! - `registry`: subjects, versions, global ids, compatibility levels and modes, stored in the
+//!   log's compacted `_schemas` topic; `http` serves Confluent's REST API on top of it.
+//! - `json`: the Debezium JSON envelope, so that Debezium consumers read sluice's topics
+//!   unchanged.
+//! - `avro`: Avro schemas derived from table schemas (Debezium's names, logical types) and the
+//!   binary encoder with Confluent's wire header, registering each table version it meets.
 
+mod arena;
+pub mod avro;
+pub mod http;
 pub mod json;
+pub mod registry;

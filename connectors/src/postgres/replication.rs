@@ -20,7 +20,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sluice_core::event::{
-    ChangeEvent, Column, LogicalMessage, Op, SnapshotMarker, TableId, TableSchema, TxnInfo,
+    ChangeEvent, Column, DataType, LogicalMessage, Op, SnapshotMarker, TableId, TableSchema,
+    TxnInfo,
 };
 use sluice_core::position::{Lsn, Position};
 use sluice_core::value::Value;
@@ -439,9 +440,13 @@ impl Stream {
                     .resolve(&ctx.client, column.type_oid, &id, &column.name, &type_name)
                     .await?,
             );
+            let data_type = types
+                .last()
+                .map_or(DataType::Text, |t: &PgType| t.data_type(&type_name));
             columns.push(Column {
                 name: column.name.clone(),
                 type_name,
+                data_type,
                 key,
                 nullable: !info.is_some_and(|c| c.not_null),
             });

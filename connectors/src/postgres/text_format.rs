@@ -6,6 +6,7 @@
 //! user data and must not reach logs).
 
 use bytes::Bytes;
+use sluice_core::event::DataType;
 use sluice_core::value::{
     self, Date, Decimal, Interval, Timestamp, Value, MICROS_PER_DAY, MICROS_PER_SECOND,
 };
@@ -70,6 +71,50 @@ impl PgType {
             }
         };
         Some(scalar)
+    }
+
+    /// sluice's type for a column of this type; `type_name` (`format_type`, e.g.
+    /// `numeric(10,2)`) supplies the precision and scale of numerics.
+    pub fn data_type(&self, type_name: &str) -> DataType {
+        match self {
+            PgType::Bool => DataType::Bool,
+            PgType::Int2 => DataType::Int16,
+            PgType::Int4 => DataType::Int32,
+            PgType::Int8 => DataType::Int64,
+            PgType::Oid => DataType::UInt32,
+            PgType::Float4 => DataType::Float32,
+            PgType::Float8 => DataType::Float64,
+            PgType::Numeric => {
+                let modifiers = type_name
+                    .split_once('(')
+                    .and_then(|(_, rest)| rest.split_once(')'))
+                    .map(|(inside, _)| inside);
+                let mut parts = modifiers.into_iter().flat_map(|m| m.split(','));
+                let precision = parts.next().and_then(|p| p.trim().parse().ok());
+                let scale = precision.map(|_| {
+                    parts
+                        .next()
+                        .and_then(|s| s.trim().parse().ok())
+                        .unwrap_or(0)
+                });
+                DataType::Decimal { precision, scale }
+            }
+            PgType::Text | PgType::Passthrough => DataType::Text,
+            PgType::Bytea => DataType::Bytes,
+            PgType::Uuid => DataType::Uuid,
+            PgType::Json => DataType::Json,
+            PgType::Date => DataType::Date,
+            PgType::Time => DataType::Time,
+            PgType::TimeTz => DataType::TimeTz,
+            PgType::Timestamp => DataType::Timestamp,
+            PgType::TimestampTz => DataType::TimestampTz,
+            PgType::Interval => DataType::Interval,
+            PgType::Enum => DataType::Enum,
+            PgType::Array(element) => {
+                let element_name = type_name.strip_suffix("[]").unwrap_or(type_name);
+                DataType::Array(Box::new(element.data_type(element_name)))
+            }
+        }
     }
 
     fn builtin_array_element(oid: u32) -> Option<PgType> {
