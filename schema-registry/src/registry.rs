@@ -671,7 +671,10 @@ impl Registry {
     ) -> Result<u32, RegistryError> {
         let mut state = self.state();
         self.writable(&state, subject)?;
-        let (n, v) = state.resolve(subject, spec, permanent)?;
+        // A numbered version is found even when soft-deleted (to say so); `latest` means the
+        // newest live one unless deleting permanently.
+        let include_deleted = permanent || matches!(spec, VersionSpec::Number(_));
+        let (n, v) = state.resolve(subject, spec, include_deleted)?;
         let entries = if permanent {
             if !v.deleted {
                 return Err(RegistryError::version_not_soft_deleted(subject, n));

@@ -130,6 +130,9 @@ fn explain(writer: &AvroSchema, reader: &AvroSchema, path: &str) -> Option<Strin
     };
     match (writer, reader) {
         (AvroSchema::Record(w), AvroSchema::Record(r)) => {
+            if w.name.name() != r.name.name() {
+                return leaf(writer, reader, path);
+            }
             for r_field in &r.fields {
                 let w_field = std::iter::once(&r_field.name)
                     .chain(r_field.aliases.iter())
