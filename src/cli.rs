@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use sluice_core::position::Position;
 
-use crate::{config, log_cmd, run, status, Failure};
+use crate::{config, log_cmd, registry_cmd, run, status, Failure};
 
 #[derive(Parser)]
 #[command(
@@ -39,6 +39,12 @@ pub enum Command {
     },
     /// Where each source and sink stands: committed position, slot and WAL held, sink lag.
     Status {
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Serve the schema registry (Confluent's REST API) of a config's log on its own, on
+    /// `[registry] listen`, until Ctrl-C or SIGTERM.
+    Registry {
         #[arg(short, long, value_name = "FILE")]
         config: PathBuf,
     },
@@ -132,6 +138,10 @@ pub fn dispatch(cli: Cli) -> Result<(), Failure> {
         Command::Status { config } => {
             let loaded = config::load(&config).map_err(Failure::config)?;
             status::status(&loaded)
+        }
+        Command::Registry { config } => {
+            let loaded = config::load(&config).map_err(Failure::config)?;
+            registry_cmd::serve(loaded)
         }
         Command::Log { command } => log_cmd::dispatch(command),
     }

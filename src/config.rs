@@ -17,7 +17,8 @@ use sluice_log::{FsyncPolicy, LogOptions};
 pub struct FileConfig {
     #[serde(default)]
     pub log: LogSection,
-    /// Confluent-compatible schema registry (not served yet; accepted so configs stay valid).
+    /// Confluent-compatible schema registry API, e.g. `listen = "127.0.0.1:8081"`; served by
+    /// `sluice run` and by `sluice registry`. Schemas are kept in the log either way.
     #[serde(default)]
     pub registry: Option<ListenSection>,
     /// Admin HTTP endpoint: `/metrics` (Prometheus) and `/health`, e.g. `listen = "127.0.0.1:8083"`.

@@ -3,11 +3,16 @@
 
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, Context};
 use serde_json::{json, Value as Json};
 use sluice_log::{Log, StoredRecord};
+use sluice_schema_registry::avro::decode::is_framed;
+use sluice_schema_registry::avro::AvroDecoder;
+use sluice_schema_registry::registry::store::LogStore;
+use sluice_schema_registry::registry::Registry;
 
 use crate::cli::{Format, LogCommand, LogLocation};
 use crate::{config, Failure};
@@ -177,8 +182,10 @@ fn tail(
     format: Format,
     follow: bool,
 ) -> anyhow::Result<()> {
-    let mut log = Log::open_read_only(dir)
-        .with_context(|| format!("opening the log at {}", dir.display()))?;
+    let mut log = Arc::new(
+        Log::open_read_only(dir).with_context(|| format!("opening the log at {}", dir.display()))?,
+    );
+    let mut decoder = avro_decoder(&log)?;
     let partitions = log
         .topic_partitions(topic)
         .ok_or_else(|| anyhow!("topic {topic} does not exist in {}", dir.display()))?;
@@ -203,7 +210,8 @@ fn tail(
                 let Some(last) = records.last() else { break };
                 next[partition as usize] = last.offset + 1;
                 for record in &records {
-                    if let Err(err) = print_record(&mut out, topic, partition, record, format) {
+                    let printing = print_record(&mut out, topic, partition, record, format, &mut decoder);
+                    if let Err(err) = printing {
                         return quiet_on_closed_pipe(err);
                     }
                 }
@@ -219,9 +227,17 @@ fn tail(
         if !printed {
             // A read-only open sees a snapshot of the commits: reopen to see new ones.
             std::thread::sleep(Duration::from_millis(200));
-            log = Log::open_read_only(dir)?;
+            log = Arc::new(Log::open_read_only(dir)?);
+            decoder = avro_decoder(&log)?;
         }
     }
+}
+
+/// Reads Avro records with the log's own schema registry.
+fn avro_decoder(log: &Arc<Log>) -> anyhow::Result<AvroDecoder> {
+    let registry = Registry::open(LogStore::reader(log.clone()))
+        .map_err(|e| anyhow!("reading the schema registry: {}", e.message))?;
+    Ok(AvroDecoder::new(Arc::new(registry)))
 }
 
 fn print_record(
@@ -230,11 +246,25 @@ fn print_record(
     partition: u32,
     record: &StoredRecord,
     format: Format,
+    decoder: &mut AvroDecoder,
 ) -> std::io::Result<()> {
+    let mut decode = |bytes: &[u8]| -> Json {
+        if is_framed(bytes) {
+            decoder
+                .to_json(bytes)
+                .unwrap_or_else(|e| json!({"undecodable_avro": e}))
+        } else {
+            decode(bytes)
+        }
+    };
     match format {
         Format::Raw => {
             if let Some(value) = &record.value {
-                out.write_all(value)?;
+                if is_framed(value) {
+                    serde_json::to_writer(&mut *out, &decode(value))?;
+                } else {
+                    out.write_all(value)?;
+                }
             }
             out.write_all(b"\n")
         }
@@ -244,8 +274,8 @@ fn print_record(
                 "partition": partition,
                 "offset": record.offset,
                 "timestamp": record.timestamp_ms,
-                "key": record.key.as_deref().map(decode),
-                "value": record.value.as_deref().map(decode),
+                "key": record.key.as_deref().map(&mut decode),
+                "value": record.value.as_deref().map(&mut decode),
             });
             serde_json::to_writer(&mut *out, &line)?;
             out.write_all(b"\n")

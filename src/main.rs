@@ -5,6 +5,7 @@ mod api;
 mod cli;
 mod config;
 mod log_cmd;
+mod registry_cmd;
 mod run;
 mod status;
 

@@ -5,13 +5,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::anyhow;
-use sluice_connectors::{SinkConfig, SourceConfig};
+use sluice_connectors::{AvroDecimals, Encoding, SinkConfig, SourceConfig};
 use sluice_core::event_log::{EmbeddedLog, EventLog};
 use sluice_core::pipeline::{run_sink, run_source, SinkSettings, SourceSettings};
 use sluice_core::position::Position;
 use sluice_core::task::Tasks;
 use sluice_log::Log;
+use sluice_schema_registry::avro::{AvroDecoder, AvroEncoder, DecimalHandling};
 use sluice_schema_registry::json::{JsonEnvelopeEncoder, SourceBlock};
+use sluice_schema_registry::registry::store::LogStore;
+use sluice_schema_registry::registry::Registry;
+use sluice_schema_registry::Encoder;
 
 use crate::config::FileConfig;
 use crate::Failure;
@@ -30,9 +34,14 @@ pub fn run(config: FileConfig, stop_at: Option<Position>) -> Result<(), Failure>
 }
 
 async fn run_async(config: FileConfig, stop_at: Option<Position>) -> Result<(), Failure> {
-    if let Some(registry) = &config.registry {
-        tracing::warn!(listen = %registry.listen, "[registry] is not served by this version yet");
-    }
+    let registry_listener = match &config.registry {
+        Some(registry) => Some(
+            sluice_schema_registry::http::bind(&registry.listen)
+                .await
+                .map_err(|e| Failure::runtime(anyhow!(e)))?,
+        ),
+        None => None,
+    };
     let api = match &config.api {
         Some(api) => Some(
             crate::api::bind(&api.listen)
@@ -49,8 +58,16 @@ async fn run_async(config: FileConfig, stop_at: Option<Position>) -> Result<(), 
         .map_err(|e| Failure::runtime(anyhow!(e)))?;
     tracing::info!(dir = %config.log.dir.display(), topics = log.topics().len(), "log open");
     let log = Arc::new(log);
+    let registry = open_registry(log.clone()).await?;
     let backend = EmbeddedLog::new(log.clone(), config.log.partitions);
     let tasks = Tasks::new();
+    if let Some(listener) = registry_listener {
+        tasks.spawn(
+            "schema registry",
+            tracing::info_span!("registry"),
+            sluice_schema_registry::http::serve(listener, registry.clone(), tasks.cancel_token()),
+        );
+    }
     let tombstone_retention = Duration::from_secs(config.log.tombstone_retention_hours * 3600);
     tasks.spawn(
         "log maintenance",
@@ -76,13 +93,17 @@ async fn run_async(config: FileConfig, stop_at: Option<Position>) -> Result<(), 
         match source {
             SourceConfig::Postgres(pg) => {
                 let db = pg.connect_params().map(|p| p.dbname).unwrap_or_default();
-                let encoder = JsonEnvelopeEncoder::new(
-                    SourceBlock {
-                        connector: "postgresql",
-                        name: name.clone(),
-                        db,
-                    },
+                let block = SourceBlock {
+                    connector: "postgresql",
+                    name: name.clone(),
+                    db,
+                };
+                let encoder = encoder(
+                    block,
                     pg.tombstones,
+                    pg.encoding,
+                    pg.avro_decimals,
+                    &registry,
                 );
                 let source = sluice_connectors::postgres::PostgresSource::new(pg);
                 tasks.spawn(
@@ -110,7 +131,8 @@ async fn run_async(config: FileConfig, stop_at: Option<Position>) -> Result<(), 
         let span = tracing::info_span!("sink", sink = %name);
         match sink {
             SinkConfig::Jsonl(jsonl) => {
-                let sink = sluice_connectors::jsonl::JsonlSink::new(jsonl);
+                let decoder = AvroDecoder::new(registry.clone());
+                let sink = sluice_connectors::jsonl::JsonlSink::new(jsonl, Some(decoder));
                 tasks.spawn(
                     format!("sink {name}"),
                     span,
@@ -145,6 +167,43 @@ async fn run_async(config: FileConfig, stop_at: Option<Position>) -> Result<(), 
     Ok(())
 }
 
+/// The schema registry over the log's `_schemas` topic (replayed into memory).
+pub async fn open_registry(log: Arc<Log>) -> Result<Arc<Registry>, Failure> {
+    let opened = tokio::task::spawn_blocking(move || -> anyhow::Result<Registry> {
+        let store = LogStore::open(log).map_err(|e| anyhow!("schema registry: {e}"))?;
+        Registry::open(store).map_err(|e| anyhow!("schema registry: {}", e.message))
+    })
+    .await
+    .map_err(Failure::runtime)?
+    .map_err(Failure::runtime)?;
+    Ok(Arc::new(opened))
+}
+
+/// The encoder a source's `encoding` names.
+fn encoder(
+    block: SourceBlock,
+    tombstones: bool,
+    encoding: Encoding,
+    decimals: AvroDecimals,
+    registry: &Arc<Registry>,
+) -> Encoder {
+    match encoding {
+        Encoding::Json => Encoder::Json(JsonEnvelopeEncoder::new(block, tombstones)),
+        Encoding::Avro => {
+            let decimals = match decimals {
+                AvroDecimals::Precise => DecimalHandling::Precise,
+                AvroDecimals::String => DecimalHandling::String,
+            };
+            Encoder::Avro(AvroEncoder::new(
+                registry.clone(),
+                block,
+                tombstones,
+                decimals,
+            ))
+        }
+    }
+}
+
 /// Once a minute: deletes segments past the retention limits and compacts compacted topics.
 async fn maintain(
     log: Arc<Log>,
@@ -176,7 +235,7 @@ async fn maintain(
     }
 }
 
-async fn shutdown_signal() -> &'static str {
+pub async fn shutdown_signal() -> &'static str {
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
         Ok(term) => term,
         Err(_) => {

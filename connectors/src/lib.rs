@@ -21,6 +21,26 @@ pub struct ConfigError {
     pub message: String,
 }
 
+/// How a source writes events to the log (`encoding` of every source).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Encoding {
+    /// Debezium's JSON envelope.
+    #[default]
+    Json,
+    /// Avro with Confluent's wire header; schemas in the registry.
+    Avro,
+}
+
+/// How Avro carries decimals (`avro_decimals` of every source).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AvroDecimals {
+    #[default]
+    Precise,
+    String,
+}
+
 /// One `[[sources]]` entry, chosen by `kind`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]

@@ -69,9 +69,19 @@ pub fn murmur2(key: &[u8]) -> u32 {
 }
 
 /// Partition for a record key; records without a key go to partition 0.
+///
+/// An Avro key's Confluent header (magic byte 0 and schema id) is left out of the hash, so that
+/// a key stays in its partition, and in order, when its table's key schema gets a new version.
+/// (JSON keys start with `{`, never with a zero byte.)
 pub fn partition_for(key: Option<&[u8]>, partitions: u32) -> u32 {
     match key {
-        Some(key) if partitions > 1 => (murmur2(key) & 0x7fff_ffff) % partitions,
+        Some(key) if partitions > 1 => {
+            let datum = match key {
+                [0, _, _, _, _, datum @ ..] => datum,
+                _ => key,
+            };
+            (murmur2(datum) & 0x7fff_ffff) % partitions
+        }
         _ => 0,
     }
 }
@@ -92,6 +102,28 @@ mod tests {
         assert!(!glob_match("shop.public.orders", "shop.public.orders2"));
         assert!(!glob_match("shop.public.*", "shop.private.orders"));
         assert!(glob_match("*", "anything"));
+    }
+
+    #[test]
+    fn avro_keys_keep_their_partition_across_key_schema_versions() {
+        let datum = [0x02, 0x06, b'a', b'b', b'c'];
+        let with_id = |id: u32| {
+            let mut key = vec![0];
+            key.extend_from_slice(&id.to_be_bytes());
+            key.extend_from_slice(&datum);
+            key
+        };
+        for partitions in [2, 3, 7, 16] {
+            let expected = partition_for(Some(&datum), partitions);
+            assert_eq!(partition_for(Some(&with_id(1)), partitions), expected);
+            assert_eq!(partition_for(Some(&with_id(977)), partitions), expected);
+        }
+        // JSON keys hash whole.
+        let json = br#"{"id":1}"#;
+        assert_eq!(
+            partition_for(Some(json), 16),
+            (murmur2(json) & 0x7fff_ffff) % 16
+        );
     }
 
     #[test]

@@ -12,3 +12,26 @@ pub mod avro;
 pub mod http;
 pub mod json;
 pub mod registry;
+
+use sluice_core::encode::{EncodeError, EncodedRecord, EventEncoder};
+use sluice_core::event::ChangeEvent;
+
+/// The encoder a pipeline chose: one type for the runtime whichever encoding a source uses.
+#[derive(Clone)]
+pub enum Encoder {
+    Json(json::JsonEnvelopeEncoder),
+    Avro(avro::AvroEncoder),
+}
+
+impl EventEncoder for Encoder {
+    fn encode(
+        &mut self,
+        event: &ChangeEvent,
+        out: &mut Vec<EncodedRecord>,
+    ) -> Result<(), EncodeError> {
+        match self {
+            Encoder::Json(encoder) => encoder.encode(event, out),
+            Encoder::Avro(encoder) => encoder.encode(event, out),
+        }
+    }
+}

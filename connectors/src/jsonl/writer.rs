@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sluice_core::retry::{Classify, ErrorKind};
 use sluice_core::sink::{Offsets, Sink, SinkRecord};
+use sluice_schema_registry::avro::decode::is_framed;
+use sluice_schema_registry::avro::AvroDecoder;
 
 use super::config::JsonlSinkConfig;
 
@@ -32,6 +34,15 @@ pub enum JsonlError {
     },
     #[error("{} is unreadable: {reason}", path.display())]
     BadOffsets { path: PathBuf, reason: String },
+    #[error(
+        "the record at {topic}[{partition}] offset {offset} is Avro and cannot be written as JSON: {reason}"
+    )]
+    Undecodable {
+        topic: String,
+        partition: u32,
+        offset: u64,
+        reason: String,
+    },
 }
 
 impl Classify for JsonlError {
@@ -39,7 +50,9 @@ impl Classify for JsonlError {
         match self {
             // A full disk or a busy file may clear up; a shrunken file or garbage will not.
             JsonlError::Io { .. } => ErrorKind::Transient,
-            JsonlError::FileShrank { .. } | JsonlError::BadOffsets { .. } => ErrorKind::Definite,
+            JsonlError::FileShrank { .. }
+            | JsonlError::BadOffsets { .. }
+            | JsonlError::Undecodable { .. } => ErrorKind::Definite,
         }
     }
 }
@@ -71,16 +84,19 @@ pub struct JsonlSink {
     file_len: u64,
     offsets: Offsets,
     buf: Vec<u8>,
+    /// Turns Avro values (Confluent wire format) into JSON lines; JSON values pass through.
+    decoder: Option<AvroDecoder>,
 }
 
 impl JsonlSink {
-    pub fn new(config: JsonlSinkConfig) -> JsonlSink {
+    pub fn new(config: JsonlSinkConfig, decoder: Option<AvroDecoder>) -> JsonlSink {
         JsonlSink {
             config,
             file: None,
             file_len: 0,
             offsets: Offsets::new(),
             buf: Vec::new(),
+            decoder,
         }
     }
 
@@ -193,7 +209,21 @@ impl Sink for JsonlSink {
         self.buf.clear();
         for record in records {
             if let Some(value) = &record.record.value {
-                self.buf.extend_from_slice(value);
+                if is_framed(value) {
+                    let undecodable = |reason: String| JsonlError::Undecodable {
+                        topic: record.topic.to_string(),
+                        partition: record.partition,
+                        offset: record.record.offset,
+                        reason,
+                    };
+                    let decoder = self.decoder.as_mut().ok_or_else(|| {
+                        undecodable("this sink has no schema registry to read it with".into())
+                    })?;
+                    let json = decoder.to_json(value).map_err(undecodable)?;
+                    serde_json::to_writer(&mut self.buf, &json).expect("writing to a Vec");
+                } else {
+                    self.buf.extend_from_slice(value);
+                }
                 self.buf.push(b'\n');
             }
             self.offsets.insert(

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::protocol::ConnectParams;
-use crate::ConfigError;
+use crate::{AvroDecimals, ConfigError, Encoding};
 
 /// `[[sources]] kind = "postgres"`.
 #[derive(Debug, Clone, Deserialize)]
@@ -41,6 +41,14 @@ pub struct PostgresSourceConfig {
     /// Follow each delete with a tombstone (same key, null value). Default true.
     #[serde(default = "default_true")]
     pub tombstones: bool,
+    /// How events are written to the log: `json` (Debezium's JSON envelope, the default) or
+    /// `avro` (Confluent's wire format; schemas registered in the schema registry).
+    #[serde(default)]
+    pub encoding: Encoding,
+    /// With `encoding = "avro"`: `precise` (numerics with a declared precision as Avro
+    /// decimals, the default) or `string` (every numeric as its exact text).
+    #[serde(default)]
+    pub avro_decimals: AvroDecimals,
     /// A batch closes at the first transaction boundary after this many events; a larger
     /// transaction goes to the log in parts of this size. Default 5000.
     #[serde(default = "default_max_batch_events")]

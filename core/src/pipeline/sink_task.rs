@@ -177,13 +177,17 @@ where
     Ok(())
 }
 
+/// The partitions of every topic a sink's patterns match. Topics starting with `_` (the
+/// registry's `_schemas`) are sluice's own and match only patterns that name them that way, so
+/// `*` means every change topic.
 fn assignment<L: EventLog>(settings: &SinkSettings, log: &L) -> Vec<(Arc<str>, u32)> {
     let mut assigned = Vec::new();
     for topic in log.topics() {
+        let internal = topic.starts_with('_');
         if settings
             .topics
             .iter()
-            .any(|pattern| glob_match(pattern, &topic))
+            .any(|pattern| glob_match(pattern, &topic) && (!internal || pattern.starts_with('_')))
         {
             let topic: Arc<str> = Arc::from(topic.as_str());
             for partition in 0..log.partitions(&topic).unwrap_or(0) {

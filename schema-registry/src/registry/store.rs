@@ -46,11 +46,19 @@ impl LogStore {
         }
         Ok(LogStore { log })
     }
+
+    /// Reads whatever `_schemas` holds without creating it (for read-only opens of the log).
+    pub fn reader(log: Arc<Log>) -> LogStore {
+        LogStore { log }
+    }
 }
 
 impl SchemaStore for LogStore {
     fn load(&self) -> Result<Vec<Entry>, StoreError> {
         let mut entries = Vec::new();
+        if self.log.topic_partitions(TOPIC).is_none() {
+            return Ok(entries);
+        }
         let mut offset = 0;
         loop {
             let records = self

@@ -1,0 +1,47 @@
+//! `sluice registry -c FILE`: the schema registry on its own, on the config's log and
+//! `[registry] listen`, for a machine that serves schemas without running pipelines. The log
+//! allows one process at a time, so while `sluice run` uses the same log, let it serve the
+//! registry (`[registry] listen` does that) instead.
+
+use anyhow::anyhow;
+use sluice_log::Log;
+
+use crate::config::FileConfig;
+use crate::run::{open_registry, shutdown_signal};
+use crate::Failure;
+
+pub fn serve(config: FileConfig) -> Result<(), Failure> {
+    let Some(section) = &config.registry else {
+        return Err(Failure::config(anyhow!(
+            "the config has no [registry] section; add one with listen = \"127.0.0.1:8081\""
+        )));
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(Failure::runtime)?;
+    runtime.block_on(async {
+        let listener = sluice_schema_registry::http::bind(&section.listen)
+            .await
+            .map_err(|e| Failure::config(anyhow!(e)))?;
+        let options = config.log.options().map_err(Failure::config)?;
+        let log = Log::open(&config.log.dir, options).map_err(|e| {
+            Failure::runtime(anyhow!("opening the log at {}: {e}", config.log.dir.display()))
+        })?;
+        let registry = open_registry(std::sync::Arc::new(log)).await?;
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let server = tokio::spawn(sluice_schema_registry::http::serve(
+            listener,
+            registry,
+            cancel.clone(),
+        ));
+        let signal = shutdown_signal().await;
+        tracing::info!(signal, "stopping the registry");
+        cancel.cancel();
+        match server.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(err)) => Err(Failure::runtime(err)),
+            Err(err) => Err(Failure::runtime(err)),
+        }
+    })
+}
