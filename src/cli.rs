@@ -111,8 +111,11 @@ pub enum LogCommand {
 pub enum Format {
     /// One JSON object per record: topic, partition, offset, timestamp, key, value.
     Json,
-    /// The value bytes, one record per line.
+    /// The value bytes, one record per line (Avro values decoded to JSON).
     Raw,
+    /// One JSON object per record with key and value bytes exactly as stored, in base64: for
+    /// feeding records to other tools (e.g. Confluent's deserializers).
+    Base64,
 }
 
 pub fn dispatch(cli: Cli) -> Result<(), Failure> {

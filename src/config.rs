@@ -261,8 +261,8 @@ fn validate(config: &FileConfig) -> anyhow::Result<()> {
     if config.log.segment_bytes < 1024 * 1024 {
         bail!("log.segment_bytes: must be at least 1 MiB");
     }
-    if config.sources.is_empty() && config.sinks.is_empty() {
-        bail!("no [[sources]] or [[sinks]]: nothing to run");
+    if config.sources.is_empty() && config.sinks.is_empty() && config.registry.is_none() {
+        bail!("no [[sources]], [[sinks]] or [registry]: nothing to run");
     }
     let mut names = std::collections::HashSet::new();
     for (i, source) in config.sources.iter().enumerate() {

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, Context};
+use base64::Engine;
 use serde_json::{json, Value as Json};
 use sluice_log::{Log, StoredRecord};
 use sluice_schema_registry::avro::decode::is_framed;
@@ -266,6 +267,19 @@ fn print_record(
                     out.write_all(value)?;
                 }
             }
+            out.write_all(b"\n")
+        }
+        Format::Base64 => {
+            let encode = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+            let line = json!({
+                "topic": topic,
+                "partition": partition,
+                "offset": record.offset,
+                "timestamp": record.timestamp_ms,
+                "key": record.key.as_deref().map(encode),
+                "value": record.value.as_deref().map(encode),
+            });
+            serde_json::to_writer(&mut *out, &line)?;
             out.write_all(b"\n")
         }
         Format::Json => {

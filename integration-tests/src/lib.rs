@@ -10,6 +10,10 @@ use std::sync::Once;
 use std::time::{Duration, Instant};
 
 use serde_json::Value as Json;
+use sluice_schema_registry::avro::decode::is_framed;
+use sluice_schema_registry::avro::AvroDecoder;
+use sluice_schema_registry::registry::store::LogStore;
+use sluice_schema_registry::registry::Registry;
 
 pub const PG_URL: &str = "postgres://postgres@127.0.0.1:5432";
 
@@ -154,6 +158,49 @@ pub async fn writer_client(url: &str) -> tokio_postgres::Client {
     client
 }
 
+/// A `[[sources]]` entry named `src` capturing `public.*` of `db`, plus `extra` lines.
+pub fn source_config(db: &TestDb, extra: &str) -> String {
+    format!(
+        "[[sources]]\nname = \"src\"\nkind = \"postgres\"\nurl = \"{}\"\ntables = [\"public.*\"]\n{slot}{extra}\n",
+        db.url(),
+        // Slots are cluster-wide: each test's database gets its own.
+        slot = if extra.contains("slot =") { String::new() } else { format!("slot = \"{}\"\n", db.name) }
+    )
+}
+
+/// A `[[sinks]]` entry writing `topics` (quoted, comma-separated) to `{dir}/out.jsonl`.
+pub fn jsonl_sink(topics: &str) -> String {
+    format!("[[sinks]]\nname = \"file\"\nkind = \"jsonl\"\npath = \"{{dir}}/out.jsonl\"\ntopics = [{topics}]\n")
+}
+
+/// A TCP port free on 127.0.0.1 right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind an ephemeral port")
+        .port()
+}
+
+/// The Python of the venv dev/services creates (confluent-kafka and fastavro installed).
+pub fn test_python() -> PathBuf {
+    let path = std::env::var_os("SLUICE_TEST_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target/pyenv/bin/python"));
+    assert!(
+        path.exists(),
+        "{} is missing: run dev/services up (it creates the test venv)",
+        path.display()
+    );
+    path
+}
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
 /// A sluice process on a config written into its own temp directory.
 pub struct Sluice {
     pub dir: tempfile::TempDir,
@@ -264,10 +311,14 @@ impl Drop for Sluice {
     }
 }
 
+/// Avro records are decoded to JSON with the log's own schema registry.
 pub fn read_topic(log_dir: &Path, topic: &str) -> Vec<(Json, Json)> {
     let Ok(log) = sluice_log::Log::open_read_only(log_dir) else {
         return Vec::new();
     };
+    let log = std::sync::Arc::new(log);
+    let registry = Registry::open(LogStore::reader(log.clone())).expect("registry replays");
+    let mut decoder = AvroDecoder::new(std::sync::Arc::new(registry));
     let Some(partitions) = log.topic_partitions(topic) else {
         return Vec::new();
     };
@@ -281,10 +332,10 @@ pub fn read_topic(log_dir: &Path, topic: &str) -> Vec<(Json, Json)> {
             let Some(last) = records.last() else { break };
             offset = last.offset + 1;
             for record in records {
-                let parse = |bytes: Option<bytes::Bytes>| {
-                    bytes.map_or(Json::Null, |b| {
-                        serde_json::from_slice(&b).expect("record is JSON")
-                    })
+                let mut parse = |bytes: Option<bytes::Bytes>| match bytes {
+                    None => Json::Null,
+                    Some(b) if is_framed(&b) => decoder.to_json(&b).expect("Avro record decodes"),
+                    Some(b) => serde_json::from_slice(&b).expect("record is JSON"),
                 };
                 out.push((parse(record.key), parse(record.value)));
             }

@@ -4,20 +4,10 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde_json::{json, Value as Json};
-use sluice_integration_tests::{events, fold_rows, wait_for, Rng, Sluice, TestDb};
+use sluice_integration_tests::{
+    events, fold_rows, jsonl_sink, source_config, wait_for, Rng, Sluice, TestDb,
+};
 
-fn source_config(db: &TestDb, extra: &str) -> String {
-    format!(
-        "[[sources]]\nname = \"src\"\nkind = \"postgres\"\nurl = \"{}\"\ntables = [\"public.*\"]\n{slot}{extra}\n",
-        db.url(),
-        // Slots are cluster-wide: each test's database gets its own.
-        slot = if extra.contains("slot =") { String::new() } else { format!("slot = \"{}\"\n", db.name) }
-    )
-}
-
-fn jsonl_sink(topics: &str) -> String {
-    format!("[[sinks]]\nname = \"file\"\nkind = \"jsonl\"\npath = \"{{dir}}/out.jsonl\"\ntopics = [{topics}]\n")
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changes_arrive_in_commit_order_per_key_with_before_images() {

@@ -102,9 +102,14 @@ impl AvroEncoder {
             } else {
                 String::new()
             };
+            // The envelope's row record is where columns live: say "column" to the user.
+            let message = err
+                .message
+                .replace("field 'before.", "column '")
+                .replace("field 'after.", "column '");
             fail(format!(
-                "registering schema version {} of the table under subject {subject}: {}{fix}",
-                table.version, err.message
+                "registering schema version {} of the table under subject {subject}: {message}{fix}",
+                table.version
             ))
         };
         let key_id = match &plan.key_schema {
