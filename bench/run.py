@@ -11,6 +11,9 @@ Cases:
   log_append_nofsync 100-byte records with fsync=never vs the goal of 1M records/s.
   log_ack_latency    p99 append-to-acknowledgement at 10,000 records/s vs the 5 ms goal.
   log_read           reading every record back from the page cache vs cat of the segments.
+  encode_avro        1,000,000 events of a 20-column row encoded as Avro (Confluent wire format)
+                     vs the same events as Debezium JSON (encode_json); one thread each; also
+                     bytes per event of both.
 Peak RSS of sluice is reported for pg_stream (goal <= 64 MB).
 """
 
@@ -170,6 +173,18 @@ def case_snapshot():
 
 
 LOG_BENCH = os.environ.get("LOG_BENCH_BIN", "target/release/log-bench")
+ENCODE_BENCH = os.environ.get("ENCODE_BENCH_BIN", "target/release/encode-bench")
+
+
+def case_encode_avro():
+    """Avro vs JSON encoding of the same 20-column events. Ratio = JSON's time / Avro's."""
+    events = 20_000 if TINY else 1_000_000
+    out = json.loads(subprocess.run([ENCODE_BENCH, "--events", str(events)], check=True,
+                                    capture_output=True, text=True).stdout)
+    a, j = out["avro"], out["json"]
+    notes = (f"events={events} avro_events_per_s={a['events_per_s']:.0f} json_events_per_s={j['events_per_s']:.0f} "
+             f"avro_bytes_per_event={a['bytes_per_event']:.0f} json_bytes_per_event={j['bytes_per_event']:.0f}")
+    return a["seconds"], j["seconds"], notes
 
 
 def log_bench(*args):
@@ -237,6 +252,7 @@ def main():
         ("log_append_nofsync", case_log_append_nofsync),
         ("log_ack_latency", case_log_ack_latency),
         ("log_read", case_log_read),
+        ("encode_avro", case_encode_avro),
         ("pg_stream", lambda: case_stream("pg_stream", TXNS)),
         ("pg_stream_one_txn", lambda: case_stream("pg_stream_one_txn", 1)),
         ("pg_snapshot", case_snapshot),
@@ -245,7 +261,7 @@ def main():
     for name, run in plan:
         if CASES and name not in CASES:
             continue
-        if name.startswith("log_"):
+        if name.startswith("log_") or name.startswith("encode_"):
             ours, ref, notes = run()
             rss = None
         else:

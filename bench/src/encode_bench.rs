@@ -1,0 +1,157 @@
+//! encode-bench: events/s and bytes per event of the Avro and JSON encoders on the same 20-column
+//! rows (what `dev/bench` reports as `encode_avro` against `encode_json`). One thread, after a
+//! warm-up that registers the Avro schemas; prints one JSON object.
+//!
+//! Usage: encode-bench [--events N]
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use sluice_core::encode::{EncodedRecord, EventEncoder};
+use sluice_core::event::{
+    ChangeEvent, Column, DataType, Op, SnapshotMarker, TableId, TableSchema, TxnInfo,
+};
+use sluice_core::position::{Lsn, Position};
+use sluice_core::value::{Date, Decimal, Timestamp, Value};
+use sluice_schema_registry::avro::{AvroEncoder, DecimalHandling};
+use sluice_schema_registry::json::{JsonEnvelopeEncoder, SourceBlock};
+use sluice_schema_registry::registry::store::MemoryStore;
+use sluice_schema_registry::registry::Registry;
+
+fn table() -> Arc<TableSchema> {
+    let col = |name: &str, data_type: DataType, type_name: &str| Column {
+        name: name.into(),
+        type_name: type_name.into(),
+        data_type,
+        key: name == "id",
+        nullable: name != "id",
+    };
+    let dec = |p, s| DataType::Decimal {
+        precision: Some(p),
+        scale: Some(s),
+    };
+    Arc::new(TableSchema {
+        table: TableId {
+            namespace: "public".into(),
+            name: "orders".into(),
+        },
+        columns: vec![
+            col("id", DataType::Int64, "bigint"),
+            col("customer_id", DataType::Int32, "integer"),
+            col("line", DataType::Int16, "smallint"),
+            col("name", DataType::Text, "text"),
+            col("email", DataType::Text, "text"),
+            col("price", dec(12, 2), "numeric(12,2)"),
+            col("weight", dec(8, 3), "numeric(8,3)"),
+            col("paid", DataType::Bool, "boolean"),
+            col("ship_date", DataType::Date, "date"),
+            col("created_at", DataType::TimestampTz, "timestamptz"),
+            col("updated_at", DataType::Timestamp, "timestamp"),
+            col("order_uid", DataType::Uuid, "uuid"),
+            col("score", DataType::Float64, "double precision"),
+            col("ratio", DataType::Float32, "real"),
+            col("attrs", DataType::Json, "jsonb"),
+            col("status", DataType::Enum, "order_status"),
+            col("city", DataType::Text, "character varying(40)"),
+            col("counter", DataType::Int64, "bigint"),
+            col("qty", DataType::Int32, "integer"),
+            col("token", DataType::Bytes, "bytea"),
+        ],
+        version: 1,
+    })
+}
+
+fn event(table: &Arc<TableSchema>, i: i64) -> ChangeEvent {
+    let row = vec![
+        Value::Int64(i),
+        Value::Int32((i % 100_000) as i32),
+        Value::Int16((i % 10) as i16),
+        Value::Text(format!("Customer Name {i}")),
+        Value::Text(format!("customer{i}@example.com")),
+        Value::Decimal(Decimal::Finite(format!("{}.{:02}", i % 100_000, i % 100))),
+        Value::Decimal(Decimal::Finite(format!("{}.{:03}", i % 1000, i % 1000))),
+        Value::Bool(i % 2 == 0),
+        Value::Date(Date::Days(19_000 + (i % 1000) as i32)),
+        Value::TimestampTz(Timestamp::Micros(1_700_000_000_000_000 + i * 1_000)),
+        Value::Timestamp(Timestamp::Micros(1_700_000_000_000_000 + i * 2_000)),
+        Value::Uuid([(i % 251) as u8; 16]),
+        Value::Float64(i as f64 * 0.37),
+        Value::Float32((i % 1000) as f32 * 0.5),
+        Value::Json(format!(r#"{{"gift": {}, "tags": ["a", "b"]}}"#, i % 2 == 0)),
+        Value::Enum("shipped".into()),
+        Value::Text("Amsterdam".into()),
+        Value::Int64(i * 7),
+        Value::Int32((i % 50) as i32),
+        Value::Bytes(Bytes::from(vec![(i % 256) as u8; 16])),
+    ];
+    ChangeEvent {
+        op: Op::Create,
+        table: Some(table.clone()),
+        before: None,
+        before_is_key_only: false,
+        after: Some(row),
+        snapshot: SnapshotMarker::No,
+        commit_ts_us: 1_700_000_000_000_000 + i,
+        position: Position::PgLsn(Lsn(1_000_000 + i as u64 * 100)),
+        xid: Some(1000 + i as u64 / 10),
+        txn: Some(TxnInfo {
+            id: format!("{}:{}", 1000 + i / 10, 1_000_000 + i * 100).into(),
+            total_order: (i % 10 + 1) as u64,
+        }),
+        message: None,
+    }
+}
+
+/// (seconds, bytes of keys and values) to encode every event.
+fn measure(encoder: &mut impl EventEncoder, events: &[ChangeEvent]) -> (f64, usize) {
+    let mut out: Vec<EncodedRecord> = Vec::with_capacity(2);
+    encoder.encode(&events[0], &mut out).expect("warm-up encodes");
+    let started = Instant::now();
+    let mut bytes = 0;
+    for event in events {
+        out.clear();
+        encoder.encode(event, &mut out).expect("encodes");
+        for record in &out {
+            bytes += record.key.as_ref().map_or(0, Bytes::len);
+            bytes += record.value.as_ref().map_or(0, Bytes::len);
+        }
+    }
+    (started.elapsed().as_secs_f64(), bytes)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let events_count: i64 = args
+        .iter()
+        .position(|a| a == "--events")
+        .and_then(|i| args.get(i + 1))
+        .map_or(1_000_000, |n| n.parse().expect("--events N"));
+    let table = table();
+    let events: Vec<ChangeEvent> = (0..events_count).map(|i| event(&table, i)).collect();
+    let source = SourceBlock {
+        connector: "postgresql",
+        name: "shop".into(),
+        db: "shop".into(),
+    };
+    let mut json = JsonEnvelopeEncoder::new(source.clone(), false);
+    let registry = Arc::new(Registry::open(MemoryStore::default()).expect("registry"));
+    let mut avro = AvroEncoder::new(registry, source, false, DecimalHandling::Precise);
+    // Interleave: json, avro, avro, json; best of each.
+    let j1 = measure(&mut json, &events);
+    let a1 = measure(&mut avro, &events);
+    let a2 = measure(&mut avro, &events);
+    let j2 = measure(&mut json, &events);
+    let best = |a: (f64, usize), b: (f64, usize)| if a.0 <= b.0 { a } else { b };
+    let (json_s, json_bytes) = best(j1, j2);
+    let (avro_s, avro_bytes) = best(a1, a2);
+    let n = events.len() as f64;
+    println!(
+        "{}",
+        serde_json::json!({
+            "events": events.len(),
+            "json": {"seconds": json_s, "events_per_s": n / json_s, "bytes_per_event": json_bytes as f64 / n},
+            "avro": {"seconds": avro_s, "events_per_s": n / avro_s, "bytes_per_event": avro_bytes as f64 / n},
+        })
+    );
+}
