@@ -7,6 +7,7 @@ Cases:
                      (fsync always) vs pg_recvlogical (pgoutput, proto 1) to /dev/null.
   pg_stream_one_txn  the same rows in one transaction.
   pg_snapshot        initial snapshot of a 1,000,000-row table into the log vs psql \\copy to /dev/null.
+  pg_snapshot_avro   the same with encoding = "avro".
   log_append_fsync_* 4 producers appending to the log with fsync=always vs dd conv=fdatasync.
   log_append_nofsync 100-byte records with fsync=never vs the goal of 1M records/s.
   log_ack_latency    p99 append-to-acknowledgement at 10,000 records/s vs the 5 ms goal.
@@ -92,7 +93,7 @@ def peak_rss_mb_of(cmd):
     return elapsed, usage.ru_maxrss
 
 
-def sluice_config(workdir, slot, snapshot):
+def sluice_config(workdir, slot, snapshot, encoding="json"):
     path = os.path.join(workdir, "bench.toml")
     with open(path, "w") as f:
         f.write(
@@ -100,6 +101,7 @@ def sluice_config(workdir, slot, snapshot):
             f'[[sources]]\nname = "bench"\nkind = "postgres"\n'
             f'url = "postgres://postgres@127.0.0.1:5432/{DB}"\n'
             f'tables = ["public.t", "public.marker"]\nslot = "{slot}"\npublication = "bench"\nsnapshot = "{snapshot}"\n'
+            f'encoding = "{encoding}"\n'
         )
     return path
 
@@ -149,7 +151,7 @@ def count_records(workdir, topic):
     return 0
 
 
-def case_snapshot():
+def case_snapshot(encoding="json"):
     reset_db()
     fill(max(1, TXNS // 10), ROWS // max(1, TXNS // 10))
     psql("VACUUM ANALYZE t")
@@ -158,7 +160,7 @@ def case_snapshot():
     def ours(slot):
         end = psql("SELECT pg_current_wal_lsn()")
         with tempfile.TemporaryDirectory() as workdir:
-            config = sluice_config(workdir, slot, "initial")
+            config = sluice_config(workdir, slot, "initial", encoding)
             elapsed, rss = peak_rss_mb_of([SLUICE, "run", "-c", config, "--stop-at", lsn_position(end)])
             records = count_records(workdir, "bench.public.t")
         if records < ROWS:
@@ -256,6 +258,7 @@ def main():
         ("pg_stream", lambda: case_stream("pg_stream", TXNS)),
         ("pg_stream_one_txn", lambda: case_stream("pg_stream_one_txn", 1)),
         ("pg_snapshot", case_snapshot),
+        ("pg_snapshot_avro", lambda: case_snapshot("avro")),
     ]
     wm = psql("SHOW logical_decoding_work_mem", "postgres")
     for name, run in plan:

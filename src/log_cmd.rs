@@ -184,7 +184,8 @@ fn tail(
     follow: bool,
 ) -> anyhow::Result<()> {
     let mut log = Arc::new(
-        Log::open_read_only(dir).with_context(|| format!("opening the log at {}", dir.display()))?,
+        Log::open_read_only(dir)
+            .with_context(|| format!("opening the log at {}", dir.display()))?,
     );
     let mut decoder = avro_decoder(&log)?;
     let partitions = log
@@ -211,7 +212,8 @@ fn tail(
                 let Some(last) = records.last() else { break };
                 next[partition as usize] = last.offset + 1;
                 for record in &records {
-                    let printing = print_record(&mut out, topic, partition, record, format, &mut decoder);
+                    let printing =
+                        print_record(&mut out, topic, partition, record, format, &mut decoder);
                     if let Err(err) = printing {
                         return quiet_on_closed_pipe(err);
                     }

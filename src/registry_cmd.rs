@@ -26,7 +26,10 @@ pub fn serve(config: FileConfig) -> Result<(), Failure> {
             .map_err(|e| Failure::config(anyhow!(e)))?;
         let options = config.log.options().map_err(Failure::config)?;
         let log = Log::open(&config.log.dir, options).map_err(|e| {
-            Failure::runtime(anyhow!("opening the log at {}: {e}", config.log.dir.display()))
+            Failure::runtime(anyhow!(
+                "opening the log at {}: {e}",
+                config.log.dir.display()
+            ))
         })?;
         let registry = open_registry(std::sync::Arc::new(log)).await?;
         let cancel = tokio_util::sync::CancellationToken::new();

@@ -106,7 +106,9 @@ fn event(table: &Arc<TableSchema>, i: i64) -> ChangeEvent {
 /// (seconds, bytes of keys and values) to encode every event.
 fn measure(encoder: &mut impl EventEncoder, events: &[ChangeEvent]) -> (f64, usize) {
     let mut out: Vec<EncodedRecord> = Vec::with_capacity(2);
-    encoder.encode(&events[0], &mut out).expect("warm-up encodes");
+    encoder
+        .encode(&events[0], &mut out)
+        .expect("warm-up encodes");
     let started = Instant::now();
     let mut bytes = 0;
     for event in events {

@@ -37,11 +37,11 @@ use tokio::task::JoinHandle;
 
 pub use self::config::PostgresSourceConfig;
 use self::config::SnapshotMode;
-use self::text_format::PgType;
 use self::protocol::ReplicationConnection;
 pub use self::protocol::ServerError;
 use self::replication::{BatchLimits, RelationContext, Stream};
 use self::snapshot::SnapshotTable;
+use self::text_format::PgType;
 
 /// Errors of the Postgres source, classified for retry in [`Classify`].
 #[derive(Debug, thiserror::Error)]
@@ -216,9 +216,9 @@ impl PostgresSource {
                         )
                         .await?,
                 );
-                let data_type = types.last().map_or(DataType::Text, |t: &PgType| {
-                    t.data_type(&column.type_name)
-                });
+                let data_type = types
+                    .last()
+                    .map_or(DataType::Text, |t: &PgType| t.data_type(&column.type_name));
                 schema_columns.push(Column {
                     name: column.name.clone(),
                     type_name: column.type_name.clone(),

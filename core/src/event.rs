@@ -107,7 +107,12 @@ impl DataType {
                     scale: Some(s2),
                 },
             ) => s1 == s2 && p1 <= p2,
-            (Decimal { .. }, Decimal { precision: None, .. }) => true,
+            (
+                Decimal { .. },
+                Decimal {
+                    precision: None, ..
+                },
+            ) => true,
             (Enum, Text) | (Set, Text) => true,
             (Array(a), Array(b)) => a.widens_to(b),
             _ => false,

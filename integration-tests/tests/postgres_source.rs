@@ -8,7 +8,6 @@ use sluice_integration_tests::{
     events, fold_rows, jsonl_sink, source_config, wait_for, Rng, Sluice, TestDb,
 };
 
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changes_arrive_in_commit_order_per_key_with_before_images() {
     let db = TestDb::create();

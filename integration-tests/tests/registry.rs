@@ -42,10 +42,19 @@ fn lines(path: &std::path::Path) -> Vec<Json> {
 fn row(i: i64) -> (String, Json) {
     let price = format!("{}.{:02}", i * 37 % 100_000, i % 100);
     let day = format!("20{:02}-{:02}-{:02}", i % 90 + 10, i % 12 + 1, i % 28 + 1);
-    let at = format!("2024-03-{:02}T{:02}:04:05.{:06}+00:00", i % 28 + 1, i % 24, i * 1001 % 1_000_000);
+    let at = format!(
+        "2024-03-{:02}T{:02}:04:05.{:06}+00:00",
+        i % 28 + 1,
+        i % 24,
+        i * 1001 % 1_000_000
+    );
     let local = format!("1999-12-31T23:59:{:02}.{:06}", i % 60, i * 7 % 1_000_000);
     let uid = format!("{:08x}-0000-4000-8000-{:012x}", i, i * 99);
-    let note = if i % 3 == 0 { None } else { Some(format!("note ü {i}")) };
+    let note = if i % 3 == 0 {
+        None
+    } else {
+        Some(format!("note ü {i}"))
+    };
     let blob_hex = format!("{:02x}ff00", i % 256);
     let sql = format!(
         "({i}, 'name {i}', {price}, {qty}, {ok}, '{day}', '{at}', '{local}', '{uid}', {note}, {score}, '\\x{blob_hex}')",
@@ -153,16 +162,31 @@ async fn confluents_python_client_reads_sluices_registry_and_avro_records() {
     let (status, subjects) = http(port, "GET", "/subjects", None);
     assert_eq!(status, 200);
     let subjects: Json = serde_json::from_str(&subjects).unwrap();
-    assert_eq!(subjects, json!(["src.public.items-key", "src.public.items-value"]));
+    assert_eq!(
+        subjects,
+        json!(["src.public.items-key", "src.public.items-value"])
+    );
 
     // Records exactly as stored, for Confluent's deserializer.
     let records = sluice.path("records.jsonl");
     let dump = Command::new(sluice_bin())
-        .args(["log", "tail", "src.public.items", "--from-beginning", "--format", "base64", "--dir"])
+        .args([
+            "log",
+            "tail",
+            "src.public.items",
+            "--from-beginning",
+            "--format",
+            "base64",
+            "--dir",
+        ])
         .arg(sluice.log_dir())
         .output()
         .unwrap();
-    assert!(dump.status.success(), "{}", String::from_utf8_lossy(&dump.stderr));
+    assert!(
+        dump.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dump.stderr)
+    );
     std::fs::write(&records, &dump.stdout).unwrap();
     let expected_path = sluice.path("expected.json");
     let types = json!({
@@ -185,9 +209,15 @@ async fn confluents_python_client_reads_sluices_registry_and_avro_records() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "python client failed:\n{stdout}\n{stderr}");
+    assert!(
+        output.status.success(),
+        "python client failed:\n{stdout}\n{stderr}"
+    );
     assert!(stdout.contains("registry API: ok"), "{stdout}");
-    assert!(stdout.contains("records: 50 rows decoded and equal to the source"), "{stdout}");
+    assert!(
+        stdout.contains("records: 50 rows decoded and equal to the source"),
+        "{stdout}"
+    );
     assert_eq!(sluice.stop(), Some(0), "{}", sluice.stderr());
 }
 
@@ -203,7 +233,10 @@ async fn schema_changes_register_versions_and_an_incompatible_one_stops_until_al
     sluice.start();
     db.wait_for_streaming().await;
     let client = db.client().await;
-    client.batch_execute("INSERT INTO t VALUES (1, 'x')").await.unwrap();
+    client
+        .batch_execute("INSERT INTO t VALUES (1, 'x')")
+        .await
+        .unwrap();
     client
         .batch_execute("ALTER TABLE t ADD COLUMN b text; INSERT INTO t VALUES (2, 'y', 'new')")
         .await
@@ -213,7 +246,10 @@ async fn schema_changes_register_versions_and_an_incompatible_one_stops_until_al
     })
     .await;
     let (_, versions) = http(port, "GET", "/subjects/src.public.t-value/versions", None);
-    assert_eq!(versions, "[1,2]", "a nullable column is a compatible new version");
+    assert_eq!(
+        versions, "[1,2]",
+        "a nullable column is a compatible new version"
+    );
     let rows = events(&sluice.records("src.public.t"));
     assert_eq!(rows[1]["after"], json!({"id": 2, "a": "y", "b": "new"}));
 
@@ -222,16 +258,28 @@ async fn schema_changes_register_versions_and_an_incompatible_one_stops_until_al
         .batch_execute("ALTER TABLE t ADD COLUMN c int NOT NULL DEFAULT 0; INSERT INTO t VALUES (3, 'z', NULL, 5)")
         .await
         .unwrap();
-    wait_for(Duration::from_secs(20), "sluice to stop on the incompatible change", || {
-        !sluice.is_running()
-    })
+    wait_for(
+        Duration::from_secs(20),
+        "sluice to stop on the incompatible change",
+        || !sluice.is_running(),
+    )
     .await;
     assert_eq!(sluice.stop(), Some(1), "a definite error exits 1");
     let stderr = sluice.stderr();
     assert!(stderr.contains("subject src.public.t-value"), "{stderr}");
-    assert!(stderr.contains("column 'c' is only in the reader and has no default"), "{stderr}");
-    assert!(stderr.contains("PUT /config/src.public.t-value"), "{stderr}");
-    assert_eq!(events(&sluice.records("src.public.t")).len(), 2, "nothing of the rejected change");
+    assert!(
+        stderr.contains("column 'c' is only in the reader and has no default"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("PUT /config/src.public.t-value"),
+        "{stderr}"
+    );
+    assert_eq!(
+        events(&sluice.records("src.public.t")).len(),
+        2,
+        "nothing of the rejected change"
+    );
 
     // The fix the message names: relax the subject on the registry (served on its own while the
     // pipeline is down), then run again; the change goes through exactly once.
@@ -251,8 +299,13 @@ async fn schema_changes_register_versions_and_an_incompatible_one_stops_until_al
         "/config/src.public.t-value",
         Some(json!({"compatibility": "NONE"})),
     );
-    assert_eq!((status, body.as_str()), (200, r#"{"compatibility":"NONE"}"#));
-    let _ = Command::new("kill").args(["-TERM", &registry.id().to_string()]).status();
+    assert_eq!(
+        (status, body.as_str()),
+        (200, r#"{"compatibility":"NONE"}"#)
+    );
+    let _ = Command::new("kill")
+        .args(["-TERM", &registry.id().to_string()])
+        .status();
     assert!(registry.wait().unwrap().success());
 
     sluice.start();
@@ -262,7 +315,10 @@ async fn schema_changes_register_versions_and_an_incompatible_one_stops_until_al
     .await;
     let rows = events(&sluice.records("src.public.t"));
     assert_eq!(rows.len(), 3);
-    assert_eq!(rows[2]["after"], json!({"id": 3, "a": "z", "b": null, "c": 5}));
+    assert_eq!(
+        rows[2]["after"],
+        json!({"id": 3, "a": "z", "b": null, "c": 5})
+    );
     let (_, versions) = http(port, "GET", "/subjects/src.public.t-value/versions", None);
     assert_eq!(versions, "[1,2,3]");
     assert_eq!(sluice.stop(), Some(0), "{}", sluice.stderr());

@@ -106,16 +106,14 @@ fn percent_decode(text: &str) -> String {
     while i < bytes.len() {
         let hex = |b: u8| (b as char).to_digit(16);
         match bytes[i] {
-            b'%' if i + 2 < bytes.len() => {
-                match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                    (Some(h), Some(l)) => {
-                        out.push((h * 16 + l) as u8);
-                        i += 3;
-                        continue;
-                    }
-                    _ => out.push(b'%'),
+            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push((h * 16 + l) as u8);
+                    i += 3;
+                    continue;
                 }
-            }
+                _ => out.push(b'%'),
+            },
             b => out.push(b),
         }
         i += 1;
@@ -194,7 +192,13 @@ fn mode_body(body: &[u8]) -> Result<Mode, RegistryError> {
 }
 
 /// The API: answers one request. Blocks while a change is written to storage.
-pub fn handle(registry: &Registry, method: &Method, path: &str, query: &str, body: &[u8]) -> Answer {
+pub fn handle(
+    registry: &Registry,
+    method: &Method,
+    path: &str,
+    query: &str,
+    body: &[u8],
+) -> Answer {
     match route(registry, method, path, query, body) {
         Ok(answer) => answer,
         Err(err) => Answer::error(&err),
@@ -235,7 +239,9 @@ fn route(
             }
             Answer::ok(body)
         }
-        ["schemas", "ids", id, "schema"] if get => Answer::raw(registry.schema(id_of(id)?)?.text.clone()),
+        ["schemas", "ids", id, "schema"] if get => {
+            Answer::raw(registry.schema(id_of(id)?)?.text.clone())
+        }
         ["schemas", "ids", id, "subjects"] if get => {
             let usages = registry.usages(id_of(id)?, deleted)?;
             let mut subjects: Vec<String> = usages.into_iter().map(|(s, _)| s).collect();
@@ -258,8 +264,12 @@ fn route(
             let found = registry.lookup(subject, schema_type, text, deleted)?;
             Answer::ok(version_json(&found))
         }
-        ["subjects", subject] if delete => Answer::ok(json!(registry.delete_subject(subject, permanent)?)),
-        ["subjects", subject, "versions"] if get => Answer::ok(json!(registry.versions(subject, deleted)?)),
+        ["subjects", subject] if delete => {
+            Answer::ok(json!(registry.delete_subject(subject, permanent)?))
+        }
+        ["subjects", subject, "versions"] if get => {
+            Answer::ok(json!(registry.versions(subject, deleted)?))
+        }
         ["subjects", subject, "versions"] if post => {
             let body = parse_body(body)?;
             let (schema_type, text) = body_schema(&body)?;
@@ -278,9 +288,11 @@ fn route(
             let found = registry.version(subject, VersionSpec::parse(version)?, deleted)?;
             Answer::ok(version_json(&found))
         }
-        ["subjects", subject, "versions", version, "schema"] if get => {
-            Answer::raw(registry.version(subject, VersionSpec::parse(version)?, deleted)?.schema)
-        }
+        ["subjects", subject, "versions", version, "schema"] if get => Answer::raw(
+            registry
+                .version(subject, VersionSpec::parse(version)?, deleted)?
+                .schema,
+        ),
         ["subjects", subject, "versions", version, "referencedby"] if get => {
             registry.version(subject, VersionSpec::parse(version)?, deleted)?;
             Answer::ok(json!([]))
@@ -289,7 +301,9 @@ fn route(
             let spec = VersionSpec::parse(version)?;
             Answer::ok(json!(registry.delete_version(subject, spec, permanent)?))
         }
-        ["compatibility", "subjects", subject, "versions", rest @ ..] if post && rest.len() <= 1 => {
+        ["compatibility", "subjects", subject, "versions", rest @ ..]
+            if post && rest.len() <= 1 =>
+        {
             let spec = rest.first().map(|v| VersionSpec::parse(v)).transpose()?;
             let body = parse_body(body)?;
             let (schema_type, text) = body_schema(&body)?;
@@ -337,15 +351,19 @@ fn route(
 fn known_route(segments: &[&str]) -> bool {
     matches!(
         segments,
-        [] | ["schemas", ..] | ["subjects", ..] | ["compatibility", ..] | ["config", ..] | ["mode", ..]
+        [] | ["schemas", ..]
+            | ["subjects", ..]
+            | ["compatibility", ..]
+            | ["config", ..]
+            | ["mode", ..]
     )
 }
 
 /// Binds `listen` for [`serve`].
 pub async fn bind(listen: &str) -> Result<TcpListener, String> {
-    let address: SocketAddr = listen
-        .parse()
-        .map_err(|_| format!("registry.listen: {listen:?} is not an address like 127.0.0.1:8081"))?;
+    let address: SocketAddr = listen.parse().map_err(|_| {
+        format!("registry.listen: {listen:?} is not an address like 127.0.0.1:8081")
+    })?;
     TcpListener::bind(address)
         .await
         .map_err(|e| format!("registry.listen: cannot listen on {address}: {e}"))
@@ -372,8 +390,8 @@ pub async fn serve(
                 let registry = registry.clone();
                 async move { Ok::<_, std::convert::Infallible>(respond(registry, request).await) }
             });
-            let connection =
-                hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+            let connection = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service);
             tokio::pin!(connection);
             tokio::select! {
                 result = connection.as_mut() => {
@@ -400,10 +418,16 @@ async fn respond(registry: Arc<Registry>, request: Request<Incoming>) -> Respons
             let query = parts.uri.query().unwrap_or("").to_owned();
             tokio::task::spawn_blocking(move || handle(&registry, &method, &path, &query, &body))
                 .await
-                .unwrap_or_else(|_| Answer::error(&RegistryError::store("the request handler panicked")))
+                .unwrap_or_else(|_| {
+                    Answer::error(&RegistryError::store("the request handler panicked"))
+                })
         }
     };
-    let content_type = if answer.json { CONTENT_TYPE } else { "text/plain" };
+    let content_type = if answer.json {
+        CONTENT_TYPE
+    } else {
+        "text/plain"
+    };
     Response::builder()
         .status(StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
         .header(hyper::header::CONTENT_TYPE, content_type)

@@ -116,9 +116,7 @@ impl VersionSpec {
             return Ok(VersionSpec::Latest);
         }
         match text.parse::<i64>() {
-            Ok(n) if (1..=i64::from(i32::MAX)).contains(&n) => {
-                Ok(VersionSpec::Number(n as u32))
-            }
+            Ok(n) if (1..=i64::from(i32::MAX)).contains(&n) => Ok(VersionSpec::Number(n as u32)),
             _ => Err(RegistryError::invalid_version(text)),
         }
     }
@@ -217,7 +215,13 @@ fn entry(key: &Key, value: Option<serde_json::Value>) -> Entry {
     )
 }
 
-fn schema_entry(subject: &str, version: u32, id: u32, schema: &StoredSchema, deleted: bool) -> Entry {
+fn schema_entry(
+    subject: &str,
+    version: u32,
+    id: u32,
+    schema: &StoredSchema,
+    deleted: bool,
+) -> Entry {
     let record = SchemaRecord {
         subject: subject.to_owned(),
         version,
@@ -324,7 +328,8 @@ impl State {
             .any(|versions| versions.values().any(|v| v.id == removed.id));
         if !used {
             if let Some(schema) = self.schemas.remove(&removed.id) {
-                self.by_text.remove(&(schema.schema_type, schema.text.clone()));
+                self.by_text
+                    .remove(&(schema.schema_type, schema.text.clone()));
             }
         }
     }
@@ -422,7 +427,9 @@ impl Registry {
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|poison| poison.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
     }
 
     fn commit(&self, state: &mut State, entries: Vec<Entry>) -> Result<(), RegistryError> {
@@ -496,12 +503,14 @@ impl Registry {
         };
         let version = match new.version {
             Some(version) => version,
-            None => state
-                .subjects
-                .get(subject)
-                .and_then(|v| v.keys().next_back().copied())
-                .unwrap_or(0)
-                + 1,
+            None => {
+                state
+                    .subjects
+                    .get(subject)
+                    .and_then(|v| v.keys().next_back().copied())
+                    .unwrap_or(0)
+                    + 1
+            }
         };
         let stored = StoredSchema {
             id,
@@ -511,10 +520,7 @@ impl Registry {
         };
         let mut entries = vec![schema_entry(subject, version, id, &stored, false)];
         if id >= state.next_id {
-            entries.push(entry(
-                &Key::NextId,
-                Some(serde_json::Value::from(id + 1)),
-            ));
+            entries.push(entry(&Key::NextId, Some(serde_json::Value::from(id + 1))));
         }
         self.commit(&mut state, entries)?;
         Ok(id)
@@ -606,7 +612,11 @@ impl Registry {
 
     /// Soft-deletes every live version, or (`permanent`) removes a soft-deleted subject.
     /// Returns the versions affected.
-    pub fn delete_subject(&self, subject: &str, permanent: bool) -> Result<Vec<u32>, RegistryError> {
+    pub fn delete_subject(
+        &self,
+        subject: &str,
+        permanent: bool,
+    ) -> Result<Vec<u32>, RegistryError> {
         let mut state = self.state();
         self.writable(&state, subject)?;
         let versions = state.versions(subject)?.clone();
@@ -738,10 +748,18 @@ impl Registry {
     }
 
     /// The level in force for `subject` (`None`: the global one).
-    pub fn compatibility(&self, subject: Option<&str>, default_to_global: bool) -> Result<Level, RegistryError> {
+    pub fn compatibility(
+        &self,
+        subject: Option<&str>,
+        default_to_global: bool,
+    ) -> Result<Level, RegistryError> {
         let state = self.state();
         match subject {
-            None => Ok(state.compatibility.get(&None).copied().unwrap_or(Level::DEFAULT)),
+            None => Ok(state
+                .compatibility
+                .get(&None)
+                .copied()
+                .unwrap_or(Level::DEFAULT)),
             Some(s) => match state.compatibility.get(&Some(s.to_owned())) {
                 Some(level) => Ok(*level),
                 None if default_to_global => Ok(state.level(s)),
@@ -750,7 +768,11 @@ impl Registry {
         }
     }
 
-    pub fn set_compatibility(&self, subject: Option<&str>, level: Level) -> Result<(), RegistryError> {
+    pub fn set_compatibility(
+        &self,
+        subject: Option<&str>,
+        level: Level,
+    ) -> Result<(), RegistryError> {
         let mut state = self.state();
         let record = ConfigRecord {
             compatibility_level: level.as_str().to_owned(),
@@ -780,7 +802,11 @@ impl Registry {
         Ok(previous)
     }
 
-    pub fn mode(&self, subject: Option<&str>, default_to_global: bool) -> Result<Mode, RegistryError> {
+    pub fn mode(
+        &self,
+        subject: Option<&str>,
+        default_to_global: bool,
+    ) -> Result<Mode, RegistryError> {
         let state = self.state();
         match subject {
             None => Ok(state.mode(None)),
@@ -794,7 +820,12 @@ impl Registry {
 
     /// Sets a mode. IMPORT on the whole registry is refused while it holds schemas (as
     /// Confluent's does), since imported ids could collide with those.
-    pub fn set_mode(&self, subject: Option<&str>, mode: Mode, force: bool) -> Result<(), RegistryError> {
+    pub fn set_mode(
+        &self,
+        subject: Option<&str>,
+        mode: Mode,
+        force: bool,
+    ) -> Result<(), RegistryError> {
         let mut state = self.state();
         if mode == Mode::Import && subject.is_none() && !state.schemas.is_empty() && !force {
             return Err(RegistryError::not_permitted(

@@ -66,7 +66,13 @@ fn every_type() -> Arc<TableSchema> {
             column("local", DataType::Timestamp, "timestamp", false, true),
             column("instant", DataType::TimestampTz, "timestamptz", false, true),
             column("span", DataType::Interval, "interval", false, true),
-            column("tags", DataType::Array(Box::new(DataType::Int32)), "integer[]", false, true),
+            column(
+                "tags",
+                DataType::Array(Box::new(DataType::Int32)),
+                "integer[]",
+                false,
+                true,
+            ),
             column("mood", DataType::Enum, "mood", false, true),
             column("héllo wörld", DataType::Text, "text", false, true),
         ],
@@ -198,7 +204,9 @@ fn every_type_reads_back_with_apache_avro() {
     assert_eq!(get("f8"), Avro::Double(f64::MIN_POSITIVE));
     assert_eq!(get("name"), Avro::String("ünïcode ✓".into()));
     assert_eq!(get("blob"), Avro::Bytes(vec![0, 1, 2, 255]));
-    assert!(matches!(get("uid"), Avro::Uuid(u) if u.to_string() == "12121212-1212-1212-1212-121212121212"));
+    assert!(
+        matches!(get("uid"), Avro::Uuid(u) if u.to_string() == "12121212-1212-1212-1212-121212121212")
+    );
     assert_eq!(get("doc"), Avro::String(r#"{"a": [1, 2]}"#.into()));
     assert_eq!(get("day"), Avro::Date(-719_162));
     assert_eq!(get("at"), Avro::TimeMicros(86_399_999_999));
@@ -236,11 +244,11 @@ fn every_type_reads_back_with_apache_avro() {
         assert_eq!(decode::decimal_text(&bytes, scale), text, "{name}");
     }
     let source = field(&value, "source");
-    assert_eq!(field(source, "connector"), &Avro::String("postgresql".into()));
     assert_eq!(
-        unwrap_union(field(source, "lsn")),
-        &Avro::Long(24_023_128)
+        field(source, "connector"),
+        &Avro::String("postgresql".into())
     );
+    assert_eq!(unwrap_union(field(source, "lsn")), &Avro::Long(24_023_128));
     assert_eq!(
         unwrap_union(field(source, "table")),
         &Avro::String("every type".into())
@@ -361,8 +369,14 @@ fn a_new_nullable_column_is_a_compatible_new_version_and_a_new_not_null_one_is_r
     let text = err.to_string();
     assert!(text.contains("public.every type"), "{text}");
     assert!(text.contains("shop.public.every_type-value"), "{text}");
-    assert!(text.contains("field 'before.required' is only in the reader"), "{text}");
-    assert!(text.contains("PUT /config/shop.public.every_type-value"), "{text}");
+    assert!(
+        text.contains("field 'before.required' is only in the reader"),
+        "{text}"
+    );
+    assert!(
+        text.contains("PUT /config/shop.public.every_type-value"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -419,7 +433,11 @@ fn decimal_bytes_round_trip_at_every_size() {
             }
             for i in 0..digits {
                 let d = (next() % 10) as u8;
-                text.push(char::from(if i == 0 && digits > 1 { b'1' + d % 9 } else { b'0' + d }));
+                text.push(char::from(if i == 0 && digits > 1 {
+                    b'1' + d % 9
+                } else {
+                    b'0' + d
+                }));
             }
             let scale = (next() % 6) as usize;
             let scale = scale.min(digits - 1);
@@ -430,9 +448,17 @@ fn decimal_bytes_round_trip_at_every_size() {
                 text.clone()
             };
             let bytes = unscaled_bytes(&with_point, scale as u32).unwrap();
-            let expected = if with_point == "-0" { "0".to_string() } else { with_point.clone() };
+            let expected = if with_point == "-0" {
+                "0".to_string()
+            } else {
+                with_point.clone()
+            };
             let back = decode::decimal_text(&bytes, scale);
-            let normalized = |s: &str| s.trim_start_matches('-').trim_start_matches('0').to_string();
+            let normalized = |s: &str| {
+                s.trim_start_matches('-')
+                    .trim_start_matches('0')
+                    .to_string()
+            };
             assert_eq!(normalized(&back), normalized(&expected), "{with_point}");
             // apache-avro agrees on the integer the bytes hold.
             let via_avro = apache_avro::Decimal::from(bytes.clone());

@@ -25,11 +25,15 @@ fn record(fields: &str) -> String {
 #[test]
 fn fields_match_by_name_and_new_reader_fields_need_defaults() {
     let old = record(r#"{"name":"a","type":"int"}"#);
-    let added_default = record(r#"{"name":"a","type":"int"},{"name":"b","type":"string","default":"x"}"#);
+    let added_default =
+        record(r#"{"name":"a","type":"int"},{"name":"b","type":"string","default":"x"}"#);
     let added_plain = record(r#"{"name":"a","type":"int"},{"name":"b","type":"string"}"#);
     assert_eq!(reads(&old, &added_default), Ok(()));
     let err = reads(&old, &added_plain).unwrap_err();
-    assert!(err.contains("field 'b' is only in the reader and has no default"), "{err}");
+    assert!(
+        err.contains("field 'b' is only in the reader and has no default"),
+        "{err}"
+    );
     // Writer-only fields are skipped by the reader.
     assert_eq!(reads(&added_plain, &old), Ok(()));
 }
@@ -64,9 +68,12 @@ fn primitive_promotions() {
 
 #[test]
 fn named_types_match_by_unqualified_name() {
-    let writer = r#"{"type":"record","name":"R","namespace":"one","fields":[{"name":"a","type":"int"}]}"#;
-    let moved = r#"{"type":"record","name":"R","namespace":"two","fields":[{"name":"a","type":"int"}]}"#;
-    let renamed = r#"{"type":"record","name":"S","namespace":"one","fields":[{"name":"a","type":"int"}]}"#;
+    let writer =
+        r#"{"type":"record","name":"R","namespace":"one","fields":[{"name":"a","type":"int"}]}"#;
+    let moved =
+        r#"{"type":"record","name":"R","namespace":"two","fields":[{"name":"a","type":"int"}]}"#;
+    let renamed =
+        r#"{"type":"record","name":"S","namespace":"one","fields":[{"name":"a","type":"int"}]}"#;
     assert_eq!(reads(writer, moved), Ok(()));
     let err = reads(writer, renamed).unwrap_err();
     assert!(err.contains("renamed to S"), "{err}");
@@ -94,9 +101,18 @@ fn enums_need_the_writers_symbols_unless_the_reader_has_a_default() {
     let xy = e(r#""X","Y""#, "");
     assert_eq!(reads(&ab, &abc), Ok(()), "reader has more symbols");
     let err = reads(&abc, &ab).unwrap_err();
-    assert!(err.contains("field 'e'"), "a partial result is incompatible: {err}");
-    assert_eq!(reads(&abc, &ab_default), Ok(()), "the reader's default absorbs C");
-    assert!(reads(&ab, &xy).unwrap_err().contains("none of the writer's symbols"));
+    assert!(
+        err.contains("field 'e'"),
+        "a partial result is incompatible: {err}"
+    );
+    assert_eq!(
+        reads(&abc, &ab_default),
+        Ok(()),
+        "the reader's default absorbs C"
+    );
+    assert!(reads(&ab, &xy)
+        .unwrap_err()
+        .contains("none of the writer's symbols"));
 }
 
 #[test]
@@ -106,7 +122,11 @@ fn unions_resolve_branch_by_branch() {
     let plain_int = record(r#"{"name":"a","type":"int"}"#);
     let int_or_string = record(r#"{"name":"a","type":["int","string"]}"#);
     assert_eq!(reads(&nullable_int, &nullable_long), Ok(()));
-    assert_eq!(reads(&plain_int, &nullable_int), Ok(()), "a value becomes a union branch");
+    assert_eq!(
+        reads(&plain_int, &nullable_int),
+        Ok(()),
+        "a value becomes a union branch"
+    );
     // Some writer branches (null) have no reader branch: partial, so incompatible.
     assert!(reads(&nullable_int, &plain_int).is_err());
     assert!(reads(&int_or_string, &plain_int).is_err());
@@ -121,28 +141,39 @@ fn nested_records_are_checked_in_depth_and_the_message_names_the_path() {
         ))
     };
     let v1 = inner(r#"{"name":"x","type":"int"}"#);
-    let v2_ok = inner(r#"{"name":"x","type":"long"},{"name":"y","type":["null","string"],"default":null}"#);
+    let v2_ok =
+        inner(r#"{"name":"x","type":"long"},{"name":"y","type":["null","string"],"default":null}"#);
     let v2_bad = inner(r#"{"name":"x","type":"int"},{"name":"y","type":"string"}"#);
     assert_eq!(reads(&v1, &v2_ok), Ok(()));
     let err = reads(&v1, &v2_bad).unwrap_err();
-    assert!(err.contains("field 'outer.y' is only in the reader"), "{err}");
+    assert!(
+        err.contains("field 'outer.y' is only in the reader"),
+        "{err}"
+    );
 }
 
 #[test]
 fn decimals_resolve_only_with_equal_precision_and_scale() {
-    let d = |p, s| record(&format!(
-        r#"{{"name":"d","type":{{"type":"bytes","logicalType":"decimal","precision":{p},"scale":{s}}}}}"#
-    ));
+    let d = |p, s| {
+        record(&format!(
+            r#"{{"name":"d","type":{{"type":"bytes","logicalType":"decimal","precision":{p},"scale":{s}}}}}"#
+        ))
+    };
     assert_eq!(reads(&d(10, 2), &d(10, 2)), Ok(()));
     let err = reads(&d(10, 2), &d(12, 2)).unwrap_err();
-    assert!(err.contains("decimal changed from (10,2) to (12,2)"), "{err}");
+    assert!(
+        err.contains("decimal changed from (10,2) to (12,2)"),
+        "{err}"
+    );
 }
 
 #[test]
 fn levels_choose_the_direction() {
     let old = avro(&record(r#"{"name":"a","type":"int"}"#));
     // Added with a default: both directions work.
-    let added = avro(&record(r#"{"name":"a","type":"int"},{"name":"b","type":"int","default":0}"#));
+    let added = avro(&record(
+        r#"{"name":"a","type":"int"},{"name":"b","type":"int","default":0}"#,
+    ));
     // Removed a field without a default: new readers are fine, old readers miss it.
     let removed = avro(&record(r#"{"name":"z","type":"int","default":1}"#));
     let widened = avro(&record(r#"{"name":"a","type":"long"}"#));
@@ -152,10 +183,17 @@ fn levels_choose_the_direction() {
     assert!(check(Level::Backward, &removed, &old, 1).is_empty());
     let problems = check(Level::Forward, &removed, &old, 1);
     assert_eq!(problems.len(), 1);
-    assert!(problems[0].starts_with("version 1 cannot read data written with the new schema"), "{problems:?}");
+    assert!(
+        problems[0].starts_with("version 1 cannot read data written with the new schema"),
+        "{problems:?}"
+    );
     assert!(check(Level::Backward, &widened, &old, 1).is_empty());
     let problems = check(Level::Full, &widened, &old, 1);
-    assert_eq!(problems.len(), 1, "long cannot be read as int: {problems:?}");
+    assert_eq!(
+        problems.len(),
+        1,
+        "long cannot be read as int: {problems:?}"
+    );
     assert!(check(Level::None, &widened, &old, 1).is_empty());
 }
 
@@ -179,7 +217,9 @@ fn transitive_levels_check_every_live_version() {
     let v1 = record(r#"{"name":"a","type":"int"}"#);
     // v2 drops a (fine backward), v3 adds a back as string without default.
     let v2 = record(r#"{"name":"b","type":"int","default":0}"#);
-    let v3 = record(r#"{"name":"b","type":"int","default":0},{"name":"a","type":"string","default":"x"}"#);
+    let v3 = record(
+        r#"{"name":"b","type":"int","default":0},{"name":"a","type":"string","default":"x"}"#,
+    );
     registry
         .set_compatibility(Some("s"), Level::BackwardTransitive)
         .unwrap();
@@ -187,9 +227,14 @@ fn transitive_levels_check_every_live_version() {
     register(&registry, "s", &v2).unwrap();
     let err = register(&registry, "s", &v3).unwrap_err();
     assert!(err.starts_with("409 "), "{err}");
-    assert!(err.contains("version 1"), "checked against version 1 too: {err}");
+    assert!(
+        err.contains("version 1"),
+        "checked against version 1 too: {err}"
+    );
     // Plain BACKWARD only looks at the latest.
-    registry.set_compatibility(Some("s"), Level::Backward).unwrap();
+    registry
+        .set_compatibility(Some("s"), Level::Backward)
+        .unwrap();
     assert_eq!(register(&registry, "s", &v3), Ok(3));
 }
 
@@ -219,24 +264,46 @@ fn json_schema_rules() {
     assert_eq!(reads(&v1, &wider), Ok(()));
     assert!(reads(&wider, &v1).unwrap_err().contains("type number"));
     // A reader may not require what writers could omit.
-    let requires_b = obj(r#""a":{"type":"integer"},"b":{"type":"string"}"#, r#""a","b""#, "");
+    let requires_b = obj(
+        r#""a":{"type":"integer"},"b":{"type":"string"}"#,
+        r#""a","b""#,
+        "",
+    );
     assert!(reads(&v1, &requires_b)
         .unwrap_err()
         .contains("property 'b' is required by the reader"));
     // A property added to an open model may meet anything old writers put there.
-    let adds_b = obj(r#""a":{"type":"integer"},"b":{"type":"string"}"#, r#""a""#, "");
-    assert!(reads(&v1, &adds_b).unwrap_err().contains("open content model"));
-    let closed_v1 = obj(r#""a":{"type":"integer"}"#, r#""a""#, r#","additionalProperties":false"#);
+    let adds_b = obj(
+        r#""a":{"type":"integer"},"b":{"type":"string"}"#,
+        r#""a""#,
+        "",
+    );
+    assert!(reads(&v1, &adds_b)
+        .unwrap_err()
+        .contains("open content model"));
+    let closed_v1 = obj(
+        r#""a":{"type":"integer"}"#,
+        r#""a""#,
+        r#","additionalProperties":false"#,
+    );
     assert_eq!(reads(&closed_v1, &adds_b), Ok(()));
     // Removing a property from a closed reader model.
     let closed_empty = obj("", "", r#","additionalProperties":false"#);
-    assert!(reads(&v1, &closed_empty).unwrap_err().contains("removed from a closed content model"));
+    assert!(reads(&v1, &closed_empty)
+        .unwrap_err()
+        .contains("removed from a closed content model"));
     // Enums may grow, not shrink.
     let e = |values: &str| format!(r#"{{"enum":[{values}]}}"#);
     assert_eq!(reads(&e(r#""x""#), &e(r#""x","y""#)), Ok(()));
-    assert!(reads(&e(r#""x","y""#), &e(r#""x""#)).unwrap_err().contains("enum value \"y\""));
+    assert!(reads(&e(r#""x","y""#), &e(r#""x""#))
+        .unwrap_err()
+        .contains("enum value \"y\""));
     // Nested paths are named.
-    let nested = |t: &str| format!(r#"{{"type":"object","properties":{{"o":{{"type":"object","properties":{{"x":{{"type":"{t}"}}}}}}}}}}"#);
+    let nested = |t: &str| {
+        format!(
+            r#"{{"type":"object","properties":{{"o":{{"type":"object","properties":{{"x":{{"type":"{t}"}}}}}}}}}}"#
+        )
+    };
     let err = reads(&nested("string"), &nested("integer")).unwrap_err();
     assert!(err.contains("#/properties/o/properties/x"), "{err}");
     assert!(parse_schema(SchemaType::Json, "[1]").is_err());

@@ -157,8 +157,9 @@ impl Reader<'_> {
                 json!(base64::engine::general_purpose::STANDARD.encode(self.bytes()?))
             }
             Schema::String | Schema::Uuid(UuidSchema::String) => json!(self.string()?),
-            Schema::Uuid(UuidSchema::Bytes) => json!(base64::engine::general_purpose::STANDARD
-                .encode(self.bytes()?)),
+            Schema::Uuid(UuidSchema::Bytes) => {
+                json!(base64::engine::general_purpose::STANDARD.encode(self.bytes()?))
+            }
             Schema::Uuid(UuidSchema::Fixed(f)) | Schema::Fixed(f) | Schema::Duration(f) => {
                 json!(base64::engine::general_purpose::STANDARD.encode(self.take(f.size)?))
             }
@@ -219,7 +220,10 @@ impl Reader<'_> {
     }
 
     /// Avro's blocked encoding of arrays and maps.
-    fn blocks(&mut self, mut item: impl FnMut(&mut Self) -> Result<(), String>) -> Result<(), String> {
+    fn blocks(
+        &mut self,
+        mut item: impl FnMut(&mut Self) -> Result<(), String>,
+    ) -> Result<(), String> {
         loop {
             let count = self.long()?;
             if count == 0 {

@@ -115,7 +115,10 @@ impl AvroEncoder {
         let key_id = match &plan.key_schema {
             Some(key) => {
                 let subject = format!("{topic}-key");
-                Some(self.register(&subject, key).map_err(|e| rejected(subject, e))?)
+                Some(
+                    self.register(&subject, key)
+                        .map_err(|e| rejected(subject, e))?,
+                )
             }
             None => None,
         };
@@ -308,7 +311,10 @@ pub fn write_value(
 ) -> Result<(), String> {
     if let Value::Unavailable = value {
         return match kind {
-            FieldKind::String | FieldKind::Json | FieldKind::Text | FieldKind::DecimalText
+            FieldKind::String
+            | FieldKind::Json
+            | FieldKind::Text
+            | FieldKind::DecimalText
             | FieldKind::Bytes => {
                 write_str(buf, UNAVAILABLE_VALUE);
                 Ok(())
@@ -359,7 +365,9 @@ pub fn write_value(
         }
         (FieldKind::DecimalText, Value::UInt64(v)) => write_str(buf, &v.to_string()),
         (FieldKind::String | FieldKind::Text, Value::Text(s) | Value::Enum(s)) => write_str(buf, s),
-        (FieldKind::Json | FieldKind::String | FieldKind::Text, Value::Json(s)) => write_str(buf, s),
+        (FieldKind::Json | FieldKind::String | FieldKind::Text, Value::Json(s)) => {
+            write_str(buf, s)
+        }
         (FieldKind::Bytes, Value::Bytes(b)) => write_bytes(buf, b),
         (FieldKind::Uuid, Value::Uuid(u)) => write_str(buf, &value::uuid_to_string(u)),
         (FieldKind::Date, Value::Date(date)) => write_long(
@@ -380,10 +388,13 @@ pub fn write_value(
                 Timestamp::NegativeInfinity => TIMESTAMP_NEGATIVE_INFINITY_US,
             },
         ),
-        (FieldKind::Text, Value::TimeTz {
-            micros,
-            offset_seconds,
-        }) => {
+        (
+            FieldKind::Text,
+            Value::TimeTz {
+                micros,
+                offset_seconds,
+            },
+        ) => {
             text.clear();
             value::write_time_of_day(text, *micros);
             value::write_offset(text, *offset_seconds);
@@ -448,7 +459,8 @@ pub fn unscaled_bytes(text: &str, scale: u32) -> Result<Vec<u8>, String> {
         let magnitude: i128 = if all.is_empty() {
             0
         } else {
-            all.parse().map_err(|_| format!("{text} is not a decimal"))?
+            all.parse()
+                .map_err(|_| format!("{text} is not a decimal"))?
         };
         let unscaled = if negative { -magnitude } else { magnitude };
         return Ok(minimal_twos_complement(&unscaled.to_be_bytes()));
@@ -518,8 +530,12 @@ fn write_source(buf: &mut Vec<u8>, source: &SourceBlock, event: &ChangeEvent) {
     } else {
         write_optional_str(buf, table.map(|t| t.name.as_str()));
         let (gtid, file, pos) = match &event.position {
-            Position::MysqlGtidSet(g) | Position::MariadbGtidList(g) => (Some(g.as_str()), None, None),
-            Position::BinlogFile { file, offset } => (None, Some(file.as_str()), Some(*offset as i64)),
+            Position::MysqlGtidSet(g) | Position::MariadbGtidList(g) => {
+                (Some(g.as_str()), None, None)
+            }
+            Position::BinlogFile { file, offset } => {
+                (None, Some(file.as_str()), Some(*offset as i64))
+            }
             Position::PgLsn(_) => (None, None, None),
         };
         write_optional_str(buf, gtid);

@@ -33,7 +33,10 @@ pub enum FieldKind {
     Float,
     Double,
     /// `bytes`/`decimal` with this scale.
-    Decimal { precision: u32, scale: u32 },
+    Decimal {
+        precision: u32,
+        scale: u32,
+    },
     /// A decimal (or any value) as its exact text.
     DecimalText,
     String,
@@ -76,7 +79,13 @@ pub struct SchemaError(pub String);
 pub fn avro_name(name: &str) -> String {
     let mut out: String = name
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     if out.is_empty() || out.starts_with(|c: char| c.is_ascii_digit()) {
         out.insert(0, '_');
@@ -147,7 +156,9 @@ fn type_json(kind: &FieldKind) -> Json {
         FieldKind::LocalTimestampMicros => {
             json!({"type": "long", "logicalType": "local-timestamp-micros"})
         }
-        FieldKind::Array(element) => json!({"type": "array", "items": ["null", type_json(element)]}),
+        FieldKind::Array(element) => {
+            json!({"type": "array", "items": ["null", type_json(element)]})
+        }
     }
 }
 
@@ -187,7 +198,8 @@ fn fields(
 
 /// The source block record, per connector (Debezium's `io.debezium.connector.<c>.Source`).
 pub fn source_schema(source: &SourceBlock) -> Json {
-    let optional = |name: &str, ty: &str| json!({"name": name, "type": ["null", ty], "default": null});
+    let optional =
+        |name: &str, ty: &str| json!({"name": name, "type": ["null", ty], "default": null});
     let mut fields = vec![
         json!({"name": "version", "type": "string"}),
         json!({"name": "connector", "type": "string"}),
@@ -243,9 +255,9 @@ pub fn table_plan(
     let namespace = table_namespace(prefix, table);
     let (row, row_fields) = fields(table, 0..table.columns.len(), decimals)?;
     let (key, key_fields) = fields(table, table.key_columns().map(|(i, _)| i), decimals)?;
-    let key_schema = table.has_key().then(|| {
-        json!({"type": "record", "name": "Key", "namespace": namespace, "fields": key_fields})
-    });
+    let key_schema = table.has_key().then(
+        || json!({"type": "record", "name": "Key", "namespace": namespace, "fields": key_fields}),
+    );
     let value_record = json!({
         "type": "record",
         "name": "Value",

@@ -139,7 +139,9 @@ fn explain(writer: &AvroSchema, reader: &AvroSchema, path: &str) -> Option<Strin
                     .find_map(|name| w.fields.iter().find(|f| &f.name == name));
                 match w_field {
                     Some(w_field) => {
-                        if let Some(why) = explain(&w_field.schema, &r_field.schema, &at(&r_field.name)) {
+                        if let Some(why) =
+                            explain(&w_field.schema, &r_field.schema, &at(&r_field.name))
+                        {
                             return Some(why);
                         }
                     }

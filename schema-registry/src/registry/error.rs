@@ -148,10 +148,7 @@ impl RegistryError {
     }
 
     pub fn store(reason: impl std::fmt::Display) -> RegistryError {
-        RegistryError::new(
-            50001,
-            format!("Error in the backend data store: {reason}"),
-        )
+        RegistryError::new(50001, format!("Error in the backend data store: {reason}"))
     }
 
     pub fn route_not_found() -> RegistryError {

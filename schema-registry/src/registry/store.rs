@@ -69,11 +69,7 @@ impl SchemaStore for LogStore {
                 return Ok(entries);
             };
             offset = last.offset + 1;
-            entries.extend(
-                records
-                    .into_iter()
-                    .filter_map(|r| Some((r.key?, r.value))),
-            );
+            entries.extend(records.into_iter().filter_map(|r| Some((r.key?, r.value))));
         }
     }
 
