@@ -370,7 +370,7 @@ fn a_new_nullable_column_is_a_compatible_new_version_and_a_new_not_null_one_is_r
     assert!(text.contains("public.every type"), "{text}");
     assert!(text.contains("shop.public.every_type-value"), "{text}");
     assert!(
-        text.contains("field 'before.required' is only in the reader"),
+        text.contains("column 'required' is only in the reader"),
         "{text}"
     );
     assert!(
