@@ -120,6 +120,99 @@ impl DataType {
     }
 }
 
+impl std::fmt::Display for DataType {
+    /// The compact form schemas carry (`int16`, `decimal(10,2)`, `array<text>`); `FromStr`
+    /// reads it back.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let name = match self {
+            DataType::Bool => "bool",
+            DataType::Int8 => "int8",
+            DataType::Int16 => "int16",
+            DataType::Int32 => "int32",
+            DataType::Int64 => "int64",
+            DataType::UInt8 => "uint8",
+            DataType::UInt16 => "uint16",
+            DataType::UInt32 => "uint32",
+            DataType::UInt64 => "uint64",
+            DataType::Float32 => "float32",
+            DataType::Float64 => "float64",
+            DataType::Decimal {
+                precision: Some(p),
+                scale,
+            } => return write!(f, "decimal({p},{})", scale.unwrap_or(0)),
+            DataType::Decimal { .. } => "decimal",
+            DataType::Text => "text",
+            DataType::Bytes => "bytes",
+            DataType::Uuid => "uuid",
+            DataType::Json => "json",
+            DataType::Date => "date",
+            DataType::Time => "time",
+            DataType::TimeTz => "timetz",
+            DataType::Timestamp => "timestamp",
+            DataType::TimestampTz => "timestamptz",
+            DataType::Interval => "interval",
+            DataType::Enum => "enum",
+            DataType::Set => "set",
+            DataType::Array(element) => return write!(f, "array<{element}>"),
+        };
+        f.write_str(name)
+    }
+}
+
+impl std::str::FromStr for DataType {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<DataType, String> {
+        Ok(match text {
+            "bool" => DataType::Bool,
+            "int8" => DataType::Int8,
+            "int16" => DataType::Int16,
+            "int32" => DataType::Int32,
+            "int64" => DataType::Int64,
+            "uint8" => DataType::UInt8,
+            "uint16" => DataType::UInt16,
+            "uint32" => DataType::UInt32,
+            "uint64" => DataType::UInt64,
+            "float32" => DataType::Float32,
+            "float64" => DataType::Float64,
+            "decimal" => DataType::Decimal {
+                precision: None,
+                scale: None,
+            },
+            "text" => DataType::Text,
+            "bytes" => DataType::Bytes,
+            "uuid" => DataType::Uuid,
+            "json" => DataType::Json,
+            "date" => DataType::Date,
+            "time" => DataType::Time,
+            "timetz" => DataType::TimeTz,
+            "timestamp" => DataType::Timestamp,
+            "timestamptz" => DataType::TimestampTz,
+            "interval" => DataType::Interval,
+            "enum" => DataType::Enum,
+            "set" => DataType::Set,
+            _ => {
+                if let Some(inner) = text
+                    .strip_prefix("array<")
+                    .and_then(|t| t.strip_suffix('>'))
+                {
+                    return Ok(DataType::Array(Box::new(inner.parse()?)));
+                }
+                let bad = || format!("{text:?} is not a sluice data type");
+                let (p, s) = text
+                    .strip_prefix("decimal(")
+                    .and_then(|t| t.strip_suffix(')'))
+                    .and_then(|t| t.split_once(','))
+                    .ok_or_else(bad)?;
+                DataType::Decimal {
+                    precision: Some(p.parse().map_err(|_| bad())?),
+                    scale: Some(s.parse().map_err(|_| bad())?),
+                }
+            }
+        })
+    }
+}
+
 /// A column as the source describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Column {
@@ -208,4 +301,52 @@ pub struct ChangeEvent {
     pub xid: Option<u64>,
     pub txn: Option<TxnInfo>,
     pub message: Option<LogicalMessage>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DataType;
+
+    #[test]
+    fn data_types_round_trip_through_their_text() {
+        let types = [
+            DataType::Bool,
+            DataType::Int8,
+            DataType::UInt64,
+            DataType::Float32,
+            DataType::Decimal {
+                precision: Some(10),
+                scale: Some(2),
+            },
+            DataType::Decimal {
+                precision: None,
+                scale: None,
+            },
+            DataType::TimestampTz,
+            DataType::Set,
+            DataType::Array(Box::new(DataType::Array(Box::new(DataType::Decimal {
+                precision: Some(5),
+                scale: Some(0),
+            })))),
+        ];
+        for t in types {
+            assert_eq!(t.to_string().parse::<DataType>(), Ok(t.clone()), "{t}");
+        }
+        assert!("decimal(x,1)".parse::<DataType>().is_err());
+        assert!("varchar".parse::<DataType>().is_err());
+    }
+
+    #[test]
+    fn widening() {
+        assert!(DataType::Int32.widens_to(&DataType::Int64));
+        assert!(!DataType::Int64.widens_to(&DataType::Int32));
+        let d = |p| DataType::Decimal {
+            precision: Some(p),
+            scale: Some(2),
+        };
+        assert!(d(10).widens_to(&d(12)));
+        assert!(!d(12).widens_to(&d(10)));
+        assert!(DataType::UInt32.widens_to(&DataType::Int64));
+        assert!(!DataType::Text.widens_to(&DataType::Int64));
+    }
 }

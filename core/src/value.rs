@@ -256,6 +256,22 @@ impl fmt::Display for Interval {
 }
 
 /// Canonical text of a UUID: `8-4-4-4-12` lowercase hex.
+/// Parses the canonical `8-4-4-4-12` hex form.
+pub fn parse_uuid(text: &str) -> Option<[u8; 16]> {
+    if text.len() != 36 {
+        return None;
+    }
+    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let mut out = [0u8; 16];
+    let mut digits = text.bytes().filter(|b| *b != b'-');
+    for byte in &mut out {
+        let high = hex(digits.next()?)?;
+        let low = hex(digits.next()?)?;
+        *byte = (high << 4) | low;
+    }
+    digits.next().is_none().then_some(out)
+}
+
 pub fn uuid_to_string(bytes: &[u8; 16]) -> String {
     let mut out = String::with_capacity(36);
     for (i, b) in bytes.iter().enumerate() {

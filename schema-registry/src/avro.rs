@@ -4,7 +4,9 @@
 
 pub mod decode;
 pub mod encode;
+pub mod rows;
 pub mod schema;
+mod wire;
 
 pub use self::decode::AvroDecoder;
 pub use self::encode::AvroEncoder;

@@ -474,3 +474,42 @@ fn decimal_bytes_round_trip_at_every_size() {
     assert_eq!(decode::decimal_text(&[0x05, 0xdc], 3), "1.500");
     assert_eq!(decode::decimal_text(&[0xff], 2), "-0.01");
 }
+
+#[test]
+fn typed_rows_read_back_equal_to_the_events_values() {
+    use sluice_schema_registry::avro::rows::ChangeDecoder;
+    let (registry, mut encoder) = encoder();
+    let mut out = Vec::new();
+    let mut before = row();
+    before[20] = Value::Unavailable;
+    encoder
+        .encode(
+            &event(Op::Update, Some(before.clone()), Some(row())),
+            &mut out,
+        )
+        .unwrap();
+    let mut decoder = ChangeDecoder::new(registry);
+    let change = decoder
+        .decode(out[0].value.as_ref().unwrap())
+        .unwrap()
+        .unwrap();
+    assert_eq!(change.op, Op::Update);
+    assert_eq!(change.txn.as_deref(), Some("556:24023128"));
+    assert_eq!(change.commit_ts_us, 1_559_033_904_863_123);
+    let schema = every_type();
+    assert_eq!(change.table.table, schema.table);
+    assert_eq!(
+        change.table.columns, schema.columns,
+        "names, types, keys, nullability"
+    );
+    // Intervals come back as their ISO text; everything else as it went in.
+    let mut expected = row();
+    expected[17] = Value::Text("P1Y2M3DT4S".into());
+    assert_eq!(change.after.as_ref().unwrap(), &expected);
+    let mut expected_before = expected.clone();
+    expected_before[20] = Value::Unavailable;
+    assert_eq!(change.before.as_ref().unwrap(), &expected_before);
+    // JSON records are refused with the fix.
+    let err = decoder.decode(br#"{"op":"c"}"#).unwrap_err();
+    assert!(err.contains("encoding = \"avro\""), "{err}");
+}

@@ -233,17 +233,10 @@ fn hex_digit(b: u8) -> Option<u8> {
 }
 
 fn parse_uuid(text: &[u8]) -> Result<[u8; 16], InvalidText> {
-    let mut out = [0u8; 16];
-    let mut digits = text.iter().copied().filter(|b| *b != b'-');
-    for byte in &mut out {
-        let high = digits.next().and_then(hex_digit).ok_or(invalid("uuid"))?;
-        let low = digits.next().and_then(hex_digit).ok_or(invalid("uuid"))?;
-        *byte = (high << 4) | low;
-    }
-    if digits.next().is_some() || text.len() != 36 {
-        return Err(invalid("uuid"));
-    }
-    Ok(out)
+    std::str::from_utf8(text)
+        .ok()
+        .and_then(value::parse_uuid)
+        .ok_or(invalid("uuid"))
 }
 
 /// `YYYY-MM-DD[ BC]` → days since epoch, or ±infinity.

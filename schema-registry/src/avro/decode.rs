@@ -13,6 +13,7 @@ use base64::Engine;
 use serde_json::{json, Map, Value as Json};
 
 use super::encode::MAGIC;
+use super::wire::Cursor;
 use crate::registry::{Parsed, Registry, StoredSchema};
 
 /// Decodes Confluent-framed Avro; keeps the schemas it has looked up.
@@ -57,7 +58,7 @@ impl AvroDecoder {
         let mut names = HashMap::new();
         collect_names(schema, &mut names);
         let mut reader = Reader {
-            bytes: &bytes[5..],
+            cursor: Cursor::new(&bytes[5..]),
             names: &names,
         };
         let value = reader.read(schema)?;
@@ -93,45 +94,24 @@ fn collect_names<'a>(schema: &'a Schema, names: &mut HashMap<Name, &'a Schema>) 
 }
 
 struct Reader<'a> {
-    bytes: &'a [u8],
+    cursor: Cursor<'a>,
     names: &'a HashMap<Name, &'a Schema>,
 }
 
+impl<'a> std::ops::Deref for Reader<'a> {
+    type Target = Cursor<'a>;
+    fn deref(&self) -> &Cursor<'a> {
+        &self.cursor
+    }
+}
+
+impl<'a> std::ops::DerefMut for Reader<'a> {
+    fn deref_mut(&mut self) -> &mut Cursor<'a> {
+        &mut self.cursor
+    }
+}
+
 impl Reader<'_> {
-    fn take(&mut self, n: usize) -> Result<&[u8], String> {
-        if self.bytes.len() < n {
-            return Err("the datum is truncated".into());
-        }
-        let (head, rest) = self.bytes.split_at(n);
-        self.bytes = rest;
-        Ok(head)
-    }
-
-    fn long(&mut self) -> Result<i64, String> {
-        let mut n: u64 = 0;
-        for shift in (0..64).step_by(7) {
-            let byte = self.take(1)?[0];
-            n |= u64::from(byte & 0x7f) << shift;
-            if byte & 0x80 == 0 {
-                return Ok(((n >> 1) as i64) ^ -((n & 1) as i64));
-            }
-        }
-        Err("a varint is longer than 10 bytes".into())
-    }
-
-    fn len(&mut self) -> Result<usize, String> {
-        usize::try_from(self.long()?).map_err(|_| "a negative length".into())
-    }
-
-    fn bytes(&mut self) -> Result<Vec<u8>, String> {
-        let n = self.len()?;
-        Ok(self.take(n)?.to_vec())
-    }
-
-    fn string(&mut self) -> Result<String, String> {
-        String::from_utf8(self.bytes()?).map_err(|_| "a string is not UTF-8".into())
-    }
-
     fn read(&mut self, schema: &Schema) -> Result<Json, String> {
         Ok(match schema {
             Schema::Null => Json::Null,
@@ -156,7 +136,7 @@ impl Reader<'_> {
             Schema::Bytes | Schema::BigDecimal => {
                 json!(base64::engine::general_purpose::STANDARD.encode(self.bytes()?))
             }
-            Schema::String | Schema::Uuid(UuidSchema::String) => json!(self.string()?),
+            Schema::String | Schema::Uuid(UuidSchema::String) => json!(self.string()?.to_owned()),
             Schema::Uuid(UuidSchema::Bytes) => {
                 json!(base64::engine::general_purpose::STANDARD.encode(self.bytes()?))
             }
@@ -166,9 +146,9 @@ impl Reader<'_> {
             Schema::Decimal(d) => {
                 let unscaled = match &d.inner {
                     InnerDecimalSchema::Bytes => self.bytes()?,
-                    InnerDecimalSchema::Fixed(f) => self.take(f.size)?.to_vec(),
+                    InnerDecimalSchema::Fixed(f) => self.take(f.size)?,
                 };
-                json!(decimal_text(&unscaled, d.scale))
+                json!(decimal_text(unscaled, d.scale))
             }
             Schema::Array(a) => {
                 let mut items = Vec::new();
@@ -181,7 +161,7 @@ impl Reader<'_> {
             Schema::Map(m) => {
                 let mut map = Map::new();
                 self.blocks(|r| {
-                    let key = r.string()?;
+                    let key = r.string()?.to_owned();
                     map.insert(key, r.read(&m.types)?);
                     Ok(())
                 })?;

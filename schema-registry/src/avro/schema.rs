@@ -5,8 +5,11 @@
 //!
 //! Column types map to Avro logical types where Avro has one (decimal, date, time-micros,
 //! timestamp-micros, local-timestamp-micros, uuid); docs/types.md has the full table. Each
-//! field carries the source's type name as `sluice.type`, so a sink can recreate the column
-//! faithfully. The same plan drives the binary encoder (`encode.rs`), field by field.
+//! field carries what a sink needs to recreate the column and read its values back exactly
+//! (`rows.rs`): the source's type name (`sluice.type`), sluice's type (`sluice.data_type`),
+//! whether it is part of the key (`sluice.key`) and, when Avro's naming rules changed it, the
+//! original column name (`sluice.name`); the envelope names its table (`sluice.namespace`,
+//! `sluice.table`). The same plan drives the binary encoder (`encode.rs`), field by field.
 
 use serde_json::{json, Value as Json};
 use sluice_core::event::{DataType, TableSchema};
@@ -185,6 +188,13 @@ fn fields(
             json!({"name": name, "type": type_json(&kind)})
         };
         field["sluice.type"] = json!(column.type_name);
+        field["sluice.data_type"] = json!(column.data_type.to_string());
+        if column.key {
+            field["sluice.key"] = json!(true);
+        }
+        if name != column.name {
+            field["sluice.name"] = json!(column.name);
+        }
         json_fields.push(field);
         plans.push(FieldPlan {
             name,
@@ -278,6 +288,8 @@ pub fn table_plan(
             transaction_schema(),
         ],
         "connect.name": format!("{namespace}.Envelope"),
+        "sluice.namespace": table.table.namespace,
+        "sluice.table": table.table.name,
     });
     Ok(TablePlan {
         key,

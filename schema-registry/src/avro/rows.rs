@@ -1,0 +1,364 @@
+//! Reading sluice's Avro change events back into typed rows, for sinks that write them into
+//! databases: the table's schema (columns, keys, sluice types, source type names) is rebuilt
+//! from the writer schema's `sluice.*` attributes (`schema.rs`), and values come back as the
+//! `Value`s the source produced (decimals exact, unsigned 64-bit exact, times in microseconds).
+//! Intervals, times with zone and SETs come back as their text.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde_json::Value as Json;
+use sluice_core::event::{Column, DataType, Op, TableId, TableSchema};
+use sluice_core::value::{self, Date, Decimal, Timestamp, Value};
+
+use super::decode::{decimal_text, is_framed};
+use super::schema::FieldKind;
+use super::wire::Cursor;
+use crate::json::{
+    TIMESTAMP_NEGATIVE_INFINITY_US, TIMESTAMP_POSITIVE_INFINITY_US, UNAVAILABLE_VALUE,
+};
+use crate::registry::Registry;
+
+/// One change event, typed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change {
+    pub table: Arc<TableSchema>,
+    pub op: Op,
+    pub before: Option<Vec<Value>>,
+    pub after: Option<Vec<Value>>,
+    /// `transaction.id`.
+    pub txn: Option<String>,
+    /// Commit time at the source, microseconds since the epoch.
+    pub commit_ts_us: i64,
+}
+
+/// How to read one envelope schema's records.
+struct Plan {
+    table: Arc<TableSchema>,
+    fields: Vec<FieldKind>,
+    /// Types of the source record's fields, in order (to skip them, keeping `ts_us`).
+    source: Vec<Json>,
+}
+
+/// Decodes framed Avro change events into [`Change`]s; caches a plan per schema id.
+pub struct ChangeDecoder {
+    registry: Arc<Registry>,
+    plans: HashMap<u32, Arc<Plan>>,
+}
+
+impl ChangeDecoder {
+    pub fn new(registry: Arc<Registry>) -> ChangeDecoder {
+        ChangeDecoder {
+            registry,
+            plans: HashMap::new(),
+        }
+    }
+
+    /// The change a record value holds; `Ok(None)` for events without a table (messages).
+    pub fn decode(&mut self, value: &[u8]) -> Result<Option<Change>, String> {
+        if !is_framed(value) {
+            return Err(
+                "the record is not Avro (it is JSON: set encoding = \"avro\" on the source; \
+                 database sinks need the table schemas Avro records carry)"
+                    .into(),
+            );
+        }
+        let id = u32::from_be_bytes(value[1..5].try_into().expect("4 bytes"));
+        let plan = match self.plans.get(&id) {
+            Some(plan) => plan.clone(),
+            None => {
+                let stored = self
+                    .registry
+                    .schema(id)
+                    .map_err(|e| format!("schema id {id}: {}", e.message))?;
+                let json: Json = serde_json::from_str(&stored.text)
+                    .map_err(|e| format!("schema id {id}: {e}"))?;
+                let Some(plan) = plan_of(&json).map_err(|e| format!("schema id {id}: {e}"))? else {
+                    return Ok(None);
+                };
+                let plan = Arc::new(plan);
+                self.plans.insert(id, plan.clone());
+                plan
+            }
+        };
+        let mut cursor = Cursor::new(&value[5..]);
+        let row = |cursor: &mut Cursor<'_>| -> Result<Option<Vec<Value>>, String> {
+            if cursor.branch()? == 0 {
+                return Ok(None);
+            }
+            let mut values = Vec::with_capacity(plan.fields.len());
+            for (kind, column) in plan.fields.iter().zip(&plan.table.columns) {
+                let value = if column.nullable && cursor.branch()? == 0 {
+                    Value::Null
+                } else {
+                    read_value(cursor, kind, &column.data_type)
+                        .map_err(|e| format!("column {}: {e}", column.name))?
+                };
+                values.push(value);
+            }
+            Ok(Some(values))
+        };
+        let before = row(&mut cursor)?;
+        let after = row(&mut cursor)?;
+        let mut commit_ts_us = 0;
+        for field in &plan.source {
+            let name = field.get("name").and_then(Json::as_str).unwrap_or("");
+            let value = skip(&mut cursor, &field["type"])?;
+            if name == "ts_us" {
+                commit_ts_us = value.unwrap_or(0);
+            }
+        }
+        let op = match cursor.string()? {
+            "c" => Op::Create,
+            "u" => Op::Update,
+            "d" => Op::Delete,
+            "r" => Op::Read,
+            "t" => Op::Truncate,
+            "m" => Op::Message,
+            other => return Err(format!("unknown op {other:?}")),
+        };
+        for _ in 0..2 {
+            if cursor.branch()? == 1 {
+                cursor.long()?;
+            }
+        }
+        let txn = if cursor.branch()? == 1 {
+            let id = cursor.string()?.to_owned();
+            cursor.long()?;
+            if cursor.branch()? == 1 {
+                cursor.long()?;
+            }
+            Some(id)
+        } else {
+            None
+        };
+        Ok(Some(Change {
+            table: plan.table.clone(),
+            op,
+            before,
+            after,
+            txn,
+            commit_ts_us,
+        }))
+    }
+}
+
+/// Skips a value of a (simple) Avro type; returns it when it is a long.
+fn skip(cursor: &mut Cursor<'_>, schema: &Json) -> Result<Option<i64>, String> {
+    match schema {
+        Json::String(t) if t == "string" || t == "bytes" => {
+            cursor.bytes()?;
+            Ok(None)
+        }
+        Json::String(t) if t == "long" || t == "int" => Ok(Some(cursor.long()?)),
+        Json::String(t) if t == "null" => Ok(None),
+        Json::String(t) if t == "boolean" => {
+            cursor.take(1)?;
+            Ok(None)
+        }
+        Json::Array(branches) => {
+            let branch = cursor.branch()?;
+            skip(
+                cursor,
+                branches.get(branch).ok_or("union index out of range")?,
+            )
+        }
+        Json::Object(o) => skip(cursor, o.get("type").ok_or("a type without \"type\"")?),
+        other => Err(format!("cannot skip a source field of type {other}")),
+    }
+}
+
+/// The plan of an envelope schema written by sluice; `None` for other schemas (messages).
+fn plan_of(schema: &Json) -> Result<Option<Plan>, String> {
+    let (Some(namespace), Some(name)) = (
+        schema.get("sluice.namespace").and_then(Json::as_str),
+        schema.get("sluice.table").and_then(Json::as_str),
+    ) else {
+        return Ok(None);
+    };
+    let fields = schema["fields"].as_array().ok_or("no fields")?;
+    let value_record = &fields[0]["type"][1];
+    let source = fields[2]["type"]["fields"]
+        .as_array()
+        .ok_or("no source record")?
+        .clone();
+    let mut columns = Vec::new();
+    let mut kinds = Vec::new();
+    for field in value_record["fields"].as_array().ok_or("no row fields")? {
+        let avro_name = field["name"].as_str().ok_or("a field without a name")?;
+        let (nullable, ty) = match &field["type"] {
+            Json::Array(branches) if branches.len() == 2 && branches[0] == "null" => {
+                (true, &branches[1])
+            }
+            other => (false, other),
+        };
+        let data_type: DataType = field["sluice.data_type"]
+            .as_str()
+            .ok_or_else(|| format!("field {avro_name} has no sluice.data_type"))?
+            .parse()?;
+        kinds.push(kind_of(ty)?);
+        columns.push(Column {
+            name: field["sluice.name"]
+                .as_str()
+                .unwrap_or(avro_name)
+                .to_owned(),
+            type_name: field["sluice.type"].as_str().unwrap_or("").to_owned(),
+            data_type,
+            key: field["sluice.key"].as_bool().unwrap_or(false),
+            nullable,
+        });
+    }
+    Ok(Some(Plan {
+        table: Arc::new(TableSchema {
+            table: TableId {
+                namespace: namespace.to_owned(),
+                name: name.to_owned(),
+            },
+            columns,
+            version: 0,
+        }),
+        fields: kinds,
+        source,
+    }))
+}
+
+fn kind_of(ty: &Json) -> Result<FieldKind, String> {
+    let logical = ty.get("logicalType").and_then(Json::as_str);
+    let base = match ty {
+        Json::String(t) => t.as_str(),
+        Json::Object(o) => o.get("type").and_then(Json::as_str).unwrap_or(""),
+        _ => "",
+    };
+    Ok(match (base, logical) {
+        ("boolean", _) => FieldKind::Boolean,
+        ("int", Some("date")) => FieldKind::Date,
+        ("int", _) => FieldKind::Int,
+        ("long", Some("time-micros")) => FieldKind::TimeMicros,
+        ("long", Some("timestamp-micros")) => FieldKind::TimestampMicros,
+        ("long", Some("local-timestamp-micros")) => FieldKind::LocalTimestampMicros,
+        ("long", _) => FieldKind::Long,
+        ("float", _) => FieldKind::Float,
+        ("double", _) => FieldKind::Double,
+        ("bytes", Some("decimal")) => FieldKind::Decimal {
+            precision: ty["precision"].as_u64().unwrap_or(0) as u32,
+            scale: ty["scale"].as_u64().unwrap_or(0) as u32,
+        },
+        ("bytes", _) => FieldKind::Bytes,
+        ("string", Some("uuid")) => FieldKind::Uuid,
+        ("string", _) => FieldKind::String,
+        ("array", _) => {
+            let items = &ty["items"];
+            let element = match items {
+                Json::Array(branches) if branches.len() == 2 => &branches[1],
+                other => other,
+            };
+            FieldKind::Array(Box::new(kind_of(element)?))
+        }
+        _ => return Err(format!("unsupported Avro type {ty}")),
+    })
+}
+
+fn read_value(
+    cursor: &mut Cursor<'_>,
+    kind: &FieldKind,
+    data_type: &DataType,
+) -> Result<Value, String> {
+    let bad = || format!("an Avro {kind:?} value for a {data_type} column");
+    Ok(match kind {
+        FieldKind::Boolean => Value::Bool(cursor.take(1)?[0] != 0),
+        FieldKind::Int | FieldKind::Long => {
+            let n = cursor.long()?;
+            let fit = || bad();
+            match data_type {
+                DataType::Int8 => Value::Int8(i8::try_from(n).map_err(|_| fit())?),
+                DataType::Int16 => Value::Int16(i16::try_from(n).map_err(|_| fit())?),
+                DataType::Int32 => Value::Int32(i32::try_from(n).map_err(|_| fit())?),
+                DataType::UInt8 => Value::UInt8(u8::try_from(n).map_err(|_| fit())?),
+                DataType::UInt16 => Value::UInt16(u16::try_from(n).map_err(|_| fit())?),
+                DataType::UInt32 => Value::UInt32(u32::try_from(n).map_err(|_| fit())?),
+                _ => Value::Int64(n),
+            }
+        }
+        FieldKind::Float => Value::Float32(f32::from_le_bytes(
+            cursor.take(4)?.try_into().expect("4 bytes"),
+        )),
+        FieldKind::Double => {
+            let v = f64::from_le_bytes(cursor.take(8)?.try_into().expect("8 bytes"));
+            match data_type {
+                DataType::Float32 => Value::Float32(v as f32),
+                _ => Value::Float64(v),
+            }
+        }
+        FieldKind::Decimal { scale, .. } => {
+            let text = decimal_text(cursor.bytes()?, *scale as usize);
+            match data_type {
+                DataType::UInt64 => Value::UInt64(text.parse().map_err(|_| bad())?),
+                _ => Value::Decimal(Decimal::Finite(text)),
+            }
+        }
+        FieldKind::Bytes => match cursor.bytes()? {
+            placeholder if placeholder == UNAVAILABLE_VALUE.as_bytes() => Value::Unavailable,
+            bytes => Value::Bytes(bytes::Bytes::copy_from_slice(bytes)),
+        },
+        FieldKind::Uuid => {
+            let text = cursor.string()?;
+            Value::Uuid(value::parse_uuid(text).ok_or_else(bad)?)
+        }
+        FieldKind::Date => Value::Date(match cursor.long()? {
+            n if n == i64::from(i32::MAX) => Date::PositiveInfinity,
+            n if n == i64::from(i32::MIN) => Date::NegativeInfinity,
+            n => Date::Days(i32::try_from(n).map_err(|_| bad())?),
+        }),
+        FieldKind::TimeMicros => Value::Time(cursor.long()?),
+        FieldKind::TimestampMicros | FieldKind::LocalTimestampMicros => {
+            let ts = match cursor.long()? {
+                TIMESTAMP_POSITIVE_INFINITY_US => Timestamp::PositiveInfinity,
+                TIMESTAMP_NEGATIVE_INFINITY_US => Timestamp::NegativeInfinity,
+                n => Timestamp::Micros(n),
+            };
+            if *kind == FieldKind::TimestampMicros {
+                Value::TimestampTz(ts)
+            } else {
+                Value::Timestamp(ts)
+            }
+        }
+        FieldKind::String | FieldKind::Json | FieldKind::Text | FieldKind::DecimalText => {
+            let text = cursor.string()?;
+            if text == UNAVAILABLE_VALUE {
+                return Ok(Value::Unavailable);
+            }
+            let text = text.to_owned();
+            match data_type {
+                DataType::Json => Value::Json(text),
+                DataType::Enum => Value::Enum(text),
+                DataType::Decimal { .. } => Value::Decimal(Decimal::parse(&text).ok_or_else(bad)?),
+                DataType::UInt64 => Value::UInt64(text.parse().map_err(|_| bad())?),
+                _ => Value::Text(text),
+            }
+        }
+        FieldKind::Array(element) => {
+            let element_type = match data_type {
+                DataType::Array(inner) => inner.as_ref(),
+                _ => return Err(bad()),
+            };
+            let mut items = Vec::new();
+            loop {
+                let count = cursor.long()?;
+                if count == 0 {
+                    break;
+                }
+                if count < 0 {
+                    cursor.long()?;
+                }
+                for _ in 0..count.unsigned_abs() {
+                    items.push(if cursor.branch()? == 0 {
+                        Value::Null
+                    } else {
+                        read_value(cursor, element, element_type)?
+                    });
+                }
+            }
+            Value::Array(items)
+        }
+    })
+}
