@@ -10,6 +10,8 @@
 pub mod jsonl;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+#[cfg(feature = "postgres")]
+pub mod replica;
 
 use serde::Deserialize;
 
@@ -71,6 +73,8 @@ impl SourceConfig {
 pub enum SinkConfig {
     #[cfg(feature = "jsonl")]
     Jsonl(jsonl::JsonlSinkConfig),
+    #[cfg(feature = "postgres")]
+    Postgres(postgres::sink::PostgresSinkConfig),
 }
 
 impl SinkConfig {
@@ -78,6 +82,8 @@ impl SinkConfig {
         match self {
             #[cfg(feature = "jsonl")]
             SinkConfig::Jsonl(config) => &config.name,
+            #[cfg(feature = "postgres")]
+            SinkConfig::Postgres(config) => &config.name,
         }
     }
 
@@ -85,6 +91,18 @@ impl SinkConfig {
         match self {
             #[cfg(feature = "jsonl")]
             SinkConfig::Jsonl(config) => &config.topics,
+            #[cfg(feature = "postgres")]
+            SinkConfig::Postgres(config) => &config.topics,
+        }
+    }
+
+    /// The log topic this sink diverts rejected events to, if any.
+    pub fn dead_letter_topic(&self) -> Option<&str> {
+        match self {
+            #[cfg(feature = "jsonl")]
+            SinkConfig::Jsonl(_) => None,
+            #[cfg(feature = "postgres")]
+            SinkConfig::Postgres(config) => config.dead_letter_topic.as_deref(),
         }
     }
 
@@ -92,6 +110,8 @@ impl SinkConfig {
         match self {
             #[cfg(feature = "jsonl")]
             SinkConfig::Jsonl(config) => config.validate(key),
+            #[cfg(feature = "postgres")]
+            SinkConfig::Postgres(config) => config.validate(key),
         }
     }
 }

@@ -21,6 +21,7 @@ mod decode;
 mod protocol;
 mod replication;
 mod setup;
+pub mod sink;
 mod snapshot;
 pub mod text_format;
 

@@ -27,7 +27,20 @@ pub enum SnapshotProgress {
 struct Stored {
     position: String,
     snapshot: SnapshotProgress,
+    /// The log commit this checkpoint closed (see [`COMMIT_HEADER`]); absent in old logs.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    commit: u64,
 }
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// The record header that numbers log commits: every record a source appends carries the
+/// sequence number (8 bytes, big-endian) of the commit that makes it visible. Commits of one
+/// source are numbered 1, 2, 3… across restarts, so a sink that must apply whole source
+/// transactions can tell where each commit ends in every partition.
+pub const COMMIT_HEADER: &str = "sluice.commit";
 
 #[derive(Debug, thiserror::Error)]
 #[error("checkpoint {text:?} in the log is unreadable: {reason}")]
@@ -38,11 +51,22 @@ pub struct CheckpointParseError {
 
 impl Checkpoint {
     pub fn to_json(&self) -> String {
+        self.to_json_at(0)
+    }
+
+    /// The checkpoint as the log stores it, with the number of the commit it closes.
+    pub fn to_json_at(&self, commit: u64) -> String {
         let stored = Stored {
             position: self.position.to_string(),
             snapshot: self.snapshot,
+            commit,
         };
         serde_json::to_string(&stored).expect("checkpoints serialize")
+    }
+
+    /// The commit number a stored checkpoint closed (0 when it has none).
+    pub fn commit_in(text: &str) -> u64 {
+        serde_json::from_str::<Stored>(text).map_or(0, |stored| stored.commit)
     }
 
     pub fn from_json(text: &str) -> Result<Checkpoint, CheckpointParseError> {

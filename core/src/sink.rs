@@ -42,4 +42,27 @@ pub trait Sink: Send {
     ) -> impl Future<Output = Result<(), Self::Error>> + Send;
 
     fn close(&mut self) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    /// Before each `write`: the partitions whose read stopped short of their last committed
+    /// offset, so the last log commit seen in them may continue in the next batch (sinks that
+    /// apply whole commits hold those back).
+    fn partitions_cut(&mut self, _cut: &[(Arc<str>, u32)]) {}
 }
+
+/// A record a sink could not apply because the destination rejected its value (a "poison"
+/// event), and the destination's reason.
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    pub record: SinkRecord,
+    pub error: String,
+}
+
+/// Appends dead letters durably to a sink's dead-letter topic in the log (built by the binary,
+/// which owns the log). Returns once they are durable.
+pub type DeadLetterWriter = Arc<
+    dyn Fn(
+            Vec<DeadLetter>,
+        ) -> std::pin::Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'static>>
+        + Send
+        + Sync,
+>;

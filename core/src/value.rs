@@ -202,6 +202,38 @@ pub fn write_utc_timestamp(out: &mut String, micros: i64) {
     out.push('Z');
 }
 
+/// Writes a date the way SQL databases read it: `2024-01-02`, or `0044-03-15 BC` before year 1.
+pub fn write_sql_date(out: &mut String, days: i64) {
+    use fmt::Write;
+    let (year, month, day) = civil_from_days(days);
+    let (shown, bc) = if year <= 0 {
+        (1 - year, true)
+    } else {
+        (year, false)
+    };
+    let _ = write!(out, "{shown:04}-{month:02}-{day:02}");
+    if bc {
+        out.push_str(" BC");
+    }
+}
+
+/// Writes a timestamp the way SQL databases read it: `2024-01-02 03:04:05.123456` (with ` BC`
+/// before year 1).
+pub fn write_sql_timestamp(out: &mut String, micros: i64) {
+    use fmt::Write;
+    let (year, month, day) = civil_from_days(micros.div_euclid(MICROS_PER_DAY));
+    let (shown, bc) = if year <= 0 {
+        (1 - year, true)
+    } else {
+        (year, false)
+    };
+    let _ = write!(out, "{shown:04}-{month:02}-{day:02} ");
+    write_time_of_day(out, micros.rem_euclid(MICROS_PER_DAY));
+    if bc {
+        out.push_str(" BC");
+    }
+}
+
 /// Writes a zone offset as `+hh:mm` (or `+hh:mm:ss` when it has seconds).
 pub fn write_offset(out: &mut String, offset_seconds: i32) {
     use fmt::Write;

@@ -96,6 +96,7 @@ where
             // Mark what exists now, then read: a commit after this point wakes the wait below.
             commits.borrow_and_update();
             let mut records = Vec::new();
+            let mut cut = Vec::new();
             for (topic, partition) in &assigned {
                 let offset = offsets
                     .get(&(topic.to_string(), *partition))
@@ -119,6 +120,11 @@ where
                     }
                     Err(err) => return Err(log_error(err)),
                 };
+                if let Some(last) = read.last() {
+                    if last.offset + 1 < log.stable_offset(topic, *partition) {
+                        cut.push((topic.clone(), *partition));
+                    }
+                }
                 records.extend(read.into_iter().map(|record| SinkRecord {
                     topic: topic.clone(),
                     partition: *partition,
@@ -133,6 +139,7 @@ where
                 }
                 continue;
             }
+            sink.partitions_cut(&cut);
             if let Err(err) = sink.write(&records).await {
                 if err.kind() == ErrorKind::Definite {
                     return Err(sink_error(err));

@@ -4,12 +4,13 @@ use crate::clock::now_us;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use sluice_log::{PartitionBatch, Record};
+use bytes::Bytes;
+use sluice_log::{Header, PartitionBatch, Record};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::PipelineError;
-use crate::checkpoint::{Checkpoint, SnapshotProgress};
+use crate::checkpoint::{Checkpoint, SnapshotProgress, COMMIT_HEADER};
 use crate::encode::{EncodedRecord, EventEncoder};
 use crate::event::{ChangeEvent, TableSchema};
 use crate::event_log::EventLog;
@@ -62,7 +63,9 @@ where
         name: name.clone(),
         source,
     };
-    let resume = match log.checkpoint(&name).await.map_err(log_error)? {
+    let stored = log.checkpoint(&name).await.map_err(log_error)?;
+    let last_commit = stored.as_deref().map_or(0, Checkpoint::commit_in);
+    let resume = match stored {
         Some(text) => {
             Some(
                 Checkpoint::from_json(&text).map_err(|source| PipelineError::Checkpoint {
@@ -102,6 +105,7 @@ where
             batch_rx,
             progress_tx,
             stop,
+            last_commit,
         )
         .await;
         if result.is_err() {
@@ -433,7 +437,10 @@ async fn write_batches<E: EventEncoder, L: EventLog + Clone>(
     mut batch_rx: mpsc::Receiver<SourceBatch>,
     progress_tx: watch::Sender<WriterProgress>,
     stop: Option<(Position, CancellationToken)>,
+    last_commit: u64,
 ) -> Result<(), PipelineError> {
+    // The number of the commit the next appended records belong to.
+    let mut commit = last_commit + 1;
     let mut batch_encoder = BatchEncoder {
         name: name.clone(),
         encoder,
@@ -472,7 +479,23 @@ async fn write_batches<E: EventEncoder, L: EventLog + Clone>(
             None => batch_rx.recv().await,
         };
         let Some(batch) = next else { break };
-        let encoded = batch_encoder.encode(batch, &log).await?;
+        let mut encoded = batch_encoder.encode(batch, &log).await?;
+        let header = Bytes::copy_from_slice(&commit.to_be_bytes());
+        for batch in &mut encoded.batches {
+            for record in &mut batch.records {
+                record.headers.push(Header {
+                    key: COMMIT_HEADER.to_owned(),
+                    value: Some(header.clone()),
+                });
+            }
+        }
+        let stored_checkpoint = encoded
+            .checkpoint
+            .as_ref()
+            .map(|checkpoint| checkpoint.to_json_at(commit));
+        if stored_checkpoint.is_some() {
+            commit += 1;
+        }
         if let Some(handle) = in_flight.take() {
             finish(handle.await)?;
         }
@@ -484,13 +507,7 @@ async fn write_batches<E: EventEncoder, L: EventLog + Clone>(
                 records,
                 newest_commit_us,
             } = encoded;
-            let result = log
-                .append(
-                    &writer,
-                    batches,
-                    checkpoint.as_ref().map(Checkpoint::to_json),
-                )
-                .await;
+            let result = log.append(&writer, batches, stored_checkpoint).await;
             Appended {
                 result,
                 checkpoint,

@@ -282,7 +282,7 @@ fn write_fields(
             (Value::Null, true) => write_long(buf, 0),
             (Value::Null, false) => {
                 return Err(format!(
-                    "column {} is NOT NULL in the table's schema but the source sent NULL",
+                    "key column {} is NULL; a key needs a value in every column",
                     field.name
                 ))
             }

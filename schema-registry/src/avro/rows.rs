@@ -36,6 +36,8 @@ pub struct Change {
 struct Plan {
     table: Arc<TableSchema>,
     fields: Vec<FieldKind>,
+    /// Per field: its Avro type is a union with null.
+    optional: Vec<bool>,
     /// Types of the source record's fields, in order (to skip them, keeping `ts_us`).
     source: Vec<Json>,
 }
@@ -87,8 +89,13 @@ impl ChangeDecoder {
                 return Ok(None);
             }
             let mut values = Vec::with_capacity(plan.fields.len());
-            for (kind, column) in plan.fields.iter().zip(&plan.table.columns) {
-                let value = if column.nullable && cursor.branch()? == 0 {
+            for ((kind, column), optional) in plan
+                .fields
+                .iter()
+                .zip(&plan.table.columns)
+                .zip(&plan.optional)
+            {
+                let value = if *optional && cursor.branch()? == 0 {
                     Value::Null
                 } else {
                     read_value(cursor, kind, &column.data_type)
@@ -184,6 +191,7 @@ fn plan_of(schema: &Json) -> Result<Option<Plan>, String> {
         .clone();
     let mut columns = Vec::new();
     let mut kinds = Vec::new();
+    let mut optional = Vec::new();
     for field in value_record["fields"].as_array().ok_or("no row fields")? {
         let avro_name = field["name"].as_str().ok_or("a field without a name")?;
         let (nullable, ty) = match &field["type"] {
@@ -197,6 +205,8 @@ fn plan_of(schema: &Json) -> Result<Option<Plan>, String> {
             .ok_or_else(|| format!("field {avro_name} has no sluice.data_type"))?
             .parse()?;
         kinds.push(kind_of(ty)?);
+        optional.push(nullable);
+        let key = field["sluice.key"].as_bool().unwrap_or(false);
         columns.push(Column {
             name: field["sluice.name"]
                 .as_str()
@@ -204,8 +214,8 @@ fn plan_of(schema: &Json) -> Result<Option<Plan>, String> {
                 .to_owned(),
             type_name: field["sluice.type"].as_str().unwrap_or("").to_owned(),
             data_type,
-            key: field["sluice.key"].as_bool().unwrap_or(false),
-            nullable,
+            key,
+            nullable: !key && !field["sluice.not_null"].as_bool().unwrap_or(false),
         });
     }
     Ok(Some(Plan {
@@ -218,6 +228,7 @@ fn plan_of(schema: &Json) -> Result<Option<Plan>, String> {
             version: 0,
         }),
         fields: kinds,
+        optional,
         source,
     }))
 }

@@ -60,6 +60,7 @@ pub enum FieldKind {
 pub struct FieldPlan {
     pub name: String,
     pub kind: FieldKind,
+    /// The Avro type is `["null", T]`.
     pub nullable: bool,
     /// Index of the column in the table schema.
     pub column: usize,
@@ -182,11 +183,18 @@ fn fields(
             )));
         }
         let kind = kind_of(&column.data_type, decimals);
-        let mut field = if column.nullable {
+        // Only key columns are required in Avro: a delete's old row under REPLICA IDENTITY
+        // DEFAULT carries just the key, and a NOT NULL column added later must not make old
+        // records unreadable. Whether the column is NOT NULL at the source is `sluice.not_null`.
+        let optional = !column.key;
+        let mut field = if optional {
             json!({"name": name, "type": ["null", type_json(&kind)], "default": null})
         } else {
             json!({"name": name, "type": type_json(&kind)})
         };
+        if !column.nullable {
+            field["sluice.not_null"] = json!(true);
+        }
         field["sluice.type"] = json!(column.type_name);
         field["sluice.data_type"] = json!(column.data_type.to_string());
         if column.key {
@@ -199,7 +207,7 @@ fn fields(
         plans.push(FieldPlan {
             name,
             kind,
-            nullable: column.nullable,
+            nullable: optional,
             column: index,
         });
     }

@@ -166,9 +166,15 @@ fn explain(writer: &AvroSchema, reader: &AvroSchema, path: &str) -> Option<Strin
                 std::mem::discriminant(*branch) == std::mem::discriminant(writer)
                     && branch.name().map(|n| n.name()) == writer.name().map(|n| n.name())
             });
-            match same_kind {
-                Some(branch) => explain(writer, branch, path),
-                None => leaf(writer, reader, path),
+            // No branch of the same kind: compare with the first non-null branch, so a nullable
+            // column whose type changed says from what to what.
+            let other = r.variants().iter().find(|b| !matches!(b, AvroSchema::Null));
+            match (same_kind, other) {
+                (Some(branch), _) => explain(writer, branch, path),
+                (None, Some(branch)) if leaf(writer, reader, path).is_some() => {
+                    leaf(writer, branch, path)
+                }
+                _ => leaf(writer, reader, path),
             }
         }
         _ => leaf(writer, reader, path),

@@ -1,0 +1,742 @@
+//! The Postgres sink: keeps target tables equal to their source tables.
+//!
+//! - `config.rs`: the `[[sinks]] kind = "postgres"` section.
+//! - `target.rs`: creating target tables from the source schema and following its changes.
+//! - `copy.rs`: values in Postgres' COPY text form.
+//! - here: opening (offsets from the target), and applying a batch in one transaction: per
+//!   table, deletes and upserts as set operations on staged rows (COPY into a session-local
+//!   staging table, then `DELETE … USING` and `INSERT … ON CONFLICT DO UPDATE`), then the
+//!   sink's offsets in the same transaction. That transaction is the exactly-once point: after
+//!   a crash the sink resumes from the offsets the target holds, whatever the log's consumer
+//!   group says.
+//!
+//! A batch the target rejects for its data (SQLSTATE classes 22 and 23) is retried event by
+//! event under savepoints when a dead-letter topic is configured; the rejected events go there
+//! with the database's message, the rest are applied. Without one, the sink stops with the
+//! message. Connection failures and restarts of the target are retried with backoff.
+
+mod config;
+mod copy;
+mod target;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use futures_util::SinkExt;
+use sluice_core::checkpoint::COMMIT_HEADER;
+use sluice_core::event::TableSchema;
+use sluice_core::retry::{Classify, ErrorKind};
+use sluice_core::sink::{DeadLetter, DeadLetterWriter, Offsets, Sink, SinkRecord};
+use sluice_core::value::Value;
+use sluice_schema_registry::avro::rows::ChangeDecoder;
+use sluice_schema_registry::registry::Registry;
+use tokio_postgres::{NoTls, Transaction};
+
+pub use self::config::PostgresSinkConfig;
+use self::target::{ident, pg_type, qualified};
+use crate::replica::{self, KeylessOp, Row, Sourced, Step, TableWork};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("cannot reach the target database: {0}")]
+    Connect(String),
+    #[error("{context}: {message}")]
+    Db {
+        context: String,
+        message: String,
+        /// SQLSTATE, when the server answered.
+        code: Option<String>,
+    },
+    #[error("{0}")]
+    Schema(String),
+    #[error("{0}")]
+    Decode(String),
+    #[error(
+        "the target rejected an event: {0}; set dead_letter_topic on the sink to divert such \
+         events and go on"
+    )]
+    Poison(String),
+    #[error("writing to the dead-letter topic failed: {0}")]
+    DeadLetter(String),
+}
+
+impl SinkError {
+    fn from_pg(err: tokio_postgres::Error) -> SinkError {
+        SinkError::db("the target database", err)
+    }
+
+    fn db(context: impl Into<String>, err: tokio_postgres::Error) -> SinkError {
+        let code = err.code().map(|c| c.code().to_owned());
+        let message = match err.as_db_error() {
+            Some(db) => match db.detail() {
+                Some(detail) => format!("{} ({detail})", db.message()),
+                None => db.message().to_owned(),
+            },
+            None => err.to_string(),
+        };
+        SinkError::Db {
+            context: context.into(),
+            message,
+            code,
+        }
+    }
+
+    /// The target refused the data itself (bad value, constraint): retrying cannot help.
+    fn is_data_error(&self) -> bool {
+        matches!(self, SinkError::Db { code: Some(code), .. } if code.starts_with("22") || code.starts_with("23"))
+    }
+}
+
+impl Classify for SinkError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            SinkError::Connect(_) | SinkError::DeadLetter(_) => ErrorKind::Transient,
+            SinkError::Db { code: None, .. } => ErrorKind::Transient,
+            SinkError::Db {
+                code: Some(code), ..
+            } => {
+                // Connection trouble, shutdown, serialization failures, resource limits, and a
+                // target table dropped under the sink (it is recreated on reopen).
+                let transient = code.starts_with("08")
+                    || code.starts_with("57P")
+                    || code.starts_with("53")
+                    || code == "40001"
+                    || code == "40P01"
+                    || code == "42P01"
+                    || code == "42703";
+                if transient {
+                    ErrorKind::Transient
+                } else {
+                    ErrorKind::Definite
+                }
+            }
+            SinkError::Schema(_) | SinkError::Decode(_) | SinkError::Poison(_) => {
+                ErrorKind::Definite
+            }
+        }
+    }
+}
+
+/// The Postgres sink.
+pub struct PostgresSink {
+    config: PostgresSinkConfig,
+    pool: Option<Pool>,
+    decoder: ChangeDecoder,
+    dead_letters: Option<DeadLetterWriter>,
+    /// Target tables known to match a source table version: (schema, table) → that version.
+    ensured: HashMap<(String, String), Arc<TableSchema>>,
+    /// Transactional mode: records of log commits not yet read whole.
+    pending: Vec<SinkRecord>,
+    cut: Vec<(Arc<str>, u32)>,
+    buf: Vec<u8>,
+    text: String,
+}
+
+impl PostgresSink {
+    /// `dead_letters` is required when the config names a dead-letter topic.
+    pub fn new(
+        config: PostgresSinkConfig,
+        registry: Arc<Registry>,
+        dead_letters: Option<DeadLetterWriter>,
+    ) -> PostgresSink {
+        PostgresSink {
+            config,
+            pool: None,
+            decoder: ChangeDecoder::new(registry),
+            dead_letters,
+            ensured: HashMap::new(),
+            pending: Vec::new(),
+            cut: Vec::new(),
+            buf: Vec::new(),
+            text: String::new(),
+        }
+    }
+
+    fn pool(&mut self) -> Result<Pool, SinkError> {
+        if let Some(pool) = &self.pool {
+            return Ok(pool.clone());
+        }
+        let pg = self.config.pg_config().map_err(SinkError::Connect)?;
+        let manager = Manager::from_config(
+            pg,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(self.config.pool_size)
+            .build()
+            .map_err(|e| SinkError::Connect(e.to_string()))?;
+        self.pool = Some(pool.clone());
+        Ok(pool)
+    }
+
+    async fn client(&mut self) -> Result<deadpool_postgres::Object, SinkError> {
+        self.pool()?
+            .get()
+            .await
+            .map_err(|e| SinkError::Connect(e.to_string()))
+    }
+
+    fn target_schema(&self, table: &TableSchema) -> String {
+        self.config
+            .schema
+            .clone()
+            .unwrap_or_else(|| table.table.namespace.clone())
+    }
+
+    /// Creates or alters target tables so they match the versions in `work`.
+    async fn ensure_tables(
+        &mut self,
+        client: &deadpool_postgres::Object,
+        work: &[TableWork],
+    ) -> Result<(), SinkError> {
+        for item in work {
+            let schema = self.target_schema(&item.table);
+            let key = (schema.clone(), item.table.table.name.clone());
+            if self
+                .ensured
+                .get(&key)
+                .is_some_and(|known| known.columns == item.table.columns)
+            {
+                continue;
+            }
+            let existing = target::describe(&***client, &schema, &item.table.table.name).await?;
+            let statements = target::reconcile(&schema, &item.table, existing.as_ref())?;
+            for statement in &statements {
+                tracing::info!(%statement, "changing the target to match the source");
+                client
+                    .batch_execute(statement)
+                    .await
+                    .map_err(|e| SinkError::db(format!("running {statement}"), e))?;
+            }
+            self.ensured.insert(key, item.table.clone());
+        }
+        Ok(())
+    }
+
+    /// Splits off (into `pending`) the records of log commits not yet read whole.
+    fn whole_commits(&mut self, records: &[SinkRecord]) -> Vec<SinkRecord> {
+        let mut all = std::mem::take(&mut self.pending);
+        all.extend_from_slice(records);
+        let commit_of = |record: &SinkRecord| {
+            record
+                .record
+                .headers
+                .iter()
+                .find(|h| h.key == COMMIT_HEADER)
+                .and_then(|h| h.value.as_deref())
+                .and_then(|v| <[u8; 8]>::try_from(v).ok())
+                .map(u64::from_be_bytes)
+        };
+        // In a partition read only partly, the commit of its last record may go on.
+        let mut limit = u64::MAX;
+        for (topic, partition) in &self.cut {
+            if let Some(last) = all
+                .iter()
+                .rev()
+                .find(|r| r.topic == *topic && r.partition == *partition)
+            {
+                if let Some(commit) = commit_of(last) {
+                    limit = limit.min(commit);
+                }
+            }
+        }
+        if limit == u64::MAX {
+            return all;
+        }
+        let (ready, later): (Vec<SinkRecord>, Vec<SinkRecord>) = all
+            .into_iter()
+            .partition(|r| commit_of(r).is_none_or(|c| c < limit));
+        self.pending = later;
+        ready
+    }
+
+    async fn apply(&mut self, records: &[SinkRecord]) -> Result<(), SinkError> {
+        let changes = replica::decode(&mut self.decoder, records).map_err(SinkError::Decode)?;
+        // Events that cannot be planned (e.g. an update of a keyless table without its old row)
+        // are dead letters too when a dead-letter topic is configured.
+        let mut dead: Vec<DeadLetter> = Vec::new();
+        let mut skipped = std::collections::HashSet::new();
+        let (work, live) = loop {
+            let live: Vec<Sourced> = changes
+                .iter()
+                .filter(|c| !skipped.contains(&c.record))
+                .cloned()
+                .collect();
+            match replica::plan(&live) {
+                Ok(work) => break (work, live),
+                Err(err) if self.dead_letters.is_some() => {
+                    skipped.insert(err.record);
+                    dead.push(DeadLetter {
+                        record: records[err.record].clone(),
+                        error: err.message,
+                    });
+                }
+                Err(err) => return Err(SinkError::Schema(err.message)),
+            }
+        };
+        let client = self.client().await?;
+        self.ensure_tables(&client, &work).await?;
+        let offsets = replica::next_offsets(records);
+        let mut client = client;
+        let attempt = {
+            let tx = client.transaction().await.map_err(SinkError::from_pg)?;
+            match self.apply_work(&tx, &work).await {
+                Ok(()) => {
+                    self.store_offsets(&tx, records, &offsets).await?;
+                    self.deliver_dead_letters(std::mem::take(&mut dead)).await?;
+                    tx.commit().await.map_err(SinkError::from_pg)?;
+                    Ok(())
+                }
+                Err(err) => {
+                    let _ = tx.rollback().await;
+                    Err(err)
+                }
+            }
+        };
+        match attempt {
+            Ok(()) => Ok(()),
+            Err(err) if err.is_data_error() && self.dead_letters.is_some() => {
+                tracing::warn!(error = %err, "the target rejected the batch; applying its events one by one to find the rejected ones");
+                let tx = client.transaction().await.map_err(SinkError::from_pg)?;
+                for change in &live {
+                    tx.batch_execute("SAVEPOINT sluice_event")
+                        .await
+                        .map_err(SinkError::from_pg)?;
+                    let single = replica::plan(std::slice::from_ref(change))
+                        .map_err(|e| SinkError::Schema(e.message))?;
+                    match self.apply_work(&tx, &single).await {
+                        Ok(()) => tx
+                            .batch_execute("RELEASE SAVEPOINT sluice_event")
+                            .await
+                            .map_err(SinkError::from_pg)?,
+                        Err(err) if err.is_data_error() => {
+                            tx.batch_execute("ROLLBACK TO SAVEPOINT sluice_event")
+                                .await
+                                .map_err(SinkError::from_pg)?;
+                            dead.push(DeadLetter {
+                                record: records[change.record].clone(),
+                                error: err.to_string(),
+                            });
+                        }
+                        Err(err) => return Err(err),
+                    }
+                }
+                self.store_offsets(&tx, records, &offsets).await?;
+                self.deliver_dead_letters(dead).await?;
+                tx.commit().await.map_err(SinkError::from_pg)
+            }
+            Err(err) if err.is_data_error() => Err(SinkError::Poison(err.to_string())),
+            Err(err) => Err(err),
+        }
+    }
+
+    async fn deliver_dead_letters(&self, dead: Vec<DeadLetter>) -> Result<(), SinkError> {
+        if dead.is_empty() {
+            return Ok(());
+        }
+        for letter in &dead {
+            tracing::warn!(topic = %letter.record.topic, partition = letter.record.partition,
+                offset = letter.record.record.offset, error = %letter.error,
+                "event rejected by the target; sent to the dead-letter topic");
+        }
+        let writer = self
+            .dead_letters
+            .as_ref()
+            .ok_or_else(|| SinkError::DeadLetter("no dead-letter topic is configured".into()))?;
+        writer(dead).await.map_err(SinkError::DeadLetter)
+    }
+
+    async fn store_offsets(
+        &self,
+        tx: &Transaction<'_>,
+        records: &[SinkRecord],
+        offsets: &Offsets,
+    ) -> Result<(), SinkError> {
+        let (schema, table) = self.config.offsets_table();
+        let target = qualified(&schema, &table);
+        let topics: Vec<&str> = offsets.keys().map(|(t, _)| t.as_str()).collect();
+        let partitions: Vec<i32> = offsets.keys().map(|(_, p)| *p as i32).collect();
+        let next: Vec<i64> = offsets.values().map(|o| *o as i64).collect();
+        tx.execute(
+            &format!(
+                "INSERT INTO {target} (sink, topic, partition, next_offset, updated_at) \
+                 SELECT $1, t, p, o, now() FROM unnest($2::text[], $3::int[], $4::bigint[]) AS u(t, p, o) \
+                 ON CONFLICT (sink, topic, partition) DO UPDATE SET next_offset = EXCLUDED.next_offset, updated_at = now()"
+            ),
+            &[&self.config.name, &topics, &partitions, &next],
+        )
+        .await
+        .map_err(|e| SinkError::db("storing offsets", e))?;
+        if self.config.batch_history {
+            let mut ranges: BTreeMap<(&str, u32), (u64, u64, i32)> = BTreeMap::new();
+            for record in records {
+                let entry = ranges.entry((&record.topic, record.partition)).or_insert((
+                    record.record.offset,
+                    record.record.offset,
+                    0,
+                ));
+                entry.0 = entry.0.min(record.record.offset);
+                entry.1 = entry.1.max(record.record.offset);
+                entry.2 += 1;
+            }
+            let history = qualified(&schema, &format!("{table}_batches"));
+            for ((topic, partition), (first, last, count)) in ranges {
+                tx.execute(
+                    &format!("INSERT INTO {history} (sink, topic, partition, first_offset, last_offset, records) VALUES ($1, $2, $3, $4, $5, $6)"),
+                    &[&self.config.name, &topic, &(partition as i32), &(first as i64), &(last as i64), &count],
+                )
+                .await
+                .map_err(|e| SinkError::db("recording the batch", e))?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn apply_work(
+        &mut self,
+        tx: &Transaction<'_>,
+        work: &[TableWork],
+    ) -> Result<(), SinkError> {
+        for item in work {
+            let schema = self.target_schema(&item.table);
+            let target = qualified(&schema, &item.table.table.name);
+            for step in &item.steps {
+                match step {
+                    Step::Truncate => {
+                        tx.batch_execute(&format!("TRUNCATE {target}"))
+                            .await
+                            .map_err(|e| SinkError::db(format!("truncating {target}"), e))?;
+                    }
+                    Step::Keyed {
+                        upserts,
+                        deletes,
+                        partial,
+                    } => {
+                        if !deletes.is_empty() {
+                            self.delete_keys(tx, &item.table, &target, deletes).await?;
+                        }
+                        if !upserts.is_empty() {
+                            self.upsert(tx, &item.table, &target, upserts).await?;
+                        }
+                        for row in partial {
+                            self.update_available(tx, &item.table, &target, row).await?;
+                        }
+                    }
+                    Step::Keyless(ops) => {
+                        let mut inserts: Vec<&Row> = Vec::new();
+                        for op in ops {
+                            match op {
+                                KeylessOp::Insert(row) => inserts.push(row),
+                                KeylessOp::Delete(row) => {
+                                    self.copy_into(tx, &item.table, &target, &inserts, false)
+                                        .await?;
+                                    inserts.clear();
+                                    self.delete_matching(tx, &item.table, &target, row).await?;
+                                }
+                            }
+                        }
+                        self.copy_into(tx, &item.table, &target, &inserts, false)
+                            .await?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A session-local staging table shaped like the target's key (`keys_only`) or whole row,
+    /// emptied for this use.
+    async fn stage(
+        &self,
+        tx: &Transaction<'_>,
+        table: &TableSchema,
+        target: &str,
+        keys_only: bool,
+    ) -> Result<String, SinkError> {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        target.hash(&mut hasher);
+        for column in &table.columns {
+            column.name.hash(&mut hasher);
+            pg_type(column).hash(&mut hasher);
+        }
+        keys_only.hash(&mut hasher);
+        let name = format!("_sluice_stage_{:016x}", hasher.finish());
+        let columns: Vec<String> = table
+            .columns
+            .iter()
+            .filter(|c| !keys_only || c.key)
+            .map(|c| ident(&c.name))
+            .collect();
+        tx.batch_execute(&format!(
+            "CREATE TEMP TABLE IF NOT EXISTS {name} ON COMMIT DELETE ROWS AS SELECT {} FROM {target} WITH NO DATA; TRUNCATE {name}",
+            columns.join(", ")
+        ))
+        .await
+        .map_err(|e| SinkError::db(format!("staging rows for {target}"), e))?;
+        Ok(name)
+    }
+
+    /// COPY `rows` (all columns, or keys only) into `into`.
+    async fn copy_into(
+        &mut self,
+        tx: &Transaction<'_>,
+        table: &TableSchema,
+        into: &str,
+        rows: &[&Row],
+        keys_only: bool,
+    ) -> Result<(), SinkError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let columns: Vec<(usize, String)> = table
+            .columns
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| !keys_only || c.key)
+            .map(|(i, c)| (i, ident(&c.name)))
+            .collect();
+        self.buf.clear();
+        for row in rows {
+            for (n, (i, _)) in columns.iter().enumerate() {
+                if n > 0 {
+                    self.buf.push(b'\t');
+                }
+                copy::write_field(&mut self.buf, &mut self.text, &row.values[*i]);
+            }
+            self.buf.push(b'\n');
+        }
+        let names: Vec<&str> = columns.iter().map(|(_, n)| n.as_str()).collect();
+        let statement = format!("COPY {into} ({}) FROM STDIN", names.join(", "));
+        let sink = tx
+            .copy_in::<_, Bytes>(&statement)
+            .await
+            .map_err(|e| SinkError::db(format!("copying rows into {into}"), e))?;
+        futures_util::pin_mut!(sink);
+        let data = Bytes::copy_from_slice(&self.buf);
+        sink.send(data)
+            .await
+            .map_err(|e| SinkError::db(format!("copying rows into {into}"), e))?;
+        sink.finish()
+            .await
+            .map_err(|e| SinkError::db(format!("copying rows into {into}"), e))?;
+        Ok(())
+    }
+
+    async fn delete_keys(
+        &mut self,
+        tx: &Transaction<'_>,
+        table: &TableSchema,
+        target: &str,
+        rows: &[Row],
+    ) -> Result<(), SinkError> {
+        let stage = self.stage(tx, table, target, true).await?;
+        let refs: Vec<&Row> = rows.iter().collect();
+        self.copy_into(tx, table, &stage, &refs, true).await?;
+        let matches: Vec<String> = table
+            .key_columns()
+            .map(|(_, c)| format!("t.{0} = s.{0}", ident(&c.name)))
+            .collect();
+        tx.batch_execute(&format!(
+            "DELETE FROM {target} AS t USING {stage} AS s WHERE {}",
+            matches.join(" AND ")
+        ))
+        .await
+        .map_err(|e| SinkError::db(format!("deleting from {target}"), e))
+    }
+
+    async fn upsert(
+        &mut self,
+        tx: &Transaction<'_>,
+        table: &TableSchema,
+        target: &str,
+        rows: &[Row],
+    ) -> Result<(), SinkError> {
+        let stage = self.stage(tx, table, target, false).await?;
+        let refs: Vec<&Row> = rows.iter().collect();
+        self.copy_into(tx, table, &stage, &refs, false).await?;
+        let columns: Vec<String> = table.columns.iter().map(|c| ident(&c.name)).collect();
+        let keys: Vec<String> = table.key_columns().map(|(_, c)| ident(&c.name)).collect();
+        let updates: Vec<String> = table
+            .columns
+            .iter()
+            .filter(|c| !c.key)
+            .map(|c| format!("{0} = EXCLUDED.{0}", ident(&c.name)))
+            .collect();
+        let action = if updates.is_empty() {
+            "DO NOTHING".to_owned()
+        } else {
+            format!("DO UPDATE SET {}", updates.join(", "))
+        };
+        tx.batch_execute(&format!(
+            "INSERT INTO {target} ({cols}) SELECT {cols} FROM {stage} ON CONFLICT ({}) {action}",
+            keys.join(", "),
+            cols = columns.join(", ")
+        ))
+        .await
+        .map_err(|e| SinkError::db(format!("upserting into {target}"), e))
+    }
+
+    /// An update whose unchanged TOASTed columns the source did not send: sets the others.
+    async fn update_available(
+        &mut self,
+        tx: &Transaction<'_>,
+        table: &TableSchema,
+        target: &str,
+        row: &Row,
+    ) -> Result<(), SinkError> {
+        let mut sets = Vec::new();
+        let mut wheres = Vec::new();
+        let mut params: Vec<Option<String>> = Vec::new();
+        for (column, value) in table.columns.iter().zip(&row.values) {
+            if matches!(value, Value::Unavailable) {
+                continue;
+            }
+            params.push(self.param(value));
+            let placeholder = format!("${}::text::{}", params.len(), pg_type(column));
+            if column.key {
+                wheres.push(format!("{} = {placeholder}", ident(&column.name)));
+            } else {
+                sets.push(format!("{} = {placeholder}", ident(&column.name)));
+            }
+        }
+        if sets.is_empty() {
+            return Ok(());
+        }
+        let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params
+            .iter()
+            .map(|p| p as &(dyn tokio_postgres::types::ToSql + Sync))
+            .collect();
+        tx.execute(
+            &format!(
+                "UPDATE {target} SET {} WHERE {}",
+                sets.join(", "),
+                wheres.join(" AND ")
+            ),
+            &refs,
+        )
+        .await
+        .map_err(|e| SinkError::db(format!("updating {target}"), e))?;
+        Ok(())
+    }
+
+    /// Deletes one row equal to `row` in every column (tables without a key).
+    async fn delete_matching(
+        &mut self,
+        tx: &Transaction<'_>,
+        table: &TableSchema,
+        target: &str,
+        row: &Row,
+    ) -> Result<(), SinkError> {
+        let mut conditions = Vec::new();
+        let mut params: Vec<Option<String>> = Vec::new();
+        for (column, value) in table.columns.iter().zip(&row.values) {
+            params.push(self.param(value));
+            conditions.push(format!(
+                "{} IS NOT DISTINCT FROM ${}::text::{}",
+                ident(&column.name),
+                params.len(),
+                pg_type(column)
+            ));
+        }
+        let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params
+            .iter()
+            .map(|p| p as &(dyn tokio_postgres::types::ToSql + Sync))
+            .collect();
+        tx.execute(
+            &format!(
+                "DELETE FROM {target} WHERE ctid = (SELECT ctid FROM {target} WHERE {} LIMIT 1)",
+                conditions.join(" AND ")
+            ),
+            &refs,
+        )
+        .await
+        .map_err(|e| SinkError::db(format!("deleting from {target}"), e))?;
+        Ok(())
+    }
+
+    fn param(&mut self, value: &Value) -> Option<String> {
+        if let Value::Null = value {
+            return None;
+        }
+        self.text.clear();
+        copy::write_text(&mut self.text, value);
+        Some(self.text.clone())
+    }
+}
+
+impl Sink for PostgresSink {
+    type Error = SinkError;
+
+    async fn open(&mut self) -> Result<Option<Offsets>, SinkError> {
+        self.ensured.clear();
+        self.pending.clear();
+        let client = self.client().await?;
+        let (schema, table) = self.config.offsets_table();
+        let offsets = qualified(&schema, &table);
+        let mut ddl = format!(
+            "CREATE SCHEMA IF NOT EXISTS {}; \
+             CREATE TABLE IF NOT EXISTS {offsets} (sink text NOT NULL, topic text NOT NULL, \
+             partition int NOT NULL, next_offset bigint NOT NULL, updated_at timestamptz NOT NULL, \
+             PRIMARY KEY (sink, topic, partition))",
+            ident(&schema)
+        );
+        if self.config.batch_history {
+            let history = qualified(&schema, &format!("{table}_batches"));
+            ddl.push_str(&format!(
+                "; CREATE TABLE IF NOT EXISTS {history} (sink text NOT NULL, topic text NOT NULL, \
+                 partition int NOT NULL, first_offset bigint NOT NULL, last_offset bigint NOT NULL, \
+                 records int NOT NULL, applied_at timestamptz NOT NULL DEFAULT now(), \
+                 PRIMARY KEY (sink, topic, partition, first_offset))"
+            ));
+        }
+        client
+            .batch_execute(&ddl)
+            .await
+            .map_err(|e| SinkError::db(format!("creating {offsets}"), e))?;
+        let rows = client
+            .query(
+                &format!("SELECT topic, partition, next_offset FROM {offsets} WHERE sink = $1"),
+                &[&self.config.name],
+            )
+            .await
+            .map_err(|e| SinkError::db(format!("reading {offsets}"), e))?;
+        let stored: Offsets = rows
+            .iter()
+            .map(|row| {
+                let partition: i32 = row.get(1);
+                let next: i64 = row.get(2);
+                ((row.get::<_, String>(0), partition as u32), next as u64)
+            })
+            .collect();
+        Ok(Some(stored))
+    }
+
+    fn partitions_cut(&mut self, cut: &[(Arc<str>, u32)]) {
+        self.cut = cut.to_vec();
+    }
+
+    async fn write(&mut self, records: &[SinkRecord]) -> Result<(), SinkError> {
+        let ready = if self.config.transactional {
+            self.whole_commits(records)
+        } else {
+            records.to_vec()
+        };
+        if ready.is_empty() {
+            return Ok(());
+        }
+        self.apply(&ready).await
+    }
+
+    async fn close(&mut self) -> Result<(), SinkError> {
+        if let Some(pool) = self.pool.take() {
+            pool.close();
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,419 @@
+//! The Postgres sink end to end: a source database under pgbench replicated through the log
+//! into a target database, compared table by table (md5 of the ordered rows), through kill -9,
+//! a column added mid-stream, a target that is unreachable for 30 seconds, rejected events and
+//! transactional mode.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use sluice_integration_tests::{source_config, wait_for, Rng, Sluice, TestDb};
+
+const PGBENCH_TABLES: [&str; 4] = [
+    "pgbench_accounts",
+    "pgbench_branches",
+    "pgbench_tellers",
+    "pgbench_history",
+];
+
+fn pgbench(db: &TestDb, args: &[&str]) {
+    let out = Command::new("pgbench")
+        .args(["-h", "127.0.0.1", "-U", "postgres"])
+        .args(args)
+        .arg(&db.name)
+        .output()
+        .expect("run pgbench");
+    assert!(
+        out.status.success(),
+        "pgbench {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// SQL in the `postgres` database.
+fn admin(sql: &str) {
+    let status = Command::new("psql")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+            "-X",
+            "-q",
+            "-c",
+            sql,
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success(), "{sql}");
+}
+
+fn exists(db: &TestDb, table: &str) -> bool {
+    db.exec(&format!("SELECT to_regclass('public.{table}') IS NOT NULL")) == "t"
+}
+
+/// md5 of a table's rows in a canonical order (`missing` for a missing table).
+fn checksum(db: &TestDb, table: &str) -> String {
+    if !exists(db, table) {
+        return "missing".into();
+    }
+    db.exec(&format!(
+        "SELECT md5(coalesce(string_agg(t::text, '|' ORDER BY t::text), '')) FROM public.{table} t"
+    ))
+}
+
+fn count(db: &TestDb, table: &str) -> String {
+    if !exists(db, table) {
+        return "0".into();
+    }
+    db.exec(&format!("SELECT count(*) FROM public.{table}"))
+}
+
+fn sink_config(target: &TestDb, extra: &str) -> String {
+    format!(
+        "[[sinks]]\nname = \"replica\"\nkind = \"postgres\"\nurl = \"{}\"\ntopics = [\"src.public.*\"]\n{extra}\n",
+        target.url()
+    )
+}
+
+async fn wait_equal(source: &TestDb, target: &TestDb, tables: &[&str], timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let differing: Vec<&str> = tables
+            .iter()
+            .copied()
+            .filter(|t| checksum(source, t) != checksum(target, t))
+            .collect();
+        if differing.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "tables still differ after {timeout:?}: {differing:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// The batch history shows every offset applied once: per partition, ranges never overlap.
+fn assert_no_batch_applied_twice(target: &TestDb) {
+    let rows = target.exec(
+        "SELECT topic || ':' || partition || ':' || first_offset || ':' || last_offset \
+         FROM _sluice_offsets_batches ORDER BY topic, partition, first_offset",
+    );
+    let mut last: Option<(String, i64)> = None;
+    let mut batches = 0;
+    for line in rows.lines() {
+        let parts: Vec<&str> = line.rsplitn(3, ':').collect();
+        let (end, first, key) = (
+            parts[0].parse::<i64>().unwrap(),
+            parts[1].parse::<i64>().unwrap(),
+            parts[2].to_owned(),
+        );
+        if let Some((previous_key, previous_end)) = &last {
+            if *previous_key == key {
+                assert!(
+                    first > *previous_end,
+                    "{key}: batch starting at {first} overlaps one ending at {previous_end}"
+                );
+            }
+        }
+        last = Some((key, end));
+        batches += 1;
+    }
+    assert!(batches > 0, "no batches recorded");
+}
+
+fn setup_pgbench() -> (TestDb, TestDb) {
+    let source = TestDb::create();
+    let target = TestDb::create();
+    pgbench(&source, &["-i", "-q", "-s", "1"]);
+    // pgbench_history has no key: the sink matches its rows on every column.
+    source.exec("ALTER TABLE pgbench_history REPLICA IDENTITY FULL");
+    (source, target)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgbench_replicates_to_an_equal_target() {
+    let (source, target) = setup_pgbench();
+    let mut sluice = Sluice::new(&format!(
+        "{}{}",
+        source_config(&source, "encoding = \"avro\""),
+        sink_config(&target, "batch_history = true")
+    ));
+    sluice.start();
+    source.wait_for_streaming().await;
+    let bench = {
+        let name = source.name.clone();
+        tokio::task::spawn_blocking(move || {
+            let db = TestDb { name };
+            pgbench(&db, &["-c", "4", "-T", "20"]);
+            std::mem::forget(db);
+        })
+    };
+    bench.await.unwrap();
+    wait_equal(&source, &target, &PGBENCH_TABLES, Duration::from_secs(60)).await;
+    // The target got the source's types and key.
+    assert_eq!(
+        target.exec("SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'pgbench_accounts'::regclass AND attname = 'filler'"),
+        "character(84)"
+    );
+    assert_eq!(
+        target.exec("SELECT count(*) FROM pg_index WHERE indrelid = 'pgbench_accounts'::regclass AND indisprimary"),
+        "1"
+    );
+    assert_no_batch_applied_twice(&target);
+    assert_eq!(sluice.stop(), Some(0), "{}", sluice.stderr());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_five_times_during_pgbench_leaves_an_equal_target() {
+    let (source, target) = setup_pgbench();
+    let mut sluice = Sluice::new(&format!(
+        "{}{}",
+        source_config(&source, "encoding = \"avro\""),
+        sink_config(&target, "batch_history = true")
+    ));
+    sluice.start();
+    source.wait_for_streaming().await;
+    let bench = {
+        let name = source.name.clone();
+        tokio::task::spawn_blocking(move || {
+            let db = TestDb { name };
+            pgbench(&db, &["-c", "4", "-T", "25"]);
+            std::mem::forget(db);
+        })
+    };
+    let mut rng = Rng::new(0x5eed);
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_millis(1500 + rng.below(2500))).await;
+        sluice.kill();
+        sluice.start();
+    }
+    bench.await.unwrap();
+    wait_equal(&source, &target, &PGBENCH_TABLES, Duration::from_secs(90)).await;
+    assert_no_batch_applied_twice(&target);
+    assert_eq!(sluice.stop(), Some(0), "{}", sluice.stderr());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_column_added_mid_stream_and_a_target_down_for_30s_end_equal() {
+    let source = TestDb::create();
+    let target = TestDb::create();
+    source.exec(
+        "CREATE TABLE items (id int PRIMARY KEY, name varchar(20) NOT NULL, price numeric(10,2), \
+         tags text[], doc jsonb, at timestamptz, blob bytea)",
+    );
+    let mut sluice = Sluice::new(&format!(
+        "{}{}",
+        source_config(&source, "encoding = \"avro\""),
+        sink_config(&target, "")
+    ));
+    sluice.start();
+    source.wait_for_streaming().await;
+    let client = source.client().await;
+    let mut rng = Rng::new(7);
+    let mut write = |n: u32, widened: bool| {
+        let id = rng.below(200) as i32;
+        let kind = rng.below(10);
+        let statement = if kind < 6 {
+            let extra = if widened { ", note" } else { "" };
+            let extra_value = if widened {
+                format!(", 'note {n}'")
+            } else {
+                String::new()
+            };
+            format!(
+                "INSERT INTO items (id, name, price, tags, doc, at, blob{extra}) VALUES ({id}, 'n{n}', {n}.25, \
+                 ARRAY['a{n}', NULL, 'b \"q\"'], '{{\"n\": {n}}}', now(), '\\x{n:04x}'{extra_value}) \
+                 ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, price = EXCLUDED.price"
+            )
+        } else if kind < 9 {
+            format!("UPDATE items SET price = price + 1, tags = tags || 'x'::text WHERE id = {id}")
+        } else {
+            format!("DELETE FROM items WHERE id = {id}")
+        };
+        statement
+    };
+    for n in 0..300 {
+        client.batch_execute(&write(n, false)).await.unwrap();
+    }
+    client
+        .batch_execute("ALTER TABLE items ADD COLUMN note text; ALTER TABLE items ALTER COLUMN name TYPE varchar(50)")
+        .await
+        .unwrap();
+    for n in 300..600 {
+        client.batch_execute(&write(n, true)).await.unwrap();
+    }
+    wait_equal(&source, &target, &["items"], Duration::from_secs(30)).await;
+    assert_eq!(
+        target.exec("SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'items'::regclass AND attname = 'name'"),
+        "character varying(50)",
+        "the widened type is applied"
+    );
+
+    // The target is unreachable for 30 seconds while the source keeps changing.
+    admin(&format!(
+        "ALTER DATABASE {0} ALLOW_CONNECTIONS false; SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{0}'",
+        target.name
+    ));
+    let down_since = Instant::now();
+    for n in 600..900 {
+        client.batch_execute(&write(n, true)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(30).saturating_sub(down_since.elapsed())).await;
+    assert!(
+        sluice.is_running(),
+        "the sink retries instead of stopping:\n{}",
+        sluice.stderr()
+    );
+    admin(&format!(
+        "ALTER DATABASE {} ALLOW_CONNECTIONS true",
+        target.name
+    ));
+    wait_equal(&source, &target, &["items"], Duration::from_secs(60)).await;
+    assert!(
+        sluice.stderr().contains("cannot reach the target database"),
+        "the outage is logged"
+    );
+    assert_eq!(sluice.stop(), Some(0), "{}", sluice.stderr());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejected_events_go_to_the_dead_letter_topic_or_stop_the_sink() {
+    let source = TestDb::create();
+    let target = TestDb::create();
+    source.exec("CREATE TABLE t (id int PRIMARY KEY, v int)");
+    // The target refuses v >= 100 (a constraint the source does not have).
+    target.exec("CREATE TABLE t (id int PRIMARY KEY, v int CHECK (v < 100))");
+    let mut sluice = Sluice::new(&format!(
+        "{}{}",
+        source_config(&source, "encoding = \"avro\""),
+        sink_config(&target, "dead_letter_topic = \"replica.dead\"")
+    ));
+    sluice.start();
+    source.wait_for_streaming().await;
+    source.exec("INSERT INTO t SELECT g, g FROM generate_series(1, 50) g");
+    source.exec("INSERT INTO t VALUES (51, 500)");
+    source.exec("INSERT INTO t VALUES (52, 52)");
+    wait_for(Duration::from_secs(30), "52 applied", || {
+        target.exec("SELECT count(*) FROM t WHERE id = 52") == "1"
+    })
+    .await;
+    assert_eq!(
+        target.exec("SELECT count(*) FROM t"),
+        "51",
+        "all but the rejected row"
+    );
+    let dead = sluice.records("replica.dead");
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0].1["after"], json!({"id": 51, "v": 500}));
+    let headers = Command::new(sluice_integration_tests::sluice_bin())
+        .args([
+            "log",
+            "tail",
+            "replica.dead",
+            "--from-beginning",
+            "--format",
+            "base64",
+            "--dir",
+        ])
+        .arg(sluice.log_dir())
+        .output()
+        .unwrap();
+    assert!(headers.status.success());
+    assert_eq!(sluice.stop(), Some(0), "{}", sluice.stderr());
+    assert!(
+        sluice.stderr().contains("t_v_check"),
+        "the error is logged: {}",
+        sluice.stderr()
+    );
+
+    // Without a dead-letter topic the sink stops with the database's error.
+    let source2 = TestDb::create();
+    let target2 = TestDb::create();
+    source2.exec("CREATE TABLE t (id int PRIMARY KEY, v int)");
+    target2.exec("CREATE TABLE t (id int PRIMARY KEY, v int CHECK (v < 100))");
+    let mut strict = Sluice::new(&format!(
+        "{}{}",
+        source_config(&source2, "encoding = \"avro\""),
+        sink_config(&target2, "")
+    ));
+    strict.start();
+    source2.wait_for_streaming().await;
+    source2.exec("INSERT INTO t VALUES (1, 500)");
+    wait_for(Duration::from_secs(30), "the sink to stop", || {
+        !strict.is_running()
+    })
+    .await;
+    assert_eq!(strict.stop(), Some(1));
+    let stderr = strict.stderr();
+    assert!(stderr.contains("t_v_check"), "{stderr}");
+    assert!(
+        stderr.contains("dead_letter_topic"),
+        "the fix is named: {stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactional_mode_never_shows_half_a_transaction() {
+    let source = TestDb::create();
+    let target = TestDb::create();
+    source.exec(
+        "CREATE TABLE a (id int PRIMARY KEY, balance bigint NOT NULL, pad text); \
+         CREATE TABLE b (id int PRIMARY KEY, balance bigint NOT NULL, pad text); \
+         INSERT INTO a SELECT g, 1000, repeat('x', 200) FROM generate_series(1, 2000) g; \
+         INSERT INTO b SELECT g, 1000, repeat('y', 200) FROM generate_series(1, 2000) g;",
+    );
+    let mut sluice = Sluice::new(&format!(
+        "{}{}",
+        source_config(&source, "encoding = \"avro\"\nmax_batch_events = 100000"),
+        sink_config(&target, "transactional = true")
+    ));
+    sluice.start();
+    wait_for(
+        Duration::from_secs(60),
+        "the snapshot in the target",
+        || count(&target, "a") == "2000" && count(&target, "b") == "2000",
+    )
+    .await;
+    source.wait_for_streaming().await;
+    // Each transaction moves money from every row of a to every row of b: ~4,000 row changes,
+    // about 2 MB of records, more than one read of a partition (1 MiB).
+    let writer = {
+        let url = source.url();
+        tokio::spawn(async move {
+            let client = sluice_integration_tests::writer_client(&url).await;
+            for round in 1..=6 {
+                client
+                    .batch_execute(&format!(
+                        "BEGIN; UPDATE a SET balance = balance - {round}; UPDATE b SET balance = balance + {round}; COMMIT"
+                    ))
+                    .await
+                    .unwrap();
+            }
+        })
+    };
+    let expected_total = "4000000";
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut observations = 0;
+    loop {
+        let total =
+            target.exec("SELECT (SELECT sum(balance) FROM a) + (SELECT sum(balance) FROM b)");
+        assert_eq!(
+            total, expected_total,
+            "the target showed part of a transaction"
+        );
+        observations += 1;
+        if target.exec("SELECT min(balance) FROM b") == "1021" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not caught up");
+    }
+    writer.await.unwrap();
+    assert!(observations > 3);
+    assert_eq!(sluice.stop(), Some(0), "{}", sluice.stderr());
+}
