@@ -12,6 +12,9 @@ Cases:
   log_append_nofsync 100-byte records with fsync=never vs the goal of 1M records/s.
   log_ack_latency    p99 append-to-acknowledgement at 10,000 records/s vs the 5 ms goal.
   log_read           reading every record back from the page cache vs cat of the segments.
+  pg_sink_apply      1,000,000 change events applied by the Postgres sink vs COPY FROM of the same
+                     rows into an identical table.
+  pg_replication_latency  source commit → visible in the target at 2,000 transactions/s (p50, p99).
   encode_avro        1,000,000 events of a 20-column row encoded as Avro (Confluent wire format)
                      vs the same events as Debezium JSON (encode_json); one thread each; also
                      bytes per event of both.
@@ -174,6 +177,97 @@ def case_snapshot(encoding="json"):
     return min(ours_a, ours_b), min(ref_a, ref_b), max(rss_a, rss_b)
 
 
+TARGET_DB = "sluice_bench_target"
+
+
+def reset_target():
+    psql(f"DROP DATABASE IF EXISTS {TARGET_DB} WITH (FORCE)", "postgres")
+    psql(f"CREATE DATABASE {TARGET_DB}", "postgres")
+
+
+def case_pg_sink_apply():
+    """1,000,000 change events (Avro, in the log) applied by the Postgres sink into an empty
+    target, vs COPY FROM of the same rows into an identical table. Ratio = COPY's time / ours."""
+    reset_db()
+    fill(max(1, TXNS // 10), ROWS // max(1, TXNS // 10))
+    end = psql("SELECT pg_current_wal_lsn()")
+    with tempfile.TemporaryDirectory() as workdir:
+        # The events: a snapshot of t written to the log as Avro.
+        config = sluice_config(workdir, "bench_sink_apply", "initial", "avro")
+        run_timed([SLUICE, "run", "-c", config, "--stop-at", lsn_position(end)])
+        psql("SELECT pg_drop_replication_slot('bench_sink_apply')")
+        rows_file = os.path.join(workdir, "rows.copy")
+        subprocess.run(PSQL + ["-d", DB, "-c", f"\\copy t TO '{rows_file}'"], check=True, capture_output=True)
+        table_ddl = ("(id bigint PRIMARY KEY, customer int NOT NULL, amount numeric(12,2) NOT NULL, "
+                     "note text, created timestamptz NOT NULL DEFAULT now())")
+
+        def reference():
+            reset_target()
+            psql(f"CREATE TABLE t_ref {table_ddl}", TARGET_DB)
+            return run_timed(PSQL + ["-d", TARGET_DB, "-c", f"\\copy t_ref FROM '{rows_file}'"])
+
+        def ours():
+            reset_target()
+            sink_config = os.path.join(workdir, "sink.toml")
+            with open(sink_config, "w") as f:
+                f.write(f'[log]\ndir = "{workdir}/log"\n\n[[sinks]]\nname = "bench"\nkind = "postgres"\n'
+                        f'url = "postgres://postgres@127.0.0.1:5432/{TARGET_DB}"\ntopics = ["bench.public.t"]\n')
+            start = time.perf_counter()
+            proc = subprocess.Popen([SLUICE, "run", "-c", sink_config], stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.PIPE)
+            done = None
+            while done is None:
+                if proc.poll() is not None:
+                    raise SystemExit(f"pg_sink_apply: sluice exited:\n{proc.stderr.read().decode()[-3000:]}")
+                exists = psql("SELECT to_regclass('public.t') IS NOT NULL", TARGET_DB) == "t"
+                if exists and int(psql("SELECT count(*) FROM t", TARGET_DB)) >= ROWS:
+                    done = time.perf_counter() - start
+                else:
+                    time.sleep(0.05)
+            proc.terminate()
+            proc.wait()
+            return done
+
+        ref_a, ours_a, ours_b, ref_b = reference(), ours(), ours(), reference()
+    psql(f"DROP DATABASE IF EXISTS {TARGET_DB} WITH (FORCE)", "postgres")
+    return min(ours_a, ours_b), min(ref_a, ref_b), None
+
+
+LATENCY_BENCH = os.environ.get("LATENCY_BENCH_BIN", "target/release/latency-bench")
+
+
+def case_pg_replication_latency():
+    """Source commit → visible in the target, at a steady 2,000 transactions/s, measured with
+    marker rows. Reference = a 100 ms p99 goal (ratio > 1: faster)."""
+    reset_db()
+    reset_target()
+    psql("CREATE TABLE load (id bigint PRIMARY KEY, payload text); "
+         "CREATE TABLE markers (seq bigint PRIMARY KEY, sent_us bigint NOT NULL)")
+    seconds = 3 if TINY else 20
+    with tempfile.TemporaryDirectory() as workdir:
+        config = os.path.join(workdir, "latency.toml")
+        with open(config, "w") as f:
+            f.write(f'[log]\ndir = "{workdir}/log"\n\n[[sources]]\nname = "bench"\nkind = "postgres"\n'
+                    f'url = "postgres://postgres@127.0.0.1:5432/{DB}"\ntables = ["public.load", "public.markers"]\n'
+                    f'slot = "bench_latency"\nencoding = "avro"\n\n[[sinks]]\nname = "replica"\nkind = "postgres"\n'
+                    f'url = "postgres://postgres@127.0.0.1:5432/{TARGET_DB}"\ntopics = ["bench.public.*"]\n')
+        proc = subprocess.Popen([SLUICE, "run", "-c", config], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            out = subprocess.run([LATENCY_BENCH, "--source", f"postgres://postgres@127.0.0.1:5432/{DB}",
+                                  "--target", f"postgres://postgres@127.0.0.1:5432/{TARGET_DB}",
+                                  "--rate", "2000", "--seconds", str(seconds)],
+                                 check=True, capture_output=True, text=True).stdout
+        finally:
+            proc.terminate()
+            proc.wait()
+    psql("SELECT pg_drop_replication_slot('bench_latency')")
+    psql(f"DROP DATABASE IF EXISTS {TARGET_DB} WITH (FORCE)", "postgres")
+    result = json.loads(out)
+    notes = (f"p50_ms={result['p50_ms']:.1f} p99_ms={result['p99_ms']:.1f} markers={result['markers']} "
+             f"achieved_tps={result['achieved_tps']:.0f} (reference = 100 ms p99 goal)")
+    return result["p99_ms"] / 1000, 0.1, notes
+
+
 LOG_BENCH = os.environ.get("LOG_BENCH_BIN", "target/release/log-bench")
 ENCODE_BENCH = os.environ.get("ENCODE_BENCH_BIN", "target/release/encode-bench")
 
@@ -259,12 +353,14 @@ def main():
         ("pg_stream_one_txn", lambda: case_stream("pg_stream_one_txn", 1)),
         ("pg_snapshot", case_snapshot),
         ("pg_snapshot_avro", lambda: case_snapshot("avro")),
+        ("pg_sink_apply", case_pg_sink_apply),
+        ("pg_replication_latency", case_pg_replication_latency),
     ]
     wm = psql("SHOW logical_decoding_work_mem", "postgres")
     for name, run in plan:
         if CASES and name not in CASES:
             continue
-        if name.startswith("log_") or name.startswith("encode_"):
+        if name.startswith("log_") or name.startswith("encode_") or name == "pg_replication_latency":
             ours, ref, notes = run()
             rss = None
         else:

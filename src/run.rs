@@ -144,6 +144,11 @@ async fn run_async(config: FileConfig, stop_at: Option<Position>) -> Result<(), 
                 );
             }
             SinkConfig::Postgres(pg) => {
+                // Bigger reads: each one becomes a target transaction.
+                let settings = SinkSettings {
+                    max_read_bytes: 4 << 20,
+                    ..settings
+                };
                 let sink = sluice_connectors::postgres::sink::PostgresSink::new(
                     pg,
                     registry.clone(),

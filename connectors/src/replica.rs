@@ -65,6 +65,9 @@ pub fn next_offsets(records: &[SinkRecord]) -> Offsets {
 pub struct Row {
     pub values: Vec<Value>,
     pub record: usize,
+    /// From an insert or a snapshot read: the key is probably new to the target, so a plain
+    /// insert is worth trying before an upsert.
+    pub fresh: bool,
 }
 
 /// One step of a table's work.
@@ -97,10 +100,32 @@ pub struct TableWork {
     pub steps: Vec<Step>,
 }
 
+/// FxHash (as in rustc): keys here are short and not attacker-chosen within one batch, so a
+/// fast hash beats SipHash's flooding resistance.
+#[derive(Default, Clone, Copy)]
+struct FxHasher(u64);
+
+impl std::hash::Hasher for FxHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(word))
+                .wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type FastMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<FxHasher>>;
+
 #[derive(Default)]
 struct KeyedState {
     /// key → index in upserts / deletes / partial (one of them).
-    slots: HashMap<String, (u8, usize)>,
+    slots: FastMap<String, (u8, usize)>,
     upserts: Vec<Option<Row>>,
     deletes: Vec<Option<Row>>,
     partial: Vec<Option<Row>>,
@@ -148,26 +173,48 @@ pub struct PlanError {
     pub message: String,
 }
 
-fn key_of(table: &TableSchema, row: &[Value]) -> String {
+/// A key's values as one string, for finding the same key again within a batch.
+fn key_of(key_columns: &[usize], row: &[Value]) -> String {
+    use std::fmt::Write as _;
     let mut key = String::new();
-    for (i, _) in table.key_columns() {
-        use std::fmt::Write as _;
-        let _ = write!(key, "{:?}\u{1f}", row[i]);
+    for &i in key_columns {
+        match &row[i] {
+            Value::Int16(v) => key.push_str(itoa::Buffer::new().format(*v)),
+            Value::Int32(v) => key.push_str(itoa::Buffer::new().format(*v)),
+            Value::Int64(v) => key.push_str(itoa::Buffer::new().format(*v)),
+            Value::Text(v) => key.push_str(v),
+            other => {
+                let _ = write!(key, "{other:?}");
+            }
+        }
+        key.push('\u{1f}');
     }
     key
 }
 
 /// Turns decoded changes (in log order) into per-table work.
-pub fn plan(changes: &[Sourced]) -> Result<Vec<TableWork>, PlanError> {
+pub fn plan(changes: Vec<Sourced>) -> Result<Vec<TableWork>, PlanError> {
     let mut work: Vec<TableWork> = Vec::new();
     let mut keyed: HashMap<usize, KeyedState> = HashMap::new();
     // The open work item of each table (its newest version in the batch).
     let mut open: HashMap<TableId, usize> = HashMap::new();
+    let mut key_columns: Vec<usize> = Vec::new();
     for sourced in changes {
-        let change = &sourced.change;
-        let table = &change.table;
+        let Sourced { change, record } = sourced;
+        let Change {
+            table,
+            op,
+            before,
+            after,
+            ..
+        } = change;
+        let table = &table;
         let index = match open.get(&table.table) {
-            Some(&i) if work[i].table.columns == table.columns => i,
+            Some(&i)
+                if Arc::ptr_eq(&work[i].table, table) || work[i].table.columns == table.columns =>
+            {
+                i
+            }
             previous => {
                 if let Some(&i) = previous {
                     if let Some(state) = keyed.remove(&i) {
@@ -183,33 +230,30 @@ pub fn plan(changes: &[Sourced]) -> Result<Vec<TableWork>, PlanError> {
             }
         };
         let item = &mut work[index];
-        if change.op == Op::Truncate {
+        if op == Op::Truncate {
             if let Some(state) = keyed.remove(&index) {
                 item.steps.push(state.finish());
             }
             item.steps.push(Step::Truncate);
             continue;
         }
-        let fail = |message: String| PlanError {
-            record: sourced.record,
-            message,
-        };
+        let fail = |message: String| PlanError { record, message };
         if table.has_key() {
+            key_columns.clear();
+            key_columns.extend(table.key_columns().map(|(i, _)| i));
             let state = keyed.entry(index).or_default();
-            match change.op {
+            match op {
                 Op::Create | Op::Read | Op::Update => {
-                    let after = change.after.clone().ok_or_else(|| {
-                        fail(format!(
-                            "a {:?} event of {} has no row",
-                            change.op, table.table
-                        ))
+                    let after = after.ok_or_else(|| {
+                        fail(format!("a {op:?} event of {} has no row", table.table))
                     })?;
-                    let key = key_of(table, &after);
+                    let key = key_of(&key_columns, &after);
                     // A key change arrives as a delete of the old key and a create of the new
                     // one, so the key of an update's before image is the same as its after's.
                     let mut row = Row {
                         values: after,
-                        record: sourced.record,
+                        record,
+                        fresh: matches!(op, Op::Create | Op::Read),
                     };
                     let previous = state.take(&key);
                     if row.values.iter().any(|v| matches!(v, Value::Unavailable)) {
@@ -231,17 +275,18 @@ pub fn plan(changes: &[Sourced]) -> Result<Vec<TableWork>, PlanError> {
                     state.put(key, kind, row);
                 }
                 Op::Delete => {
-                    let before = change.before.clone().ok_or_else(|| {
+                    let before = before.ok_or_else(|| {
                         fail(format!("a delete of {} has no old key", table.table))
                     })?;
-                    let key = key_of(table, &before);
+                    let key = key_of(&key_columns, &before);
                     state.take(&key);
                     state.put(
                         key,
                         DELETE,
                         Row {
                             values: before,
-                            record: sourced.record,
+                            record,
+                            fresh: false,
                         },
                     );
                 }
@@ -258,10 +303,8 @@ pub fn plan(changes: &[Sourced]) -> Result<Vec<TableWork>, PlanError> {
                     }
                 }
             };
-            let full_before = || {
-                change
-                    .before
-                    .clone()
+            let full_before = |before: Option<Vec<Value>>| {
+                before
                     .filter(|row| !row.iter().any(|v| matches!(v, Value::Unavailable)))
                     .ok_or_else(|| {
                         fail(format!(
@@ -275,26 +318,21 @@ pub fn plan(changes: &[Sourced]) -> Result<Vec<TableWork>, PlanError> {
             };
             let row = |values| Row {
                 values,
-                record: sourced.record,
+                record,
+                fresh: false,
             };
-            match change.op {
+            match op {
                 Op::Create | Op::Read => {
-                    let after = change
-                        .after
-                        .clone()
-                        .ok_or_else(|| fail("an insert without a row".into()))?;
+                    let after = after.ok_or_else(|| fail("an insert without a row".into()))?;
                     ops.push(KeylessOp::Insert(row(after)));
                 }
                 Op::Update => {
-                    let before = full_before()?;
-                    let after = change
-                        .after
-                        .clone()
-                        .ok_or_else(|| fail("an update without a row".into()))?;
+                    let before = full_before(before)?;
+                    let after = after.ok_or_else(|| fail("an update without a row".into()))?;
                     ops.push(KeylessOp::Delete(row(before)));
                     ops.push(KeylessOp::Insert(row(after)));
                 }
-                Op::Delete => ops.push(KeylessOp::Delete(row(full_before()?))),
+                Op::Delete => ops.push(KeylessOp::Delete(row(full_before(before)?))),
                 Op::Truncate | Op::Message => {}
             }
         }
@@ -303,4 +341,157 @@ pub fn plan(changes: &[Sourced]) -> Result<Vec<TableWork>, PlanError> {
         work[index].steps.push(state.finish());
     }
     Ok(work)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_core::event::{Column, DataType};
+
+    fn table(keyed: bool) -> Arc<TableSchema> {
+        let column = |name: &str, key| Column {
+            name: name.into(),
+            type_name: "integer".into(),
+            data_type: DataType::Int32,
+            key,
+            nullable: !key,
+        };
+        Arc::new(TableSchema {
+            table: TableId {
+                namespace: "public".into(),
+                name: "t".into(),
+            },
+            columns: vec![column("id", keyed), column("v", false)],
+            version: 1,
+        })
+    }
+
+    fn change(
+        table: &Arc<TableSchema>,
+        op: Op,
+        before: Option<[i32; 2]>,
+        after: Option<[i32; 2]>,
+        record: usize,
+    ) -> Sourced {
+        let row = |r: [i32; 2]| r.iter().map(|v| Value::Int32(*v)).collect();
+        Sourced {
+            change: Change {
+                table: table.clone(),
+                op,
+                before: before.map(row),
+                after: after.map(row),
+                txn: None,
+                commit_ts_us: 0,
+            },
+            record,
+        }
+    }
+
+    fn ints(rows: &[Row]) -> Vec<Vec<Value>> {
+        rows.iter().map(|r| r.values.clone()).collect()
+    }
+
+    #[test]
+    fn keyed_tables_keep_the_final_state_of_each_key() {
+        let t = table(true);
+        let changes = vec![
+            change(&t, Op::Create, None, Some([1, 10]), 0),
+            change(&t, Op::Update, Some([1, 10]), Some([1, 11]), 1),
+            change(&t, Op::Create, None, Some([2, 20]), 2),
+            change(&t, Op::Delete, Some([2, 20]), None, 3),
+            change(&t, Op::Delete, Some([3, 0]), None, 4),
+            change(&t, Op::Create, None, Some([3, 30]), 5),
+        ];
+        let work = plan(changes).unwrap();
+        assert_eq!(work.len(), 1);
+        let Step::Keyed {
+            upserts,
+            deletes,
+            partial,
+        } = &work[0].steps[0]
+        else {
+            panic!("{:?}", work[0].steps)
+        };
+        let v = |a: i32, b: i32| vec![Value::Int32(a), Value::Int32(b)];
+        assert_eq!(ints(upserts), vec![v(1, 11), v(3, 30)]);
+        assert_eq!(ints(deletes), vec![v(2, 20)]);
+        assert!(partial.is_empty());
+    }
+
+    #[test]
+    fn truncates_split_the_work_and_schema_versions_get_their_own_items() {
+        let t = table(true);
+        let mut t2 = (*t).clone();
+        t2.columns.push(Column {
+            name: "w".into(),
+            type_name: "integer".into(),
+            data_type: DataType::Int32,
+            key: false,
+            nullable: true,
+        });
+        let t2 = Arc::new(t2);
+        let mut added = change(&t2, Op::Create, None, None, 3);
+        added.change.after = Some(vec![Value::Int32(5), Value::Int32(5), Value::Int32(5)]);
+        let changes = vec![
+            change(&t, Op::Create, None, Some([1, 1]), 0),
+            change(&t, Op::Truncate, None, None, 1),
+            change(&t, Op::Create, None, Some([2, 2]), 2),
+            added,
+        ];
+        let work = plan(changes).unwrap();
+        assert_eq!(work.len(), 2);
+        assert_eq!(work[0].steps.len(), 3, "{:?}", work[0].steps);
+        assert_eq!(work[0].steps[1], Step::Truncate);
+        assert_eq!(work[1].table.columns.len(), 3);
+    }
+
+    #[test]
+    fn unchanged_toast_values_are_filled_from_earlier_rows_or_left_partial() {
+        let t = table(true);
+        let mut toast = change(&t, Op::Update, None, Some([1, 0]), 1);
+        toast.change.after.as_mut().unwrap()[1] = Value::Unavailable;
+        let work = plan(vec![
+            change(&t, Op::Create, None, Some([1, 9]), 0),
+            toast.clone(),
+        ])
+        .unwrap();
+        let Step::Keyed {
+            upserts, partial, ..
+        } = &work[0].steps[0]
+        else {
+            panic!()
+        };
+        assert_eq!(upserts[0].values, vec![Value::Int32(1), Value::Int32(9)]);
+        assert!(partial.is_empty());
+        let work = plan(vec![toast]).unwrap();
+        let Step::Keyed {
+            upserts, partial, ..
+        } = &work[0].steps[0]
+        else {
+            panic!()
+        };
+        assert!(upserts.is_empty());
+        assert_eq!(partial.len(), 1);
+    }
+
+    #[test]
+    fn keyless_tables_need_the_whole_old_row() {
+        let t = table(false);
+        let work = plan(vec![
+            change(&t, Op::Create, None, Some([1, 1]), 0),
+            change(&t, Op::Update, Some([1, 1]), Some([1, 2]), 1),
+        ])
+        .unwrap();
+        let Step::Keyless(ops) = &work[0].steps[0] else {
+            panic!()
+        };
+        assert_eq!(ops.len(), 3);
+        let err = plan(vec![change(&t, Op::Delete, None, None, 7)]).unwrap_err();
+        assert_eq!(err.record, 7);
+        assert!(
+            err.message.contains("REPLICA IDENTITY FULL"),
+            "{}",
+            err.message
+        );
+    }
 }

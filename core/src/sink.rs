@@ -28,8 +28,9 @@ pub struct SinkRecord {
 ///   exactly once; the runtime then resumes from those, not from the log's consumer group.
 /// - Records of one partition arrive in offset order (per key: source commit order). Calls
 ///   never overlap.
-/// - When `write` returns `Ok`, the records are durable in the destination; the runtime then
-///   commits their offsets to the log's consumer group for this sink.
+/// - When `write` returns `Ok`, the records are durable in the destination (for sinks that
+///   return offsets from `open`: once `flush` or the next `write` returns `Ok`); the runtime
+///   then commits their offsets to the log's consumer group for this sink.
 /// - `close` is called once at shutdown, after the last `write`.
 pub trait Sink: Send {
     type Error: std::error::Error + Classify + Send + Sync + 'static;
@@ -42,6 +43,13 @@ pub trait Sink: Send {
     ) -> impl Future<Output = Result<(), Self::Error>> + Send;
 
     fn close(&mut self) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    /// Finishes whatever `write` left running (sinks that overlap applying a batch with
+    /// preparing the next). The runtime calls it before it waits for new records, so that a
+    /// failure is seen without waiting for the next batch.
+    fn flush(&mut self) -> impl Future<Output = Result<(), Self::Error>> + Send {
+        async { Ok(()) }
+    }
 
     /// Before each `write`: the partitions whose read stopped short of their last committed
     /// offset, so the last log commit seen in them may continue in the next batch (sinks that

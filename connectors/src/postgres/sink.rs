@@ -19,7 +19,7 @@ mod config;
 mod copy;
 mod target;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -119,17 +119,42 @@ impl Classify for SinkError {
     }
 }
 
-/// The Postgres sink.
+/// The Postgres sink. Decoding and planning a batch (on the sink's task) overlaps with
+/// applying the previous one (on the applier's task): `write` returns once the batch is planned
+/// and the previous one applied, so a failure of batch N surfaces at the write of batch N+1 or
+/// at close. That is safe because the target's offsets table, not the log's consumer group,
+/// says where the sink resumes.
 pub struct PostgresSink {
     config: PostgresSinkConfig,
-    pool: Option<Pool>,
     decoder: ChangeDecoder,
-    dead_letters: Option<DeadLetterWriter>,
-    /// Target tables known to match a source table version: (schema, table) → that version.
-    ensured: HashMap<(String, String), Arc<TableSchema>>,
     /// Transactional mode: records of log commits not yet read whole.
     pending: Vec<SinkRecord>,
     cut: Vec<(Arc<str>, u32)>,
+    applier: Option<Applier>,
+    in_flight: Option<tokio::task::JoinHandle<(Applier, Result<(), SinkError>)>>,
+}
+
+/// A batch decoded and planned, ready to apply.
+struct Prepared {
+    work: Vec<TableWork>,
+    offsets: Offsets,
+    /// Per partition: first offset, last offset, records (for the batch history).
+    ranges: BTreeMap<(Arc<str>, u32), (u64, u64, i32)>,
+    /// The records, kept when a dead-letter topic may need them.
+    records: Vec<SinkRecord>,
+    /// Records already known to be dead letters (they could not be planned).
+    skipped: HashSet<usize>,
+    dead: Vec<DeadLetter>,
+}
+
+/// What applies batches to the target: the pool, the known target tables, buffers.
+struct Applier {
+    config: PostgresSinkConfig,
+    registry: Arc<Registry>,
+    pool: Option<Pool>,
+    dead_letters: Option<DeadLetterWriter>,
+    /// Target tables known to match a source table version: (schema, table) → that version.
+    ensured: HashMap<(String, String), Arc<TableSchema>>,
     buf: Vec<u8>,
     text: String,
 }
@@ -142,80 +167,37 @@ impl PostgresSink {
         dead_letters: Option<DeadLetterWriter>,
     ) -> PostgresSink {
         PostgresSink {
-            config,
-            pool: None,
-            decoder: ChangeDecoder::new(registry),
-            dead_letters,
-            ensured: HashMap::new(),
+            decoder: ChangeDecoder::new(registry.clone()),
             pending: Vec::new(),
             cut: Vec::new(),
-            buf: Vec::new(),
-            text: String::new(),
+            applier: Some(Applier {
+                config: config.clone(),
+                registry,
+                pool: None,
+                dead_letters,
+                ensured: HashMap::new(),
+                buf: Vec::new(),
+                text: String::new(),
+            }),
+            in_flight: None,
+            config,
         }
     }
 
-    fn pool(&mut self) -> Result<Pool, SinkError> {
-        if let Some(pool) = &self.pool {
-            return Ok(pool.clone());
+    /// The applier, once the batch it was applying (if any) is done.
+    async fn applier(&mut self) -> Result<Applier, SinkError> {
+        if let Some(handle) = self.in_flight.take() {
+            let (applier, result) = match handle.await {
+                Ok(done) => done,
+                Err(join) => std::panic::resume_unwind(join.into_panic()),
+            };
+            self.applier = Some(applier);
+            result?;
         }
-        let pg = self.config.pg_config().map_err(SinkError::Connect)?;
-        let manager = Manager::from_config(
-            pg,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(manager)
-            .max_size(self.config.pool_size)
-            .build()
-            .map_err(|e| SinkError::Connect(e.to_string()))?;
-        self.pool = Some(pool.clone());
-        Ok(pool)
-    }
-
-    async fn client(&mut self) -> Result<deadpool_postgres::Object, SinkError> {
-        self.pool()?
-            .get()
-            .await
-            .map_err(|e| SinkError::Connect(e.to_string()))
-    }
-
-    fn target_schema(&self, table: &TableSchema) -> String {
-        self.config
-            .schema
-            .clone()
-            .unwrap_or_else(|| table.table.namespace.clone())
-    }
-
-    /// Creates or alters target tables so they match the versions in `work`.
-    async fn ensure_tables(
-        &mut self,
-        client: &deadpool_postgres::Object,
-        work: &[TableWork],
-    ) -> Result<(), SinkError> {
-        for item in work {
-            let schema = self.target_schema(&item.table);
-            let key = (schema.clone(), item.table.table.name.clone());
-            if self
-                .ensured
-                .get(&key)
-                .is_some_and(|known| known.columns == item.table.columns)
-            {
-                continue;
-            }
-            let existing = target::describe(&***client, &schema, &item.table.table.name).await?;
-            let statements = target::reconcile(&schema, &item.table, existing.as_ref())?;
-            for statement in &statements {
-                tracing::info!(%statement, "changing the target to match the source");
-                client
-                    .batch_execute(statement)
-                    .await
-                    .map_err(|e| SinkError::db(format!("running {statement}"), e))?;
-            }
-            self.ensured.insert(key, item.table.clone());
-        }
-        Ok(())
+        Ok(self
+            .applier
+            .take()
+            .expect("the applier is home when nothing is in flight"))
     }
 
     /// Splits off (into `pending`) the records of log commits not yet read whole.
@@ -255,21 +237,17 @@ impl PostgresSink {
         ready
     }
 
-    async fn apply(&mut self, records: &[SinkRecord]) -> Result<(), SinkError> {
-        let changes = replica::decode(&mut self.decoder, records).map_err(SinkError::Decode)?;
-        // Events that cannot be planned (e.g. an update of a keyless table without its old row)
-        // are dead letters too when a dead-letter topic is configured.
+    fn prepare(&mut self, records: &[SinkRecord]) -> Result<Prepared, SinkError> {
+        // Events that cannot be planned (e.g. an update of a keyless table without its old
+        // row) are dead letters when a dead-letter topic is configured.
+        let dead_letters = self.config.dead_letter_topic.is_some();
         let mut dead: Vec<DeadLetter> = Vec::new();
-        let mut skipped = std::collections::HashSet::new();
-        let (work, live) = loop {
-            let live: Vec<Sourced> = changes
-                .iter()
-                .filter(|c| !skipped.contains(&c.record))
-                .cloned()
-                .collect();
-            match replica::plan(&live) {
-                Ok(work) => break (work, live),
-                Err(err) if self.dead_letters.is_some() => {
+        let mut skipped = HashSet::new();
+        let work = loop {
+            let changes = decode_skipping(&mut self.decoder, records, &skipped)?;
+            match replica::plan(changes) {
+                Ok(work) => break work,
+                Err(err) if dead_letters => {
                     skipped.insert(err.record);
                     dead.push(DeadLetter {
                         record: records[err.record].clone(),
@@ -279,15 +257,114 @@ impl PostgresSink {
                 Err(err) => return Err(SinkError::Schema(err.message)),
             }
         };
-        let client = self.client().await?;
+        let mut ranges: BTreeMap<(Arc<str>, u32), (u64, u64, i32)> = BTreeMap::new();
+        if self.config.batch_history {
+            for record in records {
+                let entry = ranges
+                    .entry((record.topic.clone(), record.partition))
+                    .or_insert((record.record.offset, record.record.offset, 0));
+                entry.0 = entry.0.min(record.record.offset);
+                entry.1 = entry.1.max(record.record.offset);
+                entry.2 += 1;
+            }
+        }
+        Ok(Prepared {
+            work,
+            offsets: replica::next_offsets(records),
+            ranges,
+            records: if dead_letters {
+                records.to_vec()
+            } else {
+                Vec::new()
+            },
+            skipped,
+            dead,
+        })
+    }
+}
+
+impl Applier {
+    fn target_schema(&self, table: &TableSchema) -> String {
+        self.config
+            .schema
+            .clone()
+            .unwrap_or_else(|| table.table.namespace.clone())
+    }
+
+    /// Creates or alters target tables so they match the versions in `work`.
+    async fn ensure_tables(
+        &mut self,
+        client: &deadpool_postgres::Object,
+        work: &[TableWork],
+    ) -> Result<(), SinkError> {
+        for item in work {
+            let schema = self.target_schema(&item.table);
+            let key = (schema.clone(), item.table.table.name.clone());
+            if self
+                .ensured
+                .get(&key)
+                .is_some_and(|known| known.columns == item.table.columns)
+            {
+                continue;
+            }
+            let existing = target::describe(&***client, &schema, &item.table.table.name).await?;
+            let statements = target::reconcile(&schema, &item.table, existing.as_ref())?;
+            for statement in &statements {
+                tracing::info!(%statement, "changing the target to match the source");
+                client
+                    .batch_execute(statement)
+                    .await
+                    .map_err(|e| SinkError::db(format!("running {statement}"), e))?;
+            }
+            self.ensured.insert(key, item.table.clone());
+        }
+        Ok(())
+    }
+
+    fn pool(&mut self) -> Result<Pool, SinkError> {
+        if let Some(pool) = &self.pool {
+            return Ok(pool.clone());
+        }
+        let pg = self.config.pg_config().map_err(SinkError::Connect)?;
+        let manager = Manager::from_config(
+            pg,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(self.config.pool_size)
+            .build()
+            .map_err(|e| SinkError::Connect(e.to_string()))?;
+        self.pool = Some(pool.clone());
+        Ok(pool)
+    }
+
+    async fn client(&mut self) -> Result<deadpool_postgres::Object, SinkError> {
+        self.pool()?
+            .get()
+            .await
+            .map_err(|e| SinkError::Connect(e.to_string()))
+    }
+
+    /// Applies a batch and its offsets in one transaction.
+    async fn apply(&mut self, prepared: Prepared) -> Result<(), SinkError> {
+        let Prepared {
+            work,
+            offsets,
+            ranges,
+            records,
+            skipped,
+            mut dead,
+        } = prepared;
+        let mut client = self.client().await?;
         self.ensure_tables(&client, &work).await?;
-        let offsets = replica::next_offsets(records);
-        let mut client = client;
         let attempt = {
             let tx = client.transaction().await.map_err(SinkError::from_pg)?;
             match self.apply_work(&tx, &work).await {
                 Ok(()) => {
-                    self.store_offsets(&tx, records, &offsets).await?;
+                    self.store_offsets(&tx, &offsets, &ranges).await?;
                     self.deliver_dead_letters(std::mem::take(&mut dead)).await?;
                     tx.commit().await.map_err(SinkError::from_pg)?;
                     Ok(())
@@ -302,13 +379,16 @@ impl PostgresSink {
             Ok(()) => Ok(()),
             Err(err) if err.is_data_error() && self.dead_letters.is_some() => {
                 tracing::warn!(error = %err, "the target rejected the batch; applying its events one by one to find the rejected ones");
+                let mut decoder = ChangeDecoder::new(self.registry.clone());
+                let changes = decode_skipping(&mut decoder, &records, &skipped)?;
                 let tx = client.transaction().await.map_err(SinkError::from_pg)?;
-                for change in &live {
+                for change in changes {
+                    let record = change.record;
                     tx.batch_execute("SAVEPOINT sluice_event")
                         .await
                         .map_err(SinkError::from_pg)?;
-                    let single = replica::plan(std::slice::from_ref(change))
-                        .map_err(|e| SinkError::Schema(e.message))?;
+                    let single =
+                        replica::plan(vec![change]).map_err(|e| SinkError::Schema(e.message))?;
                     match self.apply_work(&tx, &single).await {
                         Ok(()) => tx
                             .batch_execute("RELEASE SAVEPOINT sluice_event")
@@ -319,14 +399,14 @@ impl PostgresSink {
                                 .await
                                 .map_err(SinkError::from_pg)?;
                             dead.push(DeadLetter {
-                                record: records[change.record].clone(),
+                                record: records[record].clone(),
                                 error: err.to_string(),
                             });
                         }
                         Err(err) => return Err(err),
                     }
                 }
-                self.store_offsets(&tx, records, &offsets).await?;
+                self.store_offsets(&tx, &offsets, &ranges).await?;
                 self.deliver_dead_letters(dead).await?;
                 tx.commit().await.map_err(SinkError::from_pg)
             }
@@ -354,8 +434,8 @@ impl PostgresSink {
     async fn store_offsets(
         &self,
         tx: &Transaction<'_>,
-        records: &[SinkRecord],
         offsets: &Offsets,
+        ranges: &BTreeMap<(Arc<str>, u32), (u64, u64, i32)>,
     ) -> Result<(), SinkError> {
         let (schema, table) = self.config.offsets_table();
         let target = qualified(&schema, &table);
@@ -372,27 +452,14 @@ impl PostgresSink {
         )
         .await
         .map_err(|e| SinkError::db("storing offsets", e))?;
-        if self.config.batch_history {
-            let mut ranges: BTreeMap<(&str, u32), (u64, u64, i32)> = BTreeMap::new();
-            for record in records {
-                let entry = ranges.entry((&record.topic, record.partition)).or_insert((
-                    record.record.offset,
-                    record.record.offset,
-                    0,
-                ));
-                entry.0 = entry.0.min(record.record.offset);
-                entry.1 = entry.1.max(record.record.offset);
-                entry.2 += 1;
-            }
-            let history = qualified(&schema, &format!("{table}_batches"));
-            for ((topic, partition), (first, last, count)) in ranges {
-                tx.execute(
-                    &format!("INSERT INTO {history} (sink, topic, partition, first_offset, last_offset, records) VALUES ($1, $2, $3, $4, $5, $6)"),
-                    &[&self.config.name, &topic, &(partition as i32), &(first as i64), &(last as i64), &count],
-                )
-                .await
-                .map_err(|e| SinkError::db("recording the batch", e))?;
-            }
+        let history = qualified(&schema, &format!("{table}_batches"));
+        for ((topic, partition), (first, last, count)) in ranges {
+            tx.execute(
+                &format!("INSERT INTO {history} (sink, topic, partition, first_offset, last_offset, records) VALUES ($1, $2, $3, $4, $5, $6)"),
+                &[&self.config.name, &topic.as_ref(), &(*partition as i32), &(*first as i64), &(*last as i64), count],
+            )
+            .await
+            .map_err(|e| SinkError::db("recording the batch", e))?;
         }
         Ok(())
     }
@@ -557,8 +624,31 @@ impl PostgresSink {
         target: &str,
         rows: &[Row],
     ) -> Result<(), SinkError> {
-        let stage = self.stage(tx, table, target, false).await?;
         let refs: Vec<&Row> = rows.iter().collect();
+        if rows.iter().all(|r| r.fresh) {
+            // Inserts and snapshot rows: most likely new keys, so COPY straight into the target
+            // (as fast as a bulk load); if a key is already there, fall back to the upsert.
+            tx.batch_execute("SAVEPOINT sluice_copy")
+                .await
+                .map_err(SinkError::from_pg)?;
+            match self.copy_into(tx, table, target, &refs, false).await {
+                Ok(()) => {
+                    return tx
+                        .batch_execute("RELEASE SAVEPOINT sluice_copy")
+                        .await
+                        .map_err(SinkError::from_pg)
+                }
+                Err(SinkError::Db {
+                    code: Some(code), ..
+                }) if code == "23505" => {
+                    tx.batch_execute("ROLLBACK TO SAVEPOINT sluice_copy")
+                        .await
+                        .map_err(SinkError::from_pg)?;
+                }
+                Err(err) => return Err(err),
+            }
+        }
+        let stage = self.stage(tx, table, target, false).await?;
         self.copy_into(tx, table, &stage, &refs, false).await?;
         let columns: Vec<String> = table.columns.iter().map(|c| ident(&c.name)).collect();
         let keys: Vec<String> = table.key_columns().map(|(_, c)| ident(&c.name)).collect();
@@ -670,12 +760,76 @@ impl PostgresSink {
     }
 }
 
+/// The records' changes, leaving out those at the `skipped` indexes.
+fn decode_skipping(
+    decoder: &mut ChangeDecoder,
+    records: &[SinkRecord],
+    skipped: &HashSet<usize>,
+) -> Result<Vec<Sourced>, SinkError> {
+    let mut changes = replica::decode(decoder, records).map_err(SinkError::Decode)?;
+    if !skipped.is_empty() {
+        changes.retain(|c| !skipped.contains(&c.record));
+    }
+    Ok(changes)
+}
+
 impl Sink for PostgresSink {
     type Error = SinkError;
 
     async fn open(&mut self) -> Result<Option<Offsets>, SinkError> {
-        self.ensured.clear();
+        // A batch still in flight from before is finished or failed; either way the offsets
+        // read below say what the target holds.
+        let mut applier = match self.applier().await {
+            Ok(applier) => applier,
+            Err(_) => self.applier.take().expect("returned home with its error"),
+        };
         self.pending.clear();
+        let result = applier.open().await;
+        self.applier = Some(applier);
+        result.map(Some)
+    }
+
+    fn partitions_cut(&mut self, cut: &[(Arc<str>, u32)]) {
+        self.cut = cut.to_vec();
+    }
+
+    async fn write(&mut self, records: &[SinkRecord]) -> Result<(), SinkError> {
+        let prepared = if self.config.transactional {
+            let ready = self.whole_commits(records);
+            if ready.is_empty() {
+                return Ok(());
+            }
+            self.prepare(&ready)?
+        } else {
+            self.prepare(records)?
+        };
+        let mut applier = self.applier().await?;
+        self.in_flight = Some(tokio::spawn(async move {
+            let result = applier.apply(prepared).await;
+            (applier, result)
+        }));
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<(), SinkError> {
+        let applier = self.applier().await?;
+        self.applier = Some(applier);
+        Ok(())
+    }
+
+    async fn close(&mut self) -> Result<(), SinkError> {
+        let result = self.flush().await;
+        if let Some(pool) = self.applier.as_mut().and_then(|a| a.pool.take()) {
+            pool.close();
+        }
+        result
+    }
+}
+
+impl Applier {
+    /// Creates the offsets table (and the batch history) when missing; returns the offsets.
+    async fn open(&mut self) -> Result<Offsets, SinkError> {
+        self.ensured.clear();
         let client = self.client().await?;
         let (schema, table) = self.config.offsets_table();
         let offsets = qualified(&schema, &table);
@@ -706,37 +860,13 @@ impl Sink for PostgresSink {
             )
             .await
             .map_err(|e| SinkError::db(format!("reading {offsets}"), e))?;
-        let stored: Offsets = rows
+        Ok(rows
             .iter()
             .map(|row| {
                 let partition: i32 = row.get(1);
                 let next: i64 = row.get(2);
                 ((row.get::<_, String>(0), partition as u32), next as u64)
             })
-            .collect();
-        Ok(Some(stored))
-    }
-
-    fn partitions_cut(&mut self, cut: &[(Arc<str>, u32)]) {
-        self.cut = cut.to_vec();
-    }
-
-    async fn write(&mut self, records: &[SinkRecord]) -> Result<(), SinkError> {
-        let ready = if self.config.transactional {
-            self.whole_commits(records)
-        } else {
-            records.to_vec()
-        };
-        if ready.is_empty() {
-            return Ok(());
-        }
-        self.apply(&ready).await
-    }
-
-    async fn close(&mut self) -> Result<(), SinkError> {
-        if let Some(pool) = self.pool.take() {
-            pool.close();
-        }
-        Ok(())
+            .collect())
     }
 }

@@ -132,6 +132,19 @@ where
                 }));
             }
             if records.is_empty() {
+                if let Err(err) = sink.flush().await {
+                    if err.kind() == ErrorKind::Definite {
+                        return Err(sink_error(err));
+                    }
+                    let delay = backoff.next_delay();
+                    ::metrics::counter!(metrics::ERRORS, "sink" => name.clone(), "stage" => "sink")
+                        .increment(1);
+                    tracing::warn!(error = %err, retry_in_ms = delay.as_millis() as u64, "sink write failed; reopening");
+                    tokio::select! {
+                        _ = cancel.cancelled() => break 'open,
+                        _ = tokio::time::sleep(delay) => continue 'open,
+                    }
+                }
                 tokio::select! {
                     _ = cancel.cancelled() => break 'open,
                     _ = commits.changed() => {}

@@ -38,8 +38,54 @@ struct Plan {
     fields: Vec<FieldKind>,
     /// Per field: its Avro type is a union with null.
     optional: Vec<bool>,
-    /// Types of the source record's fields, in order (to skip them, keeping `ts_us`).
-    source: Vec<Json>,
+    /// The source record's fields, in order (skipped, keeping `ts_us`).
+    source: Vec<Skip>,
+}
+
+/// How to step over one field of the source record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Skip {
+    Bytes,
+    Long,
+    /// `ts_us`: the commit time.
+    CommitTime,
+    Boolean,
+    Null,
+    /// `["null", T]`.
+    Optional(SkipBase),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SkipBase {
+    Bytes,
+    Long,
+}
+
+fn skip_of(name: &str, schema: &Json) -> Result<Skip, String> {
+    fn base(t: &Json) -> Option<&str> {
+        match t {
+            Json::String(s) => Some(s.as_str()),
+            Json::Object(o) => o.get("type").and_then(Json::as_str),
+            _ => None,
+        }
+    }
+    Ok(match schema {
+        Json::Array(branches) if branches.len() == 2 && branches[0] == "null" => {
+            match base(&branches[1]) {
+                Some("string" | "bytes") => Skip::Optional(SkipBase::Bytes),
+                Some("long" | "int") => Skip::Optional(SkipBase::Long),
+                _ => return Err(format!("source field {name} has an unsupported type")),
+            }
+        }
+        other => match base(other) {
+            Some("string" | "bytes") => Skip::Bytes,
+            Some("long" | "int") if name == "ts_us" => Skip::CommitTime,
+            Some("long" | "int") => Skip::Long,
+            Some("boolean") => Skip::Boolean,
+            Some("null") => Skip::Null,
+            _ => return Err(format!("source field {name} has an unsupported type")),
+        },
+    })
 }
 
 /// Decodes framed Avro change events into [`Change`]s; caches a plan per schema id.
@@ -108,11 +154,31 @@ impl ChangeDecoder {
         let before = row(&mut cursor)?;
         let after = row(&mut cursor)?;
         let mut commit_ts_us = 0;
-        for field in &plan.source {
-            let name = field.get("name").and_then(Json::as_str).unwrap_or("");
-            let value = skip(&mut cursor, &field["type"])?;
-            if name == "ts_us" {
-                commit_ts_us = value.unwrap_or(0);
+        for skip in &plan.source {
+            match skip {
+                Skip::Bytes => {
+                    cursor.bytes()?;
+                }
+                Skip::Long => {
+                    cursor.long()?;
+                }
+                Skip::CommitTime => commit_ts_us = cursor.long()?,
+                Skip::Boolean => {
+                    cursor.take(1)?;
+                }
+                Skip::Null => {}
+                Skip::Optional(base) => {
+                    if cursor.branch()? == 1 {
+                        match base {
+                            SkipBase::Bytes => {
+                                cursor.bytes()?;
+                            }
+                            SkipBase::Long => {
+                                cursor.long()?;
+                            }
+                        }
+                    }
+                }
             }
         }
         let op = match cursor.string()? {
@@ -150,31 +216,6 @@ impl ChangeDecoder {
     }
 }
 
-/// Skips a value of a (simple) Avro type; returns it when it is a long.
-fn skip(cursor: &mut Cursor<'_>, schema: &Json) -> Result<Option<i64>, String> {
-    match schema {
-        Json::String(t) if t == "string" || t == "bytes" => {
-            cursor.bytes()?;
-            Ok(None)
-        }
-        Json::String(t) if t == "long" || t == "int" => Ok(Some(cursor.long()?)),
-        Json::String(t) if t == "null" => Ok(None),
-        Json::String(t) if t == "boolean" => {
-            cursor.take(1)?;
-            Ok(None)
-        }
-        Json::Array(branches) => {
-            let branch = cursor.branch()?;
-            skip(
-                cursor,
-                branches.get(branch).ok_or("union index out of range")?,
-            )
-        }
-        Json::Object(o) => skip(cursor, o.get("type").ok_or("a type without \"type\"")?),
-        other => Err(format!("cannot skip a source field of type {other}")),
-    }
-}
-
 /// The plan of an envelope schema written by sluice; `None` for other schemas (messages).
 fn plan_of(schema: &Json) -> Result<Option<Plan>, String> {
     let (Some(namespace), Some(name)) = (
@@ -188,7 +229,9 @@ fn plan_of(schema: &Json) -> Result<Option<Plan>, String> {
     let source = fields[2]["type"]["fields"]
         .as_array()
         .ok_or("no source record")?
-        .clone();
+        .iter()
+        .map(|f| skip_of(f["name"].as_str().unwrap_or(""), &f["type"]))
+        .collect::<Result<Vec<Skip>, String>>()?;
     let mut columns = Vec::new();
     let mut kinds = Vec::new();
     let mut optional = Vec::new();

@@ -133,7 +133,13 @@ fn push_float(text: &mut String, value: f64, shortest: String) {
 
 /// COPY text escaping: backslash, tab, newline and carriage return.
 fn escape(out: &mut Vec<u8>, text: &str) {
-    for &byte in text.as_bytes() {
+    let bytes = text.as_bytes();
+    let special = |b: &u8| matches!(b, b'\\' | b'\t' | b'\n' | b'\r');
+    if !bytes.iter().any(special) {
+        out.extend_from_slice(bytes);
+        return;
+    }
+    for &byte in bytes {
         match byte {
             b'\\' => out.extend_from_slice(b"\\\\"),
             b'\t' => out.extend_from_slice(b"\\t"),
