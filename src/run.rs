@@ -149,7 +149,7 @@ async fn run_async(config: FileConfig, stop_at: Option<Position>) -> Result<(), 
                     max_read_bytes: 4 << 20,
                     ..settings
                 };
-                let sink = sluice_connectors::postgres::sink::PostgresSink::new(
+                let sink = sluice_connectors::postgres::sink::postgres_sink(
                     pg,
                     registry.clone(),
                     dead_letters,

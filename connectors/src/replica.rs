@@ -7,13 +7,17 @@
 //! table's work in two. Tables without a key keep every operation in order, matching rows on
 //! all columns (which needs the full old row: REPLICA IDENTITY FULL).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::future::Future;
 use std::sync::Arc;
 
+use sluice_core::checkpoint::COMMIT_HEADER;
 use sluice_core::event::{Op, TableId, TableSchema};
-use sluice_core::sink::{Offsets, SinkRecord};
+use sluice_core::retry::Classify;
+use sluice_core::sink::{DeadLetter, Offsets, Sink, SinkRecord};
 use sluice_core::value::Value;
 use sluice_schema_registry::avro::rows::{Change, ChangeDecoder};
+use sluice_schema_registry::registry::Registry;
 
 /// A change and the index of the record it came from.
 #[derive(Debug, Clone)]
@@ -341,6 +345,243 @@ pub fn plan(changes: Vec<Sourced>) -> Result<Vec<TableWork>, PlanError> {
         work[index].steps.push(state.finish());
     }
     Ok(work)
+}
+
+/// A batch decoded and planned, ready for a target to apply in one transaction.
+pub struct Prepared {
+    pub work: Vec<TableWork>,
+    /// Next offset per partition, to store with the rows.
+    pub offsets: Offsets,
+    /// Per partition: first offset, last offset, records (only with `batch_history`).
+    pub ranges: BTreeMap<(Arc<str>, u32), (u64, u64, i32)>,
+    /// The records, kept when a dead-letter topic may need them.
+    pub records: Vec<SinkRecord>,
+    /// Records already known to be dead letters (they could not be planned).
+    pub skipped: HashSet<usize>,
+    pub dead: Vec<DeadLetter>,
+}
+
+/// Why a batch could not be prepared.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplicaError {
+    /// A record is not sluice Avro.
+    Decode(String),
+    /// An event cannot be applied as it is (no dead-letter topic to put it in).
+    Plan(String),
+}
+
+/// A database the sink applies batches to.
+pub trait Target: Send + 'static {
+    type Error: std::error::Error + Classify + Send + Sync + 'static + From<ReplicaError>;
+
+    /// Connects, creates the offsets table if needed, and returns the stored offsets.
+    fn open(&mut self) -> impl Future<Output = Result<Offsets, Self::Error>> + Send;
+
+    /// Applies a batch and its offsets in one transaction.
+    fn apply(&mut self, batch: Prepared) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    /// Releases connections.
+    fn close(&mut self) {}
+}
+
+/// How a database sink batches.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ReplicaSettings {
+    pub transactional: bool,
+    pub dead_letters: bool,
+    pub batch_history: bool,
+}
+
+/// A database sink: decodes and plans each batch on the sink's task while the target applies
+/// the previous one on its own task. `write` returns once the batch is planned and the
+/// previous one applied, so a failure of batch N surfaces at the write of batch N+1, at
+/// `flush` (before the runtime idles) or at `close`. That is safe because the target's offsets
+/// table, not the log's consumer group, says where the sink resumes.
+pub struct ReplicaSink<T: Target> {
+    settings: ReplicaSettings,
+    decoder: ChangeDecoder,
+    /// Transactional mode: records of log commits not yet read whole.
+    pending: Vec<SinkRecord>,
+    cut: Vec<(Arc<str>, u32)>,
+    target: Option<T>,
+    in_flight: Option<tokio::task::JoinHandle<(T, Result<(), T::Error>)>>,
+}
+
+/// The records' changes, leaving out those at the `skipped` indexes.
+pub fn decode_skipping(
+    decoder: &mut ChangeDecoder,
+    records: &[SinkRecord],
+    skipped: &HashSet<usize>,
+) -> Result<Vec<Sourced>, ReplicaError> {
+    let mut changes = decode(decoder, records).map_err(ReplicaError::Decode)?;
+    if !skipped.is_empty() {
+        changes.retain(|c| !skipped.contains(&c.record));
+    }
+    Ok(changes)
+}
+
+impl<T: Target> ReplicaSink<T> {
+    pub fn new(target: T, registry: Arc<Registry>, settings: ReplicaSettings) -> ReplicaSink<T> {
+        ReplicaSink {
+            settings,
+            decoder: ChangeDecoder::new(registry),
+            pending: Vec::new(),
+            cut: Vec::new(),
+            target: Some(target),
+            in_flight: None,
+        }
+    }
+
+    /// The target, once the batch it was applying (if any) is done.
+    async fn target(&mut self) -> Result<T, T::Error> {
+        if let Some(handle) = self.in_flight.take() {
+            let (target, result) = match handle.await {
+                Ok(done) => done,
+                Err(join) => std::panic::resume_unwind(join.into_panic()),
+            };
+            self.target = Some(target);
+            result?;
+        }
+        Ok(self
+            .target
+            .take()
+            .expect("the target is home when nothing is in flight"))
+    }
+
+    /// Splits off (into `pending`) the records of log commits not yet read whole.
+    fn whole_commits(&mut self, records: &[SinkRecord]) -> Vec<SinkRecord> {
+        let mut all = std::mem::take(&mut self.pending);
+        all.extend_from_slice(records);
+        let commit_of = |record: &SinkRecord| {
+            record
+                .record
+                .headers
+                .iter()
+                .find(|h| h.key == COMMIT_HEADER)
+                .and_then(|h| h.value.as_deref())
+                .and_then(|v| <[u8; 8]>::try_from(v).ok())
+                .map(u64::from_be_bytes)
+        };
+        // In a partition read only partly, the commit of its last record may go on.
+        let mut limit = u64::MAX;
+        for (topic, partition) in &self.cut {
+            if let Some(last) = all
+                .iter()
+                .rev()
+                .find(|r| r.topic == *topic && r.partition == *partition)
+            {
+                if let Some(commit) = commit_of(last) {
+                    limit = limit.min(commit);
+                }
+            }
+        }
+        if limit == u64::MAX {
+            return all;
+        }
+        let (ready, later): (Vec<SinkRecord>, Vec<SinkRecord>) = all
+            .into_iter()
+            .partition(|r| commit_of(r).is_none_or(|c| c < limit));
+        self.pending = later;
+        ready
+    }
+
+    fn prepare(&mut self, records: &[SinkRecord]) -> Result<Prepared, ReplicaError> {
+        // Events that cannot be planned (e.g. an update of a keyless table without its old
+        // row) are dead letters when a dead-letter topic is configured.
+        let dead_letters = self.settings.dead_letters;
+        let mut dead: Vec<DeadLetter> = Vec::new();
+        let mut skipped = HashSet::new();
+        let work = loop {
+            let changes = decode_skipping(&mut self.decoder, records, &skipped)?;
+            match plan(changes) {
+                Ok(work) => break work,
+                Err(err) if dead_letters => {
+                    skipped.insert(err.record);
+                    dead.push(DeadLetter {
+                        record: records[err.record].clone(),
+                        error: err.message,
+                    });
+                }
+                Err(err) => return Err(ReplicaError::Plan(err.message)),
+            }
+        };
+        let mut ranges: BTreeMap<(Arc<str>, u32), (u64, u64, i32)> = BTreeMap::new();
+        if self.settings.batch_history {
+            for record in records {
+                let entry = ranges
+                    .entry((record.topic.clone(), record.partition))
+                    .or_insert((record.record.offset, record.record.offset, 0));
+                entry.0 = entry.0.min(record.record.offset);
+                entry.1 = entry.1.max(record.record.offset);
+                entry.2 += 1;
+            }
+        }
+        Ok(Prepared {
+            work,
+            offsets: next_offsets(records),
+            ranges,
+            records: if dead_letters {
+                records.to_vec()
+            } else {
+                Vec::new()
+            },
+            skipped,
+            dead,
+        })
+    }
+}
+
+impl<T: Target> Sink for ReplicaSink<T> {
+    type Error = T::Error;
+
+    async fn open(&mut self) -> Result<Option<Offsets>, T::Error> {
+        // A batch still in flight from before is finished or failed; either way the offsets
+        // read below say what the target holds.
+        let mut target = match self.target().await {
+            Ok(target) => target,
+            Err(_) => self.target.take().expect("returned home with its error"),
+        };
+        self.pending.clear();
+        let result = target.open().await;
+        self.target = Some(target);
+        result.map(Some)
+    }
+
+    fn partitions_cut(&mut self, cut: &[(Arc<str>, u32)]) {
+        self.cut = cut.to_vec();
+    }
+
+    async fn write(&mut self, records: &[SinkRecord]) -> Result<(), T::Error> {
+        let prepared = if self.settings.transactional {
+            let ready = self.whole_commits(records);
+            if ready.is_empty() {
+                return Ok(());
+            }
+            self.prepare(&ready)?
+        } else {
+            self.prepare(records)?
+        };
+        let mut target = self.target().await?;
+        self.in_flight = Some(tokio::spawn(async move {
+            let result = target.apply(prepared).await;
+            (target, result)
+        }));
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<(), T::Error> {
+        let target = self.target().await?;
+        self.target = Some(target);
+        Ok(())
+    }
+
+    async fn close(&mut self) -> Result<(), T::Error> {
+        let result = self.flush().await;
+        if let Some(target) = self.target.as_mut() {
+            target.close();
+        }
+        result
+    }
 }
 
 #[cfg(test)]

@@ -3,10 +3,11 @@
 //! - `config.rs`: the `[[sinks]] kind = "postgres"` section.
 //! - `target.rs`: creating target tables from the source schema and following its changes.
 //! - `copy.rs`: values in Postgres' COPY text form.
-//! - here: opening (offsets from the target), and applying a batch in one transaction: per
-//!   table, deletes and upserts as set operations on staged rows (COPY into a session-local
-//!   staging table, then `DELETE … USING` and `INSERT … ON CONFLICT DO UPDATE`), then the
-//!   sink's offsets in the same transaction. That transaction is the exactly-once point: after
+//! - here: the [`Target`] for `replica::ReplicaSink` (which decodes, plans and pipelines):
+//!   opening (offsets from the target), and applying a batch in one transaction: per table,
+//!   deletes and upserts as set operations on staged rows (COPY into a session-local staging
+//!   table, then `DELETE … USING` and `INSERT … ON CONFLICT DO UPDATE`; new keys are COPYed
+//!   straight in), then the sink's offsets in the same transaction. That transaction is the exactly-once point: after
 //!   a crash the sink resumes from the offsets the target holds, whatever the log's consumer
 //!   group says.
 //!
@@ -19,16 +20,15 @@ mod config;
 mod copy;
 mod target;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use futures_util::SinkExt;
-use sluice_core::checkpoint::COMMIT_HEADER;
 use sluice_core::event::TableSchema;
 use sluice_core::retry::{Classify, ErrorKind};
-use sluice_core::sink::{DeadLetter, DeadLetterWriter, Offsets, Sink, SinkRecord};
+use sluice_core::sink::{DeadLetter, DeadLetterWriter, Offsets};
 use sluice_core::value::Value;
 use sluice_schema_registry::avro::rows::ChangeDecoder;
 use sluice_schema_registry::registry::Registry;
@@ -36,7 +36,10 @@ use tokio_postgres::{NoTls, Transaction};
 
 pub use self::config::PostgresSinkConfig;
 use self::target::{ident, pg_type, qualified};
-use crate::replica::{self, KeylessOp, Row, Sourced, Step, TableWork};
+use crate::replica::{
+    self, KeylessOp, Prepared, ReplicaError, ReplicaSettings, ReplicaSink, Row, Step, TableWork,
+    Target,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
@@ -119,36 +122,8 @@ impl Classify for SinkError {
     }
 }
 
-/// The Postgres sink. Decoding and planning a batch (on the sink's task) overlaps with
-/// applying the previous one (on the applier's task): `write` returns once the batch is planned
-/// and the previous one applied, so a failure of batch N surfaces at the write of batch N+1 or
-/// at close. That is safe because the target's offsets table, not the log's consumer group,
-/// says where the sink resumes.
-pub struct PostgresSink {
-    config: PostgresSinkConfig,
-    decoder: ChangeDecoder,
-    /// Transactional mode: records of log commits not yet read whole.
-    pending: Vec<SinkRecord>,
-    cut: Vec<(Arc<str>, u32)>,
-    applier: Option<Applier>,
-    in_flight: Option<tokio::task::JoinHandle<(Applier, Result<(), SinkError>)>>,
-}
-
-/// A batch decoded and planned, ready to apply.
-struct Prepared {
-    work: Vec<TableWork>,
-    offsets: Offsets,
-    /// Per partition: first offset, last offset, records (for the batch history).
-    ranges: BTreeMap<(Arc<str>, u32), (u64, u64, i32)>,
-    /// The records, kept when a dead-letter topic may need them.
-    records: Vec<SinkRecord>,
-    /// Records already known to be dead letters (they could not be planned).
-    skipped: HashSet<usize>,
-    dead: Vec<DeadLetter>,
-}
-
 /// What applies batches to the target: the pool, the known target tables, buffers.
-struct Applier {
+pub struct PgTarget {
     config: PostgresSinkConfig,
     registry: Arc<Registry>,
     pool: Option<Pool>,
@@ -159,131 +134,7 @@ struct Applier {
     text: String,
 }
 
-impl PostgresSink {
-    /// `dead_letters` is required when the config names a dead-letter topic.
-    pub fn new(
-        config: PostgresSinkConfig,
-        registry: Arc<Registry>,
-        dead_letters: Option<DeadLetterWriter>,
-    ) -> PostgresSink {
-        PostgresSink {
-            decoder: ChangeDecoder::new(registry.clone()),
-            pending: Vec::new(),
-            cut: Vec::new(),
-            applier: Some(Applier {
-                config: config.clone(),
-                registry,
-                pool: None,
-                dead_letters,
-                ensured: HashMap::new(),
-                buf: Vec::new(),
-                text: String::new(),
-            }),
-            in_flight: None,
-            config,
-        }
-    }
-
-    /// The applier, once the batch it was applying (if any) is done.
-    async fn applier(&mut self) -> Result<Applier, SinkError> {
-        if let Some(handle) = self.in_flight.take() {
-            let (applier, result) = match handle.await {
-                Ok(done) => done,
-                Err(join) => std::panic::resume_unwind(join.into_panic()),
-            };
-            self.applier = Some(applier);
-            result?;
-        }
-        Ok(self
-            .applier
-            .take()
-            .expect("the applier is home when nothing is in flight"))
-    }
-
-    /// Splits off (into `pending`) the records of log commits not yet read whole.
-    fn whole_commits(&mut self, records: &[SinkRecord]) -> Vec<SinkRecord> {
-        let mut all = std::mem::take(&mut self.pending);
-        all.extend_from_slice(records);
-        let commit_of = |record: &SinkRecord| {
-            record
-                .record
-                .headers
-                .iter()
-                .find(|h| h.key == COMMIT_HEADER)
-                .and_then(|h| h.value.as_deref())
-                .and_then(|v| <[u8; 8]>::try_from(v).ok())
-                .map(u64::from_be_bytes)
-        };
-        // In a partition read only partly, the commit of its last record may go on.
-        let mut limit = u64::MAX;
-        for (topic, partition) in &self.cut {
-            if let Some(last) = all
-                .iter()
-                .rev()
-                .find(|r| r.topic == *topic && r.partition == *partition)
-            {
-                if let Some(commit) = commit_of(last) {
-                    limit = limit.min(commit);
-                }
-            }
-        }
-        if limit == u64::MAX {
-            return all;
-        }
-        let (ready, later): (Vec<SinkRecord>, Vec<SinkRecord>) = all
-            .into_iter()
-            .partition(|r| commit_of(r).is_none_or(|c| c < limit));
-        self.pending = later;
-        ready
-    }
-
-    fn prepare(&mut self, records: &[SinkRecord]) -> Result<Prepared, SinkError> {
-        // Events that cannot be planned (e.g. an update of a keyless table without its old
-        // row) are dead letters when a dead-letter topic is configured.
-        let dead_letters = self.config.dead_letter_topic.is_some();
-        let mut dead: Vec<DeadLetter> = Vec::new();
-        let mut skipped = HashSet::new();
-        let work = loop {
-            let changes = decode_skipping(&mut self.decoder, records, &skipped)?;
-            match replica::plan(changes) {
-                Ok(work) => break work,
-                Err(err) if dead_letters => {
-                    skipped.insert(err.record);
-                    dead.push(DeadLetter {
-                        record: records[err.record].clone(),
-                        error: err.message,
-                    });
-                }
-                Err(err) => return Err(SinkError::Schema(err.message)),
-            }
-        };
-        let mut ranges: BTreeMap<(Arc<str>, u32), (u64, u64, i32)> = BTreeMap::new();
-        if self.config.batch_history {
-            for record in records {
-                let entry = ranges
-                    .entry((record.topic.clone(), record.partition))
-                    .or_insert((record.record.offset, record.record.offset, 0));
-                entry.0 = entry.0.min(record.record.offset);
-                entry.1 = entry.1.max(record.record.offset);
-                entry.2 += 1;
-            }
-        }
-        Ok(Prepared {
-            work,
-            offsets: replica::next_offsets(records),
-            ranges,
-            records: if dead_letters {
-                records.to_vec()
-            } else {
-                Vec::new()
-            },
-            skipped,
-            dead,
-        })
-    }
-}
-
-impl Applier {
+impl PgTarget {
     fn target_schema(&self, table: &TableSchema) -> String {
         self.config
             .schema
@@ -349,7 +200,7 @@ impl Applier {
     }
 
     /// Applies a batch and its offsets in one transaction.
-    async fn apply(&mut self, prepared: Prepared) -> Result<(), SinkError> {
+    async fn apply_batch(&mut self, prepared: Prepared) -> Result<(), SinkError> {
         let Prepared {
             work,
             offsets,
@@ -380,7 +231,7 @@ impl Applier {
             Err(err) if err.is_data_error() && self.dead_letters.is_some() => {
                 tracing::warn!(error = %err, "the target rejected the batch; applying its events one by one to find the rejected ones");
                 let mut decoder = ChangeDecoder::new(self.registry.clone());
-                let changes = decode_skipping(&mut decoder, &records, &skipped)?;
+                let changes = replica::decode_skipping(&mut decoder, &records, &skipped)?;
                 let tx = client.transaction().await.map_err(SinkError::from_pg)?;
                 for change in changes {
                     let record = change.record;
@@ -760,75 +611,9 @@ impl Applier {
     }
 }
 
-/// The records' changes, leaving out those at the `skipped` indexes.
-fn decode_skipping(
-    decoder: &mut ChangeDecoder,
-    records: &[SinkRecord],
-    skipped: &HashSet<usize>,
-) -> Result<Vec<Sourced>, SinkError> {
-    let mut changes = replica::decode(decoder, records).map_err(SinkError::Decode)?;
-    if !skipped.is_empty() {
-        changes.retain(|c| !skipped.contains(&c.record));
-    }
-    Ok(changes)
-}
-
-impl Sink for PostgresSink {
-    type Error = SinkError;
-
-    async fn open(&mut self) -> Result<Option<Offsets>, SinkError> {
-        // A batch still in flight from before is finished or failed; either way the offsets
-        // read below say what the target holds.
-        let mut applier = match self.applier().await {
-            Ok(applier) => applier,
-            Err(_) => self.applier.take().expect("returned home with its error"),
-        };
-        self.pending.clear();
-        let result = applier.open().await;
-        self.applier = Some(applier);
-        result.map(Some)
-    }
-
-    fn partitions_cut(&mut self, cut: &[(Arc<str>, u32)]) {
-        self.cut = cut.to_vec();
-    }
-
-    async fn write(&mut self, records: &[SinkRecord]) -> Result<(), SinkError> {
-        let prepared = if self.config.transactional {
-            let ready = self.whole_commits(records);
-            if ready.is_empty() {
-                return Ok(());
-            }
-            self.prepare(&ready)?
-        } else {
-            self.prepare(records)?
-        };
-        let mut applier = self.applier().await?;
-        self.in_flight = Some(tokio::spawn(async move {
-            let result = applier.apply(prepared).await;
-            (applier, result)
-        }));
-        Ok(())
-    }
-
-    async fn flush(&mut self) -> Result<(), SinkError> {
-        let applier = self.applier().await?;
-        self.applier = Some(applier);
-        Ok(())
-    }
-
-    async fn close(&mut self) -> Result<(), SinkError> {
-        let result = self.flush().await;
-        if let Some(pool) = self.applier.as_mut().and_then(|a| a.pool.take()) {
-            pool.close();
-        }
-        result
-    }
-}
-
-impl Applier {
+impl PgTarget {
     /// Creates the offsets table (and the batch history) when missing; returns the offsets.
-    async fn open(&mut self) -> Result<Offsets, SinkError> {
+    async fn open_target(&mut self) -> Result<Offsets, SinkError> {
         self.ensured.clear();
         let client = self.client().await?;
         let (schema, table) = self.config.offsets_table();
@@ -869,4 +654,57 @@ impl Applier {
             })
             .collect())
     }
+}
+
+impl Target for PgTarget {
+    type Error = SinkError;
+
+    async fn open(&mut self) -> Result<Offsets, SinkError> {
+        self.open_target().await
+    }
+
+    async fn apply(&mut self, batch: Prepared) -> Result<(), SinkError> {
+        self.apply_batch(batch).await
+    }
+
+    fn close(&mut self) {
+        if let Some(pool) = self.pool.take() {
+            pool.close();
+        }
+    }
+}
+
+impl From<ReplicaError> for SinkError {
+    fn from(err: ReplicaError) -> SinkError {
+        match err {
+            ReplicaError::Decode(message) => SinkError::Decode(message),
+            ReplicaError::Plan(message) => SinkError::Schema(message),
+        }
+    }
+}
+
+/// The Postgres sink.
+pub type PostgresSink = ReplicaSink<PgTarget>;
+
+/// A Postgres sink for `config`; `dead_letters` is required when it names a dead-letter topic.
+pub fn postgres_sink(
+    config: PostgresSinkConfig,
+    registry: Arc<Registry>,
+    dead_letters: Option<DeadLetterWriter>,
+) -> PostgresSink {
+    let settings = ReplicaSettings {
+        transactional: config.transactional,
+        dead_letters: dead_letters.is_some(),
+        batch_history: config.batch_history,
+    };
+    let target = PgTarget {
+        config,
+        registry: registry.clone(),
+        pool: None,
+        dead_letters,
+        ensured: HashMap::new(),
+        buf: Vec::new(),
+        text: String::new(),
+    };
+    ReplicaSink::new(target, registry, settings)
 }
