@@ -404,8 +404,11 @@ pub struct ReplicaSink<T: Target> {
     pending: Vec<SinkRecord>,
     cut: Vec<(Arc<str>, u32)>,
     target: Option<T>,
-    in_flight: Option<tokio::task::JoinHandle<(T, Result<(), T::Error>)>>,
+    in_flight: Option<InFlight<T>>,
 }
+
+/// A batch being applied: the target comes back with the result.
+type InFlight<T> = tokio::task::JoinHandle<(T, Result<(), <T as Target>::Error>)>;
 
 /// The records' changes, leaving out those at the `skipped` indexes.
 pub fn decode_skipping(
