@@ -143,6 +143,19 @@ async fn run_async(config: FileConfig, stop_at: Option<Position>) -> Result<(), 
                     run_sink(settings, sink, backend.clone(), tasks.cancel_token()),
                 );
             }
+            SinkConfig::Mysql(my) => {
+                let settings = SinkSettings {
+                    max_read_bytes: 4 << 20,
+                    ..settings
+                };
+                let sink =
+                    sluice_connectors::mysql::sink::mysql_sink(my, registry.clone(), dead_letters);
+                tasks.spawn(
+                    format!("sink {name}"),
+                    span,
+                    run_sink(settings, sink, backend.clone(), tasks.cancel_token()),
+                );
+            }
             SinkConfig::Postgres(pg) => {
                 // Bigger reads: each one becomes a target transaction.
                 let settings = SinkSettings {

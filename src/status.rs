@@ -87,6 +87,7 @@ pub fn status(config: &FileConfig) -> Result<(), Failure> {
         let kind = match sink {
             SinkConfig::Jsonl(_) => "jsonl",
             SinkConfig::Postgres(_) => "postgres",
+            SinkConfig::Mysql(_) => "mysql",
         };
         println!("sink {name} ({kind}): {partitions} partition(s), {lag} record(s) behind the log");
     }

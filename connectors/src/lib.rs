@@ -8,9 +8,11 @@
 
 #[cfg(feature = "jsonl")]
 pub mod jsonl;
+#[cfg(feature = "mysql")]
+pub mod mysql;
 #[cfg(feature = "postgres")]
 pub mod postgres;
-#[cfg(feature = "postgres")]
+#[cfg(any(feature = "postgres", feature = "mysql"))]
 pub mod replica;
 
 use serde::Deserialize;
@@ -75,6 +77,8 @@ pub enum SinkConfig {
     Jsonl(jsonl::JsonlSinkConfig),
     #[cfg(feature = "postgres")]
     Postgres(postgres::sink::PostgresSinkConfig),
+    #[cfg(feature = "mysql")]
+    Mysql(mysql::sink::MysqlSinkConfig),
 }
 
 impl SinkConfig {
@@ -84,6 +88,8 @@ impl SinkConfig {
             SinkConfig::Jsonl(config) => &config.name,
             #[cfg(feature = "postgres")]
             SinkConfig::Postgres(config) => &config.name,
+            #[cfg(feature = "mysql")]
+            SinkConfig::Mysql(config) => &config.name,
         }
     }
 
@@ -93,6 +99,8 @@ impl SinkConfig {
             SinkConfig::Jsonl(config) => &config.topics,
             #[cfg(feature = "postgres")]
             SinkConfig::Postgres(config) => &config.topics,
+            #[cfg(feature = "mysql")]
+            SinkConfig::Mysql(config) => &config.topics,
         }
     }
 
@@ -103,6 +111,8 @@ impl SinkConfig {
             SinkConfig::Jsonl(_) => None,
             #[cfg(feature = "postgres")]
             SinkConfig::Postgres(config) => config.dead_letter_topic.as_deref(),
+            #[cfg(feature = "mysql")]
+            SinkConfig::Mysql(config) => config.dead_letter_topic.as_deref(),
         }
     }
 
@@ -112,6 +122,8 @@ impl SinkConfig {
             SinkConfig::Jsonl(config) => config.validate(key),
             #[cfg(feature = "postgres")]
             SinkConfig::Postgres(config) => config.validate(key),
+            #[cfg(feature = "mysql")]
+            SinkConfig::Mysql(config) => config.validate(key),
         }
     }
 }

@@ -158,6 +158,67 @@ pub async fn writer_client(url: &str) -> tokio_postgres::Client {
     client
 }
 
+pub const MARIADB_URL: &str = "mysql://root@127.0.0.1:3306";
+
+/// A MariaDB database of its own for one test, dropped at the end.
+pub struct MariaDb {
+    pub name: String,
+}
+
+impl MariaDb {
+    pub fn create() -> MariaDb {
+        let name = unique_name("sluice_m");
+        let db = MariaDb { name };
+        db.exec_in(None, &format!("CREATE DATABASE {}", db.name));
+        db
+    }
+
+    pub fn url(&self) -> String {
+        format!("{MARIADB_URL}/{}", self.name)
+    }
+
+    /// Runs SQL with the `mariadb` client in this database; returns stdout (tab-separated rows).
+    pub fn exec(&self, sql: &str) -> String {
+        self.exec_in(Some(&self.name), sql)
+    }
+
+    fn exec_in(&self, database: Option<&str>, sql: &str) -> String {
+        let mut command = Command::new("mariadb");
+        command.args([
+            "-h",
+            "127.0.0.1",
+            "-P",
+            "3306",
+            "-u",
+            "root",
+            "-N",
+            "-B",
+            "-r",
+            "-e",
+            sql,
+        ]);
+        if let Some(database) = database {
+            command.arg(database);
+        }
+        let out = command.output().expect("run the mariadb client");
+        assert!(
+            out.status.success(),
+            "mariadb failed: {} (is MariaDB up? run dev/services up)",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+}
+
+impl Drop for MariaDb {
+    fn drop(&mut self) {
+        let _ = Command::new("mariadb")
+            .args(["-h", "127.0.0.1", "-P", "3306", "-u", "root", "-e"])
+            .arg(format!("DROP DATABASE IF EXISTS {}", self.name))
+            .output();
+    }
+}
+
 /// A `[[sources]]` entry named `src` capturing `public.*` of `db`, plus `extra` lines.
 pub fn source_config(db: &TestDb, extra: &str) -> String {
     format!(

@@ -529,3 +529,26 @@ fn typed_rows_read_back_equal_to_the_events_values() {
     let err = decoder.decode(br#"{"op":"c"}"#).unwrap_err();
     assert!(err.contains("encoding = \"avro\""), "{err}");
 }
+
+#[test]
+fn a_table_version_number_reused_for_other_columns_is_a_new_schema() {
+    // A source may number versions afresh (snapshot, then stream; or after a restart).
+    let (registry, mut encoder) = encoder();
+    encoder
+        .encode(&event(Op::Create, None, Some(row())), &mut Vec::new())
+        .unwrap();
+    let mut wider = (*every_type()).clone();
+    wider
+        .columns
+        .push(column("late", DataType::Int32, "integer", false, true));
+    let mut added = event(Op::Create, None, None);
+    added.table = Some(Arc::new(wider));
+    let mut values = row();
+    values.push(Value::Int32(9));
+    added.after = Some(values);
+    let mut out = Vec::new();
+    encoder.encode(&added, &mut out).unwrap();
+    let value = avro_decode(&registry, out[0].value.as_ref().unwrap());
+    let after = unwrap_union(field(&value, "after"));
+    assert_eq!(unwrap_union(field(after, "late")), &Avro::Int(9));
+}

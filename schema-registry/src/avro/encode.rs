@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use sluice_core::clock::now_us;
 use sluice_core::encode::{EncodeError, EncodedRecord, EventEncoder};
-use sluice_core::event::{ChangeEvent, Op, TableId};
+use sluice_core::event::{ChangeEvent, Op, TableId, TableSchema};
 use sluice_core::position::Position;
 use sluice_core::topic;
 use sluice_core::value::{self, Date, Decimal, Timestamp, Value};
@@ -28,6 +28,9 @@ use crate::registry::{NewSchema, Registry, RegistryError, SchemaType};
 pub const MAGIC: u8 = 0;
 
 struct RegisteredTable {
+    /// The table version the plan was made for (versions alone are not unique: a source may
+    /// restart its numbering, e.g. between snapshot and stream or across restarts).
+    schema: Arc<TableSchema>,
     plan: TablePlan,
     key_id: Option<u32>,
     value_id: u32,
@@ -83,7 +86,9 @@ impl AvroEncoder {
         let table = event.table.as_ref().expect("checked by the caller");
         let cache_key = (table.table.clone(), table.version);
         if let Some(found) = self.tables.get(&cache_key) {
-            return Ok(found.clone());
+            if Arc::ptr_eq(&found.schema, table) || found.schema.columns == table.columns {
+                return Ok(found.clone());
+            }
         }
         let fail = |reason: String| EncodeError {
             table: table.table.to_string(),
@@ -127,6 +132,7 @@ impl AvroEncoder {
             .register(&subject, &plan.value_schema)
             .map_err(|e| rejected(subject, e))?;
         let registered = Arc::new(RegisteredTable {
+            schema: table.clone(),
             plan,
             key_id,
             value_id,

@@ -1,0 +1,667 @@
+//! The MySQL/MariaDB sink: keeps target tables equal to their source tables.
+//!
+//! - `config.rs`: the `[[sinks]] kind = "mysql"` section.
+//! - `target.rs`: target column types, creating tables and following schema changes.
+//! - `literal.rs`: values as SQL literals.
+//! - here: the [`Target`] for `replica::ReplicaSink` (which decodes, plans and pipelines):
+//!   each batch in one transaction: per table, deletes as `DELETE … WHERE (key) IN (…)` and
+//!   upserts as multi-row `INSERT … ON DUPLICATE KEY UPDATE`, then the sink's offsets in the
+//!   same transaction, so after a crash it resumes from what the target holds. DDL runs
+//!   before the transaction (MySQL commits implicitly around DDL); a truncate is applied as
+//!   `DELETE FROM` so that it stays inside the transaction.
+
+mod config;
+mod literal;
+mod target;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, Pool, TxOpts};
+use sluice_core::event::TableSchema;
+use sluice_core::retry::{Classify, ErrorKind};
+use sluice_core::sink::{DeadLetter, DeadLetterWriter, Offsets};
+use sluice_core::value::Value;
+use sluice_schema_registry::avro::rows::ChangeDecoder;
+use sluice_schema_registry::registry::Registry;
+
+pub use self::config::MysqlSinkConfig;
+use self::literal::{ident, write_literal};
+use self::target::Existing;
+use crate::replica::{
+    self, KeylessOp, Prepared, ReplicaError, ReplicaSettings, ReplicaSink, Row, Step, TableWork,
+    Target,
+};
+
+/// Largest statement the sink builds (the server's max_allowed_packet is 16 MiB by default).
+const MAX_STATEMENT: usize = 4 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("cannot reach the target database: {0}")]
+    Connect(String),
+    #[error("{context}: {message}")]
+    Db {
+        context: String,
+        message: String,
+        /// The server's error number, when it answered.
+        code: Option<u16>,
+    },
+    #[error("{0}")]
+    Schema(String),
+    #[error("{0}")]
+    Decode(String),
+    #[error(
+        "the target rejected an event: {0}; set dead_letter_topic on the sink to divert such \
+         events and go on"
+    )]
+    Poison(String),
+    #[error("writing to the dead-letter topic failed: {0}")]
+    DeadLetter(String),
+}
+
+impl SinkError {
+    fn db(context: impl Into<String>, err: mysql_async::Error) -> SinkError {
+        match err {
+            mysql_async::Error::Server(server) => SinkError::Db {
+                context: context.into(),
+                message: server.message,
+                code: Some(server.code),
+            },
+            other => SinkError::Connect(format!("{}: {other}", context.into())),
+        }
+    }
+
+    /// The target refused the data itself (bad value, constraint).
+    fn is_data_error(&self) -> bool {
+        // Out of range, too long, wrong value, NULL in NOT NULL, bad date, check constraint
+        // (MySQL 3819, MariaDB 4025), foreign key, duplicate.
+        const DATA: [u16; 12] = [
+            1264, 1406, 1366, 1048, 1292, 3819, 4025, 1452, 1062, 1265, 1367, 3140,
+        ];
+        matches!(self, SinkError::Db { code: Some(code), .. } if DATA.contains(code))
+    }
+}
+
+impl Classify for SinkError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            SinkError::Connect(_) | SinkError::DeadLetter(_) => ErrorKind::Transient,
+            // Lock wait timeout, deadlock, too many connections, server shutdown, and a target
+            // table or column dropped under the sink (recreated on reopen).
+            SinkError::Db {
+                code: Some(1205 | 1213 | 1040 | 1053 | 1146 | 1054),
+                ..
+            }
+            | SinkError::Db { code: None, .. } => ErrorKind::Transient,
+            SinkError::Db { .. }
+            | SinkError::Schema(_)
+            | SinkError::Decode(_)
+            | SinkError::Poison(_) => ErrorKind::Definite,
+        }
+    }
+}
+
+impl From<ReplicaError> for SinkError {
+    fn from(err: ReplicaError) -> SinkError {
+        match err {
+            ReplicaError::Decode(message) => SinkError::Decode(message),
+            ReplicaError::Plan(message) => SinkError::Schema(message),
+        }
+    }
+}
+
+/// Applies batches to a MySQL/MariaDB database.
+pub struct MysqlTarget {
+    config: MysqlSinkConfig,
+    registry: Arc<Registry>,
+    pool: Option<Pool>,
+    dead_letters: Option<DeadLetterWriter>,
+    ensured: HashMap<(String, String), Arc<TableSchema>>,
+    sql: String,
+    scratch: String,
+}
+
+/// The MySQL/MariaDB sink.
+pub type MysqlSink = ReplicaSink<MysqlTarget>;
+
+/// A MySQL sink for `config`; `dead_letters` is required when it names a dead-letter topic.
+pub fn mysql_sink(
+    config: MysqlSinkConfig,
+    registry: Arc<Registry>,
+    dead_letters: Option<DeadLetterWriter>,
+) -> MysqlSink {
+    let settings = ReplicaSettings {
+        transactional: config.transactional,
+        dead_letters: dead_letters.is_some(),
+        batch_history: config.batch_history,
+    };
+    let target = MysqlTarget {
+        config,
+        registry: registry.clone(),
+        pool: None,
+        dead_letters,
+        ensured: HashMap::new(),
+        sql: String::new(),
+        scratch: String::new(),
+    };
+    ReplicaSink::new(target, registry, settings)
+}
+
+impl MysqlTarget {
+    async fn conn(&mut self) -> Result<Conn, SinkError> {
+        if self.pool.is_none() {
+            let opts = self.config.opts().map_err(SinkError::Connect)?;
+            self.pool = Some(Pool::new(opts));
+        }
+        let pool = self.pool.as_ref().expect("just set");
+        pool.get_conn()
+            .await
+            .map_err(|e| SinkError::Connect(e.to_string()))
+    }
+
+    /// The database target tables go to.
+    fn database(&self, table: &TableSchema) -> String {
+        self.config
+            .database
+            .clone()
+            .or_else(|| {
+                mysql_async::Opts::from_url(&self.config.url)
+                    .ok()
+                    .and_then(|o| o.db_name().map(str::to_owned))
+            })
+            .unwrap_or_else(|| table.table.namespace.clone())
+    }
+
+    fn offsets_table(&self) -> String {
+        let database = self
+            .config
+            .database
+            .clone()
+            .or_else(|| {
+                mysql_async::Opts::from_url(&self.config.url)
+                    .ok()
+                    .and_then(|o| o.db_name().map(str::to_owned))
+            })
+            .unwrap_or_else(|| "sluice".to_owned());
+        format!("{}.{}", ident(&database), ident(&self.config.offsets_table))
+    }
+
+    async fn describe(
+        conn: &mut Conn,
+        database: &str,
+        table: &str,
+    ) -> Result<Option<Existing>, SinkError> {
+        let rows: Vec<(String, String, String, String)> = conn
+            .exec(
+                "SELECT COLUMN_NAME, COLUMN_TYPE, IS_NULLABLE, COLUMN_KEY FROM information_schema.COLUMNS \
+                 WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION",
+                (database, table),
+            )
+            .await
+            .map_err(|e| SinkError::db("reading the target's columns", e))?;
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        let mut existing = Existing {
+            columns: Vec::new(),
+            key: Vec::new(),
+        };
+        for (name, column_type, nullable, key) in rows {
+            if key == "PRI" {
+                existing.key.push(name.clone());
+            }
+            existing
+                .columns
+                .push((name, target::normalize(&column_type), nullable == "YES"));
+        }
+        Ok(Some(existing))
+    }
+
+    async fn ensure_tables(
+        &mut self,
+        conn: &mut Conn,
+        work: &[TableWork],
+    ) -> Result<(), SinkError> {
+        for item in work {
+            let database = self.database(&item.table);
+            let key = (database.clone(), item.table.table.name.clone());
+            if self
+                .ensured
+                .get(&key)
+                .is_some_and(|known| known.columns == item.table.columns)
+            {
+                continue;
+            }
+            let existing = Self::describe(conn, &database, &item.table.table.name).await?;
+            for statement in target::reconcile(&database, &item.table, existing.as_ref())? {
+                tracing::info!(%statement, "changing the target to match the source");
+                conn.query_drop(&statement)
+                    .await
+                    .map_err(|e| SinkError::db(format!("running {statement}"), e))?;
+            }
+            self.ensured.insert(key, item.table.clone());
+        }
+        Ok(())
+    }
+
+    async fn apply_batch(&mut self, prepared: Prepared) -> Result<(), SinkError> {
+        let Prepared {
+            work,
+            offsets,
+            ranges,
+            records,
+            skipped,
+            mut dead,
+        } = prepared;
+        let mut conn = self.conn().await?;
+        self.ensure_tables(&mut conn, &work).await?;
+        let attempt = {
+            let mut tx = conn
+                .start_transaction(TxOpts::default())
+                .await
+                .map_err(|e| SinkError::db("starting a transaction", e))?;
+            match self.apply_work(&mut tx, &work).await {
+                Ok(()) => {
+                    self.store_offsets(&mut tx, &offsets, &ranges).await?;
+                    self.deliver_dead_letters(std::mem::take(&mut dead)).await?;
+                    tx.commit()
+                        .await
+                        .map_err(|e| SinkError::db("committing", e))?;
+                    Ok(())
+                }
+                Err(err) => {
+                    let _ = tx.rollback().await;
+                    Err(err)
+                }
+            }
+        };
+        match attempt {
+            Ok(()) => Ok(()),
+            Err(err) if err.is_data_error() && self.dead_letters.is_some() => {
+                tracing::warn!(error = %err, "the target rejected the batch; applying its events one by one to find the rejected ones");
+                let mut decoder = ChangeDecoder::new(self.registry.clone());
+                let changes = replica::decode_skipping(&mut decoder, &records, &skipped)?;
+                let mut tx = conn
+                    .start_transaction(TxOpts::default())
+                    .await
+                    .map_err(|e| SinkError::db("starting a transaction", e))?;
+                for change in changes {
+                    let record = change.record;
+                    tx.query_drop("SAVEPOINT sluice_event")
+                        .await
+                        .map_err(|e| SinkError::db("savepoint", e))?;
+                    let single =
+                        replica::plan(vec![change]).map_err(|e| SinkError::Schema(e.message))?;
+                    match self.apply_work(&mut tx, &single).await {
+                        Ok(()) => tx
+                            .query_drop("RELEASE SAVEPOINT sluice_event")
+                            .await
+                            .map_err(|e| SinkError::db("savepoint", e))?,
+                        Err(err) if err.is_data_error() => {
+                            tx.query_drop("ROLLBACK TO SAVEPOINT sluice_event")
+                                .await
+                                .map_err(|e| SinkError::db("savepoint", e))?;
+                            dead.push(DeadLetter {
+                                record: records[record].clone(),
+                                error: err.to_string(),
+                            });
+                        }
+                        Err(err) => return Err(err),
+                    }
+                }
+                self.store_offsets(&mut tx, &offsets, &ranges).await?;
+                self.deliver_dead_letters(dead).await?;
+                tx.commit()
+                    .await
+                    .map_err(|e| SinkError::db("committing", e))
+            }
+            Err(err) if err.is_data_error() => Err(SinkError::Poison(err.to_string())),
+            Err(err) => Err(err),
+        }
+    }
+
+    async fn deliver_dead_letters(&self, dead: Vec<DeadLetter>) -> Result<(), SinkError> {
+        if dead.is_empty() {
+            return Ok(());
+        }
+        for letter in &dead {
+            tracing::warn!(topic = %letter.record.topic, partition = letter.record.partition,
+                offset = letter.record.record.offset, error = %letter.error,
+                "event rejected by the target; sent to the dead-letter topic");
+        }
+        let writer = self
+            .dead_letters
+            .as_ref()
+            .ok_or_else(|| SinkError::DeadLetter("no dead-letter topic is configured".into()))?;
+        writer(dead).await.map_err(SinkError::DeadLetter)
+    }
+
+    async fn store_offsets(
+        &mut self,
+        tx: &mut mysql_async::Transaction<'_>,
+        offsets: &Offsets,
+        ranges: &BTreeMap<(Arc<str>, u32), (u64, u64, i32)>,
+    ) -> Result<(), SinkError> {
+        let table = self.offsets_table();
+        let mut sql = format!(
+            "INSERT INTO {table} (sink, topic, `partition`, next_offset, updated_at) VALUES "
+        );
+        for (i, ((topic, partition), next)) in offsets.iter().enumerate() {
+            if i > 0 {
+                sql.push(',');
+            }
+            sql.push('(');
+            write_literal(
+                &mut sql,
+                &mut self.scratch,
+                &Value::Text(self.config.name.clone()),
+            );
+            sql.push(',');
+            write_literal(&mut sql, &mut self.scratch, &Value::Text(topic.clone()));
+            sql.push_str(&format!(",{partition},{next},UTC_TIMESTAMP(6))"));
+        }
+        sql.push_str(" ON DUPLICATE KEY UPDATE next_offset = VALUES(next_offset), updated_at = VALUES(updated_at)");
+        tx.query_drop(&sql)
+            .await
+            .map_err(|e| SinkError::db("storing offsets", e))?;
+        if !ranges.is_empty() {
+            let history = format!(
+                "{}.{}",
+                table.split('.').next().unwrap_or(""),
+                ident(&format!("{}_batches", self.config.offsets_table))
+            );
+            let mut sql = format!(
+                "INSERT INTO {history} (sink, topic, `partition`, first_offset, last_offset, records) VALUES "
+            );
+            for (i, ((topic, partition), (first, last, count))) in ranges.iter().enumerate() {
+                if i > 0 {
+                    sql.push(',');
+                }
+                sql.push('(');
+                write_literal(
+                    &mut sql,
+                    &mut self.scratch,
+                    &Value::Text(self.config.name.clone()),
+                );
+                sql.push(',');
+                write_literal(&mut sql, &mut self.scratch, &Value::Text(topic.to_string()));
+                sql.push_str(&format!(",{partition},{first},{last},{count})"));
+            }
+            tx.query_drop(&sql)
+                .await
+                .map_err(|e| SinkError::db("recording the batch", e))?;
+        }
+        Ok(())
+    }
+
+    async fn apply_work(
+        &mut self,
+        tx: &mut mysql_async::Transaction<'_>,
+        work: &[TableWork],
+    ) -> Result<(), SinkError> {
+        for item in work {
+            let target = format!(
+                "{}.{}",
+                ident(&self.database(&item.table)),
+                ident(&item.table.table.name)
+            );
+            for step in &item.steps {
+                match step {
+                    Step::Truncate => {
+                        tx.query_drop(format!("DELETE FROM {target}"))
+                            .await
+                            .map_err(|e| SinkError::db(format!("truncating {target}"), e))?;
+                    }
+                    Step::Keyed {
+                        upserts,
+                        deletes,
+                        partial,
+                    } => {
+                        self.delete_keys(tx, &item.table, &target, deletes).await?;
+                        let rows: Vec<&Row> = upserts.iter().collect();
+                        self.insert(tx, &item.table, &target, &rows, true).await?;
+                        for row in partial {
+                            self.update_available(tx, &item.table, &target, row).await?;
+                        }
+                    }
+                    Step::Keyless(ops) => {
+                        let mut inserts: Vec<&Row> = Vec::new();
+                        for op in ops {
+                            match op {
+                                KeylessOp::Insert(row) => inserts.push(row),
+                                KeylessOp::Delete(row) => {
+                                    self.insert(tx, &item.table, &target, &inserts, false)
+                                        .await?;
+                                    inserts.clear();
+                                    self.delete_matching(tx, &item.table, &target, row).await?;
+                                }
+                            }
+                        }
+                        self.insert(tx, &item.table, &target, &inserts, false)
+                            .await?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Multi-row INSERT (with ON DUPLICATE KEY UPDATE when `upsert`), split to stay under
+    /// the server's packet limit.
+    async fn insert(
+        &mut self,
+        tx: &mut mysql_async::Transaction<'_>,
+        table: &TableSchema,
+        target: &str,
+        rows: &[&Row],
+        upsert: bool,
+    ) -> Result<(), SinkError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let columns: Vec<String> = table.columns.iter().map(|c| ident(&c.name)).collect();
+        let head = format!("INSERT INTO {target} ({}) VALUES ", columns.join(", "));
+        let tail = if upsert {
+            let updates: Vec<String> = table
+                .columns
+                .iter()
+                .filter(|c| !c.key)
+                .map(|c| format!("{0} = VALUES({0})", ident(&c.name)))
+                .collect();
+            if updates.is_empty() {
+                let key = ident(&table.columns[0].name);
+                format!(" ON DUPLICATE KEY UPDATE {key} = {key}")
+            } else {
+                format!(" ON DUPLICATE KEY UPDATE {}", updates.join(", "))
+            }
+        } else {
+            String::new()
+        };
+        let mut sql = std::mem::take(&mut self.sql);
+        sql.clear();
+        let mut in_statement = 0;
+        for (n, row) in rows.iter().enumerate() {
+            if in_statement == 0 {
+                sql.push_str(&head);
+            } else {
+                sql.push(',');
+            }
+            sql.push('(');
+            for (i, value) in row.values.iter().enumerate() {
+                if i > 0 {
+                    sql.push(',');
+                }
+                write_literal(&mut sql, &mut self.scratch, value);
+            }
+            sql.push(')');
+            in_statement += 1;
+            if sql.len() >= MAX_STATEMENT || n + 1 == rows.len() {
+                sql.push_str(&tail);
+                let result = tx.query_drop(sql.as_str()).await;
+                sql.clear();
+                in_statement = 0;
+                if let Err(e) = result {
+                    self.sql = sql;
+                    return Err(SinkError::db(format!("writing rows into {target}"), e));
+                }
+            }
+        }
+        self.sql = sql;
+        Ok(())
+    }
+
+    async fn delete_keys(
+        &mut self,
+        tx: &mut mysql_async::Transaction<'_>,
+        table: &TableSchema,
+        target: &str,
+        rows: &[Row],
+    ) -> Result<(), SinkError> {
+        let keys: Vec<usize> = table.key_columns().map(|(i, _)| i).collect();
+        let names: Vec<String> = keys
+            .iter()
+            .map(|i| ident(&table.columns[*i].name))
+            .collect();
+        for chunk in rows.chunks(1000) {
+            let mut sql = format!("DELETE FROM {target} WHERE ({}) IN (", names.join(", "));
+            for (n, row) in chunk.iter().enumerate() {
+                if n > 0 {
+                    sql.push(',');
+                }
+                sql.push('(');
+                for (k, i) in keys.iter().enumerate() {
+                    if k > 0 {
+                        sql.push(',');
+                    }
+                    write_literal(&mut sql, &mut self.scratch, &row.values[*i]);
+                }
+                sql.push(')');
+            }
+            sql.push(')');
+            tx.query_drop(&sql)
+                .await
+                .map_err(|e| SinkError::db(format!("deleting from {target}"), e))?;
+        }
+        Ok(())
+    }
+
+    /// An update whose unchanged columns the source did not send: sets the others.
+    async fn update_available(
+        &mut self,
+        tx: &mut mysql_async::Transaction<'_>,
+        table: &TableSchema,
+        target: &str,
+        row: &Row,
+    ) -> Result<(), SinkError> {
+        let (mut sets, mut wheres) = (Vec::new(), Vec::new());
+        for (column, value) in table.columns.iter().zip(&row.values) {
+            if matches!(value, Value::Unavailable) {
+                continue;
+            }
+            let mut literal = String::new();
+            write_literal(&mut literal, &mut self.scratch, value);
+            let clause = format!("{} = {literal}", ident(&column.name));
+            if column.key {
+                wheres.push(clause);
+            } else {
+                sets.push(clause);
+            }
+        }
+        if sets.is_empty() {
+            return Ok(());
+        }
+        tx.query_drop(format!(
+            "UPDATE {target} SET {} WHERE {}",
+            sets.join(", "),
+            wheres.join(" AND ")
+        ))
+        .await
+        .map_err(|e| SinkError::db(format!("updating {target}"), e))
+    }
+
+    /// Deletes one row equal to `row` in every column (tables without a key).
+    async fn delete_matching(
+        &mut self,
+        tx: &mut mysql_async::Transaction<'_>,
+        table: &TableSchema,
+        target: &str,
+        row: &Row,
+    ) -> Result<(), SinkError> {
+        let mut conditions = Vec::new();
+        for (column, value) in table.columns.iter().zip(&row.values) {
+            let mut literal = String::new();
+            write_literal(&mut literal, &mut self.scratch, value);
+            conditions.push(format!("{} <=> {literal}", ident(&column.name)));
+        }
+        tx.query_drop(format!(
+            "DELETE FROM {target} WHERE {} LIMIT 1",
+            conditions.join(" AND ")
+        ))
+        .await
+        .map_err(|e| SinkError::db(format!("deleting from {target}"), e))
+    }
+
+    async fn open_target(&mut self) -> Result<Offsets, SinkError> {
+        self.ensured.clear();
+        let mut conn = self.conn().await?;
+        let table = self.offsets_table();
+        let database = table.split('.').next().unwrap_or("").to_owned();
+        conn.query_drop(format!("CREATE DATABASE IF NOT EXISTS {database}"))
+            .await
+            .map_err(|e| SinkError::db(format!("creating {database}"), e))?;
+        conn.query_drop(format!(
+            "CREATE TABLE IF NOT EXISTS {table} (sink varchar(255) NOT NULL, topic varchar(255) NOT NULL, \
+             `partition` int NOT NULL, next_offset bigint NOT NULL, updated_at datetime(6) NOT NULL, \
+             PRIMARY KEY (sink, topic, `partition`))"
+        ))
+        .await
+        .map_err(|e| SinkError::db(format!("creating {table}"), e))?;
+        if self.config.batch_history {
+            let history = format!(
+                "{database}.{}",
+                ident(&format!("{}_batches", self.config.offsets_table))
+            );
+            conn.query_drop(format!(
+                "CREATE TABLE IF NOT EXISTS {history} (sink varchar(255) NOT NULL, topic varchar(255) NOT NULL, \
+                 `partition` int NOT NULL, first_offset bigint NOT NULL, last_offset bigint NOT NULL, \
+                 records int NOT NULL, applied_at datetime(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6), \
+                 PRIMARY KEY (sink, topic, `partition`, first_offset))"
+            ))
+            .await
+            .map_err(|e| SinkError::db(format!("creating {history}"), e))?;
+        }
+        let rows: Vec<(String, u32, u64)> = conn
+            .exec(
+                format!("SELECT topic, `partition`, next_offset FROM {table} WHERE sink = ?"),
+                (self.config.name.as_str(),),
+            )
+            .await
+            .map_err(|e| SinkError::db(format!("reading {table}"), e))?;
+        Ok(rows
+            .into_iter()
+            .map(|(topic, partition, next)| ((topic, partition), next))
+            .collect())
+    }
+}
+
+impl Target for MysqlTarget {
+    type Error = SinkError;
+
+    async fn open(&mut self) -> Result<Offsets, SinkError> {
+        self.open_target().await
+    }
+
+    async fn apply(&mut self, batch: Prepared) -> Result<(), SinkError> {
+        self.apply_batch(batch).await
+    }
+
+    fn close(&mut self) {
+        if let Some(pool) = self.pool.take() {
+            tokio::spawn(async move {
+                let _ = pool.disconnect().await;
+            });
+        }
+    }
+}

@@ -1,0 +1,107 @@
+//! Configuration of the MySQL/MariaDB sink.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use crate::ConfigError;
+
+/// `[[sinks]] kind = "mysql"` (MySQL 8 or MariaDB 10.6+).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MysqlSinkConfig {
+    /// Sink name: the key of its rows in the offsets table. Required.
+    pub name: String,
+    /// `mysql://user[:password]@host[:port]/database` of the target. Required. The user needs
+    /// CREATE and ALTER on the target database and the usual DML rights.
+    pub url: String,
+    /// File whose content (trailing newline trimmed) is the password; overrides one in `url`.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// Topics to apply (Avro: `encoding = "avro"` on the source). Required.
+    pub topics: Vec<String>,
+    /// Database the target tables go to. Default: the URL's database, else the source table's
+    /// schema (or database) name.
+    #[serde(default)]
+    pub database: Option<String>,
+    /// Apply only whole log commits (never part of a source transaction). Default false.
+    #[serde(default)]
+    pub transactional: bool,
+    /// Log topic for events the target rejects. Default none: they stop the sink.
+    #[serde(default)]
+    pub dead_letter_topic: Option<String>,
+    /// Table holding the sink's offsets, in the target database. Default `_sluice_offsets`.
+    #[serde(default = "default_offsets_table")]
+    pub offsets_table: String,
+    /// Also record every applied batch in `<offsets_table>_batches`. Default false.
+    #[serde(default)]
+    pub batch_history: bool,
+    /// Connections in the pool. Default 2.
+    #[serde(default = "default_pool_size")]
+    pub pool_size: usize,
+}
+
+fn default_offsets_table() -> String {
+    "_sluice_offsets".to_owned()
+}
+
+fn default_pool_size() -> usize {
+    2
+}
+
+impl MysqlSinkConfig {
+    pub fn validate(&self, key: &str) -> Result<(), ConfigError> {
+        let err = |field: &str, message: String| ConfigError {
+            key: format!("{key}.{field}"),
+            message,
+        };
+        if self.name.is_empty()
+            || !self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            return Err(err("name", "use letters, digits, '_' and '-'".into()));
+        }
+        self.opts().map_err(|message| err("url", message))?;
+        if self.topics.is_empty() {
+            return Err(err(
+                "topics",
+                "list at least one topic or pattern, e.g. [\"shop.public.*\"]".into(),
+            ));
+        }
+        if self.pool_size == 0 {
+            return Err(err("pool_size", "must be at least 1".into()));
+        }
+        if let Some(topic) = &self.dead_letter_topic {
+            if topic.is_empty() || topic.starts_with('_') {
+                return Err(err(
+                    "dead_letter_topic",
+                    "name a topic, e.g. \"replica.dead_letters\"".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Connection options: the URL, the password file, and the session settings the sink's
+    /// SQL relies on (strict mode, UTC, utf8mb4).
+    pub fn opts(&self) -> Result<mysql_async::Opts, String> {
+        let opts = mysql_async::Opts::from_url(&self.url)
+            .map_err(|e| format!("not a valid MySQL URL (mysql://user@host:3306/db): {e}"))?;
+        let mut builder = mysql_async::OptsBuilder::from_opts(opts)
+            .init(vec![
+                "SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION', time_zone = '+00:00', NAMES utf8mb4",
+            ])
+            .pool_opts(mysql_async::PoolOpts::default().with_constraints(
+                mysql_async::PoolConstraints::new(0, self.pool_size.max(1))
+                    .expect("0 <= pool size"),
+            ));
+        if let Some(path) = &self.password_file {
+            let password = std::fs::read_to_string(path)
+                .map_err(|e| format!("password_file {}: {e}", path.display()))?;
+            builder = builder.pass(Some(password.trim_end_matches(['\n', '\r']).to_owned()));
+        }
+        Ok(builder.into())
+    }
+}
