@@ -119,6 +119,33 @@ async fn run_async(config: FileConfig, stop_at: Option<Position>) -> Result<(), 
                     ),
                 );
             }
+            SourceConfig::Mysql(my) => {
+                // Debezium's connector name for MySQL and MariaDB alike.
+                let block = SourceBlock {
+                    connector: "mysql",
+                    name: name.clone(),
+                    db: String::new(),
+                };
+                let encoder = encoder(
+                    block,
+                    my.tombstones,
+                    my.encoding,
+                    my.avro_decimals,
+                    &registry,
+                );
+                let source = sluice_connectors::mysql::source::MysqlSource::new(my);
+                tasks.spawn(
+                    format!("source {name}"),
+                    span,
+                    run_source(
+                        settings,
+                        source,
+                        encoder,
+                        backend.clone(),
+                        tasks.cancel_token(),
+                    ),
+                );
+            }
         }
     }
     for sink in config.sinks {
@@ -341,6 +368,9 @@ pub fn probe(config: &FileConfig) -> Result<(), Failure> {
         let result = match source {
             SourceConfig::Postgres(pg) => runtime
                 .block_on(sluice_connectors::postgres::probe(pg))
+                .map_err(anyhow::Error::from),
+            SourceConfig::Mysql(my) => runtime
+                .block_on(sluice_connectors::mysql::source::probe(my))
                 .map_err(anyhow::Error::from),
         };
         match result {

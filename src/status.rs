@@ -47,9 +47,12 @@ pub fn status(config: &FileConfig) -> Result<(), Failure> {
             topics.len()
         );
         let server = match source {
-            SourceConfig::Postgres(pg) => {
-                runtime.block_on(sluice_connectors::postgres::slot_status(pg))
-            }
+            SourceConfig::Postgres(pg) => runtime
+                .block_on(sluice_connectors::postgres::slot_status(pg))
+                .map_err(|e| e.to_string()),
+            SourceConfig::Mysql(my) => runtime
+                .block_on(sluice_connectors::mysql::source::probe(my))
+                .map_err(|e| e.to_string()),
         };
         match server {
             Ok(line) => println!("  server: {line}"),

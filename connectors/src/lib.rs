@@ -51,6 +51,8 @@ pub enum AvroDecimals {
 pub enum SourceConfig {
     #[cfg(feature = "postgres")]
     Postgres(postgres::PostgresSourceConfig),
+    #[cfg(feature = "mysql")]
+    Mysql(mysql::source::config::MysqlSourceConfig),
 }
 
 impl SourceConfig {
@@ -58,6 +60,8 @@ impl SourceConfig {
         match self {
             #[cfg(feature = "postgres")]
             SourceConfig::Postgres(config) => &config.name,
+            #[cfg(feature = "mysql")]
+            SourceConfig::Mysql(config) => &config.name,
         }
     }
 
@@ -65,6 +69,8 @@ impl SourceConfig {
         match self {
             #[cfg(feature = "postgres")]
             SourceConfig::Postgres(config) => config.validate(key),
+            #[cfg(feature = "mysql")]
+            SourceConfig::Mysql(config) => config.validate(key),
         }
     }
 }

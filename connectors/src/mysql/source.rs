@@ -1,0 +1,291 @@
+//! The MySQL/MariaDB source: a consistent snapshot, then the row binlog, into the log.
+//!
+//! - `config.rs`: the `[[sources]] kind = "mysql"` section.
+//! - `catalog.rs`: flavour, settings and privileges, tables and their columns.
+//! - `snapshot.rs`: the initial snapshot in primary-key chunks inside one consistent-snapshot
+//!   transaction, at a binlog position read without locking (MariaDB) or under the shortest
+//!   global read lock (MySQL).
+//! - `binlog.rs`: the binlog stream (GTID-positioned on MariaDB and MySQL, file and offset
+//!   otherwise), whole transactions with their positions.
+//! - `values.rs`: binlog and snapshot values into sluice's values.
+//! - `gtid.rs`: MariaDB GTID lists, MySQL GTID sets, MariaDB GTID events.
+//!
+//! Both phases run on one producer task that sends units (a transaction, or a snapshot chunk)
+//! with the checkpoint after each; `next_batch` groups units into batches that end on unit
+//! boundaries, so a batch always ends on a transaction commit.
+
+mod binlog;
+mod catalog;
+pub mod config;
+mod gtid;
+mod snapshot;
+mod values;
+
+use std::time::Duration;
+
+use mysql_async::prelude::Queryable;
+use mysql_async::Pool;
+use sluice_core::checkpoint::{Checkpoint, SnapshotProgress};
+use sluice_core::event::ChangeEvent;
+use sluice_core::retry::{Classify, ErrorKind};
+use sluice_core::source::{Source, SourceBatch};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use self::config::{MysqlSourceConfig, SnapshotMode};
+
+pub use self::catalog::Flavor;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("{context}: {source}")]
+    Mysql {
+        context: String,
+        #[source]
+        source: mysql_async::Error,
+    },
+    #[error("the server is not set up for change capture:\n  - {}", .0.join("\n  - "))]
+    Setup(Vec<String>),
+    #[error(
+        "the binlog needed to resume at {position} is gone from the server (purged?): {message}; to fix: set snapshot = \"when_needed\" to take a new snapshot, or recreate the pipeline with a fresh [log] dir"
+    )]
+    BinlogGone { position: String, message: String },
+    #[error("column {column} of {table} {problem}")]
+    Value {
+        table: String,
+        column: String,
+        problem: String,
+    },
+    #[error("a DDL statement touches the captured table {table} and sluice cannot tell what it does: {statement:?}; change the table with CREATE/ALTER/DROP/RENAME TABLE, or stop capturing it")]
+    UnknownDdl { table: String, statement: String },
+    #[error("the binlog stream ended")]
+    StreamEnded,
+    #[error("{0}")]
+    Other(String),
+}
+
+impl SourceError {
+    fn mysql(context: &'static str) -> impl Fn(mysql_async::Error) -> SourceError {
+        move |source| SourceError::Mysql {
+            context: context.to_owned(),
+            source,
+        }
+    }
+}
+
+impl Classify for SourceError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            SourceError::Mysql { source, .. } => match source {
+                mysql_async::Error::Server(server) => match server.code {
+                    // Lock wait, deadlock, too many connections, shutdown in progress.
+                    1205 | 1213 | 1040 | 1053 | 2013 => ErrorKind::Transient,
+                    _ => ErrorKind::Definite,
+                },
+                mysql_async::Error::Url(_) => ErrorKind::Definite,
+                _ => ErrorKind::Transient,
+            },
+            SourceError::StreamEnded => ErrorKind::Transient,
+            _ => ErrorKind::Definite,
+        }
+    }
+}
+
+/// A transaction (or snapshot chunk) and the checkpoint right after it.
+#[derive(Debug)]
+struct Unit {
+    events: Vec<ChangeEvent>,
+    checkpoint: Checkpoint,
+}
+
+/// The MySQL/MariaDB source.
+pub struct MysqlSource {
+    config: MysqlSourceConfig,
+    pool: Option<Pool>,
+    rx: Option<mpsc::Receiver<Result<Unit, SourceError>>>,
+    producer: Option<JoinHandle<()>>,
+    /// A unit received but not yet put in a batch.
+    carry: Option<Unit>,
+}
+
+impl MysqlSource {
+    pub fn new(config: MysqlSourceConfig) -> MysqlSource {
+        MysqlSource {
+            config,
+            pool: None,
+            rx: None,
+            producer: None,
+            carry: None,
+        }
+    }
+
+    fn pool(&mut self) -> Result<Pool, SourceError> {
+        if let Some(pool) = &self.pool {
+            return Ok(pool.clone());
+        }
+        let opts = self.config.opts().map_err(SourceError::Other)?;
+        let pool = Pool::new(opts);
+        self.pool = Some(pool.clone());
+        Ok(pool)
+    }
+
+    fn stop_producer(&mut self) {
+        if let Some(producer) = self.producer.take() {
+            producer.abort();
+        }
+        self.rx = None;
+        self.carry = None;
+    }
+}
+
+/// Connects and reports the server's settings and privileges (`sluice check --connect`).
+pub async fn probe(config: &MysqlSourceConfig) -> Result<String, SourceError> {
+    let opts = config.opts().map_err(SourceError::Other)?;
+    let mut conn = mysql_async::Conn::new(opts)
+        .await
+        .map_err(SourceError::mysql("connecting"))?;
+    let server = catalog::server(&mut conn).await?;
+    let problems = catalog::problems(&mut conn, &server).await?;
+    let tables = catalog::tables(&mut conn, &config.tables).await?;
+    let _ = conn.disconnect().await;
+    if !problems.is_empty() {
+        return Err(SourceError::Setup(problems));
+    }
+    Ok(format!(
+        "{} {}; binlog ROW/FULL; GTIDs {}; {} table(s) match",
+        match server.flavor {
+            Flavor::Mariadb => "MariaDB",
+            Flavor::Mysql => "MySQL",
+        },
+        server.version,
+        if server.gtid_mode {
+            "on"
+        } else {
+            "off (file+offset)"
+        },
+        tables.len()
+    ))
+}
+
+/// The producer: snapshot if needed, then the binlog; everything goes to `tx` as units.
+async fn produce(
+    config: MysqlSourceConfig,
+    pool: Pool,
+    resume: Option<Checkpoint>,
+    tx: mpsc::Sender<Result<Unit, SourceError>>,
+) {
+    let result = async {
+        let mut conn = pool.get_conn().await.map_err(SourceError::mysql("connecting"))?;
+        let server = catalog::server(&mut conn).await?;
+        let problems = catalog::problems(&mut conn, &server).await?;
+        // Only what breaks capture stops the source; the rest is a warning.
+        let fatal: Vec<String> = problems
+            .iter()
+            .filter(|p| p.contains("binlog_format") || p.contains("binlog_row_image") || p.contains("binlog is off") || p.contains("REPLICATION SLAVE"))
+            .cloned()
+            .collect();
+        for problem in problems.iter().filter(|p| !fatal.contains(p)) {
+            tracing::warn!(%problem, "server setting");
+        }
+        if !fatal.is_empty() {
+            return Err(SourceError::Setup(fatal));
+        }
+        let tables = catalog::tables(&mut conn, &config.tables).await?;
+        if tables.is_empty() {
+            tracing::warn!(patterns = ?config.tables, "no table matches the configured patterns yet");
+        }
+        drop(conn);
+        let snapshot_needed = match &resume {
+            None => config.snapshot != SnapshotMode::Never,
+            Some(checkpoint) => checkpoint.snapshot == SnapshotProgress::InProgress,
+        };
+        let position = if snapshot_needed {
+            snapshot::run(&config, &pool, &server, &tables, &tx).await?
+        } else {
+            match resume {
+                Some(checkpoint) => checkpoint.position,
+                None => snapshot::current_position(&pool, &server).await?,
+            }
+        };
+        binlog::stream(&config, &pool, &server, tables, position, &tx).await
+    }
+    .await;
+    if let Err(err) = result {
+        let _ = tx.send(Err(err)).await;
+    }
+}
+
+impl Source for MysqlSource {
+    type Error = SourceError;
+
+    async fn start(&mut self, resume: Option<Checkpoint>) -> Result<(), SourceError> {
+        self.stop_producer();
+        let pool = self.pool()?;
+        // Reach the server now, so that an unreachable one is reported at start.
+        let mut conn = pool
+            .get_conn()
+            .await
+            .map_err(SourceError::mysql("connecting"))?;
+        conn.ping()
+            .await
+            .map_err(SourceError::mysql("connecting"))?;
+        drop(conn);
+        let (tx, rx) = mpsc::channel(64);
+        self.producer = Some(tokio::spawn(produce(self.config.clone(), pool, resume, tx)));
+        self.rx = Some(rx);
+        Ok(())
+    }
+
+    async fn next_batch(&mut self) -> Result<Option<SourceBatch>, SourceError> {
+        let rx = self.rx.as_mut().expect("started");
+        let first = match self.carry.take() {
+            Some(unit) => unit,
+            None => match tokio::time::timeout(Duration::from_secs(1), rx.recv()).await {
+                Err(_) => return Ok(None),
+                Ok(None) => return Err(SourceError::StreamEnded),
+                Ok(Some(unit)) => unit?,
+            },
+        };
+        let deadline =
+            tokio::time::Instant::now() + Duration::from_millis(self.config.max_batch_ms);
+        let mut events = first.events;
+        let mut checkpoint = first.checkpoint;
+        while events.len() < self.config.max_batch_events {
+            let next = match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Err(_) | Ok(None) => break,
+                Ok(Some(unit)) => unit,
+            };
+            match next {
+                Ok(unit) => {
+                    events.extend(unit.events);
+                    checkpoint = unit.checkpoint;
+                }
+                Err(err) => {
+                    // Deliver what is whole first; the error comes with the next call.
+                    let (tx_err, rx_err) = mpsc::channel(1);
+                    let _ = tx_err.try_send(Err(err));
+                    let old = std::mem::replace(rx, rx_err);
+                    drop(old);
+                    break;
+                }
+            }
+        }
+        Ok(Some(SourceBatch {
+            events,
+            checkpoint: Some(checkpoint),
+        }))
+    }
+
+    async fn commit(&mut self, _checkpoint: &Checkpoint) -> Result<(), SourceError> {
+        // The server keeps binlogs by age, not by replica acknowledgement: nothing to tell it.
+        Ok(())
+    }
+
+    async fn shutdown(&mut self) -> Result<(), SourceError> {
+        self.stop_producer();
+        if let Some(pool) = self.pool.take() {
+            let _ = pool.disconnect().await;
+        }
+        Ok(())
+    }
+}

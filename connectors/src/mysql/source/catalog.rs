@@ -1,0 +1,360 @@
+//! What the source reads from the server's catalog: flavour and settings (with fixes for
+//! what is wrong), the tables that match the configured patterns, and their columns as sluice
+//! types plus what decoding their binlog values needs (signedness, enum and set labels,
+//! charsets).
+
+use std::sync::Arc;
+
+use mysql_async::prelude::Queryable;
+use mysql_async::Conn;
+use sluice_core::event::{Column, DataType, TableId, TableSchema};
+use sluice_core::topic::glob_match;
+
+use super::SourceError;
+
+/// MySQL or MariaDB.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavor {
+    Mysql,
+    Mariadb,
+}
+
+/// The server settings the source needs.
+#[derive(Debug, Clone)]
+pub struct Server {
+    pub flavor: Flavor,
+    pub version: String,
+    pub gtid_mode: bool,
+}
+
+/// How a column's values are decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Kind {
+    Int {
+        unsigned: bool,
+        bits: u8,
+    },
+    Float,
+    Double,
+    Decimal,
+    /// Text in a charset: `utf8`-family, or `latin1` (converted).
+    Text {
+        latin1: bool,
+    },
+    Binary,
+    Bit {
+        bits: u32,
+    },
+    Json,
+    Enum(Vec<String>),
+    Set(Vec<String>),
+    Date,
+    DateTime,
+    Timestamp,
+    Time,
+    Year,
+    /// A type sluice has no mapping for (geometry…).
+    Unknown(String),
+}
+
+/// A captured table: its schema and how to decode each column.
+#[derive(Debug, Clone)]
+pub struct TableInfo {
+    pub schema: Arc<TableSchema>,
+    pub kinds: Vec<Kind>,
+}
+
+pub fn table_matches(patterns: &[String], database: &str, table: &str) -> bool {
+    let name = format!("{database}.{table}");
+    patterns.iter().any(|pattern| glob_match(pattern, &name))
+}
+
+pub async fn server(conn: &mut Conn) -> Result<Server, SourceError> {
+    let version: String = conn
+        .query_first("SELECT VERSION()")
+        .await
+        .map_err(SourceError::mysql("reading the server version"))?
+        .unwrap_or_default();
+    let flavor = if version.to_ascii_lowercase().contains("mariadb") {
+        Flavor::Mariadb
+    } else {
+        Flavor::Mysql
+    };
+    let gtid_mode = match flavor {
+        // MariaDB always writes GTIDs.
+        Flavor::Mariadb => true,
+        Flavor::Mysql => {
+            let mode: Option<String> = conn
+                .query_first("SELECT @@GLOBAL.gtid_mode")
+                .await
+                .map_err(SourceError::mysql("reading gtid_mode"))?;
+            mode.is_some_and(|m| m.eq_ignore_ascii_case("ON"))
+        }
+    };
+    Ok(Server {
+        flavor,
+        version,
+        gtid_mode,
+    })
+}
+
+/// Settings and privileges, each problem with its fix; empty when all is well.
+pub async fn problems(conn: &mut Conn, server: &Server) -> Result<Vec<String>, SourceError> {
+    let mut problems = Vec::new();
+    async fn get(conn: &mut Conn, name: &str) -> Result<String, mysql_async::Error> {
+        conn.query_first::<Option<String>, _>(format!("SELECT @@GLOBAL.{name}"))
+            .await
+            .map(|v| v.flatten().unwrap_or_default())
+    }
+    let log_bin = get(conn, "log_bin")
+        .await
+        .map_err(SourceError::mysql("reading log_bin"))?;
+    if log_bin != "1" && !log_bin.eq_ignore_ascii_case("ON") {
+        problems
+            .push("the binlog is off: set log_bin in the server's config and restart it".into());
+    }
+    let format = get(conn, "binlog_format")
+        .await
+        .map_err(SourceError::mysql("reading binlog_format"))?;
+    if !format.eq_ignore_ascii_case("ROW") {
+        problems.push(format!(
+            "binlog_format is {format}: run SET GLOBAL binlog_format = 'ROW' (and set it in the config file)"
+        ));
+    }
+    let image = get(conn, "binlog_row_image")
+        .await
+        .map_err(SourceError::mysql("reading binlog_row_image"))?;
+    if !image.eq_ignore_ascii_case("FULL") {
+        problems.push(format!(
+            "binlog_row_image is {image}: run SET GLOBAL binlog_row_image = 'FULL' (old rows must be whole)"
+        ));
+    }
+    let metadata = get(conn, "binlog_row_metadata").await.unwrap_or_default();
+    if !metadata.eq_ignore_ascii_case("FULL") {
+        problems.push(format!(
+            "binlog_row_metadata is {}: run SET GLOBAL binlog_row_metadata = 'FULL' (column names, \
+             signedness and enum labels in every row event)",
+            if metadata.is_empty() { "unset" } else { &metadata }
+        ));
+    }
+    if server.flavor == Flavor::Mysql && !server.gtid_mode {
+        problems.push(
+            "gtid_mode is OFF: positions will be binlog file and offset (set gtid_mode = ON and \
+             enforce_gtid_consistency = ON for positions that survive failover)"
+                .into(),
+        );
+    }
+    let grants: Vec<String> = conn
+        .query("SHOW GRANTS")
+        .await
+        .map_err(SourceError::mysql("reading grants"))?;
+    let all = grants.join(" ").to_ascii_uppercase();
+    let has = |privilege: &str| all.contains("ALL PRIVILEGES ON *.*") || all.contains(privilege);
+    for privilege in ["REPLICATION SLAVE", "REPLICATION CLIENT"] {
+        // MariaDB 10.5+ calls REPLICATION CLIENT "BINLOG MONITOR".
+        let alias = privilege == "REPLICATION CLIENT" && has("BINLOG MONITOR");
+        if !has(privilege) && !alias {
+            problems.push(format!(
+                "the user lacks {privilege}: GRANT {privilege} ON *.* TO <user>"
+            ));
+        }
+    }
+    if !has("SELECT") {
+        problems.push(
+            "the user lacks SELECT on the captured tables: GRANT SELECT ON <db>.* TO <user>".into(),
+        );
+    }
+    Ok(problems)
+}
+
+/// Tables matching `patterns`, with their columns, in name order.
+pub async fn tables(conn: &mut Conn, patterns: &[String]) -> Result<Vec<TableInfo>, SourceError> {
+    let names: Vec<(String, String)> = conn
+        .query(
+            "SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES WHERE TABLE_TYPE = 'BASE TABLE' \
+             AND TABLE_SCHEMA NOT IN ('mysql', 'information_schema', 'performance_schema', 'sys') \
+             ORDER BY TABLE_SCHEMA, TABLE_NAME",
+        )
+        .await
+        .map_err(SourceError::mysql("listing tables"))?;
+    let mut tables = Vec::new();
+    for (database, table) in names {
+        if table_matches(patterns, &database, &table) {
+            tables.push(table_info(conn, &database, &table).await?);
+        }
+    }
+    Ok(tables)
+}
+
+/// One table's columns as the catalog describes them now.
+pub async fn table_info(
+    conn: &mut Conn,
+    database: &str,
+    table: &str,
+) -> Result<TableInfo, SourceError> {
+    let rows: Vec<(String, String, String, String, String, Option<String>)> = conn
+        .exec(
+            "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, IS_NULLABLE, COLUMN_KEY, CHARACTER_SET_NAME \
+             FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION",
+            (database, table),
+        )
+        .await
+        .map_err(SourceError::mysql("reading columns"))?;
+    let mut columns = Vec::with_capacity(rows.len());
+    let mut kinds = Vec::with_capacity(rows.len());
+    for (name, data_type, column_type, nullable, key, charset) in rows {
+        let (data, kind) = map_type(&data_type, &column_type, charset.as_deref());
+        columns.push(Column {
+            name,
+            type_name: column_type,
+            data_type: data,
+            key: key == "PRI",
+            nullable: nullable == "YES",
+        });
+        kinds.push(kind);
+    }
+    Ok(TableInfo {
+        schema: Arc::new(TableSchema {
+            table: TableId {
+                namespace: database.to_owned(),
+                name: table.to_owned(),
+            },
+            columns,
+            version: 1,
+        }),
+        kinds,
+    })
+}
+
+/// Labels of `enum('a','b')` / `set('x','y')` (quotes doubled inside labels).
+pub fn labels(column_type: &str) -> Vec<String> {
+    let inside = column_type
+        .split_once('(')
+        .and_then(|(_, rest)| rest.rsplit_once(')'))
+        .map_or("", |(inside, _)| inside);
+    let mut labels = Vec::new();
+    let mut current = String::new();
+    let mut chars = inside.chars().peekable();
+    let mut quoted = false;
+    while let Some(c) = chars.next() {
+        match (c, quoted) {
+            ('\'', false) => quoted = true,
+            ('\'', true) if chars.peek() == Some(&'\'') => {
+                chars.next();
+                current.push('\'');
+            }
+            ('\'', true) => {
+                quoted = false;
+                labels.push(std::mem::take(&mut current));
+            }
+            (c, true) => current.push(c),
+            _ => {}
+        }
+    }
+    labels
+}
+
+/// sluice's type and the decoding kind of a MySQL column.
+pub fn map_type(data_type: &str, column_type: &str, charset: Option<&str>) -> (DataType, Kind) {
+    let ct = column_type.to_ascii_lowercase();
+    let unsigned = ct.contains("unsigned");
+    let int = |bits: u8, signed: DataType, unsigned_type: DataType| {
+        (
+            if unsigned { unsigned_type } else { signed },
+            Kind::Int { unsigned, bits },
+        )
+    };
+    let numbers = || {
+        ct.split_once('(')
+            .and_then(|(_, rest)| rest.split_once(')'))
+            .map(|(inside, _)| {
+                inside
+                    .split(',')
+                    .filter_map(|n| n.trim().parse::<u32>().ok())
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default()
+    };
+    match data_type.to_ascii_lowercase().as_str() {
+        "tinyint" => int(8, DataType::Int8, DataType::UInt8),
+        "smallint" => int(16, DataType::Int16, DataType::UInt16),
+        "mediumint" => int(24, DataType::Int32, DataType::UInt32),
+        "int" | "integer" => int(32, DataType::Int32, DataType::UInt32),
+        "bigint" => int(64, DataType::Int64, DataType::UInt64),
+        "decimal" | "numeric" => {
+            let n = numbers();
+            (
+                DataType::Decimal {
+                    precision: n.first().copied(),
+                    scale: Some(n.get(1).copied().unwrap_or(0)),
+                },
+                Kind::Decimal,
+            )
+        }
+        "float" => (DataType::Float32, Kind::Float),
+        "double" | "real" => (DataType::Float64, Kind::Double),
+        "bit" => {
+            let bits = numbers().first().copied().unwrap_or(1);
+            if bits == 1 {
+                (DataType::Bool, Kind::Bit { bits })
+            } else {
+                (DataType::Bytes, Kind::Bit { bits })
+            }
+        }
+        "char" | "varchar" | "tinytext" | "text" | "mediumtext" | "longtext" => {
+            let latin1 = charset.is_some_and(|c| c.eq_ignore_ascii_case("latin1"));
+            if charset.is_some_and(|c| c.eq_ignore_ascii_case("binary")) {
+                (DataType::Bytes, Kind::Binary)
+            } else {
+                (DataType::Text, Kind::Text { latin1 })
+            }
+        }
+        "binary" | "varbinary" | "tinyblob" | "blob" | "mediumblob" | "longblob" => {
+            (DataType::Bytes, Kind::Binary)
+        }
+        "json" => (DataType::Json, Kind::Json),
+        "enum" => (DataType::Enum, Kind::Enum(labels(column_type))),
+        "set" => (DataType::Set, Kind::Set(labels(column_type))),
+        "date" => (DataType::Date, Kind::Date),
+        "datetime" => (DataType::Timestamp, Kind::DateTime),
+        "timestamp" => (DataType::TimestampTz, Kind::Timestamp),
+        "time" => (DataType::Time, Kind::Time),
+        "year" => (DataType::Int16, Kind::Year),
+        other => (DataType::Text, Kind::Unknown(other.to_owned())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn enum_and_set_labels_parse_with_quotes() {
+        assert_eq!(labels("enum('a','b c','it''s')"), vec!["a", "b c", "it's"]);
+        assert_eq!(labels("set('x','y,z')"), vec!["x", "y,z"]);
+    }
+
+    #[test]
+    fn column_types_map() {
+        assert_eq!(
+            map_type("bigint", "bigint(20) unsigned", None).0,
+            DataType::UInt64
+        );
+        assert_eq!(
+            map_type("decimal", "decimal(65,30)", None).0,
+            DataType::Decimal {
+                precision: Some(65),
+                scale: Some(30)
+            }
+        );
+        assert_eq!(map_type("bit", "bit(1)", None).0, DataType::Bool);
+        assert_eq!(
+            map_type("varchar", "varchar(5)", Some("binary")).1,
+            Kind::Binary
+        );
+        assert_eq!(
+            map_type("varchar", "varchar(5)", Some("latin1")).1,
+            Kind::Text { latin1: true }
+        );
+    }
+}

@@ -1,0 +1,144 @@
+//! Configuration of the MySQL/MariaDB source.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use crate::{AvroDecimals, ConfigError, Encoding};
+
+/// `[[sources]] kind = "mysql"` (MySQL 8 or MariaDB 10.6+).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MysqlSourceConfig {
+    /// Source name: the topic prefix (`<name>.<database>.<table>`) and the log writer id.
+    pub name: String,
+    /// `mysql://user[:password]@host[:port]`. Required. The user needs REPLICATION SLAVE,
+    /// REPLICATION CLIENT and SELECT on the captured tables.
+    pub url: String,
+    /// File whose content (trailing newline trimmed) is the password; overrides one in `url`.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// Tables to capture as `database.table`; `*` matches any run of characters. Required.
+    pub tables: Vec<String>,
+    /// `initial` (snapshot on first start, then stream), `never`, or `when_needed` (also
+    /// snapshot again when the binlog needed to resume was purged). Default `initial`.
+    #[serde(default)]
+    pub snapshot: SnapshotMode,
+    /// Server id sluice registers with as a replica; unique among the server's replicas.
+    /// Default 8737.
+    #[serde(default = "default_server_id")]
+    pub server_id: u32,
+    /// Zero dates (`0000-00-00`, `… 00:00:00`): `null` (default) or `error`.
+    #[serde(default)]
+    pub zero_dates: ZeroDates,
+    /// Follow each delete with a tombstone. Default true.
+    #[serde(default = "default_true")]
+    pub tombstones: bool,
+    /// `json` (default) or `avro`.
+    #[serde(default)]
+    pub encoding: Encoding,
+    /// With `encoding = "avro"`: `precise` (default) or `string`.
+    #[serde(default)]
+    pub avro_decimals: AvroDecimals,
+    /// A batch closes at the first transaction end after this many events. Default 5000.
+    #[serde(default = "default_max_batch_events")]
+    pub max_batch_events: usize,
+    /// …or this many milliseconds after its first event. Default 50.
+    #[serde(default = "default_max_batch_ms")]
+    pub max_batch_ms: u64,
+    /// Rows per snapshot query (tables are read in primary-key order). Default 10000.
+    #[serde(default = "default_snapshot_chunk")]
+    pub snapshot_chunk_rows: usize,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SnapshotMode {
+    #[default]
+    Initial,
+    Never,
+    WhenNeeded,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ZeroDates {
+    #[default]
+    Null,
+    Error,
+}
+
+fn default_server_id() -> u32 {
+    8737
+}
+fn default_true() -> bool {
+    true
+}
+fn default_max_batch_events() -> usize {
+    5_000
+}
+fn default_max_batch_ms() -> u64 {
+    50
+}
+fn default_snapshot_chunk() -> usize {
+    10_000
+}
+
+impl MysqlSourceConfig {
+    pub fn validate(&self, key: &str) -> Result<(), ConfigError> {
+        let err = |field: &str, message: String| ConfigError {
+            key: format!("{key}.{field}"),
+            message,
+        };
+        if self.name.is_empty()
+            || !self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            return Err(err(
+                "name",
+                format!(
+                    "{:?} is not a valid source name: use letters, digits, '_' and '-'",
+                    self.name
+                ),
+            ));
+        }
+        self.opts().map_err(|message| err("url", message))?;
+        if self.tables.is_empty() {
+            return Err(err(
+                "tables",
+                "list at least one table pattern, e.g. [\"shop.*\"]".into(),
+            ));
+        }
+        for pattern in &self.tables {
+            if pattern.split('.').count() != 2 || pattern.split('.').any(str::is_empty) {
+                return Err(err(
+                    "tables",
+                    format!("{pattern:?} is not database.table (patterns may use *)"),
+                ));
+            }
+        }
+        if self.server_id == 0 {
+            return Err(err("server_id", "must not be 0".into()));
+        }
+        if self.max_batch_events == 0 || self.snapshot_chunk_rows == 0 {
+            return Err(err("max_batch_events", "must be at least 1".into()));
+        }
+        Ok(())
+    }
+
+    /// Connection options with the session settings the source relies on (UTC, utf8mb4).
+    pub fn opts(&self) -> Result<mysql_async::Opts, String> {
+        let opts = mysql_async::Opts::from_url(&self.url)
+            .map_err(|e| format!("not a valid MySQL URL (mysql://user@host:3306): {e}"))?;
+        let mut builder = mysql_async::OptsBuilder::from_opts(opts)
+            .init(vec!["SET SESSION time_zone = '+00:00', NAMES utf8mb4"]);
+        if let Some(path) = &self.password_file {
+            let password = std::fs::read_to_string(path)
+                .map_err(|e| format!("password_file {}: {e}", path.display()))?;
+            builder = builder.pass(Some(password.trim_end_matches(['\n', '\r']).to_owned()));
+        }
+        Ok(builder.into())
+    }
+}
