@@ -219,6 +219,20 @@ impl Drop for MariaDb {
     }
 }
 
+/// A `[[sources]]` entry named `src` capturing every table of the MariaDB database `db`, with a
+/// replica server id of its own (two replicas with one id would evict each other).
+pub fn mysql_source_config(db: &MariaDb, extra: &str) -> String {
+    let server_id = 1000
+        + db.name
+            .bytes()
+            .fold(7u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)))
+            % 100_000;
+    format!(
+        "[[sources]]\nname = \"src\"\nkind = \"mysql\"\nurl = \"{MARIADB_URL}\"\ntables = [\"{}.*\"]\nserver_id = {server_id}\n{extra}\n",
+        db.name
+    )
+}
+
 /// A `[[sources]]` entry named `src` capturing `public.*` of `db`, plus `extra` lines.
 pub fn source_config(db: &TestDb, extra: &str) -> String {
     format!(

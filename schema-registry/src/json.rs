@@ -239,8 +239,10 @@ pub fn write_value(buf: &mut Vec<u8>, text: &mut String, value: &Value) {
         Value::UInt16(v) => write_int(buf, *v),
         Value::UInt32(v) => write_int(buf, *v),
         Value::UInt64(v) => write_int(buf, *v),
-        Value::Float32(v) => write_float(buf, f64::from(*v), v.is_finite(), || v.to_string()),
-        Value::Float64(v) => write_float(buf, *v, v.is_finite(), || v.to_string()),
+        // Debug is the shortest round-tripping form, with an exponent for large and small
+        // magnitudes (Display would print 309 digits for f64::MAX).
+        Value::Float32(v) => write_float(buf, f64::from(*v), v.is_finite(), || format!("{v:?}")),
+        Value::Float64(v) => write_float(buf, *v, v.is_finite(), || format!("{v:?}")),
         Value::Decimal(d) => {
             text.clear();
             use std::fmt::Write as _;

@@ -41,7 +41,10 @@ pub enum Kind {
     Text {
         latin1: bool,
     },
-    Binary,
+    /// `pad`: the length of a BINARY(n), whose trailing zero bytes the binlog leaves out.
+    Binary {
+        pad: Option<usize>,
+    },
     Bit {
         bits: u32,
     },
@@ -304,13 +307,19 @@ pub fn map_type(data_type: &str, column_type: &str, charset: Option<&str>) -> (D
         "char" | "varchar" | "tinytext" | "text" | "mediumtext" | "longtext" => {
             let latin1 = charset.is_some_and(|c| c.eq_ignore_ascii_case("latin1"));
             if charset.is_some_and(|c| c.eq_ignore_ascii_case("binary")) {
-                (DataType::Bytes, Kind::Binary)
+                (DataType::Bytes, Kind::Binary { pad: None })
             } else {
                 (DataType::Text, Kind::Text { latin1 })
             }
         }
-        "binary" | "varbinary" | "tinyblob" | "blob" | "mediumblob" | "longblob" => {
-            (DataType::Bytes, Kind::Binary)
+        "binary" => (
+            DataType::Bytes,
+            Kind::Binary {
+                pad: numbers().first().map(|n| *n as usize),
+            },
+        ),
+        "varbinary" | "tinyblob" | "blob" | "mediumblob" | "longblob" => {
+            (DataType::Bytes, Kind::Binary { pad: None })
         }
         "json" => (DataType::Json, Kind::Json),
         "enum" => (DataType::Enum, Kind::Enum(labels(column_type))),
@@ -350,7 +359,11 @@ mod tests {
         assert_eq!(map_type("bit", "bit(1)", None).0, DataType::Bool);
         assert_eq!(
             map_type("varchar", "varchar(5)", Some("binary")).1,
-            Kind::Binary
+            Kind::Binary { pad: None }
+        );
+        assert_eq!(
+            map_type("binary", "binary(3)", None).1,
+            Kind::Binary { pad: Some(3) }
         );
         assert_eq!(
             map_type("varchar", "varchar(5)", Some("latin1")).1,

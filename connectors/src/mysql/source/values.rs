@@ -69,6 +69,12 @@ pub fn convert(
                     _ => Value::UInt64(u),
                 }
             } else {
+                // A signed MEDIUMINT can arrive from the binlog without its sign extended.
+                let n = if *bits == 24 && (1 << 23..1 << 24).contains(&n) {
+                    n - (1 << 24)
+                } else {
+                    n
+                };
                 let fit = |_| unexpected(&value);
                 match bits {
                     8 => Value::Int8(i8::try_from(n).map_err(fit)?),
@@ -113,11 +119,20 @@ pub fn convert(
             other => return Err(unexpected(&other)),
         },
         Kind::Text { latin1 } => match value {
-            My::Bytes(b) => Value::Text(text(&b, *latin1)?),
+            // Snapshot queries get text converted to the session's utf8mb4; the binlog has the
+            // column's own bytes.
+            My::Bytes(b) => Value::Text(text(&b, *latin1 && origin == Origin::Binlog)?),
             other => return Err(unexpected(&other)),
         },
-        Kind::Binary => match value {
-            My::Bytes(b) => Value::Bytes(b.into()),
+        Kind::Binary { pad } => match value {
+            My::Bytes(mut b) => {
+                if let Some(n) = pad {
+                    if b.len() < *n {
+                        b.resize(*n, 0);
+                    }
+                }
+                Value::Bytes(b.into())
+            }
             other => return Err(unexpected(&other)),
         },
         Kind::Bit { bits } => {
@@ -370,6 +385,25 @@ mod tests {
         assert_eq!(
             c(My::Bytes(b"2024".to_vec()), Kind::Year, Origin::Binlog),
             Value::Int16(2024)
+        );
+        assert_eq!(
+            c(
+                My::Int(8_388_608),
+                Kind::Int {
+                    unsigned: false,
+                    bits: 24
+                },
+                Origin::Binlog
+            ),
+            Value::Int32(-8_388_608)
+        );
+        assert_eq!(
+            c(
+                My::Bytes(vec![1]),
+                Kind::Binary { pad: Some(3) },
+                Origin::Binlog
+            ),
+            Value::Bytes(vec![1, 0, 0].into())
         );
         assert!(convert(
             My::Bytes(b"x".to_vec()),
