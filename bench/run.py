@@ -14,6 +14,9 @@ Cases:
   log_read           reading every record back from the page cache vs cat of the segments.
   pg_sink_apply      1,000,000 change events applied by the Postgres sink vs COPY FROM of the same
                      rows into an identical table.
+  mysql_stream       1,000,000 single-row inserts (1,000 transactions) from the MariaDB binlog into the
+                     log vs mariadb-binlog --read-from-remote-server -v decoding the same range.
+  mysql_snapshot     a 1,000,000-row MariaDB table snapshotted into the log vs mariadb -e "SELECT *".
   pg_replication_latency  source commit → visible in the target at 2,000 transactions/s (p50, p99).
   encode_avro        1,000,000 events of a 20-column row encoded as Avro (Confluent wire format)
                      vs the same events as Debezium JSON (encode_json); one thread each; also
@@ -233,6 +236,90 @@ def case_pg_sink_apply():
     return min(ours_a, ours_b), min(ref_a, ref_b), None
 
 
+MY = ["mariadb", "-h", "127.0.0.1", "-P", "3306", "-u", "root", "-N", "-B"]
+MY_DB = "sluice_bench"
+
+
+def my(sql):
+    return subprocess.run(MY, input=sql, check=True, capture_output=True, text=True).stdout.strip()
+
+
+def my_reset_and_fill():
+    """1,000,000 single-row INSERTs in transactions of 1,000 (a stored procedure), in a fresh
+    binlog file; returns (gtid_before, gtid_after, file, start_pos, end_pos)."""
+    my(f"DROP DATABASE IF EXISTS {MY_DB}; CREATE DATABASE {MY_DB}; "
+       f"CREATE TABLE {MY_DB}.t (id bigint PRIMARY KEY, customer int NOT NULL, amount decimal(12,2) NOT NULL, "
+       f"note varchar(100), created datetime(6) NOT NULL)")
+    my(f"DELIMITER //\nCREATE PROCEDURE {MY_DB}.fill(n INT, per INT) BEGIN DECLARE i INT DEFAULT 1; START TRANSACTION; "
+       f"WHILE i <= n DO INSERT INTO {MY_DB}.t VALUES (i, i % 1000, (i % 100000) / 100, CONCAT('order note number ', i), NOW(6)); "
+       f"IF i % per = 0 THEN COMMIT; START TRANSACTION; END IF; SET i = i + 1; END WHILE; COMMIT; END//\nDELIMITER ;\n")
+    my("FLUSH BINARY LOGS")
+    before = my("SELECT @@GLOBAL.gtid_binlog_pos")
+    file, start = my("SHOW MASTER STATUS").split("\t")[:2]
+    my(f"CALL {MY_DB}.fill({ROWS}, {max(1, ROWS // TXNS)})")
+    after = my("SELECT @@GLOBAL.gtid_binlog_pos")
+    end_file, end = my("SHOW MASTER STATUS").split("\t")[:2]
+    if end_file != file:
+        raise SystemExit(f"mysql bench: the fill spans binlog files {file}..{end_file}; raise max_binlog_size")
+    return before, after, file, int(start), int(end)
+
+
+def mysql_config(workdir, extra):
+    path = os.path.join(workdir, "my.toml")
+    with open(path, "w") as f:
+        f.write(f'[log]\ndir = "{workdir}/log"\nfsync = "always"\n\n[[sources]]\nname = "bench"\nkind = "mysql"\n'
+                f'url = "mysql://root@127.0.0.1:3306"\ntables = ["{MY_DB}.t"]\nserver_id = 9101\n{extra}\n')
+    return path
+
+
+def case_mysql_stream():
+    """1,000,000 single-row inserts streamed from the binlog into the log until durable, vs
+    mariadb-binlog decoding the same binlog range (rows decoded, -v) to /dev/null."""
+    before, after, file, start, end = my_reset_and_fill()
+
+    def reference():
+        return run_timed(["sh", "-c", f"mariadb-binlog --read-from-remote-server -h 127.0.0.1 -P 3306 -u root "
+                          f"--base64-output=DECODE-ROWS -v --start-position={start} --stop-position={end} {file} > /dev/null"])
+
+    def ours():
+        with tempfile.TemporaryDirectory() as workdir:
+            config = mysql_config(workdir, f'snapshot = "never"\nstart_at = "mariadb-gtid:{before}"')
+            elapsed, rss = peak_rss_mb_of([SLUICE, "run", "-c", config, "--stop-at", f"mariadb-gtid:{after}"])
+            records = count_records(workdir, f"bench.{MY_DB}.t")
+        if records < ROWS:
+            raise SystemExit(f"mysql_stream: only {records} of {ROWS} rows reached the log")
+        return elapsed, rss
+
+    ref_a = reference()
+    ours_a, rss_a = ours()
+    ours_b, rss_b = ours()
+    ref_b = reference()
+    return min(ours_a, ours_b), min(ref_a, ref_b), max(rss_a, rss_b)
+
+
+def case_mysql_snapshot():
+    """A 1,000,000-row table snapshotted into the log vs `mariadb -e "SELECT * FROM t"` to /dev/null."""
+    _, after, _, _, _ = my_reset_and_fill()
+
+    def reference():
+        return run_timed(["sh", "-c", f"mariadb -h 127.0.0.1 -P 3306 -u root -e 'SELECT * FROM {MY_DB}.t' > /dev/null"])
+
+    def ours():
+        with tempfile.TemporaryDirectory() as workdir:
+            config = mysql_config(workdir, 'snapshot = "initial"')
+            elapsed, rss = peak_rss_mb_of([SLUICE, "run", "-c", config, "--stop-at", f"mariadb-gtid:{after}"])
+            records = count_records(workdir, f"bench.{MY_DB}.t")
+        if records < ROWS:
+            raise SystemExit(f"mysql_snapshot: only {records} of {ROWS} rows reached the log")
+        return elapsed, rss
+
+    ref_a = reference()
+    ours_a, rss_a = ours()
+    ours_b, rss_b = ours()
+    ref_b = reference()
+    return min(ours_a, ours_b), min(ref_a, ref_b), max(rss_a, rss_b)
+
+
 LATENCY_BENCH = os.environ.get("LATENCY_BENCH_BIN", "target/release/latency-bench")
 
 
@@ -354,6 +441,8 @@ def main():
         ("pg_snapshot", case_snapshot),
         ("pg_snapshot_avro", lambda: case_snapshot("avro")),
         ("pg_sink_apply", case_pg_sink_apply),
+        ("mysql_stream", case_mysql_stream),
+        ("mysql_snapshot", case_mysql_snapshot),
         ("pg_replication_latency", case_pg_replication_latency),
     ]
     wm = psql("SHOW logical_decoding_work_mem", "postgres")
@@ -376,6 +465,7 @@ def main():
                         "peak_rss_mb": rss / 1024 if rss else None})
     psql(f"SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = '{DB}'", "postgres")
     psql(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)", "postgres")
+    my(f"DROP DATABASE IF EXISTS {MY_DB}")
     os.makedirs("bench/results", exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%S")
     out = f"bench/results/{stamp}{'-tiny' if TINY else ''}.json"

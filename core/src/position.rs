@@ -102,6 +102,40 @@ impl FromStr for Position {
     }
 }
 
+/// MariaDB GTID lists (`domain-server-seq,…`) by sequence number per domain: greater when no
+/// domain is behind and one is ahead; `None` when each is ahead in some domain.
+fn compare_gtid_lists(a: &str, b: &str) -> Option<Ordering> {
+    let parse = |list: &str| -> Option<std::collections::BTreeMap<u32, u64>> {
+        list.split(',')
+            .map(str::trim)
+            .filter(|g| !g.is_empty())
+            .map(|g| {
+                let mut parts = g.split('-');
+                let domain = parts.next()?.parse().ok()?;
+                let _server = parts.next()?;
+                let seq = parts.next()?.parse().ok()?;
+                Some((domain, seq))
+            })
+            .collect()
+    };
+    let (a, b) = (parse(a)?, parse(b)?);
+    let mut order = Ordering::Equal;
+    for domain in a.keys().chain(b.keys()) {
+        let here = a
+            .get(domain)
+            .copied()
+            .unwrap_or(0)
+            .cmp(&b.get(domain).copied().unwrap_or(0));
+        match (order, here) {
+            (_, Ordering::Equal) => {}
+            (Ordering::Equal, other) => order = other,
+            (current, other) if current != other => return None,
+            _ => {}
+        }
+    }
+    Some(order)
+}
+
 impl PartialOrd for Position {
     /// Orders positions of the same kind; `None` across kinds. GTID sets are ordered by
     /// inclusion in the sources that own them, not here.
@@ -118,6 +152,9 @@ impl PartialOrd for Position {
                     offset: ob,
                 },
             ) => Some(fa.cmp(fb).then(oa.cmp(ob))),
+            (Position::MariadbGtidList(a), Position::MariadbGtidList(b)) => {
+                compare_gtid_lists(a, b)
+            }
             _ => (self == other).then_some(Ordering::Equal),
         }
     }
@@ -154,5 +191,22 @@ mod tests {
         for bad in ["", "pg:", "pg:zz/1", "nope:1", "binlog:file"] {
             assert!(bad.parse::<Position>().is_err(), "{bad}");
         }
+    }
+}
+
+#[cfg(test)]
+mod gtid_order_tests {
+    use super::*;
+
+    #[test]
+    fn mariadb_gtid_lists_order_by_domain() {
+        let p = |s: &str| Position::MariadbGtidList(s.into());
+        assert_eq!(p("0-1-5").partial_cmp(&p("0-1-4")), Some(Ordering::Greater));
+        assert_eq!(
+            p("0-1-5,1-2-3").partial_cmp(&p("0-1-5")),
+            Some(Ordering::Greater)
+        );
+        assert_eq!(p("0-1-5").partial_cmp(&p("0-2-5")), Some(Ordering::Equal));
+        assert_eq!(p("0-1-6,1-1-1").partial_cmp(&p("0-1-5,1-1-2")), None);
     }
 }

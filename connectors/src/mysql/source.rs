@@ -202,9 +202,12 @@ async fn produce(
         let position = if snapshot_needed {
             snapshot::run(&config, &pool, &server, &tables, &tx).await?
         } else {
-            match resume {
-                Some(checkpoint) => checkpoint.position,
-                None => snapshot::current_position(&pool, &server).await?,
+            match (resume, &config.start_at) {
+                (Some(checkpoint), _) => checkpoint.position,
+                (None, Some(start)) => start
+                    .parse()
+                    .map_err(|e| SourceError::Other(format!("start_at: {e}")))?,
+                (None, None) => snapshot::current_position(&pool, &server).await?,
             }
         };
         binlog::stream(&config, &pool, &server, tables, position, &tx).await

@@ -24,6 +24,11 @@ pub struct MysqlSourceConfig {
     /// snapshot again when the binlog needed to resume was purged). Default `initial`.
     #[serde(default)]
     pub snapshot: SnapshotMode,
+    /// Where to start streaming when the log has no checkpoint and `snapshot = "never"`: a
+    /// position as `sluice status` prints it (`mariadb-gtid:0-1-42`, `mysql-gtid:uuid:1-42`,
+    /// `binlog:mysql-bin.000003:4`). Default: the end of the binlog when sluice starts.
+    #[serde(default)]
+    pub start_at: Option<String>,
     /// Server id sluice registers with as a replica; unique among the server's replicas.
     /// Default 8737.
     #[serde(default = "default_server_id")]
@@ -117,6 +122,18 @@ impl MysqlSourceConfig {
                     "tables",
                     format!("{pattern:?} is not database.table (patterns may use *)"),
                 ));
+            }
+        }
+        if let Some(start) = &self.start_at {
+            let parsed: Result<sluice_core::position::Position, _> = start.parse();
+            match parsed {
+                Ok(sluice_core::position::Position::PgLsn(_)) | Err(_) => {
+                    return Err(err(
+                        "start_at",
+                        format!("{start:?} is not a MySQL position (mariadb-gtid:…, mysql-gtid:…, binlog:file:offset)"),
+                    ))
+                }
+                Ok(_) => {}
             }
         }
         if self.server_id == 0 {
