@@ -87,7 +87,10 @@ async fn a_snapshot_under_concurrent_writes_ends_equal_to_the_source() {
     let db = MariaDb::create();
     db.exec("CREATE TABLE c (id int PRIMARY KEY, n int NOT NULL)");
     db.exec("INSERT INTO c SELECT seq, 0 FROM seq_1_to_20000");
-    let mut sluice = Sluice::new(&mysql_source_config(&db, "snapshot_chunk_rows = 1000"));
+    let mut sluice = Sluice::new(&mysql_source_config(
+        &db,
+        "snapshot_chunk_rows = 1000\nsnapshot_parallelism = 2",
+    ));
     let writer = {
         let name = db.name.clone();
         tokio::task::spawn_blocking(move || {

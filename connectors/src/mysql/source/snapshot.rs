@@ -1,18 +1,21 @@
-//! The initial snapshot: every captured table read inside one `START TRANSACTION WITH
-//! CONSISTENT SNAPSHOT`, in primary-key chunks, at a binlog position that is exactly the
-//! snapshot's, so streaming continues from there with no gap and no duplicate.
+//! The initial snapshot: every captured table read inside consistent-snapshot transactions, in
+//! primary-key chunks, at a binlog position that is exactly the snapshot's, so streaming
+//! continues from there with no gap and no duplicate.
 //!
-//! MariaDB reports that position without any lock (`binlog_snapshot_file`/`_position`, turned
-//! into a GTID list with `BINLOG_GTID_POS`); MySQL needs `FLUSH TABLES WITH READ LOCK` held
-//! only while the transaction starts and the position is read.
+//! With one connection on MariaDB no lock is taken: the server reports the snapshot's binlog
+//! position (`binlog_snapshot_file`/`_position`, turned into a GTID list with
+//! `BINLOG_GTID_POS`). With several connections (`snapshot_parallelism`), or on MySQL, the
+//! transactions start under `FLUSH TABLES WITH READ LOCK`, held only while they start and the
+//! position is read; tables with an integer key are then split into key ranges read in
+//! parallel.
 
 use std::sync::Arc;
 
 use mysql_async::prelude::Queryable;
-use mysql_async::{Pool, Value as My};
+use mysql_async::{Conn, Pool, Value as My};
 use sluice_core::checkpoint::{Checkpoint, SnapshotProgress};
 use sluice_core::clock::now_us;
-use sluice_core::event::{ChangeEvent, Op, SnapshotMarker};
+use sluice_core::event::{ChangeEvent, DataType, Op, SnapshotMarker};
 use sluice_core::position::Position;
 use tokio::sync::mpsc;
 
@@ -31,6 +34,10 @@ pub async fn current_position(pool: &Pool, server: &Server) -> Result<Position, 
         .get_conn()
         .await
         .map_err(SourceError::mysql("connecting"))?;
+    position_of(&mut conn, server).await
+}
+
+async fn position_of(conn: &mut Conn, server: &Server) -> Result<Position, SourceError> {
     match (server.flavor, server.gtid_mode) {
         (Flavor::Mariadb, _) => {
             let pos: Option<String> = conn
@@ -63,7 +70,261 @@ pub async fn current_position(pool: &Pool, server: &Server) -> Result<Position, 
     }
 }
 
-/// Runs the snapshot, sending its chunks; returns the position streaming starts from.
+async fn begin(conn: &mut Conn) -> Result<(), SourceError> {
+    conn.query_drop("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        .await
+        .map_err(SourceError::mysql("starting the snapshot"))?;
+    conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT")
+        .await
+        .map_err(SourceError::mysql("starting the snapshot"))
+}
+
+/// Opens the snapshot transactions and reads their common binlog position.
+async fn open(
+    pool: &Pool,
+    server: &Server,
+    parallelism: usize,
+) -> Result<(Vec<Conn>, Position), SourceError> {
+    let mut conns = Vec::with_capacity(parallelism);
+    for _ in 0..parallelism {
+        conns.push(
+            pool.get_conn()
+                .await
+                .map_err(SourceError::mysql("connecting"))?,
+        );
+    }
+    if server.flavor == Flavor::Mariadb && parallelism == 1 {
+        let conn = &mut conns[0];
+        begin(conn).await?;
+        let status: Vec<(String, String)> = conn
+            .query("SHOW STATUS LIKE 'binlog_snapshot_%'")
+            .await
+            .map_err(SourceError::mysql("reading the snapshot's binlog position"))?;
+        let get = |name: &str| {
+            status
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default()
+        };
+        let (file, offset) = (get("binlog_snapshot_file"), get("binlog_snapshot_position"));
+        let gtids: Option<String> = conn
+            .exec_first(
+                "SELECT BINLOG_GTID_POS(?, ?)",
+                (file.as_str(), offset.as_str()),
+            )
+            .await
+            .map_err(SourceError::mysql("reading the snapshot's GTID position"))?;
+        return Ok((conns, Position::MariadbGtidList(gtids.unwrap_or_default())));
+    }
+    let (lock, readers) = conns.split_first_mut().expect("at least one connection");
+    lock.query_drop("FLUSH TABLES WITH READ LOCK")
+        .await
+        .map_err(SourceError::mysql("locking for the snapshot position (needs RELOAD; or set snapshot_parallelism = 1 on MariaDB)"))?;
+    let started = async {
+        begin(lock).await?;
+        for conn in readers.iter_mut() {
+            begin(conn).await?;
+        }
+        position_of(lock, server).await
+    }
+    .await;
+    lock.query_drop("UNLOCK TABLES")
+        .await
+        .map_err(SourceError::mysql("unlocking"))?;
+    Ok((conns, started?))
+}
+
+/// A slice of the snapshot one connection reads: a table, or a key range of it.
+#[derive(Clone)]
+struct Work {
+    table: TableInfo,
+    /// `[from, to)` of the integer key, when the table is split.
+    range: Option<(i64, Option<i64>)>,
+}
+
+/// Splits tables with an integer key into `parts` key ranges.
+async fn plan(
+    conn: &mut Conn,
+    tables: &[TableInfo],
+    parts: usize,
+) -> Result<Vec<Work>, SourceError> {
+    let mut work = Vec::new();
+    for table in tables {
+        let keys: Vec<usize> = table.schema.key_columns().map(|(i, _)| i).collect();
+        let integer_key = keys.len() == 1
+            && matches!(
+                table.schema.columns[keys[0]].data_type,
+                DataType::Int8
+                    | DataType::Int16
+                    | DataType::Int32
+                    | DataType::Int64
+                    | DataType::UInt8
+                    | DataType::UInt16
+                    | DataType::UInt32
+            );
+        if parts < 2 || !integer_key {
+            work.push(Work {
+                table: table.clone(),
+                range: None,
+            });
+            continue;
+        }
+        let key = quote(&table.schema.columns[keys[0]].name);
+        let from = format!(
+            "{}.{}",
+            quote(&table.schema.table.namespace),
+            quote(&table.schema.table.name)
+        );
+        let bounds: Option<(Option<i64>, Option<i64>)> = conn
+            .query_first(format!("SELECT MIN({key}), MAX({key}) FROM {from}"))
+            .await
+            .map_err(SourceError::mysql("reading key bounds"))?;
+        let Some((Some(min), Some(max))) = bounds else {
+            work.push(Work {
+                table: table.clone(),
+                range: None,
+            });
+            continue;
+        };
+        let step = ((max - min) / parts as i64).max(1);
+        let mut start = min;
+        for part in 0..parts {
+            let end = if part + 1 == parts {
+                None
+            } else {
+                Some(start + step)
+            };
+            work.push(Work {
+                table: table.clone(),
+                range: Some((start, end)),
+            });
+            match end {
+                Some(end) if end <= max => start = end,
+                _ => break,
+            }
+        }
+    }
+    Ok(work)
+}
+
+/// Reads one slice in key chunks, sending each chunk.
+async fn read(
+    conn: &mut Conn,
+    work: &Work,
+    config: &MysqlSourceConfig,
+    position: &Position,
+    tx: &mpsc::Sender<Result<Unit, SourceError>>,
+) -> Result<u64, SourceError> {
+    let schema = &work.table.schema;
+    let chunk = config.snapshot_chunk_rows;
+    let columns: Vec<String> = schema.columns.iter().map(|c| quote(&c.name)).collect();
+    let keys: Vec<usize> = schema.key_columns().map(|(i, _)| i).collect();
+    let key_list: Vec<String> = keys.iter().map(|i| columns[*i].clone()).collect();
+    let from = format!(
+        "{}.{}",
+        quote(&schema.table.namespace),
+        quote(&schema.table.name)
+    );
+    let mut last_key: Option<Vec<My>> = None;
+    let mut total = 0u64;
+    loop {
+        let mut conditions = Vec::new();
+        let mut params: Vec<My> = Vec::new();
+        if let Some((start, end)) = work.range {
+            conditions.push(format!("{} >= ?", key_list[0]));
+            params.push(My::Int(start));
+            if let Some(end) = end {
+                conditions.push(format!("{} < ?", key_list[0]));
+                params.push(My::Int(end));
+            }
+        }
+        if let Some(last) = &last_key {
+            conditions.push(format!(
+                "({}) > ({})",
+                key_list.join(", "),
+                vec!["?"; keys.len()].join(", ")
+            ));
+            params.extend(last.iter().cloned());
+        }
+        let filter = if conditions.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {}", conditions.join(" AND "))
+        };
+        let sql = if keys.is_empty() {
+            format!("SELECT {} FROM {from}", columns.join(", "))
+        } else {
+            format!(
+                "SELECT {} FROM {from}{filter} ORDER BY {} LIMIT {chunk}",
+                columns.join(", "),
+                key_list.join(", ")
+            )
+        };
+        let rows: Vec<mysql_async::Row> = conn
+            .exec(sql, params)
+            .await
+            .map_err(SourceError::mysql("reading a snapshot chunk"))?;
+        let read = rows.len();
+        let ts = now_us();
+        let mut events = Vec::with_capacity(read);
+        for row in rows {
+            let values: Vec<My> = row.unwrap();
+            let mut after = Vec::with_capacity(values.len());
+            let mut key_values = Vec::new();
+            for (i, ((value, kind), column)) in values
+                .into_iter()
+                .zip(&work.table.kinds)
+                .zip(&schema.columns)
+                .enumerate()
+            {
+                if keys.contains(&i) {
+                    key_values.push(value.clone());
+                }
+                after.push(
+                    convert(value, kind, Origin::Snapshot, config.zero_dates).map_err(
+                        |problem| SourceError::Value {
+                            table: schema.table.to_string(),
+                            column: column.name.clone(),
+                            problem,
+                        },
+                    )?,
+                );
+            }
+            last_key = Some(key_values);
+            events.push(ChangeEvent {
+                op: Op::Read,
+                table: Some(Arc::clone(schema)),
+                before: None,
+                before_is_key_only: false,
+                after: Some(after),
+                snapshot: SnapshotMarker::Yes,
+                commit_ts_us: ts,
+                position: position.clone(),
+                xid: None,
+                txn: None,
+                message: None,
+            });
+        }
+        total += events.len() as u64;
+        let unit = Unit {
+            events,
+            checkpoint: Checkpoint {
+                position: position.clone(),
+                snapshot: SnapshotProgress::InProgress,
+            },
+        };
+        if tx.send(Ok(unit)).await.is_err() {
+            return Err(SourceError::StreamEnded);
+        }
+        if keys.is_empty() || read < chunk {
+            return Ok(total);
+        }
+    }
+}
+
+/// Runs the snapshot, sending its chunks and finally a unit that marks it done; returns the
+/// position streaming starts from.
 pub async fn run(
     config: &MysqlSourceConfig,
     pool: &Pool,
@@ -71,173 +332,51 @@ pub async fn run(
     tables: &[TableInfo],
     tx: &mpsc::Sender<Result<Unit, SourceError>>,
 ) -> Result<Position, SourceError> {
-    let mut conn = pool
-        .get_conn()
-        .await
-        .map_err(SourceError::mysql("connecting"))?;
-    conn.query_drop("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-        .await
-        .map_err(SourceError::mysql("starting the snapshot"))?;
-    let position = match server.flavor {
-        Flavor::Mariadb => {
-            conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT")
-                .await
-                .map_err(SourceError::mysql("starting the snapshot"))?;
-            let status: Vec<(String, String)> = conn
-                .query("SHOW STATUS LIKE 'binlog_snapshot_%'")
-                .await
-                .map_err(SourceError::mysql("reading the snapshot's binlog position"))?;
-            let get = |name: &str| {
-                status
-                    .iter()
-                    .find(|(n, _)| n.eq_ignore_ascii_case(name))
-                    .map(|(_, v)| v.clone())
-                    .unwrap_or_default()
-            };
-            let (file, offset) = (get("binlog_snapshot_file"), get("binlog_snapshot_position"));
-            let gtids: Option<String> = conn
-                .exec_first(
-                    "SELECT BINLOG_GTID_POS(?, ?)",
-                    (file.as_str(), offset.as_str()),
-                )
-                .await
-                .map_err(SourceError::mysql("reading the snapshot's GTID position"))?;
-            Position::MariadbGtidList(gtids.unwrap_or_default())
+    let parallelism = config.snapshot_parallelism.max(1);
+    let (mut conns, position) = match open(pool, server, parallelism).await {
+        Ok(opened) => opened,
+        Err(err) if parallelism > 1 && server.flavor == Flavor::Mariadb => {
+            tracing::warn!(error = %err, "a parallel snapshot needs a brief global read lock; reading with one connection, without locks");
+            open(pool, server, 1).await?
         }
-        Flavor::Mysql => {
-            conn.query_drop("FLUSH TABLES WITH READ LOCK")
-                .await
-                .map_err(SourceError::mysql(
-                    "locking for the snapshot position (needs RELOAD)",
-                ))?;
-            conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT")
-                .await
-                .map_err(SourceError::mysql("starting the snapshot"))?;
-            let position = current_position(pool, server).await;
-            conn.query_drop("UNLOCK TABLES")
-                .await
-                .map_err(SourceError::mysql("unlocking"))?;
-            position?
-        }
+        Err(err) => return Err(err),
     };
-    tracing::info!(%position, tables = tables.len(), "snapshot starting");
-    let checkpoint = |snapshot| Checkpoint {
-        position: position.clone(),
-        snapshot,
+    tracing::info!(%position, tables = tables.len(), connections = conns.len(), "snapshot starting");
+    // Each connection takes every n-th slice.
+    let n = conns.len();
+    let work = plan(&mut conns[0], tables, n).await?;
+    let mut readers = Vec::new();
+    for (index, mut conn) in conns.into_iter().enumerate() {
+        let mine: Vec<Work> = work.iter().skip(index).step_by(n).cloned().collect();
+        let (config, position, tx) = (config.clone(), position.clone(), tx.clone());
+        readers.push(tokio::spawn(async move {
+            let mut total = 0;
+            for slice in &mine {
+                total += read(&mut conn, slice, &config, &position, &tx).await?;
+            }
+            conn.query_drop("COMMIT")
+                .await
+                .map_err(SourceError::mysql("ending the snapshot"))?;
+            Ok::<u64, SourceError>(total)
+        }));
+    }
+    let mut total = 0;
+    for reader in readers {
+        total += match reader.await {
+            Ok(result) => result?,
+            Err(join) => std::panic::resume_unwind(join.into_panic()),
+        };
+    }
+    let done = Unit {
+        events: Vec::new(),
+        checkpoint: Checkpoint {
+            position: position.clone(),
+            snapshot: SnapshotProgress::Done,
+        },
     };
-    let chunk = config.snapshot_chunk_rows;
-    let mut total = 0u64;
-    for (t, table) in tables.iter().enumerate() {
-        let schema = &table.schema;
-        let columns: Vec<String> = schema.columns.iter().map(|c| quote(&c.name)).collect();
-        let keys: Vec<usize> = schema.key_columns().map(|(i, _)| i).collect();
-        let key_list: Vec<String> = keys.iter().map(|i| columns[*i].clone()).collect();
-        let from = format!(
-            "{}.{}",
-            quote(&schema.table.namespace),
-            quote(&schema.table.name)
-        );
-        let mut last_key: Option<Vec<My>> = None;
-        loop {
-            let sql = match (&last_key, keys.is_empty()) {
-                (_, true) => format!("SELECT {} FROM {from}", columns.join(", ")),
-                (None, false) => format!(
-                    "SELECT {} FROM {from} ORDER BY {} LIMIT {chunk}",
-                    columns.join(", "),
-                    key_list.join(", ")
-                ),
-                (Some(_), false) => format!(
-                    "SELECT {} FROM {from} WHERE ({}) > ({}) ORDER BY {} LIMIT {chunk}",
-                    columns.join(", "),
-                    key_list.join(", "),
-                    vec!["?"; keys.len()].join(", "),
-                    key_list.join(", ")
-                ),
-            };
-            let params = last_key.clone().unwrap_or_default();
-            let rows: Vec<mysql_async::Row> = conn
-                .exec(sql, params)
-                .await
-                .map_err(SourceError::mysql("reading a snapshot chunk"))?;
-            let read = rows.len();
-            let ts = now_us();
-            let mut events = Vec::with_capacity(read);
-            for row in rows {
-                let values: Vec<My> = row.unwrap();
-                if !keys.is_empty() {
-                    last_key = Some(keys.iter().map(|i| values[*i].clone()).collect());
-                }
-                let mut after = Vec::with_capacity(values.len());
-                for ((value, kind), column) in
-                    values.into_iter().zip(&table.kinds).zip(&schema.columns)
-                {
-                    after.push(
-                        convert(value, kind, Origin::Snapshot, config.zero_dates).map_err(
-                            |problem| SourceError::Value {
-                                table: schema.table.to_string(),
-                                column: column.name.clone(),
-                                problem,
-                            },
-                        )?,
-                    );
-                }
-                events.push(ChangeEvent {
-                    op: Op::Read,
-                    table: Some(Arc::clone(schema)),
-                    before: None,
-                    before_is_key_only: false,
-                    after: Some(after),
-                    snapshot: if total == 0 && events.is_empty() {
-                        SnapshotMarker::First
-                    } else {
-                        SnapshotMarker::Yes
-                    },
-                    commit_ts_us: ts,
-                    position: position.clone(),
-                    xid: None,
-                    txn: None,
-                    message: None,
-                });
-            }
-            total += events.len() as u64;
-            let done = keys.is_empty() || read < chunk;
-            let last_table = t + 1 == tables.len();
-            if done && last_table {
-                if let Some(last) = events.last_mut() {
-                    last.snapshot = SnapshotMarker::Last;
-                }
-            }
-            let progress = if done && last_table {
-                SnapshotProgress::Done
-            } else {
-                SnapshotProgress::InProgress
-            };
-            if tx
-                .send(Ok(Unit {
-                    events,
-                    checkpoint: checkpoint(progress),
-                }))
-                .await
-                .is_err()
-            {
-                return Err(SourceError::StreamEnded);
-            }
-            if done {
-                break;
-            }
-        }
+    if tx.send(Ok(done)).await.is_err() {
+        return Err(SourceError::StreamEnded);
     }
-    if tables.is_empty() {
-        let _ = tx
-            .send(Ok(Unit {
-                events: Vec::new(),
-                checkpoint: checkpoint(SnapshotProgress::Done),
-            }))
-            .await;
-    }
-    conn.query_drop("COMMIT")
-        .await
-        .map_err(SourceError::mysql("ending the snapshot"))?;
     tracing::info!(rows = total, "snapshot complete");
     Ok(position)
 }

@@ -15,11 +15,11 @@ pub enum Origin {
     Binlog,
 }
 
-fn text(bytes: &[u8], latin1: bool) -> Result<String, String> {
+fn text(bytes: Vec<u8>, latin1: bool) -> Result<String, String> {
     if latin1 {
         return Ok(bytes.iter().map(|b| char::from(*b)).collect());
     }
-    String::from_utf8(bytes.to_vec()).map_err(|_| "holds bytes that are not UTF-8".to_owned())
+    String::from_utf8(bytes).map_err(|_| "holds bytes that are not UTF-8".to_owned())
 }
 
 fn int_of(value: &My) -> Option<i128> {
@@ -121,7 +121,7 @@ pub fn convert(
         Kind::Text { latin1 } => match value {
             // Snapshot queries get text converted to the session's utf8mb4; the binlog has the
             // column's own bytes.
-            My::Bytes(b) => Value::Text(text(&b, *latin1 && origin == Origin::Binlog)?),
+            My::Bytes(b) => Value::Text(text(b, *latin1 && origin == Origin::Binlog)?),
             other => return Err(unexpected(&other)),
         },
         Kind::Binary { pad } => match value {
@@ -151,11 +151,11 @@ pub fn convert(
             }
         }
         Kind::Json => match value {
-            My::Bytes(b) => Value::Json(text(&b, false)?),
+            My::Bytes(b) => Value::Json(text(b, false)?),
             other => return Err(unexpected(&other)),
         },
         Kind::Enum(labels) => match (value, origin) {
-            (My::Bytes(b), Origin::Snapshot) => Value::Enum(text(&b, false)?),
+            (My::Bytes(b), Origin::Snapshot) => Value::Enum(text(b, false)?),
             (value, _) => {
                 let index = int_of(&value).ok_or_else(|| unexpected(&value))?;
                 match usize::try_from(index)
@@ -177,7 +177,7 @@ pub fn convert(
         },
         Kind::Set(labels) => match (value, origin) {
             (My::Bytes(b), Origin::Snapshot) => {
-                let t = text(&b, false)?;
+                let t = text(b, false)?;
                 Value::Set(if t.is_empty() {
                     Vec::new()
                 } else {
