@@ -25,6 +25,24 @@ pub struct ConfigError {
     pub message: String,
 }
 
+/// Checks a source or sink name (`key.name` in messages): letters, digits, `_` and `-`.
+pub fn validate_name(key: &str, kind: &str, name: &str) -> Result<(), ConfigError> {
+    let valid = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if valid {
+        Ok(())
+    } else {
+        Err(ConfigError {
+            key: format!("{key}.name"),
+            message: format!(
+                "{name:?} is not a valid {kind} name: use letters, digits, '_' and '-'"
+            ),
+        })
+    }
+}
+
 /// How a source writes events to the log (`encoding` of every source).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use sluice_core::checkpoint::COMMIT_HEADER;
 use sluice_core::event::{Op, TableId, TableSchema};
 use sluice_core::retry::Classify;
-use sluice_core::sink::{DeadLetter, Offsets, Sink, SinkRecord};
+use sluice_core::sink::{DeadLetter, DeadLetterWriter, Offsets, Sink, SinkRecord};
 use sluice_core::value::Value;
 use sluice_schema_registry::avro::rows::{Change, ChangeDecoder};
 use sluice_schema_registry::registry::Registry;
@@ -345,6 +345,23 @@ pub fn plan(changes: Vec<Sourced>) -> Result<Vec<TableWork>, PlanError> {
         work[index].steps.push(state.finish());
     }
     Ok(work)
+}
+
+/// Writes dead letters (logging each) through `writer`; nothing to do for none.
+pub async fn deliver_dead_letters(
+    writer: Option<&DeadLetterWriter>,
+    dead: Vec<DeadLetter>,
+) -> Result<(), String> {
+    if dead.is_empty() {
+        return Ok(());
+    }
+    for letter in &dead {
+        tracing::warn!(topic = %letter.record.topic, partition = letter.record.partition,
+            offset = letter.record.record.offset, error = %letter.error,
+            "event rejected by the target; sent to the dead-letter topic");
+    }
+    let writer = writer.ok_or("no dead-letter topic is configured")?;
+    writer(dead).await
 }
 
 /// A batch decoded and planned, ready for a target to apply in one transaction.

@@ -373,3 +373,40 @@ async fn mariadb_replicates_into_postgres() {
     );
     assert_eq!(sluice.stop(), Some(0), "{}", sluice.stderr());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catching_up_across_ddl_reads_rows_with_the_columns_they_were_written_with() {
+    let db = MariaDb::create();
+    db.exec("CREATE TABLE t (id int PRIMARY KEY, a int, b varchar(5))");
+    let mut sluice = Sluice::new(&mysql_source_config(&db, ""));
+    sluice.start();
+    wait_streaming(&sluice).await;
+    db.exec("INSERT INTO t VALUES (1, 1, 'x')");
+    let topic = format!("src.{}.t", db.name);
+    wait_for(Duration::from_secs(20), "the first row", || {
+        events(&sluice.records(&topic)).len() == 1
+    })
+    .await;
+    assert_eq!(sluice.stop(), Some(0));
+    // While sluice is down: two schema changes, rows under each.
+    db.exec("ALTER TABLE t ADD COLUMN c int");
+    db.exec("INSERT INTO t VALUES (2, 2, 'y', 22)");
+    db.exec("ALTER TABLE t DROP COLUMN a");
+    db.exec("INSERT INTO t VALUES (3, 'z', 33)");
+    sluice.start();
+    wait_for(Duration::from_secs(20), "three rows", || {
+        events(&sluice.records(&topic)).len() >= 3
+    })
+    .await;
+    let afters: Vec<Json> = events(&sluice.records(&topic))
+        .iter()
+        .map(|e| e["after"].clone())
+        .collect();
+    assert_eq!(
+        afters[1],
+        json!({"id": 2, "a": 2, "b": "y", "c": 22}),
+        "the row as written, though `a` is gone now"
+    );
+    assert_eq!(afters[2], json!({"id": 3, "b": "z", "c": 33}));
+    assert_eq!(sluice.stop(), Some(0), "{}", sluice.stderr());
+}

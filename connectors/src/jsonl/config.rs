@@ -24,14 +24,7 @@ impl JsonlSinkConfig {
             key: format!("{key}.{field}"),
             message: message.to_owned(),
         };
-        if self.name.is_empty()
-            || !self
-                .name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-        {
-            return Err(err("name", "use letters, digits, '_' and '-'"));
-        }
+        crate::validate_name(key, "sink", &self.name)?;
         if self.path.as_os_str().is_empty() || self.path.file_name().is_none() {
             return Err(err("path", "name a file, e.g. \"data/audit.jsonl\""));
         }

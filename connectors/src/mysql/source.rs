@@ -233,7 +233,7 @@ impl Source for MysqlSource {
             .await
             .map_err(SourceError::mysql("connecting"))?;
         drop(conn);
-        let (tx, rx) = mpsc::channel(8);
+        let (tx, rx) = mpsc::channel(4);
         self.producer = Some(tokio::spawn(produce(self.config.clone(), pool, resume, tx)));
         self.rx = Some(rx);
         Ok(())

@@ -108,20 +108,7 @@ impl PostgresSourceConfig {
             key: format!("{key}.{field}"),
             message,
         };
-        if self.name.is_empty()
-            || !self
-                .name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-        {
-            return Err(err(
-                "name",
-                format!(
-                    "{:?} is not a valid source name: use letters, digits, '_' and '-'",
-                    self.name
-                ),
-            ));
-        }
+        crate::validate_name(key, "source", &self.name)?;
         self.connect_params()
             .map_err(|message| err("url", message))?;
         if self.tables.is_empty() {

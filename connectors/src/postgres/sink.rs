@@ -267,19 +267,9 @@ impl PgTarget {
     }
 
     async fn deliver_dead_letters(&self, dead: Vec<DeadLetter>) -> Result<(), SinkError> {
-        if dead.is_empty() {
-            return Ok(());
-        }
-        for letter in &dead {
-            tracing::warn!(topic = %letter.record.topic, partition = letter.record.partition,
-                offset = letter.record.record.offset, error = %letter.error,
-                "event rejected by the target; sent to the dead-letter topic");
-        }
-        let writer = self
-            .dead_letters
-            .as_ref()
-            .ok_or_else(|| SinkError::DeadLetter("no dead-letter topic is configured".into()))?;
-        writer(dead).await.map_err(SinkError::DeadLetter)
+        replica::deliver_dead_letters(self.dead_letters.as_ref(), dead)
+            .await
+            .map_err(SinkError::DeadLetter)
     }
 
     async fn store_offsets(

@@ -131,29 +131,15 @@ where
                     record,
                 }));
             }
-            if records.is_empty() {
-                if let Err(err) = sink.flush().await {
-                    if err.kind() == ErrorKind::Definite {
-                        return Err(sink_error(err));
-                    }
-                    let delay = backoff.next_delay();
-                    ::metrics::counter!(metrics::ERRORS, "sink" => name.clone(), "stage" => "sink")
-                        .increment(1);
-                    tracing::warn!(error = %err, retry_in_ms = delay.as_millis() as u64, "sink write failed; reopening");
-                    tokio::select! {
-                        _ = cancel.cancelled() => break 'open,
-                        _ = tokio::time::sleep(delay) => continue 'open,
-                    }
-                }
-                tokio::select! {
-                    _ = cancel.cancelled() => break 'open,
-                    _ = commits.changed() => {}
-                    _ = tokio::time::sleep(settings.topic_refresh) => last_refresh = None,
-                }
-                continue;
-            }
-            sink.partitions_cut(&cut);
-            if let Err(err) = sink.write(&records).await {
+            // With nothing new, finish what the sink has in flight before waiting, so that a
+            // failure shows now rather than with the next batch.
+            let result = if records.is_empty() {
+                sink.flush().await
+            } else {
+                sink.partitions_cut(&cut);
+                sink.write(&records).await
+            };
+            if let Err(err) = result {
                 if err.kind() == ErrorKind::Definite {
                     return Err(sink_error(err));
                 }
@@ -165,6 +151,14 @@ where
                     _ = cancel.cancelled() => break 'open,
                     _ = tokio::time::sleep(delay) => continue 'open,
                 }
+            }
+            if records.is_empty() {
+                tokio::select! {
+                    _ = cancel.cancelled() => break 'open,
+                    _ = commits.changed() => {}
+                    _ = tokio::time::sleep(settings.topic_refresh) => last_refresh = None,
+                }
+                continue;
             }
             backoff.reset();
             let mut advanced = BTreeMap::new();

@@ -55,14 +55,7 @@ impl MysqlSinkConfig {
             key: format!("{key}.{field}"),
             message,
         };
-        if self.name.is_empty()
-            || !self
-                .name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-        {
-            return Err(err("name", "use letters, digits, '_' and '-'".into()));
-        }
+        crate::validate_name(key, "sink", &self.name)?;
         self.opts().map_err(|message| err("url", message))?;
         if self.topics.is_empty() {
             return Err(err(

@@ -51,7 +51,7 @@ pub struct MysqlSourceConfig {
     /// …or this many milliseconds after its first event. Default 50.
     #[serde(default = "default_max_batch_ms")]
     pub max_batch_ms: u64,
-    /// Rows per snapshot query (tables are read in primary-key order). Default 10000.
+    /// Rows per snapshot query (tables are read in primary-key order). Default 5000.
     #[serde(default = "default_snapshot_chunk")]
     pub snapshot_chunk_rows: usize,
     /// Connections reading the snapshot in parallel (tables with an integer key are split in
@@ -96,7 +96,7 @@ fn default_max_batch_ms() -> u64 {
     50
 }
 fn default_snapshot_chunk() -> usize {
-    10_000
+    5_000
 }
 
 impl MysqlSourceConfig {
@@ -105,20 +105,7 @@ impl MysqlSourceConfig {
             key: format!("{key}.{field}"),
             message,
         };
-        if self.name.is_empty()
-            || !self
-                .name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-        {
-            return Err(err(
-                "name",
-                format!(
-                    "{:?} is not a valid source name: use letters, digits, '_' and '-'",
-                    self.name
-                ),
-            ));
-        }
+        crate::validate_name(key, "source", &self.name)?;
         self.opts().map_err(|message| err("url", message))?;
         if self.tables.is_empty() {
             return Err(err(
