@@ -469,10 +469,14 @@ impl<T: Target> ReplicaSink<T> {
     }
 
     /// Splits off (into `pending`) the records of log commits not yet read whole.
+    ///
+    /// A record's commit is the stamp (COMMIT_HEADER) of the next stamped record in its
+    /// partition; records after the last stamp belong to a commit not read to its end. In a
+    /// partition read only partly, commits after its last stamp may go on: they wait.
     fn whole_commits(&mut self, records: &[SinkRecord]) -> Vec<SinkRecord> {
         let mut all = std::mem::take(&mut self.pending);
         all.extend_from_slice(records);
-        let commit_of = |record: &SinkRecord| {
+        let stamp = |record: &SinkRecord| {
             record
                 .record
                 .headers
@@ -482,25 +486,54 @@ impl<T: Target> ReplicaSink<T> {
                 .and_then(|v| <[u8; 8]>::try_from(v).ok())
                 .map(u64::from_be_bytes)
         };
-        // In a partition read only partly, the commit of its last record may go on.
-        let mut limit = u64::MAX;
-        for (topic, partition) in &self.cut {
-            if let Some(last) = all
-                .iter()
-                .rev()
-                .find(|r| r.topic == *topic && r.partition == *partition)
-            {
-                if let Some(commit) = commit_of(last) {
-                    limit = limit.min(commit);
-                }
+        // Each record's commit, from the back of its partition.
+        let mut commits: Vec<Option<u64>> = vec![None; all.len()];
+        let mut next: HashMap<(Arc<str>, u32), u64> = HashMap::new();
+        let mut any_stamp = false;
+        for (i, record) in all.iter().enumerate().rev() {
+            let key = (record.topic.clone(), record.partition);
+            if let Some(commit) = stamp(record) {
+                next.insert(key.clone(), commit);
+                any_stamp = true;
             }
+            commits[i] = next.get(&key).copied();
         }
-        if limit == u64::MAX {
+        if !any_stamp {
+            // A log written before commits were stamped: apply as it comes.
             return all;
         }
-        let (ready, later): (Vec<SinkRecord>, Vec<SinkRecord>) = all
-            .into_iter()
-            .partition(|r| commit_of(r).is_none_or(|c| c < limit));
+        // A partition read to its end ends on a commit boundary: its unstamped tail (a topic
+        // no source stamps) is complete.
+        for (record, commit) in all.iter().zip(commits.iter_mut()) {
+            let cut = self
+                .cut
+                .iter()
+                .any(|(t, p)| *t == record.topic && *p == record.partition);
+            if commit.is_none() && !cut {
+                *commit = Some(0);
+            }
+        }
+        let mut limit = u64::MAX;
+        for (topic, partition) in &self.cut {
+            let last_stamp = all
+                .iter()
+                .rev()
+                .filter(|r| r.topic == *topic && r.partition == *partition)
+                .find_map(|r| stamp(r));
+            let bound = match last_stamp {
+                Some(commit) => commit + 1,
+                // Nothing of this partition's current commit is known yet.
+                None => commits.iter().flatten().copied().min().unwrap_or(0),
+            };
+            limit = limit.min(bound);
+        }
+        let (mut ready, mut later) = (Vec::new(), Vec::new());
+        for (record, commit) in all.into_iter().zip(commits) {
+            match commit {
+                Some(c) if c < limit => ready.push(record),
+                _ => later.push(record),
+            }
+        }
         self.pending = later;
         ready
     }

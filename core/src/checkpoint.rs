@@ -36,9 +36,10 @@ fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
-/// The record header that numbers log commits: every record a source appends carries the
-/// sequence number (8 bytes, big-endian) of the commit that makes it visible. Commits of one
-/// source are numbered 1, 2, 3… across restarts, so a sink that must apply whole source
+/// The record header that numbers log commits: the last record a source appends to a partition
+/// in an append carries the sequence number (8 bytes, big-endian) of the commit that makes it
+/// visible, and the records before it in that partition belong to the same commit. Commits of
+/// one source are numbered 1, 2, 3… across restarts, so a sink that must apply whole source
 /// transactions can tell where each commit ends in every partition.
 pub const COMMIT_HEADER: &str = "sluice.commit";
 

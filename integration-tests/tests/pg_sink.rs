@@ -365,8 +365,8 @@ async fn transactional_mode_never_shows_half_a_transaction() {
     source.exec(
         "CREATE TABLE a (id int PRIMARY KEY, balance bigint NOT NULL, pad text); \
          CREATE TABLE b (id int PRIMARY KEY, balance bigint NOT NULL, pad text); \
-         INSERT INTO a SELECT g, 1000, repeat('x', 200) FROM generate_series(1, 2000) g; \
-         INSERT INTO b SELECT g, 1000, repeat('y', 200) FROM generate_series(1, 2000) g;",
+         INSERT INTO a SELECT g, 1000, repeat('x', 1500) FROM generate_series(1, 2000) g; \
+         INSERT INTO b SELECT g, 1000, repeat('y', 300) FROM generate_series(1, 2000) g;",
     );
     let mut sluice = Sluice::new(&format!(
         "{}{}",
@@ -382,7 +382,7 @@ async fn transactional_mode_never_shows_half_a_transaction() {
     .await;
     source.wait_for_streaming().await;
     // Each transaction moves money from every row of a to every row of b: ~4,000 row changes,
-    // about 2 MB of records, more than one read of a partition (1 MiB).
+    // about 3 MB of records per table, so reads of a partition (4 MiB) end inside transactions.
     let writer = {
         let url = source.url();
         tokio::spawn(async move {

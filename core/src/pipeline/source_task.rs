@@ -481,9 +481,11 @@ async fn write_batches<E: EventEncoder, L: EventLog + Clone>(
         let Some(batch) = next else { break };
         let mut encoded = batch_encoder.encode(batch, &log).await?;
         let header = Bytes::copy_from_slice(&commit.to_be_bytes());
+        // Only the last record of each partition's slice is stamped: the records before it
+        // in that partition belong to the same commit (see COMMIT_HEADER).
         for batch in &mut encoded.batches {
-            for record in &mut batch.records {
-                record.headers.push(Header {
+            if let Some(last) = batch.records.last_mut() {
+                last.headers.push(Header {
                     key: COMMIT_HEADER.to_owned(),
                     value: Some(header.clone()),
                 });
