@@ -519,7 +519,7 @@ impl<T: Target> ReplicaSink<T> {
                 .iter()
                 .rev()
                 .filter(|r| r.topic == *topic && r.partition == *partition)
-                .find_map(|r| stamp(r));
+                .find_map(&stamp);
             let bound = match last_stamp {
                 Some(commit) => commit + 1,
                 // Nothing of this partition's current commit is known yet.
