@@ -1,6 +1,8 @@
 //! sluice-connectors: one module per external system, each behind a Cargo feature.
 //!
-//! - `postgres`: the Postgres source (logical replication, pgoutput);
+//! - `postgres`: the Postgres source (logical replication, pgoutput) and sink;
+//! - `mysql`: the MySQL/MariaDB source (row binlog) and sink;
+//! - `replica`: what the database sinks share (decoding, planning, pipelining);
 //! - `jsonl`: the JSON-lines file sink.
 //!
 //! [`SourceConfig`] and [`SinkConfig`] are the tagged enums of the config file's `[[sources]]`
