@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use futures_util::StreamExt;
-use mysql_async::binlog::events::{EventData, OptionalMetaExtractor, TableMapEvent};
+use mysql_async::binlog::events::{Event, EventData, OptionalMetaExtractor, TableMapEvent};
 use mysql_async::consts::ColumnType;
 use mysql_async::prelude::Queryable;
 use mysql_async::{BinlogStreamRequest, GnoInterval, Pool, Sid, Value as My};
@@ -227,17 +227,11 @@ async fn stream_from(
         })?;
         let header = event.header();
         let ts_us = i64::from(header.timestamp()) * 1_000_000;
-        if header.event_type_raw() == MARIADB_GTID_EVENT {
-            let body = event.data();
-            let (seq, domain) = gtid::parse_mariadb_gtid_event(body)
-                .ok_or_else(|| SourceError::Other("a MariaDB GTID event is too short".into()))?;
-            // A standalone GTID (DDL) has no BEGIN: its one statement commits it.
+        // A GTID starts a transaction (a standalone one, DDL, has no BEGIN: its one statement
+        // commits it).
+        if let Some(gtid) = gtid_of(&event)? {
             open = Some(Open {
-                gtid: Some(Gtid::Mariadb {
-                    domain,
-                    server: header.server_id(),
-                    seq,
-                }),
+                gtid: Some(gtid),
                 ..Open::default()
             });
             continue;
@@ -253,15 +247,6 @@ async fn stream_from(
         };
         let mut commit = false;
         match data {
-            EventData::GtidEvent(gtid_event) => {
-                open = Some(Open {
-                    gtid: Some(Gtid::Mysql {
-                        uuid: gtid::uuid_text(&gtid_event.sid()),
-                        gno: gtid_event.gno(),
-                    }),
-                    ..Open::default()
-                });
-            }
             EventData::RotateEvent(rotate) => {
                 current_file = rotate.name().into_owned();
                 if let Cursor::File { file, offset } = &mut cursor {
@@ -452,6 +437,31 @@ async fn stream_from(
         }
     }
     Err(SourceError::StreamEnded)
+}
+
+/// The GTID an event starts a transaction with: MariaDB's GTID event (type 162, which
+/// mysql_common does not decode) or MySQL's GTID event.
+fn gtid_of(event: &Event) -> Result<Option<Gtid>, SourceError> {
+    let header = event.header();
+    if header.event_type_raw() == MARIADB_GTID_EVENT {
+        let (seq, domain) = gtid::parse_mariadb_gtid_event(event.data())
+            .ok_or_else(|| SourceError::Other("a MariaDB GTID event is too short".into()))?;
+        return Ok(Some(Gtid::Mariadb {
+            domain,
+            server: header.server_id(),
+            seq,
+        }));
+    }
+    if header.event_type_raw() == 33 {
+        if let Ok(Some(EventData::GtidEvent(gtid_event))) = event.read_data() {
+            return Ok(Some(Gtid::Mysql {
+                uuid: gtid::uuid_text(&gtid_event.sid()),
+                gno: gtid_event.gno(),
+            }));
+        }
+        return Err(SourceError::Other("an unreadable MySQL GTID event".into()));
+    }
+    Ok(None)
 }
 
 /// Column names of a table map event (present with binlog_row_metadata = FULL).
@@ -777,4 +787,73 @@ fn mysql_sids(set: &str) -> Result<Vec<Sid<'static>>, SourceError> {
         sids.push(sid);
     }
     Ok(sids)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mysql_async::binlog::events::FormatDescriptionEvent;
+    use mysql_async::binlog::BinlogVersion;
+
+    /// A binlog event: the 19-byte v4 header (timestamp, type, server id, length, next
+    /// position, flags) and `body`.
+    fn event(type_code: u8, server_id: u32, body: &[u8]) -> Event {
+        let mut bytes = Vec::new();
+        bytes.extend_from_slice(&1_700_000_000u32.to_le_bytes());
+        bytes.push(type_code);
+        bytes.extend_from_slice(&server_id.to_le_bytes());
+        bytes.extend_from_slice(&(19 + body.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(&4_000u32.to_le_bytes());
+        bytes.extend_from_slice(&0u16.to_le_bytes());
+        bytes.extend_from_slice(body);
+        let fde = FormatDescriptionEvent::new(BinlogVersion::Version4);
+        Event::read(&fde, &bytes[..]).expect("a well-formed event")
+    }
+
+    #[test]
+    fn mariadb_gtid_events_give_domain_server_and_sequence() {
+        // Body as MariaDB 10.11 writes it: seq_no 1234, domain 3, flags (standalone), padding.
+        let mut body = 1234u64.to_le_bytes().to_vec();
+        body.extend_from_slice(&3u32.to_le_bytes());
+        body.push(0x0d);
+        body.extend_from_slice(&[0; 6]);
+        match gtid_of(&event(162, 7, &body)).unwrap() {
+            Some(Gtid::Mariadb {
+                domain,
+                server,
+                seq,
+            }) => assert_eq!((domain, server, seq), (3, 7, 1234)),
+            _ => panic!("not a MariaDB GTID"),
+        }
+    }
+
+    #[test]
+    fn mysql_gtid_events_give_uuid_and_number() {
+        // MySQL 8's GTID_LOG_EVENT: commit flag, source uuid, gno, then the logical clock
+        // (type 2, last_committed, sequence_number).
+        let uuid = [
+            0x3e, 0x11, 0xfa, 0x47, 0x71, 0xca, 0x11, 0xe1, 0x9e, 0x33, 0xc8, 0x0a, 0xa9, 0x42,
+            0x95, 0x62,
+        ];
+        let mut body = vec![1];
+        body.extend_from_slice(&uuid);
+        body.extend_from_slice(&42i64.to_le_bytes());
+        body.push(2);
+        body.extend_from_slice(&10i64.to_le_bytes());
+        body.extend_from_slice(&11i64.to_le_bytes());
+        match gtid_of(&event(33, 1, &body)).unwrap() {
+            Some(Gtid::Mysql { uuid, gno }) => {
+                assert_eq!(uuid, "3e11fa47-71ca-11e1-9e33-c80aa9429562");
+                assert_eq!(gno, 42);
+                let mut set = MysqlGtidSet::parse(&format!("{uuid}:1-41")).unwrap();
+                set.add(&uuid, gno);
+                assert_eq!(set.to_string(), format!("{uuid}:1-42"));
+            }
+            _ => panic!("not a MySQL GTID"),
+        }
+        // Any other event starts nothing.
+        assert!(gtid_of(&event(16, 1, &7u64.to_le_bytes()))
+            .unwrap()
+            .is_none());
+    }
 }
