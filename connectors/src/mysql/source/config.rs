@@ -51,7 +51,7 @@ pub struct MysqlSourceConfig {
     /// …or this many milliseconds after its first event. Default 50.
     #[serde(default = "default_max_batch_ms")]
     pub max_batch_ms: u64,
-    /// Rows per snapshot query (tables are read in primary-key order). Default 5000.
+    /// Rows per snapshot query (tables are read in primary-key order, streamed). Default 50000.
     #[serde(default = "default_snapshot_chunk")]
     pub snapshot_chunk_rows: usize,
     /// Connections reading the snapshot in parallel (tables with an integer key are split in
@@ -96,7 +96,7 @@ fn default_max_batch_ms() -> u64 {
     50
 }
 fn default_snapshot_chunk() -> usize {
-    5_000
+    50_000
 }
 
 impl MysqlSourceConfig {

@@ -261,14 +261,22 @@ async fn read(
                 key_list.join(", ")
             )
         };
-        let rows: Vec<mysql_async::Row> = conn
-            .exec(sql, params)
+        // Rows are converted as the server streams them, so reading and converting overlap;
+        // every UNIT_ROWS rows go out as a unit.
+        let mut result = conn
+            .exec_iter(sql, params)
             .await
             .map_err(SourceError::mysql("reading a snapshot chunk"))?;
-        let read = rows.len();
         let ts = now_us();
-        let mut events = Vec::with_capacity(read);
-        for row in rows {
+        let mut read = 0usize;
+        let mut events = Vec::with_capacity(UNIT_ROWS);
+        loop {
+            let row: Option<mysql_async::Row> = result
+                .next()
+                .await
+                .map_err(SourceError::mysql("reading a snapshot chunk"))?;
+            let Some(row) = row else { break };
+            read += 1;
             let values: Vec<My> = row.unwrap();
             let mut after = Vec::with_capacity(values.len());
             let mut key_values = Vec::new();
@@ -305,22 +313,40 @@ async fn read(
                 txn: None,
                 message: None,
             });
+            if events.len() >= UNIT_ROWS {
+                total += events.len() as u64;
+                send(tx, std::mem::take(&mut events), position).await?;
+            }
         }
-        total += events.len() as u64;
-        let unit = Unit {
-            events,
-            checkpoint: Checkpoint {
-                position: position.clone(),
-                snapshot: SnapshotProgress::InProgress,
-            },
-        };
-        if tx.send(Ok(unit)).await.is_err() {
-            return Err(SourceError::StreamEnded);
+        drop(result);
+        if !events.is_empty() {
+            total += events.len() as u64;
+            send(tx, events, position).await?;
         }
         if keys.is_empty() || read < chunk {
             return Ok(total);
         }
     }
+}
+
+/// Snapshot rows per unit sent to the batcher.
+const UNIT_ROWS: usize = 5_000;
+
+async fn send(
+    tx: &mpsc::Sender<Result<Unit, SourceError>>,
+    events: Vec<ChangeEvent>,
+    position: &Position,
+) -> Result<(), SourceError> {
+    let unit = Unit {
+        events,
+        checkpoint: Checkpoint {
+            position: position.clone(),
+            snapshot: SnapshotProgress::InProgress,
+        },
+    };
+    tx.send(Ok(unit))
+        .await
+        .map_err(|_| SourceError::StreamEnded)
 }
 
 /// Runs the snapshot, sending its chunks and finally a unit that marks it done; returns the
