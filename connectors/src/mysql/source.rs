@@ -6,7 +6,8 @@
 //!   transaction, at a binlog position read without locking (MariaDB) or under the shortest
 //!   global read lock (MySQL).
 //! - `binlog.rs`: the binlog stream (GTID-positioned on MariaDB and MySQL, file and offset
-//!   otherwise), whole transactions with their positions.
+//!   otherwise), whole transactions with their positions; `row_schema.rs`: each row's columns
+//!   from the event's own metadata; `ddl.rs`: DDL statements.
 //! - `values.rs`: binlog and snapshot values into sluice's values.
 //! - `gtid.rs`: MariaDB GTID lists, MySQL GTID sets, MariaDB GTID events.
 //!
@@ -17,7 +18,9 @@
 mod binlog;
 mod catalog;
 pub mod config;
+mod ddl;
 mod gtid;
+mod row_schema;
 mod snapshot;
 mod values;
 

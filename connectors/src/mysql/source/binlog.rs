@@ -14,22 +14,20 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use futures_util::StreamExt;
-use mysql_async::binlog::events::{Event, EventData, OptionalMetaExtractor, TableMapEvent};
-use mysql_async::consts::ColumnType;
+use mysql_async::binlog::events::{Event, EventData};
 use mysql_async::prelude::Queryable;
 use mysql_async::{BinlogStreamRequest, GnoInterval, Pool, Sid, Value as My};
 use sluice_core::checkpoint::{Checkpoint, SnapshotProgress};
 use sluice_core::event::{ChangeEvent, Op, SnapshotMarker, TxnInfo};
-use sluice_core::event::{Column, DataType, TableSchema};
 use sluice_core::position::Position;
 use sluice_core::value::Value;
 use tokio::sync::mpsc;
 
-use super::catalog::{self, Kind, Server, TableInfo};
+use super::catalog::{self, Server, TableInfo};
 use super::config::{MysqlSourceConfig, SnapshotMode};
 use super::gtid::{self, MariadbGtidList, MysqlGtidSet};
 use super::values::{convert, Origin};
-use super::{snapshot, SourceError, Unit};
+use super::{ddl, row_schema, snapshot, SourceError, Unit};
 
 /// MariaDB's GTID event type.
 const MARIADB_GTID_EVENT: u8 = 162;
@@ -79,18 +77,6 @@ impl Gtid {
             Gtid::Mysql { uuid, gno } => format!("{uuid}:{gno}"),
         }
     }
-}
-
-fn quoted_words(statement: &str) -> Vec<String> {
-    statement
-        .split(|c: char| !(c.is_alphanumeric() || c == '_' || c == '$' || c == '`' || c == '.'))
-        .filter(|w| !w.is_empty())
-        .flat_map(|w| {
-            w.split('.')
-                .map(|p| p.trim_matches('`').to_owned())
-                .collect::<Vec<_>>()
-        })
-        .collect()
 }
 
 /// Streams from `position` until an error; sends units to `tx`.
@@ -263,8 +249,16 @@ async fn stream_from(
                     commit = true;
                 } else {
                     let schema = query.schema().into_owned();
-                    let events =
-                        ddl(config, pool, tables, &schema, &statement, ts_us, &cursor).await?;
+                    let events = ddl::ddl(
+                        config,
+                        pool,
+                        tables,
+                        &schema,
+                        &statement,
+                        ts_us,
+                        cursor.position(),
+                    )
+                    .await?;
                     let txn = open.get_or_insert_with(Open::default);
                     txn.events.extend(events);
                     // DDL commits on its own (MySQL implicitly, MariaDB as a standalone GTID).
@@ -295,7 +289,7 @@ async fn stream_from(
                 }
                 // The row's own column list (binlog_row_metadata = FULL) decides the schema: the
                 // catalog may already show later DDL when the stream is behind.
-                if let Some(names) = column_names(tme) {
+                if let Some(names) = row_schema::column_names(tme) {
                     let cached = &tables[&key];
                     let same = cached.schema.columns.len() == names.len()
                         && cached
@@ -310,7 +304,7 @@ async fn stream_from(
                             .await
                             .map_err(SourceError::mysql("connecting"))?;
                         let catalog = catalog::table_info(&mut conn, &key.0, &key.1).await?;
-                        let mut shaped = shape_from_row_metadata(tme, &names, &catalog);
+                        let mut shaped = row_schema::shape_from_row_metadata(tme, &names, &catalog);
                         let mut schema = (*shaped.schema).clone();
                         schema.version = cached.schema.version + 1;
                         shaped.schema = Arc::new(schema);
@@ -462,305 +456,6 @@ fn gtid_of(event: &Event) -> Result<Option<Gtid>, SourceError> {
         return Err(SourceError::Other("an unreadable MySQL GTID event".into()));
     }
     Ok(None)
-}
-
-/// Column names of a table map event (present with binlog_row_metadata = FULL).
-fn column_names(tme: &TableMapEvent<'_>) -> Option<Vec<String>> {
-    let extractor = OptionalMetaExtractor::new(tme.iter_optional_meta()).ok()?;
-    let names: Vec<String> = extractor
-        .iter_column_name()
-        .map(|n| n.map(|n| n.name().into_owned()))
-        .collect::<Result<_, _>>()
-        .ok()?;
-    (names.len() as u64 == tme.columns_count()).then_some(names)
-}
-
-/// The table as the row event describes it: columns the catalog still has (by name and
-/// compatible type) keep the catalog's description; others (dropped or changed since) are
-/// described from the event's column types.
-fn shape_from_row_metadata(
-    tme: &TableMapEvent<'_>,
-    names: &[String],
-    catalog: &TableInfo,
-) -> TableInfo {
-    let extractor = OptionalMetaExtractor::new(tme.iter_optional_meta()).ok();
-    let signed: Vec<bool> = extractor
-        .as_ref()
-        .map(|e| e.iter_signedness().collect())
-        .unwrap_or_default();
-    let mut numeric = 0;
-    let mut columns = Vec::with_capacity(names.len());
-    let mut kinds = Vec::with_capacity(names.len());
-    for (i, name) in names.iter().enumerate() {
-        let column_type = tme.get_column_type(i).ok().flatten();
-        let is_numeric = matches!(
-            column_type,
-            Some(
-                ColumnType::MYSQL_TYPE_TINY
-                    | ColumnType::MYSQL_TYPE_SHORT
-                    | ColumnType::MYSQL_TYPE_INT24
-                    | ColumnType::MYSQL_TYPE_LONG
-                    | ColumnType::MYSQL_TYPE_LONGLONG
-                    | ColumnType::MYSQL_TYPE_NEWDECIMAL
-                    | ColumnType::MYSQL_TYPE_FLOAT
-                    | ColumnType::MYSQL_TYPE_DOUBLE
-            )
-        );
-        let unsigned = is_numeric && signed.get(numeric).copied().unwrap_or(false);
-        if is_numeric {
-            numeric += 1;
-        }
-        let derived = derive_kind(
-            column_type,
-            unsigned,
-            tme.get_column_metadata(i).unwrap_or(&[]),
-        );
-        let known = catalog
-            .schema
-            .columns
-            .iter()
-            .position(|c| c.name == *name)
-            .filter(|&j| {
-                // ENUM and SET labels are only in the catalog (derived as Unknown).
-                matches!(derived.1, Kind::Unknown(_))
-                    || std::mem::discriminant(&catalog.kinds[j])
-                        == std::mem::discriminant(&derived.1)
-            });
-        match known {
-            Some(j) => {
-                columns.push(catalog.schema.columns[j].clone());
-                kinds.push(catalog.kinds[j].clone());
-            }
-            None => {
-                let (data_type, kind, type_name) = derived;
-                columns.push(Column {
-                    name: name.clone(),
-                    type_name,
-                    data_type,
-                    key: false,
-                    nullable: true,
-                });
-                kinds.push(kind);
-            }
-        }
-    }
-    TableInfo {
-        schema: Arc::new(TableSchema {
-            table: catalog.schema.table.clone(),
-            columns,
-            version: catalog.schema.version,
-        }),
-        kinds,
-    }
-}
-
-/// sluice's type, the decoding kind and a type name for a binlog column type.
-fn derive_kind(
-    column_type: Option<ColumnType>,
-    unsigned: bool,
-    meta: &[u8],
-) -> (DataType, Kind, String) {
-    let int = |bits: u8, signed: DataType, unsigned_type: DataType, name: &str| {
-        (
-            if unsigned { unsigned_type } else { signed },
-            Kind::Int { unsigned, bits },
-            if unsigned {
-                format!("{name} unsigned")
-            } else {
-                name.to_owned()
-            },
-        )
-    };
-    match column_type {
-        Some(ColumnType::MYSQL_TYPE_TINY) => int(8, DataType::Int8, DataType::UInt8, "tinyint"),
-        Some(ColumnType::MYSQL_TYPE_SHORT) => {
-            int(16, DataType::Int16, DataType::UInt16, "smallint")
-        }
-        Some(ColumnType::MYSQL_TYPE_INT24) => {
-            int(24, DataType::Int32, DataType::UInt32, "mediumint")
-        }
-        Some(ColumnType::MYSQL_TYPE_LONG) => int(32, DataType::Int32, DataType::UInt32, "int"),
-        Some(ColumnType::MYSQL_TYPE_LONGLONG) => {
-            int(64, DataType::Int64, DataType::UInt64, "bigint")
-        }
-        Some(ColumnType::MYSQL_TYPE_NEWDECIMAL) => {
-            let (p, s) = (
-                u32::from(meta.first().copied().unwrap_or(10)),
-                u32::from(meta.get(1).copied().unwrap_or(0)),
-            );
-            (
-                DataType::Decimal {
-                    precision: Some(p),
-                    scale: Some(s),
-                },
-                Kind::Decimal,
-                format!("decimal({p},{s})"),
-            )
-        }
-        Some(ColumnType::MYSQL_TYPE_FLOAT) => (DataType::Float32, Kind::Float, "float".into()),
-        Some(ColumnType::MYSQL_TYPE_DOUBLE) => (DataType::Float64, Kind::Double, "double".into()),
-        Some(ColumnType::MYSQL_TYPE_DATE | ColumnType::MYSQL_TYPE_NEWDATE) => {
-            (DataType::Date, Kind::Date, "date".into())
-        }
-        Some(ColumnType::MYSQL_TYPE_DATETIME | ColumnType::MYSQL_TYPE_DATETIME2) => {
-            (DataType::Timestamp, Kind::DateTime, "datetime".into())
-        }
-        Some(ColumnType::MYSQL_TYPE_TIMESTAMP | ColumnType::MYSQL_TYPE_TIMESTAMP2) => {
-            (DataType::TimestampTz, Kind::Timestamp, "timestamp".into())
-        }
-        Some(ColumnType::MYSQL_TYPE_TIME | ColumnType::MYSQL_TYPE_TIME2) => {
-            (DataType::Time, Kind::Time, "time".into())
-        }
-        Some(ColumnType::MYSQL_TYPE_YEAR) => (DataType::Int16, Kind::Year, "year".into()),
-        Some(ColumnType::MYSQL_TYPE_JSON) => (DataType::Json, Kind::Json, "json".into()),
-        Some(ColumnType::MYSQL_TYPE_BIT) => {
-            let bits = u32::from(meta.get(1).copied().unwrap_or(0)) * 8
-                + u32::from(meta.first().copied().unwrap_or(1));
-            if bits == 1 {
-                (DataType::Bool, Kind::Bit { bits }, "bit(1)".into())
-            } else {
-                (DataType::Bytes, Kind::Bit { bits }, format!("bit({bits})"))
-            }
-        }
-        Some(
-            ColumnType::MYSQL_TYPE_VARCHAR
-            | ColumnType::MYSQL_TYPE_VAR_STRING
-            | ColumnType::MYSQL_TYPE_STRING,
-        ) => (
-            DataType::Text,
-            Kind::Text { latin1: false },
-            "varchar".into(),
-        ),
-        Some(
-            ColumnType::MYSQL_TYPE_BLOB
-            | ColumnType::MYSQL_TYPE_TINY_BLOB
-            | ColumnType::MYSQL_TYPE_MEDIUM_BLOB
-            | ColumnType::MYSQL_TYPE_LONG_BLOB,
-        ) => (DataType::Bytes, Kind::Binary { pad: None }, "blob".into()),
-        other => {
-            let name = format!("{other:?}");
-            (DataType::Text, Kind::Unknown(name.clone()), name)
-        }
-    }
-}
-
-/// A DDL statement: re-reads the schemas of captured tables it touches; a truncate of one is a
-/// truncate event. Returns the events it makes.
-async fn ddl(
-    config: &MysqlSourceConfig,
-    pool: &Pool,
-    tables: &mut HashMap<(String, String), TableInfo>,
-    schema: &str,
-    statement: &str,
-    ts_us: i64,
-    cursor: &Cursor,
-) -> Result<Vec<ChangeEvent>, SourceError> {
-    let words = quoted_words(statement);
-    let upper: Vec<String> = words.iter().map(|w| w.to_ascii_uppercase()).collect();
-    let known = [
-        "CREATE",
-        "ALTER",
-        "DROP",
-        "RENAME",
-        "TRUNCATE",
-        "GRANT",
-        "REVOKE",
-        "FLUSH",
-        "ANALYZE",
-        "OPTIMIZE",
-        "SET",
-        "XA",
-        "SAVEPOINT",
-        "ROLLBACK",
-    ];
-    let first = upper.first().map(String::as_str).unwrap_or("");
-    // Captured tables the statement names (database-qualified or in the current database),
-    // and tables it creates that the patterns capture.
-    let mut touched: Vec<(String, String)> = tables
-        .keys()
-        .filter(|(db, table)| {
-            words.iter().any(|w| w == table) && (db == schema || words.iter().any(|w| w == db))
-        })
-        .cloned()
-        .collect();
-    for (i, word) in words.iter().enumerate() {
-        let db = if i > 0
-            && words
-                .get(i - 1)
-                .is_some_and(|w| !w.eq_ignore_ascii_case("TABLE"))
-            && statement.contains(&format!("{}.{word}", words[i - 1]))
-        {
-            words[i - 1].clone()
-        } else {
-            schema.to_owned()
-        };
-        if catalog::table_matches(&config.tables, &db, word)
-            && !touched.contains(&(db.clone(), word.clone()))
-            && (first == "CREATE" || first == "RENAME" || first == "ALTER")
-        {
-            touched.push((db, word.clone()));
-        }
-    }
-    if touched.is_empty() {
-        if !known.contains(&first) {
-            tracing::warn!(%statement, "skipping a statement that touches no captured table");
-        }
-        return Ok(Vec::new());
-    }
-    if !known.contains(&first) {
-        return Err(SourceError::UnknownDdl {
-            table: format!("{}.{}", touched[0].0, touched[0].1),
-            statement: statement.to_owned(),
-        });
-    }
-    let mut events = Vec::new();
-    let mut conn = pool
-        .get_conn()
-        .await
-        .map_err(SourceError::mysql("connecting"))?;
-    for (db, table) in touched {
-        if first == "TRUNCATE" {
-            if let Some(info) = tables.get(&(db.clone(), table.clone())) {
-                events.push(ChangeEvent {
-                    op: Op::Truncate,
-                    table: Some(Arc::clone(&info.schema)),
-                    before: None,
-                    before_is_key_only: false,
-                    after: None,
-                    snapshot: SnapshotMarker::No,
-                    commit_ts_us: ts_us,
-                    position: cursor.position(),
-                    xid: None,
-                    txn: None,
-                    message: None,
-                });
-            }
-            continue;
-        }
-        let exists: Option<u64> = conn
-            .exec_first(
-                "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
-                (db.as_str(), table.as_str()),
-            )
-            .await
-            .map_err(SourceError::mysql("reading the catalog"))?;
-        if exists.unwrap_or(0) == 0 {
-            tables.remove(&(db, table));
-            continue;
-        }
-        let mut info = catalog::table_info(&mut conn, &db, &table).await?;
-        if let Some(previous) = tables.get(&(db.clone(), table.clone())) {
-            if previous.schema.columns == info.schema.columns {
-                continue;
-            }
-            let mut schema = (*info.schema).clone();
-            schema.version = previous.schema.version + 1;
-            info.schema = Arc::new(schema);
-        }
-        tracing::info!(table = %format!("{db}.{table}"), version = info.schema.version, "table schema changed");
-        tables.insert((db, table), info);
-    }
-    Ok(events)
 }
 
 /// A MySQL GTID set as the dump request's SIDs (intervals end-exclusive on the wire).
