@@ -38,16 +38,13 @@ pub struct LogStore {
 }
 
 impl LogStore {
-    /// Creates `_schemas` when missing.
+    /// The store of `log`; `_schemas` is created with the first registration, so logs of
+    /// pipelines that register nothing (JSON encoding) do not carry an empty topic.
     pub fn open(log: Arc<Log>) -> Result<LogStore, StoreError> {
-        if log.topic_partitions(TOPIC).is_none() {
-            log.create_compacted_topic(TOPIC, 1)
-                .map_err(|e| StoreError(format!("creating topic {TOPIC}: {e}")))?;
-        }
         Ok(LogStore { log })
     }
 
-    /// Reads whatever `_schemas` holds without creating it (for read-only opens of the log).
+    /// Reads whatever `_schemas` holds (also for read-only opens of the log).
     pub fn reader(log: Arc<Log>) -> LogStore {
         LogStore { log }
     }
@@ -74,6 +71,11 @@ impl SchemaStore for LogStore {
     }
 
     fn append(&self, entries: &[Entry]) -> Result<(), StoreError> {
+        if self.log.topic_partitions(TOPIC).is_none() {
+            self.log
+                .create_compacted_topic(TOPIC, 1)
+                .map_err(|e| StoreError(format!("creating topic {TOPIC}: {e}")))?;
+        }
         let timestamp_ms = sluice_core::clock::now_us() / 1000;
         let batch = PartitionBatch {
             topic: TOPIC.to_owned(),
