@@ -347,6 +347,25 @@ pub fn plan(changes: Vec<Sourced>) -> Result<Vec<TableWork>, PlanError> {
     Ok(work)
 }
 
+/// The target's primary key (`target_key`, in any order) must be the source's: sluice does not
+/// change keys.
+pub fn check_key(table: &TableSchema, target_key: &[String], target: &str) -> Result<(), String> {
+    let mut source: Vec<&str> = table.key_columns().map(|(_, c)| c.name.as_str()).collect();
+    let mut existing: Vec<&str> = target_key.iter().map(String::as_str).collect();
+    let (shown_source, shown_target) = (source.join(", "), existing.join(", "));
+    source.sort_unstable();
+    existing.sort_unstable();
+    if source == existing {
+        return Ok(());
+    }
+    Err(format!(
+        "the key of {} is ({shown_source}) at the source but ({shown_target}) in the target \
+         {target}; sluice does not change primary keys: change the target's key to match (or drop \
+         the target table to have it recreated) and restart",
+        table.table
+    ))
+}
+
 /// Writes dead letters (logging each) through `writer`; nothing to do for none.
 pub async fn deliver_dead_letters(
     writer: Option<&DeadLetterWriter>,
@@ -766,6 +785,14 @@ mod tests {
         };
         assert!(upserts.is_empty());
         assert_eq!(partial.len(), 1);
+    }
+
+    #[test]
+    fn the_target_key_must_be_the_sources_in_any_order() {
+        let t = table(true);
+        assert_eq!(check_key(&t, &["id".to_owned()], "public.t"), Ok(()));
+        let err = check_key(&t, &["v".to_owned()], "public.t").unwrap_err();
+        assert!(err.contains("is (id) at the source but (v) in the target public.t"), "{err}");
     }
 
     #[test]

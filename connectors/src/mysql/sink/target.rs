@@ -6,6 +6,7 @@ use sluice_core::event::{Column, DataType, TableSchema};
 
 use super::literal::ident;
 use super::SinkError;
+use crate::replica;
 
 /// The MySQL type for a column: the source's own spelling when it came from MySQL/MariaDB,
 /// else the mapping of its sluice type (docs/types.md). Key columns get bounded types (MySQL
@@ -211,21 +212,7 @@ pub fn reconcile(
             ),
         ]);
     };
-    let source_key: Vec<&str> = table.key_columns().map(|(_, c)| c.name.as_str()).collect();
-    let mut sorted_source = source_key.clone();
-    sorted_source.sort_unstable();
-    let mut target_key: Vec<&str> = existing.key.iter().map(String::as_str).collect();
-    target_key.sort_unstable();
-    if sorted_source != target_key {
-        return Err(SinkError::Schema(format!(
-            "the key of {} is ({}) at the source but ({}) in the target {target}; sluice does not \
-             change primary keys: change the target's key to match (or drop the target table to \
-             have it recreated) and restart",
-            table.table,
-            source_key.join(", "),
-            existing.key.join(", ")
-        )));
-    }
+    replica::check_key(table, &existing.key, &target).map_err(SinkError::Schema)?;
     let mut statements = Vec::new();
     for column in &table.columns {
         let wanted = mysql_type(column);
