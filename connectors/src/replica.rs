@@ -792,7 +792,10 @@ mod tests {
         let t = table(true);
         assert_eq!(check_key(&t, &["id".to_owned()], "public.t"), Ok(()));
         let err = check_key(&t, &["v".to_owned()], "public.t").unwrap_err();
-        assert!(err.contains("is (id) at the source but (v) in the target public.t"), "{err}");
+        assert!(
+            err.contains("is (id) at the source but (v) in the target public.t"),
+            "{err}"
+        );
     }
 
     #[test]
