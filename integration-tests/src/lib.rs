@@ -26,7 +26,9 @@ pub fn sluice_bin() -> PathBuf {
         .to_path_buf();
     BUILD.call_once(|| {
         let status = Command::new(env!("CARGO"))
-            .args(["build", "--quiet", "--bin", "sluice"])
+            // The same command as dev/test's build step: with other arguments cargo would
+            // resolve features differently and rebuild the binary while a test waits.
+            .args(["build", "--quiet", "--workspace", "--bins", "--locked"])
             .current_dir(&root)
             .status()
             .expect("run cargo build");

@@ -76,6 +76,7 @@ fn a_missing_file_and_bad_usage_exit_2() {
 
 #[test]
 fn an_unreachable_server_exits_1_saying_where_it_tried() {
+    sluice_bin(); // built before the clock starts
     let started = Instant::now();
     let (code, stderr, _) = sluice_with_config(
         &["run"],
