@@ -6,7 +6,8 @@
 //! - `snapshot`: the initial snapshot, parallel COPY over the slot's exported snapshot;
 //! - `replication`: streaming, transaction batching, resume, standby status updates;
 //! - `protocol`: the replication-mode wire protocol; `decode`: pgoutput messages;
-//!   `text_format`: value texts into typed values; `catalog`: tables, columns, types.
+//!   `text_format`: value texts into typed values; `binary_format`: binary COPY values (the
+//!   snapshot's fast path); `catalog`: tables, columns, types.
 //!
 //! Lifecycle: `start` reads the log's last checkpoint. Without one (or with a snapshot left
 //! unfinished) it creates the slot with an exported snapshot, snapshots, then streams from the
@@ -15,6 +16,7 @@
 //! durable checkpoint; definite failures (settings, privileges, a lost slot, an unmappable type)
 //! stop the pipeline with what to do.
 
+mod binary_format;
 mod catalog;
 pub mod config;
 mod decode;
@@ -241,6 +243,10 @@ impl PostgresSource {
                     version: 1,
                 }),
                 types,
+                binary: columns
+                    .iter()
+                    .map(|c| binary_format::BinaryType::of(c.type_oid))
+                    .collect(),
                 blocks: u64::try_from(blocks).unwrap_or(0),
             });
         }

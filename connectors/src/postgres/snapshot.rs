@@ -1,8 +1,9 @@
 //! The initial snapshot: every captured row as a `r` event, consistent with the slot.
 //!
 //! The slot is created with an exported snapshot; `parallelism` connections each import it
-//! (`SET TRANSACTION SNAPSHOT`) and COPY their share of the tables out in text format, split by
-//! ctid block ranges so one large table is read in parallel. All readers see exactly the
+//! (`SET TRANSACTION SNAPSHOT`) and COPY their share of the tables out, split by ctid block
+//! ranges so one large table is read in parallel. Tables whose columns all have a binary reading
+//! (`binary_format`) are copied in binary, the rest in text. All readers see exactly the
 //! database as of the slot's consistent point, and streaming starts from that point: no change
 //! is missed and none is seen twice. A crash during the snapshot leaves its checkpoint marked
 //! in progress; the next start drops the slot and snapshots again (sinks see those `r` rows
@@ -18,6 +19,7 @@ use sluice_core::position::{Lsn, Position};
 use sluice_core::value::Value;
 use tokio::sync::mpsc;
 
+use super::binary_format::{self, BinaryType};
 use super::catalog::CapturedTable;
 use super::protocol::quote_ident;
 use super::text_format::{self, PgType};
@@ -34,6 +36,8 @@ pub struct SnapshotTable {
     pub table: CapturedTable,
     pub schema: Arc<TableSchema>,
     pub types: Vec<PgType>,
+    /// Each column's binary reading, when every column has one: the table is copied in binary.
+    pub binary: Option<Vec<BinaryType>>,
     /// Estimated size in blocks, for splitting.
     pub blocks: u64,
 }
@@ -182,30 +186,34 @@ impl Reader {
             None => {}
         }
         query.push_str(") TO STDOUT");
+        if table.binary.is_some() {
+            query.push_str(" (FORMAT binary)");
+        }
         let stream = client.copy_out(query.as_str()).await?;
         futures_util::pin_mut!(stream);
-        // Rows are parsed straight out of each chunk; only a row split across two chunks is
-        // copied, into `carry`.
+        // Rows are parsed straight out of each chunk (the server sends one row per message);
+        // only a row split across messages is gathered in `carry`.
+        let mut framing = Framing::new(table);
         let mut carry = BytesMut::new();
         let mut events = Vec::with_capacity(EVENTS_PER_CHUNK);
         while let Some(chunk) = stream.next().await {
-            let chunk: Bytes = chunk?;
-            let mut rest = &chunk[..];
+            let mut chunk: Bytes = chunk?;
             if !carry.is_empty() {
-                let Some(newline) = rest.iter().position(|b| *b == b'\n') else {
-                    carry.extend_from_slice(rest);
-                    continue;
-                };
-                carry.extend_from_slice(&rest[..newline]);
-                events.push(self.row_event(table, &carry)?);
-                carry.clear();
-                rest = &rest[newline + 1..];
+                carry.extend_from_slice(&chunk);
+                chunk = carry.split().freeze();
             }
-            while let Some(newline) = rest.iter().position(|b| *b == b'\n') {
-                events.push(self.row_event(table, &rest[..newline])?);
-                rest = &rest[newline + 1..];
+            let mut at = 0;
+            while let Some(row) = framing.next_row(&chunk[at..])? {
+                if let Some(row) = row.row {
+                    let bytes = &chunk[at..at + row];
+                    events.push(match &table.binary {
+                        Some(types) => self.binary_row_event(table, types, bytes, &chunk)?,
+                        None => self.row_event(table, bytes)?,
+                    });
+                }
+                at += row.consumed;
             }
-            carry.extend_from_slice(rest);
+            carry.extend_from_slice(&chunk[at..]);
             if events.len() >= EVENTS_PER_CHUNK {
                 let full = std::mem::replace(&mut events, Vec::with_capacity(EVENTS_PER_CHUNK));
                 if tx.send(Ok(full)).await.is_err() {
@@ -213,13 +221,42 @@ impl Reader {
                 }
             }
         }
-        if !carry.is_empty() {
+        if !carry.is_empty() || !framing.ended() {
             return Err(PostgresError::protocol("COPY output ended inside a row"));
         }
         if !events.is_empty() && tx.send(Ok(events)).await.is_err() {
             return Ok(false);
         }
         Ok(true)
+    }
+
+    /// A binary COPY row (`binary_format::next` framed it) as an event.
+    fn binary_row_event(
+        &self,
+        table: &SnapshotTable,
+        types: &[BinaryType],
+        row: &[u8],
+        chunk: &Bytes,
+    ) -> Result<ChangeEvent, PostgresError> {
+        if binary_format::field_count(row) != types.len() {
+            return Err(PostgresError::protocol(
+                "a binary COPY row has a different number of fields than the table has columns",
+            ));
+        }
+        let mut values = Vec::with_capacity(types.len());
+        for (i, field) in binary_format::fields(row).enumerate() {
+            values.push(match field {
+                None => Value::Null,
+                Some(data) => binary_format::parse(types[i], data, chunk).map_err(|source| {
+                    PostgresError::Value {
+                        table: table.table.id.to_string(),
+                        column: table.schema.columns[i].name.clone(),
+                        source,
+                    }
+                })?,
+            });
+        }
+        Ok(self.read_event(table, values))
     }
 
     fn row_event(&self, table: &SnapshotTable, line: &[u8]) -> Result<ChangeEvent, PostgresError> {
@@ -251,7 +288,11 @@ impl Reader {
                 "COPY row has fewer fields than the table has columns",
             ));
         }
-        Ok(ChangeEvent {
+        Ok(self.read_event(table, values))
+    }
+
+    fn read_event(&self, table: &SnapshotTable, values: Vec<Value>) -> ChangeEvent {
+        ChangeEvent {
             op: Op::Read,
             table: Some(table.schema.clone()),
             before: None,
@@ -263,7 +304,79 @@ impl Reader {
             xid: None,
             txn: None,
             message: None,
-        })
+        }
+    }
+}
+
+/// Where rows end in a COPY stream: at newlines in text, by length prefixes in binary.
+enum Framing {
+    Text,
+    Binary { header_seen: bool, ended: bool },
+}
+
+/// The next framed item: `consumed` bytes, of which the first `row` are a row (or none).
+struct Framed {
+    row: Option<usize>,
+    consumed: usize,
+}
+
+impl Framing {
+    fn new(table: &SnapshotTable) -> Framing {
+        match table.binary {
+            Some(_) => Framing::Binary {
+                header_seen: false,
+                ended: false,
+            },
+            None => Framing::Text,
+        }
+    }
+
+    /// The next item at the start of `buf`, or None until more bytes arrive.
+    fn next_row(&mut self, buf: &[u8]) -> Result<Option<Framed>, PostgresError> {
+        match self {
+            Framing::Text => Ok(buf.iter().position(|b| *b == b'\n').map(|end| Framed {
+                row: Some(end),
+                consumed: end + 1,
+            })),
+            Framing::Binary { ended: true, .. } if !buf.is_empty() => Err(
+                PostgresError::protocol("binary COPY output continued after its trailer"),
+            ),
+            Framing::Binary {
+                header_seen,
+                ended,
+            } => {
+                let next = binary_format::next(buf, *header_seen)
+                    .map_err(|_| PostgresError::protocol("binary COPY output is malformed"))?;
+                Ok(match next {
+                    binary_format::Next::Header(len) => {
+                        *header_seen = true;
+                        Some(Framed {
+                            row: None,
+                            consumed: len,
+                        })
+                    }
+                    binary_format::Next::Row(len) => Some(Framed {
+                        row: Some(len),
+                        consumed: len,
+                    }),
+                    binary_format::Next::End => {
+                        *ended = true;
+                        Some(Framed {
+                            row: None,
+                            consumed: 2,
+                        })
+                    }
+                    binary_format::Next::Incomplete => None,
+                })
+            }
+        }
+    }
+
+    fn ended(&self) -> bool {
+        match self {
+            Framing::Text => true,
+            Framing::Binary { ended, .. } => *ended,
+        }
     }
 }
 
@@ -345,6 +458,7 @@ mod tests {
                 version: 1,
             }),
             types: vec![],
+            binary: None,
             blocks,
         };
         let ranges = plan(&[table(99_990), table(10)], 2, true);
