@@ -238,7 +238,7 @@ async fn every_mapped_type_round_trips_exactly_through_snapshot_and_stream() {
         )
     };
     db.exec(&row(1)); // read by the snapshot (COPY, text: it has arrays and an enum)
-    // The same scalars without arrays and enums: this table is copied in binary.
+                      // The same scalars without arrays and enums: this table is copied in binary.
     db.exec(
         "CREATE TABLE scalars AS SELECT id, i2, i4, i8, num, num_nan, num_inf, r, d, d_nan, b, t, vc, ch, \
            by, big, u, j, jb, dt, dt_inf, tm, tmtz, ts, ts_inf, tstz, tstz_ninf, iv FROM types; \

@@ -6,13 +6,15 @@
 //! docs/types.md; where Debezium's defaults lose information, sluice stays exact: decimals are
 //! strings, unsigned 64-bit integers are plain numbers, intervals are ISO-8601 strings.
 
+use std::sync::Arc;
+
 use base64::Engine;
 use bytes::Bytes;
 use sluice_core::clock::now_us;
 use sluice_core::encode::{EncodeError, EncodedRecord, EventEncoder};
 use sluice_core::event::{ChangeEvent, Op, TableSchema};
 use sluice_core::position::Position;
-use sluice_core::value::{self, Date, Timestamp, Value};
+use sluice_core::value::{self, Date, Decimal, Timestamp, Value};
 
 use crate::arena::Arena;
 
@@ -37,20 +39,75 @@ pub struct SourceBlock {
 #[derive(Clone)]
 pub struct JsonEnvelopeEncoder {
     source: SourceBlock,
+    /// `{"version":…,"connector":…,"name":…,"ts_ms":`: the same for every event.
+    source_head: Vec<u8>,
     tombstones_on_delete: bool,
     buf: Vec<u8>,
     text: String,
     arena: Arena,
+    /// The JSON that only depends on the table, for the table of the last event (events come
+    /// in runs of one table).
+    table_json: Option<(Arc<TableSchema>, TableJson)>,
+}
+
+/// Pieces of an envelope that depend only on the table, written once per table version.
+#[derive(Clone)]
+struct TableJson {
+    /// `"column":` for each column.
+    column_keys: Vec<Box<[u8]>>,
+    /// `,"db":…,"schema":…,"table":…` of the source block.
+    source_tail: Box<[u8]>,
+}
+
+impl TableJson {
+    fn new(source: &SourceBlock, schema: &TableSchema) -> TableJson {
+        let column_keys = schema
+            .columns
+            .iter()
+            .map(|column| {
+                let mut key = Vec::with_capacity(column.name.len() + 3);
+                write_str(&mut key, &column.name);
+                key.push(b':');
+                key.into_boxed_slice()
+            })
+            .collect();
+        let mut tail = Vec::new();
+        write_source_tail(&mut tail, source, Some(schema));
+        TableJson {
+            column_keys,
+            source_tail: tail.into_boxed_slice(),
+        }
+    }
 }
 
 impl JsonEnvelopeEncoder {
     pub fn new(source: SourceBlock, tombstones_on_delete: bool) -> JsonEnvelopeEncoder {
+        let mut source_head = Vec::new();
+        source_head.extend_from_slice(b"{\"version\":\"sluice-");
+        source_head.extend_from_slice(env!("CARGO_PKG_VERSION").as_bytes());
+        source_head.extend_from_slice(b"\",\"connector\":\"");
+        source_head.extend_from_slice(source.connector.as_bytes());
+        source_head.extend_from_slice(b"\",\"name\":");
+        write_str(&mut source_head, &source.name);
+        source_head.extend_from_slice(b",\"ts_ms\":");
         JsonEnvelopeEncoder {
             source,
+            source_head,
             tombstones_on_delete,
             buf: Vec::with_capacity(1024),
             text: String::new(),
             arena: Arena::default(),
+            table_json: None,
+        }
+    }
+
+    /// The table's cached JSON pieces, rebuilt when the table (or its version) changes.
+    fn table_json(&mut self, schema: &Arc<TableSchema>) {
+        match &self.table_json {
+            Some((cached, _)) if Arc::ptr_eq(cached, schema) => {}
+            _ => {
+                self.table_json = Some((schema.clone(), TableJson::new(&self.source, schema)));
+            }
         }
     }
 
@@ -60,14 +117,14 @@ impl JsonEnvelopeEncoder {
             return None;
         }
         let row = event.after.as_ref().or(event.before.as_ref())?;
+        let keys = &self.table_json.as_ref()?.1.column_keys;
         self.buf.clear();
         self.buf.push(b'{');
-        for (n, (i, column)) in schema.key_columns().enumerate() {
+        for (n, (i, _)) in schema.key_columns().enumerate() {
             if n > 0 {
                 self.buf.push(b',');
             }
-            write_str(&mut self.buf, &column.name);
-            self.buf.push(b':');
+            self.buf.extend_from_slice(&keys[i]);
             write_value(&mut self.buf, &mut self.text, &row[i]);
         }
         self.buf.push(b'}');
@@ -75,19 +132,21 @@ impl JsonEnvelopeEncoder {
     }
 
     fn value(&mut self, event: &ChangeEvent) -> Bytes {
+        let table = self.table_json.as_ref().map(|(_, json)| json);
         let buf = &mut self.buf;
         buf.clear();
         buf.push(b'{');
         if !matches!(event.op, Op::Truncate | Op::Message) {
-            let schema = event.table.as_deref();
+            let keys = table.map(|t| &t.column_keys[..]);
             buf.extend_from_slice(b"\"before\":");
-            write_row(buf, &mut self.text, schema, event.before.as_deref());
+            write_row(buf, &mut self.text, keys, event.before.as_deref());
             buf.extend_from_slice(b",\"after\":");
-            write_row(buf, &mut self.text, schema, event.after.as_deref());
+            write_row(buf, &mut self.text, keys, event.after.as_deref());
             buf.push(b',');
         }
         buf.extend_from_slice(b"\"source\":");
-        write_source(buf, &self.source, event);
+        buf.extend_from_slice(&self.source_head);
+        write_source(buf, &self.source, table.map(|t| &t.source_tail[..]), event);
         buf.extend_from_slice(b",\"op\":\"");
         buf.extend_from_slice(event.op.code().as_bytes());
         let now_us = now_us();
@@ -138,6 +197,9 @@ impl EventEncoder for JsonEnvelopeEncoder {
                 reason: format!("a {:?} event has no table", event.op),
             });
         }
+        if let Some(schema) = &event.table {
+            self.table_json(schema);
+        }
         let key = self.key(event);
         let value = self.value(event);
         out.push(EncodedRecord {
@@ -151,54 +213,46 @@ impl EventEncoder for JsonEnvelopeEncoder {
     }
 }
 
+/// A row as an object; `keys` holds each column's `"name":`.
 fn write_row(
     buf: &mut Vec<u8>,
     text: &mut String,
-    schema: Option<&TableSchema>,
+    keys: Option<&[Box<[u8]>]>,
     row: Option<&[Value]>,
 ) {
-    let (Some(schema), Some(row)) = (schema, row) else {
+    let (Some(keys), Some(row)) = (keys, row) else {
         buf.extend_from_slice(b"null");
         return;
     };
     buf.push(b'{');
-    for (i, (column, value)) in schema.columns.iter().zip(row).enumerate() {
+    for (i, (key, value)) in keys.iter().zip(row).enumerate() {
         if i > 0 {
             buf.push(b',');
         }
-        write_str(buf, &column.name);
-        buf.push(b':');
+        buf.extend_from_slice(key);
         write_value(buf, text, value);
     }
     buf.push(b'}');
 }
 
-fn write_source(buf: &mut Vec<u8>, source: &SourceBlock, event: &ChangeEvent) {
+/// The source block after its constant head (`JsonEnvelopeEncoder::source_head`); `table_tail`
+/// is the table's cached `write_source_tail`.
+fn write_source(
+    buf: &mut Vec<u8>,
+    source: &SourceBlock,
+    table_tail: Option<&[u8]>,
+    event: &ChangeEvent,
+) {
     let commit_us = event.commit_ts_us;
-    buf.extend_from_slice(b"{\"version\":\"sluice-");
-    buf.extend_from_slice(env!("CARGO_PKG_VERSION").as_bytes());
-    buf.extend_from_slice(b"\",\"connector\":\"");
-    buf.extend_from_slice(source.connector.as_bytes());
-    buf.extend_from_slice(b"\",\"name\":");
-    write_str(buf, &source.name);
-    buf.extend_from_slice(b",\"ts_ms\":");
     write_int(buf, commit_us.div_euclid(1000));
     buf.extend_from_slice(b",\"ts_us\":");
     write_int(buf, commit_us);
     buf.extend_from_slice(b",\"snapshot\":\"");
     buf.extend_from_slice(event.snapshot.as_str().as_bytes());
-    buf.extend_from_slice(b"\",\"db\":");
-    write_str(buf, &source.db);
-    if let Some(schema) = &event.table {
-        let namespace_field: &[u8] = if source.connector == "postgresql" {
-            b",\"schema\":"
-        } else {
-            b",\"db_schema\":"
-        };
-        buf.extend_from_slice(namespace_field);
-        write_str(buf, &schema.table.namespace);
-        buf.extend_from_slice(b",\"table\":");
-        write_str(buf, &schema.table.name);
+    buf.push(b'"');
+    match table_tail {
+        Some(tail) => buf.extend_from_slice(tail),
+        None => write_source_tail(buf, source, None),
     }
     match &event.position {
         Position::PgLsn(lsn) => {
@@ -226,6 +280,23 @@ fn write_source(buf: &mut Vec<u8>, source: &SourceBlock, event: &ChangeEvent) {
     buf.push(b'}');
 }
 
+/// `,"db":…` and, for a table, its namespace and name.
+fn write_source_tail(buf: &mut Vec<u8>, source: &SourceBlock, schema: Option<&TableSchema>) {
+    buf.extend_from_slice(b",\"db\":");
+    write_str(buf, &source.db);
+    if let Some(schema) = schema {
+        let namespace_field: &[u8] = if source.connector == "postgresql" {
+            b",\"schema\":"
+        } else {
+            b",\"db_schema\":"
+        };
+        buf.extend_from_slice(namespace_field);
+        write_str(buf, &schema.table.namespace);
+        buf.extend_from_slice(b",\"table\":");
+        write_str(buf, &schema.table.name);
+    }
+}
+
 /// Writes one value as JSON (see docs/types.md for the mapping).
 pub fn write_value(buf: &mut Vec<u8>, text: &mut String, value: &Value) {
     match value {
@@ -243,11 +314,16 @@ pub fn write_value(buf: &mut Vec<u8>, text: &mut String, value: &Value) {
         // magnitudes (Display would print 309 digits for f64::MAX).
         Value::Float32(v) => write_float(buf, f64::from(*v), v.is_finite(), || format!("{v:?}")),
         Value::Float64(v) => write_float(buf, *v, v.is_finite(), || format!("{v:?}")),
+        // Digits, signs and the special values' names need no escaping.
         Value::Decimal(d) => {
-            text.clear();
-            use std::fmt::Write as _;
-            let _ = write!(text, "{d}");
-            write_str(buf, text);
+            buf.push(b'"');
+            match d {
+                Decimal::Finite(digits) => buf.extend_from_slice(digits.as_bytes()),
+                Decimal::NaN => buf.extend_from_slice(b"NaN"),
+                Decimal::PositiveInfinity => buf.extend_from_slice(b"Infinity"),
+                Decimal::NegativeInfinity => buf.extend_from_slice(b"-Infinity"),
+            }
+            buf.push(b'"');
         }
         Value::Text(s) | Value::Json(s) | Value::Enum(s) => write_str(buf, s),
         Value::Bytes(b) => {
@@ -259,7 +335,17 @@ pub fn write_value(buf: &mut Vec<u8>, text: &mut String, value: &Value) {
             );
             buf.push(b'"');
         }
-        Value::Uuid(u) => write_str(buf, &value::uuid_to_string(u)),
+        Value::Uuid(u) => {
+            buf.push(b'"');
+            for (i, b) in u.iter().enumerate() {
+                if matches!(i, 4 | 6 | 8 | 10) {
+                    buf.push(b'-');
+                }
+                buf.push(HEX[usize::from(b >> 4)]);
+                buf.push(HEX[usize::from(b & 0xf)]);
+            }
+            buf.push(b'"');
+        }
         Value::Date(Date::Days(days)) => write_int(buf, *days),
         Value::Date(Date::PositiveInfinity) => write_int(buf, i32::MAX),
         Value::Date(Date::NegativeInfinity) => write_int(buf, i32::MIN),
@@ -283,7 +369,9 @@ pub fn write_value(buf: &mut Vec<u8>, text: &mut String, value: &Value) {
         Value::TimestampTz(Timestamp::Micros(micros)) => {
             text.clear();
             value::write_utc_timestamp(text, *micros);
-            write_str(buf, text);
+            buf.push(b'"');
+            buf.extend_from_slice(text.as_bytes());
+            buf.push(b'"');
         }
         Value::TimestampTz(Timestamp::PositiveInfinity) => buf.extend_from_slice(b"\"infinity\""),
         Value::TimestampTz(Timestamp::NegativeInfinity) => buf.extend_from_slice(b"\"-infinity\""),
@@ -324,8 +412,39 @@ fn write_float(buf: &mut Vec<u8>, value: f64, finite: bool, shortest: impl Fn() 
     }
 }
 
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// A JSON string, escaped as serde_json escapes: quote, backslash and control characters;
+/// runs of other bytes are copied whole.
 fn write_str(buf: &mut Vec<u8>, s: &str) {
-    serde_json::to_writer(&mut *buf, s).expect("writing to a Vec cannot fail");
+    let bytes = s.as_bytes();
+    buf.reserve(bytes.len() + 2);
+    buf.push(b'"');
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let short: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0x08 => b"\\b",
+            0x0c => b"\\f",
+            0x00..=0x1f => b"",
+            _ => continue,
+        };
+        buf.extend_from_slice(&bytes[start..i]);
+        if short.is_empty() {
+            buf.extend_from_slice(b"\\u00");
+            buf.push(HEX[usize::from(b >> 4)]);
+            buf.push(HEX[usize::from(b & 0xf)]);
+        } else {
+            buf.extend_from_slice(short);
+        }
+        start = i + 1;
+    }
+    buf.extend_from_slice(&bytes[start..]);
+    buf.push(b'"');
 }
 
 /// Shared handle used by tests and tools that only need the value mapping.
@@ -497,6 +616,20 @@ mod tests {
         ];
         for (value, expected) in cases {
             assert_eq!(value_to_json(&value), expected, "{value:?}");
+        }
+    }
+
+    #[test]
+    fn strings_are_escaped_exactly_as_serde_json_escapes_them() {
+        let mut every_char: String = (0u8..0x80).map(char::from).collect();
+        every_char.push_str("ünïcødé ✓ \u{2028} \u{10ffff}");
+        for s in [every_char.as_str(), "", "plain", "\"", "a\\b", "\u{0}"] {
+            let mut ours = Vec::new();
+            write_str(&mut ours, s);
+            assert_eq!(
+                String::from_utf8(ours).unwrap(),
+                serde_json::to_string(s).unwrap()
+            );
         }
     }
 }

@@ -147,9 +147,7 @@ pub fn parse(ty: BinaryType, data: &[u8], chunk: &Bytes) -> Result<Value, Invali
             }
         }
         BinaryType::Timestamp => Value::Timestamp(timestamp(be64(fixed(8)?)).ok_or_else(bad)?),
-        BinaryType::TimestampTz => {
-            Value::TimestampTz(timestamp(be64(fixed(8)?)).ok_or_else(bad)?)
-        }
+        BinaryType::TimestampTz => Value::TimestampTz(timestamp(be64(fixed(8)?)).ok_or_else(bad)?),
         BinaryType::Interval => {
             let data = fixed(16)?;
             Value::Interval(Interval {
@@ -385,14 +383,16 @@ mod tests {
         assert_eq!(date(0), Value::Date(Date::Days(10_957)));
         assert_eq!(date(i32::MAX), Value::Date(Date::PositiveInfinity));
         assert_eq!(date(i32::MIN), Value::Date(Date::NegativeInfinity));
-        let ts = |micros: i64| {
-            parse(BinaryType::TimestampTz, &micros.to_be_bytes(), &chunk).unwrap()
-        };
+        let ts =
+            |micros: i64| parse(BinaryType::TimestampTz, &micros.to_be_bytes(), &chunk).unwrap();
         assert_eq!(
             ts(1),
             Value::TimestampTz(Timestamp::Micros(PG_EPOCH_MICROS + 1))
         );
-        assert_eq!(ts(i64::MIN), Value::TimestampTz(Timestamp::NegativeInfinity));
+        assert_eq!(
+            ts(i64::MIN),
+            Value::TimestampTz(Timestamp::NegativeInfinity)
+        );
         assert!(parse(BinaryType::Timestamp, &(i64::MAX - 1).to_be_bytes(), &chunk).is_err());
         let mut timetz = 3_600_000_000i64.to_be_bytes().to_vec();
         timetz.extend_from_slice(&(-7200i32).to_be_bytes());

@@ -338,13 +338,10 @@ impl Framing {
                 row: Some(end),
                 consumed: end + 1,
             })),
-            Framing::Binary { ended: true, .. } if !buf.is_empty() => Err(
-                PostgresError::protocol("binary COPY output continued after its trailer"),
-            ),
-            Framing::Binary {
-                header_seen,
-                ended,
-            } => {
+            Framing::Binary { ended: true, .. } if !buf.is_empty() => Err(PostgresError::protocol(
+                "binary COPY output continued after its trailer",
+            )),
+            Framing::Binary { header_seen, ended } => {
                 let next = binary_format::next(buf, *header_seen)
                     .map_err(|_| PostgresError::protocol("binary COPY output is malformed"))?;
                 Ok(match next {

@@ -264,21 +264,48 @@ const PARALLEL_ENCODE_MIN_EVENTS: usize = 1_000;
 #[derive(Clone, Default)]
 struct Topics {
     partitions: HashMap<String, u32>,
-    /// Events of one table come in runs: the last table's topic, instead of rebuilding it.
-    last_table: Option<(Arc<TableSchema>, String)>,
+    /// Events of one table come in runs: the last event's topic and partition count (once the
+    /// topic exists), instead of rebuilding and looking them up for every event.
+    last: Option<LastTopic>,
+}
+
+#[derive(Clone)]
+struct LastTopic {
+    table: Option<Arc<TableSchema>>,
+    topic: String,
+    partitions: Option<u32>,
 }
 
 impl Topics {
-    fn topic_for(&mut self, source: &str, event: &ChangeEvent) -> String {
-        match (&event.table, &self.last_table) {
-            (Some(table), Some((last, topic))) if Arc::ptr_eq(table, last) => topic.clone(),
-            (Some(table), _) => {
-                let topic = topic::event_topic(source, event);
-                self.last_table = Some((table.clone(), topic.clone()));
-                topic
-            }
-            (None, _) => topic::event_topic(source, event),
+    /// The topic of `event` and its partition count, if the topic exists yet.
+    fn topic_for(&mut self, source: &str, event: &ChangeEvent) -> (&str, Option<u32>) {
+        let same_table = match (&event.table, &self.last) {
+            (
+                Some(table),
+                Some(LastTopic {
+                    table: Some(last), ..
+                }),
+            ) => Arc::ptr_eq(table, last),
+            _ => false,
+        };
+        if !same_table {
+            let topic = topic::event_topic(source, event);
+            let partitions = self.partitions.get(&topic).copied();
+            self.last = Some(LastTopic {
+                table: event.table.clone(),
+                topic,
+                partitions,
+            });
         }
+        let last = self.last.as_ref().expect("set above");
+        (&last.topic, last.partitions)
+    }
+
+    fn insert(&mut self, topic: String, partitions: u32) {
+        if let Some(last) = self.last.as_mut().filter(|last| last.topic == topic) {
+            last.partitions = Some(partitions);
+        }
+        self.partitions.insert(topic, partitions);
     }
 }
 
@@ -304,17 +331,18 @@ impl<E: EventEncoder> BatchEncoder<E> {
     ) -> Result<EncodedBatch, PipelineError> {
         // Topics first (creating one is I/O), so that encoding itself never waits.
         for event in &batch.events {
-            let topic = self.topics.topic_for(&self.name, event);
-            if !self.topics.partitions.contains_key(&topic) {
-                let count =
-                    log.ensure_topic(&topic)
-                        .await
-                        .map_err(|source| PipelineError::Log {
-                            name: self.name.clone(),
-                            source,
-                        })?;
-                self.topics.partitions.insert(topic, count);
-            }
+            let (topic, None) = self.topics.topic_for(&self.name, event) else {
+                continue;
+            };
+            let topic = topic.to_owned();
+            let count = log
+                .ensure_topic(&topic)
+                .await
+                .map_err(|source| PipelineError::Log {
+                    name: self.name.clone(),
+                    source,
+                })?;
+            self.topics.insert(topic, count);
         }
         let SourceBatch {
             mut events,
@@ -379,8 +407,8 @@ fn encode_events<E: EventEncoder>(
                 name: name.to_owned(),
                 source,
             })?;
-        let topic = topics.topic_for(name, event);
-        let count = topics.partitions.get(&topic).copied().unwrap_or(1);
+        let (topic, count) = topics.topic_for(name, event);
+        let count = count.unwrap_or(1);
         let timestamp_ms = event.commit_ts_us.div_euclid(1000);
         newest_commit_us = newest_commit_us.max(event.commit_ts_us);
         for EncodedRecord { key, value } in encoded.drain(..) {
@@ -393,7 +421,7 @@ fn encode_events<E: EventEncoder>(
                 Some(slot) => slot,
                 None => {
                     batches.push(PartitionBatch {
-                        topic: topic.clone(),
+                        topic: topic.to_owned(),
                         partition,
                         records: Vec::new(),
                     });
