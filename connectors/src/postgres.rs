@@ -40,8 +40,8 @@ use tokio::task::JoinHandle;
 
 pub use self::config::PostgresSourceConfig;
 use self::config::SnapshotMode;
-use self::protocol::ReplicationConnection;
 pub use self::protocol::ServerError;
+use self::protocol::WireConnection;
 use self::replication::{BatchLimits, RelationContext, Stream};
 use self::snapshot::SnapshotTable;
 use self::text_format::PgType;
@@ -133,7 +133,7 @@ enum Phase {
 
 struct SnapshotPhase {
     /// The replication connection that exported the snapshot; it streams once the snapshot ends.
-    conn: ReplicationConnection,
+    conn: WireConnection,
     rx: mpsc::Receiver<Result<Vec<ChangeEvent>, PostgresError>>,
     consistent_point: Lsn,
     /// The last event read, held back so that the snapshot's final event can be marked `last`.
@@ -174,24 +174,17 @@ impl PostgresSource {
         }
     }
 
-    fn pg_config(&self) -> Result<tokio_postgres::Config, PostgresError> {
+    fn connect_params(&self) -> Result<protocol::ConnectParams, PostgresError> {
         self.config
-            .pg_config()
+            .connect_params()
             .map_err(|problem| PostgresError::Setup {
                 problem,
                 fix: "correct the source url".into(),
             })
     }
 
-    async fn connect_replication(&self) -> Result<ReplicationConnection, PostgresError> {
-        let params = self
-            .config
-            .connect_params()
-            .map_err(|problem| PostgresError::Setup {
-                problem,
-                fix: "correct the source url".into(),
-            })?;
-        ReplicationConnection::connect(&params).await
+    async fn connect_replication(&self) -> Result<WireConnection, PostgresError> {
+        WireConnection::connect(&self.connect_params()?).await
     }
 
     async fn begin_snapshot(
@@ -261,7 +254,7 @@ impl PostgresSource {
             .snapshot_name
             .ok_or_else(|| PostgresError::protocol("the slot exported no snapshot"))?;
         let rx = snapshot::spawn(
-            self.pg_config()?,
+            self.connect_params()?,
             snapshot_name,
             snapshot_tables,
             self.config.snapshot_parallelism,
@@ -530,11 +523,7 @@ impl Source for PostgresSource {
 }
 
 impl PostgresSource {
-    async fn stream_from(
-        &mut self,
-        conn: ReplicationConnection,
-        start: Lsn,
-    ) -> Result<(), PostgresError> {
+    async fn stream_from(&mut self, conn: WireConnection, start: Lsn) -> Result<(), PostgresError> {
         let stream = Stream::start(
             conn,
             &self.config.slot_name(),

@@ -95,9 +95,8 @@ impl BinaryType {
     }
 }
 
-/// Parses one non-null value. `data` is the value's bytes inside `chunk`, so that bytea values
-/// can share the chunk instead of being copied.
-pub fn parse(ty: BinaryType, data: &[u8], chunk: &Bytes) -> Result<Value, InvalidText> {
+/// Parses one non-null value.
+pub fn parse(ty: BinaryType, data: &[u8]) -> Result<Value, InvalidText> {
     let bad = || InvalidText {
         type_name: ty.name(),
     };
@@ -130,7 +129,7 @@ pub fn parse(ty: BinaryType, data: &[u8], chunk: &Bytes) -> Result<Value, Invali
             Some((1, document)) => Value::Json(text(document)?),
             _ => return Err(bad()),
         },
-        BinaryType::Bytea => Value::Bytes(chunk.slice_ref(data)),
+        BinaryType::Bytea => Value::Bytes(Bytes::copy_from_slice(data)),
         BinaryType::Uuid => Value::Uuid(fixed(16)?.try_into().expect("16 bytes")),
         BinaryType::Date => Value::Date(match be32(fixed(4)?) {
             i32::MAX => Date::PositiveInfinity,
@@ -378,13 +377,11 @@ mod tests {
 
     #[test]
     fn dates_and_timestamps_count_from_2000_with_infinities_at_the_ends() {
-        let chunk = Bytes::new();
-        let date = |days: i32| parse(BinaryType::Date, &days.to_be_bytes(), &chunk).unwrap();
+        let date = |days: i32| parse(BinaryType::Date, &days.to_be_bytes()).unwrap();
         assert_eq!(date(0), Value::Date(Date::Days(10_957)));
         assert_eq!(date(i32::MAX), Value::Date(Date::PositiveInfinity));
         assert_eq!(date(i32::MIN), Value::Date(Date::NegativeInfinity));
-        let ts =
-            |micros: i64| parse(BinaryType::TimestampTz, &micros.to_be_bytes(), &chunk).unwrap();
+        let ts = |micros: i64| parse(BinaryType::TimestampTz, &micros.to_be_bytes()).unwrap();
         assert_eq!(
             ts(1),
             Value::TimestampTz(Timestamp::Micros(PG_EPOCH_MICROS + 1))
@@ -393,11 +390,11 @@ mod tests {
             ts(i64::MIN),
             Value::TimestampTz(Timestamp::NegativeInfinity)
         );
-        assert!(parse(BinaryType::Timestamp, &(i64::MAX - 1).to_be_bytes(), &chunk).is_err());
+        assert!(parse(BinaryType::Timestamp, &(i64::MAX - 1).to_be_bytes()).is_err());
         let mut timetz = 3_600_000_000i64.to_be_bytes().to_vec();
         timetz.extend_from_slice(&(-7200i32).to_be_bytes());
         assert_eq!(
-            parse(BinaryType::TimeTz, &timetz, &chunk).unwrap(),
+            parse(BinaryType::TimeTz, &timetz).unwrap(),
             Value::TimeTz {
                 micros: 3_600_000_000,
                 offset_seconds: 7200
@@ -407,7 +404,6 @@ mod tests {
 
     #[test]
     fn wrong_lengths_and_bad_text_are_errors_not_panics() {
-        let chunk = Bytes::new();
         for ty in [
             BinaryType::Bool,
             BinaryType::Int2,
@@ -420,10 +416,10 @@ mod tests {
             BinaryType::Interval,
             BinaryType::Numeric,
         ] {
-            assert!(parse(ty, &[1, 2, 3], &chunk).is_err(), "{ty:?}");
+            assert!(parse(ty, &[1, 2, 3]).is_err(), "{ty:?}");
         }
-        assert!(parse(BinaryType::Text, &[0xff, 0xfe], &chunk).is_err());
-        assert!(parse(BinaryType::Jsonb, &[2, b'{', b'}'], &chunk).is_err());
+        assert!(parse(BinaryType::Text, &[0xff, 0xfe]).is_err());
+        assert!(parse(BinaryType::Jsonb, &[2, b'{', b'}']).is_err());
     }
 
     #[test]

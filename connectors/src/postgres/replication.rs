@@ -30,7 +30,7 @@ use tokio_postgres::Client;
 
 use super::catalog::{self, TypeResolver};
 use super::decode::{self, OldTuple, PgOutput, RelationMessage, TupleValue};
-use super::protocol::{quote_ident, ReplicationConnection, ReplicationMessage};
+use super::protocol::{quote_ident, ReplicationMessage, WireConnection};
 use super::text_format::{self, PgType};
 use super::PostgresError;
 
@@ -71,7 +71,7 @@ pub struct BatchLimits {
 }
 
 pub struct Stream {
-    conn: ReplicationConnection,
+    conn: WireConnection,
     resume_lsn: Lsn,
     received_lsn: Lsn,
     durable_lsn: Lsn,
@@ -88,7 +88,7 @@ pub struct Stream {
 impl Stream {
     /// Starts streaming `slot` from `start` (transactions committed at or before it are skipped).
     pub async fn start(
-        mut conn: ReplicationConnection,
+        mut conn: WireConnection,
         slot: &str,
         publication: &str,
         start: Lsn,

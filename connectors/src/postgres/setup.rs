@@ -4,7 +4,7 @@ use sluice_core::position::Lsn;
 use tokio_postgres::Client;
 
 use super::catalog::CapturedTable;
-use super::protocol::{quote_ident, ReplicationConnection};
+use super::protocol::{quote_ident, WireConnection};
 use super::PostgresError;
 
 fn setup_error(problem: impl Into<String>, fix: impl Into<String>) -> PostgresError {
@@ -220,7 +220,7 @@ pub struct CreatedSlot {
 /// Creates a pgoutput slot on the replication connection. With `export_snapshot` the
 /// connection must stay idle until every snapshot reader has imported the snapshot.
 pub async fn create_slot(
-    conn: &mut ReplicationConnection,
+    conn: &mut WireConnection,
     slot: &str,
     export_snapshot: bool,
 ) -> Result<CreatedSlot, PostgresError> {

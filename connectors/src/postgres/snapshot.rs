@@ -12,8 +12,6 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
-use bytes::{Bytes, BytesMut};
-use futures_util::StreamExt;
 use sluice_core::event::{ChangeEvent, Op, SnapshotMarker, TableSchema};
 use sluice_core::position::{Lsn, Position};
 use sluice_core::value::Value;
@@ -21,7 +19,7 @@ use tokio::sync::mpsc;
 
 use super::binary_format::{self, BinaryType};
 use super::catalog::CapturedTable;
-use super::protocol::quote_ident;
+use super::protocol::{quote_ident, ConnectParams, Session, WireConnection};
 use super::text_format::{self, PgType};
 use super::PostgresError;
 
@@ -80,7 +78,7 @@ fn plan(tables: &[SnapshotTable], parallelism: usize, tid_range_scans: bool) -> 
 /// Starts the snapshot readers. Events arrive on the returned channel in chunks; the channel
 /// closes when every table is read (or on the first error, which is sent first).
 pub fn spawn(
-    pg_config: tokio_postgres::Config,
+    params: ConnectParams,
     snapshot_name: String,
     tables: Vec<SnapshotTable>,
     parallelism: usize,
@@ -101,7 +99,7 @@ pub fn spawn(
     );
     for reader in 0..parallelism {
         let reader_ctx = Reader {
-            pg_config: pg_config.clone(),
+            params: params.clone(),
             snapshot_name: snapshot_name.clone(),
             tables: tables.clone(),
             queue: queue.clone(),
@@ -120,7 +118,7 @@ pub fn spawn(
 }
 
 struct Reader {
-    pg_config: tokio_postgres::Config,
+    params: ConnectParams,
     snapshot_name: String,
     tables: Arc<Vec<SnapshotTable>>,
     queue: Arc<Mutex<VecDeque<Range>>>,
@@ -133,14 +131,12 @@ impl Reader {
         &self,
         tx: &mpsc::Sender<Result<Vec<ChangeEvent>, PostgresError>>,
     ) -> Result<(), PostgresError> {
-        let (client, connection) = self.pg_config.connect(tokio_postgres::NoTls).await?;
-        let connection = tokio::spawn(connection);
-        client
-            .batch_execute(&format!(
-                "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT '{}'",
-                self.snapshot_name.replace('\'', "''")
-            ))
-            .await?;
+        let mut conn = WireConnection::open(&self.params, Session::Sql).await?;
+        conn.simple_query(&format!(
+            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT '{}'",
+            self.snapshot_name.replace('\'', "''")
+        ))
+        .await?;
         loop {
             let next = self
                 .queue
@@ -148,20 +144,19 @@ impl Reader {
                 .unwrap_or_else(|p| p.into_inner())
                 .pop_front();
             let Some(range) = next else { break };
-            if !self.copy_range(&client, &range, tx).await? {
+            if !self.copy_range(&mut conn, &range, tx).await? {
                 break; // the source stopped listening
             }
         }
-        client.batch_execute("COMMIT").await?;
-        drop(client);
-        let _ = connection.await;
+        conn.simple_query("COMMIT").await?;
+        conn.close().await;
         Ok(())
     }
 
     /// COPYs one range out and sends its rows as events; false when the receiver is gone.
     async fn copy_range(
         &self,
-        client: &tokio_postgres::Client,
+        conn: &mut WireConnection,
         range: &Range,
         tx: &mpsc::Sender<Result<Vec<ChangeEvent>, PostgresError>>,
     ) -> Result<bool, PostgresError> {
@@ -189,31 +184,21 @@ impl Reader {
         if table.binary.is_some() {
             query.push_str(" (FORMAT binary)");
         }
-        let stream = client.copy_out(query.as_str()).await?;
-        futures_util::pin_mut!(stream);
-        // Rows are parsed straight out of each chunk (the server sends one row per message);
-        // only a row split across messages is gathered in `carry`.
+        conn.copy_out(&query).await?;
+        // Rows are parsed where they lie in the connection's read buffer (the server sends one
+        // row per message); only a row split across messages is gathered in `carry`.
         let mut framing = Framing::new(table);
-        let mut carry = BytesMut::new();
+        let mut carry = Vec::new();
         let mut events = Vec::with_capacity(EVENTS_PER_CHUNK);
-        while let Some(chunk) = stream.next().await {
-            let mut chunk: Bytes = chunk?;
-            if !carry.is_empty() {
-                carry.extend_from_slice(&chunk);
-                chunk = carry.split().freeze();
+        loop {
+            let more = conn
+                .copy_out_data(|payload| {
+                    self.take_rows(table, &mut framing, &mut carry, payload, &mut events)
+                })
+                .await?;
+            if !more {
+                break;
             }
-            let mut at = 0;
-            while let Some(row) = framing.next_row(&chunk[at..])? {
-                if let Some(row) = row.row {
-                    let bytes = &chunk[at..at + row];
-                    events.push(match &table.binary {
-                        Some(types) => self.binary_row_event(table, types, bytes, &chunk)?,
-                        None => self.row_event(table, bytes)?,
-                    });
-                }
-                at += row.consumed;
-            }
-            carry.extend_from_slice(&chunk[at..]);
             if events.len() >= EVENTS_PER_CHUNK {
                 let full = std::mem::replace(&mut events, Vec::with_capacity(EVENTS_PER_CHUNK));
                 if tx.send(Ok(full)).await.is_err() {
@@ -230,13 +215,44 @@ impl Reader {
         Ok(true)
     }
 
+    /// The rows of one CopyData payload (after what `carry` holds of an earlier one) as events.
+    fn take_rows(
+        &self,
+        table: &SnapshotTable,
+        framing: &mut Framing,
+        carry: &mut Vec<u8>,
+        payload: &[u8],
+        events: &mut Vec<ChangeEvent>,
+    ) -> Result<(), PostgresError> {
+        let joined;
+        let buf = if carry.is_empty() {
+            payload
+        } else {
+            carry.extend_from_slice(payload);
+            joined = std::mem::take(carry);
+            &joined[..]
+        };
+        let mut at = 0;
+        while let Some(framed) = framing.next_row(&buf[at..])? {
+            if let Some(len) = framed.row {
+                let row = &buf[at..at + len];
+                events.push(match &table.binary {
+                    Some(types) => self.binary_row_event(table, types, row)?,
+                    None => self.row_event(table, row)?,
+                });
+            }
+            at += framed.consumed;
+        }
+        carry.extend_from_slice(&buf[at..]);
+        Ok(())
+    }
+
     /// A binary COPY row (`binary_format::next` framed it) as an event.
     fn binary_row_event(
         &self,
         table: &SnapshotTable,
         types: &[BinaryType],
         row: &[u8],
-        chunk: &Bytes,
     ) -> Result<ChangeEvent, PostgresError> {
         if binary_format::field_count(row) != types.len() {
             return Err(PostgresError::protocol(
@@ -247,13 +263,13 @@ impl Reader {
         for (i, field) in binary_format::fields(row).enumerate() {
             values.push(match field {
                 None => Value::Null,
-                Some(data) => binary_format::parse(types[i], data, chunk).map_err(|source| {
-                    PostgresError::Value {
+                Some(data) => {
+                    binary_format::parse(types[i], data).map_err(|source| PostgresError::Value {
                         table: table.table.id.to_string(),
                         column: table.schema.columns[i].name.clone(),
                         source,
-                    }
-                })?,
+                    })?
+                }
             });
         }
         Ok(self.read_event(table, values))
