@@ -31,4 +31,9 @@ pub trait EventEncoder: Send + Clone + 'static {
         event: &ChangeEvent,
         out: &mut Vec<EncodedRecord>,
     ) -> Result<(), EncodeError>;
+
+    /// The processing time (microseconds since the Unix epoch) to write into the events encoded
+    /// next, as `ts_ms`/`ts_us`. The runtime sets it once per batch so that encoding does not
+    /// read the clock for every event; an encoder that was never given one reads the clock.
+    fn set_processing_time(&mut self, _now_us: i64) {}
 }

@@ -48,6 +48,8 @@ pub struct JsonEnvelopeEncoder {
     /// The JSON that only depends on the table, for the table of the last event (events come
     /// in runs of one table).
     table_json: Option<(Arc<TableSchema>, TableJson)>,
+    /// `EventEncoder::set_processing_time`.
+    processing_us: Option<i64>,
 }
 
 /// Pieces of an envelope that depend only on the table, written once per table version.
@@ -98,6 +100,7 @@ impl JsonEnvelopeEncoder {
             text: String::new(),
             arena: Arena::default(),
             table_json: None,
+            processing_us: None,
         }
     }
 
@@ -149,7 +152,7 @@ impl JsonEnvelopeEncoder {
         write_source(buf, &self.source, table.map(|t| &t.source_tail[..]), event);
         buf.extend_from_slice(b",\"op\":\"");
         buf.extend_from_slice(event.op.code().as_bytes());
-        let now_us = now_us();
+        let now_us = self.processing_us.unwrap_or_else(now_us);
         buf.extend_from_slice(b"\",\"ts_ms\":");
         write_int(buf, now_us.div_euclid(1000));
         buf.extend_from_slice(b",\"ts_us\":");
@@ -186,6 +189,10 @@ impl JsonEnvelopeEncoder {
 }
 
 impl EventEncoder for JsonEnvelopeEncoder {
+    fn set_processing_time(&mut self, now_us: i64) {
+        self.processing_us = Some(now_us);
+    }
+
     fn encode(
         &mut self,
         event: &ChangeEvent,

@@ -34,4 +34,11 @@ impl EventEncoder for Encoder {
             Encoder::Avro(encoder) => encoder.encode(event, out),
         }
     }
+
+    fn set_processing_time(&mut self, now_us: i64) {
+        match self {
+            Encoder::Json(encoder) => encoder.set_processing_time(now_us),
+            Encoder::Avro(encoder) => encoder.set_processing_time(now_us),
+        }
+    }
 }

@@ -399,6 +399,7 @@ fn encode_events<E: EventEncoder>(
     let mut records = 0u64;
     let mut newest_commit_us = i64::MIN;
     let mut encoded = Vec::new();
+    encoder.set_processing_time(now_us());
     for event in events {
         encoded.clear();
         encoder
@@ -420,10 +421,12 @@ fn encode_events<E: EventEncoder>(
             {
                 Some(slot) => slot,
                 None => {
+                    // Sized for an even share of the events, so that pushing rarely regrows it.
+                    let share = events.len() / usize::try_from(count).unwrap_or(1).max(1);
                     batches.push(PartitionBatch {
                         topic: topic.to_owned(),
                         partition,
-                        records: Vec::new(),
+                        records: Vec::with_capacity(share.clamp(16, 4096)),
                     });
                     batches.len() - 1
                 }

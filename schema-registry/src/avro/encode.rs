@@ -48,6 +48,8 @@ pub struct AvroEncoder {
     buf: Vec<u8>,
     text: String,
     arena: Arena,
+    /// `EventEncoder::set_processing_time`.
+    processing_us: Option<i64>,
 }
 
 impl AvroEncoder {
@@ -67,6 +69,7 @@ impl AvroEncoder {
             buf: Vec::with_capacity(1024),
             text: String::new(),
             arena: Arena::default(),
+            processing_us: None,
         }
     }
 
@@ -162,6 +165,10 @@ impl AvroEncoder {
 }
 
 impl EventEncoder for AvroEncoder {
+    fn set_processing_time(&mut self, now_us: i64) {
+        self.processing_us = Some(now_us);
+    }
+
     fn encode(
         &mut self,
         event: &ChangeEvent,
@@ -177,7 +184,8 @@ impl EventEncoder for AvroEncoder {
             let id = self.message_value_id()?;
             self.buf.clear();
             write_header(&mut self.buf, id);
-            write_message(&mut self.buf, &self.source, event);
+            let now = self.processing_us.unwrap_or_else(now_us);
+            write_message(&mut self.buf, &self.source, event, now);
             let value = self.take_buf();
             out.push(EncodedRecord {
                 key: None,
@@ -217,7 +225,8 @@ impl EventEncoder for AvroEncoder {
         }
         write_source(&mut self.buf, &self.source, event);
         write_str(&mut self.buf, event.op.code());
-        write_times_and_txn(&mut self.buf, event);
+        let now = self.processing_us.unwrap_or_else(now_us);
+        write_times_and_txn(&mut self.buf, event, now);
         let value = self.take_buf();
         out.push(EncodedRecord {
             key: key.clone(),
@@ -551,8 +560,7 @@ fn write_source(buf: &mut Vec<u8>, source: &SourceBlock, event: &ChangeEvent) {
 }
 
 /// `ts_ms`, `ts_us` and `transaction`, the envelope's last fields.
-fn write_times_and_txn(buf: &mut Vec<u8>, event: &ChangeEvent) {
-    let now = now_us();
+fn write_times_and_txn(buf: &mut Vec<u8>, event: &ChangeEvent, now: i64) {
     write_optional_long(buf, Some(now.div_euclid(1000)));
     write_optional_long(buf, Some(now));
     write_txn(buf, event);
@@ -572,9 +580,8 @@ fn write_txn(buf: &mut Vec<u8>, event: &ChangeEvent) {
     }
 }
 
-fn write_message(buf: &mut Vec<u8>, source: &SourceBlock, event: &ChangeEvent) {
+fn write_message(buf: &mut Vec<u8>, source: &SourceBlock, event: &ChangeEvent, now: i64) {
     write_str(buf, event.op.code());
-    let now = now_us();
     write_optional_long(buf, Some(now.div_euclid(1000)));
     write_optional_long(buf, Some(now));
     write_source(buf, source, event);
