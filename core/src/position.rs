@@ -7,6 +7,7 @@
 use std::cmp::Ordering;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 /// A Postgres log sequence number, printed as Postgres prints it: `16/B374D848`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -53,11 +54,11 @@ pub enum Position {
     /// Postgres: the end LSN of a committed transaction (`pg:16/B374D848`).
     PgLsn(Lsn),
     /// MySQL GTID set (`mysql-gtid:3E11FA47-71CA-11E1-9E33-C80AA9429562:1-5`).
-    MysqlGtidSet(String),
+    MysqlGtidSet(Arc<str>),
     /// MariaDB GTID list, `domain-server-seq` per domain (`mariadb-gtid:0-1-42,1-2-7`).
-    MariadbGtidList(String),
+    MariadbGtidList(Arc<str>),
     /// Binlog file and byte offset, when GTIDs are off (`binlog:mysql-bin.000003:4`).
-    BinlogFile { file: String, offset: u64 },
+    BinlogFile { file: Arc<str>, offset: u64 },
 }
 
 impl fmt::Display for Position {
@@ -80,8 +81,8 @@ impl FromStr for Position {
             .ok_or_else(|| parse_error(text, "expected KIND:VALUE"))?;
         match kind {
             "pg" => Ok(Position::PgLsn(rest.parse()?)),
-            "mysql-gtid" => Ok(Position::MysqlGtidSet(rest.to_owned())),
-            "mariadb-gtid" => Ok(Position::MariadbGtidList(rest.to_owned())),
+            "mysql-gtid" => Ok(Position::MysqlGtidSet(rest.to_owned().into())),
+            "mariadb-gtid" => Ok(Position::MariadbGtidList(rest.to_owned().into())),
             "binlog" => {
                 let (file, offset) = rest
                     .rsplit_once(':')
@@ -90,7 +91,7 @@ impl FromStr for Position {
                     .parse()
                     .map_err(|_| parse_error(text, "binlog offset is not a number"))?;
                 Ok(Position::BinlogFile {
-                    file: file.to_owned(),
+                    file: file.to_owned().into(),
                     offset,
                 })
             }

@@ -545,12 +545,8 @@ fn write_source(buf: &mut Vec<u8>, source: &SourceBlock, event: &ChangeEvent) {
     } else {
         write_optional_str(buf, table.map(|t| t.name.as_str()));
         let (gtid, file, pos) = match &event.position {
-            Position::MysqlGtidSet(g) | Position::MariadbGtidList(g) => {
-                (Some(g.as_str()), None, None)
-            }
-            Position::BinlogFile { file, offset } => {
-                (None, Some(file.as_str()), Some(*offset as i64))
-            }
+            Position::MysqlGtidSet(g) | Position::MariadbGtidList(g) => (Some(&**g), None, None),
+            Position::BinlogFile { file, offset } => (None, Some(&**file), Some(*offset as i64)),
             Position::PgLsn(_) => (None, None, None),
         };
         write_optional_str(buf, gtid);

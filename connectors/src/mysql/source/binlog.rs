@@ -42,10 +42,10 @@ enum Cursor {
 impl Cursor {
     fn position(&self) -> Position {
         match self {
-            Cursor::Mariadb(list) => Position::MariadbGtidList(list.to_string()),
-            Cursor::Mysql(set) => Position::MysqlGtidSet(set.to_string()),
+            Cursor::Mariadb(list) => Position::MariadbGtidList(list.to_string().into()),
+            Cursor::Mysql(set) => Position::MysqlGtidSet(set.to_string().into()),
             Cursor::File { file, offset } => Position::BinlogFile {
-                file: file.clone(),
+                file: file.clone().into(),
                 offset: *offset,
             },
         }
@@ -175,7 +175,7 @@ async fn stream_from(
         }
         Position::BinlogFile { file, offset } => {
             cursor = Cursor::File {
-                file: file.clone(),
+                file: file.to_string(),
                 offset: *offset,
             };
             request
@@ -352,7 +352,7 @@ async fn stream_from(
                         snapshot: SnapshotMarker::No,
                         commit_ts_us: ts_us,
                         position: Position::BinlogFile {
-                            file: current_file.clone(),
+                            file: current_file.clone().into(),
                             offset: u64::from(header.log_pos()),
                         },
                         xid: None,

@@ -44,7 +44,7 @@ async fn position_of(conn: &mut Conn, server: &Server) -> Result<Position, Sourc
                 .query_first("SELECT @@GLOBAL.gtid_binlog_pos")
                 .await
                 .map_err(SourceError::mysql("reading gtid_binlog_pos"))?;
-            Ok(Position::MariadbGtidList(pos.unwrap_or_default()))
+            Ok(Position::MariadbGtidList(pos.unwrap_or_default().into()))
         }
         (Flavor::Mysql, true) => {
             let set: Option<String> = conn
@@ -52,7 +52,7 @@ async fn position_of(conn: &mut Conn, server: &Server) -> Result<Position, Sourc
                 .await
                 .map_err(SourceError::mysql("reading gtid_executed"))?;
             Ok(Position::MysqlGtidSet(
-                set.unwrap_or_default().replace('\n', ""),
+                set.unwrap_or_default().replace('\n', "").into(),
             ))
         }
         (Flavor::Mysql, false) => {
@@ -63,7 +63,7 @@ async fn position_of(conn: &mut Conn, server: &Server) -> Result<Position, Sourc
             let row = row
                 .ok_or_else(|| SourceError::Setup(vec!["the binlog is off: set log_bin".into()]))?;
             Ok(Position::BinlogFile {
-                file: row.get::<String, _>(0).unwrap_or_default(),
+                file: row.get::<String, _>(0).unwrap_or_default().into(),
                 offset: row.get::<u64, _>(1).unwrap_or(4),
             })
         }
@@ -115,7 +115,10 @@ async fn open(
             )
             .await
             .map_err(SourceError::mysql("reading the snapshot's GTID position"))?;
-        return Ok((conns, Position::MariadbGtidList(gtids.unwrap_or_default())));
+        return Ok((
+            conns,
+            Position::MariadbGtidList(gtids.unwrap_or_default().into()),
+        ));
     }
     let (lock, readers) = conns.split_first_mut().expect("at least one connection");
     lock.query_drop("FLUSH TABLES WITH READ LOCK")
@@ -270,6 +273,8 @@ async fn read(
         let ts = now_us();
         let mut read = 0usize;
         let mut events = Vec::with_capacity(UNIT_ROWS);
+        // The key of the last row read, where the next chunk starts (reused, not reallocated).
+        let mut row_key = Vec::with_capacity(keys.len());
         loop {
             let row: Option<mysql_async::Row> = result
                 .next()
@@ -279,7 +284,7 @@ async fn read(
             read += 1;
             let values: Vec<My> = row.unwrap();
             let mut after = Vec::with_capacity(values.len());
-            let mut key_values = Vec::new();
+            row_key.clear();
             for (i, ((value, kind), column)) in values
                 .into_iter()
                 .zip(&work.table.kinds)
@@ -287,7 +292,7 @@ async fn read(
                 .enumerate()
             {
                 if keys.contains(&i) {
-                    key_values.push(value.clone());
+                    row_key.push(value.clone());
                 }
                 after.push(
                     convert(value, kind, Origin::Snapshot, config.zero_dates).map_err(
@@ -299,7 +304,6 @@ async fn read(
                     )?,
                 );
             }
-            last_key = Some(key_values);
             events.push(ChangeEvent {
                 op: Op::Read,
                 table: Some(Arc::clone(schema)),
@@ -319,6 +323,9 @@ async fn read(
             }
         }
         drop(result);
+        if read > 0 {
+            last_key = Some(row_key);
+        }
         if !events.is_empty() {
             total += events.len() as u64;
             send(tx, events, position).await?;
