@@ -145,7 +145,9 @@ impl Reader {
                 .pop_front();
             let Some(range) = next else { break };
             if !self.copy_range(&mut conn, &range, tx).await? {
-                break; // the source stopped listening
+                // The source stopped listening. Closing the socket ends the read-only
+                // transaction; a COMMIT would first have to read the rest of the COPY.
+                return Ok(());
             }
         }
         conn.simple_query("COMMIT").await?;
