@@ -109,8 +109,12 @@ impl TestDb {
     /// Waits until sluice streams from this database's slot (the tests name it after the
     /// database): the snapshot is done and changes from now on are streamed.
     pub async fn wait_for_streaming(&self) {
+        // A slot is already `active` while CREATE_REPLICATION_SLOT waits for the transactions
+        // running anywhere in the cluster to end; writes in that window land in the snapshot,
+        // not the stream. Only a walsender that has run START_REPLICATION is `streaming`.
         let sql = format!(
-            "SELECT count(*) FROM pg_replication_slots WHERE slot_name = '{}' AND active",
+            "SELECT count(*) FROM pg_replication_slots s JOIN pg_stat_replication r ON r.pid = s.active_pid \
+             WHERE s.slot_name = '{}' AND r.state = 'streaming'",
             self.name
         );
         wait_for(
