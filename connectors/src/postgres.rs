@@ -136,8 +136,9 @@ struct SnapshotPhase {
     conn: WireConnection,
     rx: mpsc::Receiver<Result<Vec<ChangeEvent>, PostgresError>>,
     consistent_point: Lsn,
-    /// The last event read, held back so that the snapshot's final event can be marked `last`.
-    held_back: Option<ChangeEvent>,
+    /// The last chunk read, held back so that the snapshot's final event can be marked `last`.
+    /// Whole chunks move into batches, so events are not copied from one vector to another.
+    held_back: Option<Vec<ChangeEvent>>,
     first_emitted: bool,
 }
 
@@ -261,6 +262,7 @@ impl PostgresSource {
             server_version >= 140_000,
             created.consistent_point,
             now_us(),
+            self.limits().max_events,
         );
         self.phase = Phase::Snapshot(SnapshotPhase {
             conn,
@@ -277,20 +279,20 @@ impl PostgresSource {
         let Phase::Snapshot(phase) = &mut self.phase else {
             unreachable!("called in the snapshot phase")
         };
-        // The newest event is held back: only once the snapshot ends is it known to be the last.
-        let mut events: Vec<ChangeEvent> = Vec::with_capacity(limits.max_events + 1);
-        events.extend(phase.held_back.take());
-        let mut received = 0;
+        // The newest chunk is held back: only once the snapshot ends is its last event known to
+        // be the snapshot's last. A batch is whole chunks, of about `max_events` events in all.
+        let mut events: Vec<ChangeEvent> = Vec::new();
         let mut finished = false;
         let idle_until = tokio::time::Instant::now() + std::time::Duration::from_secs(1);
-        while received < limits.max_events {
-            let chunk = if received == 0 {
+        loop {
+            let held = phase.held_back.as_ref().map_or(0, Vec::len);
+            if !events.is_empty() && events.len() + held >= limits.max_events {
+                break;
+            }
+            let chunk = if events.is_empty() {
                 match tokio::time::timeout_at(idle_until, phase.rx.recv()).await {
                     Ok(chunk) => chunk,
-                    Err(_) => {
-                        phase.held_back = events.pop();
-                        return Ok(None);
-                    }
+                    Err(_) => return Ok(None),
                 }
             } else {
                 match phase.rx.try_recv() {
@@ -299,22 +301,18 @@ impl PostgresSource {
                     Err(mpsc::error::TryRecvError::Disconnected) => None,
                 }
             };
-            match chunk {
-                Some(chunk) => {
-                    let chunk = chunk?;
-                    received += chunk.len();
-                    events.extend(chunk);
-                }
-                None => {
-                    finished = true;
-                    break;
-                }
-            }
+            let Some(chunk) = chunk else {
+                finished = true;
+                append_chunk(&mut events, phase.held_back.take());
+                break;
+            };
+            let previous = phase.held_back.replace(chunk?);
+            append_chunk(&mut events, previous);
         }
-        if !finished {
-            phase.held_back = events.pop();
-        } else if let Some(last) = events.last_mut() {
-            last.snapshot = SnapshotMarker::Last;
+        if finished {
+            if let Some(last) = events.last_mut() {
+                last.snapshot = SnapshotMarker::Last;
+            }
         }
         if !phase.first_emitted {
             let only_event = finished && events.len() == 1;
@@ -361,6 +359,15 @@ impl PostgresSource {
                 snapshot: SnapshotProgress::Done,
             }),
         }))
+    }
+}
+
+/// Moves `chunk` to the end of `events` (without copying when `events` is empty).
+fn append_chunk(events: &mut Vec<ChangeEvent>, chunk: Option<Vec<ChangeEvent>>) {
+    match chunk {
+        Some(chunk) if events.is_empty() => *events = chunk,
+        Some(mut chunk) => events.append(&mut chunk),
+        None => {}
     }
 }
 

@@ -23,8 +23,6 @@ use super::protocol::{quote_ident, ConnectParams, Session, WireConnection};
 use super::text_format::{self, PgType};
 use super::PostgresError;
 
-/// Rows per message from a reader to the source.
-const EVENTS_PER_CHUNK: usize = 2_000;
 /// Tables smaller than this many blocks (8 KiB each) are read in one piece.
 const MIN_BLOCKS_PER_RANGE: u64 = 1_024;
 
@@ -75,8 +73,10 @@ fn plan(tables: &[SnapshotTable], parallelism: usize, tid_range_scans: bool) -> 
     ranges
 }
 
-/// Starts the snapshot readers. Events arrive on the returned channel in chunks; the channel
-/// closes when every table is read (or on the first error, which is sent first).
+/// Starts the snapshot readers. Events arrive on the returned channel in chunks of about
+/// `chunk_events` (a source batch, so that chunks move into batches whole); the channel closes
+/// when every table is read (or on the first error, which is sent first).
+#[allow(clippy::too_many_arguments)]
 pub fn spawn(
     params: ConnectParams,
     snapshot_name: String,
@@ -85,8 +85,10 @@ pub fn spawn(
     tid_range_scans: bool,
     consistent_point: Lsn,
     snapshot_ts_us: i64,
+    chunk_events: usize,
 ) -> mpsc::Receiver<Result<Vec<ChangeEvent>, PostgresError>> {
-    let (tx, rx) = mpsc::channel(parallelism * 4);
+    // Two chunks in flight per reader: one being filled, one waiting for the source.
+    let (tx, rx) = mpsc::channel(parallelism * 2);
     let tables = Arc::new(tables);
     let queue = Arc::new(Mutex::new(plan(&tables, parallelism, tid_range_scans)));
     let rows_total: u64 = tables.iter().map(|t| t.blocks).sum();
@@ -105,6 +107,7 @@ pub fn spawn(
             queue: queue.clone(),
             position: Position::PgLsn(consistent_point),
             snapshot_ts_us,
+            chunk_events: chunk_events.max(1),
         };
         let tx = tx.clone();
         tokio::spawn(async move {
@@ -124,6 +127,7 @@ struct Reader {
     queue: Arc<Mutex<VecDeque<Range>>>,
     position: Position,
     snapshot_ts_us: i64,
+    chunk_events: usize,
 }
 
 impl Reader {
@@ -191,7 +195,7 @@ impl Reader {
         // row per message); only a row split across messages is gathered in `carry`.
         let mut framing = Framing::new(table);
         let mut carry = Vec::new();
-        let mut events = Vec::with_capacity(EVENTS_PER_CHUNK);
+        let mut events = Vec::with_capacity(self.chunk_events);
         loop {
             let more = conn
                 .copy_out_data(|payload| {
@@ -201,8 +205,8 @@ impl Reader {
             if !more {
                 break;
             }
-            if events.len() >= EVENTS_PER_CHUNK {
-                let full = std::mem::replace(&mut events, Vec::with_capacity(EVENTS_PER_CHUNK));
+            if events.len() >= self.chunk_events {
+                let full = std::mem::replace(&mut events, Vec::with_capacity(self.chunk_events));
                 if tx.send(Ok(full)).await.is_err() {
                     return Ok(false);
                 }
