@@ -344,21 +344,28 @@ impl<E: EventEncoder> BatchEncoder<E> {
                 })?;
             self.topics.insert(topic, count);
         }
-        let SourceBatch {
-            mut events,
-            checkpoint,
-        } = batch;
+        let SourceBatch { events, checkpoint } = batch;
         let part = if events.len() >= PARALLEL_ENCODE_MIN_EVENTS {
             // The second half goes to a blocking thread with a clone of the encoder while this
-            // task encodes the first; per partition, the first half's records come first.
-            let second_half = events.split_off(events.len() / 2);
-            let (name, mut encoder, mut topics) =
-                (self.name.clone(), self.encoder.clone(), self.topics.clone());
+            // task encodes the first; per partition, the first half's records come first. The
+            // events are shared, not split: splitting would copy half of them.
+            let events = Arc::new(events);
+            let half = events.len() / 2;
+            let (name, mut encoder, mut topics, shared) = (
+                self.name.clone(),
+                self.encoder.clone(),
+                self.topics.clone(),
+                events.clone(),
+            );
             let second = tokio::task::spawn_blocking(move || {
-                encode_events(&name, &mut encoder, &mut topics, &second_half)
+                encode_events(&name, &mut encoder, &mut topics, &shared[half..])
             });
-            let mut first =
-                encode_events(&self.name, &mut self.encoder, &mut self.topics, &events)?;
+            let mut first = encode_events(
+                &self.name,
+                &mut self.encoder,
+                &mut self.topics,
+                &events[..half],
+            )?;
             let second = match second.await {
                 Ok(result) => result?,
                 Err(join) => std::panic::resume_unwind(join.into_panic()),
@@ -375,6 +382,8 @@ impl<E: EventEncoder> BatchEncoder<E> {
             }
             first.records += second.records;
             first.newest_commit_us = first.newest_commit_us.max(second.newest_commit_us);
+            // Freeing thousands of rows takes a while; it need not delay this batch's append.
+            tokio::task::spawn_blocking(move || drop(events));
             first
         } else {
             encode_events(&self.name, &mut self.encoder, &mut self.topics, &events)?

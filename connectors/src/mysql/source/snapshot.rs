@@ -319,7 +319,8 @@ async fn read(
             });
             if events.len() >= UNIT_ROWS {
                 total += events.len() as u64;
-                send(tx, std::mem::take(&mut events), position).await?;
+                let full = std::mem::replace(&mut events, Vec::with_capacity(UNIT_ROWS));
+                send(tx, full, position).await?;
             }
         }
         drop(result);
