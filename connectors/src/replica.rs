@@ -64,8 +64,10 @@ pub fn next_offsets(records: &[SinkRecord]) -> Offsets {
     offsets
 }
 
+mod apply;
 mod plan;
 
+pub use self::apply::{apply_steps, Statements};
 pub use self::plan::{plan, KeylessOp, PlanError, Row, Step, TableWork};
 
 /// The target's primary key (`target_key`, in any order) must be the source's: sluice does not

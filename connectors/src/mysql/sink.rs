@@ -30,8 +30,7 @@ pub use self::config::MysqlSinkConfig;
 use self::literal::{ident, write_literal};
 use self::target::Existing;
 use crate::replica::{
-    self, KeylessOp, Prepared, ReplicaError, ReplicaSettings, ReplicaSink, Row, Step, TableWork,
-    Target,
+    self, Prepared, ReplicaError, ReplicaSettings, ReplicaSink, Row, Statements, TableWork, Target,
 };
 
 /// Largest statement the sink builds (the server's max_allowed_packet is 16 MiB by default).
@@ -397,43 +396,8 @@ impl MysqlTarget {
                 ident(&self.database(&item.table)),
                 ident(&item.table.table.name)
             );
-            for step in &item.steps {
-                match step {
-                    Step::Truncate => {
-                        tx.query_drop(format!("DELETE FROM {target}"))
-                            .await
-                            .map_err(|e| SinkError::db(format!("truncating {target}"), e))?;
-                    }
-                    Step::Keyed {
-                        upserts,
-                        deletes,
-                        partial,
-                    } => {
-                        self.delete_keys(tx, &item.table, &target, deletes).await?;
-                        let rows: Vec<&Row> = upserts.iter().collect();
-                        self.insert(tx, &item.table, &target, &rows, true).await?;
-                        for row in partial {
-                            self.update_available(tx, &item.table, &target, row).await?;
-                        }
-                    }
-                    Step::Keyless(ops) => {
-                        let mut inserts: Vec<&Row> = Vec::new();
-                        for op in ops {
-                            match op {
-                                KeylessOp::Insert(row) => inserts.push(row),
-                                KeylessOp::Delete(row) => {
-                                    self.insert(tx, &item.table, &target, &inserts, false)
-                                        .await?;
-                                    inserts.clear();
-                                    self.delete_matching(tx, &item.table, &target, row).await?;
-                                }
-                            }
-                        }
-                        self.insert(tx, &item.table, &target, &inserts, false)
-                            .await?;
-                    }
-                }
-            }
+            let mut statements = MysqlStatements { target: self, tx };
+            replica::apply_steps(&mut statements, &item.table, &target, &item.steps).await?;
         }
         Ok(())
     }
@@ -633,6 +597,78 @@ impl MysqlTarget {
             .into_iter()
             .map(|(topic, partition, next)| ((topic, partition), next))
             .collect())
+    }
+}
+
+/// The MySQL statements of a batch, in its transaction.
+struct MysqlStatements<'a, 't> {
+    target: &'a mut MysqlTarget,
+    tx: &'a mut mysql_async::Transaction<'t>,
+}
+
+impl Statements for MysqlStatements<'_, '_> {
+    type Error = SinkError;
+
+    /// `DELETE FROM`, not TRUNCATE: TRUNCATE would commit the transaction.
+    async fn truncate(&mut self, target: &str) -> Result<(), SinkError> {
+        self.tx
+            .query_drop(format!("DELETE FROM {target}"))
+            .await
+            .map_err(|e| SinkError::db(format!("truncating {target}"), e))
+    }
+
+    async fn delete_keys(
+        &mut self,
+        table: &TableSchema,
+        target: &str,
+        rows: &[Row],
+    ) -> Result<(), SinkError> {
+        self.target.delete_keys(self.tx, table, target, rows).await
+    }
+
+    async fn upsert(
+        &mut self,
+        table: &TableSchema,
+        target: &str,
+        rows: &[Row],
+    ) -> Result<(), SinkError> {
+        let rows: Vec<&Row> = rows.iter().collect();
+        self.target
+            .insert(self.tx, table, target, &rows, true)
+            .await
+    }
+
+    async fn update_available(
+        &mut self,
+        table: &TableSchema,
+        target: &str,
+        row: &Row,
+    ) -> Result<(), SinkError> {
+        self.target
+            .update_available(self.tx, table, target, row)
+            .await
+    }
+
+    async fn insert(
+        &mut self,
+        table: &TableSchema,
+        target: &str,
+        rows: &[&Row],
+    ) -> Result<(), SinkError> {
+        self.target
+            .insert(self.tx, table, target, rows, false)
+            .await
+    }
+
+    async fn delete_matching(
+        &mut self,
+        table: &TableSchema,
+        target: &str,
+        row: &Row,
+    ) -> Result<(), SinkError> {
+        self.target
+            .delete_matching(self.tx, table, target, row)
+            .await
     }
 }
 

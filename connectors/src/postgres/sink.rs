@@ -37,8 +37,7 @@ use tokio_postgres::{NoTls, Transaction};
 pub use self::config::PostgresSinkConfig;
 use self::target::{ident, pg_type, qualified};
 use crate::replica::{
-    self, KeylessOp, Prepared, ReplicaError, ReplicaSettings, ReplicaSink, Row, Step, TableWork,
-    Target,
+    self, Prepared, ReplicaError, ReplicaSettings, ReplicaSink, Row, Statements, TableWork, Target,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -313,46 +312,8 @@ impl PgTarget {
         for item in work {
             let schema = self.target_schema(&item.table);
             let target = qualified(&schema, &item.table.table.name);
-            for step in &item.steps {
-                match step {
-                    Step::Truncate => {
-                        tx.batch_execute(&format!("TRUNCATE {target}"))
-                            .await
-                            .map_err(|e| SinkError::db(format!("truncating {target}"), e))?;
-                    }
-                    Step::Keyed {
-                        upserts,
-                        deletes,
-                        partial,
-                    } => {
-                        if !deletes.is_empty() {
-                            self.delete_keys(tx, &item.table, &target, deletes).await?;
-                        }
-                        if !upserts.is_empty() {
-                            self.upsert(tx, &item.table, &target, upserts).await?;
-                        }
-                        for row in partial {
-                            self.update_available(tx, &item.table, &target, row).await?;
-                        }
-                    }
-                    Step::Keyless(ops) => {
-                        let mut inserts: Vec<&Row> = Vec::new();
-                        for op in ops {
-                            match op {
-                                KeylessOp::Insert(row) => inserts.push(row),
-                                KeylessOp::Delete(row) => {
-                                    self.copy_into(tx, &item.table, &target, &inserts, false)
-                                        .await?;
-                                    inserts.clear();
-                                    self.delete_matching(tx, &item.table, &target, row).await?;
-                                }
-                            }
-                        }
-                        self.copy_into(tx, &item.table, &target, &inserts, false)
-                            .await?;
-                    }
-                }
-            }
+            let mut statements = PgStatements { target: self, tx };
+            replica::apply_steps(&mut statements, &item.table, &target, &item.steps).await?;
         }
         Ok(())
     }
@@ -643,6 +604,74 @@ impl PgTarget {
                 ((row.get::<_, String>(0), partition as u32), next as u64)
             })
             .collect())
+    }
+}
+
+/// The Postgres statements of a batch, in its transaction.
+struct PgStatements<'a, 't> {
+    target: &'a mut PgTarget,
+    tx: &'a Transaction<'t>,
+}
+
+impl Statements for PgStatements<'_, '_> {
+    type Error = SinkError;
+
+    async fn truncate(&mut self, target: &str) -> Result<(), SinkError> {
+        self.tx
+            .batch_execute(&format!("TRUNCATE {target}"))
+            .await
+            .map_err(|e| SinkError::db(format!("truncating {target}"), e))
+    }
+
+    async fn delete_keys(
+        &mut self,
+        table: &TableSchema,
+        target: &str,
+        rows: &[Row],
+    ) -> Result<(), SinkError> {
+        self.target.delete_keys(self.tx, table, target, rows).await
+    }
+
+    async fn upsert(
+        &mut self,
+        table: &TableSchema,
+        target: &str,
+        rows: &[Row],
+    ) -> Result<(), SinkError> {
+        self.target.upsert(self.tx, table, target, rows).await
+    }
+
+    async fn update_available(
+        &mut self,
+        table: &TableSchema,
+        target: &str,
+        row: &Row,
+    ) -> Result<(), SinkError> {
+        self.target
+            .update_available(self.tx, table, target, row)
+            .await
+    }
+
+    async fn insert(
+        &mut self,
+        table: &TableSchema,
+        target: &str,
+        rows: &[&Row],
+    ) -> Result<(), SinkError> {
+        self.target
+            .copy_into(self.tx, table, target, rows, false)
+            .await
+    }
+
+    async fn delete_matching(
+        &mut self,
+        table: &TableSchema,
+        target: &str,
+        row: &Row,
+    ) -> Result<(), SinkError> {
+        self.target
+            .delete_matching(self.tx, table, target, row)
+            .await
     }
 }
 
