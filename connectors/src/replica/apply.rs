@@ -2,58 +2,61 @@
 //! engine says how one kind of statement is written ([`Statements`]), and [`apply_steps`] runs
 //! them in the order that keeps the replica right.
 
+use std::future::Future;
+
 use sluice_core::event::TableSchema;
 
 use super::plan::{KeylessOp, Row, Step};
 
 /// The statements of one engine, inside the batch's transaction. `target` is the quoted,
-/// qualified table name; no method is called with an empty set of rows.
-#[allow(async_fn_in_trait)] // used only with concrete types, whose futures are Send
+/// qualified table name; no method is called with an empty set of rows. Calls never overlap:
+/// each runs to completion before the next starts, and an error ends the batch (the caller
+/// rolls the transaction back).
 pub trait Statements {
     type Error;
 
     /// Removes every row of the table, inside the transaction.
-    async fn truncate(&mut self, target: &str) -> Result<(), Self::Error>;
+    fn truncate(&mut self, target: &str) -> impl Future<Output = Result<(), Self::Error>> + Send;
 
     /// Deletes the rows with these keys.
-    async fn delete_keys(
+    fn delete_keys(
         &mut self,
         table: &TableSchema,
         target: &str,
         rows: &[Row],
-    ) -> Result<(), Self::Error>;
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
 
     /// Inserts these rows, or updates the rows with their keys.
-    async fn upsert(
+    fn upsert(
         &mut self,
         table: &TableSchema,
         target: &str,
         rows: &[Row],
-    ) -> Result<(), Self::Error>;
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
 
     /// Sets the columns the source sent (not `Value::Unavailable`) of the row with this key.
-    async fn update_available(
+    fn update_available(
         &mut self,
         table: &TableSchema,
         target: &str,
         row: &Row,
-    ) -> Result<(), Self::Error>;
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
 
     /// Inserts these rows into a table without a key.
-    async fn insert(
+    fn insert(
         &mut self,
         table: &TableSchema,
         target: &str,
         rows: &[&Row],
-    ) -> Result<(), Self::Error>;
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
 
     /// Deletes one row equal to this one in every column (a table without a key).
-    async fn delete_matching(
+    fn delete_matching(
         &mut self,
         table: &TableSchema,
         target: &str,
         row: &Row,
-    ) -> Result<(), Self::Error>;
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
 }
 
 /// Runs one table's steps in order. Keyed steps delete before they upsert (a key's final
