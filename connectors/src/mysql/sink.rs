@@ -2,7 +2,7 @@
 //!
 //! - `config.rs`: the `[[sinks]] kind = "mysql"` section.
 //! - `target.rs`: target column types, creating tables and following schema changes.
-//! - `literal.rs`: values as SQL literals.
+//! - `encode.rs`: values as SQL literals.
 //! - here: the [`Target`] for `replica::ReplicaSink` (which decodes, plans and pipelines):
 //!   each batch in one transaction: per table, deletes as `DELETE … WHERE (key) IN (…)` and
 //!   upserts as multi-row `INSERT … ON DUPLICATE KEY UPDATE`, then the sink's offsets in the
@@ -11,7 +11,7 @@
 //!   `DELETE FROM` so that it stays inside the transaction.
 
 mod config;
-mod literal;
+mod encode;
 mod target;
 
 use std::collections::{BTreeMap, HashMap};
@@ -27,7 +27,7 @@ use sluice_schema_registry::avro::rows::ChangeDecoder;
 use sluice_schema_registry::registry::Registry;
 
 pub use self::config::MysqlSinkConfig;
-use self::literal::{ident, write_literal};
+use self::encode::{ident, write_literal};
 use self::target::Existing;
 use crate::replica::{
     self, Prepared, ReplicaError, ReplicaSettings, ReplicaSink, Row, Statements, TableWork, Target,

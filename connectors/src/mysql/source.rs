@@ -5,24 +5,24 @@
 //! - `snapshot.rs`: the initial snapshot in primary-key chunks inside one consistent-snapshot
 //!   transaction, at a binlog position read without locking (MariaDB) or under the shortest
 //!   global read lock (MySQL).
-//! - `binlog.rs`: the binlog stream (GTID-positioned on MariaDB and MySQL, file and offset
+//! - `replication.rs`: the binlog stream (GTID-positioned on MariaDB and MySQL, file and offset
 //!   otherwise), whole transactions with their positions; `row_schema.rs`: each row's columns
 //!   from the event's own metadata; `ddl.rs`: DDL statements.
-//! - `values.rs`: binlog and snapshot values into sluice's values.
+//! - `decode.rs`: binlog and snapshot values into sluice's values.
 //! - `gtid.rs`: MariaDB GTID lists, MySQL GTID sets, MariaDB GTID events.
 //!
 //! Both phases run on one producer task that sends units (a transaction, or a snapshot chunk)
 //! with the checkpoint after each; `next_batch` groups units into batches that end on unit
 //! boundaries, so a batch always ends on a transaction commit.
 
-mod binlog;
 mod catalog;
 pub mod config;
 mod ddl;
+mod decode;
 mod gtid;
+mod replication;
 mod row_schema;
 mod snapshot;
-mod values;
 
 use std::time::Duration;
 
@@ -213,7 +213,7 @@ async fn produce(
                 (None, None) => snapshot::current_position(&pool, &server).await?,
             }
         };
-        binlog::stream(&config, &pool, &server, tables, position, &tx).await
+        replication::stream(&config, &pool, &server, tables, position, &tx).await
     }
     .await;
     if let Err(err) = result {

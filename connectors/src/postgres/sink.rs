@@ -2,7 +2,7 @@
 //!
 //! - `config.rs`: the `[[sinks]] kind = "postgres"` section.
 //! - `target.rs`: creating target tables from the source schema and following its changes.
-//! - `copy.rs`: values in Postgres' COPY text form.
+//! - `encode.rs`: values in Postgres' COPY text form.
 //! - here: the [`Target`] for `replica::ReplicaSink` (which decodes, plans and pipelines):
 //!   opening (offsets from the target), and applying a batch in one transaction: per table,
 //!   deletes and upserts as set operations on staged rows (COPY into a session-local staging
@@ -17,7 +17,7 @@
 //! message. Connection failures and restarts of the target are retried with backoff.
 
 mod config;
-mod copy;
+mod encode;
 mod target;
 
 use std::collections::{BTreeMap, HashMap};
@@ -376,7 +376,7 @@ impl PgTarget {
                 if n > 0 {
                     self.buf.push(b'\t');
                 }
-                copy::write_field(&mut self.buf, &mut self.text, &row.values[*i]);
+                encode::write_field(&mut self.buf, &mut self.text, &row.values[*i]);
             }
             self.buf.push(b'\n');
         }
@@ -557,7 +557,7 @@ impl PgTarget {
             return None;
         }
         self.text.clear();
-        copy::write_text(&mut self.text, value);
+        encode::write_text(&mut self.text, value);
         Some(self.text.clone())
     }
 }

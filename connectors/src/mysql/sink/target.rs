@@ -4,7 +4,7 @@
 
 use sluice_core::event::{Column, DataType, TableSchema};
 
-use super::literal::ident;
+use super::encode::ident;
 use super::SinkError;
 use crate::replica;
 

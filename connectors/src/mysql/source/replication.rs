@@ -25,8 +25,8 @@ use tokio::sync::mpsc;
 
 use super::catalog::{self, Server, TableInfo};
 use super::config::{MysqlSourceConfig, SnapshotMode};
+use super::decode::{convert, Origin};
 use super::gtid::{self, MariadbGtidList, MysqlGtidSet};
-use super::values::{convert, Origin};
 use super::{ddl, row_schema, snapshot, SourceError, Unit};
 
 /// MariaDB's GTID event type.

@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 
 use super::catalog::{Flavor, Server, TableInfo};
 use super::config::MysqlSourceConfig;
-use super::values::{convert, Origin};
+use super::decode::{convert, Origin};
 use super::{SourceError, Unit};
 
 fn quote(name: &str) -> String {
