@@ -330,13 +330,13 @@ impl PostgresSource {
             if events.is_empty() {
                 return Ok(None);
             }
-            return Ok(Some(SourceBatch {
+            return Ok(Some(SourceBatch::new(
                 events,
-                checkpoint: Some(Checkpoint {
+                Some(Checkpoint {
                     position,
                     snapshot: SnapshotProgress::InProgress,
                 }),
-            }));
+            )));
         }
         tracing::info!(consistent_point = %phase.consistent_point, "snapshot complete");
         let Phase::Snapshot(phase) = std::mem::replace(&mut self.phase, Phase::Stopped) else {
@@ -352,13 +352,13 @@ impl PostgresSource {
         )
         .await?;
         self.phase = Phase::Streaming(stream);
-        Ok(Some(SourceBatch {
+        Ok(Some(SourceBatch::new(
             events,
-            checkpoint: Some(Checkpoint {
+            Some(Checkpoint {
                 position,
                 snapshot: SnapshotProgress::Done,
             }),
-        }))
+        )))
     }
 }
 
@@ -492,16 +492,15 @@ impl Source for PostgresSource {
             Phase::Snapshot(_) => self.next_snapshot_batch().await,
             Phase::Streaming(stream) => {
                 let ctx = self.ctx.as_mut().expect("catalog connected in start");
-                Ok(stream
-                    .next_batch(ctx)
-                    .await?
-                    .map(|(events, end)| SourceBatch {
+                Ok(stream.next_batch(ctx).await?.map(|(events, end)| {
+                    SourceBatch::new(
                         events,
-                        checkpoint: end.map(|end| Checkpoint {
+                        end.map(|end| Checkpoint {
                             position: Position::PgLsn(end),
                             snapshot: SnapshotProgress::Done,
                         }),
-                    }))
+                    )
+                }))
             }
         }
     }

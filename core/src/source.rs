@@ -2,6 +2,8 @@
 
 use std::future::Future;
 
+use bytes::Bytes;
+
 use crate::checkpoint::Checkpoint;
 use crate::event::ChangeEvent;
 use crate::retry::Classify;
@@ -16,6 +18,21 @@ pub struct SourceBatch {
     /// parts are written to the log but stay invisible until the batch that ends the
     /// transaction commits them, and are discarded if the source restarts before that.
     pub checkpoint: Option<Checkpoint>,
+    /// Records the source keeps for itself (the MySQL schema history), appended to its history
+    /// topic in the same log transaction as the events: they are durable exactly when the
+    /// checkpoint is. Empty for most batches and for sources that keep no history.
+    pub history: Vec<Bytes>,
+}
+
+impl SourceBatch {
+    /// A batch of events with no history records.
+    pub fn new(events: Vec<ChangeEvent>, checkpoint: Option<Checkpoint>) -> SourceBatch {
+        SourceBatch {
+            events,
+            checkpoint,
+            history: Vec::new(),
+        }
+    }
 }
 
 /// A change source (a database's replication stream), pulled by the runtime.
@@ -36,8 +53,20 @@ pub struct SourceBatch {
 ///   beyond it).
 /// - `shutdown` is called last, after the final `commit`: acknowledge that final position
 ///   upstream and close connections.
+/// - A source with `KEEPS_HISTORY` gets, before every `start`, the history records committed
+///   so far (oldest first, see [`SourceBatch::history`]): exactly those of the batches up to
+///   the checkpoint `start` is given.
 pub trait Source: Send {
     type Error: std::error::Error + Classify + Send + Sync + 'static;
+
+    /// Whether the runtime keeps a history topic for this source.
+    const KEEPS_HISTORY: bool = false;
+
+    /// The committed history records, oldest first; called before every `start` when
+    /// `KEEPS_HISTORY`. A record the source cannot read is a definite error.
+    fn restore_history(&mut self, _records: Vec<Bytes>) -> Result<(), Self::Error> {
+        Ok(())
+    }
 
     fn start(
         &mut self,

@@ -12,6 +12,12 @@ pub fn table_topic(source: &str, table: &TableId) -> String {
     sanitize(&format!("{source}.{}.{}", table.namespace, table.name))
 }
 
+/// The topic that holds a source's own history records (see `SourceBatch::history`). Internal
+/// (a leading `_`): sinks read it only when a pattern names it.
+pub fn history_topic(source: &str) -> String {
+    sanitize(&format!("_sluice_history.{source}"))
+}
+
 /// The topic for events without a table (logical messages).
 pub fn message_topic(source: &str) -> String {
     sanitize(&format!("{source}.message"))

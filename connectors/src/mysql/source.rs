@@ -20,12 +20,15 @@ pub mod config;
 mod ddl;
 mod decode;
 mod gtid;
+mod history;
 mod replication;
 mod row_schema;
 mod snapshot;
 
+use std::collections::HashMap;
 use std::time::Duration;
 
+use bytes::Bytes;
 use mysql_async::prelude::Queryable;
 use mysql_async::Pool;
 use sluice_core::checkpoint::{Checkpoint, SnapshotProgress};
@@ -35,7 +38,9 @@ use sluice_core::source::{Source, SourceBatch};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use self::catalog::TableInfo;
 use self::config::{MysqlSourceConfig, SnapshotMode};
+use self::history::Definitions;
 
 pub use self::catalog::Flavor;
 
@@ -59,8 +64,12 @@ pub enum SourceError {
         column: String,
         problem: String,
     },
-    #[error("a DDL statement touches the captured table {table} and sluice cannot tell what it does: {statement:?}; change the table with CREATE/ALTER/DROP/RENAME TABLE, or stop capturing it")]
-    UnknownDdl { table: String, statement: String },
+    #[error("a DDL statement touches the captured table {table} and sluice cannot tell what it does to its columns ({problem}): {statement:?}; change the table with plain CREATE/ALTER/DROP/RENAME TABLE, or stop capturing it")]
+    UnknownDdl {
+        table: String,
+        statement: String,
+        problem: String,
+    },
     #[error("the binlog stream ended")]
     StreamEnded,
     #[error("{0}")]
@@ -99,6 +108,8 @@ impl Classify for SourceError {
 struct Unit {
     events: Vec<ChangeEvent>,
     checkpoint: Checkpoint,
+    /// Schema-history records (`history.rs`) that belong with it.
+    history: Vec<Bytes>,
 }
 
 /// The MySQL/MariaDB source.
@@ -109,6 +120,8 @@ pub struct MysqlSource {
     producer: Option<JoinHandle<()>>,
     /// A unit received but not yet put in a batch.
     carry: Option<Unit>,
+    /// The schema history as of the last durable checkpoint (`restore_history`).
+    definitions: Definitions,
 }
 
 impl MysqlSource {
@@ -119,6 +132,7 @@ impl MysqlSource {
             rx: None,
             producer: None,
             carry: None,
+            definitions: HashMap::new(),
         }
     }
 
@@ -175,6 +189,7 @@ async fn produce(
     config: MysqlSourceConfig,
     pool: Pool,
     resume: Option<Checkpoint>,
+    definitions: Definitions,
     tx: mpsc::Sender<Result<Unit, SourceError>>,
 ) {
     let result = async {
@@ -193,15 +208,44 @@ async fn produce(
         if !fatal.is_empty() {
             return Err(SourceError::Setup(fatal));
         }
-        let tables = catalog::tables(&mut conn, &config.tables).await?;
-        if tables.is_empty() {
-            tracing::warn!(patterns = ?config.tables, "no table matches the configured patterns yet");
-        }
+        let mut tables = catalog::tables(&mut conn, &config.tables).await?;
         drop(conn);
         let snapshot_needed = match &resume {
             None => config.snapshot != SnapshotMode::Never,
             Some(checkpoint) => checkpoint.snapshot == SnapshotProgress::InProgress,
         };
+        // Resuming, the tables are as the schema history has them at the checkpoint, which
+        // may be behind the catalog. A table the history lacks (history began later, or the
+        // table was added to the patterns) takes the catalog's definition, recorded below.
+        let mut unrecorded: Vec<(String, String)> = Vec::new();
+        if resume.is_some() && !snapshot_needed {
+            for table in &mut tables {
+                let key = (table.schema.table.namespace.clone(), table.schema.table.name.clone());
+                match definitions.get(&key) {
+                    Some((version, def)) => {
+                        *table = TableInfo::from_def(&key.0, &key.1, *version, def.clone());
+                    }
+                    None => unrecorded.push(key),
+                }
+            }
+            for ((database, table), (version, def)) in &definitions {
+                let known = tables.iter().any(|t| {
+                    t.schema.table.namespace == *database && t.schema.table.name == *table
+                });
+                if !known && catalog::table_matches(&config.tables, database, table) {
+                    // Dropped since the checkpoint: its rows before the DROP still come.
+                    tables.push(TableInfo::from_def(database, table, *version, def.clone()));
+                }
+            }
+        } else {
+            unrecorded = tables
+                .iter()
+                .map(|t| (t.schema.table.namespace.clone(), t.schema.table.name.clone()))
+                .collect();
+        }
+        if tables.is_empty() {
+            tracing::warn!(patterns = ?config.tables, "no table matches the configured patterns yet");
+        }
         let position = if snapshot_needed {
             snapshot::run(&config, &pool, &server, &tables, &tx).await?
         } else {
@@ -213,7 +257,7 @@ async fn produce(
                 (None, None) => snapshot::current_position(&pool, &server).await?,
             }
         };
-        replication::stream(&config, &pool, &server, tables, position, &tx).await
+        replication::stream(&config, &pool, &server, tables, unrecorded, position, &tx).await
     }
     .await;
     if let Err(err) = result {
@@ -223,6 +267,18 @@ async fn produce(
 
 impl Source for MysqlSource {
     type Error = SourceError;
+
+    const KEEPS_HISTORY: bool = true;
+
+    fn restore_history(&mut self, records: Vec<Bytes>) -> Result<(), SourceError> {
+        self.definitions = history::fold(&records).map_err(|problem| {
+            SourceError::Other(format!(
+                "{problem}; the log's topic {} is damaged: restore the log from a backup, or start a fresh pipeline",
+                sluice_core::topic::history_topic(&self.config.name)
+            ))
+        })?;
+        Ok(())
+    }
 
     async fn start(&mut self, resume: Option<Checkpoint>) -> Result<(), SourceError> {
         self.stop_producer();
@@ -237,7 +293,13 @@ impl Source for MysqlSource {
             .map_err(SourceError::mysql("connecting"))?;
         drop(conn);
         let (tx, rx) = mpsc::channel(4);
-        self.producer = Some(tokio::spawn(produce(self.config.clone(), pool, resume, tx)));
+        self.producer = Some(tokio::spawn(produce(
+            self.config.clone(),
+            pool,
+            resume,
+            self.definitions.clone(),
+            tx,
+        )));
         self.rx = Some(rx);
         Ok(())
     }
@@ -256,6 +318,7 @@ impl Source for MysqlSource {
             tokio::time::Instant::now() + Duration::from_millis(self.config.max_batch_ms);
         let mut events = first.events;
         let mut checkpoint = first.checkpoint;
+        let mut history = first.history;
         while events.len() < self.config.max_batch_events {
             let next = match tokio::time::timeout_at(deadline, rx.recv()).await {
                 Err(_) | Ok(None) => break,
@@ -265,6 +328,7 @@ impl Source for MysqlSource {
                 Ok(unit) => {
                     events.extend(unit.events);
                     checkpoint = unit.checkpoint;
+                    history.extend(unit.history);
                 }
                 Err(err) => {
                     // Deliver what is whole first; the error comes with the next call.
@@ -279,6 +343,7 @@ impl Source for MysqlSource {
         Ok(Some(SourceBatch {
             events,
             checkpoint: Some(checkpoint),
+            history,
         }))
     }
 

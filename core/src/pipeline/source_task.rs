@@ -170,6 +170,16 @@ impl<L: EventLog> Puller<'_, L> {
             if self.halt.is_cancelled() {
                 return Ok(());
             }
+            if S::KEEPS_HISTORY {
+                let records =
+                    read_history(self.log, name)
+                        .await
+                        .map_err(|source| PipelineError::Log {
+                            name: name.to_owned(),
+                            source,
+                        })?;
+                source.restore_history(records).map_err(source_error)?;
+            }
             if let Err(err) = source.start(start_from.clone()).await {
                 // At startup a server that cannot be reached is reported, not waited for
                 // forever: the operator is watching. Once running, transient failures are
@@ -246,6 +256,27 @@ impl<L: EventLog> Puller<'_, L> {
                 }
             }
         }
+    }
+}
+
+/// The committed records of a source's history topic, oldest first (none when it has none).
+async fn read_history<L: EventLog>(
+    log: &L,
+    source: &str,
+) -> Result<Vec<Bytes>, sluice_log::LogError> {
+    let topic = topic::history_topic(source);
+    let mut records = Vec::new();
+    if log.partitions(&topic).is_none() {
+        return Ok(records);
+    }
+    let mut offset = 0;
+    loop {
+        let read = log.read(&topic, 0, offset, 4 << 20).await?;
+        let Some(last) = read.last() else {
+            return Ok(records);
+        };
+        offset = last.offset + 1;
+        records.extend(read.into_iter().filter_map(|record| record.value));
     }
 }
 
@@ -344,7 +375,11 @@ impl<E: EventEncoder> BatchEncoder<E> {
                 })?;
             self.topics.insert(topic, count);
         }
-        let SourceBatch { events, checkpoint } = batch;
+        let SourceBatch {
+            events,
+            checkpoint,
+            history,
+        } = batch;
         let part = if events.len() >= PARALLEL_ENCODE_MIN_EVENTS {
             // The second half goes to a blocking thread with a clone of the encoder while this
             // task encodes the first; per partition, the first half's records come first. The
@@ -388,8 +423,32 @@ impl<E: EventEncoder> BatchEncoder<E> {
         } else {
             encode_events(&self.name, &mut self.encoder, &mut self.topics, &events)?
         };
+        let mut batches = part.batches;
+        if !history.is_empty() {
+            let topic = topic::history_topic(&self.name);
+            log.ensure_topic(&topic)
+                .await
+                .map_err(|source| PipelineError::Log {
+                    name: self.name.clone(),
+                    source,
+                })?;
+            let timestamp_ms = now_us().div_euclid(1000);
+            batches.push(PartitionBatch {
+                topic,
+                partition: 0,
+                records: history
+                    .into_iter()
+                    .map(|value| Record {
+                        key: None,
+                        value: Some(value),
+                        timestamp_ms,
+                        headers: Vec::new(),
+                    })
+                    .collect(),
+            });
+        }
         Ok(EncodedBatch {
-            batches: part.batches,
+            batches,
             checkpoint,
             records: part.records,
             newest_commit_us: part.newest_commit_us,

@@ -10,6 +10,7 @@ use mysql_async::Conn;
 use sluice_core::event::{Column, DataType, TableId, TableSchema};
 use sluice_core::topic::glob_match;
 
+use super::history::{ColumnRow, TableDef};
 use super::SourceError;
 
 /// MySQL or MariaDB.
@@ -65,6 +66,40 @@ pub enum Kind {
 pub struct TableInfo {
     pub schema: Arc<TableSchema>,
     pub kinds: Vec<Kind>,
+    /// The definition it was built from, which DDL statements are applied to.
+    pub def: TableDef,
+}
+
+impl TableInfo {
+    /// The schema and decoding kinds of a table definition.
+    pub fn from_def(database: &str, table: &str, version: u32, def: TableDef) -> TableInfo {
+        let mut columns = Vec::with_capacity(def.columns.len());
+        let mut kinds = Vec::with_capacity(def.columns.len());
+        for row in &def.columns {
+            let (data_type, kind) =
+                map_type(&row.data_type, &row.column_type, row.charset.as_deref());
+            columns.push(Column {
+                name: row.name.clone(),
+                type_name: row.column_type.clone(),
+                data_type,
+                key: row.key,
+                nullable: row.nullable,
+            });
+            kinds.push(kind);
+        }
+        TableInfo {
+            schema: Arc::new(TableSchema {
+                table: TableId {
+                    namespace: database.to_owned(),
+                    name: table.to_owned(),
+                },
+                columns,
+                version,
+            }),
+            kinds,
+            def,
+        }
+    }
 }
 
 pub fn table_matches(patterns: &[String], database: &str, table: &str) -> bool {
@@ -203,30 +238,64 @@ pub async fn table_info(
         )
         .await
         .map_err(SourceError::mysql("reading columns"))?;
-    let mut columns = Vec::with_capacity(rows.len());
-    let mut kinds = Vec::with_capacity(rows.len());
-    for (name, data_type, column_type, nullable, key, charset) in rows {
-        let (data, kind) = map_type(&data_type, &column_type, charset.as_deref());
-        columns.push(Column {
-            name,
-            type_name: column_type,
-            data_type: data,
-            key: key == "PRI",
-            nullable: nullable == "YES",
-        });
-        kinds.push(kind);
-    }
-    Ok(TableInfo {
-        schema: Arc::new(TableSchema {
-            table: TableId {
-                namespace: database.to_owned(),
-                name: table.to_owned(),
-            },
-            columns,
-            version: 1,
-        }),
-        kinds,
-    })
+    let collation: Option<String> = conn
+        .exec_first(
+            "SELECT TABLE_COLLATION FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
+            (database, table),
+        )
+        .await
+        .map_err(SourceError::mysql("reading the table's collation"))?;
+    let def = TableDef {
+        columns: rows
+            .into_iter()
+            .map(
+                |(name, data_type, column_type, nullable, key, charset)| ColumnRow {
+                    name,
+                    data_type: data_type.to_ascii_lowercase(),
+                    column_type,
+                    nullable: nullable == "YES",
+                    key: key == "PRI",
+                    charset,
+                },
+            )
+            .collect(),
+        charset: collation.as_deref().and_then(charset_of_collation),
+    };
+    Ok(TableInfo::from_def(database, table, 1, def))
+}
+
+/// Whether a base table exists now.
+pub async fn table_exists(
+    conn: &mut Conn,
+    database: &str,
+    table: &str,
+) -> Result<bool, SourceError> {
+    let count: Option<u64> = conn
+        .exec_first(
+            "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
+            (database, table),
+        )
+        .await
+        .map_err(SourceError::mysql("reading the catalog"))?;
+    Ok(count.unwrap_or(0) > 0)
+}
+
+/// The charset a collation belongs to: the part before its first `_` (`latin1_swedish_ci`).
+fn charset_of_collation(collation: &str) -> Option<String> {
+    collation.split('_').next().map(str::to_owned)
+}
+
+/// The default charset of a database (for tables created without one).
+pub async fn database_charset(
+    conn: &mut Conn,
+    database: &str,
+) -> Result<Option<String>, SourceError> {
+    conn.exec_first(
+        "SELECT DEFAULT_CHARACTER_SET_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = ?",
+        (database,),
+    )
+    .await
+    .map_err(SourceError::mysql("reading the database's charset"))
 }
 
 /// Labels of `enum('a','b')` / `set('x','y')` (quotes doubled inside labels).

@@ -1,18 +1,27 @@
-//! DDL in the binlog: statements that touch captured tables re-read their schemas from the
-//! catalog (CREATE, ALTER, DROP, RENAME TABLE), a TRUNCATE of one is a truncate event, and any
-//! other statement that names a captured table stops the source, quoting it.
+//! DDL in the binlog. Table DDL (CREATE, ALTER, DROP, RENAME TABLE) is parsed
+//! (`ddl/parse.rs`) and applied to the definitions of the captured tables it touches, which
+//! gives each a new schema version and a schema-history record (`history.rs`): the stream
+//! then reads later rows with the new columns even when it is behind the catalog. A TRUNCATE
+//! of a captured table is a truncate event. A statement that names a captured table but cannot
+//! be understood stops the source, quoting it; elsewhere it is skipped with a warning.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use mysql_async::prelude::Queryable;
 use mysql_async::Pool;
 use sluice_core::event::{ChangeEvent, Op, SnapshotMarker};
 use sluice_core::position::Position;
 
 use super::catalog::{self, TableInfo};
 use super::config::MysqlSourceConfig;
+use super::history::{HistoryRecord, TableDef, TableEntry};
 use super::SourceError;
+
+pub mod parse;
+
+use self::parse::{AlterSpec, CreateBody, Ddl, Name};
+
+type Tables = HashMap<(String, String), TableInfo>;
 
 fn quoted_words(statement: &str) -> Vec<String> {
     statement
@@ -26,84 +35,106 @@ fn quoted_words(statement: &str) -> Vec<String> {
         .collect()
 }
 
-/// A DDL statement: re-reads the schemas of captured tables it touches; a truncate of one is a
-/// truncate event. Returns the events it makes.
-pub async fn ddl(
-    config: &MysqlSourceConfig,
-    pool: &Pool,
-    tables: &mut HashMap<(String, String), TableInfo>,
-    schema: &str,
-    statement: &str,
-    ts_us: i64,
-    position: Position,
-) -> Result<Vec<ChangeEvent>, SourceError> {
+/// Captured tables a statement names, by a scan of its words (for statements the parser does
+/// not take apart).
+fn named_tables(tables: &Tables, schema: &str, statement: &str) -> Vec<(String, String)> {
     let words = quoted_words(statement);
-    let upper: Vec<String> = words.iter().map(|w| w.to_ascii_uppercase()).collect();
-    let known = [
-        "CREATE",
-        "ALTER",
-        "DROP",
-        "RENAME",
-        "TRUNCATE",
-        "GRANT",
-        "REVOKE",
-        "FLUSH",
-        "ANALYZE",
-        "OPTIMIZE",
-        "SET",
-        "XA",
-        "SAVEPOINT",
-        "ROLLBACK",
-    ];
-    let first = upper.first().map(String::as_str).unwrap_or("");
-    // Captured tables the statement names (database-qualified or in the current database),
-    // and tables it creates that the patterns capture.
-    let mut touched: Vec<(String, String)> = tables
+    let mut named: Vec<(String, String)> = tables
         .keys()
         .filter(|(db, table)| {
             words.iter().any(|w| w == table) && (db == schema || words.iter().any(|w| w == db))
         })
         .cloned()
         .collect();
-    for (i, word) in words.iter().enumerate() {
-        let db = if i > 0
-            && words
-                .get(i - 1)
-                .is_some_and(|w| !w.eq_ignore_ascii_case("TABLE"))
-            && statement.contains(&format!("{}.{word}", words[i - 1]))
-        {
-            words[i - 1].clone()
-        } else {
-            schema.to_owned()
-        };
-        if catalog::table_matches(&config.tables, &db, word)
-            && !touched.contains(&(db.clone(), word.clone()))
-            && (first == "CREATE" || first == "RENAME" || first == "ALTER")
-        {
-            touched.push((db, word.clone()));
+    named.sort();
+    named
+}
+
+/// What a DDL statement did to the captured tables.
+#[derive(Default)]
+pub struct DdlOutcome {
+    /// Truncate events.
+    pub events: Vec<ChangeEvent>,
+    /// The changed definitions, for the schema history.
+    pub history: Option<HistoryRecord>,
+}
+
+/// Applies a DDL statement from the binlog to the captured tables.
+pub async fn ddl(
+    config: &MysqlSourceConfig,
+    pool: &Pool,
+    tables: &mut Tables,
+    schema: &str,
+    statement: &str,
+    ts_us: i64,
+    position: Position,
+) -> Result<DdlOutcome, SourceError> {
+    let parsed = match parse::parse(statement) {
+        Ok(Some(ddl)) => ddl,
+        Ok(None) => {
+            // Not table DDL: GRANT, CREATE INDEX, CREATE VIEW, … These leave columns alone;
+            // an unknown statement that names a captured table may not.
+            let first = statement
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_ascii_uppercase();
+            let harmless = [
+                "CREATE",
+                "ALTER",
+                "DROP",
+                "GRANT",
+                "REVOKE",
+                "FLUSH",
+                "ANALYZE",
+                "OPTIMIZE",
+                "SET",
+                "XA",
+                "SAVEPOINT",
+                "ROLLBACK",
+                "RENAME",
+                "REPAIR",
+                "CHECK",
+            ];
+            let named = named_tables(tables, schema, statement);
+            if let Some((db, table)) = named
+                .first()
+                .filter(|_| !harmless.contains(&first.as_str()))
+            {
+                return Err(SourceError::UnknownDdl {
+                    table: format!("{db}.{table}"),
+                    statement: statement.to_owned(),
+                    problem: format!("sluice does not know what {first} does to a table"),
+                });
+            }
+            return Ok(DdlOutcome::default());
         }
-    }
-    if touched.is_empty() {
-        if !known.contains(&first) {
-            tracing::warn!(%statement, "skipping a statement that touches no captured table");
+        Err(err) => {
+            let named = named_tables(tables, schema, statement);
+            if let Some((db, table)) = named.first() {
+                return Err(SourceError::UnknownDdl {
+                    table: format!("{db}.{table}"),
+                    statement: statement.to_owned(),
+                    problem: err.0,
+                });
+            }
+            tracing::warn!(%statement, problem = %err, "skipping a DDL statement sluice cannot read; it names no captured table");
+            return Ok(DdlOutcome::default());
         }
-        return Ok(Vec::new());
-    }
-    if !known.contains(&first) {
-        return Err(SourceError::UnknownDdl {
-            table: format!("{}.{}", touched[0].0, touched[0].1),
-            statement: statement.to_owned(),
-        });
-    }
-    let mut events = Vec::new();
-    let mut conn = pool
-        .get_conn()
-        .await
-        .map_err(SourceError::mysql("connecting"))?;
-    for (db, table) in touched {
-        if first == "TRUNCATE" {
-            if let Some(info) = tables.get(&(db.clone(), table.clone())) {
-                events.push(ChangeEvent {
+    };
+    let mut apply = Apply {
+        config,
+        pool,
+        tables,
+        schema,
+        statement,
+        entries: Vec::new(),
+    };
+    let mut outcome = DdlOutcome::default();
+    match parsed {
+        Ddl::Truncate { table } => {
+            if let Some(info) = apply.tables.get(&apply.key(&table)) {
+                outcome.events.push(ChangeEvent {
                     op: Op::Truncate,
                     table: Some(Arc::clone(&info.schema)),
                     before: None,
@@ -117,30 +148,215 @@ pub async fn ddl(
                     message: None,
                 });
             }
-            continue;
         }
-        let exists: Option<u64> = conn
-            .exec_first(
-                "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
-                (db.as_str(), table.as_str()),
-            )
-            .await
-            .map_err(SourceError::mysql("reading the catalog"))?;
-        if exists.unwrap_or(0) == 0 {
-            tables.remove(&(db, table));
-            continue;
-        }
-        let mut info = catalog::table_info(&mut conn, &db, &table).await?;
-        if let Some(previous) = tables.get(&(db.clone(), table.clone())) {
-            if previous.schema.columns == info.schema.columns {
-                continue;
+        Ddl::Drop { tables: names } => {
+            for name in names {
+                let key = apply.key(&name);
+                apply.remove(&key);
             }
-            let mut schema = (*info.schema).clone();
-            schema.version = previous.schema.version + 1;
-            info.schema = Arc::new(schema);
         }
-        tracing::info!(table = %format!("{db}.{table}"), version = info.schema.version, "table schema changed");
-        tables.insert((db, table), info);
+        Ddl::Rename { pairs } => {
+            for (from, to) in pairs {
+                let (from, to) = (apply.key(&from), apply.key(&to));
+                apply.rename(&from, &to).await?;
+            }
+        }
+        Ddl::Create {
+            table,
+            body,
+            or_replace,
+        } => apply.create(apply.key(&table), body, or_replace).await?,
+        Ddl::Alter { table, specs } => apply.alter(apply.key(&table), &specs).await?,
     }
-    Ok(events)
+    if !apply.entries.is_empty() {
+        outcome.history = Some(HistoryRecord {
+            position: position.to_string(),
+            statement: Some(statement.to_owned()),
+            tables: apply.entries,
+        });
+    }
+    Ok(outcome)
+}
+
+/// Applies one parsed statement, collecting history entries.
+struct Apply<'a> {
+    config: &'a MysqlSourceConfig,
+    pool: &'a Pool,
+    tables: &'a mut Tables,
+    schema: &'a str,
+    statement: &'a str,
+    entries: Vec<TableEntry>,
+}
+
+impl Apply<'_> {
+    fn key(&self, name: &Name) -> (String, String) {
+        (
+            name.database
+                .clone()
+                .unwrap_or_else(|| self.schema.to_owned()),
+            name.table.clone(),
+        )
+    }
+
+    fn captured(&self, key: &(String, String)) -> bool {
+        catalog::table_matches(&self.config.tables, &key.0, &key.1)
+    }
+
+    fn remove(&mut self, key: &(String, String)) {
+        if let Some(info) = self.tables.remove(key) {
+            tracing::info!(table = %format!("{}.{}", key.0, key.1), "captured table dropped");
+            self.entries.push(TableEntry {
+                database: key.0.clone(),
+                table: key.1.clone(),
+                version: info.schema.version,
+                def: None,
+            });
+        }
+    }
+
+    /// Sets a captured table's definition (a new version when it had one).
+    fn set(&mut self, key: (String, String), def: TableDef) {
+        let version = match self.tables.get(&key) {
+            Some(previous) if previous.def == def => return,
+            Some(previous) => previous.schema.version + 1,
+            None => 1,
+        };
+        tracing::info!(table = %format!("{}.{}", key.0, key.1), version, "table schema changed");
+        self.entries.push(TableEntry {
+            database: key.0.clone(),
+            table: key.1.clone(),
+            version,
+            def: Some(def.clone()),
+        });
+        let info = TableInfo::from_def(&key.0, &key.1, version, def);
+        self.tables.insert(key, info);
+    }
+
+    /// A table's definition as the catalog has it now: for tables sluice has no definition
+    /// of, and CREATE TABLE … SELECT.
+    async fn catalog_def(&self, key: &(String, String)) -> Result<Option<TableDef>, SourceError> {
+        let mut conn = self
+            .pool
+            .get_conn()
+            .await
+            .map_err(SourceError::mysql("connecting"))?;
+        if !catalog::table_exists(&mut conn, &key.0, &key.1).await? {
+            return Ok(None);
+        }
+        Ok(Some(
+            catalog::table_info(&mut conn, &key.0, &key.1).await?.def,
+        ))
+    }
+
+    async fn rename(
+        &mut self,
+        from: &(String, String),
+        to: &(String, String),
+    ) -> Result<(), SourceError> {
+        let def = match self.tables.get(from) {
+            Some(info) => Some(info.def.clone()),
+            None if self.captured(to) => {
+                tracing::warn!(table = %format!("{}.{}", to.0, to.1), "a table renamed into the captured set: its columns are read from the catalog");
+                self.catalog_def(to).await?
+            }
+            None => None,
+        };
+        self.remove(from);
+        if let Some(def) = def.filter(|_| self.captured(to)) {
+            self.tables.remove(to);
+            self.set(to.clone(), def);
+        }
+        Ok(())
+    }
+
+    async fn create(
+        &mut self,
+        key: (String, String),
+        body: CreateBody,
+        or_replace: bool,
+    ) -> Result<(), SourceError> {
+        if !self.captured(&key) || (self.tables.contains_key(&key) && !or_replace) {
+            // Not captured, or CREATE TABLE IF NOT EXISTS of a table that exists: no change.
+            return Ok(());
+        }
+        let def = match body {
+            CreateBody::Columns {
+                columns,
+                primary_key,
+                charset,
+            } => {
+                let default_charset = if charset.is_none() {
+                    let mut conn = self
+                        .pool
+                        .get_conn()
+                        .await
+                        .map_err(SourceError::mysql("connecting"))?;
+                    catalog::database_charset(&mut conn, &key.0).await?
+                } else {
+                    None
+                };
+                Some(TableDef::from_create(
+                    &columns,
+                    &primary_key,
+                    charset.as_deref(),
+                    default_charset.as_deref(),
+                ))
+            }
+            CreateBody::Like(source) => {
+                let source = self.key(&source);
+                match self.tables.get(&source) {
+                    Some(info) => Some(info.def.clone()),
+                    None => self.catalog_def(&key).await?,
+                }
+            }
+            CreateBody::Query => {
+                tracing::warn!(table = %format!("{}.{}", key.0, key.1), "CREATE TABLE … SELECT: its columns are read from the catalog");
+                self.catalog_def(&key).await?
+            }
+        };
+        if let Some(def) = def {
+            self.set(key, def);
+        }
+        Ok(())
+    }
+
+    async fn alter(
+        &mut self,
+        key: (String, String),
+        specs: &[AlterSpec],
+    ) -> Result<(), SourceError> {
+        let Some(info) = self.tables.get(&key) else {
+            if self.captured(&key) {
+                // A captured table sluice has no definition of yet (created before its history
+                // began): the catalog's is the best there is.
+                if let Some(def) = self.catalog_def(&key).await? {
+                    self.set(key, def);
+                }
+            }
+            return Ok(());
+        };
+        let def = info
+            .def
+            .alter(specs)
+            .map_err(|problem| SourceError::UnknownDdl {
+                table: format!("{}.{}", key.0, key.1),
+                statement: self.statement.to_owned(),
+                problem,
+            })?;
+        let renamed = specs.iter().rev().find_map(|spec| match spec {
+            AlterSpec::RenameTable(name) => Some(self.key(name)),
+            _ => None,
+        });
+        match renamed {
+            Some(to) if to != key => {
+                self.remove(&key);
+                if self.captured(&to) {
+                    self.tables.remove(&to);
+                    self.set(to, def);
+                }
+            }
+            _ => self.set(key, def),
+        }
+        Ok(())
+    }
 }

@@ -13,6 +13,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use futures_util::StreamExt;
 use mysql_async::binlog::events::{Event, EventData};
 use mysql_async::prelude::Queryable;
@@ -27,6 +28,7 @@ use super::catalog::{self, Server, TableInfo};
 use super::config::{MysqlSourceConfig, SnapshotMode};
 use super::decode::{convert, Origin};
 use super::gtid::{self, MariadbGtidList, MysqlGtidSet};
+use super::history::{HistoryRecord, TableEntry};
 use super::{ddl, row_schema, snapshot, SourceError, Unit};
 
 /// MariaDB's GTID event type.
@@ -56,6 +58,8 @@ impl Cursor {
 #[derive(Default)]
 struct Open {
     events: Vec<ChangeEvent>,
+    /// Schema-history records of the DDL in this transaction.
+    history: Vec<Bytes>,
     /// `domain-server-seq` or `uuid:n`, applied to the cursor at commit.
     gtid: Option<Gtid>,
 }
@@ -85,22 +89,31 @@ pub async fn stream(
     pool: &Pool,
     server: &Server,
     tables: Vec<TableInfo>,
+    unrecorded: Vec<(String, String)>,
     mut position: Position,
     tx: &mpsc::Sender<Result<Unit, SourceError>>,
 ) -> Result<(), SourceError> {
-    let mut tables: HashMap<(String, String), TableInfo> = tables
-        .into_iter()
-        .map(|t| {
-            (
+    let by_key = |tables: Vec<TableInfo>| -> HashMap<(String, String), TableInfo> {
+        tables
+            .into_iter()
+            .map(|t| {
                 (
-                    t.schema.table.namespace.clone(),
-                    t.schema.table.name.clone(),
-                ),
-                t,
-            )
-        })
-        .collect();
+                    (
+                        t.schema.table.namespace.clone(),
+                        t.schema.table.name.clone(),
+                    ),
+                    t,
+                )
+            })
+            .collect()
+    };
+    let mut tables = by_key(tables);
+    let mut unrecorded = unrecorded;
     loop {
+        if !record_definitions(&tables, &unrecorded, &position, tx).await {
+            return Ok(());
+        }
+        unrecorded.clear();
         match stream_from(config, pool, server, &mut tables, &position, tx).await {
             Err(SourceError::BinlogGone {
                 position: at,
@@ -115,22 +128,50 @@ pub async fn stream(
                     catalog::tables(&mut conn, &config.tables).await?
                 };
                 position = snapshot::run(config, pool, server, &fresh, tx).await?;
-                tables = fresh
-                    .into_iter()
-                    .map(|t| {
-                        (
-                            (
-                                t.schema.table.namespace.clone(),
-                                t.schema.table.name.clone(),
-                            ),
-                            t,
-                        )
-                    })
-                    .collect();
+                tables = by_key(fresh);
+                unrecorded = tables.keys().cloned().collect();
             }
             other => return other,
         }
     }
+}
+
+/// Records the definitions of `unrecorded` tables in the schema history, at `position` (where
+/// streaming starts). False when the source stopped listening.
+async fn record_definitions(
+    tables: &HashMap<(String, String), TableInfo>,
+    unrecorded: &[(String, String)],
+    position: &Position,
+    tx: &mpsc::Sender<Result<Unit, SourceError>>,
+) -> bool {
+    let mut entries: Vec<TableEntry> = unrecorded
+        .iter()
+        .filter_map(|key| tables.get(key).map(|info| (key, info)))
+        .map(|(key, info)| TableEntry {
+            database: key.0.clone(),
+            table: key.1.clone(),
+            version: info.schema.version,
+            def: Some(info.def.clone()),
+        })
+        .collect();
+    if entries.is_empty() {
+        return true;
+    }
+    entries.sort_by(|a, b| (&a.database, &a.table).cmp(&(&b.database, &b.table)));
+    let record = HistoryRecord {
+        position: position.to_string(),
+        statement: None,
+        tables: entries,
+    };
+    let unit = Unit {
+        events: Vec::new(),
+        checkpoint: Checkpoint {
+            position: position.clone(),
+            snapshot: SnapshotProgress::Done,
+        },
+        history: vec![record.to_bytes()],
+    };
+    tx.send(Ok(unit)).await.is_ok()
 }
 
 async fn stream_from(
@@ -249,7 +290,7 @@ async fn stream_from(
                     commit = true;
                 } else {
                     let schema = query.schema().into_owned();
-                    let events = ddl::ddl(
+                    let outcome = ddl::ddl(
                         config,
                         pool,
                         tables,
@@ -260,7 +301,9 @@ async fn stream_from(
                     )
                     .await?;
                     let txn = open.get_or_insert_with(Open::default);
-                    txn.events.extend(events);
+                    txn.events.extend(outcome.events);
+                    txn.history
+                        .extend(outcome.history.as_ref().map(HistoryRecord::to_bytes));
                     // DDL commits on its own (MySQL implicitly, MariaDB as a standalone GTID).
                     commit = true;
                 }
@@ -285,6 +328,19 @@ async fn stream_from(
                         .await
                         .map_err(SourceError::mysql("connecting"))?;
                     let info = catalog::table_info(&mut conn, &key.0, &key.1).await?;
+                    let record = HistoryRecord {
+                        position: cursor.position().to_string(),
+                        statement: None,
+                        tables: vec![TableEntry {
+                            database: key.0.clone(),
+                            table: key.1.clone(),
+                            version: info.schema.version,
+                            def: Some(info.def.clone()),
+                        }],
+                    };
+                    open.get_or_insert_with(Open::default)
+                        .history
+                        .push(record.to_bytes());
                     tables.insert(key.clone(), info);
                 }
                 // The row's own column list (binlog_row_metadata = FULL) decides the schema: the
@@ -425,6 +481,7 @@ async fn stream_from(
                 position,
                 snapshot: SnapshotProgress::Done,
             },
+            history: txn.history,
         };
         if tx.send(Ok(unit)).await.is_err() {
             return Ok(());

@@ -11,6 +11,7 @@ use mysql_async::consts::ColumnType;
 use sluice_core::event::{Column, DataType, TableSchema};
 
 use super::catalog::{Kind, TableInfo};
+use super::history::{ColumnRow, TableDef};
 
 /// Column names of a table map event (present with binlog_row_metadata = FULL).
 pub fn column_names(tme: &TableMapEvent<'_>) -> Option<Vec<String>> {
@@ -39,6 +40,7 @@ pub fn shape_from_row_metadata(
     let mut numeric = 0;
     let mut columns = Vec::with_capacity(names.len());
     let mut kinds = Vec::with_capacity(names.len());
+    let mut rows = Vec::with_capacity(names.len());
     for (i, name) in names.iter().enumerate() {
         let column_type = tme.get_column_type(i).ok().flatten();
         let is_numeric = matches!(
@@ -78,9 +80,24 @@ pub fn shape_from_row_metadata(
             Some(j) => {
                 columns.push(catalog.schema.columns[j].clone());
                 kinds.push(catalog.kinds[j].clone());
+                if let Some(row) = catalog.def.columns.get(j) {
+                    rows.push(row.clone());
+                }
             }
             None => {
                 let (data_type, kind, type_name) = derived;
+                rows.push(ColumnRow {
+                    name: name.clone(),
+                    data_type: type_name
+                        .split(['(', ' '])
+                        .next()
+                        .unwrap_or_default()
+                        .to_owned(),
+                    column_type: type_name.clone(),
+                    nullable: true,
+                    key: false,
+                    charset: None,
+                });
                 columns.push(Column {
                     name: name.clone(),
                     type_name,
@@ -99,6 +116,10 @@ pub fn shape_from_row_metadata(
             version: catalog.schema.version,
         }),
         kinds,
+        def: TableDef {
+            columns: rows,
+            charset: catalog.def.charset.clone(),
+        },
     }
 }
 

@@ -351,6 +351,7 @@ async fn send(
             position: position.clone(),
             snapshot: SnapshotProgress::InProgress,
         },
+        history: Vec::new(),
     };
     tx.send(Ok(unit))
         .await
@@ -407,6 +408,7 @@ pub async fn run(
             position: position.clone(),
             snapshot: SnapshotProgress::Done,
         },
+        history: Vec::new(),
     };
     if tx.send(Ok(done)).await.is_err() {
         return Err(SourceError::StreamEnded);
