@@ -214,29 +214,22 @@ async fn produce(
             None => config.snapshot != SnapshotMode::Never,
             Some(checkpoint) => checkpoint.snapshot == SnapshotProgress::InProgress,
         };
-        // Resuming, the tables are as the schema history has them at the checkpoint, which
-        // may be behind the catalog. A table the history lacks (history began later, or the
-        // table was added to the patterns) takes the catalog's definition, recorded below.
+        // Resuming with a schema history, the tables are as it has them at the checkpoint,
+        // which may be behind the catalog (tables since altered, dropped or created). A table
+        // it lacks is created by a statement still to come, or (when the patterns changed) read
+        // from the catalog at its first row. Otherwise (a snapshot, or a log from before the
+        // history) the catalog's definitions are recorded as where the history starts.
         let mut unrecorded: Vec<(String, String)> = Vec::new();
-        if resume.is_some() && !snapshot_needed {
-            for table in &mut tables {
-                let key = (table.schema.table.namespace.clone(), table.schema.table.name.clone());
-                match definitions.get(&key) {
-                    Some((version, def)) => {
-                        *table = TableInfo::from_def(&key.0, &key.1, *version, def.clone());
-                    }
-                    None => unrecorded.push(key),
-                }
-            }
-            for ((database, table), (version, def)) in &definitions {
-                let known = tables.iter().any(|t| {
-                    t.schema.table.namespace == *database && t.schema.table.name == *table
-                });
-                if !known && catalog::table_matches(&config.tables, database, table) {
-                    // Dropped since the checkpoint: its rows before the DROP still come.
-                    tables.push(TableInfo::from_def(database, table, *version, def.clone()));
-                }
-            }
+        if resume.is_some() && !snapshot_needed && !definitions.is_empty() {
+            tables = definitions
+                .iter()
+                .filter(|((database, table), _)| {
+                    catalog::table_matches(&config.tables, database, table)
+                })
+                .map(|((database, table), (version, def))| {
+                    TableInfo::from_def(database, table, *version, def.clone())
+                })
+                .collect();
         } else {
             unrecorded = tables
                 .iter()

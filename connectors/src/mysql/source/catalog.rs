@@ -170,9 +170,13 @@ pub async fn problems(conn: &mut Conn, server: &Server) -> Result<Vec<String>, S
     let metadata = get(conn, "binlog_row_metadata").await.unwrap_or_default();
     if !metadata.eq_ignore_ascii_case("FULL") {
         problems.push(format!(
-            "binlog_row_metadata is {}: run SET GLOBAL binlog_row_metadata = 'FULL' (column names, \
-             signedness and enum labels in every row event)",
-            if metadata.is_empty() { "unset" } else { &metadata }
+            "binlog_row_metadata is {}: run SET GLOBAL binlog_row_metadata = 'FULL' (column names \
+             in every row event, which sluice checks against its schema history)",
+            if metadata.is_empty() {
+                "unset"
+            } else {
+                &metadata
+            }
         ));
     }
     if server.flavor == Flavor::Mysql && !server.gtid_mode {

@@ -379,7 +379,7 @@ async fn stream_from(
                         let raw = row.unwrap();
                         if raw.len() != info.kinds.len() {
                             return Err(SourceError::Other(format!(
-                                "a row of {}.{} has {} columns in the binlog but {} in the catalog; the table changed since this event was written (catching up across DDL needs a snapshot: set snapshot = \"when_needed\" and recreate the pipeline)",
+                                "a row of {}.{} has {} columns in the binlog but {} in sluice's definition of the table; the table changed in a way the schema history does not cover (take a fresh snapshot: set snapshot = \"when_needed\" and recreate the pipeline)",
                                 key.0, key.1, raw.len(), info.kinds.len()
                             )));
                         }

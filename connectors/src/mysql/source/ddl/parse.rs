@@ -770,7 +770,6 @@ impl Parser {
                     "FOREIGN",
                     "CHECK",
                     "PERIOD",
-                    "SYSTEM",
                     "PARTITION",
                     "VECTOR",
                 ]
@@ -815,7 +814,6 @@ impl Parser {
                 "CHECK",
                 "CONSTRAINT",
                 "PARTITION",
-                "SYSTEM",
                 "PERIOD",
             ]
             .iter()
