@@ -17,6 +17,7 @@ use super::config::MysqlSourceConfig;
 use super::history::{HistoryRecord, TableDef, TableEntry};
 use super::SourceError;
 
+mod lex;
 pub mod parse;
 
 use self::parse::{AlterSpec, CreateBody, Ddl, Name};

@@ -8,6 +8,8 @@
 
 use std::fmt;
 
+use super::lex::{describe, lex, Token};
+
 /// `db.table`, with the database left out when the statement did not name one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Name {
@@ -118,137 +120,6 @@ pub fn parse(statement: &str) -> Result<Option<Ddl>, ParseError> {
     let tokens = lex(statement)?;
     let mut p = Parser { tokens, at: 0 };
     p.statement()
-}
-
-#[derive(Debug, Clone, PartialEq)]
-enum Token {
-    /// A bare word: a keyword or an unquoted identifier.
-    Word(String),
-    /// A `backquoted` identifier.
-    Ident(String),
-    /// A 'string' or "string".
-    Str(String),
-    Number(String),
-    Punct(char),
-}
-
-fn lex(text: &str) -> Result<Vec<Token>, ParseError> {
-    let chars: Vec<char> = text.chars().collect();
-    let mut tokens = Vec::new();
-    let mut i = 0;
-    while i < chars.len() {
-        let c = chars[i];
-        let next = chars.get(i + 1).copied();
-        match c {
-            c if c.is_whitespace() => i += 1,
-            '-' if next == Some('-') && chars.get(i + 2).is_none_or(|c| c.is_whitespace()) => {
-                while i < chars.len() && chars[i] != '\n' {
-                    i += 1;
-                }
-            }
-            '#' => {
-                while i < chars.len() && chars[i] != '\n' {
-                    i += 1;
-                }
-            }
-            // `/*! … */` and `/*M! … */` are executed by the server: their contents count.
-            '/' if next == Some('*')
-                && (chars.get(i + 2) == Some(&'!')
-                    || (chars.get(i + 2) == Some(&'M') && chars.get(i + 3) == Some(&'!'))) =>
-            {
-                i += if chars[i + 2] == 'M' { 4 } else { 3 };
-                while i < chars.len() && chars[i].is_ascii_digit() {
-                    i += 1;
-                }
-            }
-            '/' if next == Some('*') => {
-                i += 2;
-                while i < chars.len() && !(chars[i] == '*' && chars.get(i + 1) == Some(&'/')) {
-                    i += 1;
-                }
-                i += 2;
-            }
-            // The end of an executable comment.
-            '*' if next == Some('/') => i += 2,
-            '`' => {
-                let mut ident = String::new();
-                i += 1;
-                loop {
-                    match chars.get(i) {
-                        None => return Err(ParseError("an unclosed `identifier`".into())),
-                        Some('`') if chars.get(i + 1) == Some(&'`') => {
-                            ident.push('`');
-                            i += 2;
-                        }
-                        Some('`') => {
-                            i += 1;
-                            break;
-                        }
-                        Some(c) => {
-                            ident.push(*c);
-                            i += 1;
-                        }
-                    }
-                }
-                tokens.push(Token::Ident(ident));
-            }
-            '\'' | '"' => {
-                let quote = c;
-                let mut s = String::new();
-                i += 1;
-                loop {
-                    match chars.get(i) {
-                        None => return Err(ParseError("an unclosed string".into())),
-                        Some('\\') => {
-                            let escaped = chars.get(i + 1).copied().unwrap_or('\\');
-                            s.push(match escaped {
-                                'n' => '\n',
-                                't' => '\t',
-                                'r' => '\r',
-                                '0' => '\0',
-                                other => other,
-                            });
-                            i += 2;
-                        }
-                        Some(q) if *q == quote && chars.get(i + 1) == Some(&quote) => {
-                            s.push(quote);
-                            i += 2;
-                        }
-                        Some(q) if *q == quote => {
-                            i += 1;
-                            break;
-                        }
-                        Some(c) => {
-                            s.push(*c);
-                            i += 1;
-                        }
-                    }
-                }
-                tokens.push(Token::Str(s));
-            }
-            c if c.is_ascii_digit() => {
-                let start = i;
-                while i < chars.len() && (chars[i].is_ascii_alphanumeric() || chars[i] == '.') {
-                    i += 1;
-                }
-                tokens.push(Token::Number(chars[start..i].iter().collect()));
-            }
-            c if c.is_alphanumeric() || c == '_' || c == '$' => {
-                let start = i;
-                while i < chars.len()
-                    && (chars[i].is_alphanumeric() || chars[i] == '_' || chars[i] == '$')
-                {
-                    i += 1;
-                }
-                tokens.push(Token::Word(chars[start..i].iter().collect()));
-            }
-            c => {
-                tokens.push(Token::Punct(c));
-                i += 1;
-            }
-        }
-    }
-    Ok(tokens)
 }
 
 struct Parser {
@@ -888,66 +759,7 @@ impl Parser {
             self.skip_to_clause_end();
             return Ok(());
         }
-        let no_effect = [
-            "ENGINE",
-            "AUTO_INCREMENT",
-            "COMMENT",
-            "ROW_FORMAT",
-            "ALGORITHM",
-            "LOCK",
-            "FORCE",
-            "ORDER",
-            "COLLATE",
-            "KEY_BLOCK_SIZE",
-            "STATS_PERSISTENT",
-            "STATS_AUTO_RECALC",
-            "STATS_SAMPLE_PAGES",
-            "PACK_KEYS",
-            "CHECKSUM",
-            "DELAY_KEY_WRITE",
-            "MAX_ROWS",
-            "MIN_ROWS",
-            "AVG_ROW_LENGTH",
-            "ENCRYPTED",
-            "ENCRYPTION_KEY_ID",
-            "PAGE_COMPRESSED",
-            "PAGE_COMPRESSION_LEVEL",
-            "TRANSACTIONAL",
-            "DISABLE",
-            "ENABLE",
-            "DISCARD",
-            "IMPORT",
-            "ANALYZE",
-            "OPTIMIZE",
-            "REBUILD",
-            "REPAIR",
-            "COALESCE",
-            "REORGANIZE",
-            "EXCHANGE",
-            "REMOVE",
-            "TRUNCATE",
-            "PARTITION",
-            "PARTITIONS",
-            "DEFAULT",
-            "WITH",
-            "WITHOUT",
-            "UPGRADE",
-            "STORAGE",
-            "TABLESPACE",
-            "UNION",
-            "INSERT_METHOD",
-            "DATA",
-            "INDEX",
-            "CONNECTION",
-            "PASSWORD",
-            "COMPRESSION",
-            "SECONDARY_ENGINE",
-            "IETF_QUOTES",
-            "SEQUENCE",
-            "NOWAIT",
-            "WAIT",
-        ];
-        if no_effect.iter().any(|w| self.is_word(w)) {
+        if NO_EFFECT.split_whitespace().any(|w| self.is_word(w)) {
             self.skip_to_clause_end();
             return Ok(());
         }
@@ -955,290 +767,30 @@ impl Parser {
     }
 }
 
-/// Base type names of MySQL and MariaDB (after synonyms are resolved).
-fn is_type_word(word: &str) -> bool {
-    matches!(
-        word.to_ascii_lowercase().as_str(),
-        "tinyint"
-            | "smallint"
-            | "mediumint"
-            | "int"
-            | "integer"
-            | "bigint"
-            | "decimal"
-            | "dec"
-            | "numeric"
-            | "fixed"
-            | "float"
-            | "double"
-            | "real"
-            | "bit"
-            | "bool"
-            | "boolean"
-            | "serial"
-            | "char"
-            | "varchar"
-            | "character"
-            | "nchar"
-            | "nvarchar"
-            | "national"
-            | "binary"
-            | "varbinary"
-            | "tinytext"
-            | "text"
-            | "mediumtext"
-            | "longtext"
-            | "long"
-            | "tinyblob"
-            | "blob"
-            | "mediumblob"
-            | "longblob"
-            | "json"
-            | "enum"
-            | "set"
-            | "date"
-            | "datetime"
-            | "timestamp"
-            | "time"
-            | "year"
-            | "uuid"
-            | "inet4"
-            | "inet6"
-            | "geometry"
-            | "point"
-            | "linestring"
-            | "polygon"
-            | "multipoint"
-            | "multilinestring"
-            | "multipolygon"
-            | "geometrycollection"
-            | "vector"
-            | "int1"
-            | "int2"
-            | "int3"
-            | "int4"
-            | "int8"
-            | "middleint"
-            | "float4"
-            | "float8"
-    )
-}
+/// ALTER TABLE clauses that leave the columns alone (options, partitions, maintenance).
+const NO_EFFECT: &str = "\
+    ENGINE AUTO_INCREMENT COMMENT ROW_FORMAT ALGORITHM LOCK FORCE ORDER COLLATE \
+    KEY_BLOCK_SIZE STATS_PERSISTENT STATS_AUTO_RECALC STATS_SAMPLE_PAGES PACK_KEYS CHECKSUM \
+    DELAY_KEY_WRITE MAX_ROWS MIN_ROWS AVG_ROW_LENGTH ENCRYPTED ENCRYPTION_KEY_ID \
+    PAGE_COMPRESSED PAGE_COMPRESSION_LEVEL TRANSACTIONAL DISABLE ENABLE DISCARD IMPORT \
+    ANALYZE OPTIMIZE REBUILD REPAIR COALESCE REORGANIZE EXCHANGE REMOVE TRUNCATE PARTITION \
+    PARTITIONS DEFAULT WITH WITHOUT UPGRADE STORAGE TABLESPACE UNION INSERT_METHOD DATA \
+    INDEX CONNECTION PASSWORD COMPRESSION SECONDARY_ENGINE IETF_QUOTES SEQUENCE NOWAIT WAIT";
 
-fn describe(token: &Token) -> String {
-    match token {
-        Token::Word(w) => w.clone(),
-        Token::Ident(i) => format!("`{i}`"),
-        Token::Str(s) => format!("'{s}'"),
-        Token::Number(n) => n.clone(),
-        Token::Punct(c) => format!("'{c}'"),
-    }
+/// Base type names of MySQL and MariaDB, with their synonyms.
+const TYPE_WORDS: &str = "\
+    tinyint smallint mediumint int integer bigint decimal dec numeric fixed float double \
+    real bit bool boolean serial char varchar character nchar nvarchar national binary \
+    varbinary tinytext text mediumtext longtext long tinyblob blob mediumblob longblob json \
+    enum set date datetime timestamp time year uuid inet4 inet6 geometry point linestring \
+    polygon multipoint multilinestring multipolygon geometrycollection vector int1 int2 int3 \
+    int4 int8 middleint float4 float8";
+
+fn is_type_word(word: &str) -> bool {
+    TYPE_WORDS
+        .split_whitespace()
+        .any(|t| t.eq_ignore_ascii_case(word))
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn name(table: &str) -> Name {
-        Name {
-            database: None,
-            table: table.into(),
-        }
-    }
-
-    fn column(name: &str, data_type: &str, column_type: &str, nullable: bool) -> ColumnDef {
-        ColumnDef {
-            name: name.into(),
-            data_type: data_type.into(),
-            column_type: column_type.into(),
-            nullable,
-            primary_key: false,
-            charset: None,
-        }
-    }
-
-    #[test]
-    fn create_table_reads_columns_types_keys_and_charset() {
-        let ddl = parse(
-            "CREATE TABLE IF NOT EXISTS `shop`.`orders` (\n  id BIGINT UNSIGNED NOT NULL AUTO_INCREMENT,\n  \
-             note varchar(100) CHARACTER SET latin1 DEFAULT 'a, (b)' COMMENT 'x',\n  \
-             amount DECIMAL(12, 2) NOT NULL DEFAULT 0.00,\n  \
-             state ENUM('new','it''s') NOT NULL,\n  `key` int,\n  \
-             created datetime(6) ON UPDATE CURRENT_TIMESTAMP(6),\n  \
-             PRIMARY KEY (id), KEY k (note(10)), CONSTRAINT fk FOREIGN KEY (id) REFERENCES o (id) ON DELETE CASCADE\n\
-             ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 /* trailing */",
-        )
-        .unwrap()
-        .unwrap();
-        let Ddl::Create { table, body, .. } = ddl else {
-            panic!("{ddl:?}")
-        };
-        assert_eq!(
-            table,
-            Name {
-                database: Some("shop".into()),
-                table: "orders".into()
-            }
-        );
-        let CreateBody::Columns {
-            columns,
-            primary_key,
-            charset,
-        } = body
-        else {
-            panic!()
-        };
-        assert_eq!(primary_key, vec!["id"]);
-        assert_eq!(charset.as_deref(), Some("utf8mb4"));
-        let mut note = column("note", "varchar", "varchar(100)", true);
-        note.charset = Some("latin1".into());
-        assert_eq!(
-            columns,
-            vec![
-                column("id", "bigint", "bigint unsigned", false),
-                note,
-                column("amount", "decimal", "decimal(12,2)", false),
-                column("state", "enum", "enum('new','it''s')", false),
-                column("key", "int", "int", true),
-                column("created", "datetime", "datetime(6)", true),
-            ]
-        );
-    }
-
-    #[test]
-    fn column_synonyms_map_to_base_types() {
-        let Some(Ddl::Create {
-            body: CreateBody::Columns { columns, .. },
-            ..
-        }) = parse(
-            "create table t (a integer primary key, b bool, c double precision, \
-             d national char varying(3), e numeric(5), f serial, g int(11) unsigned zerofill) \
-             /*!50100 PARTITION BY HASH (a) */",
-        )
-        .unwrap()
-        else {
-            panic!()
-        };
-        let types: Vec<(&str, &str)> = columns
-            .iter()
-            .map(|c| (c.data_type.as_str(), c.column_type.as_str()))
-            .collect();
-        assert_eq!(
-            types,
-            vec![
-                ("int", "int"),
-                ("tinyint", "tinyint(1)"),
-                ("double", "double"),
-                ("varchar", "varchar(3)"),
-                ("decimal", "decimal(5)"),
-                ("bigint", "bigint unsigned"),
-                ("int", "int(11) unsigned"),
-            ]
-        );
-        assert!(columns[0].primary_key && !columns[0].nullable);
-        assert_eq!(columns[3].charset.as_deref(), Some("utf8mb3"));
-    }
-
-    #[test]
-    fn alter_table_clauses() {
-        let Some(Ddl::Alter { table, specs }) = parse(
-            "ALTER TABLE t ADD COLUMN c int NOT NULL DEFAULT 1 AFTER a, ADD d text FIRST, \
-             DROP COLUMN IF EXISTS b, MODIFY e bigint, CHANGE f g varchar(9) NULL, \
-             RENAME COLUMN h TO i, ADD INDEX ix (c), DROP PRIMARY KEY, ADD PRIMARY KEY (c, g), \
-             ALTER COLUMN c SET DEFAULT 2, ENGINE = InnoDB, ALGORITHM=INPLACE, LOCK=NONE, \
-             CONVERT TO CHARACTER SET latin1 COLLATE latin1_swedish_ci, DEFAULT CHARSET utf8mb4, \
-             RENAME TO u",
-        )
-        .unwrap() else {
-            panic!()
-        };
-        assert_eq!(table, name("t"));
-        assert_eq!(
-            specs,
-            vec![
-                AlterSpec::AddColumn(column("c", "int", "int", false), Place::After("a".into())),
-                AlterSpec::AddColumn(column("d", "text", "text", true), Place::First),
-                AlterSpec::DropColumn("b".into()),
-                AlterSpec::ChangeColumn {
-                    old: "e".into(),
-                    column: column("e", "bigint", "bigint", true),
-                    place: Place::Default
-                },
-                AlterSpec::ChangeColumn {
-                    old: "f".into(),
-                    column: column("g", "varchar", "varchar(9)", true),
-                    place: Place::Default
-                },
-                AlterSpec::RenameColumn {
-                    from: "h".into(),
-                    to: "i".into()
-                },
-                AlterSpec::DropPrimaryKey,
-                AlterSpec::AddPrimaryKey(vec!["c".into(), "g".into()]),
-                AlterSpec::ConvertCharset("latin1".into()),
-                AlterSpec::DefaultCharset("utf8mb4".into()),
-                AlterSpec::RenameTable(name("u")),
-            ]
-        );
-    }
-
-    #[test]
-    fn drop_rename_truncate_and_other_statements() {
-        assert_eq!(
-            parse("DROP TABLE IF EXISTS a, db.b /* generated by server */").unwrap(),
-            Some(Ddl::Drop {
-                tables: vec![
-                    name("a"),
-                    Name {
-                        database: Some("db".into()),
-                        table: "b".into()
-                    }
-                ]
-            })
-        );
-        assert_eq!(
-            parse("RENAME TABLE a TO b, c TO d").unwrap(),
-            Some(Ddl::Rename {
-                pairs: vec![(name("a"), name("b")), (name("c"), name("d"))]
-            })
-        );
-        assert_eq!(
-            parse("truncate `t`").unwrap(),
-            Some(Ddl::Truncate { table: name("t") })
-        );
-        assert_eq!(
-            parse("CREATE TABLE a LIKE b").unwrap(),
-            Some(Ddl::Create {
-                table: name("a"),
-                body: CreateBody::Like(name("b")),
-                or_replace: false,
-            })
-        );
-        assert_eq!(
-            parse("CREATE TABLE a AS SELECT * FROM b").unwrap(),
-            Some(Ddl::Create {
-                table: name("a"),
-                body: CreateBody::Query,
-                or_replace: false,
-            })
-        );
-        for other in [
-            "CREATE INDEX i ON t (a)",
-            "GRANT SELECT ON t TO u",
-            "CREATE VIEW v AS SELECT 1",
-            "DROP INDEX i ON t",
-            "FLUSH TABLES",
-        ] {
-            assert_eq!(parse(other).unwrap(), None, "{other}");
-        }
-    }
-
-    #[test]
-    fn what_it_cannot_read_is_an_error_that_says_where() {
-        let err = parse("ALTER TABLE t FROBNICATE c").unwrap_err();
-        assert_eq!(err.0, "expected an ALTER TABLE clause, found FROBNICATE");
-        let err = parse("CREATE TABLE t (a frob)").unwrap_err();
-        assert_eq!(err.0, "unknown column type frob");
-        assert!(parse("CREATE TABLE t (a int").is_err());
-        assert!(parse("ALTER TABLE t ADD COLUMN `a").is_err());
-    }
-}
+mod tests;

@@ -1,0 +1,207 @@
+//! The parser on statements as MySQL and MariaDB write them.
+
+use super::*;
+
+fn name(table: &str) -> Name {
+    Name {
+        database: None,
+        table: table.into(),
+    }
+}
+
+fn column(name: &str, data_type: &str, column_type: &str, nullable: bool) -> ColumnDef {
+    ColumnDef {
+        name: name.into(),
+        data_type: data_type.into(),
+        column_type: column_type.into(),
+        nullable,
+        primary_key: false,
+        charset: None,
+    }
+}
+
+#[test]
+fn create_table_reads_columns_types_keys_and_charset() {
+    let ddl = parse(
+        "CREATE TABLE IF NOT EXISTS `shop`.`orders` (\n  id BIGINT UNSIGNED NOT NULL AUTO_INCREMENT,\n  \
+         note varchar(100) CHARACTER SET latin1 DEFAULT 'a, (b)' COMMENT 'x',\n  \
+         amount DECIMAL(12, 2) NOT NULL DEFAULT 0.00,\n  \
+         state ENUM('new','it''s') NOT NULL,\n  `key` int,\n  \
+         created datetime(6) ON UPDATE CURRENT_TIMESTAMP(6),\n  \
+         PRIMARY KEY (id), KEY k (note(10)), CONSTRAINT fk FOREIGN KEY (id) REFERENCES o (id) ON DELETE CASCADE\n\
+         ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 /* trailing */",
+    )
+    .unwrap()
+    .unwrap();
+    let Ddl::Create { table, body, .. } = ddl else {
+        panic!("{ddl:?}")
+    };
+    assert_eq!(
+        table,
+        Name {
+            database: Some("shop".into()),
+            table: "orders".into()
+        }
+    );
+    let CreateBody::Columns {
+        columns,
+        primary_key,
+        charset,
+    } = body
+    else {
+        panic!()
+    };
+    assert_eq!(primary_key, vec!["id"]);
+    assert_eq!(charset.as_deref(), Some("utf8mb4"));
+    let mut note = column("note", "varchar", "varchar(100)", true);
+    note.charset = Some("latin1".into());
+    assert_eq!(
+        columns,
+        vec![
+            column("id", "bigint", "bigint unsigned", false),
+            note,
+            column("amount", "decimal", "decimal(12,2)", false),
+            column("state", "enum", "enum('new','it''s')", false),
+            column("key", "int", "int", true),
+            column("created", "datetime", "datetime(6)", true),
+        ]
+    );
+}
+
+#[test]
+fn column_synonyms_map_to_base_types() {
+    let Some(Ddl::Create {
+        body: CreateBody::Columns { columns, .. },
+        ..
+    }) = parse(
+        "create table t (a integer primary key, b bool, c double precision, \
+         d national char varying(3), e numeric(5), f serial, g int(11) unsigned zerofill) \
+         /*!50100 PARTITION BY HASH (a) */",
+    )
+    .unwrap()
+    else {
+        panic!()
+    };
+    let types: Vec<(&str, &str)> = columns
+        .iter()
+        .map(|c| (c.data_type.as_str(), c.column_type.as_str()))
+        .collect();
+    assert_eq!(
+        types,
+        vec![
+            ("int", "int"),
+            ("tinyint", "tinyint(1)"),
+            ("double", "double"),
+            ("varchar", "varchar(3)"),
+            ("decimal", "decimal(5)"),
+            ("bigint", "bigint unsigned"),
+            ("int", "int(11) unsigned"),
+        ]
+    );
+    assert!(columns[0].primary_key && !columns[0].nullable);
+    assert_eq!(columns[3].charset.as_deref(), Some("utf8mb3"));
+}
+
+#[test]
+fn alter_table_clauses() {
+    let Some(Ddl::Alter { table, specs }) = parse(
+        "ALTER TABLE t ADD COLUMN c int NOT NULL DEFAULT 1 AFTER a, ADD d text FIRST, \
+         DROP COLUMN IF EXISTS b, MODIFY e bigint, CHANGE f g varchar(9) NULL, \
+         RENAME COLUMN h TO i, ADD INDEX ix (c), DROP PRIMARY KEY, ADD PRIMARY KEY (c, g), \
+         ALTER COLUMN c SET DEFAULT 2, ENGINE = InnoDB, ALGORITHM=INPLACE, LOCK=NONE, \
+         CONVERT TO CHARACTER SET latin1 COLLATE latin1_swedish_ci, DEFAULT CHARSET utf8mb4, \
+         RENAME TO u",
+    )
+    .unwrap() else {
+        panic!()
+    };
+    assert_eq!(table, name("t"));
+    assert_eq!(
+        specs,
+        vec![
+            AlterSpec::AddColumn(column("c", "int", "int", false), Place::After("a".into())),
+            AlterSpec::AddColumn(column("d", "text", "text", true), Place::First),
+            AlterSpec::DropColumn("b".into()),
+            AlterSpec::ChangeColumn {
+                old: "e".into(),
+                column: column("e", "bigint", "bigint", true),
+                place: Place::Default
+            },
+            AlterSpec::ChangeColumn {
+                old: "f".into(),
+                column: column("g", "varchar", "varchar(9)", true),
+                place: Place::Default
+            },
+            AlterSpec::RenameColumn {
+                from: "h".into(),
+                to: "i".into()
+            },
+            AlterSpec::DropPrimaryKey,
+            AlterSpec::AddPrimaryKey(vec!["c".into(), "g".into()]),
+            AlterSpec::ConvertCharset("latin1".into()),
+            AlterSpec::DefaultCharset("utf8mb4".into()),
+            AlterSpec::RenameTable(name("u")),
+        ]
+    );
+}
+
+#[test]
+fn drop_rename_truncate_and_other_statements() {
+    assert_eq!(
+        parse("DROP TABLE IF EXISTS a, db.b /* generated by server */").unwrap(),
+        Some(Ddl::Drop {
+            tables: vec![
+                name("a"),
+                Name {
+                    database: Some("db".into()),
+                    table: "b".into()
+                }
+            ]
+        })
+    );
+    assert_eq!(
+        parse("RENAME TABLE a TO b, c TO d").unwrap(),
+        Some(Ddl::Rename {
+            pairs: vec![(name("a"), name("b")), (name("c"), name("d"))]
+        })
+    );
+    assert_eq!(
+        parse("truncate `t`").unwrap(),
+        Some(Ddl::Truncate { table: name("t") })
+    );
+    assert_eq!(
+        parse("CREATE TABLE a LIKE b").unwrap(),
+        Some(Ddl::Create {
+            table: name("a"),
+            body: CreateBody::Like(name("b")),
+            or_replace: false,
+        })
+    );
+    assert_eq!(
+        parse("CREATE TABLE a AS SELECT * FROM b").unwrap(),
+        Some(Ddl::Create {
+            table: name("a"),
+            body: CreateBody::Query,
+            or_replace: false,
+        })
+    );
+    for other in [
+        "CREATE INDEX i ON t (a)",
+        "GRANT SELECT ON t TO u",
+        "CREATE VIEW v AS SELECT 1",
+        "DROP INDEX i ON t",
+        "FLUSH TABLES",
+    ] {
+        assert_eq!(parse(other).unwrap(), None, "{other}");
+    }
+}
+
+#[test]
+fn what_it_cannot_read_is_an_error_that_says_where() {
+    let err = parse("ALTER TABLE t FROBNICATE c").unwrap_err();
+    assert_eq!(err.0, "expected an ALTER TABLE clause, found FROBNICATE");
+    let err = parse("CREATE TABLE t (a frob)").unwrap_err();
+    assert_eq!(err.0, "unknown column type frob");
+    assert!(parse("CREATE TABLE t (a int").is_err());
+    assert!(parse("ALTER TABLE t ADD COLUMN `a").is_err());
+}
