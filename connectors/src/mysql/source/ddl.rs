@@ -206,12 +206,7 @@ impl Apply<'_> {
     fn remove(&mut self, key: &(String, String)) {
         if let Some(info) = self.tables.remove(key) {
             tracing::info!(table = %format!("{}.{}", key.0, key.1), "captured table dropped");
-            self.entries.push(TableEntry {
-                database: key.0.clone(),
-                table: key.1.clone(),
-                version: info.schema.version,
-                def: None,
-            });
+            self.entries.push(TableEntry::dropped(&info));
         }
     }
 
@@ -223,13 +218,8 @@ impl Apply<'_> {
             None => 1,
         };
         tracing::info!(table = %format!("{}.{}", key.0, key.1), version, "table schema changed");
-        self.entries.push(TableEntry {
-            database: key.0.clone(),
-            table: key.1.clone(),
-            version,
-            def: Some(def.clone()),
-        });
         let info = TableInfo::from_def(&key.0, &key.1, version, def);
+        self.entries.push(TableEntry::defined(&info));
         self.tables.insert(key, info);
     }
 

@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use super::catalog::TableInfo;
 use super::ddl::parse::{AlterSpec, ColumnDef, Place};
 
 /// A column in the terms of information_schema.COLUMNS.
@@ -49,6 +50,26 @@ pub struct TableEntry {
     pub version: u32,
     /// `None`: the table was dropped (or renamed away).
     pub def: Option<TableDef>,
+}
+
+impl TableEntry {
+    /// The table as `info` defines it.
+    pub fn defined(info: &TableInfo) -> TableEntry {
+        TableEntry {
+            def: Some(info.def.clone()),
+            ..TableEntry::dropped(info)
+        }
+    }
+
+    /// The table gone.
+    pub fn dropped(info: &TableInfo) -> TableEntry {
+        TableEntry {
+            database: info.schema.table.namespace.clone(),
+            table: info.schema.table.name.clone(),
+            version: info.schema.version,
+            def: None,
+        }
+    }
 }
 
 /// One record of the history topic.

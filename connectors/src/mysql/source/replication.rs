@@ -146,13 +146,8 @@ async fn record_definitions(
 ) -> bool {
     let mut entries: Vec<TableEntry> = unrecorded
         .iter()
-        .filter_map(|key| tables.get(key).map(|info| (key, info)))
-        .map(|(key, info)| TableEntry {
-            database: key.0.clone(),
-            table: key.1.clone(),
-            version: info.schema.version,
-            def: Some(info.def.clone()),
-        })
+        .filter_map(|key| tables.get(key))
+        .map(TableEntry::defined)
         .collect();
     if entries.is_empty() {
         return true;
@@ -331,12 +326,7 @@ async fn stream_from(
                     let record = HistoryRecord {
                         position: cursor.position().to_string(),
                         statement: None,
-                        tables: vec![TableEntry {
-                            database: key.0.clone(),
-                            table: key.1.clone(),
-                            version: info.schema.version,
-                            def: Some(info.def.clone()),
-                        }],
+                        tables: vec![TableEntry::defined(&info)],
                     };
                     open.get_or_insert_with(Open::default)
                         .history
