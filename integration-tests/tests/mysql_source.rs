@@ -1,5 +1,6 @@
 //! The MySQL/MariaDB source end to end against the real MariaDB: changes across tables in
-//! order, a snapshot under concurrent writes, every type with extreme values, schema changes
+//! order, a snapshot under concurrent writes, every type with extreme values (snapshot and
+//! binlog alike), a password login and a row longer than a packet in the snapshot, schema changes
 //! mid-stream, kill -9 with every transaction exactly once, and MariaDB replicated into
 //! Postgres.
 
@@ -169,12 +170,16 @@ async fn every_type_round_trips_with_extreme_values() {
                      '{{\"k\": [1, 2.5, null, \"s\"]}}', 'c', 'x,z')")
         }
     };
-    db.exec(&format!("INSERT INTO t VALUES {}", row(1, true)));
+    // All three rows go through the snapshot's reader; streamed copies of them follow below.
+    db.exec(&format!(
+        "INSERT INTO t VALUES {}, {}",
+        row(1, true),
+        row(2, false)
+    ));
+    db.exec("INSERT INTO t (id) VALUES (3)");
     let mut sluice = Sluice::new(&mysql_source_config(&db, ""));
     sluice.start();
     wait_streaming(&sluice).await;
-    db.exec(&format!("INSERT INTO t VALUES {}", row(2, false)));
-    db.exec("INSERT INTO t (id) VALUES (3)");
     let topic = format!("src.{}.t", db.name);
     wait_for(Duration::from_secs(20), "3 rows", || {
         events(&sluice.records(&topic)).len() >= 3
@@ -229,16 +234,79 @@ async fn every_type_round_trips_with_extreme_values() {
         .iter()
         .filter(|(k, _)| *k != "id")
         .all(|(_, v)| v.is_null()));
-    // The snapshot row (1) and streamed rows (2, 3) decode the same way: compare a streamed
-    // copy of row 1.
-    db.exec("UPDATE t SET id = 4 WHERE id = 1");
-    wait_for(Duration::from_secs(20), "the copy", || {
-        fold_rows(&events(&sluice.records(&topic)), "id").contains_key("4")
+    // The snapshot and the binlog decode alike: compare each row with a streamed copy.
+    let columns = "ti, tu, si, su, mi, mu, i, iu, bi, bu, de, f, d, bt, b12, ch, vc, tx, lat, \
+                   bn, vb, bl, dt, tm, dtm, ts, y, j, e, s";
+    db.exec(&format!(
+        "INSERT INTO t (id, {columns}) SELECT id + 10, {columns} FROM t WHERE id <= 3"
+    ));
+    wait_for(Duration::from_secs(20), "the copies", || {
+        fold_rows(&events(&sluice.records(&topic)), "id").contains_key("13")
     })
     .await;
-    let mut copied = fold_rows(&events(&sluice.records(&topic)), "id")["4"].clone();
-    copied["id"] = json!(1);
-    assert_eq!(&copied, low, "snapshot and binlog decode alike");
+    let rows = fold_rows(&events(&sluice.records(&topic)), "id");
+    for id in 1..=3 {
+        let mut copied = rows[&(id + 10).to_string()].clone();
+        copied["id"] = json!(id);
+        assert_eq!(
+            copied,
+            rows[&id.to_string()],
+            "row {id}: snapshot and binlog decode alike"
+        );
+    }
+    assert_eq!(sluice.stop(), Some(0), "{}", sluice.stderr());
+}
+
+/// The snapshot reads on its own protocol connection: a user with a password logs in, and a
+/// row longer than one protocol packet (16 MiB) is read whole, with the row after it intact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_snapshot_logs_in_with_a_password_and_reads_rows_longer_than_a_packet() {
+    /// Puts the server's setting and users back even when the test fails.
+    struct Restore<'a>(&'a MariaDb, String, String);
+    impl Drop for Restore<'_> {
+        fn drop(&mut self) {
+            let Restore(db, packet, user) = self;
+            db.exec(&format!("SET GLOBAL max_allowed_packet = {packet}"));
+            db.exec(&format!(
+                "DROP USER IF EXISTS '{user}'@'%', '{user}'@'localhost'"
+            ));
+        }
+    }
+    let db = MariaDb::create();
+    let user = format!("{}_u", db.name);
+    let _restore = Restore(
+        &db,
+        db.exec("SELECT @@GLOBAL.max_allowed_packet"),
+        user.clone(),
+    );
+    db.exec("SET GLOBAL max_allowed_packet = 64 * 1024 * 1024");
+    db.exec("CREATE TABLE big (id int PRIMARY KEY, b longblob)");
+    const LEN: usize = 17_000_000;
+    db.exec(&format!(
+        "INSERT INTO big VALUES (1, REPEAT('x', {LEN})), (2, 'after')"
+    ));
+    for host in ["%", "localhost"] {
+        db.exec(&format!(
+            "CREATE USER '{user}'@'{host}' IDENTIFIED BY 'Secret-pw1'; GRANT ALL ON *.* TO '{user}'@'{host}'"
+        ));
+    }
+    let config = mysql_source_config(&db, "")
+        .replace("mysql://root@", &format!("mysql://{user}:Secret-pw1@"));
+    let mut sluice = Sluice::new(&config);
+    sluice.start();
+    let topic = format!("src.{}.big", db.name);
+    wait_for(Duration::from_secs(60), "both rows", || {
+        events(&sluice.records(&topic)).len() >= 2
+    })
+    .await;
+    let rows = fold_rows(&events(&sluice.records(&topic)), "id");
+    let blob = rows["1"]["b"].as_str().expect("the blob as base64");
+    assert_eq!(blob.len(), LEN.div_ceil(3) * 4, "the whole long row");
+    // "xxx" is "eHh4" in base64; 17,000,000 leaves "xx" at the end.
+    let (body, tail) = blob.split_at(blob.len() - 4);
+    assert!(body.as_bytes().chunks(4).all(|group| group == b"eHh4"));
+    assert_eq!(tail, "eHg=");
+    assert_eq!(rows["2"]["b"], "YWZ0ZXI=", "the row after the long one");
     assert_eq!(sluice.stop(), Some(0), "{}", sluice.stderr());
 }
 

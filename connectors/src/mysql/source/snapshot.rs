@@ -3,11 +3,18 @@
 //! continues from there with no gap and no duplicate.
 //!
 //! With one connection on MariaDB no lock is taken: the server reports the snapshot's binlog
-//! position (`binlog_snapshot_file`/`_position`, turned into a GTID list with
-//! `BINLOG_GTID_POS`). With several connections (`snapshot_parallelism`), or on MySQL, the
+//! position (`binlog_snapshot_file`/`_position`), which the snapshot's events carry, as
+//! Debezium's do. Streaming starts from it as a GTID list: `BINLOG_GTID_POS` reads the binlog
+//! file up to that offset, which on a large file takes a while, so it runs on another
+//! connection while the rows are read. With several connections (`snapshot_parallelism`), or on MySQL, the
 //! transactions start under `FLUSH TABLES WITH READ LOCK`, held only while they start and the
 //! position is read; tables with an integer key are then split into key ranges read in
 //! parallel.
+//!
+//! The snapshot transactions run on sluice's own connections (`wire.rs`), which read rows
+//! where they lie in the read buffer; the lock and the catalog use mysql_async's pool.
+
+mod wire;
 
 use std::sync::Arc;
 
@@ -18,11 +25,13 @@ use sluice_core::clock::now_us;
 use sluice_core::event::{ChangeEvent, DataType, Op, SnapshotMarker};
 use sluice_core::position::Position;
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
 use super::catalog::{Flavor, Server, TableInfo};
 use super::config::MysqlSourceConfig;
 use super::decode::{convert, Origin};
 use super::{SourceError, Unit};
+use wire::WireConn;
 
 fn quote(name: &str) -> String {
     format!("`{}`", name.replace('`', "``"))
@@ -70,7 +79,7 @@ async fn position_of(conn: &mut Conn, server: &Server) -> Result<Position, Sourc
     }
 }
 
-async fn begin(conn: &mut Conn) -> Result<(), SourceError> {
+async fn begin(conn: &mut WireConn) -> Result<(), SourceError> {
     conn.query_drop("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         .await
         .map_err(SourceError::mysql("starting the snapshot"))?;
@@ -79,63 +88,87 @@ async fn begin(conn: &mut Conn) -> Result<(), SourceError> {
         .map_err(SourceError::mysql("starting the snapshot"))
 }
 
+/// The snapshot's position: the one its events carry, and the one streaming starts from when
+/// that is still being worked out.
+type Positions = (Position, Option<JoinHandle<Result<Position, SourceError>>>);
+
 /// Opens the snapshot transactions and reads their common binlog position.
 async fn open(
+    opts: &mysql_async::Opts,
     pool: &Pool,
     server: &Server,
     parallelism: usize,
-) -> Result<(Vec<Conn>, Position), SourceError> {
+) -> Result<(Vec<WireConn>, Positions), SourceError> {
     let mut conns = Vec::with_capacity(parallelism);
     for _ in 0..parallelism {
         conns.push(
-            pool.get_conn()
+            WireConn::connect(opts)
                 .await
-                .map_err(SourceError::mysql("connecting"))?,
+                .map_err(SourceError::mysql("connecting for the snapshot"))?,
         );
     }
     if server.flavor == Flavor::Mariadb && parallelism == 1 {
         let conn = &mut conns[0];
         begin(conn).await?;
-        let status: Vec<(String, String)> = conn
-            .query("SHOW STATUS LIKE 'binlog_snapshot_%'")
+        let status = conn
+            .query_text("SHOW STATUS LIKE 'binlog_snapshot_%'")
             .await
             .map_err(SourceError::mysql("reading the snapshot's binlog position"))?;
         let get = |name: &str| {
             status
                 .iter()
-                .find(|(n, _)| n.eq_ignore_ascii_case(name))
-                .map(|(_, v)| v.clone())
+                .find(|row| {
+                    row[0]
+                        .as_deref()
+                        .is_some_and(|n| n.eq_ignore_ascii_case(name))
+                })
+                .and_then(|row| row.get(1).cloned().flatten())
                 .unwrap_or_default()
         };
         let (file, offset) = (get("binlog_snapshot_file"), get("binlog_snapshot_position"));
-        let gtids: Option<String> = conn
-            .exec_first(
-                "SELECT BINLOG_GTID_POS(?, ?)",
-                (file.as_str(), offset.as_str()),
-            )
-            .await
-            .map_err(SourceError::mysql("reading the snapshot's GTID position"))?;
-        return Ok((
-            conns,
-            Position::MariadbGtidList(gtids.unwrap_or_default().into()),
-        ));
+        let Ok(offset) = offset.parse::<u64>() else {
+            return Err(SourceError::Other(format!(
+                "the server reports the snapshot's binlog position as {file:?} {offset:?}; is the binlog on (log_bin)?"
+            )));
+        };
+        let pool = pool.clone();
+        let file_name = file.clone();
+        let gtids = tokio::spawn(async move {
+            let mut conn = pool
+                .get_conn()
+                .await
+                .map_err(SourceError::mysql("connecting"))?;
+            let gtids: Option<String> = conn
+                .exec_first("SELECT BINLOG_GTID_POS(?, ?)", (file_name, offset))
+                .await
+                .map_err(SourceError::mysql("reading the snapshot's GTID position"))?;
+            Ok(Position::MariadbGtidList(gtids.unwrap_or_default().into()))
+        });
+        let position = Position::BinlogFile {
+            file: file.into(),
+            offset,
+        };
+        return Ok((conns, (position, Some(gtids))));
     }
-    let (lock, readers) = conns.split_first_mut().expect("at least one connection");
+    // The lock is held on a connection of its own, only while the transactions start.
+    let mut lock = pool
+        .get_conn()
+        .await
+        .map_err(SourceError::mysql("connecting"))?;
     lock.query_drop("FLUSH TABLES WITH READ LOCK")
         .await
         .map_err(SourceError::mysql("locking for the snapshot position (needs RELOAD; or set snapshot_parallelism = 1 on MariaDB)"))?;
     let started = async {
-        begin(lock).await?;
-        for conn in readers.iter_mut() {
+        for conn in conns.iter_mut() {
             begin(conn).await?;
         }
-        position_of(lock, server).await
+        position_of(&mut lock, server).await
     }
     .await;
     lock.query_drop("UNLOCK TABLES")
         .await
         .map_err(SourceError::mysql("unlocking"))?;
-    Ok((conns, started?))
+    Ok((conns, (started?, None)))
 }
 
 /// A slice of the snapshot one connection reads: a table, or a key range of it.
@@ -148,7 +181,7 @@ struct Work {
 
 /// Splits tables with an integer key into `parts` key ranges.
 async fn plan(
-    conn: &mut Conn,
+    conn: &mut WireConn,
     tables: &[TableInfo],
     parts: usize,
 ) -> Result<Vec<Work>, SourceError> {
@@ -179,11 +212,10 @@ async fn plan(
             quote(&table.schema.table.namespace),
             quote(&table.schema.table.name)
         );
-        let bounds: Option<(Option<i64>, Option<i64>)> = conn
-            .query_first(format!("SELECT MIN({key}), MAX({key}) FROM {from}"))
+        let bounds = key_bounds(conn, &format!("SELECT MIN({key}), MAX({key}) FROM {from}"))
             .await
             .map_err(SourceError::mysql("reading key bounds"))?;
-        let Some((Some(min), Some(max))) = bounds else {
+        let Some((min, max)) = bounds else {
             work.push(Work {
                 table: table.clone(),
                 range: None,
@@ -211,9 +243,28 @@ async fn plan(
     Ok(work)
 }
 
+/// The minimum and maximum of an integer key (`None` for an empty table).
+async fn key_bounds(
+    conn: &mut WireConn,
+    sql: &str,
+) -> Result<Option<(i64, i64)>, mysql_async::Error> {
+    let mut rows = conn.exec(sql, &[]).await?;
+    let mut bounds = None;
+    while let Some(mut row) = rows.next().await? {
+        let as_int = |value: My| match value {
+            My::Int(i) => Some(i),
+            My::UInt(u) => i64::try_from(u).ok(),
+            _ => None,
+        };
+        let (min, max) = (as_int(row.next_value()?), as_int(row.next_value()?));
+        bounds = min.zip(max);
+    }
+    Ok(bounds)
+}
+
 /// Reads one slice in key chunks, sending each chunk.
 async fn read(
-    conn: &mut Conn,
+    conn: &mut WireConn,
     work: &Work,
     config: &MysqlSourceConfig,
     position: &Position,
@@ -266,8 +317,8 @@ async fn read(
         };
         // Rows are converted as the server streams them, so reading and converting overlap;
         // every UNIT_ROWS rows go out as a unit.
-        let mut result = conn
-            .exec_iter(sql, params)
+        let mut rows = conn
+            .exec(&sql, &params)
             .await
             .map_err(SourceError::mysql("reading a snapshot chunk"))?;
         let ts = now_us();
@@ -276,21 +327,18 @@ async fn read(
         // The key of the last row read, where the next chunk starts (reused, not reallocated).
         let mut row_key = Vec::with_capacity(keys.len());
         loop {
-            let row: Option<mysql_async::Row> = result
+            let row = rows
                 .next()
                 .await
                 .map_err(SourceError::mysql("reading a snapshot chunk"))?;
-            let Some(row) = row else { break };
+            let Some(mut row) = row else { break };
             read += 1;
-            let values: Vec<My> = row.unwrap();
-            let mut after = Vec::with_capacity(values.len());
+            let mut after = Vec::with_capacity(schema.columns.len());
             row_key.clear();
-            for (i, ((value, kind), column)) in values
-                .into_iter()
-                .zip(&work.table.kinds)
-                .zip(&schema.columns)
-                .enumerate()
-            {
+            for (i, (kind, column)) in work.table.kinds.iter().zip(&schema.columns).enumerate() {
+                let value = row
+                    .next_value()
+                    .map_err(SourceError::mysql("reading a snapshot chunk"))?;
                 if keys.contains(&i) {
                     row_key.push(value.clone());
                 }
@@ -323,7 +371,7 @@ async fn read(
                 send(tx, full, position).await?;
             }
         }
-        drop(result);
+        drop(rows);
         if read > 0 {
             last_key = Some(row_key);
         }
@@ -368,11 +416,13 @@ pub async fn run(
     tx: &mpsc::Sender<Result<Unit, SourceError>>,
 ) -> Result<Position, SourceError> {
     let parallelism = config.snapshot_parallelism.max(1);
-    let (mut conns, position) = match open(pool, server, parallelism).await {
+    let opts = config.opts().map_err(SourceError::Other)?;
+    let (mut conns, (position, streaming_from)) = match open(&opts, pool, server, parallelism).await
+    {
         Ok(opened) => opened,
         Err(err) if parallelism > 1 && server.flavor == Flavor::Mariadb => {
             tracing::warn!(error = %err, "a parallel snapshot needs a brief global read lock; reading with one connection, without locks");
-            open(pool, server, 1).await?
+            open(&opts, pool, server, 1).await?
         }
         Err(err) => return Err(err),
     };
@@ -392,6 +442,7 @@ pub async fn run(
             conn.query_drop("COMMIT")
                 .await
                 .map_err(SourceError::mysql("ending the snapshot"))?;
+            conn.close().await;
             Ok::<u64, SourceError>(total)
         }));
     }
@@ -402,6 +453,13 @@ pub async fn run(
             Err(join) => std::panic::resume_unwind(join.into_panic()),
         };
     }
+    let position = match streaming_from {
+        Some(pending) => match pending.await {
+            Ok(result) => result?,
+            Err(join) => std::panic::resume_unwind(join.into_panic()),
+        },
+        None => position,
+    };
     let done = Unit {
         events: Vec::new(),
         checkpoint: Checkpoint {
