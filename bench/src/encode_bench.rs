@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use sluice_core::encode::{EncodedRecord, EventEncoder};
+use sluice_core::encode::{EncodedRecords, EventEncoder};
 use sluice_core::event::{
     ChangeEvent, Column, DataType, Op, SnapshotMarker, TableId, TableSchema, TxnInfo,
 };
@@ -103,20 +103,26 @@ fn event(table: &Arc<TableSchema>, i: i64) -> ChangeEvent {
     }
 }
 
+/// Events per source batch (the sources' default `max_batch_events`).
+const BATCH_EVENTS: usize = 5_000;
+
 /// (seconds, bytes of keys and values) to encode every event.
 fn measure(encoder: &mut impl EventEncoder, events: &[ChangeEvent]) -> (f64, usize) {
-    let mut out: Vec<EncodedRecord> = Vec::with_capacity(2);
     encoder
-        .encode(&events[0], &mut out)
+        .encode(&events[0], &mut EncodedRecords::default())
         .expect("warm-up encodes");
     let started = Instant::now();
     let mut bytes = 0;
-    for event in events {
-        out.clear();
-        encoder.encode(event, &mut out).expect("encodes");
-        for record in &out {
-            bytes += record.key.as_ref().map_or(0, Bytes::len);
-            bytes += record.value.as_ref().map_or(0, Bytes::len);
+    // Like the runtime: one buffer per batch of events.
+    for batch in events.chunks(BATCH_EVENTS) {
+        let mut out = EncodedRecords::with_capacity(batch.len() * 256);
+        for event in batch {
+            out.clear_records();
+            encoder.encode(event, &mut out).expect("encodes");
+            for record in out.records() {
+                bytes += record.key.map_or(0, |span| span.end - span.start);
+                bytes += record.value.map_or(0, |span| span.end - span.start);
+            }
         }
     }
     (started.elapsed().as_secs_f64(), bytes)

@@ -3,16 +3,79 @@
 //! Encoders live in sluice-schema-registry (Debezium JSON, Avro); the runtime is generic over
 //! them. Topic and partition are chosen by the runtime (`topic`), not the encoder.
 
-use bytes::Bytes;
+pub use sluice_log::Span;
 
 use crate::event::ChangeEvent;
 
-/// One log record made from an event. A delete may produce two: the event and a tombstone.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One log record made from an event, as spans of [`EncodedRecords`]' buffer. A delete may
+/// produce two: the event and a tombstone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EncodedRecord {
-    pub key: Option<Bytes>,
+    pub key: Option<Span>,
     /// `None` is a tombstone.
-    pub value: Option<Bytes>,
+    pub value: Option<Span>,
+}
+
+/// Where encoders write records: their bytes back to back in one buffer, and each record's key
+/// and value as spans of it. No allocation or reference count per record: the runtime hands
+/// the whole buffer to the log, which copies each record once, into its batch.
+#[derive(Debug, Default)]
+pub struct EncodedRecords {
+    data: Vec<u8>,
+    records: Vec<EncodedRecord>,
+}
+
+impl EncodedRecords {
+    pub fn with_capacity(bytes: usize) -> EncodedRecords {
+        EncodedRecords {
+            data: Vec::with_capacity(bytes),
+            records: Vec::new(),
+        }
+    }
+
+    /// Writes one key or value with `write`; returns where it lies and what `write` returned.
+    pub fn write<T>(&mut self, write: impl FnOnce(&mut Vec<u8>) -> T) -> (Span, T) {
+        let start = self.data.len();
+        let result = write(&mut self.data);
+        let span = Span {
+            start,
+            end: self.data.len(),
+        };
+        (span, result)
+    }
+
+    /// Adds a record of spans returned by [`EncodedRecords::write`].
+    pub fn push(&mut self, key: Option<Span>, value: Option<Span>) {
+        self.records.push(EncodedRecord { key, value });
+    }
+
+    /// The records pushed since the last [`EncodedRecords::clear_records`].
+    pub fn records(&self) -> &[EncodedRecord] {
+        &self.records
+    }
+
+    /// Forgets the record list (their bytes stay in the buffer).
+    pub fn clear_records(&mut self) {
+        self.records.clear();
+    }
+
+    pub fn bytes(&self, span: Span) -> &[u8] {
+        &self.data[span.start..span.end]
+    }
+
+    /// The key and value bytes of record `i` of [`EncodedRecords::records`].
+    pub fn record(&self, i: usize) -> (Option<&[u8]>, Option<&[u8]>) {
+        let record = self.records[i];
+        (
+            record.key.map(|span| self.bytes(span)),
+            record.value.map(|span| self.bytes(span)),
+        )
+    }
+
+    /// The buffer every span points into.
+    pub fn into_data(self) -> Vec<u8> {
+        self.data
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -25,12 +88,8 @@ pub struct EncodeError {
 /// Clones may encode different events of one batch in parallel: a clone must encode an event
 /// exactly as the original would.
 pub trait EventEncoder: Send + Clone + 'static {
-    /// Appends the records for `event` to `out`.
-    fn encode(
-        &mut self,
-        event: &ChangeEvent,
-        out: &mut Vec<EncodedRecord>,
-    ) -> Result<(), EncodeError>;
+    /// Writes the records for `event` into `out`.
+    fn encode(&mut self, event: &ChangeEvent, out: &mut EncodedRecords) -> Result<(), EncodeError>;
 
     /// The processing time (microseconds since the Unix epoch) to write into the events encoded
     /// next, as `ts_ms`/`ts_us`. The runtime sets it once per batch so that encoding does not

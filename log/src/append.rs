@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::MutexGuard;
 use std::time::Instant;
 
-use crate::batch::Record;
+use crate::batch::{Record, Records};
 use crate::{
     commit, failpoint, now_ms, Control, FsyncPolicy, Log, LogError, PartitionBatch, PartitionEnds,
 };
@@ -48,7 +48,11 @@ impl Log {
         let mut ends = Vec::with_capacity(batches.len());
         for batch in batches.iter().filter(|b| !b.records.is_empty()) {
             let end = self.with_partition(&batch.topic, batch.partition, |guarded| {
-                guarded.lock().append(&batch.records)
+                let mut partition = guarded.lock();
+                match &batch.records {
+                    Records::Owned(records) => partition.append(records),
+                    Records::Packed(packed) => partition.append(&packed.views()),
+                }
             })?;
             // A write that failed midway leaves this transaction's earlier parts on disk past
             // the stable offsets: no later commit may cover them, so the log stops here.

@@ -40,6 +40,136 @@ pub struct Record {
     pub headers: Vec<Header>,
 }
 
+/// A stretch `start..end` of a packed buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span {
+    pub start: usize,
+    pub end: usize,
+}
+
+/// A record whose key and value lie in a buffer it shares with other records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PackedEntry {
+    pub key: Option<Span>,
+    /// `None` is a tombstone.
+    pub value: Option<Span>,
+    pub timestamp_ms: i64,
+    pub headers: Vec<Header>,
+}
+
+/// Records written back to back into one buffer, as an encoder writes them: no allocation or
+/// reference count per record. Several partitions' records may share one buffer.
+#[derive(Debug, Clone, Default)]
+pub struct PackedRecords {
+    pub data: Bytes,
+    pub entries: Vec<PackedEntry>,
+}
+
+impl PackedRecords {
+    /// Each record as a view into the buffer.
+    pub fn views(&self) -> Vec<PackedRecord<'_>> {
+        self.entries
+            .iter()
+            .map(|entry| PackedRecord {
+                data: &self.data,
+                entry,
+            })
+            .collect()
+    }
+}
+
+/// One record of [`PackedRecords`].
+#[derive(Debug, Clone, Copy)]
+pub struct PackedRecord<'a> {
+    data: &'a [u8],
+    entry: &'a PackedEntry,
+}
+
+/// The records of one partition's slice of an append.
+#[derive(Debug, Clone)]
+pub enum Records {
+    Owned(Vec<Record>),
+    Packed(PackedRecords),
+}
+
+impl Records {
+    pub fn len(&self) -> usize {
+        match self {
+            Records::Owned(records) => records.len(),
+            Records::Packed(packed) => packed.entries.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Adds `header` to the last record; false when there is none.
+    pub fn push_header_to_last(&mut self, header: Header) -> bool {
+        let headers = match self {
+            Records::Owned(records) => records.last_mut().map(|r| &mut r.headers),
+            Records::Packed(packed) => packed.entries.last_mut().map(|e| &mut e.headers),
+        };
+        match headers {
+            Some(headers) => {
+                headers.push(header);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+impl From<Vec<Record>> for Records {
+    fn from(records: Vec<Record>) -> Records {
+        Records::Owned(records)
+    }
+}
+
+impl FromIterator<Record> for Records {
+    fn from_iter<I: IntoIterator<Item = Record>>(records: I) -> Records {
+        Records::Owned(records.into_iter().collect())
+    }
+}
+
+/// What writing a record into a batch needs of it.
+pub trait RecordView {
+    fn key(&self) -> Option<&[u8]>;
+    fn value(&self) -> Option<&[u8]>;
+    fn timestamp_ms(&self) -> i64;
+    fn headers(&self) -> &[Header];
+}
+
+impl RecordView for Record {
+    fn key(&self) -> Option<&[u8]> {
+        self.key.as_deref()
+    }
+    fn value(&self) -> Option<&[u8]> {
+        self.value.as_deref()
+    }
+    fn timestamp_ms(&self) -> i64 {
+        self.timestamp_ms
+    }
+    fn headers(&self) -> &[Header] {
+        &self.headers
+    }
+}
+
+impl RecordView for PackedRecord<'_> {
+    fn key(&self) -> Option<&[u8]> {
+        self.entry.key.map(|s| &self.data[s.start..s.end])
+    }
+    fn value(&self) -> Option<&[u8]> {
+        self.entry.value.map(|s| &self.data[s.start..s.end])
+    }
+    fn timestamp_ms(&self) -> i64 {
+        self.entry.timestamp_ms
+    }
+    fn headers(&self) -> &[Header] {
+        &self.entry.headers
+    }
+}
+
 /// A record read back, with its offset.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredRecord {
@@ -111,23 +241,23 @@ impl BatchHeader {
 }
 
 /// Appends one encoded batch holding `records` at `base_offset` to `out`.
-pub fn encode(base_offset: u64, records: &[Record], out: &mut Vec<u8>) {
+pub fn encode<R: RecordView>(base_offset: u64, records: &[R], out: &mut Vec<u8>) {
     encode_with_deltas(base_offset, records, None, out);
 }
 
 /// Like [`encode`], with each record's offset given as a delta from `base_offset` (increasing;
 /// gaps allowed), as compaction writes them.
-pub fn encode_with_deltas(
+pub fn encode_with_deltas<R: RecordView>(
     base_offset: u64,
-    records: &[Record],
+    records: &[R],
     offset_deltas: Option<&[u32]>,
     out: &mut Vec<u8>,
 ) {
     assert!(!records.is_empty(), "a batch holds at least one record");
     let delta_of = |i: usize| offset_deltas.map_or(i as i64, |d| i64::from(d[i]));
     let start = out.len();
-    let base_timestamp = records.iter().map(|r| r.timestamp_ms).min().unwrap_or(0);
-    let max_timestamp = records.iter().map(|r| r.timestamp_ms).max().unwrap_or(0);
+    let base_timestamp = records.iter().map(|r| r.timestamp_ms()).min().unwrap_or(0);
+    let max_timestamp = records.iter().map(|r| r.timestamp_ms()).max().unwrap_or(0);
     let last_offset_delta =
         i32::try_from(delta_of(records.len() - 1)).expect("batch offsets fit i32");
     let record_count = i32::try_from(records.len()).expect("batch record count fits i32");
@@ -148,23 +278,21 @@ pub fn encode_with_deltas(
     out.reserve(
         records
             .iter()
-            .map(|r| {
-                r.key.as_ref().map_or(0, |k| k.len()) + r.value.as_ref().map_or(0, |v| v.len()) + 40
-            })
+            .map(|r| r.key().map_or(0, <[u8]>::len) + r.value().map_or(0, <[u8]>::len) + 40)
             .sum(),
     );
     for (i, record) in records.iter().enumerate() {
         // The length prefix comes first, so it is computed rather than measured after writing.
-        let timestamp_delta = record.timestamp_ms - base_timestamp;
+        let timestamp_delta = record.timestamp_ms() - base_timestamp;
         let delta = delta_of(i);
         put_varlong(out, record_len(record, timestamp_delta, delta) as i64);
         out.push(0); // record attributes
         put_varlong(out, timestamp_delta);
         put_varlong(out, delta);
-        put_bytes(out, record.key.as_deref());
-        put_bytes(out, record.value.as_deref());
-        put_varlong(out, record.headers.len() as i64);
-        for header in &record.headers {
+        put_bytes(out, record.key());
+        put_bytes(out, record.value());
+        put_varlong(out, record.headers().len() as i64);
+        for header in record.headers() {
             put_bytes(out, Some(header.key.as_bytes()));
             put_bytes(out, header.value.as_deref());
         }
@@ -288,19 +416,19 @@ impl Cursor<'_> {
 }
 
 /// Encoded size of a record's body (everything after its length prefix).
-fn record_len(record: &Record, timestamp_delta: i64, offset_delta: i64) -> usize {
+fn record_len<R: RecordView>(record: &R, timestamp_delta: i64, offset_delta: i64) -> usize {
     let bytes_len =
         |b: Option<&[u8]>| b.map_or(varlong_len(-1), |b| varlong_len(b.len() as i64) + b.len());
     let headers: usize = record
-        .headers
+        .headers()
         .iter()
         .map(|h| bytes_len(Some(h.key.as_bytes())) + bytes_len(h.value.as_deref()))
         .sum();
     1 + varlong_len(timestamp_delta)
         + varlong_len(offset_delta)
-        + bytes_len(record.key.as_deref())
-        + bytes_len(record.value.as_deref())
-        + varlong_len(record.headers.len() as i64)
+        + bytes_len(record.key())
+        + bytes_len(record.value())
+        + varlong_len(record.headers().len() as i64)
         + headers
 }
 
@@ -368,6 +496,58 @@ mod tests {
             assert_eq!(stored.timestamp_ms, original.timestamp_ms);
             assert_eq!(stored.headers, original.headers);
         }
+    }
+
+    #[test]
+    fn packed_records_encode_exactly_like_owned_ones() {
+        let owned = vec![
+            record("a", Some("1"), 1000),
+            record("b", None, 1001),
+            record("c", Some(""), 999),
+        ];
+        // Keys and values back to back, in a buffer shared with another partition's records.
+        let mut data = b"other".to_vec();
+        let mut entries = Vec::new();
+        for r in &owned {
+            let mut span = |bytes: &Option<Bytes>| {
+                bytes.as_ref().map(|b| {
+                    let start = data.len();
+                    data.extend_from_slice(b);
+                    Span {
+                        start,
+                        end: data.len(),
+                    }
+                })
+            };
+            let (key, value) = (span(&r.key), span(&r.value));
+            entries.push(PackedEntry {
+                key,
+                value,
+                timestamp_ms: r.timestamp_ms,
+                headers: r.headers.clone(),
+            });
+        }
+        let packed = PackedRecords {
+            data: Bytes::from(data),
+            entries,
+        };
+        let (mut from_owned, mut from_packed) = (Vec::new(), Vec::new());
+        encode(42, &owned, &mut from_owned);
+        encode(42, &packed.views(), &mut from_packed);
+        assert_eq!(from_owned, from_packed);
+        let mut records = Records::Packed(packed);
+        assert!(records.push_header_to_last(Header {
+            key: "last".into(),
+            value: None,
+        }));
+        let Records::Packed(packed) = &records else {
+            unreachable!()
+        };
+        assert_eq!(packed.entries[2].headers.len(), 2);
+        assert!(!Records::Owned(Vec::new()).push_header_to_last(Header {
+            key: "none".into(),
+            value: None,
+        }));
     }
 
     #[test]

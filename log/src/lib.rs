@@ -35,7 +35,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-pub use batch::{Header, Record, StoredRecord};
+pub use batch::{
+    Header, PackedEntry, PackedRecords, Record, RecordView, Records, Span, StoredRecord,
+};
 pub use commit::WriterState;
 pub use compaction::CompactionStats;
 use partition::parking::Guarded;
@@ -193,7 +195,7 @@ pub type PartitionEnds = BTreeMap<(String, u32), u64>;
 pub struct PartitionBatch {
     pub topic: String,
     pub partition: u32,
-    pub records: Vec<Record>,
+    pub records: Records,
 }
 
 /// What `sluice log describe` shows of a partition.

@@ -12,7 +12,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::batch::{self, BatchHeader, Record, StoredRecord};
+use crate::batch::{self, BatchHeader, RecordView, StoredRecord};
 use crate::compaction::ClosedSegment;
 use crate::segment::{self, ReadRequest, Scan, Segment, SegmentView};
 use crate::storage::{SegmentFile, Storage};
@@ -53,16 +53,13 @@ fn sync_dir(storage: &dyn Storage, dir: &Path) -> Result<(), LogError> {
 const TARGET_BATCH_BYTES: usize = 1024 * 1024;
 
 /// Roughly the encoded size of a record.
-fn record_size(record: &Record) -> usize {
+fn record_size<R: RecordView>(record: &R) -> usize {
     let headers: usize = record
-        .headers
+        .headers()
         .iter()
         .map(|h| h.key.len() + h.value.as_ref().map_or(0, |v| v.len()) + 4)
         .sum();
-    record.key.as_ref().map_or(0, |k| k.len())
-        + record.value.as_ref().map_or(0, |v| v.len())
-        + headers
-        + 24
+    record.key().map_or(0, <[u8]>::len) + record.value().map_or(0, <[u8]>::len) + headers + 24
 }
 
 pub(crate) struct Partition {
@@ -206,7 +203,7 @@ impl Partition {
     /// Appends records as one batch; returns the offset after it. Not synced, not visible.
     /// Appends records as batches of about `TARGET_BATCH_BYTES` each (Kafka's default largest
     /// batch is 1 MiB); returns the offset after the last. Not synced, not visible.
-    pub fn append(&mut self, records: &[Record]) -> Result<u64, LogError> {
+    pub fn append<R: RecordView>(&mut self, records: &[R]) -> Result<u64, LogError> {
         let mut start = 0;
         while start < records.len() {
             let mut end = start;
@@ -223,7 +220,7 @@ impl Partition {
         Ok(self.end_offset())
     }
 
-    fn append_batch(&mut self, records: &[Record]) -> Result<(), LogError> {
+    fn append_batch<R: RecordView>(&mut self, records: &[R]) -> Result<(), LogError> {
         let base = self.end_offset();
         let mut buf = std::mem::take(&mut self.encode_buf);
         buf.clear();

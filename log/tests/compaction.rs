@@ -80,12 +80,12 @@ fn compaction_keeps_the_latest_value_per_key_with_offsets_unchanged() {
             PartitionBatch {
                 topic: "c".into(),
                 partition: 0,
-                records: vec![record.clone()],
+                records: vec![record.clone()].into(),
             },
             PartitionBatch {
                 topic: "plain".into(),
                 partition: 0,
-                records: vec![record],
+                records: vec![record].into(),
             },
         ];
         log.append_txn("w", &batches, &i.to_string()).unwrap();
@@ -163,7 +163,7 @@ fn compaction_keeps_the_latest_value_per_key_with_offsets_unchanged() {
         &[PartitionBatch {
             topic: "c".into(),
             partition: 0,
-            records: vec![keyed("k0", Some("new"))],
+            records: vec![keyed("k0", Some("new"))].into(),
         }],
         "x",
     )

@@ -35,12 +35,12 @@ fn kill_child_appends_until_killed() {
             PartitionBatch {
                 topic: "a".into(),
                 partition: (n % 2) as u32,
-                records: vec![record(n), record(n)],
+                records: vec![record(n), record(n)].into(),
             },
             PartitionBatch {
                 topic: "b".into(),
                 partition: 0,
-                records: vec![record(n)],
+                records: vec![record(n)].into(),
             },
         ];
         log.append_txn("w", &batches, &n.to_string()).unwrap();

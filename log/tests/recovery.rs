@@ -398,7 +398,7 @@ fn time_lookups_find_the_first_batch_at_or_after_a_timestamp() {
             &[PartitionBatch {
                 topic: "t".into(),
                 partition: 0,
-                records: vec![record],
+                records: vec![record].into(),
             }],
             "c",
         )
@@ -536,7 +536,7 @@ fn index_files_mirror_kafkas_layout_and_are_rebuilt_when_damaged() {
                 &[PartitionBatch {
                     topic: "t".into(),
                     partition: 0,
-                    records: vec![record],
+                    records: vec![record].into(),
                 }],
                 "c",
             )

@@ -95,12 +95,12 @@ fn batches(topic: &str, value: &str) -> Vec<PartitionBatch> {
         PartitionBatch {
             topic: topic.into(),
             partition: 0,
-            records: vec![record.clone()],
+            records: vec![record.clone()].into(),
         },
         PartitionBatch {
             topic: topic.into(),
             partition: 1,
-            records: vec![record],
+            records: vec![record].into(),
         },
     ]
 }

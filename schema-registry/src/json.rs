@@ -9,14 +9,11 @@
 use std::sync::Arc;
 
 use base64::Engine;
-use bytes::Bytes;
 use sluice_core::clock::now_us;
-use sluice_core::encode::{EncodeError, EncodedRecord, EventEncoder};
+use sluice_core::encode::{EncodeError, EncodedRecords, EventEncoder};
 use sluice_core::event::{ChangeEvent, Op, TableSchema};
 use sluice_core::position::Position;
 use sluice_core::value::{self, Date, Decimal, Timestamp, Value};
-
-use crate::arena::Arena;
 
 /// What Debezium puts for a value the source did not send (unchanged TOAST).
 pub const UNAVAILABLE_VALUE: &str = "__debezium_unavailable_value";
@@ -42,9 +39,7 @@ pub struct JsonEnvelopeEncoder {
     /// `{"version":…,"connector":…,"name":…,"ts_ms":`: the same for every event.
     source_head: Vec<u8>,
     tombstones_on_delete: bool,
-    buf: Vec<u8>,
     text: String,
-    arena: Arena,
     /// The JSON that only depends on the table, for the table of the last event (events come
     /// in runs of one table).
     table_json: Option<(Arc<TableSchema>, TableJson)>,
@@ -96,9 +91,7 @@ impl JsonEnvelopeEncoder {
             source,
             source_head,
             tombstones_on_delete,
-            buf: Vec::with_capacity(1024),
             text: String::new(),
-            arena: Arena::default(),
             table_json: None,
             processing_us: None,
         }
@@ -114,30 +107,32 @@ impl JsonEnvelopeEncoder {
         }
     }
 
-    fn key(&mut self, event: &ChangeEvent) -> Option<Bytes> {
-        let schema = event.table.as_ref()?;
+    /// Writes the event's key into `buf`; false (nothing written) when it has none.
+    fn key(&mut self, event: &ChangeEvent, buf: &mut Vec<u8>) -> bool {
+        let (Some(schema), Some(row), Some((_, json))) = (
+            event.table.as_ref(),
+            event.after.as_ref().or(event.before.as_ref()),
+            self.table_json.as_ref(),
+        ) else {
+            return false;
+        };
         if event.op == Op::Truncate || !schema.has_key() {
-            return None;
+            return false;
         }
-        let row = event.after.as_ref().or(event.before.as_ref())?;
-        let keys = &self.table_json.as_ref()?.1.column_keys;
-        self.buf.clear();
-        self.buf.push(b'{');
+        buf.push(b'{');
         for (n, (i, _)) in schema.key_columns().enumerate() {
             if n > 0 {
-                self.buf.push(b',');
+                buf.push(b',');
             }
-            self.buf.extend_from_slice(&keys[i]);
-            write_value(&mut self.buf, &mut self.text, &row[i]);
+            buf.extend_from_slice(&json.column_keys[i]);
+            write_value(buf, &mut self.text, &row[i]);
         }
-        self.buf.push(b'}');
-        Some(self.take_buf())
+        buf.push(b'}');
+        true
     }
 
-    fn value(&mut self, event: &ChangeEvent) -> Bytes {
+    fn value(&mut self, event: &ChangeEvent, buf: &mut Vec<u8>) {
         let table = self.table_json.as_ref().map(|(_, json)| json);
-        let buf = &mut self.buf;
-        buf.clear();
         buf.push(b'{');
         if !matches!(event.op, Op::Truncate | Op::Message) {
             let keys = table.map(|t| &t.column_keys[..]);
@@ -180,11 +175,6 @@ impl JsonEnvelopeEncoder {
             None => buf.extend_from_slice(b"null"),
         }
         buf.push(b'}');
-        self.take_buf()
-    }
-
-    fn take_buf(&mut self) -> Bytes {
-        self.arena.take(&self.buf)
     }
 }
 
@@ -193,11 +183,7 @@ impl EventEncoder for JsonEnvelopeEncoder {
         self.processing_us = Some(now_us);
     }
 
-    fn encode(
-        &mut self,
-        event: &ChangeEvent,
-        out: &mut Vec<EncodedRecord>,
-    ) -> Result<(), EncodeError> {
+    fn encode(&mut self, event: &ChangeEvent, out: &mut EncodedRecords) -> Result<(), EncodeError> {
         if event.op != Op::Message && event.table.is_none() {
             return Err(EncodeError {
                 table: "?".into(),
@@ -207,14 +193,12 @@ impl EventEncoder for JsonEnvelopeEncoder {
         if let Some(schema) = &event.table {
             self.table_json(schema);
         }
-        let key = self.key(event);
-        let value = self.value(event);
-        out.push(EncodedRecord {
-            key: key.clone(),
-            value: Some(value),
-        });
+        let (key, has_key) = out.write(|buf| self.key(event, buf));
+        let key = has_key.then_some(key);
+        let (value, ()) = out.write(|buf| self.value(event, buf));
+        out.push(key, Some(value));
         if event.op == Op::Delete && self.tombstones_on_delete && key.is_some() {
-            out.push(EncodedRecord { key, value: None });
+            out.push(key, None);
         }
         Ok(())
     }
@@ -466,6 +450,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
+    use bytes::Bytes;
     use sluice_core::event::{Column, SnapshotMarker, TableId, TxnInfo};
     use sluice_core::position::Lsn;
     use sluice_core::value::{Decimal, Interval};
@@ -518,22 +503,23 @@ mod tests {
         )
     }
 
-    fn json(bytes: &Option<Bytes>) -> serde_json::Value {
-        serde_json::from_slice(bytes.as_ref().unwrap()).unwrap()
+    fn json(bytes: Option<&[u8]>) -> serde_json::Value {
+        serde_json::from_slice(bytes.unwrap()).unwrap()
     }
 
     #[test]
     fn an_update_is_a_debezium_envelope_with_key_and_source() {
-        let mut out = Vec::new();
+        let mut out = EncodedRecords::default();
         let ev = event(
             Op::Update,
             Some(vec![Value::Int32(1), Value::Int32(2)]),
             Some(vec![Value::Int32(1), Value::Int32(3)]),
         );
         encoder().encode(&ev, &mut out).unwrap();
-        assert_eq!(out.len(), 1);
-        assert_eq!(json(&out[0].key), serde_json::json!({"id": 1}));
-        let value = json(&out[0].value);
+        assert_eq!(out.records().len(), 1);
+        let (key, value) = out.record(0);
+        assert_eq!(json(key), serde_json::json!({"id": 1}));
+        let value = json(value);
         assert_eq!(value["op"], "u");
         assert_eq!(value["before"], serde_json::json!({"id": 1, "qty": 2}));
         assert_eq!(value["after"], serde_json::json!({"id": 1, "qty": 3}));
@@ -549,21 +535,22 @@ mod tests {
 
     #[test]
     fn a_delete_is_followed_by_a_tombstone_and_a_truncate_has_no_rows() {
-        let mut out = Vec::new();
+        let mut out = EncodedRecords::default();
         let mut enc = encoder();
         enc.encode(
             &event(Op::Delete, Some(vec![Value::Int32(7), Value::Null]), None),
             &mut out,
         )
         .unwrap();
-        assert_eq!(out.len(), 2);
-        assert_eq!(out[1].value, None);
-        assert_eq!(out[1].key, out[0].key);
-        out.clear();
+        assert_eq!(out.records().len(), 2);
+        assert_eq!(out.record(1).1, None);
+        assert_eq!(out.record(1).0, out.record(0).0);
+        let mut out = EncodedRecords::default();
         enc.encode(&event(Op::Truncate, None, None), &mut out)
             .unwrap();
-        let value = json(&out[0].value);
-        assert_eq!(out[0].key, None);
+        let (key, value) = out.record(0);
+        let value = json(value);
+        assert_eq!(key, None);
         assert_eq!(value["op"], "t");
         assert!(value.get("before").is_none() && value.get("after").is_none());
     }

@@ -7,13 +7,12 @@
 //! - `avro`: Avro schemas derived from table schemas (Debezium's names, logical types) and the
 //!   binary encoder with Confluent's wire header, registering each table version it meets.
 
-mod arena;
 pub mod avro;
 pub mod http;
 pub mod json;
 pub mod registry;
 
-use sluice_core::encode::{EncodeError, EncodedRecord, EventEncoder};
+use sluice_core::encode::{EncodeError, EncodedRecords, EventEncoder};
 use sluice_core::event::ChangeEvent;
 
 /// The encoder a pipeline chose: one type for the runtime whichever encoding a source uses.
@@ -24,11 +23,7 @@ pub enum Encoder {
 }
 
 impl EventEncoder for Encoder {
-    fn encode(
-        &mut self,
-        event: &ChangeEvent,
-        out: &mut Vec<EncodedRecord>,
-    ) -> Result<(), EncodeError> {
+    fn encode(&mut self, event: &ChangeEvent, out: &mut EncodedRecords) -> Result<(), EncodeError> {
         match self {
             Encoder::Json(encoder) => encoder.encode(event, out),
             Encoder::Avro(encoder) => encoder.encode(event, out),

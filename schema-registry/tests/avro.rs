@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use apache_avro::types::Value as Avro;
 use bytes::Bytes;
-use sluice_core::encode::{EncodedRecord, EventEncoder};
+use sluice_core::encode::{EncodedRecords, EventEncoder};
 use sluice_core::event::{
     ChangeEvent, Column, DataType, Op, SnapshotMarker, TableId, TableSchema, TxnInfo,
 };
@@ -184,16 +184,16 @@ fn unwrap_union(value: &Avro) -> &Avro {
 #[test]
 fn every_type_reads_back_with_apache_avro() {
     let (registry, mut encoder) = encoder();
-    let mut out = Vec::new();
+    let mut out = EncodedRecords::default();
     encoder
         .encode(&event(Op::Create, None, Some(row())), &mut out)
         .unwrap();
-    assert_eq!(out.len(), 1);
-    let EncodedRecord { key, value } = &out[0];
-    let key = avro_decode(&registry, key.as_ref().unwrap());
+    assert_eq!(out.records().len(), 1);
+    let (key, value) = out.record(0);
+    let key = avro_decode(&registry, key.unwrap());
     assert_eq!(field(&key, "id"), &Avro::Long(i64::MAX));
 
-    let value = avro_decode(&registry, value.as_ref().unwrap());
+    let value = avro_decode(&registry, value.unwrap());
     assert_eq!(unwrap_union(field(&value, "before")), &Avro::Null);
     assert_eq!(field(&value, "op"), &Avro::String("c".into()));
     let after = unwrap_union(field(&value, "after"));
@@ -258,12 +258,12 @@ fn every_type_reads_back_with_apache_avro() {
 #[test]
 fn sluice_decoder_gives_debezium_shaped_json() {
     let (registry, mut encoder) = encoder();
-    let mut out = Vec::new();
+    let mut out = EncodedRecords::default();
     encoder
         .encode(&event(Op::Update, Some(row()), Some(row())), &mut out)
         .unwrap();
     let mut decoder = AvroDecoder::new(registry);
-    let value = decoder.to_json(out[0].value.as_ref().unwrap()).unwrap();
+    let value = decoder.to_json(out.record(0).1.unwrap()).unwrap();
     assert_eq!(value["op"], "u");
     assert_eq!(value["after"]["price"], "-12345678.90");
     assert_eq!(value["after"]["u64"], "18446744073709551615");
@@ -271,29 +271,29 @@ fn sluice_decoder_gives_debezium_shaped_json() {
     assert_eq!(value["after"]["blob"], "AAEC/w==");
     assert_eq!(value["source"]["txId"], 556);
     assert_eq!(value["transaction"]["id"], "556:24023128");
-    let key = decoder.to_json(out[0].key.as_ref().unwrap()).unwrap();
+    let key = decoder.to_json(out.record(0).0.unwrap()).unwrap();
     assert_eq!(key, serde_json::json!({"id": i64::MAX}));
 }
 
 #[test]
 fn deletes_tombstones_and_truncates() {
     let (registry, mut encoder) = encoder();
-    let mut out = Vec::new();
+    let mut out = EncodedRecords::default();
     encoder
         .encode(&event(Op::Delete, Some(row()), None), &mut out)
         .unwrap();
-    assert_eq!(out.len(), 2, "delete then tombstone");
-    assert_eq!(out[1].value, None);
-    assert_eq!(out[1].key, out[0].key);
-    let value = avro_decode(&registry, out[0].value.as_ref().unwrap());
+    assert_eq!(out.records().len(), 2, "delete then tombstone");
+    assert_eq!(out.record(1).1, None);
+    assert_eq!(out.record(1).0, out.record(0).0);
+    let value = avro_decode(&registry, out.record(0).1.unwrap());
     assert_eq!(unwrap_union(field(&value, "after")), &Avro::Null);
-    out.clear();
+    let mut out = EncodedRecords::default();
     encoder
         .encode(&event(Op::Truncate, None, None), &mut out)
         .unwrap();
-    assert_eq!(out.len(), 1);
-    assert_eq!(out[0].key, None);
-    let value = avro_decode(&registry, out[0].value.as_ref().unwrap());
+    assert_eq!(out.records().len(), 1);
+    assert_eq!(out.record(0).0, None);
+    let value = avro_decode(&registry, out.record(0).1.unwrap());
     assert_eq!(field(&value, "op"), &Avro::String("t".into()));
 }
 
@@ -301,7 +301,10 @@ fn deletes_tombstones_and_truncates() {
 fn schemas_register_under_topic_subjects_with_debezium_names() {
     let (registry, mut encoder) = encoder();
     encoder
-        .encode(&event(Op::Create, None, Some(row())), &mut Vec::new())
+        .encode(
+            &event(Op::Create, None, Some(row())),
+            &mut EncodedRecords::default(),
+        )
         .unwrap();
     assert_eq!(
         registry.subjects(false),
@@ -331,7 +334,9 @@ fn new_columns_are_compatible_new_versions_and_a_changed_type_is_refused() {
     let (registry, mut encoder) = encoder();
     let mut schema = (*every_type()).clone();
     let base = event(Op::Create, None, Some(row()));
-    encoder.encode(&base, &mut Vec::new()).unwrap();
+    encoder
+        .encode(&base, &mut EncodedRecords::default())
+        .unwrap();
 
     schema.version = 2;
     schema
@@ -342,7 +347,7 @@ fn new_columns_are_compatible_new_versions_and_a_changed_type_is_refused() {
     let mut values = row();
     values.push(Value::Text("new".into()));
     added.after = Some(values.clone());
-    let mut out = Vec::new();
+    let mut out = EncodedRecords::default();
     encoder.encode(&added, &mut out).unwrap();
     assert_eq!(
         registry
@@ -350,7 +355,7 @@ fn new_columns_are_compatible_new_versions_and_a_changed_type_is_refused() {
             .unwrap(),
         vec![1, 2]
     );
-    let value = avro_decode(&registry, out[0].value.as_ref().unwrap());
+    let value = avro_decode(&registry, out.record(0).1.unwrap());
     let after = unwrap_union(field(&value, "after"));
     assert_eq!(
         unwrap_union(field(after, "note")),
@@ -366,7 +371,9 @@ fn new_columns_are_compatible_new_versions_and_a_changed_type_is_refused() {
     required.table = Some(Arc::new(schema.clone()));
     values.push(Value::Int32(1));
     required.after = Some(values.clone());
-    encoder.encode(&required, &mut Vec::new()).unwrap();
+    encoder
+        .encode(&required, &mut EncodedRecords::default())
+        .unwrap();
 
     // A column whose type changes from text to bigint cannot be read from old records.
     schema.version = 4;
@@ -381,7 +388,9 @@ fn new_columns_are_compatible_new_versions_and_a_changed_type_is_refused() {
     refused.table = Some(Arc::new(schema));
     values[name] = Value::Int64(5);
     refused.after = Some(values);
-    let err = encoder.encode(&refused, &mut Vec::new()).unwrap_err();
+    let err = encoder
+        .encode(&refused, &mut EncodedRecords::default())
+        .unwrap_err();
     let text = err.to_string();
     assert!(text.contains("public.every type"), "{text}");
     assert!(text.contains("shop.public.every_type-value"), "{text}");
@@ -401,7 +410,10 @@ fn values_the_avro_types_cannot_carry_are_definite_errors() {
     let mut values = row();
     values[6] = Value::Decimal(Decimal::NaN);
     let err = encoder
-        .encode(&event(Op::Create, None, Some(values)), &mut Vec::new())
+        .encode(
+            &event(Op::Create, None, Some(values)),
+            &mut EncodedRecords::default(),
+        )
         .unwrap_err()
         .to_string();
     assert!(err.contains("column price"), "{err}");
@@ -410,7 +422,10 @@ fn values_the_avro_types_cannot_carry_are_definite_errors() {
     let mut values = row();
     values[6] = Value::Decimal(Decimal::Finite("1.234".into()));
     let err = encoder
-        .encode(&event(Op::Create, None, Some(values)), &mut Vec::new())
+        .encode(
+            &event(Op::Create, None, Some(values)),
+            &mut EncodedRecords::default(),
+        )
         .unwrap_err()
         .to_string();
     assert!(err.contains("more than 2 decimal places"), "{err}");
@@ -418,7 +433,10 @@ fn values_the_avro_types_cannot_carry_are_definite_errors() {
     let mut values = row();
     values[18] = Value::Array(vec![Value::Array(vec![Value::Int32(1)])]);
     let err = encoder
-        .encode(&event(Op::Create, None, Some(values)), &mut Vec::new())
+        .encode(
+            &event(Op::Create, None, Some(values)),
+            &mut EncodedRecords::default(),
+        )
         .unwrap_err()
         .to_string();
     assert!(err.contains("multi-dimensional"), "{err}");
@@ -426,7 +444,10 @@ fn values_the_avro_types_cannot_carry_are_definite_errors() {
     let mut values = row();
     values[0] = Value::Null;
     let err = encoder
-        .encode(&event(Op::Create, None, Some(values)), &mut Vec::new())
+        .encode(
+            &event(Op::Create, None, Some(values)),
+            &mut EncodedRecords::default(),
+        )
         .unwrap_err()
         .to_string();
     assert!(err.contains("key column id is NULL"), "{err}");
@@ -495,7 +516,7 @@ fn decimal_bytes_round_trip_at_every_size() {
 fn typed_rows_read_back_equal_to_the_events_values() {
     use sluice_schema_registry::avro::rows::ChangeDecoder;
     let (registry, mut encoder) = encoder();
-    let mut out = Vec::new();
+    let mut out = EncodedRecords::default();
     let mut before = row();
     before[20] = Value::Unavailable;
     encoder
@@ -505,10 +526,7 @@ fn typed_rows_read_back_equal_to_the_events_values() {
         )
         .unwrap();
     let mut decoder = ChangeDecoder::new(registry);
-    let change = decoder
-        .decode(out[0].value.as_ref().unwrap())
-        .unwrap()
-        .unwrap();
+    let change = decoder.decode(out.record(0).1.unwrap()).unwrap().unwrap();
     assert_eq!(change.op, Op::Update);
     assert_eq!(change.txn.as_deref(), Some("556:24023128"));
     assert_eq!(change.commit_ts_us, 1_559_033_904_863_123);
@@ -535,7 +553,10 @@ fn a_table_version_number_reused_for_other_columns_is_a_new_schema() {
     // A source may number versions afresh (snapshot, then stream; or after a restart).
     let (registry, mut encoder) = encoder();
     encoder
-        .encode(&event(Op::Create, None, Some(row())), &mut Vec::new())
+        .encode(
+            &event(Op::Create, None, Some(row())),
+            &mut EncodedRecords::default(),
+        )
         .unwrap();
     let mut wider = (*every_type()).clone();
     wider
@@ -546,9 +567,9 @@ fn a_table_version_number_reused_for_other_columns_is_a_new_schema() {
     let mut values = row();
     values.push(Value::Int32(9));
     added.after = Some(values);
-    let mut out = Vec::new();
+    let mut out = EncodedRecords::default();
     encoder.encode(&added, &mut out).unwrap();
-    let value = avro_decode(&registry, out[0].value.as_ref().unwrap());
+    let value = avro_decode(&registry, out.record(0).1.unwrap());
     let after = unwrap_union(field(&value, "after"));
     assert_eq!(unwrap_union(field(after, "late")), &Avro::Int(9));
 }

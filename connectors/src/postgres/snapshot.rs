@@ -195,7 +195,10 @@ impl Reader {
         // row per message); only a row split across messages is gathered in `carry`.
         let mut framing = Framing::new(table);
         let mut carry = Vec::new();
-        let mut events = Vec::with_capacity(self.chunk_events);
+        // One read can parse a few thousand rows past a full chunk: room for them, so that the
+        // chunk is not copied into a vector twice its size.
+        let capacity = self.chunk_events + self.chunk_events / 2;
+        let mut events = Vec::with_capacity(capacity);
         loop {
             let more = conn
                 .copy_out_data(|payload| {
@@ -206,7 +209,7 @@ impl Reader {
                 break;
             }
             if events.len() >= self.chunk_events {
-                let full = std::mem::replace(&mut events, Vec::with_capacity(self.chunk_events));
+                let full = std::mem::replace(&mut events, Vec::with_capacity(capacity));
                 if tx.send(Ok(full)).await.is_err() {
                     return Ok(false);
                 }

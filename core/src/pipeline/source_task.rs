@@ -5,13 +5,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use sluice_log::{Header, PartitionBatch, Record};
+use sluice_log::{Header, PackedEntry, PackedRecords, PartitionBatch, Record, Records};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::PipelineError;
 use crate::checkpoint::{Checkpoint, SnapshotProgress, COMMIT_HEADER};
-use crate::encode::{EncodedRecord, EventEncoder};
+use crate::encode::{EncodedRecord, EncodedRecords, EventEncoder};
 use crate::event::{ChangeEvent, TableSchema};
 use crate::event_log::EventLog;
 use crate::metrics;
@@ -345,6 +345,8 @@ struct BatchEncoder<E> {
     name: String,
     encoder: E,
     topics: Topics,
+    /// What the last batch's events took, encoded (sizes the next batch's buffers).
+    bytes_per_event: usize,
 }
 
 /// Records of a run of events, per partition in event order.
@@ -352,6 +354,8 @@ struct EncodedPart {
     batches: Vec<PartitionBatch>,
     records: u64,
     newest_commit_us: i64,
+    /// Bytes of the records' buffer.
+    bytes: usize,
 }
 
 impl<E: EventEncoder> BatchEncoder<E> {
@@ -380,6 +384,7 @@ impl<E: EventEncoder> BatchEncoder<E> {
             checkpoint,
             history,
         } = batch;
+        let (events_len, bytes_per_event) = (events.len().max(1), self.bytes_per_event);
         let part = if events.len() >= PARALLEL_ENCODE_MIN_EVENTS {
             // The second half goes to a blocking thread with a clone of the encoder while this
             // task encodes the first; per partition, the first half's records come first. The
@@ -393,36 +398,46 @@ impl<E: EventEncoder> BatchEncoder<E> {
                 events.clone(),
             );
             let second = tokio::task::spawn_blocking(move || {
-                encode_events(&name, &mut encoder, &mut topics, &shared[half..])
+                encode_events(
+                    &name,
+                    &mut encoder,
+                    &mut topics,
+                    &shared[half..],
+                    bytes_per_event,
+                )
             });
             let mut first = encode_events(
                 &self.name,
                 &mut self.encoder,
                 &mut self.topics,
                 &events[..half],
+                bytes_per_event,
             )?;
             let second = match second.await {
                 Ok(result) => result?,
                 Err(join) => std::panic::resume_unwind(join.into_panic()),
             };
-            for batch in second.batches {
-                match first
-                    .batches
-                    .iter_mut()
-                    .find(|b| b.partition == batch.partition && b.topic == batch.topic)
-                {
-                    Some(existing) => existing.records.extend(batch.records),
-                    None => first.batches.push(batch),
-                }
-            }
+            // A partition may get one slice from each half: the log appends them in order.
+            first.batches.extend(second.batches);
             first.records += second.records;
+            first.bytes += second.bytes;
             first.newest_commit_us = first.newest_commit_us.max(second.newest_commit_us);
             // Freeing thousands of rows takes a while; it need not delay this batch's append.
             tokio::task::spawn_blocking(move || drop(events));
             first
         } else {
-            encode_events(&self.name, &mut self.encoder, &mut self.topics, &events)?
+            encode_events(
+                &self.name,
+                &mut self.encoder,
+                &mut self.topics,
+                &events,
+                bytes_per_event,
+            )?
         };
+        // The next buffers are sized for this batch's events, with room for some variation.
+        if part.records > 0 {
+            self.bytes_per_event = part.bytes / events_len + part.bytes / events_len / 8 + 16;
+        }
         let mut batches = part.batches;
         if !history.is_empty() {
             let topic = topic::history_topic(&self.name);
@@ -456,22 +471,25 @@ impl<E: EventEncoder> BatchEncoder<E> {
     }
 }
 
-/// Encodes `events` (whose topics all exist in `topics`) into per-partition batches.
+/// Encodes `events` (whose topics all exist in `topics`) into per-partition batches, whose
+/// records all lie in one buffer.
 fn encode_events<E: EventEncoder>(
     name: &str,
     encoder: &mut E,
     topics: &mut Topics,
     events: &[ChangeEvent],
+    bytes_per_event: usize,
 ) -> Result<EncodedPart, PipelineError> {
-    let mut batches: Vec<PartitionBatch> = Vec::new();
+    // Per partition: its topic, number and records.
+    let mut slices: Vec<(String, u32, Vec<PackedEntry>)> = Vec::new();
     let mut records = 0u64;
     let mut newest_commit_us = i64::MIN;
-    let mut encoded = Vec::new();
+    let mut out = EncodedRecords::with_capacity(events.len() * bytes_per_event);
     encoder.set_processing_time(now_us());
     for event in events {
-        encoded.clear();
+        out.clear_records();
         encoder
-            .encode(event, &mut encoded)
+            .encode(event, &mut out)
             .map_err(|source| PipelineError::Encode {
                 name: name.to_owned(),
                 source,
@@ -480,26 +498,26 @@ fn encode_events<E: EventEncoder>(
         let count = count.unwrap_or(1);
         let timestamp_ms = event.commit_ts_us.div_euclid(1000);
         newest_commit_us = newest_commit_us.max(event.commit_ts_us);
-        for EncodedRecord { key, value } in encoded.drain(..) {
-            let partition = topic::partition_for(key.as_deref(), count);
+        for &EncodedRecord { key, value } in out.records() {
+            let partition = topic::partition_for(key.map(|key| out.bytes(key)), count);
             // A batch touches few partitions; the most recent one is the likely match.
-            let slot = match batches
+            let slot = match slices
                 .iter()
-                .rposition(|b| b.partition == partition && b.topic == topic)
+                .rposition(|(t, p, _)| *p == partition && t == topic)
             {
                 Some(slot) => slot,
                 None => {
                     // Sized for an even share of the events, so that pushing rarely regrows it.
                     let share = events.len() / usize::try_from(count).unwrap_or(1).max(1);
-                    batches.push(PartitionBatch {
-                        topic: topic.to_owned(),
+                    slices.push((
+                        topic.to_owned(),
                         partition,
-                        records: Vec::with_capacity(share.clamp(16, 4096)),
-                    });
-                    batches.len() - 1
+                        Vec::with_capacity(share.clamp(16, 4096)),
+                    ));
+                    slices.len() - 1
                 }
             };
-            batches[slot].records.push(Record {
+            slices[slot].2.push(PackedEntry {
                 key,
                 value,
                 timestamp_ms,
@@ -508,12 +526,29 @@ fn encode_events<E: EventEncoder>(
             records += 1;
         }
     }
+    let data = Bytes::from(out.into_data());
+    let bytes = data.len();
+    let batches = slices
+        .into_iter()
+        .map(|(topic, partition, entries)| PartitionBatch {
+            topic,
+            partition,
+            records: Records::Packed(PackedRecords {
+                data: data.clone(),
+                entries,
+            }),
+        })
+        .collect();
     Ok(EncodedPart {
         batches,
         records,
         newest_commit_us,
+        bytes,
     })
 }
+
+/// Bytes an event's records are assumed to take before the first batch says otherwise.
+const FIRST_BYTES_PER_EVENT: usize = 256;
 
 /// A finished append, with what is needed to report it.
 struct Appended {
@@ -544,6 +579,7 @@ async fn write_batches<E: EventEncoder, L: EventLog + Clone>(
         name: name.clone(),
         encoder,
         topics: Topics::default(),
+        bytes_per_event: FIRST_BYTES_PER_EVENT,
     };
     let mut in_flight: Option<InFlight> = None;
     let finish = |joined: Result<Appended, tokio::task::JoinError>| {
@@ -580,14 +616,19 @@ async fn write_batches<E: EventEncoder, L: EventLog + Clone>(
         let Some(batch) = next else { break };
         let mut encoded = batch_encoder.encode(batch, &log).await?;
         let header = Bytes::copy_from_slice(&commit.to_be_bytes());
-        // Only the last record of each partition's slice is stamped: the records before it
+        // Only the last record of each partition's slices is stamped: the records before it
         // in that partition belong to the same commit (see COMMIT_HEADER).
-        for batch in &mut encoded.batches {
-            if let Some(last) = batch.records.last_mut() {
-                last.headers.push(Header {
-                    key: COMMIT_HEADER.to_owned(),
-                    value: Some(header.clone()),
-                });
+        let mut stamped: Vec<(&str, u32)> = Vec::new();
+        for batch in encoded.batches.iter_mut().rev() {
+            if stamped.contains(&(batch.topic.as_str(), batch.partition)) {
+                continue;
+            }
+            let header = Header {
+                key: COMMIT_HEADER.to_owned(),
+                value: Some(header.clone()),
+            };
+            if batch.records.push_header_to_last(header) {
+                stamped.push((batch.topic.as_str(), batch.partition));
             }
         }
         let stored_checkpoint = encoded

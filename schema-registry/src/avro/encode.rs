@@ -11,14 +11,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use sluice_core::clock::now_us;
-use sluice_core::encode::{EncodeError, EncodedRecord, EventEncoder};
+use sluice_core::encode::{EncodeError, EncodedRecords, EventEncoder};
 use sluice_core::event::{ChangeEvent, Op, TableId, TableSchema};
 use sluice_core::position::Position;
 use sluice_core::topic;
 use sluice_core::value::{self, Date, Decimal, Timestamp, Value};
 
 use super::schema::{self, DecimalHandling, FieldKind, FieldPlan, TablePlan};
-use crate::arena::Arena;
 use crate::json::{
     SourceBlock, TIMESTAMP_NEGATIVE_INFINITY_US, TIMESTAMP_POSITIVE_INFINITY_US, UNAVAILABLE_VALUE,
 };
@@ -45,9 +44,7 @@ pub struct AvroEncoder {
     decimals: DecimalHandling,
     tables: HashMap<(TableId, u32), Arc<RegisteredTable>>,
     message_value_id: Option<u32>,
-    buf: Vec<u8>,
     text: String,
-    arena: Arena,
     /// `EventEncoder::set_processing_time`.
     processing_us: Option<i64>,
 }
@@ -66,9 +63,7 @@ impl AvroEncoder {
             decimals,
             tables: HashMap::new(),
             message_value_id: None,
-            buf: Vec::with_capacity(1024),
             text: String::new(),
-            arena: Arena::default(),
             processing_us: None,
         }
     }
@@ -158,10 +153,6 @@ impl AvroEncoder {
         self.message_value_id = Some(id);
         Ok(id)
     }
-
-    fn take_buf(&mut self) -> bytes::Bytes {
-        self.arena.take(&self.buf)
-    }
 }
 
 impl EventEncoder for AvroEncoder {
@@ -169,11 +160,7 @@ impl EventEncoder for AvroEncoder {
         self.processing_us = Some(now_us);
     }
 
-    fn encode(
-        &mut self,
-        event: &ChangeEvent,
-        out: &mut Vec<EncodedRecord>,
-    ) -> Result<(), EncodeError> {
+    fn encode(&mut self, event: &ChangeEvent, out: &mut EncodedRecords) -> Result<(), EncodeError> {
         let Some(table) = &event.table else {
             if event.op != Op::Message {
                 return Err(EncodeError {
@@ -182,15 +169,12 @@ impl EventEncoder for AvroEncoder {
                 });
             }
             let id = self.message_value_id()?;
-            self.buf.clear();
-            write_header(&mut self.buf, id);
             let now = self.processing_us.unwrap_or_else(now_us);
-            write_message(&mut self.buf, &self.source, event, now);
-            let value = self.take_buf();
-            out.push(EncodedRecord {
-                key: None,
-                value: Some(value),
+            let (value, ()) = out.write(|buf| {
+                write_header(buf, id);
+                write_message(buf, &self.source, event, now);
             });
+            out.push(None, Some(value));
             return Ok(());
         };
         let registered = self.table(event)?;
@@ -199,41 +183,41 @@ impl EventEncoder for AvroEncoder {
             reason,
         };
         let row = event.after.as_deref().or(event.before.as_deref());
+        let text = &mut self.text;
         let key = match (registered.key_id, row) {
             (Some(key_id), Some(row)) if event.op != Op::Truncate => {
-                self.buf.clear();
-                write_header(&mut self.buf, key_id);
-                write_fields(&mut self.buf, &mut self.text, &registered.plan.key, row)
-                    .map_err(&fail)?;
-                Some(self.take_buf())
+                let (key, written) = out.write(|buf| {
+                    write_header(buf, key_id);
+                    write_fields(buf, text, &registered.plan.key, row)
+                });
+                written.map_err(&fail)?;
+                Some(key)
             }
             _ => None,
         };
-        self.buf.clear();
-        write_header(&mut self.buf, registered.value_id);
-        for row in [event.before.as_deref(), event.after.as_deref()] {
-            match row {
-                // A truncate has neither; a delete under REPLICA IDENTITY DEFAULT has a key-only
-                // before image whose other columns are null.
-                Some(row) if !matches!(event.op, Op::Truncate) => {
-                    write_long(&mut self.buf, 1);
-                    write_fields(&mut self.buf, &mut self.text, &registered.plan.row, row)
-                        .map_err(&fail)?;
-                }
-                _ => write_long(&mut self.buf, 0),
-            }
-        }
-        write_source(&mut self.buf, &self.source, event);
-        write_str(&mut self.buf, event.op.code());
         let now = self.processing_us.unwrap_or_else(now_us);
-        write_times_and_txn(&mut self.buf, event, now);
-        let value = self.take_buf();
-        out.push(EncodedRecord {
-            key: key.clone(),
-            value: Some(value),
+        let (value, written) = out.write(|buf| {
+            write_header(buf, registered.value_id);
+            for row in [event.before.as_deref(), event.after.as_deref()] {
+                match row {
+                    // A truncate has neither; a delete under REPLICA IDENTITY DEFAULT has a
+                    // key-only before image whose other columns are null.
+                    Some(row) if !matches!(event.op, Op::Truncate) => {
+                        write_long(buf, 1);
+                        write_fields(buf, text, &registered.plan.row, row)?;
+                    }
+                    _ => write_long(buf, 0),
+                }
+            }
+            write_source(buf, &self.source, event);
+            write_str(buf, event.op.code());
+            write_times_and_txn(buf, event, now);
+            Ok(())
         });
+        written.map_err(&fail)?;
+        out.push(key, Some(value));
         if event.op == Op::Delete && self.tombstones_on_delete && key.is_some() {
-            out.push(EncodedRecord { key, value: None });
+            out.push(key, None);
         }
         Ok(())
     }

@@ -138,11 +138,16 @@ async fn open(
                 .get_conn()
                 .await
                 .map_err(SourceError::mysql("connecting"))?;
-            let gtids: Option<String> = conn
-                .exec_first("SELECT BINLOG_GTID_POS(?, ?)", (file_name, offset))
+            let gtids: Option<Option<String>> = conn
+                .exec_first("SELECT BINLOG_GTID_POS(?, ?)", (&file_name, offset))
                 .await
                 .map_err(SourceError::mysql("reading the snapshot's GTID position"))?;
-            Ok(Position::MariadbGtidList(gtids.unwrap_or_default().into()))
+            match gtids.flatten() {
+                Some(gtids) => Ok(Position::MariadbGtidList(gtids.into())),
+                None => Err(SourceError::Other(format!(
+                    "the server cannot turn the snapshot's binlog position {file_name}:{offset} into GTIDs (BINLOG_GTID_POS is NULL: it could not read that binlog file, e.g. an event larger than max_allowed_packet); set snapshot_parallelism = 2 to take the position under a brief global read lock instead, or raise max_allowed_packet"
+                ))),
+            }
         });
         let position = Position::BinlogFile {
             file: file.into(),
