@@ -34,6 +34,7 @@ impl EncodedRecords {
     }
 
     /// Writes one key or value with `write`; returns where it lies and what `write` returned.
+    #[inline]
     pub fn write<T>(&mut self, write: impl FnOnce(&mut Vec<u8>) -> T) -> (Span, T) {
         let start = self.data.len();
         let result = write(&mut self.data);
@@ -45,20 +46,24 @@ impl EncodedRecords {
     }
 
     /// Adds a record of spans returned by [`EncodedRecords::write`].
+    #[inline]
     pub fn push(&mut self, key: Option<Span>, value: Option<Span>) {
         self.records.push(EncodedRecord { key, value });
     }
 
     /// The records pushed since the last [`EncodedRecords::clear_records`].
+    #[inline]
     pub fn records(&self) -> &[EncodedRecord] {
         &self.records
     }
 
     /// Forgets the record list (their bytes stay in the buffer).
+    #[inline]
     pub fn clear_records(&mut self) {
         self.records.clear();
     }
 
+    #[inline]
     pub fn bytes(&self, span: Span) -> &[u8] {
         &self.data[span.start..span.end]
     }

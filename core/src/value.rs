@@ -89,19 +89,40 @@ pub struct Interval {
 impl Decimal {
     /// Parses a plain decimal (`-12.340`) or `NaN`/`Infinity`/`-Infinity`.
     pub fn parse(text: &str) -> Option<Decimal> {
-        match text {
-            "NaN" => return Some(Decimal::NaN),
-            "Infinity" | "+Infinity" => return Some(Decimal::PositiveInfinity),
-            "-Infinity" => return Some(Decimal::NegativeInfinity),
-            _ => {}
+        Decimal::special(text)
+            .or_else(|| Decimal::is_plain(text).then(|| Decimal::Finite(text.to_owned())))
+    }
+
+    /// Like [`Decimal::parse`], keeping `text`'s allocation; gives `text` back when it is not
+    /// a decimal.
+    pub fn from_text(text: String) -> Result<Decimal, String> {
+        if let Some(special) = Decimal::special(&text) {
+            return Ok(special);
         }
+        if Decimal::is_plain(&text) {
+            Ok(Decimal::Finite(text))
+        } else {
+            Err(text)
+        }
+    }
+
+    fn special(text: &str) -> Option<Decimal> {
+        match text {
+            "NaN" => Some(Decimal::NaN),
+            "Infinity" | "+Infinity" => Some(Decimal::PositiveInfinity),
+            "-Infinity" => Some(Decimal::NegativeInfinity),
+            _ => None,
+        }
+    }
+
+    /// Optional '-', digits, optional '.' and digits.
+    fn is_plain(text: &str) -> bool {
         let digits = text.strip_prefix('-').unwrap_or(text);
         let (int, frac) = digits.split_once('.').unwrap_or((digits, ""));
-        let valid = !int.is_empty()
+        !int.is_empty()
             && int.bytes().all(|b| b.is_ascii_digit())
             && frac.bytes().all(|b| b.is_ascii_digit())
-            && !(digits.contains('.') && frac.is_empty());
-        valid.then(|| Decimal::Finite(text.to_owned()))
+            && !(digits.contains('.') && frac.is_empty())
     }
 }
 
@@ -349,7 +370,13 @@ mod tests {
         assert_eq!(Decimal::parse("-Infinity"), Some(Decimal::NegativeInfinity));
         for bad in ["", "-", "1.", "1e5", "abc", "1.2.3"] {
             assert_eq!(Decimal::parse(bad), None, "{bad}");
+            assert_eq!(Decimal::from_text(bad.into()), Err(bad.to_owned()), "{bad}");
         }
+        assert_eq!(
+            Decimal::from_text(forty.into()),
+            Ok(Decimal::Finite(forty.into()))
+        );
+        assert_eq!(Decimal::from_text("NaN".into()), Ok(Decimal::NaN));
     }
 
     #[test]

@@ -108,10 +108,13 @@ pub fn convert(
         },
         Kind::Decimal => match value {
             My::Bytes(b) => {
-                let digits = std::str::from_utf8(&b).map_err(|_| "holds an unreadable DECIMAL")?;
+                let mut digits = String::from_utf8(b).map_err(|_| "holds an unreadable DECIMAL")?;
+                if digits.starts_with('+') {
+                    digits.remove(0);
+                }
                 Value::Decimal(
-                    Decimal::parse(digits.trim_start_matches('+'))
-                        .ok_or_else(|| format!("holds {digits:?}, not a decimal"))?,
+                    Decimal::from_text(digits)
+                        .map_err(|digits| format!("holds {digits:?}, not a decimal"))?,
                 )
             }
             My::Int(i) => Value::Decimal(Decimal::Finite(i.to_string())),
