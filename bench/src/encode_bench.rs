@@ -67,10 +67,14 @@ fn event(table: &Arc<TableSchema>, i: i64) -> ChangeEvent {
         Value::Int64(i),
         Value::Int32((i % 100_000) as i32),
         Value::Int16((i % 10) as i16),
-        Value::Text(format!("Customer Name {i}")),
-        Value::Text(format!("customer{i}@example.com")),
-        Value::Decimal(Decimal::Finite(format!("{}.{:02}", i % 100_000, i % 100))),
-        Value::Decimal(Decimal::Finite(format!("{}.{:03}", i % 1000, i % 1000))),
+        Value::Text(format!("Customer Name {i}").into()),
+        Value::Text(format!("customer{i}@example.com").into()),
+        Value::Decimal(Decimal::Finite(
+            format!("{}.{:02}", i % 100_000, i % 100).into(),
+        )),
+        Value::Decimal(Decimal::Finite(
+            format!("{}.{:03}", i % 1000, i % 1000).into(),
+        )),
         Value::Bool(i % 2 == 0),
         Value::Date(Date::Days(19_000 + (i % 1000) as i32)),
         Value::TimestampTz(Timestamp::Micros(1_700_000_000_000_000 + i * 1_000)),

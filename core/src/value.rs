@@ -8,6 +8,10 @@ use std::fmt;
 
 use bytes::Bytes;
 
+/// Text of a value. Up to 24 bytes live inline (no allocation): most keys, codes, names and
+/// decimals of a row.
+pub type Text = compact_str::CompactString;
+
 /// One column value.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
@@ -24,7 +28,7 @@ pub enum Value {
     Float32(f32),
     Float64(f64),
     Decimal(Decimal),
-    Text(String),
+    Text(Text),
     Bytes(Bytes),
     Uuid([u8; 16]),
     /// JSON document as the source printed it.
@@ -55,7 +59,7 @@ pub enum Value {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decimal {
     /// Canonical text: optional '-', digits, optional '.' and digits; no exponent.
-    Finite(String),
+    Finite(Text),
     NaN,
     PositiveInfinity,
     NegativeInfinity,
@@ -90,7 +94,7 @@ impl Decimal {
     /// Parses a plain decimal (`-12.340`) or `NaN`/`Infinity`/`-Infinity`.
     pub fn parse(text: &str) -> Option<Decimal> {
         Decimal::special(text)
-            .or_else(|| Decimal::is_plain(text).then(|| Decimal::Finite(text.to_owned())))
+            .or_else(|| Decimal::is_plain(text).then(|| Decimal::Finite(text.into())))
     }
 
     /// Like [`Decimal::parse`], keeping `text`'s allocation; gives `text` back when it is not
@@ -100,7 +104,7 @@ impl Decimal {
             return Ok(special);
         }
         if Decimal::is_plain(&text) {
-            Ok(Decimal::Finite(text))
+            Ok(Decimal::Finite(text.into()))
         } else {
             Err(text)
         }

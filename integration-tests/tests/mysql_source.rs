@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value as Json};
 use sluice_integration_tests::{
-    events, fold_rows, mysql_source_config, wait_for, MariaDb, Rng, Sluice, TestDb,
+    events, fold_rows, mysql_source_config, sluice_bin, wait_for, MariaDb, Rng, Sluice, TestDb,
 };
 
 fn jsonl_sink(db: &MariaDb) -> String {
@@ -295,6 +295,16 @@ async fn the_snapshot_logs_in_with_a_password_and_reads_rows_longer_than_a_packe
     let config = mysql_source_config(&db, "")
         .replace("mysql://root@", &format!("mysql://{user}:Secret-pw1@"));
     let mut sluice = Sluice::new(&config);
+    // `check --connect` logs in the way the snapshot does too.
+    let check = std::process::Command::new(sluice_bin())
+        .args(["check", "--connect", "-c"])
+        .arg(&sluice.config)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&check.stdout).into_owned()
+        + &String::from_utf8_lossy(&check.stderr);
+    assert!(check.status.success(), "{said}");
+    assert!(said.contains("source src: ok"), "{said}");
     sluice.start();
     let topic = format!("src.{}.big", db.name);
     wait_for(Duration::from_secs(60), "both rows", || {

@@ -316,7 +316,8 @@ pub fn write_value(buf: &mut Vec<u8>, text: &mut String, value: &Value) {
             }
             buf.push(b'"');
         }
-        Value::Text(s) | Value::Json(s) | Value::Enum(s) => write_str(buf, s),
+        Value::Text(s) => write_str(buf, s),
+        Value::Json(s) | Value::Enum(s) => write_str(buf, s),
         Value::Bytes(b) => {
             buf.push(b'"');
             buf.extend_from_slice(

@@ -345,10 +345,10 @@ impl MysqlTarget {
             write_literal(
                 &mut sql,
                 &mut self.scratch,
-                &Value::Text(self.config.name.clone()),
+                &Value::Text(self.config.name.as_str().into()),
             );
             sql.push(',');
-            write_literal(&mut sql, &mut self.scratch, &Value::Text(topic.clone()));
+            write_literal(&mut sql, &mut self.scratch, &Value::Text(topic.into()));
             sql.push_str(&format!(",{partition},{next},UTC_TIMESTAMP(6))"));
         }
         sql.push_str(" ON DUPLICATE KEY UPDATE next_offset = VALUES(next_offset), updated_at = VALUES(updated_at)");
@@ -372,10 +372,10 @@ impl MysqlTarget {
                 write_literal(
                     &mut sql,
                     &mut self.scratch,
-                    &Value::Text(self.config.name.clone()),
+                    &Value::Text(self.config.name.as_str().into()),
                 );
                 sql.push(',');
-                write_literal(&mut sql, &mut self.scratch, &Value::Text(topic.to_string()));
+                write_literal(&mut sql, &mut self.scratch, &Value::Text((**topic).into()));
                 sql.push_str(&format!(",{partition},{first},{last},{count})"));
             }
             tx.query_drop(&sql)

@@ -4,7 +4,8 @@
 //! - `catalog.rs`: flavour, settings and privileges, tables and their columns.
 //! - `snapshot.rs`: the initial snapshot in primary-key chunks inside one consistent-snapshot
 //!   transaction, at a binlog position read without locking (MariaDB) or under the shortest
-//!   global read lock (MySQL).
+//!   global read lock (MySQL); `snapshot/wire.rs`: the snapshot's own protocol connection,
+//!   which reads binary rows where they lie in its buffer.
 //! - `replication.rs`: the binlog stream (GTID-positioned on MariaDB and MySQL, file and offset
 //!   otherwise), whole transactions with their positions; `row_schema.rs`: each row's columns
 //!   from the event's own metadata; `ddl.rs`: DDL statements.
@@ -165,6 +166,11 @@ pub async fn probe(config: &MysqlSourceConfig) -> Result<String, SourceError> {
     let problems = catalog::problems(&mut conn, &server).await?;
     let tables = catalog::tables(&mut conn, &config.tables).await?;
     let _ = conn.disconnect().await;
+    // The snapshot logs in on a connection of its own (fewer auth plugins than mysql_async).
+    let mut problems = problems;
+    if let Err(err) = snapshot::check_login(config).await {
+        problems.push(format!("the snapshot's connection cannot log in: {err}"));
+    }
     if !problems.is_empty() {
         return Err(SourceError::Setup(problems));
     }

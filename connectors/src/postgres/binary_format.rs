@@ -8,7 +8,7 @@
 //! the two paths agree exactly; the snapshot tests compare them for every type listed here.
 
 use bytes::Bytes;
-use sluice_core::value::{Date, Decimal, Interval, Timestamp, Value};
+use sluice_core::value::{Date, Decimal, Interval, Text, Timestamp, Value};
 
 use super::text_format::InvalidText;
 
@@ -123,7 +123,7 @@ pub fn parse(ty: BinaryType, data: &[u8]) -> Result<Value, InvalidText> {
         BinaryType::Float4 => Value::Float32(f32::from_bits(be32(fixed(4)?) as u32)),
         BinaryType::Float8 => Value::Float64(f64::from_bits(be64(fixed(8)?) as u64)),
         BinaryType::Numeric => Value::Decimal(numeric(data).ok_or_else(bad)?),
-        BinaryType::Text => Value::Text(text(data)?),
+        BinaryType::Text => Value::Text(std::str::from_utf8(data).map_err(|_| bad())?.into()),
         BinaryType::Json => Value::Json(text(data)?),
         BinaryType::Jsonb => match data.split_first() {
             Some((1, document)) => Value::Json(text(document)?),
@@ -192,7 +192,7 @@ fn numeric(data: &[u8]) -> Option<Decimal> {
             _ => Some(0),
         }
     };
-    let mut text = String::with_capacity(4 * (weight.max(0) as usize + 1) + dscale + 2);
+    let mut text = Text::with_capacity(4 * (weight.max(0) as usize + 1) + dscale + 2);
     if sign == 0x4000 {
         text.push('-');
     }
@@ -222,13 +222,13 @@ fn numeric(data: &[u8]) -> Option<Decimal> {
     Some(Decimal::Finite(text))
 }
 
-fn push_u16(text: &mut String, value: u16) {
+fn push_u16(text: &mut Text, value: u16) {
     let mut buf = itoa::Buffer::new();
     text.push_str(buf.format(value));
 }
 
 /// The first `take` of a base-10000 digit's four decimal digits, zero-padded.
-fn push_group(text: &mut String, group: u16, take: usize) {
+fn push_group(text: &mut Text, group: u16, take: usize) {
     let digits = [
         b'0' + (group / 1000) as u8,
         b'0' + (group / 100 % 10) as u8,
@@ -360,7 +360,7 @@ mod tests {
         ];
         for (weight, sign, dscale, digits, expected) in cases {
             let decimal = numeric(&numeric_bytes(*weight, *sign, *dscale, digits)).unwrap();
-            assert_eq!(decimal, Decimal::Finite((*expected).to_owned()));
+            assert_eq!(decimal, Decimal::Finite((*expected).into()));
         }
         assert_eq!(
             numeric(&numeric_bytes(0, 0xC000, 0, &[])),

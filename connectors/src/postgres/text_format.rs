@@ -186,7 +186,7 @@ pub fn parse(ty: &PgType, text: &[u8]) -> Result<Value, InvalidText> {
         PgType::Numeric => {
             Value::Decimal(Decimal::parse(str_of("numeric")?).ok_or(invalid("numeric"))?)
         }
-        PgType::Text | PgType::Passthrough => Value::Text(str_of("text")?.to_owned()),
+        PgType::Text | PgType::Passthrough => Value::Text(str_of("text")?.into()),
         PgType::Enum => Value::Enum(str_of("enum")?.to_owned()),
         PgType::Json => Value::Json(str_of("json")?.to_owned()),
         PgType::Bytea => Value::Bytes(parse_bytea(text)?),

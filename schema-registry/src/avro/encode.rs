@@ -363,7 +363,8 @@ pub fn write_value(
             write_str(buf, text);
         }
         (FieldKind::DecimalText, Value::UInt64(v)) => write_str(buf, &v.to_string()),
-        (FieldKind::String | FieldKind::Text, Value::Text(s) | Value::Enum(s)) => write_str(buf, s),
+        (FieldKind::String | FieldKind::Text, Value::Text(s)) => write_str(buf, s),
+        (FieldKind::String | FieldKind::Text, Value::Enum(s)) => write_str(buf, s),
         (FieldKind::Json | FieldKind::String | FieldKind::Text, Value::Json(s)) => {
             write_str(buf, s)
         }

@@ -347,7 +347,7 @@ fn read_value(
             let text = decimal_text(cursor.bytes()?, *scale as usize);
             match data_type {
                 DataType::UInt64 => Value::UInt64(text.parse().map_err(|_| bad())?),
-                _ => Value::Decimal(Decimal::Finite(text)),
+                _ => Value::Decimal(Decimal::Finite(text.into())),
             }
         }
         FieldKind::Bytes => match cursor.bytes()? {
@@ -387,7 +387,7 @@ fn read_value(
                 DataType::Enum => Value::Enum(text),
                 DataType::Decimal { .. } => Value::Decimal(Decimal::parse(&text).ok_or_else(bad)?),
                 DataType::UInt64 => Value::UInt64(text.parse().map_err(|_| bad())?),
-                _ => Value::Text(text),
+                _ => Value::Text(text.into()),
             }
         }
         FieldKind::Array(element) => {

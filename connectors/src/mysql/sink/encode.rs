@@ -28,7 +28,8 @@ pub fn write_literal(out: &mut String, scratch: &mut String, value: &Value) {
         Value::Float32(_) | Value::Float64(_) => quote(out, "NaN"),
         Value::Decimal(Decimal::Finite(digits)) => out.push_str(digits),
         Value::Decimal(special) => quote(out, &special.to_string()),
-        Value::Text(s) | Value::Json(s) | Value::Enum(s) => quote(out, s),
+        Value::Text(s) => quote(out, s),
+        Value::Json(s) | Value::Enum(s) => quote(out, s),
         Value::Bytes(b) => {
             out.push_str("X'");
             for byte in b.iter() {

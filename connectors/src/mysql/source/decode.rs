@@ -33,6 +33,24 @@ fn int_of(value: &My) -> Option<i128> {
     }
 }
 
+/// Converts a snapshot value the protocol sent as a string, without copying it first: text and
+/// decimals (short ones stay inline in the value); `None` for the other kinds, which go
+/// through [`convert`].
+pub fn convert_snapshot_bytes(bytes: &[u8], kind: &Kind) -> Option<Result<Value, String>> {
+    let text =
+        || std::str::from_utf8(bytes).map_err(|_| "holds bytes that are not UTF-8".to_owned());
+    match kind {
+        // The snapshot session's character set is utf8mb4 whatever the column's.
+        Kind::Text { .. } => Some(text().map(|t| Value::Text(t.into()))),
+        Kind::Decimal => Some(text().and_then(|t| {
+            Decimal::parse(t.trim_start_matches('+'))
+                .map(Value::Decimal)
+                .ok_or_else(|| format!("holds {t:?}, not a decimal"))
+        })),
+        _ => None,
+    }
+}
+
 /// Converts one value of a column of `kind`.
 pub fn convert(
     value: My,
@@ -117,14 +135,14 @@ pub fn convert(
                         .map_err(|digits| format!("holds {digits:?}, not a decimal"))?,
                 )
             }
-            My::Int(i) => Value::Decimal(Decimal::Finite(i.to_string())),
-            My::UInt(u) => Value::Decimal(Decimal::Finite(u.to_string())),
+            My::Int(i) => Value::Decimal(Decimal::Finite(i.to_string().into())),
+            My::UInt(u) => Value::Decimal(Decimal::Finite(u.to_string().into())),
             other => return Err(unexpected(&other)),
         },
         Kind::Text { latin1 } => match value {
             // Snapshot queries get text converted to the session's utf8mb4; the binlog has the
             // column's own bytes.
-            My::Bytes(b) => Value::Text(text(b, *latin1 && origin == Origin::Binlog)?),
+            My::Bytes(b) => Value::Text(text(b, *latin1 && origin == Origin::Binlog)?.into()),
             other => return Err(unexpected(&other)),
         },
         Kind::Binary { pad } => match value {

@@ -29,12 +29,22 @@ use tokio::task::JoinHandle;
 
 use super::catalog::{Flavor, Server, TableInfo};
 use super::config::MysqlSourceConfig;
-use super::decode::{convert, Origin};
+use super::decode::{convert, convert_snapshot_bytes, Origin};
 use super::{SourceError, Unit};
-use wire::WireConn;
+use wire::{Cell, WireConn};
 
 fn quote(name: &str) -> String {
     format!("`{}`", name.replace('`', "``"))
+}
+
+/// Logs in the way the snapshot does, and out again (`sluice check --connect`).
+pub async fn check_login(config: &MysqlSourceConfig) -> Result<(), SourceError> {
+    let opts = config.opts().map_err(SourceError::Other)?;
+    let conn = WireConn::connect(&opts)
+        .await
+        .map_err(SourceError::mysql("connecting for the snapshot"))?;
+    conn.close().await;
+    Ok(())
 }
 
 /// Where the binlog is now (streaming without a snapshot).
@@ -341,21 +351,33 @@ async fn read(
             let mut after = Vec::with_capacity(schema.columns.len());
             row_key.clear();
             for (i, (kind, column)) in work.table.kinds.iter().zip(&schema.columns).enumerate() {
-                let value = row
-                    .next_value()
+                let cell = row
+                    .next_cell()
                     .map_err(SourceError::mysql("reading a snapshot chunk"))?;
-                if keys.contains(&i) {
-                    row_key.push(value.clone());
-                }
-                after.push(
-                    convert(value, kind, Origin::Snapshot, config.zero_dates).map_err(
-                        |problem| SourceError::Value {
-                            table: schema.table.to_string(),
-                            column: column.name.clone(),
-                            problem,
-                        },
-                    )?,
-                );
+                let is_key = keys.contains(&i);
+                let converted = match cell {
+                    Cell::Bytes(bytes) => match convert_snapshot_bytes(bytes, kind) {
+                        Some(converted) if !is_key => converted,
+                        _ => {
+                            let value = My::Bytes(bytes.to_vec());
+                            if is_key {
+                                row_key.push(value.clone());
+                            }
+                            convert(value, kind, Origin::Snapshot, config.zero_dates)
+                        }
+                    },
+                    Cell::Value(value) => {
+                        if is_key {
+                            row_key.push(value.clone());
+                        }
+                        convert(value, kind, Origin::Snapshot, config.zero_dates)
+                    }
+                };
+                after.push(converted.map_err(|problem| SourceError::Value {
+                    table: schema.table.to_string(),
+                    column: column.name.clone(),
+                    problem,
+                })?);
             }
             events.push(ChangeEvent {
                 op: Op::Read,

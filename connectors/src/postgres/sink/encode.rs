@@ -37,7 +37,8 @@ pub fn write_text(text: &mut String, value: &Value) {
             Decimal::PositiveInfinity => text.push_str("Infinity"),
             Decimal::NegativeInfinity => text.push_str("-Infinity"),
         },
-        Value::Text(s) | Value::Json(s) | Value::Enum(s) => text.push_str(s),
+        Value::Text(s) => text.push_str(s),
+        Value::Json(s) | Value::Enum(s) => text.push_str(s),
         Value::Bytes(b) => {
             text.push_str("\\x");
             for byte in b.iter() {

@@ -454,6 +454,27 @@ impl<'a> BinaryRow<'a> {
         })
     }
 
+    /// The next column's value, with strings (text, decimals, blobs, JSON) borrowed from the
+    /// buffer rather than copied into a value of their own.
+    pub fn next_cell(&mut self) -> Result<Cell<'a>> {
+        let Some(&(column_type, _)) = self.columns.get(self.next) else {
+            return self.next_value().map(Cell::Value);
+        };
+        if !is_string(column_type) || self.is_null(self.next) {
+            return self.next_value().map(Cell::Value);
+        }
+        self.next += 1;
+        match self.values.checked_eat_lenenc_str() {
+            Some(bytes) => Ok(Cell::Bytes(bytes)),
+            None => Err(unexpected(self.values.0)),
+        }
+    }
+
+    fn is_null(&self, i: usize) -> bool {
+        let bit = i + 2;
+        self.nulls[bit / 8] & (1 << (bit % 8)) != 0
+    }
+
     /// The next column's value.
     pub fn next_value(&mut self) -> Result<My> {
         let i = self.next;
@@ -465,13 +486,40 @@ impl<'a> BinaryRow<'a> {
             )));
         };
         self.next += 1;
-        let bit = i + 2;
-        if self.nulls[bit / 8] & (1 << (bit % 8)) != 0 {
+        if self.is_null(i) {
             return Ok(My::NULL);
         }
         let value: ValueDeserializer<BinValue> = self.values.parse((column_type, flags))?;
         Ok(value.0)
     }
+}
+
+/// A value of a binary row: strings as they lie in the buffer, the rest decoded.
+pub enum Cell<'a> {
+    Bytes(&'a [u8]),
+    Value(My),
+}
+
+/// Types the binary protocol sends as a length-prefixed string.
+fn is_string(column_type: ColumnType) -> bool {
+    use ColumnType::*;
+    matches!(
+        column_type,
+        MYSQL_TYPE_DECIMAL
+            | MYSQL_TYPE_NEWDECIMAL
+            | MYSQL_TYPE_VARCHAR
+            | MYSQL_TYPE_VAR_STRING
+            | MYSQL_TYPE_STRING
+            | MYSQL_TYPE_ENUM
+            | MYSQL_TYPE_SET
+            | MYSQL_TYPE_TINY_BLOB
+            | MYSQL_TYPE_MEDIUM_BLOB
+            | MYSQL_TYPE_LONG_BLOB
+            | MYSQL_TYPE_BLOB
+            | MYSQL_TYPE_BIT
+            | MYSQL_TYPE_GEOMETRY
+            | MYSQL_TYPE_JSON
+    )
 }
 
 fn server_error(payload: &[u8], capabilities: CapabilityFlags) -> Error {
