@@ -355,18 +355,19 @@ async fn read(
                     .next_cell()
                     .map_err(SourceError::mysql("reading a snapshot chunk"))?;
                 let is_key = keys.contains(&i);
-                let converted = match cell {
-                    Cell::Bytes(bytes) => match convert_snapshot_bytes(bytes, kind) {
-                        Some(converted) if !is_key => converted,
-                        _ => {
-                            let value = My::Bytes(bytes.to_vec());
-                            if is_key {
-                                row_key.push(value.clone());
-                            }
-                            convert(value, kind, Origin::Snapshot, config.zero_dates)
-                        }
+                let value = match cell {
+                    Cell::Bytes(bytes) if !is_key => match convert_snapshot_bytes(bytes, kind) {
+                        Some(converted) => Ok(converted),
+                        None => Err(My::Bytes(bytes.to_vec())),
                     },
-                    Cell::Value(value) => {
+                    Cell::Bytes(bytes) => Err(My::Bytes(bytes.to_vec())),
+                    Cell::Value(value) => Err(value),
+                };
+                // Converted straight from the buffer, or through a protocol value (which a key
+                // column also keeps, for the next chunk's start).
+                let converted = match value {
+                    Ok(converted) => converted,
+                    Err(value) => {
                         if is_key {
                             row_key.push(value.clone());
                         }
