@@ -484,7 +484,13 @@ fn encode_events<E: EventEncoder>(
     let mut slices: Vec<(String, u32, Vec<PackedEntry>)> = Vec::new();
     let mut records = 0u64;
     let mut newest_commit_us = i64::MIN;
-    let mut out = EncodedRecords::with_capacity(events.len() * bytes_per_event);
+    // Capped: one batch of large rows must not make the next batch reserve gigabytes.
+    let mut out = EncodedRecords::with_capacity(
+        events
+            .len()
+            .saturating_mul(bytes_per_event)
+            .min(MAX_FIRST_BUFFER),
+    );
     encoder.set_processing_time(now_us());
     for event in events {
         out.clear_records();
@@ -549,6 +555,8 @@ fn encode_events<E: EventEncoder>(
 
 /// Bytes an event's records are assumed to take before the first batch says otherwise.
 const FIRST_BYTES_PER_EVENT: usize = 256;
+/// The most a batch's record buffer reserves up front (it grows past this when it must).
+const MAX_FIRST_BUFFER: usize = 64 << 20;
 
 /// A finished append, with what is needed to report it.
 struct Appended {
