@@ -97,19 +97,6 @@ impl Decimal {
             .or_else(|| Decimal::is_plain(text).then(|| Decimal::Finite(text.into())))
     }
 
-    /// Like [`Decimal::parse`], keeping `text`'s allocation; gives `text` back when it is not
-    /// a decimal.
-    pub fn from_text(text: String) -> Result<Decimal, String> {
-        if let Some(special) = Decimal::special(&text) {
-            return Ok(special);
-        }
-        if Decimal::is_plain(&text) {
-            Ok(Decimal::Finite(text.into()))
-        } else {
-            Err(text)
-        }
-    }
-
     fn special(text: &str) -> Option<Decimal> {
         match text {
             "NaN" => Some(Decimal::NaN),
@@ -374,13 +361,7 @@ mod tests {
         assert_eq!(Decimal::parse("-Infinity"), Some(Decimal::NegativeInfinity));
         for bad in ["", "-", "1.", "1e5", "abc", "1.2.3"] {
             assert_eq!(Decimal::parse(bad), None, "{bad}");
-            assert_eq!(Decimal::from_text(bad.into()), Err(bad.to_owned()), "{bad}");
         }
-        assert_eq!(
-            Decimal::from_text(forty.into()),
-            Ok(Decimal::Finite(forty.into()))
-        );
-        assert_eq!(Decimal::from_text("NaN".into()), Ok(Decimal::NaN));
     }
 
     #[test]

@@ -42,13 +42,17 @@ pub fn convert_snapshot_bytes(bytes: &[u8], kind: &Kind) -> Option<Result<Value,
     match kind {
         // The snapshot session's character set is utf8mb4 whatever the column's.
         Kind::Text { .. } => Some(text().map(|t| Value::Text(t.into()))),
-        Kind::Decimal => Some(text().and_then(|t| {
-            Decimal::parse(t.trim_start_matches('+'))
-                .map(Value::Decimal)
-                .ok_or_else(|| format!("holds {t:?}, not a decimal"))
-        })),
+        Kind::Decimal => Some(decimal(bytes)),
         _ => None,
     }
+}
+
+/// A DECIMAL as the server prints it (the snapshot and the binlog alike).
+fn decimal(bytes: &[u8]) -> Result<Value, String> {
+    let text = std::str::from_utf8(bytes).map_err(|_| "holds an unreadable DECIMAL")?;
+    Decimal::parse(text.trim_start_matches('+'))
+        .map(Value::Decimal)
+        .ok_or_else(|| format!("holds {text:?}, not a decimal"))
 }
 
 /// Converts one value of a column of `kind`.
@@ -125,16 +129,7 @@ pub fn convert(
             other => return Err(unexpected(&other)),
         },
         Kind::Decimal => match value {
-            My::Bytes(b) => {
-                let mut digits = String::from_utf8(b).map_err(|_| "holds an unreadable DECIMAL")?;
-                if digits.starts_with('+') {
-                    digits.remove(0);
-                }
-                Value::Decimal(
-                    Decimal::from_text(digits)
-                        .map_err(|digits| format!("holds {digits:?}, not a decimal"))?,
-                )
-            }
+            My::Bytes(b) => decimal(&b)?,
             My::Int(i) => Value::Decimal(Decimal::Finite(i.to_string().into())),
             My::UInt(u) => Value::Decimal(Decimal::Finite(u.to_string().into())),
             other => return Err(unexpected(&other)),
