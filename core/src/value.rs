@@ -214,6 +214,69 @@ pub fn write_utc_timestamp(out: &mut String, micros: i64) {
     out.push('Z');
 }
 
+/// Writes instants as ISO-8601 UTC, like `write_utc_timestamp`, straight into bytes, and
+/// remembers the last date written: rows encoded together mostly share their day, and working
+/// out a calendar date is most of the cost.
+#[derive(Debug, Clone, Default)]
+pub struct UtcTimestampWriter {
+    /// The last day (days since the epoch) and its `YYYY-MM-DDT`.
+    day: Option<(i64, [u8; 11])>,
+}
+
+/// Days since the epoch of 0000-01-01 and 10000-01-01: the years with four plain digits.
+const FOUR_DIGIT_YEAR_DAYS: std::ops::Range<i64> = -719_528..2_932_897;
+
+impl UtcTimestampWriter {
+    pub fn write(&mut self, out: &mut Vec<u8>, micros: i64) {
+        let days = micros.div_euclid(MICROS_PER_DAY);
+        if !FOUR_DIGIT_YEAR_DAYS.contains(&days) {
+            let mut text = String::new();
+            write_utc_timestamp(&mut text, micros);
+            out.extend_from_slice(text.as_bytes());
+            return;
+        }
+        let date = match self.day {
+            Some((day, date)) if day == days => date,
+            _ => {
+                let (year, month, day) = civil_from_days(days);
+                let mut date = *b"0000-00-00T";
+                let year = year as u32;
+                two_digits(&mut date[0..2], year / 100);
+                two_digits(&mut date[2..4], year % 100);
+                two_digits(&mut date[5..7], month);
+                two_digits(&mut date[8..10], day);
+                self.day = Some((days, date));
+                date
+            }
+        };
+        out.extend_from_slice(&date);
+        let of_day = micros.rem_euclid(MICROS_PER_DAY);
+        let secs = (of_day / MICROS_PER_SECOND) as u32;
+        let mut time = *b"00:00:00";
+        two_digits(&mut time[0..2], secs / 3600);
+        two_digits(&mut time[3..5], secs / 60 % 60);
+        two_digits(&mut time[6..8], secs % 60);
+        out.extend_from_slice(&time);
+        let mut frac = (of_day % MICROS_PER_SECOND) as u32;
+        if frac != 0 {
+            let mut digits = *b".000000";
+            for digit in digits[1..].iter_mut().rev() {
+                *digit = b'0' + (frac % 10) as u8;
+                frac /= 10;
+            }
+            let len = 7 - digits.iter().rev().take_while(|d| **d == b'0').count();
+            out.extend_from_slice(&digits[..len]);
+        }
+        out.push(b'Z');
+    }
+}
+
+/// Two decimal digits of `value` (below 100) into `out[0..2]`.
+fn two_digits(out: &mut [u8], value: u32) {
+    out[0] = b'0' + (value / 10) as u8;
+    out[1] = b'0' + (value % 10) as u8;
+}
+
 /// Writes a date the way SQL databases read it: `2024-01-02`, or `0044-03-15 BC` before year 1.
 pub fn write_sql_date(out: &mut String, days: i64) {
     use fmt::Write;
@@ -392,6 +455,42 @@ mod tests {
         out.clear();
         write_utc_timestamp(&mut out, -1);
         assert_eq!(out, "1969-12-31T23:59:59.999999Z");
+    }
+
+    #[test]
+    fn the_byte_writer_prints_timestamps_as_the_text_writer_does() {
+        let mut writer = UtcTimestampWriter::default();
+        let mut samples = vec![
+            0,
+            -1,
+            1,
+            1_704_164_645_123_456,
+            1_704_164_645_000_000,
+            1_704_164_645_100_000,
+            MICROS_PER_DAY - 1,
+            -MICROS_PER_DAY,
+            // 0000-01-01 and the instant before it, 9999-12-31T23:59:59.999999 and after it.
+            -719_528 * MICROS_PER_DAY,
+            -719_528 * MICROS_PER_DAY - 1,
+            2_932_897 * MICROS_PER_DAY - 1,
+            2_932_897 * MICROS_PER_DAY,
+            i64::MIN / 2,
+            i64::MAX / 2,
+        ];
+        // A walk across days, months, years and leap days, revisiting the same day.
+        let mut t = -3_000_000_000_000_000i64;
+        while t < 3_000_000_000_000_000 {
+            samples.push(t);
+            samples.push(t + 7);
+            t += 86_399_999_937_113;
+        }
+        for micros in samples {
+            let mut expected = String::new();
+            write_utc_timestamp(&mut expected, micros);
+            let mut out = Vec::new();
+            writer.write(&mut out, micros);
+            assert_eq!(String::from_utf8(out).unwrap(), expected, "{micros}");
+        }
     }
 
     #[test]

@@ -11,9 +11,9 @@ use std::sync::Arc;
 use base64::Engine;
 use sluice_core::clock::now_us;
 use sluice_core::encode::{EncodeError, EncodedRecords, EventEncoder};
-use sluice_core::event::{ChangeEvent, Op, TableSchema};
+use sluice_core::event::{ChangeEvent, Op, SnapshotMarker, TableSchema};
 use sluice_core::position::Position;
-use sluice_core::value::{self, Date, Decimal, Timestamp, Value};
+use sluice_core::value::{self, Date, Decimal, Timestamp, UtcTimestampWriter, Value};
 
 /// What Debezium puts for a value the source did not send (unchanged TOAST).
 pub const UNAVAILABLE_VALUE: &str = "__debezium_unavailable_value";
@@ -39,12 +39,49 @@ pub struct JsonEnvelopeEncoder {
     /// `{"version":…,"connector":…,"name":…,"ts_ms":`: the same for every event.
     source_head: Vec<u8>,
     tombstones_on_delete: bool,
-    text: String,
+    scratch: Scratch,
     /// The JSON that only depends on the table, for the table of the last event (events come
     /// in runs of one table).
     table_json: Option<(Arc<TableSchema>, TableJson)>,
-    /// `EventEncoder::set_processing_time`.
-    processing_us: Option<i64>,
+    /// `,"ts_ms":…,"ts_us":…` of the processing time set by `EventEncoder::set_processing_time`.
+    processing_time: Option<Vec<u8>>,
+    /// `"source":{…` up to and including the table's fields, for the last commit time,
+    /// snapshot marker and whether the event has a table (a message has none); a snapshot chunk
+    /// or a transaction shares them. Cleared when the table changes.
+    source_memo: Memo<(i64, SnapshotMarker, bool)>,
+    /// The position fields closing the source block, for the last position.
+    position_memo: Memo<(Position, Option<u64>)>,
+}
+
+/// The bytes rendered for the last key; consecutive events mostly repeat their neighbour's
+/// commit time and position, so these are written once per run instead of once per event.
+#[derive(Clone)]
+struct Memo<K> {
+    key: Option<K>,
+    bytes: Vec<u8>,
+}
+
+impl<K: PartialEq> Memo<K> {
+    fn new() -> Memo<K> {
+        Memo {
+            key: None,
+            bytes: Vec::new(),
+        }
+    }
+
+    /// The bytes for `key`, rendered by `render` when the key differs from the last one.
+    fn get(&mut self, key: K, render: impl FnOnce(&mut Vec<u8>)) -> &[u8] {
+        if self.key.as_ref() != Some(&key) {
+            self.bytes.clear();
+            render(&mut self.bytes);
+            self.key = Some(key);
+        }
+        &self.bytes
+    }
+
+    fn clear(&mut self) {
+        self.key = None;
+    }
 }
 
 /// Pieces of an envelope that depend only on the table, written once per table version.
@@ -91,9 +128,11 @@ impl JsonEnvelopeEncoder {
             source,
             source_head,
             tombstones_on_delete,
-            text: String::new(),
+            scratch: Scratch::default(),
             table_json: None,
-            processing_us: None,
+            processing_time: None,
+            source_memo: Memo::new(),
+            position_memo: Memo::new(),
         }
     }
 
@@ -103,6 +142,7 @@ impl JsonEnvelopeEncoder {
             Some((cached, _)) if Arc::ptr_eq(cached, schema) => {}
             _ => {
                 self.table_json = Some((schema.clone(), TableJson::new(&self.source, schema)));
+                self.source_memo.clear();
             }
         }
     }
@@ -125,33 +165,49 @@ impl JsonEnvelopeEncoder {
                 buf.push(b',');
             }
             buf.extend_from_slice(&json.column_keys[i]);
-            write_value(buf, &mut self.text, &row[i]);
+            write_value(buf, &mut self.scratch, &row[i]);
         }
         buf.push(b'}');
         true
     }
 
     fn value(&mut self, event: &ChangeEvent, buf: &mut Vec<u8>) {
-        let table = self.table_json.as_ref().map(|(_, json)| json);
+        // The cached table is the last event's: a message (no table) must not inherit it.
+        let table = match event.table {
+            Some(_) => self.table_json.as_ref().map(|(_, json)| json),
+            None => None,
+        };
         buf.push(b'{');
         if !matches!(event.op, Op::Truncate | Op::Message) {
             let keys = table.map(|t| &t.column_keys[..]);
             buf.extend_from_slice(b"\"before\":");
-            write_row(buf, &mut self.text, keys, event.before.as_deref());
+            write_row(buf, &mut self.scratch, keys, event.before.as_deref());
             buf.extend_from_slice(b",\"after\":");
-            write_row(buf, &mut self.text, keys, event.after.as_deref());
+            write_row(buf, &mut self.scratch, keys, event.after.as_deref());
             buf.push(b',');
         }
-        buf.extend_from_slice(b"\"source\":");
-        buf.extend_from_slice(&self.source_head);
-        write_source(buf, &self.source, table.map(|t| &t.source_tail[..]), event);
+        let (source, source_head) = (&self.source, &self.source_head);
+        buf.extend_from_slice(self.source_memo.get(
+            (event.commit_ts_us, event.snapshot, table.is_some()),
+            |out| {
+                out.extend_from_slice(b"\"source\":");
+                out.extend_from_slice(source_head);
+                write_source_head(out, source, table.map(|t| &t.source_tail[..]), event);
+            },
+        ));
+        buf.extend_from_slice(
+            self.position_memo
+                .get((event.position.clone(), event.xid), |out| {
+                    write_source_position(out, event)
+                }),
+        );
         buf.extend_from_slice(b",\"op\":\"");
         buf.extend_from_slice(event.op.code().as_bytes());
-        let now_us = self.processing_us.unwrap_or_else(now_us);
-        buf.extend_from_slice(b"\",\"ts_ms\":");
-        write_int(buf, now_us.div_euclid(1000));
-        buf.extend_from_slice(b",\"ts_us\":");
-        write_int(buf, now_us);
+        buf.push(b'"');
+        match &self.processing_time {
+            Some(fields) => buf.extend_from_slice(fields),
+            None => write_processing_time(buf, now_us()),
+        }
         if let Some(message) = &event.message {
             buf.extend_from_slice(b",\"message\":{\"prefix\":");
             write_str(buf, &message.prefix);
@@ -180,7 +236,10 @@ impl JsonEnvelopeEncoder {
 
 impl EventEncoder for JsonEnvelopeEncoder {
     fn set_processing_time(&mut self, now_us: i64) {
-        self.processing_us = Some(now_us);
+        let mut fields = self.processing_time.take().unwrap_or_default();
+        fields.clear();
+        write_processing_time(&mut fields, now_us);
+        self.processing_time = Some(fields);
     }
 
     fn encode(&mut self, event: &ChangeEvent, out: &mut EncodedRecords) -> Result<(), EncodeError> {
@@ -207,7 +266,7 @@ impl EventEncoder for JsonEnvelopeEncoder {
 /// A row as an object; `keys` holds each column's `"name":`.
 fn write_row(
     buf: &mut Vec<u8>,
-    text: &mut String,
+    scratch: &mut Scratch,
     keys: Option<&[Box<[u8]>]>,
     row: Option<&[Value]>,
 ) {
@@ -221,14 +280,23 @@ fn write_row(
             buf.push(b',');
         }
         buf.extend_from_slice(key);
-        write_value(buf, text, value);
+        write_value(buf, scratch, value);
     }
     buf.push(b'}');
 }
 
-/// The source block after its constant head (`JsonEnvelopeEncoder::source_head`); `table_tail`
-/// is the table's cached `write_source_tail`.
-fn write_source(
+/// The envelope's `,"ts_ms":…,"ts_us":…` (processing time).
+fn write_processing_time(buf: &mut Vec<u8>, now_us: i64) {
+    buf.extend_from_slice(b",\"ts_ms\":");
+    write_int(buf, now_us.div_euclid(1000));
+    buf.extend_from_slice(b",\"ts_us\":");
+    write_int(buf, now_us);
+}
+
+/// The source block after its constant head (`JsonEnvelopeEncoder::source_head`) up to the
+/// position: commit time, snapshot marker, database and table; `table_tail` is the table's
+/// cached `write_source_tail`.
+fn write_source_head(
     buf: &mut Vec<u8>,
     source: &SourceBlock,
     table_tail: Option<&[u8]>,
@@ -245,6 +313,10 @@ fn write_source(
         Some(tail) => buf.extend_from_slice(tail),
         None => write_source_tail(buf, source, None),
     }
+}
+
+/// The source block's position fields and its closing brace.
+fn write_source_position(buf: &mut Vec<u8>, event: &ChangeEvent) {
     match &event.position {
         Position::PgLsn(lsn) => {
             buf.extend_from_slice(b",\"lsn\":");
@@ -288,8 +360,15 @@ fn write_source_tail(buf: &mut Vec<u8>, source: &SourceBlock, schema: Option<&Ta
     }
 }
 
+/// What `write_value` reuses from one value to the next.
+#[derive(Debug, Clone, Default)]
+pub struct Scratch {
+    text: String,
+    timestamps: UtcTimestampWriter,
+}
+
 /// Writes one value as JSON (see docs/types.md for the mapping).
-pub fn write_value(buf: &mut Vec<u8>, text: &mut String, value: &Value) {
+pub fn write_value(buf: &mut Vec<u8>, scratch: &mut Scratch, value: &Value) {
     match value {
         Value::Null => buf.extend_from_slice(b"null"),
         Value::Bool(b) => buf.extend_from_slice(if *b { b"true" } else { b"false" }),
@@ -346,6 +425,7 @@ pub fn write_value(buf: &mut Vec<u8>, text: &mut String, value: &Value) {
             micros,
             offset_seconds,
         } => {
+            let text = &mut scratch.text;
             text.clear();
             value::write_time_of_day(text, *micros);
             value::write_offset(text, *offset_seconds);
@@ -359,10 +439,8 @@ pub fn write_value(buf: &mut Vec<u8>, text: &mut String, value: &Value) {
             write_int(buf, TIMESTAMP_NEGATIVE_INFINITY_US)
         }
         Value::TimestampTz(Timestamp::Micros(micros)) => {
-            text.clear();
-            value::write_utc_timestamp(text, *micros);
             buf.push(b'"');
-            buf.extend_from_slice(text.as_bytes());
+            scratch.timestamps.write(buf, *micros);
             buf.push(b'"');
         }
         Value::TimestampTz(Timestamp::PositiveInfinity) => buf.extend_from_slice(b"\"infinity\""),
@@ -374,7 +452,7 @@ pub fn write_value(buf: &mut Vec<u8>, text: &mut String, value: &Value) {
                 if i > 0 {
                     buf.push(b',');
                 }
-                write_value(buf, text, item);
+                write_value(buf, scratch, item);
             }
             buf.push(b']');
         }
@@ -442,7 +520,7 @@ fn write_str(buf: &mut Vec<u8>, s: &str) {
 /// Shared handle used by tests and tools that only need the value mapping.
 pub fn value_to_json(value: &Value) -> serde_json::Value {
     let mut buf = Vec::new();
-    write_value(&mut buf, &mut String::new(), value);
+    write_value(&mut buf, &mut Scratch::default(), value);
     serde_json::from_slice(&buf).expect("write_value writes valid JSON")
 }
 
@@ -452,7 +530,7 @@ mod tests {
 
     use super::*;
     use bytes::Bytes;
-    use sluice_core::event::{Column, SnapshotMarker, TableId, TxnInfo};
+    use sluice_core::event::{Column, LogicalMessage, TableId, TxnInfo};
     use sluice_core::position::Lsn;
     use sluice_core::value::{Decimal, Interval};
 
@@ -554,6 +632,74 @@ mod tests {
         assert_eq!(key, None);
         assert_eq!(value["op"], "t");
         assert!(value.get("before").is_none() && value.get("after").is_none());
+    }
+
+    #[test]
+    fn reused_source_fields_match_a_fresh_encoders_for_every_event() {
+        let other_table = Arc::new(TableSchema {
+            table: TableId {
+                namespace: "public".into(),
+                name: "customers".into(),
+            },
+            ..(*schema()).clone()
+        });
+        let row = || Some(vec![Value::Int32(1), Value::Int32(2)]);
+        let mut events = vec![
+            event(Op::Create, None, row()),
+            event(Op::Create, None, row()),
+        ];
+        // Another table at the same commit time and position.
+        let mut ev = event(Op::Create, None, row());
+        ev.table = Some(other_table.clone());
+        events.push(ev);
+        // A message at the same commit time and position: no table fields.
+        let mut ev = event(Op::Message, None, None);
+        ev.table = None;
+        ev.message = Some(LogicalMessage {
+            prefix: "p".into(),
+            content: Bytes::from_static(b"x"),
+            transactional: true,
+        });
+        events.push(ev);
+        // Back to the first table's schema object, then a new position, commit time, marker.
+        let mut ev = event(Op::Update, row(), row());
+        ev.table = Some(other_table);
+        events.push(ev);
+        let mut ev = event(Op::Update, row(), row());
+        ev.position = Position::PgLsn(Lsn(24_023_200));
+        ev.xid = None;
+        events.push(ev);
+        let mut ev = event(Op::Read, None, row());
+        ev.commit_ts_us += 1;
+        ev.snapshot = SnapshotMarker::Last;
+        events.push(ev);
+
+        let mut shared = encoder();
+        shared.set_processing_time(1_700_000_000_000_000);
+        for ev in &events {
+            let mut fresh = encoder();
+            fresh.set_processing_time(1_700_000_000_000_000);
+            let (mut a, mut b) = (EncodedRecords::default(), EncodedRecords::default());
+            shared.encode(ev, &mut a).unwrap();
+            fresh.encode(ev, &mut b).unwrap();
+            assert_eq!(a.record(0), b.record(0), "event {ev:?}");
+        }
+        // And the fields really differ where the events do.
+        let mut out = EncodedRecords::default();
+        for ev in &events {
+            shared.encode(ev, &mut out).unwrap();
+        }
+        let sources: Vec<serde_json::Value> = (0..out.records().len())
+            .filter_map(|i| out.record(i).1)
+            .map(|v| json(Some(v))["source"].clone())
+            .collect();
+        assert_eq!(sources[1]["table"], "orders");
+        assert_eq!(sources[2]["table"], "customers");
+        assert_eq!(sources[3].get("table"), None);
+        assert_eq!(sources[5]["lsn"], 24_023_200);
+        assert_eq!(sources[5]["txId"], serde_json::Value::Null);
+        assert_eq!(sources[6]["snapshot"], "last");
+        assert_eq!(sources[6]["ts_us"], 1_559_033_904_863_124i64);
     }
 
     #[test]

@@ -68,7 +68,8 @@ pub fn write_literal(out: &mut String, scratch: &mut String, value: &Value) {
         Value::Interval(interval) => quote(out, &interval.to_string()),
         Value::Array(_) => {
             let mut json = Vec::new();
-            sluice_schema_registry::json::write_value(&mut json, scratch, value);
+            let mut json_scratch = sluice_schema_registry::json::Scratch::default();
+            sluice_schema_registry::json::write_value(&mut json, &mut json_scratch, value);
             quote(out, &String::from_utf8_lossy(&json));
         }
         Value::Set(labels) => quote(out, &labels.join(",")),
