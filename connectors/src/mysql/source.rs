@@ -245,18 +245,22 @@ async fn produce(
         if tables.is_empty() {
             tracing::warn!(patterns = ?config.tables, "no table matches the configured patterns yet");
         }
-        let position = if snapshot_needed {
+        let start = if snapshot_needed {
             snapshot::run(&config, &pool, &server, &tables, &tx).await?
         } else {
-            match (resume, &config.start_at) {
+            let position = match (resume, &config.start_at) {
                 (Some(checkpoint), _) => checkpoint.position,
                 (None, Some(start)) => start
                     .parse()
                     .map_err(|e| SourceError::Other(format!("start_at: {e}")))?,
                 (None, None) => snapshot::current_position(&pool, &server).await?,
+            };
+            snapshot::StreamStart {
+                position,
+                binlog: None,
             }
         };
-        replication::stream(&config, &pool, &server, tables, unrecorded, position, &tx).await
+        replication::stream(&config, &pool, &server, tables, unrecorded, start, &tx).await
     }
     .await;
     if let Err(err) = result {

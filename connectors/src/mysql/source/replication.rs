@@ -29,7 +29,8 @@ use super::config::{MysqlSourceConfig, SnapshotMode};
 use super::decode::{convert, Origin};
 use super::gtid::{self, MariadbGtidList, MysqlGtidSet};
 use super::history::{HistoryRecord, TableEntry};
-use super::{ddl, row_schema, snapshot, SourceError, Unit};
+use super::snapshot::{self, StreamStart};
+use super::{ddl, row_schema, SourceError, Unit};
 
 /// MariaDB's GTID event type.
 const MARIADB_GTID_EVENT: u8 = 162;
@@ -83,16 +84,20 @@ impl Gtid {
     }
 }
 
-/// Streams from `position` until an error; sends units to `tx`.
+/// Streams from `start` until an error; sends units to `tx`.
 pub async fn stream(
     config: &MysqlSourceConfig,
     pool: &Pool,
     server: &Server,
     tables: Vec<TableInfo>,
     unrecorded: Vec<(String, String)>,
-    mut position: Position,
+    start: StreamStart,
     tx: &mpsc::Sender<Result<Unit, SourceError>>,
 ) -> Result<(), SourceError> {
+    let StreamStart {
+        mut position,
+        mut binlog,
+    } = start;
     let by_key = |tables: Vec<TableInfo>| -> HashMap<(String, String), TableInfo> {
         tables
             .into_iter()
@@ -114,7 +119,10 @@ pub async fn stream(
             return Ok(());
         }
         unrecorded.clear();
-        match stream_from(config, pool, server, &mut tables, &position, tx).await {
+        // The binlog coordinates are only good for the first connection: later ones resume from
+        // wherever the stream got to.
+        let at = binlog.take();
+        match stream_from(config, pool, server, &mut tables, &position, at, tx).await {
             Err(SourceError::BinlogGone {
                 position: at,
                 message,
@@ -127,7 +135,8 @@ pub async fn stream(
                         .map_err(SourceError::mysql("connecting"))?;
                     catalog::tables(&mut conn, &config.tables).await?
                 };
-                position = snapshot::run(config, pool, server, &fresh, tx).await?;
+                StreamStart { position, binlog } =
+                    snapshot::run(config, pool, server, &fresh, tx).await?;
                 tables = by_key(fresh);
                 unrecorded = tables.keys().cloned().collect();
             }
@@ -175,6 +184,7 @@ async fn stream_from(
     server: &Server,
     tables: &mut HashMap<(String, String), TableInfo>,
     position: &Position,
+    at: Option<(Arc<str>, u64)>,
     tx: &mpsc::Sender<Result<Unit, SourceError>>,
 ) -> Result<(), SourceError> {
     let mut conn = pool
@@ -191,23 +201,37 @@ async fn stream_from(
     let request = match position {
         Position::MariadbGtidList(list) => {
             let list = MariadbGtidList::parse(list).map_err(SourceError::Other)?;
+            // Capability 4: the server sends GTID events, which move the cursor.
             conn.query_drop("SET @mariadb_slave_capability = 4")
                 .await
                 .map_err(SourceError::mysql("preparing the binlog stream"))?;
-            conn.exec_drop("SET @slave_connect_state = ?", (list.to_string(),))
-                .await
-                .map_err(SourceError::mysql("preparing the binlog stream"))?;
-            conn.query_drop("SET @slave_gtid_strict_mode = 0, @slave_gtid_ignore_duplicates = 0")
-                .await
-                .map_err(SourceError::mysql("preparing the binlog stream"))?;
+            let connect_state = list.to_string();
             cursor = Cursor::Mariadb(list);
-            request
+            match &at {
+                Some((file, offset)) => request.with_filename(file.as_bytes()).with_pos(*offset),
+                None => {
+                    conn.exec_drop("SET @slave_connect_state = ?", (connect_state,))
+                        .await
+                        .map_err(SourceError::mysql("preparing the binlog stream"))?;
+                    conn.query_drop(
+                        "SET @slave_gtid_strict_mode = 0, @slave_gtid_ignore_duplicates = 0",
+                    )
+                    .await
+                    .map_err(SourceError::mysql("preparing the binlog stream"))?;
+                    request
+                }
+            }
         }
         Position::MysqlGtidSet(set) => {
             let parsed = MysqlGtidSet::parse(set).map_err(SourceError::Other)?;
-            sids = mysql_sids(set)?;
             cursor = Cursor::Mysql(parsed);
-            request.with_gtid().with_gtid_set(sids.clone())
+            match &at {
+                Some((file, offset)) => request.with_filename(file.as_bytes()).with_pos(*offset),
+                None => {
+                    sids = mysql_sids(set)?;
+                    request.with_gtid().with_gtid_set(sids.clone())
+                }
+            }
         }
         Position::BinlogFile { file, offset } => {
             cursor = Cursor::File {
@@ -228,10 +252,17 @@ async fn stream_from(
         .get_binlog_stream(request)
         .await
         .map_err(SourceError::mysql("starting the binlog stream"))?;
-    tracing::info!(%position, flavor = ?server.flavor, "streaming the binlog");
-    let mut current_file = match &cursor {
-        Cursor::File { file, .. } => file.clone(),
-        _ => String::new(),
+    match &at {
+        Some((file, offset)) => {
+            tracing::info!(%position, %file, offset, flavor = ?server.flavor, "streaming the binlog")
+        }
+        None => tracing::info!(%position, flavor = ?server.flavor, "streaming the binlog"),
+    }
+    // Shared by the positions of the file's events (cloning it does not allocate).
+    let mut current_file: Arc<str> = match (&cursor, &at) {
+        (Cursor::File { file, .. }, _) => file.as_str().into(),
+        (_, Some((file, _))) => file.clone(),
+        _ => "".into(),
     };
     let mut open: Option<Open> = None;
     while let Some(event) = stream.next().await {
@@ -270,9 +301,9 @@ async fn stream_from(
         let mut commit = false;
         match data {
             EventData::RotateEvent(rotate) => {
-                current_file = rotate.name().into_owned();
+                current_file = rotate.name().into();
                 if let Cursor::File { file, offset } = &mut cursor {
-                    *file = current_file.clone();
+                    *file = current_file.to_string();
                     *offset = rotate.position();
                 }
             }
@@ -398,7 +429,7 @@ async fn stream_from(
                         snapshot: SnapshotMarker::No,
                         commit_ts_us: ts_us,
                         position: Position::BinlogFile {
-                            file: current_file.clone().into(),
+                            file: Arc::clone(&current_file),
                             offset: u64::from(header.log_pos()),
                         },
                         xid: None,
@@ -447,7 +478,7 @@ async fn stream_from(
             ) => list.apply(*domain, *server, *seq),
             (Cursor::Mysql(set), Some(Gtid::Mysql { uuid, gno })) => set.add(uuid, *gno),
             (Cursor::File { file, offset }, _) => {
-                *file = current_file.clone();
+                current_file[..].clone_into(file);
                 *offset = u64::from(header.log_pos());
             }
             _ => {}

@@ -436,13 +436,22 @@ async fn send(
 
 /// Runs the snapshot, sending its chunks and finally a unit that marks it done; returns the
 /// position streaming starts from.
+/// Where streaming starts after a snapshot: its position and, when known, the same point as a
+/// binlog file and offset.
+pub struct StreamStart {
+    pub position: Position,
+    /// The server finds a file and offset at once, while a GTID list has it read the binlog
+    /// file from its start (up to a gigabyte) before it sends the first event.
+    pub binlog: Option<(Arc<str>, u64)>,
+}
+
 pub async fn run(
     config: &MysqlSourceConfig,
     pool: &Pool,
     server: &Server,
     tables: &[TableInfo],
     tx: &mpsc::Sender<Result<Unit, SourceError>>,
-) -> Result<Position, SourceError> {
+) -> Result<StreamStart, SourceError> {
     let parallelism = config.snapshot_parallelism.max(1);
     let opts = config.opts().map_err(SourceError::Other)?;
     let (mut conns, (position, streaming_from)) = match open(&opts, pool, server, parallelism).await
@@ -481,13 +490,26 @@ pub async fn run(
             Err(join) => std::panic::resume_unwind(join.into_panic()),
         };
     }
-    let position = match streaming_from {
-        Some(pending) => match pending.await {
-            Ok(result) => result?,
-            Err(join) => std::panic::resume_unwind(join.into_panic()),
+    let start = match streaming_from {
+        Some(pending) => {
+            let binlog = match &position {
+                Position::BinlogFile { file, offset } => Some((file.clone(), *offset)),
+                _ => None,
+            };
+            match pending.await {
+                Ok(result) => StreamStart {
+                    position: result?,
+                    binlog,
+                },
+                Err(join) => std::panic::resume_unwind(join.into_panic()),
+            }
+        }
+        None => StreamStart {
+            position,
+            binlog: None,
         },
-        None => position,
     };
+    let position = &start.position;
     let done = Unit {
         events: Vec::new(),
         checkpoint: Checkpoint {
@@ -500,5 +522,5 @@ pub async fn run(
         return Err(SourceError::StreamEnded);
     }
     tracing::info!(rows = total, "snapshot complete");
-    Ok(position)
+    Ok(start)
 }
