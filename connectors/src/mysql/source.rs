@@ -111,6 +111,9 @@ struct Unit {
     checkpoint: Checkpoint,
     /// Schema-history records (`history.rs`) that belong with it.
     history: Vec<Bytes>,
+    /// Close the batch after this unit instead of waiting up to `max_batch_ms` for more: set
+    /// where nothing follows soon (the end of a snapshot), so that it is not held back.
+    flush: bool,
 }
 
 /// The MySQL/MariaDB source.
@@ -322,7 +325,8 @@ impl Source for MysqlSource {
         let mut events = first.events;
         let mut checkpoint = first.checkpoint;
         let mut history = first.history;
-        while events.len() < self.config.max_batch_events {
+        let mut flush = first.flush;
+        while !flush && events.len() < self.config.max_batch_events {
             let next = match tokio::time::timeout_at(deadline, rx.recv()).await {
                 Err(_) | Ok(None) => break,
                 Ok(Some(unit)) => unit,
@@ -332,6 +336,7 @@ impl Source for MysqlSource {
                     events.extend(unit.events);
                     checkpoint = unit.checkpoint;
                     history.extend(unit.history);
+                    flush = unit.flush;
                 }
                 Err(err) => {
                     // Deliver what is whole first; the error comes with the next call.

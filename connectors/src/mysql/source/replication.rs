@@ -174,6 +174,7 @@ async fn record_definitions(
             snapshot: SnapshotProgress::Done,
         },
         history: vec![record.to_bytes()],
+        flush: true,
     };
     tx.send(Ok(unit)).await.is_ok()
 }
@@ -503,6 +504,7 @@ async fn stream_from(
                 snapshot: SnapshotProgress::Done,
             },
             history: txn.history,
+            flush: false,
         };
         if tx.send(Ok(unit)).await.is_err() {
             return Ok(());

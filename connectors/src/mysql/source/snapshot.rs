@@ -428,6 +428,7 @@ async fn send(
             snapshot: SnapshotProgress::InProgress,
         },
         history: Vec::new(),
+        flush: true,
     };
     tx.send(Ok(unit))
         .await
@@ -517,6 +518,7 @@ pub async fn run(
             snapshot: SnapshotProgress::Done,
         },
         history: Vec::new(),
+        flush: true,
     };
     if tx.send(Ok(done)).await.is_err() {
         return Err(SourceError::StreamEnded);
