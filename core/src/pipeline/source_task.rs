@@ -558,21 +558,22 @@ const FIRST_BYTES_PER_EVENT: usize = 256;
 /// The most a batch's record buffer reserves up front (it grows past this when it must).
 const MAX_FIRST_BUFFER: usize = 64 << 20;
 
-/// A finished append, with what is needed to report it.
-struct Appended {
-    result: Result<(), sluice_log::LogError>,
-    checkpoint: Option<Checkpoint>,
-    records: u64,
-    newest_commit_us: i64,
+/// An encoded batch on its way to the appender.
+struct PendingAppend {
+    encoded: EncodedBatch,
+    /// The checkpoint as stored in the log's commit record (None: part of a large transaction).
+    stored_checkpoint: Option<String>,
 }
 
-/// An append running in the background while the next batch is encoded.
-type InFlight = tokio::task::JoinHandle<Appended>;
+/// Encoded batches waiting for the appender while it appends (and fsyncs) an earlier one. With
+/// one, the encoder and the appender took turns waiting for each other; with two, whichever is
+/// faster keeps the other busy.
+const APPENDS_QUEUED: usize = 2;
 
-/// The log side: encode each batch, append it (as one transaction when it carries a
-/// checkpoint), publish the checkpoint as durable. Encoding of batch k+1 overlaps the append
-/// (and fsync) of batch k; appends stay strictly in order, one at a time.
-async fn write_batches<E: EventEncoder, L: EventLog + Clone>(
+/// The log side: encode each batch and hand it to the appender, which appends the batches
+/// strictly in order, one at a time (as one transaction when a batch carries a checkpoint), and
+/// publishes each checkpoint as durable. Encoding overlaps the appends (and fsyncs).
+async fn write_batches<E: EventEncoder, L: EventLog + Clone + 'static>(
     name: String,
     encoder: E,
     log: L,
@@ -589,37 +590,25 @@ async fn write_batches<E: EventEncoder, L: EventLog + Clone>(
         topics: Topics::default(),
         bytes_per_event: FIRST_BYTES_PER_EVENT,
     };
-    let mut in_flight: Option<InFlight> = None;
-    let finish = |joined: Result<Appended, tokio::task::JoinError>| {
-        let appended = match joined {
-            Ok(appended) => appended,
-            Err(join) => std::panic::resume_unwind(join.into_panic()),
-        };
-        appended.result.map_err(|source| PipelineError::Log {
-            name: name.clone(),
-            source,
-        })?;
-        report(
-            &name,
-            &progress_tx,
-            &stop,
-            appended.checkpoint,
-            appended.records,
-            appended.newest_commit_us,
-        );
-        Ok::<(), PipelineError>(())
+    let (append_tx, append_rx) = mpsc::channel::<PendingAppend>(APPENDS_QUEUED);
+    let mut appender = tokio::spawn(append_batches(
+        name.clone(),
+        log.clone(),
+        append_rx,
+        progress_tx,
+        stop,
+    ));
+    let appended = |joined: Result<Result<(), PipelineError>, tokio::task::JoinError>| match joined
+    {
+        Ok(result) => result,
+        Err(join) => std::panic::resume_unwind(join.into_panic()),
     };
     loop {
-        let next = match in_flight.as_mut() {
-            Some(handle) => tokio::select! {
-                joined = handle => {
-                    in_flight = None;
-                    finish(joined)?;
-                    continue;
-                }
-                next = batch_rx.recv() => next,
-            },
-            None => batch_rx.recv().await,
+        // The appender only ends early on an error: that ends the writer at once, even while
+        // the source is idle.
+        let next = tokio::select! {
+            joined = &mut appender => return appended(joined),
+            next = batch_rx.recv() => next,
         };
         let Some(batch) = next else { break };
         let mut encoded = batch_encoder.encode(batch, &log).await?;
@@ -646,28 +635,51 @@ async fn write_batches<E: EventEncoder, L: EventLog + Clone>(
         if stored_checkpoint.is_some() {
             commit += 1;
         }
-        if let Some(handle) = in_flight.take() {
-            finish(handle.await)?;
+        let pending = PendingAppend {
+            encoded,
+            stored_checkpoint,
+        };
+        if append_tx.send(pending).await.is_err() {
+            break; // the appender stopped on an error, returned below
         }
-        let (log, writer) = (log.clone(), name.clone());
-        in_flight = Some(tokio::spawn(async move {
-            let EncodedBatch {
-                batches,
-                checkpoint,
-                records,
-                newest_commit_us,
-            } = encoded;
-            let result = log.append(&writer, batches, stored_checkpoint).await;
-            Appended {
-                result,
-                checkpoint,
-                records,
-                newest_commit_us,
-            }
-        }));
     }
-    if let Some(handle) = in_flight.take() {
-        finish(handle.await)?;
+    drop(append_tx);
+    appended(appender.await)
+}
+
+/// Appends encoded batches in the order they come, reporting each; stops at the first error.
+async fn append_batches<L: EventLog>(
+    name: String,
+    log: L,
+    mut append_rx: mpsc::Receiver<PendingAppend>,
+    progress_tx: watch::Sender<WriterProgress>,
+    stop: Option<(Position, CancellationToken)>,
+) -> Result<(), PipelineError> {
+    while let Some(PendingAppend {
+        encoded,
+        stored_checkpoint,
+    }) = append_rx.recv().await
+    {
+        let EncodedBatch {
+            batches,
+            checkpoint,
+            records,
+            newest_commit_us,
+        } = encoded;
+        log.append(&name, batches, stored_checkpoint)
+            .await
+            .map_err(|source| PipelineError::Log {
+                name: name.clone(),
+                source,
+            })?;
+        report(
+            &name,
+            &progress_tx,
+            &stop,
+            checkpoint,
+            records,
+            newest_commit_us,
+        );
     }
     Ok(())
 }
