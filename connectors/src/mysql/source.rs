@@ -150,6 +150,28 @@ impl MysqlSource {
         Ok(pool)
     }
 
+    /// Why the producer's channel closed: it sends its errors before it ends, so a producer
+    /// that ended without one panicked (a bug: retrying would hit it again) or was stopped.
+    async fn producer_ended(&mut self) -> SourceError {
+        match self.producer.take() {
+            Some(producer) => match producer.await {
+                Err(join) if join.is_panic() => {
+                    let panic = join.into_panic();
+                    let message = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "no message".into());
+                    SourceError::Other(format!(
+                        "the MySQL reader crashed ({message}); this is a bug in sluice: please report it with this log. The log holds everything up to the last checkpoint; restarting resumes from there"
+                    ))
+                }
+                _ => SourceError::StreamEnded,
+            },
+            None => SourceError::StreamEnded,
+        }
+    }
+
     fn stop_producer(&mut self) {
         if let Some(producer) = self.producer.take() {
             producer.abort();
@@ -316,7 +338,7 @@ impl Source for MysqlSource {
             Some(unit) => unit,
             None => match tokio::time::timeout(Duration::from_secs(1), rx.recv()).await {
                 Err(_) => return Ok(None),
-                Ok(None) => return Err(SourceError::StreamEnded),
+                Ok(None) => return Err(self.producer_ended().await),
                 Ok(Some(unit)) => unit?,
             },
         };

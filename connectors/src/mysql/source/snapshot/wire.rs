@@ -36,6 +36,9 @@ type Result<T> = std::result::Result<T, Error>;
 const MAX_PAYLOAD: usize = 0xff_ffff;
 /// The read buffer's size; refills ask for half of it, so that it compacts in place.
 const READ_BUFFER: usize = 256 * 1024;
+/// How long connecting and logging in may take: a server that accepts the connection but never
+/// answers (overloaded, or a firewall that drops packets) is reported instead of waited for.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 const COM_QUIT: u8 = 0x01;
 const COM_QUERY: u8 = 0x03;
@@ -72,6 +75,28 @@ pub struct WireConn {
 impl WireConn {
     /// Connects, authenticates and runs the options' init statements.
     pub async fn connect(opts: &Opts) -> Result<WireConn> {
+        Self::connect_within(opts, CONNECT_TIMEOUT).await
+    }
+
+    async fn connect_within(opts: &Opts, limit: std::time::Duration) -> Result<WireConn> {
+        match tokio::time::timeout(limit, Self::connect_now(opts)).await {
+            Ok(result) => result,
+            Err(_) => Err(Error::Io(
+                io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "{}:{} did not complete the login within {:?}",
+                        opts.ip_or_hostname(),
+                        opts.tcp_port(),
+                        limit
+                    ),
+                )
+                .into(),
+            )),
+        }
+    }
+
+    async fn connect_now(opts: &Opts) -> Result<WireConn> {
         let stream = TcpStream::connect((opts.ip_or_hostname(), opts.tcp_port())).await?;
         stream.set_nodelay(true)?;
         let mut conn = WireConn {
@@ -539,4 +564,38 @@ fn unexpected(payload: &[u8]) -> Error {
 
 fn unsupported(message: String) -> Error {
     Error::Other(message.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_server_that_never_answers_the_login_is_reported_not_waited_for() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            // Accepts the connection and then says nothing, as a hung server would.
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let port = listener.local_addr().unwrap().port();
+            let held = tokio::spawn(async move { listener.accept().await });
+            let opts = Opts::from_url(&format!("mysql://root@127.0.0.1:{port}")).unwrap();
+            let started = std::time::Instant::now();
+            let err = WireConn::connect_within(&opts, std::time::Duration::from_millis(300))
+                .await
+                .err()
+                .expect("the login cannot succeed");
+            assert!(started.elapsed() < std::time::Duration::from_secs(5));
+            let text = err.to_string();
+            assert!(
+                text.contains(&format!(
+                    "127.0.0.1:{port} did not complete the login within"
+                )),
+                "{text}"
+            );
+            drop(held);
+        });
+    }
 }
