@@ -18,6 +18,7 @@ pub const EXIT_RUNTIME: u8 = 1;
 pub const EXIT_CONFIG: u8 = 2;
 
 fn main() -> ExitCode {
+    limit_malloc_arenas();
     let cli = match cli::Cli::try_parse() {
         Ok(cli) => cli,
         Err(err) => {
@@ -40,12 +41,15 @@ fn main() -> ExitCode {
 /// freed on one thread's arena is not reused by another: with the pipeline's tasks moving
 /// between worker threads that doubled peak RSS while streaming (62 MB against 38 MB with 4
 /// arenas, same throughput; `dev/bench` pg_stream). A user's MALLOC_ARENA_MAX still wins.
-/// mimalloc instead of glibc's malloc: events are built on the reader's thread and freed on the
-/// encoder's, which glibc handles with locked arenas and per-thread caches that do not return
-/// memory to each other. With mimalloc the snapshots spend 10–15% less user CPU (`dev/bench`
-/// pg_snapshot, mysql_snapshot) and pg_stream's peak RSS stays at 27 MB.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: called first thing in main, before any other thread exists.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 4);
+        }
+    }
+}
 
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
