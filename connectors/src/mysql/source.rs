@@ -349,9 +349,17 @@ impl Source for MysqlSource {
         let mut history = first.history;
         let mut flush = first.flush;
         while !flush && events.len() < self.config.max_batch_events {
-            let next = match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Err(_) | Ok(None) => break,
-                Ok(Some(unit)) => unit,
+            // What is already waiting joins the batch whatever its age (catching up, batches
+            // fill); only waiting for more is bounded by max_batch_ms.
+            let next = match rx.try_recv() {
+                Ok(unit) => unit,
+                Err(mpsc::error::TryRecvError::Disconnected) => break,
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    match tokio::time::timeout_at(deadline, rx.recv()).await {
+                        Err(_) | Ok(None) => break,
+                        Ok(Some(unit)) => unit,
+                    }
+                }
             };
             match next {
                 Ok(unit) => {

@@ -53,7 +53,9 @@ pub struct PostgresSourceConfig {
     /// transaction goes to the log in parts of this size. Default 5000.
     #[serde(default = "default_max_batch_events")]
     pub max_batch_events: usize,
-    /// …or this many milliseconds after its first event. Default 50.
+    /// …or, when no more events are waiting, this many milliseconds after its first event: the
+    /// longest a change waits to be batched with the ones after it. While events keep arriving
+    /// (catching up) batches fill to `max_batch_events` instead. Default 10.
     #[serde(default = "default_max_batch_ms")]
     pub max_batch_ms: u64,
     /// Connections that COPY the initial snapshot in parallel. Default 2.
@@ -91,7 +93,7 @@ fn default_max_batch_events() -> usize {
     5_000
 }
 fn default_max_batch_ms() -> u64 {
-    50
+    10
 }
 fn default_snapshot_parallelism() -> usize {
     2

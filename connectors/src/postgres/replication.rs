@@ -3,8 +3,9 @@
 //! - Resume: the stream starts at the log's last checkpoint (the end LSN of the last
 //!   transaction durable in the log) and skips any transaction whose commit record starts
 //!   before it, so each source transaction reaches the log exactly once.
-//! - Batches: whole transactions, closed at the first commit after `max_batch_events` events or
-//!   `max_batch_age` after the batch's first event. A transaction larger than `max_batch_events`
+//! - Batches: whole transactions, closed at the first commit after `max_batch_events` events or,
+//!   when nothing more has arrived, `max_batch_age` after the batch's first event (so a live
+//!   stream waits at most that long, and one catching up fills its batches). A transaction larger than `max_batch_events`
 //!   goes out in parts without a checkpoint, which the log keeps invisible until the part with
 //!   the commit arrives, so memory stays bounded. (With protocol 1 the server still decodes a
 //!   large transaction only once it commits; protocol 2 would let it flow while in progress.)
@@ -131,13 +132,10 @@ impl Stream {
                 .txn
                 .as_ref()
                 .is_some_and(|txn| txn.events.len() >= self.limits.max_events);
-            if let Some(started) = self.batch_started {
-                if self.ready.len() >= self.limits.max_events
-                    || now >= started + self.limits.max_age
-                    || open_txn_full
-                {
-                    return Ok(self.take_batch());
-                }
+            if self.batch_started.is_some()
+                && (self.ready.len() >= self.limits.max_events || open_txn_full)
+            {
+                return Ok(self.take_batch());
             }
             if open_txn_full {
                 // A transaction larger than a batch goes to the log in parts, committed when
@@ -149,8 +147,16 @@ impl Stream {
             if now >= self.last_status + self.status_interval {
                 self.send_status(false).await?;
             }
+            // What has already arrived joins the batch whatever its age (catching up, batches
+            // fill); only waiting for more is bounded by the batch's age.
             let message = match self.conn.try_recv()? {
                 Some(message) => message,
+                None if self
+                    .batch_started
+                    .is_some_and(|started| now >= started + self.limits.max_age) =>
+                {
+                    return Ok(self.take_batch());
+                }
                 None => {
                     let deadline = match self.batch_started {
                         Some(started) => started + self.limits.max_age,

@@ -48,7 +48,9 @@ pub struct MysqlSourceConfig {
     /// A batch closes at the first transaction end after this many events. Default 5000.
     #[serde(default = "default_max_batch_events")]
     pub max_batch_events: usize,
-    /// …or this many milliseconds after its first event. Default 50.
+    /// …or, when no more events are waiting, this many milliseconds after its first event: the
+    /// longest a change waits to be batched with the ones after it. While events keep arriving
+    /// (catching up) batches fill to `max_batch_events` instead. Default 10.
     #[serde(default = "default_max_batch_ms")]
     pub max_batch_ms: u64,
     /// Rows per snapshot query (tables are read in primary-key order, streamed). Default 50000.
@@ -93,7 +95,7 @@ fn default_max_batch_events() -> usize {
     5_000
 }
 fn default_max_batch_ms() -> u64 {
-    50
+    10
 }
 fn default_snapshot_chunk() -> usize {
     50_000
