@@ -254,6 +254,8 @@ def my_reset_and_fill():
        f"WHILE i <= n DO INSERT INTO {MY_DB}.t VALUES (i, i % 1000, (i % 100000) / 100, CONCAT('order note number ', i), NOW(6)); "
        f"IF i % per = 0 THEN COMMIT; START TRANSACTION; END IF; SET i = i + 1; END WHILE; COMMIT; END//\nDELIMITER ;\n")
     my("FLUSH BINARY LOGS")
+    # Earlier fills' binlogs (400 MB each) go: only this run's file is read.
+    my(f"PURGE BINARY LOGS TO '{my('SHOW MASTER STATUS').split(chr(9))[0]}'")
     before = my("SELECT @@GLOBAL.gtid_binlog_pos")
     file, start = my("SHOW MASTER STATUS").split("\t")[:2]
     my(f"CALL {MY_DB}.fill({ROWS}, {max(1, ROWS // TXNS)})")
