@@ -146,7 +146,15 @@ impl Drop for TestDb {
              DROP DATABASE IF EXISTS {0} WITH (FORCE);",
             self.name
         );
-        let _ = psql("postgres", &sql);
+        // With tests running in parallel the server may briefly refuse the connection (too
+        // many clients) or a reconnecting client may race the drop: try again before giving up.
+        for attempt in 0..5 {
+            if psql("postgres", &sql).status.success() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(200 * (attempt + 1)));
+        }
+        eprintln!("could not drop the test database {}", self.name);
     }
 }
 
