@@ -41,6 +41,12 @@ pub trait EventLog: Send + Sync + 'static {
 
     fn topics(&self) -> Vec<String>;
 
+    /// Changes when topics are created or deleted (cheap: sinks check it on every wake, to
+    /// find a new topic's records at once instead of at their next periodic refresh).
+    fn topics_version(&self) -> u64 {
+        self.topics().len() as u64
+    }
+
     fn partitions(&self, topic: &str) -> Option<u32>;
 
     /// The offset after the last committed record of a partition (0 when unknown).
@@ -129,6 +135,10 @@ impl EventLog for EmbeddedLog {
 
     fn topics(&self) -> Vec<String> {
         self.log.topics()
+    }
+
+    fn topics_version(&self) -> u64 {
+        self.log.topics_version()
     }
 
     fn partitions(&self, topic: &str) -> Option<u32> {

@@ -237,6 +237,8 @@ pub struct Log {
     writable: bool,
     _lock: Option<File>,
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
+    /// Bumped after each topic creation (`topics_version`).
+    topics_version: std::sync::atomic::AtomicU64,
     control: Mutex<Control>,
     last_sync: Mutex<Instant>,
     commits: watch::Sender<u64>,
@@ -359,6 +361,8 @@ impl Log {
                 compact,
             }),
         );
+        self.topics_version
+            .fetch_add(1, std::sync::atomic::Ordering::Release);
         Ok(partitions)
     }
 
@@ -375,6 +379,12 @@ impl Log {
             .filter(|name| !name.starts_with("__"))
             .cloned()
             .collect()
+    }
+
+    /// Changes whenever a topic is created or deleted.
+    pub fn topics_version(&self) -> u64 {
+        self.topics_version
+            .load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Every topic, internal ones included.

@@ -136,6 +136,7 @@ impl Log {
             writable,
             _lock: lock,
             topics: RwLock::new(topics),
+            topics_version: std::sync::atomic::AtomicU64::new(0),
             control: Mutex::new(Control {
                 partition: control_partition,
                 writers,

@@ -684,3 +684,21 @@ fn recovering_arbitrary_segment_bytes_never_panics() {
     }
     assert_eq!(sluice_log::fuzzing::decode_batches(&valid), 5);
 }
+
+#[test]
+fn creating_a_topic_changes_the_topics_version_and_reopening_keeps_the_topics() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), LogOptions::default()).unwrap();
+    let before = log.topics_version();
+    log.create_topic("a", 1).unwrap();
+    let after_a = log.topics_version();
+    assert_ne!(after_a, before, "a new topic must change the version");
+    // Asking for an existing topic creates nothing.
+    log.create_topic("a", 1).unwrap();
+    assert_eq!(log.topics_version(), after_a);
+    log.create_topic("b", 1).unwrap();
+    assert_ne!(log.topics_version(), after_a);
+    drop(log);
+    let log = Log::open(dir.path(), LogOptions::default()).unwrap();
+    assert_eq!(log.topics(), vec!["a".to_owned(), "b".to_owned()]);
+}

@@ -83,15 +83,21 @@ where
         );
         let mut assigned: Vec<(Arc<str>, u32)> = Vec::new();
         let mut last_refresh = None::<tokio::time::Instant>;
+        let mut topics_version = log.topics_version();
         loop {
             if cancel.is_cancelled() {
                 break 'open;
             }
-            if last_refresh
-                .is_none_or(|at: tokio::time::Instant| at.elapsed() >= settings.topic_refresh)
+            // A new topic is picked up as soon as its first records are committed (a commit
+            // wakes this loop); the periodic refresh covers anything else.
+            let version = log.topics_version();
+            if version != topics_version
+                || last_refresh
+                    .is_none_or(|at: tokio::time::Instant| at.elapsed() >= settings.topic_refresh)
             {
                 assigned = assignment(&settings, &log);
                 last_refresh = Some(tokio::time::Instant::now());
+                topics_version = version;
             }
             // Mark what exists now, then read: a commit after this point wakes the wait below.
             commits.borrow_and_update();
