@@ -52,15 +52,11 @@ impl Tasks {
             let error: Box<dyn Error + Send + Sync> = match work.await {
                 Ok(Ok(())) => return,
                 Ok(Err(error)) => error.into(),
-                Err(join) if join.is_panic() => {
-                    let panic = join.into_panic();
-                    let message = panic
-                        .downcast_ref::<&str>()
-                        .map(|s| s.to_string())
-                        .or_else(|| panic.downcast_ref::<String>().cloned())
-                        .unwrap_or_else(|| "unknown panic".to_owned());
-                    format!("panicked: {message} (a bug: please report it)").into()
-                }
+                Err(join) if join.is_panic() => format!(
+                    "panicked: {} (a bug: please report it)",
+                    panic_message(&*join.into_panic())
+                )
+                .into(),
                 Err(_) => return,
             };
             tracing::error!(task = %name, error = %error, "task failed; stopping the pipeline");
@@ -98,4 +94,13 @@ impl Tasks {
             Err(failures)
         }
     }
+}
+
+/// The message a panic was raised with (`panic!` with a literal or a formatted string).
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".to_owned())
 }

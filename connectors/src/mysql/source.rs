@@ -155,17 +155,10 @@ impl MysqlSource {
     async fn producer_ended(&mut self) -> SourceError {
         match self.producer.take() {
             Some(producer) => match producer.await {
-                Err(join) if join.is_panic() => {
-                    let panic = join.into_panic();
-                    let message = panic
-                        .downcast_ref::<&str>()
-                        .map(|s| s.to_string())
-                        .or_else(|| panic.downcast_ref::<String>().cloned())
-                        .unwrap_or_else(|| "no message".into());
-                    SourceError::Other(format!(
-                        "the MySQL reader crashed ({message}); this is a bug in sluice: please report it with this log. The log holds everything up to the last checkpoint; restarting resumes from there"
-                    ))
-                }
+                Err(join) if join.is_panic() => SourceError::Other(format!(
+                    "the MySQL reader crashed ({}); this is a bug in sluice: please report it with this log. The log holds everything up to the last checkpoint; restarting resumes from there",
+                    sluice_core::task::panic_message(&*join.into_panic())
+                )),
                 _ => SourceError::StreamEnded,
             },
             None => SourceError::StreamEnded,
