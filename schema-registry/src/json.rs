@@ -49,8 +49,9 @@ pub struct JsonEnvelopeEncoder {
     /// snapshot marker and whether the event has a table (a message has none); a snapshot chunk
     /// or a transaction shares them. Cleared when the table changes.
     source_memo: Memo<(i64, SnapshotMarker, bool)>,
-    /// The position fields closing the source block, for the last position.
-    position_memo: Memo<(Position, Option<u64>)>,
+    /// The position fields closing the source block, for the last position and xid.
+    position_memo: Memo<Position>,
+    xid_memo: Option<u64>,
 }
 
 /// The bytes rendered for the last key; consecutive events mostly repeat their neighbour's
@@ -61,7 +62,7 @@ struct Memo<K> {
     bytes: Vec<u8>,
 }
 
-impl<K: PartialEq> Memo<K> {
+impl<K: PartialEq + Clone> Memo<K> {
     fn new() -> Memo<K> {
         Memo {
             key: None,
@@ -69,12 +70,14 @@ impl<K: PartialEq> Memo<K> {
         }
     }
 
-    /// The bytes for `key`, rendered by `render` when the key differs from the last one.
-    fn get(&mut self, key: K, render: impl FnOnce(&mut Vec<u8>)) -> &[u8] {
-        if self.key.as_ref() != Some(&key) {
+    /// The bytes for `key`, rendered by `render` when the key differs from the last one. The
+    /// key is cloned only then: a position's shared file name or GTID text is reference
+    /// counted, and two encoding threads bumping one count per event fight over it.
+    fn get(&mut self, key: &K, render: impl FnOnce(&mut Vec<u8>)) -> &[u8] {
+        if self.key.as_ref() != Some(key) {
             self.bytes.clear();
             render(&mut self.bytes);
-            self.key = Some(key);
+            self.key = Some(key.clone());
         }
         &self.bytes
     }
@@ -133,6 +136,7 @@ impl JsonEnvelopeEncoder {
             processing_time: None,
             source_memo: Memo::new(),
             position_memo: Memo::new(),
+            xid_memo: None,
         }
     }
 
@@ -188,18 +192,21 @@ impl JsonEnvelopeEncoder {
         }
         let (source, source_head) = (&self.source, &self.source_head);
         buf.extend_from_slice(self.source_memo.get(
-            (event.commit_ts_us, event.snapshot, table.is_some()),
+            &(event.commit_ts_us, event.snapshot, table.is_some()),
             |out| {
                 out.extend_from_slice(b"\"source\":");
                 out.extend_from_slice(source_head);
                 write_source_head(out, source, table.map(|t| &t.source_tail[..]), event);
             },
         ));
+        // The xid is written with the position: a new one renders the fields again.
+        if self.xid_memo != event.xid {
+            self.xid_memo = event.xid;
+            self.position_memo.clear();
+        }
         buf.extend_from_slice(
             self.position_memo
-                .get((event.position.clone(), event.xid), |out| {
-                    write_source_position(out, event)
-                }),
+                .get(&event.position, |out| write_source_position(out, event)),
         );
         buf.extend_from_slice(b",\"op\":\"");
         buf.extend_from_slice(event.op.code().as_bytes());
@@ -668,6 +675,9 @@ mod tests {
         let mut ev = event(Op::Update, row(), row());
         ev.position = Position::PgLsn(Lsn(24_023_200));
         ev.xid = None;
+        events.push(ev.clone());
+        // The same position with another transaction id.
+        ev.xid = Some(777);
         events.push(ev);
         let mut ev = event(Op::Read, None, row());
         ev.commit_ts_us += 1;
@@ -698,8 +708,10 @@ mod tests {
         assert_eq!(sources[3].get("table"), None);
         assert_eq!(sources[5]["lsn"], 24_023_200);
         assert_eq!(sources[5]["txId"], serde_json::Value::Null);
-        assert_eq!(sources[6]["snapshot"], "last");
-        assert_eq!(sources[6]["ts_us"], 1_559_033_904_863_124i64);
+        assert_eq!(sources[6]["lsn"], 24_023_200);
+        assert_eq!(sources[6]["txId"], 777);
+        assert_eq!(sources[7]["snapshot"], "last");
+        assert_eq!(sources[7]["ts_us"], 1_559_033_904_863_124i64);
     }
 
     #[test]
