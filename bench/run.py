@@ -26,6 +26,7 @@ Peak RSS of sluice is reported for pg_stream (goal <= 64 MB).
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -163,7 +164,13 @@ def best_of(reference, ours):
         else:
             runs.append(ours(i))
             refs.append(reference())
-    return min(t for t, _ in runs), min(refs), max(rss for _, rss in runs)
+    LAST_RUNS["ours"] = [t for t, _ in runs]
+    LAST_RUNS["reference"] = refs
+    return min(LAST_RUNS["ours"]), min(refs), max(rss for _, rss in runs)
+
+
+# Every run of the last best_of, for the results (and the median ratio in the notes).
+LAST_RUNS = {}
 
 
 def count_records(workdir, topic):
@@ -464,13 +471,18 @@ def main():
             ours, ref, rss = run()
             notes = f"rows={ROWS}"
         ratio = ref / ours
+        runs = dict(LAST_RUNS)
+        LAST_RUNS.clear()
+        if runs and len(runs["ours"]) > 2:
+            notes += f" median_ratio={statistics.median(runs['reference']) / statistics.median(runs['ours']):.2f}"
         if rss is not None:
             notes += f" sluice_peak_rss_mb={rss / 1024:.1f}"
         if name == "pg_stream_one_txn":
             notes += f" logical_decoding_work_mem={wm}"
         print(f"{name:<22}{ours:>10.3f}{ref:>13.3f}{ratio:>8.2f}   {notes}", flush=True)
         results.append({"case": name, "ours_s": ours, "reference_s": ref, "ratio": ratio, "rows": ROWS,
-                        "peak_rss_mb": rss / 1024 if rss else None})
+                        "peak_rss_mb": rss / 1024 if rss else None,
+                        "ours_runs_s": runs.get("ours"), "reference_runs_s": runs.get("reference")})
     psql(f"SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = '{DB}'", "postgres")
     psql(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)", "postgres")
     my(f"DROP DATABASE IF EXISTS {MY_DB}")
