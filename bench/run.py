@@ -34,7 +34,7 @@ import time
 
 SLUICE = os.environ.get("SLUICE_BIN", "target/release/sluice")
 TINY = "--tiny" in sys.argv
-# --repeat=N: the cases that use best_of run ours and the reference N times each (default 2).
+# --repeat=N: the Postgres and MySQL cases run ours and the reference N times each (default 2).
 REPEAT = next((int(a.split("=", 1)[1]) for a in sys.argv[1:] if a.startswith("--repeat=")), 2)
 CASES = [a for a in sys.argv[1:] if not a.startswith("--")]
 ROWS = 2_000 if TINY else 1_000_000
@@ -120,53 +120,50 @@ def lsn_position(lsn):
 
 
 def case_stream(name, txns):
-    """Four slots created at the same point read the same WAL: reference, ours, ours, reference,
-    so that neither side gets the colder cache; each side's best run counts."""
+    """A slot per run, all created at the same point, read the same WAL: reference, ours, ours,
+    reference, ... so that neither side gets the colder cache; each side's best run counts."""
     reset_db()
-    for slot in ("bench_ref_a", "bench_ours_a", "bench_ours_b", "bench_ref_b"):
-        psql(f"SELECT pg_create_logical_replication_slot('{slot}', 'pgoutput')")
+    for i in range(REPEAT):
+        for side in ("ref", "ours"):
+            psql(f"SELECT pg_create_logical_replication_slot('bench_{side}_{i}', 'pgoutput')")
     fill(txns, ROWS // txns)
     end = end_marker()
     psql("CHECKPOINT")
 
-    def reference(slot):
+    def reference(i):
         return run_timed([
-            "pg_recvlogical", "-h", "127.0.0.1", "-U", "postgres", "-d", DB, "--slot", slot, "--start",
+            "pg_recvlogical", "-h", "127.0.0.1", "-U", "postgres", "-d", DB, "--slot", f"bench_ref_{i}", "--start",
             "-o", "proto_version=1", "-o", "publication_names=bench", "--endpos", end, "--no-loop", "-f", "/dev/null",
         ])
 
-    def ours(slot):
+    def ours(i):
         with tempfile.TemporaryDirectory() as workdir:
-            config = sluice_config(workdir, slot, "never")
+            config = sluice_config(workdir, f"bench_ours_{i}", "never")
             elapsed, rss = peak_rss_mb_of([SLUICE, "run", "-c", config, "--stop-at", lsn_position(end)])
             records = count_records(workdir, "bench.public.t")
         if records < ROWS:
             raise SystemExit(f"{name}: only {records} of {ROWS} rows reached the log")
         return elapsed, rss
 
-    ref_a = reference("bench_ref_a")
-    ours_a, rss_a = ours("bench_ours_a")
-    ours_b, rss_b = ours("bench_ours_b")
-    ref_b = reference("bench_ref_b")
-    return min(ours_a, ours_b), min(ref_a, ref_b), max(rss_a, rss_b)
+    return best_of(reference, ours)
 
 
 def best_of(reference, ours):
     """Runs the reference and ours REPEAT times each, alternating which goes first (ref, ours,
     ours, ref, ...); returns ours' best time, the reference's best time and ours' peak RSS.
-    `ours(i)` returns (seconds, peak RSS). The best of several runs filters out the moments a
-    shared machine stalls."""
+    `reference(i)` returns seconds, `ours(i)` (seconds, peak RSS or None) for run i. The best of
+    several runs filters out the moments a shared machine stalls."""
     refs, runs = [], []
     for i in range(REPEAT):
         if i % 2 == 0:
-            refs.append(reference())
+            refs.append(reference(i))
             runs.append(ours(i))
         else:
             runs.append(ours(i))
-            refs.append(reference())
+            refs.append(reference(i))
     LAST_RUNS["ours"] = [t for t, _ in runs]
     LAST_RUNS["reference"] = refs
-    return min(LAST_RUNS["ours"]), min(refs), max(rss for _, rss in runs)
+    return min(LAST_RUNS["ours"]), min(refs), max((rss for _, rss in runs if rss is not None), default=None)
 
 
 # Every run of the last best_of, for the results (and the median ratio in the notes).
@@ -198,7 +195,7 @@ def case_snapshot(encoding="json"):
             raise SystemExit(f"pg_snapshot: only {records} of {ROWS} rows reached the log")
         return elapsed, rss
 
-    return best_of(lambda: run_timed(copy), ours)
+    return best_of(lambda _: run_timed(copy), ours)
 
 
 TARGET_DB = "sluice_bench_target"
@@ -225,12 +222,12 @@ def case_pg_sink_apply():
         table_ddl = ("(id bigint PRIMARY KEY, customer int NOT NULL, amount numeric(12,2) NOT NULL, "
                      "note text, created timestamptz NOT NULL DEFAULT now())")
 
-        def reference():
+        def reference(_):
             reset_target()
             psql(f"CREATE TABLE t_ref {table_ddl}", TARGET_DB)
             return run_timed(PSQL + ["-d", TARGET_DB, "-c", f"\\copy t_ref FROM '{rows_file}'"])
 
-        def ours():
+        def ours(_):
             reset_target()
             sink_config = os.path.join(workdir, "sink.toml")
             with open(sink_config, "w") as f:
@@ -250,11 +247,11 @@ def case_pg_sink_apply():
                     time.sleep(0.05)
             proc.terminate()
             proc.wait()
-            return done
+            return done, None
 
-        ref_a, ours_a, ours_b, ref_b = reference(), ours(), ours(), reference()
+        result = best_of(reference, ours)
     psql(f"DROP DATABASE IF EXISTS {TARGET_DB} WITH (FORCE)", "postgres")
-    return min(ours_a, ours_b), min(ref_a, ref_b), None
+    return result
 
 
 MY = ["mariadb", "-h", "127.0.0.1", "-P", "3306", "-u", "root", "-N", "-B"]
@@ -300,7 +297,7 @@ def case_mysql_stream():
     mariadb-binlog decoding the same binlog range (rows decoded, -v) to /dev/null."""
     before, after, file, start, end = my_reset_and_fill()
 
-    def reference():
+    def reference(_):
         return run_timed(["sh", "-c", f"mariadb-binlog --read-from-remote-server -h 127.0.0.1 -P 3306 -u root "
                           f"--base64-output=DECODE-ROWS -v --start-position={start} --stop-position={end} {file} > /dev/null"])
 
@@ -320,7 +317,7 @@ def case_mysql_snapshot():
     """A 1,000,000-row table snapshotted into the log vs `mariadb -e "SELECT * FROM t"` to /dev/null."""
     _, after, _, _, _ = my_reset_and_fill()
 
-    def reference():
+    def reference(_):
         return run_timed(["sh", "-c", f"mariadb -h 127.0.0.1 -P 3306 -u root -e 'SELECT * FROM {MY_DB}.t' > /dev/null"])
 
     def ours(_):
