@@ -6,7 +6,7 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use sluice_log::{Log, LogError, PartitionBatch, StoredRecord};
+use sluice_log::{Compression, Log, LogError, PartitionBatch, StoredRecord};
 use tokio::sync::watch;
 
 use crate::sink::Offsets;
@@ -48,6 +48,12 @@ pub trait EventLog: Send + Sync + 'static {
     }
 
     fn partitions(&self, topic: &str) -> Option<u32>;
+
+    /// When the backend takes whole prepared batches (`Records::Prepared`): the compression
+    /// writers prepare them with, on their own threads. None: it takes records.
+    fn prepared_batches(&self) -> Option<Compression> {
+        None
+    }
 
     /// The offset after the last committed record of a partition (0 when unknown).
     fn stable_offset(&self, topic: &str, partition: u32) -> u64;
@@ -101,6 +107,10 @@ impl EmbeddedLog {
 }
 
 impl EventLog for EmbeddedLog {
+    fn prepared_batches(&self) -> Option<Compression> {
+        Some(self.log.compression())
+    }
+
     async fn ensure_topic(&self, topic: &str) -> Result<u32, LogError> {
         if let Some(partitions) = self.log.topic_partitions(topic) {
             return Ok(partitions);

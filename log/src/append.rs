@@ -52,6 +52,7 @@ impl Log {
                 match &batch.records {
                     Records::Owned(records) => partition.append(records),
                     Records::Packed(packed) => partition.append(&packed.views()),
+                    Records::Prepared(prepared) => partition.append_prepared(&prepared.data),
                 }
             })?;
             // A write that failed midway leaves this transaction's earlier parts on disk past

@@ -36,7 +36,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub use batch::{
-    Header, PackedEntry, PackedRecords, Record, RecordView, Records, Span, StoredRecord,
+    prepare as prepare_batches, Compression, Header, PackedEntry, PackedRecords, PreparedBatches,
+    Record, RecordView, Records, Span, StoredRecord,
 };
 pub use commit::WriterState;
 pub use compaction::CompactionStats;
@@ -73,6 +74,8 @@ pub struct LogOptions {
     pub topic_fsync: Vec<(String, FsyncPolicy)>,
     /// Where segment files live: the file system, or a fault-injecting stand-in in tests.
     pub storage: Arc<dyn storage::Storage>,
+    /// How data batches are compressed (the control partition's commit records never are).
+    pub compression: batch::Compression,
 }
 
 impl LogOptions {
@@ -100,6 +103,7 @@ impl LogOptions {
             bytes: self.segment_bytes,
             max_age: self.segment_max_age,
             compacted,
+            compression: self.compression,
         }
     }
 }
@@ -113,6 +117,7 @@ impl Default for LogOptions {
             retention: Retention::default(),
             topic_fsync: Vec::new(),
             storage: Arc::new(storage::FileSystem),
+            compression: batch::Compression::default(),
         }
     }
 }
@@ -268,6 +273,11 @@ struct TopicMeta {
 }
 
 impl Log {
+    /// How data batches are compressed (`LogOptions::compression`).
+    pub fn compression(&self) -> batch::Compression {
+        self.options.compression
+    }
+
     /// Opens (creating if needed) the log at `dir` for writing, recovering from any unclean stop.
     pub fn open(dir: impl AsRef<Path>, options: LogOptions) -> Result<Log, LogError> {
         let dir = dir.as_ref().to_path_buf();

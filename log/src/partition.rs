@@ -12,7 +12,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::batch::{self, BatchHeader, RecordView, StoredRecord};
+use crate::batch::{self, BatchHeader, Compression, RecordView, StoredRecord};
 use crate::compaction::ClosedSegment;
 use crate::segment::{self, ReadRequest, Scan, Segment, SegmentView};
 use crate::storage::{SegmentFile, Storage};
@@ -40,6 +40,8 @@ pub(crate) struct Settings {
     pub max_age: Option<std::time::Duration>,
     /// Key-compacted: offsets may have gaps where compaction removed records.
     pub compacted: bool,
+    /// How appended records are compressed.
+    pub compression: Compression,
 }
 
 /// Fsyncs a directory through `storage`.
@@ -47,19 +49,6 @@ fn sync_dir(storage: &dyn Storage, dir: &Path) -> Result<(), LogError> {
     storage
         .sync_dir(dir)
         .map_err(|e| LogError::io("fsync directory", dir, e))
-}
-
-/// Records per batch are gathered up to about this many bytes.
-const TARGET_BATCH_BYTES: usize = 1024 * 1024;
-
-/// Roughly the encoded size of a record.
-fn record_size<R: RecordView>(record: &R) -> usize {
-    let headers: usize = record
-        .headers()
-        .iter()
-        .map(|h| h.key.len() + h.value.as_ref().map_or(0, |v| v.len()) + 4)
-        .sum();
-    record.key().map_or(0, <[u8]>::len) + record.value().map_or(0, <[u8]>::len) + headers + 24
 }
 
 pub(crate) struct Partition {
@@ -200,40 +189,56 @@ impl Partition {
             .expect("a partition always has a segment")
     }
 
-    /// Appends records as one batch; returns the offset after it. Not synced, not visible.
-    /// Appends records as batches of about `TARGET_BATCH_BYTES` each (Kafka's default largest
-    /// batch is 1 MiB); returns the offset after the last. Not synced, not visible.
+    /// Appends records as batches of about `batch::TARGET_BATCH_BYTES` each (Kafka's default
+    /// largest batch is 1 MiB); returns the offset after the last. Not synced, not visible.
     pub fn append<R: RecordView>(&mut self, records: &[R]) -> Result<u64, LogError> {
         let mut start = 0;
         while start < records.len() {
-            let mut end = start;
-            let mut bytes = 0;
-            while end < records.len()
-                && (end == start || bytes + record_size(&records[end]) <= TARGET_BATCH_BYTES)
-            {
-                bytes += record_size(&records[end]);
-                end += 1;
-            }
-            self.append_batch(&records[start..end])?;
+            let end = start + batch::next_batch_len(&records[start..]);
+            let base = self.end_offset();
+            let mut buf = std::mem::take(&mut self.encode_buf);
+            buf.clear();
+            batch::encode_compressed(
+                base,
+                &records[start..end],
+                self.settings.compression,
+                &mut buf,
+            );
+            let result = self.append_encoded(&buf);
+            self.encode_buf = buf;
+            result?;
             start = end;
         }
         Ok(self.end_offset())
     }
 
-    fn append_batch<R: RecordView>(&mut self, records: &[R]) -> Result<(), LogError> {
-        let base = self.end_offset();
-        let mut buf = std::mem::take(&mut self.encode_buf);
-        buf.clear();
-        batch::encode(base, records, &mut buf);
-        let header = match BatchHeader::parse(&buf) {
-            Ok(header) => header,
-            Err(_) => {
-                self.encode_buf = buf;
-                return Err(LogError::RecordTooLarge {
-                    max: batch::MAX_BATCH_LEN,
-                });
-            }
-        };
+    /// Appends batches prepared at base offset 0 (`batch::prepare`), each moved to the log end
+    /// offset; returns the offset after the last.
+    pub fn append_prepared(&mut self, prepared: &[u8]) -> Result<u64, LogError> {
+        let mut at = 0;
+        while at < prepared.len() {
+            let header = BatchHeader::parse(&prepared[at..])
+                .ok()
+                .filter(|header| at + header.total_len <= prepared.len())
+                .ok_or_else(|| LogError::corrupt("a prepared batch is malformed"))?;
+            let mut buf = std::mem::take(&mut self.encode_buf);
+            buf.clear();
+            buf.extend_from_slice(&prepared[at..at + header.total_len]);
+            // The base offset is outside the CRC: setting it keeps the batch valid.
+            buf[..8].copy_from_slice(&(self.end_offset() as i64).to_be_bytes());
+            let result = self.append_encoded(&buf);
+            self.encode_buf = buf;
+            result?;
+            at += header.total_len;
+        }
+        Ok(self.end_offset())
+    }
+
+    /// Writes one encoded batch at the log end offset, rolling the segment first when due.
+    fn append_encoded(&mut self, buf: &[u8]) -> Result<(), LogError> {
+        let header = BatchHeader::parse(buf).map_err(|_| LogError::RecordTooLarge {
+            max: batch::MAX_BATCH_LEN,
+        })?;
         let (max_bytes, max_age) = (self.settings.bytes, self.settings.max_age);
         let active = self.active();
         let full = active.size + buf.len() as u64 > max_bytes;
@@ -242,9 +247,7 @@ impl Partition {
             // Roll: make the new segment durable in the directory before writing into it.
             self.roll()?;
         }
-        let result = self.active().append(&buf, &header);
-        self.encode_buf = buf;
-        result
+        self.active().append(buf, &header)
     }
 
     /// Starts a new, empty segment at the log end offset.

@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use tokio::sync::watch;
 
+use crate::batch::Compression;
 use crate::partition::parking::Guarded;
 use crate::partition::{self, Opening, Partition};
 use crate::{
@@ -43,6 +44,7 @@ impl Log {
                 bytes: u64::MAX,
                 max_age: None,
                 compacted: false,
+                compression: Compression::None,
             },
             opening,
         )?;

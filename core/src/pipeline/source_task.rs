@@ -5,7 +5,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use sluice_log::{Header, PackedEntry, PackedRecords, PartitionBatch, Record, Records};
+use sluice_log::{
+    Compression, Header, PackedEntry, PackedRecords, PartitionBatch, Record, Records,
+};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -347,6 +349,9 @@ struct BatchEncoder<E> {
     topics: Topics,
     /// What the last batch's events took, encoded (sizes the next batch's buffers).
     bytes_per_event: usize,
+    /// Whether (and how compressed) the log takes prepared batches: they are then made by the
+    /// encoding threads, not by the log's one appending thread.
+    prepare: Option<Compression>,
 }
 
 /// Records of a run of events, per partition in event order.
@@ -359,10 +364,13 @@ struct EncodedPart {
 }
 
 impl<E: EventEncoder> BatchEncoder<E> {
+    /// Encodes `batch`, whose records belong to log commit number `commit` (stamped on the
+    /// last record of each partition's records, see COMMIT_HEADER).
     async fn encode<L: EventLog>(
         &mut self,
         batch: SourceBatch,
         log: &L,
+        commit: u64,
     ) -> Result<EncodedBatch, PipelineError> {
         // Topics first (creating one is I/O), so that encoding itself never waits.
         for event in &batch.events {
@@ -385,39 +393,48 @@ impl<E: EventEncoder> BatchEncoder<E> {
             history,
         } = batch;
         let (events_len, bytes_per_event) = (events.len().max(1), self.bytes_per_event);
+        let stamp = Bytes::copy_from_slice(&commit.to_be_bytes());
+        let prepare = self.prepare;
         let part = if events.len() >= PARALLEL_ENCODE_MIN_EVENTS {
             // The second half goes to a blocking thread with a clone of the encoder while this
             // task encodes the first; per partition, the first half's records come first. The
             // events are shared, not split: splitting would copy half of them.
             let events = Arc::new(events);
             let half = events.len() / 2;
-            let (name, mut encoder, mut topics, shared) = (
+            let (name, mut encoder, mut topics, shared, second_stamp) = (
                 self.name.clone(),
                 self.encoder.clone(),
                 self.topics.clone(),
                 events.clone(),
+                stamp.clone(),
             );
             let second = tokio::task::spawn_blocking(move || {
-                encode_events(
-                    &name,
-                    &mut encoder,
-                    &mut topics,
-                    &shared[half..],
+                let out = Output {
                     bytes_per_event,
-                )
+                    stamp: second_stamp,
+                    prepare,
+                };
+                encode_events(&name, &mut encoder, &mut topics, &shared[half..], out)
             });
+            let out = Output {
+                bytes_per_event,
+                stamp: stamp.clone(),
+                prepare,
+            };
             let mut first = encode_events(
                 &self.name,
                 &mut self.encoder,
                 &mut self.topics,
                 &events[..half],
-                bytes_per_event,
+                out,
             )?;
             let second = match second.await {
                 Ok(result) => result?,
                 Err(join) => std::panic::resume_unwind(join.into_panic()),
             };
-            // A partition may get one slice from each half: the log appends them in order.
+            // A partition may get one slice from each half: the log appends them in order. The
+            // first half's slice is stamped too, with the same commit: harmless, as a record's
+            // commit is that of the next stamped record in its partition.
             first.batches.extend(second.batches);
             first.records += second.records;
             first.bytes += second.bytes;
@@ -426,12 +443,17 @@ impl<E: EventEncoder> BatchEncoder<E> {
             tokio::task::spawn_blocking(move || drop(events));
             first
         } else {
+            let out = Output {
+                bytes_per_event,
+                stamp: stamp.clone(),
+                prepare,
+            };
             encode_events(
                 &self.name,
                 &mut self.encoder,
                 &mut self.topics,
                 &events,
-                bytes_per_event,
+                out,
             )?
         };
         // The next buffers are sized for this batch's events, with room for some variation.
@@ -448,18 +470,20 @@ impl<E: EventEncoder> BatchEncoder<E> {
                     source,
                 })?;
             let timestamp_ms = now_us().div_euclid(1000);
+            let mut records: Records = history
+                .into_iter()
+                .map(|value| Record {
+                    key: None,
+                    value: Some(value),
+                    timestamp_ms,
+                    headers: Vec::new(),
+                })
+                .collect();
+            records.push_header_to_last(commit_header(stamp));
             batches.push(PartitionBatch {
                 topic,
                 partition: 0,
-                records: history
-                    .into_iter()
-                    .map(|value| Record {
-                        key: None,
-                        value: Some(value),
-                        timestamp_ms,
-                        headers: Vec::new(),
-                    })
-                    .collect(),
+                records,
             });
         }
         Ok(EncodedBatch {
@@ -471,6 +495,24 @@ impl<E: EventEncoder> BatchEncoder<E> {
     }
 }
 
+/// The log commit header carrying commit number `stamp`.
+fn commit_header(stamp: Bytes) -> Header {
+    Header {
+        key: COMMIT_HEADER.to_owned(),
+        value: Some(stamp),
+    }
+}
+
+/// How `encode_events` lays out what it encodes.
+struct Output {
+    /// Bytes an event is assumed to take (sizes the buffer).
+    bytes_per_event: usize,
+    /// The commit number for the last record of each partition.
+    stamp: Bytes,
+    /// Prepare whole batches, compressed so, instead of handing the log packed records.
+    prepare: Option<Compression>,
+}
+
 /// Encodes `events` (whose topics all exist in `topics`) into per-partition batches, whose
 /// records all lie in one buffer.
 fn encode_events<E: EventEncoder>(
@@ -478,8 +520,9 @@ fn encode_events<E: EventEncoder>(
     encoder: &mut E,
     topics: &mut Topics,
     events: &[ChangeEvent],
-    bytes_per_event: usize,
+    output: Output,
 ) -> Result<EncodedPart, PipelineError> {
+    let bytes_per_event = output.bytes_per_event;
     // Per partition: its topic, number and records.
     let mut slices: Vec<(String, u32, Vec<PackedEntry>)> = Vec::new();
     let mut records = 0u64;
@@ -536,13 +579,25 @@ fn encode_events<E: EventEncoder>(
     let bytes = data.len();
     let batches = slices
         .into_iter()
-        .map(|(topic, partition, entries)| PartitionBatch {
-            topic,
-            partition,
-            records: Records::Packed(PackedRecords {
+        .map(|(topic, partition, mut entries)| {
+            if let Some(last) = entries.last_mut() {
+                last.headers.push(commit_header(output.stamp.clone()));
+            }
+            let packed = PackedRecords {
                 data: data.clone(),
                 entries,
-            }),
+            };
+            let records = match output.prepare {
+                Some(compression) => {
+                    Records::Prepared(sluice_log::prepare_batches(&packed.views(), compression))
+                }
+                None => Records::Packed(packed),
+            };
+            PartitionBatch {
+                topic,
+                partition,
+                records,
+            }
         })
         .collect();
     Ok(EncodedPart {
@@ -589,6 +644,7 @@ async fn write_batches<E: EventEncoder, L: EventLog + Clone + 'static>(
         encoder,
         topics: Topics::default(),
         bytes_per_event: FIRST_BYTES_PER_EVENT,
+        prepare: log.prepared_batches(),
     };
     let (append_tx, append_rx) = mpsc::channel::<PendingAppend>(APPENDS_QUEUED);
     let mut appender = tokio::spawn(append_batches(
@@ -611,23 +667,9 @@ async fn write_batches<E: EventEncoder, L: EventLog + Clone + 'static>(
             next = batch_rx.recv() => next,
         };
         let Some(batch) = next else { break };
-        let mut encoded = batch_encoder.encode(batch, &log).await?;
-        let header = Bytes::copy_from_slice(&commit.to_be_bytes());
-        // Only the last record of each partition's slices is stamped: the records before it
-        // in that partition belong to the same commit (see COMMIT_HEADER).
-        let mut stamped: Vec<(&str, u32)> = Vec::new();
-        for batch in encoded.batches.iter_mut().rev() {
-            if stamped.contains(&(batch.topic.as_str(), batch.partition)) {
-                continue;
-            }
-            let header = Header {
-                key: COMMIT_HEADER.to_owned(),
-                value: Some(header.clone()),
-            };
-            if batch.records.push_header_to_last(header) {
-                stamped.push((batch.topic.as_str(), batch.partition));
-            }
-        }
+        // The last record of each partition's records is stamped with the commit number: the
+        // records before it in that partition belong to the same commit (see COMMIT_HEADER).
+        let encoded = batch_encoder.encode(batch, &log, commit).await?;
         let stored_checkpoint = encoded
             .checkpoint
             .as_ref()
