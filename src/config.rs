@@ -67,19 +67,10 @@ pub struct LogSection {
     /// Oldest committed segments are deleted while a partition holds more than this. Default none.
     #[serde(default)]
     pub retention_bytes: Option<u64>,
-    /// How data batches are compressed: `lz4` (default) or `none`.
-    #[serde(default)]
-    pub compression: LogCompression,
-}
-
-/// `[log] compression`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogCompression {
-    /// LZ4 frames, Kafka's compression type 3: change events shrink 5–15×.
-    #[default]
-    Lz4,
-    None,
+    /// How data batches are compressed: `lz4` (default; Kafka's LZ4 frames, change events
+    /// shrink 5–15×) or `none`.
+    #[serde(default = "default_compression")]
+    pub compression: String,
 }
 
 impl Default for LogSection {
@@ -95,7 +86,7 @@ impl Default for LogSection {
             tombstone_retention_hours: default_tombstone_retention_hours(),
             retention_bytes: None,
             topic_fsync: Vec::new(),
-            compression: LogCompression::default(),
+            compression: default_compression(),
         }
     }
 }
@@ -108,6 +99,9 @@ fn default_dir() -> PathBuf {
 }
 fn default_fsync() -> String {
     "always".into()
+}
+fn default_compression() -> String {
+    "lz4".into()
 }
 fn default_partitions() -> u32 {
     1
@@ -159,9 +153,10 @@ impl LogSection {
                 .iter()
                 .map(|t| Ok((t.topics.clone(), parse_fsync(&t.fsync)?)))
                 .collect::<anyhow::Result<_>>()?,
-            compression: match self.compression {
-                LogCompression::Lz4 => sluice_log::Compression::Lz4,
-                LogCompression::None => sluice_log::Compression::None,
+            compression: match self.compression.as_str() {
+                "lz4" => sluice_log::Compression::Lz4,
+                "none" => sluice_log::Compression::None,
+                other => bail!("log.compression: {other:?} is not one of lz4, none"),
             },
             ..LogOptions::default()
         })
