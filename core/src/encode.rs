@@ -63,6 +63,13 @@ impl EncodedRecords {
         self.records.clear();
     }
 
+    /// Forgets the records and their bytes (the buffer's capacity stays).
+    #[inline]
+    pub fn clear(&mut self) {
+        self.records.clear();
+        self.data.clear();
+    }
+
     #[inline]
     pub fn bytes(&self, span: Span) -> &[u8] {
         &self.data[span.start..span.end]

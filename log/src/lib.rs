@@ -36,8 +36,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub use batch::{
-    prepare as prepare_batches, Compression, Header, PackedEntry, PackedRecords, PreparedBatches,
-    Record, RecordView, Records, Span, StoredRecord,
+    BatchBuilder, Compression, Header, PackedEntry, PackedRecords, PreparedBatches, Record,
+    RecordView, Records, Span, StoredRecord,
 };
 pub use commit::WriterState;
 pub use compaction::CompactionStats;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use sluice_log::{
-    Compression, Header, PackedEntry, PackedRecords, PartitionBatch, Record, Records,
+    BatchBuilder, Compression, Header, PackedEntry, PackedRecords, PartitionBatch, Record, Records,
 };
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -505,7 +505,7 @@ fn commit_header(stamp: Bytes) -> Header {
 
 /// How `encode_events` lays out what it encodes.
 struct Output {
-    /// Bytes an event is assumed to take (sizes the buffer).
+    /// Bytes an event is assumed to take (sizes the buffers).
     bytes_per_event: usize,
     /// The commit number for the last record of each partition.
     stamp: Bytes,
@@ -513,8 +513,23 @@ struct Output {
     prepare: Option<Compression>,
 }
 
-/// Encodes `events` (whose topics all exist in `topics`) into per-partition batches, whose
-/// records all lie in one buffer.
+/// One partition's share of the events being encoded.
+struct Slice {
+    topic: String,
+    partition: u32,
+    records: SliceRecords,
+}
+
+enum SliceRecords {
+    /// Spans of the shared buffer, for a log that takes records.
+    Packed(Vec<PackedEntry>),
+    /// Whole batches, for a log that takes them prepared.
+    Built(BatchBuilder),
+}
+
+/// Encodes `events` (whose topics all exist in `topics`) into per-partition batches: prepared
+/// ones when the log takes them (each event's records are framed into their partition's batch
+/// right after encoding, while in cache), else records that all lie in one buffer.
 fn encode_events<E: EventEncoder>(
     name: &str,
     encoder: &mut E,
@@ -522,21 +537,26 @@ fn encode_events<E: EventEncoder>(
     events: &[ChangeEvent],
     output: Output,
 ) -> Result<EncodedPart, PipelineError> {
-    let bytes_per_event = output.bytes_per_event;
-    // Per partition: its topic, number and records.
-    let mut slices: Vec<(String, u32, Vec<PackedEntry>)> = Vec::new();
+    let mut slices: Vec<Slice> = Vec::new();
     let mut records = 0u64;
+    let mut bytes = 0usize;
     let mut newest_commit_us = i64::MIN;
-    // Capped: one batch of large rows must not make the next batch reserve gigabytes.
-    let mut out = EncodedRecords::with_capacity(
-        events
-            .len()
-            .saturating_mul(bytes_per_event)
-            .min(MAX_FIRST_BUFFER),
-    );
+    // Packed: one buffer for all records, capped (one batch of large rows must not make the
+    // next batch reserve gigabytes). Prepared: one event's records at a time.
+    let expected = events
+        .len()
+        .saturating_mul(output.bytes_per_event)
+        .min(MAX_FIRST_BUFFER);
+    let mut out = EncodedRecords::with_capacity(match output.prepare {
+        Some(_) => 64 * 1024,
+        None => expected,
+    });
     encoder.set_processing_time(now_us());
     for event in events {
-        out.clear_records();
+        match output.prepare {
+            Some(_) => out.clear(),
+            None => out.clear_records(),
+        }
         encoder
             .encode(event, &mut out)
             .map_err(|source| PipelineError::Encode {
@@ -552,53 +572,76 @@ fn encode_events<E: EventEncoder>(
             // A batch touches few partitions; the most recent one is the likely match.
             let slot = match slices
                 .iter()
-                .rposition(|(t, p, _)| *p == partition && t == topic)
+                .rposition(|s| s.partition == partition && s.topic == topic)
             {
                 Some(slot) => slot,
                 None => {
-                    // Sized for an even share of the events, so that pushing rarely regrows it.
+                    // Sized for an even share of the events, so that pushing rarely regrows.
                     let share = events.len() / usize::try_from(count).unwrap_or(1).max(1);
-                    slices.push((
-                        topic.to_owned(),
+                    let records = match output.prepare {
+                        Some(compression) => SliceRecords::Built(BatchBuilder::new(
+                            compression,
+                            match compression {
+                                Compression::None => expected / count as usize,
+                                // Change events compress 5–15×.
+                                Compression::Lz4 => expected / count as usize / 4,
+                            },
+                        )),
+                        None => SliceRecords::Packed(Vec::with_capacity(share.clamp(16, 4096))),
+                    };
+                    slices.push(Slice {
+                        topic: topic.to_owned(),
                         partition,
-                        Vec::with_capacity(share.clamp(16, 4096)),
-                    ));
+                        records,
+                    });
                     slices.len() - 1
                 }
             };
-            slices[slot].2.push(PackedEntry {
-                key,
-                value,
-                timestamp_ms,
-                headers: Vec::new(),
-            });
+            match &mut slices[slot].records {
+                SliceRecords::Packed(entries) => entries.push(PackedEntry {
+                    key,
+                    value,
+                    timestamp_ms,
+                    headers: Vec::new(),
+                }),
+                SliceRecords::Built(builder) => {
+                    let (key, value) = (key.map(|k| out.bytes(k)), value.map(|v| out.bytes(v)));
+                    bytes += key.map_or(0, <[u8]>::len) + value.map_or(0, <[u8]>::len);
+                    builder.push(key, value, timestamp_ms, &[]);
+                }
+            }
             records += 1;
         }
     }
     let data = Bytes::from(out.into_data());
-    let bytes = data.len();
+    if output.prepare.is_none() {
+        bytes = data.len();
+    }
+    let stamp = || Some(commit_header(output.stamp.clone()));
     let batches = slices
         .into_iter()
-        .map(|(topic, partition, mut entries)| {
-            if let Some(last) = entries.last_mut() {
-                last.headers.push(commit_header(output.stamp.clone()));
-            }
-            let packed = PackedRecords {
-                data: data.clone(),
-                entries,
-            };
-            let records = match output.prepare {
-                Some(compression) => {
-                    Records::Prepared(sluice_log::prepare_batches(&packed.views(), compression))
-                }
-                None => Records::Packed(packed),
-            };
-            PartitionBatch {
+        .map(
+            |Slice {
+                 topic,
+                 partition,
+                 records,
+             }| PartitionBatch {
                 topic,
                 partition,
-                records,
-            }
-        })
+                records: match records {
+                    SliceRecords::Packed(mut entries) => {
+                        if let Some(last) = entries.last_mut() {
+                            last.headers.extend(stamp());
+                        }
+                        Records::Packed(PackedRecords {
+                            data: data.clone(),
+                            entries,
+                        })
+                    }
+                    SliceRecords::Built(builder) => Records::Prepared(builder.finish(stamp())),
+                },
+            },
+        )
         .collect();
     Ok(EncodedPart {
         batches,
