@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use sluice_core::clock::now_us;
 use sluice_core::encode::{EncodeError, EncodedRecords, EventEncoder};
-use sluice_core::event::{ChangeEvent, Op, TableId, TableSchema};
+use sluice_core::event::{ChangeEvent, Op, SnapshotMarker, TableId, TableSchema};
 use sluice_core::position::Position;
 use sluice_core::topic;
 use sluice_core::value::{self, Date, Decimal, Timestamp, Value};
@@ -43,10 +43,41 @@ pub struct AvroEncoder {
     tombstones_on_delete: bool,
     decimals: DecimalHandling,
     tables: HashMap<(TableId, u32), Arc<RegisteredTable>>,
+    /// The last event's table: events of one table come in runs, and this spares each a
+    /// hash lookup and a reference count shared with the other encoding threads.
+    last: Option<Arc<RegisteredTable>>,
+    /// The last event's source block, as written (see `SourceKey`).
+    source_memo: Option<(SourceKey, Vec<u8>)>,
     message_value_id: Option<u32>,
     text: String,
     /// `EventEncoder::set_processing_time`.
     processing_us: Option<i64>,
+}
+
+/// What an event's source block depends on, besides the encoder's constants: the same for every
+/// row of a snapshot chunk or of a transaction.
+#[derive(Clone)]
+struct SourceKey {
+    table: Option<Arc<TableSchema>>,
+    commit_ts_us: i64,
+    snapshot: SnapshotMarker,
+    xid: Option<u64>,
+    position: Position,
+}
+
+impl SourceKey {
+    fn matches(&self, event: &ChangeEvent) -> bool {
+        let same_table = match (&self.table, &event.table) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        };
+        same_table
+            && self.commit_ts_us == event.commit_ts_us
+            && self.snapshot == event.snapshot
+            && self.xid == event.xid
+            && self.position == event.position
+    }
 }
 
 impl AvroEncoder {
@@ -62,6 +93,8 @@ impl AvroEncoder {
             tombstones_on_delete,
             decimals,
             tables: HashMap::new(),
+            last: None,
+            source_memo: None,
             message_value_id: None,
             text: String::new(),
             processing_us: None,
@@ -78,6 +111,15 @@ impl AvroEncoder {
                 version: None,
             },
         )
+    }
+
+    /// The event's registered table, taken out of `last` (the caller puts it back).
+    fn take_table(&mut self, event: &ChangeEvent) -> Result<Arc<RegisteredTable>, EncodeError> {
+        let table = event.table.as_ref().expect("checked by the caller");
+        match self.last.take() {
+            Some(last) if Arc::ptr_eq(&last.schema, table) => Ok(last),
+            _ => self.table(event),
+        }
     }
 
     fn table(&mut self, event: &ChangeEvent) -> Result<Arc<RegisteredTable>, EncodeError> {
@@ -177,11 +219,43 @@ impl EventEncoder for AvroEncoder {
             out.push(None, Some(value));
             return Ok(());
         };
-        let registered = self.table(event)?;
+        let registered = self.take_table(event)?;
+        let result = self.encode_row(event, table, &registered, out);
+        self.last = Some(registered);
+        result
+    }
+}
+
+impl AvroEncoder {
+    fn encode_row(
+        &mut self,
+        event: &ChangeEvent,
+        table: &Arc<TableSchema>,
+        registered: &RegisteredTable,
+        out: &mut EncodedRecords,
+    ) -> Result<(), EncodeError> {
         let fail = |reason: String| EncodeError {
             table: table.table.to_string(),
             reason,
         };
+        if !self
+            .source_memo
+            .as_ref()
+            .is_some_and(|(key, _)| key.matches(event))
+        {
+            let mut bytes = self.source_memo.take().map(|(_, b)| b).unwrap_or_default();
+            bytes.clear();
+            write_source(&mut bytes, &self.source, event);
+            let key = SourceKey {
+                table: event.table.clone(),
+                commit_ts_us: event.commit_ts_us,
+                snapshot: event.snapshot,
+                xid: event.xid,
+                position: event.position.clone(),
+            };
+            self.source_memo = Some((key, bytes));
+        }
+        let source = self.source_memo.as_ref().map_or(&[][..], |(_, b)| &b[..]);
         let row = event.after.as_deref().or(event.before.as_deref());
         let text = &mut self.text;
         let key = match (registered.key_id, row) {
@@ -209,7 +283,7 @@ impl EventEncoder for AvroEncoder {
                     _ => write_long(buf, 0),
                 }
             }
-            write_source(buf, &self.source, event);
+            buf.extend_from_slice(source);
             write_str(buf, event.op.code());
             write_times_and_txn(buf, event, now);
             Ok(())
@@ -345,7 +419,10 @@ pub fn write_value(
             buf.extend_from_slice(&f64::from(*v).to_le_bytes())
         }
         (FieldKind::Decimal { scale, .. }, Value::Decimal(Decimal::Finite(digits))) => {
-            write_bytes(buf, &unscaled_bytes(digits, *scale)?);
+            match small_unscaled(digits, *scale) {
+                Some(unscaled) => write_twos_complement(buf, unscaled),
+                None => write_bytes(buf, &unscaled_bytes(digits, *scale)?),
+            }
         }
         (FieldKind::Decimal { .. }, Value::UInt64(v)) => {
             write_bytes(buf, &minimal_twos_complement(&i128::from(*v).to_be_bytes()));
@@ -428,6 +505,49 @@ pub fn write_value(
         _ => return Err(mismatch(kind, value)),
     }
     Ok(())
+}
+
+/// The unscaled integer of a plain decimal text (`-123.45`) at `scale`, when it has at most
+/// `scale` decimal places and fits an i128 comfortably; None sends the caller to
+/// [`unscaled_bytes`], which handles (and explains) everything else.
+fn small_unscaled(text: &str, scale: u32) -> Option<i128> {
+    let (negative, digits) = match text.as_bytes().split_first()? {
+        (b'-', rest) => (true, rest),
+        _ => (false, text.as_bytes()),
+    };
+    let mut unscaled: i128 = 0;
+    let (mut seen, mut places, mut point) = (0usize, 0u32, false);
+    for &b in digits {
+        match b {
+            b'0'..=b'9' if seen < 36 => {
+                unscaled = unscaled * 10 + i128::from(b - b'0');
+                seen += 1;
+                places += u32::from(point);
+            }
+            b'.' if !point => point = true,
+            _ => return None,
+        }
+    }
+    if seen == 0 || places > scale || scale - places + seen as u32 > 37 {
+        return None;
+    }
+    let unscaled = unscaled * 10i128.pow(scale - places);
+    Some(if negative { -unscaled } else { unscaled })
+}
+
+/// An Avro `bytes` holding `value` as minimal big-endian two's complement.
+fn write_twos_complement(buf: &mut Vec<u8>, value: i128) {
+    let bytes = value.to_be_bytes();
+    let mut start = 0;
+    while start + 1 < bytes.len() {
+        let (b, next) = (bytes[start], bytes[start + 1]);
+        if (b == 0 && next & 0x80 == 0) || (b == 0xff && next & 0x80 != 0) {
+            start += 1;
+        } else {
+            break;
+        }
+    }
+    write_bytes(buf, &bytes[start..]);
 }
 
 /// The unscaled integer of a decimal text at `scale`, as Avro's big-endian two's complement.
@@ -573,4 +693,51 @@ fn write_message(buf: &mut Vec<u8>, source: &SourceBlock, event: &ChangeEvent, n
     write_str(buf, prefix);
     write_bytes(buf, content);
     write_txn(buf, event);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_decimals_encode_like_the_general_path() {
+        let cases = [
+            ("0", 0),
+            ("0", 2),
+            ("1", 2),
+            ("-1", 2),
+            ("249.46", 2),
+            ("-249.46", 2),
+            ("0.01", 2),
+            ("-0.5", 3),
+            ("127", 0),
+            ("128", 0),
+            ("-128", 0),
+            ("-129", 0),
+            ("32767.99", 2),
+            ("99999999999999999999999999999999999", 0),
+            ("12.3", 5),
+            ("-0.000", 3),
+        ];
+        for (text, scale) in cases {
+            let mut expected = Vec::new();
+            write_bytes(&mut expected, &unscaled_bytes(text, scale).unwrap());
+            let unscaled = small_unscaled(text, scale).unwrap_or_else(|| panic!("{text}"));
+            let mut fast = Vec::new();
+            write_twos_complement(&mut fast, unscaled);
+            assert_eq!(fast, expected, "{text} at scale {scale}");
+        }
+        // Left to the general path: too many places or digits, or not a plain decimal.
+        let nines = "9".repeat(40);
+        for (text, scale) in [
+            ("1.234", 2),
+            (nines.as_str(), 0),
+            ("1e5", 0),
+            ("", 0),
+            ("-", 0),
+            ("1.2.3", 2),
+        ] {
+            assert_eq!(small_unscaled(text, scale), None, "{text}");
+        }
+    }
 }
