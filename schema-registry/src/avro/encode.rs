@@ -43,9 +43,10 @@ pub struct AvroEncoder {
     tombstones_on_delete: bool,
     decimals: DecimalHandling,
     tables: HashMap<(TableId, u32), Arc<RegisteredTable>>,
-    /// The last event's table: events of one table come in runs, and this spares each a
-    /// hash lookup and a reference count shared with the other encoding threads.
-    last: Option<Arc<RegisteredTable>>,
+    /// The last event's table (as the event referred to it) and its registration: events of
+    /// one table come in runs, and this spares each a hash lookup, a comparison of columns and
+    /// a reference count shared with the other encoding threads.
+    last: Option<(Arc<TableSchema>, Arc<RegisteredTable>)>,
     /// The last event's source block, as written (see `SourceKey`).
     source_memo: Option<(SourceKey, Vec<u8>)>,
     message_value_id: Option<u32>,
@@ -113,12 +114,15 @@ impl AvroEncoder {
         )
     }
 
-    /// The event's registered table, taken out of `last` (the caller puts it back).
-    fn take_table(&mut self, event: &ChangeEvent) -> Result<Arc<RegisteredTable>, EncodeError> {
+    /// The event's table and registration, taken out of `last` (the caller puts them back).
+    fn take_table(
+        &mut self,
+        event: &ChangeEvent,
+    ) -> Result<(Arc<TableSchema>, Arc<RegisteredTable>), EncodeError> {
         let table = event.table.as_ref().expect("checked by the caller");
         match self.last.take() {
-            Some(last) if Arc::ptr_eq(&last.schema, table) => Ok(last),
-            _ => self.table(event),
+            Some(last) if Arc::ptr_eq(&last.0, table) => Ok(last),
+            _ => Ok((table.clone(), self.table(event)?)),
         }
     }
 
@@ -219,9 +223,9 @@ impl EventEncoder for AvroEncoder {
             out.push(None, Some(value));
             return Ok(());
         };
-        let registered = self.take_table(event)?;
-        let result = self.encode_row(event, table, &registered, out);
-        self.last = Some(registered);
+        let last = self.take_table(event)?;
+        let result = self.encode_row(event, table, &last.1, out);
+        self.last = Some(last);
         result
     }
 }
