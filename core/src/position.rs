@@ -61,6 +61,23 @@ pub enum Position {
     BinlogFile { file: Arc<str>, offset: u64 },
 }
 
+impl Position {
+    /// A copy with reference counts of its own. Readers on different threads stamping many
+    /// events with one position each bump its shared count per event, and fight over it; a
+    /// copy per chunk of events keeps each count on one thread.
+    pub fn unshared(&self) -> Position {
+        match self {
+            Position::PgLsn(lsn) => Position::PgLsn(*lsn),
+            Position::MysqlGtidSet(set) => Position::MysqlGtidSet(Arc::from(&**set)),
+            Position::MariadbGtidList(list) => Position::MariadbGtidList(Arc::from(&**list)),
+            Position::BinlogFile { file, offset } => Position::BinlogFile {
+                file: Arc::from(&**file),
+                offset: *offset,
+            },
+        }
+    }
+}
+
 impl fmt::Display for Position {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -22,7 +22,7 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Pool, Value as My};
 use sluice_core::checkpoint::{Checkpoint, SnapshotProgress};
 use sluice_core::clock::now_us;
-use sluice_core::event::{ChangeEvent, DataType, Op, SnapshotMarker};
+use sluice_core::event::{ChangeEvent, DataType, Op, SnapshotMarker, TableSchema};
 use sluice_core::position::Position;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -339,6 +339,11 @@ async fn read(
         let ts = now_us();
         let mut read = 0usize;
         let mut events = Vec::with_capacity(UNIT_ROWS);
+        // Every event refers to the table's schema and the position. Each unit gets copies of
+        // its own, so that this reader counting references up and the threads freeing earlier
+        // units counting them down do not fight over shared counters.
+        let fresh = || (Arc::new(TableSchema::clone(schema)), position.unshared());
+        let (mut unit_schema, mut unit_position) = fresh();
         // The key of the last row read, where the next chunk starts (reused, not reallocated).
         let mut row_key = Vec::with_capacity(keys.len());
         loop {
@@ -382,13 +387,13 @@ async fn read(
             }
             events.push(ChangeEvent {
                 op: Op::Read,
-                table: Some(Arc::clone(schema)),
+                table: Some(Arc::clone(&unit_schema)),
                 before: None,
                 before_is_key_only: false,
                 after: Some(after),
                 snapshot: SnapshotMarker::Yes,
                 commit_ts_us: ts,
-                position: position.clone(),
+                position: unit_position.clone(),
                 xid: None,
                 txn: None,
                 message: None,
@@ -396,6 +401,7 @@ async fn read(
             if events.len() >= UNIT_ROWS {
                 total += events.len() as u64;
                 let full = std::mem::replace(&mut events, Vec::with_capacity(UNIT_ROWS));
+                (unit_schema, unit_position) = fresh();
                 send(tx, full, position).await?;
             }
         }
