@@ -355,12 +355,63 @@ struct BatchEncoder<E> {
 }
 
 /// Records of a run of events, per partition in event order.
-struct EncodedPart {
-    batches: Vec<PartitionBatch>,
+struct EncodedPart<B> {
+    /// `Slice`s while encoding, `PartitionBatch`es once finished.
+    batches: Vec<B>,
+    /// The buffer packed slices point into.
+    data: Bytes,
     records: u64,
     newest_commit_us: i64,
-    /// Bytes of the records' buffer.
+    /// Bytes of the encoded records.
     bytes: usize,
+}
+
+impl EncodedPart<Slice> {
+    /// The slices as log batches; the last record of each slice `stamped` picks carries
+    /// commit number `stamp` (see COMMIT_HEADER).
+    fn into_batches(
+        self,
+        stamp: &Bytes,
+        stamped: impl Fn(&Slice) -> bool,
+    ) -> EncodedPart<PartitionBatch> {
+        let EncodedPart {
+            batches,
+            data,
+            records,
+            newest_commit_us,
+            bytes,
+        } = self;
+        let batches = batches
+            .into_iter()
+            .map(|slice| {
+                let header = stamped(&slice).then(|| commit_header(stamp.clone()));
+                let records = match slice.records {
+                    SliceRecords::Packed(mut entries) => {
+                        if let Some(last) = entries.last_mut() {
+                            last.headers.extend(header);
+                        }
+                        Records::Packed(PackedRecords {
+                            data: data.clone(),
+                            entries,
+                        })
+                    }
+                    SliceRecords::Built(builder) => Records::Prepared(builder.finish(header)),
+                };
+                PartitionBatch {
+                    topic: slice.topic,
+                    partition: slice.partition,
+                    records,
+                }
+            })
+            .collect();
+        EncodedPart {
+            batches,
+            data,
+            records,
+            newest_commit_us,
+            bytes,
+        }
+    }
 }
 
 impl<E: EventEncoder> BatchEncoder<E> {
@@ -394,7 +445,10 @@ impl<E: EventEncoder> BatchEncoder<E> {
         } = batch;
         let (events_len, bytes_per_event) = (events.len().max(1), self.bytes_per_event);
         let stamp = Bytes::copy_from_slice(&commit.to_be_bytes());
-        let prepare = self.prepare;
+        let output = Output {
+            bytes_per_event,
+            prepare: self.prepare,
+        };
         let part = if events.len() >= PARALLEL_ENCODE_MIN_EVENTS {
             // The second half goes to a blocking thread with a clone of the encoder while this
             // task encodes the first; per partition, the first half's records come first. The
@@ -409,32 +463,31 @@ impl<E: EventEncoder> BatchEncoder<E> {
                 stamp.clone(),
             );
             let second = tokio::task::spawn_blocking(move || {
-                let out = Output {
-                    bytes_per_event,
-                    stamp: second_stamp,
-                    prepare,
-                };
-                encode_events(&name, &mut encoder, &mut topics, &shared[half..], out)
+                let part =
+                    encode_events(&name, &mut encoder, &mut topics, &shared[half..], output)?;
+                // The second half's slices are the last of their partitions: all stamped.
+                Ok::<_, PipelineError>(part.into_batches(&second_stamp, |_| true))
             });
-            let out = Output {
-                bytes_per_event,
-                stamp: stamp.clone(),
-                prepare,
-            };
-            let mut first = encode_events(
+            let first = encode_events(
                 &self.name,
                 &mut self.encoder,
                 &mut self.topics,
                 &events[..half],
-                out,
+                output,
             )?;
             let second = match second.await {
                 Ok(result) => result?,
                 Err(join) => std::panic::resume_unwind(join.into_panic()),
             };
-            // A partition may get one slice from each half: the log appends them in order. The
-            // first half's slice is stamped too, with the same commit: harmless, as a record's
-            // commit is that of the next stamped record in its partition.
+            // A partition may get one slice from each half: the log appends them in order, and
+            // only the second one ends the commit in that partition, so only it is stamped (a
+            // stamp in the middle would let a sink take half a commit for a whole one).
+            let mut first = first.into_batches(&stamp, |slice| {
+                !second
+                    .batches
+                    .iter()
+                    .any(|b| b.partition == slice.partition && b.topic == slice.topic)
+            });
             first.batches.extend(second.batches);
             first.records += second.records;
             first.bytes += second.bytes;
@@ -443,18 +496,14 @@ impl<E: EventEncoder> BatchEncoder<E> {
             tokio::task::spawn_blocking(move || drop(events));
             first
         } else {
-            let out = Output {
-                bytes_per_event,
-                stamp: stamp.clone(),
-                prepare,
-            };
             encode_events(
                 &self.name,
                 &mut self.encoder,
                 &mut self.topics,
                 &events,
-                out,
+                output,
             )?
+            .into_batches(&stamp, |_| true)
         };
         // The next buffers are sized for this batch's events, with room for some variation.
         if part.records > 0 {
@@ -504,11 +553,10 @@ fn commit_header(stamp: Bytes) -> Header {
 }
 
 /// How `encode_events` lays out what it encodes.
+#[derive(Clone, Copy)]
 struct Output {
     /// Bytes an event is assumed to take (sizes the buffers).
     bytes_per_event: usize,
-    /// The commit number for the last record of each partition.
-    stamp: Bytes,
     /// Prepare whole batches, compressed so, instead of handing the log packed records.
     prepare: Option<Compression>,
 }
@@ -536,7 +584,7 @@ fn encode_events<E: EventEncoder>(
     topics: &mut Topics,
     events: &[ChangeEvent],
     output: Output,
-) -> Result<EncodedPart, PipelineError> {
+) -> Result<EncodedPart<Slice>, PipelineError> {
     let mut slices: Vec<Slice> = Vec::new();
     let mut records = 0u64;
     let mut bytes = 0usize;
@@ -617,34 +665,9 @@ fn encode_events<E: EventEncoder>(
     if output.prepare.is_none() {
         bytes = data.len();
     }
-    let stamp = || Some(commit_header(output.stamp.clone()));
-    let batches = slices
-        .into_iter()
-        .map(
-            |Slice {
-                 topic,
-                 partition,
-                 records,
-             }| PartitionBatch {
-                topic,
-                partition,
-                records: match records {
-                    SliceRecords::Packed(mut entries) => {
-                        if let Some(last) = entries.last_mut() {
-                            last.headers.extend(stamp());
-                        }
-                        Records::Packed(PackedRecords {
-                            data: data.clone(),
-                            entries,
-                        })
-                    }
-                    SliceRecords::Built(builder) => Records::Prepared(builder.finish(stamp())),
-                },
-            },
-        )
-        .collect();
     Ok(EncodedPart {
-        batches,
+        batches: slices,
+        data,
         records,
         newest_commit_us,
         bytes,
@@ -806,4 +829,146 @@ fn report(
         progress.handled += 1;
         progress.durable = Some(checkpoint);
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Column, DataType, Op, SnapshotMarker, TableId};
+    use crate::event_log::EmbeddedLog;
+    use crate::position::Lsn;
+    use crate::value::Value;
+    use sluice_log::{Log, LogOptions};
+
+    /// Key: the id as 8 bytes; value: a short text.
+    #[derive(Clone)]
+    struct IdEncoder;
+
+    impl EventEncoder for IdEncoder {
+        fn encode(
+            &mut self,
+            event: &ChangeEvent,
+            out: &mut EncodedRecords,
+        ) -> Result<(), crate::encode::EncodeError> {
+            let id = match event.after.as_ref().map(|row| &row[0]) {
+                Some(Value::Int64(id)) => *id,
+                _ => unreachable!("the test's rows start with an id"),
+            };
+            let (key, ()) = out.write(|buf| buf.extend_from_slice(&id.to_be_bytes()));
+            let (value, ()) =
+                out.write(|buf| buf.extend_from_slice(format!("row {id}").as_bytes()));
+            out.push(Some(key), Some(value));
+            Ok(())
+        }
+    }
+
+    fn events(n: i64) -> Vec<ChangeEvent> {
+        let schema = Arc::new(TableSchema {
+            table: TableId {
+                namespace: "public".into(),
+                name: "t".into(),
+            },
+            columns: vec![Column {
+                name: "id".into(),
+                type_name: "bigint".into(),
+                data_type: DataType::Int64,
+                key: true,
+                nullable: false,
+            }],
+            version: 1,
+        });
+        (0..n)
+            .map(|id| ChangeEvent {
+                op: Op::Read,
+                table: Some(schema.clone()),
+                before: None,
+                before_is_key_only: false,
+                after: Some(vec![Value::Int64(id)]),
+                snapshot: SnapshotMarker::Yes,
+                commit_ts_us: 1_700_000_000_000_000,
+                position: Position::PgLsn(Lsn(42)),
+                xid: None,
+                txn: None,
+                message: None,
+            })
+            .collect()
+    }
+
+    /// Encodes and appends `n` events as commit 7 into a log with `partitions` partitions per
+    /// topic; returns each partition's records.
+    async fn appended(
+        n: i64,
+        partitions: u32,
+        compression: Compression,
+        prepared: bool,
+    ) -> Vec<Vec<sluice_log::StoredRecord>> {
+        let dir = tempfile::tempdir().unwrap();
+        let options = LogOptions {
+            compression,
+            ..LogOptions::default()
+        };
+        let log = EmbeddedLog::new(
+            Arc::new(Log::open(dir.path(), options).unwrap()),
+            partitions,
+        );
+        let mut encoder = BatchEncoder {
+            name: "src".into(),
+            encoder: IdEncoder,
+            topics: Topics::default(),
+            bytes_per_event: FIRST_BYTES_PER_EVENT,
+            prepare: log.prepared_batches().filter(|_| prepared),
+        };
+        let batch = SourceBatch {
+            events: events(n),
+            checkpoint: None,
+            history: Vec::new(),
+        };
+        let encoded = encoder.encode(batch, &log, 7).await.unwrap();
+        assert_eq!(encoded.records, n as u64);
+        log.append("src", encoded.batches, Some("{}".into()))
+            .await
+            .unwrap();
+        let mut per_partition = Vec::new();
+        for partition in 0..partitions {
+            let read = log.read("src.public.t", partition, 0, usize::MAX);
+            per_partition.push(read.await.unwrap());
+        }
+        per_partition
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn only_the_last_record_of_each_partition_carries_the_commit_stamp() {
+        let is_stamp = |h: &Header| h.key == COMMIT_HEADER;
+        // Below and above the size at which two threads encode a batch's halves, with one and
+        // with several partitions, packed and prepared (compressed or not).
+        for (compression, prepared) in [
+            (Compression::Lz4, true),
+            (Compression::None, true),
+            (Compression::Lz4, false),
+        ] {
+            for (n, partitions) in [(10, 1), (5_000, 1), (5_000, 3)] {
+                let per_partition = appended(n, partitions, compression, prepared).await;
+                let total: usize = per_partition.iter().map(Vec::len).sum();
+                assert_eq!(total, n as usize);
+                for records in &per_partition {
+                    let stamped: Vec<usize> = records
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, r)| r.headers.iter().any(is_stamp))
+                        .map(|(i, _)| i)
+                        .collect();
+                    assert_eq!(
+                        stamped,
+                        [records.len() - 1],
+                        "{n} events, {partitions} partitions"
+                    );
+                    let stamp = records.last().unwrap().headers.iter().find(|h| is_stamp(h));
+                    assert_eq!(
+                        stamp.unwrap().value.as_deref(),
+                        Some(&7u64.to_be_bytes()[..])
+                    );
+                }
+            }
+        }
+    }
 }
