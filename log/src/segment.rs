@@ -462,7 +462,10 @@ pub(crate) fn read_batches(
     let buf = bytes::Bytes::from(buf);
     let mut at = 0usize;
     let mut reached_end = false;
-    while at + BATCH_HEADER_LEN <= buf.len() {
+    // Compressed batches hold 5–15× their size in records: the read also stops once it has
+    // decoded about `max_bytes` of them, so that what a reader holds stays bounded.
+    let mut decoded = 0usize;
+    while at + BATCH_HEADER_LEN <= buf.len() && (at == 0 || decoded < max_bytes) {
         let header = BatchHeader::parse(&buf[at..])?;
         if header.base_offset >= stable_offset {
             reached_end = true;
@@ -478,6 +481,12 @@ pub(crate) fn read_batches(
             .take_while(|r| r.offset < from_offset)
             .count();
         out.drain(start..start + skip);
+        decoded += out[start..]
+            .iter()
+            .map(|r| {
+                r.key.as_ref().map_or(0, |k| k.len()) + r.value.as_ref().map_or(0, |v| v.len())
+            })
+            .sum::<usize>();
         at += header.total_len;
     }
     if pos + at as u64 >= end_pos {

@@ -702,3 +702,33 @@ fn creating_a_topic_changes_the_topics_version_and_reopening_keeps_the_topics() 
     let log = Log::open(dir.path(), LogOptions::default()).unwrap();
     assert_eq!(log.topics(), vec!["a".to_owned(), "b".to_owned()]);
 }
+
+#[test]
+fn compressed_batches_are_read_back_in_bounded_pieces() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), LogOptions::default()).unwrap();
+    log.create_topic("t", 1).unwrap();
+    // 20,000 records of 1 KiB that compress about 50×: 20 MiB of records in well under 1 MiB.
+    let padding = "change event envelope ".repeat(46);
+    let expected: Vec<String> = (0..20_000).map(|i| format!("{i:06} {padding}")).collect();
+    for chunk in expected.chunks(5_000) {
+        let values: Vec<&str> = chunk.iter().map(String::as_str).collect();
+        log.append_txn("w", &[batch("t", 0, &values)], "{}")
+            .unwrap();
+    }
+    let on_disk: u64 = std::fs::read_dir(dir.path().join("topics/t/0"))
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum();
+    assert!(on_disk < 2 << 20, "{on_disk} bytes on disk");
+    // A read of at most 1 MiB returns about 1 MiB of records (at least one batch), not all of
+    // what 1 MiB of compressed batches holds.
+    let first = log.read("t", 0, 0, 1 << 20).unwrap();
+    let bytes: usize = first.iter().map(|r| r.value.as_ref().unwrap().len()).sum();
+    assert!(
+        !first.is_empty() && bytes <= 3 << 20,
+        "{} records, {bytes} bytes",
+        first.len()
+    );
+    assert_eq!(values(&log, "t", 0), expected);
+}
