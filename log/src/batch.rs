@@ -823,6 +823,18 @@ mod tests {
         }
     }
 
+    /// `out` holds `records` at offsets from `base` on.
+    fn assert_read_back(out: &[StoredRecord], records: &[Record], base: u64) {
+        assert_eq!(out.len(), records.len());
+        for (i, (stored, original)) in out.iter().zip(records).enumerate() {
+            assert_eq!(stored.offset, base + i as u64);
+            assert_eq!(stored.key, original.key);
+            assert_eq!(stored.value, original.value);
+            assert_eq!(stored.timestamp_ms, original.timestamp_ms);
+            assert_eq!(stored.headers, original.headers);
+        }
+    }
+
     #[test]
     fn round_trips_records_with_tombstones_and_headers() {
         let records = vec![
@@ -839,13 +851,7 @@ mod tests {
         assert_eq!(header.next_offset(), 45);
         assert_eq!(header.max_timestamp_ms, 5000);
         assert_eq!(out.len(), 3);
-        for (i, (stored, original)) in out.iter().zip(&records).enumerate() {
-            assert_eq!(stored.offset, 42 + i as u64);
-            assert_eq!(stored.key, original.key);
-            assert_eq!(stored.value, original.value);
-            assert_eq!(stored.timestamp_ms, original.timestamp_ms);
-            assert_eq!(stored.headers, original.headers);
-        }
+        assert_read_back(&out, &records, 42);
     }
 
     #[test]
@@ -874,13 +880,7 @@ mod tests {
         let header = decode(&Bytes::from(packed), &mut out).unwrap();
         assert_eq!((header.base_offset, header.record_count), (7, 2_000));
         assert_eq!(out.len(), records.len());
-        for (i, (stored, original)) in out.iter().zip(&records).enumerate() {
-            assert_eq!(stored.offset, 7 + i as u64);
-            assert_eq!(stored.key, original.key);
-            assert_eq!(stored.value, original.value);
-            assert_eq!(stored.timestamp_ms, original.timestamp_ms);
-            assert_eq!(stored.headers, original.headers);
-        }
+        assert_read_back(&out, &records, 7);
     }
 
     #[test]

@@ -541,17 +541,7 @@ fn small_unscaled(text: &str, scale: u32) -> Option<i128> {
 
 /// An Avro `bytes` holding `value` as minimal big-endian two's complement.
 fn write_twos_complement(buf: &mut Vec<u8>, value: i128) {
-    let bytes = value.to_be_bytes();
-    let mut start = 0;
-    while start + 1 < bytes.len() {
-        let (b, next) = (bytes[start], bytes[start + 1]);
-        if (b == 0 && next & 0x80 == 0) || (b == 0xff && next & 0x80 != 0) {
-            start += 1;
-        } else {
-            break;
-        }
-    }
-    write_bytes(buf, &bytes[start..]);
+    write_bytes(buf, sign_trimmed(&value.to_be_bytes()));
 }
 
 /// The unscaled integer of a decimal text at `scale`, as Avro's big-endian two's complement.
@@ -621,6 +611,11 @@ pub fn unscaled_bytes(text: &str, scale: u32) -> Result<Vec<u8>, String> {
 
 /// Drops leading bytes that only repeat the sign.
 fn minimal_twos_complement(bytes: &[u8]) -> Vec<u8> {
+    sign_trimmed(bytes).to_vec()
+}
+
+/// `bytes` (big-endian two's complement) without the leading bytes that only repeat the sign.
+fn sign_trimmed(bytes: &[u8]) -> &[u8] {
     let mut start = 0;
     while start + 1 < bytes.len() {
         let (b, next) = (bytes[start], bytes[start + 1]);
@@ -630,7 +625,7 @@ fn minimal_twos_complement(bytes: &[u8]) -> Vec<u8> {
             break;
         }
     }
-    bytes[start..].to_vec()
+    &bytes[start..]
 }
 
 fn write_source(buf: &mut Vec<u8>, source: &SourceBlock, event: &ChangeEvent) {
