@@ -534,7 +534,9 @@ fn put_compressed(plain: &[u8], compression: Compression, out: &mut Vec<u8>) {
 
 /// Patches the batch starting at `start` (the last one in `out`) with its length and CRC.
 fn seal(out: &mut [u8], start: usize) {
-    let batch_len = i32::try_from(out.len() - start - BATCH_PREFIX_LEN).expect("batch fits i32");
+    // Past i32 the length cannot be written; the largest value makes the batch fail to parse,
+    // which the partition reports as a record too large.
+    let batch_len = i32::try_from(out.len() - start - BATCH_PREFIX_LEN).unwrap_or(i32::MAX);
     out[start + 8..start + 12].copy_from_slice(&batch_len.to_be_bytes());
     let crc = crc32c::crc32c(&out[start + CRC_START..]);
     out[start + 17..start + 21].copy_from_slice(&crc.to_be_bytes());

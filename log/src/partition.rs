@@ -217,10 +217,14 @@ impl Partition {
     pub fn append_prepared(&mut self, prepared: &[u8]) -> Result<u64, LogError> {
         let mut at = 0;
         while at < prepared.len() {
+            // The writer made these batches: one that does not parse holds a record too large
+            // for any batch (the size is the only thing a writer cannot check up front).
             let header = BatchHeader::parse(&prepared[at..])
                 .ok()
                 .filter(|header| at + header.total_len <= prepared.len())
-                .ok_or_else(|| LogError::corrupt("a prepared batch is malformed"))?;
+                .ok_or(LogError::RecordTooLarge {
+                    max: batch::MAX_BATCH_LEN,
+                })?;
             let mut buf = std::mem::take(&mut self.encode_buf);
             buf.clear();
             buf.extend_from_slice(&prepared[at..at + header.total_len]);

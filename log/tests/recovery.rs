@@ -732,3 +732,42 @@ fn compressed_batches_are_read_back_in_bounded_pieces() {
     );
     assert_eq!(values(&log, "t", 0), expected);
 }
+
+#[test]
+fn a_record_too_large_for_any_batch_is_refused_whole_and_the_log_goes_on() {
+    use sluice_log::{BatchBuilder, Compression, Records};
+    let dir = tempfile::tempdir().unwrap();
+    let options = LogOptions {
+        compression: Compression::None,
+        ..LogOptions::default()
+    };
+    let log = Log::open(dir.path(), options).unwrap();
+    log.create_topic("t", 1).unwrap();
+    let huge = vec![b'x'; 257 << 20];
+    // As records the log batches itself, and as a batch a writer prepared.
+    let mut builder = BatchBuilder::new(Compression::None, 0);
+    builder.push(None, Some(&huge), 1, &[]);
+    let as_records = PartitionBatch {
+        topic: "t".into(),
+        partition: 0,
+        records: vec![Record {
+            key: None,
+            value: Some(Bytes::from(huge.clone())),
+            timestamp_ms: 1,
+            headers: Vec::new(),
+        }]
+        .into(),
+    };
+    let prepared = PartitionBatch {
+        topic: "t".into(),
+        partition: 0,
+        records: Records::Prepared(builder.finish(None)),
+    };
+    for batch in [as_records, prepared] {
+        let err = log.append_txn("w", &[batch], "{}").unwrap_err();
+        assert!(matches!(err, LogError::RecordTooLarge { .. }), "{err}");
+    }
+    log.append_txn("w", &[batch("t", 0, &["after"])], "{}")
+        .unwrap();
+    assert_eq!(values(&log, "t", 0), ["after"]);
+}
