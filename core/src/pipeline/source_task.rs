@@ -423,8 +423,16 @@ impl<E: EventEncoder> BatchEncoder<E> {
         log: &L,
         commit: u64,
     ) -> Result<EncodedBatch, PipelineError> {
-        // Topics first (creating one is I/O), so that encoding itself never waits.
+        // Topics first (creating one is I/O), so that encoding itself never waits. Events of
+        // one table come in runs: only the first of a run needs looking at.
+        let mut previous: Option<&Arc<TableSchema>> = None;
         for event in &batch.events {
+            if let (Some(table), Some(previous)) = (&event.table, previous) {
+                if Arc::ptr_eq(table, previous) {
+                    continue;
+                }
+            }
+            previous = event.table.as_ref();
             let (topic, None) = self.topics.topic_for(&self.name, event) else {
                 continue;
             };
