@@ -96,6 +96,7 @@ impl BinaryType {
 }
 
 /// Parses one non-null value.
+#[inline]
 pub fn parse(ty: BinaryType, data: &[u8]) -> Result<Value, InvalidText> {
     let bad = || InvalidText {
         type_name: ty.name(),
