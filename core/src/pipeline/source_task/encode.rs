@@ -1,0 +1,579 @@
+//! Encoding a source batch into log batches: each event through the pipeline's encoder, its
+//! records framed into their partition's batch (prepared whole on the encoding threads when the
+//! log takes them), the commit number stamped on each partition's last record. Large batches
+//! are encoded by two threads, one half each.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use sluice_log::{
+    BatchBuilder, Compression, Header, PackedEntry, PackedRecords, PartitionBatch, Record, Records,
+};
+
+use super::super::PipelineError;
+use crate::checkpoint::{Checkpoint, COMMIT_HEADER};
+use crate::clock::now_us;
+use crate::encode::{EncodedRecord, EncodedRecords, EventEncoder};
+use crate::event::{ChangeEvent, TableSchema};
+use crate::event_log::EventLog;
+use crate::source::SourceBatch;
+use crate::topic;
+
+/// A source batch encoded into log records, ready to append.
+pub(super) struct EncodedBatch {
+    pub batches: Vec<PartitionBatch>,
+    pub checkpoint: Option<Checkpoint>,
+    pub records: u64,
+    pub newest_commit_us: i64,
+}
+
+/// Batches at least this large are encoded by two threads, each on half of the events.
+const PARALLEL_ENCODE_MIN_EVENTS: usize = 1_000;
+
+/// Topic names and partition counts the writer has seen.
+#[derive(Clone, Default)]
+struct Topics {
+    partitions: HashMap<String, u32>,
+    /// Events of one table come in runs: the last event's topic and partition count (once the
+    /// topic exists), instead of rebuilding and looking them up for every event.
+    last: Option<LastTopic>,
+}
+
+#[derive(Clone)]
+struct LastTopic {
+    table: Option<Arc<TableSchema>>,
+    topic: String,
+    partitions: Option<u32>,
+}
+
+impl Topics {
+    /// The topic of `event` and its partition count, if the topic exists yet.
+    fn topic_for(&mut self, source: &str, event: &ChangeEvent) -> (&str, Option<u32>) {
+        let same_table = match (&event.table, &self.last) {
+            (
+                Some(table),
+                Some(LastTopic {
+                    table: Some(last), ..
+                }),
+            ) => Arc::ptr_eq(table, last),
+            _ => false,
+        };
+        if !same_table {
+            let topic = topic::event_topic(source, event);
+            let partitions = self.partitions.get(&topic).copied();
+            self.last = Some(LastTopic {
+                table: event.table.clone(),
+                topic,
+                partitions,
+            });
+        }
+        let last = self.last.as_ref().expect("set above");
+        (&last.topic, last.partitions)
+    }
+
+    fn insert(&mut self, topic: String, partitions: u32) {
+        if let Some(last) = self.last.as_mut().filter(|last| last.topic == topic) {
+            last.partitions = Some(partitions);
+        }
+        self.partitions.insert(topic, partitions);
+    }
+}
+
+/// Encodes events into per-partition record batches.
+pub(super) struct BatchEncoder<E> {
+    name: String,
+    encoder: E,
+    topics: Topics,
+    /// What the last batch's events took, encoded (sizes the next batch's buffers).
+    bytes_per_event: usize,
+    /// Whether (and how compressed) the log takes prepared batches: they are then made by the
+    /// encoding threads, not by the log's one appending thread.
+    prepare: Option<Compression>,
+}
+
+/// Records of a run of events, per partition in event order.
+struct EncodedPart<B> {
+    /// `Slice`s while encoding, `PartitionBatch`es once finished.
+    batches: Vec<B>,
+    /// The buffer packed slices point into.
+    data: Bytes,
+    records: u64,
+    newest_commit_us: i64,
+    /// Bytes of the encoded records.
+    bytes: usize,
+}
+
+impl EncodedPart<Slice> {
+    /// The slices as log batches; the last record of each slice `stamped` picks carries
+    /// commit number `stamp` (see COMMIT_HEADER).
+    fn into_batches(
+        self,
+        stamp: &Bytes,
+        stamped: impl Fn(&Slice) -> bool,
+    ) -> EncodedPart<PartitionBatch> {
+        let EncodedPart {
+            batches,
+            data,
+            records,
+            newest_commit_us,
+            bytes,
+        } = self;
+        let batches = batches
+            .into_iter()
+            .map(|slice| {
+                let header = stamped(&slice).then(|| commit_header(stamp.clone()));
+                let records = match slice.records {
+                    SliceRecords::Packed(mut entries) => {
+                        if let Some(last) = entries.last_mut() {
+                            last.headers.extend(header);
+                        }
+                        Records::Packed(PackedRecords {
+                            data: data.clone(),
+                            entries,
+                        })
+                    }
+                    SliceRecords::Built(builder) => Records::Prepared(builder.finish(header)),
+                };
+                PartitionBatch {
+                    topic: slice.topic,
+                    partition: slice.partition,
+                    records,
+                }
+            })
+            .collect();
+        EncodedPart {
+            batches,
+            data,
+            records,
+            newest_commit_us,
+            bytes,
+        }
+    }
+}
+
+impl<E: EventEncoder> BatchEncoder<E> {
+    /// An encoder for source `name`'s batches; `prepare`: the log's `prepared_batches()`.
+    pub fn new(name: String, encoder: E, prepare: Option<Compression>) -> BatchEncoder<E> {
+        BatchEncoder {
+            name,
+            encoder,
+            topics: Topics::default(),
+            bytes_per_event: FIRST_BYTES_PER_EVENT,
+            prepare,
+        }
+    }
+
+    /// Encodes `batch`, whose records belong to log commit number `commit` (stamped on the
+    /// last record of each partition's records, see COMMIT_HEADER).
+    pub async fn encode<L: EventLog>(
+        &mut self,
+        batch: SourceBatch,
+        log: &L,
+        commit: u64,
+    ) -> Result<EncodedBatch, PipelineError> {
+        // Topics first (creating one is I/O), so that encoding itself never waits. Events of
+        // one table come in runs: only the first of a run needs looking at.
+        let mut previous: Option<&Arc<TableSchema>> = None;
+        for event in &batch.events {
+            if let (Some(table), Some(previous)) = (&event.table, previous) {
+                if Arc::ptr_eq(table, previous) {
+                    continue;
+                }
+            }
+            previous = event.table.as_ref();
+            let (topic, None) = self.topics.topic_for(&self.name, event) else {
+                continue;
+            };
+            let topic = topic.to_owned();
+            let count = log
+                .ensure_topic(&topic)
+                .await
+                .map_err(|source| PipelineError::Log {
+                    name: self.name.clone(),
+                    source,
+                })?;
+            self.topics.insert(topic, count);
+        }
+        let SourceBatch {
+            events,
+            checkpoint,
+            history,
+        } = batch;
+        let (events_len, bytes_per_event) = (events.len().max(1), self.bytes_per_event);
+        let stamp = Bytes::copy_from_slice(&commit.to_be_bytes());
+        let output = Output {
+            bytes_per_event,
+            prepare: self.prepare,
+        };
+        let part = if events.len() >= PARALLEL_ENCODE_MIN_EVENTS {
+            // The second half goes to a blocking thread with a clone of the encoder while this
+            // task encodes the first; per partition, the first half's records come first. The
+            // events are shared, not split: splitting would copy half of them.
+            let events = Arc::new(events);
+            let half = events.len() / 2;
+            let (name, mut encoder, mut topics, shared, second_stamp) = (
+                self.name.clone(),
+                self.encoder.clone(),
+                self.topics.clone(),
+                events.clone(),
+                stamp.clone(),
+            );
+            let second = tokio::task::spawn_blocking(move || {
+                let part =
+                    encode_events(&name, &mut encoder, &mut topics, &shared[half..], output)?;
+                // The second half's slices are the last of their partitions: all stamped.
+                Ok::<_, PipelineError>(part.into_batches(&second_stamp, |_| true))
+            });
+            let first = encode_events(
+                &self.name,
+                &mut self.encoder,
+                &mut self.topics,
+                &events[..half],
+                output,
+            )?;
+            let second = match second.await {
+                Ok(result) => result?,
+                Err(join) => std::panic::resume_unwind(join.into_panic()),
+            };
+            // A partition may get one slice from each half: the log appends them in order, and
+            // only the second one ends the commit in that partition, so only it is stamped (a
+            // stamp in the middle would let a sink take half a commit for a whole one).
+            let mut first = first.into_batches(&stamp, |slice| {
+                !second
+                    .batches
+                    .iter()
+                    .any(|b| b.partition == slice.partition && b.topic == slice.topic)
+            });
+            first.batches.extend(second.batches);
+            first.records += second.records;
+            first.bytes += second.bytes;
+            first.newest_commit_us = first.newest_commit_us.max(second.newest_commit_us);
+            // Freeing thousands of rows takes a while; it need not delay this batch's append.
+            tokio::task::spawn_blocking(move || drop(events));
+            first
+        } else {
+            encode_events(
+                &self.name,
+                &mut self.encoder,
+                &mut self.topics,
+                &events,
+                output,
+            )?
+            .into_batches(&stamp, |_| true)
+        };
+        // The next buffers are sized for this batch's events, with room for some variation.
+        if part.records > 0 {
+            self.bytes_per_event = part.bytes / events_len + part.bytes / events_len / 8 + 16;
+        }
+        let mut batches = part.batches;
+        if !history.is_empty() {
+            let topic = topic::history_topic(&self.name);
+            log.ensure_topic(&topic)
+                .await
+                .map_err(|source| PipelineError::Log {
+                    name: self.name.clone(),
+                    source,
+                })?;
+            let timestamp_ms = now_us().div_euclid(1000);
+            let mut records: Records = history
+                .into_iter()
+                .map(|value| Record {
+                    key: None,
+                    value: Some(value),
+                    timestamp_ms,
+                    headers: Vec::new(),
+                })
+                .collect();
+            records.push_header_to_last(commit_header(stamp));
+            batches.push(PartitionBatch {
+                topic,
+                partition: 0,
+                records,
+            });
+        }
+        Ok(EncodedBatch {
+            batches,
+            checkpoint,
+            records: part.records,
+            newest_commit_us: part.newest_commit_us,
+        })
+    }
+}
+
+/// The log commit header carrying commit number `stamp`.
+fn commit_header(stamp: Bytes) -> Header {
+    Header {
+        key: COMMIT_HEADER.to_owned(),
+        value: Some(stamp),
+    }
+}
+
+/// How `encode_events` lays out what it encodes.
+#[derive(Clone, Copy)]
+struct Output {
+    /// Bytes an event is assumed to take (sizes the buffers).
+    bytes_per_event: usize,
+    /// Prepare whole batches, compressed so, instead of handing the log packed records.
+    prepare: Option<Compression>,
+}
+
+/// One partition's share of the events being encoded.
+struct Slice {
+    topic: String,
+    partition: u32,
+    records: SliceRecords,
+}
+
+enum SliceRecords {
+    /// Spans of the shared buffer, for a log that takes records.
+    Packed(Vec<PackedEntry>),
+    /// Whole batches, for a log that takes them prepared.
+    Built(BatchBuilder),
+}
+
+/// Encodes `events` (whose topics all exist in `topics`) into per-partition batches: prepared
+/// ones when the log takes them (each event's records are framed into their partition's batch
+/// right after encoding, while in cache), else records that all lie in one buffer.
+fn encode_events<E: EventEncoder>(
+    name: &str,
+    encoder: &mut E,
+    topics: &mut Topics,
+    events: &[ChangeEvent],
+    output: Output,
+) -> Result<EncodedPart<Slice>, PipelineError> {
+    let mut slices: Vec<Slice> = Vec::new();
+    let mut records = 0u64;
+    let mut bytes = 0usize;
+    let mut newest_commit_us = i64::MIN;
+    // Packed: one buffer for all records, capped (one batch of large rows must not make the
+    // next batch reserve gigabytes). Prepared: one event's records at a time.
+    let expected = events
+        .len()
+        .saturating_mul(output.bytes_per_event)
+        .min(MAX_FIRST_BUFFER);
+    let mut out = EncodedRecords::with_capacity(match output.prepare {
+        Some(_) => 64 * 1024,
+        None => expected,
+    });
+    encoder.set_processing_time(now_us());
+    for event in events {
+        match output.prepare {
+            Some(_) => out.clear(),
+            None => out.clear_records(),
+        }
+        encoder
+            .encode(event, &mut out)
+            .map_err(|source| PipelineError::Encode {
+                name: name.to_owned(),
+                source,
+            })?;
+        let (topic, count) = topics.topic_for(name, event);
+        let count = count.unwrap_or(1);
+        let timestamp_ms = event.commit_ts_us.div_euclid(1000);
+        newest_commit_us = newest_commit_us.max(event.commit_ts_us);
+        for &EncodedRecord { key, value } in out.records() {
+            let partition = topic::partition_for(key.map(|key| out.bytes(key)), count);
+            // A batch touches few partitions; the most recent one is the likely match.
+            let slot = match slices
+                .iter()
+                .rposition(|s| s.partition == partition && s.topic == topic)
+            {
+                Some(slot) => slot,
+                None => {
+                    // Sized for an even share of the events, so that pushing rarely regrows.
+                    let share = events.len() / usize::try_from(count).unwrap_or(1).max(1);
+                    let records = match output.prepare {
+                        Some(compression) => SliceRecords::Built(BatchBuilder::new(
+                            compression,
+                            match compression {
+                                Compression::None => expected / count as usize,
+                                // Change events compress 5–15×.
+                                Compression::Lz4 => expected / count as usize / 4,
+                            },
+                        )),
+                        None => SliceRecords::Packed(Vec::with_capacity(share.clamp(16, 4096))),
+                    };
+                    slices.push(Slice {
+                        topic: topic.to_owned(),
+                        partition,
+                        records,
+                    });
+                    slices.len() - 1
+                }
+            };
+            match &mut slices[slot].records {
+                SliceRecords::Packed(entries) => entries.push(PackedEntry {
+                    key,
+                    value,
+                    timestamp_ms,
+                    headers: Vec::new(),
+                }),
+                SliceRecords::Built(builder) => {
+                    let (key, value) = (key.map(|k| out.bytes(k)), value.map(|v| out.bytes(v)));
+                    bytes += key.map_or(0, <[u8]>::len) + value.map_or(0, <[u8]>::len);
+                    builder.push(key, value, timestamp_ms, &[]);
+                }
+            }
+            records += 1;
+        }
+    }
+    let data = Bytes::from(out.into_data());
+    if output.prepare.is_none() {
+        bytes = data.len();
+    }
+    Ok(EncodedPart {
+        batches: slices,
+        data,
+        records,
+        newest_commit_us,
+        bytes,
+    })
+}
+
+/// Bytes an event's records are assumed to take before the first batch says otherwise.
+const FIRST_BYTES_PER_EVENT: usize = 256;
+/// The most a batch's record buffer reserves up front (it grows past this when it must).
+const MAX_FIRST_BUFFER: usize = 64 << 20;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Column, DataType, Op, SnapshotMarker, TableId};
+    use crate::event_log::EmbeddedLog;
+    use crate::position::{Lsn, Position};
+    use crate::value::Value;
+    use sluice_log::{Log, LogOptions};
+
+    /// Key: the id as 8 bytes; value: a short text.
+    #[derive(Clone)]
+    struct IdEncoder;
+
+    impl EventEncoder for IdEncoder {
+        fn encode(
+            &mut self,
+            event: &ChangeEvent,
+            out: &mut EncodedRecords,
+        ) -> Result<(), crate::encode::EncodeError> {
+            let id = match event.after.as_ref().map(|row| &row[0]) {
+                Some(Value::Int64(id)) => *id,
+                _ => unreachable!("the test's rows start with an id"),
+            };
+            let (key, ()) = out.write(|buf| buf.extend_from_slice(&id.to_be_bytes()));
+            let (value, ()) =
+                out.write(|buf| buf.extend_from_slice(format!("row {id}").as_bytes()));
+            out.push(Some(key), Some(value));
+            Ok(())
+        }
+    }
+
+    fn events(n: i64) -> Vec<ChangeEvent> {
+        let schema = Arc::new(TableSchema {
+            table: TableId {
+                namespace: "public".into(),
+                name: "t".into(),
+            },
+            columns: vec![Column {
+                name: "id".into(),
+                type_name: "bigint".into(),
+                data_type: DataType::Int64,
+                key: true,
+                nullable: false,
+            }],
+            version: 1,
+        });
+        (0..n)
+            .map(|id| ChangeEvent {
+                op: Op::Read,
+                table: Some(schema.clone()),
+                before: None,
+                before_is_key_only: false,
+                after: Some(vec![Value::Int64(id)]),
+                snapshot: SnapshotMarker::Yes,
+                commit_ts_us: 1_700_000_000_000_000,
+                position: Position::PgLsn(Lsn(42)),
+                xid: None,
+                txn: None,
+                message: None,
+            })
+            .collect()
+    }
+
+    /// Encodes and appends `n` events as commit 7 into a log with `partitions` partitions per
+    /// topic; returns each partition's records.
+    async fn appended(
+        n: i64,
+        partitions: u32,
+        compression: Compression,
+        prepared: bool,
+    ) -> Vec<Vec<sluice_log::StoredRecord>> {
+        let dir = tempfile::tempdir().unwrap();
+        let options = LogOptions {
+            compression,
+            ..LogOptions::default()
+        };
+        let log = EmbeddedLog::new(
+            Arc::new(Log::open(dir.path(), options).unwrap()),
+            partitions,
+        );
+        let mut encoder = BatchEncoder {
+            name: "src".into(),
+            encoder: IdEncoder,
+            topics: Topics::default(),
+            bytes_per_event: FIRST_BYTES_PER_EVENT,
+            prepare: log.prepared_batches().filter(|_| prepared),
+        };
+        let batch = SourceBatch {
+            events: events(n),
+            checkpoint: None,
+            history: Vec::new(),
+        };
+        let encoded = encoder.encode(batch, &log, 7).await.unwrap();
+        assert_eq!(encoded.records, n as u64);
+        log.append("src", encoded.batches, Some("{}".into()))
+            .await
+            .unwrap();
+        let mut per_partition = Vec::new();
+        for partition in 0..partitions {
+            let read = log.read("src.public.t", partition, 0, usize::MAX);
+            per_partition.push(read.await.unwrap());
+        }
+        per_partition
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn only_the_last_record_of_each_partition_carries_the_commit_stamp() {
+        let is_stamp = |h: &Header| h.key == COMMIT_HEADER;
+        // Below and above the size at which two threads encode a batch's halves, with one and
+        // with several partitions, packed and prepared (compressed or not).
+        for (compression, prepared) in [
+            (Compression::Lz4, true),
+            (Compression::None, true),
+            (Compression::Lz4, false),
+        ] {
+            for (n, partitions) in [(10, 1), (5_000, 1), (5_000, 3)] {
+                let per_partition = appended(n, partitions, compression, prepared).await;
+                let total: usize = per_partition.iter().map(Vec::len).sum();
+                assert_eq!(total, n as usize);
+                for records in &per_partition {
+                    let stamped: Vec<usize> = records
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, r)| r.headers.iter().any(is_stamp))
+                        .map(|(i, _)| i)
+                        .collect();
+                    assert_eq!(
+                        stamped,
+                        [records.len() - 1],
+                        "{n} events, {partitions} partitions"
+                    );
+                    let stamp = records.last().unwrap().headers.iter().find(|h| is_stamp(h));
+                    assert_eq!(
+                        stamp.unwrap().value.as_deref(),
+                        Some(&7u64.to_be_bytes()[..])
+                    );
+                }
+            }
+        }
+    }
+}
