@@ -625,7 +625,8 @@ fn put_bytes(out: &mut Vec<u8>, bytes: Option<&[u8]>) {
 mod tests {
     use super::*;
 
-    fn record(key: &str, value: Option<&str>, ts: i64) -> Record {
+    /// A record with a key, the given value and one header.
+    pub(super) fn record(key: &str, value: Option<&str>, ts: i64) -> Record {
         Record {
             key: Some(Bytes::copy_from_slice(key.as_bytes())),
             value: value.map(|v| Bytes::copy_from_slice(v.as_bytes())),

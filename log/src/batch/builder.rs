@@ -209,19 +209,8 @@ fn put_bytes_at(out: &mut Vec<u8>, bytes: Option<&[u8]>) -> Option<(usize, usize
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::batch::tests::record;
     use crate::batch::{decode, BatchHeader, Record, StoredRecord};
-
-    fn record(key: &str, value: Option<&str>, ts: i64) -> Record {
-        Record {
-            key: Some(Bytes::copy_from_slice(key.as_bytes())),
-            value: value.map(|v| Bytes::copy_from_slice(v.as_bytes())),
-            timestamp_ms: ts,
-            headers: vec![Header {
-                key: "h".into(),
-                value: Some(Bytes::from_static(b"v")),
-            }],
-        }
-    }
 
     fn prepared(
         records: &[Record],
