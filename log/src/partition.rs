@@ -212,7 +212,7 @@ impl Partition {
         Ok(self.end_offset())
     }
 
-    /// Appends batches prepared at base offset 0 (`batch::prepare`), each moved to the log end
+    /// Appends batches prepared at base offset 0 (`batch::BatchBuilder`), each moved to the log end
     /// offset; returns the offset after the last.
     pub fn append_prepared(&mut self, prepared: &[u8]) -> Result<u64, LogError> {
         let mut at = 0;
