@@ -1,9 +1,10 @@
 //! Kafka record batch v2 (magic 2): the unit sluice's log writes, checks and reads.
 //!
 //! Batches are stored byte for byte as Kafka stores them (see shared/reference/kafka-log-format.md),
-//! so that a segment can later be served to Kafka clients or moved to Kafka unchanged. This is a
-//! lean codec of our own rather than the `kafka-protocol` crate: the log needs only uncompressed
-//! batches, and the generated protocol crate would add a large build for one struct.
+//! so that a segment can later be served to Kafka clients or moved to Kafka unchanged (a test
+//! reads segments with Kafka's own Java client). This is a lean codec of our own rather than the
+//! `kafka-protocol` crate: the log needs uncompressed and LZ4 batches only, and the generated
+//! protocol crate would add a large build for one struct.
 //!
 //! Layout (big-endian): baseOffset i64, batchLength i32, partitionLeaderEpoch i32, magic i8,
 //! crc u32 (CRC-32C of everything after it), attributes i16, lastOffsetDelta i32,
