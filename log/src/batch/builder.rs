@@ -110,15 +110,6 @@ impl BatchBuilder {
         self.records += 1;
     }
 
-    /// Records pushed so far.
-    pub fn len(&self) -> usize {
-        self.records
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.records == 0
-    }
-
     /// Closes the open batch and returns every batch; `last_header` is added to the last
     /// record first.
     pub fn finish(mut self, last_header: Option<Header>) -> PreparedBatches {
