@@ -14,13 +14,14 @@
 //! of independent 64 KiB blocks, as Kafka writes it).
 
 use std::cell::RefCell;
-use std::io::{Read, Write};
+use std::io::Read;
 
 use bytes::Bytes;
 
 use crate::LogError;
 
 mod builder;
+mod lz4;
 pub use builder::BatchBuilder;
 
 /// Bytes before the records: every batch has this fixed header.
@@ -340,16 +341,7 @@ fn record_size<R: RecordView>(record: &R) -> usize {
 fn put_compressed(plain: &[u8], compression: Compression, out: &mut Vec<u8>) {
     match compression {
         Compression::None => out.extend_from_slice(plain),
-        Compression::Lz4 => {
-            let frame = lz4_flex::frame::FrameInfo::new()
-                .block_size(lz4_flex::frame::BlockSize::Max64KB)
-                .block_mode(lz4_flex::frame::BlockMode::Independent);
-            let mut encoder = lz4_flex::frame::FrameEncoder::with_frame_info(frame, &mut *out);
-            encoder
-                .write_all(plain)
-                .and_then(|()| encoder.finish().map(drop).map_err(std::io::Error::other))
-                .expect("compressing into memory cannot fail");
-        }
+        Compression::Lz4 => lz4::put_frame(plain, out),
     }
 }
 
