@@ -300,7 +300,8 @@ pub struct ChangeEvent {
     /// Source transaction id (Postgres xid), when the source has one.
     pub xid: Option<u64>,
     pub txn: Option<TxnInfo>,
-    pub message: Option<LogicalMessage>,
+    /// Boxed: messages are rare, and every event moves this field around.
+    pub message: Option<Box<LogicalMessage>>,
 }
 
 #[cfg(test)]

@@ -350,7 +350,7 @@ impl Stream {
                     position: Position::PgLsn(lsn),
                     xid: None,
                     txn: None,
-                    message: Some(message),
+                    message: Some(Box::new(message)),
                 };
                 match self.txn.as_mut() {
                     Some(txn) if transactional => {
