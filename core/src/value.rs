@@ -249,25 +249,31 @@ impl UtcTimestampWriter {
                 date
             }
         };
-        out.extend_from_slice(&date);
+        // Date, time, fraction and zone are put together here and appended in one copy.
+        let mut text = [0u8; 27];
+        text[..11].copy_from_slice(&date);
         let of_day = micros.rem_euclid(MICROS_PER_DAY);
         let secs = (of_day / MICROS_PER_SECOND) as u32;
-        let mut time = *b"00:00:00";
-        two_digits(&mut time[0..2], secs / 3600);
-        two_digits(&mut time[3..5], secs / 60 % 60);
-        two_digits(&mut time[6..8], secs % 60);
-        out.extend_from_slice(&time);
-        let mut frac = (of_day % MICROS_PER_SECOND) as u32;
+        two_digits(&mut text[11..13], secs / 3600);
+        text[13] = b':';
+        two_digits(&mut text[14..16], secs / 60 % 60);
+        text[16] = b':';
+        two_digits(&mut text[17..19], secs % 60);
+        let mut len = 19;
+        let frac = (of_day % MICROS_PER_SECOND) as u32;
         if frac != 0 {
-            let mut digits = *b".000000";
-            for digit in digits[1..].iter_mut().rev() {
-                *digit = b'0' + (frac % 10) as u8;
-                frac /= 10;
+            // Six digits, then the trailing zeros dropped.
+            text[19] = b'.';
+            two_digits(&mut text[20..22], frac / 10_000);
+            two_digits(&mut text[22..24], frac / 100 % 100);
+            two_digits(&mut text[24..26], frac % 100);
+            len = 26;
+            while text[len - 1] == b'0' {
+                len -= 1;
             }
-            let len = 7 - digits.iter().rev().take_while(|d| **d == b'0').count();
-            out.extend_from_slice(&digits[..len]);
         }
-        out.push(b'Z');
+        text[len] = b'Z';
+        out.extend_from_slice(&text[..=len]);
     }
 }
 

@@ -193,52 +193,64 @@ fn numeric(data: &[u8]) -> Option<Decimal> {
             _ => Some(0),
         }
     };
-    let mut text = Text::with_capacity(4 * (weight.max(0) as usize + 1) + dscale + 2);
+    // The digits are gathered in a byte buffer (on the stack unless the number is long) and
+    // made text once: pushing characters into a `Text` one by one cost several times more.
+    let most = 4 * (weight.max(0) as usize + 1) + dscale + 2;
+    let mut stack = [0u8; 64];
+    let mut heap = Vec::new();
+    let buf = if most <= stack.len() {
+        &mut stack[..]
+    } else {
+        heap.resize(most, 0);
+        &mut heap[..]
+    };
+    let mut len = 0;
     if sign == 0x4000 {
-        text.push('-');
+        buf[len] = b'-';
+        len += 1;
     }
     if weight < 0 {
-        text.push('0');
+        buf[len] = b'0';
+        len += 1;
     } else {
         for i in 0..=weight {
             let group = digit(i)?;
-            if i == 0 {
-                push_u16(&mut text, group);
-            } else {
-                push_group(&mut text, group, 4);
-            }
+            // The first group without its leading zeros.
+            let take = match (i, group) {
+                (0, 0..=9) => 1,
+                (0, 10..=99) => 2,
+                (0, 100..=999) => 3,
+                _ => 4,
+            };
+            buf[len..len + take].copy_from_slice(&group_digits(group)[4 - take..]);
+            len += take;
         }
     }
     if dscale > 0 {
-        text.push('.');
+        buf[len] = b'.';
+        len += 1;
         let mut left = dscale;
         let mut i = weight + 1;
         while left > 0 {
             let take = left.min(4);
-            push_group(&mut text, digit(i)?, take);
+            buf[len..len + take].copy_from_slice(&group_digits(digit(i)?)[..take]);
+            len += take;
             left -= take;
             i += 1;
         }
     }
-    Some(Decimal::Finite(text))
+    let text = std::str::from_utf8(&buf[..len]).ok()?;
+    Some(Decimal::Finite(Text::from(text)))
 }
 
-fn push_u16(text: &mut Text, value: u16) {
-    let mut buf = itoa::Buffer::new();
-    text.push_str(buf.format(value));
-}
-
-/// The first `take` of a base-10000 digit's four decimal digits, zero-padded.
-fn push_group(text: &mut Text, group: u16, take: usize) {
-    let digits = [
+/// A base-10000 digit as its four decimal digits, zero-padded.
+fn group_digits(group: u16) -> [u8; 4] {
+    [
         b'0' + (group / 1000) as u8,
         b'0' + (group / 100 % 10) as u8,
         b'0' + (group / 10 % 10) as u8,
         b'0' + (group % 10) as u8,
-    ];
-    for d in &digits[..take] {
-        text.push(char::from(*d));
-    }
+    ]
 }
 
 /// The binary COPY signature, then flags and a header extension whose length follows.
@@ -358,11 +370,17 @@ mod tests {
             (0, 0, 6, &[7, 1234, 5600], "7.123456"),
             (2, 0, 0, &[9999, 9999, 9999], "999999999999"),
             (0, 0, 1, &[3, 9999], "3.9"),
+            (0, 0, 3, &[987, 6543], "987.654"),
+            (0, 0x4000, 0, &[1234], "-1234"),
         ];
         for (weight, sign, dscale, digits, expected) in cases {
             let decimal = numeric(&numeric_bytes(*weight, *sign, *dscale, digits)).unwrap();
             assert_eq!(decimal, Decimal::Finite((*expected).into()));
         }
+        // Past the stack buffer: 84 integer digits and 60 fractional ones.
+        let long = numeric(&numeric_bytes(20, 0x4000, 60, &[9999; 36])).unwrap();
+        let expected = format!("-{}.{}", "9".repeat(84), "9".repeat(60));
+        assert_eq!(long, Decimal::Finite(expected.as_str().into()));
         assert_eq!(
             numeric(&numeric_bytes(0, 0xC000, 0, &[])),
             Some(Decimal::NaN)
