@@ -127,11 +127,11 @@ fn reused_source_fields_match_a_fresh_encoders_for_every_event() {
     // A message at the same commit time and position: no table fields.
     let mut ev = event(Op::Message, None, None);
     ev.table = None;
-    ev.message = Some(LogicalMessage {
+    ev.message = Some(Box::new(LogicalMessage {
         prefix: "p".into(),
         content: Bytes::from_static(b"x"),
         transactional: true,
-    });
+    }));
     events.push(ev);
     // Back to the first table's schema object, then a new position, commit time, marker.
     let mut ev = event(Op::Update, row(), row());
