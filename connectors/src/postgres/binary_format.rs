@@ -194,7 +194,7 @@ fn numeric(data: &[u8]) -> Option<Decimal> {
         }
     };
     // The digits are gathered in a byte buffer (on the stack unless the number is long) and
-    // made text once: pushing characters into a `Text` one by one cost several times more.
+    // made text once: pushing characters into a `Text` one by one took twice the instructions.
     let most = 4 * (weight.max(0) as usize + 1) + dscale + 2;
     let mut stack = [0u8; 64];
     let mut heap = Vec::new();
