@@ -488,3 +488,123 @@ impl Rng {
         self.0 % n
     }
 }
+
+/// A Postgres cluster of one test's own (initdb in a temp directory, on a free port), for tests
+/// that restart or stop the server: the shared server on 5432 must stay up under the other
+/// tests. Started with `wal_level = logical` and trust authentication on loopback; stopped
+/// (immediately) and removed when dropped.
+pub struct PrivateCluster {
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+
+impl PrivateCluster {
+    pub fn start() -> PrivateCluster {
+        let dir = tempfile::Builder::new()
+            .prefix("sluice-pg-")
+            .tempdir()
+            .expect("tempdir for a private cluster");
+        // initdb refuses to run as root: the cluster belongs to the postgres user.
+        let chown = Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(dir.path())
+            .status()
+            .expect("chown the cluster directory");
+        assert!(chown.success(), "chown the cluster directory");
+        let data = dir.path().join("data");
+        let out = Self::as_postgres(
+            Command::new(format!("{PG_BIN}/initdb"))
+                .args(["-A", "trust", "-U", "postgres", "--no-sync", "-D"])
+                .arg(&data),
+        );
+        assert!(
+            out.status.success(),
+            "initdb: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let port = free_port();
+        let conf = format!(
+            "listen_addresses = '127.0.0.1'\nport = {port}\nunix_socket_directories = '{}'\n\
+             wal_level = logical\nmax_replication_slots = 8\nmax_wal_senders = 8\n\
+             fsync = off\nshared_buffers = 32MB\n",
+            dir.path().display()
+        );
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(data.join("postgresql.conf"))
+            .and_then(|mut f| std::io::Write::write_all(&mut f, conf.as_bytes()))
+            .expect("write postgresql.conf");
+        let cluster = PrivateCluster { port, dir };
+        let out = cluster.pg_ctl(&["start", "-w", "-t", "60"]);
+        assert!(
+            out.status.success(),
+            "pg_ctl start: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        cluster
+    }
+
+    fn as_postgres(command: &mut Command) -> std::process::Output {
+        let program = command.get_program().to_owned();
+        let args: Vec<_> = command.get_args().map(|a| a.to_owned()).collect();
+        Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(program)
+            .args(args)
+            .output()
+            .expect("run a Postgres tool as the postgres user")
+    }
+
+    /// Runs `pg_ctl ACTION…` on this cluster as the postgres user.
+    pub fn pg_ctl(&self, args: &[&str]) -> std::process::Output {
+        Self::as_postgres(
+            Command::new(format!("{PG_BIN}/pg_ctl"))
+                .arg("-D")
+                .arg(self.dir.path().join("data"))
+                .arg("-l")
+                .arg(self.dir.path().join("server.log"))
+                .args(args),
+        )
+    }
+
+    pub fn url(&self, db: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
+    }
+
+    /// Runs SQL through psql against database `db` of this cluster.
+    pub fn exec(&self, db: &str, sql: &str) -> String {
+        let out = Command::new("psql")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                "-d",
+                db,
+            ])
+            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql])
+            .output()
+            .expect("run psql");
+        assert!(
+            out.status.success(),
+            "psql failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// The server's log so far (for assertion messages).
+    pub fn server_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for PrivateCluster {
+    fn drop(&mut self) {
+        let _ = self.pg_ctl(&["stop", "-m", "immediate", "-t", "20"]);
+    }
+}

@@ -97,8 +97,9 @@ pub struct ConnectParams {
 pub enum ReplicationMessage {
     /// WAL data: a pgoutput message starting at `wal_start`.
     XLogData { wal_start: Lsn, data: Bytes },
-    /// The server's keepalive; answer at once when `reply_requested`.
-    Keepalive { reply_requested: bool },
+    /// The server's keepalive: `wal_end` is where its decoding stands (everything committed
+    /// before it has been sent); answer at once when `reply_requested`.
+    Keepalive { wal_end: Lsn, reply_requested: bool },
 }
 
 enum Frame {
@@ -380,7 +381,11 @@ impl WireConnection {
             };
             match message {
                 Message::CopyData(body) => return decode_copy_data(body.into_bytes()).map(Some),
-                Message::CopyDone => return Err(PostgresError::StreamEnded),
+                // A walsender that stops (the server shuts down) ends the COPY with
+                // CommandComplete once its client has confirmed everything it was sent.
+                Message::CopyDone | Message::CommandComplete(_) | Message::ReadyForQuery(_) => {
+                    return Err(PostgresError::StreamEnded)
+                }
                 Message::ErrorResponse(body) => {
                     return Err(PostgresError::Server(ServerError::from_fields(
                         body.fields(),
@@ -513,10 +518,13 @@ fn decode_copy_data(mut data: Bytes) -> Result<ReplicationMessage, PostgresError
             Ok(ReplicationMessage::XLogData { wal_start, data })
         }
         b'k' if data.len() >= 17 => {
-            let _wal_end = data.get_u64();
+            let wal_end = Lsn(data.get_u64());
             let _send_time = data.get_i64();
             let reply_requested = data.get_u8() == 1;
-            Ok(ReplicationMessage::Keepalive { reply_requested })
+            Ok(ReplicationMessage::Keepalive {
+                wal_end,
+                reply_requested,
+            })
         }
         other => Err(PostgresError::protocol(format!(
             "unknown replication message tag {other:#x}"

@@ -12,6 +12,13 @@
 //! - Acknowledgement: standby status updates carry `write` = the last commit received and
 //!   `flush` = the last commit durable in the log (never beyond), at least every
 //!   `status_interval` even when idle, at once when the server asks, and once more at shutdown.
+//! - Idle: when nothing captured is pending, the server's keepalives say how far its decoding
+//!   has gone (writes to other databases, tables outside the publication). That position goes
+//!   to the log as a checkpoint without data (at most once per `status_interval`, at once when
+//!   the server asks for a reply) and is confirmed once durable. Without it an idle source
+//!   pins WAL forever, and a server shutting down (which waits for its walsenders' clients to
+//!   confirm everything sent) cannot stop. The checkpoint goes to the log first so that after
+//!   a restart the log is never behind the slot.
 //! - Failure: a lost connection is a transient error (the runtime reconnects from the last
 //!   durable checkpoint); undecodable data or an unmappable type is definite.
 
@@ -76,6 +83,18 @@ pub struct Stream {
     resume_lsn: Lsn,
     received_lsn: Lsn,
     durable_lsn: Lsn,
+    /// How far the server's decoding has gone by its last keepalive: every transaction that
+    /// committed before it has been received.
+    server_lsn: Lsn,
+    /// The highest checkpoint handed to the runtime (durable or on its way).
+    handed_lsn: Lsn,
+    /// When the last checkpoint without data was handed out.
+    idle_checkpoint_at: Instant,
+    /// The server asked for a reply while a checkpoint without data is due: answered once the
+    /// checkpoint is durable, with it.
+    reply_due: bool,
+    /// A durable position not yet sent to the server (acknowledged inside the status spacing).
+    flush_unsent: bool,
     last_status: Instant,
     status_interval: Duration,
     relations: HashMap<u32, Relation>,
@@ -108,6 +127,11 @@ impl Stream {
             resume_lsn: start,
             received_lsn: start,
             durable_lsn: start,
+            server_lsn: start,
+            handed_lsn: start,
+            idle_checkpoint_at: Instant::now(),
+            reply_due: false,
+            flush_unsent: false,
             last_status: Instant::now(),
             status_interval,
             relations: HashMap::new(),
@@ -144,7 +168,12 @@ impl Stream {
                 txn.emitted += txn.events.len() as u64;
                 return Ok(Some((std::mem::take(&mut txn.events), None)));
             }
-            if now >= self.last_status + self.status_interval {
+            if let Some(end) = self.idle_checkpoint(now) {
+                return Ok(Some((Vec::new(), Some(end))));
+            }
+            if now >= self.last_status + self.status_interval
+                || (self.flush_unsent && now >= self.last_status + ACK_STATUS_SPACING)
+            {
                 self.send_status(false).await?;
             }
             // What has already arrived joins the batch whatever its age (catching up, batches
@@ -158,10 +187,13 @@ impl Stream {
                     return Ok(self.take_batch());
                 }
                 None => {
-                    let deadline = match self.batch_started {
+                    let mut deadline = match self.batch_started {
                         Some(started) => started + self.limits.max_age,
                         None => idle_until.min(self.last_status + self.status_interval),
                     };
+                    if self.flush_unsent {
+                        deadline = deadline.min(self.last_status + ACK_STATUS_SPACING);
+                    }
                     match tokio::time::timeout_at(deadline, self.conn.recv()).await {
                         Ok(message) => message?,
                         Err(_) if self.batch_started.is_some() => return Ok(self.take_batch()),
@@ -178,10 +210,17 @@ impl Stream {
                     self.handle(message, wal_start, ctx).await?;
                 }
                 ReplicationMessage::Keepalive {
-                    reply_requested, ..
+                    wal_end,
+                    reply_requested,
                 } => {
+                    self.server_lsn = self.server_lsn.max(wal_end);
                     if reply_requested {
-                        self.send_status(false).await?;
+                        if self.is_idle() && self.server_lsn > self.handed_lsn {
+                            // Answered with the checkpoint, once it is durable.
+                            self.reply_due = true;
+                        } else {
+                            self.send_status(false).await?;
+                        }
                     }
                 }
             }
@@ -191,7 +230,31 @@ impl Stream {
     fn take_batch(&mut self) -> Option<(Vec<ChangeEvent>, Option<Lsn>)> {
         self.batch_started = None;
         let end = self.batch_end.take()?;
+        self.handed_lsn = self.handed_lsn.max(end);
         Some((std::mem::take(&mut self.ready), Some(end)))
+    }
+
+    /// Nothing captured is open, pending or in parts: everything the server sent is handled.
+    fn is_idle(&self) -> bool {
+        self.txn.is_none() && self.ready.is_empty() && self.batch_started.is_none()
+    }
+
+    /// The position to checkpoint without data, when the stream is idle and the server has
+    /// moved past the last checkpoint: once per status interval, or at once when the server
+    /// waits for a reply (a shutdown waits for exactly this).
+    fn idle_checkpoint(&mut self, now: Instant) -> Option<Lsn> {
+        let caught_up = self.server_lsn.max(self.received_lsn);
+        if !self.is_idle() || caught_up <= self.handed_lsn {
+            return None;
+        }
+        if !self.reply_due && now < self.idle_checkpoint_at + self.status_interval {
+            return None;
+        }
+        self.reply_due = false;
+        self.idle_checkpoint_at = now;
+        self.handed_lsn = caught_up;
+        tracing::trace!(lsn = %caught_up, "idle: checkpointing the server's position");
+        Some(caught_up)
     }
 
     /// Records that the log holds everything up to `lsn`; tells the server soon.
@@ -200,6 +263,8 @@ impl Stream {
             self.durable_lsn = lsn;
             if self.last_status.elapsed() >= ACK_STATUS_SPACING {
                 self.send_status(false).await?;
+            } else {
+                self.flush_unsent = true;
             }
         }
         Ok(())
@@ -211,6 +276,7 @@ impl Stream {
             .send_status(write, self.durable_lsn, reply_requested)
             .await?;
         self.last_status = Instant::now();
+        self.flush_unsent = false;
         Ok(())
     }
 
@@ -256,6 +322,12 @@ impl Stream {
                     return Ok(());
                 }
                 if txn.events.is_empty() {
+                    if txn.emitted > 0 {
+                        // Its last part went out when it filled a batch exactly: this commit
+                        // still has to commit those parts, with a checkpoint and no data.
+                        self.batch_end = Some(end_lsn);
+                        self.batch_started.get_or_insert_with(Instant::now);
+                    }
                     return Ok(());
                 }
                 if self.ready.is_empty() {
