@@ -87,6 +87,16 @@ pub enum PostgresError {
     },
     #[error("{problem}; to fix: {fix}")]
     Setup { problem: String, fix: String },
+    #[error(
+        "replication slot {slot} is in use by process {pid}{holder}; to fix: stop the other \
+         pipeline or tool reading it, or give this source its own slot with `slot = \"...\"` \
+         (a connection of a sluice that died is released within the server's wal_sender_timeout)"
+    )]
+    SlotInUse {
+        slot: String,
+        pid: i32,
+        holder: String,
+    },
 }
 
 impl PostgresError {
@@ -107,9 +117,12 @@ fn transient_sqlstate(code: &str) -> bool {
 impl Classify for PostgresError {
     fn kind(&self) -> ErrorKind {
         match self {
-            PostgresError::Connect { .. } | PostgresError::Io(_) | PostgresError::StreamEnded => {
-                ErrorKind::Transient
-            }
+            // A slot in use may be held by the connection of a sluice that just died: the
+            // runtime retries a few times at startup, and for good once running.
+            PostgresError::Connect { .. }
+            | PostgresError::Io(_)
+            | PostgresError::StreamEnded
+            | PostgresError::SlotInUse { .. } => ErrorKind::Transient,
             PostgresError::Server(error) if transient_sqlstate(&error.code) => ErrorKind::Transient,
             PostgresError::Query(error) => {
                 let io = std::error::Error::source(error)
@@ -140,6 +153,9 @@ struct SnapshotPhase {
     /// Whole chunks move into batches, so events are not copied from one vector to another.
     held_back: Option<Vec<ChangeEvent>>,
     first_emitted: bool,
+    /// Whether the log has been handed the checkpoint that records the slot as this source's
+    /// (a snapshot begun at its consistent point), before any row.
+    claimed: bool,
 }
 
 /// The Postgres source (see the module docs).
@@ -194,7 +210,6 @@ impl PostgresSource {
         tables: &[catalog::CapturedTable],
     ) -> Result<(), PostgresError> {
         let slot = self.config.slot_name();
-        let dbname = self.dbname();
         let ctx = self.ctx.as_mut().expect("catalog connected in start");
         let mut snapshot_tables = Vec::with_capacity(tables.len());
         for table in tables {
@@ -244,11 +259,6 @@ impl PostgresSource {
                 blocks: u64::try_from(blocks).unwrap_or(0),
             });
         }
-        if let Some(state) = setup::slot_state(&ctx.client, &slot).await? {
-            setup::check_slot_database(&slot, &state, &dbname)?;
-            // No committed stream position depends on this slot: start it over.
-            setup::drop_slot(&ctx.client, &slot).await?;
-        }
         let mut conn = self.connect_replication().await?;
         let created = setup::create_slot(&mut conn, &slot, true).await?;
         let snapshot_name = created
@@ -270,6 +280,7 @@ impl PostgresSource {
             consistent_point: created.consistent_point,
             held_back: None,
             first_emitted: false,
+            claimed: false,
         });
         Ok(())
     }
@@ -279,6 +290,17 @@ impl PostgresSource {
         let Phase::Snapshot(phase) = &mut self.phase else {
             unreachable!("called in the snapshot phase")
         };
+        if !phase.claimed {
+            // Before any row: proof for a restart that the slot is this source's (see start).
+            phase.claimed = true;
+            return Ok(Some(SourceBatch::new(
+                Vec::new(),
+                Some(Checkpoint {
+                    position: Position::PgLsn(phase.consistent_point),
+                    snapshot: SnapshotProgress::InProgress,
+                }),
+            )));
+        }
         // The newest chunk is held back: only once the snapshot ends is its last event known to
         // be the snapshot's last. A batch is whole chunks, of about `max_events` events in all.
         let mut events: Vec<ChangeEvent> = Vec::new();
@@ -422,16 +444,45 @@ impl Source for PostgresSource {
             }
             None => None,
         };
+        if let Some(state) = &slot {
+            setup::check_slot_database(&slot_name, state, &self.dbname())?;
+            if let Some(pid) = state.active_pid {
+                let client = &self.ctx.as_ref().expect("set above").client;
+                return Err(setup::slot_in_use(client, &slot_name, pid).await);
+            }
+        }
         let snapshot_mode = self.config.snapshot;
         let start_lsn = match (resume_lsn, &slot) {
-            (None, _) if snapshot_mode != SnapshotMode::Never || resume.is_some() => {
+            (None, Some(state)) => {
+                // Ours only if the log recorded beginning a snapshot at this very slot's
+                // consistent point (which its confirmed_flush_lsn stays at until streaming).
+                let snapshot_began_here = matches!(
+                    &resume,
+                    Some(Checkpoint {
+                        position: Position::PgLsn(began),
+                        snapshot: SnapshotProgress::InProgress,
+                    }) if state.confirmed_flush == Some(*began)
+                );
+                if !snapshot_began_here {
+                    return Err(setup::foreign_slot(&slot_name, state, None));
+                }
+                let client = &self.ctx.as_ref().expect("set above").client;
+                // No committed stream position depends on this slot: start it over.
+                setup::drop_slot(client, &slot_name).await?;
                 return self.begin_snapshot(server.version_num, &tables).await;
             }
-            (None, Some(state)) => state.confirmed_flush.unwrap_or_default(),
+            (None, None) if snapshot_mode != SnapshotMode::Never || resume.is_some() => {
+                return self.begin_snapshot(server.version_num, &tables).await;
+            }
             (None, None) => {
                 let mut conn = self.connect_replication().await?;
                 let created = setup::create_slot(&mut conn, &slot_name, false).await?;
-                return self.stream_from(conn, created.consistent_point).await;
+                self.stream_from(conn, created.consistent_point).await?;
+                if let Phase::Streaming(stream) = &mut self.phase {
+                    // The log records the slot as this source's before anything else happens.
+                    stream.claim_slot();
+                }
+                return Ok(());
             }
             (Some(lsn), None) => {
                 if snapshot_mode == SnapshotMode::WhenNeeded {
@@ -444,40 +495,21 @@ impl Source for PostgresSource {
                 });
             }
             (Some(lsn), Some(state)) => {
-                setup::check_slot_database(&slot_name, state, &self.dbname())?;
                 if state.plugin.as_deref() != Some("pgoutput") {
                     return Err(PostgresError::Setup {
                         problem: format!(
                             "replication slot {slot_name} uses plugin {:?}, not pgoutput",
                             state.plugin
                         ),
-                        fix: "drop the slot or name another one with `slot =`".into(),
+                        fix: "name another slot with `slot =`; sluice does not drop slots it did not create".into(),
                     });
                 }
-                if let Some(confirmed) = state.confirmed_flush.filter(|confirmed| *confirmed > lsn)
+                if state
+                    .confirmed_flush
+                    .is_some_and(|confirmed| confirmed > lsn)
                 {
-                    if snapshot_mode == SnapshotMode::WhenNeeded {
-                        tracing::warn!(slot = %slot_name, confirmed_flush = %confirmed, log = %lsn, "slot advanced past the log; taking a new snapshot");
-                        return self.begin_snapshot(server.version_num, &tables).await;
-                    }
-                    return Err(PostgresError::Setup {
-                        problem: format!(
-                            "replication slot {slot_name} is at {confirmed}, past the log's last position {lsn}: \
-                             another consumer advanced it and the changes in between are lost to sluice"
-                        ),
-                        fix: "set snapshot = \"when_needed\" to take a new snapshot; give each consumer its own slot".into(),
-                    });
-                }
-                if let Some(pid) = state.active_pid {
-                    return Err(PostgresError::Server(ServerError {
-                        code: "55006".into(),
-                        message: format!("replication slot {slot_name} is in use by process {pid}"),
-                        detail: None,
-                        hint: Some(
-                            "another sluice or a previous connection still holds it; retrying"
-                                .into(),
-                        ),
-                    }));
+                    // sluice confirms only what its log holds, so its own slot is never ahead.
+                    return Err(setup::foreign_slot(&slot_name, state, Some(lsn)));
                 }
                 lsn
             }

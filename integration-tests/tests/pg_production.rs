@@ -146,3 +146,149 @@ async fn a_transaction_filling_its_batches_exactly_commits_without_a_later_one()
         (1..=total).collect::<Vec<_>>()
     );
 }
+
+/// The slot's confirmed_flush_lsn and catalog_xmin: a slot dropped and recreated under the same
+/// name differs in both.
+fn slot_identity(db: &TestDb, slot: &str) -> String {
+    db.exec(&format!(
+        "SELECT confirmed_flush_lsn::text || ' ' || catalog_xmin::text FROM pg_replication_slots WHERE slot_name = '{slot}'"
+    ))
+}
+
+/// Runs `sluice run` on `sluice`'s config to its end (it must stop by itself); returns the exit
+/// code and everything it printed.
+fn run_to_exit(sluice: &mut Sluice) -> (Option<i32>, String) {
+    sluice.start();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while sluice.is_running() {
+        assert!(
+            Instant::now() < deadline,
+            "sluice kept running:\n{}",
+            sluice.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    (sluice.stop(), sluice.stderr())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slot_sluice_did_not_create_is_never_dropped_or_reused() {
+    let db = TestDb::create();
+    db.exec("CREATE TABLE t (id int PRIMARY KEY)");
+    let slot = format!("{}_other_tool", db.name);
+    db.exec(&format!(
+        "SELECT pg_create_logical_replication_slot('{slot}', 'pgoutput')"
+    ));
+    db.exec("INSERT INTO t VALUES (1)");
+    let before = slot_identity(&db, &slot);
+    for snapshot in ["initial", "never", "when_needed"] {
+        let mut sluice = Sluice::new(&source_config(
+            &db,
+            &format!("slot = \"{slot}\"\nsnapshot = \"{snapshot}\""),
+        ));
+        let (code, stderr) = run_to_exit(&mut sluice);
+        assert_eq!(code, Some(1), "snapshot = {snapshot}:\n{stderr}");
+        assert!(
+            stderr.contains(&format!("replication slot {slot} already exists"))
+                && stderr.contains("never drops or reuses a slot it cannot prove it owns")
+                && stderr.contains("pg_drop_replication_slot"),
+            "snapshot = {snapshot}: the error names the slot and the options:\n{stderr}"
+        );
+        assert_eq!(
+            slot_identity(&db, &slot),
+            before,
+            "the other tool's slot is untouched"
+        );
+        assert!(sluice.records("src.public.t").is_empty());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_pipeline_with_the_same_source_name_leaves_the_running_ones_slot_alone() {
+    let db = TestDb::create();
+    db.exec("CREATE TABLE t (id int PRIMARY KEY)");
+    let mut first = Sluice::new(&source_config(&db, ""));
+    first.start();
+    db.wait_for_streaming().await;
+    let holder = db.exec(&format!(
+        "SELECT active_pid FROM pg_replication_slots WHERE slot_name = '{}'",
+        db.name
+    ));
+    let before = slot_identity(&db, &db.name);
+
+    // The same source with a log of its own (a copy of the config on another machine, say).
+    let mut second = Sluice::new(&source_config(&db, ""));
+    let (code, stderr) = run_to_exit(&mut second);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "replication slot {} is in use by process {holder}",
+            db.name
+        )) && stderr.contains("application \"sluice\""),
+        "the error names the slot and who holds it:\n{stderr}"
+    );
+
+    assert_eq!(slot_identity(&db, &db.name), before);
+    db.exec("INSERT INTO t VALUES (1)");
+    wait_for(
+        Duration::from_secs(20),
+        "the first pipeline to go on",
+        || ids(&first, "src.public.t") == [1],
+    )
+    .await;
+    assert!(first.is_running(), "{}", first.stderr());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_during_the_snapshot_restarts_it_on_the_slot_sluice_created() {
+    let db = TestDb::create();
+    db.exec(
+        "CREATE TABLE big (id int PRIMARY KEY, pad text); \
+         INSERT INTO big SELECT g, repeat('x', 200) FROM generate_series(1, 300000) g",
+    );
+    let mut sluice = Sluice::new(&source_config(
+        &db,
+        "snapshot_parallelism = 1\nmax_batch_events = 500",
+    ));
+    sluice.start();
+    wait_for(
+        Duration::from_secs(60),
+        "the snapshot to begin writing",
+        || !sluice.records("src.public.big").is_empty(),
+    )
+    .await;
+    sluice.kill();
+    let after_crash = slot_identity(&db, &db.name);
+    assert!(
+        !after_crash.is_empty(),
+        "the interrupted snapshot's slot is there"
+    );
+
+    sluice.start();
+    db.wait_for_streaming().await;
+    db.exec("INSERT INTO big VALUES (0, 'after')");
+    wait_for(
+        Duration::from_secs(120),
+        "the snapshot again and a streamed row",
+        || {
+            events(&sluice.records("src.public.big"))
+                .iter()
+                .any(|e| e["op"] == "c" && e["after"]["id"] == 0)
+        },
+    )
+    .await;
+    let stderr = sluice.stderr();
+    assert!(
+        stderr.contains("taking it again from the start")
+            && stderr.contains("dropping replication slot"),
+        "{stderr}"
+    );
+    assert_ne!(
+        slot_identity(&db, &db.name),
+        after_crash,
+        "its own slot was made anew"
+    );
+    let rows =
+        sluice_integration_tests::fold_rows(&events(&sluice.records("src.public.big")), "id");
+    assert_eq!(rows.len(), 300_001);
+}

@@ -95,6 +95,9 @@ pub struct Stream {
     reply_due: bool,
     /// A durable position not yet sent to the server (acknowledged inside the status spacing).
     flush_unsent: bool,
+    /// Hand the start position to the log as a checkpoint before anything else: the slot was
+    /// just created, and a restart proves it is this source's by that checkpoint.
+    claim: bool,
     last_status: Instant,
     status_interval: Duration,
     relations: HashMap<u32, Relation>,
@@ -132,6 +135,7 @@ impl Stream {
             idle_checkpoint_at: Instant::now(),
             reply_due: false,
             flush_unsent: false,
+            claim: false,
             last_status: Instant::now(),
             status_interval,
             relations: HashMap::new(),
@@ -143,12 +147,21 @@ impl Stream {
         })
     }
 
+    /// Makes the first batch a checkpoint of the start position without data (for a slot just
+    /// created: the log then records it as this source's).
+    pub fn claim_slot(&mut self) {
+        self.claim = true;
+    }
+
     /// The next batch of whole transactions and the end LSN of its last one, or `None` after an
     /// idle tick.
     pub async fn next_batch(
         &mut self,
         ctx: &mut RelationContext,
     ) -> Result<Option<(Vec<ChangeEvent>, Option<Lsn>)>, PostgresError> {
+        if std::mem::take(&mut self.claim) {
+            return Ok(Some((Vec::new(), Some(self.resume_lsn))));
+        }
         let idle_until = Instant::now() + IDLE_TICK;
         loop {
             let now = Instant::now();

@@ -202,6 +202,62 @@ pub fn check_slot_database(
     ))
 }
 
+/// Why a slot that exists is not this source's to drop or reuse: sluice proves a slot is its own
+/// only by the log's checkpoint (a snapshot begun at the slot's consistent point, or a stream
+/// position at or past what the slot confirmed). Anything else may be another tool's slot, or
+/// another pipeline's.
+pub fn foreign_slot(slot: &str, state: &SlotState, log_position: Option<Lsn>) -> PostgresError {
+    let confirmed = state
+        .confirmed_flush
+        .map_or_else(|| "-".to_owned(), |lsn| lsn.to_string());
+    let plugin = state.plugin.as_deref().unwrap_or("-");
+    let problem = match log_position {
+        None => format!(
+            "replication slot {slot} already exists (plugin {plugin}, confirmed_flush_lsn {confirmed}, \
+             idle) and this source's log has no record of creating it; sluice never drops or \
+             reuses a slot it cannot prove it owns"
+        ),
+        Some(position) => format!(
+            "replication slot {slot} (plugin {plugin}) is at {confirmed}, past the log's last \
+             position {position}: another consumer advanced it, and the changes in between are \
+             lost to sluice; sluice never drops or reuses a slot it cannot prove it owns"
+        ),
+    };
+    setup_error(
+        problem,
+        format!(
+            "give this source a slot of its own with `slot = \"...\"` (a new slot starts with \
+             a snapshot); or, if the slot is a leftover of an earlier sluice pipeline that you \
+             mean to start over, drop it with SELECT pg_drop_replication_slot('{}') and run again",
+            slot.replace('\'', "''")
+        ),
+    )
+}
+
+/// A slot held by a live connection: who holds it, for the error.
+pub async fn slot_in_use(client: &Client, slot: &str, pid: i32) -> PostgresError {
+    let holder = client
+        .query_opt(
+            "SELECT coalesce(application_name, ''), coalesce(client_addr::text, 'local'),                     coalesce(state, ''), coalesce(backend_start::text, '') \
+             FROM pg_stat_replication WHERE pid = $1",
+            &[&pid],
+        )
+        .await
+        .ok()
+        .flatten()
+        .map(|row| {
+            let (app, addr, state, since): (String, String, String, String) =
+                (row.get(0), row.get(1), row.get(2), row.get(3));
+            format!(" (application {app:?} from {addr}, {state} since {since})")
+        })
+        .unwrap_or_default();
+    PostgresError::SlotInUse {
+        slot: slot.to_owned(),
+        pid,
+        holder,
+    }
+}
+
 pub async fn drop_slot(client: &Client, slot: &str) -> Result<(), PostgresError> {
     tracing::info!(slot, "dropping replication slot");
     client
