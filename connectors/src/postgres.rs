@@ -61,7 +61,7 @@ pub enum PostgresError {
     Io(#[source] std::io::Error),
     #[error("Postgres error: {0}")]
     Server(ServerError),
-    #[error("Postgres query failed: {0}")]
+    #[error("Postgres query failed: {}", ErrorText(.0))]
     Query(#[from] tokio_postgres::Error),
     #[error("replication protocol error: {0}")]
     Protocol(String),
@@ -97,6 +97,38 @@ pub enum PostgresError {
         pid: i32,
         holder: String,
     },
+}
+
+/// A tokio-postgres error as an operator needs to read it: the server's message, SQLSTATE,
+/// detail and hint when the server answered (tokio-postgres itself prints only "db error"),
+/// otherwise the client's reason with its causes (refused, timed out, TLS).
+pub(crate) struct ErrorText<'a>(pub &'a tokio_postgres::Error);
+
+impl std::fmt::Display for ErrorText<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(db) = self.0.as_db_error() {
+            write!(f, "{} (SQLSTATE {})", db.message(), db.code().code())?;
+            if let Some(detail) = db.detail() {
+                write!(f, "; detail: {detail}")?;
+            }
+            if let Some(hint) = db.hint() {
+                write!(f, "; hint: {hint}")?;
+            }
+            return Ok(());
+        }
+        write!(f, "{}", self.0)?;
+        let mut written = self.0.to_string();
+        let mut cause = std::error::Error::source(self.0);
+        while let Some(inner) = cause {
+            let text = inner.to_string();
+            if !written.contains(&text) {
+                write!(f, ": {text}")?;
+                written.push_str(&text);
+            }
+            cause = inner.source();
+        }
+        Ok(())
+    }
 }
 
 impl PostgresError {

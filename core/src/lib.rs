@@ -4,7 +4,8 @@
 //! - `source`, `sink`, `encode`, `event_log`: the contracts connectors and backends implement;
 //! - `pipeline`: the runtime that moves batches from sources into the log and from the log to
 //!   sinks, with its shutdown order; `task`: spawning and stopping; `retry`: error policy;
-//! - `topic`: topic names and partitioning; `metrics`: metric names.
+//! - `topic`: topic names and partitioning; `metrics`: metric names; `redact`: secrets out of
+//!   messages.
 //!
 //! core depends on no database driver.
 
@@ -16,6 +17,7 @@ pub mod event_log;
 pub mod metrics;
 pub mod pipeline;
 pub mod position;
+pub mod redact;
 pub mod retry;
 pub mod sink;
 pub mod source;

@@ -496,12 +496,24 @@ impl Rng {
 pub struct PrivateCluster {
     pub port: u16,
     dir: tempfile::TempDir,
+    /// The postgres user's password, when the cluster asks for one (`with_password`).
+    password: Option<String>,
 }
 
 const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 
 impl PrivateCluster {
     pub fn start() -> PrivateCluster {
+        Self::start_with(None)
+    }
+
+    /// A cluster that asks TCP clients for a password (scram-sha-256); the postgres user's
+    /// is `password`.
+    pub fn with_password(password: &str) -> PrivateCluster {
+        Self::start_with(Some(password.to_owned()))
+    }
+
+    fn start_with(password: Option<String>) -> PrivateCluster {
         let dir = tempfile::Builder::new()
             .prefix("sluice-pg-")
             .tempdir()
@@ -514,11 +526,19 @@ impl PrivateCluster {
             .expect("chown the cluster directory");
         assert!(chown.success(), "chown the cluster directory");
         let data = dir.path().join("data");
-        let out = Self::as_postgres(
-            Command::new(format!("{PG_BIN}/initdb"))
-                .args(["-A", "trust", "-U", "postgres", "--no-sync", "-D"])
-                .arg(&data),
-        );
+        let mut initdb = Command::new(format!("{PG_BIN}/initdb"));
+        initdb.args(["-U", "postgres", "--no-sync", "--auth-local=trust"]);
+        match &password {
+            None => initdb.arg("--auth-host=trust"),
+            Some(password) => {
+                let file = dir.path().join("pwfile");
+                std::fs::write(&file, password).expect("write the password file");
+                initdb
+                    .arg("--auth-host=scram-sha-256")
+                    .arg(format!("--pwfile={}", file.display()))
+            }
+        };
+        let out = Self::as_postgres(initdb.arg("-D").arg(&data));
         assert!(
             out.status.success(),
             "initdb: {}",
@@ -536,7 +556,11 @@ impl PrivateCluster {
             .open(data.join("postgresql.conf"))
             .and_then(|mut f| std::io::Write::write_all(&mut f, conf.as_bytes()))
             .expect("write postgresql.conf");
-        let cluster = PrivateCluster { port, dir };
+        let cluster = PrivateCluster {
+            port,
+            dir,
+            password,
+        };
         let out = cluster.pg_ctl(&["start", "-w", "-t", "60"]);
         assert!(
             out.status.success(),
@@ -569,13 +593,23 @@ impl PrivateCluster {
         )
     }
 
+    /// The postgres user's URL for database `db` (with the password, when there is one).
     pub fn url(&self, db: &str) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
+        match &self.password {
+            None => format!("postgres://postgres@127.0.0.1:{}/{db}", self.port),
+            Some(password) => {
+                format!(
+                    "postgres://postgres:{password}@127.0.0.1:{}/{db}",
+                    self.port
+                )
+            }
+        }
     }
 
     /// Runs SQL through psql against database `db` of this cluster.
     pub fn exec(&self, db: &str, sql: &str) -> String {
         let out = Command::new("psql")
+            .env("PGPASSWORD", self.password.as_deref().unwrap_or_default())
             .args([
                 "-h",
                 "127.0.0.1",

@@ -292,3 +292,136 @@ async fn a_crash_during_the_snapshot_restarts_it_on_the_slot_sluice_created() {
         sluice_integration_tests::fold_rows(&events(&sluice.records("src.public.big")), "id");
     assert_eq!(rows.len(), 300_001);
 }
+
+/// Runs `sluice ARGS -c CONFIG` to its end with a deadline; returns (exit code, stdout+stderr).
+fn sluice_command(args: &[&str], config: &std::path::Path) -> (Option<i32>, String) {
+    let mut child = std::process::Command::new(sluice_integration_tests::sluice_bin())
+        .args(args)
+        .arg("-c")
+        .arg(config)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn sluice");
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while child.try_wait().expect("wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("output");
+            panic!(
+                "sluice {args:?} kept running (retrying forever?):\n{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = child.wait_with_output().expect("output");
+    (
+        out.status.code(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_errors_keep_their_reason_and_bad_credentials_stop_at_once() {
+    let cluster = PrivateCluster::with_password("right-secret");
+    cluster.exec("postgres", "CREATE DATABASE shop");
+    cluster.exec("shop", "CREATE TABLE t (id int PRIMARY KEY)");
+    cluster.exec(
+        "postgres",
+        "CREATE ROLE app LOGIN REPLICATION PASSWORD 'app-secret'; \
+         REVOKE CONNECT ON DATABASE shop FROM PUBLIC",
+    );
+    let port = cluster.port;
+    let source = |url: &str| {
+        format!(
+            "[[sources]]\nname = \"src\"\nkind = \"postgres\"\nurl = \"{url}\"\ntables = [\"public.*\"]\nencoding = \"avro\"\n"
+        )
+    };
+    let cases = [
+        (
+            "a wrong source password",
+            source(&format!("postgres://postgres:wrong-secret@127.0.0.1:{port}/shop")),
+            "password authentication failed for user \"postgres\" (SQLSTATE 28P01)",
+        ),
+        (
+            "a user without CONNECT",
+            source(&format!("postgres://app:app-secret@127.0.0.1:{port}/shop")),
+            "permission denied for database \"shop\" (SQLSTATE 42501); detail: User does not have CONNECT privilege",
+        ),
+        (
+            "a wrong sink password",
+            source(&cluster.url("shop"))
+                + &format!(
+                    "[[sinks]]\nname = \"replica\"\nkind = \"postgres\"\nurl = \"postgres://postgres:wrong-secret@127.0.0.1:{port}/postgres\"\ntopics = [\"src.public.*\"]\n"
+                ),
+            "password authentication failed for user \"postgres\" (SQLSTATE 28P01)",
+        ),
+        (
+            "an unwritable JSONL path",
+            source(&cluster.url("shop"))
+                + "[[sinks]]\nname = \"file\"\nkind = \"jsonl\"\npath = \"{dir}/sluice.toml/out.jsonl\"\ntopics = [\"src.public.*\"]\n",
+            "cannot create directory for",
+        ),
+    ];
+    for (what, body, reason) in cases {
+        let sluice = Sluice::new(&body);
+        let (code, output) = sluice_command(&["run"], &sluice.config);
+        assert_eq!(code, Some(1), "{what}:\n{output}");
+        assert!(
+            output.contains(reason),
+            "{what}: expected {reason:?} in:\n{output}"
+        );
+        assert!(!output.contains("db error"), "{what}:\n{output}");
+        for secret in ["wrong-secret", "app-secret", "right-secret"] {
+            assert!(
+                !output.contains(secret),
+                "{what}: a password in the output:\n{output}"
+            );
+        }
+    }
+}
+
+#[test]
+fn no_output_of_sluice_contains_a_password() {
+    let urls = [
+        "postgres://u@127.0.0.1/db?password=hunter2&port=notaport",
+        "postgres://u@127.0.0.1:1/db?password=hunter2",
+        "postgres://u:hunter2@127.0.0.1:1/db",
+        "host=127.0.0.1 port=xx password=hunter2 user=u",
+        "host=127.0.0.1 port=1 password=hunter2 user=u dbname=db",
+        "host=127.0.0.1 password='hunter2 user=u",
+        "postgres://u:hunter2@[::1/db",
+    ];
+    for url in urls {
+        for (kind, sink) in [("source", false), ("sink", true)] {
+            let body = if sink {
+                format!(
+                    "[[sources]]\nname = \"src\"\nkind = \"postgres\"\nurl = \"postgres://u@127.0.0.1:1/db\"\nencoding = \"avro\"\n\
+                     [[sinks]]\nname = \"r\"\nkind = \"postgres\"\nurl = \"{url}\"\ntopics = [\"src.public.*\"]\n"
+                )
+            } else {
+                format!("[[sources]]\nname = \"src\"\nkind = \"postgres\"\nurl = \"{url}\"\n")
+            };
+            let sluice = Sluice::new(&body);
+            for args in [
+                &["check"][..],
+                &["check", "--connect"],
+                &["run"],
+                &["status"],
+            ] {
+                // Valid URLs pass `check`; the rest fail. None prints the password.
+                let (_, output) = sluice_command(args, &sluice.config);
+                assert!(
+                    !output.contains("hunter2"),
+                    "{kind} url {url}, sluice {args:?} printed the password:\n{output}"
+                );
+            }
+        }
+    }
+}

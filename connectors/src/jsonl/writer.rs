@@ -48,8 +48,16 @@ pub enum JsonlError {
 impl Classify for JsonlError {
     fn kind(&self) -> ErrorKind {
         match self {
-            // A full disk or a busy file may clear up; a shrunken file or garbage will not.
-            JsonlError::Io { .. } => ErrorKind::Transient,
+            // A full disk or a busy file may clear up; a path sluice may not write, a
+            // directory that cannot exist, a shrunken file or garbage will not.
+            JsonlError::Io { source, .. } => match source.kind() {
+                io::ErrorKind::PermissionDenied
+                | io::ErrorKind::ReadOnlyFilesystem
+                | io::ErrorKind::NotADirectory
+                | io::ErrorKind::IsADirectory
+                | io::ErrorKind::InvalidFilename => ErrorKind::Definite,
+                _ => ErrorKind::Transient,
+            },
             JsonlError::FileShrank { .. }
             | JsonlError::BadOffsets { .. }
             | JsonlError::Undecodable { .. } => ErrorKind::Definite,

@@ -65,7 +65,10 @@ impl SinkError {
         match err {
             mysql_async::Error::Server(server) => SinkError::Db {
                 context: context.into(),
-                message: server.message,
+                message: format!(
+                    "{} (error {}, SQLSTATE {})",
+                    server.message, server.code, server.state
+                ),
                 code: Some(server.code),
             },
             other => SinkError::Connect(format!("{}: {other}", context.into())),
@@ -155,9 +158,11 @@ impl MysqlTarget {
             self.pool = Some(Pool::new(opts));
         }
         let pool = self.pool.as_ref().expect("just set");
+        // A server that answers (access denied, unknown database) is classified by its error
+        // number; only an unreachable one is `Connect`.
         pool.get_conn()
             .await
-            .map_err(|e| SinkError::Connect(e.to_string()))
+            .map_err(|err| SinkError::db("connecting to the target database", err))
     }
 
     /// The database target tables go to.

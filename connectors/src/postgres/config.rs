@@ -181,8 +181,13 @@ impl PostgresSourceConfig {
 
     /// The tokio-postgres form of the URL (for ordinary connections).
     pub fn pg_config(&self) -> Result<tokio_postgres::Config, String> {
-        let mut config = tokio_postgres::Config::from_str(&self.url)
-            .map_err(|e| format!("{} is not a valid Postgres URL: {e}", redact_url(&self.url)))?;
+        let mut config = tokio_postgres::Config::from_str(&self.url).map_err(|e| {
+            format!(
+                "{} is not a valid Postgres URL: {}",
+                redact_url(&self.url),
+                super::ErrorText(&e)
+            )
+        })?;
         if let Some(password) = self.file_password()? {
             config.password(password);
         }
@@ -208,8 +213,13 @@ impl PostgresSourceConfig {
 
     /// Host, port, user and database for the replication connection.
     pub fn connect_params(&self) -> Result<ConnectParams, String> {
-        let config = tokio_postgres::Config::from_str(&self.url)
-            .map_err(|e| format!("{} is not a valid Postgres URL: {e}", redact_url(&self.url)))?;
+        let config = tokio_postgres::Config::from_str(&self.url).map_err(|e| {
+            format!(
+                "{} is not a valid Postgres URL: {}",
+                redact_url(&self.url),
+                super::ErrorText(&e)
+            )
+        })?;
         let host = match config.get_hosts() {
             [tokio_postgres::config::Host::Tcp(host)] => host.clone(),
             [] => return Err(format!("{} names no host", redact_url(&self.url))),
@@ -265,18 +275,9 @@ fn default_object_name(source: &str) -> String {
     format!("sluice_{name}")
 }
 
-/// The URL without its password, for messages and logs.
+/// The URL (or key/value string) without its password, for messages and logs.
 pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => {
-            let userinfo = &url[scheme_end + 3..at];
-            match userinfo.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..]),
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
-    }
+    sluice_core::redact::redact_connection_string(url)
 }
 
 #[cfg(test)]

@@ -71,13 +71,7 @@ impl SinkError {
 
     fn db(context: impl Into<String>, err: tokio_postgres::Error) -> SinkError {
         let code = err.code().map(|c| c.code().to_owned());
-        let message = match err.as_db_error() {
-            Some(db) => match db.detail() {
-                Some(detail) => format!("{} ({detail})", db.message()),
-                None => db.message().to_owned(),
-            },
-            None => err.to_string(),
-        };
+        let message = crate::postgres::ErrorText(&err).to_string();
         SinkError::Db {
             context: context.into(),
             message,
@@ -192,10 +186,17 @@ impl PgTarget {
     }
 
     async fn client(&mut self) -> Result<deadpool_postgres::Object, SinkError> {
-        self.pool()?
-            .get()
-            .await
-            .map_err(|e| SinkError::Connect(e.to_string()))
+        // A server that answers (wrong password, no such database, no privilege) gives a
+        // SQLSTATE, classified like any other; only an unreachable one is `Connect`.
+        self.pool()?.get().await.map_err(|err| match err {
+            deadpool_postgres::PoolError::Backend(err) if err.as_db_error().is_some() => {
+                SinkError::db("connecting to the target database", err)
+            }
+            deadpool_postgres::PoolError::Backend(err) => {
+                SinkError::Connect(crate::postgres::ErrorText(&err).to_string())
+            }
+            other => SinkError::Connect(other.to_string()),
+        })
     }
 
     /// Applies a batch and its offsets in one transaction.

@@ -80,8 +80,12 @@ impl MysqlSinkConfig {
     /// Connection options: the URL, the password file, and the session settings the sink's
     /// SQL relies on (strict mode, UTC, utf8mb4).
     pub fn opts(&self) -> Result<mysql_async::Opts, String> {
-        let opts = mysql_async::Opts::from_url(&self.url)
-            .map_err(|e| format!("not a valid MySQL URL (mysql://user@host:3306/db): {e}"))?;
+        let opts = mysql_async::Opts::from_url(&self.url).map_err(|e| {
+            format!(
+                "{} is not a valid MySQL URL (mysql://user@host:3306/db): {e}",
+                sluice_core::redact::redact_connection_string(&self.url)
+            )
+        })?;
         let mut builder = mysql_async::OptsBuilder::from_opts(opts)
             .init(vec![
                 "SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION', time_zone = '+00:00', NAMES utf8mb4",

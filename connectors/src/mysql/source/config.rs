@@ -146,8 +146,12 @@ impl MysqlSourceConfig {
 
     /// Connection options with the session settings the source relies on (UTC, utf8mb4).
     pub fn opts(&self) -> Result<mysql_async::Opts, String> {
-        let opts = mysql_async::Opts::from_url(&self.url)
-            .map_err(|e| format!("not a valid MySQL URL (mysql://user@host:3306): {e}"))?;
+        let opts = mysql_async::Opts::from_url(&self.url).map_err(|e| {
+            format!(
+                "{} is not a valid MySQL URL (mysql://user@host:3306): {e}",
+                sluice_core::redact::redact_connection_string(&self.url)
+            )
+        })?;
         let mut builder = mysql_async::OptsBuilder::from_opts(opts)
             .init(vec!["SET SESSION time_zone = '+00:00', NAMES utf8mb4"]);
         if let Some(path) = &self.password_file {

@@ -88,8 +88,13 @@ impl PostgresSinkConfig {
 
     /// The connection settings (password from `password_file` when set).
     pub fn pg_config(&self) -> Result<tokio_postgres::Config, String> {
-        let mut config = tokio_postgres::Config::from_str(&self.url)
-            .map_err(|e| format!("not a valid Postgres URL: {e}"))?;
+        let mut config = tokio_postgres::Config::from_str(&self.url).map_err(|e| {
+            format!(
+                "{} is not a valid Postgres URL: {}",
+                sluice_core::redact::redact_connection_string(&self.url),
+                crate::postgres::ErrorText(&e)
+            )
+        })?;
         if config.get_hosts().is_empty() {
             return Err("the URL names no host".into());
         }
