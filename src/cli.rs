@@ -105,6 +105,13 @@ pub enum LogCommand {
         #[command(flatten)]
         location: LogLocation,
     },
+    /// After the log refused to open because committed data is damaged: move the damaged
+    /// bytes aside, keep every record that still verifies, and report exactly which offsets
+    /// are lost. Run with the pipeline stopped, after copying the log directory.
+    Repair {
+        #[command(flatten)]
+        location: LogLocation,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]

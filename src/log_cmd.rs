@@ -91,6 +91,14 @@ pub fn dispatch(command: LogCommand) -> Result<(), Failure> {
             }
             Ok(())
         }
+        LogCommand::Repair { location } => {
+            let dir = log_dir(&location)?;
+            let reports = Log::repair(&dir, sluice_log::LogOptions::default())
+                .with_context(|| format!("repairing the log at {}", dir.display()))
+                .map_err(Failure::runtime)?;
+            print_repairs(&reports);
+            Ok(())
+        }
         LogCommand::Tail {
             topic,
             location,
@@ -110,6 +118,43 @@ pub fn dispatch(command: LogCommand) -> Result<(), Failure> {
             tail(&dir, &topic, start, format, follow).map_err(Failure::runtime)
         }
     }
+}
+
+/// What `sluice log repair` did, for the operator.
+fn print_repairs(reports: &[sluice_log::RepairReport]) {
+    if reports.is_empty() {
+        println!("the log is sound: nothing to repair");
+        return;
+    }
+    for report in reports {
+        if report.lost.is_empty() && report.salvaged == 0 {
+            println!(
+                "{}: the commit records from the damage on are gone (the bytes are kept in {}); \
+                 the transactions they committed are cut as uncommitted, and each source \
+                 resends them if its slot or binlog still holds them",
+                report.what,
+                report.kept_at.display()
+            );
+            continue;
+        }
+        let lost: Vec<String> = report
+            .lost
+            .iter()
+            .map(|r| format!("{}..{} ({} records)", r.start, r.end, r.end - r.start))
+            .collect();
+        println!(
+            "{}: offsets {} lost; {} records after the damage verified and were kept; the \
+             damaged bytes are in {}",
+            report.what,
+            lost.join(", "),
+            report.salvaged,
+            report.kept_at.display()
+        );
+    }
+    println!(
+        "the log opens again. Sinks skip the lost offsets: to bring their targets back in step, \
+         take a new snapshot of the tables those topics hold"
+    );
 }
 
 /// `sluice log tail … | head` closes the pipe early: that is the reader's choice, not an error.

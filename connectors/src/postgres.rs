@@ -173,7 +173,7 @@ impl Classify for PostgresError {
 enum Phase {
     Stopped,
     Snapshot(SnapshotPhase),
-    Streaming(Stream),
+    Streaming(Box<Stream>),
 }
 
 struct SnapshotPhase {
@@ -405,7 +405,7 @@ impl PostgresSource {
             std::time::Duration::from_secs(self.config.status_interval_s),
         )
         .await?;
-        self.phase = Phase::Streaming(stream);
+        self.phase = Phase::Streaming(Box::new(stream));
         Ok(Some(SourceBatch::new(
             events,
             Some(Checkpoint {
@@ -603,7 +603,7 @@ impl PostgresSource {
             std::time::Duration::from_secs(self.config.status_interval_s),
         )
         .await?;
-        self.phase = Phase::Streaming(stream);
+        self.phase = Phase::Streaming(Box::new(stream));
         Ok(())
     }
 }

@@ -135,3 +135,74 @@ fn every_example_config_is_valid() {
     }
     assert!(checked >= 2, "configs/ holds the examples");
 }
+
+#[test]
+fn a_damaged_log_is_refused_with_the_way_out_and_repair_says_what_was_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let log = sluice_log::Log::open(dir.path(), sluice_log::LogOptions::default()).unwrap();
+        log.create_topic("t", 1).unwrap();
+        for txn in 0..10u64 {
+            let record = sluice_log::Record {
+                key: None,
+                value: Some(bytes::Bytes::from(format!("record {txn} of the topic"))),
+                timestamp_ms: 1,
+                headers: Vec::new(),
+            };
+            let batch = sluice_log::PartitionBatch {
+                topic: "t".into(),
+                partition: 0,
+                records: vec![record].into(),
+            };
+            log.append_txn("w", &[batch], &txn.to_string()).unwrap();
+        }
+    }
+    // An unclean stop, and a byte changed in the middle of the committed data.
+    std::fs::remove_file(dir.path().join(".clean_shutdown")).unwrap();
+    let segment = dir.path().join("topics/t/0/00000000000000000000.log");
+    let mut bytes = std::fs::read(&segment).unwrap();
+    // The last byte of the fifth batch (offset 4): inside its records, under its checksum.
+    let mut end = 0;
+    for _ in 0..5 {
+        end += u32::from_be_bytes(bytes[end + 8..end + 12].try_into().unwrap()) as usize + 12;
+    }
+    bytes[end - 1] ^= 0xff;
+    std::fs::write(&segment, &bytes).unwrap();
+
+    let sluice = |args: &[&str]| {
+        let out = Command::new(sluice_bin())
+            .args(args)
+            .arg("--dir")
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    let (code, output) = sluice(&["log", "topics"]);
+    assert_eq!(code, Some(1), "{output}");
+    assert!(
+        output.contains("partition t/0: committed data is damaged")
+            && output.contains("sluice log repair"),
+        "{output}"
+    );
+    assert_eq!(std::fs::read(&segment).unwrap(), bytes, "nothing changed");
+
+    let (code, output) = sluice(&["log", "repair"]);
+    assert_eq!(code, Some(0), "{output}");
+    assert!(
+        output.contains("partition t/0: offsets 4..5 (1 records) lost; 5 records after the damage verified and were kept"),
+        "{output}"
+    );
+    let (code, output) = sluice(&["log", "topics"]);
+    assert_eq!(code, Some(0), "{output}");
+    assert!(output.contains("t\tpartitions=1"), "{output}");
+    let (_, output) = sluice(&["log", "repair"]);
+    assert!(output.contains("nothing to repair"), "{output}");
+}

@@ -36,7 +36,7 @@ pub fn recover_segment(data: &[u8]) {
     let _ = std::fs::create_dir_all(&dir);
     let path = dir.join(crate::segment::file_name(0));
     if std::fs::write(&path, data).is_ok() {
-        if let Ok((mut segment, _)) = Segment::open(
+        if let Ok((mut segment, damage)) = Segment::open(
             &crate::storage::FileSystem,
             &path,
             0,
@@ -44,6 +44,9 @@ pub fn recover_segment(data: &[u8]) {
             true,
             false,
         ) {
+            if damage.is_some() {
+                let _ = segment.cut_damaged_tail();
+            }
             let _ = segment.write_index_files();
         }
     }

@@ -24,6 +24,7 @@ pub mod fuzzing;
 mod groups;
 mod partition;
 mod recovery;
+mod repair;
 mod retention;
 mod segment;
 pub mod storage;
@@ -43,6 +44,7 @@ pub use commit::WriterState;
 pub use compaction::CompactionStats;
 use partition::parking::Guarded;
 use partition::Partition;
+pub use repair::{LostRange, RepairReport};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
@@ -169,6 +171,23 @@ pub enum LogError {
         partition: u32,
         found: u64,
         committed: u64,
+    },
+    #[error(
+        "{what}: committed data is damaged in {} at byte {position} (offset {offset}, committed up \
+         to {committed}): {reason}. Nothing on disk was changed. Keep a copy of the log directory, \
+         then run `sluice log repair -c FILE`: it moves the damaged bytes aside, keeps every \
+         record it can still verify, and reports exactly which offsets are lost",
+        segment.display()
+    )]
+    CommittedDataCorrupt {
+        /// `topic/partition`, or the control partition.
+        what: String,
+        segment: PathBuf,
+        position: u64,
+        offset: u64,
+        /// Where the commits say the partition ends (for the control partition: its file end).
+        committed: u64,
+        reason: String,
     },
     #[error("the log was opened read-only")]
     ReadOnly,

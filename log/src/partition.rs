@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use crate::batch::{self, BatchHeader, Compression, RecordView, StoredRecord};
 use crate::compaction::ClosedSegment;
-use crate::segment::{self, ReadRequest, Scan, Segment, SegmentView};
+use crate::segment::{self, Damage, ReadRequest, Scan, Segment, SegmentView};
 use crate::storage::{SegmentFile, Storage};
 use crate::LogError;
 
@@ -54,6 +54,10 @@ fn sync_dir(storage: &dyn Storage, dir: &Path) -> Result<(), LogError> {
 pub(crate) struct Partition {
     pub dir: PathBuf,
     segments: Vec<Segment>,
+    /// Where the active segment's bytes stopped making sense when it was opened, not cut yet:
+    /// recovery decides (a torn tail past the committed end is cut; damage below it is
+    /// refused, with nothing changed).
+    pub damage: Option<Damage>,
     /// Readers see offsets below this.
     pub stable_offset: u64,
     settings: Settings,
@@ -69,6 +73,7 @@ impl Partition {
         Ok(Partition {
             dir,
             segments: vec![segment],
+            damage: None,
             stable_offset: 0,
             settings,
             encode_buf: Vec::new(),
@@ -115,12 +120,18 @@ impl Partition {
             return Partition::create(dir, settings);
         }
         let mut segments: Vec<Segment> = Vec::with_capacity(bases.len());
+        let lost = crate::repair::lost_offsets(&dir)?;
+        let mut damage = None;
         let last = bases.len() - 1;
         for (i, base) in bases.iter().copied().enumerate() {
             let path = dir.join(segment::file_name(base));
             if let Some(previous) = segments.last() {
+                // `sluice log repair` leaves holes where damaged records were: listed, allowed.
+                let repaired_hole = lost
+                    .iter()
+                    .any(|range| range.start <= previous.next_offset && base <= range.end);
                 if base < previous.next_offset
-                    || (base > previous.next_offset && !settings.compacted)
+                    || (base > previous.next_offset && !settings.compacted && !repaired_hole)
                 {
                     // A gap or overlap after a damaged segment: later segments cannot be trusted.
                     tracing::warn!(partition = %dir.display(), segment = base, expected = previous.next_offset,
@@ -150,7 +161,13 @@ impl Partition {
                 settings.compacted,
             )?;
             if let Some(problem) = problem {
-                tracing::warn!(segment = %path.display(), problem = %problem, "recovered segment: cut torn tail");
+                if scan == Scan::Headers {
+                    // An older segment is read by headers only; a reader of the bytes past
+                    // this point meets the problem (and its checksum) when it gets there.
+                    tracing::warn!(segment = %path.display(), problem = %problem, "segment ends early");
+                } else {
+                    damage = Some(problem);
+                }
             }
             segments.push(segment);
         }
@@ -168,10 +185,30 @@ impl Partition {
         Ok(Partition {
             dir,
             segments,
+            damage,
             stable_offset: 0,
             settings,
             encode_buf: Vec::new(),
         })
+    }
+
+    /// Cuts the active segment's damaged tail, once recovery knows nothing committed is in it.
+    pub fn cut_damaged_tail(&mut self) -> Result<(), LogError> {
+        let Some(damage) = self.damage.take() else {
+            return Ok(());
+        };
+        let segment = self.active();
+        tracing::warn!(segment = %segment.path.display(), problem = %damage, "recovery: cutting a torn tail that holds nothing committed");
+        segment.cut_damaged_tail()
+    }
+
+    /// The path of the active segment.
+    pub fn active_path(&self) -> &Path {
+        &self
+            .segments
+            .last()
+            .expect("a partition always has a segment")
+            .path
     }
 
     pub fn start_offset(&self) -> u64 {

@@ -48,6 +48,23 @@ impl Log {
             },
             opening,
         )?;
+        if let Some(damage) = &control_partition.damage {
+            // Commit records have no committed end to compare with: a torn last write is
+            // expected after a crash, a checksum failure with records after it is not.
+            if damage.mid_file {
+                return Err(LogError::CommittedDataCorrupt {
+                    what: "the control partition (commit records)".into(),
+                    segment: control_partition.active_path().to_path_buf(),
+                    position: damage.position,
+                    offset: damage.offset,
+                    committed: control_partition.end_offset(),
+                    reason: damage.reason.clone(),
+                });
+            }
+            if writable {
+                control_partition.cut_damaged_tail()?;
+            }
+        }
         control_partition.stable_offset = control_partition.end_offset();
         let mut writers = BTreeMap::new();
         let control_guard = Guarded::new(control_partition);
@@ -96,6 +113,23 @@ impl Log {
                 };
                 let committed_end = committed.get(&(name.clone(), p)).copied().unwrap_or(0);
                 let found = part.end_offset();
+                if let Some(damage) = &part.damage {
+                    // Below the last commit a bad byte is damage to acknowledged data, not a
+                    // torn write: refuse, and change nothing.
+                    if found < committed_end {
+                        return Err(LogError::CommittedDataCorrupt {
+                            what: format!("partition {name}/{p}"),
+                            segment: part.active_path().to_path_buf(),
+                            position: damage.position,
+                            offset: damage.offset,
+                            committed: committed_end,
+                            reason: damage.reason.clone(),
+                        });
+                    }
+                    if writable {
+                        part.cut_damaged_tail()?;
+                    }
+                }
                 if found < committed_end {
                     return Err(LogError::CommittedDataMissing {
                         topic: name,

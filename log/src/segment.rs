@@ -50,6 +50,31 @@ struct IndexFiles {
     time_index: File,
 }
 
+/// Where a scan found a segment's bytes to stop making sense, and why. Nothing is cut when it
+/// is found: whether the bytes past it were ever committed decides between cutting a torn
+/// tail and refusing to touch acknowledged data (see recovery).
+#[derive(Debug, Clone)]
+pub(crate) struct Damage {
+    /// The file position where the whole batches end.
+    pub position: u64,
+    /// The first offset that could not be read.
+    pub offset: u64,
+    pub reason: String,
+    /// A whole batch failed its checksum with more bytes after it: not the tail of an
+    /// interrupted write, but bytes changed after they were written.
+    pub mid_file: bool,
+}
+
+impl std::fmt::Display for Damage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} at byte {} (offset {})",
+            self.reason, self.position, self.offset
+        )
+    }
+}
+
 /// How much to trust a segment being opened.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Scan {
@@ -178,8 +203,10 @@ impl Segment {
         u32::try_from(offset - self.base_offset).unwrap_or(u32::MAX)
     }
 
-    /// Opens an existing segment, scanning it to find its end and build its index. With
-    /// `Scan::Repair` a torn or corrupt tail is truncated away (and reported in the result).
+    /// Opens an existing segment, scanning it to find its end and build its index. Where the
+    /// bytes stop making sense (a torn tail, or with `Scan::Repair` a checksum failure) is
+    /// reported, not cut: `size` ends before it, and `cut_damaged_tail` cuts it when the
+    /// caller knows nothing committed lies there.
     pub fn open(
         storage: &dyn Storage,
         path: &Path,
@@ -187,7 +214,7 @@ impl Segment {
         scan: Scan,
         writable: bool,
         gaps_allowed: bool,
-    ) -> Result<(Segment, Option<String>), LogError> {
+    ) -> Result<(Segment, Option<Damage>), LogError> {
         let file = storage
             .open(path, writable, false)
             .map_err(|e| LogError::io("open segment", path, e))?;
@@ -209,13 +236,11 @@ impl Segment {
         let mut header_buf = [0u8; BATCH_HEADER_LEN];
         let mut batch_buf = Vec::new();
         let mut problem = None;
+        let mut mid_file = false;
         while segment.size < file_len {
             let pos = segment.size;
             if file_len - pos < BATCH_HEADER_LEN as u64 {
-                problem = Some(format!(
-                    "{} bytes of a torn batch header at position {pos}",
-                    file_len - pos
-                ));
+                problem = Some(format!("{} bytes of a torn batch header", file_len - pos));
                 break;
             }
             segment
@@ -225,22 +250,23 @@ impl Segment {
             let header = match BatchHeader::parse(&header_buf) {
                 Ok(header) => header,
                 Err(err) => {
-                    problem = Some(format!("{err} at position {pos}"));
+                    problem = Some(err.to_string());
                     break;
                 }
             };
             let gap = header.base_offset > segment.next_offset;
             if header.base_offset < segment.next_offset || (gap && !gaps_allowed) {
                 problem = Some(format!(
-                    "batch at position {pos} has offset {}, expected {}",
+                    "a batch with offset {}, expected {}",
                     header.base_offset, segment.next_offset
                 ));
                 break;
             }
             if pos + header.total_len as u64 > file_len {
                 problem = Some(format!(
-                    "torn batch at position {pos} (offset {})",
-                    header.base_offset
+                    "a torn batch of {} bytes with {} in the file",
+                    header.total_len,
+                    file_len - pos
                 ));
                 break;
             }
@@ -251,20 +277,29 @@ impl Segment {
                     .read_exact_at(&mut batch_buf, pos)
                     .map_err(|e| LogError::io("read segment", path, e))?;
                 if let Err(err) = batch::verify(&batch_buf) {
-                    problem = Some(format!("{err} at position {pos}"));
+                    problem = Some(err.to_string());
+                    mid_file = pos + (header.total_len as u64) < file_len;
                     break;
                 }
             }
             segment.note_appended(&header, pos);
         }
-        if problem.is_some() && scan != Scan::Headers && writable {
-            segment
-                .file
-                .set_len(segment.size)
-                .and_then(|()| segment.file.sync_all())
-                .map_err(|e| LogError::io("truncate torn segment tail", path, e))?;
-        }
-        Ok((segment, problem))
+        let damage = problem.map(|reason| Damage {
+            position: segment.size,
+            offset: segment.next_offset,
+            reason,
+            mid_file,
+        });
+        Ok((segment, damage))
+    }
+
+    /// Cuts the file back to its whole batches (after `open` reported damage that holds
+    /// nothing committed).
+    pub fn cut_damaged_tail(&mut self) -> Result<(), LogError> {
+        self.file
+            .set_len(self.size)
+            .and_then(|()| self.file.sync_all())
+            .map_err(|e| LogError::io("truncate torn segment tail", &self.path, e))
     }
 
     /// Updates size, next offset and indexes for a batch at `pos`; true when index entries
