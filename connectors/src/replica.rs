@@ -7,6 +7,14 @@
 //! table's work in two. Tables without a key keep every operation in order, matching rows on
 //! all columns (which needs the full old row: REPLICA IDENTITY FULL). That planning is in
 //! `replica/plan.rs`; this file decodes records and runs a target's batches (`ReplicaSink`).
+//!
+//! A batch that holds several schema versions of a table (a migration inside a source
+//! transaction, or a sink catching up across one) is applied in parts, one per version, in
+//! version order, each in its own target transaction with the offsets of exactly the records
+//! it holds: the target's table is changed to each version just before that version's rows
+//! are applied. A topic is one table, so in each partition a version's records form one run
+//! (versions only grow), and each part is a prefix of every partition: stored offsets always
+//! say exactly what was applied.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
@@ -347,20 +355,27 @@ impl<T: Target> Sink for ReplicaSink<T> {
     }
 
     async fn write(&mut self, records: &[SinkRecord]) -> Result<(), T::Error> {
-        let prepared = if self.settings.transactional {
-            let ready = self.whole_commits(records);
+        let ready;
+        let records = if self.settings.transactional {
+            ready = self.whole_commits(records);
             if ready.is_empty() {
                 return Ok(());
             }
-            self.prepare(&ready)?
+            &ready[..]
         } else {
-            self.prepare(records)?
+            records
         };
-        let mut target = self.target().await?;
-        self.in_flight = Some(tokio::spawn(async move {
-            let result = target.apply(prepared).await;
-            (target, result)
-        }));
+        for part in split_by_schema_version(records) {
+            let prepared = match &part {
+                Some(part) => self.prepare(part)?,
+                None => self.prepare(records)?,
+            };
+            let mut target = self.target().await?;
+            self.in_flight = Some(tokio::spawn(async move {
+                let result = target.apply(prepared).await;
+                (target, result)
+            }));
+        }
         Ok(())
     }
 
@@ -377,6 +392,86 @@ impl<T: Target> Sink for ReplicaSink<T> {
         }
         result
     }
+}
+
+/// The Confluent wire header's schema id of a record's value (`None` for tombstones and
+/// values that are not Avro).
+fn value_schema_id(record: &SinkRecord) -> Option<u32> {
+    let value = record.record.value.as_deref()?;
+    if !sluice_schema_registry::avro::decode::is_framed(value) {
+        return None;
+    }
+    Some(u32::from_be_bytes([value[1], value[2], value[3], value[4]]))
+}
+
+/// Splits records holding several schema versions of a topic's table into parts, one per
+/// version rank (a table's versions in the batch, oldest first, by schema id: the registry
+/// numbers schemas in the order they are registered). `[None]` (the whole batch as it is)
+/// when every topic has one version, the common case, without copying.
+fn split_by_schema_version(records: &[SinkRecord]) -> Vec<Option<Vec<SinkRecord>>> {
+    let mut versions: HashMap<&str, Vec<u32>> = HashMap::new();
+    for record in records {
+        if let Some(id) = value_schema_id(record) {
+            let ids = versions.entry(&record.topic).or_default();
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
+    }
+    if versions.values().all(|ids| ids.len() <= 1) {
+        return vec![None];
+    }
+    for ids in versions.values_mut() {
+        ids.sort_unstable();
+    }
+    // Each record's rank; a tombstone shares the rank of the record before it in its partition.
+    let mut ranks = Vec::with_capacity(records.len());
+    let mut last_rank: HashMap<(&str, u32), usize> = HashMap::new();
+    let mut monotonic = true;
+    for record in records {
+        let partition = (&*record.topic, record.partition);
+        let previous = last_rank.get(&partition).copied();
+        let rank = match value_schema_id(record) {
+            Some(id) => versions[&*record.topic]
+                .iter()
+                .position(|v| *v == id)
+                .unwrap_or(0),
+            None => previous.unwrap_or(0),
+        };
+        monotonic &= previous.is_none_or(|previous| previous <= rank);
+        last_rank.insert(partition, rank);
+        ranks.push(rank);
+    }
+    if !monotonic {
+        // A schema registered again (a column dropped and added back) reuses its old id, so
+        // id order is not time order: rank by each partition's own schema changes instead,
+        // which keeps every part a prefix of every partition.
+        let mut runs: HashMap<(&str, u32), (Option<u32>, usize)> = HashMap::new();
+        for (record, rank) in records.iter().zip(ranks.iter_mut()) {
+            let run = runs
+                .entry((&*record.topic, record.partition))
+                .or_insert((None, 0));
+            if let Some(id) = value_schema_id(record) {
+                if run.0.is_some_and(|last| last != id) {
+                    run.1 += 1;
+                }
+                run.0 = Some(id);
+            }
+            *rank = run.1;
+        }
+    }
+    let mut parts: Vec<Vec<SinkRecord>> = Vec::new();
+    for (record, rank) in records.iter().zip(ranks) {
+        if parts.len() <= rank {
+            parts.resize_with(rank + 1, Vec::new);
+        }
+        parts[rank].push(record.clone());
+    }
+    parts
+        .into_iter()
+        .filter(|part| !part.is_empty())
+        .map(Some)
+        .collect()
 }
 
 #[cfg(test)]

@@ -173,3 +173,50 @@ async fn types_cross_into_mariadb_and_schema_changes_follow() {
     );
     assert_eq!(sluice.stop(), Some(0), "{}", sluice.stderr());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schema_changes_inside_one_batch_apply_each_row_with_its_own_version() {
+    let source = TestDb::create();
+    let target = MariaDb::create();
+    source.exec("CREATE TABLE t (id int PRIMARY KEY, a int, b text)");
+    let mut sluice =
+        Sluice::new(&(source_config(&source, "encoding = \"avro\"") + &sink_config(&target, "")));
+    sluice.start();
+    source.wait_for_streaming().await;
+    source.exec(
+        "BEGIN; \
+         INSERT INTO t VALUES (1, 1, 'one'); \
+         ALTER TABLE t DROP COLUMN b; \
+         INSERT INTO t VALUES (2, 2); \
+         ALTER TABLE t ADD COLUMN c text; \
+         INSERT INTO t VALUES (3, 3, 'three'); \
+         ALTER TABLE t RENAME COLUMN a TO a2; \
+         INSERT INTO t VALUES (4, 4, 'four'); \
+         ALTER TABLE t ALTER COLUMN a2 TYPE bigint; \
+         INSERT INTO t VALUES (5, 5000000000, 'five'); \
+         UPDATE t SET c = 'updated' WHERE id = 1; \
+         COMMIT;",
+    );
+    wait_same(
+        &source,
+        &target,
+        // pgoutput does not tell a rename from a drop and an add: rows written before the
+        // rename and not since keep NULL in the renamed column at the target.
+        &[
+            "id, coalesce(c, '-') FROM t ORDER BY id",
+            "id, a2 FROM t WHERE id = 1 OR id >= 4 ORDER BY id",
+        ],
+        Duration::from_secs(60),
+    )
+    .await;
+    assert!(sluice.is_running(), "{}", sluice.stderr());
+    let changes = sluice
+        .stderr()
+        .matches("changing the target to match the source")
+        .count();
+    assert!(
+        changes <= 12,
+        "{changes} schema changes: the sink flapped\n{}",
+        sluice.stderr()
+    );
+}

@@ -417,3 +417,87 @@ async fn transactional_mode_never_shows_half_a_transaction() {
     assert!(observations > 3);
     assert_eq!(sluice.stop(), Some(0), "{}", sluice.stderr());
 }
+
+/// One source transaction that drops, adds, renames and retypes columns between its rows.
+const MIGRATION_IN_ONE_TRANSACTION: &str = "BEGIN; \
+    INSERT INTO t VALUES (1, 1, 'one'); \
+    ALTER TABLE t DROP COLUMN b; \
+    INSERT INTO t VALUES (2, 2); \
+    ALTER TABLE t ADD COLUMN c text; \
+    INSERT INTO t VALUES (3, 3, 'three'); \
+    ALTER TABLE t RENAME COLUMN a TO a2; \
+    INSERT INTO t VALUES (4, 4, 'four'); \
+    ALTER TABLE t ALTER COLUMN a2 TYPE bigint; \
+    INSERT INTO t VALUES (5, 5000000000, 'five'); \
+    UPDATE t SET c = 'updated' WHERE id = 1; \
+    COMMIT;";
+
+/// Queries whose rows must be the same on both sides after the first migration: every column
+/// but the renamed one, and that one where rows were written after the rename.
+const AFTER_FIRST_MIGRATION: [&str; 2] = [
+    "SELECT id, c FROM t ORDER BY id",
+    "SELECT id, a2 FROM t WHERE id = 1 OR id >= 4 ORDER BY id",
+];
+const AFTER_SECOND_MIGRATION: [&str; 2] = [
+    "SELECT id, b FROM t ORDER BY id",
+    "SELECT id, a FROM t WHERE id >= 8 ORDER BY id",
+];
+
+/// Waits until `t` has the same columns on both sides and each query gives the same rows.
+async fn wait_same_rows(source: &TestDb, target: &TestDb, queries: &[&str]) {
+    let columns = "SELECT string_agg(column_name, ',' ORDER BY column_name) \
+                   FROM information_schema.columns WHERE table_schema = 'public' AND table_name = 't'";
+    wait_for(
+        Duration::from_secs(60),
+        "the same rows in the target",
+        || {
+            target.exec(columns) == source.exec(columns)
+                && queries.iter().all(|q| target.exec(q) == source.exec(q))
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schema_changes_inside_one_batch_apply_each_row_with_its_own_version() {
+    let source = TestDb::create();
+    let target = TestDb::create();
+    source.exec("CREATE TABLE t (id int PRIMARY KEY, a int, b text)");
+    // First without the sink: it then catches up across the migration from the log.
+    let mut sluice = Sluice::new(&source_config(&source, "encoding = \"avro\""));
+    sluice.start();
+    source.wait_for_streaming().await;
+    source.exec(MIGRATION_IN_ONE_TRANSACTION);
+    wait_for(Duration::from_secs(30), "the migration in the log", || {
+        sluice.records("src.public.t").len() >= 6
+    })
+    .await;
+    assert_eq!(sluice.stop(), Some(0), "{}", sluice.stderr());
+    let config = std::fs::read_to_string(&sluice.config).unwrap();
+    std::fs::write(&sluice.config, config + &sink_config(&target, "")).unwrap();
+    sluice.start();
+    // pgoutput does not tell a rename from a drop and an add: rows written before the rename
+    // and not since keep NULL in the renamed column at the target (docs/operations.md).
+    wait_same_rows(&source, &target, &AFTER_FIRST_MIGRATION).await;
+    assert_eq!(
+        target.exec("SELECT data_type FROM information_schema.columns WHERE table_name = 't' AND column_name = 'a2'"),
+        "bigint"
+    );
+    // And while the sink streams: the same migration backwards, in one transaction.
+    source.exec(
+        "BEGIN; INSERT INTO t VALUES (6, 6, 'six'); ALTER TABLE t DROP COLUMN c; \
+         INSERT INTO t VALUES (7, 7); ALTER TABLE t RENAME COLUMN a2 TO a; \
+         ALTER TABLE t ADD COLUMN b text; INSERT INTO t VALUES (8, 8, 'eight'); COMMIT;",
+    );
+    wait_same_rows(&source, &target, &AFTER_SECOND_MIGRATION).await;
+    assert!(sluice.is_running(), "{}", sluice.stderr());
+    let changes = sluice
+        .stderr()
+        .matches("changing the target to match the source")
+        .count();
+    assert!(
+        changes <= 16,
+        "{changes} schema changes: the sink flapped\n{}",
+        sluice.stderr()
+    );
+}
