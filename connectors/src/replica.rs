@@ -171,7 +171,11 @@ pub struct ReplicaSink<T: Target> {
     pending: Vec<SinkRecord>,
     cut: Vec<(Arc<str>, u32)>,
     target: Option<T>,
-    in_flight: Option<InFlight<T>>,
+    /// The batch being applied and the offsets it stores with its rows.
+    in_flight: Option<(InFlight<T>, Offsets)>,
+    /// What the target holds: the offsets it returned from `open`, advanced by each batch it
+    /// finished applying.
+    applied: Offsets,
 }
 
 /// A batch being applied: the target comes back with the result.
@@ -199,18 +203,20 @@ impl<T: Target> ReplicaSink<T> {
             cut: Vec::new(),
             target: Some(target),
             in_flight: None,
+            applied: Offsets::new(),
         }
     }
 
     /// The target, once the batch it was applying (if any) is done.
     async fn target(&mut self) -> Result<T, T::Error> {
-        if let Some(handle) = self.in_flight.take() {
+        if let Some((handle, offsets)) = self.in_flight.take() {
             let (target, result) = match handle.await {
                 Ok(done) => done,
                 Err(join) => std::panic::resume_unwind(join.into_panic()),
             };
             self.target = Some(target);
             result?;
+            self.applied.extend(offsets);
         }
         Ok(self
             .target
@@ -347,7 +353,13 @@ impl<T: Target> Sink for ReplicaSink<T> {
         self.pending.clear();
         let result = target.open().await;
         self.target = Some(target);
-        result.map(Some)
+        let stored = result?;
+        self.applied = stored.clone();
+        Ok(Some(stored))
+    }
+
+    fn applied(&self) -> Option<&Offsets> {
+        Some(&self.applied)
     }
 
     fn partitions_cut(&mut self, cut: &[(Arc<str>, u32)]) {
@@ -371,10 +383,12 @@ impl<T: Target> Sink for ReplicaSink<T> {
                 None => self.prepare(records)?,
             };
             let mut target = self.target().await?;
-            self.in_flight = Some(tokio::spawn(async move {
+            let offsets = prepared.offsets.clone();
+            let handle = tokio::spawn(async move {
                 let result = target.apply(prepared).await;
                 (target, result)
-            }));
+            });
+            self.in_flight = Some((handle, offsets));
         }
         Ok(())
     }

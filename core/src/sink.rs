@@ -29,8 +29,9 @@ pub struct SinkRecord {
 /// - Records of one partition arrive in offset order (per key: source commit order). Calls
 ///   never overlap.
 /// - When `write` returns `Ok`, the records are durable in the destination (for sinks that
-///   return offsets from `open`: once `flush` or the next `write` returns `Ok`); the runtime
-///   then commits their offsets to the log's consumer group for this sink.
+///   return offsets from `open`: once `flush` or the next `write` returns `Ok`, and those
+///   report what is durable through `applied`); the runtime then commits their offsets to the
+///   log's consumer group for this sink.
 /// - `close` is called once at shutdown, after the last `write`.
 pub trait Sink: Send {
     type Error: std::error::Error + Classify + Send + Sync + 'static;
@@ -55,6 +56,16 @@ pub trait Sink: Send {
     /// offset, so the last log commit seen in them may continue in the next batch (sinks that
     /// apply whole commits hold those back).
     fn partitions_cut(&mut self, _cut: &[(Arc<str>, u32)]) {}
+
+    /// For sinks whose `write` returns before the destination has committed (they apply in
+    /// the background, or hold records back): the next offset per partition that the
+    /// destination holds durably now. The runtime commits these, not what it handed to
+    /// `write`, to the consumer group, and reports lag from them, so that lag always says
+    /// what the destination still lacks. `None` (the default): what `write` returned `Ok`
+    /// for is durable.
+    fn applied(&self) -> Option<&Offsets> {
+        None
+    }
 }
 
 /// A record a sink could not apply because the destination rejected its value (a "poison"

@@ -501,3 +501,75 @@ async fn schema_changes_inside_one_batch_apply_each_row_with_its_own_version() {
         sluice.stderr()
     );
 }
+
+/// `sluice status` on `sluice`'s config.
+fn status(sluice: &Sluice) -> String {
+    let out = Command::new(sluice_integration_tests::sluice_bin())
+        .args(["status", "-c"])
+        .arg(&sluice.config)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lag_counts_what_the_target_has_not_committed() {
+    let source = TestDb::create();
+    let target = TestDb::create();
+    source.exec("CREATE TABLE t (id int PRIMARY KEY)");
+    let port = sluice_integration_tests::free_port();
+    let mut sluice = Sluice::new(&format!(
+        "[api]\nlisten = \"127.0.0.1:{port}\"\n\n{}{}",
+        source_config(&source, "encoding = \"avro\""),
+        sink_config(&target, "")
+    ));
+    sluice.start();
+    source.wait_for_streaming().await;
+    source.exec("INSERT INTO t VALUES (0)");
+    wait_equal(&source, &target, &["t"], Duration::from_secs(30)).await;
+
+    // The target is stuck: a lock the sink waits behind.
+    let blocker = target.client().await;
+    blocker
+        .batch_execute("BEGIN; LOCK TABLE public.t IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    for chunk in 0..20 {
+        source.exec(&format!(
+            "INSERT INTO t SELECT generate_series({}, {})",
+            chunk * 100 + 1,
+            chunk * 100 + 100
+        ));
+    }
+    let behind = |text: &str| -> Option<u64> {
+        let line = text.lines().find(|l| l.starts_with("sink replica"))?;
+        line.split(", ").nth(1)?.split(' ').next()?.parse().ok()
+    };
+    wait_for(
+        Duration::from_secs(30),
+        "status to show the unapplied rows",
+        || behind(&status(&sluice)).is_some_and(|n| n >= 1900),
+    )
+    .await;
+    let lag_metric = || {
+        let metrics = sluice_integration_tests::http_get(port, "/metrics").1;
+        metrics
+            .lines()
+            .find(|l| l.starts_with("sluice_sink_lag_records{sink=\"replica\"}"))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+    };
+    wait_for(
+        Duration::from_secs(30),
+        "the lag metric to show them",
+        || lag_metric().is_some_and(|lag| lag >= 1900.0),
+    )
+    .await;
+
+    blocker.batch_execute("COMMIT").await.unwrap();
+    wait_equal(&source, &target, &["t"], Duration::from_secs(60)).await;
+    wait_for(Duration::from_secs(30), "lag to return to 0", || {
+        behind(&status(&sluice)) == Some(0) && lag_metric() == Some(0.0)
+    })
+    .await;
+}

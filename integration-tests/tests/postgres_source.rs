@@ -618,20 +618,6 @@ async fn a_transaction_larger_than_a_batch_arrives_whole_and_once() {
     assert_ne!(&all[12_000]["transaction"]["id"], big_txn);
 }
 
-/// GET `path` from a local HTTP endpoint; returns (status line, body).
-fn http_get(port: u16, path: &str) -> (String, String) {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-    (
-        head.lines().next().unwrap_or_default().to_owned(),
-        body.to_owned(),
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_and_health_are_served_while_running() {
     let db = TestDb::create();
@@ -656,7 +642,7 @@ async fn metrics_and_health_are_served_while_running() {
             == 25
     })
     .await;
-    let (status, body) = http_get(port, "/health");
+    let (status, body) = sluice_integration_tests::http_get(port, "/health");
     assert!(status.contains("200"), "{status}");
     assert_eq!(body, "ok\n");
     let metric = |metrics: &str, name: &str| -> Option<f64> {
@@ -668,12 +654,12 @@ async fn metrics_and_health_are_served_while_running() {
     };
     // The file is written before the sink's counters move: wait for them too.
     wait_for(Duration::from_secs(20), "the sink's metrics", || {
-        let (_, metrics) = http_get(port, "/metrics");
+        let (_, metrics) = sluice_integration_tests::http_get(port, "/metrics");
         metric(&metrics, "sluice_sink_records_total{sink=\"file\"}").is_some_and(|v| v >= 25.0)
             && metric(&metrics, "sluice_sink_lag_records{sink=\"file\"}") == Some(0.0)
     })
     .await;
-    let (status, metrics) = http_get(port, "/metrics");
+    let (status, metrics) = sluice_integration_tests::http_get(port, "/metrics");
     assert!(status.contains("200"), "{status}");
     let value = |name: &str| -> f64 {
         metric(&metrics, name).unwrap_or_else(|| panic!("{name} missing from:\n{metrics}"))
@@ -682,7 +668,7 @@ async fn metrics_and_health_are_served_while_running() {
     assert!(value("sluice_log_records_appended_total{source=\"src\"}") >= 25.0);
     assert!(value("sluice_sink_records_total{sink=\"file\"}") >= 25.0);
     assert_eq!(value("sluice_sink_lag_records{sink=\"file\"}"), 0.0);
-    let (status, _) = http_get(port, "/nope");
+    let (status, _) = sluice_integration_tests::http_get(port, "/nope");
     assert!(status.contains("404"), "{status}");
 }
 

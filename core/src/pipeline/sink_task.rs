@@ -77,6 +77,8 @@ where
             Some(offsets) => offsets,
             None => log.group_offsets(&group).await.map_err(log_error)?,
         };
+        // What the destination holds: the consumer group and the lag follow this.
+        let mut durable = offsets.clone();
         tracing::info!(
             partitions = offsets.len(),
             "sink open; resuming from committed offsets"
@@ -139,11 +141,25 @@ where
             }
             // With nothing new, finish what the sink has in flight before waiting, so that a
             // failure shows now rather than with the next batch.
-            let result = if records.is_empty() {
-                sink.flush().await
-            } else {
-                sink.partitions_cut(&cut);
-                sink.write(&records).await
+            // A destination that hangs holds this loop in `write`: the lag gauge goes on
+            // counting what arrives meanwhile.
+            let result = {
+                let work = async {
+                    if records.is_empty() {
+                        sink.flush().await
+                    } else {
+                        sink.partitions_cut(&cut);
+                        sink.write(&records).await
+                    }
+                };
+                tokio::pin!(work);
+                let mut tick = tokio::time::interval(LAG_REFRESH);
+                loop {
+                    tokio::select! {
+                        result = &mut work => break result,
+                        _ = tick.tick() => set_lag_gauge(&name, &log, &assigned, &durable),
+                    }
+                }
             };
             if let Err(err) = result {
                 if err.kind() == ErrorKind::Definite {
@@ -159,6 +175,19 @@ where
                 }
             }
             if records.is_empty() {
+                // What the destination finished in the background counts now, not at the
+                // next batch.
+                let nothing_written = BTreeMap::new();
+                publish_durable(
+                    &name,
+                    &group,
+                    &log,
+                    &sink,
+                    &assigned,
+                    &mut durable,
+                    nothing_written,
+                )
+                .await?;
                 tokio::select! {
                     _ = cancel.cancelled() => break 'open,
                     _ = commits.changed() => {}
@@ -177,24 +206,78 @@ where
             offsets.extend(advanced.clone());
             ::metrics::counter!(metrics::SINK_RECORDS, "sink" => name.clone())
                 .increment(records.len() as u64);
-            log.commit_offsets(&group, advanced)
-                .await
-                .map_err(log_error)?;
-            let lag: u64 = assigned
-                .iter()
-                .map(|(topic, partition)| {
-                    let next = offsets
-                        .get(&(topic.to_string(), *partition))
-                        .copied()
-                        .unwrap_or(0);
-                    log.stable_offset(topic, *partition).saturating_sub(next)
-                })
-                .sum();
-            ::metrics::gauge!(metrics::SINK_LAG_RECORDS, "sink" => name.clone()).set(lag as f64);
+            publish_durable(
+                &name,
+                &group,
+                &log,
+                &sink,
+                &assigned,
+                &mut durable,
+                advanced,
+            )
+            .await?;
         }
     }
     sink.close().await.map_err(sink_error)?;
     Ok(())
+}
+
+/// Commits to the consumer group what the destination now holds beyond `durable`: the
+/// sink's `applied` offsets when it reports them, otherwise what `write` just took
+/// (`written`). Then sets the lag gauge from `durable`: records committed in the log that the
+/// destination does not hold yet.
+#[allow(clippy::too_many_arguments)]
+async fn publish_durable<S: Sink, L: EventLog>(
+    name: &str,
+    group: &str,
+    log: &L,
+    sink: &S,
+    assigned: &[(Arc<str>, u32)],
+    durable: &mut Offsets,
+    written: Offsets,
+) -> Result<(), PipelineError> {
+    let advanced: Offsets = match sink.applied() {
+        Some(applied) => applied
+            .iter()
+            .filter(|(partition, next)| durable.get(*partition).is_none_or(|known| known < *next))
+            .map(|(partition, next)| (partition.clone(), *next))
+            .collect(),
+        None => written,
+    };
+    durable.extend(advanced.clone());
+    if !advanced.is_empty() {
+        log.commit_offsets(group, advanced)
+            .await
+            .map_err(|source| PipelineError::Log {
+                name: name.to_owned(),
+                source,
+            })?;
+    }
+    set_lag_gauge(name, log, assigned, durable);
+    Ok(())
+}
+
+/// How often the lag gauge is refreshed while a write waits on the destination.
+const LAG_REFRESH: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Sets the lag gauge: records committed in the log that the destination does not hold yet.
+fn set_lag_gauge<L: EventLog>(
+    name: &str,
+    log: &L,
+    assigned: &[(Arc<str>, u32)],
+    durable: &Offsets,
+) {
+    let lag: u64 = assigned
+        .iter()
+        .map(|(topic, partition)| {
+            let next = durable
+                .get(&(topic.to_string(), *partition))
+                .copied()
+                .unwrap_or(0);
+            log.stable_offset(topic, *partition).saturating_sub(next)
+        })
+        .sum();
+    ::metrics::gauge!(metrics::SINK_LAG_RECORDS, "sink" => name.to_owned()).set(lag as f64);
 }
 
 /// The partitions of every topic a sink's patterns match. Topics starting with `_` (the
