@@ -196,7 +196,13 @@ pub struct PostgresSource {
     phase: Phase,
     ctx: Option<RelationContext>,
     catalog_task: Option<JoinHandle<()>>,
+    /// When the captured tables were last compared with the catalog (tables created, keys
+    /// added or dropped): the publication sluice owns follows them.
+    tables_checked: tokio::time::Instant,
 }
+
+/// How often a streaming source looks for tables that appeared or changed their key.
+const TABLES_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl PostgresSource {
     /// Builds the source; nothing connects until `start`.
@@ -206,7 +212,91 @@ impl PostgresSource {
             phase: Phase::Stopped,
             ctx: None,
             catalog_task: None,
+            tables_checked: tokio::time::Instant::now(),
         }
+    }
+
+    /// Resolves the captured tables, reports those left out, and makes the publication list
+    /// them (or, for a publication named in the config, checks that it does).
+    async fn publish_tables(
+        &self,
+        client: &tokio_postgres::Client,
+    ) -> Result<Vec<catalog::CapturedTable>, PostgresError> {
+        let resolution =
+            catalog::resolve_tables(client, &self.config.tables, &self.config.exclude).await?;
+        setup::check_tables(&resolution, &self.config.tables)?;
+        ::metrics::gauge!(sluice_core::metrics::SOURCE_TABLES_LEFT_OUT, "source" => self.config.name.clone())
+            .set(resolution.left_out.len() as f64);
+        let publication = self.config.publication_name();
+        let owned = self.config.publication.is_none();
+        setup::ensure_publication(client, &publication, &resolution.captured, owned).await?;
+        if !owned {
+            let published = setup::publication_tables(client, &publication).await?;
+            let missing: Vec<String> = resolution
+                .captured
+                .iter()
+                .filter(|t| !published.contains(&t.id))
+                .map(|t| t.id.to_string())
+                .collect();
+            if !missing.is_empty() {
+                return Err(PostgresError::Setup {
+                    problem: format!(
+                        "publication {publication} does not publish {}, which `tables` matches: \
+                         its changes would never arrive",
+                        missing.join(", ")
+                    ),
+                    fix: format!(
+                        "add them (ALTER PUBLICATION {publication} ADD TABLE …) or leave them out \
+                         with `exclude`"
+                    ),
+                });
+            }
+        }
+        Ok(resolution.captured)
+    }
+
+    /// While streaming, every `TABLES_CHECK_INTERVAL`: tables created since, or whose key
+    /// changed, join or leave the publication sluice owns. A table that joins is captured from
+    /// then on; rows written to it before are not in the log.
+    async fn check_tables_now(&mut self) -> Result<(), PostgresError> {
+        if self.config.publication.is_some()
+            || self.tables_checked.elapsed() < TABLES_CHECK_INTERVAL
+        {
+            return Ok(());
+        }
+        self.tables_checked = tokio::time::Instant::now();
+        let Some(ctx) = self.ctx.as_ref() else {
+            return Ok(());
+        };
+        let publication = self.config.publication_name();
+        let before = setup::publication_tables(&ctx.client, &publication).await?;
+        let resolution =
+            catalog::resolve_tables(&ctx.client, &self.config.tables, &self.config.exclude).await?;
+        ::metrics::gauge!(sluice_core::metrics::SOURCE_TABLES_LEFT_OUT, "source" => self.config.name.clone())
+            .set(resolution.left_out.len() as f64);
+        if resolution.captured.is_empty() || !resolution.named_without_identity.is_empty() {
+            // start() reports these on the next reconnect; the stream goes on as it is.
+            return Ok(());
+        }
+        if setup::ensure_publication(&ctx.client, &publication, &resolution.captured, true).await? {
+            for table in resolution
+                .captured
+                .iter()
+                .filter(|t| !before.contains(&t.id))
+            {
+                tracing::warn!(table = %table.id, "new table captured from now on; rows written to it before this are not in the log");
+            }
+            for table in before
+                .iter()
+                .filter(|t| !resolution.captured.iter().any(|c| c.id == **t))
+            {
+                tracing::warn!(table = %table, "table no longer captured (dropped, excluded, or lost its primary key)");
+            }
+            for table in &resolution.left_out {
+                tracing::warn!(table = %table, "table left out: it has no primary key, and publishing it would make the application's UPDATEs and DELETEs on it fail");
+            }
+        }
+        Ok(())
     }
 
     fn dbname(&self) -> String {
@@ -433,18 +523,8 @@ impl Source for PostgresSource {
         let (client, task) = connect_catalog(&self.config).await?;
         self.catalog_task = Some(task);
         let server = setup::check_server(&client).await?;
-        let tables = catalog::resolve_tables(&client, &self.config.tables).await?;
-        setup::check_tables(&tables, &self.config.tables)?;
-        let publication = self.config.publication_name();
-        setup::ensure_publication(
-            &client,
-            &publication,
-            &self.config.tables,
-            &tables,
-            &server,
-            self.config.publication.is_none(),
-        )
-        .await?;
+        let tables = self.publish_tables(&client).await?;
+        self.tables_checked = tokio::time::Instant::now();
         let slot_name = self.config.slot_name();
         let slot = setup::slot_state(&client, &slot_name).await?;
         self.ctx = Some(RelationContext {
@@ -554,7 +634,11 @@ impl Source for PostgresSource {
         match &mut self.phase {
             Phase::Stopped => Err(PostgresError::protocol("next_batch before start")),
             Phase::Snapshot(_) => self.next_snapshot_batch().await,
-            Phase::Streaming(stream) => {
+            Phase::Streaming(_) => {
+                self.check_tables_now().await?;
+                let Phase::Streaming(stream) = &mut self.phase else {
+                    unreachable!("matched above")
+                };
                 let ctx = self.ctx.as_mut().expect("catalog connected in start");
                 Ok(stream.next_batch(ctx).await?.map(|(events, end)| {
                     SourceBatch::new(
@@ -621,9 +705,23 @@ pub async fn slot_status(config: &PostgresSourceConfig) -> Result<String, Postgr
             &[&config.slot_name()],
         )
         .await?;
+    let resolution = catalog::resolve_tables(&client, &config.tables, &config.exclude).await?;
     connection.abort();
+    let left_out = if resolution.left_out.is_empty() {
+        String::new()
+    } else {
+        let names: Vec<String> = resolution
+            .left_out
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        format!(
+            "; left out (no primary key; ALTER TABLE … REPLICA IDENTITY FULL to capture): {}",
+            names.join(", ")
+        )
+    };
     Ok(match row {
-        None => format!("slot {} does not exist (yet)", config.slot_name()),
+        None => format!("slot {} does not exist (yet){left_out}", config.slot_name()),
         Some(row) => {
             let (active, confirmed, retained, behind): (
                 bool,
@@ -642,7 +740,7 @@ pub async fn slot_status(config: &PostgresSourceConfig) -> Result<String, Postgr
                 confirmed.unwrap_or_else(|| "-".into()),
                 behind.unwrap_or_else(|| "-".into()),
                 retained.unwrap_or_else(|| "-".into()),
-            )
+            ) + &left_out
         }
     })
 }
@@ -652,8 +750,10 @@ pub async fn slot_status(config: &PostgresSourceConfig) -> Result<String, Postgr
 pub async fn probe(config: &PostgresSourceConfig) -> Result<String, PostgresError> {
     let (client, connection) = connect_catalog(config).await?;
     let server = setup::check_server(&client).await?;
-    let tables = catalog::resolve_tables(&client, &config.tables).await?;
-    setup::check_tables(&tables, &config.tables)?;
+    let resolution = catalog::resolve_tables(&client, &config.tables, &config.exclude).await?;
+    setup::check_tables(&resolution, &config.tables)?;
+    setup::check_privileges(&client, config, &resolution).await?;
+    let tables = resolution.captured;
     let slot = setup::slot_state(&client, &config.slot_name()).await?;
     drop(client);
     connection.abort();

@@ -9,6 +9,9 @@ pub const SOURCE_BATCHES_COMMITTED: &str = "sluice_source_batches_committed_tota
 pub const LOG_RECORDS_APPENDED: &str = "sluice_log_records_appended_total";
 /// Seconds from source commit to durable in the log, of the last batch (gauge).
 pub const SOURCE_LAG_SECONDS: &str = "sluice_source_lag_seconds";
+/// Tables a source's patterns match but that it leaves out because publishing them would
+/// break the application's writes (no key, no REPLICA IDENTITY FULL) (gauge).
+pub const SOURCE_TABLES_LEFT_OUT: &str = "sluice_source_tables_left_out";
 /// Records a sink delivered (counter).
 pub const SINK_RECORDS: &str = "sluice_sink_records_total";
 /// Records in the log a sink has not delivered yet (gauge).

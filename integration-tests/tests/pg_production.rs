@@ -425,3 +425,142 @@ fn no_output_of_sluice_contains_a_password() {
         }
     }
 }
+
+/// The tables publication `publication` publishes, comma-separated.
+fn published(db: &TestDb, publication: &str) -> String {
+    db.exec(&format!(
+        "SELECT coalesce(string_agg(tablename, ',' ORDER BY tablename), '') FROM pg_publication_tables WHERE pubname = '{publication}'"
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyless_tables_are_left_out_and_the_applications_writes_keep_working() {
+    let db = TestDb::create();
+    db.exec(
+        "CREATE TABLE k (id int PRIMARY KEY); CREATE TABLE nokey (v int); \
+         CREATE TABLE full_identity (v int); ALTER TABLE full_identity REPLICA IDENTITY FULL; \
+         CREATE TABLE excluded_audit (id int PRIMARY KEY); \
+         INSERT INTO nokey VALUES (1), (2); INSERT INTO full_identity VALUES (1)",
+    );
+    let mut sluice = Sluice::new(&source_config(&db, "exclude = [\"public.excluded_*\"]"));
+    sluice.start();
+    db.wait_for_streaming().await;
+    assert_eq!(published(&db, "sluice_src"), "full_identity,k");
+    // The application's own writes to the keyless table still work.
+    db.exec("UPDATE nokey SET v = 3 WHERE v = 1; DELETE FROM nokey WHERE v = 2");
+    // So do writes to a keyless table created while sluice runs…
+    db.exec("CREATE TABLE later (v int); INSERT INTO later VALUES (1); UPDATE later SET v = 2; DELETE FROM later");
+    // …and a keyed one joins the capture.
+    db.exec("CREATE TABLE later_keyed (id int PRIMARY KEY)");
+    wait_for(
+        Duration::from_secs(30),
+        "the new keyed table to be published",
+        || published(&db, "sluice_src") == "full_identity,k,later_keyed",
+    )
+    .await;
+    db.exec("INSERT INTO later_keyed VALUES (7); INSERT INTO k VALUES (1); UPDATE full_identity SET v = 5");
+    wait_for(
+        Duration::from_secs(30),
+        "rows of the captured tables",
+        || ids(&sluice, "src.public.later_keyed") == [7] && ids(&sluice, "src.public.k") == [1],
+    )
+    .await;
+    let stderr = sluice.stderr();
+    assert!(
+        stderr.contains("table left out") && stderr.contains("public.nokey"),
+        "{stderr}"
+    );
+    assert!(sluice.records("src.public.nokey").is_empty());
+    assert!(sluice.records("src.public.excluded_audit").is_empty());
+
+    // A restart is not refused for the keyless tables, and status names them.
+    assert_eq!(sluice.stop(), Some(0), "{}", sluice.stderr());
+    sluice.start();
+    db.wait_for_streaming().await;
+    let status = std::process::Command::new(sluice_integration_tests::sluice_bin())
+        .args(["status", "-c"])
+        .arg(&sluice.config)
+        .output()
+        .unwrap();
+    let status = String::from_utf8_lossy(&status.stdout).into_owned();
+    assert!(
+        status.contains("left out (no primary key")
+            && status.contains("public.later, public.nokey"),
+        "{status}"
+    );
+    assert!(sluice.is_running(), "{}", sluice.stderr());
+}
+
+/// psql as the postgres superuser in database `postgres` (roles are cluster-wide).
+fn admin(sql: &str) -> String {
+    let out = std::process::Command::new("psql")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+            "-XAtq",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-c",
+            sql,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replication_user_without_superuser_streams_from_a_publication_made_for_it() {
+    let db = TestDb::create();
+    let role = format!("{}_repl", db.name);
+    admin(&format!("CREATE ROLE {role} LOGIN REPLICATION"));
+    db.exec(&format!(
+        "CREATE TABLE t (id int PRIMARY KEY); GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}"
+    ));
+    let url = format!("postgres://{role}@127.0.0.1:5432/{}", db.name);
+    let config = |extra: &str| {
+        format!(
+            "[[sources]]\nname = \"src\"\nkind = \"postgres\"\nurl = \"{url}\"\nslot = \"{}\"\n{extra}\n",
+            db.name
+        )
+    };
+    // With a publication of its own to create, check --connect says it cannot, and how to fix it.
+    let sluice = Sluice::new(&config(""));
+    let (code, output) = sluice_command(&["check", "--connect"], &sluice.config);
+    assert_ne!(code, Some(0), "{output}");
+    assert!(
+        output.contains(&format!(
+            "user {role} cannot create or update publication sluice_src"
+        )) && output.contains("CREATE PUBLICATION \"sluice_src\" FOR TABLE \"public\".\"t\""),
+        "{output}"
+    );
+    drop(sluice);
+
+    // An administrator creates it once; sluice needs nothing more.
+    db.exec("CREATE PUBLICATION for_sluice FOR TABLE t");
+    let mut sluice = Sluice::new(&config("publication = \"for_sluice\""));
+    let (code, output) = sluice_command(&["check", "--connect"], &sluice.config);
+    assert_eq!(code, Some(0), "{output}");
+    sluice.start();
+    db.wait_for_streaming().await;
+    db.exec("INSERT INTO t VALUES (1), (2)");
+    wait_for(
+        Duration::from_secs(30),
+        "rows streamed by the unprivileged user",
+        || ids(&sluice, "src.public.t") == [1, 2],
+    )
+    .await;
+    sluice.kill();
+    drop(sluice);
+    db.exec(&format!("DROP OWNED BY {role}"));
+    drop(db);
+    admin(&format!("DROP ROLE IF EXISTS {role}"));
+}

@@ -158,11 +158,16 @@ impl MysqlTarget {
             self.pool = Some(Pool::new(opts));
         }
         let pool = self.pool.as_ref().expect("just set");
-        // A server that answers (access denied, unknown database) is classified by its error
-        // number; only an unreachable one is `Connect`.
-        pool.get_conn()
-            .await
-            .map_err(|err| SinkError::db("connecting to the target database", err))
+        // Access denied (1044, 1045, 1698) will not pass by waiting; anything else may.
+        pool.get_conn().await.map_err(|err| match err {
+            mysql_async::Error::Server(server) if matches!(server.code, 1044 | 1045 | 1698) => {
+                SinkError::db(
+                    "connecting to the target database",
+                    mysql_async::Error::Server(server),
+                )
+            }
+            other => SinkError::Connect(other.to_string()),
+        })
     }
 
     /// The database target tables go to.

@@ -40,11 +40,36 @@ pub fn table_matches(patterns: &[String], table: &TableId) -> bool {
     patterns.iter().any(|pattern| glob_match(pattern, &name))
 }
 
-/// Ordinary tables matching `patterns`, in name order.
+/// The tables a source's patterns pick, and those it leaves out.
+#[derive(Debug, Clone, Default)]
+pub struct Resolution {
+    /// In name order.
+    pub captured: Vec<CapturedTable>,
+    /// Tables only a wildcard matched that cannot identify their rows (no primary key, no
+    /// REPLICA IDENTITY FULL or USING INDEX): publishing them would make the application's own
+    /// UPDATEs and DELETEs on them fail, so they are left out.
+    pub left_out: Vec<TableId>,
+    /// Tables named exactly (no wildcard) that cannot identify their rows: an error.
+    pub named_without_identity: Vec<CapturedTable>,
+}
+
+/// Whether a table's updates and deletes can be published: a primary key, or a replica
+/// identity that names the old row (FULL or USING INDEX).
+pub fn identifies_rows(table: &CapturedTable) -> bool {
+    match table.replica_identity {
+        b'f' | b'i' => true,
+        b'd' => table.has_primary_key,
+        _ => false,
+    }
+}
+
+/// Ordinary tables matching `patterns` and no `exclude` pattern, sorted into those captured
+/// and those left out (see [`Resolution`]).
 pub async fn resolve_tables(
     client: &Client,
     patterns: &[String],
-) -> Result<Vec<CapturedTable>, PostgresError> {
+    exclude: &[String],
+) -> Result<Resolution, PostgresError> {
     let rows = client
         .query(
             "SELECT c.oid, n.nspname, c.relname, c.relreplident::text, \
@@ -56,23 +81,34 @@ pub async fn resolve_tables(
             &[],
         )
         .await?;
-    let mut tables = Vec::new();
+    let mut resolution = Resolution::default();
     for row in rows {
         let id = TableId {
             namespace: row.get(1),
             name: row.get(2),
         };
-        if table_matches(patterns, &id) {
-            let identity: String = row.get(3);
-            tables.push(CapturedTable {
-                oid: row.get(0),
-                id,
-                replica_identity: identity.bytes().next().unwrap_or(b'd'),
-                has_primary_key: row.get(4),
-            });
+        if !table_matches(patterns, &id) || table_matches(exclude, &id) {
+            continue;
+        }
+        let identity: String = row.get(3);
+        let table = CapturedTable {
+            oid: row.get(0),
+            id,
+            replica_identity: identity.bytes().next().unwrap_or(b'd'),
+            has_primary_key: row.get(4),
+        };
+        let named = patterns
+            .iter()
+            .any(|p| !p.contains('*') && *p == format!("{}.{}", table.id.namespace, table.id.name));
+        if identifies_rows(&table) {
+            resolution.captured.push(table);
+        } else if named {
+            resolution.named_without_identity.push(table);
+        } else {
+            resolution.left_out.push(table.id);
         }
     }
-    Ok(tables)
+    Ok(resolution)
 }
 
 /// Columns of a table in attribute order (dropped and generated columns left out, as pgoutput

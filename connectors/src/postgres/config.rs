@@ -24,6 +24,13 @@ pub struct PostgresSourceConfig {
     /// Tables to capture as `schema.table`; `*` matches any run of characters. Default `["public.*"]`.
     #[serde(default = "default_tables")]
     pub tables: Vec<String>,
+    /// Tables never to capture, as `schema.table` patterns, even when `tables` matches them.
+    /// Default none. Tables without a primary key or REPLICA IDENTITY FULL that only a
+    /// wildcard matches are left out by themselves (with a warning, in `sluice status` and in
+    /// `sluice_source_tables_left_out`): publishing them would make the application's own
+    /// UPDATEs and DELETEs on them fail.
+    #[serde(default)]
+    pub exclude: Vec<String>,
     /// `initial` (snapshot on first start, then stream), `never` (stream only), or
     /// `when_needed` (also snapshot again when the slot is gone). Default `initial`.
     #[serde(default)]
@@ -119,10 +126,15 @@ impl PostgresSourceConfig {
                 "list at least one table pattern, e.g. [\"public.*\"]".into(),
             ));
         }
-        for pattern in &self.tables {
+        for (field, pattern) in self
+            .tables
+            .iter()
+            .map(|p| ("tables", p))
+            .chain(self.exclude.iter().map(|p| ("exclude", p)))
+        {
             if pattern.split('.').count() != 2 || pattern.split('.').any(str::is_empty) {
                 return Err(err(
-                    "tables",
+                    field,
                     format!(
                         "{pattern:?} is not of the form schema.table (wildcards allowed: public.*)"
                     ),

@@ -3,7 +3,9 @@
 use sluice_core::position::Lsn;
 use tokio_postgres::Client;
 
-use super::catalog::CapturedTable;
+use sluice_core::event::TableId;
+
+use super::catalog::{CapturedTable, Resolution};
 use super::protocol::{quote_ident, WireConnection};
 use super::PostgresError;
 
@@ -60,100 +62,148 @@ pub async fn check_server(client: &Client) -> Result<ServerInfo, PostgresError> 
     Ok(ServerInfo { version_num })
 }
 
-/// Every captured table must identify its rows for updates and deletes.
-pub fn check_tables(tables: &[CapturedTable], patterns: &[String]) -> Result<(), PostgresError> {
-    if tables.is_empty() {
+/// There must be something to capture; a table named exactly must identify its rows for
+/// updates and deletes. Tables a wildcard matched that cannot are left out, loudly.
+pub fn check_tables(resolution: &Resolution, patterns: &[String]) -> Result<(), PostgresError> {
+    if let Some(table) = resolution.named_without_identity.first() {
+        let problem = if table.replica_identity == b'n' {
+            "REPLICA IDENTITY NOTHING"
+        } else {
+            "no primary key and REPLICA IDENTITY DEFAULT"
+        };
         return Err(setup_error(
-            format!("no table matches {patterns:?}"),
-            "check `tables` in the source config (schema.table, wildcards allowed) and that the tables exist",
+            format!("table {} has {problem}", table.id),
+            format!(
+                "set REPLICA IDENTITY FULL (ALTER TABLE {} REPLICA IDENTITY FULL) or add a primary key",
+                qualified(&table.id)
+            ),
         ));
     }
-    for table in tables {
-        let problem = match table.replica_identity {
-            b'n' => Some("REPLICA IDENTITY NOTHING"),
-            b'd' if !table.has_primary_key => Some("no primary key and REPLICA IDENTITY DEFAULT"),
-            _ => None,
-        };
-        if let Some(problem) = problem {
-            return Err(setup_error(
-                format!("table {} has {problem}", table.id),
+    for table in &resolution.left_out {
+        tracing::warn!(table = %table, fix = %format!("ALTER TABLE {} REPLICA IDENTITY FULL", qualified(table)),
+            "table left out: it has no primary key, and publishing it would make the application's UPDATEs and DELETEs on it fail");
+    }
+    if resolution.captured.is_empty() {
+        let left_out: Vec<String> = resolution
+            .left_out
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        return Err(setup_error(
+            if left_out.is_empty() {
+                format!("no table matches {patterns:?}")
+            } else {
                 format!(
-                    "set REPLICA IDENTITY FULL (ALTER TABLE {}.{} REPLICA IDENTITY FULL) or add a primary key",
-                    quote_ident(&table.id.namespace),
-                    quote_ident(&table.id.name)
-                ),
-            ));
-        }
+                    "no table to capture: {patterns:?} matches only tables without a primary key ({})",
+                    left_out.join(", ")
+                )
+            },
+            "check `tables` and `exclude` in the source config (schema.table, wildcards allowed), \
+             that the tables exist, and that each has a primary key or REPLICA IDENTITY FULL",
+        ));
     }
     Ok(())
 }
 
-/// Creates the publication, or brings one sluice created back in line with the patterns.
-/// `schema.*` patterns publish the whole schema (so tables created later are captured, on
-/// Postgres 15+); other patterns publish the tables that match now.
+/// `"schema"."table"`.
+pub fn qualified(table: &TableId) -> String {
+    format!(
+        "{}.{}",
+        quote_ident(&table.namespace),
+        quote_ident(&table.name)
+    )
+}
+
+/// The tables a publication publishes now.
+pub async fn publication_tables(
+    client: &Client,
+    name: &str,
+) -> Result<Vec<TableId>, PostgresError> {
+    let rows = client
+        .query(
+            "SELECT schemaname::text, tablename::text FROM pg_publication_tables WHERE pubname = $1 \
+             ORDER BY 1, 2",
+            &[&name],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|row| TableId {
+            namespace: row.get(0),
+            name: row.get(1),
+        })
+        .collect())
+}
+
+/// Creates the publication sluice owns, listing exactly the captured tables, or brings it back
+/// in line with them (tables created, keys added or dropped since). A list, never `FOR TABLES
+/// IN SCHEMA`: a schema-wide publication would take in keyless tables created later and make
+/// the application's UPDATEs and DELETEs on them fail, and it needs superuser. A publication
+/// named in the config (`publication =`) is someone else's: it is used as it is. Returns
+/// whether the publication changed.
 pub async fn ensure_publication(
     client: &Client,
     name: &str,
-    patterns: &[String],
     tables: &[CapturedTable],
-    server: &ServerInfo,
     owned: bool,
-) -> Result<(), PostgresError> {
-    let mut schemas: Vec<&str> = Vec::new();
-    let mut listed: Vec<String> = Vec::new();
-    for pattern in patterns {
-        match pattern.strip_suffix(".*") {
-            Some(schema) if server.version_num >= 150_000 && !schema.contains('*') => {
-                schemas.push(schema)
-            }
-            _ => {}
-        }
-    }
-    for table in tables {
-        if !schemas.contains(&table.id.namespace.as_str()) {
-            listed.push(format!(
-                "{}.{}",
-                quote_ident(&table.id.namespace),
-                quote_ident(&table.id.name)
-            ));
-        }
-    }
-    let mut targets = Vec::new();
-    if !schemas.is_empty() {
-        targets.push(format!(
-            "TABLES IN SCHEMA {}",
-            schemas
-                .iter()
-                .map(|s| quote_ident(s))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ));
-    }
-    if !listed.is_empty() {
-        targets.push(format!("TABLE {}", listed.join(", ")));
-    }
-    let targets = targets.join(", ");
+) -> Result<bool, PostgresError> {
     let exists = client
         .query_opt("SELECT 1 FROM pg_publication WHERE pubname = $1", &[&name])
         .await?
         .is_some();
-    if !exists {
-        tracing::info!(publication = name, "creating publication");
-        client
-            .batch_execute(&format!(
-                "CREATE PUBLICATION {} FOR {targets}",
-                quote_ident(name)
-            ))
-            .await?;
-    } else if owned {
-        client
-            .batch_execute(&format!(
-                "ALTER PUBLICATION {} SET {targets}",
-                quote_ident(name)
-            ))
-            .await?;
-    }
-    Ok(())
+    let listed: Vec<String> = tables.iter().map(|t| qualified(&t.id)).collect();
+    let statement = if !exists {
+        if !owned {
+            return Err(setup_error(
+                format!("publication {name} does not exist"),
+                format!(
+                    "create it (as the tables' owner or a superuser): CREATE PUBLICATION {} FOR TABLE {}",
+                    quote_ident(name),
+                    listed.join(", ")
+                ),
+            ));
+        }
+        format!(
+            "CREATE PUBLICATION {} FOR TABLE {}",
+            quote_ident(name),
+            listed.join(", ")
+        )
+    } else {
+        let mut published = publication_tables(client, name).await?;
+        let mut wanted: Vec<TableId> = tables.iter().map(|t| t.id.clone()).collect();
+        published.sort_by(|a, b| a.to_string().cmp(&b.to_string()));
+        wanted.sort_by(|a, b| a.to_string().cmp(&b.to_string()));
+        if !owned || published == wanted {
+            return Ok(false);
+        }
+        format!(
+            "ALTER PUBLICATION {} SET TABLE {}",
+            quote_ident(name),
+            listed.join(", ")
+        )
+    };
+    tracing::info!(
+        publication = name,
+        tables = tables.len(),
+        "publishing the captured tables"
+    );
+    client.batch_execute(&statement).await.map_err(|err| {
+        match err.code().map(|c| c.code()) {
+            // Not the tables' owner: someone who is creates the publication once.
+            Some("42501") => setup_error(
+                format!("cannot publish the tables: {}", super::ErrorText(&err)),
+                format!(
+                    "as the tables' owner or a superuser run: CREATE PUBLICATION {} FOR TABLE {}; \
+                     then set publication = \"{name}\" in the source config (sluice then uses it \
+                     as it is, with REPLICATION and SELECT only)",
+                    quote_ident(name),
+                    listed.join(", ")
+                ),
+            ),
+            _ => PostgresError::Query(err),
+        }
+    })?;
+    Ok(true)
 }
 
 /// A replication slot as `pg_replication_slots` shows it.
@@ -311,4 +361,107 @@ pub async fn create_slot(
         consistent_point,
         snapshot_name,
     })
+}
+
+/// What `check --connect` adds to the server checks: exactly the privileges `run` will need.
+/// SELECT on every captured table; a publication that exists and publishes them, or the right
+/// to create it (superuser, or CREATE on the database and ownership of every table); and a
+/// free replication slot when the slot does not exist yet.
+pub async fn check_privileges(
+    client: &Client,
+    config: &super::PostgresSourceConfig,
+    resolution: &Resolution,
+) -> Result<(), PostgresError> {
+    let oids: Vec<u32> = resolution.captured.iter().map(|t| t.oid).collect();
+    let row = client
+        .query_one(
+            "SELECT \
+               (SELECT array_agg(t::regclass::text ORDER BY 1) FROM unnest($1::oid[]) t \
+                 WHERE NOT has_table_privilege(t, 'SELECT')), \
+               (SELECT array_agg(c.oid::regclass::text ORDER BY 1) FROM pg_class c \
+                 WHERE c.oid = ANY($1::oid[]) AND NOT pg_has_role(c.relowner, 'USAGE')), \
+               (SELECT rolsuper FROM pg_roles WHERE rolname = current_user), \
+               has_database_privilege(current_database(), 'CREATE'), \
+               current_user::text, \
+               (SELECT count(*) FROM pg_replication_slots) < current_setting('max_replication_slots')::int",
+            &[&oids],
+        )
+        .await?;
+    let no_select: Option<Vec<String>> = row.get(0);
+    let not_owned: Vec<String> = row.get::<_, Option<Vec<String>>>(1).unwrap_or_default();
+    let (superuser, can_create, user, slot_free): (bool, bool, String, bool) =
+        (row.get(2), row.get(3), row.get(4), row.get(5));
+    if let Some(tables) = no_select {
+        return Err(setup_error(
+            format!("user {user} may not read {}", tables.join(", ")),
+            format!(
+                "GRANT SELECT ON {} TO {}",
+                tables.join(", "),
+                quote_ident(&user)
+            ),
+        ));
+    }
+    let publication = config.publication_name();
+    let listed: Vec<String> = resolution
+        .captured
+        .iter()
+        .map(|t| qualified(&t.id))
+        .collect();
+    let published = publication_tables(client, &publication).await?;
+    let exists = client
+        .query_opt(
+            "SELECT 1 FROM pg_publication WHERE pubname = $1",
+            &[&publication],
+        )
+        .await?
+        .is_some();
+    let missing: Vec<String> = resolution
+        .captured
+        .iter()
+        .filter(|t| !published.contains(&t.id))
+        .map(|t| t.id.to_string())
+        .collect();
+    let create_fix = format!(
+        "as the tables' owner or a superuser run: CREATE PUBLICATION {} FOR TABLE {}; then set \
+         publication = \"{publication}\" in the source config",
+        quote_ident(&publication),
+        listed.join(", ")
+    );
+    if config.publication.is_some() {
+        if !exists {
+            return Err(setup_error(
+                format!("publication {publication} does not exist"),
+                create_fix,
+            ));
+        }
+        if !missing.is_empty() {
+            return Err(setup_error(
+                format!(
+                    "publication {publication} does not publish {}",
+                    missing.join(", ")
+                ),
+                "add them (ALTER PUBLICATION … ADD TABLE …) or leave them out with `exclude`",
+            ));
+        }
+    } else if !(exists && missing.is_empty())
+        && !superuser
+        && (!can_create || !not_owned.is_empty())
+    {
+        let why = if can_create {
+            format!("it does not own {}", not_owned.join(", "))
+        } else {
+            "it may not CREATE in this database".to_owned()
+        };
+        return Err(setup_error(
+            format!("user {user} cannot create or update publication {publication}: {why}"),
+            create_fix,
+        ));
+    }
+    if slot_state(client, &config.slot_name()).await?.is_none() && !slot_free {
+        return Err(setup_error(
+            "every replication slot is taken (max_replication_slots)",
+            "raise max_replication_slots, or drop unused slots (SELECT pg_drop_replication_slot(name))",
+        ));
+    }
+    Ok(())
 }

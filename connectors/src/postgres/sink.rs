@@ -186,10 +186,16 @@ impl PgTarget {
     }
 
     async fn client(&mut self) -> Result<deadpool_postgres::Object, SinkError> {
-        // A server that answers (wrong password, no such database, no privilege) gives a
-        // SQLSTATE, classified like any other; only an unreachable one is `Connect`.
         self.pool()?.get().await.map_err(|err| match err {
-            deadpool_postgres::PoolError::Backend(err) if err.as_db_error().is_some() => {
+            // Credentials, a database that does not exist, no CONNECT privilege: waiting will
+            // not help. Anything else (starting up, not accepting connections, too many
+            // clients) may pass.
+            deadpool_postgres::PoolError::Backend(err)
+                if err.code().is_some_and(|code| {
+                    let code = code.code();
+                    code.starts_with("28") || code == "3D000" || code == "42501"
+                }) =>
+            {
                 SinkError::db("connecting to the target database", err)
             }
             deadpool_postgres::PoolError::Backend(err) => {
