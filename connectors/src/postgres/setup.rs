@@ -171,8 +171,8 @@ pub async fn ensure_publication(
     } else {
         let mut published = publication_tables(client, name).await?;
         let mut wanted: Vec<TableId> = tables.iter().map(|t| t.id.clone()).collect();
-        published.sort_by(|a, b| a.to_string().cmp(&b.to_string()));
-        wanted.sort_by(|a, b| a.to_string().cmp(&b.to_string()));
+        published.sort_by_key(ToString::to_string);
+        wanted.sort_by_key(ToString::to_string);
         if !owned || published == wanted {
             return Ok(false);
         }
@@ -443,9 +443,7 @@ pub async fn check_privileges(
                 "add them (ALTER PUBLICATION … ADD TABLE …) or leave them out with `exclude`",
             ));
         }
-    } else if !(exists && missing.is_empty())
-        && !superuser
-        && (!can_create || !not_owned.is_empty())
+    } else if !(superuser || (exists && missing.is_empty()) || (can_create && not_owned.is_empty()))
     {
         let why = if can_create {
             format!("it does not own {}", not_owned.join(", "))
