@@ -1,7 +1,9 @@
 //! Topic names and partition choice for source events.
 //!
-//! Topics are `<source>.<schema>.<table>` (Postgres) or `<source>.<database>.<table>` (MySQL);
-//! characters the log does not allow in names become `_`, as Debezium does. Records go to the
+//! Topics are `<source>.<schema>.<table>` (Postgres) or `<source>.<database>.<table>` (MySQL).
+//! Schema and table names are escaped, not replaced (Debezium's `_` for every character the
+//! log refuses made "a b" and "a_b" one topic): distinct tables always get distinct topics,
+//! and names of letters, digits and `_` are kept as they are. Records go to the
 //! partition Kafka's default partitioner would pick for the same key bytes (murmur2), so that
 //! moving the log to Kafka keeps every key in the partition it had.
 
@@ -9,18 +11,23 @@ use crate::event::{ChangeEvent, TableId};
 
 /// The topic for a table's events.
 pub fn table_topic(source: &str, table: &TableId) -> String {
-    sanitize(&format!("{source}.{}.{}", table.namespace, table.name))
+    // Source names are letters, digits, `_` and `-` (validated), so the first `.` ends them.
+    format!(
+        "{source}.{}.{}",
+        sanitize(&table.namespace),
+        sanitize(&table.name)
+    )
 }
 
 /// The topic that holds a source's own history records (see `SourceBatch::history`). Internal
 /// (a leading `_`): sinks read it only when a pattern names it.
 pub fn history_topic(source: &str) -> String {
-    sanitize(&format!("_sluice_history.{source}"))
+    format!("_sluice_history.{source}")
 }
 
 /// The topic for events without a table (logical messages).
 pub fn message_topic(source: &str) -> String {
-    sanitize(&format!("{source}.message"))
+    format!("{source}.message")
 }
 
 pub fn event_topic(source: &str, event: &ChangeEvent) -> String {
@@ -30,16 +37,21 @@ pub fn event_topic(source: &str, event: &ChangeEvent) -> String {
     }
 }
 
+/// A schema or table name as one part of a topic name, escaped so that distinct names stay
+/// distinct topics: letters, digits and `_` are kept; any other character (a `.` inside the
+/// name, `-`, spaces, non-ASCII) becomes `-` + its code point in hex + `-`, so `-` only ever
+/// starts an escape and the mapping can be undone.
 fn sanitize(name: &str) -> String {
-    name.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(name.len());
+    for c in name.chars() {
+        if c.is_ascii_alphanumeric() || c == '_' {
+            out.push(c);
+        } else {
+            let _ = write!(out, "-{:x}-", u32::from(c));
+        }
+    }
+    out
 }
 
 /// Kafka's murmur2 of `key`, as its default partitioner computes it.
@@ -152,6 +164,37 @@ mod tests {
             namespace: "public".into(),
             name: "Order Lines$".into(),
         };
-        assert_eq!(table_topic("shop", &table), "shop.public.Order_Lines_");
+        assert_eq!(
+            table_topic("shop", &table),
+            "shop.public.Order-20-Lines-24-"
+        );
+    }
+
+    #[test]
+    fn distinct_tables_never_share_a_topic() {
+        let topic = |namespace: &str, name: &str| {
+            table_topic(
+                "s",
+                &TableId {
+                    namespace: namespace.into(),
+                    name: name.into(),
+                },
+            )
+        };
+        let names = [
+            ("public", "Größe 🚀"),
+            ("public", "Größe 🔥"),
+            ("public", "a b"),
+            ("public", "a_b"),
+            ("public", "a-b"),
+            ("public", "a-2d-b"),
+            ("public.a", "b"),
+            ("public", "a.b"),
+            ("public", "orders"),
+        ];
+        let topics: std::collections::HashSet<String> =
+            names.iter().map(|(n, t)| topic(n, t)).collect();
+        assert_eq!(topics.len(), names.len(), "{topics:?}");
+        assert_eq!(topic("public", "orders"), "s.public.orders");
     }
 }

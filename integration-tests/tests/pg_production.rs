@@ -564,3 +564,51 @@ async fn a_replication_user_without_superuser_streams_from_a_publication_made_fo
     drop(db);
     admin(&format!("DROP ROLE IF EXISTS {role}"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tables_whose_names_differ_only_in_symbols_keep_their_own_topics_and_column_names() {
+    let db = TestDb::create();
+    db.exec(
+        "CREATE TABLE \"Größe 🚀\" (id int PRIMARY KEY, \"日本語\" text); \
+         CREATE TABLE \"Größe 🔥\" (id int PRIMARY KEY, \"日本語\" text); \
+         CREATE TABLE \"a b\" (id int PRIMARY KEY); CREATE TABLE a_b (id int PRIMARY KEY)",
+    );
+    let mut sluice = Sluice::new(
+        &(source_config(&db, "encoding = \"avro\"")
+            + &sluice_integration_tests::jsonl_sink("\"src.public.*\"")),
+    );
+    sluice.start();
+    db.wait_for_streaming().await;
+    db.exec(
+        "INSERT INTO \"Größe 🚀\" VALUES (1, 'rocket'); INSERT INTO \"Größe 🔥\" VALUES (2, 'fire'); \
+         INSERT INTO \"a b\" VALUES (3); INSERT INTO a_b VALUES (4)",
+    );
+    let lines = || -> Vec<serde_json::Value> {
+        std::fs::read_to_string(sluice.path("out.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    wait_for(Duration::from_secs(30), "four rows in the file", || {
+        lines().len() == 4
+    })
+    .await;
+    let topics: Vec<String> = std::process::Command::new(sluice_integration_tests::sluice_bin())
+        .args(["log", "topics", "-c"])
+        .arg(&sluice.config)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap()
+        .lines()
+        .filter(|l| l.starts_with("src.public."))
+        .map(|l| l.split('\t').next().unwrap().to_owned())
+        .collect();
+    assert_eq!(topics.len(), 4, "one topic per table: {topics:?}");
+    let rocket = lines()
+        .into_iter()
+        .find(|l| l["after"]["id"] == 1)
+        .expect("the rocket row");
+    assert_eq!(rocket["after"]["日本語"], "rocket", "{rocket}");
+    assert_eq!(rocket["source"]["table"], "Größe 🚀");
+}

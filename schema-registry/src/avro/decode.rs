@@ -178,7 +178,14 @@ impl Reader<'_> {
             Schema::Record(record) => {
                 let mut object = Map::new();
                 for field in &record.fields {
-                    object.insert(field.name.clone(), self.read(&field.schema)?);
+                    // A column whose name Avro cannot carry (日本語, "a b") keeps its own in
+                    // `sluice.name`: JSON shows the table's names.
+                    let name = field
+                        .custom_attributes
+                        .get("sluice.name")
+                        .and_then(|name| name.as_str())
+                        .unwrap_or(&field.name);
+                    object.insert(name.to_owned(), self.read(&field.schema)?);
                 }
                 Json::Object(object)
             }
