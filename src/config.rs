@@ -214,18 +214,40 @@ pub fn load(path: &Path) -> anyhow::Result<FileConfig> {
         .try_deserialize()
         .map_err(|e| anyhow!("{}: {}", path.display(), describe(e)))?;
     validate(&config).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    let mut config = config;
+    resolve_paths(&mut config, path);
     Ok(config)
 }
 
+/// Relative paths in the file (log dir, JSONL files, password files) are relative to the
+/// file's own directory, whatever directory sluice runs in.
+fn resolve_paths(config: &mut FileConfig, file: &Path) {
+    let base = file
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let resolve = |path: &mut PathBuf| {
+        if path.is_relative() {
+            *path = base.join(&*path);
+        }
+    };
+    resolve(&mut config.log.dir);
+    for source in &mut config.sources {
+        source.resolve_paths(&resolve);
+    }
+    for sink in &mut config.sinks {
+        sink.resolve_paths(&resolve);
+    }
+}
+
 /// An environment value as the type it looks like: numbers and booleans become numbers and
-/// booleans (string fields accept them back as text), anything else stays a string.
+/// booleans (string fields accept them back as text), anything else stays a string. Only
+/// values that read back exactly are converted: `007` (a password, a name) stays `007`.
 fn typed_env_value(value: String) -> config::Value {
-    if let Ok(number) = value.parse::<i64>() {
-        number.into()
-    } else if let Ok(flag) = value.parse::<bool>() {
-        flag.into()
-    } else {
-        value.into()
+    match (value.parse::<i64>(), value.parse::<bool>()) {
+        (Ok(number), _) if number.to_string() == value => number.into(),
+        (_, Ok(flag)) => flag.into(),
+        _ => value.into(),
     }
 }
 

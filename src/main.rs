@@ -19,6 +19,7 @@ pub const EXIT_CONFIG: u8 = 2;
 
 fn main() -> ExitCode {
     limit_malloc_arenas();
+    die_quietly_on_closed_pipe();
     let cli = match cli::Cli::try_parse() {
         Ok(cli) => cli,
         Err(err) => {
@@ -48,6 +49,17 @@ fn limit_malloc_arenas() {
         unsafe {
             libc::mallopt(libc::M_ARENA_MAX, 4);
         }
+    }
+}
+
+/// `sluice status | head` closes the pipe early: end like other command-line tools (killed
+/// by SIGPIPE, no message) instead of panicking in `println!`. Rust ignores SIGPIPE by
+/// default; `sluice run` writes to no pipe of its own, so this changes nothing else.
+fn die_quietly_on_closed_pipe() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: called first thing in main, before any other thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 

@@ -25,6 +25,13 @@ pub fn serve(config: FileConfig) -> Result<(), Failure> {
             .await
             .map_err(|e| Failure::config(anyhow!(e)))?;
         let options = config.log.options().map_err(Failure::config)?;
+        if !config.log.dir.join("control").is_dir() {
+            // A mistyped dir would otherwise become a new, empty log served as if it were one.
+            return Err(Failure::config(anyhow!(
+                "{} holds no sluice log: point [log] dir at the log `sluice run` writes",
+                config.log.dir.display()
+            )));
+        }
         let log = Log::open(&config.log.dir, options).map_err(|e| {
             Failure::runtime(anyhow!(
                 "opening the log at {}: {e}",

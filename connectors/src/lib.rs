@@ -102,6 +102,18 @@ impl SourceConfig {
             SourceConfig::Mysql(config) => config.validate(key),
         }
     }
+
+    /// Applies `resolve` to every file path of the section (relative paths are relative to
+    /// the config file).
+    pub fn resolve_paths(&mut self, resolve: impl Fn(&mut std::path::PathBuf)) {
+        let password_file = match self {
+            #[cfg(feature = "postgres")]
+            SourceConfig::Postgres(config) => &mut config.password_file,
+            #[cfg(feature = "mysql")]
+            SourceConfig::Mysql(config) => &mut config.password_file,
+        };
+        password_file.iter_mut().for_each(resolve);
+    }
 }
 
 /// One `[[sinks]]` entry, chosen by `kind`.
@@ -117,6 +129,19 @@ pub enum SinkConfig {
 }
 
 impl SinkConfig {
+    /// Applies `resolve` to every file path of the section (relative paths are relative to
+    /// the config file).
+    pub fn resolve_paths(&mut self, resolve: impl Fn(&mut std::path::PathBuf)) {
+        match self {
+            #[cfg(feature = "jsonl")]
+            SinkConfig::Jsonl(config) => resolve(&mut config.path),
+            #[cfg(feature = "postgres")]
+            SinkConfig::Postgres(config) => config.password_file.iter_mut().for_each(resolve),
+            #[cfg(feature = "mysql")]
+            SinkConfig::Mysql(config) => config.password_file.iter_mut().for_each(resolve),
+        }
+    }
+
     pub fn name(&self) -> &str {
         match self {
             #[cfg(feature = "jsonl")]
