@@ -381,9 +381,29 @@ pub fn probe(config: &FileConfig) -> Result<(), Failure> {
             }
         }
     }
+    for sink in &config.sinks {
+        let result = match sink {
+            SinkConfig::Jsonl(jsonl) => {
+                sluice_connectors::jsonl::probe(jsonl).map_err(|e| anyhow!(e))
+            }
+            SinkConfig::Postgres(pg) => runtime
+                .block_on(sluice_connectors::postgres::sink::probe(pg))
+                .map_err(anyhow::Error::from),
+            SinkConfig::Mysql(my) => runtime
+                .block_on(sluice_connectors::mysql::sink::probe(my))
+                .map_err(anyhow::Error::from),
+        };
+        match result {
+            Ok(summary) => println!("sink {}: ok: {summary}", sink.name()),
+            Err(err) => {
+                println!("sink {}: FAILED: {err:#}", sink.name());
+                failed = true;
+            }
+        }
+    }
     if failed {
         return Err(Failure::runtime(anyhow!(
-            "some sources failed their checks (see above)"
+            "some sources or sinks failed their checks (see above)"
         )));
     }
     Ok(())

@@ -14,3 +14,28 @@ mod writer;
 
 pub use config::JsonlSinkConfig;
 pub use writer::{JsonlError, JsonlSink};
+
+/// `check --connect` for a JSONL sink: the file (or the directory it goes in, or the nearest
+/// one that exists) must be writable, and the file, if there, a file.
+pub fn probe(config: &JsonlSinkConfig) -> Result<String, String> {
+    let path = &config.path;
+    if path.is_dir() {
+        return Err(format!("{} is a directory, not a file", path.display()));
+    }
+    let mut dir = path.parent().unwrap_or(std::path::Path::new("."));
+    while !dir.exists() {
+        dir = dir.parent().unwrap_or(std::path::Path::new("/"));
+    }
+    let meta = std::fs::metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    if !meta.is_dir() {
+        return Err(format!(
+            "{} cannot be created: {} is not a directory",
+            path.display(),
+            dir.display()
+        ));
+    }
+    if meta.permissions().readonly() {
+        return Err(format!("{} is read-only", dir.display()));
+    }
+    Ok(format!("{} is writable", path.display()))
+}

@@ -206,3 +206,73 @@ fn a_damaged_log_is_refused_with_the_way_out_and_repair_says_what_was_lost() {
     let (_, output) = sluice(&["log", "repair"]);
     assert!(output.contains("nothing to repair"), "{output}");
 }
+
+#[test]
+fn the_first_ten_minutes_paths_env_values_registry_dir_and_closed_pipes() {
+    let dir = tempfile::tempdir().unwrap();
+    let configs = dir.path().join("configs");
+    std::fs::create_dir_all(&configs).unwrap();
+    let config = configs.join("p.toml");
+    let registry_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    std::fs::write(
+        &config,
+        format!(
+            "[log]\ndir = \"../data/log\"\n[registry]\nlisten = \"127.0.0.1:{registry_port}\"\n{SOURCE}url = \"postgres://u@127.0.0.1:1/d\"\n"
+        ),
+    )
+    .unwrap();
+    let run = |args: &[&str], env: &[(&str, &str)]| {
+        let out = Command::new(sluice_bin())
+            .args(args)
+            .arg("-c")
+            .arg(&config)
+            .envs(env.iter().copied())
+            .current_dir("/")
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    // Relative paths are relative to the config file, wherever sluice runs.
+    let (code, output) = run(&["check"], &[]);
+    assert_eq!(code, Some(0), "{output}");
+    assert!(
+        output.contains(&format!("log at {}/../data/log", configs.display())),
+        "{output}"
+    );
+    // An environment value that is not exactly a number stays text.
+    let (_, output) = run(&["check"], &[("SLUICE__SOURCES__0__URL", "007")]);
+    assert!(
+        output.contains("007 is not a valid Postgres URL"),
+        "{output}"
+    );
+    // The registry alone on a directory without a log says so instead of serving nothing.
+    let (code, output) = run(&["registry"], &[]);
+    assert_eq!(code, Some(2), "{output}");
+    assert!(output.contains("holds no sluice log"), "{output}");
+    // A reader that closes the pipe early is no error of sluice's.
+    std::fs::create_dir_all(dir.path().join("data/log/control")).unwrap();
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "{} log topics -c {} | head -c 0; {} status -c {} | head -n 1",
+            sluice_bin().display(),
+            config.display(),
+            sluice_bin().display(),
+            config.display()
+        ))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

@@ -612,3 +612,26 @@ async fn tables_whose_names_differ_only_in_symbols_keep_their_own_topics_and_col
     assert_eq!(rocket["after"]["日本語"], "rocket", "{rocket}");
     assert_eq!(rocket["source"]["table"], "Größe 🚀");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_connect_probes_the_sinks_too() {
+    let db = TestDb::create();
+    db.exec("CREATE TABLE t (id int PRIMARY KEY)");
+    let body = source_config(&db, "encoding = \"avro\"")
+        + "[[sinks]]\nname = \"file\"\nkind = \"jsonl\"\npath = \"{dir}/sluice.toml/out.jsonl\"\ntopics = [\"src.public.*\"]\n"
+        + "[[sinks]]\nname = \"replica\"\nkind = \"postgres\"\nurl = \"postgres://postgres@127.0.0.1:5432/no_such_database_here\"\ntopics = [\"src.public.*\"]\n";
+    let sluice = Sluice::new(&body);
+    let (code, output) = sluice_command(&["check", "--connect"], &sluice.config);
+    assert_eq!(code, Some(1), "{output}");
+    assert!(output.contains("source src: ok"), "{output}");
+    assert!(
+        output.contains("sink file: FAILED") && output.contains("is not a directory"),
+        "{output}"
+    );
+    assert!(
+        output.contains("sink replica: FAILED")
+            && output
+                .contains("database \"no_such_database_here\" does not exist (SQLSTATE 3D000)"),
+        "{output}"
+    );
+}

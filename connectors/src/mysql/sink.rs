@@ -701,3 +701,17 @@ impl Target for MysqlTarget {
         }
     }
 }
+
+/// `check --connect` for a MySQL/MariaDB sink: connects as `run` would.
+pub async fn probe(config: &MysqlSinkConfig) -> Result<String, SinkError> {
+    let opts = config.opts().map_err(SinkError::Connect)?;
+    let mut conn = Conn::new(opts)
+        .await
+        .map_err(|err| SinkError::db("connecting to the target database", err))?;
+    let version: Option<String> = conn
+        .query_first("SELECT VERSION()")
+        .await
+        .map_err(|err| SinkError::db("asking the server's version", err))?;
+    let _ = conn.disconnect().await;
+    Ok(format!("server {}", version.unwrap_or_default()))
+}
