@@ -233,10 +233,10 @@ fn resolve_paths(config: &mut FileConfig, file: &Path) {
     };
     resolve(&mut config.log.dir);
     for source in &mut config.sources {
-        source.resolve_paths(&resolve);
+        source.resolve_paths(resolve);
     }
     for sink in &mut config.sinks {
-        sink.resolve_paths(&resolve);
+        sink.resolve_paths(resolve);
     }
 }
 
