@@ -111,7 +111,8 @@ def sluice_config(workdir, slot, snapshot, encoding="json"):
             f'[[sources]]\nname = "bench"\nkind = "postgres"\n'
             f'url = "postgres://postgres@127.0.0.1:5432/{DB}"\n'
             f'tables = ["public.t", "public.marker"]\nslot = "{slot}"\npublication = "bench"\nsnapshot = "{snapshot}"\n'
-            f'encoding = "{encoding}"\n'
+            + ('adopt_slot = true\n' if snapshot == "never" else '')
+            + f'encoding = "{encoding}"\n'
         )
     return path
 

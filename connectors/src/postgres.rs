@@ -231,13 +231,7 @@ impl PostgresSource {
         let owned = self.config.publication.is_none();
         setup::ensure_publication(client, &publication, &resolution.captured, owned).await?;
         if !owned {
-            let published = setup::publication_tables(client, &publication).await?;
-            let missing: Vec<String> = resolution
-                .captured
-                .iter()
-                .filter(|t| !published.contains(&t.id))
-                .map(|t| t.id.to_string())
-                .collect();
+            let missing = setup::unpublished(client, &publication, &resolution.captured).await?;
             if !missing.is_empty() {
                 return Err(PostgresError::Setup {
                     problem: format!(
@@ -575,6 +569,16 @@ impl Source for PostgresSource {
                         snapshot: SnapshotProgress::InProgress,
                     }) if state.confirmed_flush == Some(*began)
                 );
+                if self.config.adopt_slot && resume.is_none() {
+                    let start = state.confirmed_flush.unwrap_or_default();
+                    tracing::info!(slot = %slot_name, from = %start, "adopting the existing slot (adopt_slot = true)");
+                    let conn = self.connect_replication().await?;
+                    self.stream_from(conn, start).await?;
+                    if let Phase::Streaming(stream) = &mut self.phase {
+                        stream.claim_slot();
+                    }
+                    return Ok(());
+                }
                 if !snapshot_began_here {
                     return Err(setup::foreign_slot(&slot_name, state, None));
                 }

@@ -77,6 +77,33 @@ fn psql(db: &str, sql: &str) -> std::process::Output {
         .expect("run psql (is postgresql-client installed? run dev/services up)")
 }
 
+/// SQL as the postgres superuser in database `postgres` (roles and databases are
+/// cluster-wide); returns its output. Panics with psql's message on failure.
+pub fn admin(sql: &str) -> String {
+    let out = psql("postgres", sql);
+    assert!(
+        out.status.success(),
+        "{sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// One source transaction that drops, adds, renames and retypes columns of `t (id int PRIMARY
+/// KEY, a int, b text)` between its rows (for the database sinks' schema-change tests).
+pub const MIGRATION_IN_ONE_TRANSACTION: &str = "BEGIN; \
+    INSERT INTO t VALUES (1, 1, 'one'); \
+    ALTER TABLE t DROP COLUMN b; \
+    INSERT INTO t VALUES (2, 2); \
+    ALTER TABLE t ADD COLUMN c text; \
+    INSERT INTO t VALUES (3, 3, 'three'); \
+    ALTER TABLE t RENAME COLUMN a TO a2; \
+    INSERT INTO t VALUES (4, 4, 'four'); \
+    ALTER TABLE t ALTER COLUMN a2 TYPE bigint; \
+    INSERT INTO t VALUES (5, 5000000000, 'five'); \
+    UPDATE t SET c = 'updated' WHERE id = 1; \
+    COMMIT;";
+
 /// A database of its own for one test; dropped (with its slots) when the test ends.
 pub struct TestDb {
     pub name: String,

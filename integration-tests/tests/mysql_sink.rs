@@ -183,20 +183,7 @@ async fn schema_changes_inside_one_batch_apply_each_row_with_its_own_version() {
         Sluice::new(&(source_config(&source, "encoding = \"avro\"") + &sink_config(&target, "")));
     sluice.start();
     source.wait_for_streaming().await;
-    source.exec(
-        "BEGIN; \
-         INSERT INTO t VALUES (1, 1, 'one'); \
-         ALTER TABLE t DROP COLUMN b; \
-         INSERT INTO t VALUES (2, 2); \
-         ALTER TABLE t ADD COLUMN c text; \
-         INSERT INTO t VALUES (3, 3, 'three'); \
-         ALTER TABLE t RENAME COLUMN a TO a2; \
-         INSERT INTO t VALUES (4, 4, 'four'); \
-         ALTER TABLE t ALTER COLUMN a2 TYPE bigint; \
-         INSERT INTO t VALUES (5, 5000000000, 'five'); \
-         UPDATE t SET c = 'updated' WHERE id = 1; \
-         COMMIT;",
-    );
+    source.exec(sluice_integration_tests::MIGRATION_IN_ONE_TRANSACTION);
     wait_same(
         &source,
         &target,

@@ -4,7 +4,9 @@
 
 use std::time::{Duration, Instant};
 
-use sluice_integration_tests::{events, source_config, wait_for, PrivateCluster, Sluice, TestDb};
+use sluice_integration_tests::{
+    admin, events, source_config, wait_for, PrivateCluster, Sluice, TestDb,
+};
 
 /// The ids of a topic's data events, in log order.
 fn ids(sluice: &Sluice, topic: &str) -> Vec<i64> {
@@ -489,32 +491,6 @@ async fn keyless_tables_are_left_out_and_the_applications_writes_keep_working() 
         "{status}"
     );
     assert!(sluice.is_running(), "{}", sluice.stderr());
-}
-
-/// psql as the postgres superuser in database `postgres` (roles are cluster-wide).
-fn admin(sql: &str) -> String {
-    let out = std::process::Command::new("psql")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-d",
-            "postgres",
-            "-XAtq",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-c",
-            sql,
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{sql}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,7 +7,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use sluice_integration_tests::{source_config, wait_for, Rng, Sluice, TestDb};
+use sluice_integration_tests::{
+    admin, source_config, wait_for, Rng, Sluice, TestDb, MIGRATION_IN_ONE_TRANSACTION,
+};
 
 const PGBENCH_TABLES: [&str; 4] = [
     "pgbench_accounts",
@@ -28,26 +30,6 @@ fn pgbench(db: &TestDb, args: &[&str]) {
         "pgbench {args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-/// SQL in the `postgres` database.
-fn admin(sql: &str) {
-    let status = Command::new("psql")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-d",
-            "postgres",
-            "-X",
-            "-q",
-            "-c",
-            sql,
-        ])
-        .status()
-        .unwrap();
-    assert!(status.success(), "{sql}");
 }
 
 fn exists(db: &TestDb, table: &str) -> bool {
@@ -417,20 +399,6 @@ async fn transactional_mode_never_shows_half_a_transaction() {
     assert!(observations > 3);
     assert_eq!(sluice.stop(), Some(0), "{}", sluice.stderr());
 }
-
-/// One source transaction that drops, adds, renames and retypes columns between its rows.
-const MIGRATION_IN_ONE_TRANSACTION: &str = "BEGIN; \
-    INSERT INTO t VALUES (1, 1, 'one'); \
-    ALTER TABLE t DROP COLUMN b; \
-    INSERT INTO t VALUES (2, 2); \
-    ALTER TABLE t ADD COLUMN c text; \
-    INSERT INTO t VALUES (3, 3, 'three'); \
-    ALTER TABLE t RENAME COLUMN a TO a2; \
-    INSERT INTO t VALUES (4, 4, 'four'); \
-    ALTER TABLE t ALTER COLUMN a2 TYPE bigint; \
-    INSERT INTO t VALUES (5, 5000000000, 'five'); \
-    UPDATE t SET c = 'updated' WHERE id = 1; \
-    COMMIT;";
 
 /// Queries whose rows must be the same on both sides after the first migration: every column
 /// but the renamed one, and that one where rows were written after the rename.

@@ -309,12 +309,16 @@ fn schemas_register_under_topic_subjects_with_debezium_names() {
     assert_eq!(
         registry.subjects(false),
         vec![
-            "shop.public.every_type-key".to_string(),
-            "shop.public.every_type-value".to_string()
+            "shop.public.every-20-type-key".to_string(),
+            "shop.public.every-20-type-value".to_string()
         ]
     );
     let value = registry
-        .version("shop.public.every_type-value", VersionSpec::Latest, false)
+        .version(
+            "shop.public.every-20-type-value",
+            VersionSpec::Latest,
+            false,
+        )
         .unwrap();
     let schema: serde_json::Value = serde_json::from_str(&value.schema).unwrap();
     assert_eq!(schema["name"], "Envelope");
@@ -351,7 +355,7 @@ fn new_columns_are_compatible_new_versions_and_a_changed_type_is_refused() {
     encoder.encode(&added, &mut out).unwrap();
     assert_eq!(
         registry
-            .versions("shop.public.every_type-value", false)
+            .versions("shop.public.every-20-type-value", false)
             .unwrap(),
         vec![1, 2]
     );
@@ -393,13 +397,13 @@ fn new_columns_are_compatible_new_versions_and_a_changed_type_is_refused() {
         .unwrap_err();
     let text = err.to_string();
     assert!(text.contains("public.every type"), "{text}");
-    assert!(text.contains("shop.public.every_type-value"), "{text}");
+    assert!(text.contains("shop.public.every-20-type-value"), "{text}");
     assert!(
         text.contains("column 'name': type changed from string to long"),
         "{text}"
     );
     assert!(
-        text.contains("PUT /config/shop.public.every_type-value"),
+        text.contains("PUT /config/shop.public.every-20-type-value"),
         "{text}"
     );
 }

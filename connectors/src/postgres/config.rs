@@ -38,6 +38,12 @@ pub struct PostgresSourceConfig {
     /// Replication slot name. Default `sluice_<name>`.
     #[serde(default)]
     pub slot: Option<String>,
+    /// With `snapshot = "never"` and a log that holds nothing of this source yet: stream from
+    /// the existing slot `slot` (one you created for sluice, e.g. to start at a chosen point),
+    /// from its confirmed position. It is then this source's, as if sluice had made it.
+    /// Without this sluice never uses or drops a slot it did not create. Default false.
+    #[serde(default)]
+    pub adopt_slot: bool,
     /// Publication name. Default `sluice_<name>`.
     #[serde(default)]
     pub publication: Option<String>,
@@ -156,6 +162,14 @@ impl PostgresSourceConfig {
                     format!("{name:?} is not a valid name: use at most 63 of a-z, 0-9 and '_'"),
                 ));
             }
+        }
+        if self.adopt_slot && self.snapshot != SnapshotMode::Never {
+            return Err(err(
+                "adopt_slot",
+                "goes with snapshot = \"never\": a slot that already exists has no snapshot to \
+                 start from"
+                    .into(),
+            ));
         }
         if self.max_batch_events == 0 {
             return Err(err("max_batch_events", "must be at least 1".into()));

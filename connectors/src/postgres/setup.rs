@@ -135,34 +135,42 @@ pub async fn publication_tables(
         .collect())
 }
 
+pub async fn publication_exists(client: &Client, name: &str) -> Result<bool, PostgresError> {
+    Ok(client
+        .query_opt("SELECT 1 FROM pg_publication WHERE pubname = $1", &[&name])
+        .await?
+        .is_some())
+}
+
+/// The captured tables `publication` does not publish.
+pub async fn unpublished(
+    client: &Client,
+    publication: &str,
+    captured: &[CapturedTable],
+) -> Result<Vec<String>, PostgresError> {
+    let published = publication_tables(client, publication).await?;
+    Ok(captured
+        .iter()
+        .filter(|t| !published.contains(&t.id))
+        .map(|t| t.id.to_string())
+        .collect())
+}
+
 /// Creates the publication sluice owns, listing exactly the captured tables, or brings it back
 /// in line with them (tables created, keys added or dropped since). A list, never `FOR TABLES
 /// IN SCHEMA`: a schema-wide publication would take in keyless tables created later and make
 /// the application's UPDATEs and DELETEs on them fail, and it needs superuser. A publication
-/// named in the config (`publication =`) is someone else's: it is used as it is. Returns
-/// whether the publication changed.
+/// named in the config (`owned` false) is created the same way when it does not exist, and
+/// used as it is when it does (an administrator made it). Returns whether it changed.
 pub async fn ensure_publication(
     client: &Client,
     name: &str,
     tables: &[CapturedTable],
     owned: bool,
 ) -> Result<bool, PostgresError> {
-    let exists = client
-        .query_opt("SELECT 1 FROM pg_publication WHERE pubname = $1", &[&name])
-        .await?
-        .is_some();
+    let exists = publication_exists(client, name).await?;
     let listed: Vec<String> = tables.iter().map(|t| qualified(&t.id)).collect();
     let statement = if !exists {
-        if !owned {
-            return Err(setup_error(
-                format!("publication {name} does not exist"),
-                format!(
-                    "create it (as the tables' owner or a superuser): CREATE PUBLICATION {} FOR TABLE {}",
-                    quote_ident(name),
-                    listed.join(", ")
-                ),
-            ));
-        }
         format!(
             "CREATE PUBLICATION {} FOR TABLE {}",
             quote_ident(name),
@@ -277,7 +285,8 @@ pub fn foreign_slot(slot: &str, state: &SlotState, log_position: Option<Lsn>) ->
         problem,
         format!(
             "give this source a slot of its own with `slot = \"...\"` (a new slot starts with \
-             a snapshot); or, if the slot is a leftover of an earlier sluice pipeline that you \
+             a snapshot); or, if you created the slot for sluice, set adopt_slot = true (with \
+             snapshot = \"never\"); or, if the slot is a leftover of an earlier sluice pipeline that you \
              mean to start over, drop it with SELECT pg_drop_replication_slot('{}') and run again",
             slot.replace('\'', "''")
         ),
@@ -407,33 +416,15 @@ pub async fn check_privileges(
         .iter()
         .map(|t| qualified(&t.id))
         .collect();
-    let published = publication_tables(client, &publication).await?;
-    let exists = client
-        .query_opt(
-            "SELECT 1 FROM pg_publication WHERE pubname = $1",
-            &[&publication],
-        )
-        .await?
-        .is_some();
-    let missing: Vec<String> = resolution
-        .captured
-        .iter()
-        .filter(|t| !published.contains(&t.id))
-        .map(|t| t.id.to_string())
-        .collect();
+    let exists = publication_exists(client, &publication).await?;
+    let missing = unpublished(client, &publication, &resolution.captured).await?;
     let create_fix = format!(
         "as the tables' owner or a superuser run: CREATE PUBLICATION {} FOR TABLE {}; then set \
          publication = \"{publication}\" in the source config",
         quote_ident(&publication),
         listed.join(", ")
     );
-    if config.publication.is_some() {
-        if !exists {
-            return Err(setup_error(
-                format!("publication {publication} does not exist"),
-                create_fix,
-            ));
-        }
+    if config.publication.is_some() && exists {
         if !missing.is_empty() {
             return Err(setup_error(
                 format!(

@@ -174,28 +174,6 @@ where
                     _ = tokio::time::sleep(delay) => continue 'open,
                 }
             }
-            if records.is_empty() {
-                // What the destination finished in the background counts now, not at the
-                // next batch.
-                let nothing_written = BTreeMap::new();
-                publish_durable(
-                    &name,
-                    &group,
-                    &log,
-                    &sink,
-                    &assigned,
-                    &mut durable,
-                    nothing_written,
-                )
-                .await?;
-                tokio::select! {
-                    _ = cancel.cancelled() => break 'open,
-                    _ = commits.changed() => {}
-                    _ = tokio::time::sleep(settings.topic_refresh) => last_refresh = None,
-                }
-                continue;
-            }
-            backoff.reset();
             let mut advanced = BTreeMap::new();
             for record in &records {
                 advanced.insert(
@@ -204,8 +182,8 @@ where
                 );
             }
             offsets.extend(advanced.clone());
-            ::metrics::counter!(metrics::SINK_RECORDS, "sink" => name.clone())
-                .increment(records.len() as u64);
+            // With nothing new, what the destination finished in the background still counts
+            // now, not at the next batch.
             publish_durable(
                 &name,
                 &group,
@@ -216,6 +194,17 @@ where
                 advanced,
             )
             .await?;
+            if records.is_empty() {
+                tokio::select! {
+                    _ = cancel.cancelled() => break 'open,
+                    _ = commits.changed() => {}
+                    _ = tokio::time::sleep(settings.topic_refresh) => last_refresh = None,
+                }
+                continue;
+            }
+            backoff.reset();
+            ::metrics::counter!(metrics::SINK_RECORDS, "sink" => name.clone())
+                .increment(records.len() as u64);
         }
     }
     sink.close().await.map_err(sink_error)?;
