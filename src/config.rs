@@ -210,9 +210,14 @@ pub fn load(path: &Path) -> anyhow::Result<FileConfig> {
     let raw = builder
         .build()
         .map_err(|e| anyhow!("{}: {e}", path.display()))?;
-    let config: FileConfig = raw
-        .try_deserialize()
-        .map_err(|e| anyhow!("{}: {}", path.display(), describe(e)))?;
+    let config: FileConfig = raw.clone().try_deserialize().map_err(|e| {
+        let text = describe(e);
+        anyhow!(
+            "{}: {}",
+            path.display(),
+            pinpoint(&raw, &text).unwrap_or(text)
+        )
+    })?;
     validate(&config).map_err(|e| anyhow!("{}: {e}", path.display()))?;
     let mut config = config;
     resolve_paths(&mut config, path);
@@ -265,6 +270,24 @@ fn env_key_path(rest: &str) -> String {
         }
     }
     path
+}
+
+/// For an error the config crate places at a whole `sources[N]`/`sinks[N]` entry, the field
+/// it is really about: `sources[0].max_batch_events: invalid type: string "many", expected usize`.
+fn pinpoint(raw: &config::Config, text: &str) -> Option<String> {
+    for section in ["sources", "sinks"] {
+        let marker = format!("for key `{section}[");
+        let Some(start) = text.find(&marker) else {
+            continue;
+        };
+        let rest = &text[start + marker.len()..];
+        let index: usize = rest[..rest.find(']')?].parse().ok()?;
+        let key = format!("{section}[{index}]");
+        let entry: serde_json::Value = raw.get(&key).ok()?;
+        let located = sluice_connectors::locate_config_error(section, entry)?;
+        return Some(format!("{key}.{located}"));
+    }
+    None
 }
 
 /// The config crate's messages, made to say which key is wrong.

@@ -116,6 +116,35 @@ impl SourceConfig {
     }
 }
 
+/// Where in one `[[sources]]`/`[[sinks]]` entry a deserialization error lies: serde reports
+/// errors inside an internally tagged enum at the entry, not the field. Deserializes `entry`
+/// again as the struct its `kind` names and returns `field: message` (None when that finds
+/// nothing more precise).
+pub fn locate_config_error(section: &str, entry: serde_json::Value) -> Option<String> {
+    fn at<T: serde::de::DeserializeOwned>(mut entry: serde_json::Value) -> Option<String> {
+        if let Some(object) = entry.as_object_mut() {
+            object.remove("kind");
+        }
+        let err = serde_path_to_error::deserialize::<_, T>(entry).err()?;
+        let path = err.path().to_string();
+        (path != ".").then(|| format!("{path}: {}", err.inner()))
+    }
+    let kind = entry.get("kind")?.as_str()?.to_owned();
+    match (section, kind.as_str()) {
+        #[cfg(feature = "postgres")]
+        ("sources", "postgres") => at::<postgres::PostgresSourceConfig>(entry),
+        #[cfg(feature = "mysql")]
+        ("sources", "mysql") => at::<mysql::source::config::MysqlSourceConfig>(entry),
+        #[cfg(feature = "jsonl")]
+        ("sinks", "jsonl") => at::<jsonl::JsonlSinkConfig>(entry),
+        #[cfg(feature = "postgres")]
+        ("sinks", "postgres") => at::<postgres::sink::PostgresSinkConfig>(entry),
+        #[cfg(feature = "mysql")]
+        ("sinks", "mysql") => at::<mysql::sink::MysqlSinkConfig>(entry),
+        _ => None,
+    }
+}
+
 /// One `[[sinks]]` entry, chosen by `kind`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]

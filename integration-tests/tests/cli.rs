@@ -36,7 +36,7 @@ fn config_mistakes_exit_2_naming_the_key_and_the_file() {
     let cases = [
         (format!("{SOURCE}url = \"postgres://u@h/d\"\ntabels = [\"x\"]\n"), "unknown field `tabels`"),
         (SOURCE.to_owned(), "missing configuration field \"sources[0].url\""),
-        (format!("{SOURCE}url = \"postgres://u@h/d\"\nmax_batch_events = \"many\"\n"), "expected usize for key `sources[0]`"),
+        (format!("{SOURCE}url = \"postgres://u@h/d\"\nmax_batch_events = \"many\"\n"), "sources[0].max_batch_events: invalid type: string \"many\", expected usize"),
         ("[[sources]]\nname = \"a\"\nkind = \"postgress\"\nurl = \"x\"\n".to_owned(), "unknown kind `postgress`"),
         (format!("{SOURCE}url = \"mysql://u@h/d\"\n"), "sources[0].url"),
         (format!("{SOURCE}url = \"postgres://u@h/d\"\ntables = [\"orders\"]\n"), "sources[0].tables"),
