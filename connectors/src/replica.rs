@@ -424,12 +424,19 @@ fn value_schema_id(record: &SinkRecord) -> Option<u32> {
 /// when every topic has one version, the common case, without copying.
 fn split_by_schema_version(records: &[SinkRecord]) -> Vec<Option<Vec<SinkRecord>>> {
     let mut versions: HashMap<&str, Vec<u32>> = HashMap::new();
+    // Records come in runs of one topic and schema: look each run up once.
+    let mut last: Option<(&Arc<str>, u32)> = None;
     for record in records {
-        if let Some(id) = value_schema_id(record) {
-            let ids = versions.entry(&record.topic).or_default();
-            if !ids.contains(&id) {
-                ids.push(id);
-            }
+        let Some(id) = value_schema_id(record) else {
+            continue;
+        };
+        if last.is_some_and(|(topic, last_id)| Arc::ptr_eq(topic, &record.topic) && last_id == id) {
+            continue;
+        }
+        last = Some((&record.topic, id));
+        let ids = versions.entry(&record.topic).or_default();
+        if !ids.contains(&id) {
+            ids.push(id);
         }
     }
     if versions.values().all(|ids| ids.len() <= 1) {
