@@ -683,3 +683,28 @@ pub fn http_get(port: u16, path: &str) -> (String, String) {
         body.to_owned(),
     )
 }
+
+/// A finished command's exit code and everything it printed (stdout, then stderr).
+pub fn code_and_output(out: std::process::Output) -> (Option<i32>, String) {
+    (
+        out.status.code(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// A database sink changed its target's tables at most `most` times: it followed the source's
+/// schema versions instead of flapping between them.
+pub fn assert_schema_changes_at_most(sluice: &Sluice, most: usize) {
+    let stderr = sluice.stderr();
+    let changes = stderr
+        .matches("changing the target to match the source")
+        .count();
+    assert!(
+        changes <= most,
+        "{changes} schema changes: the sink flapped\n{stderr}"
+    );
+}

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use sluice_integration_tests::sluice_bin;
+use sluice_integration_tests::{code_and_output, sluice_bin};
 
 /// Runs `sluice ARGS` on a config with `body`; returns (exit code, stderr, stdout).
 fn sluice_with_config(args: &[&str], body: &str) -> (i32, String, String) {
@@ -176,14 +176,7 @@ fn a_damaged_log_is_refused_with_the_way_out_and_repair_says_what_was_lost() {
             .arg(dir.path())
             .output()
             .unwrap();
-        (
-            out.status.code(),
-            format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ),
-        )
+        code_and_output(out)
     };
     let (code, output) = sluice(&["log", "topics"]);
     assert_eq!(code, Some(1), "{output}");
@@ -234,14 +227,7 @@ fn the_first_ten_minutes_paths_env_values_registry_dir_and_closed_pipes() {
             .current_dir("/")
             .output()
             .unwrap();
-        (
-            out.status.code(),
-            format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ),
-        )
+        code_and_output(out)
     };
     // Relative paths are relative to the config file, wherever sluice runs.
     let (code, output) = run(&["check"], &[]);

@@ -318,15 +318,7 @@ fn sluice_command(args: &[&str], config: &std::path::Path) -> (Option<i32>, Stri
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    let out = child.wait_with_output().expect("output");
-    (
-        out.status.code(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    sluice_integration_tests::code_and_output(child.wait_with_output().expect("output"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
