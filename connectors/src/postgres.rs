@@ -216,42 +216,8 @@ impl PostgresSource {
         }
     }
 
-    /// Resolves the captured tables, reports those left out, and makes the publication list
-    /// them (or, for a publication named in the config, checks that it does).
-    async fn publish_tables(
-        &self,
-        client: &tokio_postgres::Client,
-    ) -> Result<Vec<catalog::CapturedTable>, PostgresError> {
-        let resolution =
-            catalog::resolve_tables(client, &self.config.tables, &self.config.exclude).await?;
-        setup::check_tables(&resolution, &self.config.tables)?;
-        ::metrics::gauge!(sluice_core::metrics::SOURCE_TABLES_LEFT_OUT, "source" => self.config.name.clone())
-            .set(resolution.left_out.len() as f64);
-        let publication = self.config.publication_name();
-        let owned = self.config.publication.is_none();
-        setup::ensure_publication(client, &publication, &resolution.captured, owned).await?;
-        if !owned {
-            let missing = setup::unpublished(client, &publication, &resolution.captured).await?;
-            if !missing.is_empty() {
-                return Err(PostgresError::Setup {
-                    problem: format!(
-                        "publication {publication} does not publish {}, which `tables` matches: \
-                         its changes would never arrive",
-                        missing.join(", ")
-                    ),
-                    fix: format!(
-                        "add them (ALTER PUBLICATION {publication} ADD TABLE …) or leave them out \
-                         with `exclude`"
-                    ),
-                });
-            }
-        }
-        Ok(resolution.captured)
-    }
-
-    /// While streaming, every `TABLES_CHECK_INTERVAL`: tables created since, or whose key
-    /// changed, join or leave the publication sluice owns. A table that joins is captured from
-    /// then on; rows written to it before are not in the log.
+    /// While streaming, every `TABLES_CHECK_INTERVAL`, the publication sluice owns follows
+    /// the tables (see `setup::follow_tables`).
     async fn check_tables_now(&mut self) -> Result<(), PostgresError> {
         if self.config.publication.is_some()
             || self.tables_checked.elapsed() < TABLES_CHECK_INTERVAL
@@ -259,38 +225,10 @@ impl PostgresSource {
             return Ok(());
         }
         self.tables_checked = tokio::time::Instant::now();
-        let Some(ctx) = self.ctx.as_ref() else {
-            return Ok(());
-        };
-        let publication = self.config.publication_name();
-        let before = setup::publication_tables(&ctx.client, &publication).await?;
-        let resolution =
-            catalog::resolve_tables(&ctx.client, &self.config.tables, &self.config.exclude).await?;
-        ::metrics::gauge!(sluice_core::metrics::SOURCE_TABLES_LEFT_OUT, "source" => self.config.name.clone())
-            .set(resolution.left_out.len() as f64);
-        if resolution.captured.is_empty() || !resolution.named_without_identity.is_empty() {
-            // start() reports these on the next reconnect; the stream goes on as it is.
-            return Ok(());
+        match self.ctx.as_ref() {
+            Some(ctx) => setup::follow_tables(&ctx.client, &self.config).await,
+            None => Ok(()),
         }
-        if setup::ensure_publication(&ctx.client, &publication, &resolution.captured, true).await? {
-            for table in resolution
-                .captured
-                .iter()
-                .filter(|t| !before.contains(&t.id))
-            {
-                tracing::warn!(table = %table.id, "new table captured from now on; rows written to it before this are not in the log");
-            }
-            for table in before
-                .iter()
-                .filter(|t| !resolution.captured.iter().any(|c| c.id == **t))
-            {
-                tracing::warn!(table = %table, "table no longer captured (dropped, excluded, or lost its primary key)");
-            }
-            for table in &resolution.left_out {
-                tracing::warn!(table = %table, "table left out: it has no primary key, and publishing it would make the application's UPDATEs and DELETEs on it fail");
-            }
-        }
-        Ok(())
     }
 
     fn dbname(&self) -> String {
@@ -517,7 +455,7 @@ impl Source for PostgresSource {
         let (client, task) = connect_catalog(&self.config).await?;
         self.catalog_task = Some(task);
         let server = setup::check_server(&client).await?;
-        let tables = self.publish_tables(&client).await?;
+        let tables = setup::publish_tables(&client, &self.config).await?;
         self.tables_checked = tokio::time::Instant::now();
         let slot_name = self.config.slot_name();
         let slot = setup::slot_state(&client, &slot_name).await?;

@@ -1,4 +1,6 @@
-//! Preparing the server: settings checks with fixes, the publication, and the replication slot.
+//! Preparing the server: settings checks with fixes, the tables to capture and the publication
+//! that lists them (kept in step while streaming), privileges for `check --connect`, and the
+//! replication slot and the proof that it is this source's.
 
 use sluice_core::position::Lsn;
 use tokio_postgres::Client;
@@ -212,6 +214,82 @@ pub async fn ensure_publication(
         }
     })?;
     Ok(true)
+}
+
+/// Resolves the captured tables, reports those left out (log and metric), and makes the
+/// publication list them (or, for one that exists and is named in the config, checks that it
+/// does).
+pub async fn publish_tables(
+    client: &Client,
+    config: &super::PostgresSourceConfig,
+) -> Result<Vec<CapturedTable>, PostgresError> {
+    let resolution =
+        super::catalog::resolve_tables(client, &config.tables, &config.exclude).await?;
+    check_tables(&resolution, &config.tables)?;
+    report_left_out(config, &resolution);
+    let publication = config.publication_name();
+    let owned = config.publication.is_none();
+    ensure_publication(client, &publication, &resolution.captured, owned).await?;
+    if !owned {
+        let missing = unpublished(client, &publication, &resolution.captured).await?;
+        if !missing.is_empty() {
+            return Err(setup_error(
+                format!(
+                    "publication {publication} does not publish {}, which `tables` matches: its \
+                     changes would never arrive",
+                    missing.join(", ")
+                ),
+                format!(
+                    "add them (ALTER PUBLICATION {publication} ADD TABLE …) or leave them out with \
+                     `exclude`"
+                ),
+            ));
+        }
+    }
+    Ok(resolution.captured)
+}
+
+/// While streaming: tables created since, or whose key changed, join or leave the publication
+/// sluice owns. A table that joins is captured from then on; rows written to it before are not
+/// in the log (said in a WARN).
+pub async fn follow_tables(
+    client: &Client,
+    config: &super::PostgresSourceConfig,
+) -> Result<(), PostgresError> {
+    let publication = config.publication_name();
+    let before = publication_tables(client, &publication).await?;
+    let resolution =
+        super::catalog::resolve_tables(client, &config.tables, &config.exclude).await?;
+    report_left_out(config, &resolution);
+    if resolution.captured.is_empty() || !resolution.named_without_identity.is_empty() {
+        // start() reports these on the next reconnect; the stream goes on as it is.
+        return Ok(());
+    }
+    if !ensure_publication(client, &publication, &resolution.captured, true).await? {
+        return Ok(());
+    }
+    for table in resolution
+        .captured
+        .iter()
+        .filter(|t| !before.contains(&t.id))
+    {
+        tracing::warn!(table = %table.id, "new table captured from now on; rows written to it before this are not in the log");
+    }
+    for table in before
+        .iter()
+        .filter(|t| !resolution.captured.iter().any(|c| c.id == **t))
+    {
+        tracing::warn!(table = %table, "table no longer captured (dropped, excluded, or lost its primary key)");
+    }
+    for table in &resolution.left_out {
+        tracing::warn!(table = %table, "table left out: it has no primary key, and publishing it would make the application's UPDATEs and DELETEs on it fail");
+    }
+    Ok(())
+}
+
+fn report_left_out(config: &super::PostgresSourceConfig, resolution: &Resolution) {
+    ::metrics::gauge!(sluice_core::metrics::SOURCE_TABLES_LEFT_OUT, "source" => config.name.clone())
+        .set(resolution.left_out.len() as f64);
 }
 
 /// A replication slot as `pg_replication_slots` shows it.
