@@ -224,6 +224,19 @@ impl MariaDb {
     }
 
     fn exec_in(&self, database: Option<&str>, sql: &str) -> String {
+        match self.try_exec_in(database, sql) {
+            Ok(out) => out,
+            Err(err) => panic!("mariadb failed: {err} (is MariaDB up? run dev/services up)"),
+        }
+    }
+
+    /// Like `exec`, but a failing statement (a column that does not exist yet) is an `Err`
+    /// with the client's message, for waits that poll until it succeeds.
+    pub fn try_exec(&self, sql: &str) -> Result<String, String> {
+        self.try_exec_in(Some(&self.name), sql)
+    }
+
+    fn try_exec_in(&self, database: Option<&str>, sql: &str) -> Result<String, String> {
         let mut command = Command::new("mariadb");
         command.args([
             "-h",
@@ -242,12 +255,10 @@ impl MariaDb {
             command.arg(database);
         }
         let out = command.output().expect("run the mariadb client");
-        assert!(
-            out.status.success(),
-            "mariadb failed: {} (is MariaDB up? run dev/services up)",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
     }
 }
 

@@ -38,7 +38,8 @@ async fn wait_same(source: &TestDb, target: &MariaDb, queries: &[&str], timeout:
                 let exists = target.exec(&format!(
                     "SELECT count(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = '{table}'"
                 )) == "1";
-                !exists || rows_maria(target, q) != rows_pg(source, q)
+                // A column the sink has not added yet makes the query fail: not the same yet.
+                !exists || target.try_exec(&concat(q)).ok() != Some(rows_pg(source, q))
             })
             .collect();
         if differing.is_empty() {
