@@ -357,7 +357,21 @@ pub async fn shutdown_signal() -> &'static str {
     }
 }
 
-/// `sluice check --connect`: probes every source's server.
+/// Prints one probe's outcome; true when it passed.
+fn report_probe(kind: &str, name: &str, result: anyhow::Result<String>) -> bool {
+    match result {
+        Ok(summary) => {
+            println!("{kind} {name}: ok: {summary}");
+            true
+        }
+        Err(err) => {
+            println!("{kind} {name}: FAILED: {err:#}");
+            false
+        }
+    }
+}
+
+/// `sluice check --connect`: probes every source's server and every sink's destination.
 pub fn probe(config: &FileConfig) -> Result<(), Failure> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -373,13 +387,7 @@ pub fn probe(config: &FileConfig) -> Result<(), Failure> {
                 .block_on(sluice_connectors::mysql::source::probe(my))
                 .map_err(anyhow::Error::from),
         };
-        match result {
-            Ok(summary) => println!("source {}: ok: {summary}", source.name()),
-            Err(err) => {
-                println!("source {}: FAILED: {err:#}", source.name());
-                failed = true;
-            }
-        }
+        failed |= !report_probe("source", source.name(), result);
     }
     for sink in &config.sinks {
         let result = match sink {
@@ -393,13 +401,7 @@ pub fn probe(config: &FileConfig) -> Result<(), Failure> {
                 .block_on(sluice_connectors::mysql::sink::probe(my))
                 .map_err(anyhow::Error::from),
         };
-        match result {
-            Ok(summary) => println!("sink {}: ok: {summary}", sink.name()),
-            Err(err) => {
-                println!("sink {}: FAILED: {err:#}", sink.name());
-                failed = true;
-            }
-        }
+        failed |= !report_probe("sink", sink.name(), result);
     }
     if failed {
         return Err(Failure::runtime(anyhow!(
