@@ -334,29 +334,6 @@ fn validate(config: &FileConfig) -> anyhow::Result<()> {
         if !names.insert(format!("sink:{}", sink.name())) {
             bail!("sinks[{i}].name: {:?} is used twice", sink.name());
         }
-        if sink.needs_avro() {
-            check_avro_sources(config, i, sink)?;
-        }
-    }
-    Ok(())
-}
-
-/// A database sink reading a JSON source's topics would stop at its first record: say so now.
-/// A source's topics are `<source name>.…`, so a pattern reaches a source when its first part
-/// matches the name.
-fn check_avro_sources(config: &FileConfig, i: usize, sink: &SinkConfig) -> anyhow::Result<()> {
-    for pattern in sink.topics() {
-        let head = pattern.split('.').next().unwrap_or_default();
-        let json_source = config.sources.iter().find(|source| {
-            source.encoding() == sluice_connectors::Encoding::Json
-                && sluice_core::topic::glob_match(head, source.name())
-        });
-        if let Some(source) = json_source {
-            bail!(
-                "sinks[{i}].topics: {pattern:?} reads the topics of source {:?}, which writes JSON; a database sink creates and fills its tables from Avro schemas: set encoding = \"avro\" on that source",
-                source.name()
-            );
-        }
     }
     Ok(())
 }

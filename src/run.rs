@@ -296,7 +296,9 @@ fn encoder(
     registry: &Arc<Registry>,
 ) -> Encoder {
     match encoding {
-        Encoding::Json => Encoder::Json(JsonEnvelopeEncoder::new(block, tombstones)),
+        Encoding::Json => {
+            Encoder::Json(JsonEnvelopeEncoder::new(block, tombstones).registering(registry.clone()))
+        }
         Encoding::Avro => {
             let decimals = match decimals {
                 AvroDecimals::Precise => DecimalHandling::Precise,

@@ -85,15 +85,6 @@ impl SourceConfig {
         }
     }
 
-    pub fn encoding(&self) -> Encoding {
-        match self {
-            #[cfg(feature = "postgres")]
-            SourceConfig::Postgres(config) => config.encoding,
-            #[cfg(feature = "mysql")]
-            SourceConfig::Mysql(config) => config.encoding,
-        }
-    }
-
     pub fn validate(&self, key: &str) -> Result<(), ConfigError> {
         match self {
             #[cfg(feature = "postgres")]
@@ -179,18 +170,6 @@ impl SinkConfig {
             SinkConfig::Postgres(config) => &config.name,
             #[cfg(feature = "mysql")]
             SinkConfig::Mysql(config) => &config.name,
-        }
-    }
-
-    /// Database sinks build their tables from the Avro schemas of the records they read.
-    pub fn needs_avro(&self) -> bool {
-        match self {
-            #[cfg(feature = "jsonl")]
-            SinkConfig::Jsonl(_) => false,
-            #[cfg(feature = "postgres")]
-            SinkConfig::Postgres(_) => true,
-            #[cfg(feature = "mysql")]
-            SinkConfig::Mysql(_) => true,
         }
     }
 

@@ -14,6 +14,9 @@ pub struct EncodedRecord {
     pub key: Option<Span>,
     /// `None` is a tombstone.
     pub value: Option<Span>,
+    /// The registry id of the value's schema, for encodings that do not carry it in the value
+    /// (JSON): the runtime puts it in the record's `SCHEMA_HEADER`.
+    pub value_schema: Option<u32>,
 }
 
 /// Where encoders write records: their bytes back to back in one buffer, and each record's key
@@ -48,7 +51,22 @@ impl EncodedRecords {
     /// Adds a record of spans returned by [`EncodedRecords::write`].
     #[inline]
     pub fn push(&mut self, key: Option<Span>, value: Option<Span>) {
-        self.records.push(EncodedRecord { key, value });
+        self.push_named(key, value, None);
+    }
+
+    /// Like [`EncodedRecords::push`], naming the value's registered schema.
+    #[inline]
+    pub fn push_named(
+        &mut self,
+        key: Option<Span>,
+        value: Option<Span>,
+        value_schema: Option<u32>,
+    ) {
+        self.records.push(EncodedRecord {
+            key,
+            value,
+            value_schema,
+        });
     }
 
     /// The records pushed since the last [`EncodedRecords::clear_records`].

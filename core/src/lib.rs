@@ -1,6 +1,7 @@
 //! sluice-core: the vocabulary of sluice and its runtime.
 //!
-//! - `value`, `event`, `position`, `checkpoint`: what flows and where it came from;
+//! - `value`, `event`, `position`, `checkpoint`: what flows and where it came from; `change`:
+//!   the typed change a change sink receives, and the decoder that makes it from a record;
 //! - `source`, `sink`, `encode`, `event_log`: the contracts connectors and backends implement;
 //! - `pipeline`: the runtime that moves batches from sources into the log and from the log to
 //!   sinks, with its shutdown order; `task`: spawning and stopping; `retry`: error policy;
@@ -9,6 +10,7 @@
 //!
 //! core depends on no database driver.
 
+pub mod change;
 pub mod checkpoint;
 pub mod clock;
 pub mod encode;

@@ -5,7 +5,9 @@
 //!       ▲                                            │
 //!       └────── durable checkpoint (watch) ◄─────────┘   then Source::commit → upstream ack
 //!
-//!  log ──► sink task (one per sink): read committed records → Sink::write → commit offsets
+//!  log ──► sink task (one per sink): read committed records → RecordSink::write → commit offsets
+//!                                     (change sinks: TypedSink decodes, assembles whole commits,
+//!                                      splits at schema changes → ChangeSink::write)
 //! ```
 //! Decoding (source task) and encoding plus durable append (writer task) run on different
 //! workers; a full channel blocks the source, which stops reading its socket, which makes the
@@ -23,9 +25,11 @@
 
 mod sink_task;
 mod source_task;
+mod typed_sink;
 
 pub use sink_task::{run_sink, SinkSettings};
 pub use source_task::{run_source, SourceSettings};
+pub use typed_sink::{TypedSink, TypedSinkError};
 
 /// A pipeline-level failure, with the connector it came from.
 #[derive(Debug, thiserror::Error)]

@@ -1,4 +1,11 @@
-//! The sink contract: how the runtime hands records from the log to a destination.
+//! The sink contracts: how the runtime hands what the log holds to a destination.
+//!
+//! - [`RecordSink`]: records as the log holds them, bytes passed through (JSON lines, Kafka, raw
+//!   HTTP);
+//! - [`ChangeSink`]: typed changes, decoded once by the runtime from either encoding, in batches
+//!   that can be held to whole source transactions (databases, search indexes, warehouses).
+//!   The runtime runs a change sink as a record sink through `pipeline::TypedSink`, which owns
+//!   decoding, transaction assembly and splitting batches at schema changes.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -6,6 +13,7 @@ use std::sync::Arc;
 
 use sluice_log::StoredRecord;
 
+use crate::change::SourcedChange;
 use crate::retry::Classify;
 
 /// Next offset to read, per `(topic, partition)`.
@@ -19,7 +27,7 @@ pub struct SinkRecord {
     pub record: StoredRecord,
 }
 
-/// A destination fed from the log.
+/// A destination fed with the log's records as they are.
 ///
 /// Contract:
 /// - Delivery is at-least-once: after a crash or a transient error the runtime calls `open`
@@ -33,7 +41,7 @@ pub struct SinkRecord {
 ///   report what is durable through `applied`); the runtime then commits their offsets to the
 ///   log's consumer group for this sink.
 /// - `close` is called once at shutdown, after the last `write`.
-pub trait Sink: Send {
+pub trait RecordSink: Send {
     type Error: std::error::Error + Classify + Send + Sync + 'static;
 
     fn open(&mut self) -> impl Future<Output = Result<Option<Offsets>, Self::Error>> + Send;
@@ -66,6 +74,69 @@ pub trait Sink: Send {
     fn applied(&self) -> Option<&Offsets> {
         None
     }
+}
+
+/// A destination fed with typed changes.
+///
+/// The contract is [`RecordSink`]'s (at-least-once, exactly once for sinks that store offsets
+/// with their data and return them from `open`; per-partition order; calls never overlap;
+/// `applied` for sinks that finish in the background), with batches of decoded changes:
+/// - every row change of the batch's records is in `changes`, in record order; records that
+///   hold none (tombstones, messages) are in `records` only;
+/// - in a batch, every table has one schema version: a batch that spans a schema change is
+///   handed over in parts, one per version, in version order, each a prefix of every
+///   partition's records;
+/// - with whole transactions asked for, a batch holds only whole log commits (each source
+///   transaction is one, or several for a transaction larger than the source's batch).
+pub trait ChangeSink: Send {
+    type Error: std::error::Error + Classify + Send + Sync + 'static;
+
+    fn open(&mut self) -> impl Future<Output = Result<Option<Offsets>, Self::Error>> + Send;
+
+    fn write(
+        &mut self,
+        batch: ChangeBatch<'_>,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    fn close(&mut self) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    /// As [`RecordSink::flush`].
+    fn flush(&mut self) -> impl Future<Output = Result<(), Self::Error>> + Send {
+        async { Ok(()) }
+    }
+
+    /// As [`RecordSink::applied`].
+    fn applied(&self) -> Option<&Offsets> {
+        None
+    }
+}
+
+/// Typed changes and the records they came from.
+#[derive(Debug)]
+pub struct ChangeBatch<'a> {
+    pub changes: Vec<SourcedChange>,
+    /// The records, in read order; `SourcedChange::record` indexes them.
+    pub records: &'a [SinkRecord],
+}
+
+impl ChangeBatch<'_> {
+    /// The next offset of every partition the records came from: what the destination holds
+    /// once this batch is applied.
+    pub fn next_offsets(&self) -> Offsets {
+        next_offsets(self.records)
+    }
+}
+
+/// The next offset of every partition `records` came from.
+pub fn next_offsets(records: &[SinkRecord]) -> Offsets {
+    let mut offsets = Offsets::new();
+    for record in records {
+        offsets.insert(
+            (record.topic.to_string(), record.partition),
+            record.record.offset + 1,
+        );
+    }
+    offsets
 }
 
 /// A record a sink could not apply because the destination rejected its value (a "poison"

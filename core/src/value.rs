@@ -214,6 +214,36 @@ pub fn write_utc_timestamp(out: &mut String, micros: i64) {
     out.push('Z');
 }
 
+/// Parses what [`write_utc_timestamp`] writes (`2024-01-02T03:04:05.123456Z`, years outside
+/// 0–9999 signed) back into microseconds since the epoch.
+pub fn parse_utc_timestamp(text: &str) -> Option<i64> {
+    let body = text.strip_suffix('Z')?;
+    let (date, time) = body.split_once('T')?;
+    let (sign, date) = match date.as_bytes().first()? {
+        b'+' => (1, &date[1..]),
+        b'-' => (-1, &date[1..]),
+        _ => (1, date),
+    };
+    let mut parts = date.splitn(3, '-');
+    let year: i64 = parts.next()?.parse().ok()?;
+    let month: u32 = parts.next()?.parse().ok()?;
+    let day: u32 = parts.next()?.parse().ok()?;
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) {
+        return None;
+    }
+    let (clock, fraction) = time.split_once('.').unwrap_or((time, ""));
+    let mut clock = clock.splitn(3, ':');
+    let hours: i64 = clock.next()?.parse().ok()?;
+    let minutes: i64 = clock.next()?.parse().ok()?;
+    let seconds: i64 = clock.next()?.parse().ok()?;
+    if fraction.len() > 6 || !fraction.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let micros: i64 = format!("{fraction:0<6}").parse().ok()?;
+    let days = days_from_civil(sign * year, month, day);
+    Some(days * MICROS_PER_DAY + ((hours * 60 + minutes) * 60 + seconds) * 1_000_000 + micros)
+}
+
 /// Writes instants as ISO-8601 UTC, like `write_utc_timestamp`, straight into bytes, and
 /// remembers the last date written: rows encoded together mostly share their day, and working
 /// out a calendar date is most of the cost.
@@ -420,6 +450,32 @@ mod tests {
         assert_eq!(days_from_civil(2000, 1, 1), 10_957);
         assert_eq!(civil_from_days(-1), (1969, 12, 31));
         assert_eq!(days_from_civil(0, 3, 1), -719_468);
+    }
+
+    #[test]
+    fn utc_timestamps_parse_back_to_the_micros_they_were_written_from() {
+        for micros in [
+            0i64,
+            1,
+            -1,
+            1_559_033_904_863_123,
+            -62_167_219_200_000_000,
+            -62_198_755_200_000_001,
+            253_402_300_800_000_000,
+            86_399_999_999,
+        ] {
+            let mut text = String::new();
+            write_utc_timestamp(&mut text, micros);
+            assert_eq!(parse_utc_timestamp(&text), Some(micros), "{text}");
+        }
+        for garbage in [
+            "",
+            "2024-01-02",
+            "2024-13-01T00:00:00Z",
+            "2024-01-02T00:00:00.1234567Z",
+        ] {
+            assert_eq!(parse_utc_timestamp(garbage), None, "{garbage}");
+        }
     }
 
     #[test]

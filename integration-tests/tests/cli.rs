@@ -43,8 +43,7 @@ fn config_mistakes_exit_2_naming_the_key_and_the_file() {
         (format!("[api]\nlistn = \"x\"\n{SOURCE}url = \"postgres://u@h/d\"\n"), "unknown field `listn`"),
         (format!("{SOURCE}url = \"postgres://u@h/d\"\n[[sinks]]\nname = \"f\"\nkind = \"jsonl\"\ntopics = []\npath = \"x\"\n"), "sinks[0].topics"),
         (format!("compression = \"zstd\"\n{SOURCE}url = \"postgres://u@h/d\"\n"), "log.compression: \"zstd\" is not one of lz4, none"),
-        // A database sink on a JSON source would stop at its first record.
-        (format!("{SOURCE}url = \"postgres://u@h/d\"\n[[sinks]]\nname = \"r\"\nkind = \"postgres\"\ntopics = [\"a.public.*\"]\nurl = \"postgres://u@h/t\"\n"), "sinks[0].topics: \"a.public.*\" reads the topics of source \"a\", which writes JSON"),
+        (format!("{SOURCE}url = \"postgres://u@h/d\"\n[[sinks]]\nname = \"r\"\nkind = \"postgres\"\ntopics = [\"a.public.*\"]\nurl = \"postgres://u@h/t\"\nbatch_size = 3\n"), "sinks[0].batch_size: unknown field `batch_size`"),
     ];
     for (body, expected) in cases {
         for command in ["check", "run"] {

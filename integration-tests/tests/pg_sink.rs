@@ -151,11 +151,23 @@ async fn pgbench_replicates_to_an_equal_target() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_9_five_times_during_pgbench_leaves_an_equal_target() {
+async fn kill_9_five_times_during_pgbench_from_a_json_source_leaves_an_equal_target() {
+    kill_9_five_times_during_pgbench(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_five_times_during_pgbench_from_an_avro_source_leaves_an_equal_target() {
+    kill_9_five_times_during_pgbench(Some("avro")).await;
+}
+
+/// pgbench on the source while sluice is killed five times; `encoding` of the source (None:
+/// the default, JSON).
+async fn kill_9_five_times_during_pgbench(encoding: Option<&str>) {
     let (source, target) = setup_pgbench();
+    let encoding = encoding.map_or(String::new(), |e| format!("encoding = \"{e}\""));
     let mut sluice = Sluice::new(&format!(
         "{}{}",
-        source_config(&source, "encoding = \"avro\""),
+        source_config(&source, &encoding),
         sink_config(&target, "batch_history = true")
     ));
     sluice.start();
@@ -190,7 +202,7 @@ async fn a_column_added_mid_stream_and_a_target_down_for_30s_end_equal() {
     );
     let mut sluice = Sluice::new(&format!(
         "{}{}",
-        source_config(&source, "encoding = \"avro\""),
+        source_config(&source, ""),
         sink_config(&target, "")
     ));
     sluice.start();

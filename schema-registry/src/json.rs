@@ -5,6 +5,10 @@
 //! is followed by a tombstone (same key, null value) when enabled. Value mapping per type is in
 //! docs/types.md; where Debezium's defaults lose information, sluice stays exact: decimals are
 //! strings, unsigned 64-bit integers are plain numbers, intervals are ISO-8601 strings.
+//!
+//! With a registry, each table version is registered as the Avro encoder registers it and every
+//! record names its schema id in the `sluice.schema` header, so that typed sinks rebuild exact
+//! column types (`json/decode.rs` reads envelopes back).
 
 use std::sync::Arc;
 
@@ -14,6 +18,12 @@ use sluice_core::encode::{EncodeError, EncodedRecords, EventEncoder};
 use sluice_core::event::{ChangeEvent, Op, SnapshotMarker, TableSchema};
 use sluice_core::position::Position;
 use sluice_core::value::{self, Date, Decimal, Timestamp, UtcTimestampWriter, Value};
+
+use crate::avro::encode::Registrar;
+use crate::avro::DecimalHandling;
+use crate::registry::Registry;
+
+pub(crate) mod decode;
 
 /// What Debezium puts for a value the source did not send (unchanged TOAST).
 pub const UNAVAILABLE_VALUE: &str = "__debezium_unavailable_value";
@@ -52,6 +62,10 @@ pub struct JsonEnvelopeEncoder {
     /// The position fields closing the source block, for the last position and xid.
     position_memo: Memo<Position>,
     xid_memo: Option<u64>,
+    /// Registers table versions, when the encoder has a registry.
+    registrar: Option<Registrar>,
+    /// The message schema's id (with a registry).
+    message_schema: Option<u32>,
 }
 
 /// The bytes rendered for the last key; consecutive events mostly repeat their neighbour's
@@ -94,6 +108,8 @@ struct TableJson {
     column_keys: Vec<Box<[u8]>>,
     /// `,"db":…,"schema":…,"table":…` of the source block.
     source_tail: Box<[u8]>,
+    /// The registry id of the table version's value schema (with a registry).
+    value_schema: Option<u32>,
 }
 
 impl TableJson {
@@ -113,6 +129,7 @@ impl TableJson {
         TableJson {
             column_keys,
             source_tail: tail.into_boxed_slice(),
+            value_schema: None,
         }
     }
 }
@@ -137,18 +154,51 @@ impl JsonEnvelopeEncoder {
             source_memo: Memo::new(),
             position_memo: Memo::new(),
             xid_memo: None,
+            registrar: None,
+            message_schema: None,
         }
     }
 
-    /// The table's cached JSON pieces, rebuilt when the table (or its version) changes.
-    fn table_json(&mut self, schema: &Arc<TableSchema>) {
+    /// Registers each table version in `registry` and names it in every record's
+    /// `sluice.schema` header (what typed sinks need; see the module doc).
+    pub fn registering(mut self, registry: Arc<Registry>) -> JsonEnvelopeEncoder {
+        self.registrar = Some(Registrar::new(
+            registry,
+            self.source.clone(),
+            DecimalHandling::Precise,
+        ));
+        self
+    }
+
+    /// The table's cached JSON pieces, rebuilt (and the version registered) when the table or
+    /// its version changes.
+    fn table_json(&mut self, schema: &Arc<TableSchema>) -> Result<(), EncodeError> {
         match &self.table_json {
             Some((cached, _)) if Arc::ptr_eq(cached, schema) => {}
             _ => {
-                self.table_json = Some((schema.clone(), TableJson::new(&self.source, schema)));
+                let mut json = TableJson::new(&self.source, schema);
+                if let Some(registrar) = self.registrar.as_mut() {
+                    json.value_schema = Some(registrar.table(schema)?.value_id);
+                }
+                self.table_json = Some((schema.clone(), json));
                 self.source_memo.clear();
             }
         }
+        Ok(())
+    }
+
+    /// The schema id to name in the value's header, if registering.
+    fn value_schema(&mut self, event: &ChangeEvent) -> Result<Option<u32>, EncodeError> {
+        if event.table.is_some() {
+            return Ok(self.table_json.as_ref().and_then(|(_, t)| t.value_schema));
+        }
+        let Some(registrar) = self.registrar.as_mut() else {
+            return Ok(None);
+        };
+        if self.message_schema.is_none() {
+            self.message_schema = Some(registrar.message_value_id()?);
+        }
+        Ok(self.message_schema)
     }
 
     /// Writes the event's key into `buf`; false (nothing written) when it has none.
@@ -257,12 +307,13 @@ impl EventEncoder for JsonEnvelopeEncoder {
             });
         }
         if let Some(schema) = &event.table {
-            self.table_json(schema);
+            self.table_json(schema)?;
         }
+        let schema = self.value_schema(event)?;
         let (key, has_key) = out.write(|buf| self.key(event, buf));
         let key = has_key.then_some(key);
         let (value, ()) = out.write(|buf| self.value(event, buf));
-        out.push(key, Some(value));
+        out.push_named(key, Some(value), schema);
         if event.op == Op::Delete && self.tombstones_on_delete && key.is_some() {
             out.push(key, None);
         }

@@ -6,8 +6,10 @@
 //!   unchanged.
 //! - `avro`: Avro schemas derived from table schemas (Debezium's names, logical types) and the
 //!   binary encoder with Confluent's wire header, registering each table version it meets.
+//! - `changes`: the sink runtime's decoder, records of either encoding into typed changes.
 
 pub mod avro;
+pub mod changes;
 pub mod http;
 pub mod json;
 pub mod registry;

@@ -6,15 +6,19 @@ use std::sync::Arc;
 
 use apache_avro::types::Value as Avro;
 use bytes::Bytes;
+use sluice_core::change::{ChangeDecoder, SCHEMA_HEADER};
 use sluice_core::encode::{EncodedRecords, EventEncoder};
 use sluice_core::event::{
     ChangeEvent, Column, DataType, Op, SnapshotMarker, TableId, TableSchema, TxnInfo,
 };
 use sluice_core::position::{Lsn, Position};
+use sluice_core::sink::SinkRecord;
 use sluice_core::value::{Date, Decimal, Interval, Timestamp, Value};
+use sluice_log::{Header, StoredRecord};
 use sluice_schema_registry::avro::encode::unscaled_bytes;
 use sluice_schema_registry::avro::{decode, AvroDecoder, AvroEncoder, DecimalHandling};
-use sluice_schema_registry::json::SourceBlock;
+use sluice_schema_registry::changes::RecordDecoder;
+use sluice_schema_registry::json::{JsonEnvelopeEncoder, SourceBlock};
 use sluice_schema_registry::registry::store::MemoryStore;
 use sluice_schema_registry::registry::{Parsed, Registry, VersionSpec};
 
@@ -516,40 +520,82 @@ fn decimal_bytes_round_trip_at_every_size() {
     assert_eq!(decode::decimal_text(&[0xff], 2), "-0.01");
 }
 
+/// A log record of `out`'s record `i`, with a schema header when the encoder named one.
+fn sink_record(out: &EncodedRecords, i: usize, value_schema: Option<u32>) -> SinkRecord {
+    let (key, value) = out.record(i);
+    SinkRecord {
+        topic: "src.public.every type".into(),
+        partition: 0,
+        record: StoredRecord {
+            offset: 7,
+            timestamp_ms: 0,
+            key: key.map(Bytes::copy_from_slice),
+            value: value.map(Bytes::copy_from_slice),
+            headers: value_schema
+                .map(|id| Header {
+                    key: SCHEMA_HEADER.into(),
+                    value: Some(id.to_string().into()),
+                })
+                .into_iter()
+                .collect(),
+        },
+    }
+}
+
 #[test]
-fn typed_rows_read_back_equal_to_the_events_values() {
-    use sluice_schema_registry::avro::rows::ChangeDecoder;
+fn typed_rows_read_back_equal_to_the_events_values_from_avro_and_from_json() {
     let (registry, mut encoder) = encoder();
-    let mut out = EncodedRecords::default();
+    let mut json_encoder = JsonEnvelopeEncoder::new(source(), true).registering(registry.clone());
     let mut before = row();
     before[20] = Value::Unavailable;
-    encoder
-        .encode(
-            &event(Op::Update, Some(before.clone()), Some(row())),
-            &mut out,
-        )
+    let update = event(Op::Update, Some(before.clone()), Some(row()));
+    let (mut avro_out, mut json_out) = (EncodedRecords::default(), EncodedRecords::default());
+    encoder.encode(&update, &mut avro_out).unwrap();
+    json_encoder.encode(&update, &mut json_out).unwrap();
+    let json_schema = json_out.records()[0].value_schema;
+    assert!(json_schema.is_some(), "JSON records name their schema");
+    let mut decoder = RecordDecoder::new(registry);
+    let from_avro = decoder
+        .decode(&sink_record(&avro_out, 0, None))
+        .unwrap()
         .unwrap();
-    let mut decoder = ChangeDecoder::new(registry);
-    let change = decoder.decode(out.record(0).1.unwrap()).unwrap().unwrap();
-    assert_eq!(change.op, Op::Update);
-    assert_eq!(change.txn.as_deref(), Some("556:24023128"));
-    assert_eq!(change.commit_ts_us, 1_559_033_904_863_123);
-    let schema = every_type();
-    assert_eq!(change.table.table, schema.table);
-    assert_eq!(
-        change.table.columns, schema.columns,
-        "names, types, keys, nullability"
-    );
-    // Intervals come back as their ISO text; everything else as it went in.
-    let mut expected = row();
-    expected[17] = Value::Text("P1Y2M3DT4S".into());
-    assert_eq!(change.after.as_ref().unwrap(), &expected);
-    let mut expected_before = expected.clone();
-    expected_before[20] = Value::Unavailable;
-    assert_eq!(change.before.as_ref().unwrap(), &expected_before);
-    // JSON records are refused with the fix.
-    let err = decoder.decode(br#"{"op":"c"}"#).unwrap_err();
-    assert!(err.contains("encoding = \"avro\""), "{err}");
+    let from_json = decoder
+        .decode(&sink_record(&json_out, 0, json_schema))
+        .unwrap()
+        .unwrap();
+    for change in [&from_avro, &from_json] {
+        assert_eq!(change.op, Op::Update);
+        assert_eq!(change.txn.as_deref(), Some("556:24023128"));
+        assert_eq!(change.total_order, Some(1));
+        assert_eq!(change.position, Some(Position::PgLsn(Lsn(24_023_128))));
+        assert_eq!(change.commit_ts_us, 1_559_033_904_863_123);
+        let schema = every_type();
+        assert_eq!(change.table.table, schema.table);
+        assert_eq!(
+            change.table.columns, schema.columns,
+            "names, types, keys, nullability"
+        );
+        // Intervals come back as their ISO text; everything else as it went in.
+        let mut expected = row();
+        expected[17] = Value::Text("P1Y2M3DT4S".into());
+        assert_eq!(change.after.as_ref().unwrap(), &expected);
+        let mut expected_before = expected.clone();
+        expected_before[20] = Value::Unavailable;
+        assert_eq!(change.before.as_ref().unwrap(), &expected_before);
+        assert_eq!(change.key(), vec![&Value::Int64(i64::MAX)]);
+    }
+    // A JSON record that names no schema is refused with the fix.
+    let err = decoder
+        .decode(&sink_record(&json_out, 0, None))
+        .unwrap_err();
+    assert!(err.to_string().contains("encoding = \"avro\""), "{err}");
+    // The delete's tombstone is no change.
+    let mut out = EncodedRecords::default();
+    json_encoder
+        .encode(&event(Op::Delete, Some(row()), None), &mut out)
+        .unwrap();
+    assert_eq!(out.records().len(), 2);
+    assert_eq!(decoder.decode(&sink_record(&out, 1, None)).unwrap(), None);
 }
 
 #[test]

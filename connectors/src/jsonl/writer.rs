@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use sluice_core::retry::{Classify, ErrorKind};
-use sluice_core::sink::{Offsets, Sink, SinkRecord};
+use sluice_core::sink::{Offsets, RecordSink, SinkRecord};
 use sluice_schema_registry::avro::decode::is_framed;
 use sluice_schema_registry::avro::AvroDecoder;
 
@@ -160,7 +160,7 @@ impl JsonlSink {
     }
 }
 
-impl Sink for JsonlSink {
+impl RecordSink for JsonlSink {
     type Error = JsonlError;
 
     async fn open(&mut self) -> Result<Option<Offsets>, JsonlError> {

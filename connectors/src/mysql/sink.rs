@@ -20,10 +20,11 @@ use std::sync::Arc;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Pool, TxOpts};
 use sluice_core::event::TableSchema;
+use sluice_core::pipeline::TypedSink;
 use sluice_core::retry::{Classify, ErrorKind};
 use sluice_core::sink::{DeadLetter, DeadLetterWriter, Offsets};
 use sluice_core::value::Value;
-use sluice_schema_registry::avro::rows::ChangeDecoder;
+use sluice_schema_registry::changes::RecordDecoder;
 use sluice_schema_registry::registry::Registry;
 
 pub use self::config::MysqlSinkConfig;
@@ -49,8 +50,6 @@ pub enum SinkError {
     },
     #[error("{0}")]
     Schema(String),
-    #[error("{0}")]
-    Decode(String),
     #[error(
         "the target rejected an event: {0}; set dead_letter_topic on the sink to divert such \
          events and go on"
@@ -97,27 +96,22 @@ impl Classify for SinkError {
                 ..
             }
             | SinkError::Db { code: None, .. } => ErrorKind::Transient,
-            SinkError::Db { .. }
-            | SinkError::Schema(_)
-            | SinkError::Decode(_)
-            | SinkError::Poison(_) => ErrorKind::Definite,
+            SinkError::Db { .. } | SinkError::Schema(_) | SinkError::Poison(_) => {
+                ErrorKind::Definite
+            }
         }
     }
 }
 
 impl From<ReplicaError> for SinkError {
     fn from(err: ReplicaError) -> SinkError {
-        match err {
-            ReplicaError::Decode(message) => SinkError::Decode(message),
-            ReplicaError::Plan(message) => SinkError::Schema(message),
-        }
+        SinkError::Schema(err.0)
     }
 }
 
 /// Applies batches to a MySQL/MariaDB database.
 pub struct MysqlTarget {
     config: MysqlSinkConfig,
-    registry: Arc<Registry>,
     pool: Option<Pool>,
     dead_letters: Option<DeadLetterWriter>,
     ensured: HashMap<(String, String), Arc<TableSchema>>,
@@ -126,7 +120,7 @@ pub struct MysqlTarget {
 }
 
 /// The MySQL/MariaDB sink.
-pub type MysqlSink = ReplicaSink<MysqlTarget>;
+pub type MysqlSink = TypedSink<ReplicaSink<MysqlTarget>, RecordDecoder>;
 
 /// A MySQL sink for `config`; `dead_letters` is required when it names a dead-letter topic.
 pub fn mysql_sink(
@@ -135,20 +129,23 @@ pub fn mysql_sink(
     dead_letters: Option<DeadLetterWriter>,
 ) -> MysqlSink {
     let settings = ReplicaSettings {
-        transactional: config.transactional,
         dead_letters: dead_letters.is_some(),
         batch_history: config.batch_history,
     };
     let target = MysqlTarget {
         config,
-        registry: registry.clone(),
         pool: None,
         dead_letters,
         ensured: HashMap::new(),
         sql: String::new(),
         scratch: String::new(),
     };
-    ReplicaSink::new(target, registry, settings)
+    let whole_commits = target.config.transactional;
+    TypedSink::new(
+        ReplicaSink::new(target, settings),
+        RecordDecoder::new(registry),
+        whole_commits,
+    )
 }
 
 impl MysqlTarget {
@@ -261,7 +258,7 @@ impl MysqlTarget {
             offsets,
             ranges,
             records,
-            skipped,
+            changes,
             mut dead,
         } = prepared;
         let mut conn = self.conn().await?;
@@ -290,8 +287,6 @@ impl MysqlTarget {
             Ok(()) => Ok(()),
             Err(err) if err.is_data_error() && self.dead_letters.is_some() => {
                 tracing::warn!(error = %err, "the target rejected the batch; applying its events one by one to find the rejected ones");
-                let mut decoder = ChangeDecoder::new(self.registry.clone());
-                let changes = replica::decode_skipping(&mut decoder, &records, &skipped)?;
                 let mut tx = conn
                     .start_transaction(TxOpts::default())
                     .await

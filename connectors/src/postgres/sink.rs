@@ -27,10 +27,11 @@ use bytes::Bytes;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use futures_util::SinkExt;
 use sluice_core::event::TableSchema;
+use sluice_core::pipeline::TypedSink;
 use sluice_core::retry::{Classify, ErrorKind};
 use sluice_core::sink::{DeadLetter, DeadLetterWriter, Offsets};
 use sluice_core::value::Value;
-use sluice_schema_registry::avro::rows::ChangeDecoder;
+use sluice_schema_registry::changes::RecordDecoder;
 use sluice_schema_registry::registry::Registry;
 use tokio_postgres::{NoTls, Transaction};
 
@@ -53,8 +54,6 @@ pub enum SinkError {
     },
     #[error("{0}")]
     Schema(String),
-    #[error("{0}")]
-    Decode(String),
     #[error(
         "the target rejected an event: {0}; set dead_letter_topic on the sink to divert such \
          events and go on"
@@ -108,9 +107,7 @@ impl Classify for SinkError {
                     ErrorKind::Definite
                 }
             }
-            SinkError::Schema(_) | SinkError::Decode(_) | SinkError::Poison(_) => {
-                ErrorKind::Definite
-            }
+            SinkError::Schema(_) | SinkError::Poison(_) => ErrorKind::Definite,
         }
     }
 }
@@ -118,7 +115,6 @@ impl Classify for SinkError {
 /// What applies batches to the target: the pool, the known target tables, buffers.
 pub struct PgTarget {
     config: PostgresSinkConfig,
-    registry: Arc<Registry>,
     pool: Option<Pool>,
     dead_letters: Option<DeadLetterWriter>,
     /// Target tables known to match a source table version: (schema, table) → that version.
@@ -212,7 +208,7 @@ impl PgTarget {
             offsets,
             ranges,
             records,
-            skipped,
+            changes,
             mut dead,
         } = prepared;
         let mut client = self.client().await?;
@@ -236,8 +232,6 @@ impl PgTarget {
             Ok(()) => Ok(()),
             Err(err) if err.is_data_error() && self.dead_letters.is_some() => {
                 tracing::warn!(error = %err, "the target rejected the batch; applying its events one by one to find the rejected ones");
-                let mut decoder = ChangeDecoder::new(self.registry.clone());
-                let changes = replica::decode_skipping(&mut decoder, &records, &skipped)?;
                 let tx = client.transaction().await.map_err(SinkError::from_pg)?;
                 for change in changes {
                     let record = change.record;
@@ -702,15 +696,12 @@ impl Target for PgTarget {
 
 impl From<ReplicaError> for SinkError {
     fn from(err: ReplicaError) -> SinkError {
-        match err {
-            ReplicaError::Decode(message) => SinkError::Decode(message),
-            ReplicaError::Plan(message) => SinkError::Schema(message),
-        }
+        SinkError::Schema(err.0)
     }
 }
 
 /// The Postgres sink.
-pub type PostgresSink = ReplicaSink<PgTarget>;
+pub type PostgresSink = TypedSink<ReplicaSink<PgTarget>, RecordDecoder>;
 
 /// A Postgres sink for `config`; `dead_letters` is required when it names a dead-letter topic.
 pub fn postgres_sink(
@@ -719,20 +710,23 @@ pub fn postgres_sink(
     dead_letters: Option<DeadLetterWriter>,
 ) -> PostgresSink {
     let settings = ReplicaSettings {
-        transactional: config.transactional,
         dead_letters: dead_letters.is_some(),
         batch_history: config.batch_history,
     };
     let target = PgTarget {
         config,
-        registry: registry.clone(),
         pool: None,
         dead_letters,
         ensured: HashMap::new(),
         buf: Vec::new(),
         text: String::new(),
     };
-    ReplicaSink::new(target, registry, settings)
+    let whole_commits = target.config.transactional;
+    TypedSink::new(
+        ReplicaSink::new(target, settings),
+        RecordDecoder::new(registry),
+        whole_commits,
+    )
 }
 
 /// `check --connect` for a Postgres sink: connects as `run` would and checks that the user may

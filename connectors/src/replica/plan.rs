@@ -5,11 +5,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use sluice_core::change::{Change, SourcedChange};
 use sluice_core::event::{Op, TableId, TableSchema};
 use sluice_core::value::Value;
-use sluice_schema_registry::avro::rows::Change;
-
-use super::Sourced;
 
 /// A row and the record it came from.
 #[derive(Debug, Clone, PartialEq)]
@@ -144,14 +142,14 @@ fn key_of(key_columns: &[usize], row: &[Value]) -> String {
 }
 
 /// Turns decoded changes (in log order) into per-table work.
-pub fn plan(changes: Vec<Sourced>) -> Result<Vec<TableWork>, PlanError> {
+pub fn plan(changes: Vec<SourcedChange>) -> Result<Vec<TableWork>, PlanError> {
     let mut work: Vec<TableWork> = Vec::new();
     let mut keyed: HashMap<usize, KeyedState> = HashMap::new();
     // The open work item of each table (its newest version in the batch).
     let mut open: HashMap<TableId, usize> = HashMap::new();
     let mut key_columns: Vec<usize> = Vec::new();
     for sourced in changes {
-        let Sourced { change, record } = sourced;
+        let SourcedChange { change, record } = sourced;
         let Change {
             table,
             op,

@@ -10,7 +10,7 @@ use super::PipelineError;
 use crate::event_log::EventLog;
 use crate::metrics;
 use crate::retry::{Backoff, Classify, ErrorKind};
-use crate::sink::{Offsets, Sink, SinkRecord};
+use crate::sink::{Offsets, RecordSink, SinkRecord};
 use crate::topic::glob_match;
 
 /// How a sink runs.
@@ -40,7 +40,7 @@ pub async fn run_sink<K, L>(
     cancel: CancellationToken,
 ) -> Result<(), PipelineError>
 where
-    K: Sink,
+    K: RecordSink,
     L: EventLog,
 {
     let name = settings.name.clone();
@@ -216,7 +216,7 @@ where
 /// (`written`). Then sets the lag gauge from `durable`: records committed in the log that the
 /// destination does not hold yet.
 #[allow(clippy::too_many_arguments)]
-async fn publish_durable<S: Sink, L: EventLog>(
+async fn publish_durable<S: RecordSink, L: EventLog>(
     name: &str,
     group: &str,
     log: &L,

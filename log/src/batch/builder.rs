@@ -7,8 +7,8 @@ use std::cell::RefCell;
 use bytes::Bytes;
 
 use super::{
-    put_bytes, put_compressed, put_varlong, record_len, seal, Compression, Header, PreparedBatches,
-    RecordView, MAGIC, TARGET_BATCH_BYTES,
+    put_bytes, put_compressed, put_varlong, seal, varlong_len, Compression, Header,
+    PreparedBatches, MAGIC, TARGET_BATCH_BYTES,
 };
 
 thread_local! {
@@ -40,7 +40,10 @@ struct LastRecord {
     key: Option<(usize, usize)>,
     value: Option<(usize, usize)>,
     timestamp_ms: i64,
-    headers: Vec<Header>,
+    /// How many headers it has, and where their encoded bytes lie (kept as bytes: records
+    /// with a header each would otherwise copy it for every record pushed).
+    header_count: usize,
+    headers: (usize, usize),
 }
 
 impl BatchBuilder {
@@ -66,6 +69,35 @@ impl BatchBuilder {
         timestamp_ms: i64,
         headers: &[Header],
     ) {
+        let headers_len: usize = headers
+            .iter()
+            .map(|h| bytes_len(Some(h.key.as_bytes())) + bytes_len(h.value.as_deref()))
+            .sum();
+        self.push_framed(
+            key,
+            value,
+            timestamp_ms,
+            headers.len(),
+            headers_len,
+            |plain| {
+                for header in headers {
+                    put_bytes(plain, Some(header.key.as_bytes()));
+                    put_bytes(plain, header.value.as_deref());
+                }
+            },
+        );
+    }
+
+    /// Appends a record whose `count` headers `write_headers` encodes in `headers_len` bytes.
+    fn push_framed(
+        &mut self,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        timestamp_ms: i64,
+        count: usize,
+        headers_len: usize,
+        write_headers: impl FnOnce(&mut Vec<u8>),
+    ) {
         let size = key.map_or(0, <[u8]>::len) + value.map_or(0, <[u8]>::len) + 24;
         if self.count > 0 && self.plain.len() + size > TARGET_BATCH_BYTES {
             self.close_batch();
@@ -76,35 +108,33 @@ impl BatchBuilder {
         }
         self.max_timestamp = self.max_timestamp.max(timestamp_ms);
         let start = self.plain.len();
-        let view = Parts {
-            key,
-            value,
-            timestamp_ms,
-            headers,
-        };
         let timestamp_delta = timestamp_ms.wrapping_sub(self.base_timestamp);
         let offset_delta = i64::from(self.count);
+        let record_len = 1
+            + varlong_len(timestamp_delta)
+            + varlong_len(offset_delta)
+            + bytes_len(key)
+            + bytes_len(value)
+            + varlong_len(count as i64)
+            + headers_len;
         let plain = &mut self.plain;
-        put_varlong(
-            plain,
-            record_len(&view, timestamp_delta, offset_delta) as i64,
-        );
+        put_varlong(plain, record_len as i64);
         plain.push(0); // record attributes
         put_varlong(plain, timestamp_delta);
         put_varlong(plain, offset_delta);
         let key_range = put_bytes_at(plain, key);
         let value_range = put_bytes_at(plain, value);
-        put_varlong(plain, headers.len() as i64);
-        for header in headers {
-            put_bytes(plain, Some(header.key.as_bytes()));
-            put_bytes(plain, header.value.as_deref());
-        }
+        put_varlong(plain, count as i64);
+        let headers_start = plain.len();
+        write_headers(plain);
+        debug_assert_eq!(plain.len() - headers_start, headers_len);
         self.last = Some(LastRecord {
             start,
             key: key_range,
             value: value_range,
             timestamp_ms,
-            headers: headers.to_vec(),
+            header_count: count,
+            headers: (headers_start, plain.len()),
         });
         self.count += 1;
         self.records += 1;
@@ -117,17 +147,20 @@ impl BatchBuilder {
             let bytes =
                 |range: Option<(usize, usize)>| range.map(|(s, e)| self.plain[s..e].to_vec());
             let (key, value) = (bytes(last.key), bytes(last.value));
-            let mut headers = last.headers;
-            headers.push(header);
+            let mut headers = self.plain[last.headers.0..last.headers.1].to_vec();
+            put_bytes(&mut headers, Some(header.key.as_bytes()));
+            put_bytes(&mut headers, header.value.as_deref());
             // Framed again where it was, with the same offset and timestamp.
             self.plain.truncate(last.start);
             self.count -= 1;
             self.records -= 1;
-            self.push(
+            self.push_framed(
                 key.as_deref(),
                 value.as_deref(),
                 last.timestamp_ms,
-                &headers,
+                last.header_count + 1,
+                headers.len(),
+                |plain| plain.extend_from_slice(&headers),
             );
         }
         if self.count > 0 {
@@ -165,29 +198,6 @@ impl BatchBuilder {
         self.plain.clear();
         self.count = 0;
         self.last = None;
-    }
-}
-
-/// A record given as borrowed parts.
-struct Parts<'a> {
-    key: Option<&'a [u8]>,
-    value: Option<&'a [u8]>,
-    timestamp_ms: i64,
-    headers: &'a [Header],
-}
-
-impl RecordView for Parts<'_> {
-    fn key(&self) -> Option<&[u8]> {
-        self.key
-    }
-    fn value(&self) -> Option<&[u8]> {
-        self.value
-    }
-    fn timestamp_ms(&self) -> i64 {
-        self.timestamp_ms
-    }
-    fn headers(&self) -> &[Header] {
-        self.headers
     }
 }
 
@@ -287,4 +297,9 @@ mod tests {
         let (batches, out) = prepared(&[], Compression::Lz4, Some(stamp));
         assert_eq!((batches, out.len()), (0, 0));
     }
+}
+
+/// Bytes of a length-prefixed byte string (or of the null marker).
+fn bytes_len(bytes: Option<&[u8]>) -> usize {
+    bytes.map_or(varlong_len(-1), |b| varlong_len(b.len() as i64) + b.len())
 }

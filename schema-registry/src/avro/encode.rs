@@ -26,30 +26,38 @@ use crate::registry::{NewSchema, Registry, RegistryError, SchemaType};
 /// Confluent's wire-format magic byte.
 pub const MAGIC: u8 = 0;
 
-struct RegisteredTable {
+pub(crate) struct RegisteredTable {
     /// The table version the plan was made for (versions alone are not unique: a source may
     /// restart its numbering, e.g. between snapshot and stream or across restarts).
     schema: Arc<TableSchema>,
     plan: TablePlan,
     key_id: Option<u32>,
-    value_id: u32,
+    pub(crate) value_id: u32,
+}
+
+/// Registers each table version's key and value schemas, once: what both encoders do (the
+/// JSON encoder so that its records can name their table version, see `crate::changes`).
+#[derive(Clone)]
+pub(crate) struct Registrar {
+    registry: Arc<Registry>,
+    source: SourceBlock,
+    decimals: DecimalHandling,
+    tables: HashMap<(TableId, u32), Arc<RegisteredTable>>,
+    message_value_id: Option<u32>,
 }
 
 /// Encodes events as Avro with Confluent's wire header.
 #[derive(Clone)]
 pub struct AvroEncoder {
-    registry: Arc<Registry>,
+    registrar: Registrar,
     source: SourceBlock,
     tombstones_on_delete: bool,
-    decimals: DecimalHandling,
-    tables: HashMap<(TableId, u32), Arc<RegisteredTable>>,
     /// The last event's table (as the event referred to it) and its registration: events of
     /// one table come in runs, and this spares each a hash lookup, a comparison of columns and
     /// a reference count shared with the other encoding threads.
     last: Option<(Arc<TableSchema>, Arc<RegisteredTable>)>,
     /// The last event's source block, as written (see `SourceKey`).
     source_memo: Option<(SourceKey, Vec<u8>)>,
-    message_value_id: Option<u32>,
     text: String,
     /// `EventEncoder::set_processing_time`.
     processing_us: Option<i64>,
@@ -81,24 +89,18 @@ impl SourceKey {
     }
 }
 
-impl AvroEncoder {
-    pub fn new(
+impl Registrar {
+    pub(crate) fn new(
         registry: Arc<Registry>,
         source: SourceBlock,
-        tombstones_on_delete: bool,
         decimals: DecimalHandling,
-    ) -> AvroEncoder {
-        AvroEncoder {
+    ) -> Registrar {
+        Registrar {
             registry,
             source,
-            tombstones_on_delete,
             decimals,
             tables: HashMap::new(),
-            last: None,
-            source_memo: None,
             message_value_id: None,
-            text: String::new(),
-            processing_us: None,
         }
     }
 
@@ -114,20 +116,11 @@ impl AvroEncoder {
         )
     }
 
-    /// The event's table and registration, taken out of `last` (the caller puts them back).
-    fn take_table(
+    /// The registration of `table`'s version, registering it the first time.
+    pub(crate) fn table(
         &mut self,
-        event: &ChangeEvent,
-    ) -> Result<(Arc<TableSchema>, Arc<RegisteredTable>), EncodeError> {
-        let table = event.table.as_ref().expect("checked by the caller");
-        match self.last.take() {
-            Some(last) if Arc::ptr_eq(&last.0, table) => Ok(last),
-            _ => Ok((table.clone(), self.table(event)?)),
-        }
-    }
-
-    fn table(&mut self, event: &ChangeEvent) -> Result<Arc<RegisteredTable>, EncodeError> {
-        let table = event.table.as_ref().expect("checked by the caller");
+        table: &Arc<TableSchema>,
+    ) -> Result<Arc<RegisteredTable>, EncodeError> {
         let cache_key = (table.table.clone(), table.version);
         if let Some(found) = self.tables.get(&cache_key) {
             if Arc::ptr_eq(&found.schema, table) || found.schema.columns == table.columns {
@@ -185,7 +178,8 @@ impl AvroEncoder {
         Ok(registered)
     }
 
-    fn message_value_id(&mut self) -> Result<u32, EncodeError> {
+    /// The id of the logical-message value schema, registering it the first time.
+    pub(crate) fn message_value_id(&mut self) -> Result<u32, EncodeError> {
         if let Some(id) = self.message_value_id {
             return Ok(id);
         }
@@ -198,6 +192,37 @@ impl AvroEncoder {
             })?;
         self.message_value_id = Some(id);
         Ok(id)
+    }
+}
+
+impl AvroEncoder {
+    pub fn new(
+        registry: Arc<Registry>,
+        source: SourceBlock,
+        tombstones_on_delete: bool,
+        decimals: DecimalHandling,
+    ) -> AvroEncoder {
+        AvroEncoder {
+            registrar: Registrar::new(registry, source.clone(), decimals),
+            source,
+            tombstones_on_delete,
+            last: None,
+            source_memo: None,
+            text: String::new(),
+            processing_us: None,
+        }
+    }
+
+    /// The event's table and registration, taken out of `last` (the caller puts them back).
+    fn take_table(
+        &mut self,
+        event: &ChangeEvent,
+    ) -> Result<(Arc<TableSchema>, Arc<RegisteredTable>), EncodeError> {
+        let table = event.table.as_ref().expect("checked by the caller");
+        match self.last.take() {
+            Some(last) if Arc::ptr_eq(&last.0, table) => Ok(last),
+            _ => Ok((table.clone(), self.registrar.table(table)?)),
+        }
     }
 }
 
@@ -214,7 +239,7 @@ impl EventEncoder for AvroEncoder {
                     reason: format!("a {:?} event has no table", event.op),
                 });
             }
-            let id = self.message_value_id()?;
+            let id = self.registrar.message_value_id()?;
             let now = self.processing_us.unwrap_or_else(now_us);
             let (value, ()) = out.write(|buf| {
                 write_header(buf, id);

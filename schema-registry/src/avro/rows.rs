@@ -3,43 +3,84 @@
 //! from the writer schema's `sluice.*` attributes (`schema.rs`), and values come back as the
 //! `Value`s the source produced (decimals exact, unsigned 64-bit exact, times in microseconds).
 //! Intervals, times with zone and SETs come back as their text.
+//!
+//! The same rebuilt table schema types the JSON records of a source (`json/decode.rs`): a JSON
+//! record names its registered schema in a header. `crate::changes` picks the path per record.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde_json::Value as Json;
+use sluice_core::change::Change;
 use sluice_core::event::{Column, DataType, Op, TableId, TableSchema};
+use sluice_core::position::{Lsn, Position};
 use sluice_core::value::{self, Date, Decimal, Timestamp, Value};
 
-use super::decode::{decimal_text, is_framed};
+use super::decode::decimal_text;
 use super::schema::FieldKind;
 use super::wire::Cursor;
 use crate::json::{
     TIMESTAMP_NEGATIVE_INFINITY_US, TIMESTAMP_POSITIVE_INFINITY_US, UNAVAILABLE_VALUE,
 };
-use crate::registry::Registry;
-
-/// One change event, typed.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Change {
-    pub table: Arc<TableSchema>,
-    pub op: Op,
-    pub before: Option<Vec<Value>>,
-    pub after: Option<Vec<Value>>,
-    /// `transaction.id`.
-    pub txn: Option<String>,
-    /// Commit time at the source, microseconds since the epoch.
-    pub commit_ts_us: i64,
-}
 
 /// How to read one envelope schema's records.
-struct Plan {
-    table: Arc<TableSchema>,
+pub(crate) struct Plan {
+    pub(crate) table: Arc<TableSchema>,
     fields: Vec<FieldKind>,
     /// Per field: its Avro type is a union with null.
     optional: Vec<bool>,
-    /// The source record's fields, in order (skipped, keeping `ts_us`).
-    source: Vec<Skip>,
+    /// The source record's fields, in order (skipped, keeping `ts_us` and the position).
+    source: Vec<(Skip, Role)>,
+}
+
+/// What a source block field means to a [`Change`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Other,
+    /// Postgres `lsn`.
+    Lsn,
+    /// MySQL/MariaDB `gtid`, `file`, `pos`.
+    Gtid,
+    File,
+    Pos,
+}
+
+impl Role {
+    fn of(name: &str) -> Role {
+        match name {
+            "lsn" => Role::Lsn,
+            "gtid" => Role::Gtid,
+            "file" => Role::File,
+            "pos" => Role::Pos,
+            _ => Role::Other,
+        }
+    }
+}
+
+/// The source position named by a source block's fields: a Postgres LSN, a GTID set (MySQL,
+/// with `:`) or list (MariaDB), or a binlog file and offset.
+pub(crate) fn position_of(
+    lsn: Option<u64>,
+    gtid: Option<&str>,
+    file: Option<&str>,
+    pos: Option<u64>,
+) -> Option<Position> {
+    if let Some(lsn) = lsn {
+        return Some(Position::PgLsn(Lsn(lsn)));
+    }
+    if let Some(gtid) = gtid.filter(|g| !g.is_empty()) {
+        return Some(if gtid.contains(':') {
+            Position::MysqlGtidSet(gtid.into())
+        } else {
+            Position::MariadbGtidList(gtid.into())
+        });
+    }
+    match (file, pos) {
+        (Some(file), Some(offset)) => Some(Position::BinlogFile {
+            file: file.into(),
+            offset,
+        }),
+        _ => None,
+    }
 }
 
 /// How to step over one field of the source record.
@@ -88,136 +129,106 @@ fn skip_of(name: &str, schema: &Json) -> Result<Skip, String> {
     })
 }
 
-/// Decodes framed Avro change events into [`Change`]s; caches a plan per schema id.
-pub struct ChangeDecoder {
-    registry: Arc<Registry>,
-    plans: HashMap<u32, Arc<Plan>>,
-}
-
-impl ChangeDecoder {
-    pub fn new(registry: Arc<Registry>) -> ChangeDecoder {
-        ChangeDecoder {
-            registry,
-            plans: HashMap::new(),
+/// Reads one Avro datum (after the wire header) written with `plan`'s schema.
+pub(crate) fn decode(plan: &Plan, datum: &[u8]) -> Result<Change, String> {
+    let mut cursor = Cursor::new(datum);
+    let row = |cursor: &mut Cursor<'_>| -> Result<Option<Vec<Value>>, String> {
+        if cursor.branch()? == 0 {
+            return Ok(None);
         }
-    }
-
-    /// The change a record value holds; `Ok(None)` for events without a table (messages).
-    pub fn decode(&mut self, value: &[u8]) -> Result<Option<Change>, String> {
-        if !is_framed(value) {
-            return Err(
-                "the record is not Avro (it is JSON: set encoding = \"avro\" on the source; \
-                 database sinks need the table schemas Avro records carry)"
-                    .into(),
-            );
+        let mut values = Vec::with_capacity(plan.fields.len());
+        for ((kind, column), optional) in plan
+            .fields
+            .iter()
+            .zip(&plan.table.columns)
+            .zip(&plan.optional)
+        {
+            let value = if *optional && cursor.branch()? == 0 {
+                Value::Null
+            } else {
+                read_value(cursor, kind, &column.data_type)
+                    .map_err(|e| format!("column {}: {e}", column.name))?
+            };
+            values.push(value);
         }
-        let id = u32::from_be_bytes(value[1..5].try_into().expect("4 bytes"));
-        let plan = match self.plans.get(&id) {
-            Some(plan) => plan.clone(),
-            None => {
-                let stored = self
-                    .registry
-                    .schema(id)
-                    .map_err(|e| format!("schema id {id}: {}", e.message))?;
-                let json: Json = serde_json::from_str(&stored.text)
-                    .map_err(|e| format!("schema id {id}: {e}"))?;
-                let Some(plan) = plan_of(&json).map_err(|e| format!("schema id {id}: {e}"))? else {
-                    return Ok(None);
-                };
-                let plan = Arc::new(plan);
-                self.plans.insert(id, plan.clone());
-                plan
+        Ok(Some(values))
+    };
+    let before = row(&mut cursor)?;
+    let after = row(&mut cursor)?;
+    let mut commit_ts_us = 0;
+    let (mut lsn, mut gtid, mut file, mut pos) = (None, None, None, None);
+    for (skip, role) in &plan.source {
+        let base = match skip {
+            Skip::CommitTime => {
+                commit_ts_us = cursor.long()?;
+                continue;
+            }
+            Skip::Boolean => {
+                cursor.take(1)?;
+                continue;
+            }
+            Skip::Null => continue,
+            Skip::Bytes => SkipBase::Bytes,
+            Skip::Long => SkipBase::Long,
+            Skip::Optional(base) => {
+                if cursor.branch()? == 0 {
+                    continue;
+                }
+                *base
             }
         };
-        let mut cursor = Cursor::new(&value[5..]);
-        let row = |cursor: &mut Cursor<'_>| -> Result<Option<Vec<Value>>, String> {
-            if cursor.branch()? == 0 {
-                return Ok(None);
-            }
-            let mut values = Vec::with_capacity(plan.fields.len());
-            for ((kind, column), optional) in plan
-                .fields
-                .iter()
-                .zip(&plan.table.columns)
-                .zip(&plan.optional)
-            {
-                let value = if *optional && cursor.branch()? == 0 {
-                    Value::Null
-                } else {
-                    read_value(cursor, kind, &column.data_type)
-                        .map_err(|e| format!("column {}: {e}", column.name))?
-                };
-                values.push(value);
-            }
-            Ok(Some(values))
-        };
-        let before = row(&mut cursor)?;
-        let after = row(&mut cursor)?;
-        let mut commit_ts_us = 0;
-        for skip in &plan.source {
-            match skip {
-                Skip::Bytes => {
-                    cursor.bytes()?;
-                }
-                Skip::Long => {
-                    cursor.long()?;
-                }
-                Skip::CommitTime => commit_ts_us = cursor.long()?,
-                Skip::Boolean => {
-                    cursor.take(1)?;
-                }
-                Skip::Null => {}
-                Skip::Optional(base) => {
-                    if cursor.branch()? == 1 {
-                        match base {
-                            SkipBase::Bytes => {
-                                cursor.bytes()?;
-                            }
-                            SkipBase::Long => {
-                                cursor.long()?;
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        let op = match cursor.string()? {
-            "c" => Op::Create,
-            "u" => Op::Update,
-            "d" => Op::Delete,
-            "r" => Op::Read,
-            "t" => Op::Truncate,
-            "m" => Op::Message,
-            other => return Err(format!("unknown op {other:?}")),
-        };
-        for _ in 0..2 {
-            if cursor.branch()? == 1 {
+        match (base, role) {
+            (SkipBase::Long, Role::Lsn) => lsn = u64::try_from(cursor.long()?).ok(),
+            (SkipBase::Long, Role::Pos) => pos = u64::try_from(cursor.long()?).ok(),
+            (SkipBase::Long, _) => {
                 cursor.long()?;
             }
+            (SkipBase::Bytes, Role::Gtid) => gtid = Some(cursor.string()?),
+            (SkipBase::Bytes, Role::File) => file = Some(cursor.string()?),
+            (SkipBase::Bytes, _) => {
+                cursor.bytes()?;
+            }
         }
-        let txn = if cursor.branch()? == 1 {
-            let id = cursor.string()?.to_owned();
+    }
+    let position = position_of(lsn, gtid, file, pos);
+    let op = match cursor.string()? {
+        "c" => Op::Create,
+        "u" => Op::Update,
+        "d" => Op::Delete,
+        "r" => Op::Read,
+        "t" => Op::Truncate,
+        "m" => Op::Message,
+        other => return Err(format!("unknown op {other:?}")),
+    };
+    for _ in 0..2 {
+        if cursor.branch()? == 1 {
             cursor.long()?;
-            if cursor.branch()? == 1 {
-                cursor.long()?;
-            }
-            Some(id)
-        } else {
-            None
-        };
-        Ok(Some(Change {
-            table: plan.table.clone(),
-            op,
-            before,
-            after,
-            txn,
-            commit_ts_us,
-        }))
+        }
     }
+    let (txn, total_order) = if cursor.branch()? == 1 {
+        let id = cursor.string()?.to_owned();
+        let total_order = u64::try_from(cursor.long()?).ok();
+        if cursor.branch()? == 1 {
+            cursor.long()?;
+        }
+        (Some(id), total_order)
+    } else {
+        (None, None)
+    };
+    Ok(Change {
+        table: plan.table.clone(),
+        op,
+        before,
+        after,
+        position,
+        txn,
+        total_order,
+        commit_ts_us,
+    })
 }
 
 /// The plan of an envelope schema written by sluice; `None` for other schemas (messages).
-fn plan_of(schema: &Json) -> Result<Option<Plan>, String> {
+pub(crate) fn plan_of(schema: &Json) -> Result<Option<Plan>, String> {
     let (Some(namespace), Some(name)) = (
         schema.get("sluice.namespace").and_then(Json::as_str),
         schema.get("sluice.table").and_then(Json::as_str),
@@ -230,8 +241,11 @@ fn plan_of(schema: &Json) -> Result<Option<Plan>, String> {
         .as_array()
         .ok_or("no source record")?
         .iter()
-        .map(|f| skip_of(f["name"].as_str().unwrap_or(""), &f["type"]))
-        .collect::<Result<Vec<Skip>, String>>()?;
+        .map(|f| {
+            let name = f["name"].as_str().unwrap_or("");
+            Ok((skip_of(name, &f["type"])?, Role::of(name)))
+        })
+        .collect::<Result<Vec<(Skip, Role)>, String>>()?;
     let mut columns = Vec::new();
     let mut kinds = Vec::new();
     let mut optional = Vec::new();

@@ -12,6 +12,7 @@ use sluice_log::{
 };
 
 use super::super::PipelineError;
+use crate::change::SCHEMA_HEADER;
 use crate::checkpoint::{Checkpoint, COMMIT_HEADER};
 use crate::clock::now_us;
 use crate::encode::{EncodedRecord, EncodedRecords, EventEncoder};
@@ -309,6 +310,14 @@ fn commit_header(stamp: Bytes) -> Header {
     }
 }
 
+/// The header naming a JSON record's registered value schema (see `change::SCHEMA_HEADER`).
+fn schema_id_header(id: u32) -> Header {
+    Header {
+        key: SCHEMA_HEADER.to_owned(),
+        value: Some(Bytes::from(id.to_string())),
+    }
+}
+
 /// How `encode_events` lays out what it encodes.
 #[derive(Clone, Copy)]
 struct Output {
@@ -357,6 +366,8 @@ fn encode_events<E: EventEncoder>(
         None => expected,
     });
     encoder.set_processing_time(now_us());
+    // The last schema header made: records of a run share their table version.
+    let mut schema_header: Option<(u32, [Header; 1])> = None;
     for event in events {
         match output.prepare {
             Some(_) => out.clear(),
@@ -372,7 +383,21 @@ fn encode_events<E: EventEncoder>(
         let count = count.unwrap_or(1);
         let timestamp_ms = event.commit_ts_us.div_euclid(1000);
         newest_commit_us = newest_commit_us.max(event.commit_ts_us);
-        for &EncodedRecord { key, value } in out.records() {
+        for &EncodedRecord {
+            key,
+            value,
+            value_schema,
+        } in out.records()
+        {
+            let headers: &[Header] = match value_schema {
+                None => &[],
+                Some(id) => {
+                    if schema_header.as_ref().is_none_or(|(last, _)| *last != id) {
+                        schema_header = Some((id, [schema_id_header(id)]));
+                    }
+                    &schema_header.as_ref().expect("set above").1
+                }
+            };
             let partition = topic::partition_for(key.map(|key| out.bytes(key)), count);
             // A batch touches few partitions; the most recent one is the likely match.
             let slot = match slices
@@ -407,12 +432,12 @@ fn encode_events<E: EventEncoder>(
                     key,
                     value,
                     timestamp_ms,
-                    headers: Vec::new(),
+                    headers: headers.to_vec(),
                 }),
                 SliceRecords::Built(builder) => {
                     let (key, value) = (key.map(|k| out.bytes(k)), value.map(|v| out.bytes(v)));
                     bytes += key.map_or(0, <[u8]>::len) + value.map_or(0, <[u8]>::len);
-                    builder.push(key, value, timestamp_ms, &[]);
+                    builder.push(key, value, timestamp_ms, headers);
                 }
             }
             records += 1;
