@@ -1,5 +1,6 @@
 //! The admin HTTP endpoint (`[api] listen`): `/metrics` in Prometheus text format and
-//! `/health`. Deliberately tiny: one request per connection, GET only, no dependencies beyond
+//! `/health` (200 `ok`, or 503 naming each failed sink and why: a failed sink stays stopped,
+//! and the rest of the pipeline goes on, until sluice is restarted). Deliberately tiny: one request per connection, GET only, no dependencies beyond
 //! tokio; the metric names are listed in core's and each connector's `metrics.rs`.
 
 use std::net::SocketAddr;
@@ -7,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use sluice_core::health::Health;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
@@ -29,6 +31,7 @@ pub async fn bind(listen: &str) -> anyhow::Result<(TcpListener, PrometheusHandle
 pub async fn serve(
     listener: TcpListener,
     metrics: PrometheusHandle,
+    health: Health,
     cancel: CancellationToken,
 ) -> Result<(), std::io::Error> {
     loop {
@@ -36,10 +39,11 @@ pub async fn serve(
             _ = cancel.cancelled() => return Ok(()),
             accepted = listener.accept() => accepted?,
         };
-        let metrics = metrics.clone();
+        let (metrics, health) = (metrics.clone(), health.clone());
         tokio::spawn(async move {
             if let Err(err) =
-                tokio::time::timeout(Duration::from_secs(5), respond(stream, &metrics)).await
+                tokio::time::timeout(Duration::from_secs(5), respond(stream, &metrics, &health))
+                    .await
             {
                 tracing::debug!(error = %err, "api request timed out");
             }
@@ -47,7 +51,11 @@ pub async fn serve(
     }
 }
 
-async fn respond(mut stream: TcpStream, metrics: &PrometheusHandle) -> std::io::Result<()> {
+async fn respond(
+    mut stream: TcpStream,
+    metrics: &PrometheusHandle,
+    health: &Health,
+) -> std::io::Result<()> {
     let mut request = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
     while !request.windows(4).any(|w| w == b"\r\n\r\n") && request.len() < 8192 {
@@ -62,7 +70,7 @@ async fn respond(mut stream: TcpStream, metrics: &PrometheusHandle) -> std::io::
         l if l.starts_with(b"GET /metrics ") => {
             ("200 OK", "text/plain; version=0.0.4", metrics.render())
         }
-        l if l.starts_with(b"GET /health ") => ("200 OK", "text/plain", "ok\n".to_owned()),
+        l if l.starts_with(b"GET /health ") => health_report(health),
         l if l.starts_with(b"GET ") => (
             "404 Not Found",
             "text/plain",
@@ -78,4 +86,22 @@ async fn respond(mut stream: TcpStream, metrics: &PrometheusHandle) -> std::io::
     stream.write_all(head.as_bytes()).await?;
     stream.write_all(body.as_bytes()).await?;
     stream.shutdown().await
+}
+
+/// `/health`: 200 while nothing has failed, else 503 with one line per failed component.
+fn health_report(health: &Health) -> (&'static str, &'static str, String) {
+    let failed = health.failed();
+    if failed.is_empty() {
+        return ("200 OK", "text/plain", "ok\n".to_owned());
+    }
+    let mut body = String::new();
+    for failure in failed {
+        let mut at = String::new();
+        sluice_core::value::write_utc_timestamp(&mut at, failure.at_us);
+        body.push_str(&format!(
+            "{} failed at {at}: {} (fix the cause, then restart sluice)\n",
+            failure.component, failure.reason
+        ));
+    }
+    ("503 Service Unavailable", "text/plain", body)
 }

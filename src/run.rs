@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::anyhow;
 use sluice_connectors::{AvroDecimals, Encoding, SinkConfig, SourceConfig};
 use sluice_core::event_log::{EmbeddedLog, EventLog};
+use sluice_core::health::{sink_failure_writer, Health};
 use sluice_core::pipeline::{run_sink, run_source, SinkSettings, SourceSettings};
 use sluice_core::position::Position;
 use sluice_core::sink::{DeadLetter, DeadLetterWriter};
@@ -62,6 +63,7 @@ async fn run_async(config: FileConfig, stop_at: Option<Position>) -> Result<(), 
     let registry = open_registry(log.clone()).await?;
     let backend = EmbeddedLog::new(log.clone(), config.log.partitions);
     let tasks = Tasks::new();
+    let health = Health::new();
     if let Some(listener) = registry_listener {
         tasks.spawn(
             "schema registry",
@@ -79,7 +81,7 @@ async fn run_async(config: FileConfig, stop_at: Option<Position>) -> Result<(), 
         tasks.spawn(
             "api",
             tracing::info_span!("api"),
-            crate::api::serve(listener, metrics, tasks.cancel_token()),
+            crate::api::serve(listener, metrics, health.clone(), tasks.cancel_token()),
         );
     }
 
@@ -160,14 +162,20 @@ async fn run_async(config: FileConfig, stop_at: Option<Position>) -> Result<(), 
         let dead_letters = sink
             .dead_letter_topic()
             .map(|topic| dead_letter_writer(&backend, &name, topic));
+        clear_sink_failure(&backend, &name)
+            .await
+            .map_err(|e| Failure::runtime(anyhow!("sink {name}: {e}")))?;
+        health.sink_running(&name);
+        let on_failure = sink_failure_recorder(&backend, &health, &name);
         match sink {
             SinkConfig::Jsonl(jsonl) => {
                 let decoder = AvroDecoder::new(registry.clone());
                 let sink = sluice_connectors::jsonl::JsonlSink::new(jsonl, Some(decoder));
-                tasks.spawn(
+                tasks.spawn_isolated(
                     format!("sink {name}"),
                     span,
                     run_sink(settings, sink, backend.clone(), tasks.cancel_token()),
+                    on_failure,
                 );
             }
             SinkConfig::Mysql(my) => {
@@ -177,10 +185,11 @@ async fn run_async(config: FileConfig, stop_at: Option<Position>) -> Result<(), 
                 };
                 let sink =
                     sluice_connectors::mysql::sink::mysql_sink(my, registry.clone(), dead_letters);
-                tasks.spawn(
+                tasks.spawn_isolated(
                     format!("sink {name}"),
                     span,
                     run_sink(settings, sink, backend.clone(), tasks.cancel_token()),
+                    on_failure,
                 );
             }
             SinkConfig::Postgres(pg) => {
@@ -194,10 +203,11 @@ async fn run_async(config: FileConfig, stop_at: Option<Position>) -> Result<(), 
                     registry.clone(),
                     dead_letters,
                 );
-                tasks.spawn(
+                tasks.spawn_isolated(
                     format!("sink {name}"),
                     span,
                     run_sink(settings, sink, backend.clone(), tasks.cancel_token()),
+                    on_failure,
                 );
             }
         }
@@ -285,6 +295,44 @@ fn dead_letter_writer(backend: &EmbeddedLog, sink: &str, topic: &str) -> DeadLet
                 .map_err(|e| e.to_string())
         })
     })
+}
+
+/// A sink starting: forget a failure recorded by an earlier run (restarting sluice is how a
+/// failed sink is restarted).
+async fn clear_sink_failure(backend: &EmbeddedLog, sink: &str) -> Result<(), sluice_log::LogError> {
+    let writer = sink_failure_writer(sink);
+    match backend.checkpoint(&writer).await? {
+        Some(text) if !text.is_empty() => {
+            backend
+                .append(&writer, Vec::new(), Some(String::new()))
+                .await
+        }
+        _ => Ok(()),
+    }
+}
+
+/// What happens when a sink fails: `/health` and the metric show it, and the log keeps the
+/// reason for `sluice status`.
+fn sink_failure_recorder(
+    backend: &EmbeddedLog,
+    health: &Health,
+    sink: &str,
+) -> impl FnOnce(String) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>
+       + Send
+       + 'static {
+    let (backend, health, sink) = (backend.clone(), health.clone(), sink.to_owned());
+    move |reason: String| {
+        Box::pin(async move {
+            let failed = health.sink_failed(&sink, &reason);
+            let writer = sink_failure_writer(&sink);
+            if let Err(err) = backend
+                .append(&writer, Vec::new(), Some(failed.to_checkpoint()))
+                .await
+            {
+                tracing::error!(%sink, error = %err, "cannot record the sink's failure in the log");
+            }
+        })
+    }
 }
 
 /// The encoder a source's `encoding` names.

@@ -6,6 +6,7 @@
 use anyhow::anyhow;
 use sluice_connectors::{SinkConfig, SourceConfig};
 use sluice_core::checkpoint::Checkpoint;
+use sluice_core::health::{sink_failure_writer, Failed};
 use sluice_core::topic::glob_match;
 use sluice_log::Log;
 
@@ -93,6 +94,17 @@ pub fn status(config: &FileConfig) -> Result<(), Failure> {
             SinkConfig::Mysql(_) => "mysql",
         };
         println!("sink {name} ({kind}): {partitions} partition(s), {lag} record(s) behind the log");
+        let failure = log
+            .checkpoint(&sink_failure_writer(name))
+            .and_then(|text| Failed::from_checkpoint(name, &text));
+        if let Some(failure) = failure {
+            let mut at = String::new();
+            sluice_core::value::write_utc_timestamp(&mut at, failure.at_us);
+            println!(
+                "  FAILED at {at}: {}\n  the sink is stopped (sources and other sinks go on); fix the cause, then restart sluice: it resumes from what the destination last applied",
+                failure.reason
+            );
+        }
     }
     Ok(())
 }

@@ -5,6 +5,7 @@
 //! - `source`, `sink`, `encode`, `event_log`: the contracts connectors and backends implement;
 //! - `pipeline`: the runtime that moves batches from sources into the log and from the log to
 //!   sinks, with its shutdown order; `task`: spawning and stopping; `retry`: error policy;
+//!   `health`: failure domains (a failed sink stops alone);
 //! - `topic`: topic names and partitioning; `metrics`: metric names; `redact`: secrets out of
 //!   messages.
 //!
@@ -16,6 +17,7 @@ pub mod clock;
 pub mod encode;
 pub mod event;
 pub mod event_log;
+pub mod health;
 pub mod metrics;
 pub mod pipeline;
 pub mod position;

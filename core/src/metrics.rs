@@ -16,5 +16,8 @@ pub const SOURCE_TABLES_LEFT_OUT: &str = "sluice_source_tables_left_out";
 pub const SINK_RECORDS: &str = "sluice_sink_records_total";
 /// Records in the log a sink has not delivered yet (gauge).
 pub const SINK_LAG_RECORDS: &str = "sluice_sink_lag_records";
+/// 1 while a sink is stopped by a definite failure (see `sluice status` for the reason), 0
+/// while it runs (gauge).
+pub const SINK_FAILED: &str = "sluice_sink_failed";
 /// Errors, by `stage`: source, encode, log, sink (counter).
 pub const ERRORS: &str = "sluice_errors_total";

@@ -1,5 +1,6 @@
 //! The one way sluice spawns long-lived tasks: named, inside a tracing span, tracked for
-//! shutdown, and cancelled together when any of them fails.
+//! shutdown. A task of the pipeline's core (a source, the log's upkeep) that fails stops every
+//! task; a task in its own failure domain (a sink) stops alone.
 
 use std::error::Error;
 use std::future::Future;
@@ -42,30 +43,79 @@ impl Tasks {
         F: Future<Output = Result<(), E>> + Send + 'static,
         E: Into<Box<dyn Error + Send + Sync>> + Send + 'static,
     {
-        let name = name.into();
+        self.spawn_in(
+            name.into(),
+            span,
+            future,
+            None::<fn(String) -> std::future::Ready<()>>,
+        );
+    }
+
+    /// Spawns `future` in its own failure domain: if it fails (or panics), `on_failure` gets
+    /// the message and the other tasks go on; the failure is still reported at shutdown.
+    pub fn spawn_isolated<F, E, H, HF>(
+        &self,
+        name: impl Into<String>,
+        span: tracing::Span,
+        future: F,
+        on_failure: H,
+    ) where
+        F: Future<Output = Result<(), E>> + Send + 'static,
+        E: Into<Box<dyn Error + Send + Sync>> + Send + 'static,
+        H: FnOnce(String) -> HF + Send + 'static,
+        HF: Future<Output = ()> + Send + 'static,
+    {
+        self.spawn_in(name.into(), span, future, Some(on_failure));
+    }
+
+    fn spawn_in<F, E, H, HF>(
+        &self,
+        name: String,
+        span: tracing::Span,
+        future: F,
+        isolated: Option<H>,
+    ) where
+        F: Future<Output = Result<(), E>> + Send + 'static,
+        E: Into<Box<dyn Error + Send + Sync>> + Send + 'static,
+        H: FnOnce(String) -> HF + Send + 'static,
+        HF: Future<Output = ()> + Send + 'static,
+    {
         let cancel = self.cancel.clone();
         let failures = self.failures.clone();
         // The work runs in its own task so that a panic is caught here, reported like an
-        // error, and stops the pipeline instead of leaving it running without that task.
-        let work = tokio::spawn(future.instrument(span));
-        self.tracker.spawn(async move {
-            let error: Box<dyn Error + Send + Sync> = match work.await {
-                Ok(Ok(())) => return,
-                Ok(Err(error)) => error.into(),
-                Err(join) if join.is_panic() => format!(
-                    "panicked: {} (a bug: please report it)",
-                    panic_message(&*join.into_panic())
-                )
-                .into(),
-                Err(_) => return,
-            };
-            tracing::error!(task = %name, error = %error, "task failed; stopping the pipeline");
-            failures
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(TaskFailure { task: name, error });
-            cancel.cancel();
-        });
+        // error, and handled like one instead of leaving the pipeline running without it.
+        #[allow(clippy::disallowed_methods)] // this is the spawn helper
+        let work = tokio::spawn(future.instrument(span.clone()));
+        self.tracker.spawn(
+            async move {
+                let error: Box<dyn Error + Send + Sync> = match work.await {
+                    Ok(Ok(())) => return,
+                    Ok(Err(error)) => error.into(),
+                    Err(join) if join.is_panic() => format!(
+                        "panicked: {} (a bug: please report it)",
+                        panic_message(&*join.into_panic())
+                    )
+                    .into(),
+                    Err(_) => return,
+                };
+                match isolated {
+                    Some(on_failure) => {
+                        tracing::error!(task = %name, error = %error,
+                            "task failed; it stays stopped until sluice is restarted, the rest of the pipeline goes on");
+                        on_failure(error.to_string()).await;
+                    }
+                    None => {
+                        tracing::error!(task = %name, error = %error, "task failed; stopping the pipeline");
+                        cancel.cancel();
+                    }
+                }
+                failures
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(TaskFailure { task: name, error });
+            }
+            .instrument(span),
+        );
     }
 
     /// Waits until every task has ended or failed, or until `cancel` fires.

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use sluice_integration_tests::{
-    admin, source_config, wait_for, Rng, Sluice, TestDb, MIGRATION_IN_ONE_TRANSACTION,
+    admin, free_port, http_get, jsonl_sink, source_config, wait_for, Rng, Sluice, TestDb,
+    MIGRATION_IN_ONE_TRANSACTION,
 };
 
 const PGBENCH_TABLES: [&str; 4] = [
@@ -325,31 +326,84 @@ async fn rejected_events_go_to_the_dead_letter_topic_or_stop_the_sink() {
         "the error is logged: {}",
         sluice.stderr()
     );
+}
 
-    // Without a dead-letter topic the sink stops with the database's error.
-    let source2 = TestDb::create();
-    let target2 = TestDb::create();
-    source2.exec("CREATE TABLE t (id int PRIMARY KEY, v int)");
-    target2.exec("CREATE TABLE t (id int PRIMARY KEY, v int CHECK (v < 100))");
-    let mut strict = Sluice::new(&format!(
-        "{}{}",
-        source_config(&source2, "encoding = \"avro\""),
-        sink_config(&target2, "")
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_sink_stops_alone_while_the_source_and_other_sinks_go_on() {
+    let source = TestDb::create();
+    let target = TestDb::create();
+    source.exec("CREATE TABLE t (id int PRIMARY KEY, v int)");
+    // The target refuses v >= 100, and there is no dead-letter topic: a definite failure.
+    target.exec("CREATE TABLE t (id int PRIMARY KEY, v int CHECK (v < 100))");
+    let port = free_port();
+    let mut sluice = Sluice::new(&format!(
+        "[api]\nlisten = \"127.0.0.1:{port}\"\n\n{}{}{}",
+        source_config(&source, ""),
+        sink_config(&target, ""),
+        jsonl_sink("\"src.public.t\""),
     ));
-    strict.start();
-    source2.wait_for_streaming().await;
-    source2.exec("INSERT INTO t VALUES (1, 500)");
-    wait_for(Duration::from_secs(30), "the sink to stop", || {
-        !strict.is_running()
+    sluice.start();
+    source.wait_for_streaming().await;
+    source.exec("INSERT INTO t VALUES (1, 500)");
+    wait_for(
+        Duration::from_secs(30),
+        "/health to report the sink",
+        || http_get(port, "/health").0.contains("503"),
+    )
+    .await;
+    let (_, body) = http_get(port, "/health");
+    assert!(
+        body.contains("sink replica failed at") && body.contains("t_v_check"),
+        "{body}"
+    );
+    assert!(
+        body.contains("dead_letter_topic"),
+        "the fix is named: {body}"
+    );
+    let metrics = http_get(port, "/metrics").1;
+    assert!(
+        metrics.contains("sluice_sink_failed{sink=\"replica\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("sluice_sink_failed{sink=\"file\"} 0"),
+        "{metrics}"
+    );
+
+    // The source and the other sink go on, and the slot keeps advancing.
+    source.exec("INSERT INTO t SELECT g, g FROM generate_series(2, 100) g");
+    let written = source.exec("SELECT pg_current_wal_lsn()");
+    wait_for(
+        Duration::from_secs(30),
+        "the file sink to get every row",
+        || {
+            std::fs::read_to_string(sluice.path("out.jsonl"))
+                .is_ok_and(|text| text.lines().count() >= 100)
+        },
+    )
+    .await;
+    wait_for(Duration::from_secs(30), "the slot to confirm the new rows", || {
+        source.exec(&format!(
+            "SELECT confirmed_flush_lsn >= '{written}' FROM pg_replication_slots WHERE slot_name = '{}'",
+            source.name
+        )) == "t"
     })
     .await;
-    assert_eq!(strict.stop(), Some(1));
-    let stderr = strict.stderr();
-    assert!(stderr.contains("t_v_check"), "{stderr}");
+    assert!(sluice.is_running(), "{}", sluice.stderr());
+    let report = status(&sluice);
     assert!(
-        stderr.contains("dead_letter_topic"),
-        "the fix is named: {stderr}"
+        report.contains("FAILED at") && report.contains("t_v_check"),
+        "{report}"
     );
+    assert!(report.contains("of WAL"), "retained WAL is shown: {report}");
+
+    // Stopping reports the failure; fixed and restarted, the sink catches up.
+    assert_eq!(sluice.stop(), Some(1), "{}", sluice.stderr());
+    target.exec("ALTER TABLE t DROP CONSTRAINT t_v_check");
+    sluice.start();
+    wait_equal(&source, &target, &["t"], Duration::from_secs(30)).await;
+    assert!(!status(&sluice).contains("FAILED"), "{}", status(&sluice));
+    assert_eq!(sluice.stop(), Some(0), "{}", sluice.stderr());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
