@@ -207,6 +207,11 @@ fn put_bytes_at(out: &mut Vec<u8>, bytes: Option<&[u8]>) -> Option<(usize, usize
     bytes.map(|b| (out.len() - b.len(), out.len()))
 }
 
+/// Bytes of a length-prefixed byte string (or of the null marker).
+fn bytes_len(bytes: Option<&[u8]>) -> usize {
+    bytes.map_or(varlong_len(-1), |b| varlong_len(b.len() as i64) + b.len())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -297,9 +302,4 @@ mod tests {
         let (batches, out) = prepared(&[], Compression::Lz4, Some(stamp));
         assert_eq!((batches, out.len()), (0, 0));
     }
-}
-
-/// Bytes of a length-prefixed byte string (or of the null marker).
-fn bytes_len(bytes: Option<&[u8]>) -> usize {
-    bytes.map_or(varlong_len(-1), |b| varlong_len(b.len() as i64) + b.len())
 }
