@@ -40,7 +40,7 @@ pub async fn serve(
             accepted = listener.accept() => accepted?,
         };
         let (metrics, health) = (metrics.clone(), health.clone());
-        tokio::spawn(async move {
+        sluice_core::task::spawn_in_span(async move {
             if let Err(err) =
                 tokio::time::timeout(Duration::from_secs(5), respond(stream, &metrics, &health))
                     .await

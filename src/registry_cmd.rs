@@ -40,7 +40,7 @@ pub fn serve(config: FileConfig) -> Result<(), Failure> {
         })?;
         let registry = open_registry(std::sync::Arc::new(log)).await?;
         let cancel = tokio_util::sync::CancellationToken::new();
-        let server = tokio::spawn(sluice_schema_registry::http::serve(
+        let server = sluice_core::task::spawn_in_span(sluice_schema_registry::http::serve(
             listener,
             registry,
             cancel.clone(),

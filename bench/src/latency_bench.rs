@@ -24,7 +24,7 @@ async fn connect(url: &str) -> tokio_postgres::Client {
     let (client, connection) = tokio_postgres::connect(url, NoTls)
         .await
         .unwrap_or_else(|e| panic!("connect {url}: {e}"));
-    tokio::spawn(connection);
+    sluice_core::task::spawn_in_span(connection);
     client
 }
 
@@ -67,7 +67,7 @@ async fn main() {
     let mut writers = Vec::new();
     for w in 0..WRITERS {
         let (source, sent) = (source.clone(), sent.clone());
-        writers.push(tokio::spawn(async move {
+        writers.push(sluice_core::task::spawn_in_span(async move {
             let client = connect(&source).await;
             client
                 .batch_execute("SET synchronous_commit = off")

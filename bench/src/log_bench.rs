@@ -132,6 +132,7 @@ fn latency(dir: &str, args: &[String]) {
     while Instant::now() < end {
         let now = Instant::now();
         if next_arrival > now {
+            #[allow(clippy::disallowed_methods)] // a synchronous load generator pacing arrivals
             std::thread::sleep(next_arrival - now);
         }
         let mut arrivals = Vec::new();

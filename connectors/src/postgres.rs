@@ -748,7 +748,7 @@ async fn connect_catalog(
                 source: std::io::Error::other(reason),
             }
         })?;
-    let task = tokio::spawn(async move {
+    let task = sluice_core::task::spawn_in_span(async move {
         if let Err(err) = connection.await {
             tracing::debug!(error = %err, "catalog connection ended");
         }

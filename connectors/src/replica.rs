@@ -228,7 +228,7 @@ impl<T: Target> ChangeSink for ReplicaSink<T> {
         let prepared = self.prepare(batch)?;
         let mut target = self.target().await?;
         let offsets = prepared.offsets.clone();
-        let handle = tokio::spawn(async move {
+        let handle = sluice_core::task::spawn_in_span(async move {
             let result = target.apply(prepared).await;
             (target, result)
         });

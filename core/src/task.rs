@@ -146,6 +146,18 @@ impl Tasks {
     }
 }
 
+/// Spawns work that belongs to the caller (a connection's driver, a batch applied in the
+/// background, a snapshot reader) inside the caller's tracing span, so its logs say whose work
+/// it is. Long-lived pipeline tasks go through [`Tasks`] instead.
+pub fn spawn_in_span<F>(future: F) -> tokio::task::JoinHandle<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    #[allow(clippy::disallowed_methods)] // this is the spawn helper
+    tokio::spawn(future.in_current_span())
+}
+
 /// The message a panic was raised with (`panic!` with a literal or a formatted string).
 pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     payload

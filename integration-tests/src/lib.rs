@@ -129,7 +129,7 @@ impl TestDb {
         let (client, connection) = tokio_postgres::connect(&self.url(), tokio_postgres::NoTls)
             .await
             .expect("connect to the test database");
-        tokio::spawn(connection);
+        sluice_core::task::spawn_in_span(connection);
         client
     }
 
@@ -179,6 +179,7 @@ impl Drop for TestDb {
             if psql("postgres", &sql).status.success() {
                 return;
             }
+            #[allow(clippy::disallowed_methods)] // synchronous (Drop): back off between retries
             std::thread::sleep(Duration::from_millis(200 * (attempt + 1)));
         }
         eprintln!("could not drop the test database {}", self.name);
@@ -191,7 +192,7 @@ pub async fn writer_client(url: &str) -> tokio_postgres::Client {
     let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
         .await
         .expect("connect the writer");
-    tokio::spawn(connection);
+    sluice_core::task::spawn_in_span(connection);
     client
         .batch_execute("SET synchronous_commit = off")
         .await
@@ -411,6 +412,7 @@ impl Sluice {
                     self.stderr()
                 );
             }
+            #[allow(clippy::disallowed_methods)] // synchronous: polls the child until it exits
             std::thread::sleep(Duration::from_millis(50));
         }
     }

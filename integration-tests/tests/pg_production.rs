@@ -168,6 +168,7 @@ fn run_to_exit(sluice: &mut Sluice) -> (Option<i32>, String) {
             "sluice kept running:\n{}",
             sluice.stderr()
         );
+        #[allow(clippy::disallowed_methods)] // synchronous: polls the child until it exits
         std::thread::sleep(Duration::from_millis(100));
     }
     (sluice.stop(), sluice.stderr())
@@ -316,6 +317,7 @@ fn sluice_command(args: &[&str], config: &std::path::Path) -> (Option<i32>, Stri
                 String::from_utf8_lossy(&out.stderr)
             );
         }
+        #[allow(clippy::disallowed_methods)] // synchronous: polls the child until it exits
         std::thread::sleep(Duration::from_millis(100));
     }
     sluice_integration_tests::code_and_output(child.wait_with_output().expect("output"))

@@ -433,7 +433,7 @@ async fn transactional_mode_never_shows_half_a_transaction() {
     // about 3 MB of records per table, so reads of a partition (4 MiB) end inside transactions.
     let writer = {
         let url = source.url();
-        tokio::spawn(async move {
+        sluice_core::task::spawn_in_span(async move {
             let client = sluice_integration_tests::writer_client(&url).await;
             for round in 1..=6 {
                 client

@@ -130,7 +130,7 @@ async fn snapshot_under_concurrent_writes_has_no_gap_and_no_duplicate() {
     // The writer commits before, during and after the snapshot, until told to stop.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writer_stop = stop.clone();
-    let writer = tokio::spawn(async move {
+    let writer = sluice_core::task::spawn_in_span(async move {
         let client = sluice_integration_tests::writer_client(&writer_db).await;
         let mut rng = Rng::new(7);
         let mut next_id = 30_001;
@@ -371,7 +371,7 @@ async fn kill_9_during_20000_transactions_keeps_each_exactly_once() {
     let writer_db = db.url();
     let total = 20_000;
     let (progress_tx, mut progress_rx) = tokio::sync::watch::channel(0);
-    let writer = tokio::spawn(async move {
+    let writer = sluice_core::task::spawn_in_span(async move {
         let client = sluice_integration_tests::writer_client(&writer_db).await;
         let insert = client
             .prepare("INSERT INTO k VALUES ($1, 'p')")
@@ -680,7 +680,7 @@ async fn a_dropped_replication_connection_reconnects_without_loss_or_duplicates(
     sluice.start();
     db.wait_for_streaming().await;
     let writer_db = db.url();
-    let writer = tokio::spawn(async move {
+    let writer = sluice_core::task::spawn_in_span(async move {
         let client = sluice_integration_tests::writer_client(&writer_db).await;
         for id in 1..=3000 {
             client

@@ -474,6 +474,7 @@ fn retention_deletes_only_old_committed_segments_and_reads_before_them_say_so() 
     };
     let log = Log::open(dir.path(), options(by_age)).unwrap();
     assert_eq!(log.offsets("t", 0).unwrap().start, after.start);
+    #[allow(clippy::disallowed_methods)] // the condition is the clock: records must age
     std::thread::sleep(std::time::Duration::from_millis(10));
     log.enforce_retention().unwrap();
     assert_eq!(
@@ -598,6 +599,7 @@ fn segments_roll_by_age_as_well_as_size() {
     log.append_txn("w", &[batch("t", 0, &["a"])], "1").unwrap();
     log.append_txn("w", &[batch("t", 0, &["b"])], "2").unwrap();
     assert_eq!(log.describe("t", 0).unwrap().segments, 1);
+    #[allow(clippy::disallowed_methods)] // the condition is the clock: the segment must age
     std::thread::sleep(std::time::Duration::from_millis(30));
     log.append_txn("w", &[batch("t", 0, &["c"])], "3").unwrap();
     assert_eq!(log.describe("t", 0).unwrap().segments, 2);

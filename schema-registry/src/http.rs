@@ -385,7 +385,7 @@ pub async fn serve(
         };
         let registry = registry.clone();
         let cancel = cancel.clone();
-        tokio::spawn(async move {
+        sluice_core::task::spawn_in_span(async move {
             let service = hyper::service::service_fn(move |request| {
                 let registry = registry.clone();
                 async move { Ok::<_, std::convert::Infallible>(respond(registry, request).await) }

@@ -31,7 +31,7 @@ async fn start(dir: &std::path::Path) -> Server {
         .unwrap();
     let address = listener.local_addr().unwrap();
     let cancel = CancellationToken::new();
-    tokio::spawn(sluice_schema_registry::http::serve(
+    sluice_core::task::spawn_in_span(sluice_schema_registry::http::serve(
         listener,
         registry,
         cancel.clone(),

@@ -690,7 +690,7 @@ impl Target for MysqlTarget {
 
     fn close(&mut self) {
         if let Some(pool) = self.pool.take() {
-            tokio::spawn(async move {
+            sluice_core::task::spawn_in_span(async move {
                 let _ = pool.disconnect().await;
             });
         }

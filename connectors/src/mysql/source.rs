@@ -314,7 +314,7 @@ impl Source for MysqlSource {
             .map_err(SourceError::mysql("connecting"))?;
         drop(conn);
         let (tx, rx) = mpsc::channel(4);
-        self.producer = Some(tokio::spawn(produce(
+        self.producer = Some(sluice_core::task::spawn_in_span(produce(
             self.config.clone(),
             pool,
             resume,

@@ -737,7 +737,7 @@ pub async fn probe(config: &PostgresSinkConfig) -> Result<String, SinkError> {
         Some(_) => SinkError::db("connecting to the target database", err),
         None => SinkError::Connect(crate::postgres::ErrorText(&err).to_string()),
     })?;
-    let task = tokio::spawn(connection);
+    let task = sluice_core::task::spawn_in_span(connection);
     let row = client
         .query_one(
             "SELECT current_user::text, current_database()::text, \

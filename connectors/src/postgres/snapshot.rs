@@ -110,7 +110,7 @@ pub fn spawn(
             chunk_events: chunk_events.max(1),
         };
         let tx = tx.clone();
-        tokio::spawn(async move {
+        sluice_core::task::spawn_in_span(async move {
             if let Err(err) = reader_ctx.run(&tx).await {
                 let _ = tx.send(Err(err)).await;
             }

@@ -97,7 +97,7 @@ where
     let writer_halt = halt.clone();
     let writer_log = log.clone();
     let writer_name = name.clone();
-    let writer = tokio::spawn(async move {
+    let writer = crate::task::spawn_in_span(async move {
         let result = write_batches(
             writer_name,
             encoder,
@@ -308,7 +308,7 @@ async fn write_batches<E: EventEncoder, L: EventLog + Clone + 'static>(
     let mut commit = last_commit + 1;
     let mut batch_encoder = BatchEncoder::new(name.clone(), encoder, log.prepared_batches());
     let (append_tx, append_rx) = mpsc::channel::<PendingAppend>(APPENDS_QUEUED);
-    let mut appender = tokio::spawn(append_batches(
+    let mut appender = crate::task::spawn_in_span(append_batches(
         name.clone(),
         log.clone(),
         append_rx,

@@ -143,7 +143,7 @@ async fn open(
         };
         let pool = pool.clone();
         let file_name = file.clone();
-        let gtids = tokio::spawn(async move {
+        let gtids = sluice_core::task::spawn_in_span(async move {
             let mut conn = pool
                 .get_conn()
                 .await
@@ -478,7 +478,7 @@ pub async fn run(
     for (index, mut conn) in conns.into_iter().enumerate() {
         let mine: Vec<Work> = work.iter().skip(index).step_by(n).cloned().collect();
         let (config, position, tx) = (config.clone(), position.clone(), tx.clone());
-        readers.push(tokio::spawn(async move {
+        readers.push(sluice_core::task::spawn_in_span(async move {
             let mut total = 0;
             for slice in &mine {
                 total += read(&mut conn, slice, &config, &position, &tx).await?;

@@ -580,7 +580,7 @@ mod tests {
             // Accepts the connection and then says nothing, as a hung server would.
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let port = listener.local_addr().unwrap().port();
-            let held = tokio::spawn(async move { listener.accept().await });
+            let held = sluice_core::task::spawn_in_span(async move { listener.accept().await });
             let opts = Opts::from_url(&format!("mysql://root@127.0.0.1:{port}")).unwrap();
             let started = std::time::Instant::now();
             let err = WireConn::connect_within(&opts, std::time::Duration::from_millis(300))
