@@ -14,7 +14,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 /// Installs the Prometheus recorder and binds `listen`; serving starts with [`serve`].
-pub async fn bind(listen: &str) -> anyhow::Result<(TcpListener, PrometheusHandle)> {
+pub(crate) async fn bind(listen: &str) -> anyhow::Result<(TcpListener, PrometheusHandle)> {
     let address: SocketAddr = listen
         .parse()
         .with_context(|| format!("api.listen: {listen:?} is not an address like 127.0.0.1:8083"))?;
@@ -28,7 +28,7 @@ pub async fn bind(listen: &str) -> anyhow::Result<(TcpListener, PrometheusHandle
     Ok((listener, handle))
 }
 
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     metrics: PrometheusHandle,
     health: Health,

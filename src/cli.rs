@@ -13,13 +13,13 @@ use crate::{config, log_cmd, registry_cmd, run, status, Failure};
     version,
     about = "Change data capture: database WAL and binlogs into a durable log, out to sinks"
 )]
-pub struct Cli {
+pub(crate) struct Cli {
     #[command(subcommand)]
     pub command: Command,
 }
 
 #[derive(Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Run the pipelines of a config file until Ctrl-C or SIGTERM.
     Run {
         #[arg(short, long, value_name = "FILE")]
@@ -56,7 +56,7 @@ pub enum Command {
 }
 
 #[derive(Args, Clone)]
-pub struct LogLocation {
+pub(crate) struct LogLocation {
     /// Config file whose [log] dir to read.
     #[arg(short, long, value_name = "FILE", conflicts_with = "dir")]
     pub config: Option<PathBuf>,
@@ -66,7 +66,7 @@ pub struct LogLocation {
 }
 
 #[derive(Subcommand)]
-pub enum LogCommand {
+pub(crate) enum LogCommand {
     /// List topics with their partitions and offsets.
     Topics {
         #[command(flatten)]
@@ -115,7 +115,7 @@ pub enum LogCommand {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
-pub enum Format {
+pub(crate) enum Format {
     /// One JSON object per record: topic, partition, offset, timestamp, key, value.
     Json,
     /// The value bytes, one record per line (Avro values decoded to JSON).
@@ -125,7 +125,7 @@ pub enum Format {
     Base64,
 }
 
-pub fn dispatch(cli: Cli) -> Result<(), Failure> {
+pub(crate) fn dispatch(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Run { config, stop_at } => {
             let loaded = config::load(&config).map_err(Failure::config)?;

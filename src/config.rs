@@ -14,7 +14,7 @@ use sluice_log::{FsyncPolicy, LogOptions};
 /// The whole file.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct FileConfig {
+pub(crate) struct FileConfig {
     #[serde(default)]
     pub log: LogSection,
     /// Confluent-compatible schema registry API, e.g. `listen = "127.0.0.1:8081"`; served by
@@ -33,7 +33,7 @@ pub struct FileConfig {
 /// `[log]`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct LogSection {
+pub(crate) struct LogSection {
     /// `embedded` (default). `kafka` is planned.
     #[serde(default = "default_kind")]
     pub kind: String,
@@ -122,7 +122,7 @@ fn default_segment_bytes() -> u64 {
 /// `[[log.topic_fsync]]`: an fsync policy for the topics a pattern matches.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct TopicFsync {
+pub(crate) struct TopicFsync {
     /// Topic name or pattern with `*` wildcards, e.g. `shop.public.page_views`.
     pub topics: String,
     /// `always`, `interval:<duration>` or `never`.
@@ -132,12 +132,12 @@ pub struct TopicFsync {
 /// `[registry]` and `[api]`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ListenSection {
+pub(crate) struct ListenSection {
     pub listen: String,
 }
 
 impl LogSection {
-    pub fn options(&self) -> anyhow::Result<LogOptions> {
+    pub(crate) fn options(&self) -> anyhow::Result<LogOptions> {
         Ok(LogOptions {
             fsync: parse_fsync(&self.fsync)?,
             segment_bytes: self.segment_bytes,
@@ -164,7 +164,7 @@ impl LogSection {
 }
 
 /// `always`, `never` or `interval:<n>ms|s`.
-pub fn parse_fsync(text: &str) -> anyhow::Result<FsyncPolicy> {
+pub(crate) fn parse_fsync(text: &str) -> anyhow::Result<FsyncPolicy> {
     match text {
         "always" => Ok(FsyncPolicy::Always),
         "never" => Ok(FsyncPolicy::Never),
@@ -187,7 +187,7 @@ pub fn parse_fsync(text: &str) -> anyhow::Result<FsyncPolicy> {
 }
 
 /// Reads, overrides from the environment, deserializes and validates `path`.
-pub fn load(path: &Path) -> anyhow::Result<FileConfig> {
+pub(crate) fn load(path: &Path) -> anyhow::Result<FileConfig> {
     let format = match path.extension().and_then(|e| e.to_str()) {
         Some("toml") => config::FileFormat::Toml,
         Some("yaml" | "yml") => config::FileFormat::Yaml,

@@ -35,7 +35,7 @@ fn open(location: &LogLocation) -> Result<Log, Failure> {
         .map_err(Failure::runtime)
 }
 
-pub fn dispatch(command: LogCommand) -> Result<(), Failure> {
+pub(crate) fn dispatch(command: LogCommand) -> Result<(), Failure> {
     match command {
         LogCommand::Topics { location } => {
             let log = open(&location)?;
@@ -284,7 +284,7 @@ fn tail(
 
 /// Reads Avro records with the log's own schema registry.
 fn avro_decoder(log: &Arc<Log>) -> anyhow::Result<AvroDecoder> {
-    let registry = Registry::open(LogStore::reader(log.clone()))
+    let registry = Registry::open(LogStore::reader(Arc::clone(log)))
         .map_err(|e| anyhow!("reading the schema registry: {}", e.message))?;
     Ok(AvroDecoder::new(Arc::new(registry)))
 }

@@ -10,7 +10,7 @@ use crate::config::FileConfig;
 use crate::run::{open_registry, shutdown_signal};
 use crate::Failure;
 
-pub fn serve(config: FileConfig) -> Result<(), Failure> {
+pub(crate) fn serve(config: FileConfig) -> Result<(), Failure> {
     let Some(section) = &config.registry else {
         return Err(Failure::config(anyhow!(
             "the config has no [registry] section; add one with listen = \"127.0.0.1:8081\""

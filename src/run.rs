@@ -27,7 +27,7 @@ const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(30);
 /// How often retention and compaction run.
 const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(60);
 
-pub fn run(config: FileConfig, stop_at: Option<Position>) -> Result<(), Failure> {
+pub(crate) fn run(config: FileConfig, stop_at: Option<Position>) -> Result<(), Failure> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -60,15 +60,19 @@ async fn run_async(config: FileConfig, stop_at: Option<Position>) -> Result<(), 
         .map_err(|e| Failure::runtime(anyhow!(e)))?;
     tracing::info!(dir = %config.log.dir.display(), topics = log.topics().len(), "log open");
     let log = Arc::new(log);
-    let registry = open_registry(log.clone()).await?;
-    let backend = EmbeddedLog::new(log.clone(), config.log.partitions);
+    let registry = open_registry(Arc::clone(&log)).await?;
+    let backend = EmbeddedLog::new(Arc::clone(&log), config.log.partitions);
     let tasks = Tasks::new();
     let health = Health::new();
     if let Some(listener) = registry_listener {
         tasks.spawn(
             "schema registry",
             tracing::info_span!("registry"),
-            sluice_schema_registry::http::serve(listener, registry.clone(), tasks.cancel_token()),
+            sluice_schema_registry::http::serve(
+                listener,
+                Arc::clone(&registry),
+                tasks.cancel_token(),
+            ),
         );
     }
     let tombstone_retention = Duration::from_secs(config.log.tombstone_retention_hours * 3600);
@@ -169,7 +173,7 @@ async fn run_async(config: FileConfig, stop_at: Option<Position>) -> Result<(), 
         let on_failure = sink_failure_recorder(&backend, &health, &name);
         match sink {
             SinkConfig::Jsonl(jsonl) => {
-                let decoder = AvroDecoder::new(registry.clone());
+                let decoder = AvroDecoder::new(Arc::clone(&registry));
                 let sink = sluice_connectors::jsonl::JsonlSink::new(jsonl, Some(decoder));
                 tasks.spawn_isolated(
                     format!("sink {name}"),
@@ -183,8 +187,11 @@ async fn run_async(config: FileConfig, stop_at: Option<Position>) -> Result<(), 
                     max_read_bytes: 4 << 20,
                     ..settings
                 };
-                let sink =
-                    sluice_connectors::mysql::sink::mysql_sink(my, registry.clone(), dead_letters);
+                let sink = sluice_connectors::mysql::sink::mysql_sink(
+                    my,
+                    Arc::clone(&registry),
+                    dead_letters,
+                );
                 tasks.spawn_isolated(
                     format!("sink {name}"),
                     span,
@@ -200,7 +207,7 @@ async fn run_async(config: FileConfig, stop_at: Option<Position>) -> Result<(), 
                 };
                 let sink = sluice_connectors::postgres::sink::postgres_sink(
                     pg,
-                    registry.clone(),
+                    Arc::clone(&registry),
                     dead_letters,
                 );
                 tasks.spawn_isolated(
@@ -239,7 +246,7 @@ async fn run_async(config: FileConfig, stop_at: Option<Position>) -> Result<(), 
 }
 
 /// The schema registry over the log's `_schemas` topic (replayed into memory).
-pub async fn open_registry(log: Arc<Log>) -> Result<Arc<Registry>, Failure> {
+pub(crate) async fn open_registry(log: Arc<Log>) -> Result<Arc<Registry>, Failure> {
     let opened = tokio::task::spawn_blocking(move || -> anyhow::Result<Registry> {
         let store = LogStore::open(log).map_err(|e| anyhow!("schema registry: {e}"))?;
         Registry::open(store).map_err(|e| anyhow!("schema registry: {}", e.message))
@@ -344,16 +351,16 @@ fn encoder(
     registry: &Arc<Registry>,
 ) -> Encoder {
     match encoding {
-        Encoding::Json => {
-            Encoder::Json(JsonEnvelopeEncoder::new(block, tombstones).registering(registry.clone()))
-        }
+        Encoding::Json => Encoder::Json(
+            JsonEnvelopeEncoder::new(block, tombstones).registering(Arc::clone(registry)),
+        ),
         Encoding::Avro => {
             let decimals = match decimals {
                 AvroDecimals::Precise => DecimalHandling::Precise,
                 AvroDecimals::String => DecimalHandling::String,
             };
             Encoder::Avro(AvroEncoder::new(
-                registry.clone(),
+                Arc::clone(registry),
                 block,
                 tombstones,
                 decimals,
@@ -373,7 +380,7 @@ async fn maintain(
             _ = cancel.cancelled() => return Ok(()),
             _ = tokio::time::sleep(MAINTENANCE_INTERVAL) => {}
         }
-        let log = log.clone();
+        let log = Arc::clone(&log);
         let work = move || -> Result<_, sluice_log::LogError> {
             Ok((log.enforce_retention()?, log.compact(tombstone_retention)?))
         };
@@ -393,7 +400,7 @@ async fn maintain(
     }
 }
 
-pub async fn shutdown_signal() -> &'static str {
+pub(crate) async fn shutdown_signal() -> &'static str {
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
         Ok(term) => term,
         Err(_) => {
@@ -422,7 +429,7 @@ fn report_probe(kind: &str, name: &str, result: anyhow::Result<String>) -> bool 
 }
 
 /// `sluice check --connect`: probes every source's server and every sink's destination.
-pub fn probe(config: &FileConfig) -> Result<(), Failure> {
+pub(crate) fn probe(config: &FileConfig) -> Result<(), Failure> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

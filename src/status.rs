@@ -13,7 +13,7 @@ use sluice_log::Log;
 use crate::config::FileConfig;
 use crate::Failure;
 
-pub fn status(config: &FileConfig) -> Result<(), Failure> {
+pub(crate) fn status(config: &FileConfig) -> Result<(), Failure> {
     let log = Log::open_read_only(&config.log.dir).map_err(|e| {
         Failure::runtime(anyhow!(
             "{e} (has `sluice run` been started with this config?)"

@@ -91,7 +91,7 @@ fn event(table: &Arc<TableSchema>, i: i64) -> ChangeEvent {
     ];
     ChangeEvent {
         op: Op::Create,
-        table: Some(table.clone()),
+        table: Some(Arc::clone(table)),
         before: None,
         before_is_key_only: false,
         after: Some(row),

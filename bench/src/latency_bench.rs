@@ -66,7 +66,7 @@ async fn main() {
     let start = Instant::now();
     let mut writers = Vec::new();
     for w in 0..WRITERS {
-        let (source, sent) = (source.clone(), sent.clone());
+        let (source, sent) = (source.clone(), Arc::clone(&sent));
         writers.push(sluice_core::task::spawn_in_span(async move {
             let client = connect(&source).await;
             client

@@ -73,7 +73,7 @@ fn append(dir: &str, args: &[String]) {
     let threads: Vec<_> = (0..producers)
         .map(|p| {
             // Each producer its own payload: a shared one would make every clone contend on one refcount.
-            let (log, value) = (log.clone(), payload(size));
+            let (log, value) = (Arc::clone(&log), payload(size));
             std::thread::spawn(move || {
                 let mine = records / producers;
                 let mut done = 0;

@@ -181,7 +181,7 @@ impl<T: Target> ReplicaSink<T> {
         if self.settings.batch_history {
             for record in records {
                 let entry = ranges
-                    .entry((record.topic.clone(), record.partition))
+                    .entry((Arc::clone(&record.topic), record.partition))
                     .or_insert((record.record.offset, record.record.offset, 0));
                 entry.0 = entry.0.min(record.record.offset);
                 entry.1 = entry.1.max(record.record.offset);
@@ -286,7 +286,7 @@ mod tests {
         let row = |r: [i32; 2]| r.iter().map(|v| Value::Int32(*v)).collect();
         SourcedChange {
             change: Change {
-                table: table.clone(),
+                table: Arc::clone(table),
                 op,
                 before: before.map(row),
                 after: after.map(row),

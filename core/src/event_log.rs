@@ -98,7 +98,7 @@ impl EmbeddedLog {
         &self,
         f: impl FnOnce(&Log) -> Result<T, LogError> + Send + 'static,
     ) -> Result<T, LogError> {
-        let log = self.log.clone();
+        let log = Arc::clone(&self.log);
         match tokio::task::spawn_blocking(move || f(&log)).await {
             Ok(result) => result,
             Err(join) => std::panic::resume_unwind(join.into_panic()),

@@ -81,7 +81,7 @@ impl Tasks {
         HF: Future<Output = ()> + Send + 'static,
     {
         let cancel = self.cancel.clone();
-        let failures = self.failures.clone();
+        let failures = Arc::clone(&self.failures);
         // The work runs in its own task so that a panic is caught here, reported like an
         // error, and handled like one instead of leaving the pipeline running without it.
         #[allow(clippy::disallowed_methods)] // this is the spawn helper

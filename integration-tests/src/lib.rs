@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 use std::sync::Once;
 use std::time::{Duration, Instant};
 
@@ -446,7 +447,7 @@ pub fn read_topic(log_dir: &Path, topic: &str) -> Vec<(Json, Json)> {
         return Vec::new();
     };
     let log = std::sync::Arc::new(log);
-    let registry = Registry::open(LogStore::reader(log.clone())).expect("registry replays");
+    let registry = Registry::open(LogStore::reader(Arc::clone(&log))).expect("registry replays");
     let mut decoder = AvroDecoder::new(std::sync::Arc::new(registry));
     let Some(partitions) = log.topic_partitions(topic) else {
         return Vec::new();

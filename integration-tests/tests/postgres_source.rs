@@ -1,6 +1,7 @@
 //! The Postgres source end to end: real Postgres, the real `sluice` binary, the log read back.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value as Json};
@@ -129,7 +130,7 @@ async fn snapshot_under_concurrent_writes_has_no_gap_and_no_duplicate() {
     let writer_db = db.url();
     // The writer commits before, during and after the snapshot, until told to stop.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let writer_stop = stop.clone();
+    let writer_stop = Arc::clone(&stop);
     let writer = sluice_core::task::spawn_in_span(async move {
         let client = sluice_integration_tests::writer_client(&writer_db).await;
         let mut rng = Rng::new(7);

@@ -25,16 +25,16 @@ mod lz4;
 pub use builder::BatchBuilder;
 
 /// Bytes before the records: every batch has this fixed header.
-pub const BATCH_HEADER_LEN: usize = 61;
+pub(crate) const BATCH_HEADER_LEN: usize = 61;
 /// Bytes of `baseOffset` + `batchLength`, the part not counted in `batchLength`.
-pub const BATCH_PREFIX_LEN: usize = 12;
+pub(crate) const BATCH_PREFIX_LEN: usize = 12;
 const MAGIC: i8 = 2;
 const CRC_START: usize = 21;
 /// Upper bound on one batch; anything larger in a header is corruption, not data.
-pub const MAX_BATCH_LEN: usize = 256 * 1024 * 1024;
+pub(crate) const MAX_BATCH_LEN: usize = 256 * 1024 * 1024;
 /// Records are gathered into batches of about this many bytes, before compression (Kafka's
 /// default largest batch is 1 MiB).
-pub const TARGET_BATCH_BYTES: usize = 1024 * 1024;
+pub(crate) const TARGET_BATCH_BYTES: usize = 1024 * 1024;
 
 /// How a batch's records are compressed: the codes of Kafka's attributes bits 0–2.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -229,7 +229,7 @@ pub struct StoredRecord {
 
 /// The fixed header of a batch, read without touching its records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BatchHeader {
+pub(crate) struct BatchHeader {
     pub base_offset: u64,
     /// Whole batch length in bytes, prefix included.
     pub total_len: usize,
@@ -240,12 +240,12 @@ pub struct BatchHeader {
 
 impl BatchHeader {
     /// Offset after the last record of the batch.
-    pub fn next_offset(&self) -> u64 {
+    pub(crate) fn next_offset(&self) -> u64 {
         self.base_offset + u64::from(self.last_offset_delta) + 1
     }
 
     /// Parses the fixed header; checks bounds and magic but not the CRC.
-    pub fn parse(bytes: &[u8]) -> Result<BatchHeader, LogError> {
+    pub(crate) fn parse(bytes: &[u8]) -> Result<BatchHeader, LogError> {
         if bytes.len() < BATCH_HEADER_LEN {
             return Err(LogError::corrupt("batch header is truncated"));
         }
@@ -289,13 +289,13 @@ impl BatchHeader {
 
 /// Appends one encoded batch holding `records` at `base_offset` to `out`.
 #[cfg(test)]
-pub fn encode<R: RecordView>(base_offset: u64, records: &[R], out: &mut Vec<u8>) {
+pub(crate) fn encode<R: RecordView>(base_offset: u64, records: &[R], out: &mut Vec<u8>) {
     encode_batch(base_offset, records, None, Compression::None, out);
 }
 
 /// Like [`encode`], with each record's offset given as a delta from `base_offset` (increasing;
 /// gaps allowed), as compaction writes them.
-pub fn encode_with_deltas<R: RecordView>(
+pub(crate) fn encode_with_deltas<R: RecordView>(
     base_offset: u64,
     records: &[R],
     offset_deltas: Option<&[u32]>,
@@ -305,7 +305,7 @@ pub fn encode_with_deltas<R: RecordView>(
 }
 
 /// Like [`encode`], compressed.
-pub fn encode_compressed<R: RecordView>(
+pub(crate) fn encode_compressed<R: RecordView>(
     base_offset: u64,
     records: &[R],
     compression: Compression,
@@ -315,7 +315,7 @@ pub fn encode_compressed<R: RecordView>(
 }
 
 /// How many of `records` (at least one) go into the next batch: about [`TARGET_BATCH_BYTES`].
-pub fn next_batch_len<R: RecordView>(records: &[R]) -> usize {
+pub(crate) fn next_batch_len<R: RecordView>(records: &[R]) -> usize {
     let mut end = 0;
     let mut bytes = 0;
     while end < records.len()
@@ -437,7 +437,7 @@ fn put_records<R: RecordView>(
 }
 
 /// Checks the CRC of a whole batch (`bytes` is exactly one batch).
-pub fn verify(bytes: &[u8]) -> Result<BatchHeader, LogError> {
+pub(crate) fn verify(bytes: &[u8]) -> Result<BatchHeader, LogError> {
     let header = BatchHeader::parse(bytes)?;
     if bytes.len() != header.total_len {
         return Err(LogError::corrupt("batch is truncated"));
@@ -455,7 +455,7 @@ pub fn verify(bytes: &[u8]) -> Result<BatchHeader, LogError> {
 
 /// Decodes the records of one CRC-checked batch; `batch` is a slice of a shared read buffer so
 /// keys and values are not copied.
-pub fn decode(batch: &Bytes, out: &mut Vec<StoredRecord>) -> Result<BatchHeader, LogError> {
+pub(crate) fn decode(batch: &Bytes, out: &mut Vec<StoredRecord>) -> Result<BatchHeader, LogError> {
     let header = verify(batch)?;
     let attributes = i16::from_be_bytes(batch[21..23].try_into().expect("2 bytes"));
     let records = match attributes & 0x7 {

@@ -101,7 +101,7 @@ impl LogOptions {
 
     fn settings(&self, compacted: bool) -> partition::Settings {
         partition::Settings {
-            storage: self.storage.clone(),
+            storage: Arc::clone(&self.storage),
             bytes: self.segment_bytes,
             max_age: self.segment_max_age,
             compacted,

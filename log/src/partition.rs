@@ -65,7 +65,7 @@ pub(crate) struct Partition {
 }
 
 impl Partition {
-    pub fn create(dir: PathBuf, settings: Settings) -> Result<Partition, LogError> {
+    pub(crate) fn create(dir: PathBuf, settings: Settings) -> Result<Partition, LogError> {
         fs::create_dir_all(&dir)
             .map_err(|e| LogError::io("create partition directory", &dir, e))?;
         let segment = Segment::create(&*settings.storage, &dir, 0)?;
@@ -82,7 +82,11 @@ impl Partition {
 
     /// Opens a partition directory. `writable` opens for appending and repairs torn tails;
     /// otherwise nothing on disk changes.
-    pub fn open(dir: PathBuf, settings: Settings, opening: Opening) -> Result<Partition, LogError> {
+    pub(crate) fn open(
+        dir: PathBuf,
+        settings: Settings,
+        opening: Opening,
+    ) -> Result<Partition, LogError> {
         let writable = opening != Opening::ReadOnly;
         let mut bases = Vec::new();
         let entries =
@@ -193,7 +197,7 @@ impl Partition {
     }
 
     /// Cuts the active segment's damaged tail, once recovery knows nothing committed is in it.
-    pub fn cut_damaged_tail(&mut self) -> Result<(), LogError> {
+    pub(crate) fn cut_damaged_tail(&mut self) -> Result<(), LogError> {
         let Some(damage) = self.damage.take() else {
             return Ok(());
         };
@@ -203,7 +207,7 @@ impl Partition {
     }
 
     /// The path of the active segment.
-    pub fn active_path(&self) -> &Path {
+    pub(crate) fn active_path(&self) -> &Path {
         &self
             .segments
             .last()
@@ -211,12 +215,12 @@ impl Partition {
             .path
     }
 
-    pub fn start_offset(&self) -> u64 {
+    pub(crate) fn start_offset(&self) -> u64 {
         self.segments.first().map_or(0, |s| s.base_offset)
     }
 
     /// Log end offset: the next offset to be written.
-    pub fn end_offset(&self) -> u64 {
+    pub(crate) fn end_offset(&self) -> u64 {
         self.segments.last().map_or(0, |s| s.next_offset)
     }
 
@@ -228,7 +232,7 @@ impl Partition {
 
     /// Appends records as batches of about `batch::TARGET_BATCH_BYTES` each (Kafka's default
     /// largest batch is 1 MiB); returns the offset after the last. Not synced, not visible.
-    pub fn append<R: RecordView>(&mut self, records: &[R]) -> Result<u64, LogError> {
+    pub(crate) fn append<R: RecordView>(&mut self, records: &[R]) -> Result<u64, LogError> {
         let mut start = 0;
         while start < records.len() {
             let end = start + batch::next_batch_len(&records[start..]);
@@ -251,7 +255,7 @@ impl Partition {
 
     /// Appends batches prepared at base offset 0 (`batch::BatchBuilder`), each moved to the log end
     /// offset; returns the offset after the last.
-    pub fn append_prepared(&mut self, prepared: &[u8]) -> Result<u64, LogError> {
+    pub(crate) fn append_prepared(&mut self, prepared: &[u8]) -> Result<u64, LogError> {
         let mut at = 0;
         while at < prepared.len() {
             // The writer made these batches: one that does not parse holds a record too large
@@ -292,7 +296,7 @@ impl Partition {
     }
 
     /// Starts a new, empty segment at the log end offset.
-    pub fn roll(&mut self) -> Result<(), LogError> {
+    pub(crate) fn roll(&mut self) -> Result<(), LogError> {
         let base = self.end_offset();
         if self.active().size == 0 {
             return Ok(());
@@ -306,7 +310,7 @@ impl Partition {
     }
 
     /// Deletes every segment but the active one.
-    pub fn remove_older_segments(&mut self) -> Result<(), LogError> {
+    pub(crate) fn remove_older_segments(&mut self) -> Result<(), LogError> {
         let keep = self.segments.split_off(self.segments.len() - 1);
         for segment in std::mem::replace(&mut self.segments, keep) {
             segment::remove_files(&*self.settings.storage, &segment.path)?;
@@ -315,16 +319,16 @@ impl Partition {
     }
 
     /// Handle to fsync what `append` wrote: the active segment file.
-    pub fn sync_handle(&self) -> (Arc<dyn SegmentFile>, PathBuf) {
+    pub(crate) fn sync_handle(&self) -> (Arc<dyn SegmentFile>, PathBuf) {
         let active = self
             .segments
             .last()
             .expect("a partition always has a segment");
-        (active.file.clone(), active.path.clone())
+        (Arc::clone(&active.file), active.path.clone())
     }
 
     /// Cuts the partition back to `offset`, removing later segments. Used by recovery only.
-    pub fn truncate_to(&mut self, offset: u64) -> Result<(), LogError> {
+    pub(crate) fn truncate_to(&mut self, offset: u64) -> Result<(), LogError> {
         if offset >= self.end_offset() {
             return Ok(());
         }
@@ -344,7 +348,7 @@ impl Partition {
 
     /// Deletes the oldest segments that retention allows: never the active one, never one
     /// holding records past the stable offset. Returns how many were deleted.
-    pub fn enforce_retention(
+    pub(crate) fn enforce_retention(
         &mut self,
         retention: &crate::Retention,
         now: std::time::SystemTime,
@@ -383,11 +387,11 @@ impl Partition {
     /// For compaction: the closed segments (all but the active one, wholly committed), a view of
     /// every segment, and the stable offset.
     #[allow(clippy::type_complexity)]
-    pub fn compaction_snapshot(
+    pub(crate) fn compaction_snapshot(
         &self,
     ) -> Result<(Vec<ClosedSegment>, Vec<(u64, SegmentView)>, u64), LogError> {
         let view = |s: &Segment| SegmentView {
-            file: s.file.clone(),
+            file: Arc::clone(&s.file),
             path: s.path.clone(),
             start_pos: 0,
             end_pos: s.size,
@@ -417,7 +421,7 @@ impl Partition {
 
     /// Swaps a compacted copy in for the closed segment at `base` (rename over it), or deletes
     /// the segment when nothing of it is left (`cleaned` is `None`).
-    pub fn replace_closed_segment(
+    pub(crate) fn replace_closed_segment(
         &mut self,
         base: u64,
         cleaned: Option<PathBuf>,
@@ -466,7 +470,7 @@ impl Partition {
     }
 
     /// Segment count and bytes on disk.
-    pub fn footprint(&self) -> (usize, u64) {
+    pub(crate) fn footprint(&self) -> (usize, u64) {
         (
             self.segments.len(),
             self.segments.iter().map(|s| s.size).sum(),
@@ -475,7 +479,7 @@ impl Partition {
 
     /// The first committed offset whose batch holds a timestamp at or after `timestamp_ms`
     /// (batch granularity: Kafka's answer to a time lookup), walking batch headers.
-    pub fn offset_for_time(&self, timestamp_ms: i64) -> Result<Option<u64>, LogError> {
+    pub(crate) fn offset_for_time(&self, timestamp_ms: i64) -> Result<Option<u64>, LogError> {
         let mut header = [0u8; crate::batch::BATCH_HEADER_LEN];
         for segment in &self.segments {
             let mut pos = segment.position_for_time(timestamp_ms);
@@ -499,7 +503,7 @@ impl Partition {
 
     /// Where a reader of `offset` starts: the segment holding it, bounded to whole batches.
     /// The view for reading at `offset`, and the base offset of the segment after it.
-    pub fn view_for(&self, offset: u64) -> Option<(SegmentView, Option<u64>)> {
+    pub(crate) fn view_for(&self, offset: u64) -> Option<(SegmentView, Option<u64>)> {
         let i = self
             .segments
             .partition_point(|s| s.base_offset <= offset)
@@ -511,7 +515,7 @@ impl Partition {
         }
         let segment = &self.segments[i];
         let view = SegmentView {
-            file: segment.file.clone(),
+            file: Arc::clone(&segment.file),
             path: segment.path.clone(),
             start_pos: segment.position_before(offset),
             end_pos: segment.size,
@@ -572,20 +576,20 @@ pub(crate) mod parking {
 
     use super::Partition;
 
-    pub struct Guarded(Mutex<Partition>);
+    pub(crate) struct Guarded(Mutex<Partition>);
 
     impl Guarded {
-        pub fn new(partition: Partition) -> Guarded {
+        pub(crate) fn new(partition: Partition) -> Guarded {
             Guarded(Mutex::new(partition))
         }
 
-        pub fn into_inner(self) -> Partition {
+        pub(crate) fn into_inner(self) -> Partition {
             self.0
                 .into_inner()
                 .unwrap_or_else(|poisoned| poisoned.into_inner())
         }
 
-        pub fn lock(&self) -> MutexGuard<'_, Partition> {
+        pub(crate) fn lock(&self) -> MutexGuard<'_, Partition> {
             self.0
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner())

@@ -40,7 +40,7 @@ impl Log {
         let mut control_partition = Partition::open(
             dir.join("control"),
             partition::Settings {
-                storage: options.storage.clone(),
+                storage: Arc::clone(&options.storage),
                 bytes: u64::MAX,
                 max_age: None,
                 compacted: false,

@@ -122,7 +122,7 @@ pub(crate) fn parse_file_name(name: &str) -> Option<u64> {
 }
 
 impl Segment {
-    pub fn create(
+    pub(crate) fn create(
         storage: &dyn Storage,
         dir: &Path,
         base_offset: u64,
@@ -156,7 +156,7 @@ impl Segment {
 
     /// Brings both index files in line with the in-memory indexes (rewriting a file only when
     /// it differs), and keeps them open for appends while `self` is the active segment.
-    pub fn write_index_files(&mut self) -> Result<(), LogError> {
+    pub(crate) fn write_index_files(&mut self) -> Result<(), LogError> {
         let [index_path, time_path] = index_paths(&self.path);
         let mut index_bytes = Vec::with_capacity(self.index.len() * 8);
         for (offset, pos) in &self.index {
@@ -195,7 +195,7 @@ impl Segment {
     }
 
     /// Closes the index files once the segment is no longer the active one.
-    pub fn seal(&mut self) {
+    pub(crate) fn seal(&mut self) {
         self.index_files = None;
     }
 
@@ -207,7 +207,7 @@ impl Segment {
     /// bytes stop making sense (a torn tail, or with `Scan::Repair` a checksum failure) is
     /// reported, not cut: `size` ends before it, and `cut_damaged_tail` cuts it when the
     /// caller knows nothing committed lies there.
-    pub fn open(
+    pub(crate) fn open(
         storage: &dyn Storage,
         path: &Path,
         base_offset: u64,
@@ -295,7 +295,7 @@ impl Segment {
 
     /// Cuts the file back to its whole batches (after `open` reported damage that holds
     /// nothing committed).
-    pub fn cut_damaged_tail(&mut self) -> Result<(), LogError> {
+    pub(crate) fn cut_damaged_tail(&mut self) -> Result<(), LogError> {
         self.file
             .set_len(self.size)
             .and_then(|()| self.file.sync_all())
@@ -324,7 +324,7 @@ impl Segment {
     }
 
     /// Writes one encoded batch at the end of the segment (not synced).
-    pub fn append(&mut self, bytes: &[u8], header: &BatchHeader) -> Result<(), LogError> {
+    pub(crate) fn append(&mut self, bytes: &[u8], header: &BatchHeader) -> Result<(), LogError> {
         let pos = self.size;
         self.file
             .write_all_at(bytes, pos)
@@ -361,7 +361,7 @@ impl Segment {
     }
 
     /// File position to start a walk for the first batch at or after `timestamp_ms`.
-    pub fn position_for_time(&self, timestamp_ms: i64) -> u64 {
+    pub(crate) fn position_for_time(&self, timestamp_ms: i64) -> u64 {
         // Entries before the first one reaching the timestamp hold only older batches.
         match self
             .time_index
@@ -373,7 +373,7 @@ impl Segment {
     }
 
     /// The file position of the batch holding `offset`, or the nearest indexed batch before it.
-    pub fn position_before(&self, offset: u64) -> u64 {
+    pub(crate) fn position_before(&self, offset: u64) -> u64 {
         match self.index.partition_point(|(base, _)| *base <= offset) {
             0 => 0,
             i => self.index[i - 1].1,
@@ -382,7 +382,7 @@ impl Segment {
 
     /// Cuts the segment back so that `offset` is its next offset. `offset` must be a batch
     /// boundary inside this segment.
-    pub fn truncate_to(&mut self, offset: u64) -> Result<(), LogError> {
+    pub(crate) fn truncate_to(&mut self, offset: u64) -> Result<(), LogError> {
         if offset >= self.next_offset {
             return Ok(());
         }
@@ -427,7 +427,7 @@ impl Segment {
         Ok(())
     }
 
-    pub fn sync(&self) -> Result<(), LogError> {
+    pub(crate) fn sync(&self) -> Result<(), LogError> {
         self.file
             .sync_data()
             .map_err(|e| LogError::io("fsync segment", &self.path, e))

@@ -2,6 +2,7 @@
 
 use std::fs::OpenOptions;
 use std::io::Write;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use sluice_log::{Log, LogError, LogOptions, PartitionBatch, Record};
@@ -492,7 +493,7 @@ fn concurrent_writers_share_commits_and_each_keeps_its_own() {
         log.create_topic("t", 4).unwrap();
         let threads: Vec<_> = (0..4u32)
             .map(|p| {
-                let log = log.clone();
+                let log = Arc::clone(&log);
                 std::thread::spawn(move || {
                     for i in 0..200 {
                         let value = format!("{p}-{i}");

@@ -39,7 +39,7 @@ impl Storage for Faulty {
     ) -> std::io::Result<Arc<dyn SegmentFile>> {
         Ok(Arc::new(FaultyFile {
             inner: FileSystem.open(path, writable, create)?,
-            plan: self.plan.clone(),
+            plan: Arc::clone(&self.plan),
         }))
     }
     fn remove(&self, path: &Path) -> std::io::Result<()> {

@@ -383,11 +383,11 @@ pub async fn serve(
             _ = cancel.cancelled() => return Ok(()),
             accepted = listener.accept() => accepted?,
         };
-        let registry = registry.clone();
+        let registry = Arc::clone(&registry);
         let cancel = cancel.clone();
         sluice_core::task::spawn_in_span(async move {
             let service = hyper::service::service_fn(move |request| {
-                let registry = registry.clone();
+                let registry = Arc::clone(&registry);
                 async move { Ok::<_, std::convert::Infallible>(respond(registry, request).await) }
             });
             let connection = hyper::server::conn::http1::Builder::new()

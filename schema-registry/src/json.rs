@@ -180,7 +180,7 @@ impl JsonEnvelopeEncoder {
                 if let Some(registrar) = self.registrar.as_mut() {
                     json.value_schema = Some(registrar.table(schema)?.value_id);
                 }
-                self.table_json = Some((schema.clone(), json));
+                self.table_json = Some((Arc::clone(schema), json));
                 self.source_memo.clear();
             }
         }

@@ -145,7 +145,12 @@ fn source() -> SourceBlock {
 
 fn encoder() -> (Arc<Registry>, AvroEncoder) {
     let registry = Arc::new(Registry::open(MemoryStore::default()).unwrap());
-    let encoder = AvroEncoder::new(registry.clone(), source(), true, DecimalHandling::Precise);
+    let encoder = AvroEncoder::new(
+        Arc::clone(&registry),
+        source(),
+        true,
+        DecimalHandling::Precise,
+    );
     (registry, encoder)
 }
 
@@ -545,7 +550,8 @@ fn sink_record(out: &EncodedRecords, i: usize, value_schema: Option<u32>) -> Sin
 #[test]
 fn typed_rows_read_back_equal_to_the_events_values_from_avro_and_from_json() {
     let (registry, mut encoder) = encoder();
-    let mut json_encoder = JsonEnvelopeEncoder::new(source(), true).registering(registry.clone());
+    let mut json_encoder =
+        JsonEnvelopeEncoder::new(source(), true).registering(Arc::clone(&registry));
     let mut before = row();
     before[20] = Value::Unavailable;
     let update = event(Op::Update, Some(before.clone()), Some(row()));

@@ -247,7 +247,7 @@ impl MysqlTarget {
                     .await
                     .map_err(|e| SinkError::db(format!("running {statement}"), e))?;
             }
-            self.ensured.insert(key, item.table.clone());
+            self.ensured.insert(key, Arc::clone(&item.table));
         }
         Ok(())
     }

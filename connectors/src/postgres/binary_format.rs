@@ -18,7 +18,7 @@ const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
 
 /// A built-in type whose binary form sluice reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BinaryType {
+pub(super) enum BinaryType {
     Bool,
     Int2,
     Int4,
@@ -45,7 +45,7 @@ pub enum BinaryType {
 impl BinaryType {
     /// The binary reading of a column's type OID, if sluice has one. Domains and arrays have
     /// their own OIDs and so are read as text.
-    pub fn of(type_oid: u32) -> Option<BinaryType> {
+    pub(super) fn of(type_oid: u32) -> Option<BinaryType> {
         Some(match type_oid {
             16 => BinaryType::Bool,
             21 => BinaryType::Int2,
@@ -97,7 +97,7 @@ impl BinaryType {
 
 /// Parses one non-null value.
 #[inline]
-pub fn parse(ty: BinaryType, data: &[u8]) -> Result<Value, InvalidText> {
+pub(super) fn parse(ty: BinaryType, data: &[u8]) -> Result<Value, InvalidText> {
     let bad = || InvalidText {
         type_name: ty.name(),
     };
@@ -258,7 +258,7 @@ const SIGNATURE: &[u8] = b"PGCOPY\n\xff\r\n\0";
 
 /// What comes next in a binary COPY stream.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Next {
+pub(super) enum Next {
     /// The header: skip this many bytes.
     Header(usize),
     /// A row of this many bytes (its field count first).
@@ -270,7 +270,7 @@ pub enum Next {
 }
 
 /// Frames the next item at the start of `buf`; `header_seen` says whether the header is past.
-pub fn next(buf: &[u8], header_seen: bool) -> Result<Next, InvalidText> {
+pub(super) fn next(buf: &[u8], header_seen: bool) -> Result<Next, InvalidText> {
     let bad = || InvalidText {
         type_name: "binary COPY row",
     };
@@ -321,7 +321,7 @@ pub fn next(buf: &[u8], header_seen: bool) -> Result<Next, InvalidText> {
 }
 
 /// The fields of one framed row: `None` for NULL.
-pub fn fields(row: &[u8]) -> impl Iterator<Item = Option<&[u8]>> {
+pub(super) fn fields(row: &[u8]) -> impl Iterator<Item = Option<&[u8]>> {
     let count = i16::from_be_bytes([row[0], row[1]]).max(0) as usize;
     let mut at = 2;
     (0..count).map(move |_| {
@@ -336,7 +336,7 @@ pub fn fields(row: &[u8]) -> impl Iterator<Item = Option<&[u8]>> {
     })
 }
 
-pub fn field_count(row: &[u8]) -> usize {
+pub(super) fn field_count(row: &[u8]) -> usize {
     i16::from_be_bytes([row[0], row[1]]).max(0) as usize
 }
 

@@ -16,7 +16,7 @@ use super::PostgresError;
 
 /// A table the source captures.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CapturedTable {
+pub(super) struct CapturedTable {
     pub oid: u32,
     pub id: TableId,
     /// `d` default, `n` nothing, `f` full, `i` index.
@@ -26,7 +26,7 @@ pub struct CapturedTable {
 
 /// A column as the catalog describes it.
 #[derive(Debug, Clone)]
-pub struct ColumnInfo {
+pub(super) struct ColumnInfo {
     pub name: String,
     pub type_oid: u32,
     /// `format_type`: `numeric(10,2)`, `character varying(20)`, `integer[]`.
@@ -35,14 +35,14 @@ pub struct ColumnInfo {
     pub primary_key: bool,
 }
 
-pub fn table_matches(patterns: &[String], table: &TableId) -> bool {
+pub(super) fn table_matches(patterns: &[String], table: &TableId) -> bool {
     let name = format!("{}.{}", table.namespace, table.name);
     patterns.iter().any(|pattern| glob_match(pattern, &name))
 }
 
 /// The tables a source's patterns pick, and those it leaves out.
 #[derive(Debug, Clone, Default)]
-pub struct Resolution {
+pub(super) struct Resolution {
     /// In name order.
     pub captured: Vec<CapturedTable>,
     /// Tables only a wildcard matched that cannot identify their rows (no primary key, no
@@ -55,7 +55,7 @@ pub struct Resolution {
 
 /// Whether a table's updates and deletes can be published: a primary key, or a replica
 /// identity that names the old row (FULL or USING INDEX).
-pub fn identifies_rows(table: &CapturedTable) -> bool {
+pub(super) fn identifies_rows(table: &CapturedTable) -> bool {
     match table.replica_identity {
         b'f' | b'i' => true,
         b'd' => table.has_primary_key,
@@ -65,7 +65,7 @@ pub fn identifies_rows(table: &CapturedTable) -> bool {
 
 /// Ordinary tables matching `patterns` and no `exclude` pattern, sorted into those captured
 /// and those left out (see [`Resolution`]).
-pub async fn resolve_tables(
+pub(super) async fn resolve_tables(
     client: &Client,
     patterns: &[String],
     exclude: &[String],
@@ -113,7 +113,10 @@ pub async fn resolve_tables(
 
 /// Columns of a table in attribute order (dropped and generated columns left out, as pgoutput
 /// leaves them out).
-pub async fn table_columns(client: &Client, oid: u32) -> Result<Vec<ColumnInfo>, PostgresError> {
+pub(super) async fn table_columns(
+    client: &Client,
+    oid: u32,
+) -> Result<Vec<ColumnInfo>, PostgresError> {
     let rows = client
         .query(
             "SELECT a.attname, a.atttypid, format_type(a.atttypid, a.atttypmod), a.attnotnull, \
@@ -138,13 +141,13 @@ pub async fn table_columns(client: &Client, oid: u32) -> Result<Vec<ColumnInfo>,
 }
 
 /// Resolves type OIDs to decoders, caching what it learns.
-pub struct TypeResolver {
+pub(super) struct TypeResolver {
     cache: HashMap<u32, Option<PgType>>,
     unknown_types: UnknownTypes,
 }
 
 impl TypeResolver {
-    pub fn new(unknown_types: UnknownTypes) -> TypeResolver {
+    pub(super) fn new(unknown_types: UnknownTypes) -> TypeResolver {
         TypeResolver {
             cache: HashMap::new(),
             unknown_types,
@@ -153,7 +156,7 @@ impl TypeResolver {
 
     /// The decoder of `oid` for `table`.`column`; an unmappable type is an error naming both,
     /// or text passthrough when configured.
-    pub async fn resolve(
+    pub(super) async fn resolve(
         &mut self,
         client: &Client,
         oid: u32,

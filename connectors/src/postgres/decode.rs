@@ -11,7 +11,7 @@ use sluice_core::position::Lsn;
 use super::protocol::PG_EPOCH_OFFSET_US;
 
 #[derive(Debug, Clone, PartialEq)]
-pub enum PgOutput {
+pub(super) enum PgOutput {
     Begin {
         final_lsn: Lsn,
         commit_ts_us: i64,
@@ -58,7 +58,7 @@ pub enum PgOutput {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct RelationMessage {
+pub(super) struct RelationMessage {
     pub oid: u32,
     pub namespace: String,
     pub name: String,
@@ -68,7 +68,7 @@ pub struct RelationMessage {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct RelationColumn {
+pub(super) struct RelationColumn {
     /// Part of the replica identity.
     pub identity: bool,
     pub name: String,
@@ -79,13 +79,13 @@ pub struct RelationColumn {
 /// The old row of an update or delete: key columns only (`K`) or the whole row (`O`, under
 /// REPLICA IDENTITY FULL).
 #[derive(Debug, Clone, PartialEq)]
-pub struct OldTuple {
+pub(super) struct OldTuple {
     pub key_only: bool,
     pub values: Vec<TupleValue>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub enum TupleValue {
+pub(super) enum TupleValue {
     Null,
     /// An unchanged TOASTed value the server did not send.
     Unchanged,
@@ -182,7 +182,7 @@ impl Reader {
 }
 
 /// Parses one pgoutput message.
-pub fn parse(data: Bytes) -> Result<PgOutput, DecodeError> {
+pub(super) fn parse(data: Bytes) -> Result<PgOutput, DecodeError> {
     let mut r = Reader { data };
     let tag = r.u8("message tag")?;
     let message =

@@ -33,7 +33,7 @@ use super::PostgresError;
 use sluice_core::position::Lsn;
 
 /// Microseconds between the Unix epoch and Postgres' epoch (2000-01-01).
-pub const PG_EPOCH_OFFSET_US: i64 = 946_684_800_000_000;
+pub(super) const PG_EPOCH_OFFSET_US: i64 = 946_684_800_000_000;
 
 /// An error the server sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,7 +94,7 @@ pub struct ConnectParams {
 
 /// A message of the replication stream.
 #[derive(Debug)]
-pub enum ReplicationMessage {
+pub(super) enum ReplicationMessage {
     /// WAL data: a pgoutput message starting at `wal_start`.
     XLogData { wal_start: Lsn, data: Bytes },
     /// The server's keepalive: `wal_end` is where its decoding stands (everything committed
@@ -107,7 +107,7 @@ enum Frame {
     Message(Message),
 }
 
-pub struct WireConnection {
+pub(super) struct WireConnection {
     stream: TcpStream,
     read_buf: BytesMut,
     write_buf: BytesMut,
@@ -115,7 +115,7 @@ pub struct WireConnection {
 
 /// Which kind of session to open.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Session {
+pub(super) enum Session {
     /// `replication=database`: replication commands and the replication stream.
     Replication,
     /// An ordinary session: SQL, COPY.
@@ -123,7 +123,7 @@ pub enum Session {
 }
 
 /// Session settings that make the text format of values unambiguous for `text_format`.
-pub const SESSION_SETTINGS: &[(&str, &str)] = &[
+pub(super) const SESSION_SETTINGS: &[(&str, &str)] = &[
     ("client_encoding", "UTF8"),
     ("DateStyle", "ISO"),
     ("IntervalStyle", "iso_8601"),
@@ -134,12 +134,12 @@ pub const SESSION_SETTINGS: &[(&str, &str)] = &[
 
 impl WireConnection {
     /// Connects in logical replication mode (`replication=database`) and authenticates.
-    pub async fn connect(params: &ConnectParams) -> Result<WireConnection, PostgresError> {
+    pub(super) async fn connect(params: &ConnectParams) -> Result<WireConnection, PostgresError> {
         WireConnection::open(params, Session::Replication).await
     }
 
     /// Connects and authenticates.
-    pub async fn open(
+    pub(super) async fn open(
         params: &ConnectParams,
         session: Session,
     ) -> Result<WireConnection, PostgresError> {
@@ -245,7 +245,7 @@ impl WireConnection {
     }
 
     /// Runs a replication command or query with the simple protocol; returns its rows as text.
-    pub async fn simple_query(
+    pub(super) async fn simple_query(
         &mut self,
         sql: &str,
     ) -> Result<Vec<Vec<Option<String>>>, PostgresError> {
@@ -279,7 +279,7 @@ impl WireConnection {
 
     /// Sends `COPY … TO STDOUT` and waits for the server to start sending rows, which
     /// `copy_out_data` then hands out.
-    pub async fn copy_out(&mut self, sql: &str) -> Result<(), PostgresError> {
+    pub(super) async fn copy_out(&mut self, sql: &str) -> Result<(), PostgresError> {
         frontend::query(sql, &mut self.write_buf).map_err(PostgresError::Io)?;
         self.flush().await?;
         loop {
@@ -298,7 +298,7 @@ impl WireConnection {
     /// Hands the payload of every whole CopyData message in the read buffer to `each`, in
     /// place; reads from the socket only when nothing is buffered. Returns false once the COPY
     /// has ended and the session is ready for the next query.
-    pub async fn copy_out_data(
+    pub(super) async fn copy_out_data(
         &mut self,
         mut each: impl FnMut(&[u8]) -> Result<(), PostgresError>,
     ) -> Result<bool, PostgresError> {
@@ -342,7 +342,7 @@ impl WireConnection {
     }
 
     /// Sends `START_REPLICATION` and waits for the server to enter COPY BOTH mode.
-    pub async fn start_replication(&mut self, command: &str) -> Result<(), PostgresError> {
+    pub(super) async fn start_replication(&mut self, command: &str) -> Result<(), PostgresError> {
         frontend::query(command, &mut self.write_buf).map_err(PostgresError::Io)?;
         self.flush().await?;
         loop {
@@ -360,7 +360,7 @@ impl WireConnection {
     }
 
     /// The next message of the replication stream. Cancel-safe.
-    pub async fn recv(&mut self) -> Result<ReplicationMessage, PostgresError> {
+    pub(super) async fn recv(&mut self) -> Result<ReplicationMessage, PostgresError> {
         loop {
             if let Some(message) = self.try_recv()? {
                 return Ok(message);
@@ -370,7 +370,7 @@ impl WireConnection {
     }
 
     /// The next replication message if one is already buffered, without waiting.
-    pub fn try_recv(&mut self) -> Result<Option<ReplicationMessage>, PostgresError> {
+    pub(super) fn try_recv(&mut self) -> Result<Option<ReplicationMessage>, PostgresError> {
         loop {
             let message = match self.buffered_frame()? {
                 None => return Ok(None),
@@ -403,7 +403,7 @@ impl WireConnection {
 
     /// Sends a standby status update: `write` is what was received, `flush` what is durable in
     /// the log (the server keeps WAL from `flush` on and reports it as `confirmed_flush_lsn`).
-    pub async fn send_status(
+    pub(super) async fn send_status(
         &mut self,
         write: Lsn,
         flush: Lsn,
@@ -423,7 +423,7 @@ impl WireConnection {
     }
 
     /// Ends the stream politely: CopyDone, then Terminate.
-    pub async fn close(mut self) {
+    pub(super) async fn close(mut self) {
         frontend::copy_done(&mut self.write_buf);
         frontend::terminate(&mut self.write_buf);
         let _ = tokio::time::timeout(Duration::from_secs(2), self.flush()).await;
@@ -551,6 +551,6 @@ fn pg_now_us() -> i64 {
 }
 
 /// Quotes an identifier for SQL and replication commands.
-pub fn quote_ident(name: &str) -> String {
+pub(super) fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }

@@ -55,7 +55,7 @@ struct Relation {
 }
 
 /// What the stream needs from the catalog to understand relations.
-pub struct RelationContext {
+pub(super) struct RelationContext {
     pub client: Client,
     pub resolver: TypeResolver,
     pub patterns: Vec<String>,
@@ -73,12 +73,12 @@ struct OpenTxn {
 
 /// Batch limits.
 #[derive(Debug, Clone, Copy)]
-pub struct BatchLimits {
+pub(super) struct BatchLimits {
     pub max_events: usize,
     pub max_age: Duration,
 }
 
-pub struct Stream {
+pub(super) struct Stream {
     conn: WireConnection,
     resume_lsn: Lsn,
     received_lsn: Lsn,
@@ -110,7 +110,7 @@ pub struct Stream {
 
 impl Stream {
     /// Starts streaming `slot` from `start` (transactions committed at or before it are skipped).
-    pub async fn start(
+    pub(super) async fn start(
         mut conn: WireConnection,
         slot: &str,
         publication: &str,
@@ -149,13 +149,13 @@ impl Stream {
 
     /// Makes the first batch a checkpoint of the start position without data (for a slot just
     /// created: the log then records it as this source's).
-    pub fn claim_slot(&mut self) {
+    pub(super) fn claim_slot(&mut self) {
         self.claim = true;
     }
 
     /// The next batch of whole transactions and the end LSN of its last one, or `None` after an
     /// idle tick.
-    pub async fn next_batch(
+    pub(super) async fn next_batch(
         &mut self,
         ctx: &mut RelationContext,
     ) -> Result<Option<(Vec<ChangeEvent>, Option<Lsn>)>, PostgresError> {
@@ -271,7 +271,7 @@ impl Stream {
     }
 
     /// Records that the log holds everything up to `lsn`; tells the server soon.
-    pub async fn acknowledge(&mut self, lsn: Lsn) -> Result<(), PostgresError> {
+    pub(super) async fn acknowledge(&mut self, lsn: Lsn) -> Result<(), PostgresError> {
         if lsn > self.durable_lsn {
             self.durable_lsn = lsn;
             if self.last_status.elapsed() >= ACK_STATUS_SPACING {
@@ -294,7 +294,7 @@ impl Stream {
     }
 
     /// Sends the final status update (flush = what is durable) and closes the connection.
-    pub async fn close(mut self) {
+    pub(super) async fn close(mut self) {
         if let Err(err) = self.send_status(false).await {
             tracing::warn!(error = %err, "final status update failed");
         } else {
@@ -443,7 +443,7 @@ impl Stream {
                             event.commit_ts_us = txn.commit_ts_us;
                             event.xid = Some(u64::from(txn.xid));
                             event.txn = Some(TxnInfo {
-                                id: txn.id.clone(),
+                                id: Arc::clone(&txn.id),
                                 total_order: txn.emitted + txn.events.len() as u64 + 1,
                             });
                             txn.events.push(event);
@@ -579,7 +579,7 @@ fn push(
     let total_order = txn.emitted + txn.events.len() as u64 + 1;
     txn.events.push(ChangeEvent {
         op,
-        table: Some(rel.schema.clone()),
+        table: Some(Arc::clone(&rel.schema)),
         before,
         before_is_key_only,
         after,
@@ -588,7 +588,7 @@ fn push(
         position: Position::PgLsn(lsn),
         xid: Some(u64::from(txn.xid)),
         txn: Some(TxnInfo {
-            id: txn.id.clone(),
+            id: Arc::clone(&txn.id),
             total_order,
         }),
         message: None,

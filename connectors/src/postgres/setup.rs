@@ -20,12 +20,12 @@ fn setup_error(problem: impl Into<String>, fix: impl Into<String>) -> PostgresEr
 
 /// Facts about the server the source needs.
 #[derive(Debug, Clone)]
-pub struct ServerInfo {
+pub(super) struct ServerInfo {
     pub version_num: i32,
 }
 
 /// Checks wal_level and the REPLICATION privilege; each failure says how to fix it.
-pub async fn check_server(client: &Client) -> Result<ServerInfo, PostgresError> {
+pub(super) async fn check_server(client: &Client) -> Result<ServerInfo, PostgresError> {
     let row = client
         .query_one(
             "SELECT current_setting('wal_level'), current_setting('server_version_num')::int, \
@@ -66,7 +66,10 @@ pub async fn check_server(client: &Client) -> Result<ServerInfo, PostgresError> 
 
 /// There must be something to capture; a table named exactly must identify its rows for
 /// updates and deletes. Tables a wildcard matched that cannot are left out, loudly.
-pub fn check_tables(resolution: &Resolution, patterns: &[String]) -> Result<(), PostgresError> {
+pub(super) fn check_tables(
+    resolution: &Resolution,
+    patterns: &[String],
+) -> Result<(), PostgresError> {
     if let Some(table) = resolution.named_without_identity.first() {
         let problem = if table.replica_identity == b'n' {
             "REPLICA IDENTITY NOTHING"
@@ -108,7 +111,7 @@ pub fn check_tables(resolution: &Resolution, patterns: &[String]) -> Result<(), 
 }
 
 /// `"schema"."table"`.
-pub fn qualified(table: &TableId) -> String {
+pub(super) fn qualified(table: &TableId) -> String {
     format!(
         "{}.{}",
         quote_ident(&table.namespace),
@@ -117,7 +120,7 @@ pub fn qualified(table: &TableId) -> String {
 }
 
 /// The tables a publication publishes now.
-pub async fn publication_tables(
+pub(super) async fn publication_tables(
     client: &Client,
     name: &str,
 ) -> Result<Vec<TableId>, PostgresError> {
@@ -137,7 +140,7 @@ pub async fn publication_tables(
         .collect())
 }
 
-pub async fn publication_exists(client: &Client, name: &str) -> Result<bool, PostgresError> {
+pub(super) async fn publication_exists(client: &Client, name: &str) -> Result<bool, PostgresError> {
     Ok(client
         .query_opt("SELECT 1 FROM pg_publication WHERE pubname = $1", &[&name])
         .await?
@@ -145,7 +148,7 @@ pub async fn publication_exists(client: &Client, name: &str) -> Result<bool, Pos
 }
 
 /// The captured tables `publication` does not publish.
-pub async fn unpublished(
+pub(super) async fn unpublished(
     client: &Client,
     publication: &str,
     captured: &[CapturedTable],
@@ -164,7 +167,7 @@ pub async fn unpublished(
 /// the application's UPDATEs and DELETEs on them fail, and it needs superuser. A publication
 /// named in the config (`owned` false) is created the same way when it does not exist, and
 /// used as it is when it does (an administrator made it). Returns whether it changed.
-pub async fn ensure_publication(
+pub(super) async fn ensure_publication(
     client: &Client,
     name: &str,
     tables: &[CapturedTable],
@@ -219,7 +222,7 @@ pub async fn ensure_publication(
 /// Resolves the captured tables, reports those left out (log and metric), and makes the
 /// publication list them (or, for one that exists and is named in the config, checks that it
 /// does).
-pub async fn publish_tables(
+pub(super) async fn publish_tables(
     client: &Client,
     config: &super::PostgresSourceConfig,
 ) -> Result<Vec<CapturedTable>, PostgresError> {
@@ -252,7 +255,7 @@ pub async fn publish_tables(
 /// While streaming: tables created since, or whose key changed, join or leave the publication
 /// sluice owns. A table that joins is captured from then on; rows written to it before are not
 /// in the log (said in a WARN).
-pub async fn follow_tables(
+pub(super) async fn follow_tables(
     client: &Client,
     config: &super::PostgresSourceConfig,
 ) -> Result<(), PostgresError> {
@@ -294,14 +297,17 @@ fn report_left_out(config: &super::PostgresSourceConfig, resolution: &Resolution
 
 /// A replication slot as `pg_replication_slots` shows it.
 #[derive(Debug, Clone)]
-pub struct SlotState {
+pub(super) struct SlotState {
     pub plugin: Option<String>,
     pub confirmed_flush: Option<Lsn>,
     pub active_pid: Option<i32>,
     pub database: Option<String>,
 }
 
-pub async fn slot_state(client: &Client, slot: &str) -> Result<Option<SlotState>, PostgresError> {
+pub(super) async fn slot_state(
+    client: &Client,
+    slot: &str,
+) -> Result<Option<SlotState>, PostgresError> {
     let row = client
         .query_opt(
             "SELECT plugin::text, confirmed_flush_lsn::text, active_pid, database::text \
@@ -321,7 +327,7 @@ pub async fn slot_state(client: &Client, slot: &str) -> Result<Option<SlotState>
 
 /// Slot names are shared by the whole server: a slot of another database is not ours to use
 /// or drop.
-pub fn check_slot_database(
+pub(super) fn check_slot_database(
     slot: &str,
     state: &SlotState,
     dbname: &str,
@@ -342,7 +348,11 @@ pub fn check_slot_database(
 /// only by the log's checkpoint (a snapshot begun at the slot's consistent point, or a stream
 /// position at or past what the slot confirmed). Anything else may be another tool's slot, or
 /// another pipeline's.
-pub fn foreign_slot(slot: &str, state: &SlotState, log_position: Option<Lsn>) -> PostgresError {
+pub(super) fn foreign_slot(
+    slot: &str,
+    state: &SlotState,
+    log_position: Option<Lsn>,
+) -> PostgresError {
     let confirmed = state
         .confirmed_flush
         .map_or_else(|| "-".to_owned(), |lsn| lsn.to_string());
@@ -372,7 +382,7 @@ pub fn foreign_slot(slot: &str, state: &SlotState, log_position: Option<Lsn>) ->
 }
 
 /// A slot held by a live connection: who holds it, for the error.
-pub async fn slot_in_use(client: &Client, slot: &str, pid: i32) -> PostgresError {
+pub(super) async fn slot_in_use(client: &Client, slot: &str, pid: i32) -> PostgresError {
     let holder = client
         .query_opt(
             "SELECT coalesce(application_name, ''), coalesce(client_addr::text, 'local'),                     coalesce(state, ''), coalesce(backend_start::text, '') \
@@ -395,7 +405,7 @@ pub async fn slot_in_use(client: &Client, slot: &str, pid: i32) -> PostgresError
     }
 }
 
-pub async fn drop_slot(client: &Client, slot: &str) -> Result<(), PostgresError> {
+pub(super) async fn drop_slot(client: &Client, slot: &str) -> Result<(), PostgresError> {
     tracing::info!(slot, "dropping replication slot");
     client
         .execute("SELECT pg_drop_replication_slot($1)", &[&slot])
@@ -405,14 +415,14 @@ pub async fn drop_slot(client: &Client, slot: &str) -> Result<(), PostgresError>
 
 /// A slot just created with an exported snapshot.
 #[derive(Debug, Clone)]
-pub struct CreatedSlot {
+pub(super) struct CreatedSlot {
     pub consistent_point: Lsn,
     pub snapshot_name: Option<String>,
 }
 
 /// Creates a pgoutput slot on the replication connection. With `export_snapshot` the
 /// connection must stay idle until every snapshot reader has imported the snapshot.
-pub async fn create_slot(
+pub(super) async fn create_slot(
     conn: &mut WireConnection,
     slot: &str,
     export_snapshot: bool,
@@ -454,7 +464,7 @@ pub async fn create_slot(
 /// SELECT on every captured table; a publication that exists and publishes them, or the right
 /// to create it (superuser, or CREATE on the database and ownership of every table); and a
 /// free replication slot when the slot does not exist yet.
-pub async fn check_privileges(
+pub(super) async fn check_privileges(
     client: &Client,
     config: &super::PostgresSourceConfig,
     resolution: &Resolution,

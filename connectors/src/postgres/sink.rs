@@ -156,7 +156,7 @@ impl PgTarget {
                     .await
                     .map_err(|e| SinkError::db(format!("running {statement}"), e))?;
             }
-            self.ensured.insert(key, item.table.clone());
+            self.ensured.insert(key, Arc::clone(&item.table));
         }
         Ok(())
     }

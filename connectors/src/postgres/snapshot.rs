@@ -28,7 +28,7 @@ const MIN_BLOCKS_PER_RANGE: u64 = 1_024;
 
 /// A captured table with everything needed to read and decode it.
 #[derive(Debug, Clone)]
-pub struct SnapshotTable {
+pub(super) struct SnapshotTable {
     pub table: CapturedTable,
     pub schema: Arc<TableSchema>,
     pub types: Vec<PgType>,
@@ -77,7 +77,7 @@ fn plan(tables: &[SnapshotTable], parallelism: usize, tid_range_scans: bool) -> 
 /// `chunk_events` (a source batch, so that chunks move into batches whole); the channel closes
 /// when every table is read (or on the first error, which is sent first).
 #[allow(clippy::too_many_arguments)]
-pub fn spawn(
+pub(super) fn spawn(
     params: ConnectParams,
     snapshot_name: String,
     tables: Vec<SnapshotTable>,
@@ -103,8 +103,8 @@ pub fn spawn(
         let reader_ctx = Reader {
             params: params.clone(),
             snapshot_name: snapshot_name.clone(),
-            tables: tables.clone(),
-            queue: queue.clone(),
+            tables: Arc::clone(&tables),
+            queue: Arc::clone(&queue),
             position: Position::PgLsn(consistent_point),
             snapshot_ts_us,
             chunk_events: chunk_events.max(1),
@@ -339,7 +339,7 @@ impl Reader {
     fn read_event(&self, schema: &Arc<TableSchema>, values: Vec<Value>) -> ChangeEvent {
         ChangeEvent {
             op: Op::Read,
-            table: Some(schema.clone()),
+            table: Some(Arc::clone(schema)),
             before: None,
             before_is_key_only: false,
             after: Some(values),

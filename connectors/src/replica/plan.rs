@@ -171,7 +171,7 @@ pub fn plan(changes: Vec<SourcedChange>) -> Result<Vec<TableWork>, PlanError> {
                     }
                 }
                 work.push(TableWork {
-                    table: table.clone(),
+                    table: Arc::clone(table),
                     steps: Vec::new(),
                 });
                 open.insert(table.table.clone(), work.len() - 1);

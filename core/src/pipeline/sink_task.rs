@@ -130,11 +130,11 @@ where
                 };
                 if let Some(last) = read.last() {
                     if last.offset + 1 < log.stable_offset(topic, *partition) {
-                        cut.push((topic.clone(), *partition));
+                        cut.push((Arc::clone(topic), *partition));
                     }
                 }
                 records.extend(read.into_iter().map(|record| SinkRecord {
-                    topic: topic.clone(),
+                    topic: Arc::clone(topic),
                     partition: *partition,
                     record,
                 }));
@@ -283,7 +283,7 @@ fn assignment<L: EventLog>(settings: &SinkSettings, log: &L) -> Vec<(Arc<str>, u
         {
             let topic: Arc<str> = Arc::from(topic.as_str());
             for partition in 0..log.partitions(&topic).unwrap_or(0) {
-                assigned.push((topic.clone(), partition));
+                assigned.push((Arc::clone(&topic), partition));
             }
         }
     }

@@ -91,7 +91,7 @@ impl<S: ChangeSink, D: ChangeDecoder> TypedSink<S, D> {
         let mut next: HashMap<(Arc<str>, u32), u64> = HashMap::new();
         let mut any_stamp = false;
         for (i, record) in all.iter().enumerate().rev() {
-            let key = (record.topic.clone(), record.partition);
+            let key = (Arc::clone(&record.topic), record.partition);
             if let Some(commit) = commit_stamp(record) {
                 next.insert(key.clone(), commit);
                 any_stamp = true;

@@ -42,13 +42,13 @@ impl AvroDecoder {
         }
         let id = u32::from_be_bytes(bytes[1..5].try_into().expect("4 bytes"));
         let stored = match self.schemas.get(&id) {
-            Some(stored) => stored.clone(),
+            Some(stored) => Arc::clone(stored),
             None => {
                 let stored = self
                     .registry
                     .schema(id)
                     .map_err(|e| format!("schema id {id}: {}", e.message))?;
-                self.schemas.insert(id, stored.clone());
+                self.schemas.insert(id, Arc::clone(&stored));
                 stored
             }
         };

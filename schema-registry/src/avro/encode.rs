@@ -124,7 +124,7 @@ impl Registrar {
         let cache_key = (table.table.clone(), table.version);
         if let Some(found) = self.tables.get(&cache_key) {
             if Arc::ptr_eq(&found.schema, table) || found.schema.columns == table.columns {
-                return Ok(found.clone());
+                return Ok(Arc::clone(found));
             }
         }
         let fail = |reason: String| EncodeError {
@@ -169,12 +169,12 @@ impl Registrar {
             .register(&subject, &plan.value_schema)
             .map_err(|e| rejected(subject, e))?;
         let registered = Arc::new(RegisteredTable {
-            schema: table.clone(),
+            schema: Arc::clone(table),
             plan,
             key_id,
             value_id,
         });
-        self.tables.insert(cache_key, registered.clone());
+        self.tables.insert(cache_key, Arc::clone(&registered));
         Ok(registered)
     }
 
@@ -221,7 +221,7 @@ impl AvroEncoder {
         let table = event.table.as_ref().expect("checked by the caller");
         match self.last.take() {
             Some(last) if Arc::ptr_eq(&last.0, table) => Ok(last),
-            _ => Ok((table.clone(), self.registrar.table(table)?)),
+            _ => Ok((Arc::clone(table), self.registrar.table(table)?)),
         }
     }
 }

@@ -216,7 +216,7 @@ pub(crate) fn decode(plan: &Plan, datum: &[u8]) -> Result<Change, String> {
         (None, None)
     };
     Ok(Change {
-        table: plan.table.clone(),
+        table: Arc::clone(&plan.table),
         op,
         before,
         after,

@@ -1,15 +1,15 @@
 //! Reading Avro's binary primitives: zig-zag varints, length-prefixed bytes and strings.
 
-pub struct Cursor<'a> {
+pub(super) struct Cursor<'a> {
     pub bytes: &'a [u8],
 }
 
 impl<'a> Cursor<'a> {
-    pub fn new(bytes: &'a [u8]) -> Cursor<'a> {
+    pub(super) fn new(bytes: &'a [u8]) -> Cursor<'a> {
         Cursor { bytes }
     }
 
-    pub fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+    pub(super) fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
         if self.bytes.len() < n {
             return Err("the datum is truncated".into());
         }
@@ -18,7 +18,7 @@ impl<'a> Cursor<'a> {
         Ok(head)
     }
 
-    pub fn long(&mut self) -> Result<i64, String> {
+    pub(super) fn long(&mut self) -> Result<i64, String> {
         let mut n: u64 = 0;
         for shift in (0..64).step_by(7) {
             let byte = self.take(1)?[0];
@@ -30,21 +30,21 @@ impl<'a> Cursor<'a> {
         Err("a varint is longer than 10 bytes".into())
     }
 
-    pub fn len(&mut self) -> Result<usize, String> {
+    pub(super) fn len(&mut self) -> Result<usize, String> {
         usize::try_from(self.long()?).map_err(|_| "a negative length".into())
     }
 
-    pub fn bytes(&mut self) -> Result<&'a [u8], String> {
+    pub(super) fn bytes(&mut self) -> Result<&'a [u8], String> {
         let n = self.len()?;
         self.take(n)
     }
 
-    pub fn string(&mut self) -> Result<&'a str, String> {
+    pub(super) fn string(&mut self) -> Result<&'a str, String> {
         std::str::from_utf8(self.bytes()?).map_err(|_| "a string is not UTF-8".into())
     }
 
     /// A union's branch index.
-    pub fn branch(&mut self) -> Result<usize, String> {
+    pub(super) fn branch(&mut self) -> Result<usize, String> {
         usize::try_from(self.long()?).map_err(|_| "a negative union index".into())
     }
 }

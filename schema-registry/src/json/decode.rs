@@ -9,6 +9,7 @@ use serde_json::Value as Json;
 use sluice_core::change::Change;
 use sluice_core::event::{DataType, Op};
 use sluice_core::value::{self, Date, Decimal, Timestamp, Value};
+use std::sync::Arc;
 
 use super::{TIMESTAMP_NEGATIVE_INFINITY_US, TIMESTAMP_POSITIVE_INFINITY_US, UNAVAILABLE_VALUE};
 use crate::avro::rows::{position_of, Plan};
@@ -62,7 +63,7 @@ pub(crate) fn decode(plan: &Plan, value: &[u8]) -> Result<Change, String> {
     );
     let transaction = envelope.get("transaction").filter(|t| !t.is_null());
     Ok(Change {
-        table: plan.table.clone(),
+        table: Arc::clone(&plan.table),
         op,
         before,
         after,

@@ -122,7 +122,7 @@ fn reused_source_fields_match_a_fresh_encoders_for_every_event() {
     ];
     // Another table at the same commit time and position.
     let mut ev = event(Op::Create, None, row());
-    ev.table = Some(other_table.clone());
+    ev.table = Some(Arc::clone(&other_table));
     events.push(ev);
     // A message at the same commit time and position: no table fields.
     let mut ev = event(Op::Message, None, None);

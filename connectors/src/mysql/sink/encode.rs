@@ -7,7 +7,7 @@ use sluice_core::value::{self, Date, Decimal, Timestamp, Value};
 
 /// Appends `value` as a literal. Values MySQL has no form for (NaN, ±infinity) are written as
 /// strings, which strict mode rejects: the event then goes to the dead-letter topic.
-pub fn write_literal(out: &mut String, scratch: &mut String, value: &Value) {
+pub(super) fn write_literal(out: &mut String, scratch: &mut String, value: &Value) {
     match value {
         Value::Null | Value::Unavailable => out.push_str("NULL"),
         Value::Bool(b) => out.push(if *b { '1' } else { '0' }),
@@ -99,7 +99,7 @@ fn quote(out: &mut String, text: &str) {
 }
 
 /// `` `name` ``.
-pub fn ident(name: &str) -> String {
+pub(super) fn ident(name: &str) -> String {
     format!("`{}`", name.replace('`', "``"))
 }
 

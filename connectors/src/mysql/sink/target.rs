@@ -11,7 +11,7 @@ use crate::replica;
 /// The MySQL type for a column: the source's own spelling when it came from MySQL/MariaDB,
 /// else the mapping of its sluice type (docs/types.md). Key columns get bounded types (MySQL
 /// cannot index TEXT or BLOB whole).
-pub fn mysql_type(column: &Column) -> String {
+pub(super) fn mysql_type(column: &Column) -> String {
     type_for(&column.data_type, column.type_name.trim(), column.key)
 }
 
@@ -108,7 +108,7 @@ fn type_for(data_type: &DataType, source: &str, key: bool) -> String {
 
 /// The type as information_schema spells it, without integer display widths
 /// (`int(11)` → `int`, `bigint(20) unsigned` → `bigint unsigned`; `tinyint(1)` stays).
-pub fn normalize(column_type: &str) -> String {
+pub(super) fn normalize(column_type: &str) -> String {
     let lower = column_type.to_ascii_lowercase();
     for int in ["tinyint", "smallint", "mediumint", "int", "bigint"] {
         if let Some(rest) = lower.strip_prefix(int) {
@@ -146,7 +146,7 @@ fn modifiers(t: &str) -> Vec<u32> {
 }
 
 /// Whether a column of type `from` may be altered to `to` without losing values.
-pub fn widens(from: &str, to: &str) -> bool {
+pub(super) fn widens(from: &str, to: &str) -> bool {
     if from == to {
         return true;
     }
@@ -174,14 +174,14 @@ pub fn widens(from: &str, to: &str) -> bool {
 
 /// A target table as it is: (name, normalized type, nullable), and its key.
 #[derive(Debug, Clone)]
-pub struct Existing {
+pub(super) struct Existing {
     pub columns: Vec<(String, String, bool)>,
     pub key: Vec<String>,
 }
 
 /// The statements that make the target match `table`; an error for changes sluice must not
 /// make.
-pub fn reconcile(
+pub(super) fn reconcile(
     database: &str,
     table: &TableSchema,
     existing: Option<&Existing>,

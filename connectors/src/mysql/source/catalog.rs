@@ -22,7 +22,7 @@ pub enum Flavor {
 
 /// The server settings the source needs.
 #[derive(Debug, Clone)]
-pub struct Server {
+pub(super) struct Server {
     pub flavor: Flavor,
     pub version: String,
     pub gtid_mode: bool,
@@ -30,7 +30,7 @@ pub struct Server {
 
 /// How a column's values are decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Kind {
+pub(super) enum Kind {
     Int {
         unsigned: bool,
         bits: u8,
@@ -63,7 +63,7 @@ pub enum Kind {
 
 /// A captured table: its schema and how to decode each column.
 #[derive(Debug, Clone)]
-pub struct TableInfo {
+pub(super) struct TableInfo {
     pub schema: Arc<TableSchema>,
     pub kinds: Vec<Kind>,
     /// The definition it was built from, which DDL statements are applied to.
@@ -72,7 +72,7 @@ pub struct TableInfo {
 
 impl TableInfo {
     /// The schema and decoding kinds of a table definition.
-    pub fn from_def(database: &str, table: &str, version: u32, def: TableDef) -> TableInfo {
+    pub(super) fn from_def(database: &str, table: &str, version: u32, def: TableDef) -> TableInfo {
         let mut columns = Vec::with_capacity(def.columns.len());
         let mut kinds = Vec::with_capacity(def.columns.len());
         for row in &def.columns {
@@ -102,12 +102,12 @@ impl TableInfo {
     }
 }
 
-pub fn table_matches(patterns: &[String], database: &str, table: &str) -> bool {
+pub(super) fn table_matches(patterns: &[String], database: &str, table: &str) -> bool {
     let name = format!("{database}.{table}");
     patterns.iter().any(|pattern| glob_match(pattern, &name))
 }
 
-pub async fn server(conn: &mut Conn) -> Result<Server, SourceError> {
+pub(super) async fn server(conn: &mut Conn) -> Result<Server, SourceError> {
     let version: String = conn
         .query_first("SELECT VERSION()")
         .await
@@ -137,7 +137,7 @@ pub async fn server(conn: &mut Conn) -> Result<Server, SourceError> {
 }
 
 /// Settings and privileges, each problem with its fix; empty when all is well.
-pub async fn problems(conn: &mut Conn, server: &Server) -> Result<Vec<String>, SourceError> {
+pub(super) async fn problems(conn: &mut Conn, server: &Server) -> Result<Vec<String>, SourceError> {
     let mut problems = Vec::new();
     async fn get(conn: &mut Conn, name: &str) -> Result<String, mysql_async::Error> {
         conn.query_first::<Option<String>, _>(format!("SELECT @@GLOBAL.{name}"))
@@ -210,7 +210,10 @@ pub async fn problems(conn: &mut Conn, server: &Server) -> Result<Vec<String>, S
 }
 
 /// Tables matching `patterns`, with their columns, in name order.
-pub async fn tables(conn: &mut Conn, patterns: &[String]) -> Result<Vec<TableInfo>, SourceError> {
+pub(super) async fn tables(
+    conn: &mut Conn,
+    patterns: &[String],
+) -> Result<Vec<TableInfo>, SourceError> {
     let names: Vec<(String, String)> = conn
         .query(
             "SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES WHERE TABLE_TYPE = 'BASE TABLE' \
@@ -229,7 +232,7 @@ pub async fn tables(conn: &mut Conn, patterns: &[String]) -> Result<Vec<TableInf
 }
 
 /// One table's columns as the catalog describes them now.
-pub async fn table_info(
+pub(super) async fn table_info(
     conn: &mut Conn,
     database: &str,
     table: &str,
@@ -269,7 +272,7 @@ pub async fn table_info(
 }
 
 /// Whether a base table exists now.
-pub async fn table_exists(
+pub(super) async fn table_exists(
     conn: &mut Conn,
     database: &str,
     table: &str,
@@ -290,7 +293,7 @@ fn charset_of_collation(collation: &str) -> Option<String> {
 }
 
 /// The default charset of a database (for tables created without one).
-pub async fn database_charset(
+pub(super) async fn database_charset(
     conn: &mut Conn,
     database: &str,
 ) -> Result<Option<String>, SourceError> {
@@ -303,7 +306,7 @@ pub async fn database_charset(
 }
 
 /// Labels of `enum('a','b')` / `set('x','y')` (quotes doubled inside labels).
-pub fn labels(column_type: &str) -> Vec<String> {
+pub(super) fn labels(column_type: &str) -> Vec<String> {
     let inside = column_type
         .split_once('(')
         .and_then(|(_, rest)| rest.rsplit_once(')'))
@@ -331,7 +334,11 @@ pub fn labels(column_type: &str) -> Vec<String> {
 }
 
 /// sluice's type and the decoding kind of a MySQL column.
-pub fn map_type(data_type: &str, column_type: &str, charset: Option<&str>) -> (DataType, Kind) {
+pub(super) fn map_type(
+    data_type: &str,
+    column_type: &str,
+    charset: Option<&str>,
+) -> (DataType, Kind) {
     let ct = column_type.to_ascii_lowercase();
     let unsigned = ct.contains("unsigned");
     let int = |bits: u8, signed: DataType, unsigned_type: DataType| {

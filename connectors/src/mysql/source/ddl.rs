@@ -18,7 +18,7 @@ use super::history::{HistoryRecord, TableDef, TableEntry};
 use super::SourceError;
 
 mod lex;
-pub mod parse;
+pub(super) mod parse;
 
 use self::parse::{AlterSpec, CreateBody, Ddl, Name};
 
@@ -53,7 +53,7 @@ fn named_tables(tables: &Tables, schema: &str, statement: &str) -> Vec<(String, 
 
 /// What a DDL statement did to the captured tables.
 #[derive(Default)]
-pub struct DdlOutcome {
+pub(super) struct DdlOutcome {
     /// Truncate events.
     pub events: Vec<ChangeEvent>,
     /// The changed definitions, for the schema history.
@@ -61,7 +61,7 @@ pub struct DdlOutcome {
 }
 
 /// Applies a DDL statement from the binlog to the captured tables.
-pub async fn ddl(
+pub(super) async fn ddl(
     config: &MysqlSourceConfig,
     pool: &Pool,
     tables: &mut Tables,

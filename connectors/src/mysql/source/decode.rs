@@ -10,7 +10,7 @@ use super::config::ZeroDates;
 
 /// Where a value was read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Origin {
+pub(super) enum Origin {
     Snapshot,
     Binlog,
 }
@@ -36,7 +36,7 @@ fn int_of(value: &My) -> Option<i128> {
 /// Converts a snapshot value the protocol sent as a string, without copying it first: text and
 /// decimals (short ones stay inline in the value); `None` for the other kinds, which go
 /// through [`convert`].
-pub fn convert_snapshot_bytes(bytes: &[u8], kind: &Kind) -> Option<Result<Value, String>> {
+pub(super) fn convert_snapshot_bytes(bytes: &[u8], kind: &Kind) -> Option<Result<Value, String>> {
     let text =
         || std::str::from_utf8(bytes).map_err(|_| "holds bytes that are not UTF-8".to_owned());
     match kind {
@@ -56,7 +56,7 @@ fn decimal(bytes: &[u8]) -> Result<Value, String> {
 }
 
 /// Converts one value of a column of `kind`.
-pub fn convert(
+pub(super) fn convert(
     value: My,
     kind: &Kind,
     origin: Origin,

@@ -10,12 +10,12 @@ use std::collections::BTreeMap;
 
 /// MariaDB's GTID position: per domain, the server and sequence number of its last GTID.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct MariadbGtidList {
+pub(super) struct MariadbGtidList {
     domains: BTreeMap<u32, (u32, u64)>,
 }
 
 impl MariadbGtidList {
-    pub fn parse(text: &str) -> Result<MariadbGtidList, String> {
+    pub(super) fn parse(text: &str) -> Result<MariadbGtidList, String> {
         let mut list = MariadbGtidList::default();
         for gtid in text.split(',').map(str::trim).filter(|g| !g.is_empty()) {
             let parts: Vec<&str> = gtid.split('-').collect();
@@ -31,12 +31,12 @@ impl MariadbGtidList {
         Ok(list)
     }
 
-    pub fn apply(&mut self, domain: u32, server: u32, seq: u64) {
+    pub(super) fn apply(&mut self, domain: u32, server: u32, seq: u64) {
         self.domains.insert(domain, (server, seq));
     }
 
     #[cfg(test)]
-    pub fn is_empty(&self) -> bool {
+    pub(super) fn is_empty(&self) -> bool {
         self.domains.is_empty()
     }
 }
@@ -55,7 +55,7 @@ impl std::fmt::Display for MariadbGtidList {
 
 /// A MariaDB GTID event (type 162): sequence number and domain; the server id is in the
 /// event header. Body: seq_no (8 bytes LE), domain_id (4 bytes LE), flags (1 byte), …
-pub fn parse_mariadb_gtid_event(body: &[u8]) -> Option<(u64, u32)> {
+pub(super) fn parse_mariadb_gtid_event(body: &[u8]) -> Option<(u64, u32)> {
     let seq = u64::from_le_bytes(body.get(0..8)?.try_into().ok()?);
     let domain = u32::from_le_bytes(body.get(8..12)?.try_into().ok()?);
     Some((seq, domain))
@@ -63,12 +63,12 @@ pub fn parse_mariadb_gtid_event(body: &[u8]) -> Option<(u64, u32)> {
 
 /// MySQL's executed GTID set: per source uuid, sorted disjoint intervals `[start, end]`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct MysqlGtidSet {
+pub(super) struct MysqlGtidSet {
     sources: BTreeMap<String, Vec<(u64, u64)>>,
 }
 
 impl MysqlGtidSet {
-    pub fn parse(text: &str) -> Result<MysqlGtidSet, String> {
+    pub(super) fn parse(text: &str) -> Result<MysqlGtidSet, String> {
         let mut set = MysqlGtidSet::default();
         for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let mut pieces = part.split(':');
@@ -102,14 +102,14 @@ impl MysqlGtidSet {
     }
 
     /// Adds one transaction.
-    pub fn add(&mut self, uuid: &str, n: u64) {
+    pub(super) fn add(&mut self, uuid: &str, n: u64) {
         let intervals = self.sources.entry(uuid.to_ascii_lowercase()).or_default();
         intervals.push((n, n));
         normalize(intervals);
     }
 
     #[cfg(test)]
-    pub fn contains(&self, uuid: &str, n: u64) -> bool {
+    pub(super) fn contains(&self, uuid: &str, n: u64) -> bool {
         self.sources
             .get(&uuid.to_ascii_lowercase())
             .is_some_and(|intervals| intervals.iter().any(|(a, b)| (*a..=*b).contains(&n)))
@@ -148,7 +148,7 @@ impl std::fmt::Display for MysqlGtidSet {
 }
 
 /// A MySQL GTID as its 16-byte uuid renders (`3e11fa47-71ca-11e1-9e33-c80aa9429562`).
-pub fn uuid_text(sid: &[u8; 16]) -> String {
+pub(super) fn uuid_text(sid: &[u8; 16]) -> String {
     sluice_core::value::uuid_to_string(sid)
 }
 

@@ -19,7 +19,7 @@ use super::ddl::parse::{AlterSpec, ColumnDef, Place};
 
 /// A column in the terms of information_schema.COLUMNS.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ColumnRow {
+pub(super) struct ColumnRow {
     pub name: String,
     /// Base type, lower case: `int`, `varchar`, …
     pub data_type: String,
@@ -35,7 +35,7 @@ pub struct ColumnRow {
 
 /// A table's definition: what decides how its rows decode.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TableDef {
+pub(super) struct TableDef {
     pub columns: Vec<ColumnRow>,
     /// The table's default charset, for columns added later without one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -44,7 +44,7 @@ pub struct TableDef {
 
 /// One table in a history record: its definition and schema version, or that it is gone.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TableEntry {
+pub(super) struct TableEntry {
     pub database: String,
     pub table: String,
     pub version: u32,
@@ -54,7 +54,7 @@ pub struct TableEntry {
 
 impl TableEntry {
     /// The table as `info` defines it.
-    pub fn defined(info: &TableInfo) -> TableEntry {
+    pub(super) fn defined(info: &TableInfo) -> TableEntry {
         TableEntry {
             def: Some(info.def.clone()),
             ..TableEntry::dropped(info)
@@ -62,7 +62,7 @@ impl TableEntry {
     }
 
     /// The table gone.
-    pub fn dropped(info: &TableInfo) -> TableEntry {
+    pub(super) fn dropped(info: &TableInfo) -> TableEntry {
         TableEntry {
             database: info.schema.table.namespace.clone(),
             table: info.schema.table.name.clone(),
@@ -74,7 +74,7 @@ impl TableEntry {
 
 /// One record of the history topic.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HistoryRecord {
+pub(super) struct HistoryRecord {
     /// Where in the binlog the change applies (for operators; folding relies on the log's order).
     pub position: String,
     /// The DDL statement, or `None` for the definitions recorded at a snapshot or first start.
@@ -84,17 +84,17 @@ pub struct HistoryRecord {
 }
 
 impl HistoryRecord {
-    pub fn to_bytes(&self) -> Bytes {
+    pub(super) fn to_bytes(&self) -> Bytes {
         Bytes::from(serde_json::to_vec(self).expect("a history record serializes"))
     }
 }
 
 /// Table definitions and their schema versions, by (database, table).
-pub type Definitions = HashMap<(String, String), (u32, TableDef)>;
+pub(super) type Definitions = HashMap<(String, String), (u32, TableDef)>;
 
 /// Each table's last definition and version in `records` (oldest first); dropped tables are
 /// left out.
-pub fn fold(records: &[Bytes]) -> Result<Definitions, String> {
+pub(super) fn fold(records: &[Bytes]) -> Result<Definitions, String> {
     let mut tables = HashMap::new();
     for (i, bytes) in records.iter().enumerate() {
         let record: HistoryRecord = serde_json::from_slice(bytes)
@@ -124,7 +124,7 @@ fn is_text(data_type: &str) -> bool {
 impl TableDef {
     /// A CREATE TABLE's definition; `default_charset` is the database's, for a table that
     /// names none.
-    pub fn from_create(
+    pub(super) fn from_create(
         columns: &[ColumnDef],
         primary_key: &[String],
         charset: Option<&str>,
@@ -186,7 +186,7 @@ impl TableDef {
     }
 
     /// The definition after an ALTER TABLE's clauses (all but renaming the table itself).
-    pub fn alter(&self, specs: &[AlterSpec]) -> Result<TableDef, String> {
+    pub(super) fn alter(&self, specs: &[AlterSpec]) -> Result<TableDef, String> {
         let mut def = self.clone();
         for spec in specs {
             match spec {

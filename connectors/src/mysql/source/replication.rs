@@ -85,7 +85,7 @@ impl Gtid {
 }
 
 /// Streams from `start` until an error; sends units to `tx`.
-pub async fn stream(
+pub(super) async fn stream(
     config: &MysqlSourceConfig,
     pool: &Pool,
     server: &Server,
@@ -262,7 +262,7 @@ async fn stream_from(
     // Shared by the positions of the file's events (cloning it does not allocate).
     let mut current_file: Arc<str> = match (&cursor, &at) {
         (Cursor::File { file, .. }, _) => file.as_str().into(),
-        (_, Some((file, _))) => file.clone(),
+        (_, Some((file, _))) => Arc::clone(file),
         _ => "".into(),
     };
     let mut open: Option<Open> = None;
@@ -493,7 +493,7 @@ async fn stream_from(
         for (n, event) in events.iter_mut().enumerate() {
             event.position = position.clone();
             event.txn = Some(TxnInfo {
-                id: id.clone(),
+                id: Arc::clone(&id),
                 total_order: n as u64 + 1,
             });
         }

@@ -14,7 +14,7 @@ use super::catalog::{Kind, TableInfo};
 use super::history::{ColumnRow, TableDef};
 
 /// Column names of a table map event (present with binlog_row_metadata = FULL).
-pub fn column_names(tme: &TableMapEvent<'_>) -> Option<Vec<String>> {
+pub(super) fn column_names(tme: &TableMapEvent<'_>) -> Option<Vec<String>> {
     let extractor = OptionalMetaExtractor::new(tme.iter_optional_meta()).ok()?;
     let names: Vec<String> = extractor
         .iter_column_name()
@@ -27,7 +27,7 @@ pub fn column_names(tme: &TableMapEvent<'_>) -> Option<Vec<String>> {
 /// The table as the row event describes it: columns the catalog still has (by name and
 /// compatible type) keep the catalog's description; others (dropped or changed since) are
 /// described from the event's column types.
-pub fn shape_from_row_metadata(
+pub(super) fn shape_from_row_metadata(
     tme: &TableMapEvent<'_>,
     names: &[String],
     catalog: &TableInfo,

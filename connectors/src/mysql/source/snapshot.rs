@@ -38,7 +38,7 @@ fn quote(name: &str) -> String {
 }
 
 /// Logs in the way the snapshot does, and out again (`sluice check --connect`).
-pub async fn check_login(config: &MysqlSourceConfig) -> Result<(), SourceError> {
+pub(super) async fn check_login(config: &MysqlSourceConfig) -> Result<(), SourceError> {
     let opts = config.opts().map_err(SourceError::Other)?;
     let conn = WireConn::connect(&opts)
         .await
@@ -48,7 +48,10 @@ pub async fn check_login(config: &MysqlSourceConfig) -> Result<(), SourceError> 
 }
 
 /// Where the binlog is now (streaming without a snapshot).
-pub async fn current_position(pool: &Pool, server: &Server) -> Result<Position, SourceError> {
+pub(super) async fn current_position(
+    pool: &Pool,
+    server: &Server,
+) -> Result<Position, SourceError> {
     let mut conn = pool
         .get_conn()
         .await
@@ -445,14 +448,14 @@ async fn send(
 /// position streaming starts from.
 /// Where streaming starts after a snapshot: its position and, when known, the same point as a
 /// binlog file and offset.
-pub struct StreamStart {
+pub(super) struct StreamStart {
     pub position: Position,
     /// The server finds a file and offset at once, while a GTID list has it read the binlog
     /// file from its start (up to a gigabyte) before it sends the first event.
     pub binlog: Option<(Arc<str>, u64)>,
 }
 
-pub async fn run(
+pub(super) async fn run(
     config: &MysqlSourceConfig,
     pool: &Pool,
     server: &Server,
@@ -500,7 +503,7 @@ pub async fn run(
     let start = match streaming_from {
         Some(pending) => {
             let binlog = match &position {
-                Position::BinlogFile { file, offset } => Some((file.clone(), *offset)),
+                Position::BinlogFile { file, offset } => Some((Arc::clone(file), *offset)),
                 _ => None,
             };
             match pending.await {

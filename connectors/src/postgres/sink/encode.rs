@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use sluice_core::value::{self, Date, Decimal, Timestamp, Value};
 
 /// Appends one value as a COPY text field (`\N` for NULL).
-pub fn write_field(out: &mut Vec<u8>, text: &mut String, value: &Value) {
+pub(super) fn write_field(out: &mut Vec<u8>, text: &mut String, value: &Value) {
     if let Value::Null = value {
         out.extend_from_slice(b"\\N");
         return;
@@ -17,7 +17,7 @@ pub fn write_field(out: &mut Vec<u8>, text: &mut String, value: &Value) {
 }
 
 /// The value's Postgres input text (unescaped).
-pub fn write_text(text: &mut String, value: &Value) {
+pub(super) fn write_text(text: &mut String, value: &Value) {
     match value {
         Value::Null | Value::Unavailable => {}
         Value::Bool(b) => text.push(if *b { 't' } else { 'f' }),

@@ -10,18 +10,18 @@ use super::SinkError;
 use crate::replica;
 
 /// Quotes an identifier.
-pub fn ident(name: &str) -> String {
+pub(super) fn ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 /// `"schema"."table"`.
-pub fn qualified(schema: &str, table: &str) -> String {
+pub(super) fn qualified(schema: &str, table: &str) -> String {
     format!("{}.{}", ident(schema), ident(table))
 }
 
 /// The Postgres type for a column: the source's own spelling when it came from Postgres and is
 /// a built-in type, else the mapping of its sluice type (docs/types.md).
-pub fn pg_type(column: &Column) -> String {
+pub(super) fn pg_type(column: &Column) -> String {
     type_for(&column.data_type, column.type_name.trim())
 }
 
@@ -132,7 +132,7 @@ fn base(pg: &str) -> String {
 }
 
 /// Whether a column of type `from` may be altered to `to` without losing values.
-pub fn widens(from: &str, to: &str) -> bool {
+pub(super) fn widens(from: &str, to: &str) -> bool {
     if from == to {
         return true;
     }
@@ -158,13 +158,13 @@ pub fn widens(from: &str, to: &str) -> bool {
 
 /// A target table as it is.
 #[derive(Debug, Clone)]
-pub struct Existing {
+pub(super) struct Existing {
     /// (name, format_type, not null)
     pub columns: Vec<(String, String, bool)>,
     pub key: Vec<String>,
 }
 
-pub async fn describe(
+pub(super) async fn describe(
     client: &impl GenericClient,
     schema: &str,
     table: &str,
@@ -201,7 +201,7 @@ pub async fn describe(
 
 /// The statements that make the target match `table` (none when it already does); a change
 /// sluice must not make is an error saying what and how to fix it.
-pub fn reconcile(
+pub(super) fn reconcile(
     schema: &str,
     table: &TableSchema,
     existing: Option<&Existing>,

@@ -155,7 +155,7 @@ impl EncodedPart<Slice> {
 
 impl<E: EventEncoder> BatchEncoder<E> {
     /// An encoder for source `name`'s batches; `prepare`: the log's `prepared_batches()`.
-    pub fn new(name: String, encoder: E, prepare: Option<Compression>) -> BatchEncoder<E> {
+    pub(super) fn new(name: String, encoder: E, prepare: Option<Compression>) -> BatchEncoder<E> {
         BatchEncoder {
             name,
             encoder,
@@ -167,7 +167,7 @@ impl<E: EventEncoder> BatchEncoder<E> {
 
     /// Encodes `batch`, whose records belong to log commit number `commit` (stamped on the
     /// last record of each partition's records, see COMMIT_HEADER).
-    pub async fn encode<L: EventLog>(
+    pub(super) async fn encode<L: EventLog>(
         &mut self,
         batch: SourceBatch,
         log: &L,
@@ -217,7 +217,7 @@ impl<E: EventEncoder> BatchEncoder<E> {
                 self.name.clone(),
                 self.encoder.clone(),
                 self.topics.clone(),
-                events.clone(),
+                Arc::clone(&events),
                 stamp.clone(),
             );
             let second = tokio::task::spawn_blocking(move || {
@@ -510,7 +510,7 @@ mod tests {
         (0..n)
             .map(|id| ChangeEvent {
                 op: Op::Read,
-                table: Some(schema.clone()),
+                table: Some(Arc::clone(&schema)),
                 before: None,
                 before_is_key_only: false,
                 after: Some(vec![Value::Int64(id)]),

@@ -12,14 +12,14 @@ use super::lex::{describe, lex, Token};
 
 /// `db.table`, with the database left out when the statement did not name one.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Name {
+pub(crate) struct Name {
     pub database: Option<String>,
     pub table: String,
 }
 
 /// A column as a definition spells it, in the terms of information_schema.COLUMNS.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ColumnDef {
+pub(crate) struct ColumnDef {
     pub name: String,
     /// The base type in lower case: `int`, `varchar`, `decimal`, `enum`, …
     pub data_type: String,
@@ -35,7 +35,7 @@ pub struct ColumnDef {
 
 /// Where ADD, MODIFY and CHANGE put a column.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Place {
+pub(crate) enum Place {
     /// Where it is (MODIFY, CHANGE), or last (ADD).
     Default,
     First,
@@ -44,7 +44,7 @@ pub enum Place {
 
 /// One clause of an ALTER TABLE.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AlterSpec {
+pub(crate) enum AlterSpec {
     AddColumn(ColumnDef, Place),
     DropColumn(String),
     /// MODIFY (old name = new name) and CHANGE.
@@ -68,7 +68,7 @@ pub enum AlterSpec {
 
 /// What CREATE TABLE makes.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CreateBody {
+pub(crate) enum CreateBody {
     Columns {
         columns: Vec<ColumnDef>,
         primary_key: Vec<String>,
@@ -82,7 +82,7 @@ pub enum CreateBody {
 
 /// A table DDL statement.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Ddl {
+pub(crate) enum Ddl {
     Create {
         table: Name,
         body: CreateBody,
@@ -106,7 +106,7 @@ pub enum Ddl {
 
 /// Why a statement could not be read.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ParseError(pub String);
+pub(crate) struct ParseError(pub String);
 
 impl fmt::Display for ParseError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -116,7 +116,7 @@ impl fmt::Display for ParseError {
 
 /// Parses a statement. `Ok(None)` for statements that are not table DDL (GRANT, CREATE
 /// INDEX, CREATE VIEW, …); an error for table DDL this parser does not understand.
-pub fn parse(statement: &str) -> Result<Option<Ddl>, ParseError> {
+pub(crate) fn parse(statement: &str) -> Result<Option<Ddl>, ParseError> {
     let tokens = lex(statement)?;
     let mut p = Parser { tokens, at: 0 };
     p.statement()

@@ -58,7 +58,7 @@ fn wanted_capabilities() -> CapabilityFlags {
 /// Column types and flags of a result set.
 type Columns = Arc<[(ColumnType, ColumnFlags)]>;
 
-pub struct WireConn {
+pub(super) struct WireConn {
     stream: TcpStream,
     buf: BytesMut,
     /// Bytes of the packet handed out last, dropped from `buf` at the next read.
@@ -74,7 +74,7 @@ pub struct WireConn {
 
 impl WireConn {
     /// Connects, authenticates and runs the options' init statements.
-    pub async fn connect(opts: &Opts) -> Result<WireConn> {
+    pub(super) async fn connect(opts: &Opts) -> Result<WireConn> {
         Self::connect_within(opts, CONNECT_TIMEOUT).await
     }
 
@@ -202,12 +202,12 @@ impl WireConn {
     }
 
     /// Runs a statement and drops whatever it returns.
-    pub async fn query_drop(&mut self, sql: &str) -> Result<()> {
+    pub(super) async fn query_drop(&mut self, sql: &str) -> Result<()> {
         self.query_text(sql).await.map(drop)
     }
 
     /// Runs a statement over the text protocol; its rows, each value as text (`None` for NULL).
-    pub async fn query_text(&mut self, sql: &str) -> Result<Vec<Vec<Option<String>>>> {
+    pub(super) async fn query_text(&mut self, sql: &str) -> Result<Vec<Vec<Option<String>>>> {
         self.command(COM_QUERY, sql.as_bytes()).await?;
         let Some(count) = self.result_header().await? else {
             return Ok(Vec::new());
@@ -244,7 +244,7 @@ impl WireConn {
 
     /// Executes `sql` as a prepared statement (prepared once per connection) with `params`;
     /// its rows are read one by one from the returned [`Rows`].
-    pub async fn exec(&mut self, sql: &str, params: &[My]) -> Result<Rows<'_>> {
+    pub(super) async fn exec(&mut self, sql: &str, params: &[My]) -> Result<Rows<'_>> {
         let id = self.prepare(sql).await?;
         let (request, as_long_data) = ComStmtExecuteRequestBuilder::new(id).build(params);
         if as_long_data {
@@ -273,7 +273,7 @@ impl WireConn {
     }
 
     /// Ends the session politely, so that the server does not count an aborted connection.
-    pub async fn close(mut self) {
+    pub(super) async fn close(mut self) {
         if self.command(COM_QUIT, &[]).await.is_ok() {
             let _ = self.stream.shutdown().await;
         }
@@ -427,7 +427,7 @@ impl WireConn {
 }
 
 /// The rows of an executed statement.
-pub struct Rows<'a> {
+pub(super) struct Rows<'a> {
     conn: &'a mut WireConn,
     columns: Columns,
     done: bool,
@@ -435,7 +435,7 @@ pub struct Rows<'a> {
 
 impl Rows<'_> {
     /// The next row, or `None` after the last.
-    pub async fn next(&mut self) -> Result<Option<BinaryRow<'_>>> {
+    pub(super) async fn next(&mut self) -> Result<Option<BinaryRow<'_>>> {
         if self.done {
             return Ok(None);
         }
@@ -457,7 +457,7 @@ impl Rows<'_> {
 }
 
 /// One row of the binary protocol; values are taken in column order.
-pub struct BinaryRow<'a> {
+pub(super) struct BinaryRow<'a> {
     columns: &'a [(ColumnType, ColumnFlags)],
     nulls: &'a [u8],
     values: ParseBuf<'a>,
@@ -481,7 +481,7 @@ impl<'a> BinaryRow<'a> {
 
     /// The next column's value, with strings (text, decimals, blobs, JSON) borrowed from the
     /// buffer rather than copied into a value of their own.
-    pub fn next_cell(&mut self) -> Result<Cell<'a>> {
+    pub(super) fn next_cell(&mut self) -> Result<Cell<'a>> {
         let Some(&(column_type, _)) = self.columns.get(self.next) else {
             return self.next_value().map(Cell::Value);
         };
@@ -501,7 +501,7 @@ impl<'a> BinaryRow<'a> {
     }
 
     /// The next column's value.
-    pub fn next_value(&mut self) -> Result<My> {
+    pub(super) fn next_value(&mut self) -> Result<My> {
         let i = self.next;
         let Some(&(column_type, flags)) = self.columns.get(i) else {
             return Err(unsupported(format!(
@@ -520,7 +520,7 @@ impl<'a> BinaryRow<'a> {
 }
 
 /// A value of a binary row: strings as they lie in the buffer, the rest decoded.
-pub enum Cell<'a> {
+pub(super) enum Cell<'a> {
     Bytes(&'a [u8]),
     Value(My),
 }
