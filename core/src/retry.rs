@@ -19,27 +19,41 @@ pub trait Classify {
     fn kind(&self) -> ErrorKind;
 }
 
-/// Capped exponential backoff: 0.5 s, 1 s, 2 s … 30 s.
-#[derive(Debug, Clone)]
+/// Capped exponential backoff with jitter (backon's): the n-th delay is drawn from
+/// `[d, 2d)` where d is 0.5 s, 1 s, 2 s … up to 20 s. The jitter keeps many connectors (or many
+/// sluice processes) that lost one server from reconnecting in lockstep.
+#[derive(Debug)]
 pub struct Backoff {
+    delays: backon::ExponentialBackoff,
     attempt: u32,
 }
 
 impl Backoff {
-    pub const MAX: Duration = Duration::from_secs(30);
+    /// The longest delay before jitter.
+    pub const MAX: Duration = Duration::from_secs(20);
+    const FIRST: Duration = Duration::from_millis(500);
 
     pub fn new() -> Backoff {
-        Backoff { attempt: 0 }
+        use backon::BackoffBuilder;
+        Backoff {
+            delays: backon::ExponentialBuilder::default()
+                .with_min_delay(Self::FIRST)
+                .with_max_delay(Self::MAX)
+                .with_factor(2.0)
+                .with_jitter()
+                .without_max_times()
+                .build(),
+            attempt: 0,
+        }
     }
 
     pub fn next_delay(&mut self) -> Duration {
-        let delay = Duration::from_millis(500).saturating_mul(1 << self.attempt.min(6));
         self.attempt += 1;
-        delay.min(Self::MAX)
+        self.delays.next().unwrap_or(Self::MAX)
     }
 
     pub fn reset(&mut self) {
-        self.attempt = 0;
+        *self = Backoff::new();
     }
 
     pub fn attempts(&self) -> u32 {
@@ -58,16 +72,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn backoff_doubles_up_to_its_cap_and_resets() {
+    fn backoff_doubles_up_to_its_cap_with_jitter_and_resets() {
         let mut backoff = Backoff::new();
-        let delays: Vec<u64> = (0..9)
-            .map(|_| backoff.next_delay().as_millis() as u64)
-            .collect();
-        assert_eq!(
-            delays,
-            [500, 1000, 2000, 4000, 8000, 16000, 30000, 30000, 30000]
+        let delays: Vec<Duration> = (0..9).map(|_| backoff.next_delay()).collect();
+        let floors = [500u64, 1000, 2000, 4000, 8000, 16000, 20000, 20000, 20000];
+        for (delay, floor) in delays.iter().zip(floors) {
+            let floor = Duration::from_millis(floor);
+            assert!(
+                *delay >= floor && *delay < floor * 2,
+                "{delay:?} not in [{floor:?}, 2×)"
+            );
+        }
+        // At the cap only the jitter varies the delay.
+        assert!(
+            delays[6..].windows(2).any(|w| w[0] != w[1]),
+            "jittered: {delays:?}"
         );
+        assert_eq!(backoff.attempts(), 9);
         backoff.reset();
-        assert_eq!(backoff.next_delay(), Duration::from_millis(500));
+        assert!(backoff.next_delay() < Duration::from_secs(1));
     }
 }
