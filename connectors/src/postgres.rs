@@ -33,7 +33,7 @@ use std::sync::Arc;
 use sluice_core::checkpoint::{Checkpoint, SnapshotProgress};
 use sluice_core::event::{ChangeEvent, Column, DataType, SnapshotMarker, TableSchema};
 use sluice_core::position::{Lsn, Position};
-use sluice_core::retry::{Classify, ErrorKind};
+use sluice_core::retry::{sqlstate_class, Classify, ErrorKind, ServerErrorClass};
 use sluice_core::source::{Source, SourceBatch};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -138,12 +138,9 @@ impl PostgresError {
 }
 
 /// SQLSTATEs worth retrying: connection trouble, resources, shutdown, a slot still held by a
-/// previous connection.
+/// previous connection (`retry::sqlstate_class`).
 fn transient_sqlstate(code: &str) -> bool {
-    code.starts_with("08")
-        || code.starts_with("53")
-        || code.starts_with("57P")
-        || matches!(code, "40001" | "40P01" | "55006")
+    sqlstate_class(code) == ServerErrorClass::Transient
 }
 
 impl Classify for PostgresError {

@@ -21,7 +21,7 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Pool, TxOpts};
 use sluice_core::event::TableSchema;
 use sluice_core::pipeline::TypedSink;
-use sluice_core::retry::{Classify, ErrorKind};
+use sluice_core::retry::{mysql_errno_class, Classify, ErrorKind, ServerErrorClass};
 use sluice_core::sink::{DeadLetter, DeadLetterWriter, Offsets};
 use sluice_core::value::Value;
 use sluice_schema_registry::changes::RecordDecoder;
@@ -76,12 +76,7 @@ impl SinkError {
 
     /// The target refused the data itself (bad value, constraint).
     fn is_data_error(&self) -> bool {
-        // Out of range, too long, wrong value, NULL in NOT NULL, bad date, check constraint
-        // (MySQL 3819, MariaDB 4025), foreign key, duplicate.
-        const DATA: [u16; 12] = [
-            1264, 1406, 1366, 1048, 1292, 3819, 4025, 1452, 1062, 1265, 1367, 3140,
-        ];
-        matches!(self, SinkError::Db { code: Some(code), .. } if DATA.contains(code))
+        matches!(self, SinkError::Db { code: Some(code), .. } if mysql_errno_class(*code) == ServerErrorClass::Data)
     }
 }
 
@@ -89,16 +84,17 @@ impl Classify for SinkError {
     fn kind(&self) -> ErrorKind {
         match self {
             SinkError::Connect(_) | SinkError::DeadLetter(_) => ErrorKind::Transient,
-            // Lock wait timeout, deadlock, too many connections, server shutdown, and a target
-            // table or column dropped under the sink (recreated on reopen).
+            SinkError::Db { code: None, .. } => ErrorKind::Transient,
+            // A target table or column dropped under the sink is recreated on reopen.
             SinkError::Db {
-                code: Some(1205 | 1213 | 1040 | 1053 | 1146 | 1054),
-                ..
-            }
-            | SinkError::Db { code: None, .. } => ErrorKind::Transient,
-            SinkError::Db { .. } | SinkError::Schema(_) | SinkError::Poison(_) => {
-                ErrorKind::Definite
-            }
+                code: Some(code), ..
+            } => match mysql_errno_class(*code) {
+                ServerErrorClass::Transient | ServerErrorClass::MissingObject => {
+                    ErrorKind::Transient
+                }
+                _ => ErrorKind::Definite,
+            },
+            SinkError::Schema(_) | SinkError::Poison(_) => ErrorKind::Definite,
         }
     }
 }
@@ -155,9 +151,11 @@ impl MysqlTarget {
             self.pool = Some(Pool::new(opts));
         }
         let pool = self.pool.as_ref().expect("just set");
-        // Access denied (1044, 1045, 1698) will not pass by waiting; anything else may.
+        // Access denied will not pass by waiting; anything else may.
         pool.get_conn().await.map_err(|err| match err {
-            mysql_async::Error::Server(server) if matches!(server.code, 1044 | 1045 | 1698) => {
+            mysql_async::Error::Server(server)
+                if mysql_errno_class(server.code) == ServerErrorClass::Access =>
+            {
                 SinkError::db(
                     "connecting to the target database",
                     mysql_async::Error::Server(server),

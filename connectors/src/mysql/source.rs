@@ -34,7 +34,7 @@ use mysql_async::prelude::Queryable;
 use mysql_async::Pool;
 use sluice_core::checkpoint::{Checkpoint, SnapshotProgress};
 use sluice_core::event::ChangeEvent;
-use sluice_core::retry::{Classify, ErrorKind};
+use sluice_core::retry::{mysql_errno_class, Classify, ErrorKind, ServerErrorClass};
 use sluice_core::source::{Source, SourceBatch};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -90,9 +90,8 @@ impl Classify for SourceError {
     fn kind(&self) -> ErrorKind {
         match self {
             SourceError::Mysql { source, .. } => match source {
-                mysql_async::Error::Server(server) => match server.code {
-                    // Lock wait, deadlock, too many connections, shutdown in progress.
-                    1205 | 1213 | 1040 | 1053 | 2013 => ErrorKind::Transient,
+                mysql_async::Error::Server(server) => match mysql_errno_class(server.code) {
+                    ServerErrorClass::Transient => ErrorKind::Transient,
                     _ => ErrorKind::Definite,
                 },
                 mysql_async::Error::Url(_) => ErrorKind::Definite,
@@ -185,7 +184,7 @@ pub async fn probe(config: &MysqlSourceConfig) -> Result<String, SourceError> {
     let tables = catalog::tables(&mut conn, &config.tables).await?;
     let _ = conn.disconnect().await;
     // The snapshot logs in on a connection of its own (fewer auth plugins than mysql_async).
-    let mut problems = problems;
+    let mut problems: Vec<String> = problems.into_iter().map(|p| p.message).collect();
     if let Err(err) = snapshot::check_login(config).await {
         problems.push(format!("the snapshot's connection cannot log in: {err}"));
     }
@@ -221,14 +220,11 @@ async fn produce(
         let server = catalog::server(&mut conn).await?;
         let problems = catalog::problems(&mut conn, &server).await?;
         // Only what breaks capture stops the source; the rest is a warning.
-        let fatal: Vec<String> = problems
-            .iter()
-            .filter(|p| p.contains("binlog_format") || p.contains("binlog_row_image") || p.contains("binlog is off") || p.contains("REPLICATION SLAVE"))
-            .cloned()
-            .collect();
-        for problem in problems.iter().filter(|p| !fatal.contains(p)) {
-            tracing::warn!(%problem, "server setting");
+        let (fatal, warnings): (Vec<_>, Vec<_>) = problems.into_iter().partition(|p| p.fatal);
+        for problem in warnings {
+            tracing::warn!(problem = %problem.message, "server setting");
         }
+        let fatal: Vec<String> = fatal.into_iter().map(|p| p.message).collect();
         if !fatal.is_empty() {
             return Err(SourceError::Setup(fatal));
         }

@@ -28,7 +28,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use futures_util::SinkExt;
 use sluice_core::event::TableSchema;
 use sluice_core::pipeline::TypedSink;
-use sluice_core::retry::{Classify, ErrorKind};
+use sluice_core::retry::{sqlstate_class, Classify, ErrorKind, ServerErrorClass};
 use sluice_core::sink::{DeadLetter, DeadLetterWriter, Offsets};
 use sluice_core::value::Value;
 use sluice_schema_registry::changes::RecordDecoder;
@@ -80,7 +80,7 @@ impl SinkError {
 
     /// The target refused the data itself (bad value, constraint): retrying cannot help.
     fn is_data_error(&self) -> bool {
-        matches!(self, SinkError::Db { code: Some(code), .. } if code.starts_with("22") || code.starts_with("23"))
+        matches!(self, SinkError::Db { code: Some(code), .. } if sqlstate_class(code) == ServerErrorClass::Data)
     }
 }
 
@@ -89,24 +89,15 @@ impl Classify for SinkError {
         match self {
             SinkError::Connect(_) | SinkError::DeadLetter(_) => ErrorKind::Transient,
             SinkError::Db { code: None, .. } => ErrorKind::Transient,
+            // A target table or column dropped under the sink is recreated on reopen.
             SinkError::Db {
                 code: Some(code), ..
-            } => {
-                // Connection trouble, shutdown, serialization failures, resource limits, and a
-                // target table dropped under the sink (it is recreated on reopen).
-                let transient = code.starts_with("08")
-                    || code.starts_with("57P")
-                    || code.starts_with("53")
-                    || code == "40001"
-                    || code == "40P01"
-                    || code == "42P01"
-                    || code == "42703";
-                if transient {
+            } => match sqlstate_class(code) {
+                ServerErrorClass::Transient | ServerErrorClass::MissingObject => {
                     ErrorKind::Transient
-                } else {
-                    ErrorKind::Definite
                 }
-            }
+                _ => ErrorKind::Definite,
+            },
             SinkError::Schema(_) | SinkError::Poison(_) => ErrorKind::Definite,
         }
     }
@@ -188,8 +179,7 @@ impl PgTarget {
             // clients) may pass.
             deadpool_postgres::PoolError::Backend(err)
                 if err.code().is_some_and(|code| {
-                    let code = code.code();
-                    code.starts_with("28") || code == "3D000" || code == "42501"
+                    sqlstate_class(code.code()) == ServerErrorClass::Access
                 }) =>
             {
                 SinkError::db("connecting to the target database", err)

@@ -137,7 +137,34 @@ pub(super) async fn server(conn: &mut Conn) -> Result<Server, SourceError> {
 }
 
 /// Settings and privileges, each problem with its fix; empty when all is well.
-pub(super) async fn problems(conn: &mut Conn, server: &Server) -> Result<Vec<String>, SourceError> {
+/// A server setting or privilege that matters to capture.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Problem {
+    pub(super) message: String,
+    /// Capture cannot work at all (the source stops); otherwise it is a warning.
+    pub(super) fatal: bool,
+}
+
+impl Problem {
+    fn fatal(message: impl Into<String>) -> Problem {
+        Problem {
+            message: message.into(),
+            fatal: true,
+        }
+    }
+
+    fn warning(message: impl Into<String>) -> Problem {
+        Problem {
+            message: message.into(),
+            fatal: false,
+        }
+    }
+}
+
+pub(super) async fn problems(
+    conn: &mut Conn,
+    server: &Server,
+) -> Result<Vec<Problem>, SourceError> {
     let mut problems = Vec::new();
     async fn get(conn: &mut Conn, name: &str) -> Result<String, mysql_async::Error> {
         conn.query_first::<Option<String>, _>(format!("SELECT @@GLOBAL.{name}"))
@@ -148,28 +175,29 @@ pub(super) async fn problems(conn: &mut Conn, server: &Server) -> Result<Vec<Str
         .await
         .map_err(SourceError::mysql("reading log_bin"))?;
     if log_bin != "1" && !log_bin.eq_ignore_ascii_case("ON") {
-        problems
-            .push("the binlog is off: set log_bin in the server's config and restart it".into());
+        problems.push(Problem::fatal(
+            "the binlog is off: set log_bin in the server's config and restart it",
+        ));
     }
     let format = get(conn, "binlog_format")
         .await
         .map_err(SourceError::mysql("reading binlog_format"))?;
     if !format.eq_ignore_ascii_case("ROW") {
-        problems.push(format!(
+        problems.push(Problem::fatal(format!(
             "binlog_format is {format}: run SET GLOBAL binlog_format = 'ROW' (and set it in the config file)"
-        ));
+        )));
     }
     let image = get(conn, "binlog_row_image")
         .await
         .map_err(SourceError::mysql("reading binlog_row_image"))?;
     if !image.eq_ignore_ascii_case("FULL") {
-        problems.push(format!(
+        problems.push(Problem::fatal(format!(
             "binlog_row_image is {image}: run SET GLOBAL binlog_row_image = 'FULL' (old rows must be whole)"
-        ));
+        )));
     }
     let metadata = get(conn, "binlog_row_metadata").await.unwrap_or_default();
     if !metadata.eq_ignore_ascii_case("FULL") {
-        problems.push(format!(
+        problems.push(Problem::warning(format!(
             "binlog_row_metadata is {}: run SET GLOBAL binlog_row_metadata = 'FULL' (column names \
              in every row event, which sluice checks against its schema history)",
             if metadata.is_empty() {
@@ -177,14 +205,13 @@ pub(super) async fn problems(conn: &mut Conn, server: &Server) -> Result<Vec<Str
             } else {
                 &metadata
             }
-        ));
+        )));
     }
     if server.flavor == Flavor::Mysql && !server.gtid_mode {
-        problems.push(
+        problems.push(Problem::warning(
             "gtid_mode is OFF: positions will be binlog file and offset (set gtid_mode = ON and \
-             enforce_gtid_consistency = ON for positions that survive failover)"
-                .into(),
-        );
+             enforce_gtid_consistency = ON for positions that survive failover)",
+        ));
     }
     let grants: Vec<String> = conn
         .query("SHOW GRANTS")
@@ -196,15 +223,19 @@ pub(super) async fn problems(conn: &mut Conn, server: &Server) -> Result<Vec<Str
         // MariaDB 10.5+ calls REPLICATION CLIENT "BINLOG MONITOR".
         let alias = privilege == "REPLICATION CLIENT" && has("BINLOG MONITOR");
         if !has(privilege) && !alias {
-            problems.push(format!(
-                "the user lacks {privilege}: GRANT {privilege} ON *.* TO <user>"
-            ));
+            let message = format!("the user lacks {privilege}: GRANT {privilege} ON *.* TO <user>");
+            // Without REPLICATION SLAVE the binlog cannot be read at all.
+            problems.push(if privilege == "REPLICATION SLAVE" {
+                Problem::fatal(message)
+            } else {
+                Problem::warning(message)
+            });
         }
     }
     if !has("SELECT") {
-        problems.push(
-            "the user lacks SELECT on the captured tables: GRANT SELECT ON <db>.* TO <user>".into(),
-        );
+        problems.push(Problem::warning(
+            "the user lacks SELECT on the captured tables: GRANT SELECT ON <db>.* TO <user>",
+        ));
     }
     Ok(problems)
 }
