@@ -722,3 +722,146 @@ pub fn assert_schema_changes_at_most(sluice: &Sluice, most: usize) {
         "{changes} schema changes: the sink flapped\n{stderr}"
     );
 }
+
+/// A MariaDB server of its own, on a free port, for tests that stop or restart the server
+/// (the shared one on 3306 serves every other MariaDB test). Binlog settings as dev/services
+/// sets them; stopped and removed when dropped.
+pub struct PrivateMariaDb {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    /// The running mariadbd.
+    server: std::sync::Mutex<Option<std::process::Child>>,
+}
+
+impl PrivateMariaDb {
+    pub fn start() -> PrivateMariaDb {
+        let dir = tempfile::Builder::new()
+            .prefix("sluice-maria-")
+            .tempdir()
+            .expect("tempdir for a private MariaDB");
+        // mariadbd runs as the mysql user, which must own its files.
+        let chown = Command::new("chown")
+            .args(["-R", "mysql:mysql"])
+            .arg(dir.path())
+            .status()
+            .expect("chown the MariaDB directory");
+        assert!(chown.success(), "chown the MariaDB directory");
+        let out = Command::new("mariadb-install-db")
+            .args([
+                "--no-defaults",
+                "--user=mysql",
+                "--auth-root-authentication-method=normal",
+                "--skip-test-db",
+            ])
+            .arg(format!("--datadir={}", dir.path().join("data").display()))
+            .output()
+            .expect("run mariadb-install-db");
+        assert!(
+            out.status.success(),
+            "mariadb-install-db: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let server = PrivateMariaDb {
+            port: free_port(),
+            dir,
+            server: std::sync::Mutex::new(None),
+        };
+        server.start_server();
+        server
+    }
+
+    /// Starts the server and waits until it answers.
+    pub fn start_server(&self) {
+        let path = |name: &str| self.dir.path().join(name).display().to_string();
+        let child = Command::new("mariadbd")
+            .args([
+                "--no-defaults",
+                "--user=mysql",
+                "--bind-address=127.0.0.1",
+                "--server-id=1",
+                "--log-bin=mysql-bin",
+                "--binlog-format=ROW",
+                "--binlog-row-image=FULL",
+                "--binlog-row-metadata=FULL",
+                "--innodb-buffer-pool-size=64M",
+                "--innodb-flush-log-at-trx-commit=2",
+            ])
+            .arg(format!("--port={}", self.port))
+            .arg(format!("--datadir={}", path("data")))
+            .arg(format!("--socket={}", path("sock")))
+            .arg(format!("--pid-file={}", path("pid")))
+            .arg(format!("--log-error={}", path("error.log")))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start mariadbd");
+        *self.server.lock().unwrap() = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !self.admin("ping") {
+            assert!(
+                Instant::now() < deadline,
+                "the private MariaDB did not start: {}",
+                std::fs::read_to_string(path("error.log")).unwrap_or_default()
+            );
+            #[allow(clippy::disallowed_methods)] // synchronous: polls the server until it answers
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Shuts the server down (cleanly) and waits until it is gone.
+    pub fn shutdown(&self) {
+        assert!(self.admin("shutdown"), "mariadb-admin shutdown");
+        if let Some(mut child) = self.server.lock().unwrap().take() {
+            let _ = child.wait();
+        }
+    }
+
+    fn admin(&self, command: &str) -> bool {
+        Command::new("mariadb-admin")
+            .arg(format!(
+                "--socket={}",
+                self.dir.path().join("sock").display()
+            ))
+            .args(["-u", "root", command])
+            .output()
+            .is_ok_and(|out| out.status.success())
+    }
+
+    /// The root user's URL (database `db`, or the server for "").
+    pub fn url(&self, db: &str) -> String {
+        format!("mysql://root@127.0.0.1:{}/{db}", self.port)
+    }
+
+    /// Runs SQL with the `mariadb` client in database `db`; returns stdout.
+    pub fn exec(&self, db: &str, sql: &str) -> String {
+        let out = Command::new("mariadb")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-P",
+                &self.port.to_string(),
+                "-u",
+                "root",
+            ])
+            .args(["-N", "-B", "-r", "-e", sql, db])
+            .output()
+            .expect("run the mariadb client");
+        assert!(
+            out.status.success(),
+            "mariadb failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+}
+
+impl Drop for PrivateMariaDb {
+    fn drop(&mut self) {
+        if self.admin("shutdown") {
+            if let Some(mut child) = self.server.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                let _ = child.wait();
+            }
+        }
+    }
+}

@@ -532,20 +532,25 @@ async fn a_clean_restart_resumes_without_gap_or_duplicate() {
     // Changes made while sluice is down arrive after the restart, once.
     db.exec("INSERT INTO r SELECT generate_series(151, 200)");
     sluice.start();
+    // A marker row after them: once it is in the log, so is every duplicate there could be.
+    db.exec("INSERT INTO r VALUES (201)");
     wait_for(
         Duration::from_secs(20),
-        "rows written while stopped",
-        || events(&sluice.records("src.public.r")).len() >= 200,
+        "rows written while stopped, then the marker",
+        || {
+            events(&sluice.records("src.public.r"))
+                .iter()
+                .any(|e| e["after"]["id"] == 201)
+        },
     )
     .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
     let ids: Vec<i64> = events(&sluice.records("src.public.r"))
         .iter()
         .map(|e| e["after"]["id"].as_i64().unwrap())
         .collect();
-    assert_eq!(ids, (1..=200).collect::<Vec<_>>());
+    assert_eq!(ids, (1..=201).collect::<Vec<_>>());
     let rows = fold_rows(&events(&sluice.records("src.public.r")), "id");
-    assert_eq!(rows.len(), 200);
+    assert_eq!(rows.len(), 201);
     assert!(sluice
         .stderr()
         .contains("resuming from the log's last checkpoint"));
@@ -573,11 +578,11 @@ async fn a_clean_restart_resumes_without_gap_or_duplicate() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(lines.len(), 200);
+    assert_eq!(lines.len(), 201);
     assert_eq!(lines[0]["topic"], "src.public.r");
     assert_eq!(lines[0]["offset"], 0);
     assert_eq!(lines[0]["key"], json!({"id": 1}));
-    assert_eq!(lines[199]["value"]["after"]["id"], 200);
+    assert_eq!(lines[200]["value"]["after"]["id"], 201);
     let keys: Vec<&String> = lines[0].as_object().unwrap().keys().collect();
     assert_eq!(
         keys,
@@ -699,18 +704,26 @@ async fn a_dropped_replication_connection_reconnects_without_loss_or_duplicates(
         ));
     }
     writer.await.unwrap();
-    wait_for(Duration::from_secs(60), "all 3000 rows in the log", || {
-        events(&sluice.records("src.public.d")).len() >= 3000
-    })
+    // A marker row after everything: once it is in the log, so is every duplicate there
+    // could be (one partition, commit order).
+    db.exec("INSERT INTO d VALUES (3001)");
+    wait_for(
+        Duration::from_secs(60),
+        "all 3000 rows and the marker",
+        || {
+            events(&sluice.records("src.public.d"))
+                .iter()
+                .any(|e| e["after"]["id"] == 3001)
+        },
+    )
     .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
     let ids: Vec<i64> = events(&sluice.records("src.public.d"))
         .iter()
         .map(|e| e["after"]["id"].as_i64().unwrap())
         .collect();
     assert_eq!(
         ids,
-        (1..=3000).collect::<Vec<_>>(),
+        (1..=3001).collect::<Vec<_>>(),
         "each row once, in commit order"
     );
     assert!(sluice.is_running(), "a dropped connection is not fatal");
