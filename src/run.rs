@@ -160,6 +160,7 @@ async fn run_async(config: FileConfig, stop_at: Option<Position>) -> Result<(), 
             name: name.clone(),
             topics: sink.topics().to_vec(),
             max_read_bytes: 1 << 20,
+            max_batch_bytes: 4 << 20,
             topic_refresh: Duration::from_secs(1),
         };
         let span = tracing::info_span!("sink", sink = %name);
@@ -185,6 +186,7 @@ async fn run_async(config: FileConfig, stop_at: Option<Position>) -> Result<(), 
             SinkConfig::Mysql(my) => {
                 let settings = SinkSettings {
                     max_read_bytes: 4 << 20,
+                    max_batch_bytes: 8 << 20,
                     ..settings
                 };
                 let sink = sluice_connectors::mysql::sink::mysql_sink(
@@ -203,6 +205,7 @@ async fn run_async(config: FileConfig, stop_at: Option<Position>) -> Result<(), 
                 // Bigger reads: each one becomes a target transaction.
                 let settings = SinkSettings {
                     max_read_bytes: 4 << 20,
+                    max_batch_bytes: 8 << 20,
                     ..settings
                 };
                 let sink = sluice_connectors::postgres::sink::postgres_sink(

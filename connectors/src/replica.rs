@@ -78,6 +78,9 @@ pub struct Prepared {
     pub changes: Vec<SourcedChange>,
     /// Records already known to be dead letters (they could not be planned).
     pub dead: Vec<DeadLetter>,
+    /// Commit the destination transaction after this batch. False: more of the source
+    /// transaction follows; keep the transaction open (see `ChangeBatch::ends_transaction`).
+    pub commit: bool,
 }
 
 /// Why a batch could not be prepared: an event cannot be applied as it is (and there is no
@@ -89,10 +92,12 @@ pub struct ReplicaError(pub String);
 pub trait Target: Send + 'static {
     type Error: std::error::Error + Classify + Send + Sync + 'static + From<ReplicaError>;
 
-    /// Connects, creates the offsets table if needed, and returns the stored offsets.
+    /// Connects, creates the offsets table if needed, and returns the stored offsets. A
+    /// transaction left open by an earlier failure is rolled back.
     fn open(&mut self) -> impl Future<Output = Result<Offsets, Self::Error>> + Send;
 
-    /// Applies a batch and its offsets in one transaction.
+    /// Applies a batch and its offsets in the open transaction (beginning one if none is
+    /// open), and commits it when the batch says so. An error rolls the open transaction back.
     fn apply(&mut self, batch: Prepared) -> impl Future<Output = Result<(), Self::Error>> + Send;
 
     /// Releases connections.
@@ -114,11 +119,13 @@ pub struct ReplicaSettings {
 pub struct ReplicaSink<T: Target> {
     settings: ReplicaSettings,
     target: Option<T>,
-    /// The batch being applied and the offsets it stores with its rows.
-    in_flight: Option<(InFlight<T>, Offsets)>,
-    /// What the target holds: the offsets it returned from `open`, advanced by each batch it
-    /// finished applying.
+    /// The batch being applied and, when it commits, the offsets its transaction stores.
+    in_flight: Option<(InFlight<T>, Option<Offsets>)>,
+    /// What the target holds: the offsets it returned from `open`, advanced by each
+    /// transaction it committed.
     applied: Offsets,
+    /// Offsets of batches applied in the target's open transaction, not committed yet.
+    uncommitted: Offsets,
 }
 
 /// A batch being applied: the target comes back with the result.
@@ -131,6 +138,7 @@ impl<T: Target> ReplicaSink<T> {
             target: Some(target),
             in_flight: None,
             applied: Offsets::new(),
+            uncommitted: Offsets::new(),
         }
     }
 
@@ -143,7 +151,7 @@ impl<T: Target> ReplicaSink<T> {
             };
             self.target = Some(target);
             result?;
-            self.applied.extend(offsets);
+            self.applied.extend(offsets.into_iter().flatten());
         }
         Ok(self
             .target
@@ -156,6 +164,7 @@ impl<T: Target> ReplicaSink<T> {
         // row) are dead letters when a dead-letter topic is configured.
         let dead_letters = self.settings.dead_letters;
         let records = batch.records;
+        let commit = batch.ends_transaction;
         let mut dead: Vec<DeadLetter> = Vec::new();
         let offsets = batch.next_offsets();
         let mut changes = batch.changes;
@@ -199,6 +208,7 @@ impl<T: Target> ReplicaSink<T> {
             },
             changes,
             dead,
+            commit,
         })
     }
 }
@@ -213,6 +223,7 @@ impl<T: Target> ChangeSink for ReplicaSink<T> {
             Ok(target) => target,
             Err(_) => self.target.take().expect("returned home with its error"),
         };
+        self.uncommitted.clear();
         let result = target.open().await;
         self.target = Some(target);
         let stored = result?;
@@ -227,7 +238,10 @@ impl<T: Target> ChangeSink for ReplicaSink<T> {
     async fn write(&mut self, batch: ChangeBatch<'_>) -> Result<(), T::Error> {
         let prepared = self.prepare(batch)?;
         let mut target = self.target().await?;
-        let offsets = prepared.offsets.clone();
+        self.uncommitted.extend(prepared.offsets.clone());
+        let offsets = prepared
+            .commit
+            .then(|| std::mem::take(&mut self.uncommitted));
         let handle = sluice_core::task::spawn_in_span(async move {
             let result = target.apply(prepared).await;
             (target, result)

@@ -43,6 +43,12 @@ fn is_zero(n: &u64) -> bool {
 /// transactions can tell where each commit ends in every partition.
 pub const COMMIT_HEADER: &str = "sluice.commit";
 
+/// Like [`COMMIT_HEADER`], on the appends of a transaction too large for one batch that come
+/// before its last: the records before it in that partition belong to that commit, and more of
+/// the commit may follow in the partition (the appends before the last of a large transaction
+/// are written uncommitted, then made visible with it).
+pub const COMMIT_PART_HEADER: &str = "sluice.commit.part";
+
 #[derive(Debug, thiserror::Error)]
 #[error("checkpoint {text:?} in the log is unreadable: {reason}")]
 pub struct CheckpointParseError {

@@ -29,7 +29,7 @@ mod typed_sink;
 
 pub use sink_task::{run_sink, SinkSettings};
 pub use source_task::{run_source, SourceSettings};
-pub use typed_sink::{TypedSink, TypedSinkError};
+pub use typed_sink::{TypedSink, TypedSinkError, DEFAULT_MAX_PENDING_BYTES};
 
 /// A pipeline-level failure, with the connector it came from.
 #[derive(Debug, thiserror::Error)]

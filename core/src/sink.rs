@@ -86,8 +86,9 @@ pub trait RecordSink: Send {
 /// - in a batch, every table has one schema version: a batch that spans a schema change is
 ///   handed over in parts, one per version, in version order, each a prefix of every
 ///   partition's records;
-/// - with whole transactions asked for, a batch holds only whole log commits (each source
-///   transaction is one, or several for a transaction larger than the source's batch).
+/// - with whole transactions asked for, what one destination transaction receives (the
+///   batches up to one whose `ends_transaction` is true) holds only whole log commits, i.e.
+///   whole source transactions.
 pub trait ChangeSink: Send {
     type Error: std::error::Error + Classify + Send + Sync + 'static;
 
@@ -117,6 +118,11 @@ pub struct ChangeBatch<'a> {
     pub changes: Vec<SourcedChange>,
     /// The records, in read order; `SourcedChange::record` indexes them.
     pub records: &'a [SinkRecord],
+    /// False only for sinks that asked for whole transactions: more of this batch's source
+    /// transaction follows (a transaction too large to hold, or a batch split at a schema
+    /// change). The sink applies it in the destination transaction it keeps open, and makes
+    /// it visible (with its offsets) only with a batch where this is true.
+    pub ends_transaction: bool,
 }
 
 impl ChangeBatch<'_> {

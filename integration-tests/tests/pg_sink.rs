@@ -408,6 +408,25 @@ async fn a_failed_sink_stops_alone_while_the_source_and_other_sinks_go_on() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transactional_mode_never_shows_half_a_transaction() {
+    transactional_money_moves("max_batch_events = 100000", "").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactions_larger_than_a_source_batch_and_the_sinks_budget_still_apply_whole() {
+    // Each ~4,000-row transaction reaches the log in ~14 appends, and the sink holds at most
+    // ~1 MB back: it applies each transaction in parts inside one target transaction.
+    let stderr =
+        transactional_money_moves("max_batch_events = 300", "max_pending_bytes = 1000000").await;
+    assert!(
+        stderr.contains("applying it in parts inside one destination transaction"),
+        "{stderr}"
+    );
+}
+
+/// Transactions that each move money from every row of one table to every row of another,
+/// replicated in transactional mode: the target's total never changes. `source_extra` and
+/// `sink_extra` go into the source and sink sections.
+async fn transactional_money_moves(source_extra: &str, sink_extra: &str) -> String {
     let source = TestDb::create();
     let target = TestDb::create();
     source.exec(
@@ -418,8 +437,8 @@ async fn transactional_mode_never_shows_half_a_transaction() {
     );
     let mut sluice = Sluice::new(&format!(
         "{}{}",
-        source_config(&source, "encoding = \"avro\"\nmax_batch_events = 100000"),
-        sink_config(&target, "transactional = true")
+        source_config(&source, &format!("encoding = \"avro\"\n{source_extra}")),
+        sink_config(&target, &format!("transactional = true\n{sink_extra}"))
     ));
     sluice.start();
     wait_for(
@@ -464,6 +483,7 @@ async fn transactional_mode_never_shows_half_a_transaction() {
     writer.await.unwrap();
     assert!(observations > 3);
     assert_eq!(sluice.stop(), Some(0), "{}", sluice.stderr());
+    sluice.stderr()
 }
 
 /// Queries whose rows must be the same on both sides after the first migration: every column

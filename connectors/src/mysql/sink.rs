@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use mysql_async::prelude::Queryable;
-use mysql_async::{Conn, Pool, TxOpts};
+use mysql_async::{Conn, Pool};
 use sluice_core::event::TableSchema;
 use sluice_core::pipeline::TypedSink;
 use sluice_core::retry::{mysql_errno_class, Classify, ErrorKind, ServerErrorClass};
@@ -111,6 +111,9 @@ pub struct MysqlTarget {
     pool: Option<Pool>,
     dead_letters: Option<DeadLetterWriter>,
     ensured: HashMap<(String, String), Arc<TableSchema>>,
+    /// The connection whose transaction holds the parts of a source transaction applied so
+    /// far (`Prepared::commit` false).
+    open: Option<Conn>,
     sql: String,
     scratch: String,
 }
@@ -133,15 +136,18 @@ pub fn mysql_sink(
         pool: None,
         dead_letters,
         ensured: HashMap::new(),
+        open: None,
         sql: String::new(),
         scratch: String::new(),
     };
     let whole_commits = target.config.transactional;
+    let max_pending_bytes = target.config.max_pending_bytes;
     TypedSink::new(
         ReplicaSink::new(target, settings),
         RecordDecoder::new(registry),
         whole_commits,
     )
+    .max_pending_bytes(max_pending_bytes)
 }
 
 impl MysqlTarget {
@@ -250,7 +256,43 @@ impl MysqlTarget {
         Ok(())
     }
 
+    /// Applies a batch and its offsets in the open transaction (beginning one), committing it
+    /// when the batch ends the source transaction. On an error the transaction is rolled back.
     async fn apply_batch(&mut self, prepared: Prepared) -> Result<(), SinkError> {
+        let mut conn = match self.open.take() {
+            Some(conn) => conn,
+            None => {
+                let mut conn = self.conn().await?;
+                // MySQL commits before any DDL: tables are created and changed before the
+                // transaction starts.
+                self.ensure_tables(&mut conn, &prepared.work).await?;
+                conn.query_drop("START TRANSACTION")
+                    .await
+                    .map_err(|e| SinkError::db("starting a transaction", e))?;
+                conn
+            }
+        };
+        let commit = prepared.commit;
+        match self.apply_in(&mut conn, prepared).await {
+            Ok(()) if commit => conn
+                .query_drop("COMMIT")
+                .await
+                .map_err(|e| SinkError::db("committing", e)),
+            Ok(()) => {
+                self.open = Some(conn);
+                Ok(())
+            }
+            Err(err) => {
+                let _ = conn.query_drop("ROLLBACK").await;
+                Err(err)
+            }
+        }
+    }
+
+    /// Applies a batch inside the transaction open on `conn`: its rows, then its offsets.
+    /// Rejected rows go to the dead-letter topic when there is one (the batch is applied again
+    /// event by event, each under a savepoint).
+    async fn apply_in(&mut self, conn: &mut Conn, prepared: Prepared) -> Result<(), SinkError> {
         let Prepared {
             work,
             offsets,
@@ -258,51 +300,38 @@ impl MysqlTarget {
             records,
             changes,
             mut dead,
+            commit: _,
         } = prepared;
-        let mut conn = self.conn().await?;
-        self.ensure_tables(&mut conn, &work).await?;
-        let attempt = {
-            let mut tx = conn
-                .start_transaction(TxOpts::default())
+        // A table first seen (or changed) in a later part of a large transaction: MySQL
+        // commits the parts before it (docs/delivery.md).
+        self.ensure_tables(conn, &work).await?;
+        let savepoints = self.dead_letters.is_some();
+        if savepoints {
+            conn.query_drop("SAVEPOINT sluice_batch")
                 .await
-                .map_err(|e| SinkError::db("starting a transaction", e))?;
-            match self.apply_work(&mut tx, &work).await {
-                Ok(()) => {
-                    self.store_offsets(&mut tx, &offsets, &ranges).await?;
-                    self.deliver_dead_letters(std::mem::take(&mut dead)).await?;
-                    tx.commit()
-                        .await
-                        .map_err(|e| SinkError::db("committing", e))?;
-                    Ok(())
-                }
-                Err(err) => {
-                    let _ = tx.rollback().await;
-                    Err(err)
-                }
-            }
-        };
-        match attempt {
-            Ok(()) => Ok(()),
-            Err(err) if err.is_data_error() && self.dead_letters.is_some() => {
+                .map_err(|e| SinkError::db("savepoint", e))?;
+        }
+        match self.apply_work(conn, &work).await {
+            Ok(()) => {}
+            Err(err) if err.is_data_error() && savepoints => {
                 tracing::warn!(error = %err, "the target rejected the batch; applying its events one by one to find the rejected ones");
-                let mut tx = conn
-                    .start_transaction(TxOpts::default())
+                conn.query_drop("ROLLBACK TO SAVEPOINT sluice_batch")
                     .await
-                    .map_err(|e| SinkError::db("starting a transaction", e))?;
+                    .map_err(|e| SinkError::db("savepoint", e))?;
                 for change in changes {
                     let record = change.record;
-                    tx.query_drop("SAVEPOINT sluice_event")
+                    conn.query_drop("SAVEPOINT sluice_event")
                         .await
                         .map_err(|e| SinkError::db("savepoint", e))?;
                     let single =
                         replica::plan(vec![change]).map_err(|e| SinkError::Schema(e.message))?;
-                    match self.apply_work(&mut tx, &single).await {
-                        Ok(()) => tx
+                    match self.apply_work(conn, &single).await {
+                        Ok(()) => conn
                             .query_drop("RELEASE SAVEPOINT sluice_event")
                             .await
                             .map_err(|e| SinkError::db("savepoint", e))?,
                         Err(err) if err.is_data_error() => {
-                            tx.query_drop("ROLLBACK TO SAVEPOINT sluice_event")
+                            conn.query_drop("ROLLBACK TO SAVEPOINT sluice_event")
                                 .await
                                 .map_err(|e| SinkError::db("savepoint", e))?;
                             dead.push(DeadLetter {
@@ -313,15 +342,12 @@ impl MysqlTarget {
                         Err(err) => return Err(err),
                     }
                 }
-                self.store_offsets(&mut tx, &offsets, &ranges).await?;
-                self.deliver_dead_letters(dead).await?;
-                tx.commit()
-                    .await
-                    .map_err(|e| SinkError::db("committing", e))
             }
-            Err(err) if err.is_data_error() => Err(SinkError::Poison(err.to_string())),
-            Err(err) => Err(err),
+            Err(err) if err.is_data_error() => return Err(SinkError::Poison(err.to_string())),
+            Err(err) => return Err(err),
         }
+        self.store_offsets(conn, &offsets, &ranges).await?;
+        self.deliver_dead_letters(dead).await
     }
 
     async fn deliver_dead_letters(&self, dead: Vec<DeadLetter>) -> Result<(), SinkError> {
@@ -332,7 +358,7 @@ impl MysqlTarget {
 
     async fn store_offsets(
         &mut self,
-        tx: &mut mysql_async::Transaction<'_>,
+        tx: &mut Conn,
         offsets: &Offsets,
         ranges: &BTreeMap<(Arc<str>, u32), (u64, u64, i32)>,
     ) -> Result<(), SinkError> {
@@ -388,11 +414,7 @@ impl MysqlTarget {
         Ok(())
     }
 
-    async fn apply_work(
-        &mut self,
-        tx: &mut mysql_async::Transaction<'_>,
-        work: &[TableWork],
-    ) -> Result<(), SinkError> {
+    async fn apply_work(&mut self, tx: &mut Conn, work: &[TableWork]) -> Result<(), SinkError> {
         for item in work {
             let target = format!(
                 "{}.{}",
@@ -409,7 +431,7 @@ impl MysqlTarget {
     /// the server's packet limit.
     async fn insert(
         &mut self,
-        tx: &mut mysql_async::Transaction<'_>,
+        tx: &mut Conn,
         table: &TableSchema,
         target: &str,
         rows: &[&Row],
@@ -471,7 +493,7 @@ impl MysqlTarget {
 
     async fn delete_keys(
         &mut self,
-        tx: &mut mysql_async::Transaction<'_>,
+        tx: &mut Conn,
         table: &TableSchema,
         target: &str,
         rows: &[Row],
@@ -507,7 +529,7 @@ impl MysqlTarget {
     /// An update whose unchanged columns the source did not send: sets the others.
     async fn update_available(
         &mut self,
-        tx: &mut mysql_async::Transaction<'_>,
+        tx: &mut Conn,
         table: &TableSchema,
         target: &str,
         row: &Row,
@@ -541,7 +563,7 @@ impl MysqlTarget {
     /// Deletes one row equal to `row` in every column (tables without a key).
     async fn delete_matching(
         &mut self,
-        tx: &mut mysql_async::Transaction<'_>,
+        tx: &mut Conn,
         table: &TableSchema,
         target: &str,
         row: &Row,
@@ -562,6 +584,10 @@ impl MysqlTarget {
 
     async fn open_target(&mut self) -> Result<Offsets, SinkError> {
         self.ensured.clear();
+        if let Some(mut conn) = self.open.take() {
+            // A transaction left open by a failure elsewhere.
+            let _ = conn.query_drop("ROLLBACK").await;
+        }
         let mut conn = self.conn().await?;
         let table = self.offsets_table();
         let database = table.split('.').next().unwrap_or("").to_owned();
@@ -604,12 +630,12 @@ impl MysqlTarget {
 }
 
 /// The MySQL statements of a batch, in its transaction.
-struct MysqlStatements<'a, 't> {
+struct MysqlStatements<'a> {
     target: &'a mut MysqlTarget,
-    tx: &'a mut mysql_async::Transaction<'t>,
+    tx: &'a mut Conn,
 }
 
-impl Statements for MysqlStatements<'_, '_> {
+impl Statements for MysqlStatements<'_> {
     type Error = SinkError;
 
     /// `DELETE FROM`, not TRUNCATE: TRUNCATE would commit the transaction.

@@ -33,7 +33,7 @@ use sluice_core::sink::{DeadLetter, DeadLetterWriter, Offsets};
 use sluice_core::value::Value;
 use sluice_schema_registry::changes::RecordDecoder;
 use sluice_schema_registry::registry::Registry;
-use tokio_postgres::{NoTls, Transaction};
+use tokio_postgres::{Client, NoTls};
 
 pub use self::config::PostgresSinkConfig;
 use self::target::{ident, pg_type, qualified};
@@ -110,6 +110,9 @@ pub struct PgTarget {
     dead_letters: Option<DeadLetterWriter>,
     /// Target tables known to match a source table version: (schema, table) → that version.
     ensured: HashMap<(String, String), Arc<TableSchema>>,
+    /// The connection whose transaction holds the parts of a source transaction applied so
+    /// far (`Prepared::commit` false).
+    open: Option<deadpool_postgres::Object>,
     buf: Vec<u8>,
     text: String,
 }
@@ -125,7 +128,7 @@ impl PgTarget {
     /// Creates or alters target tables so they match the versions in `work`.
     async fn ensure_tables(
         &mut self,
-        client: &deadpool_postgres::Object,
+        client: &Client,
         work: &[TableWork],
     ) -> Result<(), SinkError> {
         for item in work {
@@ -138,7 +141,7 @@ impl PgTarget {
             {
                 continue;
             }
-            let existing = target::describe(&***client, &schema, &item.table.table.name).await?;
+            let existing = target::describe(client, &schema, &item.table.table.name).await?;
             let statements = target::reconcile(&schema, &item.table, existing.as_ref())?;
             for statement in &statements {
                 tracing::info!(%statement, "changing the target to match the source");
@@ -191,8 +194,47 @@ impl PgTarget {
         })
     }
 
-    /// Applies a batch and its offsets in one transaction.
+    /// Applies a batch and its offsets in the open transaction (beginning one), committing it
+    /// when the batch ends the source transaction. On an error the transaction is rolled back
+    /// and its connection dropped.
     async fn apply_batch(&mut self, prepared: Prepared) -> Result<(), SinkError> {
+        let client = match self.open.take() {
+            Some(client) => client,
+            None => {
+                let client = self.client().await?;
+                // Tables are created and changed outside the transaction when it starts, so
+                // that their DDL does not wait on the rows.
+                self.ensure_tables(&client, &prepared.work).await?;
+                client
+                    .batch_execute("BEGIN")
+                    .await
+                    .map_err(SinkError::from_pg)?;
+                client
+            }
+        };
+        let commit = prepared.commit;
+        match self.apply_in(&client, prepared).await {
+            Ok(()) if commit => client
+                .batch_execute("COMMIT")
+                .await
+                .map_err(SinkError::from_pg),
+            Ok(()) => {
+                self.open = Some(client);
+                Ok(())
+            }
+            Err(err) => {
+                // Whatever DDL ran inside the transaction is undone with it.
+                self.ensured.clear();
+                let _ = client.batch_execute("ROLLBACK").await;
+                Err(err)
+            }
+        }
+    }
+
+    /// Applies a batch inside the transaction open on `client`: its rows, then its offsets.
+    /// Rejected rows go to the dead-letter topic when there is one (the batch is applied again
+    /// event by event, each under a savepoint).
+    async fn apply_in(&mut self, client: &Client, prepared: Prepared) -> Result<(), SinkError> {
         let Prepared {
             work,
             offsets,
@@ -200,43 +242,42 @@ impl PgTarget {
             records,
             changes,
             mut dead,
+            commit: _,
         } = prepared;
-        let mut client = self.client().await?;
-        self.ensure_tables(&client, &work).await?;
-        let attempt = {
-            let tx = client.transaction().await.map_err(SinkError::from_pg)?;
-            match self.apply_work(&tx, &work).await {
-                Ok(()) => {
-                    self.store_offsets(&tx, &offsets, &ranges).await?;
-                    self.deliver_dead_letters(std::mem::take(&mut dead)).await?;
-                    tx.commit().await.map_err(SinkError::from_pg)?;
-                    Ok(())
-                }
-                Err(err) => {
-                    let _ = tx.rollback().await;
-                    Err(err)
-                }
-            }
-        };
-        match attempt {
-            Ok(()) => Ok(()),
-            Err(err) if err.is_data_error() && self.dead_letters.is_some() => {
+        // Tables first seen (or changed) in a later part of a transaction: Postgres runs the
+        // DDL inside it.
+        self.ensure_tables(client, &work).await?;
+        let savepoints = self.dead_letters.is_some();
+        if savepoints {
+            client
+                .batch_execute("SAVEPOINT sluice_batch")
+                .await
+                .map_err(SinkError::from_pg)?;
+        }
+        match self.apply_work(client, &work).await {
+            Ok(()) => {}
+            Err(err) if err.is_data_error() && savepoints => {
                 tracing::warn!(error = %err, "the target rejected the batch; applying its events one by one to find the rejected ones");
-                let tx = client.transaction().await.map_err(SinkError::from_pg)?;
+                client
+                    .batch_execute("ROLLBACK TO SAVEPOINT sluice_batch")
+                    .await
+                    .map_err(SinkError::from_pg)?;
                 for change in changes {
                     let record = change.record;
-                    tx.batch_execute("SAVEPOINT sluice_event")
+                    client
+                        .batch_execute("SAVEPOINT sluice_event")
                         .await
                         .map_err(SinkError::from_pg)?;
                     let single =
                         replica::plan(vec![change]).map_err(|e| SinkError::Schema(e.message))?;
-                    match self.apply_work(&tx, &single).await {
-                        Ok(()) => tx
+                    match self.apply_work(client, &single).await {
+                        Ok(()) => client
                             .batch_execute("RELEASE SAVEPOINT sluice_event")
                             .await
                             .map_err(SinkError::from_pg)?,
                         Err(err) if err.is_data_error() => {
-                            tx.batch_execute("ROLLBACK TO SAVEPOINT sluice_event")
+                            client
+                                .batch_execute("ROLLBACK TO SAVEPOINT sluice_event")
                                 .await
                                 .map_err(SinkError::from_pg)?;
                             dead.push(DeadLetter {
@@ -247,13 +288,12 @@ impl PgTarget {
                         Err(err) => return Err(err),
                     }
                 }
-                self.store_offsets(&tx, &offsets, &ranges).await?;
-                self.deliver_dead_letters(dead).await?;
-                tx.commit().await.map_err(SinkError::from_pg)
             }
-            Err(err) if err.is_data_error() => Err(SinkError::Poison(err.to_string())),
-            Err(err) => Err(err),
+            Err(err) if err.is_data_error() => return Err(SinkError::Poison(err.to_string())),
+            Err(err) => return Err(err),
         }
+        self.store_offsets(client, &offsets, &ranges).await?;
+        self.deliver_dead_letters(dead).await
     }
 
     async fn deliver_dead_letters(&self, dead: Vec<DeadLetter>) -> Result<(), SinkError> {
@@ -264,7 +304,7 @@ impl PgTarget {
 
     async fn store_offsets(
         &self,
-        tx: &Transaction<'_>,
+        tx: &Client,
         offsets: &Offsets,
         ranges: &BTreeMap<(Arc<str>, u32), (u64, u64, i32)>,
     ) -> Result<(), SinkError> {
@@ -295,11 +335,7 @@ impl PgTarget {
         Ok(())
     }
 
-    async fn apply_work(
-        &mut self,
-        tx: &Transaction<'_>,
-        work: &[TableWork],
-    ) -> Result<(), SinkError> {
+    async fn apply_work(&mut self, tx: &Client, work: &[TableWork]) -> Result<(), SinkError> {
         for item in work {
             let schema = self.target_schema(&item.table);
             let target = qualified(&schema, &item.table.table.name);
@@ -313,7 +349,7 @@ impl PgTarget {
     /// emptied for this use.
     async fn stage(
         &self,
-        tx: &Transaction<'_>,
+        tx: &Client,
         table: &TableSchema,
         target: &str,
         keys_only: bool,
@@ -345,7 +381,7 @@ impl PgTarget {
     /// COPY `rows` (all columns, or keys only) into `into`.
     async fn copy_into(
         &mut self,
-        tx: &Transaction<'_>,
+        tx: &Client,
         table: &TableSchema,
         into: &str,
         rows: &[&Row],
@@ -390,7 +426,7 @@ impl PgTarget {
 
     async fn delete_keys(
         &mut self,
-        tx: &Transaction<'_>,
+        tx: &Client,
         table: &TableSchema,
         target: &str,
         rows: &[Row],
@@ -412,7 +448,7 @@ impl PgTarget {
 
     async fn upsert(
         &mut self,
-        tx: &Transaction<'_>,
+        tx: &Client,
         table: &TableSchema,
         target: &str,
         rows: &[Row],
@@ -468,7 +504,7 @@ impl PgTarget {
     /// An update whose unchanged TOASTed columns the source did not send: sets the others.
     async fn update_available(
         &mut self,
-        tx: &Transaction<'_>,
+        tx: &Client,
         table: &TableSchema,
         target: &str,
         row: &Row,
@@ -511,7 +547,7 @@ impl PgTarget {
     /// Deletes one row equal to `row` in every column (tables without a key).
     async fn delete_matching(
         &mut self,
-        tx: &Transaction<'_>,
+        tx: &Client,
         table: &TableSchema,
         target: &str,
         row: &Row,
@@ -557,6 +593,11 @@ impl PgTarget {
     /// Creates the offsets table (and the batch history) when missing; returns the offsets.
     async fn open_target(&mut self) -> Result<Offsets, SinkError> {
         self.ensured.clear();
+        if let Some(client) = self.open.take() {
+            // A transaction left open by a failure elsewhere: never back into the pool.
+            let _ = client.batch_execute("ROLLBACK").await;
+            drop(deadpool_postgres::Object::take(client));
+        }
         let client = self.client().await?;
         let (schema, table) = self.config.offsets_table();
         let offsets = qualified(&schema, &table);
@@ -599,12 +640,12 @@ impl PgTarget {
 }
 
 /// The Postgres statements of a batch, in its transaction.
-struct PgStatements<'a, 't> {
+struct PgStatements<'a> {
     target: &'a mut PgTarget,
-    tx: &'a Transaction<'t>,
+    tx: &'a Client,
 }
 
-impl Statements for PgStatements<'_, '_> {
+impl Statements for PgStatements<'_> {
     type Error = SinkError;
 
     async fn truncate(&mut self, target: &str) -> Result<(), SinkError> {
@@ -708,15 +749,18 @@ pub fn postgres_sink(
         pool: None,
         dead_letters,
         ensured: HashMap::new(),
+        open: None,
         buf: Vec::new(),
         text: String::new(),
     };
     let whole_commits = target.config.transactional;
+    let max_pending_bytes = target.config.max_pending_bytes;
     TypedSink::new(
         ReplicaSink::new(target, settings),
         RecordDecoder::new(registry),
         whole_commits,
     )
+    .max_pending_bytes(max_pending_bytes)
 }
 
 /// `check --connect` for a Postgres sink: connects as `run` would and checks that the user may

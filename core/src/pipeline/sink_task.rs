@@ -22,6 +22,10 @@ pub struct SinkSettings {
     pub topics: Vec<String>,
     /// Upper bound of one read from one partition.
     pub max_read_bytes: usize,
+    /// Upper bound of what one round reads across every partition (the sink's memory for
+    /// records): partitions are read in turn, starting one further each round, until it is
+    /// spent.
+    pub max_batch_bytes: usize,
     /// How often to look for new topics matching the patterns when idle.
     pub topic_refresh: Duration,
 }
@@ -85,6 +89,9 @@ where
         );
         let mut assigned: Vec<(Arc<str>, u32)> = Vec::new();
         let mut last_refresh = None::<tokio::time::Instant>;
+        // Which partition a round starts with: each round starts one further, so that a budget
+        // spent early does not starve the partitions at the end.
+        let mut first = 0usize;
         let mut topics_version = log.topics_version();
         loop {
             if cancel.is_cancelled() {
@@ -105,15 +112,24 @@ where
             commits.borrow_and_update();
             let mut records = Vec::new();
             let mut cut = Vec::new();
-            for (topic, partition) in &assigned {
+            let mut budget = settings.max_batch_bytes;
+            let count = assigned.len();
+            first = if count == 0 { 0 } else { (first + 1) % count };
+            for i in 0..count {
+                let (topic, partition) = &assigned[(first + i) % count];
                 let offset = offsets
                     .get(&(topic.to_string(), *partition))
                     .copied()
                     .unwrap_or(0);
-                let read = match log
-                    .read(topic, *partition, offset, settings.max_read_bytes)
-                    .await
-                {
+                if budget == 0 {
+                    // Not read this round: whatever it holds waits, like a cut read.
+                    if offset < log.stable_offset(topic, *partition) {
+                        cut.push((Arc::clone(topic), *partition));
+                    }
+                    continue;
+                }
+                let max_bytes = settings.max_read_bytes.min(budget);
+                let read = match log.read(topic, *partition, offset, max_bytes).await {
                     Ok(read) => read,
                     Err(sluice_log::LogError::OffsetOutOfRange { start, .. }) => {
                         // Retention deleted what this sink had not read yet: say so loudly and
@@ -122,12 +138,20 @@ where
                             "sink fell behind the log's retention; records in between are lost to this sink");
                         ::metrics::counter!(metrics::ERRORS, "sink" => name.clone(), "stage" => "retention").increment(1);
                         offsets.insert((topic.to_string(), *partition), start);
-                        log.read(topic, *partition, start, settings.max_read_bytes)
+                        log.read(topic, *partition, start, max_bytes)
                             .await
                             .map_err(log_error)?
                     }
                     Err(err) => return Err(log_error(err)),
                 };
+                let bytes: usize = read
+                    .iter()
+                    .map(|r| {
+                        r.key.as_ref().map_or(0, |k| k.len())
+                            + r.value.as_ref().map_or(0, |v| v.len())
+                    })
+                    .sum();
+                budget = budget.saturating_sub(bytes.max(1));
                 if let Some(last) = read.last() {
                     if last.offset + 1 < log.stable_offset(topic, *partition) {
                         cut.push((Arc::clone(topic), *partition));

@@ -2,11 +2,20 @@
 //! commits not yet read whole (when the sink asks for whole transactions), and splits a batch
 //! that spans a table's schema change into one part per version.
 //!
-//! Whole commits: the source task stamps the last record of each partition's share of a log
-//! commit with the commit number (COMMIT_HEADER). A record's commit is the stamp of the next
-//! stamped record in its partition; records after a partition's last stamp belong to a commit
-//! not read to its end, and so does everything of a later commit in any partition read only
-//! partly. Those wait in `pending` for the next read.
+//! Whole commits: the source task stamps the last record of each partition's share of every
+//! append with the number of the commit that makes it visible (COMMIT_HEADER on a commit's last
+//! append, COMMIT_PART_HEADER on the appends before it of a transaction too large for one
+//! batch). A record's commit is the stamp of the next stamped record in its partition. In a
+//! partition read only partly, the records after its last stamp belong to a commit not read to
+//! its end (after a part stamp, possibly that stamp's commit): that commit and every later one
+//! of the same source wait in `pending` for the next read. Commit numbers are per source (a
+//! topic's first name part).
+//!
+//! A transaction larger than `max_pending_bytes` is handed over in parts: once pending holds
+//! more than that, the records known to belong to each source's oldest open commit go to the
+//! sink with `ends_transaction = false`, and the sink keeps its destination transaction open
+//! until a batch that ends it. Memory stays bounded by the budget plus one append's records per
+//! partition.
 //!
 //! Schema versions: a topic is one table, so in each partition a version's records form one
 //! run (versions only grow), and each part is a prefix of every partition: offsets stored with
@@ -16,7 +25,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::change::{ChangeDecoder, DecodeError, SourcedChange};
-use crate::checkpoint::COMMIT_HEADER;
+use crate::checkpoint::{COMMIT_HEADER, COMMIT_PART_HEADER};
 use crate::event::Op;
 use crate::retry::{Classify, ErrorKind};
 use crate::sink::{ChangeBatch, ChangeSink, Offsets, RecordSink, SinkRecord};
@@ -48,7 +57,23 @@ pub struct TypedSink<S, D> {
     /// Whole-commit mode: records of log commits not yet read whole.
     pending: Vec<SinkRecord>,
     cut: Vec<(Arc<str>, u32)>,
+    /// Whole-commit mode: past this many bytes pending, the oldest open commit goes to the sink
+    /// in parts.
+    max_pending_bytes: usize,
+    /// Per source, the commit handed to the sink in part and not finished yet.
+    open: HashMap<String, u64>,
 }
+
+/// What whole-commit mode hands the sink from one read.
+struct Ready {
+    /// Whole commits.
+    whole: Vec<SinkRecord>,
+    /// Then records of open commits too large to hold (their transaction goes on).
+    partial: Vec<SinkRecord>,
+}
+
+/// Bytes of pending records past which an open commit is handed over in parts.
+pub const DEFAULT_MAX_PENDING_BYTES: usize = 32 << 20;
 
 impl<S: ChangeSink, D: ChangeDecoder> TypedSink<S, D> {
     /// `whole_commits`: hand the sink only whole log commits (source transactions).
@@ -59,7 +84,16 @@ impl<S: ChangeSink, D: ChangeDecoder> TypedSink<S, D> {
             whole_commits,
             pending: Vec::new(),
             cut: Vec::new(),
+            max_pending_bytes: DEFAULT_MAX_PENDING_BYTES,
+            open: HashMap::new(),
         }
+    }
+
+    /// Whole-commit mode: hold at most about this many bytes of records back (see the module
+    /// doc).
+    pub fn max_pending_bytes(mut self, bytes: usize) -> Self {
+        self.max_pending_bytes = bytes;
+        self
     }
 
     pub fn inner(&self) -> &S {
@@ -82,8 +116,9 @@ impl<S: ChangeSink, D: ChangeDecoder> TypedSink<S, D> {
         Ok(changes)
     }
 
-    /// Splits off (into `pending`) the records of log commits not yet read whole.
-    fn whole_commits(&mut self, records: &[SinkRecord]) -> Vec<SinkRecord> {
+    /// Splits off (into `pending`) the records of log commits not yet read whole, handing over
+    /// the oldest open commits' known records when too much is held.
+    fn take_ready(&mut self, records: &[SinkRecord]) -> Ready {
         let mut all = std::mem::take(&mut self.pending);
         all.extend_from_slice(records);
         // Each record's commit, from the back of its partition.
@@ -92,63 +127,153 @@ impl<S: ChangeSink, D: ChangeDecoder> TypedSink<S, D> {
         let mut any_stamp = false;
         for (i, record) in all.iter().enumerate().rev() {
             let key = (Arc::clone(&record.topic), record.partition);
-            if let Some(commit) = commit_stamp(record) {
+            if let Some((commit, _)) = commit_stamp(record) {
                 next.insert(key.clone(), commit);
                 any_stamp = true;
             }
             commits[i] = next.get(&key).copied();
         }
-        if !any_stamp {
+        if !any_stamp && self.open.is_empty() {
             // A log written before commits were stamped: apply as it comes.
-            return all;
+            return Ready {
+                whole: all,
+                partial: Vec::new(),
+            };
         }
+        let is_cut = |record: &SinkRecord| {
+            self.cut
+                .iter()
+                .any(|(t, p)| *t == record.topic && *p == record.partition)
+        };
         // A partition read to its end ends on a commit boundary: its unstamped tail (a topic
         // no source stamps) is complete.
         for (record, commit) in all.iter().zip(commits.iter_mut()) {
-            let cut = self
-                .cut
-                .iter()
-                .any(|(t, p)| *t == record.topic && *p == record.partition);
-            if commit.is_none() && !cut {
+            if commit.is_none() && !is_cut(record) {
                 *commit = Some(0);
             }
         }
-        let mut limit = u64::MAX;
+        // Per source: the oldest commit that may not be whole yet.
+        let mut limits: HashMap<&str, u64> = HashMap::new();
         for (topic, partition) in &self.cut {
+            let source = source_of(topic);
             let last_stamp = all
                 .iter()
                 .rev()
                 .filter(|r| r.topic == *topic && r.partition == *partition)
                 .find_map(commit_stamp);
             let bound = match last_stamp {
-                Some(commit) => commit + 1,
+                // After a commit's last append, later commits follow in this partition.
+                Some((commit, true)) => commit + 1,
+                // After a part, more of that commit may follow.
+                Some((commit, false)) => commit,
                 // Nothing of this partition's current commit is known yet.
-                None => commits.iter().flatten().copied().min().unwrap_or(0),
+                None => all
+                    .iter()
+                    .zip(&commits)
+                    .filter(|(r, c)| c.is_some_and(|c| c > 0) && source_of(&r.topic) == source)
+                    .filter_map(|(_, c)| *c)
+                    .min()
+                    .unwrap_or(0),
             };
-            limit = limit.min(bound);
+            let limit = limits.entry(source).or_insert(u64::MAX);
+            *limit = (*limit).min(bound);
         }
-        let (mut ready, mut later) = (Vec::new(), Vec::new());
+        let limit_of = |record: &SinkRecord| {
+            limits
+                .get(source_of(&record.topic))
+                .copied()
+                .unwrap_or(u64::MAX)
+        };
+        let (mut whole, mut later, mut later_commits) = (Vec::new(), Vec::new(), Vec::new());
+        let mut later_bytes = 0usize;
         for (record, commit) in all.into_iter().zip(commits) {
             match commit {
-                Some(c) if c < limit => ready.push(record),
-                _ => later.push(record),
+                Some(c) if c < limit_of(&record) => whole.push(record),
+                _ => {
+                    later_bytes += record_bytes(&record);
+                    later.push(record);
+                    later_commits.push(commit);
+                }
             }
         }
+        // Open commits now read whole are finished.
+        self.open
+            .retain(|source, commit| limits.get(source.as_str()).is_some_and(|l| l <= commit));
+        let mut partial = Vec::new();
+        if later_bytes > self.max_pending_bytes {
+            // Too much held: hand over what is known to belong to each source's oldest open
+            // commit (a prefix of each partition's held records).
+            let mut held = Vec::with_capacity(later.len());
+            for (record, commit) in later.into_iter().zip(later_commits) {
+                let source = source_of(&record.topic);
+                match (commit, limits.get(source)) {
+                    (Some(c), Some(&limit)) if c == limit => {
+                        if self.open.insert(source.to_owned(), c).is_none() {
+                            tracing::info!(source, commit = c, held_bytes = later_bytes,
+                                "transaction larger than max_pending_bytes: applying it in parts inside one destination transaction");
+                        }
+                        partial.push(record);
+                    }
+                    _ => held.push(record),
+                }
+            }
+            later = held;
+        }
         self.pending = later;
-        ready
+        Ready { whole, partial }
     }
 }
 
-/// The log commit number a record's COMMIT_HEADER carries.
-fn commit_stamp(record: &SinkRecord) -> Option<u64> {
-    record
-        .record
-        .headers
-        .iter()
-        .find(|h| h.key == COMMIT_HEADER)
-        .and_then(|h| h.value.as_deref())
-        .and_then(|v| <[u8; 8]>::try_from(v).ok())
-        .map(u64::from_be_bytes)
+/// The source a topic belongs to (its first name part): commit numbers are per source.
+fn source_of(topic: &str) -> &str {
+    topic.split('.').next().unwrap_or(topic)
+}
+
+/// Bytes a held record takes, roughly.
+fn record_bytes(record: &SinkRecord) -> usize {
+    record.record.key.as_ref().map_or(0, |k| k.len())
+        + record.record.value.as_ref().map_or(0, |v| v.len())
+        + 64
+}
+
+/// The log commit number a record's stamp carries, and whether it is on the commit's last
+/// append (COMMIT_HEADER) rather than a part before it (COMMIT_PART_HEADER).
+fn commit_stamp(record: &SinkRecord) -> Option<(u64, bool)> {
+    record.record.headers.iter().find_map(|h| {
+        let last = match h.key.as_str() {
+            COMMIT_HEADER => true,
+            COMMIT_PART_HEADER => false,
+            _ => return None,
+        };
+        let bytes = <[u8; 8]>::try_from(h.value.as_deref()?).ok()?;
+        Some((u64::from_be_bytes(bytes), last))
+    })
+}
+
+impl<S: ChangeSink, D: ChangeDecoder> TypedSink<S, D> {
+    /// Decodes `records` and hands them to the sink, one part per schema version. With whole
+    /// commits the parts share one destination transaction, which the last part ends unless
+    /// `open` (a commit handed over in part goes on).
+    async fn deliver(
+        &mut self,
+        records: &[SinkRecord],
+        open: bool,
+    ) -> Result<(), TypedSinkError<S::Error>> {
+        let parts = split_by_schema_version(&self.decoder, records);
+        let count = parts.len();
+        for (i, part) in parts.into_iter().enumerate() {
+            let part = part.as_deref().unwrap_or(records);
+            let changes = self.decode(part).map_err(TypedSinkError::Decode)?;
+            let ends_transaction = !self.whole_commits || (i + 1 == count && !open);
+            let batch = ChangeBatch {
+                changes,
+                records: part,
+                ends_transaction,
+            };
+            self.sink.write(batch).await.map_err(TypedSinkError::Sink)?;
+        }
+        Ok(())
+    }
 }
 
 impl<S: ChangeSink, D: ChangeDecoder> RecordSink for TypedSink<S, D> {
@@ -156,6 +281,7 @@ impl<S: ChangeSink, D: ChangeDecoder> RecordSink for TypedSink<S, D> {
 
     async fn open(&mut self) -> Result<Option<Offsets>, Self::Error> {
         self.pending.clear();
+        self.open.clear();
         self.sink.open().await.map_err(TypedSinkError::Sink)
     }
 
@@ -168,26 +294,18 @@ impl<S: ChangeSink, D: ChangeDecoder> RecordSink for TypedSink<S, D> {
     }
 
     async fn write(&mut self, records: &[SinkRecord]) -> Result<(), Self::Error> {
-        let ready;
-        let records = if self.whole_commits {
-            ready = self.whole_commits(records);
-            if ready.is_empty() {
-                return Ok(());
-            }
-            &ready[..]
-        } else {
-            records
-        };
-        for part in split_by_schema_version(&self.decoder, records) {
-            let part = part.as_deref().unwrap_or(records);
-            let changes = self.decode(part).map_err(TypedSinkError::Decode)?;
-            let batch = ChangeBatch {
-                changes,
-                records: part,
-            };
-            self.sink.write(batch).await.map_err(TypedSinkError::Sink)?;
+        if !self.whole_commits {
+            return self.deliver(records, false).await;
         }
-        Ok(())
+        let Ready { mut whole, partial } = self.take_ready(records);
+        whole.extend(partial);
+        if whole.is_empty() {
+            return Ok(());
+        }
+        // While a commit handed over in part is open, nothing ends the destination's
+        // transaction.
+        let open = !self.open.is_empty();
+        self.deliver(&whole, open).await
     }
 
     async fn flush(&mut self) -> Result<(), Self::Error> {
@@ -278,4 +396,126 @@ fn split_by_schema_version<D: ChangeDecoder>(
         .filter(|part| !part.is_empty())
         .map(Some)
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use sluice_log::{Header, StoredRecord};
+
+    use crate::change::Change;
+
+    /// Decodes nothing; records carry no schema.
+    struct NoDecoder;
+
+    impl ChangeDecoder for NoDecoder {
+        fn decode(&mut self, _: &SinkRecord) -> Result<Option<Change>, DecodeError> {
+            Ok(None)
+        }
+        fn schema_id(&self, _: &SinkRecord) -> Option<u32> {
+            None
+        }
+    }
+
+    struct NoSink;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("never")]
+    struct Never;
+
+    impl Classify for Never {
+        fn kind(&self) -> ErrorKind {
+            ErrorKind::Definite
+        }
+    }
+
+    impl ChangeSink for NoSink {
+        type Error = Never;
+        async fn open(&mut self) -> Result<Option<Offsets>, Self::Error> {
+            Ok(None)
+        }
+        async fn write(&mut self, _: ChangeBatch<'_>) -> Result<(), Self::Error> {
+            Ok(())
+        }
+        async fn close(&mut self) -> Result<(), Self::Error> {
+            Ok(())
+        }
+    }
+
+    /// A record of `src.t` partition 0 at `offset`, stamped `(commit, last append)`.
+    fn record(offset: u64, stamp: Option<(u64, bool)>) -> SinkRecord {
+        let headers = stamp
+            .map(|(commit, last)| Header {
+                key: if last {
+                    COMMIT_HEADER
+                } else {
+                    COMMIT_PART_HEADER
+                }
+                .to_owned(),
+                value: Some(Bytes::copy_from_slice(&commit.to_be_bytes())),
+            })
+            .into_iter()
+            .collect();
+        SinkRecord {
+            topic: Arc::from("src.t"),
+            partition: 0,
+            record: StoredRecord {
+                offset,
+                timestamp_ms: 0,
+                key: None,
+                value: Some(Bytes::from(vec![b'x'; 100])),
+                headers,
+            },
+        }
+    }
+
+    fn offsets(records: &[SinkRecord]) -> Vec<u64> {
+        records.iter().map(|r| r.record.offset).collect()
+    }
+
+    #[test]
+    fn a_part_stamp_does_not_end_its_commit_and_a_last_stamp_does() {
+        let mut sink = TypedSink::new(NoSink, NoDecoder, true);
+        let cut = [(Arc::from("src.t"), 0)];
+        sink.partitions_cut(&cut);
+        // Commit 7 whole, then commit 8's first append (part stamp) and more of it.
+        let read = [
+            record(0, None),
+            record(1, Some((7, true))),
+            record(2, None),
+            record(3, Some((8, false))),
+            record(4, None),
+        ];
+        let ready = sink.take_ready(&read);
+        assert_eq!(offsets(&ready.whole), [0, 1]);
+        assert!(ready.partial.is_empty());
+        assert_eq!(offsets(&sink.pending), [2, 3, 4]);
+        // Commit 8's last append arrives and the partition is read to its end.
+        sink.partitions_cut(&[]);
+        let ready = sink.take_ready(&[record(5, Some((8, true)))]);
+        assert_eq!(offsets(&ready.whole), [2, 3, 4, 5]);
+        assert!(sink.pending.is_empty());
+    }
+
+    #[test]
+    fn past_the_budget_the_oldest_commit_goes_over_in_parts_and_ends_with_its_last() {
+        let mut sink = TypedSink::new(NoSink, NoDecoder, true).max_pending_bytes(300);
+        let cut = [(Arc::from("src.t"), 0)];
+        sink.partitions_cut(&cut);
+        let read: Vec<SinkRecord> = (0..4)
+            .map(|i| record(i, (i == 2).then_some((9, false))))
+            .collect();
+        let ready = sink.take_ready(&read);
+        assert!(ready.whole.is_empty());
+        // Records known to be commit 9 (up to its part stamp) go over; the tail waits.
+        assert_eq!(offsets(&ready.partial), [0, 1, 2]);
+        assert_eq!(offsets(&sink.pending), [3]);
+        assert_eq!(sink.open.get("src"), Some(&9));
+        // The rest of commit 9 ends it: the open transaction closes.
+        sink.partitions_cut(&[]);
+        let ready = sink.take_ready(&[record(4, Some((9, true))), record(5, None)]);
+        assert_eq!(offsets(&ready.whole), [3, 4, 5]);
+        assert!(sink.open.is_empty());
+    }
 }

@@ -27,6 +27,11 @@ pub struct MysqlSinkConfig {
     /// Apply only whole log commits (never part of a source transaction). Default false.
     #[serde(default)]
     pub transactional: bool,
+    /// With `transactional`: bytes of records held back waiting for the rest of their source
+    /// transaction; a larger transaction is applied in parts inside one target transaction
+    /// that commits with its last part. Default 33554432 (32 MiB).
+    #[serde(default = "default_max_pending_bytes")]
+    pub max_pending_bytes: usize,
     /// Log topic for events the target rejects. Default none: they stop the sink.
     #[serde(default)]
     pub dead_letter_topic: Option<String>,
@@ -101,4 +106,8 @@ impl MysqlSinkConfig {
         }
         Ok(builder.into())
     }
+}
+
+fn default_max_pending_bytes() -> usize {
+    sluice_core::pipeline::DEFAULT_MAX_PENDING_BYTES
 }

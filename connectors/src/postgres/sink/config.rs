@@ -30,6 +30,11 @@ pub struct PostgresSinkConfig {
     /// Default false (batches may end inside a transaction; each batch is still atomic).
     #[serde(default)]
     pub transactional: bool,
+    /// With `transactional`: bytes of records held back waiting for the rest of their source
+    /// transaction; a larger transaction is applied in parts inside one target transaction
+    /// that commits with its last part. Default 33554432 (32 MiB).
+    #[serde(default = "default_max_pending_bytes")]
+    pub max_pending_bytes: usize,
     /// Topic of the log that receives events the target rejects (with the error in a header).
     /// Default none: a rejected event stops the sink with the database's error.
     #[serde(default)]
@@ -117,4 +122,8 @@ impl PostgresSinkConfig {
             None => ("public".to_owned(), self.offsets_table.clone()),
         }
     }
+}
+
+fn default_max_pending_bytes() -> usize {
+    sluice_core::pipeline::DEFAULT_MAX_PENDING_BYTES
 }

@@ -13,7 +13,7 @@ use sluice_log::{
 
 use super::super::PipelineError;
 use crate::change::SCHEMA_HEADER;
-use crate::checkpoint::{Checkpoint, COMMIT_HEADER};
+use crate::checkpoint::{Checkpoint, COMMIT_HEADER, COMMIT_PART_HEADER};
 use crate::clock::now_us;
 use crate::encode::{EncodedRecord, EncodedRecords, EventEncoder};
 use crate::event::{ChangeEvent, TableSchema};
@@ -110,7 +110,7 @@ impl EncodedPart<Slice> {
     /// commit number `stamp` (see COMMIT_HEADER).
     fn into_batches(
         self,
-        stamp: &Bytes,
+        stamp: &Stamp,
         stamped: impl Fn(&Slice) -> bool,
     ) -> EncodedPart<PartitionBatch> {
         let EncodedPart {
@@ -123,7 +123,7 @@ impl EncodedPart<Slice> {
         let batches = batches
             .into_iter()
             .map(|slice| {
-                let header = stamped(&slice).then(|| commit_header(stamp.clone()));
+                let header = stamped(&slice).then(|| stamp.header());
                 let records = match slice.records {
                     SliceRecords::Packed(mut entries) => {
                         if let Some(last) = entries.last_mut() {
@@ -201,8 +201,11 @@ impl<E: EventEncoder> BatchEncoder<E> {
             checkpoint,
             history,
         } = batch;
+        let stamp = Stamp {
+            commit: Bytes::copy_from_slice(&commit.to_be_bytes()),
+            last_append: checkpoint.is_some(),
+        };
         let (events_len, bytes_per_event) = (events.len().max(1), self.bytes_per_event);
-        let stamp = Bytes::copy_from_slice(&commit.to_be_bytes());
         let output = Output {
             bytes_per_event,
             prepare: self.prepare,
@@ -286,7 +289,7 @@ impl<E: EventEncoder> BatchEncoder<E> {
                     headers: Vec::new(),
                 })
                 .collect();
-            records.push_header_to_last(commit_header(stamp));
+            records.push_header_to_last(stamp.header());
             batches.push(PartitionBatch {
                 topic,
                 partition: 0,
@@ -302,11 +305,26 @@ impl<E: EventEncoder> BatchEncoder<E> {
     }
 }
 
-/// The log commit header carrying commit number `stamp`.
-fn commit_header(stamp: Bytes) -> Header {
-    Header {
-        key: COMMIT_HEADER.to_owned(),
-        value: Some(stamp),
+/// What an append stamps on each partition's last record: the number of the commit that makes
+/// it visible, and whether this append is that commit's last (COMMIT_HEADER) or a part before
+/// it (COMMIT_PART_HEADER).
+#[derive(Clone)]
+struct Stamp {
+    commit: Bytes,
+    last_append: bool,
+}
+
+impl Stamp {
+    fn header(&self) -> Header {
+        let key = if self.last_append {
+            COMMIT_HEADER
+        } else {
+            COMMIT_PART_HEADER
+        };
+        Header {
+            key: key.to_owned(),
+            value: Some(self.commit.clone()),
+        }
     }
 }
 
