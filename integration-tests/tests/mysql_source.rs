@@ -464,6 +464,59 @@ async fn mariadb_replicates_into_postgres() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_larger_than_a_batch_reaches_a_transactional_target_whole() {
+    let source = MariaDb::create();
+    let target = TestDb::create();
+    source.exec("CREATE TABLE big (id int PRIMARY KEY, pad varchar(200))");
+    // The source sends it in parts of 500 events; the sink holds at most ~1 MB back.
+    let mut sluice = Sluice::new(&format!(
+        "{}[[sinks]]\nname = \"replica\"\nkind = \"postgres\"\nurl = \"{}\"\ntopics = [\"src.*\"]\nschema = \"public\"\ntransactional = true\nmax_pending_bytes = 1000000\n",
+        mysql_source_config(&source, "max_batch_events = 500"),
+        target.url()
+    ));
+    sluice.start();
+    wait_streaming(&sluice).await;
+    source.exec("INSERT INTO big VALUES (0, 'first')");
+    let count = || {
+        if target.exec("SELECT to_regclass('public.big') IS NOT NULL") != "t" {
+            return 0;
+        }
+        target
+            .exec("SELECT count(*) FROM big")
+            .parse::<u64>()
+            .unwrap()
+    };
+    wait_for(Duration::from_secs(30), "the first row", || count() == 1).await;
+    source.exec(
+        "INSERT INTO big SELECT seq, repeat('p', 200) FROM seq_1_to_20000; UPDATE big SET pad = 'done' WHERE id = 0",
+    );
+    // The target shows none of the transaction or all of it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let seen = count();
+        assert!(seen == 1 || seen == 20_001, "the target showed {seen} rows");
+        if seen == 20_001 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not applied: {}",
+            sluice.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(target.exec("SELECT pad FROM big WHERE id = 0"), "done");
+    assert!(
+        sluice
+            .stderr()
+            .contains("applying it in parts inside one destination transaction"),
+        "{}",
+        sluice.stderr()
+    );
+    assert_eq!(sluice.stop(), Some(0), "{}", sluice.stderr());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn catching_up_across_ddl_reads_rows_with_the_columns_they_were_written_with() {
     let db = MariaDb::create();
     db.exec("CREATE TABLE t (id int PRIMARY KEY, a int, b varchar(5))");

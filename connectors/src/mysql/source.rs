@@ -107,7 +107,9 @@ impl Classify for SourceError {
 #[derive(Debug)]
 struct Unit {
     events: Vec<ChangeEvent>,
-    checkpoint: Checkpoint,
+    /// None: a part of a transaction too large for one batch; the unit with its last events
+    /// carries the checkpoint that commits it.
+    checkpoint: Option<Checkpoint>,
     /// Schema-history records (`history.rs`) that belong with it.
     history: Vec<Bytes>,
     /// Close the batch after this unit instead of waiting up to `max_batch_ms` for more: set
@@ -336,7 +338,8 @@ impl Source for MysqlSource {
         let mut events = first.events;
         let mut checkpoint = first.checkpoint;
         let mut history = first.history;
-        let mut flush = first.flush;
+        // A part of a large transaction is a batch of its own.
+        let mut flush = first.flush || checkpoint.is_none();
         while !flush && events.len() < self.config.max_batch_events {
             // What is already waiting joins the batch whatever its age (catching up, batches
             // fill); only waiting for more is bounded by max_batch_ms.
@@ -351,6 +354,11 @@ impl Source for MysqlSource {
                 }
             };
             match next {
+                Ok(unit) if unit.checkpoint.is_none() => {
+                    // Whole transactions go first; the part starts the next batch.
+                    self.carry = Some(unit);
+                    break;
+                }
                 Ok(unit) => {
                     events.extend(unit.events);
                     checkpoint = unit.checkpoint;
@@ -369,7 +377,7 @@ impl Source for MysqlSource {
         }
         Ok(Some(SourceBatch {
             events,
-            checkpoint: Some(checkpoint),
+            checkpoint,
             history,
         }))
     }

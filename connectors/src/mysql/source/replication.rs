@@ -36,6 +36,7 @@ use super::{ddl, row_schema, SourceError, Unit};
 const MARIADB_GTID_EVENT: u8 = 162;
 
 /// Where the stream stands.
+#[derive(Clone)]
 enum Cursor {
     Mariadb(MariadbGtidList),
     Mysql(MysqlGtidSet),
@@ -43,6 +44,24 @@ enum Cursor {
 }
 
 impl Cursor {
+    /// The cursor as it will be once `gtid`'s transaction has committed.
+    fn after(&self, gtid: &Gtid) -> Cursor {
+        let mut next = self.clone();
+        match (&mut next, gtid) {
+            (
+                Cursor::Mariadb(list),
+                Gtid::Mariadb {
+                    domain,
+                    server,
+                    seq,
+                },
+            ) => list.apply(*domain, *server, *seq),
+            (Cursor::Mysql(set), Gtid::Mysql { uuid, gno }) => set.add(uuid, *gno),
+            _ => {}
+        }
+        next
+    }
+
     fn position(&self) -> Position {
         match self {
             Cursor::Mariadb(list) => Position::MariadbGtidList(list.to_string().into()),
@@ -63,6 +82,10 @@ struct Open {
     history: Vec<Bytes>,
     /// `domain-server-seq` or `uuid:n`, applied to the cursor at commit.
     gtid: Option<Gtid>,
+    /// Events already sent ahead in parts (a transaction larger than `max_batch_events`),
+    /// and the id they were sent with.
+    sent: u64,
+    sent_id: Option<Arc<str>>,
 }
 
 #[derive(Clone)]
@@ -169,10 +192,10 @@ async fn record_definitions(
     };
     let unit = Unit {
         events: Vec::new(),
-        checkpoint: Checkpoint {
+        checkpoint: Some(Checkpoint {
             position: position.clone(),
             snapshot: SnapshotProgress::Done,
-        },
+        }),
         history: vec![record.to_bytes()],
         flush: true,
     };
@@ -465,6 +488,43 @@ async fn stream_from(
             _ => {}
         }
         if !commit {
+            // A transaction larger than a batch goes ahead in parts, uncommitted in the log
+            // until its last part (with the checkpoint) commits it: memory stays bounded.
+            if let Some(txn) = open
+                .as_mut()
+                .filter(|t| t.events.len() >= config.max_batch_events)
+            {
+                let at = Position::BinlogFile {
+                    file: Arc::clone(&current_file),
+                    offset: u64::from(header.log_pos()),
+                };
+                let id = Arc::clone(txn.sent_id.get_or_insert_with(|| match &txn.gtid {
+                    Some(gtid) => gtid.text().into(),
+                    None => at.to_string().into(),
+                }));
+                let position = match &txn.gtid {
+                    Some(gtid) => cursor.after(gtid).position(),
+                    None => at,
+                };
+                let mut events = std::mem::take(&mut txn.events);
+                for (n, event) in events.iter_mut().enumerate() {
+                    event.position = position.clone();
+                    event.txn = Some(TxnInfo {
+                        id: Arc::clone(&id),
+                        total_order: txn.sent + n as u64 + 1,
+                    });
+                }
+                txn.sent += events.len() as u64;
+                let part = Unit {
+                    events,
+                    checkpoint: None,
+                    history: Vec::new(),
+                    flush: true,
+                };
+                if tx.send(Ok(part)).await.is_err() {
+                    return Ok(());
+                }
+            }
             continue;
         }
         let txn = open.take().unwrap_or_default();
@@ -485,24 +545,25 @@ async fn stream_from(
             _ => {}
         }
         let position = cursor.position();
-        let id: Arc<str> = match &txn.gtid {
-            Some(gtid) => gtid.text().into(),
-            None => position.to_string().into(),
+        let id: Arc<str> = match (&txn.sent_id, &txn.gtid) {
+            (Some(id), _) => Arc::clone(id),
+            (None, Some(gtid)) => gtid.text().into(),
+            (None, None) => position.to_string().into(),
         };
         let mut events = txn.events;
         for (n, event) in events.iter_mut().enumerate() {
             event.position = position.clone();
             event.txn = Some(TxnInfo {
                 id: Arc::clone(&id),
-                total_order: n as u64 + 1,
+                total_order: txn.sent + n as u64 + 1,
             });
         }
         let unit = Unit {
             events,
-            checkpoint: Checkpoint {
+            checkpoint: Some(Checkpoint {
                 position,
                 snapshot: SnapshotProgress::Done,
-            },
+            }),
             history: txn.history,
             flush: false,
         };

@@ -432,10 +432,10 @@ async fn send(
 ) -> Result<(), SourceError> {
     let unit = Unit {
         events,
-        checkpoint: Checkpoint {
+        checkpoint: Some(Checkpoint {
             position: position.clone(),
             snapshot: SnapshotProgress::InProgress,
-        },
+        }),
         history: Vec::new(),
         flush: true,
     };
@@ -522,10 +522,10 @@ pub(super) async fn run(
     let position = &start.position;
     let done = Unit {
         events: Vec::new(),
-        checkpoint: Checkpoint {
+        checkpoint: Some(Checkpoint {
             position: position.clone(),
             snapshot: SnapshotProgress::Done,
-        },
+        }),
         history: Vec::new(),
         flush: true,
     };
