@@ -21,6 +21,10 @@ Cases:
   encode_avro        1,000,000 events of a 20-column row encoded as Avro (Confluent wire format)
                      vs the same events as Debezium JSON (encode_json); one thread each; also
                      bytes per event of both.
+  pg_big_txn         one transaction of --big-gb (default 5) GB of 1 KB rows from Postgres through
+                     the log into a Postgres sink in transactional mode: sluice's peak RSS (whole
+                     process) vs the 200 MB goal (ratio = goal / ours); the time is in the notes.
+  mysql_big_txn      the same from MariaDB.
 Peak RSS of sluice is reported for pg_stream (goal <= 64 MB).
 """
 
@@ -38,6 +42,10 @@ TINY = "--tiny" in sys.argv
 # each (default 2) and take the best of each.
 REPEAT = next((int(a.split("=", 1)[1]) for a in sys.argv[1:] if a.startswith("--repeat=")), 2)
 CASES = [a for a in sys.argv[1:] if not a.startswith("--")]
+# --big-gb=N: the size of the one transaction of the *_big_txn cases.
+BIG_GB = next((float(a.split("=", 1)[1]) for a in sys.argv[1:] if a.startswith("--big-gb=")), 5.0)
+if TINY:
+    BIG_GB = 0.005
 ROWS = 2_000 if TINY else 1_000_000
 TXNS = 20 if TINY else 1_000
 PSQL = ["psql", "-h", "127.0.0.1", "-U", "postgres", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"]
@@ -256,6 +264,74 @@ def case_pg_sink_apply():
     return result
 
 
+BIG_RSS_GOAL_MB = 200
+
+
+def case_big_txn(engine):
+    """One transaction of BIG_GB GB (~1 KB rows) written at the source while sluice streams it
+    through the log into a Postgres sink in transactional mode; sluice's peak RSS vs the goal."""
+    rows = int(BIG_GB * 1_000_000)
+    reset_target()
+    with tempfile.TemporaryDirectory() as workdir:
+        config = os.path.join(workdir, "big.toml")
+        if engine == "pg":
+            psql(f"SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = '{DB}'", "postgres")
+            psql(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)", "postgres")
+            psql(f"CREATE DATABASE {DB}", "postgres")
+            psql("CREATE TABLE big (id bigint PRIMARY KEY, pad text NOT NULL)")
+            source = (f'[[sources]]\nname = "big"\nkind = "postgres"\nurl = "postgres://postgres@127.0.0.1:5432/{DB}"\n'
+                      f'tables = ["public.big"]\nslot = "bench_big"\nsnapshot = "never"\n')
+            topic = "big.public.big"
+            fill = ["sh", "-c", " ".join(PSQL) + f" -d {DB} -c \"INSERT INTO big SELECT g, md5(g::text) || "
+                    f"repeat(md5((g + 1)::text), 30) FROM generate_series(1, {rows}) g\""]
+        else:
+            my(f"DROP DATABASE IF EXISTS {MY_DB}; CREATE DATABASE {MY_DB}; "
+               f"CREATE TABLE {MY_DB}.big (id bigint PRIMARY KEY, pad text NOT NULL)")
+            my("FLUSH BINARY LOGS")
+            my(f"PURGE BINARY LOGS TO '{my('SHOW MASTER STATUS').split(chr(9))[0]}'")
+            source = (f'[[sources]]\nname = "big"\nkind = "mysql"\nurl = "mysql://root@127.0.0.1:3306"\n'
+                      f'tables = ["{MY_DB}.big"]\nserver_id = 9102\nsnapshot = "never"\n')
+            topic = f"big.{MY_DB}.big"
+            fill = ["sh", "-c", " ".join(MY) + f" -e \"SET SESSION max_statement_time = 0; INSERT INTO {MY_DB}.big "
+                    f"SELECT seq, CONCAT(MD5(seq), REPEAT(MD5(seq + 1), 30)) FROM seq_1_to_{rows}\""]
+        with open(config, "w") as f:
+            f.write(f'[log]\ndir = "{workdir}/log"\n\n{source}\n[[sinks]]\nname = "big"\nkind = "postgres"\n'
+                    f'url = "postgres://postgres@127.0.0.1:5432/{TARGET_DB}"\ntopics = ["{topic}"]\n'
+                    f'schema = "public"\ntransactional = true\n')
+        with tempfile.TemporaryFile() as err:
+            proc = subprocess.Popen([SLUICE, "run", "-c", config], stdout=subprocess.DEVNULL, stderr=err)
+            deadline = time.time() + 60
+            while True:
+                err.seek(0)
+                text = err.read().decode(errors="replace")
+                if "streaming" in text:
+                    break
+                if proc.poll() is not None or time.time() > deadline:
+                    raise SystemExit(f"{engine}_big_txn: sluice did not start streaming:\n{text[-3000:]}")
+                time.sleep(0.1)
+            start = time.perf_counter()
+            subprocess.run(fill, check=True, capture_output=True)
+            written = time.perf_counter() - start
+            while True:
+                if proc.poll() is not None:
+                    err.seek(0)
+                    raise SystemExit(f"{engine}_big_txn: sluice exited:\n{err.read().decode()[-3000:]}")
+                exists = psql("SELECT to_regclass('public.big') IS NOT NULL", TARGET_DB) == "t"
+                if exists and int(psql("SELECT count(*) FROM big", TARGET_DB)) >= rows:
+                    break
+                time.sleep(1 if rows > 100_000 else 0.05)
+            elapsed = time.perf_counter() - start
+            proc.terminate()
+            _, status, usage = os.wait4(proc.pid, 0)
+        if engine == "pg":
+            psql("SELECT pg_drop_replication_slot('bench_big')", "postgres")
+    psql(f"DROP DATABASE IF EXISTS {TARGET_DB} WITH (FORCE)", "postgres")
+    peak_mb = usage.ru_maxrss / 1024
+    notes = (f"txn_gb={BIG_GB} rows={rows} sluice_peak_rss_mb={peak_mb:.1f} goal_mb={BIG_RSS_GOAL_MB} "
+             f"source_write_s={written:.1f} end_to_end_s={elapsed:.1f}")
+    return peak_mb, BIG_RSS_GOAL_MB, notes
+
+
 MY = ["mariadb", "-h", "127.0.0.1", "-P", "3306", "-u", "root", "-N", "-B"]
 MY_DB = "sluice_bench"
 
@@ -471,12 +547,15 @@ def main():
         ("mysql_stream", case_mysql_stream),
         ("mysql_snapshot", case_mysql_snapshot),
         ("pg_replication_latency", case_pg_replication_latency),
+        ("pg_big_txn", lambda: case_big_txn("pg")),
+        ("mysql_big_txn", lambda: case_big_txn("mysql")),
     ]
     wm = psql("SHOW logical_decoding_work_mem", "postgres")
     for name, run in plan:
         if CASES and name not in CASES:
             continue
-        if name.startswith("log_") or name.startswith("encode_") or name == "pg_replication_latency":
+        if (name.startswith("log_") or name.startswith("encode_") or name == "pg_replication_latency"
+                or name.endswith("_big_txn")):
             ours, ref, notes = run()
             rss = None
         else:
