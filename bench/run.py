@@ -292,7 +292,7 @@ def case_big_txn(engine):
             source = (f'[[sources]]\nname = "big"\nkind = "mysql"\nurl = "mysql://root@127.0.0.1:3306"\n'
                       f'tables = ["{MY_DB}.big"]\nserver_id = 9102\nsnapshot = "never"\n')
             topic = f"big.{MY_DB}.big"
-            fill = ["sh", "-c", " ".join(MY) + f" -e \"SET SESSION max_statement_time = 0; INSERT INTO {MY_DB}.big "
+            fill = ["sh", "-c", " ".join(MY) + f" -D {MY_DB} -e \"SET SESSION max_statement_time = 0; INSERT INTO {MY_DB}.big "
                     f"SELECT seq, CONCAT(MD5(seq), REPEAT(MD5(seq + 1), 30)) FROM seq_1_to_{rows}\""]
         with open(config, "w") as f:
             f.write(f'[log]\ndir = "{workdir}/log"\n\n{source}\n[[sinks]]\nname = "big"\nkind = "postgres"\n'
