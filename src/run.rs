@@ -10,9 +10,8 @@ use sluice_core::event_log::{EmbeddedLog, EventLog};
 use sluice_core::health::{sink_failure_writer, Health};
 use sluice_core::pipeline::{run_sink, run_source, SinkSettings, SourceSettings};
 use sluice_core::position::Position;
-use sluice_core::sink::{DeadLetter, DeadLetterWriter};
 use sluice_core::task::Tasks;
-use sluice_log::{Header, Log, PartitionBatch, Record};
+use sluice_log::Log;
 use sluice_schema_registry::avro::{AvroDecoder, AvroEncoder, DecimalHandling};
 use sluice_schema_registry::json::{JsonEnvelopeEncoder, SourceBlock};
 use sluice_schema_registry::registry::store::LogStore;
@@ -166,7 +165,7 @@ async fn run_async(config: FileConfig, stop_at: Option<Position>) -> Result<(), 
         let span = tracing::info_span!("sink", sink = %name);
         let dead_letters = sink
             .dead_letter_topic()
-            .map(|topic| dead_letter_writer(&backend, &name, topic));
+            .map(|topic| sluice_core::sink::dead_letter_writer(&backend, &name, topic));
         clear_sink_failure(&backend, &name)
             .await
             .map_err(|e| Failure::runtime(anyhow!("sink {name}: {e}")))?;
@@ -258,53 +257,6 @@ pub(crate) async fn open_registry(log: Arc<Log>) -> Result<Arc<Registry>, Failur
     .map_err(Failure::runtime)?
     .map_err(Failure::runtime)?;
     Ok(Arc::new(opened))
-}
-
-/// Appends a sink's rejected events to `topic` in the log: the original key and value, with the
-/// error and where the event came from in headers (`sluice.error`, `sluice.topic`,
-/// `sluice.partition`, `sluice.offset`). Durable before the sink commits past them.
-fn dead_letter_writer(backend: &EmbeddedLog, sink: &str, topic: &str) -> DeadLetterWriter {
-    let (backend, writer, topic) = (
-        backend.clone(),
-        format!("sink.{sink}.dead_letters"),
-        topic.to_owned(),
-    );
-    Arc::new(move |letters: Vec<DeadLetter>| {
-        let (backend, writer, topic) = (backend.clone(), writer.clone(), topic.clone());
-        Box::pin(async move {
-            backend
-                .ensure_topic(&topic)
-                .await
-                .map_err(|e| e.to_string())?;
-            let header = |key: &str, value: String| Header {
-                key: key.to_owned(),
-                value: Some(value.into()),
-            };
-            let records = letters
-                .into_iter()
-                .map(|letter| Record {
-                    key: letter.record.record.key.clone(),
-                    value: letter.record.record.value.clone(),
-                    timestamp_ms: sluice_core::clock::now_us() / 1000,
-                    headers: vec![
-                        header("sluice.error", letter.error),
-                        header("sluice.topic", letter.record.topic.to_string()),
-                        header("sluice.partition", letter.record.partition.to_string()),
-                        header("sluice.offset", letter.record.record.offset.to_string()),
-                    ],
-                })
-                .collect();
-            let batch = PartitionBatch {
-                topic,
-                partition: 0,
-                records,
-            };
-            backend
-                .append(&writer, vec![batch], Some(String::new()))
-                .await
-                .map_err(|e| e.to_string())
-        })
-    })
 }
 
 /// A sink starting: forget a failure recorded by an earlier run (restarting sluice is how a

@@ -11,7 +11,9 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 
-use sluice_log::StoredRecord;
+use sluice_log::{Header, PartitionBatch, Record, StoredRecord};
+
+use crate::event_log::EventLog;
 
 use crate::change::SourcedChange;
 use crate::retry::Classify;
@@ -162,3 +164,51 @@ pub type DeadLetterWriter = Arc<
         + Send
         + Sync,
 >;
+
+/// A [`DeadLetterWriter`] appending sink `sink`'s rejected events to `topic` in `log`: the
+/// original key and value, with the error and where the event came from in headers
+/// (`sluice.error`, `sluice.topic`, `sluice.partition`, `sluice.offset`). Durable before the
+/// sink commits past them.
+pub fn dead_letter_writer<L: EventLog + Clone>(
+    log: &L,
+    sink: &str,
+    topic: &str,
+) -> DeadLetterWriter {
+    let (log, writer, topic) = (
+        log.clone(),
+        format!("sink.{sink}.dead_letters"),
+        topic.to_owned(),
+    );
+    Arc::new(move |letters: Vec<DeadLetter>| {
+        let (log, writer, topic) = (log.clone(), writer.clone(), topic.clone());
+        Box::pin(async move {
+            log.ensure_topic(&topic).await.map_err(|e| e.to_string())?;
+            let header = |key: &str, value: String| Header {
+                key: key.to_owned(),
+                value: Some(value.into()),
+            };
+            let records = letters
+                .into_iter()
+                .map(|letter| Record {
+                    key: letter.record.record.key.clone(),
+                    value: letter.record.record.value.clone(),
+                    timestamp_ms: crate::clock::now_us() / 1000,
+                    headers: vec![
+                        header("sluice.error", letter.error),
+                        header("sluice.topic", letter.record.topic.to_string()),
+                        header("sluice.partition", letter.record.partition.to_string()),
+                        header("sluice.offset", letter.record.record.offset.to_string()),
+                    ],
+                })
+                .collect();
+            let batch = PartitionBatch {
+                topic,
+                partition: 0,
+                records,
+            };
+            log.append(&writer, vec![batch], Some(String::new()))
+                .await
+                .map_err(|e| e.to_string())
+        })
+    })
+}

@@ -2,6 +2,8 @@
 //! a fresh database per test, the `sluice` binary run as a child process on a temp config, the
 //! log read back through sluice-log, and a notify-or-timeout wait.
 
+pub mod compliance;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -1,0 +1,220 @@
+//! Every sink through the compliance kit (`sluice_integration_tests::compliance`): one call per
+//! sink, with a factory for its destination. A new sink adds its own here.
+
+use std::sync::Arc;
+
+use serde_json::{json, Value as Json};
+use sluice_connectors::jsonl::{JsonlSink, JsonlSinkConfig};
+use sluice_connectors::mysql::sink::{mysql_sink, MysqlSink, MysqlSinkConfig};
+use sluice_connectors::postgres::sink::{postgres_sink, PostgresSink, PostgresSinkConfig};
+use sluice_core::sink::DeadLetterWriter;
+use sluice_integration_tests::compliance::{self, Kit, Rows, SinkUnderTest, REJECTED_QTY, TOPIC};
+use sluice_integration_tests::{MariaDb, TestDb};
+use sluice_schema_registry::avro::AvroDecoder;
+
+/// Rows from `id|name|qty` lines (any single-character separator).
+fn parse_rows(text: &str, separator: char) -> Rows {
+    text.lines()
+        .filter(|line| !line.is_empty())
+        .map(|line| {
+            let fields: Vec<&str> = line.split(separator).collect();
+            (
+                fields[0].parse().unwrap(),
+                (fields[1].to_owned(), fields[2].parse().unwrap()),
+            )
+        })
+        .collect()
+}
+
+fn config<T: serde::de::DeserializeOwned>(value: Json) -> T {
+    serde_json::from_value(value).expect("a valid sink config")
+}
+
+struct Jsonl {
+    dir: tempfile::TempDir,
+}
+
+impl Jsonl {
+    fn lines(&self) -> Vec<Json> {
+        std::fs::read_to_string(self.dir.path().join("out.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect()
+    }
+}
+
+impl SinkUnderTest for Jsonl {
+    type Sink = JsonlSink;
+
+    fn sink(&self, kit: &Kit, _dead_letters: Option<DeadLetterWriter>) -> JsonlSink {
+        let config: JsonlSinkConfig = config(json!({
+            "name": "kit",
+            "path": self.dir.path().join("out.jsonl"),
+            "topics": [TOPIC],
+        }));
+        JsonlSink::new(config, Some(AvroDecoder::new(Arc::clone(&kit.registry))))
+    }
+
+    fn rows(&self) -> Rows {
+        let mut rows = Rows::new();
+        for line in self.lines() {
+            let value = &line;
+            match value["op"].as_str() {
+                Some("d") => {
+                    rows.remove(&value["before"]["id"].as_i64().unwrap());
+                }
+                _ => {
+                    let after = &value["after"];
+                    rows.insert(
+                        after["id"].as_i64().unwrap(),
+                        (
+                            after["name"].as_str().unwrap().to_owned(),
+                            after["qty"].as_i64().unwrap() as i32,
+                        ),
+                    );
+                }
+            }
+        }
+        rows
+    }
+
+    fn exactly_once(&self) -> bool {
+        true
+    }
+
+    fn events_held(&self) -> Option<usize> {
+        Some(self.lines().len())
+    }
+
+    fn forget_offsets(&self) -> Option<()> {
+        None // a file holds every delivery: twice is not harmless
+    }
+
+    fn reject_poison(&self) -> Option<String> {
+        None
+    }
+}
+
+struct Postgres {
+    target: TestDb,
+}
+
+impl SinkUnderTest for Postgres {
+    type Sink = PostgresSink;
+
+    fn sink(&self, kit: &Kit, dead_letters: Option<DeadLetterWriter>) -> PostgresSink {
+        let config: PostgresSinkConfig = config(json!({
+            "name": "kit",
+            "url": self.target.url(),
+            "topics": [TOPIC],
+            "offsets_table": "kit_offsets",
+        }));
+        postgres_sink(config, Arc::clone(&kit.registry), dead_letters)
+    }
+
+    fn rows(&self) -> Rows {
+        if self
+            .target
+            .exec("SELECT to_regclass('public.items') IS NOT NULL")
+            != "t"
+        {
+            return Rows::new();
+        }
+        parse_rows(
+            &self
+                .target
+                .exec("SELECT id, name, qty FROM public.items ORDER BY id"),
+            '|',
+        )
+    }
+
+    fn exactly_once(&self) -> bool {
+        true
+    }
+
+    fn forget_offsets(&self) -> Option<()> {
+        self.target.exec("DELETE FROM public.kit_offsets");
+        Some(())
+    }
+
+    fn reject_poison(&self) -> Option<String> {
+        self.target.exec(&format!(
+            "ALTER TABLE public.items ADD CONSTRAINT qty_ok CHECK (qty <> {REJECTED_QTY})"
+        ));
+        Some("qty_ok".into())
+    }
+}
+
+struct Mysql {
+    target: MariaDb,
+}
+
+impl SinkUnderTest for Mysql {
+    type Sink = MysqlSink;
+
+    fn sink(&self, kit: &Kit, dead_letters: Option<DeadLetterWriter>) -> MysqlSink {
+        let config: MysqlSinkConfig = config(json!({
+            "name": "kit",
+            "url": self.target.url(),
+            "topics": [TOPIC],
+            "offsets_table": "kit_offsets",
+        }));
+        mysql_sink(config, Arc::clone(&kit.registry), dead_letters)
+    }
+
+    fn rows(&self) -> Rows {
+        let exists = self.target.exec(
+            "SELECT count(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'items'",
+        );
+        if exists != "1" {
+            return Rows::new();
+        }
+        parse_rows(
+            &self
+                .target
+                .exec("SELECT id, name, qty FROM items ORDER BY id"),
+            '\t',
+        )
+    }
+
+    fn exactly_once(&self) -> bool {
+        true
+    }
+
+    fn forget_offsets(&self) -> Option<()> {
+        self.target.exec("DELETE FROM kit_offsets");
+        Some(())
+    }
+
+    fn reject_poison(&self) -> Option<String> {
+        self.target.exec(&format!(
+            "ALTER TABLE items ADD CONSTRAINT qty_ok CHECK (qty <> {REJECTED_QTY})"
+        ));
+        Some("qty_ok".into())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_jsonl_sink_passes_the_compliance_kit() {
+    compliance::check(Jsonl {
+        dir: tempfile::tempdir().unwrap(),
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_postgres_sink_passes_the_compliance_kit() {
+    compliance::check(Postgres {
+        target: TestDb::create(),
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mysql_sink_passes_the_compliance_kit() {
+    compliance::check(Mysql {
+        target: MariaDb::create(),
+    })
+    .await;
+}
