@@ -97,7 +97,7 @@ pub struct Kit {
 }
 
 impl Kit {
-    async fn start() -> Kit {
+    fn start() -> Kit {
         let dir = tempfile::tempdir().expect("a temporary log directory");
         let log = Arc::new(Log::open(dir.path(), LogOptions::default()).expect("open the log"));
         let store = LogStore::open(Arc::clone(&log)).expect("the registry's store");
@@ -313,7 +313,7 @@ async fn wait_equal<T: SinkUnderTest>(sut: &T, kit: &Kit, what: &str) {
 
 /// Runs every scenario against the sink `sut` describes.
 pub async fn check<T: SinkUnderTest>(sut: T) {
-    let mut kit = Kit::start().await;
+    let mut kit = Kit::start();
 
     // 1. Per-key order and final state.
     kit.write(40);
