@@ -210,6 +210,7 @@ pub(crate) fn load(path: &Path) -> anyhow::Result<FileConfig> {
     let raw = builder
         .build()
         .map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    check_kinds_built(&raw).map_err(|e| anyhow!("{}: {e}", path.display()))?;
     let config: FileConfig = raw.clone().try_deserialize().map_err(|e| {
         let text = describe(e);
         anyhow!(
@@ -222,6 +223,30 @@ pub(crate) fn load(path: &Path) -> anyhow::Result<FileConfig> {
     let mut config = config;
     resolve_paths(&mut config, path);
     Ok(config)
+}
+
+/// A section whose `kind` is a connector sluice has but this build was made without: say that,
+/// rather than call the kind unknown.
+fn check_kinds_built(raw: &config::Config) -> anyhow::Result<()> {
+    for (section, known) in [
+        ("sources", &sluice_connectors::SOURCE_KINDS[..]),
+        ("sinks", &sluice_connectors::SINK_KINDS[..]),
+    ] {
+        let entries: Vec<serde_json::Value> = raw.get(section).unwrap_or_default();
+        for (i, entry) in entries.iter().enumerate() {
+            let Some(kind) = entry.get("kind").and_then(|k| k.as_str()) else {
+                continue;
+            };
+            if known.contains(&kind) && !sluice_connectors::compiled_in(section, kind) {
+                bail!(
+                    "{section}[{i}].kind: this build of sluice has no {kind} connector (it was \
+                     built without the `{kind}` feature); use a build with it (the default \
+                     features have every connector)"
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Relative paths in the file (log dir, JSONL files, password files) are relative to the

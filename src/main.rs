@@ -4,6 +4,7 @@
 mod api;
 mod cli;
 mod config;
+mod connect;
 mod log_cmd;
 mod registry_cmd;
 mod run;

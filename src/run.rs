@@ -1,22 +1,17 @@
-//! `sluice run` and `sluice check --connect`: builds each configured connector (one `match` per
-//! kind) and hands them to the pipeline runtime.
+//! `sluice run` and `sluice check --connect`: opens the log and registry, starts each configured
+//! connector (built in `connect.rs`) on the pipeline runtime, and stops in order.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::anyhow;
-use sluice_connectors::{AvroDecimals, Encoding, SinkConfig, SourceConfig};
 use sluice_core::event_log::{EmbeddedLog, EventLog};
-use sluice_core::health::{sink_failure_writer, Health};
-use sluice_core::pipeline::{run_sink, run_source, SinkSettings, SourceSettings};
+use sluice_core::health::Health;
 use sluice_core::position::Position;
 use sluice_core::task::Tasks;
 use sluice_log::Log;
-use sluice_schema_registry::avro::{AvroDecoder, AvroEncoder, DecimalHandling};
-use sluice_schema_registry::json::{JsonEnvelopeEncoder, SourceBlock};
 use sluice_schema_registry::registry::store::LogStore;
 use sluice_schema_registry::registry::Registry;
-use sluice_schema_registry::Encoder;
 
 use crate::config::FileConfig;
 use crate::Failure;
@@ -88,138 +83,18 @@ async fn run_async(config: FileConfig, stop_at: Option<Position>) -> Result<(), 
         );
     }
 
+    let context = crate::connect::Context {
+        tasks: &tasks,
+        log: &backend,
+        registry: &registry,
+        health: &health,
+        stop_at,
+    };
     for source in config.sources {
-        let name = source.name().to_owned();
-        let settings = SourceSettings {
-            name: name.clone(),
-            channel_batches: 4,
-            stop_at: stop_at.clone(),
-        };
-        let span = tracing::info_span!("source", source = %name);
-        match source {
-            SourceConfig::Postgres(pg) => {
-                let db = pg.connect_params().map(|p| p.dbname).unwrap_or_default();
-                let block = SourceBlock {
-                    connector: "postgresql",
-                    name: name.clone(),
-                    db,
-                };
-                let encoder = encoder(
-                    block,
-                    pg.tombstones,
-                    pg.encoding,
-                    pg.avro_decimals,
-                    &registry,
-                );
-                let source = sluice_connectors::postgres::PostgresSource::new(pg);
-                tasks.spawn(
-                    format!("source {name}"),
-                    span,
-                    run_source(
-                        settings,
-                        source,
-                        encoder,
-                        backend.clone(),
-                        tasks.cancel_token(),
-                    ),
-                );
-            }
-            SourceConfig::Mysql(my) => {
-                // Debezium's connector name for MySQL and MariaDB alike.
-                let block = SourceBlock {
-                    connector: "mysql",
-                    name: name.clone(),
-                    db: String::new(),
-                };
-                let encoder = encoder(
-                    block,
-                    my.tombstones,
-                    my.encoding,
-                    my.avro_decimals,
-                    &registry,
-                );
-                let source = sluice_connectors::mysql::source::MysqlSource::new(my);
-                tasks.spawn(
-                    format!("source {name}"),
-                    span,
-                    run_source(
-                        settings,
-                        source,
-                        encoder,
-                        backend.clone(),
-                        tasks.cancel_token(),
-                    ),
-                );
-            }
-        }
+        crate::connect::spawn_source(source, &context);
     }
     for sink in config.sinks {
-        let name = sink.name().to_owned();
-        let settings = SinkSettings {
-            name: name.clone(),
-            topics: sink.topics().to_vec(),
-            max_read_bytes: 1 << 20,
-            max_batch_bytes: 4 << 20,
-            topic_refresh: Duration::from_secs(1),
-        };
-        let span = tracing::info_span!("sink", sink = %name);
-        let dead_letters = sink
-            .dead_letter_topic()
-            .map(|topic| sluice_core::sink::dead_letter_writer(&backend, &name, topic));
-        clear_sink_failure(&backend, &name)
-            .await
-            .map_err(|e| Failure::runtime(anyhow!("sink {name}: {e}")))?;
-        health.sink_running(&name);
-        let on_failure = sink_failure_recorder(&backend, &health, &name);
-        match sink {
-            SinkConfig::Jsonl(jsonl) => {
-                let decoder = AvroDecoder::new(Arc::clone(&registry));
-                let sink = sluice_connectors::jsonl::JsonlSink::new(jsonl, Some(decoder));
-                tasks.spawn_isolated(
-                    format!("sink {name}"),
-                    span,
-                    run_sink(settings, sink, backend.clone(), tasks.cancel_token()),
-                    on_failure,
-                );
-            }
-            SinkConfig::Mysql(my) => {
-                let settings = SinkSettings {
-                    max_read_bytes: 4 << 20,
-                    max_batch_bytes: 8 << 20,
-                    ..settings
-                };
-                let sink = sluice_connectors::mysql::sink::mysql_sink(
-                    my,
-                    Arc::clone(&registry),
-                    dead_letters,
-                );
-                tasks.spawn_isolated(
-                    format!("sink {name}"),
-                    span,
-                    run_sink(settings, sink, backend.clone(), tasks.cancel_token()),
-                    on_failure,
-                );
-            }
-            SinkConfig::Postgres(pg) => {
-                // Bigger reads: each one becomes a target transaction.
-                let settings = SinkSettings {
-                    max_read_bytes: 4 << 20,
-                    max_batch_bytes: 8 << 20,
-                    ..settings
-                };
-                let sink = sluice_connectors::postgres::sink::postgres_sink(
-                    pg,
-                    Arc::clone(&registry),
-                    dead_letters,
-                );
-                tasks.spawn_isolated(
-                    format!("sink {name}"),
-                    span,
-                    run_sink(settings, sink, backend.clone(), tasks.cancel_token()),
-                    on_failure,
-                );
-            }
-        }
+        crate::connect::spawn_sink(sink, &context).await?;
     }
 
     tokio::select! {
@@ -257,71 +132,6 @@ pub(crate) async fn open_registry(log: Arc<Log>) -> Result<Arc<Registry>, Failur
     .map_err(Failure::runtime)?
     .map_err(Failure::runtime)?;
     Ok(Arc::new(opened))
-}
-
-/// A sink starting: forget a failure recorded by an earlier run (restarting sluice is how a
-/// failed sink is restarted).
-async fn clear_sink_failure(backend: &EmbeddedLog, sink: &str) -> Result<(), sluice_log::LogError> {
-    let writer = sink_failure_writer(sink);
-    match backend.checkpoint(&writer).await? {
-        Some(text) if !text.is_empty() => {
-            backend
-                .append(&writer, Vec::new(), Some(String::new()))
-                .await
-        }
-        _ => Ok(()),
-    }
-}
-
-/// What happens when a sink fails: `/health` and the metric show it, and the log keeps the
-/// reason for `sluice status`.
-fn sink_failure_recorder(
-    backend: &EmbeddedLog,
-    health: &Health,
-    sink: &str,
-) -> impl FnOnce(String) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>
-       + Send
-       + 'static {
-    let (backend, health, sink) = (backend.clone(), health.clone(), sink.to_owned());
-    move |reason: String| {
-        Box::pin(async move {
-            let failed = health.sink_failed(&sink, &reason);
-            let writer = sink_failure_writer(&sink);
-            if let Err(err) = backend
-                .append(&writer, Vec::new(), Some(failed.to_checkpoint()))
-                .await
-            {
-                tracing::error!(%sink, error = %err, "cannot record the sink's failure in the log");
-            }
-        })
-    }
-}
-
-/// The encoder a source's `encoding` names.
-fn encoder(
-    block: SourceBlock,
-    tombstones: bool,
-    encoding: Encoding,
-    decimals: AvroDecimals,
-    registry: &Arc<Registry>,
-) -> Encoder {
-    match encoding {
-        Encoding::Json => Encoder::Json(
-            JsonEnvelopeEncoder::new(block, tombstones).registering(Arc::clone(registry)),
-        ),
-        Encoding::Avro => {
-            let decimals = match decimals {
-                AvroDecimals::Precise => DecimalHandling::Precise,
-                AvroDecimals::String => DecimalHandling::String,
-            };
-            Encoder::Avro(AvroEncoder::new(
-                Arc::clone(registry),
-                block,
-                tombstones,
-                decimals,
-            ))
-        }
-    }
 }
 
 /// Once a minute: deletes segments past the retention limits and compacts compacted topics.
@@ -391,28 +201,11 @@ pub(crate) fn probe(config: &FileConfig) -> Result<(), Failure> {
         .map_err(Failure::runtime)?;
     let mut failed = false;
     for source in &config.sources {
-        let result = match source {
-            SourceConfig::Postgres(pg) => runtime
-                .block_on(sluice_connectors::postgres::probe(pg))
-                .map_err(anyhow::Error::from),
-            SourceConfig::Mysql(my) => runtime
-                .block_on(sluice_connectors::mysql::source::probe(my))
-                .map_err(anyhow::Error::from),
-        };
+        let result = runtime.block_on(crate::connect::probe_source(source));
         failed |= !report_probe("source", source.name(), result);
     }
     for sink in &config.sinks {
-        let result = match sink {
-            SinkConfig::Jsonl(jsonl) => {
-                sluice_connectors::jsonl::probe(jsonl).map_err(|e| anyhow!(e))
-            }
-            SinkConfig::Postgres(pg) => runtime
-                .block_on(sluice_connectors::postgres::sink::probe(pg))
-                .map_err(anyhow::Error::from),
-            SinkConfig::Mysql(my) => runtime
-                .block_on(sluice_connectors::mysql::sink::probe(my))
-                .map_err(anyhow::Error::from),
-        };
+        let result = runtime.block_on(crate::connect::probe_sink(sink));
         failed |= !report_probe("sink", sink.name(), result);
     }
     if failed {

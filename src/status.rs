@@ -4,7 +4,6 @@
 //! sink is behind and by how much.
 
 use anyhow::anyhow;
-use sluice_connectors::{SinkConfig, SourceConfig};
 use sluice_core::checkpoint::Checkpoint;
 use sluice_core::health::{sink_failure_writer, Failed};
 use sluice_core::topic::glob_match;
@@ -47,14 +46,7 @@ pub(crate) fn status(config: &FileConfig) -> Result<(), Failure> {
             "source {name}: {checkpoint}; {} topic(s), {records} record(s)",
             topics.len()
         );
-        let server = match source {
-            SourceConfig::Postgres(pg) => runtime
-                .block_on(sluice_connectors::postgres::slot_status(pg))
-                .map_err(|e| e.to_string()),
-            SourceConfig::Mysql(my) => runtime
-                .block_on(sluice_connectors::mysql::source::probe(my))
-                .map_err(|e| e.to_string()),
-        };
+        let server = runtime.block_on(crate::connect::source_server_status(source));
         match server {
             Ok(line) => println!("  server: {line}"),
             Err(err) => println!("  server: unreachable: {err}"),
@@ -88,11 +80,7 @@ pub(crate) fn status(config: &FileConfig) -> Result<(), Failure> {
                 partitions += 1;
             }
         }
-        let kind = match sink {
-            SinkConfig::Jsonl(_) => "jsonl",
-            SinkConfig::Postgres(_) => "postgres",
-            SinkConfig::Mysql(_) => "mysql",
-        };
+        let kind = sink.section().kind();
         println!("sink {name} ({kind}): {partitions} partition(s), {lag} record(s) behind the log");
         let failure = log
             .checkpoint(&sink_failure_writer(name))

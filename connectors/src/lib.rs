@@ -65,6 +65,41 @@ pub enum AvroDecimals {
     String,
 }
 
+/// What every `[[sources]]` and `[[sinks]]` section answers, whatever its kind: each
+/// connector's config struct implements it, and the enums below reach it through one `match`.
+pub trait Section {
+    /// The section's `kind` (`postgres`, `mysql`, `jsonl`).
+    fn kind(&self) -> &'static str;
+    fn name(&self) -> &str;
+    /// Checks the section (no I/O); `key` is where it is in the file (`sinks[0]`).
+    fn validate(&self, key: &str) -> Result<(), ConfigError>;
+    /// The section's file paths, to resolve relative to the config file.
+    fn paths_mut(&mut self) -> Vec<&mut std::path::PathBuf>;
+    /// Sinks: the topics (names or `*` patterns) they read.
+    fn topics(&self) -> &[String] {
+        &[]
+    }
+    /// Sinks: the log topic rejected events go to, if any.
+    fn dead_letter_topic(&self) -> Option<&str> {
+        None
+    }
+}
+
+/// Every connector kind sluice has, in any build (a build without one says so instead of
+/// calling the kind unknown).
+pub const SOURCE_KINDS: [&str; 2] = ["postgres", "mysql"];
+pub const SINK_KINDS: [&str; 3] = ["jsonl", "postgres", "mysql"];
+
+/// Whether this build has connector `kind` for `section` (`sources` or `sinks`).
+pub fn compiled_in(section: &str, kind: &str) -> bool {
+    match (section, kind) {
+        ("sources", "postgres") | ("sinks", "postgres") => cfg!(feature = "postgres"),
+        ("sources", "mysql") | ("sinks", "mysql") => cfg!(feature = "mysql"),
+        ("sinks", "jsonl") => cfg!(feature = "jsonl"),
+        _ => false,
+    }
+}
+
 /// One `[[sources]]` entry, chosen by `kind`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
@@ -76,34 +111,37 @@ pub enum SourceConfig {
 }
 
 impl SourceConfig {
-    pub fn name(&self) -> &str {
-        match self {
+    /// The section behind the variant: the one place a new source kind is matched.
+    pub fn section(&self) -> &dyn Section {
+        match *self {
             #[cfg(feature = "postgres")]
-            SourceConfig::Postgres(config) => &config.name,
+            SourceConfig::Postgres(ref config) => config,
             #[cfg(feature = "mysql")]
-            SourceConfig::Mysql(config) => &config.name,
+            SourceConfig::Mysql(ref config) => config,
         }
     }
 
+    pub fn name(&self) -> &str {
+        self.section().name()
+    }
+
     pub fn validate(&self, key: &str) -> Result<(), ConfigError> {
-        match self {
-            #[cfg(feature = "postgres")]
-            SourceConfig::Postgres(config) => config.validate(key),
-            #[cfg(feature = "mysql")]
-            SourceConfig::Mysql(config) => config.validate(key),
-        }
+        self.section().validate(key)
     }
 
     /// Applies `resolve` to every file path of the section (relative paths are relative to
     /// the config file).
     pub fn resolve_paths(&mut self, resolve: impl Fn(&mut std::path::PathBuf)) {
-        let password_file = match self {
+        // (A build without any connector of this side has no arm below.)
+        let _ = &resolve;
+        match *self {
             #[cfg(feature = "postgres")]
-            SourceConfig::Postgres(config) => &mut config.password_file,
+            SourceConfig::Postgres(ref mut config) => {
+                config.paths_mut().into_iter().for_each(resolve)
+            }
             #[cfg(feature = "mysql")]
-            SourceConfig::Mysql(config) => &mut config.password_file,
-        };
-        password_file.iter_mut().for_each(resolve);
+            SourceConfig::Mysql(ref mut config) => config.paths_mut().into_iter().for_each(resolve),
+        }
     }
 }
 
@@ -149,61 +187,49 @@ pub enum SinkConfig {
 }
 
 impl SinkConfig {
-    /// Applies `resolve` to every file path of the section (relative paths are relative to
-    /// the config file).
-    pub fn resolve_paths(&mut self, resolve: impl Fn(&mut std::path::PathBuf)) {
-        match self {
+    /// The section behind the variant: the one place a new sink kind is matched.
+    pub fn section(&self) -> &dyn Section {
+        match *self {
             #[cfg(feature = "jsonl")]
-            SinkConfig::Jsonl(config) => resolve(&mut config.path),
+            SinkConfig::Jsonl(ref config) => config,
             #[cfg(feature = "postgres")]
-            SinkConfig::Postgres(config) => config.password_file.iter_mut().for_each(resolve),
+            SinkConfig::Postgres(ref config) => config,
             #[cfg(feature = "mysql")]
-            SinkConfig::Mysql(config) => config.password_file.iter_mut().for_each(resolve),
+            SinkConfig::Mysql(ref config) => config,
         }
     }
 
     pub fn name(&self) -> &str {
-        match self {
-            #[cfg(feature = "jsonl")]
-            SinkConfig::Jsonl(config) => &config.name,
-            #[cfg(feature = "postgres")]
-            SinkConfig::Postgres(config) => &config.name,
-            #[cfg(feature = "mysql")]
-            SinkConfig::Mysql(config) => &config.name,
-        }
+        self.section().name()
     }
 
     pub fn topics(&self) -> &[String] {
-        match self {
-            #[cfg(feature = "jsonl")]
-            SinkConfig::Jsonl(config) => &config.topics,
-            #[cfg(feature = "postgres")]
-            SinkConfig::Postgres(config) => &config.topics,
-            #[cfg(feature = "mysql")]
-            SinkConfig::Mysql(config) => &config.topics,
-        }
+        self.section().topics()
     }
 
     /// The log topic this sink diverts rejected events to, if any.
     pub fn dead_letter_topic(&self) -> Option<&str> {
-        match self {
-            #[cfg(feature = "jsonl")]
-            SinkConfig::Jsonl(_) => None,
-            #[cfg(feature = "postgres")]
-            SinkConfig::Postgres(config) => config.dead_letter_topic.as_deref(),
-            #[cfg(feature = "mysql")]
-            SinkConfig::Mysql(config) => config.dead_letter_topic.as_deref(),
-        }
+        self.section().dead_letter_topic()
     }
 
     pub fn validate(&self, key: &str) -> Result<(), ConfigError> {
-        match self {
+        self.section().validate(key)
+    }
+
+    /// Applies `resolve` to every file path of the section (relative paths are relative to
+    /// the config file).
+    pub fn resolve_paths(&mut self, resolve: impl Fn(&mut std::path::PathBuf)) {
+        // (A build without any connector of this side has no arm below.)
+        let _ = &resolve;
+        match *self {
             #[cfg(feature = "jsonl")]
-            SinkConfig::Jsonl(config) => config.validate(key),
+            SinkConfig::Jsonl(ref mut config) => config.paths_mut().into_iter().for_each(resolve),
             #[cfg(feature = "postgres")]
-            SinkConfig::Postgres(config) => config.validate(key),
+            SinkConfig::Postgres(ref mut config) => {
+                config.paths_mut().into_iter().for_each(resolve)
+            }
             #[cfg(feature = "mysql")]
-            SinkConfig::Mysql(config) => config.validate(key),
+            SinkConfig::Mysql(ref mut config) => config.paths_mut().into_iter().for_each(resolve),
         }
     }
 }

@@ -44,3 +44,24 @@ impl JsonlSinkConfig {
         self.path.with_file_name(name)
     }
 }
+
+impl crate::Section for JsonlSinkConfig {
+    fn kind(&self) -> &'static str {
+        "jsonl"
+    }
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn validate(&self, key: &str) -> Result<(), crate::ConfigError> {
+        JsonlSinkConfig::validate(self, key)
+    }
+
+    fn paths_mut(&mut self) -> Vec<&mut std::path::PathBuf> {
+        vec![&mut self.path]
+    }
+    fn topics(&self) -> &[String] {
+        &self.topics
+    }
+}

@@ -306,6 +306,24 @@ pub fn redact_url(url: &str) -> String {
     sluice_core::redact::redact_connection_string(url)
 }
 
+impl crate::Section for PostgresSourceConfig {
+    fn kind(&self) -> &'static str {
+        "postgres"
+    }
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn validate(&self, key: &str) -> Result<(), crate::ConfigError> {
+        PostgresSourceConfig::validate(self, key)
+    }
+
+    fn paths_mut(&mut self) -> Vec<&mut std::path::PathBuf> {
+        self.password_file.iter_mut().collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -162,3 +162,21 @@ impl MysqlSourceConfig {
         Ok(builder.into())
     }
 }
+
+impl crate::Section for MysqlSourceConfig {
+    fn kind(&self) -> &'static str {
+        "mysql"
+    }
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn validate(&self, key: &str) -> Result<(), crate::ConfigError> {
+        MysqlSourceConfig::validate(self, key)
+    }
+
+    fn paths_mut(&mut self) -> Vec<&mut std::path::PathBuf> {
+        self.password_file.iter_mut().collect()
+    }
+}

@@ -127,3 +127,28 @@ impl PostgresSinkConfig {
 fn default_max_pending_bytes() -> usize {
     sluice_core::pipeline::DEFAULT_MAX_PENDING_BYTES
 }
+
+impl crate::Section for PostgresSinkConfig {
+    fn kind(&self) -> &'static str {
+        "postgres"
+    }
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn validate(&self, key: &str) -> Result<(), crate::ConfigError> {
+        PostgresSinkConfig::validate(self, key)
+    }
+
+    fn paths_mut(&mut self) -> Vec<&mut std::path::PathBuf> {
+        self.password_file.iter_mut().collect()
+    }
+    fn topics(&self) -> &[String] {
+        &self.topics
+    }
+
+    fn dead_letter_topic(&self) -> Option<&str> {
+        self.dead_letter_topic.as_deref()
+    }
+}

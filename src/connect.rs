@@ -1,0 +1,254 @@
+//! Every connector kind in one place: how `sluice run` builds and spawns it, and how
+//! `sluice check --connect` and `sluice status` probe it. Each kind is one arm per function,
+//! behind its Cargo feature (a build without it refuses its config with "this build of sluice
+//! has no <kind> connector", see `config.rs`).
+//!
+//! A new connector: its module and config variant in sluice-connectors (`lib.rs`: the
+//! `SourceConfig`/`SinkConfig` variant and its `section` arm, `SOURCE_KINDS`/`SINK_KINDS`,
+//! `compiled_in`, `locate_config_error`), its features in both Cargo.toml files, its arms
+//! here, its compliance call in `integration-tests/tests/sink_compliance.rs` (sinks), and its
+//! server in `dev/services` when it needs one.
+
+// A build without some connector leaves parts of this unused.
+#![cfg_attr(
+    not(all(feature = "postgres", feature = "mysql", feature = "jsonl")),
+    allow(unused)
+)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::anyhow;
+use sluice_connectors::{AvroDecimals, Encoding, SinkConfig, SourceConfig};
+use sluice_core::event_log::{EmbeddedLog, EventLog};
+use sluice_core::health::{sink_failure_writer, Health};
+use sluice_core::pipeline::{run_sink, run_source, SinkSettings, SourceSettings};
+use sluice_core::position::Position;
+use sluice_core::task::Tasks;
+use sluice_schema_registry::avro::{AvroEncoder, DecimalHandling};
+use sluice_schema_registry::json::{JsonEnvelopeEncoder, SourceBlock};
+use sluice_schema_registry::registry::Registry;
+use sluice_schema_registry::Encoder;
+
+use crate::Failure;
+
+/// What building a connector needs from the running pipeline.
+pub(crate) struct Context<'a> {
+    pub(crate) tasks: &'a Tasks,
+    pub(crate) log: &'a EmbeddedLog,
+    pub(crate) registry: &'a Arc<Registry>,
+    pub(crate) health: &'a Health,
+    pub(crate) stop_at: Option<Position>,
+}
+
+/// Builds a source and spawns it; a source's failure stops the pipeline.
+pub(crate) fn spawn_source(source: SourceConfig, cx: &Context<'_>) {
+    let name = source.name().to_owned();
+    let settings = SourceSettings {
+        name: name.clone(),
+        channel_batches: 4,
+        stop_at: cx.stop_at.clone(),
+    };
+    let span = tracing::info_span!("source", source = %name);
+    let task = format!("source {name}");
+    let cancel = cx.tasks.cancel_token();
+    match source {
+        #[cfg(feature = "postgres")]
+        SourceConfig::Postgres(pg) => {
+            let db = pg.connect_params().map(|p| p.dbname).unwrap_or_default();
+            let block = SourceBlock {
+                connector: "postgresql",
+                name,
+                db,
+            };
+            let encoder = encoder(
+                block,
+                pg.tombstones,
+                pg.encoding,
+                pg.avro_decimals,
+                cx.registry,
+            );
+            let source = sluice_connectors::postgres::PostgresSource::new(pg);
+            let run = run_source(settings, source, encoder, cx.log.clone(), cancel);
+            cx.tasks.spawn(task, span, run);
+        }
+        #[cfg(feature = "mysql")]
+        SourceConfig::Mysql(my) => {
+            // Debezium's connector name for MySQL and MariaDB alike.
+            let block = SourceBlock {
+                connector: "mysql",
+                name,
+                db: String::new(),
+            };
+            let encoder = encoder(
+                block,
+                my.tombstones,
+                my.encoding,
+                my.avro_decimals,
+                cx.registry,
+            );
+            let source = sluice_connectors::mysql::source::MysqlSource::new(my);
+            let run = run_source(settings, source, encoder, cx.log.clone(), cancel);
+            cx.tasks.spawn(task, span, run);
+        }
+    }
+}
+
+/// Builds a sink and spawns it in its own failure domain.
+pub(crate) async fn spawn_sink(sink: SinkConfig, cx: &Context<'_>) -> Result<(), Failure> {
+    let name = sink.name().to_owned();
+    // Records are read up to `max_read_bytes` per partition and `max_batch_bytes` per round.
+    let settings = |max_read_bytes: usize, max_batch_bytes: usize| SinkSettings {
+        name: name.clone(),
+        topics: sink.topics().to_vec(),
+        max_read_bytes,
+        max_batch_bytes,
+        topic_refresh: Duration::from_secs(1),
+    };
+    let span = tracing::info_span!("sink", sink = %name);
+    let dead_letters = sink
+        .dead_letter_topic()
+        .map(|topic| sluice_core::sink::dead_letter_writer(cx.log, &name, topic));
+    clear_sink_failure(cx.log, &name)
+        .await
+        .map_err(|e| Failure::runtime(anyhow!("sink {name}: {e}")))?;
+    cx.health.sink_running(&name);
+    let on_failure = sink_failure_recorder(cx.log, cx.health, &name);
+    let task = format!("sink {name}");
+    let (log, cancel) = (cx.log.clone(), cx.tasks.cancel_token());
+    match sink {
+        #[cfg(feature = "jsonl")]
+        SinkConfig::Jsonl(ref jsonl) => {
+            let decoder = sluice_schema_registry::avro::AvroDecoder::new(Arc::clone(cx.registry));
+            let built = sluice_connectors::jsonl::JsonlSink::new(jsonl.clone(), Some(decoder));
+            let run = run_sink(settings(1 << 20, 4 << 20), built, log, cancel);
+            cx.tasks.spawn_isolated(task, span, run, on_failure);
+        }
+        // Database sinks read more per round: each round becomes a target transaction.
+        #[cfg(feature = "postgres")]
+        SinkConfig::Postgres(ref pg) => {
+            let built = sluice_connectors::postgres::sink::postgres_sink(
+                pg.clone(),
+                Arc::clone(cx.registry),
+                dead_letters,
+            );
+            let run = run_sink(settings(4 << 20, 8 << 20), built, log, cancel);
+            cx.tasks.spawn_isolated(task, span, run, on_failure);
+        }
+        #[cfg(feature = "mysql")]
+        SinkConfig::Mysql(ref my) => {
+            let built = sluice_connectors::mysql::sink::mysql_sink(
+                my.clone(),
+                Arc::clone(cx.registry),
+                dead_letters,
+            );
+            let run = run_sink(settings(4 << 20, 8 << 20), built, log, cancel);
+            cx.tasks.spawn_isolated(task, span, run, on_failure);
+        }
+    }
+    Ok(())
+}
+
+/// `check --connect` for a source: connects as `run` would and checks what capture needs.
+pub(crate) async fn probe_source(source: &SourceConfig) -> anyhow::Result<String> {
+    match *source {
+        #[cfg(feature = "postgres")]
+        SourceConfig::Postgres(ref pg) => Ok(sluice_connectors::postgres::probe(pg).await?),
+        #[cfg(feature = "mysql")]
+        SourceConfig::Mysql(ref my) => Ok(sluice_connectors::mysql::source::probe(my).await?),
+    }
+}
+
+/// `check --connect` for a sink: reaches its destination and checks it may write there.
+pub(crate) async fn probe_sink(sink: &SinkConfig) -> anyhow::Result<String> {
+    match *sink {
+        #[cfg(feature = "jsonl")]
+        SinkConfig::Jsonl(ref jsonl) => {
+            sluice_connectors::jsonl::probe(jsonl).map_err(|e| anyhow!(e))
+        }
+        #[cfg(feature = "postgres")]
+        SinkConfig::Postgres(ref pg) => Ok(sluice_connectors::postgres::sink::probe(pg).await?),
+        #[cfg(feature = "mysql")]
+        SinkConfig::Mysql(ref my) => Ok(sluice_connectors::mysql::sink::probe(my).await?),
+    }
+}
+
+/// `sluice status`: where the source's server stands (a Postgres slot and the WAL it holds;
+/// a MySQL server's settings).
+pub(crate) async fn source_server_status(source: &SourceConfig) -> Result<String, String> {
+    match *source {
+        #[cfg(feature = "postgres")]
+        SourceConfig::Postgres(ref pg) => sluice_connectors::postgres::slot_status(pg)
+            .await
+            .map_err(|e| e.to_string()),
+        #[cfg(feature = "mysql")]
+        SourceConfig::Mysql(ref my) => sluice_connectors::mysql::source::probe(my)
+            .await
+            .map_err(|e| e.to_string()),
+    }
+}
+
+/// A sink starting: forget a failure recorded by an earlier run (restarting sluice is how a
+/// failed sink is restarted).
+async fn clear_sink_failure(backend: &EmbeddedLog, sink: &str) -> Result<(), sluice_log::LogError> {
+    let writer = sink_failure_writer(sink);
+    match backend.checkpoint(&writer).await? {
+        Some(text) if !text.is_empty() => {
+            backend
+                .append(&writer, Vec::new(), Some(String::new()))
+                .await
+        }
+        _ => Ok(()),
+    }
+}
+
+/// What happens when a sink fails: `/health` and the metric show it, and the log keeps the
+/// reason for `sluice status`.
+fn sink_failure_recorder(
+    backend: &EmbeddedLog,
+    health: &Health,
+    sink: &str,
+) -> impl FnOnce(String) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>
+       + Send
+       + 'static {
+    let (backend, health, sink) = (backend.clone(), health.clone(), sink.to_owned());
+    move |reason: String| {
+        Box::pin(async move {
+            let failed = health.sink_failed(&sink, &reason);
+            let writer = sink_failure_writer(&sink);
+            if let Err(err) = backend
+                .append(&writer, Vec::new(), Some(failed.to_checkpoint()))
+                .await
+            {
+                tracing::error!(%sink, error = %err, "cannot record the sink's failure in the log");
+            }
+        })
+    }
+}
+
+/// The encoder a source's `encoding` names.
+fn encoder(
+    block: SourceBlock,
+    tombstones: bool,
+    encoding: Encoding,
+    decimals: AvroDecimals,
+    registry: &Arc<Registry>,
+) -> Encoder {
+    match encoding {
+        Encoding::Json => Encoder::Json(
+            JsonEnvelopeEncoder::new(block, tombstones).registering(Arc::clone(registry)),
+        ),
+        Encoding::Avro => {
+            let decimals = match decimals {
+                AvroDecimals::Precise => DecimalHandling::Precise,
+                AvroDecimals::String => DecimalHandling::String,
+            };
+            Encoder::Avro(AvroEncoder::new(
+                Arc::clone(registry),
+                block,
+                tombstones,
+                decimals,
+            ))
+        }
+    }
+}
