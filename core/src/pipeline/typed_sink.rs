@@ -73,7 +73,12 @@ struct Ready {
 }
 
 /// Bytes of pending records past which an open commit is handed over in parts.
-pub const DEFAULT_MAX_PENDING_BYTES: usize = 32 << 20;
+pub const DEFAULT_MAX_PENDING_BYTES: usize = 8 << 20;
+
+/// The most record bytes one `ChangeSink::write` gets: what is ready beyond it goes over in
+/// several writes (in whole-commit mode inside one destination transaction), so that decoded
+/// and planned changes stay bounded whatever a read or a finished transaction releases.
+const MAX_WRITE_BYTES: usize = 4 << 20;
 
 impl<S: ChangeSink, D: ChangeDecoder> TypedSink<S, D> {
     /// `whole_commits`: hand the sink only whole log commits (source transactions).
@@ -263,17 +268,41 @@ impl<S: ChangeSink, D: ChangeDecoder> TypedSink<S, D> {
         let count = parts.len();
         for (i, part) in parts.into_iter().enumerate() {
             let part = part.as_deref().unwrap_or(records);
-            let changes = self.decode(part).map_err(TypedSinkError::Decode)?;
-            let ends_transaction = !self.whole_commits || (i + 1 == count && !open);
-            let batch = ChangeBatch {
-                changes,
-                records: part,
-                ends_transaction,
-            };
-            self.sink.write(batch).await.map_err(TypedSinkError::Sink)?;
+            let chunks = chunks(part, MAX_WRITE_BYTES);
+            let last_part = i + 1 == count;
+            for (j, chunk) in chunks.iter().enumerate() {
+                let changes = self.decode(chunk).map_err(TypedSinkError::Decode)?;
+                let last = last_part && j + 1 == chunks.len();
+                let ends_transaction = !self.whole_commits || (last && !open);
+                let batch = ChangeBatch {
+                    changes,
+                    records: chunk,
+                    ends_transaction,
+                };
+                self.sink.write(batch).await.map_err(TypedSinkError::Sink)?;
+            }
         }
         Ok(())
     }
+}
+
+/// `records` cut into runs of about `max_bytes` (each at least one record). Runs are
+/// contiguous, so each is a prefix of what is left of every partition.
+fn chunks(records: &[SinkRecord], max_bytes: usize) -> Vec<&[SinkRecord]> {
+    let mut out = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, record) in records.iter().enumerate() {
+        let size = record_bytes(record);
+        if i > start && bytes + size > max_bytes {
+            out.push(&records[start..i]);
+            (start, bytes) = (i, 0);
+        }
+        bytes += size;
+    }
+    if start < records.len() || out.is_empty() {
+        out.push(&records[start..]);
+    }
+    out
 }
 
 impl<S: ChangeSink, D: ChangeDecoder> RecordSink for TypedSink<S, D> {

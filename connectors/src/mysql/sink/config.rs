@@ -29,7 +29,7 @@ pub struct MysqlSinkConfig {
     pub transactional: bool,
     /// With `transactional`: bytes of records held back waiting for the rest of their source
     /// transaction; a larger transaction is applied in parts inside one target transaction
-    /// that commits with its last part. Default 33554432 (32 MiB).
+    /// that commits with its last part. Default 8388608 (8 MiB).
     #[serde(default = "default_max_pending_bytes")]
     pub max_pending_bytes: usize,
     /// Log topic for events the target rejects. Default none: they stop the sink.
