@@ -115,7 +115,7 @@ impl Log {
             state
                 .ends
                 .extend(ends.iter().map(|(tp, end)| (tp.clone(), *end)));
-            let record = commit::encode(writer, state, now_ms());
+            let record = commit::encode_touched(writer, checkpoint, &ends, now_ms());
             control.partition.append(std::slice::from_ref(&record))?;
             let end = control.partition.end_offset();
             control.partition.stable_offset = end;
