@@ -200,3 +200,70 @@ async fn schema_changes_inside_one_batch_apply_each_row_with_its_own_version() {
     assert!(sluice.is_running(), "{}", sluice.stderr());
     sluice_integration_tests::assert_schema_changes_at_most(&sluice, 12);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_larger_than_the_sinks_budget_reaches_mariadb_whole() {
+    let source = TestDb::create();
+    let target = MariaDb::create();
+    source.exec(
+        "CREATE TABLE a (id int PRIMARY KEY, balance bigint NOT NULL, pad text); \
+         INSERT INTO a SELECT g, 1000, repeat('x', 1500) FROM generate_series(1, 3000) g;",
+    );
+    // Each update is ~9 MB of records, more than one read of a partition (4 MiB): the source
+    // writes it in appends of 300 events and the sink, holding ~1 MB, applies it in parts.
+    let mut sluice = Sluice::new(&format!(
+        "{}{}",
+        source_config(&source, "max_batch_events = 300"),
+        sink_config(&target, "transactional = true\nmax_pending_bytes = 1000000")
+    ));
+    sluice.start();
+    let total = || {
+        let exists = target.exec(
+            "SELECT count(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'a'",
+        );
+        if exists != "1" {
+            return String::new();
+        }
+        target.exec("SELECT concat(count(*), ':', coalesce(sum(balance), 0)) FROM a")
+    };
+    sluice_integration_tests::wait_for(Duration::from_secs(60), "the snapshot", || {
+        total() == "3000:3000000"
+    })
+    .await;
+    source.wait_for_streaming().await;
+    // Each transaction adds 1 to every balance: the target's sum moves in steps of 3,000.
+    for _ in 0..3 {
+        source.exec("UPDATE a SET balance = balance + 1");
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let seen = total();
+        assert!(
+            [
+                "3000:3000000",
+                "3000:3003000",
+                "3000:3006000",
+                "3000:3009000"
+            ]
+            .contains(&seen.as_str()),
+            "the target showed part of a transaction: {seen}"
+        );
+        if seen == "3000:3009000" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not applied: {}",
+            sluice.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        sluice
+            .stderr()
+            .contains("applying it in parts inside one destination transaction"),
+        "{}",
+        sluice.stderr()
+    );
+    assert_eq!(sluice.stop(), Some(0), "{}", sluice.stderr());
+}
