@@ -18,10 +18,13 @@ use std::sync::Arc;
 
 use sluice_core::change::SourcedChange;
 use sluice_core::event::TableSchema;
+use sluice_core::pipeline::TypedSink;
 use sluice_core::retry::Classify;
 use sluice_core::sink::{
     ChangeBatch, ChangeSink, DeadLetter, DeadLetterWriter, Offsets, SinkRecord,
 };
+use sluice_schema_registry::changes::RecordDecoder;
+use sluice_schema_registry::registry::Registry;
 
 mod apply;
 mod plan;
@@ -109,6 +112,25 @@ pub trait Target: Send + 'static {
 pub struct ReplicaSettings {
     pub dead_letters: bool,
     pub batch_history: bool,
+    /// Apply whole source transactions only (`transactional`).
+    pub whole_commits: bool,
+    /// With `whole_commits`: record bytes held back before a transaction goes over in parts.
+    pub max_pending_bytes: usize,
+}
+
+/// A database sink as the runtime runs it: `target` fed with typed changes decoded through
+/// `registry`, whole source transactions only when the settings say so.
+pub fn typed_sink<T: Target>(
+    target: T,
+    settings: ReplicaSettings,
+    registry: Arc<Registry>,
+) -> TypedSink<ReplicaSink<T>, RecordDecoder> {
+    TypedSink::new(
+        ReplicaSink::new(target, settings),
+        RecordDecoder::new(registry),
+        settings.whole_commits,
+    )
+    .max_pending_bytes(settings.max_pending_bytes)
 }
 
 /// A database sink: plans each batch on the sink's task while the target applies the previous

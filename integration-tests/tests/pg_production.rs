@@ -334,11 +334,17 @@ async fn server_errors_keep_their_reason_and_bad_credentials_stop_at_once() {
          REVOKE CONNECT ON DATABASE shop FROM PUBLIC",
     );
     let port = cluster.port;
+    // Each case its own slot: a case whose source runs leaves its slot behind.
+    let slots = std::cell::Cell::new(0);
     let source = |url: &str| {
+        slots.set(slots.get() + 1);
         format!(
-            "[[sources]]\nname = \"src\"\nkind = \"postgres\"\nurl = \"{url}\"\ntables = [\"public.*\"]\nencoding = \"avro\"\n"
+            "[[sources]]\nname = \"src\"\nkind = \"postgres\"\nurl = \"{url}\"\ntables = [\"public.*\"]\nencoding = \"avro\"\nslot = \"case_{}\"\n",
+            slots.get()
         )
     };
+    // A source's failure stops the pipeline; a sink's stops that sink alone (failure domains):
+    // sluice goes on and reports it at once, and exits 1 when stopped.
     let cases = [
         (
             "a wrong source password",
@@ -366,8 +372,31 @@ async fn server_errors_keep_their_reason_and_bad_credentials_stop_at_once() {
         ),
     ];
     for (what, body, reason) in cases {
-        let sluice = Sluice::new(&body);
-        let (code, output) = sluice_command(&["run"], &sluice.config);
+        let sink_case = body.contains("[[sinks]]");
+        let (code, output) = if sink_case {
+            let mut sluice = Sluice::new(&body);
+            sluice.start();
+            wait_for(Duration::from_secs(30), what, || {
+                sluice.stderr().contains(reason)
+            })
+            .await;
+            assert!(
+                sluice.is_running(),
+                "{what}: a sink's failure stops only the sink:\n{}",
+                sluice.stderr()
+            );
+            assert!(
+                sluice
+                    .stderr()
+                    .contains("it stays stopped until sluice is restarted"),
+                "{what}:\n{}",
+                sluice.stderr()
+            );
+            (sluice.stop(), sluice.stderr())
+        } else {
+            let sluice = Sluice::new(&body);
+            sluice_command(&["run"], &sluice.config)
+        };
         assert_eq!(code, Some(1), "{what}:\n{output}");
         assert!(
             output.contains(reason),

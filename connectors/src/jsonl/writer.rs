@@ -49,9 +49,11 @@ impl Classify for JsonlError {
     fn kind(&self) -> ErrorKind {
         match self {
             // A full disk or a busy file may clear up; a path sluice may not write, a
-            // directory that cannot exist, a shrunken file or garbage will not.
+            // directory that cannot exist (a file in its place), a shrunken file or garbage
+            // will not.
             JsonlError::Io { source, .. } => match source.kind() {
                 io::ErrorKind::PermissionDenied
+                | io::ErrorKind::AlreadyExists
                 | io::ErrorKind::ReadOnlyFilesystem
                 | io::ErrorKind::NotADirectory
                 | io::ErrorKind::IsADirectory

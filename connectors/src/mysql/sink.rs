@@ -130,6 +130,8 @@ pub fn mysql_sink(
     let settings = ReplicaSettings {
         dead_letters: dead_letters.is_some(),
         batch_history: config.batch_history,
+        whole_commits: config.transactional,
+        max_pending_bytes: config.max_pending_bytes,
     };
     let target = MysqlTarget {
         config,
@@ -140,14 +142,7 @@ pub fn mysql_sink(
         sql: String::new(),
         scratch: String::new(),
     };
-    let whole_commits = target.config.transactional;
-    let max_pending_bytes = target.config.max_pending_bytes;
-    TypedSink::new(
-        ReplicaSink::new(target, settings),
-        RecordDecoder::new(registry),
-        whole_commits,
-    )
-    .max_pending_bytes(max_pending_bytes)
+    replica::typed_sink(target, settings, registry)
 }
 
 impl MysqlTarget {

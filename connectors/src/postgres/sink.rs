@@ -743,6 +743,8 @@ pub fn postgres_sink(
     let settings = ReplicaSettings {
         dead_letters: dead_letters.is_some(),
         batch_history: config.batch_history,
+        whole_commits: config.transactional,
+        max_pending_bytes: config.max_pending_bytes,
     };
     let target = PgTarget {
         config,
@@ -753,14 +755,7 @@ pub fn postgres_sink(
         buf: Vec::new(),
         text: String::new(),
     };
-    let whole_commits = target.config.transactional;
-    let max_pending_bytes = target.config.max_pending_bytes;
-    TypedSink::new(
-        ReplicaSink::new(target, settings),
-        RecordDecoder::new(registry),
-        whole_commits,
-    )
-    .max_pending_bytes(max_pending_bytes)
+    replica::typed_sink(target, settings, registry)
 }
 
 /// `check --connect` for a Postgres sink: connects as `run` would and checks that the user may

@@ -568,7 +568,12 @@ mod tests {
         };
         let batch = SourceBatch {
             events: events(n),
-            checkpoint: None,
+            // The commit's last append: its stamps are COMMIT_HEADER (parts before it get
+            // COMMIT_PART_HEADER).
+            checkpoint: Some(Checkpoint {
+                position: Position::PgLsn(Lsn(42)),
+                snapshot: crate::checkpoint::SnapshotProgress::Done,
+            }),
             history: Vec::new(),
         };
         let encoded = encoder.encode(batch, &log, 7).await.unwrap();
