@@ -21,7 +21,7 @@ use sluice_core::event::TableSchema;
 use sluice_core::pipeline::TypedSink;
 use sluice_core::retry::Classify;
 use sluice_core::sink::{
-    ChangeBatch, ChangeSink, DeadLetter, DeadLetterWriter, Offsets, SinkRecord,
+    ChangeBatch, ChangeSink, DeadLetter, DeadLetterError, DeadLetterWriter, Offsets, SinkRecord,
 };
 use sluice_schema_registry::changes::RecordDecoder;
 use sluice_schema_registry::registry::Registry;
@@ -55,7 +55,7 @@ pub fn check_key(table: &TableSchema, target_key: &[String], target: &str) -> Re
 pub async fn deliver_dead_letters(
     writer: Option<&DeadLetterWriter>,
     dead: Vec<DeadLetter>,
-) -> Result<(), String> {
+) -> Result<(), DeadLetterError> {
     if dead.is_empty() {
         return Ok(());
     }
@@ -64,7 +64,7 @@ pub async fn deliver_dead_letters(
             offset = letter.record.record.offset, error = %letter.error,
             "event rejected by the target; sent to the dead-letter topic");
     }
-    let writer = writer.ok_or("no dead-letter topic is configured")?;
+    let writer = writer.ok_or(DeadLetterError::NoTopic)?;
     writer(dead).await
 }
 

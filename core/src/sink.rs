@@ -155,12 +155,24 @@ pub struct DeadLetter {
     pub error: String,
 }
 
+/// Why dead letters could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum DeadLetterError {
+    /// Rejected events and no `dead_letter_topic` to put them in.
+    #[error("no dead-letter topic is configured")]
+    NoTopic,
+    /// The log refused the append (retried: the events are still there to divert).
+    #[error("appending to the dead-letter topic: {0}")]
+    Log(#[from] sluice_log::LogError),
+}
+
 /// Appends dead letters durably to a sink's dead-letter topic in the log (built by the binary,
 /// which owns the log). Returns once they are durable.
 pub type DeadLetterWriter = Arc<
     dyn Fn(
             Vec<DeadLetter>,
-        ) -> std::pin::Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'static>>
+        )
+            -> std::pin::Pin<Box<dyn Future<Output = Result<(), DeadLetterError>> + Send + 'static>>
         + Send
         + Sync,
 >;
@@ -182,7 +194,7 @@ pub fn dead_letter_writer<L: EventLog + Clone>(
     Arc::new(move |letters: Vec<DeadLetter>| {
         let (log, writer, topic) = (log.clone(), writer.clone(), topic.clone());
         Box::pin(async move {
-            log.ensure_topic(&topic).await.map_err(|e| e.to_string())?;
+            log.ensure_topic(&topic).await?;
             let header = |key: &str, value: String| Header {
                 key: key.to_owned(),
                 value: Some(value.into()),
@@ -208,7 +220,7 @@ pub fn dead_letter_writer<L: EventLog + Clone>(
             };
             log.append(&writer, vec![batch], Some(String::new()))
                 .await
-                .map_err(|e| e.to_string())
+                .map_err(DeadLetterError::from)
         })
     })
 }

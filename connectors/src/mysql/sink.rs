@@ -56,7 +56,7 @@ pub enum SinkError {
     )]
     Poison(String),
     #[error("writing to the dead-letter topic failed: {0}")]
-    DeadLetter(String),
+    DeadLetter(#[source] sluice_core::sink::DeadLetterError),
 }
 
 impl SinkError {
@@ -83,7 +83,14 @@ impl SinkError {
 impl Classify for SinkError {
     fn kind(&self) -> ErrorKind {
         match self {
-            SinkError::Connect(_) | SinkError::DeadLetter(_) => ErrorKind::Transient,
+            SinkError::Connect(_) => ErrorKind::Transient,
+            // The log refusing an append may pass; no dead-letter topic to write to will not.
+            SinkError::DeadLetter(sluice_core::sink::DeadLetterError::Log(_)) => {
+                ErrorKind::Transient
+            }
+            SinkError::DeadLetter(sluice_core::sink::DeadLetterError::NoTopic) => {
+                ErrorKind::Definite
+            }
             SinkError::Db { code: None, .. } => ErrorKind::Transient,
             // A target table or column dropped under the sink is recreated on reopen.
             SinkError::Db {
