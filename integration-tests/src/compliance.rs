@@ -12,9 +12,10 @@
 //! 4. duplicate delivery (offsets forgotten, everything delivered again) changes nothing, for
 //!    sinks that say they are idempotent;
 //! 5. a record the destination rejects goes to the dead-letter topic with the destination's
-//!    reason, and the rest is applied, for sinks that can reject.
-//!
-//! Memory bounds are measured by `dev/bench` (`pg_big_txn`, `mysql_big_txn`), not here.
+//!    reason, and the rest is applied, for sinks that can reject;
+//! 6. bounded memory, as far as a test can see it: however large the backlog, no write hands
+//!    the sink more than the runtime's read budget. The sink's own peak memory is measured by
+//!    `dev/bench` (`pg_big_txn`, `mysql_big_txn`).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
@@ -102,7 +103,8 @@ impl Kit {
         let log = Arc::new(Log::open(dir.path(), LogOptions::default()).expect("open the log"));
         let store = LogStore::open(Arc::clone(&log)).expect("the registry's store");
         let registry = Arc::new(Registry::open(store).expect("the registry"));
-        let log = EmbeddedLog::new(log, 1);
+        // Four partitions per topic: a round reads several, so its byte budget binds.
+        let log = EmbeddedLog::new(log, 4);
         let queue = Arc::new(Mutex::new(VecDeque::new()));
         let encoder = Encoder::Json(
             JsonEnvelopeEncoder::new(
@@ -236,7 +238,7 @@ impl Kit {
     }
 
     /// Runs a sink until `cancel`; the handle's result is the sink task's.
-    fn run<S: RecordSink + Sync + 'static>(
+    fn run<S: RecordSink + Send + Sync + 'static>(
         &self,
         sink: S,
         cancel: &CancellationToken,
@@ -246,7 +248,7 @@ impl Kit {
                 name: "kit".into(),
                 topics: vec![TOPIC.into()],
                 max_read_bytes: 64 << 10,
-                max_batch_bytes: 128 << 10,
+                max_batch_bytes: ROUND_BYTES,
                 topic_refresh: Duration::from_millis(200),
             },
             sink,
@@ -263,6 +265,57 @@ impl Kit {
                 .expect("the source task")
                 .expect("the source ran");
         }
+    }
+}
+
+/// The kit's read budget per round (`SinkSettings::max_batch_bytes`).
+const ROUND_BYTES: usize = 128 << 10;
+
+/// A sink under test, with the largest write it was handed.
+struct Measured<S> {
+    inner: S,
+    largest_write: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl<S: RecordSink> RecordSink for Measured<S> {
+    type Error = S::Error;
+
+    fn open(
+        &mut self,
+    ) -> impl Future<Output = Result<Option<sluice_core::sink::Offsets>, S::Error>> + Send {
+        self.inner.open()
+    }
+
+    fn write(
+        &mut self,
+        records: &[sluice_core::sink::SinkRecord],
+    ) -> impl Future<Output = Result<(), S::Error>> + Send {
+        let bytes: usize = records
+            .iter()
+            .map(|r| {
+                r.record.key.as_ref().map_or(0, |k| k.len())
+                    + r.record.value.as_ref().map_or(0, |v| v.len())
+            })
+            .sum();
+        self.largest_write
+            .fetch_max(bytes, std::sync::atomic::Ordering::Relaxed);
+        self.inner.write(records)
+    }
+
+    fn close(&mut self) -> impl Future<Output = Result<(), S::Error>> + Send {
+        self.inner.close()
+    }
+
+    fn flush(&mut self) -> impl Future<Output = Result<(), S::Error>> + Send {
+        self.inner.flush()
+    }
+
+    fn partitions_cut(&mut self, cut: &[(Arc<str>, u32)]) {
+        self.inner.partitions_cut(cut);
+    }
+
+    fn applied(&self) -> Option<&sluice_core::sink::Offsets> {
+        self.inner.applied()
     }
 }
 
@@ -315,16 +368,28 @@ async fn wait_equal<T: SinkUnderTest>(sut: &T, kit: &Kit, what: &str) {
 pub async fn check<T: SinkUnderTest>(sut: T) {
     let mut kit = Kit::start();
 
-    // 1. Per-key order and final state.
-    kit.write(40);
+    // 1. Per-key order and final state, from a backlog of ~3 MB (6. bounded: no write gets
+    // more than a round's budget across the four partitions, give or take the one log batch a
+    // read always returns).
+    kit.write(400);
+    let largest_write = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let measured = Measured {
+        inner: sut.sink(&kit, None),
+        largest_write: Arc::clone(&largest_write),
+    };
     let cancel = CancellationToken::new();
-    let task = kit.run(sut.sink(&kit, None), &cancel);
+    let task = kit.run(measured, &cancel);
     wait_equal(
         &sut,
         &kit,
         "the destination to hold the source's final state",
     )
     .await;
+    let largest = largest_write.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        largest > 0 && largest <= ROUND_BYTES + (16 << 10),
+        "the largest write was {largest} bytes for a {ROUND_BYTES}-byte budget"
+    );
 
     // 2. A crash mid-stream: the task is dropped where it stands, with no close.
     kit.write(60);
@@ -365,7 +430,10 @@ pub async fn check<T: SinkUnderTest>(sut: T) {
     // 4. Duplicate delivery.
     if sut.forget_offsets().is_some() {
         kit.log
-            .commit_offsets("sink.kit", [((TOPIC.to_owned(), 0), 0)].into())
+            .commit_offsets(
+                "sink.kit",
+                (0..4).map(|p| ((TOPIC.to_owned(), p), 0)).collect(),
+            )
             .await
             .expect("rewind the consumer group");
         let cancel = CancellationToken::new();
