@@ -6,6 +6,7 @@
 use anyhow::anyhow;
 use sluice_core::checkpoint::Checkpoint;
 use sluice_core::health::{sink_failure_writer, Failed};
+use sluice_core::topic;
 use sluice_core::topic::glob_match;
 use sluice_log::Log;
 
@@ -51,6 +52,7 @@ pub(crate) fn status(config: &FileConfig) -> Result<(), Failure> {
             Ok(line) => println!("  server: {line}"),
             Err(err) => println!("  server: unreachable: {err}"),
         }
+        print_held(&log, name);
     }
     for sink in &config.sinks {
         let name = sink.name();
@@ -102,4 +104,44 @@ fn records_in(log: &Log, topic: &str) -> u64 {
         .filter_map(|p| log.offsets(topic, p).ok())
         .map(|o| o.stable - o.start)
         .sum()
+}
+
+/// The tables of `source` held back because the registry refused their new schema: how many
+/// events wait, why, and what to do.
+fn print_held(log: &Log, source: &str) {
+    let released: std::collections::BTreeMap<String, std::collections::BTreeMap<u32, u64>> = log
+        .checkpoint(&topic::release_writer(source))
+        .and_then(|text| serde_json::from_str(&text).ok())
+        .unwrap_or_default();
+    let prefix = topic::held_topic(&format!("{source}."));
+    for held in log.topics().into_iter().filter(|t| t.starts_with(&prefix)) {
+        let done = released.get(&held).cloned().unwrap_or_default();
+        let mut waiting = 0u64;
+        let mut reason = String::new();
+        for partition in 0..log.topic_partitions(&held).unwrap_or(0) {
+            let stable = log.offsets(&held, partition).map_or(0, |o| o.stable);
+            let from = done.get(&partition).copied().unwrap_or(0);
+            if stable <= from {
+                continue;
+            }
+            waiting += stable - from;
+            let last = log
+                .read(&held, partition, stable - 1, 1 << 20)
+                .unwrap_or_default();
+            if let Some(text) = last
+                .first()
+                .and_then(|r| r.headers.iter().find(|h| h.key == topic::HELD_HEADER))
+                .and_then(|h| h.value.as_deref())
+            {
+                reason = String::from_utf8_lossy(text).into_owned();
+            }
+        }
+        if waiting > 0 {
+            let table = topic::unheld(&held).unwrap_or(&held);
+            println!(
+                "  table {table} HELD BACK: {waiting} event(s) kept in {held}, delivered to no sink: {reason}\n  \
+                 once the registry accepts the schema, restart sluice: the held events join {table} in order"
+            );
+        }
+    }
 }

@@ -115,9 +115,42 @@ pub struct EncodeError {
     pub reason: String,
 }
 
+/// What readying a table version for encoding came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TableVersion {
+    Ready,
+    /// The registry refuses this version for the table's topic (its compatibility level); the
+    /// reason says which field changed and how to allow it.
+    Refused {
+        reason: String,
+    },
+}
+
 /// Clones may encode different events of one batch in parallel: a clone must encode an event
 /// exactly as the original would.
 pub trait EventEncoder: Send + Clone + 'static {
+    /// Readies `table`'s version before any of its events is encoded (registers its schemas).
+    /// With `held`, for the table's held topic, whose subjects take any version. Encoders
+    /// without a registry are always ready.
+    fn prepare_table(
+        &mut self,
+        _table: &std::sync::Arc<crate::event::TableSchema>,
+        _held: bool,
+    ) -> Result<TableVersion, EncodeError> {
+        Ok(TableVersion::Ready)
+    }
+
+    /// Registers under `topic`'s subjects the versions held under `held_topic`'s, oldest
+    /// first, so that the held records can join the topic; `Refused` while the registry still
+    /// will not take them.
+    fn release_held(
+        &mut self,
+        _held_topic: &str,
+        _topic: &str,
+    ) -> Result<TableVersion, EncodeError> {
+        Ok(TableVersion::Ready)
+    }
+
     /// Writes the records for `event` into `out`.
     fn encode(&mut self, event: &ChangeEvent, out: &mut EncodedRecords) -> Result<(), EncodeError>;
 

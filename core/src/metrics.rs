@@ -12,6 +12,8 @@ pub const SOURCE_LAG_SECONDS: &str = "sluice_source_lag_seconds";
 /// Tables a source's patterns match but that it leaves out because publishing them would
 /// break the application's writes (no key, no REPLICA IDENTITY FULL) (gauge).
 pub const SOURCE_TABLES_LEFT_OUT: &str = "sluice_source_tables_left_out";
+/// Tables whose events are held back because the registry refused their new schema (gauge).
+pub const SOURCE_TABLES_HELD: &str = "sluice_source_tables_held";
 /// Records a sink delivered (counter).
 pub const SINK_RECORDS: &str = "sluice_sink_records_total";
 /// Records in the log a sink has not delivered yet (gauge).

@@ -25,6 +25,29 @@ pub fn history_topic(source: &str) -> String {
     format!("_sluice_history.{source}")
 }
 
+/// Where a table's events wait while the registry refuses its new schema version (see
+/// `pipeline::source_task::held`): `_held.<topic>`, internal, so no `*` pattern reads it.
+pub fn held_topic(topic: &str) -> String {
+    format!("{HELD_PREFIX}{topic}")
+}
+
+/// The table topic a held topic stands for.
+pub fn unheld(held_topic: &str) -> Option<&str> {
+    held_topic.strip_prefix(HELD_PREFIX)
+}
+
+const HELD_PREFIX: &str = "_held.";
+
+/// The header on a held-back table's records, saying why it is held.
+pub const HELD_HEADER: &str = "sluice.held";
+
+/// The log writer that copies a source's released events into their topics; its checkpoint
+/// says how far each held topic's partitions have been released (`{held topic: {partition:
+/// next offset}}`).
+pub fn release_writer(source: &str) -> String {
+    format!("{source}.release")
+}
+
 /// The topic for events without a table (logical messages).
 pub fn message_topic(source: &str) -> String {
     format!("{source}.message")

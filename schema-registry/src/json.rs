@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use base64::Engine;
 use sluice_core::clock::now_us;
-use sluice_core::encode::{EncodeError, EncodedRecords, EventEncoder};
+use sluice_core::encode::{EncodeError, EncodedRecords, EventEncoder, TableVersion};
 use sluice_core::event::{ChangeEvent, Op, SnapshotMarker, TableSchema};
 use sluice_core::position::Position;
 use sluice_core::value::{self, Date, Decimal, Timestamp, UtcTimestampWriter, Value};
@@ -292,6 +292,25 @@ impl JsonEnvelopeEncoder {
 }
 
 impl EventEncoder for JsonEnvelopeEncoder {
+    fn prepare_table(
+        &mut self,
+        table: &Arc<TableSchema>,
+        held: bool,
+    ) -> Result<TableVersion, EncodeError> {
+        self.table_json = None;
+        match self.registrar.as_mut() {
+            Some(registrar) => registrar.prepare(table, held),
+            None => Ok(TableVersion::Ready),
+        }
+    }
+
+    fn release_held(&mut self, held_topic: &str, topic: &str) -> Result<TableVersion, EncodeError> {
+        match self.registrar.as_mut() {
+            Some(registrar) => registrar.release(held_topic, topic),
+            None => Ok(TableVersion::Ready),
+        }
+    }
+
     fn set_processing_time(&mut self, now_us: i64) {
         let mut fields = self.processing_time.take().unwrap_or_default();
         fields.clear();

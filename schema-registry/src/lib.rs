@@ -14,8 +14,11 @@ pub mod http;
 pub mod json;
 pub mod registry;
 
-use sluice_core::encode::{EncodeError, EncodedRecords, EventEncoder};
+use std::sync::Arc;
+
+use sluice_core::encode::{EncodeError, EncodedRecords, EventEncoder, TableVersion};
 use sluice_core::event::ChangeEvent;
+use sluice_core::event::TableSchema;
 
 /// The encoder a pipeline chose: one type for the runtime whichever encoding a source uses.
 #[derive(Clone)]
@@ -25,6 +28,24 @@ pub enum Encoder {
 }
 
 impl EventEncoder for Encoder {
+    fn prepare_table(
+        &mut self,
+        table: &Arc<TableSchema>,
+        held: bool,
+    ) -> Result<TableVersion, EncodeError> {
+        match self {
+            Encoder::Json(encoder) => encoder.prepare_table(table, held),
+            Encoder::Avro(encoder) => encoder.prepare_table(table, held),
+        }
+    }
+
+    fn release_held(&mut self, held_topic: &str, topic: &str) -> Result<TableVersion, EncodeError> {
+        match self {
+            Encoder::Json(encoder) => encoder.release_held(held_topic, topic),
+            Encoder::Avro(encoder) => encoder.release_held(held_topic, topic),
+        }
+    }
+
     fn encode(&mut self, event: &ChangeEvent, out: &mut EncodedRecords) -> Result<(), EncodeError> {
         match self {
             Encoder::Json(encoder) => encoder.encode(event, out),

@@ -307,6 +307,9 @@ async fn write_batches<E: EventEncoder, L: EventLog + Clone + 'static>(
     // The number of the commit the next appended records belong to.
     let mut commit = last_commit + 1;
     let mut batch_encoder = BatchEncoder::new(name.clone(), encoder, log.prepared_batches());
+    // Tables held back by an earlier run go first: released into their topics if the registry
+    // takes their schema now, held on otherwise.
+    batch_encoder.release_held(&log).await?;
     let (append_tx, append_rx) = mpsc::channel::<PendingAppend>(APPENDS_QUEUED);
     let mut appender = crate::task::spawn_in_span(append_batches(
         name.clone(),

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use sluice_core::clock::now_us;
-use sluice_core::encode::{EncodeError, EncodedRecords, EventEncoder};
+use sluice_core::encode::{EncodeError, EncodedRecords, EventEncoder, TableVersion};
 use sluice_core::event::{ChangeEvent, Op, SnapshotMarker, TableId, TableSchema};
 use sluice_core::position::Position;
 use sluice_core::topic;
@@ -21,7 +21,7 @@ use super::schema::{self, DecimalHandling, FieldKind, FieldPlan, TablePlan};
 use crate::json::{
     SourceBlock, TIMESTAMP_NEGATIVE_INFINITY_US, TIMESTAMP_POSITIVE_INFINITY_US, UNAVAILABLE_VALUE,
 };
-use crate::registry::{NewSchema, Registry, RegistryError, SchemaType};
+use crate::registry::{Level, NewSchema, Registry, RegistryError, SchemaType, VersionSpec};
 
 /// Confluent's wire-format magic byte.
 pub const MAGIC: u8 = 0;
@@ -116,15 +116,41 @@ impl Registrar {
         )
     }
 
-    /// The registration of `table`'s version, registering it the first time.
+    /// The registration of `table`'s version, registering it the first time; a refusal by
+    /// the registry is an error (the runtime readies every version first, see `prepare`).
     pub(crate) fn table(
         &mut self,
         table: &Arc<TableSchema>,
     ) -> Result<Arc<RegisteredTable>, EncodeError> {
+        self.table_for(table, false)?.map_err(|reason| EncodeError {
+            table: table.table.to_string(),
+            reason,
+        })
+    }
+
+    /// `EventEncoder::prepare_table`.
+    pub(crate) fn prepare(
+        &mut self,
+        table: &Arc<TableSchema>,
+        held: bool,
+    ) -> Result<TableVersion, EncodeError> {
+        Ok(match self.table_for(table, held)? {
+            Ok(_) => TableVersion::Ready,
+            Err(reason) => TableVersion::Refused { reason },
+        })
+    }
+
+    /// Registers `table`'s version under its topic's subjects (with `held`, its held topic's,
+    /// set to take any version): the registration, or the registry's refusal.
+    fn table_for(
+        &mut self,
+        table: &Arc<TableSchema>,
+        held: bool,
+    ) -> Result<Result<Arc<RegisteredTable>, String>, EncodeError> {
         let cache_key = (table.table.clone(), table.version);
         if let Some(found) = self.tables.get(&cache_key) {
             if Arc::ptr_eq(&found.schema, table) || found.schema.columns == table.columns {
-                return Ok(Arc::clone(found));
+                return Ok(Ok(Arc::clone(found)));
             }
         }
         let fail = |reason: String| EncodeError {
@@ -133,8 +159,16 @@ impl Registrar {
         };
         let plan = schema::table_plan(&self.source.name, &self.source, table, self.decimals)
             .map_err(|e| fail(e.0))?;
-        let topic = topic::table_topic(&self.source.name, &table.table);
-        let rejected = |subject: String, err: RegistryError| {
+        let mut topic = topic::table_topic(&self.source.name, &table.table);
+        if held {
+            topic = topic::held_topic(&topic);
+            for suffix in ["-key", "-value"] {
+                self.registry
+                    .set_compatibility(Some(&format!("{topic}{suffix}")), Level::None)
+                    .map_err(|e| fail(format!("holding the table back: {}", e.message)))?;
+            }
+        }
+        let describe = |subject: &str, err: &RegistryError| {
             let fix = if err.code == 409 {
                 format!(
                     ". If consumers can cope with the change, relax the subject's level \
@@ -149,25 +183,28 @@ impl Registrar {
                 .message
                 .replace("field 'before.", "column '")
                 .replace("field 'after.", "column '");
-            fail(format!(
+            format!(
                 "registering schema version {} of the table under subject {subject}: {message}{fix}",
                 table.version
-            ))
+            )
         };
+        let register =
+            |subject: String, schema: &serde_json::Value| match self.register(&subject, schema) {
+                Ok(id) => Ok(Ok(id)),
+                Err(err) if err.code == 409 => Ok(Err(describe(&subject, &err))),
+                Err(err) => Err(fail(describe(&subject, &err))),
+            };
         let key_id = match &plan.key_schema {
-            Some(key) => {
-                let subject = format!("{topic}-key");
-                Some(
-                    self.register(&subject, key)
-                        .map_err(|e| rejected(subject, e))?,
-                )
-            }
+            Some(key) => match register(format!("{topic}-key"), key)? {
+                Ok(id) => Some(id),
+                Err(refused) => return Ok(Err(refused)),
+            },
             None => None,
         };
-        let subject = format!("{topic}-value");
-        let value_id = self
-            .register(&subject, &plan.value_schema)
-            .map_err(|e| rejected(subject, e))?;
+        let value_id = match register(format!("{topic}-value"), &plan.value_schema)? {
+            Ok(id) => id,
+            Err(refused) => return Ok(Err(refused)),
+        };
         let registered = Arc::new(RegisteredTable {
             schema: Arc::clone(table),
             plan,
@@ -175,7 +212,50 @@ impl Registrar {
             value_id,
         });
         self.tables.insert(cache_key, Arc::clone(&registered));
-        Ok(registered)
+        Ok(Ok(registered))
+    }
+
+    /// `EventEncoder::release_held`: registers under `topic`'s subjects every version held
+    /// under `held_topic`'s, oldest first.
+    pub(crate) fn release(
+        &mut self,
+        held_topic: &str,
+        topic: &str,
+    ) -> Result<TableVersion, EncodeError> {
+        let fail = |reason: String| EncodeError {
+            table: topic.to_owned(),
+            reason,
+        };
+        for suffix in ["-key", "-value"] {
+            let held_subject = format!("{held_topic}{suffix}");
+            let Ok(versions) = self.registry.versions(&held_subject, false) else {
+                continue; // nothing held under this subject (a table without a key)
+            };
+            let subject = format!("{topic}{suffix}");
+            for version in versions {
+                let held = self
+                    .registry
+                    .version(&held_subject, VersionSpec::Number(version), false)
+                    .map_err(|e| fail(e.message))?;
+                let schema: serde_json::Value =
+                    serde_json::from_str(&held.schema).map_err(|e| fail(e.to_string()))?;
+                match self.register(&subject, &schema) {
+                    Ok(_) => {}
+                    Err(err) if err.code == 409 => {
+                        return Ok(TableVersion::Refused {
+                            reason: format!(
+                                "registering the held version under subject {subject}: {}. Relax \
+                                 the subject's level (PUT /config/{subject} \
+                                 {{\"compatibility\":\"NONE\"}} on the registry) and restart",
+                                err.message
+                            ),
+                        })
+                    }
+                    Err(err) => return Err(fail(err.message)),
+                }
+            }
+        }
+        Ok(TableVersion::Ready)
     }
 
     /// The id of the logical-message value schema, registering it the first time.
@@ -227,6 +307,19 @@ impl AvroEncoder {
 }
 
 impl EventEncoder for AvroEncoder {
+    fn prepare_table(
+        &mut self,
+        table: &Arc<TableSchema>,
+        held: bool,
+    ) -> Result<TableVersion, EncodeError> {
+        self.last = None;
+        self.registrar.prepare(table, held)
+    }
+
+    fn release_held(&mut self, held_topic: &str, topic: &str) -> Result<TableVersion, EncodeError> {
+        self.registrar.release(held_topic, topic)
+    }
+
     fn set_processing_time(&mut self, now_us: i64) {
         self.processing_us = Some(now_us);
     }

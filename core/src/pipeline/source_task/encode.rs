@@ -3,7 +3,7 @@
 //! log takes them), the commit number stamped on each partition's last record. Large batches
 //! are encoded by two threads, one half each.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -15,7 +15,7 @@ use super::super::PipelineError;
 use crate::change::SCHEMA_HEADER;
 use crate::checkpoint::{Checkpoint, COMMIT_HEADER, COMMIT_PART_HEADER};
 use crate::clock::now_us;
-use crate::encode::{EncodedRecord, EncodedRecords, EventEncoder};
+use crate::encode::{EncodedRecord, EncodedRecords, EventEncoder, TableVersion};
 use crate::event::{ChangeEvent, TableSchema};
 use crate::event_log::EventLog;
 use crate::source::SourceBatch;
@@ -36,6 +36,9 @@ const PARALLEL_ENCODE_MIN_EVENTS: usize = 1_000;
 #[derive(Clone, Default)]
 struct Topics {
     partitions: HashMap<String, u32>,
+    /// Tables whose events are held back (their topic → why): the registry refused a schema
+    /// version of theirs. Their events go to the held topic until a restart releases them.
+    held: HashMap<String, Arc<str>>,
     /// Events of one table come in runs: the last event's topic and partition count (once the
     /// topic exists), instead of rebuilding and looking them up for every event.
     last: Option<LastTopic>,
@@ -46,6 +49,8 @@ struct LastTopic {
     table: Option<Arc<TableSchema>>,
     topic: String,
     partitions: Option<u32>,
+    /// Why the table is held back, when it is (`topic` is then its held topic).
+    held: Option<Arc<str>>,
 }
 
 impl Topics {
@@ -61,16 +66,34 @@ impl Topics {
             _ => false,
         };
         if !same_table {
-            let topic = topic::event_topic(source, event);
+            let mut topic = topic::event_topic(source, event);
+            let held = self.held.get(&topic).cloned();
+            if held.is_some() {
+                topic = topic::held_topic(&topic);
+            }
             let partitions = self.partitions.get(&topic).copied();
             self.last = Some(LastTopic {
                 table: event.table.clone(),
                 topic,
                 partitions,
+                held,
             });
         }
         let last = self.last.as_ref().expect("set above");
         (&last.topic, last.partitions)
+    }
+
+    /// Why the last event's table is held back, if it is.
+    fn held_reason(&self) -> Option<&Arc<str>> {
+        self.last.as_ref().and_then(|last| last.held.as_ref())
+    }
+
+    /// Holds `topic`'s table (of source `source`) back from now on.
+    fn hold(&mut self, source: &str, topic: String, reason: Arc<str>) {
+        self.held.insert(topic, reason);
+        self.last = None;
+        ::metrics::gauge!(crate::metrics::SOURCE_TABLES_HELD, "source" => source.to_owned())
+            .set(self.held.len() as f64);
     }
 
     fn insert(&mut self, topic: String, partitions: u32) {
@@ -165,6 +188,121 @@ impl<E: EventEncoder> BatchEncoder<E> {
         }
     }
 
+    /// Readies the event's table version for encoding. A version the registry refuses holds
+    /// the table back: its events (this one on) go to its held topic, kept in the log but
+    /// delivered to no sink, while the other tables go on; a restart after the fix releases
+    /// them (`release_held`).
+    fn prepare_table(
+        &mut self,
+        event: &ChangeEvent,
+        table: &Arc<TableSchema>,
+    ) -> Result<(), PipelineError> {
+        let encode_error = |source| PipelineError::Encode {
+            name: self.name.clone(),
+            source,
+        };
+        let topic = topic::event_topic(&self.name, event);
+        let held = self.topics.held.contains_key(&topic);
+        match self.encoder.prepare_table(table, held) {
+            Ok(TableVersion::Ready) => Ok(()),
+            Ok(TableVersion::Refused { reason }) => {
+                tracing::error!(table = %table.table, %reason,
+                    "holding the table's events back (kept in the log, delivered to no sink) until the registry accepts its new schema; the other tables go on");
+                self.topics.hold(&self.name, topic, reason.into());
+                match self.encoder.prepare_table(table, true) {
+                    Ok(_) => Ok(()),
+                    Err(err) => Err(encode_error(err)),
+                }
+            }
+            Err(err) => Err(encode_error(err)),
+        }
+    }
+
+    /// At start: the records of held-back tables whose schema the registry now accepts join
+    /// their topics (in their order, before anything newer of the table), each copy committed
+    /// with how far it got; tables it still refuses stay held.
+    pub(super) async fn release_held<L: EventLog>(&mut self, log: &L) -> Result<(), PipelineError> {
+        let log_error = |source| PipelineError::Log {
+            name: self.name.clone(),
+            source,
+        };
+        let writer = topic::release_writer(&self.name);
+        let mut released: Released = match log.checkpoint(&writer).await.map_err(log_error)? {
+            Some(text) if !text.is_empty() => serde_json::from_str(&text).unwrap_or_default(),
+            _ => Released::new(),
+        };
+        let prefix = topic::held_topic(&format!("{}.", self.name));
+        for held in log.topics().into_iter().filter(|t| t.starts_with(&prefix)) {
+            let Some(real) = topic::unheld(&held).map(str::to_owned) else {
+                continue;
+            };
+            let partitions = log.partitions(&held).unwrap_or(0);
+            let done = released.get(&held).cloned().unwrap_or_default();
+            let waiting = (0..partitions)
+                .any(|p| log.stable_offset(&held, p) > done.get(&p).copied().unwrap_or(0));
+            if !waiting {
+                continue;
+            }
+            let version = self.encoder.release_held(&held, &real).map_err(|source| {
+                PipelineError::Encode {
+                    name: self.name.clone(),
+                    source,
+                }
+            })?;
+            if let TableVersion::Refused { reason } = version {
+                tracing::error!(topic = %real, %reason, "the table's events stay held back: the registry still refuses its schema");
+                self.topics.hold(&self.name, real, reason.into());
+                continue;
+            }
+            let count = log.ensure_topic(&real).await.map_err(log_error)?;
+            let mut moved = 0usize;
+            for partition in 0..partitions {
+                let mut next = done.get(&partition).copied().unwrap_or(0);
+                loop {
+                    let read = log
+                        .read(&held, partition, next, RELEASE_READ_BYTES)
+                        .await
+                        .map_err(log_error)?;
+                    let Some(last) = read.last() else { break };
+                    next = last.offset + 1;
+                    moved += read.len();
+                    let mut by_partition: BTreeMap<u32, Vec<Record>> = BTreeMap::new();
+                    for stored in read {
+                        let target = topic::partition_for(stored.key.as_deref(), count);
+                        by_partition.entry(target).or_default().push(Record {
+                            key: stored.key,
+                            value: stored.value,
+                            timestamp_ms: stored.timestamp_ms,
+                            headers: stored
+                                .headers
+                                .into_iter()
+                                .filter(|h| h.key != topic::HELD_HEADER)
+                                .collect(),
+                        });
+                    }
+                    released
+                        .entry(held.clone())
+                        .or_default()
+                        .insert(partition, next);
+                    let batches = by_partition
+                        .into_iter()
+                        .map(|(target, records)| PartitionBatch {
+                            topic: real.clone(),
+                            partition: target,
+                            records: records.into_iter().collect(),
+                        })
+                        .collect();
+                    let checkpoint = serde_json::to_string(&released).expect("offsets serialize");
+                    log.append(&writer, batches, Some(checkpoint))
+                        .await
+                        .map_err(log_error)?;
+                }
+            }
+            tracing::info!(topic = %real, events = moved, "released the table's held-back events: the registry accepts its schema now");
+        }
+        Ok(())
+    }
+
     /// Encodes `batch`, whose records belong to log commit number `commit` (stamped on the
     /// last record of each partition's records, see COMMIT_HEADER).
     pub(super) async fn encode<L: EventLog>(
@@ -183,6 +321,9 @@ impl<E: EventEncoder> BatchEncoder<E> {
                 }
             }
             previous = event.table.as_ref();
+            if let Some(table) = &event.table {
+                self.prepare_table(event, table)?;
+            }
             let (topic, None) = self.topics.topic_for(&self.name, event) else {
                 continue;
             };
@@ -328,6 +469,13 @@ impl Stamp {
     }
 }
 
+/// Bytes read from a held topic per copy while releasing it.
+const RELEASE_READ_BYTES: usize = 4 << 20;
+
+/// How far each held topic's partitions have been released: held topic → partition → next
+/// offset (the release writer's checkpoint).
+type Released = BTreeMap<String, BTreeMap<u32, u64>>;
+
 /// The header naming a JSON record's registered value schema (see `change::SCHEMA_HEADER`).
 fn schema_id_header(id: u32) -> Header {
     Header {
@@ -399,6 +547,8 @@ fn encode_events<E: EventEncoder>(
             })?;
         let (topic, count) = topics.topic_for(name, event);
         let count = count.unwrap_or(1);
+        let topic = topic.to_owned();
+        let held = topics.held_reason().cloned();
         let timestamp_ms = event.commit_ts_us.div_euclid(1000);
         newest_commit_us = newest_commit_us.max(event.commit_ts_us);
         for &EncodedRecord {
@@ -407,7 +557,7 @@ fn encode_events<E: EventEncoder>(
             value_schema,
         } in out.records()
         {
-            let headers: &[Header] = match value_schema {
+            let mut headers: &[Header] = match value_schema {
                 None => &[],
                 Some(id) => {
                     if schema_header.as_ref().is_none_or(|(last, _)| *last != id) {
@@ -416,6 +566,19 @@ fn encode_events<E: EventEncoder>(
                     &schema_header.as_ref().expect("set above").1
                 }
             };
+            // A held table's records say why (for `sluice status`).
+            let with_reason: Vec<Header>;
+            if let Some(reason) = &held {
+                with_reason = headers
+                    .iter()
+                    .cloned()
+                    .chain([Header {
+                        key: topic::HELD_HEADER.to_owned(),
+                        value: Some(Bytes::copy_from_slice(reason.as_bytes())),
+                    }])
+                    .collect();
+                headers = &with_reason;
+            }
             let partition = topic::partition_for(key.map(|key| out.bytes(key)), count);
             // A batch touches few partitions; the most recent one is the likely match.
             let slot = match slices
