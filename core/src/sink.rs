@@ -166,6 +166,16 @@ pub enum DeadLetterError {
     Log(#[from] sluice_log::LogError),
 }
 
+impl Classify for DeadLetterError {
+    fn kind(&self) -> crate::retry::ErrorKind {
+        match self {
+            // Nowhere to put rejected events will not pass by waiting; the log refusing may.
+            DeadLetterError::NoTopic => crate::retry::ErrorKind::Definite,
+            DeadLetterError::Log(_) => crate::retry::ErrorKind::Transient,
+        }
+    }
+}
+
 /// Appends dead letters durably to a sink's dead-letter topic in the log (built by the binary,
 /// which owns the log). Returns once they are durable.
 pub type DeadLetterWriter = Arc<

@@ -88,13 +88,7 @@ impl Classify for SinkError {
     fn kind(&self) -> ErrorKind {
         match self {
             SinkError::Connect(_) => ErrorKind::Transient,
-            // The log refusing an append may pass; no dead-letter topic to write to will not.
-            SinkError::DeadLetter(sluice_core::sink::DeadLetterError::Log(_)) => {
-                ErrorKind::Transient
-            }
-            SinkError::DeadLetter(sluice_core::sink::DeadLetterError::NoTopic) => {
-                ErrorKind::Definite
-            }
+            SinkError::DeadLetter(err) => err.kind(),
             SinkError::Db { code: None, .. } => ErrorKind::Transient,
             // A target table or column dropped under the sink is recreated on reopen.
             SinkError::Db {
