@@ -4,6 +4,7 @@
 
 pub mod decode;
 pub mod encode;
+pub(crate) mod register;
 pub mod rows;
 pub mod schema;
 mod wire;

@@ -19,7 +19,7 @@ use sluice_core::event::{ChangeEvent, Op, SnapshotMarker, TableSchema};
 use sluice_core::position::Position;
 use sluice_core::value::{self, Date, Decimal, Timestamp, UtcTimestampWriter, Value};
 
-use crate::avro::encode::Registrar;
+use crate::avro::register::Registrar;
 use crate::avro::DecimalHandling;
 use crate::registry::Registry;
 
