@@ -154,8 +154,8 @@ impl LogSection {
                 .map(|t| Ok((t.topics.clone(), parse_fsync(&t.fsync)?)))
                 .collect::<anyhow::Result<_>>()?,
             compression: match self.compression.as_str() {
-                "lz4" => sluice_log::Compression::Lz4,
-                "none" => sluice_log::Compression::None,
+                "lz4" => sluice_core::batch::Compression::Lz4,
+                "none" => sluice_core::batch::Compression::None,
                 other => bail!("log.compression: {other:?} is not one of lz4, none"),
             },
             ..LogOptions::default()

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use anyhow::anyhow;
 use sluice_connectors::{AvroDecimals, Encoding, SinkConfig, SourceConfig};
-use sluice_core::event_log::{EmbeddedLog, EventLog};
+use sluice_core::event_log::{EventLog, LogError};
 use sluice_core::health::{sink_failure_writer, Health};
 use sluice_core::pipeline::{run_sink, run_source, SinkSettings, SourceSettings};
 use sluice_core::position::Position;
@@ -32,17 +32,17 @@ use sluice_schema_registry::Encoder;
 
 use crate::Failure;
 
-/// What building a connector needs from the running pipeline.
-pub(crate) struct Context<'a> {
+/// What building a connector needs from the running pipeline, on log backend `L`.
+pub(crate) struct Context<'a, L> {
     pub(crate) tasks: &'a Tasks,
-    pub(crate) log: &'a EmbeddedLog,
+    pub(crate) log: &'a L,
     pub(crate) registry: &'a Arc<Registry>,
     pub(crate) health: &'a Health,
     pub(crate) stop_at: Option<Position>,
 }
 
 /// Builds a source and spawns it; a source's failure stops the pipeline.
-pub(crate) fn spawn_source(source: SourceConfig, cx: &Context<'_>) {
+pub(crate) fn spawn_source<L: EventLog + Clone>(source: SourceConfig, cx: &Context<'_, L>) {
     let name = source.name().to_owned();
     let settings = SourceSettings {
         name: name.clone(),
@@ -95,7 +95,10 @@ pub(crate) fn spawn_source(source: SourceConfig, cx: &Context<'_>) {
 }
 
 /// Builds a sink and spawns it in its own failure domain.
-pub(crate) async fn spawn_sink(sink: SinkConfig, cx: &Context<'_>) -> Result<(), Failure> {
+pub(crate) async fn spawn_sink<L: EventLog + Clone>(
+    sink: SinkConfig,
+    cx: &Context<'_, L>,
+) -> Result<(), Failure> {
     let name = sink.name().to_owned();
     // Records are read up to `max_read_bytes` per partition and `max_batch_bytes` per round.
     let settings = |max_read_bytes: usize, max_batch_bytes: usize| SinkSettings {
@@ -190,7 +193,7 @@ pub(crate) async fn source_server_status(source: &SourceConfig) -> Result<String
 
 /// A sink starting: forget a failure recorded by an earlier run (restarting sluice is how a
 /// failed sink is restarted).
-async fn clear_sink_failure(backend: &EmbeddedLog, sink: &str) -> Result<(), sluice_log::LogError> {
+async fn clear_sink_failure<L: EventLog>(backend: &L, sink: &str) -> Result<(), LogError> {
     let writer = sink_failure_writer(sink);
     match backend.checkpoint(&writer).await? {
         Some(text) if !text.is_empty() => {
@@ -204,8 +207,8 @@ async fn clear_sink_failure(backend: &EmbeddedLog, sink: &str) -> Result<(), slu
 
 /// What happens when a sink fails: `/health` and the metric show it, and the log keeps the
 /// reason for `sluice status`.
-fn sink_failure_recorder(
-    backend: &EmbeddedLog,
+fn sink_failure_recorder<L: EventLog + Clone>(
+    backend: &L,
     health: &Health,
     sink: &str,
 ) -> impl FnOnce(String) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>

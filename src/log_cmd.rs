@@ -9,7 +9,8 @@ use std::time::Duration;
 use anyhow::{anyhow, Context};
 use base64::Engine;
 use serde_json::{json, Value as Json};
-use sluice_log::{Log, StoredRecord};
+use sluice_core::event_log::{EventLog, StoredRecord};
+use sluice_log::{EmbeddedLog, Log};
 use sluice_schema_registry::avro::decode::is_framed;
 use sluice_schema_registry::avro::AvroDecoder;
 use sluice_schema_registry::registry::store::LogStore;
@@ -28,70 +29,31 @@ fn log_dir(location: &LogLocation) -> Result<PathBuf, Failure> {
     }
 }
 
-fn open(location: &LogLocation) -> Result<Log, Failure> {
-    let dir = log_dir(location)?;
-    Log::open_read_only(&dir)
-        .with_context(|| format!("opening the log at {}", dir.display()))
-        .map_err(Failure::runtime)
+fn open(location: &LogLocation) -> Result<EmbeddedLog, Failure> {
+    crate::backend::open_read_only(&log_dir(location)?).map_err(Failure::runtime)
 }
 
 pub(crate) fn dispatch(command: LogCommand) -> Result<(), Failure> {
+    let runtime = crate::backend::command_runtime()?;
     match command {
         LogCommand::Topics { location } => {
             let log = open(&location)?;
-            for topic in log.topics() {
-                let partitions = log.topic_partitions(&topic).unwrap_or(0);
-                let mut records = 0;
-                for p in 0..partitions {
-                    let offsets = log
-                        .offsets(&topic, p)
-                        .map_err(|e| Failure::runtime(anyhow!(e)))?;
-                    records += offsets.stable - offsets.start;
-                }
-                println!("{topic}\tpartitions={partitions}\trecords={records}");
-            }
-            Ok(())
+            runtime.block_on(topics(&log)).map_err(Failure::runtime)
         }
         LogCommand::Offsets { group, location } => {
             let log = open(&location)?;
-            let offsets = log
-                .group_offsets(&group)
-                .map_err(|e| Failure::runtime(anyhow!(e)))?;
-            for ((topic, partition), offset) in offsets {
-                let stable = log
-                    .offsets(&topic, partition)
-                    .map(|o| o.stable)
-                    .unwrap_or(offset);
-                println!(
-                    "{topic}\t{partition}\toffset={offset}\tlag={}",
-                    stable.saturating_sub(offset)
-                );
-            }
-            Ok(())
+            runtime
+                .block_on(group_offsets(&log, &group))
+                .map_err(Failure::runtime)
         }
         LogCommand::Describe { topic, location } => {
             let log = open(&location)?;
-            let partitions = log
-                .topic_partitions(&topic)
-                .ok_or_else(|| Failure::runtime(anyhow!("topic {topic} does not exist")))?;
-            println!("topic {topic}: {partitions} partition(s)");
-            for partition in 0..partitions {
-                let d = log
-                    .describe(&topic, partition)
-                    .map_err(|e| Failure::runtime(anyhow!(e)))?;
-                let uncommitted = if d.end > d.stable {
-                    format!(" ({} uncommitted past it)", d.end - d.stable)
-                } else {
-                    String::new()
-                };
-                println!(
-                    "  partition {partition}: offsets {}..{} committed{uncommitted}, {} segment(s), {} bytes",
-                    d.start, d.stable, d.segments, d.bytes
-                );
-            }
-            Ok(())
+            runtime
+                .block_on(describe(&log, &topic))
+                .map_err(Failure::runtime)
         }
         LogCommand::Repair { location } => {
+            // The embedded log's own: it works on the files, not through the log interface.
             let dir = log_dir(&location)?;
             let reports = Log::repair(&dir, sluice_log::LogOptions::default())
                 .with_context(|| format!("repairing the log at {}", dir.display()))
@@ -115,9 +77,64 @@ pub(crate) fn dispatch(command: LogCommand) -> Result<(), Failure> {
                 (false, _, _) if follow => Start::End,
                 _ => Start::Beginning,
             };
-            tail(&dir, &topic, start, format, follow).map_err(Failure::runtime)
+            // A read-only open sees the commits made before it: following reopens the log.
+            let reopen = || crate::backend::open_read_only(&dir);
+            runtime
+                .block_on(tail(reopen, &topic, start, format, follow))
+                .map_err(Failure::runtime)
         }
     }
+}
+
+async fn topics<L: EventLog>(log: &L) -> anyhow::Result<()> {
+    for topic in log.topics() {
+        let partitions = log.partitions(&topic).unwrap_or(0);
+        let mut records = 0;
+        for p in 0..partitions {
+            let offsets = log.offsets(&topic, p).await?;
+            records += offsets.stable - offsets.start;
+        }
+        println!("{topic}\tpartitions={partitions}\trecords={records}");
+    }
+    Ok(())
+}
+
+async fn group_offsets<L: EventLog>(log: &L, group: &str) -> anyhow::Result<()> {
+    for ((topic, partition), offset) in log.group_offsets(group).await? {
+        let stable = log
+            .offsets(&topic, partition)
+            .await
+            .map_or(offset, |o| o.stable);
+        println!(
+            "{topic}\t{partition}\toffset={offset}\tlag={}",
+            stable.saturating_sub(offset)
+        );
+    }
+    Ok(())
+}
+
+async fn describe<L: EventLog>(log: &L, topic: &str) -> anyhow::Result<()> {
+    let partitions = log
+        .partitions(topic)
+        .ok_or_else(|| anyhow!("topic {topic} does not exist"))?;
+    println!("topic {topic}: {partitions} partition(s)");
+    for partition in 0..partitions {
+        let d = log.describe(topic, partition).await?;
+        let uncommitted = if d.end > d.stable {
+            format!(" ({} uncommitted past it)", d.end - d.stable)
+        } else {
+            String::new()
+        };
+        let storage = match d.storage {
+            Some((segments, bytes)) => format!(", {segments} segment(s), {bytes} bytes"),
+            None => String::new(),
+        };
+        println!(
+            "  partition {partition}: offsets {}..{} committed{uncommitted}{storage}",
+            d.start, d.stable
+        );
+    }
+    Ok(())
 }
 
 /// What `sluice log repair` did, for the operator.
@@ -221,39 +238,40 @@ fn parse_time(text: &str) -> anyhow::Result<i64> {
     Ok(((days * 86_400 + h * 3600 + m * 60 + s - offset_seconds) * 1000) + millis)
 }
 
-fn tail(
-    dir: &PathBuf,
+async fn tail<L: EventLog + Clone>(
+    reopen: impl Fn() -> anyhow::Result<L>,
     topic: &str,
     start: Start,
     format: Format,
     follow: bool,
 ) -> anyhow::Result<()> {
-    let mut log = Arc::new(
-        Log::open_read_only(dir)
-            .with_context(|| format!("opening the log at {}", dir.display()))?,
-    );
+    let mut log = reopen()?;
     let mut decoder = avro_decoder(&log)?;
     let partitions = log
-        .topic_partitions(topic)
-        .ok_or_else(|| anyhow!("topic {topic} does not exist in {}", dir.display()))?;
-    let mut next: Vec<u64> = (0..partitions)
-        .map(|p| {
-            let offsets = log.offsets(topic, p)?;
-            Ok(match start {
-                Start::Offset(offset) => offset.max(offsets.start),
-                Start::End => offsets.stable,
-                Start::Beginning => offsets.start,
-                Start::Time(ms) => log.offset_for_time(topic, p, ms)?.unwrap_or(offsets.stable),
-            })
-        })
-        .collect::<Result<_, sluice_log::LogError>>()?;
+        .partitions(topic)
+        .ok_or_else(|| anyhow!("topic {topic} does not exist"))?;
+    let mut next = Vec::with_capacity(partitions as usize);
+    for p in 0..partitions {
+        let offsets = log.offsets(topic, p).await?;
+        next.push(match start {
+            Start::Offset(offset) => offset.max(offsets.start),
+            Start::End => offsets.stable,
+            Start::Beginning => offsets.start,
+            Start::Time(ms) => log
+                .offset_for_time(topic, p, ms)
+                .await?
+                .unwrap_or(offsets.stable),
+        });
+    }
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     loop {
         let mut printed = false;
         for partition in 0..partitions {
             loop {
-                let records = log.read(topic, partition, next[partition as usize], 1 << 20)?;
+                let records = log
+                    .read(topic, partition, next[partition as usize], 1 << 20)
+                    .await?;
                 let Some(last) = records.last() else { break };
                 next[partition as usize] = last.offset + 1;
                 for record in &records {
@@ -274,18 +292,18 @@ fn tail(
         }
         if !printed {
             // A read-only open sees a snapshot of the commits: reopen to see new ones.
-            #[allow(clippy::disallowed_methods)] // a synchronous command polling the log's files
-            std::thread::sleep(Duration::from_millis(200));
-            log = Arc::new(Log::open_read_only(dir)?);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            log = reopen()?;
             decoder = avro_decoder(&log)?;
         }
     }
 }
 
 /// Reads Avro records with the log's own schema registry.
-fn avro_decoder(log: &Arc<Log>) -> anyhow::Result<AvroDecoder> {
-    let registry = Registry::open(LogStore::reader(Arc::clone(log)))
-        .map_err(|e| anyhow!("reading the schema registry: {}", e.message))?;
+fn avro_decoder<L: EventLog + Clone>(log: &L) -> anyhow::Result<AvroDecoder> {
+    let store = LogStore::open(log.clone()).map_err(|e| anyhow!("reading the schema registry: {e}"))?;
+    let registry =
+        Registry::open(store).map_err(|e| anyhow!("reading the schema registry: {}", e.message))?;
     Ok(AvroDecoder::new(Arc::new(registry)))
 }
 

@@ -2,6 +2,7 @@
 //! pipeline runtime.
 
 mod api;
+mod backend;
 mod cli;
 mod config;
 mod connect;

@@ -4,7 +4,6 @@
 //! registry (`[registry] listen` does that) instead.
 
 use anyhow::anyhow;
-use sluice_log::Log;
 
 use crate::config::FileConfig;
 use crate::run::{open_registry, shutdown_signal};
@@ -24,7 +23,6 @@ pub(crate) fn serve(config: FileConfig) -> Result<(), Failure> {
         let listener = sluice_schema_registry::http::bind(&section.listen)
             .await
             .map_err(|e| Failure::config(anyhow!(e)))?;
-        let options = config.log.options().map_err(Failure::config)?;
         if !config.log.dir.join("control").is_dir() {
             // A mistyped dir would otherwise become a new, empty log served as if it were one.
             return Err(Failure::config(anyhow!(
@@ -32,13 +30,8 @@ pub(crate) fn serve(config: FileConfig) -> Result<(), Failure> {
                 config.log.dir.display()
             )));
         }
-        let log = Log::open(&config.log.dir, options).map_err(|e| {
-            Failure::runtime(anyhow!(
-                "opening the log at {}: {e}",
-                config.log.dir.display()
-            ))
-        })?;
-        let registry = open_registry(std::sync::Arc::new(log)).await?;
+        let log = crate::backend::open(&config.log).await?;
+        let registry = open_registry(log).await?;
         let cancel = tokio_util::sync::CancellationToken::new();
         let server = sluice_core::task::spawn_in_span(sluice_schema_registry::http::serve(
             listener,

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::anyhow;
-use sluice_core::event_log::{EmbeddedLog, EventLog};
+use sluice_core::event_log::EventLog;
 use sluice_core::health::Health;
 use sluice_core::position::Position;
 use sluice_core::task::Tasks;
@@ -46,16 +46,9 @@ async fn run_async(config: FileConfig, stop_at: Option<Position>) -> Result<(), 
         ),
         None => None,
     };
-    let options = config.log.options().map_err(Failure::config)?;
-    let dir = config.log.dir.clone();
-    let log = tokio::task::spawn_blocking(move || Log::open(&dir, options))
-        .await
-        .map_err(Failure::runtime)?
-        .map_err(|e| Failure::runtime(anyhow!(e)))?;
-    tracing::info!(dir = %config.log.dir.display(), topics = log.topics().len(), "log open");
-    let log = Arc::new(log);
-    let registry = open_registry(Arc::clone(&log)).await?;
-    let backend = EmbeddedLog::new(Arc::clone(&log), config.log.partitions);
+    let backend = crate::backend::open(&config.log).await?;
+    tracing::info!(dir = %config.log.dir.display(), topics = backend.topics().len(), "log open");
+    let registry = open_registry(backend.clone()).await?;
     let tasks = Tasks::new();
     let health = Health::new();
     if let Some(listener) = registry_listener {
@@ -73,7 +66,11 @@ async fn run_async(config: FileConfig, stop_at: Option<Position>) -> Result<(), 
     tasks.spawn(
         "log maintenance",
         tracing::info_span!("log_maintenance"),
-        maintain(log, tombstone_retention, tasks.cancel_token()),
+        maintain(
+            Arc::clone(backend.log()),
+            tombstone_retention,
+            tasks.cancel_token(),
+        ),
     );
     if let Some((listener, metrics)) = api {
         tasks.spawn(
@@ -123,7 +120,7 @@ async fn run_async(config: FileConfig, stop_at: Option<Position>) -> Result<(), 
 }
 
 /// The schema registry over the log's `_schemas` topic (replayed into memory).
-pub(crate) async fn open_registry(log: Arc<Log>) -> Result<Arc<Registry>, Failure> {
+pub(crate) async fn open_registry<L: EventLog>(log: L) -> Result<Arc<Registry>, Failure> {
     let opened = tokio::task::spawn_blocking(move || -> anyhow::Result<Registry> {
         let store = LogStore::open(log).map_err(|e| anyhow!("schema registry: {e}"))?;
         Registry::open(store).map_err(|e| anyhow!("schema registry: {}", e.message))
@@ -134,7 +131,8 @@ pub(crate) async fn open_registry(log: Arc<Log>) -> Result<Arc<Registry>, Failur
     Ok(Arc::new(opened))
 }
 
-/// Once a minute: deletes segments past the retention limits and compacts compacted topics.
+/// Once a minute: deletes segments past the retention limits and compacts compacted topics
+/// (the embedded log's own upkeep; a Kafka broker does this itself).
 async fn maintain(
     log: Arc<Log>,
     tombstone_retention: Duration,

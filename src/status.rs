@@ -3,30 +3,34 @@
 //! What the operator at 3 a.m. asks first: is the source keeping up, is WAL piling up, which
 //! sink is behind and by how much.
 
+use std::collections::BTreeMap;
+
 use anyhow::anyhow;
 use sluice_core::checkpoint::Checkpoint;
+use sluice_core::event_log::EventLog;
 use sluice_core::health::{sink_failure_writer, Failed};
 use sluice_core::topic;
 use sluice_core::topic::glob_match;
-use sluice_log::Log;
 
 use crate::config::FileConfig;
 use crate::Failure;
 
 pub(crate) fn status(config: &FileConfig) -> Result<(), Failure> {
-    let log = Log::open_read_only(&config.log.dir).map_err(|e| {
+    let log = crate::backend::open_read_only(&config.log.dir).map_err(|e| {
         Failure::runtime(anyhow!(
-            "{e} (has `sluice run` been started with this config?)"
+            "{e:#} (has `sluice run` been started with this config?)"
         ))
     })?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(Failure::runtime)?;
+    crate::backend::command_runtime()?
+        .block_on(report(config, &log))
+        .map_err(Failure::runtime)
+}
+
+async fn report<L: EventLog>(config: &FileConfig, log: &L) -> anyhow::Result<()> {
     println!("log {}", config.log.dir.display());
     for source in &config.sources {
         let name = source.name();
-        let checkpoint = match log.checkpoint(name) {
+        let checkpoint = match log.checkpoint(name).await? {
             None => "nothing committed yet".to_owned(),
             Some(text) => match Checkpoint::from_json(&text) {
                 Ok(checkpoint) => format!(
@@ -37,28 +41,22 @@ pub(crate) fn status(config: &FileConfig) -> Result<(), Failure> {
             },
         };
         let prefix = format!("{name}.");
-        let topics: Vec<String> = log
-            .topics()
-            .into_iter()
-            .filter(|t| t.starts_with(&prefix))
-            .collect();
-        let records: u64 = topics.iter().map(|t| records_in(&log, t)).sum();
-        println!(
-            "source {name}: {checkpoint}; {} topic(s), {records} record(s)",
-            topics.len()
-        );
-        let server = runtime.block_on(crate::connect::source_server_status(source));
-        match server {
+        let mut topics = 0;
+        let mut records = 0;
+        for topic in log.topics().into_iter().filter(|t| t.starts_with(&prefix)) {
+            topics += 1;
+            records += records_in(log, &topic).await;
+        }
+        println!("source {name}: {checkpoint}; {topics} topic(s), {records} record(s)");
+        match crate::connect::source_server_status(source).await {
             Ok(line) => println!("  server: {line}"),
             Err(err) => println!("  server: unreachable: {err}"),
         }
-        print_held(&log, name);
+        print_held(log, name).await;
     }
     for sink in &config.sinks {
         let name = sink.name();
-        let offsets = log
-            .group_offsets(&format!("sink.{name}"))
-            .map_err(|e| Failure::runtime(anyhow!(e)))?;
+        let offsets = log.group_offsets(&format!("sink.{name}")).await?;
         let mut lag = 0u64;
         let mut partitions = 0;
         for topic in log.topics() {
@@ -69,11 +67,11 @@ pub(crate) fn status(config: &FileConfig) -> Result<(), Failure> {
             {
                 continue;
             }
-            for partition in 0..log.topic_partitions(&topic).unwrap_or(0) {
+            for partition in 0..log.partitions(&topic).unwrap_or(0) {
                 let stable = log
                     .offsets(&topic, partition)
-                    .map(|o| o.stable)
-                    .unwrap_or(0);
+                    .await
+                    .map_or(0, |o| o.stable);
                 let next = offsets
                     .get(&(topic.clone(), partition))
                     .copied()
@@ -86,6 +84,7 @@ pub(crate) fn status(config: &FileConfig) -> Result<(), Failure> {
         println!("sink {name} ({kind}): {partitions} partition(s), {lag} record(s) behind the log");
         let failure = log
             .checkpoint(&sink_failure_writer(name))
+            .await?
             .and_then(|text| Failed::from_checkpoint(name, &text));
         if let Some(failure) = failure {
             let mut at = String::new();
@@ -99,18 +98,24 @@ pub(crate) fn status(config: &FileConfig) -> Result<(), Failure> {
     Ok(())
 }
 
-fn records_in(log: &Log, topic: &str) -> u64 {
-    (0..log.topic_partitions(topic).unwrap_or(0))
-        .filter_map(|p| log.offsets(topic, p).ok())
-        .map(|o| o.stable - o.start)
-        .sum()
+async fn records_in<L: EventLog>(log: &L, topic: &str) -> u64 {
+    let mut records = 0;
+    for partition in 0..log.partitions(topic).unwrap_or(0) {
+        if let Ok(o) = log.offsets(topic, partition).await {
+            records += o.stable - o.start;
+        }
+    }
+    records
 }
 
 /// The tables of `source` held back because the registry refused their new schema: how many
 /// events wait, why, and what to do.
-fn print_held(log: &Log, source: &str) {
-    let released: std::collections::BTreeMap<String, std::collections::BTreeMap<u32, u64>> = log
+async fn print_held<L: EventLog>(log: &L, source: &str) {
+    let released: BTreeMap<String, BTreeMap<u32, u64>> = log
         .checkpoint(&topic::release_writer(source))
+        .await
+        .ok()
+        .flatten()
         .and_then(|text| serde_json::from_str(&text).ok())
         .unwrap_or_default();
     let prefix = topic::held_topic(&format!("{source}."));
@@ -118,8 +123,8 @@ fn print_held(log: &Log, source: &str) {
         let done = released.get(&held).cloned().unwrap_or_default();
         let mut waiting = 0u64;
         let mut reason = String::new();
-        for partition in 0..log.topic_partitions(&held).unwrap_or(0) {
-            let stable = log.offsets(&held, partition).map_or(0, |o| o.stable);
+        for partition in 0..log.partitions(&held).unwrap_or(0) {
+            let stable = log.stable_offset(&held, partition);
             let from = done.get(&partition).copied().unwrap_or(0);
             if stable <= from {
                 continue;
@@ -127,6 +132,7 @@ fn print_held(log: &Log, source: &str) {
             waiting += stable - from;
             let last = log
                 .read(&held, partition, stable - 1, 1 << 20)
+                .await
                 .unwrap_or_default();
             if let Some(text) = last
                 .first()

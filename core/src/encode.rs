@@ -3,7 +3,7 @@
 //! Encoders live in sluice-schema-registry (Debezium JSON, Avro); the runtime is generic over
 //! them. Topic and partition are chosen by the runtime (`topic`), not the encoder.
 
-pub use sluice_log::Span;
+pub use crate::batch::Span;
 
 use crate::event::ChangeEvent;
 

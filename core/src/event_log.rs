@@ -1,15 +1,58 @@
 //! The log as the runtime sees it: a trait, so that the embedded log and (later) Kafka are
-//! interchangeable without touching sources or sinks.
+//! interchangeable without touching sources, sinks, the registry or the CLI.
 //!
-//! [`EmbeddedLog`] adapts sluice-log, running its blocking file I/O on tokio's blocking pool.
+//! The trait speaks core's own types: records and batches from [`crate::batch`] (Kafka's record
+//! model), offsets from [`crate::sink`], and [`LogError`]. A backend keeps its own error detail
+//! inside [`LogError::Backend`]. The embedded log implements it in sluice-log
+//! (`sluice_log::EmbeddedLog`).
 
 use std::future::Future;
-use std::sync::Arc;
 
-use sluice_log::{Compression, Log, LogError, PartitionBatch, StoredRecord};
 use tokio::sync::watch;
 
+pub use crate::batch::{
+    Compression, Header, PackedEntry, PackedRecords, PartitionBatch, PreparedBatches, Record,
+    Records, StoredRecord,
+};
 use crate::sink::Offsets;
+
+/// What can go wrong in a log backend, as the runtime needs to tell it apart.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error("topic {0} does not exist")]
+    UnknownTopic(String),
+    /// The records asked for were deleted by retention (or lost to a repair): a reader resumes
+    /// at `start`.
+    #[error("offset {offset} of {topic}/{partition} is before the log start offset {start}")]
+    OffsetOutOfRange {
+        topic: String,
+        partition: u32,
+        offset: u64,
+        start: u64,
+    },
+    /// Anything else, with the backend's own error (and its message) as the source.
+    #[error(transparent)]
+    Backend(Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// Offsets of a partition: readers see `[start, stable)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PartitionOffsets {
+    pub start: u64,
+    pub stable: u64,
+}
+
+/// What `sluice log describe` shows of a partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionDescription {
+    pub start: u64,
+    /// Readers see offsets below this.
+    pub stable: u64,
+    /// Next offset to be written (past `stable` while a transaction is being appended).
+    pub end: u64,
+    /// Files and bytes the partition takes, where the backend knows them.
+    pub storage: Option<(usize, u64)>,
+}
 
 /// What the pipeline runtime needs from a log backend.
 ///
@@ -17,8 +60,16 @@ use crate::sink::Offsets;
 /// backend's policy) and visible to readers together with the writer's checkpoint; after a crash
 /// either all of it or none of it is there. Readers see only committed records.
 pub trait EventLog: Send + Sync + 'static {
-    /// Creates `topic` when missing; returns its partition count.
+    /// Creates `topic` when missing, with the backend's default partition count; returns its
+    /// partition count.
     fn ensure_topic(&self, topic: &str) -> impl Future<Output = Result<u32, LogError>> + Send;
+
+    /// Creates a compacted topic (the latest record per key is kept) when missing.
+    fn ensure_compacted_topic(
+        &self,
+        topic: &str,
+        partitions: u32,
+    ) -> impl Future<Output = Result<u32, LogError>> + Send;
 
     /// Appends `batches`. With a checkpoint this commits a transaction: the batches and
     /// everything the writer appended uncommitted since its last commit become visible together
@@ -55,8 +106,31 @@ pub trait EventLog: Send + Sync + 'static {
         None
     }
 
-    /// The offset after the last committed record of a partition (0 when unknown).
+    /// The offset after the last committed record of a partition (0 when unknown). Cheap: the
+    /// sink loop asks it on every read.
     fn stable_offset(&self, topic: &str, partition: u32) -> u64;
+
+    /// Where a partition starts and ends for readers.
+    fn offsets(
+        &self,
+        topic: &str,
+        partition: u32,
+    ) -> impl Future<Output = Result<PartitionOffsets, LogError>> + Send;
+
+    /// The first offset whose timestamp is at or after `timestamp_ms` (None: past the end).
+    fn offset_for_time(
+        &self,
+        topic: &str,
+        partition: u32,
+        timestamp_ms: i64,
+    ) -> impl Future<Output = Result<Option<u64>, LogError>> + Send;
+
+    /// Offsets and storage of a partition, for operators.
+    fn describe(
+        &self,
+        topic: &str,
+        partition: u32,
+    ) -> impl Future<Output = Result<PartitionDescription, LogError>> + Send;
 
     fn read(
         &self,
@@ -81,116 +155,6 @@ pub trait EventLog: Send + Sync + 'static {
     fn flush(&self) -> impl Future<Output = Result<(), LogError>> + Send;
 }
 
-/// sluice-log behind [`EventLog`].
-#[derive(Clone)]
-pub struct EmbeddedLog {
-    log: Arc<Log>,
-    partitions: u32,
-}
 
-impl EmbeddedLog {
-    /// `partitions` is the count new topics get.
-    pub fn new(log: Arc<Log>, partitions: u32) -> EmbeddedLog {
-        EmbeddedLog { log, partitions }
-    }
-
-    async fn blocking<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&Log) -> Result<T, LogError> + Send + 'static,
-    ) -> Result<T, LogError> {
-        let log = Arc::clone(&self.log);
-        match tokio::task::spawn_blocking(move || f(&log)).await {
-            Ok(result) => result,
-            Err(join) => std::panic::resume_unwind(join.into_panic()),
-        }
-    }
-}
-
-impl EventLog for EmbeddedLog {
-    fn prepared_batches(&self) -> Option<Compression> {
-        Some(self.log.compression())
-    }
-
-    async fn ensure_topic(&self, topic: &str) -> Result<u32, LogError> {
-        if let Some(partitions) = self.log.topic_partitions(topic) {
-            return Ok(partitions);
-        }
-        let (topic, partitions) = (topic.to_owned(), self.partitions);
-        self.blocking(move |log| log.create_topic(&topic, partitions))
-            .await
-    }
-
-    async fn append(
-        &self,
-        writer: &str,
-        batches: Vec<PartitionBatch>,
-        checkpoint: Option<String>,
-    ) -> Result<(), LogError> {
-        let writer = writer.to_owned();
-        self.blocking(move |log| match checkpoint {
-            Some(checkpoint) => log.append_txn(&writer, &batches, &checkpoint),
-            None => log.append_uncommitted(&writer, &batches),
-        })
-        .await
-    }
-
-    async fn rollback(&self, writer: &str) -> Result<(), LogError> {
-        let writer = writer.to_owned();
-        self.blocking(move |log| log.rollback(&writer)).await
-    }
-
-    async fn checkpoint(&self, writer: &str) -> Result<Option<String>, LogError> {
-        Ok(self.log.checkpoint(writer))
-    }
-
-    fn topics(&self) -> Vec<String> {
-        self.log.topics()
-    }
-
-    fn topics_version(&self) -> u64 {
-        self.log.topics_version()
-    }
-
-    fn partitions(&self, topic: &str) -> Option<u32> {
-        self.log.topic_partitions(topic)
-    }
-
-    fn stable_offset(&self, topic: &str, partition: u32) -> u64 {
-        self.log
-            .offsets(topic, partition)
-            .map_or(0, |offsets| offsets.stable)
-    }
-
-    async fn read(
-        &self,
-        topic: &str,
-        partition: u32,
-        offset: u64,
-        max_bytes: usize,
-    ) -> Result<Vec<StoredRecord>, LogError> {
-        // Reads hit the page cache almost always; a blocking-pool hop would cost more than it saves.
-        self.log.read(topic, partition, offset, max_bytes)
-    }
-
-    async fn group_offsets(&self, group: &str) -> Result<Offsets, LogError> {
-        self.log.group_offsets(group)
-    }
-
-    async fn commit_offsets(&self, group: &str, offsets: Offsets) -> Result<(), LogError> {
-        let group = group.to_owned();
-        self.blocking(move |log| {
-            let offsets: Vec<(String, u32, u64)> =
-                offsets.into_iter().map(|((t, p), o)| (t, p, o)).collect();
-            log.commit_offsets(&group, &offsets)
-        })
-        .await
-    }
-
-    fn subscribe(&self) -> watch::Receiver<u64> {
-        self.log.subscribe()
-    }
-
-    async fn flush(&self) -> Result<(), LogError> {
-        self.blocking(|log| log.flush()).await
-    }
-}
+#[cfg(test)]
+pub(crate) mod memory;

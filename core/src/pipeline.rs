@@ -50,7 +50,7 @@ pub enum PipelineError {
     Log {
         name: String,
         #[source]
-        source: sluice_log::LogError,
+        source: crate::event_log::LogError,
     },
     #[error("source {name}: {source}")]
     Encode {

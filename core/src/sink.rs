@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 
-use sluice_log::{Header, PartitionBatch, Record, StoredRecord};
+use crate::batch::{Header, PartitionBatch, Record, StoredRecord};
 
 use crate::event_log::EventLog;
 
@@ -163,7 +163,7 @@ pub enum DeadLetterError {
     NoTopic,
     /// The log refused the append (retried: the events are still there to divert).
     #[error("appending to the dead-letter topic: {0}")]
-    Log(#[from] sluice_log::LogError),
+    Log(#[from] crate::event_log::LogError),
 }
 
 impl Classify for DeadLetterError {

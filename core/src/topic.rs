@@ -128,8 +128,17 @@ pub fn partition_for(key: Option<&[u8]>, partitions: u32) -> u32 {
 }
 
 /// Whether `text` matches `pattern`, where `*` matches any run of characters (topic and
-/// table patterns). The log owns it; the runtime and connectors use it from here.
-pub use sluice_log::glob_match;
+/// table patterns, per-topic log settings).
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    fn go(p: &[u8], t: &[u8]) -> bool {
+        match p.split_first() {
+            None => t.is_empty(),
+            Some((b'*', rest)) => (0..=t.len()).any(|i| go(rest, &t[i..])),
+            Some((c, rest)) => t.first() == Some(c) && go(rest, &t[1..]),
+        }
+    }
+    go(pattern.as_bytes(), text.as_bytes())
+}
 
 #[cfg(test)]
 mod tests {

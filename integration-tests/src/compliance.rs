@@ -24,14 +24,14 @@ use std::time::Duration;
 
 use sluice_core::checkpoint::{Checkpoint, SnapshotProgress};
 use sluice_core::event::{ChangeEvent, Column, DataType, Op, SnapshotMarker, TableId, TableSchema};
-use sluice_core::event_log::{EmbeddedLog, EventLog};
+use sluice_core::event_log::EventLog;
 use sluice_core::pipeline::{run_sink, run_source, SinkSettings, SourceSettings};
 use sluice_core::position::{Lsn, Position};
 use sluice_core::retry::{Classify, ErrorKind};
 use sluice_core::sink::{DeadLetterWriter, RecordSink};
 use sluice_core::source::{Source, SourceBatch};
 use sluice_core::value::Value;
-use sluice_log::{Log, LogOptions};
+use sluice_log::{EmbeddedLog, Log, LogOptions};
 use sluice_schema_registry::json::{JsonEnvelopeEncoder, SourceBlock};
 use sluice_schema_registry::registry::store::LogStore;
 use sluice_schema_registry::registry::Registry;
@@ -101,10 +101,10 @@ impl Kit {
     fn start() -> Kit {
         let dir = tempfile::tempdir().expect("a temporary log directory");
         let log = Arc::new(Log::open(dir.path(), LogOptions::default()).expect("open the log"));
-        let store = LogStore::open(Arc::clone(&log)).expect("the registry's store");
-        let registry = Arc::new(Registry::open(store).expect("the registry"));
         // Four partitions per topic: a round reads several, so its byte budget binds.
         let log = EmbeddedLog::new(log, 4);
+        let store = LogStore::open(log.clone()).expect("the registry's store");
+        let registry = Arc::new(Registry::open(store).expect("the registry"));
         let queue = Arc::new(Mutex::new(VecDeque::new()));
         let encoder = Encoder::Json(
             JsonEnvelopeEncoder::new(

@@ -452,7 +452,8 @@ pub fn read_topic(log_dir: &Path, topic: &str) -> Vec<(Json, Json)> {
         return Vec::new();
     };
     let log = std::sync::Arc::new(log);
-    let registry = Registry::open(LogStore::reader(Arc::clone(&log))).expect("registry replays");
+    let store = LogStore::open(sluice_log::EmbeddedLog::new(Arc::clone(&log), 1));
+    let registry = Registry::open(store.expect("the registry's store")).expect("registry replays");
     let mut decoder = AvroDecoder::new(std::sync::Arc::new(registry));
     let Some(partitions) = log.topic_partitions(topic) else {
         return Vec::new();

@@ -142,13 +142,13 @@ fn a_damaged_log_is_refused_with_the_way_out_and_repair_says_what_was_lost() {
         let log = sluice_log::Log::open(dir.path(), sluice_log::LogOptions::default()).unwrap();
         log.create_topic("t", 1).unwrap();
         for txn in 0..10u64 {
-            let record = sluice_log::Record {
+            let record = sluice_core::batch::Record {
                 key: None,
                 value: Some(bytes::Bytes::from(format!("record {txn} of the topic"))),
                 timestamp_ms: 1,
                 headers: Vec::new(),
             };
-            let batch = sluice_log::PartitionBatch {
+            let batch = sluice_core::batch::PartitionBatch {
                 topic: "t".into(),
                 partition: 0,
                 records: vec![record].into(),

@@ -15,9 +15,9 @@
 //! checkpoints are bytes and strings.
 
 mod append;
-mod batch;
 mod commit;
 mod compaction;
+mod event_log;
 pub mod failpoint;
 #[doc(hidden)]
 pub mod fuzzing;
@@ -36,16 +36,16 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-pub use batch::{
-    BatchBuilder, Compression, Header, PackedEntry, PackedRecords, PreparedBatches, Record,
-    RecordView, Records, Span, StoredRecord,
-};
 pub use commit::WriterState;
 pub use compaction::CompactionStats;
+pub use event_log::EmbeddedLog;
 use partition::parking::Guarded;
 use partition::Partition;
 pub use repair::{LostRange, RepairReport};
 use serde::{Deserialize, Serialize};
+// The record model and batch codec are core's: every log backend speaks them.
+use sluice_core::batch::{self, BatchError, PartitionBatch, StoredRecord};
+use sluice_core::topic::glob_match;
 use tokio::sync::watch;
 
 /// Written on clean close, removed on open: without it the active segments are CRC-checked.
@@ -197,6 +197,22 @@ pub enum LogError {
     RecordTooLarge { max: usize },
 }
 
+impl From<BatchError> for LogError {
+    fn from(err: BatchError) -> LogError {
+        LogError::Corrupt(err.0)
+    }
+}
+
+impl From<LogError> for sluice_core::event_log::LogError {
+    fn from(err: LogError) -> Self {
+        use sluice_core::event_log::LogError as Core;
+        match err {
+            LogError::UnknownTopic(topic) => Core::UnknownTopic(topic),
+            other => Core::Backend(Box::new(other)),
+        }
+    }
+}
+
 impl LogError {
     pub(crate) fn io(action: &'static str, path: &Path, source: io::Error) -> LogError {
         LogError::Io {
@@ -213,14 +229,6 @@ impl LogError {
 
 /// End offset per `(topic, partition)`.
 pub type PartitionEnds = BTreeMap<(String, u32), u64>;
-
-/// One partition's slice of a transaction.
-#[derive(Debug, Clone)]
-pub struct PartitionBatch {
-    pub topic: String,
-    pub partition: u32,
-    pub records: Records,
-}
 
 /// What `sluice log describe` shows of a partition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -557,18 +565,6 @@ impl Drop for Log {
             tracing::warn!(error = %err, "log not closed cleanly; the next open will check it");
         }
     }
-}
-
-/// Whether `text` matches `pattern`, where `*` matches any run of characters (topic patterns).
-pub fn glob_match(pattern: &str, text: &str) -> bool {
-    fn go(p: &[u8], t: &[u8]) -> bool {
-        match p.split_first() {
-            None => t.is_empty(),
-            Some((b'*', rest)) => (0..=t.len()).any(|i| go(rest, &t[i..])),
-            Some((c, rest)) => t.first() == Some(c) && go(rest, &t[1..]),
-        }
-    }
-    go(pattern.as_bytes(), text.as_bytes())
 }
 
 fn validate_name(kind: &'static str, name: &str) -> Result<(), LogError> {

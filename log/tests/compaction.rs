@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bytes::Bytes;
-use sluice_log::{Log, LogOptions, PartitionBatch, Record, StoredRecord};
+use sluice_log::{Log, LogOptions};
+use sluice_core::batch::{PartitionBatch, Record, StoredRecord};
 
 fn keyed(key: &str, value: Option<&str>) -> Record {
     Record {

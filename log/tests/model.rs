@@ -5,7 +5,8 @@
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
-use sluice_log::{FsyncPolicy, Log, LogOptions, PartitionBatch, Record};
+use sluice_log::{FsyncPolicy, Log, LogOptions};
+use sluice_core::batch::{PartitionBatch, Record};
 
 struct Rng(u64);
 

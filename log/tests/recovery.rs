@@ -5,7 +5,8 @@ use std::io::Write;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use sluice_log::{Log, LogError, LogOptions, PartitionBatch, Record};
+use sluice_log::{Log, LogError, LogOptions};
+use sluice_core::batch::{PartitionBatch, Record};
 
 fn record(value: &str) -> Record {
     Record {
@@ -738,7 +739,7 @@ fn compressed_batches_are_read_back_in_bounded_pieces() {
 
 #[test]
 fn a_record_too_large_for_any_batch_is_refused_whole_and_the_log_goes_on() {
-    use sluice_log::{BatchBuilder, Compression, Records};
+    use sluice_core::batch::{BatchBuilder, Compression, Records};
     let dir = tempfile::tempdir().unwrap();
     let options = LogOptions {
         compression: Compression::None,

@@ -25,7 +25,8 @@ impl Drop for Server {
 
 async fn start(dir: &std::path::Path) -> Server {
     let log = Arc::new(Log::open(dir, LogOptions::default()).unwrap());
-    let registry = Arc::new(Registry::open(LogStore::open(Arc::clone(&log)).unwrap()).unwrap());
+    let store = LogStore::open(sluice_log::EmbeddedLog::new(Arc::clone(&log), 1)).unwrap();
+    let registry = Arc::new(Registry::open(store).unwrap());
     let listener = sluice_schema_registry::http::bind("127.0.0.1:0")
         .await
         .unwrap();

@@ -14,7 +14,7 @@ use sluice_core::event::{
 use sluice_core::position::{Lsn, Position};
 use sluice_core::sink::SinkRecord;
 use sluice_core::value::{Date, Decimal, Interval, Timestamp, Value};
-use sluice_log::{Header, StoredRecord};
+use sluice_core::batch::{Header, StoredRecord};
 use sluice_schema_registry::avro::encode::unscaled_bytes;
 use sluice_schema_registry::avro::{decode, AvroDecoder, AvroEncoder, DecimalHandling};
 use sluice_schema_registry::changes::RecordDecoder;

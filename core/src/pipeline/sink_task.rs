@@ -131,7 +131,7 @@ where
                 let max_bytes = settings.max_read_bytes.min(budget);
                 let read = match log.read(topic, *partition, offset, max_bytes).await {
                     Ok(read) => read,
-                    Err(sluice_log::LogError::OffsetOutOfRange { start, .. }) => {
+                    Err(crate::event_log::LogError::OffsetOutOfRange { start, .. }) => {
                         // Retention deleted what this sink had not read yet: say so loudly and
                         // go on from what is left, rather than stop the sink for good.
                         tracing::error!(%topic, partition, from = offset, to = start,

@@ -263,7 +263,7 @@ impl<L: EventLog> Puller<'_, L> {
 async fn read_history<L: EventLog>(
     log: &L,
     source: &str,
-) -> Result<Vec<Bytes>, sluice_log::LogError> {
+) -> Result<Vec<Bytes>, crate::event_log::LogError> {
     let topic = topic::history_topic(source);
     let mut records = Vec::new();
     if log.partitions(&topic).is_none() {

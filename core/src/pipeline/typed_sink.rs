@@ -431,7 +431,7 @@ fn split_by_schema_version<D: ChangeDecoder>(
 mod tests {
     use super::*;
     use bytes::Bytes;
-    use sluice_log::{Header, StoredRecord};
+    use crate::batch::{Header, StoredRecord};
 
     use crate::change::Change;
 

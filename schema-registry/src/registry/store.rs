@@ -9,12 +9,15 @@
 //! - `{"keytype":"NEXT_ID"}`: the next global id, so ids are never reused, even after the
 //!   schema that last held one was permanently deleted and compacted away.
 
-use std::sync::{Arc, Mutex};
+use std::sync::mpsc::{sync_channel, SyncSender};
+use std::sync::Mutex;
+use std::thread::JoinHandle;
 
 use bytes::Bytes;
-use sluice_log::{Log, PartitionBatch, Record};
+use sluice_core::batch::{PartitionBatch, Record};
+use sluice_core::event_log::EventLog;
 
-/// The topic the embedded log stores schemas in.
+/// The topic the log stores schemas in.
 pub const TOPIC: &str = "_schemas";
 /// The log writer that owns the topic.
 const WRITER: &str = "_schemas";
@@ -32,67 +35,126 @@ pub trait SchemaStore: Send + Sync + 'static {
     fn append(&self, entries: &[Entry]) -> Result<(), StoreError>;
 }
 
-/// The registry's records in the embedded log.
+/// What the store asks of its log thread.
+enum Request {
+    Load(SyncSender<Result<Vec<Entry>, StoreError>>),
+    Append(Vec<Entry>, SyncSender<Result<(), StoreError>>),
+}
+
+/// The registry's records in `_schemas` of any [`EventLog`] backend.
+///
+/// The registry is synchronous (encoders register from their own threads, the HTTP server from
+/// the blocking pool) and the log is async, so the store runs the log's calls on a thread of
+/// its own with a one-thread runtime: a caller anywhere (inside a runtime or not) waits on a
+/// reply, exactly as it waited on file I/O before.
 pub struct LogStore {
-    log: Arc<Log>,
+    requests: Option<SyncSender<Request>>,
+    thread: Option<JoinHandle<()>>,
 }
 
 impl LogStore {
     /// The store of `log`; `_schemas` is created with the first registration, so logs of
-    /// pipelines that register nothing (JSON encoding) do not carry an empty topic.
-    pub fn open(log: Arc<Log>) -> Result<LogStore, StoreError> {
-        Ok(LogStore { log })
+    /// pipelines that register nothing do not carry an empty topic.
+    pub fn open<L: EventLog>(log: L) -> Result<LogStore, StoreError> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| StoreError(format!("starting the schema store's runtime: {e}")))?;
+        let (requests, incoming) = sync_channel::<Request>(1);
+        let thread = std::thread::Builder::new()
+            .name("schema-store".into())
+            .spawn(move || {
+                // Ends when the store is dropped (its sender with it).
+                for request in incoming {
+                    match request {
+                        Request::Load(reply) => {
+                            let _ = reply.send(runtime.block_on(load(&log)));
+                        }
+                        Request::Append(entries, reply) => {
+                            let _ = reply.send(runtime.block_on(append(&log, entries)));
+                        }
+                    }
+                }
+            })
+            .map_err(|e| StoreError(format!("starting the schema store's thread: {e}")))?;
+        Ok(LogStore {
+            requests: Some(requests),
+            thread: Some(thread),
+        })
     }
 
-    /// Reads whatever `_schemas` holds (also for read-only opens of the log).
-    pub fn reader(log: Arc<Log>) -> LogStore {
-        LogStore { log }
+    fn ask<T>(
+        &self,
+        request: impl FnOnce(SyncSender<Result<T, StoreError>>) -> Request,
+    ) -> Result<T, StoreError> {
+        let gone = || StoreError("the schema store's log thread stopped".into());
+        let (reply, answer) = sync_channel(1);
+        let requests = self.requests.as_ref().ok_or_else(gone)?;
+        requests.send(request(reply)).map_err(|_| gone())?;
+        answer.recv().map_err(|_| gone())?
     }
+}
+
+impl Drop for LogStore {
+    fn drop(&mut self) {
+        // Closing the channel ends the thread; waiting for it lets the log it holds close
+        // cleanly before the process goes on to exit.
+        drop(self.requests.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+async fn load<L: EventLog>(log: &L) -> Result<Vec<Entry>, StoreError> {
+    let mut entries = Vec::new();
+    if log.partitions(TOPIC).is_none() {
+        return Ok(entries);
+    }
+    let mut offset = 0;
+    loop {
+        let records = log
+            .read(TOPIC, 0, offset, 1 << 20)
+            .await
+            .map_err(|e| StoreError(format!("reading {TOPIC}: {e}")))?;
+        let Some(last) = records.last() else {
+            return Ok(entries);
+        };
+        offset = last.offset + 1;
+        entries.extend(records.into_iter().filter_map(|r| Some((r.key?, r.value))));
+    }
+}
+
+async fn append<L: EventLog>(log: &L, entries: Vec<Entry>) -> Result<(), StoreError> {
+    log.ensure_compacted_topic(TOPIC, 1)
+        .await
+        .map_err(|e| StoreError(format!("creating topic {TOPIC}: {e}")))?;
+    let timestamp_ms = sluice_core::clock::now_us() / 1000;
+    let batch = PartitionBatch {
+        topic: TOPIC.to_owned(),
+        partition: 0,
+        records: entries
+            .into_iter()
+            .map(|(key, value)| Record {
+                key: Some(key),
+                value,
+                timestamp_ms,
+                headers: Vec::new(),
+            })
+            .collect(),
+    };
+    log.append(WRITER, vec![batch], Some(String::new()))
+        .await
+        .map_err(|e| StoreError(format!("writing {TOPIC}: {e}")))
 }
 
 impl SchemaStore for LogStore {
     fn load(&self) -> Result<Vec<Entry>, StoreError> {
-        let mut entries = Vec::new();
-        if self.log.topic_partitions(TOPIC).is_none() {
-            return Ok(entries);
-        }
-        let mut offset = 0;
-        loop {
-            let records = self
-                .log
-                .read(TOPIC, 0, offset, 1 << 20)
-                .map_err(|e| StoreError(format!("reading {TOPIC}: {e}")))?;
-            let Some(last) = records.last() else {
-                return Ok(entries);
-            };
-            offset = last.offset + 1;
-            entries.extend(records.into_iter().filter_map(|r| Some((r.key?, r.value))));
-        }
+        self.ask(Request::Load)
     }
 
     fn append(&self, entries: &[Entry]) -> Result<(), StoreError> {
-        if self.log.topic_partitions(TOPIC).is_none() {
-            self.log
-                .create_compacted_topic(TOPIC, 1)
-                .map_err(|e| StoreError(format!("creating topic {TOPIC}: {e}")))?;
-        }
-        let timestamp_ms = sluice_core::clock::now_us() / 1000;
-        let batch = PartitionBatch {
-            topic: TOPIC.to_owned(),
-            partition: 0,
-            records: entries
-                .iter()
-                .map(|(key, value)| Record {
-                    key: Some(key.clone()),
-                    value: value.clone(),
-                    timestamp_ms,
-                    headers: Vec::new(),
-                })
-                .collect(),
-        };
-        self.log
-            .append_txn(WRITER, &[batch], "")
-            .map_err(|e| StoreError(format!("writing {TOPIC}: {e}")))
+        self.ask(|reply| Request::Append(entries.to_vec(), reply))
     }
 }
 

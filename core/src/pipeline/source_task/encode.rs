@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use sluice_log::{
+use crate::batch::{
     BatchBuilder, Compression, Header, PackedEntry, PackedRecords, PartitionBatch, Record, Records,
 };
 
@@ -646,10 +646,9 @@ const MAX_FIRST_BUFFER: usize = 64 << 20;
 mod tests {
     use super::*;
     use crate::event::{Column, DataType, Op, SnapshotMarker, TableId};
-    use crate::event_log::EmbeddedLog;
+    use crate::event_log::memory::MemoryLog;
     use crate::position::{Lsn, Position};
     use crate::value::Value;
-    use sluice_log::{Log, LogOptions};
 
     /// Key: the id as 8 bytes; value: a short text.
     #[derive(Clone)]
@@ -712,16 +711,8 @@ mod tests {
         partitions: u32,
         compression: Compression,
         prepared: bool,
-    ) -> Vec<Vec<sluice_log::StoredRecord>> {
-        let dir = tempfile::tempdir().unwrap();
-        let options = LogOptions {
-            compression,
-            ..LogOptions::default()
-        };
-        let log = EmbeddedLog::new(
-            Arc::new(Log::open(dir.path(), options).unwrap()),
-            partitions,
-        );
+    ) -> Vec<Vec<crate::batch::StoredRecord>> {
+        let log = MemoryLog::new(partitions, Some(compression));
         let mut encoder = BatchEncoder {
             name: "src".into(),
             encoder: IdEncoder,

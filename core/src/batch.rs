@@ -12,29 +12,42 @@
 //! record count i32, records. With compression (attributes bits 0–2) the records after the
 //! count are one compressed blob; the embedded log writes and reads LZ4 (type 3, an LZ4 frame
 //! of independent 64 KiB blocks, as Kafka writes it).
+//!
+//! The record types here are what every log backend speaks (`event_log::EventLog`); the codec
+//! is what the embedded log stores and what writers prepare batches with on their own threads.
 
 use std::cell::RefCell;
 use std::io::Read;
 
 use bytes::Bytes;
 
-use crate::LogError;
 
 mod builder;
 mod lz4;
 pub use builder::BatchBuilder;
 
 /// Bytes before the records: every batch has this fixed header.
-pub(crate) const BATCH_HEADER_LEN: usize = 61;
+pub const BATCH_HEADER_LEN: usize = 61;
 /// Bytes of `baseOffset` + `batchLength`, the part not counted in `batchLength`.
-pub(crate) const BATCH_PREFIX_LEN: usize = 12;
+pub const BATCH_PREFIX_LEN: usize = 12;
 const MAGIC: i8 = 2;
 const CRC_START: usize = 21;
 /// Upper bound on one batch; anything larger in a header is corruption, not data.
-pub(crate) const MAX_BATCH_LEN: usize = 256 * 1024 * 1024;
+pub const MAX_BATCH_LEN: usize = 256 * 1024 * 1024;
 /// Records are gathered into batches of about this many bytes, before compression (Kafka's
 /// default largest batch is 1 MiB).
-pub(crate) const TARGET_BATCH_BYTES: usize = 1024 * 1024;
+pub const TARGET_BATCH_BYTES: usize = 1024 * 1024;
+
+/// A batch that does not decode: truncated, failing its CRC, or not Kafka's layout.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct BatchError(pub String);
+
+impl BatchError {
+    fn corrupt(message: impl Into<String>) -> BatchError {
+        BatchError(message.into())
+    }
+}
 
 /// How a batch's records are compressed: the codes of Kafka's attributes bits 0–2.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -126,6 +139,14 @@ pub enum Records {
     /// only sets their base offsets. Writers prepare them on their own threads, so that
     /// compressing and checksumming are not done by the one thread that appends.
     Prepared(PreparedBatches),
+}
+
+/// One partition's slice of an append.
+#[derive(Debug, Clone)]
+pub struct PartitionBatch {
+    pub topic: String,
+    pub partition: u32,
+    pub records: Records,
 }
 
 /// Batches back to back in one buffer, each at base offset 0 (see [`BatchBuilder`]).
@@ -229,7 +250,7 @@ pub struct StoredRecord {
 
 /// The fixed header of a batch, read without touching its records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct BatchHeader {
+pub struct BatchHeader {
     pub base_offset: u64,
     /// Whole batch length in bytes, prefix included.
     pub total_len: usize,
@@ -240,43 +261,43 @@ pub(crate) struct BatchHeader {
 
 impl BatchHeader {
     /// Offset after the last record of the batch.
-    pub(crate) fn next_offset(&self) -> u64 {
+    pub fn next_offset(&self) -> u64 {
         self.base_offset + u64::from(self.last_offset_delta) + 1
     }
 
     /// Parses the fixed header; checks bounds and magic but not the CRC.
-    pub(crate) fn parse(bytes: &[u8]) -> Result<BatchHeader, LogError> {
+    pub fn parse(bytes: &[u8]) -> Result<BatchHeader, BatchError> {
         if bytes.len() < BATCH_HEADER_LEN {
-            return Err(LogError::corrupt("batch header is truncated"));
+            return Err(BatchError::corrupt("batch header is truncated"));
         }
         let base_offset = i64::from_be_bytes(bytes[0..8].try_into().expect("8 bytes"));
         let batch_len = i32::from_be_bytes(bytes[8..12].try_into().expect("4 bytes"));
         let magic = bytes[16] as i8;
         if magic != MAGIC {
-            return Err(LogError::corrupt(format!(
+            return Err(BatchError::corrupt(format!(
                 "batch magic is {magic}, expected 2"
             )));
         }
         let base_offset = u64::try_from(base_offset)
-            .map_err(|_| LogError::corrupt("batch base offset is negative"))?;
+            .map_err(|_| BatchError::corrupt("batch base offset is negative"))?;
         let total_len = usize::try_from(batch_len)
             .ok()
             .map(|len| len + BATCH_PREFIX_LEN)
             .filter(|len| (BATCH_HEADER_LEN..=MAX_BATCH_LEN).contains(len))
             .ok_or_else(|| {
-                LogError::corrupt(format!("batch length {batch_len} is out of bounds"))
+                BatchError::corrupt(format!("batch length {batch_len} is out of bounds"))
             })?;
         let last_offset_delta = i32::from_be_bytes(bytes[23..27].try_into().expect("4 bytes"));
         let max_timestamp_ms = i64::from_be_bytes(bytes[35..43].try_into().expect("8 bytes"));
         let record_count = i32::from_be_bytes(bytes[57..61].try_into().expect("4 bytes"));
         let last_offset_delta = u32::try_from(last_offset_delta)
-            .map_err(|_| LogError::corrupt("batch last offset delta is negative"))?;
+            .map_err(|_| BatchError::corrupt("batch last offset delta is negative"))?;
         let record_count = u32::try_from(record_count)
             .ok()
             // Compacted batches keep their offsets and so can have gaps: fewer records than the
             // offset range, never more.
             .filter(|count| (1..=last_offset_delta + 1).contains(count))
-            .ok_or_else(|| LogError::corrupt("batch record count does not match its offsets"))?;
+            .ok_or_else(|| BatchError::corrupt("batch record count does not match its offsets"))?;
         Ok(BatchHeader {
             base_offset,
             total_len,
@@ -289,13 +310,13 @@ impl BatchHeader {
 
 /// Appends one encoded batch holding `records` at `base_offset` to `out`.
 #[cfg(test)]
-pub(crate) fn encode<R: RecordView>(base_offset: u64, records: &[R], out: &mut Vec<u8>) {
+pub fn encode<R: RecordView>(base_offset: u64, records: &[R], out: &mut Vec<u8>) {
     encode_batch(base_offset, records, None, Compression::None, out);
 }
 
 /// Like [`encode`], with each record's offset given as a delta from `base_offset` (increasing;
 /// gaps allowed), as compaction writes them.
-pub(crate) fn encode_with_deltas<R: RecordView>(
+pub fn encode_with_deltas<R: RecordView>(
     base_offset: u64,
     records: &[R],
     offset_deltas: Option<&[u32]>,
@@ -305,7 +326,7 @@ pub(crate) fn encode_with_deltas<R: RecordView>(
 }
 
 /// Like [`encode`], compressed.
-pub(crate) fn encode_compressed<R: RecordView>(
+pub fn encode_compressed<R: RecordView>(
     base_offset: u64,
     records: &[R],
     compression: Compression,
@@ -315,7 +336,7 @@ pub(crate) fn encode_compressed<R: RecordView>(
 }
 
 /// How many of `records` (at least one) go into the next batch: about [`TARGET_BATCH_BYTES`].
-pub(crate) fn next_batch_len<R: RecordView>(records: &[R]) -> usize {
+pub fn next_batch_len<R: RecordView>(records: &[R]) -> usize {
     let mut end = 0;
     let mut bytes = 0;
     while end < records.len()
@@ -437,15 +458,15 @@ fn put_records<R: RecordView>(
 }
 
 /// Checks the CRC of a whole batch (`bytes` is exactly one batch).
-pub(crate) fn verify(bytes: &[u8]) -> Result<BatchHeader, LogError> {
+pub fn verify(bytes: &[u8]) -> Result<BatchHeader, BatchError> {
     let header = BatchHeader::parse(bytes)?;
     if bytes.len() != header.total_len {
-        return Err(LogError::corrupt("batch is truncated"));
+        return Err(BatchError::corrupt("batch is truncated"));
     }
     let stored = u32::from_be_bytes(bytes[17..21].try_into().expect("4 bytes"));
     let computed = crc32c::crc32c(&bytes[CRC_START..]);
     if stored != computed {
-        return Err(LogError::corrupt(format!(
+        return Err(BatchError::corrupt(format!(
             "batch at offset {} fails its CRC (stored {stored:08x}, computed {computed:08x})",
             header.base_offset
         )));
@@ -455,14 +476,14 @@ pub(crate) fn verify(bytes: &[u8]) -> Result<BatchHeader, LogError> {
 
 /// Decodes the records of one CRC-checked batch; `batch` is a slice of a shared read buffer so
 /// keys and values are not copied.
-pub(crate) fn decode(batch: &Bytes, out: &mut Vec<StoredRecord>) -> Result<BatchHeader, LogError> {
+pub fn decode(batch: &Bytes, out: &mut Vec<StoredRecord>) -> Result<BatchHeader, BatchError> {
     let header = verify(batch)?;
     let attributes = i16::from_be_bytes(batch[21..23].try_into().expect("2 bytes"));
     let records = match attributes & 0x7 {
         0 => batch.slice(BATCH_HEADER_LEN..),
         3 => decompress_lz4(&batch[BATCH_HEADER_LEN..])?,
         other => {
-            return Err(LogError::corrupt(format!(
+            return Err(BatchError::corrupt(format!(
                 "batch at offset {} uses compression type {other}; the embedded log reads \
                  uncompressed (0) and LZ4 (3) batches",
                 header.base_offset
@@ -478,7 +499,7 @@ pub(crate) fn decode(batch: &Bytes, out: &mut Vec<StoredRecord>) -> Result<Batch
         let len = cursor.varint_len()?;
         let end = cursor.pos + len;
         if end > records.len() {
-            return Err(LogError::corrupt("record runs past its batch"));
+            return Err(BatchError::corrupt("record runs past its batch"));
         }
         cursor.pos += 1; // record attributes
         let timestamp_delta = cursor.varlong()?;
@@ -490,15 +511,15 @@ pub(crate) fn decode(batch: &Bytes, out: &mut Vec<StoredRecord>) -> Result<Batch
         for _ in 0..header_count {
             let key = cursor.nullable_bytes()?.unwrap_or_default();
             let key = String::from_utf8(key.to_vec())
-                .map_err(|_| LogError::corrupt("record header key is not UTF-8"))?;
+                .map_err(|_| BatchError::corrupt("record header key is not UTF-8"))?;
             let value = cursor.nullable_bytes()?;
             headers.push(Header { key, value });
         }
         if cursor.pos != end {
-            return Err(LogError::corrupt("record length does not match its fields"));
+            return Err(BatchError::corrupt("record length does not match its fields"));
         }
         let offset_delta =
-            u64::try_from(offset_delta).map_err(|_| LogError::corrupt("negative offset delta"))?;
+            u64::try_from(offset_delta).map_err(|_| BatchError::corrupt("negative offset delta"))?;
         out.push(StoredRecord {
             offset: header.base_offset + offset_delta,
             timestamp_ms: base_timestamp.wrapping_add(timestamp_delta),
@@ -508,20 +529,20 @@ pub(crate) fn decode(batch: &Bytes, out: &mut Vec<StoredRecord>) -> Result<Batch
         });
     }
     if cursor.pos != records.len() {
-        return Err(LogError::corrupt("batch holds bytes past its last record"));
+        return Err(BatchError::corrupt("batch holds bytes past its last record"));
     }
     Ok(header)
 }
 
 /// The records blob of an LZ4-compressed batch, uncompressed (at most [`MAX_BATCH_LEN`]).
-fn decompress_lz4(compressed: &[u8]) -> Result<Bytes, LogError> {
+fn decompress_lz4(compressed: &[u8]) -> Result<Bytes, BatchError> {
     let mut plain = Vec::with_capacity(compressed.len().saturating_mul(8).min(MAX_BATCH_LEN));
     lz4_flex::frame::FrameDecoder::new(compressed)
         .take(MAX_BATCH_LEN as u64 + 1)
         .read_to_end(&mut plain)
-        .map_err(|e| LogError::corrupt(format!("LZ4-compressed batch does not decompress: {e}")))?;
+        .map_err(|e| BatchError::corrupt(format!("LZ4-compressed batch does not decompress: {e}")))?;
     if plain.len() > MAX_BATCH_LEN {
-        return Err(LogError::corrupt(
+        return Err(BatchError::corrupt(
             "LZ4-compressed batch decompresses past the largest batch size",
         ));
     }
@@ -534,38 +555,38 @@ struct Cursor<'a> {
 }
 
 impl Cursor<'_> {
-    fn varlong(&mut self) -> Result<i64, LogError> {
+    fn varlong(&mut self) -> Result<i64, BatchError> {
         let mut raw: u64 = 0;
         for shift in (0..70).step_by(7) {
             let byte = *self
                 .bytes
                 .get(self.pos)
-                .ok_or_else(|| LogError::corrupt("varint runs past its batch"))?;
+                .ok_or_else(|| BatchError::corrupt("varint runs past its batch"))?;
             self.pos += 1;
             raw |= u64::from(byte & 0x7f) << shift;
             if byte & 0x80 == 0 {
                 return Ok(((raw >> 1) as i64) ^ -((raw & 1) as i64));
             }
         }
-        Err(LogError::corrupt("varint is longer than 10 bytes"))
+        Err(BatchError::corrupt("varint is longer than 10 bytes"))
     }
 
-    fn varint_len(&mut self) -> Result<usize, LogError> {
+    fn varint_len(&mut self) -> Result<usize, BatchError> {
         let value = self.varlong()?;
-        usize::try_from(value).map_err(|_| LogError::corrupt("negative length"))
+        usize::try_from(value).map_err(|_| BatchError::corrupt("negative length"))
     }
 
-    fn nullable_bytes(&mut self) -> Result<Option<Bytes>, LogError> {
+    fn nullable_bytes(&mut self) -> Result<Option<Bytes>, BatchError> {
         let len = self.varlong()?;
         if len < 0 {
             return Ok(None);
         }
-        let len = usize::try_from(len).map_err(|_| LogError::corrupt("length overflows"))?;
+        let len = usize::try_from(len).map_err(|_| BatchError::corrupt("length overflows"))?;
         let end = self
             .pos
             .checked_add(len)
             .filter(|end| *end <= self.bytes.len());
-        let end = end.ok_or_else(|| LogError::corrupt("field runs past its batch"))?;
+        let end = end.ok_or_else(|| BatchError::corrupt("field runs past its batch"))?;
         let slice = self.bytes.slice(self.pos..end);
         self.pos = end;
         Ok(Some(slice))
