@@ -611,11 +611,13 @@ fn record_len<R: RecordView>(record: &R, timestamp_delta: i64, offset_delta: i64
 }
 
 /// Bytes of a zig-zag varint.
+#[inline]
 fn varlong_len(value: i64) -> usize {
     let raw = ((value << 1) ^ (value >> 63)) as u64;
     (64 - raw.leading_zeros() as usize).max(1).div_ceil(7)
 }
 
+#[inline]
 fn put_varlong(out: &mut Vec<u8>, value: i64) {
     let mut raw = ((value << 1) ^ (value >> 63)) as u64;
     while raw >= 0x80 {
@@ -625,6 +627,7 @@ fn put_varlong(out: &mut Vec<u8>, value: i64) {
     out.push(raw as u8);
 }
 
+#[inline]
 fn put_bytes(out: &mut Vec<u8>, bytes: Option<&[u8]>) {
     match bytes {
         None => put_varlong(out, -1),
