@@ -167,7 +167,7 @@ pub(crate) async fn probe_sink(sink: &SinkConfig) -> anyhow::Result<String> {
     match *sink {
         #[cfg(feature = "jsonl")]
         SinkConfig::Jsonl(ref jsonl) => {
-            sluice_connectors::jsonl::probe(jsonl).map_err(|e| anyhow!(e))
+            Ok(sluice_connectors::jsonl::probe(jsonl)?)
         }
         #[cfg(feature = "postgres")]
         SinkConfig::Postgres(ref pg) => Ok(sluice_connectors::postgres::sink::probe(pg).await?),
@@ -178,16 +178,12 @@ pub(crate) async fn probe_sink(sink: &SinkConfig) -> anyhow::Result<String> {
 
 /// `sluice status`: where the source's server stands (a Postgres slot and the WAL it holds;
 /// a MySQL server's settings).
-pub(crate) async fn source_server_status(source: &SourceConfig) -> Result<String, String> {
+pub(crate) async fn source_server_status(source: &SourceConfig) -> anyhow::Result<String> {
     match *source {
         #[cfg(feature = "postgres")]
-        SourceConfig::Postgres(ref pg) => sluice_connectors::postgres::slot_status(pg)
-            .await
-            .map_err(|e| e.to_string()),
+        SourceConfig::Postgres(ref pg) => Ok(sluice_connectors::postgres::slot_status(pg).await?),
         #[cfg(feature = "mysql")]
-        SourceConfig::Mysql(ref my) => sluice_connectors::mysql::source::probe(my)
-            .await
-            .map_err(|e| e.to_string()),
+        SourceConfig::Mysql(ref my) => Ok(sluice_connectors::mysql::source::probe(my).await?),
     }
 }
 

@@ -319,7 +319,7 @@ fn print_record(
         if is_framed(bytes) {
             decoder
                 .to_json(bytes)
-                .unwrap_or_else(|e| json!({"undecodable_avro": e}))
+                .unwrap_or_else(|e| json!({"undecodable_avro": e.to_string()}))
         } else {
             decode(bytes)
         }

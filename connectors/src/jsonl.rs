@@ -15,12 +15,17 @@ mod writer;
 pub use config::JsonlSinkConfig;
 pub use writer::{JsonlError, JsonlSink};
 
+sluice_core::reason_error!(
+    /// Why the sink's file cannot be written.
+    pub Unwritable
+);
+
 /// `check --connect` for a JSONL sink: the file (or the directory it goes in, or the nearest
 /// one that exists) must be writable, and the file, if there, a file.
-pub fn probe(config: &JsonlSinkConfig) -> Result<String, String> {
+pub fn probe(config: &JsonlSinkConfig) -> Result<String, Unwritable> {
     let path = &config.path;
     if path.is_dir() {
-        return Err(format!("{} is a directory, not a file", path.display()));
+        return Err(format!("{} is a directory, not a file", path.display()).into());
     }
     let mut dir = path.parent().unwrap_or(std::path::Path::new("."));
     while !dir.exists() {
@@ -32,10 +37,10 @@ pub fn probe(config: &JsonlSinkConfig) -> Result<String, String> {
             "{} cannot be created: {} is not a directory",
             path.display(),
             dir.display()
-        ));
+        ).into());
     }
     if meta.permissions().readonly() {
-        return Err(format!("{} is read-only", dir.display()));
+        return Err(format!("{} is read-only", dir.display()).into());
     }
     Ok(format!("{} is writable", path.display()))
 }

@@ -27,6 +27,11 @@ pub struct ConfigError {
     pub message: String,
 }
 
+sluice_core::reason_error!(
+    /// A connection URL (or the password file beside it) that cannot be used as given.
+    pub UrlError
+);
+
 /// Checks a source or sink name (`key.name` in messages): letters, digits, `_` and `-`.
 pub fn validate_name(key: &str, kind: &str, name: &str) -> Result<(), ConfigError> {
     let valid = !name.is_empty()

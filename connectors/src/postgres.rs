@@ -246,7 +246,7 @@ impl PostgresSource {
         self.config
             .connect_params()
             .map_err(|problem| PostgresError::Setup {
-                problem,
+                problem: problem.0,
                 fix: "correct the source url".into(),
             })
     }
@@ -716,7 +716,7 @@ async fn connect_catalog(
     config: &PostgresSourceConfig,
 ) -> Result<(tokio_postgres::Client, JoinHandle<()>), PostgresError> {
     let pg_config = config.pg_config().map_err(|problem| PostgresError::Setup {
-        problem,
+        problem: problem.0,
         fix: "correct the source url".into(),
     })?;
     let (client, connection) = pg_config

@@ -32,23 +32,42 @@ mod plan;
 pub use self::apply::{apply_steps, Statements};
 pub use self::plan::{plan, KeylessOp, PlanError, Row, Step, TableWork};
 
+/// A target table whose primary key is not the source's.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the key of {table} is ({source_key}) at the source but ({target_key}) in the target \
+     {target}; sluice does not change primary keys: change the target's key to match (or drop \
+     the target table to have it recreated) and restart"
+)]
+pub struct KeyMismatch {
+    pub table: String,
+    /// The key columns, comma-separated, in the order each side declares them.
+    pub source_key: String,
+    pub target_key: String,
+    pub target: String,
+}
+
 /// The target's primary key (`target_key`, in any order) must be the source's: sluice does not
 /// change keys.
-pub fn check_key(table: &TableSchema, target_key: &[String], target: &str) -> Result<(), String> {
+pub fn check_key(
+    table: &TableSchema,
+    target_key: &[String],
+    target: &str,
+) -> Result<(), KeyMismatch> {
     let mut source: Vec<&str> = table.key_columns().map(|(_, c)| c.name.as_str()).collect();
     let mut existing: Vec<&str> = target_key.iter().map(String::as_str).collect();
-    let (shown_source, shown_target) = (source.join(", "), existing.join(", "));
+    let (source_key, shown_target) = (source.join(", "), existing.join(", "));
     source.sort_unstable();
     existing.sort_unstable();
     if source == existing {
         return Ok(());
     }
-    Err(format!(
-        "the key of {} is ({shown_source}) at the source but ({shown_target}) in the target \
-         {target}; sluice does not change primary keys: change the target's key to match (or drop \
-         the target table to have it recreated) and restart",
-        table.table
-    ))
+    Err(KeyMismatch {
+        table: table.table.to_string(),
+        source_key,
+        target_key: shown_target,
+        target: target.to_owned(),
+    })
 }
 
 /// Writes dead letters (logging each) through `writer`; nothing to do for none.
@@ -426,7 +445,9 @@ mod tests {
     fn the_target_key_must_be_the_sources_in_any_order() {
         let t = table(true);
         assert_eq!(check_key(&t, &["id".to_owned()], "public.t"), Ok(()));
-        let err = check_key(&t, &["v".to_owned()], "public.t").unwrap_err();
+        let err = check_key(&t, &["v".to_owned()], "public.t")
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("is (id) at the source but (v) in the target public.t"),
             "{err}"

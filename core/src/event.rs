@@ -160,9 +160,9 @@ impl std::fmt::Display for DataType {
 }
 
 impl std::str::FromStr for DataType {
-    type Err = String;
+    type Err = crate::error::UnknownDataType;
 
-    fn from_str(text: &str) -> Result<DataType, String> {
+    fn from_str(text: &str) -> Result<DataType, Self::Err> {
         Ok(match text {
             "bool" => DataType::Bool,
             "int8" => DataType::Int8,

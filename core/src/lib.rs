@@ -18,6 +18,7 @@ pub mod change;
 pub mod checkpoint;
 pub mod clock;
 pub mod encode;
+pub mod error;
 pub mod event;
 pub mod event_log;
 pub mod health;

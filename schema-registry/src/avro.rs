@@ -12,3 +12,4 @@ mod wire;
 pub use self::decode::AvroDecoder;
 pub use self::encode::AvroEncoder;
 pub use self::schema::DecimalHandling;
+pub use self::wire::DatumError;

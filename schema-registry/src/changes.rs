@@ -12,7 +12,7 @@ use sluice_core::change::{Change, ChangeDecoder, DecodeError, SCHEMA_HEADER};
 use sluice_core::sink::SinkRecord;
 
 use crate::avro::decode::is_framed;
-use crate::avro::rows::{self, Plan};
+use crate::avro::rows::{self, Plan, SchemaError};
 use crate::registry::Registry;
 
 /// Decodes records of both encodings, typed by their registered schemas.
@@ -30,7 +30,7 @@ impl RecordDecoder {
         }
     }
 
-    fn plan(&mut self, id: u32) -> Result<Option<Arc<Plan>>, String> {
+    fn plan(&mut self, id: u32) -> Result<Option<Arc<Plan>>, SchemaError> {
         if let Some(plan) = self.plans.get(&id) {
             return Ok(plan.clone());
         }
@@ -76,7 +76,7 @@ impl ChangeDecoder for RecordDecoder {
                     .into(),
             ));
         };
-        let Some(plan) = self.plan(id).map_err(fail)? else {
+        let Some(plan) = self.plan(id).map_err(|e| fail(e.0))? else {
             return Ok(None);
         };
         let change = if is_framed(value) {
@@ -84,7 +84,7 @@ impl ChangeDecoder for RecordDecoder {
         } else {
             crate::json::decode::decode(&plan, value)
         };
-        change.map(Some).map_err(fail)
+        change.map(Some).map_err(|e| fail(e.0))
     }
 
     fn schema_id(&self, record: &SinkRecord) -> Option<u32> {

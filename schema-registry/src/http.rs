@@ -359,14 +359,27 @@ fn known_route(segments: &[&str]) -> bool {
     )
 }
 
+/// Why the registry cannot listen where its config says.
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    #[error("registry.listen: {0:?} is not an address like 127.0.0.1:8081")]
+    Address(String),
+    #[error("registry.listen: cannot listen on {address}: {source}")]
+    Listen {
+        address: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
 /// Binds `listen` for [`serve`].
-pub async fn bind(listen: &str) -> Result<TcpListener, String> {
-    let address: SocketAddr = listen.parse().map_err(|_| {
-        format!("registry.listen: {listen:?} is not an address like 127.0.0.1:8081")
-    })?;
+pub async fn bind(listen: &str) -> Result<TcpListener, BindError> {
+    let address: SocketAddr = listen
+        .parse()
+        .map_err(|_| BindError::Address(listen.to_owned()))?;
     TcpListener::bind(address)
         .await
-        .map_err(|e| format!("registry.listen: cannot listen on {address}: {e}"))
+        .map_err(|source| BindError::Listen { address, source })
 }
 
 /// Serves the API on `listener` until `cancel`.

@@ -15,7 +15,7 @@ fn json(text: &str) -> sluice_schema_registry::registry::Parsed {
 
 /// `(writer, reader)` can read: Ok, or the reason.
 fn reads(writer: &str, reader: &str) -> Result<(), String> {
-    can_read(&avro(writer), &avro(reader))
+    can_read(&avro(writer), &avro(reader)).map_err(|e| e.0)
 }
 
 fn record(fields: &str) -> String {
@@ -254,7 +254,7 @@ fn schemas_differing_only_in_a_default_are_different_registrations() {
 
 #[test]
 fn json_schema_rules() {
-    let reads = |w: &str, r: &str| can_read(&json(w), &json(r));
+    let reads = |w: &str, r: &str| can_read(&json(w), &json(r)).map_err(|e| e.0);
     let obj = |props: &str, required: &str, extra: &str| {
         format!(r#"{{"type":"object","properties":{{{props}}},"required":[{required}]{extra}}}"#)
     };

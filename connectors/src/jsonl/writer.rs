@@ -229,7 +229,7 @@ impl RecordSink for JsonlSink {
                     let decoder = self.decoder.as_mut().ok_or_else(|| {
                         undecodable("this sink has no schema registry to read it with".into())
                     })?;
-                    let json = decoder.to_json(value).map_err(undecodable)?;
+                    let json = decoder.to_json(value).map_err(|e| undecodable(e.0))?;
                     serde_json::to_writer(&mut self.buf, &json).expect("writing to a Vec");
                 } else {
                     self.buf.extend_from_slice(value);

@@ -41,6 +41,8 @@ const MAX_STATEMENT: usize = 4 << 20;
 pub enum SinkError {
     #[error("cannot reach the target database: {0}")]
     Connect(String),
+    #[error("the sink's url cannot be used: {0}")]
+    Url(#[from] crate::UrlError),
     #[error("{context}: {message}")]
     Db {
         context: String,
@@ -84,6 +86,7 @@ impl Classify for SinkError {
     fn kind(&self) -> ErrorKind {
         match self {
             SinkError::Connect(_) => ErrorKind::Transient,
+            SinkError::Url(_) => ErrorKind::Definite,
             SinkError::DeadLetter(err) => err.kind(),
             SinkError::Db { code: None, .. } => ErrorKind::Transient,
             // A target table or column dropped under the sink is recreated on reopen.
@@ -149,7 +152,7 @@ pub fn mysql_sink(
 impl MysqlTarget {
     async fn conn(&mut self) -> Result<Conn, SinkError> {
         if self.pool.is_none() {
-            let opts = self.config.opts().map_err(SinkError::Connect)?;
+            let opts = self.config.opts().map_err(SinkError::Url)?;
             self.pool = Some(Pool::new(opts));
         }
         let pool = self.pool.as_ref().expect("just set");
@@ -719,7 +722,7 @@ impl Target for MysqlTarget {
 
 /// `check --connect` for a MySQL/MariaDB sink: connects as `run` would.
 pub async fn probe(config: &MysqlSinkConfig) -> Result<String, SinkError> {
-    let opts = config.opts().map_err(SinkError::Connect)?;
+    let opts = config.opts().map_err(SinkError::Url)?;
     let mut conn = Conn::new(opts)
         .await
         .map_err(|err| SinkError::db("connecting to the target database", err))?;

@@ -21,6 +21,8 @@ pub mod config;
 mod ddl;
 mod decode;
 mod gtid;
+pub use gtid::GtidError;
+pub use history::UnreadableHistory;
 mod history;
 mod replication;
 mod row_schema;
@@ -73,6 +75,16 @@ pub enum SourceError {
     },
     #[error("the binlog stream ended")]
     StreamEnded,
+    #[error("{source}; the log's topic {topic} is damaged: restore the log from a backup, or start a fresh pipeline")]
+    HistoryDamaged {
+        topic: String,
+        #[source]
+        source: history::UnreadableHistory,
+    },
+    #[error("the source's url cannot be used: {0}")]
+    Url(#[from] crate::UrlError),
+    #[error("the saved binlog position cannot be read: {0}")]
+    Gtid(#[from] gtid::GtidError),
     #[error("{0}")]
     Other(String),
 }
@@ -145,7 +157,7 @@ impl MysqlSource {
         if let Some(pool) = &self.pool {
             return Ok(pool.clone());
         }
-        let opts = self.config.opts().map_err(SourceError::Other)?;
+        let opts = self.config.opts().map_err(SourceError::Url)?;
         let pool = Pool::new(opts);
         self.pool = Some(pool.clone());
         Ok(pool)
@@ -177,7 +189,7 @@ impl MysqlSource {
 
 /// Connects and reports the server's settings and privileges (`sluice check --connect`).
 pub async fn probe(config: &MysqlSourceConfig) -> Result<String, SourceError> {
-    let opts = config.opts().map_err(SourceError::Other)?;
+    let opts = config.opts().map_err(SourceError::Url)?;
     let mut conn = mysql_async::Conn::new(opts)
         .await
         .map_err(SourceError::mysql("connecting"))?;
@@ -290,12 +302,11 @@ impl Source for MysqlSource {
     const KEEPS_HISTORY: bool = true;
 
     fn restore_history(&mut self, records: Vec<Bytes>) -> Result<(), SourceError> {
-        self.definitions = history::fold(&records).map_err(|problem| {
-            SourceError::Other(format!(
-                "{problem}; the log's topic {} is damaged: restore the log from a backup, or start a fresh pipeline",
-                sluice_core::topic::history_topic(&self.config.name)
-            ))
-        })?;
+        self.definitions =
+            history::fold(&records).map_err(|source| SourceError::HistoryDamaged {
+                topic: sluice_core::topic::history_topic(&self.config.name),
+                source,
+            })?;
         Ok(())
     }
 

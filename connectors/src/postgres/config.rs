@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::protocol::ConnectParams;
-use crate::{AvroDecimals, ConfigError, Encoding};
+use crate::{AvroDecimals, ConfigError, Encoding, UrlError};
 
 /// `[[sources]] kind = "postgres"`.
 #[derive(Debug, Clone, Deserialize)]
@@ -125,7 +125,7 @@ impl PostgresSourceConfig {
         };
         crate::validate_name(key, "source", &self.name)?;
         self.connect_params()
-            .map_err(|message| err("url", message))?;
+            .map_err(|e| err("url", e.0))?;
         if self.tables.is_empty() {
             return Err(err(
                 "tables",
@@ -206,7 +206,7 @@ impl PostgresSourceConfig {
     }
 
     /// The tokio-postgres form of the URL (for ordinary connections).
-    pub fn pg_config(&self) -> Result<tokio_postgres::Config, String> {
+    pub fn pg_config(&self) -> Result<tokio_postgres::Config, UrlError> {
         let mut config = tokio_postgres::Config::from_str(&self.url).map_err(|e| {
             format!(
                 "{} is not a valid Postgres URL: {}",
@@ -226,7 +226,7 @@ impl PostgresSourceConfig {
         Ok(config)
     }
 
-    fn file_password(&self) -> Result<Option<Vec<u8>>, String> {
+    fn file_password(&self) -> Result<Option<Vec<u8>>, UrlError> {
         let Some(path) = &self.password_file else {
             return Ok(None);
         };
@@ -238,7 +238,7 @@ impl PostgresSourceConfig {
     }
 
     /// Host, port, user and database for the replication connection.
-    pub fn connect_params(&self) -> Result<ConnectParams, String> {
+    pub fn connect_params(&self) -> Result<ConnectParams, UrlError> {
         let config = tokio_postgres::Config::from_str(&self.url).map_err(|e| {
             format!(
                 "{} is not a valid Postgres URL: {}",
@@ -248,7 +248,7 @@ impl PostgresSourceConfig {
         })?;
         let host = match config.get_hosts() {
             [tokio_postgres::config::Host::Tcp(host)] => host.clone(),
-            [] => return Err(format!("{} names no host", redact_url(&self.url))),
+            [] => return Err(format!("{} names no host", redact_url(&self.url)).into()),
             [_] => {
                 return Err(
                     "unix-socket hosts are not supported yet: use a TCP host such as 127.0.0.1"

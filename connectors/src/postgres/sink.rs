@@ -45,6 +45,8 @@ use crate::replica::{
 pub enum SinkError {
     #[error("cannot reach the target database: {0}")]
     Connect(String),
+    #[error("the sink's url cannot be used: {0}")]
+    Url(#[from] crate::UrlError),
     #[error("{context}: {message}")]
     Db {
         context: String,
@@ -88,6 +90,7 @@ impl Classify for SinkError {
     fn kind(&self) -> ErrorKind {
         match self {
             SinkError::Connect(_) => ErrorKind::Transient,
+            SinkError::Url(_) => ErrorKind::Definite,
             SinkError::DeadLetter(err) => err.kind(),
             SinkError::Db { code: None, .. } => ErrorKind::Transient,
             // A target table or column dropped under the sink is recreated on reopen.
@@ -160,7 +163,7 @@ impl PgTarget {
         if let Some(pool) = &self.pool {
             return Ok(pool.clone());
         }
-        let pg = self.config.pg_config().map_err(SinkError::Connect)?;
+        let pg = self.config.pg_config().map_err(SinkError::Url)?;
         let manager = Manager::from_config(
             pg,
             NoTls,
@@ -762,7 +765,7 @@ pub fn postgres_sink(
 /// `check --connect` for a Postgres sink: connects as `run` would and checks that the user may
 /// create the target tables (CREATE on the database) and the offsets table.
 pub async fn probe(config: &PostgresSinkConfig) -> Result<String, SinkError> {
-    let pg = config.pg_config().map_err(SinkError::Connect)?;
+    let pg = config.pg_config().map_err(SinkError::Url)?;
     let (client, connection) = pg.connect(NoTls).await.map_err(|err| match err.code() {
         Some(_) => SinkError::db("connecting to the target database", err),
         None => SinkError::Connect(crate::postgres::ErrorText(&err).to_string()),

@@ -13,7 +13,7 @@ use base64::Engine;
 use serde_json::{json, Map, Value as Json};
 
 use super::encode::MAGIC;
-use super::wire::Cursor;
+use super::wire::{Cursor, DatumError};
 use crate::registry::{Parsed, Registry, StoredSchema};
 
 /// Decodes Confluent-framed Avro; keeps the schemas it has looked up.
@@ -36,7 +36,7 @@ impl AvroDecoder {
     }
 
     /// The JSON form of one framed key or value.
-    pub fn to_json(&mut self, bytes: &[u8]) -> Result<Json, String> {
+    pub fn to_json(&mut self, bytes: &[u8]) -> Result<Json, DatumError> {
         if !is_framed(bytes) {
             return Err("not Confluent wire format (no magic byte 0 and schema id)".into());
         }
@@ -53,7 +53,7 @@ impl AvroDecoder {
             }
         };
         let Parsed::Avro(schema) = &stored.parsed else {
-            return Err(format!("schema id {id} is not an Avro schema"));
+            return Err(format!("schema id {id} is not an Avro schema").into());
         };
         let mut names = HashMap::new();
         collect_names(schema, &mut names);
@@ -66,7 +66,7 @@ impl AvroDecoder {
             return Err(format!(
                 "{} bytes left after the datum of schema id {id}",
                 reader.bytes.len()
-            ));
+            ).into());
         }
         Ok(value)
     }
@@ -112,7 +112,7 @@ impl<'a> std::ops::DerefMut for Reader<'a> {
 }
 
 impl Reader<'_> {
-    fn read(&mut self, schema: &Schema) -> Result<Json, String> {
+    fn read(&mut self, schema: &Schema) -> Result<Json, DatumError> {
         Ok(match schema {
             Schema::Null => Json::Null,
             Schema::Boolean => json!(self.take(1)?[0] != 0),
@@ -209,8 +209,8 @@ impl Reader<'_> {
     /// Avro's blocked encoding of arrays and maps.
     fn blocks(
         &mut self,
-        mut item: impl FnMut(&mut Self) -> Result<(), String>,
-    ) -> Result<(), String> {
+        mut item: impl FnMut(&mut Self) -> Result<(), DatumError>,
+    ) -> Result<(), DatumError> {
         loop {
             let count = self.long()?;
             if count == 0 {

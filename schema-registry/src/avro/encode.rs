@@ -148,9 +148,9 @@ impl AvroEncoder {
         registered: &RegisteredTable,
         out: &mut EncodedRecords,
     ) -> Result<(), EncodeError> {
-        let fail = |reason: String| EncodeError {
+        let fail = |reason: ValueError| EncodeError {
             table: table.table.to_string(),
-            reason,
+            reason: reason.0,
         };
         if !self
             .source_memo
@@ -256,13 +256,18 @@ fn write_optional_long(buf: &mut Vec<u8>, value: Option<i64>) {
     }
 }
 
+sluice_core::reason_error!(
+    /// A value that does not fit its column's Avro type (or a key column without a value).
+    pub ValueError
+);
+
 /// The fields of a key or row record, in plan order.
 fn write_fields(
     buf: &mut Vec<u8>,
     text: &mut String,
     fields: &[FieldPlan],
     row: &[Value],
-) -> Result<(), String> {
+) -> Result<(), ValueError> {
     for field in fields {
         let value = row.get(field.column).unwrap_or(&Value::Null);
         match (value, field.nullable) {
@@ -271,7 +276,7 @@ fn write_fields(
                 return Err(format!(
                     "key column {} is NULL; a key needs a value in every column",
                     field.name
-                ))
+                ).into())
             }
             (value, nullable) => {
                 if nullable {
@@ -285,8 +290,8 @@ fn write_fields(
     Ok(())
 }
 
-fn mismatch(kind: &FieldKind, value: &Value) -> String {
-    format!("a {value:?} value does not fit the column's Avro type ({kind:?})")
+fn mismatch(kind: &FieldKind, value: &Value) -> ValueError {
+    ValueError(format!("a {value:?} value does not fit the column's Avro type ({kind:?})"))
 }
 
 /// One non-null value as `kind`.
@@ -295,7 +300,7 @@ pub fn write_value(
     text: &mut String,
     kind: &FieldKind,
     value: &Value,
-) -> Result<(), String> {
+) -> Result<(), ValueError> {
     if let Value::Unavailable = value {
         return match kind {
             FieldKind::String
@@ -309,7 +314,7 @@ pub fn write_value(
             _ => Err(format!(
                 "the source did not send this unchanged TOASTed value and Avro type {kind:?} has \
                  no placeholder for it; set REPLICA IDENTITY FULL on the table"
-            )),
+            ).into()),
         };
     }
     match (kind, value) {
@@ -345,7 +350,7 @@ pub fn write_value(
             return Err(format!(
                 "{special} cannot be carried by an Avro decimal; set `avro_decimals = \"string\"` \
                  on the source to carry decimals as exact text"
-            ))
+            ).into())
         }
         (FieldKind::DecimalText, Value::Decimal(d)) => {
             text.clear();
@@ -455,7 +460,7 @@ fn write_twos_complement(buf: &mut Vec<u8>, value: i128) {
 }
 
 /// The unscaled integer of a decimal text at `scale`, as Avro's big-endian two's complement.
-pub fn unscaled_bytes(text: &str, scale: u32) -> Result<Vec<u8>, String> {
+pub fn unscaled_bytes(text: &str, scale: u32) -> Result<Vec<u8>, ValueError> {
     let (negative, digits) = match text.strip_prefix('-') {
         Some(rest) => (true, rest),
         None => (false, text),
@@ -468,7 +473,7 @@ pub fn unscaled_bytes(text: &str, scale: u32) -> Result<Vec<u8>, String> {
             return Err(format!(
                 "{text} has more than {scale} decimal places, which the column's Avro decimal \
                  cannot hold exactly"
-            ));
+            ).into());
         }
         kept
     } else {
@@ -493,7 +498,7 @@ pub fn unscaled_bytes(text: &str, scale: u32) -> Result<Vec<u8>, String> {
     let mut magnitude: Vec<u8> = vec![0];
     for digit in all.bytes() {
         if !digit.is_ascii_digit() {
-            return Err(format!("{text} is not a decimal"));
+            return Err(format!("{text} is not a decimal").into());
         }
         let mut carry = u32::from(digit - b'0');
         for byte in magnitude.iter_mut() {

@@ -15,6 +15,11 @@ use super::schema::{self, DecimalHandling, TablePlan};
 use crate::json::SourceBlock;
 use crate::registry::{Level, NewSchema, Registry, RegistryError, SchemaType, VersionSpec};
 
+sluice_core::reason_error!(
+    /// Why the registry refused a table version (the table is then held back).
+    pub(crate) Refusal
+);
+
 pub(crate) struct RegisteredTable {
     /// The table version the plan was made for (versions alone are not unique: a source may
     /// restart its numbering, e.g. between snapshot and stream or across restarts).
@@ -68,9 +73,9 @@ impl Registrar {
         &mut self,
         table: &Arc<TableSchema>,
     ) -> Result<Arc<RegisteredTable>, EncodeError> {
-        self.table_for(table, false)?.map_err(|reason| EncodeError {
+        self.table_for(table, false)?.map_err(|refusal| EncodeError {
             table: table.table.to_string(),
-            reason,
+            reason: refusal.0,
         })
     }
 
@@ -82,7 +87,7 @@ impl Registrar {
     ) -> Result<TableVersion, EncodeError> {
         Ok(match self.table_for(table, held)? {
             Ok(_) => TableVersion::Ready,
-            Err(reason) => TableVersion::Refused { reason },
+            Err(refusal) => TableVersion::Refused { reason: refusal.0 },
         })
     }
 
@@ -92,7 +97,7 @@ impl Registrar {
         &mut self,
         table: &Arc<TableSchema>,
         held: bool,
-    ) -> Result<Result<Arc<RegisteredTable>, String>, EncodeError> {
+    ) -> Result<Result<Arc<RegisteredTable>, Refusal>, EncodeError> {
         let cache_key = (table.table.clone(), table.version);
         if let Some(found) = self.tables.get(&cache_key) {
             if Arc::ptr_eq(&found.schema, table) || found.schema.columns == table.columns {
@@ -143,13 +148,13 @@ impl Registrar {
         let key_id = match &plan.key_schema {
             Some(key) => match register(format!("{topic}-key"), key)? {
                 Ok(id) => Some(id),
-                Err(refused) => return Ok(Err(refused)),
+                Err(refused) => return Ok(Err(Refusal(refused))),
             },
             None => None,
         };
         let value_id = match register(format!("{topic}-value"), &plan.value_schema)? {
             Ok(id) => id,
-            Err(refused) => return Ok(Err(refused)),
+            Err(refused) => return Ok(Err(Refusal(refused))),
         };
         let registered = Arc::new(RegisteredTable {
             schema: Arc::clone(table),

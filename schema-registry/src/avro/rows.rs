@@ -17,7 +17,7 @@ use sluice_core::value::{self, Date, Decimal, Timestamp, Value};
 
 use super::decode::decimal_text;
 use super::schema::FieldKind;
-use super::wire::Cursor;
+use super::wire::{Cursor, DatumError};
 use crate::json::{
     TIMESTAMP_NEGATIVE_INFINITY_US, TIMESTAMP_POSITIVE_INFINITY_US, UNAVAILABLE_VALUE,
 };
@@ -102,7 +102,7 @@ enum SkipBase {
     Long,
 }
 
-fn skip_of(name: &str, schema: &Json) -> Result<Skip, String> {
+fn skip_of(name: &str, schema: &Json) -> Result<Skip, SchemaError> {
     fn base(t: &Json) -> Option<&str> {
         match t {
             Json::String(s) => Some(s.as_str()),
@@ -115,7 +115,7 @@ fn skip_of(name: &str, schema: &Json) -> Result<Skip, String> {
             match base(&branches[1]) {
                 Some("string" | "bytes") => Skip::Optional(SkipBase::Bytes),
                 Some("long" | "int") => Skip::Optional(SkipBase::Long),
-                _ => return Err(format!("source field {name} has an unsupported type")),
+                _ => return Err(format!("source field {name} has an unsupported type").into()),
             }
         }
         other => match base(other) {
@@ -124,15 +124,26 @@ fn skip_of(name: &str, schema: &Json) -> Result<Skip, String> {
             Some("long" | "int") => Skip::Long,
             Some("boolean") => Skip::Boolean,
             Some("null") => Skip::Null,
-            _ => return Err(format!("source field {name} has an unsupported type")),
+            _ => return Err(format!("source field {name} has an unsupported type").into()),
         },
     })
 }
 
+sluice_core::reason_error!(
+    /// A registered envelope schema a change sink cannot read rows with.
+    pub SchemaError
+);
+
+impl From<sluice_core::error::UnknownDataType> for SchemaError {
+    fn from(err: sluice_core::error::UnknownDataType) -> Self {
+        SchemaError(err.to_string())
+    }
+}
+
 /// Reads one Avro datum (after the wire header) written with `plan`'s schema.
-pub(crate) fn decode(plan: &Plan, datum: &[u8]) -> Result<Change, String> {
+pub(crate) fn decode(plan: &Plan, datum: &[u8]) -> Result<Change, DatumError> {
     let mut cursor = Cursor::new(datum);
-    let row = |cursor: &mut Cursor<'_>| -> Result<Option<Vec<Value>>, String> {
+    let row = |cursor: &mut Cursor<'_>| -> Result<Option<Vec<Value>>, DatumError> {
         if cursor.branch()? == 0 {
             return Ok(None);
         }
@@ -198,7 +209,7 @@ pub(crate) fn decode(plan: &Plan, datum: &[u8]) -> Result<Change, String> {
         "r" => Op::Read,
         "t" => Op::Truncate,
         "m" => Op::Message,
-        other => return Err(format!("unknown op {other:?}")),
+        other => return Err(format!("unknown op {other:?}").into()),
     };
     for _ in 0..2 {
         if cursor.branch()? == 1 {
@@ -228,7 +239,7 @@ pub(crate) fn decode(plan: &Plan, datum: &[u8]) -> Result<Change, String> {
 }
 
 /// The plan of an envelope schema written by sluice; `None` for other schemas (messages).
-pub(crate) fn plan_of(schema: &Json) -> Result<Option<Plan>, String> {
+pub(crate) fn plan_of(schema: &Json) -> Result<Option<Plan>, SchemaError> {
     let (Some(namespace), Some(name)) = (
         schema.get("sluice.namespace").and_then(Json::as_str),
         schema.get("sluice.table").and_then(Json::as_str),
@@ -245,7 +256,7 @@ pub(crate) fn plan_of(schema: &Json) -> Result<Option<Plan>, String> {
             let name = f["name"].as_str().unwrap_or("");
             Ok((skip_of(name, &f["type"])?, Role::of(name)))
         })
-        .collect::<Result<Vec<(Skip, Role)>, String>>()?;
+        .collect::<Result<Vec<(Skip, Role)>, SchemaError>>()?;
     let mut columns = Vec::new();
     let mut kinds = Vec::new();
     let mut optional = Vec::new();
@@ -290,7 +301,7 @@ pub(crate) fn plan_of(schema: &Json) -> Result<Option<Plan>, String> {
     }))
 }
 
-fn kind_of(ty: &Json) -> Result<FieldKind, String> {
+fn kind_of(ty: &Json) -> Result<FieldKind, SchemaError> {
     let logical = ty.get("logicalType").and_then(Json::as_str);
     let base = match ty {
         Json::String(t) => t.as_str(),
@@ -322,7 +333,7 @@ fn kind_of(ty: &Json) -> Result<FieldKind, String> {
             };
             FieldKind::Array(Box::new(kind_of(element)?))
         }
-        _ => return Err(format!("unsupported Avro type {ty}")),
+        _ => return Err(format!("unsupported Avro type {ty}").into()),
     })
 }
 
@@ -330,7 +341,7 @@ fn read_value(
     cursor: &mut Cursor<'_>,
     kind: &FieldKind,
     data_type: &DataType,
-) -> Result<Value, String> {
+) -> Result<Value, DatumError> {
     let bad = || format!("an Avro {kind:?} value for a {data_type} column");
     Ok(match kind {
         FieldKind::Boolean => Value::Bool(cursor.take(1)?[0] != 0),
@@ -407,7 +418,7 @@ fn read_value(
         FieldKind::Array(element) => {
             let element_type = match data_type {
                 DataType::Array(inner) => inner.as_ref(),
-                _ => return Err(bad()),
+                _ => return Err(bad().into()),
             };
             let mut items = Vec::new();
             loop {

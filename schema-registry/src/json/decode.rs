@@ -13,9 +13,10 @@ use std::sync::Arc;
 
 use super::{TIMESTAMP_NEGATIVE_INFINITY_US, TIMESTAMP_POSITIVE_INFINITY_US, UNAVAILABLE_VALUE};
 use crate::avro::rows::{position_of, Plan};
+use crate::avro::DatumError;
 
 /// Reads one envelope written with `plan`'s table version.
-pub(crate) fn decode(plan: &Plan, value: &[u8]) -> Result<Change, String> {
+pub(crate) fn decode(plan: &Plan, value: &[u8]) -> Result<Change, DatumError> {
     let envelope: Json =
         serde_json::from_slice(value).map_err(|e| format!("the value is not JSON: {e}"))?;
     let op = match envelope.get("op").and_then(Json::as_str) {
@@ -25,13 +26,13 @@ pub(crate) fn decode(plan: &Plan, value: &[u8]) -> Result<Change, String> {
         Some("r") => Op::Read,
         Some("t") => Op::Truncate,
         Some("m") => Op::Message,
-        other => return Err(format!("the envelope has no known op ({other:?})")),
+        other => return Err(format!("the envelope has no known op ({other:?})").into()),
     };
-    let row = |field: &str| -> Result<Option<Vec<Value>>, String> {
+    let row = |field: &str| -> Result<Option<Vec<Value>>, DatumError> {
         let row = match envelope.get(field) {
             None | Some(Json::Null) => return Ok(None),
             Some(Json::Object(row)) => row,
-            Some(_) => return Err(format!("{field} is not an object")),
+            Some(_) => return Err(format!("{field} is not an object").into()),
         };
         plan.table
             .columns
@@ -39,9 +40,9 @@ pub(crate) fn decode(plan: &Plan, value: &[u8]) -> Result<Change, String> {
             .map(|column| {
                 let json = row.get(&column.name).unwrap_or(&Json::Null);
                 value_of(json, &column.data_type)
-                    .map_err(|e| format!("{field}.{}: {e}", column.name))
+                    .map_err(|e| DatumError(format!("{field}.{}: {e}", column.name)))
             })
-            .collect::<Result<Vec<Value>, String>>()
+            .collect::<Result<Vec<Value>, DatumError>>()
             .map(Some)
     };
     let (before, after) = (row("before")?, row("after")?);
@@ -80,7 +81,7 @@ pub(crate) fn decode(plan: &Plan, value: &[u8]) -> Result<Change, String> {
 }
 
 /// One column's value, as the encoder wrote it for `data_type`.
-fn value_of(json: &Json, data_type: &DataType) -> Result<Value, String> {
+fn value_of(json: &Json, data_type: &DataType) -> Result<Value, DatumError> {
     let bad = || format!("{json} is not a {data_type} value");
     if json.is_null() {
         return Ok(Value::Null);

@@ -97,18 +97,24 @@ pub fn check(level: Level, new: &Parsed, old: &Parsed, version: u32) -> Vec<Stri
     problems
 }
 
+sluice_core::reason_error!(
+    /// Why data written with one schema cannot be read with another.
+    pub Incompatible
+);
+
 /// Whether data written with `writer` can be read with `reader`.
-pub fn can_read(writer: &Parsed, reader: &Parsed) -> Result<(), String> {
+pub fn can_read(writer: &Parsed, reader: &Parsed) -> Result<(), Incompatible> {
     match (writer, reader) {
         (Parsed::Avro(writer), Parsed::Avro(reader)) => {
             match SchemaCompatibility::can_read(writer, reader) {
                 Ok(Compatibility::Full) => Ok(()),
-                Ok(Compatibility::Partial) | Err(_) => Err(explain(writer, reader, "")
-                    .unwrap_or_else(|| {
+                Ok(Compatibility::Partial) | Err(_) => Err(Incompatible(
+                    explain(writer, reader, "").unwrap_or_else(|| {
                         "only some values could be read (a union branch or enum symbol of the \
                          writer is missing from the reader)"
                             .into()
-                    })),
+                    }),
+                )),
             }
         }
         (Parsed::Json(writer), Parsed::Json(reader)) => json_can_read(writer, reader, "#"),
@@ -257,18 +263,18 @@ fn json_types(schema: &Json) -> Option<Vec<&str>> {
     }
 }
 
-fn json_can_read(writer: &Json, reader: &Json, path: &str) -> Result<(), String> {
+fn json_can_read(writer: &Json, reader: &Json, path: &str) -> Result<(), Incompatible> {
     let (writer, reader) = match (writer, reader) {
         (_, Json::Bool(true)) => return Ok(()),
         (Json::Bool(false), _) => return Ok(()),
-        (_, Json::Bool(false)) => return Err(format!("{path}: the reader accepts nothing")),
+        (_, Json::Bool(false)) => return Err(format!("{path}: the reader accepts nothing").into()),
         (Json::Bool(true), _) => {
             return Err(format!(
                 "{path}: the writer allowed anything and the reader is constrained"
-            ))
+            ).into())
         }
         (Json::Object(w), Json::Object(r)) => (w, r),
-        _ => return Err(format!("{path}: a schema must be an object or a boolean")),
+        _ => return Err(format!("{path}: a schema must be an object or a boolean").into()),
     };
     if let (Some(w), Some(r)) = (
         json_types(&Json::Object(writer.clone())),
@@ -280,20 +286,20 @@ fn json_can_read(writer: &Json, reader: &Json, path: &str) -> Result<(), String>
                 return Err(format!(
                     "{path}: type {t} written by the writer is not accepted by the reader ({})",
                     r.join(", ")
-                ));
+                ).into());
             }
         }
     } else if reader.contains_key("type") && !writer.contains_key("type") {
-        return Err(format!("{path}: the reader added a type constraint"));
+        return Err(format!("{path}: the reader added a type constraint").into());
     }
     if let Some(Json::Array(r_enum)) = reader.get("enum") {
         match writer.get("enum") {
             Some(Json::Array(w_enum)) => {
                 if let Some(missing) = w_enum.iter().find(|v| !r_enum.contains(v)) {
-                    return Err(format!("{path}: enum value {missing} was removed"));
+                    return Err(format!("{path}: enum value {missing} was removed").into());
                 }
             }
-            _ => return Err(format!("{path}: the reader added an enum constraint")),
+            _ => return Err(format!("{path}: the reader added an enum constraint").into()),
         }
     }
     let empty = serde_json::Map::new();
@@ -320,7 +326,7 @@ fn json_can_read(writer: &Json, reader: &Json, path: &str) -> Result<(), String>
     if let Some(name) = r_required.iter().find(|n| !w_required.contains(n)) {
         return Err(format!(
             "{path}: property '{name}' is required by the reader but optional for the writer"
-        ));
+        ).into());
     }
     let closed = |schema: &serde_json::Map<String, Json>| {
         schema.get("additionalProperties") == Some(&Json::Bool(false))
@@ -331,7 +337,7 @@ fn json_can_read(writer: &Json, reader: &Json, path: &str) -> Result<(), String>
             None if closed(reader) => {
                 return Err(format!(
                     "{path}: property '{name}' was removed from a closed content model"
-                ))
+                ).into())
             }
             None => {}
         }
@@ -344,7 +350,7 @@ fn json_can_read(writer: &Json, reader: &Json, path: &str) -> Result<(), String>
             return Err(format!(
                 "{path}: property '{name}' was added to an open content model (old data may \
                  hold any value under it)"
-            ));
+            ).into());
         }
     }
     if let (Some(w_items), Some(r_items)) = (writer.get("items"), reader.get("items")) {

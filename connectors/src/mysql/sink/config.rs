@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use crate::ConfigError;
+use crate::{ConfigError, UrlError};
 
 /// `[[sinks]] kind = "mysql"` (MySQL 8 or MariaDB 10.6+).
 #[derive(Debug, Clone, Deserialize)]
@@ -61,7 +61,7 @@ impl MysqlSinkConfig {
             message,
         };
         crate::validate_name(key, "sink", &self.name)?;
-        self.opts().map_err(|message| err("url", message))?;
+        self.opts().map_err(|e| err("url", e.0))?;
         if self.topics.is_empty() {
             return Err(err(
                 "topics",
@@ -84,7 +84,7 @@ impl MysqlSinkConfig {
 
     /// Connection options: the URL, the password file, and the session settings the sink's
     /// SQL relies on (strict mode, UTC, utf8mb4).
-    pub fn opts(&self) -> Result<mysql_async::Opts, String> {
+    pub fn opts(&self) -> Result<mysql_async::Opts, UrlError> {
         let opts = mysql_async::Opts::from_url(&self.url).map_err(|e| {
             format!(
                 "{} is not a valid MySQL URL (mysql://user@host:3306/db): {e}",

@@ -212,7 +212,8 @@ pub(super) fn reconcile(
             ),
         ]);
     };
-    replica::check_key(table, &existing.key, &target).map_err(SinkError::Schema)?;
+    replica::check_key(table, &existing.key, &target)
+        .map_err(|e| SinkError::Schema(e.to_string()))?;
     let mut statements = Vec::new();
     for column in &table.columns {
         let wanted = mysql_type(column);

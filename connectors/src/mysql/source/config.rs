@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use crate::{AvroDecimals, ConfigError, Encoding};
+use crate::{AvroDecimals, ConfigError, Encoding, UrlError};
 
 /// `[[sources]] kind = "mysql"` (MySQL 8 or MariaDB 10.6+).
 #[derive(Debug, Clone, Deserialize)]
@@ -108,7 +108,7 @@ impl MysqlSourceConfig {
             message,
         };
         crate::validate_name(key, "source", &self.name)?;
-        self.opts().map_err(|message| err("url", message))?;
+        self.opts().map_err(|e| err("url", e.0))?;
         if self.tables.is_empty() {
             return Err(err(
                 "tables",
@@ -145,7 +145,7 @@ impl MysqlSourceConfig {
     }
 
     /// Connection options with the session settings the source relies on (UTC, utf8mb4).
-    pub fn opts(&self) -> Result<mysql_async::Opts, String> {
+    pub fn opts(&self) -> Result<mysql_async::Opts, UrlError> {
         let opts = mysql_async::Opts::from_url(&self.url).map_err(|e| {
             format!(
                 "{} is not a valid MySQL URL (mysql://user@host:3306): {e}",

@@ -332,7 +332,7 @@ impl Apply<'_> {
             .map_err(|problem| SourceError::UnknownDdl {
                 table: format!("{}.{}", key.0, key.1),
                 statement: self.statement.to_owned(),
-                problem,
+                problem: problem.0,
             })?;
         let renamed = specs.iter().rev().find_map(|spec| match spec {
             AlterSpec::RenameTable(name) => Some(self.key(name)),

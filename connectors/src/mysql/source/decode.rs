@@ -15,11 +15,17 @@ pub(super) enum Origin {
     Binlog,
 }
 
-fn text(bytes: Vec<u8>, latin1: bool) -> Result<String, String> {
+sluice_core::reason_error!(
+    /// Why a column value the server sent cannot be read as its type (the value error names
+    /// the table and column).
+    pub(super) Unreadable
+);
+
+fn text(bytes: Vec<u8>, latin1: bool) -> Result<String, Unreadable> {
     if latin1 {
         return Ok(bytes.iter().map(|b| char::from(*b)).collect());
     }
-    String::from_utf8(bytes).map_err(|_| "holds bytes that are not UTF-8".to_owned())
+    String::from_utf8(bytes).map_err(|_| Unreadable::from("holds bytes that are not UTF-8"))
 }
 
 fn int_of(value: &My) -> Option<i128> {
@@ -36,9 +42,9 @@ fn int_of(value: &My) -> Option<i128> {
 /// Converts a snapshot value the protocol sent as a string, without copying it first: text and
 /// decimals (short ones stay inline in the value); `None` for the other kinds, which go
 /// through [`convert`].
-pub(super) fn convert_snapshot_bytes(bytes: &[u8], kind: &Kind) -> Option<Result<Value, String>> {
+pub(super) fn convert_snapshot_bytes(bytes: &[u8], kind: &Kind) -> Option<Result<Value, Unreadable>> {
     let text =
-        || std::str::from_utf8(bytes).map_err(|_| "holds bytes that are not UTF-8".to_owned());
+        || std::str::from_utf8(bytes).map_err(|_| Unreadable::from("holds bytes that are not UTF-8"));
     match kind {
         // The snapshot session's character set is utf8mb4 whatever the column's.
         Kind::Text { .. } => Some(text().map(|t| Value::Text(t.into()))),
@@ -48,11 +54,11 @@ pub(super) fn convert_snapshot_bytes(bytes: &[u8], kind: &Kind) -> Option<Result
 }
 
 /// A DECIMAL as the server prints it (the snapshot and the binlog alike).
-fn decimal(bytes: &[u8]) -> Result<Value, String> {
+fn decimal(bytes: &[u8]) -> Result<Value, Unreadable> {
     let text = std::str::from_utf8(bytes).map_err(|_| "holds an unreadable DECIMAL")?;
     Decimal::parse(text.trim_start_matches('+'))
         .map(Value::Decimal)
-        .ok_or_else(|| format!("holds {text:?}, not a decimal"))
+        .ok_or_else(|| Unreadable(format!("holds {text:?}, not a decimal")))
 }
 
 /// Converts one value of a column of `kind`.
@@ -61,17 +67,17 @@ pub(super) fn convert(
     kind: &Kind,
     origin: Origin,
     zero_dates: ZeroDates,
-) -> Result<Value, String> {
+) -> Result<Value, Unreadable> {
     if let My::NULL = value {
         return Ok(Value::Null);
     }
     let zero = || {
         match zero_dates {
         ZeroDates::Null => Ok(Value::Null),
-        ZeroDates::Error => Err("holds a zero date (0000-00-00); set zero_dates = \"null\" on the source to read it as NULL".to_owned()),
+        ZeroDates::Error => Err(Unreadable::from("holds a zero date (0000-00-00); set zero_dates = \"null\" on the source to read it as NULL")),
     }
     };
-    let unexpected = |value: &My| format!("holds {value:?}, unexpected for its type");
+    let unexpected = |value: &My| Unreadable(format!("holds {value:?}, unexpected for its type"));
     Ok(match kind {
         Kind::Int { unsigned, bits } => {
             let n = int_of(&value).ok_or_else(|| unexpected(&value))?;
@@ -186,7 +192,7 @@ pub(super) fn convert(
                         return Err(format!(
                             "holds enum index {index}, beyond its {} labels",
                             labels.len()
-                        ))
+                        ).into())
                     }
                 }
             }
@@ -221,7 +227,7 @@ pub(super) fn convert(
         Kind::Date => match value {
             My::Date(0, 0, 0, ..) => return zero(),
             My::Date(y, m, d, ..) if m == 0 || d == 0 => {
-                return Err(format!("holds the partial date {y:04}-{m:02}-{d:02}"))
+                return Err(format!("holds the partial date {y:04}-{m:02}-{d:02}").into())
             }
             My::Date(y, m, d, ..) => Value::Date(Date::Days(
                 i32::try_from(days_from_civil(i64::from(y), u32::from(m), u32::from(d)))
@@ -278,7 +284,7 @@ pub(super) fn convert(
                 .ok_or_else(|| unexpected(&value))?,
         ),
         Kind::Unknown(type_name) => {
-            return Err(format!("has type {type_name}, which sluice cannot map"))
+            return Err(format!("has type {type_name}, which sluice cannot map").into())
         }
     })
 }
@@ -428,6 +434,7 @@ mod tests {
             ZeroDates::Null
         )
         .unwrap_err()
+        .0
         .contains("geometry"));
     }
 }

@@ -8,6 +8,11 @@
 
 use std::collections::BTreeMap;
 
+sluice_core::reason_error!(
+    /// A GTID position (MariaDB list or MySQL set) that does not parse.
+    pub GtidError
+);
+
 /// MariaDB's GTID position: per domain, the server and sequence number of its last GTID.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(super) struct MariadbGtidList {
@@ -15,11 +20,11 @@ pub(super) struct MariadbGtidList {
 }
 
 impl MariadbGtidList {
-    pub(super) fn parse(text: &str) -> Result<MariadbGtidList, String> {
+    pub(super) fn parse(text: &str) -> Result<MariadbGtidList, GtidError> {
         let mut list = MariadbGtidList::default();
         for gtid in text.split(',').map(str::trim).filter(|g| !g.is_empty()) {
             let parts: Vec<&str> = gtid.split('-').collect();
-            let bad = || format!("{gtid:?} is not a MariaDB GTID (domain-server-seq)");
+            let bad = || GtidError(format!("{gtid:?} is not a MariaDB GTID (domain-server-seq)"));
             if parts.len() != 3 {
                 return Err(bad());
             }
@@ -68,7 +73,7 @@ pub(super) struct MysqlGtidSet {
 }
 
 impl MysqlGtidSet {
-    pub(super) fn parse(text: &str) -> Result<MysqlGtidSet, String> {
+    pub(super) fn parse(text: &str) -> Result<MysqlGtidSet, GtidError> {
         let mut set = MysqlGtidSet::default();
         for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let mut pieces = part.split(':');
@@ -78,7 +83,7 @@ impl MysqlGtidSet {
                 .ok_or_else(|| format!("{part:?} is not uuid:interval"))?
                 .to_ascii_lowercase();
             for interval in pieces {
-                let bad = || format!("{interval:?} in {part:?} is not n or n-m");
+                let bad = || GtidError(format!("{interval:?} in {part:?} is not n or n-m"));
                 let (start, end) = match interval.split_once('-') {
                     Some((a, b)) => (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?),
                     None => {

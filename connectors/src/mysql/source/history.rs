@@ -89,16 +89,30 @@ impl HistoryRecord {
     }
 }
 
+/// A record of the schema history topic that does not parse.
+#[derive(Debug, thiserror::Error)]
+#[error("record {record} of the schema history is unreadable: {source}")]
+pub struct UnreadableHistory {
+    record: usize,
+    #[source]
+    source: serde_json::Error,
+}
+
+sluice_core::reason_error!(
+    /// Why an ALTER TABLE cannot be applied to the table definition sluice keeps.
+    pub(super) AlterError
+);
+
 /// Table definitions and their schema versions, by (database, table).
 pub(super) type Definitions = HashMap<(String, String), (u32, TableDef)>;
 
 /// Each table's last definition and version in `records` (oldest first); dropped tables are
 /// left out.
-pub(super) fn fold(records: &[Bytes]) -> Result<Definitions, String> {
+pub(super) fn fold(records: &[Bytes]) -> Result<Definitions, UnreadableHistory> {
     let mut tables = HashMap::new();
     for (i, bytes) in records.iter().enumerate() {
         let record: HistoryRecord = serde_json::from_slice(bytes)
-            .map_err(|e| format!("record {i} of the schema history is unreadable: {e}"))?;
+            .map_err(|source| UnreadableHistory { record: i, source })?;
         for entry in record.tables {
             let key = (entry.database, entry.table);
             match entry.def {
@@ -168,14 +182,14 @@ impl TableDef {
         }
     }
 
-    fn position_of(&self, name: &str) -> Result<usize, String> {
+    fn position_of(&self, name: &str) -> Result<usize, AlterError> {
         self.columns
             .iter()
             .position(|c| c.name.eq_ignore_ascii_case(name))
-            .ok_or_else(|| format!("it names column {name}, which the table does not have"))
+            .ok_or_else(|| AlterError(format!("it names column {name}, which the table does not have")))
     }
 
-    fn place(&mut self, row: ColumnRow, place: &Place, at: usize) -> Result<(), String> {
+    fn place(&mut self, row: ColumnRow, place: &Place, at: usize) -> Result<(), AlterError> {
         let index = match place {
             Place::Default => at,
             Place::First => 0,
@@ -186,7 +200,7 @@ impl TableDef {
     }
 
     /// The definition after an ALTER TABLE's clauses (all but renaming the table itself).
-    pub(super) fn alter(&self, specs: &[AlterSpec]) -> Result<TableDef, String> {
+    pub(super) fn alter(&self, specs: &[AlterSpec]) -> Result<TableDef, AlterError> {
         let mut def = self.clone();
         for spec in specs {
             match spec {
@@ -268,7 +282,7 @@ mod tests {
         TableDef::from_create(&columns, &primary_key, charset.as_deref(), Some("utf8mb4"))
     }
 
-    fn alter(def: &TableDef, statement: &str) -> Result<TableDef, String> {
+    fn alter(def: &TableDef, statement: &str) -> Result<TableDef, AlterError> {
         let Some(Ddl::Alter { specs, .. }) = parse(statement).unwrap() else {
             panic!("{statement}")
         };
@@ -318,7 +332,7 @@ mod tests {
         assert_eq!(def.columns[0].charset.as_deref(), Some("utf8mb4"));
 
         let err = alter(&def, "ALTER TABLE t MODIFY nope int").unwrap_err();
-        assert_eq!(err, "it names column nope, which the table does not have");
+        assert_eq!(err.0, "it names column nope, which the table does not have");
     }
 
     #[test]
@@ -362,7 +376,8 @@ mod tests {
         assert_eq!(names(a), ["id", "x"]);
         let err = fold(&[Bytes::from_static(b"{")]).unwrap_err();
         assert!(
-            err.starts_with("record 0 of the schema history is unreadable"),
+            err.to_string()
+                .starts_with("record 0 of the schema history is unreadable"),
             "{err}"
         );
     }

@@ -224,7 +224,7 @@ async fn stream_from(
     let sids: Vec<Sid<'static>>;
     let request = match position {
         Position::MariadbGtidList(list) => {
-            let list = MariadbGtidList::parse(list).map_err(SourceError::Other)?;
+            let list = MariadbGtidList::parse(list)?;
             // Capability 4: the server sends GTID events, which move the cursor.
             conn.query_drop("SET @mariadb_slave_capability = 4")
                 .await
@@ -247,7 +247,7 @@ async fn stream_from(
             }
         }
         Position::MysqlGtidSet(set) => {
-            let parsed = MysqlGtidSet::parse(set).map_err(SourceError::Other)?;
+            let parsed = MysqlGtidSet::parse(set)?;
             cursor = Cursor::Mysql(parsed);
             match &at {
                 Some((file, offset)) => request.with_filename(file.as_bytes()).with_pos(*offset),
@@ -438,7 +438,7 @@ async fn stream_from(
                             out.push(convert(value, kind, Origin::Binlog, config.zero_dates).map_err(|problem| SourceError::Value {
                                 table: info.schema.table.to_string(),
                                 column: column.name.clone(),
-                                problem,
+                                problem: problem.0,
                             })?);
                         }
                         Ok(Some(out))

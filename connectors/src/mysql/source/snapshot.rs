@@ -39,7 +39,7 @@ fn quote(name: &str) -> String {
 
 /// Logs in the way the snapshot does, and out again (`sluice check --connect`).
 pub(super) async fn check_login(config: &MysqlSourceConfig) -> Result<(), SourceError> {
-    let opts = config.opts().map_err(SourceError::Other)?;
+    let opts = config.opts().map_err(SourceError::Url)?;
     let conn = WireConn::connect(&opts)
         .await
         .map_err(SourceError::mysql("connecting for the snapshot"))?;
@@ -385,7 +385,7 @@ async fn read(
                 after.push(converted.map_err(|problem| SourceError::Value {
                     table: schema.table.to_string(),
                     column: column.name.clone(),
-                    problem,
+                    problem: problem.0,
                 })?);
             }
             events.push(ChangeEvent {
@@ -463,7 +463,7 @@ pub(super) async fn run(
     tx: &mpsc::Sender<Result<Unit, SourceError>>,
 ) -> Result<StreamStart, SourceError> {
     let parallelism = config.snapshot_parallelism.max(1);
-    let opts = config.opts().map_err(SourceError::Other)?;
+    let opts = config.opts().map_err(SourceError::Url)?;
     let (mut conns, (position, streaming_from)) = match open(&opts, pool, server, parallelism).await
     {
         Ok(opened) => opened,

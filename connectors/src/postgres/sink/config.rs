@@ -5,7 +5,7 @@ use std::str::FromStr;
 
 use serde::Deserialize;
 
-use crate::ConfigError;
+use crate::{ConfigError, UrlError};
 
 /// `[[sinks]] kind = "postgres"`.
 #[derive(Debug, Clone, Deserialize)]
@@ -67,7 +67,7 @@ impl PostgresSinkConfig {
             message,
         };
         crate::validate_name(key, "sink", &self.name)?;
-        self.pg_config().map_err(|message| err("url", message))?;
+        self.pg_config().map_err(|e| err("url", e.0))?;
         if self.topics.is_empty() {
             return Err(err(
                 "topics",
@@ -92,7 +92,7 @@ impl PostgresSinkConfig {
     }
 
     /// The connection settings (password from `password_file` when set).
-    pub fn pg_config(&self) -> Result<tokio_postgres::Config, String> {
+    pub fn pg_config(&self) -> Result<tokio_postgres::Config, UrlError> {
         let mut config = tokio_postgres::Config::from_str(&self.url).map_err(|e| {
             format!(
                 "{} is not a valid Postgres URL: {}",

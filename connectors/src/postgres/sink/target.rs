@@ -232,7 +232,8 @@ pub(super) fn reconcile(
             ),
         ]);
     };
-    replica::check_key(table, &existing.key, &target).map_err(SinkError::Schema)?;
+    replica::check_key(table, &existing.key, &target)
+        .map_err(|e| SinkError::Schema(e.to_string()))?;
     let mut statements = Vec::new();
     for column in &table.columns {
         let wanted = pg_type(column);
