@@ -18,14 +18,16 @@ pub(crate) async fn open(section: &LogSection) -> Result<EmbeddedLog, Failure> {
     let log = tokio::task::spawn_blocking(move || Log::open(&dir, options))
         .await
         .map_err(Failure::runtime)?
-        .map_err(|e| Failure::runtime(anyhow!("opening the log at {}: {e}", section.dir.display())))?;
+        .map_err(|e| {
+            Failure::runtime(anyhow!("opening the log at {}: {e}", section.dir.display()))
+        })?;
     Ok(EmbeddedLog::new(Arc::new(log), section.partitions))
 }
 
 /// The log at `dir`, read-only: it sees what was committed when it was opened.
 pub(crate) fn open_read_only(dir: &Path) -> anyhow::Result<EmbeddedLog> {
-    let log =
-        Log::open_read_only(dir).with_context(|| format!("opening the log at {}", dir.display()))?;
+    let log = Log::open_read_only(dir)
+        .with_context(|| format!("opening the log at {}", dir.display()))?;
     // Read-only: no topic is created, so the partition count for new topics does not matter.
     Ok(EmbeddedLog::new(Arc::new(log), 1))
 }

@@ -166,9 +166,7 @@ pub(crate) async fn probe_source(source: &SourceConfig) -> anyhow::Result<String
 pub(crate) async fn probe_sink(sink: &SinkConfig) -> anyhow::Result<String> {
     match *sink {
         #[cfg(feature = "jsonl")]
-        SinkConfig::Jsonl(ref jsonl) => {
-            Ok(sluice_connectors::jsonl::probe(jsonl)?)
-        }
+        SinkConfig::Jsonl(ref jsonl) => Ok(sluice_connectors::jsonl::probe(jsonl)?),
         #[cfg(feature = "postgres")]
         SinkConfig::Postgres(ref pg) => Ok(sluice_connectors::postgres::sink::probe(pg).await?),
         #[cfg(feature = "mysql")]

@@ -301,7 +301,8 @@ async fn tail<L: EventLog + Clone>(
 
 /// Reads Avro records with the log's own schema registry.
 fn avro_decoder<L: EventLog + Clone>(log: &L) -> anyhow::Result<AvroDecoder> {
-    let store = LogStore::open(log.clone()).map_err(|e| anyhow!("reading the schema registry: {e}"))?;
+    let store =
+        LogStore::open(log.clone()).map_err(|e| anyhow!("reading the schema registry: {e}"))?;
     let registry =
         Registry::open(store).map_err(|e| anyhow!("reading the schema registry: {}", e.message))?;
     Ok(AvroDecoder::new(Arc::new(registry)))

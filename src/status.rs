@@ -68,10 +68,7 @@ async fn report<L: EventLog>(config: &FileConfig, log: &L) -> anyhow::Result<()>
                 continue;
             }
             for partition in 0..log.partitions(&topic).unwrap_or(0) {
-                let stable = log
-                    .offsets(&topic, partition)
-                    .await
-                    .map_or(0, |o| o.stable);
+                let stable = log.offsets(&topic, partition).await.map_or(0, |o| o.stable);
                 let next = offsets
                     .get(&(topic.clone(), partition))
                     .copied()

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use sluice_log::{FsyncPolicy, Log, LogOptions};
 use sluice_core::batch::{Compression, PartitionBatch, Record};
+use sluice_log::{FsyncPolicy, Log, LogOptions};
 
 fn arg(args: &[String], name: &str, default: u64) -> u64 {
     args.iter()

@@ -37,7 +37,8 @@ pub fn probe(config: &JsonlSinkConfig) -> Result<String, Unwritable> {
             "{} cannot be created: {} is not a directory",
             path.display(),
             dir.display()
-        ).into());
+        )
+        .into());
     }
     if meta.permissions().readonly() {
         return Err(format!("{} is read-only", dir.display()).into());

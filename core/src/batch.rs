@@ -21,7 +21,6 @@ use std::io::Read;
 
 use bytes::Bytes;
 
-
 mod builder;
 mod lz4;
 pub use builder::BatchBuilder;
@@ -516,10 +515,12 @@ pub fn decode(batch: &Bytes, out: &mut Vec<StoredRecord>) -> Result<BatchHeader,
             headers.push(Header { key, value });
         }
         if cursor.pos != end {
-            return Err(BatchError::corrupt("record length does not match its fields"));
+            return Err(BatchError::corrupt(
+                "record length does not match its fields",
+            ));
         }
-        let offset_delta =
-            u64::try_from(offset_delta).map_err(|_| BatchError::corrupt("negative offset delta"))?;
+        let offset_delta = u64::try_from(offset_delta)
+            .map_err(|_| BatchError::corrupt("negative offset delta"))?;
         out.push(StoredRecord {
             offset: header.base_offset + offset_delta,
             timestamp_ms: base_timestamp.wrapping_add(timestamp_delta),
@@ -529,7 +530,9 @@ pub fn decode(batch: &Bytes, out: &mut Vec<StoredRecord>) -> Result<BatchHeader,
         });
     }
     if cursor.pos != records.len() {
-        return Err(BatchError::corrupt("batch holds bytes past its last record"));
+        return Err(BatchError::corrupt(
+            "batch holds bytes past its last record",
+        ));
     }
     Ok(header)
 }
@@ -540,7 +543,9 @@ fn decompress_lz4(compressed: &[u8]) -> Result<Bytes, BatchError> {
     lz4_flex::frame::FrameDecoder::new(compressed)
         .take(MAX_BATCH_LEN as u64 + 1)
         .read_to_end(&mut plain)
-        .map_err(|e| BatchError::corrupt(format!("LZ4-compressed batch does not decompress: {e}")))?;
+        .map_err(|e| {
+            BatchError::corrupt(format!("LZ4-compressed batch does not decompress: {e}"))
+        })?;
     if plain.len() > MAX_BATCH_LEN {
         return Err(BatchError::corrupt(
             "LZ4-compressed batch decompresses past the largest batch size",

@@ -155,6 +155,5 @@ pub trait EventLog: Send + Sync + 'static {
     fn flush(&self) -> impl Future<Output = Result<(), LogError>> + Send;
 }
 
-
 #[cfg(test)]
 pub(crate) mod memory;

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use bytes::Bytes;
-use sluice_log::{Log, LogOptions};
 use sluice_core::batch::{BatchBuilder, Compression, Header, PartitionBatch, Record, Records};
+use sluice_log::{Log, LogOptions};
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()

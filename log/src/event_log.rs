@@ -126,7 +126,11 @@ impl EventLog for EmbeddedLog {
             .await
     }
 
-    async fn describe(&self, topic: &str, partition: u32) -> Result<PartitionDescription, CoreError> {
+    async fn describe(
+        &self,
+        topic: &str,
+        partition: u32,
+    ) -> Result<PartitionDescription, CoreError> {
         let d = self.log.describe(topic, partition)?;
         Ok(PartitionDescription {
             start: d.start,

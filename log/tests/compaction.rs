@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bytes::Bytes;
-use sluice_log::{Log, LogOptions};
 use sluice_core::batch::{PartitionBatch, Record, StoredRecord};
+use sluice_log::{Log, LogOptions};
 
 fn keyed(key: &str, value: Option<&str>) -> Record {
     Record {

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
-use sluice_log::{FsyncPolicy, Log, LogError, LogOptions, LostRange};
 use sluice_core::batch::{PartitionBatch, Record};
+use sluice_log::{FsyncPolicy, Log, LogError, LogOptions, LostRange};
 
 /// Committed transactions, each of `RECORDS_PER_TXN` records in a batch of its own.
 const TXNS: u64 = 40;

@@ -5,8 +5,8 @@
 //! cache before the fsync failed).
 
 use bytes::Bytes;
-use sluice_log::{failpoint, Log, LogError, LogOptions};
 use sluice_core::batch::{PartitionBatch, Record};
+use sluice_log::{failpoint, Log, LogError, LogOptions};
 
 fn batch(values: &[&str]) -> Vec<PartitionBatch> {
     let records = values

@@ -6,8 +6,8 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 
 use bytes::Bytes;
-use sluice_log::{Log, LogOptions};
 use sluice_core::batch::{PartitionBatch, Record};
+use sluice_log::{Log, LogOptions};
 
 const CHILD_DIR: &str = "SLUICE_LOG_KILL_CHILD_DIR";
 

@@ -5,8 +5,8 @@
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
-use sluice_log::{FsyncPolicy, Log, LogOptions};
 use sluice_core::batch::{PartitionBatch, Record};
+use sluice_log::{FsyncPolicy, Log, LogOptions};
 
 struct Rng(u64);
 

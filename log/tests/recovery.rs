@@ -5,8 +5,8 @@ use std::io::Write;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use sluice_log::{Log, LogError, LogOptions};
 use sluice_core::batch::{PartitionBatch, Record};
+use sluice_log::{Log, LogError, LogOptions};
 
 fn record(value: &str) -> Record {
     Record {

@@ -7,9 +7,9 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use bytes::Bytes;
+use sluice_core::batch::{PartitionBatch, Record};
 use sluice_log::storage::{FileSystem, SegmentFile, Storage};
 use sluice_log::{Log, LogError, LogOptions};
-use sluice_core::batch::{PartitionBatch, Record};
 
 /// What goes wrong next.
 #[derive(Debug, Default)]

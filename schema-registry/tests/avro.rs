@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use apache_avro::types::Value as Avro;
 use bytes::Bytes;
+use sluice_core::batch::{Header, StoredRecord};
 use sluice_core::change::{ChangeDecoder, SCHEMA_HEADER};
 use sluice_core::encode::{EncodedRecords, EventEncoder};
 use sluice_core::event::{
@@ -14,7 +15,6 @@ use sluice_core::event::{
 use sluice_core::position::{Lsn, Position};
 use sluice_core::sink::SinkRecord;
 use sluice_core::value::{Date, Decimal, Interval, Timestamp, Value};
-use sluice_core::batch::{Header, StoredRecord};
 use sluice_schema_registry::avro::encode::unscaled_bytes;
 use sluice_schema_registry::avro::{decode, AvroDecoder, AvroEncoder, DecimalHandling};
 use sluice_schema_registry::changes::RecordDecoder;

@@ -124,8 +124,7 @@ impl PostgresSourceConfig {
             message,
         };
         crate::validate_name(key, "source", &self.name)?;
-        self.connect_params()
-            .map_err(|e| err("url", e.0))?;
+        self.connect_params().map_err(|e| err("url", e.0))?;
         if self.tables.is_empty() {
             return Err(err(
                 "tables",

@@ -56,7 +56,11 @@ fn stored(records: Records, next: u64) -> Result<Vec<StoredRecord>, LogError> {
         headers: r.headers().to_vec(),
     };
     Ok(match records {
-        Records::Owned(records) => records.iter().enumerate().map(|(i, r)| owned(i, r)).collect(),
+        Records::Owned(records) => records
+            .iter()
+            .enumerate()
+            .map(|(i, r)| owned(i, r))
+            .collect(),
         Records::Packed(packed) => packed
             .views()
             .iter()
@@ -68,7 +72,9 @@ fn stored(records: Records, next: u64) -> Result<Vec<StoredRecord>, LogError> {
             let mut at = 0;
             while at < prepared.data.len() {
                 let header = batch::BatchHeader::parse(&prepared.data[at..])
-                    .and_then(|h| batch::decode(&prepared.data.slice(at..at + h.total_len), &mut out))
+                    .and_then(|h| {
+                        batch::decode(&prepared.data.slice(at..at + h.total_len), &mut out)
+                    })
                     .map_err(|e| LogError::Backend(e.into()))?;
                 at += header.total_len.max(BATCH_HEADER_LEN);
             }
@@ -152,7 +158,10 @@ impl EventLog for MemoryLog {
 
     fn stable_offset(&self, topic: &str, partition: u32) -> u64 {
         let state = self.state();
-        let records = state.topics.get(topic).and_then(|t| t.get(partition as usize));
+        let records = state
+            .topics
+            .get(topic)
+            .and_then(|t| t.get(partition as usize));
         records.map_or(0, |r| r.len() as u64)
     }
 
@@ -170,7 +179,10 @@ impl EventLog for MemoryLog {
         timestamp_ms: i64,
     ) -> Result<Option<u64>, LogError> {
         let state = self.state();
-        let records = state.topics.get(topic).and_then(|t| t.get(partition as usize));
+        let records = state
+            .topics
+            .get(topic)
+            .and_then(|t| t.get(partition as usize));
         Ok(records.and_then(|r| {
             r.iter()
                 .find(|r| r.timestamp_ms >= timestamp_ms)
@@ -178,7 +190,11 @@ impl EventLog for MemoryLog {
         }))
     }
 
-    async fn describe(&self, topic: &str, partition: u32) -> Result<PartitionDescription, LogError> {
+    async fn describe(
+        &self,
+        topic: &str,
+        partition: u32,
+    ) -> Result<PartitionDescription, LogError> {
         let stable = self.stable_offset(topic, partition);
         Ok(PartitionDescription {
             start: 0,
@@ -220,7 +236,11 @@ impl EventLog for MemoryLog {
 
     async fn commit_offsets(&self, group: &str, offsets: Offsets) -> Result<(), LogError> {
         let mut state = self.state();
-        state.groups.entry(group.to_owned()).or_default().extend(offsets);
+        state
+            .groups
+            .entry(group.to_owned())
+            .or_default()
+            .extend(offsets);
         Ok(())
     }
 

@@ -430,8 +430,8 @@ fn split_by_schema_version<D: ChangeDecoder>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::Bytes;
     use crate::batch::{Header, StoredRecord};
+    use bytes::Bytes;
 
     use crate::change::Change;
 

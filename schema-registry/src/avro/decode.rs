@@ -66,7 +66,8 @@ impl AvroDecoder {
             return Err(format!(
                 "{} bytes left after the datum of schema id {id}",
                 reader.bytes.len()
-            ).into());
+            )
+            .into());
         }
         Ok(value)
     }

@@ -276,7 +276,8 @@ fn write_fields(
                 return Err(format!(
                     "key column {} is NULL; a key needs a value in every column",
                     field.name
-                ).into())
+                )
+                .into())
             }
             (value, nullable) => {
                 if nullable {
@@ -291,7 +292,9 @@ fn write_fields(
 }
 
 fn mismatch(kind: &FieldKind, value: &Value) -> ValueError {
-    ValueError(format!("a {value:?} value does not fit the column's Avro type ({kind:?})"))
+    ValueError(format!(
+        "a {value:?} value does not fit the column's Avro type ({kind:?})"
+    ))
 }
 
 /// One non-null value as `kind`.
@@ -314,7 +317,8 @@ pub fn write_value(
             _ => Err(format!(
                 "the source did not send this unchanged TOASTed value and Avro type {kind:?} has \
                  no placeholder for it; set REPLICA IDENTITY FULL on the table"
-            ).into()),
+            )
+            .into()),
         };
     }
     match (kind, value) {
@@ -350,7 +354,8 @@ pub fn write_value(
             return Err(format!(
                 "{special} cannot be carried by an Avro decimal; set `avro_decimals = \"string\"` \
                  on the source to carry decimals as exact text"
-            ).into())
+            )
+            .into())
         }
         (FieldKind::DecimalText, Value::Decimal(d)) => {
             text.clear();
@@ -473,7 +478,8 @@ pub fn unscaled_bytes(text: &str, scale: u32) -> Result<Vec<u8>, ValueError> {
             return Err(format!(
                 "{text} has more than {scale} decimal places, which the column's Avro decimal \
                  cannot hold exactly"
-            ).into());
+            )
+            .into());
         }
         kept
     } else {

@@ -73,10 +73,11 @@ impl Registrar {
         &mut self,
         table: &Arc<TableSchema>,
     ) -> Result<Arc<RegisteredTable>, EncodeError> {
-        self.table_for(table, false)?.map_err(|refusal| EncodeError {
-            table: table.table.to_string(),
-            reason: refusal.0,
-        })
+        self.table_for(table, false)?
+            .map_err(|refusal| EncodeError {
+                table: table.table.to_string(),
+                reason: refusal.0,
+            })
     }
 
     /// `EventEncoder::prepare_table`.

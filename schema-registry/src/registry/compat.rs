@@ -271,7 +271,8 @@ fn json_can_read(writer: &Json, reader: &Json, path: &str) -> Result<(), Incompa
         (Json::Bool(true), _) => {
             return Err(format!(
                 "{path}: the writer allowed anything and the reader is constrained"
-            ).into())
+            )
+            .into())
         }
         (Json::Object(w), Json::Object(r)) => (w, r),
         _ => return Err(format!("{path}: a schema must be an object or a boolean").into()),
@@ -286,7 +287,8 @@ fn json_can_read(writer: &Json, reader: &Json, path: &str) -> Result<(), Incompa
                 return Err(format!(
                     "{path}: type {t} written by the writer is not accepted by the reader ({})",
                     r.join(", ")
-                ).into());
+                )
+                .into());
             }
         }
     } else if reader.contains_key("type") && !writer.contains_key("type") {
@@ -326,7 +328,8 @@ fn json_can_read(writer: &Json, reader: &Json, path: &str) -> Result<(), Incompa
     if let Some(name) = r_required.iter().find(|n| !w_required.contains(n)) {
         return Err(format!(
             "{path}: property '{name}' is required by the reader but optional for the writer"
-        ).into());
+        )
+        .into());
     }
     let closed = |schema: &serde_json::Map<String, Json>| {
         schema.get("additionalProperties") == Some(&Json::Bool(false))
@@ -337,7 +340,8 @@ fn json_can_read(writer: &Json, reader: &Json, path: &str) -> Result<(), Incompa
             None if closed(reader) => {
                 return Err(format!(
                     "{path}: property '{name}' was removed from a closed content model"
-                ).into())
+                )
+                .into())
             }
             None => {}
         }
@@ -350,7 +354,8 @@ fn json_can_read(writer: &Json, reader: &Json, path: &str) -> Result<(), Incompa
             return Err(format!(
                 "{path}: property '{name}' was added to an open content model (old data may \
                  hold any value under it)"
-            ).into());
+            )
+            .into());
         }
     }
     if let (Some(w_items), Some(r_items)) = (writer.get("items"), reader.get("items")) {

@@ -42,9 +42,13 @@ fn int_of(value: &My) -> Option<i128> {
 /// Converts a snapshot value the protocol sent as a string, without copying it first: text and
 /// decimals (short ones stay inline in the value); `None` for the other kinds, which go
 /// through [`convert`].
-pub(super) fn convert_snapshot_bytes(bytes: &[u8], kind: &Kind) -> Option<Result<Value, Unreadable>> {
-    let text =
-        || std::str::from_utf8(bytes).map_err(|_| Unreadable::from("holds bytes that are not UTF-8"));
+pub(super) fn convert_snapshot_bytes(
+    bytes: &[u8],
+    kind: &Kind,
+) -> Option<Result<Value, Unreadable>> {
+    let text = || {
+        std::str::from_utf8(bytes).map_err(|_| Unreadable::from("holds bytes that are not UTF-8"))
+    };
     match kind {
         // The snapshot session's character set is utf8mb4 whatever the column's.
         Kind::Text { .. } => Some(text().map(|t| Value::Text(t.into()))),
@@ -192,7 +196,8 @@ pub(super) fn convert(
                         return Err(format!(
                             "holds enum index {index}, beyond its {} labels",
                             labels.len()
-                        ).into())
+                        )
+                        .into())
                     }
                 }
             }

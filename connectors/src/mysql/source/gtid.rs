@@ -24,7 +24,11 @@ impl MariadbGtidList {
         let mut list = MariadbGtidList::default();
         for gtid in text.split(',').map(str::trim).filter(|g| !g.is_empty()) {
             let parts: Vec<&str> = gtid.split('-').collect();
-            let bad = || GtidError(format!("{gtid:?} is not a MariaDB GTID (domain-server-seq)"));
+            let bad = || {
+                GtidError(format!(
+                    "{gtid:?} is not a MariaDB GTID (domain-server-seq)"
+                ))
+            };
             if parts.len() != 3 {
                 return Err(bad());
             }

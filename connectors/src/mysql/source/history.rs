@@ -186,7 +186,11 @@ impl TableDef {
         self.columns
             .iter()
             .position(|c| c.name.eq_ignore_ascii_case(name))
-            .ok_or_else(|| AlterError(format!("it names column {name}, which the table does not have")))
+            .ok_or_else(|| {
+                AlterError(format!(
+                    "it names column {name}, which the table does not have"
+                ))
+            })
     }
 
     fn place(&mut self, row: ColumnRow, place: &Place, at: usize) -> Result<(), AlterError> {

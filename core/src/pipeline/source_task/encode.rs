@@ -6,10 +6,10 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use bytes::Bytes;
 use crate::batch::{
     BatchBuilder, Compression, Header, PackedEntry, PackedRecords, PartitionBatch, Record, Records,
 };
+use bytes::Bytes;
 
 use super::super::PipelineError;
 use crate::change::SCHEMA_HEADER;
