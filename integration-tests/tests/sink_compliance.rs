@@ -35,9 +35,12 @@ struct Jsonl {
 }
 
 impl Jsonl {
+    /// The complete lines: the kit polls while the sink writes, so the last line may be
+    /// half-written (or torn by the kit's crash, until the restarted sink truncates it).
     fn lines(&self) -> Vec<Json> {
-        std::fs::read_to_string(self.dir.path().join("out.jsonl"))
-            .unwrap_or_default()
+        let text = std::fs::read_to_string(self.dir.path().join("out.jsonl")).unwrap_or_default();
+        let complete = text.rfind('\n').map_or("", |end| &text[..end]);
+        complete
             .lines()
             .map(|line| serde_json::from_str(line).unwrap())
             .collect()
