@@ -31,11 +31,10 @@ use sluice_core::clock::now_us;
 use std::sync::Arc;
 
 use sluice_core::checkpoint::{Checkpoint, SnapshotProgress};
-use sluice_core::event::{ChangeEvent, Column, DataType, SnapshotMarker, TableSchema};
+use sluice_core::event::{Column, DataType, TableSchema};
 use sluice_core::position::{Lsn, Position};
 use sluice_core::retry::{sqlstate_class, Classify, ErrorKind, ServerErrorClass};
 use sluice_core::source::{Source, SourceBatch};
-use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 pub use self::config::PostgresSourceConfig;
@@ -43,7 +42,7 @@ use self::config::SnapshotMode;
 pub use self::protocol::ServerError;
 use self::protocol::WireConnection;
 use self::replication::{BatchLimits, RelationContext, Stream};
-use self::snapshot::SnapshotTable;
+use self::snapshot::{ReadAs, SnapshotPhase, SnapshotState, SnapshotTable, TableProgress};
 use self::text_format::PgType;
 
 /// Errors of the Postgres source, classified for retry in [`Classify`].
@@ -169,22 +168,8 @@ impl Classify for PostgresError {
 
 enum Phase {
     Stopped,
-    Snapshot(SnapshotPhase),
+    Snapshot(Box<SnapshotPhase>),
     Streaming(Box<Stream>),
-}
-
-struct SnapshotPhase {
-    /// The replication connection that exported the snapshot; it streams once the snapshot ends.
-    conn: WireConnection,
-    rx: mpsc::Receiver<Result<Vec<ChangeEvent>, PostgresError>>,
-    consistent_point: Lsn,
-    /// The last chunk read, held back so that the snapshot's final event can be marked `last`.
-    /// Whole chunks move into batches, so events are not copied from one vector to another.
-    held_back: Option<Vec<ChangeEvent>>,
-    first_emitted: bool,
-    /// Whether the log has been handed the checkpoint that records the slot as this source's
-    /// (a snapshot begun at its consistent point), before any row.
-    claimed: bool,
 }
 
 /// The Postgres source (see the module docs).
@@ -255,14 +240,24 @@ impl PostgresSource {
         WireConnection::connect(&self.connect_params()?).await
     }
 
+    /// Starts the initial snapshot, or resumes one from `resume` (its progress, and the
+    /// consistent point of the slot it began on, which is still there).
     async fn begin_snapshot(
         &mut self,
         server_version: i32,
         tables: &[catalog::CapturedTable],
+        resume: Option<(SnapshotState, Lsn)>,
     ) -> Result<(), PostgresError> {
         let slot = self.config.slot_name();
+        let tid_range_scans = server_version >= 140_000;
+        let chunk_blocks = resume
+            .as_ref()
+            .map_or(self.config.snapshot_chunk_blocks, |(state, _)| {
+                state.chunk_blocks
+            });
         let ctx = self.ctx.as_mut().expect("catalog connected in start");
         let mut snapshot_tables = Vec::with_capacity(tables.len());
+        let mut filenodes = Vec::with_capacity(tables.len());
         for table in tables {
             let columns = catalog::table_columns(&ctx.client, table.oid).await?;
             let mut schema_columns = Vec::with_capacity(columns.len());
@@ -290,11 +285,16 @@ impl PostgresSource {
                     nullable: !column.not_null,
                 });
             }
-            let blocks: i64 = ctx
+            let size = ctx
                 .client
-                .query_one("SELECT (pg_relation_size($1::oid::regclass) / current_setting('block_size')::int)::int8", &[&table.oid])
-                .await?
-                .get(0);
+                .query_one(
+                    "SELECT (pg_relation_size($1::oid::regclass) / current_setting('block_size')::int)::int8, \
+                     coalesce(pg_relation_filenode($1::oid::regclass), 0)::int8",
+                    &[&table.oid],
+                )
+                .await?;
+            let blocks = u64::try_from(size.get::<_, i64>(0)).unwrap_or(0);
+            filenodes.push(size.get::<_, i64>(1));
             snapshot_tables.push(SnapshotTable {
                 table: table.clone(),
                 schema: Arc::new(TableSchema {
@@ -307,32 +307,76 @@ impl PostgresSource {
                     .iter()
                     .map(|c| binary_format::BinaryType::of(c.type_oid))
                     .collect(),
-                blocks: u64::try_from(blocks).unwrap_or(0),
+                blocks,
+                chunks: snapshot::chunk_count(blocks, chunk_blocks, tid_range_scans),
+                unchanged_since: None,
             });
         }
-        let mut conn = self.connect_replication().await?;
-        let created = setup::create_slot(&mut conn, &slot, true).await?;
-        let snapshot_name = created
-            .snapshot_name
-            .ok_or_else(|| PostgresError::protocol("the slot exported no snapshot"))?;
+        let (conn, read_as, consistent_point, state) = match resume {
+            None => {
+                let mut conn = self.connect_replication().await?;
+                let created = setup::create_slot(&mut conn, &slot, true).await?;
+                let snapshot_name = created
+                    .snapshot_name
+                    .ok_or_else(|| PostgresError::protocol("the slot exported no snapshot"))?;
+                let ctx = self.ctx.as_ref().expect("catalog connected in start");
+                let txid_snapshot = setup::txid_snapshot_of(&ctx.client, &snapshot_name).await?;
+                let mut state = SnapshotState {
+                    txid_snapshot,
+                    snapshot_ts_us: now_us(),
+                    chunk_blocks,
+                    chunks_total: 0,
+                    chunks_done: 0,
+                    tables: snapshot_tables
+                        .iter()
+                        .zip(&filenodes)
+                        .map(|(t, filenode)| TableProgress {
+                            oid: t.table.oid,
+                            name: t.table.id.to_string(),
+                            filenode: *filenode,
+                            chunks: t.chunks,
+                            done: Vec::new(),
+                        })
+                        .collect(),
+                };
+                state.recount();
+                (
+                    Some(conn),
+                    ReadAs::Exported(snapshot_name),
+                    created.consistent_point,
+                    state,
+                )
+            }
+            Some((state, consistent_point)) => {
+                let ctx = self.ctx.as_ref().expect("catalog connected in start");
+                let state =
+                    resume_plan(&ctx.client, state, &mut snapshot_tables, &filenodes).await?;
+                (None, ReadAs::Fresh, consistent_point, state)
+            }
+        };
+        let done = {
+            let state = state.clone();
+            move |id: snapshot::ChunkId| state.table(id.table).is_some_and(|t| t.is_done(id.index))
+        };
         let rx = snapshot::spawn(
             self.connect_params()?,
-            snapshot_name,
+            read_as,
             snapshot_tables,
+            chunk_blocks,
+            done,
             self.config.snapshot_parallelism,
-            server_version >= 140_000,
-            created.consistent_point,
-            now_us(),
+            consistent_point,
+            state.snapshot_ts_us,
             self.limits().max_events,
         );
-        self.phase = Phase::Snapshot(SnapshotPhase {
+        let resumed = conn.is_none();
+        self.phase = Phase::Snapshot(Box::new(SnapshotPhase::new(
             conn,
             rx,
-            consistent_point: created.consistent_point,
-            held_back: None,
-            first_emitted: false,
-            claimed: false,
-        });
+            consistent_point,
+            state,
+            resumed,
+        )));
         Ok(())
     }
 
@@ -341,82 +385,35 @@ impl PostgresSource {
         let Phase::Snapshot(phase) = &mut self.phase else {
             unreachable!("called in the snapshot phase")
         };
+        let in_progress = |phase: &SnapshotPhase| Checkpoint {
+            position: Position::PgLsn(phase.consistent_point),
+            snapshot: SnapshotProgress::InProgress,
+            snapshot_state: Some(phase.state.to_value()),
+        };
         if !phase.claimed {
             // Before any row: proof for a restart that the slot is this source's (see start).
             phase.claimed = true;
+            return Ok(Some(SourceBatch::new(Vec::new(), Some(in_progress(phase)))));
+        }
+        let Some(batch) = phase.next_batch(limits.max_events).await? else {
+            return Ok(None);
+        };
+        if !batch.finished {
             return Ok(Some(SourceBatch::new(
-                Vec::new(),
-                Some(Checkpoint {
-                    position: Position::PgLsn(phase.consistent_point),
-                    snapshot: SnapshotProgress::InProgress,
-                }),
-            )));
-        }
-        // The newest chunk is held back: only once the snapshot ends is its last event known to
-        // be the snapshot's last. A batch is whole chunks, of about `max_events` events in all.
-        let mut events: Vec<ChangeEvent> = Vec::new();
-        let mut finished = false;
-        let idle_until = tokio::time::Instant::now() + std::time::Duration::from_secs(1);
-        loop {
-            let held = phase.held_back.as_ref().map_or(0, Vec::len);
-            if !events.is_empty() && events.len() + held >= limits.max_events {
-                break;
-            }
-            let chunk = if events.is_empty() {
-                match tokio::time::timeout_at(idle_until, phase.rx.recv()).await {
-                    Ok(chunk) => chunk,
-                    Err(_) => return Ok(None),
-                }
-            } else {
-                match phase.rx.try_recv() {
-                    Ok(chunk) => Some(chunk),
-                    Err(mpsc::error::TryRecvError::Empty) => break,
-                    Err(mpsc::error::TryRecvError::Disconnected) => None,
-                }
-            };
-            let Some(chunk) = chunk else {
-                finished = true;
-                append_chunk(&mut events, phase.held_back.take());
-                break;
-            };
-            let previous = phase.held_back.replace(chunk?);
-            append_chunk(&mut events, previous);
-        }
-        if finished {
-            if let Some(last) = events.last_mut() {
-                last.snapshot = SnapshotMarker::Last;
-            }
-        }
-        if !phase.first_emitted {
-            let only_event = finished && events.len() == 1;
-            if let Some(first) = events.first_mut() {
-                first.snapshot = if only_event {
-                    SnapshotMarker::Last
-                } else {
-                    SnapshotMarker::First
-                };
-                phase.first_emitted = true;
-            }
-        }
-        let position = Position::PgLsn(phase.consistent_point);
-        if !finished {
-            if events.is_empty() {
-                return Ok(None);
-            }
-            return Ok(Some(SourceBatch::new(
-                events,
-                Some(Checkpoint {
-                    position,
-                    snapshot: SnapshotProgress::InProgress,
-                }),
+                batch.events,
+                Some(in_progress(phase)),
             )));
         }
         tracing::info!(consistent_point = %phase.consistent_point, "snapshot complete");
         let Phase::Snapshot(phase) = std::mem::replace(&mut self.phase, Phase::Stopped) else {
             unreachable!()
         };
+        let conn = match phase.conn {
+            Some(conn) => conn,
+            None => self.connect_replication().await?,
+        };
         let stream = Stream::start(
-            phase.conn,
+            conn,
             &self.config.slot_name(),
             &self.config.publication_name(),
             phase.consistent_point,
@@ -426,22 +423,81 @@ impl PostgresSource {
         .await?;
         self.phase = Phase::Streaming(Box::new(stream));
         Ok(Some(SourceBatch::new(
-            events,
+            batch.events,
             Some(Checkpoint {
-                position,
+                position: Position::PgLsn(phase.consistent_point),
                 snapshot: SnapshotProgress::Done,
+                snapshot_state: None,
             }),
         )))
     }
 }
 
-/// Moves `chunk` to the end of `events` (without copying when `events` is empty).
-fn append_chunk(events: &mut Vec<ChangeEvent>, chunk: Option<Vec<ChangeEvent>>) {
-    match chunk {
-        Some(chunk) if events.is_empty() => *events = chunk,
-        Some(mut chunk) => events.append(&mut chunk),
-        None => {}
+/// Readies a resumed snapshot: tables it had begun keep their chunking and done chunks (all
+/// of them read again if the table was rewritten since), and read only the rows the original
+/// snapshot saw, unless transaction ids wrapped since; tables new to the publication are read
+/// whole. Returns the state to go on from.
+async fn resume_plan(
+    client: &tokio_postgres::Client,
+    mut state: SnapshotState,
+    tables: &mut [SnapshotTable],
+    filenodes: &[i64],
+) -> Result<SnapshotState, PostgresError> {
+    let now_xmax: i64 = client
+        .query_one("SELECT txid_snapshot_xmax(txid_current_snapshot())", &[])
+        .await?
+        .get(0);
+    // Below 2^32 the 32-bit xmin of a row is its full transaction id, and the comparison with
+    // the original snapshot is exact. Past it an old frozen row's xmin is ambiguous: read
+    // everything as of now (streaming then replays changes made since the original snapshot
+    // after rows that already show them; the end state is the same).
+    let exact = now_xmax < (1 << 32) && state.xmax().is_some_and(|x| x < (1 << 32));
+    if !exact {
+        tracing::warn!(
+            "transaction ids have wrapped since the database began: the resumed chunks are read \
+             as of now, so changes made since the snapshot began arrive after rows that already \
+             show them (the end state is the same)"
+        );
     }
+    let mut kept = Vec::with_capacity(tables.len());
+    for (table, filenode) in tables.iter_mut().zip(filenodes) {
+        let progress = match state.table(table.table.oid) {
+            Some(progress) if progress.filenode == *filenode => {
+                table.chunks = progress.chunks;
+                table.unchanged_since = exact.then(|| state.txid_snapshot.clone());
+                progress.clone()
+            }
+            Some(progress) => {
+                tracing::warn!(table = %table.table.id, "the table was rewritten (VACUUM FULL, CLUSTER, ALTER TYPE) while the snapshot was interrupted: reading it again from its start");
+                table.unchanged_since = exact.then(|| state.txid_snapshot.clone());
+                TableProgress {
+                    filenode: *filenode,
+                    chunks: table.chunks,
+                    done: Vec::new(),
+                    ..progress.clone()
+                }
+            }
+            None => {
+                tracing::warn!(table = %table.table.id, "a table new to the publication is read whole as of now");
+                TableProgress {
+                    oid: table.table.oid,
+                    name: table.table.id.to_string(),
+                    filenode: *filenode,
+                    chunks: table.chunks,
+                    done: Vec::new(),
+                }
+            }
+        };
+        kept.push(progress);
+    }
+    state.tables = kept;
+    state.recount();
+    tracing::info!(
+        done = state.chunks_done,
+        total = state.chunks_total,
+        "resuming the interrupted snapshot at the chunks not yet in the log"
+    );
+    Ok(state)
 }
 
 impl Source for PostgresSource {
@@ -462,29 +518,27 @@ impl Source for PostgresSource {
             patterns: self.config.tables.clone(),
         });
 
-        let resume_lsn = match &resume {
-            Some(Checkpoint {
-                position: Position::PgLsn(lsn),
-                snapshot: SnapshotProgress::Done,
-            }) => Some(*lsn),
-            Some(Checkpoint {
-                position: Position::PgLsn(_),
-                snapshot: SnapshotProgress::InProgress,
-            }) => {
-                tracing::warn!("the last run stopped during the initial snapshot; taking it again from the start");
-                None
-            }
-            Some(Checkpoint { position, .. }) => {
-                return Err(PostgresError::Setup {
+        let resume_lsn =
+            match &resume {
+                Some(Checkpoint {
+                    position: Position::PgLsn(lsn),
+                    snapshot: SnapshotProgress::Done,
+                    ..
+                }) => Some(*lsn),
+                Some(Checkpoint {
+                    position: Position::PgLsn(_),
+                    snapshot: SnapshotProgress::InProgress,
+                    ..
+                }) => None,
+                Some(Checkpoint { position, .. }) => return Err(PostgresError::Setup {
                     problem: format!(
                     "the log's checkpoint for this source is {position}, not a Postgres position"
                 ),
                     fix: "give this source a new name, or point [log] dir at this source's own log"
                         .into(),
-                })
-            }
-            None => None,
-        };
+                }),
+                None => None,
+            };
         if let Some(state) = &slot {
             setup::check_slot_database(&slot_name, state, &self.dbname())?;
             if let Some(pid) = state.active_pid {
@@ -502,7 +556,8 @@ impl Source for PostgresSource {
                     Some(Checkpoint {
                         position: Position::PgLsn(began),
                         snapshot: SnapshotProgress::InProgress,
-                    }) if state.confirmed_flush == Some(*began)
+                    ..
+                }) if state.confirmed_flush == Some(*began)
                 );
                 if self.config.adopt_slot && resume.is_none() {
                     let start = state.confirmed_flush.unwrap_or_default();
@@ -517,13 +572,27 @@ impl Source for PostgresSource {
                 if !snapshot_began_here {
                     return Err(setup::foreign_slot(&slot_name, state, None));
                 }
+                let progress = resume
+                    .as_ref()
+                    .and_then(|c| c.snapshot_state.as_ref())
+                    .and_then(SnapshotState::from_value);
+                if let (Some(progress), Some(began)) = (progress, state.confirmed_flush) {
+                    tracing::info!(slot = %slot_name, "the last run stopped during the initial snapshot; resuming it on its slot");
+                    return self
+                        .begin_snapshot(server.version_num, &tables, Some((progress, began)))
+                        .await;
+                }
+                tracing::warn!("the last run stopped during the initial snapshot and the log does not say how far it got (written by an older sluice); taking it again from the start");
                 let client = &self.ctx.as_ref().expect("set above").client;
                 // No committed stream position depends on this slot: start it over.
                 setup::drop_slot(client, &slot_name).await?;
-                return self.begin_snapshot(server.version_num, &tables).await;
+                return self.begin_snapshot(server.version_num, &tables, None).await;
             }
             (None, None) if snapshot_mode != SnapshotMode::Never || resume.is_some() => {
-                return self.begin_snapshot(server.version_num, &tables).await;
+                if resume.is_some() {
+                    tracing::warn!(slot = %slot_name, "the last run stopped during the initial snapshot and its slot is gone; taking it again from the start (rows it had read stay in the log)");
+                }
+                return self.begin_snapshot(server.version_num, &tables, None).await;
             }
             (None, None) => {
                 let mut conn = self.connect_replication().await?;
@@ -538,7 +607,7 @@ impl Source for PostgresSource {
             (Some(lsn), None) => {
                 if snapshot_mode == SnapshotMode::WhenNeeded {
                     tracing::warn!(slot = %slot_name, "replication slot is gone; taking a new snapshot (snapshot = when_needed)");
-                    return self.begin_snapshot(server.version_num, &tables).await;
+                    return self.begin_snapshot(server.version_num, &tables, None).await;
                 }
                 return Err(PostgresError::Setup {
                     problem: format!("replication slot {slot_name} does not exist, so changes after {lsn} may be lost"),
@@ -585,6 +654,7 @@ impl Source for PostgresSource {
                         end.map(|end| Checkpoint {
                             position: Position::PgLsn(end),
                             snapshot: SnapshotProgress::Done,
+                            snapshot_state: None,
                         }),
                     )
                 }))
@@ -604,7 +674,11 @@ impl Source for PostgresSource {
     async fn shutdown(&mut self) -> Result<(), PostgresError> {
         match std::mem::replace(&mut self.phase, Phase::Stopped) {
             Phase::Streaming(stream) => stream.close().await,
-            Phase::Snapshot(phase) => phase.conn.close().await,
+            Phase::Snapshot(phase) => {
+                if let Some(conn) = phase.conn {
+                    conn.close().await;
+                }
+            }
             Phase::Stopped => {}
         }
         self.ctx = None;

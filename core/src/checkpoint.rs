@@ -12,12 +12,16 @@ use crate::position::Position;
 pub struct Checkpoint {
     pub position: Position,
     pub snapshot: SnapshotProgress,
+    /// While a snapshot is in progress: what the source needs to resume it where it stopped
+    /// (its own format, e.g. the chunks already in the log), instead of starting it over.
+    pub snapshot_state: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SnapshotProgress {
-    /// An initial snapshot was being written; it must be redone from scratch on restart.
+    /// An initial snapshot was being written; on restart it resumes from the checkpoint's
+    /// `snapshot_state` (or, without one, starts over).
     InProgress,
     /// No snapshot is running: stream from `position`.
     Done,
@@ -30,6 +34,8 @@ struct Stored {
     /// The log commit this checkpoint closed (see [`COMMIT_HEADER`]); absent in old logs.
     #[serde(default, skip_serializing_if = "is_zero")]
     commit: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    snapshot_state: Option<serde_json::Value>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -67,6 +73,7 @@ impl Checkpoint {
             position: self.position.to_string(),
             snapshot: self.snapshot,
             commit,
+            snapshot_state: self.snapshot_state.clone(),
         };
         serde_json::to_string(&stored).expect("checkpoints serialize")
     }
@@ -89,6 +96,7 @@ impl Checkpoint {
         Ok(Checkpoint {
             position,
             snapshot: stored.snapshot,
+            snapshot_state: stored.snapshot_state,
         })
     }
 }
@@ -103,6 +111,7 @@ mod tests {
         let checkpoint = Checkpoint {
             position: Position::PgLsn(Lsn(0x1_0000_0010)),
             snapshot: SnapshotProgress::Done,
+            snapshot_state: None,
         };
         let json = checkpoint.to_json();
         assert_eq!(json, r#"{"position":"pg:1/10","snapshot":"done"}"#);

@@ -230,6 +230,7 @@ impl Kit {
         let checkpoint = Checkpoint {
             position: Position::PgLsn(Lsn(self.lsn)),
             snapshot: SnapshotProgress::Done,
+            snapshot_state: None,
         };
         self.queue
             .lock()

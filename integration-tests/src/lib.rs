@@ -61,7 +61,8 @@ pub fn unique_name(prefix: &str) -> String {
     )
 }
 
-fn psql(db: &str, sql: &str) -> std::process::Output {
+/// Runs `sql` in database `db` through psql (for threads that outlive a borrow of a `TestDb`).
+pub fn psql(db: &str, sql: &str) -> std::process::Output {
     Command::new("psql")
         .args([
             "-h",

@@ -2,10 +2,15 @@
 //! idle while others write, a transaction fills its batches exactly. Each test reproduces an
 //! observation from the field (issue 14) against a real server.
 
+use std::collections::BTreeMap;
+
+use serde_json::Value as Json;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sluice_integration_tests::{
-    admin, events, source_config, wait_for, PrivateCluster, Sluice, TestDb,
+    admin, events, psql, source_config, wait_for, PrivateCluster, Rng, Sluice, TestDb,
 };
 
 /// The ids of a topic's data events, in log order.
@@ -242,58 +247,161 @@ async fn a_second_pipeline_with_the_same_source_name_leaves_the_running_ones_slo
     assert!(first.is_running(), "{}", first.stderr());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_crash_during_the_snapshot_restarts_it_on_the_slot_sluice_created() {
-    let db = TestDb::create();
-    db.exec(
-        "CREATE TABLE big (id int PRIMARY KEY, pad text); \
-         INSERT INTO big SELECT g, repeat('x', 200) FROM generate_series(1, 300000) g",
-    );
-    let mut sluice = Sluice::new(&source_config(
-        &db,
-        "snapshot_parallelism = 1\nmax_batch_events = 500",
-    ));
-    sluice.start();
-    wait_for(
-        Duration::from_secs(60),
-        "the snapshot to begin writing",
-        || !sluice.records("src.public.big").is_empty(),
-    )
-    .await;
-    sluice.kill();
-    let after_crash = slot_identity(&db, &db.name);
-    assert!(
-        !after_crash.is_empty(),
-        "the interrupted snapshot's slot is there"
-    );
+/// md5 of `big`'s rows in key order.
+fn big_checksum(db: &TestDb) -> String {
+    db.exec("SELECT md5(coalesce(string_agg(id || ':' || v || ':' || pad, '|' ORDER BY id), '')) FROM big")
+}
 
+/// How many records `topic` holds (`sluice log topics`: cheap, unlike reading them all).
+fn logged(sluice: &Sluice, topic: &str) -> u64 {
+    let (_, out) = sluice_command(&["log", "topics"], &sluice.config);
+    out.lines()
+        .find(|line| line.starts_with(&format!("{topic}\t")))
+        .and_then(|line| line.rsplit("records=").next())
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// A writer that updates, deletes and inserts rows of `big` until `stop` is set; returns how
+/// many statements it ran.
+fn big_writer(db: String, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u64> {
+    std::thread::spawn(move || {
+        let mut rng = Rng::new(42);
+        let mut statements = 0;
+        let mut next_id = 1_000_000;
+        while !stop.load(Ordering::Relaxed) {
+            let sql = format!(
+                "UPDATE big SET v = v + 1 WHERE id IN ({}, {}, {}); DELETE FROM big WHERE id = {}; \
+                 INSERT INTO big VALUES ({next_id}, 0, 'new');",
+                1 + rng.below(400_000),
+                1 + rng.below(400_000),
+                1 + rng.below(400_000),
+                1 + rng.below(400_000),
+            );
+            let out = psql(&db, &sql);
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            next_id += 1;
+            statements += 1;
+        }
+        statements
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_killed_three_times_resumes_on_its_slot_and_writes_each_row_once() {
+    let db = TestDb::create();
+    let target = TestDb::create();
+    db.exec(
+        "CREATE TABLE big (id int PRIMARY KEY, v int NOT NULL, pad text); \
+         INSERT INTO big SELECT g, 0, repeat('x', 200) FROM generate_series(1, 400000) g",
+    );
+    let config = format!(
+        "{}[[sinks]]\nname = \"replica\"\nkind = \"postgres\"\nurl = \"{}\"\ntopics = [\"src.public.*\"]\n",
+        source_config(
+            &db,
+            "snapshot_parallelism = 2\nmax_batch_events = 100\nsnapshot_chunk_blocks = 32",
+        ),
+        target.url()
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = big_writer(db.name.clone(), Arc::clone(&stop));
+    let mut sluice = Sluice::new(&config);
+    let mut slot = None;
+    let mut seen = 0;
+    let mut stderr = String::new();
+    for round in 1..=3 {
+        sluice.start();
+        wait_for(
+            Duration::from_secs(60),
+            "the snapshot to write more rows",
+            || logged(&sluice, "src.public.big") > seen,
+        )
+        .await;
+        sluice.kill();
+        let run = sluice.stderr();
+        seen = logged(&sluice, "src.public.big");
+        let identity = slot_identity(&db, &db.name);
+        assert!(!identity.is_empty(), "round {round}: the slot is there");
+        if !run.contains("snapshot complete") {
+            assert_eq!(
+                *slot.get_or_insert_with(|| identity.clone()),
+                identity,
+                "round {round}: the slot is the one the snapshot began on"
+            );
+        }
+        stderr.push_str(&run);
+    }
     sluice.start();
     db.wait_for_streaming().await;
-    db.exec("INSERT INTO big VALUES (0, 'after')");
-    wait_for(
-        Duration::from_secs(120),
-        "the snapshot again and a streamed row",
-        || {
-            events(&sluice.records("src.public.big"))
-                .iter()
-                .any(|e| e["op"] == "c" && e["after"]["id"] == 0)
-        },
-    )
-    .await;
-    let stderr = sluice.stderr();
+    stop.store(true, Ordering::Relaxed);
+    let statements = writer.join().expect("the writer ran");
+    assert!(statements > 10, "the writer ran {statements} statements");
+    stderr.push_str(&sluice.stderr());
     assert!(
-        stderr.contains("taking it again from the start")
-            && stderr.contains("dropping replication slot"),
+        stderr.contains("resuming the interrupted snapshot"),
+        "no run resumed a snapshot:\n{stderr}"
+    );
+    assert!(
+        !stderr.contains("taking it again from the start"),
         "{stderr}"
     );
-    assert_ne!(
-        slot_identity(&db, &db.name),
-        after_crash,
-        "its own slot was made anew"
+
+    // The replica equals the source, and the log holds each row's snapshot read at most once.
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while big_checksum(&db) != big_checksum(&target) {
+        assert!(
+            Instant::now() < deadline,
+            "the replica still differs from the source:\n{}",
+            sluice.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let log = events(&sluice.records("src.public.big"));
+    let mut reads: BTreeMap<i64, u32> = BTreeMap::new();
+    for event in log.iter().filter(|e| e["op"] == "r") {
+        *reads
+            .entry(event["after"]["id"].as_i64().expect("id"))
+            .or_default() += 1;
+    }
+    let twice: Vec<_> = reads.iter().filter(|(_, n)| **n > 1).take(5).collect();
+    assert!(twice.is_empty(), "rows read into the log twice: {twice:?}");
+    let rows = sluice_integration_tests::fold_rows(&log, "id");
+    let source: BTreeMap<String, String> = db
+        .exec("SELECT id || ' ' || v FROM big")
+        .lines()
+        .map(|line| {
+            let (id, v) = line.split_once(' ').expect("id v");
+            (id.to_owned(), v.to_owned())
+        })
+        .collect();
+    assert_eq!(
+        rows.len(),
+        source.len(),
+        "the log folds to the source's rows"
     );
-    let rows =
-        sluice_integration_tests::fold_rows(&events(&sluice.records("src.public.big")), "id");
-    assert_eq!(rows.len(), 300_001);
+    for (id, v) in &source {
+        let history = || {
+            let events: Vec<&Json> = log
+                .iter()
+                .filter(|e| {
+                    [&e["after"]["id"], &e["before"]["id"]]
+                        .iter()
+                        .any(|k| k.to_string() == **id)
+                })
+                .collect();
+            format!("{events:?}")
+        };
+        assert_eq!(
+            rows.get(id).map(|row| row["v"].to_string()),
+            Some(v.clone()),
+            "row {id}: {}",
+            history()
+        );
+    }
 }
 
 /// Runs `sluice ARGS -c CONFIG` to its end with a deadline; returns (exit code, stdout+stderr).

@@ -405,6 +405,27 @@ pub(super) async fn slot_in_use(client: &Client, slot: &str, pid: i32) -> Postgr
     }
 }
 
+/// The transaction snapshot an exported snapshot is (`txid_current_snapshot()` text), read by
+/// importing it: what a resumed snapshot compares rows' `xmin` with.
+pub(super) async fn txid_snapshot_of(
+    client: &Client,
+    snapshot_name: &str,
+) -> Result<String, PostgresError> {
+    let rows = client
+        .simple_query(&format!(
+            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT '{}'; \
+             SELECT txid_current_snapshot()::text; COMMIT",
+            snapshot_name.replace('\'', "''")
+        ))
+        .await?;
+    rows.iter()
+        .find_map(|message| match message {
+            tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
+            _ => None,
+        })
+        .ok_or_else(|| PostgresError::protocol("txid_current_snapshot() returned no row"))
+}
+
 pub(super) async fn drop_slot(client: &Client, slot: &str) -> Result<(), PostgresError> {
     tracing::info!(slot, "dropping replication slot");
     client

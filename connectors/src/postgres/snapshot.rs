@@ -1,13 +1,18 @@
 //! The initial snapshot: every captured row as a `r` event, consistent with the slot.
 //!
 //! The slot is created with an exported snapshot; `parallelism` connections each import it
-//! (`SET TRANSACTION SNAPSHOT`) and COPY their share of the tables out, split by ctid block
-//! ranges so one large table is read in parallel. Tables whose columns all have a binary reading
+//! (`SET TRANSACTION SNAPSHOT`) and COPY the tables out in chunks of ctid block ranges, so one
+//! large table is read in parallel. Tables whose columns all have a binary reading
 //! (`binary_format`) are copied in binary, the rest in text. All readers see exactly the
 //! database as of the slot's consistent point, and streaming starts from that point: no change
-//! is missed and none is seen twice. A crash during the snapshot leaves its checkpoint marked
-//! in progress; the next start drops the slot and snapshots again (sinks see those `r` rows
-//! again, which they apply idempotently).
+//! is missed and none is seen twice.
+//!
+//! Each batch carries whole chunks and records them in its checkpoint (`progress`). After a
+//! crash the snapshot resumes at the chunks not yet in the log, on the same slot, reading only
+//! the rows unchanged since the original snapshot (see `progress` for why that is exact).
+
+mod phase;
+mod progress;
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -23,8 +28,8 @@ use super::protocol::{quote_ident, ConnectParams, Session, WireConnection};
 use super::text_format::{self, PgType};
 use super::PostgresError;
 
-/// Tables smaller than this many blocks (8 KiB each) are read in one piece.
-const MIN_BLOCKS_PER_RANGE: u64 = 1_024;
+pub(super) use phase::SnapshotPhase;
+pub(super) use progress::{chunk_count, ChunkId, SnapshotState, TableProgress};
 
 /// A captured table with everything needed to read and decode it.
 #[derive(Debug, Clone)]
@@ -36,73 +41,93 @@ pub(super) struct SnapshotTable {
     pub binary: Option<Vec<BinaryType>>,
     /// Estimated size in blocks, for splitting.
     pub blocks: u64,
+    /// How many chunks the table is read in (fixed when the snapshot begins).
+    pub chunks: u32,
+    /// Resuming: read only rows whose inserting transaction this snapshot
+    /// (`txid_current_snapshot()` text) saw, as the original snapshot would have.
+    pub unchanged_since: Option<String>,
 }
 
-/// One unit of reading: a table, or a block range of one.
+/// One unit of reading, committing and resuming: a table's block range.
 #[derive(Debug, Clone)]
-struct Range {
+struct Chunk {
     table: usize,
+    id: ChunkId,
     blocks: Option<(u64, Option<u64>)>,
 }
 
-/// Splits tables into block ranges so that `parallelism` readers share the work evenly.
-fn plan(tables: &[SnapshotTable], parallelism: usize, tid_range_scans: bool) -> VecDeque<Range> {
-    let mut ranges = VecDeque::new();
-    let total: u64 = tables.iter().map(|t| t.blocks).sum();
-    let per_range = (total / (parallelism as u64 * 4).max(1)).max(MIN_BLOCKS_PER_RANGE);
+/// The chunks still to read, table by table (`done` says which are in the log already).
+fn plan(
+    tables: &[SnapshotTable],
+    chunk_blocks: u64,
+    done: impl Fn(ChunkId) -> bool,
+) -> VecDeque<Chunk> {
+    let mut chunks = VecDeque::new();
     for (i, table) in tables.iter().enumerate() {
-        if !tid_range_scans || parallelism == 1 || table.blocks <= per_range {
-            ranges.push_back(Range {
-                table: i,
-                blocks: None,
-            });
-            continue;
-        }
-        let mut start = 0;
-        while start < table.blocks {
-            let end = start + per_range;
-            // The last range is open-ended: the table may hold more pages than the estimate.
-            let end = (end < table.blocks).then_some(end);
-            ranges.push_back(Range {
-                table: i,
-                blocks: Some((start, end)),
-            });
-            start += per_range;
+        for index in 0..table.chunks {
+            let id = ChunkId {
+                table: table.table.oid,
+                index,
+            };
+            if !done(id) {
+                chunks.push_back(Chunk {
+                    table: i,
+                    id,
+                    blocks: progress::chunk_blocks(index, table.chunks, chunk_blocks),
+                });
+            }
         }
     }
-    ranges
+    chunks
 }
 
-/// Starts the snapshot readers. Events arrive on the returned channel in chunks of about
-/// `chunk_events` (a source batch, so that chunks move into batches whole); the channel closes
-/// when every table is read (or on the first error, which is sent first).
+/// What the readers send: a chunk's rows (in parts of about a source batch), then that it
+/// ended. A chunk's parts are sent in order, and only its `Done` says it is whole.
+pub(super) enum Read {
+    Rows(ChunkId, Vec<ChangeEvent>),
+    Done(ChunkId),
+}
+
+/// Which snapshot the readers read in.
+#[derive(Debug, Clone)]
+pub(super) enum ReadAs {
+    /// The one a new slot exported: the slot's consistent point exactly.
+    Exported(String),
+    /// A fresh one each (resuming): tables say which rows to keep (`unchanged_since`).
+    Fresh,
+}
+
+/// Starts the snapshot readers on the chunks `done` does not name. Rows arrive on the returned
+/// channel in parts of about `chunk_events` (a source batch); the channel closes when every
+/// chunk is read (or on the first error, which is sent first).
 #[allow(clippy::too_many_arguments)]
 pub(super) fn spawn(
     params: ConnectParams,
-    snapshot_name: String,
+    read_as: ReadAs,
     tables: Vec<SnapshotTable>,
+    chunk_blocks: u64,
+    done: impl Fn(ChunkId) -> bool,
     parallelism: usize,
-    tid_range_scans: bool,
     consistent_point: Lsn,
     snapshot_ts_us: i64,
     chunk_events: usize,
-) -> mpsc::Receiver<Result<Vec<ChangeEvent>, PostgresError>> {
-    // Two chunks in flight per reader: one being filled, one waiting for the source.
+) -> mpsc::Receiver<Result<Read, PostgresError>> {
+    // Two parts in flight per reader: one being filled, one waiting for the source.
     let (tx, rx) = mpsc::channel(parallelism * 2);
+    let queue = plan(&tables, chunk_blocks, done);
     let tables = Arc::new(tables);
-    let queue = Arc::new(Mutex::new(plan(&tables, parallelism, tid_range_scans)));
-    let rows_total: u64 = tables.iter().map(|t| t.blocks).sum();
     tracing::info!(
         tables = tables.len(),
-        ranges = queue.lock().map(|q| q.len()).unwrap_or(0),
-        blocks = rows_total,
+        chunks = queue.len(),
+        blocks = tables.iter().map(|t| t.blocks).sum::<u64>(),
         parallelism,
-        "snapshot starting"
+        "snapshot reading"
     );
+    let queue = Arc::new(Mutex::new(queue));
     for reader in 0..parallelism {
         let reader_ctx = Reader {
             params: params.clone(),
-            snapshot_name: snapshot_name.clone(),
+            read_as: read_as.clone(),
             tables: Arc::clone(&tables),
             queue: Arc::clone(&queue),
             position: Position::PgLsn(consistent_point),
@@ -122,9 +147,9 @@ pub(super) fn spawn(
 
 struct Reader {
     params: ConnectParams,
-    snapshot_name: String,
+    read_as: ReadAs,
     tables: Arc<Vec<SnapshotTable>>,
-    queue: Arc<Mutex<VecDeque<Range>>>,
+    queue: Arc<Mutex<VecDeque<Chunk>>>,
     position: Position,
     snapshot_ts_us: i64,
     chunk_events: usize,
@@ -133,22 +158,25 @@ struct Reader {
 impl Reader {
     async fn run(
         &self,
-        tx: &mpsc::Sender<Result<Vec<ChangeEvent>, PostgresError>>,
+        tx: &mpsc::Sender<Result<Read, PostgresError>>,
     ) -> Result<(), PostgresError> {
         let mut conn = WireConnection::open(&self.params, Session::Sql).await?;
-        conn.simple_query(&format!(
-            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT '{}'",
-            self.snapshot_name.replace('\'', "''")
-        ))
-        .await?;
+        let begin = match &self.read_as {
+            ReadAs::Exported(name) => format!(
+                "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT '{}'",
+                name.replace('\'', "''")
+            ),
+            ReadAs::Fresh => "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY".to_owned(),
+        };
+        conn.simple_query(&begin).await?;
         loop {
             let next = self
                 .queue
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .pop_front();
-            let Some(range) = next else { break };
-            if !self.copy_range(&mut conn, &range, tx).await? {
+            let Some(chunk) = next else { break };
+            if !self.copy_chunk(&mut conn, &chunk, tx).await? {
                 // The source stopped listening. Closing the socket ends the read-only
                 // transaction; a COMMIT would first have to read the rest of the COPY.
                 return Ok(());
@@ -159,14 +187,15 @@ impl Reader {
         Ok(())
     }
 
-    /// COPYs one range out and sends its rows as events; false when the receiver is gone.
-    async fn copy_range(
+    /// COPYs one chunk out and sends its rows as events, then that it is done; false when the
+    /// receiver is gone.
+    async fn copy_chunk(
         &self,
         conn: &mut WireConnection,
-        range: &Range,
-        tx: &mpsc::Sender<Result<Vec<ChangeEvent>, PostgresError>>,
+        chunk: &Chunk,
+        tx: &mpsc::Sender<Result<Read, PostgresError>>,
     ) -> Result<bool, PostgresError> {
-        let table = &self.tables[range.table];
+        let table = &self.tables[chunk.table];
         let columns: Vec<String> = table
             .schema
             .columns
@@ -179,12 +208,23 @@ impl Reader {
             quote_ident(&table.table.id.namespace),
             quote_ident(&table.table.id.name)
         );
-        match range.blocks {
-            Some((start, Some(end))) => query.push_str(&format!(
-                " WHERE ctid >= '({start},0)'::tid AND ctid < '({end},0)'::tid"
-            )),
-            Some((start, None)) => query.push_str(&format!(" WHERE ctid >= '({start},0)'::tid")),
-            None => {}
+        let mut conditions = Vec::new();
+        if let Some((start, end)) = chunk.blocks {
+            conditions.push(format!("ctid >= '({start},0)'::tid"));
+            if let Some(end) = end {
+                conditions.push(format!("ctid < '({end},0)'::tid"));
+            }
+        }
+        if let Some(snapshot) = &table.unchanged_since {
+            // Valid while transaction ids have not wrapped (epoch 0): the source checks.
+            conditions.push(format!(
+                "txid_visible_in_snapshot(xmin::text::int8, '{}'::txid_snapshot)",
+                snapshot.replace('\'', "''")
+            ));
+        }
+        if !conditions.is_empty() {
+            query.push_str(" WHERE ");
+            query.push_str(&conditions.join(" AND "));
         }
         query.push_str(") TO STDOUT");
         if table.binary.is_some() {
@@ -223,7 +263,7 @@ impl Reader {
             if events.len() >= self.chunk_events {
                 let full = std::mem::replace(&mut events, Vec::with_capacity(capacity));
                 schema = Arc::new(TableSchema::clone(&table.schema));
-                if tx.send(Ok(full)).await.is_err() {
+                if tx.send(Ok(Read::Rows(chunk.id, full))).await.is_err() {
                     return Ok(false);
                 }
             }
@@ -231,10 +271,10 @@ impl Reader {
         if !carry.is_empty() || !framing.ended() {
             return Err(PostgresError::protocol("COPY output ended inside a row"));
         }
-        if !events.is_empty() && tx.send(Ok(events)).await.is_err() {
+        if !events.is_empty() && tx.send(Ok(Read::Rows(chunk.id, events))).await.is_err() {
             return Ok(false);
         }
-        Ok(true)
+        Ok(tx.send(Ok(Read::Done(chunk.id))).await.is_ok())
     }
 
     /// The rows of one CopyData payload (after what `carry` holds of an earlier one) as events.
@@ -479,11 +519,11 @@ mod tests {
     }
 
     #[test]
-    fn large_tables_split_into_ranges_with_an_open_end() {
+    fn the_plan_skips_chunks_in_the_log_and_ends_each_table_open() {
         use sluice_core::event::TableId;
-        let table = |blocks| SnapshotTable {
+        let table = |oid, chunks| SnapshotTable {
             table: CapturedTable {
-                oid: 1,
+                oid,
                 id: TableId {
                     namespace: "s".into(),
                     name: "t".into(),
@@ -501,13 +541,16 @@ mod tests {
             }),
             types: vec![],
             binary: None,
-            blocks,
+            blocks: 0,
+            chunks,
+            unchanged_since: None,
         };
-        let ranges = plan(&[table(99_990), table(10)], 2, true);
-        let big: Vec<_> = ranges.iter().filter(|r| r.table == 0).collect();
-        assert_eq!(big[0].blocks, Some((0, Some(12_500))));
-        assert_eq!(big.last().unwrap().blocks.unwrap().1, None);
-        assert_eq!(big.len(), 8);
-        assert!(ranges.iter().any(|r| r.table == 1 && r.blocks.is_none()));
+        let tables = [table(1, 4), table(2, 1)];
+        let chunks = plan(&tables, 100, |id| id.table == 1 && id.index == 1);
+        let ids: Vec<(u32, u32)> = chunks.iter().map(|c| (c.id.table, c.id.index)).collect();
+        assert_eq!(ids, [(1, 0), (1, 2), (1, 3), (2, 0)]);
+        assert_eq!(chunks[0].blocks, Some((0, Some(100))));
+        assert_eq!(chunks[2].blocks, Some((300, None)));
+        assert_eq!(chunks[3].blocks, None);
     }
 }

@@ -195,6 +195,7 @@ async fn record_definitions(
         checkpoint: Some(Checkpoint {
             position: position.clone(),
             snapshot: SnapshotProgress::Done,
+            snapshot_state: None,
         }),
         history: vec![record.to_bytes()],
         flush: true,
@@ -563,6 +564,7 @@ async fn stream_from(
             checkpoint: Some(Checkpoint {
                 position,
                 snapshot: SnapshotProgress::Done,
+                snapshot_state: None,
             }),
             history: txn.history,
             flush: false,

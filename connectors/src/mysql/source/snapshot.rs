@@ -435,6 +435,7 @@ async fn send(
         checkpoint: Some(Checkpoint {
             position: position.clone(),
             snapshot: SnapshotProgress::InProgress,
+            snapshot_state: None,
         }),
         history: Vec::new(),
         flush: true,
@@ -525,6 +526,7 @@ pub(super) async fn run(
         checkpoint: Some(Checkpoint {
             position: position.clone(),
             snapshot: SnapshotProgress::Done,
+            snapshot_state: None,
         }),
         history: Vec::new(),
         flush: true,

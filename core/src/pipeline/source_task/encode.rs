@@ -727,6 +727,7 @@ mod tests {
             checkpoint: Some(Checkpoint {
                 position: Position::PgLsn(Lsn(42)),
                 snapshot: crate::checkpoint::SnapshotProgress::Done,
+                snapshot_state: None,
             }),
             history: Vec::new(),
         };

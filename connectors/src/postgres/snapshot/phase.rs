@@ -1,0 +1,143 @@
+//! The source's side of a running snapshot: parts of chunks arrive from the readers in any
+//! order; batches are made of whole chunks, each committed with the progress that names it.
+
+use std::collections::{HashMap, VecDeque};
+
+use sluice_core::event::{ChangeEvent, SnapshotMarker};
+use tokio::sync::mpsc;
+
+use super::{ChunkId, Read, SnapshotState};
+use crate::postgres::protocol::WireConnection;
+use crate::postgres::PostgresError;
+
+/// A snapshot being read.
+pub(crate) struct SnapshotPhase {
+    /// The replication connection that exported the snapshot (it must stay open while readers
+    /// import it); it streams once the snapshot ends. None when resuming: streaming opens one.
+    pub conn: Option<WireConnection>,
+    pub rx: mpsc::Receiver<Result<Read, PostgresError>>,
+    pub consistent_point: sluice_core::position::Lsn,
+    /// What the log holds; each batch's checkpoint carries it, with the batch's chunks added.
+    pub state: SnapshotState,
+    /// Chunks partly read, by chunk.
+    open: HashMap<ChunkId, Vec<ChangeEvent>>,
+    /// Chunks read whole, oldest first, waiting for a batch. The newest is held back until
+    /// another arrives or reading ends, so that the snapshot's last event can be marked.
+    ready: VecDeque<(ChunkId, Vec<ChangeEvent>)>,
+    reading_done: bool,
+    /// Whether the snapshot's first event has been emitted (marked `first`).
+    first_emitted: bool,
+    /// Whether the log has been handed the checkpoint that records the slot as this source's
+    /// (a snapshot begun at its consistent point), before any row.
+    pub claimed: bool,
+}
+
+/// A batch of whole chunks.
+pub(crate) struct ChunkBatch {
+    pub events: Vec<ChangeEvent>,
+    /// Every chunk has been read and this batch carries the last of them.
+    pub finished: bool,
+}
+
+impl SnapshotPhase {
+    pub(crate) fn new(
+        conn: Option<WireConnection>,
+        rx: mpsc::Receiver<Result<Read, PostgresError>>,
+        consistent_point: sluice_core::position::Lsn,
+        state: SnapshotState,
+        resumed: bool,
+    ) -> SnapshotPhase {
+        SnapshotPhase {
+            conn,
+            rx,
+            consistent_point,
+            state,
+            open: HashMap::new(),
+            ready: VecDeque::new(),
+            reading_done: false,
+            // A resumed snapshot's first event is in the log already, and so is its claim.
+            first_emitted: resumed,
+            claimed: resumed,
+        }
+    }
+
+    fn ready_events(&self) -> usize {
+        self.ready.iter().map(|(_, events)| events.len()).sum()
+    }
+
+    /// Waits (up to about a second) for chunks of about `max_events` events in all, then
+    /// returns them as a batch and records them in `state`; None when nothing is ready yet.
+    pub(crate) async fn next_batch(
+        &mut self,
+        max_events: usize,
+    ) -> Result<Option<ChunkBatch>, PostgresError> {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(1);
+        while !self.reading_done {
+            // Enough to send, counting all but the held-back newest chunk.
+            let held = self.ready.back().map_or(0, |(_, events)| events.len());
+            if self.ready.len() > 1 && self.ready_events() - held >= max_events {
+                break;
+            }
+            let read = match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                Ok(read) => read,
+                Err(_) => break,
+            };
+            match read {
+                None => self.reading_done = true,
+                Some(Err(err)) => return Err(err),
+                Some(Ok(Read::Rows(chunk, mut events))) => {
+                    let part = self.open.entry(chunk).or_default();
+                    if part.is_empty() {
+                        *part = events;
+                    } else {
+                        part.append(&mut events);
+                    }
+                }
+                Some(Ok(Read::Done(chunk))) => {
+                    let events = self.open.remove(&chunk).unwrap_or_default();
+                    self.ready.push_back((chunk, events));
+                }
+            }
+        }
+        if self.reading_done && !self.open.is_empty() {
+            return Err(PostgresError::protocol(
+                "a snapshot reader stopped in the middle of a chunk",
+            ));
+        }
+        let take = if self.reading_done {
+            self.ready.len()
+        } else {
+            self.ready.len().saturating_sub(1)
+        };
+        if take == 0 && !self.reading_done {
+            return Ok(None);
+        }
+        let mut events: Vec<ChangeEvent> = Vec::new();
+        let mut chunks = Vec::with_capacity(take);
+        for (chunk, mut part) in self.ready.drain(..take) {
+            chunks.push(chunk);
+            if events.is_empty() {
+                events = part;
+            } else {
+                events.append(&mut part);
+            }
+        }
+        self.state.mark(chunks);
+        let finished = self.reading_done && self.ready.is_empty();
+        if finished {
+            if let Some(last) = events.last_mut() {
+                last.snapshot = SnapshotMarker::Last;
+            }
+        }
+        if !self.first_emitted {
+            if let Some(first) = events.first_mut() {
+                // A snapshot of one event: that event is its last.
+                if first.snapshot != SnapshotMarker::Last {
+                    first.snapshot = SnapshotMarker::First;
+                }
+                self.first_emitted = true;
+            }
+        }
+        Ok(Some(ChunkBatch { events, finished }))
+    }
+}
