@@ -250,11 +250,7 @@ impl PostgresSource {
     ) -> Result<(), PostgresError> {
         let slot = self.config.slot_name();
         let tid_range_scans = server_version >= 140_000;
-        let chunk_blocks = resume
-            .as_ref()
-            .map_or(self.config.snapshot_chunk_blocks, |(state, _)| {
-                state.chunk_blocks
-            });
+        let max_events = self.limits().max_events;
         let ctx = self.ctx.as_mut().expect("catalog connected in start");
         let mut snapshot_tables = Vec::with_capacity(tables.len());
         let mut filenodes = Vec::with_capacity(tables.len());
@@ -288,13 +284,26 @@ impl PostgresSource {
             let size = ctx
                 .client
                 .query_one(
-                    "SELECT (pg_relation_size($1::oid::regclass) / current_setting('block_size')::int)::int8, \
-                     coalesce(pg_relation_filenode($1::oid::regclass), 0)::int8",
+                    "SELECT (pg_relation_size(c.oid) / current_setting('block_size')::int)::int8, \
+                     coalesce(pg_relation_filenode(c.oid), 0)::int8, \
+                     CASE WHEN c.relpages > 0 AND c.reltuples > 0 \
+                          THEN (c.reltuples / c.relpages)::float8 END \
+                     FROM pg_class c WHERE c.oid = $1::oid",
                     &[&table.oid],
                 )
                 .await?;
             let blocks = u64::try_from(size.get::<_, i64>(0)).unwrap_or(0);
             filenodes.push(size.get::<_, i64>(1));
+            let resumed = resume
+                .as_ref()
+                .and_then(|(state, _)| state.table(table.oid));
+            let chunk_blocks = match (resumed, self.config.snapshot_chunk_blocks) {
+                (Some(progress), _) => progress.chunk_blocks,
+                (None, Some(blocks)) => blocks,
+                (None, None) => {
+                    snapshot::auto_chunk_blocks(size.get::<_, Option<f64>>(2), max_events)
+                }
+            };
             snapshot_tables.push(SnapshotTable {
                 table: table.clone(),
                 schema: Arc::new(TableSchema {
@@ -309,6 +318,7 @@ impl PostgresSource {
                     .collect(),
                 blocks,
                 chunks: snapshot::chunk_count(blocks, chunk_blocks, tid_range_scans),
+                chunk_blocks,
                 unchanged_since: None,
             });
         }
@@ -324,7 +334,6 @@ impl PostgresSource {
                 let mut state = SnapshotState {
                     txid_snapshot,
                     snapshot_ts_us: now_us(),
-                    chunk_blocks,
                     chunks_total: 0,
                     chunks_done: 0,
                     tables: snapshot_tables
@@ -334,6 +343,7 @@ impl PostgresSource {
                             oid: t.table.oid,
                             name: t.table.id.to_string(),
                             filenode: *filenode,
+                            chunk_blocks: t.chunk_blocks,
                             chunks: t.chunks,
                             done: Vec::new(),
                         })
@@ -362,7 +372,6 @@ impl PostgresSource {
             self.connect_params()?,
             read_as,
             snapshot_tables,
-            chunk_blocks,
             done,
             self.config.snapshot_parallelism,
             consistent_point,
@@ -464,6 +473,7 @@ async fn resume_plan(
         let progress = match state.table(table.table.oid) {
             Some(progress) if progress.filenode == *filenode => {
                 table.chunks = progress.chunks;
+                table.chunk_blocks = progress.chunk_blocks;
                 table.unchanged_since = exact.then(|| state.txid_snapshot.clone());
                 progress.clone()
             }
@@ -472,6 +482,7 @@ async fn resume_plan(
                 table.unchanged_since = exact.then(|| state.txid_snapshot.clone());
                 TableProgress {
                     filenode: *filenode,
+                    chunk_blocks: table.chunk_blocks,
                     chunks: table.chunks,
                     done: Vec::new(),
                     ..progress.clone()
@@ -483,6 +494,7 @@ async fn resume_plan(
                     oid: table.table.oid,
                     name: table.table.id.to_string(),
                     filenode: *filenode,
+                    chunk_blocks: table.chunk_blocks,
                     chunks: table.chunks,
                     done: Vec::new(),
                 }

@@ -75,9 +75,10 @@ pub struct PostgresSourceConfig {
     #[serde(default = "default_snapshot_parallelism")]
     pub snapshot_parallelism: usize,
     /// The initial snapshot reads, commits and resumes tables in chunks of this many 8 KiB
-    /// heap blocks (a crash loses at most the chunks being read). Default 512 (4 MiB).
-    #[serde(default = "default_snapshot_chunk_blocks")]
-    pub snapshot_chunk_blocks: u64,
+    /// heap blocks (a crash loses at most the chunks being read). Default: per table, about
+    /// `max_batch_events` rows by the table's statistics.
+    #[serde(default)]
+    pub snapshot_chunk_blocks: Option<u64>,
     /// Seconds between standby status updates to the server, even when idle. Default 10.
     #[serde(default = "default_status_interval_s")]
     pub status_interval_s: u64,
@@ -114,9 +115,6 @@ fn default_max_batch_ms() -> u64 {
 }
 fn default_snapshot_parallelism() -> usize {
     2
-}
-fn default_snapshot_chunk_blocks() -> u64 {
-    512
 }
 fn default_status_interval_s() -> u64 {
     10
@@ -180,7 +178,10 @@ impl PostgresSourceConfig {
         if self.max_batch_events == 0 {
             return Err(err("max_batch_events", "must be at least 1".into()));
         }
-        if !(1..=1 << 24).contains(&self.snapshot_chunk_blocks) {
+        if self
+            .snapshot_chunk_blocks
+            .is_some_and(|blocks| !(1..=1 << 24).contains(&blocks))
+        {
             return Err(err(
                 "snapshot_chunk_blocks",
                 "must be between 1 and 16777216 (blocks of 8 KiB)".into(),

@@ -29,7 +29,7 @@ use super::text_format::{self, PgType};
 use super::PostgresError;
 
 pub(super) use phase::SnapshotPhase;
-pub(super) use progress::{chunk_count, ChunkId, SnapshotState, TableProgress};
+pub(super) use progress::{auto_chunk_blocks, chunk_count, ChunkId, SnapshotState, TableProgress};
 
 /// A captured table with everything needed to read and decode it.
 #[derive(Debug, Clone)]
@@ -41,8 +41,10 @@ pub(super) struct SnapshotTable {
     pub binary: Option<Vec<BinaryType>>,
     /// Estimated size in blocks, for splitting.
     pub blocks: u64,
-    /// How many chunks the table is read in (fixed when the snapshot begins).
+    /// How many chunks of how many blocks the table is read in (fixed when the snapshot
+    /// begins, kept when it resumes).
     pub chunks: u32,
+    pub chunk_blocks: u64,
     /// Resuming: read only rows whose inserting transaction this snapshot
     /// (`txid_current_snapshot()` text) saw, as the original snapshot would have.
     pub unchanged_since: Option<String>,
@@ -57,11 +59,7 @@ struct Chunk {
 }
 
 /// The chunks still to read, table by table (`done` says which are in the log already).
-fn plan(
-    tables: &[SnapshotTable],
-    chunk_blocks: u64,
-    done: impl Fn(ChunkId) -> bool,
-) -> VecDeque<Chunk> {
+fn plan(tables: &[SnapshotTable], done: impl Fn(ChunkId) -> bool) -> VecDeque<Chunk> {
     let mut chunks = VecDeque::new();
     for (i, table) in tables.iter().enumerate() {
         for index in 0..table.chunks {
@@ -73,7 +71,7 @@ fn plan(
                 chunks.push_back(Chunk {
                     table: i,
                     id,
-                    blocks: progress::chunk_blocks(index, table.chunks, chunk_blocks),
+                    blocks: progress::chunk_blocks(index, table.chunks, table.chunk_blocks),
                 });
             }
         }
@@ -105,7 +103,6 @@ pub(super) fn spawn(
     params: ConnectParams,
     read_as: ReadAs,
     tables: Vec<SnapshotTable>,
-    chunk_blocks: u64,
     done: impl Fn(ChunkId) -> bool,
     parallelism: usize,
     consistent_point: Lsn,
@@ -114,7 +111,7 @@ pub(super) fn spawn(
 ) -> mpsc::Receiver<Result<Read, PostgresError>> {
     // Two parts in flight per reader: one being filled, one waiting for the source.
     let (tx, rx) = mpsc::channel(parallelism * 2);
-    let queue = plan(&tables, chunk_blocks, done);
+    let queue = plan(&tables, done);
     let tables = Arc::new(tables);
     tracing::info!(
         tables = tables.len(),
@@ -522,6 +519,7 @@ mod tests {
     fn the_plan_skips_chunks_in_the_log_and_ends_each_table_open() {
         use sluice_core::event::TableId;
         let table = |oid, chunks| SnapshotTable {
+            chunk_blocks: 100,
             table: CapturedTable {
                 oid,
                 id: TableId {
@@ -546,7 +544,7 @@ mod tests {
             unchanged_since: None,
         };
         let tables = [table(1, 4), table(2, 1)];
-        let chunks = plan(&tables, 100, |id| id.table == 1 && id.index == 1);
+        let chunks = plan(&tables, |id| id.table == 1 && id.index == 1);
         let ids: Vec<(u32, u32)> = chunks.iter().map(|c| (c.id.table, c.id.index)).collect();
         assert_eq!(ids, [(1, 0), (1, 2), (1, 3), (2, 0)]);
         assert_eq!(chunks[0].blocks, Some((0, Some(100))));

@@ -3,7 +3,7 @@
 //! the next unfinished chunk instead of starting over.
 //!
 //! A chunk is `chunk_blocks` heap blocks of a table (the last one open-ended), read by one
-//! COPY. A batch carries whole chunks only, so a chunk is either entirely in the log and
+//! COPY; tables are cut so that a chunk holds about a source batch of rows. A batch carries whole chunks only, so a chunk is either entirely in the log and
 //! marked done, or not in it at all: no row is written twice.
 //!
 //! Resuming cannot import the original snapshot (it died with the connection that exported
@@ -28,7 +28,6 @@ pub(crate) struct SnapshotState {
     pub txid_snapshot: String,
     /// When the original snapshot was taken (the commit time of its rows).
     pub snapshot_ts_us: i64,
-    pub chunk_blocks: u64,
     /// Totals over every table, for `sluice status`.
     pub chunks_total: u64,
     pub chunks_done: u64,
@@ -44,6 +43,7 @@ pub(crate) struct TableProgress {
     /// The table's file when the snapshot began: a rewrite since (VACUUM FULL, CLUSTER, a
     /// column type change) moves rows between chunks, so its chunks are read again.
     pub filenode: i64,
+    pub chunk_blocks: u64,
     pub chunks: u32,
     /// The chunks in the log, as sorted, disjoint, inclusive ranges of chunk indexes.
     pub done: Vec<[u32; 2]>,
@@ -118,6 +118,18 @@ impl SnapshotState {
     }
 }
 
+/// Blocks per chunk for a table averaging `rows_per_block` (its statistics; None before it
+/// was ever analyzed): about `rows` rows a chunk.
+pub(crate) fn auto_chunk_blocks(rows_per_block: Option<f64>, rows: usize) -> u64 {
+    match rows_per_block {
+        Some(per_block) if per_block >= 1.0 => {
+            ((rows as f64 / per_block).ceil() as u64).clamp(1, 1 << 20)
+        }
+        // Unknown: 64 blocks (512 KiB) holds a batch of rows of about 100 bytes.
+        _ => 64,
+    }
+}
+
 /// How many chunks a table of `blocks` is read in: one when the server cannot scan ctid
 /// ranges (before Postgres 14), or for small tables.
 pub(crate) fn chunk_count(blocks: u64, chunk_blocks: u64, tid_range_scans: bool) -> u32 {
@@ -151,6 +163,7 @@ mod tests {
             oid: 7,
             name: "s.t".into(),
             filenode: 1,
+            chunk_blocks: 256,
             chunks,
             done: Vec::new(),
         }
@@ -174,7 +187,6 @@ mod tests {
         let mut state = SnapshotState {
             txid_snapshot: "100:105:101,103".into(),
             snapshot_ts_us: 1,
-            chunk_blocks: 256,
             chunks_total: 0,
             chunks_done: 0,
             tables: vec![table(4)],
@@ -203,5 +215,8 @@ mod tests {
         assert_eq!(chunk_blocks(0, 4, 256), Some((0, Some(256))));
         assert_eq!(chunk_blocks(3, 4, 256), Some((768, None)));
         assert_eq!(chunk_blocks(0, 1, 256), None);
+        assert_eq!(auto_chunk_blocks(Some(70.0), 5_000), 72);
+        assert_eq!(auto_chunk_blocks(Some(0.5), 5_000), 64);
+        assert_eq!(auto_chunk_blocks(None, 5_000), 64);
     }
 }
