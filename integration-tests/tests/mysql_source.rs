@@ -552,3 +552,100 @@ async fn catching_up_across_ddl_reads_rows_with_the_columns_they_were_written_wi
     assert_eq!(afters[2], json!({"id": 3, "b": "z", "c": 33}));
     assert_eq!(sluice.stop(), Some(0), "{}", sluice.stderr());
 }
+
+/// How many records `topic` holds (`sluice log topics`: cheap, unlike reading them all).
+fn logged(sluice: &Sluice, topic: &str) -> u64 {
+    let out = std::process::Command::new(sluice_bin())
+        .args(["log", "topics", "-c"])
+        .arg(&sluice.config)
+        .output()
+        .expect("run sluice log topics");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find(|line| line.starts_with(&format!("{topic}\t")))
+        .and_then(|line| line.rsplit("records=").next())
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_killed_three_times_resumes_after_the_last_keys_and_reads_each_row_once() {
+    let db = MariaDb::create();
+    db.exec("CREATE TABLE c (id int PRIMARY KEY, n int NOT NULL)");
+    db.exec("INSERT INTO c SELECT seq, 0 FROM seq_1_to_200000");
+    let mut sluice = Sluice::new(&mysql_source_config(
+        &db,
+        "snapshot_chunk_rows = 500\nsnapshot_parallelism = 2",
+    ));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (name, stop) = (db.name.clone(), std::sync::Arc::clone(&stop));
+        std::thread::spawn(move || {
+            let db = MariaDb { name };
+            let mut rng = Rng::new(5);
+            let mut next = 1_000_000;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                db.exec(&format!(
+                    "UPDATE c SET n = n + 1 WHERE id IN ({}, {}); DELETE FROM c WHERE id = {}; \
+                     INSERT INTO c VALUES ({next}, 0)",
+                    1 + rng.below(200_000),
+                    1 + rng.below(200_000),
+                    1 + rng.below(200_000),
+                ));
+                next += 1;
+            }
+            std::mem::forget(db);
+        })
+    };
+    let topic = format!("src.{}.c", db.name);
+    let mut seen = 0;
+    let mut stderr = String::new();
+    for _ in 0..3 {
+        sluice.start();
+        wait_for(
+            Duration::from_secs(60),
+            "the snapshot to write more rows",
+            || logged(&sluice, &topic) > seen,
+        )
+        .await;
+        sluice.kill();
+        stderr.push_str(&sluice.stderr());
+        seen = logged(&sluice, &topic);
+    }
+    sluice.start();
+    wait_streaming(&sluice).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.join().expect("the writer ran");
+    stderr.push_str(&sluice.stderr());
+    assert!(
+        stderr.contains("resuming the interrupted snapshot"),
+        "no run resumed a snapshot:\n{stderr}"
+    );
+    let expected: BTreeMap<String, Json> = db
+        .exec("SELECT id, n FROM c ORDER BY id")
+        .lines()
+        .map(|l| {
+            let (id, n) = l.split_once('\t').unwrap();
+            (
+                id.to_owned(),
+                json!({"id": id.parse::<i64>().unwrap(), "n": n.parse::<i64>().unwrap()}),
+            )
+        })
+        .collect();
+    wait_for(
+        Duration::from_secs(120),
+        "the log to fold to the table",
+        || fold_rows(&events(&sluice.records(&topic)), "id") == expected,
+    )
+    .await;
+    let mut reads: BTreeMap<String, u32> = BTreeMap::new();
+    for event in events(&sluice.records(&topic))
+        .iter()
+        .filter(|e| e["op"] == "r")
+    {
+        *reads.entry(event["after"]["id"].to_string()).or_default() += 1;
+    }
+    let twice: Vec<_> = reads.iter().filter(|(_, n)| **n > 1).take(5).collect();
+    assert!(twice.is_empty(), "rows read into the log twice: {twice:?}");
+    assert_eq!(sluice.stop(), Some(0), "{}", sluice.stderr());
+}

@@ -274,7 +274,16 @@ async fn produce(
             tracing::warn!(patterns = ?config.tables, "no table matches the configured patterns yet");
         }
         let start = if snapshot_needed {
-            snapshot::run(&config, &pool, &server, &tables, &tx).await?
+            // An interrupted snapshot whose progress the log holds resumes; one without (an
+            // older sluice wrote it) starts over.
+            let progress = resume.as_ref().and_then(|checkpoint| {
+                let state = snapshot::SnapshotState::from_value(checkpoint.snapshot_state.as_ref()?)?;
+                Some((state, checkpoint.position.clone()))
+            });
+            if resume.is_some() && progress.is_none() {
+                tracing::warn!("the last run stopped during the initial snapshot and the log does not say how far it got (written by an older sluice); taking it again from the start");
+            }
+            snapshot::run(&config, &pool, &server, &tables, progress, &tx).await?
         } else {
             let position = match (resume, &config.start_at) {
                 (Some(checkpoint), _) => checkpoint.position,

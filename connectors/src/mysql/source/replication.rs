@@ -159,7 +159,7 @@ pub(super) async fn stream(
                     catalog::tables(&mut conn, &config.tables).await?
                 };
                 StreamStart { position, binlog } =
-                    snapshot::run(config, pool, server, &fresh, tx).await?;
+                    snapshot::run(config, pool, server, &fresh, None, tx).await?;
                 tables = by_key(fresh);
                 unrecorded = tables.keys().cloned().collect();
             }

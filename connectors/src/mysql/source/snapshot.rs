@@ -13,7 +13,11 @@
 //!
 //! The snapshot transactions run on sluice's own connections (`wire.rs`), which read rows
 //! where they lie in the read buffer; the lock and the catalog use mysql_async's pool.
+//!
+//! Every unit is committed with the snapshot's progress (`progress.rs`): a crash resumes each
+//! slice after the last key in the log.
 
+mod progress;
 mod wire;
 
 use std::sync::Arc;
@@ -31,6 +35,8 @@ use super::catalog::{Flavor, Server, TableInfo};
 use super::config::MysqlSourceConfig;
 use super::decode::{convert, convert_snapshot_bytes, Origin};
 use super::{SourceError, Unit};
+pub(super) use progress::SnapshotState;
+use progress::{KeyValue, SliceProgress};
 use wire::{Cell, WireConn};
 
 fn quote(name: &str) -> String {
@@ -195,7 +201,15 @@ struct Work {
     table: TableInfo,
     /// `[from, to)` of the integer key, when the table is split.
     range: Option<(i64, Option<i64>)>,
+    /// Its index in the snapshot's progress.
+    slice: usize,
+    /// Resuming: the key of the last row of it in the log.
+    after: Option<Vec<My>>,
 }
+
+/// The snapshot's progress, shared by the readers: each updates its slice and sends its unit
+/// under the lock, so units reach the log in the order of the states they carry.
+type Progress = Arc<tokio::sync::Mutex<SnapshotState>>;
 
 /// Splits tables with an integer key into `parts` key ranges.
 async fn plan(
@@ -221,6 +235,8 @@ async fn plan(
             work.push(Work {
                 table: table.clone(),
                 range: None,
+                slice: work.len(),
+                after: None,
             });
             continue;
         }
@@ -237,6 +253,8 @@ async fn plan(
             work.push(Work {
                 table: table.clone(),
                 range: None,
+                slice: work.len(),
+                after: None,
             });
             continue;
         };
@@ -251,6 +269,8 @@ async fn plan(
             work.push(Work {
                 table: table.clone(),
                 range: Some((start, end)),
+                slice: work.len(),
+                after: None,
             });
             match end {
                 Some(end) if end <= max => start = end,
@@ -286,6 +306,7 @@ async fn read(
     work: &Work,
     config: &MysqlSourceConfig,
     position: &Position,
+    progress: &Progress,
     tx: &mpsc::Sender<Result<Unit, SourceError>>,
 ) -> Result<u64, SourceError> {
     let schema = &work.table.schema;
@@ -298,8 +319,14 @@ async fn read(
         quote(&schema.table.namespace),
         quote(&schema.table.name)
     );
-    let mut last_key: Option<Vec<My>> = None;
+    let mut last_key: Option<Vec<My>> = work.after.clone();
     let mut total = 0u64;
+    let sent = |events, key: &[My], done| Sent {
+        events,
+        slice: work.slice,
+        key: (!keys.is_empty() && !key.is_empty()).then(|| key.iter().map(KeyValue::of).collect()),
+        done,
+    };
     loop {
         let mut conditions = Vec::new();
         let mut params: Vec<My> = Vec::new();
@@ -405,37 +432,82 @@ async fn read(
                 total += events.len() as u64;
                 let full = std::mem::replace(&mut events, Vec::with_capacity(UNIT_ROWS));
                 (unit_schema, unit_position) = fresh();
-                send(tx, full, position).await?;
+                send(tx, progress, sent(full, &row_key, false), position).await?;
             }
         }
         drop(rows);
+        if !events.is_empty() {
+            total += events.len() as u64;
+            send(tx, progress, sent(events, &row_key, false), position).await?;
+        }
         if read > 0 {
             last_key = Some(row_key);
         }
-        if !events.is_empty() {
-            total += events.len() as u64;
-            send(tx, events, position).await?;
-        }
         if keys.is_empty() || read < chunk {
+            send(tx, progress, sent(Vec::new(), &[], true), position).await?;
             return Ok(total);
         }
     }
 }
 
+/// The slices of a resumed snapshot still to read, each after its last key in the log. A slice
+/// of a table no longer captured is left out; one of a table without a key is read again
+/// whole.
+fn resumed_work(state: &SnapshotState, tables: &[TableInfo]) -> Vec<Work> {
+    state
+        .slices
+        .iter()
+        .enumerate()
+        .filter(|(_, slice)| !slice.done)
+        .filter_map(|(index, slice)| {
+            let table = tables
+                .iter()
+                .find(|t| t.schema.table.to_string() == slice.table)?;
+            Some(Work {
+                table: table.clone(),
+                range: slice.range,
+                slice: index,
+                after: slice
+                    .after
+                    .as_ref()
+                    .map(|key| key.iter().map(KeyValue::to_value).collect()),
+            })
+        })
+        .collect()
+}
+
 /// Snapshot rows per unit sent to the batcher.
 const UNIT_ROWS: usize = 5_000;
 
+/// A unit of one slice, and how far the slice is once it is in the log.
+struct Sent {
+    events: Vec<ChangeEvent>,
+    slice: usize,
+    /// The key of the unit's last row (None: no key to resume after, or no row).
+    key: Option<Vec<KeyValue>>,
+    done: bool,
+}
+
+/// Records the unit in the progress and sends it with it, under the progress lock.
 async fn send(
     tx: &mpsc::Sender<Result<Unit, SourceError>>,
-    events: Vec<ChangeEvent>,
+    progress: &Progress,
+    sent: Sent,
     position: &Position,
 ) -> Result<(), SourceError> {
+    let mut state = progress.lock().await;
+    let slice = &mut state.slices[sent.slice];
+    if sent.key.is_some() {
+        slice.after = sent.key;
+    }
+    slice.done |= sent.done;
+    state.recount();
     let unit = Unit {
-        events,
+        events: sent.events,
         checkpoint: Some(Checkpoint {
             position: position.clone(),
             snapshot: SnapshotProgress::InProgress,
-            snapshot_state: None,
+            snapshot_state: Some(state.to_value()),
         }),
         history: Vec::new(),
         flush: true,
@@ -445,8 +517,6 @@ async fn send(
         .map_err(|_| SourceError::StreamEnded)
 }
 
-/// Runs the snapshot, sending its chunks and finally a unit that marks it done; returns the
-/// position streaming starts from.
 /// Where streaming starts after a snapshot: its position and, when known, the same point as a
 /// binlog file and offset.
 pub(super) struct StreamStart {
@@ -456,36 +526,76 @@ pub(super) struct StreamStart {
     pub binlog: Option<(Arc<str>, u64)>,
 }
 
+/// Runs the snapshot (or resumes one: its progress and the position it began at), sending
+/// its units and finally one that marks it done; returns where streaming starts.
 pub(super) async fn run(
     config: &MysqlSourceConfig,
     pool: &Pool,
     server: &Server,
     tables: &[TableInfo],
+    resume: Option<(SnapshotState, Position)>,
     tx: &mpsc::Sender<Result<Unit, SourceError>>,
 ) -> Result<StreamStart, SourceError> {
     let parallelism = config.snapshot_parallelism.max(1);
     let opts = config.opts().map_err(SourceError::Url)?;
-    let (mut conns, (position, streaming_from)) = match open(&opts, pool, server, parallelism).await
-    {
-        Ok(opened) => opened,
-        Err(err) if parallelism > 1 && server.flavor == Flavor::Mariadb => {
-            tracing::warn!(error = %err, "a parallel snapshot needs a brief global read lock; reading with one connection, without locks");
-            open(&opts, pool, server, 1).await?
+    let (mut conns, (position, streaming_from), state) = match resume {
+        Some((state, position)) => {
+            // Each connection in a snapshot of its own: streaming starts where the original
+            // snapshot was, so the new one's position does not matter (see `progress.rs`).
+            let mut conns = Vec::with_capacity(parallelism);
+            for _ in 0..parallelism {
+                let mut conn = WireConn::connect(&opts)
+                    .await
+                    .map_err(SourceError::mysql("connecting for the snapshot"))?;
+                begin(&mut conn).await?;
+                conns.push(conn);
+            }
+            tracing::info!(
+                done = state.chunks_done,
+                total = state.chunks_total,
+                "resuming the interrupted snapshot after the last rows in the log"
+            );
+            (conns, (position, None), Some(state))
         }
-        Err(err) => return Err(err),
+        None => match open(&opts, pool, server, parallelism).await {
+            Ok((conns, positions)) => (conns, positions, None),
+            Err(err) if parallelism > 1 && server.flavor == Flavor::Mariadb => {
+                tracing::warn!(error = %err, "a parallel snapshot needs a brief global read lock; reading with one connection, without locks");
+                let (conns, positions) = open(&opts, pool, server, 1).await?;
+                (conns, positions, None)
+            }
+            Err(err) => return Err(err),
+        },
     };
     tracing::info!(%position, tables = tables.len(), connections = conns.len(), "snapshot starting");
     // Each connection takes every n-th slice.
     let n = conns.len();
-    let work = plan(&mut conns[0], tables, n).await?;
+    let (work, state) = match state {
+        Some(state) => (resumed_work(&state, tables), state),
+        None => {
+            let work = plan(&mut conns[0], tables, n).await?;
+            let slices = work
+                .iter()
+                .map(|w| SliceProgress {
+                    table: w.table.schema.table.to_string(),
+                    range: w.range,
+                    after: None,
+                    done: false,
+                })
+                .collect();
+            (work, SnapshotState::new(slices))
+        }
+    };
+    let progress: Progress = Arc::new(tokio::sync::Mutex::new(state));
     let mut readers = Vec::new();
     for (index, mut conn) in conns.into_iter().enumerate() {
         let mine: Vec<Work> = work.iter().skip(index).step_by(n).cloned().collect();
         let (config, position, tx) = (config.clone(), position.clone(), tx.clone());
+        let progress = Arc::clone(&progress);
         readers.push(sluice_core::task::spawn_in_span(async move {
             let mut total = 0;
             for slice in &mine {
-                total += read(&mut conn, slice, &config, &position, &tx).await?;
+                total += read(&mut conn, slice, &config, &position, &progress, &tx).await?;
             }
             conn.query_drop("COMMIT")
                 .await
