@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use anyhow::anyhow;
-use sluice_core::checkpoint::Checkpoint;
+use sluice_core::checkpoint::{Checkpoint, SnapshotProgress};
 use sluice_core::event_log::EventLog;
 use sluice_core::health::{sink_failure_writer, Failed};
 use sluice_core::topic;
@@ -33,10 +33,20 @@ async fn report<L: EventLog>(config: &FileConfig, log: &L) -> anyhow::Result<()>
         let checkpoint = match log.checkpoint(name).await? {
             None => "nothing committed yet".to_owned(),
             Some(text) => match Checkpoint::from_json(&text) {
-                Ok(checkpoint) => format!(
-                    "last committed {} (snapshot {:?})",
-                    checkpoint.position, checkpoint.snapshot
-                ),
+                Ok(checkpoint) => match checkpoint.snapshot_chunks() {
+                    Some((done, total)) if checkpoint.snapshot == SnapshotProgress::InProgress => {
+                        format!(
+                            "initial snapshot in progress: {done} of {total} chunks in the log ({}%), at {}; \
+                             a restart resumes it there",
+                            (done * 100).checked_div(total).unwrap_or(0),
+                            checkpoint.position
+                        )
+                    }
+                    _ => format!(
+                        "last committed {} (snapshot {:?})",
+                        checkpoint.position, checkpoint.snapshot
+                    ),
+                },
                 Err(err) => format!("unreadable checkpoint: {err}"),
             },
         };

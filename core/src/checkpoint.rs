@@ -63,6 +63,16 @@ pub struct CheckpointParseError {
 }
 
 impl Checkpoint {
+    /// A snapshot's progress as chunks in the log and chunks in all, from the two keys every
+    /// source's `snapshot_state` carries for this (`chunks_done`, `chunks_total`).
+    pub fn snapshot_chunks(&self) -> Option<(u64, u64)> {
+        let state = self.snapshot_state.as_ref()?;
+        Some((
+            state.get("chunks_done")?.as_u64()?,
+            state.get("chunks_total")?.as_u64()?,
+        ))
+    }
+
     pub fn to_json(&self) -> String {
         self.to_json_at(0)
     }

@@ -14,6 +14,12 @@ pub const SOURCE_LAG_SECONDS: &str = "sluice_source_lag_seconds";
 pub const SOURCE_TABLES_LEFT_OUT: &str = "sluice_source_tables_left_out";
 /// Tables whose events are held back because the registry refused their new schema (gauge).
 pub const SOURCE_TABLES_HELD: &str = "sluice_source_tables_held";
+/// 1 while a source's initial snapshot runs, 0 once it streams (gauge).
+pub const SNAPSHOT_RUNNING: &str = "sluice_snapshot_running";
+/// The snapshot's chunks in the log, and in all (gauges; they keep their last values once the
+/// snapshot is done).
+pub const SNAPSHOT_CHUNKS_DONE: &str = "sluice_snapshot_chunks_done";
+pub const SNAPSHOT_CHUNKS_TOTAL: &str = "sluice_snapshot_chunks_total";
 /// Records a sink delivered (counter).
 pub const SINK_RECORDS: &str = "sluice_sink_records_total";
 /// Records in the log a sink has not delivered yet (gauge).

@@ -327,6 +327,12 @@ async fn a_snapshot_killed_three_times_resumes_on_its_slot_and_writes_each_row_o
         let identity = slot_identity(&db, &db.name);
         assert!(!identity.is_empty(), "round {round}: the slot is there");
         if !run.contains("snapshot complete") {
+            let (_, status) = sluice_command(&["status"], &sluice.config);
+            assert!(
+                status.contains("initial snapshot in progress: ")
+                    && status.contains("chunks in the log"),
+                "round {round}: {status}"
+            );
             assert_eq!(
                 *slot.get_or_insert_with(|| identity.clone()),
                 identity,

@@ -411,6 +411,16 @@ fn report(
         let lag = (now_us() - newest_commit_us).max(0) as f64 / 1e6;
         ::metrics::gauge!(metrics::SOURCE_LAG_SECONDS, "source" => name.to_owned()).set(lag);
     }
+    if let Some((done, total)) = checkpoint.snapshot_chunks() {
+        ::metrics::gauge!(metrics::SNAPSHOT_CHUNKS_DONE, "source" => name.to_owned())
+            .set(done as f64);
+        ::metrics::gauge!(metrics::SNAPSHOT_CHUNKS_TOTAL, "source" => name.to_owned())
+            .set(total as f64);
+    }
+    let snapshotting = f64::from(u8::from(
+        checkpoint.snapshot == SnapshotProgress::InProgress,
+    ));
+    ::metrics::gauge!(metrics::SNAPSHOT_RUNNING, "source" => name.to_owned()).set(snapshotting);
     tracing::trace!(position = %checkpoint.position, records, "batch durable");
     if let Some((stop_at, cancel)) = stop {
         let reached = checkpoint.snapshot == SnapshotProgress::Done
