@@ -21,7 +21,6 @@ pub const EXIT_CONFIG: u8 = 2;
 
 fn main() -> ExitCode {
     limit_malloc_arenas();
-    die_quietly_on_closed_pipe();
     let cli = match cli::Cli::try_parse() {
         Ok(cli) => cli,
         Err(err) => {
@@ -30,6 +29,12 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
+    if matches!(
+        cli.command,
+        cli::Command::Log { .. } | cli::Command::Status { .. }
+    ) {
+        die_quietly_on_closed_pipe();
+    }
     init_tracing();
     match cli::dispatch(cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -55,8 +60,10 @@ fn limit_malloc_arenas() {
 }
 
 /// `sluice status | head` closes the pipe early: end like other command-line tools (killed
-/// by SIGPIPE, no message) instead of panicking in `println!`. Rust ignores SIGPIPE by
-/// default; `sluice run` writes to no pipe of its own, so this changes nothing else.
+/// by SIGPIPE, no message) instead of panicking in `println!`. Only for the commands that
+/// print: Rust ignores SIGPIPE by default, and the rest must keep it ignored, since writing
+/// to a socket the server closed raises it too (TLS writes with writev, which has no
+/// MSG_NOSIGNAL): `sluice run` was killed that way when a server dropped a TLS connection.
 fn die_quietly_on_closed_pipe() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: called first thing in main, before any other thread exists.

@@ -26,6 +26,7 @@ mod setup;
 pub mod sink;
 mod snapshot;
 pub mod text_format;
+pub mod tls;
 
 use sluice_core::clock::now_us;
 use std::sync::Arc;
@@ -54,6 +55,8 @@ pub enum PostgresError {
         #[source]
         source: std::io::Error,
     },
+    #[error("TLS to Postgres at {address} failed: {reason}")]
+    Tls { address: String, reason: String },
     #[error("Postgres rejected user {user}: {reason}")]
     Auth { user: String, reason: String },
     #[error("connection to Postgres lost: {0}")]
@@ -801,36 +804,38 @@ pub async fn probe(config: &PostgresSourceConfig) -> Result<String, PostgresErro
 async fn connect_catalog(
     config: &PostgresSourceConfig,
 ) -> Result<(tokio_postgres::Client, JoinHandle<()>), PostgresError> {
-    let pg_config = config.pg_config().map_err(|problem| PostgresError::Setup {
-        problem: problem.0,
+    let setup = |problem: String| PostgresError::Setup {
+        problem,
         fix: "correct the source url".into(),
+    };
+    let (pg_config, tls) = config.pg_config().map_err(|problem| setup(problem.0))?;
+    let connector = tls.connector().map_err(|e| setup(e.to_string()))?;
+    let (client, connection) = pg_config.connect(connector).await.map_err(|err| {
+        if err.as_db_error().is_some() {
+            return PostgresError::Query(err);
+        }
+        let address = config
+            .connect_params()
+            .map(|p| format!("{}:{}", p.host, p.port))
+            .unwrap_or_default();
+        if let Some(reason) = tls::failure_in(&err, tls.mode) {
+            return PostgresError::Tls { address, reason };
+        }
+        // tokio-postgres keeps the reason (refused, timed out) in its source chain.
+        let mut reason = err.to_string();
+        let mut cause = std::error::Error::source(&err);
+        while let Some(inner) = cause {
+            let inner_text = inner.to_string();
+            if !reason.contains(&inner_text) {
+                reason = format!("{reason}: {inner_text}");
+            }
+            cause = inner.source();
+        }
+        PostgresError::Connect {
+            address,
+            source: std::io::Error::other(reason),
+        }
     })?;
-    let (client, connection) = pg_config
-        .connect(tokio_postgres::NoTls)
-        .await
-        .map_err(|err| {
-            if err.as_db_error().is_some() {
-                return PostgresError::Query(err);
-            }
-            let address = config
-                .connect_params()
-                .map(|p| format!("{}:{}", p.host, p.port))
-                .unwrap_or_default();
-            // tokio-postgres keeps the reason (refused, timed out) in its source chain.
-            let mut reason = err.to_string();
-            let mut cause = std::error::Error::source(&err);
-            while let Some(inner) = cause {
-                let inner_text = inner.to_string();
-                if !reason.contains(&inner_text) {
-                    reason = format!("{reason}: {inner_text}");
-                }
-                cause = inner.source();
-            }
-            PostgresError::Connect {
-                address,
-                source: std::io::Error::other(reason),
-            }
-        })?;
     let task = sluice_core::task::spawn_in_span(async move {
         if let Err(err) = connection.await {
             tracing::debug!(error = %err, "catalog connection ended");

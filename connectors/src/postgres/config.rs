@@ -1,12 +1,12 @@
 //! Configuration of the Postgres source: typed, validated without I/O, with defaults.
 
 use std::path::PathBuf;
-use std::str::FromStr;
 use std::time::Duration;
 
 use serde::Deserialize;
 
 use super::protocol::ConnectParams;
+use super::tls::TlsSettings;
 use crate::{AvroDecimals, ConfigError, Encoding, UrlError};
 
 /// `[[sources]] kind = "postgres"`.
@@ -218,15 +218,9 @@ impl PostgresSourceConfig {
         Duration::from_millis(self.max_batch_ms)
     }
 
-    /// The tokio-postgres form of the URL (for ordinary connections).
-    pub fn pg_config(&self) -> Result<tokio_postgres::Config, UrlError> {
-        let mut config = tokio_postgres::Config::from_str(&self.url).map_err(|e| {
-            format!(
-                "{} is not a valid Postgres URL: {}",
-                redact_url(&self.url),
-                super::ErrorText(&e)
-            )
-        })?;
+    /// The tokio-postgres form of the URL (for ordinary connections), and its TLS settings.
+    pub fn pg_config(&self) -> Result<(tokio_postgres::Config, TlsSettings), UrlError> {
+        let (mut config, tls) = super::tls::pg_config(&self.url, &redact_url(&self.url))?;
         if let Some(password) = self.file_password()? {
             config.password(password);
         }
@@ -236,7 +230,7 @@ impl PostgresSourceConfig {
             .collect();
         config.options(options.join(" "));
         config.application_name("sluice");
-        Ok(config)
+        Ok((config, tls))
     }
 
     fn file_password(&self) -> Result<Option<Vec<u8>>, UrlError> {
@@ -252,13 +246,7 @@ impl PostgresSourceConfig {
 
     /// Host, port, user and database for the replication connection.
     pub fn connect_params(&self) -> Result<ConnectParams, UrlError> {
-        let config = tokio_postgres::Config::from_str(&self.url).map_err(|e| {
-            format!(
-                "{} is not a valid Postgres URL: {}",
-                redact_url(&self.url),
-                super::ErrorText(&e)
-            )
-        })?;
+        let (config, tls) = super::tls::pg_config(&self.url, &redact_url(&self.url))?;
         let host = match config.get_hosts() {
             [tokio_postgres::config::Host::Tcp(host)] => host.clone(),
             [] => return Err(format!("{} names no host", redact_url(&self.url)).into()),
@@ -278,9 +266,14 @@ impl PostgresSourceConfig {
             )
         })?;
         let dbname = config.get_dbname().unwrap_or(user).to_owned();
-        if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
-            return Err("sslmode=require is not supported yet; connect over a trusted network or a local tunnel".into());
-        }
+        let tls = match tls.client_config().map_err(|e| UrlError(e.to_string()))? {
+            Some(config) => Some(super::tls::WireTls {
+                mode: tls.mode,
+                config,
+                server_name: super::tls::server_name(&host)?,
+            }),
+            None => None,
+        };
         let password = match self.file_password()? {
             Some(password) => Some(password),
             None => config.get_password().map(<[u8]>::to_vec),
@@ -295,6 +288,7 @@ impl PostgresSourceConfig {
                 .get_connect_timeout()
                 .copied()
                 .unwrap_or(Duration::from_secs(10)),
+            tls,
         })
     }
 }

@@ -90,6 +90,8 @@ pub struct ConnectParams {
     pub password: Option<Vec<u8>>,
     pub dbname: String,
     pub connect_timeout: Duration,
+    /// None with `sslmode=disable`.
+    pub tls: Option<super::tls::WireTls>,
 }
 
 /// A message of the replication stream.
@@ -108,7 +110,7 @@ enum Frame {
 }
 
 pub(super) struct WireConnection {
-    stream: TcpStream,
+    stream: super::tls::WireStream,
     read_buf: BytesMut,
     write_buf: BytesMut,
 }
@@ -155,6 +157,7 @@ impl WireConnection {
                 source,
             })?;
         stream.set_nodelay(true).map_err(PostgresError::Io)?;
+        let stream = super::tls::negotiate(stream, params.tls.as_ref(), &address).await?;
         let mut conn = WireConnection {
             stream,
             read_buf: BytesMut::with_capacity(256 * 1024),
@@ -446,7 +449,8 @@ impl WireConnection {
             }
             self.write_buf.advance(written);
         }
-        Ok(())
+        // TLS keeps encrypted bytes in its own buffer until flushed (plain TCP: a no-op).
+        self.stream.flush().await.map_err(PostgresError::Io)
     }
 
     async fn next_message(&mut self) -> Result<Message, PostgresError> {

@@ -33,7 +33,7 @@ use sluice_core::sink::{DeadLetter, DeadLetterWriter, Offsets};
 use sluice_core::value::Value;
 use sluice_schema_registry::changes::RecordDecoder;
 use sluice_schema_registry::registry::Registry;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 pub use self::config::PostgresSinkConfig;
 use self::target::{ident, pg_type, qualified};
@@ -47,6 +47,8 @@ pub enum SinkError {
     Connect(String),
     #[error("the sink's url cannot be used: {0}")]
     Url(#[from] crate::UrlError),
+    #[error("TLS to the target database failed: {0}")]
+    Tls(String),
     #[error("{context}: {message}")]
     Db {
         context: String,
@@ -90,7 +92,7 @@ impl Classify for SinkError {
     fn kind(&self) -> ErrorKind {
         match self {
             SinkError::Connect(_) => ErrorKind::Transient,
-            SinkError::Url(_) => ErrorKind::Definite,
+            SinkError::Url(_) | SinkError::Tls(_) => ErrorKind::Definite,
             SinkError::DeadLetter(err) => err.kind(),
             SinkError::Db { code: None, .. } => ErrorKind::Transient,
             // A target table or column dropped under the sink is recreated on reopen.
@@ -111,6 +113,8 @@ impl Classify for SinkError {
 pub struct PgTarget {
     config: PostgresSinkConfig,
     pool: Option<Pool>,
+    /// The URL's sslmode, to explain TLS failures.
+    tls_mode: crate::postgres::tls::SslMode,
     dead_letters: Option<DeadLetterWriter>,
     /// Target tables known to match a source table version: (schema, table) → that version.
     ensured: HashMap<(String, String), Arc<TableSchema>>,
@@ -163,10 +167,14 @@ impl PgTarget {
         if let Some(pool) = &self.pool {
             return Ok(pool.clone());
         }
-        let pg = self.config.pg_config().map_err(SinkError::Url)?;
+        let (pg, tls) = self.config.pg_config().map_err(SinkError::Url)?;
+        self.tls_mode = tls.mode;
+        let connector = tls
+            .connector()
+            .map_err(|e| SinkError::Url(crate::UrlError(e.to_string())))?;
         let manager = Manager::from_config(
             pg,
-            NoTls,
+            connector,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -180,7 +188,9 @@ impl PgTarget {
     }
 
     async fn client(&mut self) -> Result<deadpool_postgres::Object, SinkError> {
-        self.pool()?.get().await.map_err(|err| match err {
+        let pool = self.pool()?;
+        let tls_mode = self.tls_mode;
+        pool.get().await.map_err(|err| match err {
             // Credentials, a database that does not exist, no CONNECT privilege: waiting will
             // not help. Anything else (starting up, not accepting connections, too many
             // clients) may pass.
@@ -192,7 +202,10 @@ impl PgTarget {
                 SinkError::db("connecting to the target database", err)
             }
             deadpool_postgres::PoolError::Backend(err) => {
-                SinkError::Connect(crate::postgres::ErrorText(&err).to_string())
+                match crate::postgres::tls::failure_in(&err, tls_mode) {
+                    Some(reason) => SinkError::Tls(reason),
+                    None => SinkError::Connect(crate::postgres::ErrorText(&err).to_string()),
+                }
             }
             other => SinkError::Connect(other.to_string()),
         })
@@ -753,6 +766,7 @@ pub fn postgres_sink(
     let target = PgTarget {
         config,
         pool: None,
+        tls_mode: Default::default(),
         dead_letters,
         ensured: HashMap::new(),
         open: None,
@@ -765,11 +779,20 @@ pub fn postgres_sink(
 /// `check --connect` for a Postgres sink: connects as `run` would and checks that the user may
 /// create the target tables (CREATE on the database) and the offsets table.
 pub async fn probe(config: &PostgresSinkConfig) -> Result<String, SinkError> {
-    let pg = config.pg_config().map_err(SinkError::Url)?;
-    let (client, connection) = pg.connect(NoTls).await.map_err(|err| match err.code() {
-        Some(_) => SinkError::db("connecting to the target database", err),
-        None => SinkError::Connect(crate::postgres::ErrorText(&err).to_string()),
-    })?;
+    let (pg, tls) = config.pg_config().map_err(SinkError::Url)?;
+    let connector = tls
+        .connector()
+        .map_err(|e| SinkError::Url(crate::UrlError(e.to_string())))?;
+    let (client, connection) = pg
+        .connect(connector)
+        .await
+        .map_err(|err| match err.code() {
+            Some(_) => SinkError::db("connecting to the target database", err),
+            None => match crate::postgres::tls::failure_in(&err, tls.mode) {
+                Some(reason) => SinkError::Tls(reason),
+                None => SinkError::Connect(crate::postgres::ErrorText(&err).to_string()),
+            },
+        })?;
     let task = sluice_core::task::spawn_in_span(connection);
     let row = client
         .query_one(

@@ -1,7 +1,6 @@
 //! Configuration of the Postgres sink.
 
 use std::path::PathBuf;
-use std::str::FromStr;
 
 use serde::Deserialize;
 
@@ -92,14 +91,13 @@ impl PostgresSinkConfig {
     }
 
     /// The connection settings (password from `password_file` when set).
-    pub fn pg_config(&self) -> Result<tokio_postgres::Config, UrlError> {
-        let mut config = tokio_postgres::Config::from_str(&self.url).map_err(|e| {
-            format!(
-                "{} is not a valid Postgres URL: {}",
-                sluice_core::redact::redact_connection_string(&self.url),
-                crate::postgres::ErrorText(&e)
-            )
-        })?;
+    pub fn pg_config(
+        &self,
+    ) -> Result<(tokio_postgres::Config, crate::postgres::tls::TlsSettings), UrlError> {
+        let (mut config, tls) = crate::postgres::tls::pg_config(
+            &self.url,
+            &sluice_core::redact::redact_connection_string(&self.url),
+        )?;
         if config.get_hosts().is_empty() {
             return Err("the URL names no host".into());
         }
@@ -112,7 +110,7 @@ impl PostgresSinkConfig {
             config.password(password.trim_end_matches(['\n', '\r']));
         }
         config.application_name("sluice-sink");
-        Ok(config)
+        Ok((config, tls))
     }
 
     /// `(schema, table)` of the offsets table.
