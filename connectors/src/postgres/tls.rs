@@ -313,7 +313,14 @@ pub fn failure_in(error: &(dyn std::error::Error + 'static), mode: SslMode) -> O
         if let Some(tls) = err.downcast_ref::<rustls::Error>() {
             return Some(explain(tls, mode));
         }
-        cause = err.source();
+        // An io::Error's source() skips the error it wraps (its message already shows it).
+        cause = match err
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => err.source(),
+        };
     }
     None
 }

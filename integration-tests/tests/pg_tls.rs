@@ -1,0 +1,136 @@
+//! TLS to Postgres, against the shared server with the certificate `dev/services` made for it
+//! (target/tls): verify-full on the source (replication and snapshot connections included)
+//! and the sink; a wrong CA refused at once, naming the check; `require` against a server
+//! without TLS refused, saying so.
+
+use std::time::{Duration, Instant};
+
+use sluice_integration_tests::{
+    source_config, wait_for, workspace_root, PrivateCluster, Sluice, TestDb,
+};
+
+fn tls_file(name: &str) -> String {
+    let path = workspace_root().join("target/tls").join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run dev/services up (it makes the test certificates)",
+        path.display()
+    );
+    path.display().to_string()
+}
+
+/// `url` with TLS parameters appended.
+fn with_tls(url: &str, params: &str) -> String {
+    let join = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{join}{params}")
+}
+
+/// A source (and optionally a sink) config whose URLs carry `params`.
+fn config(source: &TestDb, params: &str, target: Option<&TestDb>) -> String {
+    let mut text = source_config(source, "").replace(
+        &format!("url = \"{}\"", source.url()),
+        &format!("url = \"{}\"", with_tls(&source.url(), params)),
+    );
+    if let Some(target) = target {
+        text.push_str(&format!(
+            "[[sinks]]\nname = \"replica\"\nkind = \"postgres\"\nurl = \"{}\"\ntopics = [\"src.public.*\"]\n",
+            with_tls(&target.url(), params)
+        ));
+    }
+    text
+}
+
+/// Runs sluice until it exits by itself (within `timeout`); returns its exit code and stderr.
+async fn run_to_exit(sluice: &mut Sluice, timeout: Duration) -> (Option<i32>, String) {
+    sluice.start();
+    let deadline = Instant::now() + timeout;
+    while sluice.is_running() {
+        assert!(
+            Instant::now() < deadline,
+            "sluice kept running:\n{}",
+            sluice.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    (sluice.stop(), sluice.stderr())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_full_carries_snapshot_stream_and_sink_over_tls() {
+    let source = TestDb::create();
+    let target = TestDb::create();
+    source.exec("CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t VALUES (1, 'snap')");
+    let params = format!("sslmode=verify-full&sslrootcert={}", tls_file("ca.pem"));
+    let mut sluice = Sluice::new(&config(&source, &params, Some(&target)));
+    sluice.start();
+    source.wait_for_streaming().await;
+    source.exec("INSERT INTO t VALUES (2, 'streamed')");
+    wait_for(Duration::from_secs(30), "both rows in the replica", || {
+        target.exec("SELECT count(*) FROM information_schema.tables WHERE table_name = 't'") == "1"
+            && target.exec("SELECT string_agg(v, ',' ORDER BY id) FROM t") == "snap,streamed"
+    })
+    .await;
+    // Every connection sluice holds to the server is encrypted: the walsender, the catalog
+    // connection and the sink's.
+    let plain = source.exec(
+        "SELECT count(*) FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) \
+         WHERE a.application_name LIKE 'sluice%' AND NOT s.ssl",
+    );
+    let encrypted = source.exec(
+        "SELECT count(*) FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) \
+         WHERE a.application_name LIKE 'sluice%' AND s.ssl",
+    );
+    assert_eq!(plain, "0", "connections without TLS");
+    assert!(
+        encrypted.parse::<u32>().unwrap() >= 3,
+        "encrypted connections: {encrypted}"
+    );
+    let walsender = source.exec(&format!(
+        "SELECT s.ssl FROM pg_replication_slots r JOIN pg_stat_ssl s ON s.pid = r.active_pid \
+         WHERE r.slot_name = '{}'",
+        source.name
+    ));
+    assert_eq!(walsender, "t", "the replication connection is encrypted");
+    assert_eq!(sluice.stop(), Some(0), "{}", sluice.stderr());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_from_another_ca_is_refused_at_once_naming_the_check() {
+    let source = TestDb::create();
+    source.exec("CREATE TABLE t (id int PRIMARY KEY)");
+    let params = format!(
+        "sslmode=verify-full&sslrootcert={}",
+        tls_file("other-ca.pem")
+    );
+    let mut sluice = Sluice::new(&config(&source, &params, None));
+    let (code, stderr) = run_to_exit(&mut sluice, Duration::from_secs(30)).await;
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("TLS to Postgres at 127.0.0.1:5432 failed")
+            && stderr.contains("not signed by a trusted CA (sslmode=verify-full)")
+            && stderr.contains("sslrootcert="),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("retry"),
+        "a bad certificate is not retried:\n{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn require_against_a_server_without_tls_is_refused_saying_so() {
+    let cluster = PrivateCluster::start();
+    let url = with_tls(&cluster.url("postgres"), "sslmode=require");
+    let mut sluice = Sluice::new(&format!(
+        "[[sources]]\nname = \"src\"\nkind = \"postgres\"\nurl = \"{url}\"\ntables = [\"public.*\"]\n"
+    ));
+    let (code, stderr) = run_to_exit(&mut sluice, Duration::from_secs(30)).await;
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains(
+            "the server does not accept TLS connections and sslmode=require requires one"
+        ),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("retry"), "it is not retried:\n{stderr}");
+}
