@@ -6,6 +6,8 @@ Cases:
   pg_stream          1,000,000 rows in 1,000 transactions, streamed from a slot into the log
                      (fsync always) vs pg_recvlogical (pgoutput, proto 1) to /dev/null.
   pg_stream_one_txn  the same rows in one transaction.
+  pg_stream_tls      pg_stream with both sides over TLS (sslmode=require); every other case
+                     connects without TLS on both sides.
   pg_snapshot        initial snapshot of a 1,000,000-row table into the log vs psql \\copy to /dev/null.
   pg_snapshot_avro   the same with encoding = "avro".
   log_append_fsync_* 4 producers appending to the log with fsync=always vs dd conv=fdatasync.
@@ -50,6 +52,10 @@ ROWS = 2_000 if TINY else 1_000_000
 TXNS = 20 if TINY else 1_000
 PSQL = ["psql", "-h", "127.0.0.1", "-U", "postgres", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"]
 DB = "sluice_bench"
+# Both sides connect without TLS (libpq's PGSSLMODE for the references, the URL for sluice), so
+# that the ratios measure the pipelines and not two TLS stacks; pg_stream_tls measures TLS.
+SSLMODE = "disable"
+os.environ["PGSSLMODE"] = SSLMODE
 
 
 def psql(sql, db=DB):
@@ -117,7 +123,7 @@ def sluice_config(workdir, slot, snapshot, encoding="json"):
         f.write(
             f'[log]\ndir = "{workdir}/log"\nfsync = "always"\n\n'
             f'[[sources]]\nname = "bench"\nkind = "postgres"\n'
-            f'url = "postgres://postgres@127.0.0.1:5432/{DB}"\n'
+            f'url = "postgres://postgres@127.0.0.1:5432/{DB}?sslmode={SSLMODE}"\n'
             f'tables = ["public.t", "public.marker"]\nslot = "{slot}"\npublication = "bench"\nsnapshot = "{snapshot}"\n'
             + ('adopt_slot = true\n' if snapshot == "never" else '')
             + f'encoding = "{encoding}"\n'
@@ -129,9 +135,21 @@ def lsn_position(lsn):
     return "pg:" + lsn
 
 
-def case_stream(name, txns):
+def case_stream(name, txns, sslmode="disable"):
     """A slot per run, all created at the same point, read the same WAL: reference, ours, ours,
-    reference, ... so that neither side gets the colder cache; each side's best run counts."""
+    reference, ... so that neither side gets the colder cache; each side's best run counts.
+    With `sslmode` require both sides stream over TLS (the server's certificate, unverified)."""
+    global SSLMODE
+    SSLMODE = sslmode
+    os.environ["PGSSLMODE"] = sslmode
+    try:
+        return stream_runs(name, txns)
+    finally:
+        SSLMODE = "disable"
+        os.environ["PGSSLMODE"] = "disable"
+
+
+def stream_runs(name, txns):
     reset_db()
     for i in range(REPEAT):
         for side in ("ref", "ours"):
@@ -242,7 +260,7 @@ def case_pg_sink_apply():
             sink_config = os.path.join(workdir, "sink.toml")
             with open(sink_config, "w") as f:
                 f.write(f'[log]\ndir = "{workdir}/log"\n\n[[sinks]]\nname = "bench"\nkind = "postgres"\n'
-                        f'url = "postgres://postgres@127.0.0.1:5432/{TARGET_DB}"\ntopics = ["bench.public.t"]\n')
+                        f'url = "postgres://postgres@127.0.0.1:5432/{TARGET_DB}?sslmode={SSLMODE}"\ntopics = ["bench.public.t"]\n')
             start = time.perf_counter()
             proc = subprocess.Popen([SLUICE, "run", "-c", sink_config], stdout=subprocess.DEVNULL,
                                     stderr=subprocess.PIPE)
@@ -279,7 +297,7 @@ def case_big_txn(engine):
             psql(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)", "postgres")
             psql(f"CREATE DATABASE {DB}", "postgres")
             psql("CREATE TABLE big (id bigint PRIMARY KEY, pad text NOT NULL)")
-            source = (f'[[sources]]\nname = "big"\nkind = "postgres"\nurl = "postgres://postgres@127.0.0.1:5432/{DB}"\n'
+            source = (f'[[sources]]\nname = "big"\nkind = "postgres"\nurl = "postgres://postgres@127.0.0.1:5432/{DB}?sslmode={SSLMODE}"\n'
                       f'tables = ["public.big"]\nslot = "bench_big"\nsnapshot = "never"\n')
             topic = "big.public.big"
             fill = ["sh", "-c", " ".join(PSQL) + f" -d {DB} -c \"INSERT INTO big SELECT g, md5(g::text) || "
@@ -296,7 +314,7 @@ def case_big_txn(engine):
                     f"SELECT seq, CONCAT(MD5(seq), REPEAT(MD5(seq + 1), 30)) FROM seq_1_to_{rows}\""]
         with open(config, "w") as f:
             f.write(f'[log]\ndir = "{workdir}/log"\n\n{source}\n[[sinks]]\nname = "big"\nkind = "postgres"\n'
-                    f'url = "postgres://postgres@127.0.0.1:5432/{TARGET_DB}"\ntopics = ["{topic}"]\n'
+                    f'url = "postgres://postgres@127.0.0.1:5432/{TARGET_DB}?sslmode={SSLMODE}"\ntopics = ["{topic}"]\n'
                     f'schema = "public"\ntransactional = true\n')
         with tempfile.TemporaryFile() as err:
             proc = subprocess.Popen([SLUICE, "run", "-c", config], stdout=subprocess.DEVNULL, stderr=err)
@@ -425,13 +443,13 @@ def case_pg_replication_latency():
         config = os.path.join(workdir, "latency.toml")
         with open(config, "w") as f:
             f.write(f'[log]\ndir = "{workdir}/log"\n\n[[sources]]\nname = "bench"\nkind = "postgres"\n'
-                    f'url = "postgres://postgres@127.0.0.1:5432/{DB}"\ntables = ["public.load", "public.markers"]\n'
+                    f'url = "postgres://postgres@127.0.0.1:5432/{DB}?sslmode={SSLMODE}"\ntables = ["public.load", "public.markers"]\n'
                     f'slot = "bench_latency"\nencoding = "avro"\n\n[[sinks]]\nname = "replica"\nkind = "postgres"\n'
-                    f'url = "postgres://postgres@127.0.0.1:5432/{TARGET_DB}"\ntopics = ["bench.public.*"]\n')
+                    f'url = "postgres://postgres@127.0.0.1:5432/{TARGET_DB}?sslmode={SSLMODE}"\ntopics = ["bench.public.*"]\n')
         proc = subprocess.Popen([SLUICE, "run", "-c", config], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
-            out = subprocess.run([LATENCY_BENCH, "--source", f"postgres://postgres@127.0.0.1:5432/{DB}",
-                                  "--target", f"postgres://postgres@127.0.0.1:5432/{TARGET_DB}",
+            out = subprocess.run([LATENCY_BENCH, "--source", f"postgres://postgres@127.0.0.1:5432/{DB}?sslmode={SSLMODE}",
+                                  "--target", f"postgres://postgres@127.0.0.1:5432/{TARGET_DB}?sslmode={SSLMODE}",
                                   "--rate", "2000", "--seconds", str(seconds)],
                                  check=True, capture_output=True, text=True).stdout
         finally:
@@ -541,6 +559,7 @@ def main():
         ("encode_avro", case_encode_avro),
         ("pg_stream", lambda: case_stream("pg_stream", TXNS)),
         ("pg_stream_one_txn", lambda: case_stream("pg_stream_one_txn", 1)),
+        ("pg_stream_tls", lambda: case_stream("pg_stream_tls", TXNS, "require")),
         ("pg_snapshot", case_snapshot),
         ("pg_snapshot_avro", lambda: case_snapshot("avro")),
         ("pg_sink_apply", case_pg_sink_apply),
