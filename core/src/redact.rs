@@ -2,6 +2,41 @@
 //! write them (URL userinfo, `?password=` query parameters, libpq key/value strings with
 //! quoted values) lose their passwords before they reach an error, a log line or `status`.
 
+/// A connection URL that may hold a password: `Debug` and `Display` show it redacted, so that
+/// a config printed by mistake (a `{:?}` in a log line, an error) gives nothing away; the
+/// text itself is reached only through [`SecretUrl::expose`], where a connection is made.
+#[derive(Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(transparent)]
+pub struct SecretUrl(String);
+
+impl SecretUrl {
+    pub fn new(url: impl Into<String>) -> SecretUrl {
+        SecretUrl(url.into())
+    }
+
+    /// The URL with its password, for the code that connects.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The URL without its password, for messages.
+    pub fn redacted(&self) -> String {
+        redact_connection_string(&self.0)
+    }
+}
+
+impl std::fmt::Debug for SecretUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.redacted())
+    }
+}
+
+impl std::fmt::Display for SecretUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
 /// Keys whose values are secrets, in URL query strings and key/value connection strings.
 const SECRET_KEYS: [&str; 5] = ["password", "pass", "passwd", "pwd", "sslpassword"];
 
@@ -146,5 +181,15 @@ mod tests {
                 "{got}"
             );
         }
+    }
+
+    #[test]
+    fn a_secret_url_never_prints_its_password() {
+        let url: super::SecretUrl = serde_json::from_str("\"postgres://u:hunter2@h/db\"").unwrap();
+        assert_eq!(url.expose(), "postgres://u:hunter2@h/db");
+        assert_eq!(
+            format!("{url} {url:?}"),
+            "postgres://u:***@h/db \"postgres://u:***@h/db\""
+        );
     }
 }

@@ -176,7 +176,7 @@ impl MysqlTarget {
             .database
             .clone()
             .or_else(|| {
-                mysql_async::Opts::from_url(&self.config.url)
+                mysql_async::Opts::from_url(self.config.url.expose())
                     .ok()
                     .and_then(|o| o.db_name().map(str::to_owned))
             })
@@ -189,7 +189,7 @@ impl MysqlTarget {
             .database
             .clone()
             .or_else(|| {
-                mysql_async::Opts::from_url(&self.config.url)
+                mysql_async::Opts::from_url(self.config.url.expose())
                     .ok()
                     .and_then(|o| o.db_name().map(str::to_owned))
             })

@@ -17,7 +17,7 @@ pub struct PostgresSourceConfig {
     pub name: String,
     /// `postgres://user[:password]@host[:port]/database`. Required. The user needs the
     /// REPLICATION attribute (or superuser) and SELECT on the captured tables.
-    pub url: String,
+    pub url: sluice_core::redact::SecretUrl,
     /// File whose content (trailing newline trimmed) is the password; overrides one in `url`.
     #[serde(default)]
     pub password_file: Option<PathBuf>,
@@ -220,7 +220,8 @@ impl PostgresSourceConfig {
 
     /// The tokio-postgres form of the URL (for ordinary connections), and its TLS settings.
     pub fn pg_config(&self) -> Result<(tokio_postgres::Config, TlsSettings), UrlError> {
-        let (mut config, tls) = super::tls::pg_config(&self.url, &redact_url(&self.url))?;
+        let (mut config, tls) =
+            super::tls::pg_config(self.url.expose(), &redact_url(self.url.expose()))?;
         if let Some(password) = self.file_password()? {
             config.password(password);
         }
@@ -246,10 +247,11 @@ impl PostgresSourceConfig {
 
     /// Host, port, user and database for the replication connection.
     pub fn connect_params(&self) -> Result<ConnectParams, UrlError> {
-        let (config, tls) = super::tls::pg_config(&self.url, &redact_url(&self.url))?;
+        let (config, tls) =
+            super::tls::pg_config(self.url.expose(), &redact_url(self.url.expose()))?;
         let host = match config.get_hosts() {
             [tokio_postgres::config::Host::Tcp(host)] => host.clone(),
-            [] => return Err(format!("{} names no host", redact_url(&self.url)).into()),
+            [] => return Err(format!("{} names no host", redact_url(self.url.expose())).into()),
             [_] => {
                 return Err(
                     "unix-socket hosts are not supported yet: use a TCP host such as 127.0.0.1"
@@ -262,7 +264,7 @@ impl PostgresSourceConfig {
         let user = config.get_user().ok_or_else(|| {
             format!(
                 "{} names no user (postgres://USER@host/db)",
-                redact_url(&self.url)
+                redact_url(self.url.expose())
             )
         })?;
         let dbname = config.get_dbname().unwrap_or(user).to_owned();

@@ -81,8 +81,8 @@ impl ServerError {
     }
 }
 
-/// Where and how to connect (taken from the source URL).
-#[derive(Debug, Clone)]
+/// Where and how to connect (taken from the source URL). Its `Debug` leaves the password out.
+#[derive(Clone)]
 pub struct ConnectParams {
     pub host: String,
     pub port: u16,
@@ -92,6 +92,19 @@ pub struct ConnectParams {
     pub connect_timeout: Duration,
     /// None with `sslmode=disable`.
     pub tls: Option<super::tls::WireTls>,
+}
+
+impl std::fmt::Debug for ConnectParams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectParams")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("dbname", &self.dbname)
+            .field("tls", &self.tls)
+            .finish()
+    }
 }
 
 /// A message of the replication stream.

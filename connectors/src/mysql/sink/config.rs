@@ -14,7 +14,7 @@ pub struct MysqlSinkConfig {
     pub name: String,
     /// `mysql://user[:password]@host[:port]/database` of the target. Required. The user needs
     /// CREATE and ALTER on the target database and the usual DML rights.
-    pub url: String,
+    pub url: sluice_core::redact::SecretUrl,
     /// File whose content (trailing newline trimmed) is the password; overrides one in `url`.
     #[serde(default)]
     pub password_file: Option<PathBuf>,
@@ -85,10 +85,10 @@ impl MysqlSinkConfig {
     /// Connection options: the URL, the password file, and the session settings the sink's
     /// SQL relies on (strict mode, UTC, utf8mb4).
     pub fn opts(&self) -> Result<mysql_async::Opts, UrlError> {
-        let opts = mysql_async::Opts::from_url(&self.url).map_err(|e| {
+        let opts = mysql_async::Opts::from_url(self.url.expose()).map_err(|e| {
             format!(
                 "{} is not a valid MySQL URL (mysql://user@host:3306/db): {e}",
-                sluice_core::redact::redact_connection_string(&self.url)
+                sluice_core::redact::redact_connection_string(self.url.expose())
             )
         })?;
         let mut builder = mysql_async::OptsBuilder::from_opts(opts)

@@ -14,7 +14,7 @@ pub struct MysqlSourceConfig {
     pub name: String,
     /// `mysql://user[:password]@host[:port]`. Required. The user needs REPLICATION SLAVE,
     /// REPLICATION CLIENT and SELECT on the captured tables.
-    pub url: String,
+    pub url: sluice_core::redact::SecretUrl,
     /// File whose content (trailing newline trimmed) is the password; overrides one in `url`.
     #[serde(default)]
     pub password_file: Option<PathBuf>,
@@ -146,10 +146,10 @@ impl MysqlSourceConfig {
 
     /// Connection options with the session settings the source relies on (UTC, utf8mb4).
     pub fn opts(&self) -> Result<mysql_async::Opts, UrlError> {
-        let opts = mysql_async::Opts::from_url(&self.url).map_err(|e| {
+        let opts = mysql_async::Opts::from_url(self.url.expose()).map_err(|e| {
             format!(
                 "{} is not a valid MySQL URL (mysql://user@host:3306): {e}",
-                sluice_core::redact::redact_connection_string(&self.url)
+                sluice_core::redact::redact_connection_string(self.url.expose())
             )
         })?;
         let mut builder = mysql_async::OptsBuilder::from_opts(opts)

@@ -14,7 +14,7 @@ pub struct PostgresSinkConfig {
     pub name: String,
     /// `postgres://user[:password]@host[:port]/database` of the target. Required. The user needs
     /// CREATE on the target schema (tables are created and altered) and the usual DML rights.
-    pub url: String,
+    pub url: sluice_core::redact::SecretUrl,
     /// File whose content (trailing newline trimmed) is the password; overrides one in `url`.
     #[serde(default)]
     pub password_file: Option<PathBuf>,
@@ -95,8 +95,8 @@ impl PostgresSinkConfig {
         &self,
     ) -> Result<(tokio_postgres::Config, crate::postgres::tls::TlsSettings), UrlError> {
         let (mut config, tls) = crate::postgres::tls::pg_config(
-            &self.url,
-            &sluice_core::redact::redact_connection_string(&self.url),
+            self.url.expose(),
+            &sluice_core::redact::redact_connection_string(self.url.expose()),
         )?;
         if config.get_hosts().is_empty() {
             return Err("the URL names no host".into());
