@@ -184,10 +184,14 @@ pub struct PostgresSource {
     /// When the captured tables were last compared with the catalog (tables created, keys
     /// added or dropped): the publication sluice owns follows them.
     tables_checked: tokio::time::Instant,
+    /// When the slot's retained WAL was last checked.
+    slot_checked: tokio::time::Instant,
 }
 
 /// How often a streaming source looks for tables that appeared or changed their key.
 const TABLES_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+/// How often the slot's WAL is compared with what the server lets it keep.
+const SLOT_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl PostgresSource {
     /// Builds the source; nothing connects until `start`.
@@ -198,6 +202,7 @@ impl PostgresSource {
             ctx: None,
             catalog_task: None,
             tables_checked: tokio::time::Instant::now(),
+            slot_checked: tokio::time::Instant::now(),
         }
     }
 
@@ -214,6 +219,48 @@ impl PostgresSource {
             Some(ctx) => setup::follow_tables(&ctx.client, &self.config).await,
             None => Ok(()),
         }
+    }
+
+    /// While streaming, every `SLOT_CHECK_INTERVAL`: how much WAL the slot holds and how much
+    /// more the server allows (`max_slot_wal_keep_size`), as metrics, with a warning as it runs
+    /// out (the server then invalidates the slot, and a new snapshot is the only way back).
+    async fn check_slot_now(&mut self) -> Result<(), PostgresError> {
+        if self.slot_checked.elapsed() < SLOT_CHECK_INTERVAL {
+            return Ok(());
+        }
+        self.slot_checked = tokio::time::Instant::now();
+        let Some(ctx) = self.ctx.as_ref() else {
+            return Ok(());
+        };
+        let slot = self.config.slot_name();
+        let Some(wal) = setup::slot_wal(&ctx.client, &slot).await? else {
+            return Ok(());
+        };
+        let source = self.config.name.clone();
+        if let Some(retained) = wal.retained_bytes {
+            metrics::gauge!(sluice_core::metrics::SLOT_RETAINED_WAL_BYTES, "source" => source.clone())
+                .set(retained as f64);
+        }
+        if let Some(safe) = wal.safe_bytes {
+            metrics::gauge!(sluice_core::metrics::SLOT_SAFE_WAL_BYTES, "source" => source)
+                .set(safe as f64);
+        }
+        let running_out = match (wal.safe_bytes, wal.retained_bytes) {
+            (Some(safe), Some(retained)) => safe < (safe + retained) / 4,
+            _ => false,
+        };
+        if running_out || matches!(wal.wal_status.as_deref(), Some("unreserved" | "lost")) {
+            tracing::warn!(
+                %slot,
+                wal_status = wal.wal_status.as_deref().unwrap_or("-"),
+                retained_bytes = wal.retained_bytes.unwrap_or(0),
+                safe_bytes = wal.safe_bytes.unwrap_or(0),
+                "the replication slot is close to the WAL the server lets it keep \
+                 (max_slot_wal_keep_size): once past it the server invalidates the slot and \
+                 only a new snapshot recovers; check why sluice falls behind (status, lag)"
+            );
+        }
+        Ok(())
     }
 
     fn dbname(&self) -> String {
@@ -574,6 +621,9 @@ impl Source for PostgresSource {
                     ..
                 }) if state.confirmed_flush == Some(*began)
                 );
+                if self.config.adopt_slot && resume.is_none() && state.lost() {
+                    return Err(setup::slot_lost(&slot_name, state.confirmed_flush));
+                }
                 if self.config.adopt_slot && resume.is_none() {
                     let start = state.confirmed_flush.unwrap_or_default();
                     tracing::info!(slot = %slot_name, from = %start, "adopting the existing slot (adopt_slot = true)");
@@ -590,7 +640,9 @@ impl Source for PostgresSource {
                 let progress = resume
                     .as_ref()
                     .and_then(|c| c.snapshot_state.as_ref())
-                    .and_then(SnapshotState::from_value);
+                    .and_then(SnapshotState::from_value)
+                    // A snapshot resumes on its slot's WAL; an invalidated slot has none.
+                    .filter(|_| !state.lost());
                 if let (Some(progress), Some(began)) = (progress, state.confirmed_flush) {
                     tracing::info!(slot = %slot_name, "the last run stopped during the initial snapshot; resuming it on its slot");
                     return self
@@ -629,6 +681,15 @@ impl Source for PostgresSource {
                     fix: "set snapshot = \"when_needed\" to take a new snapshot, or recreate the pipeline with a fresh [log] dir".into(),
                 });
             }
+            (Some(lsn), Some(state)) if state.lost() => {
+                if snapshot_mode == SnapshotMode::WhenNeeded {
+                    tracing::warn!(slot = %slot_name, "the server invalidated the replication slot (max_slot_wal_keep_size); dropping it and taking a new snapshot (snapshot = when_needed)");
+                    let client = &self.ctx.as_ref().expect("set above").client;
+                    setup::drop_slot(client, &slot_name).await?;
+                    return self.begin_snapshot(server.version_num, &tables, None).await;
+                }
+                return Err(setup::slot_lost(&slot_name, Some(lsn)));
+            }
             (Some(lsn), Some(state)) => {
                 if state.plugin.as_deref() != Some("pgoutput") {
                     return Err(PostgresError::Setup {
@@ -659,6 +720,7 @@ impl Source for PostgresSource {
             Phase::Snapshot(_) => self.next_snapshot_batch().await,
             Phase::Streaming(_) => {
                 self.check_tables_now().await?;
+                self.check_slot_now().await?;
                 let Phase::Streaming(stream) = &mut self.phase else {
                     unreachable!("matched above")
                 };
@@ -728,8 +790,10 @@ pub async fn slot_status(config: &PostgresSourceConfig) -> Result<String, Postgr
         .query_opt(
             "SELECT active, confirmed_flush_lsn::text, \
                     pg_size_pretty(pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)), \
-                    pg_size_pretty(pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)) \
-             FROM pg_replication_slots WHERE slot_name = $1",
+                    pg_size_pretty(pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)), \
+                    to_jsonb(s) ->> 'wal_status', \
+                    pg_size_pretty((to_jsonb(s) ->> 'safe_wal_size')::int8) \
+             FROM pg_replication_slots s WHERE slot_name = $1",
             &[&config.slot_name()],
         )
         .await?;
@@ -757,6 +821,12 @@ pub async fn slot_status(config: &PostgresSourceConfig) -> Result<String, Postgr
                 Option<String>,
                 Option<String>,
             ) = (row.get(0), row.get(1), row.get(2), row.get(3));
+            let (wal_status, safe): (Option<String>, Option<String>) = (row.get(4), row.get(5));
+            let limit = match (wal_status.as_deref(), safe) {
+                (Some("lost"), _) => "; INVALIDATED by the server (max_slot_wal_keep_size): a new snapshot is needed (snapshot = \"when_needed\")".to_owned(),
+                (_, Some(safe)) => format!(", {safe} more before the server invalidates it (max_slot_wal_keep_size)"),
+                _ => String::new(),
+            };
             format!(
                 "slot {} {}, confirmed_flush_lsn {}, {} behind the server, holding {} of WAL",
                 config.slot_name(),
@@ -768,7 +838,8 @@ pub async fn slot_status(config: &PostgresSourceConfig) -> Result<String, Postgr
                 confirmed.unwrap_or_else(|| "-".into()),
                 behind.unwrap_or_else(|| "-".into()),
                 retained.unwrap_or_else(|| "-".into()),
-            ) + &left_out
+            ) + &limit
+                + &left_out
         }
     })
 }

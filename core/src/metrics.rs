@@ -14,6 +14,11 @@ pub const SOURCE_LAG_SECONDS: &str = "sluice_source_lag_seconds";
 pub const SOURCE_TABLES_LEFT_OUT: &str = "sluice_source_tables_left_out";
 /// Tables whose events are held back because the registry refused their new schema (gauge).
 pub const SOURCE_TABLES_HELD: &str = "sluice_source_tables_held";
+/// WAL a Postgres source's slot holds on the server, in bytes (gauge).
+pub const SLOT_RETAINED_WAL_BYTES: &str = "sluice_source_slot_retained_wal_bytes";
+/// WAL the slot may still hold before the server invalidates it (`max_slot_wal_keep_size`;
+/// absent when the server sets no limit) (gauge).
+pub const SLOT_SAFE_WAL_BYTES: &str = "sluice_source_slot_safe_wal_bytes";
 /// 1 while a source's initial snapshot runs, 0 once it streams (gauge).
 pub const SNAPSHOT_RUNNING: &str = "sluice_snapshot_running";
 /// The snapshot's chunks in the log, and in all (gauges; they keep their last values once the

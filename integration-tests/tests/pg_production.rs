@@ -748,3 +748,88 @@ async fn check_connect_probes_the_sinks_too() {
         "{output}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slot_the_server_invalidated_stops_the_source_with_the_way_out_or_is_resnapshotted() {
+    let cluster = PrivateCluster::start();
+    cluster.exec(
+        "postgres",
+        "ALTER SYSTEM SET max_slot_wal_keep_size = '1MB'",
+    );
+    cluster.exec("postgres", "SELECT pg_reload_conf()");
+    cluster.exec("postgres", "CREATE DATABASE shop");
+    cluster.exec("shop", "CREATE TABLE t (id int PRIMARY KEY, pad text)");
+    cluster.exec(
+        "shop",
+        "INSERT INTO t SELECT g, 'x' FROM generate_series(1, 10) g",
+    );
+    let source = |extra: &str| {
+        format!(
+            "[[sources]]\nname = \"src\"\nkind = \"postgres\"\nurl = \"{}\"\ntables = [\"public.*\"]\n{extra}\n",
+            cluster.url("shop")
+        )
+    };
+    let mut sluice = Sluice::new(&source(""));
+    sluice.start();
+    wait_for(Duration::from_secs(30), "the snapshot", || {
+        ids(&sluice, "src.public.t").len() == 10
+    })
+    .await;
+    let (_, status) = sluice_command(&["status"], &sluice.config);
+    assert!(
+        status.contains("more before the server invalidates it (max_slot_wal_keep_size)"),
+        "{status}"
+    );
+    assert_eq!(sluice.stop(), Some(0), "{}", sluice.stderr());
+
+    // While sluice is down the server writes far more WAL than the slot may keep.
+    for _ in 0..4 {
+        cluster.exec(
+            "shop",
+            "INSERT INTO t SELECT g, repeat('y', 500) FROM generate_series(1000, 6000) g \
+             ON CONFLICT (id) DO UPDATE SET pad = excluded.pad",
+        );
+        cluster.exec("shop", "SELECT pg_switch_wal()");
+    }
+    cluster.exec("shop", "CHECKPOINT");
+    assert_eq!(
+        cluster.exec("postgres", "SELECT wal_status FROM pg_replication_slots"),
+        "lost",
+        "the server invalidated the slot"
+    );
+
+    let (code, stderr) = run_to_exit(&mut sluice);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("was invalidated by the server")
+            && stderr.contains("max_slot_wal_keep_size")
+            && stderr.contains("snapshot = \"when_needed\""),
+        "{stderr}"
+    );
+    let (_, status) = sluice_command(&["status"], &sluice.config);
+    assert!(status.contains("INVALIDATED by the server"), "{status}");
+
+    // With snapshot = when_needed it drops the slot and snapshots again.
+    let config = std::fs::read_to_string(&sluice.config).expect("the config");
+    std::fs::write(
+        &sluice.config,
+        config.replace(
+            "tables = [\"public.*\"]",
+            "tables = [\"public.*\"]\nsnapshot = \"when_needed\"",
+        ),
+    )
+    .expect("rewrite the config");
+    sluice.start();
+    wait_for(Duration::from_secs(60), "the new snapshot", || {
+        ids(&sluice, "src.public.t").len() >= 10 + 5011
+    })
+    .await;
+    assert!(
+        sluice
+            .stderr()
+            .contains("dropping it and taking a new snapshot"),
+        "{}",
+        sluice.stderr()
+    );
+    assert_eq!(sluice.stop(), Some(0), "{}", sluice.stderr());
+}

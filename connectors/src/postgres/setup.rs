@@ -302,6 +302,62 @@ pub(super) struct SlotState {
     pub confirmed_flush: Option<Lsn>,
     pub active_pid: Option<i32>,
     pub database: Option<String>,
+    /// `reserved`, `extended`, `unreserved` or `lost` (Postgres 13+; None before).
+    pub wal_status: Option<String>,
+}
+
+impl SlotState {
+    /// The server invalidated the slot: the WAL it held is gone.
+    pub(super) fn lost(&self) -> bool {
+        self.wal_status.as_deref() == Some("lost")
+    }
+}
+
+/// The slot's `pg_replication_slots` columns that say how close it is to invalidation, for any
+/// server version (through `to_jsonb`, so that a column a version lacks reads as NULL).
+const SLOT_WAL_COLUMNS: &str =
+    "to_jsonb(s) ->> 'wal_status', (to_jsonb(s) ->> 'safe_wal_size')::int8, \
+     pg_wal_lsn_diff(pg_current_wal_lsn(), s.restart_lsn)::int8";
+
+/// How much WAL a slot holds and how much more the server lets it hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct SlotWal {
+    pub wal_status: Option<String>,
+    /// Bytes the slot may still fall behind before the server invalidates it (None: no limit,
+    /// `max_slot_wal_keep_size = -1`).
+    pub safe_bytes: Option<i64>,
+    pub retained_bytes: Option<i64>,
+}
+
+pub(super) async fn slot_wal(
+    client: &Client,
+    slot: &str,
+) -> Result<Option<SlotWal>, PostgresError> {
+    let row = client
+        .query_opt(
+            &format!("SELECT {SLOT_WAL_COLUMNS} FROM pg_replication_slots s WHERE slot_name = $1"),
+            &[&slot],
+        )
+        .await?;
+    Ok(row.map(|row| SlotWal {
+        wal_status: row.get(0),
+        safe_bytes: row.get(1),
+        retained_bytes: row.get(2),
+    }))
+}
+
+/// The error for a slot the server invalidated.
+pub(super) fn slot_lost(slot: &str, since: Option<Lsn>) -> PostgresError {
+    let since = since.map_or_else(String::new, |lsn| format!(" after {lsn}"));
+    setup_error(
+        format!(
+            "replication slot {slot} was invalidated by the server: it held more WAL than \
+             max_slot_wal_keep_size allows, and the changes{since} it kept are gone"
+        ),
+        "set snapshot = \"when_needed\" to drop it and take a new snapshot (sinks then receive \
+         every row again), or start a fresh pipeline with a new [log] dir; raise \
+         max_slot_wal_keep_size (or keep sluice running) so that it does not happen again",
+    )
 }
 
 pub(super) async fn slot_state(
@@ -310,8 +366,9 @@ pub(super) async fn slot_state(
 ) -> Result<Option<SlotState>, PostgresError> {
     let row = client
         .query_opt(
-            "SELECT plugin::text, confirmed_flush_lsn::text, active_pid, database::text \
-             FROM pg_replication_slots WHERE slot_name = $1",
+            "SELECT plugin::text, confirmed_flush_lsn::text, active_pid, database::text, \
+                    to_jsonb(s) ->> 'wal_status' \
+             FROM pg_replication_slots s WHERE slot_name = $1",
             &[&slot],
         )
         .await?;
@@ -322,6 +379,7 @@ pub(super) async fn slot_state(
             .and_then(|lsn| lsn.parse().ok()),
         active_pid: row.get(2),
         database: row.get(3),
+        wal_status: row.get(4),
     }))
 }
 
