@@ -833,3 +833,34 @@ async fn a_slot_the_server_invalidated_stops_the_source_with_the_way_out_or_is_r
     );
     assert_eq!(sluice.stop(), Some(0), "{}", sluice.stderr());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_unix_socket_host_carries_the_snapshot_the_stream_and_the_sink() {
+    let source = TestDb::create();
+    let target = TestDb::create();
+    source.exec("CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1)");
+    let socket = |db: &TestDb| format!("postgres://postgres@%2Fvar%2Frun%2Fpostgresql/{}", db.name);
+    let mut sluice = Sluice::new(&format!(
+        "[[sources]]\nname = \"src\"\nkind = \"postgres\"\nurl = \"{}\"\ntables = [\"public.*\"]\nslot = \"{}\"\n\
+         [[sinks]]\nname = \"replica\"\nkind = \"postgres\"\nurl = \"{}\"\ntopics = [\"src.public.*\"]\n",
+        socket(&source),
+        source.name,
+        socket(&target)
+    ));
+    sluice.start();
+    source.wait_for_streaming().await;
+    source.exec("INSERT INTO t VALUES (2)");
+    wait_for(Duration::from_secs(30), "both rows in the replica", || {
+        target.exec("SELECT count(*) FROM information_schema.tables WHERE table_name = 't'") == "1"
+            && target.exec("SELECT string_agg(id::text, ',' ORDER BY id) FROM t") == "1,2"
+    })
+    .await;
+    // The walsender's client is a Unix socket: pg_stat_replication shows no address for it.
+    let address = source.exec(&format!(
+        "SELECT coalesce(r.client_addr::text, 'unix') FROM pg_replication_slots s \
+         JOIN pg_stat_replication r ON r.pid = s.active_pid WHERE s.slot_name = '{}'",
+        source.name
+    ));
+    assert_eq!(address, "unix");
+    assert_eq!(sluice.stop(), Some(0), "{}", sluice.stderr());
+}

@@ -249,18 +249,17 @@ impl PostgresSourceConfig {
     pub fn connect_params(&self) -> Result<ConnectParams, UrlError> {
         let (config, tls) =
             super::tls::pg_config(self.url.expose(), &redact_url(self.url.expose()))?;
-        let host = match config.get_hosts() {
-            [tokio_postgres::config::Host::Tcp(host)] => host.clone(),
+        let port = config.get_ports().first().copied().unwrap_or(5432);
+        let (host, unix_socket) = match config.get_hosts() {
+            [tokio_postgres::config::Host::Tcp(host)] => (host.clone(), None),
+            // libpq's convention: the directory holds the socket `.s.PGSQL.<port>`.
+            [tokio_postgres::config::Host::Unix(dir)] => (
+                dir.display().to_string(),
+                Some(dir.join(format!(".s.PGSQL.{port}"))),
+            ),
             [] => return Err(format!("{} names no host", redact_url(self.url.expose())).into()),
-            [_] => {
-                return Err(
-                    "unix-socket hosts are not supported yet: use a TCP host such as 127.0.0.1"
-                        .into(),
-                )
-            }
             _ => return Err("several hosts are not supported: name one".into()),
         };
-        let port = config.get_ports().first().copied().unwrap_or(5432);
         let user = config.get_user().ok_or_else(|| {
             format!(
                 "{} names no user (postgres://USER@host/db)",
@@ -268,7 +267,12 @@ impl PostgresSourceConfig {
             )
         })?;
         let dbname = config.get_dbname().unwrap_or(user).to_owned();
-        let tls = match tls.client_config().map_err(|e| UrlError(e.to_string()))? {
+        // As libpq: no TLS over a Unix socket (the kernel carries the bytes).
+        let client_config = match unix_socket {
+            Some(_) => None,
+            None => tls.client_config().map_err(|e| UrlError(e.to_string()))?,
+        };
+        let tls = match client_config {
             Some(config) => Some(super::tls::WireTls {
                 mode: tls.mode,
                 config,
@@ -291,6 +295,7 @@ impl PostgresSourceConfig {
                 .copied()
                 .unwrap_or(Duration::from_secs(10)),
             tls,
+            unix_socket,
         })
     }
 }

@@ -90,8 +90,10 @@ pub struct ConnectParams {
     pub password: Option<Vec<u8>>,
     pub dbname: String,
     pub connect_timeout: Duration,
-    /// None with `sslmode=disable`.
+    /// None with `sslmode=disable` (and over a Unix socket).
     pub tls: Option<super::tls::WireTls>,
+    /// The socket file, for a Unix-socket host (`host=/var/run/postgresql`).
+    pub unix_socket: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for ConnectParams {
@@ -103,6 +105,7 @@ impl std::fmt::Debug for ConnectParams {
             .field("password", &self.password.as_ref().map(|_| "***"))
             .field("dbname", &self.dbname)
             .field("tls", &self.tls)
+            .field("unix_socket", &self.unix_socket)
             .finish()
     }
 }
@@ -158,19 +161,34 @@ impl WireConnection {
         params: &ConnectParams,
         session: Session,
     ) -> Result<WireConnection, PostgresError> {
-        let address = format!("{}:{}", params.host, params.port);
-        let stream = tokio::time::timeout(params.connect_timeout, TcpStream::connect(&address))
-            .await
-            .map_err(|_| PostgresError::Connect {
-                address: address.clone(),
-                source: io::Error::new(io::ErrorKind::TimedOut, "connect timed out"),
-            })?
-            .map_err(|source| PostgresError::Connect {
-                address: address.clone(),
-                source,
-            })?;
-        stream.set_nodelay(true).map_err(PostgresError::Io)?;
-        let stream = super::tls::negotiate(stream, params.tls.as_ref(), &address).await?;
+        let timed_out = |address: &str| PostgresError::Connect {
+            address: address.to_owned(),
+            source: io::Error::new(io::ErrorKind::TimedOut, "connect timed out"),
+        };
+        let stream = match &params.unix_socket {
+            Some(path) => {
+                let address = path.display().to_string();
+                let connect = tokio::net::UnixStream::connect(path);
+                let stream = tokio::time::timeout(params.connect_timeout, connect)
+                    .await
+                    .map_err(|_| timed_out(&address))?
+                    .map_err(|source| PostgresError::Connect { address, source })?;
+                super::tls::WireStream::Unix(stream)
+            }
+            None => {
+                let address = format!("{}:{}", params.host, params.port);
+                let connect = TcpStream::connect(&address);
+                let stream = tokio::time::timeout(params.connect_timeout, connect)
+                    .await
+                    .map_err(|_| timed_out(&address))?
+                    .map_err(|source| PostgresError::Connect {
+                        address: address.clone(),
+                        source,
+                    })?;
+                stream.set_nodelay(true).map_err(PostgresError::Io)?;
+                super::tls::negotiate(stream, params.tls.as_ref(), &address).await?
+            }
+        };
         let mut conn = WireConnection {
             stream,
             read_buf: BytesMut::with_capacity(256 * 1024),

@@ -428,10 +428,11 @@ impl ServerCertVerifier for Verified {
     }
 }
 
-/// The transport of sluice's own wire connections: plain TCP, or TLS over it.
+/// The transport of sluice's own wire connections: plain TCP, TLS over it, or a Unix socket.
 pub(super) enum WireStream {
     Plain(tokio::net::TcpStream),
     Tls(Box<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>),
+    Unix(tokio::net::UnixStream),
 }
 
 /// Postgres' SSLRequest: length 8, code 80877103.
@@ -495,6 +496,7 @@ impl tokio::io::AsyncRead for WireStream {
         match self.get_mut() {
             WireStream::Plain(tcp) => std::pin::Pin::new(tcp).poll_read(cx, buf),
             WireStream::Tls(tls) => std::pin::Pin::new(tls.as_mut()).poll_read(cx, buf),
+            WireStream::Unix(unix) => std::pin::Pin::new(unix).poll_read(cx, buf),
         }
     }
 }
@@ -508,6 +510,7 @@ impl tokio::io::AsyncWrite for WireStream {
         match self.get_mut() {
             WireStream::Plain(tcp) => std::pin::Pin::new(tcp).poll_write(cx, buf),
             WireStream::Tls(tls) => std::pin::Pin::new(tls.as_mut()).poll_write(cx, buf),
+            WireStream::Unix(unix) => std::pin::Pin::new(unix).poll_write(cx, buf),
         }
     }
 
@@ -518,6 +521,7 @@ impl tokio::io::AsyncWrite for WireStream {
         match self.get_mut() {
             WireStream::Plain(tcp) => std::pin::Pin::new(tcp).poll_flush(cx),
             WireStream::Tls(tls) => std::pin::Pin::new(tls.as_mut()).poll_flush(cx),
+            WireStream::Unix(unix) => std::pin::Pin::new(unix).poll_flush(cx),
         }
     }
 
@@ -528,6 +532,7 @@ impl tokio::io::AsyncWrite for WireStream {
         match self.get_mut() {
             WireStream::Plain(tcp) => std::pin::Pin::new(tcp).poll_shutdown(cx),
             WireStream::Tls(tls) => std::pin::Pin::new(tls.as_mut()).poll_shutdown(cx),
+            WireStream::Unix(unix) => std::pin::Pin::new(unix).poll_shutdown(cx),
         }
     }
 }
