@@ -76,3 +76,36 @@ impl Db<'_> {
         self.0.exec("app", sql)
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compressed_binlog_events_stop_the_source_instead_of_being_skipped() {
+    let server = PrivateMariaDb::start();
+    server.exec(
+        "",
+        "CREATE DATABASE app; CREATE TABLE app.big (id int PRIMARY KEY, body text)",
+    );
+    let mut sluice = Sluice::new(&format!(
+        "[[sources]]\nname = \"src\"\nkind = \"mysql\"\nurl = \"{}\"\ntables = [\"app.*\"]\nserver_id = 4243\n",
+        server.url("")
+    ));
+    sluice.start();
+    wait_for(Duration::from_secs(30), "streaming", || {
+        sluice.stderr().contains("streaming the binlog")
+    })
+    .await;
+    // Row events of at least log_bin_compress_min_len (256) bytes are written compressed.
+    server.exec(
+        "",
+        "SET GLOBAL log_bin_compress = ON; INSERT INTO app.big VALUES (1, REPEAT('x', 4000))",
+    );
+    wait_for(Duration::from_secs(30), "sluice to stop", || {
+        !sluice.is_running()
+    })
+    .await;
+    let stderr = sluice.stderr();
+    assert_eq!(sluice.stop(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("the binlog holds compressed events (log_bin_compress is ON)"),
+        "{stderr}"
+    );
+}
