@@ -355,6 +355,10 @@ async fn a_snapshot_killed_three_times_resumes_on_its_slot_and_writes_each_row_o
         !stderr.contains("taking it again from the start"),
         "{stderr}"
     );
+    assert!(
+        stderr.contains("chunks in the log (") && stderr.contains("rows/s"),
+        "no progress line:\n{stderr}"
+    );
 
     // The replica equals the source, and the log holds each row's snapshot read at most once.
     let deadline = Instant::now() + Duration::from_secs(180);

@@ -361,6 +361,7 @@ async fn append_batches<L: EventLog>(
     progress_tx: watch::Sender<WriterProgress>,
     stop: Option<(Position, CancellationToken)>,
 ) -> Result<(), PipelineError> {
+    let mut snapshot = SnapshotMeter::default();
     while let Some(PendingAppend {
         encoded,
         stored_checkpoint,
@@ -378,6 +379,9 @@ async fn append_batches<L: EventLog>(
                 name: name.clone(),
                 source,
             })?;
+        if let Some(checkpoint) = &checkpoint {
+            snapshot.committed(&name, checkpoint, records);
+        }
         report(
             &name,
             &progress_tx,
@@ -388,6 +392,61 @@ async fn append_batches<L: EventLog>(
         );
     }
     Ok(())
+}
+
+/// How often a running snapshot says how far it is.
+const SNAPSHOT_PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A running snapshot's progress line: chunks in the log (of all), rows this run, rate, and
+/// the time left at this run's pace.
+#[derive(Default)]
+struct SnapshotMeter {
+    /// When this run's first snapshot batch was committed, and the chunks done then.
+    started: Option<(std::time::Instant, u64)>,
+    rows: u64,
+    last_line: Option<std::time::Instant>,
+}
+
+impl SnapshotMeter {
+    fn committed(&mut self, name: &str, checkpoint: &Checkpoint, records: u64) {
+        let Some((done, total)) = checkpoint.snapshot_chunks() else {
+            if checkpoint.snapshot == SnapshotProgress::Done && self.started.is_some() {
+                tracing::info!(
+                    source = name,
+                    rows = self.rows,
+                    "snapshot: every chunk is in the log"
+                );
+                *self = SnapshotMeter::default();
+            }
+            return;
+        };
+        let now = std::time::Instant::now();
+        let (started, done_at_start) = *self.started.get_or_insert((now, done));
+        self.rows += records;
+        if self
+            .last_line
+            .is_some_and(|last| now.duration_since(last) < SNAPSHOT_PROGRESS_EVERY)
+        {
+            return;
+        }
+        self.last_line = Some(now);
+        let elapsed = now.duration_since(started).as_secs_f64().max(1e-3);
+        let rate = self.rows as f64 / elapsed;
+        let done_now = done.saturating_sub(done_at_start);
+        let left = if done_now > 0 {
+            let seconds = elapsed / done_now as f64 * total.saturating_sub(done) as f64;
+            format!("about {}s left", seconds.round() as u64)
+        } else {
+            "time left not known yet".to_owned()
+        };
+        tracing::info!(
+            source = name,
+            "snapshot: {done} of {total} chunks in the log ({}%), {} rows this run at {} rows/s, {left}",
+            (done * 100).checked_div(total).unwrap_or(0),
+            self.rows,
+            rate.round() as u64,
+        );
+    }
 }
 
 /// Publishes a finished append: metrics, the stop position, and the durable checkpoint.
