@@ -31,4 +31,5 @@ pub mod sink;
 pub mod source;
 pub mod task;
 pub mod topic;
+pub mod url;
 pub mod value;

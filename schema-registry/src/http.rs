@@ -86,7 +86,7 @@ impl<'a> Query<'a> {
                 .filter(|p| !p.is_empty())
                 .map(|pair| {
                     let (k, v) = pair.split_once('=').unwrap_or((pair, "true"));
-                    (percent_decode(k), v)
+                    (sluice_core::url::percent_decode(k), v)
                 })
                 .collect(),
         )
@@ -97,28 +97,6 @@ impl<'a> Query<'a> {
             .iter()
             .any(|(k, v)| k == name && v.eq_ignore_ascii_case("true"))
     }
-}
-
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        match bytes[i] {
-            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                (Some(h), Some(l)) => {
-                    out.push((h * 16 + l) as u8);
-                    i += 3;
-                    continue;
-                }
-                _ => out.push(b'%'),
-            },
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn version_json(v: &SubjectVersion) -> Json {
@@ -217,7 +195,7 @@ fn route(
         .trim_matches('/')
         .split('/')
         .filter(|s| !s.is_empty())
-        .map(percent_decode)
+        .map(sluice_core::url::percent_decode)
         .collect();
     let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
     let (get, post, put, delete) = (

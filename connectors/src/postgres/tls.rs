@@ -77,7 +77,7 @@ pub fn split_url(url: &str) -> Result<(String, TlsSettings), UrlError> {
     let mut kept = Vec::new();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        let value = percent_decode(value);
+        let value = sluice_core::url::percent_decode(value);
         match key {
             "sslmode" => settings.mode = SslMode::parse(&value)?,
             "sslrootcert" => settings.root_cert = Some(PathBuf::from(value)),
@@ -97,26 +97,6 @@ pub fn split_url(url: &str) -> Result<(String, TlsSettings), UrlError> {
         format!("{base}?{}", kept.join("&"))
     };
     Ok((url, settings))
-}
-
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        match (bytes[i], bytes.get(i + 1), bytes.get(i + 2)) {
-            (b'%', Some(&h), Some(&l)) if hex(h).is_some() && hex(l).is_some() => {
-                out.push((hex(h).unwrap_or(0) * 16 + hex(l).unwrap_or(0)) as u8);
-                i += 3;
-            }
-            (b, _, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Why TLS cannot be set up from the settings (a file missing or unreadable).
