@@ -19,6 +19,20 @@ fn jsonl_sink(db: &MariaDb) -> String {
     )
 }
 
+/// Table `c`'s rows as the log folds them: id → {"id", "n"}.
+fn rows_of_c(db: &MariaDb) -> BTreeMap<String, Json> {
+    db.exec("SELECT id, n FROM c ORDER BY id")
+        .lines()
+        .map(|l| {
+            let (id, n) = l.split_once('\t').unwrap();
+            (
+                id.to_owned(),
+                json!({"id": id.parse::<i64>().unwrap(), "n": n.parse::<i64>().unwrap()}),
+            )
+        })
+        .collect()
+}
+
 async fn wait_streaming(sluice: &Sluice) {
     wait_for(Duration::from_secs(30), "the source to stream", || {
         sluice.stderr().contains("streaming the binlog")
@@ -113,17 +127,7 @@ async fn a_snapshot_under_concurrent_writes_ends_equal_to_the_source() {
     };
     sluice.start();
     writer.await.unwrap();
-    let expected: BTreeMap<String, Json> = db
-        .exec("SELECT id, n FROM c ORDER BY id")
-        .lines()
-        .map(|l| {
-            let (id, n) = l.split_once('\t').unwrap();
-            (
-                id.to_owned(),
-                json!({"id": id.parse::<i64>().unwrap(), "n": n.parse::<i64>().unwrap()}),
-            )
-        })
-        .collect();
+    let expected = rows_of_c(&db);
     let topic = format!("src.{}.c", db.name);
     wait_for(
         Duration::from_secs(60),
@@ -621,17 +625,7 @@ async fn a_snapshot_killed_three_times_resumes_after_the_last_keys_and_reads_eac
         stderr.contains("resuming the interrupted snapshot"),
         "no run resumed a snapshot:\n{stderr}"
     );
-    let expected: BTreeMap<String, Json> = db
-        .exec("SELECT id, n FROM c ORDER BY id")
-        .lines()
-        .map(|l| {
-            let (id, n) = l.split_once('\t').unwrap();
-            (
-                id.to_owned(),
-                json!({"id": id.parse::<i64>().unwrap(), "n": n.parse::<i64>().unwrap()}),
-            )
-        })
-        .collect();
+    let expected = rows_of_c(&db);
     wait_for(
         Duration::from_secs(120),
         "the log to fold to the table",
