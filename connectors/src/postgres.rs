@@ -882,20 +882,13 @@ async fn connect_catalog(
     let (pg_config, tls) = config.pg_config().map_err(|problem| setup(problem.0))?;
     let connector = tls.connector().map_err(|e| setup(e.to_string()))?;
     let connected = pg_config.connect(connector).await;
-    let ask_server = matches!(&connected, Err(err) if err.as_db_error().is_none())
-        && tls.mode != tls::SslMode::Prefer;
-    if let (true, Ok(params)) = (ask_server, config.connect_params()) {
-        // tokio-postgres tells a server without TLS only in words: ask the server ourselves,
-        // so that `sslmode=require` against it is a definite error that says so.
-        if params.tls.is_some() {
-            let address = format!("{}:{}", params.host, params.port);
-            if let Ok(tcp) = tokio::net::TcpStream::connect(&address).await {
-                if let Err(refused @ PostgresError::Tls { .. }) =
-                    tls::negotiate(tcp, params.tls.as_ref(), &address).await
-                {
-                    return Err(refused);
-                }
-            }
+    if matches!(&connected, Err(err) if err.as_db_error().is_none()) {
+        if let Some(reason) = tls::refused(&pg_config, &tls).await {
+            let address = config
+                .connect_params()
+                .map(|p| format!("{}:{}", p.host, p.port))
+                .unwrap_or_default();
+            return Err(PostgresError::Tls { address, reason });
         }
     }
     let (client, connection) = connected.map_err(|err| {

@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use sluice_integration_tests::{
-    source_config, wait_for, workspace_root, PrivateCluster, Sluice, TestDb,
+    sluice_bin, source_config, wait_for, workspace_root, PrivateCluster, Sluice, TestDb,
 };
 
 fn tls_file(name: &str) -> String {
@@ -133,4 +133,22 @@ async fn require_against_a_server_without_tls_is_refused_saying_so() {
         "{stderr}"
     );
     assert!(!stderr.contains("retry"), "it is not retried:\n{stderr}");
+
+    // A sink says the same (here through `check --connect`, which connects as `run` does).
+    let source = TestDb::create();
+    let sink = Sluice::new(&format!(
+        "{}[[sinks]]\nname = \"replica\"\nkind = \"postgres\"\nurl = \"{url}\"\ntopics = [\"src.public.*\"]\n",
+        source_config(&source, "")
+    ));
+    let out = std::process::Command::new(sluice_bin())
+        .args(["check", "--connect", "-c"])
+        .arg(&sink.config)
+        .output()
+        .expect("run sluice check");
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        text.contains("sink replica: FAILED: TLS to the target database failed: the server does not accept TLS"),
+        "{text}"
+    );
 }

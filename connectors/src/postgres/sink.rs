@@ -190,7 +190,18 @@ impl PgTarget {
     async fn client(&mut self) -> Result<deadpool_postgres::Object, SinkError> {
         let pool = self.pool()?;
         let tls_mode = self.tls_mode;
-        pool.get().await.map_err(|err| match err {
+        let got = pool.get().await;
+        if let Err(deadpool_postgres::PoolError::Backend(err)) = &got {
+            // A server without the TLS the URL requires: definite, and said so.
+            if err.code().is_none() {
+                if let Ok((pg, tls)) = self.config.pg_config() {
+                    if let Some(reason) = crate::postgres::tls::refused(&pg, &tls).await {
+                        return Err(SinkError::Tls(reason));
+                    }
+                }
+            }
+        }
+        got.map_err(|err| match err {
             // Credentials, a database that does not exist, no CONNECT privilege: waiting will
             // not help. Anything else (starting up, not accepting connections, too many
             // clients) may pass.
@@ -783,16 +794,19 @@ pub async fn probe(config: &PostgresSinkConfig) -> Result<String, SinkError> {
     let connector = tls
         .connector()
         .map_err(|e| SinkError::Url(crate::UrlError(e.to_string())))?;
-    let (client, connection) = pg
-        .connect(connector)
-        .await
-        .map_err(|err| match err.code() {
-            Some(_) => SinkError::db("connecting to the target database", err),
-            None => match crate::postgres::tls::failure_in(&err, tls.mode) {
-                Some(reason) => SinkError::Tls(reason),
-                None => SinkError::Connect(crate::postgres::ErrorText(&err).to_string()),
-            },
-        })?;
+    let connected = pg.connect(connector).await;
+    if matches!(&connected, Err(err) if err.code().is_none()) {
+        if let Some(reason) = crate::postgres::tls::refused(&pg, &tls).await {
+            return Err(SinkError::Tls(reason));
+        }
+    }
+    let (client, connection) = connected.map_err(|err| match err.code() {
+        Some(_) => SinkError::db("connecting to the target database", err),
+        None => match crate::postgres::tls::failure_in(&err, tls.mode) {
+            Some(reason) => SinkError::Tls(reason),
+            None => SinkError::Connect(crate::postgres::ErrorText(&err).to_string()),
+        },
+    })?;
     let task = sluice_core::task::spawn_in_span(connection);
     let row = client
         .query_one(

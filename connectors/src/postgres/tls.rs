@@ -417,6 +417,31 @@ pub(super) enum WireStream {
     Unix(tokio::net::UnixStream),
 }
 
+/// After a tokio-postgres connection failed (not with a server error): whether the server
+/// refuses the TLS these settings require, in words for the operator. tokio-postgres says so
+/// only in its message text, so the server is asked once more, directly.
+pub(super) async fn refused(config: &tokio_postgres::Config, tls: &TlsSettings) -> Option<String> {
+    if matches!(tls.mode, SslMode::Disable | SslMode::Prefer) {
+        return None;
+    }
+    let host = match config.get_hosts() {
+        [tokio_postgres::config::Host::Tcp(host)] => host.clone(),
+        _ => return None,
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let wire = WireTls {
+        mode: tls.mode,
+        config: tls.client_config().ok()??,
+        server_name: server_name(&host).ok()?,
+    };
+    let address = format!("{host}:{port}");
+    let tcp = tokio::net::TcpStream::connect(&address).await.ok()?;
+    match negotiate(tcp, Some(&wire), &address).await {
+        Err(super::PostgresError::Tls { reason, .. }) => Some(reason),
+        _ => None,
+    }
+}
+
 /// Postgres' SSLRequest: length 8, code 80877103.
 const SSL_REQUEST: [u8; 8] = [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f];
 
