@@ -58,6 +58,26 @@ async fn report<L: EventLog>(config: &FileConfig, log: &L) -> anyhow::Result<()>
             records += records_in(log, &topic).await;
         }
         println!("source {name}: {checkpoint}; {topics} topic(s), {records} record(s)");
+        if let Some(checkpoint) = log
+            .checkpoint(name)
+            .await?
+            .and_then(|text| Checkpoint::from_json(&text).ok())
+            .filter(|c| c.snapshot == SnapshotProgress::InProgress)
+        {
+            // The tables still being read, then how many are done.
+            let tables = checkpoint.snapshot_tables();
+            let (done, reading): (Vec<_>, Vec<_>) =
+                tables.iter().partition(|(_, done, total)| done >= total);
+            for (table, done, total) in reading.iter().take(20) {
+                println!("  snapshot of {table}: {done} of {total} chunks in the log");
+            }
+            if reading.len() > 20 {
+                println!("  … and {} more tables being read", reading.len() - 20);
+            }
+            if !done.is_empty() {
+                println!("  snapshot done for {} table(s)", done.len());
+            }
+        }
         match crate::connect::source_server_status(source).await {
             Ok(line) => println!("  server: {line}"),
             Err(err) => println!("  server: unreachable: {err}"),

@@ -386,6 +386,7 @@ impl PostgresSource {
                     snapshot_ts_us: now_us(),
                     chunks_total: 0,
                     chunks_done: 0,
+                    by_table: Default::default(),
                     tables: snapshot_tables
                         .iter()
                         .zip(&filenodes)

@@ -73,6 +73,29 @@ impl Checkpoint {
         ))
     }
 
+    /// A snapshot's progress per table (`by_table` in `snapshot_state`): name, chunks in the
+    /// log, chunks in all.
+    pub fn snapshot_tables(&self) -> Vec<(String, u64, u64)> {
+        let Some(tables) = self
+            .snapshot_state
+            .as_ref()
+            .and_then(|state| state.get("by_table"))
+            .and_then(serde_json::Value::as_object)
+        else {
+            return Vec::new();
+        };
+        tables
+            .iter()
+            .filter_map(|(name, counts)| {
+                Some((
+                    name.clone(),
+                    counts.get(0)?.as_u64()?,
+                    counts.get(1)?.as_u64()?,
+                ))
+            })
+            .collect()
+    }
+
     pub fn to_json(&self) -> String {
         self.to_json_at(0)
     }

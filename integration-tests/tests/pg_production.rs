@@ -330,7 +330,8 @@ async fn a_snapshot_killed_three_times_resumes_on_its_slot_and_writes_each_row_o
             let (_, status) = sluice_command(&["status"], &sluice.config);
             assert!(
                 status.contains("initial snapshot in progress: ")
-                    && status.contains("chunks in the log"),
+                    && status.contains("chunks in the log")
+                    && status.contains("snapshot of public.big: "),
                 "round {round}: {status}"
             );
             assert_eq!(

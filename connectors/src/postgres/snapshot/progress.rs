@@ -31,6 +31,9 @@ pub(crate) struct SnapshotState {
     /// Totals over every table, for `sluice status`.
     pub chunks_total: u64,
     pub chunks_done: u64,
+    /// Per table (`schema.table`), chunks in the log and in all, for `sluice status`.
+    #[serde(default)]
+    pub by_table: std::collections::BTreeMap<String, [u64; 2]>,
     pub tables: Vec<TableProgress>,
 }
 
@@ -100,6 +103,11 @@ impl SnapshotState {
     pub(crate) fn recount(&mut self) {
         self.chunks_total = self.tables.iter().map(|t| u64::from(t.chunks)).sum();
         self.chunks_done = self.tables.iter().map(TableProgress::done_count).sum();
+        self.by_table = self
+            .tables
+            .iter()
+            .map(|t| (t.name.clone(), [t.done_count(), u64::from(t.chunks)]))
+            .collect();
     }
 
     pub(crate) fn to_value(&self) -> serde_json::Value {
@@ -189,6 +197,7 @@ mod tests {
             snapshot_ts_us: 1,
             chunks_total: 0,
             chunks_done: 0,
+            by_table: Default::default(),
             tables: vec![table(4)],
         };
         state.mark([
@@ -196,6 +205,7 @@ mod tests {
             ChunkId { table: 8, index: 0 },
         ]);
         assert_eq!((state.chunks_done, state.chunks_total), (1, 4));
+        assert_eq!(state.by_table["s.t"], [1, 4]);
         assert_eq!(
             SnapshotState::from_value(&state.to_value()),
             Some(state.clone())

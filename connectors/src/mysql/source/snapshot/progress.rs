@@ -22,6 +22,9 @@ pub(crate) struct SnapshotState {
     /// Slices in the log whole, and in all, for `sluice status`.
     pub chunks_done: u64,
     pub chunks_total: u64,
+    /// Per table (`database.table`), slices in the log whole and in all, for `sluice status`.
+    #[serde(default)]
+    pub by_table: std::collections::BTreeMap<String, [u64; 2]>,
     pub slices: Vec<SliceProgress>,
 }
 
@@ -87,6 +90,7 @@ impl SnapshotState {
         let mut state = SnapshotState {
             chunks_done: 0,
             chunks_total: 0,
+            by_table: Default::default(),
             slices,
         };
         state.recount();
@@ -96,6 +100,12 @@ impl SnapshotState {
     pub(crate) fn recount(&mut self) {
         self.chunks_total = self.slices.len() as u64;
         self.chunks_done = self.slices.iter().filter(|s| s.done).count() as u64;
+        self.by_table.clear();
+        for slice in &self.slices {
+            let entry = self.by_table.entry(slice.table.clone()).or_default();
+            entry[0] += u64::from(slice.done);
+            entry[1] += 1;
+        }
     }
 
     pub(crate) fn to_value(&self) -> serde_json::Value {
