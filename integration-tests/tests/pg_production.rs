@@ -869,3 +869,46 @@ async fn a_unix_socket_host_carries_the_snapshot_the_stream_and_the_sink() {
     assert_eq!(address, "unix");
     assert_eq!(sluice.stop(), Some(0), "{}", sluice.stderr());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_table_is_one_topic_under_its_root_in_snapshot_and_stream() {
+    let db = TestDb::create();
+    db.exec(
+        "CREATE TABLE m (id int, region text, v int, PRIMARY KEY (id, region)) PARTITION BY LIST (region); \
+         CREATE TABLE m_eu PARTITION OF m FOR VALUES IN ('eu'); \
+         CREATE TABLE m_us PARTITION OF m FOR VALUES IN ('us'); \
+         INSERT INTO m VALUES (1, 'eu', 0), (2, 'us', 0)",
+    );
+    let mut sluice = Sluice::new(&source_config(&db, ""));
+    sluice.start();
+    db.wait_for_streaming().await;
+    db.exec(
+        "INSERT INTO m VALUES (3, 'eu', 0), (4, 'us', 0); UPDATE m SET v = 5 WHERE id IN (1, 2); \
+         DELETE FROM m WHERE id = 4",
+    );
+    wait_for(
+        Duration::from_secs(30),
+        "every change under the root",
+        || events(&sluice.records("src.public.m")).len() == 2 + 2 + 2 + 1,
+    )
+    .await;
+    let log = events(&sluice.records("src.public.m"));
+    let ops: Vec<&str> = log.iter().map(|e| e["op"].as_str().unwrap_or("")).collect();
+    assert_eq!(ops.iter().filter(|op| **op == "r").count(), 2, "{ops:?}");
+    assert_eq!(
+        log.iter().filter(|e| e["source"]["table"] == "m").count(),
+        log.len()
+    );
+    let (_, topics) = sluice_command(&["log", "topics"], &sluice.config);
+    assert!(
+        !topics.contains("src.public.m_eu") && !topics.contains("src.public.m_us"),
+        "no topic per partition: {topics}"
+    );
+    let rows = sluice_integration_tests::fold_rows(&log, "id");
+    let values: Vec<String> = rows
+        .values()
+        .map(|r| format!("{}:{}", r["id"], r["v"]))
+        .collect();
+    assert_eq!(values, ["1:5", "2:5", "3:0"]);
+    assert_eq!(sluice.stop(), Some(0), "{}", sluice.stderr());
+}

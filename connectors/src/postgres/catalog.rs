@@ -64,7 +64,9 @@ pub(super) fn identifies_rows(table: &CapturedTable) -> bool {
 }
 
 /// Ordinary tables matching `patterns` and no `exclude` pattern, sorted into those captured
-/// and those left out (see [`Resolution`]).
+/// and those left out (see [`Resolution`]). A partitioned table is one table, its root (the
+/// publication then publishes its partitions' changes as the root's, Postgres 13+); before
+/// Postgres 13 its partitions are tables of their own.
 pub(super) async fn resolve_tables(
     client: &Client,
     patterns: &[String],
@@ -75,7 +77,10 @@ pub(super) async fn resolve_tables(
             "SELECT c.oid, n.nspname, c.relname, c.relreplident::text, \
                     EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary) \
              FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-             WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
+             WHERE (CASE WHEN current_setting('server_version_num')::int >= 130000 \
+                         THEN c.relkind IN ('r', 'p') AND NOT c.relispartition \
+                         ELSE c.relkind = 'r' END) \
+               AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
                AND n.nspname NOT LIKE 'pg\\_toast%' \
              ORDER BY n.nspname, c.relname",
             &[],

@@ -175,11 +175,24 @@ pub(super) async fn ensure_publication(
 ) -> Result<bool, PostgresError> {
     let exists = publication_exists(client, name).await?;
     let listed: Vec<String> = tables.iter().map(|t| qualified(&t.id)).collect();
+    // Partitioned tables publish their partitions' changes under the root (Postgres 13+).
+    let via_root: bool = client
+        .query_one(
+            "SELECT current_setting('server_version_num')::int >= 130000",
+            &[],
+        )
+        .await?
+        .get(0);
     let statement = if !exists {
         format!(
-            "CREATE PUBLICATION {} FOR TABLE {}",
+            "CREATE PUBLICATION {} FOR TABLE {}{}",
             quote_ident(name),
-            listed.join(", ")
+            listed.join(", "),
+            if via_root {
+                " WITH (publish_via_partition_root = true)"
+            } else {
+                ""
+            }
         )
     } else {
         let mut published = publication_tables(client, name).await?;
@@ -189,11 +202,18 @@ pub(super) async fn ensure_publication(
         if !owned || published == wanted {
             return Ok(false);
         }
-        format!(
+        let mut statement = format!(
             "ALTER PUBLICATION {} SET TABLE {}",
             quote_ident(name),
             listed.join(", ")
-        )
+        );
+        if via_root {
+            statement.push_str(&format!(
+                "; ALTER PUBLICATION {} SET (publish_via_partition_root = true)",
+                quote_ident(name)
+            ));
+        }
+        statement
     };
     tracing::info!(
         publication = name,
