@@ -21,9 +21,10 @@ pub(crate) struct SnapshotPhase {
     pub state: SnapshotState,
     /// Chunks partly read, by chunk.
     open: HashMap<ChunkId, Vec<ChangeEvent>>,
-    /// Chunks read whole, oldest first, waiting for a batch. The newest is held back until
-    /// another arrives or reading ends, so that the snapshot's last event can be marked.
-    ready: VecDeque<(ChunkId, Vec<ChangeEvent>)>,
+    /// Chunks read whole, oldest first, waiting for a batch (None: a part of a chunk too large
+    /// to hold, see `next_batch`). The newest is held back until another arrives or reading
+    /// ends, so that the snapshot's last event can be marked.
+    ready: VecDeque<(Option<ChunkId>, Vec<ChangeEvent>)>,
     reading_done: bool,
     /// Whether the snapshot's first event has been emitted (marked `first`).
     first_emitted: bool,
@@ -92,10 +93,19 @@ impl SnapshotPhase {
                     } else {
                         part.append(&mut events);
                     }
+                    // A chunk that is a whole table (a partitioned root; a server without
+                    // ctid range scans) can be larger than memory: its rows go out in parts,
+                    // and only its end marks it in the log. A crash before then reads it again,
+                    // so those parts' rows reach the log twice (the same rows, idempotent for
+                    // database sinks).
+                    if part.len() >= max_events.saturating_mul(4) {
+                        let events = std::mem::take(part);
+                        self.ready.push_back((None, events));
+                    }
                 }
                 Some(Ok(Read::Done(chunk))) => {
                     let events = self.open.remove(&chunk).unwrap_or_default();
-                    self.ready.push_back((chunk, events));
+                    self.ready.push_back((Some(chunk), events));
                 }
             }
         }
@@ -115,7 +125,7 @@ impl SnapshotPhase {
         let mut events: Vec<ChangeEvent> = Vec::new();
         let mut chunks = Vec::with_capacity(take);
         for (chunk, mut part) in self.ready.drain(..take) {
-            chunks.push(chunk);
+            chunks.extend(chunk);
             if events.is_empty() {
                 events = part;
             } else {
@@ -139,5 +149,85 @@ impl SnapshotPhase {
             }
         }
         Ok(Some(ChunkBatch { events, finished }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use sluice_core::event::{Op, TableId, TableSchema};
+    use sluice_core::position::{Lsn, Position};
+
+    use super::*;
+    use crate::postgres::snapshot::TableProgress;
+
+    fn event() -> ChangeEvent {
+        ChangeEvent {
+            op: Op::Read,
+            table: Some(Arc::new(TableSchema {
+                table: TableId {
+                    namespace: "s".into(),
+                    name: "t".into(),
+                },
+                columns: vec![],
+                version: 1,
+            })),
+            before: None,
+            before_is_key_only: false,
+            after: Some(vec![]),
+            snapshot: SnapshotMarker::Yes,
+            commit_ts_us: 0,
+            position: Position::PgLsn(Lsn(1)),
+            xid: None,
+            txn: None,
+            message: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_chunk_too_large_to_hold_goes_out_in_parts_and_counts_only_at_its_end() {
+        let chunk = ChunkId { table: 7, index: 0 };
+        let mut state = SnapshotState {
+            txid_snapshot: "1:1:".into(),
+            snapshot_ts_us: 0,
+            chunks_total: 0,
+            chunks_done: 0,
+            by_table: Default::default(),
+            tables: vec![TableProgress {
+                oid: 7,
+                name: "s.t".into(),
+                filenode: 0,
+                chunk_blocks: 1,
+                chunks: 1,
+                done: vec![],
+            }],
+        };
+        state.recount();
+        let (tx, rx) = mpsc::channel(16);
+        let mut phase = SnapshotPhase::new(None, rx, Lsn(1), state, true);
+        // 4 × max_events (2) rows of one chunk go out as a part, the chunk not yet counted.
+        for _ in 0..6 {
+            tx.send(Ok(Read::Rows(chunk, vec![event(), event(), event()])))
+                .await
+                .unwrap();
+        }
+        let first = phase.next_batch(2).await.unwrap().expect("a part");
+        assert_eq!(first.events.len(), 9);
+        assert!(!first.finished);
+        assert_eq!(
+            phase.state.chunks_done, 0,
+            "a part does not count the chunk"
+        );
+        // Its end counts it, with the rest of its rows.
+        tx.send(Ok(Read::Rows(chunk, vec![event()]))).await.unwrap();
+        tx.send(Ok(Read::Done(chunk))).await.unwrap();
+        drop(tx);
+        let second = phase.next_batch(2).await.unwrap().expect("the second part");
+        assert_eq!((second.events.len(), second.finished), (9, false));
+        assert_eq!(phase.state.chunks_done, 0);
+        let last = phase.next_batch(2).await.unwrap().expect("the rest");
+        assert_eq!((last.events.len(), last.finished), (1, true));
+        assert_eq!(phase.state.chunks_done, 1);
     }
 }
