@@ -337,7 +337,8 @@ impl PostgresSource {
                     "SELECT (pg_relation_size(c.oid) / current_setting('block_size')::int)::int8, \
                      coalesce(pg_relation_filenode(c.oid), 0)::int8, \
                      CASE WHEN c.relpages > 0 AND c.reltuples > 0 \
-                          THEN (c.reltuples / c.relpages)::float8 END \
+                          THEN (c.reltuples / c.relpages)::float8 END, \
+                     c.relkind = 'p' \
                      FROM pg_class c WHERE c.oid = $1::oid",
                     &[&table.oid],
                 )
@@ -369,6 +370,9 @@ impl PostgresSource {
                 blocks,
                 chunks: snapshot::chunk_count(blocks, chunk_blocks, tid_range_scans),
                 chunk_blocks,
+                // One chunk that may not fit in memory: a partitioned root (its rows are in
+                // its partitions), or a table larger than a chunk that cannot be cut by ctid.
+                in_parts: size.get::<_, bool>(3) || (!tid_range_scans && blocks > chunk_blocks),
                 unchanged_since: None,
             });
         }

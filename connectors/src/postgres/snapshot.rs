@@ -45,6 +45,8 @@ pub(super) struct SnapshotTable {
     /// begins, kept when it resumes).
     pub chunks: u32,
     pub chunk_blocks: u64,
+    /// The table is one chunk that may be larger than memory: its rows go out as `Read::Part`.
+    pub in_parts: bool,
     /// Resuming: read only rows whose inserting transaction this snapshot
     /// (`txid_current_snapshot()` text) saw, as the original snapshot would have.
     pub unchanged_since: Option<String>,
@@ -83,6 +85,11 @@ fn plan(tables: &[SnapshotTable], done: impl Fn(ChunkId) -> bool) -> VecDeque<Ch
 /// ended. A chunk's parts are sent in order, and only its `Done` says it is whole.
 pub(super) enum Read {
     Rows(ChunkId, Vec<ChangeEvent>),
+    /// Rows of a chunk that is a whole table too large to hold (a partitioned root; a large
+    /// table on a server without ctid range scans): they go to the log as they come, and only
+    /// the chunk's `Done` counts it. A crash before then reads it again, so these rows reach
+    /// the log twice (the same rows; database sinks apply them idempotently).
+    Part(Vec<ChangeEvent>),
     Done(ChunkId),
 }
 
@@ -260,7 +267,12 @@ impl Reader {
             if events.len() >= self.chunk_events {
                 let full = std::mem::replace(&mut events, Vec::with_capacity(capacity));
                 schema = Arc::new(TableSchema::clone(&table.schema));
-                if tx.send(Ok(Read::Rows(chunk.id, full))).await.is_err() {
+                let read = if table.in_parts {
+                    Read::Part(full)
+                } else {
+                    Read::Rows(chunk.id, full)
+                };
+                if tx.send(Ok(read)).await.is_err() {
                     return Ok(false);
                 }
             }
@@ -268,7 +280,13 @@ impl Reader {
         if !carry.is_empty() || !framing.ended() {
             return Err(PostgresError::protocol("COPY output ended inside a row"));
         }
-        if !events.is_empty() && tx.send(Ok(Read::Rows(chunk.id, events))).await.is_err() {
+        let read = if table.in_parts {
+            Read::Part(events)
+        } else {
+            Read::Rows(chunk.id, events)
+        };
+        let empty = matches!(&read, Read::Rows(_, e) | Read::Part(e) if e.is_empty());
+        if !empty && tx.send(Ok(read)).await.is_err() {
             return Ok(false);
         }
         Ok(tx.send(Ok(Read::Done(chunk.id))).await.is_ok())
@@ -541,6 +559,7 @@ mod tests {
             binary: None,
             blocks: 0,
             chunks,
+            in_parts: false,
             unchanged_since: None,
         };
         let tables = [table(1, 4), table(2, 1)];

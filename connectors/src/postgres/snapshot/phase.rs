@@ -93,16 +93,9 @@ impl SnapshotPhase {
                     } else {
                         part.append(&mut events);
                     }
-                    // A chunk that is a whole table (a partitioned root; a server without
-                    // ctid range scans) can be larger than memory: its rows go out in parts,
-                    // and only its end marks it in the log. A crash before then reads it again,
-                    // so those parts' rows reach the log twice (the same rows, idempotent for
-                    // database sinks).
-                    if part.len() >= max_events.saturating_mul(4) {
-                        let events = std::mem::take(part);
-                        self.ready.push_back((None, events));
-                    }
                 }
+                // A chunk that is a whole table too large to hold (see `Read::Part`).
+                Some(Ok(Read::Part(events))) => self.ready.push_back((None, events)),
                 Some(Ok(Read::Done(chunk))) => {
                     let events = self.open.remove(&chunk).unwrap_or_default();
                     self.ready.push_back((Some(chunk), events));
@@ -186,7 +179,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_chunk_too_large_to_hold_goes_out_in_parts_and_counts_only_at_its_end() {
+    async fn a_whole_table_chunk_goes_out_in_parts_and_counts_only_at_its_end() {
         let chunk = ChunkId { table: 7, index: 0 };
         let mut state = SnapshotState {
             txid_snapshot: "1:1:".into(),
@@ -206,25 +199,24 @@ mod tests {
         state.recount();
         let (tx, rx) = mpsc::channel(16);
         let mut phase = SnapshotPhase::new(None, rx, Lsn(1), state, true);
-        // 4 × max_events (2) rows of one chunk go out as a part, the chunk not yet counted.
-        for _ in 0..6 {
-            tx.send(Ok(Read::Rows(chunk, vec![event(), event(), event()])))
+        // A whole-table chunk's rows go out as parts; the chunk is not counted yet.
+        for _ in 0..2 {
+            tx.send(Ok(Read::Part(vec![event(), event(), event()])))
                 .await
                 .unwrap();
         }
         let first = phase.next_batch(2).await.unwrap().expect("a part");
-        assert_eq!(first.events.len(), 9);
-        assert!(!first.finished);
+        assert_eq!((first.events.len(), first.finished), (3, false));
         assert_eq!(
             phase.state.chunks_done, 0,
             "a part does not count the chunk"
         );
-        // Its end counts it, with the rest of its rows.
+        // Its end counts it.
         tx.send(Ok(Read::Rows(chunk, vec![event()]))).await.unwrap();
         tx.send(Ok(Read::Done(chunk))).await.unwrap();
         drop(tx);
         let second = phase.next_batch(2).await.unwrap().expect("the second part");
-        assert_eq!((second.events.len(), second.finished), (9, false));
+        assert_eq!((second.events.len(), second.finished), (3, false));
         assert_eq!(phase.state.chunks_done, 0);
         let last = phase.next_batch(2).await.unwrap().expect("the rest");
         assert_eq!((last.events.len(), last.finished), (1, true));
