@@ -575,3 +575,66 @@ pub fn assert_schema_changes_at_most(sluice: &Sluice, most: usize) {
         "{changes} schema changes: the sink flapped\n{stderr}"
     );
 }
+
+/// A slot's confirmed_flush_lsn and catalog_xmin: a slot dropped and recreated under the same
+/// name differs in both (empty when there is no such slot).
+pub fn slot_identity(db: &TestDb, slot: &str) -> String {
+    db.exec(&format!(
+        "SELECT confirmed_flush_lsn::text || ' ' || catalog_xmin::text FROM pg_replication_slots WHERE slot_name = '{slot}'"
+    ))
+}
+
+/// Runs `sluice run` on `sluice`'s config to its end (it must stop by itself within 30 s);
+/// returns the exit code and everything it printed.
+pub fn run_to_exit(sluice: &mut Sluice) -> (Option<i32>, String) {
+    sluice.start();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while sluice.is_running() {
+        assert!(
+            Instant::now() < deadline,
+            "sluice kept running:\n{}",
+            sluice.stderr()
+        );
+        #[allow(clippy::disallowed_methods)] // synchronous: polls the child until it exits
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    (sluice.stop(), sluice.stderr())
+}
+
+/// Runs `sluice ARGS -c CONFIG` to its end with a deadline; returns (exit code, stdout+stderr).
+pub fn sluice_command(args: &[&str], config: &Path) -> (Option<i32>, String) {
+    let mut child = Command::new(sluice_bin())
+        .args(args)
+        .arg("-c")
+        .arg(config)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn sluice");
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while child.try_wait().expect("wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("output");
+            panic!(
+                "sluice {args:?} kept running (retrying forever?):\n{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        #[allow(clippy::disallowed_methods)] // synchronous: polls the child until it exits
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    code_and_output(child.wait_with_output().expect("output"))
+}
+
+/// How many records `topic` of `sluice`'s log holds (`sluice log topics`: cheap, unlike reading
+/// them all).
+pub fn logged(sluice: &Sluice, topic: &str) -> u64 {
+    let (_, out) = sluice_command(&["log", "topics"], &sluice.config);
+    out.lines()
+        .find(|line| line.starts_with(&format!("{topic}\t")))
+        .and_then(|line| line.rsplit("records=").next())
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
+}

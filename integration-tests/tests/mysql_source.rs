@@ -557,21 +557,6 @@ async fn catching_up_across_ddl_reads_rows_with_the_columns_they_were_written_wi
     assert_eq!(sluice.stop(), Some(0), "{}", sluice.stderr());
 }
 
-/// How many records `topic` holds (`sluice log topics`: cheap, unlike reading them all).
-fn logged(sluice: &Sluice, topic: &str) -> u64 {
-    let out = std::process::Command::new(sluice_bin())
-        .args(["log", "topics", "-c"])
-        .arg(&sluice.config)
-        .output()
-        .expect("run sluice log topics");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .find(|line| line.starts_with(&format!("{topic}\t")))
-        .and_then(|line| line.rsplit("records=").next())
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap_or(0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_snapshot_killed_three_times_resumes_after_the_last_keys_and_reads_each_row_once() {
     let db = MariaDb::create();
@@ -609,12 +594,12 @@ async fn a_snapshot_killed_three_times_resumes_after_the_last_keys_and_reads_eac
         wait_for(
             Duration::from_secs(60),
             "the snapshot to write more rows",
-            || logged(&sluice, &topic) > seen,
+            || sluice_integration_tests::logged(&sluice, &topic) > seen,
         )
         .await;
         sluice.kill();
         stderr.push_str(&sluice.stderr());
-        seen = logged(&sluice, &topic);
+        seen = sluice_integration_tests::logged(&sluice, &topic);
     }
     sluice.start();
     wait_streaming(&sluice).await;

@@ -2,15 +2,10 @@
 //! idle while others write, a transaction fills its batches exactly. Each test reproduces an
 //! observation from the field (issue 14) against a real server.
 
-use std::collections::BTreeMap;
-
-use serde_json::Value as Json;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sluice_integration_tests::{
-    admin, events, psql, source_config, wait_for, PrivateCluster, Rng, Sluice, TestDb,
+    admin, events, sluice_command, source_config, wait_for, PrivateCluster, Sluice, TestDb,
 };
 
 /// The ids of a topic's data events, in log order.
@@ -154,31 +149,6 @@ async fn a_transaction_filling_its_batches_exactly_commits_without_a_later_one()
     );
 }
 
-/// The slot's confirmed_flush_lsn and catalog_xmin: a slot dropped and recreated under the same
-/// name differs in both.
-fn slot_identity(db: &TestDb, slot: &str) -> String {
-    db.exec(&format!(
-        "SELECT confirmed_flush_lsn::text || ' ' || catalog_xmin::text FROM pg_replication_slots WHERE slot_name = '{slot}'"
-    ))
-}
-
-/// Runs `sluice run` on `sluice`'s config to its end (it must stop by itself); returns the exit
-/// code and everything it printed.
-fn run_to_exit(sluice: &mut Sluice) -> (Option<i32>, String) {
-    sluice.start();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while sluice.is_running() {
-        assert!(
-            Instant::now() < deadline,
-            "sluice kept running:\n{}",
-            sluice.stderr()
-        );
-        #[allow(clippy::disallowed_methods)] // synchronous: polls the child until it exits
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    (sluice.stop(), sluice.stderr())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slot_sluice_did_not_create_is_never_dropped_or_reused() {
     let db = TestDb::create();
@@ -188,13 +158,13 @@ async fn a_slot_sluice_did_not_create_is_never_dropped_or_reused() {
         "SELECT pg_create_logical_replication_slot('{slot}', 'pgoutput')"
     ));
     db.exec("INSERT INTO t VALUES (1)");
-    let before = slot_identity(&db, &slot);
+    let before = sluice_integration_tests::slot_identity(&db, &slot);
     for snapshot in ["initial", "never", "when_needed"] {
         let mut sluice = Sluice::new(&source_config(
             &db,
             &format!("slot = \"{slot}\"\nsnapshot = \"{snapshot}\""),
         ));
-        let (code, stderr) = run_to_exit(&mut sluice);
+        let (code, stderr) = sluice_integration_tests::run_to_exit(&mut sluice);
         assert_eq!(code, Some(1), "snapshot = {snapshot}:\n{stderr}");
         assert!(
             stderr.contains(&format!("replication slot {slot} already exists"))
@@ -203,7 +173,7 @@ async fn a_slot_sluice_did_not_create_is_never_dropped_or_reused() {
             "snapshot = {snapshot}: the error names the slot and the options:\n{stderr}"
         );
         assert_eq!(
-            slot_identity(&db, &slot),
+            sluice_integration_tests::slot_identity(&db, &slot),
             before,
             "the other tool's slot is untouched"
         );
@@ -222,11 +192,11 @@ async fn a_second_pipeline_with_the_same_source_name_leaves_the_running_ones_slo
         "SELECT active_pid FROM pg_replication_slots WHERE slot_name = '{}'",
         db.name
     ));
-    let before = slot_identity(&db, &db.name);
+    let before = sluice_integration_tests::slot_identity(&db, &db.name);
 
     // The same source with a log of its own (a copy of the config on another machine, say).
     let mut second = Sluice::new(&source_config(&db, ""));
-    let (code, stderr) = run_to_exit(&mut second);
+    let (code, stderr) = sluice_integration_tests::run_to_exit(&mut second);
     assert_eq!(code, Some(1), "{stderr}");
     assert!(
         stderr.contains(&format!(
@@ -236,7 +206,10 @@ async fn a_second_pipeline_with_the_same_source_name_leaves_the_running_ones_slo
         "the error names the slot and who holds it:\n{stderr}"
     );
 
-    assert_eq!(slot_identity(&db, &db.name), before);
+    assert_eq!(
+        sluice_integration_tests::slot_identity(&db, &db.name),
+        before
+    );
     db.exec("INSERT INTO t VALUES (1)");
     wait_for(
         Duration::from_secs(20),
@@ -245,201 +218,6 @@ async fn a_second_pipeline_with_the_same_source_name_leaves_the_running_ones_slo
     )
     .await;
     assert!(first.is_running(), "{}", first.stderr());
-}
-
-/// md5 of `big`'s rows in key order.
-fn big_checksum(db: &TestDb) -> String {
-    db.exec("SELECT md5(coalesce(string_agg(id || ':' || v || ':' || pad, '|' ORDER BY id), '')) FROM big")
-}
-
-/// How many records `topic` holds (`sluice log topics`: cheap, unlike reading them all).
-fn logged(sluice: &Sluice, topic: &str) -> u64 {
-    let (_, out) = sluice_command(&["log", "topics"], &sluice.config);
-    out.lines()
-        .find(|line| line.starts_with(&format!("{topic}\t")))
-        .and_then(|line| line.rsplit("records=").next())
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap_or(0)
-}
-
-/// A writer that updates, deletes and inserts rows of `big` until `stop` is set; returns how
-/// many statements it ran.
-fn big_writer(db: String, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u64> {
-    std::thread::spawn(move || {
-        let mut rng = Rng::new(42);
-        let mut statements = 0;
-        let mut next_id = 1_000_000;
-        while !stop.load(Ordering::Relaxed) {
-            let sql = format!(
-                "UPDATE big SET v = v + 1 WHERE id IN ({}, {}, {}); DELETE FROM big WHERE id = {}; \
-                 INSERT INTO big VALUES ({next_id}, 0, 'new');",
-                1 + rng.below(400_000),
-                1 + rng.below(400_000),
-                1 + rng.below(400_000),
-                1 + rng.below(400_000),
-            );
-            let out = psql(&db, &sql);
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            next_id += 1;
-            statements += 1;
-        }
-        statements
-    })
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_snapshot_killed_three_times_resumes_on_its_slot_and_writes_each_row_once() {
-    let db = TestDb::create();
-    let target = TestDb::create();
-    db.exec(
-        "CREATE TABLE big (id int PRIMARY KEY, v int NOT NULL, pad text); \
-         INSERT INTO big SELECT g, 0, repeat('x', 200) FROM generate_series(1, 400000) g",
-    );
-    let config = format!(
-        "{}[[sinks]]\nname = \"replica\"\nkind = \"postgres\"\nurl = \"{}\"\ntopics = [\"src.public.*\"]\n",
-        source_config(
-            &db,
-            "snapshot_parallelism = 2\nmax_batch_events = 100\nsnapshot_chunk_blocks = 32",
-        ),
-        target.url()
-    );
-    let stop = Arc::new(AtomicBool::new(false));
-    let writer = big_writer(db.name.clone(), Arc::clone(&stop));
-    let mut sluice = Sluice::new(&config);
-    let mut slot = None;
-    let mut seen = 0;
-    let mut stderr = String::new();
-    for round in 1..=3 {
-        sluice.start();
-        wait_for(
-            Duration::from_secs(60),
-            "the snapshot to write more rows",
-            || logged(&sluice, "src.public.big") > seen,
-        )
-        .await;
-        sluice.kill();
-        let run = sluice.stderr();
-        seen = logged(&sluice, "src.public.big");
-        let identity = slot_identity(&db, &db.name);
-        assert!(!identity.is_empty(), "round {round}: the slot is there");
-        if !run.contains("snapshot complete") {
-            let (_, status) = sluice_command(&["status"], &sluice.config);
-            assert!(
-                status.contains("initial snapshot in progress: ")
-                    && status.contains("chunks in the log")
-                    && status.contains("snapshot of public.big: "),
-                "round {round}: {status}"
-            );
-            assert_eq!(
-                *slot.get_or_insert_with(|| identity.clone()),
-                identity,
-                "round {round}: the slot is the one the snapshot began on"
-            );
-        }
-        stderr.push_str(&run);
-    }
-    sluice.start();
-    db.wait_for_streaming().await;
-    stop.store(true, Ordering::Relaxed);
-    let statements = writer.join().expect("the writer ran");
-    assert!(statements > 10, "the writer ran {statements} statements");
-    stderr.push_str(&sluice.stderr());
-    assert!(
-        stderr.contains("resuming the interrupted snapshot"),
-        "no run resumed a snapshot:\n{stderr}"
-    );
-    assert!(
-        !stderr.contains("taking it again from the start"),
-        "{stderr}"
-    );
-    assert!(
-        stderr.contains("chunks in the log (") && stderr.contains("rows/s"),
-        "no progress line:\n{stderr}"
-    );
-
-    // The replica equals the source, and the log holds each row's snapshot read at most once.
-    let deadline = Instant::now() + Duration::from_secs(180);
-    while big_checksum(&db) != big_checksum(&target) {
-        assert!(
-            Instant::now() < deadline,
-            "the replica still differs from the source:\n{}",
-            sluice.stderr()
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    let log = events(&sluice.records("src.public.big"));
-    let mut reads: BTreeMap<i64, u32> = BTreeMap::new();
-    for event in log.iter().filter(|e| e["op"] == "r") {
-        *reads
-            .entry(event["after"]["id"].as_i64().expect("id"))
-            .or_default() += 1;
-    }
-    let twice: Vec<_> = reads.iter().filter(|(_, n)| **n > 1).take(5).collect();
-    assert!(twice.is_empty(), "rows read into the log twice: {twice:?}");
-    let rows = sluice_integration_tests::fold_rows(&log, "id");
-    let source: BTreeMap<String, String> = db
-        .exec("SELECT id || ' ' || v FROM big")
-        .lines()
-        .map(|line| {
-            let (id, v) = line.split_once(' ').expect("id v");
-            (id.to_owned(), v.to_owned())
-        })
-        .collect();
-    assert_eq!(
-        rows.len(),
-        source.len(),
-        "the log folds to the source's rows"
-    );
-    for (id, v) in &source {
-        let history = || {
-            let events: Vec<&Json> = log
-                .iter()
-                .filter(|e| {
-                    [&e["after"]["id"], &e["before"]["id"]]
-                        .iter()
-                        .any(|k| k.to_string() == **id)
-                })
-                .collect();
-            format!("{events:?}")
-        };
-        assert_eq!(
-            rows.get(id).map(|row| row["v"].to_string()),
-            Some(v.clone()),
-            "row {id}: {}",
-            history()
-        );
-    }
-}
-
-/// Runs `sluice ARGS -c CONFIG` to its end with a deadline; returns (exit code, stdout+stderr).
-fn sluice_command(args: &[&str], config: &std::path::Path) -> (Option<i32>, String) {
-    let mut child = std::process::Command::new(sluice_integration_tests::sluice_bin())
-        .args(args)
-        .arg("-c")
-        .arg(config)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn sluice");
-    let deadline = Instant::now() + Duration::from_secs(40);
-    while child.try_wait().expect("wait").is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let out = child.wait_with_output().expect("output");
-            panic!(
-                "sluice {args:?} kept running (retrying forever?):\n{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        #[allow(clippy::disallowed_methods)] // synchronous: polls the child until it exits
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    sluice_integration_tests::code_and_output(child.wait_with_output().expect("output"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -803,7 +581,7 @@ async fn a_slot_the_server_invalidated_stops_the_source_with_the_way_out_or_is_r
         "the server invalidated the slot"
     );
 
-    let (code, stderr) = run_to_exit(&mut sluice);
+    let (code, stderr) = sluice_integration_tests::run_to_exit(&mut sluice);
     assert_eq!(code, Some(1), "{stderr}");
     assert!(
         stderr.contains("was invalidated by the server")
@@ -836,79 +614,5 @@ async fn a_slot_the_server_invalidated_stops_the_source_with_the_way_out_or_is_r
         "{}",
         sluice.stderr()
     );
-    assert_eq!(sluice.stop(), Some(0), "{}", sluice.stderr());
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_unix_socket_host_carries_the_snapshot_the_stream_and_the_sink() {
-    let source = TestDb::create();
-    let target = TestDb::create();
-    source.exec("CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1)");
-    let socket = |db: &TestDb| format!("postgres://postgres@%2Fvar%2Frun%2Fpostgresql/{}", db.name);
-    let mut sluice = Sluice::new(&format!(
-        "[[sources]]\nname = \"src\"\nkind = \"postgres\"\nurl = \"{}\"\ntables = [\"public.*\"]\nslot = \"{}\"\n\
-         [[sinks]]\nname = \"replica\"\nkind = \"postgres\"\nurl = \"{}\"\ntopics = [\"src.public.*\"]\n",
-        socket(&source),
-        source.name,
-        socket(&target)
-    ));
-    sluice.start();
-    source.wait_for_streaming().await;
-    source.exec("INSERT INTO t VALUES (2)");
-    wait_for(Duration::from_secs(30), "both rows in the replica", || {
-        target.exec("SELECT count(*) FROM information_schema.tables WHERE table_name = 't'") == "1"
-            && target.exec("SELECT string_agg(id::text, ',' ORDER BY id) FROM t") == "1,2"
-    })
-    .await;
-    // The walsender's client is a Unix socket: pg_stat_replication shows no address for it.
-    let address = source.exec(&format!(
-        "SELECT coalesce(r.client_addr::text, 'unix') FROM pg_replication_slots s \
-         JOIN pg_stat_replication r ON r.pid = s.active_pid WHERE s.slot_name = '{}'",
-        source.name
-    ));
-    assert_eq!(address, "unix");
-    assert_eq!(sluice.stop(), Some(0), "{}", sluice.stderr());
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_partitioned_table_is_one_topic_under_its_root_in_snapshot_and_stream() {
-    let db = TestDb::create();
-    db.exec(
-        "CREATE TABLE m (id int, region text, v int, PRIMARY KEY (id, region)) PARTITION BY LIST (region); \
-         CREATE TABLE m_eu PARTITION OF m FOR VALUES IN ('eu'); \
-         CREATE TABLE m_us PARTITION OF m FOR VALUES IN ('us'); \
-         INSERT INTO m VALUES (1, 'eu', 0), (2, 'us', 0)",
-    );
-    let mut sluice = Sluice::new(&source_config(&db, ""));
-    sluice.start();
-    db.wait_for_streaming().await;
-    db.exec(
-        "INSERT INTO m VALUES (3, 'eu', 0), (4, 'us', 0); UPDATE m SET v = 5 WHERE id IN (1, 2); \
-         DELETE FROM m WHERE id = 4",
-    );
-    wait_for(
-        Duration::from_secs(30),
-        "every change under the root",
-        || events(&sluice.records("src.public.m")).len() == 2 + 2 + 2 + 1,
-    )
-    .await;
-    let log = events(&sluice.records("src.public.m"));
-    let ops: Vec<&str> = log.iter().map(|e| e["op"].as_str().unwrap_or("")).collect();
-    assert_eq!(ops.iter().filter(|op| **op == "r").count(), 2, "{ops:?}");
-    assert_eq!(
-        log.iter().filter(|e| e["source"]["table"] == "m").count(),
-        log.len()
-    );
-    let (_, topics) = sluice_command(&["log", "topics"], &sluice.config);
-    assert!(
-        !topics.contains("src.public.m_eu") && !topics.contains("src.public.m_us"),
-        "no topic per partition: {topics}"
-    );
-    let rows = sluice_integration_tests::fold_rows(&log, "id");
-    let values: Vec<String> = rows
-        .values()
-        .map(|r| format!("{}:{}", r["id"], r["v"]))
-        .collect();
-    assert_eq!(values, ["1:5", "2:5", "3:0"]);
     assert_eq!(sluice.stop(), Some(0), "{}", sluice.stderr());
 }

@@ -1,9 +1,9 @@
-//! TLS to Postgres, against the shared server with the certificate `dev/services` made for it
-//! (target/tls): verify-full on the source (replication and snapshot connections included)
-//! and the sink; a wrong CA refused at once, naming the check; `require` against a server
-//! without TLS refused, saying so.
+//! How deployments connect to Postgres. TLS, against the shared server with the certificate
+//! `dev/services` made for it (target/tls): verify-full on the source (replication and snapshot
+//! connections included) and the sink; a wrong CA refused at once, naming the check; `require`
+//! against a server without TLS refused, saying so. And a Unix-socket host.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use sluice_integration_tests::{
     sluice_bin, source_config, wait_for, workspace_root, PrivateCluster, Sluice, TestDb,
@@ -38,21 +38,6 @@ fn config(source: &TestDb, params: &str, target: Option<&TestDb>) -> String {
         ));
     }
     text
-}
-
-/// Runs sluice until it exits by itself (within `timeout`); returns its exit code and stderr.
-async fn run_to_exit(sluice: &mut Sluice, timeout: Duration) -> (Option<i32>, String) {
-    sluice.start();
-    let deadline = Instant::now() + timeout;
-    while sluice.is_running() {
-        assert!(
-            Instant::now() < deadline,
-            "sluice kept running:\n{}",
-            sluice.stderr()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    (sluice.stop(), sluice.stderr())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -103,7 +88,7 @@ async fn a_certificate_from_another_ca_is_refused_at_once_naming_the_check() {
         tls_file("other-ca.pem")
     );
     let mut sluice = Sluice::new(&config(&source, &params, None));
-    let (code, stderr) = run_to_exit(&mut sluice, Duration::from_secs(30)).await;
+    let (code, stderr) = sluice_integration_tests::run_to_exit(&mut sluice);
     assert_eq!(code, Some(1), "{stderr}");
     assert!(
         stderr.contains("TLS to Postgres at 127.0.0.1:5432 failed")
@@ -124,7 +109,7 @@ async fn require_against_a_server_without_tls_is_refused_saying_so() {
     let mut sluice = Sluice::new(&format!(
         "[[sources]]\nname = \"src\"\nkind = \"postgres\"\nurl = \"{url}\"\ntables = [\"public.*\"]\n"
     ));
-    let (code, stderr) = run_to_exit(&mut sluice, Duration::from_secs(30)).await;
+    let (code, stderr) = sluice_integration_tests::run_to_exit(&mut sluice);
     assert_eq!(code, Some(1), "{stderr}");
     assert!(
         stderr.contains(
@@ -151,4 +136,35 @@ async fn require_against_a_server_without_tls_is_refused_saying_so() {
         text.contains("sink replica: FAILED: TLS to the target database failed: the server does not accept TLS"),
         "{text}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_unix_socket_host_carries_the_snapshot_the_stream_and_the_sink() {
+    let source = TestDb::create();
+    let target = TestDb::create();
+    source.exec("CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1)");
+    let socket = |db: &TestDb| format!("postgres://postgres@%2Fvar%2Frun%2Fpostgresql/{}", db.name);
+    let mut sluice = Sluice::new(&format!(
+        "[[sources]]\nname = \"src\"\nkind = \"postgres\"\nurl = \"{}\"\ntables = [\"public.*\"]\nslot = \"{}\"\n\
+         [[sinks]]\nname = \"replica\"\nkind = \"postgres\"\nurl = \"{}\"\ntopics = [\"src.public.*\"]\n",
+        socket(&source),
+        source.name,
+        socket(&target)
+    ));
+    sluice.start();
+    source.wait_for_streaming().await;
+    source.exec("INSERT INTO t VALUES (2)");
+    wait_for(Duration::from_secs(30), "both rows in the replica", || {
+        target.exec("SELECT count(*) FROM information_schema.tables WHERE table_name = 't'") == "1"
+            && target.exec("SELECT string_agg(id::text, ',' ORDER BY id) FROM t") == "1,2"
+    })
+    .await;
+    // The walsender's client is a Unix socket: pg_stat_replication shows no address for it.
+    let address = source.exec(&format!(
+        "SELECT coalesce(r.client_addr::text, 'unix') FROM pg_replication_slots s \
+         JOIN pg_stat_replication r ON r.pid = s.active_pid WHERE s.slot_name = '{}'",
+        source.name
+    ));
+    assert_eq!(address, "unix");
+    assert_eq!(sluice.stop(), Some(0), "{}", sluice.stderr());
 }
