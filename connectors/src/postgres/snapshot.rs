@@ -11,6 +11,7 @@
 //! crash the snapshot resumes at the chunks not yet in the log, on the same slot, reading only
 //! the rows unchanged since the original snapshot (see `progress` for why that is exact).
 
+mod begin;
 mod phase;
 mod progress;
 
