@@ -606,8 +606,8 @@ async fn connect_catalog(
     let (pg_config, tls) = config.pg_config().map_err(|problem| setup(problem.0))?;
     let connector = tls.connector().map_err(|e| setup(e.to_string()))?;
     let connected = pg_config.connect(connector).await;
-    if matches!(&connected, Err(err) if err.as_db_error().is_none()) {
-        if let Some(reason) = tls::refused(&pg_config, &tls).await {
+    if let Err(err) = &connected {
+        if let Some(reason) = tls::connect_failure(err, &pg_config, &tls).await {
             let address = config
                 .connect_params()
                 .map(|p| format!("{}:{}", p.host, p.port))
@@ -623,9 +623,6 @@ async fn connect_catalog(
             .connect_params()
             .map(|p| format!("{}:{}", p.host, p.port))
             .unwrap_or_default();
-        if let Some(reason) = tls::failure_in(&err, tls.mode) {
-            return PostgresError::Tls { address, reason };
-        }
         // tokio-postgres keeps the reason (refused, timed out) in its source chain.
         let mut reason = err.to_string();
         let mut cause = std::error::Error::source(&err);

@@ -18,6 +18,7 @@
 
 mod config;
 mod encode;
+mod probe;
 mod target;
 
 use std::collections::{BTreeMap, HashMap};
@@ -36,6 +37,7 @@ use sluice_schema_registry::registry::Registry;
 use tokio_postgres::Client;
 
 pub use self::config::PostgresSinkConfig;
+pub use self::probe::probe;
 use self::target::{ident, pg_type, qualified};
 use crate::replica::{
     self, Prepared, ReplicaError, ReplicaSettings, ReplicaSink, Row, Statements, TableWork, Target,
@@ -113,8 +115,6 @@ impl Classify for SinkError {
 pub struct PgTarget {
     config: PostgresSinkConfig,
     pool: Option<Pool>,
-    /// The URL's sslmode, to explain TLS failures.
-    tls_mode: crate::postgres::tls::SslMode,
     dead_letters: Option<DeadLetterWriter>,
     /// Target tables known to match a source table version: (schema, table) → that version.
     ensured: HashMap<(String, String), Arc<TableSchema>>,
@@ -168,7 +168,6 @@ impl PgTarget {
             return Ok(pool.clone());
         }
         let (pg, tls) = self.config.pg_config().map_err(SinkError::Url)?;
-        self.tls_mode = tls.mode;
         let connector = tls
             .connector()
             .map_err(|e| SinkError::Url(crate::UrlError(e.to_string())))?;
@@ -189,15 +188,11 @@ impl PgTarget {
 
     async fn client(&mut self) -> Result<deadpool_postgres::Object, SinkError> {
         let pool = self.pool()?;
-        let tls_mode = self.tls_mode;
         let got = pool.get().await;
         if let Err(deadpool_postgres::PoolError::Backend(err)) = &got {
-            // A server without the TLS the URL requires: definite, and said so.
-            if err.code().is_none() {
-                if let Ok((pg, tls)) = self.config.pg_config() {
-                    if let Some(reason) = crate::postgres::tls::refused(&pg, &tls).await {
-                        return Err(SinkError::Tls(reason));
-                    }
+            if let Ok((pg, tls)) = self.config.pg_config() {
+                if let Some(reason) = crate::postgres::tls::connect_failure(err, &pg, &tls).await {
+                    return Err(SinkError::Tls(reason));
                 }
             }
         }
@@ -213,10 +208,7 @@ impl PgTarget {
                 SinkError::db("connecting to the target database", err)
             }
             deadpool_postgres::PoolError::Backend(err) => {
-                match crate::postgres::tls::failure_in(&err, tls_mode) {
-                    Some(reason) => SinkError::Tls(reason),
-                    None => SinkError::Connect(crate::postgres::ErrorText(&err).to_string()),
-                }
+                SinkError::Connect(crate::postgres::ErrorText(&err).to_string())
             }
             other => SinkError::Connect(other.to_string()),
         })
@@ -777,7 +769,6 @@ pub fn postgres_sink(
     let target = PgTarget {
         config,
         pool: None,
-        tls_mode: Default::default(),
         dead_letters,
         ensured: HashMap::new(),
         open: None,
@@ -785,49 +776,4 @@ pub fn postgres_sink(
         text: String::new(),
     };
     replica::typed_sink(target, settings, registry)
-}
-
-/// `check --connect` for a Postgres sink: connects as `run` would and checks that the user may
-/// create the target tables (CREATE on the database) and the offsets table.
-pub async fn probe(config: &PostgresSinkConfig) -> Result<String, SinkError> {
-    let (pg, tls) = config.pg_config().map_err(SinkError::Url)?;
-    let connector = tls
-        .connector()
-        .map_err(|e| SinkError::Url(crate::UrlError(e.to_string())))?;
-    let connected = pg.connect(connector).await;
-    if matches!(&connected, Err(err) if err.code().is_none()) {
-        if let Some(reason) = crate::postgres::tls::refused(&pg, &tls).await {
-            return Err(SinkError::Tls(reason));
-        }
-    }
-    let (client, connection) = connected.map_err(|err| match err.code() {
-        Some(_) => SinkError::db("connecting to the target database", err),
-        None => match crate::postgres::tls::failure_in(&err, tls.mode) {
-            Some(reason) => SinkError::Tls(reason),
-            None => SinkError::Connect(crate::postgres::ErrorText(&err).to_string()),
-        },
-    })?;
-    let task = sluice_core::task::spawn_in_span(connection);
-    let row = client
-        .query_one(
-            "SELECT current_user::text, current_database()::text, \
-                    has_database_privilege(current_database(), 'CREATE'), \
-                    current_setting('server_version')",
-            &[],
-        )
-        .await
-        .map_err(SinkError::from_pg);
-    task.abort();
-    let row = row?;
-    let (user, database, can_create, version): (String, String, bool, String) =
-        (row.get(0), row.get(1), row.get(2), row.get(3));
-    if !can_create {
-        return Err(SinkError::Schema(format!(
-            "user {user} may not create schemas or tables in database {database}, which the sink \
-             needs for its target and offsets tables; to fix: GRANT CREATE ON DATABASE {database} TO {user}"
-        )));
-    }
-    Ok(format!(
-        "server {version}, database {database}, user {user} may create tables"
-    ))
 }

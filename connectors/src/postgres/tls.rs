@@ -417,6 +417,22 @@ pub(super) enum WireStream {
     Unix(tokio::net::UnixStream),
 }
 
+/// Why a tokio-postgres connection failed, when TLS is why: a certificate check that failed, or
+/// a server without the TLS the settings require. Either is definite (not worth a retry).
+pub(super) async fn connect_failure(
+    err: &tokio_postgres::Error,
+    config: &tokio_postgres::Config,
+    tls: &TlsSettings,
+) -> Option<String> {
+    if err.code().is_some() {
+        return None;
+    }
+    match failure_in(err, tls.mode) {
+        Some(reason) => Some(reason),
+        None => refused(config, tls).await,
+    }
+}
+
 /// After a tokio-postgres connection failed (not with a server error): whether the server
 /// refuses the TLS these settings require, in words for the operator. tokio-postgres says so
 /// only in its message text, so the server is asked once more, directly.
