@@ -30,25 +30,25 @@ async fn report<L: EventLog>(config: &FileConfig, log: &L) -> anyhow::Result<()>
     println!("log {}", config.log.dir.display());
     for source in &config.sources {
         let name = source.name();
-        let checkpoint = match log.checkpoint(name).await? {
+        let stored = log.checkpoint(name).await?;
+        let parsed = stored.as_deref().map(Checkpoint::from_json);
+        let checkpoint = match &parsed {
             None => "nothing committed yet".to_owned(),
-            Some(text) => match Checkpoint::from_json(&text) {
-                Ok(checkpoint) => match checkpoint.snapshot_chunks() {
-                    Some((done, total)) if checkpoint.snapshot == SnapshotProgress::InProgress => {
-                        format!(
-                            "initial snapshot in progress: {done} of {total} chunks in the log ({}%), at {}; \
-                             a restart resumes it there",
-                            (done * 100).checked_div(total).unwrap_or(0),
-                            checkpoint.position
-                        )
-                    }
-                    _ => format!(
-                        "last committed {} (snapshot {:?})",
-                        checkpoint.position, checkpoint.snapshot
-                    ),
-                },
-                Err(err) => format!("unreadable checkpoint: {err}"),
+            Some(Ok(checkpoint)) => match checkpoint.snapshot_chunks() {
+                Some((done, total)) if checkpoint.snapshot == SnapshotProgress::InProgress => {
+                    format!(
+                        "initial snapshot in progress: {done} of {total} chunks in the log ({}%), at {}; \
+                         a restart resumes it there",
+                        (done * 100).checked_div(total).unwrap_or(0),
+                        checkpoint.position
+                    )
+                }
+                _ => format!(
+                    "last committed {} (snapshot {:?})",
+                    checkpoint.position, checkpoint.snapshot
+                ),
             },
+            Some(Err(err)) => format!("unreadable checkpoint: {err}"),
         };
         let prefix = format!("{name}.");
         let mut topics = 0;
@@ -58,12 +58,11 @@ async fn report<L: EventLog>(config: &FileConfig, log: &L) -> anyhow::Result<()>
             records += records_in(log, &topic).await;
         }
         println!("source {name}: {checkpoint}; {topics} topic(s), {records} record(s)");
-        if let Some(checkpoint) = log
-            .checkpoint(name)
-            .await?
-            .and_then(|text| Checkpoint::from_json(&text).ok())
-            .filter(|c| c.snapshot == SnapshotProgress::InProgress)
-        {
+        let snapshotting = parsed
+            .as_ref()
+            .and_then(|parsed| parsed.as_ref().ok())
+            .filter(|c| c.snapshot == SnapshotProgress::InProgress);
+        if let Some(checkpoint) = snapshotting {
             // The tables still being read, then how many are done.
             let tables = checkpoint.snapshot_tables();
             let (done, reading): (Vec<_>, Vec<_>) =
