@@ -57,14 +57,16 @@ async fn verify_full_carries_snapshot_stream_and_sink_over_tls() {
     .await;
     // Every connection sluice holds to the server is encrypted: the walsender, the catalog
     // connection and the sink's.
-    let plain = source.exec(
-        "SELECT count(*) FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) \
-         WHERE a.application_name LIKE 'sluice%' AND NOT s.ssl",
-    );
-    let encrypted = source.exec(
-        "SELECT count(*) FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) \
-         WHERE a.application_name LIKE 'sluice%' AND s.ssl",
-    );
+    // Only this test's databases: other tests run sluice against the same server meanwhile.
+    let count = |ssl: bool| {
+        source.exec(&format!(
+            "SELECT count(*) FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) \
+             WHERE a.application_name LIKE 'sluice%' AND s.ssl = {ssl} \
+               AND a.datname IN ('{}', '{}')",
+            source.name, target.name
+        ))
+    };
+    let (plain, encrypted) = (count(false), count(true));
     assert_eq!(plain, "0", "connections without TLS");
     assert!(
         encrypted.parse::<u32>().unwrap() >= 3,
