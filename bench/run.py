@@ -17,7 +17,7 @@ Cases:
   pg_sink_apply      1,000,000 change events applied by the Postgres sink vs COPY FROM of the same
                      rows into an identical table.
   mysql_stream       1,000,000 single-row inserts (1,000 transactions) from the MariaDB binlog into the
-                     log vs mariadb-binlog --read-from-remote-server -v decoding the same range.
+                     log vs mariadb-binlog --skip-ssl --read-from-remote-server -v decoding the same range.
   mysql_snapshot     a 1,000,000-row MariaDB table snapshotted into the log vs mariadb -e "SELECT *".
   pg_replication_latency  source commit → visible in the target at 2,000 transactions/s (p50, p99).
   encode_avro        1,000,000 events of a 20-column row encoded as Avro (Confluent wire format)
@@ -55,6 +55,8 @@ DB = "sluice_bench"
 # Both sides connect without TLS (libpq's PGSSLMODE for the references, the URL for sluice), so
 # that the ratios measure the pipelines and not two TLS stacks; pg_stream_tls measures TLS.
 SSLMODE = "disable"
+# The same for MariaDB (its clients ask for TLS by default: --skip-ssl).
+MY_URL = "mysql://root@127.0.0.1:3306?ssl-mode=DISABLED"
 os.environ["PGSSLMODE"] = SSLMODE
 
 
@@ -307,7 +309,7 @@ def case_big_txn(engine):
                f"CREATE TABLE {MY_DB}.big (id bigint PRIMARY KEY, pad text NOT NULL)")
             my("FLUSH BINARY LOGS")
             my(f"PURGE BINARY LOGS TO '{my('SHOW MASTER STATUS').split(chr(9))[0]}'")
-            source = (f'[[sources]]\nname = "big"\nkind = "mysql"\nurl = "mysql://root@127.0.0.1:3306"\n'
+            source = (f'[[sources]]\nname = "big"\nkind = "mysql"\nurl = "{MY_URL}"\n'
                       f'tables = ["{MY_DB}.big"]\nserver_id = 9102\nsnapshot = "never"\n')
             topic = f"big.{MY_DB}.big"
             fill = ["sh", "-c", " ".join(MY) + f" -D {MY_DB} -e \"SET SESSION max_statement_time = 0; INSERT INTO {MY_DB}.big "
@@ -350,7 +352,7 @@ def case_big_txn(engine):
     return peak_mb, BIG_RSS_GOAL_MB, notes
 
 
-MY = ["mariadb", "-h", "127.0.0.1", "-P", "3306", "-u", "root", "-N", "-B"]
+MY = ["mariadb", "--skip-ssl", "-h", "127.0.0.1", "-P", "3306", "-u", "root", "-N", "-B"]
 MY_DB = "sluice_bench"
 
 
@@ -384,7 +386,7 @@ def mysql_config(workdir, extra):
     path = os.path.join(workdir, "my.toml")
     with open(path, "w") as f:
         f.write(f'[log]\ndir = "{workdir}/log"\nfsync = "always"\n\n[[sources]]\nname = "bench"\nkind = "mysql"\n'
-                f'url = "mysql://root@127.0.0.1:3306"\ntables = ["{MY_DB}.t"]\nserver_id = 9101\n{extra}\n')
+                f'url = "{MY_URL}"\ntables = ["{MY_DB}.t"]\nserver_id = 9101\n{extra}\n')
     return path
 
 
@@ -394,7 +396,7 @@ def case_mysql_stream():
     before, after, file, start, end = my_reset_and_fill()
 
     def reference(_):
-        return run_timed(["sh", "-c", f"mariadb-binlog --read-from-remote-server -h 127.0.0.1 -P 3306 -u root "
+        return run_timed(["sh", "-c", f"mariadb-binlog --skip-ssl --read-from-remote-server -h 127.0.0.1 -P 3306 -u root "
                           f"--base64-output=DECODE-ROWS -v --start-position={start} --stop-position={end} {file} > /dev/null"])
 
     def ours(_):

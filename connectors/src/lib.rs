@@ -16,6 +16,8 @@ pub mod mysql;
 pub mod postgres;
 #[cfg(any(feature = "postgres", feature = "mysql"))]
 pub mod replica;
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+pub mod tls;
 
 use serde::Deserialize;
 

@@ -5,3 +5,4 @@
 
 pub mod sink;
 pub mod source;
+pub mod tls;

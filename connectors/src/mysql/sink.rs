@@ -43,6 +43,8 @@ pub enum SinkError {
     Connect(String),
     #[error("the sink's url cannot be used: {0}")]
     Url(#[from] crate::UrlError),
+    #[error("TLS to the target database failed: {0}")]
+    Tls(String),
     #[error("{context}: {message}")]
     Db {
         context: String,
@@ -86,7 +88,7 @@ impl Classify for SinkError {
     fn kind(&self) -> ErrorKind {
         match self {
             SinkError::Connect(_) => ErrorKind::Transient,
-            SinkError::Url(_) => ErrorKind::Definite,
+            SinkError::Url(_) | SinkError::Tls(_) => ErrorKind::Definite,
             SinkError::DeadLetter(err) => err.kind(),
             SinkError::Db { code: None, .. } => ErrorKind::Transient,
             // A target table or column dropped under the sink is recreated on reopen.
@@ -152,7 +154,7 @@ pub fn mysql_sink(
 impl MysqlTarget {
     async fn conn(&mut self) -> Result<Conn, SinkError> {
         if self.pool.is_none() {
-            let opts = self.config.opts().map_err(SinkError::Url)?;
+            let opts = self.config.opts()?.settled().await?;
             self.pool = Some(Pool::new(opts));
         }
         let pool = self.pool.as_ref().expect("just set");
@@ -166,7 +168,13 @@ impl MysqlTarget {
                     mysql_async::Error::Server(server),
                 )
             }
-            other => SinkError::Connect(other.to_string()),
+            other => match super::tls::failure(
+                &other,
+                &self.config.opts().map(|url| url.tls).unwrap_or_default(),
+            ) {
+                Some(reason) => SinkError::Tls(reason),
+                None => SinkError::Connect(other.to_string()),
+            },
         })
     }
 
@@ -176,9 +184,10 @@ impl MysqlTarget {
             .database
             .clone()
             .or_else(|| {
-                mysql_async::Opts::from_url(self.config.url.expose())
+                self.config
+                    .opts()
                     .ok()
-                    .and_then(|o| o.db_name().map(str::to_owned))
+                    .and_then(|url| url.opts.db_name().map(str::to_owned))
             })
             .unwrap_or_else(|| table.table.namespace.clone())
     }
@@ -189,9 +198,10 @@ impl MysqlTarget {
             .database
             .clone()
             .or_else(|| {
-                mysql_async::Opts::from_url(self.config.url.expose())
+                self.config
+                    .opts()
                     .ok()
-                    .and_then(|o| o.db_name().map(str::to_owned))
+                    .and_then(|url| url.opts.db_name().map(str::to_owned))
             })
             .unwrap_or_else(|| "sluice".to_owned());
         format!("{}.{}", ident(&database), ident(&self.config.offsets_table))
@@ -722,10 +732,14 @@ impl Target for MysqlTarget {
 
 /// `check --connect` for a MySQL/MariaDB sink: connects as `run` would.
 pub async fn probe(config: &MysqlSinkConfig) -> Result<String, SinkError> {
-    let opts = config.opts().map_err(SinkError::Url)?;
-    let mut conn = Conn::new(opts)
-        .await
-        .map_err(|err| SinkError::db("connecting to the target database", err))?;
+    let url = config.opts()?;
+    let mut conn =
+        Conn::new(url.settled().await?).await.map_err(|err| {
+            match super::tls::failure(&err, &url.tls) {
+                Some(reason) => SinkError::Tls(reason),
+                None => SinkError::db("connecting to the target database", err),
+            }
+        })?;
     let version: Option<String> = conn
         .query_first("SELECT VERSION()")
         .await

@@ -44,6 +44,7 @@ use tokio::task::JoinHandle;
 use self::catalog::TableInfo;
 use self::config::{MysqlSourceConfig, SnapshotMode};
 use self::history::Definitions;
+use super::tls;
 
 pub use self::catalog::Flavor;
 
@@ -83,6 +84,8 @@ pub enum SourceError {
     },
     #[error("the source's url cannot be used: {0}")]
     Url(#[from] crate::UrlError),
+    #[error("TLS to MySQL at {address} failed: {reason}")]
+    Tls { address: String, reason: String },
     #[error("the saved binlog position cannot be read: {0}")]
     Gtid(#[from] gtid::GtidError),
     #[error("{0}")]
@@ -107,6 +110,8 @@ impl Classify for SourceError {
                     _ => ErrorKind::Definite,
                 },
                 mysql_async::Error::Url(_) => ErrorKind::Definite,
+                // A certificate that fails its check fails the same way next time.
+                other if tls::failure(other, &Default::default()).is_some() => ErrorKind::Definite,
                 _ => ErrorKind::Transient,
             },
             SourceError::StreamEnded => ErrorKind::Transient,
@@ -153,11 +158,11 @@ impl MysqlSource {
         }
     }
 
-    fn pool(&mut self) -> Result<Pool, SourceError> {
+    async fn pool(&mut self) -> Result<Pool, SourceError> {
         if let Some(pool) = &self.pool {
             return Ok(pool.clone());
         }
-        let opts = self.config.opts().map_err(SourceError::Url)?;
+        let opts = self.config.opts()?.settled().await?;
         let pool = Pool::new(opts);
         self.pool = Some(pool.clone());
         Ok(pool)
@@ -187,12 +192,26 @@ impl MysqlSource {
     }
 }
 
+/// A failed connection's error: TLS explained when TLS is why.
+fn connect_error(err: mysql_async::Error, config: &MysqlSourceConfig) -> SourceError {
+    let Ok(url) = config.opts() else {
+        return SourceError::mysql("connecting")(err);
+    };
+    match tls::failure(&err, &url.tls) {
+        Some(reason) => SourceError::Tls {
+            address: tls::address(&url.opts),
+            reason,
+        },
+        None => SourceError::mysql("connecting")(err),
+    }
+}
+
 /// Connects and reports the server's settings and privileges (`sluice check --connect`).
 pub async fn probe(config: &MysqlSourceConfig) -> Result<String, SourceError> {
-    let opts = config.opts().map_err(SourceError::Url)?;
+    let opts = config.opts()?.settled().await?;
     let mut conn = mysql_async::Conn::new(opts)
         .await
-        .map_err(SourceError::mysql("connecting"))?;
+        .map_err(|err| connect_error(err, config))?;
     let server = catalog::server(&mut conn).await?;
     let problems = catalog::problems(&mut conn, &server).await?;
     let tables = catalog::tables(&mut conn, &config.tables).await?;
@@ -321,12 +340,13 @@ impl Source for MysqlSource {
 
     async fn start(&mut self, resume: Option<Checkpoint>) -> Result<(), SourceError> {
         self.stop_producer();
-        let pool = self.pool()?;
-        // Reach the server now, so that an unreachable one is reported at start.
+        let pool = self.pool().await?;
+        // Reach the server now, so that an unreachable one (or a failed TLS check) is
+        // reported at start.
         let mut conn = pool
             .get_conn()
             .await
-            .map_err(SourceError::mysql("connecting"))?;
+            .map_err(|err| connect_error(err, &self.config))?;
         conn.ping()
             .await
             .map_err(SourceError::mysql("connecting"))?;

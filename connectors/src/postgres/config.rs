@@ -268,17 +268,9 @@ impl PostgresSourceConfig {
         })?;
         let dbname = config.get_dbname().unwrap_or(user).to_owned();
         // As libpq: no TLS over a Unix socket (the kernel carries the bytes).
-        let client_config = match unix_socket {
+        let tls = match unix_socket {
             Some(_) => None,
-            None => tls.client_config().map_err(|e| UrlError(e.to_string()))?,
-        };
-        let tls = match client_config {
-            Some(config) => Some(super::tls::WireTls {
-                mode: tls.mode,
-                config,
-                server_name: super::tls::server_name(&host)?,
-            }),
-            None => None,
+            None => tls.wire(&host)?,
         };
         let password = match self.file_password()? {
             Some(password) => Some(password),

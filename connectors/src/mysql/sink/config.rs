@@ -14,6 +14,8 @@ pub struct MysqlSinkConfig {
     pub name: String,
     /// `mysql://user[:password]@host[:port]/database` of the target. Required. The user needs
     /// CREATE and ALTER on the target database and the usual DML rights.
+    /// TLS as the MySQL client takes it: `?ssl-mode=VERIFY_IDENTITY&ssl-ca=/path/ca.pem`
+    /// (`mysql/tls.rs`).
     pub url: sluice_core::redact::SecretUrl,
     /// File whose content (trailing newline trimmed) is the password; overrides one in `url`.
     #[serde(default)]
@@ -82,29 +84,24 @@ impl MysqlSinkConfig {
         Ok(())
     }
 
-    /// Connection options: the URL, the password file, and the session settings the sink's
-    /// SQL relies on (strict mode, UTC, utf8mb4).
-    pub fn opts(&self) -> Result<mysql_async::Opts, UrlError> {
-        let opts = mysql_async::Opts::from_url(self.url.expose()).map_err(|e| {
-            format!(
-                "{} is not a valid MySQL URL (mysql://user@host:3306/db): {e}",
-                sluice_core::redact::redact_connection_string(self.url.expose())
+    /// The URL read, with the password file, the pool's size and the session settings the
+    /// sink's SQL relies on (strict mode, UTC, utf8mb4).
+    pub fn opts(&self) -> Result<crate::mysql::tls::MysqlUrl, UrlError> {
+        let mut url = crate::mysql::tls::MysqlUrl::read(
+            &self.url,
+            self.password_file.as_deref(),
+            "SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION', time_zone = '+00:00', NAMES utf8mb4",
+            "mysql://user@host:3306/db",
+        )?;
+        url.opts = mysql_async::OptsBuilder::from_opts(url.opts)
+            .pool_opts(
+                mysql_async::PoolOpts::default().with_constraints(
+                    mysql_async::PoolConstraints::new(0, self.pool_size.max(1))
+                        .expect("0 <= pool size"),
+                ),
             )
-        })?;
-        let mut builder = mysql_async::OptsBuilder::from_opts(opts)
-            .init(vec![
-                "SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION', time_zone = '+00:00', NAMES utf8mb4",
-            ])
-            .pool_opts(mysql_async::PoolOpts::default().with_constraints(
-                mysql_async::PoolConstraints::new(0, self.pool_size.max(1))
-                    .expect("0 <= pool size"),
-            ));
-        if let Some(path) = &self.password_file {
-            let password = std::fs::read_to_string(path)
-                .map_err(|e| format!("password_file {}: {e}", path.display()))?;
-            builder = builder.pass(Some(password.trim_end_matches(['\n', '\r']).to_owned()));
-        }
-        Ok(builder.into())
+            .into();
+        Ok(url)
     }
 }
 

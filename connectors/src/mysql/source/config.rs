@@ -14,6 +14,8 @@ pub struct MysqlSourceConfig {
     pub name: String,
     /// `mysql://user[:password]@host[:port]`. Required. The user needs REPLICATION SLAVE,
     /// REPLICATION CLIENT and SELECT on the captured tables.
+    /// TLS as the MySQL client takes it: `?ssl-mode=VERIFY_IDENTITY&ssl-ca=/path/ca.pem`
+    /// (`mysql/tls.rs`).
     pub url: sluice_core::redact::SecretUrl,
     /// File whose content (trailing newline trimmed) is the password; overrides one in `url`.
     #[serde(default)]
@@ -144,22 +146,14 @@ impl MysqlSourceConfig {
         Ok(())
     }
 
-    /// Connection options with the session settings the source relies on (UTC, utf8mb4).
-    pub fn opts(&self) -> Result<mysql_async::Opts, UrlError> {
-        let opts = mysql_async::Opts::from_url(self.url.expose()).map_err(|e| {
-            format!(
-                "{} is not a valid MySQL URL (mysql://user@host:3306): {e}",
-                sluice_core::redact::redact_connection_string(self.url.expose())
-            )
-        })?;
-        let mut builder = mysql_async::OptsBuilder::from_opts(opts)
-            .init(vec!["SET SESSION time_zone = '+00:00', NAMES utf8mb4"]);
-        if let Some(path) = &self.password_file {
-            let password = std::fs::read_to_string(path)
-                .map_err(|e| format!("password_file {}: {e}", path.display()))?;
-            builder = builder.pass(Some(password.trim_end_matches(['\n', '\r']).to_owned()));
-        }
-        Ok(builder.into())
+    /// The URL read, with the session settings the source relies on (UTC, utf8mb4).
+    pub fn opts(&self) -> Result<crate::mysql::tls::MysqlUrl, UrlError> {
+        crate::mysql::tls::MysqlUrl::read(
+            &self.url,
+            self.password_file.as_deref(),
+            "SET SESSION time_zone = '+00:00', NAMES utf8mb4",
+            "mysql://user@host:3306",
+        )
     }
 }
 

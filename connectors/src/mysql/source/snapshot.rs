@@ -43,13 +43,40 @@ fn quote(name: &str) -> String {
     format!("`{}`", name.replace('`', "``"))
 }
 
+/// How the snapshot's own connections log in: the URL's options, TLS as they settled.
+struct Login {
+    opts: mysql_async::Opts,
+    wire: Option<crate::tls::WireTls>,
+    tls: crate::tls::TlsSettings,
+}
+
+impl Login {
+    async fn new(config: &MysqlSourceConfig) -> Result<Login, SourceError> {
+        let url = config.opts()?;
+        let opts = url.settled().await?;
+        Ok(Login {
+            wire: url.wire(&opts)?,
+            opts,
+            tls: url.tls,
+        })
+    }
+
+    async fn connect(&self) -> Result<WireConn, SourceError> {
+        WireConn::connect(&self.opts, self.wire.as_ref())
+            .await
+            .map_err(|err| match super::tls::failure(&err, &self.tls) {
+                Some(reason) => SourceError::Tls {
+                    address: super::tls::address(&self.opts),
+                    reason,
+                },
+                None => SourceError::mysql("connecting for the snapshot")(err),
+            })
+    }
+}
+
 /// Logs in the way the snapshot does, and out again (`sluice check --connect`).
 pub(super) async fn check_login(config: &MysqlSourceConfig) -> Result<(), SourceError> {
-    let opts = config.opts().map_err(SourceError::Url)?;
-    let conn = WireConn::connect(&opts)
-        .await
-        .map_err(SourceError::mysql("connecting for the snapshot"))?;
-    conn.close().await;
+    Login::new(config).await?.connect().await?.close().await;
     Ok(())
 }
 
@@ -113,18 +140,14 @@ type Positions = (Position, Option<JoinHandle<Result<Position, SourceError>>>);
 
 /// Opens the snapshot transactions and reads their common binlog position.
 async fn open(
-    opts: &mysql_async::Opts,
+    login: &Login,
     pool: &Pool,
     server: &Server,
     parallelism: usize,
 ) -> Result<(Vec<WireConn>, Positions), SourceError> {
     let mut conns = Vec::with_capacity(parallelism);
     for _ in 0..parallelism {
-        conns.push(
-            WireConn::connect(opts)
-                .await
-                .map_err(SourceError::mysql("connecting for the snapshot"))?,
-        );
+        conns.push(login.connect().await?);
     }
     if server.flavor == Flavor::Mariadb && parallelism == 1 {
         let conn = &mut conns[0];
@@ -537,16 +560,14 @@ pub(super) async fn run(
     tx: &mpsc::Sender<Result<Unit, SourceError>>,
 ) -> Result<StreamStart, SourceError> {
     let parallelism = config.snapshot_parallelism.max(1);
-    let opts = config.opts().map_err(SourceError::Url)?;
+    let login = Login::new(config).await?;
     let (mut conns, (position, streaming_from), state) = match resume {
         Some((state, position)) => {
             // Each connection in a snapshot of its own: streaming starts where the original
             // snapshot was, so the new one's position does not matter (see `progress.rs`).
             let mut conns = Vec::with_capacity(parallelism);
             for _ in 0..parallelism {
-                let mut conn = WireConn::connect(&opts)
-                    .await
-                    .map_err(SourceError::mysql("connecting for the snapshot"))?;
+                let mut conn = login.connect().await?;
                 begin(&mut conn).await?;
                 conns.push(conn);
             }
@@ -557,11 +578,11 @@ pub(super) async fn run(
             );
             (conns, (position, None), Some(state))
         }
-        None => match open(&opts, pool, server, parallelism).await {
+        None => match open(&login, pool, server, parallelism).await {
             Ok((conns, positions)) => (conns, positions, None),
             Err(err) if parallelism > 1 && server.flavor == Flavor::Mariadb => {
                 tracing::warn!(error = %err, "a parallel snapshot needs a brief global read lock; reading with one connection, without locks");
-                let (conns, positions) = open(&opts, pool, server, 1).await?;
+                let (conns, positions) = open(&login, pool, server, 1).await?;
                 (conns, positions, None)
             }
             Err(err) => return Err(err),

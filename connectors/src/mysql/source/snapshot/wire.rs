@@ -9,9 +9,11 @@
 //! come from mysql_common, the protocol crate under mysql_async; this module adds the framing
 //! and the command sequences. Its errors are mysql_async's, so callers classify them one way.
 //!
-//! Covered: TCP; mysql_native_password and caching_sha2_password (fast auth, and full auth with
-//! the server's RSA key), also through an auth switch. Other plugins get an error that names
-//! them. Not covered: TLS and compression, which the MySQL source does not use anywhere.
+//! Covered: TCP, with TLS as the URL's `ssl-mode` asks (`crate::mysql::tls`);
+//! mysql_native_password and caching_sha2_password (fast auth, and full auth: the password
+//! over TLS, else encrypted with the server's RSA key), also through an auth switch. Other
+//! plugins get an error that names them. Not covered: compression, which the MySQL source does
+//! not use anywhere.
 
 use std::collections::HashMap;
 use std::io;
@@ -23,12 +25,14 @@ use mysql_common::constants::{CapabilityFlags, ColumnFlags, ColumnType};
 use mysql_common::io::ParseBuf;
 use mysql_common::packets::{
     AuthPlugin, AuthSwitchRequest, Column, ComStmtExecuteRequestBuilder, ErrPacket,
-    HandshakePacket, HandshakeResponse, StmtPacket,
+    HandshakePacket, HandshakeResponse, SslRequest, StmtPacket,
 };
 use mysql_common::proto::MySerialize;
 use mysql_common::value::{BinValue, ValueDeserializer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+use crate::tls::{SslMode, WireStream, WireTls};
 
 type Result<T> = std::result::Result<T, Error>;
 
@@ -39,6 +43,9 @@ const READ_BUFFER: usize = 256 * 1024;
 /// How long connecting and logging in may take: a server that accepts the connection but never
 /// answers (overloaded, or a firewall that drops packets) is reported instead of waited for.
 const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The collation the SSLRequest names (utf8mb4_general_ci); the login sets the session's.
+const UTF8MB4_GENERAL_CI: u8 = 45;
 
 const COM_QUIT: u8 = 0x01;
 const COM_QUERY: u8 = 0x03;
@@ -59,7 +66,7 @@ fn wanted_capabilities() -> CapabilityFlags {
 type Columns = Arc<[(ColumnType, ColumnFlags)]>;
 
 pub(super) struct WireConn {
-    stream: TcpStream,
+    stream: WireStream,
     buf: BytesMut,
     /// Bytes of the packet handed out last, dropped from `buf` at the next read.
     consumed: usize,
@@ -73,13 +80,18 @@ pub(super) struct WireConn {
 }
 
 impl WireConn {
-    /// Connects, authenticates and runs the options' init statements.
-    pub(super) async fn connect(opts: &Opts) -> Result<WireConn> {
-        Self::connect_within(opts, CONNECT_TIMEOUT).await
+    /// Connects (over TLS when `tls` is given and, under `PREFERRED`, the server offers it),
+    /// authenticates and runs the options' init statements.
+    pub(super) async fn connect(opts: &Opts, tls: Option<&WireTls>) -> Result<WireConn> {
+        Self::connect_within(opts, tls, CONNECT_TIMEOUT).await
     }
 
-    async fn connect_within(opts: &Opts, limit: std::time::Duration) -> Result<WireConn> {
-        match tokio::time::timeout(limit, Self::connect_now(opts)).await {
+    async fn connect_within(
+        opts: &Opts,
+        tls: Option<&WireTls>,
+        limit: std::time::Duration,
+    ) -> Result<WireConn> {
+        match tokio::time::timeout(limit, Self::connect_now(opts, tls)).await {
             Ok(result) => result,
             Err(_) => Err(Error::Io(
                 io::Error::new(
@@ -96,11 +108,11 @@ impl WireConn {
         }
     }
 
-    async fn connect_now(opts: &Opts) -> Result<WireConn> {
+    async fn connect_now(opts: &Opts, tls: Option<&WireTls>) -> Result<WireConn> {
         let stream = TcpStream::connect((opts.ip_or_hostname(), opts.tcp_port())).await?;
         stream.set_nodelay(true)?;
         let mut conn = WireConn {
-            stream,
+            stream: WireStream::Plain(stream),
             buf: BytesMut::with_capacity(READ_BUFFER),
             consumed: 0,
             joined: Vec::new(),
@@ -108,21 +120,61 @@ impl WireConn {
             capabilities: CapabilityFlags::empty(),
             statements: HashMap::new(),
         };
-        conn.authenticate(opts).await?;
+        let handshake = conn.handshake().await?;
+        conn.capabilities = handshake.capabilities() & wanted_capabilities();
+        if let Some(tls) = tls {
+            conn = conn.secure(tls, &handshake).await?;
+        }
+        conn.authenticate(opts, handshake).await?;
         for statement in opts.init() {
             conn.query_drop(statement).await?;
         }
         Ok(conn)
     }
 
-    async fn authenticate(&mut self, opts: &Opts) -> Result<()> {
-        let pass = opts.pass();
+    /// The server's greeting.
+    async fn handshake(&mut self) -> Result<HandshakePacket<'static>> {
         let payload = self.payload().await?;
         if payload.first() == Some(&0xff) {
             // Refused before the handshake (too many connections, host blocked).
             return Err(server_error(payload, CapabilityFlags::empty()));
         }
-        let handshake = ParseBuf(payload).parse::<HandshakePacket>(())?.into_owned();
+        Ok(ParseBuf(payload).parse::<HandshakePacket>(())?.into_owned())
+    }
+
+    /// Asks for TLS (an SSLRequest: the login's first fields, with CLIENT_SSL) and shakes
+    /// hands; the login continues over TLS. A server without TLS is an error unless the mode
+    /// is `PREFERRED`, which stays plain. A certificate that fails its check comes back as the
+    /// handshake's I/O error, which `crate::mysql::tls::failure` explains.
+    async fn secure(mut self, tls: &WireTls, handshake: &HandshakePacket<'_>) -> Result<WireConn> {
+        if !handshake
+            .capabilities()
+            .contains(CapabilityFlags::CLIENT_SSL)
+        {
+            return match tls.mode {
+                SslMode::Prefer => Ok(self),
+                _ => Err(mysql_async::DriverError::NoClientSslFlagFromServer.into()),
+            };
+        }
+        self.capabilities |= CapabilityFlags::CLIENT_SSL;
+        let request = SslRequest::new(self.capabilities, MAX_PAYLOAD as u32, UTF8MB4_GENERAL_CI);
+        let mut body = Vec::new();
+        request.serialize(&mut body);
+        self.write_packet(&body).await?;
+        let WireStream::Plain(tcp) = self.stream else {
+            return Ok(self);
+        };
+        Ok(WireConn {
+            stream: tls.connect(tcp).await?,
+            // The server says nothing more until the login, so nothing is left unread here.
+            buf: BytesMut::with_capacity(READ_BUFFER),
+            consumed: 0,
+            ..self
+        })
+    }
+
+    async fn authenticate(&mut self, opts: &Opts, handshake: HandshakePacket<'_>) -> Result<()> {
+        let pass = opts.pass();
         let mut nonce = handshake.scramble_1_ref().to_vec();
         nonce.extend_from_slice(handshake.scramble_2_ref().unwrap_or_default());
         nonce.resize(20, 0);
@@ -130,7 +182,6 @@ impl WireConn {
             .maria_db_server_version_parsed()
             .or_else(|| handshake.server_version_parsed())
             .unwrap_or((0, 0, 0));
-        self.capabilities = handshake.capabilities() & wanted_capabilities();
         // The other plugins arrive as an auth switch.
         let mut plugin = match handshake.auth_plugin() {
             Some(AuthPlugin::CachingSha2Password) => AuthPlugin::CachingSha2Password,
@@ -182,6 +233,11 @@ impl WireConn {
                 Some(0x01) if matches!(plugin, AuthPlugin::CachingSha2Password) => {
                     match payload.get(1) {
                         Some(0x03) => {}
+                        Some(0x04) if self.stream.is_tls() => {
+                            let mut secret = pass.unwrap_or_default().as_bytes().to_vec();
+                            secret.push(0);
+                            self.write_packet(&secret).await?;
+                        }
                         Some(0x04) => {
                             self.write_packet(&[0x02]).await?;
                             let key = self.payload().await?.get(1..).unwrap_or_default().to_vec();
@@ -583,7 +639,7 @@ mod tests {
             let held = sluice_core::task::spawn_in_span(async move { listener.accept().await });
             let opts = Opts::from_url(&format!("mysql://root@127.0.0.1:{port}")).unwrap();
             let started = std::time::Instant::now();
-            let err = WireConn::connect_within(&opts, std::time::Duration::from_millis(300))
+            let err = WireConn::connect_within(&opts, None, std::time::Duration::from_millis(300))
                 .await
                 .err()
                 .expect("the login cannot succeed");
