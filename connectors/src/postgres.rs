@@ -38,6 +38,7 @@ pub use self::config::PostgresSourceConfig;
 use self::config::SnapshotMode;
 pub use self::protocol::ServerError;
 use self::protocol::WireConnection;
+pub use self::replication::ToastMode;
 use self::replication::{BatchLimits, RelationContext, Stream};
 use self::snapshot::{SnapshotPhase, SnapshotState};
 
@@ -181,6 +182,9 @@ pub struct PostgresSource {
     tables_checked: tokio::time::Instant,
     /// When the slot's retained WAL was last checked.
     slot_checked: tokio::time::Instant,
+    /// When unresolved TOAST values were last warned about, and how many came since.
+    toast_warned: tokio::time::Instant,
+    toast_unresolved_since_warning: u64,
 }
 
 /// How often a streaming source looks for tables that appeared or changed their key.
@@ -198,6 +202,27 @@ impl PostgresSource {
             catalog_task: None,
             tables_checked: tokio::time::Instant::now(),
             slot_checked: tokio::time::Instant::now(),
+            toast_warned: tokio::time::Instant::now() - std::time::Duration::from_secs(60),
+            toast_unresolved_since_warning: 0,
+        }
+    }
+
+    /// Counts unchanged TOASTed values left as placeholders, with a warning at most once a
+    /// minute.
+    fn toast_unresolved(&mut self, count: u64) {
+        metrics::counter!(sluice_core::metrics::SOURCE_TOAST_UNRESOLVED, "source" => self.config.name.clone())
+            .increment(count);
+        self.toast_unresolved_since_warning += count;
+        if self.toast_warned.elapsed() >= std::time::Duration::from_secs(60) {
+            tracing::warn!(
+                values = self.toast_unresolved_since_warning,
+                "unchanged TOASTed values whose rows changed again before sluice could read \
+                 them are emitted as Debezium's placeholder (database sinks keep the stored \
+                 value); set REPLICA IDENTITY FULL on the tables where every event must carry \
+                 them"
+            );
+            self.toast_warned = tokio::time::Instant::now();
+            self.toast_unresolved_since_warning = 0;
         }
     }
 
@@ -449,7 +474,14 @@ impl Source for PostgresSource {
                     unreachable!("matched above")
                 };
                 let ctx = self.ctx.as_mut().expect("catalog connected in start");
-                Ok(stream.next_batch(ctx).await?.map(|(events, end)| {
+                let mut batch = stream.next_batch(ctx).await?;
+                if let (Some((events, _)), ToastMode::Fetch) = (&mut batch, self.config.toast) {
+                    let unresolved = stream.fill_toast(&ctx.client, events).await?;
+                    if unresolved > 0 {
+                        self.toast_unresolved(unresolved);
+                    }
+                }
+                Ok(batch.map(|(events, end)| {
                     SourceBatch::new(
                         events,
                         end.map(|end| Checkpoint {

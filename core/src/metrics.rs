@@ -19,6 +19,9 @@ pub const SLOT_RETAINED_WAL_BYTES: &str = "sluice_source_slot_retained_wal_bytes
 /// WAL the slot may still hold before the server invalidates it (`max_slot_wal_keep_size`;
 /// absent when the server sets no limit) (gauge).
 pub const SLOT_SAFE_WAL_BYTES: &str = "sluice_source_slot_safe_wal_bytes";
+/// Unchanged TOASTed values a Postgres source could not read back and emitted as Debezium's
+/// placeholder (counter; see `postgres/replication/toast.rs`).
+pub const SOURCE_TOAST_UNRESOLVED: &str = "sluice_source_toast_unresolved_total";
 /// 1 while a source's initial snapshot runs, 0 once it streams (gauge).
 pub const SNAPSHOT_RUNNING: &str = "sluice_snapshot_running";
 /// The snapshot's chunks in the log, and in all (gauges; they keep their last values once the

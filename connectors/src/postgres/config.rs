@@ -82,6 +82,12 @@ pub struct PostgresSourceConfig {
     /// Seconds between standby status updates to the server, even when idle. Default 10.
     #[serde(default = "default_status_interval_s")]
     pub status_interval_s: u64,
+    /// Updates that leave a TOASTed (large) value unchanged do not carry it under
+    /// `REPLICA IDENTITY DEFAULT`. `fetch` (default): the exact value, from an earlier event of
+    /// the batch or read back from the table by key when the row still is as the update left
+    /// it. `placeholder`: Debezium's `__debezium_unavailable_value`, no reads.
+    #[serde(default)]
+    pub toast: super::replication::ToastMode,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]

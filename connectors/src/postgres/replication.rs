@@ -42,6 +42,9 @@ use super::protocol::{quote_ident, ReplicationMessage, WireConnection};
 use super::text_format::{self, PgType};
 use super::PostgresError;
 
+mod toast;
+pub use toast::ToastMode;
+
 /// How long `next_batch` waits for data before returning empty-handed.
 const IDLE_TICK: Duration = Duration::from_secs(1);
 /// Least time between two status updates sent because a commit became durable.
@@ -238,6 +241,16 @@ impl Stream {
                 }
             }
         }
+    }
+
+    /// Fills the batch's unchanged TOASTed values (`toast.rs`); returns how many stay
+    /// placeholders.
+    pub(super) async fn fill_toast(
+        &self,
+        client: &Client,
+        events: &mut [ChangeEvent],
+    ) -> Result<u64, PostgresError> {
+        toast::fill(client, &self.relations, events).await
     }
 
     fn take_batch(&mut self) -> Option<(Vec<ChangeEvent>, Option<Lsn>)> {

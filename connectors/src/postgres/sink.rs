@@ -18,6 +18,8 @@
 
 mod config;
 mod encode;
+
+pub(in crate::postgres) use encode::write_text;
 mod probe;
 mod target;
 

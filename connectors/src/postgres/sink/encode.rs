@@ -17,7 +17,7 @@ pub(super) fn write_field(out: &mut Vec<u8>, text: &mut String, value: &Value) {
 }
 
 /// The value's Postgres input text (unescaped).
-pub(super) fn write_text(text: &mut String, value: &Value) {
+pub(in crate::postgres) fn write_text(text: &mut String, value: &Value) {
     match value {
         Value::Null | Value::Unavailable => {}
         Value::Bool(b) => text.push(if *b { 't' } else { 'f' }),
