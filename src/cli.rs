@@ -48,6 +48,20 @@ pub(crate) enum Command {
         #[arg(short, long, value_name = "FILE")]
         config: PathBuf,
     },
+    /// Ask a running (or the next) `sluice run` for an on-demand snapshot of tables: their
+    /// rows are read in chunks while the stream goes on (Postgres sources).
+    Snapshot {
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+        /// The source, by its name in the config.
+        source: String,
+        /// Tables as schema.table.
+        #[arg(required = true)]
+        tables: Vec<String>,
+        /// Only rows matching this SQL condition, e.g. "created_at > now() - interval '1 day'".
+        #[arg(long = "where", value_name = "CONDITION")]
+        filter: Option<String>,
+    },
     /// Inspect the embedded log.
     Log {
         #[command(subcommand)]
@@ -152,6 +166,15 @@ pub(crate) fn dispatch(cli: Cli) -> Result<(), Failure> {
         Command::Registry { config } => {
             let loaded = config::load(&config).map_err(Failure::config)?;
             registry_cmd::serve(loaded)
+        }
+        Command::Snapshot {
+            config,
+            source,
+            tables,
+            filter,
+        } => {
+            let loaded = config::load(&config).map_err(Failure::config)?;
+            run::request_snapshot(&loaded, &source, &tables, filter.as_deref())
         }
         Command::Log { command } => log_cmd::dispatch(command),
     }

@@ -176,6 +176,26 @@ pub(crate) async fn probe_sink(sink: &SinkConfig) -> anyhow::Result<String> {
 
 /// `sluice status`: where the source's server stands (a Postgres slot and the WAL it holds;
 /// a MySQL server's settings).
+/// Asks a source for an on-demand snapshot (`sluice snapshot`).
+pub(crate) async fn request_snapshot(
+    source: &SourceConfig,
+    tables: &[String],
+    filter: Option<&str>,
+) -> anyhow::Result<String> {
+    match *source {
+        #[cfg(feature = "postgres")]
+        SourceConfig::Postgres(ref pg) => {
+            Ok(sluice_connectors::postgres::request_snapshot(pg, tables, filter).await?)
+        }
+        #[cfg(feature = "mysql")]
+        SourceConfig::Mysql(ref my) => Err(anyhow::anyhow!(
+            "source {}: on-demand snapshots are not built for MySQL/MariaDB sources yet; \
+             a new source (another name) snapshots its tables from the start",
+            my.name
+        )),
+    }
+}
+
 pub(crate) async fn source_server_status(source: &SourceConfig) -> anyhow::Result<String> {
     match *source {
         #[cfg(feature = "postgres")]

@@ -191,6 +191,31 @@ fn report_probe(kind: &str, name: &str, result: anyhow::Result<String>) -> bool 
     }
 }
 
+/// `sluice snapshot`: asks a source for an on-demand snapshot.
+pub(crate) fn request_snapshot(
+    config: &FileConfig,
+    source: &str,
+    tables: &[String],
+    filter: Option<&str>,
+) -> Result<(), Failure> {
+    let Some(found) = config.sources.iter().find(|s| s.name() == source) else {
+        let names: Vec<&str> = config.sources.iter().map(|s| s.name()).collect();
+        return Err(Failure::config(anyhow!(
+            "the config has no source named {source:?} (it has: {})",
+            names.join(", ")
+        )));
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(Failure::runtime)?;
+    let said = runtime
+        .block_on(crate::connect::request_snapshot(found, tables, filter))
+        .map_err(Failure::runtime)?;
+    println!("{said}");
+    Ok(())
+}
+
 /// `sluice check --connect`: probes every source's server and every sink's destination.
 pub(crate) fn probe(config: &FileConfig) -> Result<(), Failure> {
     let runtime = tokio::runtime::Builder::new_current_thread()

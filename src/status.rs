@@ -43,6 +43,11 @@ async fn report<L: EventLog>(config: &FileConfig, log: &L) -> anyhow::Result<()>
                         checkpoint.position
                     )
                 }
+                Some((done, total)) => format!(
+                    "last committed {}, streaming; on-demand snapshot in progress: {done} of \
+                     ~{total} chunks in the log; a restart resumes it there",
+                    checkpoint.position
+                ),
                 _ => format!(
                     "last committed {} (snapshot {:?})",
                     checkpoint.position, checkpoint.snapshot
@@ -61,7 +66,7 @@ async fn report<L: EventLog>(config: &FileConfig, log: &L) -> anyhow::Result<()>
         let snapshotting = parsed
             .as_ref()
             .and_then(|parsed| parsed.as_ref().ok())
-            .filter(|c| c.snapshot == SnapshotProgress::InProgress);
+            .filter(|c| c.snapshot_state.is_some());
         if let Some(checkpoint) = snapshotting {
             // The tables still being read, then how many are done.
             let tables = checkpoint.snapshot_tables();

@@ -29,6 +29,7 @@ pub mod text_format;
 pub mod tls;
 
 use sluice_core::checkpoint::{Checkpoint, SnapshotProgress};
+use sluice_core::event::TableId;
 use sluice_core::position::{Lsn, Position};
 use sluice_core::retry::{sqlstate_class, Classify, ErrorKind, ServerErrorClass};
 use sluice_core::source::{Source, SourceBatch};
@@ -40,6 +41,8 @@ pub use self::protocol::ServerError;
 use self::protocol::WireConnection;
 pub use self::replication::ToastMode;
 use self::replication::{BatchLimits, RelationContext, Stream};
+use self::snapshot::incremental::{Incremental, IncrementalState};
+pub use self::snapshot::incremental::{SnapshotSignal, SIGNAL_PREFIX};
 use self::snapshot::{SnapshotPhase, SnapshotState};
 
 /// Errors of the Postgres source, classified for retry in [`Classify`].
@@ -185,6 +188,12 @@ pub struct PostgresSource {
     /// When unresolved TOAST values were last warned about, and how many came since.
     toast_warned: tokio::time::Instant,
     toast_unresolved_since_warning: u64,
+    /// On-demand snapshots (`snapshot/incremental.rs`), while streaming.
+    incremental: Option<Incremental>,
+    /// Their state from the checkpoint a restart resumes at, until streaming begins.
+    restored_incremental: Option<IncrementalState>,
+    /// Tables that joined the publication at start, to read once streaming.
+    joined: Vec<TableId>,
 }
 
 /// How often a streaming source looks for tables that appeared or changed their key.
@@ -204,6 +213,9 @@ impl PostgresSource {
             slot_checked: tokio::time::Instant::now(),
             toast_warned: tokio::time::Instant::now() - std::time::Duration::from_secs(60),
             toast_unresolved_since_warning: 0,
+            incremental: None,
+            restored_incremental: None,
+            joined: Vec::new(),
         }
     }
 
@@ -235,10 +247,11 @@ impl PostgresSource {
             return Ok(());
         }
         self.tables_checked = tokio::time::Instant::now();
-        match self.ctx.as_ref() {
-            Some(ctx) => setup::follow_tables(&ctx.client, &self.config).await,
-            None => Ok(()),
+        if let Some(ctx) = self.ctx.as_ref() {
+            let joined = setup::follow_tables(&ctx.client, &self.config).await?;
+            self.joined.extend(joined);
         }
+        Ok(())
     }
 
     /// While streaming, every `SLOT_CHECK_INTERVAL`: how much WAL the slot holds and how much
@@ -319,7 +332,16 @@ impl Source for PostgresSource {
         let (client, task) = connect_catalog(&self.config).await?;
         self.catalog_task = Some(task);
         let server = setup::check_server(&client).await?;
-        let tables = setup::publish_tables(&client, &self.config).await?;
+        let (tables, joined) = setup::publish_tables(&client, &self.config).await?;
+        for table in &joined {
+            tracing::info!(%table, "table added to the source since the last run; an on-demand snapshot reads its rows once streaming");
+        }
+        self.joined = joined;
+        self.restored_incremental = resume
+            .as_ref()
+            .filter(|c| c.snapshot == SnapshotProgress::Done)
+            .and_then(|c| c.snapshot_state.as_ref())
+            .and_then(IncrementalState::from_value);
         self.tables_checked = tokio::time::Instant::now();
         let slot_name = self.config.slot_name();
         let slot = setup::slot_state(&client, &slot_name).await?;
@@ -470,6 +492,7 @@ impl Source for PostgresSource {
             Phase::Streaming(_) => {
                 self.check_tables_now().await?;
                 self.check_slot_now().await?;
+                self.next_chunk().await?;
                 let Phase::Streaming(stream) = &mut self.phase else {
                     unreachable!("matched above")
                 };
@@ -481,13 +504,21 @@ impl Source for PostgresSource {
                         self.toast_unresolved(unresolved);
                     }
                 }
+                if let Some((events, _)) = &mut batch {
+                    self.chunk_rows_into(events);
+                }
+                self.take_signals().await?;
+                let state = self
+                    .incremental
+                    .as_ref()
+                    .and_then(Incremental::checkpoint_state);
                 Ok(batch.map(|(events, end)| {
                     SourceBatch::new(
                         events,
                         end.map(|end| Checkpoint {
                             position: Position::PgLsn(end),
                             snapshot: SnapshotProgress::Done,
-                            snapshot_state: None,
+                            snapshot_state: state,
                         }),
                     )
                 }))
@@ -526,6 +557,7 @@ impl PostgresSource {
     async fn stream_from(&mut self, conn: WireConnection, start: Lsn) -> Result<(), PostgresError> {
         let stream = Stream::start(
             conn,
+            &self.config.name,
             &self.config.slot_name(),
             &self.config.publication_name(),
             start,
@@ -533,8 +565,19 @@ impl PostgresSource {
             std::time::Duration::from_secs(self.config.status_interval_s),
         )
         .await?;
-        self.phase = Phase::Streaming(Box::new(stream));
+        self.streaming(stream);
         Ok(())
+    }
+
+    /// Streams from now on, with on-demand snapshots resumed where the checkpoint left them.
+    fn streaming(&mut self, stream: Stream) {
+        self.phase = Phase::Streaming(Box::new(stream));
+        let state = self.restored_incremental.take().unwrap_or_default();
+        self.incremental = Some(Incremental::new(
+            self.config.slot_name(),
+            self.config.max_batch_events,
+            state,
+        ));
     }
 }
 
@@ -624,6 +667,60 @@ pub async fn probe(config: &PostgresSourceConfig) -> Result<String, PostgresErro
         } else {
             "will be created"
         }
+    ))
+}
+
+/// Asks a source for an on-demand snapshot of `tables` (or the slice `filter` of them): writes
+/// the request into the WAL, where the running source reads it (or reads it when it next
+/// runs). Returns what was asked, in words.
+pub async fn request_snapshot(
+    config: &PostgresSourceConfig,
+    tables: &[String],
+    filter: Option<&str>,
+) -> Result<String, PostgresError> {
+    let (client, connection) = connect_catalog(config).await?;
+    let captured = catalog::resolve_tables(&client, &config.tables, &config.exclude)
+        .await?
+        .captured;
+    let mut names = Vec::with_capacity(tables.len());
+    for table in tables {
+        let name = if table.contains('.') {
+            table.clone()
+        } else {
+            format!("public.{table}")
+        };
+        if !captured.iter().any(|t| t.id.to_string() == name) {
+            connection.abort();
+            return Err(PostgresError::Setup {
+                problem: format!("source {} does not capture {name}", config.name),
+                fix: "name tables its `tables` patterns match (schema.table), or add them to \
+                      `tables` (a table added there is read by an on-demand snapshot at the next \
+                      start anyway)"
+                    .into(),
+            });
+        }
+        names.push(name);
+    }
+    let signal = SnapshotSignal {
+        source: config.name.clone(),
+        snapshot: names.clone(),
+        filter: filter.map(str::to_owned),
+    };
+    let body = serde_json::to_string(&signal).expect("a signal serializes");
+    let lsn: String = client
+        .query_one(
+            "SELECT pg_logical_emit_message(true, $1::text, $2::text)::text",
+            &[&SIGNAL_PREFIX, &body],
+        )
+        .await?
+        .get(0);
+    connection.abort();
+    Ok(format!(
+        "asked source {} for an on-demand snapshot of {}{} (request at {lsn}); `sluice status` \
+         shows its progress",
+        config.name,
+        names.join(", "),
+        filter.map(|f| format!(" where {f}")).unwrap_or_default()
     ))
 }
 

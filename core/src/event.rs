@@ -251,6 +251,8 @@ pub enum SnapshotMarker {
     First,
     Yes,
     Last,
+    /// A row read by an on-demand snapshot while streaming (Debezium's `incremental`).
+    Incremental,
 }
 
 impl SnapshotMarker {
@@ -260,6 +262,7 @@ impl SnapshotMarker {
             SnapshotMarker::First => "first",
             SnapshotMarker::Yes => "true",
             SnapshotMarker::Last => "last",
+            SnapshotMarker::Incremental => "incremental",
         }
     }
 }

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 
-use sluice_core::event::TableId;
+use sluice_core::event::{Column, TableId};
 use sluice_core::topic::glob_match;
 use tokio_postgres::Client;
 
@@ -143,6 +143,37 @@ pub(super) async fn table_columns(
             primary_key: row.get(4),
         })
         .collect())
+}
+
+/// A table's columns as the catalog has them, as schema columns, and how to read each.
+pub(super) async fn describe(
+    client: &Client,
+    resolver: &mut TypeResolver,
+    table: &CapturedTable,
+) -> Result<(Vec<ColumnInfo>, Vec<Column>, Vec<PgType>), PostgresError> {
+    let columns = table_columns(client, table.oid).await?;
+    let mut schema_columns = Vec::with_capacity(columns.len());
+    let mut types = Vec::with_capacity(columns.len());
+    for column in &columns {
+        let pg_type = resolver
+            .resolve(
+                client,
+                column.type_oid,
+                &table.id,
+                &column.name,
+                &column.type_name,
+            )
+            .await?;
+        schema_columns.push(Column {
+            name: column.name.clone(),
+            type_name: column.type_name.clone(),
+            data_type: pg_type.data_type(&column.type_name),
+            key: column.primary_key,
+            nullable: !column.not_null,
+        });
+        types.push(pg_type);
+    }
+    Ok((columns, schema_columns, types))
 }
 
 /// Resolves type OIDs to decoders, caching what it learns.

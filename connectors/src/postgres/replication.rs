@@ -39,6 +39,9 @@ use tokio_postgres::Client;
 use super::catalog::{self, TypeResolver};
 use super::decode::{self, OldTuple, PgOutput, RelationMessage, TupleValue};
 use super::protocol::{quote_ident, ReplicationMessage, WireConnection};
+use super::snapshot::incremental::{
+    SnapshotSignal, Window, WindowState, SIGNAL_PREFIX, WATERMARK_PREFIX,
+};
 use super::text_format::{self, PgType};
 use super::PostgresError;
 
@@ -109,12 +112,22 @@ pub(super) struct Stream {
     batch_end: Option<Lsn>,
     batch_started: Option<Instant>,
     limits: BatchLimits,
+    /// The source's name and slot: signals name the one, watermarks carry the other.
+    source: String,
+    slot: String,
+    /// The window of the on-demand snapshot's chunk in flight (`snapshot/incremental.rs`).
+    pub(super) window: Option<Window>,
+    /// Snapshot requests read from the stream, not yet taken by the source.
+    pub(super) signals: Vec<SnapshotSignal>,
+    /// End the batch now: the stream reached a chunk's high watermark.
+    cut: bool,
 }
 
 impl Stream {
     /// Starts streaming `slot` from `start` (transactions committed at or before it are skipped).
     pub(super) async fn start(
         mut conn: WireConnection,
+        source: &str,
         slot: &str,
         publication: &str,
         start: Lsn,
@@ -147,6 +160,11 @@ impl Stream {
             batch_end: None,
             batch_started: None,
             limits,
+            source: source.to_owned(),
+            slot: slot.to_owned(),
+            window: None,
+            signals: Vec::new(),
+            cut: false,
         })
     }
 
@@ -167,6 +185,11 @@ impl Stream {
         }
         let idle_until = Instant::now() + IDLE_TICK;
         loop {
+            if std::mem::take(&mut self.cut) {
+                if let Some(batch) = self.take_batch() {
+                    return Ok(Some(batch));
+                }
+            }
             let now = Instant::now();
             let open_txn_full = self
                 .txn
@@ -181,6 +204,9 @@ impl Stream {
                 // A transaction larger than a batch goes to the log in parts, committed when
                 // its last part arrives; memory stays bounded whatever its size.
                 let txn = self.txn.as_mut().expect("checked above");
+                if let Some(window) = self.window.as_mut() {
+                    window.note(&txn.events);
+                }
                 txn.emitted += txn.events.len() as u64;
                 return Ok(Some((std::mem::take(&mut txn.events), None)));
             }
@@ -241,6 +267,44 @@ impl Stream {
                 }
             }
         }
+    }
+
+    /// A chunk's watermark: opens or closes its window; at the high watermark the batch ends
+    /// there, so that the chunk's rows follow exactly what came before it.
+    fn watermark(&mut self, body: &[u8], lsn: Lsn) {
+        let Some(window) = self.window.as_mut() else {
+            return;
+        };
+        window.watermark(&self.slot, body, lsn);
+        if matches!(window.state, WindowState::Closed(_)) {
+            self.cut = true;
+            if self.batch_end.is_none() {
+                self.batch_end = Some(self.durable_lsn.max(self.received_lsn));
+            }
+            self.batch_started.get_or_insert_with(Instant::now);
+        }
+    }
+
+    /// A snapshot request, kept for the source when it names this one.
+    fn signal(&mut self, body: &[u8]) {
+        match serde_json::from_slice::<SnapshotSignal>(body) {
+            Ok(signal) if signal.source == self.source => self.signals.push(signal),
+            Ok(_) => {}
+            Err(err) => tracing::warn!(
+                body = %String::from_utf8_lossy(body),
+                error = %err,
+                "ignored a {SIGNAL_PREFIX} message that is not a snapshot request \
+                 ({{\"source\": …, \"snapshot\": [\"schema.table\", …], \"where\": …}})"
+            ),
+        }
+    }
+
+    /// The relation the stream knows for `table`: its schema and column readings.
+    pub(super) fn relation_of(&self, table: &TableId) -> Option<(Arc<TableSchema>, Vec<PgType>)> {
+        self.relations
+            .values()
+            .find(|r| r.captured && r.schema.table == *table)
+            .map(|r| (Arc::clone(&r.schema), r.types.clone()))
     }
 
     /// Fills the batch's unchanged TOASTed values (`toast.rs`); returns how many stay
@@ -347,6 +411,9 @@ impl Stream {
                     tracing::debug!(xid = txn.xid, end_lsn = %end_lsn, "skipping a transaction already in the log");
                     return Ok(());
                 }
+                if let Some(window) = self.window.as_mut() {
+                    window.note(&txn.events);
+                }
                 if txn.events.is_empty() {
                     if txn.emitted > 0 {
                         // Its last part went out when it filled a batch exactly: this commit
@@ -432,6 +499,16 @@ impl Stream {
                 prefix,
                 content,
             } => {
+                if prefix == WATERMARK_PREFIX {
+                    self.watermark(&content, lsn);
+                    return Ok(());
+                }
+                if prefix == SIGNAL_PREFIX {
+                    if !self.txn.as_ref().is_some_and(|txn| txn.skip) {
+                        self.signal(&content);
+                    }
+                    return Ok(());
+                }
                 let message = LogicalMessage {
                     prefix,
                     content,

@@ -241,18 +241,33 @@ pub(super) async fn ensure_publication(
 
 /// Resolves the captured tables, reports those left out (log and metric), and makes the
 /// publication list them (or, for one that exists and is named in the config, checks that it
-/// does).
+/// does). Returns the captured tables, and those that joined the publication sluice owns now
+/// (added to `tables`, or created while sluice was stopped: their rows are not in the log).
 pub(super) async fn publish_tables(
     client: &Client,
     config: &super::PostgresSourceConfig,
-) -> Result<Vec<CapturedTable>, PostgresError> {
+) -> Result<(Vec<CapturedTable>, Vec<TableId>), PostgresError> {
     let resolution =
         super::catalog::resolve_tables(client, &config.tables, &config.exclude).await?;
     check_tables(&resolution, &config.tables)?;
     report_left_out(config, &resolution);
     let publication = config.publication_name();
     let owned = config.publication.is_none();
+    let before = if owned && publication_exists(client, &publication).await? {
+        Some(publication_tables(client, &publication).await?)
+    } else {
+        None
+    };
     ensure_publication(client, &publication, &resolution.captured, owned).await?;
+    let joined = match before {
+        Some(before) => resolution
+            .captured
+            .iter()
+            .filter(|t| !before.contains(&t.id))
+            .map(|t| t.id.clone())
+            .collect(),
+        None => Vec::new(),
+    };
     if !owned {
         let missing = unpublished(client, &publication, &resolution.captured).await?;
         if !missing.is_empty() {
@@ -269,16 +284,16 @@ pub(super) async fn publish_tables(
             ));
         }
     }
-    Ok(resolution.captured)
+    Ok((resolution.captured, joined))
 }
 
 /// While streaming: tables created since, or whose key changed, join or leave the publication
-/// sluice owns. A table that joins is captured from then on; rows written to it before are not
-/// in the log (said in a WARN).
+/// sluice owns. Returns the tables that joined: captured from then on, and their rows written
+/// before are read by an on-demand snapshot.
 pub(super) async fn follow_tables(
     client: &Client,
     config: &super::PostgresSourceConfig,
-) -> Result<(), PostgresError> {
+) -> Result<Vec<TableId>, PostgresError> {
     let publication = config.publication_name();
     let before = publication_tables(client, &publication).await?;
     let resolution =
@@ -286,17 +301,19 @@ pub(super) async fn follow_tables(
     report_left_out(config, &resolution);
     if resolution.captured.is_empty() || !resolution.named_without_identity.is_empty() {
         // start() reports these on the next reconnect; the stream goes on as it is.
-        return Ok(());
+        return Ok(Vec::new());
     }
     if !ensure_publication(client, &publication, &resolution.captured, true).await? {
-        return Ok(());
+        return Ok(Vec::new());
     }
-    for table in resolution
+    let joined: Vec<TableId> = resolution
         .captured
         .iter()
         .filter(|t| !before.contains(&t.id))
-    {
-        tracing::warn!(table = %table.id, "new table captured from now on; rows written to it before this are not in the log");
+        .map(|t| t.id.clone())
+        .collect();
+    for table in &joined {
+        tracing::info!(%table, "new table captured from now on; an on-demand snapshot reads the rows it had");
     }
     for table in before
         .iter()
@@ -307,7 +324,7 @@ pub(super) async fn follow_tables(
     for table in &resolution.left_out {
         tracing::warn!(table = %table, "table left out: it has no primary key, and publishing it would make the application's UPDATEs and DELETEs on it fail");
     }
-    Ok(())
+    Ok(joined)
 }
 
 fn report_left_out(config: &super::PostgresSourceConfig, resolution: &Resolution) {

@@ -12,6 +12,7 @@
 //! the rows unchanged since the original snapshot (see `progress` for why that is exact).
 
 mod begin;
+pub(super) mod incremental;
 mod phase;
 mod progress;
 

@@ -29,6 +29,7 @@ use tokio_postgres::Client;
 
 use super::{parse, Relation};
 use crate::postgres::protocol::quote_ident;
+use crate::postgres::snapshot::incremental::key_text;
 use crate::postgres::PostgresError;
 
 /// What a Postgres source does with unchanged TOASTed values (`toast` in the config).
@@ -109,23 +110,6 @@ fn count_unavailable(events: &[ChangeEvent], table: &Arc<TableSchema>) -> u64 {
         .flatten()
         .filter(|v| matches!(v, Value::Unavailable))
         .count() as u64
-}
-
-/// The key of a row in Postgres' text form, one string per key column (None: a key value is
-/// itself unavailable).
-fn key_text(table: &TableSchema, row: &[Value]) -> Option<Vec<String>> {
-    table
-        .key_columns()
-        .map(|(i, _)| {
-            let value = row.get(i)?;
-            if matches!(value, Value::Unavailable | Value::Null) {
-                return None;
-            }
-            let mut text = String::new();
-            crate::postgres::sink::write_text(&mut text, value);
-            Some(text)
-        })
-        .collect()
 }
 
 /// Step 1: walks the batch forward for one table, filling values an earlier event carried;

@@ -6,14 +6,13 @@ use std::sync::Arc;
 
 use sluice_core::checkpoint::{Checkpoint, SnapshotProgress};
 use sluice_core::clock::now_us;
-use sluice_core::event::{Column, DataType, TableSchema};
+use sluice_core::event::TableSchema;
 use sluice_core::position::{Lsn, Position};
 use sluice_core::source::SourceBatch;
 
 use super as snapshot;
 use super::{ReadAs, SnapshotPhase, SnapshotState, SnapshotTable, TableProgress};
 use crate::postgres::replication::Stream;
-use crate::postgres::text_format::PgType;
 use crate::postgres::{binary_format, catalog, setup, Phase, PostgresError, PostgresSource};
 
 impl PostgresSource {
@@ -32,32 +31,8 @@ impl PostgresSource {
         let mut snapshot_tables = Vec::with_capacity(tables.len());
         let mut filenodes = Vec::with_capacity(tables.len());
         for table in tables {
-            let columns = catalog::table_columns(&ctx.client, table.oid).await?;
-            let mut schema_columns = Vec::with_capacity(columns.len());
-            let mut types = Vec::with_capacity(columns.len());
-            for column in &columns {
-                types.push(
-                    ctx.resolver
-                        .resolve(
-                            &ctx.client,
-                            column.type_oid,
-                            &table.id,
-                            &column.name,
-                            &column.type_name,
-                        )
-                        .await?,
-                );
-                let data_type = types
-                    .last()
-                    .map_or(DataType::Text, |t: &PgType| t.data_type(&column.type_name));
-                schema_columns.push(Column {
-                    name: column.name.clone(),
-                    type_name: column.type_name.clone(),
-                    data_type,
-                    key: column.primary_key,
-                    nullable: !column.not_null,
-                });
-            }
+            let (columns, schema_columns, types) =
+                catalog::describe(&ctx.client, &mut ctx.resolver, table).await?;
             let size = ctx
                 .client
                 .query_one(
@@ -207,6 +182,7 @@ impl PostgresSource {
         };
         let stream = Stream::start(
             conn,
+            &self.config.name,
             &self.config.slot_name(),
             &self.config.publication_name(),
             phase.consistent_point,
@@ -214,7 +190,7 @@ impl PostgresSource {
             std::time::Duration::from_secs(self.config.status_interval_s),
         )
         .await?;
-        self.phase = Phase::Streaming(Box::new(stream));
+        self.streaming(stream);
         Ok(Some(SourceBatch::new(
             batch.events,
             Some(Checkpoint {

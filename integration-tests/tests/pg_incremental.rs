@@ -1,0 +1,239 @@
+//! On-demand snapshots while streaming (DBLog watermarks): `sluice snapshot` re-reads a table
+//! in key chunks under a writer that updates, deletes and inserts, through a `kill -9`, and the
+//! log folds to the table with every key's changes in order; a `WHERE` slice reads only its
+//! rows; a table added to `tables`, and one created while streaming, are read without asking.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value as Json;
+use sluice_integration_tests::{
+    events, fold_rows, sluice_command, source_config, wait_for, Rng, Sluice, TestDb,
+};
+
+/// Each row of `t` as the source has it now: id → v.
+fn table_rows(db: &TestDb, table: &str) -> BTreeMap<i64, i64> {
+    db.exec(&format!("SELECT id || ' ' || v FROM {table} ORDER BY id"))
+        .lines()
+        .map(|line| {
+            let (id, v) = line.split_once(' ').unwrap();
+            (id.parse().unwrap(), v.parse().unwrap())
+        })
+        .collect()
+}
+
+/// The log's events folded per key: id → v.
+fn folded(events: &[Json]) -> BTreeMap<i64, i64> {
+    fold_rows(events, "id")
+        .into_values()
+        .map(|row| (row["id"].as_i64().unwrap(), row["v"].as_i64().unwrap()))
+        .collect()
+}
+
+fn incremental_reads(events: &[Json]) -> usize {
+    events
+        .iter()
+        .filter(|e| e["op"] == "r" && e["source"]["snapshot"] == "incremental")
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_on_demand_snapshot_under_writes_and_a_kill_keeps_every_key_in_order() {
+    let db = TestDb::create();
+    db.exec("CREATE TABLE t (id int PRIMARY KEY, v int NOT NULL); INSERT INTO t SELECT g, 0 FROM generate_series(1, 40000) g");
+    // Streaming only: the table's rows reach the log through the on-demand snapshot alone.
+    let mut sluice = Sluice::new(&source_config(
+        &db,
+        "snapshot = \"never\"\nmax_batch_events = 1000",
+    ));
+    sluice.start();
+    db.wait_for_streaming().await;
+
+    // v only grows: a chunk row overwriting a newer change would show as v going down.
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer_stop = Arc::clone(&stop);
+    let writer_db = db.url();
+    let writer = sluice_core::task::spawn_in_span(async move {
+        let client = sluice_integration_tests::writer_client(&writer_db).await;
+        let mut rng = Rng::new(11);
+        let mut next_id = 40_001;
+        while !writer_stop.load(Ordering::Relaxed) {
+            let id = 1 + rng.below(40_000) as i32;
+            match rng.below(10) {
+                0 => {
+                    client
+                        .execute("DELETE FROM t WHERE id = $1", &[&id])
+                        .await
+                        .unwrap();
+                }
+                1 => {
+                    client
+                        .execute("INSERT INTO t VALUES ($1, 0)", &[&next_id])
+                        .await
+                        .unwrap();
+                    next_id += 1;
+                }
+                _ => {
+                    client
+                        .execute("UPDATE t SET v = v + 1 WHERE id = $1", &[&id])
+                        .await
+                        .unwrap();
+                }
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (code, out) = sluice_command(&["snapshot", "src", "public.t"], &sluice.config);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("asked source src for an on-demand snapshot of public.t"),
+        "{out}"
+    );
+
+    // Part-way through, kill -9 and restart: it resumes after the last chunk in the log.
+    wait_for(Duration::from_secs(60), "a few chunks in the log", || {
+        incremental_reads(&events(&sluice.records("src.public.t"))) >= 5000
+    })
+    .await;
+    let (_, status) = sluice_command(&["status"], &sluice.config);
+    assert!(
+        status.contains("on-demand snapshot in progress")
+            && status.contains("snapshot of public.t:"),
+        "{status}"
+    );
+    sluice.kill();
+    sluice.start();
+    wait_for(
+        Duration::from_secs(120),
+        "the on-demand snapshot's end",
+        || {
+            sluice
+                .stderr()
+                .contains("on-demand snapshot of the table done")
+        },
+    )
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    writer.await.unwrap();
+    db.exec("INSERT INTO t VALUES (-1, 0)");
+    wait_for(Duration::from_secs(60), "the marker row", || {
+        events(&sluice.records("src.public.t"))
+            .iter()
+            .any(|e| e["after"]["id"] == -1)
+    })
+    .await;
+
+    let all = events(&sluice.records("src.public.t"));
+    assert_eq!(
+        folded(&all),
+        table_rows(&db, "t"),
+        "the log folds to the table"
+    );
+    // Per key: v never goes down, no row comes back after its delete, and no key is read
+    // twice (the chunk after the kill starts after the last one in the log).
+    let mut last: HashMap<i64, Option<i64>> = HashMap::new();
+    let mut reads: HashMap<i64, u32> = HashMap::new();
+    for event in &all {
+        let op = event["op"].as_str().unwrap();
+        let row = if op == "d" {
+            &event["before"]
+        } else {
+            &event["after"]
+        };
+        let id = row["id"].as_i64().unwrap();
+        match op {
+            "d" => {
+                last.insert(id, None);
+            }
+            "r" | "u" | "c" => {
+                let v = row["v"].as_i64().unwrap();
+                match last.get(&id) {
+                    Some(None) if op == "r" => panic!("key {id} read after its delete: {event}"),
+                    Some(Some(before)) => assert!(
+                        v >= *before,
+                        "key {id}: v {v} after {before} ({op}): a read overwrote a newer change"
+                    ),
+                    _ => {}
+                }
+                last.insert(id, Some(v));
+                if op == "r" {
+                    *reads.entry(id).or_default() += 1;
+                }
+            }
+            _ => {}
+        }
+    }
+    let twice: Vec<_> = reads.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "keys read more than once: {twice:?}");
+    assert!(
+        reads.len() >= 30_000,
+        "rows read by the on-demand snapshot: {}",
+        reads.len()
+    );
+    assert_eq!(sluice.stop(), Some(0), "{}", sluice.stderr());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_where_slice_and_tables_that_join_the_source_are_read_while_streaming() {
+    let db = TestDb::create();
+    db.exec(
+        "CREATE TABLE a (id int PRIMARY KEY, v int NOT NULL); \
+         INSERT INTO a SELECT g, g FROM generate_series(1, 3000) g; \
+         CREATE TABLE b (id int PRIMARY KEY, v int NOT NULL); \
+         INSERT INTO b SELECT g, g FROM generate_series(1, 2000) g",
+    );
+    let mut sluice = Sluice::new(
+        &source_config(&db, "snapshot = \"never\"")
+            .replace("tables = [\"public.*\"]", "tables = [\"public.a\"]"),
+    );
+    sluice.start();
+    db.wait_for_streaming().await;
+
+    // A slice: only its rows.
+    let (code, out) = sluice_command(
+        &["snapshot", "src", "public.a", "--where", "v > 2500"],
+        &sluice.config,
+    );
+    assert_eq!(code, Some(0), "{out}");
+    wait_for(Duration::from_secs(60), "the slice of a", || {
+        incremental_reads(&events(&sluice.records("src.public.a"))) == 500
+    })
+    .await;
+    let read = events(&sluice.records("src.public.a"));
+    assert!(read
+        .iter()
+        .all(|e| e["after"]["v"].as_i64().unwrap() > 2500));
+
+    // A table the source does not capture is refused, saying so.
+    let (code, out) = sluice_command(&["snapshot", "src", "public.b"], &sluice.config);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("source src does not capture public.b"),
+        "{out}"
+    );
+
+    // b added to `tables`: read at the next start, without asking.
+    assert_eq!(sluice.stop(), Some(0), "{}", sluice.stderr());
+    let config = std::fs::read_to_string(&sluice.config)
+        .unwrap()
+        .replace("tables = [\"public.a\"]", "tables = [\"public.*\"]");
+    std::fs::write(&sluice.config, config).unwrap();
+    sluice.start();
+    wait_for(Duration::from_secs(60), "b's rows", || {
+        folded(&events(&sluice.records("src.public.b"))) == table_rows(&db, "b")
+    })
+    .await;
+
+    // c created while streaming, rows written before sluice publishes it: read too.
+    db.exec(
+        "CREATE TABLE c (id int PRIMARY KEY, v int NOT NULL); \
+         INSERT INTO c SELECT g, g FROM generate_series(1, 1500) g",
+    );
+    wait_for(Duration::from_secs(60), "c's rows", || {
+        folded(&events(&sluice.records("src.public.c"))) == table_rows(&db, "c")
+    })
+    .await;
+    assert_eq!(sluice.stop(), Some(0), "{}", sluice.stderr());
+}
