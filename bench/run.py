@@ -20,6 +20,8 @@ Cases:
                      log vs mariadb-binlog --skip-ssl --read-from-remote-server -v decoding the same range.
   mysql_snapshot     a 1,000,000-row MariaDB table snapshotted into the log vs mariadb -e "SELECT *".
   pg_replication_latency  source commit → visible in the target at 2,000 transactions/s (p50, p99).
+  incremental_snapshot  an on-demand snapshot of a 1,000,000-row table while a writer commits
+                     1,000 transactions/s vs psql \\copy of the table; streaming p99 during it.
   encode_avro        1,000,000 events of a 20-column row encoded as Avro (Confluent wire format)
                      vs the same events as Debezium JSON (encode_json); one thread each; also
                      bytes per event of both.
@@ -465,6 +467,70 @@ def case_pg_replication_latency():
     return result["p99_ms"] / 1000, 0.1, notes
 
 
+def case_incremental_snapshot():
+    """An on-demand snapshot (`sluice snapshot`) of the 1,000,000-row table t while a writer
+    commits 1,000 transactions/s into other captured tables (latency-bench, markers replicated
+    to a Postgres sink): the snapshot's time vs psql \\copy of the same table, and the streaming
+    p99 (source commit -> visible in the target) during it, in the notes."""
+    reset_db()
+    fill(max(1, TXNS // 10), ROWS // max(1, TXNS // 10))
+    psql("VACUUM ANALYZE t")
+    psql("CREATE TABLE load (id bigint PRIMARY KEY, payload text); "
+         "CREATE TABLE markers (seq bigint PRIMARY KEY, sent_us bigint NOT NULL)")
+    copy = PSQL + ["-d", DB, "-c", "\\copy (SELECT * FROM t) TO /dev/null"]
+    refs = [run_timed(copy) for _ in range(REPEAT)]
+    # The writer runs from 1 s before the snapshot to about its end: the p99 is the snapshot's.
+    seconds = 5
+    with tempfile.TemporaryDirectory() as workdir:
+        reset_target()
+        config = os.path.join(workdir, "incremental.toml")
+        with open(config, "w") as f:
+            f.write(f'[log]\ndir = "{workdir}/log"\nfsync = "always"\n\n[[sources]]\nname = "bench"\nkind = "postgres"\n'
+                    f'url = "postgres://postgres@127.0.0.1:5432/{DB}?sslmode={SSLMODE}"\n'
+                    f'tables = ["public.t", "public.load", "public.markers"]\nslot = "bench_incremental"\n'
+                    f'snapshot = "never"\n\n[[sinks]]\nname = "replica"\nkind = "postgres"\n'
+                    f'url = "postgres://postgres@127.0.0.1:5432/{TARGET_DB}?sslmode={SSLMODE}"\n'
+                    f'topics = ["bench.public.load", "bench.public.markers"]\n')
+        err_path = os.path.join(workdir, "sluice.err")
+        with open(err_path, "w") as err:
+            proc = subprocess.Popen([SLUICE, "run", "-c", config], stdout=subprocess.DEVNULL, stderr=err)
+        try:
+            for _ in range(300):
+                if psql("SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'bench_incremental' AND active") == "1":
+                    break
+                time.sleep(0.1)
+            latency = subprocess.Popen([LATENCY_BENCH, "--source", f"postgres://postgres@127.0.0.1:5432/{DB}?sslmode={SSLMODE}",
+                                        "--target", f"postgres://postgres@127.0.0.1:5432/{TARGET_DB}?sslmode={SSLMODE}",
+                                        "--rate", "1000", "--seconds", str(seconds)],
+                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            time.sleep(1)
+            start = time.perf_counter()
+            subprocess.run([SLUICE, "snapshot", "-c", config, "bench", "public.t"], check=True, capture_output=True)
+            while "on-demand snapshot of the table done" not in open(err_path).read():
+                if proc.poll() is not None:
+                    raise SystemExit(f"incremental_snapshot: sluice exited:\n{open(err_path).read()[-3000:]}")
+                time.sleep(0.05)
+            elapsed = time.perf_counter() - start
+            out, lat_err = latency.communicate()
+            if latency.returncode != 0:
+                raise SystemExit(f"latency-bench failed:\n{lat_err[-3000:]}")
+            records = count_records(workdir, "bench.public.t")
+        finally:
+            proc.terminate()
+            proc.wait()
+    psql("SELECT pg_drop_replication_slot('bench_incremental')")
+    psql(f"DROP DATABASE IF EXISTS {TARGET_DB} WITH (FORCE)", "postgres")
+    if records < ROWS:
+        raise SystemExit(f"incremental_snapshot: only {records} of {ROWS} rows reached the log")
+    result = json.loads(out)
+    LAST_RUNS["ours"] = [elapsed]
+    LAST_RUNS["reference"] = refs
+    notes = (f"rows={ROWS} rows_per_s={ROWS / elapsed:.0f} writer_tps={result['achieved_tps']:.0f} "
+             f"stream_p50_ms={result['p50_ms']:.1f} stream_p99_ms={result['p99_ms']:.1f} "
+             f"(latency over the writer's {seconds} s, the snapshot {elapsed:.1f} s of them)")
+    return elapsed, min(refs), notes
+
+
 LOG_BENCH = os.environ.get("LOG_BENCH_BIN", "target/release/log-bench")
 ENCODE_BENCH = os.environ.get("ENCODE_BENCH_BIN", "target/release/encode-bench")
 
@@ -568,6 +634,7 @@ def main():
         ("mysql_stream", case_mysql_stream),
         ("mysql_snapshot", case_mysql_snapshot),
         ("pg_replication_latency", case_pg_replication_latency),
+        ("incremental_snapshot", case_incremental_snapshot),
         ("pg_big_txn", lambda: case_big_txn("pg")),
         ("mysql_big_txn", lambda: case_big_txn("mysql")),
     ]
@@ -576,7 +643,7 @@ def main():
         if CASES and name not in CASES:
             continue
         if (name.startswith("log_") or name.startswith("encode_") or name == "pg_replication_latency"
-                or name.endswith("_big_txn")):
+                or name.endswith("_big_txn") or name == "incremental_snapshot"):
             ours, ref, notes = run()
             rss = None
         else:
