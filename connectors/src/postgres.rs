@@ -701,6 +701,27 @@ pub async fn request_snapshot(
         }
         names.push(name);
     }
+    if let Some(filter) = filter {
+        // The condition is checked here, where a mistake can be said to the one who made it.
+        for name in &names {
+            let (namespace, table) = name.split_once('.').expect("qualified above");
+            let sql = format!(
+                "SELECT 1 FROM {}.{} WHERE ({filter}) LIMIT 0",
+                protocol::quote_ident(namespace),
+                protocol::quote_ident(table)
+            );
+            if let Err(err) = client.execute(sql.as_str(), &[]).await {
+                connection.abort();
+                return Err(PostgresError::Setup {
+                    problem: format!(
+                        "the condition {filter:?} cannot select rows of {name}: {}",
+                        ErrorText(&err)
+                    ),
+                    fix: "give a SQL condition on the table's columns, as after WHERE".into(),
+                });
+            }
+        }
+    }
     let signal = SnapshotSignal {
         source: config.name.clone(),
         snapshot: names.clone(),

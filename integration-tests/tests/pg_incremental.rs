@@ -206,6 +206,32 @@ async fn a_where_slice_and_tables_that_join_the_source_are_read_while_streaming(
         .iter()
         .all(|e| e["after"]["v"].as_i64().unwrap() > 2500));
 
+    // A condition that does not parse is refused by the command; written by hand, the source
+    // drops that request with the reason and goes on.
+    let (code, out) = sluice_command(
+        &[
+            "snapshot",
+            "src",
+            "public.a",
+            "--where",
+            "no_such_column > 1",
+        ],
+        &sluice.config,
+    );
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("cannot select rows of public.a") && out.contains("no_such_column"),
+        "{out}"
+    );
+    db.exec(
+        "SELECT pg_logical_emit_message(true, 'sluice.signal',          '{\"source\": \"src\", \"snapshot\": [\"public.a\"], \"where\": \"no_such_column > 1\"}')",
+    );
+    wait_for(Duration::from_secs(30), "the bad request dropped", || {
+        sluice.stderr().contains("on-demand snapshot dropped")
+    })
+    .await;
+    assert!(sluice.is_running(), "{}", sluice.stderr());
+
     // A table the source does not capture is refused, saying so.
     let (code, out) = sluice_command(&["snapshot", "src", "public.b"], &sluice.config);
     assert_eq!(code, Some(1), "{out}");

@@ -331,19 +331,24 @@ impl Incremental {
         let rows = match &after {
             Some(after) => client.query(&sql, &[after]).await,
             None => client.query(&sql, &[]).await,
-        }
-        .map_err(|err| match err.as_db_error() {
-            Some(_) => PostgresError::Setup {
-                problem: format!(
-                    "the on-demand snapshot of {table} cannot read it: {}",
-                    crate::postgres::ErrorText(&err)
-                ),
-                fix: "grant the source's user SELECT on the table, and check the snapshot's \
-                      `where` condition; then ask for the snapshot again"
-                    .into(),
-            },
-            None => PostgresError::Query(err),
-        })?;
+        };
+        let rows = match rows {
+            Ok(rows) => rows,
+            // The server refused the read itself (no SELECT, a `where` that does not parse):
+            // that request is dropped, the stream and the rest of the queue go on.
+            Err(err) if err.as_db_error().is_some() => {
+                tracing::error!(
+                    %table,
+                    filter = pending.filter.as_deref(),
+                    error = %crate::postgres::ErrorText(&err),
+                    "on-demand snapshot dropped: the table cannot be read this way; grant the \
+                     source's user SELECT on it, or correct the `where` condition, and ask again"
+                );
+                self.state.queue.pop_front();
+                return Ok(None);
+            }
+            Err(err) => return Err(PostgresError::Query(err)),
+        };
         self.emit(client, &id, "high").await?;
         let mut read = Vec::with_capacity(rows.len());
         for row in &rows {
