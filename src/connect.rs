@@ -39,6 +39,8 @@ pub(crate) struct Context<'a, L> {
     pub(crate) registry: &'a Arc<Registry>,
     pub(crate) health: &'a Health,
     pub(crate) stop_at: Option<Position>,
+    /// The `[log] dir`: sources keep their working files under it.
+    pub(crate) log_dir: &'a std::path::Path,
 }
 
 /// Builds a source and spawns it; a source's failure stops the pipeline.
@@ -56,6 +58,7 @@ pub(crate) fn spawn_source<L: EventLog + Clone>(source: SourceConfig, cx: &Conte
         #[cfg(feature = "postgres")]
         SourceConfig::Postgres(pg) => {
             let db = pg.connect_params().map(|p| p.dbname).unwrap_or_default();
+            let spool = cx.log_dir.join("spool").join(&name);
             let block = SourceBlock {
                 connector: "postgresql",
                 name,
@@ -68,7 +71,7 @@ pub(crate) fn spawn_source<L: EventLog + Clone>(source: SourceConfig, cx: &Conte
                 pg.avro_decimals,
                 cx.registry,
             );
-            let source = sluice_connectors::postgres::PostgresSource::new(pg);
+            let source = sluice_connectors::postgres::PostgresSource::new(pg).with_spool_dir(spool);
             let run = run_source(settings, source, encoder, cx.log.clone(), cancel);
             cx.tasks.spawn(task, span, run);
         }

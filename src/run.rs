@@ -86,6 +86,7 @@ async fn run_async(config: FileConfig, stop_at: Option<Position>) -> Result<(), 
         registry: &registry,
         health: &health,
         stop_at,
+        log_dir: &config.log.dir,
     };
     for source in config.sources {
         crate::connect::spawn_source(source, &context);

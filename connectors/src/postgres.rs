@@ -40,7 +40,7 @@ use self::config::SnapshotMode;
 pub use self::protocol::ServerError;
 use self::protocol::WireConnection;
 pub use self::replication::ToastMode;
-use self::replication::{BatchLimits, RelationContext, Stream};
+use self::replication::{BatchLimits, RelationContext, Stream, StreamSettings};
 use self::snapshot::incremental::{Incremental, IncrementalState};
 pub use self::snapshot::incremental::{SnapshotSignal, SIGNAL_PREFIX};
 use self::snapshot::{SnapshotPhase, SnapshotState};
@@ -194,6 +194,10 @@ pub struct PostgresSource {
     restored_incremental: Option<IncrementalState>,
     /// Tables that joined the publication at start, to read once streaming.
     joined: Vec<TableId>,
+    /// Where streamed in-progress transactions wait for their commit (`with_spool_dir`).
+    spool_dir: Option<std::path::PathBuf>,
+    /// `server_version_num` of the server, known once started.
+    server_version: i32,
 }
 
 /// How often a streaming source looks for tables that appeared or changed their key.
@@ -216,7 +220,16 @@ impl PostgresSource {
             incremental: None,
             restored_incremental: None,
             joined: Vec::new(),
+            spool_dir: None,
+            server_version: 0,
         }
+    }
+
+    /// Lets the server stream large transactions while they run (Postgres 14+, unless
+    /// `stream_in_progress = false`); they wait in `dir` until they commit.
+    pub fn with_spool_dir(mut self, dir: std::path::PathBuf) -> PostgresSource {
+        self.spool_dir = Some(dir);
+        self
     }
 
     /// Counts unchanged TOASTed values left as placeholders, with a warning at most once a
@@ -332,6 +345,7 @@ impl Source for PostgresSource {
         let (client, task) = connect_catalog(&self.config).await?;
         self.catalog_task = Some(task);
         let server = setup::check_server(&client).await?;
+        self.server_version = server.version_num;
         let (tables, joined) = setup::publish_tables(&client, &self.config).await?;
         for table in &joined {
             tracing::info!(%table, "table added to the source since the last run; an on-demand snapshot reads its rows once streaming");
@@ -555,18 +569,29 @@ impl Source for PostgresSource {
 
 impl PostgresSource {
     async fn stream_from(&mut self, conn: WireConnection, start: Lsn) -> Result<(), PostgresError> {
-        let stream = Stream::start(
-            conn,
-            &self.config.name,
-            &self.config.slot_name(),
-            &self.config.publication_name(),
-            start,
-            self.limits(),
-            std::time::Duration::from_secs(self.config.status_interval_s),
-        )
-        .await?;
+        let stream = Stream::start(conn, self.stream_settings(), start).await?;
         self.streaming(stream);
         Ok(())
+    }
+
+    /// How this source's stream is opened: protocol 2 (in-progress transactions streamed to a
+    /// spool) on Postgres 14+ unless `stream_in_progress = false`, or when sluice runs it
+    /// without a log directory to spool in.
+    fn stream_settings(&self) -> StreamSettings {
+        let spool = match &self.spool_dir {
+            Some(dir) if self.config.stream_in_progress && self.server_version >= 140_000 => {
+                Some(dir.clone())
+            }
+            _ => None,
+        };
+        StreamSettings {
+            source: self.config.name.clone(),
+            slot: self.config.slot_name(),
+            publication: self.config.publication_name(),
+            limits: self.limits(),
+            status_interval: std::time::Duration::from_secs(self.config.status_interval_s),
+            spool,
+        }
     }
 
     /// Streams from now on, with on-demand snapshots resumed where the checkpoint left them.

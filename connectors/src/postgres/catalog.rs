@@ -224,20 +224,31 @@ impl TypeResolver {
                 return Ok(cached.clone());
             }
             let row = client
-                .query_opt("SELECT typtype::text, typelem, typbasetype, typcategory::text FROM pg_type WHERE oid = $1", &[&oid])
+                .query_opt(
+                    "SELECT typtype::text, typelem, typbasetype, typcategory::text, typname::text \
+                     FROM pg_type WHERE oid = $1",
+                    &[&oid],
+                )
                 .await?;
             let ty = match row {
                 None => None,
                 Some(row) => {
-                    let (typtype, elem, base, category): (String, u32, u32, String) =
-                        (row.get(0), row.get(1), row.get(2), row.get(3));
-                    match (typtype.as_str(), category.as_str()) {
-                        ("e", _) => Some(PgType::Enum),
-                        ("d", _) => self.lookup(client, base).await?,
-                        (_, "A") if elem != 0 => self
+                    let (typtype, elem, base, category, name): (String, u32, u32, String, String) =
+                        (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
+                    match (typtype.as_str(), category.as_str(), name.as_str()) {
+                        ("e", _, _) => Some(PgType::Enum),
+                        ("d", _, _) => self.lookup(client, base).await?,
+                        (_, "A", _) if elem != 0 => self
                             .lookup(client, elem)
                             .await?
                             .map(|e| PgType::Array(Box::new(e))),
+                        // Ranges and multiranges over any subtype, and the extensions' types
+                        // whose text form is exact: read as that text.
+                        ("r" | "m", _, _) | (_, _, "citext" | "ltree" | "lquery" | "ltxtquery") => {
+                            Some(PgType::Text)
+                        }
+                        (_, _, "hstore") => Some(PgType::Hstore),
+                        // Composite types, PostGIS and other extensions' base types.
                         _ => None,
                     }
                 }

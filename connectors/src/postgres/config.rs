@@ -88,6 +88,12 @@ pub struct PostgresSourceConfig {
     /// it. `placeholder`: Debezium's `__debezium_unavailable_value`, no reads.
     #[serde(default)]
     pub toast: super::replication::ToastMode,
+    /// Postgres 14+: have the server stream a large transaction while it runs (pgoutput
+    /// protocol 2, `streaming = on`) rather than spill it to its own disk until the commit.
+    /// sluice keeps the streamed part in `<log dir>/spool/<source>/` (about the transaction's
+    /// size) and writes it to the log when it commits; aborted ones are dropped. Default true.
+    #[serde(default = "default_true")]
+    pub stream_in_progress: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]

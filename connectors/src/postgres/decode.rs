@@ -1,9 +1,9 @@
-//! pgoutput messages (protocol version 1) from the bytes of an XLogData payload.
+//! pgoutput messages (protocol versions 1 and 2) from the bytes of an XLogData payload.
 //!
 //! Parsing is zero-copy: column texts are slices of the received buffer. Every length is
 //! checked; malformed input is an error, never a panic. Protocol 2 (streamed in-progress
-//! transactions) adds messages 'S', 'E', 'c', 'A' and an xid prefix on data messages inside a
-//! stream; they are recognised here as unsupported so that adding them is local to this file.
+//! transactions) adds Stream Start/Stop/Commit/Abort and, between a Stream Start and its Stop,
+//! the (sub)transaction's xid ahead of each data message's fields.
 
 use bytes::{Buf, Bytes};
 use sluice_core::position::Lsn;
@@ -54,6 +54,24 @@ pub(super) enum PgOutput {
         lsn: Lsn,
         prefix: String,
         content: Bytes,
+    },
+    /// A block of an in-progress transaction's changes begins (protocol 2).
+    StreamStart {
+        xid: u32,
+        first_segment: bool,
+    },
+    StreamStop,
+    /// A streamed transaction committed: its blocks, in order, are the transaction.
+    StreamCommit {
+        xid: u32,
+        commit_lsn: Lsn,
+        end_lsn: Lsn,
+        commit_ts_us: i64,
+    },
+    /// A streamed transaction (`subxid == xid`) or one of its subtransactions rolled back.
+    StreamAbort {
+        xid: u32,
+        subxid: u32,
     },
 }
 
@@ -181,10 +199,22 @@ impl Reader {
     }
 }
 
-/// Parses one pgoutput message.
+/// Parses one pgoutput message outside a stream block.
 pub(super) fn parse(data: Bytes) -> Result<PgOutput, DecodeError> {
+    parse_in(data, false).map(|(message, _)| message)
+}
+
+/// Parses one pgoutput message; `in_stream` between a Stream Start and its Stop, where data
+/// messages carry the xid of the (sub)transaction that made them, returned alongside.
+pub(super) fn parse_in(data: Bytes, in_stream: bool) -> Result<(PgOutput, Option<u32>), DecodeError> {
     let mut r = Reader { data };
     let tag = r.u8("message tag")?;
+    let xid = match tag {
+        b'R' | b'Y' | b'I' | b'U' | b'D' | b'T' | b'M' if in_stream => {
+            Some(r.u32("streamed change xid")?)
+        }
+        _ => None,
+    };
     let message =
         match tag {
             b'B' => PgOutput::Begin {
@@ -306,12 +336,29 @@ pub(super) fn parse(data: Bytes) -> Result<PgOutput, DecodeError> {
                     content: r.bytes(len, "message content")?,
                 }
             }
-            b'S' | b'E' | b'c' | b'A' => return Err(error(
-                "streamed transaction messages need protocol 2, which this source does not request",
-            )),
+            b'S' => PgOutput::StreamStart {
+                xid: r.u32("stream start xid")?,
+                first_segment: r.u8("stream start first segment")? == 1,
+            },
+            b'E' => PgOutput::StreamStop,
+            b'c' => {
+                let xid = r.u32("stream commit xid")?;
+                let _flags = r.u8("stream commit flags")?;
+                PgOutput::StreamCommit {
+                    xid,
+                    commit_lsn: Lsn(r.u64("stream commit lsn")?),
+                    end_lsn: Lsn(r.u64("stream commit end lsn")?),
+                    commit_ts_us: r.timestamp("stream commit timestamp")?,
+                }
+            }
+            // Protocol 4 adds the abort's LSN and time, which sluice has no use for.
+            b'A' => PgOutput::StreamAbort {
+                xid: r.u32("stream abort xid")?,
+                subxid: r.u32("stream abort subxid")?,
+            },
             other => return Err(error(format!("unknown message tag {other:#x}"))),
         };
-    Ok(message)
+    Ok((message, xid))
 }
 
 #[cfg(test)]
@@ -391,6 +438,65 @@ mod tests {
                 commit_ts_us: PG_EPOCH_OFFSET_US
             }
         );
+    }
+
+    #[test]
+    fn streamed_changes_carry_their_xid_and_stream_messages_parse() {
+        let mut b = BytesMut::new();
+        b.put_u8(b'I');
+        b.put_u32(742);
+        b.put_u32(16384);
+        b.put_u8(b'N');
+        b.put_i16(1);
+        b.put_u8(b'n');
+        let (message, xid) = parse_in(b.freeze(), true).unwrap();
+        assert_eq!(xid, Some(742));
+        assert_eq!(
+            message,
+            PgOutput::Insert {
+                relation: 16384,
+                new: vec![TupleValue::Null]
+            }
+        );
+        let mut b = BytesMut::new();
+        b.put_u8(b'S');
+        b.put_u32(741);
+        b.put_u8(1);
+        assert_eq!(
+            parse(b.freeze()).unwrap(),
+            PgOutput::StreamStart {
+                xid: 741,
+                first_segment: true
+            }
+        );
+        let mut b = BytesMut::new();
+        b.put_u8(b'c');
+        b.put_u32(741);
+        b.put_u8(0);
+        b.put_u64(0x10);
+        b.put_u64(0x20);
+        b.put_i64(0);
+        assert_eq!(
+            parse(b.freeze()).unwrap(),
+            PgOutput::StreamCommit {
+                xid: 741,
+                commit_lsn: Lsn(0x10),
+                end_lsn: Lsn(0x20),
+                commit_ts_us: PG_EPOCH_OFFSET_US
+            }
+        );
+        let mut b = BytesMut::new();
+        b.put_u8(b'A');
+        b.put_u32(741);
+        b.put_u32(742);
+        assert_eq!(
+            parse(b.freeze()).unwrap(),
+            PgOutput::StreamAbort {
+                xid: 741,
+                subxid: 742
+            }
+        );
+        assert!(parse(Bytes::from_static(b"A\0\0\0\x01")).is_err());
     }
 
     #[test]

@@ -7,8 +7,10 @@
 //!   when nothing more has arrived, `max_batch_age` after the batch's first event (so a live
 //!   stream waits at most that long, and one catching up fills its batches). A transaction larger than `max_batch_events`
 //!   goes out in parts without a checkpoint, which the log keeps invisible until the part with
-//!   the commit arrives, so memory stays bounded. (With protocol 1 the server still decodes a
-//!   large transaction only once it commits; protocol 2 would let it flow while in progress.)
+//!   the commit arrives, so memory stays bounded.
+//! - Streamed transactions (protocol 2, Postgres 14+, `stream_in_progress`): the server sends a
+//!   large transaction in blocks while it runs; they wait on local disk until its commit and
+//!   are then read as if the transaction had just arrived whole (`spool.rs`).
 //! - Acknowledgement: standby status updates carry `write` = the last commit received and
 //!   `flush` = the last commit durable in the log (never beyond), at least every
 //!   `status_interval` even when idle, at once when the server asks, and once more at shutdown.
@@ -45,7 +47,9 @@ use super::snapshot::incremental::{
 use super::text_format::{self, PgType};
 use super::PostgresError;
 
+mod spool;
 mod toast;
+use spool::{Replay, Spools};
 pub use toast::ToastMode;
 
 /// How long `next_batch` waits for data before returning empty-handed.
@@ -82,6 +86,19 @@ struct OpenTxn {
 pub(super) struct BatchLimits {
     pub max_events: usize,
     pub max_age: Duration,
+}
+
+/// How a stream is opened.
+pub(super) struct StreamSettings {
+    /// The source's name and slot: signals name the one, watermarks carry the other.
+    pub source: String,
+    pub slot: String,
+    pub publication: String,
+    pub limits: BatchLimits,
+    pub status_interval: Duration,
+    /// Where streamed in-progress transactions wait for their commit; `None`: protocol 1, the
+    /// server holds them until then.
+    pub spool: Option<std::path::PathBuf>,
 }
 
 pub(super) struct Stream {
@@ -121,26 +138,37 @@ pub(super) struct Stream {
     pub(super) signals: Vec<SnapshotSignal>,
     /// End the batch now: the stream reached a chunk's high watermark.
     cut: bool,
+    /// Streamed in-progress transactions (protocol 2), and the committed one being read back.
+    spools: Option<Spools>,
+    replay: Option<Replay>,
 }
 
 impl Stream {
-    /// Starts streaming `slot` from `start` (transactions committed at or before it are skipped).
+    /// Starts streaming the slot from `start` (transactions committed at or before it are
+    /// skipped).
     pub(super) async fn start(
         mut conn: WireConnection,
-        source: &str,
-        slot: &str,
-        publication: &str,
+        settings: StreamSettings,
         start: Lsn,
-        limits: BatchLimits,
-        status_interval: Duration,
     ) -> Result<Stream, PostgresError> {
+        let spools = settings.spool.map(Spools::open).transpose()?;
+        let protocol = if spools.is_some() {
+            "proto_version '2', streaming 'on'"
+        } else {
+            "proto_version '1'"
+        };
         let command = format!(
-            "START_REPLICATION SLOT {} LOGICAL {start} (proto_version '1', publication_names '{}', messages 'true')",
-            quote_ident(slot),
-            quote_ident(publication).replace('\'', "''"),
+            "START_REPLICATION SLOT {} LOGICAL {start} ({protocol}, publication_names '{}', messages 'true')",
+            quote_ident(&settings.slot),
+            quote_ident(&settings.publication).replace('\'', "''"),
         );
         conn.start_replication(&command).await?;
-        tracing::info!(slot, from = %start, "streaming");
+        tracing::info!(
+            slot = settings.slot,
+            from = %start,
+            in_progress_transactions = if spools.is_some() { "streamed" } else { "at commit" },
+            "streaming"
+        );
         Ok(Stream {
             conn,
             resume_lsn: start,
@@ -153,18 +181,20 @@ impl Stream {
             flush_unsent: false,
             claim: false,
             last_status: Instant::now(),
-            status_interval,
+            status_interval: settings.status_interval,
             relations: HashMap::new(),
             txn: None,
             ready: Vec::new(),
             batch_end: None,
             batch_started: None,
-            limits,
-            source: source.to_owned(),
-            slot: slot.to_owned(),
+            limits: settings.limits,
+            source: settings.source,
+            slot: settings.slot,
             window: None,
             signals: Vec::new(),
             cut: false,
+            spools,
+            replay: None,
         })
     }
 
@@ -218,6 +248,10 @@ impl Stream {
             {
                 self.send_status(false).await?;
             }
+            if self.replay.is_some() {
+                self.replay_next(ctx).await?;
+                continue;
+            }
             // What has already arrived joins the batch whatever its age (catching up, batches
             // fill); only waiting for more is bounded by the batch's age.
             let message = match self.conn.try_recv()? {
@@ -247,10 +281,7 @@ impl Stream {
             match message {
                 ReplicationMessage::XLogData {
                     wal_start, data, ..
-                } => {
-                    let message = decode::parse(data)?;
-                    self.handle(message, wal_start, ctx).await?;
-                }
+                } => self.received(data, wal_start, ctx).await?,
                 ReplicationMessage::Keepalive {
                     wal_end,
                     reply_requested,
@@ -380,6 +411,123 @@ impl Stream {
         self.conn.close().await;
     }
 
+    /// An XLogData message: a streamed transaction's message goes to its spool, the rest is
+    /// handled at once.
+    async fn received(
+        &mut self,
+        data: bytes::Bytes,
+        wal_start: Lsn,
+        ctx: &mut RelationContext,
+    ) -> Result<(), PostgresError> {
+        let Some(spools) = self.spools.as_mut() else {
+            let message = decode::parse(data)?;
+            return self.handle(message, wal_start, ctx).await;
+        };
+        let (message, xid) = decode::parse_in(data.clone(), spools.in_block())?;
+        if let Some(xid) = xid {
+            match message {
+                PgOutput::Relation(message) => {
+                    let relation = self.relation(&message, ctx).await?;
+                    self.spools
+                        .as_mut()
+                        .expect("checked above")
+                        .describe(message.oid, relation)?;
+                }
+                PgOutput::Type { .. } => {}
+                _ => spools.append(xid, wal_start, &data)?,
+            }
+            return Ok(());
+        }
+        match message {
+            PgOutput::StreamStart { xid, first_segment } => {
+                if self.txn.is_some() {
+                    return Err(PostgresError::protocol("a stream block inside a transaction"));
+                }
+                spools.start(xid, first_segment)?;
+            }
+            PgOutput::StreamStop => spools.stop(),
+            PgOutput::StreamAbort { xid, subxid } => spools.abort(xid, subxid)?,
+            PgOutput::StreamCommit {
+                xid,
+                commit_lsn,
+                end_lsn,
+                commit_ts_us,
+            } => {
+                if self.txn.is_some() {
+                    return Err(PostgresError::protocol("a stream commit inside a transaction"));
+                }
+                let replay = spools.commit(xid, end_lsn)?;
+                self.txn = Some(OpenTxn {
+                    xid,
+                    commit_ts_us,
+                    id: Arc::from(format!("{xid}:{}", commit_lsn.0)),
+                    events: Vec::new(),
+                    emitted: 0,
+                    skip: commit_lsn < self.resume_lsn,
+                });
+                if commit_lsn < self.resume_lsn {
+                    // Already in the log: nothing to read back.
+                    drop(replay);
+                    self.commit(end_lsn)?;
+                } else {
+                    self.replay = Some(replay);
+                }
+            }
+            message => self.handle(message, wal_start, ctx).await?,
+        }
+        Ok(())
+    }
+
+    /// Reads back the next message of the committed streamed transaction; at its end, commits
+    /// it as if its Commit had just arrived.
+    async fn replay_next(&mut self, ctx: &mut RelationContext) -> Result<(), PostgresError> {
+        let replay = self.replay.as_mut().expect("called while replaying");
+        match replay.next()? {
+            Some((wal_start, data)) => {
+                let (message, _) = decode::parse_in(data, true)?;
+                self.handle(message, wal_start, ctx).await
+            }
+            None => {
+                let end_lsn = replay.end_lsn;
+                self.replay = None;
+                self.commit(end_lsn)
+            }
+        }
+    }
+
+    /// The open transaction's commit: its events join the batch.
+    fn commit(&mut self, end_lsn: Lsn) -> Result<(), PostgresError> {
+        let txn = self
+            .txn
+            .take()
+            .ok_or_else(|| PostgresError::protocol("commit without begin"))?;
+        self.received_lsn = self.received_lsn.max(end_lsn);
+        if txn.skip {
+            tracing::debug!(xid = txn.xid, end_lsn = %end_lsn, "skipping a transaction already in the log");
+            return Ok(());
+        }
+        if let Some(window) = self.window.as_mut() {
+            window.note(&txn.events);
+        }
+        if txn.events.is_empty() {
+            if txn.emitted > 0 {
+                // Its last part went out when it filled a batch exactly: this commit
+                // still has to commit those parts, with a checkpoint and no data.
+                self.batch_end = Some(end_lsn);
+                self.batch_started.get_or_insert_with(Instant::now);
+            }
+            return Ok(());
+        }
+        if self.ready.is_empty() {
+            self.ready = txn.events;
+        } else {
+            self.ready.extend(txn.events);
+        }
+        self.batch_end = Some(end_lsn);
+        self.batch_started.get_or_insert_with(Instant::now);
+        Ok(())
+    }
+
     async fn handle(
         &mut self,
         message: PgOutput,
@@ -401,38 +549,20 @@ impl Stream {
                     skip: final_lsn < self.resume_lsn,
                 });
             }
-            PgOutput::Commit { end_lsn, .. } => {
-                let txn = self
-                    .txn
-                    .take()
-                    .ok_or_else(|| PostgresError::protocol("commit without begin"))?;
-                self.received_lsn = self.received_lsn.max(end_lsn);
-                if txn.skip {
-                    tracing::debug!(xid = txn.xid, end_lsn = %end_lsn, "skipping a transaction already in the log");
-                    return Ok(());
-                }
-                if let Some(window) = self.window.as_mut() {
-                    window.note(&txn.events);
-                }
-                if txn.events.is_empty() {
-                    if txn.emitted > 0 {
-                        // Its last part went out when it filled a batch exactly: this commit
-                        // still has to commit those parts, with a checkpoint and no data.
-                        self.batch_end = Some(end_lsn);
-                        self.batch_started.get_or_insert_with(Instant::now);
-                    }
-                    return Ok(());
-                }
-                if self.ready.is_empty() {
-                    self.ready = txn.events;
-                } else {
-                    self.ready.extend(txn.events);
-                }
-                self.batch_end = Some(end_lsn);
-                self.batch_started.get_or_insert_with(Instant::now);
+            PgOutput::Commit { end_lsn, .. } => self.commit(end_lsn)?,
+            PgOutput::Relation(message) => {
+                let relation = self.relation(&message, ctx).await?;
+                self.relations.insert(message.oid, relation);
             }
-            PgOutput::Relation(relation) => self.relation(relation, ctx).await?,
             PgOutput::Origin { .. } | PgOutput::Type { .. } => {}
+            PgOutput::StreamStart { .. }
+            | PgOutput::StreamStop
+            | PgOutput::StreamCommit { .. }
+            | PgOutput::StreamAbort { .. } => {
+                return Err(PostgresError::protocol(
+                    "a streamed-transaction message inside a transaction",
+                ))
+            }
             PgOutput::Insert { relation, new } => {
                 let Some((rel, txn)) = self.target(relation)? else {
                     return Ok(());
@@ -567,7 +697,8 @@ impl Stream {
         if txn.skip {
             return Ok(None);
         }
-        let rel = self.relations.get(&relation).ok_or_else(|| {
+        let streamed = self.replay.as_ref().and_then(|r| r.relations.get(&relation));
+        let rel = streamed.or_else(|| self.relations.get(&relation)).ok_or_else(|| {
             PostgresError::protocol(format!(
                 "data for relation {relation} before its description"
             ))
@@ -575,11 +706,13 @@ impl Stream {
         Ok(rel.captured.then_some((rel, txn)))
     }
 
+    /// A relation as a Relation message describes it; its schema version counts on from the
+    /// last one the stream saw.
     async fn relation(
-        &mut self,
-        message: RelationMessage,
+        &self,
+        message: &RelationMessage,
         ctx: &mut RelationContext,
-    ) -> Result<(), PostgresError> {
+    ) -> Result<Relation, PostgresError> {
         let id = TableId {
             namespace: message.namespace.clone(),
             name: message.name.clone(),
@@ -590,15 +723,11 @@ impl Stream {
                 columns: Vec::new(),
                 version: 0,
             });
-            self.relations.insert(
-                message.oid,
-                Relation {
-                    schema,
-                    types: Vec::new(),
-                    captured: false,
-                },
-            );
-            return Ok(());
+            return Ok(Relation {
+                schema,
+                types: Vec::new(),
+                captured: false,
+            });
         }
         let catalog_columns = catalog::table_columns(&ctx.client, message.oid).await?;
         let has_primary_key = catalog_columns.iter().any(|c| c.primary_key);
@@ -645,15 +774,11 @@ impl Stream {
             columns,
             version,
         });
-        self.relations.insert(
-            message.oid,
-            Relation {
-                schema,
-                types,
-                captured: true,
-            },
-        );
-        Ok(())
+        Ok(Relation {
+            schema,
+            types,
+            captured: true,
+        })
     }
 }
 

@@ -24,11 +24,15 @@ pub enum PgType {
     Float8,
     Numeric,
     /// text, varchar, bpchar, name, "char", and types whose text form is their canonical form
-    /// (inet, cidr, macaddr, xml, bit, money).
+    /// and read back exactly (inet, cidr, macaddr, xml, bit, money, geometric types, tsvector,
+    /// tsquery, pg_lsn, ranges and multiranges, and the extensions' citext and ltree).
     Text,
     Bytea,
     Uuid,
     Json,
+    /// The `hstore` extension's maps, as a JSON object of strings (Debezium's default
+    /// `hstore.handling.mode = json`).
+    Hstore,
     Date,
     Time,
     TimeTz,
@@ -56,6 +60,10 @@ impl PgType {
             25 | 1043 | 1042 | 19 | 18 | 869 | 650 | 829 | 774 | 142 | 1560 | 1562 | 790 => {
                 PgType::Text
             }
+            // point, lseg, path, box, polygon, line, circle; tsvector, tsquery; pg_lsn; the
+            // built-in ranges (int4, num, ts, tstz, date, int8) and multiranges.
+            600 | 601 | 602 | 603 | 604 | 628 | 718 | 3614 | 3615 | 3220 | 3904 | 3906 | 3908
+            | 3910 | 3912 | 3926 | 4451 | 4532 | 4533 | 4534 | 4535 | 4536 => PgType::Text,
             17 => PgType::Bytea,
             2950 => PgType::Uuid,
             114 | 3802 => PgType::Json,
@@ -102,7 +110,7 @@ impl PgType {
             PgType::Text | PgType::Passthrough => DataType::Text,
             PgType::Bytea => DataType::Bytes,
             PgType::Uuid => DataType::Uuid,
-            PgType::Json => DataType::Json,
+            PgType::Json | PgType::Hstore => DataType::Json,
             PgType::Date => DataType::Date,
             PgType::Time => DataType::Time,
             PgType::TimeTz => DataType::TimeTz,
@@ -189,6 +197,7 @@ pub fn parse(ty: &PgType, text: &[u8]) -> Result<Value, InvalidText> {
         PgType::Text | PgType::Passthrough => Value::Text(str_of("text")?.into()),
         PgType::Enum => Value::Enum(str_of("enum")?.to_owned()),
         PgType::Json => Value::Json(str_of("json")?.to_owned()),
+        PgType::Hstore => Value::Json(parse_hstore(str_of("hstore")?)?),
         PgType::Bytea => Value::Bytes(parse_bytea(text)?),
         PgType::Uuid => Value::Uuid(parse_uuid(text)?),
         PgType::Date => Value::Date(parse_date(str_of("date")?)?),
@@ -206,6 +215,46 @@ pub fn parse(ty: &PgType, text: &[u8]) -> Result<Value, InvalidText> {
         PgType::Interval => Value::Interval(parse_interval(str_of("interval")?)?),
         PgType::Array(element) => parse_array(element, text)?,
     })
+}
+
+/// `"k"=>"v", "k2"=>NULL` (keys and values quoted, a backslash escaping the next character)
+/// as the JSON object `{"k":"v","k2":null}`.
+fn parse_hstore(text: &str) -> Result<String, InvalidText> {
+    fn quoted(rest: &mut &str) -> Option<String> {
+        let mut chars = rest.strip_prefix('"')?.char_indices();
+        let mut out = String::new();
+        while let Some((i, c)) = chars.next() {
+            match c {
+                '\\' => out.push(chars.next()?.1),
+                '"' => {
+                    *rest = &rest[i + 2..];
+                    return Some(out);
+                }
+                c => out.push(c),
+            }
+        }
+        None
+    }
+    let mut map = serde_json::Map::new();
+    let mut rest = text.trim_start();
+    while !rest.is_empty() {
+        let key = quoted(&mut rest).ok_or(invalid("hstore"))?;
+        rest = rest.strip_prefix("=>").ok_or(invalid("hstore"))?;
+        let value = if let Some(after) = rest.strip_prefix("NULL") {
+            rest = after;
+            serde_json::Value::Null
+        } else {
+            serde_json::Value::String(quoted(&mut rest).ok_or(invalid("hstore"))?)
+        };
+        map.insert(key, value);
+        rest = rest.trim_start();
+        if let Some(after) = rest.strip_prefix(',') {
+            rest = after.trim_start();
+        } else if !rest.is_empty() {
+            return Err(invalid("hstore"));
+        }
+    }
+    Ok(serde_json::Value::Object(map).to_string())
 }
 
 fn parse_bytea(text: &[u8]) -> Result<Bytes, InvalidText> {
@@ -505,6 +554,18 @@ mod tests {
 
     fn p(ty: PgType, text: &str) -> Value {
         parse(&ty, text.as_bytes()).unwrap_or_else(|e| panic!("{text}: {e}"))
+    }
+
+    #[test]
+    fn hstore_becomes_a_json_object_of_strings() {
+        assert_eq!(
+            p(PgType::Hstore, r#""a"=>"1", "b c"=>NULL, "q\"\\"=>"x=>y, \"z\"""#),
+            Value::Json(r#"{"a":"1","b c":null,"q\"\\":"x=>y, \"z\""}"#.into())
+        );
+        assert_eq!(p(PgType::Hstore, ""), Value::Json("{}".into()));
+        for bad in [r#""a"=>"#, r#""a"=>"1" "b"=>"2""#, r#"a=>"1""#, r#""a"=>"1"#] {
+            assert!(parse(&PgType::Hstore, bad.as_bytes()).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -180,16 +180,7 @@ impl PostgresSource {
             Some(conn) => conn,
             None => self.connect_replication().await?,
         };
-        let stream = Stream::start(
-            conn,
-            &self.config.name,
-            &self.config.slot_name(),
-            &self.config.publication_name(),
-            phase.consistent_point,
-            limits,
-            std::time::Duration::from_secs(self.config.status_interval_s),
-        )
-        .await?;
+        let stream = Stream::start(conn, self.stream_settings(), phase.consistent_point).await?;
         self.streaming(stream);
         Ok(Some(SourceBatch::new(
             batch.events,
