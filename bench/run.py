@@ -5,7 +5,11 @@ in the same run, with the same server settings, and reports ours / reference as 
 Cases:
   pg_stream          1,000,000 rows in 1,000 transactions, streamed from a slot into the log
                      (fsync always) vs pg_recvlogical (pgoutput, proto 1) to /dev/null.
-  pg_stream_one_txn  the same rows in one transaction.
+  pg_stream_one_txn  the same rows in one transaction, protocol 1 on both sides (the walsender
+                     spills the transaction to its disk until the commit).
+  pg_stream_one_txn_v2  the same with protocol 2 and streaming = on on both sides (sluice spools
+                     the streamed transaction itself); notes: the walsender's spill and stream
+                     bytes for sluice's slot.
   pg_stream_tls      pg_stream with both sides over TLS (sslmode=require); every other case
                      connects without TLS on both sides.
   pg_snapshot        initial snapshot of a 1,000,000-row table into the log vs psql \\copy to /dev/null.
@@ -27,7 +31,10 @@ Cases:
                      bytes per event of both.
   pg_big_txn         one transaction of --big-gb (default 5) GB of 1 KB rows from Postgres through
                      the log into a Postgres sink in transactional mode: sluice's peak RSS (whole
-                     process) vs the 200 MB goal (ratio = goal / ours); the time is in the notes.
+                     process) vs the 200 MB goal (ratio = goal / ours); the time and the
+                     walsender's spill and stream bytes are in the notes. Streamed (protocol 2).
+  pg_big_txn_at_commit  the same with stream_in_progress = false (protocol 1: the walsender
+                     spills the transaction and sends it after its commit).
   mysql_big_txn      the same from MariaDB.
 Peak RSS of sluice is reported for pg_stream (goal <= 64 MB).
 """
@@ -121,7 +128,7 @@ def peak_rss_mb_of(cmd):
     return elapsed, usage.ru_maxrss
 
 
-def sluice_config(workdir, slot, snapshot, encoding="json"):
+def sluice_config(workdir, slot, snapshot, encoding="json", extra=""):
     path = os.path.join(workdir, "bench.toml")
     with open(path, "w") as f:
         f.write(
@@ -130,16 +137,27 @@ def sluice_config(workdir, slot, snapshot, encoding="json"):
             f'url = "postgres://postgres@127.0.0.1:5432/{DB}?sslmode={SSLMODE}"\n'
             f'tables = ["public.t", "public.marker"]\nslot = "{slot}"\npublication = "bench"\nsnapshot = "{snapshot}"\n'
             + ('adopt_slot = true\n' if snapshot == "never" else '')
-            + f'encoding = "{encoding}"\n'
+            + f'encoding = "{encoding}"\n' + extra
         )
     return path
+
+
+def slot_spill(slot):
+    """The walsender's (spilled, streamed) MB for `slot` so far, from pg_stat_replication_slots."""
+    row = psql(f"SELECT spill_bytes, stream_bytes FROM pg_stat_replication_slots WHERE slot_name = '{slot}'", "postgres")
+    spill, stream = (int(x) for x in row.split("|")) if row else (0, 0)
+    return spill / 1e6, stream / 1e6
+
+
+# Notes a case adds to its line (the walsender's spill of the last run of ours).
+EXTRA_NOTES = []
 
 
 def lsn_position(lsn):
     return "pg:" + lsn
 
 
-def case_stream(name, txns, sslmode="disable"):
+def case_stream(name, txns, sslmode="disable", protocol=1):
     """A slot per run, all created at the same point, read the same WAL: reference, ours, ours,
     reference, ... so that neither side gets the colder cache; each side's best run counts.
     With `sslmode` require both sides stream over TLS (the server's certificate, unverified)."""
@@ -147,13 +165,13 @@ def case_stream(name, txns, sslmode="disable"):
     SSLMODE = sslmode
     os.environ["PGSSLMODE"] = sslmode
     try:
-        return stream_runs(name, txns)
+        return stream_runs(name, txns, protocol)
     finally:
         SSLMODE = "disable"
         os.environ["PGSSLMODE"] = "disable"
 
 
-def stream_runs(name, txns):
+def stream_runs(name, txns, protocol=1):
     reset_db()
     for i in range(REPEAT):
         for side in ("ref", "ours"):
@@ -165,16 +183,19 @@ def stream_runs(name, txns):
     def reference(i):
         return run_timed([
             "pg_recvlogical", "-h", "127.0.0.1", "-U", "postgres", "-d", DB, "--slot", f"bench_ref_{i}", "--start",
-            "-o", "proto_version=1", "-o", "publication_names=bench", "--endpos", end, "--no-loop", "-f", "/dev/null",
-        ])
+            "-o", f"proto_version={protocol}", "-o", "publication_names=bench", "--endpos", end, "--no-loop", "-f", "/dev/null",
+        ] + (["-o", "streaming=on"] if protocol >= 2 else []))
 
     def ours(i):
         with tempfile.TemporaryDirectory() as workdir:
-            config = sluice_config(workdir, f"bench_ours_{i}", "never")
+            extra = "" if protocol >= 2 else "stream_in_progress = false\n"
+            config = sluice_config(workdir, f"bench_ours_{i}", "never", extra=extra)
             elapsed, rss = peak_rss_mb_of([SLUICE, "run", "-c", config, "--stop-at", lsn_position(end)])
             records = count_records(workdir, "bench.public.t")
         if records < ROWS:
             raise SystemExit(f"{name}: only {records} of {ROWS} rows reached the log")
+        spill, streamed = slot_spill(f"bench_ours_{i}")
+        EXTRA_NOTES[:] = [f"walsender_spill_mb={spill:.0f} walsender_stream_mb={streamed:.0f}"]
         return elapsed, rss
 
     return best_of(reference, ours)
@@ -289,7 +310,7 @@ def case_pg_sink_apply():
 BIG_RSS_GOAL_MB = 200
 
 
-def case_big_txn(engine):
+def case_big_txn(engine, stream=True):
     """One transaction of BIG_GB GB (~1 KB rows) written at the source while sluice streams it
     through the log into a Postgres sink in transactional mode; sluice's peak RSS vs the goal."""
     rows = int(BIG_GB * 1_000_000)
@@ -302,7 +323,8 @@ def case_big_txn(engine):
             psql(f"CREATE DATABASE {DB}", "postgres")
             psql("CREATE TABLE big (id bigint PRIMARY KEY, pad text NOT NULL)")
             source = (f'[[sources]]\nname = "big"\nkind = "postgres"\nurl = "postgres://postgres@127.0.0.1:5432/{DB}?sslmode={SSLMODE}"\n'
-                      f'tables = ["public.big"]\nslot = "bench_big"\nsnapshot = "never"\n')
+                      f'tables = ["public.big"]\nslot = "bench_big"\nsnapshot = "never"\n'
+                      + ('' if stream else 'stream_in_progress = false\n'))
             topic = "big.public.big"
             fill = ["sh", "-c", " ".join(PSQL) + f" -d {DB} -c \"INSERT INTO big SELECT g, md5(g::text) || "
                     f"repeat(md5((g + 1)::text), 30) FROM generate_series(1, {rows}) g\""]
@@ -345,12 +367,15 @@ def case_big_txn(engine):
             elapsed = time.perf_counter() - start
             proc.terminate()
             _, status, usage = os.wait4(proc.pid, 0)
+        spill = ""
         if engine == "pg":
+            spilled, streamed = slot_spill("bench_big")
+            spill = f" walsender_spill_mb={spilled:.0f} walsender_stream_mb={streamed:.0f}"
             psql("SELECT pg_drop_replication_slot('bench_big')", "postgres")
     psql(f"DROP DATABASE IF EXISTS {TARGET_DB} WITH (FORCE)", "postgres")
     peak_mb = usage.ru_maxrss / 1024
     notes = (f"txn_gb={BIG_GB} rows={rows} sluice_peak_rss_mb={peak_mb:.1f} goal_mb={BIG_RSS_GOAL_MB} "
-             f"source_write_s={written:.1f} end_to_end_s={elapsed:.1f}")
+             f"source_write_s={written:.1f} end_to_end_s={elapsed:.1f}{spill}")
     return peak_mb, BIG_RSS_GOAL_MB, notes
 
 
@@ -627,6 +652,7 @@ def main():
         ("encode_avro", case_encode_avro),
         ("pg_stream", lambda: case_stream("pg_stream", TXNS)),
         ("pg_stream_one_txn", lambda: case_stream("pg_stream_one_txn", 1)),
+        ("pg_stream_one_txn_v2", lambda: case_stream("pg_stream_one_txn_v2", 1, protocol=2)),
         ("pg_stream_tls", lambda: case_stream("pg_stream_tls", TXNS, "require")),
         ("pg_snapshot", case_snapshot),
         ("pg_snapshot_avro", lambda: case_snapshot("avro")),
@@ -636,6 +662,7 @@ def main():
         ("pg_replication_latency", case_pg_replication_latency),
         ("incremental_snapshot", case_incremental_snapshot),
         ("pg_big_txn", lambda: case_big_txn("pg")),
+        ("pg_big_txn_at_commit", lambda: case_big_txn("pg", stream=False)),
         ("mysql_big_txn", lambda: case_big_txn("mysql")),
     ]
     wm = psql("SHOW logical_decoding_work_mem", "postgres")
@@ -656,7 +683,10 @@ def main():
             notes += f" median_ratio={statistics.median(runs['reference']) / statistics.median(runs['ours']):.2f}"
         if rss is not None:
             notes += f" sluice_peak_rss_mb={rss / 1024:.1f}"
-        if name == "pg_stream_one_txn":
+        if EXTRA_NOTES:
+            notes += " " + " ".join(EXTRA_NOTES)
+            EXTRA_NOTES.clear()
+        if name.startswith("pg_stream_one_txn"):
             notes += f" logical_decoding_work_mem={wm}"
         print(f"{name:<22}{ours:>10.3f}{ref:>13.3f}{ratio:>8.2f}   {notes}", flush=True)
         results.append({"case": name, "ours_s": ours, "reference_s": ref, "ratio": ratio, "rows": ROWS,

@@ -88,6 +88,9 @@ pub enum PostgresError {
     },
     #[error("{problem}; to fix: {fix}")]
     Setup { problem: String, fix: String },
+    /// Several setup problems at once (`check --connect` names every one).
+    #[error("{}", Listed(.0))]
+    Problems(Vec<(String, String)>),
     #[error(
         "replication slot {slot} is in use by process {pid}{holder}; to fix: stop the other \
          pipeline or tool reading it, or give this source its own slot with `slot = \"...\"` \
@@ -98,6 +101,19 @@ pub enum PostgresError {
         pid: i32,
         holder: String,
     },
+}
+
+/// Problems one per line, each with its fix.
+struct Listed<'a>(&'a [(String, String)]);
+
+impl std::fmt::Display for Listed<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} problems:", self.0.len())?;
+        for (problem, fix) in self.0 {
+            write!(f, "\n  - {problem}; to fix: {fix}")?;
+        }
+        Ok(())
+    }
 }
 
 /// A tokio-postgres error as an operator needs to read it: the server's message, SQLSTATE,
@@ -672,10 +688,37 @@ pub async fn slot_status(config: &PostgresSourceConfig) -> Result<String, Postgr
 /// privileges, the tables the patterns match and their replica identity. Returns a summary.
 pub async fn probe(config: &PostgresSourceConfig) -> Result<String, PostgresError> {
     let (client, connection) = connect_catalog(config).await?;
-    let server = setup::check_server(&client).await?;
+    let (server, mut problems) = setup::server_problems(&client).await?;
     let resolution = catalog::resolve_tables(&client, &config.tables, &config.exclude).await?;
-    setup::check_tables(&resolution, &config.tables)?;
-    setup::check_privileges(&client, config, &resolution).await?;
+    match setup::check_tables(&resolution, &config.tables) {
+        Err(PostgresError::Setup { problem, fix }) => problems.push((problem, fix)),
+        other => other?,
+    }
+    problems.extend(setup::privilege_problems(&client, config, &resolution).await?);
+    // The stream's own connection (replication mode), as `run` opens it.
+    let params = config.connect_params().map_err(|problem| PostgresError::Setup {
+        problem: problem.0,
+        fix: "correct url in the source config".into(),
+    })?;
+    if problems.is_empty() {
+        match WireConnection::connect(&params).await {
+            Ok(conn) => conn.close().await,
+            Err(err) => problems.push((
+                format!("a replication connection fails: {err}"),
+                "allow it in pg_hba.conf (logical replication connections match the database \
+                 name, as ordinary ones do) and check max_wal_senders"
+                    .to_owned(),
+            )),
+        }
+    }
+    match problems.len() {
+        0 => {}
+        1 => {
+            let (problem, fix) = problems.remove(0);
+            return Err(PostgresError::Setup { problem, fix });
+        }
+        _ => return Err(PostgresError::Problems(problems)),
+    }
     let tables = resolution.captured;
     let slot = setup::slot_state(&client, &config.slot_name()).await?;
     drop(client);

@@ -462,6 +462,31 @@ async fn a_replication_user_without_superuser_streams_from_a_publication_made_fo
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_connect_names_every_missing_privilege_at_once() {
+    let db = TestDb::create();
+    let role = format!("{}_bare", db.name);
+    admin(&format!("CREATE ROLE {role} LOGIN"));
+    db.exec("CREATE TABLE t (id int PRIMARY KEY); CREATE TABLE u (id int PRIMARY KEY)");
+    let sluice = Sluice::new(&format!(
+        "[[sources]]\nname = \"src\"\nkind = \"postgres\"\nurl = \"postgres://{role}@127.0.0.1:5432/{}\"\nslot = \"{}\"\n",
+        db.name, db.name
+    ));
+    let (code, output) = sluice_command(&["check", "--connect"], &sluice.config);
+    assert_ne!(code, Some(0), "{output}");
+    for expected in [
+        "3 problems:".to_owned(),
+        format!("user {role} may not start replication; to fix: ALTER ROLE \"{role}\" WITH REPLICATION"),
+        format!("user {role} may not read public.t, public.u; to fix: GRANT SELECT ON public.t, public.u TO \"{role}\""),
+        format!("user {role} cannot create or update publication sluice_src"),
+    ] {
+        assert!(output.contains(&expected), "missing {expected:?} in:\n{output}");
+    }
+    drop(sluice);
+    drop(db);
+    admin(&format!("DROP ROLE IF EXISTS {role}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tables_whose_names_differ_only_in_symbols_keep_their_own_topics_and_column_names() {
     let db = TestDb::create();
     db.exec(

@@ -24,44 +24,79 @@ pub(super) struct ServerInfo {
     pub version_num: i32,
 }
 
-/// Checks wal_level and the REPLICATION privilege; each failure says how to fix it.
+/// A problem `check --connect` found, and how to fix it.
+pub(super) type Problem = (String, String);
+
+/// Checks wal_level and the REPLICATION privilege; the first failure says how to fix it.
 pub(super) async fn check_server(client: &Client) -> Result<ServerInfo, PostgresError> {
+    let (server, problems) = server_problems(client).await?;
+    match problems.into_iter().next() {
+        Some((problem, fix)) => Err(setup_error(problem, fix)),
+        None => Ok(server),
+    }
+}
+
+/// The server settings and role attributes a source needs, each missing one with its fix.
+pub(super) async fn server_problems(
+    client: &Client,
+) -> Result<(ServerInfo, Vec<Problem>), PostgresError> {
     let row = client
         .query_one(
             "SELECT current_setting('wal_level'), current_setting('server_version_num')::int, \
                     r.rolreplication OR r.rolsuper, current_user::text, \
-                    current_setting('max_replication_slots')::int \
+                    current_setting('max_replication_slots')::int, \
+                    current_setting('max_wal_senders')::int - (SELECT count(*) FROM pg_stat_replication)::int \
              FROM pg_roles r WHERE r.rolname = current_user",
             &[],
         )
         .await?;
-    let (wal_level, version_num, can_replicate, user, max_slots): (String, i32, bool, String, i32) =
-        (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
+    let (wal_level, version_num, can_replicate, user, max_slots, free_senders): (
+        String,
+        i32,
+        bool,
+        String,
+        i32,
+        i32,
+    ) = (
+        row.get(0),
+        row.get(1),
+        row.get(2),
+        row.get(3),
+        row.get(4),
+        row.get(5),
+    );
+    let mut problems = Vec::new();
+    if version_num < 100_000 {
+        problems.push((
+            format!("server version {version_num} has no pgoutput"),
+            "use Postgres 10 or later (15+ recommended)".to_owned(),
+        ));
+    }
     if wal_level != "logical" {
-        return Err(setup_error(
+        problems.push((
             format!("the server runs with wal_level = {wal_level}"),
-            "set wal_level = logical in postgresql.conf (or ALTER SYSTEM SET wal_level = logical) and restart Postgres",
+            "set wal_level = logical in postgresql.conf (or ALTER SYSTEM SET wal_level = logical) and restart Postgres".to_owned(),
         ));
     }
     if !can_replicate {
-        return Err(setup_error(
+        problems.push((
             format!("user {user} may not start replication"),
             format!("ALTER ROLE {} WITH REPLICATION", quote_ident(&user)),
         ));
     }
     if max_slots == 0 {
-        return Err(setup_error(
-            "max_replication_slots is 0",
-            "set max_replication_slots = 10 (or more) and restart Postgres",
+        problems.push((
+            "max_replication_slots is 0".to_owned(),
+            "set max_replication_slots = 10 (or more) and restart Postgres".to_owned(),
         ));
     }
-    if version_num < 100_000 {
-        return Err(setup_error(
-            format!("server version {version_num} has no pgoutput"),
-            "use Postgres 10 or later (15+ recommended)",
+    if free_senders <= 0 {
+        problems.push((
+            "every WAL sender is taken (max_wal_senders)".to_owned(),
+            "raise max_wal_senders and restart Postgres, or stop a replication client".to_owned(),
         ));
     }
-    Ok(ServerInfo { version_num })
+    Ok((ServerInfo { version_num }, problems))
 }
 
 /// There must be something to capture; a table named exactly must identify its rows for
@@ -579,18 +614,20 @@ pub(super) async fn create_slot(
 /// What `check --connect` adds to the server checks: exactly the privileges `run` will need.
 /// SELECT on every captured table; a publication that exists and publishes them, or the right
 /// to create it (superuser, or CREATE on the database and ownership of every table); and a
-/// free replication slot when the slot does not exist yet.
-pub(super) async fn check_privileges(
+/// free replication slot when the slot does not exist yet. Every one missing, with its fix.
+pub(super) async fn privilege_problems(
     client: &Client,
     config: &super::PostgresSourceConfig,
     resolution: &Resolution,
-) -> Result<(), PostgresError> {
+) -> Result<Vec<Problem>, PostgresError> {
+    let mut problems = Vec::new();
     let oids: Vec<u32> = resolution.captured.iter().map(|t| t.oid).collect();
     let row = client
         .query_one(
             "SELECT \
-               (SELECT array_agg(t::regclass::text ORDER BY 1) FROM unnest($1::oid[]) t \
-                 WHERE NOT has_table_privilege(t, 'SELECT')), \
+               (SELECT array_agg(format('%I.%I', n.nspname, c.relname) ORDER BY 1) \
+                  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE c.oid = ANY($1::oid[]) AND NOT has_table_privilege(c.oid, 'SELECT')), \
                (SELECT array_agg(c.oid::regclass::text ORDER BY 1) FROM pg_class c \
                  WHERE c.oid = ANY($1::oid[]) AND NOT pg_has_role(c.relowner, 'USAGE')), \
                (SELECT rolsuper FROM pg_roles WHERE rolname = current_user), \
@@ -605,7 +642,7 @@ pub(super) async fn check_privileges(
     let (superuser, can_create, user, slot_free): (bool, bool, String, bool) =
         (row.get(2), row.get(3), row.get(4), row.get(5));
     if let Some(tables) = no_select {
-        return Err(setup_error(
+        problems.push((
             format!("user {user} may not read {}", tables.join(", ")),
             format!(
                 "GRANT SELECT ON {} TO {}",
@@ -630,12 +667,13 @@ pub(super) async fn check_privileges(
     );
     if config.publication.is_some() && exists {
         if !missing.is_empty() {
-            return Err(setup_error(
+            problems.push((
                 format!(
                     "publication {publication} does not publish {}",
                     missing.join(", ")
                 ),
-                "add them (ALTER PUBLICATION … ADD TABLE …) or leave them out with `exclude`",
+                "add them (ALTER PUBLICATION … ADD TABLE …) or leave them out with `exclude`"
+                    .to_owned(),
             ));
         }
     } else if !(superuser || (exists && missing.is_empty()) || (can_create && not_owned.is_empty()))
@@ -645,16 +683,16 @@ pub(super) async fn check_privileges(
         } else {
             "it may not CREATE in this database".to_owned()
         };
-        return Err(setup_error(
+        problems.push((
             format!("user {user} cannot create or update publication {publication}: {why}"),
             create_fix,
         ));
     }
     if slot_state(client, &config.slot_name()).await?.is_none() && !slot_free {
-        return Err(setup_error(
-            "every replication slot is taken (max_replication_slots)",
-            "raise max_replication_slots, or drop unused slots (SELECT pg_drop_replication_slot(name))",
+        problems.push((
+            "every replication slot is taken (max_replication_slots)".to_owned(),
+            "raise max_replication_slots, or drop unused slots (SELECT pg_drop_replication_slot(name))".to_owned(),
         ));
     }
-    Ok(())
+    Ok(problems)
 }

@@ -35,6 +35,8 @@ use super::Relation;
 use crate::postgres::PostgresError;
 
 const BUFFER: usize = 64 << 10;
+/// A streamed transaction at least this large is logged at info when it ends.
+const LARGE: u64 = 64 << 20;
 
 /// The open streamed transactions of one source.
 pub(super) struct Spools {
@@ -170,7 +172,11 @@ impl Spools {
     pub(super) fn abort(&mut self, xid: u32, subxid: u32) -> Result<(), PostgresError> {
         if xid == subxid {
             if let Some(spool) = self.open.remove(&xid) {
-                tracing::debug!(xid, bytes = spool.len, "streamed transaction aborted");
+                if spool.len >= LARGE {
+                    tracing::info!(xid, mb = spool.len >> 20, "a large streamed transaction rolled back; dropped");
+                } else {
+                    tracing::debug!(xid, bytes = spool.len, "streamed transaction aborted");
+                }
                 drop(spool.file);
                 let _ = fs::remove_file(&spool.path);
             }
@@ -214,7 +220,11 @@ impl Spools {
         file.flush().map_err(|e| failure("write", &path, &e))?;
         drop(file);
         let reader = File::open(&path).map_err(|e| failure("read", &path, &e))?;
-        tracing::debug!(xid, bytes = len, "streamed transaction committed");
+        if len >= LARGE {
+            tracing::info!(xid, mb = len >> 20, "a large streamed transaction committed; writing it to the log");
+        } else {
+            tracing::debug!(xid, bytes = len, "streamed transaction committed");
+        }
         Ok(Replay {
             reader: BufReader::with_capacity(BUFFER, reader),
             path,
