@@ -73,7 +73,11 @@ async fn report<L: EventLog>(config: &FileConfig, log: &L) -> anyhow::Result<()>
             let (done, reading): (Vec<_>, Vec<_>) =
                 tables.iter().partition(|(_, done, total)| done >= total);
             for (table, done, total) in reading.iter().take(20) {
-                println!("  snapshot of {table}: {done} of {total} chunks in the log");
+                let rows = records_in(log, &format!("{name}.{table}")).await;
+                println!(
+                    "  snapshot of {table}: {done} of {total} chunks in the log ({}%), {rows} record(s) in its topic",
+                    (done * 100).checked_div(*total).unwrap_or(0)
+                );
             }
             if reading.len() > 20 {
                 println!("  … and {} more tables being read", reading.len() - 20);

@@ -169,6 +169,17 @@ impl Records {
         self.len() == 0
     }
 
+    /// The records' size: the batches' bytes as stored when prepared (compressed), otherwise
+    /// the keys and values.
+    pub fn byte_len(&self) -> usize {
+        let size = |b: &Option<Bytes>| b.as_ref().map_or(0, Bytes::len);
+        match self {
+            Records::Owned(records) => records.iter().map(|r| size(&r.key) + size(&r.value)).sum(),
+            Records::Packed(packed) => packed.data.len(),
+            Records::Prepared(prepared) => prepared.data.len(),
+        }
+    }
+
     /// Adds `header` to the last record; false when there is none (or the records are
     /// prepared batches already).
     pub fn push_header_to_last(&mut self, header: Header) -> bool {

@@ -28,6 +28,10 @@ pub const SNAPSHOT_RUNNING: &str = "sluice_snapshot_running";
 /// snapshot is done).
 pub const SNAPSHOT_CHUNKS_DONE: &str = "sluice_snapshot_chunks_done";
 pub const SNAPSHOT_CHUNKS_TOTAL: &str = "sluice_snapshot_chunks_total";
+/// Rows and bytes (as stored in the log) the running snapshot has written since sluice
+/// started (counters).
+pub const SNAPSHOT_ROWS: &str = "sluice_snapshot_rows_total";
+pub const SNAPSHOT_BYTES: &str = "sluice_snapshot_bytes_total";
 /// Records a sink delivered (counter).
 pub const SINK_RECORDS: &str = "sluice_sink_records_total";
 /// Records in the log a sink has not delivered yet (gauge).

@@ -84,7 +84,8 @@ async fn a_snapshot_killed_three_times_resumes_on_its_slot_and_writes_each_row_o
             assert!(
                 status.contains("initial snapshot in progress: ")
                     && status.contains("chunks in the log")
-                    && status.contains("snapshot of public.big: "),
+                    && status.contains("snapshot of public.big: ")
+                    && status.contains("record(s) in its topic"),
                 "round {round}: {status}"
             );
             assert_eq!(
@@ -110,7 +111,9 @@ async fn a_snapshot_killed_three_times_resumes_on_its_slot_and_writes_each_row_o
         "{stderr}"
     );
     assert!(
-        stderr.contains("chunks in the log (") && stderr.contains("rows/s"),
+        stderr.contains("chunks in the log (")
+            && stderr.contains("rows/s")
+            && stderr.contains("MB in the log"),
         "no progress line:\n{stderr}"
     );
 

@@ -11,15 +11,18 @@ use sluice_integration_tests::{events, source_config, wait_for, Sluice, TestDb};
 const TOPIC: &str = "src.public.t";
 
 /// A database whose walsender streams a transaction past 64 kB of changes (the least Postgres
-/// allows for `logical_decoding_work_mem`), with table `t`.
-fn streaming_db() -> TestDb {
+/// allows for `logical_decoding_work_mem`), with table `t`, and sluice streaming from it.
+async fn streaming() -> (TestDb, Sluice) {
     let db = TestDb::create();
     db.exec(&format!(
         "ALTER DATABASE {} SET logical_decoding_work_mem = '64kB'",
         db.name
     ));
     db.exec("CREATE TABLE t (id int PRIMARY KEY, payload text)");
-    db
+    let mut sluice = Sluice::new(&source_config(&db, "max_batch_events = 1000"));
+    sluice.start();
+    db.wait_for_streaming().await;
+    (db, sluice)
 }
 
 /// Created ids and how often each arrived.
@@ -51,10 +54,7 @@ fn slot_stats(db: &TestDb) -> (i64, i64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streamed_transactions_arrive_whole_and_once_and_aborted_work_never() {
-    let db = streaming_db();
-    let mut sluice = Sluice::new(&source_config(&db, "max_batch_events = 1000"));
-    sluice.start();
-    db.wait_for_streaming().await;
+    let (db, sluice) = streaming().await;
     let a = db.client().await;
     let b = db.client().await;
     // A streams in blocks while B's small transactions commit between them.
@@ -137,10 +137,7 @@ async fn streamed_transactions_arrive_whole_and_once_and_aborted_work_never() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_while_a_streamed_transaction_is_on_its_way_delivers_it_once() {
-    let db = streaming_db();
-    let mut sluice = Sluice::new(&source_config(&db, "max_batch_events = 1000"));
-    sluice.start();
-    db.wait_for_streaming().await;
+    let (db, mut sluice) = streaming().await;
     let a = db.client().await;
     a.batch_execute(
         "BEGIN; INSERT INTO t SELECT i, repeat('a', 200) FROM generate_series(1, 60000) i",

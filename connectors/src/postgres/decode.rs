@@ -422,16 +422,25 @@ mod tests {
         assert_eq!(new[1], TupleValue::Unchanged);
     }
 
-    #[test]
-    fn begin_and_commit_carry_lsns_and_unix_timestamps() {
+    /// A Commit (`C`) or, with its xid, a Stream Commit (`c`): commit LSN 0x10, end 0x20, at
+    /// Postgres' epoch.
+    fn commit_bytes(xid: Option<u32>) -> Bytes {
         let mut b = BytesMut::new();
-        b.put_u8(b'C');
+        b.put_u8(if xid.is_some() { b'c' } else { b'C' });
+        if let Some(xid) = xid {
+            b.put_u32(xid);
+        }
         b.put_u8(0);
         b.put_u64(0x10);
         b.put_u64(0x20);
         b.put_i64(0);
+        b.freeze()
+    }
+
+    #[test]
+    fn begin_and_commit_carry_lsns_and_unix_timestamps() {
         assert_eq!(
-            parse(b.freeze()).unwrap(),
+            parse(commit_bytes(None)).unwrap(),
             PgOutput::Commit {
                 commit_lsn: Lsn(0x10),
                 end_lsn: Lsn(0x20),
@@ -469,15 +478,8 @@ mod tests {
                 first_segment: true
             }
         );
-        let mut b = BytesMut::new();
-        b.put_u8(b'c');
-        b.put_u32(741);
-        b.put_u8(0);
-        b.put_u64(0x10);
-        b.put_u64(0x20);
-        b.put_i64(0);
         assert_eq!(
-            parse(b.freeze()).unwrap(),
+            parse(commit_bytes(Some(741))).unwrap(),
             PgOutput::StreamCommit {
                 xid: 741,
                 commit_lsn: Lsn(0x10),

@@ -81,6 +81,21 @@ struct OpenTxn {
     skip: bool,
 }
 
+impl OpenTxn {
+    /// The transaction `xid` whose commit record is at `commit_lsn`; skipped when that is
+    /// before `resume_lsn` (it is in the log already).
+    fn new(xid: u32, commit_ts_us: i64, commit_lsn: Lsn, resume_lsn: Lsn) -> OpenTxn {
+        OpenTxn {
+            xid,
+            commit_ts_us,
+            id: Arc::from(format!("{xid}:{}", commit_lsn.0)),
+            events: Vec::new(),
+            emitted: 0,
+            skip: commit_lsn < resume_lsn,
+        }
+    }
+}
+
 /// Batch limits.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct BatchLimits {
@@ -457,14 +472,7 @@ impl Stream {
                     return Err(PostgresError::protocol("a stream commit inside a transaction"));
                 }
                 let replay = spools.commit(xid, end_lsn)?;
-                self.txn = Some(OpenTxn {
-                    xid,
-                    commit_ts_us,
-                    id: Arc::from(format!("{xid}:{}", commit_lsn.0)),
-                    events: Vec::new(),
-                    emitted: 0,
-                    skip: commit_lsn < self.resume_lsn,
-                });
+                self.txn = Some(OpenTxn::new(xid, commit_ts_us, commit_lsn, self.resume_lsn));
                 if commit_lsn < self.resume_lsn {
                     // Already in the log: nothing to read back.
                     drop(replay);
@@ -540,14 +548,7 @@ impl Stream {
                 commit_ts_us,
                 xid,
             } => {
-                self.txn = Some(OpenTxn {
-                    xid,
-                    commit_ts_us,
-                    id: Arc::from(format!("{xid}:{}", final_lsn.0)),
-                    events: Vec::new(),
-                    emitted: 0,
-                    skip: final_lsn < self.resume_lsn,
-                });
+                self.txn = Some(OpenTxn::new(xid, commit_ts_us, final_lsn, self.resume_lsn));
             }
             PgOutput::Commit { end_lsn, .. } => self.commit(end_lsn)?,
             PgOutput::Relation(message) => {

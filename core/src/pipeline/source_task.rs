@@ -373,6 +373,7 @@ async fn append_batches<L: EventLog>(
             records,
             newest_commit_us,
         } = encoded;
+        let bytes: usize = batches.iter().map(|b| b.records.byte_len()).sum();
         log.append(&name, batches, stored_checkpoint)
             .await
             .map_err(|source| PipelineError::Log {
@@ -380,7 +381,7 @@ async fn append_batches<L: EventLog>(
                 source,
             })?;
         if let Some(checkpoint) = &checkpoint {
-            snapshot.committed(&name, checkpoint, records);
+            snapshot.committed(&name, checkpoint, records, bytes as u64);
         }
         report(
             &name,
@@ -397,18 +398,19 @@ async fn append_batches<L: EventLog>(
 /// How often a running snapshot says how far it is.
 const SNAPSHOT_PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// A running snapshot's progress line: chunks in the log (of all), rows this run, rate, and
-/// the time left at this run's pace.
+/// A running snapshot's progress line: chunks in the log (of all), rows and bytes this run,
+/// rates, and the time left at this run's pace.
 #[derive(Default)]
 struct SnapshotMeter {
     /// When this run's first snapshot batch was committed, and the chunks done then.
     started: Option<(std::time::Instant, u64)>,
     rows: u64,
+    bytes: u64,
     last_line: Option<std::time::Instant>,
 }
 
 impl SnapshotMeter {
-    fn committed(&mut self, name: &str, checkpoint: &Checkpoint, records: u64) {
+    fn committed(&mut self, name: &str, checkpoint: &Checkpoint, records: u64, bytes: u64) {
         let Some((done, total)) = checkpoint.snapshot_chunks() else {
             if checkpoint.snapshot == SnapshotProgress::Done && self.started.is_some() {
                 tracing::info!(
@@ -423,6 +425,9 @@ impl SnapshotMeter {
         let now = std::time::Instant::now();
         let (started, done_at_start) = *self.started.get_or_insert((now, done));
         self.rows += records;
+        self.bytes += bytes;
+        ::metrics::counter!(metrics::SNAPSHOT_ROWS, "source" => name.to_owned()).increment(records);
+        ::metrics::counter!(metrics::SNAPSHOT_BYTES, "source" => name.to_owned()).increment(bytes);
         if self
             .last_line
             .is_some_and(|last| now.duration_since(last) < SNAPSHOT_PROGRESS_EVERY)
@@ -441,10 +446,13 @@ impl SnapshotMeter {
         };
         tracing::info!(
             source = name,
-            "snapshot: {done} of {total} chunks in the log ({}%), {} rows this run at {} rows/s, {left}",
+            "snapshot: {done} of {total} chunks in the log ({}%), {} rows ({:.1} MB in the log) \
+             this run at {} rows/s ({:.1} MB/s), {left}",
             (done * 100).checked_div(total).unwrap_or(0),
             self.rows,
+            self.bytes as f64 / 1e6,
             rate.round() as u64,
+            self.bytes as f64 / 1e6 / elapsed,
         );
     }
 }
