@@ -214,6 +214,8 @@ pub struct PostgresSource {
     spool_dir: Option<std::path::PathBuf>,
     /// `server_version_num` of the server, known once started.
     server_version: i32,
+    /// The server is a standby (known once started): nothing can be written on it.
+    standby: bool,
 }
 
 /// How often a streaming source looks for tables that appeared or changed their key.
@@ -238,6 +240,18 @@ impl PostgresSource {
             joined: Vec::new(),
             spool_dir: None,
             server_version: 0,
+            standby: false,
+        }
+    }
+
+    /// Says what creating a slot on a standby waits for.
+    pub(in crate::postgres) fn before_slot_creation(&self) {
+        if self.standby {
+            tracing::info!(
+                "creating the slot on a standby waits for the primary's next running-transactions \
+                 record (within ~15 s while the primary is busy; SELECT pg_log_standby_snapshot() \
+                 on the primary sends one at once)"
+            );
         }
     }
 
@@ -362,7 +376,20 @@ impl Source for PostgresSource {
         self.catalog_task = Some(task);
         let server = setup::check_server(&client).await?;
         self.server_version = server.version_num;
-        let (tables, joined) = setup::publish_tables(&client, &self.config).await?;
+        self.standby = server.standby;
+        if self.config.failover_slot && server.version_num < 170_000 {
+            return Err(PostgresError::Setup {
+                problem: format!(
+                    "failover_slot = true, but failover slots need Postgres 17 (the server runs {})",
+                    server.version_num
+                ),
+                fix: "set failover_slot = false, or upgrade the primary".into(),
+            });
+        }
+        if server.standby {
+            tracing::info!("the server is a standby: reading its WAL (publication and slot as on a primary; no writes)");
+        }
+        let (tables, joined) = setup::publish_tables(&client, &self.config, server.standby).await?;
         for table in &joined {
             tracing::info!(%table, "table added to the source since the last run; an on-demand snapshot reads its rows once streaming");
         }
@@ -464,7 +491,10 @@ impl Source for PostgresSource {
             }
             (None, None) => {
                 let mut conn = self.connect_replication().await?;
-                let created = setup::create_slot(&mut conn, &slot_name, false).await?;
+                self.before_slot_creation();
+                let created =
+                    setup::create_slot(&mut conn, &slot_name, false, self.config.failover_slot)
+                        .await?;
                 self.stream_from(conn, created.consistent_point).await?;
                 if let Phase::Streaming(stream) = &mut self.phase {
                     // The log records the slot as this source's before anything else happens.
@@ -507,6 +537,11 @@ impl Source for PostgresSource {
                 {
                     // sluice confirms only what its log holds, so its own slot is never ahead.
                     return Err(setup::foreign_slot(&slot_name, state, Some(lsn)));
+                }
+                if self.config.failover_slot && state.failover == Some(false) {
+                    let mut conn = self.connect_replication().await?;
+                    setup::enable_failover(&mut conn, &slot_name).await?;
+                    conn.close().await;
                 }
                 lsn
             }
@@ -694,7 +729,7 @@ pub async fn probe(config: &PostgresSourceConfig) -> Result<String, PostgresErro
         Err(PostgresError::Setup { problem, fix }) => problems.push((problem, fix)),
         other => other?,
     }
-    problems.extend(setup::privilege_problems(&client, config, &resolution).await?);
+    problems.extend(setup::privilege_problems(&client, config, &resolution, &server).await?);
     // The stream's own connection (replication mode), as `run` opens it.
     let params = config.connect_params().map_err(|problem| PostgresError::Setup {
         problem: problem.0,
@@ -725,8 +760,9 @@ pub async fn probe(config: &PostgresSourceConfig) -> Result<String, PostgresErro
     connection.abort();
     let names: Vec<String> = tables.iter().map(|t| t.id.to_string()).collect();
     Ok(format!(
-        "server {}, wal_level logical, replication allowed, {} table(s): {}; slot {} {}",
+        "server {}{}, wal_level logical, replication allowed, {} table(s): {}; slot {} {}",
         server.version_num,
+        if server.standby { " (a standby)" } else { "" },
         tables.len(),
         names.join(", "),
         config.slot_name(),
@@ -747,6 +783,21 @@ pub async fn request_snapshot(
     filter: Option<&str>,
 ) -> Result<String, PostgresError> {
     let (client, connection) = connect_catalog(config).await?;
+    let standby: bool = client
+        .query_one("SELECT pg_is_in_recovery()", &[])
+        .await?
+        .get(0);
+    if standby {
+        connection.abort();
+        return Err(PostgresError::Setup {
+            problem: format!(
+                "source {} reads a standby, and an on-demand snapshot writes watermarks into the \
+                 WAL, which a standby cannot",
+                config.name
+            ),
+            fix: "run on-demand snapshots from a source that reads the primary".into(),
+        });
+    }
     let captured = catalog::resolve_tables(&client, &config.tables, &config.exclude)
         .await?
         .captured;

@@ -15,22 +15,90 @@ pub struct PrivateCluster {
     dir: tempfile::TempDir,
     /// The postgres user's password, when the cluster asks for one (`with_password`).
     password: Option<String>,
+    /// Where its server's programs are.
+    bin: String,
 }
 
 const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 
+/// PostgreSQL 17's programs, which dev/services unpacks from Maven Central.
+pub fn pg17_bin() -> String {
+    let bin = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/pg17/bin");
+    assert!(
+        std::path::Path::new(bin).join("postgres").exists(),
+        "no PostgreSQL 17 in {bin}: run dev/services up"
+    );
+    bin.to_owned()
+}
+
 impl PrivateCluster {
     pub fn start() -> PrivateCluster {
-        Self::start_with(None)
+        Self::start_with(None, PG_BIN.to_owned(), "")
     }
 
     /// A cluster that asks TCP clients for a password (scram-sha-256); the postgres user's
     /// is `password`.
     pub fn with_password(password: &str) -> PrivateCluster {
-        Self::start_with(Some(password.to_owned()))
+        Self::start_with(Some(password.to_owned()), PG_BIN.to_owned(), "")
     }
 
-    fn start_with(password: Option<String>) -> PrivateCluster {
+    /// A PostgreSQL 17 cluster with `conf` added to its postgresql.conf.
+    pub fn v17(conf: &str) -> PrivateCluster {
+        Self::start_with(None, pg17_bin(), conf)
+    }
+
+    /// A hot standby of `primary` (same version), streaming from it, with `conf` added. The
+    /// primary is stopped for the moment its files are copied.
+    pub fn standby_of(primary: &PrivateCluster, conf: &str) -> PrivateCluster {
+        let out = primary.pg_ctl(&["stop", "-m", "fast", "-w", "-t", "60"]);
+        assert!(out.status.success(), "stop the primary: {}", String::from_utf8_lossy(&out.stderr));
+        let dir = tempfile::Builder::new()
+            .prefix("sluice-pg-")
+            .tempdir()
+            .expect("tempdir for a standby");
+        let copy = Command::new("cp")
+            .arg("-a")
+            .arg(primary.dir.path().join("data"))
+            .arg(dir.path().join("data"))
+            .status()
+            .expect("copy the primary's files");
+        assert!(copy.success(), "copy the primary's files");
+        let out = primary.pg_ctl(&["start", "-w", "-t", "60"]);
+        assert!(out.status.success(), "restart the primary: {}", String::from_utf8_lossy(&out.stderr));
+        let data = dir.path().join("data");
+        let _ = std::fs::remove_file(data.join("postmaster.pid"));
+        std::fs::write(data.join("standby.signal"), "").expect("standby.signal");
+        let port = free_port();
+        let conf = format!(
+            "port = {port}\nunix_socket_directories = '{}'\n\
+             primary_conninfo = 'host=127.0.0.1 port={} user=postgres dbname=postgres'\n{conf}\n",
+            dir.path().display(),
+            primary.port
+        );
+        append_conf(&data, &conf);
+        let chown = Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(dir.path())
+            .status()
+            .expect("chown the standby directory");
+        assert!(chown.success(), "chown the standby directory");
+        let standby = PrivateCluster {
+            port,
+            dir,
+            password: None,
+            bin: primary.bin.clone(),
+        };
+        let out = standby.pg_ctl(&["start", "-w", "-t", "60"]);
+        assert!(
+            out.status.success(),
+            "start the standby: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            standby.server_log()
+        );
+        standby
+    }
+
+    fn start_with(password: Option<String>, bin: String, extra_conf: &str) -> PrivateCluster {
         let dir = tempfile::Builder::new()
             .prefix("sluice-pg-")
             .tempdir()
@@ -43,7 +111,7 @@ impl PrivateCluster {
             .expect("chown the cluster directory");
         assert!(chown.success(), "chown the cluster directory");
         let data = dir.path().join("data");
-        let mut initdb = Command::new(format!("{PG_BIN}/initdb"));
+        let mut initdb = Command::new(format!("{bin}/initdb"));
         initdb.args(["-U", "postgres", "--no-sync", "--auth-local=trust"]);
         match &password {
             None => initdb.arg("--auth-host=trust"),
@@ -65,18 +133,15 @@ impl PrivateCluster {
         let conf = format!(
             "listen_addresses = '127.0.0.1'\nport = {port}\nunix_socket_directories = '{}'\n\
              wal_level = logical\nmax_replication_slots = 8\nmax_wal_senders = 8\n\
-             fsync = off\nshared_buffers = 32MB\n",
+             fsync = off\nshared_buffers = 32MB\n{extra_conf}\n",
             dir.path().display()
         );
-        std::fs::OpenOptions::new()
-            .append(true)
-            .open(data.join("postgresql.conf"))
-            .and_then(|mut f| std::io::Write::write_all(&mut f, conf.as_bytes()))
-            .expect("write postgresql.conf");
+        append_conf(&data, &conf);
         let cluster = PrivateCluster {
             port,
             dir,
             password,
+            bin,
         };
         let out = cluster.pg_ctl(&["start", "-w", "-t", "60"]);
         assert!(
@@ -101,7 +166,7 @@ impl PrivateCluster {
     /// Runs `pg_ctl ACTION…` on this cluster as the postgres user.
     pub fn pg_ctl(&self, args: &[&str]) -> std::process::Output {
         Self::as_postgres(
-            Command::new(format!("{PG_BIN}/pg_ctl"))
+            Command::new(format!("{}/pg_ctl", self.bin))
                 .arg("-D")
                 .arg(self.dir.path().join("data"))
                 .arg("-l")
@@ -152,6 +217,14 @@ impl PrivateCluster {
     pub fn server_log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
     }
+}
+
+fn append_conf(data: &std::path::Path, conf: &str) {
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(data.join("postgresql.conf"))
+        .and_then(|mut f| std::io::Write::write_all(&mut f, conf.as_bytes()))
+        .expect("write postgresql.conf");
 }
 
 impl Drop for PrivateCluster {

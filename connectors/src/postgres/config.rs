@@ -94,6 +94,13 @@ pub struct PostgresSourceConfig {
     /// size) and writes it to the log when it commits; aborted ones are dropped. Default true.
     #[serde(default = "default_true")]
     pub stream_in_progress: bool,
+    /// Postgres 17+: create the slot as a failover slot (and make an existing one one), so
+    /// that standbys with `sync_replication_slots = on` keep it and sluice resumes on the
+    /// promoted standby without a new snapshot. Also list the standby's physical slot in the
+    /// primary's `synchronized_standby_slots`, or the standby's copy may lag behind what sluice
+    /// has read. Default false.
+    #[serde(default)]
+    pub failover_slot: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]

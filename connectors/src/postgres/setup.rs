@@ -22,6 +22,9 @@ fn setup_error(problem: impl Into<String>, fix: impl Into<String>) -> PostgresEr
 #[derive(Debug, Clone)]
 pub(super) struct ServerInfo {
     pub version_num: i32,
+    /// A hot standby (in recovery): logical decoding needs Postgres 16+, and nothing can be
+    /// written (publications, watermarks) on it.
+    pub standby: bool,
 }
 
 /// A problem `check --connect` found, and how to fix it.
@@ -45,7 +48,8 @@ pub(super) async fn server_problems(
             "SELECT current_setting('wal_level'), current_setting('server_version_num')::int, \
                     r.rolreplication OR r.rolsuper, current_user::text, \
                     current_setting('max_replication_slots')::int, \
-                    current_setting('max_wal_senders')::int - (SELECT count(*) FROM pg_stat_replication)::int \
+                    current_setting('max_wal_senders')::int - (SELECT count(*) FROM pg_stat_replication)::int, \
+                    pg_is_in_recovery(), current_setting('hot_standby_feedback')::bool \
              FROM pg_roles r WHERE r.rolname = current_user",
             &[],
         )
@@ -65,7 +69,24 @@ pub(super) async fn server_problems(
         row.get(4),
         row.get(5),
     );
+    let (standby, feedback): (bool, bool) = (row.get(6), row.get(7));
     let mut problems = Vec::new();
+    if standby && version_num < 160_000 {
+        problems.push((
+            format!("the server is a standby running Postgres {version_num}, which cannot decode on a standby"),
+            "point url at the primary, or at a standby of Postgres 16 or later".to_owned(),
+        ));
+    }
+    if standby && !feedback {
+        problems.push((
+            "the standby runs with hot_standby_feedback = off: the primary would remove catalog \
+             rows the slot still needs and the standby would invalidate the slot"
+                .to_owned(),
+            "set hot_standby_feedback = on on the standby (and a physical slot for it on the \
+             primary: primary_slot_name) and reload it"
+                .to_owned(),
+        ));
+    }
     if version_num < 100_000 {
         problems.push((
             format!("server version {version_num} has no pgoutput"),
@@ -96,7 +117,13 @@ pub(super) async fn server_problems(
             "raise max_wal_senders and restart Postgres, or stop a replication client".to_owned(),
         ));
     }
-    Ok((ServerInfo { version_num }, problems))
+    Ok((
+        ServerInfo {
+            version_num,
+            standby,
+        },
+        problems,
+    ))
 }
 
 /// There must be something to capture; a table named exactly must identify its rows for
@@ -281,6 +308,7 @@ pub(super) async fn ensure_publication(
 pub(super) async fn publish_tables(
     client: &Client,
     config: &super::PostgresSourceConfig,
+    standby: bool,
 ) -> Result<(Vec<CapturedTable>, Vec<TableId>), PostgresError> {
     let resolution =
         super::catalog::resolve_tables(client, &config.tables, &config.exclude).await?;
@@ -288,6 +316,9 @@ pub(super) async fn publish_tables(
     report_left_out(config, &resolution);
     let publication = config.publication_name();
     let owned = config.publication.is_none();
+    if standby && owned {
+        return Err(standby_publication(&publication, &resolution.captured));
+    }
     let before = if owned && publication_exists(client, &publication).await? {
         Some(publication_tables(client, &publication).await?)
     } else {
@@ -320,6 +351,20 @@ pub(super) async fn publish_tables(
         }
     }
     Ok((resolution.captured, joined))
+}
+
+/// sluice reads a standby and was to create its publication, which a standby cannot do.
+fn standby_publication(publication: &str, tables: &[CapturedTable]) -> PostgresError {
+    let listed: Vec<String> = tables.iter().map(|t| qualified(&t.id)).collect();
+    setup_error(
+        format!("the server is a standby: sluice cannot create publication {publication} on it"),
+        format!(
+            "on the primary run CREATE PUBLICATION {} FOR TABLE {} (it reaches the standby), then \
+             set publication = \"{publication}\" in the source config",
+            quote_ident(publication),
+            listed.join(", ")
+        ),
+    )
 }
 
 /// While streaming: tables created since, or whose key changed, join or leave the publication
@@ -376,6 +421,30 @@ pub(super) struct SlotState {
     pub database: Option<String>,
     /// `reserved`, `extended`, `unreserved` or `lost` (Postgres 13+; None before).
     pub wal_status: Option<String>,
+    /// Kept on standbys that sync slots (Postgres 17+; None before).
+    pub failover: Option<bool>,
+}
+
+/// Makes an existing slot a failover slot (Postgres 17+).
+pub(super) async fn enable_failover(
+    conn: &mut WireConnection,
+    slot: &str,
+) -> Result<(), PostgresError> {
+    conn.simple_query(&format!(
+        "ALTER_REPLICATION_SLOT {} (FAILOVER true)",
+        quote_ident(slot)
+    ))
+    .await
+    .map_err(|err| match err {
+        PostgresError::Server(server) => setup_error(
+            format!("cannot make slot {slot} a failover slot: {}", server.message),
+            "failover slots need Postgres 17 or later on the primary; set failover_slot = false \
+             (or leave it out) otherwise",
+        ),
+        other => other,
+    })?;
+    tracing::info!(slot, "the slot is a failover slot now");
+    Ok(())
 }
 
 impl SlotState {
@@ -439,7 +508,7 @@ pub(super) async fn slot_state(
     let row = client
         .query_opt(
             "SELECT plugin::text, confirmed_flush_lsn::text, active_pid, database::text, \
-                    to_jsonb(s) ->> 'wal_status' \
+                    to_jsonb(s) ->> 'wal_status', (to_jsonb(s) ->> 'failover')::bool \
              FROM pg_replication_slots s WHERE slot_name = $1",
             &[&slot],
         )
@@ -452,6 +521,7 @@ pub(super) async fn slot_state(
         active_pid: row.get(2),
         database: row.get(3),
         wal_status: row.get(4),
+        failover: row.get(5),
     }))
 }
 
@@ -572,16 +642,19 @@ pub(super) struct CreatedSlot {
 }
 
 /// Creates a pgoutput slot on the replication connection. With `export_snapshot` the
-/// connection must stay idle until every snapshot reader has imported the snapshot.
+/// connection must stay idle until every snapshot reader has imported the snapshot. With
+/// `failover` (Postgres 17+) standbys that sync slots keep a copy, usable after a promotion.
 pub(super) async fn create_slot(
     conn: &mut WireConnection,
     slot: &str,
     export_snapshot: bool,
+    failover: bool,
 ) -> Result<CreatedSlot, PostgresError> {
-    let snapshot = if export_snapshot {
-        "EXPORT_SNAPSHOT"
-    } else {
-        "NOEXPORT_SNAPSHOT"
+    let snapshot = match (export_snapshot, failover) {
+        (true, false) => "EXPORT_SNAPSHOT",
+        (false, false) => "NOEXPORT_SNAPSHOT",
+        (true, true) => "(SNAPSHOT 'export', FAILOVER)",
+        (false, true) => "(SNAPSHOT 'nothing', FAILOVER)",
     };
     let rows = conn
         .simple_query(&format!("CREATE_REPLICATION_SLOT {} LOGICAL pgoutput {snapshot}", quote_ident(slot)))
@@ -590,6 +663,11 @@ pub(super) async fn create_slot(
             PostgresError::Server(server) if server.code == "53400" => setup_error(
                 format!("cannot create replication slot {slot}: {}", server.message),
                 "raise max_replication_slots, or drop unused slots (SELECT pg_drop_replication_slot(name))",
+            ),
+            PostgresError::Server(server) if failover => setup_error(
+                format!("cannot create failover slot {slot}: {}", server.message),
+                "failover slots need Postgres 17 or later on the primary; set failover_slot = false \
+                 (or leave it out) otherwise",
             ),
             other => other,
         })?;
@@ -604,7 +682,7 @@ pub(super) async fn create_slot(
             PostgresError::protocol("CREATE_REPLICATION_SLOT returned no consistent point")
         })?;
     let snapshot_name = row.get(2).cloned().flatten();
-    tracing::info!(slot, consistent_point = %consistent_point, "created replication slot");
+    tracing::info!(slot, consistent_point = %consistent_point, failover, "created replication slot");
     Ok(CreatedSlot {
         consistent_point,
         snapshot_name,
@@ -619,8 +697,18 @@ pub(super) async fn privilege_problems(
     client: &Client,
     config: &super::PostgresSourceConfig,
     resolution: &Resolution,
+    server: &ServerInfo,
 ) -> Result<Vec<Problem>, PostgresError> {
     let mut problems = Vec::new();
+    if config.failover_slot && server.version_num < 170_000 {
+        problems.push((
+            format!(
+                "failover_slot = true, but failover slots need Postgres 17 (the server runs {})",
+                server.version_num
+            ),
+            "set failover_slot = false, or upgrade the primary".to_owned(),
+        ));
+    }
     let oids: Vec<u32> = resolution.captured.iter().map(|t| t.oid).collect();
     let row = client
         .query_one(
@@ -665,7 +753,14 @@ pub(super) async fn privilege_problems(
         quote_ident(&publication),
         listed.join(", ")
     );
-    if config.publication.is_some() && exists {
+    if server.standby && config.publication.is_none() {
+        let PostgresError::Setup { problem, fix } =
+            standby_publication(&publication, &resolution.captured)
+        else {
+            unreachable!("a setup error")
+        };
+        problems.push((problem, fix));
+    } else if config.publication.is_some() && exists {
         if !missing.is_empty() {
             problems.push((
                 format!(

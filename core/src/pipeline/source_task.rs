@@ -413,6 +413,7 @@ impl SnapshotMeter {
     fn committed(&mut self, name: &str, checkpoint: &Checkpoint, records: u64, bytes: u64) {
         let Some((done, total)) = checkpoint.snapshot_chunks() else {
             if checkpoint.snapshot == SnapshotProgress::Done && self.started.is_some() {
+                self.rows += records;
                 tracing::info!(
                     source = name,
                     rows = self.rows,

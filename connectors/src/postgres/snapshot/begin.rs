@@ -81,7 +81,9 @@ impl PostgresSource {
         let (conn, read_as, consistent_point, state) = match resume {
             None => {
                 let mut conn = self.connect_replication().await?;
-                let created = setup::create_slot(&mut conn, &slot, true).await?;
+                self.before_slot_creation();
+                let created =
+                    setup::create_slot(&mut conn, &slot, true, self.config.failover_slot).await?;
                 let snapshot_name = created
                     .snapshot_name
                     .ok_or_else(|| PostgresError::protocol("the slot exported no snapshot"))?;

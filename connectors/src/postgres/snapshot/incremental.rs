@@ -543,6 +543,17 @@ impl crate::postgres::PostgresSource {
             return Ok(());
         }
         let signals = std::mem::take(&mut stream.signals);
+        if self.standby {
+            for signal in &signals {
+                tracing::error!(
+                    tables = ?signal.snapshot,
+                    "on-demand snapshot request dropped: this source reads a standby, and an \
+                     on-demand snapshot writes watermarks into the WAL, which a standby cannot; \
+                     run it from a source on the primary"
+                );
+            }
+            return Ok(());
+        }
         let captured = crate::postgres::catalog::resolve_tables(
             &ctx.client,
             &self.config.tables,
