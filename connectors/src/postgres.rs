@@ -731,10 +731,12 @@ pub async fn probe(config: &PostgresSourceConfig) -> Result<String, PostgresErro
     }
     problems.extend(setup::privilege_problems(&client, config, &resolution, &server).await?);
     // The stream's own connection (replication mode), as `run` opens it.
-    let params = config.connect_params().map_err(|problem| PostgresError::Setup {
-        problem: problem.0,
-        fix: "correct url in the source config".into(),
-    })?;
+    let params = config
+        .connect_params()
+        .map_err(|problem| PostgresError::Setup {
+            problem: problem.0,
+            fix: "correct url in the source config".into(),
+        })?;
     if problems.is_empty() {
         match WireConnection::connect(&params).await {
             Ok(conn) => conn.close().await,

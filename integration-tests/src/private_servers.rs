@@ -51,7 +51,11 @@ impl PrivateCluster {
     /// primary is stopped for the moment its files are copied.
     pub fn standby_of(primary: &PrivateCluster, conf: &str) -> PrivateCluster {
         let out = primary.pg_ctl(&["stop", "-m", "fast", "-w", "-t", "60"]);
-        assert!(out.status.success(), "stop the primary: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "stop the primary: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let dir = tempfile::Builder::new()
             .prefix("sluice-pg-")
             .tempdir()
@@ -64,7 +68,11 @@ impl PrivateCluster {
             .expect("copy the primary's files");
         assert!(copy.success(), "copy the primary's files");
         let out = primary.pg_ctl(&["start", "-w", "-t", "60"]);
-        assert!(out.status.success(), "restart the primary: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "restart the primary: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let data = dir.path().join("data");
         let _ = std::fs::remove_file(data.join("postmaster.pid"));
         std::fs::write(data.join("standby.signal"), "").expect("standby.signal");

@@ -60,7 +60,9 @@ impl Nudge {
         let flag = Arc::clone(&stop);
         sluice_core::task::spawn_in_span(async move {
             while !flag.load(Ordering::Relaxed) {
-                let _ = client.execute("SELECT pg_log_standby_snapshot()", &[]).await;
+                let _ = client
+                    .execute("SELECT pg_log_standby_snapshot()", &[])
+                    .await;
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
         });
@@ -91,15 +93,19 @@ async fn a_postgres_17_standby_is_read_with_a_publication_made_on_the_primary() 
     assert_ne!(code, Some(0), "{output}");
     assert!(
         output.contains("the server is a standby: sluice cannot create publication sluice_src")
-            && output.contains("on the primary run CREATE PUBLICATION \"sluice_src\" FOR TABLE \"public\".\"t\""),
+            && output.contains(
+                "on the primary run CREATE PUBLICATION \"sluice_src\" FOR TABLE \"public\".\"t\""
+            ),
         "{output}"
     );
     drop(sluice);
 
     primary.exec("postgres", "CREATE PUBLICATION for_sluice FOR TABLE t");
-    wait_for(Duration::from_secs(20), "the publication on the standby", || {
-        standby.exec("postgres", "SELECT count(*) FROM pg_publication") == "1"
-    })
+    wait_for(
+        Duration::from_secs(20),
+        "the publication on the standby",
+        || standby.exec("postgres", "SELECT count(*) FROM pg_publication") == "1",
+    )
     .await;
     let mut sluice = Sluice::new(&source(&url, "publication = \"for_sluice\""));
     let (code, output) = sluice_command(&["check", "--connect"], &sluice.config);
@@ -107,9 +113,11 @@ async fn a_postgres_17_standby_is_read_with_a_publication_made_on_the_primary() 
     assert!(output.contains("(a standby)"), "{output}");
     let nudge = Nudge::primary(&primary).await;
     sluice.start();
-    wait_for(Duration::from_secs(60), "the snapshot, read on the standby", || {
-        events(&sluice.records(TOPIC)).len() >= 1000
-    })
+    wait_for(
+        Duration::from_secs(60),
+        "the snapshot, read on the standby",
+        || events(&sluice.records(TOPIC)).len() >= 1000,
+    )
     .await;
     drop(nudge);
     primary.exec(
@@ -118,9 +126,11 @@ async fn a_postgres_17_standby_is_read_with_a_publication_made_on_the_primary() 
          UPDATE t SET v = 'changed' WHERE id % 10 = 0; DELETE FROM t WHERE id % 7 = 0",
     );
     let expected = table(&primary);
-    wait_for(Duration::from_secs(60), "the primary's changes, through the standby", || {
-        folded(&sluice) == expected
-    })
+    wait_for(
+        Duration::from_secs(60),
+        "the primary's changes, through the standby",
+        || folded(&sluice) == expected,
+    )
     .await;
     let slots = standby.exec(
         "postgres",
@@ -183,23 +193,33 @@ async fn a_failover_slot_survives_promotion_and_sluice_resumes_on_the_new_primar
         );
     }
     primary.exec("postgres", "UPDATE t SET v = 'b' WHERE id % 3 = 0");
-    wait_for(Duration::from_secs(60), "the changes on the primary", || {
-        folded(&sluice).len() == 2000
-    })
+    wait_for(
+        Duration::from_secs(60),
+        "the changes on the primary",
+        || folded(&sluice).len() == 2000,
+    )
     .await;
-    wait_for(Duration::from_secs(60), "the slot synced to the standby", || {
-        standby.exec(
+    wait_for(
+        Duration::from_secs(60),
+        "the slot synced to the standby",
+        || {
+            standby.exec(
             "postgres",
             "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'sluice_src' AND synced \
              AND confirmed_flush_lsn IS NOT NULL",
         ) == "1"
-    })
+        },
+    )
     .await;
     // The primary is lost mid-stream; the standby is promoted.
     sluice.kill();
     let _ = primary.pg_ctl(&["stop", "-m", "immediate"]);
     let out = standby.pg_ctl(&["promote", "-w", "-t", "60"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     standby.exec(
         "postgres",
         "INSERT INTO t SELECT g, 'after' FROM generate_series(2001, 2100) g; \
@@ -215,18 +235,28 @@ async fn a_failover_slot_survives_promotion_and_sluice_resumes_on_the_new_primar
     sluice.start();
     let promoted = &sluice;
     let expected = table(&standby);
-    wait_for(Duration::from_secs(60), "the changes on the promoted standby", || {
-        folded(&promoted) == expected
-    })
+    wait_for(
+        Duration::from_secs(60),
+        "the changes on the promoted standby",
+        || folded(&promoted) == expected,
+    )
     .await;
     let stderr = promoted.stderr()[ran_before..].to_owned();
-    assert!(!stderr.contains("snapshot reading"), "a new snapshot was taken:\n{stderr}");
+    assert!(
+        !stderr.contains("snapshot reading"),
+        "a new snapshot was taken:\n{stderr}"
+    );
     let mut creates = std::collections::BTreeMap::<i64, usize>::new();
     for event in events(&promoted.records(TOPIC)) {
         if event["op"] == "c" || event["op"] == "r" {
-            *creates.entry(event["after"]["id"].as_i64().unwrap()).or_default() += 1;
+            *creates
+                .entry(event["after"]["id"].as_i64().unwrap())
+                .or_default() += 1;
         }
     }
     assert_eq!(creates.len(), 2100);
-    assert!(creates.values().all(|n| *n == 1), "a row was delivered twice");
+    assert!(
+        creates.values().all(|n| *n == 1),
+        "a row was delivered twice"
+    );
 }

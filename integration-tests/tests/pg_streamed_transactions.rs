@@ -30,7 +30,9 @@ fn created(sluice: &Sluice) -> BTreeMap<i64, usize> {
     let mut seen = BTreeMap::new();
     for event in events(&sluice.records(TOPIC)) {
         if event["op"] == "c" {
-            *seen.entry(event["after"]["id"].as_i64().unwrap()).or_default() += 1;
+            *seen
+                .entry(event["after"]["id"].as_i64().unwrap())
+                .or_default() += 1;
         }
     }
     seen
@@ -168,7 +170,11 @@ async fn a_crash_while_a_streamed_transaction_is_on_its_way_delivers_it_once() {
     .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let seen = created(&sluice);
-    assert_eq!(seen.len(), 120_000, "rows (had {before} after the second kill)");
+    assert_eq!(
+        seen.len(),
+        120_000,
+        "rows (had {before} after the second kill)"
+    );
     assert!(seen.values().all(|n| *n == 1), "a row arrived twice");
     assert_eq!(
         seen.keys().copied().collect::<Vec<_>>(),

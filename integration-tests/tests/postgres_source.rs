@@ -390,11 +390,20 @@ async fn geometric_search_range_and_extension_types_arrive_as_their_exact_text()
     for (event, id, how) in [(&all[0], 1, "snapshot"), (&all[1], 2, "streamed")] {
         let mut after = event["after"].clone();
         // hstore is a JSON document (a string in the envelope, as json columns are).
-        let hs = after["hs"].as_str().unwrap_or_else(|| panic!("{how}: {after}"));
+        let hs = after["hs"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{how}: {after}"));
         after["hs"] = serde_json::from_str(hs).unwrap();
         assert_eq!(after, expected(db.client().await, id).await, "{how} values");
-        assert_eq!(after["hs"], json!({"a": "1", "b c": null, "q\"": "x=>y"}), "{how}");
-        assert!(after.get("twice").is_none(), "{how}: generated column left out");
+        assert_eq!(
+            after["hs"],
+            json!({"a": "1", "b c": null, "q\"": "x=>y"}),
+            "{how}"
+        );
+        assert!(
+            after.get("twice").is_none(),
+            "{how}: generated column left out"
+        );
     }
 }
 

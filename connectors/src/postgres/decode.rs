@@ -206,7 +206,10 @@ pub(super) fn parse(data: Bytes) -> Result<PgOutput, DecodeError> {
 
 /// Parses one pgoutput message; `in_stream` between a Stream Start and its Stop, where data
 /// messages carry the xid of the (sub)transaction that made them, returned alongside.
-pub(super) fn parse_in(data: Bytes, in_stream: bool) -> Result<(PgOutput, Option<u32>), DecodeError> {
+pub(super) fn parse_in(
+    data: Bytes,
+    in_stream: bool,
+) -> Result<(PgOutput, Option<u32>), DecodeError> {
     let mut r = Reader { data };
     let tag = r.u8("message tag")?;
     let xid = match tag {
@@ -215,149 +218,148 @@ pub(super) fn parse_in(data: Bytes, in_stream: bool) -> Result<(PgOutput, Option
         }
         _ => None,
     };
-    let message =
-        match tag {
-            b'B' => PgOutput::Begin {
-                final_lsn: Lsn(r.u64("begin lsn")?),
-                commit_ts_us: r.timestamp("begin timestamp")?,
-                xid: r.u32("begin xid")?,
-            },
-            b'C' => {
-                let _flags = r.u8("commit flags")?;
-                PgOutput::Commit {
-                    commit_lsn: Lsn(r.u64("commit lsn")?),
-                    end_lsn: Lsn(r.u64("commit end lsn")?),
-                    commit_ts_us: r.timestamp("commit timestamp")?,
-                }
+    let message = match tag {
+        b'B' => PgOutput::Begin {
+            final_lsn: Lsn(r.u64("begin lsn")?),
+            commit_ts_us: r.timestamp("begin timestamp")?,
+            xid: r.u32("begin xid")?,
+        },
+        b'C' => {
+            let _flags = r.u8("commit flags")?;
+            PgOutput::Commit {
+                commit_lsn: Lsn(r.u64("commit lsn")?),
+                end_lsn: Lsn(r.u64("commit end lsn")?),
+                commit_ts_us: r.timestamp("commit timestamp")?,
             }
-            b'O' => {
-                let _lsn = r.u64("origin lsn")?;
-                PgOutput::Origin {
-                    name: r.cstring("origin name")?,
-                }
+        }
+        b'O' => {
+            let _lsn = r.u64("origin lsn")?;
+            PgOutput::Origin {
+                name: r.cstring("origin name")?,
             }
-            b'R' => {
-                let oid = r.u32("relation oid")?;
-                let namespace = r.cstring("relation namespace")?;
-                let name = r.cstring("relation name")?;
-                let replica_identity = r.u8("replica identity")?;
-                let count = r.i16("relation column count")?;
-                let count =
-                    usize::try_from(count).map_err(|_| error("negative relation column count"))?;
-                let mut columns = Vec::with_capacity(count);
-                for _ in 0..count {
-                    let flags = r.u8("column flags")?;
-                    columns.push(RelationColumn {
-                        identity: flags & 1 == 1,
-                        name: r.cstring("column name")?,
-                        type_oid: r.u32("column type")?,
-                        type_modifier: r.i32("column type modifier")?,
-                    });
-                }
-                PgOutput::Relation(RelationMessage {
-                    oid,
-                    namespace,
-                    name,
-                    replica_identity,
-                    columns,
-                })
+        }
+        b'R' => {
+            let oid = r.u32("relation oid")?;
+            let namespace = r.cstring("relation namespace")?;
+            let name = r.cstring("relation name")?;
+            let replica_identity = r.u8("replica identity")?;
+            let count = r.i16("relation column count")?;
+            let count =
+                usize::try_from(count).map_err(|_| error("negative relation column count"))?;
+            let mut columns = Vec::with_capacity(count);
+            for _ in 0..count {
+                let flags = r.u8("column flags")?;
+                columns.push(RelationColumn {
+                    identity: flags & 1 == 1,
+                    name: r.cstring("column name")?,
+                    type_oid: r.u32("column type")?,
+                    type_modifier: r.i32("column type modifier")?,
+                });
             }
-            b'Y' => PgOutput::Type {
-                oid: r.u32("type oid")?,
-                namespace: r.cstring("type namespace")?,
-                name: r.cstring("type name")?,
-            },
-            b'I' => {
-                let relation = r.u32("insert relation")?;
-                if r.u8("insert tuple tag")? != b'N' {
-                    return Err(error("insert without a new tuple"));
-                }
-                PgOutput::Insert {
-                    relation,
-                    new: r.tuple()?,
-                }
+            PgOutput::Relation(RelationMessage {
+                oid,
+                namespace,
+                name,
+                replica_identity,
+                columns,
+            })
+        }
+        b'Y' => PgOutput::Type {
+            oid: r.u32("type oid")?,
+            namespace: r.cstring("type namespace")?,
+            name: r.cstring("type name")?,
+        },
+        b'I' => {
+            let relation = r.u32("insert relation")?;
+            if r.u8("insert tuple tag")? != b'N' {
+                return Err(error("insert without a new tuple"));
             }
-            b'U' => {
-                let relation = r.u32("update relation")?;
-                let mut old = None;
-                let mut kind = r.u8("update tuple tag")?;
-                if kind == b'K' || kind == b'O' {
-                    old = Some(OldTuple {
-                        key_only: kind == b'K',
-                        values: r.tuple()?,
-                    });
-                    kind = r.u8("update tuple tag")?;
-                }
-                if kind != b'N' {
-                    return Err(error("update without a new tuple"));
-                }
-                PgOutput::Update {
-                    relation,
-                    old,
-                    new: r.tuple()?,
-                }
+            PgOutput::Insert {
+                relation,
+                new: r.tuple()?,
             }
-            b'D' => {
-                let relation = r.u32("delete relation")?;
-                let kind = r.u8("delete tuple tag")?;
-                if kind != b'K' && kind != b'O' {
-                    return Err(error("delete without an old tuple"));
-                }
-                PgOutput::Delete {
-                    relation,
-                    old: OldTuple {
-                        key_only: kind == b'K',
-                        values: r.tuple()?,
-                    },
-                }
+        }
+        b'U' => {
+            let relation = r.u32("update relation")?;
+            let mut old = None;
+            let mut kind = r.u8("update tuple tag")?;
+            if kind == b'K' || kind == b'O' {
+                old = Some(OldTuple {
+                    key_only: kind == b'K',
+                    values: r.tuple()?,
+                });
+                kind = r.u8("update tuple tag")?;
             }
-            b'T' => {
-                let count = r.u32("truncate relation count")?;
-                let options = r.u8("truncate options")?;
-                let mut relations = Vec::with_capacity(count.min(1024) as usize);
-                for _ in 0..count {
-                    relations.push(r.u32("truncate relation")?);
-                }
-                PgOutput::Truncate {
-                    relations,
-                    cascade: options & 1 != 0,
-                    restart_identity: options & 2 != 0,
-                }
+            if kind != b'N' {
+                return Err(error("update without a new tuple"));
             }
-            b'M' => {
-                let flags = r.u8("message flags")?;
-                let lsn = Lsn(r.u64("message lsn")?);
-                let prefix = r.cstring("message prefix")?;
-                let len = r.u32("message length")? as usize;
-                PgOutput::Message {
-                    transactional: flags & 1 == 1,
-                    lsn,
-                    prefix,
-                    content: r.bytes(len, "message content")?,
-                }
+            PgOutput::Update {
+                relation,
+                old,
+                new: r.tuple()?,
             }
-            b'S' => PgOutput::StreamStart {
-                xid: r.u32("stream start xid")?,
-                first_segment: r.u8("stream start first segment")? == 1,
-            },
-            b'E' => PgOutput::StreamStop,
-            b'c' => {
-                let xid = r.u32("stream commit xid")?;
-                let _flags = r.u8("stream commit flags")?;
-                PgOutput::StreamCommit {
-                    xid,
-                    commit_lsn: Lsn(r.u64("stream commit lsn")?),
-                    end_lsn: Lsn(r.u64("stream commit end lsn")?),
-                    commit_ts_us: r.timestamp("stream commit timestamp")?,
-                }
+        }
+        b'D' => {
+            let relation = r.u32("delete relation")?;
+            let kind = r.u8("delete tuple tag")?;
+            if kind != b'K' && kind != b'O' {
+                return Err(error("delete without an old tuple"));
             }
-            // Protocol 4 adds the abort's LSN and time, which sluice has no use for.
-            b'A' => PgOutput::StreamAbort {
-                xid: r.u32("stream abort xid")?,
-                subxid: r.u32("stream abort subxid")?,
-            },
-            other => return Err(error(format!("unknown message tag {other:#x}"))),
-        };
+            PgOutput::Delete {
+                relation,
+                old: OldTuple {
+                    key_only: kind == b'K',
+                    values: r.tuple()?,
+                },
+            }
+        }
+        b'T' => {
+            let count = r.u32("truncate relation count")?;
+            let options = r.u8("truncate options")?;
+            let mut relations = Vec::with_capacity(count.min(1024) as usize);
+            for _ in 0..count {
+                relations.push(r.u32("truncate relation")?);
+            }
+            PgOutput::Truncate {
+                relations,
+                cascade: options & 1 != 0,
+                restart_identity: options & 2 != 0,
+            }
+        }
+        b'M' => {
+            let flags = r.u8("message flags")?;
+            let lsn = Lsn(r.u64("message lsn")?);
+            let prefix = r.cstring("message prefix")?;
+            let len = r.u32("message length")? as usize;
+            PgOutput::Message {
+                transactional: flags & 1 == 1,
+                lsn,
+                prefix,
+                content: r.bytes(len, "message content")?,
+            }
+        }
+        b'S' => PgOutput::StreamStart {
+            xid: r.u32("stream start xid")?,
+            first_segment: r.u8("stream start first segment")? == 1,
+        },
+        b'E' => PgOutput::StreamStop,
+        b'c' => {
+            let xid = r.u32("stream commit xid")?;
+            let _flags = r.u8("stream commit flags")?;
+            PgOutput::StreamCommit {
+                xid,
+                commit_lsn: Lsn(r.u64("stream commit lsn")?),
+                end_lsn: Lsn(r.u64("stream commit end lsn")?),
+                commit_ts_us: r.timestamp("stream commit timestamp")?,
+            }
+        }
+        // Protocol 4 adds the abort's LSN and time, which sluice has no use for.
+        b'A' => PgOutput::StreamAbort {
+            xid: r.u32("stream abort xid")?,
+            subxid: r.u32("stream abort subxid")?,
+        },
+        other => return Err(error(format!("unknown message tag {other:#x}"))),
+    };
     Ok((message, xid))
 }
 

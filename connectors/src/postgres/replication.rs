@@ -456,7 +456,9 @@ impl Stream {
         match message {
             PgOutput::StreamStart { xid, first_segment } => {
                 if self.txn.is_some() {
-                    return Err(PostgresError::protocol("a stream block inside a transaction"));
+                    return Err(PostgresError::protocol(
+                        "a stream block inside a transaction",
+                    ));
                 }
                 spools.start(xid, first_segment)?;
             }
@@ -469,7 +471,9 @@ impl Stream {
                 commit_ts_us,
             } => {
                 if self.txn.is_some() {
-                    return Err(PostgresError::protocol("a stream commit inside a transaction"));
+                    return Err(PostgresError::protocol(
+                        "a stream commit inside a transaction",
+                    ));
                 }
                 let replay = spools.commit(xid, end_lsn)?;
                 self.txn = Some(OpenTxn::new(xid, commit_ts_us, commit_lsn, self.resume_lsn));
@@ -698,12 +702,17 @@ impl Stream {
         if txn.skip {
             return Ok(None);
         }
-        let streamed = self.replay.as_ref().and_then(|r| r.relations.get(&relation));
-        let rel = streamed.or_else(|| self.relations.get(&relation)).ok_or_else(|| {
-            PostgresError::protocol(format!(
-                "data for relation {relation} before its description"
-            ))
-        })?;
+        let streamed = self
+            .replay
+            .as_ref()
+            .and_then(|r| r.relations.get(&relation));
+        let rel = streamed
+            .or_else(|| self.relations.get(&relation))
+            .ok_or_else(|| {
+                PostgresError::protocol(format!(
+                    "data for relation {relation} before its description"
+                ))
+            })?;
         Ok(rel.captured.then_some((rel, txn)))
     }
 

@@ -437,7 +437,10 @@ pub(super) async fn enable_failover(
     .await
     .map_err(|err| match err {
         PostgresError::Server(server) => setup_error(
-            format!("cannot make slot {slot} a failover slot: {}", server.message),
+            format!(
+                "cannot make slot {slot} a failover slot: {}",
+                server.message
+            ),
             "failover slots need Postgres 17 or later on the primary; set failover_slot = false \
              (or leave it out) otherwise",
         ),

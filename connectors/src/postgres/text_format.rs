@@ -559,11 +559,19 @@ mod tests {
     #[test]
     fn hstore_becomes_a_json_object_of_strings() {
         assert_eq!(
-            p(PgType::Hstore, r#""a"=>"1", "b c"=>NULL, "q\"\\"=>"x=>y, \"z\"""#),
+            p(
+                PgType::Hstore,
+                r#""a"=>"1", "b c"=>NULL, "q\"\\"=>"x=>y, \"z\"""#
+            ),
             Value::Json(r#"{"a":"1","b c":null,"q\"\\":"x=>y, \"z\""}"#.into())
         );
         assert_eq!(p(PgType::Hstore, ""), Value::Json("{}".into()));
-        for bad in [r#""a"=>"#, r#""a"=>"1" "b"=>"2""#, r#"a=>"1""#, r#""a"=>"1"#] {
+        for bad in [
+            r#""a"=>"#,
+            r#""a"=>"1" "b"=>"2""#,
+            r#"a=>"1""#,
+            r#""a"=>"1"#,
+        ] {
             assert!(parse(&PgType::Hstore, bad.as_bytes()).is_err(), "{bad}");
         }
     }

@@ -173,7 +173,11 @@ impl Spools {
         if xid == subxid {
             if let Some(spool) = self.open.remove(&xid) {
                 if spool.len >= LARGE {
-                    tracing::info!(xid, mb = spool.len >> 20, "a large streamed transaction rolled back; dropped");
+                    tracing::info!(
+                        xid,
+                        mb = spool.len >> 20,
+                        "a large streamed transaction rolled back; dropped"
+                    );
                 } else {
                     tracing::debug!(xid, bytes = spool.len, "streamed transaction aborted");
                 }
@@ -221,7 +225,11 @@ impl Spools {
         drop(file);
         let reader = File::open(&path).map_err(|e| failure("read", &path, &e))?;
         if len >= LARGE {
-            tracing::info!(xid, mb = len >> 20, "a large streamed transaction committed; writing it to the log");
+            tracing::info!(
+                xid,
+                mb = len >> 20,
+                "a large streamed transaction committed; writing it to the log"
+            );
         } else {
             tracing::debug!(xid, bytes = len, "streamed transaction committed");
         }
