@@ -22,7 +22,7 @@ pub struct PrivateCluster {
 const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 
 /// PostgreSQL 17's programs, which dev/services unpacks from Maven Central.
-pub fn pg17_bin() -> String {
+fn pg17_bin() -> String {
     let bin = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/pg17/bin");
     assert!(
         std::path::Path::new(bin).join("postgres").exists(),

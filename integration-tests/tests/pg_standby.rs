@@ -238,7 +238,7 @@ async fn a_failover_slot_survives_promotion_and_sluice_resumes_on_the_new_primar
     wait_for(
         Duration::from_secs(60),
         "the changes on the promoted standby",
-        || folded(&promoted) == expected,
+        || folded(promoted) == expected,
     )
     .await;
     let stderr = promoted.stderr()[ran_before..].to_owned();
