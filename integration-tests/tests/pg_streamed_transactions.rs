@@ -138,6 +138,39 @@ async fn streamed_transactions_arrive_whole_and_once_and_aborted_work_never() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streamed_transaction_that_alters_its_table_keeps_each_row_with_its_own_columns() {
+    let (db, sluice) = streaming().await;
+    let a = db.client().await;
+    a.batch_execute(
+        "BEGIN; INSERT INTO t SELECT i, repeat('a', 100) FROM generate_series(1, 10000) i; \
+         ALTER TABLE t ADD COLUMN extra int; \
+         INSERT INTO t SELECT i, 'b', i * 2 FROM generate_series(10001, 20000) i; COMMIT",
+    )
+    .await
+    .unwrap();
+    // A later transaction sees the table as it is now.
+    a.batch_execute("INSERT INTO t VALUES (20001, 'c', 7)")
+        .await
+        .unwrap();
+    wait_for(Duration::from_secs(60), "every row", || {
+        created(&sluice).len() >= 20_001
+    })
+    .await;
+    let all = events(&sluice.records(TOPIC));
+    for event in &all {
+        let after = &event["after"];
+        let id = after["id"].as_i64().unwrap();
+        let expected = match id {
+            ..=10_000 => None,
+            10_001..=20_000 => Some(Json::from(id * 2)),
+            _ => Some(Json::from(7)),
+        };
+        assert_eq!(after.get("extra").cloned(), expected, "row {id}: {after}");
+    }
+    assert!(created(&sluice).values().all(|n| *n == 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_while_a_streamed_transaction_is_on_its_way_delivers_it_once() {
     let (db, mut sluice) = streaming().await;
     let a = db.client().await;

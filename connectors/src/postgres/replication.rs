@@ -5,7 +5,10 @@
 //!   before it, so each source transaction reaches the log exactly once.
 //! - Batches: whole transactions, closed at the first commit after `max_batch_events` events or,
 //!   when nothing more has arrived, `max_batch_age` after the batch's first event (so a live
-//!   stream waits at most that long, and one catching up fills its batches). A transaction larger than `max_batch_events`
+//!   stream waits at most that long, and one catching up fills its batches). Until the stream
+//!   has caught up with the WAL the server had when it connected, a batch waits up to
+//!   `CATCH_UP_MAX_AGE` for more: a backlog goes out in full batches, not cut wherever the
+//!   server paused to decode (which also lets TOAST reads see a key's whole backlog). A transaction larger than `max_batch_events`
 //!   goes out in parts without a checkpoint, which the log keeps invisible until the part with
 //!   the commit arrives, so memory stays bounded.
 //! - Streamed transactions (protocol 2, Postgres 14+, `stream_in_progress`): the server sends a
@@ -56,6 +59,9 @@ pub use toast::ToastMode;
 const IDLE_TICK: Duration = Duration::from_secs(1);
 /// Least time between two status updates sent because a commit became durable.
 const ACK_STATUS_SPACING: Duration = Duration::from_millis(100);
+/// While catching up with the WAL the server had at connect time, how long a batch waits for
+/// more (the server may take a while to decode the next transaction, a large TOASTed one say).
+const CATCH_UP_MAX_AGE: Duration = Duration::from_secs(1);
 
 /// A relation as the stream described it, with its decoders.
 struct Relation {
@@ -136,6 +142,9 @@ pub(super) struct Stream {
     /// Hand the start position to the log as a checkpoint before anything else: the slot was
     /// just created, and a restart proves it is this source's by that checkpoint.
     claim: bool,
+    /// The server's WAL position when the stream connected: until the stream is past it, it is
+    /// catching up.
+    catch_up_to: Lsn,
     last_status: Instant,
     status_interval: Duration,
     relations: HashMap<u32, Relation>,
@@ -167,6 +176,12 @@ impl Stream {
         start: Lsn,
     ) -> Result<Stream, PostgresError> {
         let spools = settings.spool.map(Spools::open).transpose()?;
+        let system = conn.simple_query("IDENTIFY_SYSTEM").await?;
+        let catch_up_to = system
+            .first()
+            .and_then(|row| row.get(2).cloned().flatten())
+            .and_then(|lsn| lsn.parse().ok())
+            .unwrap_or(start);
         let protocol = if spools.is_some() {
             "proto_version '2', streaming 'on'"
         } else {
@@ -195,6 +210,7 @@ impl Stream {
             reply_due: false,
             flush_unsent: false,
             claim: false,
+            catch_up_to,
             last_status: Instant::now(),
             status_interval: settings.status_interval,
             relations: HashMap::new(),
@@ -269,17 +285,18 @@ impl Stream {
             }
             // What has already arrived joins the batch whatever its age (catching up, batches
             // fill); only waiting for more is bounded by the batch's age.
+            let max_age = self.max_age();
             let message = match self.conn.try_recv()? {
                 Some(message) => message,
                 None if self
                     .batch_started
-                    .is_some_and(|started| now >= started + self.limits.max_age) =>
+                    .is_some_and(|started| now >= started + max_age) =>
                 {
                     return Ok(self.take_batch());
                 }
                 None => {
                     let mut deadline = match self.batch_started {
-                        Some(started) => started + self.limits.max_age,
+                        Some(started) => started + max_age,
                         None => idle_until.min(self.last_status + self.status_interval),
                     };
                     if self.flush_unsent {
@@ -312,6 +329,15 @@ impl Stream {
                     }
                 }
             }
+        }
+    }
+
+    /// How long the open batch may wait for more: longer while catching up.
+    fn max_age(&self) -> Duration {
+        if self.received_lsn.max(self.server_lsn) < self.catch_up_to {
+            CATCH_UP_MAX_AGE.max(self.limits.max_age)
+        } else {
+            self.limits.max_age
         }
     }
 
@@ -440,16 +466,8 @@ impl Stream {
         };
         let (message, xid) = decode::parse_in(data.clone(), spools.in_block())?;
         if let Some(xid) = xid {
-            match message {
-                PgOutput::Relation(message) => {
-                    let relation = self.relation(&message, ctx).await?;
-                    self.spools
-                        .as_mut()
-                        .expect("checked above")
-                        .describe(message.oid, relation)?;
-                }
-                PgOutput::Type { .. } => {}
-                _ => spools.append(xid, wal_start, &data)?,
+            if !matches!(message, PgOutput::Type { .. }) {
+                spools.append(xid, wal_start, &data)?;
             }
             return Ok(());
         }
@@ -557,7 +575,11 @@ impl Stream {
             PgOutput::Commit { end_lsn, .. } => self.commit(end_lsn)?,
             PgOutput::Relation(message) => {
                 let relation = self.relation(&message, ctx).await?;
-                self.relations.insert(message.oid, relation);
+                // A streamed transaction's relations are its own (`spool.rs`).
+                match self.replay.as_mut() {
+                    Some(replay) => replay.relations.insert(message.oid, relation),
+                    None => self.relations.insert(message.oid, relation),
+                };
             }
             PgOutput::Origin { .. } | PgOutput::Type { .. } => {}
             PgOutput::StreamStart { .. }
@@ -771,7 +793,12 @@ impl Stream {
                 nullable: !info.is_some_and(|c| c.not_null),
             });
         }
-        let version = match self.relations.get(&message.oid) {
+        let previous = self
+            .replay
+            .as_ref()
+            .and_then(|replay| replay.relations.get(&message.oid))
+            .or_else(|| self.relations.get(&message.oid));
+        let version = match previous {
             Some(previous) if previous.schema.columns == columns => previous.schema.version,
             Some(previous) => {
                 tracing::info!(table = %id, version = previous.schema.version + 1, "table schema changed");

@@ -16,8 +16,10 @@
 //! first change began (Postgres' own apply worker does the same), since every change after it
 //! belongs to it or to subtransactions nested in it.
 //!
-//! Relations described inside a block are kept with their transaction: its changes are decoded
-//! with the columns they were made with, whatever the table looks like by the commit.
+//! Relation messages inside a block go to the file with the changes, in order, and are read back
+//! into the replay's own relations: the transaction's changes are decoded with the columns they
+//! were made with (an ALTER TABLE inside it included), and the stream's relations, which
+//! describe the tables for the transactions that commit meanwhile, are left as they are.
 //!
 //! Memory: a 64 KiB write buffer per open streamed transaction, and one when replaying.
 //! Disk: the transaction's pgoutput bytes, in `<log dir>/spool/<source>/`, which is emptied on
@@ -52,7 +54,6 @@ struct Spool {
     len: u64,
     /// Subtransactions seen, with the offset of their first change.
     subxacts: Vec<(u32, u64)>,
-    relations: HashMap<u32, Relation>,
 }
 
 /// A committed streamed transaction being read back.
@@ -60,6 +61,7 @@ pub(super) struct Replay {
     reader: BufReader<File>,
     path: PathBuf,
     remaining: u64,
+    /// The relations as the transaction's own Relation messages describe them.
     pub(super) relations: HashMap<u32, Relation>,
     /// Where the transaction's commit record ends.
     pub(super) end_lsn: Lsn,
@@ -119,7 +121,6 @@ impl Spools {
                     file: BufWriter::with_capacity(BUFFER, file),
                     len: 0,
                     subxacts: Vec::new(),
-                    relations: HashMap::new(),
                 },
             );
         }
@@ -138,13 +139,7 @@ impl Spools {
             .ok_or_else(|| PostgresError::protocol("streamed change outside a stream block"))
     }
 
-    /// A relation described inside the block: its transaction's changes use it.
-    pub(super) fn describe(&mut self, oid: u32, relation: Relation) -> Result<(), PostgresError> {
-        self.current()?.relations.insert(oid, relation);
-        Ok(())
-    }
-
-    /// Appends a data message of the block (its raw bytes, parsed again at replay).
+    /// Appends a message of the block (its raw bytes, parsed again at replay).
     pub(super) fn append(
         &mut self,
         subxid: u32,
@@ -218,7 +213,6 @@ impl Spools {
             path,
             mut file,
             len,
-            relations,
             ..
         } = spool;
         file.flush().map_err(|e| failure("write", &path, &e))?;
@@ -237,7 +231,7 @@ impl Spools {
             reader: BufReader::with_capacity(BUFFER, reader),
             path,
             remaining: len,
-            relations,
+            relations: HashMap::new(),
             end_lsn,
         })
     }

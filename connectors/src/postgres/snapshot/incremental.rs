@@ -101,22 +101,16 @@ impl IncrementalState {
 
     /// As `snapshot_state`, with the keys `sluice status` and the metrics read (`chunks_done`,
     /// `chunks_total`, `by_table`).
+    /// A table in the queue is still being read: its total (an estimate from the statistics)
+    /// counts at least one chunk more than it has done.
     pub(in crate::postgres) fn to_value(&self) -> serde_json::Value {
+        let total_of = |p: &Pending| p.chunks_total.max(p.chunks_done + 1);
         let done: u64 = self.queue.iter().map(|p| p.chunks_done).sum();
-        let total: u64 = self
-            .queue
-            .iter()
-            .map(|p| p.chunks_total.max(p.chunks_done))
-            .sum();
+        let total: u64 = self.queue.iter().map(total_of).sum();
         let by_table: BTreeMap<String, [u64; 2]> = self
             .queue
             .iter()
-            .map(|p| {
-                (
-                    p.label(),
-                    [p.chunks_done, p.chunks_total.max(p.chunks_done)],
-                )
-            })
+            .map(|p| (p.label(), [p.chunks_done, total_of(p)]))
             .collect();
         serde_json::json!({
             "kind": "incremental",
