@@ -14,6 +14,9 @@ Cases:
                      connects without TLS on both sides.
   pg_snapshot        initial snapshot of a 1,000,000-row table into the log vs psql \\copy to /dev/null.
   pg_snapshot_avro   the same with encoding = "avro".
+  pg_snapshot_100m   the snapshot of a 100,000,000-row table (--big-rows=N to change), once each
+                     side: rows/s and sluice's peak RSS. By hand only (it takes about half an hour
+                     and ~25 GB of disk): not run unless named.
   log_append_fsync_* 4 producers appending to the log with fsync=always vs dd conv=fdatasync.
   log_append_nofsync 100-byte records with fsync=never vs the goal of 1M records/s.
   log_ack_latency    p99 append-to-acknowledgement at 10,000 records/s vs the 5 ms goal.
@@ -55,8 +58,11 @@ REPEAT = next((int(a.split("=", 1)[1]) for a in sys.argv[1:] if a.startswith("--
 CASES = [a for a in sys.argv[1:] if not a.startswith("--")]
 # --big-gb=N: the size of the one transaction of the *_big_txn cases.
 BIG_GB = next((float(a.split("=", 1)[1]) for a in sys.argv[1:] if a.startswith("--big-gb=")), 5.0)
+# --big-rows=N: the table of pg_snapshot_100m.
+BIG_ROWS = next((int(a.split("=", 1)[1]) for a in sys.argv[1:] if a.startswith("--big-rows=")), 100_000_000)
 if TINY:
     BIG_GB = 0.005
+    BIG_ROWS = 20_000
 ROWS = 2_000 if TINY else 1_000_000
 TXNS = 20 if TINY else 1_000
 PSQL = ["psql", "-h", "127.0.0.1", "-U", "postgres", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"]
@@ -232,9 +238,11 @@ def count_records(workdir, topic):
     return 0
 
 
-def case_snapshot(encoding="json"):
+def case_snapshot(encoding="json", rows=None):
+    rows = rows or ROWS
     reset_db()
-    fill(max(1, TXNS // 10), ROWS // max(1, TXNS // 10))
+    txns = max(1, rows // 1_000_000) if rows > ROWS else max(1, TXNS // 10)
+    fill(txns, rows // txns)
     psql("VACUUM ANALYZE t")
     copy = PSQL + ["-d", DB, "-c", "\\copy (SELECT * FROM t) TO /dev/null"]
 
@@ -244,11 +252,24 @@ def case_snapshot(encoding="json"):
             config = sluice_config(workdir, f"bench_snapshot_{i}", "initial", encoding)
             elapsed, rss = peak_rss_mb_of([SLUICE, "run", "-c", config, "--stop-at", lsn_position(end)])
             records = count_records(workdir, "bench.public.t")
-        if records < ROWS:
-            raise SystemExit(f"pg_snapshot: only {records} of {ROWS} rows reached the log")
+        if records < rows:
+            raise SystemExit(f"pg_snapshot: only {records} of {rows} rows reached the log")
         return elapsed, rss
 
     return best_of(lambda _: run_timed(copy), ours)
+
+
+def case_snapshot_100m():
+    """The snapshot of a BIG_ROWS-row table, one run each side; rows/s and peak RSS."""
+    global REPEAT
+    repeat, REPEAT = REPEAT, 1
+    try:
+        ours, ref, rss = case_snapshot(rows=BIG_ROWS)
+    finally:
+        REPEAT = repeat
+    notes = (f"rows={BIG_ROWS} sluice_rows_per_s={BIG_ROWS / ours:.0f} copy_rows_per_s={BIG_ROWS / ref:.0f} "
+             f"sluice_peak_rss_mb={rss / 1024:.1f}")
+    return ours, ref, notes
 
 
 TARGET_DB = "sluice_bench_target"
@@ -656,6 +677,7 @@ def main():
         ("pg_stream_tls", lambda: case_stream("pg_stream_tls", TXNS, "require")),
         ("pg_snapshot", case_snapshot),
         ("pg_snapshot_avro", lambda: case_snapshot("avro")),
+        ("pg_snapshot_100m", case_snapshot_100m),
         ("pg_sink_apply", case_pg_sink_apply),
         ("mysql_stream", case_mysql_stream),
         ("mysql_snapshot", case_mysql_snapshot),
@@ -666,11 +688,12 @@ def main():
         ("mysql_big_txn", lambda: case_big_txn("mysql")),
     ]
     wm = psql("SHOW logical_decoding_work_mem", "postgres")
+    by_hand = {"pg_snapshot_100m"}
     for name, run in plan:
-        if CASES and name not in CASES:
+        if (CASES and name not in CASES) or (not CASES and name in by_hand):
             continue
         if (name.startswith("log_") or name.startswith("encode_") or name == "pg_replication_latency"
-                or "_big_txn" in name or name == "incremental_snapshot"):
+                or "_big_txn" in name or name in ("incremental_snapshot", "pg_snapshot_100m")):
             ours, ref, notes = run()
             rss = None
         else:
