@@ -449,17 +449,24 @@ impl Drop for Sluice {
 
 /// Avro records are decoded to JSON with the log's own schema registry.
 pub fn read_topic(log_dir: &Path, topic: &str) -> Vec<(Json, Json)> {
+    let mut out = Vec::new();
+    for_each_record(log_dir, topic, |key, value| out.push((key, value)));
+    out
+}
+
+/// Calls `f` with every committed record of `topic` (key, value as JSON), partition after
+/// partition, without holding them all: for logs too large to read into memory.
+pub fn for_each_record(log_dir: &Path, topic: &str, mut f: impl FnMut(Json, Json)) {
     let Ok(log) = sluice_log::Log::open_read_only(log_dir) else {
-        return Vec::new();
+        return;
     };
     let log = std::sync::Arc::new(log);
     let store = LogStore::open(sluice_log::EmbeddedLog::new(Arc::clone(&log), 1));
     let registry = Registry::open(store.expect("the registry's store")).expect("registry replays");
     let mut decoder = AvroDecoder::new(std::sync::Arc::new(registry));
     let Some(partitions) = log.topic_partitions(topic) else {
-        return Vec::new();
+        return;
     };
-    let mut out = Vec::new();
     for partition in 0..partitions {
         let mut offset = 0;
         loop {
@@ -474,11 +481,11 @@ pub fn read_topic(log_dir: &Path, topic: &str) -> Vec<(Json, Json)> {
                     Some(b) if is_framed(&b) => decoder.to_json(&b).expect("Avro record decodes"),
                     Some(b) => serde_json::from_slice(&b).expect("record is JSON"),
                 };
-                out.push((parse(record.key), parse(record.value)));
+                let key = parse(record.key);
+                f(key, parse(record.value));
             }
         }
     }
-    out
 }
 
 /// Data events (not tombstones) of a topic.
