@@ -2,9 +2,13 @@
 //!
 //! Where things happen:
 //! - `config`: the `[[sources]] kind = "postgres"` settings and their validation;
-//! - `setup`: server checks with fixes, publication, slot;
+//! - `setup`: server checks with fixes (`check --connect` lists them all), publication, slot
+//!   (failover slots on Postgres 17+), standbys;
 //! - `snapshot`: the initial snapshot, parallel COPY over the slot's exported snapshot;
 //! - `replication`: streaming, transaction batching, resume, standby status updates;
+//!   `replication/spool.rs`: large transactions the server streams while they run (protocol 2);
+//!   `replication/toast.rs`: unchanged TOASTed values filled in;
+//! - `snapshot/incremental.rs`: on-demand snapshots between watermarks while streaming;
 //! - `protocol`: the replication-mode wire protocol; `decode`: pgoutput messages;
 //!   `text_format`: value texts into typed values; `binary_format`: binary COPY values (the
 //!   snapshot's fast path); `catalog`: tables, columns, types.

@@ -264,16 +264,31 @@ impl PrivateMariaDb {
             .status()
             .expect("chown the MariaDB directory");
         assert!(chown.success(), "chown the MariaDB directory");
-        let out = Command::new("mariadb-install-db")
-            .args([
-                "--no-defaults",
-                "--user=mysql",
-                "--auth-root-authentication-method=normal",
-                "--skip-test-db",
-            ])
-            .arg(format!("--datadir={}", dir.path().join("data").display()))
-            .output()
-            .expect("run mariadb-install-db");
+        // Two installs at once in one test binary have failed on each other's temporary
+        // tables ("Unknown table 'mysql.tmp_user_sys'"): one at a time, each with its own tmpdir.
+        static INSTALL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let tmp = dir.path().join("tmp");
+        std::fs::create_dir_all(&tmp).expect("the MariaDB tmpdir");
+        let chown_tmp = Command::new("chown")
+            .args(["mysql:mysql"])
+            .arg(&tmp)
+            .status()
+            .expect("chown the MariaDB tmpdir");
+        assert!(chown_tmp.success(), "chown the MariaDB tmpdir");
+        let out = {
+            let _one_at_a_time = INSTALL.lock().unwrap_or_else(|e| e.into_inner());
+            Command::new("mariadb-install-db")
+                .args([
+                    "--no-defaults",
+                    "--user=mysql",
+                    "--auth-root-authentication-method=normal",
+                    "--skip-test-db",
+                ])
+                .arg(format!("--datadir={}", dir.path().join("data").display()))
+                .arg(format!("--tmpdir={}", tmp.display()))
+                .output()
+                .expect("run mariadb-install-db")
+        };
         assert!(
             out.status.success(),
             "mariadb-install-db: {}",
