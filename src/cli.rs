@@ -49,13 +49,14 @@ pub(crate) enum Command {
         config: PathBuf,
     },
     /// Ask a running (or the next) `sluice run` for an on-demand snapshot of tables: their
-    /// rows are read in chunks while the stream goes on (Postgres sources).
+    /// rows are read in chunks while the stream goes on (Postgres sources; MySQL/MariaDB
+    /// sources through their `signal_table`).
     Snapshot {
         #[arg(short, long, value_name = "FILE")]
         config: PathBuf,
         /// The source, by its name in the config.
         source: String,
-        /// Tables as schema.table.
+        /// Tables as schema.table (database.table on MySQL/MariaDB).
         #[arg(required = true)]
         tables: Vec<String>,
         /// Only rows matching this SQL condition, e.g. "created_at > now() - interval '1 day'".

@@ -191,11 +191,9 @@ pub(crate) async fn request_snapshot(
             Ok(sluice_connectors::postgres::request_snapshot(pg, tables, filter).await?)
         }
         #[cfg(feature = "mysql")]
-        SourceConfig::Mysql(ref my) => Err(anyhow::anyhow!(
-            "source {}: on-demand snapshots are not built for MySQL/MariaDB sources yet; \
-             a new source (another name) snapshots its tables from the start",
-            my.name
-        )),
+        SourceConfig::Mysql(ref my) => {
+            Ok(sluice_connectors::mysql::source::request_snapshot(my, tables, filter).await?)
+        }
     }
 }
 

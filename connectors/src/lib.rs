@@ -3,11 +3,14 @@
 //! - `postgres`: the Postgres source (logical replication, pgoutput) and sink;
 //! - `mysql`: the MySQL/MariaDB source (row binlog) and sink;
 //! - `replica`: what the database sinks share (decoding, planning, pipelining);
-//! - `jsonl`: the JSON-lines file sink.
+//! - `jsonl`: the JSON-lines file sink;
+//! - `incremental`: the queue of on-demand snapshots both database sources keep.
 //!
 //! [`SourceConfig`] and [`SinkConfig`] are the tagged enums of the config file's `[[sources]]`
 //! and `[[sinks]]`; the binary maps each variant to its constructor in one `match`.
 
+#[cfg(any(feature = "postgres", feature = "mysql"))]
+mod incremental;
 #[cfg(feature = "jsonl")]
 pub mod jsonl;
 #[cfg(feature = "mysql")]

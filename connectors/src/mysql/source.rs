@@ -28,14 +28,13 @@ mod replication;
 mod row_schema;
 mod snapshot;
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use bytes::Bytes;
 use mysql_async::prelude::Queryable;
 use mysql_async::Pool;
 use sluice_core::checkpoint::{Checkpoint, SnapshotProgress};
-use sluice_core::event::ChangeEvent;
+use sluice_core::event::{ChangeEvent, TableId};
 use sluice_core::retry::{mysql_errno_class, Classify, ErrorKind, ServerErrorClass};
 use sluice_core::source::{Source, SourceBatch};
 use tokio::sync::mpsc;
@@ -43,7 +42,9 @@ use tokio::task::JoinHandle;
 
 use self::catalog::TableInfo;
 use self::config::{MysqlSourceConfig, SnapshotMode};
-use self::history::Definitions;
+use self::history::History;
+use self::replication::Unrecorded;
+use self::snapshot::incremental::{Incremental, IncrementalState};
 use super::tls;
 
 pub use self::catalog::Flavor;
@@ -143,7 +144,7 @@ pub struct MysqlSource {
     /// A unit received but not yet put in a batch.
     carry: Option<Unit>,
     /// The schema history as of the last durable checkpoint (`restore_history`).
-    definitions: Definitions,
+    history: History,
 }
 
 impl MysqlSource {
@@ -154,7 +155,7 @@ impl MysqlSource {
             rx: None,
             producer: None,
             carry: None,
-            definitions: HashMap::new(),
+            history: History::default(),
         }
     }
 
@@ -215,9 +216,10 @@ pub async fn probe(config: &MysqlSourceConfig) -> Result<String, SourceError> {
     let server = catalog::server(&mut conn).await?;
     let problems = catalog::problems(&mut conn, &server).await?;
     let tables = catalog::tables(&mut conn, &config.tables).await?;
+    let mut problems: Vec<String> = problems.into_iter().map(|p| p.message).collect();
+    problems.extend(snapshot::incremental::signal_problems(config, &mut conn).await?);
     let _ = conn.disconnect().await;
     // The snapshot logs in on a connection of its own (fewer auth plugins than mysql_async).
-    let mut problems: Vec<String> = problems.into_iter().map(|p| p.message).collect();
     if let Err(err) = snapshot::check_login(config).await {
         problems.push(format!("the snapshot's connection cannot log in: {err}"));
     }
@@ -240,12 +242,39 @@ pub async fn probe(config: &MysqlSourceConfig) -> Result<String, SourceError> {
     ))
 }
 
+/// Asks a running (or the next) source for an on-demand snapshot of `tables` (`sluice
+/// snapshot`), through its signal table.
+pub async fn request_snapshot(
+    config: &MysqlSourceConfig,
+    tables: &[String],
+    filter: Option<&str>,
+) -> Result<String, SourceError> {
+    snapshot::incremental::request(config, tables, filter).await
+}
+
+/// Tables of the catalog that the patterns match now and did not match `before` (the
+/// patterns the history last recorded), which the history does not hold: they joined the
+/// captured set since the last run. (A table the old patterns matched that the history lacks
+/// is created by a statement still to come in the binlog.)
+fn joined_tables(catalog: Vec<TableInfo>, before: &[String], history: &History) -> Vec<TableInfo> {
+    catalog
+        .into_iter()
+        .filter(|t| {
+            let id = &t.schema.table;
+            !catalog::table_matches(before, &id.namespace, &id.name)
+                && !history
+                    .tables
+                    .contains_key(&(id.namespace.clone(), id.name.clone()))
+        })
+        .collect()
+}
+
 /// The producer: snapshot if needed, then the binlog; everything goes to `tx` as units.
 async fn produce(
     config: MysqlSourceConfig,
     pool: Pool,
     resume: Option<Checkpoint>,
-    definitions: Definitions,
+    history: History,
     tx: mpsc::Sender<Result<Unit, SourceError>>,
 ) {
     let result = async {
@@ -261,20 +290,32 @@ async fn produce(
         if !fatal.is_empty() {
             return Err(SourceError::Setup(fatal));
         }
-        let mut tables = catalog::tables(&mut conn, &config.tables).await?;
+        let mut tables = catalog::captured(&mut conn, &config).await?;
         drop(conn);
+        let catalog_tables = tables.clone();
         let snapshot_needed = match &resume {
             None => config.snapshot != SnapshotMode::Never,
             Some(checkpoint) => checkpoint.snapshot == SnapshotProgress::InProgress,
         };
+        // On-demand snapshots resume where the checkpoint left them.
+        let mut incremental = Incremental::new(
+            &config,
+            resume
+                .as_ref()
+                .filter(|_| !snapshot_needed)
+                .and_then(|checkpoint| checkpoint.snapshot_state.as_ref())
+                .and_then(IncrementalState::from_value)
+                .unwrap_or_default(),
+        );
         // Resuming with a schema history, the tables are as it has them at the checkpoint,
         // which may be behind the catalog (tables since altered, dropped or created). A table
-        // it lacks is created by a statement still to come, or (when the patterns changed) read
-        // from the catalog at its first row. Otherwise (a snapshot, or a log from before the
-        // history) the catalog's definitions are recorded as where the history starts.
-        let mut unrecorded: Vec<(String, String)> = Vec::new();
-        if resume.is_some() && !snapshot_needed && !definitions.is_empty() {
-            tables = definitions
+        // it lacks is created by a statement still to come, or read from the catalog at its
+        // first row. Otherwise (a snapshot, or a log from before the history) the catalog's
+        // definitions are recorded as where the history starts.
+        let mut unrecorded = Unrecorded::default();
+        if resume.is_some() && !snapshot_needed && !history.tables.is_empty() {
+            tables = history
+                .tables
                 .iter()
                 .filter(|((database, table), _)| {
                     catalog::table_matches(&config.tables, database, table)
@@ -283,11 +324,31 @@ async fn produce(
                     TableInfo::from_def(database, table, *version, def.clone())
                 })
                 .collect();
+            if history.patterns.as_ref() != Some(&config.tables) {
+                unrecorded.patterns = Some(config.tables.clone());
+                if let Some(before) = &history.patterns {
+                    let joined = joined_tables(catalog_tables, before, &history);
+                    if !joined.is_empty() {
+                        let ids: Vec<TableId> =
+                            joined.iter().map(|t| t.schema.table.clone()).collect();
+                        tracing::info!(tables = ?ids.iter().map(ToString::to_string).collect::<Vec<_>>(), "tables added to the source's patterns: reading their rows while streaming");
+                        incremental.queue(&pool, &ids, None).await?;
+                        unrecorded.tables = ids
+                            .iter()
+                            .map(|id| (id.namespace.clone(), id.name.clone()))
+                            .collect();
+                        tables.extend(joined);
+                    }
+                }
+            }
         } else {
-            unrecorded = tables
-                .iter()
-                .map(|t| (t.schema.table.namespace.clone(), t.schema.table.name.clone()))
-                .collect();
+            unrecorded = Unrecorded {
+                tables: tables
+                    .iter()
+                    .map(|t| (t.schema.table.namespace.clone(), t.schema.table.name.clone()))
+                    .collect(),
+                patterns: Some(config.tables.clone()),
+            };
         }
         if tables.is_empty() {
             tracing::warn!(patterns = ?config.tables, "no table matches the configured patterns yet");
@@ -316,7 +377,17 @@ async fn produce(
                 binlog: None,
             }
         };
-        replication::stream(&config, &pool, &server, tables, unrecorded, start, &tx).await
+        replication::stream(
+            &config,
+            &pool,
+            &server,
+            tables,
+            unrecorded,
+            start,
+            &mut incremental,
+            &tx,
+        )
+        .await
     }
     .await;
     if let Err(err) = result {
@@ -330,11 +401,10 @@ impl Source for MysqlSource {
     const KEEPS_HISTORY: bool = true;
 
     fn restore_history(&mut self, records: Vec<Bytes>) -> Result<(), SourceError> {
-        self.definitions =
-            history::fold(&records).map_err(|source| SourceError::HistoryDamaged {
-                topic: sluice_core::topic::history_topic(&self.config.name),
-                source,
-            })?;
+        self.history = history::fold(&records).map_err(|source| SourceError::HistoryDamaged {
+            topic: sluice_core::topic::history_topic(&self.config.name),
+            source,
+        })?;
         Ok(())
     }
 
@@ -356,7 +426,7 @@ impl Source for MysqlSource {
             self.config.clone(),
             pool,
             resume,
-            self.definitions.clone(),
+            self.history.clone(),
             tx,
         )));
         self.rx = Some(rx);

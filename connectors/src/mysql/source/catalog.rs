@@ -262,6 +262,24 @@ pub(super) async fn tables(
     Ok(tables)
 }
 
+/// The tables the source captures: those its patterns match, but its signal table (whose rows
+/// are requests, not data).
+pub(super) async fn captured(
+    conn: &mut Conn,
+    config: &super::config::MysqlSourceConfig,
+) -> Result<Vec<TableInfo>, SourceError> {
+    let mut tables = tables(conn, &config.tables).await?;
+    let signal = config.signal_table();
+    tables.retain(|t| {
+        signal.as_ref()
+            != Some(&(
+                t.schema.table.namespace.clone(),
+                t.schema.table.name.clone(),
+            ))
+    });
+    Ok(tables)
+}
+
 /// One table's columns as the catalog describes them now.
 pub(super) async fn table_info(
     conn: &mut Conn,

@@ -64,6 +64,12 @@ pub struct MysqlSourceConfig {
     /// (on MariaDB: no lock at all).
     #[serde(default = "default_snapshot_parallelism")]
     pub snapshot_parallelism: usize,
+    /// A table (`database.table`) whose rows ask the source for on-demand snapshots while it
+    /// streams: `sluice snapshot` inserts into it, and so can anyone with SQL (Debezium's
+    /// signal table: `id VARCHAR(64) PRIMARY KEY, type VARCHAR(32) NOT NULL, data TEXT`).
+    /// Default: none (no on-demand snapshots).
+    #[serde(default)]
+    pub signal_table: Option<String>,
 }
 
 fn default_snapshot_parallelism() -> usize {
@@ -137,6 +143,15 @@ impl MysqlSourceConfig {
                 Ok(_) => {}
             }
         }
+        if let Some(table) = &self.signal_table {
+            let parts: Vec<&str> = table.split('.').collect();
+            if parts.len() != 2 || parts.iter().any(|p| p.is_empty() || p.contains('*')) {
+                return Err(err(
+                    "signal_table",
+                    format!("{table:?} is not database.table, e.g. \"shop.sluice_signal\""),
+                ));
+            }
+        }
         if self.server_id == 0 {
             return Err(err("server_id", "must not be 0".into()));
         }
@@ -144,6 +159,12 @@ impl MysqlSourceConfig {
             return Err(err("max_batch_events", "must be at least 1".into()));
         }
         Ok(())
+    }
+
+    /// The signal table as (database, table).
+    pub(crate) fn signal_table(&self) -> Option<(String, String)> {
+        let (database, table) = self.signal_table.as_deref()?.split_once('.')?;
+        Some((database.to_owned(), table.to_owned()))
     }
 
     /// The URL read, with the session settings the source relies on (UTC, utf8mb4).

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use mysql_async::Pool;
-use sluice_core::event::{ChangeEvent, Op, SnapshotMarker};
+use sluice_core::event::{ChangeEvent, Op, SnapshotMarker, TableId};
 use sluice_core::position::Position;
 
 use super::catalog::{self, TableInfo};
@@ -58,6 +58,9 @@ pub(super) struct DdlOutcome {
     pub events: Vec<ChangeEvent>,
     /// The changed definitions, for the schema history.
     pub history: Option<HistoryRecord>,
+    /// Tables that joined the captured set with rows already in them (renamed into it), for
+    /// an on-demand snapshot to read.
+    pub backfill: Vec<TableId>,
 }
 
 /// Applies a DDL statement from the binlog to the captured tables.
@@ -130,6 +133,7 @@ pub(super) async fn ddl(
         schema,
         statement,
         entries: Vec::new(),
+        joined: Vec::new(),
     };
     let mut outcome = DdlOutcome::default();
     match parsed {
@@ -174,8 +178,10 @@ pub(super) async fn ddl(
             position: position.to_string(),
             statement: Some(statement.to_owned()),
             tables: apply.entries,
+            patterns: None,
         });
     }
+    outcome.backfill = apply.joined;
     Ok(outcome)
 }
 
@@ -187,6 +193,8 @@ struct Apply<'a> {
     schema: &'a str,
     statement: &'a str,
     entries: Vec<TableEntry>,
+    /// Tables renamed into the captured set.
+    joined: Vec<TableId>,
 }
 
 impl Apply<'_> {
@@ -247,7 +255,11 @@ impl Apply<'_> {
         let def = match self.tables.get(from) {
             Some(info) => Some(info.def.clone()),
             None if self.captured(to) => {
-                tracing::warn!(table = %format!("{}.{}", to.0, to.1), "a table renamed into the captured set: its columns are read from the catalog");
+                tracing::info!(table = %format!("{}.{}", to.0, to.1), "a table renamed into the captured set: its columns are read from the catalog, its rows by an on-demand snapshot");
+                self.joined.push(TableId {
+                    namespace: to.0.clone(),
+                    name: to.1.clone(),
+                });
                 self.catalog_def(to).await?
             }
             None => None,
@@ -317,6 +329,14 @@ impl Apply<'_> {
         specs: &[AlterSpec],
     ) -> Result<(), SourceError> {
         let Some(info) = self.tables.get(&key) else {
+            let renamed = specs.iter().rev().find_map(|spec| match spec {
+                AlterSpec::RenameTable(name) => Some(self.key(name)),
+                _ => None,
+            });
+            if let Some(to) = renamed.filter(|to| !self.captured(&key) && self.captured(to)) {
+                // ALTER TABLE … RENAME TO: a table renamed into the captured set.
+                return self.rename(&key, &to).await;
+            }
             if self.captured(&key) {
                 // A captured table sluice has no definition of yet (created before its history
                 // began): the catalog's is the best there is.

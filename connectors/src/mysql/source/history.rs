@@ -81,6 +81,11 @@ pub(super) struct HistoryRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub statement: Option<String>,
     pub tables: Vec<TableEntry>,
+    /// The source's `tables` patterns, recorded when they are new (the first start, a
+    /// snapshot, a config that changed them): the next start tells from them which tables
+    /// joined the captured set, and reads those tables' rows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patterns: Option<Vec<String>>,
 }
 
 impl HistoryRecord {
@@ -106,13 +111,25 @@ sluice_core::reason_error!(
 /// Table definitions and their schema versions, by (database, table).
 pub(super) type Definitions = HashMap<(String, String), (u32, TableDef)>;
 
-/// Each table's last definition and version in `records` (oldest first); dropped tables are
-/// left out.
-pub(super) fn fold(records: &[Bytes]) -> Result<Definitions, UnreadableHistory> {
+/// The history folded: the tables as of its last record, and the patterns last recorded
+/// (None in a history an older sluice wrote).
+#[derive(Debug, Clone, Default)]
+pub(super) struct History {
+    pub tables: Definitions,
+    pub patterns: Option<Vec<String>>,
+}
+
+/// Each table's last definition and version in `records` (oldest first), dropped tables left
+/// out, and the last patterns.
+pub(super) fn fold(records: &[Bytes]) -> Result<History, UnreadableHistory> {
     let mut tables = HashMap::new();
+    let mut patterns = None;
     for (i, bytes) in records.iter().enumerate() {
         let record: HistoryRecord = serde_json::from_slice(bytes)
             .map_err(|source| UnreadableHistory { record: i, source })?;
+        if record.patterns.is_some() {
+            patterns = record.patterns;
+        }
         for entry in record.tables {
             let key = (entry.database, entry.table);
             match entry.def {
@@ -125,7 +142,7 @@ pub(super) fn fold(records: &[Bytes]) -> Result<Definitions, UnreadableHistory> 
             }
         }
     }
-    Ok(tables)
+    Ok(History { tables, patterns })
 }
 
 fn is_text(data_type: &str) -> bool {
@@ -352,6 +369,7 @@ mod tests {
             HistoryRecord {
                 position: "mariadb-gtid:0-1-1".into(),
                 statement: None,
+                patterns: Some(vec!["d.*".into()]),
                 tables: vec![
                     entry("a", 1, Some(def.clone())),
                     entry("b", 1, Some(def.clone())),
@@ -360,6 +378,7 @@ mod tests {
             HistoryRecord {
                 position: "mariadb-gtid:0-1-2".into(),
                 statement: Some("ALTER TABLE a ADD x int".into()),
+                patterns: None,
                 tables: vec![entry(
                     "a",
                     2,
@@ -369,11 +388,20 @@ mod tests {
             HistoryRecord {
                 position: "mariadb-gtid:0-1-3".into(),
                 statement: Some("DROP TABLE b".into()),
+                patterns: None,
                 tables: vec![entry("b", 1, None)],
             },
         ];
         let bytes: Vec<Bytes> = records.iter().map(HistoryRecord::to_bytes).collect();
-        let folded = fold(&bytes).unwrap();
+        let History {
+            tables: folded,
+            patterns,
+        } = fold(&bytes).unwrap();
+        assert_eq!(
+            patterns,
+            Some(vec!["d.*".to_owned()]),
+            "the last patterns recorded"
+        );
         assert_eq!(folded.len(), 1);
         let (version, a) = &folded[&("d".to_owned(), "a".to_owned())];
         assert_eq!(*version, 2);

@@ -14,8 +14,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use mysql_async::binlog::events::{Event, EventData};
+use mysql_async::binlog::BinlogChecksumAlg;
 use mysql_async::prelude::Queryable;
 use mysql_async::{BinlogStreamRequest, GnoInterval, Pool, Sid, Value as My};
 use sluice_core::checkpoint::{Checkpoint, SnapshotProgress};
@@ -29,11 +30,15 @@ use super::config::{MysqlSourceConfig, SnapshotMode};
 use super::decode::{convert, Origin};
 use super::gtid::{self, MariadbGtidList, MysqlGtidSet};
 use super::history::{HistoryRecord, TableEntry};
+use super::snapshot::incremental::{Coord, Incremental};
 use super::snapshot::{self, StreamStart};
 use super::{ddl, row_schema, SourceError, Unit};
 
 /// MariaDB's GTID event type.
 const MARIADB_GTID_EVENT: u8 = 162;
+
+/// How long the stream waits for an event before on-demand snapshot work goes on without one.
+const IDLE_TICK: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Where the stream stands.
 #[derive(Clone)]
@@ -108,13 +113,15 @@ impl Gtid {
 }
 
 /// Streams from `start` until an error; sends units to `tx`.
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn stream(
     config: &MysqlSourceConfig,
     pool: &Pool,
     server: &Server,
     tables: Vec<TableInfo>,
-    unrecorded: Vec<(String, String)>,
+    unrecorded: Unrecorded,
     start: StreamStart,
+    incremental: &mut Incremental,
     tx: &mpsc::Sender<Result<Unit, SourceError>>,
 ) -> Result<(), SourceError> {
     let StreamStart {
@@ -138,14 +145,14 @@ pub(super) async fn stream(
     let mut tables = by_key(tables);
     let mut unrecorded = unrecorded;
     loop {
-        if !record_definitions(&tables, &unrecorded, &position, tx).await {
+        let state = incremental.checkpoint_state();
+        if !record_definitions(&tables, &unrecorded, &position, state, tx).await {
             return Ok(());
         }
-        unrecorded.clear();
         // The binlog coordinates are only good for the first connection: later ones resume from
         // wherever the stream got to.
         let at = binlog.take();
-        match stream_from(config, pool, server, &mut tables, &position, at, tx).await {
+        match stream_from(config, pool, &mut tables, &position, at, incremental, tx).await {
             Err(SourceError::BinlogGone {
                 position: at,
                 message,
@@ -156,32 +163,47 @@ pub(super) async fn stream(
                         .get_conn()
                         .await
                         .map_err(SourceError::mysql("connecting"))?;
-                    catalog::tables(&mut conn, &config.tables).await?
+                    catalog::captured(&mut conn, config).await?
                 };
+                incremental.clear();
                 StreamStart { position, binlog } =
                     snapshot::run(config, pool, server, &fresh, None, tx).await?;
                 tables = by_key(fresh);
-                unrecorded = tables.keys().cloned().collect();
+                unrecorded = Unrecorded {
+                    tables: tables.keys().cloned().collect(),
+                    patterns: Some(config.tables.clone()),
+                };
             }
             other => return other,
         }
     }
 }
 
-/// Records the definitions of `unrecorded` tables in the schema history, at `position` (where
-/// streaming starts). False when the source stopped listening.
+/// What the schema history does not hold yet when streaming starts.
+#[derive(Debug, Default)]
+pub(super) struct Unrecorded {
+    /// Tables whose definitions (as the catalog has them) are to be recorded.
+    pub tables: Vec<(String, String)>,
+    /// The source's patterns, when they are new to the history.
+    pub patterns: Option<Vec<String>>,
+}
+
+/// Records what is `unrecorded` in the schema history, at `position` (where streaming
+/// starts). False when the source stopped listening.
 async fn record_definitions(
     tables: &HashMap<(String, String), TableInfo>,
-    unrecorded: &[(String, String)],
+    unrecorded: &Unrecorded,
     position: &Position,
+    snapshot_state: Option<serde_json::Value>,
     tx: &mpsc::Sender<Result<Unit, SourceError>>,
 ) -> bool {
     let mut entries: Vec<TableEntry> = unrecorded
+        .tables
         .iter()
         .filter_map(|key| tables.get(key))
         .map(TableEntry::defined)
         .collect();
-    if entries.is_empty() {
+    if entries.is_empty() && unrecorded.patterns.is_none() {
         return true;
     }
     entries.sort_by(|a, b| (&a.database, &a.table).cmp(&(&b.database, &b.table)));
@@ -189,13 +211,14 @@ async fn record_definitions(
         position: position.to_string(),
         statement: None,
         tables: entries,
+        patterns: unrecorded.patterns.clone(),
     };
     let unit = Unit {
         events: Vec::new(),
         checkpoint: Some(Checkpoint {
             position: position.clone(),
             snapshot: SnapshotProgress::Done,
-            snapshot_state: None,
+            snapshot_state,
         }),
         history: vec![record.to_bytes()],
         flush: true,
@@ -206,18 +229,19 @@ async fn record_definitions(
 async fn stream_from(
     config: &MysqlSourceConfig,
     pool: &Pool,
-    server: &Server,
     tables: &mut HashMap<(String, String), TableInfo>,
     position: &Position,
     at: Option<(Arc<str>, u64)>,
+    incremental: &mut Incremental,
     tx: &mpsc::Sender<Result<Unit, SourceError>>,
 ) -> Result<(), SourceError> {
     let mut conn = pool
         .get_conn()
         .await
         .map_err(SourceError::mysql("connecting"))?;
-    // Heartbeats every 5 s keep an idle stream's connection alive and its failure visible.
-    conn.query_drop("SET @master_heartbeat_period = 5000000000")
+    // Heartbeats every second keep an idle stream's connection alive and its failure
+    // visible, and tell an idle stream where the binlog ends (on-demand snapshots wait for it).
+    conn.query_drop("SET @master_heartbeat_period = 1000000000")
         .await
         .map_err(SourceError::mysql("setting the heartbeat"))?;
     let mut cursor;
@@ -279,9 +303,9 @@ async fn stream_from(
         .map_err(SourceError::mysql("starting the binlog stream"))?;
     match &at {
         Some((file, offset)) => {
-            tracing::info!(%position, %file, offset, flavor = ?server.flavor, "streaming the binlog")
+            tracing::info!(%position, %file, offset, "streaming the binlog")
         }
-        None => tracing::info!(%position, flavor = ?server.flavor, "streaming the binlog"),
+        None => tracing::info!(%position, "streaming the binlog"),
     }
     // Shared by the positions of the file's events (cloning it does not allocate).
     let mut current_file: Arc<str> = match (&cursor, &at) {
@@ -290,7 +314,44 @@ async fn stream_from(
         _ => "".into(),
     };
     let mut open: Option<Open> = None;
-    while let Some(event) = stream.next().await {
+    // The last rotate was the one the server sends first (its file name to be checked).
+    let mut fake_rotate: Option<Vec<u8>> = None;
+    // The end of the last event read: where the stream stands in the binlog.
+    let mut processed: Option<Coord> = None;
+    // An event read ahead while checking whether one was waiting.
+    let mut ready = None;
+    loop {
+        // Between transactions: an on-demand snapshot chunk goes to the log when the stream
+        // is at its position, and the next is read when no event is waiting.
+        if let (None, Some(here)) = (&open, &processed) {
+            if incremental.has_work() {
+                if let Some(events) = incremental.take_due(here, tables, &cursor.position()) {
+                    if !send_chunk(events, &cursor, incremental, tx).await {
+                        return Ok(());
+                    }
+                }
+                if ready.is_none() && incremental.can_read() {
+                    match stream.next().now_or_never() {
+                        Some(next) => ready = Some(next),
+                        None => {
+                            incremental.read_chunk(config, tables, here).await?;
+                            continue;
+                        }
+                    }
+                }
+            }
+        }
+        let next = match ready.take() {
+            Some(next) => next,
+            None if incremental.has_work() => {
+                match tokio::time::timeout(IDLE_TICK, stream.next()).await {
+                    Ok(next) => next,
+                    Err(_) => continue,
+                }
+            }
+            None => stream.next().await,
+        };
+        let Some(event) = next else { break };
         let event = event.map_err(|err| match err {
             mysql_async::Error::Server(server_err) if server_err.code == 1236 => {
                 SourceError::BinlogGone {
@@ -305,6 +366,17 @@ async fn stream_from(
         })?;
         let header = event.header();
         let ts_us = i64::from(header.timestamp()) * 1_000_000;
+        // (A format description starts a file, and the first one comes before the name of
+        // the file is known for sure.)
+        if header.log_pos() > 0 && header.event_type_raw() != 15 {
+            let here = Coord {
+                file: Arc::clone(&current_file),
+                offset: u64::from(header.log_pos()),
+            };
+            if processed.as_ref().is_none_or(|p| here > *p) {
+                processed = Some(here);
+            }
+        }
         // A GTID starts a transaction (a standalone one, DDL, has no BEGIN: its one statement
         // commits it).
         if let Some(gtid) = gtid_of(&event)? {
@@ -336,9 +408,29 @@ async fn stream_from(
         match data {
             EventData::RotateEvent(rotate) => {
                 current_file = rotate.name().into();
+                fake_rotate = (header.log_pos() == 0).then(|| rotate.name_raw().to_vec());
                 if let Cursor::File { file, offset } = &mut cursor {
                     *file = current_file.to_string();
                     *offset = rotate.position();
+                }
+            }
+            EventData::FormatDescriptionEvent(fde) => {
+                // The rotate the server sends first comes before this event says that events
+                // carry checksums, so its file name was read with the checksum's 4 bytes.
+                let checksummed = matches!(
+                    fde.footer().get_checksum_alg(),
+                    Ok(Some(BinlogChecksumAlg::BINLOG_CHECKSUM_ALG_CRC32))
+                );
+                if let Some(raw) = fake_rotate
+                    .take()
+                    .filter(|raw| checksummed && raw.len() > 4)
+                {
+                    current_file = String::from_utf8_lossy(&raw[..raw.len() - 4])
+                        .as_ref()
+                        .into();
+                    if let Cursor::File { file, .. } = &mut cursor {
+                        *file = current_file.to_string();
+                    }
                 }
             }
             EventData::QueryEvent(query) => {
@@ -360,6 +452,7 @@ async fn stream_from(
                         cursor.position(),
                     )
                     .await?;
+                    incremental.queue(pool, &outcome.backfill, None).await?;
                     let txn = open.get_or_insert_with(Open::default);
                     txn.events.extend(outcome.events);
                     txn.history
@@ -378,6 +471,22 @@ async fn stream_from(
                     tme.database_name().into_owned(),
                     tme.table_name().into_owned(),
                 );
+                if incremental.is_signal(&key) {
+                    // A request for an on-demand snapshot (or to stop one).
+                    let info = incremental.signal_info(pool).await?.clone();
+                    for row in rows.rows(tme) {
+                        let (_, after) = row.map_err(|e| {
+                            SourceError::Other(format!(
+                                "an unreadable row of {}.{}: {e}",
+                                key.0, key.1
+                            ))
+                        })?;
+                        if let Some(values) = row_values(after, &info, config.zero_dates)? {
+                            incremental.signal(config, pool, &values).await?;
+                        }
+                    }
+                    continue;
+                }
                 if !tables.contains_key(&key) {
                     if !catalog::table_matches(&config.tables, &key.0, &key.1) {
                         continue;
@@ -391,6 +500,7 @@ async fn stream_from(
                     let record = HistoryRecord {
                         position: cursor.position().to_string(),
                         statement: None,
+                        patterns: None,
                         tables: vec![TableEntry::defined(&info)],
                     };
                     open.get_or_insert_with(Open::default)
@@ -429,30 +539,7 @@ async fn stream_from(
                     let (before, after) = row.map_err(|e| {
                         SourceError::Other(format!("an unreadable row of {}.{}: {e}", key.0, key.1))
                     })?;
-                    let values = |row: Option<mysql_async::binlog::row::BinlogRow>| -> Result<Option<Vec<Value>>, SourceError> {
-                        let Some(row) = row else { return Ok(None) };
-                        let raw = row.unwrap();
-                        if raw.len() != info.kinds.len() {
-                            return Err(SourceError::Other(format!(
-                                "a row of {}.{} has {} columns in the binlog but {} in sluice's definition of the table; the table changed in a way the schema history does not cover (take a fresh snapshot: set snapshot = \"when_needed\" and recreate the pipeline)",
-                                key.0, key.1, raw.len(), info.kinds.len()
-                            )));
-                        }
-                        let mut out = Vec::with_capacity(raw.len());
-                        for ((value, kind), column) in raw.into_iter().zip(&info.kinds).zip(&info.schema.columns) {
-                            let value = My::try_from(value).map_err(|e| SourceError::Value {
-                                table: info.schema.table.to_string(),
-                                column: column.name.clone(),
-                                problem: e.to_string(),
-                            })?;
-                            out.push(convert(value, kind, Origin::Binlog, config.zero_dates).map_err(|problem| SourceError::Value {
-                                table: info.schema.table.to_string(),
-                                column: column.name.clone(),
-                                problem: problem.0,
-                            })?);
-                        }
-                        Ok(Some(out))
-                    };
+                    let values = |row| row_values(row, info, config.zero_dates);
                     let (before, after) = (values(before)?, values(after)?);
                     let event = |op, before, after| ChangeEvent {
                         op,
@@ -573,7 +660,7 @@ async fn stream_from(
             checkpoint: Some(Checkpoint {
                 position,
                 snapshot: SnapshotProgress::Done,
-                snapshot_state: None,
+                snapshot_state: incremental.checkpoint_state(),
             }),
             history: txn.history,
             flush: false,
@@ -583,6 +670,67 @@ async fn stream_from(
         }
     }
     Err(SourceError::StreamEnded)
+}
+
+/// A binlog row image's values as sluice's (None: the event has no such image).
+fn row_values(
+    row: Option<mysql_async::binlog::row::BinlogRow>,
+    info: &TableInfo,
+    zero_dates: super::config::ZeroDates,
+) -> Result<Option<Vec<Value>>, SourceError> {
+    let Some(row) = row else { return Ok(None) };
+    let raw = row.unwrap();
+    let table = &info.schema.table;
+    if raw.len() != info.kinds.len() {
+        return Err(SourceError::Other(format!(
+            "a row of {table} has {} columns in the binlog but {} in sluice's definition of the table; the table changed in a way the schema history does not cover (take a fresh snapshot: set snapshot = \"when_needed\" and recreate the pipeline)",
+            raw.len(),
+            info.kinds.len()
+        )));
+    }
+    let mut out = Vec::with_capacity(raw.len());
+    for ((value, kind), column) in raw.into_iter().zip(&info.kinds).zip(&info.schema.columns) {
+        let value = My::try_from(value).map_err(|e| SourceError::Value {
+            table: table.to_string(),
+            column: column.name.clone(),
+            problem: e.to_string(),
+        })?;
+        out.push(
+            convert(value, kind, Origin::Binlog, zero_dates).map_err(|problem| {
+                SourceError::Value {
+                    table: table.to_string(),
+                    column: column.name.clone(),
+                    problem: problem.0,
+                }
+            })?,
+        );
+    }
+    Ok(Some(out))
+}
+
+/// Sends an on-demand snapshot chunk's rows, at the stream's position, with the queue as it
+/// is after them. False when the source stopped listening.
+async fn send_chunk(
+    mut events: Vec<ChangeEvent>,
+    cursor: &Cursor,
+    incremental: &Incremental,
+    tx: &mpsc::Sender<Result<Unit, SourceError>>,
+) -> bool {
+    let position = cursor.position();
+    for event in &mut events {
+        event.position = position.clone();
+    }
+    let unit = Unit {
+        events,
+        checkpoint: Some(Checkpoint {
+            position,
+            snapshot: SnapshotProgress::Done,
+            snapshot_state: incremental.checkpoint_state(),
+        }),
+        history: Vec::new(),
+        flush: false,
+    };
+    tx.send(Ok(unit)).await.is_ok()
 }
 
 /// The server setting that made `event` compressed: MySQL 8's transaction payload event (40,

@@ -17,6 +17,7 @@
 //! Every unit is committed with the snapshot's progress (`progress.rs`): a crash resumes each
 //! slice after the last key in the log.
 
+pub(super) mod incremental;
 mod progress;
 mod wire;
 
@@ -334,14 +335,7 @@ async fn read(
 ) -> Result<u64, SourceError> {
     let schema = &work.table.schema;
     let chunk = config.snapshot_chunk_rows;
-    let columns: Vec<String> = schema.columns.iter().map(|c| quote(&c.name)).collect();
     let keys: Vec<usize> = schema.key_columns().map(|(i, _)| i).collect();
-    let key_list: Vec<String> = keys.iter().map(|i| columns[*i].clone()).collect();
-    let from = format!(
-        "{}.{}",
-        quote(&schema.table.namespace),
-        quote(&schema.table.name)
-    );
     let mut last_key: Option<Vec<My>> = work.after.clone();
     let mut total = 0u64;
     let sent = |events, key: &[My], done| Sent {
@@ -351,38 +345,7 @@ async fn read(
         done,
     };
     loop {
-        let mut conditions = Vec::new();
-        let mut params: Vec<My> = Vec::new();
-        if let Some((start, end)) = work.range {
-            conditions.push(format!("{} >= ?", key_list[0]));
-            params.push(My::Int(start));
-            if let Some(end) = end {
-                conditions.push(format!("{} < ?", key_list[0]));
-                params.push(My::Int(end));
-            }
-        }
-        if let Some(last) = &last_key {
-            conditions.push(format!(
-                "({}) > ({})",
-                key_list.join(", "),
-                vec!["?"; keys.len()].join(", ")
-            ));
-            params.extend(last.iter().cloned());
-        }
-        let filter = if conditions.is_empty() {
-            String::new()
-        } else {
-            format!(" WHERE {}", conditions.join(" AND "))
-        };
-        let sql = if keys.is_empty() {
-            format!("SELECT {} FROM {from}", columns.join(", "))
-        } else {
-            format!(
-                "SELECT {} FROM {from}{filter} ORDER BY {} LIMIT {chunk}",
-                columns.join(", "),
-                key_list.join(", ")
-            )
-        };
+        let (sql, params) = chunk_select(schema, work.range, last_key.as_deref(), None, chunk);
         // Rows are converted as the server streams them, so reading and converting overlap;
         // every UNIT_ROWS rows go out as a unit.
         let mut rows = conn
@@ -406,38 +369,13 @@ async fn read(
                 .map_err(SourceError::mysql("reading a snapshot chunk"))?;
             let Some(mut row) = row else { break };
             read += 1;
-            let mut after = Vec::with_capacity(schema.columns.len());
-            row_key.clear();
-            for (i, (kind, column)) in work.table.kinds.iter().zip(&schema.columns).enumerate() {
-                let cell = row
-                    .next_cell()
-                    .map_err(SourceError::mysql("reading a snapshot chunk"))?;
-                let is_key = keys.contains(&i);
-                let value = match cell {
-                    Cell::Bytes(bytes) if !is_key => match convert_snapshot_bytes(bytes, kind) {
-                        Some(converted) => Ok(converted),
-                        None => Err(My::Bytes(bytes.to_vec())),
-                    },
-                    Cell::Bytes(bytes) => Err(My::Bytes(bytes.to_vec())),
-                    Cell::Value(value) => Err(value),
-                };
-                // Converted straight from the buffer, or through a protocol value (which a key
-                // column also keeps, for the next chunk's start).
-                let converted = match value {
-                    Ok(converted) => converted,
-                    Err(value) => {
-                        if is_key {
-                            row_key.push(value.clone());
-                        }
-                        convert(value, kind, Origin::Snapshot, config.zero_dates)
-                    }
-                };
-                after.push(converted.map_err(|problem| SourceError::Value {
-                    table: schema.table.to_string(),
-                    column: column.name.clone(),
-                    problem: problem.0,
-                })?);
-            }
+            let after = convert_row(
+                &mut row,
+                &work.table,
+                &keys,
+                config.zero_dates,
+                &mut row_key,
+            )?;
             events.push(ChangeEvent {
                 op: Op::Read,
                 table: Some(Arc::clone(&unit_schema)),
@@ -471,6 +409,105 @@ async fn read(
             return Ok(total);
         }
     }
+}
+
+/// One row of `table` as a snapshot query selects it (every column, in order), converted; the
+/// key columns' protocol values go to `row_key` (cleared first), to read on after the row.
+fn convert_row(
+    row: &mut wire::BinaryRow<'_>,
+    table: &TableInfo,
+    keys: &[usize],
+    zero_dates: super::config::ZeroDates,
+    row_key: &mut Vec<My>,
+) -> Result<Vec<sluice_core::value::Value>, SourceError> {
+    let schema = &table.schema;
+    let mut after = Vec::with_capacity(schema.columns.len());
+    row_key.clear();
+    for (i, (kind, column)) in table.kinds.iter().zip(&schema.columns).enumerate() {
+        let cell = row
+            .next_cell()
+            .map_err(SourceError::mysql("reading a snapshot chunk"))?;
+        let is_key = keys.contains(&i);
+        let value = match cell {
+            Cell::Bytes(bytes) if !is_key => match convert_snapshot_bytes(bytes, kind) {
+                Some(converted) => Ok(converted),
+                None => Err(My::Bytes(bytes.to_vec())),
+            },
+            Cell::Bytes(bytes) => Err(My::Bytes(bytes.to_vec())),
+            Cell::Value(value) => Err(value),
+        };
+        // Converted straight from the buffer, or through a protocol value (which a key
+        // column also keeps, for the next chunk's start).
+        let converted = match value {
+            Ok(converted) => converted,
+            Err(value) => {
+                if is_key {
+                    row_key.push(value.clone());
+                }
+                convert(value, kind, Origin::Snapshot, zero_dates)
+            }
+        };
+        after.push(converted.map_err(|problem| SourceError::Value {
+            table: schema.table.to_string(),
+            column: column.name.clone(),
+            problem: problem.0,
+        })?);
+    }
+    Ok(after)
+}
+
+/// The SELECT of a snapshot chunk: every column of the table, in key order, after `after`
+/// (a key), within a key `range`, and on `filter` (SQL); with its parameters.
+fn chunk_select(
+    schema: &TableSchema,
+    range: Option<(i64, Option<i64>)>,
+    after: Option<&[My]>,
+    filter: Option<&str>,
+    limit: usize,
+) -> (String, Vec<My>) {
+    let columns: Vec<String> = schema.columns.iter().map(|c| quote(&c.name)).collect();
+    let key_list: Vec<String> = schema.key_columns().map(|(_, c)| quote(&c.name)).collect();
+    let from = format!(
+        "{}.{}",
+        quote(&schema.table.namespace),
+        quote(&schema.table.name)
+    );
+    let mut conditions = Vec::new();
+    let mut params: Vec<My> = Vec::new();
+    if let Some((start, end)) = range {
+        conditions.push(format!("{} >= ?", key_list[0]));
+        params.push(My::Int(start));
+        if let Some(end) = end {
+            conditions.push(format!("{} < ?", key_list[0]));
+            params.push(My::Int(end));
+        }
+    }
+    if let Some(last) = after {
+        conditions.push(format!(
+            "({}) > ({})",
+            key_list.join(", "),
+            vec!["?"; key_list.len()].join(", ")
+        ));
+        params.extend(last.iter().cloned());
+    }
+    if let Some(filter) = filter {
+        conditions.push(format!("({filter})"));
+    }
+    let condition = if conditions.is_empty() {
+        String::new()
+    } else {
+        format!(" WHERE {}", conditions.join(" AND "))
+    };
+    let sql = if key_list.is_empty() {
+        format!("SELECT {} FROM {from}{condition}", columns.join(", "))
+    } else {
+        format!(
+            "SELECT {} FROM {from}{condition} ORDER BY {} LIMIT {limit}",
+            columns.join(", "),
+            key_list.join(", ")
+        )
+    };
+    (sql, params)
 }
 
 /// The slices of a resumed snapshot still to read, each after its last key in the log. A slice

@@ -24,7 +24,7 @@
 //! are in every checkpoint (`snapshot_state`, `kind = "incremental"`): a restart resumes at
 //! the next chunk.
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -56,71 +56,11 @@ pub struct SnapshotSignal {
     pub filter: Option<String>,
 }
 
-/// A table waiting to be read, or being read.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(in crate::postgres) struct Pending {
-    pub namespace: String,
-    pub name: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub filter: Option<String>,
-    /// The key (each column's text) of the last row read, once a chunk is in the log.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub after: Option<Vec<String>>,
-    pub chunks_done: u64,
-    /// Estimated from the table's statistics when it was queued.
-    pub chunks_total: u64,
-}
-
-impl Pending {
-    fn id(&self) -> TableId {
-        TableId {
-            namespace: self.namespace.clone(),
-            name: self.name.clone(),
-        }
-    }
-
-    fn label(&self) -> String {
-        format!("{}.{}", self.namespace, self.name)
-    }
-}
+/// A table waiting to be read: its key kept as each column's text.
+pub(in crate::postgres) type Pending = crate::incremental::Pending<Vec<String>>;
 
 /// What a checkpoint carries while tables wait to be read.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub(in crate::postgres) struct IncrementalState {
-    pub queue: VecDeque<Pending>,
-}
-
-impl IncrementalState {
-    /// The state in a checkpoint's `snapshot_state`, if it is an on-demand snapshot's.
-    pub(in crate::postgres) fn from_value(value: &serde_json::Value) -> Option<IncrementalState> {
-        if value.get("kind")?.as_str()? != "incremental" {
-            return None;
-        }
-        serde_json::from_value(value.get("state")?.clone()).ok()
-    }
-
-    /// As `snapshot_state`, with the keys `sluice status` and the metrics read (`chunks_done`,
-    /// `chunks_total`, `by_table`).
-    /// A table in the queue is still being read: its total (an estimate from the statistics)
-    /// counts at least one chunk more than it has done.
-    pub(in crate::postgres) fn to_value(&self) -> serde_json::Value {
-        let total_of = |p: &Pending| p.chunks_total.max(p.chunks_done + 1);
-        let done: u64 = self.queue.iter().map(|p| p.chunks_done).sum();
-        let total: u64 = self.queue.iter().map(total_of).sum();
-        let by_table: BTreeMap<String, [u64; 2]> = self
-            .queue
-            .iter()
-            .map(|p| (p.label(), [p.chunks_done, total_of(p)]))
-            .collect();
-        serde_json::json!({
-            "kind": "incremental",
-            "chunks_done": done,
-            "chunks_total": total,
-            "by_table": by_table,
-            "state": self,
-        })
-    }
-}
+pub(in crate::postgres) type IncrementalState = crate::incremental::IncrementalState<Vec<String>>;
 
 /// The chunk read between the watermarks, waiting for the high one in the stream.
 struct InFlight {
@@ -242,13 +182,9 @@ impl Incremental {
         }
     }
 
-    pub(in crate::postgres) fn is_idle(&self) -> bool {
-        self.state.queue.is_empty()
-    }
-
     /// The checkpoint's `snapshot_state` (None when nothing is queued).
     pub(in crate::postgres) fn checkpoint_state(&self) -> Option<serde_json::Value> {
-        (!self.is_idle()).then(|| self.state.to_value())
+        self.state.checkpoint_state()
     }
 
     /// Queues tables to read (a table already queued with the same slice is left as it is).
@@ -259,12 +195,7 @@ impl Incremental {
         filter: Option<&str>,
     ) -> Result<(), PostgresError> {
         for table in tables {
-            let queued = self.state.queue.iter().any(|p| {
-                p.namespace == table.namespace
-                    && p.name == table.name
-                    && p.filter.as_deref() == filter
-            });
-            if queued {
+            if self.state.is_queued(table, filter) {
                 continue;
             }
             let estimate: f64 = client
@@ -276,16 +207,7 @@ impl Incremental {
                 )
                 .await?
                 .get(0);
-            let chunks_total = (estimate / self.chunk_rows as f64).ceil().max(1.0) as u64;
-            tracing::info!(%table, filter, chunks = chunks_total, "on-demand snapshot queued");
-            self.state.queue.push_back(Pending {
-                namespace: table.namespace.clone(),
-                name: table.name.clone(),
-                filter: filter.map(str::to_owned),
-                after: None,
-                chunks_done: 0,
-                chunks_total,
-            });
+            self.state.push(table, filter, estimate, self.chunk_rows);
         }
         Ok(())
     }
@@ -396,18 +318,11 @@ impl Incremental {
         let Some(chunk) = self.in_flight.take_if(|chunk| chunk.id == window.id) else {
             return Vec::new();
         };
-        let Some(pending) = self.state.queue.front_mut() else {
+        if self.state.queue.is_empty() {
             return Vec::new();
-        };
-        if let Some((key, _)) = chunk.rows.last() {
-            pending.after = Some(key.clone());
         }
-        pending.chunks_done += 1;
-        let label = pending.label();
-        if chunk.last {
-            tracing::info!(table = %label, chunks = pending.chunks_done, "on-demand snapshot of the table done");
-            self.state.queue.pop_front();
-        }
+        let last_key = chunk.rows.last().map(|(key, _)| key.clone());
+        self.state.advance(last_key, chunk.last);
         let now = now_us();
         let kept = chunk
             .rows
@@ -694,28 +609,5 @@ mod tests {
         assert_eq!(window.state, WindowState::Open);
         window.watermark("slot", b"slot:7:high", Lsn(4));
         assert_eq!(window.state, WindowState::Closed(Lsn(4)));
-    }
-
-    #[test]
-    fn the_state_round_trips_through_a_checkpoint_with_its_progress() {
-        let state = IncrementalState {
-            queue: VecDeque::from([Pending {
-                namespace: "public".into(),
-                name: "t".into(),
-                filter: None,
-                after: Some(vec!["42".into()]),
-                chunks_done: 3,
-                chunks_total: 10,
-            }]),
-        };
-        let value = state.to_value();
-        assert_eq!(value["chunks_done"], 3);
-        assert_eq!(value["chunks_total"], 10);
-        assert_eq!(value["by_table"]["public.t"], serde_json::json!([3, 10]));
-        assert_eq!(IncrementalState::from_value(&value), Some(state));
-        assert_eq!(
-            IncrementalState::from_value(&serde_json::json!({"chunks_done": 1})),
-            None
-        );
     }
 }
