@@ -29,6 +29,10 @@ Cases:
   pg_replication_latency  source commit → visible in the target at 2,000 transactions/s (p50, p99).
   incremental_snapshot  an on-demand snapshot of a 1,000,000-row table while a writer commits
                      1,000 transactions/s vs psql \\copy of the table; streaming p99 during it.
+  mysql_incremental_snapshot  an on-demand snapshot (through the signal table) of the
+                     1,000,000-row MariaDB table while a writer commits about 1,000 transactions/s
+                     into another captured table, vs mariadb -e "SELECT *" of the table; the
+                     writer's achieved rate in the notes.
   encode_avro        1,000,000 events of a 20-column row encoded as Avro (Confluent wire format)
                      vs the same events as Debezium JSON (encode_json); one thread each; also
                      bytes per event of both.
@@ -577,6 +581,62 @@ def case_incremental_snapshot():
     return elapsed, min(refs), notes
 
 
+def case_mysql_incremental_snapshot():
+    """An on-demand snapshot of the 1,000,000-row MariaDB table t (`sluice snapshot`, through
+    the signal table) while a stored procedure commits single-row transactions into `load`
+    (about 1,000/s, one per millisecond), vs `mariadb -e "SELECT * FROM t"` to /dev/null."""
+    my_reset_and_fill()
+    my(f"CREATE TABLE {MY_DB}.sluice_signal (id VARCHAR(64) PRIMARY KEY, type VARCHAR(32) NOT NULL, data TEXT); "
+       f"CREATE TABLE {MY_DB}.load (id bigint PRIMARY KEY, payload varchar(100))")
+    my(f"DELIMITER //\nCREATE PROCEDURE {MY_DB}.writer(seconds INT) BEGIN DECLARE i INT DEFAULT 1; "
+       f"DECLARE stop_at DATETIME(6) DEFAULT NOW(6) + INTERVAL seconds SECOND; "
+       f"WHILE NOW(6) < stop_at DO INSERT INTO {MY_DB}.load VALUES (i, 'a row of load'); SET i = i + 1; "
+       f"DO SLEEP(0.001); END WHILE; SELECT i - 1; END//\nDELIMITER ;\n")
+    select = ["sh", "-c", f"mariadb --skip-ssl -h 127.0.0.1 -P 3306 -u root -e 'SELECT * FROM {MY_DB}.t' > /dev/null"]
+    refs = [run_timed(select) for _ in range(REPEAT)]
+    seconds = 10 if not TINY else 3
+    with tempfile.TemporaryDirectory() as workdir:
+        config = mysql_config(workdir, f'snapshot = "never"\nsignal_table = "{MY_DB}.sluice_signal"')
+        with open(config) as f:
+            text = f.read().replace(f'tables = ["{MY_DB}.t"]', f'tables = ["{MY_DB}.t", "{MY_DB}.load"]')
+        with open(config, "w") as f:
+            f.write(text)
+        err_path = os.path.join(workdir, "sluice.err")
+        with open(err_path, "w") as err:
+            proc = subprocess.Popen([SLUICE, "run", "-c", config], stdout=subprocess.DEVNULL, stderr=err)
+        try:
+            while "streaming the binlog" not in open(err_path).read():
+                if proc.poll() is not None:
+                    raise SystemExit(f"mysql_incremental_snapshot: sluice exited:\n{open(err_path).read()[-3000:]}")
+                time.sleep(0.05)
+            writer = subprocess.Popen(MY + ["-e", f"CALL {MY_DB}.writer({seconds})"], stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True)
+            time.sleep(1)
+            start = time.perf_counter()
+            subprocess.run([SLUICE, "snapshot", "-c", config, "bench", f"{MY_DB}.t"], check=True, capture_output=True)
+            while "on-demand snapshot of the table done" not in open(err_path).read():
+                if proc.poll() is not None:
+                    raise SystemExit(f"mysql_incremental_snapshot: sluice exited:\n{open(err_path).read()[-3000:]}")
+                time.sleep(0.05)
+            elapsed = time.perf_counter() - start
+            out, writer_err = writer.communicate()
+            if writer.returncode != 0:
+                raise SystemExit(f"mysql_incremental_snapshot: the writer failed:\n{writer_err[-3000:]}")
+            records = count_records(workdir, f"bench.{MY_DB}.t")
+            loaded = count_records(workdir, f"bench.{MY_DB}.load")
+        finally:
+            proc.terminate()
+            proc.wait()
+    if records < ROWS:
+        raise SystemExit(f"mysql_incremental_snapshot: only {records} of {ROWS} rows reached the log")
+    written = int(out.strip() or 0)
+    LAST_RUNS["ours"] = [elapsed]
+    LAST_RUNS["reference"] = refs
+    notes = (f"rows={ROWS} rows_per_s={ROWS / elapsed:.0f} writer_tps={written / seconds:.0f} "
+             f"writer_rows_in_log={loaded}/{written} (the writer's {seconds} s, the snapshot {elapsed:.1f} s of them)")
+    return elapsed, min(refs), notes
+
+
 LOG_BENCH = os.environ.get("LOG_BENCH_BIN", "target/release/log-bench")
 ENCODE_BENCH = os.environ.get("ENCODE_BENCH_BIN", "target/release/encode-bench")
 
@@ -683,6 +743,7 @@ def main():
         ("mysql_snapshot", case_mysql_snapshot),
         ("pg_replication_latency", case_pg_replication_latency),
         ("incremental_snapshot", case_incremental_snapshot),
+        ("mysql_incremental_snapshot", case_mysql_incremental_snapshot),
         ("pg_big_txn", lambda: case_big_txn("pg")),
         ("pg_big_txn_at_commit", lambda: case_big_txn("pg", stream=False)),
         ("mysql_big_txn", lambda: case_big_txn("mysql")),
@@ -693,7 +754,8 @@ def main():
         if (CASES and name not in CASES) or (not CASES and name in by_hand):
             continue
         if (name.startswith("log_") or name.startswith("encode_") or name == "pg_replication_latency"
-                or "_big_txn" in name or name in ("incremental_snapshot", "pg_snapshot_100m")):
+                or "_big_txn" in name
+                or name in ("incremental_snapshot", "mysql_incremental_snapshot", "pg_snapshot_100m")):
             ours, ref, notes = run()
             rss = None
         else:

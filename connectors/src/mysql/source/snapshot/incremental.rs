@@ -355,7 +355,20 @@ impl Incremental {
         let mut tries = 0;
         let position = loop {
             begin(conn).await?;
-            let position = snapshot_position(conn).await?;
+            let Some(position) = snapshot_position(conn).await? else {
+                // MySQL: requests cannot be served, and they do not stop the stream.
+                let tables: Vec<String> = self.state.queue.iter().map(|p| p.label()).collect();
+                tracing::error!(
+                    ?tables,
+                    "on-demand snapshots dropped: {}",
+                    no_snapshot_position()
+                );
+                self.state.queue.clear();
+                conn.query_drop("COMMIT")
+                    .await
+                    .map_err(SourceError::mysql("ending an on-demand snapshot read"))?;
+                return Ok(());
+            };
             if position >= *at {
                 break position;
             }
@@ -446,6 +459,12 @@ impl Incremental {
             return None;
         }
         self.state.advance(chunk.last_key, chunk.last);
+        if !self.has_work() {
+            // Nothing more to read: the connection goes until the next request.
+            if let Some(conn) = self.conn.take() {
+                sluice_core::task::spawn_in_span(conn.close());
+            }
+        }
         let now = now_us();
         Some(
             chunk
@@ -500,7 +519,7 @@ pub(in crate::mysql) async fn signal_problems(
         .await
         .map_err(SourceError::mysql("reading the server's status"))?;
     if status.first().is_none_or(|(_, file)| file.is_empty()) {
-        problems.push(no_snapshot_position().to_string());
+        problems.push(no_snapshot_position().to_owned());
     }
     Ok(problems)
 }
@@ -623,8 +642,9 @@ pub(in crate::mysql) async fn request(
     result
 }
 
-/// The binlog position the connection's consistent snapshot is pinned to.
-async fn snapshot_position(conn: &mut WireConn) -> Result<Coord, SourceError> {
+/// The binlog position the connection's consistent snapshot is pinned to (None: the server
+/// does not say, as MySQL does not).
+async fn snapshot_position(conn: &mut WireConn) -> Result<Option<Coord>, SourceError> {
     let status = conn
         .query_text("SHOW STATUS LIKE 'binlog_snapshot_%'")
         .await
@@ -639,25 +659,23 @@ async fn snapshot_position(conn: &mut WireConn) -> Result<Coord, SourceError> {
             })
             .and_then(|row| row.get(1).cloned().flatten())
     };
-    match (get("binlog_snapshot_file"), get("binlog_snapshot_position")) {
-        (Some(file), Some(offset)) if !file.is_empty() => match offset.parse() {
-            Ok(offset) => Ok(Coord {
-                file: file.into(),
-                offset,
-            }),
-            Err(_) => Err(no_snapshot_position()),
+    Ok(
+        match (get("binlog_snapshot_file"), get("binlog_snapshot_position")) {
+            (Some(file), Some(offset)) if !file.is_empty() => {
+                offset.parse().ok().map(|offset| Coord {
+                    file: file.into(),
+                    offset,
+                })
+            }
+            _ => None,
         },
-        _ => Err(no_snapshot_position()),
-    }
+    )
 }
 
-fn no_snapshot_position() -> SourceError {
-    SourceError::Other(
-        "on-demand snapshots need the binlog position of a consistent snapshot \
-         (binlog_snapshot_file/_position), which MariaDB and Percona Server report and MySQL \
-         does not; on MySQL, take a new snapshot with a new source instead"
-            .into(),
-    )
+fn no_snapshot_position() -> &'static str {
+    "on-demand snapshots need the binlog position of a consistent snapshot \
+     (binlog_snapshot_file/_position), which MariaDB and Percona Server report and MySQL does \
+     not; on MySQL, take a new snapshot with a new source (another name) instead"
 }
 
 #[cfg(test)]
