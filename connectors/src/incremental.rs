@@ -9,10 +9,14 @@
 //! MySQL the protocol's values.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use sluice_core::event::TableId;
+use sluice_core::clock::now_us;
+use sluice_core::event::{ChangeEvent, Op, SnapshotMarker, TableId, TableSchema};
+use sluice_core::position::Position;
+use sluice_core::value::Value;
 
 /// A table waiting to be read, or being read.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -145,6 +149,31 @@ impl<K> IncrementalState<K> {
             self.queue.pop_front();
         }
     }
+}
+
+/// A chunk's rows as `r` events marked `incremental`, at `position` (where the stream put
+/// the chunk).
+pub(crate) fn read_events(
+    schema: &Arc<TableSchema>,
+    rows: impl IntoIterator<Item = Vec<Value>>,
+    position: &Position,
+) -> Vec<ChangeEvent> {
+    let now = now_us();
+    rows.into_iter()
+        .map(|values| ChangeEvent {
+            op: Op::Read,
+            table: Some(Arc::clone(schema)),
+            before: None,
+            before_is_key_only: false,
+            after: Some(values),
+            snapshot: SnapshotMarker::Incremental,
+            commit_ts_us: now,
+            position: position.clone(),
+            xid: None,
+            txn: None,
+            message: None,
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -509,6 +509,48 @@ pub async fn wait_for<F: FnMut() -> bool>(timeout: Duration, what: &str, mut con
     }
 }
 
+/// Checks the events of a table `(id, v)` whose writer only ever raises `v`, for an on-demand
+/// snapshot run alongside it: per key, v never goes down (a read never overwrites a newer
+/// change), no row is read after its delete, and no key is read twice. Returns how many keys
+/// were read.
+pub fn assert_reads_keep_key_order(events: &[Json]) -> usize {
+    let mut last: std::collections::HashMap<i64, Option<i64>> = Default::default();
+    let mut reads: std::collections::HashMap<i64, u32> = Default::default();
+    for event in events {
+        let op = event["op"].as_str().unwrap();
+        let row = if op == "d" {
+            &event["before"]
+        } else {
+            &event["after"]
+        };
+        let id = row["id"].as_i64().unwrap();
+        match op {
+            "d" => {
+                last.insert(id, None);
+            }
+            "r" | "u" | "c" => {
+                let v = row["v"].as_i64().unwrap();
+                match last.get(&id) {
+                    Some(None) if op == "r" => panic!("key {id} read after its delete: {event}"),
+                    Some(Some(before)) => assert!(
+                        v >= *before,
+                        "key {id}: v {v} after {before} ({op}): a read overwrote a newer change"
+                    ),
+                    _ => {}
+                }
+                last.insert(id, Some(v));
+                if op == "r" {
+                    *reads.entry(id).or_default() += 1;
+                }
+            }
+            _ => {}
+        }
+    }
+    let twice: Vec<_> = reads.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "keys read more than once: {twice:?}");
+    reads.len()
+}
+
 /// Folds change events into the final row per key (`r`, `c`, `u` set; `d` removes; `t` clears).
 pub fn fold_rows(events: &[Json], key_column: &str) -> BTreeMap<String, Json> {
     let mut rows = BTreeMap::new();

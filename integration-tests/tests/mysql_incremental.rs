@@ -4,7 +4,7 @@
 //! in order; a `WHERE` slice reads only its rows; a table added to `tables`, and one renamed
 //! into the captured set, are read without asking.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,8 +12,8 @@ use std::time::Duration;
 use mysql_async::prelude::Queryable;
 use serde_json::Value as Json;
 use sluice_integration_tests::{
-    events, fold_rows, mysql_source_config, sluice_command, wait_for, MariaDb, Rng, Sluice,
-    MARIADB_URL,
+    assert_reads_keep_key_order, events, fold_rows, mysql_source_config, sluice_command, wait_for,
+    MariaDb, Rng, Sluice, MARIADB_URL,
 };
 
 const SIGNAL_DDL: &str =
@@ -172,44 +172,10 @@ async fn an_on_demand_snapshot_under_writes_and_a_kill_keeps_every_key_in_order(
     );
     // Per key: v never goes down, no row comes back after its delete, and no key is read
     // twice (the chunk after the kill starts after the last one in the log).
-    let mut last: HashMap<i64, Option<i64>> = HashMap::new();
-    let mut reads: HashMap<i64, u32> = HashMap::new();
-    for event in &all {
-        let op = event["op"].as_str().unwrap();
-        let row = if op == "d" {
-            &event["before"]
-        } else {
-            &event["after"]
-        };
-        let id = row["id"].as_i64().unwrap();
-        match op {
-            "d" => {
-                last.insert(id, None);
-            }
-            "r" | "u" | "c" => {
-                let v = row["v"].as_i64().unwrap();
-                match last.get(&id) {
-                    Some(None) if op == "r" => panic!("key {id} read after its delete: {event}"),
-                    Some(Some(before)) => assert!(
-                        v >= *before,
-                        "key {id}: v {v} after {before} ({op}): a read overwrote a newer change"
-                    ),
-                    _ => {}
-                }
-                last.insert(id, Some(v));
-                if op == "r" {
-                    *reads.entry(id).or_default() += 1;
-                }
-            }
-            _ => {}
-        }
-    }
-    let twice: Vec<_> = reads.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(twice.is_empty(), "keys read more than once: {twice:?}");
+    let read = assert_reads_keep_key_order(&all);
     assert!(
-        reads.len() >= 180_000,
-        "rows read by the on-demand snapshot: {}",
-        reads.len()
+        read >= 180_000,
+        "rows read by the on-demand snapshot: {read}"
     );
     // The signal table's rows are requests, not data.
     assert!(sluice

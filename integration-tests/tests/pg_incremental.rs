@@ -3,14 +3,15 @@
 //! log folds to the table with every key's changes in order; a `WHERE` slice reads only its
 //! rows; a table added to `tables`, and one created while streaming, are read without asking.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value as Json;
 use sluice_integration_tests::{
-    events, fold_rows, sluice_command, source_config, wait_for, Rng, Sluice, TestDb,
+    assert_reads_keep_key_order, events, fold_rows, sluice_command, source_config, wait_for, Rng,
+    Sluice, TestDb,
 };
 
 /// Each row of `t` as the source has it now: id → v.
@@ -133,44 +134,10 @@ async fn an_on_demand_snapshot_under_writes_and_a_kill_keeps_every_key_in_order(
     );
     // Per key: v never goes down, no row comes back after its delete, and no key is read
     // twice (the chunk after the kill starts after the last one in the log).
-    let mut last: HashMap<i64, Option<i64>> = HashMap::new();
-    let mut reads: HashMap<i64, u32> = HashMap::new();
-    for event in &all {
-        let op = event["op"].as_str().unwrap();
-        let row = if op == "d" {
-            &event["before"]
-        } else {
-            &event["after"]
-        };
-        let id = row["id"].as_i64().unwrap();
-        match op {
-            "d" => {
-                last.insert(id, None);
-            }
-            "r" | "u" | "c" => {
-                let v = row["v"].as_i64().unwrap();
-                match last.get(&id) {
-                    Some(None) if op == "r" => panic!("key {id} read after its delete: {event}"),
-                    Some(Some(before)) => assert!(
-                        v >= *before,
-                        "key {id}: v {v} after {before} ({op}): a read overwrote a newer change"
-                    ),
-                    _ => {}
-                }
-                last.insert(id, Some(v));
-                if op == "r" {
-                    *reads.entry(id).or_default() += 1;
-                }
-            }
-            _ => {}
-        }
-    }
-    let twice: Vec<_> = reads.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(twice.is_empty(), "keys read more than once: {twice:?}");
+    let read = assert_reads_keep_key_order(&all);
     assert!(
-        reads.len() >= 30_000,
-        "rows read by the on-demand snapshot: {}",
-        reads.len()
+        read >= 30_000,
+        "rows read by the on-demand snapshot: {read}"
     );
     assert_eq!(sluice.stop(), Some(0), "{}", sluice.stderr());
 }

@@ -153,27 +153,15 @@ async fn open(
     if server.flavor == Flavor::Mariadb && parallelism == 1 {
         let conn = &mut conns[0];
         begin(conn).await?;
-        let status = conn
-            .query_text("SHOW STATUS LIKE 'binlog_snapshot_%'")
-            .await
-            .map_err(SourceError::mysql("reading the snapshot's binlog position"))?;
-        let get = |name: &str| {
-            status
-                .iter()
-                .find(|row| {
-                    row[0]
-                        .as_deref()
-                        .is_some_and(|n| n.eq_ignore_ascii_case(name))
-                })
-                .and_then(|row| row.get(1).cloned().flatten())
-                .unwrap_or_default()
+        let Some(incremental::Coord { file, offset }) =
+            incremental::snapshot_position(conn).await?
+        else {
+            return Err(SourceError::Other(
+                "the server reports no binlog position for the snapshot; is the binlog on (log_bin)?"
+                    .into(),
+            ));
         };
-        let (file, offset) = (get("binlog_snapshot_file"), get("binlog_snapshot_position"));
-        let Ok(offset) = offset.parse::<u64>() else {
-            return Err(SourceError::Other(format!(
-                "the server reports the snapshot's binlog position as {file:?} {offset:?}; is the binlog on (log_bin)?"
-            )));
-        };
+        let file = file.to_string();
         let pool = pool.clone();
         let file_name = file.clone();
         let gtids = sluice_core::task::spawn_in_span(async move {

@@ -29,7 +29,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use sluice_core::clock::now_us;
-use sluice_core::event::{ChangeEvent, Op, SnapshotMarker, TableId, TableSchema};
+use sluice_core::event::{ChangeEvent, Op, TableId, TableSchema};
 use sluice_core::position::{Lsn, Position};
 use sluice_core::value::Value;
 use tokio_postgres::Client;
@@ -323,25 +323,12 @@ impl Incremental {
         }
         let last_key = chunk.rows.last().map(|(key, _)| key.clone());
         self.state.advance(last_key, chunk.last);
-        let now = now_us();
         let kept = chunk
             .rows
             .into_iter()
-            .filter(|(key, _)| !window.truncated && !window.keys.contains(key));
-        kept.map(|(_, values)| ChangeEvent {
-            op: Op::Read,
-            table: Some(Arc::clone(&chunk.schema)),
-            before: None,
-            before_is_key_only: false,
-            after: Some(values),
-            snapshot: SnapshotMarker::Incremental,
-            commit_ts_us: now,
-            position: Position::PgLsn(lsn),
-            xid: None,
-            txn: None,
-            message: None,
-        })
-        .collect()
+            .filter(|(key, _)| !window.truncated && !window.keys.contains(key))
+            .map(|(_, values)| values);
+        crate::incremental::read_events(&chunk.schema, kept, &Position::PgLsn(lsn))
     }
 
     /// The table the next chunk reads.

@@ -28,7 +28,7 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{Pool, Value as My};
 use serde::{Deserialize, Serialize};
 use sluice_core::clock::now_us;
-use sluice_core::event::{ChangeEvent, Op, SnapshotMarker, TableId, TableSchema};
+use sluice_core::event::{ChangeEvent, TableId, TableSchema};
 use sluice_core::position::Position;
 use sluice_core::value::Value;
 
@@ -465,26 +465,11 @@ impl Incremental {
                 sluice_core::task::spawn_in_span(conn.close());
             }
         }
-        let now = now_us();
-        Some(
-            chunk
-                .rows
-                .into_iter()
-                .map(|values| ChangeEvent {
-                    op: Op::Read,
-                    table: Some(Arc::clone(&chunk.schema)),
-                    before: None,
-                    before_is_key_only: false,
-                    after: Some(values),
-                    snapshot: SnapshotMarker::Incremental,
-                    commit_ts_us: now,
-                    position: position.clone(),
-                    xid: None,
-                    txn: None,
-                    message: None,
-                })
-                .collect(),
-        )
+        Some(crate::incremental::read_events(
+            &chunk.schema,
+            chunk.rows,
+            position,
+        ))
     }
 }
 
@@ -644,7 +629,7 @@ pub(in crate::mysql) async fn request(
 
 /// The binlog position the connection's consistent snapshot is pinned to (None: the server
 /// does not say, as MySQL does not).
-async fn snapshot_position(conn: &mut WireConn) -> Result<Option<Coord>, SourceError> {
+pub(super) async fn snapshot_position(conn: &mut WireConn) -> Result<Option<Coord>, SourceError> {
     let status = conn
         .query_text("SHOW STATUS LIKE 'binlog_snapshot_%'")
         .await
