@@ -151,6 +151,13 @@ pub(crate) async fn spawn_sink<L: EventLog + Clone>(
             let run = run_sink(settings(4 << 20, 8 << 20), built, log, cancel);
             cx.tasks.spawn_isolated(task, span, run, on_failure);
         }
+        // Each round is one Kafka transaction.
+        #[cfg(feature = "kafka")]
+        SinkConfig::Kafka(ref kafka) => {
+            let built = sluice_connectors::kafka::KafkaSink::new(kafka.clone());
+            let run = run_sink(settings(4 << 20, 16 << 20), built, log, cancel);
+            cx.tasks.spawn_isolated(task, span, run, on_failure);
+        }
     }
     Ok(())
 }
@@ -174,6 +181,8 @@ pub(crate) async fn probe_sink(sink: &SinkConfig) -> anyhow::Result<String> {
         SinkConfig::Postgres(ref pg) => Ok(sluice_connectors::postgres::sink::probe(pg).await?),
         #[cfg(feature = "mysql")]
         SinkConfig::Mysql(ref my) => Ok(sluice_connectors::mysql::sink::probe(my).await?),
+        #[cfg(feature = "kafka")]
+        SinkConfig::Kafka(ref kafka) => Ok(sluice_connectors::kafka::probe(kafka).await?),
     }
 }
 

@@ -4,6 +4,7 @@
 //! - `mysql`: the MySQL/MariaDB source (row binlog) and sink;
 //! - `replica`: what the database sinks share (decoding, planning, pipelining);
 //! - `jsonl`: the JSON-lines file sink;
+//! - `kafka`: the Kafka sink (rdkafka);
 //! - `incremental`: the queue of on-demand snapshots both database sources keep.
 //!
 //! [`SourceConfig`] and [`SinkConfig`] are the tagged enums of the config file's `[[sources]]`
@@ -13,6 +14,8 @@
 mod incremental;
 #[cfg(feature = "jsonl")]
 pub mod jsonl;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 #[cfg(feature = "mysql")]
 pub mod mysql;
 #[cfg(feature = "postgres")]
@@ -98,7 +101,7 @@ pub trait Section {
 /// Every connector kind sluice has, in any build (a build without one says so instead of
 /// calling the kind unknown).
 pub const SOURCE_KINDS: [&str; 2] = ["postgres", "mysql"];
-pub const SINK_KINDS: [&str; 3] = ["jsonl", "postgres", "mysql"];
+pub const SINK_KINDS: [&str; 4] = ["jsonl", "postgres", "mysql", "kafka"];
 
 /// Whether this build has connector `kind` for `section` (`sources` or `sinks`).
 pub fn compiled_in(section: &str, kind: &str) -> bool {
@@ -109,6 +112,8 @@ pub fn compiled_in(section: &str, kind: &str) -> bool {
     compiled.extend([("sources", "mysql"), ("sinks", "mysql")]);
     #[cfg(feature = "jsonl")]
     compiled.push(("sinks", "jsonl"));
+    #[cfg(feature = "kafka")]
+    compiled.push(("sinks", "kafka"));
     compiled.contains(&(section, kind))
 }
 
@@ -182,6 +187,8 @@ pub fn locate_config_error(section: &str, entry: serde_json::Value) -> Option<St
         ("sinks", "postgres") => at::<postgres::sink::PostgresSinkConfig>(entry),
         #[cfg(feature = "mysql")]
         ("sinks", "mysql") => at::<mysql::sink::MysqlSinkConfig>(entry),
+        #[cfg(feature = "kafka")]
+        ("sinks", "kafka") => at::<kafka::KafkaSinkConfig>(entry),
         _ => None,
     }
 }
@@ -196,6 +203,8 @@ pub enum SinkConfig {
     Postgres(postgres::sink::PostgresSinkConfig),
     #[cfg(feature = "mysql")]
     Mysql(mysql::sink::MysqlSinkConfig),
+    #[cfg(feature = "kafka")]
+    Kafka(kafka::KafkaSinkConfig),
 }
 
 impl SinkConfig {
@@ -208,6 +217,8 @@ impl SinkConfig {
             SinkConfig::Postgres(ref config) => config,
             #[cfg(feature = "mysql")]
             SinkConfig::Mysql(ref config) => config,
+            #[cfg(feature = "kafka")]
+            SinkConfig::Kafka(ref config) => config,
         }
     }
 
@@ -242,6 +253,8 @@ impl SinkConfig {
             }
             #[cfg(feature = "mysql")]
             SinkConfig::Mysql(ref mut config) => config.paths_mut().into_iter().for_each(resolve),
+            #[cfg(feature = "kafka")]
+            SinkConfig::Kafka(ref mut config) => config.paths_mut().into_iter().for_each(resolve),
         }
     }
 }

@@ -1,0 +1,556 @@
+//! Produces the log's records to Kafka as they are stored: the key (the row's key struct), the
+//! value (Debezium's JSON envelope, or Avro in Confluent's wire format against sluice's
+//! registry; a tombstone after a delete), the timestamp and the headers. Keys are partitioned
+//! with murmur2, as Kafka's Java producer does, so a key lands where a Java producer would put
+//! it.
+//!
+//! Exactly once: every batch is one Kafka transaction holding its records and, in the sink's
+//! compacted offsets topic, the next log offset of every partition it read. `open` fences any
+//! earlier producer of the sink (`init_transactions` aborts its open transaction) and reads the
+//! offsets back, so the runtime resumes right after the last committed batch: a
+//! `read_committed` consumer sees each record once, whatever crashed. At least once: records
+//! are acknowledged by every in-sync replica before the log's offsets are committed.
+
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::producer::future_producer::OwnedDeliveryResult;
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+use sluice_core::retry::{Classify, ErrorKind};
+use sluice_core::sink::{Offsets, RecordSink, SinkRecord};
+
+use super::config::{Delivery, KafkaSinkConfig};
+
+/// How long a transaction's commit (or abort, or the fencing at start) may take.
+const TXN_TIMEOUT: Duration = Duration::from_secs(60);
+
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaSinkError {
+    #[error("Kafka at {brokers}: {action}: {source}")]
+    Kafka {
+        brokers: String,
+        action: &'static str,
+        #[source]
+        source: KafkaError,
+    },
+    #[error(
+        "Kafka at {brokers}: another process took over sink {sink}'s transactions (its \
+         transactional id sluice-{sink}): two sluice processes run this sink; stop one"
+    )]
+    Fenced { brokers: String, sink: String },
+    #[error(
+        "the record at {topic}[{partition}] offset {offset} ({size} bytes, key {key}) is larger \
+         than the broker or producer accepts (message.max.bytes); raise message.max.bytes on \
+         the broker and in the sink's properties, or leave the table out"
+    )]
+    TooLarge {
+        topic: String,
+        partition: u32,
+        offset: u64,
+        size: usize,
+        key: String,
+    },
+    #[error("Kafka at {brokers}: the offsets topic {topic} holds {found:?}, which is not the sink's; delete the topic (the sink then starts over) or rename the sink")]
+    BadOffsets {
+        brokers: String,
+        topic: String,
+        found: String,
+    },
+}
+
+impl Classify for KafkaSinkError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            KafkaSinkError::Kafka { source, .. } => {
+                let code = source.rdkafka_error_code();
+                let refused = matches!(
+                    code,
+                    Some(
+                        RDKafkaErrorCode::TopicAuthorizationFailed
+                            | RDKafkaErrorCode::ClusterAuthorizationFailed
+                            | RDKafkaErrorCode::TransactionalIdAuthorizationFailed
+                            | RDKafkaErrorCode::InvalidConfig
+                            | RDKafkaErrorCode::InvalidArgument
+                            | RDKafkaErrorCode::InvalidTopic
+                    )
+                ) || matches!(source, KafkaError::ClientCreation(_));
+                if refused {
+                    ErrorKind::Definite
+                } else {
+                    ErrorKind::Transient
+                }
+            }
+            KafkaSinkError::Fenced { .. }
+            | KafkaSinkError::TooLarge { .. }
+            | KafkaSinkError::BadOffsets { .. } => ErrorKind::Definite,
+        }
+    }
+}
+
+/// The Kafka sink.
+pub struct KafkaSink {
+    config: KafkaSinkConfig,
+    producer: Option<FutureProducer>,
+    /// Kafka topics known to exist (created by the sink or found).
+    topics: HashSet<String>,
+}
+
+impl KafkaSink {
+    pub fn new(config: KafkaSinkConfig) -> KafkaSink {
+        KafkaSink {
+            config,
+            producer: None,
+            topics: HashSet::new(),
+        }
+    }
+
+    fn error(&self, action: &'static str) -> impl Fn(KafkaError) -> KafkaSinkError + '_ {
+        move |source| {
+            if source.rdkafka_error_code() == Some(RDKafkaErrorCode::Fenced)
+                || source.rdkafka_error_code() == Some(RDKafkaErrorCode::ProducerFenced)
+            {
+                return KafkaSinkError::Fenced {
+                    brokers: self.config.brokers.clone(),
+                    sink: self.config.name.clone(),
+                };
+            }
+            KafkaSinkError::Kafka {
+                brokers: self.config.brokers.clone(),
+                action,
+                source,
+            }
+        }
+    }
+
+    fn client_config(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", &self.config.brokers)
+            .set("client.id", format!("sluice-{}", self.config.name))
+            // Unreachable brokers are reported, not retried forever inside librdkafka.
+            .set("socket.connection.setup.timeout.ms", "10000");
+        config
+    }
+
+    fn producer_config(&self) -> ClientConfig {
+        let mut config = self.client_config();
+        config
+            // Java's default partitioner for keyed records (null keys: random).
+            .set("partitioner", "murmur2_random")
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "5")
+            // (No longer than a transaction may stay open.)
+            .set("message.timeout.ms", "60000");
+        if self.config.delivery == Delivery::ExactlyOnce {
+            config
+                .set("transactional.id", format!("sluice-{}", self.config.name))
+                .set("transaction.timeout.ms", "60000");
+        }
+        for (key, value) in &self.config.properties {
+            config.set(key, value);
+        }
+        config
+    }
+
+    /// Creates the topics of `names` that do not exist yet (with the configured partitions,
+    /// replication factor and cleanup policy).
+    async fn ensure_topics(
+        &mut self,
+        names: &[String],
+        compact: bool,
+    ) -> Result<(), KafkaSinkError> {
+        let missing: Vec<&String> = names.iter().filter(|t| !self.topics.contains(*t)).collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let admin: AdminClient<DefaultClientContext> = self
+            .client_config()
+            .create()
+            .map_err(self.error("connecting"))?;
+        let replication = self.config.replication_factor.unwrap_or(-1);
+        let policy = if compact {
+            Some("compact")
+        } else {
+            self.config.cleanup_policy.as_deref()
+        };
+        let partitions = if compact {
+            1
+        } else {
+            self.config.partitions.unwrap_or(-1)
+        };
+        let new: Vec<NewTopic<'_>> = missing
+            .iter()
+            .map(|name| {
+                let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(replication));
+                match policy {
+                    Some(policy) => topic.set("cleanup.policy", policy),
+                    None => topic,
+                }
+            })
+            .collect();
+        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+        let results = admin
+            .create_topics(new.iter(), &options)
+            .await
+            .map_err(self.error("creating topics"))?;
+        for result in results {
+            match result {
+                Ok(name) => {
+                    tracing::info!(topic = %name, "Kafka topic created");
+                    self.topics.insert(name);
+                }
+                Err((name, RDKafkaErrorCode::TopicAlreadyExists)) => {
+                    self.topics.insert(name);
+                }
+                Err((name, code)) => {
+                    return Err(KafkaSinkError::Kafka {
+                        brokers: self.config.brokers.clone(),
+                        action: if name.is_empty() {
+                            "creating topics"
+                        } else {
+                            "creating a topic"
+                        },
+                        source: KafkaError::AdminOp(code),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The offsets the sink committed in its transactions, read back from its offsets topic
+    /// (committed records only).
+    async fn read_offsets(&self) -> Result<Offsets, KafkaSinkError> {
+        let topic = self.config.offsets_topic();
+        let mut config = self.client_config();
+        config
+            .set("group.id", format!("sluice-{}-offsets", self.config.name))
+            .set("enable.auto.commit", "false")
+            .set("isolation.level", "read_committed");
+        let consumer: BaseConsumer = config.create().map_err(self.error("connecting"))?;
+        let brokers = self.config.brokers.clone();
+        let read = tokio::task::spawn_blocking(
+            move || -> Result<Offsets, (&'static str, KafkaError, Option<String>)> {
+                let (_, high) = consumer
+                    .fetch_watermarks(&topic, 0, Duration::from_secs(30))
+                    .map_err(|e| ("reading the offsets topic", e, None))?;
+                let mut offsets = Offsets::new();
+                if high == 0 {
+                    return Ok(offsets);
+                }
+                let mut assignment = TopicPartitionList::new();
+                assignment
+                    .add_partition_offset(&topic, 0, Offset::Beginning)
+                    .map_err(|e| ("reading the offsets topic", e, None))?;
+                consumer
+                    .assign(&assignment)
+                    .map_err(|e| ("reading the offsets topic", e, None))?;
+                let deadline = std::time::Instant::now() + Duration::from_secs(60);
+                loop {
+                    let position = consumer
+                        .position()
+                        .ok()
+                        .and_then(|list| list.find_partition(&topic, 0)?.offset().to_raw())
+                        .unwrap_or(0);
+                    if position >= high {
+                        return Ok(offsets);
+                    }
+                    if std::time::Instant::now() > deadline {
+                        return Err((
+                            "reading the offsets topic (not to its end within 60 s)",
+                            KafkaError::NoMessageReceived,
+                            None,
+                        ));
+                    }
+                    let Some(message) = consumer.poll(Duration::from_millis(500)) else {
+                        continue;
+                    };
+                    let message = message.map_err(|e| ("reading the offsets topic", e, None))?;
+                    let (Some(key), Some(value)) = (message.key(), message.payload()) else {
+                        continue;
+                    };
+                    let key = String::from_utf8_lossy(key);
+                    let value = String::from_utf8_lossy(value);
+                    let parsed = key.rsplit_once(':').and_then(|(log_topic, partition)| {
+                        Some((
+                            log_topic.to_owned(),
+                            partition.parse().ok()?,
+                            value.parse().ok()?,
+                        ))
+                    });
+                    match parsed {
+                        Some((log_topic, partition, next)) => {
+                            offsets.insert((log_topic, partition), next);
+                        }
+                        None => {
+                            return Err((
+                                "",
+                                KafkaError::NoMessageReceived,
+                                Some(format!("{key}={value}")),
+                            ))
+                        }
+                    }
+                }
+            },
+        )
+        .await
+        .expect("the offsets reader does not panic");
+        read.map_err(|(action, source, bad)| match bad {
+            Some(found) => KafkaSinkError::BadOffsets {
+                brokers,
+                topic: self.config.offsets_topic(),
+                found,
+            },
+            None => self.error(action)(source),
+        })
+    }
+
+    /// Runs a blocking transaction call of the producer off the async workers.
+    async fn txn(
+        &self,
+        action: &'static str,
+        call: impl FnOnce(&FutureProducer) -> Result<(), KafkaError> + Send + 'static,
+    ) -> Result<(), KafkaSinkError> {
+        let producer = self.producer.clone().expect("opened");
+        tokio::task::spawn_blocking(move || call(&producer))
+            .await
+            .expect("a producer call does not panic")
+            .map_err(self.error(action))
+    }
+
+    /// Queues one record, waiting for room in the producer's queue when it is full.
+    async fn produce(
+        &self,
+        pending: &mut VecDeque<DeliveryFuture>,
+        record: FutureRecord<'_, [u8], [u8]>,
+        at: &SinkRecord,
+    ) -> Result<(), KafkaSinkError> {
+        let producer = self.producer.as_ref().expect("opened");
+        let mut record = record;
+        loop {
+            match producer.send_result(record) {
+                Ok(delivery) => {
+                    pending.push_back(delivery);
+                    return Ok(());
+                }
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    record = back;
+                    match pending.pop_front() {
+                        Some(oldest) => check_delivery(oldest.await, &self.config.brokers)?,
+                        None => tokio::time::sleep(Duration::from_millis(5)).await,
+                    }
+                }
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge), _)) => {
+                    return Err(too_large(at));
+                }
+                Err((source, _)) => return Err(self.error("producing")(source)),
+            }
+        }
+    }
+}
+
+fn too_large(at: &SinkRecord) -> KafkaSinkError {
+    let record = &at.record;
+    KafkaSinkError::TooLarge {
+        topic: at.topic.to_string(),
+        partition: at.partition,
+        offset: record.offset,
+        size: record.value.as_ref().map_or(0, |v| v.len())
+            + record.key.as_ref().map_or(0, |k| k.len()),
+        key: record
+            .key
+            .as_ref()
+            .map(|k| String::from_utf8_lossy(&k[..k.len().min(200)]).into_owned())
+            .unwrap_or_else(|| "none".into()),
+    }
+}
+
+/// A record's delivery report: an error says why Kafka did not take it.
+fn check_delivery<Canceled>(
+    result: Result<OwnedDeliveryResult, Canceled>,
+    brokers: &str,
+) -> Result<(), KafkaSinkError> {
+    match result {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err((source, _))) => Err(KafkaSinkError::Kafka {
+            brokers: brokers.to_owned(),
+            action: "delivering a record",
+            source,
+        }),
+        Err(_) => Err(KafkaSinkError::Kafka {
+            brokers: brokers.to_owned(),
+            action: "delivering a record",
+            source: KafkaError::Canceled,
+        }),
+    }
+}
+
+impl RecordSink for KafkaSink {
+    type Error = KafkaSinkError;
+
+    async fn open(&mut self) -> Result<Option<Offsets>, KafkaSinkError> {
+        self.producer = None;
+        let producer: FutureProducer = self
+            .producer_config()
+            .create()
+            .map_err(self.error("connecting"))?;
+        self.producer = Some(producer);
+        // The brokers answer (or the start fails, naming them).
+        let probe = self.producer.clone().expect("set above");
+        tokio::task::spawn_blocking(move || {
+            probe
+                .client()
+                .fetch_metadata(None, Duration::from_secs(10))
+                .map(drop)
+        })
+        .await
+        .expect("a metadata request does not panic")
+        .map_err(self.error("reaching the brokers"))?;
+        if self.config.delivery == Delivery::AtLeastOnce {
+            return Ok(None);
+        }
+        self.ensure_topics(&[self.config.offsets_topic()], true)
+            .await?;
+        // Fences an earlier producer of this sink and aborts its open transaction, so that
+        // the offsets read next are final.
+        self.txn("starting transactions", |p| {
+            p.init_transactions(TXN_TIMEOUT)
+        })
+        .await?;
+        let offsets = self.read_offsets().await?;
+        tracing::info!(
+            partitions = offsets.len(),
+            "resuming after the offsets committed in Kafka"
+        );
+        Ok((!offsets.is_empty()).then_some(offsets))
+    }
+
+    async fn write(&mut self, records: &[SinkRecord]) -> Result<(), KafkaSinkError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let destinations: Vec<String> = {
+            let mut seen: Vec<String> = Vec::new();
+            for record in records {
+                let topic = self.config.kafka_topic(&record.topic);
+                if !seen.contains(&topic) {
+                    seen.push(topic);
+                }
+            }
+            seen
+        };
+        self.ensure_topics(&destinations, false).await?;
+        let transactional = self.config.delivery == Delivery::ExactlyOnce;
+        if transactional {
+            let producer = self.producer.as_ref().expect("opened");
+            producer
+                .begin_transaction()
+                .map_err(self.error("beginning a transaction"))?;
+        }
+        let result = self.produce_batch(records, transactional).await;
+        if transactional {
+            match result {
+                Ok(()) => {
+                    if let Err(err) = self
+                        .txn("committing a transaction", |p| {
+                            p.commit_transaction(TXN_TIMEOUT)
+                        })
+                        .await
+                    {
+                        let _ = self
+                            .txn("aborting a transaction", |p| {
+                                p.abort_transaction(TXN_TIMEOUT)
+                            })
+                            .await;
+                        return Err(err);
+                    }
+                }
+                Err(err) => {
+                    let _ = self
+                        .txn("aborting a transaction", |p| {
+                            p.abort_transaction(TXN_TIMEOUT)
+                        })
+                        .await;
+                    return Err(err);
+                }
+            }
+        }
+        result
+    }
+
+    async fn close(&mut self) -> Result<(), KafkaSinkError> {
+        if let Some(producer) = self.producer.take() {
+            let flushed =
+                tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(30)))
+                    .await
+                    .expect("a flush does not panic");
+            flushed.map_err(self.error("flushing"))?;
+        }
+        Ok(())
+    }
+}
+
+impl KafkaSink {
+    /// Produces the batch's records (and, in a transaction, its offsets) and waits for every
+    /// delivery report.
+    async fn produce_batch(
+        &mut self,
+        records: &[SinkRecord],
+        transactional: bool,
+    ) -> Result<(), KafkaSinkError> {
+        let mut pending: VecDeque<DeliveryFuture> = VecDeque::new();
+        let mut next: BTreeMap<(String, u32), u64> = BTreeMap::new();
+        for at in records {
+            let record = &at.record;
+            let topic = self.config.kafka_topic(&at.topic);
+            let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
+            for header in &record.headers {
+                headers = headers.insert(Header {
+                    key: &header.key,
+                    value: header.value.as_deref(),
+                });
+            }
+            let mut out: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&topic)
+                .timestamp(record.timestamp_ms)
+                .headers(headers);
+            if let Some(key) = &record.key {
+                out = out.key(key.as_ref());
+            }
+            if let Some(value) = &record.value {
+                out = out.payload(value.as_ref());
+            }
+            self.produce(&mut pending, out, at).await?;
+            next.insert((at.topic.to_string(), at.partition), record.offset + 1);
+        }
+        if transactional {
+            let topic = self.config.offsets_topic();
+            for ((log_topic, partition), offset) in &next {
+                let key = format!("{log_topic}:{partition}");
+                let value = offset.to_string();
+                let out: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&topic)
+                    .key(key.as_bytes())
+                    .payload(value.as_bytes());
+                self.produce(&mut pending, out, &records[0]).await?;
+            }
+        }
+        while let Some(delivery) = pending.pop_front() {
+            if let Err(err) = check_delivery(delivery.await, &self.config.brokers) {
+                if let KafkaSinkError::Kafka { source, .. } = &err {
+                    if source.rdkafka_error_code() == Some(RDKafkaErrorCode::MessageSizeTooLarge) {
+                        return Err(too_large(&records[0]));
+                    }
+                }
+                return Err(err);
+            }
+        }
+        Ok(())
+    }
+}

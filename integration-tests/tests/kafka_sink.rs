@@ -1,0 +1,226 @@
+//! The Kafka sink against a real Apache Kafka 4.4 broker (`dev/services up kafka`): a Postgres
+//! table written to while sluice is killed with -9 three times reaches Kafka with every event
+//! exactly once for a `read_committed` consumer (Confluent's client), in the log's order per
+//! key, each key in the partition Kafka's Java partitioner gives it (asked of kafka-clients
+//! itself).
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value as Json;
+use sluice_integration_tests::{
+    events, source_config, test_python, wait_for, workspace_root, Rng, Sluice, TestDb,
+};
+
+const BROKERS: &str = "127.0.0.1:9092";
+
+/// Every committed record of a Kafka topic, partition by partition in offset order, as
+/// `(partition, key, value)` (JSON text; a tombstone's value is None), read by confluent-kafka
+/// with isolation.level=read_committed.
+fn kafka_records(topic: &str) -> Vec<(i32, Option<String>, Option<String>)> {
+    let script = r#"
+import json, sys, time
+from confluent_kafka import Consumer, TopicPartition, OFFSET_BEGINNING
+topic = sys.argv[1]
+c = Consumer({"bootstrap.servers": sys.argv[2], "group.id": "check-" + topic,
+              "enable.auto.commit": False, "isolation.level": "read_committed"})
+meta = c.list_topics(topic, timeout=10).topics[topic]
+if meta.error is not None:
+    sys.exit(0)
+parts = sorted(meta.partitions)
+ends = {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts}
+c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
+out = {p: [] for p in parts}
+deadline = time.time() + 60
+while time.time() < deadline:
+    positions = {tp.partition: tp.offset for tp in c.position([TopicPartition(topic, p) for p in parts])}
+    if all(positions[p] >= ends[p] or ends[p] == 0 for p in parts):
+        break
+    m = c.poll(0.5)
+    if m is None or m.error():
+        continue
+    key = m.key().decode() if m.key() is not None else None
+    value = m.value().decode() if m.value() is not None else None
+    out[m.partition()].append([m.partition(), key, value])
+for p in parts:
+    for row in out[p]:
+        print(json.dumps(row))
+"#;
+    let out = Command::new(test_python())
+        .args(["-c", script, topic, BROKERS])
+        .output()
+        .expect("run the Kafka consumer");
+    assert!(
+        out.status.success(),
+        "the consumer failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("a consumer line"))
+        .collect()
+}
+
+/// The partition Kafka's Java producer gives each key among `partitions`, from kafka-clients'
+/// own `Utils.murmur2`.
+fn java_partitions(keys: &[String], partitions: usize) -> Vec<usize> {
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("Partition.java");
+    std::fs::write(
+        &source,
+        "import org.apache.kafka.common.utils.Utils;\n\
+         public class Partition { public static void main(String[] a) throws Exception {\n\
+           int n = Integer.parseInt(a[0]);\n\
+           java.io.BufferedReader r = new java.io.BufferedReader(new java.io.InputStreamReader(System.in));\n\
+           for (String line; (line = r.readLine()) != null; ) {\n\
+             byte[] key = java.util.HexFormat.of().parseHex(line);\n\
+             System.out.println(Utils.toPositive(Utils.murmur2(key)) % n);\n\
+           } } }\n",
+    )
+    .unwrap();
+    // kafka-clients and what it needs (slf4j), as dev/services puts them there.
+    let jars = workspace_root().join("target/jars/*");
+    let mut child = Command::new("java")
+        .arg("-cp")
+        .arg(&jars)
+        .arg(&source)
+        .arg(partitions.to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run java");
+    {
+        let mut stdin = child.stdin.take().unwrap();
+        for key in keys {
+            let hex: String = key.bytes().map(|b| format!("{b:02x}")).collect();
+            writeln!(stdin, "{hex}").unwrap();
+        }
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "java failed");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.trim().parse().unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_event_reaches_kafka_once_across_kill_9_in_the_partition_java_gives_its_key() {
+    let db = TestDb::create();
+    db.exec("CREATE TABLE t (id int PRIMARY KEY, v int NOT NULL)");
+    // Topics and the transactional id are the broker's, shared by every run: the database's
+    // name keeps them apart.
+    let kafka_topic = format!("{}.src.public.t", db.name);
+    let mut sluice = Sluice::new(&format!(
+        "{}\n[[sinks]]\nname = \"k_{}\"\nkind = \"kafka\"\nbrokers = \"{BROKERS}\"\n\
+         topics = [\"src.public.*\"]\ntopic = \"{}.{{topic}}\"\npartitions = 3\n",
+        source_config(&db, "max_batch_events = 200"),
+        db.name,
+        db.name
+    ));
+    sluice.start();
+    db.wait_for_streaming().await;
+
+    let writer_db = db.url();
+    let writer = sluice_core::task::spawn_in_span(async move {
+        let client = sluice_integration_tests::writer_client(&writer_db).await;
+        let mut rng = Rng::new(5);
+        for id in 1..=3000i32 {
+            client
+                .execute("INSERT INTO t VALUES ($1, 0)", &[&id])
+                .await
+                .unwrap();
+            let other = 1 + rng.below(id as u64) as i32;
+            client
+                .execute("UPDATE t SET v = v + 1 WHERE id = $1", &[&other])
+                .await
+                .unwrap();
+            if id % 7 == 0 {
+                client
+                    .execute("DELETE FROM t WHERE id = $1", &[&(id - 3)])
+                    .await
+                    .unwrap();
+            }
+        }
+    });
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        sluice.kill();
+        sluice.start();
+    }
+    writer.await.unwrap();
+    db.exec("INSERT INTO t VALUES (-1, 0)");
+    wait_for(Duration::from_secs(120), "the marker row in Kafka", || {
+        kafka_records(&kafka_topic)
+            .iter()
+            .any(|(_, key, _)| key.as_deref() == Some(r#"{"id":-1}"#))
+    })
+    .await;
+
+    // Exactly the log's records (each once), per key in the log's order.
+    let in_kafka = kafka_records(&kafka_topic);
+    let in_log = sluice.records("src.public.t");
+    assert_eq!(
+        in_kafka.len(),
+        in_log.len(),
+        "as many records as the log holds"
+    );
+    let per_key = |records: Vec<(String, Json)>| {
+        let mut keys: BTreeMap<String, Vec<Json>> = BTreeMap::new();
+        for (key, value) in records {
+            keys.entry(key).or_default().push(value);
+        }
+        keys
+    };
+    let kafka_by_key = per_key(
+        in_kafka
+            .iter()
+            .map(|(_, key, value)| {
+                let key: Json = serde_json::from_str(key.as_deref().unwrap()).unwrap();
+                let value = value
+                    .as_deref()
+                    .map_or(Json::Null, |v| serde_json::from_str(v).unwrap());
+                (key.to_string(), value)
+            })
+            .collect(),
+    );
+    let log_by_key = per_key(
+        in_log
+            .iter()
+            .map(|(key, value)| (key.to_string(), value.clone()))
+            .collect(),
+    );
+    assert_eq!(kafka_by_key.len(), 3001, "every key");
+    assert!(
+        kafka_by_key == log_by_key,
+        "per key, Kafka holds the log's records in its order"
+    );
+    let deletes = events(&in_log).iter().filter(|e| e["op"] == "d").count();
+    let tombstones = in_kafka.iter().filter(|(_, _, v)| v.is_none()).count();
+    assert!(
+        deletes > 400 && tombstones == deletes,
+        "a tombstone after each of the {deletes} deletes: {tombstones}"
+    );
+
+    // Each key where Java's producer would put it.
+    let keys: Vec<String> = in_kafka
+        .iter()
+        .map(|(_, k, _)| k.clone().unwrap())
+        .collect();
+    let java = java_partitions(&keys, 3);
+    for ((partition, key, _), expected) in in_kafka.iter().zip(&java) {
+        assert_eq!(*partition as usize, *expected, "key {key:?}");
+    }
+    assert!(
+        sluice
+            .stderr()
+            .matches("resuming after the offsets committed in Kafka")
+            .count()
+            >= 4,
+        "{}",
+        sluice.stderr()
+    );
+    assert_eq!(sluice.stop(), Some(0), "{}", sluice.stderr());
+}
