@@ -29,11 +29,7 @@ pub async fn probe(config: &KafkaSinkConfig) -> Result<String, KafkaSinkError> {
     })
     .await
     .expect("a metadata request does not panic")
-    .map_err(|source| KafkaSinkError::Kafka {
-        brokers: config.brokers.clone(),
-        action: "reaching the brokers",
-        source,
-    })?;
+    .map_err(|source| sink::unreachable(&config.brokers, &source))?;
     Ok(format!(
         "{} broker(s) answer at {}; {} topic(s)",
         metadata.brokers().len(),

@@ -1,5 +1,6 @@
 //! The Kafka sink against a real Apache Kafka 4.4 broker (`dev/services up kafka`): a Postgres
-//! table written to while sluice is killed with -9 three times reaches Kafka with every event
+//! table written to while sluice is killed with -9 three times and the broker is stopped and
+//! started again reaches Kafka with every event
 //! exactly once for a `read_committed` consumer (Confluent's client), in the log's order per
 //! key, each key in the partition Kafka's Java partitioner gives it (asked of kafka-clients
 //! itself).
@@ -7,6 +8,8 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value as Json;
@@ -106,6 +109,19 @@ fn java_partitions(keys: &[String], partitions: usize) -> Vec<usize> {
         .collect()
 }
 
+/// `dev/services` with `args` (the broker's own start and stop).
+fn services(args: &[&str]) {
+    let out = Command::new(workspace_root().join("dev/services"))
+        .args(args)
+        .output()
+        .expect("run dev/services");
+    assert!(
+        out.status.success(),
+        "dev/services {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_event_reaches_kafka_once_across_kill_9_in_the_partition_java_gives_its_key() {
     let db = TestDb::create();
@@ -123,11 +139,17 @@ async fn every_event_reaches_kafka_once_across_kill_9_in_the_partition_java_give
     sluice.start();
     db.wait_for_streaming().await;
 
+    // The writer runs until after the broker is back: inserts, updates of earlier rows, and
+    // deletes (tombstones follow them).
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer_stop = Arc::clone(&stop);
     let writer_db = db.url();
     let writer = sluice_core::task::spawn_in_span(async move {
         let client = sluice_integration_tests::writer_client(&writer_db).await;
         let mut rng = Rng::new(5);
-        for id in 1..=3000i32 {
+        let mut id = 0i32;
+        while !writer_stop.load(Ordering::Relaxed) {
+            id += 1;
             client
                 .execute("INSERT INTO t VALUES ($1, 0)", &[&id])
                 .await
@@ -143,14 +165,23 @@ async fn every_event_reaches_kafka_once_across_kill_9_in_the_partition_java_give
                     .await
                     .unwrap();
             }
+            tokio::time::sleep(Duration::from_millis(2)).await;
         }
+        id
     });
     for _ in 0..3 {
         tokio::time::sleep(Duration::from_millis(1500)).await;
         sluice.kill();
         sluice.start();
     }
-    writer.await.unwrap();
+    // And the broker stopped for a few seconds under the running sink.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    services(&["down", "kafka"]);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    services(&["up", "kafka"]);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stop.store(true, Ordering::Relaxed);
+    let written = writer.await.unwrap();
     db.exec("INSERT INTO t VALUES (-1, 0)");
     wait_for(Duration::from_secs(120), "the marker row in Kafka", || {
         kafka_records(&kafka_topic)
@@ -192,7 +223,7 @@ async fn every_event_reaches_kafka_once_across_kill_9_in_the_partition_java_give
             .map(|(key, value)| (key.to_string(), value.clone()))
             .collect(),
     );
-    assert_eq!(kafka_by_key.len(), 3001, "every key");
+    assert_eq!(kafka_by_key.len(), written as usize + 1, "every key");
     assert!(
         kafka_by_key == log_by_key,
         "per key, Kafka holds the log's records in its order"

@@ -33,13 +33,19 @@ const TXN_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum KafkaSinkError {
+    // (The reason is in the message, not a `#[source]`: librdkafka's errors repeat their
+    // cause in their own text, and a chain would say it three times.)
     #[error("Kafka at {brokers}: {action}: {source}")]
     Kafka {
         brokers: String,
         action: &'static str,
-        #[source]
         source: KafkaError,
     },
+    #[error(
+        "no Kafka broker answers at {brokers} ({reason}); check that the brokers run and that \
+         `brokers` names their listeners (host:port)"
+    )]
+    Unreachable { brokers: String, reason: String },
     #[error(
         "Kafka at {brokers}: another process took over sink {sink}'s transactions (its \
          transactional id sluice-{sink}): two sluice processes run this sink; stop one"
@@ -87,6 +93,7 @@ impl Classify for KafkaSinkError {
                     ErrorKind::Transient
                 }
             }
+            KafkaSinkError::Unreachable { .. } => ErrorKind::Transient,
             KafkaSinkError::Fenced { .. }
             | KafkaSinkError::TooLarge { .. }
             | KafkaSinkError::BadOffsets { .. } => ErrorKind::Definite,
@@ -357,6 +364,18 @@ impl KafkaSink {
     }
 }
 
+/// No broker answered a metadata request: what librdkafka says, once.
+pub(super) fn unreachable(brokers: &str, source: &KafkaError) -> KafkaSinkError {
+    let reason = match source.rdkafka_error_code() {
+        Some(code) => code.to_string(),
+        None => source.to_string(),
+    };
+    KafkaSinkError::Unreachable {
+        brokers: brokers.to_owned(),
+        reason,
+    }
+}
+
 fn too_large(at: &SinkRecord) -> KafkaSinkError {
     let record = &at.record;
     KafkaSinkError::TooLarge {
@@ -413,7 +432,7 @@ impl RecordSink for KafkaSink {
         })
         .await
         .expect("a metadata request does not panic")
-        .map_err(self.error("reaching the brokers"))?;
+        .map_err(|source| unreachable(&self.config.brokers, &source))?;
         if self.config.delivery == Delivery::AtLeastOnce {
             return Ok(None);
         }
