@@ -33,6 +33,10 @@ Cases:
                      1,000,000-row MariaDB table while a writer commits about 1,000 transactions/s
                      into another captured table, vs mariadb -e "SELECT *" of the table; the
                      writer's achieved rate in the notes.
+  kafka_sink         the 1,000,000-row snapshot in the log delivered into Kafka by the Kafka sink
+                     (exactly once: transactions; acks=all) vs Kafka's ProducerPerformance sending
+                     as many records of the same average size, acks=all, with transactions.
+  kafka_sink_at_least_once  the same without transactions on both sides.
   encode_avro        1,000,000 events of a 20-column row encoded as Avro (Confluent wire format)
                      vs the same events as Debezium JSON (encode_json); one thread each; also
                      bytes per event of both.
@@ -637,6 +641,94 @@ def case_mysql_incremental_snapshot():
     return elapsed, min(refs), notes
 
 
+KAFKA_LIBS = "target/kafka/libs/*"
+KAFKA_PY = "target/pyenv/bin/python"
+
+# Waits until the Kafka topic holds at least N records (the sum of its partitions' end offsets;
+# transaction markers count too, a few per thousand batches), then prints the time it took.
+KAFKA_WAITER = r'''
+import sys, time
+from confluent_kafka import Consumer, TopicPartition
+topic, n, start = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+c = Consumer({"bootstrap.servers": "127.0.0.1:9092", "group.id": "bench-waiter"})
+deadline = time.time() + 900
+while time.time() < deadline:
+    meta = c.list_topics(topic, timeout=10).topics.get(topic)
+    if meta is not None and meta.error is None and meta.partitions:
+        total = sum(c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in meta.partitions)
+        if total >= n:
+            print(time.time() - start)
+            sys.exit(0)
+    time.sleep(0.05)
+sys.exit("timed out")
+'''
+
+
+def case_kafka_sink(transactions=True):
+    """A filled log (the 1,000,000-row snapshot) delivered into Kafka by the Kafka sink alone,
+    acks=all, exactly once (transactions) or at least once, vs Kafka's ProducerPerformance sending
+    as many records of the same average size with the same acks (and transactions), both to the
+    broker dev/services starts. Reference time = records / ProducerPerformance's records/s."""
+    subprocess.run(["dev/services", "up", "kafka"], check=True, capture_output=True)
+    reset_db()
+    fill(max(1, TXNS // 10), ROWS // max(1, TXNS // 10))
+    psql("VACUUM ANALYZE t")
+    stamp = time.strftime("%H%M%S")
+    mode = "exactly_once" if transactions else "at_least_once"
+    with tempfile.TemporaryDirectory() as workdir:
+        end = psql("SELECT pg_current_wal_lsn()")
+        config = sluice_config(workdir, f"bench_kafka_{stamp}", "initial")
+        run_timed([SLUICE, "run", "-c", config, "--stop-at", lsn_position(end)])
+        records = count_records(workdir, "bench.public.t")
+        if records < ROWS:
+            raise SystemExit(f"kafka_sink: only {records} of {ROWS} rows reached the log")
+        # The average value as stored (the log may compress its batches: not their size).
+        tail = subprocess.run([SLUICE, "log", "tail", "bench.public.t", "--dir", f"{workdir}/log", "--format", "raw"],
+                              check=True, capture_output=True).stdout.splitlines()
+        record_size = max(1, sum(len(line) for line in tail) // max(1, len(tail)))
+
+        def ours(i):
+            name = f"k{stamp}_{i}"
+            topic = f"bench_{name}.bench.public.t"
+            sink = os.path.join(workdir, f"sink{i}.toml")
+            with open(sink, "w") as f:
+                f.write(f'[log]\ndir = "{workdir}/log"\n\n[[sinks]]\nname = "{name}"\nkind = "kafka"\n'
+                        f'brokers = "127.0.0.1:9092"\ntopics = ["bench.public.t"]\ntopic = "bench_{name}.{{topic}}"\n'
+                        f'delivery = "{mode}"\n')
+            start = time.time()
+            waiter = subprocess.Popen([KAFKA_PY, "-c", KAFKA_WAITER, topic, str(ROWS), str(start)],
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            proc = subprocess.Popen([SLUICE, "run", "-c", sink], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            out, err = waiter.communicate()
+            proc.terminate()
+            _, sluice_err = proc.communicate()
+            if waiter.returncode != 0:
+                raise SystemExit(f"kafka_sink: {err[-2000:]}\n{sluice_err.decode()[-3000:]}")
+            return float(out.strip())
+
+        def reference(i):
+            cmd = ["java", "-Xmx1g", "-cp", KAFKA_LIBS, "org.apache.kafka.tools.ProducerPerformance",
+                   "--topic", f"bench_ref{stamp}_{i}", "--num-records", str(ROWS), "--record-size", str(record_size),
+                   "--throughput", "-1", "--producer-props", "bootstrap.servers=127.0.0.1:9092", "acks=all",
+                   "linger.ms=5"]
+            if transactions:
+                cmd += ["--transactional-id", f"bench-ref-{stamp}-{i}", "--transaction-duration-ms", "200"]
+            out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+            last = [line for line in out.splitlines() if "records sent" in line][-1]
+            per_s = float(last.split("records sent,")[1].split("records/sec")[0].strip())
+            return ROWS / per_s
+
+        refs, runs = [], []
+        for i in range(REPEAT):
+            refs.append(reference(i))
+            runs.append(ours(i))
+    LAST_RUNS["ours"] = runs
+    LAST_RUNS["reference"] = refs
+    notes = (f"records={ROWS} record_bytes~{record_size} delivery={mode} ours_per_s={ROWS / min(runs):.0f} "
+             f"producer_performance_per_s={ROWS / min(refs):.0f}")
+    return min(runs), min(refs), notes
+
+
 LOG_BENCH = os.environ.get("LOG_BENCH_BIN", "target/release/log-bench")
 ENCODE_BENCH = os.environ.get("ENCODE_BENCH_BIN", "target/release/encode-bench")
 
@@ -744,6 +836,8 @@ def main():
         ("pg_replication_latency", case_pg_replication_latency),
         ("incremental_snapshot", case_incremental_snapshot),
         ("mysql_incremental_snapshot", case_mysql_incremental_snapshot),
+        ("kafka_sink", case_kafka_sink),
+        ("kafka_sink_at_least_once", lambda: case_kafka_sink(transactions=False)),
         ("pg_big_txn", lambda: case_big_txn("pg")),
         ("pg_big_txn_at_commit", lambda: case_big_txn("pg", stream=False)),
         ("mysql_big_txn", lambda: case_big_txn("mysql")),
@@ -755,6 +849,7 @@ def main():
             continue
         if (name.startswith("log_") or name.startswith("encode_") or name == "pg_replication_latency"
                 or "_big_txn" in name
+                or name.startswith("kafka_")
                 or name in ("incremental_snapshot", "mysql_incremental_snapshot", "pg_snapshot_100m")):
             ours, ref, notes = run()
             rss = None
