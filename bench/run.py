@@ -710,7 +710,9 @@ def case_kafka_sink(transactions=True):
             cmd = ["java", "-Xmx1g", "-cp", KAFKA_LIBS, "org.apache.kafka.tools.ProducerPerformance",
                    "--topic", f"bench_ref{stamp}_{i}", "--num-records", str(ROWS), "--record-size", str(record_size),
                    "--throughput", "-1", "--producer-props", "bootstrap.servers=127.0.0.1:9092", "acks=all",
-                   "linger.ms=5"]
+                   # librdkafka's batches (what the sink sends) hold up to 1 MB: the Java
+                   # producer gets the same, not its 16 KB default.
+                   "linger.ms=5", "batch.size=1048576"]
             if transactions:
                 cmd += ["--transactional-id", f"bench-ref-{stamp}-{i}", "--transaction-duration-ms", "200"]
             out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout

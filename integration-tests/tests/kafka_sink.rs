@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use serde_json::Value as Json;
 use sluice_integration_tests::{
-    events, source_config, test_python, wait_for, workspace_root, Rng, Sluice, TestDb,
+    events, free_port, source_config, test_python, wait_for, workspace_root, Rng, Sluice, TestDb,
 };
 
 const BROKERS: &str = "127.0.0.1:9092";
@@ -252,6 +252,111 @@ async fn every_event_reaches_kafka_once_across_kill_9_in_the_partition_java_give
             >= 4,
         "{}",
         sluice.stderr()
+    );
+    assert_eq!(sluice.stop(), Some(0), "{}", sluice.stderr());
+}
+
+/// Every record of an Avro topic decoded by Confluent's `AvroDeserializer` against the
+/// registry at `registry` (read_committed), as `(key, value)` JSON (value None: a tombstone).
+fn kafka_avro_records(topic: &str, registry: &str) -> Vec<(Json, Json)> {
+    let script = r#"
+import json, sys, time
+from confluent_kafka import Consumer, TopicPartition, OFFSET_BEGINNING
+from confluent_kafka.schema_registry import SchemaRegistryClient
+from confluent_kafka.schema_registry.avro import AvroDeserializer
+from confluent_kafka.serialization import SerializationContext, MessageField
+topic, brokers, registry = sys.argv[1], sys.argv[2], sys.argv[3]
+deserialize = AvroDeserializer(SchemaRegistryClient({"url": registry}))
+c = Consumer({"bootstrap.servers": brokers, "group.id": "check-" + topic,
+              "enable.auto.commit": False, "isolation.level": "read_committed"})
+meta = c.list_topics(topic, timeout=10).topics[topic]
+if meta.error is not None:
+    sys.exit(0)
+parts = sorted(meta.partitions)
+ends = {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts}
+c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
+deadline = time.time() + 60
+while time.time() < deadline:
+    positions = {tp.partition: tp.offset for tp in c.position([TopicPartition(topic, p) for p in parts])}
+    if all(positions[p] >= ends[p] or ends[p] == 0 for p in parts):
+        break
+    m = c.poll(0.5)
+    if m is None or m.error():
+        continue
+    key = deserialize(m.key(), SerializationContext(topic, MessageField.KEY))
+    value = None if m.value() is None else deserialize(m.value(), SerializationContext(topic, MessageField.VALUE))
+    print(json.dumps([key, value], default=str))
+"#;
+    let out = Command::new(test_python())
+        .args(["-c", script, topic, BROKERS, registry])
+        .output()
+        .expect("run the Kafka consumer");
+    assert!(
+        out.status.success(),
+        "the consumer failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|line| {
+            let (key, value): (Json, Json) = serde_json::from_str(line).expect("a consumer line");
+            (key, value)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn avro_records_in_kafka_decode_with_confluents_deserializer_against_sluices_registry() {
+    let db = TestDb::create();
+    db.exec(
+        "CREATE TABLE items (id bigint PRIMARY KEY, name text NOT NULL, price numeric(10,2)); \
+         INSERT INTO items SELECT g, 'item ' || g, g / 4.0 FROM generate_series(1, 300) g",
+    );
+    let port = free_port();
+    let kafka_topic = format!("{}.src.public.items", db.name);
+    let mut sluice = Sluice::new(&format!(
+        "[registry]\nlisten = \"127.0.0.1:{port}\"\n\n{}\n[[sinks]]\nname = \"k_{}\"\nkind = \"kafka\"\n\
+         brokers = \"{BROKERS}\"\ntopics = [\"src.public.*\"]\ntopic = \"{}.{{topic}}\"\n",
+        source_config(&db, "encoding = \"avro\""),
+        db.name,
+        db.name
+    ));
+    sluice.start();
+    db.wait_for_streaming().await;
+    db.exec("UPDATE items SET name = 'renamed' WHERE id = 7; DELETE FROM items WHERE id = 9");
+    let registry = format!("http://127.0.0.1:{port}");
+    wait_for(Duration::from_secs(60), "every record in Kafka", || {
+        kafka_avro_records(&kafka_topic, &registry).len() >= 303
+    })
+    .await;
+    let records = kafka_avro_records(&kafka_topic, &registry);
+    assert_eq!(
+        records.len(),
+        303,
+        "300 reads, an update, a delete and its tombstone"
+    );
+    // Keys decode to the table's keys; values to Debezium's envelope.
+    let keys: std::collections::BTreeSet<i64> = records
+        .iter()
+        .map(|(k, _)| k["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(keys, (1..=300).collect());
+    let update = records
+        .iter()
+        .find(|(_, v)| v["op"] == "u")
+        .expect("the update");
+    assert_eq!(update.0["id"], 7);
+    assert_eq!(update.1["after"]["name"], "renamed");
+    assert_eq!(update.1["after"]["id"], 7);
+    let tombstone = records
+        .iter()
+        .position(|(_, v)| v.is_null())
+        .expect("a tombstone");
+    assert_eq!(records[tombstone].0["id"], 9);
+    assert_eq!(
+        records[tombstone - 1].1["op"],
+        "d",
+        "the tombstone follows the delete"
     );
     assert_eq!(sluice.stop(), Some(0), "{}", sluice.stderr());
 }
