@@ -19,15 +19,26 @@ use sluice_integration_tests::{
 
 const BROKERS: &str = "127.0.0.1:9092";
 
-/// Every committed record of a Kafka topic, partition by partition in offset order, as
-/// `(partition, key, value)` (JSON text; a tombstone's value is None), read by confluent-kafka
-/// with isolation.level=read_committed.
-fn kafka_records(topic: &str) -> Vec<(i32, Option<String>, Option<String>)> {
-    let script = r#"
+/// Confluent's Python consumer: every committed record of a topic (isolation.level =
+/// read_committed), partition by partition in offset order, one JSON line each
+/// `[partition, key, value]`: UTF-8 text, or with a registry URL, Avro decoded by Confluent's
+/// `AvroDeserializer` against it; a tombstone's value is null.
+const CONSUMER: &str = r#"
 import json, sys, time
 from confluent_kafka import Consumer, TopicPartition, OFFSET_BEGINNING
-topic = sys.argv[1]
-c = Consumer({"bootstrap.servers": sys.argv[2], "group.id": "check-" + topic,
+topic, brokers = sys.argv[1], sys.argv[2]
+registry = sys.argv[3] if len(sys.argv) > 3 else None
+if registry:
+    from confluent_kafka.schema_registry import SchemaRegistryClient
+    from confluent_kafka.schema_registry.avro import AvroDeserializer
+    from confluent_kafka.serialization import SerializationContext, MessageField
+    avro = AvroDeserializer(SchemaRegistryClient({"url": registry}))
+    decode = lambda data, field: avro(data, SerializationContext(topic, field))
+    KEY, VALUE = MessageField.KEY, MessageField.VALUE
+else:
+    decode = lambda data, field: data.decode()
+    KEY, VALUE = "key", "value"
+c = Consumer({"bootstrap.servers": brokers, "group.id": "check-" + topic,
               "enable.auto.commit": False, "isolation.level": "read_committed"})
 meta = c.list_topics(topic, timeout=10).topics[topic]
 if meta.error is not None:
@@ -44,17 +55,20 @@ while time.time() < deadline:
     m = c.poll(0.5)
     if m is None or m.error():
         continue
-    key = m.key().decode() if m.key() is not None else None
-    value = m.value().decode() if m.value() is not None else None
+    key = None if m.key() is None else decode(m.key(), KEY)
+    value = None if m.value() is None else decode(m.value(), VALUE)
     out[m.partition()].append([m.partition(), key, value])
 for p in parts:
     for row in out[p]:
-        print(json.dumps(row))
+        print(json.dumps(row, default=str))
 "#;
-    let out = Command::new(test_python())
-        .args(["-c", script, topic, BROKERS])
-        .output()
-        .expect("run the Kafka consumer");
+
+/// The consumer's lines for `topic` (with `registry`: Avro decoded against it).
+fn consume(topic: &str, registry: Option<&str>) -> Vec<(i32, Json, Json)> {
+    let mut command = Command::new(test_python());
+    command.args(["-c", CONSUMER, topic, BROKERS]);
+    command.args(registry);
+    let out = command.output().expect("run the Kafka consumer");
     assert!(
         out.status.success(),
         "the consumer failed: {}",
@@ -63,6 +77,18 @@ for p in parts:
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|line| serde_json::from_str(line).expect("a consumer line"))
+        .collect()
+}
+
+/// Every committed record of a Kafka topic as `(partition, key, value)` text (a tombstone's
+/// value is None).
+fn kafka_records(topic: &str) -> Vec<(i32, Option<String>, Option<String>)> {
+    consume(topic, None)
+        .into_iter()
+        .map(|(partition, key, value)| {
+            let text = |v: Json| v.as_str().map(str::to_owned);
+            (partition, text(key), text(value))
+        })
         .collect()
 }
 
@@ -257,51 +283,11 @@ async fn every_event_reaches_kafka_once_across_kill_9_in_the_partition_java_give
 }
 
 /// Every record of an Avro topic decoded by Confluent's `AvroDeserializer` against the
-/// registry at `registry` (read_committed), as `(key, value)` JSON (value None: a tombstone).
+/// registry at `registry`, as `(key, value)` JSON (value null: a tombstone).
 fn kafka_avro_records(topic: &str, registry: &str) -> Vec<(Json, Json)> {
-    let script = r#"
-import json, sys, time
-from confluent_kafka import Consumer, TopicPartition, OFFSET_BEGINNING
-from confluent_kafka.schema_registry import SchemaRegistryClient
-from confluent_kafka.schema_registry.avro import AvroDeserializer
-from confluent_kafka.serialization import SerializationContext, MessageField
-topic, brokers, registry = sys.argv[1], sys.argv[2], sys.argv[3]
-deserialize = AvroDeserializer(SchemaRegistryClient({"url": registry}))
-c = Consumer({"bootstrap.servers": brokers, "group.id": "check-" + topic,
-              "enable.auto.commit": False, "isolation.level": "read_committed"})
-meta = c.list_topics(topic, timeout=10).topics[topic]
-if meta.error is not None:
-    sys.exit(0)
-parts = sorted(meta.partitions)
-ends = {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts}
-c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
-deadline = time.time() + 60
-while time.time() < deadline:
-    positions = {tp.partition: tp.offset for tp in c.position([TopicPartition(topic, p) for p in parts])}
-    if all(positions[p] >= ends[p] or ends[p] == 0 for p in parts):
-        break
-    m = c.poll(0.5)
-    if m is None or m.error():
-        continue
-    key = deserialize(m.key(), SerializationContext(topic, MessageField.KEY))
-    value = None if m.value() is None else deserialize(m.value(), SerializationContext(topic, MessageField.VALUE))
-    print(json.dumps([key, value], default=str))
-"#;
-    let out = Command::new(test_python())
-        .args(["-c", script, topic, BROKERS, registry])
-        .output()
-        .expect("run the Kafka consumer");
-    assert!(
-        out.status.success(),
-        "the consumer failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|line| {
-            let (key, value): (Json, Json) = serde_json::from_str(line).expect("a consumer line");
-            (key, value)
-        })
+    consume(topic, Some(registry))
+        .into_iter()
+        .map(|(_, key, value)| (key, value))
         .collect()
 }
 
