@@ -41,3 +41,12 @@ pub const SINK_LAG_RECORDS: &str = "sluice_sink_lag_records";
 pub const SINK_FAILED: &str = "sluice_sink_failed";
 /// Errors, by `stage`: source, encode, log, sink (counter).
 pub const ERRORS: &str = "sluice_errors_total";
+
+/// Kafka sink: records and bytes (key and value) produced, per sink.
+pub const KAFKA_PRODUCED_RECORDS: &str = "sluice_kafka_produced_records_total";
+pub const KAFKA_PRODUCED_BYTES: &str = "sluice_kafka_produced_bytes_total";
+/// Kafka sink: transactions, by `result` (`committed`, `aborted`).
+pub const KAFKA_TRANSACTIONS: &str = "sluice_kafka_transactions_total";
+/// Kafka sink: seconds from a round's first record to all of it acknowledged (committed, with
+/// transactions).
+pub const KAFKA_PRODUCE_SECONDS: &str = "sluice_kafka_produce_seconds";

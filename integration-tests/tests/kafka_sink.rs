@@ -299,9 +299,10 @@ async fn avro_records_in_kafka_decode_with_confluents_deserializer_against_sluic
          INSERT INTO items SELECT g, 'item ' || g, g / 4.0 FROM generate_series(1, 300) g",
     );
     let port = free_port();
+    let api = free_port();
     let kafka_topic = format!("{}.src.public.items", db.name);
     let mut sluice = Sluice::new(&format!(
-        "[registry]\nlisten = \"127.0.0.1:{port}\"\n\n{}\n[[sinks]]\nname = \"k_{}\"\nkind = \"kafka\"\n\
+        "[api]\nlisten = \"127.0.0.1:{api}\"\n[registry]\nlisten = \"127.0.0.1:{port}\"\n\n{}\n[[sinks]]\nname = \"k_{}\"\nkind = \"kafka\"\n\
          brokers = \"{BROKERS}\"\ntopics = [\"src.public.*\"]\ntopic = \"{}.{{topic}}\"\n",
         source_config(&db, "encoding = \"avro\""),
         db.name,
@@ -344,5 +345,22 @@ async fn avro_records_in_kafka_decode_with_confluents_deserializer_against_sluic
         "d",
         "the tombstone follows the delete"
     );
+    // The produce metrics count them.
+    let metrics = sluice_integration_tests::http_get(api, "/metrics").1;
+    let sink = format!("sink=\"k_{}\"", db.name);
+    let value = |name: &str| {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name) && l.contains(&sink))
+            .unwrap_or_else(|| panic!("no {name} for the sink in:\n{metrics}"))
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .parse::<f64>()
+            .unwrap()
+    };
+    assert_eq!(value("sluice_kafka_produced_records_total"), 303.0);
+    assert!(value("sluice_kafka_produced_bytes_total") > 303.0 * 10.0);
+    assert!(value("sluice_kafka_transactions_total") >= 1.0);
     assert_eq!(sluice.stop(), Some(0), "{}", sluice.stderr());
 }

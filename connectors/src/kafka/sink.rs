@@ -23,6 +23,7 @@ use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::future_producer::OwnedDeliveryResult;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
+use sluice_core::metrics as metrics_names;
 use sluice_core::retry::{Classify, ErrorKind};
 use sluice_core::sink::{Offsets, RecordSink, SinkRecord};
 
@@ -474,35 +475,47 @@ impl RecordSink for KafkaSink {
                 .begin_transaction()
                 .map_err(self.error("beginning a transaction"))?;
         }
-        let result = self.produce_batch(records, transactional).await;
+        let started = std::time::Instant::now();
+        let mut result = self.produce_batch(records, transactional).await;
         if transactional {
-            match result {
-                Ok(()) => {
-                    if let Err(err) = self
-                        .txn("committing a transaction", |p| {
-                            p.commit_transaction(TXN_TIMEOUT)
-                        })
-                        .await
-                    {
-                        let _ = self
-                            .txn("aborting a transaction", |p| {
-                                p.abort_transaction(TXN_TIMEOUT)
-                            })
-                            .await;
-                        return Err(err);
-                    }
-                }
-                Err(err) => {
-                    let _ = self
-                        .txn("aborting a transaction", |p| {
-                            p.abort_transaction(TXN_TIMEOUT)
-                        })
-                        .await;
-                    return Err(err);
-                }
+            if result.is_ok() {
+                result = self
+                    .txn("committing a transaction", |p| {
+                        p.commit_transaction(TXN_TIMEOUT)
+                    })
+                    .await;
             }
+            let outcome = if result.is_ok() {
+                "committed"
+            } else {
+                "aborted"
+            };
+            if result.is_err() {
+                let _ = self
+                    .txn("aborting a transaction", |p| {
+                        p.abort_transaction(TXN_TIMEOUT)
+                    })
+                    .await;
+            }
+            metrics::counter!(metrics_names::KAFKA_TRANSACTIONS, "sink" => self.config.name.clone(), "result" => outcome)
+                .increment(1);
         }
-        result
+        result?;
+        let sink = self.config.name.clone();
+        let bytes: usize = records
+            .iter()
+            .map(|r| {
+                r.record.key.as_ref().map_or(0, |k| k.len())
+                    + r.record.value.as_ref().map_or(0, |v| v.len())
+            })
+            .sum();
+        metrics::counter!(metrics_names::KAFKA_PRODUCED_RECORDS, "sink" => sink.clone())
+            .increment(records.len() as u64);
+        metrics::counter!(metrics_names::KAFKA_PRODUCED_BYTES, "sink" => sink.clone())
+            .increment(bytes as u64);
+        metrics::histogram!(metrics_names::KAFKA_PRODUCE_SECONDS, "sink" => sink)
+            .record(started.elapsed().as_secs_f64());
+        Ok(())
     }
 
     async fn close(&mut self) -> Result<(), KafkaSinkError> {
