@@ -364,3 +364,35 @@ async fn avro_records_in_kafka_decode_with_confluents_deserializer_against_sluic
     assert!(value("sluice_kafka_transactions_total") >= 1.0);
     assert_eq!(sluice.stop(), Some(0), "{}", sluice.stderr());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_larger_than_kafka_takes_stops_the_sink_naming_its_key_and_size() {
+    let db = TestDb::create();
+    db.exec(
+        "CREATE TABLE docs (id int PRIMARY KEY, body text); \
+         INSERT INTO docs VALUES (1, 'small'), (2, repeat('x', 5000))",
+    );
+    let mut sluice = Sluice::new(&format!(
+        "{}\n[[sinks]]\nname = \"k_{}\"\nkind = \"kafka\"\nbrokers = \"{BROKERS}\"\n\
+         topics = [\"src.public.*\"]\ntopic = \"{}.{{topic}}\"\n\
+         properties = {{ \"message.max.bytes\" = \"2000\" }}\n",
+        source_config(&db, ""),
+        db.name,
+        db.name
+    ));
+    sluice.start();
+    wait_for(Duration::from_secs(60), "the sink to stop", || {
+        sluice
+            .stderr()
+            .contains("is larger than the broker or producer accepts")
+    })
+    .await;
+    let stderr = sluice.stderr();
+    assert!(
+        stderr.contains(r#"key {"id":2}"#) && stderr.contains("src.public.docs[0]"),
+        "the record is named: {stderr}"
+    );
+    assert!(sluice.is_running(), "the rest of the pipeline goes on");
+    // A clean stop still exits 1: a sink failed.
+    assert_eq!(sluice.stop(), Some(1), "{}", sluice.stderr());
+}

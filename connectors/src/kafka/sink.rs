@@ -334,33 +334,51 @@ impl KafkaSink {
             .map_err(self.error(action))
     }
 
-    /// Queues one record, waiting for room in the producer's queue when it is full.
+    /// Queues one record (`records[index]`, or for the offsets, any of them), waiting for room
+    /// in the producer's queue when it is full.
     async fn produce(
         &self,
-        pending: &mut VecDeque<DeliveryFuture>,
+        pending: &mut VecDeque<(usize, DeliveryFuture)>,
         record: FutureRecord<'_, [u8], [u8]>,
-        at: &SinkRecord,
+        records: &[SinkRecord],
+        index: usize,
     ) -> Result<(), KafkaSinkError> {
         let producer = self.producer.as_ref().expect("opened");
         let mut record = record;
         loop {
             match producer.send_result(record) {
                 Ok(delivery) => {
-                    pending.push_back(delivery);
+                    pending.push_back((index, delivery));
                     return Ok(());
                 }
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                     record = back;
                     match pending.pop_front() {
-                        Some(oldest) => check_delivery(oldest.await, &self.config.brokers)?,
+                        Some(oldest) => self.settle(oldest, records).await?,
                         None => tokio::time::sleep(Duration::from_millis(5)).await,
                     }
                 }
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge), _)) => {
-                    return Err(too_large(at));
+                    return Err(too_large(&records[index]));
                 }
                 Err((source, _)) => return Err(self.error("producing")(source)),
             }
+        }
+    }
+
+    /// Waits for a record's delivery report; a record the broker refused as too large is named.
+    async fn settle(
+        &self,
+        (index, delivery): (usize, DeliveryFuture),
+        records: &[SinkRecord],
+    ) -> Result<(), KafkaSinkError> {
+        match check_delivery(delivery.await, &self.config.brokers) {
+            Err(KafkaSinkError::Kafka { source, .. })
+                if source.rdkafka_error_code() == Some(RDKafkaErrorCode::MessageSizeTooLarge) =>
+            {
+                Err(too_large(&records[index]))
+            }
+            other => other,
         }
     }
 }
@@ -538,9 +556,9 @@ impl KafkaSink {
         records: &[SinkRecord],
         transactional: bool,
     ) -> Result<(), KafkaSinkError> {
-        let mut pending: VecDeque<DeliveryFuture> = VecDeque::new();
+        let mut pending: VecDeque<(usize, DeliveryFuture)> = VecDeque::new();
         let mut next: BTreeMap<(String, u32), u64> = BTreeMap::new();
-        for at in records {
+        for (index, at) in records.iter().enumerate() {
             let record = &at.record;
             let topic = self.config.kafka_topic(&at.topic);
             let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
@@ -559,7 +577,7 @@ impl KafkaSink {
             if let Some(value) = &record.value {
                 out = out.payload(value.as_ref());
             }
-            self.produce(&mut pending, out, at).await?;
+            self.produce(&mut pending, out, records, index).await?;
             next.insert((at.topic.to_string(), at.partition), record.offset + 1);
         }
         if transactional {
@@ -570,18 +588,11 @@ impl KafkaSink {
                 let out: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&topic)
                     .key(key.as_bytes())
                     .payload(value.as_bytes());
-                self.produce(&mut pending, out, &records[0]).await?;
+                self.produce(&mut pending, out, records, 0).await?;
             }
         }
         while let Some(delivery) = pending.pop_front() {
-            if let Err(err) = check_delivery(delivery.await, &self.config.brokers) {
-                if let KafkaSinkError::Kafka { source, .. } = &err {
-                    if source.rdkafka_error_code() == Some(RDKafkaErrorCode::MessageSizeTooLarge) {
-                        return Err(too_large(&records[0]));
-                    }
-                }
-                return Err(err);
-            }
+            self.settle(delivery, records).await?;
         }
         Ok(())
     }
