@@ -509,6 +509,22 @@ pub async fn wait_for<F: FnMut() -> bool>(timeout: Duration, what: &str, mut con
     }
 }
 
+/// The events of a table `(id, v)` folded per key: id → v.
+pub fn folded_id_v(events: &[Json]) -> BTreeMap<i64, i64> {
+    fold_rows(events, "id")
+        .into_values()
+        .map(|row| (row["id"].as_i64().unwrap(), row["v"].as_i64().unwrap()))
+        .collect()
+}
+
+/// How many events are rows read by an on-demand snapshot.
+pub fn incremental_reads(events: &[Json]) -> usize {
+    events
+        .iter()
+        .filter(|e| e["op"] == "r" && e["source"]["snapshot"] == "incremental")
+        .count()
+}
+
 /// Checks the events of a table `(id, v)` whose writer only ever raises `v`, for an on-demand
 /// snapshot run alongside it: per key, v never goes down (a read never overwrites a newer
 /// change), no row is read after its delete, and no key is read twice. Returns how many keys

@@ -10,10 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
-use serde_json::Value as Json;
 use sluice_integration_tests::{
-    assert_reads_keep_key_order, events, fold_rows, mysql_source_config, sluice_command, wait_for,
-    MariaDb, Rng, Sluice, MARIADB_URL,
+    assert_reads_keep_key_order, events, folded_id_v, incremental_reads, mysql_source_config,
+    sluice_command, wait_for, MariaDb, Rng, Sluice, MARIADB_URL,
 };
 
 const SIGNAL_DDL: &str =
@@ -28,21 +27,6 @@ fn table_rows(db: &MariaDb, table: &str) -> BTreeMap<i64, i64> {
             (id.parse().unwrap(), v.parse().unwrap())
         })
         .collect()
-}
-
-/// The log's events folded per key: id → v.
-fn folded(events: &[Json]) -> BTreeMap<i64, i64> {
-    fold_rows(events, "id")
-        .into_values()
-        .map(|row| (row["id"].as_i64().unwrap(), row["v"].as_i64().unwrap()))
-        .collect()
-}
-
-fn incremental_reads(events: &[Json]) -> usize {
-    events
-        .iter()
-        .filter(|e| e["op"] == "r" && e["source"]["snapshot"] == "incremental")
-        .count()
 }
 
 /// The chunks of the on-demand snapshot in the log, as `sluice status` says (0: none running).
@@ -166,7 +150,7 @@ async fn an_on_demand_snapshot_under_writes_and_a_kill_keeps_every_key_in_order(
 
     let all = events(&sluice.records(&topic));
     assert_eq!(
-        folded(&all),
+        folded_id_v(&all),
         table_rows(&db, "t"),
         "the log folds to the table"
     );
@@ -261,7 +245,7 @@ async fn a_where_slice_and_tables_that_join_the_source_are_read_while_streaming(
     std::fs::write(&sluice.config, config).unwrap();
     sluice.start();
     wait_for(Duration::from_secs(60), "b's rows", || {
-        folded(&events(&sluice.records(&format!("src.{b}")))) == table_rows(&db, "b")
+        folded_id_v(&events(&sluice.records(&format!("src.{b}")))) == table_rows(&db, "b")
     })
     .await;
 
@@ -272,7 +256,7 @@ async fn a_where_slice_and_tables_that_join_the_source_are_read_while_streaming(
          RENAME TABLE staging TO c; UPDATE c SET v = -v WHERE id <= 10",
     );
     wait_for(Duration::from_secs(60), "c's rows", || {
-        folded(&events(&sluice.records(&format!("src.{c}")))) == table_rows(&db, "c")
+        folded_id_v(&events(&sluice.records(&format!("src.{c}")))) == table_rows(&db, "c")
     })
     .await;
     assert_eq!(sluice.stop(), Some(0), "{}", sluice.stderr());

@@ -8,10 +8,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::Value as Json;
 use sluice_integration_tests::{
-    assert_reads_keep_key_order, events, fold_rows, sluice_command, source_config, wait_for, Rng,
-    Sluice, TestDb,
+    assert_reads_keep_key_order, events, folded_id_v, incremental_reads, sluice_command,
+    source_config, wait_for, Rng, Sluice, TestDb,
 };
 
 /// Each row of `t` as the source has it now: id → v.
@@ -23,21 +22,6 @@ fn table_rows(db: &TestDb, table: &str) -> BTreeMap<i64, i64> {
             (id.parse().unwrap(), v.parse().unwrap())
         })
         .collect()
-}
-
-/// The log's events folded per key: id → v.
-fn folded(events: &[Json]) -> BTreeMap<i64, i64> {
-    fold_rows(events, "id")
-        .into_values()
-        .map(|row| (row["id"].as_i64().unwrap(), row["v"].as_i64().unwrap()))
-        .collect()
-}
-
-fn incremental_reads(events: &[Json]) -> usize {
-    events
-        .iter()
-        .filter(|e| e["op"] == "r" && e["source"]["snapshot"] == "incremental")
-        .count()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -128,7 +112,7 @@ async fn an_on_demand_snapshot_under_writes_and_a_kill_keeps_every_key_in_order(
 
     let all = events(&sluice.records("src.public.t"));
     assert_eq!(
-        folded(&all),
+        folded_id_v(&all),
         table_rows(&db, "t"),
         "the log folds to the table"
     );
@@ -215,7 +199,7 @@ async fn a_where_slice_and_tables_that_join_the_source_are_read_while_streaming(
     std::fs::write(&sluice.config, config).unwrap();
     sluice.start();
     wait_for(Duration::from_secs(60), "b's rows", || {
-        folded(&events(&sluice.records("src.public.b"))) == table_rows(&db, "b")
+        folded_id_v(&events(&sluice.records("src.public.b"))) == table_rows(&db, "b")
     })
     .await;
 
@@ -225,7 +209,7 @@ async fn a_where_slice_and_tables_that_join_the_source_are_read_while_streaming(
          INSERT INTO c SELECT g, g FROM generate_series(1, 1500) g",
     );
     wait_for(Duration::from_secs(60), "c's rows", || {
-        folded(&events(&sluice.records("src.public.c"))) == table_rows(&db, "c")
+        folded_id_v(&events(&sluice.records("src.public.c"))) == table_rows(&db, "c")
     })
     .await;
     assert_eq!(sluice.stop(), Some(0), "{}", sluice.stderr());
