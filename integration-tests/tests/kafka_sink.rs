@@ -195,8 +195,20 @@ async fn every_event_reaches_kafka_once_across_kill_9_in_the_partition_java_give
         }
         id
     });
-    for _ in 0..3 {
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Each run is killed once its sink has resumed from Kafka and delivered for a while (a
+    // fresh broker can take seconds to load the transaction coordinator).
+    let opened = |sluice: &Sluice| {
+        sluice
+            .stderr()
+            .matches("resuming after the offsets committed in Kafka")
+            .count()
+    };
+    for run in 1..=3 {
+        wait_for(Duration::from_secs(60), "the sink open", || {
+            opened(&sluice) >= run
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(1000)).await;
         sluice.kill();
         sluice.start();
     }
@@ -270,15 +282,7 @@ async fn every_event_reaches_kafka_once_across_kill_9_in_the_partition_java_give
     for ((partition, key, _), expected) in in_kafka.iter().zip(&java) {
         assert_eq!(*partition as usize, *expected, "key {key:?}");
     }
-    assert!(
-        sluice
-            .stderr()
-            .matches("resuming after the offsets committed in Kafka")
-            .count()
-            >= 4,
-        "{}",
-        sluice.stderr()
-    );
+    assert!(opened(&sluice) >= 4, "{}", sluice.stderr());
     assert_eq!(sluice.stop(), Some(0), "{}", sluice.stderr());
 }
 
