@@ -155,7 +155,11 @@ pub(crate) async fn spawn_sink<L: EventLog + Clone>(
         // rounds of up to 32 MiB keep that to a few percent.
         #[cfg(feature = "kafka")]
         SinkConfig::Kafka(ref kafka) => {
-            let built = sluice_connectors::kafka::KafkaSink::new(kafka.clone());
+            let built = sluice_connectors::kafka::KafkaSink::new(
+                kafka.clone(),
+                Arc::clone(cx.registry),
+                dead_letters,
+            );
             let run = run_sink(settings(16 << 20, 32 << 20), built, log, cancel);
             cx.tasks.spawn_isolated(task, span, run, on_failure);
         }

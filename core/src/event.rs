@@ -248,8 +248,14 @@ impl TableSchema {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SnapshotMarker {
     No,
+    /// The snapshot's first row.
     First,
+    /// A table's first row (not the snapshot's).
+    FirstInDataCollection,
     Yes,
+    /// A table's last row (not the snapshot's).
+    LastInDataCollection,
+    /// The snapshot's last row.
     Last,
     /// A row read by an on-demand snapshot while streaming (Debezium's `incremental`).
     Incremental,
@@ -260,7 +266,9 @@ impl SnapshotMarker {
         match self {
             SnapshotMarker::No => "false",
             SnapshotMarker::First => "first",
+            SnapshotMarker::FirstInDataCollection => "first_in_data_collection",
             SnapshotMarker::Yes => "true",
+            SnapshotMarker::LastInDataCollection => "last_in_data_collection",
             SnapshotMarker::Last => "last",
             SnapshotMarker::Incremental => "incremental",
         }

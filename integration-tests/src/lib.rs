@@ -3,6 +3,7 @@
 //! log read back through sluice-log, and a notify-or-timeout wait.
 
 pub mod compliance;
+pub mod kafka;
 mod private_servers;
 
 pub use private_servers::{PrivateCluster, PrivateMariaDb};

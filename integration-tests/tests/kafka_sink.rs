@@ -13,84 +13,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value as Json;
+use sluice_integration_tests::kafka::{consume, kafka_records, services, BROKERS};
 use sluice_integration_tests::{
-    events, free_port, source_config, test_python, wait_for, workspace_root, Rng, Sluice, TestDb,
+    events, free_port, source_config, wait_for, workspace_root, Rng, Sluice, TestDb,
 };
-
-const BROKERS: &str = "127.0.0.1:9092";
-
-/// Confluent's Python consumer: every committed record of a topic (isolation.level =
-/// read_committed), partition by partition in offset order, one JSON line each
-/// `[partition, key, value]`: UTF-8 text, or with a registry URL, Avro decoded by Confluent's
-/// `AvroDeserializer` against it; a tombstone's value is null.
-const CONSUMER: &str = r#"
-import json, sys, time
-from confluent_kafka import Consumer, TopicPartition, OFFSET_BEGINNING
-topic, brokers = sys.argv[1], sys.argv[2]
-registry = sys.argv[3] if len(sys.argv) > 3 else None
-if registry:
-    from confluent_kafka.schema_registry import SchemaRegistryClient
-    from confluent_kafka.schema_registry.avro import AvroDeserializer
-    from confluent_kafka.serialization import SerializationContext, MessageField
-    avro = AvroDeserializer(SchemaRegistryClient({"url": registry}))
-    decode = lambda data, field: avro(data, SerializationContext(topic, field))
-    KEY, VALUE = MessageField.KEY, MessageField.VALUE
-else:
-    decode = lambda data, field: data.decode()
-    KEY, VALUE = "key", "value"
-c = Consumer({"bootstrap.servers": brokers, "group.id": "check-" + topic,
-              "enable.auto.commit": False, "isolation.level": "read_committed"})
-meta = c.list_topics(topic, timeout=10).topics[topic]
-if meta.error is not None:
-    sys.exit(0)
-parts = sorted(meta.partitions)
-ends = {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts}
-c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
-out = {p: [] for p in parts}
-deadline = time.time() + 60
-while time.time() < deadline:
-    positions = {tp.partition: tp.offset for tp in c.position([TopicPartition(topic, p) for p in parts])}
-    if all(positions[p] >= ends[p] or ends[p] == 0 for p in parts):
-        break
-    m = c.poll(0.5)
-    if m is None or m.error():
-        continue
-    key = None if m.key() is None else decode(m.key(), KEY)
-    value = None if m.value() is None else decode(m.value(), VALUE)
-    out[m.partition()].append([m.partition(), key, value])
-for p in parts:
-    for row in out[p]:
-        print(json.dumps(row, default=str))
-"#;
-
-/// The consumer's lines for `topic` (with `registry`: Avro decoded against it).
-fn consume(topic: &str, registry: Option<&str>) -> Vec<(i32, Json, Json)> {
-    let mut command = Command::new(test_python());
-    command.args(["-c", CONSUMER, topic, BROKERS]);
-    command.args(registry);
-    let out = command.output().expect("run the Kafka consumer");
-    assert!(
-        out.status.success(),
-        "the consumer failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|line| serde_json::from_str(line).expect("a consumer line"))
-        .collect()
-}
-
-/// Every committed record of a Kafka topic as `(partition, key, value)` text (a tombstone's
-/// value is None).
-fn kafka_records(topic: &str) -> Vec<(i32, Option<String>, Option<String>)> {
-    consume(topic, None)
-        .into_iter()
-        .map(|(partition, key, value)| {
-            let text = |v: Json| v.as_str().map(str::to_owned);
-            (partition, text(key), text(value))
-        })
-        .collect()
-}
 
 /// The partition Kafka's Java producer gives each key among `partitions`, from kafka-clients'
 /// own `Utils.murmur2`.
@@ -135,19 +61,6 @@ fn java_partitions(keys: &[String], partitions: usize) -> Vec<usize> {
         .collect()
 }
 
-/// `dev/services` with `args` (the broker's own start and stop).
-fn services(args: &[&str]) {
-    let out = Command::new(workspace_root().join("dev/services"))
-        .args(args)
-        .output()
-        .expect("run dev/services");
-    assert!(
-        out.status.success(),
-        "dev/services {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_event_reaches_kafka_once_across_kill_9_in_the_partition_java_gives_its_key() {
     let db = TestDb::create();
@@ -157,7 +70,7 @@ async fn every_event_reaches_kafka_once_across_kill_9_in_the_partition_java_give
     let kafka_topic = format!("{}.src.public.t", db.name);
     let mut sluice = Sluice::new(&format!(
         "{}\n[[sinks]]\nname = \"k_{}\"\nkind = \"kafka\"\nbrokers = \"{BROKERS}\"\n\
-         topics = [\"src.public.*\"]\ntopic = \"{}.{{topic}}\"\npartitions = 3\n",
+         topics = [\"src.public.*\"]\ntopic = \"{}.{{topic}}\"\npartitions = 3\nformat = \"sluice\"\n",
         source_config(&db, "max_batch_events = 200"),
         db.name,
         db.name
@@ -399,4 +312,52 @@ async fn a_record_larger_than_kafka_takes_stops_the_sink_naming_its_key_and_size
     assert!(sluice.is_running(), "the rest of the pipeline goes on");
     // A clean stop still exits 1: a sink failed.
     assert_eq!(sluice.stop(), Some(1), "{}", sluice.stderr());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_larger_than_kafka_takes_goes_to_the_dead_letter_topic_and_the_rest_flows() {
+    let db = TestDb::create();
+    db.exec(
+        "CREATE TABLE docs (id int PRIMARY KEY, body text); \
+         INSERT INTO docs VALUES (1, 'small'), (2, repeat('x', 5000)), (3, 'after it')",
+    );
+    let kafka_topic = format!("{}.src.public.docs", db.name);
+    let mut sluice = Sluice::new(&format!(
+        "{}\n[[sinks]]\nname = \"k_{}\"\nkind = \"kafka\"\nbrokers = \"{BROKERS}\"\n\
+         topics = [\"src.public.*\"]\ntopic = \"{}.{{topic}}\"\n\
+         dead_letter_topic = \"kafka.dead\"\n\
+         properties = {{ \"message.max.bytes\" = \"2000\" }}\n",
+        source_config(&db, ""),
+        db.name,
+        db.name
+    ));
+    sluice.start();
+    db.wait_for_streaming().await;
+    db.exec("INSERT INTO docs VALUES (4, 'streamed')");
+    wait_for(Duration::from_secs(60), "the streamed row in Kafka", || {
+        kafka_records(&kafka_topic)
+            .iter()
+            .any(|(_, key, _)| key.as_deref() == Some(r#"{"id":4}"#))
+    })
+    .await;
+    let keys: Vec<String> = kafka_records(&kafka_topic)
+        .into_iter()
+        .filter_map(|(_, key, _)| key)
+        .collect();
+    assert_eq!(
+        keys,
+        [r#"{"id":1}"#, r#"{"id":3}"#, r#"{"id":4}"#],
+        "every record but the refused one, once"
+    );
+    let dead = sluice.records("kafka.dead");
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0].1["after"]["id"], 2);
+    assert!(
+        sluice
+            .stderr()
+            .contains("Kafka refused a record as too large: to the dead-letter topic"),
+        "{}",
+        sluice.stderr()
+    );
+    assert_eq!(sluice.stop(), Some(0), "{}", sluice.stderr());
 }

@@ -23,6 +23,7 @@ use crate::avro::register::Registrar;
 use crate::avro::DecimalHandling;
 use crate::registry::Registry;
 
+pub mod debezium;
 pub(crate) mod decode;
 
 /// What Debezium puts for a value the source did not send (unchanged TOAST).

@@ -4,6 +4,10 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+pub use sluice_schema_registry::json::debezium::{
+    DebeziumForms, DecimalHandling, IntervalHandling, TimeTzHandling,
+};
+
 use crate::ConfigError;
 
 /// `[[sinks]] kind = "kafka"`: the log's topics delivered to Apache Kafka.
@@ -41,6 +45,40 @@ pub struct KafkaSinkConfig {
     /// `"message.max.bytes" = "2000000"`).
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
+    /// `debezium` (default): JSON values in Debezium 3.6's forms, tuned by the four options
+    /// below; `sluice`: the log's records as they are (sluice's exact forms). Avro records are
+    /// delivered as the log holds them either way. docs/types.md lists every difference.
+    #[serde(default)]
+    pub format: ValueFormat,
+    /// `precise` (Debezium's default: scaled bytes, base64), `string` (exact text) or
+    /// `double`: decimals and `money` (Debezium's `decimal.handling.mode`).
+    #[serde(default)]
+    pub decimal_handling: DecimalHandling,
+    /// `numeric` (Debezium's default: microseconds, 30.4375-day months) or `string` (exact
+    /// ISO-8601): intervals (Debezium's `interval.handling.mode`).
+    #[serde(default)]
+    pub interval_handling: IntervalHandling,
+    /// `utc` (Debezium's: `08:15:30Z`) or `offset` (the source's offset kept): `timetz`.
+    #[serde(default)]
+    pub timetz_handling: TimeTzHandling,
+    /// Keep each event's `transaction` block (`id`, `total_order`; Debezium's
+    /// `provide.transaction.metadata`). Default false: null, as Debezium writes it.
+    #[serde(default)]
+    pub transaction_metadata: bool,
+    /// A log topic for records Kafka refuses (larger than `message.max.bytes`): each goes
+    /// there with the broker's reason and the sink goes on. Unset, such a record stops the
+    /// sink with an error naming it.
+    #[serde(default)]
+    pub dead_letter_topic: Option<String>,
+}
+
+/// What the sink writes as record values.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ValueFormat {
+    #[default]
+    Debezium,
+    Sluice,
 }
 
 fn default_topic() -> String {
@@ -105,7 +143,25 @@ impl KafkaSinkConfig {
                 ));
             }
         }
+        if let Some(topic) = &self.dead_letter_topic {
+            if topic.is_empty() || topic.starts_with('_') {
+                return Err(err(
+                    "dead_letter_topic",
+                    "name a log topic, e.g. \"kafka.dead_letters\"".into(),
+                ));
+            }
+        }
         Ok(())
+    }
+
+    /// The value forms the sink writes; None: the log's as they are.
+    pub fn forms(&self) -> Option<DebeziumForms> {
+        (self.format == ValueFormat::Debezium).then_some(DebeziumForms {
+            decimal: self.decimal_handling,
+            interval: self.interval_handling,
+            timetz: self.timetz_handling,
+            transaction_metadata: self.transaction_metadata,
+        })
     }
 
     /// The Kafka topic a log topic goes to.
@@ -138,6 +194,10 @@ impl crate::Section for KafkaSinkConfig {
 
     fn topics(&self) -> &[String] {
         &self.topics
+    }
+
+    fn dead_letter_topic(&self) -> Option<&str> {
+        self.dead_letter_topic.as_deref()
     }
 }
 
@@ -174,6 +234,8 @@ mod tests {
         );
         assert_eq!(plain.delivery, Delivery::ExactlyOnce);
         assert_eq!(plain.offsets_topic(), "_sluice_offsets.k");
+        assert_eq!(plain.forms(), Some(DebeziumForms::default()));
+        assert_eq!(config("format = \"sluice\"").unwrap().forms(), None);
         let templated = config("topic = \"cdc.{topic}\"").unwrap();
         assert_eq!(
             templated.kafka_topic("shop.public.orders"),
@@ -194,5 +256,9 @@ mod tests {
         assert!(err.contains("sinks[0].cleanup_policy"), "{err}");
         let err = config("delivery = \"maybe\"").unwrap_err();
         assert!(err.contains("maybe"), "{err}");
+        let err = config("decimal_handling = \"exact\"").unwrap_err();
+        assert!(err.contains("exact") && err.contains("precise"), "{err}");
+        let err = config("dead_letter_topic = \"_x\"").unwrap_err();
+        assert!(err.contains("sinks[0].dead_letter_topic"), "{err}");
     }
 }

@@ -12,6 +12,7 @@
 //! are acknowledged by every in-sync replica before the log's offsets are committed.
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -23,9 +24,14 @@ use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::future_producer::OwnedDeliveryResult;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
+use sluice_core::change::DecodeError;
 use sluice_core::metrics as metrics_names;
 use sluice_core::retry::{Classify, ErrorKind};
-use sluice_core::sink::{Offsets, RecordSink, SinkRecord};
+use sluice_core::sink::{
+    DeadLetter, DeadLetterError, DeadLetterWriter, Offsets, RecordSink, SinkRecord,
+};
+use sluice_schema_registry::json::debezium::DebeziumJson;
+use sluice_schema_registry::registry::Registry;
 
 use super::config::{Delivery, KafkaSinkConfig};
 
@@ -55,7 +61,8 @@ pub enum KafkaSinkError {
     #[error(
         "the record at {topic}[{partition}] offset {offset} ({size} bytes, key {key}) is larger \
          than the broker or producer accepts (message.max.bytes); raise message.max.bytes on \
-         the broker and in the sink's properties, or leave the table out"
+         the broker and in the sink's properties, set dead_letter_topic to divert such \
+         records, or leave the table out"
     )]
     TooLarge {
         topic: String,
@@ -63,7 +70,13 @@ pub enum KafkaSinkError {
         offset: u64,
         size: usize,
         key: String,
+        /// The record's index in the batch.
+        index: usize,
     },
+    #[error("{0}; deliver the topic with format = \"sluice\" to pass records through as they are")]
+    Transcode(DecodeError),
+    #[error(transparent)]
+    DeadLetter(DeadLetterError),
     #[error("Kafka at {brokers}: the offsets topic {topic} holds {found:?}, which is not the sink's; delete the topic (the sink then starts over) or rename the sink")]
     BadOffsets {
         brokers: String,
@@ -95,8 +108,10 @@ impl Classify for KafkaSinkError {
                 }
             }
             KafkaSinkError::Unreachable { .. } => ErrorKind::Transient,
+            KafkaSinkError::DeadLetter(err) => err.kind(),
             KafkaSinkError::Fenced { .. }
             | KafkaSinkError::TooLarge { .. }
+            | KafkaSinkError::Transcode(_)
             | KafkaSinkError::BadOffsets { .. } => ErrorKind::Definite,
         }
     }
@@ -108,14 +123,27 @@ pub struct KafkaSink {
     producer: Option<FutureProducer>,
     /// Kafka topics known to exist (created by the sink or found).
     topics: HashSet<String>,
+    /// Rewrites JSON values in Debezium's forms (`format = "debezium"`).
+    transcoder: Option<DebeziumJson>,
+    /// Where records Kafka refuses go (`dead_letter_topic`).
+    dead_letters: Option<DeadLetterWriter>,
 }
 
 impl KafkaSink {
-    pub fn new(config: KafkaSinkConfig) -> KafkaSink {
+    pub fn new(
+        config: KafkaSinkConfig,
+        registry: Arc<Registry>,
+        dead_letters: Option<DeadLetterWriter>,
+    ) -> KafkaSink {
+        let transcoder = config
+            .forms()
+            .map(|forms| DebeziumJson::new(registry, forms));
         KafkaSink {
             config,
             producer: None,
             topics: HashSet::new(),
+            transcoder,
+            dead_letters,
         }
     }
 
@@ -358,8 +386,11 @@ impl KafkaSink {
                         None => tokio::time::sleep(Duration::from_millis(5)).await,
                     }
                 }
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge), _)) => {
-                    return Err(too_large(&records[index]));
+                Err((
+                    KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge),
+                    back,
+                )) => {
+                    return Err(too_large(&records[index], index, record_size(&back)));
                 }
                 Err((source, _)) => return Err(self.error("producing")(source)),
             }
@@ -376,7 +407,7 @@ impl KafkaSink {
             Err(KafkaSinkError::Kafka { source, .. })
                 if source.rdkafka_error_code() == Some(RDKafkaErrorCode::MessageSizeTooLarge) =>
             {
-                Err(too_large(&records[index]))
+                Err(too_large(&records[index], index, None))
             }
             other => other,
         }
@@ -395,14 +426,23 @@ pub(super) fn unreachable(brokers: &str, source: &KafkaError) -> KafkaSinkError 
     }
 }
 
-fn too_large(at: &SinkRecord) -> KafkaSinkError {
+/// The bytes of a record's key and value as produced.
+fn record_size(record: &FutureRecord<'_, [u8], [u8]>) -> Option<usize> {
+    Some(record.payload.map_or(0, <[u8]>::len) + record.key.map_or(0, <[u8]>::len))
+}
+
+/// `at` (`records[index]`) refused as too large; `size` as produced, when known.
+fn too_large(at: &SinkRecord, index: usize, size: Option<usize>) -> KafkaSinkError {
     let record = &at.record;
     KafkaSinkError::TooLarge {
         topic: at.topic.to_string(),
         partition: at.partition,
         offset: record.offset,
-        size: record.value.as_ref().map_or(0, |v| v.len())
-            + record.key.as_ref().map_or(0, |k| k.len()),
+        index,
+        size: size.unwrap_or_else(|| {
+            record.value.as_ref().map_or(0, |v| v.len())
+                + record.key.as_ref().map_or(0, |k| k.len())
+        }),
         key: record
             .key
             .as_ref()
@@ -487,48 +527,41 @@ impl RecordSink for KafkaSink {
         };
         self.ensure_topics(&destinations, false).await?;
         let transactional = self.config.delivery == Delivery::ExactlyOnce;
-        if transactional {
-            let producer = self.producer.as_ref().expect("opened");
-            producer
-                .begin_transaction()
-                .map_err(self.error("beginning a transaction"))?;
-        }
         let started = std::time::Instant::now();
-        let mut result = self.produce_batch(records, transactional).await;
-        if transactional {
-            if result.is_ok() {
-                result = self
-                    .txn("committing a transaction", |p| {
-                        p.commit_transaction(TXN_TIMEOUT)
-                    })
-                    .await;
+        // Records Kafka refused in an earlier attempt at this batch, with the reason: the
+        // batch is produced again without them (a transaction with a failed record can only
+        // abort), and they go to the dead-letter topic before the offsets past them commit.
+        let mut refused: BTreeMap<usize, String> = BTreeMap::new();
+        let bytes = loop {
+            let result = self.attempt(records, &refused, transactional).await;
+            match result {
+                Err(KafkaSinkError::TooLarge {
+                    index,
+                    size,
+                    ref topic,
+                    ..
+                }) if self.dead_letters.is_some() && !refused.contains_key(&index) => {
+                    tracing::warn!(
+                        topic = %topic,
+                        offset = records[index].record.offset,
+                        size,
+                        "Kafka refused a record as too large: to the dead-letter topic"
+                    );
+                    refused.insert(
+                        index,
+                        format!(
+                            "Kafka refused the record ({size} bytes): larger than \
+                             message.max.bytes (Broker: Message size too large)"
+                        ),
+                    );
+                }
+                other => break other?,
             }
-            let outcome = if result.is_ok() {
-                "committed"
-            } else {
-                "aborted"
-            };
-            if result.is_err() {
-                let _ = self
-                    .txn("aborting a transaction", |p| {
-                        p.abort_transaction(TXN_TIMEOUT)
-                    })
-                    .await;
-            }
-            metrics::counter!(metrics_names::KAFKA_TRANSACTIONS, "sink" => self.config.name.clone(), "result" => outcome)
-                .increment(1);
-        }
-        result?;
+        };
         let sink = self.config.name.clone();
-        let bytes: usize = records
-            .iter()
-            .map(|r| {
-                r.record.key.as_ref().map_or(0, |k| k.len())
-                    + r.record.value.as_ref().map_or(0, |v| v.len())
-            })
-            .sum();
+        let produced = (records.len() - refused.len()) as u64;
         metrics::counter!(metrics_names::KAFKA_PRODUCED_RECORDS, "sink" => sink.clone())
-            .increment(records.len() as u64);
+            .increment(produced);
         metrics::counter!(metrics_names::KAFKA_PRODUCED_BYTES, "sink" => sink.clone())
             .increment(bytes as u64);
         metrics::histogram!(metrics_names::KAFKA_PRODUCE_SECONDS, "sink" => sink)
@@ -549,17 +582,106 @@ impl RecordSink for KafkaSink {
 }
 
 impl KafkaSink {
-    /// Produces the batch's records (and, in a transaction, its offsets) and waits for every
-    /// delivery report.
+    /// One attempt at a batch: in a transaction when exactly once, its records but the
+    /// `refused` ones, their dead letters, and the offsets; returns the bytes produced.
+    async fn attempt(
+        &mut self,
+        records: &[SinkRecord],
+        refused: &BTreeMap<usize, String>,
+        transactional: bool,
+    ) -> Result<usize, KafkaSinkError> {
+        if transactional {
+            let producer = self.producer.as_ref().expect("opened");
+            producer
+                .begin_transaction()
+                .map_err(self.error("beginning a transaction"))?;
+        }
+        let mut result = self.produce_batch(records, refused, transactional).await;
+        if result.is_ok() && !refused.is_empty() {
+            if let Err(err) = self.divert(records, refused).await {
+                result = Err(err);
+            }
+        }
+        if !transactional {
+            return result;
+        }
+        if result.is_ok() {
+            if let Err(err) = self
+                .txn("committing a transaction", |p| {
+                    p.commit_transaction(TXN_TIMEOUT)
+                })
+                .await
+            {
+                result = Err(err);
+            }
+        }
+        let outcome = if result.is_ok() {
+            "committed"
+        } else {
+            let _ = self
+                .txn("aborting a transaction", |p| {
+                    p.abort_transaction(TXN_TIMEOUT)
+                })
+                .await;
+            "aborted"
+        };
+        metrics::counter!(metrics_names::KAFKA_TRANSACTIONS, "sink" => self.config.name.clone(), "result" => outcome)
+            .increment(1);
+        result
+    }
+
+    /// Appends the refused records to the dead-letter topic (durable before their offsets
+    /// commit).
+    async fn divert(
+        &self,
+        records: &[SinkRecord],
+        refused: &BTreeMap<usize, String>,
+    ) -> Result<(), KafkaSinkError> {
+        let writer = self
+            .dead_letters
+            .as_ref()
+            .expect("refused only with a writer");
+        let letters = refused
+            .iter()
+            .map(|(index, reason)| DeadLetter {
+                record: records[*index].clone(),
+                error: reason.clone(),
+            })
+            .collect();
+        writer(letters).await.map_err(KafkaSinkError::DeadLetter)
+    }
+
+    /// Produces the batch's records but the `refused` ones (and, in a transaction, the
+    /// offsets) and waits for every delivery report; returns the bytes produced.
     async fn produce_batch(
         &mut self,
         records: &[SinkRecord],
+        refused: &BTreeMap<usize, String>,
         transactional: bool,
-    ) -> Result<(), KafkaSinkError> {
+    ) -> Result<usize, KafkaSinkError> {
         let mut pending: VecDeque<(usize, DeliveryFuture)> = VecDeque::new();
         let mut next: BTreeMap<(String, u32), u64> = BTreeMap::new();
+        let mut bytes = 0;
+        let mut rewritten: Vec<u8> = Vec::new();
         for (index, at) in records.iter().enumerate() {
             let record = &at.record;
+            next.insert((at.topic.to_string(), at.partition), record.offset + 1);
+            if refused.contains_key(&index) {
+                continue;
+            }
+            let value: Option<&[u8]> = match (&record.value, self.transcoder.as_mut()) {
+                (Some(value), Some(transcoder)) => {
+                    if transcoder
+                        .transcode(at, &mut rewritten)
+                        .map_err(KafkaSinkError::Transcode)?
+                    {
+                        Some(&rewritten)
+                    } else {
+                        Some(value)
+                    }
+                }
+                (value, _) => value.as_deref(),
+            };
             let topic = self.config.kafka_topic(&at.topic);
             let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
             for header in &record.headers {
@@ -573,12 +695,13 @@ impl KafkaSink {
                 .headers(headers);
             if let Some(key) = &record.key {
                 out = out.key(key.as_ref());
+                bytes += key.len();
             }
-            if let Some(value) = &record.value {
-                out = out.payload(value.as_ref());
+            if let Some(value) = value {
+                out = out.payload(value);
+                bytes += value.len();
             }
             self.produce(&mut pending, out, records, index).await?;
-            next.insert((at.topic.to_string(), at.partition), record.offset + 1);
         }
         if transactional {
             let topic = self.config.offsets_topic();
@@ -594,6 +717,6 @@ impl KafkaSink {
         while let Some(delivery) = pending.pop_front() {
             self.settle(delivery, records).await?;
         }
-        Ok(())
+        Ok(bytes)
     }
 }

@@ -1,7 +1,7 @@
 //! The source's side of a running snapshot: parts of chunks arrive from the readers in any
 //! order; batches are made of whole chunks, each committed with the progress that names it.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use sluice_core::event::{ChangeEvent, SnapshotMarker};
 use tokio::sync::mpsc;
@@ -28,6 +28,9 @@ pub(crate) struct SnapshotPhase {
     reading_done: bool,
     /// Whether the snapshot's first event has been emitted (marked `first`).
     first_emitted: bool,
+    /// Tables (`schema.table`) whose first row has been emitted (marked
+    /// `first_in_data_collection`, or `first`).
+    tables_begun: HashSet<String>,
     /// Whether the log has been handed the checkpoint that records the slot as this source's
     /// (a snapshot begun at its consistent point), before any row.
     pub claimed: bool,
@@ -48,11 +51,19 @@ impl SnapshotPhase {
         state: SnapshotState,
         resumed: bool,
     ) -> SnapshotPhase {
+        // A resumed snapshot's tables with chunks in the log have had their first row.
+        let tables_begun = state
+            .tables
+            .iter()
+            .filter(|t| t.done_count() > 0)
+            .map(|t| t.name.clone())
+            .collect();
         SnapshotPhase {
             conn,
             rx,
             consistent_point,
             state,
+            tables_begun,
             open: HashMap::new(),
             ready: VecDeque::new(),
             reading_done: false,
@@ -125,7 +136,21 @@ impl SnapshotPhase {
                 events.append(&mut part);
             }
         }
+        let complete = |state: &SnapshotState| -> HashSet<String> {
+            state
+                .tables
+                .iter()
+                .filter(|t| t.done_count() == u64::from(t.chunks))
+                .map(|t| t.name.clone())
+                .collect()
+        };
+        let complete_before = complete(&self.state);
         self.state.mark(chunks);
+        let completed: Vec<String> = complete(&self.state)
+            .into_iter()
+            .filter(|name| !complete_before.contains(name))
+            .collect();
+        self.mark_tables(&mut events, completed);
         let finished = self.reading_done && self.ready.is_empty();
         if finished {
             if let Some(last) = events.last_mut() {
@@ -142,6 +167,37 @@ impl SnapshotPhase {
             }
         }
         Ok(Some(ChunkBatch { events, finished }))
+    }
+
+    /// Marks each table's first row in the log `first_in_data_collection`, and the last row
+    /// of each table in `completed` (its last chunk is in this batch) `last_in_data_collection`,
+    /// as Debezium does. (A table whose last chunk to arrive is empty keeps its last row
+    /// `true`: that row is in an earlier batch.)
+    fn mark_tables(&mut self, events: &mut [ChangeEvent], completed: Vec<String>) {
+        let mut last_rows: Vec<(String, Option<usize>)> =
+            completed.into_iter().map(|name| (name, None)).collect();
+        // The name of the last event's table: events come in runs of one table.
+        let mut current: Option<(*const sluice_core::event::TableSchema, String)> = None;
+        for (index, event) in events.iter_mut().enumerate() {
+            let Some(table) = &event.table else {
+                continue;
+            };
+            let pointer = std::sync::Arc::as_ptr(table);
+            if current.as_ref().map(|(p, _)| *p) != Some(pointer) {
+                current = Some((pointer, table.table.to_string()));
+            }
+            let name = &current.as_ref().expect("set above").1;
+            if !self.tables_begun.contains(name) {
+                self.tables_begun.insert(name.clone());
+                event.snapshot = SnapshotMarker::FirstInDataCollection;
+            }
+            if let Some((_, last)) = last_rows.iter_mut().find(|(n, _)| n == name) {
+                *last = Some(index);
+            }
+        }
+        for index in last_rows.into_iter().filter_map(|(_, last)| last) {
+            events[index].snapshot = SnapshotMarker::LastInDataCollection;
+        }
     }
 }
 

@@ -59,7 +59,7 @@ impl TableProgress {
             .any(|[first, last]| (*first..=*last).contains(&index))
     }
 
-    fn done_count(&self) -> u64 {
+    pub(crate) fn done_count(&self) -> u64 {
         self.done
             .iter()
             .map(|[first, last]| u64::from(last - first) + 1)

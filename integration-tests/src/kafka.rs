@@ -1,0 +1,96 @@
+//! Apache Kafka for the tests: the broker `dev/services up kafka` runs, read by Confluent's
+//! Python client, and the tools of `dev/services` (the broker's start and stop, Debezium's jars).
+
+use std::process::Command;
+
+use serde_json::Value as Json;
+
+use crate::{test_python, workspace_root};
+
+pub const BROKERS: &str = "127.0.0.1:9092";
+
+/// Confluent's Python consumer: every committed record of a topic (isolation.level =
+/// read_committed), partition by partition in offset order, one JSON line each
+/// `[partition, key, value]`: UTF-8 text, or with a registry URL, Avro decoded by Confluent's
+/// `AvroDeserializer` against it; a tombstone's value is null.
+const CONSUMER: &str = r#"
+import json, sys, time
+from confluent_kafka import Consumer, TopicPartition, OFFSET_BEGINNING
+topic, brokers = sys.argv[1], sys.argv[2]
+registry = sys.argv[3] if len(sys.argv) > 3 else None
+if registry:
+    from confluent_kafka.schema_registry import SchemaRegistryClient
+    from confluent_kafka.schema_registry.avro import AvroDeserializer
+    from confluent_kafka.serialization import SerializationContext, MessageField
+    avro = AvroDeserializer(SchemaRegistryClient({"url": registry}))
+    decode = lambda data, field: avro(data, SerializationContext(topic, field))
+    KEY, VALUE = MessageField.KEY, MessageField.VALUE
+else:
+    decode = lambda data, field: data.decode()
+    KEY, VALUE = "key", "value"
+c = Consumer({"bootstrap.servers": brokers, "group.id": "check-" + topic,
+              "enable.auto.commit": False, "isolation.level": "read_committed"})
+meta = c.list_topics(topic, timeout=10).topics[topic]
+if meta.error is not None:
+    sys.exit(0)
+parts = sorted(meta.partitions)
+ends = {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts}
+c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
+out = {p: [] for p in parts}
+deadline = time.time() + 60
+while time.time() < deadline:
+    positions = {tp.partition: tp.offset for tp in c.position([TopicPartition(topic, p) for p in parts])}
+    if all(positions[p] >= ends[p] or ends[p] == 0 for p in parts):
+        break
+    m = c.poll(0.5)
+    if m is None or m.error():
+        continue
+    key = None if m.key() is None else decode(m.key(), KEY)
+    value = None if m.value() is None else decode(m.value(), VALUE)
+    out[m.partition()].append([m.partition(), key, value])
+for p in parts:
+    for row in out[p]:
+        print(json.dumps(row, default=str))
+"#;
+
+/// The consumer's lines for `topic` (with `registry`: Avro decoded against it).
+pub fn consume(topic: &str, registry: Option<&str>) -> Vec<(i32, Json, Json)> {
+    let mut command = Command::new(test_python());
+    command.args(["-c", CONSUMER, topic, BROKERS]);
+    command.args(registry);
+    let out = command.output().expect("run the Kafka consumer");
+    assert!(
+        out.status.success(),
+        "the consumer failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("a consumer line"))
+        .collect()
+}
+
+/// Every committed record of a Kafka topic as `(partition, key, value)` text (a tombstone's
+/// value is None).
+pub fn kafka_records(topic: &str) -> Vec<(i32, Option<String>, Option<String>)> {
+    consume(topic, None)
+        .into_iter()
+        .map(|(partition, key, value)| {
+            let text = |v: Json| v.as_str().map(str::to_owned);
+            (partition, text(key), text(value))
+        })
+        .collect()
+}
+
+/// `dev/services` with `args` (the broker's own start and stop).
+pub fn services(args: &[&str]) {
+    let out = Command::new(workspace_root().join("dev/services"))
+        .args(args)
+        .output()
+        .expect("run dev/services");
+    assert!(
+        out.status.success(),
+        "dev/services {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
