@@ -37,6 +37,9 @@ Cases:
                      (exactly once: transactions; acks=all) vs Kafka's ProducerPerformance sending
                      as many records of the same average size, acks=all, with transactions.
   kafka_sink_at_least_once  the same without transactions on both sides.
+  pg_to_kafka        1,000 transactions x 1,000 rows from a Postgres slot's backlog into Kafka end to
+                     end (sluice: source, log and Kafka sink, exactly once) vs Debezium 3.6.1's
+                     embedded engine (JSON converter, a Kafka producer, acks=all); peak RSS of both.
   encode_avro        1,000,000 events of a 20-column row encoded as Avro (Confluent wire format)
                      vs the same events as Debezium JSON (encode_json); one thread each; also
                      bytes per event of both.
@@ -731,6 +734,98 @@ def case_kafka_sink(transactions=True):
     return min(runs), min(refs), notes
 
 
+DEBEZIUM_LIBS = "target/debezium/libs"
+DEBEZIUM_CLASSES = "target/debezium/classes"
+
+
+def vm_hwm_mb(pid):
+    """A running process's peak RSS (VmHWM) in MB."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def until_in_kafka(cmd, topic, records, name):
+    """Starts cmd, waits until the Kafka topic holds `records` records, stops cmd; returns the
+    seconds from the start and cmd's peak RSS in MB."""
+    start = time.time()
+    waiter = subprocess.Popen([KAFKA_PY, "-c", KAFKA_WAITER, topic, str(records), str(start)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err)
+        out, werr = waiter.communicate()
+        rss = vm_hwm_mb(proc.pid) if proc.poll() is None else 0.0
+        proc.kill()
+        proc.wait()
+        if waiter.returncode != 0:
+            err.seek(0)
+            raise SystemExit(f"{name}: {werr[-2000:]}\n{err.read().decode()[-3000:]}")
+    return float(out.strip()), rss
+
+
+def case_pg_to_kafka():
+    """TXNS transactions of ROWS/TXNS rows streamed from Postgres into Kafka end to end, from a
+    backlog in a slot: sluice (Postgres source, log, Kafka sink, exactly once) vs Debezium
+    3.6.1's embedded engine with the JSON converter, each record sent by a Kafka producer
+    (acks=all) to the same broker (dev/debezium/DebeziumRun.java). Both are timed from their
+    start to the last record in Kafka; peak RSS of each in the notes."""
+    subprocess.run(["dev/services", "up", "kafka"], check=True, capture_output=True)
+    subprocess.run(["dev/services", "up", "debezium"], check=True, capture_output=True)
+    os.makedirs(DEBEZIUM_CLASSES, exist_ok=True)
+    subprocess.run(["javac", "-cp", f"{DEBEZIUM_LIBS}/*", "-d", DEBEZIUM_CLASSES, "dev/debezium/DebeziumRun.java"],
+                   check=True, capture_output=True)
+    reset_db()
+    for i in range(REPEAT):
+        for side in ("dbz", "ours"):
+            psql(f"SELECT pg_create_logical_replication_slot('bench_{side}_{i}', 'pgoutput')")
+    fill(TXNS, ROWS // TXNS)
+    end_marker()
+    psql("CHECKPOINT")
+    stamp = time.strftime("%H%M%S")
+    rss = {"ours": [], "dbz": []}
+
+    def reference(i):
+        prefix = f"dbz{stamp}{i}"
+        cmd = ["java", "-cp", f"{DEBEZIUM_CLASSES}:{DEBEZIUM_LIBS}/*", "DebeziumRun",
+               "database.hostname=127.0.0.1", "database.port=5432", "database.user=postgres",
+               "database.password=unused", f"database.dbname={DB}", f"topic.prefix={prefix}",
+               f"slot.name=bench_dbz_{i}", "publication.name=bench", "publication.autocreate.mode=disabled",
+               "table.include.list=public.t", "snapshot.mode=no_data", "harness.out=kafka:127.0.0.1:9092"]
+        seconds, peak = until_in_kafka(cmd, f"{prefix}.public.t", ROWS, "pg_to_kafka (Debezium)")
+        rss["dbz"].append(peak)
+        return seconds
+
+    def ours(i):
+        with tempfile.TemporaryDirectory() as workdir:
+            config = sluice_config(workdir, f"bench_ours_{i}", "never")
+            name = f"pk{stamp}_{i}"
+            with open(config, "a") as f:
+                f.write(f'\n[[sinks]]\nname = "{name}"\nkind = "kafka"\nbrokers = "127.0.0.1:9092"\n'
+                        f'topics = ["bench.public.t"]\ntopic = "{name}.{{topic}}"\n')
+            seconds, peak = until_in_kafka([SLUICE, "run", "-c", config], f"{name}.bench.public.t", ROWS,
+                                           "pg_to_kafka (sluice)")
+        rss["ours"].append(peak)
+        return seconds
+
+    refs, runs = [], []
+    for i in range(REPEAT):
+        # Alternating which goes first.
+        if i % 2 == 0:
+            refs.append(reference(i))
+            runs.append(ours(i))
+        else:
+            runs.append(ours(i))
+            refs.append(reference(i))
+    LAST_RUNS["ours"] = runs
+    LAST_RUNS["reference"] = refs
+    notes = (f"records={ROWS} txns={TXNS} ours_per_s={ROWS / min(runs):.0f} debezium_per_s={ROWS / min(refs):.0f} "
+             f"sluice_peak_rss_mb={max(rss['ours']):.0f} debezium_peak_rss_mb={max(rss['dbz']):.0f} "
+             f"(goal: ratio >= 5, RSS <= 1/10 of Debezium's)")
+    return min(runs), min(refs), notes
+
+
 LOG_BENCH = os.environ.get("LOG_BENCH_BIN", "target/release/log-bench")
 ENCODE_BENCH = os.environ.get("ENCODE_BENCH_BIN", "target/release/encode-bench")
 
@@ -840,6 +935,7 @@ def main():
         ("mysql_incremental_snapshot", case_mysql_incremental_snapshot),
         ("kafka_sink", case_kafka_sink),
         ("kafka_sink_at_least_once", lambda: case_kafka_sink(transactions=False)),
+        ("pg_to_kafka", case_pg_to_kafka),
         ("pg_big_txn", lambda: case_big_txn("pg")),
         ("pg_big_txn_at_commit", lambda: case_big_txn("pg", stream=False)),
         ("mysql_big_txn", lambda: case_big_txn("mysql")),

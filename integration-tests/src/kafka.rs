@@ -1,5 +1,6 @@
 //! Apache Kafka for the tests: the broker `dev/services up kafka` runs, read by Confluent's
-//! Python client, and the tools of `dev/services` (the broker's start and stop, Debezium's jars).
+//! Python client and by Kafka's own ConsoleConsumer, and the tools of `dev/services` (the
+//! broker's start and stop, Debezium's jars).
 
 use std::process::Command;
 
@@ -93,4 +94,45 @@ pub fn services(args: &[&str]) {
         "dev/services {args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// Every committed record of `topic` as Kafka's own `ConsoleConsumer` (kafka-tools, the jars
+/// `dev/services up kafka` installs) reads it with `--isolation-level read_committed`:
+/// `(key, value)` text, a tombstone's value None; partitions interleaved as it reads them. It
+/// stops after `expected` records, or 20 s without one.
+pub fn console_consumer(topic: &str, expected: usize) -> Vec<(Option<String>, Option<String>)> {
+    let out = Command::new("java")
+        .arg("-cp")
+        .arg(workspace_root().join("target/kafka/libs/*"))
+        .args([
+            "org.apache.kafka.tools.consumer.ConsoleConsumer",
+            "--bootstrap-server",
+            BROKERS,
+            "--topic",
+            topic,
+            "--from-beginning",
+            "--isolation-level",
+            "read_committed",
+            "--max-messages",
+            &expected.to_string(),
+            "--timeout-ms",
+            "20000",
+            "--formatter-property",
+            "print.key=true",
+            "--formatter-property",
+            "key.separator=\t",
+            "--formatter-property",
+            "null.literal=<null>",
+        ])
+        .output()
+        .expect("run ConsoleConsumer");
+    let text = |s: &str| (s != "<null>").then(|| s.to_owned());
+    // (It ends with a timeout report, without a tab, when fewer records than expected came.)
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| {
+            let (key, value) = line.split_once('\t')?;
+            Some((text(key), text(value)))
+        })
+        .collect()
 }

@@ -13,7 +13,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value as Json;
-use sluice_integration_tests::kafka::{consume, kafka_records, services, BROKERS};
+use sluice_integration_tests::kafka::{
+    console_consumer, consume, kafka_records, services, BROKERS,
+};
 use sluice_integration_tests::{
     events, free_port, source_config, wait_for, workspace_root, Rng, Sluice, TestDb,
 };
@@ -143,6 +145,39 @@ async fn every_event_reaches_kafka_once_across_kill_9_in_the_partition_java_give
 
     // Exactly the log's records (each once), per key in the log's order.
     let in_kafka = kafka_records(&kafka_topic);
+    // Kafka's own ConsoleConsumer, read_committed, reads the same records.
+    let mut console = console_consumer(&kafka_topic, in_kafka.len() + 1);
+    let mut confluent: Vec<(Option<String>, Option<String>)> = in_kafka
+        .iter()
+        .map(|(_, key, value)| (key.clone(), value.clone()))
+        .collect();
+    console.sort();
+    confluent.sort();
+    if console != confluent {
+        let only = |a: &[(Option<String>, Option<String>)],
+                    b: &[(Option<String>, Option<String>)]| {
+            let mut rest = b.to_vec();
+            a.iter()
+                .filter(|r| match rest.iter().position(|x| x == *r) {
+                    Some(i) => {
+                        rest.remove(i);
+                        false
+                    }
+                    None => true,
+                })
+                .take(5)
+                .cloned()
+                .collect::<Vec<_>>()
+        };
+        panic!(
+            "ConsoleConsumer read {} records, Confluent's client {}; only ConsoleConsumer's: \
+             {:?}; only Confluent's: {:?}",
+            console.len(),
+            confluent.len(),
+            only(&console, &confluent),
+            only(&confluent, &console)
+        );
+    }
     let in_log = sluice.records("src.public.t");
     assert_eq!(
         in_kafka.len(),

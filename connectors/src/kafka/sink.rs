@@ -12,6 +12,7 @@
 //! are acknowledged by every in-sync replica before the log's offsets are committed.
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,6 +31,7 @@ use sluice_core::retry::{Classify, ErrorKind};
 use sluice_core::sink::{
     DeadLetter, DeadLetterError, DeadLetterWriter, Offsets, RecordSink, SinkRecord,
 };
+use sluice_schema_registry::changes::header_schema_id;
 use sluice_schema_registry::json::debezium::DebeziumJson;
 use sluice_schema_registry::registry::Registry;
 
@@ -652,7 +654,9 @@ impl KafkaSink {
     }
 
     /// Produces the batch's records but the `refused` ones (and, in a transaction, the
-    /// offsets) and waits for every delivery report; returns the bytes produced.
+    /// offsets) and waits for every delivery report; returns the bytes produced. With Debezium
+    /// forms, each chunk of records is rewritten on a blocking thread while the one before it
+    /// is produced.
     async fn produce_batch(
         &mut self,
         records: &[SinkRecord],
@@ -662,47 +666,90 @@ impl KafkaSink {
         let mut pending: VecDeque<(usize, DeliveryFuture)> = VecDeque::new();
         let mut next: BTreeMap<(String, u32), u64> = BTreeMap::new();
         let mut bytes = 0;
-        let mut rewritten: Vec<u8> = Vec::new();
-        for (index, at) in records.iter().enumerate() {
-            let record = &at.record;
-            next.insert((at.topic.to_string(), at.partition), record.offset + 1);
-            if refused.contains_key(&index) {
-                continue;
+        let chunks: Vec<Range<usize>> = (0..records.len())
+            .step_by(REWRITE_CHUNK)
+            .map(|start| start..(start + REWRITE_CHUNK).min(records.len()))
+            .collect();
+        let mut rewriting = match (self.transcoder.take(), chunks.first()) {
+            (Some(transcoder), Some(first)) => Some(rewrite(transcoder, &records[first.clone()])),
+            (transcoder, _) => {
+                self.transcoder = transcoder;
+                None
             }
-            let value: Option<&[u8]> = match (&record.value, self.transcoder.as_mut()) {
-                (Some(value), Some(transcoder)) => {
-                    if transcoder
-                        .transcode(at, &mut rewritten)
-                        .map_err(KafkaSinkError::Transcode)?
-                    {
-                        Some(&rewritten)
-                    } else {
-                        Some(value)
+        };
+        let mut result = Ok(());
+        for (k, chunk) in chunks.iter().enumerate() {
+            let rewritten = match rewriting.take() {
+                Some(handle) => {
+                    let (transcoder, rewritten) =
+                        handle.await.expect("rewriting records does not panic");
+                    match chunks.get(k + 1) {
+                        Some(following) => {
+                            rewriting = Some(rewrite(transcoder, &records[following.clone()]));
+                        }
+                        None => self.transcoder = Some(transcoder),
+                    }
+                    match rewritten {
+                        Ok(rewritten) => Some(rewritten),
+                        Err((index, reason)) => {
+                            result = Err(KafkaSinkError::Transcode(DecodeError::at(
+                                &records[chunk.start + index],
+                                reason,
+                            )));
+                            break;
+                        }
                     }
                 }
-                (value, _) => value.as_deref(),
+                None => None,
             };
-            let topic = self.config.kafka_topic(&at.topic);
-            let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
-            for header in &record.headers {
-                headers = headers.insert(Header {
-                    key: &header.key,
-                    value: header.value.as_deref(),
-                });
+            for index in chunk.clone() {
+                let at = &records[index];
+                let record = &at.record;
+                next.insert((at.topic.to_string(), at.partition), record.offset + 1);
+                if refused.contains_key(&index) {
+                    continue;
+                }
+                let value: Option<&[u8]> = match rewritten
+                    .as_ref()
+                    .and_then(|r| r.spans[index - chunk.start].clone())
+                {
+                    Some(span) => Some(&rewritten.as_ref().expect("a span").data[span]),
+                    None => record.value.as_deref(),
+                };
+                let topic = self.config.kafka_topic(&at.topic);
+                let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
+                for header in &record.headers {
+                    headers = headers.insert(Header {
+                        key: &header.key,
+                        value: header.value.as_deref(),
+                    });
+                }
+                let mut out: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&topic)
+                    .timestamp(record.timestamp_ms)
+                    .headers(headers);
+                if let Some(key) = &record.key {
+                    out = out.key(key.as_ref());
+                    bytes += key.len();
+                }
+                if let Some(value) = value {
+                    out = out.payload(value);
+                    bytes += value.len();
+                }
+                if let Err(err) = self.produce(&mut pending, out, records, index).await {
+                    result = Err(err);
+                    break;
+                }
             }
-            let mut out: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&topic)
-                .timestamp(record.timestamp_ms)
-                .headers(headers);
-            if let Some(key) = &record.key {
-                out = out.key(key.as_ref());
-                bytes += key.len();
+            if result.is_err() {
+                break;
             }
-            if let Some(value) = value {
-                out = out.payload(value);
-                bytes += value.len();
-            }
-            self.produce(&mut pending, out, records, index).await?;
         }
+        // A chunk still being rewritten hands the transcoder back.
+        if let Some(handle) = rewriting.take() {
+            let (transcoder, _) = handle.await.expect("rewriting records does not panic");
+            self.transcoder = Some(transcoder);
+        }
+        result?;
         if transactional {
             let topic = self.config.offsets_topic();
             for ((log_topic, partition), offset) in &next {
@@ -719,4 +766,50 @@ impl KafkaSink {
         }
         Ok(bytes)
     }
+}
+
+/// Records per chunk rewritten in one go on a blocking thread.
+const REWRITE_CHUNK: usize = 2048;
+
+/// A chunk's values in Debezium's forms: back to back in `data`, `spans[i]` the i-th record's
+/// (None: produced as the log holds it).
+struct Rewritten {
+    data: Vec<u8>,
+    spans: Vec<Option<Range<usize>>>,
+}
+
+/// A rewritten chunk, or the index in it of the record that could not be rewritten and why.
+type RewriteResult = Result<Rewritten, (usize, String)>;
+
+/// Rewrites `chunk`'s values on a blocking thread; hands the transcoder back with the result
+/// (an error names the record's index in the chunk).
+fn rewrite(
+    mut transcoder: DebeziumJson,
+    chunk: &[SinkRecord],
+) -> tokio::task::JoinHandle<(DebeziumJson, RewriteResult)> {
+    let values: Vec<(Option<bytes::Bytes>, Option<u32>)> = chunk
+        .iter()
+        .map(|r| (r.record.value.clone(), header_schema_id(r)))
+        .collect();
+    tokio::task::spawn_blocking(move || {
+        let mut rewritten = Rewritten {
+            data: Vec::with_capacity(values.len() * 512),
+            spans: Vec::with_capacity(values.len()),
+        };
+        for (index, (value, schema)) in values.iter().enumerate() {
+            let start = rewritten.data.len();
+            let span = match value {
+                Some(value) => {
+                    match transcoder.transcode_value(value, *schema, &mut rewritten.data) {
+                        Ok(true) => Some(start..rewritten.data.len()),
+                        Ok(false) => None,
+                        Err(reason) => return (transcoder, Err((index, reason))),
+                    }
+                }
+                None => None,
+            };
+            rewritten.spans.push(span);
+        }
+        (transcoder, Ok(rewritten))
+    })
 }

@@ -20,8 +20,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use base64::Engine;
+use std::borrow::Cow;
+
 use serde::Deserialize;
-use serde_json::{Map, Value as Json};
+use serde_json::value::RawValue;
+use serde_json::Value as Json;
 use sluice_core::change::DecodeError;
 use sluice_core::event::{Column, DataType};
 use sluice_core::sink::SinkRecord;
@@ -397,11 +400,94 @@ fn iso_parts(text: &str) -> Option<Vec<(&str, char)>> {
 }
 
 /// Rewrites the log's JSON envelopes in Debezium's forms, typed by their registered schemas.
+/// Values that keep their form are copied as they are, without being parsed.
 pub struct DebeziumJson {
     registry: Arc<Registry>,
     forms: DebeziumForms,
-    /// Per schema id: each column's form by name (None: a schema without a table).
-    tables: HashMap<u32, Option<Arc<HashMap<String, Form>>>>,
+    /// Per schema id: each column's name and form, in order (None: a schema without a
+    /// table, or whose columns all keep their form).
+    tables: HashMap<u32, Option<Arc<Columns>>>,
+}
+
+/// A table version's columns: name and form, in the order the log's rows list them.
+type Columns = Vec<(String, Form)>;
+
+/// A log envelope, its parts borrowed as they are.
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(borrow, default)]
+    before: Option<Members<'a>>,
+    #[serde(borrow, default)]
+    after: Option<Members<'a>>,
+    #[serde(borrow, default)]
+    source: Option<Members<'a>>,
+    #[serde(borrow)]
+    op: Cow<'a, str>,
+    #[serde(borrow, default)]
+    ts_ms: Option<&'a RawValue>,
+    #[serde(default)]
+    ts_us: Option<i64>,
+    #[serde(borrow, default)]
+    transaction: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    message: Option<&'a RawValue>,
+}
+
+/// A JSON object's members in order, their values borrowed as they are.
+struct Members<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Members<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visit<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Visit<'a> {
+            type Value = Members<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<M: serde::de::MapAccess<'de>>(
+                self,
+                mut map: M,
+            ) -> Result<Members<'a>, M::Error> {
+                let mut members = Vec::with_capacity(map.size_hint().unwrap_or(16));
+                while let Some((Key(key), value)) = map.next_entry::<Key<'de>, &'de RawValue>()? {
+                    members.push((key, value));
+                }
+                Ok(Members(members))
+            }
+        }
+        deserializer.deserialize_map(Visit(std::marker::PhantomData))
+    }
+}
+
+/// An object member's name, borrowed unless it has escapes (serde's `Cow<str>` always copies).
+struct Key<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Key<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visit<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Visit<'a> {
+            type Value = Key<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a member name")
+            }
+            fn visit_borrowed_str<E>(self, name: &'de str) -> Result<Key<'a>, E> {
+                Ok(Key(Cow::Borrowed(name)))
+            }
+            fn visit_str<E>(self, name: &str) -> Result<Key<'a>, E> {
+                Ok(Key(Cow::Owned(name.to_owned())))
+            }
+        }
+        deserializer.deserialize_str(Visit(std::marker::PhantomData))
+    }
+}
+
+impl<'a> Members<'a> {
+    fn get(&self, name: &str) -> Option<&'a RawValue> {
+        self.0
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| *value)
+    }
 }
 
 impl DebeziumJson {
@@ -413,7 +499,7 @@ impl DebeziumJson {
         }
     }
 
-    fn columns(&mut self, id: u32) -> Result<Option<Arc<HashMap<String, Form>>>, String> {
+    fn columns(&mut self, id: u32) -> Result<Option<Arc<Columns>>, String> {
         if let Some(columns) = self.tables.get(&id) {
             return Ok(columns.clone());
         }
@@ -424,15 +510,16 @@ impl DebeziumJson {
         let json: Json =
             serde_json::from_str(&stored.text).map_err(|e| format!("schema id {id}: {e}"))?;
         let plan = plan_of(&json).map_err(|e| format!("schema id {id}: {}", e.0))?;
-        let columns = plan.map(|plan| {
-            Arc::new(
+        let columns = plan
+            .map(|plan| {
                 plan.table
                     .columns
                     .iter()
                     .map(|c| (c.name.clone(), Form::of(c, &self.forms)))
-                    .collect::<HashMap<String, Form>>(),
-            )
-        });
+                    .collect::<Columns>()
+            })
+            .filter(|columns| columns.iter().any(|(_, form)| *form != Form::Same))
+            .map(Arc::new);
         self.tables.insert(id, columns.clone());
         Ok(columns)
     }
@@ -444,118 +531,170 @@ impl DebeziumJson {
         record: &SinkRecord,
         out: &mut Vec<u8>,
     ) -> Result<bool, DecodeError> {
+        out.clear();
         let Some(value) = record.record.value.as_deref() else {
             return Ok(false);
         };
+        self.transcode_value(value, header_schema_id(record), out)
+            .map_err(|reason| DecodeError::at(record, reason))
+    }
+
+    /// A value (whose registered schema is `schema_id`, from its header) in Debezium's forms,
+    /// appended to `out`; false (nothing appended) when it stays as it is (Avro).
+    pub fn transcode_value(
+        &mut self,
+        value: &[u8],
+        schema_id: Option<u32>,
+        out: &mut Vec<u8>,
+    ) -> Result<bool, String> {
         if is_framed(value) {
             return Ok(false);
         }
-        let fail = |reason: String| DecodeError::at(record, reason);
-        let columns = match header_schema_id(record) {
-            Some(id) => self.columns(id).map_err(fail)?,
+        let columns = match schema_id {
+            Some(id) => self.columns(id)?,
             None => None,
         };
-        let envelope: Map<String, Json> = serde_json::from_slice(value)
-            .map_err(|e| fail(format!("the value is not a JSON envelope: {e}")))?;
-        let rewritten = self.envelope(envelope, columns.as_deref());
-        out.clear();
-        serde_json::to_writer(&mut *out, &rewritten).map_err(|e| fail(e.to_string()))?;
+        let start = out.len();
+        self.envelope(value, columns.as_deref(), out).map_err(|e| {
+            out.truncate(start);
+            format!("the value is not a JSON envelope: {e}")
+        })?;
         Ok(true)
     }
 
     fn envelope(
         &self,
-        mut envelope: Map<String, Json>,
-        columns: Option<&HashMap<String, Form>>,
-    ) -> Map<String, Json> {
-        let op = envelope
-            .get("op")
-            .and_then(Json::as_str)
-            .unwrap_or("")
-            .to_owned();
-        let mut out = Map::new();
-        if op != "m" {
-            for side in ["before", "after"] {
-                let row = match envelope.remove(side) {
-                    Some(Json::Object(row)) => Json::Object(row_forms(row, columns)),
-                    other => other.unwrap_or(Json::Null),
-                };
-                out.insert(side.into(), row);
+        value: &[u8],
+        columns: Option<&Columns>,
+        out: &mut Vec<u8>,
+    ) -> Result<(), serde_json::Error> {
+        let envelope: Envelope<'_> = serde_json::from_slice(value)?;
+        out.push(b'{');
+        if envelope.op != "m" {
+            for (n, (side, row)) in [("before", envelope.before), ("after", envelope.after)]
+                .into_iter()
+                .enumerate()
+            {
+                if n > 0 {
+                    out.push(b',');
+                }
+                write_key(out, side);
+                match row {
+                    Some(row) => write_row(out, &row, columns)?,
+                    None => out.extend_from_slice(b"null"),
+                }
             }
+            out.push(b',');
         }
-        let transaction = envelope.remove("transaction").unwrap_or(Json::Null);
         // A Postgres transaction's id is `xid:commit LSN`.
-        let commit_lsn = transaction
-            .get("id")
-            .and_then(Json::as_str)
-            .and_then(|id| id.split_once(':')?.1.parse::<u64>().ok());
-        if let Some(Json::Object(source)) = envelope.remove("source") {
-            out.insert(
-                "source".into(),
-                Json::Object(source_block(source, commit_lsn)),
-            );
+        #[derive(Deserialize)]
+        struct Transaction<'a> {
+            #[serde(borrow)]
+            id: Option<Cow<'a, str>>,
         }
-        out.insert(
-            "transaction".into(),
-            if self.forms.transaction_metadata {
-                transaction
-            } else {
-                Json::Null
-            },
-        );
-        out.insert("op".into(), Json::String(op));
-        let ts_us = envelope.get("ts_us").and_then(Json::as_i64);
-        for field in ["ts_ms", "ts_us"] {
-            if let Some(ts) = envelope.remove(field) {
-                out.insert(field.into(), ts);
+        let transaction = envelope.transaction.filter(|t| t.get() != "null");
+        let commit_lsn = match transaction {
+            Some(raw) => serde_json::from_str::<Transaction<'_>>(raw.get())?
+                .id
+                .and_then(|id| id.split_once(':')?.1.parse::<u64>().ok()),
+            None => None,
+        };
+        if let Some(source) = envelope.source {
+            write_key(out, "source");
+            write_source(out, source, commit_lsn);
+            out.push(b',');
+        }
+        write_key(out, "transaction");
+        match transaction {
+            Some(raw) if self.forms.transaction_metadata => {
+                out.extend_from_slice(raw.get().as_bytes())
             }
+            _ => out.extend_from_slice(b"null"),
         }
-        if let Some(us) = ts_us {
-            out.insert("ts_ns".into(), Json::from(us.saturating_mul(1000)));
+        out.extend_from_slice(b",\"op\":");
+        serde_json::to_writer(&mut *out, envelope.op.as_ref())?;
+        if let Some(ts) = envelope.ts_ms {
+            out.extend_from_slice(b",\"ts_ms\":");
+            out.extend_from_slice(ts.get().as_bytes());
         }
-        // Anything else (a message's `message`) follows.
-        for (key, value) in envelope {
-            if !out.contains_key(&key) {
-                out.insert(key, value);
-            }
+        if let Some(us) = envelope.ts_us {
+            out.extend_from_slice(b",\"ts_us\":");
+            write_number(out, us);
+            out.extend_from_slice(b",\"ts_ns\":");
+            write_number(out, us.saturating_mul(1000));
         }
-        out
+        if let Some(message) = envelope.message {
+            out.extend_from_slice(b",\"message\":");
+            out.extend_from_slice(message.get().as_bytes());
+        }
+        out.push(b'}');
+        Ok(())
     }
 }
 
-fn row_forms(row: Map<String, Json>, columns: Option<&HashMap<String, Form>>) -> Map<String, Json> {
-    let Some(columns) = columns else {
-        return row;
-    };
-    row.into_iter()
-        .map(|(name, value)| {
-            let value = match columns.get(&name) {
-                Some(Form::Same) | None => value,
-                Some(form) => form.apply(value),
-            };
-            (name, value)
-        })
-        .collect()
+fn write_key(out: &mut Vec<u8>, key: &str) {
+    serde_json::to_writer(&mut *out, key).expect("a string serializes");
+    out.push(b':');
+}
+
+fn write_number(out: &mut Vec<u8>, n: i64) {
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+}
+
+/// A row object, its columns in their Debezium form (`columns`: the table's, in order; none:
+/// every value as it is).
+fn write_row(
+    out: &mut Vec<u8>,
+    row: &Members<'_>,
+    columns: Option<&Columns>,
+) -> Result<(), serde_json::Error> {
+    out.push(b'{');
+    for (n, (name, value)) in row.0.iter().enumerate() {
+        if n > 0 {
+            out.push(b',');
+        }
+        write_key(out, name);
+        // Rows list the table's columns in order; a name elsewhere is looked up.
+        let form = columns.and_then(|columns| match columns.get(n) {
+            Some((column, form)) if column == name => Some(form),
+            _ => columns.iter().find(|(c, _)| c == name).map(|(_, f)| f),
+        });
+        match form {
+            Some(form) if *form != Form::Same && value.get() != "null" => {
+                let converted = form.apply(serde_json::from_str(value.get())?);
+                serde_json::to_writer(&mut *out, &converted)?;
+            }
+            _ => out.extend_from_slice(value.get().as_bytes()),
+        }
+    }
+    out.push(b'}');
+    Ok(())
 }
 
 /// The source block in Debezium's order, with its fields sluice does not track (`xmin`,
 /// `origin`, `origin_lsn`: null) and `sequence` and `ts_ns` derived.
-fn source_block(mut source: Map<String, Json>, commit_lsn: Option<u64>) -> Map<String, Json> {
-    let postgres = source.get("connector").and_then(Json::as_str) == Some("postgresql");
-    let mut out = Map::new();
-    let take = |source: &mut Map<String, Json>, out: &mut Map<String, Json>, name: &str| {
-        if let Some(value) = source.remove(name) {
-            out.insert(name.into(), value);
+fn write_source(out: &mut Vec<u8>, source: Members<'_>, commit_lsn: Option<u64>) {
+    let postgres = source.get("connector").map(RawValue::get) == Some("\"postgresql\"");
+    let mut written: Vec<&str> = Vec::with_capacity(source.0.len() + 6);
+    let mut first = true;
+    let mut field = |out: &mut Vec<u8>, name: &str, value: &[u8]| {
+        if !std::mem::take(&mut first) {
+            out.push(b',');
         }
+        write_key(out, name);
+        out.extend_from_slice(value);
     };
-    for field in ["version", "connector", "name", "ts_ms", "snapshot", "db"] {
-        take(&mut source, &mut out, field);
+    out.push(b'{');
+    for name in ["version", "connector", "name", "ts_ms", "snapshot", "db"] {
+        if let Some(value) = source.get(name) {
+            field(out, name, value.get().as_bytes());
+            written.push(name);
+        }
     }
-    let lsn = source.get("lsn").and_then(Json::as_u64);
-    let snapshot = out
+    let lsn = source.get("lsn").and_then(|l| l.get().parse::<u64>().ok());
+    let snapshot = source
         .get("snapshot")
-        .and_then(Json::as_str)
-        .is_some_and(|s| s != "false");
+        .is_some_and(|s| s.get() != "\"false\"");
     let sequence = match (postgres, lsn) {
         // Debezium's `[last commit LSN, this LSN]`, as a JSON text: sluice puts the commit LSN
         // of the event's own transaction first (it orders events the same way).
@@ -563,29 +702,45 @@ fn source_block(mut source: Map<String, Json>, commit_lsn: Option<u64>) -> Map<S
             let commit = commit_lsn
                 .filter(|_| !snapshot)
                 .map_or(Json::Null, |c| Json::String(c.to_string()));
-            Json::String(
-                serde_json::to_string(&[commit, Json::String(lsn.to_string())])
-                    .expect("strings serialize"),
-            )
+            let text = serde_json::to_string(&[commit, Json::String(lsn.to_string())])
+                .expect("strings serialize");
+            serde_json::to_vec(&text).expect("a string serializes")
         }
-        _ => Json::Null,
+        _ => b"null".to_vec(),
     };
-    out.insert("sequence".into(), sequence);
-    let ts_us = source.get("ts_us").and_then(Json::as_i64);
-    take(&mut source, &mut out, "ts_us");
-    if let Some(us) = ts_us {
-        out.insert("ts_ns".into(), Json::from(us.saturating_mul(1000)));
+    field(out, "sequence", &sequence);
+    if let Some(us) = source.get("ts_us") {
+        field(out, "ts_us", us.get().as_bytes());
+        written.push("ts_us");
+        if let Ok(us) = us.get().parse::<i64>() {
+            let mut ns = Vec::new();
+            write_number(&mut ns, us.saturating_mul(1000));
+            field(out, "ts_ns", &ns);
+        }
     }
     if postgres {
-        for field in ["schema", "table", "txId", "lsn"] {
-            take(&mut source, &mut out, field);
-        }
-        for field in ["xmin", "origin", "origin_lsn"] {
-            out.insert(field.into(), source.remove(field).unwrap_or(Json::Null));
+        for name in [
+            "schema",
+            "table",
+            "txId",
+            "lsn",
+            "xmin",
+            "origin",
+            "origin_lsn",
+        ] {
+            let value = source
+                .get(name)
+                .map_or(&b"null"[..], |v| v.get().as_bytes());
+            field(out, name, value);
+            written.push(name);
         }
     }
-    out.extend(source);
-    out
+    for (name, value) in &source.0 {
+        if !written.contains(&name.as_ref()) && name != "ts_ns" && name != "sequence" {
+            field(out, name, value.get().as_bytes());
+        }
+    }
+    out.push(b'}');
 }
 
 #[cfg(test)]
