@@ -947,7 +947,7 @@ def main():
             continue
         if (name.startswith("log_") or name.startswith("encode_") or name == "pg_replication_latency"
                 or "_big_txn" in name
-                or name.startswith("kafka_")
+                or name.startswith("kafka_") or name == "pg_to_kafka"
                 or name in ("incremental_snapshot", "mysql_incremental_snapshot", "pg_snapshot_100m")):
             ours, ref, notes = run()
             rss = None

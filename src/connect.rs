@@ -94,6 +94,24 @@ pub(crate) fn spawn_source<L: EventLog + Clone>(source: SourceConfig, cx: &Conte
             let run = run_source(settings, source, encoder, cx.log.clone(), cancel);
             cx.tasks.spawn(task, span, run);
         }
+        #[cfg(feature = "kafka")]
+        SourceConfig::Kafka(kafka) => {
+            let block = SourceBlock {
+                connector: "kafka",
+                name,
+                db: String::new(),
+            };
+            let encoder = encoder(
+                block,
+                kafka.tombstones,
+                kafka.encoding,
+                kafka.avro_decimals,
+                cx.registry,
+            );
+            let source = sluice_connectors::kafka::KafkaSource::new(kafka);
+            let run = run_source(settings, source, encoder, cx.log.clone(), cancel);
+            cx.tasks.spawn(task, span, run);
+        }
     }
 }
 
@@ -174,6 +192,10 @@ pub(crate) async fn probe_source(source: &SourceConfig) -> anyhow::Result<String
         SourceConfig::Postgres(ref pg) => Ok(sluice_connectors::postgres::probe(pg).await?),
         #[cfg(feature = "mysql")]
         SourceConfig::Mysql(ref my) => Ok(sluice_connectors::mysql::source::probe(my).await?),
+        #[cfg(feature = "kafka")]
+        SourceConfig::Kafka(ref kafka) => {
+            Ok(sluice_connectors::kafka::probe_brokers(&kafka.brokers).await?)
+        }
     }
 }
 
@@ -208,6 +230,15 @@ pub(crate) async fn request_snapshot(
         SourceConfig::Mysql(ref my) => {
             Ok(sluice_connectors::mysql::source::request_snapshot(my, tables, filter).await?)
         }
+        #[cfg(feature = "kafka")]
+        SourceConfig::Kafka(ref kafka) => {
+            let _ = (tables, filter);
+            anyhow::bail!(
+                "source {} reads Kafka topics: it takes no snapshots (ask the Debezium \
+                 deployment that writes them for one)",
+                kafka.name
+            )
+        }
     }
 }
 
@@ -217,6 +248,10 @@ pub(crate) async fn source_server_status(source: &SourceConfig) -> anyhow::Resul
         SourceConfig::Postgres(ref pg) => Ok(sluice_connectors::postgres::slot_status(pg).await?),
         #[cfg(feature = "mysql")]
         SourceConfig::Mysql(ref my) => Ok(sluice_connectors::mysql::source::probe(my).await?),
+        #[cfg(feature = "kafka")]
+        SourceConfig::Kafka(ref kafka) => {
+            Ok(sluice_connectors::kafka::probe_brokers(&kafka.brokers).await?)
+        }
     }
 }
 

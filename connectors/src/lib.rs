@@ -100,7 +100,7 @@ pub trait Section {
 
 /// Every connector kind sluice has, in any build (a build without one says so instead of
 /// calling the kind unknown).
-pub const SOURCE_KINDS: [&str; 2] = ["postgres", "mysql"];
+pub const SOURCE_KINDS: [&str; 3] = ["postgres", "mysql", "kafka"];
 pub const SINK_KINDS: [&str; 4] = ["jsonl", "postgres", "mysql", "kafka"];
 
 /// Whether this build has connector `kind` for `section` (`sources` or `sinks`).
@@ -113,7 +113,7 @@ pub fn compiled_in(section: &str, kind: &str) -> bool {
     #[cfg(feature = "jsonl")]
     compiled.push(("sinks", "jsonl"));
     #[cfg(feature = "kafka")]
-    compiled.push(("sinks", "kafka"));
+    compiled.extend([("sources", "kafka"), ("sinks", "kafka")]);
     compiled.contains(&(section, kind))
 }
 
@@ -125,6 +125,8 @@ pub enum SourceConfig {
     Postgres(postgres::PostgresSourceConfig),
     #[cfg(feature = "mysql")]
     Mysql(mysql::source::config::MysqlSourceConfig),
+    #[cfg(feature = "kafka")]
+    Kafka(kafka::KafkaSourceConfig),
 }
 
 impl SourceConfig {
@@ -135,6 +137,8 @@ impl SourceConfig {
             SourceConfig::Postgres(ref config) => config,
             #[cfg(feature = "mysql")]
             SourceConfig::Mysql(ref config) => config,
+            #[cfg(feature = "kafka")]
+            SourceConfig::Kafka(ref config) => config,
         }
     }
 
@@ -158,6 +162,8 @@ impl SourceConfig {
             }
             #[cfg(feature = "mysql")]
             SourceConfig::Mysql(ref mut config) => config.paths_mut().into_iter().for_each(resolve),
+            #[cfg(feature = "kafka")]
+            SourceConfig::Kafka(ref mut config) => config.paths_mut().into_iter().for_each(resolve),
         }
     }
 }
@@ -181,6 +187,8 @@ pub fn locate_config_error(section: &str, entry: serde_json::Value) -> Option<St
         ("sources", "postgres") => at::<postgres::PostgresSourceConfig>(entry),
         #[cfg(feature = "mysql")]
         ("sources", "mysql") => at::<mysql::source::config::MysqlSourceConfig>(entry),
+        #[cfg(feature = "kafka")]
+        ("sources", "kafka") => at::<kafka::KafkaSourceConfig>(entry),
         #[cfg(feature = "jsonl")]
         ("sinks", "jsonl") => at::<jsonl::JsonlSinkConfig>(entry),
         #[cfg(feature = "postgres")]

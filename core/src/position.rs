@@ -59,6 +59,9 @@ pub enum Position {
     MariadbGtidList(Arc<str>),
     /// Binlog file and byte offset, when GTIDs are off (`binlog:mysql-bin.000003:4`).
     BinlogFile { file: Arc<str>, offset: u64 },
+    /// Kafka: the next offset of every partition a Kafka source reads,
+    /// `kafka:topic/partition@offset,…` in topic and partition order.
+    KafkaOffsets(Arc<str>),
 }
 
 impl Position {
@@ -74,6 +77,7 @@ impl Position {
                 file: Arc::from(&**file),
                 offset: *offset,
             },
+            Position::KafkaOffsets(offsets) => Position::KafkaOffsets(Arc::from(&**offsets)),
         }
     }
 }
@@ -85,6 +89,7 @@ impl fmt::Display for Position {
             Position::MysqlGtidSet(set) => write!(f, "mysql-gtid:{set}"),
             Position::MariadbGtidList(list) => write!(f, "mariadb-gtid:{list}"),
             Position::BinlogFile { file, offset } => write!(f, "binlog:{file}:{offset}"),
+            Position::KafkaOffsets(offsets) => write!(f, "kafka:{offsets}"),
         }
     }
 }
@@ -100,6 +105,7 @@ impl FromStr for Position {
             "pg" => Ok(Position::PgLsn(rest.parse()?)),
             "mysql-gtid" => Ok(Position::MysqlGtidSet(rest.to_owned().into())),
             "mariadb-gtid" => Ok(Position::MariadbGtidList(rest.to_owned().into())),
+            "kafka" => Ok(Position::KafkaOffsets(rest.to_owned().into())),
             "binlog" => {
                 let (file, offset) = rest
                     .rsplit_once(':')
@@ -114,7 +120,7 @@ impl FromStr for Position {
             }
             _ => Err(parse_error(
                 text,
-                "unknown position kind (pg, mysql-gtid, mariadb-gtid, binlog)",
+                "unknown position kind (pg, mysql-gtid, mariadb-gtid, binlog, kafka)",
             )),
         }
     }
@@ -189,6 +195,7 @@ mod tests {
             Position::PgLsn(Lsn(0)),
             Position::MysqlGtidSet("3E11FA47-71CA-11E1-9E33-C80AA9429562:1-5".into()),
             Position::MariadbGtidList("0-1-42,1-2-7".into()),
+            Position::KafkaOffsets("dbserver1.public.t/0@42,dbserver1.public.t/1@7".into()),
             Position::BinlogFile {
                 file: "mysql-bin.000003".into(),
                 offset: 4,

@@ -136,3 +136,36 @@ pub fn console_consumer(topic: &str, expected: usize) -> Vec<(Option<String>, Op
         })
         .collect()
 }
+
+/// Debezium 3.6.1's embedded engine (`dev/debezium/DebeziumRun.java`, jars from
+/// `dev/services up debezium`) capturing tables `public.*` of database `db` through a slot
+/// and publication of its own (`dbz_<db>`), with `properties` added (`topic.prefix=…`, …;
+/// `harness.out=kafka:…` sends each record to Kafka, otherwise they are JSON lines on stdout).
+pub fn debezium(
+    db: &str,
+    properties: &[&str],
+    stdout: impl Into<std::process::Stdio>,
+    stderr: impl Into<std::process::Stdio>,
+) -> std::process::Child {
+    let slot = format!("dbz_{db}");
+    Command::new("java")
+        .arg("-cp")
+        .arg(workspace_root().join("target/debezium/libs/*"))
+        .arg(workspace_root().join("dev/debezium/DebeziumRun.java"))
+        .args([
+            "database.hostname=127.0.0.1",
+            "database.port=5432",
+            "database.user=postgres",
+            "database.password=unused",
+            &format!("database.dbname={db}"),
+            &format!("slot.name={slot}"),
+            &format!("publication.name={slot}"),
+            "publication.autocreate.mode=filtered",
+            "table.include.list=public.*",
+        ])
+        .args(properties)
+        .stdout(stdout)
+        .stderr(stderr)
+        .spawn()
+        .expect("run java")
+}

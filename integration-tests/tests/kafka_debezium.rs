@@ -6,12 +6,12 @@
 //! docs/types.md lists.
 
 use std::collections::BTreeMap;
-use std::process::{Child, Command};
+use std::process::Child;
 use std::time::Duration;
 
 use serde_json::Value as Json;
-use sluice_integration_tests::kafka::{consume, services, BROKERS};
-use sluice_integration_tests::{source_config, wait_for, workspace_root, Sluice, TestDb};
+use sluice_integration_tests::kafka::{consume, debezium, services, BROKERS};
+use sluice_integration_tests::{source_config, wait_for, Sluice, TestDb};
 
 /// Columns of most types whose Debezium form differs from sluice's exact one, and a few that
 /// do not.
@@ -45,30 +45,13 @@ const CHANGES: &[&str] = &[
 /// Debezium's embedded engine on `db`, writing each record as a JSON line
 /// `{"topic","key","value"}` to `out`.
 fn start_debezium(db: &TestDb, out: &std::path::Path) -> Child {
-    let jars = workspace_root().join("target/debezium/libs/*");
-    let slot = format!("dbz_{}", db.name);
-    Command::new("java")
-        .arg("-cp")
-        .arg(jars)
-        .arg(workspace_root().join("dev/debezium/DebeziumRun.java"))
-        .args([
-            "database.hostname=127.0.0.1",
-            "database.port=5432",
-            "database.user=postgres",
-            "database.password=unused",
-            &format!("database.dbname={}", db.name),
-            "topic.prefix=src",
-            &format!("slot.name={slot}"),
-            &format!("publication.name={slot}"),
-            "publication.autocreate.mode=filtered",
-            "table.include.list=public.t,public.other",
-            // Truncates too (Debezium skips them by default; sluice emits them).
-            "skipped.operations=none",
-        ])
-        .stdout(std::fs::File::create(out).unwrap())
-        .stderr(std::fs::File::create(out.with_extension("stderr")).unwrap())
-        .spawn()
-        .expect("run java")
+    debezium(
+        &db.name,
+        // Truncates too (Debezium skips them by default; sluice emits them).
+        &["topic.prefix=src", "skipped.operations=none"],
+        std::fs::File::create(out).unwrap(),
+        std::fs::File::create(out.with_extension("stderr")).unwrap(),
+    )
 }
 
 /// Debezium's records so far, per topic (without the prefix), as `(key, value)`.

@@ -417,6 +417,8 @@ fn write_source_position(buf: &mut Vec<u8>, event: &ChangeEvent) {
             buf.extend_from_slice(b",\"pos\":");
             write_int(buf, *offset);
         }
+        // (An event read from Kafka without a database position of its own.)
+        Position::KafkaOffsets(_) => {}
     }
     buf.push(b'}');
 }

@@ -101,21 +101,7 @@ impl KafkaSinkConfig {
             message,
         };
         crate::validate_name(key, "sink", &self.name)?;
-        if self.brokers.split(',').all(|b| b.trim().is_empty()) {
-            return Err(err(
-                "brokers",
-                "name at least one broker, e.g. \"127.0.0.1:9092\"".into(),
-            ));
-        }
-        for broker in self.brokers.split(',').map(str::trim) {
-            let port = broker.rsplit_once(':').map(|(_, port)| port.parse::<u16>());
-            if !matches!(port, Some(Ok(_))) {
-                return Err(err(
-                    "brokers",
-                    format!("{broker:?} is not host:port, e.g. \"127.0.0.1:9092\""),
-                ));
-            }
-        }
+        check_brokers(&self.brokers).map_err(|m| err("brokers", m))?;
         if self.topics.is_empty() {
             return Err(err(
                 "topics",
@@ -173,6 +159,22 @@ impl KafkaSinkConfig {
     pub fn offsets_topic(&self) -> String {
         format!("_sluice_offsets.{}", self.name)
     }
+}
+
+/// A `brokers` list: `host:port` entries, comma-separated.
+pub(crate) fn check_brokers(brokers: &str) -> Result<(), String> {
+    if brokers.split(',').all(|b| b.trim().is_empty()) {
+        return Err("name at least one broker, e.g. \"127.0.0.1:9092\"".into());
+    }
+    for broker in brokers.split(',').map(str::trim) {
+        let port = broker.rsplit_once(':').map(|(_, port)| port.parse::<u16>());
+        if !matches!(port, Some(Ok(_))) {
+            return Err(format!(
+                "{broker:?} is not host:port, e.g. \"127.0.0.1:9092\""
+            ));
+        }
+    }
+    Ok(())
 }
 
 impl crate::Section for KafkaSinkConfig {

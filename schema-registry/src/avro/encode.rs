@@ -572,7 +572,7 @@ fn write_source(buf: &mut Vec<u8>, source: &SourceBlock, event: &ChangeEvent) {
         let (gtid, file, pos) = match &event.position {
             Position::MysqlGtidSet(g) | Position::MariadbGtidList(g) => (Some(&**g), None, None),
             Position::BinlogFile { file, offset } => (None, Some(&**file), Some(*offset as i64)),
-            Position::PgLsn(_) => (None, None, None),
+            Position::PgLsn(_) | Position::KafkaOffsets(_) => (None, None, None),
         };
         write_optional_str(buf, gtid);
         write_optional_str(buf, file);

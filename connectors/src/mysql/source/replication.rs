@@ -291,9 +291,9 @@ async fn stream_from(
                 .with_filename(file.as_bytes())
                 .with_pos(*offset)
         }
-        Position::PgLsn(_) => {
+        Position::PgLsn(_) | Position::KafkaOffsets(_) => {
             return Err(SourceError::Other(format!(
-                "the log's checkpoint {position} is a Postgres position; this source reads MySQL: use a fresh [log] dir or another source name"
+                "the log's checkpoint {position} is not a MySQL position; this source reads MySQL: use a fresh [log] dir or another source name"
             )))
         }
     };

@@ -1,0 +1,309 @@
+//! The Kafka source: Debezium change events from Kafka topics into the log, so that every
+//! sluice sink can be fed from a Debezium deployment that already runs (and a team can move
+//! from it to sluice without taking a snapshot again: docs/migrating-from-debezium.md).
+//!
+//! Partitions are assigned, not subscribed: no consumer group decides what this source reads.
+//! Where it stands is the next offset of every partition, committed to the log with each batch
+//! (`Position::KafkaOffsets`), so a restart resumes right after the last batch in the log
+//! whatever crashed. Transactional topics are read `read_committed`. Tombstones are dropped
+//! (the source writes its own after each delete, as `tombstones` says).
+
+pub mod config;
+mod decode;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use serde_json::Value as Json;
+use sluice_core::checkpoint::{Checkpoint, SnapshotProgress};
+use sluice_core::position::Position;
+use sluice_core::retry::{Classify, ErrorKind};
+use sluice_core::source::{Source, SourceBatch};
+
+use self::config::{KafkaSourceConfig, StartAt};
+use self::decode::{At, Decoder};
+
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaSourceError {
+    #[error("Kafka at {brokers}: {action}: {source}")]
+    Kafka {
+        brokers: String,
+        action: &'static str,
+        source: KafkaError,
+    },
+    #[error(
+        "Kafka at {brokers}: topic {topic:?} does not exist; check `topics` (names, not patterns)"
+    )]
+    NoTopic { brokers: String, topic: String },
+    #[error(
+        "{topic}[{partition}] offset {offset}: {reason}; fix the producer, or move past the \
+         record by removing this source's position from the log (a fresh [log] dir)"
+    )]
+    Record {
+        topic: String,
+        partition: i32,
+        offset: i64,
+        reason: String,
+    },
+    #[error("the log's checkpoint {0} is not a Kafka position; this source reads Kafka: use a fresh [log] dir or another source name")]
+    ForeignCheckpoint(String),
+}
+
+impl Classify for KafkaSourceError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            KafkaSourceError::Kafka { source, .. } => match source {
+                KafkaError::ClientCreation(_) => ErrorKind::Definite,
+                _ => ErrorKind::Transient,
+            },
+            KafkaSourceError::NoTopic { .. } => ErrorKind::Transient,
+            KafkaSourceError::Record { .. } | KafkaSourceError::ForeignCheckpoint(_) => {
+                ErrorKind::Definite
+            }
+        }
+    }
+}
+
+/// `topic/partition@offset,…` of every partition's next offset.
+fn offsets_text(offsets: &BTreeMap<(String, i32), i64>) -> String {
+    offsets
+        .iter()
+        .map(|((topic, partition), offset)| format!("{topic}/{partition}@{offset}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn parse_offsets(text: &str) -> Option<BTreeMap<(String, i32), i64>> {
+    text.split(',')
+        .filter(|part| !part.is_empty())
+        .map(|part| {
+            let (topic, rest) = part.rsplit_once('/')?;
+            let (partition, offset) = rest.split_once('@')?;
+            Some((
+                (topic.to_owned(), partition.parse().ok()?),
+                offset.parse().ok()?,
+            ))
+        })
+        .collect()
+}
+
+/// The Kafka source.
+pub struct KafkaSource {
+    config: KafkaSourceConfig,
+    consumer: Option<StreamConsumer>,
+    /// The next offset of every assigned partition (what the next checkpoint says).
+    offsets: BTreeMap<(String, i32), i64>,
+    decoder: Decoder,
+}
+
+impl KafkaSource {
+    pub fn new(config: KafkaSourceConfig) -> KafkaSource {
+        KafkaSource {
+            config,
+            consumer: None,
+            offsets: BTreeMap::new(),
+            decoder: Decoder::default(),
+        }
+    }
+
+    fn error(&self, action: &'static str) -> impl Fn(KafkaError) -> KafkaSourceError + '_ {
+        move |source| KafkaSourceError::Kafka {
+            brokers: self.config.brokers.clone(),
+            action,
+            source,
+        }
+    }
+
+    fn checkpoint(&self) -> Checkpoint {
+        Checkpoint {
+            position: Position::KafkaOffsets(offsets_text(&self.offsets).into()),
+            snapshot: SnapshotProgress::Done,
+            snapshot_state: None,
+        }
+    }
+
+    /// Decodes one record into `events` (JSON; Avro needs the registry, see the config).
+    fn take(
+        &mut self,
+        message: &rdkafka::message::BorrowedMessage<'_>,
+        events: &mut Vec<sluice_core::event::ChangeEvent>,
+    ) -> Result<(), KafkaSourceError> {
+        let (topic, partition, offset) = (message.topic(), message.partition(), message.offset());
+        let fail = |reason: String| KafkaSourceError::Record {
+            topic: topic.to_owned(),
+            partition,
+            offset,
+            reason,
+        };
+        self.offsets
+            .insert((topic.to_owned(), partition), offset + 1);
+        let Some(value) = message.payload() else {
+            return Ok(()); // a tombstone
+        };
+        if value.first() == Some(&0) {
+            return Err(fail(
+                "an Avro record (Confluent's wire format): this source reads Debezium's JSON \
+                 (with or without schemas); configure Debezium's JsonConverter for this topic"
+                    .into(),
+            ));
+        }
+        let parse = |bytes: &[u8], what: &str| -> Result<Json, KafkaSourceError> {
+            serde_json::from_slice(bytes).map_err(|e| fail(format!("the {what} is not JSON: {e}")))
+        };
+        let value = parse(value, "value")?;
+        let key = message.key().map(|k| parse(k, "key")).transpose()?;
+        let at = At {
+            topic,
+            partition,
+            offset,
+        };
+        if let Some(event) = self
+            .decoder
+            .decode(&at, key.as_ref(), &value)
+            .map_err(fail)?
+        {
+            events.push(event);
+        }
+        Ok(())
+    }
+}
+
+impl Source for KafkaSource {
+    type Error = KafkaSourceError;
+
+    async fn start(&mut self, resume: Option<Checkpoint>) -> Result<(), KafkaSourceError> {
+        self.consumer = None;
+        let resumed = match resume.as_ref().map(|c| &c.position) {
+            Some(Position::KafkaOffsets(text)) => parse_offsets(text)
+                .ok_or_else(|| KafkaSourceError::ForeignCheckpoint(text.to_string()))?,
+            Some(other) => return Err(KafkaSourceError::ForeignCheckpoint(other.to_string())),
+            None => BTreeMap::new(),
+        };
+        let mut client = ClientConfig::new();
+        client
+            .set("bootstrap.servers", &self.config.brokers)
+            .set("client.id", format!("sluice-{}", self.config.name))
+            .set("group.id", format!("sluice-source-{}", self.config.name))
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("isolation.level", "read_committed")
+            .set("socket.connection.setup.timeout.ms", "10000");
+        for (key, value) in &self.config.properties {
+            client.set(key, value);
+        }
+        let consumer: StreamConsumer = client.create().map_err(self.error("connecting"))?;
+        let mut assignment = TopicPartitionList::new();
+        let mut offsets = BTreeMap::new();
+        for topic in &self.config.topics {
+            let metadata = consumer
+                .fetch_metadata(Some(topic), Duration::from_secs(10))
+                .map_err(self.error("reading topic metadata"))?;
+            let partitions: Vec<i32> = metadata
+                .topics()
+                .iter()
+                .filter(|t| t.error().is_none())
+                .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+                .collect();
+            if partitions.is_empty() {
+                return Err(KafkaSourceError::NoTopic {
+                    brokers: self.config.brokers.clone(),
+                    topic: topic.clone(),
+                });
+            }
+            for partition in partitions {
+                let at = match resumed.get(&(topic.clone(), partition)) {
+                    Some(next) => {
+                        offsets.insert((topic.clone(), partition), *next);
+                        Offset::Offset(*next)
+                    }
+                    None => match self.config.start {
+                        StartAt::Earliest => Offset::Beginning,
+                        StartAt::Latest => Offset::End,
+                    },
+                };
+                assignment
+                    .add_partition_offset(topic, partition, at)
+                    .map_err(self.error("assigning partitions"))?;
+            }
+        }
+        consumer
+            .assign(&assignment)
+            .map_err(self.error("assigning partitions"))?;
+        tracing::info!(
+            topics = self.config.topics.len(),
+            partitions = assignment.count(),
+            resumed = !resumed.is_empty(),
+            "reading Kafka"
+        );
+        self.offsets = offsets;
+        self.consumer = Some(consumer);
+        Ok(())
+    }
+
+    async fn next_batch(&mut self) -> Result<Option<SourceBatch>, KafkaSourceError> {
+        let consumer = self.consumer.take().expect("started");
+        let mut events = Vec::new();
+        let mut taken = 0usize;
+        let idle = tokio::time::Instant::now() + Duration::from_secs(1);
+        let mut deadline = idle;
+        let result = loop {
+            if taken >= self.config.max_batch_events {
+                break Ok(());
+            }
+            let message = match tokio::time::timeout_at(deadline, consumer.recv()).await {
+                Err(_) => break Ok(()),
+                Ok(Err(err)) => break Err(self.error("reading")(err)),
+                Ok(Ok(message)) => message,
+            };
+            if taken == 0 {
+                // A batch closes 100 ms after its first record at the latest.
+                deadline = tokio::time::Instant::now() + Duration::from_millis(100);
+            }
+            taken += 1;
+            if let Err(err) = self.take(&message, &mut events) {
+                break Err(err);
+            }
+        };
+        self.consumer = Some(consumer);
+        result?;
+        if taken == 0 {
+            return Ok(None);
+        }
+        Ok(Some(SourceBatch::new(events, Some(self.checkpoint()))))
+    }
+
+    async fn commit(&mut self, _checkpoint: &Checkpoint) -> Result<(), KafkaSourceError> {
+        // Positions live in the log; nothing to acknowledge upstream.
+        Ok(())
+    }
+
+    async fn shutdown(&mut self) -> Result<(), KafkaSourceError> {
+        self.consumer = None;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_round_trip_through_their_text() {
+        let mut offsets = BTreeMap::new();
+        offsets.insert(("dbserver1.public.t".to_owned(), 0), 42);
+        offsets.insert(("dbserver1.public.t".to_owned(), 1), 7);
+        offsets.insert(("a.b.c".to_owned(), 0), 0);
+        let text = offsets_text(&offsets);
+        assert_eq!(
+            text,
+            "a.b.c/0@0,dbserver1.public.t/0@42,dbserver1.public.t/1@7"
+        );
+        assert_eq!(parse_offsets(&text), Some(offsets));
+        assert_eq!(parse_offsets("x"), None);
+    }
+}
