@@ -8,6 +8,7 @@
 //! whatever crashed. Transactional topics are read `read_committed`. Tombstones are dropped
 //! (the source writes its own after each delete, as `tombstones` says).
 
+mod avro;
 pub mod config;
 mod decode;
 
@@ -17,7 +18,7 @@ use std::time::Duration;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::Message;
+use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::Value as Json;
 use sluice_core::checkpoint::{Checkpoint, SnapshotProgress};
@@ -52,6 +53,8 @@ pub enum KafkaSourceError {
     },
     #[error("the log's checkpoint {0} is not a Kafka position; this source reads Kafka: use a fresh [log] dir or another source name")]
     ForeignCheckpoint(String),
+    #[error("{0}; check registry_url and that the registry runs")]
+    Registry(String),
 }
 
 impl Classify for KafkaSourceError {
@@ -61,7 +64,9 @@ impl Classify for KafkaSourceError {
                 KafkaError::ClientCreation(_) => ErrorKind::Definite,
                 _ => ErrorKind::Transient,
             },
-            KafkaSourceError::NoTopic { .. } => ErrorKind::Transient,
+            KafkaSourceError::NoTopic { .. } | KafkaSourceError::Registry(_) => {
+                ErrorKind::Transient
+            }
             KafkaSourceError::Record { .. } | KafkaSourceError::ForeignCheckpoint(_) => {
                 ErrorKind::Definite
             }
@@ -99,15 +104,19 @@ pub struct KafkaSource {
     /// The next offset of every assigned partition (what the next checkpoint says).
     offsets: BTreeMap<(String, i32), i64>,
     decoder: Decoder,
+    /// Avro writer schemas from `registry_url`.
+    registry: Option<avro::Registry>,
 }
 
 impl KafkaSource {
     pub fn new(config: KafkaSourceConfig) -> KafkaSource {
+        let registry = config.registry_url.as_deref().map(avro::Registry::new);
         KafkaSource {
             config,
             consumer: None,
             offsets: BTreeMap::new(),
             decoder: Decoder::default(),
+            registry,
         }
     }
 
@@ -127,10 +136,10 @@ impl KafkaSource {
         }
     }
 
-    /// Decodes one record into `events` (JSON; Avro needs the registry, see the config).
-    fn take(
+    /// Decodes one record into `events`: JSON, or Avro with the registry at `registry_url`.
+    async fn take(
         &mut self,
-        message: &rdkafka::message::BorrowedMessage<'_>,
+        message: &OwnedMessage,
         events: &mut Vec<sluice_core::event::ChangeEvent>,
     ) -> Result<(), KafkaSourceError> {
         let (topic, partition, offset) = (message.topic(), message.partition(), message.offset());
@@ -145,18 +154,40 @@ impl KafkaSource {
         let Some(value) = message.payload() else {
             return Ok(()); // a tombstone
         };
-        if value.first() == Some(&0) {
-            return Err(fail(
-                "an Avro record (Confluent's wire format): this source reads Debezium's JSON \
-                 (with or without schemas); configure Debezium's JsonConverter for this topic"
-                    .into(),
-            ));
-        }
-        let parse = |bytes: &[u8], what: &str| -> Result<Json, KafkaSourceError> {
-            serde_json::from_slice(bytes).map_err(|e| fail(format!("the {what} is not JSON: {e}")))
+        let avro = value.first() == Some(&0);
+        let (key, value) = if avro {
+            let Some(registry) = self.registry.as_mut() else {
+                return Err(fail(
+                    "an Avro record (Confluent's wire format) and no registry_url to read its \
+                     schema from: set registry_url to the registry Debezium's AvroConverter uses"
+                        .into(),
+                ));
+            };
+            let avro_error = |e: avro::AvroError| match e {
+                avro::AvroError::Registry(reason) => KafkaSourceError::Registry(reason),
+                avro::AvroError::Record(reason) => fail(reason),
+            };
+            let value = registry.decode(value).await.map_err(avro_error)?;
+            let key = match message.key() {
+                Some(key) if key.first() == Some(&0) => {
+                    Some(registry.decode(key).await.map_err(avro_error)?)
+                }
+                Some(key) => Some(
+                    serde_json::from_slice(key)
+                        .map_err(|e| fail(format!("the key is neither Avro nor JSON: {e}")))?,
+                ),
+                None => None,
+            };
+            (key, value)
+        } else {
+            let parse = |bytes: &[u8], what: &str| -> Result<Json, KafkaSourceError> {
+                serde_json::from_slice(bytes)
+                    .map_err(|e| fail(format!("the {what} is not JSON: {e}")))
+            };
+            let value = parse(value, "value")?;
+            let key = message.key().map(|k| parse(k, "key")).transpose()?;
+            (key, value)
         };
-        let value = parse(value, "value")?;
-        let key = message.key().map(|k| parse(k, "key")).transpose()?;
         let at = At {
             topic,
             partition,
@@ -164,7 +195,7 @@ impl KafkaSource {
         };
         if let Some(event) = self
             .decoder
-            .decode(&at, key.as_ref(), &value)
+            .decode(&at, key.as_ref(), &value, avro)
             .map_err(fail)?
         {
             events.push(event);
@@ -265,7 +296,8 @@ impl Source for KafkaSource {
                 deadline = tokio::time::Instant::now() + Duration::from_millis(100);
             }
             taken += 1;
-            if let Err(err) = self.take(&message, &mut events) {
+            let message = message.detach();
+            if let Err(err) = self.take(&message, &mut events).await {
                 break Err(err);
             }
         };

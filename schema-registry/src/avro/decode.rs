@@ -73,6 +73,33 @@ impl AvroDecoder {
     }
 }
 
+/// An Avro schema from another registry (a Kafka source's `registry_url`), to read datums
+/// written with it as JSON (decimals as exact text, bytes as base64, as [`AvroDecoder`]).
+pub struct ForeignSchema(Schema);
+
+impl ForeignSchema {
+    pub fn parse(text: &str) -> Result<ForeignSchema, String> {
+        Schema::parse_str(text)
+            .map(ForeignSchema)
+            .map_err(|e| format!("not an Avro schema: {e}"))
+    }
+
+    /// The JSON form of one datum (without the wire header).
+    pub fn to_json(&self, datum: &[u8]) -> Result<Json, DatumError> {
+        let mut names = HashMap::new();
+        collect_names(&self.0, &mut names);
+        let mut reader = Reader {
+            cursor: Cursor::new(datum),
+            names: &names,
+        };
+        let value = reader.read(&self.0)?;
+        if !reader.bytes.is_empty() {
+            return Err(format!("{} bytes left after the datum", reader.bytes.len()).into());
+        }
+        Ok(value)
+    }
+}
+
 fn collect_names<'a>(schema: &'a Schema, names: &mut HashMap<Name, &'a Schema>) {
     match schema {
         Schema::Record(record) => {

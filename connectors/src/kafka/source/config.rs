@@ -22,8 +22,9 @@ pub struct KafkaSourceConfig {
     /// event the topic still holds) or `latest` (only events written from now on).
     #[serde(default)]
     pub start: StartAt,
-    /// A Confluent-compatible schema registry (`http://127.0.0.1:8081`) for Avro values in
-    /// Confluent's wire format. JSON values (with or without schemas) need none.
+    /// The Confluent-compatible schema registry (`http://127.0.0.1:8081`) that Debezium's
+    /// AvroConverter writes to: Avro keys and values (Confluent's wire format) are read with
+    /// the writer schemas it holds. JSON (with or without schemas) needs none.
     #[serde(default)]
     pub registry_url: Option<String>,
     /// Follow each delete with a tombstone (same key, null value). Default true.

@@ -182,8 +182,9 @@ impl Kind {
         }
     }
 
-    /// One value of this kind.
-    fn value(&self, json: &Json) -> Result<Value, String> {
+    /// One value of this kind; `exact`: decimals come as exact text (read from Avro), not as
+    /// Connect's base64 bytes.
+    fn value(&self, json: &Json, exact: bool) -> Result<Value, String> {
         if json.is_null() {
             return Ok(Value::Null);
         }
@@ -208,6 +209,9 @@ impl Kind {
                 other => Value::Json(other.to_string()),
             },
             Kind::Bytes => Value::Bytes(base64_bytes(text()?).ok_or_else(bad)?.into()),
+            Kind::Decimal { .. } if exact => {
+                Value::Decimal(Decimal::parse(text()?).ok_or_else(bad)?)
+            }
             Kind::Decimal { scale, .. } => {
                 let bytes = base64_bytes(text()?).ok_or_else(bad)?;
                 Value::Decimal(Decimal::Finite(decimal_text(&bytes, *scale).into()))
@@ -245,7 +249,7 @@ impl Kind {
                 json.as_array()
                     .ok_or_else(bad)?
                     .iter()
-                    .map(|v| element.value(v))
+                    .map(|v| element.value(v, exact))
                     .collect::<Result<_, _>>()?,
             ),
         })
@@ -408,13 +412,15 @@ pub(crate) struct At<'a> {
 }
 
 impl Decoder {
-    /// The change event in a record's key and value (both JSON); None for what carries no
-    /// row change (tombstones, logical messages).
+    /// The change event in a record's key and value (both JSON; `exact`: read from Avro,
+    /// decimals as exact text); None for what carries no row change (tombstones, logical
+    /// messages).
     pub(crate) fn decode(
         &mut self,
         at: &At<'_>,
         key: Option<&Json>,
         value: &Json,
+        exact: bool,
     ) -> Result<Option<ChangeEvent>, String> {
         let (schema, payload) = match (value.get("schema"), value.get("payload")) {
             (Some(schema), Some(payload)) => (Some(schema), payload),
@@ -499,7 +505,7 @@ impl Decoder {
                 .iter()
                 .zip(&known.kinds)
                 .map(|(column, kind)| {
-                    kind.value(object.get(&column.name).unwrap_or(&Json::Null))
+                    kind.value(object.get(&column.name).unwrap_or(&Json::Null), exact)
                         .map_err(|e| format!("{table}.{}: {e}", column.name))
                 })
                 .collect::<Result<Vec<Value>, String>>()
@@ -742,7 +748,7 @@ mod tests {
             offset: 3,
         };
         let event = Decoder::default()
-            .decode(&at, Some(&key), &value)
+            .decode(&at, Some(&key), &value, false)
             .unwrap()
             .unwrap();
         let table = event.table.as_ref().unwrap();
