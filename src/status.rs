@@ -97,6 +97,8 @@ async fn report<L: EventLog>(config: &FileConfig, log: &L) -> anyhow::Result<()>
         let offsets = log.group_offsets(&format!("sink.{name}")).await?;
         let mut lag = 0u64;
         let mut partitions = 0;
+        // Per topic: records delivered (the group's offsets) of those in the log, and the lag.
+        let mut per_topic: Vec<String> = Vec::new();
         for topic in log.topics() {
             if !sink
                 .topics()
@@ -105,6 +107,7 @@ async fn report<L: EventLog>(config: &FileConfig, log: &L) -> anyhow::Result<()>
             {
                 continue;
             }
+            let (mut delivered, mut stored) = (0u64, 0u64);
             for partition in 0..log.partitions(&topic).unwrap_or(0) {
                 let stable = log.offsets(&topic, partition).await.map_or(0, |o| o.stable);
                 let next = offsets
@@ -112,11 +115,20 @@ async fn report<L: EventLog>(config: &FileConfig, log: &L) -> anyhow::Result<()>
                     .copied()
                     .unwrap_or(0);
                 lag += stable.saturating_sub(next);
+                delivered += next.min(stable);
+                stored += stable;
                 partitions += 1;
             }
+            per_topic.push(format!(
+                "  {topic}: {delivered} of {stored} record(s) delivered ({} behind)",
+                stored - delivered
+            ));
         }
         let kind = sink.section().kind();
         println!("sink {name} ({kind}): {partitions} partition(s), {lag} record(s) behind the log");
+        for line in &per_topic {
+            println!("{line}");
+        }
         let failure = log
             .checkpoint(&sink_failure_writer(name))
             .await?

@@ -17,7 +17,7 @@ use sluice_integration_tests::kafka::{
     console_consumer, consume, kafka_records, services, BROKERS,
 };
 use sluice_integration_tests::{
-    events, free_port, source_config, wait_for, workspace_root, Rng, Sluice, TestDb,
+    events, free_port, sluice_command, source_config, wait_for, workspace_root, Rng, Sluice, TestDb,
 };
 
 /// The partition Kafka's Java producer gives each key among `partitions`, from kafka-clients'
@@ -387,6 +387,13 @@ async fn a_record_larger_than_kafka_takes_goes_to_the_dead_letter_topic_and_the_
     let dead = sluice.records("kafka.dead");
     assert_eq!(dead.len(), 1, "{dead:?}");
     assert_eq!(dead[0].1["after"]["id"], 2);
+    // `sluice status` counts the diverted record as handled, per topic.
+    let (code, status) = sluice_command(&["status"], &sluice.config);
+    assert_eq!(code, Some(0), "{status}");
+    assert!(
+        status.contains("src.public.docs: 4 of 4 record(s) delivered (0 behind)"),
+        "{status}"
+    );
     assert!(
         sluice
             .stderr()
