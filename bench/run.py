@@ -651,17 +651,20 @@ KAFKA_PY = "target/pyenv/bin/python"
 # transaction markers count too, a few per thousand batches), then prints the time it took.
 KAFKA_WAITER = r'''
 import sys, time
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 topic, n, start = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
 c = Consumer({"bootstrap.servers": "127.0.0.1:9092", "group.id": "bench-waiter"})
 deadline = time.time() + 900
 while time.time() < deadline:
-    meta = c.list_topics(topic, timeout=10).topics.get(topic)
-    if meta is not None and meta.error is None and meta.partitions:
-        total = sum(c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in meta.partitions)
-        if total >= n:
-            print(time.time() - start)
-            sys.exit(0)
+    try:
+        meta = c.list_topics(topic, timeout=10).topics.get(topic)
+        if meta is not None and meta.error is None and meta.partitions:
+            total = sum(c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in meta.partitions)
+            if total >= n:
+                print(time.time() - start)
+                sys.exit(0)
+    except KafkaException:
+        pass  # a topic just created has no leader yet for a moment
     time.sleep(0.05)
 sys.exit("timed out")
 '''

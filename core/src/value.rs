@@ -398,6 +398,23 @@ impl fmt::Display for Interval {
     }
 }
 
+/// Splits the parts of an ISO-8601 duration (`1Y-2M3D` of `P1Y-2M3DT…`) into
+/// `[("1",'Y'), ("-2",'M'), ("3",'D')]`; None when a unit has no number or text trails.
+pub fn iso_duration_parts(text: &str) -> Option<Vec<(&str, char)>> {
+    let mut parts = Vec::new();
+    let mut start = 0;
+    for (i, c) in text.char_indices() {
+        if c.is_ascii_alphabetic() {
+            if i == start {
+                return None;
+            }
+            parts.push((&text[start..i], c));
+            start = i + 1;
+        }
+    }
+    (start == text.len()).then_some(parts)
+}
+
 /// Canonical text of a UUID: `8-4-4-4-12` lowercase hex.
 /// Parses the canonical `8-4-4-4-12` hex form.
 pub fn parse_uuid(text: &str) -> Option<[u8; 16]> {

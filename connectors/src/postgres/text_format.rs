@@ -404,7 +404,7 @@ fn parse_interval(text: &str) -> Result<Interval, InvalidText> {
     let rest = text.strip_prefix('P').ok_or_else(bad)?;
     let (date_part, time_part) = rest.split_once('T').unwrap_or((rest, ""));
     let mut interval = Interval::default();
-    for (number, unit) in iso_parts(date_part).ok_or_else(bad)? {
+    for (number, unit) in sluice_core::value::iso_duration_parts(date_part).ok_or_else(bad)? {
         let n: i32 = number.parse().map_err(|_| bad())?;
         match unit {
             'Y' => {
@@ -424,7 +424,7 @@ fn parse_interval(text: &str) -> Result<Interval, InvalidText> {
             _ => return Err(bad()),
         }
     }
-    for (number, unit) in iso_parts(time_part).ok_or_else(bad)? {
+    for (number, unit) in sluice_core::value::iso_duration_parts(time_part).ok_or_else(bad)? {
         let micros = match unit {
             'H' => number
                 .parse::<i64>()
@@ -454,22 +454,6 @@ fn parse_interval(text: &str) -> Result<Interval, InvalidText> {
             .ok_or_else(bad)?;
     }
     Ok(interval)
-}
-
-/// Splits `1Y-2M3D` into `[("1",'Y'), ("-2",'M'), ("3",'D')]`.
-fn iso_parts(text: &str) -> Option<Vec<(&str, char)>> {
-    let mut parts = Vec::new();
-    let mut start = 0;
-    for (i, c) in text.char_indices() {
-        if c.is_ascii_alphabetic() {
-            if i == start {
-                return None;
-            }
-            parts.push((&text[start..i], c));
-            start = i + 1;
-        }
-    }
-    (start == text.len()).then_some(parts)
 }
 
 /// `{1,2,NULL}`, `{{1,2},{3,4}}`, `{"a b","c\"d"}`, optionally after a `[1:2]=` bounds prefix.

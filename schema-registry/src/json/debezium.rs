@@ -352,7 +352,7 @@ fn interval_micros(text: &str) -> Option<i64> {
     let mut months: i64 = 0;
     let mut days: i64 = 0;
     let mut micros: i64 = 0;
-    for (number, unit) in iso_parts(date)? {
+    for (number, unit) in sluice_core::value::iso_duration_parts(date)? {
         let n: i64 = number.parse().ok()?;
         match unit {
             'Y' => months += n * 12,
@@ -362,7 +362,7 @@ fn interval_micros(text: &str) -> Option<i64> {
             _ => return None,
         }
     }
-    for (number, unit) in iso_parts(time)? {
+    for (number, unit) in sluice_core::value::iso_duration_parts(time)? {
         match unit {
             'H' => micros += number.parse::<i64>().ok()? * 3_600_000_000,
             'M' => micros += number.parse::<i64>().ok()? * 60_000_000,
@@ -381,22 +381,6 @@ fn interval_micros(text: &str) -> Option<i64> {
         }
     }
     Some((months * 2_629_800 + days * 86_400) * 1_000_000 + micros)
-}
-
-/// `1Y-2M3D` → [("1",'Y'), ("-2",'M'), ("3",'D')].
-fn iso_parts(text: &str) -> Option<Vec<(&str, char)>> {
-    let mut parts = Vec::new();
-    let mut start = 0;
-    for (i, c) in text.char_indices() {
-        if c.is_ascii_alphabetic() {
-            if i == start {
-                return None;
-            }
-            parts.push((&text[start..i], c));
-            start = i + 1;
-        }
-    }
-    (start == text.len()).then_some(parts)
 }
 
 /// Rewrites the log's JSON envelopes in Debezium's forms, typed by their registered schemas.

@@ -282,48 +282,7 @@ fn base64_bytes(text: &str) -> Option<Vec<u8>> {
 /// Big-endian two's complement bytes (Java's `BigInteger.toByteArray`) and a scale as exact
 /// decimal text: `[0x12, 0xd6, 0x87]`, 3 → `1234.567`.
 fn decimal_text(bytes: &[u8], scale: u32) -> String {
-    let negative = bytes.first().is_some_and(|b| b & 0x80 != 0);
-    let mut magnitude: Vec<u8> = bytes.to_vec();
-    if negative {
-        // Negate: invert and add one.
-        for byte in magnitude.iter_mut() {
-            *byte = !*byte;
-        }
-        for byte in magnitude.iter_mut().rev() {
-            let (sum, overflow) = byte.overflowing_add(1);
-            *byte = sum;
-            if !overflow {
-                break;
-            }
-        }
-    }
-    // Decimal digits by repeated division by ten.
-    let mut digits: Vec<u8> = Vec::new();
-    while magnitude.iter().any(|b| *b != 0) {
-        let mut remainder = 0u32;
-        for byte in magnitude.iter_mut() {
-            let v = (remainder << 8) | u32::from(*byte);
-            *byte = (v / 10) as u8;
-            remainder = v % 10;
-        }
-        digits.push(b'0' + remainder as u8);
-    }
-    let scale = scale as usize;
-    while digits.len() <= scale {
-        digits.push(b'0');
-    }
-    digits.reverse();
-    let (whole, fraction) = digits.split_at(digits.len() - scale);
-    let mut out = String::with_capacity(digits.len() + 2);
-    if negative {
-        out.push('-');
-    }
-    out.push_str(std::str::from_utf8(whole).expect("digits"));
-    if scale > 0 {
-        out.push('.');
-        out.push_str(std::str::from_utf8(fraction).expect("digits"));
-    }
-    out
+    sluice_schema_registry::avro::decode::decimal_text(bytes, scale as usize)
 }
 
 /// Days from 1970-01-01 to a proleptic Gregorian date.
