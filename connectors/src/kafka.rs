@@ -15,9 +15,38 @@ pub use sink::{KafkaSink, KafkaSinkError};
 pub use source::config::KafkaSourceConfig;
 pub use source::{KafkaSource, KafkaSourceError};
 
-/// `check --connect` for a Kafka sink: the brokers answer, and say how many there are.
+/// `check --connect` for a Kafka sink: the brokers answer (how many there are), and, for
+/// exactly-once delivery, they grant transactions (a producer of a check-only transactional
+/// id, `sluice-check-<sink>`, so that the running sink is not fenced).
 pub async fn probe(config: &KafkaSinkConfig) -> Result<String, KafkaSinkError> {
-    probe_brokers(&config.brokers).await
+    use rdkafka::producer::{BaseProducer, Producer};
+    let brokers = probe_brokers(&config.brokers).await?;
+    if config.delivery != config::Delivery::ExactlyOnce {
+        return Ok(brokers);
+    }
+    let fail = |source| KafkaSinkError::Kafka {
+        brokers: config.brokers.clone(),
+        action: "starting transactions (delivery = \"exactly_once\"; a broker without \
+                 transactions, or a user without transactional-id rights, needs \
+                 delivery = \"at_least_once\")",
+        source,
+    };
+    let mut client = rdkafka::config::ClientConfig::new();
+    client
+        .set("bootstrap.servers", &config.brokers)
+        .set("transactional.id", format!("sluice-check-{}", config.name))
+        .set("socket.connection.setup.timeout.ms", "10000");
+    for (key, value) in &config.properties {
+        client.set(key, value);
+    }
+    let producer: BaseProducer = client.create().map_err(fail)?;
+    tokio::task::spawn_blocking(move || {
+        producer.init_transactions(std::time::Duration::from_secs(15))
+    })
+    .await
+    .expect("starting transactions does not panic")
+    .map_err(fail)?;
+    Ok(format!("{brokers}; transactions allowed"))
 }
 
 /// The brokers at `brokers` answer: how many there are and how many topics they hold.

@@ -387,6 +387,10 @@ async fn a_record_larger_than_kafka_takes_goes_to_the_dead_letter_topic_and_the_
     let dead = sluice.records("kafka.dead");
     assert_eq!(dead.len(), 1, "{dead:?}");
     assert_eq!(dead[0].1["after"]["id"], 2);
+    // `check --connect` finds the brokers and that they grant the sink transactions.
+    let (code, check) = sluice_command(&["check", "--connect"], &sluice.config);
+    assert_eq!(code, Some(0), "{check}");
+    assert!(check.contains("transactions allowed"), "{check}");
     // `sluice status` counts the diverted record as handled, per topic.
     let (code, status) = sluice_command(&["status"], &sluice.config);
     assert_eq!(code, Some(0), "{status}");

@@ -185,6 +185,9 @@ impl KafkaSink {
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", "5")
+            // A round (up to 32 MiB) waits for room instead of being copied whole into the
+            // producer's queue (librdkafka's default allows 1 GiB).
+            .set("queue.buffering.max.kbytes", "16384")
             // (No longer than a transaction may stay open.)
             .set("message.timeout.ms", "60000");
         if self.config.delivery == Delivery::ExactlyOnce {
