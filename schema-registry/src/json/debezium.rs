@@ -617,6 +617,13 @@ impl DebeziumJson {
 }
 
 fn write_key(out: &mut Vec<u8>, key: &str) {
+    // Most names need no escaping: copied as they are.
+    if key.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push(b'"');
+        out.extend_from_slice(key.as_bytes());
+        out.extend_from_slice(b"\":");
+        return;
+    }
     serde_json::to_writer(&mut *out, key).expect("a string serializes");
     out.push(b':');
 }
