@@ -215,3 +215,26 @@ async fn debeziums_avro_with_a_registry_replicates_a_table_exactly() {
     );
     assert_eq!(sluice.stop(), Some(0), "{}", sluice.stderr());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_brokers_at_start_stop_sluice_naming_them_and_why() {
+    let port = sluice_integration_tests::free_port();
+    let mut sluice = Sluice::new(&format!(
+        "[[sources]]\nname = \"mig\"\nkind = \"kafka\"\nbrokers = \"127.0.0.1:{port}\"\n\
+         topics = [\"dbserver1.public.t\"]\n\n\
+         [[sinks]]\nname = \"file\"\nkind = \"jsonl\"\npath = \"{{dir}}/out.jsonl\"\ntopics = [\"mig.*\"]\n"
+    ));
+    // Three attempts at start, ten seconds each, then the pipeline stops.
+    sluice.start();
+    wait_for(Duration::from_secs(90), "sluice to stop", || {
+        !sluice.is_running()
+    })
+    .await;
+    let (code, output) = (sluice.stop(), sluice.stderr());
+    assert_eq!(code, Some(1), "{output}");
+    assert!(
+        output.contains(&format!("no Kafka broker answers at 127.0.0.1:{port}"))
+            && output.contains("BrokerTransportFailure"),
+        "{output}"
+    );
+}

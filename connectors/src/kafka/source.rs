@@ -38,6 +38,11 @@ pub enum KafkaSourceError {
         source: KafkaError,
     },
     #[error(
+        "no Kafka broker answers at {brokers} ({reason}); check that the brokers run and that \
+         `brokers` names their listeners (host:port)"
+    )]
+    Unreachable { brokers: String, reason: String },
+    #[error(
         "Kafka at {brokers}: topic {topic:?} does not exist; check `topics` (names, not patterns)"
     )]
     NoTopic { brokers: String, topic: String },
@@ -64,9 +69,9 @@ impl Classify for KafkaSourceError {
                 KafkaError::ClientCreation(_) => ErrorKind::Definite,
                 _ => ErrorKind::Transient,
             },
-            KafkaSourceError::NoTopic { .. } | KafkaSourceError::Registry(_) => {
-                ErrorKind::Transient
-            }
+            KafkaSourceError::NoTopic { .. }
+            | KafkaSourceError::Unreachable { .. }
+            | KafkaSourceError::Registry(_) => ErrorKind::Transient,
             KafkaSourceError::Record { .. } | KafkaSourceError::ForeignCheckpoint(_) => {
                 ErrorKind::Definite
             }
@@ -233,7 +238,12 @@ impl Source for KafkaSource {
         for topic in &self.config.topics {
             let metadata = consumer
                 .fetch_metadata(Some(topic), Duration::from_secs(10))
-                .map_err(self.error("reading topic metadata"))?;
+                .map_err(|source| KafkaSourceError::Unreachable {
+                    brokers: self.config.brokers.clone(),
+                    reason: source
+                        .rdkafka_error_code()
+                        .map_or_else(|| source.to_string(), |code| code.to_string()),
+                })?;
             let partitions: Vec<i32> = metadata
                 .topics()
                 .iter()
