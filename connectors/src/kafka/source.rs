@@ -287,34 +287,29 @@ impl Source for KafkaSource {
     }
 
     async fn next_batch(&mut self) -> Result<Option<SourceBatch>, KafkaSourceError> {
-        let consumer = self.consumer.take().expect("started");
-        let mut events = Vec::new();
-        let mut taken = 0usize;
-        let idle = tokio::time::Instant::now() + Duration::from_secs(1);
-        let mut deadline = idle;
-        let result = loop {
-            if taken >= self.config.max_batch_events {
-                break Ok(());
-            }
+        // The records first (dropping this future loses none: they are read again from the
+        // last checkpoint), then the events decoded from them.
+        let consumer = self.consumer.as_ref().expect("started");
+        let mut messages: Vec<OwnedMessage> = Vec::new();
+        let mut deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+        while messages.len() < self.config.max_batch_events {
             let message = match tokio::time::timeout_at(deadline, consumer.recv()).await {
-                Err(_) => break Ok(()),
-                Ok(Err(err)) => break Err(self.error("reading")(err)),
-                Ok(Ok(message)) => message,
+                Err(_) => break,
+                Ok(Err(err)) => return Err(self.error("reading")(err)),
+                Ok(Ok(message)) => message.detach(),
             };
-            if taken == 0 {
+            if messages.is_empty() {
                 // A batch closes 100 ms after its first record at the latest.
                 deadline = tokio::time::Instant::now() + Duration::from_millis(100);
             }
-            taken += 1;
-            let message = message.detach();
-            if let Err(err) = self.take(&message, &mut events).await {
-                break Err(err);
-            }
-        };
-        self.consumer = Some(consumer);
-        result?;
-        if taken == 0 {
+            messages.push(message);
+        }
+        if messages.is_empty() {
             return Ok(None);
+        }
+        let mut events = Vec::with_capacity(messages.len());
+        for message in &messages {
+            self.take(message, &mut events).await?;
         }
         Ok(Some(SourceBatch::new(events, Some(self.checkpoint()))))
     }
