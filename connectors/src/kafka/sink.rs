@@ -11,7 +11,7 @@
 //! `read_committed` consumer sees each record once, whatever crashed. At least once: records
 //! are acknowledged by every in-sync replica before the log's offsets are committed.
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashSet};
 use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,8 +22,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Message, OwnedHeaders};
-use rdkafka::producer::future_producer::OwnedDeliveryResult;
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use sluice_core::change::DecodeError;
 use sluice_core::metrics as metrics_names;
@@ -34,10 +33,14 @@ use sluice_core::sink::{
 use sluice_schema_registry::json::debezium::DebeziumJson;
 use sluice_schema_registry::registry::Registry;
 
+use self::delivery::{Deliveries, SinkContext, SinkProducer, NO_INDEX};
 use self::rewrite::{rewrite, REWRITE_CHUNK};
+use self::topics::Destinations;
 use super::config::{Delivery, KafkaSinkConfig};
 
+mod delivery;
 mod rewrite;
+mod topics;
 
 /// How long a transaction's commit (or abort, or the fencing at start) may take.
 const TXN_TIMEOUT: Duration = Duration::from_secs(60);
@@ -124,7 +127,9 @@ impl Classify for KafkaSinkError {
 /// The Kafka sink.
 pub struct KafkaSink {
     config: KafkaSinkConfig,
-    producer: Option<FutureProducer>,
+    producer: Option<Arc<SinkProducer>>,
+    /// The producer's delivery reports.
+    deliveries: Arc<Deliveries>,
     /// Kafka topics known to exist (created by the sink or found).
     topics: HashSet<String>,
     /// Rewrites JSON values in Debezium's forms (`format = "debezium"`).
@@ -145,6 +150,7 @@ impl KafkaSink {
         KafkaSink {
             config,
             producer: None,
+            deliveries: Arc::default(),
             topics: HashSet::new(),
             transcoder,
             dead_letters,
@@ -360,7 +366,7 @@ impl KafkaSink {
     async fn txn(
         &self,
         action: &'static str,
-        call: impl FnOnce(&FutureProducer) -> Result<(), KafkaError> + Send + 'static,
+        call: impl FnOnce(&SinkProducer) -> Result<(), KafkaError> + Send + 'static,
     ) -> Result<(), KafkaSinkError> {
         let producer = self.producer.clone().expect("opened");
         tokio::task::spawn_blocking(move || call(&producer))
@@ -369,54 +375,55 @@ impl KafkaSink {
             .map_err(self.error(action))
     }
 
-    /// Queues one record (`records[index]`, or for the offsets, any of them), waiting for room
-    /// in the producer's queue when it is full.
+    /// Queues one record (`records[index]`; for the offsets, [`NO_INDEX`]), waiting for
+    /// room in the producer's queue when it is full; stops at the first failed delivery.
     async fn produce(
         &self,
-        pending: &mut VecDeque<(usize, DeliveryFuture)>,
-        record: FutureRecord<'_, [u8], [u8]>,
+        record: BaseRecord<'_, [u8], [u8], usize>,
         records: &[SinkRecord],
-        index: usize,
     ) -> Result<(), KafkaSinkError> {
         let producer = self.producer.as_ref().expect("opened");
         let mut record = record;
         loop {
-            match producer.send_result(record) {
-                Ok(delivery) => {
-                    pending.push_back((index, delivery));
-                    return Ok(());
-                }
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+            self.deliveries.sending();
+            match producer.send(record) {
+                Ok(()) => return Ok(()),
+                Err((error, back)) => {
+                    self.deliveries.not_sent();
                     record = back;
-                    match pending.pop_front() {
-                        Some(oldest) => self.settle(oldest, records).await?,
-                        None => tokio::time::sleep(Duration::from_millis(5)).await,
+                    match error {
+                        KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull) => {
+                            self.check_deliveries(records)?;
+                            self.deliveries.next_report().await;
+                        }
+                        KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge) => {
+                            let index = record.delivery_opaque;
+                            return Err(too_large(&records[index], index, record_size(&record)));
+                        }
+                        source => return Err(self.error("producing")(source)),
                     }
                 }
-                Err((
-                    KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge),
-                    back,
-                )) => {
-                    return Err(too_large(&records[index], index, record_size(&back)));
-                }
-                Err((source, _)) => return Err(self.error("producing")(source)),
             }
         }
     }
 
-    /// Waits for a record's delivery report; a record the broker refused as too large is named.
-    async fn settle(
-        &self,
-        (index, delivery): (usize, DeliveryFuture),
-        records: &[SinkRecord],
-    ) -> Result<(), KafkaSinkError> {
-        match check_delivery(delivery.await, &self.config.brokers) {
-            Err(KafkaSinkError::Kafka { source, .. })
-                if source.rdkafka_error_code() == Some(RDKafkaErrorCode::MessageSizeTooLarge) =>
+    /// The first failed delivery since the last look, as the sink's error: a record the
+    /// broker refused as too large is named.
+    fn check_deliveries(&self, records: &[SinkRecord]) -> Result<(), KafkaSinkError> {
+        match self.deliveries.take_failure() {
+            None => Ok(()),
+            Some((index, source))
+                if index != NO_INDEX
+                    && source.rdkafka_error_code()
+                        == Some(RDKafkaErrorCode::MessageSizeTooLarge) =>
             {
                 Err(too_large(&records[index], index, None))
             }
-            other => other,
+            Some((_, source)) => Err(KafkaSinkError::Kafka {
+                brokers: self.config.brokers.clone(),
+                action: "delivering a record",
+                source,
+            }),
         }
     }
 }
@@ -434,7 +441,7 @@ pub(super) fn unreachable(brokers: &str, source: &KafkaError) -> KafkaSinkError 
 }
 
 /// The bytes of a record's key and value as produced.
-fn record_size(record: &FutureRecord<'_, [u8], [u8]>) -> Option<usize> {
+fn record_size(record: &BaseRecord<'_, [u8], [u8], usize>) -> Option<usize> {
     Some(record.payload.map_or(0, <[u8]>::len) + record.key.map_or(0, <[u8]>::len))
 }
 
@@ -458,36 +465,19 @@ fn too_large(at: &SinkRecord, index: usize, size: Option<usize>) -> KafkaSinkErr
     }
 }
 
-/// A record's delivery report: an error says why Kafka did not take it.
-fn check_delivery<Canceled>(
-    result: Result<OwnedDeliveryResult, Canceled>,
-    brokers: &str,
-) -> Result<(), KafkaSinkError> {
-    match result {
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err((source, _))) => Err(KafkaSinkError::Kafka {
-            brokers: brokers.to_owned(),
-            action: "delivering a record",
-            source,
-        }),
-        Err(_) => Err(KafkaSinkError::Kafka {
-            brokers: brokers.to_owned(),
-            action: "delivering a record",
-            source: KafkaError::Canceled,
-        }),
-    }
-}
-
 impl RecordSink for KafkaSink {
     type Error = KafkaSinkError;
 
     async fn open(&mut self) -> Result<Option<Offsets>, KafkaSinkError> {
         self.producer = None;
-        let producer: FutureProducer = self
+        // A new producer reports into new counts: whatever the last one had in flight is
+        // no longer waited for.
+        self.deliveries = Arc::default();
+        let producer: SinkProducer = self
             .producer_config()
-            .create()
+            .create_with_context(SinkContext(Arc::clone(&self.deliveries)))
             .map_err(self.error("connecting"))?;
-        self.producer = Some(producer);
+        self.producer = Some(Arc::new(producer));
         // The brokers answer (or the start fails, naming them).
         let probe = self.producer.clone().expect("set above");
         tokio::task::spawn_blocking(move || {
@@ -522,17 +512,9 @@ impl RecordSink for KafkaSink {
         if records.is_empty() {
             return Ok(());
         }
-        let destinations: Vec<String> = {
-            let mut seen: Vec<String> = Vec::new();
-            for record in records {
-                let topic = self.config.kafka_topic(&record.topic);
-                if !seen.contains(&topic) {
-                    seen.push(topic);
-                }
-            }
-            seen
-        };
-        self.ensure_topics(&destinations, false).await?;
+        let destinations = Destinations::of(&self.config, records);
+        self.ensure_topics(&destinations.kafka_topics(), false)
+            .await?;
         let transactional = self.config.delivery == Delivery::ExactlyOnce;
         let started = std::time::Instant::now();
         // Records Kafka refused in an earlier attempt at this batch, with the reason: the
@@ -540,7 +522,9 @@ impl RecordSink for KafkaSink {
         // abort), and they go to the dead-letter topic before the offsets past them commit.
         let mut refused: BTreeMap<usize, String> = BTreeMap::new();
         let bytes = loop {
-            let result = self.attempt(records, &refused, transactional).await;
+            let result = self
+                .attempt(records, &destinations, &refused, transactional)
+                .await;
             match result {
                 Err(KafkaSinkError::TooLarge {
                     index,
@@ -594,6 +578,7 @@ impl KafkaSink {
     async fn attempt(
         &mut self,
         records: &[SinkRecord],
+        destinations: &Destinations,
         refused: &BTreeMap<usize, String>,
         transactional: bool,
     ) -> Result<usize, KafkaSinkError> {
@@ -603,7 +588,9 @@ impl KafkaSink {
                 .begin_transaction()
                 .map_err(self.error("beginning a transaction"))?;
         }
-        let mut result = self.produce_batch(records, refused, transactional).await;
+        let mut result = self
+            .produce_batch(records, destinations, refused, transactional)
+            .await;
         if result.is_ok() && !refused.is_empty() {
             if let Err(err) = self.divert(records, refused).await {
                 result = Err(err);
@@ -665,11 +652,15 @@ impl KafkaSink {
     async fn produce_batch(
         &mut self,
         records: &[SinkRecord],
+        destinations: &Destinations,
         refused: &BTreeMap<usize, String>,
         transactional: bool,
     ) -> Result<usize, KafkaSinkError> {
-        let mut pending: VecDeque<(usize, DeliveryFuture)> = VecDeque::new();
-        let mut next: BTreeMap<(String, u32), u64> = BTreeMap::new();
+        // What an earlier attempt left in flight is reported before this one counts.
+        self.deliveries.settled().await;
+        let _ = self.deliveries.take_failure();
+        // The next log offset of each (log topic, partition) the batch reads.
+        let mut next: Vec<(&Arc<str>, u32, u64)> = Vec::new();
         let mut bytes = 0;
         let chunks: Vec<Range<usize>> = (0..records.len())
             .step_by(REWRITE_CHUNK)
@@ -710,7 +701,13 @@ impl KafkaSink {
             for index in chunk.clone() {
                 let at = &records[index];
                 let record = &at.record;
-                next.insert((at.topic.to_string(), at.partition), record.offset + 1);
+                match next.iter_mut().rev().find(|(topic, partition, _)| {
+                    *partition == at.partition
+                        && (Arc::ptr_eq(topic, &at.topic) || **topic == at.topic)
+                }) {
+                    Some((_, _, offset)) => *offset = record.offset + 1,
+                    None => next.push((&at.topic, at.partition, record.offset + 1)),
+                }
                 if refused.contains_key(&index) {
                     continue;
                 }
@@ -721,7 +718,7 @@ impl KafkaSink {
                     Some(span) => Some(&rewritten.as_ref().expect("a span").data[span]),
                     None => record.value.as_deref(),
                 };
-                let topic = self.config.kafka_topic(&at.topic);
+                let topic = destinations.topic(&at.topic);
                 let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
                 for header in &record.headers {
                     headers = headers.insert(Header {
@@ -729,7 +726,7 @@ impl KafkaSink {
                         value: header.value.as_deref(),
                     });
                 }
-                let mut out: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&topic)
+                let mut out = BaseRecord::with_opaque_to(topic, index)
                     .timestamp(record.timestamp_ms)
                     .headers(headers);
                 if let Some(key) = &record.key {
@@ -740,7 +737,7 @@ impl KafkaSink {
                     out = out.payload(value);
                     bytes += value.len();
                 }
-                if let Err(err) = self.produce(&mut pending, out, records, index).await {
+                if let Err(err) = self.produce(out, records).await {
                     result = Err(err);
                     break;
                 }
@@ -757,18 +754,22 @@ impl KafkaSink {
         result?;
         if transactional {
             let topic = self.config.offsets_topic();
-            for ((log_topic, partition), offset) in &next {
+            let mut next: Vec<_> = next
+                .into_iter()
+                .map(|(topic, partition, offset)| (topic.to_string(), partition, offset))
+                .collect();
+            next.sort();
+            for (log_topic, partition, offset) in &next {
                 let key = format!("{log_topic}:{partition}");
                 let value = offset.to_string();
-                let out: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&topic)
+                let out = BaseRecord::with_opaque_to(&topic, NO_INDEX)
                     .key(key.as_bytes())
                     .payload(value.as_bytes());
-                self.produce(&mut pending, out, records, 0).await?;
+                self.produce(out, records).await?;
             }
         }
-        while let Some(delivery) = pending.pop_front() {
-            self.settle(delivery, records).await?;
-        }
+        self.deliveries.settled().await;
+        self.check_deliveries(records)?;
         Ok(bytes)
     }
 }

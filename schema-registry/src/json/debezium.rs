@@ -16,23 +16,15 @@
 //!   `ts_ms`/`ts_us`; the source block with `sequence`, `ts_ns`, `xmin`, `origin` and
 //!   `origin_lsn`; a truncate with `before` and `after` null; Debezium's field order.
 
-use std::collections::HashMap;
-use std::sync::Arc;
-
-use base64::Engine;
 use std::borrow::Cow;
 
+use base64::Engine;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::Value as Json;
-use sluice_core::change::DecodeError;
 use sluice_core::event::{Column, DataType};
-use sluice_core::sink::SinkRecord;
 
-use crate::avro::decode::is_framed;
-use crate::avro::rows::plan_of;
-use crate::changes::header_schema_id;
-use crate::registry::Registry;
+use super::scan;
 
 /// How decimals (and `money`) are written (Debezium's `decimal.handling.mode`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -141,58 +133,122 @@ impl Form {
         }
     }
 
-    /// The value in this form; values it cannot read stay as they are.
-    fn apply(&self, value: Json) -> Json {
-        let Json::String(text) = &value else {
-            return match (self, value) {
-                (Form::Array(element), Json::Array(items)) => {
-                    Json::Array(items.into_iter().map(|v| element.apply(v)).collect())
-                }
-                (_, value) => value,
-            };
-        };
-        if text == super::UNAVAILABLE_VALUE {
-            return value;
-        }
-        let converted = match self {
-            Form::Same | Form::Array(_) => None,
-            Form::Scaled(scale) => decimal_bytes(text, Some(*scale)).map(|(_, b)| base64(&b)),
-            Form::Money => decimal_bytes(&money_digits(text), Some(2)).map(|(_, b)| base64(&b)),
-            Form::VariableScale => Some(match decimal_bytes(text, None) {
+    /// A text value in this form, appended to `out`; false (nothing appended) when the text
+    /// is not one this form reads, so the value stays as it is.
+    fn write_text(&self, text: &str, out: &mut Vec<u8>) -> bool {
+        match self {
+            Form::Same | Form::Array(_) => return false,
+            Form::Scaled(scale) => match decimal_bytes(text, Some(*scale)) {
+                Some((_, bytes)) => write_base64(out, &bytes),
+                None => return false,
+            },
+            Form::Money => match decimal_bytes(&money_digits(text), Some(2)) {
+                Some((_, bytes)) => write_base64(out, &bytes),
+                None => return false,
+            },
+            Form::VariableScale => match decimal_bytes(text, None) {
                 Some((scale, bytes)) => {
-                    serde_json::json!({"scale": scale, "value": base64(&bytes)})
+                    out.extend_from_slice(b"{\"scale\":");
+                    write_number(out, i64::from(scale));
+                    out.extend_from_slice(b",\"value\":");
+                    write_base64(out, &bytes);
+                    out.push(b'}');
                 }
                 // NaN and the infinities: Debezium writes null.
-                None => Json::Null,
-            }),
-            Form::DecimalText => Some(Json::String(money_digits(text))),
-            Form::DecimalNumber => {
-                let digits = money_digits(text);
-                digits
-                    .parse::<f64>()
-                    .ok()
-                    .and_then(|f| serde_json::Number::from_f64(f).map(Json::Number))
-            }
-            Form::Bool => match text.as_str() {
-                "1" => Some(Json::Bool(true)),
-                "0" => Some(Json::Bool(false)),
-                _ => None,
+                None => out.extend_from_slice(b"null"),
             },
-            Form::Bits => bits_bytes(text).map(|b| Json::String(base64_str(&b))),
-            Form::Point => point(text),
-            Form::TimeTzUtc => timetz_utc(text).map(Json::String),
-            Form::IntervalMicros => interval_micros(text).map(Json::from),
-        };
-        converted.unwrap_or(value)
+            // Digits, a sign and a point: nothing to escape.
+            Form::DecimalText => write_plain_string(out, &money_digits(text)),
+            Form::DecimalNumber => match money_digits(text)
+                .parse::<f64>()
+                .ok()
+                .and_then(serde_json::Number::from_f64)
+            {
+                Some(number) => {
+                    serde_json::to_writer(&mut *out, &number).expect("a number serializes")
+                }
+                None => return false,
+            },
+            Form::Bool => match text {
+                "1" => out.extend_from_slice(b"true"),
+                "0" => out.extend_from_slice(b"false"),
+                _ => return false,
+            },
+            Form::Bits => match bits_bytes(text) {
+                Some(bytes) => write_base64(out, &bytes),
+                None => return false,
+            },
+            Form::Point => match point(text) {
+                Some(point) => {
+                    serde_json::to_writer(&mut *out, &point).expect("a point serializes")
+                }
+                None => return false,
+            },
+            Form::TimeTzUtc => match timetz_utc(text) {
+                Some(time) => write_plain_string(out, &time),
+                None => return false,
+            },
+            Form::IntervalMicros => match interval_micros(text) {
+                Some(micros) => write_number(out, micros),
+                None => return false,
+            },
+        }
+        true
     }
+
+    /// A value (raw JSON, not null) in this form, appended to `out`; values it cannot read are
+    /// copied as they are.
+    fn write(&self, json: &str, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
+        match (self, json.as_bytes().first()) {
+            (Form::Array(element), Some(b'[')) => {
+                let items: Vec<&RawValue> = serde_json::from_str(json)?;
+                out.push(b'[');
+                for (n, item) in items.into_iter().enumerate() {
+                    if n > 0 {
+                        out.push(b',');
+                    }
+                    match item.get() {
+                        "null" => out.extend_from_slice(b"null"),
+                        item => element.write(item, out)?,
+                    }
+                }
+                out.push(b']');
+            }
+            (_, Some(b'"')) => {
+                let text = match scan::plain_string(json) {
+                    Some(text) => Cow::Borrowed(text),
+                    None => serde_json::from_str::<Key<'_>>(json)?.0,
+                };
+                if text == super::UNAVAILABLE_VALUE || !self.write_text(&text, out) {
+                    out.extend_from_slice(json.as_bytes());
+                }
+            }
+            _ => out.extend_from_slice(json.as_bytes()),
+        }
+        Ok(())
+    }
+}
+
+/// `bytes` in base64, as a JSON string.
+fn write_base64(out: &mut Vec<u8>, bytes: &[u8]) {
+    let start = out.len() + 1;
+    let length = base64::encoded_len(bytes.len(), true).expect("a value's length fits");
+    // The quotes, and the encoding between them.
+    out.resize(start + length + 1, b'"');
+    base64::engine::general_purpose::STANDARD
+        .encode_slice(bytes, &mut out[start..start + length])
+        .expect("the buffer fits the encoding");
+}
+
+/// A string that needs no escaping (digits, signs, points, colons), quoted.
+fn write_plain_string(out: &mut Vec<u8>, text: &str) {
+    out.push(b'"');
+    out.extend_from_slice(text.as_bytes());
+    out.push(b'"');
 }
 
 fn base64_str(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
-}
-
-fn base64(bytes: &[u8]) -> Json {
-    Json::String(base64_str(bytes))
 }
 
 /// The digits, point and sign of a `money` text (`-$1,234.56` → `-1234.56`).
@@ -383,65 +439,12 @@ fn interval_micros(text: &str) -> Option<i64> {
     Some((months * 2_629_800 + days * 86_400) * 1_000_000 + micros)
 }
 
-/// Rewrites the log's JSON envelopes in Debezium's forms, typed by their registered schemas.
-/// Values that keep their form are copied as they are, without being parsed.
-pub struct DebeziumJson {
-    registry: Arc<Registry>,
-    forms: DebeziumForms,
-    /// Per schema id: each column's name and form, in order (None: a schema without a
-    /// table, or whose columns all keep their form).
-    tables: HashMap<u32, Option<Arc<Columns>>>,
-}
+mod envelope;
+
+pub use envelope::DebeziumJson;
 
 /// A table version's columns: name and form, in the order the log's rows list them.
 type Columns = Vec<(String, Form)>;
-
-/// A log envelope, its parts borrowed as they are.
-#[derive(Deserialize)]
-struct Envelope<'a> {
-    #[serde(borrow, default)]
-    before: Option<Members<'a>>,
-    #[serde(borrow, default)]
-    after: Option<Members<'a>>,
-    #[serde(borrow, default)]
-    source: Option<Members<'a>>,
-    #[serde(borrow)]
-    op: Cow<'a, str>,
-    #[serde(borrow, default)]
-    ts_ms: Option<&'a RawValue>,
-    #[serde(default)]
-    ts_us: Option<i64>,
-    #[serde(borrow, default)]
-    transaction: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    message: Option<&'a RawValue>,
-}
-
-/// A JSON object's members in order, their values borrowed as they are.
-struct Members<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
-
-impl<'de: 'a, 'a> Deserialize<'de> for Members<'a> {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Visit<'a>(std::marker::PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Visit<'a> {
-            type Value = Members<'a>;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<M: serde::de::MapAccess<'de>>(
-                self,
-                mut map: M,
-            ) -> Result<Members<'a>, M::Error> {
-                let mut members = Vec::with_capacity(map.size_hint().unwrap_or(16));
-                while let Some((Key(key), value)) = map.next_entry::<Key<'de>, &'de RawValue>()? {
-                    members.push((key, value));
-                }
-                Ok(Members(members))
-            }
-        }
-        deserializer.deserialize_map(Visit(std::marker::PhantomData))
-    }
-}
 
 /// An object member's name, borrowed unless it has escapes (serde's `Cow<str>` always copies).
 struct Key<'a>(Cow<'a, str>);
@@ -465,157 +468,6 @@ impl<'de: 'a, 'a> Deserialize<'de> for Key<'a> {
     }
 }
 
-impl<'a> Members<'a> {
-    fn get(&self, name: &str) -> Option<&'a RawValue> {
-        self.0
-            .iter()
-            .find(|(key, _)| key == name)
-            .map(|(_, value)| *value)
-    }
-}
-
-impl DebeziumJson {
-    pub fn new(registry: Arc<Registry>, forms: DebeziumForms) -> DebeziumJson {
-        DebeziumJson {
-            registry,
-            forms,
-            tables: HashMap::new(),
-        }
-    }
-
-    fn columns(&mut self, id: u32) -> Result<Option<Arc<Columns>>, String> {
-        if let Some(columns) = self.tables.get(&id) {
-            return Ok(columns.clone());
-        }
-        let stored = self
-            .registry
-            .schema(id)
-            .map_err(|e| format!("schema id {id}: {}", e.message))?;
-        let json: Json =
-            serde_json::from_str(&stored.text).map_err(|e| format!("schema id {id}: {e}"))?;
-        let plan = plan_of(&json).map_err(|e| format!("schema id {id}: {}", e.0))?;
-        let columns = plan
-            .map(|plan| {
-                plan.table
-                    .columns
-                    .iter()
-                    .map(|c| (c.name.clone(), Form::of(c, &self.forms)))
-                    .collect::<Columns>()
-            })
-            .filter(|columns| columns.iter().any(|(_, form)| *form != Form::Same))
-            .map(Arc::new);
-        self.tables.insert(id, columns.clone());
-        Ok(columns)
-    }
-
-    /// The record's value in Debezium's forms into `out`; false when the value stays as it is
-    /// (a tombstone, or an Avro record: Avro keeps the log's schema).
-    pub fn transcode(
-        &mut self,
-        record: &SinkRecord,
-        out: &mut Vec<u8>,
-    ) -> Result<bool, DecodeError> {
-        out.clear();
-        let Some(value) = record.record.value.as_deref() else {
-            return Ok(false);
-        };
-        self.transcode_value(value, header_schema_id(record), out)
-            .map_err(|reason| DecodeError::at(record, reason))
-    }
-
-    /// A value (whose registered schema is `schema_id`, from its header) in Debezium's forms,
-    /// appended to `out`; false (nothing appended) when it stays as it is (Avro).
-    pub fn transcode_value(
-        &mut self,
-        value: &[u8],
-        schema_id: Option<u32>,
-        out: &mut Vec<u8>,
-    ) -> Result<bool, String> {
-        if is_framed(value) {
-            return Ok(false);
-        }
-        let columns = match schema_id {
-            Some(id) => self.columns(id)?,
-            None => None,
-        };
-        let start = out.len();
-        self.envelope(value, columns.as_deref(), out).map_err(|e| {
-            out.truncate(start);
-            format!("the value is not a JSON envelope: {e}")
-        })?;
-        Ok(true)
-    }
-
-    fn envelope(
-        &self,
-        value: &[u8],
-        columns: Option<&Columns>,
-        out: &mut Vec<u8>,
-    ) -> Result<(), serde_json::Error> {
-        let envelope: Envelope<'_> = serde_json::from_slice(value)?;
-        out.push(b'{');
-        if envelope.op != "m" {
-            for (n, (side, row)) in [("before", envelope.before), ("after", envelope.after)]
-                .into_iter()
-                .enumerate()
-            {
-                if n > 0 {
-                    out.push(b',');
-                }
-                write_key(out, side);
-                match row {
-                    Some(row) => write_row(out, &row, columns)?,
-                    None => out.extend_from_slice(b"null"),
-                }
-            }
-            out.push(b',');
-        }
-        // A Postgres transaction's id is `xid:commit LSN`.
-        #[derive(Deserialize)]
-        struct Transaction<'a> {
-            #[serde(borrow)]
-            id: Option<Cow<'a, str>>,
-        }
-        let transaction = envelope.transaction.filter(|t| t.get() != "null");
-        let commit_lsn = match transaction {
-            Some(raw) => serde_json::from_str::<Transaction<'_>>(raw.get())?
-                .id
-                .and_then(|id| id.split_once(':')?.1.parse::<u64>().ok()),
-            None => None,
-        };
-        if let Some(source) = envelope.source {
-            write_key(out, "source");
-            write_source(out, source, commit_lsn);
-            out.push(b',');
-        }
-        write_key(out, "transaction");
-        match transaction {
-            Some(raw) if self.forms.transaction_metadata => {
-                out.extend_from_slice(raw.get().as_bytes())
-            }
-            _ => out.extend_from_slice(b"null"),
-        }
-        out.extend_from_slice(b",\"op\":");
-        serde_json::to_writer(&mut *out, envelope.op.as_ref())?;
-        if let Some(ts) = envelope.ts_ms {
-            out.extend_from_slice(b",\"ts_ms\":");
-            out.extend_from_slice(ts.get().as_bytes());
-        }
-        if let Some(us) = envelope.ts_us {
-            out.extend_from_slice(b",\"ts_us\":");
-            write_number(out, us);
-            out.extend_from_slice(b",\"ts_ns\":");
-            write_number(out, us.saturating_mul(1000));
-        }
-        if let Some(message) = envelope.message {
-            out.extend_from_slice(b",\"message\":");
-            out.extend_from_slice(message.get().as_bytes());
-        }
-        out.push(b'}');
-        Ok(())
-    }
-}
-
 fn write_key(out: &mut Vec<u8>, key: &str) {
     // Most names need no escaping: copied as they are.
     if key.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
@@ -632,114 +484,59 @@ fn write_number(out: &mut Vec<u8>, n: i64) {
     out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
 }
 
-/// A row object, its columns in their Debezium form (`columns`: the table's, in order; none:
-/// every value as it is).
-fn write_row(
-    out: &mut Vec<u8>,
-    row: &Members<'_>,
-    columns: Option<&Columns>,
-) -> Result<(), serde_json::Error> {
-    out.push(b'{');
-    for (n, (name, value)) in row.0.iter().enumerate() {
-        if n > 0 {
-            out.push(b',');
-        }
-        write_key(out, name);
-        // Rows list the table's columns in order; a name elsewhere is looked up.
-        let form = columns.and_then(|columns| match columns.get(n) {
-            Some((column, form)) if column == name => Some(form),
-            _ => columns.iter().find(|(c, _)| c == name).map(|(_, f)| f),
-        });
-        match form {
-            Some(form) if *form != Form::Same && value.get() != "null" => {
-                let converted = form.apply(serde_json::from_str(value.get())?);
-                serde_json::to_writer(&mut *out, &converted)?;
-            }
-            _ => out.extend_from_slice(value.get().as_bytes()),
-        }
-    }
-    out.push(b'}');
-    Ok(())
-}
-
-/// The source block in Debezium's order, with its fields sluice does not track (`xmin`,
-/// `origin`, `origin_lsn`: null) and `sequence` and `ts_ns` derived.
-fn write_source(out: &mut Vec<u8>, source: Members<'_>, commit_lsn: Option<u64>) {
-    let postgres = source.get("connector").map(RawValue::get) == Some("\"postgresql\"");
-    let mut written: Vec<&str> = Vec::with_capacity(source.0.len() + 6);
-    let mut first = true;
-    let mut field = |out: &mut Vec<u8>, name: &str, value: &[u8]| {
-        if !std::mem::take(&mut first) {
-            out.push(b',');
-        }
-        write_key(out, name);
-        out.extend_from_slice(value);
-    };
-    out.push(b'{');
-    for name in ["version", "connector", "name", "ts_ms", "snapshot", "db"] {
-        if let Some(value) = source.get(name) {
-            field(out, name, value.get().as_bytes());
-            written.push(name);
-        }
-    }
-    let lsn = source.get("lsn").and_then(|l| l.get().parse::<u64>().ok());
-    let snapshot = source
-        .get("snapshot")
-        .is_some_and(|s| s.get() != "\"false\"");
-    let sequence = match (postgres, lsn) {
-        // Debezium's `[last commit LSN, this LSN]`, as a JSON text: sluice puts the commit LSN
-        // of the event's own transaction first (it orders events the same way).
-        (true, Some(lsn)) => {
-            let commit = commit_lsn
-                .filter(|_| !snapshot)
-                .map_or(Json::Null, |c| Json::String(c.to_string()));
-            let text = serde_json::to_string(&[commit, Json::String(lsn.to_string())])
-                .expect("strings serialize");
-            serde_json::to_vec(&text).expect("a string serializes")
-        }
-        _ => b"null".to_vec(),
-    };
-    field(out, "sequence", &sequence);
-    if let Some(us) = source.get("ts_us") {
-        field(out, "ts_us", us.get().as_bytes());
-        written.push("ts_us");
-        if let Ok(us) = us.get().parse::<i64>() {
-            let mut ns = Vec::new();
-            write_number(&mut ns, us.saturating_mul(1000));
-            field(out, "ts_ns", &ns);
-        }
-    }
-    if postgres {
-        for name in [
-            "schema",
-            "table",
-            "txId",
-            "lsn",
-            "xmin",
-            "origin",
-            "origin_lsn",
-        ] {
-            let value = source
-                .get(name)
-                .map_or(&b"null"[..], |v| v.get().as_bytes());
-            field(out, name, value);
-            written.push(name);
-        }
-    }
-    for (name, value) in &source.0 {
-        if !written.contains(&name.as_ref()) && name != "ts_ns" && name != "sequence" {
-            field(out, name, value.get().as_bytes());
-        }
-    }
-    out.push(b'}');
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn b64(text: &str, scale: Option<u32>) -> String {
         base64_str(&decimal_bytes(text, scale).unwrap().1)
+    }
+
+    fn written(form: Form, json: &str) -> String {
+        let mut out = b"x".to_vec();
+        form.write(json, &mut out).unwrap();
+        String::from_utf8(out[1..].to_vec()).unwrap()
+    }
+
+    #[test]
+    fn values_are_written_in_their_form_as_json() {
+        assert_eq!(written(Form::Scaled(3), r#""1234.567""#), r#""EtaH""#);
+        assert_eq!(
+            written(Form::VariableScale, r#""-0.000123""#),
+            r#"{"scale":6,"value":"hQ=="}"#
+        );
+        assert_eq!(written(Form::VariableScale, r#""NaN""#), "null");
+        assert_eq!(written(Form::Money, r#""-$1,234.50""#), r#""/h3G""#);
+        assert_eq!(written(Form::DecimalText, r#""$12.34""#), r#""12.34""#);
+        assert_eq!(written(Form::DecimalNumber, r#""-$1,234.5""#), "-1234.5");
+        assert_eq!(written(Form::Bool, r#""1""#), "true");
+        assert_eq!(written(Form::Bits, r#""101""#), r#""BQ==""#);
+        assert_eq!(written(Form::IntervalMicros, r#""PT-1.25S""#), "-1250000");
+        assert_eq!(
+            written(Form::TimeTzUtc, r#""23:00:00-05:30""#),
+            r#""04:30:00Z""#
+        );
+        // Arrays element by element, nulls kept; escaped text read; what a form cannot read
+        // and what is not text stay as they are.
+        assert_eq!(
+            written(
+                Form::Array(Box::new(Form::Scaled(1))),
+                r#"["1.5",null,"\u0031"]"#
+            ),
+            r#"["Dw==",null,"Cg=="]"#
+        );
+        assert_eq!(
+            written(Form::Scaled(2), r#""not a number""#),
+            r#""not a number""#
+        );
+        assert_eq!(written(Form::Scaled(2), "12"), "12");
+        assert_eq!(
+            written(
+                Form::Scaled(2),
+                &format!("{:?}", super::super::UNAVAILABLE_VALUE)
+            ),
+            format!("{:?}", super::super::UNAVAILABLE_VALUE)
+        );
     }
 
     #[test]
