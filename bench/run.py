@@ -670,6 +670,21 @@ sys.exit("timed out")
 '''
 
 
+# Deletes the topics whose names hold a fragment (a case's stamp): a run writes gigabytes.
+KAFKA_DROPPER = r'''
+import sys
+from confluent_kafka.admin import AdminClient
+admin = AdminClient({"bootstrap.servers": "127.0.0.1:9092"})
+names = [t for t in admin.list_topics(timeout=10).topics if sys.argv[1] in t]
+for future in (admin.delete_topics(names, operation_timeout=30).values() if names else []):
+    future.result()
+'''
+
+
+def drop_kafka_topics(fragment):
+    subprocess.run([KAFKA_PY, "-c", KAFKA_DROPPER, fragment], check=True, capture_output=True)
+
+
 def case_kafka_sink(transactions=True):
     """A filled log (the 1,000,000-row snapshot) delivered into Kafka by the Kafka sink alone,
     acks=all, exactly once (transactions) or at least once, vs Kafka's ProducerPerformance sending
@@ -727,9 +742,12 @@ def case_kafka_sink(transactions=True):
             return ROWS / per_s
 
         refs, runs = [], []
-        for i in range(REPEAT):
-            refs.append(reference(i))
-            runs.append(ours(i))
+        try:
+            for i in range(REPEAT):
+                refs.append(reference(i))
+                runs.append(ours(i))
+        finally:
+            drop_kafka_topics(stamp)
     LAST_RUNS["ours"] = runs
     LAST_RUNS["reference"] = refs
     notes = (f"records={ROWS} record_bytes~{record_size} delivery={mode} ours_per_s={ROWS / min(runs):.0f} "
@@ -813,14 +831,17 @@ def case_pg_to_kafka():
         return seconds
 
     refs, runs = [], []
-    for i in range(REPEAT):
-        # Alternating which goes first.
-        if i % 2 == 0:
-            refs.append(reference(i))
-            runs.append(ours(i))
-        else:
-            runs.append(ours(i))
-            refs.append(reference(i))
+    try:
+        for i in range(REPEAT):
+            # Alternating which goes first.
+            if i % 2 == 0:
+                refs.append(reference(i))
+                runs.append(ours(i))
+            else:
+                runs.append(ours(i))
+                refs.append(reference(i))
+    finally:
+        drop_kafka_topics(stamp)
     LAST_RUNS["ours"] = runs
     LAST_RUNS["reference"] = refs
     notes = (f"records={ROWS} txns={TXNS} ours_per_s={ROWS / min(runs):.0f} debezium_per_s={ROWS / min(refs):.0f} "

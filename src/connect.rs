@@ -169,16 +169,23 @@ pub(crate) async fn spawn_sink<L: EventLog + Clone>(
             let run = run_sink(settings(4 << 20, 8 << 20), built, log, cancel);
             cx.tasks.spawn_isolated(task, span, run, on_failure);
         }
-        // Each round is one Kafka transaction, whose commit costs tens of milliseconds:
-        // rounds of up to 32 MiB keep that to a few percent.
+        // Exactly once, a Kafka transaction spans rounds (it commits per 32 MiB or second):
+        // rounds of 8 MiB, whose memory is free once produced. At least once, each round
+        // waits for Kafka's acknowledgements: rounds of up to 32 MiB keep that wait to a few
+        // percent.
         #[cfg(feature = "kafka")]
         SinkConfig::Kafka(ref kafka) => {
+            use sluice_connectors::kafka::config::Delivery;
+            let round = match kafka.delivery {
+                Delivery::ExactlyOnce => 8 << 20,
+                Delivery::AtLeastOnce => 32 << 20,
+            };
             let built = sluice_connectors::kafka::KafkaSink::new(
                 kafka.clone(),
                 Arc::clone(cx.registry),
                 dead_letters,
             );
-            let run = run_sink(settings(16 << 20, 32 << 20), built, log, cancel);
+            let run = run_sink(settings(round / 2, round), built, log, cancel);
             cx.tasks.spawn_isolated(task, span, run, on_failure);
         }
     }

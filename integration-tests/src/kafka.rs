@@ -146,9 +146,9 @@ pub fn debezium(
     properties: &[&str],
     stdout: impl Into<std::process::Stdio>,
     stderr: impl Into<std::process::Stdio>,
-) -> std::process::Child {
+) -> Debezium {
     let slot = format!("dbz_{db}");
-    Command::new("java")
+    let child = Command::new("java")
         .arg("-cp")
         .arg(workspace_root().join("target/debezium/libs/*"))
         .arg(workspace_root().join("dev/debezium/DebeziumRun.java"))
@@ -167,5 +167,23 @@ pub fn debezium(
         .stdout(stdout)
         .stderr(stderr)
         .spawn()
-        .expect("run java")
+        .expect("run java");
+    Debezium(child)
+}
+
+/// A running Debezium engine, stopped when dropped (a failed test does not leave it
+/// holding its slot).
+pub struct Debezium(std::process::Child);
+
+impl Debezium {
+    pub fn stop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Debezium {
+    fn drop(&mut self) {
+        self.stop();
+    }
 }

@@ -6,11 +6,10 @@
 //! docs/types.md lists.
 
 use std::collections::BTreeMap;
-use std::process::Child;
 use std::time::Duration;
 
 use serde_json::Value as Json;
-use sluice_integration_tests::kafka::{consume, debezium, services, BROKERS};
+use sluice_integration_tests::kafka::{consume, debezium, services, Debezium, BROKERS};
 use sluice_integration_tests::{source_config, wait_for, Sluice, TestDb};
 
 /// Columns of most types whose Debezium form differs from sluice's exact one, and a few that
@@ -44,7 +43,7 @@ const CHANGES: &[&str] = &[
 
 /// Debezium's embedded engine on `db`, writing each record as a JSON line
 /// `{"topic","key","value"}` to `out`.
-fn start_debezium(db: &TestDb, out: &std::path::Path) -> Child {
+fn start_debezium(db: &TestDb, out: &std::path::Path) -> Debezium {
     debezium(
         &db.name,
         // Truncates too (Debezium skips them by default; sluice emits them).
@@ -170,8 +169,7 @@ async fn kafka_records_equal_debeziums_for_the_same_snapshot_and_changes() {
             >= total
     })
     .await;
-    let _ = debezium.kill();
-    let _ = debezium.wait();
+    debezium.stop();
 
     let theirs = debezium_records(&out);
     let ours: Vec<(Json, Json)> = theirs

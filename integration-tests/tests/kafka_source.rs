@@ -72,8 +72,7 @@ async fn replicate_through_debezium(source: &TestDb, target: &TestDb, schemas: b
         || rows(target) == rows(source),
     )
     .await;
-    let _ = engine.kill();
-    let _ = engine.wait();
+    engine.stop();
     assert!(
         sluice.stderr().contains("reading Kafka"),
         "{}",

@@ -11,8 +11,7 @@
 //! `read_committed` consumer sees each record once, whatever crashed. At least once: records
 //! are acknowledged by every in-sync replica before the log's offsets are committed.
 
-use std::collections::{BTreeMap, HashSet};
-use std::ops::Range;
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,24 +20,21 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, Message, OwnedHeaders};
-use rdkafka::producer::{BaseRecord, Producer};
+use rdkafka::message::Message;
+use rdkafka::producer::Producer;
 use rdkafka::{Offset, TopicPartitionList};
 use sluice_core::change::DecodeError;
-use sluice_core::metrics as metrics_names;
 use sluice_core::retry::{Classify, ErrorKind};
-use sluice_core::sink::{
-    DeadLetter, DeadLetterError, DeadLetterWriter, Offsets, RecordSink, SinkRecord,
-};
+use sluice_core::sink::{DeadLetterError, DeadLetterWriter, Offsets, RecordSink, SinkRecord};
 use sluice_schema_registry::json::debezium::DebeziumJson;
 use sluice_schema_registry::registry::Registry;
 
-use self::delivery::{Deliveries, SinkContext, SinkProducer, NO_INDEX};
-use self::rewrite::{rewrite, REWRITE_CHUNK};
-use self::topics::Destinations;
+use self::delivery::{Deliveries, SinkContext, SinkProducer};
+use self::produce::{InFlight, Refused};
 use super::config::{Delivery, KafkaSinkConfig};
 
 mod delivery;
+mod produce;
 mod rewrite;
 mod topics;
 
@@ -77,8 +73,16 @@ pub enum KafkaSinkError {
         offset: u64,
         size: usize,
         key: String,
-        /// The record's index in the batch.
-        index: usize,
+    },
+    #[error(
+        "a Kafka broker refused the record at {topic}[{partition}] offset {offset} as too \
+         large; the transaction was aborted, and the records since the last commit are sent \
+         again with that one to the dead-letter topic"
+    )]
+    Diverting {
+        topic: String,
+        partition: u32,
+        offset: u64,
     },
     #[error("{0}; deliver the topic with format = \"sluice\" to pass records through as they are")]
     Transcode(DecodeError),
@@ -114,7 +118,9 @@ impl Classify for KafkaSinkError {
                     ErrorKind::Transient
                 }
             }
-            KafkaSinkError::Unreachable { .. } => ErrorKind::Transient,
+            KafkaSinkError::Unreachable { .. } | KafkaSinkError::Diverting { .. } => {
+                ErrorKind::Transient
+            }
             KafkaSinkError::DeadLetter(err) => err.kind(),
             KafkaSinkError::Fenced { .. }
             | KafkaSinkError::TooLarge { .. }
@@ -136,6 +142,13 @@ pub struct KafkaSink {
     transcoder: Option<DebeziumJson>,
     /// Where records Kafka refuses go (`dead_letter_topic`).
     dead_letters: Option<DeadLetterWriter>,
+    /// What the producer holds uncommitted (the open transaction, or the round being
+    /// acknowledged).
+    in_flight: Option<InFlight>,
+    /// Exactly once: what Kafka holds committed, the next log offset per partition.
+    committed: Offsets,
+    /// Records Kafka refused: skipped when sent again, to the dead-letter topic.
+    refused: Refused,
 }
 
 impl KafkaSink {
@@ -154,7 +167,14 @@ impl KafkaSink {
             topics: HashSet::new(),
             transcoder,
             dead_letters,
+            in_flight: None,
+            committed: Offsets::new(),
+            refused: Refused::new(),
         }
+    }
+
+    fn transactional(&self) -> bool {
+        self.config.delivery == Delivery::ExactlyOnce
     }
 
     fn error(&self, action: &'static str) -> impl Fn(KafkaError) -> KafkaSinkError + '_ {
@@ -374,58 +394,6 @@ impl KafkaSink {
             .expect("a producer call does not panic")
             .map_err(self.error(action))
     }
-
-    /// Queues one record (`records[index]`; for the offsets, [`NO_INDEX`]), waiting for
-    /// room in the producer's queue when it is full; stops at the first failed delivery.
-    async fn produce(
-        &self,
-        record: BaseRecord<'_, [u8], [u8], usize>,
-        records: &[SinkRecord],
-    ) -> Result<(), KafkaSinkError> {
-        let producer = self.producer.as_ref().expect("opened");
-        let mut record = record;
-        loop {
-            self.deliveries.sending();
-            match producer.send(record) {
-                Ok(()) => return Ok(()),
-                Err((error, back)) => {
-                    self.deliveries.not_sent();
-                    record = back;
-                    match error {
-                        KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull) => {
-                            self.check_deliveries(records)?;
-                            self.deliveries.next_report().await;
-                        }
-                        KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge) => {
-                            let index = record.delivery_opaque;
-                            return Err(too_large(&records[index], index, record_size(&record)));
-                        }
-                        source => return Err(self.error("producing")(source)),
-                    }
-                }
-            }
-        }
-    }
-
-    /// The first failed delivery since the last look, as the sink's error: a record the
-    /// broker refused as too large is named.
-    fn check_deliveries(&self, records: &[SinkRecord]) -> Result<(), KafkaSinkError> {
-        match self.deliveries.take_failure() {
-            None => Ok(()),
-            Some((index, source))
-                if index != NO_INDEX
-                    && source.rdkafka_error_code()
-                        == Some(RDKafkaErrorCode::MessageSizeTooLarge) =>
-            {
-                Err(too_large(&records[index], index, None))
-            }
-            Some((_, source)) => Err(KafkaSinkError::Kafka {
-                brokers: self.config.brokers.clone(),
-                action: "delivering a record",
-                source,
-            }),
-        }
-    }
 }
 
 /// No broker answered a metadata request: what librdkafka says, once.
@@ -440,36 +408,14 @@ pub(super) fn unreachable(brokers: &str, source: &KafkaError) -> KafkaSinkError 
     }
 }
 
-/// The bytes of a record's key and value as produced.
-fn record_size(record: &BaseRecord<'_, [u8], [u8], usize>) -> Option<usize> {
-    Some(record.payload.map_or(0, <[u8]>::len) + record.key.map_or(0, <[u8]>::len))
-}
-
-/// `at` (`records[index]`) refused as too large; `size` as produced, when known.
-fn too_large(at: &SinkRecord, index: usize, size: Option<usize>) -> KafkaSinkError {
-    let record = &at.record;
-    KafkaSinkError::TooLarge {
-        topic: at.topic.to_string(),
-        partition: at.partition,
-        offset: record.offset,
-        index,
-        size: size.unwrap_or_else(|| {
-            record.value.as_ref().map_or(0, |v| v.len())
-                + record.key.as_ref().map_or(0, |k| k.len())
-        }),
-        key: record
-            .key
-            .as_ref()
-            .map(|k| String::from_utf8_lossy(&k[..k.len().min(200)]).into_owned())
-            .unwrap_or_else(|| "none".into()),
-    }
-}
-
 impl RecordSink for KafkaSink {
     type Error = KafkaSinkError;
 
     async fn open(&mut self) -> Result<Option<Offsets>, KafkaSinkError> {
         self.producer = None;
+        // Whatever the last producer held uncommitted is aborted when the new one starts
+        // its transactions (or, at least once, is sent again by the runtime).
+        self.in_flight = None;
         // A new producer reports into new counts: whatever the last one had in flight is
         // no longer waited for.
         self.deliveries = Arc::default();
@@ -501,6 +447,7 @@ impl RecordSink for KafkaSink {
         })
         .await?;
         let offsets = self.read_offsets().await?;
+        self.committed = offsets.clone();
         tracing::info!(
             partitions = offsets.len(),
             "resuming after the offsets committed in Kafka"
@@ -512,55 +459,22 @@ impl RecordSink for KafkaSink {
         if records.is_empty() {
             return Ok(());
         }
-        let destinations = Destinations::of(&self.config, records);
-        self.ensure_topics(&destinations.kafka_topics(), false)
-            .await?;
-        let transactional = self.config.delivery == Delivery::ExactlyOnce;
-        let started = std::time::Instant::now();
-        // Records Kafka refused in an earlier attempt at this batch, with the reason: the
-        // batch is produced again without them (a transaction with a failed record can only
-        // abort), and they go to the dead-letter topic before the offsets past them commit.
-        let mut refused: BTreeMap<usize, String> = BTreeMap::new();
-        let bytes = loop {
-            let result = self
-                .attempt(records, &destinations, &refused, transactional)
-                .await;
-            match result {
-                Err(KafkaSinkError::TooLarge {
-                    index,
-                    size,
-                    ref topic,
-                    ..
-                }) if self.dead_letters.is_some() && !refused.contains_key(&index) => {
-                    tracing::warn!(
-                        topic = %topic,
-                        offset = records[index].record.offset,
-                        size,
-                        "Kafka refused a record as too large: to the dead-letter topic"
-                    );
-                    refused.insert(
-                        index,
-                        format!(
-                            "Kafka refused the record ({size} bytes): larger than \
-                             message.max.bytes (Broker: Message size too large)"
-                        ),
-                    );
-                }
-                other => break other?,
-            }
-        };
-        let sink = self.config.name.clone();
-        let produced = (records.len() - refused.len()) as u64;
-        metrics::counter!(metrics_names::KAFKA_PRODUCED_RECORDS, "sink" => sink.clone())
-            .increment(produced);
-        metrics::counter!(metrics_names::KAFKA_PRODUCED_BYTES, "sink" => sink.clone())
-            .increment(bytes as u64);
-        metrics::histogram!(metrics_names::KAFKA_PRODUCE_SECONDS, "sink" => sink)
-            .record(started.elapsed().as_secs_f64());
-        Ok(())
+        self.produce_round(records).await
+    }
+
+    /// Commits the open transaction (exactly once; at least once, `write` waited already).
+    async fn flush(&mut self) -> Result<(), KafkaSinkError> {
+        self.commit().await
+    }
+
+    fn applied(&self) -> Option<&Offsets> {
+        self.transactional().then_some(&self.committed)
     }
 
     async fn close(&mut self) -> Result<(), KafkaSinkError> {
+        if self.producer.is_some() {
+            self.commit().await?;
+        }
         if let Some(producer) = self.producer.take() {
             let flushed =
                 tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(30)))
@@ -569,207 +483,5 @@ impl RecordSink for KafkaSink {
             flushed.map_err(self.error("flushing"))?;
         }
         Ok(())
-    }
-}
-
-impl KafkaSink {
-    /// One attempt at a batch: in a transaction when exactly once, its records but the
-    /// `refused` ones, their dead letters, and the offsets; returns the bytes produced.
-    async fn attempt(
-        &mut self,
-        records: &[SinkRecord],
-        destinations: &Destinations,
-        refused: &BTreeMap<usize, String>,
-        transactional: bool,
-    ) -> Result<usize, KafkaSinkError> {
-        if transactional {
-            let producer = self.producer.as_ref().expect("opened");
-            producer
-                .begin_transaction()
-                .map_err(self.error("beginning a transaction"))?;
-        }
-        let mut result = self
-            .produce_batch(records, destinations, refused, transactional)
-            .await;
-        if result.is_ok() && !refused.is_empty() {
-            if let Err(err) = self.divert(records, refused).await {
-                result = Err(err);
-            }
-        }
-        if !transactional {
-            return result;
-        }
-        if result.is_ok() {
-            if let Err(err) = self
-                .txn("committing a transaction", |p| {
-                    p.commit_transaction(TXN_TIMEOUT)
-                })
-                .await
-            {
-                result = Err(err);
-            }
-        }
-        let outcome = if result.is_ok() {
-            "committed"
-        } else {
-            let _ = self
-                .txn("aborting a transaction", |p| {
-                    p.abort_transaction(TXN_TIMEOUT)
-                })
-                .await;
-            "aborted"
-        };
-        metrics::counter!(metrics_names::KAFKA_TRANSACTIONS, "sink" => self.config.name.clone(), "result" => outcome)
-            .increment(1);
-        result
-    }
-
-    /// Appends the refused records to the dead-letter topic (durable before their offsets
-    /// commit).
-    async fn divert(
-        &self,
-        records: &[SinkRecord],
-        refused: &BTreeMap<usize, String>,
-    ) -> Result<(), KafkaSinkError> {
-        let writer = self
-            .dead_letters
-            .as_ref()
-            .expect("refused only with a writer");
-        let letters = refused
-            .iter()
-            .map(|(index, reason)| DeadLetter {
-                record: records[*index].clone(),
-                error: reason.clone(),
-            })
-            .collect();
-        writer(letters).await.map_err(KafkaSinkError::DeadLetter)
-    }
-
-    /// Produces the batch's records but the `refused` ones (and, in a transaction, the
-    /// offsets) and waits for every delivery report; returns the bytes produced. With Debezium
-    /// forms, each chunk of records is rewritten on a blocking thread while the one before it
-    /// is produced.
-    async fn produce_batch(
-        &mut self,
-        records: &[SinkRecord],
-        destinations: &Destinations,
-        refused: &BTreeMap<usize, String>,
-        transactional: bool,
-    ) -> Result<usize, KafkaSinkError> {
-        // What an earlier attempt left in flight is reported before this one counts.
-        self.deliveries.settled().await;
-        let _ = self.deliveries.take_failure();
-        // The next log offset of each (log topic, partition) the batch reads.
-        let mut next: Vec<(&Arc<str>, u32, u64)> = Vec::new();
-        let mut bytes = 0;
-        let chunks: Vec<Range<usize>> = (0..records.len())
-            .step_by(REWRITE_CHUNK)
-            .map(|start| start..(start + REWRITE_CHUNK).min(records.len()))
-            .collect();
-        let mut rewriting = match (self.transcoder.take(), chunks.first()) {
-            (Some(transcoder), Some(first)) => Some(rewrite(transcoder, &records[first.clone()])),
-            (transcoder, _) => {
-                self.transcoder = transcoder;
-                None
-            }
-        };
-        let mut result = Ok(());
-        for (k, chunk) in chunks.iter().enumerate() {
-            let rewritten = match rewriting.take() {
-                Some(handle) => {
-                    let (transcoder, rewritten) =
-                        handle.await.expect("rewriting records does not panic");
-                    match chunks.get(k + 1) {
-                        Some(following) => {
-                            rewriting = Some(rewrite(transcoder, &records[following.clone()]));
-                        }
-                        None => self.transcoder = Some(transcoder),
-                    }
-                    match rewritten {
-                        Ok(rewritten) => Some(rewritten),
-                        Err((index, reason)) => {
-                            result = Err(KafkaSinkError::Transcode(DecodeError::at(
-                                &records[chunk.start + index],
-                                reason,
-                            )));
-                            break;
-                        }
-                    }
-                }
-                None => None,
-            };
-            for index in chunk.clone() {
-                let at = &records[index];
-                let record = &at.record;
-                match next.iter_mut().rev().find(|(topic, partition, _)| {
-                    *partition == at.partition
-                        && (Arc::ptr_eq(topic, &at.topic) || **topic == at.topic)
-                }) {
-                    Some((_, _, offset)) => *offset = record.offset + 1,
-                    None => next.push((&at.topic, at.partition, record.offset + 1)),
-                }
-                if refused.contains_key(&index) {
-                    continue;
-                }
-                let value: Option<&[u8]> = match rewritten
-                    .as_ref()
-                    .and_then(|r| r.spans[index - chunk.start].clone())
-                {
-                    Some(span) => Some(&rewritten.as_ref().expect("a span").data[span]),
-                    None => record.value.as_deref(),
-                };
-                let topic = destinations.topic(&at.topic);
-                let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
-                for header in &record.headers {
-                    headers = headers.insert(Header {
-                        key: &header.key,
-                        value: header.value.as_deref(),
-                    });
-                }
-                let mut out = BaseRecord::with_opaque_to(topic, index)
-                    .timestamp(record.timestamp_ms)
-                    .headers(headers);
-                if let Some(key) = &record.key {
-                    out = out.key(key.as_ref());
-                    bytes += key.len();
-                }
-                if let Some(value) = value {
-                    out = out.payload(value);
-                    bytes += value.len();
-                }
-                if let Err(err) = self.produce(out, records).await {
-                    result = Err(err);
-                    break;
-                }
-            }
-            if result.is_err() {
-                break;
-            }
-        }
-        // A chunk still being rewritten hands the transcoder back.
-        if let Some(handle) = rewriting.take() {
-            let (transcoder, _) = handle.await.expect("rewriting records does not panic");
-            self.transcoder = Some(transcoder);
-        }
-        result?;
-        if transactional {
-            let topic = self.config.offsets_topic();
-            let mut next: Vec<_> = next
-                .into_iter()
-                .map(|(topic, partition, offset)| (topic.to_string(), partition, offset))
-                .collect();
-            next.sort();
-            for (log_topic, partition, offset) in &next {
-                let key = format!("{log_topic}:{partition}");
-                let value = offset.to_string();
-                let out = BaseRecord::with_opaque_to(&topic, NO_INDEX)
-                    .key(key.as_bytes())
-                    .payload(value.as_bytes());
-                self.produce(out, records).await?;
-            }
-        }
-        self.deliveries.settled().await;
-        self.check_deliveries(records)?;
-        Ok(bytes)
     }
 }

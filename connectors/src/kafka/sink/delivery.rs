@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use rdkafka::client::ClientContext;
 use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
 use rdkafka::producer::{DeliveryResult, ProducerContext, ThreadedProducer};
 
 /// The sink's producer: delivery reports go to its [`Deliveries`].
@@ -15,11 +16,21 @@ pub(super) type SinkProducer = ThreadedProducer<SinkContext>;
 /// The index (in its batch) a record is produced with; the offsets records have none.
 pub(super) const NO_INDEX: usize = usize::MAX;
 
+/// A record Kafka did not take.
+pub(super) struct Failure {
+    /// The index it was produced with.
+    pub(super) index: usize,
+    pub(super) error: KafkaError,
+    /// Its key as text, and its size in bytes (key and value).
+    pub(super) key: Option<String>,
+    pub(super) size: usize,
+}
+
 /// The records in flight and the first that failed.
 #[derive(Default)]
 pub(super) struct Deliveries {
     in_flight: AtomicUsize,
-    failed: Mutex<Option<(usize, KafkaError)>>,
+    failed: Mutex<Option<Failure>>,
     reported: tokio::sync::Notify,
 }
 
@@ -39,7 +50,7 @@ impl Deliveries {
     }
 
     /// The first failure reported since the last call, with the record's index.
-    pub(super) fn take_failure(&self) -> Option<(usize, KafkaError)> {
+    pub(super) fn take_failure(&self) -> Option<Failure> {
         self.failed.lock().expect("not poisoned").take()
     }
 
@@ -66,10 +77,17 @@ impl ProducerContext for SinkContext {
     type DeliveryOpaque = usize;
 
     fn delivery(&self, result: &DeliveryResult<'_>, index: usize) {
-        if let Err((error, _)) = result {
+        if let Err((error, message)) = result {
             let mut failed = self.0.failed.lock().expect("not poisoned");
             if failed.is_none() {
-                *failed = Some((index, error.clone()));
+                *failed = Some(Failure {
+                    index,
+                    error: error.clone(),
+                    key: message
+                        .key()
+                        .map(|k| String::from_utf8_lossy(&k[..k.len().min(200)]).into_owned()),
+                    size: message.key_len() + message.payload_len(),
+                });
             }
         }
         self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
