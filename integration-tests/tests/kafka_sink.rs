@@ -72,7 +72,8 @@ async fn every_event_reaches_kafka_once_across_kill_9_in_the_partition_java_give
     let kafka_topic = format!("{}.src.public.t", db.name);
     let mut sluice = Sluice::new(&format!(
         "{}\n[[sinks]]\nname = \"k_{}\"\nkind = \"kafka\"\nbrokers = \"{BROKERS}\"\n\
-         topics = [\"src.public.*\"]\ntopic = \"{}.{{topic}}\"\npartitions = 3\nformat = \"sluice\"\n",
+         topics = [\"src.public.*\"]\ntopic = \"{}.{{topic}}\"\npartitions = 3\nformat = \"sluice\"\n\
+         properties = {{ \"message.timeout.ms\" = \"3000\" }}\n",
         source_config(&db, "max_batch_events = 200"),
         db.name,
         db.name
@@ -127,7 +128,9 @@ async fn every_event_reaches_kafka_once_across_kill_9_in_the_partition_java_give
         sluice.kill();
         sluice.start();
     }
-    // And the broker stopped for a few seconds under the running sink.
+    // And the broker stopped under the running sink for longer than the producer waits
+    // for a record (`message.timeout.ms`, 3 s here, 60 s by default; the broker takes 10 s or more to come back): the records in flight
+    // fail, the transaction aborts, and the sink retries until the broker is back.
     tokio::time::sleep(Duration::from_millis(1000)).await;
     services(&["down", "kafka"]);
     tokio::time::sleep(Duration::from_secs(5)).await;
@@ -231,6 +234,11 @@ async fn every_event_reaches_kafka_once_across_kill_9_in_the_partition_java_give
         assert_eq!(*partition as usize, *expected, "key {key:?}");
     }
     assert!(opened(&sluice) >= 4, "{}", sluice.stderr());
+    assert!(
+        sluice.stderr().contains("sink write failed; reopening"),
+        "the broker's absence was seen and retried: {}",
+        sluice.stderr()
+    );
     assert_eq!(sluice.stop(), Some(0), "{}", sluice.stderr());
 }
 

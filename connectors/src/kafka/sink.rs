@@ -30,7 +30,7 @@ use sluice_schema_registry::json::debezium::DebeziumJson;
 use sluice_schema_registry::registry::Registry;
 
 use self::delivery::{Deliveries, SinkContext, SinkProducer};
-use self::produce::{InFlight, Refused};
+use self::produce::InFlight;
 use super::config::{Delivery, KafkaSinkConfig};
 
 mod delivery;
@@ -65,7 +65,9 @@ pub enum KafkaSinkError {
         "the record at {topic}[{partition}] offset {offset} ({size} bytes, key {key}) is larger \
          than the broker or producer accepts (message.max.bytes); raise message.max.bytes on \
          the broker and in the sink's properties, set dead_letter_topic to divert such \
-         records, or leave the table out"
+         records, or leave the table out (the dead-letter topic takes what the producer \
+         refuses: keep the sink's message.max.bytes property at or below the broker's and \
+         the topic's max.message.bytes)"
     )]
     TooLarge {
         topic: String,
@@ -73,16 +75,6 @@ pub enum KafkaSinkError {
         offset: u64,
         size: usize,
         key: String,
-    },
-    #[error(
-        "a Kafka broker refused the record at {topic}[{partition}] offset {offset} as too \
-         large; the transaction was aborted, and the records since the last commit are sent \
-         again with that one to the dead-letter topic"
-    )]
-    Diverting {
-        topic: String,
-        partition: u32,
-        offset: u64,
     },
     #[error("{0}; deliver the topic with format = \"sluice\" to pass records through as they are")]
     Transcode(DecodeError),
@@ -118,9 +110,7 @@ impl Classify for KafkaSinkError {
                     ErrorKind::Transient
                 }
             }
-            KafkaSinkError::Unreachable { .. } | KafkaSinkError::Diverting { .. } => {
-                ErrorKind::Transient
-            }
+            KafkaSinkError::Unreachable { .. } => ErrorKind::Transient,
             KafkaSinkError::DeadLetter(err) => err.kind(),
             KafkaSinkError::Fenced { .. }
             | KafkaSinkError::TooLarge { .. }
@@ -147,8 +137,6 @@ pub struct KafkaSink {
     in_flight: Option<InFlight>,
     /// Exactly once: what Kafka holds committed, the next log offset per partition.
     committed: Offsets,
-    /// Records Kafka refused: skipped when sent again, to the dead-letter topic.
-    refused: Refused,
 }
 
 impl KafkaSink {
@@ -169,7 +157,6 @@ impl KafkaSink {
             dead_letters,
             in_flight: None,
             committed: Offsets::new(),
-            refused: Refused::new(),
         }
     }
 

@@ -5,14 +5,13 @@
 //! flushes (it does before it waits for new records). `applied` reports what committed. At
 //! least once, each round is acknowledged before `write` returns.
 //!
-//! A record Kafka refuses as too large: the producer refuses it at once (its
-//! `message.max.bytes`) and it goes to the dead-letter topic without disturbing the
-//! transaction; a broker that refuses it later aborts the transaction, and the sink fails
-//! with a transient error naming it, so the runtime reopens and sends the records after the
-//! last commit again, this time diverting that one. Without a dead-letter topic, either
-//! stops the sink naming the record.
+//! A record larger than the producer's `message.max.bytes`: the producer refuses it at once,
+//! and it goes to the dead-letter topic without disturbing the transaction (without one, the
+//! sink stops, naming it). A broker whose limit is lower refuses the whole batch the record
+//! was sent in, which says nothing about which record is at fault: the transaction aborts
+//! and the sink stops, naming a record of it and saying to set the producer's limit to the
+//! broker's.
 
-use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -71,13 +70,6 @@ impl InFlight {
             .map(|(topic, partition, next)| ((topic.to_string(), *partition), *next))
             .collect()
     }
-}
-
-/// A log position: topic, partition, offset.
-pub(super) type Position = (String, u32, u64);
-
-fn position(at: &SinkRecord) -> Position {
-    (at.topic.to_string(), at.partition, at.record.offset)
 }
 
 impl KafkaSink {
@@ -177,8 +169,7 @@ impl KafkaSink {
         Ok(())
     }
 
-    /// After a failure: aborts the open transaction; a record a broker refused as too large
-    /// is noted, to go to the dead-letter topic when the runtime sends it again.
+    /// After a failure: aborts the open transaction.
     async fn abandon(&mut self, err: KafkaSinkError) -> KafkaSinkError {
         if self.in_flight.take().is_some() && self.transactional() {
             let _ = self
@@ -188,32 +179,7 @@ impl KafkaSink {
                 .await;
             self.count_transaction("aborted");
         }
-        match err {
-            KafkaSinkError::TooLarge {
-                ref topic,
-                partition,
-                offset,
-                size,
-                ..
-            } if self.dead_letters.is_some() => {
-                tracing::warn!(
-                    topic = %topic,
-                    partition,
-                    offset,
-                    size,
-                    "a broker refused a record as too large: sending the records since the \
-                     last commit again, that one to the dead-letter topic"
-                );
-                self.refused
-                    .insert((topic.clone(), partition, offset), too_large_reason(size));
-                KafkaSinkError::Diverting {
-                    topic: topic.clone(),
-                    partition,
-                    offset,
-                }
-            }
-            err => err,
-        }
+        err
     }
 
     fn count_transaction(&self, outcome: &'static str) {
@@ -221,9 +187,8 @@ impl KafkaSink {
             .increment(1);
     }
 
-    /// Produces the round's records (but those Kafka refused before, and those the producer
-    /// refuses as too large when there is a dead-letter topic: those go there); returns the
-    /// bytes handed over. With Debezium forms, each chunk of records is rewritten on a
+    /// Produces the round's records (but those the producer refuses as too large when there
+    /// is a dead-letter topic: those go there); returns the bytes handed over. With Debezium forms, each chunk of records is rewritten on a
     /// blocking thread while the one before it is produced.
     async fn hand_over(
         &mut self,
@@ -273,15 +238,6 @@ impl KafkaSink {
                 let record = &at.record;
                 let in_flight = self.in_flight.as_mut().expect("set by produce_round");
                 in_flight.advance(at);
-                if !self.refused.is_empty() {
-                    if let Some(reason) = self.refused.get(&position(at)) {
-                        letters.push(DeadLetter {
-                            record: at.clone(),
-                            error: reason.clone(),
-                        });
-                        continue;
-                    }
-                }
                 let produced_as = in_flight.positions.len();
                 in_flight
                     .positions
@@ -314,6 +270,7 @@ impl KafkaSink {
                 }
                 match self.produce(out).await {
                     Ok(()) => bytes += size,
+                    // (The producer's own refusal: nothing of it is in the transaction.)
                     Err(KafkaSinkError::TooLarge { size, .. }) if self.dead_letters.is_some() => {
                         tracing::warn!(
                             topic = %at.topic,
@@ -432,6 +389,3 @@ fn too_large_reason(size: usize) -> String {
          Message size too large)"
     )
 }
-
-/// Log positions Kafka refused, with the reason: skipped when sent again.
-pub(super) type Refused = HashMap<Position, String>;
