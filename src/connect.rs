@@ -169,7 +169,7 @@ pub(crate) async fn spawn_sink<L: EventLog + Clone>(
             let run = run_sink(settings(4 << 20, 8 << 20), built, log, cancel);
             cx.tasks.spawn_isolated(task, span, run, on_failure);
         }
-        // Exactly once, a Kafka transaction spans rounds (it commits per 32 MiB or second):
+        // Exactly once, a Kafka transaction spans rounds (it commits per 128 MiB or second):
         // rounds of 8 MiB, whose memory is free once produced. At least once, each round
         // waits for Kafka's acknowledgements: rounds of up to 32 MiB keep that wait to a few
         // percent.

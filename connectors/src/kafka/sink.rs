@@ -200,8 +200,8 @@ impl KafkaSink {
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", "5")
-            // A round (up to 32 MiB) waits for room instead of being copied whole into the
-            // producer's queue (librdkafka's default allows 1 GiB).
+            // Records wait for room in the producer's queue instead of piling up in it
+            // (librdkafka's default allows 1 GiB): memory stays bounded.
             .set("queue.buffering.max.kbytes", "16384")
             // (No longer than a transaction may stay open.)
             .set("message.timeout.ms", "60000");

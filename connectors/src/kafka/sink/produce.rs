@@ -28,8 +28,10 @@ use super::rewrite::{rewrite, REWRITE_CHUNK};
 use super::topics::Destinations;
 use super::{KafkaSink, KafkaSinkError};
 
-/// A transaction commits once it holds this many bytes of records...
-pub(super) const TXN_BYTES: usize = 32 << 20;
+/// A transaction commits once it holds this many bytes of records (the records themselves
+/// are in the producer's bounded queue or in Kafka, not held here; each commit waits for
+/// every record to be acknowledged, so fewer commits go faster)...
+pub(super) const TXN_BYTES: usize = 128 << 20;
 /// ...or is this old (a `read_committed` consumer sees its records then).
 pub(super) const TXN_AGE: Duration = Duration::from_secs(1);
 
@@ -40,8 +42,10 @@ pub(super) struct InFlight {
     bytes: usize,
     /// The next log offset of each (log topic, partition) read into it.
     next: Vec<(Arc<str>, u32, u64)>,
-    /// The log position of each record produced, by the index it was produced with.
-    positions: Vec<(Arc<str>, u32, u64)>,
+    /// The log position of each record produced, by the index it was produced with: an
+    /// index into `topics`, the partition, the offset (16 bytes a record).
+    positions: Vec<(u32, u32, u64)>,
+    topics: Vec<Arc<str>>,
 }
 
 impl InFlight {
@@ -51,6 +55,7 @@ impl InFlight {
             bytes: 0,
             next: Vec::new(),
             positions: Vec::new(),
+            topics: Vec::new(),
         }
     }
 
@@ -62,6 +67,27 @@ impl InFlight {
             Some((_, _, offset)) => *offset = next,
             None => self.next.push((Arc::clone(&at.topic), at.partition, next)),
         }
+    }
+
+    /// Notes where the record about to be produced comes from; returns the index to produce
+    /// it with.
+    fn produce_as(&mut self, at: &SinkRecord) -> usize {
+        let topic = match self.topics.iter().rposition(|t| Arc::ptr_eq(t, &at.topic)) {
+            Some(topic) => topic,
+            None => {
+                self.topics.push(Arc::clone(&at.topic));
+                self.topics.len() - 1
+            }
+        };
+        self.positions
+            .push((topic as u32, at.partition, at.record.offset));
+        self.positions.len() - 1
+    }
+
+    /// The log position of the record produced as `index`.
+    fn position(&self, index: usize) -> Option<(String, u32, u64)> {
+        let (topic, partition, offset) = *self.positions.get(index)?;
+        Some((self.topics[topic as usize].to_string(), partition, offset))
     }
 
     fn offsets(&self) -> Offsets {
@@ -238,10 +264,7 @@ impl KafkaSink {
                 let record = &at.record;
                 let in_flight = self.in_flight.as_mut().expect("set by produce_round");
                 in_flight.advance(at);
-                let produced_as = in_flight.positions.len();
-                in_flight
-                    .positions
-                    .push((Arc::clone(&at.topic), at.partition, record.offset));
+                let produced_as = in_flight.produce_as(at);
                 let value: Option<&[u8]> = match rewritten
                     .as_ref()
                     .and_then(|r| r.spans[index - chunk.start].clone())
@@ -368,8 +391,7 @@ impl KafkaSink {
         let (topic, partition, offset) = self
             .in_flight
             .as_ref()
-            .and_then(|in_flight| in_flight.positions.get(index))
-            .map(|(topic, partition, offset)| (topic.to_string(), *partition, *offset))
+            .and_then(|in_flight| in_flight.position(index))
             .unwrap_or_default();
         KafkaSinkError::TooLarge {
             topic,
