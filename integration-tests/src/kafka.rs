@@ -96,6 +96,31 @@ pub fn services(args: &[&str]) {
     );
 }
 
+/// Denies every client (the broker's listener gives them all the principal `User:ANONYMOUS`)
+/// writes to the topics whose names start with `prefix`: an ACL (the development broker runs
+/// an authorizer that allows whatever no ACL names).
+pub fn deny_writes(prefix: &str) {
+    const DENY: &str = r#"
+import sys
+from confluent_kafka.admin import (AdminClient, AclBinding, AclOperation, AclPermissionType,
+                                   ResourcePatternType, ResourceType)
+admin = AdminClient({"bootstrap.servers": "127.0.0.1:9092"})
+deny = AclBinding(ResourceType.TOPIC, sys.argv[1], ResourcePatternType.PREFIXED, "User:ANONYMOUS",
+                  "*", AclOperation.WRITE, AclPermissionType.DENY)
+for future in admin.create_acls([deny], request_timeout=30).values():
+    future.result()
+"#;
+    let out = Command::new(test_python())
+        .args(["-c", DENY, prefix])
+        .output()
+        .expect("run python");
+    assert!(
+        out.status.success(),
+        "denying writes to {prefix}*: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Every committed record of `topic` as Kafka's own `ConsoleConsumer` (kafka-tools, the jars
 /// `dev/services up kafka` installs) reads it with `--isolation-level read_committed`:
 /// `(key, value)` text, a tombstone's value None; partitions interleaved as it reads them. It

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use serde_json::Value as Json;
 use sluice_integration_tests::kafka::{
-    console_consumer, consume, kafka_records, services, BROKERS,
+    console_consumer, consume, deny_writes, kafka_records, services, BROKERS,
 };
 use sluice_integration_tests::{
     events, free_port, sluice_command, source_config, wait_for, workspace_root, Rng, Sluice, TestDb,
@@ -128,6 +128,10 @@ async fn every_event_reaches_kafka_once_across_kill_9_in_the_partition_java_give
         sluice.kill();
         sluice.start();
     }
+    wait_for(Duration::from_secs(60), "the last run's sink open", || {
+        opened(&sluice) >= 4
+    })
+    .await;
     // And the broker stopped under the running sink for longer than the producer waits
     // for a record (`message.timeout.ms`, 3 s here, 60 s by default; the broker takes 10 s or more to come back): the records in flight
     // fail, the transaction aborts, and the sink retries until the broker is back.
@@ -354,6 +358,33 @@ async fn a_record_larger_than_kafka_takes_stops_the_sink_naming_its_key_and_size
     );
     assert!(sluice.is_running(), "the rest of the pipeline goes on");
     // A clean stop still exits 1: a sink failed.
+    assert_eq!(sluice.stop(), Some(1), "{}", sluice.stderr());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_the_sink_may_not_write_stops_it_naming_the_topic() {
+    let db = TestDb::create();
+    db.exec("CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1)");
+    let denied = format!("denied_{}", db.name);
+    deny_writes(&denied);
+    let mut sluice = Sluice::new(&format!(
+        "{}\n[[sinks]]\nname = \"k_{}\"\nkind = \"kafka\"\nbrokers = \"{BROKERS}\"\n\
+         topics = [\"src.public.*\"]\ntopic = \"{denied}.{{topic}}\"\n",
+        source_config(&db, ""),
+        db.name,
+    ));
+    sluice.start();
+    wait_for(Duration::from_secs(60), "the sink to stop", || {
+        sluice.stderr().contains("Topic authorization failed")
+    })
+    .await;
+    let stderr = sluice.stderr();
+    assert!(
+        stderr.contains(&format!("producing to topic {denied}.src.public.t"))
+            && stderr.contains("grant the sink's principal WRITE"),
+        "the topic is named, with what to do: {stderr}"
+    );
+    assert!(sluice.is_running(), "the rest of the pipeline goes on");
     assert_eq!(sluice.stop(), Some(1), "{}", sluice.stderr());
 }
 

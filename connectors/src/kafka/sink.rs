@@ -51,6 +51,12 @@ pub enum KafkaSinkError {
         action: &'static str,
         source: KafkaError,
     },
+    #[error("Kafka at {brokers}: producing to topic {topic}: {source}{}", topic_hint(.source))]
+    Topic {
+        brokers: String,
+        topic: Box<str>,
+        source: KafkaError,
+    },
     #[error(
         "no Kafka broker answers at {brokers} ({reason}); check that the brokers run and that \
          `brokers` names their listeners (host:port)"
@@ -91,7 +97,7 @@ pub enum KafkaSinkError {
 impl Classify for KafkaSinkError {
     fn kind(&self) -> ErrorKind {
         match self {
-            KafkaSinkError::Kafka { source, .. } => {
+            KafkaSinkError::Kafka { source, .. } | KafkaSinkError::Topic { source, .. } => {
                 let code = source.rdkafka_error_code();
                 let refused = matches!(
                     code,
@@ -117,6 +123,17 @@ impl Classify for KafkaSinkError {
             | KafkaSinkError::Transcode(_)
             | KafkaSinkError::BadOffsets { .. } => ErrorKind::Definite,
         }
+    }
+}
+
+/// What to do about an error a topic gave.
+fn topic_hint(source: &KafkaError) -> &'static str {
+    match source.rdkafka_error_code() {
+        Some(RDKafkaErrorCode::TopicAuthorizationFailed) => {
+            "; grant the sink's principal WRITE and DESCRIBE on the topic (an ACL), or \
+             route the table elsewhere with `topic`"
+        }
+        _ => "",
     }
 }
 

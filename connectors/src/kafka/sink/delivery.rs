@@ -21,6 +21,8 @@ pub(super) struct Failure {
     /// The index it was produced with.
     pub(super) index: usize,
     pub(super) error: KafkaError,
+    /// The Kafka topic it was for.
+    pub(super) topic: String,
     /// Its key as text, and its size in bytes (key and value).
     pub(super) key: Option<String>,
     pub(super) size: usize,
@@ -83,6 +85,7 @@ impl ProducerContext for SinkContext {
                 *failed = Some(Failure {
                     index,
                     error: error.clone(),
+                    topic: message.topic().to_owned(),
                     key: message
                         .key()
                         .map(|k| String::from_utf8_lossy(&k[..k.len().min(200)]).into_owned()),

@@ -356,7 +356,18 @@ impl KafkaSink {
                             let key = record.key.map(|k| String::from_utf8_lossy(k).into_owned());
                             return Err(self.too_large(record.delivery_opaque, size, key));
                         }
-                        source => return Err(self.error("producing")(source)),
+                        source => {
+                            return Err(match self.error("producing")(source) {
+                                KafkaSinkError::Kafka {
+                                    brokers, source, ..
+                                } => KafkaSinkError::Topic {
+                                    brokers,
+                                    topic: record.topic.into(),
+                                    source,
+                                },
+                                fenced => fenced,
+                            })
+                        }
                     }
                 }
             }
@@ -373,14 +384,15 @@ impl KafkaSink {
                 error,
                 key,
                 size,
+                ..
             }) if error.rdkafka_error_code() == Some(RDKafkaErrorCode::MessageSizeTooLarge)
                 && index != NO_INDEX =>
             {
                 Err(self.too_large(index, size, key))
             }
-            Some(Failure { error, .. }) => Err(KafkaSinkError::Kafka {
+            Some(Failure { error, topic, .. }) => Err(KafkaSinkError::Topic {
                 brokers: self.config.brokers.clone(),
-                action: "delivering a record",
+                topic: topic.into(),
                 source: error,
             }),
         }
