@@ -4,12 +4,12 @@
 //! with murmur2, as Kafka's Java producer does, so a key lands where a Java producer would put
 //! it.
 //!
-//! Exactly once: every batch is one Kafka transaction holding its records and, in the sink's
-//! compacted offsets topic, the next log offset of every partition it read. `open` fences any
-//! earlier producer of the sink (`init_transactions` aborts its open transaction) and reads the
-//! offsets back, so the runtime resumes right after the last committed batch: a
-//! `read_committed` consumer sees each record once, whatever crashed. At least once: records
-//! are acknowledged by every in-sync replica before the log's offsets are committed.
+//! Exactly once: Kafka transactions (each spanning rounds, see `produce.rs`) hold the records
+//! and, in the sink's compacted offsets topic, the next log offset of every partition they
+//! read. `open` fences any earlier producer of the sink (`init_transactions` aborts its open
+//! transaction) and reads the offsets back, so the runtime resumes right after the last
+//! commit: a `read_committed` consumer sees each record once, whatever crashed. At least once:
+//! records are acknowledged by every in-sync replica before the log's offsets are committed.
 
 use std::collections::HashSet;
 use std::sync::Arc;
