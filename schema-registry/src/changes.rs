@@ -34,15 +34,7 @@ impl RecordDecoder {
         if let Some(plan) = self.plans.get(&id) {
             return Ok(plan.clone());
         }
-        let stored = self
-            .registry
-            .schema(id)
-            .map_err(|e| format!("schema id {id}: {}", e.message))?;
-        let json: serde_json::Value =
-            serde_json::from_str(&stored.text).map_err(|e| format!("schema id {id}: {e}"))?;
-        let plan = rows::plan_of(&json)
-            .map_err(|e| format!("schema id {id}: {e}"))?
-            .map(Arc::new);
+        let plan = rows::registered_plan(&self.registry, id)?.map(Arc::new);
         self.plans.insert(id, plan.clone());
         Ok(plan)
     }

@@ -238,6 +238,19 @@ pub(crate) fn decode(plan: &Plan, datum: &[u8]) -> Result<Change, DatumError> {
     })
 }
 
+/// The plan of the envelope schema registered as `id`; `None` for other schemas (messages).
+pub(crate) fn registered_plan(
+    registry: &crate::registry::Registry,
+    id: u32,
+) -> Result<Option<Plan>, String> {
+    let stored = registry
+        .schema(id)
+        .map_err(|e| format!("schema id {id}: {}", e.message))?;
+    let json: Json =
+        serde_json::from_str(&stored.text).map_err(|e| format!("schema id {id}: {e}"))?;
+    plan_of(&json).map_err(|e| format!("schema id {id}: {e}"))
+}
+
 /// The plan of an envelope schema written by sluice; `None` for other schemas (messages).
 pub(crate) fn plan_of(schema: &Json) -> Result<Option<Plan>, SchemaError> {
     let (Some(namespace), Some(name)) = (

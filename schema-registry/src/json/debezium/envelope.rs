@@ -5,13 +5,12 @@ use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::Arc;
 
-use serde_json::Value as Json;
 use sluice_core::change::DecodeError;
 use sluice_core::sink::SinkRecord;
 
 use super::{write_key, write_number, Columns, DebeziumForms, Form};
 use crate::avro::decode::is_framed;
-use crate::avro::rows::plan_of;
+use crate::avro::rows::registered_plan;
 use crate::changes::header_schema_id;
 use crate::json::scan::{self, Object, ScanError};
 use crate::registry::Registry;
@@ -102,14 +101,7 @@ impl DebeziumJson {
         if let Some(columns) = self.tables.get(&id) {
             return Ok(columns.clone());
         }
-        let stored = self
-            .registry
-            .schema(id)
-            .map_err(|e| format!("schema id {id}: {}", e.message))?;
-        let json: Json =
-            serde_json::from_str(&stored.text).map_err(|e| format!("schema id {id}: {e}"))?;
-        let plan = plan_of(&json).map_err(|e| format!("schema id {id}: {}", e.0))?;
-        let columns = plan
+        let columns = registered_plan(&self.registry, id)?
             .map(|plan| {
                 plan.table
                     .columns
