@@ -148,6 +148,60 @@ async fn a_snapshot_under_concurrent_writes_ends_equal_to_the_source() {
     assert_eq!(sluice.stop(), Some(0), "{}", sluice.stderr());
 }
 
+/// Debezium's snapshot markers: the snapshot's first row `first`, its last `last`, each other
+/// table's first and last rows `first_in_data_collection` and `last_in_data_collection`, the
+/// rest `true`; a table of 10,000 rows ends exactly on a unit and a chunk, one has one row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_snapshot_marks_first_and_last_rows_as_debezium_does() {
+    let db = MariaDb::create();
+    for (table, rows) in [("a", 10_000), ("b", 1), ("c", 7)] {
+        db.exec(&format!("CREATE TABLE {table} (id int PRIMARY KEY)"));
+        db.exec(&format!(
+            "INSERT INTO {table} SELECT seq FROM seq_1_to_{rows}"
+        ));
+    }
+    let mut sluice = Sluice::new(&mysql_source_config(&db, "snapshot_chunk_rows = 5000"));
+    sluice.start();
+    let markers = |table: &str| -> Vec<String> {
+        events(&sluice.records(&format!("src.{}.{table}", db.name)))
+            .iter()
+            .map(|e| e["source"]["snapshot"].as_str().unwrap_or("?").to_string())
+            .collect()
+    };
+    wait_for(Duration::from_secs(60), "every row in the log", || {
+        markers("a").len() == 10_000 && markers("b").len() == 1 && markers("c").len() == 7
+    })
+    .await;
+    let tables: Vec<Vec<String>> = ["a", "b", "c"].iter().map(|t| markers(t)).collect();
+    let all: Vec<&String> = tables.iter().flatten().collect();
+    let count = |marker: &str| all.iter().filter(|m| m.as_str() == marker).count();
+    assert_eq!(count("first"), 1, "one first row: {tables:?}");
+    assert_eq!(count("last"), 1, "one last row");
+    for (name, rows) in ["a", "b", "c"].iter().zip(&tables) {
+        let ends = ["first", "first_in_data_collection", "last"];
+        assert!(
+            ends.contains(&rows[0].as_str()),
+            "{name} begins with {}",
+            rows[0]
+        );
+        if rows.len() > 1 {
+            let last = rows.last().unwrap().as_str();
+            assert!(
+                ["last", "last_in_data_collection"].contains(&last),
+                "{name} ends with {last}"
+            );
+            let middle = &rows[1..rows.len() - 1];
+            assert!(middle.iter().all(|m| m == "true"), "{name}: {middle:?}");
+        }
+    }
+    assert_eq!(
+        count("first_in_data_collection") + count("first"),
+        3,
+        "each table's first row marked"
+    );
+    assert_eq!(sluice.stop(), Some(0), "{}", sluice.stderr());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_type_round_trips_with_extreme_values() {
     let db = MariaDb::create();

@@ -326,6 +326,7 @@ async fn read(
     let keys: Vec<usize> = schema.key_columns().map(|(i, _)| i).collect();
     let mut last_key: Option<Vec<My>> = work.after.clone();
     let mut total = 0u64;
+    let mut held: Option<Sent> = None;
     let sent = |events, key: &[My], done| Sent {
         events,
         slice: work.slice,
@@ -381,22 +382,54 @@ async fn read(
                 total += events.len() as u64;
                 let full = std::mem::replace(&mut events, Vec::with_capacity(UNIT_ROWS));
                 (unit_schema, unit_position) = fresh();
-                send(tx, progress, sent(full, &row_key, false), position).await?;
+                hold(
+                    &mut held,
+                    sent(full, &row_key, false),
+                    tx,
+                    progress,
+                    position,
+                )
+                .await?;
             }
         }
         drop(rows);
         if !events.is_empty() {
             total += events.len() as u64;
-            send(tx, progress, sent(events, &row_key, false), position).await?;
+            hold(
+                &mut held,
+                sent(events, &row_key, false),
+                tx,
+                progress,
+                position,
+            )
+            .await?;
         }
         if read > 0 {
             last_key = Some(row_key);
         }
         if keys.is_empty() || read < chunk {
-            send(tx, progress, sent(Vec::new(), &[], true), position).await?;
+            // The slice's last unit carries its end, so that its last row can be marked.
+            let mut last = held.take().unwrap_or_else(|| sent(Vec::new(), &[], true));
+            last.done = true;
+            send(tx, progress, last, position).await?;
             return Ok(total);
         }
     }
+}
+
+/// Sends the unit held back and holds `next` instead: a slice's units go out one behind, so
+/// that the one that ends it is known when it is sent.
+async fn hold(
+    held: &mut Option<Sent>,
+    next: Sent,
+    tx: &mpsc::Sender<Result<Unit, SourceError>>,
+    progress: &Progress,
+    position: &Position,
+) -> Result<(), SourceError> {
+    if let Some(previous) = held.replace(next) {
+        send(tx, progress, previous, position).await?;
+    }
+    Ok(())
 }
 
 /// One row of `table` as a snapshot query selects it (every column, in order), converted; the
@@ -540,7 +573,7 @@ struct Sent {
 async fn send(
     tx: &mpsc::Sender<Result<Unit, SourceError>>,
     progress: &Progress,
-    sent: Sent,
+    mut sent: Sent,
     position: &Position,
 ) -> Result<(), SourceError> {
     let mut state = progress.lock().await;
@@ -549,7 +582,9 @@ async fn send(
         slice.after = sent.key;
     }
     slice.done |= sent.done;
+    let table = slice.table.clone();
     state.recount();
+    state.mark(&table, &mut sent.events);
     let unit = Unit {
         events: sent.events,
         checkpoint: Some(Checkpoint {

@@ -15,6 +15,7 @@
 
 use mysql_async::Value as My;
 use serde::{Deserialize, Serialize};
+use sluice_core::event::{ChangeEvent, SnapshotMarker};
 
 /// The snapshot's progress as the checkpoint keeps it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -26,6 +27,10 @@ pub(crate) struct SnapshotState {
     #[serde(default)]
     pub by_table: std::collections::BTreeMap<String, [u64; 2]>,
     pub slices: Vec<SliceProgress>,
+    /// Tables (`database.table`) with a row in the log, whose first row was marked
+    /// `first_in_data_collection` (or `first`, the snapshot's first).
+    #[serde(default)]
+    pub begun: std::collections::BTreeSet<String>,
 }
 
 /// One slice: a table (`database.table`), or a `[from, to)` range of its integer key.
@@ -92,6 +97,7 @@ impl SnapshotState {
             chunks_total: 0,
             by_table: Default::default(),
             slices,
+            begun: Default::default(),
         };
         state.recount();
         state
@@ -108,6 +114,41 @@ impl SnapshotState {
         }
     }
 
+    /// Marks a unit of `table`'s rows as Debezium does, as it goes to the log with this state
+    /// (its slice's progress already recorded): the snapshot's first row `first`, each other
+    /// table's first `first_in_data_collection`; when the unit ends its table, its last row
+    /// `last_in_data_collection`, or `last` when it ends the snapshot. (A table whose last unit
+    /// is empty, which happens when parallel slices of it end out of order, keeps its last row
+    /// `true`: that row is in the log already.)
+    pub(crate) fn mark(&mut self, table: &str, events: &mut [ChangeEvent]) {
+        let Some(first) = events.first_mut() else {
+            return;
+        };
+        if self.begun.is_empty() {
+            first.snapshot = SnapshotMarker::First;
+        } else if !self.begun.contains(table) {
+            first.snapshot = SnapshotMarker::FirstInDataCollection;
+        }
+        self.begun.insert(table.to_string());
+        let table_done = self
+            .slices
+            .iter()
+            .filter(|s| s.table == table)
+            .all(|s| s.done);
+        if !table_done {
+            return;
+        }
+        let last = events.last_mut().expect("not empty");
+        last.snapshot = if self.slices.iter().all(|s| s.done) {
+            SnapshotMarker::Last
+        } else if last.snapshot == SnapshotMarker::Yes {
+            SnapshotMarker::LastInDataCollection
+        } else {
+            // A table of one row keeps its first mark, as Debezium's does.
+            last.snapshot
+        };
+    }
+
     pub(crate) fn to_value(&self) -> serde_json::Value {
         serde_json::to_value(self).expect("the snapshot state serializes")
     }
@@ -121,6 +162,61 @@ impl SnapshotState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn read_events(n: usize) -> Vec<ChangeEvent> {
+        (0..n)
+            .map(|_| ChangeEvent {
+                op: sluice_core::event::Op::Read,
+                table: None,
+                before: None,
+                before_is_key_only: false,
+                after: Some(Vec::new()),
+                snapshot: SnapshotMarker::Yes,
+                commit_ts_us: 0,
+                position: sluice_core::position::Position::BinlogFile {
+                    file: "b.000001".into(),
+                    offset: 4,
+                },
+                xid: None,
+                txn: None,
+                message: None,
+            })
+            .collect()
+    }
+
+    fn marks(events: &[ChangeEvent]) -> Vec<&'static str> {
+        events.iter().map(|e| e.snapshot.as_str()).collect()
+    }
+
+    #[test]
+    fn units_are_marked_first_and_last_as_debezium_does() {
+        let slice = |table: &str| SliceProgress {
+            table: table.into(),
+            range: None,
+            after: None,
+            done: false,
+        };
+        let mut state = SnapshotState::new(vec![slice("d.a"), slice("d.b"), slice("d.c")]);
+        // `a` in two units, `b` one row, `c` in one unit.
+        let mut unit = read_events(2);
+        state.mark("d.a", &mut unit);
+        assert_eq!(marks(&unit), ["first", "true"]);
+        state.slices[0].done = true;
+        let mut unit = read_events(2);
+        state.mark("d.a", &mut unit);
+        assert_eq!(marks(&unit), ["true", "last_in_data_collection"]);
+        state.slices[1].done = true;
+        let mut unit = read_events(1);
+        state.mark("d.b", &mut unit);
+        assert_eq!(marks(&unit), ["first_in_data_collection"]);
+        state.slices[2].done = true;
+        let mut unit = read_events(3);
+        state.mark("d.c", &mut unit);
+        assert_eq!(marks(&unit), ["first_in_data_collection", "true", "last"]);
+        // A resumed snapshot remembers the tables begun.
+        let resumed = SnapshotState::from_value(&state.to_value()).unwrap();
+        assert_eq!(resumed.begun.len(), 3);
+    }
 
     #[test]
     fn key_values_round_trip_through_the_checkpoint() {
