@@ -45,7 +45,7 @@ pub async fn run_sink<K, L>(
 ) -> Result<(), PipelineError>
 where
     K: RecordSink,
-    L: EventLog,
+    L: EventLog + Clone,
 {
     let name = settings.name.clone();
     let group = settings.group();
@@ -93,6 +93,9 @@ where
         // spent early does not starve the partitions at the end.
         let mut first = 0usize;
         let mut topics_version = log.topics_version();
+        // The next round, read while the sink writes the one before (reading and decoding the
+        // log then overlaps with the destination's work).
+        let mut ahead: Option<tokio::task::JoinHandle<Result<Round, PipelineError>>> = None;
         loop {
             if cancel.is_cancelled() {
                 break 'open;
@@ -107,60 +110,39 @@ where
                 assigned = assignment(&settings, &log);
                 last_refresh = Some(tokio::time::Instant::now());
                 topics_version = version;
+                // Read for the old assignment: read again.
+                ahead = None;
             }
-            // Mark what exists now, then read: a commit after this point wakes the wait below.
-            commits.borrow_and_update();
-            let mut records = Vec::new();
-            let mut cut = Vec::new();
-            let mut budget = settings.max_batch_bytes;
-            let count = assigned.len();
-            first = if count == 0 { 0 } else { (first + 1) % count };
-            for i in 0..count {
-                let (topic, partition) = &assigned[(first + i) % count];
-                let offset = offsets
-                    .get(&(topic.to_string(), *partition))
-                    .copied()
-                    .unwrap_or(0);
-                if budget == 0 {
-                    // Not read this round: whatever it holds waits, like a cut read.
-                    if offset < log.stable_offset(topic, *partition) {
-                        cut.push((Arc::clone(topic), *partition));
-                    }
-                    continue;
+            let round = match ahead.take() {
+                Some(read) => read.await.expect("reading the log does not panic")?,
+                None => {
+                    // Mark what exists now, then read: a commit after this point wakes the
+                    // wait below.
+                    commits.borrow_and_update();
+                    first = next_first(first, assigned.len());
+                    read_round(&name, &log, &assigned, &offsets, first, &settings).await?
                 }
-                let max_bytes = settings.max_read_bytes.min(budget);
-                let read = match log.read(topic, *partition, offset, max_bytes).await {
-                    Ok(read) => read,
-                    Err(crate::event_log::LogError::OffsetOutOfRange { start, .. }) => {
-                        // Retention deleted what this sink had not read yet: say so loudly and
-                        // go on from what is left, rather than stop the sink for good.
-                        tracing::error!(%topic, partition, from = offset, to = start,
-                            "sink fell behind the log's retention; records in between are lost to this sink");
-                        ::metrics::counter!(metrics::ERRORS, "sink" => name.clone(), "stage" => "retention").increment(1);
-                        offsets.insert((topic.to_string(), *partition), start);
-                        log.read(topic, *partition, start, max_bytes)
-                            .await
-                            .map_err(log_error)?
-                    }
-                    Err(err) => return Err(log_error(err)),
-                };
-                let bytes: usize = read
-                    .iter()
-                    .map(|r| {
-                        r.key.as_ref().map_or(0, |k| k.len())
-                            + r.value.as_ref().map_or(0, |v| v.len())
-                    })
-                    .sum();
-                budget = budget.saturating_sub(bytes.max(1));
-                if let Some(last) = read.last() {
-                    if last.offset + 1 < log.stable_offset(topic, *partition) {
-                        cut.push((Arc::clone(topic), *partition));
-                    }
+            };
+            offsets.extend(round.skipped);
+            let Round { records, cut, .. } = round;
+            if !records.is_empty() {
+                let mut next = offsets.clone();
+                for record in &records {
+                    next.insert(
+                        (record.topic.to_string(), record.partition),
+                        record.record.offset + 1,
+                    );
                 }
-                records.extend(read.into_iter().map(|record| SinkRecord {
-                    topic: Arc::clone(topic),
-                    partition: *partition,
-                    record,
+                commits.borrow_and_update();
+                first = next_first(first, assigned.len());
+                let (name, log, assigned, settings) = (
+                    name.clone(),
+                    log.clone(),
+                    assigned.clone(),
+                    settings.clone(),
+                );
+                ahead = Some(crate::task::spawn_in_span(async move {
+                    read_round(&name, &log, &assigned, &next, first, &settings).await
                 }));
             }
             // With nothing new, finish what the sink has in flight before waiting, so that a
@@ -233,6 +215,96 @@ where
     }
     sink.close().await.map_err(sink_error)?;
     Ok(())
+}
+
+/// What one round read: records of the assigned partitions, in turn, up to the round's budget.
+struct Round {
+    records: Vec<SinkRecord>,
+    /// Partitions holding more committed records than the round read.
+    cut: Vec<(Arc<str>, u32)>,
+    /// Partitions whose next offset moved past records the log's retention deleted.
+    skipped: Offsets,
+}
+
+/// The partition a round starts with: one further than the last round's.
+fn next_first(first: usize, count: usize) -> usize {
+    if count == 0 {
+        0
+    } else {
+        (first + 1) % count
+    }
+}
+
+/// Reads a round from `offsets` on, starting with partition `first` of `assigned`.
+async fn read_round<L: EventLog>(
+    name: &str,
+    log: &L,
+    assigned: &[(Arc<str>, u32)],
+    offsets: &Offsets,
+    first: usize,
+    settings: &SinkSettings,
+) -> Result<Round, PipelineError> {
+    let log_error = |source| PipelineError::Log {
+        name: name.to_owned(),
+        source,
+    };
+    let mut round = Round {
+        records: Vec::new(),
+        cut: Vec::new(),
+        skipped: Offsets::new(),
+    };
+    let mut budget = settings.max_batch_bytes;
+    let count = assigned.len();
+    for i in 0..count {
+        let (topic, partition) = &assigned[(first + i) % count];
+        let offset = offsets
+            .get(&(topic.to_string(), *partition))
+            .copied()
+            .unwrap_or(0);
+        if budget == 0 {
+            // Not read this round: whatever it holds waits, like a cut read.
+            if offset < log.stable_offset(topic, *partition) {
+                round.cut.push((Arc::clone(topic), *partition));
+            }
+            continue;
+        }
+        let max_bytes = settings.max_read_bytes.min(budget);
+        let read = match log.read(topic, *partition, offset, max_bytes).await {
+            Ok(read) => read,
+            Err(crate::event_log::LogError::OffsetOutOfRange { start, .. }) => {
+                // Retention deleted what this sink had not read yet: say so loudly and go on
+                // from what is left, rather than stop the sink for good.
+                tracing::error!(%topic, partition, from = offset, to = start,
+                    "sink fell behind the log's retention; records in between are lost to this sink");
+                ::metrics::counter!(metrics::ERRORS, "sink" => name.to_owned(), "stage" => "retention").increment(1);
+                round.skipped.insert((topic.to_string(), *partition), start);
+                log.read(topic, *partition, start, max_bytes)
+                    .await
+                    .map_err(log_error)?
+            }
+            Err(err) => return Err(log_error(err)),
+        };
+        let bytes: usize = read
+            .iter()
+            .map(|r| {
+                r.key.as_ref().map_or(0, |k| k.len()) + r.value.as_ref().map_or(0, |v| v.len())
+            })
+            .sum();
+        budget = budget.saturating_sub(bytes.max(1));
+        if let Some(last) = read.last() {
+            if last.offset + 1 < log.stable_offset(topic, *partition) {
+                round.cut.push((Arc::clone(topic), *partition));
+            }
+        }
+        round
+            .records
+            .extend(read.into_iter().map(|record| SinkRecord {
+                topic: Arc::clone(topic),
+                partition: *partition,
+                record,
+            }));
+    }
+    Ok(round)
 }
 
 /// Commits to the consumer group what the destination now holds beyond `durable`: the
