@@ -350,17 +350,21 @@ impl Sluice {
     pub fn new(config_body: &str) -> Sluice {
         let dir = tempfile::tempdir().expect("tempdir");
         let config = dir.path().join("sluice.toml");
-        let body = config_body.replace("{dir}", &dir.path().display().to_string());
-        let text = format!(
-            "[log]\ndir = \"{}/log\"\nfsync = \"always\"\n\n{body}",
-            dir.path().display()
-        );
-        std::fs::write(&config, text).expect("write config");
-        Sluice {
+        let sluice = Sluice {
             dir,
             config,
             child: None,
-        }
+        };
+        sluice.reconfigure(config_body);
+        sluice
+    }
+
+    /// Replaces the config (as `new` writes it) for the next start: the log stays.
+    pub fn reconfigure(&self, config_body: &str) {
+        let dir = self.dir.path().display().to_string();
+        let body = config_body.replace("{dir}", &dir);
+        let text = format!("[log]\ndir = \"{dir}/log\"\nfsync = \"always\"\n\n{body}");
+        std::fs::write(&self.config, text).expect("write config");
     }
 
     pub fn log_dir(&self) -> PathBuf {

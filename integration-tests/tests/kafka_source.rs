@@ -2,7 +2,9 @@
 //! (its embedded engine sending each record to Kafka, JSON with or without schemas) is read
 //! from Kafka by sluice and applied by its Postgres sink: the replica equals the table,
 //! through a snapshot, inserts, updates, deletes and a sluice restart. And Debezium's Avro
-//! (written by Confluent's serializer against sluice's registry) arrives typed and exact.
+//! (written by Confluent's serializer against sluice's registry) arrives typed and exact; a
+//! topic pattern picks up topics created while sluice runs. The move off Debezium (sluice's own
+//! source started beside it, then the cut-over) keeps the replica equal, without a snapshot.
 
 use std::time::Duration;
 
@@ -16,12 +18,18 @@ fn rows(db: &TestDb) -> String {
 
 /// Debezium (with `schemas`: JSON with schemas) captures `source` into Kafka topics
 /// `<prefix>.public.t`; sluice reads them into `target`. Returns once the replica equals the
-/// source, after changes made while both run and a restart of sluice.
-async fn replicate_through_debezium(source: &TestDb, target: &TestDb, schemas: bool) {
+/// source, after changes made while both run and a restart of sluice; with `cut_over`, after
+/// the move off Debezium that docs/migrating-from-debezium.md describes too.
+async fn replicate_through_debezium(
+    source: &TestDb,
+    target: &TestDb,
+    schemas: bool,
+    cut_over: bool,
+) {
     services(&["up", "debezium"]);
     let prefix = format!("dbz_{}", source.name);
     let schemas_enable = format!("converter.schemas.enable={schemas}");
-    let mut engine = debezium(
+    let engine = debezium(
         &source.name,
         &[
             &format!("topic.prefix={prefix}"),
@@ -72,13 +80,92 @@ async fn replicate_through_debezium(source: &TestDb, target: &TestDb, schemas: b
         || rows(target) == rows(source),
     )
     .await;
-    engine.stop();
     assert!(
         sluice.stderr().contains("reading Kafka"),
         "{}",
         sluice.stderr()
     );
+    if cut_over {
+        move_off_debezium(&mut sluice, engine, source, target, &prefix, &topic).await;
+    }
     assert_eq!(sluice.stop(), Some(0), "{}", sluice.stderr());
+}
+
+/// The migration guide's steps, with a writer between them: sluice's own Postgres source,
+/// named as Debezium's topic prefix, streams from a slot of its own (no snapshot) while
+/// Debezium still runs; once the Kafka source has passed that point, Debezium stops and the
+/// sink moves to the new source's topics, read from their start. The replica equals the
+/// source throughout, with no row taken again.
+async fn move_off_debezium(
+    sluice: &mut Sluice,
+    mut engine: sluice_integration_tests::kafka::Debezium,
+    source: &TestDb,
+    target: &TestDb,
+    prefix: &str,
+    topic: &str,
+) {
+    let kafka_source = format!(
+        "[[sources]]\nname = \"mig\"\nkind = \"kafka\"\nbrokers = \"{BROKERS}\"\n\
+         topics = [\"{topic}\"]\n\n"
+    );
+    let own_source = format!(
+        "[[sources]]\nname = \"{prefix}\"\nkind = \"postgres\"\nurl = \"{}\"\n\
+         tables = [\"public.t\"]\nslot = \"sluice_{}\"\nsnapshot = \"never\"\n\n",
+        source.url(),
+        source.name
+    );
+    let sink = |topics: &str| {
+        format!(
+            "[[sinks]]\nname = \"replica\"\nkind = \"postgres\"\nurl = \"{}\"\ntopics = [\"{topics}\"]\n",
+            target.url()
+        )
+    };
+    assert_eq!(sluice.stop(), Some(0), "{}", sluice.stderr());
+    sluice.reconfigure(&format!(
+        "{kafka_source}{own_source}{}",
+        sink("mig.public.*")
+    ));
+    sluice.start();
+    wait_for(
+        Duration::from_secs(60),
+        "sluice's own source to stream",
+        || sluice.stderr().contains("streaming slot="),
+    )
+    .await;
+    // Both paths carry these changes: through Debezium's topics, and in sluice's own slot.
+    source.exec("INSERT INTO t VALUES (200, 2.50, 'both paths', false)");
+    source.exec("UPDATE t SET label = 'via both', amount = 7.75 WHERE id = 2");
+    wait_for(
+        Duration::from_secs(120),
+        "the Kafka source past the slot's start",
+        || rows(target) == rows(source),
+    )
+    .await;
+    // Cut over. Changes made now reach only sluice's slot.
+    engine.stop();
+    source.exec("DELETE FROM t WHERE id = 200");
+    source.exec("INSERT INTO t VALUES (300, 3.00, 'after the cut-over', true)");
+    assert_eq!(sluice.stop(), Some(0), "{}", sluice.stderr());
+    sluice.reconfigure(&format!(
+        "{own_source}{}",
+        sink(&format!("{prefix}.public.*"))
+    ));
+    sluice.start();
+    source.exec("UPDATE t SET label = 'after, again' WHERE id = 300");
+    wait_for(
+        Duration::from_secs(120),
+        "the replica fed by sluice's own source",
+        || rows(target) == rows(source),
+    )
+    .await;
+    // The sink read the new source's topic from its start: the changes since the slot began,
+    // the ones both paths carried included (applied again, to the same rows).
+    let ids: Vec<i64> =
+        sluice_integration_tests::events(&sluice.records(&format!("{prefix}.public.t")))
+            .iter()
+            .filter_map(|e| e["after"]["id"].as_i64().or(e["before"]["id"].as_i64()))
+            .collect();
+    assert_eq!(ids, [200, 2, 200, 300, 300], "{}", sluice.stderr());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -88,7 +175,7 @@ async fn debeziums_json_with_schemas_replicates_a_table_exactly() {
         "CREATE TABLE t (id int PRIMARY KEY, amount numeric(10,2), label text, flag bool); \
          INSERT INTO t VALUES (1, 10.50, 'one', true), (2, -0.01, NULL, false), (3, NULL, 'three', NULL)",
     );
-    replicate_through_debezium(&source, &target, true).await;
+    replicate_through_debezium(&source, &target, true, true).await;
     // The types came through Debezium's schemas.
     assert_eq!(
         target.exec(
@@ -107,7 +194,7 @@ async fn debeziums_json_without_schemas_replicates_a_table_of_plain_types() {
         "CREATE TABLE t (id int PRIMARY KEY, amount float8, label text, flag bool); \
          INSERT INTO t VALUES (1, 10.5, 'one', true), (2, -0.25, NULL, false), (3, NULL, 'three', NULL)",
     );
-    replicate_through_debezium(&source, &target, false).await;
+    replicate_through_debezium(&source, &target, false, false).await;
 }
 
 /// Creates topic argv[1] on the broker at argv[2], registers Debezium's Avro schemas for it in
@@ -212,6 +299,88 @@ async fn debeziums_avro_with_a_registry_replicates_a_table_exactly() {
         ),
         "integer\nnumeric(10,2)\ntext\ntimestamp without time zone"
     );
+    assert_eq!(sluice.stop(), Some(0), "{}", sluice.stderr());
+}
+
+/// Produces Debezium JSON (no schemas) change events of table argv[3] into topic argv[1] on the
+/// broker at argv[2]: creates with ids argv[4..]; topic `*.transaction` gets Debezium's BEGIN
+/// and END records instead.
+const JSON_PRODUCER: &str = r#"
+import json, sys
+from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+topic, brokers, table, ids = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
+admin = AdminClient({"bootstrap.servers": brokers})
+admin.create_topics([NewTopic(topic, 1, 1)])[topic].result()
+producer = Producer({"bootstrap.servers": brokers})
+if topic.endswith(".transaction"):
+    for status in ("BEGIN", "END"):
+        producer.produce(topic, key=json.dumps({"id": "571:100"}), value=json.dumps(
+            {"status": status, "id": "571:100", "ts_ms": 1, "event_count": 1 if status == "END" else None,
+             "data_collections": [] if status == "END" else None}))
+for i in ids:
+    source = {"version": "3.6.1.Final", "connector": "postgresql", "name": "pat", "ts_ms": 1,
+              "snapshot": "false", "db": "shop", "schema": "public", "table": table, "txId": 7, "lsn": 100 + int(i)}
+    value = {"before": None, "after": {"id": int(i), "name": "row " + i}, "source": source, "op": "c", "ts_ms": 1}
+    producer.produce(topic, key=json.dumps({"id": int(i)}), value=json.dumps(value))
+producer.flush(30)
+"#;
+
+/// `topics` as a pattern: topics that exist at start are read, one created while sluice runs
+/// is picked up and read from its beginning, and Debezium's transaction topic, which the
+/// pattern also matches, is passed over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_pattern_reads_topics_created_while_running() {
+    services(&["up", "kafka"]);
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_millis();
+    let prefix = format!("pat_{stamp}");
+    let python = sluice_integration_tests::test_python();
+    let produce = |topic: &str, table: &str, ids: &[&str]| {
+        let out = std::process::Command::new(&python)
+            .args(["-c", JSON_PRODUCER, topic, BROKERS, table])
+            .args(ids)
+            .output()
+            .expect("run the JSON producer");
+        assert!(
+            out.status.success(),
+            "the JSON producer failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    produce(&format!("{prefix}.public.a"), "a", &["1", "2"]);
+    produce(&format!("{prefix}.transaction"), "", &[]);
+    let mut sluice = Sluice::new(&format!(
+        "[[sources]]\nname = \"mig\"\nkind = \"kafka\"\nbrokers = \"{BROKERS}\"\n\
+         topics = [\"{prefix}.*\"]\n\n\
+         [[sinks]]\nname = \"file\"\nkind = \"jsonl\"\npath = \"{{dir}}/out.jsonl\"\ntopics = [\"mig.*\"]\n"
+    ));
+    sluice.start();
+    let ids = |sluice: &Sluice, table: &str| -> Vec<i64> {
+        sluice_integration_tests::events(&sluice.records(&format!("mig.public.{table}")))
+            .iter()
+            .filter_map(|e| e["after"]["id"].as_i64())
+            .collect()
+    };
+    wait_for(Duration::from_secs(60), "the existing topic's rows", || {
+        ids(&sluice, "a") == [1, 2]
+    })
+    .await;
+    // Created while sluice runs: found within seconds, read from its first record.
+    produce(&format!("{prefix}.public.b"), "b", &["3", "4", "5"]);
+    wait_for(Duration::from_secs(60), "the new topic's rows", || {
+        ids(&sluice, "b") == [3, 4, 5]
+    })
+    .await;
+    let stderr = sluice.stderr();
+    assert!(
+        stderr.contains("new Kafka partition matches `topics`")
+            && stderr.contains(&format!("{prefix}.public.b")),
+        "{stderr}"
+    );
+    assert_eq!(ids(&sluice, "a"), [1, 2], "nothing read twice");
     assert_eq!(sluice.stop(), Some(0), "{}", sluice.stderr());
 }
 

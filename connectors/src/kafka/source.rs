@@ -3,6 +3,8 @@
 //! from it to sluice without taking a snapshot again: docs/migrating-from-debezium.md).
 //!
 //! Partitions are assigned, not subscribed: no consumer group decides what this source reads.
+//! `topics` are names or `*` patterns; every few seconds the source looks for topics (and
+//! partitions) that appeared since, and reads each new one from its beginning.
 //! Where it stands is the next offset of every partition, committed to the log with each batch
 //! (`Position::KafkaOffsets`), so a restart resumes right after the last batch in the log
 //! whatever crashed. Transactional topics are read `read_committed`. Tombstones are dropped
@@ -12,13 +14,15 @@ mod avro;
 pub mod config;
 mod decode;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::metadata::Metadata;
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::Value as Json;
 use sluice_core::checkpoint::{Checkpoint, SnapshotProgress};
@@ -43,7 +47,7 @@ pub enum KafkaSourceError {
     )]
     Unreachable { brokers: String, reason: String },
     #[error(
-        "Kafka at {brokers}: topic {topic:?} does not exist; check `topics` (names, not patterns)"
+        "Kafka at {brokers}: topic {topic:?} does not exist; check `topics` (a name must exist at start; a pattern with `*` may match topics created later)"
     )]
     NoTopic { brokers: String, topic: String },
     #[error(
@@ -102,10 +106,38 @@ fn parse_offsets(text: &str) -> Option<BTreeMap<(String, i32), i64>> {
         .collect()
 }
 
+/// How often the source looks for new topics and partitions that `topics` matches.
+const TOPIC_SCAN: Duration = Duration::from_secs(5);
+
+/// The topics of `metadata` that `patterns` match (names, or globs with `*`), with their
+/// partitions. Topics starting with `_` (Kafka's and Debezium's own, such as heartbeats)
+/// match only patterns that start with `_` too.
+fn matching(metadata: &Metadata, patterns: &[String]) -> BTreeMap<String, Vec<i32>> {
+    metadata
+        .topics()
+        .iter()
+        .filter(|t| t.error().is_none() && !t.partitions().is_empty())
+        .filter(|t| {
+            let internal = t.name().starts_with('_');
+            patterns.iter().any(|pattern| {
+                sluice_core::topic::glob_match(pattern, t.name())
+                    && (!internal || pattern.starts_with('_'))
+            })
+        })
+        .map(|t| {
+            let partitions = t.partitions().iter().map(|p| p.id()).collect();
+            (t.name().to_owned(), partitions)
+        })
+        .collect()
+}
+
 /// The Kafka source.
 pub struct KafkaSource {
     config: KafkaSourceConfig,
-    consumer: Option<StreamConsumer>,
+    consumer: Option<Arc<StreamConsumer>>,
+    /// The partitions being read, and when the topics were last looked for.
+    assigned: BTreeSet<(String, i32)>,
+    scanned_at: tokio::time::Instant,
     /// The next offset of every assigned partition (what the next checkpoint says).
     offsets: BTreeMap<(String, i32), i64>,
     decoder: Decoder,
@@ -119,6 +151,8 @@ impl KafkaSource {
         KafkaSource {
             config,
             consumer: None,
+            assigned: BTreeSet::new(),
+            scanned_at: tokio::time::Instant::now(),
             offsets: BTreeMap::new(),
             decoder: Decoder::default(),
             registry,
@@ -209,6 +243,48 @@ impl KafkaSource {
     }
 }
 
+/// All topics' metadata, fetched off the async workers (the call blocks up to 10 s).
+async fn fetch_topics(consumer: &Arc<StreamConsumer>) -> Result<Metadata, KafkaError> {
+    let consumer = Arc::clone(consumer);
+    tokio::task::spawn_blocking(move || consumer.fetch_metadata(None, Duration::from_secs(10)))
+        .await
+        .expect("a metadata request does not panic")
+}
+
+impl KafkaSource {
+    /// Starts reading the topics and partitions `topics` matches that appeared since the last
+    /// look, each from its beginning: whatever they hold was written after this source began
+    /// reading the others. A broker that does not answer is asked again at the next look.
+    async fn scan(&mut self) -> Result<(), KafkaSourceError> {
+        self.scanned_at = tokio::time::Instant::now();
+        let consumer = Arc::clone(self.consumer.as_ref().expect("started"));
+        let metadata = match fetch_topics(&consumer).await {
+            Ok(metadata) => metadata,
+            Err(err) => {
+                tracing::warn!(error = %err, "could not look for new Kafka topics; trying again shortly");
+                return Ok(());
+            }
+        };
+        let mut added = TopicPartitionList::new();
+        for (topic, partitions) in matching(&metadata, &self.config.topics) {
+            for partition in partitions {
+                if self.assigned.insert((topic.clone(), partition)) {
+                    tracing::info!(%topic, partition, "new Kafka partition matches `topics`: reading it from its beginning");
+                    added
+                        .add_partition_offset(&topic, partition, Offset::Beginning)
+                        .map_err(self.error("assigning partitions"))?;
+                }
+            }
+        }
+        if added.count() > 0 {
+            consumer
+                .incremental_assign(&added)
+                .map_err(self.error("assigning partitions"))?;
+        }
+        Ok(())
+    }
+}
+
 impl Source for KafkaSource {
     type Error = KafkaSourceError;
 
@@ -233,30 +309,34 @@ impl Source for KafkaSource {
             client.set(key, value);
         }
         let consumer: StreamConsumer = client.create().map_err(self.error("connecting"))?;
-        let mut assignment = TopicPartitionList::new();
-        let mut offsets = BTreeMap::new();
-        for topic in &self.config.topics {
-            let metadata = consumer
-                .fetch_metadata(Some(topic), Duration::from_secs(10))
+        let consumer = Arc::new(consumer);
+        let metadata =
+            fetch_topics(&consumer)
+                .await
                 .map_err(|source| KafkaSourceError::Unreachable {
                     brokers: self.config.brokers.clone(),
                     reason: source
                         .rdkafka_error_code()
                         .map_or_else(|| source.to_string(), |code| code.to_string()),
                 })?;
-            let partitions: Vec<i32> = metadata
-                .topics()
-                .iter()
-                .filter(|t| t.error().is_none())
-                .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-                .collect();
-            if partitions.is_empty() {
-                return Err(KafkaSourceError::NoTopic {
-                    brokers: self.config.brokers.clone(),
-                    topic: topic.clone(),
-                });
-            }
-            for partition in partitions {
+        let found = matching(&metadata, &self.config.topics);
+        // A topic named outright must exist; a pattern may match nothing yet.
+        if let Some(missing) = self
+            .config
+            .topics
+            .iter()
+            .find(|t| !t.contains('*') && !found.contains_key(*t))
+        {
+            return Err(KafkaSourceError::NoTopic {
+                brokers: self.config.brokers.clone(),
+                topic: missing.clone(),
+            });
+        }
+        let mut assignment = TopicPartitionList::new();
+        let mut offsets = BTreeMap::new();
+        self.assigned.clear();
+        for (topic, partitions) in &found {
+            for &partition in partitions {
                 let at = match resumed.get(&(topic.clone(), partition)) {
                     Some(next) => {
                         offsets.insert((topic.clone(), partition), *next);
@@ -270,23 +350,31 @@ impl Source for KafkaSource {
                 assignment
                     .add_partition_offset(topic, partition, at)
                     .map_err(self.error("assigning partitions"))?;
+                self.assigned.insert((topic.clone(), partition));
             }
         }
         consumer
             .assign(&assignment)
             .map_err(self.error("assigning partitions"))?;
+        if found.is_empty() {
+            tracing::warn!(topics = ?self.config.topics, "no Kafka topic matches yet; looking again every few seconds");
+        }
         tracing::info!(
-            topics = self.config.topics.len(),
+            topics = found.len(),
             partitions = assignment.count(),
             resumed = !resumed.is_empty(),
             "reading Kafka"
         );
+        self.scanned_at = tokio::time::Instant::now();
         self.offsets = offsets;
         self.consumer = Some(consumer);
         Ok(())
     }
 
     async fn next_batch(&mut self) -> Result<Option<SourceBatch>, KafkaSourceError> {
+        if self.scanned_at.elapsed() >= TOPIC_SCAN {
+            self.scan().await?;
+        }
         // The records first (dropping this future loses none: they are read again from the
         // last checkpoint), then the events decoded from them.
         let consumer = self.consumer.as_ref().expect("started");

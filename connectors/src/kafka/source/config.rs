@@ -16,7 +16,8 @@ pub struct KafkaSourceConfig {
     pub name: String,
     /// Bootstrap brokers, `host:port,host:port`. Required.
     pub brokers: String,
-    /// The Kafka topics to read, by name (`dbserver1.public.orders`). Required.
+    /// The Kafka topics to read: names (`dbserver1.public.orders`, which must exist) or
+    /// patterns with `*` (`dbserver1.public.*`; topics created later are read too). Required.
     pub topics: Vec<String>,
     /// Where to begin in a topic the log has no position for: `earliest` (default: every
     /// event the topic still holds) or `latest` (only events written from now on).

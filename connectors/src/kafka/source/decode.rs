@@ -395,6 +395,13 @@ impl Decoder {
             Some("r") => Op::Read,
             Some("t") => Op::Truncate,
             Some("m") => return Ok(None),
+            // Debezium's transaction metadata (`<prefix>.transaction`, which a pattern such as
+            // `<prefix>.*` matches): BEGIN and END records carry no row.
+            None if payload.get("status").and_then(Json::as_str).is_some()
+                && payload.get("data_collections").is_some() =>
+            {
+                return Ok(None)
+            }
             other => {
                 return Err(format!(
                     "not a Debezium change event (op {other:?}): sluice reads Debezium's \
@@ -681,6 +688,27 @@ mod tests {
         assert_eq!(iso_time("08:15:30.5Z"), Some((29_730_500_000, 0)));
         assert_eq!(days_from_civil(1970, 1, 1), 0);
         assert_eq!(days_from_civil(2024, 1, 2), 19_724);
+    }
+
+    #[test]
+    fn transaction_metadata_records_carry_no_change_and_rows_are_refused() {
+        let at = At {
+            topic: "dbserver1.transaction",
+            partition: 0,
+            offset: 0,
+        };
+        let mut decoder = Decoder::default();
+        for value in [
+            serde_json::json!({"status": "BEGIN", "id": "571:53195829", "ts_ms": 1,
+                               "event_count": null, "data_collections": null}),
+            serde_json::json!({"status": "END", "id": "571:53195829", "ts_ms": 2, "event_count": 1,
+                               "data_collections": [{"data_collection": "public.t", "event_count": 1}]}),
+        ] {
+            assert_eq!(decoder.decode(&at, None, &value, false), Ok(None));
+        }
+        let unwrapped = serde_json::json!({"id": 1, "status": "shipped"});
+        let err = decoder.decode(&at, None, &unwrapped, false).unwrap_err();
+        assert!(err.contains("not a Debezium change event"), "{err}");
     }
 
     #[test]
