@@ -370,9 +370,18 @@ impl PostgresSource {
     }
 
     async fn connect_replication(&self) -> Result<WireConnection, PostgresError> {
-        WireConnection::connect(&self.connect_params()?).await
+        let conn = WireConnection::connect(&self.connect_params()?).await?;
+        conn.limit_receive_buffer(REPLICATION_RECEIVE_BUFFER)?;
+        Ok(conn)
     }
 }
+
+/// The replication connection's socket receive buffer. The walsender flushes its socket after
+/// every change it decodes, one `send` per row while the socket has room; a small window fills
+/// while sluice works on a batch, so the walsender's output waits and goes out in larger
+/// writes. Measured on 1M rows streamed into Kafka: the walsender's system time 3.0-3.1 s ->
+/// 2.1-2.4 s, end to end 7.4-8.2 s -> 7.0-7.1 s; streaming into the log alone unchanged.
+const REPLICATION_RECEIVE_BUFFER: usize = 64 * 1024;
 
 impl Source for PostgresSource {
     type Error = PostgresError;

@@ -517,6 +517,15 @@ impl WireStream {
     pub fn is_tls(&self) -> bool {
         matches!(self, WireStream::Tls(_))
     }
+
+    /// The TCP socket underneath, if any.
+    pub fn tcp(&self) -> Option<&tokio::net::TcpStream> {
+        match self {
+            WireStream::Plain(tcp) => Some(tcp),
+            WireStream::Tls(tls) => Some(tls.get_ref().0.get_ref()),
+            WireStream::Unix(_) => None,
+        }
+    }
 }
 
 impl tokio::io::AsyncRead for WireStream {

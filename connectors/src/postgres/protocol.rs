@@ -151,6 +151,17 @@ pub(super) const SESSION_SETTINGS: &[(&str, &str)] = &[
 ];
 
 impl WireConnection {
+    /// Caps the socket's receive buffer at `bytes` (TCP only; the kernel keeps twice that for
+    /// its own bookkeeping, as it does for any size set).
+    pub(super) fn limit_receive_buffer(&self, bytes: usize) -> Result<(), PostgresError> {
+        match self.stream.tcp() {
+            Some(tcp) => socket2::SockRef::from(tcp)
+                .set_recv_buffer_size(bytes)
+                .map_err(PostgresError::Io),
+            None => Ok(()),
+        }
+    }
+
     /// Connects in logical replication mode (`replication=database`) and authenticates.
     pub(super) async fn connect(params: &ConnectParams) -> Result<WireConnection, PostgresError> {
         WireConnection::open(params, Session::Replication).await
