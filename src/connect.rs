@@ -169,17 +169,12 @@ pub(crate) async fn spawn_sink<L: EventLog + Clone>(
             let run = run_sink(settings(4 << 20, 8 << 20), built, log, cancel);
             cx.tasks.spawn_isolated(task, span, run, on_failure);
         }
-        // Exactly once, a Kafka transaction spans rounds (it commits per 128 MiB or second):
-        // rounds of 4 MiB, whose memory is free once produced (the next round is read while
-        // one is written: two at a time). At least once, each round waits for Kafka's
-        // acknowledgements: rounds of up to 16 MiB keep that wait to a few percent.
+        // What Kafka holds is settled per 128 MiB or second (a transaction, exactly once),
+        // not per round: rounds of 4 MiB, whose memory is free once produced (the next round
+        // is read while one is written: two at a time).
         #[cfg(feature = "kafka")]
         SinkConfig::Kafka(ref kafka) => {
-            use sluice_connectors::kafka::config::Delivery;
-            let round = match kafka.delivery {
-                Delivery::ExactlyOnce => 4 << 20,
-                Delivery::AtLeastOnce => 16 << 20,
-            };
+            let round = 4 << 20;
             let built = sluice_connectors::kafka::KafkaSink::new(
                 kafka.clone(),
                 Arc::clone(cx.registry),

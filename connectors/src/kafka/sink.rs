@@ -441,6 +441,8 @@ impl RecordSink for KafkaSink {
         .expect("a metadata request does not panic")
         .map_err(|source| unreachable(&self.config.brokers, &source))?;
         if self.config.delivery == Delivery::AtLeastOnce {
+            // What Kafka acknowledged is in the log's offsets: start from those.
+            self.committed = Offsets::new();
             tracing::info!("Kafka sink connected; at least once, resuming after the log's offsets");
             return Ok(None);
         }
@@ -473,8 +475,10 @@ impl RecordSink for KafkaSink {
         self.commit().await
     }
 
+    /// What Kafka holds: committed in transactions (exactly once), or acknowledged (at least
+    /// once).
     fn applied(&self) -> Option<&Offsets> {
-        self.transactional().then_some(&self.committed)
+        Some(&self.committed)
     }
 
     async fn close(&mut self) -> Result<(), KafkaSinkError> {

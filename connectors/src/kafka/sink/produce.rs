@@ -3,7 +3,8 @@
 //! Kafka acknowledges it), and the transaction, with the offsets of everything it holds,
 //! commits once it holds [`TXN_BYTES`] or is [`TXN_AGE`] old, and whenever the runtime
 //! flushes (it does before it waits for new records). `applied` reports what committed. At
-//! least once, each round is acknowledged before `write` returns.
+//! least once, the same without a transaction: rounds are handed over and `write` returns;
+//! what Kafka acknowledged is settled on the same terms, and `applied` reports it.
 //!
 //! A record larger than the producer's `message.max.bytes`: the producer refuses it at once,
 //! and it goes to the dead-letter topic without disturbing the transaction (without one, the
@@ -36,7 +37,7 @@ pub(super) const TXN_BYTES: usize = 128 << 20;
 pub(super) const TXN_AGE: Duration = Duration::from_secs(1);
 
 /// What the producer holds and has not committed: the open transaction (exactly once) or
-/// the round being acknowledged (at least once).
+/// the records not yet settled (at least once).
 pub(super) struct InFlight {
     started: Instant,
     bytes: usize,
@@ -100,7 +101,7 @@ impl InFlight {
 
 impl KafkaSink {
     /// Hands a round's records to the producer (into the open transaction when exactly
-    /// once); at least once, returns when Kafka acknowledged them.
+    /// once).
     pub(super) async fn produce_round(
         &mut self,
         records: &[SinkRecord],
@@ -130,10 +131,7 @@ impl KafkaSink {
             .increment(bytes as u64);
         let in_flight = self.in_flight.as_mut().expect("set above");
         in_flight.bytes += bytes;
-        let due = in_flight.bytes >= TXN_BYTES || in_flight.started.elapsed() >= TXN_AGE;
-        if !transactional {
-            self.settle().await?;
-        } else if due {
+        if in_flight.bytes >= TXN_BYTES || in_flight.started.elapsed() >= TXN_AGE {
             self.commit().await?;
         }
         metrics::histogram!(metrics_names::KAFKA_PRODUCE_SECONDS, "sink" => sink)
@@ -141,9 +139,13 @@ impl KafkaSink {
         Ok(())
     }
 
-    /// Commits the open transaction with the offsets of what it holds (exactly once).
+    /// Commits the open transaction with the offsets of what it holds (exactly once), or
+    /// settles what is in flight (at least once).
     pub(super) async fn commit(&mut self) -> Result<(), KafkaSinkError> {
-        let Some(in_flight) = self.in_flight.as_ref().filter(|_| self.transactional()) else {
+        if !self.transactional() {
+            return self.settle().await;
+        }
+        let Some(in_flight) = self.in_flight.as_ref() else {
             return Ok(());
         };
         let mut next: Vec<(String, u32, u64)> = in_flight
@@ -185,13 +187,18 @@ impl KafkaSink {
         Ok(())
     }
 
-    /// At least once: waits until Kafka acknowledged the round.
+    /// At least once: waits until Kafka acknowledged everything in flight, which is then
+    /// applied.
     async fn settle(&mut self) -> Result<(), KafkaSinkError> {
+        if self.in_flight.is_none() {
+            return Ok(());
+        }
         self.deliveries.settled().await;
         if let Err(err) = self.delivery_failure() {
             return Err(self.abandon(err).await);
         }
-        self.in_flight = None;
+        let in_flight = self.in_flight.take().expect("checked above");
+        self.committed.extend(in_flight.offsets());
         Ok(())
     }
 
