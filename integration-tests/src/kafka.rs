@@ -85,14 +85,9 @@ pub fn kafka_records(topic: &str) -> Vec<(i32, Option<String>, Option<String>)> 
 
 /// `dev/services` with `args` (the broker's own start and stop).
 pub fn services(args: &[&str]) {
-    let out = Command::new(workspace_root().join("dev/services"))
-        .args(args)
-        .output()
-        .expect("run dev/services");
-    assert!(
-        out.status.success(),
-        "dev/services {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
+    crate::run_ok(
+        Command::new(workspace_root().join("dev/services")).args(args),
+        &format!("dev/services {args:?}"),
     );
 }
 

@@ -294,6 +294,20 @@ pub fn mysql_source_config(db: &MariaDb, extra: &str) -> String {
     )
 }
 
+/// Runs `command` to its end and returns its standard output; fails the test, with the
+/// command's standard error, when it does not succeed. `what` names it in that message.
+pub fn run_ok(command: &mut Command, what: &str) -> String {
+    let out = command
+        .output()
+        .unwrap_or_else(|e| panic!("{what}: cannot run it: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// A `[[sources]]` entry named `src` capturing `public.*` of `db`, plus `extra` lines.
 pub fn source_config(db: &TestDb, extra: &str) -> String {
     format!(

@@ -198,27 +198,23 @@ impl PrivateCluster {
 
     /// Runs SQL through psql against database `db` of this cluster.
     pub fn exec(&self, db: &str, sql: &str) -> String {
-        let out = Command::new("psql")
-            .env("PGPASSWORD", self.password.as_deref().unwrap_or_default())
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-U",
-                "postgres",
-                "-d",
-                db,
-            ])
-            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql])
-            .output()
-            .expect("run psql");
-        assert!(
-            out.status.success(),
-            "psql failed: {}",
-            String::from_utf8_lossy(&out.stderr)
+        let out = crate::run_ok(
+            Command::new("psql")
+                .env("PGPASSWORD", self.password.as_deref().unwrap_or_default())
+                .args([
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &self.port.to_string(),
+                    "-U",
+                    "postgres",
+                    "-d",
+                    db,
+                ])
+                .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql]),
+            "psql",
         );
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        out.trim().to_owned()
     }
 
     /// The server's log so far (for assertion messages).

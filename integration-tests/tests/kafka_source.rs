@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use sluice_integration_tests::kafka::{consume, debezium, services, BROKERS};
-use sluice_integration_tests::{wait_for, Sluice, TestDb};
+use sluice_integration_tests::{run_ok, wait_for, Sluice, TestDb};
 
 /// Every row of `t`, ordered, as text (to compare a replica with its source).
 fn rows(db: &TestDb) -> String {
@@ -260,14 +260,16 @@ async fn debeziums_avro_with_a_registry_replicates_a_table_exactly() {
     let topic = format!("dbz_{}.public.t", target.name);
     let python = sluice_integration_tests::test_python();
     let produce = |step: &str, registry: &str| {
-        let out = std::process::Command::new(&python)
-            .args(["-c", AVRO_PRODUCER, &topic, BROKERS, registry, step])
-            .output()
-            .expect("run the Avro producer");
-        assert!(
-            out.status.success(),
-            "the Avro producer failed: {}",
-            String::from_utf8_lossy(&out.stderr)
+        run_ok(
+            std::process::Command::new(&python).args([
+                "-c",
+                AVRO_PRODUCER,
+                &topic,
+                BROKERS,
+                registry,
+                step,
+            ]),
+            "the Avro producer",
         );
     };
     produce("create", "");
@@ -339,15 +341,11 @@ async fn a_topic_pattern_reads_topics_created_while_running() {
     let prefix = format!("pat_{stamp}");
     let python = sluice_integration_tests::test_python();
     let produce = |topic: &str, table: &str, ids: &[&str]| {
-        let out = std::process::Command::new(&python)
-            .args(["-c", JSON_PRODUCER, topic, BROKERS, table])
-            .args(ids)
-            .output()
-            .expect("run the JSON producer");
-        assert!(
-            out.status.success(),
-            "the JSON producer failed: {}",
-            String::from_utf8_lossy(&out.stderr)
+        run_ok(
+            std::process::Command::new(&python)
+                .args(["-c", JSON_PRODUCER, topic, BROKERS, table])
+                .args(ids),
+            "the JSON producer",
         );
     };
     produce(&format!("{prefix}.public.a"), "a", &["1", "2"]);

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use sluice_integration_tests::{
-    admin, free_port, http_get, jsonl_sink, source_config, wait_for, Rng, Sluice, TestDb,
+    admin, free_port, http_get, jsonl_sink, run_ok, source_config, wait_for, Rng, Sluice, TestDb,
     MIGRATION_IN_ONE_TRANSACTION,
 };
 
@@ -20,16 +20,12 @@ const PGBENCH_TABLES: [&str; 4] = [
 ];
 
 fn pgbench(db: &TestDb, args: &[&str]) {
-    let out = Command::new("pgbench")
-        .args(["-h", "127.0.0.1", "-U", "postgres"])
-        .args(args)
-        .arg(&db.name)
-        .output()
-        .expect("run pgbench");
-    assert!(
-        out.status.success(),
-        "pgbench {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
+    run_ok(
+        Command::new("pgbench")
+            .args(["-h", "127.0.0.1", "-U", "postgres"])
+            .args(args)
+            .arg(&db.name),
+        &format!("pgbench {args:?}"),
     );
 }
 
