@@ -140,9 +140,25 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
     go(pattern.as_bytes(), text.as_bytes())
 }
 
+/// Whether a consumer's topic `pattern` takes `topic`: as `glob_match`, except that topics
+/// starting with `_` (sluice's `_schemas`, Kafka's and Debezium's own) are taken only by
+/// patterns that start with `_` too, so `*` means every change topic.
+pub fn pattern_takes(pattern: &str, topic: &str) -> bool {
+    glob_match(pattern, topic) && (!topic.starts_with('_') || pattern.starts_with('_'))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn patterns_take_internal_topics_only_when_they_say_so() {
+        assert!(pattern_takes("*", "shop.public.t"));
+        assert!(!pattern_takes("*", "_schemas"));
+        assert!(!pattern_takes("*", "__debezium-heartbeat.shop"));
+        assert!(pattern_takes("_*", "_schemas"));
+        assert!(pattern_takes("_schemas", "_schemas"));
+    }
 
     #[test]
     fn glob_patterns_match_with_wildcards() {

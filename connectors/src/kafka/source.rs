@@ -109,20 +109,17 @@ fn parse_offsets(text: &str) -> Option<BTreeMap<(String, i32), i64>> {
 /// How often the source looks for new topics and partitions that `topics` matches.
 const TOPIC_SCAN: Duration = Duration::from_secs(5);
 
-/// The topics of `metadata` that `patterns` match (names, or globs with `*`), with their
-/// partitions. Topics starting with `_` (Kafka's and Debezium's own, such as heartbeats)
-/// match only patterns that start with `_` too.
+/// The topics of `metadata` that `patterns` take (names, or globs with `*`; topics starting
+/// with `_`, such as Debezium's heartbeats, only when named so), with their partitions.
 fn matching(metadata: &Metadata, patterns: &[String]) -> BTreeMap<String, Vec<i32>> {
     metadata
         .topics()
         .iter()
         .filter(|t| t.error().is_none() && !t.partitions().is_empty())
         .filter(|t| {
-            let internal = t.name().starts_with('_');
-            patterns.iter().any(|pattern| {
-                sluice_core::topic::glob_match(pattern, t.name())
-                    && (!internal || pattern.starts_with('_'))
-            })
+            patterns
+                .iter()
+                .any(|pattern| sluice_core::topic::pattern_takes(pattern, t.name()))
         })
         .map(|t| {
             let partitions = t.partitions().iter().map(|p| p.id()).collect();
@@ -173,6 +170,38 @@ impl KafkaSource {
             snapshot: SnapshotProgress::Done,
             snapshot_state: None,
         }
+    }
+
+    /// Starts reading the topics and partitions `topics` matches that appeared since the last
+    /// look, each from its beginning: whatever they hold was written after this source began
+    /// reading the others. A broker that does not answer is asked again at the next look.
+    async fn scan(&mut self) -> Result<(), KafkaSourceError> {
+        self.scanned_at = tokio::time::Instant::now();
+        let consumer = Arc::clone(self.consumer.as_ref().expect("started"));
+        let metadata = match fetch_topics(&consumer).await {
+            Ok(metadata) => metadata,
+            Err(err) => {
+                tracing::warn!(error = %err, "could not look for new Kafka topics; trying again shortly");
+                return Ok(());
+            }
+        };
+        let mut added = TopicPartitionList::new();
+        for (topic, partitions) in matching(&metadata, &self.config.topics) {
+            for partition in partitions {
+                if self.assigned.insert((topic.clone(), partition)) {
+                    tracing::info!(%topic, partition, "new Kafka partition matches `topics`: reading it from its beginning");
+                    added
+                        .add_partition_offset(&topic, partition, Offset::Beginning)
+                        .map_err(self.error("assigning partitions"))?;
+                }
+            }
+        }
+        if added.count() > 0 {
+            consumer
+                .incremental_assign(&added)
+                .map_err(self.error("assigning partitions"))?;
+        }
+        Ok(())
     }
 
     /// Decodes one record into `events`: JSON, or Avro with the registry at `registry_url`.
@@ -249,40 +278,6 @@ async fn fetch_topics(consumer: &Arc<StreamConsumer>) -> Result<Metadata, KafkaE
     tokio::task::spawn_blocking(move || consumer.fetch_metadata(None, Duration::from_secs(10)))
         .await
         .expect("a metadata request does not panic")
-}
-
-impl KafkaSource {
-    /// Starts reading the topics and partitions `topics` matches that appeared since the last
-    /// look, each from its beginning: whatever they hold was written after this source began
-    /// reading the others. A broker that does not answer is asked again at the next look.
-    async fn scan(&mut self) -> Result<(), KafkaSourceError> {
-        self.scanned_at = tokio::time::Instant::now();
-        let consumer = Arc::clone(self.consumer.as_ref().expect("started"));
-        let metadata = match fetch_topics(&consumer).await {
-            Ok(metadata) => metadata,
-            Err(err) => {
-                tracing::warn!(error = %err, "could not look for new Kafka topics; trying again shortly");
-                return Ok(());
-            }
-        };
-        let mut added = TopicPartitionList::new();
-        for (topic, partitions) in matching(&metadata, &self.config.topics) {
-            for partition in partitions {
-                if self.assigned.insert((topic.clone(), partition)) {
-                    tracing::info!(%topic, partition, "new Kafka partition matches `topics`: reading it from its beginning");
-                    added
-                        .add_partition_offset(&topic, partition, Offset::Beginning)
-                        .map_err(self.error("assigning partitions"))?;
-                }
-            }
-        }
-        if added.count() > 0 {
-            consumer
-                .incremental_assign(&added)
-                .map_err(self.error("assigning partitions"))?;
-        }
-        Ok(())
-    }
 }
 
 impl Source for KafkaSource {

@@ -11,7 +11,7 @@ use crate::event_log::EventLog;
 use crate::metrics;
 use crate::retry::{Backoff, Classify, ErrorKind};
 use crate::sink::{Offsets, RecordSink, SinkRecord};
-use crate::topic::glob_match;
+use crate::topic::pattern_takes;
 
 /// How a sink runs.
 #[derive(Debug, Clone)]
@@ -365,17 +365,14 @@ fn set_lag_gauge<L: EventLog>(
     ::metrics::gauge!(metrics::SINK_LAG_RECORDS, "sink" => name.to_owned()).set(lag as f64);
 }
 
-/// The partitions of every topic a sink's patterns match. Topics starting with `_` (the
-/// registry's `_schemas`) are sluice's own and match only patterns that name them that way, so
-/// `*` means every change topic.
+/// The partitions of every topic a sink's patterns take (`pattern_takes`).
 fn assignment<L: EventLog>(settings: &SinkSettings, log: &L) -> Vec<(Arc<str>, u32)> {
     let mut assigned = Vec::new();
     for topic in log.topics() {
-        let internal = topic.starts_with('_');
         if settings
             .topics
             .iter()
-            .any(|pattern| glob_match(pattern, &topic) && (!internal || pattern.starts_with('_')))
+            .any(|pattern| pattern_takes(pattern, &topic))
         {
             let topic: Arc<str> = Arc::from(topic.as_str());
             for partition in 0..log.partitions(&topic).unwrap_or(0) {
