@@ -83,6 +83,15 @@ pub fn kafka_records(topic: &str) -> Vec<(i32, Option<String>, Option<String>)> 
         .collect()
 }
 
+/// A `[[sinks]]` Kafka sink named `k_<db>` delivering the `src.public.*` topics of the test
+/// source to Kafka topics `<prefix>.<log topic>`, plus `extra` lines.
+pub fn kafka_sink(db: &str, prefix: &str, extra: &str) -> String {
+    format!(
+        "[[sinks]]\nname = \"k_{db}\"\nkind = \"kafka\"\nbrokers = \"{BROKERS}\"\n\
+         topics = [\"src.public.*\"]\ntopic = \"{prefix}.{{topic}}\"\n{extra}"
+    )
+}
+
 /// `dev/services` with `args` (the broker's own start and stop).
 pub fn services(args: &[&str]) {
     crate::run_ok(

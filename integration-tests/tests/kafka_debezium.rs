@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde_json::Value as Json;
-use sluice_integration_tests::kafka::{consume, debezium, services, Debezium, BROKERS};
+use sluice_integration_tests::kafka::{consume, debezium, kafka_sink, services, Debezium};
 use sluice_integration_tests::{source_config, wait_for, Sluice, TestDb};
 
 /// Columns of most types whose Debezium form differs from sluice's exact one, and a few that
@@ -134,11 +134,9 @@ async fn kafka_records_equal_debeziums_for_the_same_snapshot_and_changes() {
     let out = dir.path().join("debezium.jsonl");
     let mut debezium = start_debezium(&db, &out);
     let mut sluice = Sluice::new(&format!(
-        "{}\n[[sinks]]\nname = \"k_{}\"\nkind = \"kafka\"\nbrokers = \"{BROKERS}\"\n\
-         topics = [\"src.public.*\"]\ntopic = \"{}.{{topic}}\"\n",
+        "{}\n{}",
         source_config(&db, ""),
-        db.name,
-        db.name
+        kafka_sink(&db.name, &db.name, "")
     ));
     sluice.start();
     db.wait_for_streaming().await;

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use serde_json::Value as Json;
 use sluice_integration_tests::kafka::{
-    console_consumer, consume, deny_writes, kafka_records, services, BROKERS,
+    console_consumer, consume, deny_writes, kafka_records, kafka_sink, services,
 };
 use sluice_integration_tests::{
     events, free_port, sluice_command, source_config, wait_for, workspace_root, Rng, Sluice, TestDb,
@@ -71,12 +71,14 @@ async fn every_event_reaches_kafka_once_across_kill_9_in_the_partition_java_give
     // name keeps them apart.
     let kafka_topic = format!("{}.src.public.t", db.name);
     let mut sluice = Sluice::new(&format!(
-        "{}\n[[sinks]]\nname = \"k_{}\"\nkind = \"kafka\"\nbrokers = \"{BROKERS}\"\n\
-         topics = [\"src.public.*\"]\ntopic = \"{}.{{topic}}\"\npartitions = 3\nformat = \"sluice\"\n\
-         properties = {{ \"message.timeout.ms\" = \"3000\" }}\n",
+        "{}\n{}",
         source_config(&db, "max_batch_events = 200"),
-        db.name,
-        db.name
+        kafka_sink(
+            &db.name,
+            &db.name,
+            "partitions = 3\nformat = \"sluice\"\n\
+             properties = { \"message.timeout.ms\" = \"3000\" }\n"
+        )
     ));
     sluice.start();
     db.wait_for_streaming().await;
@@ -266,11 +268,9 @@ async fn avro_records_in_kafka_decode_with_confluents_deserializer_against_sluic
     let api = free_port();
     let kafka_topic = format!("{}.src.public.items", db.name);
     let mut sluice = Sluice::new(&format!(
-        "[api]\nlisten = \"127.0.0.1:{api}\"\n[registry]\nlisten = \"127.0.0.1:{port}\"\n\n{}\n[[sinks]]\nname = \"k_{}\"\nkind = \"kafka\"\n\
-         brokers = \"{BROKERS}\"\ntopics = [\"src.public.*\"]\ntopic = \"{}.{{topic}}\"\n",
+        "[api]\nlisten = \"127.0.0.1:{api}\"\n[registry]\nlisten = \"127.0.0.1:{port}\"\n\n{}\n{}",
         source_config(&db, "encoding = \"avro\""),
-        db.name,
-        db.name
+        kafka_sink(&db.name, &db.name, "")
     ));
     sluice.start();
     db.wait_for_streaming().await;
@@ -337,12 +337,13 @@ async fn a_record_larger_than_kafka_takes_stops_the_sink_naming_its_key_and_size
          INSERT INTO docs VALUES (1, 'small'), (2, repeat('x', 5000))",
     );
     let mut sluice = Sluice::new(&format!(
-        "{}\n[[sinks]]\nname = \"k_{}\"\nkind = \"kafka\"\nbrokers = \"{BROKERS}\"\n\
-         topics = [\"src.public.*\"]\ntopic = \"{}.{{topic}}\"\n\
-         properties = {{ \"message.max.bytes\" = \"2000\" }}\n",
+        "{}\n{}",
         source_config(&db, ""),
-        db.name,
-        db.name
+        kafka_sink(
+            &db.name,
+            &db.name,
+            "properties = { \"message.max.bytes\" = \"2000\" }\n"
+        )
     ));
     sluice.start();
     wait_for(Duration::from_secs(60), "the sink to stop", || {
@@ -368,10 +369,9 @@ async fn a_topic_the_sink_may_not_write_stops_it_naming_the_topic() {
     let denied = format!("denied_{}", db.name);
     deny_writes(&denied);
     let mut sluice = Sluice::new(&format!(
-        "{}\n[[sinks]]\nname = \"k_{}\"\nkind = \"kafka\"\nbrokers = \"{BROKERS}\"\n\
-         topics = [\"src.public.*\"]\ntopic = \"{denied}.{{topic}}\"\n",
+        "{}\n{}",
         source_config(&db, ""),
-        db.name,
+        kafka_sink(&db.name, &denied, "")
     ));
     sluice.start();
     wait_for(Duration::from_secs(60), "the sink to stop", || {
@@ -397,13 +397,14 @@ async fn a_record_larger_than_kafka_takes_goes_to_the_dead_letter_topic_and_the_
     );
     let kafka_topic = format!("{}.src.public.docs", db.name);
     let mut sluice = Sluice::new(&format!(
-        "{}\n[[sinks]]\nname = \"k_{}\"\nkind = \"kafka\"\nbrokers = \"{BROKERS}\"\n\
-         topics = [\"src.public.*\"]\ntopic = \"{}.{{topic}}\"\n\
-         dead_letter_topic = \"kafka.dead\"\n\
-         properties = {{ \"message.max.bytes\" = \"2000\" }}\n",
+        "{}\n{}",
         source_config(&db, ""),
-        db.name,
-        db.name
+        kafka_sink(
+            &db.name,
+            &db.name,
+            "dead_letter_topic = \"kafka.dead\"\n\
+             properties = { \"message.max.bytes\" = \"2000\" }\n"
+        )
     ));
     sluice.start();
     db.wait_for_streaming().await;
@@ -460,11 +461,9 @@ async fn at_least_once_loses_nothing_across_kill_9() {
     );
     let kafka_topic = format!("{}.src.public.t", db.name);
     let mut sluice = Sluice::new(&format!(
-        "{}\n[[sinks]]\nname = \"k_{}\"\nkind = \"kafka\"\nbrokers = \"{BROKERS}\"\n\
-         topics = [\"src.public.*\"]\ntopic = \"{}.{{topic}}\"\ndelivery = \"at_least_once\"\n",
+        "{}\n{}",
         source_config(&db, ""),
-        db.name,
-        db.name
+        kafka_sink(&db.name, &db.name, "delivery = \"at_least_once\"\n")
     ));
     sluice.start();
     db.wait_for_streaming().await;
