@@ -593,7 +593,9 @@ fn index_files_mirror_kafkas_layout_and_are_rebuilt_when_damaged() {
 fn segments_roll_by_age_as_well_as_size() {
     let dir = tempfile::tempdir().unwrap();
     let options = LogOptions {
-        segment_max_age: Some(std::time::Duration::from_millis(20)),
+        // Long enough that two fsynced appends on a loaded CI box stay inside one segment
+        // (20 ms was not: CI saw a second segment before the sleep).
+        segment_max_age: Some(std::time::Duration::from_millis(1_500)),
         ..LogOptions::default()
     };
     let log = Log::open(dir.path(), options).unwrap();
@@ -602,7 +604,7 @@ fn segments_roll_by_age_as_well_as_size() {
     log.append_txn("w", &[batch("t", 0, &["b"])], "2").unwrap();
     assert_eq!(log.describe("t", 0).unwrap().segments, 1);
     #[allow(clippy::disallowed_methods)] // the condition is the clock: the segment must age
-    std::thread::sleep(std::time::Duration::from_millis(30));
+    std::thread::sleep(std::time::Duration::from_millis(1_600));
     log.append_txn("w", &[batch("t", 0, &["c"])], "3").unwrap();
     assert_eq!(log.describe("t", 0).unwrap().segments, 2);
     assert_eq!(values(&log, "t", 0), ["a", "b", "c"]);
