@@ -183,6 +183,17 @@ pub(crate) async fn spawn_sink<L: EventLog + Clone>(
             let run = run_sink(settings(round / 2, round), built, log, cancel);
             cx.tasks.spawn_isolated(task, span, run, on_failure);
         }
+        // Search sinks read like database sinks: each round is planned to one state per key.
+        #[cfg(feature = "opensearch")]
+        SinkConfig::OpenSearch(ref os) => {
+            let built = sluice_connectors::search::opensearch::opensearch_sink(
+                os.clone(),
+                Arc::clone(cx.registry),
+                dead_letters,
+            );
+            let run = run_sink(settings(4 << 20, 8 << 20), built, log, cancel);
+            cx.tasks.spawn_isolated(task, span, run, on_failure);
+        }
     }
     Ok(())
 }
@@ -212,6 +223,10 @@ pub(crate) async fn probe_sink(sink: &SinkConfig) -> anyhow::Result<String> {
         SinkConfig::Mysql(ref my) => Ok(sluice_connectors::mysql::sink::probe(my).await?),
         #[cfg(feature = "kafka")]
         SinkConfig::Kafka(ref kafka) => Ok(sluice_connectors::kafka::probe(kafka).await?),
+        #[cfg(feature = "opensearch")]
+        SinkConfig::OpenSearch(ref os) => {
+            Ok(sluice_connectors::search::opensearch::probe(os).await?)
+        }
     }
 }
 

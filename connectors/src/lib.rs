@@ -4,7 +4,9 @@
 //! - `mysql`: the MySQL/MariaDB source (row binlog) and sink;
 //! - `replica`: what the database sinks share (decoding, planning, pipelining);
 //! - `jsonl`: the JSON-lines file sink;
-//! - `kafka`: the Kafka sink (rdkafka);
+//! - `kafka`: the Kafka source and sink (rdkafka);
+//! - `search`: the search index sinks, OpenSearch/Elasticsearch (`opensearch`) and Typesense
+//!   (`typesense`), over HTTP;
 //! - `incremental`: the queue of on-demand snapshots both database sources keep.
 //!
 //! [`SourceConfig`] and [`SinkConfig`] are the tagged enums of the config file's `[[sources]]`
@@ -20,8 +22,10 @@ pub mod kafka;
 pub mod mysql;
 #[cfg(feature = "postgres")]
 pub mod postgres;
-#[cfg(any(feature = "postgres", feature = "mysql"))]
+#[cfg(any(feature = "postgres", feature = "mysql", feature = "search"))]
 pub mod replica;
+#[cfg(feature = "search")]
+pub mod search;
 #[cfg(any(feature = "postgres", feature = "mysql"))]
 pub mod tls;
 
@@ -101,7 +105,14 @@ pub trait Section {
 /// Every connector kind sluice has, in any build (a build without one says so instead of
 /// calling the kind unknown).
 pub const SOURCE_KINDS: [&str; 3] = ["postgres", "mysql", "kafka"];
-pub const SINK_KINDS: [&str; 4] = ["jsonl", "postgres", "mysql", "kafka"];
+pub const SINK_KINDS: [&str; 6] = [
+    "jsonl",
+    "postgres",
+    "mysql",
+    "kafka",
+    "opensearch",
+    "typesense",
+];
 
 /// Whether this build has connector `kind` for `section` (`sources` or `sinks`).
 pub fn compiled_in(section: &str, kind: &str) -> bool {
@@ -114,6 +125,10 @@ pub fn compiled_in(section: &str, kind: &str) -> bool {
     compiled.push(("sinks", "jsonl"));
     #[cfg(feature = "kafka")]
     compiled.extend([("sources", "kafka"), ("sinks", "kafka")]);
+    #[cfg(feature = "opensearch")]
+    compiled.push(("sinks", "opensearch"));
+    #[cfg(feature = "typesense")]
+    compiled.push(("sinks", "typesense"));
     compiled.contains(&(section, kind))
 }
 
@@ -197,6 +212,8 @@ pub fn locate_config_error(section: &str, entry: serde_json::Value) -> Option<St
         ("sinks", "mysql") => at::<mysql::sink::MysqlSinkConfig>(entry),
         #[cfg(feature = "kafka")]
         ("sinks", "kafka") => at::<kafka::KafkaSinkConfig>(entry),
+        #[cfg(feature = "opensearch")]
+        ("sinks", "opensearch") => at::<search::opensearch::OpenSearchSinkConfig>(entry),
         _ => None,
     }
 }
@@ -213,6 +230,9 @@ pub enum SinkConfig {
     Mysql(mysql::sink::MysqlSinkConfig),
     #[cfg(feature = "kafka")]
     Kafka(kafka::KafkaSinkConfig),
+    #[cfg(feature = "opensearch")]
+    #[serde(rename = "opensearch")]
+    OpenSearch(search::opensearch::OpenSearchSinkConfig),
 }
 
 impl SinkConfig {
@@ -227,6 +247,8 @@ impl SinkConfig {
             SinkConfig::Mysql(ref config) => config,
             #[cfg(feature = "kafka")]
             SinkConfig::Kafka(ref config) => config,
+            #[cfg(feature = "opensearch")]
+            SinkConfig::OpenSearch(ref config) => config,
         }
     }
 
@@ -263,6 +285,10 @@ impl SinkConfig {
             SinkConfig::Mysql(ref mut config) => config.paths_mut().into_iter().for_each(resolve),
             #[cfg(feature = "kafka")]
             SinkConfig::Kafka(ref mut config) => config.paths_mut().into_iter().for_each(resolve),
+            #[cfg(feature = "opensearch")]
+            SinkConfig::OpenSearch(ref mut config) => {
+                config.paths_mut().into_iter().for_each(resolve)
+            }
         }
     }
 }

@@ -100,6 +100,10 @@ pub struct Prepared {
     pub changes: Vec<SourcedChange>,
     /// Records already known to be dead letters (they could not be planned).
     pub dead: Vec<DeadLetter>,
+    /// Topic and log offset of every record of the batch (`Row::record` and
+    /// `TableWork::record` index it): search sinks route by topic and version documents by
+    /// offset.
+    pub origins: Vec<(Arc<str>, u64)>,
     /// Commit the destination transaction after this batch. False: more of the source
     /// transaction follows; keep the transaction open (see `ChangeBatch::ends_transaction`).
     pub commit: bool,
@@ -121,6 +125,12 @@ pub trait Target: Send + 'static {
     /// Applies a batch and its offsets in the open transaction (beginning one if none is
     /// open), and commits it when the batch says so. An error rolls the open transaction back.
     fn apply(&mut self, batch: Prepared) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    /// The sink has caught up and waits for new records (targets that relaxed something for
+    /// a bulk load put it back here).
+    fn idle(&mut self) -> impl Future<Output = Result<(), Self::Error>> + Send {
+        async { Ok(()) }
+    }
 
     /// Releases connections.
     fn close(&mut self) {}
@@ -249,6 +259,10 @@ impl<T: Target> ReplicaSink<T> {
             },
             changes,
             dead,
+            origins: records
+                .iter()
+                .map(|r| (Arc::clone(&r.topic), r.record.offset))
+                .collect(),
             commit,
         })
     }
@@ -292,9 +306,10 @@ impl<T: Target> ChangeSink for ReplicaSink<T> {
     }
 
     async fn flush(&mut self) -> Result<(), T::Error> {
-        let target = self.target().await?;
+        let mut target = self.target().await?;
+        let result = target.idle().await;
         self.target = Some(target);
-        Ok(())
+        result
     }
 
     async fn close(&mut self) -> Result<(), T::Error> {

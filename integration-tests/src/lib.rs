@@ -5,6 +5,7 @@
 pub mod compliance;
 pub mod kafka;
 mod private_servers;
+pub mod search;
 
 pub use private_servers::{PrivateCluster, PrivateMariaDb};
 

@@ -7,8 +7,12 @@ use serde_json::{json, Value as Json};
 use sluice_connectors::jsonl::{JsonlSink, JsonlSinkConfig};
 use sluice_connectors::mysql::sink::{mysql_sink, MysqlSink, MysqlSinkConfig};
 use sluice_connectors::postgres::sink::{postgres_sink, PostgresSink, PostgresSinkConfig};
+use sluice_connectors::search::opensearch::{
+    opensearch_sink, OpenSearchSink, OpenSearchSinkConfig,
+};
 use sluice_core::sink::DeadLetterWriter;
 use sluice_integration_tests::compliance::{self, Kit, Rows, SinkUnderTest, REJECTED_QTY, TOPIC};
+use sluice_integration_tests::search::{OpenSearch, OPENSEARCH_URL};
 use sluice_integration_tests::{MariaDb, TestDb};
 use sluice_schema_registry::avro::AvroDecoder;
 
@@ -196,6 +200,84 @@ impl SinkUnderTest for Mysql {
         ));
         Some("qty_ok".into())
     }
+}
+
+struct OpenSearchIndex {
+    server: OpenSearch,
+}
+
+impl SinkUnderTest for OpenSearchIndex {
+    type Sink = OpenSearchSink;
+
+    fn sink(&self, kit: &Kit, dead_letters: Option<DeadLetterWriter>) -> OpenSearchSink {
+        let config: OpenSearchSinkConfig = config(json!({
+            "name": "kit",
+            "url": OPENSEARCH_URL,
+            "topics": [TOPIC],
+            "index": format!("{}_{{table}}", self.server.prefix),
+            "offsets_index": format!("{}_offsets", self.server.prefix),
+            "number_of_replicas": 0,
+            // Small bulks, several in flight: the kit's batches span many requests.
+            "bulk_docs": 7,
+            "max_in_flight": 3,
+        }));
+        opensearch_sink(config, Arc::clone(&kit.registry), dead_letters)
+    }
+
+    fn rows(&self) -> Rows {
+        self.server
+            .documents(&self.server.index("items"))
+            .into_iter()
+            .map(|(id, hit)| {
+                let doc = &hit["_source"];
+                assert_eq!(
+                    doc["id"].as_i64().unwrap().to_string(),
+                    id,
+                    "_id is the key"
+                );
+                (
+                    doc["id"].as_i64().unwrap(),
+                    (
+                        doc["name"].as_str().unwrap().to_owned(),
+                        doc["qty"].as_i64().unwrap() as i32,
+                    ),
+                )
+            })
+            .collect()
+    }
+
+    fn exactly_once(&self) -> bool {
+        true
+    }
+
+    fn forget_offsets(&self) -> Option<()> {
+        let path = format!("/{}_offsets/_doc/kit?refresh=true", self.server.prefix);
+        self.server.request("DELETE", &path, None);
+        Some(())
+    }
+
+    fn reject_poison(&self) -> Option<String> {
+        // A negative qty does not fit unsigned_long: the index is made again with that
+        // mapping, and the sink (its offsets forgotten) fills it again from the log.
+        let index = self.server.index("items");
+        self.server.request("DELETE", &format!("/{index}"), None);
+        let mapping = json!({"mappings": {"properties": {"qty": {"type": "unsigned_long"}}},
+            "settings": {"index": {"number_of_replicas": 0}}});
+        let made = self
+            .server
+            .request("PUT", &format!("/{index}"), Some(&mapping));
+        assert_eq!(made["acknowledged"], json!(true), "{made}");
+        self.forget_offsets();
+        Some("mapper_parsing_exception".into())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_opensearch_sink_passes_the_compliance_kit() {
+    compliance::check(OpenSearchIndex {
+        server: OpenSearch::new(),
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

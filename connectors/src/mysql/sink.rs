@@ -310,6 +310,7 @@ impl MysqlTarget {
             changes,
             mut dead,
             commit: _,
+            origins: _,
         } = prepared;
         // A table first seen (or changed) in a later part of a large transaction: MySQL
         // commits the parts before it (docs/delivery.md).

@@ -265,6 +265,7 @@ impl PgTarget {
             changes,
             mut dead,
             commit: _,
+            origins: _,
         } = prepared;
         // Tables first seen (or changed) in a later part of a transaction: Postgres runs the
         // DDL inside it.

@@ -47,6 +47,12 @@ pub enum KeylessOp {
 pub struct TableWork {
     pub table: Arc<TableSchema>,
     pub steps: Vec<Step>,
+    /// The record of the work's first change (its topic names the table's destination in
+    /// sinks that route by topic).
+    pub record: usize,
+    /// Rows read by a snapshot among the work's changes (search sinks relax an index's
+    /// refresh while a snapshot loads it).
+    pub snapshot_rows: usize,
 }
 
 /// FxHash (as in rustc): keys here are short and not attacker-chosen within one batch, so a
@@ -173,12 +179,17 @@ pub fn plan(changes: Vec<SourcedChange>) -> Result<Vec<TableWork>, PlanError> {
                 work.push(TableWork {
                     table: Arc::clone(table),
                     steps: Vec::new(),
+                    record,
+                    snapshot_rows: 0,
                 });
                 open.insert(table.table.clone(), work.len() - 1);
                 work.len() - 1
             }
         };
         let item = &mut work[index];
+        if op == Op::Read {
+            item.snapshot_rows += 1;
+        }
         if op == Op::Truncate {
             if let Some(state) = keyed.remove(&index) {
                 item.steps.push(state.finish());

@@ -1,0 +1,176 @@
+//! Search index sinks: OpenSearch/Elasticsearch (`opensearch/`) and Typesense (`typesense/`).
+//!
+//! Both are database-sink targets (`replica::Target`): the runtime decodes records into typed
+//! changes, `replica::plan` reduces each batch to the final state of every key (upserts,
+//! deletes, partial updates for unchanged TOASTed values, truncates in order), and the target
+//! applies that and then stores the sink's offsets in the search server itself, so a restart
+//! resumes where the index is. What they share lives here: the HTTP client (`http.rs`), the
+//! row-to-document conversion (`document.rs`) and index names from templates.
+//!
+//! Why a replay never leaves an index stale: OpenSearch documents carry an external version,
+//! the record's offset in the log (each key lives in one partition, whose offsets follow the
+//! source's commit order), so an older write is refused by the server; Typesense has no
+//! versions, so its sink applies batches strictly in order and stores its offsets after each,
+//! and a replay re-applies the same final states in the same order.
+
+pub mod document;
+pub mod http;
+#[cfg(feature = "opensearch")]
+pub mod opensearch;
+#[cfg(feature = "typesense")]
+pub mod typesense;
+
+use sluice_core::event::TableId;
+use sluice_core::retry::{Classify, ErrorKind};
+
+use crate::replica::ReplicaError;
+
+/// Why a search sink stopped or will retry.
+#[derive(Debug, thiserror::Error)]
+pub enum SearchError {
+    /// The server could not be reached or did not answer in time (retried).
+    #[error("{server} at {url}: {reason}")]
+    Unreachable {
+        server: &'static str,
+        url: String,
+        reason: String,
+    },
+    /// The server answered with an error status. 429 and 5xx are retried; the rest are
+    /// definite (permissions, a bad request the operator must fix).
+    #[error("{server} answered {status} to {what}: {body}")]
+    Status {
+        server: &'static str,
+        what: String,
+        status: u16,
+        body: String,
+    },
+    /// The server answered, but not what the sink can use.
+    #[error("{server}: {reason}")]
+    Unexpected {
+        server: &'static str,
+        reason: String,
+    },
+    /// Events the index rejects and no dead-letter topic to put them in, or one that the
+    /// sink cannot index at all (a table without a key).
+    #[error("{0}")]
+    Rejected(String),
+    /// Items the server kept refusing as overloaded (429) or failing (5xx) after retries.
+    #[error("{server}: {count} documents still failing after {attempts} attempts, last: {last}")]
+    ItemsFailing {
+        server: &'static str,
+        count: usize,
+        attempts: u32,
+        last: String,
+    },
+    /// Writing dead letters to the log failed.
+    #[error(transparent)]
+    DeadLetter(#[from] sluice_core::sink::DeadLetterError),
+    /// The sink's configuration cannot work (a certificate file, an index name).
+    #[error("{0}")]
+    Config(String),
+}
+
+impl Classify for SearchError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            SearchError::Unreachable { .. } | SearchError::ItemsFailing { .. } => {
+                ErrorKind::Transient
+            }
+            SearchError::Status { status, .. } if retried_status(*status) => ErrorKind::Transient,
+            SearchError::DeadLetter(err) => err.kind(),
+            SearchError::Status { .. }
+            | SearchError::Unexpected { .. }
+            | SearchError::Rejected(_)
+            | SearchError::Config(_) => ErrorKind::Definite,
+        }
+    }
+}
+
+impl From<ReplicaError> for SearchError {
+    fn from(err: ReplicaError) -> SearchError {
+        SearchError::Rejected(err.0)
+    }
+}
+
+/// Statuses that pass by waiting: overload, timeouts, the server restarting or electing.
+pub fn retried_status(status: u16) -> bool {
+    status == 429 || status == 408 || status >= 500
+}
+
+/// Metric names of the search sinks (labels: `sink`, and `result` or `reason`).
+pub mod metric {
+    /// Documents applied, by `result`: `indexed`, `deleted`, `stale` (the index already held a
+    /// newer version: a replay), `rejected` (to the dead-letter topic).
+    pub const DOCUMENTS: &str = "sluice_search_documents_total";
+    /// Seconds per bulk (import) request, answer included (histogram).
+    pub const BULK_SECONDS: &str = "sluice_search_bulk_seconds";
+    /// Documents the index rejected, by the server's `reason` (`mapper_parsing_exception`).
+    pub const REJECTIONS: &str = "sluice_search_rejections_total";
+    /// Items retried because the server was overloaded or failing (429, 5xx).
+    pub const RETRIES: &str = "sluice_search_item_retries_total";
+}
+
+/// The index (collection) name `template` gives a table's topic: `{topic}` (the log topic,
+/// `<source>.<schema>.<table>`), `{source}`, `{schema}`, `{table}`; lowercased, as search
+/// servers require.
+pub fn index_name(template: &str, topic: &str, table: &TableId) -> String {
+    let source = topic.split('.').next().unwrap_or(topic);
+    template
+        .replace("{topic}", topic)
+        .replace("{source}", source)
+        .replace("{schema}", &table.namespace)
+        .replace("{table}", &table.name)
+        .to_lowercase()
+}
+
+/// Checks a template's placeholders (no I/O): `None` when fine, else what is wrong.
+pub fn check_template(template: &str) -> Option<String> {
+    if template.trim().is_empty() {
+        return Some("name an index, e.g. \"{topic}\" or \"shop_{table}\"".into());
+    }
+    let mut rest = template;
+    while let Some(start) = rest.find('{') {
+        let Some(len) = rest[start..].find('}') else {
+            return Some(format!("{template:?} has an unclosed '{{'"));
+        };
+        let name = &rest[start + 1..start + len];
+        if !matches!(name, "topic" | "source" | "schema" | "table") {
+            return Some(format!(
+                "{template:?} names {{{name}}}; the placeholders are {{topic}}, {{source}}, \
+                 {{schema}} and {{table}}"
+            ));
+        }
+        rest = &rest[start + len + 1..];
+    }
+    None
+}
+
+/// A backoff step for retried bulk items: 100 ms doubling to 5 s.
+pub fn backoff(attempt: u32) -> std::time::Duration {
+    std::time::Duration::from_millis((100u64 << attempt.min(6)).min(5_000))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn index_names_come_from_templates_lowercased() {
+        let table = TableId {
+            namespace: "Public".into(),
+            name: "Items".into(),
+        };
+        assert_eq!(
+            index_name("{topic}", "shop.Public.Items", &table),
+            "shop.public.items"
+        );
+        assert_eq!(
+            index_name("{source}_{schema}_{table}-v1", "shop.Public.Items", &table),
+            "shop_public_items-v1"
+        );
+        assert_eq!(check_template("{topic}"), None);
+        assert!(check_template("{tabel}").unwrap().contains("{tabel}"));
+        assert!(check_template("x{topic").unwrap().contains("unclosed"));
+        assert!(check_template(" ").is_some());
+    }
+}

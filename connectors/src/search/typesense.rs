@@ -1,0 +1,1 @@
+//! The Typesense sink (in progress).
