@@ -423,7 +423,7 @@ mod tests {
         let work = plan(changes).unwrap();
         assert_eq!(work.len(), 2);
         assert_eq!(work[0].steps.len(), 3, "{:?}", work[0].steps);
-        assert_eq!(work[0].steps[1], Step::Truncate);
+        assert_eq!(work[0].steps[1], Step::Truncate { record: 1 });
         assert_eq!(work[1].table.columns.len(), 3);
     }
 

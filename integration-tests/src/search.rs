@@ -12,15 +12,24 @@ use crate::{run_ok, unique_name};
 /// The OpenSearch node `dev/services up opensearch` starts.
 pub const OPENSEARCH_URL: &str = "http://127.0.0.1:9200";
 
-/// A test's share of the OpenSearch node: every index it makes starts with `prefix`.
+/// A test's share of an OpenSearch node: every index it makes starts with `prefix`.
 pub struct OpenSearch {
     pub prefix: String,
+    pub url: String,
 }
 
 impl OpenSearch {
+    /// On the shared node of `dev/services`.
     pub fn new() -> OpenSearch {
-        let prefix = unique_name("t").to_lowercase();
-        let search = OpenSearch { prefix };
+        OpenSearch::on(OPENSEARCH_URL)
+    }
+
+    /// On the node at `url`.
+    pub fn on(url: &str) -> OpenSearch {
+        let search = OpenSearch {
+            prefix: unique_name("t").to_lowercase(),
+            url: url.to_owned(),
+        };
         search.request(
             "GET",
             "/_cluster/health?wait_for_status=yellow&timeout=30s",
@@ -33,10 +42,11 @@ impl OpenSearch {
     /// indexes and offsets under this test's prefix, plus `extra` lines.
     pub fn sink_config(&self, name: &str, topics: &str, extra: &str) -> String {
         format!(
-            "[[sinks]]\nname = \"{name}\"\nkind = \"opensearch\"\nurl = \"{OPENSEARCH_URL}\"\n\
+            "[[sinks]]\nname = \"{name}\"\nkind = \"opensearch\"\nurl = \"{url}\"\n\
              topics = {topics}\nindex = \"{prefix}_{{table}}\"\noffsets_index = \"{prefix}_offsets\"\n\
              number_of_replicas = 0\n{extra}\n",
-            prefix = self.prefix
+            prefix = self.prefix,
+            url = self.url,
         )
     }
 
@@ -50,7 +60,7 @@ impl OpenSearch {
         let mut command = Command::new("curl");
         command
             .args(["-sS", "-m", "60", "-X", method])
-            .arg(format!("{OPENSEARCH_URL}{path}"));
+            .arg(format!("{}{path}", self.url));
         if let Some(body) = body {
             command
                 .args(["-H", "content-type: application/json", "--data-binary"])
@@ -92,9 +102,95 @@ impl Drop for OpenSearch {
         let _ = Command::new("curl")
             .args(["-sS", "-m", "30", "-X", "DELETE"])
             .arg(format!(
-                "{OPENSEARCH_URL}/{}*?expand_wildcards=all",
-                self.prefix
+                "{}/{}*?expand_wildcards=all",
+                self.url, self.prefix
             ))
             .output();
+    }
+}
+
+/// An OpenSearch node of a test's own (for tests that stop and start it): the jars and the
+/// main of `dev/services up opensearch`, on a free port, data in a temporary directory.
+pub struct PrivateOpenSearch {
+    pub port: u16,
+    home: tempfile::TempDir,
+    process: Option<std::process::Child>,
+}
+
+impl PrivateOpenSearch {
+    pub fn start() -> PrivateOpenSearch {
+        let mut node = PrivateOpenSearch {
+            port: crate::free_port(),
+            home: tempfile::tempdir().expect("a home for the node"),
+            process: None,
+        };
+        node.run();
+        node
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn run(&mut self) {
+        let root = crate::workspace_root();
+        std::fs::create_dir_all(self.home.path().join("config")).unwrap();
+        let out = std::fs::File::create(self.home.path().join("node.out")).unwrap();
+        let child = Command::new("java")
+            .args(["-Xms256m", "-Xmx512m", "-XX:+UseSerialGC", "-cp"])
+            .arg(root.join("target/opensearch/libs/*"))
+            .arg(root.join("dev/opensearch/OpenSearchNode.java"))
+            .arg(self.home.path())
+            .arg(self.port.to_string())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .expect("java (dev/services up opensearch installs the jars)");
+        self.process = Some(child);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        loop {
+            let health = Command::new("curl")
+                .args(["-fsS", "-m", "2"])
+                .arg(format!(
+                    "{}/_cluster/health?wait_for_status=yellow&timeout=1s",
+                    self.url()
+                ))
+                .output();
+            if health.is_ok_and(|o| o.status.success()) {
+                return;
+            }
+            let log =
+                std::fs::read_to_string(self.home.path().join("node.out")).unwrap_or_default();
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the private OpenSearch node did not start: {log}"
+            );
+            // A blocking helper (tests call it inside block_in_place): polls a process.
+            #[allow(clippy::disallowed_methods)]
+            std::thread::sleep(std::time::Duration::from_millis(300));
+        }
+    }
+
+    /// Stops the node as an operator would (SIGTERM; it closes cleanly) and starts it again on
+    /// the same data.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.run();
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.process.take() {
+            let _ = Command::new("kill").arg(child.id().to_string()).status();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for PrivateOpenSearch {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.process.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }

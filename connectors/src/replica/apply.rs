@@ -70,7 +70,7 @@ pub async fn apply_steps<S: Statements>(
 ) -> Result<(), S::Error> {
     for step in steps {
         match step {
-            Step::Truncate => statements.truncate(target).await?,
+            Step::Truncate { .. } => statements.truncate(target).await?,
             Step::Keyed {
                 upserts,
                 deletes,

@@ -32,7 +32,8 @@ pub enum Step {
     },
     /// A table without a key: operations in order.
     Keyless(Vec<KeylessOp>),
-    Truncate,
+    /// The table emptied; `record` is the truncate's record.
+    Truncate { record: usize },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -194,7 +195,7 @@ pub fn plan(changes: Vec<SourcedChange>) -> Result<Vec<TableWork>, PlanError> {
             if let Some(state) = keyed.remove(&index) {
                 item.steps.push(state.finish());
             }
-            item.steps.push(Step::Truncate);
+            item.steps.push(Step::Truncate { record });
             continue;
         }
         let fail = |message: String| PlanError { record, message };

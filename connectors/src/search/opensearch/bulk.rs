@@ -2,19 +2,29 @@
 //! record it came from and where its lines are (to send it again, or to dead-letter it), and
 //! the server's per-item answers sorted into done, stale, retry and rejected.
 
+use std::collections::HashMap;
 use std::ops::Range;
+use std::time::Instant;
 
+use bytes::Bytes;
+use futures_util::StreamExt;
+use reqwest::Method;
 use serde::Deserialize;
+use sluice_core::retry::{Classify, ErrorKind};
 
-use super::super::document::write_str;
+use super::{OpenSearchTarget, MAX_ATTEMPTS, SERVER};
+use crate::search::document::write_str;
+use crate::search::{backoff, metric, retried_status, SearchError};
+
+/// The bulk endpoint, its answer cut down to what the sink reads.
+const BULK_PATH: &str =
+    "/_bulk?filter_path=errors,items.*.status,items.*.error.type,items.*.error.reason";
 
 /// What an item does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
     Index,
     Delete,
-    /// A partial update (unchanged TOASTed columns left as the index holds them).
-    Update,
 }
 
 /// One item of a bulk request.
@@ -51,8 +61,7 @@ impl Builder {
         }
     }
 
-    /// Adds an item: its action line, then (for index and update) `source` writes the
-    /// document line.
+    /// Adds an item: its action line, then (for index) `source` writes the document line.
     pub fn push(
         &mut self,
         action: Action,
@@ -67,7 +76,6 @@ impl Builder {
         body.extend_from_slice(match action {
             Action::Index => b"{\"index\":{\"_index\":",
             Action::Delete => b"{\"delete\":{\"_index\":",
-            Action::Update => b"{\"update\":{\"_index\":",
         });
         write_str(body, index);
         body.extend_from_slice(b",\"_id\":");
@@ -78,16 +86,8 @@ impl Builder {
             body.extend_from_slice(b",\"version_type\":\"external\"");
         }
         body.extend_from_slice(b"}}\n");
-        match action {
-            Action::Index => source(body),
-            Action::Update => {
-                body.extend_from_slice(b"{\"doc\":");
-                source(body);
-                body.extend_from_slice(b",\"doc_as_upsert\":true}");
-            }
-            Action::Delete => {}
-        }
-        if action != Action::Delete {
+        if action == Action::Index {
+            source(body);
             body.push(b'\n');
         }
         let lines = start..body.len();
@@ -185,7 +185,7 @@ pub fn outcome(action: Action, answer: &ItemAnswer) -> Outcome {
         // Deleting what is not there leaves the index as wanted.
         404 if action == Action::Delete => Outcome::Deleted,
         409 => Outcome::Stale,
-        status if super::super::retried_status(status) => {
+        status if retried_status(status) => {
             let (kind, reason) = describe();
             Outcome::Retry(format!("{status} {kind}: {reason}"))
         }
@@ -193,6 +193,136 @@ pub fn outcome(action: Action, answer: &ItemAnswer) -> Outcome {
             let (kind, reason) = describe();
             Outcome::Rejected(kind, reason)
         }
+    }
+}
+
+impl OpenSearchTarget {
+    /// Sends bulk requests, `max_in_flight` at a time, sending again what the cluster refuses
+    /// as overloaded; returns the rejected items as (record, error type, reason).
+    pub(super) async fn send(
+        &self,
+        requests: Vec<Request>,
+    ) -> Result<Vec<(usize, String, String)>, SearchError> {
+        let http = self.http.as_ref().expect("opened");
+        let sink = self.config.name.clone();
+        let mut rejected = Vec::new();
+        let mut pending = requests;
+        let mut attempt = 0;
+        while !pending.is_empty() {
+            let results: Vec<_> = futures_util::stream::iter(pending)
+                .map(|request| {
+                    let sink = &sink;
+                    let body = Bytes::from(request.body);
+                    let items = request.items;
+                    async move {
+                        let start = Instant::now();
+                        let result = http
+                            .send(
+                                Method::POST,
+                                BULK_PATH,
+                                Some((body.clone(), "application/x-ndjson")),
+                                "a bulk request",
+                            )
+                            .await;
+                        metrics::histogram!(metric::BULK_SECONDS, "sink" => sink.clone())
+                            .record(start.elapsed().as_secs_f64());
+                        (body, items, result)
+                    }
+                })
+                .buffer_unordered(self.config.max_in_flight)
+                .collect()
+                .await;
+            let mut retry = Builder::new(self.config.bulk_bytes, self.config.bulk_docs);
+            let mut last = String::new();
+            let mut counts: HashMap<&'static str, u64> = HashMap::new();
+            for (body, items, result) in results {
+                let answer = match result.and_then(|(status, bytes)| {
+                    if status == 200 {
+                        serde_json::from_slice::<Answer>(&bytes).map_err(|e| {
+                            SearchError::Unexpected {
+                                server: SERVER,
+                                reason: format!(
+                                    "a bulk answer that does not parse ({e}): {}",
+                                    crate::search::http::shorten(&bytes)
+                                ),
+                            }
+                        })
+                    } else {
+                        Err(http.status_error("a bulk request", status, &bytes))
+                    }
+                }) {
+                    Ok(answer) => answer,
+                    Err(err) if err.kind() == ErrorKind::Transient => {
+                        last = err.to_string();
+                        items.iter().for_each(|item| retry.again(&body, item));
+                        continue;
+                    }
+                    Err(err) => return Err(err),
+                };
+                if !answer.errors {
+                    for item in &items {
+                        *counts.entry(done_label(item.action)).or_default() += 1;
+                    }
+                    continue;
+                }
+                if answer.items.len() != items.len() {
+                    return Err(SearchError::Unexpected {
+                        server: SERVER,
+                        reason: format!(
+                            "a bulk of {} items answered for {}",
+                            items.len(),
+                            answer.items.len()
+                        ),
+                    });
+                }
+                for (item, reply) in items.iter().zip(&answer.items) {
+                    match outcome(item.action, &reply.index) {
+                        Outcome::Indexed => *counts.entry("indexed").or_default() += 1,
+                        Outcome::Deleted => *counts.entry("deleted").or_default() += 1,
+                        Outcome::Stale => *counts.entry("stale").or_default() += 1,
+                        Outcome::Retry(reason) => {
+                            last = reason;
+                            retry.again(&body, item);
+                        }
+                        Outcome::Rejected(kind, reason) => {
+                            metrics::counter!(metric::REJECTIONS, "sink" => sink.clone(), "reason" => kind.clone())
+                                .increment(1);
+                            *counts.entry("rejected").or_default() += 1;
+                            rejected.push((item.record, kind, reason));
+                        }
+                    }
+                }
+            }
+            for (result, count) in counts {
+                metrics::counter!(metric::DOCUMENTS, "sink" => sink.clone(), "result" => result)
+                    .increment(count);
+            }
+            pending = retry.finish();
+            if pending.is_empty() {
+                break;
+            }
+            attempt += 1;
+            let count: usize = pending.iter().map(|r| r.items.len()).sum();
+            if attempt >= MAX_ATTEMPTS {
+                return Err(SearchError::ItemsFailing {
+                    server: SERVER,
+                    count,
+                    attempts: attempt,
+                    last,
+                });
+            }
+            metrics::counter!(metric::RETRIES, "sink" => sink.clone()).increment(count as u64);
+            tracing::warn!(documents = count, attempt, reason = %last, "cluster refused documents for now; sending them again");
+            tokio::time::sleep(backoff(attempt)).await;
+        }
+        Ok(rejected)
+    }
+}
+
+fn done_label(action: Action) -> &'static str {
+    match action {
+        Action::Delete => "deleted",
+        Action::Index => "indexed",
     }
 }
 
@@ -207,7 +337,7 @@ mod tests {
             b.extend_from_slice(b"{\"a\":1}")
         });
         builder.push(Action::Delete, "ix", "2", Some(6), 1, |_| {});
-        builder.push(Action::Update, "ix", "3", None, 2, |b| {
+        builder.push(Action::Index, "ix", "3", None, 2, |b| {
             b.extend_from_slice(b"{\"a\":3}")
         });
         let requests = builder.finish();
@@ -219,7 +349,7 @@ mod tests {
         );
         assert_eq!(
             String::from_utf8(requests[1].body.clone()).unwrap(),
-            "{\"update\":{\"_index\":\"ix\",\"_id\":\"3\"}}\n{\"doc\":{\"a\":3},\"doc_as_upsert\":true}\n"
+            "{\"index\":{\"_index\":\"ix\",\"_id\":\"3\"}}\n{\"a\":3}\n"
         );
         let mut again = Builder::new(1 << 20, 10);
         again.again(&requests[0].body, &requests[0].items[1]);

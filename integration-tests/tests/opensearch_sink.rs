@@ -1,0 +1,275 @@
+//! The OpenSearch sink end to end: Postgres tables kept in step with indexes through a writer
+//! workload (inserts, updates, deletes, key changes, a truncate), three `kill -9`s of sluice
+//! and a restart of the cluster, then a replay of everything from the first offset; and a
+//! document the mapping refuses, which goes to the dead-letter topic while the rest continue.
+//! Every document is compared with its row.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value as Json};
+use sluice_integration_tests::search::{OpenSearch, PrivateOpenSearch};
+use sluice_integration_tests::{source_config, wait_for, writer_client, Rng, Sluice, TestDb};
+
+const TABLES: &str = "
+CREATE TABLE items (id int PRIMARY KEY, name text, price numeric(10,2), tags text[], meta jsonb,
+                    at timestamptz DEFAULT now());
+CREATE TABLE orders (a int, b text, qty int, PRIMARY KEY (a, b));
+INSERT INTO items SELECT g, 'item ' || g, g * 1.25, ARRAY['t' || (g % 7)], jsonb_build_object('n', g)
+  FROM generate_series(1, 3000) g;
+INSERT INTO orders SELECT g % 50, 'b' || (g / 50), g FROM generate_series(1, 1000) g;
+";
+
+/// The rows of `items` and `orders` as the documents should hold them, by document id.
+fn expected(db: &TestDb) -> BTreeMap<String, Json> {
+    let items = db.exec(
+        "SELECT json_build_object('_id', id::text, 'id', id, 'name', name, 'price', price::text, \
+         'tags', tags, 'meta', meta, 'at_us', (extract(epoch FROM at) * 1000000)::bigint) FROM items",
+    );
+    let orders = db.exec(
+        "SELECT json_build_object('_id', json_build_array(a, b)::jsonb::text, 'a', a, 'b', b, 'qty', qty) \
+         FROM orders",
+    );
+    items
+        .lines()
+        .chain(orders.lines())
+        .filter(|l| !l.is_empty())
+        .map(|line| {
+            let mut row: Json = serde_json::from_str(line).unwrap();
+            let id = row["_id"].as_str().unwrap().replace(", ", ",");
+            row.as_object_mut().unwrap().remove("_id");
+            (id, row)
+        })
+        .collect()
+}
+
+/// The documents of both indexes in the same form as [`expected`] (timestamps as microseconds).
+fn actual(search: &OpenSearch) -> BTreeMap<String, Json> {
+    let mut docs = BTreeMap::new();
+    for table in ["items", "orders"] {
+        for (id, hit) in search.documents(&search.index(table)) {
+            let mut doc = hit["_source"].clone();
+            if let Some(at) = doc.as_object_mut().unwrap().remove("at") {
+                let micros = sluice_core::value::parse_utc_timestamp(at.as_str().unwrap())
+                    .unwrap_or_else(|| panic!("a timestamp: {at}"));
+                doc["at_us"] = json!(micros);
+            }
+            docs.insert(id, doc);
+        }
+    }
+    docs
+}
+
+/// Waits until every document equals its row and no other document exists; on timeout, shows
+/// what differs.
+async fn wait_equal(db: &TestDb, search: &OpenSearch, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let (want, have) = (expected(db), actual(search));
+        if want == have {
+            return;
+        }
+        if Instant::now() > deadline {
+            let missing: Vec<_> = want
+                .keys()
+                .filter(|k| !have.contains_key(*k))
+                .take(5)
+                .collect();
+            let extra: Vec<_> = have
+                .keys()
+                .filter(|k| !want.contains_key(*k))
+                .take(5)
+                .collect();
+            let differ: Vec<_> = want
+                .iter()
+                .filter(|(k, v)| have.get(*k).is_some_and(|h| h != *v))
+                .take(3)
+                .map(|(k, v)| format!("{k}: row {v} doc {}", have[k]))
+                .collect();
+            panic!(
+                "indexes differ from the tables: {} rows, {} documents; missing {missing:?}, \
+                 extra {extra:?}, differing {differ:?}",
+                want.len(),
+                have.len()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Random changes for `seconds`: inserts, updates, deletes and key changes of `items`, changes
+/// of `orders` (composite key), which is truncated once halfway and filled again.
+async fn write(url: String, seconds: u64) {
+    let client = writer_client(&url).await;
+    let mut rng = Rng::new(0x0e5);
+    let start = Instant::now();
+    let mut truncated = false;
+    let mut n = 0u64;
+    while start.elapsed() < Duration::from_secs(seconds) {
+        let mut txn = String::from("BEGIN;");
+        for _ in 0..5 {
+            n += 1;
+            let id = rng.below(3500) + 1;
+            txn.push_str(&match rng.below(10) {
+                0..=2 => format!(
+                    "INSERT INTO items VALUES ({id}, 'new {n}', {}.{:02}, ARRAY['x','y{n}'], '{{\"w\": {n}}}') \
+                     ON CONFLICT (id) DO UPDATE SET name = excluded.name;",
+                    rng.below(1000),
+                    rng.below(100)
+                ),
+                3..=5 => format!(
+                    "UPDATE items SET name = 'upd {n}', price = price + 1, meta = meta || '{{\"u\": {n}}}', \
+                     at = now() WHERE id = {id};"
+                ),
+                6 => format!("DELETE FROM items WHERE id = {id};"),
+                7 => format!(
+                    "UPDATE items SET id = {} WHERE id = {id} AND NOT EXISTS (SELECT 1 FROM items WHERE id = {});",
+                    id + 100_000,
+                    id + 100_000
+                ),
+                8 => format!(
+                    "INSERT INTO orders VALUES ({}, 'w{}', {n}) ON CONFLICT (a, b) DO UPDATE SET qty = {n};",
+                    rng.below(60),
+                    rng.below(30)
+                ),
+                _ => format!("DELETE FROM orders WHERE a = {} AND qty % 3 = 0;", rng.below(60)),
+            });
+        }
+        txn.push_str("COMMIT;");
+        // A key change may collide with a concurrent insert's key: that transaction fails.
+        if client.batch_execute(&txn).await.is_err() {
+            let _ = client.batch_execute("ROLLBACK").await;
+        }
+        if !truncated && start.elapsed() > Duration::from_secs(seconds / 2) {
+            client
+                .batch_execute("TRUNCATE orders; INSERT INTO orders SELECT g, 'after', g FROM generate_series(1, 20) g")
+                .await
+                .unwrap();
+            truncated = true;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_three_times_and_a_cluster_restart_under_a_writer_then_a_replay_leave_every_index_equal_to_its_table(
+) {
+    let mut node = tokio::task::block_in_place(PrivateOpenSearch::start);
+    let search = OpenSearch::on(&node.url());
+    let source = TestDb::create();
+    source.exec(TABLES);
+    let mut sluice = Sluice::new(&format!(
+        "{}{}",
+        source_config(&source, ""),
+        search.sink_config("search", "[\"src.public.*\"]", "bulk_docs = 500")
+    ));
+    sluice.start();
+    source.wait_for_streaming().await;
+    let writer = sluice_core::task::spawn_in_span(write(source.url(), 24));
+    let mut rng = Rng::new(0x0e59);
+    for round in 0..3 {
+        tokio::time::sleep(Duration::from_millis(2000 + rng.below(3000))).await;
+        sluice.kill();
+        sluice.start();
+        if round == 1 {
+            // The cluster goes away and comes back while sluice runs: the sink retries.
+            tokio::task::block_in_place(|| node.restart());
+        }
+    }
+    writer.await.unwrap();
+    wait_equal(&source, &search, Duration::from_secs(120)).await;
+    assert!(
+        !search.documents(&search.index("orders")).is_empty(),
+        "orders refilled after the truncate"
+    );
+
+    // Replay: the sink forgets what it applied and gets every record again, from offset 0.
+    // External versions make the older writes no-ops: the index stays exactly as it is.
+    let offsets_doc = format!("/{}_offsets/_doc/search", search.prefix);
+    let stored = search.request("GET", &offsets_doc, None)["_source"]["offsets"].clone();
+    assert!(stored.as_array().is_some_and(|o| !o.is_empty()), "{stored}");
+    let before: BTreeMap<String, Json> = ["items", "orders"]
+        .iter()
+        .flat_map(|t| search.documents(&search.index(t)))
+        .collect();
+    assert_eq!(sluice.stop(), Some(0), "{}", sluice.stderr());
+    search.request("DELETE", &format!("{offsets_doc}?refresh=true"), None);
+    sluice.start();
+    wait_for(
+        Duration::from_secs(120),
+        "the replay to reach the end again",
+        || search.request("GET", &offsets_doc, None)["_source"]["offsets"] == stored,
+    )
+    .await;
+    let after: BTreeMap<String, Json> = ["items", "orders"]
+        .iter()
+        .flat_map(|t| search.documents(&search.index(t)))
+        .collect();
+    assert_eq!(before.len(), after.len());
+    for (id, doc) in &before {
+        assert_eq!(
+            (&doc["_source"], &doc["_version"]),
+            (&after[id]["_source"], &after[id]["_version"]),
+            "document {id} changed by the replay"
+        );
+    }
+    assert_eq!(sluice.stop(), Some(0), "{}", sluice.stderr());
+    drop(node);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_document_the_mapping_refuses_goes_to_the_dead_letter_topic_and_the_rest_continue() {
+    let search = OpenSearch::new();
+    let source = TestDb::create();
+    source.exec("CREATE TABLE t (id int PRIMARY KEY, v text)");
+    // The index exists already and maps v as a number: text that is no number is refused.
+    let index = search.index("t");
+    let made = search.request(
+        "PUT",
+        &format!("/{index}"),
+        Some(
+            &json!({"mappings": {"properties": {"v": {"type": "integer"}}},
+            "settings": {"index": {"number_of_replicas": 0}}}),
+        ),
+    );
+    assert_eq!(made["acknowledged"], json!(true), "{made}");
+    let mut sluice = Sluice::new(&format!(
+        "{}{}",
+        source_config(&source, ""),
+        search.sink_config(
+            "search",
+            "[\"src.public.t\"]",
+            "dead_letter_topic = \"search.dead\""
+        )
+    ));
+    sluice.start();
+    source.wait_for_streaming().await;
+    source.exec("INSERT INTO t VALUES (1, '10'), (2, 'not a number'), (3, '30')");
+    source.exec("UPDATE t SET v = '11' WHERE id = 1");
+    wait_for(
+        Duration::from_secs(60),
+        "the changes after the rejected one",
+        || {
+            search
+                .documents(&index)
+                .get("1")
+                .is_some_and(|d| d["_source"]["v"] == json!("11"))
+        },
+    )
+    .await;
+    let docs = search.documents(&index);
+    assert_eq!(
+        docs.keys().collect::<Vec<_>>(),
+        ["1", "3"],
+        "all but the rejected row"
+    );
+    let dead = sluice.records("search.dead");
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0].1["after"], json!({"id": 2, "v": "not a number"}));
+    assert_eq!(sluice.stop(), Some(0), "{}", sluice.stderr());
+    assert!(
+        sluice.stderr().contains("mapper_parsing_exception"),
+        "the server's reason is logged: {}",
+        sluice.stderr()
+    );
+}
