@@ -194,6 +194,16 @@ pub(crate) async fn spawn_sink<L: EventLog + Clone>(
             let run = run_sink(settings(4 << 20, 8 << 20), built, log, cancel);
             cx.tasks.spawn_isolated(task, span, run, on_failure);
         }
+        #[cfg(feature = "typesense")]
+        SinkConfig::Typesense(ref ts) => {
+            let built = sluice_connectors::search::typesense::typesense_sink(
+                ts.clone(),
+                Arc::clone(cx.registry),
+                dead_letters,
+            );
+            let run = run_sink(settings(4 << 20, 8 << 20), built, log, cancel);
+            cx.tasks.spawn_isolated(task, span, run, on_failure);
+        }
     }
     Ok(())
 }
@@ -227,6 +237,8 @@ pub(crate) async fn probe_sink(sink: &SinkConfig) -> anyhow::Result<String> {
         SinkConfig::OpenSearch(ref os) => {
             Ok(sluice_connectors::search::opensearch::probe(os).await?)
         }
+        #[cfg(feature = "typesense")]
+        SinkConfig::Typesense(ref ts) => Ok(sluice_connectors::search::typesense::probe(ts).await?),
     }
 }
 

@@ -214,6 +214,8 @@ pub fn locate_config_error(section: &str, entry: serde_json::Value) -> Option<St
         ("sinks", "kafka") => at::<kafka::KafkaSinkConfig>(entry),
         #[cfg(feature = "opensearch")]
         ("sinks", "opensearch") => at::<search::opensearch::OpenSearchSinkConfig>(entry),
+        #[cfg(feature = "typesense")]
+        ("sinks", "typesense") => at::<search::typesense::TypesenseSinkConfig>(entry),
         _ => None,
     }
 }
@@ -233,6 +235,8 @@ pub enum SinkConfig {
     #[cfg(feature = "opensearch")]
     #[serde(rename = "opensearch")]
     OpenSearch(search::opensearch::OpenSearchSinkConfig),
+    #[cfg(feature = "typesense")]
+    Typesense(search::typesense::TypesenseSinkConfig),
 }
 
 impl SinkConfig {
@@ -249,6 +253,8 @@ impl SinkConfig {
             SinkConfig::Kafka(ref config) => config,
             #[cfg(feature = "opensearch")]
             SinkConfig::OpenSearch(ref config) => config,
+            #[cfg(feature = "typesense")]
+            SinkConfig::Typesense(ref config) => config,
         }
     }
 
@@ -287,6 +293,10 @@ impl SinkConfig {
             SinkConfig::Kafka(ref mut config) => config.paths_mut().into_iter().for_each(resolve),
             #[cfg(feature = "opensearch")]
             SinkConfig::OpenSearch(ref mut config) => {
+                config.paths_mut().into_iter().for_each(resolve)
+            }
+            #[cfg(feature = "typesense")]
+            SinkConfig::Typesense(ref mut config) => {
                 config.paths_mut().into_iter().for_each(resolve)
             }
         }

@@ -37,6 +37,34 @@ impl std::fmt::Display for SecretUrl {
     }
 }
 
+/// A secret that is not a URL (an API key, a token): `Debug` and `Display` print
+/// `(secret)`; the text is reached only through [`Secret::expose`], where it is sent.
+#[derive(Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(text: impl Into<String>) -> Secret {
+        Secret(text.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("(secret)")
+    }
+}
+
+impl std::fmt::Display for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("(secret)")
+    }
+}
+
 /// Keys whose values are secrets, in URL query strings and key/value connection strings.
 const SECRET_KEYS: [&str; 5] = ["password", "pass", "passwd", "pwd", "sslpassword"];
 
@@ -181,6 +209,13 @@ mod tests {
                 "{got}"
             );
         }
+    }
+
+    #[test]
+    fn a_secret_never_prints() {
+        let key: super::Secret = serde_json::from_str("\"xyz-key\"").unwrap();
+        assert_eq!(format!("{key} {key:?}"), "(secret) (secret)");
+        assert_eq!(key.expose(), "xyz-key");
     }
 
     #[test]

@@ -194,3 +194,199 @@ impl Drop for PrivateOpenSearch {
         }
     }
 }
+
+/// The Typesense server `dev/services up typesense` starts.
+pub const TYPESENSE_URL: &str = "http://127.0.0.1:8108";
+
+/// The API key of the server `dev/services up typesense` starts.
+pub fn typesense_key() -> String {
+    let path = crate::workspace_root().join("target/typesense/api-key");
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (run dev/services up typesense)", path.display()))
+        .trim()
+        .to_owned()
+}
+
+/// A test's share of a Typesense server: every collection it makes starts with `prefix`.
+pub struct Typesense {
+    pub prefix: String,
+    pub url: String,
+    key: String,
+}
+
+impl Typesense {
+    /// On the shared server of `dev/services`.
+    pub fn new() -> Typesense {
+        Typesense::on(TYPESENSE_URL)
+    }
+
+    pub fn on(url: &str) -> Typesense {
+        Typesense {
+            prefix: unique_name("t").to_lowercase(),
+            url: url.to_owned(),
+            key: typesense_key(),
+        }
+    }
+
+    /// The `[[sinks]]` entry of a Typesense sink named `name` over `topics` (a TOML array),
+    /// collections and offsets under this test's prefix, plus `extra` lines.
+    pub fn sink_config(&self, name: &str, topics: &str, extra: &str) -> String {
+        format!(
+            "[[sinks]]\nname = \"{name}\"\nkind = \"typesense\"\nurl = \"{url}\"\napi_key = \"{key}\"\n\
+             topics = {topics}\ncollection = \"{prefix}_{{table}}\"\noffsets_collection = \"{prefix}_offsets\"\n{extra}\n",
+            url = self.url,
+            key = self.key,
+            prefix = self.prefix,
+        )
+    }
+
+    pub fn collection(&self, table: &str) -> String {
+        format!("{}_{table}", self.prefix)
+    }
+
+    /// Sends a request and returns the answer's text (any status).
+    pub fn request(&self, method: &str, path: &str, body: Option<&str>) -> String {
+        let mut command = Command::new("curl");
+        command
+            .args(["-sS", "-g", "-m", "60", "-X", method, "-H"])
+            .arg(format!("X-TYPESENSE-API-KEY: {}", self.key))
+            .arg(format!("{}{path}", self.url));
+        if let Some(body) = body {
+            command.arg("--data-binary").arg(body);
+        }
+        run_ok(&mut command, &format!("curl {method} {path}"))
+    }
+
+    /// Every document of `collection` by id (empty when there is no such collection).
+    pub fn documents(&self, collection: &str) -> BTreeMap<String, Json> {
+        self.request(
+            "GET",
+            &format!("/collections/{collection}/documents/export"),
+            None,
+        )
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Json>(line).ok())
+        .filter_map(|doc| Some((doc["id"].as_str()?.to_owned(), doc)))
+        .collect()
+    }
+}
+
+impl Default for Typesense {
+    fn default() -> Self {
+        Typesense::new()
+    }
+}
+
+impl Drop for Typesense {
+    /// Best effort: the server may be gone already (a private one dropped first).
+    fn drop(&mut self) {
+        let curl = |method: &str, path: &str| {
+            Command::new("curl")
+                .args(["-sS", "-m", "10", "-X", method, "-H"])
+                .arg(format!("X-TYPESENSE-API-KEY: {}", self.key))
+                .arg(format!("{}{path}", self.url))
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_default()
+        };
+        let collections: Json =
+            serde_json::from_str(&curl("GET", "/collections")).unwrap_or(Json::Null);
+        for collection in collections.as_array().into_iter().flatten() {
+            if let Some(name) = collection["name"].as_str() {
+                if name.starts_with(&self.prefix) {
+                    curl("DELETE", &format!("/collections/{name}"));
+                }
+            }
+        }
+    }
+}
+
+/// A Typesense server of a test's own (for tests that stop and start it), the binary of
+/// `dev/services up typesense` on a free port with its own data directory.
+pub struct PrivateTypesense {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    process: Option<std::process::Child>,
+}
+
+impl PrivateTypesense {
+    pub fn start() -> PrivateTypesense {
+        let mut server = PrivateTypesense {
+            port: crate::free_port(),
+            dir: tempfile::tempdir().expect("a directory for the server"),
+            process: None,
+        };
+        server.run();
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn run(&mut self) {
+        let binary = crate::workspace_root().join("target/typesense/typesense-server");
+        let data = self.dir.path().join("data");
+        std::fs::create_dir_all(&data).unwrap();
+        let out = std::fs::File::create(self.dir.path().join("server.out")).unwrap();
+        // Its peering port (raft) must be free too.
+        let peering = crate::free_port();
+        let child = Command::new(&binary)
+            .arg("--data-dir")
+            .arg(&data)
+            .args([
+                "--api-key",
+                &typesense_key(),
+                "--api-address",
+                "127.0.0.1",
+                "--api-port",
+            ])
+            .arg(self.port.to_string())
+            .args(["--peering-address", "127.0.0.1", "--peering-port"])
+            .arg(peering.to_string())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("{}: {e} (run dev/services up typesense)", binary.display())
+            });
+        self.process = Some(child);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let health = Command::new("curl")
+                .args(["-fsS", "-m", "2"])
+                .arg(format!("{}/health", self.url()))
+                .output();
+            if health.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("\"ok\":true")) {
+                return;
+            }
+            let log =
+                std::fs::read_to_string(self.dir.path().join("server.out")).unwrap_or_default();
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the private Typesense did not start: {log}"
+            );
+            // A blocking helper (tests call it inside block_in_place): polls a process.
+            #[allow(clippy::disallowed_methods)]
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    }
+
+    /// Stops the server as an operator would (SIGTERM) and starts it again on the same data.
+    pub fn restart(&mut self) {
+        if let Some(mut child) = self.process.take() {
+            let _ = Command::new("kill").arg(child.id().to_string()).status();
+            let _ = child.wait();
+        }
+        self.run();
+    }
+}
+
+impl Drop for PrivateTypesense {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.process.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

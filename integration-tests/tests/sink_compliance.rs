@@ -10,9 +10,10 @@ use sluice_connectors::postgres::sink::{postgres_sink, PostgresSink, PostgresSin
 use sluice_connectors::search::opensearch::{
     opensearch_sink, OpenSearchSink, OpenSearchSinkConfig,
 };
+use sluice_connectors::search::typesense::{typesense_sink, TypesenseSink, TypesenseSinkConfig};
 use sluice_core::sink::DeadLetterWriter;
 use sluice_integration_tests::compliance::{self, Kit, Rows, SinkUnderTest, REJECTED_QTY, TOPIC};
-use sluice_integration_tests::search::{OpenSearch, OPENSEARCH_URL};
+use sluice_integration_tests::search::{typesense_key, OpenSearch, Typesense, OPENSEARCH_URL};
 use sluice_integration_tests::{MariaDb, TestDb};
 use sluice_schema_registry::avro::AvroDecoder;
 
@@ -270,6 +271,72 @@ impl SinkUnderTest for OpenSearchIndex {
         self.forget_offsets();
         Some("mapper_parsing_exception".into())
     }
+}
+
+struct TypesenseCollection {
+    server: Typesense,
+}
+
+impl SinkUnderTest for TypesenseCollection {
+    type Sink = TypesenseSink;
+
+    fn sink(&self, kit: &Kit, dead_letters: Option<DeadLetterWriter>) -> TypesenseSink {
+        let config: TypesenseSinkConfig = config(json!({
+            "name": "kit",
+            "url": self.server.url,
+            "api_key": typesense_key(),
+            "topics": [TOPIC],
+            "collection": format!("{}_{{table}}", self.server.prefix),
+            "offsets_collection": format!("{}_offsets", self.server.prefix),
+            // Small imports, several in flight: the kit's batches span many requests.
+            "batch_docs": 7,
+            "max_in_flight": 3,
+        }));
+        typesense_sink(config, Arc::clone(&kit.registry), dead_letters)
+    }
+
+    fn rows(&self) -> Rows {
+        self.server
+            .documents(&self.server.collection("items"))
+            .into_iter()
+            .map(|(id, doc)| {
+                (
+                    id.parse().expect("the id is the key"),
+                    (
+                        doc["name"].as_str().unwrap().to_owned(),
+                        doc["qty"].as_i64().unwrap() as i32,
+                    ),
+                )
+            })
+            .collect()
+    }
+
+    fn exactly_once(&self) -> bool {
+        true
+    }
+
+    fn forget_offsets(&self) -> Option<()> {
+        let path = format!(
+            "/collections/{}_offsets/documents/sink.kit",
+            self.server.prefix
+        );
+        self.server.request("DELETE", &path, None);
+        Some(())
+    }
+
+    fn reject_poison(&self) -> Option<String> {
+        // Typesense has no constraints on values: a type check is all it refuses, and every
+        // qty of the kit is an int. search_sinks.rs rejects a string in an int32 field.
+        None
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_typesense_sink_passes_the_compliance_kit() {
+    compliance::check(TypesenseCollection {
+        server: Typesense::new(),
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

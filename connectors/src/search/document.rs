@@ -30,7 +30,8 @@ pub enum Flavor {
 }
 
 /// Writes `row` (values of `table`'s columns, in order) as a JSON object; `extra` fields (name,
-/// JSON text) go first (Typesense's `id`).
+/// JSON text) go first and take the place of columns of the same name (Typesense's `id`; the
+/// fields an index holds for values the source did not send).
 pub fn write_document(
     out: &mut Vec<u8>,
     table: &TableSchema,
@@ -50,7 +51,8 @@ pub fn write_document(
         out.extend_from_slice(json.as_bytes());
     }
     for (column, value) in table.columns.iter().zip(row) {
-        if matches!(value, Value::Unavailable) {
+        if matches!(value, Value::Unavailable) || extra.iter().any(|(name, _)| *name == column.name)
+        {
             continue;
         }
         if !first {

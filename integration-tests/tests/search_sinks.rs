@@ -1,14 +1,16 @@
-//! The OpenSearch sink end to end: Postgres tables kept in step with indexes through a writer
-//! workload (inserts, updates, deletes, key changes, a truncate), three `kill -9`s of sluice
-//! and a restart of the cluster, then a replay of everything from the first offset; and a
-//! document the mapping refuses, which goes to the dead-letter topic while the rest continue.
-//! Every document is compared with its row.
+//! The search sinks end to end (OpenSearch, Typesense): Postgres tables kept in step with
+//! indexes through a writer workload (inserts, updates, deletes, key changes, a truncate),
+//! three `kill -9`s of sluice and a restart of the search server, then a replay of everything
+//! from the first offset; and a document the index refuses, which goes to the dead-letter
+//! topic while the rest continue. Every document is compared with its row.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value as Json};
-use sluice_integration_tests::search::{OpenSearch, PrivateOpenSearch};
+use sluice_integration_tests::search::{
+    OpenSearch, PrivateOpenSearch, PrivateTypesense, Typesense,
+};
 use sluice_integration_tests::{source_config, wait_for, writer_client, Rng, Sluice, TestDb};
 
 const TABLES: &str = "
@@ -20,16 +22,32 @@ INSERT INTO items SELECT g, 'item ' || g, g * 1.25, ARRAY['t' || (g % 7)], jsonb
 INSERT INTO orders SELECT g % 50, 'b' || (g / 50), g FROM generate_series(1, 1000) g;
 ";
 
-/// The rows of `items` and `orders` as the documents should hold them, by document id.
+/// The rows of `items` and `orders` as OpenSearch documents should hold them, by id.
 fn expected(db: &TestDb) -> BTreeMap<String, Json> {
-    let items = db.exec(
-        "SELECT json_build_object('_id', id::text, 'id', id, 'name', name, 'price', price::text, \
-         'tags', tags, 'meta', meta, 'at_us', (extract(epoch FROM at) * 1000000)::bigint) FROM items",
-    );
-    let orders = db.exec(
-        "SELECT json_build_object('_id', json_build_array(a, b)::jsonb::text, 'a', a, 'b', b, 'qty', qty) \
-         FROM orders",
-    );
+    rows_by_id(
+        db,
+        "json_build_object('_id', id::text, 'id', id, 'name', name, 'price', price::text, \
+         'tags', tags, 'meta', meta, 'at_us', (extract(epoch FROM at) * 1000000)::bigint)",
+        "json_build_object('_id', json_build_array(a, b)::jsonb::text, 'a', a, 'b', b, 'qty', qty)",
+    )
+}
+
+/// The same rows as Typesense documents should hold them: the id as text in the document,
+/// decimals as numbers, timestamps in epoch milliseconds, json as its text.
+fn expected_typesense(db: &TestDb) -> BTreeMap<String, Json> {
+    rows_by_id(
+        db,
+        "json_build_object('_id', id::text, 'id', id::text, 'name', name, 'price', price::float8, \
+         'tags', tags, 'meta', meta::text, 'at', floor(extract(epoch FROM at) * 1000)::bigint)",
+        "json_build_object('_id', json_build_array(a, b)::jsonb::text, \
+         'id', json_build_array(a, b)::jsonb::text, 'a', a, 'b', b, 'qty', qty)",
+    )
+}
+
+/// Rows of `items` and `orders` as JSON built by the two expressions, by their `_id`.
+fn rows_by_id(db: &TestDb, items: &str, orders: &str) -> BTreeMap<String, Json> {
+    let items = db.exec(&format!("SELECT {items} FROM items"));
+    let orders = db.exec(&format!("SELECT {orders} FROM orders"));
     items
         .lines()
         .chain(orders.lines())
@@ -38,6 +56,9 @@ fn expected(db: &TestDb) -> BTreeMap<String, Json> {
             let mut row: Json = serde_json::from_str(line).unwrap();
             let id = row["_id"].as_str().unwrap().replace(", ", ",");
             row.as_object_mut().unwrap().remove("_id");
+            if let Some(id) = row.get_mut("id").filter(|v| v.is_string()) {
+                *id = json!(id.as_str().unwrap().replace(", ", ","));
+            }
             (id, row)
         })
         .collect()
@@ -60,12 +81,33 @@ fn actual(search: &OpenSearch) -> BTreeMap<String, Json> {
     docs
 }
 
+/// The documents of both collections.
+fn actual_typesense(search: &Typesense) -> BTreeMap<String, Json> {
+    ["items", "orders"]
+        .iter()
+        .flat_map(|t| search.documents(&search.collection(t)))
+        .map(|(id, doc)| (id, float_price(doc)))
+        .collect()
+}
+
+/// `price` as a float either way (Typesense answers `128.0` where Postgres says `128`).
+fn float_price(mut doc: Json) -> Json {
+    if let Some(price) = doc.get("price").and_then(Json::as_f64) {
+        doc["price"] = json!(price);
+    }
+    doc
+}
+
 /// Waits until every document equals its row and no other document exists; on timeout, shows
 /// what differs.
-async fn wait_equal(db: &TestDb, search: &OpenSearch, timeout: Duration) {
+async fn wait_equal(
+    expected: impl Fn() -> BTreeMap<String, Json>,
+    actual: impl Fn() -> BTreeMap<String, Json>,
+    timeout: Duration,
+) {
     let deadline = Instant::now() + timeout;
     loop {
-        let (want, have) = (expected(db), actual(search));
+        let (want, have) = (expected(), actual());
         if want == have {
             return;
         }
@@ -177,7 +219,8 @@ async fn kill_9_three_times_and_a_cluster_restart_under_a_writer_then_a_replay_l
         }
     }
     writer.await.unwrap();
-    wait_equal(&source, &search, Duration::from_secs(120)).await;
+    let want = || expected(&source);
+    wait_equal(want, || actual(&search), Duration::from_secs(120)).await;
     assert!(
         !search.documents(&search.index("orders")).is_empty(),
         "orders refilled after the truncate"
@@ -218,7 +261,8 @@ async fn kill_9_three_times_and_a_cluster_restart_under_a_writer_then_a_replay_l
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_document_the_mapping_refuses_goes_to_the_dead_letter_topic_and_the_rest_continue() {
+async fn opensearch_sends_a_document_the_mapping_refuses_to_the_dead_letter_topic_and_the_rest_continue(
+) {
     let search = OpenSearch::new();
     let source = TestDb::create();
     source.exec("CREATE TABLE t (id int PRIMARY KEY, v text)");
@@ -269,6 +313,114 @@ async fn a_document_the_mapping_refuses_goes_to_the_dead_letter_topic_and_the_re
     assert_eq!(sluice.stop(), Some(0), "{}", sluice.stderr());
     assert!(
         sluice.stderr().contains("mapper_parsing_exception"),
+        "the server's reason is logged: {}",
+        sluice.stderr()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typesense_kill_9_three_times_and_a_server_restart_under_a_writer_then_a_replay_leave_every_collection_equal_to_its_table(
+) {
+    let mut server = tokio::task::block_in_place(PrivateTypesense::start);
+    let search = Typesense::on(&server.url());
+    let source = TestDb::create();
+    source.exec(TABLES);
+    let mut sluice = Sluice::new(&format!(
+        "{}{}",
+        source_config(&source, ""),
+        search.sink_config("search", "[\"src.public.*\"]", "batch_docs = 500")
+    ));
+    sluice.start();
+    source.wait_for_streaming().await;
+    let writer = sluice_core::task::spawn_in_span(write(source.url(), 24));
+    let mut rng = Rng::new(0x75);
+    for round in 0..3 {
+        tokio::time::sleep(Duration::from_millis(2000 + rng.below(3000))).await;
+        sluice.kill();
+        sluice.start();
+        if round == 1 {
+            tokio::task::block_in_place(|| server.restart());
+        }
+    }
+    writer.await.unwrap();
+    let want = || {
+        expected_typesense(&source)
+            .into_iter()
+            .map(|(id, row)| (id, float_price(row)))
+            .collect()
+    };
+    wait_equal(want, || actual_typesense(&search), Duration::from_secs(120)).await;
+
+    // Replay from offset 0: applied again in order, the collections end the same.
+    let offsets_doc = format!(
+        "/collections/{}_offsets/documents/sink.search",
+        search.prefix
+    );
+    let stored = search.request("GET", &offsets_doc, None);
+    assert!(stored.contains("\"offsets\""), "{stored}");
+    let before = actual_typesense(&search);
+    assert_eq!(sluice.stop(), Some(0), "{}", sluice.stderr());
+    search.request("DELETE", &offsets_doc, None);
+    sluice.start();
+    wait_for(
+        Duration::from_secs(120),
+        "the replay to reach the end again",
+        || search.request("GET", &offsets_doc, None) == stored,
+    )
+    .await;
+    assert_eq!(
+        actual_typesense(&search),
+        before,
+        "the replay changed the collections"
+    );
+    assert_eq!(sluice.stop(), Some(0), "{}", sluice.stderr());
+    drop(server);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typesense_rejects_a_document_of_the_wrong_type_to_the_dead_letter_topic_and_the_rest_continue(
+) {
+    let search = Typesense::new();
+    let source = TestDb::create();
+    source.exec("CREATE TABLE t (id int PRIMARY KEY, v text)");
+    // The collection exists already with v as a number: text that is no number is refused.
+    let collection = search.collection("t");
+    search.request(
+        "POST",
+        "/collections",
+        Some(&json!({"name": collection, "fields": [{"name": "v", "type": "int32", "optional": true}]}).to_string()),
+    );
+    let mut sluice = Sluice::new(&format!(
+        "{}{}",
+        source_config(&source, ""),
+        search.sink_config(
+            "search",
+            "[\"src.public.t\"]",
+            "dead_letter_topic = \"search.dead\""
+        )
+    ));
+    sluice.start();
+    source.wait_for_streaming().await;
+    source.exec("INSERT INTO t VALUES (1, NULL), (2, 'not a number'), (3, NULL)");
+    source.exec("UPDATE t SET v = NULL WHERE id = 1; INSERT INTO t VALUES (4, NULL)");
+    wait_for(
+        Duration::from_secs(60),
+        "the changes after the rejected one",
+        || search.documents(&collection).contains_key("4"),
+    )
+    .await;
+    let docs = search.documents(&collection);
+    assert_eq!(
+        docs.keys().collect::<Vec<_>>(),
+        ["1", "3", "4"],
+        "all but the rejected row"
+    );
+    let dead = sluice.records("search.dead");
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0].1["after"], json!({"id": 2, "v": "not a number"}));
+    assert_eq!(sluice.stop(), Some(0), "{}", sluice.stderr());
+    assert!(
+        sluice.stderr().contains("must be an int32"),
         "the server's reason is logged: {}",
         sluice.stderr()
     );
