@@ -50,6 +50,7 @@ Cases:
   pg_big_txn_at_commit  the same with stream_in_progress = false (protocol 1: the walsender
                      spills the transaction and sends it after its commit).
   mysql_big_txn      the same from MariaDB.
+  opensearch_sink, typesense_sink, search_freshness: see bench/search_cases.py.
 Peak RSS of sluice is reported for pg_stream (goal <= 64 MB).
 """
 
@@ -61,6 +62,8 @@ import subprocess
 import sys
 import tempfile
 import time
+
+import search_cases
 
 SLUICE = os.environ.get("SLUICE_BIN", "target/release/sluice")
 TINY = "--tiny" in sys.argv
@@ -967,6 +970,9 @@ def main():
         ("kafka_sink", case_kafka_sink),
         ("kafka_sink_at_least_once", lambda: case_kafka_sink(transactions=False)),
         ("pg_to_kafka", case_pg_to_kafka),
+        ("opensearch_sink", lambda: search_cases.case_opensearch_sink(sys.modules[__name__])),
+        ("typesense_sink", lambda: search_cases.case_typesense_sink(sys.modules[__name__])),
+        ("search_freshness", lambda: search_cases.case_search_freshness(sys.modules[__name__])),
         ("pg_big_txn", lambda: case_big_txn("pg")),
         ("pg_big_txn_at_commit", lambda: case_big_txn("pg", stream=False)),
         ("mysql_big_txn", lambda: case_big_txn("mysql")),
@@ -979,6 +985,7 @@ def main():
         if (name.startswith("log_") or name.startswith("encode_") or name == "pg_replication_latency"
                 or "_big_txn" in name
                 or name.startswith("kafka_") or name == "pg_to_kafka"
+                or name in ("opensearch_sink", "typesense_sink", "search_freshness")
                 or name in ("incremental_snapshot", "mysql_incremental_snapshot", "pg_snapshot_100m")):
             ours, ref, notes = run()
             rss = None

@@ -5,7 +5,11 @@
 //! marker's latency is the time from its commit being acknowledged to the watcher seeing it.
 //! Prints p50/p99 in milliseconds as JSON.
 //!
-//! Usage: latency-bench --source URL --target URL [--rate 2000] [--seconds 20]
+//! With `--index NAME`, the target is an OpenSearch URL and a marker is seen when a search of
+//! index NAME finds it (so the index's refresh counts, as it does for a user searching); the
+//! watcher then polls every 10 ms.
+//!
+//! Usage: latency-bench --source URL --target URL [--index NAME] [--rate 2000] [--seconds 20]
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -39,7 +43,21 @@ async fn main() {
     const MARKER_EVERY: u64 = 20;
 
     // Wait for the pipeline: the target has the markers table once the sink applied anything.
-    let watcher = connect(&target).await;
+    let mut watcher = match arg(&args, "--index") {
+        Some(index) => Watcher::Search {
+            client: {
+                // ring: see connectors/src/tls.rs.
+                #[allow(deprecated)]
+                let _ = rustls::crypto::ring::default_provider().install_default();
+                reqwest::Client::new()
+            },
+            url: format!("{}/{index}/_search", target.trim_end_matches('/')),
+        },
+        None => {
+            let client = connect(&target).await;
+            Watcher::Postgres { client, poll: None }
+        }
+    };
     let probe = connect(&source).await;
     probe
         .execute("INSERT INTO markers VALUES (0, 0)", &[])
@@ -47,10 +65,7 @@ async fn main() {
         .expect("first marker");
     let ready = Instant::now();
     loop {
-        let seen = watcher
-            .query_opt("SELECT 1 FROM markers WHERE seq = 0", &[])
-            .await;
-        if matches!(seen, Ok(Some(_))) {
+        if watcher.seen_after(-1).await.contains(&0) {
             break;
         }
         assert!(
@@ -105,23 +120,19 @@ async fn main() {
     let markers = total / MARKER_EVERY;
     let mut seen_at: Vec<Option<Instant>> = vec![None; markers as usize + 1];
     let mut seen_up_to = 0i64;
+    watcher.prepare().await;
     let deadline = Instant::now() + Duration::from_secs(seconds + 60);
-    let poll = watcher
-        .prepare("SELECT seq FROM markers WHERE seq > $1")
-        .await
-        .unwrap();
     while (seen_at.iter().skip(1).filter(|s| s.is_some()).count() as u64) < markers {
         assert!(Instant::now() < deadline, "markers did not all arrive");
-        let rows = watcher.query(&poll, &[&seen_up_to]).await.unwrap();
+        let seqs = watcher.seen_after(seen_up_to).await;
         let now = Instant::now();
-        for row in rows {
-            let seq: i64 = row.get(0);
+        for seq in seqs {
             if let Some(slot) = seen_at.get_mut(seq as usize) {
                 slot.get_or_insert(now);
             }
             seen_up_to = seen_up_to.max(seq);
         }
-        tokio::time::sleep(Duration::from_millis(1)).await;
+        tokio::time::sleep(watcher.interval()).await;
     }
     let elapsed = start.elapsed();
     for writer in writers {
@@ -146,4 +157,83 @@ async fn main() {
             "achieved_tps": total as f64 / elapsed.as_secs_f64(),
         })
     );
+}
+
+/// Where markers are looked for.
+enum Watcher {
+    /// A replica database (the markers table); `poll` once the table exists.
+    Postgres {
+        client: tokio_postgres::Client,
+        poll: Option<tokio_postgres::Statement>,
+    },
+    /// An OpenSearch index, by search (what a user sees after a refresh).
+    Search {
+        client: reqwest::Client,
+        url: String,
+    },
+}
+
+impl Watcher {
+    /// The marker seqs visible now beyond `after` (errors, such as a table or index not there
+    /// yet, are none).
+    async fn seen_after(&self, after: i64) -> Vec<i64> {
+        match self {
+            Watcher::Postgres { client, poll } => {
+                let rows = match poll {
+                    Some(poll) => client.query(poll, &[&after]).await,
+                    None => {
+                        client
+                            .query("SELECT seq FROM markers WHERE seq > $1", &[&after])
+                            .await
+                    }
+                };
+                rows.map(|rows| rows.iter().map(|r| r.get(0)).collect())
+                    .unwrap_or_default()
+            }
+            Watcher::Search { client, url } => {
+                let body = serde_json::json!({
+                    "query": { "range": { "seq": { "gt": after } } },
+                    "_source": ["seq"],
+                    "size": 10000,
+                });
+                let Ok(response) = client
+                    .post(url)
+                    .header("content-type", "application/json")
+                    .body(body.to_string())
+                    .send()
+                    .await
+                else {
+                    return Vec::new();
+                };
+                let Ok(answer) = response.json::<serde_json::Value>().await else {
+                    return Vec::new();
+                };
+                answer["hits"]["hits"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|hit| hit["_source"]["seq"].as_i64())
+                    .collect()
+            }
+        }
+    }
+
+    /// Prepares the Postgres poll once the markers table exists (the pipeline made it).
+    async fn prepare(&mut self) {
+        if let Watcher::Postgres { client, poll } = self {
+            if poll.is_none() {
+                *poll = client
+                    .prepare("SELECT seq FROM markers WHERE seq > $1")
+                    .await
+                    .ok();
+            }
+        }
+    }
+
+    fn interval(&self) -> Duration {
+        match self {
+            Watcher::Postgres { .. } => Duration::from_millis(1),
+            Watcher::Search { .. } => Duration::from_millis(10),
+        }
+    }
 }

@@ -194,7 +194,7 @@ async fn write(url: String, seconds: u64) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_9_three_times_and_a_cluster_restart_under_a_writer_then_a_replay_leave_every_index_equal_to_its_table(
+async fn opensearch_kill_9_three_times_and_a_cluster_restart_under_a_writer_then_a_replay_leave_every_index_equal_to_its_table(
 ) {
     let mut node = tokio::task::block_in_place(PrivateOpenSearch::start);
     let search = OpenSearch::on(&node.url());
