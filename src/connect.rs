@@ -183,7 +183,8 @@ pub(crate) async fn spawn_sink<L: EventLog + Clone>(
             let run = run_sink(settings(round / 2, round), built, log, cancel);
             cx.tasks.spawn_isolated(task, span, run, on_failure);
         }
-        // Search sinks read like database sinks: each round is planned to one state per key.
+        // Search sinks: each round is planned to one state per key, and goes to the server as
+        // several bulk requests in flight (rounds of 16 MiB, search::WRITE_BYTES).
         #[cfg(feature = "opensearch")]
         SinkConfig::OpenSearch(ref os) => {
             let built = sluice_connectors::search::opensearch::opensearch_sink(
@@ -191,7 +192,7 @@ pub(crate) async fn spawn_sink<L: EventLog + Clone>(
                 Arc::clone(cx.registry),
                 dead_letters,
             );
-            let run = run_sink(settings(4 << 20, 8 << 20), built, log, cancel);
+            let run = run_sink(settings(8 << 20, 16 << 20), built, log, cancel);
             cx.tasks.spawn_isolated(task, span, run, on_failure);
         }
         #[cfg(feature = "typesense")]
@@ -201,7 +202,7 @@ pub(crate) async fn spawn_sink<L: EventLog + Clone>(
                 Arc::clone(cx.registry),
                 dead_letters,
             );
-            let run = run_sink(settings(4 << 20, 8 << 20), built, log, cancel);
+            let run = run_sink(settings(8 << 20, 16 << 20), built, log, cancel);
             cx.tasks.spawn_isolated(task, span, run, on_failure);
         }
     }

@@ -49,6 +49,8 @@ const RELAX_MIN_ROWS: usize = 1000;
 /// (the runtime then restarts it from its stored offsets, with its own backoff).
 const MAX_ATTEMPTS: u32 = 8;
 const SERVER: &str = "OpenSearch";
+/// How often the offsets document is written while batches keep coming.
+const SAVE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 /// Document ids listed per page when a truncate deletes an index's documents.
 const TRUNCATE_PAGE: usize = 5000;
 
@@ -74,8 +76,10 @@ pub fn opensearch_sink(
         ready: HashMap::new(),
         relaxed: BTreeMap::new(),
         stored: Offsets::new(),
+        unsaved: false,
+        saved_at: None,
     };
-    replica::typed_sink(target, settings, registry)
+    replica::typed_sink(target, settings, registry).max_write_bytes(super::WRITE_BYTES)
 }
 
 /// Settings of an index relaxed for a snapshot load, to put back (`None`: the index did not
@@ -113,8 +117,10 @@ pub struct OpenSearchTarget {
     ready: HashMap<String, Arc<TableSchema>>,
     /// Indexes relaxed for a snapshot load.
     relaxed: BTreeMap<String, Relaxed>,
-    /// The offsets the offsets document holds.
+    /// The offsets applied, which the offsets document holds unless `unsaved`.
     stored: Offsets,
+    unsaved: bool,
+    saved_at: Option<std::time::Instant>,
 }
 
 /// A reason an index name is not one OpenSearch accepts, if any.
@@ -387,12 +393,21 @@ impl Target for OpenSearchTarget {
         replica::deliver_dead_letters(self.dead_letters.as_ref(), dead).await?;
         if commit {
             self.stored.extend(offsets);
-            self.save_control().await?;
+            self.unsaved = true;
+            // The documents are durable (each bulk answered after its translog sync); the
+            // offsets only say where a restart resumes, and the versions make re-applying
+            // harmless: stored at most once a second, and whenever the sink catches up.
+            if self.saved_at.is_none_or(|at| at.elapsed() >= SAVE_EVERY) {
+                self.save_control().await?;
+            }
         }
         Ok(())
     }
 
     async fn idle(&mut self) -> Result<(), SearchError> {
+        if self.unsaved {
+            self.save_control().await?;
+        }
         let relaxed: Vec<String> = self.relaxed.keys().cloned().collect();
         for index in relaxed {
             self.restore(&index).await?;

@@ -62,6 +62,8 @@ pub struct TypedSink<S, D> {
     max_pending_bytes: usize,
     /// Per source, the commit handed to the sink in part and not finished yet.
     open: HashMap<String, u64>,
+    /// The most record bytes one `ChangeSink::write` gets.
+    max_write_bytes: usize,
 }
 
 /// What whole-commit mode hands the sink from one read.
@@ -91,7 +93,15 @@ impl<S: ChangeSink, D: ChangeDecoder> TypedSink<S, D> {
             cut: Vec::new(),
             max_pending_bytes: DEFAULT_MAX_PENDING_BYTES,
             open: HashMap::new(),
+            max_write_bytes: MAX_WRITE_BYTES,
         }
+    }
+
+    /// The most record bytes one write hands the sink (default 4 MiB): sinks whose destination
+    /// works best with many requests in flight per write (search indexes) take more.
+    pub fn max_write_bytes(mut self, bytes: usize) -> Self {
+        self.max_write_bytes = bytes.max(1);
+        self
     }
 
     /// Whole-commit mode: hold at most about this many bytes of records back (see the module
@@ -268,7 +278,7 @@ impl<S: ChangeSink, D: ChangeDecoder> TypedSink<S, D> {
         let count = parts.len();
         for (i, part) in parts.into_iter().enumerate() {
             let part = part.as_deref().unwrap_or(records);
-            let chunks = chunks(part, MAX_WRITE_BYTES);
+            let chunks = chunks(part, self.max_write_bytes);
             let last_part = i + 1 == count;
             for (j, chunk) in chunks.iter().enumerate() {
                 let changes = self.decode(chunk).map_err(TypedSinkError::Decode)?;

@@ -181,8 +181,8 @@ impl OpenSearchTarget {
         Ok(())
     }
 
-    /// Writes the sink's document: the stored offsets and the relaxed indexes.
-    pub(super) async fn save_control(&self) -> Result<(), SearchError> {
+    /// Writes the sink's document: the applied offsets and the relaxed indexes.
+    pub(super) async fn save_control(&mut self) -> Result<(), SearchError> {
         let control = Control {
             sink: self.config.name.clone(),
             offsets: self
@@ -207,6 +207,8 @@ impl OpenSearchTarget {
             &[],
         )
         .await?;
+        self.unsaved = false;
+        self.saved_at = Some(std::time::Instant::now());
         Ok(())
     }
 
