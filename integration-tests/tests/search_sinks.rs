@@ -11,7 +11,9 @@ use serde_json::{json, Value as Json};
 use sluice_integration_tests::search::{
     OpenSearch, PrivateOpenSearch, PrivateTypesense, Typesense,
 };
-use sluice_integration_tests::{source_config, wait_for, writer_client, Rng, Sluice, TestDb};
+use sluice_integration_tests::{
+    sluice_command, source_config, wait_for, writer_client, Rng, Sluice, TestDb,
+};
 
 const TABLES: &str = "
 CREATE TABLE items (id int PRIMARY KEY, name text, price numeric(10,2), tags text[], meta jsonb,
@@ -310,6 +312,18 @@ async fn opensearch_sends_a_document_the_mapping_refuses_to_the_dead_letter_topi
     let dead = sluice.records("search.dead");
     assert_eq!(dead.len(), 1, "{dead:?}");
     assert_eq!(dead[0].1["after"], json!({"id": 2, "v": "not a number"}));
+    // `check --connect` reaches the cluster and may write the offsets index; `status` counts
+    // the diverted record as handled.
+    let (code, check) = sluice_command(&["check", "--connect"], &sluice.config);
+    assert_eq!(code, Some(0), "{check}");
+    assert!(check.contains("opensearch 2.19.6"), "{check}");
+    assert!(check.contains("_offsets writable"), "{check}");
+    let (code, status) = sluice_command(&["status"], &sluice.config);
+    assert_eq!(code, Some(0), "{status}");
+    assert!(
+        status.contains("src.public.t: 4 of 4 record(s) delivered (0 behind)"),
+        "{status}"
+    );
     assert_eq!(sluice.stop(), Some(0), "{}", sluice.stderr());
     assert!(
         sluice.stderr().contains("mapper_parsing_exception"),
@@ -418,6 +432,12 @@ async fn typesense_rejects_a_document_of_the_wrong_type_to_the_dead_letter_topic
     let dead = sluice.records("search.dead");
     assert_eq!(dead.len(), 1, "{dead:?}");
     assert_eq!(dead[0].1["after"], json!({"id": 2, "v": "not a number"}));
+    let (code, check) = sluice_command(&["check", "--connect"], &sluice.config);
+    assert_eq!(code, Some(0), "{check}");
+    assert!(
+        check.contains("Typesense at http://127.0.0.1:8108: ready"),
+        "{check}"
+    );
     assert_eq!(sluice.stop(), Some(0), "{}", sluice.stderr());
     assert!(
         sluice.stderr().contains("must be an int32"),
