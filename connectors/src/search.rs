@@ -20,8 +20,11 @@ pub mod opensearch;
 #[cfg(feature = "typesense")]
 pub mod typesense;
 
+use std::sync::Arc;
+
 use sluice_core::event::TableId;
 use sluice_core::retry::{Classify, ErrorKind};
+use sluice_core::sink::{DeadLetter, DeadLetterWriter, SinkRecord};
 
 use crate::replica::ReplicaError;
 
@@ -148,6 +151,37 @@ pub fn check_template(template: &str) -> Option<String> {
         rest = &rest[start + len + 1..];
     }
     None
+}
+
+/// Documents the server rejected, `(record, reason)`, as dead letters after `dead` (the records
+/// are the batch's, kept when there is a dead-letter topic), written through `writer`. With no
+/// dead-letter topic the first rejection stops the sink, naming the record; `what` names the
+/// destination ("index", "collection").
+pub async fn divert_rejected(
+    rejected: Vec<(usize, String)>,
+    mut dead: Vec<DeadLetter>,
+    records: &[SinkRecord],
+    origins: &[(Arc<str>, u64)],
+    writer: Option<&DeadLetterWriter>,
+    what: &str,
+) -> Result<(), SearchError> {
+    for (record, reason) in rejected {
+        match records.get(record) {
+            Some(rejected) => dead.push(DeadLetter {
+                record: rejected.clone(),
+                error: reason,
+            }),
+            None => {
+                let (topic, offset) = &origins[record];
+                return Err(SearchError::Rejected(format!(
+                    "the {what} rejected the document of {topic} offset {offset}: {reason}; \
+                     set dead_letter_topic to divert such documents and go on"
+                )));
+            }
+        }
+    }
+    crate::replica::deliver_dead_letters(writer, dead).await?;
+    Ok(())
 }
 
 /// A backoff step for retried bulk items: 100 ms doubling to 5 s.

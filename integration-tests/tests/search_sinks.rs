@@ -195,32 +195,61 @@ async fn write(url: String, seconds: u64) {
     }
 }
 
+/// The fault run both sinks go through: sluice with `sink` over a filled source, a writer for
+/// 24 s, sluice killed three times, `restart_server` called after the second kill.
+async fn under_faults(
+    source: &TestDb,
+    sink: &str,
+    seed: u64,
+    mut restart_server: impl FnMut(),
+) -> Sluice {
+    source.exec(TABLES);
+    let mut sluice = Sluice::new(&format!("{}{sink}", source_config(source, "")));
+    sluice.start();
+    source.wait_for_streaming().await;
+    let writer = sluice_core::task::spawn_in_span(write(source.url(), 24));
+    let mut rng = Rng::new(seed);
+    for round in 0..3 {
+        tokio::time::sleep(Duration::from_millis(2000 + rng.below(3000))).await;
+        sluice.kill();
+        sluice.start();
+        if round == 1 {
+            // The server goes away and comes back while sluice runs: the sink retries.
+            tokio::task::block_in_place(&mut restart_server);
+        }
+    }
+    writer.await.unwrap();
+    sluice
+}
+
+/// Replays everything: sluice stops (storing its offsets on the way), `forget` drops the
+/// sink's stored offsets, and sluice runs again until `stored` (what the offsets document
+/// says) is what it was at the stop.
+async fn replay<T: PartialEq + std::fmt::Debug>(
+    sluice: &mut Sluice,
+    stored: impl Fn() -> T,
+    forget: impl FnOnce(),
+) {
+    assert_eq!(sluice.stop(), Some(0), "{}", sluice.stderr());
+    let before = stored();
+    forget();
+    sluice.start();
+    wait_for(
+        Duration::from_secs(120),
+        "the replay to reach the end again",
+        || stored() == before,
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn opensearch_kill_9_three_times_and_a_cluster_restart_under_a_writer_then_a_replay_leave_every_index_equal_to_its_table(
 ) {
     let mut node = tokio::task::block_in_place(PrivateOpenSearch::start);
     let search = OpenSearch::on(&node.url());
     let source = TestDb::create();
-    source.exec(TABLES);
-    let mut sluice = Sluice::new(&format!(
-        "{}{}",
-        source_config(&source, ""),
-        search.sink_config("search", "[\"src.public.*\"]", "bulk_docs = 500")
-    ));
-    sluice.start();
-    source.wait_for_streaming().await;
-    let writer = sluice_core::task::spawn_in_span(write(source.url(), 24));
-    let mut rng = Rng::new(0x0e59);
-    for round in 0..3 {
-        tokio::time::sleep(Duration::from_millis(2000 + rng.below(3000))).await;
-        sluice.kill();
-        sluice.start();
-        if round == 1 {
-            // The cluster goes away and comes back while sluice runs: the sink retries.
-            tokio::task::block_in_place(|| node.restart());
-        }
-    }
-    writer.await.unwrap();
+    let sink = search.sink_config("search", "[\"src.public.*\"]", "bulk_docs = 500");
+    let mut sluice = under_faults(&source, &sink, 0x0e59, || node.restart()).await;
     let want = || expected(&source);
     wait_equal(want, || actual(&search), Duration::from_secs(120)).await;
     assert!(
@@ -231,20 +260,19 @@ async fn opensearch_kill_9_three_times_and_a_cluster_restart_under_a_writer_then
     // Replay: the sink forgets what it applied and gets every record again, from offset 0.
     // External versions make the older writes no-ops: the index stays exactly as it is.
     let offsets_doc = format!("/{}_offsets/_doc/search", search.prefix);
-    let stored = search.request("GET", &offsets_doc, None)["_source"]["offsets"].clone();
-    assert!(stored.as_array().is_some_and(|o| !o.is_empty()), "{stored}");
+    let stored = || search.request("GET", &offsets_doc, None)["_source"]["offsets"].clone();
+    assert!(
+        stored().as_array().is_some_and(|o| !o.is_empty()),
+        "{}",
+        stored()
+    );
     let before: BTreeMap<String, Json> = ["items", "orders"]
         .iter()
         .flat_map(|t| search.documents(&search.index(t)))
         .collect();
-    assert_eq!(sluice.stop(), Some(0), "{}", sluice.stderr());
-    search.request("DELETE", &format!("{offsets_doc}?refresh=true"), None);
-    sluice.start();
-    wait_for(
-        Duration::from_secs(120),
-        "the replay to reach the end again",
-        || search.request("GET", &offsets_doc, None)["_source"]["offsets"] == stored,
-    )
+    replay(&mut sluice, stored, || {
+        search.request("DELETE", &format!("{offsets_doc}?refresh=true"), None);
+    })
     .await;
     let after: BTreeMap<String, Json> = ["items", "orders"]
         .iter()
@@ -338,25 +366,8 @@ async fn typesense_kill_9_three_times_and_a_server_restart_under_a_writer_then_a
     let mut server = tokio::task::block_in_place(PrivateTypesense::start);
     let search = Typesense::on(&server.url());
     let source = TestDb::create();
-    source.exec(TABLES);
-    let mut sluice = Sluice::new(&format!(
-        "{}{}",
-        source_config(&source, ""),
-        search.sink_config("search", "[\"src.public.*\"]", "batch_docs = 500")
-    ));
-    sluice.start();
-    source.wait_for_streaming().await;
-    let writer = sluice_core::task::spawn_in_span(write(source.url(), 24));
-    let mut rng = Rng::new(0x75);
-    for round in 0..3 {
-        tokio::time::sleep(Duration::from_millis(2000 + rng.below(3000))).await;
-        sluice.kill();
-        sluice.start();
-        if round == 1 {
-            tokio::task::block_in_place(|| server.restart());
-        }
-    }
-    writer.await.unwrap();
+    let sink = search.sink_config("search", "[\"src.public.*\"]", "batch_docs = 500");
+    let mut sluice = under_faults(&source, &sink, 0x75, || server.restart()).await;
     let want = || {
         expected_typesense(&source)
             .into_iter()
@@ -370,17 +381,12 @@ async fn typesense_kill_9_three_times_and_a_server_restart_under_a_writer_then_a
         "/collections/{}_offsets/documents/sink.search",
         search.prefix
     );
-    let stored = search.request("GET", &offsets_doc, None);
-    assert!(stored.contains("\"offsets\""), "{stored}");
+    let stored = || search.request("GET", &offsets_doc, None);
+    assert!(stored().contains("\"offsets\""), "{}", stored());
     let before = actual_typesense(&search);
-    assert_eq!(sluice.stop(), Some(0), "{}", sluice.stderr());
-    search.request("DELETE", &offsets_doc, None);
-    sluice.start();
-    wait_for(
-        Duration::from_secs(120),
-        "the replay to reach the end again",
-        || search.request("GET", &offsets_doc, None) == stored,
-    )
+    replay(&mut sluice, stored, || {
+        search.request("DELETE", &offsets_doc, None);
+    })
     .await;
     assert_eq!(
         actual_typesense(&search),

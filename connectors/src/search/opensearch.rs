@@ -32,7 +32,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sluice_core::event::TableSchema;
 use sluice_core::pipeline::TypedSink;
-use sluice_core::sink::{DeadLetter, DeadLetterWriter, Offsets};
+use sluice_core::sink::{DeadLetterWriter, Offsets};
 use sluice_schema_registry::changes::RecordDecoder;
 use sluice_schema_registry::registry::Registry;
 
@@ -158,8 +158,22 @@ impl OpenSearchTarget {
     }
 }
 
-fn already_exists(answer: &serde_json::Value) -> bool {
-    answer["error"]["type"].as_str() == Some("resource_already_exists_exception")
+/// Creates `index` with `body` (settings, mappings); one that exists already (another sink or
+/// process made it meanwhile) is fine.
+async fn create_index(
+    http: &Http,
+    index: &str,
+    body: &serde_json::Value,
+    what: &str,
+) -> Result<(), SearchError> {
+    let (status, answer) = http
+        .json(Method::PUT, &format!("/{index}"), Some(body), what, &[400])
+        .await?;
+    let exists = answer["error"]["type"].as_str() == Some("resource_already_exists_exception");
+    if status == 400 && !exists {
+        return Err(http.status_error(what, status, answer.to_string().as_bytes()));
+    }
+    Ok(())
 }
 
 /// The HTTP client for a sink's cluster.
@@ -253,18 +267,7 @@ impl Target for OpenSearchTarget {
                 "mappings": { "dynamic": false },
             });
             let what = format!("creating the offsets index {offsets_index}");
-            let (status, answer) = http
-                .json(
-                    Method::PUT,
-                    &format!("/{offsets_index}"),
-                    Some(&body),
-                    &what,
-                    &[400],
-                )
-                .await?;
-            if status == 400 && !already_exists(&answer) {
-                return Err(http.status_error(&what, status, answer.to_string().as_bytes()));
-            }
+            create_index(&http, &offsets_index, &body, &what).await?;
         }
         let (status, answer) = http
             .json(
@@ -314,7 +317,6 @@ impl Target for OpenSearchTarget {
             commit,
             ..
         } = batch;
-        let mut dead = dead;
         let mut builder = Builder::new(self.config.bulk_bytes, self.config.bulk_docs);
         let mut rejected = Vec::new();
         for item in &work {
@@ -374,23 +376,12 @@ impl Target for OpenSearchTarget {
         if !builder.is_empty() {
             rejected.extend(self.send(builder.finish()).await?);
         }
-        for (record, kind, reason) in rejected {
-            let error = format!("{kind}: {reason}");
-            match records.get(record) {
-                Some(rejected) => dead.push(DeadLetter {
-                    record: rejected.clone(),
-                    error,
-                }),
-                None => {
-                    let (topic, offset) = &origins[record];
-                    return Err(SearchError::Rejected(format!(
-                        "the index rejected the document of {topic} offset {offset}: {error}; \
-                         set dead_letter_topic to divert such documents and go on"
-                    )));
-                }
-            }
-        }
-        replica::deliver_dead_letters(self.dead_letters.as_ref(), dead).await?;
+        let rejected = rejected
+            .into_iter()
+            .map(|(record, kind, reason)| (record, format!("{kind}: {reason}")))
+            .collect();
+        let writer = self.dead_letters.as_ref();
+        super::divert_rejected(rejected, dead, &records, &origins, writer, "index").await?;
         if commit {
             self.stored.extend(offsets);
             self.unsaved = true;

@@ -28,7 +28,7 @@ use serde_json::json;
 use sluice_core::event::TableSchema;
 use sluice_core::pipeline::TypedSink;
 use sluice_core::retry::{Classify, ErrorKind};
-use sluice_core::sink::{DeadLetter, DeadLetterWriter, Offsets};
+use sluice_core::sink::{DeadLetterWriter, Offsets};
 use sluice_schema_registry::changes::RecordDecoder;
 use sluice_schema_registry::registry::Registry;
 
@@ -107,6 +107,28 @@ fn connect(config: &TypesenseSinkConfig) -> Result<Http, SearchError> {
             key,
         },
     )
+}
+
+/// The server answers and is ready (a node still loading or without a raft leader answers
+/// 503: retried, like a server that cannot be reached).
+async fn ready(http: &Http) -> Result<(), SearchError> {
+    let (_, health) = http
+        .json(
+            Method::GET,
+            "/health",
+            None,
+            "asking the server's health",
+            &[503],
+        )
+        .await?;
+    if health["ok"] != json!(true) {
+        return Err(SearchError::Unreachable {
+            server: SERVER,
+            url: http.base().to_owned(),
+            reason: format!("the server is not ready: {health}"),
+        });
+    }
+    Ok(())
 }
 
 /// `text` escaped for a URL's path segment or query value.
@@ -444,22 +466,7 @@ impl Target for TypesenseTarget {
             self.http = Some(connect(&self.config)?);
         }
         let http = self.http();
-        let (_, health) = http
-            .json(
-                Method::GET,
-                "/health",
-                None,
-                "asking the server's health",
-                &[503],
-            )
-            .await?;
-        if health["ok"] != json!(true) {
-            return Err(SearchError::Unreachable {
-                server: SERVER,
-                url: http.base().to_owned(),
-                reason: format!("the server is not ready: {health}"),
-            });
-        }
+        ready(http).await?;
         let collection = self.config.offsets_collection.clone();
         let path = format!("/collections/{}", escape(&collection));
         let (status, _) = http
@@ -529,7 +536,6 @@ impl Target for TypesenseTarget {
             commit,
             ..
         } = batch;
-        let mut dead = dead;
         let mut rejected = Vec::new();
         for item in &work {
             let topic = &origins[item.record].0;
@@ -562,22 +568,8 @@ impl Target for TypesenseTarget {
                 }
             }
         }
-        for (record, reason) in rejected {
-            match records.get(record) {
-                Some(rejected) => dead.push(DeadLetter {
-                    record: rejected.clone(),
-                    error: reason,
-                }),
-                None => {
-                    let (topic, offset) = &origins[record];
-                    return Err(SearchError::Rejected(format!(
-                        "the collection rejected the document of {topic} offset {offset}: {reason}; \
-                         set dead_letter_topic to divert such documents and go on"
-                    )));
-                }
-            }
-        }
-        replica::deliver_dead_letters(self.dead_letters.as_ref(), dead).await?;
+        let writer = self.dead_letters.as_ref();
+        super::divert_rejected(rejected, dead, &records, &origins, writer, "collection").await?;
         if commit {
             self.stored.extend(offsets);
             self.unsaved = true;
@@ -601,21 +593,7 @@ impl Target for TypesenseTarget {
 /// `sluice check --connect`: the server answers, is ready, and the key may read collections.
 pub async fn probe(config: &TypesenseSinkConfig) -> Result<String, SearchError> {
     let http = connect(config)?;
-    let (_, health) = http
-        .json(
-            Method::GET,
-            "/health",
-            None,
-            "asking the server's health",
-            &[503],
-        )
-        .await?;
-    if health["ok"] != json!(true) {
-        return Err(SearchError::Unexpected {
-            server: SERVER,
-            reason: format!("the server is not ready: {health}"),
-        });
-    }
+    ready(&http).await?;
     let (_, collections) = http
         .json(
             Method::GET,

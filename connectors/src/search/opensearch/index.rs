@@ -13,8 +13,7 @@ use sluice_core::event::TableSchema;
 use super::bulk::{Action, Builder};
 use super::config::MappingMode;
 use super::{
-    already_exists, mapping, Control, OpenSearchTarget, Relaxed, StoredOffset, SERVER,
-    TRUNCATE_PAGE,
+    create_index, mapping, Control, OpenSearchTarget, Relaxed, StoredOffset, SERVER, TRUNCATE_PAGE,
 };
 use crate::replica::Row;
 use crate::search::document::document_id;
@@ -63,18 +62,7 @@ impl OpenSearchTarget {
                 body["mappings"] = mapping.clone();
             }
             let what = format!("creating index {index} for {}", table.table);
-            let (status, answer) = http
-                .json(
-                    Method::PUT,
-                    &format!("/{index}"),
-                    Some(&body),
-                    &what,
-                    &[400],
-                )
-                .await?;
-            if status == 400 && !already_exists(&answer) {
-                return Err(http.status_error(&what, status, answer.to_string().as_bytes()));
-            }
+            create_index(http, index, &body, &what).await?;
             tracing::info!(index, table = %table.table, "created index");
         } else if let Some(mapping) = &mapping {
             let what = format!("adding the fields of {} to index {index}", table.table);
