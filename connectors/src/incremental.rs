@@ -38,6 +38,8 @@ fn none<K>() -> Option<K> {
 }
 
 impl<K> Pending<K> {
+    /// (The Postgres source's; a build with only MySQL has no use for it.)
+    #[cfg(feature = "postgres")]
     pub(crate) fn id(&self) -> TableId {
         TableId {
             namespace: self.namespace.clone(),
