@@ -191,13 +191,13 @@ impl TypesenseTarget {
         if status == 404 {
             let body = json!({ "name": collection, "fields": fields });
             let what = format!("creating collection {collection} for {}", table.table);
-            let (status, answer) = http
+            // 409: another process made it meanwhile.
+            let (status, _) = http
                 .json(Method::POST, "/collections", Some(&body), &what, &[409])
                 .await?;
             if status != 409 {
                 tracing::info!(collection, table = %table.table, "created collection");
             }
-            let _ = answer;
         } else {
             let known: Vec<&str> = existing["fields"]
                 .as_array()
