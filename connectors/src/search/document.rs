@@ -76,14 +76,16 @@ pub fn document_id(table: &TableSchema, row: &[Value]) -> Option<String> {
         return Some(match first {
             Value::Text(text) => text.to_string(),
             Value::Enum(text) => text.clone(),
+            Value::Uuid(bytes) => value::uuid_to_string(bytes),
             other => {
                 let mut out = Vec::new();
                 write_value(&mut out, other, Flavor::OpenSearch);
                 let text = String::from_utf8(out).expect("JSON is UTF-8");
-                // A JSON string's quotes are not part of the id.
-                match serde_json::from_str::<String>(&text) {
-                    Ok(unquoted) => unquoted,
-                    Err(_) => text,
+                // A JSON string's quotes are not part of the id (numbers have none).
+                if text.starts_with('"') {
+                    serde_json::from_str::<String>(&text).unwrap_or(text)
+                } else {
+                    text
                 }
             }
         });
