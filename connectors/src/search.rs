@@ -24,7 +24,7 @@ use std::sync::Arc;
 
 use sluice_core::event::TableId;
 use sluice_core::retry::{Classify, ErrorKind};
-use sluice_core::sink::{DeadLetter, DeadLetterWriter, SinkRecord};
+use sluice_core::sink::{DeadLetter, DeadLetterWriter, Offsets, SinkRecord};
 
 use crate::replica::ReplicaError;
 
@@ -182,6 +182,47 @@ pub async fn divert_rejected(
     }
     crate::replica::deliver_dead_letters(writer, dead).await?;
     Ok(())
+}
+
+/// The offsets a search sink has applied, and whether the server's copy (its offsets document)
+/// is behind them. The copy only says where a restart resumes, and a replay from an older one
+/// ends in the same state (OpenSearch: versions; Typesense: the same steps in order), so it
+/// is written at most once a second while batches keep coming, and whenever the sink catches
+/// up.
+#[derive(Debug, Default)]
+pub struct AppliedOffsets {
+    pub offsets: Offsets,
+    unsaved: bool,
+    saved_at: Option<std::time::Instant>,
+}
+
+impl AppliedOffsets {
+    /// Offsets read back from the server at start.
+    pub fn stored(offsets: Offsets) -> AppliedOffsets {
+        AppliedOffsets {
+            offsets,
+            ..AppliedOffsets::default()
+        }
+    }
+
+    /// A batch applied; true when the server's copy is due.
+    pub fn advance(&mut self, offsets: Offsets) -> bool {
+        self.offsets.extend(offsets);
+        self.unsaved = true;
+        self.saved_at
+            .is_none_or(|at| at.elapsed() >= std::time::Duration::from_secs(1))
+    }
+
+    /// Whether the server's copy is behind.
+    pub fn unsaved(&self) -> bool {
+        self.unsaved
+    }
+
+    /// The server has the offsets now.
+    pub fn saved(&mut self) {
+        self.unsaved = false;
+        self.saved_at = Some(std::time::Instant::now());
+    }
 }
 
 /// A backoff step for retried bulk items: 100 ms doubling to 5 s.

@@ -40,7 +40,7 @@ use self::bulk::{Action, Builder};
 pub use self::config::OpenSearchSinkConfig;
 use super::document::{document_id, write_document, Flavor};
 use super::http::{Auth, Http};
-use super::{index_name, SearchError};
+use super::{index_name, AppliedOffsets, SearchError};
 use crate::replica::{self, Prepared, ReplicaSettings, ReplicaSink, Row, Step, Target};
 
 /// Snapshot rows of one index in one batch from which the index is relaxed for loading.
@@ -49,8 +49,6 @@ const RELAX_MIN_ROWS: usize = 1000;
 /// (the runtime then restarts it from its stored offsets, with its own backoff).
 const MAX_ATTEMPTS: u32 = 8;
 const SERVER: &str = "OpenSearch";
-/// How often the offsets document is written while batches keep coming.
-const SAVE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 /// Document ids listed per page when a truncate deletes an index's documents.
 const TRUNCATE_PAGE: usize = 5000;
 
@@ -75,9 +73,7 @@ pub fn opensearch_sink(
         dead_letters,
         ready: HashMap::new(),
         relaxed: BTreeMap::new(),
-        stored: Offsets::new(),
-        unsaved: false,
-        saved_at: None,
+        applied: AppliedOffsets::default(),
     };
     replica::typed_sink(target, settings, registry).max_write_bytes(super::WRITE_BYTES)
 }
@@ -117,10 +113,8 @@ pub struct OpenSearchTarget {
     ready: HashMap<String, Arc<TableSchema>>,
     /// Indexes relaxed for a snapshot load.
     relaxed: BTreeMap<String, Relaxed>,
-    /// The offsets applied, which the offsets document holds unless `unsaved`.
-    stored: Offsets,
-    unsaved: bool,
-    saved_at: Option<std::time::Instant>,
+    /// The offsets applied, and whether the offsets document is behind them.
+    applied: AppliedOffsets,
 }
 
 /// A reason an index name is not one OpenSearch accepts, if any.
@@ -291,11 +285,13 @@ impl Target for OpenSearchTarget {
                 }
             })?
         };
-        self.stored = control
-            .offsets
-            .into_iter()
-            .map(|o| ((o.topic, o.partition), o.next))
-            .collect();
+        self.applied = AppliedOffsets::stored(
+            control
+                .offsets
+                .into_iter()
+                .map(|o| ((o.topic, o.partition), o.next))
+                .collect(),
+        );
         self.ready.clear();
         // Indexes left relaxed by a run that stopped while loading: put them back (the next
         // large snapshot batch relaxes them again).
@@ -304,7 +300,7 @@ impl Target for OpenSearchTarget {
         for index in relaxed {
             self.restore(&index).await?;
         }
-        Ok(self.stored.clone())
+        Ok(self.applied.offsets.clone())
     }
 
     async fn apply(&mut self, batch: Prepared) -> Result<(), SearchError> {
@@ -382,21 +378,16 @@ impl Target for OpenSearchTarget {
             .collect();
         let writer = self.dead_letters.as_ref();
         super::divert_rejected(rejected, dead, &records, &origins, writer, "index").await?;
-        if commit {
-            self.stored.extend(offsets);
-            self.unsaved = true;
-            // The documents are durable (each bulk answered after its translog sync); the
-            // offsets only say where a restart resumes, and the versions make re-applying
-            // harmless: stored at most once a second, and whenever the sink catches up.
-            if self.saved_at.is_none_or(|at| at.elapsed() >= SAVE_EVERY) {
-                self.save_control().await?;
-            }
+        if commit && self.applied.advance(offsets) {
+            // (The documents are durable already: each bulk is answered after the translog
+            // sync.)
+            self.save_control().await?;
         }
         Ok(())
     }
 
     async fn idle(&mut self) -> Result<(), SearchError> {
-        if self.unsaved {
+        if self.applied.unsaved() {
             self.save_control().await?;
         }
         let relaxed: Vec<String> = self.relaxed.keys().cloned().collect();

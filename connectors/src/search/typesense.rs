@@ -35,14 +35,12 @@ use sluice_schema_registry::registry::Registry;
 pub use self::config::TypesenseSinkConfig;
 use super::document::{document_id, write_document, write_str, Flavor};
 use super::http::{Auth, Http};
-use super::{backoff, index_name, metric, SearchError};
+use super::{backoff, index_name, metric, AppliedOffsets, SearchError};
 use crate::replica::{self, Prepared, ReplicaSettings, ReplicaSink, Row, Step, Target};
 
 const SERVER: &str = "Typesense";
 /// Attempts at a request the server keeps refusing as not ready or overloaded.
 const MAX_ATTEMPTS: u32 = 8;
-/// How often the offsets document is written while batches keep coming.
-const SAVE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 /// Ids per delete request (they travel in the URL).
 const DELETE_IDS: usize = 100;
 
@@ -66,9 +64,7 @@ pub fn typesense_sink(
         http: None,
         dead_letters,
         ready: HashMap::new(),
-        stored: Offsets::new(),
-        unsaved: false,
-        saved_at: None,
+        applied: AppliedOffsets::default(),
     };
     replica::typed_sink(target, settings, registry).max_write_bytes(super::WRITE_BYTES)
 }
@@ -80,10 +76,8 @@ pub struct TypesenseTarget {
     dead_letters: Option<DeadLetterWriter>,
     /// Collections made ready in this run, with the table version they were last made for.
     ready: HashMap<String, Arc<TableSchema>>,
-    /// The offsets applied, which the offsets document holds unless `unsaved`.
-    stored: Offsets,
-    unsaved: bool,
-    saved_at: Option<Instant>,
+    /// The offsets applied, and whether the offsets document is behind them.
+    applied: AppliedOffsets,
 }
 
 /// How an import line is sent: a whole document, or the fields given (others kept).
@@ -394,7 +388,8 @@ impl TypesenseTarget {
     /// Stores the sink's offsets in its document of `offsets_collection`.
     async fn save_offsets(&mut self) -> Result<(), SearchError> {
         let offsets: Vec<serde_json::Value> = self
-            .stored
+            .applied
+            .offsets
             .iter()
             .map(|((topic, partition), next)| json!({"topic": topic, "partition": partition, "next": next}))
             .collect();
@@ -416,8 +411,7 @@ impl TypesenseTarget {
                 &[],
             )
             .await?;
-        self.unsaved = false;
-        self.saved_at = Some(Instant::now());
+        self.applied.saved();
         Ok(())
     }
 }
@@ -520,9 +514,9 @@ impl Target for TypesenseTarget {
             }
         }
         tracing::info!(url = http.base(), "Typesense sink connected");
-        self.stored = stored;
+        self.applied = AppliedOffsets::stored(stored);
         self.ready.clear();
-        Ok(self.stored.clone())
+        Ok(self.applied.offsets.clone())
     }
 
     async fn apply(&mut self, batch: Prepared) -> Result<(), SearchError> {
@@ -569,20 +563,14 @@ impl Target for TypesenseTarget {
         }
         let writer = self.dead_letters.as_ref();
         super::divert_rejected(rejected, dead, &records, &origins, writer, "collection").await?;
-        if commit {
-            self.stored.extend(offsets);
-            self.unsaved = true;
-            // A crash replays what came after the stored offsets, in order, so the collection
-            // still ends exact: stored at most once a second, and whenever the sink catches up.
-            if self.saved_at.is_none_or(|at| at.elapsed() >= SAVE_EVERY) {
-                self.save_offsets().await?;
-            }
+        if commit && self.applied.advance(offsets) {
+            self.save_offsets().await?;
         }
         Ok(())
     }
 
     async fn idle(&mut self) -> Result<(), SearchError> {
-        if self.unsaved {
+        if self.applied.unsaved() {
             self.save_offsets().await?;
         }
         Ok(())

@@ -174,7 +174,8 @@ impl OpenSearchTarget {
         let control = Control {
             sink: self.config.name.clone(),
             offsets: self
-                .stored
+                .applied
+                .offsets
                 .iter()
                 .map(|((topic, partition), next)| StoredOffset {
                     topic: topic.clone(),
@@ -195,8 +196,7 @@ impl OpenSearchTarget {
             &[],
         )
         .await?;
-        self.unsaved = false;
-        self.saved_at = Some(std::time::Instant::now());
+        self.applied.saved();
         Ok(())
     }
 
