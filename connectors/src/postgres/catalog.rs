@@ -145,6 +145,42 @@ pub(super) async fn table_columns(
         .collect())
 }
 
+/// The columns a Relation message names, typed as the message types them. The stream runs
+/// behind the catalog: by the time a message is read, a later `ALTER TABLE` may have changed a
+/// column's type, so only nullability and the primary key (which the message does not carry)
+/// come from the catalog as it is now.
+pub(super) async fn relation_columns(
+    client: &Client,
+    oid: u32,
+    columns: &[super::decode::RelationColumn],
+) -> Result<Vec<ColumnInfo>, PostgresError> {
+    let names: Vec<&str> = columns.iter().map(|c| c.name.as_str()).collect();
+    let types: Vec<u32> = columns.iter().map(|c| c.type_oid).collect();
+    let modifiers: Vec<i32> = columns.iter().map(|c| c.type_modifier).collect();
+    let rows = client
+        .query(
+            "SELECT format_type(m.typ, m.typmod), COALESCE(a.attnotnull, false), \
+                    COALESCE(a.attnum = ANY(i.indkey), false) \
+             FROM unnest($2::text[], $3::oid[], $4::int4[]) WITH ORDINALITY AS m(name, typ, typmod, n) \
+             LEFT JOIN pg_attribute a ON a.attrelid = $1 AND a.attname = m.name AND NOT a.attisdropped \
+             LEFT JOIN pg_index i ON i.indrelid = $1 AND i.indisprimary \
+             ORDER BY m.n",
+            &[&oid, &names, &types, &modifiers],
+        )
+        .await?;
+    Ok(columns
+        .iter()
+        .zip(rows)
+        .map(|(column, row)| ColumnInfo {
+            name: column.name.clone(),
+            type_oid: column.type_oid,
+            type_name: row.get(0),
+            not_null: row.get(1),
+            primary_key: row.get(2),
+        })
+        .collect())
+}
+
 /// A table's columns as the catalog has them, as schema columns, and how to read each.
 pub(super) async fn describe(
     client: &Client,

@@ -33,8 +33,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sluice_core::event::{
-    ChangeEvent, Column, DataType, LogicalMessage, Op, SnapshotMarker, TableId, TableSchema,
-    TxnInfo,
+    ChangeEvent, Column, LogicalMessage, Op, SnapshotMarker, TableId, TableSchema, TxnInfo,
 };
 use sluice_core::position::{Lsn, Position};
 use sluice_core::value::Value;
@@ -761,37 +760,29 @@ impl Stream {
                 captured: false,
             });
         }
-        let catalog_columns = catalog::table_columns(&ctx.client, message.oid).await?;
-        let has_primary_key = catalog_columns.iter().any(|c| c.primary_key);
-        let mut columns = Vec::with_capacity(message.columns.len());
-        let mut types = Vec::with_capacity(message.columns.len());
-        for column in &message.columns {
-            let info = catalog_columns.iter().find(|c| c.name == column.name);
-            let type_name = info.map_or_else(
-                || format!("oid {}", column.type_oid),
-                |c| c.type_name.clone(),
-            );
+        let infos = catalog::relation_columns(&ctx.client, message.oid, &message.columns).await?;
+        let has_primary_key = infos.iter().any(|c| c.primary_key);
+        let mut columns = Vec::with_capacity(infos.len());
+        let mut types = Vec::with_capacity(infos.len());
+        for (info, column) in infos.into_iter().zip(&message.columns) {
             let key = if has_primary_key {
-                info.is_some_and(|c| c.primary_key)
+                info.primary_key
             } else {
                 // REPLICA IDENTITY USING INDEX without a primary key: the index columns are the key.
                 message.replica_identity == b'i' && column.identity
             };
-            types.push(
-                ctx.resolver
-                    .resolve(&ctx.client, column.type_oid, &id, &column.name, &type_name)
-                    .await?,
-            );
-            let data_type = types
-                .last()
-                .map_or(DataType::Text, |t: &PgType| t.data_type(&type_name));
+            let pg_type = ctx
+                .resolver
+                .resolve(&ctx.client, info.type_oid, &id, &info.name, &info.type_name)
+                .await?;
             columns.push(Column {
-                name: column.name.clone(),
-                type_name,
-                data_type,
+                data_type: pg_type.data_type(&info.type_name),
+                name: info.name,
+                type_name: info.type_name,
                 key,
-                nullable: !info.is_some_and(|c| c.not_null),
+                nullable: !info.not_null,
             });
+            types.push(pg_type);
         }
         let previous = self
             .replay
