@@ -51,6 +51,7 @@ Cases:
                      spills the transaction and sends it after its commit).
   mysql_big_txn      the same from MariaDB.
   opensearch_sink, typesense_sink, search_freshness: see bench/search_cases.py.
+  clickhouse_sink: see bench/warehouse_cases.py.
 Peak RSS of sluice is reported for pg_stream (goal <= 64 MB).
 """
 
@@ -64,6 +65,7 @@ import tempfile
 import time
 
 import search_cases
+import warehouse_cases
 
 SLUICE = os.environ.get("SLUICE_BIN", "target/release/sluice")
 TINY = "--tiny" in sys.argv
@@ -973,6 +975,7 @@ def main():
         ("opensearch_sink", lambda: search_cases.case_opensearch_sink(sys.modules[__name__])),
         ("typesense_sink", lambda: search_cases.case_typesense_sink(sys.modules[__name__])),
         ("search_freshness", lambda: search_cases.case_search_freshness(sys.modules[__name__])),
+        ("clickhouse_sink", lambda: warehouse_cases.case_clickhouse_sink(sys.modules[__name__])),
         ("pg_big_txn", lambda: case_big_txn("pg")),
         ("pg_big_txn_at_commit", lambda: case_big_txn("pg", stream=False)),
         ("mysql_big_txn", lambda: case_big_txn("mysql")),
@@ -985,7 +988,7 @@ def main():
         if (name.startswith("log_") or name.startswith("encode_") or name == "pg_replication_latency"
                 or "_big_txn" in name
                 or name.startswith("kafka_") or name == "pg_to_kafka"
-                or name in ("opensearch_sink", "typesense_sink", "search_freshness")
+                or name in ("opensearch_sink", "typesense_sink", "search_freshness", "clickhouse_sink")
                 or name in ("incremental_snapshot", "mysql_incremental_snapshot", "pg_snapshot_100m")):
             ours, ref, notes = run()
             rss = None

@@ -71,6 +71,8 @@ def run_sink(b, workdir, sink_toml, ready_text, done, name):
                 time.sleep(0.05)
             end = time.time()
         finally:
+            global LAST_PEAK_RSS_MB
+            LAST_PEAK_RSS_MB = peak_rss_mb(proc.pid)
             proc.terminate()
             proc.wait()
         err.seek(0)
@@ -79,6 +81,22 @@ def run_sink(b, workdir, sink_toml, ready_text, done, name):
     if not ready:
         raise SystemExit(f"{name}: the sink never said {ready_text!r}:\n" + "\n".join(lines[-30:]))
     return end - b.log_time(ready[0])
+
+
+# The peak RSS (MB) of the last sluice run_sink ran.
+LAST_PEAK_RSS_MB = 0.0
+
+
+def peak_rss_mb(pid):
+    """A running process's peak RSS so far (VmHWM), in MB."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
 
 
 def post_all(files, url, headers, content_type):

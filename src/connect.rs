@@ -205,6 +205,18 @@ pub(crate) async fn spawn_sink<L: EventLog + Clone>(
             let run = run_sink(settings(8 << 20, 16 << 20), built, log, cancel);
             cx.tasks.spawn_isolated(task, span, run, on_failure);
         }
+        // ClickHouse: rounds of 16 MiB encoded into a buffer that is inserted per second or
+        // per batch_bytes, the insert running while the next rounds are read.
+        #[cfg(feature = "clickhouse")]
+        SinkConfig::ClickHouse(ref ch) => {
+            let built = sluice_connectors::clickhouse::clickhouse_sink(
+                ch.clone(),
+                Arc::clone(cx.registry),
+                dead_letters,
+            );
+            let run = run_sink(settings(8 << 20, 16 << 20), built, log, cancel);
+            cx.tasks.spawn_isolated(task, span, run, on_failure);
+        }
     }
     Ok(())
 }
@@ -240,6 +252,23 @@ pub(crate) async fn probe_sink(sink: &SinkConfig) -> anyhow::Result<String> {
         }
         #[cfg(feature = "typesense")]
         SinkConfig::Typesense(ref ts) => Ok(sluice_connectors::search::typesense::probe(ts).await?),
+        #[cfg(feature = "clickhouse")]
+        SinkConfig::ClickHouse(ref ch) => Ok(sluice_connectors::clickhouse::probe(ch).await?),
+    }
+}
+
+/// `sluice status`: what a sink's destination says about it, for sinks that keep their state
+/// there (None for the others).
+pub(crate) async fn sink_server_status(sink: &SinkConfig) -> Option<anyhow::Result<Vec<String>>> {
+    match *sink {
+        #[cfg(feature = "clickhouse")]
+        SinkConfig::ClickHouse(ref ch) => Some(
+            sluice_connectors::clickhouse::server_status(ch)
+                .await
+                .map_err(anyhow::Error::from),
+        ),
+        #[allow(unreachable_patterns)]
+        _ => None,
     }
 }
 

@@ -129,6 +129,15 @@ async fn report<L: EventLog>(config: &FileConfig, log: &L) -> anyhow::Result<()>
         for line in &per_topic {
             println!("{line}");
         }
+        match crate::connect::sink_server_status(sink).await {
+            Some(Ok(lines)) => {
+                for line in lines {
+                    println!("  server: {line}");
+                }
+            }
+            Some(Err(err)) => println!("  server: unreachable: {err}"),
+            None => {}
+        }
         let failure = log
             .checkpoint(&sink_failure_writer(name))
             .await?

@@ -7,11 +7,17 @@
 //! - `kafka`: the Kafka source and sink (rdkafka);
 //! - `search`: the search index sinks, OpenSearch/Elasticsearch (`opensearch`) and Typesense
 //!   (`typesense`), over HTTP;
+//! - `clickhouse`: the ClickHouse sink (current-state and changelog tables), over HTTP;
+//! - `http`: the HTTP client those sinks share; `names`: destination names from templates;
 //! - `incremental`: the queue of on-demand snapshots both database sources keep.
 //!
 //! [`SourceConfig`] and [`SinkConfig`] are the tagged enums of the config file's `[[sources]]`
 //! and `[[sinks]]`; the binary maps each variant to its constructor in one `match`.
 
+#[cfg(feature = "clickhouse")]
+pub mod clickhouse;
+#[cfg(feature = "http")]
+pub mod http;
 #[cfg(any(feature = "postgres", feature = "mysql"))]
 mod incremental;
 #[cfg(feature = "jsonl")]
@@ -20,9 +26,15 @@ pub mod jsonl;
 pub mod kafka;
 #[cfg(feature = "mysql")]
 pub mod mysql;
+pub mod names;
 #[cfg(feature = "postgres")]
 pub mod postgres;
-#[cfg(any(feature = "postgres", feature = "mysql", feature = "search"))]
+#[cfg(any(
+    feature = "postgres",
+    feature = "mysql",
+    feature = "search",
+    feature = "clickhouse"
+))]
 pub mod replica;
 #[cfg(feature = "search")]
 pub mod search;
@@ -105,13 +117,14 @@ pub trait Section {
 /// Every connector kind sluice has, in any build (a build without one says so instead of
 /// calling the kind unknown).
 pub const SOURCE_KINDS: [&str; 3] = ["postgres", "mysql", "kafka"];
-pub const SINK_KINDS: [&str; 6] = [
+pub const SINK_KINDS: [&str; 7] = [
     "jsonl",
     "postgres",
     "mysql",
     "kafka",
     "opensearch",
     "typesense",
+    "clickhouse",
 ];
 
 /// Whether this build has connector `kind` for `section` (`sources` or `sinks`).
@@ -129,6 +142,8 @@ pub fn compiled_in(section: &str, kind: &str) -> bool {
     compiled.push(("sinks", "opensearch"));
     #[cfg(feature = "typesense")]
     compiled.push(("sinks", "typesense"));
+    #[cfg(feature = "clickhouse")]
+    compiled.push(("sinks", "clickhouse"));
     compiled.contains(&(section, kind))
 }
 
@@ -216,6 +231,8 @@ pub fn locate_config_error(section: &str, entry: serde_json::Value) -> Option<St
         ("sinks", "opensearch") => at::<search::opensearch::OpenSearchSinkConfig>(entry),
         #[cfg(feature = "typesense")]
         ("sinks", "typesense") => at::<search::typesense::TypesenseSinkConfig>(entry),
+        #[cfg(feature = "clickhouse")]
+        ("sinks", "clickhouse") => at::<clickhouse::ClickHouseSinkConfig>(entry),
         _ => None,
     }
 }
@@ -237,6 +254,9 @@ pub enum SinkConfig {
     OpenSearch(search::opensearch::OpenSearchSinkConfig),
     #[cfg(feature = "typesense")]
     Typesense(search::typesense::TypesenseSinkConfig),
+    #[cfg(feature = "clickhouse")]
+    #[serde(rename = "clickhouse")]
+    ClickHouse(clickhouse::ClickHouseSinkConfig),
 }
 
 impl SinkConfig {
@@ -255,6 +275,8 @@ impl SinkConfig {
             SinkConfig::OpenSearch(ref config) => config,
             #[cfg(feature = "typesense")]
             SinkConfig::Typesense(ref config) => config,
+            #[cfg(feature = "clickhouse")]
+            SinkConfig::ClickHouse(ref config) => config,
         }
     }
 
@@ -297,6 +319,10 @@ impl SinkConfig {
             }
             #[cfg(feature = "typesense")]
             SinkConfig::Typesense(ref mut config) => {
+                config.paths_mut().into_iter().for_each(resolve)
+            }
+            #[cfg(feature = "clickhouse")]
+            SinkConfig::ClickHouse(ref mut config) => {
                 config.paths_mut().into_iter().for_each(resolve)
             }
         }

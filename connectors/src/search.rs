@@ -14,7 +14,6 @@
 //! and a replay re-applies the same final states in the same order.
 
 pub mod document;
-pub mod http;
 #[cfg(feature = "opensearch")]
 pub mod opensearch;
 #[cfg(feature = "typesense")]
@@ -27,6 +26,36 @@ use sluice_core::retry::{Classify, ErrorKind};
 use sluice_core::sink::{DeadLetter, DeadLetterWriter, Offsets, SinkRecord};
 
 use crate::replica::ReplicaError;
+
+impl From<crate::http::HttpError> for SearchError {
+    fn from(err: crate::http::HttpError) -> SearchError {
+        use crate::http::HttpError;
+        match err {
+            HttpError::Unreachable {
+                server,
+                url,
+                reason,
+            } => SearchError::Unreachable {
+                server,
+                url,
+                reason,
+            },
+            HttpError::Status {
+                server,
+                what,
+                status,
+                body,
+            } => SearchError::Status {
+                server,
+                what,
+                status,
+                body,
+            },
+            HttpError::Unexpected { server, reason } => SearchError::Unexpected { server, reason },
+            HttpError::Config(reason) => SearchError::Config(reason),
+        }
+    }
+}
 
 /// Why a search sink stopped or will retry.
 #[derive(Debug, thiserror::Error)]
@@ -101,9 +130,7 @@ impl From<ReplicaError> for SearchError {
 pub const WRITE_BYTES: usize = 16 << 20;
 
 /// Statuses that pass by waiting: overload, timeouts, the server restarting or electing.
-pub fn retried_status(status: u16) -> bool {
-    status == 429 || status == 408 || status >= 500
-}
+pub use crate::http::retried_status;
 
 /// Metric names of the search sinks (labels: `sink`, and `result` or `reason`).
 pub mod metric {
@@ -118,39 +145,15 @@ pub mod metric {
     pub const RETRIES: &str = "sluice_search_item_retries_total";
 }
 
-/// The index (collection) name `template` gives a table's topic: `{topic}` (the log topic,
-/// `<source>.<schema>.<table>`), `{source}`, `{schema}`, `{table}`; lowercased, as search
-/// servers require.
+/// The index (collection) name `template` gives a table's topic (`crate::names`), lowercased,
+/// as search servers require.
 pub fn index_name(template: &str, topic: &str, table: &TableId) -> String {
-    let source = topic.split('.').next().unwrap_or(topic);
-    template
-        .replace("{topic}", topic)
-        .replace("{source}", source)
-        .replace("{schema}", &table.namespace)
-        .replace("{table}", &table.name)
-        .to_lowercase()
+    crate::names::fill_template(template, topic, table).to_lowercase()
 }
 
-/// Checks a template's placeholders (no I/O): `None` when fine, else what is wrong.
+/// Checks an index template's placeholders (no I/O): `None` when fine, else what is wrong.
 pub fn check_template(template: &str) -> Option<String> {
-    if template.trim().is_empty() {
-        return Some("name an index, e.g. \"{topic}\" or \"shop_{table}\"".into());
-    }
-    let mut rest = template;
-    while let Some(start) = rest.find('{') {
-        let Some(len) = rest[start..].find('}') else {
-            return Some(format!("{template:?} has an unclosed '{{'"));
-        };
-        let name = &rest[start + 1..start + len];
-        if !matches!(name, "topic" | "source" | "schema" | "table") {
-            return Some(format!(
-                "{template:?} names {{{name}}}; the placeholders are {{topic}}, {{source}}, \
-                 {{schema}} and {{table}}"
-            ));
-        }
-        rest = &rest[start + len + 1..];
-    }
-    None
+    crate::names::check_template(template, "an index")
 }
 
 /// Documents the server rejected, `(record, reason)`, as dead letters after `dead` (the records

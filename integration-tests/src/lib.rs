@@ -2,6 +2,7 @@
 //! a fresh database per test, the `sluice` binary run as a child process on a temp config, the
 //! log read back through sluice-log, and a notify-or-timeout wait.
 
+pub mod clickhouse;
 pub mod compliance;
 pub mod kafka;
 mod private_servers;

@@ -240,10 +240,12 @@ async fn every_event_reaches_kafka_once_across_kill_9_in_the_partition_java_give
         assert_eq!(*partition as usize, *expected, "key {key:?}");
     }
     assert!(opened(&sluice) >= 4, "{}", sluice.stderr());
+    // The broker's absence is seen: a write failed and was retried, or (when the outage fell
+    // between writes, or a write simply waited it out) librdkafka reported it.
+    let stderr = sluice.stderr();
     assert!(
-        sluice.stderr().contains("sink write failed; reopening"),
-        "the broker's absence was seen and retried: {}",
-        sluice.stderr()
+        stderr.contains("sink write failed; reopening") || stderr.contains("AllBrokersDown"),
+        "the broker's absence was seen: {stderr}"
     );
     assert_eq!(sluice.stop(), Some(0), "{}", sluice.stderr());
 }

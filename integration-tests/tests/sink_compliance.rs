@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use serde_json::{json, Value as Json};
+use sluice_connectors::clickhouse::{clickhouse_sink, ClickHouseSinkConfig, ClickHouseSinkRuntime};
 use sluice_connectors::jsonl::{JsonlSink, JsonlSinkConfig};
 use sluice_connectors::mysql::sink::{mysql_sink, MysqlSink, MysqlSinkConfig};
 use sluice_connectors::postgres::sink::{postgres_sink, PostgresSink, PostgresSinkConfig};
@@ -12,6 +13,7 @@ use sluice_connectors::search::opensearch::{
 };
 use sluice_connectors::search::typesense::{typesense_sink, TypesenseSink, TypesenseSinkConfig};
 use sluice_core::sink::DeadLetterWriter;
+use sluice_integration_tests::clickhouse::{ClickHouse, CHDB_URL, CLICKHOUSE_URL};
 use sluice_integration_tests::compliance::{self, Kit, Rows, SinkUnderTest, REJECTED_QTY, TOPIC};
 use sluice_integration_tests::search::{typesense_key, OpenSearch, Typesense, OPENSEARCH_URL};
 use sluice_integration_tests::{MariaDb, TestDb};
@@ -329,6 +331,80 @@ impl SinkUnderTest for TypesenseCollection {
         // qty of the kit is an int. search_sinks.rs rejects a string in an int32 field.
         None
     }
+}
+
+struct ClickHouseTable {
+    server: ClickHouse,
+}
+
+impl SinkUnderTest for ClickHouseTable {
+    type Sink = ClickHouseSinkRuntime;
+
+    fn sink(&self, kit: &Kit, dead_letters: Option<DeadLetterWriter>) -> ClickHouseSinkRuntime {
+        let config: ClickHouseSinkConfig = config(json!({
+            "name": "kit",
+            "url": self.server.url,
+            "database": self.server.database,
+            "topics": [TOPIC],
+            // Small inserts, often: the kit's batches span many, and its crashes fall between.
+            "flush_interval_ms": 20,
+            "batch_bytes": 4096,
+        }));
+        clickhouse_sink(config, Arc::clone(&kit.registry), dead_letters)
+    }
+
+    fn rows(&self) -> Rows {
+        if !self.server.has_table("items") {
+            return Rows::new();
+        }
+        parse_rows(
+            &self.server.current("items", "id, name, qty").join("\n"),
+            '\t',
+        )
+    }
+
+    fn exactly_once(&self) -> bool {
+        true
+    }
+
+    fn forget_offsets(&self) -> Option<()> {
+        self.server.exec(&format!(
+            "TRUNCATE TABLE {}._sluice_offsets",
+            self.server.database
+        ));
+        Some(())
+    }
+
+    fn reject_poison(&self) -> Option<String> {
+        // The table is made again with an unsigned qty: a negative one does not fit, and the
+        // sink (its offsets forgotten) fills it again from the log.
+        let db = &self.server.database;
+        self.server
+            .exec(&format!("DROP TABLE IF EXISTS {db}.items"));
+        self.server.exec(&format!(
+            "CREATE TABLE {db}.items (id Int32, name Nullable(String), qty Nullable(UInt32), \
+             _sluice_version UInt64, _sluice_deleted UInt8) \
+             ENGINE = ReplacingMergeTree(_sluice_version) ORDER BY id"
+        ));
+        self.forget_offsets();
+        Some("-999 does not fit UInt32".into())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_clickhouse_sink_passes_the_compliance_kit_on_clickhouse_18() {
+    compliance::check(ClickHouseTable {
+        server: ClickHouse::on(CLICKHOUSE_URL),
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_clickhouse_sink_passes_the_compliance_kit_on_current_clickhouse() {
+    compliance::check(ClickHouseTable {
+        server: ClickHouse::on(CHDB_URL),
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -39,8 +39,8 @@ use sluice_schema_registry::registry::Registry;
 use self::bulk::{Action, Builder};
 pub use self::config::OpenSearchSinkConfig;
 use super::document::{document_id, write_document, Flavor};
-use super::http::{Auth, Http};
 use super::{index_name, AppliedOffsets, SearchError};
+use crate::http::{Auth, Http};
 use crate::replica::{self, Prepared, ReplicaSettings, ReplicaSink, Row, Step, Target};
 
 /// Snapshot rows of one index in one batch from which the index is relaxed for loading.
@@ -165,21 +165,23 @@ async fn create_index(
         .await?;
     let exists = answer["error"]["type"].as_str() == Some("resource_already_exists_exception");
     if status == 400 && !exists {
-        return Err(http.status_error(what, status, answer.to_string().as_bytes()));
+        return Err(http
+            .status_error(what, status, answer.to_string().as_bytes())
+            .into());
     }
     Ok(())
 }
 
 /// The HTTP client for a sink's cluster.
 fn connect(config: &OpenSearchSinkConfig) -> Result<Http, SearchError> {
-    Http::new(
+    Ok(Http::new(
         SERVER,
         &config.url,
         config.ca_file.as_deref(),
         Auth::Basic {
             password_file: config.password_file.clone(),
         },
-    )
+    )?)
 }
 
 /// The documents of one table's step, added to `builder`, each with its record's version.

@@ -34,8 +34,8 @@ use sluice_schema_registry::registry::Registry;
 
 pub use self::config::TypesenseSinkConfig;
 use super::document::{document_id, write_document, write_str, Flavor};
-use super::http::{Auth, Http};
 use super::{backoff, index_name, metric, AppliedOffsets, SearchError};
+use crate::http::{Auth, Http};
 use crate::replica::{self, Prepared, ReplicaSettings, ReplicaSink, Row, Step, Target};
 
 const SERVER: &str = "Typesense";
@@ -92,7 +92,7 @@ fn connect(config: &TypesenseSinkConfig) -> Result<Http, SearchError> {
     let key = config
         .resolve_api_key()
         .map_err(|e| SearchError::Config(format!("sink {}: {e}", config.name)))?;
-    Http::new(
+    Ok(Http::new(
         SERVER,
         &config.url,
         config.ca_file.as_deref(),
@@ -100,7 +100,7 @@ fn connect(config: &TypesenseSinkConfig) -> Result<Http, SearchError> {
             header: "x-typesense-api-key",
             key,
         },
-    )
+    )?)
 }
 
 /// The server answers and is ready (a node still loading or without a raft leader answers
@@ -215,7 +215,7 @@ impl TypesenseTarget {
                     .await?;
                 if status == 400 {
                     tracing::warn!(collection, table = %table.table,
-                        reason = super::http::server_reason(&answer).unwrap_or_default(),
+                        reason = crate::http::server_reason(&answer).unwrap_or_default(),
                         "cannot add the table's new columns to the collection; documents keep \
                          their values but the fields are not searchable");
                 }
@@ -277,9 +277,10 @@ impl TypesenseTarget {
                             let result = http
                                 .send(Method::POST, path, Some((body.clone(), "text/plain")), "an import")
                                 .await
+                                .map_err(SearchError::from)
                                 .and_then(|(status, answer)| match status {
                                     200 => Ok(answer),
-                                    _ => Err(http.status_error("an import", status, &answer)),
+                                    _ => Err(http.status_error("an import", status, &answer).into()),
                                 });
                             metrics::histogram!(metric::BULK_SECONDS, "sink" => sink.clone())
                                 .record(start.elapsed().as_secs_f64());
@@ -364,11 +365,13 @@ impl TypesenseTarget {
             return Ok(());
         }
         if status != 200 {
-            return Err(http.status_error(
-                &format!("listing the documents of {collection}"),
-                status,
-                &body,
-            ));
+            return Err(http
+                .status_error(
+                    &format!("listing the documents of {collection}"),
+                    status,
+                    &body,
+                )
+                .into());
         }
         let ids: Vec<String> = body
             .split(|b| *b == b'\n')

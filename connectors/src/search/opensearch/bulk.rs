@@ -236,21 +236,23 @@ impl OpenSearchTarget {
             let mut last = String::new();
             let mut counts: HashMap<&'static str, u64> = HashMap::new();
             for (body, items, result) in results {
-                let answer = match result.and_then(|(status, bytes)| {
-                    if status == 200 {
-                        serde_json::from_slice::<Answer>(&bytes).map_err(|e| {
-                            SearchError::Unexpected {
-                                server: SERVER,
-                                reason: format!(
-                                    "a bulk answer that does not parse ({e}): {}",
-                                    crate::search::http::shorten(&bytes)
-                                ),
-                            }
-                        })
-                    } else {
-                        Err(http.status_error("a bulk request", status, &bytes))
-                    }
-                }) {
+                let answer = match result
+                    .map_err(SearchError::from)
+                    .and_then(|(status, bytes)| {
+                        if status == 200 {
+                            serde_json::from_slice::<Answer>(&bytes).map_err(|e| {
+                                SearchError::Unexpected {
+                                    server: SERVER,
+                                    reason: format!(
+                                        "a bulk answer that does not parse ({e}): {}",
+                                        crate::http::shorten(&bytes)
+                                    ),
+                                }
+                            })
+                        } else {
+                            Err(http.status_error("a bulk request", status, &bytes).into())
+                        }
+                    }) {
                     Ok(answer) => answer,
                     Err(err) if err.kind() == ErrorKind::Transient => {
                         last = err.to_string();

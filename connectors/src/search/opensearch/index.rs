@@ -79,7 +79,7 @@ impl OpenSearchTarget {
                 // A field whose type cannot change: documents go on with the index's type (a
                 // value it refuses is rejected, to the dead-letter topic).
                 tracing::warn!(index, table = %table.table,
-                    reason = crate::search::http::server_reason(&answer).unwrap_or_default(),
+                    reason = crate::http::server_reason(&answer).unwrap_or_default(),
                     "the index's mapping differs from the table's and cannot be changed; \
                      documents are indexed under the existing mapping (reindex to change it)");
             }

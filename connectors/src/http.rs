@@ -1,7 +1,8 @@
-//! The search sinks' HTTP client: one pooled reqwest client per sink, TLS through rustls (ring;
-//! the system's CA store, or a CA file for private clusters), credentials kept out of every
-//! message (basic auth from the URL or a password file; Typesense's API key), and answers
-//! turned into [`SearchError`]s that say what was asked and what the server said.
+//! The HTTP client of the sinks that talk HTTP (search indexes, ClickHouse): one pooled reqwest
+//! client per sink, TLS through rustls (ring; the system's CA store, or a CA file for private
+//! servers), credentials kept out of every message (basic auth from the URL or a password file;
+//! Typesense's API key), and answers turned into [`HttpError`]s that say what was asked and what
+//! the server said.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -12,7 +13,54 @@ use reqwest::header::{HeaderName, HeaderValue, CONTENT_TYPE};
 use reqwest::{Method, Url};
 use sluice_core::redact::SecretUrl;
 
-use super::SearchError;
+use sluice_core::retry::{Classify, ErrorKind};
+
+/// Why a request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    /// The server could not be reached or did not answer in time (retried).
+    #[error("{server} at {url}: {reason}")]
+    Unreachable {
+        server: &'static str,
+        url: String,
+        reason: String,
+    },
+    /// The server answered with an error status. 408, 429 and 5xx are retried; the rest are
+    /// definite (permissions, a bad request the operator must fix).
+    #[error("{server} answered {status} to {what}: {body}")]
+    Status {
+        server: &'static str,
+        what: String,
+        status: u16,
+        body: String,
+    },
+    /// The server answered, but not what the sink can use.
+    #[error("{server}: {reason}")]
+    Unexpected {
+        server: &'static str,
+        reason: String,
+    },
+    /// The client cannot be made as configured (a URL, a certificate or password file).
+    #[error("{0}")]
+    Config(String),
+}
+
+impl Classify for HttpError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            HttpError::Unreachable { .. } => ErrorKind::Transient,
+            HttpError::Status { status, .. } if retried_status(*status) => ErrorKind::Transient,
+            HttpError::Status { .. } | HttpError::Unexpected { .. } | HttpError::Config(_) => {
+                ErrorKind::Definite
+            }
+        }
+    }
+}
+
+/// Statuses worth retrying: overloaded, timed out, failing.
+pub fn retried_status(status: u16) -> bool {
+    status == 429 || status == 408 || status >= 500
+}
 
 /// How long a request may take, answer included: a bulk of several MiB on a busy cluster.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
@@ -46,8 +94,8 @@ impl Http {
         url: &SecretUrl,
         ca_file: Option<&Path>,
         auth: Auth,
-    ) -> Result<Http, SearchError> {
-        let config = |reason: String| SearchError::Config(format!("{server} url {url}: {reason}"));
+    ) -> Result<Http, HttpError> {
+        let config = |reason: String| HttpError::Config(format!("{server} url {url}: {reason}"));
         let mut parsed = Url::parse(url.expose()).map_err(|e| config(e.to_string()))?;
         if !matches!(parsed.scheme(), "http" | "https") {
             return Err(config("use http:// or https://".into()));
@@ -62,10 +110,7 @@ impl Http {
                     Some(path) => Some(
                         std::fs::read_to_string(&path)
                             .map_err(|e| {
-                                SearchError::Config(format!(
-                                    "password_file {}: {e}",
-                                    path.display()
-                                ))
+                                HttpError::Config(format!("password_file {}: {e}", path.display()))
                             })?
                             .trim_end_matches(['\n', '\r'])
                             .to_owned(),
@@ -126,7 +171,7 @@ impl Http {
         path: &str,
         body: Option<(Bytes, &'static str)>,
         what: &str,
-    ) -> Result<(u16, Bytes), SearchError> {
+    ) -> Result<(u16, Bytes), HttpError> {
         let url = format!("{}{path}", self.base);
         let mut request = self.client.request(method, &url);
         if let Some((name, value)) = &self.auth {
@@ -135,7 +180,7 @@ impl Http {
         if let Some((body, content_type)) = body {
             request = request.header(CONTENT_TYPE, content_type).body(body);
         }
-        let unreachable = |err: reqwest::Error| SearchError::Unreachable {
+        let unreachable = |err: reqwest::Error| HttpError::Unreachable {
             server: self.server,
             url: self.base.clone(),
             reason: format!("{what}: {}", error_chain(&err)),
@@ -156,7 +201,7 @@ impl Http {
         body: Option<&serde_json::Value>,
         what: &str,
         allow: &[u16],
-    ) -> Result<(u16, serde_json::Value), SearchError> {
+    ) -> Result<(u16, serde_json::Value), HttpError> {
         let body = body.map(|b| (Bytes::from(b.to_string()), "application/json"));
         let (status, bytes) = self.send(method, path, body, what).await?;
         if !(200..300).contains(&status) && !allow.contains(&status) {
@@ -165,7 +210,7 @@ impl Http {
         let value = if bytes.is_empty() {
             serde_json::Value::Null
         } else {
-            serde_json::from_slice(&bytes).map_err(|e| SearchError::Unexpected {
+            serde_json::from_slice(&bytes).map_err(|e| HttpError::Unexpected {
                 server: self.server,
                 reason: format!("{what}: the answer is not JSON ({e}): {}", shorten(&bytes)),
             })?
@@ -174,7 +219,7 @@ impl Http {
     }
 
     /// The error for an answer with `status`, with the server's reason when it gives one.
-    pub fn status_error(&self, what: &str, status: u16, body: &[u8]) -> SearchError {
+    pub fn status_error(&self, what: &str, status: u16, body: &[u8]) -> HttpError {
         let reason = serde_json::from_slice::<serde_json::Value>(body)
             .ok()
             .and_then(|v| server_reason(&v))
@@ -182,10 +227,10 @@ impl Http {
         let hint = match status {
             401 => " (check the credentials: user and password in the url or password_file, or the API key)",
             403 => " (the user lacks a privilege this needs: see the reason)",
-            413 => " (the request is larger than the server accepts: lower bulk_bytes)",
+            413 => " (the request is larger than the server accepts: lower the batch size)",
             _ => "",
         };
-        SearchError::Status {
+        HttpError::Status {
             server: self.server,
             what: what.to_owned(),
             status,

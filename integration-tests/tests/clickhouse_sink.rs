@@ -1,0 +1,351 @@
+//! The ClickHouse sink end to end, on Debian's ClickHouse 18.16 and on current ClickHouse
+//! (chdb 26.x) at once: Postgres tables (TOASTed values, a composite key, a table without a
+//! key) kept in ClickHouse through a writer workload (inserts, updates that leave TOASTed
+//! values unchanged, deletes, key changes, a truncate, an added column) and three `kill -9`s
+//! of sluice; then every current-state table equals its source row for row, every changelog
+//! holds each change of the log once and replays to the source's state. And rows ClickHouse
+//! cannot hold go to the dead-letter topic, a widened source column widens its ClickHouse
+//! column, and a change sluice cannot apply stops the sink with the fix.
+
+use std::time::{Duration, Instant};
+
+use sluice_integration_tests::clickhouse::{ClickHouse, CHDB_URL, CLICKHOUSE_URL};
+use sluice_integration_tests::{
+    sluice_command, source_config, wait_for, writer_client, Rng, Sluice, TestDb,
+};
+
+const TABLES: &str = "
+CREATE TABLE items (id int PRIMARY KEY, name text, price numeric(10,2), tags text[],
+                    at timestamptz DEFAULT now(), doc text);
+-- Stored out of line without compression: an update that leaves doc alone does not send it.
+ALTER TABLE items ALTER COLUMN doc SET STORAGE EXTERNAL;
+CREATE TABLE orders (a int, b text, qty int, PRIMARY KEY (a, b));
+CREATE TABLE events (x int, note text);
+INSERT INTO items SELECT g, 'item ' || g, g * 1.25, ARRAY['t' || (g % 7)], now(),
+                         repeat(md5(g::text), 100)
+  FROM generate_series(1, 2000) g;
+INSERT INTO orders SELECT g % 50, 'b' || (g / 50), g FROM generate_series(1, 1000) g;
+";
+
+/// The rows of `items` as tab-separated lines, in the form the ClickHouse query of
+/// [`items_in`] prints them (timestamps to the precision the server keeps).
+fn items_in_postgres(db: &TestDb, micros: bool) -> Vec<String> {
+    let at = if micros {
+        "(extract(epoch FROM at) * 1000000)::bigint"
+    } else {
+        "floor(extract(epoch FROM at))::bigint"
+    };
+    sorted(&db.exec(&format!(
+        "SELECT concat_ws(E'\\t', id, name, price, array_to_string(tags, ','), {at}, md5(doc), \
+         coalesce(extra::text, '\\N')) FROM items"
+    )))
+}
+
+fn items_in(ch: &ClickHouse, micros: bool) -> Vec<String> {
+    let at = if micros {
+        "toUnixTimestamp64Micro(at)"
+    } else {
+        "toUnixTimestamp(at)"
+    };
+    ch.current(
+        "items",
+        &format!(
+            "id, name, price, arrayStringConcat(arrayMap(t -> assumeNotNull(t), tags), ','), \
+             {at}, lower(hex(MD5(doc))), extra"
+        ),
+    )
+}
+
+fn orders_in_postgres(db: &TestDb) -> Vec<String> {
+    sorted(&db.exec("SELECT concat_ws(E'\\t', a, b, qty) FROM orders"))
+}
+
+fn sorted(text: &str) -> Vec<String> {
+    let mut rows: Vec<String> = text
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect();
+    rows.sort();
+    rows
+}
+
+/// Waits until `actual` equals `expected`; on timeout, shows what differs.
+async fn wait_equal(
+    what: &str,
+    expected: impl Fn() -> Vec<String>,
+    actual: impl Fn() -> Vec<String>,
+    timeout: Duration,
+) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let (want, have) = (expected(), actual());
+        if want == have {
+            return;
+        }
+        if Instant::now() > deadline {
+            let missing: Vec<_> = want.iter().filter(|r| !have.contains(r)).take(3).collect();
+            let extra: Vec<_> = have.iter().filter(|r| !want.contains(r)).take(3).collect();
+            panic!(
+                "{what}: {} rows at the source, {} in ClickHouse; only at the source {missing:?}, \
+                 only in ClickHouse {extra:?}",
+                want.len(),
+                have.len()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Random changes for `seconds`: inserts, updates (most leave `doc` alone), deletes and key
+/// changes of `items`, changes of `orders` (truncated once halfway and filled again), inserts
+/// of `events`; `items` gains a column a third of the way in.
+async fn write(url: String, seconds: u64) {
+    let client = writer_client(&url).await;
+    let mut rng = Rng::new(0xc1c);
+    let start = Instant::now();
+    let (mut truncated, mut altered) = (false, false);
+    let mut n = 0u64;
+    while start.elapsed() < Duration::from_secs(seconds) {
+        let mut txn = String::from("BEGIN;");
+        for _ in 0..5 {
+            n += 1;
+            let id = rng.below(2500) + 1;
+            let extra = if altered {
+                format!(", extra = {n}")
+            } else {
+                String::new()
+            };
+            txn.push_str(&match rng.below(12) {
+                0..=2 => format!(
+                    "INSERT INTO items VALUES ({id}, 'new {n}', {}.{:02}, ARRAY['x','y{n}'], now(), \
+                     repeat(md5('{n}'), 90)) ON CONFLICT (id) DO UPDATE SET name = excluded.name;",
+                    rng.below(1000),
+                    rng.below(100)
+                ),
+                3..=5 => format!(
+                    "UPDATE items SET name = 'upd {n}', price = price + 1, at = now(){extra} \
+                     WHERE id = {id};"
+                ),
+                6 => format!("UPDATE items SET doc = repeat(md5('d{n}'), 80) WHERE id = {id};"),
+                7 => format!("DELETE FROM items WHERE id = {id};"),
+                8 => format!(
+                    "UPDATE items SET id = {} WHERE id = {id} AND NOT EXISTS \
+                     (SELECT 1 FROM items WHERE id = {});",
+                    id + 100_000,
+                    id + 100_000
+                ),
+                9 => format!(
+                    "INSERT INTO orders VALUES ({}, 'w{}', {n}) ON CONFLICT (a, b) DO UPDATE SET qty = {n};",
+                    rng.below(60),
+                    rng.below(30)
+                ),
+                10 => format!("DELETE FROM orders WHERE a = {} AND qty % 3 = 0;", rng.below(60)),
+                _ => format!("INSERT INTO events VALUES ({n}, 'event {n}');"),
+            });
+        }
+        txn.push_str("COMMIT;");
+        // A key change may collide with a concurrent insert's key: that transaction fails.
+        if client.batch_execute(&txn).await.is_err() {
+            let _ = client.batch_execute("ROLLBACK").await;
+        }
+        if !altered && start.elapsed() > Duration::from_secs(seconds / 3) {
+            client
+                .batch_execute("ALTER TABLE items ADD COLUMN extra int")
+                .await
+                .unwrap();
+            altered = true;
+        }
+        if !truncated && start.elapsed() > Duration::from_secs(seconds / 2) {
+            client
+                .batch_execute(
+                    "TRUNCATE orders; INSERT INTO orders SELECT g, 'after', g FROM generate_series(1, 20) g",
+                )
+                .await
+                .unwrap();
+            truncated = true;
+        }
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_three_times_under_a_writer_leaves_clickhouse_18_and_current_clickhouse_equal_to_the_source(
+) {
+    let old = ClickHouse::on(CLICKHOUSE_URL);
+    let new = ClickHouse::on(CHDB_URL);
+    assert!(old.keeps_deleted_rows() && !new.keeps_deleted_rows());
+    let source = TestDb::create();
+    source.exec(TABLES);
+    let sinks = [
+        old.sink_config(
+            "old",
+            "[\"src.public.*\"]",
+            "mode = \"both\"\nflush_interval_ms = 300",
+        ),
+        new.sink_config(
+            "new",
+            "[\"src.public.*\"]",
+            "mode = \"both\"\nflush_interval_ms = 300",
+        ),
+    ];
+    let mut sluice = Sluice::new(&format!(
+        "{}{}{}",
+        source_config(&source, ""),
+        sinks[0],
+        sinks[1]
+    ));
+    sluice.start();
+    source.wait_for_streaming().await;
+    let writer = sluice_core::task::spawn_in_span(write(source.url(), 24));
+    let mut rng = Rng::new(0xc1c9);
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(2000 + rng.below(3000))).await;
+        sluice.kill();
+        sluice.start();
+    }
+    writer.await.unwrap();
+
+    for (ch, micros) in [(&old, false), (&new, true)] {
+        let server = ch.version();
+        wait_equal(
+            &format!("items on ClickHouse {server}"),
+            || items_in_postgres(&source, micros),
+            || items_in(ch, micros),
+            Duration::from_secs(120),
+        )
+        .await;
+        wait_equal(
+            &format!("orders on ClickHouse {server}"),
+            || orders_in_postgres(&source),
+            || ch.current("orders", "a, b, qty"),
+            Duration::from_secs(60),
+        )
+        .await;
+        // Each change of the log once in the changelog, and replayed it gives the table.
+        let in_log = sluice.records("src.public.items").len();
+        let count = |sql: &str| ch.query(sql).trim().parse::<usize>().unwrap();
+        let db = &ch.database;
+        assert_eq!(
+            count(&format!("SELECT count() FROM {db}.items_changes FINAL")),
+            in_log,
+            "changelog rows on {server}"
+        );
+        let replayed = ch.query(&format!(
+            "SELECT id, n FROM (SELECT id, argMax(name, _sluice_offset) AS n, \
+             argMax(_sluice_op, _sluice_offset) AS op FROM {db}.items_changes FINAL GROUP BY id) \
+             WHERE op != 'd' FORMAT TabSeparated"
+        ));
+        assert_eq!(
+            sorted(&replayed),
+            sorted(&source.exec("SELECT concat_ws(E'\\t', id, name) FROM items")),
+            "the changelog replayed on {server}"
+        );
+        // A table without a key: its changelog only.
+        assert!(
+            !ch.has_table("events"),
+            "no current-state table without a key"
+        );
+        assert_eq!(
+            count(&format!(
+                "SELECT count() FROM {db}.events_changes FINAL WHERE _sluice_op = 'c'"
+            )),
+            source
+                .exec("SELECT count(*) FROM events")
+                .trim()
+                .parse::<usize>()
+                .unwrap(),
+            "events on {server}"
+        );
+    }
+    let stderr = sluice.stderr();
+    assert!(
+        stderr.contains("changing the table for a new version of the source table"),
+        "the added column reached ClickHouse by ALTER: {stderr}"
+    );
+    assert!(
+        stderr.contains("only its changelog table is kept"),
+        "the keyless table is named: {stderr}"
+    );
+    let (code, status) = sluice_command(&["status"], &sluice.config);
+    assert_eq!(code, Some(0), "{status}");
+    assert!(status.contains("sink old (clickhouse)"), "{status}");
+    assert!(status.contains("last stored at"), "{status}");
+    assert_eq!(sluice.stop(), Some(0), "{}", sluice.stderr());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_clickhouse_18_cannot_hold_go_to_the_dead_letter_topic_and_columns_widen() {
+    let ch = ClickHouse::on(CLICKHOUSE_URL);
+    let source = TestDb::create();
+    source.exec("CREATE TABLE t (id int PRIMARY KEY, d date, v int)");
+    let mut sluice = Sluice::new(&format!(
+        "{}{}",
+        source_config(&source, ""),
+        ch.sink_config(
+            "ch",
+            "[\"src.public.t\"]",
+            "flush_interval_ms = 100\ndead_letter_topic = \"ch.dead\""
+        )
+    ));
+    sluice.start();
+    source.wait_for_streaming().await;
+    // ClickHouse 18.16's Date starts in 1970.
+    source.exec("INSERT INTO t VALUES (1, '2020-01-02', 1), (2, '1960-01-01', 2), (3, NULL, 3)");
+    source.exec("ALTER TABLE t ALTER COLUMN v TYPE bigint");
+    source.exec("INSERT INTO t VALUES (4, '2021-05-06', 9000000000)");
+    wait_for(
+        Duration::from_secs(60),
+        "the rows after the rejected one",
+        || ch.has_table("t") && ch.current("t", "id").len() == 3,
+    )
+    .await;
+    assert_eq!(
+        ch.current("t", "id, d, v"),
+        ["1\t2020-01-02\t1", "3\t\\N\t3", "4\t2021-05-06\t9000000000"]
+    );
+    assert_eq!(
+        ch.query(&format!(
+            "SELECT type FROM system.columns WHERE database = '{}' AND table = 't' AND name = 'v'",
+            ch.database
+        ))
+        .trim(),
+        "Nullable(Int64)",
+        "the widened column"
+    );
+    let dead = sluice.records("ch.dead");
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0].1["after"]["id"], 2, "{dead:?}");
+    assert!(
+        sluice
+            .stderr()
+            .contains("1960-01-01 is outside what Date holds (1970-01-01 to 2149-06-06)"),
+        "the reason is logged: {}",
+        sluice.stderr()
+    );
+    let (code, check) = sluice_command(&["check", "--connect"], &sluice.config);
+    assert_eq!(code, Some(0), "{check}");
+    assert!(check.contains("ClickHouse 18.16"), "{check}");
+
+    // A change the table cannot take: the sink stops, saying what to do; the source goes on.
+    source.exec(
+        "ALTER TABLE t ALTER COLUMN v TYPE date USING date '2000-01-01' + v::int % 1000; \
+         INSERT INTO t VALUES (5, NULL, '2001-01-01')",
+    );
+    let status = || sluice_command(&["status"], &sluice.config).1;
+    wait_for(Duration::from_secs(60), "the sink to stop", || {
+        status().contains("FAILED")
+    })
+    .await;
+    let report = status();
+    assert!(
+        report.contains(&format!(
+            "column v of {}.t is Nullable(Int64), and public.t now sends values of Nullable(Date)",
+            ch.database
+        )),
+        "{report}"
+    );
+    assert!(report.contains("sluice only widens columns"), "{report}");
+    assert!(sluice.is_running(), "{}", sluice.stderr());
+    assert_eq!(sluice.stop(), Some(0), "{}", sluice.stderr());
+}
