@@ -35,6 +35,7 @@ use sluice_core::retry::{Classify, ErrorKind};
 use sluice_core::sink::{
     ChangeBatch, ChangeSink, DeadLetter, DeadLetterError, DeadLetterWriter, Offsets,
 };
+use sluice_core::value::Value;
 use sluice_schema_registry::changes::RecordDecoder;
 use sluice_schema_registry::registry::Registry;
 
@@ -119,6 +120,7 @@ pub fn clickhouse_sink(
         tables: HashMap::new(),
         layouts: HashMap::new(),
         keyless_warned: HashSet::new(),
+        last_delete: None,
         buffer: Buffer::default(),
         in_flight: None,
         durable: Offsets::new(),
@@ -139,10 +141,14 @@ pub struct ClickHouseSink {
     server: Option<Server>,
     /// Tables as the server has them, by name, once read or made in this run.
     tables: HashMap<String, Existing>,
-    /// How each topic's table version is written, per kind of table (None: the table has no
-    /// key, so it has no current-state table).
-    layouts: HashMap<(Arc<str>, u32, Kind), Option<Arc<Layout>>>,
+    /// How each version of a topic's table is written, per kind of table (None: the table has
+    /// no key, so it has no current-state table). Versions are told apart by their columns.
+    #[allow(clippy::type_complexity)]
+    layouts: HashMap<(Arc<str>, Kind), Vec<(Arc<TableSchema>, Option<Arc<Layout>>)>>,
     keyless_warned: HashSet<String>,
+    /// The old row of the last change when it was a delete, with its topic: a create right
+    /// after it in the same topic that lacks values is the new row of a key change.
+    last_delete: Option<(Arc<str>, Vec<Value>)>,
     buffer: Buffer,
     in_flight: Option<tokio::task::JoinHandle<Result<Offsets, ClickHouseError>>>,
     /// What the server holds: the offsets stored last.
@@ -223,8 +229,13 @@ impl ClickHouseSink {
         schema: &Arc<TableSchema>,
         kind: Kind,
     ) -> Result<Option<Arc<Layout>>, ClickHouseError> {
-        let cache_key = (Arc::clone(topic), schema.version, kind);
-        if let Some(layout) = self.layouts.get(&cache_key) {
+        let cache_key = (Arc::clone(topic), kind);
+        let known = self.layouts.get(&cache_key).and_then(|versions| {
+            versions
+                .iter()
+                .find(|(known, _)| Arc::ptr_eq(known, schema) || known.columns == schema.columns)
+        });
+        if let Some((_, layout)) = known {
             return Ok(layout.clone());
         }
         let template = match kind {
@@ -236,7 +247,10 @@ impl ClickHouseSink {
             if self.keyless_warned.insert(name.clone()) {
                 tracing::warn!(table = %schema.table, "the table has no primary key: a current-state table needs one (it is ordered and collapsed by it), so only its changelog table is kept");
             }
-            self.layouts.insert(cache_key, None);
+            self.layouts
+                .entry(cache_key)
+                .or_default()
+                .push((Arc::clone(schema), None));
             return Ok(None);
         }
         let database = self.config.database.clone();
@@ -282,7 +296,10 @@ impl ClickHouseSink {
         };
         self.tables.insert(name, existing);
         let layout = Some(Arc::new(layout));
-        self.layouts.insert(cache_key, layout.clone());
+        self.layouts
+            .entry(cache_key)
+            .or_default()
+            .push((Arc::clone(schema), layout.clone()));
         Ok(layout)
     }
 
@@ -292,7 +309,7 @@ impl ClickHouseSink {
             .client
             .query(
                 &format!("TRUNCATE TABLE {}", layout.table),
-                &format!("truncating {}", layout.table),
+                &format!("truncating {}", layout.shown),
             )
             .await
             .map(drop)
@@ -309,6 +326,7 @@ impl ChangeSink for ClickHouseSink {
             let _ = handle.await;
         }
         self.buffer = Buffer::default();
+        self.last_delete = None;
         self.tables.clear();
         self.layouts.clear();
         let client = connect(&self.config)?;
@@ -354,13 +372,33 @@ impl ChangeSink for ClickHouseSink {
             } else {
                 None
             };
+            // A key change arrives as a delete of the old key and a create of the new one; the
+            // create lacks the unchanged TOASTed values, which are the old row's.
+            let lacks_values = change
+                .after
+                .as_ref()
+                .is_some_and(|row| row.iter().any(|v| matches!(v, Value::Unavailable)));
+            let from = match self.last_delete.take() {
+                Some((topic, before))
+                    if change.op == Op::Create && lacks_values && topic == record.topic =>
+                {
+                    Some(before)
+                }
+                _ => None,
+            };
+            if change.op == Op::Delete {
+                self.last_delete = Some((
+                    Arc::clone(&record.topic),
+                    change.before.clone().unwrap_or_default(),
+                ));
+            }
             let mut rejected = None;
             if let Some(layout) = &current {
                 if change.op == Op::Truncate {
                     self.truncate(layout).await?;
                 } else if let Err(reason) =
                     self.buffer
-                        .current(layout, change, record.record.offset + 1)
+                        .current(layout, change, record.record.offset + 1, from.as_deref())
                 {
                     rejected = Some(reason);
                 }

@@ -21,8 +21,20 @@ pub(super) struct Segment {
     pub(super) layout: Arc<Layout>,
     pub(super) rows: Vec<u8>,
     pub(super) count: usize,
-    /// Current-state rows with values the source did not send, and their versions.
-    pub(super) partial: Vec<(Vec<Value>, u64)>,
+    /// Current-state rows with values the source did not send, in order among `rows`.
+    pub(super) partial: Vec<Partial>,
+}
+
+/// A row the source sent without some values (unchanged TOASTed columns): they are the values
+/// its key had before, or, for the new key of a key change, the old key's.
+pub(super) struct Partial {
+    /// Where it falls among the segment's rows (the byte length of `rows` when it came).
+    pub(super) at: usize,
+    pub(super) values: Vec<Value>,
+    pub(super) version: u64,
+    /// The key (a row holding it) whose values it lacks, when not its own: the old row of a
+    /// key change.
+    pub(super) from: Option<Vec<Value>>,
 }
 
 /// Where a change is in the log, for changelog rows and versions.
@@ -69,11 +81,13 @@ impl Buffer {
 
     /// Adds the current-state row of `change`: the new row, or the old one's key flagged
     /// deleted. `Err` says why ClickHouse cannot hold it (nothing is added then).
+    /// `from`: for the new row of a key change, the old row (its key) it continues.
     pub(super) fn current(
         &mut self,
         layout: &Arc<Layout>,
         change: &Change,
         version: u64,
+        from: Option<&[Value]>,
     ) -> Result<(), String> {
         let segment = self.segment(layout);
         let start = segment.rows.len();
@@ -90,7 +104,12 @@ impl Buffer {
                                 .map_err(|reason| column_reason(layout, i, &reason))?;
                         }
                     }
-                    segment.partial.push((row.to_vec(), version));
+                    segment.partial.push(Partial {
+                        at: segment.rows.len(),
+                        values: row.to_vec(),
+                        version,
+                        from: from.map(<[Value]>::to_vec),
+                    });
                     return Ok(());
                 }
                 write_row(&mut segment.rows, layout, row, false)
@@ -225,6 +244,6 @@ fn column_reason(layout: &Layout, column: usize, reason: &str) -> String {
     format!(
         "column {} of {}: {reason}",
         layout.names.get(column).map_or("?", String::as_str),
-        layout.table
+        layout.shown
     )
 }

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use sluice_core::sink::Offsets;
 use sluice_core::value::{self, Date, Value};
 
-use super::buffer::{write_version, Buffer, Segment};
+use super::buffer::{write_version, Buffer, Partial, Segment};
 use super::client::{literal, quote, Client};
 use super::rowbinary::{self, value_len};
 use super::table::{self, Layout, DELETED};
@@ -40,18 +40,19 @@ pub(super) async fn flush(
     for segment in buffer.segments {
         let Segment {
             layout,
-            rows,
-            count,
+            mut rows,
+            mut count,
             partial,
         } = segment;
+        if !partial.is_empty() {
+            // Completed from the rows before them and from the table as it is before this
+            // insert, then inserted with the rest.
+            let (completed, n) = complete(&client, &layout, &rows, partial).await?;
+            rows.extend_from_slice(&completed);
+            count += n;
+        }
         if count > 0 {
             insert(&client, sink, &layout, rows, count).await?;
-        }
-        if !partial.is_empty() {
-            let (rows, count) = complete(&client, &layout, partial).await?;
-            if count > 0 {
-                insert(&client, sink, &layout, rows, count).await?;
-            }
         }
     }
     if !buffer.offsets.is_empty() {
@@ -81,19 +82,19 @@ async fn insert(
         .insert(
             &layout.insert,
             Bytes::from(rows),
-            &format!("inserting {count} rows into {}", layout.table),
+            &format!("inserting {count} rows into {}", layout.shown),
         )
         .await?;
     let kind = match layout.kind {
         table::Kind::Current => "current",
         table::Kind::Changelog => "changelog",
     };
-    ::metrics::counter!(metric::ROWS, "sink" => sink.to_owned(), "table" => layout.table.clone(), "kind" => kind)
+    ::metrics::counter!(metric::ROWS, "sink" => sink.to_owned(), "table" => layout.shown.clone(), "kind" => kind)
         .increment(count as u64);
     ::metrics::counter!(metric::BYTES, "sink" => sink.to_owned()).increment(bytes as u64);
     ::metrics::histogram!(metric::INSERT_SECONDS, "sink" => sink.to_owned())
         .record(started.elapsed().as_secs_f64());
-    ::metrics::gauge!(metric::LAST_INSERT, "sink" => sink.to_owned(), "table" => layout.table.clone())
+    ::metrics::gauge!(metric::LAST_INSERT, "sink" => sink.to_owned(), "table" => layout.shown.clone())
         .set(now_us() as f64 / 1e6);
     Ok(())
 }
@@ -113,65 +114,131 @@ fn now_us() -> u64 {
     }
 }
 
-/// Rows completed with the values the table holds for their keys; rows whose key the table
-/// does not hold (deleted since, or never delivered) are left out with a warning, as a
-/// database replica's `UPDATE` of a missing row changes nothing.
+/// A row cut into its columns' RowBinary values.
+type Columns = Vec<Vec<u8>>;
+
+/// The partial rows completed, in order: each lacking value is the one the key it takes
+/// values from (its own, or a key change's old key) had just before it: the last row of that
+/// key before it in the segment that is not a delete (a completed partial row counts), or else
+/// the table's row as it is before this insert. A row whose key the table does not hold either
+/// is left out with a warning, as a database replica's `UPDATE` of a missing row changes
+/// nothing.
 async fn complete(
     client: &Client,
     layout: &Layout,
-    partial: Vec<(Vec<Value>, u64)>,
+    rows: &[u8],
+    partial: Vec<Partial>,
 ) -> Result<(Vec<u8>, usize), ClickHouseError> {
-    // Columns any of the rows lacks.
-    let mut missing: Vec<usize> = (0..layout.columns.len())
-        .filter(|i| {
-            partial
-                .iter()
-                .any(|(row, _)| matches!(row.get(*i), Some(Value::Unavailable)))
-        })
-        .collect();
-    missing.retain(|i| !layout.key.contains(i));
-    let mut found: HashMap<Vec<u8>, Vec<Vec<u8>>> = HashMap::new();
-    for chunk in partial.chunks(LOOKUP_KEYS) {
-        found.extend(lookup(client, layout, &missing, chunk).await?);
+    // The keys that matter, and the rows of the segment that hold them: (position, columns).
+    let mut sources: HashMap<Vec<u8>, Vec<Value>> = HashMap::new();
+    let mut needed = HashMap::new();
+    for p in &partial {
+        let source = p.from.as_deref().unwrap_or(&p.values);
+        sources.insert(encoded_key(layout, source)?, source.to_vec());
+        needed.insert(encoded_key(layout, &p.values)?, ());
     }
+    let mut held: HashMap<Vec<u8>, Vec<(usize, Columns)>> = HashMap::new();
+    let mut at = 0;
+    while at < rows.len() {
+        let start = at;
+        let (columns, end) = cut(&rows[at..], &layout.columns).ok_or_else(|| {
+            ClickHouseError::Unexpected(format!("{}: a buffered row does not cut", layout.shown))
+        })?;
+        at += end;
+        let deleted = rows.get(at + 8).is_some_and(|d| *d != 0);
+        at += 9;
+        let key: Vec<u8> = layout
+            .key
+            .iter()
+            .flat_map(|&i| columns[i].clone())
+            .collect();
+        if !deleted && (sources.contains_key(&key) || needed.contains_key(&key)) {
+            held.entry(key).or_default().push((start, columns));
+        }
+    }
+    let stored = lookup(client, layout, &sources).await?;
+    let mut done: HashMap<Vec<u8>, Vec<(usize, Columns)>> = HashMap::new();
     let mut out = Vec::new();
     let mut count = 0;
-    for (row, version) in &partial {
-        let key = encoded_key(layout, row)?;
-        let Some(stored) = found.get(&key) else {
-            tracing::warn!(table = %layout.table, "an update without its unchanged TOASTed values for a key the table does not hold: left out");
+    for p in &partial {
+        let own = encoded_key(layout, &p.values)?;
+        let source = match &p.from {
+            Some(from) => encoded_key(layout, from)?,
+            None => own.clone(),
+        };
+        let before_held = held
+            .get(&source)
+            .and_then(|rows| rows.iter().rev().find(|(start, _)| *start < p.at));
+        let before_done = done.get(&source).and_then(|rows| rows.last());
+        let found = match (before_held, before_done) {
+            (Some(held), Some(done)) if done.0 > held.0 => Some(&done.1),
+            (Some(held), _) => Some(&held.1),
+            (None, Some(done)) => Some(&done.1),
+            (None, None) => stored.get(&source),
+        };
+        let Some(found) = found else {
+            tracing::warn!(table = %layout.shown, "an update without its unchanged TOASTed values for a key the table does not hold: left out");
             continue;
         };
+        let mut columns = Vec::with_capacity(layout.columns.len());
         for (i, ty) in layout.columns.iter().enumerate() {
-            match (row.get(i), missing.iter().position(|m| *m == i)) {
-                (Some(Value::Unavailable), Some(at)) => out.extend_from_slice(&stored[at]),
-                (value, _) => rowbinary::write(&mut out, ty, value.unwrap_or(&Value::Null))
-                    .map_err(|reason| {
-                        ClickHouseError::Unexpected(format!("{}: {reason}", layout.table))
-                    })?,
+            match p.values.get(i) {
+                Some(Value::Unavailable) => columns.push(found[i].clone()),
+                value => {
+                    let mut bytes = Vec::new();
+                    rowbinary::write(&mut bytes, ty, value.unwrap_or(&Value::Null)).map_err(
+                        |reason| ClickHouseError::Unexpected(format!("{}: {reason}", layout.shown)),
+                    )?;
+                    columns.push(bytes);
+                }
             }
         }
-        write_version(&mut out, *version, false);
+        columns.iter().for_each(|c| out.extend_from_slice(c));
+        write_version(&mut out, p.version, false);
         count += 1;
+        done.entry(own).or_default().push((p.at, columns));
     }
     Ok((out, count))
 }
 
-/// The stored values of `missing` columns for the rows' keys: encoded key → each column's
-/// RowBinary bytes. Deleted rows count as absent.
+/// A row's columns cut from the start of `input`, and where they end.
+fn cut(input: &[u8], types: &[ChType]) -> Option<(Columns, usize)> {
+    let mut at = 0;
+    let mut columns = Vec::with_capacity(types.len());
+    for ty in types {
+        let len = value_len(input.get(at..)?, ty)?;
+        columns.push(input[at..at + len].to_vec());
+        at += len;
+    }
+    Some((columns, at))
+}
+
+/// The rows the table holds now for `keys` (by encoded key), deleted ones left out.
 async fn lookup(
     client: &Client,
     layout: &Layout,
-    missing: &[usize],
-    rows: &[(Vec<Value>, u64)],
-) -> Result<HashMap<Vec<u8>, Vec<Vec<u8>>>, ClickHouseError> {
+    keys: &HashMap<Vec<u8>, Vec<Value>>,
+) -> Result<HashMap<Vec<u8>, Columns>, ClickHouseError> {
+    let mut found = HashMap::new();
+    let keys: Vec<&Vec<Value>> = keys.values().collect();
+    for chunk in keys.chunks(LOOKUP_KEYS) {
+        found.extend(lookup_chunk(client, layout, chunk).await?);
+    }
+    Ok(found)
+}
+
+async fn lookup_chunk(
+    client: &Client,
+    layout: &Layout,
+    keys: &[&Vec<Value>],
+) -> Result<HashMap<Vec<u8>, Columns>, ClickHouseError> {
     let key_names: Vec<String> = layout
         .key
         .iter()
         .map(|&i| quote(&layout.names[i]))
         .collect();
-    let mut tuples = Vec::with_capacity(rows.len());
-    for (row, _) in rows {
+    let mut tuples = Vec::with_capacity(keys.len());
+    for row in keys {
         let mut items = Vec::with_capacity(layout.key.len());
         for &i in &layout.key {
             items.push(sql_literal(&row[i], &layout.columns[i]).ok_or_else(|| {
@@ -179,14 +246,13 @@ async fn lookup(
                     "{}: cannot look up a key of type {} to complete a row the source sent \
                      without its unchanged TOASTed values (set REPLICA IDENTITY FULL on the \
                      source table)",
-                    layout.table, layout.columns[i]
+                    layout.shown, layout.columns[i]
                 ))
             })?);
         }
         tuples.push(format!("({})", items.join(", ")));
     }
-    let mut selected: Vec<String> = key_names.clone();
-    selected.extend(missing.iter().map(|&i| quote(&layout.names[i])));
+    let mut selected: Vec<String> = layout.names.iter().map(|n| quote(n)).collect();
     selected.push(quote(DELETED));
     let sql = format!(
         "SELECT {} FROM {} FINAL WHERE ({}) IN ({}) FORMAT RowBinary",
@@ -197,30 +263,26 @@ async fn lookup(
     );
     let what = format!(
         "reading {} rows of {} to complete updates without their unchanged TOASTed values",
-        rows.len(),
-        layout.table
+        keys.len(),
+        layout.shown
     );
     let answer = client.query(&sql, &what).await?;
     let mut found = HashMap::new();
     let mut at = 0;
-    let broken = || ClickHouseError::Unexpected(format!("{what}: the answer ends mid-row"));
     while at < answer.len() {
-        let mut key = Vec::new();
-        for &i in &layout.key {
-            let len = value_len(&answer[at..], &layout.columns[i]).ok_or_else(broken)?;
-            key.extend_from_slice(&answer[at..at + len]);
-            at += len;
-        }
-        let mut values = Vec::with_capacity(missing.len());
-        for &i in missing {
-            let len = value_len(&answer[at..], &layout.columns[i]).ok_or_else(broken)?;
-            values.push(answer[at..at + len].to_vec());
-            at += len;
-        }
-        let deleted = *answer.get(at).ok_or_else(broken)? != 0;
+        let (columns, end) = cut(&answer[at..], &layout.columns).ok_or_else(|| {
+            ClickHouseError::Unexpected(format!("{what}: the answer ends mid-row"))
+        })?;
+        at += end;
+        let deleted = answer.get(at).is_some_and(|d| *d != 0);
         at += 1;
         if !deleted {
-            found.insert(key, values);
+            let key: Vec<u8> = layout
+                .key
+                .iter()
+                .flat_map(|&i| columns[i].clone())
+                .collect();
+            found.insert(key, columns);
         }
     }
     Ok(found)
@@ -230,7 +292,7 @@ fn encoded_key(layout: &Layout, row: &[Value]) -> Result<Vec<u8>, ClickHouseErro
     let mut key = Vec::new();
     for &i in &layout.key {
         rowbinary::write(&mut key, &layout.columns[i], &row[i])
-            .map_err(|reason| ClickHouseError::Unexpected(format!("{}: {reason}", layout.table)))?;
+            .map_err(|reason| ClickHouseError::Unexpected(format!("{}: {reason}", layout.shown)))?;
     }
     Ok(key)
 }

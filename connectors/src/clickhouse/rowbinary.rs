@@ -31,6 +31,11 @@ pub fn write(out: &mut Vec<u8>, ty: &ChType, value: &Value) -> Result<(), String
             write(out, inner, value)
         }
         (ChType::LowCardinality(inner), _) => write(out, inner, value),
+        // Arrays cannot be Nullable in ClickHouse: a NULL array is an empty one.
+        (ChType::Array(_), Value::Null) => {
+            write_len(out, 0);
+            Ok(())
+        }
         (_, Value::Null) => Err(format!(
             "NULL in a column of type {ty}, which is not Nullable"
         )),

@@ -44,6 +44,8 @@ pub(super) struct Layout {
     pub(super) kind: Kind,
     /// `` `db`.`table` ``.
     pub(super) table: String,
+    /// `db.table`, for messages.
+    pub(super) shown: String,
     /// `INSERT INTO … (columns) FORMAT RowBinary`.
     pub(super) insert: String,
     /// Per source column: its type in the table.
@@ -155,7 +157,7 @@ pub(super) fn plan(
             let ty = column_type(c, features);
             let ty = match kind {
                 // A changelog row of a delete may hold only the key.
-                Kind::Changelog if !c.key && !ty.is_nullable() => ChType::Nullable(Box::new(ty)),
+                Kind::Changelog if !c.key => ty.or_null(),
                 _ => ty,
             };
             (c.name.clone(), ty)
@@ -286,6 +288,7 @@ pub(super) fn plan(
             insert_columns.join(", ")
         ),
         table: full,
+        shown,
         columns,
         names: wanted.into_iter().map(|(n, _)| n).collect(),
         key,

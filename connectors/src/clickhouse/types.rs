@@ -72,11 +72,11 @@ impl Features {
 }
 
 /// The type a source column gets in a table sluice creates (`Nullable` for nullable columns
-/// that are not part of the key).
+/// that are not part of the key; arrays cannot be, and hold a NULL as an empty array).
 pub fn column_type(column: &Column, features: Features) -> ChType {
     let base = base_type(&column.data_type, features);
     if column.nullable && !column.key {
-        ChType::Nullable(Box::new(base))
+        base.or_null()
     } else {
         base
     }
@@ -272,6 +272,15 @@ impl ChType {
             )
         };
         self.holds(other) || (number(self.base()) && number(other.base()))
+    }
+
+    /// `Nullable(self)`, except for types ClickHouse does not let be Nullable (arrays) and
+    /// types that are already.
+    pub fn or_null(self) -> ChType {
+        match self {
+            ChType::Array(_) | ChType::Nullable(_) => self,
+            other => ChType::Nullable(Box::new(other)),
+        }
     }
 
     /// The type without `Nullable` and `LowCardinality`.
