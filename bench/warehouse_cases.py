@@ -60,8 +60,9 @@ def case_clickhouse_sink(b):
                     rowbinary = os.path.join(workdir, "rows.bin")
                     ch(f"SELECT * FROM {table} FORMAT RowBinary", out=rowbinary)
                     definition = ch(f"SHOW CREATE TABLE {table} FORMAT TSVRaw").strip()
+                    dumped = table
                 ref = f"{database}.ref{i}"
-                ch(definition.replace(f"{table} ", f"{ref} ", 1))
+                ch(definition.replace(f"{dumped} ", f"{ref} ", 1))
                 with open(rowbinary, "rb") as rows:
                     start = time.perf_counter()
                     proc = subprocess.Popen(

@@ -120,6 +120,7 @@ pub fn clickhouse_sink(
         tables: HashMap::new(),
         layouts: HashMap::new(),
         keyless_warned: HashSet::new(),
+        last_layouts: None,
         last_delete: None,
         buffer: Buffer::default(),
         in_flight: None,
@@ -146,6 +147,15 @@ pub struct ClickHouseSink {
     #[allow(clippy::type_complexity)]
     layouts: HashMap<(Arc<str>, Kind), Vec<(Arc<TableSchema>, Option<Arc<Layout>>)>>,
     keyless_warned: HashSet<String>,
+    /// The layouts of the last change's topic and table version (most changes of a batch
+    /// share them): current-state, changelog.
+    #[allow(clippy::type_complexity)]
+    last_layouts: Option<(
+        Arc<str>,
+        Arc<TableSchema>,
+        Option<Arc<Layout>>,
+        Option<Arc<Layout>>,
+    )>,
     /// The old row of the last change when it was a delete, with its topic: a create right
     /// after it in the same topic that lacks values is the new row of a key change.
     last_delete: Option<(Arc<str>, Vec<Value>)>,
@@ -327,6 +337,7 @@ impl ChangeSink for ClickHouseSink {
         }
         self.buffer = Buffer::default();
         self.last_delete = None;
+        self.last_layouts = None;
         self.tables.clear();
         self.layouts.clear();
         let client = connect(&self.config)?;
@@ -359,18 +370,34 @@ impl ChangeSink for ClickHouseSink {
                 partition: record.partition,
                 offset: record.record.offset,
             };
-            let current = if mode.current() {
-                self.layout(&record.topic, &change.table, Kind::Current)
-                    .await?
-            } else {
-                None
-            };
-            // Tables without a key keep a changelog whatever the mode.
-            let changelog = if mode.changelog() || current.is_none() {
-                self.layout(&record.topic, &change.table, Kind::Changelog)
-                    .await?
-            } else {
-                None
+            let (current, changelog) = match &self.last_layouts {
+                Some((topic, table, current, changelog))
+                    if Arc::ptr_eq(table, &change.table) && *topic == record.topic =>
+                {
+                    (current.clone(), changelog.clone())
+                }
+                _ => {
+                    let current = if mode.current() {
+                        self.layout(&record.topic, &change.table, Kind::Current)
+                            .await?
+                    } else {
+                        None
+                    };
+                    // Tables without a key keep a changelog whatever the mode.
+                    let changelog = if mode.changelog() || current.is_none() {
+                        self.layout(&record.topic, &change.table, Kind::Changelog)
+                            .await?
+                    } else {
+                        None
+                    };
+                    self.last_layouts = Some((
+                        Arc::clone(&record.topic),
+                        Arc::clone(&change.table),
+                        current.clone(),
+                        changelog.clone(),
+                    ));
+                    (current, changelog)
+                }
             };
             // A key change arrives as a delete of the old key and a create of the new one; the
             // create lacks the unchanged TOASTed values, which are the old row's.

@@ -47,7 +47,7 @@ pub struct ClickHouseSinkConfig {
     #[serde(default = "default_flush_interval_ms")]
     pub flush_interval_ms: u64,
     /// Bytes of rows (RowBinary) that are inserted without waiting for `flush_interval_ms`.
-    /// Default 67108864 (64 MiB).
+    /// Default 16777216 (16 MiB).
     #[serde(default = "default_batch_bytes")]
     pub batch_bytes: usize,
     /// Table of the sink's offsets, in `database`. Default `_sluice_offsets`.
@@ -97,7 +97,7 @@ fn default_flush_interval_ms() -> u64 {
 }
 
 fn default_batch_bytes() -> usize {
-    64 << 20
+    16 << 20
 }
 
 fn default_offsets_table() -> String {
