@@ -27,61 +27,13 @@ use sluice_core::sink::{DeadLetter, DeadLetterWriter, Offsets, SinkRecord};
 
 use crate::replica::ReplicaError;
 
-impl From<crate::http::HttpError> for SearchError {
-    fn from(err: crate::http::HttpError) -> SearchError {
-        use crate::http::HttpError;
-        match err {
-            HttpError::Unreachable {
-                server,
-                url,
-                reason,
-            } => SearchError::Unreachable {
-                server,
-                url,
-                reason,
-            },
-            HttpError::Status {
-                server,
-                what,
-                status,
-                body,
-            } => SearchError::Status {
-                server,
-                what,
-                status,
-                body,
-            },
-            HttpError::Unexpected { server, reason } => SearchError::Unexpected { server, reason },
-            HttpError::Config(reason) => SearchError::Config(reason),
-        }
-    }
-}
-
 /// Why a search sink stopped or will retry.
 #[derive(Debug, thiserror::Error)]
 pub enum SearchError {
-    /// The server could not be reached or did not answer in time (retried).
-    #[error("{server} at {url}: {reason}")]
-    Unreachable {
-        server: &'static str,
-        url: String,
-        reason: String,
-    },
-    /// The server answered with an error status. 429 and 5xx are retried; the rest are
-    /// definite (permissions, a bad request the operator must fix).
-    #[error("{server} answered {status} to {what}: {body}")]
-    Status {
-        server: &'static str,
-        what: String,
-        status: u16,
-        body: String,
-    },
-    /// The server answered, but not what the sink can use.
-    #[error("{server}: {reason}")]
-    Unexpected {
-        server: &'static str,
-        reason: String,
-    },
+    /// The server could not be reached, answered with an error status (429 and 5xx are
+    /// retried), or answered something the sink cannot use.
+    #[error(transparent)]
+    Http(#[from] crate::http::HttpError),
     /// Events the index rejects and no dead-letter topic to put them in, or one that the
     /// sink cannot index at all (a table without a key).
     #[error("{0}")]
@@ -105,15 +57,10 @@ pub enum SearchError {
 impl Classify for SearchError {
     fn kind(&self) -> ErrorKind {
         match self {
-            SearchError::Unreachable { .. } | SearchError::ItemsFailing { .. } => {
-                ErrorKind::Transient
-            }
-            SearchError::Status { status, .. } if retried_status(*status) => ErrorKind::Transient,
+            SearchError::Http(err) => err.kind(),
+            SearchError::ItemsFailing { .. } => ErrorKind::Transient,
             SearchError::DeadLetter(err) => err.kind(),
-            SearchError::Status { .. }
-            | SearchError::Unexpected { .. }
-            | SearchError::Rejected(_)
-            | SearchError::Config(_) => ErrorKind::Definite,
+            SearchError::Rejected(_) | SearchError::Config(_) => ErrorKind::Definite,
         }
     }
 }

@@ -62,7 +62,8 @@ impl Buffer {
         self.segments.is_empty() && self.offsets.is_empty()
     }
 
-    fn segment(&mut self, layout: &Arc<Layout>) -> &mut Segment {
+    /// The index of the segment of `layout`, made if new.
+    fn segment(&mut self, layout: &Arc<Layout>) -> usize {
         let at = *self
             .index
             .entry(Arc::as_ptr(layout) as usize)
@@ -76,53 +77,20 @@ impl Buffer {
                 self.segments.len() - 1
             });
         self.since.get_or_insert_with(Instant::now);
-        &mut self.segments[at]
+        at
     }
 
-    /// Adds the current-state row of `change`: the new row, or the old one's key flagged
-    /// deleted. `Err` says why ClickHouse cannot hold it (nothing is added then).
-    /// `from`: for the new row of a key change, the old row (its key) it continues.
-    pub(super) fn current(
+    /// Appends a row that `write` writes to the segment of `layout`; a row it fails to write
+    /// leaves nothing behind.
+    fn row(
         &mut self,
         layout: &Arc<Layout>,
-        change: &Change,
-        version: u64,
-        from: Option<&[Value]>,
+        write: impl FnOnce(&mut Vec<u8>) -> Result<(), String>,
     ) -> Result<(), String> {
-        let segment = self.segment(layout);
+        let at = self.segment(layout);
+        let segment = &mut self.segments[at];
         let start = segment.rows.len();
-        let result = match change.op {
-            Op::Create | Op::Read | Op::Update => {
-                let row = change.after.as_deref().unwrap_or_default();
-                if row.iter().any(|v| matches!(v, Value::Unavailable)) {
-                    // Checked now, so that a value ClickHouse cannot hold is rejected with its
-                    // record; written once the missing values are read from the table.
-                    let mut scratch = Vec::new();
-                    for (i, (ty, value)) in layout.columns.iter().zip(row).enumerate() {
-                        if !matches!(value, Value::Unavailable) {
-                            rowbinary::write(&mut scratch, ty, value)
-                                .map_err(|reason| column_reason(layout, i, &reason))?;
-                        }
-                    }
-                    segment.partial.push(Partial {
-                        at: segment.rows.len(),
-                        values: row.to_vec(),
-                        version,
-                        from: from.map(<[Value]>::to_vec),
-                    });
-                    return Ok(());
-                }
-                write_row(&mut segment.rows, layout, row, false)
-                    .map(|()| write_version(&mut segment.rows, version, false))
-            }
-            Op::Delete => {
-                let row = change.before.as_deref().unwrap_or_default();
-                write_row(&mut segment.rows, layout, row, true)
-                    .map(|()| write_version(&mut segment.rows, version, true))
-            }
-            Op::Truncate | Op::Message => return Ok(()),
-        };
-        match result {
+        match write(&mut segment.rows) {
             Ok(()) => {
                 segment.count += 1;
                 self.bytes += segment.rows.len() - start;
@@ -135,6 +103,63 @@ impl Buffer {
         }
     }
 
+    /// Adds the current-state row of `change`: the new row, or the old one's key flagged
+    /// deleted. `Err` says why ClickHouse cannot hold it (nothing is added then).
+    /// `from`: for the new row of a key change, the old row (its key) it continues.
+    pub(super) fn current(
+        &mut self,
+        layout: &Arc<Layout>,
+        change: &Change,
+        version: u64,
+        from: Option<&[Value]>,
+    ) -> Result<(), String> {
+        match change.op {
+            Op::Create | Op::Read | Op::Update => {
+                let row = change.after.as_deref().unwrap_or_default();
+                if row.iter().any(|v| matches!(v, Value::Unavailable)) {
+                    return self.partial(layout, row, version, from);
+                }
+                self.row(layout, |out| {
+                    write_row(out, layout, row, false).map(|()| write_version(out, version, false))
+                })
+            }
+            Op::Delete => {
+                let row = change.before.as_deref().unwrap_or_default();
+                self.row(layout, |out| {
+                    write_row(out, layout, row, true).map(|()| write_version(out, version, true))
+                })
+            }
+            Op::Truncate | Op::Message => Ok(()),
+        }
+    }
+
+    /// A row lacking values: checked now, so that a value ClickHouse cannot hold is rejected
+    /// with its record; written once the missing values are known (`insert.rs`).
+    fn partial(
+        &mut self,
+        layout: &Arc<Layout>,
+        row: &[Value],
+        version: u64,
+        from: Option<&[Value]>,
+    ) -> Result<(), String> {
+        let mut scratch = Vec::new();
+        for (i, (ty, value)) in layout.columns.iter().zip(row).enumerate() {
+            if !matches!(value, Value::Unavailable) {
+                rowbinary::write(&mut scratch, ty, value)
+                    .map_err(|reason| column_reason(layout, i, &reason))?;
+            }
+        }
+        let at = self.segment(layout);
+        let segment = &mut self.segments[at];
+        segment.partial.push(Partial {
+            at: segment.rows.len(),
+            values: row.to_vec(),
+            version,
+            from: from.map(<[Value]>::to_vec),
+        });
+        Ok(())
+    }
+
     /// Adds the changelog row of `change`: the new row (the old one for a delete), then the
     /// change's operation and place.
     pub(super) fn changelog(
@@ -143,25 +168,18 @@ impl Buffer {
         change: &Change,
         origin: &Origin<'_>,
     ) -> Result<(), String> {
-        let segment = self.segment(layout);
-        let start = segment.rows.len();
         let row = match change.op {
             Op::Delete => change.before.as_deref(),
             _ => change.after.as_deref(),
         }
         .unwrap_or_default();
-        let written = if change.op == Op::Truncate {
-            // A truncate has no row: its key columns get their defaults.
-            layout
-                .columns
-                .iter()
-                .for_each(|ty| write_missing(&mut segment.rows, ty));
-            Ok(())
-        } else {
-            write_row(&mut segment.rows, layout, row, true)
-        };
-        let result = written.map(|()| {
-            let out = &mut segment.rows;
+        self.row(layout, |out| {
+            if change.op == Op::Truncate {
+                // A truncate has no row: its key columns get their defaults.
+                layout.columns.iter().for_each(|ty| write_missing(out, ty));
+            } else {
+                write_row(out, layout, row, true)?;
+            }
             write_bytes(out, change.op.code().as_bytes());
             write_bytes(out, origin.topic.as_bytes());
             out.extend_from_slice(&origin.partition.to_le_bytes());
@@ -177,18 +195,8 @@ impl Buffer {
                 .map(ToString::to_string)
                 .unwrap_or_default();
             write_bytes(out, position.as_bytes());
-        });
-        match result {
-            Ok(()) => {
-                segment.count += 1;
-                self.bytes += segment.rows.len() - start;
-                Ok(())
-            }
-            Err(reason) => {
-                segment.rows.truncate(start);
-                Err(reason)
-            }
-        }
+            Ok(())
+        })
     }
 
     /// Takes what waits, leaving the buffer empty.

@@ -94,39 +94,34 @@ pub(super) async fn describe(
     name: &str,
 ) -> Result<Option<Existing>, ClickHouseError> {
     let what = format!("reading the definition of {database}.{name}");
-    let found = client
-        .query(
-            &format!(
-                "SELECT engine, sorting_key FROM system.tables WHERE database = {} AND name = {} \
-                 FORMAT JSONEachRow",
-                literal(database),
-                literal(name)
-            ),
-            &what,
-        )
-        .await?;
-    let Some(line) = lines(&found).next() else {
+    let tables = json_rows(
+        client,
+        &format!(
+            "SELECT engine, sorting_key FROM system.tables WHERE database = {} AND name = {}",
+            literal(database),
+            literal(name)
+        ),
+        &what,
+    )
+    .await?;
+    let Some(table) = tables.first() else {
         return Ok(None);
     };
-    let table: serde_json::Value = json_line(line, &what)?;
-    let columns = client
-        .query(
-            &format!(
-                "DESCRIBE TABLE {}.{} FORMAT JSONEachRow",
-                quote(database),
-                quote(name)
-            ),
-            &what,
-        )
-        .await?;
-    let mut out = Vec::new();
-    for line in lines(&columns) {
-        let column: serde_json::Value = json_line(line, &what)?;
-        out.push((
-            column["name"].as_str().unwrap_or_default().to_owned(),
-            ChType::parse(column["type"].as_str().unwrap_or_default()),
-        ));
-    }
+    let columns = json_rows(
+        client,
+        &format!("DESCRIBE TABLE {}.{}", quote(database), quote(name)),
+        &what,
+    )
+    .await?;
+    let out = columns
+        .iter()
+        .map(|column| {
+            (
+                column["name"].as_str().unwrap_or_default().to_owned(),
+                ChType::parse(column["type"].as_str().unwrap_or_default()),
+            )
+        })
+        .collect();
     Ok(Some(Existing {
         engine: table["engine"].as_str().unwrap_or_default().to_owned(),
         sorting_key: sorting_key(table["sorting_key"].as_str().unwrap_or_default())
@@ -342,25 +337,14 @@ pub(super) async fn read_offsets(
     sink: &str,
 ) -> Result<Offsets, ClickHouseError> {
     let what = format!("reading the sink's offsets from {database}.{table}");
-    let answer = client
-        .query(
-            &format!(
-                "SELECT topic, partition, next_offset FROM {}.{} FINAL WHERE sink = {} \
-                 FORMAT JSONEachRow",
-                quote(database),
-                quote(table),
-                literal(sink)
-            ),
-            &what,
-        )
-        .await?;
+    let sql = format!(
+        "SELECT topic, partition, next_offset FROM {}.{} FINAL WHERE sink = {}",
+        quote(database),
+        quote(table),
+        literal(sink)
+    );
     let mut offsets = BTreeMap::new();
-    for line in lines(&answer) {
-        let row: serde_json::Value = json_line(line, &what)?;
-        let number = |v: &serde_json::Value| {
-            v.as_u64()
-                .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
-        };
+    for row in json_rows(client, &sql, &what).await? {
         match (
             row["topic"].as_str(),
             number(&row["partition"]),
@@ -371,7 +355,7 @@ pub(super) async fn read_offsets(
             }
             _ => {
                 return Err(ClickHouseError::Unexpected(format!(
-                    "{what}: a row the sink did not write: {line}"
+                    "{what}: a row the sink did not write: {row}"
                 )))
             }
         }
@@ -387,29 +371,37 @@ pub(super) async fn stored_at(
     sink: &str,
 ) -> Result<Vec<(String, u64)>, ClickHouseError> {
     let what = format!("reading when the sink last stored offsets in {database}.{table}");
+    let sql = format!(
+        "SELECT topic, max(updated_us) AS at FROM {}.{} FINAL WHERE sink = {} \
+         GROUP BY topic ORDER BY topic",
+        quote(database),
+        quote(table),
+        literal(sink)
+    );
+    Ok(json_rows(client, &sql, &what)
+        .await?
+        .iter()
+        .filter_map(|row| Some((row["topic"].as_str()?.to_owned(), number(&row["at"])?)))
+        .collect())
+}
+
+/// The rows `sql` selects, as JSON objects (`FORMAT JSONEachRow`).
+async fn json_rows(
+    client: &Client,
+    sql: &str,
+    what: &str,
+) -> Result<Vec<serde_json::Value>, ClickHouseError> {
     let answer = client
-        .query(
-            &format!(
-                "SELECT topic, max(updated_us) AS at FROM {}.{} FINAL WHERE sink = {} \
-                 GROUP BY topic ORDER BY topic FORMAT JSONEachRow",
-                quote(database),
-                quote(table),
-                literal(sink)
-            ),
-            &what,
-        )
+        .query(&format!("{sql} FORMAT JSONEachRow"), what)
         .await?;
-    let mut out = Vec::new();
-    for line in lines(&answer) {
-        let row: serde_json::Value = json_line(line, &what)?;
-        let at = row["at"]
-            .as_u64()
-            .or_else(|| row["at"].as_str().and_then(|s| s.parse().ok()));
-        if let (Some(topic), Some(at)) = (row["topic"].as_str(), at) {
-            out.push((topic.to_owned(), at));
-        }
-    }
-    Ok(out)
+    lines(&answer).map(|line| json_line(line, what)).collect()
+}
+
+/// A number of JSONEachRow (64-bit integers come quoted from older servers).
+fn number(value: &serde_json::Value) -> Option<u64> {
+    value
+        .as_u64()
+        .or_else(|| value.as_str().and_then(|s| s.parse().ok()))
 }
 
 /// The offsets as rows of the offsets table (RowBinary), versioned `updated_us`.

@@ -278,13 +278,13 @@ impl Target for OpenSearchTarget {
             Control::default()
         } else {
             serde_json::from_value(answer["_source"].clone()).map_err(|e| {
-                SearchError::Unexpected {
+                SearchError::Http(crate::http::HttpError::Unexpected {
                     server: SERVER,
                     reason: format!(
                     "the offsets document {offsets_index}/{name} is not sluice's ({e}); delete it \
                      to index everything again"
                 ),
-                }
+                })
             })?
         };
         self.applied = AppliedOffsets::stored(
@@ -418,14 +418,14 @@ pub async fn probe(config: &OpenSearchSinkConfig) -> Result<String, SearchError>
         .await?;
     let status = health["status"].as_str().unwrap_or("unknown");
     if status == "red" {
-        return Err(SearchError::Unexpected {
+        return Err(SearchError::Http(crate::http::HttpError::Unexpected {
             server: SERVER,
             reason: format!(
                 "cluster {} is red (primary shards unassigned): writes to those indexes fail \
                  until it recovers",
                 health["cluster_name"].as_str().unwrap_or("?")
             ),
-        });
+        }));
     }
     let index = &config.offsets_index;
     let probe_id = format!("{}-probe", config.name);

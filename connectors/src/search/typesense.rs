@@ -116,11 +116,11 @@ async fn ready(http: &Http) -> Result<(), SearchError> {
         )
         .await?;
     if health["ok"] != json!(true) {
-        return Err(SearchError::Unreachable {
+        return Err(SearchError::Http(crate::http::HttpError::Unreachable {
             server: SERVER,
             url: http.base().to_owned(),
             reason: format!("the server is not ready: {health}"),
-        });
+        }));
     }
     Ok(())
 }
@@ -501,10 +501,10 @@ impl Target for TypesenseTarget {
         let mut stored = Offsets::new();
         if status != 404 {
             let text = doc["offsets"].as_str().unwrap_or("[]");
-            let list: Vec<serde_json::Value> = serde_json::from_str(text).map_err(|e| SearchError::Unexpected {
+            let list: Vec<serde_json::Value> = serde_json::from_str(text).map_err(|e| SearchError::Http(crate::http::HttpError::Unexpected {
                 server: SERVER,
                 reason: format!("the offsets document of sink {name} in {collection} is not sluice's ({e}); delete it to index everything again"),
-            })?;
+            }))?;
             for entry in list {
                 let (Some(topic), Some(partition), Some(next)) = (
                     entry["topic"].as_str(),

@@ -241,13 +241,13 @@ impl OpenSearchTarget {
                     .and_then(|(status, bytes)| {
                         if status == 200 {
                             serde_json::from_slice::<Answer>(&bytes).map_err(|e| {
-                                SearchError::Unexpected {
+                                SearchError::Http(crate::http::HttpError::Unexpected {
                                     server: SERVER,
                                     reason: format!(
                                         "a bulk answer that does not parse ({e}): {}",
                                         crate::http::shorten(&bytes)
                                     ),
-                                }
+                                })
                             })
                         } else {
                             Err(http.status_error("a bulk request", status, &bytes).into())
@@ -268,14 +268,14 @@ impl OpenSearchTarget {
                     continue;
                 }
                 if answer.items.len() != items.len() {
-                    return Err(SearchError::Unexpected {
+                    return Err(SearchError::Http(crate::http::HttpError::Unexpected {
                         server: SERVER,
                         reason: format!(
                             "a bulk of {} items answered for {}",
                             items.len(),
                             answer.items.len()
                         ),
-                    });
+                    }));
                 }
                 for (item, reply) in items.iter().zip(&answer.items) {
                     match outcome(item.action, &reply.index) {

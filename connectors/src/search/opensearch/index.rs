@@ -272,10 +272,10 @@ impl OpenSearchTarget {
                 .await;
         }
         if let Some((_, kind, reason)) = rejected.first() {
-            return Err(SearchError::Unexpected {
+            return Err(SearchError::Http(crate::http::HttpError::Unexpected {
                 server: SERVER,
                 reason: format!("deleting the documents of {index} (a truncate): {kind}: {reason}"),
-            });
+            }));
         }
         tracing::info!(
             index,
