@@ -310,9 +310,8 @@ fn sql_literal(value: &Value, ty: &ChType) -> Option<String> {
                 return None;
             }
             match ty.base() {
-                ChType::Decimal { .. } => {
-                    format!("toDecimal128({}, {})", literal(&text), decimals(&text))
-                }
+                // Of the column's own type: IN refuses a decimal of another precision.
+                base @ ChType::Decimal { .. } => format!("CAST({}, '{base}')", literal(&text)),
                 _ => text,
             }
         }
@@ -323,12 +322,8 @@ fn sql_literal(value: &Value, ty: &ChType) -> Option<String> {
         (ChType::Uuid, Value::Uuid(bytes)) => format!("toUUID('{}')", value::uuid_to_string(bytes)),
         (ChType::Date | ChType::Date32, Value::Date(Date::Days(days))) => {
             value::write_sql_date(&mut text, i64::from(*days));
-            format!("toDate('{text}')")
+            format!("CAST('{text}', '{}')", ty.base())
         }
         _ => return None,
     })
-}
-
-fn decimals(text: &str) -> usize {
-    text.split_once('.').map_or(0, |(_, frac)| frac.len())
 }
