@@ -40,13 +40,14 @@ def ts_headers():
         return [f"X-TYPESENSE-API-KEY: {f.read().strip()}"]
 
 
-def filled_log(b, workdir, slot):
-    """The ROWS-row snapshot of table t in a log under workdir (as kafka_sink fills it)."""
+def filled_log(b, workdir, slot, encoding="json"):
+    """The ROWS-row snapshot of table t in a log under workdir (as kafka_sink fills it), its
+    records in `encoding`."""
     b.reset_db()
     b.fill(max(1, b.TXNS // 10), b.ROWS // max(1, b.TXNS // 10))
     b.psql("VACUUM ANALYZE t")
     end = b.psql("SELECT pg_current_wal_lsn()")
-    config = b.sluice_config(workdir, slot, "initial")
+    config = b.sluice_config(workdir, slot, "initial", encoding=encoding)
     b.run_timed([b.SLUICE, "run", "-c", config, "--stop-at", b.lsn_position(end)])
     records = b.count_records(workdir, "bench.public.t")
     if records < b.ROWS:

@@ -6,6 +6,7 @@ helpers and settings).
                      every row) vs clickhouse-client inserting the same rows from a pre-built
                      RowBinary file (the sink's format) into a table of the same definition.
                      Peak RSS of sluice and of clickhouse-client in the notes.
+  clickhouse_sink_avro  the same with the log's records in Avro (the sink decodes less).
 """
 
 import os
@@ -39,7 +40,7 @@ def count(table):
         return 0
 
 
-def case_clickhouse_sink(b):
+def case_clickhouse_sink(b, encoding="json"):
     subprocess.run(["dev/services", "up", "clickhouse"], check=True, capture_output=True)
     stamp = time.strftime("%H%M%S")
     database = f"bench_ch{stamp}"
@@ -48,7 +49,7 @@ def case_clickhouse_sink(b):
     rowbinary, definition = None, None
     try:
         with tempfile.TemporaryDirectory() as workdir:
-            search_cases.filled_log(b, workdir, f"bench_ch_{stamp}")
+            search_cases.filled_log(b, workdir, f"bench_ch_{stamp}", encoding)
             for i in range(b.REPEAT):
                 table = f"{database}.t{i}"
                 sink = (f'[[sinks]]\nname = "ch{stamp}{i}"\nkind = "clickhouse"\nurl = "{CLICKHOUSE}"\n'
@@ -84,7 +85,7 @@ def case_clickhouse_sink(b):
                        capture_output=True)
     b.LAST_RUNS["ours"] = runs
     b.LAST_RUNS["reference"] = refs
-    notes = (f"rows={b.ROWS} rowbinary_mb~{mb:.0f} ours_rows_per_s={b.ROWS / min(runs):.0f} "
+    notes = (f"rows={b.ROWS} log={encoding} rowbinary_mb~{mb:.0f} ours_rows_per_s={b.ROWS / min(runs):.0f} "
              f"client_rows_per_s={b.ROWS / min(refs):.0f} peak_rss_mb sluice={max(rss_ours):.0f} "
              f"clickhouse-client={max(rss_ref):.0f} (goal: ratio >= 0.8)")
     return min(runs), min(refs), notes
