@@ -26,17 +26,6 @@ pub struct ServerError {
     pub message: String,
 }
 
-impl ServerError {
-    pub fn kind(&self) -> ErrorKind {
-        let transient_status = self.status >= 500 && self.code.is_none();
-        if transient_status || self.code.is_some_and(|c| TRANSIENT_CODES.contains(&c)) {
-            ErrorKind::Transient
-        } else {
-            ErrorKind::Definite
-        }
-    }
-}
-
 impl Client {
     pub fn new(http: Http) -> Client {
         Client { http }
@@ -93,7 +82,12 @@ impl From<HttpError> for ClickHouseError {
 
 impl Classify for ServerError {
     fn kind(&self) -> ErrorKind {
-        ServerError::kind(self)
+        let transient_status = self.status >= 500 && self.code.is_none();
+        if transient_status || self.code.is_some_and(|c| TRANSIENT_CODES.contains(&c)) {
+            ErrorKind::Transient
+        } else {
+            ErrorKind::Definite
+        }
     }
 }
 
@@ -145,29 +139,25 @@ fn hint(error: &ServerError) -> &'static str {
 
 /// A name quoted for ClickHouse SQL: `` `name` `` with backticks and backslashes escaped.
 pub fn quote(name: &str) -> String {
-    let mut out = String::with_capacity(name.len() + 2);
-    out.push('`');
-    for c in name.chars() {
-        if c == '`' || c == '\\' {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out.push('`');
-    out
+    delimited(name, '`')
 }
 
 /// A string literal for ClickHouse SQL: `'text'` with quotes and backslashes escaped.
 pub fn literal(text: &str) -> String {
+    delimited(text, '\'')
+}
+
+/// `text` between two `delimiter`s, with the delimiter and backslashes escaped in it.
+fn delimited(text: &str, delimiter: char) -> String {
     let mut out = String::with_capacity(text.len() + 2);
-    out.push('\'');
+    out.push(delimiter);
     for c in text.chars() {
-        if c == '\'' || c == '\\' {
+        if c == delimiter || c == '\\' {
             out.push('\\');
         }
         out.push(c);
     }
-    out.push('\'');
+    out.push(delimiter);
     out
 }
 

@@ -129,13 +129,14 @@ async fn complete(
     rows: &[u8],
     partial: Vec<Partial>,
 ) -> Result<(Vec<u8>, usize), ClickHouseError> {
-    // The keys that matter, and the rows of the segment that hold them: (position, columns).
-    let mut sources: HashMap<Vec<u8>, Vec<Value>> = HashMap::new();
-    let mut needed = HashMap::new();
+    // The keys values are taken from (each with its first partial row's place), and the
+    // rows of the segment that hold them: (position, columns).
+    let mut sources: HashMap<Vec<u8>, (Vec<Value>, usize)> = HashMap::new();
     for p in &partial {
         let source = p.from.as_deref().unwrap_or(&p.values);
-        sources.insert(encoded_key(layout, source)?, source.to_vec());
-        needed.insert(encoded_key(layout, &p.values)?, ());
+        sources
+            .entry(encoded_key(layout, source)?)
+            .or_insert_with(|| (source.to_vec(), p.at));
     }
     let mut held: HashMap<Vec<u8>, Vec<(usize, Columns)>> = HashMap::new();
     let mut at = 0;
@@ -152,11 +153,22 @@ async fn complete(
             .iter()
             .flat_map(|&i| columns[i].clone())
             .collect();
-        if !deleted && (sources.contains_key(&key) || needed.contains_key(&key)) {
+        if !deleted && sources.contains_key(&key) {
             held.entry(key).or_default().push((start, columns));
         }
     }
-    let stored = lookup(client, layout, &sources).await?;
+    // Only keys the segment holds no row of before their first partial row are read from the
+    // table (later partial rows of a key take values from the earlier ones).
+    let unheld: Vec<&Vec<Value>> = sources
+        .iter()
+        .filter(|(key, (_, first))| {
+            !held
+                .get(*key)
+                .is_some_and(|rows| rows.iter().any(|(start, _)| start < first))
+        })
+        .map(|(_, (values, _))| values)
+        .collect();
+    let stored = lookup(client, layout, &unheld).await?;
     let mut done: HashMap<Vec<u8>, Vec<(usize, Columns)>> = HashMap::new();
     let mut out = Vec::new();
     let mut count = 0;
@@ -217,10 +229,9 @@ fn cut(input: &[u8], types: &[ChType]) -> Option<(Columns, usize)> {
 async fn lookup(
     client: &Client,
     layout: &Layout,
-    keys: &HashMap<Vec<u8>, Vec<Value>>,
+    keys: &[&Vec<Value>],
 ) -> Result<HashMap<Vec<u8>, Columns>, ClickHouseError> {
     let mut found = HashMap::new();
-    let keys: Vec<&Vec<Value>> = keys.values().collect();
     for chunk in keys.chunks(LOOKUP_KEYS) {
         found.extend(lookup_chunk(client, layout, chunk).await?);
     }
