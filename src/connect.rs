@@ -217,6 +217,18 @@ pub(crate) async fn spawn_sink<L: EventLog + Clone>(
             let run = run_sink(settings(8 << 20, 16 << 20), built, log, cancel);
             cx.tasks.spawn_isolated(task, span, run, on_failure);
         }
+        // Iceberg: changes wait in memory per table and are committed as snapshots per
+        // commit_interval_ms or commit_bytes.
+        #[cfg(feature = "iceberg")]
+        SinkConfig::Iceberg(ref ice) => {
+            let built = sluice_connectors::iceberg::iceberg_sink(
+                ice.clone(),
+                Arc::clone(cx.registry),
+                dead_letters,
+            );
+            let run = run_sink(settings(8 << 20, 16 << 20), built, log, cancel);
+            cx.tasks.spawn_isolated(task, span, run, on_failure);
+        }
     }
     Ok(())
 }
@@ -254,6 +266,8 @@ pub(crate) async fn probe_sink(sink: &SinkConfig) -> anyhow::Result<String> {
         SinkConfig::Typesense(ref ts) => Ok(sluice_connectors::search::typesense::probe(ts).await?),
         #[cfg(feature = "clickhouse")]
         SinkConfig::ClickHouse(ref ch) => Ok(sluice_connectors::clickhouse::probe(ch).await?),
+        #[cfg(feature = "iceberg")]
+        SinkConfig::Iceberg(ref ice) => Ok(sluice_connectors::iceberg::probe(ice).await?),
     }
 }
 
@@ -264,6 +278,12 @@ pub(crate) async fn sink_server_status(sink: &SinkConfig) -> Option<anyhow::Resu
         #[cfg(feature = "clickhouse")]
         SinkConfig::ClickHouse(ref ch) => Some(
             sluice_connectors::clickhouse::server_status(ch)
+                .await
+                .map_err(anyhow::Error::from),
+        ),
+        #[cfg(feature = "iceberg")]
+        SinkConfig::Iceberg(ref ice) => Some(
+            sluice_connectors::iceberg::server_status(ice)
                 .await
                 .map_err(anyhow::Error::from),
         ),

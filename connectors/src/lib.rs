@@ -8,6 +8,8 @@
 //! - `search`: the search index sinks, OpenSearch/Elasticsearch (`opensearch`) and Typesense
 //!   (`typesense`), over HTTP;
 //! - `clickhouse`: the ClickHouse sink (current-state and changelog tables), over HTTP;
+//! - `iceberg`: the Apache Iceberg sink (REST catalog, Parquet files, row-level deletes);
+//! - `convert`: value conversions the typed-column sinks share;
 //! - `http`: the HTTP client those sinks share; `names`: destination names from templates;
 //! - `incremental`: the queue of on-demand snapshots both database sources keep.
 //!
@@ -16,8 +18,12 @@
 
 #[cfg(feature = "clickhouse")]
 pub mod clickhouse;
+#[cfg(any(feature = "clickhouse", feature = "iceberg"))]
+pub mod convert;
 #[cfg(feature = "http")]
 pub mod http;
+#[cfg(feature = "iceberg")]
+pub mod iceberg;
 #[cfg(any(feature = "postgres", feature = "mysql"))]
 mod incremental;
 #[cfg(feature = "jsonl")]
@@ -33,11 +39,14 @@ pub mod postgres;
     feature = "postgres",
     feature = "mysql",
     feature = "search",
-    feature = "clickhouse"
+    feature = "clickhouse",
+    feature = "iceberg"
 ))]
 pub mod replica;
 #[cfg(feature = "search")]
 pub mod search;
+#[cfg(any(feature = "clickhouse", feature = "iceberg"))]
+pub mod tables;
 #[cfg(any(feature = "postgres", feature = "mysql"))]
 pub mod tls;
 
@@ -117,7 +126,7 @@ pub trait Section {
 /// Every connector kind sluice has, in any build (a build without one says so instead of
 /// calling the kind unknown).
 pub const SOURCE_KINDS: [&str; 3] = ["postgres", "mysql", "kafka"];
-pub const SINK_KINDS: [&str; 7] = [
+pub const SINK_KINDS: [&str; 8] = [
     "jsonl",
     "postgres",
     "mysql",
@@ -125,6 +134,7 @@ pub const SINK_KINDS: [&str; 7] = [
     "opensearch",
     "typesense",
     "clickhouse",
+    "iceberg",
 ];
 
 /// Whether this build has connector `kind` for `section` (`sources` or `sinks`).
@@ -144,6 +154,8 @@ pub fn compiled_in(section: &str, kind: &str) -> bool {
     compiled.push(("sinks", "typesense"));
     #[cfg(feature = "clickhouse")]
     compiled.push(("sinks", "clickhouse"));
+    #[cfg(feature = "iceberg")]
+    compiled.push(("sinks", "iceberg"));
     compiled.contains(&(section, kind))
 }
 
@@ -233,6 +245,8 @@ pub fn locate_config_error(section: &str, entry: serde_json::Value) -> Option<St
         ("sinks", "typesense") => at::<search::typesense::TypesenseSinkConfig>(entry),
         #[cfg(feature = "clickhouse")]
         ("sinks", "clickhouse") => at::<clickhouse::ClickHouseSinkConfig>(entry),
+        #[cfg(feature = "iceberg")]
+        ("sinks", "iceberg") => at::<iceberg::IcebergSinkConfig>(entry),
         _ => None,
     }
 }
@@ -257,6 +271,9 @@ pub enum SinkConfig {
     #[cfg(feature = "clickhouse")]
     #[serde(rename = "clickhouse")]
     ClickHouse(clickhouse::ClickHouseSinkConfig),
+    #[cfg(feature = "iceberg")]
+    #[serde(rename = "iceberg")]
+    Iceberg(iceberg::IcebergSinkConfig),
 }
 
 impl SinkConfig {
@@ -277,6 +294,8 @@ impl SinkConfig {
             SinkConfig::Typesense(ref config) => config,
             #[cfg(feature = "clickhouse")]
             SinkConfig::ClickHouse(ref config) => config,
+            #[cfg(feature = "iceberg")]
+            SinkConfig::Iceberg(ref config) => config,
         }
     }
 
@@ -325,6 +344,8 @@ impl SinkConfig {
             SinkConfig::ClickHouse(ref mut config) => {
                 config.paths_mut().into_iter().for_each(resolve)
             }
+            #[cfg(feature = "iceberg")]
+            SinkConfig::Iceberg(ref mut config) => config.paths_mut().into_iter().for_each(resolve),
         }
     }
 }

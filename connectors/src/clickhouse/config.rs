@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use sluice_core::redact::SecretUrl;
 
+pub use crate::tables::Mode;
 use crate::ConfigError;
 
 /// `[[sinks]] kind = "clickhouse"`: tables kept in ClickHouse, as their current state
@@ -58,26 +59,6 @@ pub struct ClickHouseSinkConfig {
     /// header. Default none: such a row stops the sink with that reason.
     #[serde(default)]
     pub dead_letter_topic: Option<String>,
-}
-
-/// Which tables the sink keeps.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Mode {
-    #[default]
-    Current,
-    Changelog,
-    Both,
-}
-
-impl Mode {
-    pub fn current(self) -> bool {
-        matches!(self, Mode::Current | Mode::Both)
-    }
-
-    pub fn changelog(self) -> bool {
-        matches!(self, Mode::Changelog | Mode::Both)
-    }
 }
 
 fn default_database() -> String {

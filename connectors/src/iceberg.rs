@@ -1,0 +1,615 @@
+//! The Apache Iceberg sink: each source table as an Iceberg table (format v2, through a REST
+//! catalog) that holds its current rows, as a changelog table of every change, or both.
+//!
+//! Changes wait in memory (`table.rs`: the last state of each key) and are committed once
+//! `commit_interval_ms` passed since the oldest or `commit_bytes` are waiting: one snapshot
+//! per table with a Parquet data file of the new rows and a position delete file of the rows
+//! they replace (`commit.rs`). Position deletes, not equality deletes, because every reader
+//! applies them (pyiceberg 0.12 refuses equality deletes; DuckDB, Spark, Trino, chdb read
+//! both); they need to know where a key's row is, so the sink keeps an index of each table's
+//! live keys, rebuilt from the table when it first writes to it.
+//!
+//! Exactly once: each snapshot's summary holds the sink's offsets (`sluice.offsets.<sink>`),
+//! committed with the rows in one catalog commit; a restart resumes from them. A table also
+//! keeps, in its properties, the offset from which it was first fed each partition, so a
+//! crash between the commits of two tables fed by one topic (modes `both`, `changelog` of a
+//! keyless table) resumes from the lower of the two and each table skips what it holds.
+//!
+//! Which parts are sluice's own, and why: the Parquet writer is the parquet crate's column
+//! writer (no arrow), the manifests are Avro through apache-avro, and the REST catalog is
+//! spoken over the HTTP client the other sinks use. The `iceberg` crates (0.10) commit only
+//! `fast_append`, which refuses delete files, so row-level changes needed a commit of our own
+//! anyway; what they would add (arrow, opendal, a second HTTP stack) costs tens of minutes of
+//! cold build for code paths this sink does not use.
+
+pub mod catalog;
+pub mod cells;
+pub mod commit;
+pub mod config;
+pub mod manifest;
+pub mod parquet;
+pub mod schema;
+pub mod table;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sluice_core::event::{Op, TableSchema};
+use sluice_core::pipeline::TypedSink;
+use sluice_core::retry::{Classify, ErrorKind};
+use sluice_core::sink::{
+    ChangeBatch, ChangeSink, DeadLetter, DeadLetterError, DeadLetterWriter, Offsets,
+};
+use sluice_schema_registry::changes::RecordDecoder;
+use sluice_schema_registry::registry::Registry;
+
+use self::catalog::{Catalog, CommitError, TableMetadata};
+pub use self::config::{IcebergSinkConfig, Mode};
+use self::schema::Evolution;
+use self::table::{local_dir, Kind, Pending, Table};
+use crate::http::{Auth, Http, HttpError};
+
+/// Metric names (labels: `sink`, `table`).
+pub mod metric {
+    /// Rows committed (data file rows).
+    pub const ROWS: &str = "sluice_iceberg_rows_total";
+    /// Rows removed by position deletes.
+    pub const DELETES: &str = "sluice_iceberg_position_deletes_total";
+    /// Seconds per commit, files included (histogram).
+    pub const COMMIT_SECONDS: &str = "sluice_iceberg_commit_seconds";
+    /// When a table last committed (Unix seconds).
+    pub const LAST_COMMIT: &str = "sluice_iceberg_last_commit_timestamp_seconds";
+}
+
+/// Why the Iceberg sink stopped or will retry.
+#[derive(Debug, thiserror::Error)]
+pub enum IcebergError {
+    #[error(transparent)]
+    Http(#[from] HttpError),
+    /// Another writer committed to the table meanwhile (retried: the sink reloads it).
+    #[error("table {table} changed while sluice committed to it ({reason}); reloading it")]
+    Conflict { table: String, reason: String },
+    /// A table sluice cannot write as it is (a type, a key, its location).
+    #[error("{0}")]
+    Table(String),
+    /// Writing or reading the table's files failed.
+    #[error("Iceberg files: {0}")]
+    Files(String),
+    /// Rows the table cannot hold and no dead-letter topic to put them in.
+    #[error("{0}")]
+    Rejected(String),
+    #[error(transparent)]
+    DeadLetter(#[from] DeadLetterError),
+}
+
+impl Classify for IcebergError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            IcebergError::Http(err) => err.kind(),
+            IcebergError::DeadLetter(err) => err.kind(),
+            IcebergError::Conflict { .. } | IcebergError::Files(_) => ErrorKind::Transient,
+            IcebergError::Table(_) | IcebergError::Rejected(_) => ErrorKind::Definite,
+        }
+    }
+}
+
+fn commit_error(table: &str, err: CommitError) -> IcebergError {
+    match err {
+        CommitError::Conflict(reason) => IcebergError::Conflict {
+            table: table.to_owned(),
+            reason,
+        },
+        CommitError::Http(err) => IcebergError::Http(err),
+    }
+}
+
+/// The sink as the runtime runs it.
+pub type IcebergSinkRuntime = TypedSink<IcebergSink, RecordDecoder>;
+
+/// Builds the sink for `config`, decoding records through `registry`.
+pub fn iceberg_sink(
+    config: IcebergSinkConfig,
+    registry: Arc<Registry>,
+    dead_letters: Option<DeadLetterWriter>,
+) -> IcebergSinkRuntime {
+    let sink = IcebergSink {
+        config,
+        dead_letters,
+        catalog: None,
+        tables: HashMap::new(),
+        routes: HashMap::new(),
+        keyless_warned: HashSet::new(),
+        durable: Offsets::new(),
+    };
+    TypedSink::new(sink, RecordDecoder::new(registry), false)
+}
+
+/// Tables in an Iceberg REST catalog.
+pub struct IcebergSink {
+    config: IcebergSinkConfig,
+    dead_letters: Option<DeadLetterWriter>,
+    catalog: Option<Catalog>,
+    /// Tables by name, as loaded at open or when first written.
+    tables: HashMap<String, Table>,
+    /// The table each version of a topic's source table goes to, per kind (None: it has no
+    /// key, so no current-state table).
+    #[allow(clippy::type_complexity)]
+    routes: HashMap<(Arc<str>, Kind), Vec<(Arc<TableSchema>, Option<String>)>>,
+    keyless_warned: HashSet<String>,
+    /// What every table holds: per partition, the lowest offset the tables fed by it store.
+    durable: Offsets,
+}
+
+fn connect(config: &IcebergSinkConfig) -> Result<Http, IcebergError> {
+    let auth = match &config.token_file {
+        Some(path) => {
+            let token = std::fs::read_to_string(path)
+                .map_err(|e| HttpError::Config(format!("token_file {}: {e}", path.display())))?;
+            Auth::ApiKey {
+                header: "authorization",
+                key: format!("Bearer {}", token.trim_end_matches(['\n', '\r'])),
+            }
+        }
+        None => Auth::Basic {
+            password_file: None,
+        },
+    };
+    Ok(Http::new(
+        "the Iceberg REST catalog",
+        &config.catalog_url,
+        config.ca_file.as_deref(),
+        auth,
+    )?)
+}
+
+/// The sink's offsets a table stores: the floors in its properties overlaid by its current
+/// snapshot's summary.
+fn stored_offsets(meta: &TableMetadata, properties: &Offsets, sink: &str) -> Offsets {
+    let mut offsets = properties.clone();
+    if let Some(summary) = meta
+        .current
+        .as_ref()
+        .and_then(|s| s.summary.get(&commit::offsets_key(sink)))
+        .and_then(|text| commit::parse_offsets(text))
+    {
+        offsets.extend(summary);
+    }
+    offsets
+}
+
+impl IcebergSink {
+    fn catalog(&self) -> &Catalog {
+        self.catalog.as_ref().expect("opened before use")
+    }
+
+    /// The lowest stored offset of each partition over all tables.
+    fn lowest_offsets(&self) -> Offsets {
+        let mut lowest = Offsets::new();
+        for table in self.tables.values() {
+            for (partition, offset) in &table.committed {
+                lowest
+                    .entry(partition.clone())
+                    .and_modify(|o| *o = (*o).min(*offset))
+                    .or_insert(*offset);
+            }
+        }
+        lowest
+    }
+
+    fn new_table(
+        &self,
+        name: &str,
+        kind: Kind,
+        meta: TableMetadata,
+        committed: Offsets,
+    ) -> Result<Table, IcebergError> {
+        if meta.format_version < 2 {
+            return Err(IcebergError::Table(format!(
+                "{}.{name} is an Iceberg format v{} table; row-level deletes need format v2: \
+                 upgrade it (ALTER TABLE … SET TBLPROPERTIES ('format-version'='2') in Spark) or \
+                 write to a new table",
+                self.config.namespace, meta.format_version
+            )));
+        }
+        let dir = local_dir(&meta.location).map_err(IcebergError::Table)?;
+        Ok(Table {
+            namespace: self.config.namespace.clone(),
+            name: name.to_owned(),
+            shown: format!("{}.{name}", self.config.namespace),
+            kind,
+            meta,
+            dir,
+            index: None,
+            pending: Pending::default(),
+            committed,
+            mappings: Vec::new(),
+        })
+    }
+
+    /// The table rows of `schema` from `topic` go to as `kind`, made or evolved first.
+    async fn route(
+        &mut self,
+        topic: &Arc<str>,
+        schema: &Arc<TableSchema>,
+        kind: Kind,
+    ) -> Result<Option<String>, IcebergError> {
+        let key = (Arc::clone(topic), kind);
+        if let Some((_, name)) = self.routes.get(&key).and_then(|versions| {
+            versions
+                .iter()
+                .find(|(known, _)| Arc::ptr_eq(known, schema) || known.columns == schema.columns)
+        }) {
+            return Ok(name.clone());
+        }
+        let template = match kind {
+            Kind::Current => &self.config.table,
+            Kind::Changelog => &self.config.changelog_table,
+        };
+        let name = crate::names::fill_template(template, topic, &schema.table);
+        if kind == Kind::Current && !schema.has_key() {
+            if self.keyless_warned.insert(name.clone()) {
+                tracing::warn!(table = %schema.table, "the table has no primary key: a current-state table needs one (updates and deletes find rows by it), so only its changelog table is kept");
+            }
+            self.routes
+                .entry(key)
+                .or_default()
+                .push((Arc::clone(schema), None));
+            return Ok(None);
+        }
+        let namespace = self.config.namespace.clone();
+        if !self.tables.contains_key(&name) {
+            let meta = match self.catalog().load_table(&namespace, &name).await? {
+                Some(meta) => meta,
+                None => {
+                    let wanted = schema::new_schema(schema, kind == Kind::Changelog);
+                    tracing::info!(table = %format!("{namespace}.{name}"), "creating the Iceberg table");
+                    self.catalog()
+                        .create_table(&namespace, &name, &wanted)
+                        .await?
+                }
+            };
+            let table = self.new_table(&name, kind, meta, Offsets::new())?;
+            self.tables.insert(name.clone(), table);
+        }
+        let table = self.tables.get_mut(&name).expect("inserted above");
+        table.kind = kind;
+        let shown = table.shown.clone();
+        let evolution =
+            schema::evolve(table.schema(), schema, &shown).map_err(IcebergError::Table)?;
+        if let Evolution::Change(next) = evolution {
+            // Waiting rows were made for the table's schema as it is.
+            self.commit_table(&name).await?;
+            let table = self.tables.get_mut(&name).expect("present");
+            tracing::info!(table = %shown, schema_id = next.id, "changing the table's schema for a new version of the source table");
+            let (requirements, updates) = commit::schema_updates(&table.meta, &next);
+            let catalog = self.catalog.as_ref().expect("opened");
+            let meta = catalog
+                .commit(&table.namespace, &table.name, requirements, updates)
+                .await
+                .map_err(|e| commit_error(&shown, e))?;
+            table.meta = meta;
+            table.mappings.clear();
+        }
+        let table = self.tables.get_mut(&name).expect("present");
+        table.mapping(schema).map_err(IcebergError::Table)?;
+        self.routes
+            .entry(key)
+            .or_default()
+            .push((Arc::clone(schema), Some(name.clone())));
+        Ok(Some(name))
+    }
+
+    /// Commits what waits for the table `name` (nothing when nothing waits).
+    async fn commit_table(&mut self, name: &str) -> Result<(), IcebergError> {
+        let started = Instant::now();
+        let sink = self.config.name.clone();
+        let target_file_bytes = self.config.target_file_bytes;
+        let Some(table) = self.tables.get_mut(name) else {
+            return Ok(());
+        };
+        if table.pending.is_empty() {
+            return Ok(());
+        }
+        if table.kind == Kind::Current && table.index.is_none() {
+            let (schema, current, shown) = (
+                table.meta.schema.clone(),
+                table.meta.current.clone(),
+                table.shown.clone(),
+            );
+            let index = tokio::task::spawn_blocking(move || {
+                commit::build_index(&schema, current.as_ref(), &shown)
+            })
+            .await
+            .expect("index build does not panic")
+            .map_err(IcebergError::Files)?;
+            table.index = Some(index);
+        }
+        let pending = std::mem::take(&mut table.pending);
+        let mut offsets = table.committed.clone();
+        offsets.extend(pending.offsets.clone());
+        let job = commit::Job {
+            sink,
+            kind: table.kind,
+            meta: table.meta.clone(),
+            dir: table.dir.clone(),
+            pending,
+            index: table.index.take(),
+            offsets: offsets.clone(),
+            target_file_bytes,
+        };
+        let prepared = tokio::task::spawn_blocking(move || job.run())
+            .await
+            .expect("commit files do not panic")
+            .map_err(IcebergError::Files)?;
+        let (requirements, updates) = commit::snapshot_updates(&table.meta, &prepared);
+        let catalog = self.catalog.as_ref().expect("opened");
+        let meta = catalog
+            .commit(&table.namespace, &table.name, requirements, updates)
+            .await
+            .map_err(|e| commit_error(&table.shown, e))?;
+        if prepared.unfilled > 0 {
+            tracing::warn!(table = %table.shown, rows = prepared.unfilled, "rows lacked values the source did not send (unchanged TOASTed columns) and the table had no earlier version of them: those columns are null");
+        }
+        table.meta = meta;
+        table.index = prepared.index;
+        table.committed = offsets;
+        let labels = [
+            ("sink", self.config.name.clone()),
+            ("table", table.shown.clone()),
+        ];
+        metrics::counter!(metric::ROWS, &labels).increment(prepared.rows as u64);
+        metrics::counter!(metric::DELETES, &labels).increment(prepared.deletes as u64);
+        metrics::histogram!(metric::COMMIT_SECONDS, &labels)
+            .record(started.elapsed().as_secs_f64());
+        metrics::gauge!(metric::LAST_COMMIT, &labels).set(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64()),
+        );
+        tracing::debug!(table = %table.shown, rows = prepared.rows, deletes = prepared.deletes, seconds = started.elapsed().as_secs_f64(), "committed");
+        Ok(())
+    }
+
+    /// Commits every table with waiting changes.
+    async fn commit_all(&mut self) -> Result<(), IcebergError> {
+        let mut names: Vec<String> = self
+            .tables
+            .iter()
+            .filter(|(_, t)| !t.pending.is_empty())
+            .map(|(n, _)| n.clone())
+            .collect();
+        names.sort();
+        for name in names {
+            self.commit_table(&name).await?;
+        }
+        self.durable = self.lowest_offsets();
+        Ok(())
+    }
+
+    fn waiting(&self) -> (usize, Option<Instant>) {
+        let bytes = self.tables.values().map(|t| t.pending.bytes).sum();
+        let since = self.tables.values().filter_map(|t| t.pending.since).min();
+        (bytes, since)
+    }
+
+    /// Records in `table` that partition's first offset it was fed from (a floor for the
+    /// resume point), unless it has one.
+    async fn ensure_floor(
+        &mut self,
+        name: &str,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+    ) -> Result<(), IcebergError> {
+        let key = (topic.to_owned(), partition);
+        let table = self.tables.get_mut(name).expect("routed");
+        if table.committed.contains_key(&key) {
+            return Ok(());
+        }
+        table.committed.insert(key, offset);
+        let text = commit::offsets_json(&table.committed);
+        let requirements =
+            vec![serde_json::json!({"type": "assert-table-uuid", "uuid": table.meta.uuid})];
+        let updates = vec![serde_json::json!({
+            "action": "set-properties",
+            "updates": {commit::offsets_key(&self.config.name): text},
+        })];
+        let catalog = self.catalog.as_ref().expect("opened");
+        table.meta = catalog
+            .commit(&table.namespace, &table.name, requirements, updates)
+            .await
+            .map_err(|e| commit_error(&table.shown, e))?;
+        Ok(())
+    }
+}
+
+impl ChangeSink for IcebergSink {
+    type Error = IcebergError;
+
+    async fn open(&mut self) -> Result<Option<Offsets>, IcebergError> {
+        self.tables.clear();
+        self.routes.clear();
+        let http = connect(&self.config)?;
+        let catalog = Catalog::connect(http, self.config.warehouse.as_deref()).await?;
+        let namespace = self.config.namespace.clone();
+        catalog.ensure_namespace(&namespace).await?;
+        self.catalog = Some(catalog);
+        let names = self.catalog().list_tables(&namespace).await?;
+        let key = commit::offsets_key(&self.config.name);
+        for name in names {
+            let Some(meta) = self.catalog().load_table(&namespace, &name).await? else {
+                continue;
+            };
+            let floors = meta
+                .properties
+                .get(&key)
+                .and_then(|text| commit::parse_offsets(text))
+                .unwrap_or_default();
+            let committed = stored_offsets(&meta, &floors, &self.config.name);
+            if committed.is_empty() {
+                continue;
+            }
+            let table = self.new_table(&name, Kind::Current, meta, committed)?;
+            let removed = commit::remove_leftovers(
+                &table.dir,
+                &self.config.name,
+                table.meta.last_sequence_number,
+            )
+            .map_err(IcebergError::Files)?;
+            if removed > 0 {
+                tracing::warn!(table = %table.shown, files = removed, "removed files an interrupted commit left (written, never committed: their rows are written again from the log)");
+            }
+            self.tables.insert(name, table);
+        }
+        let stored = self.lowest_offsets();
+        tracing::info!(catalog = %self.catalog().base(), %namespace, tables = self.tables.len(), partitions = stored.len(), "Iceberg sink open");
+        self.durable = stored.clone();
+        Ok(Some(stored))
+    }
+
+    fn applied(&self) -> Option<&Offsets> {
+        Some(&self.durable)
+    }
+
+    async fn write(&mut self, batch: ChangeBatch<'_>) -> Result<(), IcebergError> {
+        let mode = self.config.mode;
+        let mut dead = Vec::new();
+        for sourced in &batch.changes {
+            let change = &sourced.change;
+            if change.op == Op::Message {
+                continue;
+            }
+            let record = &batch.records[sourced.record];
+            let current = if mode.current() {
+                self.route(&record.topic, &change.table, Kind::Current)
+                    .await?
+            } else {
+                None
+            };
+            let changelog = if mode.changelog() || (mode.current() && current.is_none()) {
+                self.route(&record.topic, &change.table, Kind::Changelog)
+                    .await?
+            } else {
+                None
+            };
+            let offset = record.record.offset;
+            let mut rejected = None;
+            for (name, kind) in [(current, Kind::Current), (changelog, Kind::Changelog)] {
+                let Some(name) = name else { continue };
+                self.ensure_floor(&name, &record.topic, record.partition, offset)
+                    .await?;
+                let table = self.tables.get_mut(&name).expect("routed");
+                let partition_key = (record.topic.to_string(), record.partition);
+                if table
+                    .committed
+                    .get(&partition_key)
+                    .is_some_and(|stored| offset < *stored)
+                {
+                    // Committed to this table before a crash that another table of the
+                    // topic had not committed yet.
+                    continue;
+                }
+                let mapping = table.mapping(&change.table).map_err(IcebergError::Table)?;
+                let applied = match kind {
+                    Kind::Current => table.apply(change, &mapping),
+                    Kind::Changelog => {
+                        table.append_change(change, &mapping, record.partition, offset)
+                    }
+                };
+                if let Err(reason) = applied {
+                    rejected = Some(reason);
+                }
+                table.pending.offsets.insert(partition_key, offset + 1);
+                table.pending.since.get_or_insert_with(Instant::now);
+            }
+            if let Some(reason) = rejected {
+                if self.dead_letters.is_none() {
+                    return Err(IcebergError::Rejected(format!(
+                        "{} offset {offset}: {reason}; set dead_letter_topic to divert such rows \
+                         and go on",
+                        record.topic
+                    )));
+                }
+                dead.push(DeadLetter {
+                    record: record.clone(),
+                    error: reason,
+                });
+            }
+        }
+        crate::replica::deliver_dead_letters(self.dead_letters.as_ref(), dead).await?;
+        let (bytes, since) = self.waiting();
+        let due = since.is_some_and(|since| since.elapsed() >= self.config.commit_interval());
+        if bytes >= self.config.commit_bytes || due {
+            self.commit_all().await?;
+        }
+        Ok(())
+    }
+
+    /// The runtime found nothing new: what waits is committed once its interval is up.
+    async fn flush(&mut self) -> Result<(), IcebergError> {
+        let (_, since) = self.waiting();
+        if let Some(since) = since {
+            let wait = self
+                .config
+                .commit_interval()
+                .saturating_sub(since.elapsed());
+            if wait > Duration::ZERO {
+                tokio::time::sleep(wait).await;
+            }
+        }
+        self.commit_all().await
+    }
+
+    async fn close(&mut self) -> Result<(), IcebergError> {
+        if self.catalog.is_some() {
+            self.commit_all().await?;
+        }
+        Ok(())
+    }
+}
+
+/// `sluice check --connect`: the catalog answers and the namespace exists or can be made.
+pub async fn probe(config: &IcebergSinkConfig) -> Result<String, IcebergError> {
+    let catalog = Catalog::connect(connect(config)?, config.warehouse.as_deref()).await?;
+    catalog.ensure_namespace(&config.namespace).await?;
+    let tables = catalog.list_tables(&config.namespace).await?;
+    Ok(format!(
+        "Iceberg REST catalog at {}; namespace {} with {} tables",
+        catalog.base(),
+        config.namespace,
+        tables.len()
+    ))
+}
+
+/// `sluice status`: each table's last commit of this sink, and its time.
+pub async fn server_status(config: &IcebergSinkConfig) -> Result<Vec<String>, IcebergError> {
+    let catalog = Catalog::connect(connect(config)?, config.warehouse.as_deref()).await?;
+    let mut lines = vec![format!("Iceberg REST catalog at {}", catalog.base())];
+    let key = commit::offsets_key(&config.name);
+    for name in catalog.list_tables(&config.namespace).await? {
+        let Some(meta) = catalog.load_table(&config.namespace, &name).await? else {
+            continue;
+        };
+        let Some(snapshot) = meta
+            .current
+            .as_ref()
+            .filter(|s| s.summary.contains_key(&key))
+        else {
+            continue;
+        };
+        let mut at = String::new();
+        sluice_core::value::write_utc_timestamp(&mut at, snapshot.timestamp_ms * 1000);
+        lines.push(format!(
+            "{}.{name}: snapshot {} (sequence {}) committed at {at}; metadata {}",
+            config.namespace,
+            snapshot.id,
+            snapshot.sequence_number,
+            meta.metadata_location.as_deref().unwrap_or("(not given)")
+        ));
+    }
+    if lines.len() == 1 {
+        lines.push("no table committed yet".into());
+    }
+    Ok(lines)
+}

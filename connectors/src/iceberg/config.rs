@@ -1,0 +1,181 @@
+//! Configuration of the Iceberg sink.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+use sluice_core::redact::SecretUrl;
+
+pub use crate::tables::Mode;
+use crate::ConfigError;
+
+/// `[[sinks]] kind = "iceberg"`: tables in an Apache Iceberg REST catalog, as their current
+/// state (updates and deletes as position deletes), as every change (a changelog table), or
+/// both.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IcebergSinkConfig {
+    /// Sink name: the key of its offsets in each snapshot's summary. Required.
+    pub name: String,
+    /// The REST catalog, `http://host:8181` (the part before `/v1`). Required.
+    pub catalog_url: SecretUrl,
+    /// File whose content (trailing newline trimmed) is a bearer token for the catalog.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// PEM file of the CA that signed the catalog's certificate (https).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// The warehouse to ask the catalog's config for (catalogs that serve several).
+    #[serde(default)]
+    pub warehouse: Option<String>,
+    /// Namespace of the tables (created if missing). Default `sluice`.
+    #[serde(default = "default_namespace")]
+    pub namespace: String,
+    /// Topics to deliver: names or `*` patterns (`shop.public.*`). Required.
+    pub topics: Vec<String>,
+    /// The table a topic's rows go to: `{topic}`, `{source}`, `{schema}` and `{table}` are
+    /// replaced. Default `"{table}"`.
+    #[serde(default = "default_table")]
+    pub table: String,
+    /// `current` (default), `changelog` or `both`. Tables without a key keep a changelog
+    /// table whatever the mode.
+    #[serde(default)]
+    pub mode: Mode,
+    /// The changelog table of a topic. Default `"{table}_changes"`.
+    #[serde(default = "default_changelog_table")]
+    pub changelog_table: String,
+    /// Milliseconds changes may wait before they are committed (each commit is a snapshot
+    /// with its own files: fewer commits, fewer small files). Default 60000.
+    #[serde(default = "default_commit_interval_ms")]
+    pub commit_interval_ms: u64,
+    /// Bytes of waiting rows that are committed without waiting for the interval. Default
+    /// 134217728 (128 MiB).
+    #[serde(default = "default_commit_bytes")]
+    pub commit_bytes: usize,
+    /// The size data files are cut at (of rows before compression). Default 134217728.
+    #[serde(default = "default_commit_bytes")]
+    pub target_file_bytes: usize,
+    /// Topic of the log that receives rows the table cannot hold (a value out of its
+    /// column's range), with the reason in a header. Default none: such a row stops the sink.
+    #[serde(default)]
+    pub dead_letter_topic: Option<String>,
+}
+
+fn default_namespace() -> String {
+    "sluice".into()
+}
+
+fn default_table() -> String {
+    "{table}".into()
+}
+
+fn default_changelog_table() -> String {
+    "{table}_changes".into()
+}
+
+fn default_commit_interval_ms() -> u64 {
+    60_000
+}
+
+fn default_commit_bytes() -> usize {
+    128 << 20
+}
+
+impl IcebergSinkConfig {
+    pub fn commit_interval(&self) -> Duration {
+        Duration::from_millis(self.commit_interval_ms)
+    }
+
+    pub fn validate(&self, key: &str) -> Result<(), ConfigError> {
+        let err = |field: &str, message: String| ConfigError {
+            key: format!("{key}.{field}"),
+            message,
+        };
+        crate::validate_name(key, "sink", &self.name)?;
+        let url = self.catalog_url.expose();
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(err(
+                "catalog_url",
+                format!(
+                    "{} is not an http:// or https:// URL of an Iceberg REST catalog",
+                    self.catalog_url
+                ),
+            ));
+        }
+        if self.topics.is_empty() {
+            return Err(err(
+                "topics",
+                "list at least one topic or pattern, e.g. [\"shop.public.*\"]".into(),
+            ));
+        }
+        for (field, template) in [
+            ("table", &self.table),
+            ("changelog_table", &self.changelog_table),
+        ] {
+            if let Some(problem) = crate::names::check_template(template, "a table") {
+                return Err(err(field, problem));
+            }
+        }
+        if self.mode == Mode::Both && self.table == self.changelog_table {
+            return Err(err(
+                "changelog_table",
+                "is the same template as table: give the changelog its own name, e.g. \
+                 \"{table}_changes\""
+                    .into(),
+            ));
+        }
+        if self.namespace.is_empty() || self.namespace.contains('.') {
+            return Err(err(
+                "namespace",
+                format!(
+                    "{:?}: name one namespace level, e.g. \"sluice\"",
+                    self.namespace
+                ),
+            ));
+        }
+        if !(100..=86_400_000).contains(&self.commit_interval_ms) {
+            return Err(err(
+                "commit_interval_ms",
+                "must be between 100 and 86400000 (a day)".into(),
+            ));
+        }
+        for (field, bytes) in [
+            ("commit_bytes", self.commit_bytes),
+            ("target_file_bytes", self.target_file_bytes),
+        ] {
+            if bytes < 65_536 {
+                return Err(err(field, "must be at least 65536".into()));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl crate::Section for IcebergSinkConfig {
+    fn kind(&self) -> &'static str {
+        "iceberg"
+    }
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn validate(&self, key: &str) -> Result<(), ConfigError> {
+        IcebergSinkConfig::validate(self, key)
+    }
+
+    fn paths_mut(&mut self) -> Vec<&mut PathBuf> {
+        self.token_file
+            .iter_mut()
+            .chain(self.ca_file.iter_mut())
+            .collect()
+    }
+
+    fn topics(&self) -> &[String] {
+        &self.topics
+    }
+
+    fn dead_letter_topic(&self) -> Option<&str> {
+        self.dead_letter_topic.as_deref()
+    }
+}

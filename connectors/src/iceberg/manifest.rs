@@ -1,0 +1,424 @@
+//! Iceberg's Avro metadata files: manifests (which data or delete files a snapshot added,
+//! with their counts) and manifest lists (a snapshot's manifests), in format v2, with the
+//! field ids readers resolve them by; and reading both back, whoever wrote them.
+
+use apache_avro::types::Value as Avro;
+use apache_avro::{Codec, Reader, Schema as AvroSchema, Writer};
+use serde_json::{json, Value as Json};
+
+use super::parquet::WrittenFile;
+
+/// `content` of a data file entry and of a manifest.
+pub const CONTENT_DATA: i32 = 0;
+pub const CONTENT_POSITION_DELETES: i32 = 1;
+pub const CONTENT_EQUALITY_DELETES: i32 = 2;
+
+/// `status` of a manifest entry.
+const STATUS_ADDED: i32 = 1;
+const STATUS_DELETED: i32 = 2;
+
+fn field(name: &str, id: i32, ty: Json) -> Json {
+    json!({"name": name, "type": ty, "field-id": id})
+}
+
+fn optional(name: &str, id: i32, ty: Json) -> Json {
+    json!({"name": name, "type": ["null", ty], "default": null, "field-id": id})
+}
+
+fn int_map(name: &str, id: i32, key_id: i32, value_id: i32, value: &str) -> Json {
+    optional(
+        name,
+        id,
+        json!({
+            "type": "array",
+            "logicalType": "map",
+            "items": {
+                "type": "record",
+                "name": format!("k{key_id}_v{value_id}"),
+                "fields": [
+                    field("key", key_id, json!("int")),
+                    field("value", value_id, json!(value)),
+                ],
+            },
+        }),
+    )
+}
+
+fn list(name: &str, id: i32, element_id: i32, element: &str) -> Json {
+    optional(
+        name,
+        id,
+        json!({"type": "array", "items": element, "element-id": element_id}),
+    )
+}
+
+/// The schema of a v2 manifest's entries (unpartitioned tables: an empty partition record).
+fn entry_schema() -> AvroSchema {
+    let data_file = json!({
+        "type": "record",
+        "name": "r2",
+        "fields": [
+            field("content", 134, json!("int")),
+            field("file_path", 100, json!("string")),
+            field("file_format", 101, json!("string")),
+            field("partition", 102, json!({"type": "record", "name": "r102", "fields": []})),
+            field("record_count", 103, json!("long")),
+            field("file_size_in_bytes", 104, json!("long")),
+            int_map("column_sizes", 108, 117, 118, "long"),
+            int_map("value_counts", 109, 119, 120, "long"),
+            int_map("null_value_counts", 110, 121, 122, "long"),
+            int_map("nan_value_counts", 137, 138, 139, "long"),
+            int_map("lower_bounds", 125, 126, 127, "bytes"),
+            int_map("upper_bounds", 128, 129, 130, "bytes"),
+            optional("key_metadata", 131, json!("bytes")),
+            list("split_offsets", 132, 133, "long"),
+            list("equality_ids", 135, 136, "int"),
+            optional("sort_order_id", 140, json!("int")),
+        ],
+    });
+    let schema = json!({
+        "type": "record",
+        "name": "manifest_entry",
+        "fields": [
+            field("status", 0, json!("int")),
+            optional("snapshot_id", 1, json!("long")),
+            optional("sequence_number", 3, json!("long")),
+            optional("file_sequence_number", 4, json!("long")),
+            field("data_file", 2, data_file),
+        ],
+    });
+    AvroSchema::parse(&schema).expect("the manifest entry schema is valid Avro")
+}
+
+fn list_schema() -> AvroSchema {
+    let summary = json!({
+        "type": "record",
+        "name": "r508",
+        "fields": [
+            field("contains_null", 509, json!("boolean")),
+            optional("contains_nan", 518, json!("boolean")),
+            optional("lower_bound", 510, json!("bytes")),
+            optional("upper_bound", 511, json!("bytes")),
+        ],
+    });
+    let schema = json!({
+        "type": "record",
+        "name": "manifest_file",
+        "fields": [
+            field("manifest_path", 500, json!("string")),
+            field("manifest_length", 501, json!("long")),
+            field("partition_spec_id", 502, json!("int")),
+            field("content", 517, json!("int")),
+            field("sequence_number", 515, json!("long")),
+            field("min_sequence_number", 516, json!("long")),
+            field("added_snapshot_id", 503, json!("long")),
+            field("added_files_count", 504, json!("int")),
+            field("existing_files_count", 505, json!("int")),
+            field("deleted_files_count", 506, json!("int")),
+            field("added_rows_count", 512, json!("long")),
+            field("existing_rows_count", 513, json!("long")),
+            field("deleted_rows_count", 514, json!("long")),
+            optional("partitions", 507, json!({"type": "array", "items": summary, "element-id": 508})),
+            optional("key_metadata", 519, json!("bytes")),
+        ],
+    });
+    AvroSchema::parse(&schema).expect("the manifest list schema is valid Avro")
+}
+
+/// A manifest as a manifest list holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManifestFile {
+    pub path: String,
+    pub length: i64,
+    pub spec_id: i32,
+    pub content: i32,
+    pub sequence_number: i64,
+    pub min_sequence_number: i64,
+    pub added_snapshot_id: i64,
+    pub added_files: i32,
+    pub existing_files: i32,
+    pub deleted_files: i32,
+    pub added_rows: i64,
+    pub existing_rows: i64,
+    pub deleted_rows: i64,
+}
+
+/// A live file a manifest names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub content: i32,
+    pub path: String,
+    pub record_count: i64,
+}
+
+fn union(value: Avro) -> Avro {
+    Avro::Union(
+        if matches!(value, Avro::Null) { 0 } else { 1 },
+        Box::new(value),
+    )
+}
+
+fn counts(pairs: &[(i32, i64)]) -> Avro {
+    union(Avro::Array(
+        pairs
+            .iter()
+            .map(|(id, n)| {
+                Avro::Record(vec![
+                    ("key".into(), Avro::Int(*id)),
+                    ("value".into(), Avro::Long(*n)),
+                ])
+            })
+            .collect(),
+    ))
+}
+
+/// The bytes of a manifest of `files` (all of `content`) added by `snapshot_id`; `schema`
+/// is the table schema's JSON, which readers of the manifest find in its metadata.
+pub fn write_manifest(
+    files: &[WrittenFile],
+    content: i32,
+    snapshot_id: i64,
+    schema: &Json,
+    schema_id: i32,
+) -> Result<Vec<u8>, String> {
+    let avro = entry_schema();
+    let mut writer = Writer::with_codec(&avro, Vec::new(), Codec::Deflate(Default::default()))
+        .map_err(|e| e.to_string())?;
+    let metadata = [
+        ("schema", schema.to_string()),
+        ("schema-id", schema_id.to_string()),
+        ("partition-spec", "[]".to_owned()),
+        ("partition-spec-id", "0".to_owned()),
+        ("format-version", "2".to_owned()),
+        (
+            "content",
+            if content == CONTENT_DATA {
+                "data"
+            } else {
+                "deletes"
+            }
+            .to_owned(),
+        ),
+    ];
+    for (key, value) in metadata {
+        writer
+            .add_user_metadata(key.to_owned(), value)
+            .map_err(|e| e.to_string())?;
+    }
+    for file in files {
+        let data_file = Avro::Record(vec![
+            ("content".into(), Avro::Int(content)),
+            ("file_path".into(), Avro::String(file.path.clone())),
+            ("file_format".into(), Avro::String("PARQUET".into())),
+            ("partition".into(), Avro::Record(Vec::new())),
+            ("record_count".into(), Avro::Long(file.record_count)),
+            ("file_size_in_bytes".into(), Avro::Long(file.file_size)),
+            ("column_sizes".into(), union(Avro::Null)),
+            ("value_counts".into(), counts(&file.value_counts)),
+            ("null_value_counts".into(), counts(&file.null_counts)),
+            ("nan_value_counts".into(), union(Avro::Null)),
+            ("lower_bounds".into(), union(Avro::Null)),
+            ("upper_bounds".into(), union(Avro::Null)),
+            ("key_metadata".into(), union(Avro::Null)),
+            ("split_offsets".into(), union(Avro::Null)),
+            ("equality_ids".into(), union(Avro::Null)),
+            ("sort_order_id".into(), union(Avro::Null)),
+        ]);
+        let entry = Avro::Record(vec![
+            ("status".into(), Avro::Int(STATUS_ADDED)),
+            ("snapshot_id".into(), union(Avro::Long(snapshot_id))),
+            // Inherited from the manifest list when the snapshot commits.
+            ("sequence_number".into(), union(Avro::Null)),
+            ("file_sequence_number".into(), union(Avro::Null)),
+            ("data_file".into(), data_file),
+        ]);
+        writer.append_value(entry).map_err(|e| e.to_string())?;
+    }
+    writer.into_inner().map_err(|e| e.to_string())
+}
+
+/// The bytes of a manifest list of `manifests`.
+pub fn write_manifest_list(
+    manifests: &[ManifestFile],
+    snapshot_id: i64,
+    parent_id: Option<i64>,
+    sequence_number: i64,
+) -> Result<Vec<u8>, String> {
+    let avro = list_schema();
+    let mut writer = Writer::with_codec(&avro, Vec::new(), Codec::Deflate(Default::default()))
+        .map_err(|e| e.to_string())?;
+    let parent = parent_id.map_or_else(|| "null".to_owned(), |id| id.to_string());
+    for (key, value) in [
+        ("snapshot-id", snapshot_id.to_string()),
+        ("parent-snapshot-id", parent),
+        ("sequence-number", sequence_number.to_string()),
+        ("format-version", "2".to_owned()),
+    ] {
+        writer
+            .add_user_metadata(key.to_owned(), value)
+            .map_err(|e| e.to_string())?;
+    }
+    for m in manifests {
+        writer
+            .append_value(Avro::Record(vec![
+                ("manifest_path".into(), Avro::String(m.path.clone())),
+                ("manifest_length".into(), Avro::Long(m.length)),
+                ("partition_spec_id".into(), Avro::Int(m.spec_id)),
+                ("content".into(), Avro::Int(m.content)),
+                ("sequence_number".into(), Avro::Long(m.sequence_number)),
+                (
+                    "min_sequence_number".into(),
+                    Avro::Long(m.min_sequence_number),
+                ),
+                ("added_snapshot_id".into(), Avro::Long(m.added_snapshot_id)),
+                ("added_files_count".into(), Avro::Int(m.added_files)),
+                ("existing_files_count".into(), Avro::Int(m.existing_files)),
+                ("deleted_files_count".into(), Avro::Int(m.deleted_files)),
+                ("added_rows_count".into(), Avro::Long(m.added_rows)),
+                ("existing_rows_count".into(), Avro::Long(m.existing_rows)),
+                ("deleted_rows_count".into(), Avro::Long(m.deleted_rows)),
+                ("partitions".into(), union(Avro::Array(Vec::new()))),
+                ("key_metadata".into(), union(Avro::Null)),
+            ]))
+            .map_err(|e| e.to_string())?;
+    }
+    writer.into_inner().map_err(|e| e.to_string())
+}
+
+/// A record's field by name, unions unwrapped (None when absent or null).
+fn get<'a>(record: &'a Avro, name: &str) -> Option<&'a Avro> {
+    let Avro::Record(fields) = record else {
+        return None;
+    };
+    let mut value = &fields.iter().find(|(n, _)| n == name)?.1;
+    while let Avro::Union(_, inner) = value {
+        value = inner;
+    }
+    (!matches!(value, Avro::Null)).then_some(value)
+}
+
+fn long(record: &Avro, name: &str) -> Option<i64> {
+    match get(record, name)? {
+        Avro::Long(v) => Some(*v),
+        Avro::Int(v) => Some(i64::from(*v)),
+        _ => None,
+    }
+}
+
+fn string(record: &Avro, name: &str) -> Option<String> {
+    match get(record, name)? {
+        Avro::String(s) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+fn records(bytes: &[u8], what: &str) -> Result<Vec<Avro>, String> {
+    let reader = Reader::new(bytes).map_err(|e| format!("{what}: {e}"))?;
+    reader
+        .map(|r| r.map_err(|e| format!("{what}: {e}")))
+        .collect()
+}
+
+/// The manifests of a manifest list (v1 lists read as data manifests of sequence 0).
+pub fn read_manifest_list(bytes: &[u8], what: &str) -> Result<Vec<ManifestFile>, String> {
+    records(bytes, what)?
+        .iter()
+        .map(|r| {
+            let int = |name| long(r, name).unwrap_or(0);
+            Ok(ManifestFile {
+                path: string(r, "manifest_path")
+                    .ok_or_else(|| format!("{what}: a manifest without path"))?,
+                length: int("manifest_length"),
+                spec_id: int("partition_spec_id") as i32,
+                content: int("content") as i32,
+                sequence_number: int("sequence_number"),
+                min_sequence_number: int("min_sequence_number"),
+                added_snapshot_id: int("added_snapshot_id"),
+                added_files: long(r, "added_files_count")
+                    .or_else(|| long(r, "added_data_files_count"))
+                    .unwrap_or(0) as i32,
+                existing_files: long(r, "existing_files_count")
+                    .or_else(|| long(r, "existing_data_files_count"))
+                    .unwrap_or(0) as i32,
+                deleted_files: long(r, "deleted_files_count")
+                    .or_else(|| long(r, "deleted_data_files_count"))
+                    .unwrap_or(0) as i32,
+                added_rows: int("added_rows_count"),
+                existing_rows: int("existing_rows_count"),
+                deleted_rows: int("deleted_rows_count"),
+            })
+        })
+        .collect()
+}
+
+/// The live (added or existing) files a manifest names.
+pub fn read_manifest(bytes: &[u8], what: &str) -> Result<Vec<Entry>, String> {
+    let mut live = Vec::new();
+    for entry in records(bytes, what)? {
+        if long(&entry, "status") == Some(i64::from(STATUS_DELETED)) {
+            continue;
+        }
+        let file = get(&entry, "data_file")
+            .ok_or_else(|| format!("{what}: an entry without data_file"))?;
+        live.push(Entry {
+            content: long(file, "content").unwrap_or(0) as i32,
+            path: string(file, "file_path")
+                .ok_or_else(|| format!("{what}: a data file without path"))?,
+            record_count: long(file, "record_count").unwrap_or(0),
+        });
+    }
+    Ok(live)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn manifests_and_lists_read_back_as_written() {
+        let files = vec![WrittenFile {
+            path: "file:///t/data/1.parquet".into(),
+            record_count: 3,
+            file_size: 100,
+            value_counts: vec![(1, 3)],
+            null_counts: vec![(1, 0)],
+        }];
+        let bytes =
+            write_manifest(&files, CONTENT_DATA, 42, &json!({"type": "struct"}), 0).unwrap();
+        let reader = Reader::new(&bytes[..]).unwrap();
+        let header = reader.user_metadata();
+        assert_eq!(header["content"], b"data");
+        let schema_json = reader.writer_schema().canonical_form();
+        assert!(schema_json.contains("r102"), "{schema_json}");
+        assert_eq!(
+            read_manifest(&bytes, "m").unwrap(),
+            vec![Entry {
+                content: 0,
+                path: "file:///t/data/1.parquet".into(),
+                record_count: 3
+            }]
+        );
+        let manifest = ManifestFile {
+            path: "file:///t/metadata/m.avro".into(),
+            length: bytes.len() as i64,
+            spec_id: 0,
+            content: CONTENT_POSITION_DELETES,
+            sequence_number: 5,
+            min_sequence_number: 5,
+            added_snapshot_id: 42,
+            added_files: 1,
+            existing_files: 0,
+            deleted_files: 0,
+            added_rows: 3,
+            existing_rows: 0,
+            deleted_rows: 0,
+        };
+        let list = write_manifest_list(&[manifest.clone()], 42, None, 5).unwrap();
+        let header = String::from_utf8_lossy(&list[..1500.min(list.len())]).to_string();
+        assert!(
+            header.contains("\"field-id\":500"),
+            "field ids kept: {header}"
+        );
+        assert_eq!(read_manifest_list(&list, "l").unwrap(), vec![manifest]);
+    }
+}

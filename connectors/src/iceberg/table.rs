@@ -1,0 +1,338 @@
+//! One Iceberg table the sink writes: its metadata as last loaded or committed, the changes
+//! waiting for the next commit, and (for current-state tables) the index of where each key's
+//! live row is, which turns an update or delete into a position delete.
+//!
+//! Waiting changes are kept as the last state of each key (a key inserted and updated
+//! twice before a commit is one row in the data file), because a position delete can only
+//! remove rows of files committed before.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use sluice_core::change::Change;
+use sluice_core::event::{Op, TableSchema};
+use sluice_core::sink::Offsets;
+use sluice_core::value::Value;
+
+use super::catalog::TableMetadata;
+use super::cells::{self, cell, push_key, Cell};
+use super::schema::{Schema, CHANGELOG_COLUMNS};
+
+/// What a table keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// The source table's current rows (keyed; updates and deletes as position deletes).
+    Current,
+    /// Every change as a row, appended.
+    Changelog,
+}
+
+/// Where a committed row lives: a data file (index into [`Index::files`]) and its position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Location {
+    pub file: u32,
+    pub pos: u32,
+}
+
+/// The live rows of a current-state table by key.
+#[derive(Debug, Default)]
+pub struct Index {
+    pub files: Vec<Arc<str>>,
+    pub rows: HashMap<Box<[u8]>, Location>,
+}
+
+impl Index {
+    pub fn file_id(&mut self, path: &str) -> u32 {
+        self.files.push(path.into());
+        (self.files.len() - 1) as u32
+    }
+}
+
+/// A row waiting for the next commit, with its key (current-state tables).
+#[derive(Debug)]
+pub struct Row {
+    pub key: Box<[u8]>,
+    pub cells: Vec<Cell>,
+    /// The key of the committed row whose values fill this row's unavailable ones: its own
+    /// key, or the old key of a key change.
+    pub fill_from: Option<Box<[u8]>>,
+}
+
+/// Changes waiting for the next commit.
+#[derive(Debug, Default)]
+pub struct Pending {
+    /// Rows in arrival order; a slot is emptied when its key changes again.
+    pub rows: Vec<Option<Row>>,
+    /// Every key touched since the last commit: its row's slot, or None once deleted.
+    pub keys: HashMap<Box<[u8]>, Option<usize>>,
+    /// The table was truncated: the commit starts from no rows.
+    pub truncated: bool,
+    pub bytes: usize,
+    /// The next offset of each partition whose records are in here.
+    pub offsets: Offsets,
+    /// When the oldest waiting change arrived.
+    pub since: Option<Instant>,
+    /// The last change when it was a delete: its key and the row it removed if that was
+    /// waiting here. A key change arrives as a delete and a create, and the create lacks the
+    /// old row's unchanged TOASTed values.
+    pub last_delete: Option<(Box<[u8]>, Option<Vec<Cell>>)>,
+}
+
+impl Pending {
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty() && self.keys.is_empty() && !self.truncated
+    }
+}
+
+/// How the columns of a source table version map to the table's fields.
+#[derive(Debug)]
+pub struct Mapping {
+    /// For each field of the table's schema: the source column it comes from (None: the
+    /// table has a column the source no longer has, written as null).
+    pub sources: Vec<Option<usize>>,
+    /// Positions of the key fields in the schema, in key order.
+    pub key_fields: Vec<usize>,
+}
+
+pub struct Table {
+    pub namespace: String,
+    pub name: String,
+    /// `namespace.name`, for messages.
+    pub shown: String,
+    pub kind: Kind,
+    pub meta: TableMetadata,
+    /// The table's local directory (from its location).
+    pub dir: PathBuf,
+    /// Built on the first change (current-state tables).
+    pub index: Option<Index>,
+    pub pending: Pending,
+    /// The sink's offsets as the table's current snapshot stores them.
+    pub committed: Offsets,
+    /// Mappings per source table version seen (by columns).
+    pub mappings: Vec<(Arc<TableSchema>, Arc<Mapping>)>,
+}
+
+/// A local directory for a table location (`file:///path` or `/path`); other schemes are
+/// not written by this version.
+pub fn local_dir(location: &str) -> Result<PathBuf, String> {
+    let path = location
+        .strip_prefix("file://")
+        .or_else(|| location.strip_prefix("file:"))
+        .unwrap_or(location);
+    if !path.starts_with('/') {
+        return Err(format!(
+            "the table's location {location} is not on a local filesystem; this sluice writes \
+             tables whose warehouse is a local directory (file://); object stores (s3://) are \
+             not supported yet"
+        ));
+    }
+    Ok(PathBuf::from(path))
+}
+
+impl Table {
+    pub fn schema(&self) -> &Schema {
+        &self.meta.schema
+    }
+
+    /// The mapping of `table`'s columns to this table's fields (the schema must fit: see
+    /// `schema::evolve`).
+    pub fn mapping(&mut self, table: &Arc<TableSchema>) -> Result<Arc<Mapping>, String> {
+        if let Some((_, m)) = self
+            .mappings
+            .iter()
+            .find(|(t, _)| Arc::ptr_eq(t, table) || t.columns == table.columns)
+        {
+            return Ok(Arc::clone(m));
+        }
+        let schema = &self.meta.schema;
+        let sources: Vec<Option<usize>> = schema
+            .fields
+            .iter()
+            .map(|f| table.columns.iter().position(|c| c.name == f.name))
+            .collect();
+        for (field, source) in schema.fields.iter().zip(&sources) {
+            let is_extra = self.kind == Kind::Changelog
+                && CHANGELOG_COLUMNS
+                    .iter()
+                    .any(|(name, _)| *name == field.name);
+            if source.is_none() && field.required && !is_extra {
+                return Err(format!(
+                    "{} column {:?} is required, and the source table has no such column \
+                     any more: make the column optional in the table, or write to a new table",
+                    self.shown, field.name
+                ));
+            }
+        }
+        let key_fields = if self.kind == Kind::Current {
+            let mut key_fields = Vec::new();
+            for id in &schema.identifier_field_ids {
+                let at = schema
+                    .fields
+                    .iter()
+                    .position(|f| f.id == *id)
+                    .ok_or_else(|| {
+                        format!("{}: identifier field {id} is not a column", self.shown)
+                    })?;
+                key_fields.push(at);
+            }
+            let source_key: Vec<&str> = table.key_columns().map(|(_, c)| c.name.as_str()).collect();
+            let table_key: Vec<&str> = key_fields
+                .iter()
+                .map(|i| schema.fields[*i].name.as_str())
+                .collect();
+            let mut sorted_source = source_key.clone();
+            sorted_source.sort_unstable();
+            let mut sorted_table = table_key.clone();
+            sorted_table.sort_unstable();
+            if sorted_source != sorted_table {
+                return Err(format!(
+                    "{} is keyed by {table_key:?} (its identifier fields) and the source table \
+                     by {source_key:?}: set the table's identifier fields to the source's key, \
+                     or write to a new table",
+                    self.shown
+                ));
+            }
+            key_fields
+        } else {
+            Vec::new()
+        };
+        let mapping = Arc::new(Mapping {
+            sources,
+            key_fields,
+        });
+        self.mappings
+            .push((Arc::clone(table), Arc::clone(&mapping)));
+        Ok(mapping)
+    }
+
+    /// The row of `values` as the table's cells.
+    fn cells(&self, mapping: &Mapping, values: &[Value]) -> Result<Vec<Cell>, String> {
+        self.meta
+            .schema
+            .fields
+            .iter()
+            .zip(&mapping.sources)
+            .map(|(field, source)| match source {
+                Some(i) => cell(&field.ty, values.get(*i).unwrap_or(&Value::Null))
+                    .map_err(|reason| format!("column {:?}: {reason}", field.name)),
+                None => Ok(Cell::Null),
+            })
+            .collect()
+    }
+
+    fn key_of(mapping: &Mapping, cells: &[Cell]) -> Box<[u8]> {
+        let mut key = Vec::with_capacity(16);
+        for at in &mapping.key_fields {
+            push_key(&mut key, &cells[*at]);
+        }
+        key.into_boxed_slice()
+    }
+
+    /// Adds a change of a current-state table; `Err` says why its row cannot be written (the
+    /// change is then left out).
+    pub fn apply(&mut self, change: &Change, mapping: &Mapping) -> Result<(), String> {
+        match change.op {
+            Op::Truncate => {
+                self.pending.rows.clear();
+                self.pending.keys.clear();
+                self.pending.truncated = true;
+                self.pending.bytes = 0;
+                return Ok(());
+            }
+            Op::Message => return Ok(()),
+            Op::Delete => {
+                let before = change.before.as_deref().unwrap_or_default();
+                let cells = self.cells(mapping, before)?;
+                let key = Self::key_of(mapping, &cells);
+                let removed = match self.pending.keys.insert(key.clone(), None) {
+                    Some(Some(slot)) => self.pending.rows[slot].take().map(|row| row.cells),
+                    _ => None,
+                };
+                self.pending.last_delete = Some((key, removed));
+                return Ok(());
+            }
+            Op::Create | Op::Update | Op::Read => {}
+        }
+        let last_delete = self.pending.last_delete.take();
+        let after = change.after.as_deref().unwrap_or_default();
+        let mut cells = self.cells(mapping, after)?;
+        let key = Self::key_of(mapping, &cells);
+        let mut fill_from = Some(key.clone());
+        let previous = self.pending.keys.get(&key).copied().flatten();
+        if let Some(slot) = previous {
+            if let Some(row) = self.pending.rows[slot].take() {
+                fill_unavailable(&mut cells, &row.cells);
+                fill_from = row.fill_from;
+            }
+        } else if change.op == Op::Create && cells.contains(&Cell::Unavailable) {
+            // The create of a key change: the unchanged values are the old key's row's.
+            if let Some((old_key, removed)) = last_delete {
+                match removed {
+                    Some(old) => fill_unavailable(&mut cells, &old),
+                    None => fill_from = Some(old_key),
+                }
+            }
+        }
+        if !cells.contains(&Cell::Unavailable) {
+            fill_from = None;
+        }
+        self.pending.bytes += cells.iter().map(cells::size).sum::<usize>() + key.len();
+        self.pending
+            .keys
+            .insert(key.clone(), Some(self.pending.rows.len()));
+        self.pending.rows.push(Some(Row {
+            key,
+            cells,
+            fill_from,
+        }));
+        Ok(())
+    }
+
+    /// Adds a change of a changelog table: the new row (the old one for deletes) after the
+    /// change's op, place in the log and commit time.
+    pub fn append_change(
+        &mut self,
+        change: &Change,
+        mapping: &Mapping,
+        partition: u32,
+        offset: u64,
+    ) -> Result<(), String> {
+        if matches!(change.op, Op::Message | Op::Truncate) {
+            return Ok(());
+        }
+        let row = match change.op {
+            Op::Delete => change.before.as_deref(),
+            _ => change.after.as_deref(),
+        }
+        .unwrap_or_default();
+        let mut cells = self.cells(mapping, row)?;
+        for (at, field) in self.meta.schema.fields.iter().enumerate() {
+            cells[at] = match field.name.as_str() {
+                "_sluice_op" => Cell::String(change.op.code().into()),
+                "_sluice_partition" => Cell::Int(partition as i32),
+                "_sluice_offset" => Cell::Long(offset as i64),
+                "_sluice_ts" if change.commit_ts_us != 0 => Cell::Long(change.commit_ts_us),
+                "_sluice_ts" => Cell::Null,
+                _ => continue,
+            };
+        }
+        self.pending.bytes += cells.iter().map(cells::size).sum::<usize>();
+        self.pending.rows.push(Some(Row {
+            key: Box::default(),
+            cells,
+            fill_from: None,
+        }));
+        Ok(())
+    }
+}
+
+/// Values the source did not send (`Unavailable`) taken from the row's previous version.
+pub fn fill_unavailable(cells: &mut [Cell], previous: &[Cell]) {
+    for (cell, old) in cells.iter_mut().zip(previous) {
+        if matches!(cell, Cell::Unavailable) {
+            *cell = old.clone();
+        }
+    }
+}
