@@ -163,6 +163,23 @@ fn connect(config: &IcebergSinkConfig) -> Result<Http, IcebergError> {
     )?)
 }
 
+/// A test's crash at the one point a kill cannot be timed to hit:
+/// `SLUICE_TEST_ABORT_BEFORE_ICEBERG_COMMIT=N` aborts the process once the files of the
+/// sink's Nth commit are written and before the catalog hears of them.
+fn abort_before_commit_for_tests() {
+    static COMMITS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let Some(at) = std::env::var("SLUICE_TEST_ABORT_BEFORE_ICEBERG_COMMIT")
+        .ok()
+        .and_then(|n| n.parse::<usize>().ok())
+    else {
+        return;
+    };
+    if COMMITS.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1 == at {
+        eprintln!("aborting before commit {at}, as SLUICE_TEST_ABORT_BEFORE_ICEBERG_COMMIT asks");
+        std::process::abort();
+    }
+}
+
 /// The sink's offsets a table stores: the floors in its properties overlaid by its current
 /// snapshot's summary.
 fn stored_offsets(meta: &TableMetadata, properties: &Offsets, sink: &str) -> Offsets {
@@ -342,6 +359,7 @@ impl IcebergSink {
             .await
             .expect("commit files do not panic")
             .map_err(IcebergError::Files)?;
+        abort_before_commit_for_tests();
         let (requirements, updates) = commit::snapshot_updates(&table.meta, &prepared);
         let catalog = self.catalog.as_ref().expect("opened");
         let meta = catalog

@@ -4,9 +4,11 @@
 
 pub mod clickhouse;
 pub mod compliance;
+pub mod iceberg;
 pub mod kafka;
 mod private_servers;
 pub mod search;
+pub mod warehouse;
 
 pub use private_servers::{PrivateCluster, PrivateMariaDb};
 
@@ -392,6 +394,11 @@ impl Sluice {
     }
 
     pub fn start(&mut self) {
+        self.start_with_env(&[]);
+    }
+
+    /// Starts sluice with more environment variables (test hooks).
+    pub fn start_with_env(&mut self, env: &[(&str, &str)]) {
         assert!(self.child.is_none(), "already running");
         let stderr = std::fs::OpenOptions::new()
             .create(true)
@@ -402,6 +409,7 @@ impl Sluice {
             .args(["run", "-c"])
             .arg(&self.config)
             .env("SLUICE_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(stderr)
             .spawn()

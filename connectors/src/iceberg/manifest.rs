@@ -163,7 +163,10 @@ impl Container {
     }
 
     fn append(&mut self, value: Avro) -> Result<(), String> {
-        let datum = apache_avro::to_avro_datum(&self.schema, value).map_err(|e| e.to_string())?;
+        let datum = apache_avro::writer::datum::GenericDatumWriter::builder(&self.schema)
+            .build()
+            .and_then(|writer| writer.write_value_to_vec(value))
+            .map_err(|e| e.to_string())?;
         self.block.extend_from_slice(&datum);
         self.count += 1;
         Ok(())
@@ -320,27 +323,26 @@ pub fn write_manifest_list(
         ("format-version", "2".to_owned()),
     ];
     for m in manifests {
-        writer
-            .append(Avro::Record(vec![
-                ("manifest_path".into(), Avro::String(m.path.clone())),
-                ("manifest_length".into(), Avro::Long(m.length)),
-                ("partition_spec_id".into(), Avro::Int(m.spec_id)),
-                ("content".into(), Avro::Int(m.content)),
-                ("sequence_number".into(), Avro::Long(m.sequence_number)),
-                (
-                    "min_sequence_number".into(),
-                    Avro::Long(m.min_sequence_number),
-                ),
-                ("added_snapshot_id".into(), Avro::Long(m.added_snapshot_id)),
-                ("added_files_count".into(), Avro::Int(m.added_files)),
-                ("existing_files_count".into(), Avro::Int(m.existing_files)),
-                ("deleted_files_count".into(), Avro::Int(m.deleted_files)),
-                ("added_rows_count".into(), Avro::Long(m.added_rows)),
-                ("existing_rows_count".into(), Avro::Long(m.existing_rows)),
-                ("deleted_rows_count".into(), Avro::Long(m.deleted_rows)),
-                ("partitions".into(), union(Avro::Array(Vec::new()))),
-                ("key_metadata".into(), union(Avro::Null)),
-            ]))?;
+        writer.append(Avro::Record(vec![
+            ("manifest_path".into(), Avro::String(m.path.clone())),
+            ("manifest_length".into(), Avro::Long(m.length)),
+            ("partition_spec_id".into(), Avro::Int(m.spec_id)),
+            ("content".into(), Avro::Int(m.content)),
+            ("sequence_number".into(), Avro::Long(m.sequence_number)),
+            (
+                "min_sequence_number".into(),
+                Avro::Long(m.min_sequence_number),
+            ),
+            ("added_snapshot_id".into(), Avro::Long(m.added_snapshot_id)),
+            ("added_files_count".into(), Avro::Int(m.added_files)),
+            ("existing_files_count".into(), Avro::Int(m.existing_files)),
+            ("deleted_files_count".into(), Avro::Int(m.deleted_files)),
+            ("added_rows_count".into(), Avro::Long(m.added_rows)),
+            ("existing_rows_count".into(), Avro::Long(m.existing_rows)),
+            ("deleted_rows_count".into(), Avro::Long(m.deleted_rows)),
+            ("partitions".into(), union(Avro::Array(Vec::new()))),
+            ("key_metadata".into(), union(Avro::Null)),
+        ]))?;
     }
     Ok(writer.finish(sync_marker(snapshot_id)))
 }
@@ -473,7 +475,7 @@ mod tests {
             existing_rows: 0,
             deleted_rows: 0,
         };
-        let list = write_manifest_list(&[manifest.clone()], 42, None, 5).unwrap();
+        let list = write_manifest_list(std::slice::from_ref(&manifest), 42, None, 5).unwrap();
         let header = String::from_utf8_lossy(&list[..1500.min(list.len())]).to_string();
         assert!(
             header.contains("\"field-id\":500"),

@@ -60,6 +60,9 @@ pub struct Row {
     pub fill_from: Option<Box<[u8]>>,
 }
 
+/// A deleted key, and its row when that was waiting.
+pub type Deleted = (Box<[u8]>, Option<Vec<Cell>>);
+
 /// Changes waiting for the next commit.
 #[derive(Debug, Default)]
 pub struct Pending {
@@ -77,7 +80,7 @@ pub struct Pending {
     /// The last change when it was a delete: its key and the row it removed if that was
     /// waiting here. A key change arrives as a delete and a create, and the create lacks the
     /// old row's unchanged TOASTed values.
-    pub last_delete: Option<(Box<[u8]>, Option<Vec<Cell>>)>,
+    pub last_delete: Option<Deleted>,
 }
 
 impl Pending {

@@ -1,0 +1,231 @@
+//! The Iceberg sink end to end against the Apache Iceberg REST catalog, checked by readers
+//! that are not sluice (pyiceberg's scan, DuckDB's iceberg extension): Postgres tables
+//! (TOASTed values, a composite key, a table without a key) kept through a writer workload
+//! (inserts, updates that leave TOASTed values unchanged, deletes, key changes, a truncate,
+//! an added column) and three `kill -9`s of sluice equal their source row for row, and the
+//! changelog tables hold every change of the log once. And a crash between writing a commit's
+//! files and committing them loses nothing, duplicates nothing, and the files it left are
+//! removed at the next start.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value as Json;
+use sluice_integration_tests::iceberg::{Iceberg, Reader};
+use sluice_integration_tests::warehouse::{write, TABLES};
+use sluice_integration_tests::{source_config, wait_for, Rng, Sluice, TestDb};
+
+/// The rows of a Postgres query of `json_build_array(...)`, parsed and sorted.
+fn source_rows(db: &TestDb, select: &str, table: &str) -> Vec<Json> {
+    let mut rows: Vec<Json> = db
+        .exec(&format!(
+            "SELECT json_build_array({select})::text FROM {table}"
+        ))
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_str(l).expect("json row"))
+        .collect();
+    rows.sort_by_key(|row| row.to_string());
+    rows
+}
+
+const ITEMS_PG: &str = "id, name, price::text, tags, md5(doc), extra";
+const ITEMS_ICEBERG: &str = "id,name,price,tags,md5:doc,extra";
+
+/// Waits until `reader` sees `table` equal to `expected()`; on timeout, shows what differs.
+async fn wait_equal(
+    ice: &Iceberg,
+    reader: Reader,
+    table: &str,
+    columns: &str,
+    expected: impl Fn() -> Vec<Json>,
+    timeout: Duration,
+) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let want = expected();
+        let have = ice.rows(reader, table, columns).unwrap_or_default();
+        if want == have {
+            return;
+        }
+        if Instant::now() > deadline {
+            let missing: Vec<_> = want.iter().filter(|r| !have.contains(r)).take(3).collect();
+            let extra: Vec<_> = have.iter().filter(|r| !want.contains(r)).take(3).collect();
+            panic!(
+                "{table} read by {reader:?}: {} rows at the source, {} in Iceberg; only at the \
+                 source {missing:?}, only in Iceberg {extra:?}",
+                want.len(),
+                have.len()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_three_times_under_a_writer_leaves_iceberg_equal_to_the_source_for_pyiceberg_and_duckdb(
+) {
+    let ice = Iceberg::new();
+    let source = TestDb::create();
+    source.exec(TABLES);
+    let sink = ice.sink_config(
+        "lake",
+        "[\"src.public.*\"]",
+        "mode = \"both\"\ncommit_interval_ms = 700",
+    );
+    let mut sluice = Sluice::new(&format!("{}{sink}", source_config(&source, "")));
+    sluice.start();
+    source.wait_for_streaming().await;
+    let writer = sluice_core::task::spawn_in_span(write(source.url(), 24));
+    let mut rng = Rng::new(0x1ce);
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(2500 + rng.below(3000))).await;
+        sluice.kill();
+        sluice.start();
+    }
+    writer.await.unwrap();
+
+    for reader in [Reader::PyIceberg, Reader::DuckDb] {
+        wait_equal(
+            &ice,
+            reader,
+            "items",
+            ITEMS_ICEBERG,
+            || source_rows(&source, ITEMS_PG, "items"),
+            Duration::from_secs(120),
+        )
+        .await;
+        wait_equal(
+            &ice,
+            reader,
+            "orders",
+            "a,b,qty",
+            || source_rows(&source, "a, b, qty", "orders"),
+            Duration::from_secs(60),
+        )
+        .await;
+    }
+    // Each change of the log once in the changelog, whatever the kills interrupted.
+    let in_log = sluice
+        .records("src.public.items")
+        .iter()
+        .filter(|(_, value)| !value.is_null())
+        .count();
+    let changes = ice
+        .rows(
+            Reader::DuckDb,
+            "items_changes",
+            "_sluice_partition,_sluice_offset",
+        )
+        .expect("items_changes");
+    let mut distinct = changes.clone();
+    distinct.dedup();
+    assert_eq!(
+        distinct.len(),
+        changes.len(),
+        "a change twice in the changelog"
+    );
+    assert_eq!(
+        changes.len(),
+        in_log,
+        "changelog rows against the log's records"
+    );
+    // A table without a key: its changelog only, every insert once.
+    assert!(
+        ice.rows(Reader::PyIceberg, "events", "x").is_none(),
+        "no current-state table for a table without a key"
+    );
+    let inserted = ice
+        .rows(Reader::PyIceberg, "events_changes", "_sluice_op,x")
+        .expect("events_changes");
+    assert_eq!(
+        inserted,
+        source_rows(&source, "'c', x", "events"),
+        "every insert of events once"
+    );
+    sluice.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_between_writing_files_and_committing_them_loses_and_repeats_nothing() {
+    let ice = Iceberg::new();
+    let source = TestDb::create();
+    source.exec(
+        "CREATE TABLE items (id int PRIMARY KEY, name text, price numeric(10,2), tags text[], \
+         doc text, extra int);
+         INSERT INTO items SELECT g, 'item ' || g, g * 1.25, ARRAY['a'], md5(g::text), NULL
+           FROM generate_series(1, 500) g;",
+    );
+    let sink = ice.sink_config("lake", "[\"src.public.*\"]", "commit_interval_ms = 300");
+    let mut sluice = Sluice::new(&format!("{}{sink}", source_config(&source, "")));
+    // The second commit's files are written, then the process dies before the catalog
+    // commit.
+    sluice.start_with_env(&[("SLUICE_TEST_ABORT_BEFORE_ICEBERG_COMMIT", "2")]);
+    wait_for(Duration::from_secs(60), "the first commit", || {
+        ice.rows(Reader::PyIceberg, "items", "id")
+            .is_some_and(|rows| rows.len() == 500)
+    })
+    .await;
+    source.exec(
+        "UPDATE items SET name = 'changed' WHERE id <= 100; DELETE FROM items WHERE id > 450;",
+    );
+    wait_for(
+        Duration::from_secs(60),
+        "sluice to abort before its second commit",
+        || !sluice.is_running(),
+    )
+    .await;
+    assert!(
+        sluice.stderr().contains("aborting before commit 2"),
+        "{}",
+        sluice.stderr()
+    );
+    let leftovers = |ice: &Iceberg| -> Vec<String> {
+        std::fs::read_dir(ice.table_dir("items").join("data"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|name| name.starts_with("0000000002.lake."))
+            .collect()
+    };
+    let orphans = leftovers(&ice);
+    assert!(
+        !orphans.is_empty(),
+        "the aborted commit wrote its files first"
+    );
+    // Not committed: the readers still see the first commit.
+    assert_eq!(
+        ice.rows(Reader::DuckDb, "items", "name")
+            .unwrap()
+            .iter()
+            .filter(|r| r[0] == "changed")
+            .count(),
+        0
+    );
+
+    sluice.kill(); // reaps the aborted process
+    sluice.start();
+    for reader in [Reader::PyIceberg, Reader::DuckDb] {
+        wait_equal(
+            &ice,
+            reader,
+            "items",
+            ITEMS_ICEBERG,
+            || source_rows(&source, ITEMS_PG, "items"),
+            Duration::from_secs(60),
+        )
+        .await;
+    }
+    assert!(
+        sluice
+            .stderr()
+            .contains("removed files an interrupted commit left"),
+        "{}",
+        sluice.stderr()
+    );
+    let now = leftovers(&ice);
+    assert!(
+        orphans.iter().all(|name| !now.contains(name)),
+        "the aborted commit's files are gone: {orphans:?} still in {now:?}"
+    );
+    sluice.stop();
+}
