@@ -104,6 +104,21 @@ fn commit_error(table: &str, err: CommitError) -> IcebergError {
     }
 }
 
+/// Where the changes of one topic, partition and table version go.
+struct Targets {
+    topic: Arc<str>,
+    partition: u32,
+    schema: Arc<TableSchema>,
+    tables: Vec<Target>,
+}
+
+struct Target {
+    name: Arc<str>,
+    kind: Kind,
+    /// The offset the table stores for the partition: changes before it are in it.
+    stored: Option<u64>,
+}
+
 /// The sink as the runtime runs it.
 pub type IcebergSinkRuntime = TypedSink<IcebergSink, RecordDecoder>;
 
@@ -117,7 +132,7 @@ pub fn iceberg_sink(
         config,
         dead_letters,
         catalog: None,
-        tables: HashMap::new(),
+        tables: HashMap::default(),
         routes: HashMap::new(),
         keyless_warned: HashSet::new(),
         durable: Offsets::new(),
@@ -131,7 +146,7 @@ pub struct IcebergSink {
     dead_letters: Option<DeadLetterWriter>,
     catalog: Option<Catalog>,
     /// Tables by name, as loaded at open or when first written.
-    tables: HashMap<String, Table>,
+    tables: HashMap<String, Table, foldhash::fast::RandomState>,
     /// The table each version of a topic's source table goes to, per kind (None: it has no
     /// key, so no current-state table).
     #[allow(clippy::type_complexity)]
@@ -411,6 +426,48 @@ impl IcebergSink {
         (bytes, since)
     }
 
+    /// The tables a record of `schema` goes to (made or evolved first), each with the offset
+    /// it stores for the record's partition.
+    async fn targets(
+        &mut self,
+        record: &sluice_core::sink::SinkRecord,
+        schema: &Arc<TableSchema>,
+    ) -> Result<Targets, IcebergError> {
+        let mode = self.config.mode;
+        let current = if mode.current() {
+            self.route(&record.topic, schema, Kind::Current).await?
+        } else {
+            None
+        };
+        let changelog = if mode.changelog() || current.is_none() {
+            self.route(&record.topic, schema, Kind::Changelog).await?
+        } else {
+            None
+        };
+        let mut tables = Vec::new();
+        for (name, kind) in [(current, Kind::Current), (changelog, Kind::Changelog)] {
+            let Some(name) = name else { continue };
+            let offset = record.record.offset;
+            self.ensure_floor(&name, &record.topic, record.partition, offset)
+                .await?;
+            let stored = self.tables[&name]
+                .committed
+                .get(&(record.topic.to_string(), record.partition))
+                .copied();
+            tables.push(Target {
+                name: name.into(),
+                kind,
+                stored,
+            });
+        }
+        Ok(Targets {
+            topic: Arc::clone(&record.topic),
+            partition: record.partition,
+            schema: Arc::clone(schema),
+            tables,
+        })
+    }
+
     /// Records in `table` that partition's first offset it was fed from (a floor for the
     /// resume point), unless it has one.
     async fn ensure_floor(
@@ -491,45 +548,36 @@ impl ChangeSink for IcebergSink {
     }
 
     async fn write(&mut self, batch: ChangeBatch<'_>) -> Result<(), IcebergError> {
-        let mode = self.config.mode;
         let mut dead = Vec::new();
+        // The tables of the last change's topic, partition and table version (most changes
+        // of a batch share them), and the offsets each table took, per partition.
+        let mut targets: Option<Targets> = None;
+        let mut taken: Vec<(Arc<str>, Arc<str>, u32, u64)> = Vec::new();
         for sourced in &batch.changes {
             let change = &sourced.change;
             if change.op == Op::Message {
                 continue;
             }
             let record = &batch.records[sourced.record];
-            let current = if mode.current() {
-                self.route(&record.topic, &change.table, Kind::Current)
-                    .await?
-            } else {
-                None
-            };
-            let changelog = if mode.changelog() || (mode.current() && current.is_none()) {
-                self.route(&record.topic, &change.table, Kind::Changelog)
-                    .await?
-            } else {
-                None
-            };
+            let fresh = targets.as_ref().is_some_and(|t| {
+                Arc::ptr_eq(&t.topic, &record.topic)
+                    && t.partition == record.partition
+                    && Arc::ptr_eq(&t.schema, &change.table)
+            });
+            if !fresh {
+                targets = Some(self.targets(record, &change.table).await?);
+            }
             let offset = record.record.offset;
             let mut rejected = None;
-            for (name, kind) in [(current, Kind::Current), (changelog, Kind::Changelog)] {
-                let Some(name) = name else { continue };
-                self.ensure_floor(&name, &record.topic, record.partition, offset)
-                    .await?;
-                let table = self.tables.get_mut(&name).expect("routed");
-                let partition_key = (record.topic.to_string(), record.partition);
-                if table
-                    .committed
-                    .get(&partition_key)
-                    .is_some_and(|stored| offset < *stored)
-                {
+            for target in &targets.as_ref().expect("set above").tables {
+                if target.stored.is_some_and(|stored| offset < stored) {
                     // Committed to this table before a crash that another table of the
                     // topic had not committed yet.
                     continue;
                 }
+                let table = self.tables.get_mut(&*target.name).expect("routed");
                 let mapping = table.mapping(&change.table).map_err(IcebergError::Table)?;
-                let applied = match kind {
+                let applied = match target.kind {
                     Kind::Current => table.apply(change, &mapping),
                     Kind::Changelog => {
                         table.append_change(change, &mapping, record.partition, offset)
@@ -538,8 +586,22 @@ impl ChangeSink for IcebergSink {
                 if let Err(reason) = applied {
                     rejected = Some(reason);
                 }
-                table.pending.offsets.insert(partition_key, offset + 1);
                 table.pending.since.get_or_insert_with(Instant::now);
+                match taken.last_mut() {
+                    Some((name, topic, partition, next))
+                        if Arc::ptr_eq(name, &target.name)
+                            && Arc::ptr_eq(topic, &record.topic)
+                            && *partition == record.partition =>
+                    {
+                        *next = offset + 1
+                    }
+                    _ => taken.push((
+                        Arc::clone(&target.name),
+                        Arc::clone(&record.topic),
+                        record.partition,
+                        offset + 1,
+                    )),
+                }
             }
             if let Some(reason) = rejected {
                 if self.dead_letters.is_none() {
@@ -553,6 +615,16 @@ impl ChangeSink for IcebergSink {
                     record: record.clone(),
                     error: reason,
                 });
+            }
+        }
+        for (name, topic, partition, next) in taken {
+            if let Some(table) = self.tables.get_mut(&*name) {
+                let slot = table
+                    .pending
+                    .offsets
+                    .entry((topic.to_string(), partition))
+                    .or_insert(next);
+                *slot = (*slot).max(next);
             }
         }
         crate::replica::deliver_dead_letters(self.dead_letters.as_ref(), dead).await?;

@@ -193,15 +193,16 @@ fn push_bytes(out: &mut Vec<u8>, tag: u8, bytes: &[u8]) {
     out.extend_from_slice(bytes);
 }
 
-/// A rough size of `cell` in memory and in a file: what commits are sized by.
+/// The memory `cell` takes, its heap included: what commits are sized by.
 pub fn size(cell: &Cell) -> usize {
-    match cell {
-        Cell::String(text) => text.len() + 4,
-        Cell::Binary(bytes) => bytes.len() + 4,
-        Cell::List(items) => items.iter().map(size).sum::<usize>() + 4,
-        Cell::Decimal(_) | Cell::Uuid(_) => 16,
-        _ => 8,
-    }
+    std::mem::size_of::<Cell>()
+        + match cell {
+            // Inline up to 24 bytes.
+            Cell::String(text) if text.len() > 24 => text.len(),
+            Cell::Binary(bytes) => bytes.len(),
+            Cell::List(items) => items.iter().map(size).sum::<usize>(),
+            _ => 0,
+        }
 }
 
 #[cfg(test)]

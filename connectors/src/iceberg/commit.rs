@@ -373,6 +373,28 @@ impl Job {
             );
             put("added-position-deletes", deleted_rows.to_string());
         }
+        // Totals, as Iceberg's own writers keep them (from the parent's, when it has them).
+        let parent_total = |key: &str| -> Option<i64> {
+            if self.pending.truncated {
+                return Some(0);
+            }
+            match parent {
+                None => Some(0),
+                Some(p) => p.summary.get(key).and_then(|v| v.parse().ok()),
+            }
+        };
+        if let Some(total) = parent_total("total-records") {
+            put(
+                "total-records",
+                (total + added_rows - deleted_rows).to_string(),
+            );
+        }
+        if let Some(total) = parent_total("total-data-files") {
+            put(
+                "total-data-files",
+                (total + data_files.len() as i64).to_string(),
+            );
+        }
         put(&offsets_key(&self.sink), offsets_json(&self.offsets));
         let mut snapshot = json!({
             "snapshot-id": id,

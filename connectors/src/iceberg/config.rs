@@ -48,12 +48,14 @@ pub struct IcebergSinkConfig {
     /// with its own files: fewer commits, fewer small files). Default 60000.
     #[serde(default = "default_commit_interval_ms")]
     pub commit_interval_ms: u64,
-    /// Bytes of waiting rows that are committed without waiting for the interval. Default
-    /// 134217728 (128 MiB).
+    /// Memory of waiting rows that is committed without waiting for the interval (what
+    /// bounds the sink's memory, with the index of each table's keys). Default 67108864
+    /// (64 MiB).
     #[serde(default = "default_commit_bytes")]
     pub commit_bytes: usize,
-    /// The size data files are cut at (of rows before compression). Default 134217728.
-    #[serde(default = "default_commit_bytes")]
+    /// The size data files are cut at (of rows in memory, before encoding and compression,
+    /// which make files several times smaller). Default 268435456 (256 MiB).
+    #[serde(default = "default_target_file_bytes")]
     pub target_file_bytes: usize,
     /// Topic of the log that receives rows the table cannot hold (a value out of its
     /// column's range), with the reason in a header. Default none: such a row stops the sink.
@@ -78,7 +80,11 @@ fn default_commit_interval_ms() -> u64 {
 }
 
 fn default_commit_bytes() -> usize {
-    128 << 20
+    64 << 20
+}
+
+fn default_target_file_bytes() -> usize {
+    256 << 20
 }
 
 impl IcebergSinkConfig {

@@ -20,6 +20,9 @@ use super::catalog::TableMetadata;
 use super::cells::{self, cell, push_key, Cell};
 use super::schema::{Schema, CHANGELOG_COLUMNS};
 
+/// A map keyed by row keys, hashed fast (per-process random seeds).
+pub type KeyMap<V> = HashMap<Box<[u8]>, V, foldhash::fast::RandomState>;
+
 /// What a table keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kind {
@@ -40,7 +43,7 @@ pub struct Location {
 #[derive(Debug, Default)]
 pub struct Index {
     pub files: Vec<Arc<str>>,
-    pub rows: HashMap<Box<[u8]>, Location>,
+    pub rows: KeyMap<Location>,
 }
 
 impl Index {
@@ -69,7 +72,7 @@ pub struct Pending {
     /// Rows in arrival order; a slot is emptied when its key changes again.
     pub rows: Vec<Option<Row>>,
     /// Every key touched since the last commit: its row's slot, or None once deleted.
-    pub keys: HashMap<Box<[u8]>, Option<usize>>,
+    pub keys: KeyMap<Option<usize>>,
     /// The table was truncated: the commit starts from no rows.
     pub truncated: bool,
     pub bytes: usize,
@@ -281,7 +284,8 @@ impl Table {
         if !cells.contains(&Cell::Unavailable) {
             fill_from = None;
         }
-        self.pending.bytes += cells.iter().map(cells::size).sum::<usize>() + key.len();
+        // The row, its key twice (the row's and the map's) and the map's entry.
+        self.pending.bytes += cells.iter().map(cells::size).sum::<usize>() + 2 * key.len() + 96;
         self.pending
             .keys
             .insert(key.clone(), Some(self.pending.rows.len()));
@@ -321,7 +325,7 @@ impl Table {
                 _ => continue,
             };
         }
-        self.pending.bytes += cells.iter().map(cells::size).sum::<usize>();
+        self.pending.bytes += cells.iter().map(cells::size).sum::<usize>() + 64;
         self.pending.rows.push(Some(Row {
             key: Box::default(),
             cells,
