@@ -229,6 +229,18 @@ pub(crate) async fn spawn_sink<L: EventLog + Clone>(
             let run = run_sink(settings(8 << 20, 16 << 20), built, log, cancel);
             cx.tasks.spawn_isolated(task, span, run, on_failure);
         }
+        // Parquet files: changes wait in memory per table and partition and are written as a
+        // file per roll_interval_ms or roll_bytes.
+        #[cfg(feature = "parquet")]
+        SinkConfig::Parquet(ref pq) => {
+            let built = sluice_connectors::parquet_sink::parquet_sink(
+                pq.clone(),
+                Arc::clone(cx.registry),
+                dead_letters,
+            );
+            let run = run_sink(settings(8 << 20, 16 << 20), built, log, cancel);
+            cx.tasks.spawn_isolated(task, span, run, on_failure);
+        }
     }
     Ok(())
 }
@@ -268,6 +280,8 @@ pub(crate) async fn probe_sink(sink: &SinkConfig) -> anyhow::Result<String> {
         SinkConfig::ClickHouse(ref ch) => Ok(sluice_connectors::clickhouse::probe(ch).await?),
         #[cfg(feature = "iceberg")]
         SinkConfig::Iceberg(ref ice) => Ok(sluice_connectors::iceberg::probe(ice).await?),
+        #[cfg(feature = "parquet")]
+        SinkConfig::Parquet(ref pq) => Ok(sluice_connectors::parquet_sink::probe(pq)?),
     }
 }
 

@@ -9,6 +9,7 @@
 //!   (`typesense`), over HTTP;
 //! - `clickhouse`: the ClickHouse sink (current-state and changelog tables), over HTTP;
 //! - `iceberg`: the Apache Iceberg sink (REST catalog, Parquet files, row-level deletes);
+//! - `parquet_sink`: every change as a row of Parquet files in a directory (`parquet`);
 //! - `convert`: value conversions the typed-column sinks share;
 //! - `http`: the HTTP client those sinks share; `names`: destination names from templates;
 //! - `incremental`: the queue of on-demand snapshots both database sources keep.
@@ -33,6 +34,8 @@ pub mod kafka;
 #[cfg(feature = "mysql")]
 pub mod mysql;
 pub mod names;
+#[cfg(feature = "parquet")]
+pub mod parquet_sink;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 #[cfg(any(
@@ -126,7 +129,7 @@ pub trait Section {
 /// Every connector kind sluice has, in any build (a build without one says so instead of
 /// calling the kind unknown).
 pub const SOURCE_KINDS: [&str; 3] = ["postgres", "mysql", "kafka"];
-pub const SINK_KINDS: [&str; 8] = [
+pub const SINK_KINDS: [&str; 9] = [
     "jsonl",
     "postgres",
     "mysql",
@@ -135,6 +138,7 @@ pub const SINK_KINDS: [&str; 8] = [
     "typesense",
     "clickhouse",
     "iceberg",
+    "parquet",
 ];
 
 /// Whether this build has connector `kind` for `section` (`sources` or `sinks`).
@@ -156,6 +160,8 @@ pub fn compiled_in(section: &str, kind: &str) -> bool {
     compiled.push(("sinks", "clickhouse"));
     #[cfg(feature = "iceberg")]
     compiled.push(("sinks", "iceberg"));
+    #[cfg(feature = "parquet")]
+    compiled.push(("sinks", "parquet"));
     compiled.contains(&(section, kind))
 }
 
@@ -247,6 +253,8 @@ pub fn locate_config_error(section: &str, entry: serde_json::Value) -> Option<St
         ("sinks", "clickhouse") => at::<clickhouse::ClickHouseSinkConfig>(entry),
         #[cfg(feature = "iceberg")]
         ("sinks", "iceberg") => at::<iceberg::IcebergSinkConfig>(entry),
+        #[cfg(feature = "parquet")]
+        ("sinks", "parquet") => at::<parquet_sink::ParquetSinkConfig>(entry),
         _ => None,
     }
 }
@@ -274,6 +282,9 @@ pub enum SinkConfig {
     #[cfg(feature = "iceberg")]
     #[serde(rename = "iceberg")]
     Iceberg(iceberg::IcebergSinkConfig),
+    #[cfg(feature = "parquet")]
+    #[serde(rename = "parquet")]
+    Parquet(parquet_sink::ParquetSinkConfig),
 }
 
 impl SinkConfig {
@@ -296,6 +307,8 @@ impl SinkConfig {
             SinkConfig::ClickHouse(ref config) => config,
             #[cfg(feature = "iceberg")]
             SinkConfig::Iceberg(ref config) => config,
+            #[cfg(feature = "parquet")]
+            SinkConfig::Parquet(ref config) => config,
         }
     }
 
@@ -346,6 +359,8 @@ impl SinkConfig {
             }
             #[cfg(feature = "iceberg")]
             SinkConfig::Iceberg(ref mut config) => config.paths_mut().into_iter().for_each(resolve),
+            #[cfg(feature = "parquet")]
+            SinkConfig::Parquet(ref mut config) => config.paths_mut().into_iter().for_each(resolve),
         }
     }
 }

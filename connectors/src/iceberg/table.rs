@@ -153,11 +153,7 @@ impl Table {
             return Ok(Arc::clone(m));
         }
         let schema = &self.meta.schema;
-        let sources: Vec<Option<usize>> = schema
-            .fields
-            .iter()
-            .map(|f| table.columns.iter().position(|c| c.name == f.name))
-            .collect();
+        let sources = sources(schema, table);
         for (field, source) in schema.fields.iter().zip(&sources) {
             let is_extra = self.kind == Kind::Changelog
                 && CHANGELOG_COLUMNS
@@ -213,19 +209,8 @@ impl Table {
         Ok(mapping)
     }
 
-    /// The row of `values` as the table's cells.
     fn cells(&self, mapping: &Mapping, values: &[Value]) -> Result<Vec<Cell>, String> {
-        self.meta
-            .schema
-            .fields
-            .iter()
-            .zip(&mapping.sources)
-            .map(|(field, source)| match source {
-                Some(i) => cell(&field.ty, values.get(*i).unwrap_or(&Value::Null))
-                    .map_err(|reason| format!("column {:?}: {reason}", field.name)),
-                None => Ok(Cell::Null),
-            })
-            .collect()
+        row_cells(&self.meta.schema, &mapping.sources, values)
     }
 
     fn key_of(mapping: &Mapping, cells: &[Cell]) -> Box<[u8]> {
@@ -306,25 +291,16 @@ impl Table {
         partition: u32,
         offset: u64,
     ) -> Result<(), String> {
-        if matches!(change.op, Op::Message | Op::Truncate) {
+        let Some(cells) = change_row(
+            &self.meta.schema,
+            &mapping.sources,
+            change,
+            partition,
+            offset,
+        )?
+        else {
             return Ok(());
-        }
-        let row = match change.op {
-            Op::Delete => change.before.as_deref(),
-            _ => change.after.as_deref(),
-        }
-        .unwrap_or_default();
-        let mut cells = self.cells(mapping, row)?;
-        for (at, field) in self.meta.schema.fields.iter().enumerate() {
-            cells[at] = match field.name.as_str() {
-                "_sluice_op" => Cell::String(change.op.code().into()),
-                "_sluice_partition" => Cell::Int(partition as i32),
-                "_sluice_offset" => Cell::Long(offset as i64),
-                "_sluice_ts" if change.commit_ts_us != 0 => Cell::Long(change.commit_ts_us),
-                "_sluice_ts" => Cell::Null,
-                _ => continue,
-            };
-        }
+        };
         self.pending.bytes += cells.iter().map(cells::size).sum::<usize>() + 64;
         self.pending.rows.push(Some(Row {
             key: Box::default(),
@@ -333,6 +309,67 @@ impl Table {
         }));
         Ok(())
     }
+}
+
+/// Which source column each field of `schema` comes from (None: the table has a column the
+/// source does not, written as null).
+pub fn sources(schema: &Schema, table: &TableSchema) -> Vec<Option<usize>> {
+    schema
+        .fields
+        .iter()
+        .map(|f| table.columns.iter().position(|c| c.name == f.name))
+        .collect()
+}
+
+/// The row of `values` as cells of `schema`'s fields.
+pub fn row_cells(
+    schema: &Schema,
+    sources: &[Option<usize>],
+    values: &[Value],
+) -> Result<Vec<Cell>, String> {
+    schema
+        .fields
+        .iter()
+        .zip(sources)
+        .map(|(field, source)| match source {
+            Some(i) => cell(&field.ty, values.get(*i).unwrap_or(&Value::Null))
+                .map_err(|reason| format!("column {:?}: {reason}", field.name)),
+            None => Ok(Cell::Null),
+        })
+        .collect()
+}
+
+/// A change as a changelog row of `schema` ([`CHANGELOG_COLUMNS`] first): its op, place in
+/// the log and commit time, and the new row (the old one for deletes; none for a truncate,
+/// whose row says only that everything before it is gone). None for messages.
+pub fn change_row(
+    schema: &Schema,
+    sources: &[Option<usize>],
+    change: &Change,
+    partition: u32,
+    offset: u64,
+) -> Result<Option<Vec<Cell>>, String> {
+    let row = match change.op {
+        Op::Message => return Ok(None),
+        Op::Truncate => None,
+        Op::Delete => change.before.as_deref(),
+        _ => change.after.as_deref(),
+    };
+    let mut cells = match row {
+        Some(row) => row_cells(schema, sources, row)?,
+        None => vec![Cell::Null; schema.fields.len()],
+    };
+    for (at, field) in schema.fields.iter().enumerate() {
+        cells[at] = match field.name.as_str() {
+            "_sluice_op" => Cell::String(change.op.code().into()),
+            "_sluice_partition" => Cell::Int(partition as i32),
+            "_sluice_offset" => Cell::Long(offset as i64),
+            "_sluice_ts" if change.commit_ts_us != 0 => Cell::Long(change.commit_ts_us),
+            "_sluice_ts" => Cell::Null,
+            _ => continue,
+        };
+    }
+    Ok(Some(cells))
 }
 
 /// Values the source did not send (`Unavailable`) taken from the row's previous version.

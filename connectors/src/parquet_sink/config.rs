@@ -1,0 +1,117 @@
+//! Configuration of the Parquet changelog sink.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::ConfigError;
+
+/// `[[sinks]] kind = "parquet"`: every change as a row of Parquet files in a directory,
+/// partitioned by table and date, readable by DuckDB, chdb, pyarrow or Spark as they are.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParquetSinkConfig {
+    /// Sink name. Required.
+    pub name: String,
+    /// The directory the files go to (made if missing; one sink per directory). Required.
+    pub path: PathBuf,
+    /// Topics to deliver: names or `*` patterns (`shop.public.*`). Required.
+    pub topics: Vec<String>,
+    /// The directory of a topic's files under `path`: `{topic}`, `{source}`, `{schema}` and
+    /// `{table}` are replaced. Default `"{table}"`.
+    #[serde(default = "default_table")]
+    pub table: String,
+    /// Milliseconds changes may wait before their file is written (each write is one file
+    /// per table: fewer writes, fewer small files). Default 60000.
+    #[serde(default = "default_roll_interval_ms")]
+    pub roll_interval_ms: u64,
+    /// Memory of waiting rows that is written without waiting for the interval. Default
+    /// 67108864 (64 MiB).
+    #[serde(default = "default_roll_bytes")]
+    pub roll_bytes: usize,
+    /// Topic of the log that receives changes whose values a Parquet column cannot hold,
+    /// with the reason in a header. Default none: such a change stops the sink.
+    #[serde(default)]
+    pub dead_letter_topic: Option<String>,
+}
+
+fn default_table() -> String {
+    "{table}".into()
+}
+
+fn default_roll_interval_ms() -> u64 {
+    60_000
+}
+
+fn default_roll_bytes() -> usize {
+    64 << 20
+}
+
+impl ParquetSinkConfig {
+    pub fn roll_interval(&self) -> Duration {
+        Duration::from_millis(self.roll_interval_ms)
+    }
+
+    pub fn validate(&self, key: &str) -> Result<(), ConfigError> {
+        let err = |field: &str, message: String| ConfigError {
+            key: format!("{key}.{field}"),
+            message,
+        };
+        crate::validate_name(key, "sink", &self.name)?;
+        if self.path.as_os_str().is_empty() {
+            return Err(err("path", "name the directory the files go to".into()));
+        }
+        if self.topics.is_empty() {
+            return Err(err(
+                "topics",
+                "list at least one topic or pattern, e.g. [\"shop.public.*\"]".into(),
+            ));
+        }
+        if let Some(problem) = crate::names::check_template(&self.table, "a directory") {
+            return Err(err("table", problem));
+        }
+        if self.table.contains('/') || self.table.contains("..") {
+            return Err(err(
+                "table",
+                format!("{:?}: one directory level, without '/' or '..'", self.table),
+            ));
+        }
+        if !(100..=86_400_000).contains(&self.roll_interval_ms) {
+            return Err(err(
+                "roll_interval_ms",
+                "must be between 100 and 86400000 (a day)".into(),
+            ));
+        }
+        if self.roll_bytes < 65_536 {
+            return Err(err("roll_bytes", "must be at least 65536".into()));
+        }
+        Ok(())
+    }
+}
+
+impl crate::Section for ParquetSinkConfig {
+    fn kind(&self) -> &'static str {
+        "parquet"
+    }
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn validate(&self, key: &str) -> Result<(), ConfigError> {
+        ParquetSinkConfig::validate(self, key)
+    }
+
+    fn paths_mut(&mut self) -> Vec<&mut PathBuf> {
+        vec![&mut self.path]
+    }
+
+    fn topics(&self) -> &[String] {
+        &self.topics
+    }
+
+    fn dead_letter_topic(&self) -> Option<&str> {
+        self.dead_letter_topic.as_deref()
+    }
+}
