@@ -152,9 +152,12 @@ fn files_error(path: &Path, e: impl std::fmt::Display) -> ParquetSinkError {
     ParquetSinkError::Files(format!("{}: {e}", path.display()))
 }
 
+/// A finished file's topic, partition and last offset.
+type Written = (String, u32, u64);
+
 /// Every finished file under `root` (`<table>/date=…/<name>`), and removes temporary files
 /// a crash left.
-fn scan(root: &Path) -> Result<(Vec<(String, u32, u64)>, usize), ParquetSinkError> {
+fn scan(root: &Path) -> Result<(Vec<Written>, usize), ParquetSinkError> {
     let mut found = Vec::new();
     let mut removed = 0;
     let Ok(tables) = std::fs::read_dir(root) else {
