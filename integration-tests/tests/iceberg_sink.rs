@@ -108,6 +108,12 @@ async fn kill_9_three_times_under_a_writer_leaves_iceberg_and_the_parquet_change
         )
         .await;
     }
+    // The commits' manifests were merged along the way (and the readers above read through).
+    let merged = std::fs::read_dir(ice.table_dir("items").join("metadata"))
+        .unwrap()
+        .flatten()
+        .any(|e| e.file_name().to_string_lossy().contains("m-merged"));
+    assert!(merged, "no merged manifest after dozens of commits");
     // Each change of the log once in the changelog, whatever the kills interrupted.
     let in_log = sluice
         .records("src.public.items")

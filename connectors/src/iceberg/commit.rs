@@ -21,7 +21,8 @@ use sluice_core::sink::Offsets;
 use super::catalog::{Snapshot, TableMetadata};
 use super::cells::{push_key, Cell};
 use super::manifest::{
-    self, ManifestFile, CONTENT_DATA, CONTENT_EQUALITY_DELETES, CONTENT_POSITION_DELETES,
+    self, Entry, ManifestFile, Written, CONTENT_DATA, CONTENT_EQUALITY_DELETES,
+    CONTENT_POSITION_DELETES,
 };
 use super::parquet::{self, DELETE_FILE_PATH_ID, DELETE_POS_ID};
 use super::schema::Schema;
@@ -86,7 +87,7 @@ pub fn build_index(
     let mut data_files = Vec::new();
     let mut deleted: HashMap<String, HashSet<i64>> = HashMap::new();
     for manifest in manifests(snapshot)? {
-        for entry in manifest::read_manifest(&read(&manifest.path)?, &manifest.path)? {
+        for entry in manifest::read_manifest(&read(&manifest.path)?, &manifest, &manifest.path)? {
             match entry.content {
                 CONTENT_DATA => data_files.push(entry.path),
                 CONTENT_POSITION_DELETES => {
@@ -314,7 +315,8 @@ impl Job {
             if files.is_empty() {
                 continue;
             }
-            let bytes = manifest::write_manifest(files, content, id, &schema_json, schema.id)?;
+            let added: Vec<Written> = files.iter().map(Written::Added).collect();
+            let bytes = manifest::write_manifest(&added, content, id, &schema_json, schema.id)?;
             let name = format!("{prefix}m-{label}.avro");
             write_synced(&self.dir.join("metadata").join(&name), &bytes)?;
             list.push(ManifestFile {
@@ -335,7 +337,14 @@ impl Job {
         }
         let parent = self.meta.current.as_ref();
         if let (Some(parent), false) = (parent, self.pending.truncated) {
-            list.extend(manifests(parent)?);
+            let carried = manifests(parent)?;
+            if carried.len() >= MERGE_MANIFESTS_AT {
+                list.extend(merge(
+                    &carried, &self.dir, &location, &prefix, id, sequence, &schema,
+                )?);
+            } else {
+                list.extend(carried);
+            }
         }
         let list_name = format!("snap-{prefix}list.avro");
         let bytes = manifest::write_manifest_list(&list, id, parent.map(|p| p.id), sequence)?;
@@ -416,6 +425,62 @@ impl Job {
             unfilled,
         })
     }
+}
+
+/// How many manifests a snapshot carries before a commit merges them: each commit adds one
+/// or two, and readers open every one of them.
+pub const MERGE_MANIFESTS_AT: usize = 32;
+
+/// The manifests `carried` rewritten as one manifest per content (data, deletes), their
+/// live files as existing entries with the sequence numbers they had.
+fn merge(
+    carried: &[ManifestFile],
+    dir: &Path,
+    location: &str,
+    prefix: &str,
+    snapshot_id: i64,
+    sequence: i64,
+    schema: &Schema,
+) -> Result<Vec<ManifestFile>, String> {
+    let mut by_content: Vec<(i32, Vec<Entry>)> = Vec::new();
+    for m in carried {
+        let entries = manifest::read_manifest(&read(&m.path)?, m, &m.path)?;
+        match by_content.iter_mut().find(|(c, _)| *c == m.content) {
+            Some((_, all)) => all.extend(entries),
+            None => by_content.push((m.content, entries)),
+        }
+    }
+    let mut merged = Vec::new();
+    for (content, entries) in by_content {
+        if entries.is_empty() {
+            continue;
+        }
+        let written: Vec<Written> = entries.iter().map(Written::Existing).collect();
+        let bytes =
+            manifest::write_manifest(&written, content, snapshot_id, &schema.to_json(), schema.id)?;
+        let name = format!("{prefix}m-merged-{content}.avro");
+        write_synced(&dir.join("metadata").join(&name), &bytes)?;
+        merged.push(ManifestFile {
+            path: format!("{location}/metadata/{name}"),
+            length: bytes.len() as i64,
+            spec_id: 0,
+            content,
+            sequence_number: sequence,
+            min_sequence_number: entries
+                .iter()
+                .map(|e| e.sequence_number)
+                .min()
+                .unwrap_or(sequence),
+            added_snapshot_id: snapshot_id,
+            added_files: 0,
+            existing_files: entries.len() as i32,
+            deleted_files: 0,
+            added_rows: 0,
+            existing_rows: entries.iter().map(|e| e.record_count).sum(),
+            deleted_rows: 0,
+        });
+    }
+    Ok(merged)
 }
 
 /// Fills values the source did not send from the committed rows they update; how many

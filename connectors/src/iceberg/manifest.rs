@@ -226,7 +226,23 @@ pub struct Entry {
     pub content: i32,
     pub path: String,
     pub record_count: i64,
+    pub file_size: i64,
+    /// The snapshot that added the file.
+    pub snapshot_id: i64,
+    /// Data and file sequence numbers, inherited ones made explicit.
+    pub sequence_number: i64,
+    pub file_sequence_number: i64,
 }
+
+/// A manifest entry to write: a file added by this snapshot (`Added`, its sequence numbers
+/// inherited at commit) or one carried from an earlier manifest (`Existing`).
+pub enum Written<'a> {
+    Added(&'a WrittenFile),
+    Existing(&'a Entry),
+}
+
+/// `status` of an entry carried into a rewritten manifest.
+const STATUS_EXISTING: i32 = 0;
 
 fn union(value: Avro) -> Avro {
     Avro::Union(
@@ -236,6 +252,9 @@ fn union(value: Avro) -> Avro {
 }
 
 fn counts(pairs: &[(i32, i64)]) -> Avro {
+    if pairs.is_empty() {
+        return union(Avro::Null);
+    }
     union(Avro::Array(
         pairs
             .iter()
@@ -252,7 +271,7 @@ fn counts(pairs: &[(i32, i64)]) -> Avro {
 /// The bytes of a manifest of `files` (all of `content`) added by `snapshot_id`; `schema`
 /// is the table schema's JSON, which readers of the manifest find in its metadata.
 pub fn write_manifest(
-    files: &[WrittenFile],
+    files: &[Written<'_>],
     content: i32,
     snapshot_id: i64,
     schema: &Json,
@@ -275,17 +294,27 @@ pub fn write_manifest(
             .to_owned(),
         ),
     ];
-    for file in files {
+    for written in files {
+        let (path, records, size, values, nulls) = match written {
+            Written::Added(f) => (
+                &f.path,
+                f.record_count,
+                f.file_size,
+                &f.value_counts[..],
+                &f.null_counts[..],
+            ),
+            Written::Existing(e) => (&e.path, e.record_count, e.file_size, &[][..], &[][..]),
+        };
         let data_file = Avro::Record(vec![
             ("content".into(), Avro::Int(content)),
-            ("file_path".into(), Avro::String(file.path.clone())),
+            ("file_path".into(), Avro::String(path.clone())),
             ("file_format".into(), Avro::String("PARQUET".into())),
             ("partition".into(), Avro::Record(Vec::new())),
-            ("record_count".into(), Avro::Long(file.record_count)),
-            ("file_size_in_bytes".into(), Avro::Long(file.file_size)),
+            ("record_count".into(), Avro::Long(records)),
+            ("file_size_in_bytes".into(), Avro::Long(size)),
             ("column_sizes".into(), union(Avro::Null)),
-            ("value_counts".into(), counts(&file.value_counts)),
-            ("null_value_counts".into(), counts(&file.null_counts)),
+            ("value_counts".into(), counts(values)),
+            ("null_value_counts".into(), counts(nulls)),
             ("nan_value_counts".into(), union(Avro::Null)),
             ("lower_bounds".into(), union(Avro::Null)),
             ("upper_bounds".into(), union(Avro::Null)),
@@ -294,12 +323,21 @@ pub fn write_manifest(
             ("equality_ids".into(), union(Avro::Null)),
             ("sort_order_id".into(), union(Avro::Null)),
         ]);
-        let entry = Avro::Record(vec![
-            ("status".into(), Avro::Int(STATUS_ADDED)),
-            ("snapshot_id".into(), union(Avro::Long(snapshot_id))),
+        let (status, added_by, sequence, file_sequence) = match written {
             // Inherited from the manifest list when the snapshot commits.
-            ("sequence_number".into(), union(Avro::Null)),
-            ("file_sequence_number".into(), union(Avro::Null)),
+            Written::Added(_) => (STATUS_ADDED, snapshot_id, Avro::Null, Avro::Null),
+            Written::Existing(e) => (
+                STATUS_EXISTING,
+                e.snapshot_id,
+                Avro::Long(e.sequence_number),
+                Avro::Long(e.file_sequence_number),
+            ),
+        };
+        let entry = Avro::Record(vec![
+            ("status".into(), Avro::Int(status)),
+            ("snapshot_id".into(), union(Avro::Long(added_by))),
+            ("sequence_number".into(), union(sequence)),
+            ("file_sequence_number".into(), union(file_sequence)),
             ("data_file".into(), data_file),
         ]);
         writer.append(entry)?;
@@ -414,7 +452,11 @@ pub fn read_manifest_list(bytes: &[u8], what: &str) -> Result<Vec<ManifestFile>,
 }
 
 /// The live (added or existing) files a manifest names.
-pub fn read_manifest(bytes: &[u8], what: &str) -> Result<Vec<Entry>, String> {
+pub fn read_manifest(
+    bytes: &[u8],
+    manifest: &ManifestFile,
+    what: &str,
+) -> Result<Vec<Entry>, String> {
     let mut live = Vec::new();
     for entry in records(bytes, what)? {
         if long(&entry, "status") == Some(i64::from(STATUS_DELETED)) {
@@ -427,6 +469,11 @@ pub fn read_manifest(bytes: &[u8], what: &str) -> Result<Vec<Entry>, String> {
             path: string(file, "file_path")
                 .ok_or_else(|| format!("{what}: a data file without path"))?,
             record_count: long(file, "record_count").unwrap_or(0),
+            file_size: long(file, "file_size_in_bytes").unwrap_or(0),
+            snapshot_id: long(&entry, "snapshot_id").unwrap_or(manifest.added_snapshot_id),
+            sequence_number: long(&entry, "sequence_number").unwrap_or(manifest.sequence_number),
+            file_sequence_number: long(&entry, "file_sequence_number")
+                .unwrap_or(manifest.sequence_number),
         });
     }
     Ok(live)
@@ -445,21 +492,14 @@ mod tests {
             value_counts: vec![(1, 3)],
             null_counts: vec![(1, 0)],
         }];
+        let added: Vec<Written> = files.iter().map(Written::Added).collect();
         let bytes =
-            write_manifest(&files, CONTENT_DATA, 42, &json!({"type": "struct"}), 0).unwrap();
+            write_manifest(&added, CONTENT_DATA, 42, &json!({"type": "struct"}), 0).unwrap();
         let reader = Reader::new(&bytes[..]).unwrap();
         let header = reader.user_metadata();
         assert_eq!(header["content"], b"data");
         let header = String::from_utf8_lossy(&bytes[..2000.min(bytes.len())]).to_string();
         assert!(header.contains(r#""logicalType":"map""#), "{header}");
-        assert_eq!(
-            read_manifest(&bytes, "m").unwrap(),
-            vec![Entry {
-                content: 0,
-                path: "file:///t/data/1.parquet".into(),
-                record_count: 3
-            }]
-        );
         let manifest = ManifestFile {
             path: "file:///t/metadata/m.avro".into(),
             length: bytes.len() as i64,
@@ -475,6 +515,33 @@ mod tests {
             existing_rows: 0,
             deleted_rows: 0,
         };
+        let entry = Entry {
+            content: 0,
+            path: "file:///t/data/1.parquet".into(),
+            record_count: 3,
+            file_size: 100,
+            snapshot_id: 42,
+            // Inherited from the manifest.
+            sequence_number: 5,
+            file_sequence_number: 5,
+        };
+        assert_eq!(
+            read_manifest(&bytes, &manifest, "m").unwrap(),
+            vec![entry.clone()]
+        );
+        // Carried into a merged manifest, its numbers stay.
+        let merged = write_manifest(
+            &[Written::Existing(&entry)],
+            CONTENT_DATA,
+            77,
+            &json!({}),
+            0,
+        )
+        .unwrap();
+        let mut later = manifest.clone();
+        later.sequence_number = 9;
+        later.added_snapshot_id = 77;
+        assert_eq!(read_manifest(&merged, &later, "m").unwrap(), vec![entry]);
         let list = write_manifest_list(std::slice::from_ref(&manifest), 42, None, 5).unwrap();
         let header = String::from_utf8_lossy(&list[..1500.min(list.len())]).to_string();
         assert!(
