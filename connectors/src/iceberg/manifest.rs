@@ -485,7 +485,7 @@ mod tests {
 
     #[test]
     fn manifests_and_lists_read_back_as_written() {
-        let files = vec![WrittenFile {
+        let files = [WrittenFile {
             path: "file:///t/data/1.parquet".into(),
             record_count: 3,
             file_size: 100,
