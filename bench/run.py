@@ -51,7 +51,8 @@ Cases:
                      spills the transaction and sends it after its commit).
   mysql_big_txn      the same from MariaDB.
   opensearch_sink, typesense_sink, search_freshness: see bench/search_cases.py.
-  clickhouse_sink, clickhouse_sink_avro, iceberg_sink: see bench/warehouse_cases.py.
+  clickhouse_sink, clickhouse_sink_avro, iceberg_sink, iceberg_freshness: see
+  bench/warehouse_cases.py.
 Peak RSS of sluice is reported for pg_stream (goal <= 64 MB).
 """
 
@@ -978,6 +979,7 @@ def main():
         ("clickhouse_sink", lambda: warehouse_cases.case_clickhouse_sink(sys.modules[__name__])),
         ("clickhouse_sink_avro", lambda: warehouse_cases.case_clickhouse_sink(sys.modules[__name__], "avro")),
         ("iceberg_sink", lambda: warehouse_cases.case_iceberg_sink(sys.modules[__name__])),
+        ("iceberg_freshness", lambda: warehouse_cases.case_iceberg_freshness(sys.modules[__name__])),
         ("pg_big_txn", lambda: case_big_txn("pg")),
         ("pg_big_txn_at_commit", lambda: case_big_txn("pg", stream=False)),
         ("mysql_big_txn", lambda: case_big_txn("mysql")),
@@ -991,7 +993,7 @@ def main():
                 or "_big_txn" in name
                 or name.startswith("kafka_") or name == "pg_to_kafka"
                 or name in ("opensearch_sink", "typesense_sink", "search_freshness")
-                or name.startswith("clickhouse_sink") or name == "iceberg_sink"
+                or name.startswith("clickhouse_sink") or name.startswith("iceberg_")
                 or name in ("incremental_snapshot", "mysql_incremental_snapshot", "pg_snapshot_100m")):
             ours, ref, notes = run()
             rss = None

@@ -114,22 +114,7 @@ impl IcebergSinkConfig {
                 "list at least one topic or pattern, e.g. [\"shop.public.*\"]".into(),
             ));
         }
-        for (field, template) in [
-            ("table", &self.table),
-            ("changelog_table", &self.changelog_table),
-        ] {
-            if let Some(problem) = crate::names::check_template(template, "a table") {
-                return Err(err(field, problem));
-            }
-        }
-        if self.mode == Mode::Both && self.table == self.changelog_table {
-            return Err(err(
-                "changelog_table",
-                "is the same template as table: give the changelog its own name, e.g. \
-                 \"{table}_changes\""
-                    .into(),
-            ));
-        }
+        crate::tables::check_templates(key, self.mode, &self.table, &self.changelog_table)?;
         if self.namespace.is_empty() || self.namespace.contains('.') {
             return Err(err(
                 "namespace",
