@@ -104,6 +104,14 @@ fn commit_error(table: &str, err: CommitError) -> IcebergError {
     }
 }
 
+/// A commit that went through, as its task hands it back.
+pub struct Committed {
+    meta: TableMetadata,
+    prepared: commit::Prepared,
+    offsets: Offsets,
+    seconds: f64,
+}
+
 /// Where the changes of one topic, partition and table version go.
 struct Targets {
     topic: Arc<str>,
@@ -256,6 +264,7 @@ impl IcebergSink {
             pending: Pending::default(),
             committed,
             mappings: Vec::new(),
+            in_flight: None,
         })
     }
 
@@ -312,6 +321,7 @@ impl IcebergSink {
         if let Evolution::Change(next) = evolution {
             // Waiting rows were made for the table's schema as it is.
             self.commit_table(&name).await?;
+            self.settle_table(&name).await?;
             let table = self.tables.get_mut(&name).expect("present");
             tracing::info!(table = %shown, schema_id = next.id, "changing the table's schema for a new version of the source table");
             let (requirements, updates) = commit::schema_updates(&table.meta, &next);
@@ -333,29 +343,19 @@ impl IcebergSink {
     }
 
     /// Commits what waits for the table `name` (nothing when nothing waits).
+    /// Starts committing what waits for the table `name` (nothing when nothing waits), once
+    /// its previous commit is settled: the files are written and the catalog asked on a task
+    /// of their own while the next changes are read.
     async fn commit_table(&mut self, name: &str) -> Result<(), IcebergError> {
-        let started = Instant::now();
+        self.settle_table(name).await?;
         let sink = self.config.name.clone();
         let target_file_bytes = self.config.target_file_bytes;
+        let catalog = self.catalog.clone().expect("opened");
         let Some(table) = self.tables.get_mut(name) else {
             return Ok(());
         };
         if table.pending.is_empty() {
             return Ok(());
-        }
-        if table.kind == Kind::Current && table.index.is_none() {
-            let (schema, current, shown) = (
-                table.meta.schema.clone(),
-                table.meta.current.clone(),
-                table.shown.clone(),
-            );
-            let index = tokio::task::spawn_blocking(move || {
-                commit::build_index(&schema, current.as_ref(), &shown)
-            })
-            .await
-            .expect("index build does not panic")
-            .map_err(IcebergError::Files)?;
-            table.index = Some(index);
         }
         let pending = std::mem::take(&mut table.pending);
         let mut offsets = table.committed.clone();
@@ -365,58 +365,108 @@ impl IcebergSink {
             kind: table.kind,
             meta: table.meta.clone(),
             dir: table.dir.clone(),
+            shown: table.shown.clone(),
             pending,
             index: table.index.take(),
             offsets: offsets.clone(),
             target_file_bytes,
         };
-        let prepared = tokio::task::spawn_blocking(move || job.run())
-            .await
-            .expect("commit files do not panic")
-            .map_err(IcebergError::Files)?;
-        abort_before_commit_for_tests();
-        let (requirements, updates) = commit::snapshot_updates(&table.meta, &prepared);
-        let catalog = self.catalog.as_ref().expect("opened");
-        let meta = catalog
-            .commit(&table.namespace, &table.name, requirements, updates)
-            .await
-            .map_err(|e| commit_error(&table.shown, e))?;
+        let (namespace, name, shown, meta) = (
+            table.namespace.clone(),
+            table.name.clone(),
+            table.shown.clone(),
+            table.meta.clone(),
+        );
+        table.in_flight = Some(sluice_core::task::spawn_in_span(async move {
+            let started = Instant::now();
+            let prepared = tokio::task::spawn_blocking(move || job.run())
+                .await
+                .expect("commit files do not panic")
+                .map_err(IcebergError::Files)?;
+            abort_before_commit_for_tests();
+            let (requirements, updates) = commit::snapshot_updates(&meta, &prepared);
+            let meta = catalog
+                .commit(&namespace, &name, requirements, updates)
+                .await
+                .map_err(|e| commit_error(&shown, e))?;
+            Ok(Committed {
+                meta,
+                prepared,
+                offsets,
+                seconds: started.elapsed().as_secs_f64(),
+            })
+        }));
+        Ok(())
+    }
+
+    /// Waits for the table's commit in flight: what it committed becomes the table's state.
+    async fn settle_table(&mut self, name: &str) -> Result<(), IcebergError> {
+        let Some(table) = self.tables.get_mut(name) else {
+            return Ok(());
+        };
+        let Some(handle) = table.in_flight.take() else {
+            return Ok(());
+        };
+        let committed = match handle.await {
+            Ok(result) => result?,
+            Err(join) => std::panic::resume_unwind(join.into_panic()),
+        };
+        let prepared = committed.prepared;
         if prepared.unfilled > 0 {
             tracing::warn!(table = %table.shown, rows = prepared.unfilled, "rows lacked values the source did not send (unchanged TOASTed columns) and the table had no earlier version of them: those columns are null");
         }
-        table.meta = meta;
+        table.meta = committed.meta;
         table.index = prepared.index;
-        table.committed = offsets;
+        table.committed = committed.offsets;
         let labels = [
             ("sink", self.config.name.clone()),
             ("table", table.shown.clone()),
         ];
         metrics::counter!(metric::ROWS, &labels).increment(prepared.rows as u64);
         metrics::counter!(metric::DELETES, &labels).increment(prepared.deletes as u64);
-        metrics::histogram!(metric::COMMIT_SECONDS, &labels)
-            .record(started.elapsed().as_secs_f64());
+        metrics::histogram!(metric::COMMIT_SECONDS, &labels).record(committed.seconds);
         metrics::gauge!(metric::LAST_COMMIT, &labels).set(
             std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0.0, |d| d.as_secs_f64()),
         );
-        tracing::debug!(table = %table.shown, rows = prepared.rows, deletes = prepared.deletes, seconds = started.elapsed().as_secs_f64(), "committed");
+        tracing::debug!(table = %table.shown, rows = prepared.rows, deletes = prepared.deletes, seconds = committed.seconds, "committed");
+        self.durable = self.lowest_offsets();
+        Ok(())
+    }
+
+    /// Waits for every commit in flight; what the tables hold becomes durable.
+    async fn settle_all(&mut self) -> Result<(), IcebergError> {
+        let names: Vec<String> = self
+            .tables
+            .iter()
+            .filter(|(_, t)| t.in_flight.is_some())
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in names {
+            self.settle_table(&name).await?;
+        }
         Ok(())
     }
 
     /// Commits every table with waiting changes.
-    async fn commit_all(&mut self) -> Result<(), IcebergError> {
+    ///
+    /// Unless `idle`, a table whose last change was a delete waits for the next round: a key
+    /// change arrives as a delete and a create read one after the other, and the create's
+    /// unchanged TOASTed values come from the deleted row, which a commit between the two
+    /// would put out of reach. (Idle, the create would have been read with its delete: both
+    /// are in the log as one source transaction.)
+    async fn commit_all(&mut self, idle: bool) -> Result<(), IcebergError> {
         let mut names: Vec<String> = self
             .tables
             .iter()
-            .filter(|(_, t)| !t.pending.is_empty())
+            .filter(|(_, t)| !t.pending.is_empty() && (idle || t.pending.last_delete.is_none()))
             .map(|(n, _)| n.clone())
             .collect();
         names.sort();
         for name in names {
             self.commit_table(&name).await?;
         }
-        self.durable = self.lowest_offsets();
         Ok(())
     }
 
@@ -478,6 +528,15 @@ impl IcebergSink {
         offset: u64,
     ) -> Result<(), IcebergError> {
         let key = (topic.to_owned(), partition);
+        if self
+            .tables
+            .get(name)
+            .is_some_and(|t| t.committed.contains_key(&key))
+        {
+            return Ok(());
+        }
+        // The table's metadata changes with this commit: none may be in flight.
+        self.settle_table(name).await?;
         let table = self.tables.get_mut(name).expect("routed");
         if table.committed.contains_key(&key) {
             return Ok(());
@@ -503,6 +562,13 @@ impl ChangeSink for IcebergSink {
     type Error = IcebergError;
 
     async fn open(&mut self) -> Result<Option<Offsets>, IcebergError> {
+        // A commit left running by a failure is finished (or failed) first; either way the
+        // tables read below say what was committed.
+        for table in self.tables.values_mut() {
+            if let Some(handle) = table.in_flight.take() {
+                let _ = handle.await;
+            }
+        }
         self.tables.clear();
         self.routes.clear();
         let http = connect(&self.config)?;
@@ -631,7 +697,7 @@ impl ChangeSink for IcebergSink {
         let (bytes, since) = self.waiting();
         let due = since.is_some_and(|since| since.elapsed() >= self.config.commit_interval());
         if bytes >= self.config.commit_bytes || due {
-            self.commit_all().await?;
+            self.commit_all(false).await?;
         }
         Ok(())
     }
@@ -648,12 +714,14 @@ impl ChangeSink for IcebergSink {
                 tokio::time::sleep(wait).await;
             }
         }
-        self.commit_all().await
+        self.commit_all(true).await?;
+        self.settle_all().await
     }
 
     async fn close(&mut self) -> Result<(), IcebergError> {
         if self.catalog.is_some() {
-            self.commit_all().await?;
+            self.commit_all(true).await?;
+            self.settle_all().await?;
         }
         Ok(())
     }

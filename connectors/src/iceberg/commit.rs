@@ -147,6 +147,8 @@ pub struct Job {
     pub kind: Kind,
     pub meta: TableMetadata,
     pub dir: PathBuf,
+    /// The table's name, for messages.
+    pub shown: String,
     pub pending: Pending,
     pub index: Option<Index>,
     /// The offsets the snapshot stores: the table's committed ones and the waiting ones.
@@ -229,6 +231,13 @@ impl Job {
         }
         let schema = self.meta.schema.clone();
         let mut index = self.index.take();
+        if self.kind == Kind::Current && index.is_none() {
+            index = Some(build_index(
+                &schema,
+                self.meta.current.as_ref(),
+                &self.shown,
+            )?);
+        }
         if self.pending.truncated {
             index = index.map(|_| Index::default());
         }

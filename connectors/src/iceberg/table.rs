@@ -64,7 +64,7 @@ pub struct Row {
 }
 
 /// A deleted key, and its row when that was waiting.
-pub type Deleted = (Box<[u8]>, Option<Vec<Cell>>);
+pub type Deleted = (Box<[u8]>, Option<Row>);
 
 /// Changes waiting for the next commit.
 #[derive(Debug, Default)]
@@ -118,6 +118,10 @@ pub struct Table {
     pub committed: Offsets,
     /// Mappings per source table version seen (by columns).
     pub mappings: Vec<(Arc<TableSchema>, Arc<Mapping>)>,
+    /// The commit running on its own task (its files, then the catalog).
+    pub in_flight: Option<
+        tokio::task::JoinHandle<Result<crate::iceberg::Committed, crate::iceberg::IcebergError>>,
+    >,
 }
 
 /// A local directory for a table location (`file:///path` or `/path`); other schemes are
@@ -238,7 +242,7 @@ impl Table {
                 let cells = self.cells(mapping, before)?;
                 let key = Self::key_of(mapping, &cells);
                 let removed = match self.pending.keys.insert(key.clone(), None) {
-                    Some(Some(slot)) => self.pending.rows[slot].take().map(|row| row.cells),
+                    Some(Some(slot)) => self.pending.rows[slot].take(),
                     _ => None,
                 };
                 self.pending.last_delete = Some((key, removed));
@@ -261,7 +265,12 @@ impl Table {
             // The create of a key change: the unchanged values are the old key's row's.
             if let Some((old_key, removed)) = last_delete {
                 match removed {
-                    Some(old) => fill_unavailable(&mut cells, &old),
+                    // The old row waited here: its values, and where its own missing values
+                    // come from (it may lack them too).
+                    Some(old) => {
+                        fill_unavailable(&mut cells, &old.cells);
+                        fill_from = old.fill_from;
+                    }
                     None => fill_from = Some(old_key),
                 }
             }
@@ -378,5 +387,125 @@ pub fn fill_unavailable(cells: &mut [Cell], previous: &[Cell]) {
         if matches!(cell, Cell::Unavailable) {
             *cell = old.clone();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::iceberg::schema::new_schema;
+    use sluice_core::event::{Column, DataType, TableId};
+
+    fn change(
+        table: &Arc<TableSchema>,
+        op: Op,
+        before: Option<Vec<Value>>,
+        after: Option<Vec<Value>>,
+    ) -> Change {
+        Change {
+            table: Arc::clone(table),
+            op,
+            before,
+            after,
+            position: None,
+            txn: None,
+            total_order: None,
+            commit_ts_us: 0,
+        }
+    }
+
+    #[test]
+    fn a_key_change_of_a_row_that_lacked_values_still_finds_them_in_the_table() {
+        let source = Arc::new(TableSchema {
+            table: TableId {
+                namespace: "public".into(),
+                name: "items".into(),
+            },
+            columns: vec![
+                Column {
+                    name: "id".into(),
+                    type_name: "int4".into(),
+                    data_type: DataType::Int32,
+                    key: true,
+                    nullable: false,
+                },
+                Column {
+                    name: "doc".into(),
+                    type_name: "text".into(),
+                    data_type: DataType::Text,
+                    key: false,
+                    nullable: true,
+                },
+            ],
+            version: 0,
+        });
+        let mut table = Table {
+            namespace: "sluice".into(),
+            name: "items".into(),
+            shown: "sluice.items".into(),
+            kind: Kind::Current,
+            meta: TableMetadata {
+                metadata_location: None,
+                uuid: "u".into(),
+                format_version: 2,
+                location: "file:///tmp/x".into(),
+                last_sequence_number: 0,
+                schema: new_schema(&source, false),
+                current: None,
+                properties: Default::default(),
+            },
+            dir: "/tmp/x".into(),
+            index: None,
+            pending: Pending::default(),
+            committed: Offsets::new(),
+            mappings: Vec::new(),
+            in_flight: None,
+        };
+        let mapping = table.mapping(&source).unwrap();
+        let key = |id: i32| {
+            let mut k = Vec::new();
+            push_key(&mut k, &Cell::Int(id));
+            k.into_boxed_slice()
+        };
+        // An update that left doc alone, then the key change (a delete and a create that
+        // lacks doc too): doc must come from key 1's committed row.
+        table
+            .apply(
+                &change(
+                    &source,
+                    Op::Update,
+                    None,
+                    Some(vec![Value::Int32(1), Value::Unavailable]),
+                ),
+                &mapping,
+            )
+            .unwrap();
+        table
+            .apply(
+                &change(
+                    &source,
+                    Op::Delete,
+                    Some(vec![Value::Int32(1), Value::Null]),
+                    None,
+                ),
+                &mapping,
+            )
+            .unwrap();
+        table
+            .apply(
+                &change(
+                    &source,
+                    Op::Create,
+                    None,
+                    Some(vec![Value::Int32(1001), Value::Unavailable]),
+                ),
+                &mapping,
+            )
+            .unwrap();
+        let live: Vec<&Row> = table.pending.rows.iter().flatten().collect();
+        assert_eq!(live.len(), 1);
+        assert_eq!(live[0].key, key(1001));
+        assert_eq!(live[0].fill_from.as_deref(), Some(&key(1)[..]));
+        assert_eq!(table.pending.keys.get(&key(1)), Some(&None));
     }
 }
