@@ -186,6 +186,48 @@ fn connect(config: &IcebergSinkConfig) -> Result<Http, IcebergError> {
     )?)
 }
 
+/// Expires the table's snapshots beyond the newest `keep` (once they are `keep` / 10 more, so
+/// not at every commit) and removes the manifest lists `sink` wrote for them; the table's
+/// metadata after it, or None when nothing was due.
+async fn expire_snapshots(
+    catalog: &Catalog,
+    namespace: &str,
+    name: &str,
+    meta: &TableMetadata,
+    keep: usize,
+    sink: &str,
+) -> Result<Option<TableMetadata>, IcebergError> {
+    if meta.snapshots.len() <= keep + keep / 10 {
+        return Ok(None);
+    }
+    let current = meta.current.as_ref().map(|s| s.id);
+    let expired: Vec<&(i64, String)> = meta.snapshots[..meta.snapshots.len() - keep]
+        .iter()
+        .filter(|(id, _)| Some(*id) != current)
+        .collect();
+    let ids: Vec<i64> = expired.iter().map(|(id, _)| *id).collect();
+    let requirements = vec![serde_json::json!({"type": "assert-table-uuid", "uuid": meta.uuid})];
+    let updates = vec![serde_json::json!({"action": "remove-snapshots", "snapshot-ids": ids})];
+    let after = catalog
+        .commit(namespace, name, requirements, updates)
+        .await
+        .map_err(|e| commit_error(&format!("{namespace}.{name}"), e))?;
+    // The lists are the expired snapshots' own; manifests and data files may still be
+    // named by kept snapshots and stay.
+    let marker = format!(".{sink}.");
+    for (_, list) in expired {
+        let ours = list
+            .rsplit('/')
+            .next()
+            .is_some_and(|file| file.starts_with("snap-") && file.contains(&marker));
+        if let (true, Ok(path)) = (ours, local_dir(list)) {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+    tracing::debug!(table = %format!("{namespace}.{name}"), expired = ids.len(), "expired old snapshots");
+    Ok(Some(after))
+}
+
 /// A test's crash at the one point a kill cannot be timed to hit:
 /// `SLUICE_TEST_ABORT_BEFORE_ICEBERG_COMMIT=N` aborts the process once the files of the
 /// sink's Nth commit are written and before the catalog hears of them.
@@ -371,6 +413,8 @@ impl IcebergSink {
             offsets: offsets.clone(),
             target_file_bytes,
         };
+        let keep = self.config.keep_snapshots;
+        let sink_name = self.config.name.clone();
         let (namespace, name, shown, meta) = (
             table.namespace.clone(),
             table.name.clone(),
@@ -385,10 +429,18 @@ impl IcebergSink {
                 .map_err(IcebergError::Files)?;
             abort_before_commit_for_tests();
             let (requirements, updates) = commit::snapshot_updates(&meta, &prepared);
-            let meta = catalog
+            let mut meta = catalog
                 .commit(&namespace, &name, requirements, updates)
                 .await
                 .map_err(|e| commit_error(&shown, e))?;
+            // Expiring is housekeeping: a failure is logged and tried again next commit.
+            match expire_snapshots(&catalog, &namespace, &name, &meta, keep, &sink_name).await {
+                Ok(Some(after)) => meta = after,
+                Ok(None) => {}
+                Err(err) => {
+                    tracing::warn!(table = %shown, error = %err, "could not expire old snapshots; trying again after the next commit")
+                }
+            }
             Ok(Committed {
                 meta,
                 prepared,

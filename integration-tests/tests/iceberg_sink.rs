@@ -72,7 +72,7 @@ async fn kill_9_three_times_under_a_writer_leaves_iceberg_and_the_parquet_change
     let sink = ice.sink_config(
         "lake",
         "[\"src.public.*\"]",
-        "mode = \"both\"\ncommit_interval_ms = 700",
+        "mode = \"both\"\ncommit_interval_ms = 700\nkeep_snapshots = 10",
     );
     let files = "\n[[sinks]]\nname = \"files\"\nkind = \"parquet\"\npath = \"{dir}/changes\"\n\
                  topics = [\"src.public.*\"]\nroll_interval_ms = 500\n";
@@ -108,6 +108,22 @@ async fn kill_9_three_times_under_a_writer_leaves_iceberg_and_the_parquet_change
         )
         .await;
     }
+    // Old snapshots expired along the way: the metadata keeps about keep_snapshots.
+    let metadata = std::process::Command::new("curl")
+        .args(["-sS", "-m", "10"])
+        .arg(format!(
+            "{}/v1/namespaces/{}/tables/items",
+            sluice_integration_tests::iceberg::CATALOG_URL,
+            ice.namespace
+        ))
+        .output()
+        .unwrap();
+    let metadata: Json = serde_json::from_slice(&metadata.stdout).unwrap();
+    let snapshots = metadata["metadata"]["snapshots"].as_array().unwrap().len();
+    assert!(
+        (2..=11).contains(&snapshots),
+        "{snapshots} snapshots kept with keep_snapshots = 10"
+    );
     // The commits' manifests were merged along the way (and the readers above read through).
     let merged = std::fs::read_dir(ice.table_dir("items").join("metadata"))
         .unwrap()

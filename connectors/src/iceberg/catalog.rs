@@ -23,6 +23,8 @@ pub struct TableMetadata {
     pub last_sequence_number: i64,
     pub schema: Schema,
     pub current: Option<Snapshot>,
+    /// Every snapshot the metadata keeps: id and manifest list, oldest first.
+    pub snapshots: Vec<(i64, String)>,
     pub properties: BTreeMap<String, String>,
 }
 
@@ -346,6 +348,26 @@ pub fn parse_metadata(answer: &Json) -> Result<TableMetadata, String> {
         last_sequence_number: number("last-sequence-number").unwrap_or(0),
         schema: Schema::parse(schema_json)?,
         current,
+        snapshots: {
+            let mut all: Vec<(i64, i64, String)> = metadata
+                .get("snapshots")
+                .and_then(Json::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|s| {
+                    Some((
+                        s.get("sequence-number").and_then(Json::as_i64).unwrap_or(0),
+                        s.get("snapshot-id").and_then(Json::as_i64)?,
+                        s.get("manifest-list")
+                            .and_then(Json::as_str)
+                            .unwrap_or("")
+                            .to_owned(),
+                    ))
+                })
+                .collect();
+            all.sort();
+            all.into_iter().map(|(_, id, list)| (id, list)).collect()
+        },
         properties: strings(metadata.get("properties")),
     })
 }

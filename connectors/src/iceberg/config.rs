@@ -57,6 +57,11 @@ pub struct IcebergSinkConfig {
     /// which make files several times smaller). Default 268435456 (256 MiB).
     #[serde(default = "default_target_file_bytes")]
     pub target_file_bytes: usize,
+    /// Snapshots each table keeps (for time travel and readers mid-scan); older ones are
+    /// expired after a commit, and the manifest lists sluice wrote for them removed, so the
+    /// table's metadata does not grow with every commit. Default 100.
+    #[serde(default = "default_keep_snapshots")]
+    pub keep_snapshots: usize,
     /// Topic of the log that receives rows the table cannot hold (a value out of its
     /// column's range), with the reason in a header. Default none: such a row stops the sink.
     #[serde(default)]
@@ -81,6 +86,10 @@ fn default_commit_interval_ms() -> u64 {
 
 fn default_commit_bytes() -> usize {
     64 << 20
+}
+
+fn default_keep_snapshots() -> usize {
+    100
 }
 
 fn default_target_file_bytes() -> usize {
@@ -129,6 +138,9 @@ impl IcebergSinkConfig {
                 "commit_interval_ms",
                 "must be between 100 and 86400000 (a day)".into(),
             ));
+        }
+        if self.keep_snapshots < 1 {
+            return Err(err("keep_snapshots", "must be at least 1".into()));
         }
         for (field, bytes) in [
             ("commit_bytes", self.commit_bytes),

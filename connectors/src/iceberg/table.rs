@@ -452,6 +452,7 @@ mod tests {
                 last_sequence_number: 0,
                 schema: new_schema(&source, false),
                 current: None,
+                snapshots: Vec::new(),
                 properties: Default::default(),
             },
             dir: "/tmp/x".into(),
