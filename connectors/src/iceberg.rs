@@ -94,7 +94,7 @@ impl Classify for IcebergError {
     }
 }
 
-fn commit_error(table: &str, err: CommitError) -> IcebergError {
+pub(crate) fn commit_error(table: &str, err: CommitError) -> IcebergError {
     match err {
         CommitError::Conflict(reason) => IcebergError::Conflict {
             table: table.to_owned(),
@@ -184,48 +184,6 @@ fn connect(config: &IcebergSinkConfig) -> Result<Http, IcebergError> {
         config.ca_file.as_deref(),
         auth,
     )?)
-}
-
-/// Expires the table's snapshots beyond the newest `keep` (once they are `keep` / 10 more, so
-/// not at every commit) and removes the manifest lists `sink` wrote for them; the table's
-/// metadata after it, or None when nothing was due.
-async fn expire_snapshots(
-    catalog: &Catalog,
-    namespace: &str,
-    name: &str,
-    meta: &TableMetadata,
-    keep: usize,
-    sink: &str,
-) -> Result<Option<TableMetadata>, IcebergError> {
-    if meta.snapshots.len() <= keep + keep / 10 {
-        return Ok(None);
-    }
-    let current = meta.current.as_ref().map(|s| s.id);
-    let expired: Vec<&(i64, String)> = meta.snapshots[..meta.snapshots.len() - keep]
-        .iter()
-        .filter(|(id, _)| Some(*id) != current)
-        .collect();
-    let ids: Vec<i64> = expired.iter().map(|(id, _)| *id).collect();
-    let requirements = vec![serde_json::json!({"type": "assert-table-uuid", "uuid": meta.uuid})];
-    let updates = vec![serde_json::json!({"action": "remove-snapshots", "snapshot-ids": ids})];
-    let after = catalog
-        .commit(namespace, name, requirements, updates)
-        .await
-        .map_err(|e| commit_error(&format!("{namespace}.{name}"), e))?;
-    // The lists are the expired snapshots' own; manifests and data files may still be
-    // named by kept snapshots and stay.
-    let marker = format!(".{sink}.");
-    for (_, list) in expired {
-        let ours = list
-            .rsplit('/')
-            .next()
-            .is_some_and(|file| file.starts_with("snap-") && file.contains(&marker));
-        if let (true, Ok(path)) = (ours, local_dir(list)) {
-            let _ = std::fs::remove_file(path);
-        }
-    }
-    tracing::debug!(table = %format!("{namespace}.{name}"), expired = ids.len(), "expired old snapshots");
-    Ok(Some(after))
 }
 
 /// A test's crash at the one point a kill cannot be timed to hit:
@@ -434,7 +392,9 @@ impl IcebergSink {
                 .await
                 .map_err(|e| commit_error(&shown, e))?;
             // Expiring is housekeeping: a failure is logged and tried again next commit.
-            match expire_snapshots(&catalog, &namespace, &name, &meta, keep, &sink_name).await {
+            match commit::expire_snapshots(&catalog, &namespace, &name, &meta, keep, &sink_name)
+                .await
+            {
                 Ok(Some(after)) => meta = after,
                 Ok(None) => {}
                 Err(err) => {

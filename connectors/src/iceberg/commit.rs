@@ -18,7 +18,7 @@ use std::sync::Arc;
 use serde_json::{json, Value as Json};
 use sluice_core::sink::Offsets;
 
-use super::catalog::{Snapshot, TableMetadata};
+use super::catalog::{Catalog, Snapshot, TableMetadata};
 use super::cells::{push_key, Cell};
 use super::manifest::{
     self, Entry, ManifestFile, Written, CONTENT_DATA, CONTENT_EQUALITY_DELETES,
@@ -573,6 +573,48 @@ pub fn schema_updates(meta: &TableMetadata, next: &Schema) -> (Vec<Json>, Vec<Js
         json!({"action": "set-current-schema", "schema-id": -1}),
     ];
     (requirements, updates)
+}
+
+/// Expires the table's snapshots beyond the newest `keep` (once they are `keep` / 10 more, so
+/// not at every commit) and removes the manifest lists `sink` wrote for them; the table's
+/// metadata after it, or None when nothing was due.
+pub async fn expire_snapshots(
+    catalog: &Catalog,
+    namespace: &str,
+    name: &str,
+    meta: &TableMetadata,
+    keep: usize,
+    sink: &str,
+) -> Result<Option<TableMetadata>, crate::iceberg::IcebergError> {
+    if meta.snapshots.len() <= keep + keep / 10 {
+        return Ok(None);
+    }
+    let current = meta.current.as_ref().map(|s| s.id);
+    let expired: Vec<&(i64, String)> = meta.snapshots[..meta.snapshots.len() - keep]
+        .iter()
+        .filter(|(id, _)| Some(*id) != current)
+        .collect();
+    let ids: Vec<i64> = expired.iter().map(|(id, _)| *id).collect();
+    let requirements = vec![serde_json::json!({"type": "assert-table-uuid", "uuid": meta.uuid})];
+    let updates = vec![serde_json::json!({"action": "remove-snapshots", "snapshot-ids": ids})];
+    let after = catalog
+        .commit(namespace, name, requirements, updates)
+        .await
+        .map_err(|e| crate::iceberg::commit_error(&format!("{namespace}.{name}"), e))?;
+    // The lists are the expired snapshots' own; manifests and data files may still be
+    // named by kept snapshots and stay.
+    let marker = format!(".{sink}.");
+    for (_, list) in expired {
+        let ours = list
+            .rsplit('/')
+            .next()
+            .is_some_and(|file| file.starts_with("snap-") && file.contains(&marker));
+        if let (true, Ok(path)) = (ours, local_dir(list)) {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+    tracing::debug!(table = %format!("{namespace}.{name}"), expired = ids.len(), "expired old snapshots");
+    Ok(Some(after))
 }
 
 #[cfg(test)]
