@@ -455,7 +455,16 @@ impl ChangeSink for ClickHouseSink {
             .buffer
             .since
             .is_some_and(|since| since.elapsed() >= self.config.flush_interval());
-        if self.buffer.bytes >= self.config.batch_bytes || due {
+        // Not right after a delete (unless rows pile up): a key change is a delete and a
+        // create read one after the other, and the create's unchanged TOASTed values are
+        // looked up by the old key, whose row an insert of the delete would blank.
+        let after_delete = self.last_delete.is_some()
+            && self.buffer.bytes < 2 * self.config.batch_bytes
+            && self
+                .buffer
+                .since
+                .is_none_or(|since| since.elapsed() < 2 * self.config.flush_interval());
+        if (self.buffer.bytes >= self.config.batch_bytes || due) && !after_delete {
             self.start_flush().await?;
         }
         Ok(())

@@ -463,16 +463,28 @@ impl IcebergSink {
 
     /// Commits every table with waiting changes.
     ///
-    /// Unless `idle`, a table whose last change was a delete waits for the next round: a key
-    /// change arrives as a delete and a create read one after the other, and the create's
+    /// Unless `idle`, a table whose last change was a delete waits for the next round (up to
+    /// twice the interval or twice `commit_bytes`, so a stream of deletes still commits): a
+    /// key change arrives as a delete and a create read one after the other, and the create's
     /// unchanged TOASTed values come from the deleted row, which a commit between the two
     /// would put out of reach. (Idle, the create would have been read with its delete: both
     /// are in the log as one source transaction.)
     async fn commit_all(&mut self, idle: bool) -> Result<(), IcebergError> {
+        let (limit, interval) = (
+            2 * self.config.commit_bytes,
+            2 * self.config.commit_interval(),
+        );
         let mut names: Vec<String> = self
             .tables
             .iter()
-            .filter(|(_, t)| !t.pending.is_empty() && (idle || t.pending.last_delete.is_none()))
+            .filter(|(_, t)| {
+                let p = &t.pending;
+                !p.is_empty()
+                    && (idle
+                        || p.last_delete.is_none()
+                        || p.bytes >= limit
+                        || p.since.is_some_and(|s| s.elapsed() >= interval))
+            })
             .map(|(n, _)| n.clone())
             .collect();
         names.sort();

@@ -241,6 +241,7 @@ impl Table {
                 let before = change.before.as_deref().unwrap_or_default();
                 let cells = self.cells(mapping, before)?;
                 let key = Self::key_of(mapping, &cells);
+                self.pending.bytes += 2 * key.len() + 96;
                 let removed = match self.pending.keys.insert(key.clone(), None) {
                     Some(Some(slot)) => self.pending.rows[slot].take(),
                     _ => None,
