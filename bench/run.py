@@ -51,7 +51,7 @@ Cases:
                      spills the transaction and sends it after its commit).
   mysql_big_txn      the same from MariaDB.
   opensearch_sink, typesense_sink, search_freshness: see bench/search_cases.py.
-  clickhouse_sink, clickhouse_sink_avro, iceberg_sink, iceberg_freshness: see
+  clickhouse_sink, clickhouse_sink_avro, iceberg_sink, iceberg_sink_avro, iceberg_freshness: see
   bench/warehouse_cases.py.
 Peak RSS of sluice is reported for pg_stream (goal <= 64 MB).
 """
@@ -979,6 +979,7 @@ def main():
         ("clickhouse_sink", lambda: warehouse_cases.case_clickhouse_sink(sys.modules[__name__])),
         ("clickhouse_sink_avro", lambda: warehouse_cases.case_clickhouse_sink(sys.modules[__name__], "avro")),
         ("iceberg_sink", lambda: warehouse_cases.case_iceberg_sink(sys.modules[__name__])),
+        ("iceberg_sink_avro", lambda: warehouse_cases.case_iceberg_sink(sys.modules[__name__], "avro")),
         ("iceberg_freshness", lambda: warehouse_cases.case_iceberg_freshness(sys.modules[__name__])),
         ("pg_big_txn", lambda: case_big_txn("pg")),
         ("pg_big_txn_at_commit", lambda: case_big_txn("pg", stream=False)),

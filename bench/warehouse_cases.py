@@ -12,6 +12,7 @@ helpers and settings).
                      table's current snapshot counts every row) vs pyiceberg appending the same
                      rows, already in memory as one Arrow table, to a table of the same schema
                      (only the append timed). Peak RSS of sluice and of the pyiceberg process.
+  iceberg_sink_avro  the same with the log's records in Avro.
   iceberg_freshness  source commit → counted in the table's current snapshot at 1,000
                      changes/s with commit_interval_ms = 1000 (p50, p99).
 """
