@@ -57,6 +57,11 @@ impl Classify for HttpError {
     }
 }
 
+/// `text` escaped for a URL's path or query: every byte but ASCII letters and digits.
+pub fn escape(text: &str) -> String {
+    percent_encoding::utf8_percent_encode(text, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
 /// Statuses worth retrying: overloaded, timed out, failing.
 pub fn retried_status(status: u16) -> bool {
     status == 429 || status == 408 || status >= 500

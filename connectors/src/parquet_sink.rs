@@ -237,9 +237,7 @@ impl ParquetSink {
         let temp = self.config.path.join("._sluice_manifest.json.tmp");
         let body = serde_json::json!({
             "sink": self.config.name,
-            "offsets": serde_json::from_str::<serde_json::Value>(
-                &crate::iceberg::commit::offsets_json(&self.durable)
-            ).unwrap_or_default(),
+            "offsets": crate::iceberg::commit::offsets_value(&self.durable),
             "files_this_run": self.files,
             "layout": "<table>/date=YYYY-MM-DD/<topic>.p<partition>.<first offset>-<last offset>.parquet",
         });

@@ -48,7 +48,7 @@ impl Client {
         rows: Bytes,
         what: &str,
     ) -> Result<(), ClickHouseError> {
-        let path = format!("/?query={}", escape(insert));
+        let path = format!("/?query={}", crate::http::escape(insert));
         self.post(&path, rows, what).await.map(drop)
     }
 
@@ -159,11 +159,6 @@ fn delimited(text: &str, delimiter: char) -> String {
     }
     out.push(delimiter);
     out
-}
-
-/// Escapes a statement for the query string of a URL.
-fn escape(sql: &str) -> String {
-    percent_encoding::utf8_percent_encode(sql, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 
 #[cfg(test)]

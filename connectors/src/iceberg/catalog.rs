@@ -5,12 +5,11 @@
 
 use std::collections::BTreeMap;
 
-use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 use reqwest::Method;
 use serde_json::{json, Value as Json};
 
 use super::schema::Schema;
-use crate::http::{Http, HttpError};
+use crate::http::{escape, Http, HttpError};
 
 /// A table as its current metadata describes it.
 #[derive(Debug, Clone)]
@@ -56,10 +55,6 @@ pub struct Catalog {
     http: Http,
     /// `/v1` or `/v1/<prefix>` as the catalog's config says.
     root: String,
-}
-
-fn escape(part: &str) -> String {
-    utf8_percent_encode(part, NON_ALPHANUMERIC).to_string()
 }
 
 impl Catalog {

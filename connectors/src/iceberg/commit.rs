@@ -35,6 +35,11 @@ pub fn offsets_key(sink: &str) -> String {
 
 /// Offsets as a snapshot summary keeps them: `{"topic": {"partition": next offset}}`.
 pub fn offsets_json(offsets: &Offsets) -> String {
+    offsets_value(offsets).to_string()
+}
+
+/// Offsets as JSON: `{"topic": {"partition": next offset}}`.
+pub fn offsets_value(offsets: &Offsets) -> Json {
     let mut by_topic = serde_json::Map::new();
     for ((topic, partition), offset) in offsets {
         by_topic
@@ -44,7 +49,7 @@ pub fn offsets_json(offsets: &Offsets) -> String {
             .expect("made as an object")
             .insert(partition.to_string(), json!(offset));
     }
-    Json::Object(by_topic).to_string()
+    Json::Object(by_topic)
 }
 
 /// The offsets a summary value holds (None when it is not one sluice wrote).
@@ -59,13 +64,8 @@ pub fn parse_offsets(text: &str) -> Option<Offsets> {
     Some(offsets)
 }
 
-/// A local path for a file URI of the table.
-fn local(uri: &str) -> Result<PathBuf, String> {
-    local_dir(uri)
-}
-
 fn read(uri: &str) -> Result<Vec<u8>, String> {
-    let path = local(uri)?;
+    let path = local_dir(uri)?;
     std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))
 }
 
@@ -92,7 +92,7 @@ pub fn build_index(
                 CONTENT_DATA => data_files.push(entry.path),
                 CONTENT_POSITION_DELETES => {
                     let rows = parquet::read_columns(
-                        &local(&entry.path)?,
+                        &local_dir(&entry.path)?,
                         &[DELETE_FILE_PATH_ID, DELETE_POS_ID],
                     )?;
                     for row in rows {
@@ -118,7 +118,7 @@ pub fn build_index(
     for path in data_files {
         let file = index.file_id(&path);
         let gone = deleted.get(&path);
-        for (pos, cells) in parquet::read_columns(&local(&path)?, ids)?
+        for (pos, cells) in parquet::read_columns(&local_dir(&path)?, ids)?
             .iter()
             .enumerate()
         {
@@ -305,13 +305,11 @@ impl Job {
         if !deletes.is_empty() {
             let name = format!("{prefix}deletes.parquet");
             let uri = format!("{location}/data/{name}");
-            let count = deletes.len();
             delete_files.push(parquet::write_delete_file(
                 &self.dir.join("data").join(&name),
                 &uri,
                 deletes,
             )?);
-            debug_assert_eq!(delete_files[0].record_count as usize, count);
         }
 
         // Manifests: the new ones first, then the parent's (none after a truncate).
@@ -509,7 +507,7 @@ fn fill_from_table(rows: &mut [Row], index: &Index, schema: &Schema) -> Result<u
     }
     let ids: Vec<i32> = schema.fields.iter().map(|f| f.id).collect();
     for (file, wanted) in wanted {
-        let committed = parquet::read_columns(&local(&index.files[file as usize])?, &ids)?;
+        let committed = parquet::read_columns(&local_dir(&index.files[file as usize])?, &ids)?;
         for (at, pos) in wanted {
             if let Some(old) = committed.get(pos as usize) {
                 fill_unavailable(&mut rows[at].cells, old);
