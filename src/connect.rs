@@ -281,7 +281,7 @@ pub(crate) async fn probe_sink(sink: &SinkConfig) -> anyhow::Result<String> {
         #[cfg(feature = "iceberg")]
         SinkConfig::Iceberg(ref ice) => Ok(sluice_connectors::iceberg::probe(ice).await?),
         #[cfg(feature = "parquet")]
-        SinkConfig::Parquet(ref pq) => Ok(sluice_connectors::parquet_sink::probe(pq)?),
+        SinkConfig::Parquet(ref pq) => Ok(sluice_connectors::parquet_sink::probe(pq).await?),
     }
 }
 

@@ -141,16 +141,7 @@ impl Http {
                 Some((HeaderName::from_static(header), value))
             }
         };
-        let tls = tls_config(ca_file).map_err(&config)?;
-        let client = reqwest::Client::builder()
-            .tls_backend_preconfigured(tls)
-            .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(REQUEST_TIMEOUT)
-            .tcp_nodelay(true)
-            .pool_idle_timeout(Duration::from_secs(60))
-            .no_proxy()
-            .build()
-            .map_err(|e| config(e.to_string()))?;
+        let client = client(ca_file).map_err(&config)?;
         Ok(Http {
             server,
             client,
@@ -264,6 +255,19 @@ pub fn server_reason(answer: &serde_json::Value) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// A pooled client (HTTP/1.1, rustls on ring trusting `ca_file` or the system's CA store).
+pub fn client(ca_file: Option<&Path>) -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(tls_config(ca_file)?)
+        .connect_timeout(CONNECT_TIMEOUT)
+        .timeout(REQUEST_TIMEOUT)
+        .tcp_nodelay(true)
+        .pool_idle_timeout(Duration::from_secs(60))
+        .no_proxy()
+        .build()
+        .map_err(|e| e.to_string())
+}
+
 /// At most 500 characters of a body, for messages.
 pub fn shorten(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(body);
@@ -274,7 +278,7 @@ pub fn shorten(body: &[u8]) -> String {
 }
 
 /// An error and its causes, one line ("connection refused" is several levels down).
-fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
     let mut text = err.to_string();
     let mut source = err.source();
     while let Some(cause) = source {

@@ -47,7 +47,8 @@ use sluice_schema_registry::registry::Registry;
 use self::catalog::{Catalog, CommitError, TableMetadata};
 pub use self::config::{IcebergSinkConfig, Mode};
 use self::schema::Evolution;
-use self::table::{local_dir, Kind, Pending, Table};
+use self::table::{Kind, Pending, Table};
+use crate::files::{Files, FilesError};
 use crate::http::{Auth, Http, HttpError};
 
 /// Metric names (labels: `sink`, `table`).
@@ -73,9 +74,12 @@ pub enum IcebergError {
     /// A table sluice cannot write as it is (a type, a key, its location).
     #[error("{0}")]
     Table(String),
-    /// Writing or reading the table's files failed.
+    /// A table's file could not be read as Iceberg files are (corrupt, or not Iceberg's).
     #[error("Iceberg files: {0}")]
     Files(String),
+    /// Writing, reading or listing the table's files failed (a directory or S3).
+    #[error("Iceberg files: {0}")]
+    Storage(#[from] FilesError),
     /// Rows the table cannot hold and no dead-letter topic to put them in.
     #[error("{0}")]
     Rejected(String),
@@ -88,6 +92,7 @@ impl Classify for IcebergError {
         match self {
             IcebergError::Http(err) => err.kind(),
             IcebergError::DeadLetter(err) => err.kind(),
+            IcebergError::Storage(err) => err.kind(),
             IcebergError::Conflict { .. } | IcebergError::Files(_) => ErrorKind::Transient,
             IcebergError::Table(_) | IcebergError::Rejected(_) => ErrorKind::Definite,
         }
@@ -252,14 +257,15 @@ impl IcebergSink {
                 self.config.namespace, meta.format_version
             )));
         }
-        let dir = local_dir(&meta.location).map_err(IcebergError::Table)?;
+        let files = Files::new(&self.config.s3, &self.catalog().file_settings(&meta));
+        files.check(&meta.location)?;
         Ok(Table {
             namespace: self.config.namespace.clone(),
             name: name.to_owned(),
             shown: format!("{}.{name}", self.config.namespace),
             kind,
             meta,
-            dir,
+            files: Arc::new(files),
             index: None,
             pending: Pending::default(),
             committed,
@@ -305,8 +311,17 @@ impl IcebergSink {
                 None => {
                     let wanted = schema::new_schema(schema, kind == Kind::Changelog);
                     tracing::info!(table = %format!("{namespace}.{name}"), "creating the Iceberg table");
+                    let location = self.config.location.as_deref().map(|base| {
+                        let base = base.trim_end_matches('/');
+                        let base = if base.starts_with('/') {
+                            format!("file://{base}")
+                        } else {
+                            base.to_owned()
+                        };
+                        format!("{base}/{namespace}/{name}")
+                    });
                     self.catalog()
-                        .create_table(&namespace, &name, &wanted)
+                        .create_table(&namespace, &name, &wanted, location.as_deref())
                         .await?
                 }
             };
@@ -364,7 +379,7 @@ impl IcebergSink {
             sink,
             kind: table.kind,
             meta: table.meta.clone(),
-            dir: table.dir.clone(),
+            files: Arc::clone(&table.files),
             shown: table.shown.clone(),
             pending,
             index: table.index.take(),
@@ -372,6 +387,7 @@ impl IcebergSink {
             target_file_bytes,
         };
         let keep = self.config.keep_snapshots;
+        let files = Arc::clone(&table.files);
         let sink_name = self.config.name.clone();
         let (namespace, name, shown, meta) = (
             table.namespace.clone(),
@@ -383,8 +399,7 @@ impl IcebergSink {
             let started = Instant::now();
             let prepared = tokio::task::spawn_blocking(move || job.run())
                 .await
-                .expect("commit files do not panic")
-                .map_err(IcebergError::Files)?;
+                .expect("commit files do not panic")?;
             abort_before_commit_for_tests();
             let (requirements, updates) = commit::snapshot_updates(&meta, &prepared);
             let mut meta = catalog
@@ -392,8 +407,10 @@ impl IcebergSink {
                 .await
                 .map_err(|e| commit_error(&shown, e))?;
             // Expiring is housekeeping: a failure is logged and tried again next commit.
-            match commit::expire_snapshots(&catalog, &namespace, &name, &meta, keep, &sink_name)
-                .await
+            match commit::expire_snapshots(
+                &catalog, &files, &namespace, &name, &meta, keep, &sink_name,
+            )
+            .await
             {
                 Ok(Some(after)) => meta = after,
                 Ok(None) => {}
@@ -617,11 +634,12 @@ impl ChangeSink for IcebergSink {
             }
             let table = self.new_table(&name, Kind::Current, meta, committed)?;
             let removed = commit::remove_leftovers(
-                &table.dir,
+                &table.files,
+                &table.meta.location,
                 &self.config.name,
                 table.meta.last_sequence_number,
             )
-            .map_err(IcebergError::Files)?;
+            .await?;
             if removed > 0 {
                 tracing::warn!(table = %table.shown, files = removed, "removed files an interrupted commit left (written, never committed: their rows are written again from the log)");
             }

@@ -11,6 +11,7 @@
 //! - `iceberg`: the Apache Iceberg sink (REST catalog, Parquet files, row-level deletes);
 //! - `parquet_sink`: every change as a row of Parquet files in a directory (`parquet`);
 //! - `convert`: value conversions the typed-column sinks share;
+//! - `files`: where the file sinks keep files (a directory or S3);
 //! - `http`: the HTTP client those sinks share; `names`: destination names from templates;
 //! - `incremental`: the queue of on-demand snapshots both database sources keep.
 //!
@@ -21,6 +22,8 @@
 pub mod clickhouse;
 #[cfg(any(feature = "clickhouse", feature = "iceberg"))]
 pub mod convert;
+#[cfg(feature = "files")]
+pub mod files;
 #[cfg(feature = "http")]
 pub mod http;
 #[cfg(feature = "iceberg")]

@@ -1,5 +1,5 @@
-//! The Parquet changelog sink: every change as a row of Parquet files in a directory, one
-//! directory per table and date (`<path>/<table>/date=YYYY-MM-DD/`), which DuckDB
+//! The Parquet changelog sink: every change as a row of Parquet files in a directory or an S3
+//! prefix, one directory per table and date (`<path>/<table>/date=YYYY-MM-DD/`), which DuckDB
 //! (`read_parquet('<path>/items/*/*.parquet', hive_partitioning = true, union_by_name =
 //! true)`), chdb, pyarrow and Spark read as they are.
 //!
@@ -9,17 +9,18 @@
 //! the changes of one topic partition and one table version, in log order, and is named after
 //! the offsets of its first and last change (`<topic>.p<partition>.<first>-<last>.parquet`).
 //!
-//! Exactly once without a catalog: a file is written under a hidden temporary name, synced,
-//! and renamed into place (the rename is the commit), in log order. So the files of a
-//! partition are always a gapless prefix of the log, and the next start resumes after the
-//! last offset the names say; temporary files a crash left are removed. The manifest
+//! Exactly once without a catalog: a file appears whole or not at all (locally written under a
+//! hidden temporary name, synced and linked into place; on S3 one PutObject), in log order,
+//! and only if its name is free (`If-None-Match: *` on S3), so a write retried after an
+//! answer was lost never doubles a file. So the files of a partition are always a gapless
+//! prefix of the log, and the next start resumes after the last offset the names say;
+//! temporary files a crash left are removed. The manifest
 //! (`_sluice_manifest.json`) records the offsets after each write, for people and tools; the
 //! names are the truth.
 
 pub mod config;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -33,6 +34,7 @@ use sluice_schema_registry::changes::RecordDecoder;
 use sluice_schema_registry::registry::Registry;
 
 pub use self::config::ParquetSinkConfig;
+use crate::files::{Files, FilesError};
 use crate::iceberg::cells::{self, Cell};
 use crate::iceberg::schema::{new_schema, Schema};
 use crate::iceberg::table::{change_row, sources};
@@ -48,9 +50,12 @@ pub mod metric {
 /// Why the Parquet sink stopped or will retry.
 #[derive(Debug, thiserror::Error)]
 pub enum ParquetSinkError {
-    /// Writing or reading the directory failed (retried: a full disk may be freed).
+    /// Writing, reading or listing the files failed (a directory or S3).
     #[error("Parquet files: {0}")]
-    Files(String),
+    Files(#[from] FilesError),
+    /// A file could not be encoded.
+    #[error("Parquet files: {0}")]
+    Encode(String),
     /// Changes the files cannot hold and no dead-letter topic to put them in.
     #[error("{0}")]
     Rejected(String),
@@ -61,7 +66,8 @@ pub enum ParquetSinkError {
 impl Classify for ParquetSinkError {
     fn kind(&self) -> ErrorKind {
         match self {
-            ParquetSinkError::Files(_) => ErrorKind::Transient,
+            ParquetSinkError::Files(err) => err.kind(),
+            ParquetSinkError::Encode(_) => ErrorKind::Transient,
             ParquetSinkError::Rejected(_) => ErrorKind::Definite,
             ParquetSinkError::DeadLetter(err) => err.kind(),
         }
@@ -83,13 +89,16 @@ pub fn parquet_sink(
         buffers: HashMap::new(),
         durable: Offsets::new(),
         files: 0,
+        storage: None,
     };
     TypedSink::new(sink, RecordDecoder::new(registry), false)
 }
 
 /// The rows waiting for one file: one topic partition, one table version, one date.
 struct Buffer {
-    dir: PathBuf,
+    /// The directory's location (`<root>/<table>/date=…`).
+    dir: String,
+    table: String,
     topic: Arc<str>,
     partition: u32,
     version: Arc<TableSchema>,
@@ -112,6 +121,8 @@ pub struct ParquetSink {
     /// What the directory holds: the next offset after each partition's last file.
     durable: Offsets,
     files: u64,
+    /// Where the files go, from `open`.
+    storage: Option<Files>,
 }
 
 const SUFFIX: &str = ".parquet";
@@ -148,8 +159,15 @@ fn date_of(commit_ts_us: i64) -> String {
     out
 }
 
-fn files_error(path: &Path, e: impl std::fmt::Display) -> ParquetSinkError {
-    ParquetSinkError::Files(format!("{}: {e}", path.display()))
+/// The root location of `config.path`: `s3://…` as given, a directory as `file://…`.
+fn root(config: &ParquetSinkConfig) -> String {
+    let path = config.path.to_string_lossy();
+    let path = path.trim_end_matches('/');
+    if crate::files::is_s3(path) || path.starts_with("file:") {
+        path.to_owned()
+    } else {
+        format!("file://{path}")
+    }
 }
 
 /// A finished file's topic, partition and last offset.
@@ -157,92 +175,82 @@ type Written = (String, u32, u64);
 
 /// Every finished file under `root` (`<table>/date=…/<name>`), and removes temporary files
 /// a crash left.
-fn scan(root: &Path) -> Result<(Vec<Written>, usize), ParquetSinkError> {
+async fn scan(files: &Files, root: &str) -> Result<(Vec<Written>, usize), ParquetSinkError> {
     let mut found = Vec::new();
     let mut removed = 0;
-    let Ok(tables) = std::fs::read_dir(root) else {
-        return Ok((found, 0));
-    };
-    for table in tables.flatten().filter(|e| e.path().is_dir()) {
-        for date in std::fs::read_dir(table.path())
-            .map_err(|e| files_error(&table.path(), e))?
-            .flatten()
-        {
-            let Ok(files) = std::fs::read_dir(date.path()) else {
-                continue;
-            };
-            for file in files.flatten() {
-                let name = file.file_name().to_string_lossy().into_owned();
-                if name.starts_with('.') && name.ends_with(".tmp") {
-                    std::fs::remove_file(file.path()).map_err(|e| files_error(&file.path(), e))?;
-                    removed += 1;
-                } else if let Some(parsed) = parse_name(&name) {
-                    found.push(parsed);
-                }
-            }
+    for file in files.list(root).await? {
+        let mut parts = file.relative.split('/');
+        let (Some(_table), Some(_date), Some(name), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        if name.starts_with('.') && name.ends_with(".tmp") {
+            files.delete(&file.uri).await?;
+            removed += 1;
+        } else if let Some(parsed) = parse_name(name) {
+            found.push(parsed);
         }
     }
     Ok((found, removed))
 }
 
 impl ParquetSink {
-    /// Writes `buffer` as one file: under a temporary name, synced, then renamed into place.
-    fn write_file(&mut self, buffer: Buffer) -> Result<(), ParquetSinkError> {
+    fn storage(&self) -> &Files {
+        self.storage.as_ref().expect("opened before use")
+    }
+
+    /// Writes `buffer` as one file, whole or not at all, unless a file has its name.
+    async fn write_file(&mut self, buffer: Buffer) -> Result<(), ParquetSinkError> {
         if buffer.rows.is_empty() {
             return Ok(());
         }
-        std::fs::create_dir_all(&buffer.dir).map_err(|e| files_error(&buffer.dir, e))?;
         let name = file_name(&buffer.topic, buffer.partition, buffer.first, buffer.last);
-        let temp = buffer.dir.join(format!(".{name}.tmp"));
-        let path = buffer.dir.join(&name);
+        let uri = format!("{}/{name}", buffer.dir);
         let rows: Vec<&[Cell]> = buffer.rows.iter().map(|r| &r[..]).collect();
-        let uri = path.display().to_string();
-        crate::iceberg::parquet::write_data_file(&temp, &uri, &buffer.schema.fields, &rows)
-            .map_err(ParquetSinkError::Files)?;
-        std::fs::rename(&temp, &path).map_err(|e| files_error(&path, e))?;
-        std::fs::File::open(&buffer.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| files_error(&buffer.dir, e))?;
+        let (bytes, _) =
+            crate::iceberg::parquet::write_data_file(&uri, &buffer.schema.fields, &rows)
+                .map_err(ParquetSinkError::Encode)?;
+        if !self.storage().put_new(&uri, bytes.into()).await? {
+            // The same changes under the same name: an earlier attempt wrote it and its
+            // answer was lost.
+            tracing::info!(file = %uri, "the file was written already (a retried write); keeping it");
+        }
         self.durable.insert(
             (buffer.topic.to_string(), buffer.partition),
             buffer.last + 1,
         );
         self.files += 1;
-        let table = buffer
-            .dir
-            .parent()
-            .and_then(Path::file_name)
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let labels = [("sink", self.config.name.clone()), ("table", table)];
+        let labels = [("sink", self.config.name.clone()), ("table", buffer.table)];
         metrics::counter!(metric::ROWS, &labels).increment(rows.len() as u64);
         metrics::counter!(metric::FILES, &labels).increment(1);
         Ok(())
     }
 
     /// Writes every waiting file, then the manifest.
-    fn write_all(&mut self) -> Result<(), ParquetSinkError> {
+    async fn write_all(&mut self) -> Result<(), ParquetSinkError> {
         if self.buffers.is_empty() {
             return Ok(());
         }
         let buffers: Vec<Buffer> = self.buffers.drain().map(|(_, b)| b).collect();
         for buffer in buffers {
-            self.write_file(buffer)?;
+            self.write_file(buffer).await?;
         }
-        self.write_manifest()
+        self.write_manifest().await
     }
 
-    fn write_manifest(&self) -> Result<(), ParquetSinkError> {
-        let path = self.config.path.join("_sluice_manifest.json");
-        let temp = self.config.path.join("._sluice_manifest.json.tmp");
+    async fn write_manifest(&self) -> Result<(), ParquetSinkError> {
+        let uri = format!("{}/_sluice_manifest.json", root(&self.config));
         let body = serde_json::json!({
             "sink": self.config.name,
             "offsets": crate::iceberg::commit::offsets_value(&self.durable),
             "files_this_run": self.files,
             "layout": "<table>/date=YYYY-MM-DD/<topic>.p<partition>.<first offset>-<last offset>.parquet",
         });
-        std::fs::write(&temp, format!("{body:#}\n")).map_err(|e| files_error(&temp, e))?;
-        std::fs::rename(&temp, &path).map_err(|e| files_error(&path, e))
+        Ok(self
+            .storage()
+            .put(&uri, format!("{body:#}\n").into_bytes().into())
+            .await?)
     }
 
     fn waiting(&self) -> (usize, Option<Instant>) {
@@ -258,9 +266,11 @@ impl ChangeSink for ParquetSink {
 
     async fn open(&mut self) -> Result<Option<Offsets>, ParquetSinkError> {
         self.buffers.clear();
-        let root = self.config.path.clone();
-        std::fs::create_dir_all(&root).map_err(|e| files_error(&root, e))?;
-        let (found, removed) = scan(&root)?;
+        let root = root(&self.config);
+        let files = Files::new(&self.config.s3, &HashMap::new());
+        files.check(&root)?;
+        let (found, removed) = scan(&files, &root).await?;
+        self.storage = Some(files);
         if removed > 0 {
             tracing::warn!(files = removed, "removed temporary files an interrupted write left (their changes are written again from the log)");
         }
@@ -269,7 +279,7 @@ impl ChangeSink for ParquetSink {
             let next = offsets.entry((topic, partition)).or_insert(0);
             *next = (*next).max(last + 1);
         }
-        tracing::info!(path = %root.display(), partitions = offsets.len(), "Parquet sink open");
+        tracing::info!(path = %root, partitions = offsets.len(), "Parquet sink open");
         self.durable = offsets.clone();
         Ok(Some(offsets))
     }
@@ -298,12 +308,13 @@ impl ChangeSink for ParquetSink {
             });
             if !fits {
                 if let Some(full) = self.buffers.remove(&key) {
-                    self.write_file(full)?;
-                    self.write_manifest()?;
+                    self.write_file(full).await?;
+                    self.write_manifest().await?;
                 }
             }
             let offset = record.record.offset;
-            let dir = self.config.path.join(&key.0).join(format!("date={date}"));
+            let dir = format!("{}/{}/date={date}", root(&self.config), key.0);
+            let table = key.0.clone();
             let buffer = self
                 .buffers
                 .entry(key)
@@ -311,6 +322,7 @@ impl ChangeSink for ParquetSink {
                     let schema = new_schema(&change.table, true);
                     Buffer {
                         dir,
+                        table,
                         topic: Arc::clone(topic),
                         partition: *partition,
                         version: Arc::clone(&change.table),
@@ -360,7 +372,7 @@ impl ChangeSink for ParquetSink {
         if bytes >= self.config.roll_bytes
             || since.is_some_and(|s| s.elapsed() >= self.config.roll_interval())
         {
-            self.write_all()?;
+            self.write_all().await?;
         }
         Ok(())
     }
@@ -372,21 +384,26 @@ impl ChangeSink for ParquetSink {
                 tokio::time::sleep(wait).await;
             }
         }
-        self.write_all()
+        self.write_all().await
     }
 
     async fn close(&mut self) -> Result<(), ParquetSinkError> {
-        self.write_all()
+        if self.storage.is_some() {
+            self.write_all().await?;
+        }
+        Ok(())
     }
 }
 
-/// `sluice check --connect`: the directory can be made and written.
-pub fn probe(config: &ParquetSinkConfig) -> Result<String, ParquetSinkError> {
-    std::fs::create_dir_all(&config.path).map_err(|e| files_error(&config.path, e))?;
-    let probe = config.path.join("._sluice_probe.tmp");
-    std::fs::write(&probe, b"probe").map_err(|e| files_error(&probe, e))?;
-    std::fs::remove_file(&probe).map_err(|e| files_error(&probe, e))?;
-    Ok(format!("directory {} writable", config.path.display()))
+/// `sluice check --connect`: a file can be written, listed and removed where the files go.
+pub async fn probe(config: &ParquetSinkConfig) -> Result<String, ParquetSinkError> {
+    let root = root(config);
+    let files = Files::new(&config.s3, &HashMap::new());
+    let probe = format!("{root}/._sluice_probe.tmp");
+    files.put(&probe, bytes::Bytes::from_static(b"probe")).await?;
+    files.list(&root).await?;
+    files.delete(&probe).await?;
+    Ok(format!("{} {root} writable", files.describe(&root)))
 }
 
 #[cfg(test)]

@@ -7,12 +7,12 @@
 //! same kills, holds every change once and replayed in DuckDB gives the tables (pyarrow reads
 //! it too). And a crash between writing a commit's
 //! files and committing them loses nothing, duplicates nothing, and the files it left are
-//! removed at the next start.
+//! removed at the next start. Each runs twice: files in local directories, and on S3 (moto).
 
 use std::time::{Duration, Instant};
 
 use serde_json::Value as Json;
-use sluice_integration_tests::iceberg::{Iceberg, Reader};
+use sluice_integration_tests::iceberg::{Iceberg, Reader, Storage};
 use sluice_integration_tests::warehouse::{write, TABLES};
 use sluice_integration_tests::{source_config, wait_for, Rng, Sluice, TestDb};
 
@@ -66,7 +66,16 @@ async fn wait_equal(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_three_times_under_a_writer_leaves_iceberg_and_the_parquet_changelog_equal_to_the_source(
 ) {
-    let ice = Iceberg::new();
+    kill_9_three_times(Storage::Local).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_s3_kill_9_three_times_leaves_iceberg_and_the_parquet_changelog_equal_to_the_source() {
+    kill_9_three_times(Storage::S3).await;
+}
+
+async fn kill_9_three_times(storage: Storage) {
+    let ice = Iceberg::new(storage);
     let source = TestDb::create();
     source.exec(TABLES);
     let sink = ice.sink_config(
@@ -74,8 +83,8 @@ async fn kill_9_three_times_under_a_writer_leaves_iceberg_and_the_parquet_change
         "[\"src.public.*\"]",
         "mode = \"both\"\ncommit_interval_ms = 700\nkeep_snapshots = 10",
     );
-    let files = "\n[[sinks]]\nname = \"files\"\nkind = \"parquet\"\npath = \"{dir}/changes\"\n\
-                 topics = [\"src.public.*\"]\nroll_interval_ms = 500\n";
+    let (files, parquet_path) =
+        ice.parquet_sink_config("files", "[\"src.public.*\"]", "roll_interval_ms = 500");
     let mut sluice = Sluice::new(&format!("{}{sink}{files}", source_config(&source, "")));
     sluice.start();
     source.wait_for_streaming().await;
@@ -125,10 +134,10 @@ async fn kill_9_three_times_under_a_writer_leaves_iceberg_and_the_parquet_change
         "{snapshots} snapshots kept with keep_snapshots = 10"
     );
     // The commits' manifests were merged along the way (and the readers above read through).
-    let merged = std::fs::read_dir(ice.table_dir("items").join("metadata"))
-        .unwrap()
-        .flatten()
-        .any(|e| e.file_name().to_string_lossy().contains("m-merged"));
+    let merged = ice
+        .table_files("items", "metadata")
+        .iter()
+        .any(|name| name.contains("m-merged"));
     assert!(merged, "no merged manifest after dozens of commits");
     // Each change of the log once in the changelog, whatever the kills interrupted.
     let in_log = sluice
@@ -170,27 +179,10 @@ async fn kill_9_three_times_under_a_writer_leaves_iceberg_and_the_parquet_change
     );
 
     // The Parquet changelog: every change of the log once, and replayed, the tables.
-    let changes = sluice.path("changes");
-    let duckdb = |sql: &str| -> Vec<Json> {
-        let out = std::process::Command::new(sluice_integration_tests::test_python())
-            .args(["-c", "import duckdb, json, sys\nfor row in duckdb.sql(sys.argv[1]).fetchall(): print(json.dumps(row, default=str))"])
-            .arg(sql.replace("{dir}", &changes.display().to_string()))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let mut rows: Vec<Json> = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
-        rows.sort_by_key(|r| r.to_string());
-        rows
-    };
+    let changes = parquet_path.replace("{dir}", &sluice.dir.path().display().to_string());
+    let duckdb = |sql: &str| ice.duckdb(sql);
     let scan = |table: &str| {
-        format!("read_parquet('{{dir}}/{table}/*/*.parquet', hive_partitioning = true, union_by_name = true)")
+        format!("read_parquet('{changes}/{table}/*/*.parquet', hive_partitioning = true, union_by_name = true)")
     };
     wait_for(
         Duration::from_secs(60),
@@ -236,26 +228,26 @@ async fn kill_9_three_times_under_a_writer_leaves_iceberg_and_the_parquet_change
         source_rows(&source, "a::text, b, qty::text", "orders"),
         "the orders changelog (truncated once) replayed in DuckDB"
     );
-    let pyarrow = std::process::Command::new(sluice_integration_tests::test_python())
-        .args([
-            "-c",
-            "import pyarrow.parquet as pq, sys; print(pq.read_table(sys.argv[1]).num_rows)",
-        ])
-        .arg(changes.join("items"))
-        .output()
-        .unwrap();
     assert_eq!(
-        String::from_utf8_lossy(&pyarrow.stdout).trim(),
-        in_log.to_string(),
-        "pyarrow reads the items files: {}",
-        String::from_utf8_lossy(&pyarrow.stderr)
+        ice.pyarrow_rows(&format!("{changes}/items")),
+        in_log as u64,
+        "pyarrow reads the items files"
     );
     sluice.stop();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_between_writing_files_and_committing_them_loses_and_repeats_nothing() {
-    let ice = Iceberg::new();
+    crash_before_commit(Storage::Local).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_s3_a_crash_between_writing_files_and_committing_them_loses_and_repeats_nothing() {
+    crash_before_commit(Storage::S3).await;
+}
+
+async fn crash_before_commit(storage: Storage) {
+    let ice = Iceberg::new(storage);
     let source = TestDb::create();
     source.exec(
         "CREATE TABLE items (id int PRIMARY KEY, name text, price numeric(10,2), tags text[], \
@@ -288,10 +280,8 @@ async fn a_crash_between_writing_files_and_committing_them_loses_and_repeats_not
         sluice.stderr()
     );
     let leftovers = |ice: &Iceberg| -> Vec<String> {
-        std::fs::read_dir(ice.table_dir("items").join("data"))
-            .unwrap()
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
+        ice.table_files("items", "data")
+            .into_iter()
             .filter(|name| name.starts_with("0000000002.lake."))
             .collect()
     };

@@ -25,6 +25,9 @@ pub struct TableMetadata {
     /// Every snapshot the metadata keeps: id and manifest list, oldest first.
     pub snapshots: Vec<(i64, String)>,
     pub properties: BTreeMap<String, String>,
+    /// What the catalog says to read and write the table's files with (`s3.endpoint`,
+    /// vended credentials such as `s3.access-key-id`); empty after a commit.
+    pub config: BTreeMap<String, String>,
 }
 
 /// The table's current snapshot.
@@ -55,6 +58,8 @@ pub struct Catalog {
     http: Http,
     /// `/v1` or `/v1/<prefix>` as the catalog's config says.
     root: String,
+    /// The config's `overrides` (file settings such as `s3.endpoint` among them).
+    overrides: BTreeMap<String, String>,
 }
 
 impl Catalog {
@@ -81,7 +86,25 @@ impl Catalog {
             Some(prefix) if !prefix.is_empty() => format!("/v1/{}", escape(prefix)),
             _ => "/v1".into(),
         };
-        Ok(Catalog { http, root })
+        Ok(Catalog {
+            http,
+            root,
+            overrides: strings(config.get("overrides")),
+        })
+    }
+
+    /// The settings for a table's files: the catalog's overrides, then the table's own.
+    pub fn file_settings(
+        &self,
+        table: &TableMetadata,
+    ) -> std::collections::HashMap<String, String> {
+        let mut settings: std::collections::HashMap<String, String> = self
+            .overrides
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        settings.extend(table.config.iter().map(|(k, v)| (k.clone(), v.clone())));
+        settings
     }
 
     pub fn base(&self) -> &str {
@@ -188,14 +211,16 @@ impl Catalog {
         self.metadata(&answer, namespace, table).map(Some)
     }
 
-    /// Creates a format-v2, unpartitioned table of `schema`.
+    /// Creates a format-v2, unpartitioned table of `schema`, at `location` when given (else
+    /// where the catalog's warehouse puts it).
     pub async fn create_table(
         &self,
         namespace: &str,
         table: &str,
         schema: &Schema,
+        location: Option<&str>,
     ) -> Result<TableMetadata, HttpError> {
-        let body = json!({
+        let mut body = json!({
             "name": table,
             "schema": schema.to_json(),
             "stage-create": false,
@@ -207,6 +232,9 @@ impl Catalog {
                 "created-by": "sluice",
             },
         });
+        if let Some(location) = location {
+            body["location"] = json!(location);
+        }
         let (_, answer) = self
             .http
             .json(
@@ -364,6 +392,7 @@ pub fn parse_metadata(answer: &Json) -> Result<TableMetadata, String> {
             all.into_iter().map(|(_, id, list)| (id, list)).collect()
         },
         properties: strings(metadata.get("properties")),
+        config: strings(answer.get("config")),
     })
 }
 

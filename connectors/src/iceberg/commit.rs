@@ -11,10 +11,11 @@
 //! its data files, minus its position deletes) when the sink first writes to it.
 
 use std::collections::{HashMap, HashSet};
+use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use bytes::Bytes;
 use serde_json::{json, Value as Json};
 use sluice_core::sink::Offsets;
 
@@ -26,7 +27,9 @@ use super::manifest::{
 };
 use super::parquet::{self, DELETE_FILE_PATH_ID, DELETE_POS_ID};
 use super::schema::Schema;
-use super::table::{fill_unavailable, local_dir, Index, Kind, Location, Pending, Row};
+use super::table::{fill_unavailable, Index, Kind, Location, Pending, Row};
+use crate::files::{Files, FilesError};
+use crate::iceberg::IcebergError;
 
 /// The summary key of a sink's offsets: `sluice.offsets.<sink>`.
 pub fn offsets_key(sink: &str) -> String {
@@ -64,37 +67,54 @@ pub fn parse_offsets(text: &str) -> Option<Offsets> {
     Some(offsets)
 }
 
-fn read(uri: &str) -> Result<Vec<u8>, String> {
-    let path = local_dir(uri)?;
-    std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))
+/// Runs a file operation from a commit's blocking thread (a directory or S3 alike).
+fn block<T>(operation: impl Future<Output = Result<T, FilesError>>) -> Result<T, IcebergError> {
+    Ok(tokio::runtime::Handle::current().block_on(operation)?)
+}
+
+fn read(files: &Files, uri: &str) -> Result<Bytes, IcebergError> {
+    block(files.get(uri))
+}
+
+/// A corrupt or unreadable file's error.
+fn bad(reason: String) -> IcebergError {
+    IcebergError::Files(reason)
 }
 
 /// The manifests of `snapshot`.
-fn manifests(snapshot: &Snapshot) -> Result<Vec<ManifestFile>, String> {
-    manifest::read_manifest_list(&read(&snapshot.manifest_list)?, &snapshot.manifest_list)
+fn manifests(files: &Files, snapshot: &Snapshot) -> Result<Vec<ManifestFile>, IcebergError> {
+    manifest::read_manifest_list(
+        &read(files, &snapshot.manifest_list)?,
+        &snapshot.manifest_list,
+    )
+    .map_err(bad)
 }
 
 /// Rebuilds the index of a current-state table at `snapshot`: where each key's live row is.
 pub fn build_index(
+    files: &Files,
     schema: &Schema,
     snapshot: Option<&Snapshot>,
     shown: &str,
-) -> Result<Index, String> {
+) -> Result<Index, IcebergError> {
     let mut index = Index::default();
     let Some(snapshot) = snapshot else {
         return Ok(index);
     };
     let mut data_files = Vec::new();
     let mut deleted: HashMap<String, HashSet<i64>> = HashMap::new();
-    for manifest in manifests(snapshot)? {
-        for entry in manifest::read_manifest(&read(&manifest.path)?, &manifest, &manifest.path)? {
+    for manifest in manifests(files, snapshot)? {
+        let bytes = read(files, &manifest.path)?;
+        for entry in manifest::read_manifest(&bytes, &manifest, &manifest.path).map_err(bad)? {
             match entry.content {
                 CONTENT_DATA => data_files.push(entry.path),
                 CONTENT_POSITION_DELETES => {
                     let rows = parquet::read_columns(
-                        &local_dir(&entry.path)?,
+                        read(files, &entry.path)?,
+                        &entry.path,
                         &[DELETE_FILE_PATH_ID, DELETE_POS_ID],
-                    )?;
+                    )
+                    .map_err(bad)?;
                     for row in rows {
                         if let [Cell::String(file), Cell::Long(pos)] = &row[..] {
                             deleted.entry(file.to_string()).or_default().insert(*pos);
@@ -102,15 +122,19 @@ pub fn build_index(
                     }
                 }
                 CONTENT_EQUALITY_DELETES => {
-                    return Err(format!(
+                    return Err(IcebergError::Table(format!(
                         "{shown} has equality delete files (another engine wrote them): sluice \
                          keeps an index of where each key's row is and cannot follow equality \
                          deletes; rewrite them as position deletes (Spark's \
                          rewrite_position_delete_files or rewrite_data_files), or write to a new \
                          table"
-                    ))
+                    )))
                 }
-                other => return Err(format!("{shown}: a file of unknown content {other}")),
+                other => {
+                    return Err(IcebergError::Table(format!(
+                        "{shown}: a file of unknown content {other}"
+                    )))
+                }
             }
         }
     }
@@ -118,7 +142,8 @@ pub fn build_index(
     for path in data_files {
         let file = index.file_id(&path);
         let gone = deleted.get(&path);
-        for (pos, cells) in parquet::read_columns(&local_dir(&path)?, ids)?
+        for (pos, cells) in parquet::read_columns(read(files, &path)?, &path, ids)
+            .map_err(bad)?
             .iter()
             .enumerate()
         {
@@ -146,7 +171,7 @@ pub struct Job {
     pub sink: String,
     pub kind: Kind,
     pub meta: TableMetadata,
-    pub dir: PathBuf,
+    pub files: Arc<Files>,
     /// The table's name, for messages.
     pub shown: String,
     pub pending: Pending,
@@ -190,26 +215,34 @@ pub fn file_prefix(sequence: i64, sink: &str) -> String {
     format!("{sequence:010}.{sink}.")
 }
 
-/// Removes files an interrupted commit of `sink` left in the table's directory (those for a
-/// sequence number above the table's last); how many.
-pub fn remove_leftovers(dir: &Path, sink: &str, last_sequence: i64) -> Result<usize, String> {
+/// Removes files an interrupted commit of `sink` left at the table's `location` (those for a
+/// sequence number above the table's last, and half-written temporary ones); how many.
+pub async fn remove_leftovers(
+    files: &Files,
+    location: &str,
+    sink: &str,
+    last_sequence: i64,
+) -> Result<usize, FilesError> {
     let mut removed = 0;
+    let location = location.trim_end_matches('/');
     for sub in ["data", "metadata"] {
-        let Ok(entries) = std::fs::read_dir(dir.join(sub)) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let name = entry.file_name();
-            let name = name.to_string_lossy();
-            let name = name.strip_prefix("snap-").unwrap_or(&name);
+        for file in files.list(&format!("{location}/{sub}")).await? {
+            if file.relative.contains('/') {
+                continue;
+            }
+            let name = file.relative.as_str();
+            let name = name
+                .strip_prefix('.')
+                .and_then(|n| n.strip_suffix(".tmp"))
+                .unwrap_or(name);
+            let name = name.strip_prefix("snap-").unwrap_or(name);
             let Some((sequence, rest)) = name.split_once('.') else {
                 continue;
             };
             let ours = rest.starts_with(&format!("{sink}."));
             if let (true, Ok(sequence)) = (ours, sequence.parse::<i64>()) {
                 if sequence > last_sequence {
-                    std::fs::remove_file(entry.path())
-                        .map_err(|e| format!("{}: {e}", entry.path().display()))?;
+                    files.delete(&file.uri).await?;
                     removed += 1;
                 }
             }
@@ -220,19 +253,17 @@ pub fn remove_leftovers(dir: &Path, sink: &str, last_sequence: i64) -> Result<us
 
 impl Job {
     /// Writes the commit's files and returns the snapshot to add.
-    pub fn run(mut self) -> Result<Prepared, String> {
+    pub fn run(mut self) -> Result<Prepared, IcebergError> {
         let sequence = self.meta.last_sequence_number + 1;
         let id = snapshot_id(&self.meta.uuid, sequence);
         let prefix = format!("{}{id}-", file_prefix(sequence, &self.sink));
         let location = self.meta.location.trim_end_matches('/').to_owned();
-        for sub in ["data", "metadata"] {
-            std::fs::create_dir_all(self.dir.join(sub))
-                .map_err(|e| format!("{}: {e}", self.dir.join(sub).display()))?;
-        }
+        let files = Arc::clone(&self.files);
         let schema = self.meta.schema.clone();
         let mut index = self.index.take();
         if self.kind == Kind::Current && index.is_none() {
             index = Some(build_index(
+                &files,
                 &schema,
                 self.meta.current.as_ref(),
                 &self.shown,
@@ -246,7 +277,7 @@ impl Job {
             .flatten()
             .collect();
         let unfilled = match &index {
-            Some(index) => fill_from_table(&mut rows, index, &schema)?,
+            Some(index) => fill_from_table(&files, &mut rows, index, &schema)?,
             None => 0,
         };
 
@@ -280,12 +311,9 @@ impl Job {
             let name = format!("{prefix}{}.parquet", data_files.len());
             let uri = format!("{location}/data/{name}");
             let cells: Vec<&[Cell]> = rows[start..end].iter().map(|r| &r.cells[..]).collect();
-            let written = parquet::write_data_file(
-                &self.dir.join("data").join(&name),
-                &uri,
-                &schema.fields,
-                &cells,
-            )?;
+            let (bytes, written) =
+                parquet::write_data_file(&uri, &schema.fields, &cells).map_err(bad)?;
+            block(files.put(&uri, bytes.into()))?;
             if let (Some(index), Kind::Current) = (&mut index, self.kind) {
                 let file = index.file_id(&uri);
                 for (pos, row) in rows[start..end].iter().enumerate() {
@@ -305,59 +333,58 @@ impl Job {
         if !deletes.is_empty() {
             let name = format!("{prefix}deletes.parquet");
             let uri = format!("{location}/data/{name}");
-            delete_files.push(parquet::write_delete_file(
-                &self.dir.join("data").join(&name),
-                &uri,
-                deletes,
-            )?);
+            let (bytes, written) = parquet::write_delete_file(&uri, deletes).map_err(bad)?;
+            block(files.put(&uri, bytes.into()))?;
+            delete_files.push(written);
         }
 
         // Manifests: the new ones first, then the parent's (none after a truncate).
         let schema_json = schema.to_json();
         let mut list = Vec::new();
-        for (files, content, label) in [
+        for (written, content, label) in [
             (&data_files, CONTENT_DATA, "data"),
             (&delete_files, CONTENT_POSITION_DELETES, "deletes"),
         ] {
-            if files.is_empty() {
+            if written.is_empty() {
                 continue;
             }
-            let added: Vec<Written> = files.iter().map(Written::Added).collect();
-            let bytes = manifest::write_manifest(&added, content, id, &schema_json, schema.id)?;
-            let name = format!("{prefix}m-{label}.avro");
-            write_synced(&self.dir.join("metadata").join(&name), &bytes)?;
+            let added: Vec<Written> = written.iter().map(Written::Added).collect();
+            let bytes = manifest::write_manifest(&added, content, id, &schema_json, schema.id)
+                .map_err(bad)?;
+            let path = format!("{location}/metadata/{prefix}m-{label}.avro");
+            let length = bytes.len() as i64;
+            block(files.put(&path, bytes.into()))?;
             list.push(ManifestFile {
-                path: format!("{location}/metadata/{name}"),
-                length: bytes.len() as i64,
+                path,
+                length,
                 spec_id: 0,
                 content,
                 sequence_number: sequence,
                 min_sequence_number: sequence,
                 added_snapshot_id: id,
-                added_files: files.len() as i32,
+                added_files: written.len() as i32,
                 existing_files: 0,
                 deleted_files: 0,
-                added_rows: files.iter().map(|f| f.record_count).sum(),
+                added_rows: written.iter().map(|f| f.record_count).sum(),
                 existing_rows: 0,
                 deleted_rows: 0,
             });
         }
         let parent = self.meta.current.as_ref();
         if let (Some(parent), false) = (parent, self.pending.truncated) {
-            let carried = manifests(parent)?;
+            let carried = manifests(&files, parent)?;
             if carried.len() >= MERGE_MANIFESTS_AT {
                 list.extend(merge(
-                    &carried, &self.dir, &location, &prefix, id, sequence, &schema,
+                    &carried, &files, &location, &prefix, id, sequence, &schema,
                 )?);
             } else {
                 list.extend(carried);
             }
         }
         let list_name = format!("snap-{prefix}list.avro");
-        let bytes = manifest::write_manifest_list(&list, id, parent.map(|p| p.id), sequence)?;
-        write_synced(&self.dir.join("metadata").join(&list_name), &bytes)?;
-        sync_dir(&self.dir.join("data"))?;
-        sync_dir(&self.dir.join("metadata"))?;
+        let bytes = manifest::write_manifest_list(&list, id, parent.map(|p| p.id), sequence)
+            .map_err(bad)?;
+        block(files.put(&format!("{location}/metadata/{list_name}"), bytes.into()))?;
 
         let added_rows: i64 = data_files.iter().map(|f| f.record_count).sum();
         let deleted_rows: i64 = delete_files.iter().map(|f| f.record_count).sum();
@@ -442,16 +469,16 @@ pub const MERGE_MANIFESTS_AT: usize = 32;
 /// live files as existing entries with the sequence numbers they had.
 fn merge(
     carried: &[ManifestFile],
-    dir: &Path,
+    files: &Files,
     location: &str,
     prefix: &str,
     snapshot_id: i64,
     sequence: i64,
     schema: &Schema,
-) -> Result<Vec<ManifestFile>, String> {
+) -> Result<Vec<ManifestFile>, IcebergError> {
     let mut by_content: Vec<(i32, Vec<Entry>)> = Vec::new();
     for m in carried {
-        let entries = manifest::read_manifest(&read(&m.path)?, m, &m.path)?;
+        let entries = manifest::read_manifest(&read(files, &m.path)?, m, &m.path).map_err(bad)?;
         match by_content.iter_mut().find(|(c, _)| *c == m.content) {
             Some((_, all)) => all.extend(entries),
             None => by_content.push((m.content, entries)),
@@ -464,12 +491,14 @@ fn merge(
         }
         let written: Vec<Written> = entries.iter().map(Written::Existing).collect();
         let bytes =
-            manifest::write_manifest(&written, content, snapshot_id, &schema.to_json(), schema.id)?;
-        let name = format!("{prefix}m-merged-{content}.avro");
-        write_synced(&dir.join("metadata").join(&name), &bytes)?;
+            manifest::write_manifest(&written, content, snapshot_id, &schema.to_json(), schema.id)
+                .map_err(bad)?;
+        let path = format!("{location}/metadata/{prefix}m-merged-{content}.avro");
+        let length = bytes.len() as i64;
+        block(files.put(&path, bytes.into()))?;
         merged.push(ManifestFile {
-            path: format!("{location}/metadata/{name}"),
-            length: bytes.len() as i64,
+            path,
+            length,
             spec_id: 0,
             content,
             sequence_number: sequence,
@@ -492,7 +521,12 @@ fn merge(
 
 /// Fills values the source did not send from the committed rows they update; how many
 /// could not be (the table had no such row).
-fn fill_from_table(rows: &mut [Row], index: &Index, schema: &Schema) -> Result<usize, String> {
+fn fill_from_table(
+    files: &Files,
+    rows: &mut [Row],
+    index: &Index,
+    schema: &Schema,
+) -> Result<usize, IcebergError> {
     let mut wanted: HashMap<u32, Vec<(usize, u32)>> = HashMap::new();
     let mut unfilled = 0;
     for (at, row) in rows.iter().enumerate() {
@@ -507,7 +541,8 @@ fn fill_from_table(rows: &mut [Row], index: &Index, schema: &Schema) -> Result<u
     }
     let ids: Vec<i32> = schema.fields.iter().map(|f| f.id).collect();
     for (file, wanted) in wanted {
-        let committed = parquet::read_columns(&local_dir(&index.files[file as usize])?, &ids)?;
+        let path = &index.files[file as usize];
+        let committed = parquet::read_columns(read(files, path)?, path, &ids).map_err(bad)?;
         for (at, pos) in wanted {
             if let Some(old) = committed.get(pos as usize) {
                 fill_unavailable(&mut rows[at].cells, old);
@@ -522,20 +557,6 @@ fn fill_from_table(rows: &mut [Row], index: &Index, schema: &Schema) -> Result<u
         }
     }
     Ok(unfilled)
-}
-
-fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), String> {
-    use std::io::Write;
-    let mut file = std::fs::File::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    file.write_all(bytes)
-        .and_then(|()| file.sync_all())
-        .map_err(|e| format!("{}: {e}", path.display()))
-}
-
-fn sync_dir(dir: &Path) -> Result<(), String> {
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| format!("{}: {e}", dir.display()))
 }
 
 /// The catalog requirements and updates that add `prepared` on top of `meta`'s snapshot.
@@ -578,6 +599,7 @@ pub fn schema_updates(meta: &TableMetadata, next: &Schema) -> (Vec<Json>, Vec<Js
 /// metadata after it, or None when nothing was due.
 pub async fn expire_snapshots(
     catalog: &Catalog,
+    files: &Files,
     namespace: &str,
     name: &str,
     meta: &TableMetadata,
@@ -607,8 +629,10 @@ pub async fn expire_snapshots(
             .rsplit('/')
             .next()
             .is_some_and(|file| file.starts_with("snap-") && file.contains(&marker));
-        if let (true, Ok(path)) = (ours, local_dir(list)) {
-            let _ = std::fs::remove_file(path);
+        if ours {
+            if let Err(err) = files.delete(list).await {
+                tracing::debug!(file = %list, error = %err, "could not remove an expired manifest list");
+            }
         }
     }
     tracing::debug!(table = %format!("{namespace}.{name}"), expired = ids.len(), "expired old snapshots");
@@ -630,8 +654,8 @@ mod tests {
         assert_eq!(parse_offsets("nonsense"), None);
     }
 
-    #[test]
-    fn leftovers_of_an_interrupted_commit_are_told_apart() {
+    #[tokio::test]
+    async fn leftovers_of_an_interrupted_commit_are_told_apart() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("data")).unwrap();
         std::fs::create_dir_all(dir.path().join("metadata")).unwrap();
@@ -639,12 +663,18 @@ mod tests {
             "data/0000000003.s1.9-0.parquet",
             "data/0000000004.s1.9-0.parquet",
             "data/0000000004.s1-2.9-0.parquet",
+            "data/.0000000005.s1.9-0.parquet.tmp",
             "metadata/snap-0000000004.s1.9-list.avro",
             "metadata/v3.metadata.json",
         ] {
             std::fs::write(dir.path().join(name), b"x").unwrap();
         }
-        assert_eq!(remove_leftovers(dir.path(), "s1", 3).unwrap(), 2);
+        let files = Files::new(&Default::default(), &Default::default());
+        let location = format!("file://{}", dir.path().display());
+        assert_eq!(
+            remove_leftovers(&files, &location, "s1", 3).await.unwrap(),
+            3
+        );
         assert!(dir.path().join("data/0000000003.s1.9-0.parquet").exists());
         assert!(dir.path().join("data/0000000004.s1-2.9-0.parquet").exists());
         assert!(dir.path().join("metadata/v3.metadata.json").exists());

@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use sluice_core::redact::SecretUrl;
 
+use crate::files::S3Config;
 pub use crate::tables::Mode;
 use crate::ConfigError;
 
@@ -28,6 +29,15 @@ pub struct IcebergSinkConfig {
     /// The warehouse to ask the catalog's config for (catalogs that serve several).
     #[serde(default)]
     pub warehouse: Option<String>,
+    /// Where tables the sink creates keep their files: `s3://bucket/prefix` or a directory,
+    /// each table under `<location>/<namespace>/<table>`. Default: where the catalog's
+    /// warehouse puts them.
+    #[serde(default)]
+    pub location: Option<String>,
+    /// How to reach S3 for tables whose files are there (`endpoint`, `region`,
+    /// `access_key_id`, `secret_access_key_file`, …); credentials a catalog vends win.
+    #[serde(default)]
+    pub s3: S3Config,
     /// Namespace of the tables (created if missing). Default `sluice`.
     #[serde(default = "default_namespace")]
     pub namespace: String,
@@ -139,6 +149,18 @@ impl IcebergSinkConfig {
                 "must be between 100 and 86400000 (a day)".into(),
             ));
         }
+        if let Some(location) = &self.location {
+            let local = location.starts_with('/') || location.starts_with("file:");
+            if !(local || crate::files::is_s3(location)) {
+                return Err(err(
+                    "location",
+                    format!(
+                        "{location:?}: give an S3 prefix (s3://bucket/warehouse) or an absolute \
+                         directory (/var/lib/warehouse)"
+                    ),
+                ));
+            }
+        }
         if self.keep_snapshots < 1 {
             return Err(err("keep_snapshots", "must be at least 1".into()));
         }
@@ -171,6 +193,7 @@ impl crate::Section for IcebergSinkConfig {
         self.token_file
             .iter_mut()
             .chain(self.ca_file.iter_mut())
+            .chain(self.s3.paths_mut())
             .collect()
     }
 

@@ -4,9 +4,9 @@
 //! the reads the sink needs back: a data file's key columns and a delete file's positions,
 //! from which it rebuilds its index of where each key's row lives.
 
-use std::fs::File;
-use std::path::Path;
 use std::sync::Arc;
+
+use bytes::Bytes;
 
 use parquet::basic::{Compression, LogicalType, Repetition, TimeUnit, Type as PhysicalType};
 use parquet::column::writer::ColumnWriter;
@@ -35,8 +35,8 @@ pub struct WrittenFile {
     pub null_counts: Vec<(i32, i64)>,
 }
 
-fn io_error(path: &Path, e: impl std::fmt::Display) -> String {
-    format!("{}: {e}", path.display())
+fn io_error(uri: &str, e: impl std::fmt::Display) -> String {
+    format!("{uri}: {e}")
 }
 
 fn properties() -> Arc<WriterProperties> {
@@ -328,17 +328,16 @@ fn leaf(field: &Field, index: usize, rows: &[&[Cell]]) -> Leaf {
     }
 }
 
-/// Writes `rows` (cells in the order of `fields`) as a data file at `path`, synced to disk.
+/// `rows` (cells in the order of `fields`) as the bytes of a data file that will be `uri`.
 pub fn write_data_file(
-    path: &Path,
     uri: &str,
     fields: &[Field],
     rows: &[&[Cell]],
-) -> Result<WrittenFile, String> {
+) -> Result<(Vec<u8>, WrittenFile), String> {
+    let path = uri;
     let schema = message(fields)?;
-    let file = File::create(path).map_err(|e| io_error(path, e))?;
-    let mut writer =
-        SerializedFileWriter::new(file, schema, properties()).map_err(|e| io_error(path, e))?;
+    let mut writer = SerializedFileWriter::new(Vec::new(), schema, properties())
+        .map_err(|e| io_error(path, e))?;
     let mut written = WrittenFile {
         path: uri.to_owned(),
         record_count: rows.len() as i64,
@@ -364,27 +363,27 @@ pub fn write_data_file(
         writer.close().map_err(|e| io_error(path, e))?;
     }
     group.close().map_err(|e| io_error(path, e))?;
-    finish(writer, path, &mut written)?;
-    Ok(written)
+    let bytes = finish(writer, path, &mut written)?;
+    Ok((bytes, written))
 }
 
 fn finish(
-    writer: SerializedFileWriter<File>,
-    path: &Path,
+    writer: SerializedFileWriter<Vec<u8>>,
+    path: &str,
     written: &mut WrittenFile,
-) -> Result<(), String> {
-    let file = writer.into_inner().map_err(|e| io_error(path, e))?;
-    file.sync_all().map_err(|e| io_error(path, e))?;
-    written.file_size = file.metadata().map_err(|e| io_error(path, e))?.len() as i64;
-    Ok(())
+) -> Result<Vec<u8>, String> {
+    let bytes = writer.into_inner().map_err(|e| io_error(path, e))?;
+    written.file_size = bytes.len() as i64;
+    Ok(bytes)
 }
 
-/// Writes position deletes (`file_path`, `pos`; sorted here as the spec asks) at `path`.
+/// Position deletes (`file_path`, `pos`; sorted here as the spec asks) as the bytes of a
+/// delete file that will be `uri`.
 pub fn write_delete_file(
-    path: &Path,
     uri: &str,
     mut deletes: Vec<(Arc<str>, i64)>,
-) -> Result<WrittenFile, String> {
+) -> Result<(Vec<u8>, WrittenFile), String> {
+    let path = uri;
     deletes.sort();
     let fields = [
         Field {
@@ -401,9 +400,8 @@ pub fn write_delete_file(
         },
     ];
     let schema = message(&fields)?;
-    let file = File::create(path).map_err(|e| io_error(path, e))?;
-    let mut writer =
-        SerializedFileWriter::new(file, schema, properties()).map_err(|e| io_error(path, e))?;
+    let mut writer = SerializedFileWriter::new(Vec::new(), schema, properties())
+        .map_err(|e| io_error(path, e))?;
     let mut group = writer.next_row_group().map_err(|e| io_error(path, e))?;
     let paths = Leaf {
         values: Values::Bytes(
@@ -443,15 +441,15 @@ pub fn write_delete_file(
         null_counts: vec![(DELETE_FILE_PATH_ID, 0), (DELETE_POS_ID, 0)],
         ..WrittenFile::default()
     };
-    finish(writer, path, &mut written)?;
-    Ok(written)
+    let bytes = finish(writer, path, &mut written)?;
+    Ok((bytes, written))
 }
 
-/// The values of the top-level columns `ids` (by field id) of every row of the Parquet file at
-/// `path`, in row order, as cells (`Cell::Null` for a column the file lacks).
-pub fn read_columns(path: &Path, ids: &[i32]) -> Result<Vec<Vec<Cell>>, String> {
-    let file = File::open(path).map_err(|e| io_error(path, e))?;
-    let reader = SerializedFileReader::new(file).map_err(|e| io_error(path, e))?;
+/// The values of the top-level columns `ids` (by field id) of every row of the Parquet file
+/// `bytes` (read from `path`), in row order, as cells (`Cell::Null` for a column the file
+/// lacks).
+pub fn read_columns(bytes: Bytes, path: &str, ids: &[i32]) -> Result<Vec<Vec<Cell>>, String> {
+    let reader = SerializedFileReader::new(bytes).map_err(|e| io_error(path, e))?;
     let root = reader.metadata().file_metadata().schema();
     let mut chosen = Vec::new();
     let mut slots = Vec::new();
@@ -544,8 +542,6 @@ mod tests {
 
     #[test]
     fn rows_written_read_back_by_field_id() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("d.parquet");
         let fields = vec![
             Field {
                 id: 1,
@@ -595,10 +591,11 @@ mod tests {
             ],
         ];
         let refs: Vec<&[Cell]> = rows.iter().map(|r| &r[..]).collect();
-        let written = write_data_file(&path, "file:///d.parquet", &fields, &refs).unwrap();
+        let (bytes, written) = write_data_file("file:///d.parquet", &fields, &refs).unwrap();
+        assert_eq!(written.file_size, bytes.len() as i64);
         assert_eq!(written.record_count, 3);
         assert_eq!(written.null_counts, vec![(1, 0), (2, 1), (4, 1)]);
-        let read = read_columns(&path, &[4, 1, 9]).unwrap();
+        let read = read_columns(bytes.into(), "d", &[4, 1, 9]).unwrap();
         assert_eq!(
             read,
             vec![
@@ -607,14 +604,10 @@ mod tests {
                 vec![Cell::Decimal(5), Cell::Long(3), Cell::Null],
             ]
         );
-        let deletes = dir.path().join("x.parquet");
-        write_delete_file(
-            &deletes,
-            "file:///x",
-            vec![("b".into(), 2), ("a".into(), 7)],
-        )
-        .unwrap();
-        let read = read_columns(&deletes, &[DELETE_FILE_PATH_ID, DELETE_POS_ID]).unwrap();
+        let (deletes, _) =
+            write_delete_file("file:///x", vec![("b".into(), 2), ("a".into(), 7)]).unwrap();
+        let read =
+            read_columns(deletes.into(), "x", &[DELETE_FILE_PATH_ID, DELETE_POS_ID]).unwrap();
         assert_eq!(read[0], vec![Cell::String("a".into()), Cell::Long(7)]);
     }
 }

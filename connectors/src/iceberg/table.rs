@@ -7,7 +7,6 @@
 //! remove rows of files committed before.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -109,8 +108,8 @@ pub struct Table {
     pub shown: String,
     pub kind: Kind,
     pub meta: TableMetadata,
-    /// The table's local directory (from its location).
-    pub dir: PathBuf,
+    /// Where its files are read and written (a directory or S3, from its location).
+    pub files: Arc<crate::files::Files>,
     /// Built on the first change (current-state tables).
     pub index: Option<Index>,
     pub pending: Pending,
@@ -122,23 +121,6 @@ pub struct Table {
     pub in_flight: Option<
         tokio::task::JoinHandle<Result<crate::iceberg::Committed, crate::iceberg::IcebergError>>,
     >,
-}
-
-/// A local directory for a table location (`file:///path` or `/path`); other schemes are
-/// not written by this version.
-pub fn local_dir(location: &str) -> Result<PathBuf, String> {
-    let path = location
-        .strip_prefix("file://")
-        .or_else(|| location.strip_prefix("file:"))
-        .unwrap_or(location);
-    if !path.starts_with('/') {
-        return Err(format!(
-            "the table's location {location} is not on a local filesystem; this sluice writes \
-             tables whose warehouse is a local directory (file://); object stores (s3://) are \
-             not supported yet"
-        ));
-    }
-    Ok(PathBuf::from(path))
 }
 
 impl Table {
@@ -455,8 +437,12 @@ mod tests {
                 current: None,
                 snapshots: Vec::new(),
                 properties: Default::default(),
+                config: Default::default(),
             },
-            dir: "/tmp/x".into(),
+            files: Arc::new(crate::files::Files::new(
+                &Default::default(),
+                &Default::default(),
+            )),
             index: None,
             pending: Pending::default(),
             committed: Offsets::new(),

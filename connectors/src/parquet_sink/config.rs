@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::files::S3Config;
 use crate::ConfigError;
 
 /// `[[sinks]] kind = "parquet"`: every change as a row of Parquet files in a directory,
@@ -14,8 +15,13 @@ use crate::ConfigError;
 pub struct ParquetSinkConfig {
     /// Sink name. Required.
     pub name: String,
-    /// The directory the files go to (made if missing; one sink per directory). Required.
+    /// Where the files go: a directory (made if missing) or an S3 prefix
+    /// (`s3://bucket/changes`); one sink per place. Required.
     pub path: PathBuf,
+    /// How to reach S3 when `path` is `s3://` (`endpoint`, `region`, `access_key_id`,
+    /// `secret_access_key_file`, …; else the AWS_* environment).
+    #[serde(default)]
+    pub s3: S3Config,
     /// Topics to deliver: names or `*` patterns (`shop.public.*`). Required.
     pub topics: Vec<String>,
     /// The directory of a topic's files under `path`: `{topic}`, `{source}`, `{schema}` and
@@ -104,7 +110,9 @@ impl crate::Section for ParquetSinkConfig {
     }
 
     fn paths_mut(&mut self) -> Vec<&mut PathBuf> {
-        vec![&mut self.path]
+        let on_s3 = crate::files::is_s3(&self.path.to_string_lossy());
+        let path = (!on_s3).then_some(&mut self.path);
+        path.into_iter().chain(self.s3.paths_mut()).collect()
     }
 
     fn topics(&self) -> &[String] {
