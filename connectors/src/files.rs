@@ -93,7 +93,9 @@ fn place(uri: &str) -> Result<Place<'_>, FilesError> {
         if let Some(rest) = uri.strip_prefix(scheme) {
             let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
             if bucket.is_empty() {
-                return Err(FilesError::Config(format!("{uri}: no bucket after {scheme}")));
+                return Err(FilesError::Config(format!(
+                    "{uri}: no bucket after {scheme}"
+                )));
             }
             return Ok(Place::S3 { bucket, key });
         }
@@ -393,8 +395,14 @@ mod tests {
         let base = format!("file://{}", dir.path().display());
         let files = Files::new(&S3Config::default(), &HashMap::new());
         let uri = format!("{base}/t/date=1/a.parquet");
-        assert!(files.put_new(&uri, Bytes::from_static(b"one")).await.unwrap());
-        assert!(!files.put_new(&uri, Bytes::from_static(b"two")).await.unwrap());
+        assert!(files
+            .put_new(&uri, Bytes::from_static(b"one"))
+            .await
+            .unwrap());
+        assert!(!files
+            .put_new(&uri, Bytes::from_static(b"two"))
+            .await
+            .unwrap());
         assert_eq!(&files.get(&uri).await.unwrap()[..], b"one");
         files
             .put(&format!("{base}/m.json"), Bytes::from_static(b"{}"))
@@ -421,7 +429,10 @@ mod tests {
             s3: Err("no S3 credentials: set s3 = { … }".into()),
         };
         let err = files.s3("s3://b/k").err().unwrap();
-        assert!(err.to_string().starts_with("s3://b/k: no S3 credentials"), "{err}");
+        assert!(
+            err.to_string().starts_with("s3://b/k: no S3 credentials"),
+            "{err}"
+        );
         assert_eq!(err.kind(), ErrorKind::Definite);
         assert!(is_s3("s3a://b/k") && !is_s3("/tmp/x"));
     }

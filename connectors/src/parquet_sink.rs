@@ -400,7 +400,9 @@ pub async fn probe(config: &ParquetSinkConfig) -> Result<String, ParquetSinkErro
     let root = root(config);
     let files = Files::new(&config.s3, &HashMap::new());
     let probe = format!("{root}/._sluice_probe.tmp");
-    files.put(&probe, bytes::Bytes::from_static(b"probe")).await?;
+    files
+        .put(&probe, bytes::Bytes::from_static(b"probe"))
+        .await?;
     files.list(&root).await?;
     files.delete(&probe).await?;
     Ok(format!("{} {root} writable", files.describe(&root)))

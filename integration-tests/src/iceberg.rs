@@ -43,7 +43,10 @@ impl Iceberg {
     pub fn new(storage: Storage) -> Iceberg {
         let services = workspace_root().join("dev/services");
         if storage == Storage::S3 {
-            run_ok(Command::new(&services).args(["up", "s3"]), "dev/services up s3");
+            run_ok(
+                Command::new(&services).args(["up", "s3"]),
+                "dev/services up s3",
+            );
         }
         run_ok(
             Command::new(&services).args(["up", "iceberg"]),
@@ -124,7 +127,10 @@ impl Iceberg {
                     .unwrap_or_default()
             }
             Storage::S3 => {
-                let prefix = format!("{}/warehouse/{}/{table}/{sub}/", self.namespace, self.namespace);
+                let prefix = format!(
+                    "{}/warehouse/{}/{table}/{sub}/",
+                    self.namespace, self.namespace
+                );
                 let out = self.python(&[
                     "-c",
                     "import boto3, os, sys\n\
@@ -146,7 +152,11 @@ impl Iceberg {
     /// The test's Python with the S3 store's settings in its environment; its stdout (a
     /// failure panics with its stderr).
     fn python(&self, args: &[&str]) -> String {
-        let out = self.python_command().args(args).output().expect("run python");
+        let out = self
+            .python_command()
+            .args(args)
+            .output()
+            .expect("run python");
         assert!(
             out.status.success(),
             "python {args:?}: {}",

@@ -56,7 +56,10 @@ impl S3 {
                 }
                 (endpoint, false)
             }
-            None => (format!("https://s3.{}.amazonaws.com", settings.region), true),
+            None => (
+                format!("https://s3.{}.amazonaws.com", settings.region),
+                true,
+            ),
         };
         Ok(S3 {
             client,
@@ -188,7 +191,10 @@ impl S3 {
                 .endpoint
                 .split_once("://")
                 .expect("checked at construction");
-            (format!("{scheme}://{bucket}.{host}"), format!("/{escaped_key}"))
+            (
+                format!("{scheme}://{bucket}.{host}"),
+                format!("/{escaped_key}"),
+            )
         };
         let host = base.split_once("://").map_or("", |(_, h)| h).to_owned();
         let mut url = format!("{base}{path}");
@@ -373,7 +379,10 @@ mod tests {
             .map(|b| unescape_xml(element(b, "Key").unwrap()))
             .collect();
         assert_eq!(keys, ["a&b/1.parquet", "c d"]);
-        assert_eq!(unescape_xml(element(xml, "NextContinuationToken").unwrap()), "t<1");
+        assert_eq!(
+            unescape_xml(element(xml, "NextContinuationToken").unwrap()),
+            "t<1"
+        );
         assert_eq!(unescape_xml("x & y &bogus; &#65;"), "x & y &bogus; A");
         let body = b"<Error><Code>NoSuchBucket</Code><Message>The specified bucket does not exist</Message></Error>";
         assert_eq!(error_code(body).as_deref(), Some("NoSuchBucket"));

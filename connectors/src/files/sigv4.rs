@@ -28,7 +28,9 @@ fn hmac_sha256(key: &[u8], data: &[u8]) -> hmac::Tag {
 pub(super) fn uri_escape(text: &str, keep_slash: bool) -> String {
     let mut out = String::with_capacity(text.len());
     for b in text.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') || (keep_slash && b == b'/')
+        if b.is_ascii_alphanumeric()
+            || matches!(b, b'-' | b'_' | b'.' | b'~')
+            || (keep_slash && b == b'/')
         {
             out.push(char::from(b));
         } else {
@@ -136,7 +138,10 @@ mod tests {
         let date = amz_date(1_369_353_600);
         assert_eq!(date, "20130524T000000Z");
         let headers = [
-            ("Host".to_owned(), "examplebucket.s3.amazonaws.com".to_owned()),
+            (
+                "Host".to_owned(),
+                "examplebucket.s3.amazonaws.com".to_owned(),
+            ),
             ("Range".to_owned(), "bytes=0-9".to_owned()),
             ("x-amz-content-sha256".to_owned(), empty.clone()),
             ("x-amz-date".to_owned(), date.clone()),
