@@ -169,12 +169,18 @@ impl Files {
         ) {
             (Some(text), _) => Some(Secret::new(text.clone())),
             (None, Some(path)) => Some(read_secret(path, "secret_access_key_file")?),
-            (None, None) => std::env::var("AWS_SECRET_ACCESS_KEY").ok().map(Secret::new),
+            (None, None) => std::env::var("AWS_SECRET_ACCESS_KEY")
+                .ok()
+                .filter(|v| !v.is_empty())
+                .map(Secret::new),
         };
         let token = match (vended.get("s3.session-token"), &config.session_token_file) {
             (Some(text), _) => Some(Secret::new(text.clone())),
             (None, Some(path)) => Some(read_secret(path, "session_token_file")?),
-            (None, None) => std::env::var("AWS_SESSION_TOKEN").ok().map(Secret::new),
+            (None, None) => std::env::var("AWS_SESSION_TOKEN")
+                .ok()
+                .filter(|v| !v.is_empty())
+                .map(Secret::new),
         };
         let key = setting(
             vended,

@@ -79,12 +79,19 @@ pub enum IcebergError {
     Files(String),
     /// Writing, reading or listing the table's files failed (a directory or S3).
     #[error("Iceberg files: {0}")]
-    Storage(#[from] FilesError),
+    Storage(FilesError),
     /// Rows the table cannot hold and no dead-letter topic to put them in.
     #[error("{0}")]
     Rejected(String),
     #[error(transparent)]
     DeadLetter(#[from] DeadLetterError),
+}
+
+// Not `#[from]`: that would make the error its own cause, printed twice.
+impl From<FilesError> for IcebergError {
+    fn from(err: FilesError) -> Self {
+        IcebergError::Storage(err)
+    }
 }
 
 impl Classify for IcebergError {

@@ -52,7 +52,7 @@ pub mod metric {
 pub enum ParquetSinkError {
     /// Writing, reading or listing the files failed (a directory or S3).
     #[error("Parquet files: {0}")]
-    Files(#[from] FilesError),
+    Files(FilesError),
     /// A file could not be encoded.
     #[error("Parquet files: {0}")]
     Encode(String),
@@ -61,6 +61,13 @@ pub enum ParquetSinkError {
     Rejected(String),
     #[error(transparent)]
     DeadLetter(#[from] DeadLetterError),
+}
+
+// Not `#[from]`: that would make the error its own cause, printed twice.
+impl From<FilesError> for ParquetSinkError {
+    fn from(err: FilesError) -> Self {
+        ParquetSinkError::Files(err)
+    }
 }
 
 impl Classify for ParquetSinkError {

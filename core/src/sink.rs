@@ -163,7 +163,14 @@ pub enum DeadLetterError {
     NoTopic,
     /// The log refused the append (retried: the events are still there to divert).
     #[error("appending to the dead-letter topic: {0}")]
-    Log(#[from] crate::event_log::LogError),
+    Log(crate::event_log::LogError),
+}
+
+// Not `#[from]`: that would make the error its own cause, printed twice by `{:#}`.
+impl From<crate::event_log::LogError> for DeadLetterError {
+    fn from(err: crate::event_log::LogError) -> Self {
+        DeadLetterError::Log(err)
+    }
 }
 
 impl Classify for DeadLetterError {

@@ -697,7 +697,24 @@ pub fn run_to_exit(sluice: &mut Sluice) -> (Option<i32>, String) {
 
 /// Runs `sluice ARGS -c CONFIG` to its end with a deadline; returns (exit code, stdout+stderr).
 pub fn sluice_command(args: &[&str], config: &Path) -> (Option<i32>, String) {
-    let mut child = Command::new(sluice_bin())
+    sluice_command_env(args, config, &[])
+}
+
+/// [`sluice_command`] with environment variables set (an empty value removes one).
+pub fn sluice_command_env(
+    args: &[&str],
+    config: &Path,
+    env: &[(&str, &str)],
+) -> (Option<i32>, String) {
+    let mut command = Command::new(sluice_bin());
+    for (name, value) in env {
+        if value.is_empty() {
+            command.env_remove(name);
+        } else {
+            command.env(name, value);
+        }
+    }
+    let mut child = command
         .args(args)
         .arg("-c")
         .arg(config)

@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 use serde_json::Value as Json;
 use sluice_integration_tests::iceberg::{Iceberg, Reader, Storage};
 use sluice_integration_tests::warehouse::{write, TABLES};
-use sluice_integration_tests::{source_config, wait_for, Rng, Sluice, TestDb};
+use sluice_integration_tests::{
+    sluice_command, sluice_command_env, source_config, wait_for, Rng, Sluice, TestDb,
+};
 
 /// The rows of a Postgres query of `json_build_array(...)`, parsed and sorted.
 fn source_rows(db: &TestDb, select: &str, table: &str) -> Vec<Json> {
@@ -326,4 +328,40 @@ async fn crash_before_commit(storage: Storage) {
         "the aborted commit's files are gone: {orphans:?} still in {now:?}"
     );
     sluice.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_mistakes_are_named_with_what_to_do() {
+    let ice = Iceberg::new(Storage::S3);
+    let source = TestDb::create();
+    source.exec("CREATE TABLE t (id int PRIMARY KEY)");
+    let (files, _) = ice.parquet_sink_config("files", "[\"src.public.*\"]", "");
+    let check = |sink: &str| {
+        let sluice = Sluice::new(&format!("{}{sink}", source_config(&source, "")));
+        sluice_command(&["check", "--connect"], &sluice.config)
+    };
+    let (code, out) = check(&files);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("S3 at http://127.0.0.1:4566"), "{out}");
+
+    let missing = files.replace("s3://sluice-test/", "s3://no-such-bucket/");
+    let (code, out) = check(&missing);
+    assert_ne!(code, Some(0), "{out}");
+    assert!(out.contains("NoSuchBucket"), "{out}");
+    assert!(out.contains("create the bucket"), "{out}");
+
+    let keyless = missing
+        .lines()
+        .filter(|line| !line.starts_with("s3 = "))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let sluice = Sluice::new(&format!("{}{keyless}", source_config(&source, "")));
+    let (code, out) = sluice_command_env(
+        &["check", "--connect"],
+        &sluice.config,
+        &[("AWS_ACCESS_KEY_ID", ""), ("AWS_SECRET_ACCESS_KEY", "")],
+    );
+    assert_ne!(code, Some(0), "{out}");
+    assert!(out.contains("no S3 credentials"), "{out}");
+    assert!(out.contains("AWS_ACCESS_KEY_ID"), "{out}");
 }

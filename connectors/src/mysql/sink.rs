@@ -42,7 +42,7 @@ pub enum SinkError {
     #[error("cannot reach the target database: {0}")]
     Connect(String),
     #[error("the sink's url cannot be used: {0}")]
-    Url(#[from] crate::UrlError),
+    Url(crate::UrlError),
     #[error("TLS to the target database failed: {0}")]
     Tls(String),
     #[error("{context}: {message}")]
@@ -61,6 +61,13 @@ pub enum SinkError {
     Poison(String),
     #[error("writing to the dead-letter topic failed: {0}")]
     DeadLetter(#[source] sluice_core::sink::DeadLetterError),
+}
+
+// Not `#[from]`: that would make the error its own cause, printed twice by `{:#}`.
+impl From<crate::UrlError> for SinkError {
+    fn from(err: crate::UrlError) -> Self {
+        SinkError::Url(err)
+    }
 }
 
 impl SinkError {

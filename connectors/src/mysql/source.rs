@@ -84,13 +84,27 @@ pub enum SourceError {
         source: history::UnreadableHistory,
     },
     #[error("the source's url cannot be used: {0}")]
-    Url(#[from] crate::UrlError),
+    Url(crate::UrlError),
     #[error("TLS to MySQL at {address} failed: {reason}")]
     Tls { address: String, reason: String },
     #[error("the saved binlog position cannot be read: {0}")]
-    Gtid(#[from] gtid::GtidError),
+    Gtid(gtid::GtidError),
     #[error("{0}")]
     Other(String),
+}
+
+// Not `#[from]`: that would make the error its own cause, printed twice by `{:#}`.
+impl From<crate::UrlError> for SourceError {
+    fn from(err: crate::UrlError) -> Self {
+        SourceError::Url(err)
+    }
+}
+
+// Not `#[from]`: that would make the error its own cause, printed twice by `{:#}`.
+impl From<gtid::GtidError> for SourceError {
+    fn from(err: gtid::GtidError) -> Self {
+        SourceError::Gtid(err)
+    }
 }
 
 impl SourceError {
