@@ -123,6 +123,7 @@ pub fn clickhouse_sink(
         last_layouts: None,
         last_delete: None,
         buffer: Buffer::default(),
+        catching_up: false,
         in_flight: None,
         durable: Offsets::new(),
     };
@@ -160,6 +161,9 @@ pub struct ClickHouseSink {
     /// after it in the same topic that lacks values is the new row of a key change.
     last_delete: Option<(Arc<str>, Vec<Value>)>,
     buffer: Buffer,
+    /// The last insert went out because `batch_bytes` were waiting: a backlog is being read,
+    /// and what is left of it goes in as soon as the runtime finds nothing new.
+    catching_up: bool,
     in_flight: Option<tokio::task::JoinHandle<Result<Offsets, ClickHouseError>>>,
     /// What the server holds: the offsets stored last.
     durable: Offsets,
@@ -465,15 +469,17 @@ impl ChangeSink for ClickHouseSink {
                 .since
                 .is_none_or(|since| since.elapsed() < 2 * self.config.flush_interval());
         if (self.buffer.bytes >= self.config.batch_bytes || due) && !after_delete {
+            self.catching_up |= self.buffer.bytes >= self.config.batch_bytes;
             self.start_flush().await?;
         }
         Ok(())
     }
 
     /// The runtime found nothing new: rows waiting go in once their interval is up (so that
-    /// a trickle of changes makes one insert per interval, not one per change).
+    /// a trickle of changes makes one insert per interval, not one per change), or at once at
+    /// the end of a backlog (waiting would gather nothing more).
     async fn flush(&mut self) -> Result<(), ClickHouseError> {
-        if let Some(since) = self.buffer.since {
+        if let (Some(since), false) = (self.buffer.since, std::mem::take(&mut self.catching_up)) {
             let wait = self.config.flush_interval().saturating_sub(since.elapsed());
             if wait > Duration::ZERO {
                 tokio::time::sleep(wait).await;

@@ -156,6 +156,7 @@ pub fn iceberg_sink(
         routes: HashMap::new(),
         keyless_warned: HashSet::new(),
         durable: Offsets::new(),
+        catching_up: false,
     };
     TypedSink::new(sink, RecordDecoder::new(registry), false)
 }
@@ -174,6 +175,9 @@ pub struct IcebergSink {
     keyless_warned: HashSet<String>,
     /// What every table holds: per partition, the lowest offset the tables fed by it store.
     durable: Offsets,
+    /// The last commits went out because `commit_bytes` were waiting: a backlog is being
+    /// read, and what is left of it is committed as soon as the runtime finds nothing new.
+    catching_up: bool,
 }
 
 fn connect(config: &IcebergSinkConfig) -> Result<Http, IcebergError> {
@@ -746,15 +750,17 @@ impl ChangeSink for IcebergSink {
         let (bytes, since) = self.waiting();
         let due = since.is_some_and(|since| since.elapsed() >= self.config.commit_interval());
         if bytes >= self.config.commit_bytes || due {
+            self.catching_up |= bytes >= self.config.commit_bytes;
             self.commit_all(false).await?;
         }
         Ok(())
     }
 
-    /// The runtime found nothing new: what waits is committed once its interval is up.
+    /// The runtime found nothing new: what waits is committed once its interval is up, or at
+    /// once at the end of a backlog (waiting would gather nothing more).
     async fn flush(&mut self) -> Result<(), IcebergError> {
         let (_, since) = self.waiting();
-        if let Some(since) = since {
+        if let (Some(since), false) = (since, std::mem::take(&mut self.catching_up)) {
             let wait = self
                 .config
                 .commit_interval()

@@ -96,6 +96,7 @@ pub fn parquet_sink(
         buffers: HashMap::new(),
         durable: Offsets::new(),
         files: 0,
+        catching_up: false,
         storage: None,
     };
     TypedSink::new(sink, RecordDecoder::new(registry), false)
@@ -128,6 +129,9 @@ pub struct ParquetSink {
     /// What the directory holds: the next offset after each partition's last file.
     durable: Offsets,
     files: u64,
+    /// The last files were written because `roll_bytes` were waiting: a backlog is being
+    /// read, and what is left of it is written as soon as the runtime finds nothing new.
+    catching_up: bool,
     /// Where the files go, from `open`.
     storage: Option<Files>,
 }
@@ -379,13 +383,16 @@ impl ChangeSink for ParquetSink {
         if bytes >= self.config.roll_bytes
             || since.is_some_and(|s| s.elapsed() >= self.config.roll_interval())
         {
+            self.catching_up |= bytes >= self.config.roll_bytes;
             self.write_all().await?;
         }
         Ok(())
     }
 
+    /// The runtime found nothing new: what waits is written once its interval is up, or at
+    /// once at the end of a backlog.
     async fn flush(&mut self) -> Result<(), ParquetSinkError> {
-        if let (_, Some(since)) = self.waiting() {
+        if let ((_, Some(since)), false) = (self.waiting(), std::mem::take(&mut self.catching_up)) {
             let wait = self.config.roll_interval().saturating_sub(since.elapsed());
             if wait > Duration::ZERO {
                 tokio::time::sleep(wait).await;

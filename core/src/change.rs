@@ -90,4 +90,22 @@ pub trait ChangeDecoder: Send + 'static {
     /// it (`None` for tombstones and records that name none). Ids grow as versions are
     /// registered.
     fn schema_id(&self, record: &SinkRecord) -> Option<u32>;
+
+    /// Another decoder like this one (what it learned, such as schemas, included), so that a
+    /// batch can be decoded on several threads at once; None (the default): this decoder
+    /// decodes alone.
+    fn fork(&self) -> Option<Self>
+    where
+        Self: Sized,
+    {
+        None
+    }
+
+    /// Takes back what a fork learned while it decoded.
+    fn join(&mut self, fork: Self)
+    where
+        Self: Sized,
+    {
+        let _ = fork;
+    }
 }

@@ -86,4 +86,17 @@ impl ChangeDecoder for RecordDecoder {
         }
         header_schema_id(record)
     }
+
+    fn fork(&self) -> Option<RecordDecoder> {
+        Some(RecordDecoder {
+            registry: Arc::clone(&self.registry),
+            plans: self.plans.clone(),
+        })
+    }
+
+    fn join(&mut self, fork: RecordDecoder) {
+        for (id, plan) in fork.plans {
+            self.plans.entry(id).or_insert(plan);
+        }
+    }
 }
