@@ -63,6 +63,17 @@ pub(crate) enum Command {
         #[arg(long = "where", value_name = "CONDITION")]
         filter: Option<String>,
     },
+    /// Rebuild an OpenSearch sink's index for one table from the log into a fresh index and
+    /// move the index's name (made an alias) onto it: a mapping change without downtime. Runs
+    /// beside `sluice run`; the log must still hold the table's history from offset 0.
+    Reindex {
+        #[arg(short, long, value_name = "FILE")]
+        config: PathBuf,
+        /// The sink, by its name in the config.
+        sink: String,
+        /// The table: schema.table, table, or its whole topic name.
+        table: String,
+    },
     /// Inspect the embedded log.
     Log {
         #[command(subcommand)]
@@ -176,6 +187,22 @@ pub(crate) fn dispatch(cli: Cli) -> Result<(), Failure> {
         } => {
             let loaded = config::load(&config).map_err(Failure::config)?;
             run::request_snapshot(&loaded, &source, &tables, filter.as_deref())
+        }
+        Command::Reindex {
+            config,
+            sink,
+            table,
+        } => {
+            let loaded = config::load(&config).map_err(Failure::config)?;
+            #[cfg(feature = "opensearch")]
+            return crate::reindex::reindex(&loaded, &sink, &table);
+            #[cfg(not(feature = "opensearch"))]
+            {
+                let _ = (loaded, sink, table);
+                Err(Failure::config(anyhow::anyhow!(
+                    "this sluice was built without the opensearch feature"
+                )))
+            }
         }
         Command::Log { command } => log_cmd::dispatch(command),
     }

@@ -8,6 +8,8 @@ mod config;
 mod connect;
 mod log_cmd;
 mod registry_cmd;
+#[cfg(feature = "opensearch")]
+mod reindex;
 mod run;
 mod status;
 

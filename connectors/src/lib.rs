@@ -323,6 +323,11 @@ impl SinkConfig {
         self.section().topics()
     }
 
+    /// The sink's `kind` as the config spells it.
+    pub fn kind(&self) -> &'static str {
+        self.section().kind()
+    }
+
     /// The log topic this sink diverts rejected events to, if any.
     pub fn dead_letter_topic(&self) -> Option<&str> {
         self.section().dead_letter_topic()

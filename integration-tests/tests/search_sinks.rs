@@ -451,3 +451,69 @@ async fn typesense_rejects_a_document_of_the_wrong_type_to_the_dead_letter_topic
         sluice.stderr()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opensearch_reindex_rebuilds_an_index_under_a_writer_and_moves_its_name_without_losing_a_change(
+) {
+    let search = OpenSearch::new();
+    let source = TestDb::create();
+    source.exec(TABLES);
+    let sink = search.sink_config("search", "[\"src.public.*\"]", "");
+    let mut sluice = Sluice::new(&format!("{}{sink}", source_config(&source, "")));
+    sluice.start();
+    source.wait_for_streaming().await;
+    let want = || expected(&source);
+    wait_equal(want, || actual(&search), Duration::from_secs(60)).await;
+
+    // A rebuild while a writer changes both tables: the index's name becomes an alias of the
+    // rebuilt index, and what the writer did before, during and after it is all there.
+    let writer = sluice_core::task::spawn_in_span(write(source.url(), 12));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let items = search.index("items");
+    let alias_of = |name: &str| -> Vec<String> {
+        let answer = search.request("GET", &format!("/_alias/{name}"), None);
+        answer
+            .as_object()
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default()
+    };
+    // (sluice_command puts `-c CONFIG` after the arguments.)
+    let run = |args: &[&str]| tokio::task::block_in_place(|| sluice_command(args, &sluice.config));
+    let (code, out) = run(&["reindex", "search", "public.items"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains(&format!("the index {items} replaced by an alias")),
+        "{out}"
+    );
+    let first = alias_of(&items);
+    assert_eq!(first.len(), 1, "{first:?}");
+    assert!(first[0].starts_with(&format!("{items}_r")), "{first:?}");
+    writer.await.unwrap();
+    wait_equal(want, || actual(&search), Duration::from_secs(60)).await;
+
+    // Again: the alias moves to a newer index and the one it left is deleted; the running
+    // sink keeps writing through the name.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (code, out) = run(&["reindex", "search", "items"]);
+    assert_eq!(code, Some(0), "{out}");
+    let second = alias_of(&items);
+    assert_eq!(second.len(), 1, "{second:?}");
+    assert_ne!(second, first, "{out}");
+    assert!(out.contains(&format!("{} deleted", first[0])), "{out}");
+    let gone = search.request("GET", &format!("/{}", first[0]), None);
+    assert_eq!(gone["status"], 404, "{gone}");
+    source.exec("INSERT INTO items VALUES (999999, 'after both', 1, ARRAY['z'], '{}')");
+    wait_equal(want, || actual(&search), Duration::from_secs(60)).await;
+
+    // What it refuses, with what to do.
+    let (code, out) = run(&["reindex", "search", "nosuch"]);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(
+        out.contains("no topic of sink search in the log holds a table \"nosuch\""),
+        "{out}"
+    );
+    let (code, out) = run(&["reindex", "other", "items"]);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("no sink named \"other\""), "{out}");
+    assert_eq!(sluice.stop(), Some(0), "{}", sluice.stderr());
+}

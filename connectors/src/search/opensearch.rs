@@ -23,6 +23,7 @@ pub mod bulk;
 pub mod config;
 mod index;
 pub mod mapping;
+pub mod reindex;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;

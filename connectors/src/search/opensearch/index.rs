@@ -102,7 +102,12 @@ impl OpenSearchTarget {
                 &[],
             )
             .await?;
-        let settings = &answer[index]["settings"];
+        // Keyed by the concrete index, which differs from `index` when that is an alias
+        // (after `sluice reindex`).
+        let settings = answer
+            .get(index)
+            .or_else(|| answer.as_object().and_then(|m| m.values().next()))
+            .map_or(&serde_json::Value::Null, |i| &i["settings"]);
         let text = |key: &str| {
             settings
                 .get(key)
