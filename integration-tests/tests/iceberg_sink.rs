@@ -135,12 +135,23 @@ async fn kill_9_three_times(storage: Storage) {
         (2..=11).contains(&snapshots),
         "{snapshots} snapshots kept with keep_snapshots = 10"
     );
-    // The commits' manifests were merged along the way (and the readers above read through).
+    // The commits' manifests were merged along the way (and the readers above read through):
+    // each commit carries one or two more, and 32 carried are merged, so past 33 commits a
+    // merged manifest exists. (A slow run, a debug build on S3, may commit fewer times.)
     let merged = ice
         .table_files("items", "metadata")
         .iter()
         .any(|name| name.contains("m-merged"));
-    assert!(merged, "no merged manifest after dozens of commits");
+    let commits = metadata["metadata"]["last-sequence-number"]
+        .as_u64()
+        .unwrap_or(0);
+    if commits >= 34 {
+        assert!(merged, "no merged manifest after {commits} commits");
+    } else {
+        eprintln!(
+            "{commits} commits to items: too few to need a merged manifest (merged: {merged})"
+        );
+    }
     // Each change of the log once in the changelog, whatever the kills interrupted.
     let in_log = sluice
         .records("src.public.items")
