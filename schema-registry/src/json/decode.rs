@@ -43,23 +43,7 @@ pub(crate) fn decode(plan: &Plan, value: &[u8]) -> Result<Change, DatumError> {
         Some("m") => Op::Message,
         other => return Err(format!("the envelope has no known op ({other:?})").into()),
     };
-    let row = |field: &str, row: Option<Vec<Json>>| -> Result<Option<Vec<Value>>, DatumError> {
-        let Some(row) = row else {
-            return Ok(None);
-        };
-        plan.table
-            .columns
-            .iter()
-            .zip(&row)
-            .map(|(column, json)| {
-                value_of(json, &column.data_type)
-                    .map_err(|e| DatumError(format!("{field}.{}: {e}", column.name)))
-            })
-            .collect::<Result<Vec<Value>, DatumError>>()
-            .map(Some)
-    };
-    let before = row("before", parts.before)?;
-    let after = row("after", parts.after)?;
+    let (before, after) = (parts.before, parts.after);
     let source = parts.source;
     Ok(Change {
         table: Arc::clone(&plan.table),
@@ -85,9 +69,9 @@ pub(crate) fn decode(plan: &Plan, value: &[u8]) -> Result<Change, DatumError> {
 #[derive(Default)]
 struct Parts {
     op: Option<String>,
-    /// Per column of the plan's table, its JSON value (null when absent).
-    before: Option<Vec<Json>>,
-    after: Option<Vec<Json>>,
+    /// Per column of the plan's table, its value (null when absent).
+    before: Option<Vec<Value>>,
+    after: Option<Vec<Value>>,
     source: SourceParts,
     txn_id: Option<String>,
     total_order: Option<u64>,
@@ -198,7 +182,7 @@ impl<'de> serde::de::Visitor<'de> for EnvelopeSeed<'_> {
 struct RowSeed<'p>(&'p Plan, &'static str);
 
 impl<'de> DeserializeSeed<'de> for RowSeed<'_> {
-    type Value = Option<Vec<Json>>;
+    type Value = Option<Vec<Value>>;
 
     fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         d.deserialize_option(self)
@@ -206,7 +190,7 @@ impl<'de> DeserializeSeed<'de> for RowSeed<'_> {
 }
 
 impl<'de> serde::de::Visitor<'de> for RowSeed<'_> {
-    type Value = Option<Vec<Json>>;
+    type Value = Option<Vec<Value>>;
 
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         write!(f, "{} as an object or null", self.1)
@@ -226,7 +210,7 @@ impl<'de> serde::de::Visitor<'de> for RowSeed<'_> {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let columns = &self.0.table.columns;
-        let mut row = vec![Json::Null; columns.len()];
+        let mut row = vec![Value::Null; columns.len()];
         // Keys arrive in the columns' order (the encoder writes them so): try the next column
         // first, then look for the name.
         let mut next = 0;
@@ -238,7 +222,12 @@ impl<'de> serde::de::Visitor<'de> for RowSeed<'_> {
             };
             match index {
                 Some(index) => {
-                    row[index] = map.next_value()?;
+                    let column = &columns[index];
+                    row[index] = map.next_value_seed(ValueSeed {
+                        data_type: &column.data_type,
+                        field: self.1,
+                        column: &column.name,
+                    })?;
                     next = index + 1;
                 }
                 None => {
@@ -247,6 +236,161 @@ impl<'de> serde::de::Visitor<'de> for RowSeed<'_> {
             }
         }
         Ok(Some(row))
+    }
+}
+
+/// One column's value, read straight from the envelope into what the column's type holds
+/// (no JSON tree in between: that allocation was a good part of a sink's decoding). Arrays go
+/// through a JSON value, element by element as [`value_of`] reads them.
+struct ValueSeed<'a> {
+    data_type: &'a DataType,
+    field: &'static str,
+    column: &'a str,
+}
+
+impl ValueSeed<'_> {
+    /// `field.column: shown is not a <type> value`.
+    fn bad<E: serde::de::Error>(&self, shown: impl std::fmt::Display) -> E {
+        E::custom(format!(
+            "{}.{}: {shown} is not a {} value",
+            self.field, self.column, self.data_type
+        ))
+    }
+
+    fn int<E: serde::de::Error>(&self, n: i64) -> Result<Value, E> {
+        let narrow = |ok: Option<Value>| ok.ok_or_else(|| self.bad(n));
+        match self.data_type {
+            DataType::Int8 => narrow(i8::try_from(n).ok().map(Value::Int8)),
+            DataType::Int16 => narrow(i16::try_from(n).ok().map(Value::Int16)),
+            DataType::Int32 => narrow(i32::try_from(n).ok().map(Value::Int32)),
+            DataType::Int64 => Ok(Value::Int64(n)),
+            DataType::UInt8 => narrow(u8::try_from(n).ok().map(Value::UInt8)),
+            DataType::UInt16 => narrow(u16::try_from(n).ok().map(Value::UInt16)),
+            DataType::UInt32 => narrow(u32::try_from(n).ok().map(Value::UInt32)),
+            DataType::UInt64 => narrow(u64::try_from(n).ok().map(Value::UInt64)),
+            DataType::Float32 => Ok(Value::Float32(n as f32)),
+            DataType::Float64 => Ok(Value::Float64(n as f64)),
+            DataType::Date => Ok(Value::Date(match n {
+                n if n == i64::from(i32::MAX) => Date::PositiveInfinity,
+                n if n == i64::from(i32::MIN) => Date::NegativeInfinity,
+                n => Date::Days(i32::try_from(n).map_err(|_| self.bad(n))?),
+            })),
+            DataType::Time => Ok(Value::Time(n)),
+            DataType::Timestamp => Ok(Value::Timestamp(match n {
+                TIMESTAMP_POSITIVE_INFINITY_US => Timestamp::PositiveInfinity,
+                TIMESTAMP_NEGATIVE_INFINITY_US => Timestamp::NegativeInfinity,
+                n => Timestamp::Micros(n),
+            })),
+            _ => Err(self.bad(n)),
+        }
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for ValueSeed<'_> {
+    type Value = Value;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        if let DataType::Array(_) = self.data_type {
+            let json = <Json as serde::Deserialize>::deserialize(d)?;
+            return value_of(&json, self.data_type).map_err(|e| {
+                serde::de::Error::custom(format!("{}.{}: {e}", self.field, self.column))
+            });
+        }
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for ValueSeed<'_> {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(f, "a {} value", self.data_type)
+    }
+
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_none<E: serde::de::Error>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, b: bool) -> Result<Value, E> {
+        match self.data_type {
+            DataType::Bool => Ok(Value::Bool(b)),
+            _ => Err(self.bad(b)),
+        }
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<Value, E> {
+        self.int(n)
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<Value, E> {
+        match (self.data_type, i64::try_from(n)) {
+            (DataType::UInt64, _) => Ok(Value::UInt64(n)),
+            (DataType::Float32, _) => Ok(Value::Float32(n as f32)),
+            (DataType::Float64, _) => Ok(Value::Float64(n as f64)),
+            (_, Ok(n)) => self.int(n),
+            (_, Err(_)) => Err(self.bad(n)),
+        }
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, x: f64) -> Result<Value, E> {
+        match self.data_type {
+            DataType::Float32 => Ok(Value::Float32(x as f32)),
+            DataType::Float64 => Ok(Value::Float64(x)),
+            _ => Err(self.bad(x)),
+        }
+    }
+
+    fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Value, E> {
+        if text == UNAVAILABLE_VALUE {
+            return Ok(Value::Unavailable);
+        }
+        let bad = || self.bad(Json::String(text.to_owned()));
+        Ok(match self.data_type {
+            DataType::Float32 | DataType::Float64 => {
+                let x = match text {
+                    "NaN" => f64::NAN,
+                    "Infinity" => f64::INFINITY,
+                    "-Infinity" => f64::NEG_INFINITY,
+                    _ => return Err(bad()),
+                };
+                if *self.data_type == DataType::Float32 {
+                    Value::Float32(x as f32)
+                } else {
+                    Value::Float64(x)
+                }
+            }
+            DataType::Decimal { .. } => Value::Decimal(Decimal::parse(text).ok_or_else(bad)?),
+            DataType::Text | DataType::TimeTz | DataType::Interval | DataType::Set => {
+                Value::Text(text.into())
+            }
+            DataType::Bytes => Value::Bytes(
+                base64::engine::general_purpose::STANDARD
+                    .decode(text)
+                    .map_err(|_| bad())?
+                    .into(),
+            ),
+            DataType::Uuid => Value::Uuid(value::parse_uuid(text).ok_or_else(bad)?),
+            DataType::Json => Value::Json(text.to_owned()),
+            DataType::Enum => Value::Enum(text.to_owned()),
+            DataType::TimestampTz => Value::TimestampTz(match text {
+                "infinity" => Timestamp::PositiveInfinity,
+                "-infinity" => Timestamp::NegativeInfinity,
+                text => Timestamp::Micros(value::parse_utc_timestamp(text).ok_or_else(bad)?),
+            }),
+            _ => return Err(bad()),
+        })
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, _: A) -> Result<Value, A::Error> {
+        Err(self.bad("an array"))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, _: A) -> Result<Value, A::Error> {
+        Err(self.bad("an object"))
     }
 }
 
