@@ -67,6 +67,12 @@ pub trait RecordSink: Send {
     /// apply whole commits hold those back).
     fn partitions_cut(&mut self, _cut: &[(Arc<str>, u32)]) {}
 
+    /// Before each `write`, with `partitions_cut`: per source, the last log commit that was
+    /// whole in the log before the round's first read. The round reads its partitions one
+    /// after another, so a later commit may have been read in some partitions and not yet in
+    /// others; sinks that apply whole commits hold such commits back.
+    fn committed_before_read(&mut self, _committed: &[(String, u64)]) {}
+
     /// For sinks whose `write` returns before the destination has committed (they apply in
     /// the background, or hold records back): the next offset per partition that the
     /// destination holds durably now. The runtime commits these, not what it handed to

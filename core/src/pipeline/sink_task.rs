@@ -124,7 +124,12 @@ where
                 }
             };
             offsets.extend(round.skipped);
-            let Round { records, cut, .. } = round;
+            let Round {
+                records,
+                cut,
+                committed,
+                ..
+            } = round;
             if !records.is_empty() {
                 let mut next = offsets.clone();
                 for record in &records {
@@ -155,6 +160,7 @@ where
                         sink.flush().await
                     } else {
                         sink.partitions_cut(&cut);
+                        sink.committed_before_read(&committed);
                         sink.write(&records).await
                     }
                 };
@@ -224,6 +230,8 @@ struct Round {
     cut: Vec<(Arc<str>, u32)>,
     /// Partitions whose next offset moved past records the log's retention deleted.
     skipped: Offsets,
+    /// Per source, its last commit before the round read anything (its checkpoint's).
+    committed: Vec<(String, u64)>,
 }
 
 /// The partition a round starts with: one further than the last round's.
@@ -252,7 +260,24 @@ async fn read_round<L: EventLog>(
         records: Vec::new(),
         cut: Vec::new(),
         skipped: Offsets::new(),
+        committed: Vec::new(),
     };
+    // Each source's last commit before any partition is read: everything up to it is in every
+    // partition this round reads (commits become visible whole), later commits maybe not.
+    let mut sources: Vec<&str> = assigned
+        .iter()
+        .map(|(topic, _)| topic.split('.').next().unwrap_or(topic))
+        .collect();
+    sources.sort_unstable();
+    sources.dedup();
+    for source in sources {
+        if let Some(text) = log.checkpoint(source).await.map_err(log_error)? {
+            let commit = crate::checkpoint::Checkpoint::commit_in(&text);
+            if commit > 0 {
+                round.committed.push((source.to_owned(), commit));
+            }
+        }
+    }
     let mut budget = settings.max_batch_bytes;
     let count = assigned.len();
     for i in 0..count {

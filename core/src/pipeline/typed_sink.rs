@@ -57,6 +57,9 @@ pub struct TypedSink<S, D> {
     /// Whole-commit mode: records of log commits not yet read whole.
     pending: Vec<SinkRecord>,
     cut: Vec<(Arc<str>, u32)>,
+    /// Whole-commit mode: per source, its last commit that was whole in the log before the
+    /// last read began (later ones may have been read in some partitions only).
+    committed: HashMap<String, u64>,
     /// Whole-commit mode: past this many bytes pending, the oldest open commit goes to the sink
     /// in parts.
     max_pending_bytes: usize,
@@ -91,6 +94,7 @@ impl<S: ChangeSink, D: ChangeDecoder> TypedSink<S, D> {
             whole_commits,
             pending: Vec::new(),
             cut: Vec::new(),
+            committed: HashMap::new(),
             max_pending_bytes: DEFAULT_MAX_PENDING_BYTES,
             open: HashMap::new(),
             max_write_bytes: MAX_WRITE_BYTES,
@@ -223,6 +227,12 @@ impl<S: ChangeSink, D: ChangeDecoder> TypedSink<S, D> {
             };
             let limit = limits.entry(source).or_insert(u64::MAX);
             *limit = (*limit).min(bound);
+        }
+        // A commit after the source's last one before the read began may have been read in
+        // some partitions and not in others (it landed between their reads): it waits.
+        for (source, commit) in &self.committed {
+            let limit = limits.entry(source.as_str()).or_insert(u64::MAX);
+            *limit = (*limit).min(commit.saturating_add(1));
         }
         let limit_of = |record: &SinkRecord| {
             limits
@@ -398,6 +408,10 @@ impl<S: ChangeSink, D: ChangeDecoder> RecordSink for TypedSink<S, D> {
 
     fn partitions_cut(&mut self, cut: &[(Arc<str>, u32)]) {
         self.cut = cut.to_vec();
+    }
+
+    fn committed_before_read(&mut self, committed: &[(String, u64)]) {
+        self.committed = committed.iter().cloned().collect();
     }
 
     fn applied(&self) -> Option<&Offsets> {
@@ -666,6 +680,37 @@ mod tests {
         sink.partitions_cut(&[]);
         let ready = sink.take_ready(&[record(5, Some((8, true)))]);
         assert_eq!(offsets(&ready.whole), [2, 3, 4, 5]);
+        assert!(sink.pending.is_empty());
+    }
+
+    #[test]
+    fn a_commit_newer_than_the_reads_start_waits_for_its_other_partitions() {
+        let mut sink = TypedSink::new(NoSink, NoDecoder, true);
+        let on = |topic: &str, mut record: SinkRecord| {
+            record.topic = Arc::from(topic);
+            record
+        };
+        // Commit 7 was whole before the round read anything; commit 8 landed between the
+        // reads of src.a (read first, without it) and src.b (read after, with its half).
+        sink.partitions_cut(&[]);
+        sink.committed_before_read(&[("src".into(), 7)]);
+        let read = [
+            on("src.a", record(0, Some((7, true)))),
+            on("src.b", record(0, None)),
+            on("src.b", record(1, Some((8, true)))),
+        ];
+        let ready = sink.take_ready(&read);
+        assert_eq!(offsets(&ready.whole), [0]);
+        assert_eq!(&*ready.whole[0].topic, "src.a");
+        assert_eq!(
+            offsets(&sink.pending),
+            [0, 1],
+            "src.b's half of commit 8 waits"
+        );
+        // The next round began after commit 8: both halves go together.
+        sink.committed_before_read(&[("src".into(), 8)]);
+        let ready = sink.take_ready(&[on("src.a", record(1, Some((8, true))))]);
+        assert_eq!(ready.whole.len(), 3);
         assert!(sink.pending.is_empty());
     }
 
