@@ -65,14 +65,15 @@ async fn rebuild(
     let runtime = |e: &dyn std::fmt::Display| Failure::runtime(anyhow!("{e}"));
     let log = open_log(config)?;
     let (live, topics) = topics_of(os, &log, table)?;
-    let before = reindex::live(os, &live).await.map_err(|e| runtime(&e))?;
+    let http = reindex::client(os).map_err(|e| runtime(&e))?;
+    let before = reindex::live(&http, &live).await.map_err(|e| runtime(&e))?;
     let rebuilt = format!("{live}_r{}", stamp());
     let mut settings = os.clone();
     settings.name = format!("{}_reindex", os.name);
     settings.topics = topics.clone();
     settings.index = rebuilt.clone();
     settings.dead_letter_topic = None;
-    reindex::forget_offsets(os, &settings.name)
+    reindex::forget_offsets(&http, &os.offsets_index, &settings.name)
         .await
         .map_err(|e| runtime(&e))?;
     println!(
@@ -108,7 +109,7 @@ async fn rebuild(
     let copied = copy(&log, &settings, &ranges).await?;
 
     // 2. The name moves.
-    let replaced = reindex::move_alias(os, &live, &rebuilt, &before)
+    let replaced = reindex::move_alias(&http, &live, &rebuilt, &before)
         .await
         .map_err(|e| runtime(&e))?;
 
@@ -119,17 +120,17 @@ async fn rebuild(
         range.to = log.stable_offset(&range.topic, range.partition);
     }
     let caught_up = copy(&log, &settings, &ranges).await?;
-    reindex::forget_offsets(os, &settings.name)
+    reindex::forget_offsets(&http, &os.offsets_index, &settings.name)
         .await
         .map_err(|e| runtime(&e))?;
     if let Live::Alias(_) = before {
         for old in &replaced {
-            reindex::delete_index(os, old)
+            reindex::delete_index(&http, old)
                 .await
                 .map_err(|e| runtime(&e))?;
         }
     }
-    let documents = reindex::count(os, &rebuilt)
+    let documents = reindex::count(&http, &rebuilt)
         .await
         .map_err(|e| runtime(&e))?;
     let was = match before {

@@ -98,6 +98,7 @@ pub fn parquet_sink(
         files: 0,
         catching_up: false,
         storage: None,
+        root: String::new(),
     };
     TypedSink::new(sink, RecordDecoder::new(registry), false)
 }
@@ -134,6 +135,8 @@ pub struct ParquetSink {
     catching_up: bool,
     /// Where the files go, from `open`.
     storage: Option<Files>,
+    /// `config.path` as a location (`file://…` or `s3://…`).
+    root: String,
 }
 
 const SUFFIX: &str = ".parquet";
@@ -251,7 +254,7 @@ impl ParquetSink {
     }
 
     async fn write_manifest(&self) -> Result<(), ParquetSinkError> {
-        let uri = format!("{}/_sluice_manifest.json", root(&self.config));
+        let uri = format!("{}/_sluice_manifest.json", self.root);
         let body = serde_json::json!({
             "sink": self.config.name,
             "offsets": crate::iceberg::commit::offsets_value(&self.durable),
@@ -282,6 +285,7 @@ impl ChangeSink for ParquetSink {
         files.check(&root)?;
         let (found, removed) = scan(&files, &root).await?;
         self.storage = Some(files);
+        self.root = root.clone();
         if removed > 0 {
             tracing::warn!(files = removed, "removed temporary files an interrupted write left (their changes are written again from the log)");
         }
@@ -324,7 +328,7 @@ impl ChangeSink for ParquetSink {
                 }
             }
             let offset = record.record.offset;
-            let dir = format!("{}/{}/date={date}", root(&self.config), key.0);
+            let dir = format!("{}/{}/date={date}", self.root, key.0);
             let table = key.0.clone();
             let buffer = self
                 .buffers

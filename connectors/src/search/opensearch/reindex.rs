@@ -8,6 +8,7 @@ use serde_json::{json, Value as Json};
 use sluice_core::event::TableId;
 
 use super::{connect, OpenSearchSinkConfig};
+use crate::http::Http;
 use crate::search::{index_name, SearchError};
 
 /// The index (or alias) `config` sends `topic`'s documents to. The table is taken from the
@@ -30,9 +31,13 @@ pub enum Live {
     Alias(Vec<String>),
 }
 
+/// The client for `config`'s cluster, for the calls below.
+pub fn client(config: &OpenSearchSinkConfig) -> Result<Http, SearchError> {
+    connect(config)
+}
+
 /// What `name` is on the cluster.
-pub async fn live(config: &OpenSearchSinkConfig, name: &str) -> Result<Live, SearchError> {
-    let http = connect(config)?;
+pub async fn live(http: &Http, name: &str) -> Result<Live, SearchError> {
     let what = format!("looking up alias {name}");
     let (status, answer) = http
         .json(Method::GET, &format!("/_alias/{name}"), None, &what, &[404])
@@ -61,7 +66,7 @@ pub async fn live(config: &OpenSearchSinkConfig, name: &str) -> Result<Live, Sea
 /// it named lose it, and a concrete index of that name is removed (its name becomes the
 /// alias). Returns the indexes that no longer have the name.
 pub async fn move_alias(
-    config: &OpenSearchSinkConfig,
+    http: &Http,
     alias: &str,
     rebuilt: &str,
     before: &Live,
@@ -81,7 +86,6 @@ pub async fn move_alias(
             }
         }
     }
-    let http = connect(config)?;
     let body = json!({ "actions": actions });
     http.json(
         Method::POST,
@@ -95,8 +99,7 @@ pub async fn move_alias(
 }
 
 /// Deletes `index` (an index the alias no longer names).
-pub async fn delete_index(config: &OpenSearchSinkConfig, index: &str) -> Result<(), SearchError> {
-    let http = connect(config)?;
+pub async fn delete_index(http: &Http, index: &str) -> Result<(), SearchError> {
     http.json(
         Method::DELETE,
         &format!("/{index}"),
@@ -108,12 +111,16 @@ pub async fn delete_index(config: &OpenSearchSinkConfig, index: &str) -> Result<
     Ok(())
 }
 
-/// Deletes the offsets document of the sink named `name` (a rebuild's, once it is done).
-pub async fn forget_offsets(config: &OpenSearchSinkConfig, name: &str) -> Result<(), SearchError> {
-    let http = connect(config)?;
+/// Deletes the offsets document of the sink named `name` (a rebuild's, once it is done) from
+/// `offsets_index`.
+pub async fn forget_offsets(
+    http: &Http,
+    offsets_index: &str,
+    name: &str,
+) -> Result<(), SearchError> {
     http.json(
         Method::DELETE,
-        &format!("/{}/_doc/{name}", config.offsets_index),
+        &format!("/{offsets_index}/_doc/{name}"),
         None,
         &format!("deleting the offsets of {name}"),
         &[404],
@@ -123,8 +130,7 @@ pub async fn forget_offsets(config: &OpenSearchSinkConfig, name: &str) -> Result
 }
 
 /// The documents `index` holds (after a refresh).
-pub async fn count(config: &OpenSearchSinkConfig, index: &str) -> Result<u64, SearchError> {
-    let http = connect(config)?;
+pub async fn count(http: &Http, index: &str) -> Result<u64, SearchError> {
     http.json(
         Method::POST,
         &format!("/{index}/_refresh"),
