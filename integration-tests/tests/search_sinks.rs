@@ -101,11 +101,12 @@ fn float_price(mut doc: Json) -> Json {
 }
 
 /// Waits until every document equals its row and no other document exists; on timeout, shows
-/// what differs.
+/// what differs and the end of sluice's log.
 async fn wait_equal(
     expected: impl Fn() -> BTreeMap<String, Json>,
     actual: impl Fn() -> BTreeMap<String, Json>,
     timeout: Duration,
+    sluice: &Sluice,
 ) {
     let deadline = Instant::now() + timeout;
     loop {
@@ -130,9 +131,11 @@ async fn wait_equal(
                 .take(3)
                 .map(|(k, v)| format!("{k}: row {v} doc {}", have[k]))
                 .collect();
+            let log = sluice.stderr();
+            let tail: String = log.lines().rev().take(30).collect::<Vec<_>>().join("\n");
             panic!(
                 "indexes differ from the tables: {} rows, {} documents; missing {missing:?}, \
-                 extra {extra:?}, differing {differ:?}",
+                 extra {extra:?}, differing {differ:?}; sluice's log ends (newest first):\n{tail}",
                 want.len(),
                 have.len()
             );
@@ -251,7 +254,7 @@ async fn opensearch_kill_9_three_times_and_a_cluster_restart_under_a_writer_then
     let sink = search.sink_config("search", "[\"src.public.*\"]", "bulk_docs = 500");
     let mut sluice = under_faults(&source, &sink, 0x0e59, || node.restart()).await;
     let want = || expected(&source);
-    wait_equal(want, || actual(&search), Duration::from_secs(120)).await;
+    wait_equal(want, || actual(&search), Duration::from_secs(120), &sluice).await;
     assert!(
         !search.documents(&search.index("orders")).is_empty(),
         "orders refilled after the truncate"
@@ -374,7 +377,13 @@ async fn typesense_kill_9_three_times_and_a_server_restart_under_a_writer_then_a
             .map(|(id, row)| (id, float_price(row)))
             .collect()
     };
-    wait_equal(want, || actual_typesense(&search), Duration::from_secs(120)).await;
+    wait_equal(
+        want,
+        || actual_typesense(&search),
+        Duration::from_secs(120),
+        &sluice,
+    )
+    .await;
 
     // Replay from offset 0: applied again in order, the collections end the same.
     let offsets_doc = format!(
@@ -463,7 +472,7 @@ async fn opensearch_reindex_rebuilds_an_index_under_a_writer_and_moves_its_name_
     sluice.start();
     source.wait_for_streaming().await;
     let want = || expected(&source);
-    wait_equal(want, || actual(&search), Duration::from_secs(60)).await;
+    wait_equal(want, || actual(&search), Duration::from_secs(60), &sluice).await;
 
     // A rebuild while a writer changes both tables: the index's name becomes an alias of the
     // rebuilt index, and what the writer did before, during and after it is all there.
@@ -489,7 +498,7 @@ async fn opensearch_reindex_rebuilds_an_index_under_a_writer_and_moves_its_name_
     assert_eq!(first.len(), 1, "{first:?}");
     assert!(first[0].starts_with(&format!("{items}_r")), "{first:?}");
     writer.await.unwrap();
-    wait_equal(want, || actual(&search), Duration::from_secs(60)).await;
+    wait_equal(want, || actual(&search), Duration::from_secs(60), &sluice).await;
 
     // Again: the alias moves to a newer index and the one it left is deleted; the running
     // sink keeps writing through the name.
@@ -503,7 +512,7 @@ async fn opensearch_reindex_rebuilds_an_index_under_a_writer_and_moves_its_name_
     let gone = search.request("GET", &format!("/{}", first[0]), None);
     assert_eq!(gone["status"], 404, "{gone}");
     source.exec("INSERT INTO items VALUES (999999, 'after both', 1, ARRAY['z'], '{}')");
-    wait_equal(want, || actual(&search), Duration::from_secs(60)).await;
+    wait_equal(want, || actual(&search), Duration::from_secs(60), &sluice).await;
 
     // What it refuses, with what to do.
     let (code, out) = run(&["reindex", "search", "nosuch"]);

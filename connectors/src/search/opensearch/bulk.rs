@@ -179,7 +179,14 @@ pub fn outcome(action: Action, answer: &ItemAnswer) -> Outcome {
         Some(error) => (error.kind.clone(), error.reason.clone().unwrap_or_default()),
         None => (format!("status {}", answer.status), String::new()),
     };
+    let kind = answer.error.as_ref().map(|e| e.kind.as_str());
     match answer.status {
+        // The name resolved to an index that was removed while the request ran: an alias
+        // moved (`sluice reindex`). Sent again, it resolves to the index the name has now.
+        404 if kind == Some("index_not_found_exception") => {
+            let (kind, reason) = describe();
+            Outcome::Retry(format!("404 {kind}: {reason}"))
+        }
         200..=299 if action == Action::Delete => Outcome::Deleted,
         200..=299 => Outcome::Indexed,
         // Deleting what is not there leaves the index as wanted.
@@ -369,7 +376,9 @@ mod tests {
             r#"{"errors":true,"items":[{"index":{"status":201}},{"delete":{"status":404}},
             {"index":{"status":409,"error":{"type":"version_conflict_engine_exception","reason":"x"}}},
             {"index":{"status":429,"error":{"type":"es_rejected_execution_exception","reason":"full"}}},
-            {"index":{"status":400,"error":{"type":"mapper_parsing_exception","reason":"bad"}}}]}"#,
+            {"index":{"status":400,"error":{"type":"mapper_parsing_exception","reason":"bad"}}},
+            {"delete":{"status":404,"error":{"type":"index_not_found_exception","reason":"no such index [i]"}}},
+            {"index":{"status":404,"error":{"type":"index_not_found_exception","reason":"no such index [i]"}}}]}"#,
         )
         .unwrap();
         let actions = [
@@ -377,6 +386,8 @@ mod tests {
             Action::Delete,
             Action::Index,
             Action::Index,
+            Action::Index,
+            Action::Delete,
             Action::Index,
         ];
         let outcomes: Vec<Outcome> = answer
@@ -393,5 +404,13 @@ mod tests {
             outcomes[4],
             Outcome::Rejected("mapper_parsing_exception".into(), "bad".into())
         );
+        // An index removed under a request (an alias moved by `sluice reindex`): neither a
+        // done delete nor a refused document.
+        for moved in &outcomes[5..] {
+            assert!(
+                matches!(moved, Outcome::Retry(r) if r.contains("no such index")),
+                "{moved:?}"
+            );
+        }
     }
 }
