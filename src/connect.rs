@@ -50,6 +50,7 @@ pub(crate) fn spawn_source<L: EventLog + Clone>(source: SourceConfig, cx: &Conte
         name: name.clone(),
         channel_batches: 4,
         stop_at: cx.stop_at.clone(),
+        transaction_metadata: source.transaction_metadata(),
     };
     let span = tracing::info_span!("source", source = %name);
     let task = format!("source {name}");

@@ -106,6 +106,7 @@ fn event(table: &Arc<TableSchema>, i: i64) -> ChangeEvent {
         txn: Some(TxnInfo {
             id: format!("{}:{}", 1000 + i / 10, 1_000_000 + i * 100).into(),
             total_order: (i % 10 + 1) as u64,
+            data_collection_order: 0,
         }),
         message: None,
     }

@@ -201,6 +201,19 @@ impl SourceConfig {
         self.section().validate(key)
     }
 
+    /// Whether the source writes transaction metadata (`transaction_metadata`; database
+    /// sources only: a Kafka source's transactions are the producer's).
+    pub fn transaction_metadata(&self) -> bool {
+        match *self {
+            #[cfg(feature = "postgres")]
+            SourceConfig::Postgres(ref config) => config.transaction_metadata,
+            #[cfg(feature = "mysql")]
+            SourceConfig::Mysql(ref config) => config.transaction_metadata,
+            #[cfg(feature = "kafka")]
+            SourceConfig::Kafka(_) => false,
+        }
+    }
+
     /// Applies `resolve` to every file path of the section (relative paths are relative to
     /// the config file).
     pub fn resolve_paths(&mut self, resolve: impl Fn(&mut std::path::PathBuf)) {

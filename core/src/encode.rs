@@ -5,7 +5,7 @@
 
 pub use crate::batch::Span;
 
-use crate::event::ChangeEvent;
+use crate::event::{ChangeEvent, TxnBoundary};
 
 /// One log record made from an event, as spans of [`EncodedRecords`]' buffer. A delete may
 /// produce two: the event and a tombstone.
@@ -154,8 +154,48 @@ pub trait EventEncoder: Send + Clone + 'static {
     /// Writes the records for `event` into `out`.
     fn encode(&mut self, event: &ChangeEvent, out: &mut EncodedRecords) -> Result<(), EncodeError>;
 
+    /// Writes the record of a transaction boundary into `out`: by default Debezium's JSON
+    /// (key `{"id"}`, value `{"status", "id", "event_count", "data_collections", "ts_ms"}`).
+    fn encode_boundary(
+        &mut self,
+        boundary: &TxnBoundary,
+        out: &mut EncodedRecords,
+    ) -> Result<(), EncodeError> {
+        let (key, ()) = out.write(|buf| write_boundary_key(buf, boundary));
+        let (value, ()) = out.write(|buf| write_boundary_value(buf, boundary));
+        out.push(Some(key), Some(value));
+        Ok(())
+    }
+
     /// The processing time (microseconds since the Unix epoch) to write into the events encoded
     /// next, as `ts_ms`/`ts_us`. The runtime sets it once per batch so that encoding does not
     /// read the clock for every event; an encoder that was never given one reads the clock.
     fn set_processing_time(&mut self, _now_us: i64) {}
+}
+
+/// A boundary record's JSON key: `{"id": …}`.
+pub fn write_boundary_key(buf: &mut Vec<u8>, boundary: &TxnBoundary) {
+    let key = serde_json::json!({ "id": &*boundary.id });
+    serde_json::to_writer(buf, &key).expect("writing to a Vec");
+}
+
+/// A boundary record's JSON value, as Debezium writes it (`event_count` and
+/// `data_collections` null for BEGIN).
+pub fn write_boundary_value(buf: &mut Vec<u8>, boundary: &TxnBoundary) {
+    let collections = boundary.end.as_ref().map(|tables| {
+        tables
+            .iter()
+            .map(|(table, count)| {
+                serde_json::json!({ "data_collection": table, "event_count": count })
+            })
+            .collect::<Vec<_>>()
+    });
+    let value = serde_json::json!({
+        "status": boundary.status(),
+        "id": &*boundary.id,
+        "event_count": boundary.event_count(),
+        "data_collections": collections,
+        "ts_ms": boundary.commit_ts_us.div_euclid(1000),
+    });
+    serde_json::to_writer(buf, &value).expect("writing to a Vec");
 }

@@ -282,6 +282,39 @@ pub struct TxnInfo {
     pub id: Arc<str>,
     /// 1-based position of the event within its transaction.
     pub total_order: u64,
+    /// 1-based position of the event among its table's events in the transaction; 0 when
+    /// not tracked (the source's `transaction_metadata` is off).
+    pub data_collection_order: u64,
+}
+
+/// A source transaction's boundary record, Debezium's transaction metadata: `BEGIN` goes out
+/// with the transaction's first events, `END` with its last, saying how many events it had
+/// per table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TxnBoundary {
+    /// The transaction's id, as in its events' [`TxnInfo`].
+    pub id: Arc<str>,
+    /// Commit time of the transaction, microseconds since the Unix epoch.
+    pub commit_ts_us: i64,
+    /// `None` for BEGIN; for END, the events per table (`schema.table`), by table name.
+    pub end: Option<Vec<(String, u64)>>,
+}
+
+impl TxnBoundary {
+    /// `BEGIN` or `END`.
+    pub fn status(&self) -> &'static str {
+        match self.end {
+            None => "BEGIN",
+            Some(_) => "END",
+        }
+    }
+
+    /// The transaction's events (END only).
+    pub fn event_count(&self) -> Option<u64> {
+        self.end
+            .as_ref()
+            .map(|tables| tables.iter().map(|t| t.1).sum())
+    }
 }
 
 /// A logical decoding message.

@@ -5,7 +5,7 @@ use std::future::Future;
 use bytes::Bytes;
 
 use crate::checkpoint::Checkpoint;
-use crate::event::ChangeEvent;
+use crate::event::{ChangeEvent, TxnBoundary};
 use crate::retry::Classify;
 
 /// A batch of changes that ends on a source transaction boundary.
@@ -22,6 +22,10 @@ pub struct SourceBatch {
     /// topic in the same log transaction as the events: they are durable exactly when the
     /// checkpoint is. Empty for most batches and for sources that keep no history.
     pub history: Vec<Bytes>,
+    /// The batch's transaction boundary records (`BEGIN`/`END`), for the source's
+    /// `<source>.transaction` topic in the same log transaction. Sources leave it empty: the
+    /// runtime fills it from the events when the source's `transaction_metadata` is on.
+    pub boundaries: Vec<TxnBoundary>,
 }
 
 impl SourceBatch {
@@ -31,6 +35,7 @@ impl SourceBatch {
             events,
             checkpoint,
             history: Vec::new(),
+            boundaries: Vec::new(),
         }
     }
 }

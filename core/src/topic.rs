@@ -48,6 +48,16 @@ pub fn release_writer(source: &str) -> String {
     format!("{source}.release")
 }
 
+/// The topic of a source's transaction boundary records (`BEGIN`/`END`, with its
+/// `transaction_metadata` on): Debezium's `<topic.prefix>.transaction`.
+pub fn transaction_topic(source: &str) -> String {
+    format!("{source}.transaction")
+}
+
+/// The header on transaction boundary records (`BEGIN` or `END`): sinks that apply row
+/// changes pass over such records, the Kafka sink delivers them as they are.
+pub const BOUNDARY_HEADER: &str = "sluice.transaction";
+
 /// The topic for events without a table (logical messages).
 pub fn message_topic(source: &str) -> String {
     format!("{source}.message")

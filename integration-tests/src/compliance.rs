@@ -123,6 +123,7 @@ impl Kit {
                 name: "kit".into(),
                 channel_batches: 2,
                 stop_at: None,
+                transaction_metadata: false,
             },
             ScriptedSource {
                 queue: Arc::clone(&queue),

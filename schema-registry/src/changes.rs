@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use sluice_core::change::{Change, ChangeDecoder, DecodeError, SCHEMA_HEADER};
 use sluice_core::sink::SinkRecord;
+use sluice_core::topic;
 
 use crate::avro::decode::is_framed;
 use crate::avro::rows::{self, Plan, SchemaError};
@@ -60,6 +61,15 @@ impl ChangeDecoder for RecordDecoder {
         };
         let fail = |reason: String| DecodeError::at(record, reason);
         let Some(id) = self.schema_id(record) else {
+            // A transaction boundary (BEGIN/END, JSON): no row change.
+            if record
+                .record
+                .headers
+                .iter()
+                .any(|h| h.key == topic::BOUNDARY_HEADER)
+            {
+                return Ok(None);
+            }
             return Err(fail(
                 "the record names no registered schema (a JSON record written before sluice \
                  named schemas in a header, or not by sluice): its table's types are unknown. \

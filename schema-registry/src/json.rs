@@ -285,6 +285,10 @@ impl JsonEnvelopeEncoder {
                 write_str(buf, &txn.id);
                 buf.extend_from_slice(b",\"total_order\":");
                 write_int(buf, txn.total_order);
+                if txn.data_collection_order > 0 {
+                    buf.extend_from_slice(b",\"data_collection_order\":");
+                    write_int(buf, txn.data_collection_order);
+                }
                 buf.push(b'}');
             }
             None => buf.extend_from_slice(b"null"),

@@ -130,6 +130,7 @@ fn event(op: Op, before: Option<Vec<Value>>, after: Option<Vec<Value>>) -> Chang
         txn: Some(TxnInfo {
             id: "556:24023128".into(),
             total_order: 1,
+            data_collection_order: 0,
         }),
         message: None,
     }
@@ -628,4 +629,98 @@ fn a_table_version_number_reused_for_other_columns_is_a_new_schema() {
     let value = avro_decode(&registry, out.record(0).1.unwrap());
     let after = unwrap_union(field(&value, "after"));
     assert_eq!(unwrap_union(field(after, "late")), &Avro::Int(9));
+}
+
+#[test]
+fn transaction_boundaries_read_back_with_apache_avro_and_are_no_row_change() {
+    use sluice_core::event::TxnBoundary;
+    let (registry, mut encoder) = encoder();
+    let boundaries = [
+        TxnBoundary {
+            id: "571:53195829".into(),
+            commit_ts_us: 1_486_500_577_125_000,
+            end: None,
+        },
+        TxnBoundary {
+            id: "571:53195829".into(),
+            commit_ts_us: 1_486_500_577_125_000,
+            end: Some(vec![("public.a".into(), 2), ("public.b".into(), 1)]),
+        },
+        TxnBoundary {
+            id: "572:53195900".into(),
+            commit_ts_us: 1_486_500_577_200_000,
+            end: Some(Vec::new()),
+        },
+    ];
+    let mut out = EncodedRecords::with_capacity(1024);
+    for boundary in &boundaries {
+        encoder.encode_boundary(boundary, &mut out).unwrap();
+    }
+    assert_eq!(out.records().len(), 3);
+    let text = |v: &Avro| match unwrap_union(v) {
+        Avro::String(s) => s.clone(),
+        other => panic!("not a string: {other:?}"),
+    };
+    let long = |v: &Avro| match unwrap_union(v) {
+        Avro::Long(n) => Some(*n),
+        Avro::Null => None,
+        other => panic!("not a long: {other:?}"),
+    };
+    for (i, boundary) in boundaries.iter().enumerate() {
+        let (key, value) = out.record(i);
+        let key = avro_decode(&registry, key.unwrap());
+        assert_eq!(text(field(&key, "id")), &*boundary.id);
+        let value = avro_decode(&registry, value.unwrap());
+        assert_eq!(text(field(&value, "status")), boundary.status());
+        assert_eq!(text(field(&value, "id")), &*boundary.id);
+        assert_eq!(
+            long(field(&value, "event_count")),
+            boundary.event_count().map(|n| n as i64)
+        );
+        assert_eq!(
+            long(field(&value, "ts_ms")),
+            Some(boundary.commit_ts_us / 1000)
+        );
+        let collections = match unwrap_union(field(&value, "data_collections")) {
+            Avro::Null => None,
+            Avro::Array(items) => Some(
+                items
+                    .iter()
+                    .map(|item| {
+                        let name = text(field(item, "data_collection"));
+                        (name, long(field(item, "event_count")).unwrap() as u64)
+                    })
+                    .collect::<Vec<_>>(),
+            ),
+            other => panic!("not an array: {other:?}"),
+        };
+        assert_eq!(collections, boundary.end);
+    }
+    // Registered under the transaction topic's subjects, Debezium's record names.
+    let latest = registry
+        .version("shop.transaction-value", VersionSpec::Latest, false)
+        .unwrap();
+    assert!(latest.schema.contains("TransactionMetadataValue"), "{}", latest.schema);
+    // A sink decoding the transaction topic passes the records over.
+    let mut decoder = RecordDecoder::new(Arc::clone(&registry));
+    let mut record = sink_record(&out, 1, None);
+    record.topic = "shop.transaction".into();
+    assert_eq!(decoder.decode(&record).unwrap(), None);
+    // As JSON (Debezium's form), marked by the header the runtime puts on them.
+    let mut json = JsonEnvelopeEncoder::new(source(), true);
+    let mut out = EncodedRecords::with_capacity(1024);
+    json.encode_boundary(&boundaries[1], &mut out).unwrap();
+    let (key, value) = out.record(0);
+    assert_eq!(key.unwrap(), br#"{"id":"571:53195829"}"#);
+    assert_eq!(
+        std::str::from_utf8(value.unwrap()).unwrap(),
+        r#"{"status":"END","id":"571:53195829","event_count":3,"data_collections":[{"data_collection":"public.a","event_count":2},{"data_collection":"public.b","event_count":1}],"ts_ms":1486500577125}"#
+    );
+    let mut record = sink_record(&out, 0, None);
+    record.topic = "shop.transaction".into();
+    record.record.headers.push(Header {
+        key: sluice_core::topic::BOUNDARY_HEADER.into(),
+        value: Some("END".into()),
+    });
+    assert_eq!(decoder.decode(&record).unwrap(), None);
 }

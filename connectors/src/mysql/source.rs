@@ -503,6 +503,7 @@ impl Source for MysqlSource {
             events,
             checkpoint,
             history,
+            boundaries: Vec::new(),
         }))
     }
 

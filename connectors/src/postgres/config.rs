@@ -54,6 +54,11 @@ pub struct PostgresSourceConfig {
     /// Follow each delete with a tombstone (same key, null value). Default true.
     #[serde(default = "default_true")]
     pub tombstones: bool,
+    /// Transaction metadata, as Debezium's `provide.transaction.metadata`: each event's
+    /// `transaction.data_collection_order`, and `BEGIN`/`END` records (the END with the
+    /// transaction's event count per table) in the topic `<name>.transaction`. Default false.
+    #[serde(default)]
+    pub transaction_metadata: bool,
     /// How events are written to the log: `json` (Debezium's JSON envelope, the default) or
     /// `avro` (Confluent's wire format; schemas registered in the schema registry).
     #[serde(default)]

@@ -691,6 +691,7 @@ impl Stream {
                             event.txn = Some(TxnInfo {
                                 id: Arc::clone(&txn.id),
                                 total_order: txn.emitted + txn.events.len() as u64 + 1,
+                                data_collection_order: 0,
                             });
                             txn.events.push(event);
                         }
@@ -833,6 +834,7 @@ fn push(
         txn: Some(TxnInfo {
             id: Arc::clone(&txn.id),
             total_order,
+            data_collection_order: 0,
         }),
         message: None,
     });

@@ -1,8 +1,10 @@
 //! Runs one source: pulls batches, hands them to the log writer, feeds durable checkpoints back.
 
 mod encode;
+mod transactions;
 
 use encode::{BatchEncoder, EncodedBatch};
+use transactions::TxnTracker;
 
 use crate::clock::now_us;
 
@@ -33,6 +35,9 @@ pub struct SourceSettings {
     /// Stop the whole pipeline once a checkpoint at or past this position is durable (after
     /// any snapshot): `sluice run --stop-at`, for cut-overs and benchmarks.
     pub stop_at: Option<Position>,
+    /// Number each event among its table's events in its transaction and write `BEGIN`/`END`
+    /// records to `<name>.transaction` (Debezium's `provide.transaction.metadata`).
+    pub transaction_metadata: bool,
 }
 
 /// What the writer reports back to the source side.
@@ -121,6 +126,7 @@ where
         progress_rx: &mut progress_rx,
         halt: &halt,
         sent: 0,
+        transactions: settings.transaction_metadata.then(TxnTracker::default),
     };
     let source_result = puller.run(&mut source, resume).await;
     drop(batch_tx);
@@ -150,6 +156,8 @@ struct Puller<'a, L> {
     progress_rx: &'a mut watch::Receiver<WriterProgress>,
     halt: &'a CancellationToken,
     sent: u64,
+    /// With `transaction_metadata`: the transaction boundaries of the batches.
+    transactions: Option<TxnTracker>,
 }
 
 impl<L: EventLog> Puller<'_, L> {
@@ -197,6 +205,9 @@ impl<L: EventLog> Puller<'_, L> {
                 }
             }
             ever_started = true;
+            if let Some(tracker) = self.transactions.as_mut() {
+                tracker.reset();
+            }
             loop {
                 let durable = match self.progress_rx.has_changed() {
                     Ok(true) => self.progress_rx.borrow_and_update().durable.clone(),
@@ -216,8 +227,11 @@ impl<L: EventLog> Puller<'_, L> {
                     Err(err) => Err(err),
                 };
                 let err = match next {
-                    Ok(Some(batch)) => {
+                    Ok(Some(mut batch)) => {
                         backoff.reset();
+                        if let Some(tracker) = self.transactions.as_mut() {
+                            tracker.track(&mut batch);
+                        }
                         ::metrics::counter!(metrics::SOURCE_EVENTS, "source" => name.to_owned())
                             .increment(batch.events.len() as u64);
                         if self.batch_tx.send(batch).await.is_err() {

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use sluice_core::clock::now_us;
 use sluice_core::encode::{EncodeError, EncodedRecords, EventEncoder, TableVersion};
-use sluice_core::event::{ChangeEvent, Op, SnapshotMarker, TableSchema};
+use sluice_core::event::{ChangeEvent, Op, SnapshotMarker, TableSchema, TxnBoundary};
 use sluice_core::position::Position;
 use sluice_core::value::{self, Date, Decimal, Timestamp, Value};
 
@@ -116,6 +116,14 @@ impl EventEncoder for AvroEncoder {
         self.processing_us = Some(now_us);
     }
 
+    fn encode_boundary(
+        &mut self,
+        boundary: &TxnBoundary,
+        out: &mut EncodedRecords,
+    ) -> Result<(), EncodeError> {
+        self.boundary(boundary, out)
+    }
+
     fn encode(&mut self, event: &ChangeEvent, out: &mut EncodedRecords) -> Result<(), EncodeError> {
         let Some(table) = &event.table else {
             if event.op != Op::Message {
@@ -141,6 +149,44 @@ impl EventEncoder for AvroEncoder {
 }
 
 impl AvroEncoder {
+    /// A transaction boundary as Debezium's Avro converter writes it: key
+    /// `TransactionMetadataKey {id}`, value `TransactionMetadataValue`, both registered under
+    /// the transaction topic's subjects.
+    fn boundary(
+        &mut self,
+        boundary: &TxnBoundary,
+        out: &mut EncodedRecords,
+    ) -> Result<(), EncodeError> {
+        let (key_id, value_id) = self.registrar.transaction_ids()?;
+        let (key, ()) = out.write(|buf| {
+            write_header(buf, key_id);
+            write_str(buf, &boundary.id);
+        });
+        let (value, ()) = out.write(|buf| {
+            write_header(buf, value_id);
+            write_str(buf, boundary.status());
+            write_str(buf, &boundary.id);
+            write_optional_long(buf, boundary.event_count().map(|n| n as i64));
+            match &boundary.end {
+                Some(tables) => {
+                    write_long(buf, 1);
+                    if !tables.is_empty() {
+                        write_long(buf, tables.len() as i64);
+                        for (table, count) in tables {
+                            write_str(buf, table);
+                            write_long(buf, *count as i64);
+                        }
+                    }
+                    write_long(buf, 0);
+                }
+                None => write_long(buf, 0),
+            }
+            write_long(buf, boundary.commit_ts_us.div_euclid(1000));
+        });
+        out.push(Some(key), Some(value));
+        Ok(())
+    }
+
     fn encode_row(
         &mut self,
         event: &ChangeEvent,
@@ -593,9 +639,9 @@ fn write_txn(buf: &mut Vec<u8>, event: &ChangeEvent) {
             write_long(buf, 1);
             write_str(buf, &txn.id);
             write_long(buf, txn.total_order as i64);
-            // data_collection_order (the event's place among its table's events in the
-            // transaction) is not tracked yet: null, not a made-up number.
-            write_long(buf, 0);
+            // data_collection_order: null unless tracked (the source's transaction_metadata).
+            let order = txn.data_collection_order;
+            write_optional_long(buf, (order > 0).then_some(order as i64));
         }
         None => write_long(buf, 0),
     }

@@ -38,6 +38,8 @@ pub(crate) struct Registrar {
     decimals: DecimalHandling,
     tables: HashMap<(TableId, u32), Arc<RegisteredTable>>,
     message_value_id: Option<u32>,
+    /// The transaction topic's key and value schema ids, once registered.
+    transaction_ids: Option<(u32, u32)>,
 }
 
 impl Registrar {
@@ -52,6 +54,7 @@ impl Registrar {
             decimals,
             tables: HashMap::new(),
             message_value_id: None,
+            transaction_ids: None,
         }
     }
 
@@ -208,6 +211,28 @@ impl Registrar {
             }
         }
         Ok(TableVersion::Ready)
+    }
+
+    /// The ids of the transaction topic's key and value schemas, registering them the first
+    /// time.
+    pub(crate) fn transaction_ids(&mut self) -> Result<(u32, u32), EncodeError> {
+        if let Some(ids) = self.transaction_ids {
+            return Ok(ids);
+        }
+        let topic = topic::transaction_topic(&self.source.name);
+        let mut ids = [0; 2];
+        for (id, (part, schema)) in ids.iter_mut().zip([
+            ("key", schema::transaction_key_schema()),
+            ("value", schema::transaction_value_schema()),
+        ]) {
+            let subject = format!("{topic}-{part}");
+            *id = self.register(&subject, &schema).map_err(|e| EncodeError {
+                table: "transaction metadata".into(),
+                reason: format!("registering under subject {subject}: {}", e.message),
+            })?;
+        }
+        self.transaction_ids = Some((ids[0], ids[1]));
+        Ok((ids[0], ids[1]))
     }
 
     /// The id of the logical-message value schema, registering it the first time.

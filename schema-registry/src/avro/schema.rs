@@ -307,6 +307,43 @@ pub fn table_plan(
     })
 }
 
+/// The key schema of transaction boundary records (`<prefix>.transaction`), Debezium's.
+pub fn transaction_key_schema() -> Json {
+    json!({
+        "type": "record",
+        "name": "TransactionMetadataKey",
+        "namespace": "io.debezium.connector.common",
+        "fields": [{"name": "id", "type": "string"}],
+    })
+}
+
+/// The value schema of transaction boundary records: Debezium's `TransactionMetadataValue`.
+pub fn transaction_value_schema() -> Json {
+    json!({
+        "type": "record",
+        "name": "TransactionMetadataValue",
+        "namespace": "io.debezium.connector.common",
+        "fields": [
+            {"name": "status", "type": "string"},
+            {"name": "id", "type": "string"},
+            {"name": "event_count", "type": ["null", "long"], "default": null},
+            {"name": "data_collections", "type": ["null", {
+                "type": "array",
+                "items": {
+                    "type": "record",
+                    "name": "ConnectDefault",
+                    "namespace": "io.confluent.connect.avro",
+                    "fields": [
+                        {"name": "data_collection", "type": "string"},
+                        {"name": "event_count", "type": "long"}
+                    ]
+                }
+            }], "default": null},
+            {"name": "ts_ms", "type": "long"}
+        ],
+    })
+}
+
 /// The value schema of logical decoding messages (`<prefix>.message`).
 pub fn message_schema(source: &SourceBlock) -> Json {
     json!({

@@ -38,6 +38,7 @@ fn event(op: Op, before: Option<Vec<Value>>, after: Option<Vec<Value>>) -> Chang
         txn: Some(TxnInfo {
             id: "556:24023128".into(),
             total_order: 1,
+            data_collection_order: 0,
         }),
         message: None,
     }

@@ -26,9 +26,13 @@ pub(super) fn rewrite(
     mut transcoder: DebeziumJson,
     chunk: &[SinkRecord],
 ) -> tokio::task::JoinHandle<(DebeziumJson, RewriteResult)> {
+    // Transaction boundaries (BEGIN/END) are in Debezium's form already: produced as they are.
     let values: Vec<(Option<bytes::Bytes>, Option<u32>)> = chunk
         .iter()
-        .map(|r| (r.record.value.clone(), header_schema_id(r)))
+        .map(|r| match is_boundary(r) {
+            true => (None, None),
+            false => (r.record.value.clone(), header_schema_id(r)),
+        })
         .collect();
     tokio::task::spawn_blocking(move || {
         let mut rewritten = Rewritten {
@@ -51,4 +55,13 @@ pub(super) fn rewrite(
         }
         (transcoder, Ok(rewritten))
     })
+}
+
+/// Whether `record` is a transaction boundary record (`<source>.transaction`).
+fn is_boundary(record: &SinkRecord) -> bool {
+    record
+        .record
+        .headers
+        .iter()
+        .any(|h| h.key == sluice_core::topic::BOUNDARY_HEADER)
 }

@@ -510,6 +510,10 @@ impl Decoder {
             Some(TxnInfo {
                 id: t.get("id")?.as_str()?.into(),
                 total_order: t.get("total_order")?.as_u64()?,
+                data_collection_order: t
+                    .get("data_collection_order")
+                    .and_then(|o| o.as_u64())
+                    .unwrap_or(0),
             })
         });
         let snapshot = match field("snapshot").and_then(|s| {

@@ -41,6 +41,11 @@ pub struct MysqlSourceConfig {
     /// Follow each delete with a tombstone. Default true.
     #[serde(default = "default_true")]
     pub tombstones: bool,
+    /// Transaction metadata, as Debezium's `provide.transaction.metadata`: each event's
+    /// `transaction.data_collection_order`, and `BEGIN`/`END` records (the END with the
+    /// transaction's event count per table) in the topic `<name>.transaction`. Default false.
+    #[serde(default)]
+    pub transaction_metadata: bool,
     /// `json` (default) or `avro`.
     #[serde(default)]
     pub encoding: Encoding,

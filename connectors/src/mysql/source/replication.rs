@@ -609,6 +609,7 @@ async fn stream_from(
                     event.txn = Some(TxnInfo {
                         id: Arc::clone(&id),
                         total_order: txn.sent + n as u64 + 1,
+                        data_collection_order: 0,
                     });
                 }
                 txn.sent += events.len() as u64;
@@ -653,6 +654,7 @@ async fn stream_from(
             event.txn = Some(TxnInfo {
                 id: Arc::clone(&id),
                 total_order: txn.sent + n as u64 + 1,
+                data_collection_order: 0,
             });
         }
         let unit = Unit {
