@@ -615,3 +615,60 @@ async fn lag_counts_what_the_target_has_not_committed() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_fed_from_another_log_stops_its_sink_instead_of_skipping_records() {
+    let source = TestDb::create();
+    let target = TestDb::create();
+    source.exec(
+        "CREATE TABLE t (id int PRIMARY KEY, v int); \
+         INSERT INTO t SELECT g, g FROM generate_series(1, 50) g",
+    );
+    let mut first = Sluice::new(&format!(
+        "{}{}",
+        source_config(&source, ""),
+        sink_config(&target, "")
+    ));
+    first.start();
+    source.wait_for_streaming().await;
+    // Changes outnumber the rows, as they do: the target's offsets end up past the rows'
+    // count, where a new log's snapshot ends.
+    for n in 0..250 {
+        source.exec(&format!("UPDATE t SET v = v + 1 WHERE id = {}", n % 50 + 1));
+    }
+    wait_equal(&source, &target, &["t"], Duration::from_secs(60)).await;
+    assert_eq!(first.stop(), Some(0), "{}", first.stderr());
+    let before = checksum(&target, "t");
+
+    // A new log (another directory, its own slot) under the same target: its snapshot ends
+    // below the offsets the target holds.
+    let mut second = Sluice::new(&format!(
+        "{}{}",
+        source_config(&source, &format!("slot = \"{}_again\"", source.name)),
+        sink_config(&target, "")
+    ));
+    second.start();
+    source.exec("UPDATE t SET v = -v WHERE id <= 10");
+    wait_for(Duration::from_secs(60), "the sink to stop", || {
+        second
+            .stderr()
+            .contains("the target was fed from another log")
+    })
+    .await;
+    let log = second.stderr();
+    assert!(
+        log.contains("its target has applied src.public.t[0] up to offset")
+            && log
+                .contains("Point the sink at a fresh target, or delete the sink's stored offsets"),
+        "{log}"
+    );
+    let (_, status) = sluice_integration_tests::sluice_command(&["status"], &second.config);
+    assert!(status.contains("fed from another log"), "{status}");
+    // Nothing was written: the target is as the first log left it.
+    assert_eq!(checksum(&target, "t"), before);
+    second.stop();
+    source.exec(&format!(
+        "SELECT pg_drop_replication_slot('{}_again')",
+        source.name
+    ));
+}

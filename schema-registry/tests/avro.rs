@@ -700,7 +700,11 @@ fn transaction_boundaries_read_back_with_apache_avro_and_are_no_row_change() {
     let latest = registry
         .version("shop.transaction-value", VersionSpec::Latest, false)
         .unwrap();
-    assert!(latest.schema.contains("TransactionMetadataValue"), "{}", latest.schema);
+    assert!(
+        latest.schema.contains("TransactionMetadataValue"),
+        "{}",
+        latest.schema
+    );
     // A sink decoding the transaction topic passes the records over.
     let mut decoder = RecordDecoder::new(Arc::clone(&registry));
     let mut record = sink_record(&out, 1, None);

@@ -108,6 +108,12 @@ where
                     .is_none_or(|at: tokio::time::Instant| at.elapsed() >= settings.topic_refresh)
             {
                 assigned = assignment(&settings, &log);
+                if let Some(past) = offsets_past_the_log(&log, &assigned, &offsets) {
+                    return Err(PipelineError::Sink {
+                        name: name.clone(),
+                        source: Box::new(past),
+                    });
+                }
                 last_refresh = Some(tokio::time::Instant::now());
                 topics_version = version;
                 // Read for the old assignment: read again.
@@ -388,6 +394,44 @@ fn set_lag_gauge<L: EventLog>(
         })
         .sum();
     ::metrics::gauge!(metrics::SINK_LAG_RECORDS, "sink" => name.to_owned()).set(lag as f64);
+}
+
+/// A sink's stored offset beyond the end of its partition in the log. A sink only ever applies
+/// committed records, and the log's committed end only grows: its target was fed from another
+/// log (the log was created again, or restored from an older copy). Reading on would skip,
+/// silently, every record of this log below the stored offset.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "its target has applied {topic}[{partition}] up to offset {stored}, but the log holds only \
+     {end} records there: the target was fed from another log (the log was created again, or \
+     restored from an older copy). Nothing was written, since reading on would skip this log's \
+     records below offset {stored}. Point the sink at a fresh target, or delete the sink's \
+     stored offsets to feed the target again from this log (docs/operations.md, \"A new log \
+     under an old target\")"
+)]
+pub struct OffsetsPastTheLog {
+    pub topic: String,
+    pub partition: u32,
+    pub stored: u64,
+    pub end: u64,
+}
+
+/// The first of `assigned`'s partitions whose offset in `offsets` lies past its end in `log`.
+fn offsets_past_the_log<L: EventLog>(
+    log: &L,
+    assigned: &[(Arc<str>, u32)],
+    offsets: &Offsets,
+) -> Option<OffsetsPastTheLog> {
+    assigned.iter().find_map(|(topic, partition)| {
+        let stored = *offsets.get(&(topic.to_string(), *partition))?;
+        let end = log.stable_offset(topic, *partition);
+        (stored > end).then(|| OffsetsPastTheLog {
+            topic: topic.to_string(),
+            partition: *partition,
+            stored,
+            end,
+        })
+    })
 }
 
 /// The partitions of every topic a sink's patterns take (`pattern_takes`).
