@@ -409,11 +409,11 @@ fn set_lag_gauge<L: EventLog>(
      stored offsets to feed the target again from this log (docs/operations.md, \"A new log \
      under an old target\")"
 )]
-pub struct OffsetsPastTheLog {
-    pub topic: String,
-    pub partition: u32,
-    pub stored: u64,
-    pub end: u64,
+struct OffsetsPastTheLog {
+    topic: String,
+    partition: u32,
+    stored: u64,
+    end: u64,
 }
 
 /// The first of `assigned`'s partitions whose offset in `offsets` lies past its end in `log`.
