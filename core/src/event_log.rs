@@ -42,6 +42,14 @@ pub struct PartitionOffsets {
     pub stable: u64,
 }
 
+/// What [`EventLog::read_from`] read: the records, and the offset the reader goes on from (at
+/// least past the last record).
+#[derive(Debug, Clone, Default)]
+pub struct ReadBatch {
+    pub records: Vec<StoredRecord>,
+    pub next: u64,
+}
+
 /// What `sluice log describe` shows of a partition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PartitionDescription {
@@ -139,6 +147,24 @@ pub trait EventLog: Send + Sync + 'static {
         offset: u64,
         max_bytes: usize,
     ) -> impl Future<Output = Result<Vec<StoredRecord>, LogError>> + Send;
+
+    /// As [`read`](Self::read), with where the reader goes on. Offsets may hold no record for
+    /// readers: Kafka's transaction markers and aborted records, a repaired log's lost range.
+    /// A backend that has them says how far its read got past them, so that a reader neither
+    /// reads them again nor waits for records there. Default: right after the last record.
+    fn read_from(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        max_bytes: usize,
+    ) -> impl Future<Output = Result<ReadBatch, LogError>> + Send {
+        async move {
+            let records = self.read(topic, partition, offset, max_bytes).await?;
+            let next = records.last().map_or(offset, |last| last.offset + 1);
+            Ok(ReadBatch { records, next })
+        }
+    }
 
     fn group_offsets(&self, group: &str) -> impl Future<Output = Result<Offsets, LogError>> + Send;
 

@@ -2,29 +2,41 @@
 //! files are tested in sluice-log, which builds on core).
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use tokio::sync::watch;
 
 use super::{
-    EventLog, LogError, PartitionBatch, PartitionDescription, PartitionOffsets, Records,
+    EventLog, LogError, PartitionBatch, PartitionDescription, PartitionOffsets, ReadBatch, Records,
     StoredRecord,
 };
 use crate::batch::{self, Compression, RecordView, BATCH_HEADER_LEN};
 use crate::sink::Offsets;
 
-/// Committed records per partition; appends without a checkpoint wait per writer.
+/// Committed records per partition; appends without a checkpoint wait per writer. Clones share
+/// the log.
+#[derive(Clone)]
 pub(crate) struct MemoryLog {
     partitions: u32,
     prepared: Option<Compression>,
-    state: Mutex<State>,
-    commits: watch::Sender<u64>,
+    /// Each commit takes one more offset in every partition it wrote, holding no record for
+    /// readers, as Kafka's transaction markers do.
+    markers: bool,
+    state: Arc<Mutex<State>>,
+    commits: Arc<watch::Sender<u64>>,
+}
+
+/// A partition's committed records and the offset after its last commit.
+#[derive(Default, Clone)]
+struct Partition {
+    records: Vec<StoredRecord>,
+    end: u64,
 }
 
 #[derive(Default)]
 struct State {
-    topics: BTreeMap<String, Vec<Vec<StoredRecord>>>,
+    topics: BTreeMap<String, Vec<Partition>>,
     pending: BTreeMap<String, Vec<PartitionBatch>>,
     checkpoints: BTreeMap<String, String>,
     groups: BTreeMap<String, Offsets>,
@@ -36,8 +48,17 @@ impl MemoryLog {
         MemoryLog {
             partitions,
             prepared,
-            state: Mutex::default(),
-            commits: watch::Sender::new(0),
+            markers: false,
+            state: Arc::default(),
+            commits: Arc::new(watch::Sender::new(0)),
+        }
+    }
+
+    /// A log whose commits leave a marker offset in each partition they wrote (Kafka's).
+    pub(crate) fn with_markers(partitions: u32) -> MemoryLog {
+        MemoryLog {
+            markers: true,
+            ..MemoryLog::new(partitions, None)
         }
     }
 
@@ -93,7 +114,7 @@ impl EventLog for MemoryLog {
         let topic = state
             .topics
             .entry(topic.to_owned())
-            .or_insert_with(|| vec![Vec::new(); partitions]);
+            .or_insert_with(|| vec![Partition::default(); partitions]);
         Ok(topic.len() as u32)
     }
 
@@ -102,7 +123,7 @@ impl EventLog for MemoryLog {
         let topic = state
             .topics
             .entry(topic.to_owned())
-            .or_insert_with(|| vec![Vec::new(); partitions as usize]);
+            .or_insert_with(|| vec![Partition::default(); partitions as usize]);
         Ok(topic.len() as u32)
     }
 
@@ -121,14 +142,26 @@ impl EventLog for MemoryLog {
         let Some(checkpoint) = checkpoint else {
             return Ok(());
         };
+        let mut written = Vec::new();
         for batch in state.pending.remove(writer).unwrap_or_default() {
             let partition = state
                 .topics
                 .get_mut(&batch.topic)
                 .and_then(|t| t.get_mut(batch.partition as usize))
                 .ok_or_else(|| LogError::UnknownTopic(batch.topic.clone()))?;
-            let records = stored(batch.records, partition.len() as u64)?;
-            partition.extend(records);
+            let records = stored(batch.records, partition.end)?;
+            partition.end += records.len() as u64;
+            partition.records.extend(records);
+            written.push((batch.topic, batch.partition));
+        }
+        if self.markers {
+            written.sort_unstable();
+            written.dedup();
+            for (topic, partition) in written {
+                let partition =
+                    &mut state.topics.get_mut(&topic).expect("written")[partition as usize];
+                partition.end += 1;
+            }
         }
         state.checkpoints.insert(writer.to_owned(), checkpoint);
         self.commits.send_modify(|n| *n += 1);
@@ -162,7 +195,7 @@ impl EventLog for MemoryLog {
             .topics
             .get(topic)
             .and_then(|t| t.get(partition as usize));
-        records.map_or(0, |r| r.len() as u64)
+        records.map_or(0, |r| r.end)
     }
 
     async fn offsets(&self, topic: &str, partition: u32) -> Result<PartitionOffsets, LogError> {
@@ -184,7 +217,8 @@ impl EventLog for MemoryLog {
             .get(topic)
             .and_then(|t| t.get(partition as usize));
         Ok(records.and_then(|r| {
-            r.iter()
+            r.records
+                .iter()
                 .find(|r| r.timestamp_ms >= timestamp_ms)
                 .map(|r| r.offset)
         }))
@@ -211,23 +245,43 @@ impl EventLog for MemoryLog {
         offset: u64,
         max_bytes: usize,
     ) -> Result<Vec<StoredRecord>, LogError> {
+        Ok(self
+            .read_from(topic, partition, offset, max_bytes)
+            .await?
+            .records)
+    }
+
+    async fn read_from(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        max_bytes: usize,
+    ) -> Result<ReadBatch, LogError> {
         let state = self.state();
-        let records = state
+        let partition = state
             .topics
             .get(topic)
             .and_then(|t| t.get(partition as usize))
             .ok_or_else(|| LogError::UnknownTopic(topic.to_owned()))?;
+        let first = partition.records.partition_point(|r| r.offset < offset);
         let mut bytes = 0;
-        Ok(records
+        let records: Vec<StoredRecord> = partition.records[first..]
             .iter()
-            .skip(offset as usize)
             .take_while(|r| {
                 let first = bytes == 0;
                 bytes += r.value.as_ref().map_or(0, Bytes::len) + 1;
                 first || bytes <= max_bytes
             })
             .cloned()
-            .collect())
+            .collect();
+        // Read to the end: past the markers after the last record too.
+        let next = if first + records.len() == partition.records.len() {
+            partition.end.max(offset)
+        } else {
+            records.last().map_or(offset, |last| last.offset + 1)
+        };
+        Ok(ReadBatch { records, next })
     }
 
     async fn group_offsets(&self, group: &str) -> Result<Offsets, LogError> {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::PipelineError;
-use crate::event_log::EventLog;
+use crate::event_log::{EventLog, ReadBatch};
 use crate::metrics;
 use crate::retry::{Backoff, Classify, ErrorKind};
 use crate::sink::{Offsets, RecordSink, SinkRecord};
@@ -134,6 +134,7 @@ where
                 records,
                 cut,
                 committed,
+                positions,
                 ..
             } = round;
             if !records.is_empty() {
@@ -144,6 +145,7 @@ where
                         record.record.offset + 1,
                     );
                 }
+                next.extend(positions.clone());
                 commits.borrow_and_update();
                 first = next_first(first, assigned.len());
                 let (name, log, assigned, settings) = (
@@ -199,6 +201,8 @@ where
                     record.record.offset + 1,
                 );
             }
+            // Past offsets that hold no record, the consumer group too.
+            advanced.extend(positions);
             offsets.extend(advanced.clone());
             // With nothing new, what the destination finished in the background still counts
             // now, not at the next batch.
@@ -236,6 +240,9 @@ struct Round {
     cut: Vec<(Arc<str>, u32)>,
     /// Partitions whose next offset moved past records the log's retention deleted.
     skipped: Offsets,
+    /// Partitions whose next offset lies past their last record read (offsets that hold no
+    /// record for readers, such as Kafka's transaction markers).
+    positions: Offsets,
     /// Per source, its last commit before the round read anything (its checkpoint's).
     committed: Vec<(String, u64)>,
 }
@@ -266,6 +273,7 @@ async fn read_round<L: EventLog>(
         records: Vec::new(),
         cut: Vec::new(),
         skipped: Offsets::new(),
+        positions: Offsets::new(),
         committed: Vec::new(),
     };
     // Each source's last commit before any partition is read: everything up to it is in every
@@ -300,21 +308,31 @@ async fn read_round<L: EventLog>(
             continue;
         }
         let max_bytes = settings.max_read_bytes.min(budget);
-        let read = match log.read(topic, *partition, offset, max_bytes).await {
+        let ReadBatch {
+            records: read,
+            next,
+        } = match log.read_from(topic, *partition, offset, max_bytes).await {
             Ok(read) => read,
             Err(crate::event_log::LogError::OffsetOutOfRange { start, .. }) => {
-                // Retention deleted what this sink had not read yet: say so loudly and go on
-                // from what is left, rather than stop the sink for good.
+                // Retention deleted what this sink had not read yet: say so loudly and go
+                // on from what is left, rather than stop the sink for good.
                 tracing::error!(%topic, partition, from = offset, to = start,
-                    "sink fell behind the log's retention; records in between are lost to this sink");
+                        "sink fell behind the log's retention; records in between are lost to this sink");
                 ::metrics::counter!(metrics::ERRORS, "sink" => name.to_owned(), "stage" => "retention").increment(1);
                 round.skipped.insert((topic.to_string(), *partition), start);
-                log.read(topic, *partition, start, max_bytes)
+                log.read_from(topic, *partition, start, max_bytes)
                     .await
                     .map_err(log_error)?
             }
             Err(err) => return Err(log_error(err)),
         };
+        // Past offsets without records (transaction markers): the next read starts there.
+        let after_records = read.last().map_or(offset, |last| last.offset + 1);
+        if next > after_records {
+            round
+                .positions
+                .insert((topic.to_string(), *partition), next);
+        }
         let bytes: usize = read
             .iter()
             .map(|r| {
@@ -322,10 +340,8 @@ async fn read_round<L: EventLog>(
             })
             .sum();
         budget = budget.saturating_sub(bytes.max(1));
-        if let Some(last) = read.last() {
-            if last.offset + 1 < log.stable_offset(topic, *partition) {
-                round.cut.push((Arc::clone(topic), *partition));
-            }
+        if !read.is_empty() && next.max(after_records) < log.stable_offset(topic, *partition) {
+            round.cut.push((Arc::clone(topic), *partition));
         }
         round
             .records
@@ -450,4 +466,139 @@ fn assignment<L: EventLog>(settings: &SinkSettings, log: &L) -> Vec<(Arc<str>, u
         }
     }
     assigned
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::batch::{PartitionBatch, Record};
+    use crate::event_log::memory::MemoryLog;
+
+    /// Takes every record, noting the partitions each write was told were cut.
+    #[derive(Clone, Default)]
+    struct Collect {
+        seen: Arc<Mutex<Vec<(u64, Vec<u8>)>>>,
+        cuts: Arc<Mutex<Vec<usize>>>,
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("never")]
+    struct Never;
+
+    impl Classify for Never {
+        fn kind(&self) -> ErrorKind {
+            ErrorKind::Definite
+        }
+    }
+
+    impl RecordSink for Collect {
+        type Error = Never;
+
+        async fn open(&mut self) -> Result<Option<Offsets>, Self::Error> {
+            Ok(None)
+        }
+
+        async fn write(&mut self, records: &[SinkRecord]) -> Result<(), Self::Error> {
+            let mut seen = self.seen.lock().unwrap();
+            for record in records {
+                let value = record.record.value.as_deref().unwrap_or_default().to_vec();
+                seen.push((record.record.offset, value));
+            }
+            Ok(())
+        }
+
+        fn partitions_cut(&mut self, cut: &[(Arc<str>, u32)]) {
+            self.cuts.lock().unwrap().push(cut.len());
+        }
+
+        async fn close(&mut self) -> Result<(), Self::Error> {
+            Ok(())
+        }
+    }
+
+    async fn commit(log: &MemoryLog, values: &[&str]) {
+        let records: Vec<Record> = values
+            .iter()
+            .map(|v| Record {
+                key: None,
+                value: Some(bytes::Bytes::copy_from_slice(v.as_bytes())),
+                timestamp_ms: 0,
+                headers: Vec::new(),
+            })
+            .collect();
+        let batch = PartitionBatch {
+            topic: "src.public.t".into(),
+            partition: 0,
+            records: records.into(),
+        };
+        log.append("src", vec![batch], Some("{}".into()))
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn offsets_without_records_are_passed_over_not_waited_for() {
+        // Kafka's way: each commit leaves a marker offset after its records.
+        let log = MemoryLog::with_markers(1);
+        log.ensure_topic("src.public.t").await.unwrap();
+        commit(&log, &["a", "b"]).await;
+        commit(&log, &["c"]).await;
+        assert_eq!(log.stable_offset("src.public.t", 0), 5, "a b | c |");
+        let sink = Collect::default();
+        let settings = SinkSettings {
+            name: "s".into(),
+            topics: vec!["src.public.*".into()],
+            max_read_bytes: 1 << 20,
+            max_batch_bytes: 1 << 20,
+            topic_refresh: Duration::from_secs(60),
+        };
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(run_sink(
+            settings,
+            sink.clone(),
+            log.clone(),
+            cancel.clone(),
+        ));
+        let group = |log: &MemoryLog| {
+            let log = log.clone();
+            async move { log.group_offsets("sink.s").await.unwrap() }
+        };
+        let until = |want: usize| {
+            let seen = Arc::clone(&sink.seen);
+            async move {
+                for _ in 0..200 {
+                    if seen.lock().unwrap().len() >= want {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                panic!("the sink took {:?}", seen.lock().unwrap());
+            }
+        };
+        until(3).await;
+        commit(&log, &["d"]).await;
+        until(4).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        cancel.cancel();
+        task.await.unwrap().unwrap();
+        let seen = sink.seen.lock().unwrap().clone();
+        let expected: Vec<(u64, Vec<u8>)> = [(0, "a"), (1, "b"), (3, "c"), (5, "d")]
+            .iter()
+            .map(|(o, v)| (*o, v.as_bytes().to_vec()))
+            .collect();
+        assert_eq!(seen, expected, "each record once, in order");
+        // Read to the end past the markers: no write was told the partition holds more.
+        assert!(sink.cuts.lock().unwrap().iter().all(|&n| n == 0));
+        // The consumer group is past the last marker too: no lag.
+        assert_eq!(log.stable_offset("src.public.t", 0), 7);
+        assert_eq!(
+            group(&log)
+                .await
+                .get(&("src.public.t".to_owned(), 0))
+                .copied(),
+            Some(7)
+        );
+    }
 }
