@@ -476,10 +476,13 @@ mod tests {
     use crate::batch::{PartitionBatch, Record};
     use crate::event_log::memory::MemoryLog;
 
+    /// Offsets and values taken.
+    type Seen = Arc<Mutex<Vec<(u64, Vec<u8>)>>>;
+
     /// Takes every record, noting the partitions each write was told were cut.
     #[derive(Clone, Default)]
     struct Collect {
-        seen: Arc<Mutex<Vec<(u64, Vec<u8>)>>>,
+        seen: Seen,
         cuts: Arc<Mutex<Vec<usize>>>,
     }
 
@@ -555,7 +558,7 @@ mod tests {
             topic_refresh: Duration::from_secs(60),
         };
         let cancel = CancellationToken::new();
-        let task = tokio::spawn(run_sink(
+        let task = crate::task::spawn_in_span(run_sink(
             settings,
             sink.clone(),
             log.clone(),
