@@ -24,6 +24,24 @@ pub(crate) async fn open(section: &LogSection) -> Result<EmbeddedLog, Failure> {
     Ok(EmbeddedLog::new(Arc::new(log), section.partitions))
 }
 
+/// The log on the Kafka cluster `section` names (`kind = "kafka"`).
+#[cfg(feature = "kafka")]
+pub(crate) async fn open_kafka(
+    section: &LogSection,
+) -> Result<sluice_connectors::kafka::log::KafkaLog, Failure> {
+    use sluice_connectors::kafka::log::{KafkaLog, KafkaLogConfig};
+    let config = KafkaLogConfig {
+        brokers: section.brokers.clone().unwrap_or_default(),
+        partitions: section.partitions,
+        replication_factor: section.replication_factor,
+        min_insync_replicas: section.min_insync_replicas,
+        properties: section.properties.clone(),
+    };
+    KafkaLog::open(config)
+        .await
+        .map_err(|e| Failure::runtime(anyhow!(e)))
+}
+
 /// The log at `dir`, read-only: it sees what was committed when it was opened.
 pub(crate) fn open_read_only(dir: &Path) -> anyhow::Result<EmbeddedLog> {
     let log = Log::open_read_only(dir)

@@ -33,10 +33,27 @@ pub(crate) struct FileConfig {
 /// `[log]`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+// (A build without Kafka reads the Kafka fields only to refuse `kind = "kafka"`.)
+#[cfg_attr(not(feature = "kafka"), allow(dead_code))]
 pub(crate) struct LogSection {
-    /// `embedded` (default). `kafka` is planned.
+    /// `embedded` (default: files under `dir`) or `kafka` (topics of a Kafka cluster at
+    /// `brokers`; `dir` still holds what sluice keeps locally).
     #[serde(default = "default_kind")]
     pub kind: String,
+    /// `kind = "kafka"`: bootstrap brokers, `host:port,host:port`.
+    #[serde(default)]
+    pub brokers: Option<String>,
+    /// `kind = "kafka"`: replication factor of the topics sluice creates. Default: the
+    /// broker's.
+    #[serde(default)]
+    pub replication_factor: Option<i32>,
+    /// `kind = "kafka"`: `min.insync.replicas` of the topics sluice creates. Default: the
+    /// broker's.
+    #[serde(default)]
+    pub min_insync_replicas: Option<u32>,
+    /// `kind = "kafka"`: librdkafka properties for every client (security, timeouts).
+    #[serde(default)]
+    pub properties: std::collections::BTreeMap<String, String>,
     /// Log directory. Default `data/log`.
     #[serde(default = "default_dir")]
     pub dir: PathBuf,
@@ -77,6 +94,10 @@ impl Default for LogSection {
     fn default() -> Self {
         LogSection {
             kind: default_kind(),
+            brokers: None,
+            replication_factor: None,
+            min_insync_replicas: None,
+            properties: Default::default(),
             dir: default_dir(),
             fsync: default_fsync(),
             partitions: default_partitions(),
@@ -330,12 +351,28 @@ fn describe(error: config::ConfigError) -> String {
     out
 }
 
+#[cfg(feature = "kafka")]
+fn check_kafka_log(log: &LogSection) -> anyhow::Result<()> {
+    match log.brokers.as_deref() {
+        None => bail!("log.brokers: name the Kafka brokers, e.g. \"127.0.0.1:9092\""),
+        Some(brokers) => sluice_connectors::kafka::config::check_brokers(brokers)
+            .map_err(|e| anyhow!("log.brokers: {e}")),
+    }
+}
+
+#[cfg(not(feature = "kafka"))]
+fn check_kafka_log(_: &LogSection) -> anyhow::Result<()> {
+    bail!(
+        "log.kind: this build of sluice has no Kafka support (built without the `kafka` \
+         feature); use a build with it (the default build has it)"
+    )
+}
+
 fn validate(config: &FileConfig) -> anyhow::Result<()> {
-    if config.log.kind != "embedded" {
-        bail!(
-            "log.kind: {:?} is not supported yet; use \"embedded\"",
-            config.log.kind
-        );
+    match config.log.kind.as_str() {
+        "embedded" => {}
+        "kafka" => check_kafka_log(&config.log)?,
+        other => bail!("log.kind: {other:?} is not a log; use \"embedded\" or \"kafka\""),
     }
     config.log.options()?;
     if !(1..=1024).contains(&config.log.partitions) {

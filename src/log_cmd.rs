@@ -22,7 +22,18 @@ use crate::{config, Failure};
 fn log_dir(location: &LogLocation) -> Result<PathBuf, Failure> {
     match (&location.dir, &location.config) {
         (Some(dir), _) => Ok(dir.clone()),
-        (None, Some(path)) => Ok(config::load(path).map_err(Failure::config)?.log.dir),
+        (None, Some(path)) => {
+            let log = config::load(path).map_err(Failure::config)?.log;
+            if log.kind == "kafka" {
+                return Err(Failure::config(anyhow!(
+                    "sluice log reads the embedded log; this config's log is on Kafka at {}: \
+                     read its topics with Kafka's own tools (kafka-console-consumer, kcat), \
+                     `sluice status` shows where each source and sink stands",
+                    log.brokers.unwrap_or_default()
+                )));
+            }
+            Ok(log.dir)
+        }
         (None, None) => Err(Failure::config(anyhow!(
             "say which log: -c FILE or --dir DIR"
         ))),

@@ -148,6 +148,12 @@ async fn rebuild(
 }
 
 fn open_log(config: &FileConfig) -> Result<EmbeddedLog, Failure> {
+    if config.log.kind == "kafka" {
+        return Err(Failure::config(anyhow!(
+            "sluice reindex reads the embedded log; on a log on Kafka, rebuild the index with a \
+             second sink of a new name fed from the topics' first offsets"
+        )));
+    }
     crate::backend::open_read_only(&config.log.dir).map_err(Failure::runtime)
 }
 

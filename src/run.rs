@@ -46,8 +46,47 @@ async fn run_async(config: FileConfig, stop_at: Option<Position>) -> Result<(), 
         ),
         None => None,
     };
+    #[cfg(feature = "kafka")]
+    if config.log.kind == "kafka" {
+        let backend = crate::backend::open_kafka(&config.log).await?;
+        tracing::info!(
+            brokers = config.log.brokers.as_deref().unwrap_or_default(),
+            topics = backend.topics().len(),
+            "log open on Kafka"
+        );
+        return run_on(config, stop_at, backend, None, (registry_listener, api)).await;
+    }
     let backend = crate::backend::open(&config.log).await?;
     tracing::info!(dir = %config.log.dir.display(), topics = backend.topics().len(), "log open");
+    let maintenance = Arc::clone(backend.log());
+    run_on(
+        config,
+        stop_at,
+        backend,
+        Some(maintenance),
+        (registry_listener, api),
+    )
+    .await
+}
+
+/// What `run` binds before it opens the log: the registry's and the API's listeners.
+type Listeners = (
+    Option<tokio::net::TcpListener>,
+    Option<(
+        tokio::net::TcpListener,
+        metrics_exporter_prometheus::PrometheusHandle,
+    )>,
+);
+
+/// Runs the pipelines on `backend`; `maintenance`: the embedded log, whose retention and
+/// compaction sluice runs itself (a Kafka cluster does its own).
+async fn run_on<L: EventLog + Clone>(
+    config: FileConfig,
+    stop_at: Option<Position>,
+    backend: L,
+    maintenance: Option<Arc<Log>>,
+    (registry_listener, api): Listeners,
+) -> Result<(), Failure> {
     let registry = open_registry(backend.clone()).await?;
     let tasks = Tasks::new();
     let health = Health::new();
@@ -63,15 +102,13 @@ async fn run_async(config: FileConfig, stop_at: Option<Position>) -> Result<(), 
         );
     }
     let tombstone_retention = Duration::from_secs(config.log.tombstone_retention_hours * 3600);
-    tasks.spawn(
-        "log maintenance",
-        tracing::info_span!("log_maintenance"),
-        maintain(
-            Arc::clone(backend.log()),
-            tombstone_retention,
-            tasks.cancel_token(),
-        ),
-    );
+    if let Some(log) = maintenance {
+        tasks.spawn(
+            "log maintenance",
+            tracing::info_span!("log_maintenance"),
+            maintain(log, tombstone_retention, tasks.cancel_token()),
+        );
+    }
     if let Some((listener, metrics)) = api {
         tasks.spawn(
             "api",

@@ -16,6 +16,14 @@ use crate::config::FileConfig;
 use crate::Failure;
 
 pub(crate) fn status(config: &FileConfig) -> Result<(), Failure> {
+    #[cfg(feature = "kafka")]
+    if config.log.kind == "kafka" {
+        let runtime = crate::backend::command_runtime()?;
+        return runtime.block_on(async {
+            let log = crate::backend::open_kafka(&config.log).await?;
+            report(config, &log).await.map_err(Failure::runtime)
+        });
+    }
     let log = crate::backend::open_read_only(&config.log.dir).map_err(|e| {
         Failure::runtime(anyhow!(
             "{e:#} (has `sluice run` been started with this config?)"
@@ -27,7 +35,15 @@ pub(crate) fn status(config: &FileConfig) -> Result<(), Failure> {
 }
 
 async fn report<L: EventLog>(config: &FileConfig, log: &L) -> anyhow::Result<()> {
-    println!("log {}", config.log.dir.display());
+    match config
+        .log
+        .brokers
+        .as_deref()
+        .filter(|_| config.log.kind == "kafka")
+    {
+        Some(brokers) => println!("log on Kafka at {brokers}"),
+        None => println!("log {}", config.log.dir.display()),
+    }
     for source in &config.sources {
         let name = source.name();
         let stored = log.checkpoint(name).await?;

@@ -4,9 +4,11 @@
 //! - `sink`: the log's records produced to Kafka topics, exactly once in Kafka transactions
 //!   that carry the sink's offsets, or at least once;
 //! - `source`: `[[sources]] kind = "kafka"`, Debezium's change events in Kafka topics read
-//!   into the log (`source/config.rs`, `source/decode.rs`).
+//!   into the log (`source/config.rs`, `source/decode.rs`);
+//! - `log`: `[log] kind = "kafka"`, the log itself on a Kafka cluster.
 
 pub mod config;
+pub mod log;
 mod sink;
 pub mod source;
 

@@ -379,9 +379,20 @@ impl Sluice {
 
     /// Replaces the config (as `new` writes it) for the next start: the log stays.
     pub fn reconfigure(&self, config_body: &str) {
+        self.reconfigure_with_log("", config_body);
+    }
+
+    /// As [`Sluice::new`], with more lines in the [log] section (`kind = "kafka"`, …).
+    pub fn with_log(log_lines: &str, config_body: &str) -> Sluice {
+        let sluice = Sluice::new(config_body);
+        sluice.reconfigure_with_log(log_lines, config_body);
+        sluice
+    }
+
+    fn reconfigure_with_log(&self, log_lines: &str, config_body: &str) {
         let dir = self.dir.path().display().to_string();
         let body = config_body.replace("{dir}", &dir);
-        let text = format!("[log]\ndir = \"{dir}/log\"\nfsync = \"always\"\n\n{body}");
+        let text = format!("[log]\ndir = \"{dir}/log\"\nfsync = \"always\"\n{log_lines}\n\n{body}");
         std::fs::write(&self.config, text).expect("write config");
     }
 

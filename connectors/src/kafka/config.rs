@@ -162,7 +162,7 @@ impl KafkaSinkConfig {
 }
 
 /// A `brokers` list: `host:port` entries, comma-separated.
-pub(crate) fn check_brokers(brokers: &str) -> Result<(), String> {
+pub fn check_brokers(brokers: &str) -> Result<(), String> {
     if brokers.split(',').all(|b| b.trim().is_empty()) {
         return Err("name at least one broker, e.g. \"127.0.0.1:9092\"".into());
     }

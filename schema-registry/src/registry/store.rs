@@ -111,18 +111,27 @@ async fn load<L: EventLog>(log: &L) -> Result<Vec<Entry>, StoreError> {
     if log.partitions(TOPIC).is_none() {
         return Ok(entries);
     }
+    // Up to the end as it is now: a read may come back short (or empty, past offsets without
+    // records) before it.
+    let end = log.stable_offset(TOPIC, 0);
     let mut offset = 0;
-    loop {
-        let records = log
-            .read(TOPIC, 0, offset, 1 << 20)
+    while offset < end {
+        let read = log
+            .read_from(TOPIC, 0, offset, 1 << 20)
             .await
             .map_err(|e| StoreError(format!("reading {TOPIC}: {e}")))?;
-        let Some(last) = records.last() else {
-            return Ok(entries);
-        };
-        offset = last.offset + 1;
-        entries.extend(records.into_iter().filter_map(|r| Some((r.key?, r.value))));
+        if read.next <= offset {
+            // Nothing left for readers (compaction removed the rest).
+            break;
+        }
+        offset = read.next;
+        entries.extend(
+            read.records
+                .into_iter()
+                .filter_map(|r| Some((r.key?, r.value))),
+        );
     }
+    Ok(entries)
 }
 
 async fn append<L: EventLog>(log: &L, entries: Vec<Entry>) -> Result<(), StoreError> {

@@ -1,0 +1,887 @@
+//! The log on Apache Kafka (`[log] kind = "kafka"`): core's `EventLog` over a Kafka cluster, so
+//! that the same sources, sinks and registry run on topics of a cluster instead of files.
+//!
+//! - Appends: one transactional producer per writer (`transactional.id = sluice-log-<writer>`;
+//!   a second process that starts the same writer fences the first). A writer's appends since
+//!   its last commit are one Kafka transaction; its checkpoint goes into the compacted topic
+//!   `_sluice_checkpoints` (key: the writer) in that same transaction, so records and checkpoint
+//!   become visible together, exactly once.
+//! - Reads: `read_committed` consumers assigned to one partition each (no group), reused while
+//!   a reader goes on where it stopped. Reads go on from the consumer's position, past the
+//!   transaction markers (`EventLog::read_from`).
+//! - Offsets readers see end at each partition's last stable offset, kept in memory and
+//!   refreshed in the background (and at once after a commit of this process), since sinks ask
+//!   for it on every read.
+//! - Consumer groups (`group_offsets`, `commit_offsets`) are Kafka's own.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header as KafkaHeader, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+use serde::Deserialize;
+use sluice_core::batch::RecordView;
+use sluice_core::event_log::{
+    EventLog, Header, LogError, PartitionBatch, PartitionDescription, PartitionOffsets, ReadBatch,
+    Records, StoredRecord,
+};
+use sluice_core::sink::Offsets;
+use tokio::sync::watch;
+
+/// The compacted topic of the writers' checkpoints (key: writer).
+pub const CHECKPOINTS_TOPIC: &str = "_sluice_checkpoints";
+
+/// How long a call to the cluster may take.
+const TIMEOUT: Duration = Duration::from_secs(30);
+/// How often the stable offsets of every partition are asked (other processes' commits show
+/// within this).
+const REFRESH: Duration = Duration::from_millis(250);
+/// How long a read waits for records it knows are there.
+const READ_WAIT: Duration = Duration::from_secs(10);
+
+/// `[log] kind = "kafka"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaLogConfig {
+    /// Bootstrap brokers, `host:port,host:port`.
+    pub brokers: String,
+    /// Partitions of the topics sluice creates. Default 1.
+    #[serde(default = "one")]
+    pub partitions: u32,
+    /// Replication factor of the topics sluice creates. Default: the broker's.
+    #[serde(default)]
+    pub replication_factor: Option<i32>,
+    /// `min.insync.replicas` of the topics sluice creates. Default: the broker's.
+    #[serde(default)]
+    pub min_insync_replicas: Option<u32>,
+    /// librdkafka properties for every client (`"security.protocol" = "ssl"`, …).
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// What went wrong, with the cluster and the step.
+#[derive(Debug, thiserror::Error)]
+#[error("the log on Kafka at {brokers}: {action}: {source}")]
+pub struct KafkaLogError {
+    brokers: String,
+    action: String,
+    source: KafkaError,
+}
+
+/// The log on a Kafka cluster. Clones share it.
+#[derive(Clone)]
+pub struct KafkaLog {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: KafkaLogConfig,
+    admin: AdminClient<DefaultClientContext>,
+    /// Topics and their partition counts, as the cluster's metadata says.
+    topics: RwLock<BTreeMap<String, u32>>,
+    topics_version: AtomicU64,
+    /// Last stable offset per partition (what `read_committed` readers see).
+    stable: RwLock<HashMap<(String, u32), u64>>,
+    checkpoints: RwLock<HashMap<String, String>>,
+    writers: Mutex<HashMap<String, Arc<Mutex<Writer>>>>,
+    /// Idle readers per partition, with the offset each goes on from.
+    readers: Mutex<HashMap<(String, u32), Vec<Reader>>>,
+    /// A client for metadata and watermarks.
+    probe: BaseConsumer,
+    groups: Mutex<HashMap<String, Arc<BaseConsumer>>>,
+    commits: watch::Sender<u64>,
+}
+
+/// A writer's transactional producer and whether a transaction is open.
+struct Writer {
+    producer: BaseProducer,
+    open: bool,
+}
+
+struct Reader {
+    consumer: BaseConsumer,
+    next: u64,
+}
+
+impl KafkaLog {
+    /// Connects, creates the checkpoints topic if missing, reads the writers' checkpoints and
+    /// the topics, and starts the background refresh of stable offsets.
+    pub async fn open(config: KafkaLogConfig) -> Result<KafkaLog, KafkaLogError> {
+        let fail = |action: &str| {
+            let brokers = config.brokers.clone();
+            let action = action.to_owned();
+            move |source| KafkaLogError {
+                brokers,
+                action,
+                source,
+            }
+        };
+        let admin = client(&config).create().map_err(fail("connecting"))?;
+        let probe: BaseConsumer = consumer_config(&config)
+            .create()
+            .map_err(fail("connecting"))?;
+        let (commits, _) = watch::channel(0);
+        let log = KafkaLog {
+            inner: Arc::new(Inner {
+                config: config.clone(),
+                admin,
+                topics: RwLock::default(),
+                topics_version: AtomicU64::new(0),
+                stable: RwLock::default(),
+                checkpoints: RwLock::default(),
+                writers: Mutex::default(),
+                readers: Mutex::default(),
+                probe,
+                groups: Mutex::default(),
+                commits,
+            }),
+        };
+        log.create_topic(CHECKPOINTS_TOPIC, 1, true)
+            .await
+            .map_err(|e| e.0)?;
+        let this = log.clone();
+        tokio::task::spawn_blocking(move || {
+            this.refresh_metadata()?;
+            // Readers start from offsets that mean something: a partition's stable offset is
+            // never 0 for lack of asking.
+            this.refresh_stable(None);
+            Ok(())
+        })
+        .await
+        .expect("metadata does not panic")
+        .map_err(fail("reading the cluster's topics"))?;
+        let this = log.clone();
+        let checkpoints = tokio::task::spawn_blocking(move || this.read_checkpoints())
+            .await
+            .expect("reading does not panic")
+            .map_err(fail("reading the writers' checkpoints"))?;
+        *log.inner.checkpoints.write().expect("not poisoned") = checkpoints;
+        sluice_core::task::spawn_in_span(refresh_loop(Arc::downgrade(&log.inner)));
+        Ok(log)
+    }
+
+    fn error(&self, action: impl Into<String>, source: KafkaError) -> LogError {
+        LogError::Backend(Box::new(KafkaLogError {
+            brokers: self.inner.config.brokers.clone(),
+            action: action.into(),
+            source,
+        }))
+    }
+
+    /// Reads the topics and partition counts from the cluster's metadata.
+    fn refresh_metadata(&self) -> Result<(), KafkaError> {
+        let metadata = self.inner.probe.fetch_metadata(None, TIMEOUT)?;
+        let found: BTreeMap<String, u32> = metadata
+            .topics()
+            .iter()
+            .filter(|t| !t.name().starts_with("__") && t.error().is_none())
+            .map(|t| (t.name().to_owned(), t.partitions().len() as u32))
+            .collect();
+        let mut topics = self.inner.topics.write().expect("not poisoned");
+        if *topics != found {
+            *topics = found;
+            self.inner.topics_version.fetch_add(1, Ordering::SeqCst);
+        }
+        Ok(())
+    }
+
+    /// Asks the stable offsets of `partitions` (every known partition when None); true when
+    /// any moved.
+    fn refresh_stable(&self, partitions: Option<Vec<(String, u32)>>) -> bool {
+        let partitions = partitions.unwrap_or_else(|| {
+            let topics = self.inner.topics.read().expect("not poisoned");
+            topics
+                .iter()
+                .flat_map(|(t, n)| (0..*n).map(move |p| (t.clone(), p)))
+                .collect()
+        });
+        let mut moved = false;
+        for (topic, partition) in partitions {
+            let Ok((_, high)) =
+                self.inner
+                    .probe
+                    .fetch_watermarks(&topic, partition as i32, Duration::from_secs(5))
+            else {
+                continue;
+            };
+            let high = high.max(0) as u64;
+            let mut stable = self.inner.stable.write().expect("not poisoned");
+            let entry = stable.entry((topic, partition)).or_insert(0);
+            if high > *entry {
+                *entry = high;
+                moved = true;
+            }
+        }
+        moved
+    }
+
+    /// Every writer's last committed checkpoint, from the checkpoints topic.
+    fn read_checkpoints(&self) -> Result<HashMap<String, String>, KafkaError> {
+        let consumer: BaseConsumer = consumer_config(&self.inner.config).create()?;
+        let (low, high) = consumer.fetch_watermarks(CHECKPOINTS_TOPIC, 0, TIMEOUT)?;
+        let mut checkpoints = HashMap::new();
+        if high <= low {
+            return Ok(checkpoints);
+        }
+        let mut assignment = TopicPartitionList::new();
+        assignment.add_partition_offset(CHECKPOINTS_TOPIC, 0, Offset::Offset(low))?;
+        consumer.assign(&assignment)?;
+        let deadline = std::time::Instant::now() + TIMEOUT;
+        loop {
+            let position = position(&consumer, CHECKPOINTS_TOPIC, 0).unwrap_or(low as u64);
+            if position >= high as u64 || std::time::Instant::now() > deadline {
+                break;
+            }
+            match consumer.poll(Duration::from_millis(200)) {
+                Some(Ok(message)) => {
+                    let Some(key) = message.key() else { continue };
+                    let key = String::from_utf8_lossy(key).into_owned();
+                    match message.payload() {
+                        Some(value) => {
+                            checkpoints.insert(key, String::from_utf8_lossy(value).into_owned())
+                        }
+                        None => checkpoints.remove(&key),
+                    };
+                }
+                Some(Err(err)) => return Err(err),
+                None => {}
+            }
+        }
+        Ok(checkpoints)
+    }
+
+    async fn create_topic(
+        &self,
+        topic: &str,
+        partitions: u32,
+        compact: bool,
+    ) -> Result<u32, (KafkaLogError, ())> {
+        let config = &self.inner.config;
+        let fail = |source| {
+            (
+                KafkaLogError {
+                    brokers: config.brokers.clone(),
+                    action: format!("creating topic {topic}"),
+                    source,
+                },
+                (),
+            )
+        };
+        if let Some(n) = self.partitions(topic) {
+            return Ok(n);
+        }
+        let replication = config.replication_factor.unwrap_or(-1);
+        let mut new = NewTopic::new(
+            topic,
+            partitions as i32,
+            TopicReplication::Fixed(replication),
+        );
+        let min_insync = config.min_insync_replicas.map(|n| n.to_string());
+        if let Some(n) = &min_insync {
+            new = new.set("min.insync.replicas", n);
+        }
+        if compact {
+            new = new.set("cleanup.policy", "compact");
+        }
+        let options = AdminOptions::new().operation_timeout(Some(TIMEOUT));
+        let results = self
+            .inner
+            .admin
+            .create_topics([&new], &options)
+            .await
+            .map_err(fail)?;
+        for result in results {
+            match result {
+                Ok(_) => tracing::info!(topic, partitions, "created topic in Kafka"),
+                Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((_, code)) => return Err(fail(KafkaError::AdminOp(code))),
+            }
+        }
+        let this = self.clone();
+        let name = topic.to_owned();
+        // The metadata catches up with a new topic within moments.
+        for _ in 0..50 {
+            let this = this.clone();
+            tokio::task::spawn_blocking(move || this.refresh_metadata())
+                .await
+                .expect("metadata does not panic")
+                .map_err(fail)?;
+            if let Some(n) = self.partitions(&name) {
+                return Ok(n);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Err(fail(KafkaError::AdminOp(RDKafkaErrorCode::UnknownTopic)))
+    }
+
+    /// The writer's producer, made (and its transactions initialised, fencing any other process
+    /// of the same writer) the first time.
+    fn writer(&self, writer: &str) -> Result<Arc<Mutex<Writer>>, LogError> {
+        let mut writers = self.inner.writers.lock().expect("not poisoned");
+        if let Some(found) = writers.get(writer) {
+            return Ok(Arc::clone(found));
+        }
+        let producer: BaseProducer = client(&self.inner.config)
+            .set("transactional.id", format!("sluice-log-{writer}"))
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "5")
+            .set("transaction.timeout.ms", "60000")
+            .create()
+            .map_err(|e| self.error(format!("starting writer {writer}"), e))?;
+        producer
+            .init_transactions(TIMEOUT)
+            .map_err(|e| self.error(format!("starting the transactions of writer {writer}"), e))?;
+        let made = Arc::new(Mutex::new(Writer {
+            producer,
+            open: false,
+        }));
+        writers.insert(writer.to_owned(), Arc::clone(&made));
+        Ok(made)
+    }
+
+    /// Appends on the calling (blocking) thread.
+    fn append_blocking(
+        &self,
+        writer: &str,
+        batches: Vec<PartitionBatch>,
+        checkpoint: Option<String>,
+    ) -> Result<Vec<(String, u32)>, LogError> {
+        let handle = self.writer(writer)?;
+        let mut state = handle.lock().expect("not poisoned");
+        let fail = |action: &str, e| self.error(format!("{action} (writer {writer})"), e);
+        if !state.open {
+            state
+                .producer
+                .begin_transaction()
+                .map_err(|e| fail("beginning a transaction", e))?;
+            state.open = true;
+        }
+        let mut touched = Vec::new();
+        for batch in batches {
+            let topic = batch.topic.clone();
+            touched.push((topic.clone(), batch.partition));
+            for_each_record(batch.records, |record| {
+                let mut headers = OwnedHeaders::new_with_capacity(record.headers().len());
+                for header in record.headers() {
+                    headers = headers.insert(KafkaHeader {
+                        key: &header.key,
+                        value: header.value.as_deref(),
+                    });
+                }
+                let mut out = BaseRecord::to(&topic)
+                    .partition(batch.partition as i32)
+                    .timestamp(record.timestamp_ms())
+                    .headers(headers);
+                if let Some(key) = record.key() {
+                    out = out.key(key);
+                }
+                if let Some(value) = record.value() {
+                    out = out.payload(value);
+                }
+                send(&state.producer, out).map_err(|e| fail("producing", e))
+            })?;
+        }
+        let Some(checkpoint) = checkpoint else {
+            return Ok(Vec::new());
+        };
+        let record = BaseRecord::to(CHECKPOINTS_TOPIC)
+            .partition(0)
+            .key(writer.as_bytes())
+            .payload(checkpoint.as_bytes());
+        send(&state.producer, record).map_err(|e| fail("producing the checkpoint", e))?;
+        let committed = state.producer.commit_transaction(TIMEOUT);
+        state.open = false;
+        if let Err(err) = committed {
+            // A transaction that did not commit is aborted: nothing of it is visible.
+            let _ = state.producer.abort_transaction(TIMEOUT);
+            return Err(fail("committing", err));
+        }
+        self.inner
+            .checkpoints
+            .write()
+            .expect("not poisoned")
+            .insert(writer.to_owned(), checkpoint);
+        touched.sort_unstable();
+        touched.dedup();
+        Ok(touched)
+    }
+
+    /// A reader of the partition positioned at `offset`: an idle one already there, or one
+    /// moved (assigned) there.
+    fn reader(&self, topic: &str, partition: u32, offset: u64) -> Result<Reader, LogError> {
+        let key = (topic.to_owned(), partition);
+        let mut idle = self.inner.readers.lock().expect("not poisoned");
+        let pool = idle.entry(key).or_default();
+        if let Some(i) = pool.iter().position(|r| r.next == offset) {
+            return Ok(pool.swap_remove(i));
+        }
+        let reader = match pool.pop() {
+            Some(reader) => reader,
+            None => Reader {
+                consumer: consumer_config(&self.inner.config)
+                    .create()
+                    .map_err(|e| self.error("starting a reader", e))?,
+                next: offset,
+            },
+        };
+        let mut assignment = TopicPartitionList::new();
+        assignment
+            .add_partition_offset(topic, partition as i32, Offset::Offset(offset as i64))
+            .and_then(|()| reader.consumer.assign(&assignment))
+            .map_err(|e| self.error(format!("reading {topic}/{partition}"), e))?;
+        Ok(Reader {
+            consumer: reader.consumer,
+            next: offset,
+        })
+    }
+
+    fn read_blocking(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        max_bytes: usize,
+    ) -> Result<ReadBatch, LogError> {
+        let stable = self.stable_offset(topic, partition);
+        if offset >= stable {
+            return Ok(ReadBatch {
+                records: Vec::new(),
+                next: offset,
+            });
+        }
+        let mut reader = self.reader(topic, partition, offset)?;
+        let mut records = Vec::new();
+        let mut bytes = 0;
+        // Records are known to be there: wait for the first (a new reader connects and
+        // fetches first), then take what has arrived.
+        let deadline = std::time::Instant::now() + READ_WAIT;
+        let mut next = offset;
+        while next < stable && bytes < max_bytes && std::time::Instant::now() < deadline {
+            let wait = if records.is_empty() { 100 } else { 5 };
+            match reader.consumer.poll(Duration::from_millis(wait)) {
+                Some(Ok(message)) => {
+                    let at = message.offset() as u64;
+                    bytes += message.payload_len() + message.key().map_or(0, <[u8]>::len);
+                    records.push(stored(&message));
+                    next = at + 1;
+                }
+                Some(Err(KafkaError::PartitionEOF(_))) => {}
+                Some(Err(err)) => {
+                    return Err(self.error(format!("reading {topic}/{partition}"), err));
+                }
+                None if !records.is_empty() => break,
+                None => {}
+            }
+            // Past the transaction markers the consumer skipped.
+            if let Some(position) = position(&reader.consumer, topic, partition) {
+                next = next.max(position);
+            }
+        }
+        reader.next = next;
+        self.inner
+            .readers
+            .lock()
+            .expect("not poisoned")
+            .entry((topic.to_owned(), partition))
+            .or_default()
+            .push(reader);
+        Ok(ReadBatch { records, next })
+    }
+
+    /// The consumer that commits and reads `group`'s offsets.
+    fn group(&self, group: &str) -> Result<Arc<BaseConsumer>, LogError> {
+        let mut groups = self.inner.groups.lock().expect("not poisoned");
+        if let Some(found) = groups.get(group) {
+            return Ok(Arc::clone(found));
+        }
+        let consumer: BaseConsumer = consumer_config(&self.inner.config)
+            .set("group.id", group)
+            .create()
+            .map_err(|e| self.error(format!("joining consumer group {group}"), e))?;
+        let consumer = Arc::new(consumer);
+        groups.insert(group.to_owned(), Arc::clone(&consumer));
+        Ok(consumer)
+    }
+
+    fn all_partitions(&self) -> TopicPartitionList {
+        let mut list = TopicPartitionList::new();
+        for (topic, n) in self.inner.topics.read().expect("not poisoned").iter() {
+            for partition in 0..*n {
+                list.add_partition(topic, partition as i32);
+            }
+        }
+        list
+    }
+}
+
+/// Asks the cluster for new topics and the stable offsets of every partition until the log is
+/// dropped; a change wakes the readers.
+async fn refresh_loop(inner: std::sync::Weak<Inner>) {
+    let mut tick = 0u64;
+    loop {
+        tokio::time::sleep(REFRESH).await;
+        let Some(inner) = inner.upgrade() else { return };
+        let log = KafkaLog { inner };
+        let metadata = tick.is_multiple_of(8);
+        let refreshed = tokio::task::spawn_blocking(move || {
+            let before = log.inner.topics_version.load(Ordering::SeqCst);
+            if metadata {
+                let _ = log.refresh_metadata();
+            }
+            let moved = log.refresh_stable(None)
+                || log.inner.topics_version.load(Ordering::SeqCst) != before;
+            if moved {
+                log.inner.commits.send_modify(|n| *n += 1);
+            }
+        })
+        .await;
+        if refreshed.is_err() {
+            return;
+        }
+        tick += 1;
+    }
+}
+
+fn client(config: &KafkaLogConfig) -> ClientConfig {
+    let mut client = ClientConfig::new();
+    client
+        .set("bootstrap.servers", &config.brokers)
+        .set("socket.connection.setup.timeout.ms", "10000");
+    for (key, value) in &config.properties {
+        client.set(key, value);
+    }
+    client
+}
+
+fn consumer_config(config: &KafkaLogConfig) -> ClientConfig {
+    let mut consumer = client(config);
+    consumer
+        .set("group.id", "sluice-log-reader")
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("isolation.level", "read_committed")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.partition.eof", "false")
+        .set("fetch.wait.max.ms", "50");
+    consumer
+}
+
+/// The consumer's position in the partition (the next offset it reads).
+fn position(consumer: &BaseConsumer, topic: &str, partition: u32) -> Option<u64> {
+    let positions = consumer.position().ok()?;
+    let element = positions.find_partition(topic, partition as i32)?;
+    match element.offset() {
+        Offset::Offset(n) if n >= 0 => Some(n as u64),
+        _ => None,
+    }
+}
+
+/// Produces `record`, waiting while the producer's queue is full.
+fn send(producer: &BaseProducer, mut record: BaseRecord<'_, [u8], [u8]>) -> Result<(), KafkaError> {
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                producer.poll(Duration::from_millis(10));
+                record = back;
+            }
+            Err((err, _)) => return Err(err),
+        }
+    }
+}
+
+/// Calls `f` with each record of `records`.
+fn for_each_record(
+    records: Records,
+    mut f: impl FnMut(&dyn RecordView) -> Result<(), LogError>,
+) -> Result<(), LogError> {
+    match records {
+        Records::Owned(records) => records.iter().try_for_each(|r| f(r)),
+        Records::Packed(packed) => packed.views().iter().try_for_each(|r| f(r)),
+        Records::Prepared(_) => Err(LogError::Backend(
+            "the Kafka log takes records, not prepared batches".into(),
+        )),
+    }
+}
+
+fn stored(message: &rdkafka::message::BorrowedMessage<'_>) -> StoredRecord {
+    let headers = message
+        .headers()
+        .map(|headers| {
+            headers
+                .iter()
+                .map(|h| Header {
+                    key: h.key.to_owned(),
+                    value: h.value.map(Bytes::copy_from_slice),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    StoredRecord {
+        offset: message.offset() as u64,
+        timestamp_ms: message.timestamp().to_millis().unwrap_or(0),
+        key: message.key().map(Bytes::copy_from_slice),
+        value: message.payload().map(Bytes::copy_from_slice),
+        headers,
+    }
+}
+
+impl EventLog for KafkaLog {
+    async fn ensure_topic(&self, topic: &str) -> Result<u32, LogError> {
+        let partitions = self.inner.config.partitions;
+        self.create_topic(topic, partitions, false)
+            .await
+            .map_err(|(e, ())| LogError::Backend(Box::new(e)))
+    }
+
+    async fn ensure_compacted_topic(&self, topic: &str, partitions: u32) -> Result<u32, LogError> {
+        self.create_topic(topic, partitions, true)
+            .await
+            .map_err(|(e, ())| LogError::Backend(Box::new(e)))
+    }
+
+    async fn append(
+        &self,
+        writer: &str,
+        batches: Vec<PartitionBatch>,
+        checkpoint: Option<String>,
+    ) -> Result<(), LogError> {
+        let this = self.clone();
+        let name = writer.to_owned();
+        let touched =
+            tokio::task::spawn_blocking(move || this.append_blocking(&name, batches, checkpoint))
+                .await
+                .expect("appending does not panic")?;
+        if !touched.is_empty() {
+            let this = self.clone();
+            tokio::task::spawn_blocking(move || this.refresh_stable(Some(touched)))
+                .await
+                .expect("watermarks do not panic");
+            self.inner.commits.send_modify(|n| *n += 1);
+        }
+        Ok(())
+    }
+
+    async fn rollback(&self, writer: &str) -> Result<(), LogError> {
+        let Some(handle) = self
+            .inner
+            .writers
+            .lock()
+            .expect("not poisoned")
+            .get(writer)
+            .cloned()
+        else {
+            return Ok(());
+        };
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut state = handle.lock().expect("not poisoned");
+            if state.open {
+                state.open = false;
+                state
+                    .producer
+                    .abort_transaction(TIMEOUT)
+                    .map_err(|e| this.error("aborting a transaction", e))?;
+            }
+            Ok(())
+        })
+        .await
+        .expect("aborting does not panic")
+    }
+
+    async fn checkpoint(&self, writer: &str) -> Result<Option<String>, LogError> {
+        Ok(self
+            .inner
+            .checkpoints
+            .read()
+            .expect("not poisoned")
+            .get(writer)
+            .cloned())
+    }
+
+    fn topics(&self) -> Vec<String> {
+        self.inner
+            .topics
+            .read()
+            .expect("not poisoned")
+            .keys()
+            .filter(|t| *t != CHECKPOINTS_TOPIC)
+            .cloned()
+            .collect()
+    }
+
+    fn topics_version(&self) -> u64 {
+        self.inner.topics_version.load(Ordering::SeqCst)
+    }
+
+    fn partitions(&self, topic: &str) -> Option<u32> {
+        self.inner
+            .topics
+            .read()
+            .expect("not poisoned")
+            .get(topic)
+            .copied()
+    }
+
+    fn stable_offset(&self, topic: &str, partition: u32) -> u64 {
+        self.inner
+            .stable
+            .read()
+            .expect("not poisoned")
+            .get(&(topic.to_owned(), partition))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    async fn offsets(&self, topic: &str, partition: u32) -> Result<PartitionOffsets, LogError> {
+        let this = self.clone();
+        let name = topic.to_owned();
+        let (low, high) = tokio::task::spawn_blocking(move || {
+            this.inner
+                .probe
+                .fetch_watermarks(&name, partition as i32, TIMEOUT)
+        })
+        .await
+        .expect("watermarks do not panic")
+        .map_err(|e| self.error(format!("asking the offsets of {topic}/{partition}"), e))?;
+        Ok(PartitionOffsets {
+            start: low.max(0) as u64,
+            stable: high.max(0) as u64,
+        })
+    }
+
+    async fn offset_for_time(
+        &self,
+        topic: &str,
+        partition: u32,
+        timestamp_ms: i64,
+    ) -> Result<Option<u64>, LogError> {
+        let this = self.clone();
+        let name = topic.to_owned();
+        let found = tokio::task::spawn_blocking(move || {
+            let mut list = TopicPartitionList::new();
+            list.add_partition_offset(&name, partition as i32, Offset::Offset(timestamp_ms))?;
+            this.inner.probe.offsets_for_times(list, TIMEOUT)
+        })
+        .await
+        .expect("offsets do not panic")
+        .map_err(|e| self.error(format!("finding a time in {topic}/{partition}"), e))?;
+        Ok(found
+            .find_partition(topic, partition as i32)
+            .and_then(|e| match e.offset() {
+                Offset::Offset(n) if n >= 0 => Some(n as u64),
+                _ => None,
+            }))
+    }
+
+    async fn describe(
+        &self,
+        topic: &str,
+        partition: u32,
+    ) -> Result<PartitionDescription, LogError> {
+        let offsets = self.offsets(topic, partition).await?;
+        Ok(PartitionDescription {
+            start: offsets.start,
+            stable: offsets.stable,
+            end: offsets.stable,
+            storage: None,
+        })
+    }
+
+    async fn read(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        max_bytes: usize,
+    ) -> Result<Vec<StoredRecord>, LogError> {
+        Ok(self
+            .read_from(topic, partition, offset, max_bytes)
+            .await?
+            .records)
+    }
+
+    async fn read_from(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        max_bytes: usize,
+    ) -> Result<ReadBatch, LogError> {
+        if offset >= self.stable_offset(topic, partition) {
+            return Ok(ReadBatch {
+                records: Vec::new(),
+                next: offset,
+            });
+        }
+        let this = self.clone();
+        let name = topic.to_owned();
+        tokio::task::spawn_blocking(move || this.read_blocking(&name, partition, offset, max_bytes))
+            .await
+            .expect("reading does not panic")
+    }
+
+    async fn group_offsets(&self, group: &str) -> Result<Offsets, LogError> {
+        let consumer = self.group(group)?;
+        let list = self.all_partitions();
+        let this = self.clone();
+        let committed =
+            tokio::task::spawn_blocking(move || consumer.committed_offsets(list, TIMEOUT))
+                .await
+                .expect("offsets do not panic")
+                .map_err(|e| this.error(format!("reading consumer group {group}"), e))?;
+        Ok(committed
+            .elements()
+            .iter()
+            .filter_map(|e| match e.offset() {
+                Offset::Offset(n) if n >= 0 => {
+                    Some(((e.topic().to_owned(), e.partition() as u32), n as u64))
+                }
+                _ => None,
+            })
+            .collect())
+    }
+
+    async fn commit_offsets(&self, group: &str, offsets: Offsets) -> Result<(), LogError> {
+        if offsets.is_empty() {
+            return Ok(());
+        }
+        let consumer = self.group(group)?;
+        let mut list = TopicPartitionList::new();
+        for ((topic, partition), next) in &offsets {
+            list.add_partition_offset(topic, *partition as i32, Offset::Offset(*next as i64))
+                .map_err(|e| self.error("committing offsets", e))?;
+        }
+        let this = self.clone();
+        let group = group.to_owned();
+        tokio::task::spawn_blocking(move || {
+            consumer
+                .commit(&list, CommitMode::Sync)
+                .map_err(|e| this.error(format!("committing consumer group {group}"), e))
+        })
+        .await
+        .expect("committing does not panic")
+    }
+
+    fn subscribe(&self) -> watch::Receiver<u64> {
+        self.inner.commits.subscribe()
+    }
+
+    async fn flush(&self) -> Result<(), LogError> {
+        Ok(())
+    }
+}

@@ -1,0 +1,110 @@
+//! The log on Apache Kafka (`[log] kind = "kafka"`): a Postgres source appends into topics of
+//! the broker (records and checkpoint in one Kafka transaction) and a Postgres sink reads them
+//! back, across `kill -9`s of sluice under a writer: the replica equals the source, and a
+//! `read_committed` consumer of the log's topic sees each change exactly once.
+
+use std::time::Duration;
+
+use sluice_integration_tests::kafka::{consume, services};
+use sluice_integration_tests::{wait_for, writer_client, Rng, Sluice, TestDb};
+
+const LOG: &str = "kind = \"kafka\"\nbrokers = \"127.0.0.1:9092\"\npartitions = 2";
+
+/// Rows of `t` as text, in key order (empty while the table is missing).
+fn rows(db: &TestDb) -> String {
+    if db.exec("SELECT to_regclass('public.t') IS NOT NULL") != "t" {
+        return String::new();
+    }
+    db.exec("SELECT id, v FROM t ORDER BY id")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipeline_on_a_kafka_log_survives_kill_9_with_each_change_once() {
+    services(&["up", "kafka"]);
+    let source = TestDb::create();
+    let replica = TestDb::create();
+    source.exec(
+        "CREATE TABLE t (id int PRIMARY KEY, v bigint NOT NULL); \
+         INSERT INTO t SELECT g, 0 FROM generate_series(1, 2000) g",
+    );
+    // Topics are the cluster's: a source name of this test's own.
+    let name = format!("k{}", &source.name[source.name.len() - 5..]);
+    let config = format!(
+        "[[sources]]\nname = \"{name}\"\nkind = \"postgres\"\nurl = \"{}\"\n\
+         tables = [\"public.t\"]\nslot = \"{}\"\n\n\
+         [[sinks]]\nname = \"{name}_replica\"\nkind = \"postgres\"\nurl = \"{}\"\n\
+         topics = [\"{name}.public.*\"]\n",
+        source.url(),
+        source.name,
+        replica.url()
+    );
+    let mut sluice = Sluice::with_log(LOG, &config);
+    sluice.start();
+    wait_for(
+        Duration::from_secs(120),
+        "the snapshot in the replica",
+        || rows(&replica).lines().count() == 2000,
+    )
+    .await;
+
+    // Every committed statement adds one to one row's v: the sum counts the changes.
+    let writer = {
+        let url = source.url();
+        sluice_core::task::spawn_in_span(async move {
+            let client = writer_client(&url).await;
+            let mut rng = Rng::new(0x10c);
+            let start = std::time::Instant::now();
+            let mut changes = 0u64;
+            while start.elapsed() < Duration::from_secs(12) {
+                let id = rng.below(2000) + 1;
+                if client
+                    .batch_execute(&format!("UPDATE t SET v = v + 1 WHERE id = {id}"))
+                    .await
+                    .is_ok()
+                {
+                    changes += 1;
+                }
+            }
+            changes
+        })
+    };
+    for _ in 0..2 {
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        sluice.kill();
+        sluice.start();
+    }
+    let changes = writer.await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while rows(&replica) != rows(&source) {
+        let log = sluice.stderr();
+        let notable: Vec<&str> = log.lines().rev().take(60).collect();
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the replica differs from the source ({} vs {} rows); sluice's log ends:\n{}",
+            rows(&replica).lines().count(),
+            rows(&source).lines().count(),
+            notable.join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    // The log's topic on the broker: the snapshot's rows and each change exactly once.
+    let topic = format!("{name}.public.t");
+    let records = consume(&topic, None);
+    let values: Vec<&serde_json::Value> = records.iter().map(|(_, _, value)| value).collect();
+    let ops = |op: &str| {
+        values
+            .iter()
+            .filter(|v| {
+                v.as_str()
+                    .and_then(|s| serde_json::from_str::<serde_json::Value>(s).ok())
+                    .is_some_and(|v| v["op"] == op)
+            })
+            .count() as u64
+    };
+    assert_eq!(ops("r"), 2000, "snapshot rows");
+    assert_eq!(ops("u"), changes, "updates, each once");
+    let (code, status) = sluice_integration_tests::sluice_command(&["status"], &sluice.config);
+    assert_eq!(sluice.stop(), Some(0), "{}", sluice.stderr());
+    let _ = (code, status);
+}
