@@ -16,7 +16,7 @@ use crate::change::SCHEMA_HEADER;
 use crate::checkpoint::{Checkpoint, COMMIT_HEADER, COMMIT_PART_HEADER};
 use crate::clock::now_us;
 use crate::encode::{EncodedRecord, EncodedRecords, EventEncoder, TableVersion};
-use crate::event::{ChangeEvent, TableSchema, TxnBoundary};
+use crate::event::{ChangeEvent, TableSchema};
 use crate::event_log::EventLog;
 use crate::source::SourceBatch;
 use crate::topic;
@@ -439,7 +439,15 @@ impl<E: EventEncoder> BatchEncoder<E> {
             });
         }
         if !boundaries.is_empty() {
-            batches.extend(self.encode_boundaries(&boundaries, log, &stamp).await?);
+            let encoded = super::transactions::boundary_batches(
+                &self.name,
+                &mut self.encoder,
+                &boundaries,
+                log,
+                stamp.header(),
+            )
+            .await?;
+            batches.extend(encoded);
         }
         Ok(EncodedBatch {
             batches,
@@ -447,62 +455,6 @@ impl<E: EventEncoder> BatchEncoder<E> {
             records: part.records,
             newest_commit_us: part.newest_commit_us,
         })
-    }
-}
-
-impl<E: EventEncoder> BatchEncoder<E> {
-    /// The records of `boundaries` for the source's transaction topic, per partition (by key),
-    /// each marked with BOUNDARY_HEADER and each partition's last stamped.
-    async fn encode_boundaries<L: EventLog>(
-        &mut self,
-        boundaries: &[TxnBoundary],
-        log: &L,
-        stamp: &Stamp,
-    ) -> Result<Vec<PartitionBatch>, PipelineError> {
-        let topic = topic::transaction_topic(&self.name);
-        let count = log
-            .ensure_topic(&topic)
-            .await
-            .map_err(|source| PipelineError::Log {
-                name: self.name.clone(),
-                source,
-            })?;
-        let mut out = EncodedRecords::with_capacity(boundaries.len() * 160);
-        let mut by_partition: BTreeMap<u32, Vec<Record>> = BTreeMap::new();
-        for boundary in boundaries {
-            out.clear();
-            self.encoder
-                .encode_boundary(boundary, &mut out)
-                .map_err(|source| PipelineError::Encode {
-                    name: self.name.clone(),
-                    source,
-                })?;
-            for i in 0..out.records().len() {
-                let (key, value) = out.record(i);
-                let partition = topic::partition_for(key, count);
-                by_partition.entry(partition).or_default().push(Record {
-                    key: key.map(Bytes::copy_from_slice),
-                    value: value.map(Bytes::copy_from_slice),
-                    timestamp_ms: boundary.commit_ts_us.div_euclid(1000),
-                    headers: vec![Header {
-                        key: topic::BOUNDARY_HEADER.to_owned(),
-                        value: Some(Bytes::from_static(boundary.status().as_bytes())),
-                    }],
-                });
-            }
-        }
-        Ok(by_partition
-            .into_iter()
-            .map(|(partition, records)| {
-                let mut records = Records::from(records);
-                records.push_header_to_last(stamp.header());
-                PartitionBatch {
-                    topic: topic.clone(),
-                    partition,
-                    records,
-                }
-            })
-            .collect())
     }
 }
 

@@ -7,10 +7,18 @@
 //! id, and ends where the next one begins, where an event outside any transaction comes (a
 //! snapshot row, a non-transactional message), or at the end of a batch with a checkpoint.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use bytes::Bytes;
+
+use super::super::PipelineError;
+use crate::batch::{Header, PartitionBatch, Record, Records};
+use crate::encode::{EncodedRecords, EventEncoder};
 use crate::event::TxnBoundary;
+use crate::event_log::EventLog;
 use crate::source::SourceBatch;
+use crate::topic;
 
 /// The transaction whose events are passing.
 struct Open {
@@ -85,6 +93,61 @@ impl TxnTracker {
             });
         }
     }
+}
+
+/// The records of `boundaries` for source `name`'s transaction topic, per partition (by key),
+/// each marked with BOUNDARY_HEADER and each partition's last with `stamp` (the commit's).
+pub(super) async fn boundary_batches<E: EventEncoder, L: EventLog>(
+    name: &str,
+    encoder: &mut E,
+    boundaries: &[TxnBoundary],
+    log: &L,
+    stamp: Header,
+) -> Result<Vec<PartitionBatch>, PipelineError> {
+    let topic = topic::transaction_topic(name);
+    let count = log
+        .ensure_topic(&topic)
+        .await
+        .map_err(|source| PipelineError::Log {
+            name: name.to_owned(),
+            source,
+        })?;
+    let mut out = EncodedRecords::with_capacity(boundaries.len() * 160);
+    let mut by_partition: BTreeMap<u32, Vec<Record>> = BTreeMap::new();
+    for boundary in boundaries {
+        out.clear();
+        encoder
+            .encode_boundary(boundary, &mut out)
+            .map_err(|source| PipelineError::Encode {
+                name: name.to_owned(),
+                source,
+            })?;
+        for i in 0..out.records().len() {
+            let (key, value) = out.record(i);
+            let partition = topic::partition_for(key, count);
+            by_partition.entry(partition).or_default().push(Record {
+                key: key.map(Bytes::copy_from_slice),
+                value: value.map(Bytes::copy_from_slice),
+                timestamp_ms: boundary.commit_ts_us.div_euclid(1000),
+                headers: vec![Header {
+                    key: topic::BOUNDARY_HEADER.to_owned(),
+                    value: Some(Bytes::from_static(boundary.status().as_bytes())),
+                }],
+            });
+        }
+    }
+    Ok(by_partition
+        .into_iter()
+        .map(|(partition, records)| {
+            let mut records = Records::from(records);
+            records.push_header_to_last(stamp.clone());
+            PartitionBatch {
+                topic: topic.clone(),
+                partition,
+                records,
+            }
+        })
+        .collect())
 }
 
 #[cfg(test)]
