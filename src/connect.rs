@@ -247,6 +247,11 @@ pub(crate) async fn spawn_sink<L: EventLog + Clone>(
 }
 
 /// `check --connect` for a source: connects as `run` would and checks what capture needs.
+// (A build without sources has no source to ask.)
+#[cfg_attr(
+    not(any(feature = "postgres", feature = "mysql", feature = "kafka")),
+    allow(clippy::unused_async)
+)]
 pub(crate) async fn probe_source(source: &SourceConfig) -> anyhow::Result<String> {
     match *source {
         #[cfg(feature = "postgres")]
@@ -261,6 +266,20 @@ pub(crate) async fn probe_source(source: &SourceConfig) -> anyhow::Result<String
 }
 
 /// `check --connect` for a sink: reaches its destination and checks it may write there.
+// (A build whose only sink is JSONL probes a file.)
+#[cfg_attr(
+    not(any(
+        feature = "postgres",
+        feature = "mysql",
+        feature = "kafka",
+        feature = "opensearch",
+        feature = "typesense",
+        feature = "clickhouse",
+        feature = "iceberg",
+        feature = "parquet"
+    )),
+    allow(clippy::unused_async)
+)]
 pub(crate) async fn probe_sink(sink: &SinkConfig) -> anyhow::Result<String> {
     match *sink {
         #[cfg(feature = "jsonl")]
@@ -288,6 +307,11 @@ pub(crate) async fn probe_sink(sink: &SinkConfig) -> anyhow::Result<String> {
 
 /// `sluice status`: what a sink's destination says about it, for sinks that keep their state
 /// there (None for the others).
+// (A build without those sinks has nothing to wait for here.)
+#[cfg_attr(
+    not(any(feature = "clickhouse", feature = "iceberg")),
+    allow(clippy::unused_async)
+)]
 pub(crate) async fn sink_server_status(sink: &SinkConfig) -> Option<anyhow::Result<Vec<String>>> {
     match *sink {
         #[cfg(feature = "clickhouse")]
@@ -307,9 +331,12 @@ pub(crate) async fn sink_server_status(sink: &SinkConfig) -> Option<anyhow::Resu
     }
 }
 
-/// `sluice status`: where the source's server stands (a Postgres slot and the WAL it holds;
-/// a MySQL server's settings).
 /// Asks a source for an on-demand snapshot (`sluice snapshot`).
+// (A build with Kafka sources alone only refuses.)
+#[cfg_attr(
+    not(any(feature = "postgres", feature = "mysql")),
+    allow(clippy::unused_async)
+)]
 pub(crate) async fn request_snapshot(
     source: &SourceConfig,
     tables: &[String],
@@ -336,6 +363,13 @@ pub(crate) async fn request_snapshot(
     }
 }
 
+/// `sluice status`: where the source's server stands (a Postgres slot and the WAL it holds;
+/// a MySQL server's settings).
+// (A build without sources has no source to ask.)
+#[cfg_attr(
+    not(any(feature = "postgres", feature = "mysql", feature = "kafka")),
+    allow(clippy::unused_async)
+)]
 pub(crate) async fn source_server_status(source: &SourceConfig) -> anyhow::Result<String> {
     match *source {
         #[cfg(feature = "postgres")]
