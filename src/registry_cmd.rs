@@ -15,6 +15,13 @@ pub(crate) fn serve(config: FileConfig) -> Result<(), Failure> {
             "the config has no [registry] section; add one with listen = \"127.0.0.1:8081\""
         )));
     };
+    if config.log.kind == "kafka" {
+        // Every process on a Kafka log assigns schema ids of its own (docs/operations.md).
+        return Err(Failure::config(anyhow!(
+            "sluice registry serves an embedded log's registry; on a log on Kafka let `sluice \
+             run` serve it ([registry] listen = \"127.0.0.1:8081\" in the same config)"
+        )));
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
