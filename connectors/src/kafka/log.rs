@@ -149,9 +149,7 @@ impl KafkaLog {
                 commits,
             }),
         };
-        log.create_topic(CHECKPOINTS_TOPIC, 1, true)
-            .await
-            .map_err(|e| e.0)?;
+        log.create_topic(CHECKPOINTS_TOPIC, 1, true).await?;
         let this = log.clone();
         tokio::task::spawn_blocking(move || {
             this.refresh_metadata()?;
@@ -268,17 +266,12 @@ impl KafkaLog {
         topic: &str,
         partitions: u32,
         compact: bool,
-    ) -> Result<u32, (KafkaLogError, ())> {
+    ) -> Result<u32, KafkaLogError> {
         let config = &self.inner.config;
-        let fail = |source| {
-            (
-                KafkaLogError {
-                    brokers: config.brokers.clone(),
-                    action: format!("creating topic {topic}"),
-                    source,
-                },
-                (),
-            )
+        let fail = |source| KafkaLogError {
+            brokers: config.brokers.clone(),
+            action: format!("creating topic {topic}"),
+            source,
         };
         if let Some(n) = self.partitions(topic) {
             return Ok(n);

@@ -20,13 +20,13 @@ impl EventLog for KafkaLog {
         let partitions = self.inner.config.partitions;
         self.create_topic(topic, partitions, false)
             .await
-            .map_err(|(e, ())| LogError::Backend(Box::new(e)))
+            .map_err(|e| LogError::Backend(Box::new(e)))
     }
 
     async fn ensure_compacted_topic(&self, topic: &str, partitions: u32) -> Result<u32, LogError> {
         self.create_topic(topic, partitions, true)
             .await
-            .map_err(|(e, ())| LogError::Backend(Box::new(e)))
+            .map_err(|e| LogError::Backend(Box::new(e)))
     }
 
     async fn append(
