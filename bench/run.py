@@ -53,6 +53,7 @@ Cases:
   opensearch_sink, typesense_sink, search_freshness: see bench/search_cases.py.
   clickhouse_sink, clickhouse_sink_avro, iceberg_sink, iceberg_sink_avro, iceberg_freshness: see
   bench/warehouse_cases.py.
+  pg_stream_kafka, sink_scaleout (the log on Kafka): see bench/scaleout_cases.py.
 Peak RSS of sluice is reported for pg_stream (goal <= 64 MB).
 """
 
@@ -66,6 +67,7 @@ import tempfile
 import time
 
 import search_cases
+import scaleout_cases
 import warehouse_cases
 
 SLUICE = os.environ.get("SLUICE_BIN", "target/release/sluice")
@@ -973,6 +975,8 @@ def main():
         ("kafka_sink", case_kafka_sink),
         ("kafka_sink_at_least_once", lambda: case_kafka_sink(transactions=False)),
         ("pg_to_kafka", case_pg_to_kafka),
+        ("pg_stream_kafka", lambda: scaleout_cases.case_pg_stream_kafka(sys.modules[__name__])),
+        ("sink_scaleout", lambda: scaleout_cases.case_sink_scaleout(sys.modules[__name__])),
         ("opensearch_sink", lambda: search_cases.case_opensearch_sink(sys.modules[__name__])),
         ("typesense_sink", lambda: search_cases.case_typesense_sink(sys.modules[__name__])),
         ("search_freshness", lambda: search_cases.case_search_freshness(sys.modules[__name__])),
@@ -992,7 +996,7 @@ def main():
             continue
         if (name.startswith("log_") or name.startswith("encode_") or name == "pg_replication_latency"
                 or "_big_txn" in name
-                or name.startswith("kafka_") or name == "pg_to_kafka"
+                or name.startswith("kafka_") or name in ("pg_to_kafka", "pg_stream_kafka", "sink_scaleout")
                 or name in ("opensearch_sink", "typesense_sink", "search_freshness")
                 or name.startswith("clickhouse_sink") or name.startswith("iceberg_")
                 or name in ("incremental_snapshot", "mysql_incremental_snapshot", "pg_snapshot_100m")):

@@ -28,6 +28,10 @@ pub(crate) enum Command {
         /// position (e.g. `pg:16/B374D848`), as for a cut-over.
         #[arg(long, value_name = "POSITION")]
         stop_at: Option<Position>,
+        /// Run only the config's sources, or only its sinks: on a log on Kafka, one process
+        /// runs the sources and any number run the sinks, sharing each sink's partitions.
+        #[arg(long, value_enum, value_name = "ROLE")]
+        only: Option<Role>,
     },
     /// Validate a config file without connecting; with --connect, also probe each server.
     Check {
@@ -83,7 +87,7 @@ pub(crate) enum Command {
 
 #[derive(Args, Clone)]
 pub(crate) struct LogLocation {
-    /// Config file whose [log] dir to read.
+    /// Config file whose [log] to read (its dir, or its Kafka cluster).
     #[arg(short, long, value_name = "FILE", conflicts_with = "dir")]
     pub config: Option<PathBuf>,
     /// The log directory.
@@ -140,6 +144,13 @@ pub(crate) enum LogCommand {
     },
 }
 
+/// What `sluice run --only` runs.
+#[derive(Clone, Copy, ValueEnum)]
+pub(crate) enum Role {
+    Sources,
+    Sinks,
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 pub(crate) enum Format {
     /// One JSON object per record: topic, partition, offset, timestamp, key, value.
@@ -153,8 +164,17 @@ pub(crate) enum Format {
 
 pub(crate) fn dispatch(cli: Cli) -> Result<(), Failure> {
     match cli.command {
-        Command::Run { config, stop_at } => {
-            let loaded = config::load(&config).map_err(Failure::config)?;
+        Command::Run {
+            config,
+            stop_at,
+            only,
+        } => {
+            let mut loaded = config::load(&config).map_err(Failure::config)?;
+            match only {
+                Some(Role::Sources) => loaded.sinks.clear(),
+                Some(Role::Sinks) => loaded.sources.clear(),
+                None => {}
+            }
             run::run(loaded, stop_at)
         }
         Command::Check { config, connect } => {

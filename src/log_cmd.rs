@@ -1,5 +1,6 @@
-//! `sluice log …`: reading the embedded log from the command line, also while `sluice run`
-//! writes it (read-only opens see what was committed).
+//! `sluice log …`: reading the log from the command line, also while `sluice run` writes it:
+//! the embedded log (read-only opens see what was committed) or, with `-c` and a config whose
+//! log is on Kafka, the cluster's topics and groups.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -19,21 +20,18 @@ use sluice_schema_registry::registry::Registry;
 use crate::cli::{Format, LogCommand, LogLocation};
 use crate::{config, Failure};
 
+/// The config's [log] section, when the location is a config file.
+fn section(location: &LogLocation) -> Result<Option<config::LogSection>, Failure> {
+    match &location.config {
+        Some(path) => Ok(Some(config::load(path).map_err(Failure::config)?.log)),
+        None => Ok(None),
+    }
+}
+
 fn log_dir(location: &LogLocation) -> Result<PathBuf, Failure> {
-    match (&location.dir, &location.config) {
+    match (&location.dir, section(location)?) {
         (Some(dir), _) => Ok(dir.clone()),
-        (None, Some(path)) => {
-            let log = config::load(path).map_err(Failure::config)?.log;
-            if log.kind == "kafka" {
-                return Err(Failure::config(anyhow!(
-                    "sluice log reads the embedded log; this config's log is on Kafka at {}: \
-                     read its topics with Kafka's own tools (kafka-console-consumer, kcat), \
-                     `sluice status` shows where each source and sink stands",
-                    log.brokers.unwrap_or_default()
-                )));
-            }
-            Ok(log.dir)
-        }
+        (None, Some(log)) => Ok(log.dir),
         (None, None) => Err(Failure::config(anyhow!(
             "say which log: -c FILE or --dir DIR"
         ))),
@@ -44,26 +42,49 @@ fn open(location: &LogLocation) -> Result<EmbeddedLog, Failure> {
     crate::backend::open_read_only(&log_dir(location)?).map_err(Failure::runtime)
 }
 
+/// Runs `$body` with `$log` bound to the log `$location` names: the log on Kafka when its
+/// config says so, else the embedded log, read-only.
+macro_rules! on_log {
+    ($location:expr, $runtime:expr, |$log:ident| $body:expr) => {{
+        let section = section($location)?.filter(|log| log.kind == "kafka");
+        match section {
+            #[cfg(feature = "kafka")]
+            Some(section) => {
+                let $log = $runtime.block_on(crate::backend::open_kafka(&section))?;
+                $runtime.block_on($body).map_err(Failure::runtime)
+            }
+            #[cfg(not(feature = "kafka"))]
+            Some(_) => Err(Failure::config(anyhow!(
+                "this config's log is on Kafka, and this build of sluice has no kafka connector"
+            ))),
+            None => {
+                let $log = open($location)?;
+                $runtime.block_on($body).map_err(Failure::runtime)
+            }
+        }
+    }};
+}
+
 pub(crate) fn dispatch(command: LogCommand) -> Result<(), Failure> {
     let runtime = crate::backend::command_runtime()?;
     match command {
         LogCommand::Topics { location } => {
-            let log = open(&location)?;
-            runtime.block_on(topics(&log)).map_err(Failure::runtime)
+            on_log!(&location, runtime, |log| topics(&log))
         }
         LogCommand::Offsets { group, location } => {
-            let log = open(&location)?;
-            runtime
-                .block_on(group_offsets(&log, &group))
-                .map_err(Failure::runtime)
+            on_log!(&location, runtime, |log| group_offsets(&log, &group))
         }
         LogCommand::Describe { topic, location } => {
-            let log = open(&location)?;
-            runtime
-                .block_on(describe(&log, &topic))
-                .map_err(Failure::runtime)
+            on_log!(&location, runtime, |log| describe(&log, &topic))
         }
         LogCommand::Repair { location } => {
+            if let Some(log) = section(&location)?.filter(|log| log.kind == "kafka") {
+                return Err(Failure::config(anyhow!(
+                    "sluice log repair mends the embedded log's files; this config's log is on \
+                     Kafka at {}, whose brokers keep their own",
+                    log.brokers.unwrap_or_default()
+                )));
+            }
             // The embedded log's own: it works on the files, not through the log interface.
             let dir = log_dir(&location)?;
             let reports = Log::repair(&dir, sluice_log::LogOptions::default())
@@ -81,18 +102,16 @@ pub(crate) fn dispatch(command: LogCommand) -> Result<(), Failure> {
             format,
             follow,
         } => {
-            let dir = log_dir(&location)?;
             let start = match (from_beginning, from_offset, from_time) {
                 (_, Some(offset), _) => Start::Offset(offset),
                 (_, _, Some(time)) => Start::Time(parse_time(&time).map_err(Failure::config)?),
                 (false, _, _) if follow => Start::End,
                 _ => Start::Beginning,
             };
-            // A read-only open sees the commits made before it: following reopens the log.
-            let reopen = || crate::backend::open_read_only(&dir);
-            runtime
-                .block_on(tail(reopen, &topic, start, format, follow))
-                .map_err(Failure::runtime)
+            let dir = log_dir(&location)?;
+            on_log!(&location, runtime, |log| tail(
+                log, &dir, &topic, start, format, follow
+            ))
         }
     }
 }
@@ -249,14 +268,38 @@ fn parse_time(text: &str) -> anyhow::Result<i64> {
     Ok(((days * 86_400 + h * 3600 + m * 60 + s - offset_seconds) * 1000) + millis)
 }
 
-async fn tail<L: EventLog + Clone>(
-    reopen: impl Fn() -> anyhow::Result<L>,
+/// How `sluice log tail --follow` sees commits made after the log was opened.
+trait Follow: EventLog + Clone {
+    /// Whether the log shows them by itself.
+    const LIVE: bool;
+    /// The log again, showing them (`dir`: the embedded log's directory).
+    fn again(&self, dir: &std::path::Path) -> anyhow::Result<Self>;
+}
+
+impl Follow for EmbeddedLog {
+    // A read-only open sees the commits made before it.
+    const LIVE: bool = false;
+    fn again(&self, dir: &std::path::Path) -> anyhow::Result<EmbeddedLog> {
+        crate::backend::open_read_only(dir)
+    }
+}
+
+#[cfg(feature = "kafka")]
+impl Follow for sluice_connectors::kafka::log::KafkaLog {
+    const LIVE: bool = true;
+    fn again(&self, _: &std::path::Path) -> anyhow::Result<Self> {
+        Ok(self.clone())
+    }
+}
+
+async fn tail<L: Follow>(
+    mut log: L,
+    dir: &std::path::Path,
     topic: &str,
     start: Start,
     format: Format,
     follow: bool,
 ) -> anyhow::Result<()> {
-    let mut log = reopen()?;
     let mut decoder = avro_decoder(&log)?;
     let partitions = log
         .partitions(topic)
@@ -280,12 +323,17 @@ async fn tail<L: EventLog + Clone>(
         let mut printed = false;
         for partition in 0..partitions {
             loop {
-                let records = log
-                    .read(topic, partition, next[partition as usize], 1 << 20)
-                    .await?;
-                let Some(last) = records.last() else { break };
-                next[partition as usize] = last.offset + 1;
-                for record in &records {
+                let from = next[partition as usize];
+                let read = log.read_from(topic, partition, from, 1 << 20).await?;
+                next[partition as usize] = read.next;
+                if read.records.is_empty() {
+                    if read.next > from {
+                        // Past offsets without records (Kafka's transaction markers).
+                        continue;
+                    }
+                    break;
+                }
+                for record in &read.records {
                     let printing =
                         print_record(&mut out, topic, partition, record, format, &mut decoder);
                     if let Err(err) = printing {
@@ -302,10 +350,11 @@ async fn tail<L: EventLog + Clone>(
             return Ok(());
         }
         if !printed {
-            // A read-only open sees a snapshot of the commits: reopen to see new ones.
             tokio::time::sleep(Duration::from_millis(200)).await;
-            log = reopen()?;
-            decoder = avro_decoder(&log)?;
+            if !L::LIVE {
+                log = log.again(dir)?;
+                decoder = avro_decoder(&log)?;
+            }
         }
     }
 }

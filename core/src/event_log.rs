@@ -6,9 +6,10 @@
 //! inside [`LogError::Backend`]. The embedded log implements it in sluice-log
 //! (`sluice_log::EmbeddedLog`).
 
+use std::collections::BTreeSet;
 use std::future::Future;
 
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
 
 pub use crate::batch::{
     Compression, Header, PackedEntry, PackedRecords, PartitionBatch, PreparedBatches, Record,
@@ -62,6 +63,25 @@ pub struct PartitionDescription {
     pub storage: Option<(usize, u64)>,
 }
 
+/// A sink's share of its topics' partitions where several processes run the same sink (the log
+/// on Kafka: a consumer group per sink). The embedded log has none: its one process owns
+/// every partition.
+pub struct Membership {
+    /// The partitions this member owns now; changes as members join, leave or fail.
+    pub owned: watch::Receiver<BTreeSet<(String, u32)>>,
+    /// Partitions about to be taken away. The sink stops reading them, makes what it wrote of
+    /// them durable and commits its offsets, then answers: only then may another member start
+    /// on them, from where this one left off.
+    pub revoked: mpsc::Receiver<Revocation>,
+}
+
+/// Partitions this member gives up, and where it says it is done with them.
+#[derive(Debug)]
+pub struct Revocation {
+    pub partitions: Vec<(String, u32)>,
+    pub done: oneshot::Sender<()>,
+}
+
 /// What the pipeline runtime needs from a log backend.
 ///
 /// A committing `append` is atomic: after it returns `Ok` every batch is durable (under the
@@ -97,6 +117,14 @@ pub trait EventLog: Send + Sync + 'static {
         &self,
         writer: &str,
     ) -> impl Future<Output = Result<Option<String>, LogError>> + Send;
+
+    /// Takes `writer` over for this process and returns its last committed checkpoint: where a
+    /// log is shared between processes, any other process still writing as `writer` is fenced
+    /// first, so that the checkpoint returned is the last one ever committed. Default: the
+    /// checkpoint (one process owns the log).
+    fn claim(&self, writer: &str) -> impl Future<Output = Result<Option<String>, LogError>> + Send {
+        self.checkpoint(writer)
+    }
 
     fn topics(&self) -> Vec<String>;
 
@@ -173,6 +201,13 @@ pub trait EventLog: Send + Sync + 'static {
         group: &str,
         offsets: Offsets,
     ) -> impl Future<Output = Result<(), LogError>> + Send;
+
+    /// Joins the sink consumer group `group` for the topics matching `patterns`, where the log
+    /// shares a sink's partitions between processes. `None`: this process owns them all.
+    fn join_group(&self, group: &str, patterns: &[String]) -> Result<Option<Membership>, LogError> {
+        let _ = (group, patterns);
+        Ok(None)
+    }
 
     /// Changes whenever a transaction commits.
     fn subscribe(&self) -> watch::Receiver<u64>;

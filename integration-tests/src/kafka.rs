@@ -56,8 +56,13 @@ for p in parts:
 
 /// The consumer's lines for `topic` (with `registry`: Avro decoded against it).
 pub fn consume(topic: &str, registry: Option<&str>) -> Vec<(i32, Json, Json)> {
+    consume_from(BROKERS, topic, registry)
+}
+
+/// As [`consume`], from the cluster at `brokers`.
+pub fn consume_from(brokers: &str, topic: &str, registry: Option<&str>) -> Vec<(i32, Json, Json)> {
     let mut command = Command::new(test_python());
-    command.args(["-c", CONSUMER, topic, BROKERS]);
+    command.args(["-c", CONSUMER, topic, brokers]);
     command.args(registry);
     let out = command.output().expect("run the Kafka consumer");
     assert!(

@@ -410,6 +410,15 @@ impl Sluice {
 
     /// Starts sluice with more environment variables (test hooks).
     pub fn start_with_env(&mut self, env: &[(&str, &str)]) {
+        self.spawn(&[], env);
+    }
+
+    /// Starts `sluice run` with more arguments (`--only sinks`).
+    pub fn start_with_args(&mut self, args: &[&str]) {
+        self.spawn(args, &[]);
+    }
+
+    fn spawn(&mut self, args: &[&str], env: &[(&str, &str)]) {
         assert!(self.child.is_none(), "already running");
         let stderr = std::fs::OpenOptions::new()
             .create(true)
@@ -419,6 +428,7 @@ impl Sluice {
         let child = Command::new(sluice_bin())
             .args(["run", "-c"])
             .arg(&self.config)
+            .args(args)
             .env("SLUICE_LOG", "info")
             .envs(env.iter().copied())
             .stdout(Stdio::null())

@@ -104,17 +104,39 @@ async fn a_pipeline_on_a_kafka_log_survives_kill_9_with_each_change_once() {
     };
     assert_eq!(ops("r"), 2000, "snapshot rows");
     assert_eq!(ops("u"), changes, "updates, each once");
-    // `sluice status` reads the same cluster. (Its counts include the transaction markers: a
-    // caught-up sink shows one record behind per partition, the last commit's marker.)
-    let (code, status) = sluice_integration_tests::sluice_command(&["status"], &sluice.config);
-    assert_eq!(code, Some(0), "{status}");
+    // `sluice status` reads the same cluster: the caught-up sink is nothing behind (its offsets
+    // go past the transaction markers after its last records).
+    let status = || sluice_integration_tests::sluice_command(&["status"], &sluice.config);
+    let caught_up = format!("sink {name}_replica (postgres): 2 partition(s), 0 record(s) behind");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (code, said) = status();
+        assert_eq!(code, Some(0), "{said}");
+        assert!(said.contains("log on Kafka at 127.0.0.1:9092"), "{said}");
+        if said.contains(&caught_up) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{said}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // `sluice log` reads the same topics.
+    // (Read while it prints: tens of thousands of lines fill a pipe nobody drains.)
+    let out = std::process::Command::new(sluice_integration_tests::sluice_bin())
+        .args(["log", "tail", &topic, "--from-beginning", "-c"])
+        .arg(&sluice.config)
+        .output()
+        .expect("sluice log tail");
+    let tail = String::from_utf8_lossy(&out.stdout);
     assert!(
-        status.contains("log on Kafka at 127.0.0.1:9092"),
-        "{status}"
+        out.status.success(),
+        "{tail}{}",
+        String::from_utf8_lossy(&out.stderr)
     );
-    assert!(
-        status.contains(&format!("sink {name}_replica (postgres): 2 partition(s)")),
-        "{status}"
-    );
+    let printed = tail.lines().filter(|line| line.starts_with('{')).count() as u64;
+    assert_eq!(printed, 2000 + changes, "every record of the topic");
+    let (code, described) =
+        sluice_integration_tests::sluice_command(&["log", "describe", &topic], &sluice.config);
+    assert_eq!(code, Some(0), "{described}");
+    assert_eq!(described.matches("  partition ").count(), 2, "{described}");
     assert_eq!(sluice.stop(), Some(0), "{}", sluice.stderr());
 }

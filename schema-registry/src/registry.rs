@@ -164,6 +164,8 @@ pub struct NewSchema<'a> {
 pub struct Registry {
     state: Mutex<State>,
     store: Box<dyn SchemaStore>,
+    /// Ids `schema_anywhere` looked for in vain: asked again, they are not looked for.
+    missing: Mutex<std::collections::HashSet<u32>>,
 }
 
 impl Registry {
@@ -178,7 +180,45 @@ impl Registry {
         Ok(Registry {
             state: Mutex::new(state),
             store: Box::new(store),
+            missing: Mutex::default(),
         })
+    }
+
+    /// As [`schema`](Self::schema), and for an id this registry does not know, reads the store
+    /// again first: another process sharing the store (a log on Kafka whose sources run
+    /// elsewhere) may have registered it since. (A registration is committed before any record
+    /// names its id, so one read finds it.) An id still unknown is not looked for again.
+    pub fn schema_anywhere(&self, id: u32) -> Result<Arc<StoredSchema>, RegistryError> {
+        match self.schema(id) {
+            Err(err) if err.code == 40403 => {}
+            found => return found,
+        }
+        let mut missing = self
+            .missing
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        if !missing.contains(&id) {
+            self.reload()?;
+        }
+        let found = self.schema(id);
+        if found.is_err() {
+            missing.insert(id);
+        }
+        found
+    }
+
+    /// Reads the store again into memory (holding the state, as a registration does, so that
+    /// none is lost in between).
+    fn reload(&self) -> Result<(), RegistryError> {
+        let mut state = self.state();
+        let mut fresh = State {
+            next_id: 1,
+            ..State::default()
+        };
+        let entries = self.store.load().map_err(RegistryError::store)?;
+        fresh.fold(&entries).map_err(RegistryError::store)?;
+        *state = fresh;
+        Ok(())
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {

@@ -1,18 +1,22 @@
 //! The log on Apache Kafka (`[log] kind = "kafka"`): core's `EventLog` over a Kafka cluster, so
 //! that the same sources, sinks and registry run on topics of a cluster instead of files.
 //!
-//! - Appends: one transactional producer per writer (`transactional.id = sluice-log-<writer>`;
-//!   a second process that starts the same writer fences the first). A writer's appends since
-//!   its last commit are one Kafka transaction; its checkpoint goes into the compacted topic
-//!   `_sluice_checkpoints` (key: the writer) in that same transaction, so records and checkpoint
-//!   become visible together, exactly once.
+//! - Appends: one transactional producer per writer. A writer a process takes over (`claim`:
+//!   each source, the registry) has `transactional.id = sluice-log-<writer>`, so a second
+//!   process that starts the same source fences the first; the others (a sink's dead letters,
+//!   which every process running the sink writes) get ids of their own process. A writer's
+//!   appends since its last commit are one Kafka transaction; its checkpoint goes into the
+//!   compacted topic `_sluice_checkpoints` (key: the writer) in that same transaction, so
+//!   records and checkpoint become visible together, exactly once. Checkpoints that other
+//!   processes commit are followed (`refresh_loop`).
 //! - Reads: `read_committed` consumers assigned to one partition each (no group), reused while
 //!   a reader goes on where it stopped. Reads go on from the consumer's position, past the
 //!   transaction markers (`EventLog::read_from`).
 //! - Offsets readers see end at each partition's last stable offset, kept in memory and
 //!   refreshed in the background (and at once after a commit of this process), since sinks ask
 //!   for it on every read.
-//! - Consumer groups (`group_offsets`, `commit_offsets`) are Kafka's own.
+//! - Consumer groups (`group_offsets`, `commit_offsets`) are Kafka's own, and every process
+//!   that runs a sink is a member of its group, sharing its partitions (`group.rs`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -35,15 +39,17 @@ use sluice_core::event_log::{
 };
 use tokio::sync::watch;
 
+mod checkpoints;
 mod event_log;
+mod group;
 
 /// The compacted topic of the writers' checkpoints (key: writer).
 pub const CHECKPOINTS_TOPIC: &str = "_sluice_checkpoints";
 
 /// How long a call to the cluster may take.
 const TIMEOUT: Duration = Duration::from_secs(30);
-/// How often the stable offsets of every partition are asked (other processes' commits show
-/// within this).
+/// How often the stable offsets of the partitions this process reads are asked (other
+/// processes' commits show within this).
 const REFRESH: Duration = Duration::from_millis(250);
 /// How long a read waits for records it knows are there.
 const READ_WAIT: Duration = Duration::from_secs(10);
@@ -93,17 +99,41 @@ struct Inner {
     /// Topics and their partition counts, as the cluster's metadata says.
     topics: RwLock<BTreeMap<String, u32>>,
     topics_version: AtomicU64,
+    /// Topics whose stable offsets this process asked for: the ones refreshed in the
+    /// background (not every topic of a shared cluster).
+    watched: RwLock<std::collections::HashSet<String>>,
     /// Last stable offset per partition (what `read_committed` readers see).
     stable: RwLock<HashMap<(String, u32), u64>>,
     checkpoints: RwLock<HashMap<String, String>>,
+    /// Follows the checkpoints topic past what `open` read: other processes' writers' commits.
+    checkpoint_tail: Mutex<Option<BaseConsumer>>,
     writers: Mutex<HashMap<String, Arc<Mutex<Writer>>>>,
+    /// Writers this process took over (`claim`: sources, the registry): their transactional
+    /// id is the writer's, so that a process taking one over fences any other. The others
+    /// (dead letters, failure notes of a sink that several processes run) get one of this
+    /// process's own, and never fence each other.
+    claimed: Mutex<std::collections::HashSet<String>>,
+    /// What makes this process's own transactional ids unique.
+    process: String,
     /// Idle readers per partition, with the offset each goes on from.
     readers: Mutex<HashMap<(String, u32), Vec<Reader>>>,
-    /// A client for metadata and watermarks.
+    /// A client for metadata and watermarks (`read_committed`: its high watermark is the last
+    /// stable offset).
     probe: BaseConsumer,
-    groups: Mutex<HashMap<String, Arc<BaseConsumer>>>,
+    /// Watermarks as a `read_uncommitted` reader sees them: past every record produced.
+    probe_uncommitted: BaseConsumer,
+    /// Checkpoints other processes committed, shown at the next refresh (see `refresh_loop`).
+    pending_checkpoints: Mutex<Vec<(String, Option<String>)>>,
+    /// Per consumer group, the consumer that commits and reads its offsets: this process's
+    /// member of the group while it runs the sink.
+    groups: Mutex<HashMap<String, Arc<group::GroupConsumer>>>,
+    /// Per group, offsets a commit could not take during a rebalance: sent with the next.
+    pending_commits: Mutex<HashMap<String, sluice_core::sink::Offsets>>,
     commits: watch::Sender<u64>,
 }
+
+/// What a commit made visible: the partitions it wrote, and the writer's new checkpoint.
+type Appended = (Vec<(String, u32)>, Option<(String, Option<String>)>);
 
 /// A writer's transactional producer and whether a transaction is open.
 struct Writer {
@@ -133,6 +163,10 @@ impl KafkaLog {
         let probe: BaseConsumer = consumer_config(&config)
             .create()
             .map_err(fail("connecting"))?;
+        let probe_uncommitted: BaseConsumer = consumer_config(&config)
+            .set("isolation.level", "read_uncommitted")
+            .create()
+            .map_err(fail("connecting"))?;
         let (commits, _) = watch::channel(0);
         let log = KafkaLog {
             inner: Arc::new(Inner {
@@ -141,11 +175,18 @@ impl KafkaLog {
                 topics: RwLock::default(),
                 topics_version: AtomicU64::new(0),
                 stable: RwLock::default(),
+                watched: RwLock::default(),
                 checkpoints: RwLock::default(),
+                checkpoint_tail: Mutex::default(),
                 writers: Mutex::default(),
+                claimed: Mutex::default(),
+                process: process_id(),
                 readers: Mutex::default(),
                 probe,
+                probe_uncommitted,
+                pending_checkpoints: Mutex::default(),
                 groups: Mutex::default(),
+                pending_commits: Mutex::default(),
                 commits,
             }),
         };
@@ -155,26 +196,38 @@ impl KafkaLog {
             this.refresh_metadata()?;
             // Readers start from offsets that mean something: a partition's stable offset is
             // never 0 for lack of asking.
-            this.refresh_stable(None);
+            this.refresh_stable(Some(this.every_partition()));
             Ok(())
         })
         .await
         .expect("metadata does not panic")
         .map_err(fail("reading the cluster's topics"))?;
         let this = log.clone();
-        let checkpoints = tokio::task::spawn_blocking(move || this.read_checkpoints())
+        let (checkpoints, tail) = tokio::task::spawn_blocking(move || this.read_checkpoints())
             .await
             .expect("reading does not panic")
             .map_err(fail("reading the writers' checkpoints"))?;
         *log.inner.checkpoints.write().expect("not poisoned") = checkpoints;
+        *log.inner.checkpoint_tail.lock().expect("not poisoned") = Some(tail);
         sluice_core::task::spawn_in_span(refresh_loop(Arc::downgrade(&log.inner)));
         Ok(log)
     }
 
     fn error(&self, action: impl Into<String>, source: KafkaError) -> LogError {
+        let mut action = action.into();
+        if matches!(
+            source.rdkafka_error_code(),
+            Some(RDKafkaErrorCode::Fenced | RDKafkaErrorCode::ProducerFenced)
+        ) {
+            action.push_str(
+                ": another sluice process started this writer on the cluster and fenced this \
+                 one. A source runs in one process at a time, so this one stops; run the other \
+                 processes with `--only sinks`, or give each process its own sources",
+            );
+        }
         LogError::Backend(Box::new(KafkaLogError {
             brokers: self.inner.config.brokers.clone(),
-            action: action.into(),
+            action,
             source,
         }))
     }
@@ -196,13 +249,41 @@ impl KafkaLog {
         Ok(())
     }
 
-    /// Asks the stable offsets of `partitions` (every known partition when None); true when
-    /// any moved.
+    /// Every partition of the cluster.
+    fn every_partition(&self) -> Vec<(String, u32)> {
+        let topics = self.inner.topics.read().expect("not poisoned");
+        topics
+            .iter()
+            .flat_map(|(t, n)| (0..*n).map(move |p| (t.clone(), p)))
+            .collect()
+    }
+
+    /// Notes that this process reads `topic`: the background refresh asks its offsets.
+    fn watch(&self, topic: &str) {
+        if !self
+            .inner
+            .watched
+            .read()
+            .expect("not poisoned")
+            .contains(topic)
+        {
+            self.inner
+                .watched
+                .write()
+                .expect("not poisoned")
+                .insert(topic.to_owned());
+        }
+    }
+
+    /// Asks the stable offsets of `partitions` (when None: those of the topics this process
+    /// reads); true when any moved.
     fn refresh_stable(&self, partitions: Option<Vec<(String, u32)>>) -> bool {
         let partitions = partitions.unwrap_or_else(|| {
             let topics = self.inner.topics.read().expect("not poisoned");
+            let watched = self.inner.watched.read().expect("not poisoned");
             topics
                 .iter()
+                .filter(|(t, _)| watched.contains(*t))
                 .flat_map(|(t, n)| (0..*n).map(move |p| (t.clone(), p)))
                 .collect()
         });
@@ -226,39 +307,32 @@ impl KafkaLog {
         moved
     }
 
-    /// Every writer's last committed checkpoint, from the checkpoints topic.
-    fn read_checkpoints(&self) -> Result<HashMap<String, String>, KafkaError> {
-        let consumer: BaseConsumer = consumer_config(&self.inner.config).create()?;
-        let (low, high) = consumer.fetch_watermarks(CHECKPOINTS_TOPIC, 0, TIMEOUT)?;
-        let mut checkpoints = HashMap::new();
-        if high <= low {
-            return Ok(checkpoints);
-        }
-        let mut assignment = TopicPartitionList::new();
-        assignment.add_partition_offset(CHECKPOINTS_TOPIC, 0, Offset::Offset(low))?;
-        consumer.assign(&assignment)?;
-        let deadline = std::time::Instant::now() + TIMEOUT;
-        loop {
-            let position = position(&consumer, CHECKPOINTS_TOPIC, 0).unwrap_or(low as u64);
-            if position >= high as u64 || std::time::Instant::now() > deadline {
-                break;
-            }
-            match consumer.poll(Duration::from_millis(200)) {
-                Some(Ok(message)) => {
-                    let Some(key) = message.key() else { continue };
-                    let key = String::from_utf8_lossy(key).into_owned();
-                    match message.payload() {
-                        Some(value) => {
-                            checkpoints.insert(key, String::from_utf8_lossy(value).into_owned())
-                        }
-                        None => checkpoints.remove(&key),
-                    };
+    /// After a commit of this process to `partitions`: waits (up to a few seconds) until their
+    /// stable offsets cover every record produced to them, which happens once the commit's
+    /// markers are written, moments after the commit returns. Only then may the commit's
+    /// checkpoint show (sinks that apply whole commits take a checkpoint as the promise that
+    /// all of its records can be read).
+    fn settle_stable(&self, partitions: Vec<(String, u32)>) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        for (topic, partition) in partitions {
+            let Ok((_, produced)) = self.inner.probe_uncommitted.fetch_watermarks(
+                &topic,
+                partition as i32,
+                Duration::from_secs(5),
+            ) else {
+                continue;
+            };
+            loop {
+                self.refresh_stable(Some(vec![(topic.clone(), partition)]));
+                if self.stable_offset(&topic, partition) >= produced.max(0) as u64
+                    || std::time::Instant::now() > deadline
+                {
+                    break;
                 }
-                Some(Err(err)) => return Err(err),
-                None => {}
+                #[allow(clippy::disallowed_methods)] // on the blocking pool (`append`)
+                std::thread::sleep(Duration::from_millis(2));
             }
         }
-        Ok(checkpoints)
     }
 
     async fn create_topic(
@@ -327,8 +401,19 @@ impl KafkaLog {
         if let Some(found) = writers.get(writer) {
             return Ok(Arc::clone(found));
         }
+        let claimed = self
+            .inner
+            .claimed
+            .lock()
+            .expect("not poisoned")
+            .contains(writer);
+        let id = if claimed {
+            format!("sluice-log-{writer}")
+        } else {
+            format!("sluice-log-{writer}-{}", self.inner.process)
+        };
         let producer: BaseProducer = client(&self.inner.config)
-            .set("transactional.id", format!("sluice-log-{writer}"))
+            .set("transactional.id", id)
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", "5")
@@ -352,7 +437,7 @@ impl KafkaLog {
         writer: &str,
         batches: Vec<PartitionBatch>,
         checkpoint: Option<String>,
-    ) -> Result<Vec<(String, u32)>, LogError> {
+    ) -> Result<Appended, LogError> {
         let handle = self.writer(writer)?;
         let mut state = handle.lock().expect("not poisoned");
         let fail = |action: &str, e| self.error(format!("{action} (writer {writer})"), e);
@@ -389,7 +474,7 @@ impl KafkaLog {
             })?;
         }
         let Some(checkpoint) = checkpoint else {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), None));
         };
         let record = BaseRecord::to(CHECKPOINTS_TOPIC)
             .partition(0)
@@ -403,14 +488,9 @@ impl KafkaLog {
             let _ = state.producer.abort_transaction(TIMEOUT);
             return Err(fail("committing", err));
         }
-        self.inner
-            .checkpoints
-            .write()
-            .expect("not poisoned")
-            .insert(writer.to_owned(), checkpoint);
         touched.sort_unstable();
         touched.dedup();
-        Ok(touched)
+        Ok((touched, Some((writer.to_owned(), Some(checkpoint)))))
     }
 
     /// A reader of the partition positioned at `offset`: an idle one already there, or one
@@ -503,14 +583,14 @@ impl KafkaLog {
     }
 
     /// The consumer that commits and reads `group`'s offsets.
-    fn group(&self, group: &str) -> Result<Arc<BaseConsumer>, LogError> {
+    fn group(&self, group: &str) -> Result<Arc<group::GroupConsumer>, LogError> {
         let mut groups = self.inner.groups.lock().expect("not poisoned");
         if let Some(found) = groups.get(group) {
             return Ok(Arc::clone(found));
         }
-        let consumer: BaseConsumer = consumer_config(&self.inner.config)
+        let consumer: group::GroupConsumer = consumer_config(&self.inner.config)
             .set("group.id", group)
-            .create()
+            .create_with_context(group::MemberContext::default())
             .map_err(|e| self.error(format!("joining consumer group {group}"), e))?;
         let consumer = Arc::new(consumer);
         groups.insert(group.to_owned(), Arc::clone(&consumer));
@@ -542,8 +622,17 @@ async fn refresh_loop(inner: std::sync::Weak<Inner>) {
             if metadata {
                 let _ = log.refresh_metadata();
             }
+            // Checkpoints read now show after the next refresh of the stable offsets: their
+            // commits' markers (written moments after the checkpoint's) are in by then.
+            let seen = log.newer_checkpoints();
             let moved = log.refresh_stable(None)
                 || log.inner.topics_version.load(Ordering::SeqCst) != before;
+            let ready = std::mem::replace(
+                &mut *log.inner.pending_checkpoints.lock().expect("not poisoned"),
+                seen,
+            );
+            let moved = moved || !ready.is_empty();
+            log.publish_checkpoints(ready);
             if moved {
                 log.inner.commits.send_modify(|n| *n += 1);
             }
@@ -554,6 +643,17 @@ async fn refresh_loop(inner: std::sync::Weak<Inner>) {
         }
         tick += 1;
     }
+}
+
+/// This process on this host, unique across restarts: `<host>-<pid>-<start in ms>`.
+fn process_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "host".into());
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    format!("{host}-{}-{started}", std::process::id())
 }
 
 fn client(config: &KafkaLogConfig) -> ClientConfig {

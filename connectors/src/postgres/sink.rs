@@ -134,6 +134,9 @@ pub struct PgTarget {
     text: String,
 }
 
+/// The advisory lock sluice's Postgres sinks take around DDL on their target ("sluice" and 1).
+const DDL_LOCK: i64 = 0x736c_7569_6365_0001;
+
 impl PgTarget {
     fn target_schema(&self, table: &TableSchema) -> String {
         self.config
@@ -142,11 +145,33 @@ impl PgTarget {
             .unwrap_or_else(|| table.table.namespace.clone())
     }
 
-    /// Creates or alters target tables so they match the versions in `work`.
+    /// Creates or alters target tables so they match the versions in `work`. `in_transaction`:
+    /// the DDL runs inside the open transaction (it holds the DDL lock until it ends).
     async fn ensure_tables(
         &mut self,
         client: &Client,
         work: &[TableWork],
+        in_transaction: bool,
+    ) -> Result<(), SinkError> {
+        let mut locked = false;
+        let result = self
+            .ensure_tables_locked(client, work, in_transaction, &mut locked)
+            .await;
+        if locked && !in_transaction {
+            // (A broken connection releases it by ending.)
+            let _ = client
+                .batch_execute(&format!("SELECT pg_advisory_unlock({DDL_LOCK})"))
+                .await;
+        }
+        result
+    }
+
+    async fn ensure_tables_locked(
+        &mut self,
+        client: &Client,
+        work: &[TableWork],
+        in_transaction: bool,
+        locked: &mut bool,
     ) -> Result<(), SinkError> {
         for item in work {
             let schema = self.target_schema(&item.table);
@@ -157,6 +182,20 @@ impl PgTarget {
                 .is_some_and(|known| known.columns == item.table.columns)
             {
                 continue;
+            }
+            if !*locked {
+                // Processes that share this sink's partitions (the log on Kafka) would race to
+                // create the same tables: one at a time, each looking after the lock.
+                let lock = if in_transaction {
+                    "pg_advisory_xact_lock"
+                } else {
+                    "pg_advisory_lock"
+                };
+                client
+                    .batch_execute(&format!("SELECT {lock}({DDL_LOCK})"))
+                    .await
+                    .map_err(|e| SinkError::db("taking the sink's DDL lock", e))?;
+                *locked = true;
             }
             let existing = target::describe(client, &schema, &item.table.table.name).await?;
             let statements = target::reconcile(&schema, &item.table, existing.as_ref())?;
@@ -233,7 +272,7 @@ impl PgTarget {
                 let client = self.client().await?;
                 // Tables are created and changed outside the transaction when it starts, so
                 // that their DDL does not wait on the rows.
-                self.ensure_tables(&client, &prepared.work).await?;
+                self.ensure_tables(&client, &prepared.work, false).await?;
                 client
                     .batch_execute("BEGIN")
                     .await
@@ -276,7 +315,7 @@ impl PgTarget {
         } = prepared;
         // Tables first seen (or changed) in a later part of a transaction: Postgres runs the
         // DDL inside it.
-        self.ensure_tables(client, &work).await?;
+        self.ensure_tables(client, &work, true).await?;
         let savepoints = self.dead_letters.is_some();
         if savepoints {
             client
@@ -631,8 +670,9 @@ impl PgTarget {
         let client = self.client().await?;
         let (schema, table) = self.config.offsets_table();
         let offsets = qualified(&schema, &table);
+        // One implicit transaction: the lock keeps processes that share this sink from racing.
         let mut ddl = format!(
-            "CREATE SCHEMA IF NOT EXISTS {}; \
+            "SELECT pg_advisory_xact_lock({DDL_LOCK}); CREATE SCHEMA IF NOT EXISTS {}; \
              CREATE TABLE IF NOT EXISTS {offsets} (sink text NOT NULL, topic text NOT NULL, \
              partition int NOT NULL, next_offset bigint NOT NULL, updated_at timestamptz NOT NULL, \
              PRIMARY KEY (sink, topic, partition))",

@@ -8,8 +8,8 @@ use bytes::Bytes;
 use tokio::sync::watch;
 
 use super::{
-    EventLog, LogError, PartitionBatch, PartitionDescription, PartitionOffsets, ReadBatch, Records,
-    StoredRecord,
+    EventLog, LogError, Membership, PartitionBatch, PartitionDescription, PartitionOffsets,
+    ReadBatch, Records, StoredRecord,
 };
 use crate::batch::{self, Compression, RecordView, BATCH_HEADER_LEN};
 use crate::sink::Offsets;
@@ -23,6 +23,8 @@ pub(crate) struct MemoryLog {
     /// Each commit takes one more offset in every partition it wrote, holding no record for
     /// readers, as Kafka's transaction markers do.
     markers: bool,
+    /// What the first `join_group` answers: a membership the test drives.
+    member: Arc<Mutex<Option<Membership>>>,
     state: Arc<Mutex<State>>,
     commits: Arc<watch::Sender<u64>>,
 }
@@ -49,6 +51,7 @@ impl MemoryLog {
             partitions,
             prepared,
             markers: false,
+            member: Arc::default(),
             state: Arc::default(),
             commits: Arc::new(watch::Sender::new(0)),
         }
@@ -58,6 +61,14 @@ impl MemoryLog {
     pub(crate) fn with_markers(partitions: u32) -> MemoryLog {
         MemoryLog {
             markers: true,
+            ..MemoryLog::new(partitions, None)
+        }
+    }
+
+    /// A log whose sinks are members of a group the test drives through `membership`.
+    pub(crate) fn with_member(partitions: u32, membership: Membership) -> MemoryLog {
+        MemoryLog {
+            member: Arc::new(Mutex::new(Some(membership))),
             ..MemoryLog::new(partitions, None)
         }
     }
@@ -108,6 +119,10 @@ fn stored(records: Records, next: u64) -> Result<Vec<StoredRecord>, LogError> {
 }
 
 impl EventLog for MemoryLog {
+    fn join_group(&self, _: &str, _: &[String]) -> Result<Option<Membership>, LogError> {
+        Ok(self.member.lock().expect("not poisoned").take())
+    }
+
     async fn ensure_topic(&self, topic: &str) -> Result<u32, LogError> {
         let partitions = self.partitions as usize;
         let mut state = self.state();

@@ -1,13 +1,13 @@
 //! Runs one sink: reads committed records from the log and delivers them at the sink's pace.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
 use super::PipelineError;
-use crate::event_log::{EventLog, ReadBatch};
+use crate::event_log::{EventLog, Membership, ReadBatch, Revocation};
 use crate::metrics;
 use crate::retry::{Backoff, Classify, ErrorKind};
 use crate::sink::{Offsets, RecordSink, SinkRecord};
@@ -59,6 +59,10 @@ where
     };
     let mut backoff = Backoff::new();
     let mut commits = log.subscribe();
+    // Where several processes run this sink (the log on Kafka), the partitions this one owns.
+    let mut membership = log
+        .join_group(&group, &settings.topics)
+        .map_err(log_error)?;
     'open: loop {
         if cancel.is_cancelled() {
             break;
@@ -83,11 +87,23 @@ where
         };
         // What the destination holds: the consumer group and the lag follow this.
         let mut durable = offsets.clone();
-        tracing::info!(
-            partitions = offsets.len(),
-            "sink open; resuming from committed offsets"
-        );
+        let owned = membership
+            .as_mut()
+            .map(|m| m.owned.borrow_and_update().clone());
+        match &owned {
+            None => tracing::info!(
+                partitions = offsets.len(),
+                "sink open; resuming from committed offsets"
+            ),
+            Some(owned) => tracing::info!(
+                group,
+                owned = owned.len(),
+                "sink open; resuming from committed offsets of the partitions this member owns"
+            ),
+        }
         let mut assigned: Vec<(Arc<str>, u32)> = Vec::new();
+        // Per partition, the latest run of offsets read past that holds no record.
+        let mut gaps = Gaps::new();
         let mut last_refresh = None::<tokio::time::Instant>;
         // Which partition a round starts with: each round starts one further, so that a budget
         // spent early does not starve the partitions at the end.
@@ -100,6 +116,20 @@ where
             if cancel.is_cancelled() {
                 break 'open;
             }
+            if let Some(moved) = moved_now(&mut membership) {
+                // (A round read ahead is dropped with the rest of this loop's state.)
+                hand_over(
+                    &name,
+                    &group,
+                    &log,
+                    &mut sink,
+                    (&assigned, &gaps),
+                    &mut durable,
+                    moved,
+                )
+                .await?;
+                continue 'open;
+            }
             // A new topic is picked up as soon as its first records are committed (a commit
             // wakes this loop); the periodic refresh covers anything else.
             let version = log.topics_version();
@@ -107,8 +137,8 @@ where
                 || last_refresh
                     .is_none_or(|at: tokio::time::Instant| at.elapsed() >= settings.topic_refresh)
             {
-                assigned = assignment(&settings, &log);
-                if let Some(past) = offsets_past_the_log(&log, &assigned, &offsets) {
+                assigned = assignment(&settings, &log, owned.as_ref());
+                if let Some(past) = offsets_past_the_log(&log, &assigned, &offsets).await {
                     return Err(PipelineError::Sink {
                         name: name.clone(),
                         source: Box::new(past),
@@ -130,6 +160,7 @@ where
                 }
             };
             offsets.extend(round.skipped);
+            gaps.extend(round.gaps);
             let Round {
                 records,
                 cut,
@@ -211,7 +242,7 @@ where
                 &group,
                 &log,
                 &sink,
-                &assigned,
+                (&assigned, &gaps),
                 &mut durable,
                 advanced,
             )
@@ -221,6 +252,10 @@ where
                     _ = cancel.cancelled() => break 'open,
                     _ = commits.changed() => {}
                     _ = tokio::time::sleep(settings.topic_refresh) => last_refresh = None,
+                    moved = moved(&mut membership) => {
+                        hand_over(&name, &group, &log, &mut sink, (&assigned, &gaps), &mut durable, moved).await?;
+                        continue 'open;
+                    }
                 }
                 continue;
             }
@@ -243,9 +278,15 @@ struct Round {
     /// Partitions whose next offset lies past their last record read (offsets that hold no
     /// record for readers, such as Kafka's transaction markers).
     positions: Offsets,
+    /// The same, as the runs of offsets without records.
+    gaps: Gaps,
     /// Per source, its last commit before the round read anything (its checkpoint's).
     committed: Vec<(String, u64)>,
 }
+
+/// Per partition, offsets `[from, to)` that hold no record for readers (Kafka's transaction
+/// markers): a destination that holds everything before them holds everything up to `to`.
+type Gaps = BTreeMap<(String, u32), (u64, u64)>;
 
 /// The partition a round starts with: one further than the last round's.
 fn next_first(first: usize, count: usize) -> usize {
@@ -274,6 +315,7 @@ async fn read_round<L: EventLog>(
         cut: Vec::new(),
         skipped: Offsets::new(),
         positions: Offsets::new(),
+        gaps: Gaps::new(),
         committed: Vec::new(),
     };
     // Each source's last commit before any partition is read: everything up to it is in every
@@ -332,6 +374,9 @@ async fn read_round<L: EventLog>(
             round
                 .positions
                 .insert((topic.to_string(), *partition), next);
+            round
+                .gaps
+                .insert((topic.to_string(), *partition), (after_records, next));
         }
         let bytes: usize = read
             .iter()
@@ -364,16 +409,29 @@ async fn publish_durable<S: RecordSink, L: EventLog>(
     group: &str,
     log: &L,
     sink: &S,
-    assigned: &[(Arc<str>, u32)],
+    (assigned, gaps): (&[(Arc<str>, u32)], &Gaps),
     durable: &mut Offsets,
     written: Offsets,
 ) -> Result<(), PipelineError> {
     let advanced: Offsets = match sink.applied() {
-        Some(applied) => applied
-            .iter()
-            .filter(|(partition, next)| durable.get(*partition).is_none_or(|known| known < *next))
-            .map(|(partition, next)| (partition.clone(), *next))
-            .collect(),
+        Some(applied) => {
+            let mut advanced: Offsets = applied
+                .iter()
+                .filter(|(partition, next)| {
+                    durable.get(*partition).is_none_or(|known| known < *next)
+                })
+                .map(|(partition, next)| (partition.clone(), *next))
+                .collect();
+            // Past the markers after what the destination holds, so that a caught-up sink
+            // shows no lag.
+            for (partition, (from, to)) in gaps {
+                let at = advanced.get(partition).or(durable.get(partition)).copied();
+                if at.is_some_and(|at| at >= *from && at < *to) {
+                    advanced.insert(partition.clone(), *to);
+                }
+            }
+            advanced
+        }
         None => written,
     };
     durable.extend(advanced.clone());
@@ -387,6 +445,77 @@ async fn publish_durable<S: RecordSink, L: EventLog>(
     }
     set_lag_gauge(name, log, assigned, durable);
     Ok(())
+}
+
+/// A change of the partitions this member owns.
+enum Moved {
+    /// Partitions go to another member once this one answers.
+    Revoked(Revocation),
+    /// Partitions came (or went without asking: the group lost them).
+    Changed,
+}
+
+/// A change of ownership waiting to be handled, if any.
+fn moved_now(membership: &mut Option<Membership>) -> Option<Moved> {
+    let membership = membership.as_mut()?;
+    if let Ok(revocation) = membership.revoked.try_recv() {
+        return Some(Moved::Revoked(revocation));
+    }
+    membership
+        .owned
+        .has_changed()
+        .unwrap_or(false)
+        .then_some(Moved::Changed)
+}
+
+/// The next change of ownership (never, without a group).
+async fn moved(membership: &mut Option<Membership>) -> Moved {
+    let Some(membership) = membership.as_mut() else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        Some(revocation) = membership.revoked.recv() => Moved::Revoked(revocation),
+        Ok(()) = membership.owned.changed() => Moved::Changed,
+        else => std::future::pending().await,
+    }
+}
+
+/// Before partitions move: finishes what the sink has in flight and commits its offsets, so
+/// that the next owner starts where this one stopped (from the target's offsets or the
+/// group's), then lets the move go on. A sink that cannot finish lets it go on too: what it
+/// did not make durable, the next owner writes again.
+#[allow(clippy::too_many_arguments)]
+async fn hand_over<S: RecordSink, L: EventLog>(
+    name: &str,
+    group: &str,
+    log: &L,
+    sink: &mut S,
+    progress: (&[(Arc<str>, u32)], &Gaps),
+    durable: &mut Offsets,
+    moved: Moved,
+) -> Result<(), PipelineError> {
+    let flushed = sink.flush().await;
+    let published = match &flushed {
+        Ok(()) => publish_durable(name, group, log, sink, progress, durable, Offsets::new()).await,
+        Err(err) => {
+            tracing::warn!(error = %err, "sink could not finish its writes before a rebalance; the next owner of its partitions writes them again");
+            Ok(())
+        }
+    };
+    if let Moved::Revoked(revocation) = moved {
+        tracing::info!(
+            partitions = revocation.partitions.len(),
+            "partitions move to another member of the group"
+        );
+        let _ = revocation.done.send(());
+    }
+    match flushed {
+        Err(err) if err.kind() == ErrorKind::Definite => Err(PipelineError::Sink {
+            name: name.to_owned(),
+            source: Box::new(err),
+        }),
+        _ => published,
+    }
 }
 
 /// How often the lag gauge is refreshed while a write waits on the destination.
@@ -433,25 +562,41 @@ struct OffsetsPastTheLog {
 }
 
 /// The first of `assigned`'s partitions whose offset in `offsets` lies past its end in `log`.
-fn offsets_past_the_log<L: EventLog>(
+/// The end is asked afresh before it counts: the stable offset a backend remembers may lag
+/// (another process's commits on Kafka).
+async fn offsets_past_the_log<L: EventLog>(
     log: &L,
     assigned: &[(Arc<str>, u32)],
     offsets: &Offsets,
 ) -> Option<OffsetsPastTheLog> {
-    assigned.iter().find_map(|(topic, partition)| {
-        let stored = *offsets.get(&(topic.to_string(), *partition))?;
-        let end = log.stable_offset(topic, *partition);
-        (stored > end).then(|| OffsetsPastTheLog {
-            topic: topic.to_string(),
-            partition: *partition,
-            stored,
-            end,
-        })
-    })
+    for (topic, partition) in assigned {
+        let Some(&stored) = offsets.get(&(topic.to_string(), *partition)) else {
+            continue;
+        };
+        if stored <= log.stable_offset(topic, *partition) {
+            continue;
+        }
+        let Ok(fresh) = log.offsets(topic, *partition).await else {
+            continue;
+        };
+        if stored > fresh.stable {
+            return Some(OffsetsPastTheLog {
+                topic: topic.to_string(),
+                partition: *partition,
+                stored,
+                end: fresh.stable,
+            });
+        }
+    }
+    None
 }
 
 /// The partitions of every topic a sink's patterns take (`pattern_takes`).
-fn assignment<L: EventLog>(settings: &SinkSettings, log: &L) -> Vec<(Arc<str>, u32)> {
+fn assignment<L: EventLog>(
+    settings: &SinkSettings,
+    log: &L,
+    owned: Option<&BTreeSet<(String, u32)>>,
+) -> Vec<(Arc<str>, u32)> {
     let mut assigned = Vec::new();
     for topic in log.topics() {
         if settings
@@ -461,7 +606,9 @@ fn assignment<L: EventLog>(settings: &SinkSettings, log: &L) -> Vec<(Arc<str>, u
         {
             let topic: Arc<str> = Arc::from(topic.as_str());
             for partition in 0..log.partitions(&topic).unwrap_or(0) {
-                assigned.push((Arc::clone(&topic), partition));
+                if owned.is_none_or(|owned| owned.contains(&(topic.to_string(), partition))) {
+                    assigned.push((Arc::clone(&topic), partition));
+                }
             }
         }
     }
@@ -522,6 +669,10 @@ mod tests {
     }
 
     async fn commit(log: &MemoryLog, values: &[&str]) {
+        commit_to(log, 0, values).await;
+    }
+
+    async fn commit_to(log: &MemoryLog, partition: u32, values: &[&str]) {
         let records: Vec<Record> = values
             .iter()
             .map(|v| Record {
@@ -533,7 +684,7 @@ mod tests {
             .collect();
         let batch = PartitionBatch {
             topic: "src.public.t".into(),
-            partition: 0,
+            partition,
             records: records.into(),
         };
         log.append("src", vec![batch], Some("{}".into()))
@@ -603,5 +754,85 @@ mod tests {
                 .copied(),
             Some(7)
         );
+    }
+
+    #[tokio::test]
+    async fn a_member_delivers_only_its_partitions_and_hands_them_over_when_asked() {
+        let topic = "src.public.t".to_owned();
+        let (owned, owned_rx) = tokio::sync::watch::channel(BTreeSet::from([(topic.clone(), 0)]));
+        let (revoke, revoked_rx) = tokio::sync::mpsc::channel(1);
+        let log = MemoryLog::with_member(
+            2,
+            Membership {
+                owned: owned_rx,
+                revoked: revoked_rx,
+            },
+        );
+        log.ensure_topic(&topic).await.unwrap();
+        commit_to(&log, 0, &["a"]).await;
+        commit_to(&log, 1, &["b"]).await;
+        let sink = Collect::default();
+        let settings = SinkSettings {
+            name: "s".into(),
+            topics: vec!["src.public.*".into()],
+            max_read_bytes: 1 << 20,
+            max_batch_bytes: 1 << 20,
+            topic_refresh: Duration::from_secs(60),
+        };
+        let cancel = CancellationToken::new();
+        let task = crate::task::spawn_in_span(run_sink(
+            settings,
+            sink.clone(),
+            log.clone(),
+            cancel.clone(),
+        ));
+        let seen = || sink.seen.lock().unwrap().clone();
+        let value = |v: &str| v.as_bytes().to_vec();
+        for _ in 0..200 {
+            if !seen().is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(seen(), vec![(0, value("a"))], "only the owned partition");
+
+        // Partition 0 goes to another member: the sink answers once its offsets are committed.
+        let (done, answered) = tokio::sync::oneshot::channel();
+        revoke
+            .send(Revocation {
+                partitions: vec![(topic.clone(), 0)],
+                done,
+            })
+            .await
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(5), answered)
+            .await
+            .expect("the sink answers the revocation")
+            .unwrap();
+        let committed = log.group_offsets("sink.s").await.unwrap();
+        assert_eq!(
+            committed.get(&(topic.clone(), 0)),
+            Some(&1),
+            "{committed:?}"
+        );
+
+        // This member gets partition 1 instead.
+        owned.send_replace(BTreeSet::from([(topic.clone(), 1)]));
+        commit_to(&log, 0, &["c"]).await;
+        for _ in 0..200 {
+            if seen().len() >= 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(
+            seen(),
+            vec![(0, value("a")), (0, value("b"))],
+            "partition 1's record, and nothing more of partition 0"
+        );
+        cancel.cancel();
+        task.await.unwrap().unwrap();
     }
 }

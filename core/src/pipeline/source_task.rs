@@ -68,7 +68,7 @@ where
         name: name.clone(),
         source,
     };
-    let stored = log.checkpoint(&name).await.map_err(log_error)?;
+    let stored = log.claim(&name).await.map_err(log_error)?;
     let last_commit = stored.as_deref().map_or(0, Checkpoint::commit_in);
     let resume = match stored {
         Some(text) => {

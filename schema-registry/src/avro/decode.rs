@@ -46,7 +46,7 @@ impl AvroDecoder {
             None => {
                 let stored = self
                     .registry
-                    .schema(id)
+                    .schema_anywhere(id)
                     .map_err(|e| format!("schema id {id}: {}", e.message))?;
                 self.schemas.insert(id, Arc::clone(&stored));
                 stored

@@ -244,7 +244,7 @@ pub(crate) fn registered_plan(
     id: u32,
 ) -> Result<Option<Plan>, String> {
     let stored = registry
-        .schema(id)
+        .schema_anywhere(id)
         .map_err(|e| format!("schema id {id}: {}", e.message))?;
     let json: Json =
         serde_json::from_str(&stored.text).map_err(|e| format!("schema id {id}: {e}"))?;

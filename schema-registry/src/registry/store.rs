@@ -64,6 +64,9 @@ impl LogStore {
         let thread = std::thread::Builder::new()
             .name("schema-store".into())
             .spawn(move || {
+                // Before its first registration, this process takes the topic's writer over
+                // (where processes share a log, the last to register holds it).
+                let mut claimed = false;
                 // Ends when the store is dropped (its sender with it).
                 for request in incoming {
                     match request {
@@ -71,7 +74,16 @@ impl LogStore {
                             let _ = reply.send(runtime.block_on(load(&log)));
                         }
                         Request::Append(entries, reply) => {
-                            let _ = reply.send(runtime.block_on(append(&log, entries)));
+                            let appended = runtime.block_on(async {
+                                if !claimed {
+                                    log.claim(WRITER).await.map_err(|e| {
+                                        StoreError(format!("taking over {TOPIC}: {e}"))
+                                    })?;
+                                    claimed = true;
+                                }
+                                append(&log, entries).await
+                            });
+                            let _ = reply.send(appended);
                         }
                     }
                 }
@@ -108,12 +120,13 @@ impl Drop for LogStore {
 
 async fn load<L: EventLog>(log: &L) -> Result<Vec<Entry>, StoreError> {
     let mut entries = Vec::new();
-    if log.partitions(TOPIC).is_none() {
-        return Ok(entries);
-    }
-    // Up to the end as it is now: a read may come back short (or empty, past offsets without
-    // records) before it.
-    let end = log.stable_offset(TOPIC, 0);
+    // Up to the end as it is now (asked, not remembered: other processes may write the topic):
+    // a read may come back short (or empty, past offsets without records) before it.
+    let end = match log.offsets(TOPIC, 0).await {
+        Ok(offsets) => offsets.stable,
+        Err(_) if log.partitions(TOPIC).is_none() => return Ok(entries),
+        Err(e) => return Err(StoreError(format!("reading {TOPIC}: {e}"))),
+    };
     let mut offset = 0;
     while offset < end {
         let read = log

@@ -3,12 +3,12 @@
 
 use std::sync::atomic::Ordering;
 
-use rdkafka::consumer::{CommitMode, Consumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::producer::Producer;
 use rdkafka::{Offset, TopicPartitionList};
 use sluice_core::event_log::{
-    EventLog, LogError, PartitionBatch, PartitionDescription, PartitionOffsets, ReadBatch,
-    StoredRecord,
+    EventLog, LogError, Membership, PartitionBatch, PartitionDescription, PartitionOffsets,
+    ReadBatch, StoredRecord,
 };
 use sluice_core::sink::Offsets;
 use tokio::sync::watch;
@@ -37,15 +37,19 @@ impl EventLog for KafkaLog {
     ) -> Result<(), LogError> {
         let this = self.clone();
         let name = writer.to_owned();
-        let touched =
+        let (touched, checkpoint) =
             tokio::task::spawn_blocking(move || this.append_blocking(&name, batches, checkpoint))
                 .await
                 .expect("appending does not panic")?;
         if !touched.is_empty() {
             let this = self.clone();
-            tokio::task::spawn_blocking(move || this.refresh_stable(Some(touched)))
+            tokio::task::spawn_blocking(move || this.settle_stable(touched))
                 .await
                 .expect("watermarks do not panic");
+        }
+        // The checkpoint shows once the stable offsets cover the commit's records.
+        if let Some(checkpoint) = checkpoint {
+            self.publish_checkpoints(vec![checkpoint]);
             self.inner.commits.send_modify(|n| *n += 1);
         }
         Ok(())
@@ -88,6 +92,14 @@ impl EventLog for KafkaLog {
             .cloned())
     }
 
+    async fn claim(&self, writer: &str) -> Result<Option<String>, LogError> {
+        let this = self.clone();
+        let writer = writer.to_owned();
+        tokio::task::spawn_blocking(move || this.claim_blocking(&writer))
+            .await
+            .expect("claiming does not panic")
+    }
+
     fn topics(&self) -> Vec<String> {
         self.inner
             .topics
@@ -113,6 +125,7 @@ impl EventLog for KafkaLog {
     }
 
     fn stable_offset(&self, topic: &str, partition: u32) -> u64 {
+        self.watch(topic);
         self.inner
             .stable
             .read()
@@ -123,6 +136,16 @@ impl EventLog for KafkaLog {
     }
 
     async fn offsets(&self, topic: &str, partition: u32) -> Result<PartitionOffsets, LogError> {
+        if self.partitions(topic).is_none() {
+            // Maybe created since the last look: ask once, rather than wait on a missing topic.
+            let this = self.clone();
+            let _ = tokio::task::spawn_blocking(move || this.refresh_metadata())
+                .await
+                .expect("metadata does not panic");
+            if self.partitions(topic).is_none() {
+                return Err(LogError::UnknownTopic(topic.to_owned()));
+            }
+        }
         let this = self.clone();
         let name = topic.to_owned();
         let (low, high) = tokio::task::spawn_blocking(move || {
@@ -133,6 +156,12 @@ impl EventLog for KafkaLog {
         .await
         .expect("watermarks do not panic")
         .map_err(|e| self.error(format!("asking the offsets of {topic}/{partition}"), e))?;
+        // Fresher than the cached stable offset, which readers go by: raise it.
+        {
+            let mut stable = self.inner.stable.write().expect("not poisoned");
+            let cached = stable.entry((topic.to_owned(), partition)).or_insert(0);
+            *cached = (*cached).max(high.max(0) as u64);
+        }
         Ok(PartitionOffsets {
             start: low.max(0) as u64,
             stable: high.max(0) as u64,
@@ -235,21 +264,15 @@ impl EventLog for KafkaLog {
         if offsets.is_empty() {
             return Ok(());
         }
-        let consumer = self.group(group)?;
-        let mut list = TopicPartitionList::new();
-        for ((topic, partition), next) in &offsets {
-            list.add_partition_offset(topic, *partition as i32, Offset::Offset(*next as i64))
-                .map_err(|e| self.error("committing offsets", e))?;
-        }
         let this = self.clone();
         let group = group.to_owned();
-        tokio::task::spawn_blocking(move || {
-            consumer
-                .commit(&list, CommitMode::Sync)
-                .map_err(|e| this.error(format!("committing consumer group {group}"), e))
-        })
-        .await
-        .expect("committing does not panic")
+        tokio::task::spawn_blocking(move || this.commit_group(&group, offsets))
+            .await
+            .expect("committing does not panic")
+    }
+
+    fn join_group(&self, group: &str, patterns: &[String]) -> Result<Option<Membership>, LogError> {
+        self.join(group, patterns).map(Some)
     }
 
     fn subscribe(&self) -> watch::Receiver<u64> {

@@ -1,0 +1,215 @@
+//! Several processes on one log on Kafka: one runs the sources (`--only sources`), others run
+//! the sinks (`--only sinks`) as members of each sink's consumer group, sharing its partitions.
+//! A member killed with `kill -9` hands its partitions to the others (after the group's session
+//! timeout) and nothing is lost; a second process that starts the same source fences the first,
+//! which stops with a clear message.
+
+use std::time::Duration;
+
+use sluice_integration_tests::kafka::services;
+use sluice_integration_tests::{wait_for, writer_client, Rng, Sluice, TestDb};
+
+const LOG: &str = "kind = \"kafka\"\nbrokers = \"127.0.0.1:9092\"\npartitions = 4";
+
+/// Rows of `t` as text, in key order (empty while the table is missing).
+fn rows(db: &TestDb) -> String {
+    if db.exec("SELECT to_regclass('public.t') IS NOT NULL") != "t" {
+        return String::new();
+    }
+    db.exec("SELECT id, v FROM t ORDER BY id")
+}
+
+/// A Postgres source of `t` and a Postgres sink of its topics into `replica`, named after the
+/// source database (topics and groups are the broker's, shared by every test).
+fn pipeline(source: &TestDb, replica: &TestDb) -> (String, String) {
+    let name = format!("g{}", &source.name[source.name.len() - 5..]);
+    let config = format!(
+        "[[sources]]\nname = \"{name}\"\nkind = \"postgres\"\nurl = \"{}\"\n\
+         tables = [\"public.t\"]\nslot = \"{}\"\n\n\
+         [[sinks]]\nname = \"{name}_replica\"\nkind = \"postgres\"\nurl = \"{}\"\n\
+         topics = [\"{name}.public.*\"]\n",
+        source.url(),
+        source.name,
+        replica.url()
+    );
+    (name, config)
+}
+
+/// Waits until the replica equals the source, showing the members' logs if it never does.
+async fn replica_catches_up(source: &TestDb, replica: &TestDb, members: &[&Sluice]) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while rows(replica) != rows(source) {
+        if std::time::Instant::now() > deadline {
+            let logs: Vec<String> = members
+                .iter()
+                .map(|m| {
+                    let log = m.stderr();
+                    let tail: Vec<&str> = log.lines().rev().take(40).collect();
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                })
+                .collect();
+            panic!(
+                "the replica differs from the source ({} vs {} rows, sums {} vs {}); the \
+                 members' logs end:\n{}",
+                rows(replica).lines().count(),
+                rows(source).lines().count(),
+                replica.exec("SELECT coalesce(sum(v), 0) FROM t"),
+                source.exec("SELECT sum(v) FROM t"),
+                logs.join("\n----\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sink_processes_share_partitions_and_take_over_from_one_killed() {
+    services(&["up", "kafka"]);
+    let source = TestDb::create();
+    let replica = TestDb::create();
+    source.exec(
+        "CREATE TABLE t (id int PRIMARY KEY, v bigint NOT NULL); \
+         INSERT INTO t SELECT g, 0 FROM generate_series(1, 2000) g",
+    );
+    let (name, config) = pipeline(&source, &replica);
+    // The sink processes start first: the schemas they decode with are registered later, by
+    // the sources' process, and reach them through the log.
+    let mut first = Sluice::with_log(LOG, &config);
+    let mut second = Sluice::with_log(LOG, &config);
+    first.start_with_args(&["--only", "sinks"]);
+    second.start_with_args(&["--only", "sinks"]);
+    let mut sources = Sluice::with_log(LOG, &config);
+    sources.start_with_args(&["--only", "sources"]);
+    wait_for(
+        Duration::from_secs(120),
+        "the snapshot in the replica",
+        || rows(&replica).lines().count() == 2000,
+    )
+    .await;
+    // The four partitions are shared: each member owns some.
+    let owned = |member: &Sluice| {
+        member
+            .stderr()
+            .contains("partitions assigned to this member")
+    };
+    wait_for(
+        Duration::from_secs(60),
+        "both members own partitions",
+        || owned(&first) && owned(&second),
+    )
+    .await;
+    assert!(
+        !sources.stderr().contains("sink open"),
+        "the sources' process runs no sink:\n{}",
+        sources.stderr()
+    );
+    assert!(
+        !first
+            .stderr()
+            .contains("resuming from the log's last checkpoint")
+            && !first.stderr().contains("fresh start"),
+        "a sinks' process runs no source:\n{}",
+        first.stderr()
+    );
+
+    // Each committed statement adds one to one row's v: the sums count the changes.
+    let writer = {
+        let url = source.url();
+        sluice_core::task::spawn_in_span(async move {
+            let client = writer_client(&url).await;
+            let mut rng = Rng::new(0x9e0);
+            let start = std::time::Instant::now();
+            while start.elapsed() < Duration::from_secs(15) {
+                let id = rng.below(2000) + 1;
+                let _ = client
+                    .batch_execute(&format!("UPDATE t SET v = v + 1 WHERE id = {id}"))
+                    .await;
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    first.kill();
+    let before = second
+        .stderr()
+        .matches("partitions assigned to this member")
+        .count();
+    writer.await.unwrap();
+    wait_for(
+        Duration::from_secs(60),
+        "the surviving member takes the killed one's partitions",
+        || {
+            second
+                .stderr()
+                .matches("partitions assigned to this member")
+                .count()
+                > before
+        },
+    )
+    .await;
+    replica_catches_up(&source, &replica, &[&second, &sources]).await;
+    assert!(second.is_running(), "{}", second.stderr());
+    assert_eq!(sources.stop(), Some(0), "{}", sources.stderr());
+    assert_eq!(second.stop(), Some(0), "{}", second.stderr());
+    // Both members committed the group's offsets as they went.
+    let (code, status) = sluice_integration_tests::sluice_command(&["status"], &second.config);
+    assert_eq!(code, Some(0), "{status}");
+    assert!(
+        status.contains(&format!("sink {name}_replica (postgres): 4 partition(s)")),
+        "{status}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_process_with_the_same_source_fences_the_first() {
+    services(&["up", "kafka"]);
+    let source = TestDb::create();
+    let replica = TestDb::create();
+    source.exec(
+        "CREATE TABLE t (id int PRIMARY KEY, v bigint NOT NULL); \
+         INSERT INTO t SELECT g, 0 FROM generate_series(1, 100) g",
+    );
+    let (_, config) = pipeline(&source, &replica);
+    let mut first = Sluice::with_log(LOG, &config);
+    first.start();
+    wait_for(
+        Duration::from_secs(120),
+        "the snapshot in the replica",
+        || rows(&replica).lines().count() == 100,
+    )
+    .await;
+    let mut second = Sluice::with_log(LOG, &config);
+    second.start();
+    wait_for(
+        Duration::from_secs(60),
+        "the second process takes the source over",
+        || {
+            second
+                .stderr()
+                .contains("resuming from the log's last checkpoint")
+        },
+    )
+    .await;
+    // The first one's next append finds it fenced: it stops, saying why.
+    source.exec("UPDATE t SET v = v + 1 WHERE id <= 10");
+    wait_for(Duration::from_secs(60), "the first process stops", || {
+        !first.is_running()
+    })
+    .await;
+    let said = first.stderr();
+    assert!(
+        said.contains(
+            "another sluice process started this writer on the cluster and fenced this one"
+        ),
+        "{said}"
+    );
+    assert_eq!(first.stop(), Some(1), "a runtime failure: {said}");
+    // The second one goes on: every change reaches the replica once.
+    source.exec("UPDATE t SET v = v + 1 WHERE id > 90");
+    replica_catches_up(&source, &replica, &[&second]).await;
+    assert_eq!(
+        replica.exec("SELECT sum(v) FROM t"),
+        "20",
+        "each change applied once"
+    );
+    assert_eq!(second.stop(), Some(0), "{}", second.stderr());
+}
