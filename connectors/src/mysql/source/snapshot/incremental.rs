@@ -131,11 +131,16 @@ pub(in crate::mysql::source) struct Incremental {
     in_flight: Option<Chunk>,
     /// Chunks dropped in a row because the stream passed their position.
     missed: u32,
+    /// Reads given up in a row because the server had not committed what the stream had.
+    behind: u32,
 }
 
 /// Times a chunk is read again while the server still commits a transaction the stream has
-/// (each a few milliseconds apart) before the stream goes on and it is tried later.
-const READ_TRIES: u32 = 20;
+/// before the stream goes on and it is tried later: 2 ms apart at first, then longer (up to
+/// 50 ms), about 2 s in all, so that a server slow to commit under load (its binlog written,
+/// the engine's commit not yet visible) is waited for rather than tried at every
+/// transaction boundary, each time just behind the stream again.
+const READ_TRIES: u32 = 40;
 
 impl Incremental {
     pub(in crate::mysql::source) fn new(
@@ -152,6 +157,7 @@ impl Incremental {
             conn: None,
             in_flight: None,
             missed: 0,
+            behind: 0,
         }
     }
 
@@ -378,10 +384,21 @@ impl Incremental {
                 .map_err(SourceError::mysql("ending an on-demand snapshot read"))?;
             tries += 1;
             if tries == READ_TRIES {
+                self.behind += 1;
+                if self.behind.is_multiple_of(10) {
+                    tracing::warn!(
+                        stream = %format!("{}:{}", at.file, at.offset),
+                        snapshot = %format!("{}:{}", position.file, position.offset),
+                        "on-demand snapshot waiting: the server keeps transactions the stream \
+                         has read invisible to new snapshots for seconds (a commit \
+                         slowed by load); chunks are read again at the next transactions"
+                    );
+                }
                 return Ok(());
             }
-            tokio::time::sleep(Duration::from_millis(2)).await;
+            tokio::time::sleep(Duration::from_millis((2u64 << tries.min(5)).min(50))).await;
         };
+        self.behind = 0;
         let mut rows = Vec::new();
         let mut row_key = Vec::with_capacity(keys.len());
         let mut result = match conn.exec(&sql, &params).await {
