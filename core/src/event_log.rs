@@ -203,9 +203,16 @@ pub trait EventLog: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), LogError>> + Send;
 
     /// Joins the sink consumer group `group` for the topics matching `patterns`, where the log
-    /// shares a sink's partitions between processes. `None`: this process owns them all.
-    fn join_group(&self, group: &str, patterns: &[String]) -> Result<Option<Membership>, LogError> {
-        let _ = (group, patterns);
+    /// shares a sink's partitions between processes. With `whole`, the members share no
+    /// partitions: one of them owns a single token partition and runs the whole sink, the others
+    /// wait to take over. `None`: this process owns everything.
+    fn join_group(
+        &self,
+        group: &str,
+        patterns: &[String],
+        whole: bool,
+    ) -> Result<Option<Membership>, LogError> {
+        let _ = (group, patterns, whole);
         Ok(None)
     }
 

@@ -252,6 +252,7 @@ impl Kit {
                 max_read_bytes: 64 << 10,
                 max_batch_bytes: ROUND_BYTES,
                 topic_refresh: Duration::from_millis(200),
+                shared: false,
             },
             sink,
             self.log.clone(),

@@ -213,3 +213,86 @@ async fn a_second_process_with_the_same_source_fences_the_first() {
     );
     assert_eq!(second.stop(), Some(0), "{}", second.stderr());
 }
+
+/// The ids of the rows inserted (`op = "c"`) in a JSONL file of events.
+fn inserted(path: &std::path::Path) -> std::collections::BTreeSet<i64> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|event| event["op"] == "c")
+        .filter_map(|event| event["after"]["id"].as_i64())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sink_that_cannot_share_partitions_runs_in_one_process_and_the_standby_takes_over() {
+    services(&["up", "kafka"]);
+    let source = TestDb::create();
+    source.exec("CREATE TABLE t (id int PRIMARY KEY, v bigint NOT NULL)");
+    let name = format!("s{}", &source.name[source.name.len() - 5..]);
+    // A JSONL sink writes a file of its own process: one process runs it at a time.
+    let config = format!(
+        "[[sources]]\nname = \"{name}\"\nkind = \"postgres\"\nurl = \"{}\"\n\
+         tables = [\"public.t\"]\nslot = \"{}\"\n\n\
+         [[sinks]]\nname = \"{name}_file\"\nkind = \"jsonl\"\npath = \"{{dir}}/out.jsonl\"\n\
+         topics = [\"{name}.public.*\"]\n",
+        source.url(),
+        source.name,
+    );
+    let mut sources = Sluice::with_log(LOG, &config);
+    sources.start_with_args(&["--only", "sources"]);
+    let mut active = Sluice::with_log(LOG, &config);
+    active.start_with_args(&["--only", "sinks"]);
+    wait_for(
+        Duration::from_secs(60),
+        "the first process runs the sink",
+        || {
+            active
+                .stderr()
+                .contains("this process runs it for the group")
+        },
+    )
+    .await;
+    let mut standby = Sluice::with_log(LOG, &config);
+    standby.start_with_args(&["--only", "sinks"]);
+    wait_for(Duration::from_secs(60), "the second one stands by", || {
+        standby.stderr().contains("sink on standby")
+    })
+    .await;
+    source.exec("INSERT INTO t SELECT g, 0 FROM generate_series(1, 100) g");
+    let first = active.path("out.jsonl");
+    wait_for(
+        Duration::from_secs(60),
+        "the first rows in the active one's file",
+        || inserted(&first).len() == 100,
+    )
+    .await;
+    assert!(
+        inserted(&standby.path("out.jsonl")).is_empty(),
+        "the standby writes nothing"
+    );
+
+    active.kill();
+    source.exec("INSERT INTO t SELECT g, 0 FROM generate_series(101, 200) g");
+    wait_for(Duration::from_secs(60), "the standby takes over", || {
+        standby
+            .stderr()
+            .contains("this process runs it for the group")
+    })
+    .await;
+    let second = standby.path("out.jsonl");
+    wait_for(
+        Duration::from_secs(60),
+        "the later rows in the standby's file",
+        || (101..=200).all(|id| inserted(&second).contains(&id)),
+    )
+    .await;
+    // At least once: the standby starts from the group's offsets (what the killed one
+    // committed), so every row is in one file or the other.
+    let mut all = inserted(&first);
+    all.extend(inserted(&second));
+    assert_eq!(all, (1..=200).collect(), "every row delivered");
+    assert_eq!(standby.stop(), Some(0), "{}", standby.stderr());
+    assert_eq!(sources.stop(), Some(0), "{}", sources.stderr());
+}

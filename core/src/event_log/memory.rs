@@ -119,7 +119,7 @@ fn stored(records: Records, next: u64) -> Result<Vec<StoredRecord>, LogError> {
 }
 
 impl EventLog for MemoryLog {
-    fn join_group(&self, _: &str, _: &[String]) -> Result<Option<Membership>, LogError> {
+    fn join_group(&self, _: &str, _: &[String], _: bool) -> Result<Option<Membership>, LogError> {
         Ok(self.member.lock().expect("not poisoned").take())
     }
 

@@ -28,6 +28,10 @@ pub struct SinkSettings {
     pub max_batch_bytes: usize,
     /// How often to look for new topics matching the patterns when idle.
     pub topic_refresh: Duration,
+    /// Whether processes that run this sink may share its partitions (the target keeps each
+    /// partition's offsets apart, as the database sinks do). If not, one process runs the whole
+    /// sink at a time and the others stand by.
+    pub shared: bool,
 }
 
 impl SinkSettings {
@@ -61,7 +65,7 @@ where
     let mut commits = log.subscribe();
     // Where several processes run this sink (the log on Kafka), the partitions this one owns.
     let mut membership = log
-        .join_group(&group, &settings.topics)
+        .join_group(&group, &settings.topics, !settings.shared)
         .map_err(log_error)?;
     'open: loop {
         if cancel.is_cancelled() {
@@ -95,12 +99,26 @@ where
                 partitions = offsets.len(),
                 "sink open; resuming from committed offsets"
             ),
+            Some(owned) if !settings.shared && owned.is_empty() => tracing::info!(
+                group,
+                "sink on standby: another process runs it (this one takes over if it stops)"
+            ),
+            Some(_) if !settings.shared => tracing::info!(
+                group,
+                "sink open; resuming from committed offsets (this process runs it for the group)"
+            ),
             Some(owned) => tracing::info!(
                 group,
                 owned = owned.len(),
                 "sink open; resuming from committed offsets of the partitions this member owns"
             ),
         }
+        // The partitions this process delivers: all (no group, or the whole sink's turn), none
+        // (on standby), or the group's share.
+        let owned = match owned {
+            Some(owned) if !settings.shared => owned.is_empty().then(BTreeSet::new),
+            owned => owned,
+        };
         let mut assigned: Vec<(Arc<str>, u32)> = Vec::new();
         // Per partition, the latest run of offsets read past that holds no record.
         let mut gaps = Gaps::new();
@@ -707,6 +725,7 @@ mod tests {
             max_read_bytes: 1 << 20,
             max_batch_bytes: 1 << 20,
             topic_refresh: Duration::from_secs(60),
+            shared: true,
         };
         let cancel = CancellationToken::new();
         let task = crate::task::spawn_in_span(run_sink(
@@ -778,6 +797,7 @@ mod tests {
             max_read_bytes: 1 << 20,
             max_batch_bytes: 1 << 20,
             topic_refresh: Duration::from_secs(60),
+            shared: true,
         };
         let cancel = CancellationToken::new();
         let task = crate::task::spawn_in_span(run_sink(

@@ -271,7 +271,16 @@ impl EventLog for KafkaLog {
             .expect("committing does not panic")
     }
 
-    fn join_group(&self, group: &str, patterns: &[String]) -> Result<Option<Membership>, LogError> {
+    fn join_group(
+        &self,
+        group: &str,
+        patterns: &[String],
+        whole: bool,
+    ) -> Result<Option<Membership>, LogError> {
+        if whole {
+            // The token: the checkpoints topic's one partition (every process has it).
+            return self.join(group, &[CHECKPOINTS_TOPIC.to_owned()]).map(Some);
+        }
         self.join(group, patterns).map(Some)
     }
 

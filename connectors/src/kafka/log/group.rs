@@ -24,7 +24,7 @@ use sluice_core::event_log::{LogError, Membership, Revocation};
 use sluice_core::sink::Offsets;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::{consumer_config, KafkaLog};
+use super::{consumer_config, KafkaLog, CHECKPOINTS_TOPIC};
 
 /// How long a rebalance waits for the sink to finish with the partitions it gives up.
 const HAND_OVER: Duration = Duration::from_secs(60);
@@ -163,15 +163,26 @@ impl KafkaLog {
             .expect("not poisoned")
             .remove(group)
             .unwrap_or_default();
-        let member = consumer
+        let subscribed = consumer
             .subscription()
-            .is_ok_and(|subscribed| subscribed.count() > 0);
-        if member && !all.is_empty() {
+            .map(|list| partitions(&list))
+            .unwrap_or_default();
+        if !subscribed.is_empty() && !all.is_empty() {
             let owned = consumer
                 .assignment()
                 .map(|list| partitions(&list))
                 .unwrap_or_default();
-            all.retain(|partition, _| owned.contains(partition));
+            if subscribed
+                .iter()
+                .any(|(topic, _)| topic == CHECKPOINTS_TOPIC)
+            {
+                // A whole sink's member: its offsets are its own while it holds the token.
+                if owned.is_empty() {
+                    all.clear();
+                }
+            } else {
+                all.retain(|partition, _| owned.contains(partition));
+            }
         }
         for (partition, next) in offsets {
             let at = all.entry(partition).or_insert(next);
