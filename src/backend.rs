@@ -36,6 +36,17 @@ pub(crate) async fn open_kafka(
         replication_factor: section.replication_factor,
         min_insync_replicas: section.min_insync_replicas,
         properties: section.properties.clone(),
+        topic_settings: section
+            .topic_settings
+            .iter()
+            .map(|s| sluice_connectors::kafka::log::TopicSettings {
+                topics: s.topics.clone(),
+                partitions: s.partitions,
+                replication_factor: s.replication_factor,
+                min_insync_replicas: s.min_insync_replicas,
+                config: s.config.clone(),
+            })
+            .collect(),
     };
     KafkaLog::open(config)
         .await

@@ -54,6 +54,10 @@ pub(crate) struct LogSection {
     /// `kind = "kafka"`: librdkafka properties for every client (security, timeouts).
     #[serde(default)]
     pub properties: std::collections::BTreeMap<String, String>,
+    /// `kind = "kafka"`: how the topics a pattern matches are created
+    /// (`[[log.topic_settings]]`); the first matching pattern wins over the defaults.
+    #[serde(default)]
+    pub topic_settings: Vec<TopicSettingsSection>,
     /// Log directory. Default `data/log`.
     #[serde(default = "default_dir")]
     pub dir: PathBuf,
@@ -98,6 +102,7 @@ impl Default for LogSection {
             replication_factor: None,
             min_insync_replicas: None,
             properties: Default::default(),
+            topic_settings: Vec::new(),
             dir: default_dir(),
             fsync: default_fsync(),
             partitions: default_partitions(),
@@ -138,6 +143,21 @@ fn default_retention_hours() -> u64 {
 }
 fn default_segment_bytes() -> u64 {
     128 * 1024 * 1024
+}
+
+/// `[[log.topic_settings]]` (the log on Kafka): partitions, replication and topic configs of
+/// the topics a pattern matches.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TopicSettingsSection {
+    /// Topic name or pattern with `*` wildcards.
+    pub topics: String,
+    pub partitions: Option<u32>,
+    pub replication_factor: Option<i32>,
+    pub min_insync_replicas: Option<u32>,
+    /// Topic configs as Kafka names them (`"retention.ms" = "604800000"`).
+    #[serde(default)]
+    pub config: std::collections::BTreeMap<String, String>,
 }
 
 /// `[[log.topic_fsync]]`: an fsync policy for the topics a pattern matches.
@@ -370,6 +390,10 @@ fn check_kafka_log(_: &LogSection) -> anyhow::Result<()> {
 
 fn validate(config: &FileConfig) -> anyhow::Result<()> {
     match config.log.kind.as_str() {
+        "embedded" if !config.log.topic_settings.is_empty() => bail!(
+            "log.topic_settings: settings of topics on Kafka (kind = \"kafka\"); the embedded \
+             log takes log.partitions and [[log.topic_fsync]]"
+        ),
         "embedded" => {}
         "kafka" => check_kafka_log(&config.log)?,
         other => bail!("log.kind: {other:?} is not a log; use \"embedded\" or \"kafka\""),
@@ -377,6 +401,17 @@ fn validate(config: &FileConfig) -> anyhow::Result<()> {
     config.log.options()?;
     if !(1..=1024).contains(&config.log.partitions) {
         bail!("log.partitions: must be between 1 and 1024");
+    }
+    for (i, settings) in config.log.topic_settings.iter().enumerate() {
+        if settings
+            .partitions
+            .is_some_and(|n| !(1..=1024).contains(&n))
+        {
+            bail!("log.topic_settings[{i}].partitions: must be between 1 and 1024");
+        }
+        if settings.topics.is_empty() {
+            bail!("log.topic_settings[{i}].topics: name a topic or a pattern (shop.public.*)");
+        }
     }
     if config.log.segment_bytes < 1024 * 1024 {
         bail!("log.segment_bytes: must be at least 1 MiB");

@@ -31,6 +31,9 @@ pub enum LogError {
         offset: u64,
         start: u64,
     },
+    /// Another process took the writer over (`claim`): this one may not write as it any more.
+    #[error(transparent)]
+    Fenced(Box<dyn std::error::Error + Send + Sync>),
     /// Anything else, with the backend's own error (and its message) as the source.
     #[error(transparent)]
     Backend(Box<dyn std::error::Error + Send + Sync>),

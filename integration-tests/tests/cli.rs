@@ -43,6 +43,8 @@ fn config_mistakes_exit_2_naming_the_key_and_the_file() {
         (format!("[api]\nlistn = \"x\"\n{SOURCE}url = \"postgres://u@h/d\"\n"), "unknown field `listn`"),
         (format!("{SOURCE}url = \"postgres://u@h/d\"\n[[sinks]]\nname = \"f\"\nkind = \"jsonl\"\ntopics = []\npath = \"x\"\n"), "sinks[0].topics"),
         (format!("compression = \"zstd\"\n{SOURCE}url = \"postgres://u@h/d\"\n"), "log.compression: \"zstd\" is not one of lz4, none"),
+        (format!("[[log.topic_settings]]\ntopics = \"a.*\"\npartitions = 3\n{SOURCE}url = \"postgres://u@h/d\"\n"), "log.topic_settings: settings of topics on Kafka"),
+        (format!("kind = \"kafka\"\nbrokers = \"127.0.0.1:9092\"\n[[log.topic_settings]]\ntopics = \"a.*\"\npartitions = 0\n{SOURCE}url = \"postgres://u@h/d\"\n"), "log.topic_settings[0].partitions: must be between 1 and 1024"),
         (format!("{SOURCE}url = \"postgres://u@h/d\"\n[[sinks]]\nname = \"r\"\nkind = \"postgres\"\ntopics = [\"a.public.*\"]\nurl = \"postgres://u@h/t\"\nbatch_size = 3\n"), "sinks[0].batch_size: unknown field `batch_size`"),
     ];
     for (body, expected) in cases {

@@ -33,7 +33,9 @@ async fn a_pipeline_on_a_kafka_log_survives_kill_9_with_each_change_once() {
         "[[sources]]\nname = \"{name}\"\nkind = \"postgres\"\nurl = \"{}\"\n\
          tables = [\"public.t\"]\nslot = \"{}\"\n\n\
          [[sinks]]\nname = \"{name}_replica\"\nkind = \"postgres\"\nurl = \"{}\"\n\
-         topics = [\"{name}.public.*\"]\n",
+         topics = [\"{name}.public.*\"]\n\n\
+         [[log.topic_settings]]\ntopics = \"{name}.public.*\"\npartitions = 3\n\
+         config = {{ \"retention.ms\" = \"86400000\" }}\n",
         source.url(),
         source.name,
         replica.url()
@@ -107,7 +109,8 @@ async fn a_pipeline_on_a_kafka_log_survives_kill_9_with_each_change_once() {
     // `sluice status` reads the same cluster: the caught-up sink is nothing behind (its offsets
     // go past the transaction markers after its last records).
     let status = || sluice_integration_tests::sluice_command(&["status"], &sluice.config);
-    let caught_up = format!("sink {name}_replica (postgres): 2 partition(s), 0 record(s) behind");
+    // (Three partitions: the topic's own settings, over the log's default of two.)
+    let caught_up = format!("sink {name}_replica (postgres): 3 partition(s), 0 record(s) behind");
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
         let (code, said) = status();
@@ -137,6 +140,6 @@ async fn a_pipeline_on_a_kafka_log_survives_kill_9_with_each_change_once() {
     let (code, described) =
         sluice_integration_tests::sluice_command(&["log", "describe", &topic], &sluice.config);
     assert_eq!(code, Some(0), "{described}");
-    assert_eq!(described.matches("  partition ").count(), 2, "{described}");
+    assert_eq!(described.matches("  partition ").count(), 3, "{described}");
     assert_eq!(sluice.stop(), Some(0), "{}", sluice.stderr());
 }

@@ -236,6 +236,45 @@ impl Registry {
     /// holds returns its id unchanged; a new one is checked against the subject's compatibility
     /// level first (409 with the reasons when it fails).
     pub fn register(&self, subject: &str, new: &NewSchema<'_>) -> Result<u32, RegistryError> {
+        // A write that another process's claim fenced is made again once this one has claimed
+        // the store back and read what the other wrote (its ids are not given twice).
+        if let Some(id) = self.held(subject, new)? {
+            // Nothing to write: no claim on a store other processes write too.
+            return Ok(id);
+        }
+        let mut attempt = 0;
+        loop {
+            self.claim_store()?;
+            match self.register_once(subject, new) {
+                Err(err) if err.code == 50001 && attempt < 2 => attempt += 1,
+                registered => return registered,
+            }
+        }
+    }
+
+    /// The id of `new` when `subject` already holds it as it is.
+    fn held(&self, subject: &str, new: &NewSchema<'_>) -> Result<Option<u32>, RegistryError> {
+        let (text, _) = parse_schema(new.schema_type, new.text)?;
+        let state = self.state();
+        Ok(state
+            .by_text
+            .get(&(new.schema_type, text))
+            .copied()
+            .filter(|id| {
+                state.live(subject).any(|(_, v)| v.id == *id) && new.id.is_none_or(|i| i == *id)
+            }))
+    }
+
+    /// Before a change: makes this process the store's writer, reading the store again if it
+    /// was not (another process may have written since).
+    fn claim_store(&self) -> Result<(), RegistryError> {
+        if self.store.claim().map_err(RegistryError::store)? {
+            self.reload()?;
+        }
+        Ok(())
+    }
+
+    fn register_once(&self, subject: &str, new: &NewSchema<'_>) -> Result<u32, RegistryError> {
         if subject.is_empty() || subject.chars().any(char::is_control) {
             return Err(RegistryError::unprocessable(format!(
                 "invalid subject name {subject:?}"
@@ -412,6 +451,7 @@ impl Registry {
         subject: &str,
         permanent: bool,
     ) -> Result<Vec<u32>, RegistryError> {
+        self.claim_store()?;
         let mut state = self.state();
         self.writable(&state, subject)?;
         let versions = state.versions(subject)?.clone();
@@ -474,6 +514,7 @@ impl Registry {
         spec: VersionSpec,
         permanent: bool,
     ) -> Result<u32, RegistryError> {
+        self.claim_store()?;
         let mut state = self.state();
         self.writable(&state, subject)?;
         // A numbered version is found even when soft-deleted (to say so); `latest` means the
@@ -568,6 +609,7 @@ impl Registry {
         subject: Option<&str>,
         level: Level,
     ) -> Result<(), RegistryError> {
+        self.claim_store()?;
         let mut state = self.state();
         let record = ConfigRecord {
             compatibility_level: level.as_str().to_owned(),
@@ -583,6 +625,7 @@ impl Registry {
 
     /// Removes a level (the global one returns to BACKWARD); returns the level it had.
     pub fn delete_compatibility(&self, subject: Option<&str>) -> Result<Level, RegistryError> {
+        self.claim_store()?;
         let mut state = self.state();
         let key = subject.map(str::to_owned);
         let previous = match (state.compatibility.get(&key), subject) {
@@ -621,6 +664,7 @@ impl Registry {
         mode: Mode,
         force: bool,
     ) -> Result<(), RegistryError> {
+        self.claim_store()?;
         let mut state = self.state();
         if mode == Mode::Import && subject.is_none() && !state.schemas.is_empty() && !force {
             return Err(RegistryError::not_permitted(
@@ -640,6 +684,7 @@ impl Registry {
     }
 
     pub fn delete_mode(&self, subject: Option<&str>) -> Result<Mode, RegistryError> {
+        self.claim_store()?;
         let mut state = self.state();
         let key = subject.map(str::to_owned);
         let previous = state.modes.get(&key).copied().unwrap_or(Mode::ReadWrite);

@@ -72,6 +72,24 @@ pub struct KafkaLogConfig {
     /// librdkafka properties for every client (`"security.protocol" = "ssl"`, …).
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
+    /// Settings of the topics sluice creates whose names a pattern matches; the first match
+    /// wins over the defaults above.
+    #[serde(default)]
+    pub topic_settings: Vec<TopicSettings>,
+}
+
+/// `[[log.topic_settings]]`: how the topics a pattern matches are created.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopicSettings {
+    /// Topic name or pattern with `*` wildcards (`shop.public.*`; `_schemas` for sluice's own).
+    pub topics: String,
+    pub partitions: Option<u32>,
+    pub replication_factor: Option<i32>,
+    pub min_insync_replicas: Option<u32>,
+    /// Topic configs, as Kafka names them (`"retention.ms" = "604800000"`).
+    #[serde(default)]
+    pub config: BTreeMap<String, String>,
 }
 
 fn one() -> u32 {
@@ -215,21 +233,27 @@ impl KafkaLog {
 
     fn error(&self, action: impl Into<String>, source: KafkaError) -> LogError {
         let mut action = action.into();
-        if matches!(
+        let fenced = matches!(
             source.rdkafka_error_code(),
             Some(RDKafkaErrorCode::Fenced | RDKafkaErrorCode::ProducerFenced)
-        ) {
+        );
+        if fenced {
             action.push_str(
                 ": another sluice process started this writer on the cluster and fenced this \
                  one. A source runs in one process at a time, so this one stops; run the other \
                  processes with `--only sinks`, or give each process its own sources",
             );
         }
-        LogError::Backend(Box::new(KafkaLogError {
+        let error = Box::new(KafkaLogError {
             brokers: self.inner.config.brokers.clone(),
             action,
             source,
-        }))
+        });
+        if fenced {
+            LogError::Fenced(error)
+        } else {
+            LogError::Backend(error)
+        }
     }
 
     /// Reads the topics and partition counts from the cluster's metadata.
@@ -350,15 +374,36 @@ impl KafkaLog {
         if let Some(n) = self.partitions(topic) {
             return Ok(n);
         }
-        let replication = config.replication_factor.unwrap_or(-1);
+        let settings = config
+            .topic_settings
+            .iter()
+            .find(|s| sluice_core::topic::pattern_takes(&s.topics, topic))
+            .cloned()
+            .unwrap_or_default();
+        // sluice's compacted topics keep the partitions they are made with (one for the
+        // registry and the checkpoints).
+        let partitions = match settings.partitions {
+            Some(n) if !compact => n,
+            _ => partitions,
+        };
+        let replication = settings
+            .replication_factor
+            .or(config.replication_factor)
+            .unwrap_or(-1);
         let mut new = NewTopic::new(
             topic,
             partitions as i32,
             TopicReplication::Fixed(replication),
         );
-        let min_insync = config.min_insync_replicas.map(|n| n.to_string());
+        let min_insync = settings
+            .min_insync_replicas
+            .or(config.min_insync_replicas)
+            .map(|n| n.to_string());
         if let Some(n) = &min_insync {
             new = new.set("min.insync.replicas", n);
+        }
+        for (key, value) in &settings.config {
+            new = new.set(key, value);
         }
         if compact {
             new = new.set("cleanup.policy", "compact");
@@ -412,12 +457,21 @@ impl KafkaLog {
         } else {
             format!("sluice-log-{writer}-{}", self.inner.process)
         };
-        let producer: BaseProducer = client(&self.inner.config)
+        let mut config = client(&self.inner.config);
+        config
             .set("transactional.id", id)
             .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("linger.ms", "5")
-            .set("transaction.timeout.ms", "60000")
+            .set("acks", "all");
+        // A source's transaction may stay open as long as one transaction of its database
+        // streams (a bulk load of minutes): up to the brokers' default maximum,
+        // `transaction.max.timeout.ms`, 15 minutes. (A crashed writer's open transaction does
+        // not wait that long: the process that takes the writer over aborts it at once.)
+        for (key, value) in [("linger.ms", "5"), ("transaction.timeout.ms", "900000")] {
+            if !self.inner.config.properties.contains_key(key) {
+                config.set(key, value);
+            }
+        }
+        let producer: BaseProducer = config
             .create()
             .map_err(|e| self.error(format!("starting writer {writer}"), e))?;
         producer

@@ -305,6 +305,10 @@ struct PendingAppend {
 /// one, the encoder and the appender took turns waiting for each other; with two, whichever is
 /// faster keeps the other busy.
 const APPENDS_QUEUED: usize = 2;
+/// The same for a log whose commits take longer than writing (Kafka's transactions: a round
+/// trip to the coordinator and markers): batches queued meanwhile are appended together and
+/// committed once, with the last one's checkpoint.
+const APPENDS_GROUPED: usize = 16;
 
 /// The log side: encode each batch and hand it to the appender, which appends the batches
 /// strictly in order, one at a time (as one transaction when a batch carries a checkpoint), and
@@ -324,7 +328,15 @@ async fn write_batches<E: EventEncoder, L: EventLog + Clone + 'static>(
     // Tables held back by an earlier run go first: released into their topics if the registry
     // takes their schema now, held on otherwise.
     batch_encoder.release_held(&log).await?;
-    let (append_tx, append_rx) = mpsc::channel::<PendingAppend>(APPENDS_QUEUED);
+    // Logs that take records as they are (not batches prepared in their own format) commit
+    // several queued batches at once.
+    let grouped = log.prepared_batches().is_none();
+    let queued = if grouped {
+        APPENDS_GROUPED
+    } else {
+        APPENDS_QUEUED
+    };
+    let (append_tx, append_rx) = mpsc::channel::<PendingAppend>(queued);
     let mut appender = crate::task::spawn_in_span(append_batches(
         name.clone(),
         log.clone(),
@@ -376,35 +388,61 @@ async fn append_batches<L: EventLog>(
     stop: Option<(Position, CancellationToken)>,
 ) -> Result<(), PipelineError> {
     let mut snapshot = SnapshotMeter::default();
-    while let Some(PendingAppend {
-        encoded,
-        stored_checkpoint,
-    }) = append_rx.recv().await
-    {
-        let EncodedBatch {
-            batches,
-            checkpoint,
-            records,
-            newest_commit_us,
-        } = encoded;
-        let bytes: usize = batches.iter().map(|b| b.records.byte_len()).sum();
-        log.append(&name, batches, stored_checkpoint)
-            .await
-            .map_err(|source| PipelineError::Log {
-                name: name.clone(),
-                source,
-            })?;
-        if let Some(checkpoint) = &checkpoint {
-            snapshot.committed(&name, checkpoint, records, bytes as u64);
+    let grouped = log.prepared_batches().is_none();
+    while let Some(first) = append_rx.recv().await {
+        let mut group = vec![first];
+        while grouped && group.len() < APPENDS_GROUPED {
+            match append_rx.try_recv() {
+                Ok(next) => group.push(next),
+                Err(_) => break,
+            }
         }
-        report(
-            &name,
-            &progress_tx,
-            &stop,
-            checkpoint,
-            records,
-            newest_commit_us,
-        );
+        // One commit, with the checkpoint of the last batch that has one: it covers the
+        // batches before it. (Batches after it are parts of a large transaction, appended
+        // uncommitted as always.)
+        let commit_at = group
+            .iter()
+            .rposition(|pending| pending.stored_checkpoint.is_some());
+        let mut done = Vec::with_capacity(group.len());
+        for (i, pending) in group.into_iter().enumerate() {
+            let PendingAppend {
+                encoded,
+                stored_checkpoint,
+            } = pending;
+            let EncodedBatch {
+                batches,
+                checkpoint,
+                records,
+                newest_commit_us,
+            } = encoded;
+            let bytes: usize = batches.iter().map(|b| b.records.byte_len()).sum();
+            let stored = if commit_at.is_some_and(|at| i < at) {
+                None
+            } else {
+                stored_checkpoint
+            };
+            log.append(&name, batches, stored)
+                .await
+                .map_err(|source| PipelineError::Log {
+                    name: name.clone(),
+                    source,
+                })?;
+            done.push((checkpoint, records, newest_commit_us, bytes));
+        }
+        // Reported once committed, in order.
+        for (checkpoint, records, newest_commit_us, bytes) in done {
+            if let Some(checkpoint) = &checkpoint {
+                snapshot.committed(&name, checkpoint, records, bytes as u64);
+            }
+            report(
+                &name,
+                &progress_tx,
+                &stop,
+                checkpoint,
+                records,
+                newest_commit_us,
+            );
+        }
     }
     Ok(())
 }

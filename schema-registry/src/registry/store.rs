@@ -15,7 +15,7 @@ use std::thread::JoinHandle;
 
 use bytes::Bytes;
 use sluice_core::batch::{PartitionBatch, Record};
-use sluice_core::event_log::EventLog;
+use sluice_core::event_log::{EventLog, LogError};
 
 /// The topic the log stores schemas in.
 pub const TOPIC: &str = "_schemas";
@@ -33,12 +33,21 @@ pub struct StoreError(pub String);
 pub trait SchemaStore: Send + Sync + 'static {
     fn load(&self) -> Result<Vec<Entry>, StoreError>;
     fn append(&self, entries: &[Entry]) -> Result<(), StoreError>;
+
+    /// Makes this process the store's writer, where processes share it (a log on Kafka), which
+    /// stops any other from writing until it claims the store back. True when it just became
+    /// the writer: what it loaded before may miss others' writes, so it loads again before it
+    /// decides anything (an id) from it.
+    fn claim(&self) -> Result<bool, StoreError> {
+        Ok(false)
+    }
 }
 
 /// What the store asks of its log thread.
 enum Request {
     Load(SyncSender<Result<Vec<Entry>, StoreError>>),
     Append(Vec<Entry>, SyncSender<Result<(), StoreError>>),
+    Claim(SyncSender<Result<bool, StoreError>>),
 }
 
 /// The registry's records in `_schemas` of any [`EventLog`] backend.
@@ -64,8 +73,8 @@ impl LogStore {
         let thread = std::thread::Builder::new()
             .name("schema-store".into())
             .spawn(move || {
-                // Before its first registration, this process takes the topic's writer over
-                // (where processes share a log, the last to register holds it).
+                // Whether this process holds the topic's writer (where processes share a log,
+                // the last to claim it does; a write after another's claim fails, fenced).
                 let mut claimed = false;
                 // Ends when the store is dropped (its sender with it).
                 for request in incoming {
@@ -73,17 +82,35 @@ impl LogStore {
                         Request::Load(reply) => {
                             let _ = reply.send(runtime.block_on(load(&log)));
                         }
+                        Request::Claim(reply) => {
+                            let claiming = runtime.block_on(async {
+                                if claimed {
+                                    return Ok(false);
+                                }
+                                log.claim(WRITER)
+                                    .await
+                                    .map_err(|e| StoreError(format!("taking over {TOPIC}: {e}")))?;
+                                claimed = true;
+                                Ok(true)
+                            });
+                            let _ = reply.send(claiming);
+                        }
                         Request::Append(entries, reply) => {
                             let appended = runtime.block_on(async {
+                                // (The registry claims first; this keeps a bare append from
+                                // writing unfenced.)
                                 if !claimed {
-                                    log.claim(WRITER).await.map_err(|e| {
-                                        StoreError(format!("taking over {TOPIC}: {e}"))
-                                    })?;
+                                    log.claim(WRITER).await?;
                                     claimed = true;
                                 }
                                 append(&log, entries).await
                             });
-                            let _ = reply.send(appended);
+                            if let Err(LogError::Fenced(_)) = &appended {
+                                claimed = false;
+                            }
+                            let _ = reply.send(
+                                appended.map_err(|e| StoreError(format!("writing {TOPIC}: {e}"))),
+                            );
                         }
                     }
                 }
@@ -147,10 +174,8 @@ async fn load<L: EventLog>(log: &L) -> Result<Vec<Entry>, StoreError> {
     Ok(entries)
 }
 
-async fn append<L: EventLog>(log: &L, entries: Vec<Entry>) -> Result<(), StoreError> {
-    log.ensure_compacted_topic(TOPIC, 1)
-        .await
-        .map_err(|e| StoreError(format!("creating topic {TOPIC}: {e}")))?;
+async fn append<L: EventLog>(log: &L, entries: Vec<Entry>) -> Result<(), LogError> {
+    log.ensure_compacted_topic(TOPIC, 1).await?;
     let timestamp_ms = sluice_core::clock::now_us() / 1000;
     let batch = PartitionBatch {
         topic: TOPIC.to_owned(),
@@ -165,9 +190,7 @@ async fn append<L: EventLog>(log: &L, entries: Vec<Entry>) -> Result<(), StoreEr
             })
             .collect(),
     };
-    log.append(WRITER, vec![batch], Some(String::new()))
-        .await
-        .map_err(|e| StoreError(format!("writing {TOPIC}: {e}")))
+    log.append(WRITER, vec![batch], Some(String::new())).await
 }
 
 impl SchemaStore for LogStore {
@@ -177,6 +200,10 @@ impl SchemaStore for LogStore {
 
     fn append(&self, entries: &[Entry]) -> Result<(), StoreError> {
         self.ask(|reply| Request::Append(entries.to_vec(), reply))
+    }
+
+    fn claim(&self) -> Result<bool, StoreError> {
+        self.ask(Request::Claim)
     }
 }
 
@@ -197,5 +224,93 @@ impl SchemaStore for MemoryStore {
             .expect("not poisoned")
             .extend_from_slice(entries);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::{Entry, SchemaStore, StoreError};
+    use crate::registry::{NewSchema, Registry, SchemaType};
+
+    /// One store two registries share, as processes share `_schemas` on Kafka: the last to
+    /// claim it may write; the other's writes fail until it claims it back.
+    #[derive(Default)]
+    struct Shared {
+        entries: Vec<Entry>,
+        writer: Option<usize>,
+    }
+
+    struct Handle {
+        shared: Arc<Mutex<Shared>>,
+        me: usize,
+    }
+
+    impl SchemaStore for Handle {
+        fn load(&self) -> Result<Vec<Entry>, StoreError> {
+            Ok(self.shared.lock().unwrap().entries.clone())
+        }
+
+        fn append(&self, entries: &[Entry]) -> Result<(), StoreError> {
+            let mut shared = self.shared.lock().unwrap();
+            if shared.writer != Some(self.me) {
+                return Err(StoreError("fenced".into()));
+            }
+            shared.entries.extend_from_slice(entries);
+            Ok(())
+        }
+
+        fn claim(&self) -> Result<bool, StoreError> {
+            let mut shared = self.shared.lock().unwrap();
+            let newly = shared.writer != Some(self.me);
+            shared.writer = Some(self.me);
+            Ok(newly)
+        }
+    }
+
+    fn schema(name: &str) -> String {
+        format!(r#"{{"type":"record","name":"{name}","fields":[{{"name":"a","type":"int"}}]}}"#)
+    }
+
+    #[test]
+    fn registries_sharing_a_store_never_give_one_id_twice() {
+        let shared = Arc::new(Mutex::new(Shared::default()));
+        let open = |me| {
+            Registry::open(Handle {
+                shared: Arc::clone(&shared),
+                me,
+            })
+            .unwrap()
+        };
+        let (a, b) = (open(1), open(2));
+        let register = |registry: &Registry, name: &str| {
+            let text = schema(name);
+            let new = NewSchema {
+                schema_type: SchemaType::Avro,
+                text: &text,
+                id: None,
+                version: None,
+            };
+            registry.register(&format!("{name}-value"), &new).unwrap()
+        };
+        // Each registers while the other holds the store: it claims it back, reads what the
+        // other wrote, and takes the next id.
+        let ids = [
+            register(&a, "one"),
+            register(&b, "two"),
+            register(&a, "three"),
+            register(&b, "four"),
+        ];
+        assert_eq!(ids, [1, 2, 3, 4]);
+        // Both see every schema; registering one again gives its id, writing nothing.
+        assert_eq!(register(&a, "two"), 2);
+        assert_eq!(register(&b, "one"), 1);
+        assert_eq!(b.schema(3).unwrap().id, 3);
+        assert_eq!(
+            shared.lock().unwrap().writer,
+            Some(2),
+            "no claim for a held schema"
+        );
     }
 }
