@@ -57,7 +57,7 @@ async fn a_pipeline_on_a_kafka_log_survives_kill_9_with_each_change_once() {
             let mut rng = Rng::new(0x10c);
             let start = std::time::Instant::now();
             let mut changes = 0u64;
-            while start.elapsed() < Duration::from_secs(12) {
+            while start.elapsed() < Duration::from_secs(16) {
                 let id = rng.below(2000) + 1;
                 if client
                     .batch_execute(&format!("UPDATE t SET v = v + 1 WHERE id = {id}"))
@@ -70,7 +70,7 @@ async fn a_pipeline_on_a_kafka_log_survives_kill_9_with_each_change_once() {
             changes
         })
     };
-    for _ in 0..2 {
+    for _ in 0..3 {
         tokio::time::sleep(Duration::from_secs(4)).await;
         sluice.kill();
         sluice.start();
@@ -141,5 +141,67 @@ async fn a_pipeline_on_a_kafka_log_survives_kill_9_with_each_change_once() {
         sluice_integration_tests::sluice_command(&["log", "describe", &topic], &sluice.config);
     assert_eq!(code, Some(0), "{described}");
     assert_eq!(described.matches("  partition ").count(), 3, "{described}");
+    assert_eq!(sluice.stop(), Some(0), "{}", sluice.stderr());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mariadb_source_keeps_its_schema_history_on_a_kafka_log_across_a_kill() {
+    services(&["up", "kafka"]);
+    let db = sluice_integration_tests::MariaDb::create();
+    let replica = TestDb::create();
+    db.exec(
+        "CREATE TABLE t (id int PRIMARY KEY, v int NOT NULL); INSERT INTO t VALUES (1, 1), (2, 2)",
+    );
+    // The source's name is the checkpoint's and the topics' on the shared broker: this test's.
+    let name = format!("m{}", &db.name[db.name.len() - 5..]);
+    let config = sluice_integration_tests::mysql_source_config(&db, "")
+        .replace("name = \"src\"", &format!("name = \"{name}\""))
+        + &format!(
+            "[[sinks]]\nname = \"{name}_replica\"\nkind = \"postgres\"\nurl = \"{}\"\n\
+             topics = [\"{name}.{}.*\"]\nschema = \"public\"\n",
+            replica.url(),
+            db.name
+        );
+    let mut sluice = Sluice::with_log(LOG, &config);
+    sluice.start();
+    let replicated = |want: &str| {
+        let replica = &replica;
+        let want = want.to_owned();
+        move || {
+            replica.exec("SELECT to_regclass('public.t') IS NOT NULL") == "t"
+                && replica.exec("SELECT id, v FROM t ORDER BY id") == want
+        }
+    };
+    wait_for(
+        Duration::from_secs(60),
+        "the snapshot",
+        replicated("1|1\n2|2"),
+    )
+    .await;
+    // A column joins (the history on Kafka records it), then sluice dies and comes back.
+    db.exec("ALTER TABLE t ADD COLUMN w int NULL; INSERT INTO t VALUES (3, 3, 3)");
+    wait_for(
+        Duration::from_secs(60),
+        "the row after the ALTER",
+        replicated("1|1\n2|2\n3|3"),
+    )
+    .await;
+    sluice.kill();
+    db.exec("INSERT INTO t VALUES (4, 4, 4); UPDATE t SET w = 9 WHERE id = 1");
+    sluice.start();
+    let expected = "1|1|9\n2|2|-1\n3|3|3\n4|4|4";
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let got = replica.exec("SELECT id, v, coalesce(w, -1) FROM t ORDER BY id");
+        if got == expected {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the replica has {got:?}; sluice's log:\n{}",
+            sluice.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
     assert_eq!(sluice.stop(), Some(0), "{}", sluice.stderr());
 }

@@ -246,7 +246,7 @@ impl Registry {
         loop {
             self.claim_store()?;
             match self.register_once(subject, new) {
-                Err(err) if err.code == 50001 && attempt < 2 => attempt += 1,
+                Err(err) if err.code == 50001 && attempt < 5 => attempt += 1,
                 registered => return registered,
             }
         }

@@ -96,20 +96,18 @@ impl KafkaLog {
     /// Fences every other process's producer of `writer` (their open transaction is aborted),
     /// then reads the writer's checkpoint afresh: nothing can commit after it.
     pub(super) fn claim_blocking(&self, writer: &str) -> Result<Option<String>, LogError> {
-        let newly = self
-            .inner
+        self.inner
             .claimed
             .lock()
             .expect("not poisoned")
             .insert(writer.to_owned());
-        if newly {
-            // Made before the claim (with this process's own id): made again.
-            self.inner
-                .writers
-                .lock()
-                .expect("not poisoned")
-                .remove(writer);
-        }
+        // A producer made before (with this process's own id, or fenced since by another
+        // process's claim) goes: the new one's start fences every other.
+        self.inner
+            .writers
+            .lock()
+            .expect("not poisoned")
+            .remove(writer);
         self.writer(writer)?;
         let (checkpoints, _) = self
             .read_checkpoints()
