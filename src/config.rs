@@ -149,6 +149,7 @@ fn default_segment_bytes() -> u64 {
 /// the topics a pattern matches.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(not(feature = "kafka"), allow(dead_code))] // (read when opening the log on Kafka)
 pub(crate) struct TopicSettingsSection {
     /// Topic name or pattern with `*` wildcards.
     pub topics: String,

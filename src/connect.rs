@@ -129,9 +129,7 @@ pub(crate) async fn spawn_sink<L: EventLog + Clone>(
         max_read_bytes,
         max_batch_bytes,
         topic_refresh: Duration::from_secs(1),
-        // The database sinks keep each partition's offsets in their own row of the target:
-        // processes may share their partitions. The others run in one process at a time.
-        shared: matches!(sink, SinkConfig::Postgres(_) | SinkConfig::Mysql(_)),
+        shared: sink.shares_partitions(),
     };
     let span = tracing::info_span!("sink", sink = %name);
     let dead_letters = sink

@@ -298,6 +298,20 @@ pub enum SinkConfig {
 }
 
 impl SinkConfig {
+    /// Whether processes that run this sink may share its partitions: the database sinks keep
+    /// each partition's offsets in a row of their own in the target. The others run in one
+    /// process at a time (see core's `SinkSettings::shared`).
+    pub fn shares_partitions(&self) -> bool {
+        match self {
+            #[cfg(feature = "postgres")]
+            SinkConfig::Postgres(_) => true,
+            #[cfg(feature = "mysql")]
+            SinkConfig::Mysql(_) => true,
+            #[allow(unreachable_patterns)]
+            _ => false,
+        }
+    }
+
     /// The section behind the variant: the one place a new sink kind is matched.
     pub fn section(&self) -> &dyn Section {
         match *self {
