@@ -208,9 +208,13 @@ impl Registry {
     }
 
     /// Reads the store again into memory (holding the state, as a registration does, so that
-    /// none is lost in between).
+    /// none is lost in between): what was written since the last read where the store can
+    /// tell, else all of it.
     fn reload(&self) -> Result<(), RegistryError> {
         let mut state = self.state();
+        if let Some(entries) = self.store.load_more().map_err(RegistryError::store)? {
+            return state.fold(&entries).map_err(RegistryError::store);
+        }
         let mut fresh = State {
             next_id: 1,
             ..State::default()
@@ -246,7 +250,7 @@ impl Registry {
         loop {
             self.claim_store()?;
             match self.register_once(subject, new) {
-                Err(err) if err.code == 50001 && attempt < 5 => attempt += 1,
+                Err(err) if err.code == 50001 && attempt < 20 => attempt += 1,
                 registered => return registered,
             }
         }

@@ -607,6 +607,14 @@ impl KafkaLog {
                     next = at + 1;
                 }
                 Some(Err(KafkaError::PartitionEOF(_))) => {}
+                // A broker down or a leader moving: the consumer reconnects and fetches from
+                // the new leader by itself. The read comes back short, and is asked again.
+                Some(Err(err)) if transient(&err) => {
+                    tracing::debug!(%topic, partition, error = %err, "reading the log on Kafka: retrying");
+                    if !records.is_empty() {
+                        break;
+                    }
+                }
                 Some(Err(err)) => {
                     return Err(self.error(format!("reading {topic}/{partition}"), err));
                 }
@@ -697,6 +705,24 @@ async fn refresh_loop(inner: std::sync::Weak<Inner>) {
         }
         tick += 1;
     }
+}
+
+/// Errors a reader outlives: the cluster's own failover deals with them.
+fn transient(err: &KafkaError) -> bool {
+    matches!(
+        err.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::BrokerTransportFailure
+                | RDKafkaErrorCode::AllBrokersDown
+                | RDKafkaErrorCode::NetworkException
+                | RDKafkaErrorCode::NotLeaderForPartition
+                | RDKafkaErrorCode::LeaderNotAvailable
+                | RDKafkaErrorCode::RequestTimedOut
+                | RDKafkaErrorCode::OperationTimedOut
+                | RDKafkaErrorCode::BrokerNotAvailable
+                | RDKafkaErrorCode::Resolve
+        )
+    )
 }
 
 /// This process on this host, unique across restarts: `<host>-<pid>-<start in ms>`.

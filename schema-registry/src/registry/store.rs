@@ -41,6 +41,11 @@ pub trait SchemaStore: Send + Sync + 'static {
     fn claim(&self) -> Result<bool, StoreError> {
         Ok(false)
     }
+
+    /// The entries written since the last load, where the store can tell (None: load it all).
+    fn load_more(&self) -> Result<Option<Vec<Entry>>, StoreError> {
+        Ok(None)
+    }
 }
 
 /// What the store asks of its log thread.
@@ -48,6 +53,7 @@ enum Request {
     Load(SyncSender<Result<Vec<Entry>, StoreError>>),
     Append(Vec<Entry>, SyncSender<Result<(), StoreError>>),
     Claim(SyncSender<Result<bool, StoreError>>),
+    LoadMore(SyncSender<Result<Option<Vec<Entry>>, StoreError>>),
 }
 
 /// The registry's records in `_schemas` of any [`EventLog`] backend.
@@ -76,16 +82,38 @@ impl LogStore {
                 // Whether this process holds the topic's writer (where processes share a log,
                 // the last to claim it does; a write after another's claim fails, fenced).
                 let mut claimed = false;
+                // Writes fenced in a row: processes registering at once take turns, each
+                // waiting a little longer (and at random) before claiming again.
+                let mut fenced = 0u32;
+                // Where the next load goes on from.
+                let mut loaded_to = 0u64;
                 // Ends when the store is dropped (its sender with it).
                 for request in incoming {
                     match request {
                         Request::Load(reply) => {
-                            let _ = reply.send(runtime.block_on(load(&log)));
+                            let loaded = runtime.block_on(load(&log, 0)).map(|(entries, next)| {
+                                loaded_to = next;
+                                entries
+                            });
+                            let _ = reply.send(loaded);
+                        }
+                        Request::LoadMore(reply) => {
+                            let loaded =
+                                runtime
+                                    .block_on(load(&log, loaded_to))
+                                    .map(|(entries, next)| {
+                                        loaded_to = loaded_to.max(next);
+                                        Some(entries)
+                                    });
+                            let _ = reply.send(loaded);
                         }
                         Request::Claim(reply) => {
                             let claiming = runtime.block_on(async {
                                 if claimed {
                                     return Ok(false);
+                                }
+                                if fenced > 0 {
+                                    tokio::time::sleep(backoff(fenced)).await;
                                 }
                                 log.claim(WRITER)
                                     .await
@@ -105,8 +133,13 @@ impl LogStore {
                                 }
                                 append(&log, entries).await
                             });
-                            if let Err(LogError::Fenced(_)) = &appended {
-                                claimed = false;
+                            match &appended {
+                                Err(LogError::Fenced(_)) => {
+                                    claimed = false;
+                                    fenced += 1;
+                                }
+                                Ok(()) => fenced = 0,
+                                Err(_) => {}
                             }
                             let _ = reply.send(
                                 appended.map_err(|e| StoreError(format!("writing {TOPIC}: {e}"))),
@@ -145,16 +178,28 @@ impl Drop for LogStore {
     }
 }
 
-async fn load<L: EventLog>(log: &L) -> Result<Vec<Entry>, StoreError> {
+/// How long to wait before claiming the store again after `fenced` writes in a row were fenced:
+/// at random below 25 ms, doubling with each, up to 1.6 s.
+fn backoff(fenced: u32) -> std::time::Duration {
+    let ceiling = 25u64 << fenced.min(6);
+    let noise = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::from(d.subsec_nanos()))
+        ^ u64::from(std::process::id()).wrapping_mul(2_654_435_761);
+    std::time::Duration::from_millis(noise % ceiling)
+}
+
+/// The topic's entries from offset `from` on, and the offset after them.
+async fn load<L: EventLog>(log: &L, from: u64) -> Result<(Vec<Entry>, u64), StoreError> {
     let mut entries = Vec::new();
     // Up to the end as it is now (asked, not remembered: other processes may write the topic):
     // a read may come back short (or empty, past offsets without records) before it.
     let end = match log.offsets(TOPIC, 0).await {
         Ok(offsets) => offsets.stable,
-        Err(_) if log.partitions(TOPIC).is_none() => return Ok(entries),
+        Err(_) if log.partitions(TOPIC).is_none() => return Ok((entries, from)),
         Err(e) => return Err(StoreError(format!("reading {TOPIC}: {e}"))),
     };
-    let mut offset = 0;
+    let mut offset = from;
     while offset < end {
         let read = log
             .read_from(TOPIC, 0, offset, 1 << 20)
@@ -171,7 +216,7 @@ async fn load<L: EventLog>(log: &L) -> Result<Vec<Entry>, StoreError> {
                 .filter_map(|r| Some((r.key?, r.value))),
         );
     }
-    Ok(entries)
+    Ok((entries, offset))
 }
 
 async fn append<L: EventLog>(log: &L, entries: Vec<Entry>) -> Result<(), LogError> {
@@ -204,6 +249,10 @@ impl SchemaStore for LogStore {
 
     fn claim(&self) -> Result<bool, StoreError> {
         self.ask(Request::Claim)
+    }
+
+    fn load_more(&self) -> Result<Option<Vec<Entry>>, StoreError> {
+        self.ask(Request::LoadMore)
     }
 }
 

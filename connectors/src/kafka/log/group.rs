@@ -151,9 +151,10 @@ fn subscription(pattern: &str) -> String {
 
 impl KafkaLog {
     /// Commits `offsets` to `group` (on the calling, blocking thread). A commit the group refuses
-    /// while it rebalances (its generation moved on) is kept and sent with the next one, for
-    /// the partitions this member still owns then: a sink's progress is not an error, and an
-    /// old offset must not overwrite what the partition's next owner committed.
+    /// while it rebalances (its generation moved on), or that a broker down or a coordinator
+    /// moving refuses, is kept and sent with the next one, for the partitions this member still
+    /// owns then: a sink's progress is not an error, and an old offset must not overwrite what
+    /// the partition's next owner committed.
     pub(super) fn commit_group(&self, group: &str, offsets: Offsets) -> Result<(), LogError> {
         let consumer = self.group(group)?;
         let mut all = self
@@ -196,17 +197,21 @@ impl KafkaLog {
         match consumer.commit(&list, CommitMode::Sync) {
             Ok(()) => Ok(()),
             Err(err)
-                if matches!(
-                    err.rdkafka_error_code(),
-                    Some(
-                        RDKafkaErrorCode::IllegalGeneration
-                            | RDKafkaErrorCode::RebalanceInProgress
-                            | RDKafkaErrorCode::UnknownMemberId
-                            | RDKafkaErrorCode::State
-                    )
-                ) =>
+                if super::transient(&err)
+                    || matches!(
+                        err.rdkafka_error_code(),
+                        Some(
+                            RDKafkaErrorCode::IllegalGeneration
+                                | RDKafkaErrorCode::RebalanceInProgress
+                                | RDKafkaErrorCode::UnknownMemberId
+                                | RDKafkaErrorCode::State
+                                | RDKafkaErrorCode::NotCoordinator
+                                | RDKafkaErrorCode::CoordinatorNotAvailable
+                                | RDKafkaErrorCode::CoordinatorLoadInProgress
+                        )
+                    ) =>
             {
-                tracing::debug!(group, error = %err, "offsets kept for the next commit (the group is rebalancing)");
+                tracing::debug!(group, error = %err, "offsets kept for the next commit (the group is rebalancing, or a broker is down)");
                 self.inner
                     .pending_commits
                     .lock()
