@@ -7,11 +7,14 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::PipelineError;
-use crate::event_log::{EventLog, Membership, ReadBatch, Revocation};
+use crate::event_log::{EventLog, ReadBatch};
 use crate::metrics;
 use crate::retry::{Backoff, Classify, ErrorKind};
 use crate::sink::{Offsets, RecordSink, SinkRecord};
 use crate::topic::pattern_takes;
+
+mod membership;
+use membership::{hand_over, moved, moved_now};
 
 /// How a sink runs.
 #[derive(Debug, Clone)]
@@ -465,77 +468,6 @@ async fn publish_durable<S: RecordSink, L: EventLog>(
     Ok(())
 }
 
-/// A change of the partitions this member owns.
-enum Moved {
-    /// Partitions go to another member once this one answers.
-    Revoked(Revocation),
-    /// Partitions came (or went without asking: the group lost them).
-    Changed,
-}
-
-/// A change of ownership waiting to be handled, if any.
-fn moved_now(membership: &mut Option<Membership>) -> Option<Moved> {
-    let membership = membership.as_mut()?;
-    if let Ok(revocation) = membership.revoked.try_recv() {
-        return Some(Moved::Revoked(revocation));
-    }
-    membership
-        .owned
-        .has_changed()
-        .unwrap_or(false)
-        .then_some(Moved::Changed)
-}
-
-/// The next change of ownership (never, without a group).
-async fn moved(membership: &mut Option<Membership>) -> Moved {
-    let Some(membership) = membership.as_mut() else {
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        Some(revocation) = membership.revoked.recv() => Moved::Revoked(revocation),
-        Ok(()) = membership.owned.changed() => Moved::Changed,
-        else => std::future::pending().await,
-    }
-}
-
-/// Before partitions move: finishes what the sink has in flight and commits its offsets, so
-/// that the next owner starts where this one stopped (from the target's offsets or the
-/// group's), then lets the move go on. A sink that cannot finish lets it go on too: what it
-/// did not make durable, the next owner writes again.
-#[allow(clippy::too_many_arguments)]
-async fn hand_over<S: RecordSink, L: EventLog>(
-    name: &str,
-    group: &str,
-    log: &L,
-    sink: &mut S,
-    progress: (&[(Arc<str>, u32)], &Gaps),
-    durable: &mut Offsets,
-    moved: Moved,
-) -> Result<(), PipelineError> {
-    let flushed = sink.flush().await;
-    let published = match &flushed {
-        Ok(()) => publish_durable(name, group, log, sink, progress, durable, Offsets::new()).await,
-        Err(err) => {
-            tracing::warn!(error = %err, "sink could not finish its writes before a rebalance; the next owner of its partitions writes them again");
-            Ok(())
-        }
-    };
-    if let Moved::Revoked(revocation) = moved {
-        tracing::info!(
-            partitions = revocation.partitions.len(),
-            "partitions move to another member of the group"
-        );
-        let _ = revocation.done.send(());
-    }
-    match flushed {
-        Err(err) if err.kind() == ErrorKind::Definite => Err(PipelineError::Sink {
-            name: name.to_owned(),
-            source: Box::new(err),
-        }),
-        _ => published,
-    }
-}
-
 /// How often the lag gauge is refreshed while a write waits on the destination.
 const LAG_REFRESH: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -640,6 +572,7 @@ mod tests {
     use super::*;
     use crate::batch::{PartitionBatch, Record};
     use crate::event_log::memory::MemoryLog;
+    use crate::event_log::{Membership, Revocation};
 
     /// Offsets and values taken.
     type Seen = Arc<Mutex<Vec<(u64, Vec<u8>)>>>;
