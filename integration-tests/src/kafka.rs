@@ -221,3 +221,25 @@ impl Drop for Debezium {
         self.stop();
     }
 }
+
+/// Rows of the test table `t` (`id`, `v`) as text, in key order (empty while it is missing).
+pub fn table_t(db: &crate::TestDb) -> String {
+    if db.exec("SELECT to_regclass('public.t') IS NOT NULL") != "t" {
+        return String::new();
+    }
+    db.exec("SELECT id, v FROM t ORDER BY id")
+}
+
+/// A Postgres source `name` of `source`'s table `t` and a Postgres sink `<name>_replica` of its
+/// topics into `replica` (names of the test's own: topics and groups are the broker's).
+pub fn replica_pipeline(name: &str, source: &crate::TestDb, replica: &crate::TestDb) -> String {
+    format!(
+        "[[sources]]\nname = \"{name}\"\nkind = \"postgres\"\nurl = \"{}\"\n\
+         tables = [\"public.t\"]\nslot = \"{}\"\n\n\
+         [[sinks]]\nname = \"{name}_replica\"\nkind = \"postgres\"\nurl = \"{}\"\n\
+         topics = [\"{name}.public.*\"]\n",
+        source.url(),
+        source.name,
+        replica.url()
+    )
+}

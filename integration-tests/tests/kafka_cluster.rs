@@ -4,18 +4,10 @@
 
 use std::time::Duration;
 
-use sluice_integration_tests::kafka::{consume_from, services};
+use sluice_integration_tests::kafka::{consume_from, replica_pipeline, services, table_t as rows};
 use sluice_integration_tests::{wait_for, workspace_root, writer_client, Rng, Sluice, TestDb};
 
 const CLUSTER: &str = "127.0.0.1:9192,127.0.0.1:9292,127.0.0.1:9392";
-
-/// Rows of `t` as text, in key order (empty while the table is missing).
-fn rows(db: &TestDb) -> String {
-    if db.exec("SELECT to_regclass('public.t') IS NOT NULL") != "t" {
-        return String::new();
-    }
-    db.exec("SELECT id, v FROM t ORDER BY id")
-}
 
 fn sum(db: &TestDb) -> i64 {
     if db.exec("SELECT to_regclass('public.t') IS NOT NULL") != "t" {
@@ -51,15 +43,7 @@ async fn a_broker_killed_mid_stream_loses_and_duplicates_nothing() {
         "kind = \"kafka\"\nbrokers = \"{CLUSTER}\"\npartitions = 2\nreplication_factor = 3\n\
          min_insync_replicas = 2"
     );
-    let config = format!(
-        "[[sources]]\nname = \"{name}\"\nkind = \"postgres\"\nurl = \"{}\"\n\
-         tables = [\"public.t\"]\nslot = \"{}\"\n\n\
-         [[sinks]]\nname = \"{name}_replica\"\nkind = \"postgres\"\nurl = \"{}\"\n\
-         topics = [\"{name}.public.*\"]\n",
-        source.url(),
-        source.name,
-        replica.url()
-    );
+    let config = replica_pipeline(&name, &source, &replica);
     let mut sluice = Sluice::with_log(&log, &config);
     sluice.start();
     wait_for(

@@ -6,32 +6,16 @@
 
 use std::time::Duration;
 
-use sluice_integration_tests::kafka::services;
+use sluice_integration_tests::kafka::{replica_pipeline, services, table_t as rows};
 use sluice_integration_tests::{wait_for, writer_client, Rng, Sluice, TestDb};
 
 const LOG: &str = "kind = \"kafka\"\nbrokers = \"127.0.0.1:9092\"\npartitions = 4";
-
-/// Rows of `t` as text, in key order (empty while the table is missing).
-fn rows(db: &TestDb) -> String {
-    if db.exec("SELECT to_regclass('public.t') IS NOT NULL") != "t" {
-        return String::new();
-    }
-    db.exec("SELECT id, v FROM t ORDER BY id")
-}
 
 /// A Postgres source of `t` and a Postgres sink of its topics into `replica`, named after the
 /// source database (topics and groups are the broker's, shared by every test).
 fn pipeline(source: &TestDb, replica: &TestDb) -> (String, String) {
     let name = format!("g{}", &source.name[source.name.len() - 5..]);
-    let config = format!(
-        "[[sources]]\nname = \"{name}\"\nkind = \"postgres\"\nurl = \"{}\"\n\
-         tables = [\"public.t\"]\nslot = \"{}\"\n\n\
-         [[sinks]]\nname = \"{name}_replica\"\nkind = \"postgres\"\nurl = \"{}\"\n\
-         topics = [\"{name}.public.*\"]\n",
-        source.url(),
-        source.name,
-        replica.url()
-    );
+    let config = replica_pipeline(&name, source, replica);
     (name, config)
 }
 

@@ -5,18 +5,10 @@
 
 use std::time::Duration;
 
-use sluice_integration_tests::kafka::{consume, services};
+use sluice_integration_tests::kafka::{consume, replica_pipeline, services, table_t as rows};
 use sluice_integration_tests::{wait_for, writer_client, Rng, Sluice, TestDb};
 
 const LOG: &str = "kind = \"kafka\"\nbrokers = \"127.0.0.1:9092\"\npartitions = 2";
-
-/// Rows of `t` as text, in key order (empty while the table is missing).
-fn rows(db: &TestDb) -> String {
-    if db.exec("SELECT to_regclass('public.t') IS NOT NULL") != "t" {
-        return String::new();
-    }
-    db.exec("SELECT id, v FROM t ORDER BY id")
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pipeline_on_a_kafka_log_survives_kill_9_with_each_change_once() {
@@ -29,17 +21,11 @@ async fn a_pipeline_on_a_kafka_log_survives_kill_9_with_each_change_once() {
     );
     // Topics are the cluster's: a source name of this test's own.
     let name = format!("k{}", &source.name[source.name.len() - 5..]);
-    let config = format!(
-        "[[sources]]\nname = \"{name}\"\nkind = \"postgres\"\nurl = \"{}\"\n\
-         tables = [\"public.t\"]\nslot = \"{}\"\n\n\
-         [[sinks]]\nname = \"{name}_replica\"\nkind = \"postgres\"\nurl = \"{}\"\n\
-         topics = [\"{name}.public.*\"]\n\n\
-         [[log.topic_settings]]\ntopics = \"{name}.public.*\"\npartitions = 3\n\
-         config = {{ \"retention.ms\" = \"86400000\" }}\n",
-        source.url(),
-        source.name,
-        replica.url()
-    );
+    let config = replica_pipeline(&name, &source, &replica)
+        + &format!(
+            "\n[[log.topic_settings]]\ntopics = \"{name}.public.*\"\npartitions = 3\n\
+             config = {{ \"retention.ms\" = \"86400000\" }}\n"
+        );
     let mut sluice = Sluice::with_log(LOG, &config);
     sluice.start();
     wait_for(
