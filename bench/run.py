@@ -40,6 +40,8 @@ Cases:
   pg_to_kafka        1,000 transactions x 1,000 rows from a Postgres slot's backlog into Kafka end to
                      end (sluice: source, log and Kafka sink, exactly once) vs Debezium 3.6.1's
                      embedded engine (JSON converter, a Kafka producer, acks=all); peak RSS of both.
+  transforms         1,000,000 20-column JSON records decoded as a sink does, through a chain of 4
+                     transforms (filter, mask, columns, set) vs decoding alone (goal >= 0.8).
   encode_avro        1,000,000 events of a 20-column row encoded as Avro (Confluent wire format)
                      vs the same events as Debezium JSON (encode_json); one thread each; also
                      bytes per event of both.
@@ -867,6 +869,22 @@ def case_pg_to_kafka():
 
 LOG_BENCH = os.environ.get("LOG_BENCH_BIN", "target/release/log-bench")
 ENCODE_BENCH = os.environ.get("ENCODE_BENCH_BIN", "target/release/encode-bench")
+TRANSFORM_BENCH = os.environ.get("TRANSFORM_BENCH_BIN", "target/release/transform-bench")
+
+
+def case_transforms():
+    """Decoding plus a chain of 4 transforms vs decoding alone, one thread, the same records.
+    Ratio = plain time / chained time (goal >= 0.8: the chain costs at most a fifth)."""
+    events = 20_000 if TINY else 1_000_000
+    runs = [json.loads(subprocess.run([TRANSFORM_BENCH, "--events", str(events)], check=True,
+                                      capture_output=True, text=True).stdout) for _ in range(REPEAT)]
+    c = min((run["chained"] for run in runs), key=lambda r: r["seconds"])
+    p = min((run["plain"] for run in runs), key=lambda r: r["seconds"])
+    LAST_RUNS["ours"] = [run["chained"]["seconds"] for run in runs]
+    LAST_RUNS["reference"] = [run["plain"]["seconds"] for run in runs]
+    notes = (f"events={events} chained_events_per_s={c['events_per_s']:.0f} "
+             f"plain_events_per_s={p['events_per_s']:.0f} (goal: ratio >= 0.8)")
+    return c["seconds"], p["seconds"], notes
 
 
 def case_encode_avro():
@@ -959,6 +977,7 @@ def main():
         ("log_ack_latency", case_log_ack_latency),
         ("log_read", case_log_read),
         ("encode_avro", case_encode_avro),
+        ("transforms", case_transforms),
         ("pg_stream", lambda: case_stream("pg_stream", TXNS)),
         ("pg_stream_one_txn", lambda: case_stream("pg_stream_one_txn", 1)),
         ("pg_stream_one_txn_v2", lambda: case_stream("pg_stream_one_txn_v2", 1, protocol=2)),
@@ -994,7 +1013,7 @@ def main():
     for name, run in plan:
         if (CASES and name not in CASES) or (not CASES and name in by_hand):
             continue
-        if (name.startswith("log_") or name.startswith("encode_") or name == "pg_replication_latency"
+        if (name.startswith("log_") or name.startswith("encode_") or name in ("pg_replication_latency", "transforms")
                 or "_big_txn" in name
                 or name.startswith("kafka_") or name in ("pg_to_kafka", "pg_stream_kafka", "sink_scaleout")
                 or name in ("opensearch_sink", "typesense_sink", "search_freshness")

@@ -24,8 +24,9 @@ pub(crate) enum Command {
     Run {
         #[arg(short, long, value_name = "FILE")]
         config: PathBuf,
-        /// Stop cleanly once every source has made durable a transaction at or past this
-        /// position (e.g. `pg:16/B374D848`), as for a cut-over.
+        /// Stop cleanly once a source has made durable a transaction at or past this position
+        /// (e.g. `pg:16/B374D848`) and the sinks have delivered everything the log holds, as
+        /// for a cut-over.
         #[arg(long, value_name = "POSITION")]
         stop_at: Option<Position>,
         /// Run only the config's sources, or only its sinks: on a log on Kafka, one process
@@ -144,6 +145,15 @@ pub(crate) enum LogCommand {
     },
 }
 
+/// Keeps only the connectors `sluice run --only` runs.
+pub(crate) fn only_role(config: &mut config::FileConfig, only: Option<Role>) {
+    match only {
+        Some(Role::Sources) => config.sinks.clear(),
+        Some(Role::Sinks) => config.sources.clear(),
+        None => {}
+    }
+}
+
 /// What `sluice run --only` runs.
 #[derive(Clone, Copy, ValueEnum)]
 pub(crate) enum Role {
@@ -170,12 +180,8 @@ pub(crate) fn dispatch(cli: Cli) -> Result<(), Failure> {
             only,
         } => {
             let mut loaded = config::load(&config).map_err(Failure::config)?;
-            match only {
-                Some(Role::Sources) => loaded.sinks.clear(),
-                Some(Role::Sinks) => loaded.sources.clear(),
-                None => {}
-            }
-            run::run(loaded, stop_at)
+            only_role(&mut loaded, only);
+            run::run(loaded, stop_at, run::Reloads { path: config, only })
         }
         Command::Check { config, connect } => {
             let loaded = config::load(&config).map_err(Failure::config)?;
@@ -186,6 +192,7 @@ pub(crate) fn dispatch(cli: Cli) -> Result<(), Failure> {
                 loaded.sinks.len(),
                 loaded.log.dir.display()
             );
+            crate::check::transforms(&loaded)?;
             if connect {
                 run::probe(&loaded)?;
             }

@@ -21,13 +21,18 @@ pub(crate) struct FileConfig {
     /// `sluice run` and by `sluice registry`. Schemas are kept in the log either way.
     #[serde(default)]
     pub registry: Option<ListenSection>,
-    /// Admin HTTP endpoint: `/metrics` (Prometheus) and `/health`, e.g. `listen = "127.0.0.1:8083"`.
+    /// Admin HTTP endpoint: the REST API, `/metrics` (Prometheus) and `/health`, e.g.
+    /// `listen = "127.0.0.1:8083"`.
     #[serde(default)]
-    pub api: Option<ListenSection>,
+    pub api: Option<ApiSection>,
     #[serde(default)]
     pub sources: Vec<SourceConfig>,
     #[serde(default)]
     pub sinks: Vec<SinkConfig>,
+    /// Per connector (`sources/<name>`, `sinks/<name>`), its entry as the file spells it: a
+    /// config reload restarts the connectors whose entry changed.
+    #[serde(skip)]
+    pub fingerprints: std::collections::BTreeMap<String, String>,
 }
 
 /// `[log]`.
@@ -178,6 +183,21 @@ pub(crate) struct ListenSection {
     pub listen: String,
 }
 
+/// `[api]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ApiSection {
+    pub listen: String,
+    /// File holding the bearer token every write request must carry (a trailing newline is
+    /// not part of it); `SLUICE_API_TOKEN` in the environment is the other way to give it.
+    /// Without either, the API refuses every write.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// Whether reads need the token too (`/health` never does). Default false.
+    #[serde(default)]
+    pub protect_reads: bool,
+}
+
 impl LogSection {
     pub(crate) fn options(&self) -> anyhow::Result<LogOptions> {
         Ok(LogOptions {
@@ -263,8 +283,47 @@ pub(crate) fn load(path: &Path) -> anyhow::Result<FileConfig> {
     })?;
     validate(&config).map_err(|e| anyhow!("{}: {e}", path.display()))?;
     let mut config = config;
+    for section in ["sources", "sinks"] {
+        let entries: Vec<serde_json::Value> = raw.get(section).unwrap_or_default();
+        for entry in entries {
+            if let Some(name) = entry.get("name").and_then(|n| n.as_str()) {
+                config
+                    .fingerprints
+                    .insert(format!("{section}/{name}"), canonical(&entry));
+            }
+        }
+    }
     resolve_paths(&mut config, path);
+    // Compiled once here (regexes, conditions, salts read) so that `check` says what is wrong.
+    for (i, sink) in config.sinks.iter().enumerate() {
+        if let Err(e) = sluice_core::transform::Chain::new(sink.transforms()) {
+            bail!("{}: sinks[{i}].{e} (sink {})", path.display(), sink.name());
+        }
+    }
     Ok(config)
+}
+
+/// `value` as JSON text with every object's keys in order (the config crate's maps keep no
+/// order of their own, so one file read twice must give the same text).
+fn canonical(value: &serde_json::Value) -> String {
+    match value {
+        serde_json::Value::Object(map) => {
+            let fields: std::collections::BTreeMap<&String, String> =
+                map.iter().map(|(k, v)| (k, canonical(v))).collect();
+            let inner: Vec<String> = fields
+                .into_iter()
+                .map(|(k, v)| format!("{}:{v}", serde_json::Value::from(k.as_str())))
+                .collect();
+            format!("{{{}}}", inner.join(","))
+        }
+        serde_json::Value::Array(items) => {
+            format!(
+                "[{}]",
+                items.iter().map(canonical).collect::<Vec<_>>().join(",")
+            )
+        }
+        other => other.to_string(),
+    }
 }
 
 /// A section whose `kind` is a connector sluice has but this build was made without: say that,
@@ -304,6 +363,9 @@ fn resolve_paths(config: &mut FileConfig, file: &Path) {
         }
     };
     resolve(&mut config.log.dir);
+    if let Some(path) = config.api.as_mut().and_then(|api| api.token_file.as_mut()) {
+        resolve(path);
+    }
     for source in &mut config.sources {
         source.resolve_paths(resolve);
     }

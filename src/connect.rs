@@ -15,6 +15,8 @@
     allow(unused)
 )]
 
+#[cfg(any(feature = "jsonl", feature = "kafka"))]
+use sluice_connectors::reshape::reshaping;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,6 +31,7 @@ use sluice_schema_registry::avro::{AvroEncoder, DecimalHandling};
 use sluice_schema_registry::json::{JsonEnvelopeEncoder, SourceBlock};
 use sluice_schema_registry::registry::Registry;
 use sluice_schema_registry::Encoder;
+use tokio::task::JoinHandle;
 
 use crate::Failure;
 
@@ -39,22 +42,41 @@ pub(crate) struct Context<'a, L> {
     pub(crate) registry: &'a Arc<Registry>,
     pub(crate) health: &'a Health,
     pub(crate) stop_at: Option<Position>,
+    /// Cancelled when a source reaches `stop_at`: every source stops then.
+    pub(crate) cutover: tokio_util::sync::CancellationToken,
     /// The `[log] dir`: sources keep their working files under it.
     pub(crate) log_dir: &'a std::path::Path,
+    /// What the connector stops on: shutdown, or the admin API pausing or restarting it.
+    pub(crate) cancel: tokio_util::sync::CancellationToken,
 }
 
-/// Builds a source and spawns it; a source's failure stops the pipeline.
-pub(crate) fn spawn_source<L: EventLog + Clone>(source: SourceConfig, cx: &Context<'_, L>) {
+/// Builds a source and spawns it; a source's failure stops the pipeline. Returns its task.
+pub(crate) fn spawn_source<L: EventLog + Clone>(
+    source: SourceConfig,
+    cx: &Context<'_, L>,
+) -> JoinHandle<()> {
     let name = source.name().to_owned();
     let settings = SourceSettings {
         name: name.clone(),
         channel_batches: 4,
         stop_at: cx.stop_at.clone(),
+        // A cut-over stops every source, not only this one (the sinks go on until they have
+        // delivered what the log holds: run.rs).
+        stop_at_cancels: Some(cx.cutover.clone()),
         transaction_metadata: source.transaction_metadata(),
     };
     let span = tracing::info_span!("source", source = %name);
     let task = format!("source {name}");
-    let cancel = cx.tasks.cancel_token();
+    let cancel = cx.cancel.clone();
+    if cx.stop_at.is_some() {
+        let (cutover, cancel) = (cx.cutover.clone(), cancel.clone());
+        sluice_core::task::spawn_in_span(async move {
+            tokio::select! {
+                () = cutover.cancelled() => cancel.cancel(),
+                () = cancel.cancelled() => {}
+            }
+        });
+    }
     match source {
         #[cfg(feature = "postgres")]
         SourceConfig::Postgres(pg) => {
@@ -74,7 +96,7 @@ pub(crate) fn spawn_source<L: EventLog + Clone>(source: SourceConfig, cx: &Conte
             );
             let source = sluice_connectors::postgres::PostgresSource::new(pg).with_spool_dir(spool);
             let run = run_source(settings, source, encoder, cx.log.clone(), cancel);
-            cx.tasks.spawn(task, span, run);
+            cx.tasks.spawn(task, span, run)
         }
         #[cfg(feature = "mysql")]
         SourceConfig::Mysql(my) => {
@@ -93,7 +115,7 @@ pub(crate) fn spawn_source<L: EventLog + Clone>(source: SourceConfig, cx: &Conte
             );
             let source = sluice_connectors::mysql::source::MysqlSource::new(my);
             let run = run_source(settings, source, encoder, cx.log.clone(), cancel);
-            cx.tasks.spawn(task, span, run);
+            cx.tasks.spawn(task, span, run)
         }
         #[cfg(feature = "kafka")]
         SourceConfig::Kafka(kafka) => {
@@ -111,16 +133,16 @@ pub(crate) fn spawn_source<L: EventLog + Clone>(source: SourceConfig, cx: &Conte
             );
             let source = sluice_connectors::kafka::KafkaSource::new(kafka);
             let run = run_source(settings, source, encoder, cx.log.clone(), cancel);
-            cx.tasks.spawn(task, span, run);
+            cx.tasks.spawn(task, span, run)
         }
     }
 }
 
-/// Builds a sink and spawns it in its own failure domain.
+/// Builds a sink and spawns it in its own failure domain. Returns its task.
 pub(crate) async fn spawn_sink<L: EventLog + Clone>(
     sink: SinkConfig,
     cx: &Context<'_, L>,
-) -> Result<(), Failure> {
+) -> Result<JoinHandle<()>, Failure> {
     let name = sink.name().to_owned();
     // Records are read up to `max_read_bytes` per partition and `max_batch_bytes` per round.
     let settings = |max_read_bytes: usize, max_batch_bytes: usize| SinkSettings {
@@ -135,20 +157,23 @@ pub(crate) async fn spawn_sink<L: EventLog + Clone>(
     let dead_letters = sink
         .dead_letter_topic()
         .map(|topic| sluice_core::sink::dead_letter_writer(cx.log, &name, topic));
+    let chain = sluice_core::transform::Chain::new(sink.transforms())
+        .map_err(|e| Failure::config(anyhow!("sink {name}: {e}")))?;
     clear_sink_failure(cx.log, &name)
         .await
         .map_err(|e| Failure::runtime(anyhow!("sink {name}: {e}")))?;
     cx.health.sink_running(&name);
     let on_failure = sink_failure_recorder(cx.log, cx.health, &name);
     let task = format!("sink {name}");
-    let (log, cancel) = (cx.log.clone(), cx.tasks.cancel_token());
-    match sink {
+    let (log, cancel) = (cx.log.clone(), cx.cancel.clone());
+    let handle = match sink {
         #[cfg(feature = "jsonl")]
         SinkConfig::Jsonl(ref jsonl) => {
             let decoder = sluice_schema_registry::avro::AvroDecoder::new(Arc::clone(cx.registry));
             let built = sluice_connectors::jsonl::JsonlSink::new(jsonl.clone(), Some(decoder));
-            let run = run_sink(settings(1 << 20, 4 << 20), built, log, cancel);
-            cx.tasks.spawn_isolated(task, span, run, on_failure);
+            let shaped = (chain, dead_letters, Arc::clone(cx.registry));
+            let run = run_record_sink(settings(1 << 20, 4 << 20), built, shaped, log, cancel);
+            cx.tasks.spawn_isolated(task, span, run, on_failure)
         }
         // Database sinks read more per round: each round becomes a target transaction.
         #[cfg(feature = "postgres")]
@@ -156,20 +181,22 @@ pub(crate) async fn spawn_sink<L: EventLog + Clone>(
             let built = sluice_connectors::postgres::sink::postgres_sink(
                 pg.clone(),
                 Arc::clone(cx.registry),
-                dead_letters,
-            );
+                dead_letters.clone(),
+            )
+            .transforms(chain, dead_letters);
             let run = run_sink(settings(4 << 20, 8 << 20), built, log, cancel);
-            cx.tasks.spawn_isolated(task, span, run, on_failure);
+            cx.tasks.spawn_isolated(task, span, run, on_failure)
         }
         #[cfg(feature = "mysql")]
         SinkConfig::Mysql(ref my) => {
             let built = sluice_connectors::mysql::sink::mysql_sink(
                 my.clone(),
                 Arc::clone(cx.registry),
-                dead_letters,
-            );
+                dead_letters.clone(),
+            )
+            .transforms(chain, dead_letters);
             let run = run_sink(settings(4 << 20, 8 << 20), built, log, cancel);
-            cx.tasks.spawn_isolated(task, span, run, on_failure);
+            cx.tasks.spawn_isolated(task, span, run, on_failure)
         }
         // What Kafka holds is settled per 128 MiB or second (a transaction, exactly once),
         // not per round: rounds of 4 MiB, whose memory is free once produced (the next round
@@ -180,10 +207,11 @@ pub(crate) async fn spawn_sink<L: EventLog + Clone>(
             let built = sluice_connectors::kafka::KafkaSink::new(
                 kafka.clone(),
                 Arc::clone(cx.registry),
-                dead_letters,
+                dead_letters.clone(),
             );
-            let run = run_sink(settings(round / 2, round), built, log, cancel);
-            cx.tasks.spawn_isolated(task, span, run, on_failure);
+            let shaped = (chain, dead_letters, Arc::clone(cx.registry));
+            let run = run_record_sink(settings(round / 2, round), built, shaped, log, cancel);
+            cx.tasks.spawn_isolated(task, span, run, on_failure)
         }
         // Search sinks: each round is planned to one state per key, and goes to the server as
         // several bulk requests in flight (rounds of 16 MiB, search::WRITE_BYTES).
@@ -192,20 +220,22 @@ pub(crate) async fn spawn_sink<L: EventLog + Clone>(
             let built = sluice_connectors::search::opensearch::opensearch_sink(
                 os.clone(),
                 Arc::clone(cx.registry),
-                dead_letters,
-            );
+                dead_letters.clone(),
+            )
+            .transforms(chain, dead_letters);
             let run = run_sink(settings(8 << 20, 16 << 20), built, log, cancel);
-            cx.tasks.spawn_isolated(task, span, run, on_failure);
+            cx.tasks.spawn_isolated(task, span, run, on_failure)
         }
         #[cfg(feature = "typesense")]
         SinkConfig::Typesense(ref ts) => {
             let built = sluice_connectors::search::typesense::typesense_sink(
                 ts.clone(),
                 Arc::clone(cx.registry),
-                dead_letters,
-            );
+                dead_letters.clone(),
+            )
+            .transforms(chain, dead_letters);
             let run = run_sink(settings(8 << 20, 16 << 20), built, log, cancel);
-            cx.tasks.spawn_isolated(task, span, run, on_failure);
+            cx.tasks.spawn_isolated(task, span, run, on_failure)
         }
         // ClickHouse: rounds of 16 MiB encoded into a buffer that is inserted per second or
         // per batch_bytes, the insert running while the next rounds are read.
@@ -214,10 +244,11 @@ pub(crate) async fn spawn_sink<L: EventLog + Clone>(
             let built = sluice_connectors::clickhouse::clickhouse_sink(
                 ch.clone(),
                 Arc::clone(cx.registry),
-                dead_letters,
-            );
+                dead_letters.clone(),
+            )
+            .transforms(chain, dead_letters);
             let run = run_sink(settings(8 << 20, 16 << 20), built, log, cancel);
-            cx.tasks.spawn_isolated(task, span, run, on_failure);
+            cx.tasks.spawn_isolated(task, span, run, on_failure)
         }
         // Iceberg: changes wait in memory per table and are committed as snapshots per
         // commit_interval_ms or commit_bytes.
@@ -226,10 +257,11 @@ pub(crate) async fn spawn_sink<L: EventLog + Clone>(
             let built = sluice_connectors::iceberg::iceberg_sink(
                 ice.clone(),
                 Arc::clone(cx.registry),
-                dead_letters,
-            );
+                dead_letters.clone(),
+            )
+            .transforms(chain, dead_letters);
             let run = run_sink(settings(8 << 20, 16 << 20), built, log, cancel);
-            cx.tasks.spawn_isolated(task, span, run, on_failure);
+            cx.tasks.spawn_isolated(task, span, run, on_failure)
         }
         // Parquet files: changes wait in memory per table and partition and are written as a
         // file per roll_interval_ms or roll_bytes.
@@ -238,13 +270,54 @@ pub(crate) async fn spawn_sink<L: EventLog + Clone>(
             let built = sluice_connectors::parquet_sink::parquet_sink(
                 pq.clone(),
                 Arc::clone(cx.registry),
-                dead_letters,
-            );
+                dead_letters.clone(),
+            )
+            .transforms(chain, dead_letters);
             let run = run_sink(settings(8 << 20, 16 << 20), built, log, cancel);
-            cx.tasks.spawn_isolated(task, span, run, on_failure);
+            cx.tasks.spawn_isolated(task, span, run, on_failure)
         }
+        // HTTP: each write is POSTed in requests of batch_events, one at a time (in order).
+        #[cfg(feature = "http_sink")]
+        SinkConfig::Http(ref http) => {
+            let built = sluice_connectors::http_sink::http_sink(
+                http.clone(),
+                Arc::clone(cx.registry),
+                dead_letters.clone(),
+            )
+            .transforms(chain, dead_letters);
+            let run = run_sink(settings(1 << 20, 4 << 20), built, log, cancel);
+            cx.tasks.spawn_isolated(task, span, run, on_failure)
+        }
+    };
+    Ok(handle)
+}
+
+/// Runs a sink of stored records (Kafka, JSONL) as it is, or, with transforms, behind them
+/// (`reshape.rs`: decoded, transformed, written back).
+#[cfg(any(feature = "jsonl", feature = "kafka"))]
+fn run_record_sink<S, L>(
+    settings: SinkSettings,
+    sink: S,
+    (chain, dead_letters, registry): (
+        sluice_core::transform::Chain,
+        Option<sluice_core::sink::DeadLetterWriter>,
+        Arc<Registry>,
+    ),
+    log: L,
+    cancel: tokio_util::sync::CancellationToken,
+) -> std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<(), sluice_core::pipeline::PipelineError>> + Send>,
+>
+where
+    S: sluice_connectors::reshape::ReshapedSink + Sync + 'static,
+    L: EventLog + Clone,
+{
+    if chain.is_empty() {
+        Box::pin(run_sink(settings, sink, log, cancel))
+    } else {
+        let sink = reshaping(sink, registry, chain, dead_letters);
+        Box::pin(run_sink(settings, sink, log, cancel))
     }
-    Ok(())
 }
 
 /// `check --connect` for a source: connects as `run` would and checks what capture needs.
@@ -277,7 +350,8 @@ pub(crate) async fn probe_source(source: &SourceConfig) -> anyhow::Result<String
         feature = "typesense",
         feature = "clickhouse",
         feature = "iceberg",
-        feature = "parquet"
+        feature = "parquet",
+        feature = "http_sink"
     )),
     allow(clippy::unused_async)
 )]
@@ -303,6 +377,8 @@ pub(crate) async fn probe_sink(sink: &SinkConfig) -> anyhow::Result<String> {
         SinkConfig::Iceberg(ref ice) => Ok(sluice_connectors::iceberg::probe(ice).await?),
         #[cfg(feature = "parquet")]
         SinkConfig::Parquet(ref pq) => Ok(sluice_connectors::parquet_sink::probe(pq).await?),
+        #[cfg(feature = "http_sink")]
+        SinkConfig::Http(ref http) => Ok(sluice_connectors::http_sink::probe(http).await?),
     }
 }
 

@@ -3,9 +3,11 @@
 
 mod api;
 mod backend;
+mod check;
 mod cli;
 mod config;
 mod connect;
+mod control;
 mod log_cmd;
 mod registry_cmd;
 #[cfg(feature = "opensearch")]

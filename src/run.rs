@@ -21,15 +21,29 @@ const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(30);
 /// How often retention and compaction run.
 const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(60);
 
-pub(crate) fn run(config: FileConfig, stop_at: Option<Position>) -> Result<(), Failure> {
+/// Where `run` reads its config again on SIGHUP (or the API's `POST /reload`).
+pub(crate) struct Reloads {
+    pub path: std::path::PathBuf,
+    pub only: Option<crate::cli::Role>,
+}
+
+pub(crate) fn run(
+    config: FileConfig,
+    stop_at: Option<Position>,
+    reloads: Reloads,
+) -> Result<(), Failure> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(Failure::runtime)?;
-    runtime.block_on(run_async(config, stop_at))
+    runtime.block_on(run_async(config, stop_at, Arc::new(reloads)))
 }
 
-async fn run_async(config: FileConfig, stop_at: Option<Position>) -> Result<(), Failure> {
+async fn run_async(
+    config: FileConfig,
+    stop_at: Option<Position>,
+    reloads: Arc<Reloads>,
+) -> Result<(), Failure> {
     let registry_listener = match &config.registry {
         Some(registry) => Some(
             sluice_schema_registry::http::bind(&registry.listen)
@@ -39,11 +53,13 @@ async fn run_async(config: FileConfig, stop_at: Option<Position>) -> Result<(), 
         None => None,
     };
     let api = match &config.api {
-        Some(api) => Some(
-            crate::api::bind(&api.listen)
+        Some(api) => {
+            let auth = crate::api::Auth::from_config(api).map_err(Failure::config)?;
+            let (listener, metrics) = crate::api::bind(&api.listen)
                 .await
-                .map_err(Failure::runtime)?,
-        ),
+                .map_err(Failure::runtime)?;
+            Some((listener, metrics, auth))
+        }
         None => None,
     };
     #[cfg(feature = "kafka")]
@@ -54,7 +70,15 @@ async fn run_async(config: FileConfig, stop_at: Option<Position>) -> Result<(), 
             topics = backend.topics().len(),
             "log open on Kafka"
         );
-        return run_on(config, stop_at, backend, None, (registry_listener, api)).await;
+        return run_on(
+            config,
+            stop_at,
+            backend,
+            None,
+            (registry_listener, api),
+            reloads,
+        )
+        .await;
     }
     let backend = crate::backend::open(&config.log).await?;
     tracing::info!(dir = %config.log.dir.display(), topics = backend.topics().len(), "log open");
@@ -65,6 +89,7 @@ async fn run_async(config: FileConfig, stop_at: Option<Position>) -> Result<(), 
         backend,
         Some(maintenance),
         (registry_listener, api),
+        reloads,
     )
     .await
 }
@@ -75,6 +100,7 @@ type Listeners = (
     Option<(
         tokio::net::TcpListener,
         metrics_exporter_prometheus::PrometheusHandle,
+        crate::api::Auth,
     )>,
 );
 
@@ -86,9 +112,10 @@ async fn run_on<L: EventLog + Clone>(
     backend: L,
     maintenance: Option<Arc<Log>>,
     (registry_listener, api): Listeners,
+    reloads: Arc<Reloads>,
 ) -> Result<(), Failure> {
     let registry = open_registry(backend.clone()).await?;
-    let tasks = Tasks::new();
+    let tasks = Arc::new(Tasks::new());
     let health = Health::new();
     if let Some(listener) = registry_listener {
         tasks.spawn(
@@ -109,32 +136,67 @@ async fn run_on<L: EventLog + Clone>(
             maintain(log, tombstone_retention, tasks.cancel_token()),
         );
     }
-    if let Some((listener, metrics)) = api {
+    let stop_position = stop_at.clone();
+    let control = crate::control::Control::new(
+        Arc::clone(&tasks),
+        backend.clone(),
+        Arc::clone(&registry),
+        health.clone(),
+        stop_at,
+        config.log.dir.clone(),
+    );
+    control.start_all(config).await?;
+    if stop_position.is_some() {
+        tasks.spawn(
+            "cut-over",
+            tracing::info_span!("cutover"),
+            drain_after_cutover(Arc::clone(&control), health.clone(), tasks.cancel_token()),
+        );
+    }
+    if let Some((listener, metrics, auth)) = api {
+        let history = Arc::new(crate::api::dashboard::History::default());
+        tasks.spawn(
+            "dashboard history",
+            tracing::info_span!("dashboard"),
+            Arc::clone(&history).run(metrics.clone(), tasks.cancel_token()),
+        );
+        let api = crate::api::Api {
+            history,
+            metrics,
+            health: health.clone(),
+            control: Arc::clone(&control),
+            auth,
+            reloads: Arc::clone(&reloads),
+        };
         tasks.spawn(
             "api",
             tracing::info_span!("api"),
-            crate::api::serve(listener, metrics, health.clone(), tasks.cancel_token()),
+            crate::api::serve(listener, api, tasks.cancel_token()),
         );
     }
 
-    let context = crate::connect::Context {
-        tasks: &tasks,
-        log: &backend,
-        registry: &registry,
-        health: &health,
-        stop_at,
-        log_dir: &config.log.dir,
-    };
-    for source in config.sources {
-        crate::connect::spawn_source(source, &context);
-    }
-    for sink in config.sinks {
-        crate::connect::spawn_sink(sink, &context).await?;
-    }
-
-    tokio::select! {
-        signal = shutdown_signal() => tracing::info!(signal, "shutting down: stopping sources, draining, acknowledging"),
-        () = tasks.wait_cancelled() => {}
+    // Made once, so that a signal arriving while a reload runs is not missed.
+    let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        let hangup = async {
+            match hangups.as_mut() {
+                Some(hangups) => hangups.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            signal = &mut shutdown => {
+                tracing::info!(signal, "shutting down: stopping sources, draining, acknowledging");
+                break;
+            }
+            () = tasks.wait_cancelled() => break,
+            Some(()) = hangup => {
+                tracing::info!("SIGHUP: reading the config again");
+                let _ = reload(&control, &reloads).await;
+            }
+        }
     }
     let result = tasks.shutdown(SHUTDOWN_DEADLINE).await;
     if let Err(err) = backend.flush().await {
@@ -155,6 +217,32 @@ async fn run_on<L: EventLog + Clone>(
     }
     tracing::info!("stopped cleanly");
     Ok(())
+}
+
+/// Reads the config file again and applies it (SIGHUP, `POST /reload`). A file that does not
+/// load is refused with the reason, and the running pipeline goes on as it was.
+pub(crate) async fn reload<L: EventLog + Clone>(
+    control: &crate::control::Control<L>,
+    reloads: &Reloads,
+) -> Result<crate::control::Reload, String> {
+    let mut config = match crate::config::load(&reloads.path) {
+        Ok(config) => config,
+        Err(err) => {
+            let reason = format!("{err:#}");
+            tracing::error!(error = %reason, "config reload refused; the running pipeline goes on unchanged");
+            return Err(reason);
+        }
+    };
+    crate::cli::only_role(&mut config, reloads.only);
+    let report = control.reload(config).await;
+    tracing::info!(
+        added = ?report.added,
+        removed = ?report.removed,
+        restarted = ?report.restarted,
+        failed = ?report.failed,
+        "config reloaded"
+    );
+    Ok(report)
 }
 
 /// The schema registry over the log's `_schemas` topic (replayed into memory).
@@ -275,4 +363,52 @@ pub(crate) fn probe(config: &FileConfig) -> Result<(), Failure> {
         )));
     }
     Ok(())
+}
+
+/// `--stop-at`: once a source reached the position (and every source stopped), the sinks
+/// deliver everything the log holds, then sluice stops. A sink that fails meanwhile stops it
+/// at once (the exit code says so); paused sinks are not waited for.
+async fn drain_after_cutover<L: EventLog + Clone>(
+    control: Arc<crate::control::Control<L>>,
+    health: Health,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> Result<(), anyhow::Error> {
+    tokio::select! {
+        () = control.cutover().cancelled() => {}
+        () = shutdown.cancelled() => return Ok(()),
+    }
+    tracing::info!("reached the stop position: the sources stopped; the sinks deliver what the log holds, then sluice stops");
+    let mut last_report = tokio::time::Instant::now();
+    loop {
+        if let Some(failed) = health
+            .failed()
+            .into_iter()
+            .find(|f| f.component.starts_with("sink "))
+        {
+            tracing::error!(component = %failed.component, reason = %failed.reason, "a sink failed before delivering everything the log holds: stopping");
+            shutdown.cancel();
+            return Ok(());
+        }
+        let mut behind = Vec::new();
+        for sink in control.running_sinks().await {
+            let topics = crate::status::delivered(control.log(), &sink).await?;
+            let lag: u64 = topics.iter().map(|t| t.stored - t.delivered).sum();
+            if lag > 0 {
+                behind.push(format!("{} ({lag} behind)", sink.name()));
+            }
+        }
+        if behind.is_empty() {
+            tracing::info!("every sink delivered everything the log holds: stopping");
+            shutdown.cancel();
+            return Ok(());
+        }
+        if last_report.elapsed() >= Duration::from_secs(5) {
+            tracing::info!(sinks = %behind.join(", "), "waiting for the sinks to deliver what the log holds");
+            last_report = tokio::time::Instant::now();
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(250)) => {}
+            () = shutdown.cancelled() => return Ok(()),
+        }
+    }
 }

@@ -110,34 +110,19 @@ async fn report<L: EventLog>(config: &FileConfig, log: &L) -> anyhow::Result<()>
     }
     for sink in &config.sinks {
         let name = sink.name();
-        let offsets = log.group_offsets(&format!("sink.{name}")).await?;
         let mut lag = 0u64;
         let mut partitions = 0;
         // Per topic: records delivered (the group's offsets) of those in the log, and the lag.
         let mut per_topic: Vec<String> = Vec::new();
-        for topic in log.topics() {
-            if !sink
-                .topics()
-                .iter()
-                .any(|pattern| glob_match(pattern, &topic))
-            {
-                continue;
-            }
-            let (mut delivered, mut stored) = (0u64, 0u64);
-            for partition in 0..log.partitions(&topic).unwrap_or(0) {
-                let stable = log.offsets(&topic, partition).await.map_or(0, |o| o.stable);
-                let next = offsets
-                    .get(&(topic.clone(), partition))
-                    .copied()
-                    .unwrap_or(0);
-                lag += stable.saturating_sub(next);
-                delivered += next.min(stable);
-                stored += stable;
-                partitions += 1;
-            }
+        for topic in delivered(log, sink).await? {
+            lag += topic.stored - topic.delivered;
+            partitions += topic.partitions;
             per_topic.push(format!(
-                "  {topic}: {delivered} of {stored} record(s) delivered ({} behind)",
-                stored - delivered
+                "  {}: {} of {} record(s) delivered ({} behind)",
+                topic.topic,
+                topic.delivered,
+                topic.stored,
+                topic.stored - topic.delivered
             ));
         }
         let kind = sink.section().kind();
@@ -168,6 +153,52 @@ async fn report<L: EventLog>(config: &FileConfig, log: &L) -> anyhow::Result<()>
         }
     }
     Ok(())
+}
+
+/// What a sink has delivered of one topic it reads.
+pub(crate) struct Delivered {
+    pub topic: String,
+    pub partitions: u32,
+    /// Records the log holds (committed).
+    pub stored: u64,
+    /// Of those, records the sink's consumer group is past.
+    pub delivered: u64,
+}
+
+/// Per topic the sink reads, what it has delivered of what the log holds.
+pub(crate) async fn delivered<L: EventLog>(
+    log: &L,
+    sink: &sluice_connectors::SinkConfig,
+) -> Result<Vec<Delivered>, sluice_core::event_log::LogError> {
+    let offsets = log.group_offsets(&format!("sink.{}", sink.name())).await?;
+    let mut out = Vec::new();
+    for topic in log.topics() {
+        if !sink
+            .topics()
+            .iter()
+            .any(|pattern| glob_match(pattern, &topic))
+        {
+            continue;
+        }
+        let mut delivered = Delivered {
+            topic: topic.clone(),
+            partitions: 0,
+            stored: 0,
+            delivered: 0,
+        };
+        for partition in 0..log.partitions(&topic).unwrap_or(0) {
+            let stable = log.offsets(&topic, partition).await.map_or(0, |o| o.stable);
+            let next = offsets
+                .get(&(topic.clone(), partition))
+                .copied()
+                .unwrap_or(0);
+            delivered.delivered += next.min(stable);
+            delivered.stored += stable;
+            delivered.partitions += 1;
+        }
+        out.push(delivered);
+    }
+    Ok(out)
 }
 
 async fn records_in<L: EventLog>(log: &L, topic: &str) -> u64 {

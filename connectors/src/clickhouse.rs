@@ -360,6 +360,10 @@ impl ChangeSink for ClickHouseSink {
         Some(&self.durable)
     }
 
+    fn resume_from(&mut self, offsets: &Offsets) {
+        self.durable = offsets.clone();
+    }
+
     async fn write(&mut self, batch: ChangeBatch<'_>) -> Result<(), ClickHouseError> {
         let mode = self.config.mode;
         let mut dead = Vec::new();

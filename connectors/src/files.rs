@@ -6,11 +6,13 @@
 //! PutObject is atomic), and [`Files::put_new`] writes only if the name is free (locally a
 //! hard link, on S3 `If-None-Match: *`), so a retried or doubled write never replaces a file.
 
+mod credentials;
 mod s3;
 mod sigv4;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use serde::Deserialize;
@@ -188,11 +190,25 @@ impl Files {
             config.access_key_id.clone(),
             &["AWS_ACCESS_KEY_ID"],
         );
-        let (Some(access_key_id), Some(secret_access_key)) = (key, secret) else {
-            return Err("no S3 credentials: set s3 = { access_key_id = \"…\", \
-                        secret_access_key_file = \"…\" } on the sink, or AWS_ACCESS_KEY_ID and \
-                        AWS_SECRET_ACCESS_KEY in sluice's environment"
-                .into());
+        let none_given = "no S3 credentials: set s3 = { access_key_id = \"…\", \
+                          secret_access_key_file = \"…\" } on the sink, or AWS_ACCESS_KEY_ID \
+                          and AWS_SECRET_ACCESS_KEY in sluice's environment, or run where an \
+                          instance or container role gives them";
+        let credentials = match (key, secret) {
+            (Some(id), Some(secret)) => credentials::Credentials::Fixed(Arc::new(
+                credentials::Keys::fixed(id, secret, token),
+            )),
+            (None, None) => credentials::Credentials::discover(none_given)?,
+            (Some(_), None) => {
+                return Err(format!(
+                    "{none_given} (an access key id is given, but no secret access key)"
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(format!(
+                    "{none_given} (a secret access key is given, but no access key id)"
+                ))
+            }
         };
         let path_style = match vended.get("s3.path-style-access") {
             Some(text) => Some(text == "true"),
@@ -214,9 +230,7 @@ impl Files {
             .or_else(|| vended.get("client.region").cloned())
             .unwrap_or_else(|| "us-east-1".into()),
             path_style,
-            access_key_id,
-            secret_access_key,
-            session_token: token,
+            credentials,
             ca_file: config.ca_file.clone(),
         })
     }

@@ -101,39 +101,20 @@ impl Http {
         auth: Auth,
     ) -> Result<Http, HttpError> {
         let config = |reason: String| HttpError::Config(format!("{server} url {url}: {reason}"));
-        let mut parsed = Url::parse(url.expose()).map_err(|e| config(e.to_string()))?;
+        let password = match &auth {
+            Auth::Basic {
+                password_file: Some(path),
+            } => Some(
+                read_secret(path).map_err(|e| HttpError::Config(format!("password_file {e}")))?,
+            ),
+            _ => None,
+        };
+        let (parsed, basic) = without_credentials(url, password).map_err(&config)?;
         if !matches!(parsed.scheme(), "http" | "https") {
             return Err(config("use http:// or https://".into()));
         }
-        let user = percent_decode(parsed.username());
-        let password = parsed.password().map(percent_decode);
-        let _ = parsed.set_username("");
-        let _ = parsed.set_password(None);
         let auth = match auth {
-            Auth::Basic { password_file } => {
-                let password = match password_file {
-                    Some(path) => Some(
-                        std::fs::read_to_string(&path)
-                            .map_err(|e| {
-                                HttpError::Config(format!("password_file {}: {e}", path.display()))
-                            })?
-                            .trim_end_matches(['\n', '\r'])
-                            .to_owned(),
-                    ),
-                    None => password,
-                };
-                if user.is_empty() && password.is_none() {
-                    None
-                } else {
-                    use base64::Engine;
-                    let token = base64::engine::general_purpose::STANDARD
-                        .encode(format!("{user}:{}", password.unwrap_or_default()));
-                    let mut value = HeaderValue::from_str(&format!("Basic {token}"))
-                        .map_err(|e| config(e.to_string()))?;
-                    value.set_sensitive(true);
-                    Some((reqwest::header::AUTHORIZATION, value))
-                }
-            }
+            Auth::Basic { .. } => basic.map(|value| (reqwest::header::AUTHORIZATION, value)),
             Auth::ApiKey { header, key } => {
                 let mut value = HeaderValue::from_str(&key)
                     .map_err(|_| config("the API key holds characters a header cannot".into()))?;
@@ -235,6 +216,35 @@ impl Http {
     }
 }
 
+/// `url` without its user and password, and the basic-auth header they make (`password`, from
+/// a password file, takes the place of the URL's); None when the URL names no user and there
+/// is no password.
+pub fn without_credentials(
+    url: &SecretUrl,
+    password: Option<String>,
+) -> Result<(Url, Option<HeaderValue>), String> {
+    let mut parsed = Url::parse(url.expose()).map_err(|e| e.to_string())?;
+    let user = percent_decode(parsed.username());
+    let password = password.or_else(|| parsed.password().map(percent_decode));
+    let _ = parsed.set_username("");
+    let _ = parsed.set_password(None);
+    if user.is_empty() && password.is_none() {
+        return Ok((parsed, None));
+    }
+    use base64::Engine;
+    let token = base64::engine::general_purpose::STANDARD
+        .encode(format!("{user}:{}", password.unwrap_or_default()));
+    let mut value = HeaderValue::from_str(&format!("Basic {token}")).map_err(|e| e.to_string())?;
+    value.set_sensitive(true);
+    Ok((parsed, Some(value)))
+}
+
+/// A secret kept in a file (a password, a token): its text without the trailing newline.
+pub fn read_secret(path: &Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(text.trim_end_matches(['\n', '\r']).to_owned())
+}
+
 /// The reason an OpenSearch/Elasticsearch (`error.reason`, `error.type`) or Typesense
 /// (`message`) error answer gives.
 pub fn server_reason(answer: &serde_json::Value) -> Option<String> {
@@ -257,10 +267,20 @@ pub fn server_reason(answer: &serde_json::Value) -> Option<String> {
 
 /// A pooled client (HTTP/1.1, rustls on ring trusting `ca_file` or the system's CA store).
 pub fn client(ca_file: Option<&Path>) -> Result<reqwest::Client, String> {
+    client_with(ca_file, CONNECT_TIMEOUT, REQUEST_TIMEOUT)
+}
+
+/// [`client`] with other waits (a credentials endpoint that may not exist is given up on
+/// sooner).
+pub fn client_with(
+    ca_file: Option<&Path>,
+    connect: Duration,
+    request: Duration,
+) -> Result<reqwest::Client, String> {
     reqwest::Client::builder()
         .tls_backend_preconfigured(tls_config(ca_file)?)
-        .connect_timeout(CONNECT_TIMEOUT)
-        .timeout(REQUEST_TIMEOUT)
+        .connect_timeout(connect)
+        .timeout(request)
         .tcp_nodelay(true)
         .pool_idle_timeout(Duration::from_secs(60))
         .no_proxy()
@@ -375,5 +395,30 @@ mod tests {
         .err()
         .unwrap();
         assert!(err.to_string().contains("use http:// or https://"), "{err}");
+    }
+
+    #[test]
+    fn credentials_leave_the_url_for_a_basic_auth_header() {
+        use base64::Engine;
+        let basic = |user_password: &str| {
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(user_password)
+            )
+        };
+        let url = SecretUrl::new("https://ann:p%40ss@search.internal:9200/x");
+        let (bare, header) = without_credentials(&url, None).unwrap();
+        assert_eq!(bare.as_str(), "https://search.internal:9200/x");
+        assert_eq!(header.unwrap().to_str().unwrap(), basic("ann:p@ss"));
+        assert!(without_credentials(&url, None)
+            .unwrap()
+            .1
+            .unwrap()
+            .is_sensitive());
+        let (_, header) = without_credentials(&url, Some("from-file".into())).unwrap();
+        assert_eq!(header.unwrap().to_str().unwrap(), basic("ann:from-file"));
+        let plain = SecretUrl::new("http://127.0.0.1:8123");
+        assert!(without_credentials(&plain, None).unwrap().1.is_none());
+        assert!(without_credentials(&SecretUrl::new("not a url"), None).is_err());
     }
 }

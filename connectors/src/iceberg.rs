@@ -204,38 +204,6 @@ fn connect(config: &IcebergSinkConfig) -> Result<Http, IcebergError> {
     )?)
 }
 
-/// A test's crash at the one point a kill cannot be timed to hit:
-/// `SLUICE_TEST_ABORT_BEFORE_ICEBERG_COMMIT=N` aborts the process once the files of the
-/// sink's Nth commit are written and before the catalog hears of them.
-fn abort_before_commit_for_tests() {
-    static COMMITS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let Some(at) = std::env::var("SLUICE_TEST_ABORT_BEFORE_ICEBERG_COMMIT")
-        .ok()
-        .and_then(|n| n.parse::<usize>().ok())
-    else {
-        return;
-    };
-    if COMMITS.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1 == at {
-        eprintln!("aborting before commit {at}, as SLUICE_TEST_ABORT_BEFORE_ICEBERG_COMMIT asks");
-        std::process::abort();
-    }
-}
-
-/// The sink's offsets a table stores: the floors in its properties overlaid by its current
-/// snapshot's summary.
-fn stored_offsets(meta: &TableMetadata, properties: &Offsets, sink: &str) -> Offsets {
-    let mut offsets = properties.clone();
-    if let Some(summary) = meta
-        .current
-        .as_ref()
-        .and_then(|s| s.summary.get(&commit::offsets_key(sink)))
-        .and_then(|text| commit::parse_offsets(text))
-    {
-        offsets.extend(summary);
-    }
-    offsets
-}
-
 impl IcebergSink {
     fn catalog(&self) -> &Catalog {
         self.catalog.as_ref().expect("opened before use")
@@ -283,6 +251,7 @@ impl IcebergSink {
             pending: Pending::default(),
             committed,
             mappings: Vec::new(),
+            leftovers: Vec::new(),
             in_flight: None,
         })
     }
@@ -385,7 +354,11 @@ impl IcebergSink {
         if table.pending.is_empty() {
             return Ok(());
         }
+        // The next commit's keys likely number about as many: room for them now spares the
+        // map its growing (each growth hashes every key again).
+        let room = table.pending.keys.len();
         let pending = std::mem::take(&mut table.pending);
+        table.pending.keys.reserve(room);
         let mut offsets = table.committed.clone();
         offsets.extend(pending.offsets.clone());
         let job = commit::Job {
@@ -413,7 +386,7 @@ impl IcebergSink {
             let prepared = tokio::task::spawn_blocking(move || job.run())
                 .await
                 .expect("commit files do not panic")?;
-            abort_before_commit_for_tests();
+            commit::abort_before_commit_for_tests();
             let (requirements, updates) = commit::snapshot_updates(&meta, &prepared);
             let mut meta = catalog
                 .commit(&namespace, &name, requirements, updates)
@@ -473,6 +446,17 @@ impl IcebergSink {
                 .map_or(0.0, |d| d.as_secs_f64()),
         );
         tracing::debug!(table = %table.shown, rows = prepared.rows, deletes = prepared.deletes, seconds = committed.seconds, "committed");
+        if !table.leftovers.is_empty() {
+            let leftovers = std::mem::take(&mut table.leftovers);
+            match commit::remove_files(&table.files, &leftovers).await {
+                Ok(()) => {
+                    tracing::warn!(table = %table.shown, files = leftovers.len(), "removed files an interrupted commit left")
+                }
+                Err(err) => {
+                    tracing::warn!(table = %table.shown, error = %err, "could not remove files an interrupted commit left; they are unused and may be deleted by hand")
+                }
+            }
+        }
         self.durable = self.lowest_offsets();
         Ok(())
     }
@@ -641,20 +625,24 @@ impl ChangeSink for IcebergSink {
                 .get(&key)
                 .and_then(|text| commit::parse_offsets(text))
                 .unwrap_or_default();
-            let committed = stored_offsets(&meta, &floors, &self.config.name);
+            let committed = commit::stored_offsets(&meta, &floors, &self.config.name);
             if committed.is_empty() {
                 continue;
             }
-            let table = self.new_table(&name, Kind::Current, meta, committed)?;
-            let removed = commit::remove_leftovers(
+            let mut table = self.new_table(&name, Kind::Current, meta, committed)?;
+            // Files of a commit past the table's last are what a stopped process left. They
+            // stay until this sink's next commit: a killed process's commit request may still
+            // be landing in the catalog (on S3 a commit takes a while), and they would then be
+            // the table's; once a commit of this process has landed, that one never can.
+            table.leftovers = commit::leftovers(
                 &table.files,
                 &table.meta.location,
                 &self.config.name,
                 table.meta.last_sequence_number,
             )
             .await?;
-            if removed > 0 {
-                tracing::warn!(table = %table.shown, files = removed, "removed files an interrupted commit left (written, never committed: their rows are written again from the log)");
+            if !table.leftovers.is_empty() {
+                tracing::info!(table = %table.shown, files = table.leftovers.len(), "found files an interrupted commit left (written, never committed: their rows are written again from the log); they are removed after this sink's next commit to the table");
             }
             self.tables.insert(name, table);
         }
@@ -666,6 +654,19 @@ impl ChangeSink for IcebergSink {
 
     fn applied(&self) -> Option<&Offsets> {
         Some(&self.durable)
+    }
+
+    /// Each table resumes the changed partitions from their new offsets: it skips records
+    /// below them, and its next commit stores them.
+    fn resume_from(&mut self, offsets: &Offsets) {
+        for table in self.tables.values_mut() {
+            for (partition, offset) in table.committed.iter_mut() {
+                if let Some(&new) = offsets.get(partition) {
+                    *offset = new;
+                }
+            }
+        }
+        self.durable = offsets.clone();
     }
 
     async fn write(&mut self, batch: ChangeBatch<'_>) -> Result<(), IcebergError> {

@@ -10,6 +10,7 @@
 //! - `clickhouse`: the ClickHouse sink (current-state and changelog tables), over HTTP;
 //! - `iceberg`: the Apache Iceberg sink (REST catalog, Parquet files, row-level deletes);
 //! - `parquet_sink`: every change as a row of Parquet files in a directory (`parquet`);
+//! - `http_sink`: changes POSTed in batches to a URL (`http_sink`, kind `http`);
 //! - `convert`: value conversions the typed-column sinks share;
 //! - `files`: where the file sinks keep files (a directory or S3);
 //! - `http`: the HTTP client those sinks share; `names`: destination names from templates;
@@ -22,10 +23,14 @@
 pub mod clickhouse;
 #[cfg(any(feature = "clickhouse", feature = "iceberg"))]
 pub mod convert;
+#[cfg(feature = "events")]
+pub mod events;
 #[cfg(feature = "files")]
 pub mod files;
 #[cfg(feature = "http")]
 pub mod http;
+#[cfg(feature = "http_sink")]
+pub mod http_sink;
 #[cfg(feature = "iceberg")]
 pub mod iceberg;
 #[cfg(any(feature = "postgres", feature = "mysql"))]
@@ -49,6 +54,8 @@ pub mod postgres;
     feature = "iceberg"
 ))]
 pub mod replica;
+#[cfg(feature = "events")]
+pub mod reshape;
 #[cfg(feature = "search")]
 pub mod search;
 #[cfg(any(feature = "clickhouse", feature = "iceberg"))]
@@ -127,12 +134,16 @@ pub trait Section {
     fn dead_letter_topic(&self) -> Option<&str> {
         None
     }
+    /// Sinks of typed changes: their transforms, in order.
+    fn transforms(&self) -> &[sluice_core::transform::TransformConfig] {
+        &[]
+    }
 }
 
 /// Every connector kind sluice has, in any build (a build without one says so instead of
 /// calling the kind unknown).
 pub const SOURCE_KINDS: [&str; 3] = ["postgres", "mysql", "kafka"];
-pub const SINK_KINDS: [&str; 9] = [
+pub const SINK_KINDS: [&str; 10] = [
     "jsonl",
     "postgres",
     "mysql",
@@ -142,6 +153,7 @@ pub const SINK_KINDS: [&str; 9] = [
     "clickhouse",
     "iceberg",
     "parquet",
+    "http",
 ];
 
 /// Whether this build has connector `kind` for `section` (`sources` or `sinks`).
@@ -158,6 +170,7 @@ pub fn compiled_in(section: &str, kind: &str) -> bool {
         ("sinks", "clickhouse") => cfg!(feature = "clickhouse"),
         ("sinks", "iceberg") => cfg!(feature = "iceberg"),
         ("sinks", "parquet") => cfg!(feature = "parquet"),
+        ("sinks", "http") => cfg!(feature = "http_sink"),
         _ => false,
     }
 }
@@ -265,6 +278,8 @@ pub fn locate_config_error(section: &str, entry: serde_json::Value) -> Option<St
         ("sinks", "iceberg") => at::<iceberg::IcebergSinkConfig>(entry),
         #[cfg(feature = "parquet")]
         ("sinks", "parquet") => at::<parquet_sink::ParquetSinkConfig>(entry),
+        #[cfg(feature = "http_sink")]
+        ("sinks", "http") => at::<http_sink::HttpSinkConfig>(entry),
         _ => None,
     }
 }
@@ -295,6 +310,9 @@ pub enum SinkConfig {
     #[cfg(feature = "parquet")]
     #[serde(rename = "parquet")]
     Parquet(parquet_sink::ParquetSinkConfig),
+    #[cfg(feature = "http_sink")]
+    #[serde(rename = "http")]
+    Http(http_sink::HttpSinkConfig),
 }
 
 impl SinkConfig {
@@ -333,6 +351,8 @@ impl SinkConfig {
             SinkConfig::Iceberg(ref config) => config,
             #[cfg(feature = "parquet")]
             SinkConfig::Parquet(ref config) => config,
+            #[cfg(feature = "http_sink")]
+            SinkConfig::Http(ref config) => config,
         }
     }
 
@@ -352,6 +372,11 @@ impl SinkConfig {
     /// The log topic this sink diverts rejected events to, if any.
     pub fn dead_letter_topic(&self) -> Option<&str> {
         self.section().dead_letter_topic()
+    }
+
+    /// The sink's transforms, in order (none for sinks of stored records).
+    pub fn transforms(&self) -> &[sluice_core::transform::TransformConfig] {
+        self.section().transforms()
     }
 
     pub fn validate(&self, key: &str) -> Result<(), ConfigError> {
@@ -390,6 +415,8 @@ impl SinkConfig {
             SinkConfig::Iceberg(ref mut config) => config.paths_mut().into_iter().for_each(resolve),
             #[cfg(feature = "parquet")]
             SinkConfig::Parquet(ref mut config) => config.paths_mut().into_iter().for_each(resolve),
+            #[cfg(feature = "http_sink")]
+            SinkConfig::Http(ref mut config) => config.paths_mut().into_iter().for_each(resolve),
         }
     }
 }

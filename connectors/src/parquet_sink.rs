@@ -303,6 +303,10 @@ impl ChangeSink for ParquetSink {
         Some(&self.durable)
     }
 
+    fn resume_from(&mut self, offsets: &Offsets) {
+        self.durable = offsets.clone();
+    }
+
     async fn write(&mut self, batch: ChangeBatch<'_>) -> Result<(), ParquetSinkError> {
         let mut dead = Vec::new();
         for sourced in &batch.changes {

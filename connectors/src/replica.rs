@@ -290,6 +290,10 @@ impl<T: Target> ChangeSink for ReplicaSink<T> {
         Some(&self.applied)
     }
 
+    fn resume_from(&mut self, offsets: &Offsets) {
+        self.applied = offsets.clone();
+    }
+
     async fn write(&mut self, batch: ChangeBatch<'_>) -> Result<(), T::Error> {
         let prepared = self.prepare(batch)?;
         let mut target = self.target().await?;
@@ -354,8 +358,8 @@ mod tests {
         record: usize,
     ) -> SourcedChange {
         let row = |r: [i32; 2]| r.iter().map(|v| Value::Int32(*v)).collect();
-        SourcedChange {
-            change: Change {
+        SourcedChange::new(
+            Change {
                 table: Arc::clone(table),
                 op,
                 before: before.map(row),
@@ -366,7 +370,7 @@ mod tests {
                 commit_ts_us: 0,
             },
             record,
-        }
+        )
     }
 
     fn ints(rows: &[Row]) -> Vec<Vec<Value>> {

@@ -57,6 +57,25 @@ impl Change {
 pub struct SourcedChange {
     pub change: Change,
     pub record: usize,
+    /// The topic a transform routed the change to (`route`, `outbox`); None: the record's.
+    pub topic: Option<Arc<str>>,
+    /// Set by the outbox router: the column that is the event's whole value.
+    pub payload: Option<usize>,
+    /// Set by an `unwrap` transform that applied to the change: sinks that send events send
+    /// the row, not the envelope.
+    pub unwrapped: bool,
+}
+
+impl SourcedChange {
+    pub fn new(change: Change, record: usize) -> SourcedChange {
+        SourcedChange {
+            change,
+            record,
+            topic: None,
+            payload: None,
+            unwrapped: false,
+        }
+    }
 }
 
 /// Why a record could not be decoded.

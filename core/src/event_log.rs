@@ -129,6 +129,14 @@ pub trait EventLog: Send + Sync + 'static {
         self.checkpoint(writer)
     }
 
+    /// Takes `writer` over as `claim` does, for a writer that needs no checkpoint back (the
+    /// registry's): any other process still writing as `writer` is fenced, and nothing more is
+    /// read, so that processes that take turns at a shared writer switch quickly. Default:
+    /// `claim`.
+    fn fence(&self, writer: &str) -> impl Future<Output = Result<(), LogError>> + Send {
+        async move { self.claim(writer).await.map(|_| ()) }
+    }
+
     fn topics(&self) -> Vec<String>;
 
     /// Changes when topics are created or deleted (cheap: sinks check it on every wake, to

@@ -31,5 +31,6 @@ pub mod sink;
 pub mod source;
 pub mod task;
 pub mod topic;
+pub mod transform;
 pub mod url;
 pub mod value;

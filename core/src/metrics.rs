@@ -39,6 +39,8 @@ pub const SINK_LAG_RECORDS: &str = "sluice_sink_lag_records";
 /// 1 while a sink is stopped by a definite failure (see `sluice status` for the reason), 0
 /// while it runs (gauge).
 pub const SINK_FAILED: &str = "sluice_sink_failed";
+/// Events a sink put in its dead-letter topic (rejected by the destination or a transform).
+pub const SINK_DEAD_LETTERS: &str = "sluice_sink_dead_letters_total";
 /// Errors, by `stage`: source, encode, log, sink (counter).
 pub const ERRORS: &str = "sluice_errors_total";
 

@@ -27,7 +27,7 @@ mod sink_task;
 mod source_task;
 mod typed_sink;
 
-pub use sink_task::{run_sink, SinkSettings};
+pub use sink_task::{reset_writer, run_sink, OffsetReset, PartitionReset, SinkSettings};
 pub use source_task::{run_source, SourceSettings};
 pub use typed_sink::{TypedSink, TypedSinkError, DEFAULT_MAX_PENDING_BYTES};
 

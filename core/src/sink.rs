@@ -73,6 +73,11 @@ pub trait RecordSink: Send {
     /// others; sinks that apply whole commits hold such commits back.
     fn committed_before_read(&mut self, _committed: &[(String, u64)]) {}
 
+    /// After `open`, when an operator changed the sink's offsets while it was stopped: the
+    /// runtime reads from `offsets`, not from what `open` returned. Sinks that keep what their
+    /// destination holds (for `applied`, or to skip what they delivered) take these instead.
+    fn resume_from(&mut self, _offsets: &Offsets) {}
+
     /// For sinks whose `write` returns before the destination has committed (they apply in
     /// the background, or hold records back): the next offset per partition that the
     /// destination holds durably now. The runtime commits these, not what it handed to
@@ -118,6 +123,9 @@ pub trait ChangeSink: Send {
     fn applied(&self) -> Option<&Offsets> {
         None
     }
+
+    /// As [`RecordSink::resume_from`].
+    fn resume_from(&mut self, _offsets: &Offsets) {}
 }
 
 /// Typed changes and the records they came from.
@@ -216,7 +224,13 @@ pub fn dead_letter_writer<L: EventLog + Clone>(
     );
     Arc::new(move |letters: Vec<DeadLetter>| {
         let (log, writer, topic) = (log.clone(), writer.clone(), topic.clone());
+        let sink = writer
+            .strip_prefix("sink.")
+            .and_then(|w| w.strip_suffix(".dead_letters"))
+            .unwrap_or_default()
+            .to_owned();
         Box::pin(async move {
+            let count = letters.len() as u64;
             log.ensure_topic(&topic).await?;
             let header = |key: &str, value: String| Header {
                 key: key.to_owned(),
@@ -243,7 +257,9 @@ pub fn dead_letter_writer<L: EventLog + Clone>(
             };
             log.append(&writer, vec![batch], Some(String::new()))
                 .await
-                .map_err(DeadLetterError::from)
+                .map_err(DeadLetterError::from)?;
+            ::metrics::counter!(crate::metrics::SINK_DEAD_LETTERS, "sink" => sink).increment(count);
+            Ok(())
         })
     })
 }

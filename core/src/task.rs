@@ -7,6 +7,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -38,7 +39,12 @@ impl Tasks {
 
     /// Spawns `future` as the task `name` inside `span`. If it fails, every task is told to stop
     /// and the failure is kept for [`Tasks::shutdown`] to report.
-    pub fn spawn<F, E>(&self, name: impl Into<String>, span: tracing::Span, future: F)
+    pub fn spawn<F, E>(
+        &self,
+        name: impl Into<String>,
+        span: tracing::Span,
+        future: F,
+    ) -> JoinHandle<()>
     where
         F: Future<Output = Result<(), E>> + Send + 'static,
         E: Into<Box<dyn Error + Send + Sync>> + Send + 'static,
@@ -48,7 +54,7 @@ impl Tasks {
             span,
             future,
             None::<fn(String) -> std::future::Ready<()>>,
-        );
+        )
     }
 
     /// Spawns `future` in its own failure domain: if it fails (or panics), `on_failure` gets
@@ -59,13 +65,14 @@ impl Tasks {
         span: tracing::Span,
         future: F,
         on_failure: H,
-    ) where
+    ) -> JoinHandle<()>
+    where
         F: Future<Output = Result<(), E>> + Send + 'static,
         E: Into<Box<dyn Error + Send + Sync>> + Send + 'static,
         H: FnOnce(String) -> HF + Send + 'static,
         HF: Future<Output = ()> + Send + 'static,
     {
-        self.spawn_in(name.into(), span, future, Some(on_failure));
+        self.spawn_in(name.into(), span, future, Some(on_failure))
     }
 
     fn spawn_in<F, E, H, HF>(
@@ -74,7 +81,8 @@ impl Tasks {
         span: tracing::Span,
         future: F,
         isolated: Option<H>,
-    ) where
+    ) -> JoinHandle<()>
+    where
         F: Future<Output = Result<(), E>> + Send + 'static,
         E: Into<Box<dyn Error + Send + Sync>> + Send + 'static,
         H: FnOnce(String) -> HF + Send + 'static,
@@ -86,6 +94,7 @@ impl Tasks {
         // error, and handled like one instead of leaving the pipeline running without it.
         #[allow(clippy::disallowed_methods)] // this is the spawn helper
         let work = tokio::spawn(future.instrument(span.clone()));
+        // The handle ends when the task has ended and its failure (if any) is handled.
         self.tracker.spawn(
             async move {
                 let error: Box<dyn Error + Send + Sync> = match work.await {
@@ -115,7 +124,7 @@ impl Tasks {
                     .push(TaskFailure { task: name, error });
             }
             .instrument(span),
-        );
+        )
     }
 
     /// Waits until every task has ended or failed, or until `cancel` fires.

@@ -123,6 +123,7 @@ impl Kit {
                 name: "kit".into(),
                 channel_batches: 2,
                 stop_at: None,
+                stop_at_cancels: None,
                 transaction_metadata: false,
             },
             ScriptedSource {
@@ -287,6 +288,10 @@ impl<S: RecordSink> RecordSink for Measured<S> {
         &mut self,
     ) -> impl Future<Output = Result<Option<sluice_core::sink::Offsets>, S::Error>> + Send {
         self.inner.open()
+    }
+
+    fn resume_from(&mut self, offsets: &sluice_core::sink::Offsets) {
+        self.inner.resume_from(offsets);
     }
 
     fn write(

@@ -35,7 +35,17 @@ meta = c.list_topics(topic, timeout=10).topics[topic]
 if meta.error is not None:
     sys.exit(0)
 parts = sorted(meta.partitions)
-ends = {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts}
+def end(p):
+    # A topic just created may name partitions its leader does not serve yet.
+    for _ in range(50):
+        try:
+            return c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+        except Exception as e:
+            if "Unknown partition" not in str(e):
+                raise
+            time.sleep(0.2)
+    return c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+ends = {p: end(p) for p in parts}
 c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
 out = {p: [] for p in parts}
 deadline = time.time() + 60
@@ -61,10 +71,23 @@ pub fn consume(topic: &str, registry: Option<&str>) -> Vec<(i32, Json, Json)> {
 
 /// As [`consume`], from the cluster at `brokers`.
 pub fn consume_from(brokers: &str, topic: &str, registry: Option<&str>) -> Vec<(i32, Json, Json)> {
-    let mut command = Command::new(test_python());
-    command.args(["-c", CONSUMER, topic, brokers]);
-    command.args(registry);
-    let out = command.output().expect("run the Kafka consumer");
+    let run = || {
+        let mut command = Command::new(test_python());
+        command.args(["-c", CONSUMER, topic, brokers]);
+        command.args(registry);
+        command.output().expect("run the Kafka consumer")
+    };
+    // A test in the same binary may have the broker stopped for a while (kafka_sink.rs stops
+    // it under a running sink): try again before failing.
+    let mut out = run();
+    for _ in 0..20 {
+        if out.status.success() {
+            break;
+        }
+        #[allow(clippy::disallowed_methods)] // synchronous, as the consumer process it waits on
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        out = run();
+    }
     assert!(
         out.status.success(),
         "the consumer failed: {}",

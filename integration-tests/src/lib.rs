@@ -7,6 +7,9 @@ pub mod compliance;
 pub mod iceberg;
 pub mod kafka;
 mod private_servers;
+pub mod receiver;
+mod requests;
+pub use requests::{http_get, http_request};
 pub mod search;
 pub mod warehouse;
 
@@ -178,17 +181,21 @@ impl TestDb {
 
 impl Drop for TestDb {
     fn drop(&mut self) {
-        let sql = format!(
+        let slots = format!(
             "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE database = '{0}' AND active_pid IS NOT NULL; \
              SELECT pg_sleep(0.2); \
-             SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = '{0}'; \
-             DROP DATABASE IF EXISTS {0} WITH (FORCE);",
+             SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = '{0}'",
             self.name
         );
+        // On its own: statements sent together run as one transaction, which DROP DATABASE
+        // refuses (so before, no test database was ever dropped here).
+        let database = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
         // With tests running in parallel the server may briefly refuse the connection (too
         // many clients) or a reconnecting client may race the drop: try again before giving up.
         for attempt in 0..5 {
-            if psql("postgres", &sql).status.success() {
+            if psql("postgres", &slots).status.success()
+                && psql("postgres", &database).status.success()
+            {
                 return;
             }
             #[allow(clippy::disallowed_methods)] // synchronous (Drop): back off between retries
@@ -430,6 +437,7 @@ impl Sluice {
             .arg(&self.config)
             .args(args)
             .env("SLUICE_LOG", "info")
+            .env(NO_INSTANCE_METADATA.0, NO_INSTANCE_METADATA.1)
             .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(stderr)
@@ -439,6 +447,16 @@ impl Sluice {
     }
 
     /// The process's log output so far (for assertion messages).
+    /// Sends SIGHUP (sluice reads its config again).
+    pub fn hangup(&self) {
+        let pid = self.child.as_ref().expect("sluice is running").id();
+        let status = Command::new("kill")
+            .args(["-HUP", &pid.to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -HUP {pid}");
+    }
+
     pub fn stderr(&self) -> String {
         std::fs::read_to_string(self.path("sluice.stderr")).unwrap_or_default()
     }
@@ -652,20 +670,6 @@ impl Rng {
     }
 }
 
-/// GET `path` from a local HTTP endpoint; returns (status line, body).
-pub fn http_get(port: u16, path: &str) -> (String, String) {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-    (
-        head.lines().next().unwrap_or_default().to_owned(),
-        body.to_owned(),
-    )
-}
-
 /// A finished command's exit code and everything it printed (stdout, then stderr).
 pub fn code_and_output(out: std::process::Output) -> (Option<i32>, String) {
     (
@@ -716,6 +720,10 @@ pub fn run_to_exit(sluice: &mut Sluice) -> (Option<i32>, String) {
     (sluice.stop(), sluice.stderr())
 }
 
+/// Set for every sluice the tests start (a test may unset it): an S3 sink without keys would
+/// otherwise ask EC2's instance metadata service, which is not on loopback.
+const NO_INSTANCE_METADATA: (&str, &str) = ("AWS_EC2_METADATA_DISABLED", "true");
+
 /// Runs `sluice ARGS -c CONFIG` to its end with a deadline; returns (exit code, stdout+stderr).
 pub fn sluice_command(args: &[&str], config: &Path) -> (Option<i32>, String) {
     sluice_command_env(args, config, &[])
@@ -728,6 +736,7 @@ pub fn sluice_command_env(
     env: &[(&str, &str)],
 ) -> (Option<i32>, String) {
     let mut command = Command::new(sluice_bin());
+    command.env(NO_INSTANCE_METADATA.0, NO_INSTANCE_METADATA.1);
     for (name, value) in env {
         if value.is_empty() {
             command.env_remove(name);

@@ -8,6 +8,8 @@
 //! it too). And a crash between writing a commit's
 //! files and committing them loses nothing, duplicates nothing, and the files it left are
 //! removed at the next start. Each runs twice: files in local directories, and on S3 (moto).
+//! Keys for S3 come from the config, or from an instance's or container's credentials endpoint
+//! (a stand-in on loopback that answers as EC2's and ECS's do).
 
 use std::time::{Duration, Instant};
 
@@ -326,13 +328,26 @@ async fn crash_before_commit(storage: Storage) {
         )
         .await;
     }
-    assert!(
-        sluice
-            .stderr()
-            .contains("removed files an interrupted commit left"),
-        "{}",
-        sluice.stderr()
-    );
+    // Removed once a commit of the new process has landed (the aborted one can then never
+    // land): after the replayed rows' commit.
+    wait_for(
+        Duration::from_secs(60),
+        "the aborted commit's files to be removed",
+        || {
+            sluice
+                .stderr()
+                .contains("removed files an interrupted commit left")
+        },
+    )
+    .await;
+    let said = sluice.stderr();
+    let found = said
+        .find("found files an interrupted commit left")
+        .expect("the leftovers are reported at open");
+    let removed = said
+        .find("removed files an interrupted commit left")
+        .expect("waited for above");
+    assert!(found < removed, "{said}");
     let now = leftovers(&ice);
     assert!(
         orphans.iter().all(|name| !now.contains(name)),
@@ -375,4 +390,140 @@ async fn s3_mistakes_are_named_with_what_to_do() {
     assert_ne!(code, Some(0), "{out}");
     assert!(out.contains("no S3 credentials"), "{out}");
     assert!(out.contains("AWS_ACCESS_KEY_ID"), "{out}");
+}
+
+/// Answers as EC2's instance metadata service (IMDSv2) and an ECS/EKS container credentials
+/// endpoint do, on loopback; prints its port, then one line per request it answered.
+const METADATA: &str = r#"
+import http.server, json, sys, datetime
+TOKEN = sys.argv[1]
+class H(http.server.BaseHTTPRequestHandler):
+    def log_message(self, *a): pass
+    def answer(self, code, body):
+        self.send_response(code); self.send_header("content-length", str(len(body))); self.end_headers()
+        self.wfile.write(body.encode()); print(self.command, self.path, code, flush=True)
+    def creds(self):
+        expires = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(hours=6)
+        return json.dumps({"Code": "Success", "AccessKeyId": "ASIAFROMROLE", "SecretAccessKey": "role-secret",
+                           "Token": "role-session", "Expiration": expires.strftime("%Y-%m-%dT%H:%M:%SZ")})
+    def do_PUT(self):
+        if self.path == "/latest/api/token" and self.headers.get("x-aws-ec2-metadata-token-ttl-seconds"):
+            return self.answer(200, "imds-session")
+        self.answer(400, "bad")
+    def do_GET(self):
+        if self.path.startswith("/latest/"):
+            if self.headers.get("x-aws-ec2-metadata-token") != "imds-session":
+                return self.answer(401, "")
+            if self.path == "/latest/meta-data/iam/security-credentials/":
+                return self.answer(200, "sluice-role\n")
+            if self.path == "/latest/meta-data/iam/security-credentials/sluice-role":
+                return self.answer(200, self.creds())
+        if self.path == "/container/creds":
+            if self.headers.get("authorization") != TOKEN:
+                return self.answer(401, "")
+            return self.answer(200, self.creds())
+        self.answer(404, "")
+server = http.server.HTTPServer(("127.0.0.1", 0), H)
+print(server.server_address[1], flush=True)
+server.serve_forever()
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_keys_come_from_an_instance_role_or_a_container_endpoint() {
+    use std::io::BufRead;
+    let ice = Iceberg::new(Storage::S3);
+    let source = TestDb::create();
+    source.exec("CREATE TABLE t (id int PRIMARY KEY)");
+    let (files, _) = ice.parquet_sink_config("files", "[\"src.public.*\"]", "");
+    // The sink names the store but no keys.
+    let keyless: String = files
+        .lines()
+        .map(|line| {
+            if line.starts_with("s3 = ") {
+                "s3 = { endpoint = \"http://127.0.0.1:4566\", region = \"us-east-1\" }"
+            } else {
+                line
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let sluice = Sluice::new(&format!("{}{keyless}", source_config(&source, "")));
+    let token_file = sluice.path("container-token");
+    std::fs::write(&token_file, "container-secret-token\n").unwrap();
+    /// Stops the stand-in however the test ends.
+    struct Server(std::process::Child);
+    impl Drop for Server {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut server = Server(
+        std::process::Command::new(sluice_integration_tests::test_python())
+            .args(["-c", METADATA, "container-secret-token"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("start the metadata stand-in"),
+    );
+    let mut answers = std::io::BufReader::new(server.0.stdout.take().unwrap()).lines();
+    let port = answers.next().unwrap().unwrap();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let no_keys = [("AWS_ACCESS_KEY_ID", ""), ("AWS_SECRET_ACCESS_KEY", "")];
+    // No keys, and the instance metadata service asked at the stand-in's address.
+    let instance = [
+        no_keys[0],
+        no_keys[1],
+        ("AWS_EC2_METADATA_DISABLED", ""),
+        ("AWS_EC2_METADATA_SERVICE_ENDPOINT", endpoint.as_str()),
+    ];
+
+    // An EC2 instance's role, through IMDSv2.
+    let (code, out) = sluice_command_env(&["check", "--connect"], &sluice.config, &instance);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("S3 at http://127.0.0.1:4566"), "{out}");
+    let asked: Vec<String> = (0..3).map(|_| answers.next().unwrap().unwrap()).collect();
+    assert_eq!(
+        asked,
+        [
+            "PUT /latest/api/token 200",
+            "GET /latest/meta-data/iam/security-credentials/ 200",
+            "GET /latest/meta-data/iam/security-credentials/sluice-role 200",
+        ]
+    );
+
+    // A container's endpoint, with the token file EKS Pod Identity mounts.
+    let full_uri = format!("{endpoint}/container/creds");
+    let token_path = token_file.display().to_string();
+    let mut env = no_keys.to_vec();
+    env.extend([
+        ("AWS_CONTAINER_CREDENTIALS_FULL_URI", full_uri.as_str()),
+        (
+            "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+            token_path.as_str(),
+        ),
+    ]);
+    let (code, out) = sluice_command_env(&["check", "--connect"], &sluice.config, &env);
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(answers.next().unwrap().unwrap(), "GET /container/creds 200");
+    // A wrong token is refused, and the error says by whom.
+    std::fs::write(&token_file, "stale\n").unwrap();
+    let (code, out) = sluice_command_env(&["check", "--connect"], &sluice.config, &env);
+    assert_ne!(code, Some(0), "{out}");
+    assert!(out.contains("no S3 credentials"), "{out}");
+    assert!(
+        out.contains(&format!("the container credentials endpoint at {full_uri}")),
+        "{out}"
+    );
+    assert!(out.contains("401"), "{out}");
+    drop(server);
+
+    // No instance service where it is looked for: said, with what else would do.
+    let (code, out) = sluice_command_env(&["check", "--connect"], &sluice.config, &instance);
+    assert_ne!(code, Some(0), "{out}");
+    assert!(out.contains("no S3 credentials"), "{out}");
+    assert!(out.contains("AWS_ACCESS_KEY_ID"), "{out}");
+    assert!(
+        out.contains(&format!("the EC2 instance metadata service at {endpoint}")),
+        "{out}"
+    );
 }

@@ -2,7 +2,8 @@
 //! the sinks (`--only sinks`) as members of each sink's consumer group, sharing its partitions.
 //! A member killed with `kill -9` hands its partitions to the others (after the group's session
 //! timeout) and nothing is lost; a second process that starts the same source fences the first,
-//! which stops with a clear message.
+//! which stops with a clear message; processes that register schemas at once take turns at the
+//! cluster's one registry topic.
 
 use std::time::Duration;
 
@@ -279,4 +280,62 @@ async fn a_sink_that_cannot_share_partitions_runs_in_one_process_and_the_standby
     assert_eq!(all, (1..=200).collect(), "every row delivered");
     assert_eq!(standby.stop(), Some(0), "{}", standby.stderr());
     assert_eq!(sources.stop(), Some(0), "{}", sources.stderr());
+}
+
+/// Processes that each run sources of their own register their schemas in the cluster's one
+/// `_schemas` topic at the same moment: each claim fences the last writer, so they must take
+/// turns rather than fence one another forever. Every process gets its ids and delivers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processes_registering_schemas_at_once_take_turns_and_all_deliver() {
+    services(&["up", "kafka"]);
+    const PROCESSES: usize = 5;
+    let mut members = Vec::new();
+    for _ in 0..PROCESSES {
+        let source = TestDb::create();
+        // Three tables: three subjects each, registered one after another as the snapshot
+        // reaches them.
+        for table in ["a", "b", "c"] {
+            source.exec(&format!(
+                "CREATE TABLE {table} (id int PRIMARY KEY, v bigint NOT NULL); \
+                 INSERT INTO {table} SELECT g, 0 FROM generate_series(1, 10) g"
+            ));
+        }
+        // The whole database name: the broker keeps every run's checkpoints, and five
+        // characters of it met an earlier run's source once.
+        let name = source.name.replace("sluice_t_", "r");
+        let config = format!(
+            "[[sources]]\nname = \"{name}\"\nkind = \"postgres\"\nurl = \"{}\"\n\
+             tables = [\"public.*\"]\nslot = \"{}\"\n\n\
+             [[sinks]]\nname = \"{name}_file\"\nkind = \"jsonl\"\npath = \"{{dir}}/out.jsonl\"\n\
+             topics = [\"{name}.public.*\"]\n",
+            source.url(),
+            source.name,
+        );
+        // The process first: it is dropped (killed) before its database is, which it would
+        // otherwise keep reconnecting to.
+        members.push((Sluice::with_log(LOG, &config), source));
+    }
+    for (sluice, _) in &mut members {
+        sluice.start();
+    }
+    for (sluice, _) in &mut members {
+        let out = sluice.path("out.jsonl");
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            let lines = std::fs::read_to_string(&out).unwrap_or_default();
+            if lines.lines().count() == 30 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline && sluice.is_running(),
+                "a process did not deliver its 30 rows ({} so far):\n{}",
+                lines.lines().count(),
+                sluice.stderr()
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+    for (sluice, _) in &mut members {
+        assert_eq!(sluice.stop(), Some(0), "{}", sluice.stderr());
+    }
 }

@@ -516,3 +516,120 @@ async fn at_least_once_loses_nothing_across_kill_9() {
     );
     assert_eq!(sluice.stop(), Some(0), "{}", sluice.stderr());
 }
+
+/// Transforms on the Kafka sink: an outbox table's inserts become events on a topic per
+/// aggregate type, keyed by the aggregate id with the payload as the value (Debezium's
+/// EventRouter), and the outbox topic itself gets nothing; another table's changes are
+/// filtered, masked and unwrapped into rows, a delete into a tombstone under its key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transforms_route_outbox_events_and_reshape_rows_into_kafka() {
+    let db = TestDb::create();
+    db.exec(
+        "CREATE TABLE orders (id int PRIMARY KEY, email text, total int); \
+         CREATE TABLE notes (id int PRIMARY KEY, body text); \
+         CREATE TABLE outbox (id text PRIMARY KEY, aggregatetype text, aggregateid text, \
+                              type text, payload jsonb)",
+    );
+    let topic = |name: &str| format!("{}.{name}", db.name);
+    let mut sluice = Sluice::new(&format!(
+        "{}\n{}\
+         [[sinks.transforms]]\ntype = \"outbox\"\ntopics = [\"src.public.outbox\"]\n\
+         [[sinks.transforms]]\ntype = \"filter\"\ntopics = [\"src.public.orders\"]\n\
+         when = \"__op = 'd' or total > 10\"\n\
+         [[sinks.transforms]]\ntype = \"mask\"\ntopics = [\"src.public.orders\"]\n\
+         columns = [\"email\"]\nwith = \"redact\"\n\
+         [[sinks.transforms]]\ntype = \"unwrap\"\ntopics = [\"src.public.orders\"]\n",
+        source_config(&db, ""),
+        kafka_sink(&db.name, &db.name, ""),
+    ));
+    sluice.start();
+    db.wait_for_streaming().await;
+    db.exec(
+        "BEGIN; \
+         INSERT INTO orders VALUES (1, 'a@x.org', 5), (2, 'b@x.org', 50); \
+         INSERT INTO outbox VALUES ('e1', 'order', 'o-2', 'OrderPlaced', '{\"total\": 50}'); \
+         DELETE FROM outbox WHERE id = 'e1'; \
+         COMMIT; \
+         BEGIN; \
+         UPDATE orders SET total = 60 WHERE id = 2; \
+         INSERT INTO outbox VALUES ('e2', 'order', 'o-2', 'OrderChanged', '{\"total\": 60}'), \
+                                   ('e3', 'customer', 'c-9', 'Signed', '{\"name\": \"Ann\"}'); \
+         DELETE FROM orders WHERE id = 2; \
+         INSERT INTO notes VALUES (7, 'kept whole'); \
+         COMMIT;",
+    );
+    let orders = topic("src.public.orders");
+    wait_for(
+        Duration::from_secs(60),
+        "the orders' records in Kafka",
+        || kafka_records(&orders).len() >= 3,
+    )
+    .await;
+    let rows: Vec<(Option<String>, Option<Json>)> = kafka_records(&orders)
+        .into_iter()
+        .map(|(_, key, value)| (key, value.map(|v| serde_json::from_str(&v).unwrap())))
+        .collect();
+    let key = Some(r#"{"id":2}"#.to_owned());
+    assert_eq!(
+        rows,
+        [
+            (
+                key.clone(),
+                Some(serde_json::json!({"id": 2, "email": "****", "total": 50}))
+            ),
+            (
+                key.clone(),
+                Some(serde_json::json!({"id": 2, "email": "****", "total": 60}))
+            ),
+            (key, None),
+        ],
+        "order 1 filtered out, the email redacted, rows unwrapped, the delete a tombstone"
+    );
+    let events = |name: &str| -> Vec<(String, Json)> {
+        kafka_records(&topic(name))
+            .into_iter()
+            .map(|(_, key, value)| (key.unwrap(), serde_json::from_str(&value.unwrap()).unwrap()))
+            .collect()
+    };
+    wait_for(Duration::from_secs(30), "the customer event", || {
+        events("outbox.event.customer").len() == 1
+    })
+    .await;
+    assert_eq!(
+        events("outbox.event.order"),
+        [
+            ("o-2".to_owned(), serde_json::json!({"total": 50})),
+            ("o-2".to_owned(), serde_json::json!({"total": 60})),
+        ]
+    );
+    assert_eq!(
+        events("outbox.event.customer"),
+        [("c-9".to_owned(), serde_json::json!({"name": "Ann"}))]
+    );
+    assert!(
+        kafka_records(&topic("src.public.outbox")).is_empty(),
+        "the outbox table itself is not delivered"
+    );
+    // A table no transform names goes as Debezium's envelope (without the schema part).
+    let notes = kafka_records(&topic("src.public.notes"));
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert_eq!(notes[0].1.as_deref(), Some(r#"{"id":7}"#));
+    let note: Json = serde_json::from_str(notes[0].2.as_deref().unwrap()).unwrap();
+    assert_eq!(note["op"], "c", "{note}");
+    assert_eq!(
+        note["after"],
+        serde_json::json!({"id": 7, "body": "kept whole"})
+    );
+    assert_eq!(note["before"], Json::Null);
+    // Records dropped by the transforms count as delivered: nothing is behind.
+    wait_for(
+        Duration::from_secs(30),
+        "status to show both topics delivered",
+        || {
+            let (_, status) = sluice_command(&["status"], &sluice.config);
+            status.matches("(0 behind)").count() == 3
+        },
+    )
+    .await;
+    assert_eq!(sluice.stop(), Some(0), "{}", sluice.stderr());
+}

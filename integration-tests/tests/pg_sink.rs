@@ -642,11 +642,14 @@ async fn a_target_fed_from_another_log_stops_its_sink_instead_of_skipping_record
 
     // A new log (another directory, its own slot) under the same target: its snapshot ends
     // below the offsets the target holds.
+    let port = free_port();
+    let token = "a-long-random-admin-token";
     let mut second = Sluice::new(&format!(
-        "{}{}",
+        "[api]\nlisten = \"127.0.0.1:{port}\"\ntoken_file = \"{{dir}}/token\"\n\n{}{}",
         source_config(&source, &format!("slot = \"{}_again\"", source.name)),
         sink_config(&target, "")
     ));
+    std::fs::write(second.path("token"), token).unwrap();
     second.start();
     source.exec("UPDATE t SET v = -v WHERE id <= 10");
     wait_for(Duration::from_secs(60), "the sink to stop", || {
@@ -658,14 +661,22 @@ async fn a_target_fed_from_another_log_stops_its_sink_instead_of_skipping_record
     let log = second.stderr();
     assert!(
         log.contains("its target has applied src.public.t[0] up to offset")
-            && log
-                .contains("Point the sink at a fresh target, or delete the sink's stored offsets"),
+            && log.contains("Point the sink at a fresh target, or reset its offsets"),
         "{log}"
     );
     let (_, status) = sluice_integration_tests::sluice_command(&["status"], &second.config);
     assert!(status.contains("fed from another log"), "{status}");
     // Nothing was written: the target is as the first log left it.
     assert_eq!(checksum(&target, "t"), before);
+    // The way out: its offsets reset, the failed sink feeds the target again from the new log.
+    let ask = |method: &str, path: &str| {
+        sluice_integration_tests::http_request(port, method, path, Some(token), "")
+    };
+    let (code, body) = ask("DELETE", "/connectors/replica/offsets");
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = ask("POST", "/connectors/replica/restart");
+    assert_eq!(code, 202, "{body}");
+    wait_equal(&source, &target, &["t"], Duration::from_secs(60)).await;
     second.stop();
     source.exec(&format!(
         "SELECT pg_drop_replication_slot('{}_again')",

@@ -41,6 +41,15 @@ impl RecordDecoder {
     }
 }
 
+/// The table version a registered value schema describes (None for schemas sluice wrote for
+/// no table, such as logical messages): what `sluice check` holds transforms against.
+pub fn registered_table(
+    registry: &Registry,
+    id: u32,
+) -> Result<Option<Arc<sluice_core::event::TableSchema>>, String> {
+    Ok(rows::registered_plan(registry, id)?.map(|plan| plan.table))
+}
+
 /// The schema id in a record's [`SCHEMA_HEADER`].
 pub fn header_schema_id(record: &SinkRecord) -> Option<u32> {
     let header = record

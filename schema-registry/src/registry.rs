@@ -21,6 +21,10 @@ pub use self::error::RegistryError;
 use self::state::{entry, schema_entry, ConfigRecord, Key, ModeRecord, State, Version};
 use self::store::{Entry, SchemaStore};
 
+/// How long a registration goes on trying while the store fails (or other processes keep
+/// writing it first) before the error is returned.
+const STORE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// The kinds of schema the registry accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
@@ -246,11 +250,31 @@ impl Registry {
             // Nothing to write: no claim on a store other processes write too.
             return Ok(id);
         }
-        let mut attempt = 0;
+        // Processes that register at once take turns at the store (see `store.rs`); a store
+        // that keeps failing for longer than this is reported.
+        let started = std::time::Instant::now();
+        let mut attempt = 0u32;
         loop {
+            // (A claim that fails, or a store read again that does not fold, is returned at
+            // once: the state an id would be chosen from is not known to be whole.)
             self.claim_store()?;
             match self.register_once(subject, new) {
-                Err(err) if err.code == 50001 && attempt < 20 => attempt += 1,
+                Err(err)
+                    if err.code == 50001
+                        && started.elapsed() < STORE_PATIENCE
+                        && self.store.working() =>
+                {
+                    attempt += 1;
+                    if attempt.is_multiple_of(10) {
+                        tracing::warn!(
+                            subject,
+                            attempts = attempt,
+                            error = %err.message,
+                            "registering a schema: the store is written by other processes \
+                             at the same moment, or failing; trying again"
+                        );
+                    }
+                }
                 registered => return registered,
             }
         }

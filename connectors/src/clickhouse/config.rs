@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use sluice_core::redact::SecretUrl;
+use sluice_core::transform::TransformConfig;
 
 pub use crate::tables::Mode;
 use crate::ConfigError;
@@ -59,6 +60,9 @@ pub struct ClickHouseSinkConfig {
     /// header. Default none: such a row stops the sink with that reason.
     #[serde(default)]
     pub dead_letter_topic: Option<String>,
+    /// What happens to changes between the log and the sink, in order (core's `transform`).
+    #[serde(default)]
+    pub transforms: Vec<TransformConfig>,
 }
 
 fn default_database() -> String {
@@ -152,10 +156,18 @@ impl crate::Section for ClickHouseSinkConfig {
     }
 
     fn paths_mut(&mut self) -> Vec<&mut PathBuf> {
-        self.password_file
-            .iter_mut()
-            .chain(self.ca_file.iter_mut())
-            .collect()
+        let mut paths: Vec<&mut PathBuf> = {
+            self.password_file
+                .iter_mut()
+                .chain(self.ca_file.iter_mut())
+                .collect()
+        };
+        paths.extend(
+            self.transforms
+                .iter_mut()
+                .flat_map(TransformConfig::paths_mut),
+        );
+        paths
     }
 
     fn topics(&self) -> &[String] {
@@ -164,5 +176,9 @@ impl crate::Section for ClickHouseSinkConfig {
 
     fn dead_letter_topic(&self) -> Option<&str> {
         self.dead_letter_topic.as_deref()
+    }
+
+    fn transforms(&self) -> &[TransformConfig] {
+        &self.transforms
     }
 }

@@ -5,8 +5,8 @@
 
 use bytes::Bytes;
 use reqwest::Method;
-use sluice_core::redact::Secret;
 
+use super::credentials::Credentials;
 use super::sigv4::{self, Signer};
 use crate::http::HttpError;
 
@@ -21,9 +21,7 @@ pub(super) struct S3 {
     aws: bool,
     path_style: bool,
     region: String,
-    access_key_id: String,
-    secret_access_key: Secret,
-    session_token: Option<Secret>,
+    credentials: Credentials,
 }
 
 /// What [`S3::new`] needs.
@@ -31,9 +29,7 @@ pub(super) struct S3Settings {
     pub(super) endpoint: Option<String>,
     pub(super) region: String,
     pub(super) path_style: Option<bool>,
-    pub(super) access_key_id: String,
-    pub(super) secret_access_key: Secret,
-    pub(super) session_token: Option<Secret>,
+    pub(super) credentials: Credentials,
     pub(super) ca_file: Option<std::path::PathBuf>,
 }
 
@@ -68,9 +64,7 @@ impl S3 {
             // Stores other than AWS are mostly reached by path (MinIO, moto, Ceph).
             path_style: settings.path_style.unwrap_or(!aws),
             region: settings.region,
-            access_key_id: settings.access_key_id,
-            secret_access_key: settings.secret_access_key,
-            session_token: settings.session_token,
+            credentials: settings.credentials,
         })
     }
 
@@ -222,15 +216,16 @@ impl S3 {
             ("x-amz-content-sha256".to_owned(), payload.clone()),
             ("x-amz-date".to_owned(), date.clone()),
         ];
-        if let Some(token) = &self.session_token {
+        let keys = self.credentials.keys().await?;
+        if let Some(token) = &keys.session_token {
             headers.push(("x-amz-security-token".to_owned(), token.expose().to_owned()));
         }
         for (name, value) in extra {
             headers.push(((*name).to_owned(), (*value).to_owned()));
         }
         let signer = Signer {
-            access_key_id: &self.access_key_id,
-            secret_access_key: self.secret_access_key.expose(),
+            access_key_id: &keys.access_key_id,
+            secret_access_key: keys.secret_access_key.expose(),
             region: &self.region,
             service: "s3",
         };

@@ -215,15 +215,23 @@ pub fn file_prefix(sequence: i64, sink: &str) -> String {
     format!("{sequence:010}.{sink}.")
 }
 
-/// Removes files an interrupted commit of `sink` left at the table's `location` (those for a
-/// sequence number above the table's last, and half-written temporary ones); how many.
-pub async fn remove_leftovers(
+/// Removes the files named (leftovers of an interrupted commit).
+pub async fn remove_files(files: &Files, uris: &[String]) -> Result<(), FilesError> {
+    for uri in uris {
+        files.delete(uri).await?;
+    }
+    Ok(())
+}
+
+/// The files an interrupted commit of `sink` left at the table's `location`: those for a
+/// sequence number above the table's last, and half-written temporary ones.
+pub async fn leftovers(
     files: &Files,
     location: &str,
     sink: &str,
     last_sequence: i64,
-) -> Result<usize, FilesError> {
-    let mut removed = 0;
+) -> Result<Vec<String>, FilesError> {
+    let mut found = Vec::new();
     let location = location.trim_end_matches('/');
     for sub in ["data", "metadata"] {
         for file in files.list(&format!("{location}/{sub}")).await? {
@@ -242,13 +250,12 @@ pub async fn remove_leftovers(
             let ours = rest.starts_with(&format!("{sink}."));
             if let (true, Ok(sequence)) = (ours, sequence.parse::<i64>()) {
                 if sequence > last_sequence {
-                    files.delete(&file.uri).await?;
-                    removed += 1;
+                    found.push(file.uri);
                 }
             }
         }
     }
-    Ok(removed)
+    Ok(found)
 }
 
 impl Job {
@@ -272,30 +279,21 @@ impl Job {
         if self.pending.truncated {
             index = index.map(|_| Index::default());
         }
-        let mut rows: Vec<Row> = std::mem::take(&mut self.pending.rows)
-            .into_iter()
-            .flatten()
-            .collect();
+        // Each slot's place among the rows written (a key's row is found by its slot).
+        let mut places = Vec::with_capacity(self.pending.rows.len());
+        let mut rows: Vec<Row> = Vec::with_capacity(self.pending.rows.len());
+        for slot in std::mem::take(&mut self.pending.rows) {
+            places.push(rows.len() as u32);
+            rows.extend(slot);
+        }
         let unfilled = match &index {
             Some(index) => fill_from_table(&files, &mut rows, index, &schema)?,
             None => 0,
         };
 
-        // Rows the waiting keys replace in committed files.
-        let mut deletes: Vec<(Arc<str>, i64)> = Vec::new();
-        if let Some(index) = &mut index {
-            for key in self.pending.keys.keys() {
-                if let Some(at) = index.rows.remove(key) {
-                    deletes.push((
-                        Arc::clone(&index.files[at.file as usize]),
-                        i64::from(at.pos),
-                    ));
-                }
-            }
-        }
-
-        // The rows, in files of about target_file_bytes.
+        // The rows, in files of about target_file_bytes; where each file starts among them.
         let mut data_files = Vec::new();
+        let mut starts: Vec<(usize, u32)> = Vec::new();
         let mut start = 0;
         while start < rows.len() {
             let mut end = start;
@@ -315,19 +313,39 @@ impl Job {
                 parquet::write_data_file(&uri, &schema.fields, &cells).map_err(bad)?;
             block(files.put(&uri, bytes.into()))?;
             if let (Some(index), Kind::Current) = (&mut index, self.kind) {
-                let file = index.file_id(&uri);
-                for (pos, row) in rows[start..end].iter().enumerate() {
-                    index.rows.insert(
-                        row.key.clone(),
-                        Location {
-                            file,
-                            pos: pos as u32,
-                        },
-                    );
-                }
+                starts.push((start, index.file_id(&uri)));
             }
             data_files.push(written);
             start = end;
+        }
+        let rows_written = rows.len();
+        drop(rows);
+
+        // The index follows: each waiting key's committed row is deleted (its place becomes
+        // a position delete), and the key's new row, if any, is where it was just written.
+        let mut deletes: Vec<(Arc<str>, i64)> = Vec::new();
+        if let Some(index) = &mut index {
+            let keys = std::mem::take(&mut self.pending.keys);
+            index.rows.reserve(rows_written);
+            let committed = !index.rows.is_empty();
+            for (key, slot) in keys {
+                if committed {
+                    if let Some(at) = index.rows.remove(&key) {
+                        deletes.push((
+                            Arc::clone(&index.files[at.file as usize]),
+                            i64::from(at.pos),
+                        ));
+                    }
+                }
+                let (Some(slot), Kind::Current) = (slot, self.kind) else {
+                    continue;
+                };
+                let place = places[slot] as usize;
+                let file = starts.partition_point(|(start, _)| *start <= place) - 1;
+                let (start, file) = starts[file];
+                let pos = (place - start) as u32;
+                index.rows.insert(key, Location { file, pos });
+            }
         }
         let mut delete_files = Vec::new();
         if !deletes.is_empty() {
@@ -639,6 +657,38 @@ pub async fn expire_snapshots(
     Ok(Some(after))
 }
 
+/// A test's crash at the one point a kill cannot be timed to hit:
+/// `SLUICE_TEST_ABORT_BEFORE_ICEBERG_COMMIT=N` aborts the process once the files of the
+/// sink's Nth commit are written and before the catalog hears of them.
+pub(super) fn abort_before_commit_for_tests() {
+    static COMMITS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let Some(at) = std::env::var("SLUICE_TEST_ABORT_BEFORE_ICEBERG_COMMIT")
+        .ok()
+        .and_then(|n| n.parse::<usize>().ok())
+    else {
+        return;
+    };
+    if COMMITS.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1 == at {
+        eprintln!("aborting before commit {at}, as SLUICE_TEST_ABORT_BEFORE_ICEBERG_COMMIT asks");
+        std::process::abort();
+    }
+}
+
+/// The sink's offsets a table stores: the floors in its properties overlaid by its current
+/// snapshot's summary.
+pub(super) fn stored_offsets(meta: &TableMetadata, properties: &Offsets, sink: &str) -> Offsets {
+    let mut offsets = properties.clone();
+    if let Some(summary) = meta
+        .current
+        .as_ref()
+        .and_then(|s| s.summary.get(&offsets_key(sink)))
+        .and_then(|text| parse_offsets(text))
+    {
+        offsets.extend(summary);
+    }
+    offsets
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -671,10 +721,10 @@ mod tests {
         }
         let files = Files::new(&Default::default(), &Default::default());
         let location = format!("file://{}", dir.path().display());
-        assert_eq!(
-            remove_leftovers(&files, &location, "s1", 3).await.unwrap(),
-            3
-        );
+        let found = leftovers(&files, &location, "s1", 3).await.unwrap();
+        assert_eq!(found.len(), 3, "{found:?}");
+        remove_files(&files, &found).await.unwrap();
+        assert!(!dir.path().join("data/0000000004.s1.9-0.parquet").exists());
         assert!(dir.path().join("data/0000000003.s1.9-0.parquet").exists());
         assert!(dir.path().join("data/0000000004.s1-2.9-0.parquet").exists());
         assert!(dir.path().join("metadata/v3.metadata.json").exists());

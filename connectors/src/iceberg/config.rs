@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use sluice_core::redact::SecretUrl;
+use sluice_core::transform::TransformConfig;
 
 use crate::files::S3Config;
 pub use crate::tables::Mode;
@@ -76,6 +77,9 @@ pub struct IcebergSinkConfig {
     /// column's range), with the reason in a header. Default none: such a row stops the sink.
     #[serde(default)]
     pub dead_letter_topic: Option<String>,
+    /// What happens to changes between the log and the sink, in order (core's `transform`).
+    #[serde(default)]
+    pub transforms: Vec<TransformConfig>,
 }
 
 fn default_namespace() -> String {
@@ -190,11 +194,19 @@ impl crate::Section for IcebergSinkConfig {
     }
 
     fn paths_mut(&mut self) -> Vec<&mut PathBuf> {
-        self.token_file
-            .iter_mut()
-            .chain(self.ca_file.iter_mut())
-            .chain(self.s3.paths_mut())
-            .collect()
+        let mut paths: Vec<&mut PathBuf> = {
+            self.token_file
+                .iter_mut()
+                .chain(self.ca_file.iter_mut())
+                .chain(self.s3.paths_mut())
+                .collect()
+        };
+        paths.extend(
+            self.transforms
+                .iter_mut()
+                .flat_map(TransformConfig::paths_mut),
+        );
+        paths
     }
 
     fn topics(&self) -> &[String] {
@@ -203,5 +215,9 @@ impl crate::Section for IcebergSinkConfig {
 
     fn dead_letter_topic(&self) -> Option<&str> {
         self.dead_letter_topic.as_deref()
+    }
+
+    fn transforms(&self) -> &[TransformConfig] {
+        &self.transforms
     }
 }

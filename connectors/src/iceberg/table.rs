@@ -6,6 +6,7 @@
 //! twice before a commit is one row in the data file), because a position delete can only
 //! remove rows of files committed before.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
@@ -52,10 +53,10 @@ impl Index {
     }
 }
 
-/// A row waiting for the next commit, with its key (current-state tables).
+/// A row waiting for the next commit (its key is the one in [`Pending::keys`] that names its
+/// slot).
 #[derive(Debug)]
 pub struct Row {
-    pub key: Box<[u8]>,
     pub cells: Vec<Cell>,
     /// The key of the committed row whose values fill this row's unavailable ones: its own
     /// key, or the old key of a key change.
@@ -117,6 +118,10 @@ pub struct Table {
     pub committed: Offsets,
     /// Mappings per source table version seen (by columns).
     pub mappings: Vec<(Arc<TableSchema>, Arc<Mapping>)>,
+    /// Files an interrupted commit of this sink left (found at open): removed once this
+    /// sink's next commit to the table has landed, since from then on the interrupted one
+    /// can no longer land (its parent is not the table's current snapshot any more).
+    pub leftovers: Vec<String>,
     /// The commit running on its own task (its files, then the catalog).
     pub in_flight: Option<
         tokio::task::JoinHandle<Result<crate::iceberg::Committed, crate::iceberg::IcebergError>>,
@@ -237,12 +242,23 @@ impl Table {
         let after = change.after.as_deref().unwrap_or_default();
         let mut cells = self.cells(mapping, after)?;
         let key = Self::key_of(mapping, &cells);
-        let mut fill_from = Some(key.clone());
-        let previous = self.pending.keys.get(&key).copied().flatten();
-        if let Some(slot) = previous {
-            if let Some(row) = self.pending.rows[slot].take() {
+        // Where the values the change lacks come from, when not from the key's own committed
+        // row (set when a waiting row gave them, or a key change names the old key).
+        let mut fill_from_other = None;
+        let own = cells.contains(&Cell::Unavailable).then(|| key.clone());
+        let key_bytes = key.len();
+        let slot = self.pending.rows.len();
+        let previous = match self.pending.keys.entry(key) {
+            Entry::Occupied(mut entry) => entry.get_mut().replace(slot),
+            Entry::Vacant(entry) => {
+                entry.insert(Some(slot));
+                None
+            }
+        };
+        if let Some(previous) = previous {
+            if let Some(row) = self.pending.rows[previous].take() {
                 fill_unavailable(&mut cells, &row.cells);
-                fill_from = row.fill_from;
+                fill_from_other = Some(row.fill_from);
             }
         } else if change.op == Op::Create && cells.contains(&Cell::Unavailable) {
             // The create of a key change: the unchanged values are the old key's row's.
@@ -252,25 +268,20 @@ impl Table {
                     // come from (it may lack them too).
                     Some(old) => {
                         fill_unavailable(&mut cells, &old.cells);
-                        fill_from = old.fill_from;
+                        fill_from_other = Some(old.fill_from);
                     }
-                    None => fill_from = Some(old_key),
+                    None => fill_from_other = Some(Some(old_key)),
                 }
             }
         }
-        if !cells.contains(&Cell::Unavailable) {
-            fill_from = None;
-        }
-        // The row, its key twice (the row's and the map's) and the map's entry.
-        self.pending.bytes += cells.iter().map(cells::size).sum::<usize>() + 2 * key.len() + 96;
-        self.pending
-            .keys
-            .insert(key.clone(), Some(self.pending.rows.len()));
-        self.pending.rows.push(Some(Row {
-            key,
-            cells,
-            fill_from,
-        }));
+        let fill_from = if cells.contains(&Cell::Unavailable) {
+            fill_from_other.unwrap_or(own)
+        } else {
+            None
+        };
+        // The row (with what filled it), its key and the map's entry.
+        self.pending.bytes += cells.iter().map(cells::size).sum::<usize>() + key_bytes + 96;
+        self.pending.rows.push(Some(Row { cells, fill_from }));
         Ok(())
     }
 
@@ -295,7 +306,6 @@ impl Table {
         };
         self.pending.bytes += cells.iter().map(cells::size).sum::<usize>() + 64;
         self.pending.rows.push(Some(Row {
-            key: Box::default(),
             cells,
             fill_from: None,
         }));
@@ -319,16 +329,16 @@ pub fn row_cells(
     sources: &[Option<usize>],
     values: &[Value],
 ) -> Result<Vec<Cell>, String> {
-    schema
-        .fields
-        .iter()
-        .zip(sources)
-        .map(|(field, source)| match source {
+    // (Filled in a loop: collecting results would grow the vector as it goes.)
+    let mut cells = Vec::with_capacity(schema.fields.len());
+    for (field, source) in schema.fields.iter().zip(sources) {
+        cells.push(match source {
             Some(i) => cell(&field.ty, values.get(*i).unwrap_or(&Value::Null))
-                .map_err(|reason| format!("column {:?}: {reason}", field.name)),
-            None => Ok(Cell::Null),
-        })
-        .collect()
+                .map_err(|reason| format!("column {:?}: {reason}", field.name))?,
+            None => Cell::Null,
+        });
+    }
+    Ok(cells)
 }
 
 /// A change as a changelog row of `schema` ([`CHANGELOG_COLUMNS`] first): its op, place in
@@ -447,6 +457,7 @@ mod tests {
             pending: Pending::default(),
             committed: Offsets::new(),
             mappings: Vec::new(),
+            leftovers: Vec::new(),
             in_flight: None,
         };
         let mapping = table.mapping(&source).unwrap();
@@ -492,7 +503,7 @@ mod tests {
             .unwrap();
         let live: Vec<&Row> = table.pending.rows.iter().flatten().collect();
         assert_eq!(live.len(), 1);
-        assert_eq!(live[0].key, key(1001));
+        assert_eq!(table.pending.keys.get(&key(1001)), Some(&Some(1)));
         assert_eq!(live[0].fill_from.as_deref(), Some(&key(1)[..]));
         assert_eq!(table.pending.keys.get(&key(1)), Some(&None));
     }

@@ -16,6 +16,13 @@ pub struct JsonlSinkConfig {
     pub path: PathBuf,
     /// Topics to deliver: names or `*` patterns (`shop.public.*`). Required.
     pub topics: Vec<String>,
+    /// Transforms (`[[sinks.transforms]]`): the lines are then the transformed changes
+    /// (`reshape.rs`).
+    #[serde(default)]
+    pub transforms: Vec<sluice_core::transform::TransformConfig>,
+    /// Where changes a transform rejects go (a log topic); without it they stop the sink.
+    #[serde(default)]
+    pub dead_letter_topic: Option<String>,
 }
 
 impl JsonlSinkConfig {
@@ -33,6 +40,14 @@ impl JsonlSinkConfig {
                 "topics",
                 "list at least one topic or pattern, e.g. [\"shop.public.*\"]",
             ));
+        }
+        if let Some(topic) = &self.dead_letter_topic {
+            if topic.is_empty() || topic.starts_with('_') {
+                return Err(err(
+                    "dead_letter_topic",
+                    "name a log topic, e.g. \"file.dead_letters\"",
+                ));
+            }
         }
         Ok(())
     }
@@ -63,5 +78,13 @@ impl crate::Section for JsonlSinkConfig {
     }
     fn topics(&self) -> &[String] {
         &self.topics
+    }
+
+    fn transforms(&self) -> &[sluice_core::transform::TransformConfig] {
+        &self.transforms
+    }
+
+    fn dead_letter_topic(&self) -> Option<&str> {
+        self.dead_letter_topic.as_deref()
     }
 }

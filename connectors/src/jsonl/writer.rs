@@ -1,5 +1,6 @@
 //! Appends event values as lines and commits file length and offsets together.
 
+use crate::reshape::Destination;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -213,12 +214,44 @@ impl RecordSink for JsonlSink {
         Ok(stored)
     }
 
+    fn resume_from(&mut self, offsets: &Offsets) {
+        self.offsets = offsets.clone();
+    }
+
     async fn write(&mut self, records: &[SinkRecord]) -> Result<(), JsonlError> {
+        self.append(records, None)
+    }
+
+    async fn close(&mut self) -> Result<(), JsonlError> {
+        self.file = None;
+        Ok(())
+    }
+}
+
+impl crate::reshape::ReshapedSink for JsonlSink {
+    async fn write_reshaped(
+        &mut self,
+        records: &[SinkRecord],
+        to: &[Destination],
+    ) -> Result<(), JsonlError> {
+        self.append(records, Some(to))
+    }
+}
+
+impl JsonlSink {
+    /// Appends the records' values as lines (with transforms, those not `Dropped`), and
+    /// commits.
+    fn append(
+        &mut self,
+        records: &[SinkRecord],
+        to: Option<&[Destination]>,
+    ) -> Result<(), JsonlError> {
         let path = &self.config.path;
         let file = self.file.as_mut().expect("open before write");
         self.buf.clear();
-        for record in records {
-            if let Some(value) = &record.record.value {
+        for (i, record) in records.iter().enumerate() {
+            let dropped = to.is_some_and(|to| to[i] == Destination::Dropped);
+            if let Some(value) = record.record.value.as_ref().filter(|_| !dropped) {
                 if is_framed(value) {
                     let undecodable = |reason: String| JsonlError::Undecodable {
                         topic: record.topic.to_string(),
@@ -246,10 +279,5 @@ impl RecordSink for JsonlSink {
         file.sync_data().map_err(io_error("fsync", path))?;
         self.file_len += self.buf.len() as u64;
         self.store_committed()
-    }
-
-    async fn close(&mut self) -> Result<(), JsonlError> {
-        self.file = None;
-        Ok(())
     }
 }

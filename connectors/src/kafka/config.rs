@@ -70,6 +70,10 @@ pub struct KafkaSinkConfig {
     /// sink with an error naming it.
     #[serde(default)]
     pub dead_letter_topic: Option<String>,
+    /// Transforms (`[[sinks.transforms]]`): the records produced are then the transformed
+    /// changes as JSON (`reshape.rs`).
+    #[serde(default)]
+    pub transforms: Vec<sluice_core::transform::TransformConfig>,
 }
 
 /// What the sink writes as record values.
@@ -200,6 +204,10 @@ impl crate::Section for KafkaSinkConfig {
 
     fn dead_letter_topic(&self) -> Option<&str> {
         self.dead_letter_topic.as_deref()
+    }
+
+    fn transforms(&self) -> &[sluice_core::transform::TransformConfig] {
+        &self.transforms
     }
 }
 

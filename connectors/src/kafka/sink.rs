@@ -467,7 +467,7 @@ impl RecordSink for KafkaSink {
         if records.is_empty() {
             return Ok(());
         }
-        self.produce_round(records).await
+        self.produce_round(records, None).await
     }
 
     /// Commits the open transaction (exactly once; at least once, `write` waited already).
@@ -479,6 +479,10 @@ impl RecordSink for KafkaSink {
     /// once).
     fn applied(&self) -> Option<&Offsets> {
         Some(&self.committed)
+    }
+
+    fn resume_from(&mut self, offsets: &Offsets) {
+        self.committed = offsets.clone();
     }
 
     async fn close(&mut self) -> Result<(), KafkaSinkError> {
@@ -493,5 +497,18 @@ impl RecordSink for KafkaSink {
             flushed.map_err(self.error("flushing"))?;
         }
         Ok(())
+    }
+}
+
+impl crate::reshape::ReshapedSink for KafkaSink {
+    async fn write_reshaped(
+        &mut self,
+        records: &[SinkRecord],
+        to: &[crate::reshape::Destination],
+    ) -> Result<(), KafkaSinkError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        self.produce_round(records, Some(to)).await
     }
 }

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
+use sluice_core::transform::TransformConfig;
 
 use crate::files::S3Config;
 use crate::ConfigError;
@@ -40,6 +41,9 @@ pub struct ParquetSinkConfig {
     /// with the reason in a header. Default none: such a change stops the sink.
     #[serde(default)]
     pub dead_letter_topic: Option<String>,
+    /// What happens to changes between the log and the sink, in order (core's `transform`).
+    #[serde(default)]
+    pub transforms: Vec<TransformConfig>,
 }
 
 fn default_table() -> String {
@@ -110,9 +114,17 @@ impl crate::Section for ParquetSinkConfig {
     }
 
     fn paths_mut(&mut self) -> Vec<&mut PathBuf> {
-        let on_s3 = crate::files::is_s3(&self.path.to_string_lossy());
-        let path = (!on_s3).then_some(&mut self.path);
-        path.into_iter().chain(self.s3.paths_mut()).collect()
+        let mut paths: Vec<&mut PathBuf> = {
+            let on_s3 = crate::files::is_s3(&self.path.to_string_lossy());
+            let path = (!on_s3).then_some(&mut self.path);
+            path.into_iter().chain(self.s3.paths_mut()).collect()
+        };
+        paths.extend(
+            self.transforms
+                .iter_mut()
+                .flat_map(TransformConfig::paths_mut),
+        );
+        paths
     }
 
     fn topics(&self) -> &[String] {
@@ -121,5 +133,9 @@ impl crate::Section for ParquetSinkConfig {
 
     fn dead_letter_topic(&self) -> Option<&str> {
         self.dead_letter_topic.as_deref()
+    }
+
+    fn transforms(&self) -> &[TransformConfig] {
+        &self.transforms
     }
 }

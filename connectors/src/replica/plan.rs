@@ -156,7 +156,7 @@ pub fn plan(changes: Vec<SourcedChange>) -> Result<Vec<TableWork>, PlanError> {
     let mut open: HashMap<TableId, usize> = HashMap::new();
     let mut key_columns: Vec<usize> = Vec::new();
     for sourced in changes {
-        let SourcedChange { change, record } = sourced;
+        let SourcedChange { change, record, .. } = sourced;
         let Change {
             table,
             op,

@@ -14,7 +14,11 @@ use crate::sink::{Offsets, RecordSink, SinkRecord};
 use crate::topic::pattern_takes;
 
 mod membership;
+mod past_the_log;
+mod reset;
 use membership::{hand_over, moved, moved_now};
+use past_the_log::offsets_past_the_log;
+pub use reset::{reset_writer, OffsetReset, PartitionReset};
 
 /// How a sink runs.
 #[derive(Debug, Clone)]
@@ -92,6 +96,14 @@ where
             Some(offsets) => offsets,
             None => log.group_offsets(&group).await.map_err(log_error)?,
         };
+        // An operator's change to the offsets that the target does not carry yet.
+        let mut reset = OffsetReset::read(&log, &name).await.map_err(log_error)?;
+        if let Some(reset) = reset.as_mut() {
+            reset.apply(&log, &mut offsets).await;
+            reset.store(&log, &name).await.map_err(log_error)?;
+            sink.resume_from(&offsets);
+            tracing::info!(partitions = ?reset.partitions, "the sink's offsets were changed while it was stopped: it resumes from the new ones");
+        }
         // What the destination holds: the consumer group and the lag follow this.
         let mut durable = offsets.clone();
         let owned = membership
@@ -258,7 +270,7 @@ where
             offsets.extend(advanced.clone());
             // With nothing new, what the destination finished in the background still counts
             // now, not at the next batch.
-            publish_durable(
+            let advanced = publish_durable(
                 &name,
                 &group,
                 &log,
@@ -268,6 +280,14 @@ where
                 advanced,
             )
             .await?;
+            if let Some(pending) = reset.as_mut() {
+                if pending.settle(&advanced) {
+                    pending.store(&log, &name).await.map_err(log_error)?;
+                }
+                if pending.is_empty() {
+                    reset = None;
+                }
+            }
             if records.is_empty() {
                 tokio::select! {
                     _ = cancel.cancelled() => break 'open,
@@ -433,7 +453,7 @@ async fn publish_durable<S: RecordSink, L: EventLog>(
     (assigned, gaps): (&[(Arc<str>, u32)], &Gaps),
     durable: &mut Offsets,
     written: Offsets,
-) -> Result<(), PipelineError> {
+) -> Result<Offsets, PipelineError> {
     let advanced: Offsets = match sink.applied() {
         Some(applied) => {
             let mut advanced: Offsets = applied
@@ -457,7 +477,7 @@ async fn publish_durable<S: RecordSink, L: EventLog>(
     };
     durable.extend(advanced.clone());
     if !advanced.is_empty() {
-        log.commit_offsets(group, advanced)
+        log.commit_offsets(group, advanced.clone())
             .await
             .map_err(|source| PipelineError::Log {
                 name: name.to_owned(),
@@ -465,7 +485,7 @@ async fn publish_durable<S: RecordSink, L: EventLog>(
             })?;
     }
     set_lag_gauge(name, log, assigned, durable);
-    Ok(())
+    Ok(advanced)
 }
 
 /// How often the lag gauge is refreshed while a write waits on the destination.
@@ -489,56 +509,6 @@ fn set_lag_gauge<L: EventLog>(
         })
         .sum();
     ::metrics::gauge!(metrics::SINK_LAG_RECORDS, "sink" => name.to_owned()).set(lag as f64);
-}
-
-/// A sink's stored offset beyond the end of its partition in the log. A sink only ever applies
-/// committed records, and the log's committed end only grows: its target was fed from another
-/// log (the log was created again, or restored from an older copy). Reading on would skip,
-/// silently, every record of this log below the stored offset.
-#[derive(Debug, thiserror::Error)]
-#[error(
-    "its target has applied {topic}[{partition}] up to offset {stored}, but the log holds only \
-     {end} records there: the target was fed from another log (the log was created again, or \
-     restored from an older copy). Nothing was written, since reading on would skip this log's \
-     records below offset {stored}. Point the sink at a fresh target, or delete the sink's \
-     stored offsets to feed the target again from this log (docs/operations.md, \"A new log \
-     under an old target\")"
-)]
-struct OffsetsPastTheLog {
-    topic: String,
-    partition: u32,
-    stored: u64,
-    end: u64,
-}
-
-/// The first of `assigned`'s partitions whose offset in `offsets` lies past its end in `log`.
-/// The end is asked afresh before it counts: the stable offset a backend remembers may lag
-/// (another process's commits on Kafka).
-async fn offsets_past_the_log<L: EventLog>(
-    log: &L,
-    assigned: &[(Arc<str>, u32)],
-    offsets: &Offsets,
-) -> Option<OffsetsPastTheLog> {
-    for (topic, partition) in assigned {
-        let Some(&stored) = offsets.get(&(topic.to_string(), *partition)) else {
-            continue;
-        };
-        if stored <= log.stable_offset(topic, *partition) {
-            continue;
-        }
-        let Ok(fresh) = log.offsets(topic, *partition).await else {
-            continue;
-        };
-        if stored > fresh.stable {
-            return Some(OffsetsPastTheLog {
-                topic: topic.to_string(),
-                partition: *partition,
-                stored,
-                end: fresh.stable,
-            });
-        }
-    }
-    None
 }
 
 /// The partitions of every topic a sink's patterns take (`pattern_takes`).

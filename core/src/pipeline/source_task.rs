@@ -35,6 +35,9 @@ pub struct SourceSettings {
     /// Stop the whole pipeline once a checkpoint at or past this position is durable (after
     /// any snapshot): `sluice run --stop-at`, for cut-overs and benchmarks.
     pub stop_at: Option<Position>,
+    /// What reaching `stop_at` cancels: the whole pipeline's token (None: the one the source
+    /// runs on, which then is the pipeline's).
+    pub stop_at_cancels: Option<CancellationToken>,
     /// Number each event among its table's events in its transaction and write `BEGIN`/`END`
     /// records to `<name>.transaction` (Debezium's `provide.transaction.metadata`).
     pub transaction_metadata: bool,
@@ -95,10 +98,24 @@ where
         durable: resume.clone(),
         handled: 0,
     });
-    let stop = settings
-        .stop_at
-        .clone()
-        .map(|position| (position, cancel.clone()));
+    let stop = settings.stop_at.clone().map(|position| {
+        let token = settings.stop_at_cancels.clone();
+        (position, token.unwrap_or_else(|| cancel.clone()))
+    });
+    // A cut-over whose position the log already holds stops at once: no new batch may come
+    // to be checked (the legacy system's writes have stopped).
+    if let (Some((stop_at, stop_cancel)), Some(checkpoint)) = (&stop, &resume) {
+        let reached = checkpoint.snapshot == SnapshotProgress::Done
+            && checkpoint
+                .position
+                .partial_cmp(stop_at)
+                .is_some_and(|order| order.is_ge());
+        if reached {
+            tracing::info!(position = %checkpoint.position, stop_at = %stop_at, "reached the stop position; stopping");
+            stop_cancel.cancel();
+            return Ok(());
+        }
+    }
     let writer_halt = halt.clone();
     let writer_log = log.clone();
     let writer_name = name.clone();

@@ -28,7 +28,13 @@ use crate::change::{ChangeDecoder, DecodeError, SourcedChange};
 use crate::checkpoint::{COMMIT_HEADER, COMMIT_PART_HEADER};
 use crate::event::Op;
 use crate::retry::{Classify, ErrorKind};
-use crate::sink::{ChangeBatch, ChangeSink, Offsets, RecordSink, SinkRecord};
+use crate::sink::{
+    ChangeBatch, ChangeSink, DeadLetterError, DeadLetterWriter, Offsets, RecordSink, SinkRecord,
+};
+use crate::transform::{Chain, TransformConfigError};
+
+mod rejects;
+use rejects::divert;
 
 /// A change sink's error, or a record no decoder could read (definite: the record is not what
 /// sluice writes, or its schema is gone from the registry).
@@ -38,13 +44,24 @@ pub enum TypedSinkError<E> {
     Sink(E),
     #[error("cannot decode {0}")]
     Decode(DecodeError),
+    /// A transform does not fit a table the sink met (a column it lacks).
+    #[error("{0}")]
+    Transform(TransformConfigError),
+    /// A transform rejected a change and there is no dead-letter topic to put it in.
+    #[error("{0}; set dead_letter_topic on the sink to divert such events and go on")]
+    Rejected(String),
+    #[error("{0}")]
+    DeadLetter(DeadLetterError),
 }
 
 impl<E: Classify> Classify for TypedSinkError<E> {
     fn kind(&self) -> ErrorKind {
         match self {
             TypedSinkError::Sink(err) => err.kind(),
-            TypedSinkError::Decode(_) => ErrorKind::Definite,
+            TypedSinkError::Decode(_)
+            | TypedSinkError::Transform(_)
+            | TypedSinkError::Rejected(_) => ErrorKind::Definite,
+            TypedSinkError::DeadLetter(err) => err.kind(),
         }
     }
 }
@@ -67,6 +84,10 @@ pub struct TypedSink<S, D> {
     open: HashMap<String, u64>,
     /// The most record bytes one `ChangeSink::write` gets.
     max_write_bytes: usize,
+    /// The sink's transforms (None: none configured).
+    transforms: Option<Chain>,
+    /// Where changes a transform rejects go.
+    rejects: Option<DeadLetterWriter>,
 }
 
 /// What whole-commit mode hands the sink from one read.
@@ -98,7 +119,19 @@ impl<S: ChangeSink, D: ChangeDecoder> TypedSink<S, D> {
             max_pending_bytes: DEFAULT_MAX_PENDING_BYTES,
             open: HashMap::new(),
             max_write_bytes: MAX_WRITE_BYTES,
+            transforms: None,
+            rejects: None,
         }
+    }
+
+    /// Runs `chain` on every change before the sink sees it; changes it rejects go to
+    /// `dead_letters` (without one, they stop the sink).
+    pub fn transforms(mut self, chain: Chain, dead_letters: Option<DeadLetterWriter>) -> Self {
+        if !chain.is_empty() {
+            self.transforms = Some(chain);
+            self.rejects = dead_letters;
+        }
+        self
     }
 
     /// The most record bytes one write hands the sink (default 4 MiB): sinks whose destination
@@ -322,7 +355,16 @@ impl<S: ChangeSink, D: ChangeDecoder> TypedSink<S, D> {
             let chunks = chunks(part, self.max_write_bytes);
             let last_part = i + 1 == count;
             for (j, chunk) in chunks.iter().enumerate() {
-                let changes = self.decode(chunk).map_err(TypedSinkError::Decode)?;
+                let mut changes = self.decode(chunk).map_err(TypedSinkError::Decode)?;
+                if let Some(chain) = &mut self.transforms {
+                    let (kept, rejected) = chain
+                        .apply(changes, chunk)
+                        .map_err(TypedSinkError::Transform)?;
+                    changes = kept;
+                    if !rejected.is_empty() {
+                        divert(self.rejects.as_ref(), chunk, rejected).await?;
+                    }
+                }
                 let last = last_part && j + 1 == chunks.len();
                 let ends_transaction = !self.whole_commits || (last && !open);
                 let batch = ChangeBatch {
@@ -368,10 +410,7 @@ fn decode_run<D: ChangeDecoder>(
     for (index, record) in records.iter().enumerate() {
         if let Some(change) = decoder.decode(record)? {
             if change.op != Op::Message {
-                changes.push(SourcedChange {
-                    change,
-                    record: first + index,
-                });
+                changes.push(SourcedChange::new(change, first + index));
             }
         }
     }
@@ -416,6 +455,10 @@ impl<S: ChangeSink, D: ChangeDecoder> RecordSink for TypedSink<S, D> {
 
     fn applied(&self) -> Option<&Offsets> {
         self.sink.applied()
+    }
+
+    fn resume_from(&mut self, offsets: &Offsets) {
+        self.sink.resume_from(offsets);
     }
 
     async fn write(&mut self, records: &[SinkRecord]) -> Result<(), Self::Error> {

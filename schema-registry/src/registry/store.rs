@@ -12,6 +12,7 @@
 use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::Mutex;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use sluice_core::batch::{PartitionBatch, Record};
@@ -45,6 +46,12 @@ pub trait SchemaStore: Send + Sync + 'static {
     /// The entries written since the last load, where the store can tell (None: load it all).
     fn load_more(&self) -> Result<Option<Vec<Entry>>, StoreError> {
         Ok(None)
+    }
+
+    /// Whether trying again can help: false once the store cannot work any more (its thread
+    /// ended), so that a caller stops at once rather than retrying.
+    fn working(&self) -> bool {
+        true
     }
 }
 
@@ -113,14 +120,17 @@ impl LogStore {
                                     return Ok(false);
                                 }
                                 if fenced > 0 {
-                                    tokio::time::sleep(backoff(fenced)).await;
+                                    await_turn(&log, fenced).await;
                                 }
-                                log.claim(WRITER)
+                                log.fence(WRITER)
                                     .await
                                     .map_err(|e| StoreError(format!("taking over {TOPIC}: {e}")))?;
                                 claimed = true;
                                 Ok(true)
                             });
+                            if claiming.is_err() {
+                                runtime.block_on(async { tokio::time::sleep(PAUSE).await });
+                            }
                             let _ = reply.send(claiming);
                         }
                         Request::Append(entries, reply) => {
@@ -128,18 +138,24 @@ impl LogStore {
                                 // (The registry claims first; this keeps a bare append from
                                 // writing unfenced.)
                                 if !claimed {
-                                    log.claim(WRITER).await?;
+                                    log.fence(WRITER).await?;
                                     claimed = true;
                                 }
                                 append(&log, entries).await
                             });
                             match &appended {
+                                Ok(()) => fenced = 0,
                                 Err(LogError::Fenced(_)) => {
                                     claimed = false;
                                     fenced += 1;
                                 }
-                                Ok(()) => fenced = 0,
-                                Err(_) => {}
+                                // A log that fails otherwise (a broker down, a producer left
+                                // in an error state): the registry tries again, not at once,
+                                // with a writer made afresh.
+                                Err(_) => {
+                                    claimed = false;
+                                    runtime.block_on(async { tokio::time::sleep(PAUSE).await });
+                                }
                             }
                             let _ = reply.send(
                                 appended.map_err(|e| StoreError(format!("writing {TOPIC}: {e}"))),
@@ -178,15 +194,37 @@ impl Drop for LogStore {
     }
 }
 
-/// How long to wait before claiming the store again after `fenced` writes in a row were fenced:
-/// at random below 25 ms, doubling with each, up to 1.6 s.
-fn backoff(fenced: u32) -> std::time::Duration {
-    let ceiling = 25u64 << fenced.min(6);
+/// How long a write or claim that failed (not fenced) holds the next one back.
+const PAUSE: Duration = Duration::from_millis(250);
+
+/// How long `_schemas` must have been still (after the process that fenced this one wrote) for
+/// that process to be done writing, and how long to wait at most for it to write at all (it
+/// may have found, once it read the topic, that it had nothing to write).
+const STILL: Duration = Duration::from_millis(300);
+const AT_MOST: Duration = Duration::from_secs(2);
+
+/// After `fenced` writes in a row were fenced: waits for the process that fenced this one to
+/// write and be done, then a little longer at random (below 25 ms, doubling with each fence,
+/// up to 0.4 s), so that processes that register at once take turns, each writing all it has
+/// in its turn. (Claiming back at once would fence the other before its write, and it would
+/// do the same in return, round after round.)
+async fn await_turn<L: EventLog>(log: &L, fenced: u32) {
+    let end = || async { log.offsets(TOPIC, 0).await.map(|o| o.stable).ok() };
+    let started = Instant::now();
+    let (mut last, mut since, mut moved) = (end().await, Instant::now(), false);
+    while started.elapsed() < AT_MOST && !(moved && since.elapsed() >= STILL) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let now = end().await;
+        if now != last {
+            (last, since, moved) = (now, Instant::now(), true);
+        }
+    }
+    let ceiling = 25u64 << fenced.min(4);
     let noise = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::from(d.subsec_nanos()))
         ^ u64::from(std::process::id()).wrapping_mul(2_654_435_761);
-    std::time::Duration::from_millis(noise % ceiling)
+    tokio::time::sleep(Duration::from_millis(noise % ceiling)).await;
 }
 
 /// The topic's entries from offset `from` on, and the offset after them.
@@ -249,6 +287,10 @@ impl SchemaStore for LogStore {
 
     fn claim(&self) -> Result<bool, StoreError> {
         self.ask(Request::Claim)
+    }
+
+    fn working(&self) -> bool {
+        self.thread.as_ref().is_some_and(|t| !t.is_finished())
     }
 
     fn load_more(&self) -> Result<Option<Vec<Entry>>, StoreError> {

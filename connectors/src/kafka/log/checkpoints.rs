@@ -51,6 +51,24 @@ impl KafkaLog {
         Ok((checkpoints, consumer))
     }
 
+    /// Fences every other process's producer of `writer` (their open transaction is aborted):
+    /// from now on only this process's appends as `writer` commit.
+    pub(super) fn fence_blocking(&self, writer: &str) -> Result<(), LogError> {
+        self.inner
+            .claimed
+            .lock()
+            .expect("not poisoned")
+            .insert(writer.to_owned());
+        // A producer made before (with this process's own id, or fenced since by another
+        // process's claim) goes: the new one's start fences every other.
+        self.inner
+            .writers
+            .lock()
+            .expect("not poisoned")
+            .remove(writer);
+        self.writer(writer).map(|_| ())
+    }
+
     /// Checkpoints other processes' writers committed since the last call, without waiting.
     /// (This process's own come back too, maybe behind a newer commit of theirs: they are
     /// left out, as what `append` published is never older.)
@@ -96,19 +114,7 @@ impl KafkaLog {
     /// Fences every other process's producer of `writer` (their open transaction is aborted),
     /// then reads the writer's checkpoint afresh: nothing can commit after it.
     pub(super) fn claim_blocking(&self, writer: &str) -> Result<Option<String>, LogError> {
-        self.inner
-            .claimed
-            .lock()
-            .expect("not poisoned")
-            .insert(writer.to_owned());
-        // A producer made before (with this process's own id, or fenced since by another
-        // process's claim) goes: the new one's start fences every other.
-        self.inner
-            .writers
-            .lock()
-            .expect("not poisoned")
-            .remove(writer);
-        self.writer(writer)?;
+        self.fence_blocking(writer)?;
         let (checkpoints, _) = self
             .read_checkpoints()
             .map_err(|e| self.error("reading the writers' checkpoints", e))?;

@@ -100,6 +100,14 @@ impl EventLog for KafkaLog {
             .expect("claiming does not panic")
     }
 
+    async fn fence(&self, writer: &str) -> Result<(), LogError> {
+        let this = self.clone();
+        let writer = writer.to_owned();
+        tokio::task::spawn_blocking(move || this.fence_blocking(&writer))
+            .await
+            .expect("fencing does not panic")
+    }
+
     fn topics(&self) -> Vec<String> {
         self.inner
             .topics
@@ -292,3 +300,4 @@ impl EventLog for KafkaLog {
         Ok(())
     }
 }
+

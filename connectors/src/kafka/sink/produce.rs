@@ -28,6 +28,7 @@ use super::delivery::{Failure, NO_INDEX};
 use super::rewrite::{rewrite, REWRITE_CHUNK};
 use super::topics::Destinations;
 use super::{KafkaSink, KafkaSinkError};
+use crate::reshape::Destination;
 
 /// A transaction commits once it holds this many bytes of records (the records themselves
 /// are in the producer's bounded queue or in Kafka, not held here; each commit waits for
@@ -102,12 +103,15 @@ impl InFlight {
 impl KafkaSink {
     /// Hands a round's records to the producer (into the open transaction when exactly
     /// once).
+    /// `to`: where transforms sent each record (`reshape.rs`); without, each goes to its own
+    /// topic.
     pub(super) async fn produce_round(
         &mut self,
         records: &[SinkRecord],
+        to: Option<&[Destination]>,
     ) -> Result<(), KafkaSinkError> {
         let transactional = self.transactional();
-        let destinations = Destinations::of(&self.config, records);
+        let destinations = Destinations::of(&self.config, records, to);
         self.ensure_topics(&destinations.kafka_topics(), false)
             .await?;
         if self.in_flight.is_none() {
@@ -120,7 +124,7 @@ impl KafkaSink {
             self.in_flight = Some(InFlight::new());
         }
         let started = Instant::now();
-        let bytes = match self.hand_over(records, &destinations).await {
+        let bytes = match self.hand_over(records, to, &destinations).await {
             Ok(bytes) => bytes,
             Err(err) => return Err(self.abandon(err).await),
         };
@@ -226,6 +230,7 @@ impl KafkaSink {
     async fn hand_over(
         &mut self,
         records: &[SinkRecord],
+        to: Option<&[Destination]>,
         destinations: &Destinations,
     ) -> Result<usize, KafkaSinkError> {
         let mut bytes = 0;
@@ -234,8 +239,11 @@ impl KafkaSink {
             .step_by(REWRITE_CHUNK)
             .map(|start| start..(start + REWRITE_CHUNK).min(records.len()))
             .collect();
+        // Transformed records hold their final values already.
         let mut rewriting = match (self.transcoder.take(), chunks.first()) {
-            (Some(transcoder), Some(first)) => Some(rewrite(transcoder, &records[first.clone()])),
+            (Some(transcoder), Some(first)) if to.is_none() => {
+                Some(rewrite(transcoder, &records[first.clone()]))
+            }
             (transcoder, _) => {
                 self.transcoder = transcoder;
                 None
@@ -271,6 +279,11 @@ impl KafkaSink {
                 let record = &at.record;
                 let in_flight = self.in_flight.as_mut().expect("set by produce_round");
                 in_flight.advance(at);
+                let topic = match to.map(|to| &to[index]) {
+                    None => &at.topic,
+                    Some(Destination::Topic(topic)) => topic,
+                    Some(Destination::Dropped) => continue,
+                };
                 let produced_as = in_flight.produce_as(at);
                 let value: Option<&[u8]> = match rewritten
                     .as_ref()
@@ -286,10 +299,9 @@ impl KafkaSink {
                         value: header.value.as_deref(),
                     });
                 }
-                let mut out =
-                    BaseRecord::with_opaque_to(destinations.topic(&at.topic), produced_as)
-                        .timestamp(record.timestamp_ms)
-                        .headers(headers);
+                let mut out = BaseRecord::with_opaque_to(destinations.topic(topic), produced_as)
+                    .timestamp(record.timestamp_ms)
+                    .headers(headers);
                 let size =
                     record.key.as_ref().map_or(0, |k| k.len()) + value.map_or(0, <[u8]>::len);
                 if let Some(key) = &record.key {

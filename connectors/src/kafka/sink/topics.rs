@@ -5,20 +5,29 @@ use std::sync::Arc;
 use sluice_core::sink::SinkRecord;
 
 use crate::kafka::config::KafkaSinkConfig;
+use crate::reshape::Destination;
 
 /// The Kafka topic of each log topic a batch holds.
 pub(super) struct Destinations(Vec<(Arc<str>, String)>);
 
 impl Destinations {
-    pub(super) fn of(config: &KafkaSinkConfig, records: &[SinkRecord]) -> Destinations {
+    /// `to`: where transforms sent each record (its own topic when there are none).
+    pub(super) fn of(
+        config: &KafkaSinkConfig,
+        records: &[SinkRecord],
+        to: Option<&[Destination]>,
+    ) -> Destinations {
         let mut names: Vec<(Arc<str>, String)> = Vec::new();
-        for record in records {
-            let known = names
-                .last()
-                .is_some_and(|(t, _)| Arc::ptr_eq(t, &record.topic))
-                || names.iter().any(|(t, _)| *t == record.topic);
+        for (i, record) in records.iter().enumerate() {
+            let topic = match to.map(|to| &to[i]) {
+                None => &record.topic,
+                Some(Destination::Topic(topic)) => topic,
+                Some(Destination::Dropped) => continue,
+            };
+            let known = names.last().is_some_and(|(t, _)| Arc::ptr_eq(t, topic))
+                || names.iter().any(|(t, _)| t == topic);
             if !known {
-                names.push((Arc::clone(&record.topic), config.kafka_topic(&record.topic)));
+                names.push((Arc::clone(topic), config.kafka_topic(topic)));
             }
         }
         Destinations(names)

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use serde::Deserialize;
+use sluice_core::transform::TransformConfig;
 
 use crate::{ConfigError, UrlError};
 
@@ -37,6 +38,9 @@ pub struct MysqlSinkConfig {
     /// Log topic for events the target rejects. Default none: they stop the sink.
     #[serde(default)]
     pub dead_letter_topic: Option<String>,
+    /// What happens to changes between the log and the sink, in order (core's `transform`).
+    #[serde(default)]
+    pub transforms: Vec<TransformConfig>,
     /// Table holding the sink's offsets, in the target database. Default `_sluice_offsets`.
     #[serde(default = "default_offsets_table")]
     pub offsets_table: String,
@@ -123,7 +127,13 @@ impl crate::Section for MysqlSinkConfig {
     }
 
     fn paths_mut(&mut self) -> Vec<&mut std::path::PathBuf> {
-        self.password_file.iter_mut().collect()
+        let mut paths: Vec<&mut std::path::PathBuf> = { self.password_file.iter_mut().collect() };
+        paths.extend(
+            self.transforms
+                .iter_mut()
+                .flat_map(TransformConfig::paths_mut),
+        );
+        paths
     }
     fn topics(&self) -> &[String] {
         &self.topics
@@ -131,5 +141,9 @@ impl crate::Section for MysqlSinkConfig {
 
     fn dead_letter_topic(&self) -> Option<&str> {
         self.dead_letter_topic.as_deref()
+    }
+
+    fn transforms(&self) -> &[TransformConfig] {
+        &self.transforms
     }
 }

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use serde::Deserialize;
+use sluice_core::transform::TransformConfig;
 
 use crate::{ConfigError, UrlError};
 
@@ -38,6 +39,9 @@ pub struct PostgresSinkConfig {
     /// Default none: a rejected event stops the sink with the database's error.
     #[serde(default)]
     pub dead_letter_topic: Option<String>,
+    /// What happens to changes between the log and the sink, in order (core's `transform`).
+    #[serde(default)]
+    pub transforms: Vec<TransformConfig>,
     /// Table (in the target's `public` schema unless qualified) holding the sink's offsets,
     /// written in the same transaction as the rows. Default `_sluice_offsets`.
     #[serde(default = "default_offsets_table")]
@@ -140,7 +144,13 @@ impl crate::Section for PostgresSinkConfig {
     }
 
     fn paths_mut(&mut self) -> Vec<&mut std::path::PathBuf> {
-        self.password_file.iter_mut().collect()
+        let mut paths: Vec<&mut std::path::PathBuf> = { self.password_file.iter_mut().collect() };
+        paths.extend(
+            self.transforms
+                .iter_mut()
+                .flat_map(TransformConfig::paths_mut),
+        );
+        paths
     }
     fn topics(&self) -> &[String] {
         &self.topics
@@ -148,5 +158,9 @@ impl crate::Section for PostgresSinkConfig {
 
     fn dead_letter_topic(&self) -> Option<&str> {
         self.dead_letter_topic.as_deref()
+    }
+
+    fn transforms(&self) -> &[TransformConfig] {
+        &self.transforms
     }
 }

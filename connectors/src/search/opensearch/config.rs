@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 use sluice_core::redact::SecretUrl;
+use sluice_core::transform::TransformConfig;
 
 use crate::ConfigError;
 
@@ -70,6 +71,9 @@ pub struct OpenSearchSinkConfig {
     /// sink with that reason.
     #[serde(default)]
     pub dead_letter_topic: Option<String>,
+    /// What happens to changes between the log and the sink, in order (core's `transform`).
+    #[serde(default)]
+    pub transforms: Vec<TransformConfig>,
 }
 
 /// Whether sluice maps the indexes it creates.
@@ -174,10 +178,18 @@ impl crate::Section for OpenSearchSinkConfig {
     }
 
     fn paths_mut(&mut self) -> Vec<&mut PathBuf> {
-        self.password_file
-            .iter_mut()
-            .chain(self.ca_file.iter_mut())
-            .collect()
+        let mut paths: Vec<&mut PathBuf> = {
+            self.password_file
+                .iter_mut()
+                .chain(self.ca_file.iter_mut())
+                .collect()
+        };
+        paths.extend(
+            self.transforms
+                .iter_mut()
+                .flat_map(TransformConfig::paths_mut),
+        );
+        paths
     }
 
     fn topics(&self) -> &[String] {
@@ -186,5 +198,9 @@ impl crate::Section for OpenSearchSinkConfig {
 
     fn dead_letter_topic(&self) -> Option<&str> {
         self.dead_letter_topic.as_deref()
+    }
+
+    fn transforms(&self) -> &[TransformConfig] {
+        &self.transforms
     }
 }

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 use sluice_core::redact::{Secret, SecretUrl};
+use sluice_core::transform::TransformConfig;
 
 use crate::ConfigError;
 
@@ -47,6 +48,9 @@ pub struct TypesenseSinkConfig {
     /// reason. Default none: a rejection stops the sink with that reason.
     #[serde(default)]
     pub dead_letter_topic: Option<String>,
+    /// What happens to changes between the log and the sink, in order (core's `transform`).
+    #[serde(default)]
+    pub transforms: Vec<TransformConfig>,
 }
 
 fn default_collection() -> String {
@@ -144,10 +148,18 @@ impl crate::Section for TypesenseSinkConfig {
     }
 
     fn paths_mut(&mut self) -> Vec<&mut PathBuf> {
-        self.api_key_file
-            .iter_mut()
-            .chain(self.ca_file.iter_mut())
-            .collect()
+        let mut paths: Vec<&mut PathBuf> = {
+            self.api_key_file
+                .iter_mut()
+                .chain(self.ca_file.iter_mut())
+                .collect()
+        };
+        paths.extend(
+            self.transforms
+                .iter_mut()
+                .flat_map(TransformConfig::paths_mut),
+        );
+        paths
     }
 
     fn topics(&self) -> &[String] {
@@ -156,5 +168,9 @@ impl crate::Section for TypesenseSinkConfig {
 
     fn dead_letter_topic(&self) -> Option<&str> {
         self.dead_letter_topic.as_deref()
+    }
+
+    fn transforms(&self) -> &[TransformConfig] {
+        &self.transforms
     }
 }

@@ -57,7 +57,9 @@ pub(super) async fn hand_over<S: RecordSink, L: EventLog>(
 ) -> Result<(), PipelineError> {
     let flushed = sink.flush().await;
     let published = match &flushed {
-        Ok(()) => publish_durable(name, group, log, sink, progress, durable, Offsets::new()).await,
+        Ok(()) => publish_durable(name, group, log, sink, progress, durable, Offsets::new())
+            .await
+            .map(drop),
         Err(err) => {
             tracing::warn!(error = %err, "sink could not finish its writes before a rebalance; the next owner of its partitions writes them again");
             Ok(())
