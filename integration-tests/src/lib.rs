@@ -436,7 +436,11 @@ impl Sluice {
             .args(["run", "-c"])
             .arg(&self.config)
             .args(args)
-            .env("SLUICE_LOG", "info")
+            // SLUICE_TEST_LOG (e.g. "info,sluice_core=debug") to see more of a failing test.
+            .env(
+                "SLUICE_LOG",
+                std::env::var("SLUICE_TEST_LOG").unwrap_or_else(|_| "info".to_owned()),
+            )
             .env(NO_INSTANCE_METADATA.0, NO_INSTANCE_METADATA.1)
             .envs(env.iter().copied())
             .stdout(Stdio::null())
