@@ -120,6 +120,8 @@ pub(crate) fn json_records(
         .expect("the table registers");
     let mut records = Vec::new();
     let mut out = EncodedRecords::default();
+    // One name for the partition's records, as the sink runtime hands them over.
+    let topic: Arc<str> = "shop.public.orders".into();
     for (offset, event) in events.enumerate() {
         out.clear_records();
         encoder.encode(&event, &mut out).expect("encodes");
@@ -128,7 +130,7 @@ pub(crate) fn json_records(
                 span.map(|s| Bytes::copy_from_slice(out.bytes(s)))
             };
             records.push(SinkRecord {
-                topic: "shop.public.orders".into(),
+                topic: Arc::clone(&topic),
                 partition: 0,
                 record: StoredRecord {
                     offset: offset as u64,

@@ -387,24 +387,34 @@ impl Step {
                 change.table = Arc::clone(table);
             }
             (Step::Set { fields, .. }, Prepared::Set(plan, table)) => {
-                let values: Vec<Option<Value>> = plan
+                // Values filled from this change (none when every field is fixed for the
+                // table: no allocation per change then).
+                let values: Vec<Option<Value>> = if plan
                     .iter()
-                    .map(|(_, filled)| match filled {
-                        Filled::Fixed(_) => None,
-                        Filled::PerChange(field) => Some(fill(&fields[*field].1, change, topic)),
-                    })
-                    .collect();
+                    .any(|(_, filled)| matches!(filled, Filled::PerChange(_)))
+                {
+                    plan.iter()
+                        .map(|(_, filled)| match filled {
+                            Filled::Fixed(_) => None,
+                            Filled::PerChange(field) => {
+                                Some(fill(&fields[*field].1, change, topic))
+                            }
+                        })
+                        .collect()
+                } else {
+                    Vec::new()
+                };
                 let appended = plan.iter().filter(|(replace, _)| replace.is_none()).count();
                 for row in [&mut change.before, &mut change.after]
                     .into_iter()
                     .flatten()
                 {
                     row.reserve_exact(appended);
-                    for ((replace, filled), value) in plan.iter().zip(&values) {
-                        let value = match (filled, value) {
+                    for (i, (replace, filled)) in plan.iter().enumerate() {
+                        let value = match (filled, values.get(i)) {
                             (Filled::Fixed(fixed), _) => fixed.clone(),
-                            (_, Some(value)) => value.clone(),
-                            (_, None) => Value::Null,
+                            (_, Some(Some(value))) => value.clone(),
+                            (_, _) => Value::Null,
                         };
                         match replace {
                             Some(i) => row[*i] = value,
