@@ -1,12 +1,13 @@
 //! How deployments connect to Postgres. TLS, against the shared server with the certificate
 //! `dev/services` made for it (target/tls): verify-full on the source (replication and snapshot
 //! connections included) and the sink; a wrong CA refused at once, naming the check; `require`
-//! against a server without TLS refused, saying so. And a Unix-socket host.
+//! against a server without TLS refused, saying so. A Unix-socket host. And a replication
+//! connection the server drops, twice, while a writer commits.
 
 use std::time::Duration;
 
 use sluice_integration_tests::{
-    sluice_bin, source_config, wait_for, workspace_root, PrivateCluster, Sluice, TestDb,
+    events, sluice_bin, source_config, wait_for, workspace_root, PrivateCluster, Sluice, TestDb,
 };
 
 fn tls_file(name: &str) -> String {
@@ -169,4 +170,62 @@ async fn a_unix_socket_host_carries_the_snapshot_the_stream_and_the_sink() {
     ));
     assert_eq!(address, "unix");
     assert_eq!(sluice.stop(), Some(0), "{}", sluice.stderr());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_replication_connection_reconnects_without_loss_or_duplicates() {
+    let db = TestDb::create();
+    db.exec("CREATE TABLE d (id int PRIMARY KEY)");
+    let mut sluice = Sluice::new(&source_config(&db, "max_batch_events = 200"));
+    sluice.start();
+    db.wait_for_streaming().await;
+    let writer_db = db.url();
+    let writer = sluice_core::task::spawn_in_span(async move {
+        let client = sluice_integration_tests::writer_client(&writer_db).await;
+        for id in 1..=3000 {
+            client
+                .execute("INSERT INTO d VALUES ($1)", &[&id])
+                .await
+                .unwrap();
+        }
+    });
+    // Cut the walsender twice while the writer commits; sluice must reconnect on its own.
+    for _ in 0..2 {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        db.exec(&format!(
+            "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = '{}' AND active_pid IS NOT NULL",
+            db.name
+        ));
+    }
+    writer.await.unwrap();
+    // A marker row after everything: once it is in the log, so is every duplicate there
+    // could be (one partition, commit order).
+    db.exec("INSERT INTO d VALUES (3001)");
+    wait_for(
+        Duration::from_secs(60),
+        "all 3000 rows and the marker",
+        || {
+            events(&sluice.records("src.public.d"))
+                .iter()
+                .any(|e| e["after"]["id"] == 3001)
+        },
+    )
+    .await;
+    let ids: Vec<i64> = events(&sluice.records("src.public.d"))
+        .iter()
+        .map(|e| e["after"]["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        (1..=3001).collect::<Vec<_>>(),
+        "each row once, in commit order"
+    );
+    assert!(sluice.is_running(), "a dropped connection is not fatal");
+    assert!(
+        sluice
+            .stderr()
+            .contains("reconnecting from the last durable position"),
+        "{}",
+        sluice.stderr()
+    );
 }

@@ -23,25 +23,26 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use bytes::Bytes;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header as KafkaHeader, Headers, Message, OwnedHeaders};
+use rdkafka::message::{Header as KafkaHeader, Message, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use serde::Deserialize;
-use sluice_core::batch::RecordView;
-use sluice_core::event_log::{
-    EventLog, Header, LogError, PartitionBatch, ReadBatch, Records, StoredRecord,
-};
+use sluice_core::event_log::{EventLog, LogError, PartitionBatch, ReadBatch};
 use tokio::sync::watch;
 
 mod checkpoints;
+mod clients;
 mod event_log;
 mod group;
+
+use clients::{
+    client, consumer_config, for_each_record, position, process_id, send, stored, transient,
+    watermarks,
+};
 
 /// The compacted topic of the writers' checkpoints (key: writer).
 pub const CHECKPOINTS_TOPIC: &str = "_sluice_checkpoints";
@@ -704,118 +705,5 @@ async fn refresh_loop(inner: std::sync::Weak<Inner>) {
             return;
         }
         tick += 1;
-    }
-}
-
-/// Errors a reader outlives: the cluster's own failover deals with them.
-fn transient(err: &KafkaError) -> bool {
-    matches!(
-        err.rdkafka_error_code(),
-        Some(
-            RDKafkaErrorCode::BrokerTransportFailure
-                | RDKafkaErrorCode::AllBrokersDown
-                | RDKafkaErrorCode::NetworkException
-                | RDKafkaErrorCode::NotLeaderForPartition
-                | RDKafkaErrorCode::LeaderNotAvailable
-                | RDKafkaErrorCode::RequestTimedOut
-                | RDKafkaErrorCode::OperationTimedOut
-                | RDKafkaErrorCode::BrokerNotAvailable
-                | RDKafkaErrorCode::Resolve
-        )
-    )
-}
-
-/// This process on this host, unique across restarts: `<host>-<pid>-<start in ms>`.
-fn process_id() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .unwrap_or_else(|_| "host".into());
-    let started = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis());
-    format!("{host}-{}-{started}", std::process::id())
-}
-
-fn client(config: &KafkaLogConfig) -> ClientConfig {
-    let mut client = ClientConfig::new();
-    client
-        .set("bootstrap.servers", &config.brokers)
-        .set("socket.connection.setup.timeout.ms", "10000");
-    for (key, value) in &config.properties {
-        client.set(key, value);
-    }
-    client
-}
-
-fn consumer_config(config: &KafkaLogConfig) -> ClientConfig {
-    let mut consumer = client(config);
-    consumer
-        .set("group.id", "sluice-log-reader")
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("isolation.level", "read_committed")
-        .set("auto.offset.reset", "earliest")
-        .set("enable.partition.eof", "false")
-        .set("fetch.wait.max.ms", "50");
-    consumer
-}
-
-/// The consumer's position in the partition (the next offset it reads).
-fn position(consumer: &BaseConsumer, topic: &str, partition: u32) -> Option<u64> {
-    let positions = consumer.position().ok()?;
-    let element = positions.find_partition(topic, partition as i32)?;
-    match element.offset() {
-        Offset::Offset(n) if n >= 0 => Some(n as u64),
-        _ => None,
-    }
-}
-
-/// Produces `record`, waiting while the producer's queue is full.
-fn send(producer: &BaseProducer, mut record: BaseRecord<'_, [u8], [u8]>) -> Result<(), KafkaError> {
-    loop {
-        match producer.send(record) {
-            Ok(()) => return Ok(()),
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                producer.poll(Duration::from_millis(10));
-                record = back;
-            }
-            Err((err, _)) => return Err(err),
-        }
-    }
-}
-
-/// Calls `f` with each record of `records`.
-fn for_each_record(
-    records: Records,
-    mut f: impl FnMut(&dyn RecordView) -> Result<(), LogError>,
-) -> Result<(), LogError> {
-    match records {
-        Records::Owned(records) => records.iter().try_for_each(|r| f(r)),
-        Records::Packed(packed) => packed.views().iter().try_for_each(|r| f(r)),
-        Records::Prepared(_) => Err(LogError::Backend(
-            "the Kafka log takes records, not prepared batches".into(),
-        )),
-    }
-}
-
-fn stored(message: &rdkafka::message::BorrowedMessage<'_>) -> StoredRecord {
-    let headers = message
-        .headers()
-        .map(|headers| {
-            headers
-                .iter()
-                .map(|h| Header {
-                    key: h.key.to_owned(),
-                    value: h.value.map(Bytes::copy_from_slice),
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    StoredRecord {
-        offset: message.offset() as u64,
-        timestamp_ms: message.timestamp().to_millis().unwrap_or(0),
-        key: message.key().map(Bytes::copy_from_slice),
-        value: message.payload().map(Bytes::copy_from_slice),
-        headers,
     }
 }

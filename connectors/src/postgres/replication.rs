@@ -36,21 +36,22 @@ use sluice_core::event::{
     ChangeEvent, Column, LogicalMessage, Op, SnapshotMarker, TableId, TableSchema, TxnInfo,
 };
 use sluice_core::position::{Lsn, Position};
-use sluice_core::value::Value;
 use tokio::time::Instant;
 use tokio_postgres::Client;
 
 use super::catalog::{self, TypeResolver};
-use super::decode::{self, OldTuple, PgOutput, RelationMessage, TupleValue};
+use super::decode::{self, PgOutput, RelationMessage};
 use super::protocol::{quote_ident, ReplicationMessage, WireConnection};
 use super::snapshot::incremental::{
     SnapshotSignal, Window, WindowState, SIGNAL_PREFIX, WATERMARK_PREFIX,
 };
-use super::text_format::{self, PgType};
+use super::text_format::PgType;
 use super::PostgresError;
 
+mod rows;
 mod spool;
 mod toast;
+use rows::{push, row, OpenTxn};
 use spool::{Replay, Spools};
 pub use toast::ToastMode;
 
@@ -74,31 +75,6 @@ pub(super) struct RelationContext {
     pub client: Client,
     pub resolver: TypeResolver,
     pub patterns: Vec<String>,
-}
-
-struct OpenTxn {
-    xid: u32,
-    commit_ts_us: i64,
-    id: Arc<str>,
-    events: Vec<ChangeEvent>,
-    /// Events already handed out as parts of this (large) transaction.
-    emitted: u64,
-    skip: bool,
-}
-
-impl OpenTxn {
-    /// The transaction `xid` whose commit record is at `commit_lsn`; skipped when that is
-    /// before `resume_lsn` (it is in the log already).
-    fn new(xid: u32, commit_ts_us: i64, commit_lsn: Lsn, resume_lsn: Lsn) -> OpenTxn {
-        OpenTxn {
-            xid,
-            commit_ts_us,
-            id: Arc::from(format!("{xid}:{}", commit_lsn.0)),
-            events: Vec::new(),
-            emitted: 0,
-            skip: commit_lsn < resume_lsn,
-        }
-    }
 }
 
 /// Batch limits.
@@ -809,77 +785,4 @@ impl Stream {
             captured: true,
         })
     }
-}
-
-fn push(
-    txn: &mut OpenTxn,
-    rel: &Relation,
-    op: Op,
-    before: Option<Vec<Value>>,
-    before_is_key_only: bool,
-    after: Option<Vec<Value>>,
-    lsn: Lsn,
-) {
-    let total_order = txn.emitted + txn.events.len() as u64 + 1;
-    txn.events.push(ChangeEvent {
-        op,
-        table: Some(Arc::clone(&rel.schema)),
-        before,
-        before_is_key_only,
-        after,
-        snapshot: SnapshotMarker::No,
-        commit_ts_us: txn.commit_ts_us,
-        position: Position::PgLsn(lsn),
-        xid: Some(u64::from(txn.xid)),
-        txn: Some(TxnInfo {
-            id: Arc::clone(&txn.id),
-            total_order,
-            data_collection_order: 0,
-        }),
-        message: None,
-    });
-}
-
-/// Decodes a tuple. Unchanged TOAST values come from the old row when the server sent one
-/// (REPLICA IDENTITY FULL), otherwise they are `Unavailable`.
-fn row(
-    rel: &Relation,
-    values: &[TupleValue],
-    old: Option<&OldTuple>,
-) -> Result<Vec<Value>, PostgresError> {
-    if values.len() != rel.types.len() {
-        return Err(PostgresError::protocol(format!(
-            "tuple of {} has {} columns, its relation {}",
-            rel.schema.table,
-            values.len(),
-            rel.types.len()
-        )));
-    }
-    let mut out = Vec::with_capacity(values.len());
-    for (i, value) in values.iter().enumerate() {
-        out.push(match value {
-            TupleValue::Null => Value::Null,
-            TupleValue::Unchanged => match old.and_then(|o| o.values.get(i)) {
-                Some(TupleValue::Text(text)) if !old.is_some_and(|o| o.key_only) => {
-                    parse(rel, i, text)?
-                }
-                _ => Value::Unavailable,
-            },
-            TupleValue::Text(text) => parse(rel, i, text)?,
-            TupleValue::Binary(_) => {
-                return Err(PostgresError::protocol(
-                    "binary tuple data without the binary option",
-                ))
-            }
-        });
-    }
-    Ok(out)
-}
-
-fn parse(rel: &Relation, column: usize, text: &[u8]) -> Result<Value, PostgresError> {
-    text_format::parse(&rel.types[column], text).map_err(|source| PostgresError::Value {
-        table: rel.schema.table.to_string(),
-        column: rel.schema.columns[column].name.clone(),
-        source,
-    })
 }

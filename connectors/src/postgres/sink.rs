@@ -3,6 +3,7 @@
 //! - `config.rs`: the `[[sinks]] kind = "postgres"` section.
 //! - `target.rs`: creating target tables from the source schema and following its changes.
 //! - `encode.rs`: values in Postgres' COPY text form.
+//! - `statements.rs`: a batch's statements in its transaction, as the replica's plan asks them.
 //! - here: the [`Target`] for `replica::ReplicaSink` (which decodes, plans and pipelines):
 //!   opening (offsets from the target), and applying a batch in one transaction: per table,
 //!   deletes and upserts as set operations on staged rows (COPY into a session-local staging
@@ -21,7 +22,10 @@ mod encode;
 
 pub(in crate::postgres) use encode::write_text;
 mod probe;
+mod statements;
 mod target;
+
+use statements::PgStatements;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -42,7 +46,7 @@ pub use self::config::PostgresSinkConfig;
 pub use self::probe::probe;
 use self::target::{ident, pg_type, qualified};
 use crate::replica::{
-    self, Prepared, ReplicaError, ReplicaSettings, ReplicaSink, Row, Statements, TableWork, Target,
+    self, Prepared, ReplicaError, ReplicaSettings, ReplicaSink, Row, TableWork, Target,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -706,74 +710,6 @@ impl PgTarget {
                 ((row.get::<_, String>(0), partition as u32), next as u64)
             })
             .collect())
-    }
-}
-
-/// The Postgres statements of a batch, in its transaction.
-struct PgStatements<'a> {
-    target: &'a mut PgTarget,
-    tx: &'a Client,
-}
-
-impl Statements for PgStatements<'_> {
-    type Error = SinkError;
-
-    async fn truncate(&mut self, target: &str) -> Result<(), SinkError> {
-        self.tx
-            .batch_execute(&format!("TRUNCATE {target}"))
-            .await
-            .map_err(|e| SinkError::db(format!("truncating {target}"), e))
-    }
-
-    async fn delete_keys(
-        &mut self,
-        table: &TableSchema,
-        target: &str,
-        rows: &[Row],
-    ) -> Result<(), SinkError> {
-        self.target.delete_keys(self.tx, table, target, rows).await
-    }
-
-    async fn upsert(
-        &mut self,
-        table: &TableSchema,
-        target: &str,
-        rows: &[Row],
-    ) -> Result<(), SinkError> {
-        self.target.upsert(self.tx, table, target, rows).await
-    }
-
-    async fn update_available(
-        &mut self,
-        table: &TableSchema,
-        target: &str,
-        row: &Row,
-    ) -> Result<(), SinkError> {
-        self.target
-            .update_available(self.tx, table, target, row)
-            .await
-    }
-
-    async fn insert(
-        &mut self,
-        table: &TableSchema,
-        target: &str,
-        rows: &[&Row],
-    ) -> Result<(), SinkError> {
-        self.target
-            .copy_into(self.tx, table, target, rows, false)
-            .await
-    }
-
-    async fn delete_matching(
-        &mut self,
-        table: &TableSchema,
-        target: &str,
-        row: &Row,
-    ) -> Result<(), SinkError> {
-        self.target
-            .delete_matching(self.tx, table, target, row)
-            .await
     }
 }
 

@@ -19,7 +19,7 @@ impl KafkaLog {
         &self,
     ) -> Result<(HashMap<String, String>, BaseConsumer), KafkaError> {
         let consumer: BaseConsumer = consumer_config(&self.inner.config).create()?;
-        let (low, high) = super::event_log::watermarks(&consumer, CHECKPOINTS_TOPIC, 0)?;
+        let (low, high) = super::watermarks(&consumer, CHECKPOINTS_TOPIC, 0)?;
         let mut checkpoints = HashMap::new();
         let mut assignment = TopicPartitionList::new();
         assignment.add_partition_offset(CHECKPOINTS_TOPIC, 0, Offset::Offset(low))?;

@@ -3,8 +3,7 @@
 
 use std::sync::atomic::Ordering;
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::consumer::Consumer;
 use rdkafka::producer::Producer;
 use rdkafka::{Offset, TopicPartitionList};
 use sluice_core::event_log::{
@@ -14,7 +13,7 @@ use sluice_core::event_log::{
 use sluice_core::sink::Offsets;
 use tokio::sync::watch;
 
-use super::{transient, KafkaLog, CHECKPOINTS_TOPIC, TIMEOUT};
+use super::{watermarks, KafkaLog, CHECKPOINTS_TOPIC, TIMEOUT};
 
 impl EventLog for KafkaLog {
     async fn ensure_topic(&self, topic: &str) -> Result<u32, LogError> {
@@ -297,36 +296,4 @@ impl EventLog for KafkaLog {
     async fn flush(&self) -> Result<(), LogError> {
         Ok(())
     }
-}
-
-/// A partition's low and high watermarks. A topic just made is not known to every broker at
-/// once (on a cluster of three, the broker asked answered `UnknownPartition` for moments after
-/// the creating one had it), so that answer, like the failover's, is asked again until
-/// `TIMEOUT`.
-pub(super) fn watermarks(
-    consumer: &BaseConsumer,
-    topic: &str,
-    partition: u32,
-) -> Result<(i64, i64), KafkaError> {
-    let deadline = std::time::Instant::now() + TIMEOUT;
-    loop {
-        match consumer.fetch_watermarks(topic, partition as i32, TIMEOUT) {
-            Err(err) if std::time::Instant::now() < deadline && not_yet_known(&err) => {
-                // A synchronous helper of the blocking pool.
-                #[allow(clippy::disallowed_methods)]
-                std::thread::sleep(std::time::Duration::from_millis(100));
-            }
-            answer => return answer,
-        }
-    }
-}
-
-/// An error that a moment's wait cures: the cluster's failover, or a topic not yet known to the
-/// broker asked.
-fn not_yet_known(err: &KafkaError) -> bool {
-    transient(err)
-        || matches!(
-            err.rdkafka_error_code(),
-            Some(RDKafkaErrorCode::UnknownPartition | RDKafkaErrorCode::UnknownTopicOrPartition)
-        )
 }

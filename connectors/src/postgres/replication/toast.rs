@@ -27,7 +27,8 @@ use sluice_core::event::{ChangeEvent, Op, TableSchema};
 use sluice_core::value::Value;
 use tokio_postgres::Client;
 
-use super::{parse, Relation};
+use super::rows::parse;
+use super::Relation;
 use crate::postgres::protocol::quote_ident;
 use crate::postgres::snapshot::incremental::key_text;
 use crate::postgres::PostgresError;
