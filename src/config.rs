@@ -508,6 +508,42 @@ mod tests {
         assert_eq!(env_key_path("LOG__FSYNC"), "log.fsync");
     }
 
+    /// Every sink's transform files (a mask's salt) are relative to the config file, as its
+    /// other files are (the JSONL and Kafka sinks once left them relative to the working
+    /// directory).
+    #[test]
+    #[cfg(all(feature = "jsonl", feature = "kafka"))]
+    fn transform_files_are_relative_to_the_config_file() {
+        use sluice_core::transform::TransformConfig;
+        let dir = std::env::temp_dir().join(format!("sluice-config-paths-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("salt"), "a-salt-of-more-than-sixteen-bytes").unwrap();
+        let mask =
+            "[[sinks.transforms]]\ntype = \"mask\"\ncolumns = [\"email\"]\nsalt_file = \"salt\"\n";
+        let file = dir.join("sluice.toml");
+        std::fs::write(
+            &file,
+            format!(
+                "[[sinks]]\nname = \"file\"\nkind = \"jsonl\"\npath = \"out.jsonl\"\ntopics = [\"*\"]\n{mask}\n\
+                 [[sinks]]\nname = \"bus\"\nkind = \"kafka\"\nbrokers = \"127.0.0.1:9092\"\ntopics = [\"*\"]\n{mask}"
+            ),
+        )
+        .unwrap();
+        let config = load(&file).unwrap();
+        for sink in &config.sinks {
+            match sink.transforms() {
+                [TransformConfig::Mask(mask)] => assert_eq!(
+                    mask.salt_file.as_deref(),
+                    Some(dir.join("salt").as_path()),
+                    "{}",
+                    sink.name()
+                ),
+                other => panic!("{}: {other:?}", sink.name()),
+            }
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[test]
     fn fsync_policies_parse_and_bad_ones_say_why() {
         assert_eq!(

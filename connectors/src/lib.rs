@@ -19,6 +19,50 @@
 //! [`SourceConfig`] and [`SinkConfig`] are the tagged enums of the config file's `[[sources]]`
 //! and `[[sinks]]`; the binary maps each variant to its constructor in one `match`.
 
+/// [`Section`] for a sink's config: its `kind`, the files its own fields name (`|c| …` collects
+/// them; the transforms' files are added), and what every sink's config has (`name`, `topics`,
+/// `dead_letter_topic`, `transforms`, an inherent `validate`).
+macro_rules! sink_section {
+    ($config:ty, $kind:literal, |$c:ident| $own_paths:expr) => {
+        impl crate::Section for $config {
+            fn kind(&self) -> &'static str {
+                $kind
+            }
+
+            fn name(&self) -> &str {
+                &self.name
+            }
+
+            fn validate(&self, key: &str) -> Result<(), crate::ConfigError> {
+                <$config>::validate(self, key)
+            }
+
+            fn paths_mut(&mut self) -> Vec<&mut std::path::PathBuf> {
+                let $c = self;
+                let mut paths: Vec<&mut std::path::PathBuf> = $own_paths;
+                paths.extend(
+                    $c.transforms
+                        .iter_mut()
+                        .flat_map(sluice_core::transform::TransformConfig::paths_mut),
+                );
+                paths
+            }
+
+            fn topics(&self) -> &[String] {
+                &self.topics
+            }
+
+            fn dead_letter_topic(&self) -> Option<&str> {
+                self.dead_letter_topic.as_deref()
+            }
+
+            fn transforms(&self) -> &[sluice_core::transform::TransformConfig] {
+                &self.transforms
+            }
+        }
+    };
+}
+
 #[cfg(feature = "clickhouse")]
 pub mod clickhouse;
 #[cfg(any(feature = "clickhouse", feature = "iceberg"))]

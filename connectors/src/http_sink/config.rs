@@ -152,43 +152,9 @@ impl HttpSinkConfig {
     }
 }
 
-impl crate::Section for HttpSinkConfig {
-    fn kind(&self) -> &'static str {
-        "http"
-    }
-
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn validate(&self, key: &str) -> Result<(), ConfigError> {
-        HttpSinkConfig::validate(self, key)
-    }
-
-    fn paths_mut(&mut self) -> Vec<&mut PathBuf> {
-        let mut paths: Vec<&mut PathBuf> = self
-            .bearer_token_file
-            .iter_mut()
-            .chain(self.signing_secret_file.iter_mut())
-            .chain(self.ca_file.iter_mut())
-            .collect();
-        paths.extend(
-            self.transforms
-                .iter_mut()
-                .flat_map(TransformConfig::paths_mut),
-        );
-        paths
-    }
-
-    fn topics(&self) -> &[String] {
-        &self.topics
-    }
-
-    fn dead_letter_topic(&self) -> Option<&str> {
-        self.dead_letter_topic.as_deref()
-    }
-
-    fn transforms(&self) -> &[TransformConfig] {
-        &self.transforms
-    }
-}
+sink_section!(HttpSinkConfig, "http", |c| c
+    .bearer_token_file
+    .iter_mut()
+    .chain(c.signing_secret_file.iter_mut())
+    .chain(c.ca_file.iter_mut())
+    .collect());

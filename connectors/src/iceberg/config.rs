@@ -180,44 +180,9 @@ impl IcebergSinkConfig {
     }
 }
 
-impl crate::Section for IcebergSinkConfig {
-    fn kind(&self) -> &'static str {
-        "iceberg"
-    }
-
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn validate(&self, key: &str) -> Result<(), ConfigError> {
-        IcebergSinkConfig::validate(self, key)
-    }
-
-    fn paths_mut(&mut self) -> Vec<&mut PathBuf> {
-        let mut paths: Vec<&mut PathBuf> = {
-            self.token_file
-                .iter_mut()
-                .chain(self.ca_file.iter_mut())
-                .chain(self.s3.paths_mut())
-                .collect()
-        };
-        paths.extend(
-            self.transforms
-                .iter_mut()
-                .flat_map(TransformConfig::paths_mut),
-        );
-        paths
-    }
-
-    fn topics(&self) -> &[String] {
-        &self.topics
-    }
-
-    fn dead_letter_topic(&self) -> Option<&str> {
-        self.dead_letter_topic.as_deref()
-    }
-
-    fn transforms(&self) -> &[TransformConfig] {
-        &self.transforms
-    }
-}
+sink_section!(IcebergSinkConfig, "iceberg", |c| c
+    .token_file
+    .iter_mut()
+    .chain(c.ca_file.iter_mut())
+    .chain(c.s3.paths_mut())
+    .collect());

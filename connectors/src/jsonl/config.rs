@@ -60,31 +60,4 @@ impl JsonlSinkConfig {
     }
 }
 
-impl crate::Section for JsonlSinkConfig {
-    fn kind(&self) -> &'static str {
-        "jsonl"
-    }
-
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn validate(&self, key: &str) -> Result<(), crate::ConfigError> {
-        JsonlSinkConfig::validate(self, key)
-    }
-
-    fn paths_mut(&mut self) -> Vec<&mut std::path::PathBuf> {
-        vec![&mut self.path]
-    }
-    fn topics(&self) -> &[String] {
-        &self.topics
-    }
-
-    fn transforms(&self) -> &[sluice_core::transform::TransformConfig] {
-        &self.transforms
-    }
-
-    fn dead_letter_topic(&self) -> Option<&str> {
-        self.dead_letter_topic.as_deref()
-    }
-}
+sink_section!(JsonlSinkConfig, "jsonl", |c| vec![&mut c.path]);

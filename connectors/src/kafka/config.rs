@@ -181,35 +181,7 @@ pub fn check_brokers(brokers: &str) -> Result<(), String> {
     Ok(())
 }
 
-impl crate::Section for KafkaSinkConfig {
-    fn kind(&self) -> &'static str {
-        "kafka"
-    }
-
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn validate(&self, key: &str) -> Result<(), crate::ConfigError> {
-        KafkaSinkConfig::validate(self, key)
-    }
-
-    fn paths_mut(&mut self) -> Vec<&mut std::path::PathBuf> {
-        Vec::new()
-    }
-
-    fn topics(&self) -> &[String] {
-        &self.topics
-    }
-
-    fn dead_letter_topic(&self) -> Option<&str> {
-        self.dead_letter_topic.as_deref()
-    }
-
-    fn transforms(&self) -> &[sluice_core::transform::TransformConfig] {
-        &self.transforms
-    }
-}
+sink_section!(KafkaSinkConfig, "kafka", |c| Vec::new());
 
 #[cfg(test)]
 mod tests {

@@ -100,42 +100,11 @@ impl ParquetSinkConfig {
     }
 }
 
-impl crate::Section for ParquetSinkConfig {
-    fn kind(&self) -> &'static str {
-        "parquet"
-    }
-
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn validate(&self, key: &str) -> Result<(), ConfigError> {
-        ParquetSinkConfig::validate(self, key)
-    }
-
-    fn paths_mut(&mut self) -> Vec<&mut PathBuf> {
-        let mut paths: Vec<&mut PathBuf> = {
-            let on_s3 = crate::files::is_s3(&self.path.to_string_lossy());
-            let path = (!on_s3).then_some(&mut self.path);
-            path.into_iter().chain(self.s3.paths_mut()).collect()
-        };
-        paths.extend(
-            self.transforms
-                .iter_mut()
-                .flat_map(TransformConfig::paths_mut),
-        );
-        paths
-    }
-
-    fn topics(&self) -> &[String] {
-        &self.topics
-    }
-
-    fn dead_letter_topic(&self) -> Option<&str> {
-        self.dead_letter_topic.as_deref()
-    }
-
-    fn transforms(&self) -> &[TransformConfig] {
-        &self.transforms
-    }
-}
+sink_section!(ParquetSinkConfig, "parquet", |c| {
+    let on_s3 = crate::files::is_s3(&c.path.to_string_lossy());
+    (!on_s3)
+        .then_some(&mut c.path)
+        .into_iter()
+        .chain(c.s3.paths_mut())
+        .collect()
+});

@@ -130,37 +130,7 @@ fn default_max_pending_bytes() -> usize {
     sluice_core::pipeline::DEFAULT_MAX_PENDING_BYTES
 }
 
-impl crate::Section for PostgresSinkConfig {
-    fn kind(&self) -> &'static str {
-        "postgres"
-    }
-
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn validate(&self, key: &str) -> Result<(), crate::ConfigError> {
-        PostgresSinkConfig::validate(self, key)
-    }
-
-    fn paths_mut(&mut self) -> Vec<&mut std::path::PathBuf> {
-        let mut paths: Vec<&mut std::path::PathBuf> = { self.password_file.iter_mut().collect() };
-        paths.extend(
-            self.transforms
-                .iter_mut()
-                .flat_map(TransformConfig::paths_mut),
-        );
-        paths
-    }
-    fn topics(&self) -> &[String] {
-        &self.topics
-    }
-
-    fn dead_letter_topic(&self) -> Option<&str> {
-        self.dead_letter_topic.as_deref()
-    }
-
-    fn transforms(&self) -> &[TransformConfig] {
-        &self.transforms
-    }
-}
+sink_section!(PostgresSinkConfig, "postgres", |c| c
+    .password_file
+    .iter_mut()
+    .collect());

@@ -164,43 +164,8 @@ impl OpenSearchSinkConfig {
     }
 }
 
-impl crate::Section for OpenSearchSinkConfig {
-    fn kind(&self) -> &'static str {
-        "opensearch"
-    }
-
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn validate(&self, key: &str) -> Result<(), ConfigError> {
-        OpenSearchSinkConfig::validate(self, key)
-    }
-
-    fn paths_mut(&mut self) -> Vec<&mut PathBuf> {
-        let mut paths: Vec<&mut PathBuf> = {
-            self.password_file
-                .iter_mut()
-                .chain(self.ca_file.iter_mut())
-                .collect()
-        };
-        paths.extend(
-            self.transforms
-                .iter_mut()
-                .flat_map(TransformConfig::paths_mut),
-        );
-        paths
-    }
-
-    fn topics(&self) -> &[String] {
-        &self.topics
-    }
-
-    fn dead_letter_topic(&self) -> Option<&str> {
-        self.dead_letter_topic.as_deref()
-    }
-
-    fn transforms(&self) -> &[TransformConfig] {
-        &self.transforms
-    }
-}
+sink_section!(OpenSearchSinkConfig, "opensearch", |c| c
+    .password_file
+    .iter_mut()
+    .chain(c.ca_file.iter_mut())
+    .collect());

@@ -134,43 +134,8 @@ impl TypesenseSinkConfig {
     }
 }
 
-impl crate::Section for TypesenseSinkConfig {
-    fn kind(&self) -> &'static str {
-        "typesense"
-    }
-
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn validate(&self, key: &str) -> Result<(), ConfigError> {
-        TypesenseSinkConfig::validate(self, key)
-    }
-
-    fn paths_mut(&mut self) -> Vec<&mut PathBuf> {
-        let mut paths: Vec<&mut PathBuf> = {
-            self.api_key_file
-                .iter_mut()
-                .chain(self.ca_file.iter_mut())
-                .collect()
-        };
-        paths.extend(
-            self.transforms
-                .iter_mut()
-                .flat_map(TransformConfig::paths_mut),
-        );
-        paths
-    }
-
-    fn topics(&self) -> &[String] {
-        &self.topics
-    }
-
-    fn dead_letter_topic(&self) -> Option<&str> {
-        self.dead_letter_topic.as_deref()
-    }
-
-    fn transforms(&self) -> &[TransformConfig] {
-        &self.transforms
-    }
-}
+sink_section!(TypesenseSinkConfig, "typesense", |c| c
+    .api_key_file
+    .iter_mut()
+    .chain(c.ca_file.iter_mut())
+    .collect());
