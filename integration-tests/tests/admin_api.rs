@@ -13,6 +13,25 @@ use sluice_integration_tests::{
 
 const TOKEN: &str = "a-long-random-admin-token";
 
+/// `db`'s source and the JSONL sink `file` reading its table `t`, with the API on `port` (its
+/// token in the process's directory), then `extra` sections.
+fn config_with_api(db: &TestDb, port: u16, extra: &str) -> String {
+    format!(
+        "[api]\nlisten = \"127.0.0.1:{port}\"\ntoken_file = \"{{dir}}/token\"\n\n{}{}{extra}",
+        source_config(db, ""),
+        jsonl_sink("\"src.public.t\""),
+    )
+}
+
+/// Starts `config`'s pipeline with the API's token in place; returns once the source streams.
+async fn start_with_token(db: &TestDb, config: &str) -> Sluice {
+    let mut sluice = Sluice::new(config);
+    std::fs::write(sluice.path("token"), format!("{TOKEN}\n")).unwrap();
+    sluice.start();
+    db.wait_for_streaming().await;
+    sluice
+}
+
 fn lines(sluice: &Sluice) -> usize {
     std::fs::read_to_string(sluice.path("out.jsonl")).map_or(0, |t| t.lines().count())
 }
@@ -29,14 +48,7 @@ async fn the_admin_api_pauses_resumes_and_describes_the_pipeline() {
     let db = TestDb::create();
     db.exec("CREATE TABLE t (id int PRIMARY KEY, v text)");
     let port = free_port();
-    let mut sluice = Sluice::new(&format!(
-        "[api]\nlisten = \"127.0.0.1:{port}\"\ntoken_file = \"{{dir}}/token\"\n\n{}{}",
-        source_config(&db, ""),
-        jsonl_sink("\"src.public.t\""),
-    ));
-    std::fs::write(sluice.path("token"), format!("{TOKEN}\n")).unwrap();
-    sluice.start();
-    db.wait_for_streaming().await;
+    let mut sluice = start_with_token(&db, &config_with_api(&db, port, "")).await;
     db.exec("INSERT INTO t SELECT g, 'a' FROM generate_series(1, 10) g");
     wait_for(Duration::from_secs(30), "10 lines", || lines(&sluice) == 10).await;
 
@@ -214,16 +226,9 @@ async fn sighup_and_post_reload_apply_a_new_config_and_refuse_a_bad_one() {
     let db = TestDb::create();
     db.exec("CREATE TABLE t (id int PRIMARY KEY, v text)");
     let port = free_port();
-    let head = format!(
-        "[api]\nlisten = \"127.0.0.1:{port}\"\ntoken_file = \"{{dir}}/token\"\n\n{}{}",
-        source_config(&db, ""),
-        jsonl_sink("\"src.public.t\""),
-    );
+    let head = config_with_api(&db, port, "");
     let second = "[[sinks]]\nname = \"second\"\nkind = \"jsonl\"\npath = \"{dir}/second.jsonl\"\ntopics = [\"src.public.t\"]\n";
-    let mut sluice = Sluice::new(&head);
-    std::fs::write(sluice.path("token"), format!("{TOKEN}\n")).unwrap();
-    sluice.start();
-    db.wait_for_streaming().await;
+    let mut sluice = start_with_token(&db, &head).await;
     db.exec("INSERT INTO t SELECT g, 'a' FROM generate_series(1, 5) g");
     wait_for(Duration::from_secs(30), "5 lines", || lines(&sluice) == 5).await;
 
@@ -302,17 +307,11 @@ async fn a_stopped_sinks_offsets_are_reset_and_altered() {
     db.exec("CREATE TABLE t (id int PRIMARY KEY, v text)");
     let replica = TestDb::create();
     let port = free_port();
-    let config = format!(
-        "[api]\nlisten = \"127.0.0.1:{port}\"\ntoken_file = \"{{dir}}/token\"\n\n{}{}\
-         [[sinks]]\nname = \"copy\"\nkind = \"postgres\"\nurl = \"{}\"\ntopics = [\"src.public.t\"]\n",
-        source_config(&db, ""),
-        jsonl_sink("\"src.public.t\""),
+    let copy = format!(
+        "[[sinks]]\nname = \"copy\"\nkind = \"postgres\"\nurl = \"{}\"\ntopics = [\"src.public.t\"]\n",
         replica.url(),
     );
-    let mut sluice = Sluice::new(&config);
-    std::fs::write(sluice.path("token"), format!("{TOKEN}\n")).unwrap();
-    sluice.start();
-    db.wait_for_streaming().await;
+    let mut sluice = start_with_token(&db, &config_with_api(&db, port, &copy)).await;
     db.exec("INSERT INTO t SELECT g, 'a' || g FROM generate_series(1, 10) g");
     wait_for(Duration::from_secs(30), "10 lines and rows", || {
         lines(&sluice) == 10 && replica.exec("SELECT count(*) FROM t") == "10"
@@ -457,14 +456,7 @@ async fn schemathesis_finds_the_live_api_true_to_its_document() {
     let db = TestDb::create();
     db.exec("CREATE TABLE t (id int PRIMARY KEY, v text)");
     let port = free_port();
-    let mut sluice = Sluice::new(&format!(
-        "[api]\nlisten = \"127.0.0.1:{port}\"\ntoken_file = \"{{dir}}/token\"\n\n{}{}",
-        source_config(&db, ""),
-        jsonl_sink("\"src.public.t\""),
-    ));
-    std::fs::write(sluice.path("token"), format!("{TOKEN}\n")).unwrap();
-    sluice.start();
-    db.wait_for_streaming().await;
+    let mut sluice = start_with_token(&db, &config_with_api(&db, port, "")).await;
     for name in [None, Some("file"), Some("src")] {
         let mut config = format!("headers = {{ Authorization = \"Bearer {TOKEN}\" }}\n");
         let mut args = vec!["--max-examples", "30"];
