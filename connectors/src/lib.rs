@@ -117,6 +117,17 @@ pub struct ConfigError {
     pub message: String,
 }
 
+impl ConfigError {
+    /// The errors of the fields of the section at `key`: `at(key)("url", why)` is the error of
+    /// `<key>.url`.
+    pub fn at(key: &str) -> impl Fn(&str, String) -> ConfigError + '_ {
+        move |field, message| ConfigError {
+            key: format!("{key}.{field}"),
+            message,
+        }
+    }
+}
+
 sluice_core::reason_error!(
     /// A connection URL (or the password file beside it) that cannot be used as given.
     pub UrlError

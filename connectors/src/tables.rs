@@ -34,10 +34,7 @@ pub fn check_templates(
     table: &str,
     changelog_table: &str,
 ) -> Result<(), ConfigError> {
-    let err = |field: &str, message: String| ConfigError {
-        key: format!("{key}.{field}"),
-        message,
-    };
+    let err = crate::ConfigError::at(key);
     for (field, template) in [("table", table), ("changelog_table", changelog_table)] {
         if let Some(problem) = crate::names::check_template(template, "a table") {
             return Err(err(field, problem));

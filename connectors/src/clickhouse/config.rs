@@ -95,10 +95,7 @@ impl ClickHouseSinkConfig {
     }
 
     pub fn validate(&self, key: &str) -> Result<(), ConfigError> {
-        let err = |field: &str, message: String| ConfigError {
-            key: format!("{key}.{field}"),
-            message,
-        };
+        let err = crate::ConfigError::at(key);
         crate::validate_name(key, "sink", &self.name)?;
         let url = self.url.expose();
         if !(url.starts_with("http://") || url.starts_with("https://")) {

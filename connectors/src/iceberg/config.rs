@@ -116,10 +116,7 @@ impl IcebergSinkConfig {
     }
 
     pub fn validate(&self, key: &str) -> Result<(), ConfigError> {
-        let err = |field: &str, message: String| ConfigError {
-            key: format!("{key}.{field}"),
-            message,
-        };
+        let err = crate::ConfigError::at(key);
         crate::validate_name(key, "sink", &self.name)?;
         let url = self.catalog_url.expose();
         if !(url.starts_with("http://") || url.starts_with("https://")) {

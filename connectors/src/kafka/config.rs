@@ -100,10 +100,7 @@ pub enum Delivery {
 
 impl KafkaSinkConfig {
     pub fn validate(&self, key: &str) -> Result<(), ConfigError> {
-        let err = |field: &str, message: String| ConfigError {
-            key: format!("{key}.{field}"),
-            message,
-        };
+        let err = crate::ConfigError::at(key);
         crate::validate_name(key, "sink", &self.name)?;
         check_brokers(&self.brokers).map_err(|m| err("brokers", m))?;
         if self.topics.is_empty() {

@@ -64,10 +64,7 @@ impl ParquetSinkConfig {
     }
 
     pub fn validate(&self, key: &str) -> Result<(), ConfigError> {
-        let err = |field: &str, message: String| ConfigError {
-            key: format!("{key}.{field}"),
-            message,
-        };
+        let err = crate::ConfigError::at(key);
         crate::validate_name(key, "sink", &self.name)?;
         if self.path.as_os_str().is_empty() {
             return Err(err("path", "name the directory the files go to".into()));

@@ -148,10 +148,7 @@ impl PostgresSourceConfig {
     /// Checks everything that can be checked without connecting. `key` is where this source
     /// sits in the file (`sources[0]`), for error messages.
     pub fn validate(&self, key: &str) -> Result<(), ConfigError> {
-        let err = |field: &str, message: String| ConfigError {
-            key: format!("{key}.{field}"),
-            message,
-        };
+        let err = crate::ConfigError::at(key);
         crate::validate_name(key, "source", &self.name)?;
         self.connect_params().map_err(|e| err("url", e.0))?;
         if self.tables.is_empty() {

@@ -64,10 +64,7 @@ fn default_max_batch_events() -> usize {
 
 impl KafkaSourceConfig {
     pub fn validate(&self, key: &str) -> Result<(), ConfigError> {
-        let err = |field: &str, message: String| ConfigError {
-            key: format!("{key}.{field}"),
-            message,
-        };
+        let err = crate::ConfigError::at(key);
         crate::validate_name(key, "source", &self.name)?;
         super::super::config::check_brokers(&self.brokers).map_err(|m| err("brokers", m))?;
         if self.topics.is_empty() || self.topics.iter().any(|t| t.trim().is_empty()) {

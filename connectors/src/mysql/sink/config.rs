@@ -62,10 +62,7 @@ fn default_pool_size() -> usize {
 
 impl MysqlSinkConfig {
     pub fn validate(&self, key: &str) -> Result<(), ConfigError> {
-        let err = |field: &str, message: String| ConfigError {
-            key: format!("{key}.{field}"),
-            message,
-        };
+        let err = crate::ConfigError::at(key);
         crate::validate_name(key, "sink", &self.name)?;
         self.opts().map_err(|e| err("url", e.0))?;
         if self.topics.is_empty() {

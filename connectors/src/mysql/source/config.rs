@@ -116,10 +116,7 @@ fn default_snapshot_chunk() -> usize {
 
 impl MysqlSourceConfig {
     pub fn validate(&self, key: &str) -> Result<(), ConfigError> {
-        let err = |field: &str, message: String| ConfigError {
-            key: format!("{key}.{field}"),
-            message,
-        };
+        let err = crate::ConfigError::at(key);
         crate::validate_name(key, "source", &self.name)?;
         self.opts().map_err(|e| err("url", e.0))?;
         if self.tables.is_empty() {

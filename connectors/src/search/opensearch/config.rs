@@ -121,10 +121,7 @@ fn default_offsets_index() -> String {
 
 impl OpenSearchSinkConfig {
     pub fn validate(&self, key: &str) -> Result<(), ConfigError> {
-        let err = |field: &str, message: String| ConfigError {
-            key: format!("{key}.{field}"),
-            message,
-        };
+        let err = crate::ConfigError::at(key);
         crate::validate_name(key, "sink", &self.name)?;
         let url = self.url.expose();
         if !(url.starts_with("http://") || url.starts_with("https://")) {
