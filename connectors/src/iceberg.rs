@@ -253,6 +253,7 @@ impl IcebergSink {
             mappings: Vec::new(),
             leftovers: Vec::new(),
             in_flight: None,
+            key_scratch: Vec::new(),
         })
     }
 

@@ -193,6 +193,80 @@ fn push_bytes(out: &mut Vec<u8>, tag: u8, bytes: &[u8]) {
     out.extend_from_slice(bytes);
 }
 
+/// A row's key as the sink's maps hold it (the bytes [`push_key`] writes): inline up to
+/// [`INLINE_KEY`] bytes, as every number, UUID and short text key is, so a map of a million
+/// keys holds no allocation per key and a lookup reads no memory outside the map.
+#[derive(Clone)]
+pub enum RowKey {
+    Inline { len: u8, bytes: [u8; INLINE_KEY] },
+    Heap(Box<[u8]>),
+}
+
+/// The longest key a [`RowKey`] holds inline (the key of one or two numbers, or a UUID, fits).
+pub const INLINE_KEY: usize = 22;
+
+impl RowKey {
+    /// The key of `cells` (in key order); `scratch` is reused between calls.
+    pub fn of<'a>(scratch: &mut Vec<u8>, cells: impl IntoIterator<Item = &'a Cell>) -> RowKey {
+        scratch.clear();
+        for cell in cells {
+            push_key(scratch, cell);
+        }
+        RowKey::from(&scratch[..])
+    }
+}
+
+impl From<&[u8]> for RowKey {
+    fn from(key: &[u8]) -> RowKey {
+        match u8::try_from(key.len()) {
+            Ok(len) if key.len() <= INLINE_KEY => {
+                let mut bytes = [0; INLINE_KEY];
+                bytes[..key.len()].copy_from_slice(key);
+                RowKey::Inline { len, bytes }
+            }
+            _ => RowKey::Heap(key.into()),
+        }
+    }
+}
+
+impl std::ops::Deref for RowKey {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            RowKey::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            RowKey::Heap(bytes) => bytes,
+        }
+    }
+}
+
+impl std::borrow::Borrow<[u8]> for RowKey {
+    fn borrow(&self) -> &[u8] {
+        self
+    }
+}
+
+// Hashed and compared as the bytes (as `Borrow<[u8]>` requires), whichever way they are held.
+impl std::hash::Hash for RowKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        (**self).hash(state);
+    }
+}
+
+impl PartialEq for RowKey {
+    fn eq(&self, other: &RowKey) -> bool {
+        **self == **other
+    }
+}
+
+impl Eq for RowKey {}
+
+impl std::fmt::Debug for RowKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RowKey({:02x?})", &**self)
+    }
+}
+
 /// The memory `cell` takes, its heap included: what commits are sized by.
 pub fn size(cell: &Cell) -> usize {
     std::mem::size_of::<Cell>()
@@ -246,5 +320,26 @@ mod tests {
         let mut long_key = Vec::new();
         push_key(&mut long_key, &Cell::Long(5));
         assert_eq!(int_key, long_key);
+    }
+
+    #[test]
+    fn row_keys_are_their_bytes_inline_or_not() {
+        use std::collections::HashSet;
+        assert_eq!(std::mem::size_of::<RowKey>(), 24);
+        let mut scratch = Vec::new();
+        let int = RowKey::of(&mut scratch, [&Cell::Int(5)]);
+        assert!(matches!(int, RowKey::Inline { len: 9, .. }));
+        let long_text = Cell::String("a key longer than twenty-two bytes".into());
+        let long = RowKey::of(&mut scratch, [&Cell::Int(5), &long_text]);
+        assert!(matches!(long, RowKey::Heap(_)));
+        let mut bytes = Vec::new();
+        push_key(&mut bytes, &Cell::Int(5));
+        push_key(&mut bytes, &long_text);
+        assert_eq!(&*long, &bytes[..]);
+        // A set finds either kind by its bytes.
+        let keys: HashSet<RowKey> = [int.clone(), long.clone()].into_iter().collect();
+        assert!(keys.contains(&bytes[..]));
+        assert!(keys.contains(&*RowKey::of(&mut scratch, [&Cell::Long(5)])));
+        assert!(!keys.contains(&*RowKey::of(&mut scratch, [&Cell::Long(6)])));
     }
 }

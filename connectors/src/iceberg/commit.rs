@@ -20,7 +20,7 @@ use serde_json::{json, Value as Json};
 use sluice_core::sink::Offsets;
 
 use super::catalog::{Catalog, Snapshot, TableMetadata};
-use super::cells::{push_key, Cell};
+use super::cells::{Cell, RowKey};
 use super::manifest::{
     self, Entry, ManifestFile, Written, CONTENT_DATA, CONTENT_EQUALITY_DELETES,
     CONTENT_POSITION_DELETES,
@@ -139,6 +139,7 @@ pub fn build_index(
         }
     }
     let ids = &schema.identifier_field_ids;
+    let mut scratch = Vec::new();
     for path in data_files {
         let file = index.file_id(&path);
         let gone = deleted.get(&path);
@@ -150,12 +151,8 @@ pub fn build_index(
             if gone.is_some_and(|g| g.contains(&(pos as i64))) {
                 continue;
             }
-            let mut key = Vec::with_capacity(16);
-            for cell in cells {
-                push_key(&mut key, cell);
-            }
             index.rows.insert(
-                key.into_boxed_slice(),
+                RowKey::of(&mut scratch, cells),
                 Location {
                     file,
                     pos: pos as u32,

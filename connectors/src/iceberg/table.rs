@@ -17,11 +17,11 @@ use sluice_core::sink::Offsets;
 use sluice_core::value::Value;
 
 use super::catalog::TableMetadata;
-use super::cells::{self, cell, push_key, Cell};
+use super::cells::{self, cell, Cell, RowKey};
 use super::schema::{Schema, CHANGELOG_COLUMNS};
 
 /// A map keyed by row keys, hashed fast (per-process random seeds).
-pub type KeyMap<V> = HashMap<Box<[u8]>, V, foldhash::fast::RandomState>;
+pub type KeyMap<V> = HashMap<RowKey, V, foldhash::fast::RandomState>;
 
 /// What a table keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -60,11 +60,11 @@ pub struct Row {
     pub cells: Vec<Cell>,
     /// The key of the committed row whose values fill this row's unavailable ones: its own
     /// key, or the old key of a key change.
-    pub fill_from: Option<Box<[u8]>>,
+    pub fill_from: Option<RowKey>,
 }
 
 /// A deleted key, and its row when that was waiting.
-pub type Deleted = (Box<[u8]>, Option<Row>);
+pub type Deleted = (RowKey, Option<Row>);
 
 /// Changes waiting for the next commit.
 #[derive(Debug, Default)]
@@ -126,6 +126,8 @@ pub struct Table {
     pub in_flight: Option<
         tokio::task::JoinHandle<Result<crate::iceberg::Committed, crate::iceberg::IcebergError>>,
     >,
+    /// Where keys are built (reused).
+    pub key_scratch: Vec<u8>,
 }
 
 impl Table {
@@ -204,12 +206,11 @@ impl Table {
         row_cells(&self.meta.schema, &mapping.sources, values)
     }
 
-    fn key_of(mapping: &Mapping, cells: &[Cell]) -> Box<[u8]> {
-        let mut key = Vec::with_capacity(16);
-        for at in &mapping.key_fields {
-            push_key(&mut key, &cells[*at]);
-        }
-        key.into_boxed_slice()
+    fn key_of(&mut self, mapping: &Mapping, cells: &[Cell]) -> RowKey {
+        RowKey::of(
+            &mut self.key_scratch,
+            mapping.key_fields.iter().map(|at| &cells[*at]),
+        )
     }
 
     /// Adds a change of a current-state table; `Err` says why its row cannot be written (the
@@ -227,7 +228,7 @@ impl Table {
             Op::Delete => {
                 let before = change.before.as_deref().unwrap_or_default();
                 let cells = self.cells(mapping, before)?;
-                let key = Self::key_of(mapping, &cells);
+                let key = self.key_of(mapping, &cells);
                 self.pending.bytes += 2 * key.len() + 96;
                 let removed = match self.pending.keys.insert(key.clone(), None) {
                     Some(Some(slot)) => self.pending.rows[slot].take(),
@@ -241,7 +242,7 @@ impl Table {
         let last_delete = self.pending.last_delete.take();
         let after = change.after.as_deref().unwrap_or_default();
         let mut cells = self.cells(mapping, after)?;
-        let key = Self::key_of(mapping, &cells);
+        let key = self.key_of(mapping, &cells);
         // Where the values the change lacks come from, when not from the key's own committed
         // row (set when a waiting row gave them, or a key change names the old key).
         let mut fill_from_other = None;
@@ -459,13 +460,10 @@ mod tests {
             mappings: Vec::new(),
             leftovers: Vec::new(),
             in_flight: None,
+            key_scratch: Vec::new(),
         };
         let mapping = table.mapping(&source).unwrap();
-        let key = |id: i32| {
-            let mut k = Vec::new();
-            push_key(&mut k, &Cell::Int(id));
-            k.into_boxed_slice()
-        };
+        let key = |id: i32| RowKey::of(&mut Vec::new(), [&Cell::Int(id)]);
         // An update that left doc alone, then the key change (a delete and a create that
         // lacks doc too): doc must come from key 1's committed row.
         table
@@ -504,7 +502,7 @@ mod tests {
         let live: Vec<&Row> = table.pending.rows.iter().flatten().collect();
         assert_eq!(live.len(), 1);
         assert_eq!(table.pending.keys.get(&key(1001)), Some(&Some(1)));
-        assert_eq!(live[0].fill_from.as_deref(), Some(&key(1)[..]));
+        assert_eq!(live[0].fill_from, Some(key(1)));
         assert_eq!(table.pending.keys.get(&key(1)), Some(&None));
     }
 }
