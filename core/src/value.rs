@@ -217,6 +217,42 @@ pub fn write_utc_timestamp(out: &mut String, micros: i64) {
 /// Parses what [`write_utc_timestamp`] writes (`2024-01-02T03:04:05.123456Z`, years outside
 /// 0–9999 signed) back into microseconds since the epoch.
 pub fn parse_utc_timestamp(text: &str) -> Option<i64> {
+    parse_four_digit_year(text.as_bytes()).or_else(|| parse_any_utc_timestamp(text))
+}
+
+/// The usual form, `YYYY-MM-DDTHH:MM:SS[.f…]Z`, read by position without splitting or
+/// allocating (decoders parse one per timestamp column of every change).
+fn parse_four_digit_year(b: &[u8]) -> Option<i64> {
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || b[10] != b'T'
+        || b[13] != b':'
+        || b[16] != b':'
+        || b[b.len() - 1] != b'Z'
+    {
+        return None;
+    }
+    let (year, month, day) = (digits(&b[0..4])?, digits(&b[5..7])?, digits(&b[8..10])?);
+    let (hours, minutes, seconds) = (
+        digits(&b[11..13])?,
+        digits(&b[14..16])?,
+        digits(&b[17..19])?,
+    );
+    let micros = match &b[19..b.len() - 1] {
+        [] => 0,
+        [b'.', fraction @ ..] => fraction_micros(fraction)?,
+        _ => return None,
+    };
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) {
+        return None;
+    }
+    let days = days_from_civil(year, month as u32, day as u32);
+    Some(days * MICROS_PER_DAY + ((hours * 60 + minutes) * 60 + seconds) * 1_000_000 + micros)
+}
+
+/// Any year, signed.
+fn parse_any_utc_timestamp(text: &str) -> Option<i64> {
     let body = text.strip_suffix('Z')?;
     let (date, time) = body.split_once('T')?;
     let (sign, date) = match date.as_bytes().first()? {
@@ -236,12 +272,24 @@ pub fn parse_utc_timestamp(text: &str) -> Option<i64> {
     let hours: i64 = clock.next()?.parse().ok()?;
     let minutes: i64 = clock.next()?.parse().ok()?;
     let seconds: i64 = clock.next()?.parse().ok()?;
-    if fraction.len() > 6 || !fraction.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let micros: i64 = format!("{fraction:0<6}").parse().ok()?;
+    let micros = fraction_micros(fraction.as_bytes())?;
     let days = days_from_civil(sign * year, month, day);
     Some(days * MICROS_PER_DAY + ((hours * 60 + minutes) * 60 + seconds) * 1_000_000 + micros)
+}
+
+/// The number ASCII digits spell (None: a byte that is not a digit).
+fn digits(bytes: &[u8]) -> Option<i64> {
+    bytes.iter().try_fold(0i64, |n, &b| {
+        b.is_ascii_digit().then(|| n * 10 + i64::from(b - b'0'))
+    })
+}
+
+/// Microseconds of a second's fraction (`5` is 500,000; at most six digits).
+fn fraction_micros(fraction: &[u8]) -> Option<i64> {
+    if fraction.len() > 6 {
+        return None;
+    }
+    Some(digits(fraction)? * 10i64.pow(6 - fraction.len() as u32))
 }
 
 /// Writes instants as ISO-8601 UTC, like `write_utc_timestamp`, straight into bytes, and
@@ -485,11 +533,26 @@ mod tests {
             write_utc_timestamp(&mut text, micros);
             assert_eq!(parse_utc_timestamp(&text), Some(micros), "{text}");
         }
+        // Fractions of any length up to six digits, or none; the general path agrees.
+        for (text, micros) in [
+            ("2024-01-02T03:04:05Z", 1_704_164_645_000_000),
+            ("2024-01-02T03:04:05.5Z", 1_704_164_645_500_000),
+            ("2024-01-02T03:04:05.000120Z", 1_704_164_645_000_120),
+            ("1969-12-31T23:59:59.999999Z", -1),
+            ("+2024-01-02T03:04:05.5Z", 1_704_164_645_500_000),
+        ] {
+            assert_eq!(parse_utc_timestamp(text), Some(micros), "{text}");
+            assert_eq!(parse_any_utc_timestamp(text), Some(micros), "{text}");
+        }
         for garbage in [
             "",
             "2024-01-02",
             "2024-13-01T00:00:00Z",
             "2024-01-02T00:00:00.1234567Z",
+            "2024-01-02T00:00:00.12a4Z",
+            "2024-01-02T00:0x:00Z",
+            "2024-01-02T00:00:00,5Z",
+            "2024-01-32T00:00:00Z",
         ] {
             assert_eq!(parse_utc_timestamp(garbage), None, "{garbage}");
         }
