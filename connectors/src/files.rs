@@ -7,6 +7,7 @@
 //! hard link, on S3 `If-None-Match: *`), so a retried or doubled write never replaces a file.
 
 mod credentials;
+mod profiles;
 mod s3;
 mod sigv4;
 
@@ -192,13 +193,20 @@ impl Files {
         );
         let none_given = "no S3 credentials: set s3 = { access_key_id = \"…\", \
                           secret_access_key_file = \"…\" } on the sink, or AWS_ACCESS_KEY_ID \
-                          and AWS_SECRET_ACCESS_KEY in sluice's environment, or run where an \
-                          instance or container role gives them";
+                          and AWS_SECRET_ACCESS_KEY in sluice's environment, or keys in an AWS \
+                          profile (~/.aws/credentials, AWS_PROFILE), or run where an instance \
+                          or container role gives them";
         let credentials = match (key, secret) {
             (Some(id), Some(secret)) => credentials::Credentials::Fixed(Arc::new(
                 credentials::Keys::fixed(id, secret, token),
             )),
-            (None, None) => credentials::Credentials::discover(none_given)?,
+            (None, None) => {
+                let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+                match profiles::profile_keys(&env)? {
+                    Some(keys) => credentials::Credentials::Fixed(Arc::new(keys)),
+                    None => credentials::Credentials::discover(none_given)?,
+                }
+            }
             (Some(_), None) => {
                 return Err(format!(
                     "{none_given} (an access key id is given, but no secret access key)"

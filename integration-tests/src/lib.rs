@@ -442,6 +442,7 @@ impl Sluice {
                 std::env::var("SLUICE_TEST_LOG").unwrap_or_else(|_| "info".to_owned()),
             )
             .env(NO_INSTANCE_METADATA.0, NO_INSTANCE_METADATA.1)
+            .envs(NO_AWS_FILES)
             .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(stderr)
@@ -728,6 +729,16 @@ pub fn run_to_exit(sluice: &mut Sluice) -> (Option<i32>, String) {
 /// otherwise ask EC2's instance metadata service, which is not on loopback.
 const NO_INSTANCE_METADATA: (&str, &str) = ("AWS_EC2_METADATA_DISABLED", "true");
 
+/// Also set: the AWS profile files of whoever runs the tests are not read (a keyless S3 sink
+/// would otherwise take their keys).
+const NO_AWS_FILES: [(&str, &str); 2] = [
+    (
+        "AWS_SHARED_CREDENTIALS_FILE",
+        "/nonexistent/aws/credentials",
+    ),
+    ("AWS_CONFIG_FILE", "/nonexistent/aws/config"),
+];
+
 /// Runs `sluice ARGS -c CONFIG` to its end with a deadline; returns (exit code, stdout+stderr).
 pub fn sluice_command(args: &[&str], config: &Path) -> (Option<i32>, String) {
     sluice_command_env(args, config, &[])
@@ -741,6 +752,7 @@ pub fn sluice_command_env(
 ) -> (Option<i32>, String) {
     let mut command = Command::new(sluice_bin());
     command.env(NO_INSTANCE_METADATA.0, NO_INSTANCE_METADATA.1);
+    command.envs(NO_AWS_FILES);
     for (name, value) in env {
         if value.is_empty() {
             command.env_remove(name);

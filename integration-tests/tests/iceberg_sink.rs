@@ -429,7 +429,7 @@ server.serve_forever()
 "#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn s3_keys_come_from_an_instance_role_or_a_container_endpoint() {
+async fn s3_keys_come_from_a_profile_an_instance_role_or_a_container_endpoint() {
     use std::io::BufRead;
     let ice = Iceberg::new(Storage::S3);
     let source = TestDb::create();
@@ -476,6 +476,32 @@ async fn s3_keys_come_from_an_instance_role_or_a_container_endpoint() {
         ("AWS_EC2_METADATA_DISABLED", ""),
         ("AWS_EC2_METADATA_SERVICE_ENDPOINT", endpoint.as_str()),
     ];
+
+    // Keys in an AWS profile come first (the stand-in is not asked: its first answers below
+    // are the instance role's); a profile named but not there is said, not passed over.
+    let credentials = sluice.path("aws-credentials");
+    std::fs::write(
+        &credentials,
+        "[default]\naws_access_key_id = other\naws_secret_access_key = other\n\n[lake]\n\
+         aws_access_key_id = testing\naws_secret_access_key = testing\n",
+    )
+    .unwrap();
+    let credentials = credentials.display().to_string();
+    let mut profile = instance.to_vec();
+    profile.extend([
+        ("AWS_SHARED_CREDENTIALS_FILE", credentials.as_str()),
+        ("AWS_PROFILE", "lake"),
+    ]);
+    let (code, out) = sluice_command_env(&["check", "--connect"], &sluice.config, &profile);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("S3 at http://127.0.0.1:4566"), "{out}");
+    profile.last_mut().unwrap().1 = "prod";
+    let (code, out) = sluice_command_env(&["check", "--connect"], &sluice.config, &profile);
+    assert_ne!(code, Some(0), "{out}");
+    assert!(
+        out.contains("AWS_PROFILE=prod") && out.contains(&credentials),
+        "{out}"
+    );
 
     // An EC2 instance's role, through IMDSv2.
     let (code, out) = sluice_command_env(&["check", "--connect"], &sluice.config, &instance);

@@ -1,7 +1,8 @@
 //! Where an S3 client's credentials come from, in the order AWS's own tools look:
 //!
 //! 1. keys given outright: the sink's `s3 = { … }`, `AWS_ACCESS_KEY_ID` and friends, or those
-//!    an Iceberg catalog vends for a table (`files.rs` picks them);
+//!    an Iceberg catalog vends for a table (`files.rs` picks them), then those of an AWS
+//!    profile in `~/.aws` (`profiles.rs`);
 //! 2. a container's credentials endpoint, when the environment names one (ECS tasks set
 //!    `AWS_CONTAINER_CREDENTIALS_RELATIVE_URI`, EKS Pod Identity sets
 //!    `AWS_CONTAINER_CREDENTIALS_FULL_URI` and `AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE`);
