@@ -10,6 +10,7 @@
 //! Also here: the index of a current-state table, rebuilt from its snapshot (key columns of
 //! its data files, minus its position deletes) when the sink first writes to it.
 
+use std::collections::hash_map;
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
@@ -326,22 +327,42 @@ impl Job {
             index.rows.reserve(rows_written);
             let committed = !index.rows.is_empty();
             for (key, slot) in keys {
-                if committed {
-                    if let Some(at) = index.rows.remove(&key) {
-                        deletes.push((
-                            Arc::clone(&index.files[at.file as usize]),
-                            i64::from(at.pos),
-                        ));
+                let written = match (slot, self.kind) {
+                    (Some(slot), Kind::Current) => {
+                        let place = places[slot] as usize;
+                        let file = starts.partition_point(|(start, _)| *start <= place) - 1;
+                        let (start, file) = starts[file];
+                        Some(Location {
+                            file,
+                            pos: (place - start) as u32,
+                        })
                     }
-                }
-                let (Some(slot), Kind::Current) = (slot, self.kind) else {
-                    continue;
+                    _ => None,
                 };
-                let place = places[slot] as usize;
-                let file = starts.partition_point(|(start, _)| *start <= place) - 1;
-                let (start, file) = starts[file];
-                let pos = (place - start) as u32;
-                index.rows.insert(key, Location { file, pos });
+                // (One lookup per key: the old place is taken as the new one goes in.)
+                let replaced = match (written, committed) {
+                    (Some(location), false) => {
+                        index.rows.insert(key, location);
+                        None
+                    }
+                    (Some(location), true) => match index.rows.entry(key) {
+                        hash_map::Entry::Occupied(mut entry) => {
+                            Some(std::mem::replace(entry.get_mut(), location))
+                        }
+                        hash_map::Entry::Vacant(entry) => {
+                            entry.insert(location);
+                            None
+                        }
+                    },
+                    (None, true) => index.rows.remove(&key),
+                    (None, false) => None,
+                };
+                if let Some(at) = replaced {
+                    deletes.push((
+                        Arc::clone(&index.files[at.file as usize]),
+                        i64::from(at.pos),
+                    ));
+                }
             }
         }
         let mut delete_files = Vec::new();
