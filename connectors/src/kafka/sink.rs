@@ -456,8 +456,21 @@ impl RecordSink for KafkaSink {
         .await?;
         let offsets = self.read_offsets().await?;
         self.committed = offsets.clone();
+        // Where it resumes, per log partition (the first ten): what to compare with the log
+        // when a record seems missing or doubled in Kafka.
+        let mut next: Vec<String> = offsets
+            .iter()
+            .take(10)
+            .map(|((topic, partition), next)| format!("{topic}[{partition}]={next}"))
+            .collect();
+        if offsets.is_empty() {
+            next.push("none".into());
+        } else if offsets.len() > 10 {
+            next.push(format!("and {} more", offsets.len() - 10));
+        }
         tracing::info!(
             partitions = offsets.len(),
+            next = %next.join(", "),
             "resuming after the offsets committed in Kafka"
         );
         Ok((!offsets.is_empty()).then_some(offsets))
