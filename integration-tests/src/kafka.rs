@@ -128,6 +128,33 @@ pub fn services(args: &[&str]) {
     );
 }
 
+/// Kills the development broker (`kill -9`, no shutdown of its own) and waits until it is
+/// gone; `services(&["up", "kafka"])` starts it again. A single-node broker stopped with
+/// SIGTERM under an open transaction was seen to lose the commit markers of a transaction it
+/// had acknowledged (its coordinator logged the commit complete, the partitions held no
+/// marker after the restart), and the next transaction's marker then committed those records
+/// again: an outage the broker survives whole is what the tests that stop it need.
+pub fn kill_broker() {
+    let pid_file = workspace_root().join("target/kafka/kafka.pid");
+    let pid = std::fs::read_to_string(&pid_file).expect("the broker's pid file");
+    let pid = pid.trim();
+    crate::run_ok(Command::new("kill").args(["-9", pid]), "kill -9 the broker");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while Command::new("kill")
+        .args(["-0", pid])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the broker outlived kill -9"
+        );
+        #[allow(clippy::disallowed_methods)] // synchronous: polls a process until it is gone
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
 /// Denies every client (the broker's listener gives them all the principal `User:ANONYMOUS`)
 /// writes to the topics whose names start with `prefix`: an ACL (the development broker runs
 /// an authorizer that allows whatever no ACL names).

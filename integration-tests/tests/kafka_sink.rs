@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use serde_json::Value as Json;
 use sluice_integration_tests::kafka::{
-    console_consumer, consume, deny_writes, kafka_records, kafka_sink, services,
+    console_consumer, consume, deny_writes, kafka_records, kafka_sink, kill_broker, services,
 };
 use sluice_integration_tests::{
     events, free_port, sluice_command, source_config, wait_for, workspace_root, Rng, Sluice, TestDb,
@@ -134,11 +134,12 @@ async fn every_event_reaches_kafka_once_across_kill_9_in_the_partition_java_give
         opened(&sluice) >= 4
     })
     .await;
-    // And the broker stopped under the running sink for longer than the producer waits
-    // for a record (`message.timeout.ms`, 3 s here, 60 s by default; the broker takes 10 s or more to come back): the records in flight
-    // fail, the transaction aborts, and the sink retries until the broker is back.
+    // And the broker killed under the running sink for longer than the producer waits for a
+    // record (`message.timeout.ms`, 3 s here, 60 s by default; the broker takes 10 s or more
+    // to come back): the records in flight fail, the transaction aborts, and the sink retries
+    // until the broker is back. (Killed, not stopped: see `kill_broker`.)
     tokio::time::sleep(Duration::from_millis(1000)).await;
-    services(&["down", "kafka"]);
+    kill_broker();
     tokio::time::sleep(Duration::from_secs(5)).await;
     services(&["up", "kafka"]);
     tokio::time::sleep(Duration::from_millis(1500)).await;
