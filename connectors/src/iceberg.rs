@@ -303,29 +303,9 @@ impl IcebergSink {
                         };
                         format!("{base}/{namespace}/{name}")
                     });
-                    let created = self
-                        .catalog()
+                    self.catalog()
                         .create_table(&namespace, &name, &wanted, location.as_deref())
-                        .await;
-                    match created {
-                        Ok(meta) => meta,
-                        // Created since it was looked for: by an earlier run's request that
-                        // landed late (a killed process's), or another writer. Use it.
-                        Err(HttpError::Status { status: 409, .. }) => {
-                            tracing::info!(table = %format!("{namespace}.{name}"), "the Iceberg table was created meanwhile; using it");
-                            self.catalog()
-                                .load_table(&namespace, &name)
-                                .await?
-                                .ok_or_else(|| {
-                                    IcebergError::Table(format!(
-                                        "{namespace}.{name}: the catalog refused to create it \
-                                         as existing (409) but does not load it; check the \
-                                         catalog"
-                                    ))
-                                })?
-                        }
-                        Err(err) => return Err(err.into()),
-                    }
+                        .await?
                 }
             };
             let table = self.new_table(&name, kind, meta, Offsets::new())?;

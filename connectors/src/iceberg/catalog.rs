@@ -212,8 +212,33 @@ impl Catalog {
     }
 
     /// Creates a format-v2, unpartitioned table of `schema`, at `location` when given (else
-    /// where the catalog's warehouse puts it).
+    /// where the catalog's warehouse puts it). A table created since the caller looked for it
+    /// (a killed run's request that landed late, or another writer) is loaded and returned.
     pub async fn create_table(
+        &self,
+        namespace: &str,
+        table: &str,
+        schema: &Schema,
+        location: Option<&str>,
+    ) -> Result<TableMetadata, HttpError> {
+        match self.create(namespace, table, schema, location).await {
+            Err(HttpError::Status { status: 409, .. }) => {
+                tracing::info!(table = %format!("{namespace}.{table}"), "the Iceberg table was created meanwhile; using it");
+                self.load_table(namespace, table)
+                    .await?
+                    .ok_or_else(|| HttpError::Unexpected {
+                        server: self.http.server(),
+                        reason: format!(
+                            "{namespace}.{table}: the catalog refused to create it as existing \
+                             (409) but does not load it; check the catalog"
+                        ),
+                    })
+            }
+            created => created,
+        }
+    }
+
+    async fn create(
         &self,
         namespace: &str,
         table: &str,
