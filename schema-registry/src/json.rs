@@ -25,6 +25,7 @@ use crate::registry::Registry;
 
 pub mod debezium;
 pub(crate) mod decode;
+mod fast;
 pub(crate) mod scan;
 
 /// What Debezium puts for a value the source did not send (unchanged TOAST).

@@ -26,14 +26,10 @@ pub(crate) fn decode(plan: &Plan, value: &[u8]) -> Result<Change, DatumError> {
     // own, which cost more than the check itself.
     let text = std::str::from_utf8(value)
         .map_err(|e| DatumError(format!("the value is not JSON: not UTF-8 ({e})")))?;
-    let mut deserializer = serde_json::Deserializer::from_str(text);
-    let parts = EnvelopeSeed { plan }
-        .deserialize(&mut deserializer)
-        .and_then(|parts| deserializer.end().map(|()| parts))
-        .map_err(|e| match e.classify() {
-            serde_json::error::Category::Data => DatumError(e.to_string()),
-            _ => DatumError(format!("the value is not JSON: {e}")),
-        })?;
+    let parts = match super::fast::parts(plan, text) {
+        Some(parts) => parts,
+        None => general(plan, text)?,
+    };
     let op = match parts.op.as_deref() {
         Some("c") => Op::Create,
         Some("u") => Op::Update,
@@ -65,26 +61,39 @@ pub(crate) fn decode(plan: &Plan, value: &[u8]) -> Result<Change, DatumError> {
     })
 }
 
-/// What an envelope holds for a change, as read.
-#[derive(Default)]
-struct Parts {
-    op: Option<String>,
-    /// Per column of the plan's table, its value (null when absent).
-    before: Option<Vec<Value>>,
-    after: Option<Vec<Value>>,
-    source: SourceParts,
-    txn_id: Option<String>,
-    total_order: Option<u64>,
+/// The envelope read by serde_json through the visitors below: any JSON, and the error that
+/// says what is wrong. (`fast.rs` reads the form sluice writes and leaves the rest to this.)
+pub(super) fn general(plan: &Plan, text: &str) -> Result<Parts, DatumError> {
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    EnvelopeSeed { plan }
+        .deserialize(&mut deserializer)
+        .and_then(|parts| deserializer.end().map(|()| parts))
+        .map_err(|e| match e.classify() {
+            serde_json::error::Category::Data => DatumError(e.to_string()),
+            _ => DatumError(format!("the value is not JSON: {e}")),
+        })
 }
 
-#[derive(Default)]
-struct SourceParts {
-    ts_us: Option<i64>,
-    ts_ms: Option<i64>,
-    lsn: Option<u64>,
-    gtid: Option<String>,
-    file: Option<String>,
-    pos: Option<u64>,
+/// What an envelope holds for a change, as read.
+#[derive(Default, Debug, PartialEq)]
+pub(super) struct Parts {
+    pub(super) op: Option<String>,
+    /// Per column of the plan's table, its value (null when absent).
+    pub(super) before: Option<Vec<Value>>,
+    pub(super) after: Option<Vec<Value>>,
+    pub(super) source: SourceParts,
+    pub(super) txn_id: Option<String>,
+    pub(super) total_order: Option<u64>,
+}
+
+#[derive(Default, Debug, PartialEq)]
+pub(super) struct SourceParts {
+    pub(super) ts_us: Option<i64>,
+    pub(super) ts_ms: Option<i64>,
+    pub(super) lsn: Option<u64>,
+    pub(super) gtid: Option<String>,
+    pub(super) file: Option<String>,
+    pub(super) pos: Option<u64>,
 }
 
 /// The envelope's fields a change needs; the rest is skipped.
@@ -242,10 +251,10 @@ impl<'de> serde::de::Visitor<'de> for RowSeed<'_> {
 /// One column's value, read straight from the envelope into what the column's type holds
 /// (no JSON tree in between: that allocation was a good part of a sink's decoding). Arrays go
 /// through a JSON value, element by element as [`value_of`] reads them.
-struct ValueSeed<'a> {
-    data_type: &'a DataType,
-    field: &'static str,
-    column: &'a str,
+pub(super) struct ValueSeed<'a> {
+    pub(super) data_type: &'a DataType,
+    pub(super) field: &'static str,
+    pub(super) column: &'a str,
 }
 
 impl ValueSeed<'_> {
@@ -535,7 +544,7 @@ impl<'de> serde::de::Visitor<'de> for TransactionSeed {
 }
 
 /// One column's value, as the encoder wrote it for `data_type`.
-fn value_of(json: &Json, data_type: &DataType) -> Result<Value, DatumError> {
+pub(super) fn value_of(json: &Json, data_type: &DataType) -> Result<Value, DatumError> {
     let bad = || format!("{json} is not a {data_type} value");
     if json.is_null() {
         return Ok(Value::Null);
