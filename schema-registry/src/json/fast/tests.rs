@@ -231,3 +231,14 @@ fn broken_envelopes_are_never_accepted_by_the_fast_path_alone() {
         }
     }
 }
+
+#[test]
+fn an_envelope_that_is_not_utf8_is_refused_with_where() {
+    let plan = plan();
+    let mut bytes = envelopes()[0].clone().into_bytes();
+    let at = bytes.windows(5).position(|w| w == b"plain").unwrap();
+    bytes[at] = 0xff;
+    let err = crate::json::decode::decode(&plan, &bytes).unwrap_err();
+    assert!(err.0.contains("not UTF-8"), "{}", err.0);
+    assert!(err.0.contains(&format!("index {at}")), "{}", err.0);
+}
