@@ -425,8 +425,10 @@ impl KafkaLog {
         }
         let this = self.clone();
         let name = topic.to_owned();
-        // The metadata catches up with a new topic within moments.
-        for _ in 0..50 {
+        // The metadata lists a new topic once each partition has a leader: within moments
+        // usually, seconds on a fresh cluster that is still electing them.
+        let deadline = tokio::time::Instant::now() + TIMEOUT;
+        while tokio::time::Instant::now() < deadline {
             let this = this.clone();
             tokio::task::spawn_blocking(move || this.refresh_metadata())
                 .await
@@ -437,7 +439,16 @@ impl KafkaLog {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        Err(fail(KafkaError::AdminOp(RDKafkaErrorCode::UnknownTopic)))
+        Err(KafkaLogError {
+            brokers: config.brokers.clone(),
+            action: format!(
+                "creating topic {topic}: the brokers did not list it with a leader for each \
+                 partition within {} s of its creation (a broker down or still starting? check \
+                 the brokers' logs; sluice takes the topic as it is at its next start)",
+                TIMEOUT.as_secs()
+            ),
+            source: KafkaError::AdminOp(RDKafkaErrorCode::UnknownTopic),
+        })
     }
 
     /// The writer's producer, made (and its transactions initialised, fencing any other process
