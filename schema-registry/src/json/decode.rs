@@ -20,7 +20,8 @@ use crate::avro::DatumError;
 /// straight into the change: row fields are matched to the plan's columns by name as they come
 /// (each value parsed on its own), the source block and transaction keep only what a change
 /// holds, and everything else is skipped unparsed. (Parsing the whole envelope into a JSON
-/// tree first cost a sink most of its CPU.)
+/// tree first cost a sink most of its CPU.) The form sluice writes is read by hand
+/// (`fast.rs`); any other, and every error, by serde_json (`general`).
 pub(crate) fn decode(plan: &Plan, value: &[u8]) -> Result<Change, DatumError> {
     // UTF-8 checked once for the whole envelope: a reader over bytes checks each string on its
     // own, which cost more than the check itself.
