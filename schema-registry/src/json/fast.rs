@@ -29,11 +29,7 @@ const MAX_DEPTH: usize = 100;
 /// The envelope's parts, when `text` is in the form sluice writes and every value converts;
 /// None sends the record to the general reader.
 pub(super) fn parts(plan: &Plan, text: &str) -> Option<Parts> {
-    let mut reader = Reader {
-        text,
-        bytes: text.as_bytes(),
-        at: 0,
-    };
+    let mut reader = Reader { text, at: 0 };
     let mut parts = Parts::default();
     reader.object(|reader, key| {
         match key {
@@ -55,7 +51,7 @@ pub(super) fn parts(plan: &Plan, text: &str) -> Option<Parts> {
         }
         Some(())
     })?;
-    (reader.at == reader.bytes.len()).then_some(parts)
+    (reader.at == text.len()).then_some(parts)
 }
 
 /// A JSON number as serde_json reads it: positive integers as u64, negative ones as i64, the
@@ -77,13 +73,16 @@ enum Scalar<'a> {
 
 struct Reader<'a> {
     text: &'a str,
-    bytes: &'a [u8],
     at: usize,
 }
 
 impl<'a> Reader<'a> {
+    fn bytes(&self) -> &'a [u8] {
+        self.text.as_bytes()
+    }
+
     fn peek(&self) -> Option<u8> {
-        self.bytes.get(self.at).copied()
+        self.bytes().get(self.at).copied()
     }
 
     fn eat(&mut self, byte: u8) -> Option<()> {
@@ -92,7 +91,7 @@ impl<'a> Reader<'a> {
 
     fn word(&mut self, word: &[u8]) -> Option<()> {
         let end = self.at + word.len();
-        (self.bytes.get(self.at..end)? == word).then(|| self.at = end)
+        (self.bytes().get(self.at..end)? == word).then(|| self.at = end)
     }
 
     /// `null` as None, else what `read` makes of the value.
@@ -135,7 +134,7 @@ impl<'a> Reader<'a> {
         self.eat(b'"')?;
         let start = self.at;
         let mut escaped = false;
-        let bytes = self.bytes;
+        let bytes = self.bytes();
         let mut at = start;
         loop {
             // Eight bytes at a time, to the first that ends the string or needs a look.
@@ -180,11 +179,11 @@ impl<'a> Reader<'a> {
             self.at += 1;
         }
         let count = self.at - digits;
-        if count == 0 || (count > 1 && self.bytes[digits] == b'0') || count > 20 {
+        if count == 0 || (count > 1 && self.bytes()[digits] == b'0') || count > 20 {
             return None;
         }
         // Up to 19 digits cannot overflow; the 20th is checked.
-        let (head, last) = self.bytes[digits..self.at].split_at(count.min(19));
+        let (head, last) = self.bytes()[digits..self.at].split_at(count.min(19));
         let mut n = head
             .iter()
             .fold(0u64, |n, digit| n * 10 + u64::from(digit - b'0'));
